@@ -1,0 +1,23 @@
+// What every program's main() shares: one place that turns an escaped exception into exactly one
+// printed error and the documented exit code, and Ctrl-C/SIGTERM handling that lets long work stop
+// cleanly (the handler only sets a flag; loops call throw_if_interrupted()).
+#pragma once
+
+#include <functional>
+#include <string_view>
+
+namespace common {
+
+// Sets the log prefix, runs body, and maps common::Error to its exit code (printed as text or, when
+// *json_errors is true at the time of the error, as one JSON object on stderr). Any other exception
+// is an internal error (exit 1).
+int run_program(std::string_view program, const bool * json_errors, const std::function<int()> & body);
+
+// SIGINT and SIGTERM set a flag instead of killing the process. A second Ctrl-C exits at once
+// with 130, for a user who really wants out.
+void install_interrupt_handlers();
+bool interrupted();
+void throw_if_interrupted();  // throws Error(Interrupted) once a signal arrived
+void reset_interrupted();     // for tests
+
+}  // namespace common

@@ -1,0 +1,63 @@
+#include <csignal>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/program.h"
+#include <doctest/doctest.h>
+
+using common::Error;
+using common::ErrorKind;
+
+TEST_CASE("error kinds map to the documented exit codes") {
+    CHECK(common::exit_code(ErrorKind::Internal) == 1);
+    CHECK(common::exit_code(ErrorKind::Usage) == 2);
+    CHECK(common::exit_code(ErrorKind::Auth) == 3);
+    CHECK(common::exit_code(ErrorKind::Capacity) == 4);
+    CHECK(common::exit_code(ErrorKind::Quota) == 5);
+    CHECK(common::exit_code(ErrorKind::Network) == 6);
+    CHECK(common::exit_code(ErrorKind::Timeout) == 7);
+    CHECK(common::exit_code(ErrorKind::RemoteFailed) == 8);
+    CHECK(common::exit_code(ErrorKind::NotFound) == 9);
+    CHECK(common::exit_code(ErrorKind::LeakRisk) == 10);
+    CHECK(common::exit_code(ErrorKind::Interrupted) == 130);
+    CHECK(common::kind_name(ErrorKind::LeakRisk) == "leak_risk");
+}
+
+TEST_CASE("missing credential names the provider and the variable to set") {
+    Error e = Error::missing_credential("runpod", "RUNPOD_API_KEY");
+    CHECK(e.kind() == ErrorKind::Auth);
+    CHECK(std::string(e.what()).find("RUNPOD_API_KEY") != std::string::npos);
+    REQUIRE(e.context().size() == 1);
+    CHECK(e.context()[0].second == "runpod");
+}
+
+TEST_CASE("io errors: a missing file is not_found, a permission problem is usage") {
+    CHECK(Error::io("/x", "open", ENOENT).kind() == ErrorKind::NotFound);
+    CHECK(Error::io("/x", "open", EACCES).kind() == ErrorKind::Usage);
+    CHECK(Error::io("/x", "open", EIO).kind() == ErrorKind::Internal);
+    CHECK(Error::io("/x/y", "open", ENOENT).message().find("/x/y") == 0);
+}
+
+TEST_CASE("run_program returns the error's exit code and 1 for foreign exceptions") {
+    bool json = false;
+    CHECK(common::run_program("t", &json, [] { return 0; }) == 0);
+    CHECK(common::run_program("t", &json, []() -> int { throw Error(ErrorKind::Capacity, "none"); }) == 4);
+    CHECK(common::run_program("t", &json, []() -> int { throw std::runtime_error("boom"); }) == 1);
+    json = true;
+    CHECK(common::run_program("t", &json, []() -> int { throw Error(ErrorKind::LeakRisk, "x"); }) == 10);
+}
+
+TEST_CASE("throw_if_interrupted throws an interrupted error once a signal arrived") {
+    common::reset_interrupted();
+    CHECK_NOTHROW(common::throw_if_interrupted());
+    common::install_interrupt_handlers();
+    ::raise(SIGTERM);
+    CHECK(common::interrupted());
+    try {
+        common::throw_if_interrupted();
+        FAIL("expected an exception");
+    } catch (const Error & e) {
+        CHECK(e.kind() == ErrorKind::Interrupted);
+    }
+    common::reset_interrupted();
+}
