@@ -1,0 +1,61 @@
+// The capture contract between a model's forward pass and whoever listens (the safetensors sink
+// that writes a run to disk, the in-process analysis accumulators, tests).
+//
+// A family's forward calls tap(site, layer, x) at fixed sites; it never knows who listens. Each
+// sink is first asked the cheap wants(site, layer) (llama.cpp's "ask" phase), and only then given
+// the tensor. Tensors stay where the forward computed them (usually the GPU) and keep the forward's
+// dtype: a sink that copies them to the host does so on purpose, never by accident.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace extractor {
+
+enum class Site {
+    LnAttn,    // input_layernorm output: the input to self-attention            [B,T,H]
+    LnMlp,     // post_attention_layernorm output: the input to the MLP/MoE block  [B,T,H]
+    Residual,  // the residual stream after the layer (the decoder layer's output) [B,T,H]
+};
+
+// "ln_attn", "ln_mlp", "residual": used in file names, metadata and JSON.
+std::string_view site_name(Site site);
+// Inverse of site_name; throws common::Error(usage) for an unknown name.
+Site parse_site(std::string_view name);
+
+// What a batch is, so a sink can attribute positions to sequences and tokens.
+struct BatchInfo {
+    int64_t batch_index = 0;                // 0, 1, 2, ... in the order batches run
+    std::vector<int64_t> sequence_indices;  // global index of each row of the batch  [B]
+    at::Tensor token_ids;                   // int64 [B,T], on the CPU
+    at::Tensor attention_mask;              // int64 [B,T] (1 = real token), on the CPU; undefined = all real
+};
+
+class CaptureSink {
+public:
+    virtual ~CaptureSink() = default;
+    virtual bool wants(Site site, int layer) const = 0;
+    virtual void begin_batch(const BatchInfo & batch) = 0;
+    // x: [B,T,H] on the forward's device and dtype; valid only during the call (copy to keep).
+    virtual void on_capture(Site site, int layer, const at::Tensor & x) = 0;
+    virtual void end_batch() = 0;
+};
+
+// Fans one capture out to several sinks (e.g. write to disk and analyse in the same pass).
+class Tap {
+public:
+    void add(CaptureSink * sink) { sinks_.push_back(sink); }
+    bool wants(Site site, int layer) const;
+    void begin_batch(const BatchInfo & batch);
+    void operator()(Site site, int layer, const at::Tensor & x);
+    void end_batch();
+
+private:
+    std::vector<CaptureSink *> sinks_;
+};
+
+}  // namespace extractor
