@@ -1,0 +1,385 @@
+// Device-side accumulation for OutlierAccumulator (see accumulators.h). Per layer-norm capture x
+// [B,T,H] this runs a handful of element-wise passes on x's device (abs, compare, two reductions
+// over T, one add into a per-position counter, one bincount for the histogram); per batch it moves
+// only [B,H]-sized sparse records and a [B,T,K] token slice for K tallied dims to the host.
+#include "analysis/accumulators.h"
+
+#include "common/error.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+namespace analysis {
+
+namespace {
+
+int site_code(extractor::Site site) { return static_cast<int>(site); }
+
+const char * ln_site_name(extractor::Site site) {
+    switch (site) {
+    case extractor::Site::LnAttn: return "ln_attn";
+    case extractor::Site::LnMlp: return "ln_mlp";
+    case extractor::Site::Residual: return "residual";
+    }
+    return "unknown";
+}
+
+std::string site_label(extractor::Site site, int layer) {
+    return "layer_" + std::to_string(layer) + "_" + ln_site_name(site);
+}
+
+std::string shape_text(const at::Tensor & x) {
+    std::string out = "[";
+    for (int64_t i = 0; i < x.dim(); ++i) out += (i ? "," : "") + std::to_string(x.size(i));
+    return out + "]";
+}
+
+// bf16 bit pattern >> 5 = (biased exponent << 2) | top two mantissa bits: 4 bins per octave at
+// 1, 1.25, 1.5, 1.75 × 2^e. Index of the bin that holds 2^log2_min:
+int64_t histogram_base(const HistogramSpec & spec) {
+    return (127 + static_cast<int64_t>(spec.log2_min)) * 4;
+}
+
+}  // namespace
+
+struct SiteAccumulator {
+    at::Tensor hits;       // [H] int64
+    at::Tensor max_abs;    // [H] float32
+    at::Tensor histogram;  // [bins] int64
+    int64_t elements = 0;
+    int64_t padded_elements = 0;  // zeros written into padded positions (removed from bin 0)
+    int64_t sequences = 0;
+};
+
+struct OutlierAccumulator::State {
+    std::vector<SiteInfo> sites;
+    std::map<std::pair<int, int>, size_t> site_index;  // (layer, site code) -> index into sites
+    std::vector<SiteAccumulator> acc;
+    int64_t hidden = 0;
+    at::Tensor position_hits;  // [T_max,H] int32 on the device
+
+    int64_t sequences = 0;
+    int64_t tokens = 0;
+    int64_t batches = 0;
+    std::vector<SequenceStats> per_sequence;
+    std::map<int32_t, std::map<int64_t, int64_t>> token_hits;
+    std::map<int32_t, int64_t> token_hits_batches;
+    std::map<int, MassiveLayer> massive;
+
+    // The batch in flight.
+    bool in_batch = false;
+    int64_t B = 0, T = 0;
+    std::vector<int64_t> sequence_indices;  // [B]
+    std::vector<int64_t> row_tokens;        // [B] real positions per row
+    int64_t padded_positions = 0;
+    at::Tensor token_ids;   // [B,T] int64 CPU (may be undefined)
+    at::Tensor mask_cpu;    // [B,T] bool CPU, true = real (undefined: all real)
+    at::Tensor pad_device;  // [B,T,1] bool, true = padding (undefined: no padding)
+    at::Tensor pos_count;   // [B,T,H] uint8: sites hitting (row, position, dim)
+    at::Tensor row_sites;   // [B,H] int32: sites with a hit in the row
+    at::Tensor row_hits;    // [B,H] int64
+    at::Tensor row_max;     // [B,H] float32 (max |x| over the row's values; a max among hits when >= thr)
+    std::map<int, at::Tensor> row_layer_any;  // layer -> [B,H] bool
+    int32_t batch_sites = 0;
+};
+
+OutlierAccumulator::OutlierAccumulator(AccumulatorOptions options)
+    : options_(std::move(options)), state_(std::make_unique<State>()) {
+    if (!(options_.threshold > 0))
+        throw common::Error::usage("analysis: threshold must be positive, got " + std::to_string(options_.threshold));
+    if (options_.histogram_spec.bins_per_octave != 4 || options_.histogram_spec.bins <= 0)
+        throw common::Error::usage("analysis: histogram needs 4 bins per octave and a positive bin count");
+}
+
+OutlierAccumulator::~OutlierAccumulator() = default;
+
+bool OutlierAccumulator::wants(extractor::Site site, int) const {
+    return site != extractor::Site::Residual || options_.massive_top_k > 0;
+}
+
+void OutlierAccumulator::begin_batch(const extractor::BatchInfo & batch) {
+    auto & s = *state_;
+    if (s.in_batch) throw common::Error::internal("analysis: begin_batch while a batch is open");
+    s.in_batch = true;
+    s.sequence_indices = batch.sequence_indices;
+    s.token_ids = batch.token_ids.defined() ? batch.token_ids.to(at::kLong).contiguous() : at::Tensor();
+    s.mask_cpu = batch.attention_mask.defined() ? batch.attention_mask.ne(0).contiguous() : at::Tensor();
+    s.B = static_cast<int64_t>(batch.sequence_indices.size());
+    s.T = s.token_ids.defined() ? s.token_ids.size(1) : (s.mask_cpu.defined() ? s.mask_cpu.size(1) : -1);
+    s.pad_device = at::Tensor();
+    s.pos_count = at::Tensor();
+    s.row_layer_any.clear();
+    s.batch_sites = 0;
+}
+
+void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::Tensor & x) {
+    auto & s = *state_;
+    if (!s.in_batch) throw common::Error::internal("analysis: capture outside begin_batch/end_batch");
+    const std::string label = site_label(site, layer);
+    if (x.dim() != 3)
+        throw common::Error::usage("analysis: " + label + ": expected a [B,T,H] tensor, got " + shape_text(x))
+            .with("tensor", label);
+    if (s.B == 0) {  // a BatchInfo without rows: number them after the ones seen so far
+        s.B = x.size(0);
+        for (int64_t b = 0; b < s.B; ++b) s.sequence_indices.push_back(s.sequences + b);
+    }
+    if (s.T < 0) s.T = x.size(1);
+    if (x.size(0) != s.B || x.size(1) != s.T)
+        throw common::Error::usage("analysis: " + label + ": shape " + shape_text(x) + " does not match the batch [" +
+                                   std::to_string(s.B) + "," + std::to_string(s.T) + ",H]")
+            .with("tensor", label);
+    if (s.hidden == 0) s.hidden = x.size(2);
+    if (x.size(2) != s.hidden)
+        throw common::Error::usage("analysis: " + label + ": hidden size " + std::to_string(x.size(2)) +
+                                   " differs from the earlier sites' " + std::to_string(s.hidden))
+            .with("tensor", label);
+    const int64_t B = s.B, T = s.T, H = s.hidden;
+    const auto device = x.device();
+
+    if (s.row_tokens.size() != static_cast<size_t>(B) || !s.pos_count.defined()) {
+        // First capture of the batch: allocate the per-batch state on the capture's device.
+        s.row_tokens.assign(static_cast<size_t>(B), T);
+        s.padded_positions = 0;
+        if (s.mask_cpu.defined()) {
+            auto lens = s.mask_cpu.sum(1).to(at::kLong).contiguous();
+            for (int64_t b = 0; b < B; ++b) s.row_tokens[static_cast<size_t>(b)] = lens.data_ptr<int64_t>()[b];
+            for (auto n : s.row_tokens) s.padded_positions += T - n;
+            if (s.padded_positions > 0) s.pad_device = s.mask_cpu.logical_not().unsqueeze(2).to(device);
+        }
+        s.pos_count = at::zeros({B, T, H}, x.options().dtype(at::kByte));
+        s.row_sites = at::zeros({B, H}, x.options().dtype(at::kInt));
+        s.row_hits = at::zeros({B, H}, x.options().dtype(at::kLong));
+        s.row_max = at::zeros({B, H}, x.options().dtype(at::kFloat));
+    }
+
+    if (site == extractor::Site::Residual) {
+        if (options_.massive_top_k <= 0) return;
+        // Massive activations: per row, the median |x| and the top-k |x| over real positions.
+        auto a = x.abs().to(at::kFloat);  // [B,T,H]
+        auto & ml = s.massive[layer];
+        ml.layer = layer;
+        for (int64_t b = 0; b < B; ++b) {
+            auto row = a.select(0, b);  // [T,H]
+            at::Tensor positions;       // real positions of this row, as indices into T
+            if (s.mask_cpu.defined() && s.row_tokens[static_cast<size_t>(b)] < T) {
+                positions = s.mask_cpu.select(0, b).nonzero().view({-1});
+                row = row.index_select(0, positions.to(device));
+            }
+            if (row.numel() == 0) continue;
+            auto flat = row.reshape({-1});
+            const float median = flat.median().item<float>();
+            const int64_t k = std::min<int64_t>(options_.massive_top_k, flat.numel());
+            auto top = flat.topk(k);
+            auto values = std::get<0>(top).cpu().contiguous();
+            auto index = std::get<1>(top).cpu().contiguous();
+            const int64_t seq = s.sequence_indices[static_cast<size_t>(b)];
+            for (int64_t i = 0; i < k; ++i) {
+                const int64_t flat_i = index.data_ptr<int64_t>()[i];
+                int64_t t = flat_i / H;
+                if (positions.defined()) t = positions.data_ptr<int64_t>()[t];
+                ml.top.push_back({values.data_ptr<float>()[i], seq, t, static_cast<int32_t>(flat_i % H), median});
+            }
+            ml.medians.emplace_back(seq, median);
+        }
+        std::sort(ml.top.begin(), ml.top.end(), [](const MassiveEntry & p, const MassiveEntry & q) {
+            if (p.abs_value != q.abs_value) return p.abs_value > q.abs_value;
+            if (p.sequence_index != q.sequence_index) return p.sequence_index < q.sequence_index;
+            if (p.position != q.position) return p.position < q.position;
+            return p.dim < q.dim;
+        });
+        if (static_cast<int>(ml.top.size()) > options_.massive_top_k) ml.top.resize(static_cast<size_t>(options_.massive_top_k));
+        return;
+    }
+
+    const auto key = std::make_pair(layer, site_code(site));
+    auto found = s.site_index.find(key);
+    if (found == s.site_index.end()) {
+        found = s.site_index.emplace(key, s.sites.size()).first;
+        s.sites.push_back({layer, ln_site_name(site)});
+        SiteAccumulator acc;
+        acc.hits = at::zeros({H}, x.options().dtype(at::kLong));
+        acc.max_abs = at::zeros({H}, x.options().dtype(at::kFloat));
+        acc.histogram = at::zeros({options_.histogram_spec.bins}, x.options().dtype(at::kLong));
+        s.acc.push_back(std::move(acc));
+    }
+    auto & acc = s.acc[found->second];
+
+    // The predecessor cast every capture to bf16 before thresholding, even in fp32 runs (§2.5).
+    at::Tensor v = x;
+    if (options_.round_bf16 && v.scalar_type() != at::kBFloat16) v = v.to(at::kBFloat16);
+    at::Tensor a = v.abs();                                 // [B,T,H], values' dtype
+    if (s.pad_device.defined()) a.masked_fill_(s.pad_device, 0);
+    at::Tensor row_max = at::amax(a, {1}).to(at::kFloat);   // [B,H]
+    at::Tensor hit = a.ge(options_.threshold);              // [B,T,H] bool (the scalar takes a's dtype, as in torch)
+    at::Tensor row_hits = hit.sum(1);                       // [B,H] int64
+    at::Tensor row_any = row_hits.gt(0);                    // [B,H] bool
+
+    acc.hits.add_(row_hits.sum(0));
+    acc.max_abs = at::maximum(acc.max_abs, at::amax(row_max, {0}));
+    int64_t real = 0;
+    for (auto n : s.row_tokens) real += n;
+    acc.elements += real * H;
+    acc.padded_elements += s.padded_positions * H;
+    acc.sequences += B;
+    if (options_.histogram) {
+        // Binned by the bf16 bit pattern (exact integer counts, no log pass): see HistogramSpec.
+        at::Tensor bits = (a.scalar_type() == at::kBFloat16 ? a : a.to(at::kBFloat16)).view(at::kShort);
+        at::Tensor bin = at::bitwise_right_shift(bits, 5).sub_(histogram_base(options_.histogram_spec))
+                             .clamp_(0, options_.histogram_spec.bins - 1);
+        acc.histogram.add_(at::bincount(bin.reshape({-1}), {}, options_.histogram_spec.bins));
+    }
+
+    s.row_sites.add_(row_any);
+    s.row_hits.add_(row_hits);
+    s.row_max = at::maximum(s.row_max, row_max);
+    auto any = s.row_layer_any.find(layer);
+    if (any == s.row_layer_any.end()) s.row_layer_any.emplace(layer, row_any);
+    else any->second.logical_or_(row_any);
+    s.pos_count.add_(hit);
+    s.batch_sites += 1;
+}
+
+void OutlierAccumulator::end_batch() {
+    auto & s = *state_;
+    if (!s.in_batch) throw common::Error::internal("analysis: end_batch without begin_batch");
+    s.in_batch = false;
+    s.batches += 1;
+    const int64_t B = s.B;
+    if (!s.pos_count.defined()) {  // no layer-norm capture in this batch: nothing was measured
+        s.B = 0;
+        return;
+    }
+    const int64_t T = s.T, H = s.hidden;
+    const auto opts = s.pos_count.options();
+
+    at::Tensor pos_hit = s.pos_count.gt(0);          // [B,T,H] bool: any site hits
+    at::Tensor row_positions = pos_hit.sum(1);        // [B,H] int64
+    at::Tensor batch_positions = pos_hit.sum(0).to(at::kInt);  // [T,H]
+    if (!s.position_hits.defined()) s.position_hits = at::zeros({0, H}, opts.dtype(at::kInt));
+    if (s.position_hits.size(0) < T)
+        s.position_hits = at::cat({s.position_hits, at::zeros({T - s.position_hits.size(0), H}, opts.dtype(at::kInt))});
+    s.position_hits.narrow(0, 0, T).add_(batch_positions);
+
+    std::vector<at::Tensor> layer_any;
+    for (auto & [layer, t] : s.row_layer_any) layer_any.push_back(t.to(at::kInt));
+    at::Tensor row_layers = at::stack(layer_any).sum(0);  // [B,H]
+
+    // Sparse per-row records: only (row, dim) pairs with a hit leave the device.
+    at::Tensor nz = s.row_hits.gt(0).nonzero();  // [N,2] row-major: rows ascending, dims ascending
+    at::Tensor rows = nz.select(1, 0), dims = nz.select(1, 1);
+    at::Tensor ints = at::stack({rows, dims, s.row_sites.index({rows, dims}).to(at::kLong),
+                                 row_layers.index({rows, dims}).to(at::kLong), row_positions.index({rows, dims}),
+                                 s.row_hits.index({rows, dims})}, 1).cpu().contiguous();  // [N,6]
+    at::Tensor maxima = s.row_max.index({rows, dims}).cpu().contiguous();              // [N]
+
+    std::vector<SequenceStats> batch_records(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+        auto & r = batch_records[static_cast<size_t>(b)];
+        r.sequence_index = s.sequence_indices[static_cast<size_t>(b)];
+        r.tokens = s.row_tokens[static_cast<size_t>(b)];
+        r.sites = s.batch_sites;
+        r.layers = static_cast<int32_t>(s.row_layer_any.size());
+    }
+    const int64_t N = ints.size(0);
+    const int64_t * p = ints.data_ptr<int64_t>();
+    const float * mx = maxima.data_ptr<float>();
+    for (int64_t i = 0; i < N; ++i, p += 6) {
+        batch_records[static_cast<size_t>(p[0])].dims.push_back(
+            {static_cast<int32_t>(p[1]), static_cast<int32_t>(p[2]), static_cast<int32_t>(p[3]),
+             static_cast<int32_t>(p[4]), p[5], mx[i]});
+    }
+    for (auto & r : batch_records) {
+        s.tokens += r.tokens;
+        s.per_sequence.push_back(std::move(r));
+    }
+    s.sequences += B;
+
+    // Token tallies for the dims with the most hit positions in this batch.
+    if (s.token_ids.defined() && options_.token_dims_per_batch > 0) {
+        const int64_t K = std::min<int64_t>(options_.token_dims_per_batch, H);
+        auto top = row_positions.sum(0).topk(K);
+        at::Tensor counts = std::get<0>(top).cpu().contiguous();
+        at::Tensor top_dims = std::get<1>(top);
+        int64_t kept = 0;
+        while (kept < K && counts.data_ptr<int64_t>()[kept] > 0) ++kept;
+        if (kept > 0) {
+            top_dims = top_dims.narrow(0, 0, kept);
+            at::Tensor slice = pos_hit.index_select(2, top_dims).cpu().contiguous();  // [B,T,kept] bool
+            at::Tensor dims_cpu = top_dims.cpu().contiguous();
+            const bool * hp = slice.data_ptr<bool>();
+            const int64_t * tok = s.token_ids.data_ptr<int64_t>();
+            std::vector<std::map<int64_t, int64_t> *> tallies;
+            for (int64_t k = 0; k < kept; ++k) {
+                const auto dim = static_cast<int32_t>(dims_cpu.data_ptr<int64_t>()[k]);
+                tallies.push_back(&s.token_hits[dim]);
+                s.token_hits_batches[dim] += 1;
+            }
+            for (int64_t bt = 0; bt < B * T; ++bt)
+                for (int64_t k = 0; k < kept; ++k)
+                    if (hp[bt * kept + k]) (*tallies[static_cast<size_t>(k)])[tok[bt]] += 1;
+        }
+    }
+
+    s.pos_count = at::Tensor();
+    s.row_layer_any.clear();
+    s.pad_device = at::Tensor();
+    s.B = 0;
+    s.T = -1;
+}
+
+Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const {
+    const auto & s = *state_;
+    if (s.in_batch) throw common::Error::internal("analysis: statistics() called inside a batch");
+    Statistics out;
+    out.threshold = options_.threshold;
+    out.round_bf16 = options_.round_bf16;
+    out.hidden = s.hidden;
+    out.histogram_spec = options_.histogram_spec;
+    out.massive_top_k = options_.massive_top_k;
+    out.token_dims_per_batch = options_.token_dims_per_batch;
+    out.sites = s.sites;
+    const auto S = s.sites.size();
+    const auto H = static_cast<size_t>(s.hidden);
+    const auto bins = static_cast<size_t>(options_.histogram_spec.bins);
+    out.site_hits.resize(S * H);
+    out.site_max_abs.resize(S * H);
+    out.site_histogram.resize(S * bins);
+    for (size_t i = 0; i < S; ++i) {
+        const auto & acc = s.acc[i];
+        auto hits = acc.hits.cpu().contiguous();
+        auto maxima = acc.max_abs.cpu().contiguous();
+        auto hist = acc.histogram.cpu().contiguous();
+        std::copy_n(hits.data_ptr<int64_t>(), H, out.site_hits.begin() + static_cast<std::ptrdiff_t>(i * H));
+        std::copy_n(maxima.data_ptr<float>(), H, out.site_max_abs.begin() + static_cast<std::ptrdiff_t>(i * H));
+        std::copy_n(hist.data_ptr<int64_t>(), bins, out.site_histogram.begin() + static_cast<std::ptrdiff_t>(i * bins));
+        if (!options_.histogram) std::fill_n(out.site_histogram.begin() + static_cast<std::ptrdiff_t>(i * bins), bins, 0);
+        else out.site_histogram[i * bins] -= acc.padded_elements;  // padded zeros are not data
+        out.site_elements.push_back(acc.elements);
+        out.site_sequences.push_back(acc.sequences);
+    }
+    if (s.position_hits.defined()) {
+        auto ph = s.position_hits.cpu().contiguous();
+        out.max_positions = ph.size(0);
+        out.position_hits.assign(ph.data_ptr<int32_t>(), ph.data_ptr<int32_t>() + ph.numel());
+    }
+    out.sequences = s.sequences;
+    out.tokens = s.tokens;
+    out.batches = s.batches;
+    out.per_sequence = s.per_sequence;
+    std::sort(out.per_sequence.begin(), out.per_sequence.end(),
+              [](const SequenceStats & x, const SequenceStats & y) { return x.sequence_index < y.sequence_index; });
+    out.token_hits = s.token_hits;
+    out.token_hits_batches = s.token_hits_batches;
+    for (const auto & [layer, ml] : s.massive) {
+        MassiveLayer copy = ml;
+        std::sort(copy.medians.begin(), copy.medians.end());
+        out.massive.push_back(std::move(copy));
+    }
+    out.metadata = metadata.is_object() ? metadata : nlohmann::json::object();
+    return out;
+}
+
+}  // namespace analysis

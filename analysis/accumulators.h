@@ -1,0 +1,47 @@
+// The streaming outlier accumulator: a CaptureSink that turns each captured [B,T,H] layer-norm
+// output into a few per-(site, dim) and per-(row, dim) reductions on the capture's own device, so
+// full activations never reach the host. Only [H]-sized vectors and sparse per-sequence records
+// cross to the host, once per batch. Both criteria modes (criteria.h) are computed from this one
+// pass: the per-sequence records give the predecessor's per-batch semantics exactly, the pooled
+// site/position counts give the dataset-level (paper) criterion. Follows outlier-method.md §6 and
+// llama.cpp's imatrix collector (sums, counts and maxima only).
+#pragma once
+
+#include "analysis/statistics.h"
+#include "extractor/capture.h"
+
+#include <map>
+#include <memory>
+
+namespace analysis {
+
+struct AccumulatorOptions {
+    double threshold = 6.0;       // |x| >= threshold is a hit (inclusive, as LLM.int8() and the predecessor)
+    bool round_bf16 = true;       // round values to bf16 before thresholding (predecessor §2.5)
+    bool histogram = true;        // per-site log2 magnitude histogram (for the distribution plot)
+    int massive_top_k = 0;        // > 0: also capture the residual stream and keep its top-k |x| per layer
+    int token_dims_per_batch = 32;  // dims per batch whose hit positions are tallied by token id
+    HistogramSpec histogram_spec;
+};
+
+class OutlierAccumulator : public extractor::CaptureSink {
+public:
+    explicit OutlierAccumulator(AccumulatorOptions options = {});
+    ~OutlierAccumulator() override;
+
+    bool wants(extractor::Site site, int layer) const override;
+    void begin_batch(const extractor::BatchInfo & batch) override;
+    void on_capture(extractor::Site site, int layer, const at::Tensor & x) override;
+    void end_batch() override;
+
+    // Copies the device-side totals to the host. Valid between batches; may be called repeatedly
+    // (e.g. to checkpoint a long run). `metadata` is stored as the run's metadata.
+    Statistics statistics(const nlohmann::json & metadata = nlohmann::json::object()) const;
+
+private:
+    struct State;
+    AccumulatorOptions options_;
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace analysis

@@ -1,0 +1,114 @@
+// Host-side outlier statistics: everything the accumulators gather in one pass, in a form that is
+// torch-free, saved to disk (stats_file.cpp) and merged associatively (sums, counts, maxima,
+// concatenated per-sequence records; never means). The criteria (criteria.h) are applied to this at
+// the end, so one pass serves every mode. The device-side counterpart is accumulators.h.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace analysis {
+
+inline constexpr int kStatisticsVersion = 1;
+
+// One captured layer-norm site, in forward order (layer, then ln_attn before ln_mlp).
+struct SiteInfo {
+    int layer = 0;
+    std::string site;  // "ln_attn" | "ln_mlp"
+    bool operator==(const SiteInfo &) const = default;
+};
+
+// One hidden dim's counts inside one sequence (only dims with at least one hit are kept).
+struct SequenceDimStat {
+    int32_t dim = 0;
+    int32_t sites_hit = 0;      // distinct sites with |x| >= thr somewhere in this sequence
+    int32_t layers_hit = 0;     // distinct decoder layers with a hit in any of their sites
+    int32_t positions_hit = 0;  // distinct positions with a hit in any site
+    int64_t hits = 0;           // (site, position) elements with |x| >= thr
+    float max_abs = 0;          // max |x| among the hits
+};
+
+// What the predecessor computed per batch (batch_size 1 = per sequence), before its criteria.
+struct SequenceStats {
+    int64_t sequence_index = 0;  // global index from BatchInfo
+    int64_t tokens = 0;          // real (unpadded) positions: the position denominator
+    int32_t sites = 0;           // layer-norm sites captured for it: the site denominator
+    int32_t layers = 0;          // distinct decoder layers among those sites
+    std::vector<SequenceDimStat> dims;  // sorted by dim
+};
+
+// Massive activations (Sun et al. 2024) on the residual stream: the largest |x| per layer.
+struct MassiveEntry {
+    float abs_value = 0;
+    int64_t sequence_index = 0;
+    int64_t position = 0;
+    int32_t dim = 0;
+    float sequence_median_abs = 0;  // median |x| of that sequence's hidden state at this layer
+};
+struct MassiveLayer {
+    int layer = 0;
+    std::vector<MassiveEntry> top;  // sorted by abs_value descending, at most massive_top_k
+    std::vector<std::pair<int64_t, float>> medians;  // (sequence_index, median |x|), sorted
+};
+
+// Magnitude histogram binned by the bf16 bit pattern (exponent + top two mantissa bits): per octave
+// 2^e the bins start at 2^e x {1, 1.25, 1.5, 1.75}, from 2^log2_min upwards. The first bin also takes
+// everything smaller (zeros included), the last everything larger (and NaN). Values are binned after
+// bf16 rounding.
+struct HistogramSpec {
+    double log2_min = -8;
+    int bins_per_octave = 4;
+    int bins = 80;  // up to 2^12
+    bool operator==(const HistogramSpec &) const = default;
+    double lower_edge(int bin) const;
+};
+
+struct Statistics {
+    // How the values were counted (fixed at accumulation time; merge requires equality).
+    double threshold = 6.0;
+    bool round_bf16 = true;  // values rounded to bf16 before thresholding (predecessor §2.5)
+    int64_t hidden = 0;
+    HistogramSpec histogram_spec;
+    int massive_top_k = 0;   // 0: massive activations not collected
+    int token_dims_per_batch = 0;
+
+    std::vector<SiteInfo> sites;             // S layer-norm sites
+    std::vector<int64_t> site_hits;          // [S*H] elements with |x| >= thr, per site and dim
+    std::vector<float> site_max_abs;         // [S*H] max |x| over all values
+    std::vector<int64_t> site_elements;      // [S]   real elements seen (tokens * H)
+    std::vector<int64_t> site_histogram;     // [S*bins]
+    std::vector<int64_t> site_sequences;     // [S]   sequences that reached this site
+
+    int64_t max_positions = 0;               // T_max: rows of position_hits
+    std::vector<int32_t> position_hits;      // [T_max*H] sequences whose position t hits dim h (any site)
+
+    int64_t sequences = 0;
+    int64_t tokens = 0;
+    std::vector<SequenceStats> per_sequence;  // sorted by sequence_index
+
+    // dim -> token id -> positions where the dim hit (any site) at that token. Collected for the
+    // `token_dims_per_batch` dims with the most hit positions in each batch.
+    std::map<int32_t, std::map<int64_t, int64_t>> token_hits;
+    std::map<int32_t, int64_t> token_hits_batches;  // dim -> batches in which it was tallied
+    int64_t batches = 0;
+
+    std::vector<MassiveLayer> massive;  // sorted by layer
+
+    nlohmann::json metadata = nlohmann::json::object();  // run metadata (model, dtype, ...)
+
+    int64_t num_sites() const { return static_cast<int64_t>(sites.size()); }
+    // Distinct decoder layers among the sites, ascending.
+    std::vector<int> layers() const;
+};
+
+// Combines b into a (a := a ⊕ b). Associative and, up to metadata, commutative: sums, maxima,
+// sequence records concatenated and sorted. Throws common::Error (usage) naming `a_name`/`b_name`
+// when they were counted differently (threshold, rounding, hidden size, sites, model) or share a
+// sequence index (a rerun would count that sequence twice).
+void merge_into(Statistics & a, const Statistics & b, const std::string & a_name, const std::string & b_name);
+
+}  // namespace analysis
