@@ -153,6 +153,8 @@ class Lambda(Provider):
             if inst is None:
                 return _err(404, "global/object-does-not-exist", "Instance not found.")
             self._observe(inst, kinds)
+            if inst["id"] not in self.insts:
+                return _err(404, "global/object-does-not-exist", "Instance not found.")
             return Response(200, {"data": self._view(inst)})
         if p == "/api/v1/ssh-keys":
             if m == "GET":

@@ -149,6 +149,14 @@ class RunPod(Provider):
                 return self._errors(f.get("message", "Something went wrong."), f.get("code"))
         kinds = {f["kind"]: f for f in fired}
         self._enforce_ttls()
+        # Faults that act on existing pods when they fire on a non-create request (they show in
+        # this very answer).
+        if "runtime_null" in kinds and req.action != "create":
+            for p in self._live():
+                p["runtime_null_until"] = p["polls"] + kinds["runtime_null"]["polls"]
+        if "instance_failed" in kinds and req.action != "create":
+            for p in self._live():
+                p["desired"] = "DEAD"
         doc = req.doc
         data = {}
         observed = set()
@@ -161,13 +169,6 @@ class RunPod(Provider):
         except GraphQLValidationError as e:
             return Response(400, {"errors": [{"message": str(e),
                                               "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]})
-        # Faults that act on existing pods when they fire on a non-create request.
-        if "runtime_null" in kinds and req.action != "create":
-            for p in self._live():
-                p["runtime_null_until"] = p["polls"] + kinds["runtime_null"]["polls"]
-        if "instance_failed" in kinds and req.action != "create":
-            for p in self._live():
-                p["desired"] = "DEAD"
         return Response(200, {"data": data})
 
     def _errors(self, message, code=None, path=None):
