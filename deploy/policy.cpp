@@ -1,0 +1,61 @@
+// Policy decisions (see policy.h). Pure functions; the orchestrator applies them.
+#include "deploy/policy.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include "common/clock.h"
+#include "common/error.h"
+
+namespace deploy {
+
+std::string_view end_action_name(EndAction action) {
+    return action == EndAction::Terminate ? "terminate" : "keep";
+}
+
+EndAction parse_end_action(std::string_view text) {
+    if (text == "terminate") return EndAction::Terminate;
+    if (text == "keep") return EndAction::Keep;
+    throw common::Error::usage("policy: unknown action '" + std::string(text) + "': use terminate or keep");
+}
+
+namespace {
+std::string utc_hhmm(double unix_s) {
+    std::time_t t = static_cast<std::time_t>(unix_s);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+    return buf;
+}
+}  // namespace
+
+EndDecision decide(const Policy & policy, Outcome outcome, double now_unix) {
+    const bool ok = outcome == Outcome::Succeeded;
+    const char * rule = ok ? "on_success" : "on_failure";
+    EndAction action = ok ? policy.on_success : policy.on_failure;
+    EndDecision d{action, 0, {}};
+    if (action == EndAction::Terminate) {
+        d.reason = std::string(rule) + ": terminate";
+    } else {
+        d.keep_until_unix = now_unix + policy.keep_ttl_s;
+        d.reason = std::string(rule) + ": keep for " + common::format_duration(policy.keep_ttl_s) + " (until " +
+                   utc_hhmm(d.keep_until_unix) + "; the watchdog and `broker sweep` end it then)";
+    }
+    return d;
+}
+
+double cost_usd(double price_usd_per_hour, double elapsed_s) { return price_usd_per_hour * elapsed_s / 3600.0; }
+
+bool over_budget(const Policy & policy, double price_usd_per_hour, double elapsed_s) {
+    return policy.max_cost_usd && cost_usd(price_usd_per_hour, elapsed_s) >= *policy.max_cost_usd;
+}
+
+double lifetime_cap_s(const Policy & policy, double price_usd_per_hour) {
+    double cap = policy.max_duration_s;
+    if (policy.max_cost_usd && price_usd_per_hour > 0)
+        cap = std::min(cap, *policy.max_cost_usd / price_usd_per_hour * 3600.0);
+    return cap;
+}
+
+}  // namespace deploy

@@ -1,0 +1,46 @@
+// How a run ends and what it may spend: what to do with the instance after success and after
+// failure (terminate, or keep — after a failure only for a TTL, so a forgotten debug box still
+// ends), the longest the run may last and the most it may cost. decide() is a pure function of
+// the outcome, so every branch is unit-tested; the orchestrator only carries it out.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace deploy {
+
+enum class EndAction { Terminate, Keep };
+std::string_view end_action_name(EndAction action);
+EndAction parse_end_action(std::string_view text);  // "terminate" | "keep"; usage error otherwise
+
+struct Policy {
+    EndAction on_success = EndAction::Terminate;
+    EndAction on_failure = EndAction::Terminate;
+    double keep_ttl_s = 2 * 3600;       // a kept instance's lifetime from the end of the run
+    double max_duration_s = 3 * 3600;   // the whole run, create to terminate; also the instance deadline
+    std::optional<double> max_cost_usd; // price x elapsed; the run stops (and ends per on_failure) past it
+    double heartbeat_timeout_s = 600;   // the on-instance watchdog terminates after this long without one
+};
+
+enum class Outcome { Succeeded, Failed, Interrupted };
+
+struct EndDecision {
+    EndAction action;
+    // For Keep: the instance's new deadline (unix seconds) that the watchdog and sweep enforce.
+    double keep_until_unix = 0;
+    std::string reason;  // one line for the summary: "on_failure: keep for 2h (until 14:05 UTC)"
+};
+
+// Interrupted runs follow on_failure: a user who pressed Ctrl-C did not get results, and keeping
+// the machine is only right when they asked to keep failed runs.
+EndDecision decide(const Policy & policy, Outcome outcome, double now_unix);
+
+// Dollars spent so far at a price; nullopt price (unknown) counts as 0 and is reported as unknown.
+double cost_usd(double price_usd_per_hour, double elapsed_s);
+// True once max_cost_usd is set and spending `price` for `elapsed_s` reaches it.
+bool over_budget(const Policy & policy, double price_usd_per_hour, double elapsed_s);
+// The longest the instance may live given the cost cap: min(max_duration, max_cost / price).
+double lifetime_cap_s(const Policy & policy, double price_usd_per_hour);
+
+}  // namespace deploy

@@ -1,0 +1,123 @@
+// The run config of deploy_and_analyze: what to run (model, data, capture, analysis), where
+// (resources: GPU filters, price cap, providers in order of preference, disk) and how it ends
+// (policy). Read from YAML through common::ConfigNode (file:line errors, unknown keys refused),
+// then overridden by flags. validate() refuses every impossible combination BEFORE anything is
+// rented, so a bad config costs nothing.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "deploy/policy.h"
+
+namespace deploy {
+
+// Where the checkpoint comes from. Exactly one of hub_id / local_path / fixture is set.
+struct FixtureModel {
+    std::string family = "olmoe";  // a model_type `extract fixture` knows
+    int layers = 4;
+    int hidden = 64;
+    std::vector<std::string> plants;  // `extract fixture --plant` specs, e.g. "7,42@0-3"
+    uint64_t seed = 0;
+};
+
+struct ModelConfig {
+    std::string hub_id;       // "Qwen/Qwen3-30B-A3B": fetched on the remote from the Hugging Face Hub
+    std::string revision = "main";
+    std::string local_path;   // a checkpoint directory on this machine, pushed with the workspace
+    std::optional<FixtureModel> fixture;  // a tiny random checkpoint written on the remote
+    std::string dtype = "bf16";           // bf16 | f16 | f32 (compute dtype of extract)
+    std::string display_name() const;     // hub id, path, or "fixture:<family>"
+};
+
+// Token input. Exactly one source. `synthetic_vocab` generates seeded random token ids locally
+// (the rehearsal fixture has no tokenizer).
+struct DataConfig {
+    std::string text_file;   // local files, pushed with the run payload
+    std::string jsonl_file;
+    std::string tokens_file;
+    std::string text_field = "text";
+    std::optional<int64_t> synthetic_vocab;
+    uint64_t seed = 0;
+    int64_t num_sequences = 4;
+    int64_t sequence_length = 2048;
+    int64_t batch_size = 1;
+    int64_t overlap = 0;
+};
+
+struct CaptureConfig {
+    std::string layers;                              // "" = all layers; else "0-3,7"
+    std::vector<std::string> sites{"ln_attn", "ln_mlp"};
+};
+
+struct AnalysisConfig {
+    std::string mode = "both";           // predecessor | paper | both (analyze --mode)
+    double threshold = 6.0;
+    double layer_fraction = 0.25;
+    double position_fraction = 0.06;
+};
+
+struct ResourcesConfig {
+    std::vector<std::string> providers;          // in order of preference; empty: every keyed cloud
+    std::string gpu_filter;                      // substring of the GPU model ("A100", "H100")
+    int gpu_count = 1;
+    std::optional<double> min_vram_gb;           // per GPU; nullopt = "auto" (from the memory estimate)
+    std::optional<double> min_cpu_ram_gb;        // system RAM
+    std::optional<double> max_price_usd_per_hour;
+    int disk_gb = 150;
+    std::string image = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04";
+    double safety_factor = 1.2;                  // applied to the memory estimate
+};
+
+struct RunConfig {
+    std::string source;      // the YAML file it was read from ("" when built from flags alone)
+    std::string name;        // run name: lower-case letters and digits (part of the instance name)
+    ModelConfig model;
+    DataConfig data;
+    CaptureConfig capture;
+    AnalysisConfig analysis;
+    ResourcesConfig resources;
+    Policy policy;
+    std::string hf_token_env = "HF_TOKEN";  // the variable that holds the Hub token (never the token)
+    std::string output_dir = "runs";        // local parent of run directories
+};
+
+// Reads and checks a YAML run config (keys documented in configs/README.md). Throws
+// common::Error(usage) naming file:line:column for unknown keys, wrong types and bad values.
+RunConfig load_run_config(const std::string & path);
+RunConfig parse_run_config(const std::string & yaml_text, const std::string & name = "<config>");
+
+// Flags that override the config (the predecessor's names included). Unset fields leave the config alone.
+struct Overrides {
+    std::optional<std::string> model;           // --model: hub id, or a local directory when it exists
+    std::optional<int> gpu_count;               // --gpu-count
+    std::optional<std::string> gpu_filter;      // --gpu-filter
+    std::optional<double> min_vram_gb;          // --min-vram
+    std::optional<double> min_cpu_ram_gb;       // --min-cpu-ram
+    std::optional<double> max_price;            // --max-price
+    std::optional<int64_t> num_sequences;       // --num-sequences
+    std::optional<int64_t> sequence_length;     // --sequence-length
+    std::optional<int64_t> batch_size;          // --batch-size
+    std::optional<double> threshold;            // --threshold
+    std::vector<std::string> providers;         // --provider (repeatable; replaces the list)
+    bool keep_running = false;                  // --keep-running: keep on success and failure
+    std::optional<std::string> on_success;      // --on-success terminate|keep
+    std::optional<std::string> on_failure;      // --on-failure terminate|keep
+    std::optional<std::string> max_duration;    // --max-duration 3h
+    std::optional<double> max_cost_usd;         // --max-cost
+    std::optional<std::string> output_dir;      // --output-dir
+    std::optional<std::string> name;            // --name
+};
+void apply_overrides(RunConfig & config, const Overrides & overrides);
+
+// Every cross-field check (one model source, one data source, positive sizes, known sites and
+// modes). Throws common::Error(usage) naming the key (and the config file when there is one).
+void validate(const RunConfig & config);
+
+// The built-in rehearsal config (the same content as configs/rehearsal.yaml), for a run with no
+// --config: local provider, tiny OLMoE fixture with planted outliers, CPU.
+RunConfig rehearsal_defaults();
+
+}  // namespace deploy

@@ -1,0 +1,44 @@
+// Policy: every outcome x action, keep TTLs, and the budget arithmetic.
+#include "common/error.h"
+#include "deploy/policy.h"
+
+#include <doctest/doctest.h>
+
+using deploy::EndAction;
+using deploy::Outcome;
+
+TEST_CASE("policy: success and failure follow their own rule; interrupt follows on_failure") {
+    deploy::Policy p;
+    p.on_success = EndAction::Terminate;
+    p.on_failure = EndAction::Keep;
+    p.keep_ttl_s = 3600;
+    CHECK(deploy::decide(p, Outcome::Succeeded, 1000).action == EndAction::Terminate);
+    auto f = deploy::decide(p, Outcome::Failed, 1000);
+    CHECK(f.action == EndAction::Keep);
+    CHECK(f.keep_until_unix == doctest::Approx(4600));
+    CHECK(f.reason.find("on_failure: keep for 1h") != std::string::npos);
+    CHECK(deploy::decide(p, Outcome::Interrupted, 1000).action == EndAction::Keep);
+    p.on_failure = EndAction::Terminate;
+    CHECK(deploy::decide(p, Outcome::Interrupted, 1000).action == EndAction::Terminate);
+    p.on_success = EndAction::Keep;
+    CHECK(deploy::decide(p, Outcome::Succeeded, 1000).action == EndAction::Keep);
+}
+
+TEST_CASE("policy: actions parse strictly") {
+    CHECK(deploy::parse_end_action("keep") == EndAction::Keep);
+    CHECK(deploy::parse_end_action("terminate") == EndAction::Terminate);
+    CHECK_THROWS_AS(deploy::parse_end_action("Terminate"), common::Error);
+    CHECK_THROWS_AS(deploy::parse_end_action("stop"), common::Error);
+}
+
+TEST_CASE("policy: cost cap shortens the lifetime and trips the budget") {
+    deploy::Policy p;
+    p.max_duration_s = 3 * 3600;
+    CHECK(deploy::lifetime_cap_s(p, 2.0) == doctest::Approx(3 * 3600));
+    p.max_cost_usd = 4.0;
+    CHECK(deploy::lifetime_cap_s(p, 2.0) == doctest::Approx(2 * 3600));
+    CHECK(deploy::lifetime_cap_s(p, 0.0) == doctest::Approx(3 * 3600));  // free (local): duration only
+    CHECK_FALSE(deploy::over_budget(p, 2.0, 7199));
+    CHECK(deploy::over_budget(p, 2.0, 7200));
+    CHECK(deploy::cost_usd(3.0, 1800) == doctest::Approx(1.5));
+}
