@@ -156,6 +156,10 @@ std::string lowercase(std::string_view s) {
 #ifdef TOOLKIT_TOKENIZER_NO_NFC
         if (cp >= 'A' && cp <= 'Z') cp += 32;
 #else
+        if (cp == 0x130) {  // the one unconditional 1:2 lowercase mapping (SpecialCasing.txt), as Rust does
+            out += "i\xCC\x87";
+            continue;
+        }
         cp = static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp)));
 #endif
         append_utf8(out, cp);

@@ -788,10 +788,16 @@ namespace extractor {
 
 namespace {
 
+// Added tokens get their ids the way HF's deserializer assigns them (tokenizer/serialization.rs, then
+// AddedVocabulary::add_tokens), not from the file's "id": a content already known (added earlier or in
+// the model vocab) keeps that id, a new one takes max(added ids) + 1 once past the model's size, else
+// the model's size. For files HF itself wrote the two agree; for hand-edited files HF only warns.
 void read_added_tokens(const json & root, TokenizerImpl & t) {
     auto it = root.find("added_tokens");
     if (it == root.end() || it->is_null()) return;
     if (!it->is_array()) fail("added_tokens", "expected a list");
+    const auto model_size = static_cast<int64_t>(t.model->vocab().size());
+    std::optional<int64_t> max_added;
     for (std::size_t k = 0; k < it->size(); ++k) {
         const json & a = (*it)[k];
         const std::string where = "added_tokens[" + std::to_string(k) + "]";
@@ -799,7 +805,6 @@ void read_added_tokens(const json & root, TokenizerImpl & t) {
         if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
             fail(where + ".id", "expected a non-negative 32-bit integer");
         AddedToken tok;
-        tok.id = static_cast<int32_t>(id.get<int64_t>());
         tok.content = get_string(a, "content", where);
         tok.special = get_bool(a, "special", where, false);
         tok.single_word = get_bool(a, "single_word", where, false);
@@ -808,8 +813,22 @@ void read_added_tokens(const json & root, TokenizerImpl & t) {
         tok.normalized = get_bool(a, "normalized", where, !tok.special);
         std::string repaired;
         if (!text::repair_utf8(tok.content, repaired)) fail(where + ".content", "not valid UTF-8");
+        if (tok.content.empty()) continue;
+        const bool duplicate = std::any_of(t.added.begin(), t.added.end(), [&](const AddedToken & o) {
+            return o.content == tok.content && o.special == tok.special && o.single_word == tok.single_word &&
+                   o.lstrip == tok.lstrip && o.rstrip == tok.rstrip && o.normalized == tok.normalized;
+        });
+        if (duplicate) continue;
+        int64_t assigned;
+        if (auto known = t.added_by_content.find(tok.content); known != t.added_by_content.end()) assigned = known->second;
+        else if (auto in_model = t.model->token_id(tok.content)) assigned = *in_model;
+        else if (max_added && (*max_added >= model_size || model_size == 0)) assigned = *max_added + 1;
+        else assigned = model_size;
+        if (assigned > INT32_MAX) fail(where + ".id", "id overflow");
+        tok.id = static_cast<int32_t>(assigned);
+        max_added = std::max(max_added.value_or(assigned), assigned);
         t.added_by_id[tok.id] = t.added.size();
-        t.added_by_content.emplace(tok.content, tok.id);
+        t.added_by_content[tok.content] = tok.id;
         t.added.push_back(std::move(tok));
     }
 }
@@ -947,8 +966,8 @@ std::unique_ptr<TokenizerImpl> build(const json & root, const std::string & sour
     auto t = std::make_unique<TokenizerImpl>();
     t->source = source;
     if (!root.is_object()) fail("", "the top level is not a JSON object");
-    read_added_tokens(root, *t);
     t->model = read_model(root);
+    read_added_tokens(root, *t);
     auto field = [&](const char * key) -> const json & {
         static const json null_value;
         auto it = root.find(key);

@@ -2,7 +2,8 @@
 // and for timing. Not a user command; the extract program is the product entry point.
 //
 //   tokenize_ids TOKENIZER_JSON LINES_FILE [--no-special]   one JSON array of ids per input line
-//   tokenize_ids TOKENIZER_JSON LINES_FILE --decode          one JSON string per line: decode(encode(line))
+//   tokenize_ids TOKENIZER_JSON LINES_FILE --decode          one JSON string per line: decode(encode(line)),
+//                                                             skipping special tokens (Python's default)
 //   tokenize_ids TOKENIZER_JSON TEXT_FILE --bench [--repeat N]  encodes the whole file (cold, then warm
 //                                                               cache), prints {"tokens": .., "seconds": ..}
 // A line that starts with '"' is a JSON string literal (so lines can hold \n, \r, \u0085 ...); any
@@ -69,7 +70,7 @@ int main(int argc, char ** argv) {
             std::string text = line;
             if (!line.empty() && line[0] == '"') text = nlohmann::json::parse(line).get<std::string>();
             const std::vector<int32_t> ids = tok.encode(text, add_special);
-            if (decode) std::cout << nlohmann::json(tok.decode(ids)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+            if (decode) std::cout << nlohmann::json(tok.decode(ids, /*skip_special_tokens=*/true)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
             else std::cout << nlohmann::json(ids).dump() << "\n";
         }
         return 0;
