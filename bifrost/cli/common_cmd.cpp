@@ -1,0 +1,73 @@
+// Helpers shared by the verbs: client construction (direct or through the control master),
+// env/command assembly, and the attached verbs' error convention (255, as ssh does).
+#include <unistd.h>
+
+#include <iostream>
+
+#include "bifrost/cli/commands.h"
+#include "bifrost/mux.h"
+#include "common/error.h"
+#include "common/log.h"
+
+namespace bifrost::cli {
+
+Client make_client(const GlobalOptions & global, const std::string & target_text) {
+    Target target = parse_target(target_text);
+    Endpoint endpoint = resolve_target(target);
+    ConnectOptions options;
+    options.key_path = global.key_path;
+    options.known_hosts_path = global.known_hosts_path;
+    options.connect_timeout_s = global.connect_timeout_s;
+    options.retry_deadline_s = global.wait_s;
+    if (global.compress == "yes") options.compression = true;
+    else if (global.compress == "no") options.compression = false;
+    if (global.persist_s <= 0) {
+        auto factory = [endpoint, options]() -> std::unique_ptr<Transport> { return Connection::open(endpoint, options); };
+        return Client(factory(), factory);
+    }
+    int persist = global.persist_s;
+    auto factory = [endpoint, options, persist]() { return connect_via_control(endpoint, options, persist); };
+    return Client(factory(), factory);
+}
+
+ExecOptions make_exec_options(const std::vector<std::string> & env, const std::vector<std::string> & env_files,
+                              const std::string & cwd, bool import_container_env) {
+    ExecOptions o;
+    // --env-file in order, then --env: later assignments win in the remote shell.
+    for (const auto & f : env_files)
+        for (auto & kv : read_env_file(f)) o.env.push_back(kv);
+    for (const auto & e : env) o.env.push_back(parse_env_assignment(e));
+    for (const auto & [k, v] : o.env) common::log::add_secret(v);
+    o.cwd = cwd;
+    o.import_container_env = import_container_env;
+    return o;
+}
+
+Command make_command(const std::vector<std::string> & words, bool shell) {
+    if (words.empty()) throw common::Error::usage("no remote command given; put it after --, e.g. bifrost exec HOST -- nvidia-smi");
+    if (!shell) return Command::args(words);
+    std::string line;
+    for (const auto & w : words) line += (line.empty() ? "" : " ") + w;
+    return Command::sh(line);
+}
+
+int report_attached_error(const common::Error & error, bool json) {
+    common::report_error(error, json);
+    if (!json) std::cerr << common::log::program() << ": error kind: " << common::kind_name(error.kind()) << "\n";
+    return 255;
+}
+
+nlohmann::json job_row(const JobInfo & j) {
+    nlohmann::json row = {{"name", j.name},
+                          {"state", j.state},
+                          {"exit_code", j.exit_code ? nlohmann::json(*j.exit_code) : nlohmann::json(nullptr)},
+                          {"pid", j.pid},
+                          {"start_time_unix_s", j.start_time_unix_s},
+                          {"end_time_unix_s", j.end_time_unix_s ? nlohmann::json(j.end_time_unix_s) : nlohmann::json(nullptr)},
+                          {"log_bytes", j.log_bytes},
+                          {"command", j.command}};
+    row["status"] = j.state == "failed" ? "failed(" + std::to_string(*j.exit_code) + ")" : j.state;
+    return row;
+}
+
+}  // namespace bifrost::cli

@@ -1,0 +1,42 @@
+// bifrost run --name NAME [--detach] TARGET -- CMD: starts a job that survives disconnects
+// (~/.bifrost/jobs/NAME on the remote). Attached (no --detach), it then follows the log and
+// returns the job's exit code — Ctrl-C or a dropped connection leaves the job running.
+#include <unistd.h>
+
+#include "bifrost/cli/commands.h"
+#include "common/error.h"
+#include "common/log.h"
+
+namespace bifrost::cli {
+
+int run_run(const GlobalOptions & global, const RunCmdOptions & o, const common::Output & out) {
+    JobSpec spec;
+    spec.name = o.name;
+    try {
+        spec.command = make_command(o.command, o.shell);
+        spec.options = make_exec_options(o.env, o.env_files, o.cwd, o.import_container_env);
+        Client client = make_client(global, o.target);
+        JobInfo job = client.run_detached(spec);
+        if (o.detach) {
+            out.object(job_row(job));
+            return 0;
+        }
+        common::log::info("job ", job.name, " started (pid ", job.pid, "); Ctrl-C detaches, it keeps running");
+        client.logs(job.name, 0, true, [](std::string_view d) {
+            while (!d.empty()) {
+                ssize_t n = ::write(STDOUT_FILENO, d.data(), d.size());
+                if (n <= 0) return;
+                d.remove_prefix(static_cast<size_t>(n));
+            }
+        });
+        JobInfo done = client.job(job.name);
+        if (done.state == "running") return 255;
+        if (done.exit_code) return *done.exit_code;
+        return 137;  // killed without an exit code (SIGKILL)
+    } catch (const common::Error & e) {
+        if (o.detach) throw;
+        return report_attached_error(e, global.json);
+    }
+}
+
+}  // namespace bifrost::cli

@@ -1,0 +1,383 @@
+// libssh session setup (options, connect with retry, host-key pinning, authentication) and the
+// direct implementation of Transport::run on top of ChannelTask.
+#include "bifrost/connection.h"
+
+#include <fcntl.h>
+#include <libssh/libssh.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "bifrost/channel.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/program.h"
+
+namespace fs = std::filesystem;
+using common::Error;
+using common::ErrorKind;
+
+namespace bifrost {
+
+namespace {
+
+std::string env_or(const char * name, const std::string & fallback) {
+    const char * v = std::getenv(name);
+    return v && *v ? std::string(v) : fallback;
+}
+
+std::string home_dir() { return env_or("HOME", "/"); }
+
+struct KeyGuard {
+    ssh_key key = nullptr;
+    ~KeyGuard() {
+        if (key) ssh_key_free(key);
+    }
+};
+
+std::string fingerprint(ssh_key key) {
+    unsigned char * hash = nullptr;
+    size_t len = 0;
+    if (ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &len) != SSH_OK) return "?";
+    char * fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, len);
+    std::string out = fp ? fp : "?";
+    ssh_string_free_char(fp);
+    ssh_clean_pubkey_hash(&hash);
+    return out;
+}
+
+std::string host_key_id(const Endpoint & e) { return "[" + e.host + "]:" + std::to_string(e.port); }
+
+// Known-hosts lines: "[host]:port keytype base64". Our own file, so its format is ours; one line per
+// host:port. Returns the line index (1-based) and the stored key when present.
+struct Pinned {
+    int line = 0;
+    std::string type;
+    std::string base64;
+};
+
+std::optional<Pinned> find_pinned(const std::string & path, const std::string & id) {
+    std::ifstream in(path);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) {
+        ++n;
+        std::istringstream fields(line);
+        std::string host, type, b64;
+        if (!(fields >> host >> type >> b64)) continue;
+        if (host == id) return Pinned{n, type, b64};
+    }
+    return std::nullopt;
+}
+
+void check_host_key(ssh_session s, const Endpoint & e, const std::string & path) {
+    KeyGuard server;
+    if (ssh_get_server_publickey(s, &server.key) != SSH_OK)
+        throw Error(ErrorKind::Network, e.label() + ": no host key from the server: " + ssh_get_error(s));
+    char * b64_raw = nullptr;
+    if (ssh_pki_export_pubkey_base64(server.key, &b64_raw) != SSH_OK)
+        throw Error::internal(e.label() + ": cannot encode the server's host key");
+    std::string b64 = b64_raw;
+    ssh_string_free_char(b64_raw);
+    std::string type = ssh_key_type_to_char(ssh_key_type(server.key));
+    const std::string id = host_key_id(e);
+    if (auto pinned = find_pinned(path, id)) {
+        if (pinned->type == type && pinned->base64 == b64) return;
+        std::string old_fp = "?";
+        KeyGuard old;
+        if (ssh_pki_import_pubkey_base64(pinned->base64.c_str(), ssh_key_type_from_name(pinned->type.c_str()),
+                                         &old.key) == SSH_OK)
+            old_fp = fingerprint(old.key);
+        throw Error(ErrorKind::Auth,
+                    e.label() + ": host key changed: pinned " + pinned->type + " " + old_fp + ", server presented " +
+                        type + " " + fingerprint(server.key) +
+                        "; this may be an attack. If the machine was really replaced, delete line " +
+                        std::to_string(pinned->line) + " of " + path + " and connect again")
+            .with("host", e.label());
+    }
+    // First use: pin it. flock serialises concurrent first connections to different hosts.
+    fs::create_directories(fs::path(path).parent_path());
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) throw Error::io(path, "open known-hosts file", errno);
+    ::flock(fd, LOCK_EX);
+    if (!find_pinned(path, id)) {
+        std::string line = id + " " + type + " " + b64 + "\n";
+        if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+            int err = errno;
+            ::close(fd);
+            throw Error::io(path, "write known-hosts file", err);
+        }
+        common::log::info(e.label(), ": pinned host key ", type, " ", fingerprint(server.key), " in ", path);
+    }
+    ::close(fd);
+}
+
+void authenticate(ssh_session s, const Endpoint & e, const ConnectOptions & o) {
+    std::string key_path = !e.key_path.empty() && o.key_path.empty() ? e.key_path : o.key_path;
+    if (!key_path.empty()) {
+        if (!fs::exists(key_path))
+            throw Error::usage("key " + key_path + ": no such file; pass the private key file to --key");
+        KeyGuard key;
+        if (ssh_pki_import_privkey_file(key_path.c_str(), nullptr, nullptr, nullptr, &key.key) != SSH_OK)
+            throw Error(ErrorKind::Auth, "key " + key_path +
+                                             ": cannot read the private key (unreadable, not a key, or "
+                                             "passphrase-protected); load a protected key into ssh-agent instead");
+        int rc = ssh_userauth_publickey(s, nullptr, key.key);
+        if (rc == SSH_AUTH_SUCCESS) return;
+        throw Error(ErrorKind::Auth, e.label() + ": SSH authentication refused for key " + key_path +
+                                         "; check the user name and that the public key is authorised on the host")
+            .with("host", e.label());
+    }
+    if (std::getenv("SSH_AUTH_SOCK") && ssh_userauth_agent(s, nullptr) == SSH_AUTH_SUCCESS) return;
+    if (ssh_userauth_publickey_auto(s, nullptr, nullptr) == SSH_AUTH_SUCCESS) return;
+    throw Error(ErrorKind::Auth, e.label() +
+                                     ": SSH authentication refused: tried ssh-agent and the default keys "
+                                     "(~/.ssh/id_*); pass --key FILE")
+        .with("host", e.label());
+}
+
+bool is_loopback(const std::string & host) {
+    return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+bool retryable(const std::string & msg) {
+    for (const char * s : {"refused", "timed out", "Timeout", "unreachable", "No route", "reset", "Network is down",
+                           "Socket error", "disconnected", "Connection closed", "Temporary failure"})
+        if (msg.find(s) != std::string::npos) return true;
+    return false;
+}
+
+}  // namespace
+
+std::string default_known_hosts_path() {
+    if (const char * v = std::getenv("BIFROST_KNOWN_HOSTS"); v && *v) return v;
+    return env_or("XDG_STATE_HOME", home_dir() + "/.local/state") + "/bifrost/known_hosts";
+}
+
+std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const ConnectOptions & options) {
+    std::string known = options.known_hosts_path.empty() ? default_known_hosts_path() : options.known_hosts_path;
+    Endpoint e = endpoint;
+    if (e.user.empty()) e.user = env_or("USER", "root");
+    auto start = std::chrono::steady_clock::now();
+    double backoff_s = 0.5;
+    for (int attempt = 1;; ++attempt) {
+        common::throw_if_interrupted();
+        ssh_session s = ssh_new();
+        if (!s) throw Error::internal("ssh_new failed");
+        int port = e.port;
+        int no = 0;
+        long timeout_s = std::max(1L, static_cast<long>(options.connect_timeout_s));
+        ssh_options_set(s, SSH_OPTIONS_HOST, e.host.c_str());
+        ssh_options_set(s, SSH_OPTIONS_PORT, &port);
+        ssh_options_set(s, SSH_OPTIONS_USER, e.user.c_str());
+        ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no);  // never read ~/.ssh/config (build-notes §8.1)
+        ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");  // we pin in our own file
+        ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
+        ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &timeout_s);
+        // AES-GCM first: with AES-NI it is several times faster than chacha20 in libssh.
+        const char * ciphers = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr";
+        ssh_options_set(s, SSH_OPTIONS_CIPHERS_C_S, ciphers);
+        ssh_options_set(s, SSH_OPTIONS_CIPHERS_S_C, ciphers);
+        bool compress = options.compression.value_or(!is_loopback(e.host));
+        ssh_options_set(s, SSH_OPTIONS_COMPRESSION, compress ? "yes" : "no");
+        std::string failure;
+        try {
+            if (ssh_connect(s) != SSH_OK) {
+                failure = ssh_get_error(s);
+                throw Error(ErrorKind::Network, e.label() + ": cannot connect: " + failure).with("host", e.label());
+            }
+            check_host_key(s, e, known);
+            authenticate(s, e, options);
+        } catch (const Error & err) {
+            ssh_disconnect(s);
+            ssh_free(s);
+            double elapsed =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            if (err.kind() != ErrorKind::Network || !retryable(failure) || elapsed + backoff_s > options.retry_deadline_s) {
+                if (err.kind() == ErrorKind::Network && options.retry_deadline_s > 0 && attempt > 1)
+                    throw Error(ErrorKind::Timeout, e.label() + ": still unreachable after " + std::to_string(attempt) +
+                                                        " attempts over " + std::to_string(static_cast<int>(elapsed)) +
+                                                        " s: " + failure + "; is the machine up?")
+                        .with("host", e.label());
+                throw;
+            }
+            common::log::info(e.label(), ": ", failure, "; retrying in ", backoff_s, " s (attempt ", attempt, ")");
+            std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
+            backoff_s = std::min(backoff_s * 2, 8.0);
+            continue;
+        }
+        int fd = ssh_get_fd(s);
+        if (fd >= 0 && options.keepalive_s > 0) {
+            int on = 1;
+            ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+            unsigned user_timeout_ms = static_cast<unsigned>(options.keepalive_s) * 3000u;
+            ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+        }
+        auto c = std::unique_ptr<Connection>(new Connection());
+        c->endpoint_ = e;
+        c->options_ = options;
+        c->session_ = s;
+        return c;
+    }
+}
+
+Connection::~Connection() {
+    if (session_) {
+        ssh_disconnect(session_);
+        ssh_free(session_);
+    }
+}
+
+bool Connection::alive() { return session_ && ssh_is_connected(session_); }
+
+void Connection::send_keepalive() {
+    if (session_) ssh_send_ignore(session_, "bifrost-keepalive");
+}
+
+int Connection::run(const RemoteCommand & command) {
+    if (!alive()) throw Error(ErrorKind::Network, label() + ": connection lost").with("host", label());
+    ChannelTask task(session_, command.command, label());
+    task.queue_stdin(command.stdin_data);
+    bool source_open = static_cast<bool>(command.stdin_source) || command.stdin_fd >= 0;
+    if (!source_open) task.close_stdin();
+    auto last_keepalive = std::chrono::steady_clock::now();
+    std::string chunk;
+    while (!task.done()) {
+        common::throw_if_interrupted();
+        if (source_open && command.stdin_source && task.stdin_queued() < (1u << 20)) {
+            chunk.clear();
+            if (!command.stdin_source(chunk)) {
+                source_open = false;
+                task.close_stdin();
+            } else {
+                task.queue_stdin(chunk);
+            }
+        }
+        bool moved = task.pump(command.on_stdout, command.on_stderr);
+        if (moved) continue;
+        int extra = source_open && command.stdin_fd >= 0 && task.stdin_queued() < (1u << 20) ? command.stdin_fd : -1;
+        if (wait_session(session_, extra, 50)) {
+            char buf[65536];
+            ssize_t n = ::read(extra, buf, sizeof buf);
+            if (n > 0) {
+                task.queue_stdin(std::string_view(buf, static_cast<size_t>(n)));
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                source_open = false;
+                task.close_stdin();
+            }
+        }
+        auto now = std::chrono::steady_clock::now();
+        if (options_.keepalive_s > 0 && now - last_keepalive > std::chrono::seconds(options_.keepalive_s)) {
+            send_keepalive();
+            last_keepalive = now;
+        }
+    }
+    return task.finish();
+}
+
+// ---- ChannelTask ----
+
+ChannelTask::ChannelTask(ssh_session session, const std::string & command, const std::string & label)
+    : session_(session), label_(label) {
+    channel_ = ssh_channel_new(session);
+    if (!channel_) throw Error(ErrorKind::Network, label + ": cannot create a channel: " + ssh_get_error(session));
+    if (ssh_channel_open_session(channel_) != SSH_OK || ssh_channel_request_exec(channel_, command.c_str()) != SSH_OK) {
+        std::string why = ssh_get_error(session);
+        ssh_channel_free(channel_);
+        channel_ = nullptr;
+        throw Error(ErrorKind::Network, label + ": cannot start a remote command: " + why).with("host", label);
+    }
+}
+
+ChannelTask::~ChannelTask() {
+    if (channel_) {
+        if (ssh_is_connected(session_)) ssh_channel_close(channel_);
+        ssh_channel_free(channel_);
+    }
+}
+
+bool ChannelTask::pump(const StreamCallback & out, const StreamCallback & err, size_t max_read_bytes) {
+    bool moved = false;
+    // stdin within the window only: ssh_channel_write would otherwise block waiting for window
+    // adjustments while output piles up on the other side.
+    while (stdin_queued() > 0 && !out_eof_) {
+        uint32_t window = ssh_channel_window_size(channel_);
+        if (window == 0) break;
+        size_t n = std::min<size_t>({stdin_queued(), window, 32768});
+        int w = ssh_channel_write(channel_, pending_.data() + pending_off_, static_cast<uint32_t>(n));
+        if (w < 0) throw Error(ErrorKind::Network, label_ + ": connection lost while sending: " + ssh_get_error(session_)).with("host", label_);
+        if (w == 0) break;
+        pending_off_ += static_cast<size_t>(w);
+        moved = true;
+    }
+    if (pending_off_ == pending_.size()) {
+        pending_.clear();
+        pending_off_ = 0;
+    } else if (pending_off_ > (1u << 20)) {
+        pending_.erase(0, pending_off_);
+        pending_off_ = 0;
+    }
+    if (want_eof_ && !eof_sent_ && stdin_queued() == 0) {
+        if (!out_eof_) ssh_channel_send_eof(channel_);
+        eof_sent_ = true;
+        moved = true;
+    }
+    char buf[65536];
+    size_t read_total = 0;
+    for (int is_stderr = 0; is_stderr <= 1; ++is_stderr) {
+        bool & eof = is_stderr ? err_eof_ : out_eof_;
+        while (!eof && read_total < max_read_bytes) {
+            int n = ssh_channel_read_nonblocking(channel_, buf, sizeof buf, is_stderr);
+            if (n > 0) {
+                read_total += static_cast<size_t>(n);
+                moved = true;
+                const StreamCallback & cb = is_stderr ? err : out;
+                if (cb) cb(std::string_view(buf, static_cast<size_t>(n)));
+                continue;
+            }
+            if (n == SSH_EOF || (n == 0 && ssh_channel_is_eof(channel_) && ssh_channel_poll(channel_, is_stderr) <= 0)) {
+                eof = true;
+                moved = true;
+                break;
+            }
+            if (n < 0) {
+                if (ssh_channel_is_closed(channel_)) {
+                    eof = true;
+                    break;
+                }
+                throw Error(ErrorKind::Network, label_ + ": connection lost: " + ssh_get_error(session_)).with("host", label_);
+            }
+            break;
+        }
+    }
+    if (!ssh_is_connected(session_) && !done())
+        throw Error(ErrorKind::Network, label_ + ": connection lost: " + ssh_get_error(session_)).with("host", label_);
+    return moved;
+}
+
+int ChannelTask::finish() {
+    int status = ssh_channel_get_exit_status(channel_);
+    return status < 0 ? 255 : status;
+}
+
+bool wait_session(ssh_session session, int extra_fd, int timeout_ms) {
+    pollfd fds[2];
+    int n = 0;
+    fds[n++] = {ssh_get_fd(session), POLLIN, 0};
+    if (extra_fd >= 0) fds[n++] = {extra_fd, POLLIN, 0};
+    int rc = ::poll(fds, static_cast<nfds_t>(n), timeout_ms);
+    return rc > 0 && extra_fd >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+}  // namespace bifrost

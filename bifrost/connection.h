@@ -1,0 +1,76 @@
+// One authenticated SSH connection (libssh 0.10) and the single primitive everything in bifrost is
+// built on: run a remote command with stdin fed from us and stdout/stderr streamed back separately,
+// returning its exit status. Push, pull, jobs and logs are all remote POSIX-sh scripts run through
+// this primitive, so the control-socket client (mux.h) that forwards it gives every verb connection
+// reuse for free. Host keys are pinned on first use in bifrost's own known-hosts file.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "bifrost/target.h"
+
+struct ssh_session_struct;
+
+namespace bifrost {
+
+struct ConnectOptions {
+    std::string key_path;            // --key; empty: ssh-agent, then ~/.ssh/id_* defaults
+    std::string known_hosts_path;    // empty: default_known_hosts_path()
+    double connect_timeout_s = 10;   // per attempt
+    double retry_deadline_s = 0;     // keep retrying refused/unreachable hosts (still booting) this long
+    int keepalive_s = 15;            // SSH ignore messages + TCP_USER_TIMEOUT of 3x this
+    std::optional<bool> compression; // nullopt: on unless the host is loopback
+};
+
+// $BIFROST_KNOWN_HOSTS, else $XDG_STATE_HOME/bifrost/known_hosts, else ~/.local/state/bifrost/known_hosts.
+std::string default_known_hosts_path();
+
+using StreamCallback = std::function<void(std::string_view)>;
+
+struct RemoteCommand {
+    std::string command;          // what the remote login shell runs (visible in ps: keep secrets out)
+    std::string stdin_data;       // sent first on stdin (env blocks, scripts)
+    // More stdin after stdin_data: called when the channel has room; return false at end of input.
+    std::function<bool(std::string & chunk)> stdin_source;
+    int stdin_fd = -1;            // or: forward this local fd until EOF (polled, never blocks output)
+    StreamCallback on_stdout;
+    StreamCallback on_stderr;
+};
+
+// How a remote command is run: a direct libssh connection, or a control-socket client.
+class Transport {
+public:
+    virtual ~Transport() = default;
+    // The remote exit status (255 when the command died from a signal). Throws common::Error(network)
+    // when the connection fails underneath it.
+    virtual int run(const RemoteCommand & command) = 0;
+    virtual std::string label() const = 0;
+};
+
+class Connection : public Transport {
+public:
+    // Connects, pins or checks the host key, authenticates. Retries refused/unreachable/timeouts with
+    // backoff until options.retry_deadline_s. Errors: auth (3) for refused keys and changed host
+    // keys, network (6) for unreachable hosts, timeout (7) when the retry deadline passes.
+    static std::unique_ptr<Connection> open(const Endpoint & endpoint, const ConnectOptions & options);
+    ~Connection() override;
+
+    int run(const RemoteCommand & command) override;
+    std::string label() const override { return endpoint_.label(); }
+    const Endpoint & endpoint() const { return endpoint_; }
+    ssh_session_struct * session() { return session_; }
+    bool alive();
+    void send_keepalive();
+
+private:
+    Connection() = default;
+    Endpoint endpoint_;
+    ConnectOptions options_;
+    ssh_session_struct * session_ = nullptr;
+};
+
+}  // namespace bifrost

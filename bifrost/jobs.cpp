@@ -1,0 +1,165 @@
+// Detached jobs: each job lives in ~/.bifrost/jobs/NAME/ on the remote (run.sh, command, log, pid,
+// start_time, end_time, exit_code, killed). The wrapper runs in its own session (setsid), so it
+// survives the SSH connection closing, and records the exit code itself. The environment reaches
+// it through inheritance from the launching shell (which got it on stdin): it never touches disk.
+// The process-group id equals the wrapper's pid, so `kill` can end the whole tree.
+#include <sstream>
+
+#include "bifrost/bifrost.h"
+#include "bifrost/client_impl.h"
+#include "bifrost/shell.h"
+#include "common/error.h"
+
+namespace bifrost {
+
+using common::Error;
+using common::ErrorKind;
+
+namespace {
+
+constexpr int kNoSuchJob = 91;
+constexpr int kJobRunning = 90;
+
+std::string job_dir(const std::string & name) {
+    if (!valid_job_name(name))
+        throw Error::usage("job name '" + name + "': use letters, digits, '.', '_' or '-' (at most 64, starting alphanumeric)");
+    return "\"$HOME\"/.bifrost/jobs/" + name;
+}
+
+JobInfo parse_job_line(const std::string & line) {
+    std::vector<std::string> f;
+    size_t start = 0;
+    for (int i = 0; i < 8; ++i) {
+        size_t tab = line.find('\t', start);
+        if (tab == std::string::npos) break;
+        f.push_back(line.substr(start, tab - start));
+        start = tab + 1;
+    }
+    JobInfo j;
+    if (f.size() < 8) return j;
+    j.command = line.substr(start);
+    j.name = f[0];
+    j.pid = std::atol(f[1].c_str());
+    j.start_time_unix_s = std::atoll(f[2].c_str());
+    j.end_time_unix_s = std::atoll(f[3].c_str());
+    bool killed = f[5] == "1";
+    bool alive = f[6] == "1";
+    j.log_bytes = std::strtoull(f[7].c_str(), nullptr, 10);
+    if (!f[4].empty()) {
+        j.exit_code = std::atoi(f[4].c_str());
+        j.state = killed ? "killed" : (*j.exit_code == 0 ? "succeeded" : "failed");
+    } else if (alive) {
+        j.state = "running";
+    } else {
+        j.state = "killed";  // gone without recording an exit code: SIGKILL, OOM killer, reboot
+    }
+    return j;
+}
+
+// Prints one tab-separated line per job directory named by the glob.
+std::string list_script(const std::string & glob) {
+    return "cd \"$HOME/.bifrost/jobs\" 2>/dev/null || exit 0\n"
+           "for j in " + glob + "; do n=${j%/}; [ -f \"$n/pid\" ] || continue\n"
+           "  ec=$(cat \"$n/exit_code\" 2>/dev/null); pid=$(cat \"$n/pid\"); a=0\n"
+           "  if [ -z \"$ec\" ] && kill -0 \"$pid\" 2>/dev/null; then a=1; fi\n"
+           "  [ -z \"$ec\" ] && ec=$(cat \"$n/exit_code\" 2>/dev/null)\n"
+           "  k=0; [ -f \"$n/killed\" ] && k=1\n"
+           "  sz=$(wc -c < \"$n/log\" 2>/dev/null || echo 0)\n"
+           "  printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t' \"$n\" \"$pid\" \"$(cat \"$n/start_time\" 2>/dev/null)\" "
+           "\"$(cat \"$n/end_time\" 2>/dev/null)\" \"$ec\" \"$k\" \"$a\" $sz\n"
+           "  head -c 400 \"$n/command\" 2>/dev/null | tr '\\n\\t' '  '; echo\n"
+           "done\n";
+}
+
+}  // namespace
+
+JobInfo Client::run_detached(const JobSpec & spec) {
+    const std::string j = job_dir(spec.name);
+    std::string cwd_line;
+    if (!spec.options.cwd.empty())
+        cwd_line = "cd -- " + remote_path_expr(spec.options.cwd) + " || { echo 'bifrost: --cwd " + spec.options.cwd +
+                   ": cannot change directory' >&2; exit 255; }\n";
+    // The wrapper: records pid and times, runs the command with stdio on the log, records the exit
+    // code. `trap :` keeps the wrapper alive through the group-wide TERM of `bifrost kill` so it can
+    // still record the code; the command itself gets default signal handling.
+    std::string wrapper = "J=" + j + "\n"
+                          "echo $$ > \"$J/pid.tmp\" && mv \"$J/pid.tmp\" \"$J/pid\"\n"
+                          "date +%s > \"$J/start_time\"\n"
+                          "trap : TERM INT HUP\n" +
+                          cwd_line +
+                          "( " + command_text(spec.command) + " ) < /dev/null >> \"$J/log\" 2>&1\n"
+                          "code=$?\n"
+                          "date +%s > \"$J/end_time\"\n"
+                          "echo \"$code\" > \"$J/exit_code.tmp\" && mv \"$J/exit_code.tmp\" \"$J/exit_code\"\n";
+    std::string script = "J=" + j + "\n"
+                         "if [ -f \"$J/pid\" ] && [ ! -f \"$J/exit_code\" ] && kill -0 \"$(cat \"$J/pid\")\" 2>/dev/null; then\n"
+                         "  echo 'job " + spec.name + " is still running' >&2; exit " + std::to_string(kJobRunning) + "\n"
+                         "fi\n"
+                         "rm -rf \"$J\" && mkdir -p \"$J\" || exit 97\n"
+                         "printf '%s\\n' " + sh_quote(spec.command.display()) + " > \"$J/command\"\n"
+                         "printf '%s' " + sh_quote(wrapper) + " > \"$J/run.sh\"\n"
+                         ": > \"$J/log\"\n" +
+                         env_block(*impl_, spec.options) + cwd_line +
+                         "if command -v setsid >/dev/null 2>&1; then setsid sh \"$J/run.sh\" < /dev/null > /dev/null 2>&1 &\n"
+                         "else set -m; sh \"$J/run.sh\" < /dev/null > /dev/null 2>&1 & fi\n"
+                         "i=0; while [ ! -s \"$J/pid\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n"
+                         "[ -s \"$J/pid\" ] || { echo 'job did not start (no pid after 10 s)' >&2; exit 97; }\n"
+                         "exit 0\n";
+    auto c = impl_->run_script(script);
+    const std::string label = impl_->t().label();
+    if (c.status == kJobRunning)
+        throw Error::usage("job " + spec.name + " on " + label + " is still running; run `bifrost kill " + label + " " +
+                           spec.name + "` first or choose another --name");
+    if (c.status == 255 && c.err.find("cannot change directory") != std::string::npos)
+        throw Error::not_found("remote directory " + spec.options.cwd, "cannot change into it on " + label);
+    if (c.status != 0)
+        throw Error(ErrorKind::RemoteFailed, label + ": starting job " + spec.name + " failed (exit " +
+                                                 std::to_string(c.status) + "): " + c.err);
+    return job(spec.name);
+}
+
+std::vector<JobInfo> Client::jobs() {
+    std::string out = impl_->run_script_ok(list_script("*/"), "listing jobs");
+    std::vector<JobInfo> result;
+    std::istringstream in(out);
+    std::string line;
+    while (std::getline(in, line)) {
+        JobInfo j = parse_job_line(line);
+        if (!j.name.empty()) result.push_back(j);
+    }
+    return result;
+}
+
+JobInfo Client::job(const std::string & name) {
+    job_dir(name);
+    std::string out = impl_->run_script_ok(list_script(name), "reading job " + name);
+    std::istringstream in(out);
+    std::string line;
+    while (std::getline(in, line)) {
+        JobInfo j = parse_job_line(line);
+        if (j.name == name) return j;
+    }
+    throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
+}
+
+JobInfo Client::kill(const std::string & name, double grace_s) {
+    const std::string j = job_dir(name);
+    int ticks = static_cast<int>(grace_s * 10);
+    std::string script = "J=" + j + "\n"
+                         "[ -f \"$J/pid\" ] || exit " + std::to_string(kNoSuchJob) + "\n"
+                         "[ -f \"$J/exit_code\" ] && exit 0\n"
+                         "pid=$(cat \"$J/pid\")\n"
+                         ": > \"$J/killed\"\n"
+                         "kill -TERM -- -\"$pid\" 2>/dev/null\n"
+                         "i=0; while kill -0 -- -\"$pid\" 2>/dev/null && [ $i -lt " + std::to_string(ticks) + " ]; do sleep 0.1; i=$((i+1)); done\n"
+                         "kill -KILL -- -\"$pid\" 2>/dev/null\n"
+                         "exit 0\n";
+    auto c = impl_->run_script(script);
+    if (c.status == kNoSuchJob)
+        throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
+    if (c.status != 0)
+        throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": kill " + name + " failed: " + c.err);
+    return job(name);
+}
+
+}  // namespace bifrost

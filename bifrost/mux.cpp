@@ -1,0 +1,461 @@
+// The control-socket master and client. Wire format, both directions: 1 type byte, 4-byte
+// big-endian length, payload. Client->master: 'R' command, 'I' stdin bytes, 'D' end of stdin.
+// Master->client: 'O' stdout, 'E' stderr, 'X' exit status (decimal), 'F' failure ("kind\tmessage").
+// One request per socket connection. Only peers with our uid are served (SO_PEERCRED).
+#include "bifrost/mux.h"
+
+#include <fcntl.h>
+#include <libssh/libssh.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <list>
+#include <thread>
+
+#include "bifrost/channel.h"
+#include "bifrost/manifest.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/program.h"
+
+namespace bifrost {
+
+using common::Error;
+using common::ErrorKind;
+
+namespace {
+
+void append_frame(std::string & buf, char type, std::string_view payload) {
+    uint32_t n = static_cast<uint32_t>(payload.size());
+    char head[5] = {type, static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n)};
+    buf.append(head, 5);
+    buf.append(payload);
+}
+
+// Pops one complete frame from buf (consumed prefix tracked by off). Returns false if incomplete.
+bool pop_frame(std::string & buf, size_t & off, char & type, std::string & payload) {
+    if (buf.size() - off < 5) return false;
+    const unsigned char * h = reinterpret_cast<const unsigned char *>(buf.data() + off);
+    uint32_t n = (uint32_t(h[1]) << 24) | (uint32_t(h[2]) << 16) | (uint32_t(h[3]) << 8) | uint32_t(h[4]);
+    if (buf.size() - off < 5 + n) return false;
+    type = static_cast<char>(h[0]);
+    payload.assign(buf, off + 5, n);
+    off += 5 + n;
+    if (off > (1u << 20) || off == buf.size()) {
+        buf.erase(0, off);
+        off = 0;
+    }
+    return true;
+}
+
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+ErrorKind kind_from_name(const std::string & name) {
+    for (ErrorKind k : {ErrorKind::Internal, ErrorKind::Usage, ErrorKind::Auth, ErrorKind::Capacity, ErrorKind::Quota,
+                        ErrorKind::Network, ErrorKind::Timeout, ErrorKind::RemoteFailed, ErrorKind::NotFound,
+                        ErrorKind::LeakRisk, ErrorKind::Interrupted})
+        if (common::kind_name(k) == name) return k;
+    return ErrorKind::Internal;
+}
+
+int connect_socket(const std::string & path) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// ---- client side ----
+
+class MuxTransport : public Transport {
+public:
+    MuxTransport(std::string path, std::string label) : path_(std::move(path)), label_(std::move(label)) {}
+    std::string label() const override { return label_; }
+
+    int run(const RemoteCommand & command) override {
+        int fd = connect_socket(path_);
+        if (fd < 0)
+            throw Error(ErrorKind::Network, label_ + ": control master went away; the connection was lost").with("host", label_);
+        struct Closer {
+            int fd;
+            ~Closer() { ::close(fd); }
+        } closer{fd};
+        set_nonblocking(fd);
+        std::string out;
+        size_t out_off = 0;
+        append_frame(out, 'R', command.command);
+        for (size_t i = 0; i < command.stdin_data.size(); i += 1 << 18)
+            append_frame(out, 'I', std::string_view(command.stdin_data).substr(i, 1 << 18));
+        bool source_open = static_cast<bool>(command.stdin_source) || command.stdin_fd >= 0;
+        if (!source_open) append_frame(out, 'D', {});
+        std::string in;
+        size_t in_off = 0;
+        std::string chunk, payload;
+        char buf[1 << 16];
+        for (;;) {
+            common::throw_if_interrupted();
+            if (source_open && command.stdin_source && out.size() - out_off < (1u << 20)) {
+                chunk.clear();
+                if (command.stdin_source(chunk)) {
+                    append_frame(out, 'I', chunk);
+                } else {
+                    append_frame(out, 'D', {});
+                    source_open = false;
+                }
+            }
+            pollfd fds[2];
+            nfds_t n = 0;
+            fds[n++] = {fd, static_cast<short>(POLLIN | (out.size() > out_off ? POLLOUT : 0)), 0};
+            bool poll_stdin = source_open && command.stdin_fd >= 0 && out.size() - out_off < (1u << 20);
+            if (poll_stdin) fds[n++] = {command.stdin_fd, POLLIN, 0};
+            bool busy = source_open && command.stdin_source && out.size() - out_off < (1u << 20);
+            int rc = ::poll(fds, n, busy ? 0 : 200);
+            if (rc < 0 && errno != EINTR) throw Error::io(path_, "poll control socket", errno);
+            if (rc <= 0) continue;
+            if (fds[0].revents & POLLOUT) {
+                ssize_t w = ::send(fd, out.data() + out_off, out.size() - out_off, MSG_NOSIGNAL);
+                if (w > 0) out_off += static_cast<size_t>(w);
+                if (out_off == out.size()) {
+                    out.clear();
+                    out_off = 0;
+                }
+            }
+            if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+                    throw Error(ErrorKind::Network, label_ + ": control master closed the request unexpectedly").with("host", label_);
+                if (r > 0) in.append(buf, static_cast<size_t>(r));
+                char type;
+                while (pop_frame(in, in_off, type, payload)) {
+                    if (type == 'O' && command.on_stdout) command.on_stdout(payload);
+                    else if (type == 'E' && command.on_stderr) command.on_stderr(payload);
+                    else if (type == 'X') return std::atoi(payload.c_str());
+                    else if (type == 'F') {
+                        auto tab = payload.find('\t');
+                        throw Error(kind_from_name(payload.substr(0, tab)), payload.substr(tab + 1)).with("host", label_);
+                    }
+                }
+            }
+            if (poll_stdin && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+                ssize_t r = ::read(command.stdin_fd, buf, sizeof buf);
+                if (r > 0) append_frame(out, 'I', std::string_view(buf, static_cast<size_t>(r)));
+                else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+                    append_frame(out, 'D', {});
+                    source_open = false;
+                }
+            }
+        }
+    }
+
+private:
+    std::string path_;
+    std::string label_;
+};
+
+// ---- master side ----
+
+struct Peer {
+    int fd = -1;
+    std::string in;
+    size_t in_off = 0;
+    std::string out;
+    size_t out_off = 0;
+    std::unique_ptr<ChannelTask> task;
+    bool finished = false;  // exit or failure frame queued; close once flushed
+};
+
+void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s) {
+    std::list<Peer> peers;
+    auto idle_since = std::chrono::steady_clock::now();
+    auto last_keepalive = idle_since;
+    ssh_session session = conn.session();
+    const std::string label = conn.label();
+    for (;;) {
+        std::vector<pollfd> fds;
+        fds.push_back({listen_fd, POLLIN, 0});
+        fds.push_back({ssh_get_fd(session), POLLIN, 0});
+        for (auto & p : peers) {
+            short ev = 0;
+            bool wants_input = !p.finished && (!p.task || (!p.task->stdin_closed() && p.task->stdin_queued() < (1u << 20)));
+            if (wants_input) ev |= POLLIN;
+            if (p.out.size() > p.out_off) ev |= POLLOUT;
+            fds.push_back({p.fd, ev, 0});
+        }
+        bool any_task = false;
+        for (auto & p : peers) any_task |= static_cast<bool>(p.task);
+        ::poll(fds.data(), fds.size(), any_task ? 5 : 200);
+        auto now = std::chrono::steady_clock::now();
+
+        if (fds[0].revents & POLLIN) {
+            int cfd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (cfd >= 0) {
+                ucred cred{};
+                socklen_t len = sizeof cred;
+                if (::getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::geteuid()) {
+                    ::close(cfd);
+                } else {
+                    Peer p;
+                    p.fd = cfd;
+                    peers.push_back(std::move(p));
+                }
+            }
+        }
+        size_t i = 2;
+        std::string failure;
+        for (auto & p : peers) {
+            short rev = i < fds.size() && fds[i].fd == p.fd ? fds[i].revents : 0;
+            ++i;
+            if (rev & (POLLIN | POLLHUP | POLLERR)) {
+                char buf[1 << 16];
+                ssize_t r = ::recv(p.fd, buf, sizeof buf, 0);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                    p.finished = true;  // the client went away (Ctrl-C): drop its channel
+                    p.task.reset();
+                    p.out.clear();
+                    p.out_off = 0;
+                    continue;
+                }
+                if (r > 0) p.in.append(buf, static_cast<size_t>(r));
+                char type;
+                std::string payload;
+                while (!p.finished && pop_frame(p.in, p.in_off, type, payload)) {
+                    if (type == 'R' && !p.task) {
+                        try {
+                            p.task = std::make_unique<ChannelTask>(session, payload, label);
+                        } catch (const Error & e) {
+                            append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
+                            p.finished = true;
+                            if (!ssh_is_connected(session)) failure = e.message();
+                        }
+                    } else if (type == 'I' && p.task) {
+                        p.task->queue_stdin(payload);
+                    } else if (type == 'D' && p.task) {
+                        p.task->close_stdin();
+                    }
+                }
+            }
+            if (p.task && !p.finished) {
+                try {
+                    // Back-pressure: stop reading the channel while the client is behind.
+                    size_t budget = p.out.size() - p.out_off > (4u << 20) ? 0 : (1u << 20);
+                    p.task->pump([&](std::string_view d) { append_frame(p.out, 'O', d); },
+                                 [&](std::string_view d) { append_frame(p.out, 'E', d); }, budget);
+                    if (p.task->done()) {
+                        append_frame(p.out, 'X', std::to_string(p.task->finish()));
+                        p.task.reset();
+                        p.finished = true;
+                    }
+                } catch (const Error & e) {
+                    failure = e.message();
+                }
+            }
+            if (p.out.size() > p.out_off) {
+                ssize_t w = ::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
+                if (w > 0) p.out_off += static_cast<size_t>(w);
+                else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                    p.finished = true;
+                    p.task.reset();
+                    p.out.clear();
+                    p.out_off = 0;
+                }
+                if (p.out_off == p.out.size()) {
+                    p.out.clear();
+                    p.out_off = 0;
+                }
+            }
+        }
+        if (!failure.empty() || !ssh_is_connected(session)) {
+            if (failure.empty()) failure = label + ": connection lost";
+            for (auto & p : peers) {
+                if (!p.finished) append_frame(p.out, 'F', std::string("network\t") + failure);
+                int flags = ::fcntl(p.fd, F_GETFL);
+                ::fcntl(p.fd, F_SETFL, flags & ~O_NONBLOCK);
+                if (p.out.size() > p.out_off) (void)!::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
+                ::close(p.fd);
+            }
+            return;
+        }
+        for (auto it = peers.begin(); it != peers.end();) {
+            if (it->finished && it->out.size() == it->out_off) {
+                ::close(it->fd);
+                it = peers.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (!peers.empty()) idle_since = now;
+        if (peers.empty() && now - idle_since > std::chrono::seconds(persist_s)) return;
+        if (keepalive_s > 0 && now - last_keepalive > std::chrono::seconds(keepalive_s)) {
+            conn.send_keepalive();
+            last_keepalive = now;
+        }
+    }
+}
+
+int bind_socket(const std::string & path) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    ::unlink(path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 || ::chmod(path.c_str(), 0600) != 0 ||
+        ::listen(fd, 64) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// Runs in the daemonised grandchild: connect, listen, report on `ready_fd`, serve, clean up.
+[[noreturn]] void master_main(const Endpoint & endpoint, const ConnectOptions & options, const std::string & path,
+                              int persist_s, int ready_fd) {
+    ::signal(SIGPIPE, SIG_IGN);
+    ::signal(SIGINT, SIG_IGN);
+    ::signal(SIGHUP, SIG_IGN);
+    std::unique_ptr<Connection> conn;
+    try {
+        conn = Connection::open(endpoint, options);
+    } catch (const Error & e) {
+        std::string msg = std::string(common::kind_name(e.kind())) + "\t" + e.message();
+        (void)!::write(ready_fd, msg.data(), msg.size());
+        ::_exit(1);
+    } catch (const std::exception & e) {
+        std::string msg = std::string("internal\t") + e.what();
+        (void)!::write(ready_fd, msg.data(), msg.size());
+        ::_exit(1);
+    }
+    int listen_fd = bind_socket(path);
+    if (listen_fd < 0) {
+        std::string msg = "internal\tcannot listen on control socket " + path + ": " + std::strerror(errno);
+        (void)!::write(ready_fd, msg.data(), msg.size());
+        ::_exit(1);
+    }
+    struct stat mine {};
+    ::stat(path.c_str(), &mine);
+    (void)!::write(ready_fd, "ok", 2);
+    ::close(ready_fd);
+    int devnull = ::open("/dev/null", O_RDWR);
+    ::dup2(devnull, 0);
+    ::dup2(devnull, 1);
+    ::dup2(devnull, 2);
+    try {
+        serve(*conn, listen_fd, persist_s, options.keepalive_s);
+    } catch (...) {
+    }
+    // Only remove the socket if it is still ours (a newer master may have replaced it).
+    struct stat now {};
+    if (::stat(path.c_str(), &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev) ::unlink(path.c_str());
+    ::close(listen_fd);
+    conn.reset();
+    ::_exit(0);
+}
+
+}  // namespace
+
+std::string control_dir() {
+    const char * xdg = std::getenv("XDG_RUNTIME_DIR");
+    std::string dir = xdg && *xdg ? std::string(xdg) + "/bifrost" : "/tmp/bifrost-" + std::to_string(::geteuid());
+    ::mkdir(dir.c_str(), 0700);
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
+        throw Error::usage("control directory " + dir + " is not a 0700 directory owned by you; remove it or set XDG_RUNTIME_DIR");
+    return dir;
+}
+
+std::string control_socket_path(const Endpoint & endpoint, const ConnectOptions & options) {
+    std::string key = endpoint.label() + "\n" + options.key_path + "\n" + endpoint.key_path + "\n" +
+                      (options.known_hosts_path.empty() ? default_known_hosts_path() : options.known_hosts_path);
+    return control_dir() + "/" + sha256_hex(key).substr(0, 20) + ".sock";
+}
+
+std::unique_ptr<Transport> connect_via_control(const Endpoint & endpoint_in, const ConnectOptions & options, int persist_s) {
+    Endpoint endpoint = endpoint_in;
+    if (endpoint.user.empty()) {
+        const char * u = std::getenv("USER");
+        endpoint.user = u && *u ? u : "root";
+    }
+    const std::string path = control_socket_path(endpoint, options);
+    auto make = [&]() { return std::make_unique<MuxTransport>(path, endpoint.label()); };
+    if (int fd = connect_socket(path); fd >= 0) {
+        ::close(fd);
+        return make();
+    }
+    // Serialise master start-up per socket: a second invocation waits, then finds the socket.
+    std::string lock_path = path + ".lock";
+    int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0) throw Error::io(lock_path, "open", errno);
+    struct LockGuard {
+        int fd;
+        ~LockGuard() { ::close(fd); }
+    } guard{lock_fd};
+    ::flock(lock_fd, LOCK_EX);
+    if (int fd = connect_socket(path); fd >= 0) {
+        ::close(fd);
+        return make();
+    }
+    int pipefd[2];
+    if (::pipe2(pipefd, O_CLOEXEC) != 0) throw Error::io("pipe", "create", errno);
+    pid_t child = ::fork();
+    if (child < 0) throw Error::io("fork", "start control master", errno);
+    if (child == 0) {
+        ::close(pipefd[0]);
+        ::setsid();
+        pid_t grandchild = ::fork();
+        if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
+        ::close(lock_fd);
+        master_main(endpoint, options, path, persist_s, pipefd[1]);
+    }
+    ::close(pipefd[1]);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    std::string reply;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+        if (n > 0) {
+            reply.append(buf, static_cast<size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        break;
+    }
+    ::close(pipefd[0]);
+    if (reply == "ok") return make();
+    if (reply.empty()) throw Error::internal("control master for " + endpoint.label() + " exited without a word");
+    auto tab = reply.find('\t');
+    throw Error(kind_from_name(reply.substr(0, tab)), reply.substr(tab + 1)).with("host", endpoint.label());
+}
+
+bool stop_control_master(const Endpoint & endpoint_in, const ConnectOptions & options) {
+    Endpoint endpoint = endpoint_in;
+    if (endpoint.user.empty()) {
+        const char * u = std::getenv("USER");
+        endpoint.user = u && *u ? u : "root";
+    }
+    std::string path = control_socket_path(endpoint, options);
+    int fd = connect_socket(path);
+    if (fd < 0) return false;
+    ::close(fd);
+    // The master has no stop request: removing its socket makes it unreachable, and it exits at
+    // its idle timeout. Good enough for "forget this connection"; a stale master costs nothing.
+    ::unlink(path.c_str());
+    return true;
+}
+
+}  // namespace bifrost

@@ -1,0 +1,273 @@
+// pull: recursive download, verified by SHA-256 and resumable. One listing round trip returns
+// size, mode and sha256sum for every remote file (coreutils only: find, stat, sha256sum -z, readlink);
+// every name is checked before anything is written, so a hostile or broken server cannot make us
+// write outside LOCAL (.., absolute names, symlinks leading out are refused). Each file streams
+// into NAME.bifrost-part (appending from its current size after an interruption), is verified
+// against the remote hash, and is renamed into place. Files already present with the right hash
+// are skipped.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "bifrost/bifrost.h"
+#include "bifrost/client_impl.h"
+#include "bifrost/manifest.h"
+#include "bifrost/shell.h"
+#include "common/error.h"
+#include "common/log.h"
+
+namespace fs = std::filesystem;
+
+namespace bifrost {
+
+using common::Error;
+using common::ErrorKind;
+
+namespace {
+
+constexpr int kNoSuchPath = 92;
+
+struct RemoteFile {
+    uint64_t size = 0;
+    unsigned mode = 0644;
+    std::string hash;
+    bool is_link = false;
+    std::string link_target;
+};
+
+// "./a/b" -> "a/b"; refuses anything that could leave the root.
+std::string checked_name(const std::string & raw, const std::string & label) {
+    auto refuse = [&](const std::string & why) {
+        return Error(ErrorKind::RemoteFailed, label + ": pull: refusing remote name '" + raw + "': " + why +
+                                                  "; nothing was written");
+    };
+    if (raw.rfind("./", 0) != 0) throw refuse("not relative to the pulled directory");
+    std::string p = raw.substr(2);
+    if (p.empty()) throw refuse("empty name");
+    size_t start = 0;
+    while (start <= p.size()) {
+        size_t end = p.find('/', start);
+        if (end == std::string::npos) end = p.size();
+        std::string part = p.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..") throw refuse("it would escape the destination");
+        start = end + 1;
+    }
+    const std::string suffix = ".bifrost-part";
+    if (p.size() >= suffix.size() && p.compare(p.size() - suffix.size(), suffix.size(), suffix) == 0)
+        throw refuse("it collides with bifrost's partial-download suffix");
+    return p;
+}
+
+// True when `target`, relative to the link's directory, stays inside the root (lexically).
+bool link_stays_inside(const std::string & link_path, const std::string & target) {
+    if (target.empty() || target[0] == '/') return false;
+    std::vector<std::string> parts;
+    auto slash = link_path.rfind('/');
+    std::string dir = slash == std::string::npos ? "" : link_path.substr(0, slash);
+    std::string joined = dir.empty() ? target : dir + "/" + target;
+    size_t start = 0;
+    while (start <= joined.size()) {
+        size_t end = joined.find('/', start);
+        if (end == std::string::npos) end = joined.size();
+        std::string part = joined.substr(start, end - start);
+        start = end + 1;
+        if (part.empty() || part == ".") continue;
+        if (part == "..") {
+            if (parts.empty()) return false;
+            parts.pop_back();
+        } else {
+            parts.push_back(part);
+        }
+    }
+    return true;
+}
+
+// Creates the parent directories of rel under root, refusing symlinks on the way.
+void make_parents(const std::string & root, const std::string & rel) {
+    std::string path = root;
+    size_t start = 0;
+    for (;;) {
+        size_t slash = rel.find('/', start);
+        if (slash == std::string::npos) return;
+        path += "/" + rel.substr(start, slash - start);
+        start = slash + 1;
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) == 0) {
+            if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode))
+                throw Error::usage("local path " + path + " is a symlink or not a directory; refusing to write through it");
+            continue;
+        }
+        if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw Error::io(path, "create directory", errno);
+    }
+}
+
+uint64_t file_size_nofollow(const std::string & path, bool & is_regular) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) {
+        is_regular = false;
+        return 0;
+    }
+    is_regular = S_ISREG(st.st_mode);
+    return static_cast<uint64_t>(st.st_size);
+}
+
+}  // namespace
+
+PullStats Client::pull(const std::string & remote_path, const std::string & local_dir, const PullOptions & options) {
+    const std::string label = impl_->t().label();
+    const std::string r = remote_path_expr(remote_path);
+    // Which directory the listing is relative to, and which names it covers.
+    std::string prelude = "R=" + r + "\n"
+                          "if [ -d \"$R\" ]; then cd -- \"$R\" || exit 92; set -- .\n"
+                          "elif [ -e \"$R\" ] || [ -L \"$R\" ]; then cd -- \"$(dirname -- \"$R\")\" || exit 92; set -- ./\"$(basename -- \"$R\")\"\n"
+                          "else echo 'no such file or directory' >&2; exit " + std::to_string(kNoSuchPath) + "; fi\n";
+    std::string listing = prelude +
+                          "printf 'S\\0'; find \"$@\" -type f -exec stat --printf '%s %a %n\\0' -- {} + || exit 93\n"
+                          "printf 'H\\0'; find \"$@\" -type f -exec sha256sum -z -- {} + || exit 93\n"
+                          "printf 'L\\0'; find \"$@\" -type l -exec sh -c 'for l do printf \"%s\\0%s\\0\" \"$l\" \"$(readlink -- \"$l\")\"; done' sh {} + || exit 93\n";
+    auto c = impl_->run_script(listing);
+    if (c.status == kNoSuchPath) throw Error::not_found("remote path " + remote_path, "on " + label);
+    if (c.status != 0)
+        throw Error(ErrorKind::RemoteFailed, label + ": pull: listing " + remote_path + " failed (exit " +
+                                                 std::to_string(c.status) + "): " + c.err);
+    std::map<std::string, RemoteFile> files;
+    char section = 0;
+    std::vector<std::string> records;
+    for (size_t start = 0; start < c.out.size();) {
+        size_t end = c.out.find('\0', start);
+        if (end == std::string::npos) end = c.out.size();
+        records.push_back(c.out.substr(start, end - start));
+        start = end + 1;
+    }
+    for (size_t i = 0; i < records.size(); ++i) {
+        const std::string & rec = records[i];
+        if (rec == "S" || rec == "H" || rec == "L") {
+            section = rec[0];
+            continue;
+        }
+        if (section == 'S') {
+            auto s1 = rec.find(' ');
+            auto s2 = s1 == std::string::npos ? s1 : rec.find(' ', s1 + 1);
+            if (s2 == std::string::npos) throw Error(ErrorKind::RemoteFailed, label + ": pull: malformed listing");
+            RemoteFile & f = files[checked_name(rec.substr(s2 + 1), label)];
+            f.size = std::strtoull(rec.c_str(), nullptr, 10);
+            f.mode = static_cast<unsigned>(std::strtoul(rec.substr(s1 + 1, s2 - s1 - 1).c_str(), nullptr, 8)) & 0777;
+        } else if (section == 'H') {
+            if (rec.size() < 66) throw Error(ErrorKind::RemoteFailed, label + ": pull: malformed checksum line");
+            files[checked_name(rec.substr(66), label)].hash = rec.substr(0, 64);
+        } else if (section == 'L') {
+            if (i + 1 >= records.size()) throw Error(ErrorKind::RemoteFailed, label + ": pull: malformed link listing");
+            std::string name = checked_name(rec, label);
+            std::string target = records[++i];
+            if (!link_stays_inside(name, target))
+                throw Error(ErrorKind::RemoteFailed, label + ": pull: refusing symlink " + name + " -> " + target +
+                                                         ": it points outside the pulled directory; nothing was written");
+            RemoteFile & f = files[name];
+            f.is_link = true;
+            f.link_target = target;
+        }
+    }
+    for (const auto & [name, f] : files)
+        if (!f.is_link && f.hash.size() != 64)
+            throw Error(ErrorKind::RemoteFailed, label + ": pull: no checksum for " + name + " (is sha256sum installed?)");
+
+    std::string root = local_dir;
+    if (root.empty()) {
+        std::string base = remote_path;
+        while (base.size() > 1 && base.back() == '/') base.pop_back();
+        base = base.substr(base.rfind('/') == std::string::npos ? 0 : base.rfind('/') + 1);
+        root = base.empty() || base == "~" ? "." : base;
+    }
+    fs::create_directories(root);
+
+    PullStats stats;
+    uint64_t bytes_total = 0, bytes_done = 0;
+    for (const auto & [name, f] : files) bytes_total += f.size;
+    for (const auto & [name, f] : files) {
+        stats.files_total++;
+        if (f.is_link) continue;
+        make_parents(root, name);
+        std::string final_path = root + "/" + name;
+        bool regular = false;
+        uint64_t have = file_size_nofollow(final_path, regular);
+        if (regular && have == f.size && sha256_file(final_path) == f.hash) {
+            bytes_done += f.size;
+            continue;
+        }
+        std::string part = final_path + ".bifrost-part";
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            bool part_regular = false;
+            uint64_t offset = file_size_nofollow(part, part_regular);
+            if (!part_regular || offset > f.size) {
+                ::unlink(part.c_str());
+                offset = 0;
+            }
+            if (offset > 0) stats.files_resumed++;
+            int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+            if (fd < 0) throw Error::io(part, "open", errno);
+            // Names are relative to the directory the prelude changes into.
+            Prologue p = make_prologue(prelude + "exec tail -c +" + std::to_string(offset + 1) + " -- ./" + sh_quote(name) + "\n");
+            RemoteCommand rc;
+            rc.command = p.command;
+            rc.stdin_data = p.stdin_block;
+            std::string err;
+            std::string write_error;
+            rc.on_stdout = [&](std::string_view d) {
+                size_t off = 0;
+                while (off < d.size() && write_error.empty()) {
+                    ssize_t n = ::write(fd, d.data() + off, d.size() - off);
+                    if (n < 0) {
+                        if (errno == EINTR) continue;
+                        write_error = std::strerror(errno);
+                        break;
+                    }
+                    off += static_cast<size_t>(n);
+                }
+                bytes_done += d.size();
+                stats.bytes_fetched += d.size();
+                if (options.progress) options.progress(bytes_done, bytes_total);
+            };
+            rc.on_stderr = [&](std::string_view d) { err.append(d); };
+            int status;
+            try {
+                status = impl_->t().run(rc);
+            } catch (...) {
+                ::close(fd);  // the part file stays: the next pull resumes from its size
+                throw;
+            }
+            if (::fsync(fd) != 0 && write_error.empty()) write_error = std::strerror(errno);
+            ::close(fd);
+            if (!write_error.empty()) throw Error::usage("local file " + part + ": write failed: " + write_error);
+            if (status != 0)
+                throw Error(ErrorKind::RemoteFailed, label + ": pull: reading " + name + " failed (exit " +
+                                                         std::to_string(status) + "): " + err);
+            if (sha256_file(part) == f.hash) {
+                ::chmod(part.c_str(), f.mode);
+                if (::rename(part.c_str(), final_path.c_str()) != 0) throw Error::io(final_path, "rename into place", errno);
+                stats.files_fetched++;
+                break;
+            }
+            ::unlink(part.c_str());
+            if (attempt == 1)
+                throw Error(ErrorKind::RemoteFailed, label + ": pull: checksum mismatch for " + name +
+                                                         " after a full download (is it still being written?)");
+            common::log::warn("pull: ", name, ": checksum mismatch; downloading it again from the start");
+        }
+    }
+    for (const auto & [name, f] : files) {
+        if (!f.is_link) continue;
+        make_parents(root, name);
+        std::string path = root + "/" + name;
+        ::unlink(path.c_str());
+        if (::symlink(f.link_target.c_str(), path.c_str()) != 0) throw Error::io(path, "create symlink", errno);
+        stats.files_fetched++;
+    }
+    return stats;
+}
+
+}  // namespace bifrost

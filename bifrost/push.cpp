@@ -1,0 +1,231 @@
+// push: incremental, atomic mirror of a local tree into a remote directory.
+//
+// 1. One round trip reads the remote manifest (<dir>/.bifrost-manifest) and, if a previous push was
+//    interrupted after its upload completed, first finishes it by re-running its commit script.
+// 2. Local files are compared by SHA-256 (cached locally by size/mtime/inode, so an unchanged tree
+//    is not re-read); only new or changed files travel, as one tar stream on one channel.
+// 3. The stream lands in <dir>/.bifrost-staging; only once it is complete (marker `ready`) does the
+//    commit script rename each file into place (rename(2): each file is old or new, never partial),
+//    delete what the old manifest had and the new one lacks, then replace the manifest. An
+//    interrupted commit is re-run by the next push (step 1); an interrupted upload is discarded.
+// Only files bifrost itself pushed are ever deleted (they are in the old manifest).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "bifrost/bifrost.h"
+#include "bifrost/client_impl.h"
+#include "bifrost/manifest.h"
+#include "bifrost/shell.h"
+#include "bifrost/tar.h"
+#include "common/error.h"
+#include "common/log.h"
+
+namespace fs = std::filesystem;
+
+namespace bifrost {
+
+using common::Error;
+using common::ErrorKind;
+
+namespace {
+
+constexpr const char * kStaging = ".bifrost-staging";
+
+bool safe_relative(const std::string & p) {
+    if (p.empty() || p[0] == '/') return false;
+    size_t start = 0;
+    while (start <= p.size()) {
+        size_t end = p.find('/', start);
+        if (end == std::string::npos) end = p.size();
+        std::string part = p.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..") return false;
+        start = end + 1;
+    }
+    return true;
+}
+
+std::string parent_of(const std::string & p) {
+    auto slash = p.rfind('/');
+    return slash == std::string::npos ? std::string() : p.substr(0, slash);
+}
+
+// The commit script: deletions, directory creation, renames from staging, leftover check, manifest.
+// It is idempotent so that re-running it after an interruption completes the push.
+std::string commit_script(const std::vector<std::string> & changed, const std::vector<std::string> & deleted) {
+    std::string s = "S=.bifrost-staging\n";
+    constexpr size_t kBatch = 200;
+    for (size_t i = 0; i < deleted.size(); i += kBatch) {
+        s += "rm -f --";
+        for (size_t j = i; j < std::min(deleted.size(), i + kBatch); ++j) s += " " + sh_quote(deleted[j]);
+        s += "\n";
+    }
+    std::set<std::string> emptied;
+    for (const auto & d : deleted)
+        if (auto p = parent_of(d); !p.empty()) emptied.insert(p);
+    for (const auto & d : emptied) s += "rmdir -p -- " + sh_quote(d) + " 2>/dev/null\n";
+    std::map<std::string, std::vector<std::string>> by_dir;
+    for (const auto & c : changed) by_dir[parent_of(c)].push_back(c);
+    std::string mkdirs;
+    for (const auto & [dir, files] : by_dir)
+        if (!dir.empty()) mkdirs += " " + sh_quote(dir);
+    if (!mkdirs.empty()) s += "mkdir -p --" + mkdirs + " || exit 95\n";
+    for (const auto & [dir, files] : by_dir) {
+        for (size_t i = 0; i < files.size(); i += kBatch) {
+            // Missing sources (already moved by an interrupted run) make mv complain; the leftover
+            // check below is what decides success.
+            s += "mv -f --";
+            for (size_t j = i; j < std::min(files.size(), i + kBatch); ++j) s += " \"$S\"/files/" + sh_quote(files[j]);
+            s += " " + (dir.empty() ? std::string("./") : sh_quote(dir + "/")) + " 2>/dev/null\n";
+        }
+    }
+    s += "if [ -d \"$S/files\" ] && [ -n \"$(find \"$S/files\" ! -type d | head -n 1)\" ]; then\n"
+         "  echo \"bifrost: push: could not move every file into place: $(find \"$S/files\" ! -type d | head -n 3)\" >&2; exit 95\n"
+         "fi\n"
+         "mv -f \"$S/manifest.new\" .bifrost-manifest || exit 95\n"
+         "rm -rf \"$S\"\n";
+    return s;
+}
+
+}  // namespace
+
+PushStats Client::push(const std::string & local_dir, const PushOptions & options) {
+    std::error_code ec;
+    fs::path root = fs::canonical(local_dir, ec);
+    if (ec || !fs::is_directory(root)) throw Error::not_found("local directory " + local_dir, "not a directory");
+    std::string remote_dir = options.remote_dir;
+    if (remote_dir.empty()) remote_dir = "~/workspace/" + root.filename().string();
+    const std::string dir_expr = remote_path_expr(remote_dir);
+    const std::string label = impl_->t().label();
+
+    std::vector<FileEntry> local = scan_tree(root.string(), {options.include_git, options.excludes});
+    HashCache cache(hash_cache_path(root.string()));
+
+    // Step 1: remote state (and roll forward a push whose upload had completed).
+    std::string state = impl_->run_script_ok(
+        "D=" + dir_expr + "\n"
+        "mkdir -p -- \"$D\" && cd -- \"$D\" || exit 97\n"
+        "r=clean\n"
+        "if [ -f .bifrost-staging/ready ]; then sh .bifrost-staging/commit.sh || exit 98; r=completed; fi\n"
+        "pwd -P; echo \"$r\"; cat .bifrost-manifest 2>/dev/null; exit 0\n",
+        "push: reading the remote manifest of " + remote_dir);
+    size_t nl1 = state.find('\n');
+    size_t nl2 = nl1 == std::string::npos ? std::string::npos : state.find('\n', nl1 + 1);
+    if (nl2 == std::string::npos) throw Error(ErrorKind::RemoteFailed, label + ": push: unexpected reply reading " + remote_dir);
+    PushStats stats;
+    stats.remote_dir = state.substr(0, nl1);
+    stats.completed_interrupted_push = state.substr(nl1 + 1, nl2 - nl1 - 1) == "completed";
+    if (stats.completed_interrupted_push) common::log::info("push: completed an interrupted earlier push to ", stats.remote_dir);
+    Manifest remote = parse_manifest(std::string_view(state).substr(nl2 + 1));
+
+    // Step 2: decide what travels.
+    std::vector<FileEntry *> to_send;
+    std::set<std::string> local_paths;
+    for (auto & e : local) {
+        local_paths.insert(e.path);
+        stats.files_total++;
+        stats.bytes_total += e.size;
+        auto it = remote.find(e.path);
+        if (e.type == 'f' && e.hash.empty()) {
+            if (auto h = cache.lookup(e)) e.hash = *h;
+            else if (it != remote.end() && it->second.size == e.size && it->second.type == 'f')
+                e.hash = sha256_file(root.string() + "/" + e.path);
+        }
+        bool same = it != remote.end() && !e.hash.empty() && it->second.hash == e.hash && it->second.mode == e.mode &&
+                    it->second.type == e.type;
+        if (!same) to_send.push_back(&e);
+    }
+    std::vector<std::string> deleted;
+    for (const auto & [path, e] : remote)
+        if (!local_paths.count(path) && safe_relative(path)) deleted.push_back(path);
+    stats.files_deleted = deleted.size();
+
+    if (to_send.empty() && deleted.empty()) {
+        for (const auto & e : local) cache.store(e);
+        cache.save();
+        return stats;
+    }
+
+    // Step 3: one tar stream into staging, then the commit.
+    TarStream tar;
+    uint64_t bytes_to_send = 0;
+    std::vector<std::string> changed;
+    for (FileEntry * e : to_send) {
+        changed.push_back(e->path);
+        if (e->type == 'l') {
+            tar.add_symlink("files/" + e->path, e->link_target);
+        } else {
+            tar.add_file("files/" + e->path, root.string() + "/" + e->path, e->mode, e->size, e->mtime_ns / 1000000000);
+            bytes_to_send += e->size;
+        }
+    }
+    tar.add_deferred("manifest.new", [&]() {
+        Manifest next;
+        size_t file_index = 0;
+        for (FileEntry * e : to_send) {
+            if (e->type != 'f') continue;
+            const std::string & sent = tar.sent_hashes()[file_index];
+            if (tar.changed_while_sent()[file_index] || (!e->hash.empty() && e->hash != sent))
+                common::log::warn("push: ", e->path, " changed while it was being sent; the next push sends it again");
+            else
+                e->hash = sent;
+            ++file_index;
+        }
+        for (auto & e : local) {
+            FileEntry m = e;
+            auto it = remote.find(e.path);
+            if (m.hash.empty() && it != remote.end()) m.hash = it->second.hash;
+            next[e.path] = m;
+        }
+        // Files whose content changed mid-send are recorded with the bytes actually sent.
+        file_index = 0;
+        for (FileEntry * e : to_send) {
+            if (e->type != 'f') continue;
+            next[e->path].hash = tar.sent_hashes()[file_index++];
+        }
+        return format_manifest(next);
+    }, 0600);
+    tar.add_data("commit.sh", commit_script(changed, deleted), 0600);
+
+    Prologue p = make_prologue("D=" + dir_expr + "\n"
+                               "cd -- \"$D\" || exit 97\n"
+                               "rm -rf .bifrost-staging && mkdir .bifrost-staging || exit 97\n"
+                               "tar -x -o -f - -C .bifrost-staging || exit 96\n"
+                               "[ -f .bifrost-staging/commit.sh ] || { echo 'bifrost: push: upload incomplete' >&2; exit 96; }\n"
+                               ": > .bifrost-staging/ready\n"
+                               "sh .bifrost-staging/commit.sh\n");
+    RemoteCommand rc;
+    rc.command = p.command;
+    rc.stdin_data = p.stdin_block;
+    rc.stdin_source = [&](std::string & chunk) {
+        bool more = tar.next(chunk);
+        if (options.progress) options.progress(tar.file_bytes_sent(), bytes_to_send);
+        return more;
+    };
+    std::string err;
+    rc.on_stderr = [&](std::string_view d) { err.append(d); };
+    int status = impl_->t().run(rc);
+    if (status != 0) {
+        while (!err.empty() && err.back() == '\n') err.pop_back();
+        throw Error(ErrorKind::RemoteFailed, label + ": push to " + stats.remote_dir + " failed (exit " +
+                                                 std::to_string(status) + ")" + (err.empty() ? "" : ": " + err) +
+                                                 "; the remote tree is unchanged or partly renamed file by file; push again to complete it")
+            .with("host", label);
+    }
+    stats.files_sent = to_send.size();
+    stats.bytes_sent = tar.file_bytes_sent();
+    for (size_t i = 0, f = 0; i < to_send.size(); ++i) {
+        if (to_send[i]->type != 'f') continue;
+        if (!tar.changed_while_sent()[f]) cache.store(*to_send[i]);
+        ++f;
+    }
+    for (const auto & e : local)
+        if (!e.hash.empty()) cache.store(e);
+    cache.save();
+    return stats;
+}
+
+}  // namespace bifrost
