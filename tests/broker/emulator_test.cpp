@@ -399,17 +399,17 @@ void check_faults(const Driver & d) {
 
 }  // namespace
 
-TEST_CASE("emulator: runpod lifecycle") { check_lifecycle(runpod_driver()); }
-TEST_CASE("emulator: vast lifecycle") { check_lifecycle(vast_driver()); }
-TEST_CASE("emulator: lambda lifecycle") { check_lifecycle(lambda_driver()); }
-TEST_CASE("emulator: primeintellect lifecycle") { check_lifecycle(prime_driver()); }
+TEST_CASE("runpod lifecycle") { check_lifecycle(runpod_driver()); }
+TEST_CASE("vast lifecycle") { check_lifecycle(vast_driver()); }
+TEST_CASE("lambda lifecycle") { check_lifecycle(lambda_driver()); }
+TEST_CASE("primeintellect lifecycle") { check_lifecycle(prime_driver()); }
 
-TEST_CASE("emulator: runpod faults") { check_faults(runpod_driver()); }
-TEST_CASE("emulator: vast faults") { check_faults(vast_driver()); }
-TEST_CASE("emulator: lambda faults") { check_faults(lambda_driver()); }
-TEST_CASE("emulator: primeintellect faults") { check_faults(prime_driver()); }
+TEST_CASE("runpod faults") { check_faults(runpod_driver()); }
+TEST_CASE("vast faults") { check_faults(vast_driver()); }
+TEST_CASE("lambda faults") { check_faults(lambda_driver()); }
+TEST_CASE("primeintellect faults") { check_faults(prime_driver()); }
 
-TEST_CASE("emulator: vast vanish_offer removes the ask from search and create fails") {
+TEST_CASE("vast vanish_offer removes the ask from search and create fails") {
     Emulator e("vast", {.api_key = kKey});
     json offers = api(e, "POST", "/api/v0/bundles/", {{"gpu_name", {{"eq", "H100 SXM"}}}}).json()["offers"];
     REQUIRE(!offers.empty());
@@ -422,7 +422,7 @@ TEST_CASE("emulator: vast vanish_offer removes the ask from search and create fa
     CHECK(r.json()["error"] == "no_such_ask");
 }
 
-TEST_CASE("emulator: auth failures come in each provider's shape") {
+TEST_CASE("auth failures come in each provider's shape") {
     for (const Driver & d : all_drivers()) {
         INFO("provider " << d.provider);
         Emulator e(d.provider, {.api_key = kKey});
@@ -440,7 +440,7 @@ TEST_CASE("emulator: auth failures come in each provider's shape") {
     }
 }
 
-TEST_CASE("emulator: runpod accepts ?api_key= and serves gpuTypes unauthenticated") {
+TEST_CASE("runpod accepts ?api_key= and serves gpuTypes unauthenticated") {
     Emulator e("runpod", {.api_key = kKey});
     HttpReply r = tests::http_call(e.port(), "POST", "/graphql?api_key=" + kKey,
                                    json{{"query", "{ myself { id pubKey } }"}}.dump(), {{"Content-Type", "application/json"}});
@@ -450,7 +450,7 @@ TEST_CASE("emulator: runpod accepts ?api_key= and serves gpuTypes unauthenticate
     CHECK(gql(e, "{ myself { id } }", json::object(), "").status == 401);
 }
 
-TEST_CASE("emulator: runpod gpuTypes in the documented shape, inline and variable inputs") {
+TEST_CASE("runpod gpuTypes in the documented shape, inline and variable inputs") {
     Emulator e("runpod");
     json inline_form = gql(e, "query { gpuTypes(input: {id: \"AMD Instinct MI300X OAM\"}) { id displayName manufacturer "
                               "memoryInGb secureCloud communityCloud securePrice communityPrice secureSpotPrice "
@@ -488,7 +488,7 @@ TEST_CASE("emulator: runpod gpuTypes in the documented shape, inline and variabl
     CHECK(syntax.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED");
 }
 
-TEST_CASE("emulator: runpod pod states, public port, TTL and errors") {
+TEST_CASE("runpod pod states, public port, TTL and errors") {
     Emulator e("runpod", {.api_key = kKey});
     e.configure({{"ssh_port", 31022}, {"boot_polls", 1}});
     json input = {{"gpuTypeId", "NVIDIA GeForce RTX 4090"}, {"gpuCount", 2}, {"cloudType", "COMMUNITY"},
@@ -542,7 +542,7 @@ TEST_CASE("emulator: runpod pod states, public port, TTL and errors") {
     CHECK(again["errors"][0]["message"] == "pod not found to terminate");
 }
 
-TEST_CASE("emulator: vast search operators, units and dph_total with storage") {
+TEST_CASE("vast search operators, units and dph_total with storage") {
     Emulator e("vast", {.api_key = kKey});
     auto search = [&](const json & q) { return api(e, "POST", "/api/v0/bundles/", q).json()["offers"]; };
     json h100 = search({{"gpu_name", {{"eq", "H100 SXM"}}}, {"num_gpus", {{"eq", "8"}}}, {"allocated_storage", 100}});
@@ -569,7 +569,7 @@ TEST_CASE("emulator: vast search operators, units and dph_total with storage") {
     CHECK(api(e, "PUT", "/api/v0/search/asks/", {{"select_cols", {"*"}}, {"q", q}}).json()["offers"].size() == 2);
 }
 
-TEST_CASE("emulator: vast bid below min_bid still returns a stopped contract; stop/start; v1 pages") {
+TEST_CASE("vast bid below min_bid still returns a stopped contract, stop/start, v1 pages") {
     Emulator e("vast", {.api_key = kKey});
     e.configure({{"boot_polls", 0}});
     json offers = api(e, "POST", "/api/v0/bundles/", {{"gpu_name", {{"eq", "A100 SXM4"}}}, {"num_gpus", {{"eq", "1"}}}})
@@ -605,7 +605,7 @@ TEST_CASE("emulator: vast bid below min_bid still returns a stopped contract; st
     CHECK(missing.json()["error"] == "no_such_instance");
 }
 
-TEST_CASE("emulator: lambda launch rules, partial launch, rate limit, partial terminate") {
+TEST_CASE("lambda launch rules, partial launch, rate limit, partial terminate") {
     Emulator e("lambda", {.api_key = kKey});
     auto launch = [&](const json & body) { return api(e, "POST", "/api/v1/instance-operations/launch", body); };
     json t = api(e, "GET", "/api/v1/instance-types").json()["data"]["gpu_2x_h100_sxm5"];
@@ -635,7 +635,7 @@ TEST_CASE("emulator: lambda launch rules, partial launch, rate limit, partial te
     CHECK(!limited.header("Retry-After").empty());
 }
 
-TEST_CASE("emulator: primeintellect create validation and sshConnection formats") {
+TEST_CASE("primeintellect create validation and sshConnection formats") {
     Emulator e("primeintellect", {.api_key = kKey});
     e.configure({{"boot_polls", 1}, {"ssh_connection_format", "list"}, {"ssh_port", 2200}});
     json offers = api(e, "GET", "/api/v1/availability/gpus?gpu_type=A100_80GB&gpu_count=8").json();
@@ -665,7 +665,7 @@ TEST_CASE("emulator: primeintellect create validation and sshConnection formats"
     CHECK(history[0]["status"] == "TERMINATED");
 }
 
-TEST_CASE("emulator: request log records bodies, operations and redacted headers") {
+TEST_CASE("request log records bodies, operations and redacted headers") {
     Emulator rp("runpod", {.api_key = kKey});
     runpod_driver().create(rp);
     json req = rp.state()["requests"][0];
@@ -688,7 +688,7 @@ TEST_CASE("emulator: request log records bodies, operations and redacted headers
     CHECK(vast.state()["requests"].size() == 2);
 }
 
-TEST_CASE("emulator: configured latency delays provider answers, not the control API") {
+TEST_CASE("configured latency delays provider answers, not the control API") {
     Emulator e("lambda", {.api_key = kKey, .latency_ms = 300});
     auto t0 = std::chrono::steady_clock::now();
     CHECK(api(e, "GET", "/api/v1/instance-types").status == 200);
@@ -704,7 +704,7 @@ TEST_CASE("emulator: configured latency delays provider answers, not the control
     CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(300));
 }
 
-TEST_CASE("emulator: control API refuses bad faults and config; reset keeps config") {
+TEST_CASE("control API refuses bad faults and config, reset keeps config") {
     Emulator e("vast", {.api_key = kKey});
     CHECK_THROWS(e.inject({{"kind", "graphql_error"}}));  // RunPod only
     CHECK_THROWS(e.inject({{"kind", "no_such_kind"}}));
@@ -722,7 +722,7 @@ TEST_CASE("emulator: control API refuses bad faults and config; reset keeps conf
     CHECK(st["config"]["ssh_port"] == 2345);
 }
 
-TEST_CASE("emulator: created instances point at a real sshd") {
+TEST_CASE("created instances point at a real sshd") {
     tests::SshdFixture sshd;
     for (const Driver & d : all_drivers()) {
         INFO("provider " << d.provider);
@@ -741,7 +741,7 @@ TEST_CASE("emulator: created instances point at a real sshd") {
     CHECK(r.out == "ready\n");
 }
 
-TEST_CASE("emulator: launcher reports a failed start with the emulator's stderr") {
+TEST_CASE("launcher reports a failed start with the emulator's stderr") {
     try {
         Emulator e("no-such-cloud");
         FAIL("expected the launcher to throw");
