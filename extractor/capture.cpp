@@ -1,0 +1,42 @@
+// Capture contract implementation (capture.h): site names and the fan-out Tap.
+#include "extractor/capture.h"
+
+#include "common/error.h"
+
+namespace extractor {
+
+std::string_view site_name(Site site) {
+    switch (site) {
+    case Site::LnAttn: return "ln_attn";
+    case Site::LnMlp: return "ln_mlp";
+    case Site::Residual: return "residual";
+    }
+    return "?";
+}
+
+Site parse_site(std::string_view name) {
+    for (Site s : {Site::LnAttn, Site::LnMlp, Site::Residual})
+        if (site_name(s) == name) return s;
+    throw common::Error::usage("unknown capture site \"" + std::string(name) + "\" (sites: ln_attn, ln_mlp, residual)");
+}
+
+bool Tap::wants(Site site, int layer) const {
+    for (const CaptureSink * s : sinks_)
+        if (s->wants(site, layer)) return true;
+    return false;
+}
+
+void Tap::begin_batch(const BatchInfo & batch) {
+    for (CaptureSink * s : sinks_) s->begin_batch(batch);
+}
+
+void Tap::operator()(Site site, int layer, const at::Tensor & x) {
+    for (CaptureSink * s : sinks_)
+        if (s->wants(site, layer)) s->on_capture(site, layer, x);
+}
+
+void Tap::end_batch() {
+    for (CaptureSink * s : sinks_) s->end_batch();
+}
+
+}  // namespace extractor

@@ -1,0 +1,30 @@
+// The `extract` verbs, one file each (run.cpp, inspect.cpp, fixture.cpp), wired by cli.cpp, the
+// only CLI11 translation unit. Each takes its options struct and an Output (table or --json).
+#pragma once
+
+#include <vector>
+
+#include "common/output.h"
+#include "extractor/capture.h"
+#include "extractor/extract.h"
+#include "extractor/fixture_writer.h"
+
+namespace extractor::cli {
+
+struct RunVerbOptions {
+    ExtractOptions extract;
+};
+// extra_sinks: sinks registered by the embedding program (e.g. analysis for --analyze).
+int run_run(const RunVerbOptions & opt, const common::Output & out, const std::vector<CaptureSink *> & extra_sinks);
+
+struct InspectOptions {
+    std::string model_dir;
+};
+int run_inspect(const InspectOptions & opt, const common::Output & out);
+
+struct FixtureVerbOptions {
+    FixtureOptions fixture;
+};
+int run_fixture(const FixtureVerbOptions & opt, const common::Output & out);
+
+}  // namespace extractor::cli

@@ -1,0 +1,25 @@
+// The one switch between libtorch 2.x fast paths and the plain 1.13 fallbacks (Debian's CPU
+// libtorch is 1.13; GPU machines run pip PyTorch 2.x). Everything version-specific is behind
+// `#if TORCH_VERSION_MAJOR >= 2` in compat.cpp; callers ask has_*() and call the wrapper.
+// set_fast_paths(false) forces the plain paths at run time, so a test can compare both.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace extractor::compat {
+
+bool has_sdpa();        // at::scaled_dot_product_attention (torch >= 2.0)
+bool has_grouped_mm();  // at::_grouped_mm (torch >= 2.9; used for bf16 on CUDA only)
+
+void set_fast_paths(bool enabled);
+bool fast_paths();
+
+// q [B,Nq,T,D], k/v [B,Nq,T,D] (kv heads already repeated); mask: bool [T,T] (true = attend) or
+// undefined for plain causal. Requires has_sdpa().
+at::Tensor sdpa(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & mask);
+// a [S,K] rows grouped by expert, b [E,K,N], offs int32 [E] cumulative row ends -> [S,N].
+at::Tensor grouped_mm(const at::Tensor & a, const at::Tensor & b, const at::Tensor & offs);
+
+const char * torch_version();
+
+}  // namespace extractor::compat

@@ -1,0 +1,210 @@
+// run_extraction (extract.h).
+#include "extractor/extract.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <c10/core/InferenceMode.h>
+#include <chrono>
+#include <cstring>
+#include <dlfcn.h>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/program.h"
+#include "common/progress.h"
+#include "extractor/compat.h"
+#include "extractor/hash.h"
+#include "extractor/sinks/sinks.h"
+
+namespace extractor {
+
+namespace {
+
+uint64_t gpu_used_bytes(int index) {
+    using SetDevice = int (*)(int);
+    using GetDevice = int (*)(int *);
+    using MemGetInfo = int (*)(size_t *, size_t *);
+    auto set = reinterpret_cast<SetDevice>(dlsym(RTLD_DEFAULT, "cudaSetDevice"));
+    auto get = reinterpret_cast<GetDevice>(dlsym(RTLD_DEFAULT, "cudaGetDevice"));
+    auto info = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
+    if (!set || !get || !info) return 0;
+    int prev = 0;
+    if (get(&prev) != 0) return 0;
+    size_t f = 0, t = 0;
+    bool ok = set(index) == 0 && info(&f, &t) == 0;
+    set(prev);
+    return ok ? t - f : 0;
+}
+
+}  // namespace
+
+const char * extractor_version() { return "0.1.0"; }
+
+std::vector<int> parse_layer_list(const std::string & text) {
+    std::set<int> out;
+    std::stringstream ss(text);
+    std::string part;
+    while (std::getline(ss, part, ',')) {
+        if (part.empty()) continue;
+        try {
+            size_t dash = part.find('-');
+            size_t used = 0;
+            if (dash == std::string::npos) {
+                int v = std::stoi(part, &used);
+                if (used != part.size() || v < 0) throw std::invalid_argument("x");
+                out.insert(v);
+            } else {
+                int a = std::stoi(part.substr(0, dash), &used);
+                if (used != dash) throw std::invalid_argument("x");
+                std::string rest = part.substr(dash + 1);
+                int b = std::stoi(rest, &used);
+                if (used != rest.size() || a < 0 || b < a) throw std::invalid_argument("x");
+                for (int v = a; v <= b; ++v) out.insert(v);
+            }
+        } catch (const std::exception &) {
+            throw common::Error::usage("--layers: \"" + part + "\" is not a layer index or range like 0-3");
+        }
+    }
+    if (out.empty()) throw common::Error::usage("--layers: no layers given");
+    return {out.begin(), out.end()};
+}
+
+ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<CaptureSink *> & extra_sinks) {
+    ExtractResult res;
+    HfConfig hf = read_hf_config(opt.model_dir);
+    const Family & family = find_family(hf.model_type);
+    ModelConfig cfg = family.parse_config(hf);
+    std::vector<int> layers = opt.layers;
+    if (layers.empty())
+        for (int l = 0; l < cfg.n_layers; ++l) layers.push_back(l);
+    for (int l : layers)
+        if (l >= cfg.n_layers)
+            throw common::Error::usage("--layers: layer " + std::to_string(l) + " but " + hf.model_type + " has " +
+                                       std::to_string(cfg.n_layers) + " layers (0-" + std::to_string(cfg.n_layers - 1) + ")");
+    const int run_layers = *std::max_element(layers.begin(), layers.end()) + 1;
+
+    LoadOptions load = opt.load;
+    load.run_layers = run_layers;
+    load.batch = opt.input.batch_size;
+    load.seq_len = opt.input.seq_len;
+    if (opt.plan_only) {
+        Model m = plan_model(opt.model_dir, load);
+        res.metadata = {{"plan", m.placement.describe()},
+                        {"weights_bytes", m.estimate.total_bytes},
+                        {"activation_bytes", m.estimate.activation_bytes}};
+        return res;
+    }
+    // Inputs first: a bad input file fails before minutes of loading.
+    InputSet inputs = prepare_inputs(opt.input, opt.model_dir, cfg.vocab);
+    Model model = opt.random_weights ? random_model(opt.model_dir, load, opt.weight_seed) : load_model(opt.model_dir, load);
+    res.load_s = model.load_s;
+    common::log::info("loaded in ", res.load_s, " s");
+
+    std::set<SiteLayer> wanted;
+    for (int l : layers)
+        for (Site s : opt.sites) wanted.insert({s, l});
+    Tap tap;
+    std::unique_ptr<SafetensorsSink> st_sink;
+    std::unique_ptr<AbsmaxSink> absmax;
+    if (!opt.out_dir.empty()) {
+        st_sink = std::make_unique<SafetensorsSink>(opt.out_dir, wanted, opt.save_dtype.empty() ? at::ScalarType::Undefined
+                                                                                               : parse_dtype(opt.save_dtype));
+        tap.add(st_sink.get());
+    }
+    if (opt.absmax) {
+        absmax = std::make_unique<AbsmaxSink>(wanted);
+        tap.add(absmax.get());
+    }
+    for (CaptureSink * s : extra_sinks) tap.add(s);
+
+    std::vector<int> gpus;
+    for (const auto & d : model.placement.compute)
+        if (d.is_cuda() && std::find(gpus.begin(), gpus.end(), d.index()) == gpus.end()) gpus.push_back(d.index());
+
+    const int64_t n_seq = static_cast<int64_t>(inputs.sequences.size());
+    const int64_t B = opt.input.batch_size, T = opt.input.seq_len;
+    const int64_t n_batches = (n_seq + B - 1) / B;
+    common::Progress progress("forward", static_cast<uint64_t>(n_seq * T));
+    c10::InferenceMode inference;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int64_t b = 0; b < n_batches; ++b) {
+        common::throw_if_interrupted();
+        const int64_t first = b * B, rows = std::min(B, n_seq - first);
+        at::Tensor ids = at::empty({rows, T}, at::kLong);                         // [B,T] CPU
+        BatchInfo info;
+        info.batch_index = b;
+        for (int64_t r = 0; r < rows; ++r) {
+            std::memcpy(ids[r].data_ptr<int64_t>(), inputs.sequences[static_cast<size_t>(first + r)].data(),
+                        static_cast<size_t>(T) * sizeof(int64_t));
+            info.sequence_indices.push_back(first + r);
+        }
+        info.token_ids = ids;
+        tap.begin_batch(info);
+        at::Tensor h = family.forward(model.cfg, model.weights, ids, run_layers, tap);  // [B,T,H]
+        tap.end_batch();
+        (void)h.sum().item<double>();  // the batch is done on the device (timing honesty)
+        for (int g : gpus) res.gpu_used_bytes_peak = std::max(res.gpu_used_bytes_peak, gpu_used_bytes(g));
+        progress.advance(static_cast<uint64_t>(rows * T));
+        if (b == 0 && n_batches > 1) {
+            double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            common::log::info("first batch took ", s, " s; ETA ~", s * static_cast<double>(n_batches - 1), " s for the rest");
+        }
+    }
+    progress.finish();
+    res.forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    res.sequences = n_seq;
+    res.tokens = n_seq * T;
+    res.batches = n_batches;
+    if (absmax) res.absmax = absmax->summary();
+
+    nlohmann::json site_names = nlohmann::json::array();
+    for (Site s : opt.sites) site_names.push_back(std::string(site_name(s)));
+    nlohmann::json meta = {
+        {"program", "extract"},
+        {"program_version", extractor_version()},
+        {"torch_version", compat::torch_version()},
+        {"model", {{"dir", std::filesystem::absolute(opt.model_dir).string()},
+                   {"model_type", hf.model_type},
+                   {"architectures", hf.architectures},
+                   {"num_hidden_layers", cfg.n_layers},
+                   {"hidden_size", cfg.hidden},
+                   {"num_experts", cfg.n_experts}}},
+        {"random_weights", opt.random_weights},
+        {"checkpoint_fingerprint_sha256", checkpoint_fingerprint(opt.model_dir)},
+        {"tokenizer", {{"path", inputs.tokenizer_path}, {"sha256", inputs.tokenizer_sha256}}},
+        {"dtype", dtype_name(model.dtype)},
+        {"layers_extracted", layers},
+        {"sites", site_names},
+        {"tokens", res.tokens},
+        {"sequences", res.sequences},
+        {"seq_len", T},
+        {"batch_size", B},
+        {"input", {{"source", inputs.source},
+                   {"stream_tokens", inputs.stream_tokens},
+                   {"overlap", opt.input.overlap},
+                   {"shuffle", opt.input.shuffle},
+                   {"seed", opt.input.seed},
+                   {"window_index", inputs.window_index}}},
+        {"placement", model.placement.describe()},
+    };
+    if (st_sink) {
+        meta["saved_dtype"] = st_sink->saved_dtype();
+        meta["files"] = st_sink->files();
+        nlohmann::json shapes = nlohmann::json::object();
+        for (const auto & [name, shape] : st_sink->shapes()) shapes[name] = shape;
+        meta["shapes"] = shapes;
+        meta["tensor_naming"] = "layer_{layer}_{site} [B,T,H] per batch file; token_ids [B,T]; sequence_indices [B]";
+        std::ofstream out(std::filesystem::path(opt.out_dir) / "metadata.json");
+        out << meta.dump(2) << "\n";
+        if (!out) throw common::Error::io(opt.out_dir + "/metadata.json", "write", errno);
+    }
+    res.metadata = meta;
+    return res;
+}
+
+}  // namespace extractor

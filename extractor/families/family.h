@@ -1,0 +1,131 @@
+// A model family: which config keys it reads, which weights it needs in which shapes, and its
+// forward pass (style-anchors.md §3, after llama.cpp's src/models/<arch>.cpp). One file per family
+// under families/; registry.cpp maps model_type to the family. The shared arithmetic is ops.h.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "extractor/capture.h"
+#include "extractor/checkpoint/hf_config.h"
+#include "extractor/ops.h"
+
+namespace extractor {
+
+// Everything a forward pass needs, resolved from config.json plus the family's defaults.
+struct ModelConfig {
+    std::string model_type;
+    int64_t vocab = 0, hidden = 0, n_layers = 0;
+    int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+    int64_t intermediate = 0;                 // dense MLP width (0 when no layer is dense)
+    double rms_eps = 1e-6;
+    ops::Rope rope;
+    bool qkv_bias = false, o_bias = false, mlp_bias = false;
+    bool tie_embeddings = false;
+    ops::QkNorm qk_norm = ops::QkNorm::None;
+    std::optional<double> clip_qkv;
+    std::vector<std::optional<int64_t>> sliding_window;  // per layer
+    // MoE
+    int64_t n_experts = 0, top_k = 0, expert_intermediate = 0;
+    bool norm_topk_prob = false;
+    std::vector<bool> layer_is_moe;           // per layer
+    std::string checkpoint_dtype;             // config's dtype ("bfloat16", ...), may be empty
+
+    int64_t n_moe_layers() const;
+};
+
+// Where a loaded tensor goes inside LayerWeights / Weights.
+enum class Slot {
+    Embed,
+    InputNorm, PostNorm,
+    Q, K, V, O, QBias, KBias, VBias, OBias, QNorm, KNorm,
+    Gate, Up, Down, GateBias, UpBias, DownBias,
+    Router, ExpertsGateUp, ExpertsDown,
+};
+std::string_view slot_name(Slot slot);
+
+struct DestSpec {
+    int layer = -1;                           // -1: model-level (embedding)
+    Slot slot;
+    std::vector<int64_t> shape;
+};
+
+// One checkpoint tensor and where it lands. Per-expert tensors land in a slice of a fused
+// destination: dest[expert].narrow(0, row_offset, shape[0]).
+struct WeightSpec {
+    std::string name;                         // HF tensor name
+    std::vector<int64_t> shape;               // expected shape, in config terms
+    int layer = -1;
+    Slot slot;
+    int64_t expert = -1;
+    int64_t row_offset = 0;
+};
+
+struct WeightPlan {
+    std::vector<DestSpec> dests;
+    std::vector<WeightSpec> sources;
+    uint64_t numel_total() const;             // sum over dests
+    uint64_t numel_layer(int layer) const;
+};
+
+struct LayerWeights {
+    at::Tensor input_norm, post_norm;         // [H]
+    ops::AttnWeights attn;
+    ops::MlpWeights mlp;                      // dense layers
+    ops::MoeWeights moe;                      // MoE layers
+    at::Tensor * slot(Slot s);
+    std::vector<at::Tensor *> all();
+};
+
+// Loaded weights and where each layer lives / runs. A layer whose home is the CPU while its
+// compute device is a GPU is "offloaded": its pinned host weights are copied in when it runs.
+struct Weights {
+    at::Tensor embed;                         // [V,H]
+    c10::Device embed_device{c10::kCPU};
+    std::vector<LayerWeights> layers;         // size n_layers; layers never loaded stay empty
+    std::vector<c10::Device> home;            // per layer
+    std::vector<c10::Device> compute;         // per layer
+    bool offloaded(int layer) const { return home[layer] != compute[layer]; }
+    // The layer's weights on its compute device (a transient copy for an offloaded layer).
+    LayerWeights fetch(int layer) const;
+};
+
+class Family {
+public:
+    virtual ~Family() = default;
+    virtual std::string_view name() const = 0;  // the model_type it serves
+    virtual std::string_view hf_reference() const = 0;  // the HF file/class it follows
+    virtual ModelConfig parse_config(const HfConfig & hf) const = 0;
+    // fused_experts: the checkpoint stores mlp.experts.gate_up_proj [E,2I,H] (transformers v5
+    // in-memory layout) instead of per-expert tensors.
+    virtual WeightPlan plan_weights(const ModelConfig & cfg, bool fused_experts) const = 0;
+    // ids: int64 [B,T] on any device. Runs layers 0..run_layers-1, tapping the capture sites;
+    // returns the residual stream after the last layer run [B,T,H].
+    virtual at::Tensor forward(const ModelConfig & cfg, const Weights & w, const at::Tensor & ids, int run_layers,
+                               Tap & tap) const = 0;
+};
+
+// Throws common::Error(usage) naming the supported model types.
+const Family & find_family(std::string_view model_type);
+std::vector<const Family *> all_families();
+
+// Shared pieces of the family files (families/common.cpp).
+namespace families {
+ModelConfig parse_common(const HfConfig & hf, double default_eps, double default_theta);
+void add(WeightPlan & plan, int layer, Slot slot, std::vector<int64_t> shape, std::string name);
+void plan_embedding(WeightPlan & plan, const ModelConfig & cfg);
+void plan_attention(WeightPlan & plan, const ModelConfig & cfg, int layer);
+void plan_dense_mlp(WeightPlan & plan, const ModelConfig & cfg, int layer, int64_t width);
+void plan_moe(WeightPlan & plan, const ModelConfig & cfg, int layer, bool fused_experts);
+ops::AttnOptions attn_options(const ModelConfig & cfg, int layer);
+// Positions 0..T-1 on the device of layer `layer`.
+std::pair<at::Tensor, at::Tensor> rope_tables(const ModelConfig & cfg, int64_t T, at::ScalarType dtype, c10::Device device);
+}  // namespace families
+
+}  // namespace extractor

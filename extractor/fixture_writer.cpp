@@ -1,0 +1,199 @@
+// Fixture checkpoints (fixture_writer.h). The tensor list comes from the family's own weight table
+// (plan_weights), so a fixture can never drift from what the loader expects.
+#include "extractor/fixture_writer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "extractor/checkpoint/safetensors.h"
+#include "extractor/families/family.h"
+#include "extractor/model.h"
+
+namespace extractor {
+
+namespace {
+
+uint64_t fnv1a(const std::string & s) {
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+nlohmann::json fixture_config(const FixtureOptions & o) {
+    const std::string dtype_text = o.dtype == at::kBFloat16 ? "bfloat16" : o.dtype == at::kHalf ? "float16" : "float32";
+    nlohmann::json c = {
+        {"model_type", o.family},
+        {"vocab_size", o.vocab},
+        {"hidden_size", o.hidden},
+        {"num_hidden_layers", o.layers},
+        {"num_attention_heads", o.heads},
+        {"num_key_value_heads", o.kv_heads},
+        {"head_dim", o.head_dim},
+        {"intermediate_size", o.intermediate},
+        {"rms_norm_eps", 1e-6},
+        {"max_position_embeddings", 4096},
+        {"hidden_act", "silu"},
+        {"tie_word_embeddings", false},
+        {"attention_bias", false},
+    };
+    if (o.legacy_keys) {
+        c["torch_dtype"] = dtype_text;
+        c["rope_theta"] = 10000.0;
+    } else {
+        c["dtype"] = dtype_text;
+        c["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};
+    }
+    if (o.family == "llama") c["architectures"] = {"LlamaForCausalLM"};
+    else if (o.family == "qwen2") {
+        c["architectures"] = {"Qwen2ForCausalLM"};
+        c["use_sliding_window"] = false;
+        c["max_window_layers"] = o.layers;
+    } else if (o.family == "qwen3") {
+        c["architectures"] = {"Qwen3ForCausalLM"};
+        c["use_sliding_window"] = false;
+    } else if (o.family == "olmoe") {
+        c["architectures"] = {"OlmoeForCausalLM"};
+        c["num_experts"] = o.experts;
+        c["num_experts_per_tok"] = o.top_k;
+        c["norm_topk_prob"] = o.norm_topk_prob;
+        c["clip_qkv"] = nullptr;
+    } else if (o.family == "qwen3_moe") {
+        c["architectures"] = {"Qwen3MoeForCausalLM"};
+        c["num_experts"] = o.experts;
+        c["num_experts_per_tok"] = o.top_k;
+        c["moe_intermediate_size"] = o.moe_intermediate;
+        c["norm_topk_prob"] = o.norm_topk_prob;
+        c["decoder_sparse_step"] = 1;
+        c["mlp_only_layers"] = o.mlp_only_layers;
+        c["use_sliding_window"] = false;
+    } else {
+        (void)find_family(o.family);  // throws the "supported: ..." error for unknown names
+        throw common::Error::internal("fixture writer has no config entry for family " + o.family);
+    }
+    return c;
+}
+
+}  // namespace
+
+PlantSpec parse_plant(const std::string & text) {
+    auto bad = [&](const std::string & why) {
+        return common::Error::usage("--plant \"" + text + "\": " + why + " (expected DIMS@LAYERS[xGAIN], e.g. 7,42@0-3 or 7@2x30)");
+    };
+    PlantSpec p;
+    auto at = text.find('@');
+    if (at == std::string::npos) throw bad("no @");
+    std::string dims = text.substr(0, at), rest = text.substr(at + 1);
+    auto x = rest.find('x');
+    std::string layers = rest.substr(0, x);
+    try {
+        if (x != std::string::npos) {
+            size_t used = 0;
+            p.gain = std::stod(rest.substr(x + 1), &used);
+            if (used != rest.size() - x - 1) throw bad("bad gain");
+        }
+        size_t pos = 0;
+        while (pos <= dims.size()) {
+            size_t comma = dims.find(',', pos);
+            std::string d = dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+            size_t used = 0;
+            int64_t v = std::stoll(d, &used);
+            if (used != d.size() || v < 0) throw bad("bad dim \"" + d + "\"");
+            p.dims.push_back(v);
+            if (comma == std::string::npos) break;
+            pos = comma + 1;
+        }
+        auto dash = layers.find('-');
+        size_t used = 0;
+        p.layer_first = std::stoi(layers.substr(0, dash), &used);
+        p.layer_last = dash == std::string::npos ? p.layer_first : std::stoi(layers.substr(dash + 1), &used);
+    } catch (const common::Error &) {
+        throw;
+    } catch (const std::exception &) {
+        throw bad("not numbers");
+    }
+    if (p.dims.empty() || p.layer_first < 0 || p.layer_last < p.layer_first) throw bad("empty dims or bad layer range");
+    return p;
+}
+
+std::vector<std::string> write_fixture(const FixtureOptions & o) {
+    namespace fs = std::filesystem;
+    if (o.out_dir.empty()) throw common::Error::usage("fixture: --out DIR is required");
+    if (o.shards < 1) throw common::Error::usage("fixture: --shards must be >= 1");
+    nlohmann::json config = fixture_config(o);
+    const Family & family = find_family(o.family);
+    ModelConfig cfg = family.parse_config(parse_hf_config(config, o.out_dir + "/config.json"));
+    for (const auto & p : o.plants) {
+        for (auto d : p.dims)
+            if (d >= cfg.hidden) throw common::Error::usage("--plant: dim " + std::to_string(d) + " >= hidden size " + std::to_string(cfg.hidden));
+        if (p.layer_last >= cfg.n_layers)
+            throw common::Error::usage("--plant: layer " + std::to_string(p.layer_last) + " >= " + std::to_string(cfg.n_layers) + " layers");
+    }
+    WeightPlan plan = family.plan_weights(cfg, /*fused_experts=*/false);
+    fs::create_directories(o.out_dir);
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const WeightSpec & s : plan.sources) {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a(s.name));
+        at::Tensor t;
+        const bool is_norm = s.slot == Slot::InputNorm || s.slot == Slot::PostNorm || s.slot == Slot::QNorm || s.slot == Slot::KNorm;
+        if (is_norm) {
+            // Gains near 1 (HF initialises them to exactly 1; a little noise makes tests sharper).
+            t = 1.0 + 0.1 * at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
+        } else if (s.slot == Slot::Embed) {
+            t = at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
+        } else {
+            t = 0.05 * at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
+        }
+        if (s.slot == Slot::InputNorm || s.slot == Slot::PostNorm)
+            for (const auto & p : o.plants)
+                if (s.layer >= p.layer_first && s.layer <= p.layer_last)
+                    for (auto d : p.dims) t[d] = p.gain;
+        tensors.emplace_back(s.name, t.to(o.dtype).contiguous());
+    }
+    std::vector<std::string> written;
+    {
+        fs::path cp = fs::path(o.out_dir) / "config.json";
+        std::ofstream out(cp);
+        out << config.dump(2) << "\n";
+        if (!out) throw common::Error::io(cp.string(), "write", errno);
+        written.push_back(cp.string());
+    }
+    if (o.shards == 1) {
+        fs::path p = fs::path(o.out_dir) / "model.safetensors";
+        write_safetensors(p.string(), tensors, {{"format", "pt"}});
+        written.push_back(p.string());
+        return written;
+    }
+    // Contiguous runs of tensors per shard, as HF's writer produces.
+    nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+    uint64_t total = 0;
+    const size_t per = (tensors.size() + static_cast<size_t>(o.shards) - 1) / static_cast<size_t>(o.shards);
+    for (int k = 0; k < o.shards; ++k) {
+        char name[64];
+        std::snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, o.shards);
+        std::vector<std::pair<std::string, at::Tensor>> part;
+        for (size_t i = static_cast<size_t>(k) * per; i < std::min(tensors.size(), static_cast<size_t>(k + 1) * per); ++i) {
+            part.push_back(tensors[i]);
+            index["weight_map"][tensors[i].first] = name;
+            total += static_cast<uint64_t>(tensors[i].second.nbytes());
+        }
+        fs::path p = fs::path(o.out_dir) / name;
+        write_safetensors(p.string(), part, {{"format", "pt"}});
+        written.push_back(p.string());
+    }
+    index["metadata"]["total_size"] = total;
+    fs::path ip = fs::path(o.out_dir) / "model.safetensors.index.json";
+    std::ofstream out(ip);
+    out << index.dump(2) << "\n";
+    written.push_back(ip.string());
+    return written;
+}
+
+}  // namespace extractor

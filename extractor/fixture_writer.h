@@ -1,0 +1,50 @@
+// Tiny random-weight checkpoints in the Hugging Face layout (config.json + safetensors, optionally
+// sharded with model.safetensors.index.json) for every registered family, with optional planted
+// outlier features. Used by the CPU tests, the analysis tests and the rehearsal demo; exposed as
+// `extract fixture`.
+//
+// Planting (PlantSpec): for each chosen hidden dim d and each layer in [layer_first, layer_last],
+// the input_layernorm and post_attention_layernorm gains at d are set to `gain` (default 50)
+// instead of 1. RMSNorm's normalised value at d is roughly N(0,1) for these random weights, so the
+// captured ln_attn / ln_mlp values at d reach |x| >= 6 on about 90 % of tokens, while unplanted
+// dims (gain 1) essentially never do (P(|z| >= 6) ~ 2e-9). Layers outside the range are untouched.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace extractor {
+
+struct PlantSpec {
+    std::vector<int64_t> dims;
+    int layer_first = 0, layer_last = 0;
+    double gain = 50.0;
+};
+
+// "7,42@0-3" (dims 7 and 42 in layers 0..3), "7@2" (one layer), optional "x30" gain suffix:
+// "7,42@0-3x30". Throws common::Error(usage).
+PlantSpec parse_plant(const std::string & text);
+
+struct FixtureOptions {
+    std::string family = "llama";      // a registered model_type
+    std::string out_dir;
+    int64_t layers = 2, hidden = 64, heads = 4, kv_heads = 2, head_dim = 16;
+    int64_t intermediate = 96;         // dense MLP width (OLMoE: expert width)
+    int64_t experts = 8, top_k = 2, moe_intermediate = 32;
+    int64_t vocab = 128;
+    std::vector<int64_t> mlp_only_layers;  // qwen3_moe: layers with a dense MLP
+    bool norm_topk_prob = false;
+    at::ScalarType dtype = at::kFloat;
+    int shards = 1;                    // > 1 writes model-0000k-of-0000n.safetensors + index
+    bool legacy_keys = false;          // torch_dtype + rope_theta instead of dtype + rope_parameters
+    uint64_t seed = 0;                 // each tensor's values depend on seed and its name only
+    std::vector<PlantSpec> plants;
+};
+
+// Writes the checkpoint; returns the paths written. Throws common::Error.
+std::vector<std::string> write_fixture(const FixtureOptions & opt);
+
+}  // namespace extractor

@@ -1,0 +1,299 @@
+// Model planning and loading (model.h).
+#include "extractor/model.h"
+
+#include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/progress.h"
+#include "extractor/checkpoint/sharded.h"
+
+namespace extractor {
+
+namespace {
+
+std::string shape_text(at::IntArrayRef s) {
+    std::string t = "[";
+    for (size_t i = 0; i < s.size(); ++i) t += (i ? "," : "") + std::to_string(s[i]);
+    return t + "]";
+}
+
+at::Tensor & dest_tensor(Weights & w, int layer, Slot slot) {
+    if (slot == Slot::Embed) return w.embed;
+    return *w.layers[static_cast<size_t>(layer)].slot(slot);
+}
+
+// Allocates every destination on its home device (pinned when it is streamed to a GPU later).
+void allocate(Model & m) {
+    Weights & w = m.weights;
+    w.layers.assign(static_cast<size_t>(m.cfg.n_layers), LayerWeights{});
+    w.embed_device = m.placement.embed_device;
+    w.home = m.placement.home;
+    w.compute = m.placement.compute;
+    for (const DestSpec & d : m.plan.dests) {
+        if (d.layer >= m.run_layers) continue;
+        c10::Device dev = d.layer < 0 ? w.embed_device : w.home[static_cast<size_t>(d.layer)];
+        bool pinned = d.layer >= 0 && dev.is_cpu() && w.compute[static_cast<size_t>(d.layer)].is_cuda();
+        auto options = at::TensorOptions().dtype(m.dtype).device(dev).pinned_memory(pinned);
+        dest_tensor(w, d.layer, d.slot) = at::empty(d.shape, options);
+    }
+}
+
+at::Tensor dest_slice(Weights & w, const WeightSpec & s) {
+    at::Tensor d = dest_tensor(w, s.layer, s.slot);
+    if (s.expert >= 0) d = d[s.expert].narrow(0, s.row_offset, s.shape[0]);
+    return d;
+}
+
+void print_plan(const Model & m) {
+    const auto & e = m.estimate;
+    common::log::info("model ", m.cfg.model_type, ": ", m.cfg.n_layers, " layers, hidden ", m.cfg.hidden,
+                      m.cfg.n_moe_layers() ? ", " + std::to_string(m.cfg.n_experts) + " experts top-" + std::to_string(m.cfg.top_k) : "",
+                      "; running ", m.run_layers, " layers in ", dtype_name(m.dtype));
+    common::log::info("memory estimate: weights ", common::format_bytes(static_cast<double>(e.total_bytes)),
+                      " (all experts counted; lm_head and final norm are never needed and not loaded), activations ~",
+                      common::format_bytes(static_cast<double>(e.activation_bytes)), " per device");
+    for (const auto & line : m.placement.describe()) common::log::info("placement: ", line);
+}
+
+}  // namespace
+
+at::ScalarType parse_dtype(const std::string & t) {
+    if (t == "bf16" || t == "bfloat16") return at::kBFloat16;
+    if (t == "f16" || t == "fp16" || t == "float16") return at::kHalf;
+    if (t == "f32" || t == "fp32" || t == "float32") return at::kFloat;
+    throw common::Error::usage("dtype \"" + t + "\" is not bf16, f16 or f32");
+}
+
+std::string dtype_name(at::ScalarType t) {
+    switch (t) {
+    case at::kBFloat16: return "bf16";
+    case at::kHalf: return "f16";
+    case at::kFloat: return "f32";
+    default: return c10::toString(t);
+    }
+}
+
+int cuda_device_count() {
+    if (!at::detail::getCUDAHooks().hasCUDA()) return 0;
+    return static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+}
+
+Model plan_model(const std::string & dir, const LoadOptions & opt) {
+    Model m;
+    m.dir = dir;
+    m.hf = read_hf_config(dir);
+    m.family = &find_family(m.hf.model_type);
+    m.cfg = m.family->parse_config(m.hf);
+    m.dtype = opt.dtype;
+    m.run_layers = opt.run_layers < 0 ? static_cast<int>(m.cfg.n_layers) : opt.run_layers;
+    if (m.run_layers > m.cfg.n_layers)
+        throw common::Error::usage("layer " + std::to_string(m.run_layers - 1) + " requested but the model has " +
+                                   std::to_string(m.cfg.n_layers) + " layers (0-" + std::to_string(m.cfg.n_layers - 1) + ")");
+    // The fused v5 expert layout is detected from the index/header, cheaply, when files exist.
+    std::filesystem::path p(dir);
+    if (m.cfg.n_moe_layers() > 0 &&
+        (std::filesystem::exists(p / "model.safetensors") || std::filesystem::exists(p / "model.safetensors.index.json"))) {
+        Checkpoint ck = Checkpoint::open(dir);
+        for (int l = 0; l < m.cfg.n_layers; ++l)
+            if (m.cfg.layer_is_moe[static_cast<size_t>(l)]) {
+                m.fused_experts = ck.contains("model.layers." + std::to_string(l) + ".mlp.experts.gate_up_proj");
+                break;
+            }
+    }
+    m.plan = m.family->plan_weights(m.cfg, m.fused_experts);
+    m.estimate = estimate_memory(m.cfg, m.plan, static_cast<int>(c10::elementSize(m.dtype)), m.run_layers, opt.batch,
+                                 opt.seq_len);
+    m.placement = plan_placement(m.estimate, opt.device, parse_max_memory(opt.max_memory), opt.strategy,
+                                 cuda_device_count());
+    return m;
+}
+
+Model load_model(const std::string & dir, const LoadOptions & opt) {
+    auto t0 = std::chrono::steady_clock::now();
+    Model m = plan_model(dir, opt);
+    print_plan(m);
+    Checkpoint ck = Checkpoint::open(dir);
+
+    // Validate every tensor first: a wrong checkpoint fails in milliseconds, not after 60 GB.
+    std::vector<const WeightSpec *> todo;
+    uint64_t total_bytes = 0;
+    for (const WeightSpec & s : m.plan.sources) {
+        if (s.layer >= m.run_layers) continue;
+        if (!ck.contains(s.name))
+            throw common::Error(common::ErrorKind::Usage,
+                                dir + ": tensor " + s.name + ": missing from the checkpoint (needed by " +
+                                    std::string(m.family->name()) + " with this config.json)")
+                .with("file", dir)
+                .with("tensor", s.name);
+        const TensorInfo & info = ck.info(s.name);
+        const std::string file = ck.file_of(s.name).path();
+        if (info.shape != s.shape)
+            throw common::Error(common::ErrorKind::Usage, file + ": tensor " + s.name + ": shape " + shape_text(info.shape) +
+                                                              " but config.json implies " + shape_text(s.shape) + " (dtype " + info.dtype + ")")
+                .with("file", file)
+                .with("tensor", s.name);
+        if (info.dtype != "BF16" && info.dtype != "F16" && info.dtype != "F32")
+            throw common::Error(common::ErrorKind::Usage, file + ": tensor " + s.name + ": dtype " + info.dtype +
+                                                              " is not a supported weight dtype (BF16, F16, F32)")
+                .with("file", file)
+                .with("tensor", s.name);
+        todo.push_back(&s);
+        total_bytes += info.size_bytes();
+    }
+    // Read in file order so the page cache and readahead work for us.
+    std::sort(todo.begin(), todo.end(), [&](const WeightSpec * a, const WeightSpec * b) {
+        const auto & fa = ck.file_of(a->name).path();
+        const auto & fb = ck.file_of(b->name).path();
+        return fa != fb ? fa < fb : ck.info(a->name).file_offset < ck.info(b->name).file_offset;
+    });
+    allocate(m);
+
+    struct Shared {
+        std::mutex mu;
+        std::condition_variable cv;
+        std::atomic<size_t> next{0};
+        std::atomic<int64_t> last_progress_ns{0};
+        std::atomic<int> running{0};
+        std::exception_ptr error;
+        std::string current;
+        bool done = false;
+    };
+    auto sh = std::make_shared<Shared>();
+    auto now_ns = [] {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    };
+    sh->last_progress_ns = now_ns();
+    auto progress = std::make_shared<common::Progress>("loading " + std::string(m.family->name()), total_bytes,
+                                                       common::ProgressUnit::Bytes);
+    const int n_threads = std::max(1, std::min<int>(opt.threads, static_cast<int>(todo.size())));
+    // Workers hold shared_ptr copies of everything they touch: after a stall the main thread
+    // returns an error and these threads may outlive this frame.
+    auto ck_ptr = std::make_shared<Checkpoint>(ck);
+    auto weights_ptr = std::make_shared<Weights>(m.weights);
+    auto todo_ptr = std::make_shared<std::vector<const WeightSpec *>>(todo);
+    auto plan_ptr = std::make_shared<WeightPlan>(m.plan);  // keeps WeightSpec pointers valid
+    {
+        // Re-point todo at plan_ptr's copy.
+        std::vector<const WeightSpec *> remapped;
+        for (const WeightSpec * s : todo) remapped.push_back(&plan_ptr->sources[static_cast<size_t>(s - m.plan.sources.data())]);
+        *todo_ptr = remapped;
+    }
+    auto worker = [sh, ck_ptr, weights_ptr, todo_ptr, plan_ptr, progress, now_ns]() {
+        try {
+            constexpr size_t kChunk = 64u << 20;
+            for (size_t i = sh->next++; i < todo_ptr->size(); i = sh->next++) {
+                const WeightSpec & s = *(*todo_ptr)[i];
+                {
+                    std::lock_guard<std::mutex> lk(sh->mu);
+                    sh->current = ck_ptr->file_of(s.name).path() + ": " + s.name;
+                }
+                at::Tensor src = ck_ptr->view(s.name);                        // CPU, mmap
+                at::Tensor dst = dest_slice(*weights_ptr, s);
+                if (dst.is_cpu()) {
+                    dst.copy_(src);
+                    progress->advance(src.nbytes());
+                } else {
+                    at::Tensor staging = at::empty(src.sizes(), src.options().pinned_memory(true));
+                    const auto * from = static_cast<const uint8_t *>(src.data_ptr());
+                    auto * to = static_cast<uint8_t *>(staging.data_ptr());
+                    for (size_t off = 0; off < src.nbytes(); off += kChunk) {
+                        size_t n = std::min(kChunk, src.nbytes() - off);
+                        std::memcpy(to + off, from + off, n);                   // page faults happen here
+                        progress->advance(n);
+                        sh->last_progress_ns = now_ns();
+                    }
+                    if (staging.scalar_type() == dst.scalar_type()) dst.copy_(staging, /*non_blocking=*/true);
+                    else dst.copy_(staging.to(dst.device(), /*non_blocking=*/true));  // convert on the GPU
+                }
+                sh->last_progress_ns = now_ns();
+            }
+        } catch (...) {
+            std::lock_guard<std::mutex> lk(sh->mu);
+            if (!sh->error) sh->error = std::current_exception();
+        }
+        std::lock_guard<std::mutex> lk(sh->mu);
+        if (--sh->running == 0) sh->done = true;
+        sh->cv.notify_all();
+    };
+    sh->running = n_threads;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n_threads; ++i) threads.emplace_back(worker);
+    {
+        std::unique_lock<std::mutex> lk(sh->mu);
+        while (!sh->done) {
+            sh->cv.wait_for(lk, std::chrono::seconds(1));
+            if (sh->done) break;
+            double idle_s = static_cast<double>(now_ns() - sh->last_progress_ns) / 1e9;
+            if (idle_s > opt.stall_timeout_s) {
+                std::string where = sh->current;
+                lk.unlock();
+                for (auto & t : threads) t.detach();
+                throw common::Error(common::ErrorKind::Timeout,
+                                    "loading stalled: no progress for " + std::to_string(static_cast<int>(idle_s)) +
+                                        " s while reading " + where +
+                                        "; the disk or network filesystem may be stuck (raise --load-stall-timeout if it is just slow)");
+            }
+        }
+    }
+    for (auto & t : threads) t.join();
+    if (sh->error) std::rethrow_exception(sh->error);
+    // Wait for the queued host-to-device copies (same stream, so one sync per device suffices),
+    // still under the watchdog's spirit: a hung transfer shows up as a hang here, so do it on a
+    // thread with the same deadline.
+    {
+        std::vector<c10::Device> devs{m.placement.embed_device};
+        for (const auto & d : m.placement.home)
+            if (std::find(devs.begin(), devs.end(), d) == devs.end()) devs.push_back(d);
+        auto synced = std::make_shared<std::atomic<bool>>(false);
+        std::thread sync([devs, synced] {
+            for (const auto & d : devs)
+                if (d.is_cuda()) (void)at::zeros({1}, at::TensorOptions().device(d)).sum().item<float>();
+            *synced = true;
+        });
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(opt.stall_timeout_s);
+        while (!*synced && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (!*synced) {
+            sync.detach();
+            throw common::Error(common::ErrorKind::Timeout, "host-to-GPU transfer of the weights did not finish within " +
+                                                                std::to_string(static_cast<int>(opt.stall_timeout_s)) + " s");
+        }
+        sync.join();
+    }
+    progress->finish();
+    m.weights = *weights_ptr;
+    m.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return m;
+}
+
+Model random_model(const std::string & dir, const LoadOptions & opt, uint64_t seed) {
+    auto t0 = std::chrono::steady_clock::now();
+    Model m = plan_model(dir, opt);
+    print_plan(m);
+    allocate(m);
+    at::manual_seed(seed);
+    for (const DestSpec & d : m.plan.dests) {
+        if (d.layer >= m.run_layers) continue;
+        at::Tensor & t = dest_tensor(m.weights, d.layer, d.slot);
+        bool is_norm = d.slot == Slot::InputNorm || d.slot == Slot::PostNorm || d.slot == Slot::QNorm || d.slot == Slot::KNorm;
+        if (is_norm) t.fill_(1.0);
+        else t.normal_(0.0, 0.02);
+    }
+    for (const auto & d : m.placement.home)
+        if (d.is_cuda()) (void)at::zeros({1}, at::TensorOptions().device(d)).sum().item<float>();
+    m.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return m;
+}
+
+}  // namespace extractor

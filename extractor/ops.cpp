@@ -1,0 +1,219 @@
+// Shared ops; numerics per model-spec.md §4-9 (HF transformers 5.x). Shape letters: ops.h.
+#include "extractor/ops.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+#include "extractor/checkpoint/hf_config.h"
+#include "extractor/compat.h"
+
+namespace extractor::ops {
+
+at::Tensor linear(const at::Tensor & x, const Linear & l) {
+    return l.bias.defined() ? at::linear(x, l.weight, l.bias) : at::linear(x, l.weight);
+}
+
+at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps) {
+    at::Tensor x32 = x.to(at::kFloat);                                          // [...,W] fp32
+    at::Tensor var = x32.pow(2).mean(-1, /*keepdim=*/true);                    // [...,1]
+    at::Tensor normed = (x32 * at::rsqrt(var + eps)).to(x.scalar_type());      // [...,W] rounded first (HF)
+    return weight * normed;                                                     // [...,W]
+}
+
+namespace {
+
+double yarn_mscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
+
+}  // namespace
+
+Rope make_rope(const RopeParams & p, double default_theta, int64_t head_dim, int64_t max_position_embeddings) {
+    const double base = p.theta.value_or(default_theta);
+    const int64_t dim = static_cast<int64_t>(static_cast<double>(head_dim) * p.partial_rotary_factor);
+    // HF: 1 / base ** (arange(0, dim, 2, int64).float() / dim), in fp32.
+    at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);  // [D/2]
+    at::Tensor pos_freqs = at::pow(base, exponents);                                                   // [D/2]
+    at::Tensor inv_freq = 1.0 / pos_freqs;                                                            // [D/2]
+    Rope rope;
+    if (p.type == "default") {
+    } else if (p.type == "linear") {
+        inv_freq = inv_freq / p.factor;
+    } else if (p.type == "llama3") {
+        const double orig = static_cast<double>(p.original_max_position_embeddings.value_or(max_position_embeddings));
+        const double low_wl = orig / p.low_freq_factor, high_wl = orig / p.high_freq_factor;
+        at::Tensor wavelen = 2 * M_PI / inv_freq;                                                     // [D/2]
+        at::Tensor scaled = at::where(wavelen > low_wl, inv_freq / p.factor, inv_freq);               // [D/2]
+        at::Tensor smooth = (orig / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
+        at::Tensor smoothed = (1 - smooth) * scaled / p.factor + smooth * scaled;                     // [D/2]
+        at::Tensor medium = at::logical_and(wavelen >= high_wl, wavelen <= low_wl);
+        inv_freq = at::where(medium, smoothed, scaled);
+    } else if (p.type == "yarn") {
+        const double orig = static_cast<double>(p.original_max_position_embeddings.value_or(max_position_embeddings));
+        const double factor = p.factor;
+        if (p.attention_factor) rope.attention_scaling = *p.attention_factor;
+        else if (p.mscale && p.mscale_all_dim && *p.mscale != 0 && *p.mscale_all_dim != 0)
+            rope.attention_scaling = yarn_mscale(factor, *p.mscale) / yarn_mscale(factor, *p.mscale_all_dim);
+        else rope.attention_scaling = yarn_mscale(factor, 1.0);
+        auto correction_dim = [&](double rotations) {
+            return (static_cast<double>(dim) * std::log(orig / (rotations * 2 * M_PI))) / (2 * std::log(base));
+        };
+        double low = correction_dim(p.beta_fast), high = correction_dim(p.beta_slow);
+        if (p.truncate) {
+            low = std::floor(low);
+            high = std::ceil(high);
+        }
+        low = std::max(low, 0.0);
+        high = std::min(high, static_cast<double>(dim - 1));
+        if (low == high) high += 0.001;
+        at::Tensor ramp = ((at::arange(dim / 2, at::kFloat) - low) / (high - low)).clamp(0, 1);      // [D/2]
+        at::Tensor extrap_factor = 1 - ramp;
+        at::Tensor interp = 1.0 / (factor * pos_freqs);
+        at::Tensor extrap = 1.0 / pos_freqs;
+        inv_freq = interp * (1 - extrap_factor) + extrap * extrap_factor;
+    } else {
+        throw common::Error::usage("rope type \"" + p.type + "\" is not supported (default, linear, llama3, yarn)");
+    }
+    rope.inv_freq = inv_freq.to(at::kFloat).contiguous();
+    return rope;
+}
+
+std::pair<at::Tensor, at::Tensor> rope_cos_sin(const Rope & rope, int64_t T, at::ScalarType dtype, c10::Device device) {
+    at::Tensor pos = at::arange(T, at::TensorOptions().dtype(at::kFloat).device(device));       // [T]
+    at::Tensor inv = rope.inv_freq.to(device);                                                    // [D/2]
+    at::Tensor freqs = pos.unsqueeze(1) * inv.unsqueeze(0);                                       // [T,D/2] fp32
+    at::Tensor emb = at::cat({freqs, freqs}, -1);                                                 // [T,D]
+    at::Tensor cos = (emb.cos() * rope.attention_scaling).to(dtype);                              // [T,D]
+    at::Tensor sin = (emb.sin() * rope.attention_scaling).to(dtype);                              // [T,D]
+    return {cos, sin};
+}
+
+at::Tensor apply_rope(const at::Tensor & x, const at::Tensor & cos, const at::Tensor & sin) {
+    const int64_t half = x.size(-1) / 2;
+    at::Tensor x1 = x.narrow(-1, 0, half);                                                        // [B,Nh,T,D/2]
+    at::Tensor x2 = x.narrow(-1, half, half);                                                     // [B,Nh,T,D/2]
+    at::Tensor rotated = at::cat({-x2, x1}, -1);                                                  // [B,Nh,T,D]
+    return x * cos + rotated * sin;                                                               // [B,Nh,T,D]
+}
+
+at::Tensor causal_mask(int64_t T, std::optional<int64_t> sliding_window, c10::Device device) {
+    at::Tensor q = at::arange(T, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);  // [T,1]
+    at::Tensor kv = at::arange(T, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0); // [1,T]
+    at::Tensor mask = kv <= q;                                                                        // [T,T]
+    if (sliding_window) mask = at::logical_and(mask, kv > q - *sliding_window);
+    return mask;
+}
+
+namespace {
+
+// [B,Nkv,T,D] -> [B,Nkv*rep,T,D]; query head i uses kv head i / rep (HF repeat_kv).
+at::Tensor repeat_kv(const at::Tensor & x, int64_t rep) {
+    if (rep == 1) return x;
+    const auto s = x.sizes();
+    return x.unsqueeze(2).expand({s[0], s[1], rep, s[2], s[3]}).reshape({s[0], s[1] * rep, s[2], s[3]});
+}
+
+}  // namespace
+
+at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOptions & opt, const at::Tensor & cos,
+                     const at::Tensor & sin) {
+    const int64_t B = a.size(0), T = a.size(1), D = opt.head_dim;
+    at::Tensor q = linear(a, w.q);                                                    // [B,T,Nq*D]
+    at::Tensor k = linear(a, w.k);                                                    // [B,T,Nkv*D]
+    at::Tensor v = linear(a, w.v);                                                    // [B,T,Nkv*D]
+    if (opt.qk_norm == QkNorm::Whole) {
+        q = rms_norm(q, w.q_norm, opt.qk_norm_eps);                                   // [B,T,Nq*D]
+        k = rms_norm(k, w.k_norm, opt.qk_norm_eps);                                   // [B,T,Nkv*D]
+    }
+    if (opt.clip_qkv) {
+        q = q.clamp(-*opt.clip_qkv, *opt.clip_qkv);
+        k = k.clamp(-*opt.clip_qkv, *opt.clip_qkv);
+        v = v.clamp(-*opt.clip_qkv, *opt.clip_qkv);
+    }
+    q = q.view({B, T, opt.n_heads, D});                                               // [B,T,Nq,D]
+    k = k.view({B, T, opt.n_kv_heads, D});                                            // [B,T,Nkv,D]
+    v = v.view({B, T, opt.n_kv_heads, D});                                            // [B,T,Nkv,D]
+    if (opt.qk_norm == QkNorm::PerHead) {
+        q = rms_norm(q, w.q_norm, opt.qk_norm_eps);                                   // [B,T,Nq,D]
+        k = rms_norm(k, w.k_norm, opt.qk_norm_eps);                                   // [B,T,Nkv,D]
+    }
+    q = apply_rope(q.transpose(1, 2), cos, sin);                                      // [B,Nq,T,D]
+    k = apply_rope(k.transpose(1, 2), cos, sin);                                      // [B,Nkv,T,D]
+    v = v.transpose(1, 2);                                                            // [B,Nkv,T,D]
+    const int64_t rep = opt.n_heads / opt.n_kv_heads;
+    k = repeat_kv(k, rep);                                                            // [B,Nq,T,D]
+    v = repeat_kv(v, rep);                                                            // [B,Nq,T,D]
+    at::Tensor mask;
+    if (opt.sliding_window && *opt.sliding_window < T) mask = causal_mask(T, opt.sliding_window, a.device());
+    at::Tensor o;
+    if (compat::fast_paths() && compat::has_sdpa()) {
+        o = compat::sdpa(q, k, v, mask);                                              // [B,Nq,T,D]
+    } else {
+        if (!mask.defined()) mask = causal_mask(T, std::nullopt, a.device());         // [T,T]
+        const double scaling = 1.0 / std::sqrt(static_cast<double>(D));
+        at::Tensor scores = at::matmul(q, k.transpose(2, 3)) * scaling;               // [B,Nq,T,T]
+        scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+        at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());   // [B,Nq,T,T]
+        o = at::matmul(probs, v);                                                     // [B,Nq,T,D]
+    }
+    o = o.transpose(1, 2).reshape({B, T, opt.n_heads * D});                           // [B,T,Nq*D]
+    return linear(o, w.o);                                                            // [B,T,H]
+}
+
+at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w) {
+    at::Tensor g = at::silu(linear(m, w.gate));                                       // [B,T,I]
+    at::Tensor u = linear(m, w.up);                                                   // [B,T,I]
+    return linear(g * u, w.down);                                                     // [B,T,H]
+}
+
+at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt) {
+    const int64_t H = m.size(-1), E = w.router.size(0), K = opt.top_k;
+    const int64_t I = w.down.size(2);
+    at::Tensor x = m.reshape({-1, H});                                                // [N,H]
+    const int64_t N = x.size(0);
+    at::Tensor logits = at::linear(x, w.router);                                      // [N,E] activation dtype
+    at::Tensor probs = at::softmax(logits, -1, at::kFloat);                           // [N,E] fp32
+    auto [top_w, top_i] = at::topk(probs, K, -1);                                     // [N,K] fp32, [N,K]
+    if (opt.renormalise) top_w = top_w / top_w.sum(-1, /*keepdim=*/true);            // [N,K]
+    if (opt.weights_in_activation_dtype) top_w = top_w.to(m.scalar_type());
+
+    at::Tensor expert_of_slot = top_i.reshape({-1});                                  // [S]
+    at::Tensor token_of_slot =
+        at::arange(N, at::TensorOptions().dtype(at::kLong).device(m.device())).repeat_interleave(K);  // [S]
+    at::Tensor perm = std::get<1>(at::sort(expert_of_slot, /*stable=*/true, 0, false));  // [S] slots by expert
+    at::Tensor token_sorted = token_of_slot.index_select(0, perm);                     // [S]
+    at::Tensor weight_sorted = top_w.reshape({-1}).index_select(0, perm);              // [S]
+    at::Tensor xs = x.index_select(0, token_sorted);                                   // [S,H]
+    at::Tensor counts = at::bincount(expert_of_slot, {}, E);                           // [E]
+
+    at::Tensor out;                                                                    // [S,H]
+    const bool grouped = compat::fast_paths() && compat::has_grouped_mm() && m.is_cuda() &&
+                         m.scalar_type() == at::kBFloat16 && H % 8 == 0 && I % 8 == 0;
+    if (grouped) {
+        at::Tensor offs = counts.cumsum(0).to(at::kInt);                               // [E]
+        at::Tensor gu = compat::grouped_mm(xs, w.gate_up.transpose(1, 2), offs);       // [S,2I]
+        at::Tensor act = at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I);            // [S,I]
+        out = compat::grouped_mm(act, w.down.transpose(1, 2), offs);                   // [S,H]
+    } else {
+        // One host sync per layer for the group sizes; then one matmul pair per hit expert.
+        at::Tensor counts_cpu = counts.to(at::kCPU);
+        const int64_t * c = counts_cpu.data_ptr<int64_t>();
+        out = at::empty({xs.size(0), H}, xs.options());
+        int64_t start = 0;
+        for (int64_t e = 0; e < E; ++e) {
+            if (c[e] == 0) continue;
+            at::Tensor xe = xs.narrow(0, start, c[e]);                                 // [n_e,H]
+            at::Tensor gu = at::linear(xe, w.gate_up[e]);                              // [n_e,2I]
+            at::Tensor act = at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I);        // [n_e,I]
+            out.narrow(0, start, c[e]).copy_(at::linear(act, w.down[e]));              // [n_e,H]
+            start += c[e];
+        }
+    }
+    out = (out * weight_sorted.unsqueeze(-1)).to(m.scalar_type());                    // [S,H]
+    at::Tensor y = at::zeros({N, H}, m.options());                                     // [N,H]
+    y.index_add_(0, token_sorted, out);
+    return y.view(m.sizes());                                                          // [B,T,H]
+}
+
+}  // namespace extractor::ops

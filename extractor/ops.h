@@ -1,0 +1,94 @@
+// The shared vocabulary of tensor ops the family builders are written in. Family differences are
+// options of these ops (AttnOptions, MoeOptions), never `if (family == ...)` inside them.
+// Numerics follow HF transformers 5.x (model-spec.md §4-9), including where HF rounds to the
+// activation dtype, so bf16 runs match HF to bf16 rounding.
+//
+// Shape letters, used in every shape comment under extractor/:
+//   B  rows in the batch            T  tokens per row          N  = B*T flattened tokens
+//   H  hidden size                  D  head dim                Nq / Nkv  query / key-value heads
+//   I  MLP or expert intermediate   E  experts                 K  experts per token (top-k)
+//   S  = N*K routed (token, expert) pairs                      V  vocabulary
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+namespace extractor {
+struct RopeParams;
+}
+
+namespace extractor::ops {
+
+struct Linear {
+    at::Tensor weight;  // [out,in]
+    at::Tensor bias;    // [out] or undefined
+};
+
+at::Tensor linear(const at::Tensor & x, const Linear & l);  // [...,in] -> [...,out]
+
+// Llama-style RMSNorm: statistics in fp32, normalised value rounded to x's dtype, then * weight.
+at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps);  // [...,W] -> [...,W]
+
+struct Rope {
+    at::Tensor inv_freq;            // fp32 [D/2] on the CPU
+    double attention_scaling = 1.0;
+};
+// inv_freq for rope types default / linear / llama3 / yarn (model-spec.md §5).
+Rope make_rope(const RopeParams & p, double default_theta, int64_t head_dim, int64_t max_position_embeddings);
+// cos, sin [T,D] for positions 0..T-1, computed in fp32 then cast to dtype (as HF does).
+std::pair<at::Tensor, at::Tensor> rope_cos_sin(const Rope & rope, int64_t T, at::ScalarType dtype, c10::Device device);
+// x [B,Nh,T,D]; half-split ("NeoX") rotation.
+at::Tensor apply_rope(const at::Tensor & x, const at::Tensor & cos, const at::Tensor & sin);
+
+enum class QkNorm {
+    None,
+    PerHead,  // Qwen3: RMSNorm over D per head, after the view to heads
+    Whole,    // OLMoE: RMSNorm over the whole projection (Nq*D), before the view
+};
+
+struct AttnOptions {
+    int64_t n_heads = 0;
+    int64_t n_kv_heads = 0;
+    int64_t head_dim = 0;
+    QkNorm qk_norm = QkNorm::None;
+    double qk_norm_eps = 1e-6;
+    std::optional<double> clip_qkv;          // OLMoE: clamp q, k, v to [-c, c] after the norms
+    std::optional<int64_t> sliding_window;   // attend iff q - window < kv <= q
+};
+
+struct AttnWeights {
+    Linear q, k, v, o;
+    at::Tensor q_norm, k_norm;  // [D] (PerHead) or [Nq*D] / [Nkv*D] (Whole)
+};
+
+// a [B,T,H] -> [B,T,H]. cos/sin [T,D] in a's dtype.
+at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOptions & opt, const at::Tensor & cos,
+                     const at::Tensor & sin);
+
+struct MlpWeights {
+    Linear gate, up, down;  // [I,H], [I,H], [H,I]
+};
+at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w);  // [B,T,H] -> [B,T,H]
+
+struct MoeOptions {
+    int64_t top_k = 0;
+    bool renormalise = false;          // divide the top-k weights by their sum (norm_topk_prob)
+    bool weights_in_activation_dtype = false;  // v4 cast the routing weights; v5 keeps them fp32
+};
+
+struct MoeWeights {
+    at::Tensor router;    // [E,H]
+    at::Tensor gate_up;   // [E,2I,H]: per expert cat([gate; up], rows) (transformers v5 layout)
+    at::Tensor down;      // [E,H,I]
+};
+
+// Softmax-top-k routing and expert dispatch. m [B,T,H] -> [B,T,H]. Tokens are never dropped.
+at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt);
+
+// The plain causal (optionally sliding) mask as bool [T,T], true = attend.
+at::Tensor causal_mask(int64_t T, std::optional<int64_t> sliding_window, c10::Device device);
+
+}  // namespace extractor::ops

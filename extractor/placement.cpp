@@ -1,0 +1,211 @@
+// Placement planning (placement.h). GPU memory is queried through the CUDA runtime already loaded
+// by libtorch_cuda (dlsym), so this file needs no CUDA headers and builds against CPU libtorch.
+#include "extractor/placement.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/progress.h"
+#include "common/units.h"
+
+namespace extractor {
+namespace {
+
+constexpr uint64_t kGiB = uint64_t(1) << 30;
+
+// (free, total) bytes of GPU `index`, or (0, 0) when the CUDA runtime is not in the process.
+std::pair<uint64_t, uint64_t> query_gpu_memory(int index) {
+    using SetDevice = int (*)(int);
+    using GetDevice = int (*)(int *);
+    using MemGetInfo = int (*)(size_t *, size_t *);
+    auto set = reinterpret_cast<SetDevice>(dlsym(RTLD_DEFAULT, "cudaSetDevice"));
+    auto get = reinterpret_cast<GetDevice>(dlsym(RTLD_DEFAULT, "cudaGetDevice"));
+    auto info = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
+    if (!set || !get || !info) return {0, 0};
+    int previous = 0;
+    if (get(&previous) != 0) return {0, 0};
+    size_t free_b = 0, total_b = 0;
+    bool ok = set(index) == 0 && info(&free_b, &total_b) == 0;
+    set(previous);
+    return ok ? std::pair<uint64_t, uint64_t>{free_b, total_b} : std::pair<uint64_t, uint64_t>{0, 0};
+}
+
+}  // namespace
+
+MemoryBudget parse_max_memory(const std::string & text) {
+    MemoryBudget b;
+    std::stringstream ss(text);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        if (item.empty()) continue;
+        auto eq = item.find('=');
+        if (eq == std::string::npos)
+            throw common::Error::usage("--max-memory: entry \"" + item + "\" is not DEVICE=SIZE (e.g. 0=76GiB,cpu=120GiB)");
+        std::string dev = item.substr(0, eq);
+        uint64_t bytes = common::parse_bytes(item.substr(eq + 1));
+        if (dev == "cpu") {
+            b.cpu_bytes = bytes;
+            b.cpu_given = true;
+            continue;
+        }
+        if (dev.rfind("cuda:", 0) == 0) dev = dev.substr(5);
+        if (dev.empty() || dev.find_first_not_of("0123456789") != std::string::npos)
+            throw common::Error::usage("--max-memory: device \"" + item.substr(0, eq) + "\" is not a GPU index or cpu");
+        int idx = std::stoi(dev);
+        for (const auto & g : b.gpus)
+            if (g.first == idx) throw common::Error::usage("--max-memory: GPU " + dev + " listed twice");
+        b.gpus.emplace_back(idx, bytes);
+    }
+    return b;
+}
+
+PlacementStrategy parse_placement_strategy(const std::string & text) {
+    if (text == "sequential") return PlacementStrategy::Sequential;
+    if (text == "balanced") return PlacementStrategy::Balanced;
+    throw common::Error::usage("--placement: \"" + text + "\" is not sequential or balanced");
+}
+
+MemoryEstimate estimate_memory(const ModelConfig & cfg, const WeightPlan & plan, int bpe, int run_layers,
+                               int64_t batch, int64_t seq_len) {
+    MemoryEstimate e;
+    e.embed_bytes = static_cast<uint64_t>(cfg.vocab * cfg.hidden) * bpe;
+    uint64_t numel_all = plan.numel_total();
+    e.params_total = numel_all + (cfg.tie_embeddings ? 0 : static_cast<uint64_t>(cfg.vocab * cfg.hidden)) +
+                     static_cast<uint64_t>(cfg.hidden);  // + lm_head, final norm (not loaded: never needed)
+    uint64_t inactive = 0;
+    const uint64_t per_expert = static_cast<uint64_t>(3 * cfg.hidden * cfg.expert_intermediate);
+    for (int l = 0; l < cfg.n_layers; ++l)
+        if (cfg.layer_is_moe[static_cast<size_t>(l)]) inactive += static_cast<uint64_t>(cfg.n_experts - cfg.top_k) * per_expert;
+    // Active parameters per token: the embedding row is a lookup, but conventionally counted.
+    e.params_active = e.params_total - inactive;
+    e.total_bytes = e.embed_bytes;
+    for (int l = 0; l < run_layers; ++l) {
+        e.layer_bytes.push_back(plan.numel_layer(l) * bpe);
+        e.total_bytes += e.layer_bytes.back();
+    }
+    const uint64_t N = static_cast<uint64_t>(batch * seq_len);
+    const uint64_t H = static_cast<uint64_t>(cfg.hidden);
+    const uint64_t qkv = static_cast<uint64_t>((cfg.n_heads * 3) * cfg.head_dim);  // after repeat_kv
+    uint64_t mlp = static_cast<uint64_t>(3 * cfg.intermediate);
+    if (cfg.n_moe_layers() > 0)
+        mlp = std::max<uint64_t>(mlp, static_cast<uint64_t>(cfg.top_k * (2 * cfg.hidden + 4 * cfg.expert_intermediate)));
+    e.activation_bytes = N * (8 * H + 2 * qkv + mlp) * bpe + 256 * (uint64_t(1) << 20);
+    return e;
+}
+
+std::vector<std::string> Placement::describe() const {
+    std::vector<std::string> lines;
+    lines.push_back("embedding on " + embed_device.str());
+    size_t i = 0;
+    while (i < home.size()) {
+        size_t j = i;
+        while (j + 1 < home.size() && home[j + 1] == home[i] && compute[j + 1] == compute[i]) ++j;
+        std::string line = "layers " + std::to_string(i) + "-" + std::to_string(j) + " on " + home[i].str();
+        if (home[i] != compute[i]) line += " (pinned, streamed to " + compute[i].str() + " when they run)";
+        lines.push_back(line);
+        i = j + 1;
+    }
+    return lines;
+}
+
+Placement plan_placement(const MemoryEstimate & est, const std::string & device, const MemoryBudget & budget,
+                         PlacementStrategy strategy, int cuda_device_count) {
+    Placement p;
+    const size_t L = est.layer_bytes.size();
+    std::string dev = device;
+    if (dev == "auto") dev = (cuda_device_count > 0 || !budget.gpus.empty()) ? "cuda" : "cpu";
+    if (dev == "cpu") {
+        if (!budget.gpus.empty()) throw common::Error::usage("--max-memory names GPUs but --device is cpu");
+        p.embed_device = c10::Device(c10::kCPU);
+        p.home.assign(L, c10::Device(c10::kCPU));
+        p.compute = p.home;
+        return p;
+    }
+    if (cuda_device_count <= 0)
+        throw common::Error(common::ErrorKind::Capacity, "--device " + device + ": no CUDA device is visible (this libtorch " +
+                                                             "may be CPU-only); use --device cpu");
+    std::vector<std::pair<int, uint64_t>> gpus = budget.gpus;
+    bool budget_given = !gpus.empty();
+    if (gpus.empty()) {
+        int idx = 0;
+        if (dev.rfind("cuda:", 0) == 0) idx = std::stoi(dev.substr(5));
+        else if (dev != "cuda") throw common::Error::usage("--device \"" + device + "\" is not cpu, cuda, cuda:N or auto");
+        auto [free_b, total_b] = query_gpu_memory(idx);
+        (void)total_b;
+        // Unknown free memory (no CUDA runtime symbols): trust the user and plan for the weights.
+        gpus.emplace_back(idx, free_b > 0 ? free_b : est.total_bytes + est.activation_bytes + kGiB);
+    }
+    for (const auto & g : gpus)
+        if (g.first >= cuda_device_count)
+            throw common::Error::usage("--max-memory names GPU " + std::to_string(g.first) + " but only " +
+                                       std::to_string(cuda_device_count) + " are visible");
+    // Every GPU keeps room for one batch's activations; the first also holds the embedding.
+    std::vector<int64_t> left;
+    for (const auto & g : gpus) left.push_back(static_cast<int64_t>(g.second) - static_cast<int64_t>(est.activation_bytes));
+    left[0] -= static_cast<int64_t>(est.embed_bytes);
+    p.embed_device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(gpus[0].first));
+    if (left[0] < 0)
+        throw common::Error(common::ErrorKind::Capacity,
+                            "GPU " + std::to_string(gpus[0].first) + " budget " + common::format_bytes(static_cast<double>(gpus[0].second)) +
+                                " cannot hold the embedding (" + common::format_bytes(static_cast<double>(est.embed_bytes)) +
+                                ") plus one batch of activations (" + common::format_bytes(static_cast<double>(est.activation_bytes)) + ")");
+    uint64_t layers_total = 0;
+    for (auto b : est.layer_bytes) layers_total += b;
+    std::vector<int64_t> target(gpus.size(), INT64_MAX);
+    if (strategy == PlacementStrategy::Balanced) {
+        uint64_t share = (layers_total + gpus.size() - 1) / gpus.size();
+        for (auto & t : target) t = static_cast<int64_t>(share + (L ? est.layer_bytes[0] : 0) / 2);
+    }
+    std::vector<int64_t> used(gpus.size(), 0);
+    size_t g = 0;
+    uint64_t offloaded_bytes = 0, max_offloaded = 0;
+    for (size_t l = 0; l < L; ++l) {
+        const int64_t need = static_cast<int64_t>(est.layer_bytes[l]);
+        while (g < gpus.size() && (need > left[g] || used[g] + need > target[g])) ++g;
+        if (g < gpus.size()) {
+            left[g] -= need;
+            used[g] += need;
+            c10::Device d(c10::kCUDA, static_cast<c10::DeviceIndex>(gpus[g].first));
+            p.home.push_back(d);
+            p.compute.push_back(d);
+            continue;
+        }
+        offloaded_bytes += static_cast<uint64_t>(need);
+        max_offloaded = std::max<uint64_t>(max_offloaded, static_cast<uint64_t>(need));
+        p.home.push_back(c10::Device(c10::kCPU));
+        p.compute.push_back(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(gpus.back().first)));
+    }
+    if (offloaded_bytes > 0) {
+        const std::string need_text = common::format_bytes(static_cast<double>(est.total_bytes + est.activation_bytes));
+        if (!budget.cpu_given)
+            throw common::Error(common::ErrorKind::Capacity,
+                                "the model needs " + need_text + " (weights, all experts counted, plus activations) but the GPU " +
+                                    std::string(budget_given ? "budgets" : "memory") + " hold less; " +
+                                    common::format_bytes(static_cast<double>(offloaded_bytes)) +
+                                    " would have to be offloaded; add more GPUs to --max-memory or allow offload with cpu=SIZE");
+        if (offloaded_bytes > budget.cpu_bytes)
+            throw common::Error(common::ErrorKind::Capacity,
+                                "layers that do not fit on the GPUs need " + common::format_bytes(static_cast<double>(offloaded_bytes)) +
+                                    " of pinned CPU memory but --max-memory allows cpu=" +
+                                    common::format_bytes(static_cast<double>(budget.cpu_bytes)));
+        // The GPU that runs offloaded layers needs room for one streamed layer at a time.
+        if (left.back() < static_cast<int64_t>(max_offloaded)) {
+            // Give back the last resident layers of that GPU until a streamed layer fits.
+            for (size_t l = L; l-- > 0 && left.back() < static_cast<int64_t>(max_offloaded);) {
+                if (p.home[l] == p.compute[l] && p.home[l] == p.compute.back()) {
+                    left.back() += static_cast<int64_t>(est.layer_bytes[l]);
+                    p.home[l] = c10::Device(c10::kCPU);
+                }
+            }
+            if (left.back() < static_cast<int64_t>(max_offloaded))
+                throw common::Error(common::ErrorKind::Capacity, "no GPU has room to stream an offloaded layer (" +
+                                                                     common::format_bytes(static_cast<double>(max_offloaded)) + ")");
+        }
+    }
+    return p;
+}
+
+}  // namespace extractor

@@ -1,0 +1,42 @@
+// Device-resident per-dim max |x| and |x| >= 6 counts (sinks.h). Nothing leaves the GPU until
+// summary() is asked for.
+#include <ATen/ATen.h>
+
+#include "extractor/sinks/sinks.h"
+
+namespace extractor {
+
+void AbsmaxSink::on_capture(Site site, int layer, const at::Tensor & x) {
+    const SiteLayer key{site, layer};
+    at::Tensor flat = x.reshape({-1, x.size(-1)}).abs();                      // [N,H]
+    at::Tensor m = std::get<0>(flat.max(0)).to(at::kFloat);                   // [H]
+    at::Tensor c = (flat >= 6).sum();                                          // [] int64
+    auto it = max_abs_.find(key);
+    if (it == max_abs_.end()) {
+        max_abs_[key] = m;
+        count_ge6_[key] = c;
+    } else {
+        it->second = at::maximum(it->second, m);
+        count_ge6_[key] = count_ge6_[key] + c;
+    }
+}
+
+nlohmann::json AbsmaxSink::summary(int top) const {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto & [key, m] : max_abs_) {
+        at::Tensor host = m.to(at::kCPU);
+        const int k = std::min<int>(top, static_cast<int>(host.size(0)));
+        auto [vals, idx] = at::topk(host, k);
+        nlohmann::json dims = nlohmann::json::array();
+        for (int i = 0; i < k; ++i) dims.push_back({idx[i].item<int64_t>(), vals[i].item<double>()});
+        out.push_back({{"layer", key.second},
+                       {"site", std::string(site_name(key.first))},
+                       {"max_abs", vals[0].item<double>()},
+                       {"max_dim", idx[0].item<int64_t>()},
+                       {"count_ge_6", count_ge6_.at(key).item<int64_t>()},
+                       {"top_dims", dims}});
+    }
+    return out;
+}
+
+}  // namespace extractor

@@ -1,0 +1,65 @@
+// The extractor's own capture sinks. SafetensorsSink writes a run to disk (one safetensors file per
+// batch; run_extraction adds metadata.json). AbsmaxSink keeps, on the device, the running max |x|
+// per hidden dim and the count of |x| >= 6 for each (site, layer): a cheap summary for quick
+// checks and the benchmark, not the analysis (that is analysis/).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "extractor/capture.h"
+
+namespace extractor {
+
+using SiteLayer = std::pair<Site, int>;
+
+class SafetensorsSink final : public CaptureSink {
+public:
+    // save_dtype: undefined-like kUndefined keeps the forward's dtype.
+    SafetensorsSink(std::string out_dir, std::set<SiteLayer> wanted, at::ScalarType save_dtype);
+    bool wants(Site site, int layer) const override { return wanted_.count({site, layer}) != 0; }
+    void begin_batch(const BatchInfo & batch) override;
+    void on_capture(Site site, int layer, const at::Tensor & x) override;
+    void end_batch() override;
+
+    const std::vector<std::string> & files() const { return files_; }           // relative to out_dir
+    const std::map<std::string, std::vector<int64_t>> & shapes() const { return shapes_; }  // per tensor name (last batch)
+    std::string saved_dtype() const;
+
+    static std::string tensor_name(Site site, int layer);  // "layer_3_ln_attn"
+
+private:
+    std::string out_dir_;
+    std::set<SiteLayer> wanted_;
+    at::ScalarType save_dtype_;
+    BatchInfo batch_;
+    std::vector<std::pair<std::string, at::Tensor>> pending_;  // host copies (pinned when from a GPU)
+    std::vector<std::string> files_;
+    std::map<std::string, std::vector<int64_t>> shapes_;
+    at::ScalarType seen_dtype_ = at::ScalarType::Undefined;
+    std::vector<c10::Device> devices_;  // devices with copies in flight this batch
+};
+
+class AbsmaxSink final : public CaptureSink {
+public:
+    explicit AbsmaxSink(std::set<SiteLayer> wanted) : wanted_(std::move(wanted)) {}
+    bool wants(Site site, int layer) const override { return wanted_.count({site, layer}) != 0; }
+    void begin_batch(const BatchInfo &) override {}
+    void on_capture(Site site, int layer, const at::Tensor & x) override;
+    void end_batch() override {}
+    // [{layer, site, max_abs, max_dim, count_ge_6, top_dims: [[dim, max_abs], ...]}] (copies to host).
+    nlohmann::json summary(int top = 5) const;
+
+private:
+    std::set<SiteLayer> wanted_;
+    std::map<SiteLayer, at::Tensor> max_abs_;   // fp32 [H] on the device
+    std::map<SiteLayer, at::Tensor> count_ge6_; // int64 [] on the device
+};
+
+}  // namespace extractor
