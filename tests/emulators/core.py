@@ -402,8 +402,11 @@ def make_handler(emu):
 def serve_forever(emu, port_file):
     import os
     import signal
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(emu))
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256      # a burst of parallel clients (benchmarks) must not hit SYN retries
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), make_handler(emu))
     port = server.server_address[1]
     tmp = port_file + ".tmp"
     with open(tmp, "w") as f:

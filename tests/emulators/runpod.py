@@ -253,8 +253,9 @@ class RunPod(Provider):
         if secure in (False, None) and g["communityCloud"]:
             offered.append((g["communityPrice"], g["communitySpotPrice"]))
         counts = [c for c in GPU_COUNTS if c <= g["maxGpuCount"]]
-        ram_ok = (inp.get("minMemoryInGb") or 0) <= g["ram_per_gpu"] * count
-        available = (bool(offered) and g["id"] not in self.vanished and count <= g["maxGpuCount"] and ram_ok)
+        fits = ((inp.get("minMemoryInGb") or 0) <= g["ram_per_gpu"] * count
+                and (inp.get("minVcpuCount") or 0) <= g["vcpu_per_gpu"] * count)
+        available = (bool(offered) and g["id"] not in self.vanished and count <= g["maxGpuCount"] and fits)
         on_demand = min(o[0] for o in offered) if offered else None
         spot = min(o[1] for o in offered) if offered else None
         return {
