@@ -1,0 +1,38 @@
+// Where the broker's secrets and settings come from: environment variables first (RUNPOD_API_KEY,
+// RUNPOD_BASE_URL, ...), then the config file written by `broker init` in the XDG config dir. The
+// file must be private (mode 0600): one readable by group or others is refused, not used. Every key
+// that is loaded is registered with the log redactor at once.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace broker {
+
+struct ProviderSettings {
+    std::string api_key;
+    std::string base_url;  // scheme://host[:port]; empty: the provider's public default
+    std::string key_source;  // "RUNPOD_API_KEY" or the config file path, for messages
+};
+
+struct BrokerConfig {
+    std::string path;  // the file read (may not exist)
+    std::map<std::string, ProviderSettings> providers;
+    std::string ssh_hosts_inventory;
+};
+
+// $BROKER_CONFIG, else $XDG_CONFIG_HOME/toolkit/broker.yaml, else ~/.config/toolkit/broker.yaml.
+std::string default_config_path();
+// $BROKER_STATE_DIR, else $XDG_STATE_HOME/toolkit, else ~/.local/state/toolkit.
+std::string default_state_dir();
+// A missing file is an empty config. Refuses a file readable by group/others (Auth) and bad YAML (Usage).
+BrokerConfig load_config(const std::string & path);
+// Environment overrides the file. `key_env`/`url_env` name the variables (RUNPOD_API_KEY, RUNPOD_BASE_URL).
+ProviderSettings resolve_provider(const BrokerConfig & config, std::string_view provider, std::string_view key_env,
+                                  std::string_view url_env);
+// Writes the file with mode 0600 (created that way, never chmod-ed after the fact).
+void write_config(const std::string & path, const BrokerConfig & config);
+
+}  // namespace broker

@@ -1,0 +1,69 @@
+#include "broker/instance.h"
+
+#include <regex>
+
+namespace broker {
+
+std::string_view status_name(InstanceStatus s) {
+    switch (s) {
+    case InstanceStatus::Pending: return "pending";
+    case InstanceStatus::Running: return "running";
+    case InstanceStatus::Stopping: return "stopping";
+    case InstanceStatus::Stopped: return "stopped";
+    case InstanceStatus::Terminating: return "terminating";
+    case InstanceStatus::Terminated: return "terminated";
+    case InstanceStatus::Failed: return "failed";
+    case InstanceStatus::Unknown: return "unknown";
+    }
+    return "unknown";
+}
+
+std::string format_instance_name(const InstanceName & n) {
+    return std::string(kNamePrefix) + "-" + n.run_id + "-" + n.role + "-dl" + std::to_string(n.deadline_unix);
+}
+
+std::optional<InstanceName> parse_instance_name(std::string_view name) {
+    static const std::regex re("^tk-([a-z0-9]+)-([a-z0-9]+)-dl([0-9]{1,12})$");
+    std::cmatch m;
+    std::string s(name);
+    std::smatch sm;
+    if (!std::regex_match(s, sm, re)) return std::nullopt;
+    return InstanceName{sm[1].str(), sm[2].str(), std::stoll(sm[3].str())};
+}
+
+nlohmann::json instance_to_json(const Instance & i, double unix_now) {
+    nlohmann::json j = {
+        {"provider", i.provider},
+        {"id", i.id},
+        {"name", i.name},
+        {"status", std::string(status_name(i.status))},
+        {"status_raw", i.status_raw},
+        {"gpu_model", i.gpu_model.empty() ? nlohmann::json(nullptr) : nlohmann::json(i.gpu_model)},
+        {"gpu_count", i.gpu_count},
+        {"price_usd_per_hour", i.price_usd_per_hour ? nlohmann::json(*i.price_usd_per_hour) : nlohmann::json(nullptr)},
+        {"uptime_s", i.uptime_s ? nlohmann::json(*i.uptime_s) : nlohmann::json(nullptr)},
+        {"ssh", i.ssh ? nlohmann::json(i.ssh->user + "@" + i.ssh->host + ":" + std::to_string(i.ssh->port))
+                      : nlohmann::json(nullptr)},
+    };
+    if (!i.status_detail.empty()) j["status_detail"] = i.status_detail;
+    std::optional<double> uptime = i.uptime_s;
+    if (!uptime && i.created_unix) uptime = std::max(0.0, unix_now - *i.created_unix);
+    j["uptime_s"] = uptime ? nlohmann::json(*uptime) : nlohmann::json(nullptr);
+    j["cost_so_far_usd"] = (uptime && i.price_usd_per_hour) ? nlohmann::json(*uptime / 3600.0 * *i.price_usd_per_hour)
+                                                            : nlohmann::json(nullptr);
+    if (auto n = parse_instance_name(i.name)) {
+        j["run_id"] = n->run_id;
+        j["deadline_unix"] = n->deadline_unix;
+    }
+    return j;
+}
+
+std::string ssh_command(const Instance & i, const std::string & key_path) {
+    if (!i.ssh) return "";
+    std::string cmd = "ssh -p " + std::to_string(i.ssh->port);
+    if (!key_path.empty()) cmd += " -i " + key_path;
+    cmd += " " + i.ssh->user + "@" + i.ssh->host;
+    return cmd;
+}
+
+}  // namespace broker

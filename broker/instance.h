@@ -1,0 +1,78 @@
+// A rented (or leased) machine as every provider reports it, and what a create asks for.
+// Statuses are normalised through each provider's table; the raw string is always kept.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "broker/offer.h"
+
+namespace broker {
+
+enum class InstanceStatus {
+    Pending,      // accepted, booting, image pulling: keep waiting
+    Running,      // the provider says it is up (not yet proof of SSH readiness)
+    Stopping,
+    Stopped,      // not running; storage may still bill
+    Terminating,
+    Terminated,   // gone: no longer bills
+    Failed,       // the provider gave up on it: fail fast, then terminate
+    Unknown,      // a status string we do not know; kept raw, treated as still billing
+};
+std::string_view status_name(InstanceStatus status);
+// Terminated instances no longer bill; every other state (Unknown included) might.
+inline bool may_bill(InstanceStatus s) { return s != InstanceStatus::Terminated; }
+
+struct SshEndpoint {
+    std::string host;
+    int port = 22;
+    std::string user;
+    std::string key_path;  // set when the provider dictates the key (ssh-hosts inventory)
+};
+
+struct Instance {
+    std::string provider;
+    std::string id;
+    std::string name;  // "<prefix>-<run_id>-<role>-dl<deadline_unix>" for instances we created
+    InstanceStatus status = InstanceStatus::Unknown;
+    std::string status_raw;
+    std::string status_detail;  // provider message (Vast status_msg, Prime installation failure...)
+    std::string gpu_model;
+    int gpu_count = 0;
+    double vram_gb_per_gpu = 0;
+    std::optional<double> price_usd_per_hour;
+    std::optional<SshEndpoint> ssh;
+    std::optional<double> uptime_s;
+    std::optional<double> created_unix;
+};
+
+// The toolkit's naming convention, so that list, sweep and --resume find our instances from the
+// provider's own listing without local state.
+inline constexpr std::string_view kNamePrefix = "tk";
+struct InstanceName {
+    std::string run_id;  // [a-z0-9]+
+    std::string role;    // [a-z0-9]+
+    long long deadline_unix = 0;
+};
+std::string format_instance_name(const InstanceName & name);
+std::optional<InstanceName> parse_instance_name(std::string_view name);  // nullopt: not ours
+
+struct CreateRequest {
+    Offer offer;
+    std::string name;  // format_instance_name(...)
+    std::string image = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04";
+    int disk_gb = 50;
+    std::vector<std::pair<std::string, std::string>> env;
+    std::string ssh_public_key;  // one OpenSSH public key line
+    long long deadline_unix = 0;
+};
+
+nlohmann::json instance_to_json(const Instance & instance, double unix_now);
+// "ssh -p 2222 -i KEY root@1.2.3.4" (key omitted when empty); empty when no endpoint is known.
+std::string ssh_command(const Instance & instance, const std::string & key_path);
+
+}  // namespace broker

@@ -1,0 +1,145 @@
+#include "broker/ledger.h"
+
+#include <sqlite3.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+
+#include "common/error.h"
+
+namespace broker {
+
+namespace {
+double now_unix() { return static_cast<double>(std::time(nullptr)); }
+
+struct Stmt {
+    sqlite3_stmt * s = nullptr;
+    ~Stmt() { sqlite3_finalize(s); }
+};
+}  // namespace
+
+std::string Ledger::default_path(const std::string & state_dir) {
+    const char * env = std::getenv("BROKER_LEDGER");
+    if (env && *env) return env;
+    return state_dir + "/broker-ledger.sqlite";
+}
+
+Ledger::Ledger(const std::string & path) : path_(path) {
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+        SQLITE_OK) {
+        std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
+        sqlite3_close(db_);
+        db_ = nullptr;
+        throw common::Error(common::ErrorKind::Usage, path + ": cannot open the broker ledger: " + why).with("file", path);
+    }
+    // Several broker processes may run at once (create in one terminal, sweep in another).
+    sqlite3_busy_timeout(db_, 10000);
+    exec("PRAGMA journal_mode=WAL");
+    exec("CREATE TABLE IF NOT EXISTS instances ("
+         " name TEXT PRIMARY KEY, provider TEXT NOT NULL, instance_id TEXT NOT NULL DEFAULT '',"
+         " run_id TEXT NOT NULL DEFAULT '', deadline_unix INTEGER NOT NULL DEFAULT 0,"
+         " offer_id TEXT NOT NULL DEFAULT '', price_usd_per_hour REAL NOT NULL DEFAULT 0,"
+         " state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',"
+         " created_unix REAL NOT NULL, updated_unix REAL NOT NULL)");
+}
+
+Ledger::~Ledger() {
+    if (db_) sqlite3_close(db_);
+}
+
+void Ledger::exec(const std::string & sql) {
+    char * err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+        std::string why = err ? err : "unknown";
+        sqlite3_free(err);
+        throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + why).with("file", path_);
+    }
+}
+
+void Ledger::update(const std::string & sql, const std::vector<std::string> & args) {
+    Stmt st;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK)
+        throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + sqlite3_errmsg(db_));
+    for (size_t i = 0; i < args.size(); ++i)
+        sqlite3_bind_text(st.s, static_cast<int>(i + 1), args[i].c_str(), -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st.s) != SQLITE_DONE)
+        throw common::Error(common::ErrorKind::Internal, path_ + ": ledger write failed: " + sqlite3_errmsg(db_));
+}
+
+void Ledger::record_intent(const LedgerEntry & e) {
+    update("INSERT INTO instances (name, provider, instance_id, run_id, deadline_unix, offer_id, price_usd_per_hour,"
+           " state, detail, created_unix, updated_unix) VALUES (?1, ?2, '', ?3, ?4, ?5, ?6, 'intent', '', ?7, ?7)"
+           " ON CONFLICT(name) DO UPDATE SET provider=?2, run_id=?3, deadline_unix=?4, offer_id=?5,"
+           " price_usd_per_hour=?6, state='intent', updated_unix=?7",
+           {e.name, e.provider, e.run_id, std::to_string(e.deadline_unix), e.offer_id,
+            std::to_string(e.price_usd_per_hour), std::to_string(now_unix())});
+}
+
+void Ledger::record_created(const std::string & name, const std::string & id) {
+    update("UPDATE instances SET instance_id=?2, state='created', updated_unix=?3 WHERE name=?1",
+           {name, id, std::to_string(now_unix())});
+}
+
+void Ledger::record_failed(const std::string & name, const std::string & detail) {
+    update("UPDATE instances SET state='failed', detail=?2, updated_unix=?3 WHERE name=?1",
+           {name, detail, std::to_string(now_unix())});
+}
+
+void Ledger::record_terminated(const std::string & provider, const std::string & id) {
+    update("UPDATE instances SET state='terminated', updated_unix=?3 WHERE provider=?1 AND instance_id=?2",
+           {provider, id, std::to_string(now_unix())});
+}
+
+void Ledger::adopt(const LedgerEntry & e) {
+    update("INSERT INTO instances (name, provider, instance_id, run_id, deadline_unix, offer_id, price_usd_per_hour,"
+           " state, detail, created_unix, updated_unix) VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, 'created', 'adopted', ?7, ?7)"
+           " ON CONFLICT(name) DO UPDATE SET instance_id=?3, state='created', updated_unix=?7",
+           {e.name, e.provider, e.instance_id, e.run_id, std::to_string(e.deadline_unix),
+            std::to_string(e.price_usd_per_hour), std::to_string(now_unix())});
+}
+
+std::vector<LedgerEntry> Ledger::query(const std::string & where, const std::vector<std::string> & args) const {
+    std::string sql = "SELECT name, provider, instance_id, run_id, deadline_unix, offer_id, price_usd_per_hour, state,"
+                      " detail, created_unix, updated_unix FROM instances " + where + " ORDER BY created_unix";
+    Stmt st;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK)
+        throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + sqlite3_errmsg(db_));
+    for (size_t i = 0; i < args.size(); ++i)
+        sqlite3_bind_text(st.s, static_cast<int>(i + 1), args[i].c_str(), -1, SQLITE_TRANSIENT);
+    std::vector<LedgerEntry> out;
+    auto text = [&](int c) {
+        const unsigned char * t = sqlite3_column_text(st.s, c);
+        return t ? std::string(reinterpret_cast<const char *>(t)) : std::string();
+    };
+    while (sqlite3_step(st.s) == SQLITE_ROW) {
+        LedgerEntry e;
+        e.name = text(0);
+        e.provider = text(1);
+        e.instance_id = text(2);
+        e.run_id = text(3);
+        e.deadline_unix = sqlite3_column_int64(st.s, 4);
+        e.offer_id = text(5);
+        e.price_usd_per_hour = sqlite3_column_double(st.s, 6);
+        e.state = text(7);
+        e.detail = text(8);
+        e.created_unix = sqlite3_column_double(st.s, 9);
+        e.updated_unix = sqlite3_column_double(st.s, 10);
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
+std::vector<LedgerEntry> Ledger::open_entries() const { return query("WHERE state IN ('intent', 'created')", {}); }
+std::vector<LedgerEntry> Ledger::all() const { return query("", {}); }
+
+std::optional<LedgerEntry> Ledger::find_instance(const std::string & provider, const std::string & id) const {
+    auto v = query("WHERE provider=?1 AND instance_id=?2", {provider, id});
+    if (v.empty()) return std::nullopt;
+    return v.back();
+}
+
+std::vector<LedgerEntry> Ledger::find_by_id(const std::string & id) const { return query("WHERE instance_id=?1", {id}); }
+
+}  // namespace broker

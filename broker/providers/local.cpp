@@ -1,0 +1,246 @@
+// The `local` provider: an instance is a real OpenSSH sshd on 127.0.0.1 (common/sshd_server.h) with
+// its own home and workspace directories, so a whole run can be rehearsed before paying and tests
+// exercise the real SSH path. The one offer describes this machine honestly: CPU count, RAM, free
+// disk, and GPUs from nvidia-smi when present (else 0 GPUs). Price is 0.
+// State: <state_dir>/local/<id>/{meta.json, home/, workspace/, sshd/}. The daemon outlives the
+// broker process that started it (it is the instance) and is ended by terminate.
+#include <signal.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "broker/providers/providers.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/sshd_server.h"
+#include "common/subprocess.h"
+
+namespace fs = std::filesystem;
+
+namespace broker::providers {
+
+namespace {
+
+struct GpuInfo {
+    std::string model;
+    double vram_gb = 0;
+};
+
+std::vector<GpuInfo> query_gpus() {
+    std::vector<GpuInfo> gpus;
+    try {
+        auto r = common::run_process({"nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"},
+                                     {.timeout = std::chrono::milliseconds(10000)});
+        if (r.exit_code != 0) return gpus;
+        std::istringstream in(r.out);
+        std::string line;
+        while (std::getline(in, line)) {
+            auto comma = line.rfind(',');
+            if (comma == std::string::npos) continue;
+            GpuInfo g;
+            g.model = line.substr(0, comma);
+            try {
+                g.vram_gb = std::round(std::stod(line.substr(comma + 1)) * 1048576.0 / 1e9);
+            } catch (...) {
+                continue;
+            }
+            gpus.push_back(g);
+        }
+    } catch (const common::Error &) {
+        // nvidia-smi absent: a CPU-only machine.
+    }
+    return gpus;
+}
+
+double mem_total_gb() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    double kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+        if (key == "MemTotal:") return std::round(kb * 1024.0 / 1e9);
+    return 0;
+}
+
+std::string random_id() {
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    std::random_device rd;
+    std::string s = "l";
+    for (int i = 0; i < 9; ++i) s += digits[rd() % 36];
+    return s;
+}
+
+// Daemons started by this process are kept here on purpose: an instance must outlive the command
+// that created it, so its ChildProcess is never destroyed (destruction would stop it).
+std::vector<common::SshdServer> & detached_daemons() {
+    static auto * keep = new std::vector<common::SshdServer>;
+    return *keep;
+}
+
+class Local final : public Provider {
+public:
+    explicit Local(const ProviderContext & c) : root_(c.state_dir + "/local") {}
+
+    std::string_view name() const override { return "local"; }
+    ProviderCaps caps() const override {
+        return {.stop_start = true, .native_deadline = false, .spot = false, .needs_api_key = false};
+    }
+
+    std::vector<Offer> search(const OfferFilter &) override {
+        auto gpus = query_gpus();
+        Offer o;
+        o.provider = "local";
+        o.offer_id = "localhost";
+        o.gpu_count = static_cast<int>(gpus.size());
+        if (gpus.empty()) {
+            o.manufacturer = "";
+            o.gpu_model = "none";
+        } else {
+            o.manufacturer = "NVIDIA";
+            o.gpu_model = canonical_gpu_model(gpus[0].model);
+            o.vram_gb_per_gpu = gpus[0].vram_gb;
+        }
+        o.region = "localhost";
+        o.availability = "available";
+        o.cpu_ram_gb = mem_total_gb();
+        o.vcpus = static_cast<int>(std::thread::hardware_concurrency());
+        fs::create_directories(root_);
+        struct statvfs sv {};
+        if (::statvfs(root_.c_str(), &sv) == 0) o.disk_gb = std::round(double(sv.f_bavail) * sv.f_frsize / 1e9);
+        return {o};
+    }
+
+    Instance create(const CreateRequest & r) override {
+        if (r.ssh_public_key.empty())
+            throw common::Error::usage("local: create: an SSH public key is required (--ssh-key KEY with KEY.pub beside it)");
+        std::string id = random_id();
+        std::string dir = root_ + "/" + id;
+        fs::create_directories(dir + "/home");
+        fs::create_directories(dir + "/workspace");
+        nlohmann::json meta = {{"id", id},
+                               {"name", r.name},
+                               {"created_unix", static_cast<double>(std::time(nullptr))},
+                               {"public_key", r.ssh_public_key},
+                               {"gpu_count", r.offer.gpu_count},
+                               {"gpu_model", r.offer.gpu_model}};
+        write_meta(dir, meta);
+        launch(dir, meta);
+        return *get(id);
+    }
+
+    std::optional<Instance> get(std::string_view id) override {
+        std::string dir = root_ + "/" + std::string(id);
+        if (id.empty() || id.find('/') != std::string_view::npos || !fs::exists(dir + "/meta.json")) return std::nullopt;
+        return to_instance(read_meta(dir));
+    }
+
+    std::vector<Instance> list() override {
+        std::vector<Instance> out;
+        if (!fs::exists(root_)) return out;
+        for (const auto & e : fs::directory_iterator(root_)) {
+            if (!fs::exists(e.path() / "meta.json")) continue;
+            Instance i = to_instance(read_meta(e.path().string()));
+            if (parse_instance_name(i.name)) out.push_back(std::move(i));
+        }
+        return out;
+    }
+
+    void terminate(std::string_view id) override {
+        std::string dir = root_ + "/" + std::string(id);
+        if (id.empty() || id.find('/') != std::string_view::npos || !fs::exists(dir + "/meta.json")) return;
+        kill_daemon(read_meta(dir));
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+        if (ec) throw common::Error::io(dir, "remove", ec.value());
+    }
+
+    void stop(std::string_view id) override {
+        std::string dir = root_ + "/" + std::string(id);
+        if (!fs::exists(dir + "/meta.json")) throw common::Error::not_found("local:" + std::string(id));
+        kill_daemon(read_meta(dir));
+    }
+
+    void start(std::string_view id) override {
+        std::string dir = root_ + "/" + std::string(id);
+        if (!fs::exists(dir + "/meta.json")) throw common::Error::not_found("local:" + std::string(id));
+        auto meta = read_meta(dir);
+        if (alive(meta)) return;
+        launch(dir, meta);
+    }
+
+private:
+    void launch(const std::string & dir, nlohmann::json & meta) {
+        common::SshdOptions so;
+        so.dir = dir + "/sshd";
+        so.port = meta.value("port", 0);
+        so.authorized_key = meta.value("public_key", "");
+        // The session sees its own home and workspace (sshd's SetEnv overrides the login defaults).
+        so.extra_config = {"SetEnv HOME=" + dir + "/home TOOLKIT_WORKSPACE=" + dir + "/workspace"};
+        auto server = common::SshdServer::start(so);
+        meta["port"] = server.port();
+        meta["pid"] = server.pid();
+        meta["user"] = server.user();
+        write_meta(dir, meta);
+        detached_daemons().push_back(std::move(server));
+    }
+
+    static bool alive(const nlohmann::json & meta) {
+        pid_t pid = meta.value("pid", 0);
+        return pid > 0 && common::process_alive(pid);
+    }
+
+    static void kill_daemon(const nlohmann::json & meta) {
+        pid_t pid = meta.value("pid", 0);
+        if (pid <= 0 || !common::process_alive(pid)) return;
+        auto children = common::process_descendants(pid);
+        ::kill(pid, SIGTERM);
+        for (pid_t c : children) ::kill(c, SIGTERM);
+        for (int i = 0; i < 100 && common::process_alive(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (common::process_alive(pid)) ::kill(pid, SIGKILL);
+        for (pid_t c : common::process_descendants(pid)) ::kill(c, SIGKILL);
+    }
+
+    Instance to_instance(const nlohmann::json & meta) const {
+        Instance i;
+        i.provider = "local";
+        i.id = meta.value("id", "");
+        i.name = meta.value("name", "");
+        bool up = alive(meta);
+        i.status = up ? InstanceStatus::Running : InstanceStatus::Stopped;
+        i.status_raw = up ? "sshd-running" : "sshd-stopped";
+        i.gpu_count = meta.value("gpu_count", 0);
+        i.gpu_model = meta.value("gpu_model", "");
+        i.price_usd_per_hour = 0.0;
+        i.created_unix = meta.value("created_unix", 0.0);
+        if (up) i.ssh = SshEndpoint{"127.0.0.1", meta.value("port", 22), meta.value("user", ""), ""};
+        return i;
+    }
+
+    static nlohmann::json read_meta(const std::string & dir) {
+        std::ifstream in(dir + "/meta.json");
+        try {
+            return nlohmann::json::parse(in);
+        } catch (const nlohmann::json::exception &) {
+            throw common::Error(common::ErrorKind::Internal, dir + "/meta.json: unreadable local instance record");
+        }
+    }
+    static void write_meta(const std::string & dir, const nlohmann::json & meta) {
+        common::write_text_file(dir + "/meta.json.tmp", meta.dump(2), 0600);
+        fs::rename(dir + "/meta.json.tmp", dir + "/meta.json");
+    }
+
+    std::string root_;
+};
+
+}  // namespace
+
+std::unique_ptr<Provider> make_local(const ProviderContext & c) { return std::make_unique<Local>(c); }
+
+}  // namespace broker::providers

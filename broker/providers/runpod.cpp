@@ -1,0 +1,297 @@
+// RunPod through its GraphQL API (POST <base>/graphql), following providers-api.md §1.
+// Traps handled here:
+//  - errors arrive inside HTTP 200 as `errors[]` with extensions.code (SUPPLY_CONSTRAINT = capacity,
+//    INSUFFICIENT_BALANCE = quota); "pod not found to terminate" means already gone;
+//  - desiredStatus is the desired state, and `runtime` stays null until the container is up: SSH
+//    exists only once runtime.ports has privatePort 22 with isIpPublic (never the PTY-only proxy);
+//  - a stopped pod reports EXITED (there is no STOPPED/PENDING/FAILED); unknown values stay Unknown;
+//  - securePrice/communityPrice are per GPU-hour (SkyPilot, gpuhunt): total = price × gpuCount;
+//  - create sets terminateAfter, the provider-side deadline, and supportPublicIp.
+#include <algorithm>
+#include <cmath>
+
+#include "broker/providers/json_api.h"
+#include "broker/providers/providers.h"
+#include "common/log.h"
+
+namespace broker::providers {
+
+namespace {
+
+struct StatusRow {
+    std::string_view raw;
+    InstanceStatus status;
+};
+// desiredStatus enum PodStatus (providers-api.md §1.4).
+constexpr StatusRow kStatusMap[] = {
+    {"CREATED",    InstanceStatus::Pending},
+    {"RUNNING",    InstanceStatus::Running},
+    {"RESTARTING", InstanceStatus::Pending},
+    {"PAUSED",     InstanceStatus::Pending},
+    {"EXITED",     InstanceStatus::Stopped},
+    {"DEAD",       InstanceStatus::Failed},
+    {"TERMINATED", InstanceStatus::Terminated},
+};
+
+// GraphQL error codes and message fragments → error kinds (providers-api.md §1.1).
+struct ErrorRow {
+    std::string_view fragment;  // matched against extensions.code and the message, case-insensitively
+    common::ErrorKind kind;
+};
+constexpr ErrorRow kErrorMap[] = {
+    {"SUPPLY_CONSTRAINT",                  common::ErrorKind::Capacity},
+    {"no longer any instances available",  common::ErrorKind::Capacity},
+    {"not enough",                         common::ErrorKind::Capacity},
+    {"INSUFFICIENT_BALANCE",               common::ErrorKind::Quota},
+    {"balance",                            common::ErrorKind::Quota},
+    {"UNAUTHENTICATED",                    common::ErrorKind::Auth},
+    {"unauthorized",                       common::ErrorKind::Auth},
+    {"FORBIDDEN",                          common::ErrorKind::Auth},
+    {"not found",                          common::ErrorKind::NotFound},
+    {"GRAPHQL_VALIDATION_FAILED",          common::ErrorKind::Usage},
+    {"BAD_USER_INPUT",                     common::ErrorKind::Usage},
+};
+
+const char * const kPodFields =
+    "id name imageName desiredStatus costPerHr gpuCount memoryInGb vcpuCount containerDiskInGb uptimeSeconds "
+    "lastStatusChange podType machine { podHostId gpuDisplayName location } "
+    "runtime { uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } gpus { id } }";
+
+std::string offer_id_for(const std::string & gpu_type_id, bool secure, int count) {
+    std::string id = gpu_type_id;
+    std::replace(id.begin(), id.end(), ' ', '_');
+    return id + "/" + (secure ? "secure" : "community") + "/" + std::to_string(count);
+}
+
+class RunPod final : public Provider {
+public:
+    explicit RunPod(const ProviderContext & c) : ctx_(c), api_("runpod", c.base_url, c.api_key, c.http) {}
+
+    std::string_view name() const override { return "runpod"; }
+    ProviderCaps caps() const override { return {.stop_start = true, .native_deadline = true, .spot = false}; }
+
+    std::vector<Offer> search(const OfferFilter & f) override {
+        // Spot needs podRentInterruptable with a bid; not offered yet, so spot searches find nothing here.
+        if (f.spot && *f.spot) return {};
+        int count = f.gpu_count.value_or(1);
+        // Offer ids end in the GPU count ("<gpuTypeId>/secure/2"): renting one by id needs that count.
+        if (!f.gpu_count && !f.offer_id.empty()) {
+            auto slash = f.offer_id.rfind('/');
+            try {
+                count = std::stoi(f.offer_id.substr(slash + 1));
+            } catch (...) {
+            }
+        }
+        std::vector<Offer> out;
+        for (bool secure : {true, false}) {
+            if (f.cloud && (*f.cloud == CloudType::Secure) != secure) continue;
+            std::string lp = "gpuCount: " + std::to_string(count) + ", secureCloud: " + (secure ? "true" : "false");
+            if (f.min_ram_gb) lp += ", minMemoryInGb: " + std::to_string(static_cast<int>(std::ceil(*f.min_ram_gb)));
+            if (f.min_disk_gb) lp += ", minDisk: " + std::to_string(static_cast<int>(std::ceil(*f.min_disk_gb)));
+            std::string q =
+                "query GpuTypes { gpuTypes { id displayName manufacturer memoryInGb secureCloud communityCloud "
+                "securePrice communityPrice secureSpotPrice communitySpotPrice maxGpuCount "
+                "lowestPrice(input: {" + lp + "}) { minimumBidPrice uninterruptablePrice stockStatus "
+                "maxUnreservedGpuCount availableGpuCounts } } }";
+            auto data = graphql(q, nlohmann::json::object(), "search offers", common::http::Retry::Idempotent);
+            auto offers = runpod_parse_offers(data, count, secure);
+            out.insert(out.end(), offers.begin(), offers.end());
+        }
+        return out;
+    }
+
+    Instance create(const CreateRequest & r) override {
+        const auto & d = r.offer.create_data;
+        nlohmann::json env = nlohmann::json::array();
+        for (const auto & [k, v] : r.env) env.push_back({{"key", k}, {"value", v}});
+        // RunPod images' /start.sh writes authorized_keys from PUBLIC_KEY (providers-api.md §1.5).
+        if (!r.ssh_public_key.empty()) env.push_back({{"key", "PUBLIC_KEY"}, {"value", r.ssh_public_key}});
+        nlohmann::json input = {
+            {"cloudType", d.value("cloudType", "SECURE")},
+            {"gpuTypeId", d.value("gpuTypeId", "")},
+            {"gpuCount", r.offer.gpu_count},
+            {"name", r.name},
+            {"imageName", r.image},
+            {"containerDiskInGb", r.disk_gb},
+            {"volumeInGb", 0},
+            {"minVcpuCount", 1},
+            {"minMemoryInGb", static_cast<int>(r.offer.cpu_ram_gb.value_or(8))},
+            {"ports", "22/tcp"},
+            {"env", env},
+            {"startSsh", true},
+            {"supportPublicIp", true},
+        };
+        if (r.deadline_unix > 0) input["terminateAfter"] = iso8601_utc(r.deadline_unix);
+        std::string q = "mutation Deploy($input: PodFindAndDeployOnDemandInput!) { podFindAndDeployOnDemand(input: "
+                        "$input) { " + std::string(kPodFields) + " } }";
+        auto data = graphql(q, {{"input", input}}, "create " + r.name, common::http::Retry::NotIdempotent);
+        const auto & pod = data["podFindAndDeployOnDemand"];
+        if (!pod.is_object())
+            throw common::Error(common::ErrorKind::Capacity,
+                                "runpod: create " + r.name + ": no pod returned for offer " + r.offer.offer_id)
+                .with("provider", "runpod");
+        return runpod_parse_pod(pod);
+    }
+
+    std::optional<Instance> get(std::string_view id) override {
+        std::string q = "query Pod($input: PodFilter) { pod(input: $input) { " + std::string(kPodFields) + " } }";
+        nlohmann::json data;
+        try {
+            data = graphql(q, {{"input", {{"podId", std::string(id)}}}}, "get " + std::string(id),
+                           common::http::Retry::Idempotent);
+        } catch (const common::Error & e) {
+            if (e.kind() == common::ErrorKind::NotFound) return std::nullopt;
+            throw;
+        }
+        if (!data.contains("pod") || data["pod"].is_null()) return std::nullopt;
+        return runpod_parse_pod(data["pod"]);
+    }
+
+    std::vector<Instance> list() override {
+        std::string q = "query Pods { myself { pods { " + std::string(kPodFields) + " } } }";
+        auto data = graphql(q, nlohmann::json::object(), "list pods", common::http::Retry::Idempotent);
+        std::vector<Instance> out;
+        const auto & pods = data["myself"]["pods"];
+        if (!pods.is_array()) return out;
+        for (const auto & p : pods) {
+            Instance i = runpod_parse_pod(p);
+            if (parse_instance_name(i.name)) out.push_back(std::move(i));
+        }
+        return out;
+    }
+
+    void terminate(std::string_view id) override {
+        std::string q = "mutation Terminate($input: PodTerminateInput!) { podTerminate(input: $input) }";
+        try {
+            graphql(q, {{"input", {{"podId", std::string(id)}}}}, "terminate " + std::string(id),
+                    common::http::Retry::Idempotent);
+        } catch (const common::Error & e) {
+            if (e.kind() == common::ErrorKind::NotFound) return;  // "pod not found to terminate": already gone
+            throw;
+        }
+    }
+
+    void stop(std::string_view id) override {
+        std::string q = "mutation Stop($input: PodStopInput!) { podStop(input: $input) { id desiredStatus } }";
+        graphql(q, {{"input", {{"podId", std::string(id)}}}}, "stop " + std::string(id), common::http::Retry::Idempotent);
+    }
+
+    void start(std::string_view id) override {
+        auto pod = get(id);
+        if (!pod) throw common::Error::not_found("runpod:" + std::string(id));
+        std::string q = "mutation Resume($input: PodResumeInput!) { podResume(input: $input) { id desiredStatus } }";
+        graphql(q, {{"input", {{"podId", std::string(id)}, {"gpuCount", std::max(1, pod->gpu_count)}}}},
+                "start " + std::string(id), common::http::Retry::Idempotent);
+    }
+
+private:
+    nlohmann::json graphql(const std::string & query, const nlohmann::json & variables, const std::string & what,
+                           common::http::Retry retry) {
+        nlohmann::json body = {{"query", query}, {"variables", variables}};
+        auto response = api_.send("POST", "/graphql", body, retry);
+        if (!is_2xx(response.status)) throw common::http::status_error("runpod", what, response);
+        auto doc = api_.parse(response, what);
+        if (doc.is_object() && doc.contains("errors") && doc["errors"].is_array() && !doc["errors"].empty())
+            throw runpod_graphql_error(doc["errors"], what);
+        if (!doc.is_object() || !doc.contains("data") || !doc["data"].is_object())
+            throw common::Error(common::ErrorKind::Network, "runpod: " + what + ": GraphQL response has no data")
+                .with("provider", "runpod");
+        return doc["data"];
+    }
+
+    ProviderContext ctx_;
+    JsonApi api_;
+};
+
+}  // namespace
+
+InstanceStatus runpod_status(std::string_view s) {
+    for (const auto & row : kStatusMap)
+        if (row.raw == s) return row.status;
+    return InstanceStatus::Unknown;
+}
+
+common::Error runpod_graphql_error(const nlohmann::json & errors, const std::string & what) {
+    std::string message, code;
+    if (errors.is_array() && !errors.empty()) {
+        message = json_string(errors[0], "message");
+        if (errors[0].contains("extensions")) code = json_string(errors[0]["extensions"], "code");
+    }
+    common::ErrorKind kind = common::ErrorKind::Network;
+    for (const auto & row : kErrorMap) {
+        if (contains_ci(code, row.fragment) || contains_ci(message, row.fragment)) {
+            kind = row.kind;
+            break;
+        }
+    }
+    std::string text = "runpod: " + what + ": " + (message.empty() ? "GraphQL error" : message);
+    if (!code.empty()) text += " (" + code + ")";
+    return common::Error(kind, common::log::redact(text)).with("provider", "runpod");
+}
+
+std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure) {
+    std::vector<Offer> out;
+    if (!data.is_object() || !data.contains("gpuTypes") || !data["gpuTypes"].is_array()) return out;
+    for (const auto & g : data["gpuTypes"]) {
+        if (!g.value(secure ? "secureCloud" : "communityCloud", false)) continue;
+        const nlohmann::json & lp = g.contains("lowestPrice") ? g["lowestPrice"] : nlohmann::json();
+        // gpuhunt: a null stockStatus means "not offered" at this count and cloud.
+        std::string stock = json_string(lp, "stockStatus");
+        if (stock.empty()) continue;
+        auto per_gpu = json_number(g, secure ? "securePrice" : "communityPrice");
+        if (!per_gpu || *per_gpu <= 0) continue;
+        int max_count = json_int(g, "maxGpuCount", 0);
+        if (max_count > 0 && gpu_count > max_count) continue;
+        Offer o;
+        o.provider = "runpod";
+        std::string id = json_string(g, "id");
+        o.offer_id = offer_id_for(id, secure, gpu_count);
+        o.manufacturer = canonical_manufacturer(json_string(g, "manufacturer"));
+        std::string display = json_string(g, "displayName");
+        o.gpu_model = canonical_gpu_model(display.empty() ? id : display);
+        o.vram_gb_per_gpu = json_number(g, "memoryInGb").value_or(0);
+        o.gpu_count = gpu_count;
+        o.price_usd_per_hour_gpu = *per_gpu;
+        o.price_usd_per_hour_total = *per_gpu * gpu_count;
+        o.spot = false;
+        o.cloud = secure ? CloudType::Secure : CloudType::Community;
+        o.availability = stock;
+        o.create_data = {{"gpuTypeId", id}, {"cloudType", secure ? "SECURE" : "COMMUNITY"}};
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+Instance runpod_parse_pod(const nlohmann::json & p) {
+    Instance i;
+    i.provider = "runpod";
+    i.id = json_string(p, "id");
+    i.name = json_string(p, "name");
+    i.status_raw = json_string(p, "desiredStatus");
+    i.status = runpod_status(i.status_raw);
+    i.gpu_count = json_int(p, "gpuCount", 0);
+    i.price_usd_per_hour = json_number(p, "costPerHr");
+    if (p.contains("machine") && p["machine"].is_object())
+        i.gpu_model = canonical_gpu_model(json_string(p["machine"], "gpuDisplayName"));
+    const auto runtime = p.contains("runtime") ? p["runtime"] : nlohmann::json();
+    if (runtime.is_object()) {
+        i.uptime_s = json_number(runtime, "uptimeInSeconds");
+        if (runtime.contains("ports") && runtime["ports"].is_array()) {
+            for (const auto & port : runtime["ports"]) {
+                if (json_int(port, "privatePort") == 22 && port.value("isIpPublic", false) &&
+                    json_string(port, "type") != "http") {
+                    i.ssh = SshEndpoint{json_string(port, "ip"), json_int(port, "publicPort", 22), "root"};
+                    break;
+                }
+            }
+        }
+    } else if (i.status == InstanceStatus::Running) {
+        i.status_detail = "container not up yet (runtime is null)";
+    }
+    if (!i.uptime_s) i.uptime_s = json_number(p, "uptimeSeconds");
+    return i;
+}
+
+std::unique_ptr<Provider> make_runpod(const ProviderContext & c) { return std::make_unique<RunPod>(c); }
+
+}  // namespace broker::providers

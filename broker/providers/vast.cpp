@@ -1,0 +1,261 @@
+// Vast.ai through its REST API v0 (<base>/api/v0/...), following providers-api.md §2.
+// Traps handled here:
+//  - a non-null `price` in the create body rents an interruptible bid: on-demand creates omit it;
+//  - gpu_ram and cpu_ram are MB (vary per host; VRAM is rounded from MiB), disk_space is GB,
+//    dph_total is $/hour for the whole offer;
+//  - show returns {"instances": {...}} (an object) or null when gone; list returns an array;
+//  - a failed create may still return new_contract (a stopped instance): it is destroyed at once;
+//  - actual_status is null while the contract is created; offline fails fast; HostPort is a string.
+#include <cmath>
+
+#include "broker/providers/json_api.h"
+#include "broker/providers/providers.h"
+#include "common/log.h"
+
+namespace broker::providers {
+
+namespace {
+
+struct StatusRow {
+    std::string_view raw;  // actual_status, lower-cased
+    InstanceStatus status;
+};
+// SkyPilot's map (sky/provision/vast/instance.py), providers-api.md §2.5.
+constexpr StatusRow kStatusMap[] = {
+    {"created",    InstanceStatus::Pending},
+    {"loading",    InstanceStatus::Pending},
+    {"restarting", InstanceStatus::Pending},
+    {"rebooting",  InstanceStatus::Pending},
+    {"running",    InstanceStatus::Running},
+    {"exited",     InstanceStatus::Stopped},
+    {"stopped",    InstanceStatus::Stopped},
+    {"frozen",     InstanceStatus::Stopped},
+    {"offline",    InstanceStatus::Failed},
+};
+
+class Vast final : public Provider {
+public:
+    explicit Vast(const ProviderContext & c) : api_("vast", c.base_url, c.api_key, c.http) {}
+
+    std::string_view name() const override { return "vast"; }
+    ProviderCaps caps() const override { return {.stop_start = true, .native_deadline = false, .spot = true}; }
+
+    std::vector<Offer> search(const OfferFilter & f) override {
+        auto body = api_.call("POST", "/api/v0/bundles/", "search offers", vast_search_body(f, 50));
+        return vast_parse_offers(body, f.spot.value_or(false));
+    }
+
+    Instance create(const CreateRequest & r) override {
+        auto response = api_.send("PUT", "/api/v0/asks/" + r.offer.offer_id + "/", vast_create_body(r),
+                                  common::http::Retry::NotIdempotent);
+        nlohmann::json body;
+        try {
+            body = api_.parse(response, "create " + r.name);
+        } catch (const common::Error &) {
+            if (is_2xx(response.status)) throw;
+        }
+        bool ok = is_2xx(response.status) && body.is_object() && body.value("success", false);
+        long long contract = 0;
+        if (body.is_object() && body.contains("new_contract") && body["new_contract"].is_number())
+            contract = body["new_contract"].get<long long>();
+        if (!ok) {
+            // A failed rent can still leave a stopped contract behind (dstack): destroy it now.
+            if (contract) {
+                common::log::warn("vast: create ", r.name, " failed but returned contract ", contract,
+                                  "; destroying it");
+                terminate(std::to_string(contract));
+            }
+            std::string why = json_string(body, "msg");
+            if (why.empty()) why = json_string(body, "error");
+            if (why.empty()) why = response.body.substr(0, 200);
+            common::ErrorKind kind = common::http::kind_for_status(response.status);
+            if (is_2xx(response.status) || response.status == 400 || response.status == 404 ||
+                response.status == 410 || contains_ci(why, "unavailable") || contains_ci(why, "no_such_ask") ||
+                contains_ci(why, "not available"))
+                kind = common::ErrorKind::Capacity;
+            if (contains_ci(why, "balance") || contains_ci(why, "credit")) kind = common::ErrorKind::Quota;
+            if (response.status == 401 || response.status == 403) kind = common::ErrorKind::Auth;
+            throw common::Error(kind, common::log::redact("vast: create " + r.name + " on offer " + r.offer.offer_id +
+                                                          ": HTTP " + std::to_string(response.status) + ": " + why))
+                .with("provider", "vast");
+        }
+        std::string id = std::to_string(contract);
+        if (!r.ssh_public_key.empty()) attach_key(id, r.ssh_public_key);
+        if (auto i = get(id)) return *i;
+        Instance i;
+        i.provider = "vast";
+        i.id = id;
+        i.name = r.name;
+        i.status = InstanceStatus::Pending;
+        return i;
+    }
+
+    std::optional<Instance> get(std::string_view id) override {
+        auto response = api_.send("GET", "/api/v0/instances/" + std::string(id) + "/?owner=me");
+        if (response.status == 404) return std::nullopt;
+        if (!is_2xx(response.status)) throw common::http::status_error("vast", "get " + std::string(id), response);
+        auto body = api_.parse(response, "get " + std::string(id));
+        if (!body.is_object() || !body.contains("instances")) return std::nullopt;
+        const auto & inst = body["instances"];
+        if (inst.is_object()) return vast_parse_instance(inst);
+        if (inst.is_array() && !inst.empty()) return vast_parse_instance(inst[0]);
+        return std::nullopt;  // null: gone
+    }
+
+    std::vector<Instance> list() override {
+        auto body = api_.call("GET", "/api/v0/instances/?owner=me", "list instances");
+        std::vector<Instance> out;
+        if (!body.is_object() || !body.contains("instances") || !body["instances"].is_array()) return out;
+        for (const auto & inst : body["instances"]) {
+            Instance i = vast_parse_instance(inst);
+            if (parse_instance_name(i.name)) out.push_back(std::move(i));
+        }
+        return out;
+    }
+
+    void terminate(std::string_view id) override {
+        auto response = api_.send("DELETE", "/api/v0/instances/" + std::string(id) + "/", nlohmann::json::object());
+        if (response.status == 404) return;
+        auto body = api_.parse(response, "terminate " + std::string(id));
+        if (json_string(body, "error") == "no_such_instance") return;  // already gone (dstack)
+        if (!is_2xx(response.status)) throw common::http::status_error("vast", "terminate " + std::string(id), response);
+        if (body.is_object() && body.contains("success") && !body.value("success", false))
+            throw common::Error(common::ErrorKind::Network,
+                                "vast: terminate " + std::string(id) + ": refused: " + response.body.substr(0, 200))
+                .with("provider", "vast");
+    }
+
+    void stop(std::string_view id) override { set_state(id, "stopped"); }
+    void start(std::string_view id) override { set_state(id, "running"); }
+
+private:
+    void set_state(std::string_view id, const char * state) {
+        api_.call("PUT", "/api/v0/instances/" + std::string(id) + "/", std::string(state) + " " + std::string(id),
+                  nlohmann::json{{"state", state}});
+    }
+
+    void attach_key(const std::string & id, const std::string & key) {
+        auto response = api_.send("POST", "/api/v0/instances/" + id + "/ssh/", nlohmann::json{{"ssh_key", key}});
+        if (!is_2xx(response.status))
+            common::log::warn("vast: could not attach the SSH key to instance ", id, " (HTTP ", response.status,
+                              "); the account's keys still apply");
+    }
+
+    JsonApi api_;
+};
+
+}  // namespace
+
+InstanceStatus vast_status(const nlohmann::json & actual_status) {
+    if (actual_status.is_null()) return InstanceStatus::Pending;  // contract still being created
+    std::string s = to_lower(actual_status.is_string() ? actual_status.get<std::string>() : actual_status.dump());
+    for (const auto & row : kStatusMap)
+        if (row.raw == s) return row.status;
+    return InstanceStatus::Unknown;
+}
+
+nlohmann::json vast_search_body(const OfferFilter & f, int disk_gb) {
+    bool spot = f.spot.value_or(false);
+    nlohmann::json q = {
+        {"verified", {{"eq", true}}},
+        {"external", {{"eq", false}}},
+        {"rentable", {{"eq", true}}},
+        {"rented", {{"eq", false}}},
+        {"order", nlohmann::json::array({nlohmann::json::array({spot ? "min_bid" : "dph_total", "asc"})})},
+        {"type", spot ? "bid" : "on-demand"},
+        {"allocated_storage", static_cast<double>(disk_gb)},
+        {"limit", 200},
+    };
+    if (f.gpu_count) q["num_gpus"] = {{"eq", std::to_string(*f.gpu_count)}};
+    // MB per host vary (24564 for a 24 GB card): push a 5 % lower floor, re-check in GB locally.
+    if (f.min_vram_gb) q["gpu_ram"] = {{"gte", *f.min_vram_gb * 1000.0 * 0.95}};
+    if (f.min_ram_gb) q["cpu_ram"] = {{"gte", *f.min_ram_gb * 1000.0 * 0.95}};
+    if (f.min_disk_gb) q["disk_space"] = {{"gte", std::to_string(*f.min_disk_gb)}};
+    if (f.max_price_usd_per_hour && !spot) q["dph_total"] = {{"lte", std::to_string(*f.max_price_usd_per_hour)}};
+    if (!f.manufacturer.empty()) q["gpu_arch"] = {{"eq", to_lower(f.manufacturer)}};
+    return q;
+}
+
+std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot) {
+    std::vector<Offer> out;
+    if (!body.is_object() || !body.contains("offers") || !body["offers"].is_array()) return out;
+    for (const auto & v : body["offers"]) {
+        Offer o;
+        o.provider = "vast";
+        o.offer_id = json_string(v, "id");
+        std::string arch = json_string(v, "gpu_arch");
+        o.manufacturer = canonical_manufacturer(arch.empty() ? "nvidia" : arch);
+        o.gpu_model = canonical_gpu_model(json_string(v, "gpu_name"));
+        // MB as reported: 24564 for a 24 GB card, 81559 for 80 GB; MiB → GB rounds both right.
+        o.vram_gb_per_gpu = std::round(json_number(v, "gpu_ram").value_or(0) / 1024.0);
+        o.gpu_count = json_int(v, "num_gpus", 1);
+        double price = spot ? json_number(v, "min_bid").value_or(0) : json_number(v, "dph_total").value_or(0);
+        o.price_usd_per_hour_total = price;
+        o.price_usd_per_hour_gpu = o.gpu_count > 0 ? price / o.gpu_count : price;
+        o.spot = spot;
+        o.cloud = json_number(v, "hosting_type").value_or(0) >= 1 ? CloudType::Secure : CloudType::Community;
+        o.region = json_string(v, "geolocation");
+        o.availability = v.value("rentable", true) ? "available" : "unavailable";
+        if (auto ram = json_number(v, "cpu_ram")) o.cpu_ram_gb = std::round(*ram / 1024.0);
+        o.disk_gb = json_number(v, "disk_space");
+        if (auto c = json_number(v, "cpu_cores_effective")) o.vcpus = static_cast<int>(*c);
+        o.cuda_version = json_string(v, "cuda_max_good");
+        o.driver_version = json_string(v, "driver_version");
+        o.create_data = {{"ask_id", v.contains("id") ? v["id"] : nlohmann::json(nullptr)}};
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+nlohmann::json vast_create_body(const CreateRequest & r) {
+    nlohmann::json env = nlohmann::json::object();
+    for (const auto & [k, v] : r.env) env[k] = v;
+    nlohmann::json body = {
+        {"client_id", "me"},
+        {"image", r.image},
+        {"env", env},
+        {"disk", r.disk_gb},
+        {"label", r.name},
+        {"onstart", ""},
+        {"runtype", "ssh_direc ssh_proxy"},
+        {"python_utf8", false},
+        {"lang_utf8", false},
+        {"use_jupyter_lab", false},
+        {"force", false},
+        {"cancel_unavail", true},
+    };
+    // Trap 1: any non-null price makes the rental an interruptible bid. On-demand sends none.
+    if (r.offer.spot) body["price"] = r.offer.price_usd_per_hour_total;
+    return body;
+}
+
+Instance vast_parse_instance(const nlohmann::json & v) {
+    Instance i;
+    i.provider = "vast";
+    i.id = json_string(v, "id");
+    i.name = json_string(v, "label");
+    const nlohmann::json status = v.contains("actual_status") ? v["actual_status"] : nlohmann::json(nullptr);
+    i.status = vast_status(status);
+    i.status_raw = status.is_string() ? status.get<std::string>() : "null";
+    i.status_detail = json_string(v, "status_msg");
+    i.gpu_model = canonical_gpu_model(json_string(v, "gpu_name"));
+    i.gpu_count = json_int(v, "num_gpus", 0);
+    i.price_usd_per_hour = json_number(v, "dph_total");
+    i.created_unix = json_number(v, "start_date");
+    std::string ip = json_string(v, "public_ipaddr");
+    if (!ip.empty() && v.contains("ports") && v["ports"].is_object() && v["ports"].contains("22/tcp") &&
+        v["ports"]["22/tcp"].is_array() && !v["ports"]["22/tcp"].empty()) {
+        int port = json_int(v["ports"]["22/tcp"][0], "HostPort", 0);  // a string on the wire
+        if (port > 0) i.ssh = SshEndpoint{ip, port, "root"};
+    }
+    if (!i.ssh) {
+        std::string host = json_string(v, "ssh_host");
+        int port = json_int(v, "ssh_port", 0);
+        if (!host.empty() && port > 0) i.ssh = SshEndpoint{host, port, "root"};
+    }
+    return i;
+}
+
+std::unique_ptr<Provider> make_vast(const ProviderContext & c) { return std::make_unique<Vast>(c); }
+
+}  // namespace broker::providers

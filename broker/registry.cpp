@@ -1,0 +1,35 @@
+#include "broker/registry.h"
+
+#include "broker/providers/providers.h"
+#include "common/error.h"
+
+namespace broker {
+
+const std::vector<ProviderInfo> & provider_table() {
+    static const std::vector<ProviderInfo> table = {
+        {"runpod",         "RUNPOD_API_KEY", "RUNPOD_BASE_URL", "https://api.runpod.io",          false, providers::make_runpod},
+        {"vast",           "VAST_API_KEY",   "VAST_BASE_URL",   "https://console.vast.ai",        false, providers::make_vast},
+        {"lambda",         "LAMBDA_API_KEY", "LAMBDA_BASE_URL", "https://cloud.lambdalabs.com",   false, providers::make_lambda},
+        {"primeintellect", "PRIME_API_KEY",  "PRIME_BASE_URL",  "https://api.primeintellect.ai",  false, providers::make_primeintellect},
+        {"local",          "",               "",                "",                               true,  providers::make_local},
+        {"ssh-hosts",      "",               "",                "",                               true,  providers::make_ssh_hosts},
+    };
+    return table;
+}
+
+const ProviderInfo & find_provider(std::string_view name) {
+    for (const auto & p : provider_table())
+        if (p.name == name) return p;
+    std::string valid;
+    for (const auto & p : provider_table()) valid += (valid.empty() ? "" : ", ") + std::string(p.name);
+    throw common::Error::usage("unknown provider '" + std::string(name) + "'; valid providers: " + valid);
+}
+
+void Provider::stop(std::string_view id) {
+    throw common::Error::internal(std::string(name()) + ": stop(" + std::string(id) + ") called without the stop_start capability");
+}
+void Provider::start(std::string_view id) {
+    throw common::Error::internal(std::string(name()) + ": start(" + std::string(id) + ") called without the stop_start capability");
+}
+
+}  // namespace broker
