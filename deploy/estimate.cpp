@@ -1,0 +1,104 @@
+// Memory estimate from config.json (see estimate.h). The parameter formula follows the decoder
+// layouts the extractor implements (model-spec.md): embeddings, per-layer attention (q/k/v/o with
+// GQA), norms, dense or MoE MLP (gate/up/down per expert, router), final norm, untied LM head.
+#include "deploy/estimate.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "common/error.h"
+#include "common/http.h"
+#include "common/log.h"
+
+namespace deploy {
+
+namespace {
+
+int64_t need(const nlohmann::json & c, const char * key) {
+    if (!c.contains(key) || !c[key].is_number_integer())
+        throw common::Error::usage(std::string("config.json: '") + key + "' is missing or not an integer");
+    return c[key].get<int64_t>();
+}
+
+int64_t get_or(const nlohmann::json & c, const char * key, int64_t fallback) {
+    return c.contains(key) && c[key].is_number_integer() ? c[key].get<int64_t>() : fallback;
+}
+
+double bytes_per_param(const std::string & dtype) {
+    if (dtype == "f32") return 4;
+    return 2;  // bf16, f16
+}
+
+}  // namespace
+
+MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dtype, int64_t batch, int64_t seq_len,
+                               int gpu_count, double safety_factor) {
+    MemoryEstimate e;
+    e.model_type = c.value("model_type", "");
+    const int64_t H = need(c, "hidden_size");
+    const int64_t L = need(c, "num_hidden_layers");
+    const int64_t V = need(c, "vocab_size");
+    const int64_t Nq = need(c, "num_attention_heads");
+    const int64_t Nkv = get_or(c, "num_key_value_heads", Nq);
+    const int64_t D = get_or(c, "head_dim", H / Nq);
+    const int64_t I = get_or(c, "intermediate_size", 0);
+    const int64_t E = get_or(c, "num_experts", get_or(c, "num_local_experts", 0));
+    const int64_t K = get_or(c, "num_experts_per_tok", 0);
+    const int64_t Imoe = get_or(c, "moe_intermediate_size", I);
+    const bool tied = c.value("tie_word_embeddings", false);
+
+    const int64_t attn = H * Nq * D + 2 * H * Nkv * D + Nq * D * H;  // q, k, v, o
+    const int64_t norms = 2 * H;
+    const int64_t dense_mlp = 3 * H * I;                              // gate, up, down
+    int64_t per_layer = attn + norms, per_layer_active = attn + norms;
+    if (E > 0) {
+        per_layer += E * 3 * H * Imoe + H * E;                        // experts + router
+        per_layer_active += std::max<int64_t>(K, 1) * 3 * H * Imoe + H * E;
+    } else {
+        per_layer += dense_mlp;
+        per_layer_active += dense_mlp;
+    }
+    const int64_t outer = V * H + H + (tied ? 0 : V * H);
+    e.params = outer + L * per_layer;
+    e.params_active = outer + L * per_layer_active;
+    const double bpp = bytes_per_param(dtype);
+    e.weights_gb = static_cast<double>(e.params) * bpp / 1e9;
+    // One batch in flight: a few hidden-state copies, the attention scores of one layer, and the
+    // logits (fp32). Captures are reduced on the device by the fused analysis, so they do not add up.
+    const double tokens = static_cast<double>(batch) * static_cast<double>(seq_len);
+    const double hidden_states = tokens * static_cast<double>(H) * 8 * bpp;                    // [B,T,H] x ~8 live copies
+    const double scores = static_cast<double>(batch) * Nq * static_cast<double>(seq_len) * seq_len * 4;  // [B,Nq,T,T] fp32
+    const double logits = tokens * static_cast<double>(V) * 4;                                   // [B,T,V] fp32
+    e.activations_gb = (hidden_states + scores + logits) / 1e9;
+    e.total_gb = (e.weights_gb + e.activations_gb) * safety_factor;
+    e.per_gpu_gb = e.total_gb / std::max(gpu_count, 1);
+    return e;
+}
+
+nlohmann::json fetch_hub_config(const std::string & hub_id, const std::string & revision, const std::string & token_env) {
+    const char * ep = std::getenv("HF_ENDPOINT");
+    std::string endpoint = ep && *ep ? ep : "https://huggingface.co";
+    common::http::Request req;
+    req.url = endpoint + "/" + hub_id + "/resolve/" + revision + "/config.json";
+    req.headers.push_back({"User-Agent", "outlier-toolkit/0.1"});
+    if (const char * tok = std::getenv(token_env.c_str()); tok && *tok) {
+        common::log::add_secret(tok);
+        req.headers.push_back({"Authorization", std::string("Bearer ") + tok});
+    }
+    common::http::Client client("huggingface", {.timeout_connect_s = 10, .timeout_total_s = 30, .max_attempts = 4});
+    auto resp = client.send(req);
+    if (resp.status == 401 || resp.status == 403)
+        throw common::Error(common::ErrorKind::Auth, "huggingface: " + hub_id + ": config.json refused (HTTP " +
+                                                         std::to_string(resp.status) + "): the repo is gated or private; accept its licence and set " + token_env);
+    if (resp.status < 200 || resp.status >= 300)
+        throw common::http::status_error("huggingface", hub_id + ": config.json", resp);
+    try {
+        return nlohmann::json::parse(resp.body);
+    } catch (const nlohmann::json::exception &) {
+        throw common::Error(common::ErrorKind::Network, "huggingface: " + hub_id + ": config.json is not JSON");
+    }
+}
+
+}  // namespace deploy

@@ -1,0 +1,85 @@
+#!/bin/sh
+# Remote bootstrap for deploy_and_analyze: build `extract` and `analyze` on the instance, against
+# the instance's own libtorch (pip PyTorch on a GPU image, Debian's libtorch-dev on the local
+# rehearsal), with the GPU-only CMake build. The build is cached by a hash of the sources it
+# compiles, so a second run with the same sources skips it (and concurrent runs share one build:
+# the first takes a lock, the others wait for it).
+#
+#   sh bootstrap.sh SRC_DIR CACHE_DIR
+#
+# Prints "bin_dir=<folder with extract and analyze>" as its last line. POSIX sh; needs cmake, a
+# C++20 compiler and ninja or make. Exit codes: 0 built or cached, 2 bad usage, 3 missing tools,
+# 4 build failed, 5 timed out waiting for another bootstrap's lock.
+set -eu
+
+src=${1:?usage: bootstrap.sh SRC_DIR CACHE_DIR}
+cache=${2:?usage: bootstrap.sh SRC_DIR CACHE_DIR}
+[ -f "$src/CMakeLists.txt" ] || { echo "bootstrap: $src: no CMakeLists.txt (was the workspace pushed?)" >&2; exit 2; }
+mkdir -p "$cache"
+
+for tool in cmake sha256sum; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bootstrap: $tool not found on the instance; install it (apt-get install -y $tool) or use an image that has it" >&2; exit 3; }
+done
+
+# What the GPU-only build compiles: the top CMake files, cmake/, common/, extractor/, analysis/.
+# The hash covers file names and contents, so a renamed file changes it too.
+hash=$(cd "$src" && find CMakeLists.txt cmake common extractor analysis -type f \
+         ! -name '*.md' ! -name '*.swp' 2>/dev/null | LC_ALL=C sort | while IFS= read -r f; do
+         printf '%s\n' "$f"; sha256sum "$f"; done | sha256sum | cut -c1-16)
+torch_prefix=""
+if command -v python3 >/dev/null 2>&1; then
+  torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+fi
+# The libtorch the build links is part of the key: a pip torch and Debian's differ in ABI.
+key="$hash-$(printf '%s' "${torch_prefix:-debian}" | sha256sum | cut -c1-8)"
+build="$cache/build-$key"
+
+if [ -f "$build/.complete" ]; then
+  echo "bootstrap: cached build $key (sources unchanged)" >&2
+  echo "bin_dir=$build/bin"
+  exit 0
+fi
+
+# One builder at a time per key; mkdir is atomic. A stale lock (its owner died) is taken over.
+lock="$build.lock"
+waited=0
+while ! mkdir "$lock" 2>/dev/null; do
+  owner=$(cat "$lock/pid" 2>/dev/null || echo "")
+  if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
+    echo "bootstrap: taking over the lock of a dead builder ($owner)" >&2
+    rm -rf "$lock"
+    continue
+  fi
+  if [ -f "$build/.complete" ]; then break; fi
+  [ "$waited" -lt 3600 ] || { echo "bootstrap: waited 1h for another build of $key; giving up" >&2; exit 5; }
+  sleep 2; waited=$((waited + 2))
+done
+if [ -f "$build/.complete" ]; then
+  rmdir "$lock" 2>/dev/null || true
+  echo "bin_dir=$build/bin"
+  exit 0
+fi
+echo $$ > "$lock/pid"
+trap 'rm -rf "$lock"' EXIT INT TERM
+
+generator=""
+if command -v ninja >/dev/null 2>&1; then generator="-G Ninja"; fi
+launcher=""
+if command -v ccache >/dev/null 2>&1; then launcher="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"; fi
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "bootstrap: building extract and analyze ($key) with $jobs jobs; torch: ${torch_prefix:-Debian libtorch}" >&2
+rm -rf "$build/tree"
+mkdir -p "$build/tree" "$build/bin"
+# shellcheck disable=SC2086  # generator/launcher are intentionally word-split (empty or one option)
+if ! cmake -S "$src" -B "$build/tree" $generator $launcher -DCMAKE_BUILD_TYPE=Release -DTOOLKIT_GPU_ONLY=ON \
+       ${torch_prefix:+-DCMAKE_PREFIX_PATH="$torch_prefix"} >&2; then
+  echo "bootstrap: cmake configure failed (see above)" >&2; exit 4
+fi
+if ! cmake --build "$build/tree" --target extract analyze -j "$jobs" >&2; then
+  echo "bootstrap: build failed (see above)" >&2; exit 4
+fi
+cp "$build/tree/extractor/extract" "$build/tree/analysis/analyze" "$build/bin/"
+"$build/bin/extract" --version >&2
+touch "$build/.complete"
+echo "bin_dir=$build/bin"

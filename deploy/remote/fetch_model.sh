@@ -1,0 +1,66 @@
+#!/bin/sh
+# Fetch a Hugging Face Hub checkpoint onto the instance: config.json, the tokenizer, and every
+# safetensors file (from model.safetensors.index.json, or the single model.safetensors), into a
+# cache keyed by repo and revision. A complete download is marked and reused.
+#
+#   HF_TOKEN=... sh fetch_model.sh OWNER/NAME REVISION CACHE_DIR     (HF_TOKEN on the environment
+#   from bifrost's stdin env block, never on a command line; HF_ENDPOINT overrides the Hub URL)
+#
+# The token goes to curl through a header file (mode 0600), so it never appears in argv (ps) or in
+# logs. curl retries 429 and 5xx with backoff and honours Retry-After. Prints "model_dir=<path>".
+# Exit codes: 2 usage, 3 auth (401/403: gated or private repo), 6 network, 9 not found.
+set -eu
+
+repo=${1:?usage: fetch_model.sh OWNER/NAME REVISION CACHE_DIR}
+rev=${2:?usage}
+cache=${3:?usage}
+endpoint=${HF_ENDPOINT:-https://huggingface.co}
+case "$repo" in */*) ;; *) echo "fetch_model: $repo: not a Hugging Face id (owner/name)" >&2; exit 2 ;; esac
+command -v curl >/dev/null 2>&1 || { echo "fetch_model: curl not found on the instance" >&2; exit 3; }
+
+dir="$cache/models/$(printf '%s' "$repo" | sed 's|/|--|g')/$rev"
+if [ -f "$dir/.complete" ]; then
+  echo "fetch_model: $repo@$rev cached" >&2
+  echo "model_dir=$dir"
+  exit 0
+fi
+mkdir -p "$dir"
+umask 077
+hdr=$(mktemp)
+trap 'rm -f "$hdr"' EXIT INT TERM
+printf 'User-Agent: outlier-toolkit/0.1\n' > "$hdr"
+if [ -n "${HF_TOKEN:-}" ]; then printf 'Authorization: Bearer %s\n' "$HF_TOKEN" >> "$hdr"; fi
+
+# get FILE [optional]: downloads $endpoint/$repo/resolve/$rev/FILE into $dir/FILE (resumable).
+get() {
+  file=$1; optional=${2:-}
+  code=$(curl -sS -L -H @"$hdr" --retry 8 --retry-delay 5 --retry-max-time 900 --retry-all-errors \
+              --connect-timeout 20 -C - -o "$dir/$file.part" -w '%{http_code}' \
+              "$endpoint/$repo/resolve/$rev/$file" 2>"$dir/.curl.err") || code=${code:-000}
+  case "$code" in
+    200|206) mv "$dir/$file.part" "$dir/$file"; return 0 ;;
+    416) [ -f "$dir/$file.part" ] && mv "$dir/$file.part" "$dir/$file"; return 0 ;;  # already complete
+    404) rm -f "$dir/$file.part"; [ -n "$optional" ] && return 1
+         echo "fetch_model: $repo@$rev: $file: not found (404); check the id and revision" >&2; exit 9 ;;
+    401|403) rm -f "$dir/$file.part"
+         echo "fetch_model: $repo@$rev: $file: refused ($code); the repo is gated or private: accept its licence on the Hub and set HF_TOKEN" >&2; exit 3 ;;
+    *) echo "fetch_model: $repo@$rev: $file: HTTP $code after retries: $(cat "$dir/.curl.err" 2>/dev/null)" >&2; exit 6 ;;
+  esac
+}
+
+get config.json
+get tokenizer.json optional || echo "fetch_model: no tokenizer.json (token-id input only)" >&2
+get tokenizer_config.json optional || true
+get generation_config.json optional || true
+if get model.safetensors.index.json optional; then
+  # The shard names are the distinct values of weight_map; sed keeps this free of python/jq.
+  shards=$(tr ',' '\n' < "$dir/model.safetensors.index.json" | sed -n 's/.*"\([^"]*\.safetensors\)".*/\1/p' | sort -u)
+  [ -n "$shards" ] || { echo "fetch_model: $repo: model.safetensors.index.json lists no shards" >&2; exit 6; }
+  for s in $shards; do
+    [ -f "$dir/$s" ] || { echo "fetch_model: $s" >&2; get "$s"; }
+  done
+else
+  get model.safetensors
+fi
+touch "$dir/.complete"
+echo "model_dir=$dir"

@@ -1,0 +1,120 @@
+// Remote layout, job script, watchdog config and synthetic tokens (see remote_plan.h).
+#include "deploy/remote_plan.h"
+
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+namespace deploy {
+
+RemoteLayout remote_layout(const std::string & home, const std::string & run_id, const std::string & cache_dir) {
+    RemoteLayout l;
+    l.base = home + "/toolkit";
+    l.src_dir = l.base + "/src";
+    l.run_dir = l.base + "/runs/" + run_id;
+    l.input_dir = l.run_dir + "/input";
+    l.results_dir = l.run_dir + "/results";
+    l.cache_dir = cache_dir.empty() ? home + "/.cache/toolkit" : cache_dir;
+    l.heartbeat_file = l.run_dir + "/heartbeat";
+    l.watchdog_conf = l.run_dir + "/watchdog.conf";
+    return l;
+}
+
+std::string shell_quote(const std::string & text) {
+    std::string out = "'";
+    for (char c : text) {
+        if (c == '\'') out += "'\"'\"'";
+        else out += c;
+    }
+    return out + "'";
+}
+
+std::string input_file_name(const DataConfig & d) {
+    if (d.synthetic_vocab) return "tokens.json";
+    for (const auto * f : {&d.tokens_file, &d.text_file, &d.jsonl_file})
+        if (!f->empty()) return std::filesystem::path(*f).filename().string();
+    return "";
+}
+
+std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::string & bin_dir, const std::string & model_dir) {
+    const auto q = shell_quote;
+    std::ostringstream s;
+    s << "#!/bin/sh\n"
+      << "# Written by deploy_and_analyze for run " << l.run_dir << "; runs as a bifrost detached job.\n"
+      << "set -eu\n"
+      << "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True\n"
+      << "bin=" << q(bin_dir) << "\n"
+      << "run=" << q(l.run_dir) << "\n"
+      << "mkdir -p \"$run/results\"\n";
+    std::string model = model_dir;
+    if (c.model.fixture) {
+        const auto & f = *c.model.fixture;
+        model = l.run_dir + "/model";
+        s << "echo \"job: writing the " << f.family << " fixture checkpoint\"\n"
+          << "rm -rf \"$run/model\"\n"
+          << "\"$bin/extract\" fixture --family " << q(f.family) << " --out \"$run/model\" --layers " << f.layers
+          << " --hidden " << f.hidden << " --seed " << f.seed;
+        for (const auto & p : f.plants) s << " --plant " << q(p);
+        s << "\n";
+    }
+    const auto & d = c.data;
+    std::string input = l.input_dir + "/" + input_file_name(d);
+    std::string input_flag = d.synthetic_vocab || !d.tokens_file.empty() ? "--tokens" : !d.text_file.empty() ? "--text" : "--jsonl";
+    const bool gpu = c.resources.gpu_count > 0;
+    std::string device = gpu ? "cuda" : "cpu";
+    s << "echo \"job: extract run\"\n"
+      << "rm -rf \"$run/activations\"\n"
+      << "\"$bin/extract\" run " << q(model) << " " << input_flag << " " << q(input);
+    if (!d.jsonl_file.empty()) s << " --text-field " << q(d.text_field);
+    s << " --seq-len " << d.sequence_length << " --num-sequences " << d.num_sequences << " --batch-size " << d.batch_size
+      << " --overlap " << d.overlap << " --dtype " << q(c.model.dtype) << " --device " << (gpu ? "auto" : "cpu");
+    if (!c.capture.layers.empty()) s << " --layers " << q(c.capture.layers);
+    std::string sites;
+    for (const auto & site : c.capture.sites) sites += (sites.empty() ? "" : ",") + site;
+    s << " --sites " << q(sites) << " --out \"$run/activations\"\n";
+    // TODO(fused): switch to `extract run ... --analyze` once the lead wires it; it keeps the
+    // captures on the GPU and skips writing activations to disk.
+    s << "echo \"job: analyze run\"\n"
+      << "\"$bin/analyze\" run \"$run/activations\" --out \"$run/results/analysis\" --device " << device << " --mode "
+      << q(c.analysis.mode) << " --threshold " << c.analysis.threshold << " --layer-fraction " << c.analysis.layer_fraction
+      << " --position-fraction " << c.analysis.position_fraction << "\n"
+      << "cp \"$run/activations/metadata.json\" \"$run/results/metadata.json\"\n"
+      << "echo \"job: done\"\n";
+    return s.str();
+}
+
+std::string watchdog_config(const WatchdogSettings & w, const RemoteLayout & l) {
+    std::ostringstream s;
+    s << "ACTION=" << shell_quote(w.action) << "\n"
+      << "DEADLINE_UNIX=" << static_cast<long long>(std::floor(w.deadline_unix)) << "\n"
+      << "HEARTBEAT_FILE=" << shell_quote(l.heartbeat_file) << "\n"
+      << "HEARTBEAT_TIMEOUT_S=" << static_cast<long long>(std::ceil(w.heartbeat_timeout_s)) << "\n"
+      << "TICK_S=" << w.tick_s << "\n";
+    if (!w.terminate_command.empty()) s << "TERMINATE_COMMAND=" << shell_quote(w.terminate_command) << "\n";
+    if (!w.runpod_graphql_url.empty()) s << "RUNPOD_GRAPHQL_URL=" << shell_quote(w.runpod_graphql_url) << "\n";
+    if (!w.vast_api_url.empty()) s << "VAST_API_URL=" << shell_quote(w.vast_api_url) << "\n";
+    if (w.disarmed) s << "DISARMED=1\n";
+    return s.str();
+}
+
+std::string synthetic_tokens_json(int64_t vocab, int64_t sequences, int64_t seq_len, uint64_t seed) {
+    // splitmix64: the same ids on every platform (std:: distributions are implementation-defined).
+    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+    auto next = [&x]() {
+        uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31);
+    };
+    std::ostringstream s;
+    s << "[";
+    for (int64_t i = 0; i < sequences; ++i) {
+        s << (i ? ",\n[" : "[");
+        for (int64_t t = 0; t < seq_len; ++t) s << (t ? "," : "") << next() % static_cast<uint64_t>(vocab);
+        s << "]";
+    }
+    s << "]\n";
+    return s.str();
+}
+
+}  // namespace deploy

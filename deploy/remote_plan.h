@@ -1,0 +1,55 @@
+// What runs on the instance, as text built by pure functions (so it is unit-tested without a
+// machine): the remote folder layout, the job script that runs extract and analyze, the watchdog
+// config, and the synthetic token file of the rehearsal. Every value that reaches a shell is quoted
+// with shell_quote; secrets never appear here (they travel in bifrost's stdin env block).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "deploy/run_config.h"
+
+namespace deploy {
+
+struct RemoteLayout {
+    std::string base;            // <home>/toolkit
+    std::string src_dir;         // <base>/src: the pushed source tree (bootstrap builds from it)
+    std::string run_dir;         // <base>/runs/<run_id>
+    std::string input_dir;       // <run_dir>/input: job.sh, tokens, data, a local checkpoint
+    std::string results_dir;     // <run_dir>/results: what is pulled home
+    std::string cache_dir;       // builds and models, shared by runs (and by tests, on loopback)
+    std::string heartbeat_file;  // <run_dir>/heartbeat
+    std::string watchdog_conf;   // <run_dir>/watchdog.conf
+};
+
+// `home` is the remote $HOME (absolute); `cache_dir` empty means <home>/.cache/toolkit.
+RemoteLayout remote_layout(const std::string & home, const std::string & run_id, const std::string & cache_dir);
+
+// Single-quotes for POSIX sh: abc → 'abc', it's → 'it'"'"'s'.
+std::string shell_quote(const std::string & text);
+
+// The job: (fixture) write the checkpoint → extract run → analyze run → copy metadata into results.
+// `model_dir` is where the checkpoint is on the instance (ignored for a fixture: it is written to
+// <run_dir>/model). Input files are named as the payload writes them (input/<basename>).
+std::string job_script(const RunConfig & config, const RemoteLayout & layout, const std::string & bin_dir,
+                       const std::string & model_dir);
+
+// The name of a data file inside input/ ("tokens.json" for synthetic tokens).
+std::string input_file_name(const DataConfig & data);
+
+struct WatchdogSettings {
+    std::string action;              // runpod | vast | command | none
+    double deadline_unix = 0;
+    double heartbeat_timeout_s = 600;
+    std::string terminate_command;   // action == command
+    std::string runpod_graphql_url;  // optional override (emulator)
+    std::string vast_api_url;        // optional override
+    bool disarmed = false;
+    int tick_s = 10;
+};
+std::string watchdog_config(const WatchdogSettings & settings, const RemoteLayout & layout);
+
+// Seeded random token ids in [0, vocab), enough for num_sequences windows, as JSON [[...], ...].
+std::string synthetic_tokens_json(int64_t vocab, int64_t sequences, int64_t seq_len, uint64_t seed);
+
+}  // namespace deploy

@@ -1,0 +1,47 @@
+// Memory estimate: parameter counts of real configs (all experts resident) and the VRAM arithmetic.
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "deploy/estimate.h"
+
+#include <doctest/doctest.h>
+
+namespace {
+
+// config.json values as published for Qwen/Qwen3-30B-A3B and allenai/OLMoE-1B-7B-0125.
+nlohmann::json qwen3_30b_a3b() {
+    return {{"model_type", "qwen3_moe"}, {"hidden_size", 2048}, {"num_hidden_layers", 48}, {"vocab_size", 151936},
+            {"num_attention_heads", 32}, {"num_key_value_heads", 4}, {"head_dim", 128}, {"intermediate_size", 6144},
+            {"moe_intermediate_size", 768}, {"num_experts", 128}, {"num_experts_per_tok", 8}, {"tie_word_embeddings", false}};
+}
+nlohmann::json olmoe_1b_7b() {
+    return {{"model_type", "olmoe"}, {"hidden_size", 2048}, {"num_hidden_layers", 16}, {"vocab_size", 50304},
+            {"num_attention_heads", 16}, {"num_key_value_heads", 16}, {"intermediate_size", 1024}, {"num_experts", 64},
+            {"num_experts_per_tok", 8}, {"tie_word_embeddings", false}};
+}
+
+}  // namespace
+
+TEST_CASE("estimate: Qwen3-30B-A3B counts all 128 experts (30.5B), not the 3.3B active") {
+    auto e = deploy::estimate_memory(qwen3_30b_a3b(), "bf16", 1, 2048, 2, 1.2);
+    CHECK(e.params == doctest::Approx(30.53e9).epsilon(0.005));
+    CHECK(e.params_active == doctest::Approx(3.35e9).epsilon(0.02));
+    CHECK(e.weights_gb == doctest::Approx(61.06).epsilon(0.005));
+    CHECK(e.total_gb > e.weights_gb * 1.2);
+    CHECK(e.per_gpu_gb == doctest::Approx(e.total_gb / 2));
+    CHECK(e.per_gpu_gb < 80);  // fits two 80 GB GPUs
+}
+
+TEST_CASE("estimate: OLMoE-1B-7B is 6.9B parameters, ~14 GB of bf16 weights; f32 doubles it") {
+    auto bf = deploy::estimate_memory(olmoe_1b_7b(), "bf16", 1, 2048, 1, 1.0);
+    CHECK(bf.params == doctest::Approx(6.92e9).epsilon(0.01));
+    CHECK(bf.weights_gb == doctest::Approx(13.84).epsilon(0.01));
+    auto f32 = deploy::estimate_memory(olmoe_1b_7b(), "f32", 1, 2048, 1, 1.0);
+    CHECK(f32.weights_gb == doctest::Approx(2 * bf.weights_gb));
+}
+
+TEST_CASE("estimate: a config without a required key names it") {
+    auto c = olmoe_1b_7b();
+    c.erase("hidden_size");
+    CHECK_THROWS_WITH_AS(deploy::estimate_memory(c, "bf16", 1, 2048, 1, 1.2), doctest::Contains("hidden_size"), common::Error);
+}
