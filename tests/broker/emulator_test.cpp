@@ -321,6 +321,9 @@ void check_lifecycle(const Driver & d) {
     if (!d.gone(after)) after = d.get(e, id);
     CHECK(d.gone(after));
     CHECK(d.list_ids(e).empty());
+    st = e.state();
+    CHECK(st["instances"].empty());
+    CHECK(st["terminated"].size() == 1);
 }
 
 // Every fault kind the provider supports fires on exactly `count` matching requests.
@@ -479,6 +482,14 @@ TEST_CASE("runpod gpuTypes in the documented shape, inline and variable inputs")
     std::vector<int> vram;
     for (const auto & t : all) vram.push_back(t["memoryInGb"]);
     CHECK(vram == std::vector<int>{80, 141, 80, 40, 24, 48, 192});
+
+    // Fragments, inline fragments, @include/@skip and __typename, as real clients write them.
+    json frag = gql(e, "query Q($withPrice: Boolean!) { gpuTypes(input: {id: \"NVIDIA L40S\"}) { ...G "
+                       "... on GpuType { manufacturer } } } fragment G on GpuType { __typename id "
+                       "securePrice @include(if: $withPrice) memoryInGb @skip(if: true) }",
+                    {{"withPrice", false}})
+                    .json()["data"]["gpuTypes"][0];
+    CHECK(frag == json{{"__typename", "GpuType"}, {"id", "NVIDIA L40S"}, {"manufacturer", "Nvidia"}});
 
     HttpReply typo = gql(e, "{ gpuTypes { id memoryInGB } }");
     CHECK(typo.status == 400);

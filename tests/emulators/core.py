@@ -129,7 +129,12 @@ class Provider:
         raise NotImplementedError
 
     def instances(self):
-        """Provider-native instance records for GET /_emulator/state."""
+        """Provider-native records of the instances that still exist (and bill), for
+        GET /_emulator/state. Reading them is not an observation: it never advances a lifecycle."""
+        return []
+
+    def terminated(self):
+        """Records of terminated/destroyed instances, as last seen."""
         return []
 
     def on_fault_added(self, fault):
@@ -165,6 +170,7 @@ class Emulator:
                 return Response(200, {
                     "provider": self.provider.name,
                     "instances": self.provider.instances(),
+                    "terminated": self.provider.terminated(),
                     "requests": list(self.requests),
                     "faults": [dict(f) for f in self.faults],
                     "config": {k: v for k, v in self.config.items() if k != "api_key"},

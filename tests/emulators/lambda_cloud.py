@@ -69,6 +69,7 @@ class Lambda(Provider):
     def reset(self):
         self.capacity = {name: dict(t[6]) for name, t in INSTANCE_TYPES.items()}
         self.insts = {}
+        self.gone = []
         self.keys = [dict(DEFAULT_KEY)]
         self.last_launch = None
         self.emu.config.setdefault("launch_interval_s", 0)
@@ -114,7 +115,11 @@ class Lambda(Provider):
             self.capacity[text] = {}
 
     def instances(self):
-        return [self._view(i) for i in self.insts.values()]
+        # "terminating" instances no longer bill: they count as terminated here.
+        return [self._view(i) for i in self.insts.values() if i["status"] != "terminating"]
+
+    def terminated(self):
+        return list(self.gone) + [self._view(i) for i in self.insts.values() if i["status"] == "terminating"]
 
     # --- handling ---------------------------------------------------------------------------
     def handle(self, req, fired):
@@ -276,6 +281,8 @@ class Lambda(Provider):
         inst["polls"] += 1
         if inst["status"] == "terminating":
             if inst.get("seen_terminating"):
+                inst["status"] = "terminated"
+                self.gone.append(self._view(inst))
                 del self.insts[inst["id"]]
             inst["seen_terminating"] = True
             return

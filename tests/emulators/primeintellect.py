@@ -110,7 +110,10 @@ class PrimeIntellect(Provider):
         self.vanished.add(str(offer_id))
 
     def instances(self):
-        return [self._view(p) for p in self.pods.values()] + list(self.history)
+        return [self._view(p) for p in self.pods.values()]
+
+    def terminated(self):
+        return list(self.history)
 
     # --- handling ---------------------------------------------------------------------------
     def handle(self, req, fired):

@@ -130,7 +130,10 @@ class RunPod(Provider):
         self.vanished.add(str(offer_id))
 
     def instances(self):
-        return [self._pod_view(p) for p in self.pods.values()]
+        return [self._pod_view(p) for p in self._live()]
+
+    def terminated(self):
+        return [self._pod_view(p) for p in self.pods.values() if p["desired"] == "TERMINATED"]
 
     # --- request handling -------------------------------------------------------------------
     def handle(self, req, fired):

@@ -95,6 +95,7 @@ class Vast(Provider):
     def reset(self):
         self.offers = {}
         self.instances_by_id = {}
+        self.destroyed = []
         self.vanished = set()
         self.account_keys = []
         self.next_contract = 7835610
@@ -172,6 +173,9 @@ class Vast(Provider):
     def instances(self):
         return [self._view(i) for i in self.instances_by_id.values()]
 
+    def terminated(self):
+        return list(self.destroyed)
+
     # --- handling ---------------------------------------------------------------------------
     def handle(self, req, fired):
         kinds = {f["kind"]: f for f in fired}
@@ -211,6 +215,7 @@ class Vast(Provider):
                 if inst is None:
                     return self._no_such_instance(iid)
                 if "terminate_ignored_once" not in kinds:
+                    self.destroyed.append(self._view(inst))
                     del self.instances_by_id[iid]
                     if inst["ask"] in self.offers:
                         self.offers[inst["ask"]]["rented"] = False
