@@ -246,17 +246,19 @@ nlohmann::json prime_create_body(const CreateRequest & r) {
     nlohmann::json pod = {
         {"cloudId", d.value("cloudId", "")},
         {"gpuType", d.value("gpuType", "")},
-        {"socket", d.value("socket", "")},
         {"gpuCount", r.offer.gpu_count},
         {"name", r.name},
         {"diskSize", r.disk_gb},
         {"image", image},
-        {"dataCenterId", d.value("dataCenterId", "")},
-        {"country", d.value("country", "")},
         {"security", d.value("security", "secure_cloud")},
         {"envVars", env},
         {"maxPrice", r.offer.price_usd_per_hour_total},
     };
+    // Optional location fields are sent only when the offer named them (an empty string is a mismatch).
+    for (const char * key : {"socket", "dataCenterId", "country"}) {
+        std::string v = d.value(key, "");
+        if (!v.empty()) pod[key] = v;
+    }
     return {{"pod", pod}, {"provider", {{"type", d.value("provider", "")}}}};
 }
 

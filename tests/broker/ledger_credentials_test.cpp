@@ -1,1 +1,108 @@
+// The ledger (intent before create, outcome after) and credentials (env over file, 0600 enforced,
+// keys redacted everywhere).
+#include <sys/stat.h>
+
+#include "broker/credentials.h"
+#include "broker/ledger.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "tests/support/temp_dir.h"
+
 #include <doctest/doctest.h>
+
+using namespace broker;
+
+TEST_CASE("ledger: intent is recorded before the outcome and survives reopening") {
+    tests::TempDir dir;
+    std::string path = dir / "state/ledger.sqlite";
+    {
+        Ledger l(path);
+        LedgerEntry e;
+        e.name = "tk-r1-main-dl100";
+        e.provider = "runpod";
+        e.run_id = "r1";
+        e.deadline_unix = 100;
+        e.offer_id = "X/secure/1";
+        e.price_usd_per_hour = 2.5;
+        l.record_intent(e);
+        auto open = l.open_entries();
+        REQUIRE(open.size() == 1);
+        CHECK(open[0].state == "intent");
+        CHECK(open[0].instance_id.empty());
+    }
+    Ledger l(path);  // a crash here would leave the intent: sweep finds the instance by name
+    l.record_created("tk-r1-main-dl100", "pod-1");
+    auto found = l.find_instance("runpod", "pod-1");
+    REQUIRE(found);
+    CHECK(found->state == "created");
+    CHECK(found->deadline_unix == 100);
+    l.record_terminated("runpod", "pod-1");
+    CHECK(l.open_entries().empty());
+    CHECK(l.all().size() == 1);
+    CHECK(l.find_by_id("pod-1").size() == 1);
+}
+
+TEST_CASE("ledger: a failed attempt is closed, not left open") {
+    tests::TempDir dir;
+    Ledger l(dir / "l.sqlite");
+    LedgerEntry e;
+    e.name = "tk-r2-main-dl100";
+    e.provider = "vast";
+    l.record_intent(e);
+    l.record_failed(e.name, "capacity");
+    CHECK(l.open_entries().empty());
+    CHECK(l.all()[0].detail == "capacity");
+}
+
+TEST_CASE("credentials: a config file readable by others is refused") {
+    tests::TempDir dir;
+    std::string path = dir / "broker.yaml";
+    tests::write_file(path, "runpod:\n  api_key: \"rp-secret-123\"\n");
+    ::chmod(path.c_str(), 0644);
+    try {
+        load_config(path);
+        FAIL("expected refusal");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Auth);
+        CHECK(e.message().find("chmod 600") != std::string::npos);
+    }
+    ::chmod(path.c_str(), 0600);
+    auto cfg = load_config(path);
+    CHECK(cfg.providers.at("runpod").api_key == "rp-secret-123");
+}
+
+TEST_CASE("credentials: environment overrides the file; keys are redacted from logs") {
+    tests::TempDir dir;
+    std::string path = dir / "broker.yaml";
+    BrokerConfig cfg;
+    cfg.providers["vast"] = {"file-key-abcdef", "http://127.0.0.1:1", ""};
+    write_config(path, cfg);
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    auto loaded = load_config(path);
+    {
+        tests::EnvGuard g("VAST_API_KEY", std::nullopt);
+        auto s = resolve_provider(loaded, "vast", "VAST_API_KEY", "VAST_BASE_URL");
+        CHECK(s.api_key == "file-key-abcdef");
+        CHECK(s.base_url == "http://127.0.0.1:1");
+    }
+    tests::EnvGuard g("VAST_API_KEY", std::string("env-key-123456"));
+    auto s = resolve_provider(loaded, "vast", "VAST_API_KEY", "VAST_BASE_URL");
+    CHECK(s.api_key == "env-key-123456");
+    CHECK(common::log::redact("bad key env-key-123456 and file-key-abcdef") == "bad key [REDACTED] and [REDACTED]");
+}
+
+TEST_CASE("credentials: unknown keys in the config file are refused with file:line") {
+    tests::TempDir dir;
+    std::string path = dir / "broker.yaml";
+    tests::write_file(path, "runpod:\n  apikey: x\n");
+    ::chmod(path.c_str(), 0600);
+    try {
+        load_config(path);
+        FAIL("expected an error");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Usage);
+        CHECK(e.message().find("broker.yaml:2") != std::string::npos);
+    }
+}

@@ -1,1 +1,84 @@
+// The local provider end to end through the library: search describes this machine, create starts a
+// real sshd with its own home, readiness passes every SSH stage, terminate proves the daemon is gone.
+#include <filesystem>
+
+#include "broker/broker.h"
+#include "common/sshd_server.h"
+#include "common/subprocess.h"
+#include "tests/support/temp_dir.h"
+
 #include <doctest/doctest.h>
+
+using namespace broker;
+
+TEST_CASE("local: create, wait ready over real SSH, run a command in its own home, terminate and prove") {
+    tests::TempDir dir;
+    common::generate_ed25519_key(dir / "id", "test");
+    BrokerOptions bo;
+    bo.config_path = dir / "none.yaml";
+    bo.state_dir = dir / "state";
+    Broker b(bo);
+    OfferFilter f;
+    f.providers = {"local"};
+    auto found = b.search(f, SortKey::Price, 0);
+    REQUIRE(found.offers.size() == 1);
+    CHECK(found.offers[0].cpu_ram_gb.value_or(0) > 0);
+    CHECK(found.offers[0].vcpus.value_or(0) > 0);
+
+    CreateOptions c;
+    c.filter = f;
+    c.ssh_private_key = dir / "id";
+    c.run_id = "lt1";
+    c.gpu_check = false;
+    c.poll_interval = std::chrono::milliseconds(50);
+    c.ready_budget = std::chrono::seconds(20);
+    std::vector<std::string> stages;
+    c.on_stage = [&](ReadyStage s, const std::string &) { stages.emplace_back(stage_name(s)); };
+    auto r = b.create(c);
+    REQUIRE(r.instance.ssh);
+    CHECK(stages.back() == "ready");
+    CHECK(std::find(stages.begin(), stages.end(), "ssh-banner") != stages.end());
+    auto out = ssh_run(*r.instance.ssh, dir / "id", "echo $HOME; echo $TOOLKIT_WORKSPACE", std::chrono::seconds(10));
+    CHECK(out.exit_code == 0);
+    CHECK(out.out.find(bo.state_dir + "/local/" + r.instance.id + "/home") != std::string::npos);
+    auto entry = b.ledger().find_instance("local", r.instance.id);
+    REQUIRE(entry);
+    CHECK(entry->state == "created");
+
+    std::vector<ProviderFailure> failures;
+    CHECK(b.list({"local"}, failures).size() == 1);
+    auto t = b.terminate_and_prove("local", r.instance.id, std::chrono::seconds(5), std::chrono::milliseconds(50));
+    CHECK(t.proven);
+    CHECK(b.list({"local"}, failures).empty());
+    CHECK(b.ledger().find_instance("local", r.instance.id)->state == "terminated");
+}
+
+TEST_CASE("local: a wrong SSH key never passes auth; the instance is terminated, not left behind") {
+    tests::TempDir dir;
+    common::generate_ed25519_key(dir / "id", "test");
+    common::generate_ed25519_key(dir / "other", "test");
+    // A public key that does not match the private key used for the readiness check.
+    std::filesystem::copy_file(dir / "other.pub", dir / "id.pub", std::filesystem::copy_options::overwrite_existing);
+    BrokerOptions bo;
+    bo.config_path = dir / "none.yaml";
+    bo.state_dir = dir / "state";
+    Broker b(bo);
+    CreateOptions c;
+    c.filter.providers = {"local"};
+    c.ssh_private_key = dir / "id";
+    c.run_id = "lt2";
+    c.gpu_check = false;
+    c.poll_interval = std::chrono::milliseconds(100);
+    c.ready_budget = std::chrono::seconds(2);
+    try {
+        b.create(c);
+        FAIL("expected a readiness failure");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Auth);
+        bool terminated = false;
+        for (const auto & [k, v] : e.context()) terminated |= k == "terminated";
+        CHECK(terminated);
+    }
+    std::vector<ProviderFailure> failures;
+    CHECK(b.list({"local"}, failures).empty());
+}
