@@ -156,7 +156,7 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
     for (FileEntry * e : to_send) {
         changed.push_back(e->path);
         if (e->type == 'l') {
-            tar.add_symlink("files/" + e->path, e->link_target);
+            tar.add_symlink("files/" + e->path, e->link_target, e->mtime_ns / 1000000000);
         } else {
             tar.add_file("files/" + e->path, root.string() + "/" + e->path, e->mode, e->size, e->mtime_ns / 1000000000);
             bytes_to_send += e->size;

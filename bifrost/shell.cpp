@@ -55,7 +55,7 @@ Prologue make_prologue(const std::string & script) {
     // `read` in sh consumes stdin one line at a time and never past the marker line, so the rest of
     // stdin is still there for the command.
     p.command = std::string("sh -c 'b=; while IFS= read -r l; do if [ \"$l\" = ") + marker +
-                " ]; then unset l; eval \"$b\"; exit 255; fi; b=\"$b$l\n\"; done; "
+                " ]; then unset l; eval \"$b\"; exit; fi; b=\"$b$l\n\"; done; "
                 "echo \"bifrost: incomplete command block on stdin\" >&2; exit 255'";
     p.stdin_block = script;
     if (!p.stdin_block.empty() && p.stdin_block.back() != '\n') p.stdin_block += '\n';

@@ -90,8 +90,8 @@ TarStream::~TarStream() {
     if (md_) EVP_MD_CTX_free(static_cast<EVP_MD_CTX *>(md_));
 }
 
-void TarStream::add_symlink(std::string name, std::string target) {
-    items_.push_back({std::move(name), '2', {}, std::move(target), false, 0777, 0, 0, -1, {}});
+void TarStream::add_symlink(std::string name, std::string target, int64_t mtime_s) {
+    items_.push_back({std::move(name), '2', {}, std::move(target), false, 0777, 0, mtime_s, -1, {}});
 }
 
 void TarStream::emit_header(const Item & item, std::string & out) {

@@ -15,7 +15,7 @@ class TarStream {
 public:
     void add_file(std::string name, std::string source_path, unsigned mode, uint64_t size, int64_t mtime_s);
     void add_data(std::string name, std::string data, unsigned mode);
-    void add_symlink(std::string name, std::string target);
+    void add_symlink(std::string name, std::string target, int64_t mtime_s = 0);
     // Content computed when the entry is reached (e.g. a manifest of the hashes sent before it).
     void add_deferred(std::string name, std::function<std::string()> make, unsigned mode);
     TarStream() = default;

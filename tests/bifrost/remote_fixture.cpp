@@ -11,7 +11,14 @@
 namespace tests {
 
 RemoteFixture::RemoteFixture(std::vector<std::string> extra_config) {
-    extra_config.push_back("SetEnv HOME=" + home_dir.path());
+    // sshd honours only the first SetEnv line: add HOME to the caller's line if there is one.
+    bool merged = false;
+    for (auto & line : extra_config)
+        if (line.rfind("SetEnv ", 0) == 0) {
+            line += " HOME=" + home_dir.path();
+            merged = true;
+        }
+    if (!merged) extra_config.push_back("SetEnv HOME=" + home_dir.path());
     sshd = std::make_unique<SshdFixture>(extra_config);
     ::mkdir((state_dir.path() + "/run").c_str(), 0700);
     known_hosts_env = std::make_unique<EnvGuard>("BIFROST_KNOWN_HOSTS", state_dir.path() + "/known_hosts");
