@@ -528,6 +528,14 @@ TEST_CASE("runpod pod states, public port, TTL and errors") {
     CHECK(gql(e, kRunPodGet, {{"id", id}}).json()["data"]["pod"]["runtime"].is_null());
     CHECK(!gql(e, kRunPodGet, {{"id", id}}).json()["data"]["pod"]["runtime"].is_null());
 
+    // runtime_null on a create: that pod boots `polls` observations later (boot_polls 1 + 2).
+    e.inject({{"kind", "runtime_null"}, {"polls", 2}, {"match", {{"operation", "podFindAndDeployOnDemand"}}}});
+    json late = input;
+    late["name"] = "late";
+    std::string late_id = gql(e, kRunPodCreate, {{"input", late}}).json()["data"]["podFindAndDeployOnDemand"]["id"];
+    for (int i = 0; i < 3; ++i) CHECK(gql(e, kRunPodGet, {{"id", late_id}}).json()["data"]["pod"]["runtime"].is_null());
+    CHECK(!gql(e, kRunPodGet, {{"id", late_id}}).json()["data"]["pod"]["runtime"].is_null());
+
     // graphql_error: HTTP 200 with errors[] and data null, exactly once.
     e.inject({{"kind", "graphql_error"}, {"message", "Something broke"}, {"code", "INTERNAL_SERVER_ERROR"}});
     HttpReply err = gql(e, kRunPodGet, {{"id", id}});

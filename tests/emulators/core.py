@@ -309,7 +309,13 @@ class Emulator:
                 with self.lock:
                     self.provider.apply_vanish(f["offer_id"])
         with self.lock:
-            return self.provider.handle(req, faults)
+            try:
+                return self.provider.handle(req, faults)
+            except (ValueError, TypeError) as e:
+                # A query parameter or body field of the wrong type: the real APIs answer 400/422.
+                import traceback
+                traceback.print_exc()
+                return Response(400, self.provider.error_body(400, "invalid request: %s" % e))
 
     def _log(self, req):
         headers = {}

@@ -156,7 +156,7 @@ class RunPod(Provider):
         # this very answer).
         if "runtime_null" in kinds and req.action != "create":
             for p in self._live():
-                p["runtime_null_until"] = p["polls"] + kinds["runtime_null"]["polls"]
+                p["null_until"] = p["polls"] + kinds["runtime_null"]["polls"]
         if "instance_failed" in kinds and req.action != "create":
             for p in self._live():
                 p["desired"] = "DEAD"
@@ -215,7 +215,7 @@ class RunPod(Provider):
                     raise GraphQLFieldError("Pod is dead and cannot be resumed", "BAD_REQUEST")
                 p["desired"] = "RUNNING"
                 p["polls"] = 0
-                p["runtime_null_until"] = self.emu.config["boot_polls"]
+                p["null_until"] = 0
                 p["started_at"] = time.time()
                 return self._pod_view(p)
             if name == "updateUserSettings":
@@ -358,15 +358,16 @@ class RunPod(Provider):
                 except ValueError:
                     raise GraphQLFieldError('Invalid DateTime for %s: "%s"' % (key, inp[key]), "BAD_USER_INPUT")
         pod_id = new_id(self.emu.rng)
-        boot = self.emu.config["boot_polls"]
-        if "runtime_null" in kinds:
-            boot += kinds["runtime_null"]["polls"]
         env = inp.get("env") or []
         p = {
             "id": pod_id, "input": inp, "mutation": mutation, "gpu": g, "count": count,
             "secure": secure, "spot": spot, "cost": round(per_gpu * count, 3),
             "desired": "DEAD" if "instance_failed" in kinds else "RUNNING",
-            "polls": 0, "runtime_null_until": boot, "created_at": time.time(), "started_at": time.time(),
+            # runtime appears after boot_polls (+ a runtime_null fault's polls) observations, and not
+            # before observation null_until (runtime_null fired on a read).
+            "polls": 0, "null_until": 0,
+            "extra_boot": kinds["runtime_null"]["polls"] if "runtime_null" in kinds else 0,
+            "created_at": time.time(), "started_at": time.time(),
             "terminate_after": parse_iso(inp["terminateAfter"]) if inp.get("terminateAfter") else None,
             "stop_after": parse_iso(inp["stopAfter"]) if inp.get("stopAfter") else None,
             "env": ["%s=%s" % (e.get("key"), e.get("value")) for e in env if isinstance(e, dict)],
@@ -389,7 +390,8 @@ class RunPod(Provider):
     def _pod_view(self, p):
         inp, g, cfg = p["input"], p["gpu"], self.emu.config
         runtime = None
-        if p["desired"] == "RUNNING" and p["polls"] > p["runtime_null_until"]:
+        booted = p["polls"] > cfg["boot_polls"] + p["extra_boot"] and p["polls"] > p["null_until"]
+        if p["desired"] == "RUNNING" and booted:
             runtime = {
                 "__typename": "PodRuntime",
                 "uptimeInSeconds": int(time.time() - p["started_at"]),
