@@ -165,6 +165,9 @@ class RunPod(Provider):
         observed = set()
         try:
             for alias, name, args, field in doc.root_fields():
+                if name == "__typename":
+                    data[alias] = "Mutation" if doc.operation_type == "mutation" else "Query"
+                    continue
                 value = self._resolve_root(doc, name, args, kinds, observed)
                 data[alias] = doc.project(value, field, name)
         except GraphQLFieldError as e:
