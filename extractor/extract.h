@@ -28,6 +28,7 @@ struct ExtractOptions {
     std::string save_dtype;            // "" keeps the run dtype; else bf16/f16/f32
     bool absmax = false;               // keep the AbsmaxSink summary in the result
     bool plan_only = false;            // print the plan and estimate, load nothing
+    int warmup_batches = 0;            // run the first batch this many times untimed, without sinks
 };
 
 struct ExtractResult {
@@ -36,6 +37,7 @@ struct ExtractResult {
     double load_s = 0, forward_s = 0;
     int64_t tokens = 0, sequences = 0, batches = 0;
     uint64_t gpu_used_bytes_peak = 0;  // device memory in use (cudaMemGetInfo), sampled per batch
+    uint64_t weights_bytes = 0;        // what was loaded (all experts counted)
 };
 
 // Throws common::Error; never prints except logs and progress on stderr.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "common/error.h"
 #include "extractor/checkpoint/hf_config.h"
@@ -167,20 +168,39 @@ at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w) {
     return linear(g * u, w.down);                                                     // [B,T,H]
 }
 
+namespace {
+at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptions & opt);
+}
+
 at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt) {
-    const int64_t H = m.size(-1), E = w.router.size(0), K = opt.top_k;
-    const int64_t I = w.down.size(2);
+    // Tokens are routed independently, so chunking bounds the (token, expert) working set
+    // (S = N*K rows of gate/up/down activations) without changing a single value.
+    constexpr int64_t kMaxRoutedRows = 32768;
+    const int64_t H = m.size(-1);
     at::Tensor x = m.reshape({-1, H});                                                // [N,H]
+    const int64_t N = x.size(0), chunk = std::max<int64_t>(1, kMaxRoutedRows / std::max<int64_t>(1, opt.top_k));
+    if (N <= chunk) return moe_tokens(x, w, opt).view(m.sizes());                     // [B,T,H]
+    std::vector<at::Tensor> parts;
+    for (int64_t start = 0; start < N; start += chunk)
+        parts.push_back(moe_tokens(x.narrow(0, start, std::min(chunk, N - start)), w, opt));  // [n,H]
+    return at::cat(parts, 0).view(m.sizes());                                         // [B,T,H]
+}
+
+namespace {
+
+at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptions & opt) {
+    const int64_t H = x.size(-1), E = w.router.size(0), K = opt.top_k;
+    const int64_t I = w.down.size(2);
     const int64_t N = x.size(0);
     at::Tensor logits = at::linear(x, w.router);                                      // [N,E] activation dtype
     at::Tensor probs = at::softmax(logits, -1, at::kFloat);                           // [N,E] fp32
     auto [top_w, top_i] = at::topk(probs, K, -1);                                     // [N,K] fp32, [N,K]
     if (opt.renormalise) top_w = top_w / top_w.sum(-1, /*keepdim=*/true);            // [N,K]
-    if (opt.weights_in_activation_dtype) top_w = top_w.to(m.scalar_type());
+    if (opt.weights_in_activation_dtype) top_w = top_w.to(x.scalar_type());
 
     at::Tensor expert_of_slot = top_i.reshape({-1});                                  // [S]
     at::Tensor token_of_slot =
-        at::arange(N, at::TensorOptions().dtype(at::kLong).device(m.device())).repeat_interleave(K);  // [S]
+        at::arange(N, at::TensorOptions().dtype(at::kLong).device(x.device())).repeat_interleave(K);  // [S]
     at::Tensor perm = std::get<1>(at::sort(expert_of_slot, /*stable=*/true, 0, false));  // [S] slots by expert
     at::Tensor token_sorted = token_of_slot.index_select(0, perm);                     // [S]
     at::Tensor weight_sorted = top_w.reshape({-1}).index_select(0, perm);              // [S]
@@ -188,8 +208,8 @@ at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & op
     at::Tensor counts = at::bincount(expert_of_slot, {}, E);                           // [E]
 
     at::Tensor out;                                                                    // [S,H]
-    const bool grouped = compat::fast_paths() && compat::has_grouped_mm() && m.is_cuda() &&
-                         m.scalar_type() == at::kBFloat16 && H % 8 == 0 && I % 8 == 0;
+    const bool grouped = compat::fast_paths() && compat::has_grouped_mm() && x.is_cuda() &&
+                         x.scalar_type() == at::kBFloat16 && H % 8 == 0 && I % 8 == 0;
     if (grouped) {
         at::Tensor offs = counts.cumsum(0).to(at::kInt);                               // [E]
         at::Tensor gu = compat::grouped_mm(xs, w.gate_up.transpose(1, 2), offs);       // [S,2I]
@@ -210,10 +230,12 @@ at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & op
             start += c[e];
         }
     }
-    out = (out * weight_sorted.unsqueeze(-1)).to(m.scalar_type());                    // [S,H]
-    at::Tensor y = at::zeros({N, H}, m.options());                                     // [N,H]
+    out = (out * weight_sorted.unsqueeze(-1)).to(x.scalar_type());                    // [S,H]
+    at::Tensor y = at::zeros({N, H}, x.options());                                     // [N,H]
     y.index_add_(0, token_sorted, out);
-    return y.view(m.sizes());                                                          // [B,T,H]
+    return y;                                                                          // [N,H]
 }
+
+}  // namespace
 
 }  // namespace extractor::ops

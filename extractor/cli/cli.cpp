@@ -79,6 +79,8 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         run_cmd->add_flag("--absmax", e.absmax, "Print per-layer max |x| and |x|>=6 counts (computed on the device)");
         run_cmd->add_flag("--random-weights", e.random_weights, "Ignore safetensors; random weights from config.json alone");
         run_cmd->add_option("--weight-seed", e.weight_seed, "Seed for --random-weights")->capture_default_str();
+        run_cmd->add_option("--warmup", e.warmup_batches, "Untimed warm-up passes over the first batch (benchmarks)")
+            ->capture_default_str();
         run_cmd->add_flag("--plan", e.plan_only, "Print the placement plan and memory estimate; load nothing");
         run_cmd->add_flag("--plain-ops", [](int64_t) { compat::set_fast_paths(false); },
                           "Use the plain (libtorch 1.13) ops even where fast paths exist");

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Benchmark `extract run` against Hugging Face transformers (the peer), measured in the same run.
+
+Model: random weights in OLMoE-1B-7B's shape (16 layers, hidden 2048, 64 experts top-8, expert
+width 1024, vocab 50304; 6.9 B parameters), written as bf16 safetensors shards on local disk by
+torch (on the GPU, then saved), plus a config.json from transformers' OlmoeConfig.
+Workload: 4 sequences x 2048 tokens in one batch, ln_attn and ln_mlp of every layer captured.
+
+  load:        extract's load (plan + validate + copy to the GPU) vs
+               AutoModelForCausalLM.from_pretrained(dir, dtype=bf16, device_map="cuda"), same files,
+               both from the page cache (the files were just written; the peer loads first).
+  throughput:  tokens/s of the forward pass with captures: HF with forward hooks that keep every
+               capture on the GPU (model.model(...), no lm_head), 1 warm-up + N timed passes;
+               extract with --warmup 1 and the --absmax sink (per-dim max |x| and |x|>=6 counts kept
+               on the GPU), timed over N batches.
+  memory:      peak GPU memory. HF: torch.cuda.max_memory_reserved (allocator only). extract:
+               device memory in use (cudaMemGetInfo) sampled after every batch, which also counts
+               the CUDA context; weights = the bytes extract loads.
+Optional (--qwen3-30b): Qwen3-30B-A3B's full shape (48 layers, 128 experts, 61 GB bf16) with
+random weights generated on the GPU from config.json alone (--random-weights); reports tokens/s.
+
+Targets (issue): throughput >= 1.5x HF, load >= 3x faster, peak GPU memory <= weights + 1 GiB.
+"""
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import save_file
+
+GiB = 1 << 30
+
+
+def olmoe_config(out_dir):
+    from transformers import OlmoeConfig
+    cfg = OlmoeConfig(vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16,
+                      num_attention_heads=16, num_key_value_heads=16, num_experts=64, num_experts_per_tok=8,
+                      norm_topk_prob=False, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    cfg.architectures = ["OlmoeForCausalLM"]
+    cfg.dtype = torch.bfloat16
+    cfg.save_pretrained(out_dir)
+    return cfg
+
+
+def write_olmoe_weights(out_dir, cfg, shard_bytes=5 * GiB):
+    H, I, E, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.vocab_size, cfg.num_hidden_layers
+    names = [("model.embed_tokens.weight", (V, H)), ("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
+    for l in range(L):
+        p = f"model.layers.{l}."
+        names += [(p + "input_layernorm.weight", (H,)), (p + "post_attention_layernorm.weight", (H,)),
+                  (p + "self_attn.q_proj.weight", (H, H)), (p + "self_attn.k_proj.weight", (H, H)),
+                  (p + "self_attn.v_proj.weight", (H, H)), (p + "self_attn.o_proj.weight", (H, H)),
+                  (p + "self_attn.q_norm.weight", (H,)), (p + "self_attn.k_norm.weight", (H,)),
+                  (p + "mlp.gate.weight", (E, H))]
+        for e in range(E):
+            q = p + f"mlp.experts.{e}."
+            names += [(q + "gate_proj.weight", (I, H)), (q + "up_proj.weight", (I, H)), (q + "down_proj.weight", (H, I))]
+    shards, cur, cur_bytes = [], [], 0
+    for n, s in names:
+        b = 2
+        for d in s:
+            b *= d
+        if cur and cur_bytes + b > shard_bytes:
+            shards.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append((n, s))
+        cur_bytes += b
+    shards.append(cur)
+    weight_map, total = {}, 0
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for k, shard in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {}
+        for n, s in shard:
+            if n.endswith("norm.weight"):
+                t = torch.ones(s, dtype=torch.bfloat16)
+            else:
+                t = (torch.randn(s, device="cuda", generator=gen, dtype=torch.bfloat16) * 0.02).cpu()
+            tensors[n] = t
+            weight_map[n] = fname
+            total += t.numel() * 2
+        save_file(tensors, os.path.join(out_dir, fname), metadata={"format": "pt"})
+        del tensors
+    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
+    return total
+
+
+def hf_bench(model_dir, ids, iters):
+    from transformers import AutoModelForCausalLM
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map="cuda")
+    torch.cuda.synchronize()
+    load_s = time.perf_counter() - t0
+    model.eval()
+    caps = []
+    for layer in model.model.layers:
+        layer.input_layernorm.register_forward_hook(lambda m, i, o: caps.append(o))
+        layer.post_attention_layernorm.register_forward_hook(lambda m, i, o: caps.append(o))
+    ids = ids.cuda()
+    with torch.inference_mode():
+        model.model(input_ids=ids)
+        caps.clear()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            model.model(input_ids=ids)
+            caps.clear()  # keep only one batch of captures alive, as a streaming consumer would
+        torch.cuda.synchronize()
+        fwd_s = time.perf_counter() - t0
+    res = dict(load_s=load_s, tokens_per_s=ids.numel() * iters / fwd_s, peak_reserved_bytes=torch.cuda.max_memory_reserved(),
+               peak_allocated_bytes=torch.cuda.max_memory_allocated(), experts_implementation=str(
+                   getattr(model.config, "_experts_implementation", "?")),
+               attn_implementation=str(getattr(model.config, "_attn_implementation", "?")))
+    del model, caps
+    gc.collect()
+    torch.cuda.empty_cache()
+    return res
+
+
+def extract_bench(exe, model_dir, ids_path, seqs, batch, seq_len, extra):
+    cmd = [exe, "run", model_dir, "--tokens", ids_path, "--seq-len", str(seq_len), "--num-sequences", str(seqs),
+           "--batch-size", str(batch), "--dtype", "bf16", "--device", "cuda", "--absmax", "--warmup", "1", "--json"] + extra
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    sys.stderr.write(r.stderr[-3000:])
+    if r.returncode != 0:
+        raise RuntimeError(f"extract failed ({r.returncode}): {r.stderr[-2000:]}")
+    out = json.loads(r.stdout)
+    out.pop("absmax", None)
+    out["process_wall_s"] = wall
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--extract", required=True)
+    ap.add_argument("--work", default="/tmp/extract-bench")
+    ap.add_argument("--iters", type=int, default=4, help="timed batches (each 4 x 2048 tokens)")
+    ap.add_argument("--qwen3-30b", action="store_true")
+    ap.add_argument("--json-out", default=None)
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    mdir = os.path.join(args.work, "olmoe-shape")
+    os.makedirs(mdir, exist_ok=True)
+    results = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__)
+    import transformers
+    results["transformers"] = transformers.__version__
+    t0 = time.perf_counter()
+    cfg = olmoe_config(mdir)
+    total = write_olmoe_weights(mdir, cfg)
+    results["write_s"] = time.perf_counter() - t0
+    results["file_bytes"] = total
+    print(f"wrote {total / 1e9:.2f} GB of bf16 safetensors in {results['write_s']:.1f} s", flush=True)
+
+    batch, seq_len = 4, 2048
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (batch * args.iters, seq_len), generator=g)
+    ids_path = os.path.join(args.work, "ids.json")
+    with open(ids_path, "w") as f:
+        json.dump(ids.tolist(), f)
+
+    results["hf"] = hf_bench(mdir, ids[:batch], args.iters)
+    print("HF:", json.dumps(results["hf"]), flush=True)
+    results["extract"] = extract_bench(args.extract, mdir, ids_path, batch * args.iters, batch, seq_len, [])
+    print("extract:", json.dumps(results["extract"]), flush=True)
+
+    hf, ex = results["hf"], results["extract"]
+    weights = ex.get("weights_bytes") or 0
+    ratios = dict(throughput=ex["tokens_per_s"] / hf["tokens_per_s"], load_speedup=hf["load_s"] / ex["load_s"])
+    results["ratios"] = ratios
+    print("\n| metric | extract | HF transformers | ratio | target |")
+    print("|---|---|---|---|---|")
+    print(f"| forward+capture tokens/s (4x2048, all layers, both sites) | {ex['tokens_per_s']:.0f} | {hf['tokens_per_s']:.0f} | "
+          f"{ratios['throughput']:.2f}x | >= 1.5x |")
+    print(f"| load to GPU, s | {ex['load_s']:.2f} | {hf['load_s']:.2f} | {ratios['load_speedup']:.2f}x faster | >= 3x |")
+    print(f"| peak GPU memory | {ex['gpu_used_bytes_peak'] / GiB:.2f} GiB in use (cudaMemGetInfo) | "
+          f"{hf['peak_reserved_bytes'] / GiB:.2f} GiB reserved | | <= weights + 1 GiB |")
+    print(f"weights loaded by extract: {ex.get('weights_bytes', 0) / GiB:.2f} GiB; "
+          f"peak - weights = {(ex['gpu_used_bytes_peak'] - ex.get('weights_bytes', 0)) / GiB:.2f} GiB (includes the CUDA context)")
+    del weights
+
+    if args.qwen3_30b:
+        qdir = os.path.join(args.work, "qwen3-30b-a3b-shape")
+        os.makedirs(qdir, exist_ok=True)
+        from transformers import Qwen3MoeConfig
+        q = Qwen3MoeConfig(vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+                           num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                           num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, max_position_embeddings=40960,
+                           rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=False)
+        q.architectures = ["Qwen3MoeForCausalLM"]
+        q.dtype = torch.bfloat16
+        q.save_pretrained(qdir)
+        try:
+            results["qwen3_30b"] = extract_bench(args.extract, qdir, ids_path, batch * 2, batch, seq_len,
+                                                 ["--random-weights"])
+            print("Qwen3-30B-A3B shape (random weights):", json.dumps(results["qwen3_30b"]), flush=True)
+        except Exception as e:
+            results["qwen3_30b"] = dict(error=str(e)[-1500:])
+            print("Qwen3-30B-A3B run failed:", e, flush=True)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
