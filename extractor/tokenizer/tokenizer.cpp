@@ -196,7 +196,8 @@ std::unique_ptr<Normalizer> make_normalizer(const json & j, const std::string & 
         compile(pattern, where + ".pattern");  // validate now, with the field name
         return std::make_unique<ReplaceNormalizer>(pattern, get_string(j, "content", where));
     }
-    if (type == "Strip") return std::make_unique<StripNormalizer>(get_bool(j, "left", where, true), get_bool(j, "right", where, true));
+    if (type == "Strip")
+        return std::make_unique<StripNormalizer>(get_bool(j, "strip_left", where, true), get_bool(j, "strip_right", where, true));
     if (type == "Sequence") {
         const json & list = require(j, "normalizers", where);
         if (!list.is_array()) fail(where + ".normalizers", "expected a list");

@@ -280,6 +280,19 @@ TEST_CASE("tokenizer: malformed tokenizer.json names the file and the field") {
     CHECK(load_error("[]").find("top level") != std::string::npos);
 }
 
+TEST_CASE("tokenizer: Strip, Prepend and Replace normalizers run in sequence") {
+    json j = byte_level_fixture(true);
+    j["pre_tokenizer"] = nullptr;
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", json::array({{{"type", "Strip"}, {"strip_left", true}, {"strip_right", false}},
+                                                    {{"type", "Replace"}, {"pattern", {{"String", "c"}}}, {"content", "b"}},
+                                                    {{"type", "Prepend"}, {"prepend", "a"}}})}};
+    // "\u3000 cab" -> strip left -> "cab" -> replace c by b -> "bab" -> prepend a -> "abab" -> [ab, ab].
+    CHECK(load(j).encode("\xE3\x80\x80 cab") == Ids{3, 3});
+    // Prepend leaves empty text alone.
+    CHECK(load(j).encode("") == Ids{});
+}
+
 TEST_CASE("tokenizer: a missing file is a not-found error naming the path") {
     try {
         Tokenizer::from_file("/nonexistent/dir/tokenizer.json");
