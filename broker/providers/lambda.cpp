@@ -246,7 +246,10 @@ Instance lambda_parse_instance(const nlohmann::json & d) {
     if (ip.empty()) ip = json_string(d, "hostname");  // the predecessor's fallback
     // The real API has no port (always 22); the test emulator adds x_emulator_ssh_port when its
     // sshd listens elsewhere.
-    if (!ip.empty()) i.ssh = SshEndpoint{ip, json_int(d, "x_emulator_ssh_port", 22), "ubuntu"};
+    if (!ip.empty()) {
+        std::string user = json_string(d, "x_emulator_ssh_user");  // likewise test-only; real Lambda is ubuntu
+        i.ssh = SshEndpoint{ip, json_int(d, "x_emulator_ssh_port", 22), user.empty() ? "ubuntu" : user};
+    }
     return i;
 }
 

@@ -1,0 +1,228 @@
+// The CLI under the emulators' faults: latency, 429 with Retry-After, 500, GraphQL errors inside a
+// 200, capacity errors with fallthrough, runtime null for the first polls, a vanished offer, a
+// terminate that leaves the instance running once, dropped connections, malformed JSON; and bad
+// input: unknown provider, impossible filter, missing or wrong key, unreachable API.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <thread>
+
+#include "common/sshd_server.h"
+#include "tests/broker/cli_support.h"
+
+#include <doctest/doctest.h>
+
+using namespace broker_tests;
+using json = nlohmann::json;
+
+TEST_CASE("faults runpod: a GraphQL error inside HTTP 200 is an error, not an empty result") {
+    tests::Emulator emu("runpod", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    emu.inject({{"kind", "graphql_error"}, {"message", "Something broke upstream"}, {"count", 2}});
+    auto r = cli.run({"search", "--provider", "runpod"});
+    CHECK(r.exit_code == 6);
+    CHECK(r.err.find("Something broke upstream") != std::string::npos);
+}
+
+TEST_CASE("faults runpod: capacity errors fall through to the next offer; runtime null for the first polls") {
+    tests::SshdFixture sshd;
+    tests::Emulator emu("runpod", {.api_key = kKey});
+    back_with_sshd(emu, sshd, 1);
+    Cli cli;
+    cli.use(emu);
+    emu.inject({{"kind", "capacity"}, {"count", 1}});
+    emu.inject({{"kind", "runtime_null"}, {"polls", 3}, {"match", {{"operation", "podFindAndDeployOnDemand"}}}});
+    auto r = cli.run({"--json", "create", "--provider", "runpod", "--gpus", "1", "--ssh-key", sshd.client_key(),
+                      "--no-gpu-check", "--max-attempts", "3"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    json c = json::parse(r.out);
+    REQUIRE(c["attempts"].size() == 2);
+    CHECK(c["attempts"][0]["outcome"].get<std::string>().rfind("capacity", 0) == 0);
+    CHECK(c["ready"] == true);
+    CHECK(count_requests(emu, "create") == 2);
+    cli.json({"instances", "terminate", "runpod:" + c["id"].get<std::string>(), "--yes"});
+}
+
+TEST_CASE("faults: capacity on every attempt ends in exit 4 after the bounded number of offers") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    emu.inject({{"kind", "capacity"}, {"count", 10}});
+    auto r = cli.run({"create", "--provider", "vast", "--gpu", "4090", "--ssh-key", cli.dir() / "id", "--max-attempts", "2"});
+    CHECK(r.exit_code == 4);
+    CHECK(count_requests(emu, "create") == 2);
+    CHECK(r.err.find("no capacity after 2 offer(s)") != std::string::npos);
+}
+
+TEST_CASE("faults vast: 429 with Retry-After and a 500 are retried; latency is tolerated") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    emu.inject({{"kind", "http_status"}, {"status", 429}, {"retry_after_s", 1}, {"count", 1}});
+    emu.inject({{"kind", "http_status"}, {"status", 500}, {"count", 1}});
+    emu.inject({{"kind", "latency"}, {"latency_ms", 300}, {"count", 1}});
+    auto start = std::chrono::steady_clock::now();
+    auto r = cli.run({"--json", "search", "--provider", "vast", "--gpu", "h100"});
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(!json::parse(r.out).empty());
+    CHECK(count_requests(emu, "search") == 3);
+    CHECK(took >= 1.0);  // the Retry-After second was honoured
+}
+
+TEST_CASE("faults vast: an offer that vanished before the rent is a capacity error (exit 4)") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    json rows = cli.json({"search", "--provider", "vast", "--gpu", "4090", "--gpus", "1"});
+    REQUIRE(!rows.empty());
+    std::string id = rows[0]["offer_id"];
+    emu.inject({{"kind", "vanish_offer"}, {"offer_id", std::stoll(id)}, {"count", 100}});
+    auto r = cli.run({"create", "--offer", "vast:" + id, "--ssh-key", cli.dir() / "id"});
+    CHECK(r.exit_code == 4);
+    CHECK(r.err.find(id) != std::string::npos);
+    CHECK(count_requests(emu, "create") == 0);  // re-checked at rent time: no blind create
+}
+
+TEST_CASE("faults lambda: a terminate that leaves the instance running once is re-sent and proven") {
+    tests::Emulator emu("lambda", {.api_key = kKey});
+    emu.configure({{"boot_polls", 1}});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    json c = cli.json({"create", "--provider", "lambda", "--gpu", "a10", "--ssh-key", cli.dir() / "id", "--no-wait"});
+    std::string ref = "lambda:" + c["id"].get<std::string>();
+    emu.inject({{"kind", "terminate_ignored_once"}});
+    json t = cli.json({"instances", "terminate", ref, "--yes"});
+    CHECK(t[0]["proven"] == true);
+    CHECK(count_requests(emu, "terminate") >= 2);
+}
+
+TEST_CASE("faults runpod: a terminate that never takes is reported as leak risk (exit 10)") {
+    tests::SshdFixture sshd;
+    tests::Emulator emu("runpod", {.api_key = kKey});
+    back_with_sshd(emu, sshd, 1);
+    Cli cli;
+    cli.use(emu);
+    json c = cli.json({"create", "--provider", "runpod", "--gpus", "1", "--ssh-key", sshd.client_key(), "--no-wait"});
+    std::string ref = "runpod:" + c["id"].get<std::string>();
+    emu.inject({{"kind", "terminate_ignored_once"}, {"count", 1000}});
+    auto r = cli.run({"instances", "terminate", ref, "--yes", "--prove-timeout", "1s"});
+    CHECK(r.exit_code == 10);
+    CHECK(r.err.find("may still bill") != std::string::npos);
+    emu.reset();  // clears faults and instances
+}
+
+TEST_CASE("faults primeintellect: malformed JSON is a network error; a dropped create is looked up by name, not resent") {
+    tests::Emulator emu("primeintellect", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    emu.inject({{"kind", "malformed_json"}, {"count", 5}});
+    auto r = cli.run({"search", "--provider", "primeintellect"});
+    CHECK(r.exit_code == 6);
+    CHECK(r.err.find("not JSON") != std::string::npos);
+    emu.reset();
+    emu.inject({{"kind", "drop_connection"}, {"match", {{"action", "create"}}}, {"count", 1}});
+    r = cli.run({"create", "--provider", "primeintellect", "--gpu", "4090", "--gpus", "1", "--ssh-key", cli.dir() / "id",
+                 "--no-wait"});
+    CHECK(r.exit_code == 6);
+    CHECK(count_requests(emu, "create") == 1);  // never resent blindly
+    CHECK(count_requests(emu, "list") >= 1);    // looked up by name instead
+}
+
+TEST_CASE("faults: one failing provider is reported, the others still answer") {
+    tests::Emulator runpod("runpod", {.api_key = kKey});
+    tests::Emulator vast("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(runpod);
+    cli.use(vast);
+    runpod.inject({{"kind", "http_status"}, {"status", 503}, {"count", 100}});
+    auto r = cli.run({"--json", "search", "--gpus", "1"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    json rows = json::parse(r.out);
+    REQUIRE(!rows.empty());
+    for (const auto & row : rows) CHECK(row["provider"] == "vast");
+    CHECK(r.err.find("runpod: skipped") != std::string::npos);
+}
+
+TEST_CASE("bad input: wrong key is exit 3 on every cloud, and the key never appears in any output") {
+    for (const auto & c : clouds()) {
+        tests::Emulator emu(c.name, {.api_key = kKey});
+        Cli cli;
+        cli.use(emu, "wrong-key-SECRET-4242");
+        auto r = cli.run({"--json", "-vv", "search", "--provider", c.name});
+        INFO(c.name, ": ", r.err);
+        CHECK(r.exit_code == 3);
+        CHECK(r.err.find("wrong-key-SECRET-4242") == std::string::npos);
+        CHECK(r.out.find("wrong-key-SECRET-4242") == std::string::npos);
+        json err = json::parse(r.err.substr(r.err.rfind("{\"error\"")));
+        CHECK(err["error"]["kind"] == "auth");
+    }
+}
+
+TEST_CASE("bad input: missing key, unknown provider, impossible filter, unreachable API") {
+    Cli cli;
+    auto r = cli.run({"search", "--provider", "runpod"});
+    CHECK(r.exit_code == 3);
+    CHECK(r.err.find("RUNPOD_API_KEY") != std::string::npos);
+    r = cli.run({"search", "--provider", "aws"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("valid providers") != std::string::npos);
+    r = cli.run({"search", "--provider", "local", "--gpus", "0"});
+    CHECK(r.exit_code == 2);
+    r = cli.run({"search", "--provider", "local", "--spot", "--on-demand"});
+    CHECK(r.exit_code == 2);
+    cli.set("VAST_API_KEY", kKey);
+    cli.set("VAST_BASE_URL", "http://127.0.0.1:" + std::to_string(common::pick_free_port()));
+    r = cli.run({"search", "--provider", "vast"});
+    CHECK(r.exit_code == 6);
+    CHECK(r.err.find("no response") != std::string::npos);
+}
+
+TEST_CASE("sweep: an instance past its deadline is terminated; one created elsewhere is adopted") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    emu.configure({{"boot_polls", 1}});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    json c = cli.json({"create", "--provider", "vast", "--gpu", "4090", "--ssh-key", cli.dir() / "id", "--no-wait",
+                       "--max-lifetime", "1s"});
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    // A second machine's ledger has never seen it: sweep adopts it and terminates it.
+    Cli other;
+    other.use(emu);
+    json actions = other.json({"sweep", "--provider", "vast"});
+    bool adopted = false, terminated = false;
+    for (const auto & a : actions) {
+        adopted |= a["action"] == "adopted";
+        terminated |= a["action"] == "terminated" && a["id"] == c["id"];
+    }
+    CHECK(adopted);
+    CHECK(terminated);
+    CHECK(cli.json({"instances", "list", "--provider", "vast"}).empty());
+    // The first ledger still says "created": its sweep marks it gone.
+    json mine = cli.json({"sweep", "--provider", "vast"});
+    REQUIRE(mine.size() == 1);
+    CHECK(mine[0]["action"] == "gone");
+}
+
+TEST_CASE("init: writes a 0600 config from the environment; the broker then uses it") {
+    tests::Emulator emu("runpod", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    json w = cli.json({"init"});
+    CHECK(w["providers"][0] == "runpod");
+    CHECK(cli.run({"init"}).exit_code == 2);  // no silent overwrite
+    Cli fresh;  // no env keys, only the file
+    fresh.set("BROKER_CONFIG", cli.dir() / "broker.yaml");
+    CHECK(!fresh.json({"search", "--provider", "runpod"}).empty());
+    ::chmod((cli.dir() / "broker.yaml").c_str(), 0644);
+    CHECK(fresh.run({"search", "--provider", "runpod"}).exit_code == 3);
+}
