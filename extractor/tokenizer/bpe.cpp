@@ -108,7 +108,7 @@ void BpeModel::merge_uncached(std::string_view word, std::vector<int32_t> & out)
 
     // 1. One symbol per char (with continuing_subword_prefix / end_of_word_suffix), else byte
     //    fallback <0xNN> tokens, else unk (fused when fuse_unk).
-    std::optional<int32_t> pending_unk;
+    int32_t pending_unk = -1;  // an unk id not yet pushed (fuse_unk grows it)
     std::string symbol_text;
     std::size_t i = 0;
     while (i < word.size()) {
@@ -126,9 +126,9 @@ void BpeModel::merge_uncached(std::string_view word, std::vector<int32_t> & out)
             key = symbol_text;
         }
         if (auto it = vocab_.find(key); it != vocab_.end()) {
-            if (pending_unk) {
-                push(*pending_unk);
-                pending_unk.reset();
+            if (pending_unk >= 0) {
+                push(pending_unk);
+                pending_unk = -1;
             }
             push(it->second);
             continue;
@@ -145,12 +145,12 @@ void BpeModel::merge_uncached(std::string_view word, std::vector<int32_t> & out)
             if (!unk_id_) {
                 throw std::runtime_error("unk_token \"" + *options_.unk_token + "\" is not in the vocabulary");
             }
-            if (pending_unk && !options_.fuse_unk) push(*pending_unk);
+            if (pending_unk >= 0 && !options_.fuse_unk) push(pending_unk);
             pending_unk = *unk_id_;
         }
         // No unk token: HF drops the char silently.
     }
-    if (pending_unk) push(*pending_unk);
+    if (pending_unk >= 0) push(pending_unk);
     if (symbols.empty()) return;
     symbols.back().next = -1;
 

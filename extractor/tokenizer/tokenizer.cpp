@@ -306,7 +306,7 @@ public:
         std::vector<Piece> split;
         std::vector<std::pair<std::size_t, std::size_t>> m;
         for (Piece & p : pieces) {
-            if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) p.text.insert(0, " ");
+            if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) p.text = " " + p.text;
             if (regex_) {
                 m.clear();
                 regex_->find_all(p.text, m);
@@ -1157,8 +1157,18 @@ std::string Tokenizer::token_text(int32_t id) const {
         bytes = *raw;
         if (!added && bytes.size() == 6 && bytes.compare(0, 3, "<0x") == 0 && bytes[5] == '>')
             bytes = std::string(1, static_cast<char>(std::stoi(bytes.substr(3, 2), nullptr, 16)));
-        else if (!added)
-            for (std::size_t k; (k = bytes.find("\xE2\x96\x81")) != std::string::npos;) bytes.replace(k, 3, " ");
+        else if (!added) {
+            std::string spaced;  // Metaspace "▁" shown as the space it stands for
+            for (std::size_t k = 0; k < bytes.size();) {
+                if (bytes.compare(k, 3, "\xE2\x96\x81") == 0) {
+                    spaced += ' ';
+                    k += 3;
+                } else {
+                    spaced += bytes[k++];
+                }
+            }
+            bytes = std::move(spaced);
+        }
     }
     // Printable form: valid UTF-8 kept, other bytes and control chars escaped.
     std::string out;

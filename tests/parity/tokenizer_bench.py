@@ -25,7 +25,7 @@ def main():
     args = ap.parse_args()
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    with open(args.text, encoding="utf-8", errors="replace") as f:
+    with open(args.text, encoding="utf-8", errors="replace", newline="") as f:  # keep \r as is, like ours
         text = f.read()
     rows = []
     for path in args.tokenizer_json:
