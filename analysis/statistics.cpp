@@ -22,7 +22,28 @@ std::vector<int> Statistics::layers() const {
     return {seen.begin(), seen.end()};
 }
 
+std::string model_label(const nlohmann::json & metadata) {
+    if (!metadata.is_object() || !metadata.contains("model")) return "";
+    const auto & m = metadata["model"];
+    if (m.is_string()) return m.get<std::string>();
+    if (m.is_object()) {
+        std::string dir = m.value("dir", std::string());
+        while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+        const auto slash = dir.find_last_of('/');
+        if (!dir.empty()) return slash == std::string::npos ? dir : dir.substr(slash + 1);
+        return m.value("model_type", std::string());
+    }
+    return "";
+}
+
 namespace {
+
+// What identifies the model for merging: the checkpoint fingerprint when recorded, else the name.
+std::string model_identity(const nlohmann::json & metadata) {
+    if (metadata.is_object() && metadata.contains("checkpoint_fingerprint_sha256") && metadata["checkpoint_fingerprint_sha256"].is_string())
+        return metadata["checkpoint_fingerprint_sha256"].get<std::string>();
+    return model_label(metadata);
+}
 
 [[noreturn]] void refuse(const std::string & a_name, const std::string & b_name, const std::string & why) {
     throw common::Error::usage("cannot merge " + b_name + " into " + a_name + ": " + why +
@@ -76,10 +97,10 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
     if (a.massive_top_k != b.massive_top_k) refuse(a_name, b_name, "massive-activation top-k differs");
     if (a.sites != b.sites)
         refuse(a_name, b_name, "captured sites differ (" + site_list_text(a.sites) + " vs " + site_list_text(b.sites) + ")");
-    const auto model_a = a.metadata.value("model", std::string());
-    const auto model_b = b.metadata.value("model", std::string());
+    const auto model_a = model_identity(a.metadata);
+    const auto model_b = model_identity(b.metadata);
     if (!model_a.empty() && !model_b.empty() && model_a != model_b)
-        refuse(a_name, b_name, "model " + model_a + " vs " + model_b);
+        refuse(a_name, b_name, "model " + model_label(a.metadata) + " (" + model_a + ") vs " + model_label(b.metadata) + " (" + model_b + ")");
 
     std::set<int64_t> seen;
     for (const auto & s : a.per_sequence) seen.insert(s.sequence_index);

@@ -105,6 +105,10 @@ struct Statistics {
     std::vector<int> layers() const;
 };
 
+// A short model name from run metadata: "model" as a string, or the extractor's model object
+// (its dir's last component, else model_type); "" when absent.
+std::string model_label(const nlohmann::json & metadata);
+
 // Combines b into a (a := a ⊕ b). Associative and, up to metadata, commutative: sums, maxima,
 // sequence records concatenated and sorted. Throws common::Error (usage) naming `a_name`/`b_name`
 // when they were counted differently (threshold, rounding, hidden size, sites, model) or share a

@@ -1,0 +1,130 @@
+// `analyze`: the only CLI11 translation unit of the program. Wires every verb's flags into its
+// options struct and calls the verb (one file per verb under analysis/cli/). `analyze RUN_DIR` is
+// short for `analyze run RUN_DIR`.
+#include "analysis/cli/verbs.h"
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/program.h"
+
+#include <CLI/CLI.hpp>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+void add_criteria(CLI::App * cmd, analysis::cli::CriteriaOptions & c) {
+    cmd->add_option("--mode", c.mode, "Criteria: predecessor (the Python pipeline's exact counting), paper (LLM.int8()), both")
+        ->check(CLI::IsMember({"predecessor", "paper", "both"}))
+        ->capture_default_str();
+    cmd->add_option("--layer-fraction", c.layer_fraction, "Override the layer fraction (default 0.25, inclusive)")->check(CLI::Range(0.0, 1.0));
+    cmd->add_option("--position-fraction", c.position_fraction, "Override the position fraction (default 0.06, inclusive)")->check(CLI::Range(0.0, 1.0));
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    bool json = false;
+    common::install_interrupt_handlers();
+    return common::run_program("analyze", &json, [&]() -> int {
+        // `analyze RUN_DIR ...` = `analyze run RUN_DIR ...`.
+        std::vector<std::string> args(argv, argv + argc);
+        static const char * verbs[] = {"run", "merge", "report", "compare"};
+        if (args.size() > 1 && args[1][0] != '-' &&
+            std::none_of(std::begin(verbs), std::end(verbs), [&](const char * v) { return args[1] == v; }))
+            args.insert(args.begin() + 1, "run");
+        std::vector<char *> cargs;
+        for (auto & a : args) cargs.push_back(a.data());
+
+        CLI::App app{"analyze: LLM.int8()-style outlier features from captured layer-norm outputs.\n"
+                     "Examples:\n"
+                     "  analyze runs/olmoe                       # statistics, outliers.json, report.md, plots\n"
+                     "  analyze merge a.stats.cbor b.stats.cbor -o all.stats.cbor\n"
+                     "  analyze report runs/olmoe/analysis/outliers.json\n"
+                     "  analyze compare */analysis/outliers.json --params OLMoE-1B-7B=6.9B -o sweep"};
+        app.require_subcommand(1);
+        app.fallthrough();  // global flags (--json, -v) also after the verb
+        int verbose = 0;
+        bool quiet = false;
+        app.add_flag("--json", json, "JSON on stdout (and errors as JSON on stderr)");
+        app.add_flag("-v,--verbose", verbose, "More logging (repeatable)");
+        app.add_flag("-q,--quiet", quiet, "Warnings and errors only");
+
+        analysis::cli::RunOptions run;
+        double threshold = 6.0;
+        bool native = false, no_plots_run = false, no_histogram = false;
+        auto * run_cmd = app.add_subcommand("run", "Analyse a saved extract run directory (also: analyze RUN_DIR)\n"
+                                                   "Example: analyze runs/olmoe --mode predecessor --massive 8");
+        run_cmd->add_option("run_dir", run.run_dir, "Run directory written by `extract run --out`")->required();
+        run_cmd->add_option("-o,--out", run.out_dir, "Output directory (default RUN_DIR/analysis)");
+        run_cmd->add_option("--device", run.device, "Device to analyse on: cpu, cuda, cuda:1")->capture_default_str();
+        run_cmd->add_option("--tokenizer", run.tokenizer, "tokenizer.json for token strings (default: the run's tokenizer)");
+        run_cmd->add_option("--threshold", threshold, "Magnitude threshold, inclusive")->capture_default_str();
+        run_cmd->add_flag("--native-precision", native, "Threshold the stored values as they are (default: round to bf16 first, as the predecessor)");
+        run_cmd->add_option("--massive", run.accumulate.massive_top_k, "Keep the top-K residual |x| per layer (needs residual captures)");
+        run_cmd->add_option("--token-dims", run.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->capture_default_str();
+        run_cmd->add_flag("--no-histogram", no_histogram, "Skip the magnitude histogram");
+        run_cmd->add_flag("--no-plots", no_plots_run, "Write JSON and markdown only");
+        add_criteria(run_cmd, run.criteria);
+
+        analysis::cli::MergeOptions merge;
+        auto * merge_cmd = app.add_subcommand("merge", "Merge statistics files (batches, workers, runs over other sequences)\n"
+                                                       "Example: analyze merge w0/analysis/outliers.stats.cbor w1/analysis/outliers.stats.cbor -o all.stats.cbor");
+        merge_cmd->add_option("inputs", merge.inputs, "Statistics files (*.stats.cbor)")->required()->check(CLI::ExistingFile);
+        merge_cmd->add_option("-o,--out", merge.output, "Merged statistics file")->required();
+
+        analysis::cli::ReportVerbOptions report;
+        bool no_plots_report = false;
+        auto * report_cmd = app.add_subcommand("report", "Regenerate report.md and plots from outliers.json, or everything from a statistics file\n"
+                                                         "Example: analyze report all.stats.cbor --mode paper -o merged");
+        report_cmd->add_option("input", report.input, "outliers.json or *.stats.cbor")->required()->check(CLI::ExistingFile);
+        report_cmd->add_option("-o,--out", report.out_dir, "Output directory (default: the input's folder)");
+        report_cmd->add_option("--tokenizer", report.tokenizer, "tokenizer.json for token strings (statistics input)");
+        report_cmd->add_flag("--no-plots", no_plots_report, "Markdown only");
+        add_criteria(report_cmd, report.criteria);
+
+        analysis::cli::CompareVerbOptions compare;
+        bool no_plots_compare = false;
+        auto * compare_cmd = app.add_subcommand("compare", "Compare models: outliers, mean layer %, mean position % vs parameters\n"
+                                                           "Example: analyze compare a/outliers.json b/outliers.json --params OLMoE-1B-7B-0125=6.9B -o sweep");
+        compare_cmd->add_option("inputs", compare.inputs, "Result files (outliers.json)")->required()->check(CLI::ExistingFile);
+        compare_cmd->add_option("-o,--out", compare.out_dir, "Also write comparison.json, comparison.md and plots here");
+        compare_cmd->add_option("--mode", compare.mode, "Which mode's numbers to compare")
+            ->check(CLI::IsMember({"predecessor", "paper"}))
+            ->capture_default_str();
+        compare_cmd->add_option("--params", compare.params, "LABEL=COUNT parameter counts (7B, 1.3e9, 300M); LABEL = model name or file");
+        compare_cmd->add_flag("--no-plots", no_plots_compare, "Tables only");
+
+        try {
+            app.parse(static_cast<int>(cargs.size()), cargs.data());
+        } catch (const CLI::CallForHelp & h) {
+            return app.exit(h);
+        } catch (const CLI::CallForAllHelp & h) {
+            return app.exit(h);
+        } catch (const CLI::ParseError & pe) {
+            throw common::Error::usage(pe.what() + std::string("; see analyze --help"));
+        }
+        common::log::set_verbosity(verbose, quiet);
+        common::Output out(json ? common::OutputFormat::Json : common::OutputFormat::Table);
+
+        if (run_cmd->parsed()) {
+            run.accumulate.threshold = threshold;
+            run.accumulate.round_bf16 = !native;
+            run.accumulate.histogram = !no_histogram;
+            run.plots = !no_plots_run;
+            return analysis::cli::run_analyze_run(run, out);
+        }
+        if (merge_cmd->parsed()) return analysis::cli::run_merge(merge, out);
+        if (report_cmd->parsed()) {
+            report.plots = !no_plots_report;
+            return analysis::cli::run_report(report, out);
+        }
+        if (compare_cmd->parsed()) {
+            compare.plots = !no_plots_compare;
+            return analysis::cli::run_compare(compare, out);
+        }
+        throw common::Error::usage("no verb given; see analyze --help");
+    });
+}

@@ -1,0 +1,44 @@
+// analyze RUN_DIR: replay a saved extract run through the streaming accumulator and write the
+// statistics, result JSON, report and plots (the same finalize_run as `extract --analyze`).
+#include "analysis/cli/verbs.h"
+
+#include "common/error.h"
+#include "common/log.h"
+
+#ifdef TOOLKIT_ANALYSIS_HAS_RUN_READER
+#include "analysis/run_reader.h"
+#endif
+
+#include <filesystem>
+
+namespace analysis::cli {
+
+int run_analyze_run(const RunOptions & o, const common::Output & out) {
+#ifdef TOOLKIT_ANALYSIS_HAS_RUN_READER
+    OutlierAccumulator acc(o.accumulate);
+    const auto report = o.criteria.report_options();  // validate flags before reading gigabytes
+    const auto meta = replay_run(o.run_dir, acc, o.device);
+    auto stats = acc.statistics(meta);
+    stats.metadata["sources"] = nlohmann::json::array({std::filesystem::absolute(o.run_dir).string()});
+
+    std::string tokenizer = o.tokenizer;
+    if (tokenizer.empty() && meta.contains("tokenizer") && meta["tokenizer"].is_object()) {
+        const auto path = meta["tokenizer"].value("path", std::string());
+        if (!path.empty() && std::filesystem::exists(path)) tokenizer = path;
+    }
+    FinalizeOptions f;
+    f.out_dir = o.out_dir.empty() ? o.run_dir + "/analysis" : o.out_dir;
+    f.report = report;
+    f.token_text = load_token_text(tokenizer);
+    f.plots = o.plots;
+    const auto outcome = finalize_run(stats, f);
+    print_summary(outcome, out);
+    return 0;
+#else
+    (void)out;
+    throw common::Error::usage("analyze: " + o.run_dir +
+                               ": this build cannot read saved runs (built without the extractor's safetensors reader)");
+#endif
+}
+
+}  // namespace analysis::cli

@@ -1,0 +1,79 @@
+// Turning statistics into what people read: the versioned result JSON (report_json.cpp), the
+// markdown report (report_markdown.cpp), gnuplot plots (plots.cpp), the cross-model comparison
+// (compare.cpp), and finalize_run(), which the fused `extract --analyze` path and `analyze RUN_DIR`
+// both call at the end. The result JSON holds everything the report and plots need, so
+// `analyze report RESULT.json` regenerates them on any machine (a GPU box may lack gnuplot).
+#pragma once
+
+#include "analysis/statistics.h"
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace analysis {
+
+inline constexpr const char * kResultSchema = "toolkit.analysis.result";
+inline constexpr int kResultVersion = 1;
+inline constexpr const char * kComparisonSchema = "toolkit.analysis.comparison";
+
+// Token id -> readable text (the tokenizer's token_text). Empty function: ids only.
+using TokenText = std::function<std::string(int64_t)>;
+
+struct ReportOptions {
+    std::vector<std::string> modes = {"predecessor", "paper"};
+    std::optional<double> layer_fraction;     // overrides every mode's value (mode becomes "custom")
+    std::optional<double> position_fraction;
+    int top_tokens = 10;        // token strings per outlier feature
+    int profile_dims = 12;      // dims whose per-site profiles go into the JSON (for plots)
+    int max_entries = 100000;   // cap on the per-entry list in the JSON (the count is always exact)
+    double massive_min_abs = 100;     // massive activation: |x| >= this ...
+    double massive_min_ratio = 1000;  // ... and >= this times the sequence's median |x|
+};
+
+nlohmann::json build_result(const Statistics & stats, const ReportOptions & options, const TokenText & token_text);
+// Checks schema and version; names the file in the error.
+nlohmann::json load_result(const std::string & path);
+// Writes text through a temporary file renamed into place.
+void write_text_file(const std::string & path, const std::string & text);
+
+std::string render_markdown(const nlohmann::json & result, const std::vector<std::string> & plot_files);
+
+struct PlotOutcome {
+    bool produced = false;
+    std::string skipped_reason;       // why no plots (no gnuplot, gnuplot failed)
+    std::vector<std::string> files;   // PNG and SVG paths written
+};
+// Writes outliers_heatmap, magnitude_by_layer and magnitude_distribution (.png and .svg) into dir.
+PlotOutcome write_plots(const nlohmann::json & result, const std::string & dir);
+// True when `gnuplot` runs and has both the png and svg terminals.
+bool gnuplot_available(std::string * why = nullptr);
+
+// Cross-model comparison: one row per result (outlier count, mean layer %, mean position %, params).
+struct CompareOptions {
+    std::string mode = "predecessor";
+    std::vector<std::pair<std::string, double>> params;  // label -> parameter count, overriding metadata
+};
+nlohmann::json build_comparison(const std::vector<std::pair<std::string, nlohmann::json>> & results,
+                                const CompareOptions & options);
+std::string render_comparison_markdown(const nlohmann::json & comparison, const std::vector<std::string> & plot_files);
+PlotOutcome write_comparison_plots(const nlohmann::json & comparison, const std::string & dir);
+
+struct FinalizeOptions {
+    std::string out_dir;
+    ReportOptions report;
+    TokenText token_text;
+    bool plots = true;
+};
+struct FinalizeOutcome {
+    std::string statistics_path, result_path, report_path;
+    PlotOutcome plots;
+    nlohmann::json result;
+};
+// Writes <out_dir>/outliers.stats.cbor, outliers.json, report.md and plots/ (when gnuplot exists).
+FinalizeOutcome finalize_run(const Statistics & stats, const FinalizeOptions & options);
+
+}  // namespace analysis

@@ -1,0 +1,135 @@
+// The markdown report: what a person reads first. Rendered from the result JSON only, so it can be
+// regenerated anywhere with `analyze report RESULT.json`.
+#include "analysis/report.h"
+
+#include <cstdio>
+#include <sstream>
+
+namespace analysis {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string fixed(double v, int digits) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+    return buf;
+}
+
+// Token text made safe for a table cell: control characters shown as escapes, pipes escaped.
+std::string cell_token(const json & t) {
+    std::string out;
+    if (t.contains("text") && t["text"].is_string()) {
+        for (unsigned char c : t["text"].get<std::string>()) {
+            if (c == '\n') out += "\\n";
+            else if (c == '\t') out += "\\t";
+            else if (c == '\r') out += "\\r";
+            else if (c < 0x20) {
+                char buf[8];
+                std::snprintf(buf, sizeof buf, "\\x%02x", c);
+                out += buf;
+            } else if (c == '|') out += "\\|";
+            else if (c == '`') out += "'";
+            else out += static_cast<char>(c);
+        }
+        out = "`" + out + "`";
+    } else {
+        out = "#" + std::to_string(t.value("token_id", int64_t{0}));
+    }
+    return out + " ×" + std::to_string(t.value("positions", int64_t{0}));
+}
+
+std::string describe(const json & c) {
+    std::ostringstream o;
+    const bool per_seq = c.value("scope", "") == "per_sequence";
+    const bool sites = c.value("layer_unit", "") == "site";
+    o << "|x| ≥ " << fixed(c.value("threshold", 6.0), 2) << " in ≥ " << fixed(c.value("layer_fraction", 0.0) * 100, 1)
+      << " % of " << (sites ? "layer-norm sites (2 per decoder layer)" : "decoder layers (a layer counts if any of its sites hits)")
+      << " and ≥ " << fixed(c.value("position_fraction", 0.0) * 100, 1) << " % of "
+      << (per_seq ? "the sequence's positions; each sequence analysed alone and the lists concatenated, so counts are (sequence, dim) pairs"
+                  : "all (sequence, position) pairs of the run; counts are unique dims");
+    return o.str();
+}
+
+}  // namespace
+
+std::string render_markdown(const json & r, const std::vector<std::string> & plot_files) {
+    std::ostringstream o;
+    const auto & run = r.at("run");
+    const std::string model = run.value("model_name", std::string());
+    o << "# Outlier features: " << (model.empty() ? std::string("(model not recorded)") : model) << "\n\n";
+    o << "| run | |\n|---|---|\n";
+    o << "| sequences × tokens | " << run.value("sequences", 0) << " sequences, " << run.value("tokens", 0) << " tokens |\n";
+    o << "| sites | " << run.value("sites_captured", 0) << " layer-norm sites over " << run.value("layers_captured", 0) << " layers |\n";
+    o << "| hidden size | " << run.value("hidden", 0) << " |\n";
+    if (run.contains("dtype") && run["dtype"].is_string()) o << "| model dtype | " << run["dtype"].get<std::string>() << " |\n";
+    o << "| values | " << (run.value("round_bf16", true) ? "rounded to bf16 before thresholding (as the predecessor)" : "thresholded at the model's dtype") << " |\n";
+    o << "| schema | " << r.value("schema", "") << " v" << r.value("version", 0) << " |\n\n";
+
+    o << "## Summary\n\n| mode | outliers | unique dims | mean layer % | median layer % | mean position % | median position % | dims with any hit |\n"
+      << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (const auto & [name, m] : r.at("modes").items()) {
+        const auto & s = m.at("summary");
+        o << "| " << name << " | " << s.value("num_outliers", 0) << " | " << s.value("unique_dims", 0) << " | "
+          << fixed(s.value("mean_layer_pct", 0.0), 1) << " | " << fixed(s.value("median_layer_pct", 0.0), 1) << " | "
+          << fixed(s.value("mean_position_pct", 0.0), 1) << " | " << fixed(s.value("median_position_pct", 0.0), 1) << " | "
+          << s.value("dims_with_hits", 0) << " |\n";
+    }
+    o << "\nCriteria:\n\n";
+    for (const auto & [name, m] : r.at("modes").items()) o << "- **" << name << "**: " << describe(m.at("criteria")) << ".\n";
+
+    for (const auto & [name, m] : r.at("modes").items()) {
+        const auto & features = m.at("features");
+        o << "\n## Outlier features (" << name << ")\n\n";
+        if (features.empty()) {
+            o << "None met the criteria.\n";
+            continue;
+        }
+        o << "| dim | max abs | " << (m.at("criteria").value("scope", "") == "per_sequence" ? "sequences" : "occurrences")
+          << " | mean layer % | mean position % | hits | tokens where it fires most |\n|---:|---:|---:|---:|---:|---:|---|\n";
+        int shown = 0;
+        for (const auto & f : features) {
+            if (++shown > 40) {
+                o << "\n(" << features.size() - 40 << " more in the JSON.)\n";
+                break;
+            }
+            std::string tokens;
+            for (const auto & t : f.at("top_tokens")) tokens += (tokens.empty() ? "" : ", ") + cell_token(t);
+            o << "| " << f.value("dim", 0) << " | " << fixed(f.value("max_abs", 0.0), 2) << " | " << f.value("occurrences", 0)
+              << " | " << fixed(f.value("mean_layer_pct", 0.0), 1) << " | " << fixed(f.value("mean_position_pct", 0.0), 1)
+              << " | " << f.value("hits", 0) << " | " << (tokens.empty() ? "-" : tokens) << " |\n";
+        }
+    }
+
+    o << "\n## Per layer\n\n| layer | site | hits | hit rate (ppm) | dims with hits | max abs | at dim |\n|---:|---|---:|---:|---:|---:|---:|\n";
+    for (const auto & l : r.at("layers"))
+        o << "| " << l.value("layer", 0) << " | " << l.value("site", "") << " | " << l.value("hits", 0) << " | "
+          << fixed(l.value("hit_rate", 0.0) * 1e6, 1) << " | " << l.value("dims_with_hits", 0) << " | "
+          << fixed(l.value("max_abs", 0.0), 2) << " | " << l.value("max_abs_dim", 0) << " |\n";
+
+    if (r.contains("massive_activations")) {
+        const auto & ma = r["massive_activations"];
+        o << "\n## Massive activations (residual stream)\n\nCriterion: |x| ≥ " << fixed(ma["criterion"].value("min_abs", 0.0), 0)
+          << " and ≥ " << fixed(ma["criterion"].value("min_ratio_to_median", 0.0), 0) << " × the sequence's median |x| at that layer.\n\n"
+          << "| layer | top abs | dim | position | sequence | median abs | ratio | massive |\n|---:|---:|---:|---:|---:|---:|---:|---|\n";
+        for (const auto & l : ma.at("layers")) {
+            const auto & t = l.at("top").at(0);
+            o << "| " << l.value("layer", 0) << " | " << fixed(t.value("abs", 0.0), 2) << " | " << t.value("dim", 0) << " | "
+              << t.value("position", 0) << " | " << t.value("sequence", 0) << " | " << fixed(t.value("median_abs", 0.0), 4) << " | "
+              << fixed(t.value("ratio_to_median", 0.0), 0) << " | " << (t.value("massive", false) ? "yes" : "no") << " |\n";
+        }
+    }
+
+    o << "\n## Plots\n\n";
+    if (plot_files.empty()) o << "Plots were not produced (see the log); run `analyze report RESULT.json` where gnuplot is installed.\n";
+    for (const auto & p : plot_files)
+        if (p.size() > 4 && p.substr(p.size() - 4) == ".png") {
+            const auto slash = p.find_last_of('/');
+            const auto base = slash == std::string::npos ? p : p.substr(slash + 1);
+            o << "![" << base << "](plots/" << base << ")\n\n";
+        }
+    return o.str();
+}
+
+}  // namespace analysis
