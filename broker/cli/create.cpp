@@ -1,6 +1,7 @@
 // `broker create`: rent the cheapest matching offer (or the one named with --offer), fall through
 // capacity errors to the next offer (bounded), then wait for readiness in stages with a progress line.
 #include "broker/cli/verbs.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/units.h"
 
@@ -37,9 +38,20 @@ int run_create(const GlobalOptions & g, const CreateCliOptions & o, const common
     c.wait_ready = !o.no_wait;
     c.gpu_check = !o.no_gpu_check;
     c.on_progress = [](const std::string & line) { common::log::info(line); };
-    c.on_stage = [](ReadyStage s, const std::string & detail) {
-        common::log::info("readiness: ", stage_name(s), ": ", detail);
+    // A live status line on a terminal, plain log lines otherwise (CI logs stay readable).
+    auto started = std::chrono::steady_clock::now();
+    c.on_stage = [started](ReadyStage s, const std::string & detail) {
+        double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        std::string line = "readiness [" + common::format_duration(t) + "] " + std::string(stage_name(s)) + ": " + detail;
+        if (common::log::stderr_is_tty() && s != ReadyStage::Ready) common::log::set_status_line(line);
+        else {
+            common::log::set_status_line("");
+            common::log::info(line);
+        }
     };
+    struct ClearStatus {
+        ~ClearStatus() { common::log::set_status_line(""); }
+    } clear_status;  // also on errors, so the message is not drawn under a stale bar
     auto broker = make_broker(g);
     CreateResult r = broker->create(c);
     nlohmann::json obj = instance_to_json(r.instance, broker->clock().unix_now());

@@ -9,6 +9,7 @@
 //  - create sets terminateAfter, the provider-side deadline, and supportPublicIp.
 #include <algorithm>
 #include <cmath>
+#include <future>
 
 #include "broker/providers/json_api.h"
 #include "broker/providers/providers.h"
@@ -82,9 +83,8 @@ public:
             } catch (...) {
             }
         }
-        std::vector<Offer> out;
-        for (bool secure : {true, false}) {
-            if (f.cloud && (*f.cloud == CloudType::Secure) != secure) continue;
+        // One query per cloud (lowestPrice depends on secureCloud); both run at once.
+        auto query_cloud = [this, &f, count](bool secure) {
             std::string lp = "gpuCount: " + std::to_string(count) + ", secureCloud: " + (secure ? "true" : "false");
             if (f.min_ram_gb) lp += ", minMemoryInGb: " + std::to_string(static_cast<int>(std::ceil(*f.min_ram_gb)));
             if (f.min_disk_gb) lp += ", minDisk: " + std::to_string(static_cast<int>(std::ceil(*f.min_disk_gb)));
@@ -94,7 +94,16 @@ public:
                 "lowestPrice(input: {" + lp + "}) { minimumBidPrice uninterruptablePrice stockStatus "
                 "maxUnreservedGpuCount availableGpuCounts } } }";
             auto data = graphql(q, nlohmann::json::object(), "search offers", common::http::Retry::Idempotent);
-            auto offers = runpod_parse_offers(data, count, secure);
+            return runpod_parse_offers(data, count, secure);
+        };
+        std::vector<std::future<std::vector<Offer>>> parts;
+        for (bool secure : {true, false}) {
+            if (f.cloud && (*f.cloud == CloudType::Secure) != secure) continue;
+            parts.push_back(std::async(std::launch::async, query_cloud, secure));
+        }
+        std::vector<Offer> out;
+        for (auto & p : parts) {
+            auto offers = p.get();
             out.insert(out.end(), offers.begin(), offers.end());
         }
         return out;

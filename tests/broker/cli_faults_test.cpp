@@ -226,3 +226,34 @@ TEST_CASE("init: writes a 0600 config from the environment; the broker then uses
     ::chmod((cli.dir() / "broker.yaml").c_str(), 0644);
     CHECK(fresh.run({"search", "--provider", "runpod"}).exit_code == 3);
 }
+
+TEST_CASE("readiness: a machine that never becomes reachable is terminated, not left behind (exit 7)") {
+    tests::SshdFixture sshd;
+    tests::Emulator emu("runpod", {.api_key = kKey});
+    back_with_sshd(emu, sshd, 1);
+    Cli cli;
+    cli.use(emu);
+    emu.inject({{"kind", "runtime_null"}, {"polls", 100000}, {"match", {{"operation", "podFindAndDeployOnDemand"}}}});
+    auto r = cli.run({"--json", "create", "--provider", "runpod", "--gpus", "1", "--ssh-key", sshd.client_key(),
+                      "--no-gpu-check", "--ready-timeout", "2s"});
+    CHECK(r.exit_code == 7);
+    json err = json::parse(r.err.substr(r.err.rfind("{\"error\"")));
+    CHECK(err["error"]["stage"] == "provider");
+    CHECK(err["error"].contains("terminated"));
+    CHECK(count_requests(emu, "terminate") >= 1);
+    CHECK(cli.json({"instances", "list", "--provider", "runpod"}).empty());
+}
+
+TEST_CASE("readiness: the GPU check compares nvidia-smi with the offer; a mismatch terminates (exit 8)") {
+    tests::SshdFixture sshd;
+    tests::Emulator emu("vast", {.api_key = kKey});
+    back_with_sshd(emu, sshd, 1);
+    Cli cli;
+    cli.use(emu);
+    // The test machine's sshd has no GPUs (or not the offer's): the check must fail, not pass silently.
+    auto r = cli.run({"create", "--provider", "vast", "--gpu", "h100", "--gpus", "8", "--ssh-key", sshd.client_key(),
+                      "--ready-timeout", "30s"});
+    CHECK(r.exit_code == 8);
+    CHECK(r.err.find("GPU check failed") != std::string::npos);
+    CHECK(cli.json({"instances", "list", "--provider", "vast"}).empty());
+}
