@@ -62,7 +62,8 @@ private:
     int32_t byte_fallback_ids_[256];
     bool byte_fallback_complete_ = false;
 
-    // Word cache: pre-token -> ids. Bounded; cleared when full (HF bounds its cache the same way).
+    // Word cache: pre-token -> ids. Cleared when full so memory stays bounded on long runs (HF stops
+    // inserting instead); either way the ids are the same, only speed differs.
     mutable std::mutex cache_mutex_;
     mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache_;
     static constexpr std::size_t kCacheMaxEntries = 200000;

@@ -12,6 +12,7 @@
 
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 using extractor::Tokenizer;
@@ -101,8 +102,23 @@ TEST_CASE("tokenizer real: ids and decodes equal HF tokenizers' on the recorded 
 TEST_CASE("tokenizer real: encode is deterministic and thread-safe with the shared word cache") {
     if (!have("gpt2")) return;
     const Tokenizer t = Tokenizer::from_file(cached_path("gpt2"));
-    const std::string text = "The quick brown fox jumps over the lazy dog. 日本語 😀 1234567";
-    const Ids first = t.encode(text);
-    CHECK(t.encode(text) == first);  // second call served from the cache
-    CHECK(t.decode(first) == text);
+    std::vector<std::string> texts;
+    for (int k = 0; k < 64; ++k)
+        texts.push_back("The quick brown fox " + std::to_string(k * 7919) + " jumps over 日本語 😀 word" + std::to_string(k));
+    std::vector<Ids> expected;
+    for (const auto & x : texts) expected.push_back(t.encode(x));
+    CHECK(t.decode(expected[3]) == texts[3]);
+    // Four threads encode the same texts at once (cache hits and misses racing); all must agree.
+    std::vector<int> mismatches(4, 0);
+    std::vector<std::thread> threads;
+    for (int w = 0; w < 4; ++w) {
+        threads.emplace_back([&, w] {
+            for (int round = 0; round < 20; ++round)
+                for (std::size_t k = 0; k < texts.size(); ++k)
+                    mismatches[static_cast<std::size_t>(w)] += t.encode(texts[(k + static_cast<std::size_t>(w) * 13) % texts.size()]) !=
+                                                               expected[(k + static_cast<std::size_t>(w) * 13) % texts.size()];
+        });
+    }
+    for (auto & th : threads) th.join();
+    CHECK(mismatches == std::vector<int>(4, 0));
 }
