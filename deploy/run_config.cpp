@@ -298,6 +298,111 @@ void validate(const RunConfig & c) {
     if (c.hf_token_env.empty()) fail("hf_token_env", "must name an environment variable");
 }
 
+namespace {
+
+template <typename T>
+nlohmann::json opt(const std::optional<T> & v) {
+    return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+template <typename T>
+std::optional<T> opt_get(const nlohmann::json & j, const char * key) {
+    if (!j.contains(key) || j[key].is_null()) return std::nullopt;
+    return j[key].get<T>();
+}
+
+}  // namespace
+
+nlohmann::json config_to_json(const RunConfig & c) {
+    nlohmann::json model{{"hub", c.model.hub_id}, {"revision", c.model.revision}, {"path", c.model.local_path}, {"dtype", c.model.dtype}};
+    if (c.model.fixture) {
+        const auto & f = *c.model.fixture;
+        model["fixture"] = {{"family", f.family}, {"layers", f.layers}, {"hidden", f.hidden}, {"plant", f.plants}, {"seed", f.seed}};
+    }
+    const auto & d = c.data;
+    const auto & r = c.resources;
+    const auto & p = c.policy;
+    return {{"source", c.source},
+            {"name", c.name},
+            {"model", model},
+            {"data", {{"text", d.text_file}, {"jsonl", d.jsonl_file}, {"tokens", d.tokens_file}, {"text_field", d.text_field},
+                      {"synthetic_vocab", opt(d.synthetic_vocab)}, {"seed", d.seed}, {"num_sequences", d.num_sequences},
+                      {"sequence_length", d.sequence_length}, {"batch_size", d.batch_size}, {"overlap", d.overlap}}},
+            {"capture", {{"layers", c.capture.layers}, {"sites", c.capture.sites}}},
+            {"analysis", {{"mode", c.analysis.mode}, {"threshold", c.analysis.threshold}, {"layer_fraction", c.analysis.layer_fraction},
+                          {"position_fraction", c.analysis.position_fraction}}},
+            {"resources", {{"providers", r.providers}, {"gpu", r.gpu_filter}, {"gpu_count", r.gpu_count}, {"min_vram_gb", opt(r.min_vram_gb)},
+                           {"min_cpu_ram_gb", opt(r.min_cpu_ram_gb)}, {"max_price_usd_per_hour", opt(r.max_price_usd_per_hour)},
+                           {"disk_gb", r.disk_gb}, {"image", r.image}, {"safety_factor", r.safety_factor}}},
+            {"policy", {{"on_success", end_action_name(p.on_success)}, {"on_failure", end_action_name(p.on_failure)},
+                        {"keep_ttl_s", p.keep_ttl_s}, {"max_duration_s", p.max_duration_s}, {"max_cost_usd", opt(p.max_cost_usd)},
+                        {"heartbeat_timeout_s", p.heartbeat_timeout_s}}},
+            {"hf_token_env", c.hf_token_env},
+            {"output_dir", c.output_dir}};
+}
+
+RunConfig config_from_json(const nlohmann::json & j) {
+    try {
+        RunConfig c;
+        c.source = j.value("source", "");
+        c.name = j.value("name", "");
+        const auto & m = j.at("model");
+        c.model.hub_id = m.value("hub", "");
+        c.model.revision = m.value("revision", "main");
+        c.model.local_path = m.value("path", "");
+        c.model.dtype = m.value("dtype", "bf16");
+        if (m.contains("fixture")) {
+            const auto & f = m["fixture"];
+            FixtureModel fx;
+            fx.family = f.value("family", fx.family);
+            fx.layers = f.value("layers", fx.layers);
+            fx.hidden = f.value("hidden", fx.hidden);
+            fx.plants = f.value("plant", std::vector<std::string>{});
+            fx.seed = f.value("seed", uint64_t{0});
+            c.model.fixture = fx;
+        }
+        const auto & d = j.at("data");
+        c.data.text_file = d.value("text", "");
+        c.data.jsonl_file = d.value("jsonl", "");
+        c.data.tokens_file = d.value("tokens", "");
+        c.data.text_field = d.value("text_field", "text");
+        c.data.synthetic_vocab = opt_get<int64_t>(d, "synthetic_vocab");
+        c.data.seed = d.value("seed", uint64_t{0});
+        c.data.num_sequences = d.value("num_sequences", c.data.num_sequences);
+        c.data.sequence_length = d.value("sequence_length", c.data.sequence_length);
+        c.data.batch_size = d.value("batch_size", c.data.batch_size);
+        c.data.overlap = d.value("overlap", c.data.overlap);
+        c.capture.layers = j.at("capture").value("layers", "");
+        c.capture.sites = j.at("capture").value("sites", c.capture.sites);
+        const auto & a = j.at("analysis");
+        c.analysis.mode = a.value("mode", c.analysis.mode);
+        c.analysis.threshold = a.value("threshold", c.analysis.threshold);
+        c.analysis.layer_fraction = a.value("layer_fraction", c.analysis.layer_fraction);
+        c.analysis.position_fraction = a.value("position_fraction", c.analysis.position_fraction);
+        const auto & r = j.at("resources");
+        c.resources.providers = r.value("providers", std::vector<std::string>{});
+        c.resources.gpu_filter = r.value("gpu", "");
+        c.resources.gpu_count = r.value("gpu_count", 1);
+        c.resources.min_vram_gb = opt_get<double>(r, "min_vram_gb");
+        c.resources.min_cpu_ram_gb = opt_get<double>(r, "min_cpu_ram_gb");
+        c.resources.max_price_usd_per_hour = opt_get<double>(r, "max_price_usd_per_hour");
+        c.resources.disk_gb = r.value("disk_gb", c.resources.disk_gb);
+        c.resources.image = r.value("image", c.resources.image);
+        c.resources.safety_factor = r.value("safety_factor", c.resources.safety_factor);
+        const auto & p = j.at("policy");
+        c.policy.on_success = parse_end_action(p.value("on_success", "terminate"));
+        c.policy.on_failure = parse_end_action(p.value("on_failure", "terminate"));
+        c.policy.keep_ttl_s = p.value("keep_ttl_s", c.policy.keep_ttl_s);
+        c.policy.max_duration_s = p.value("max_duration_s", c.policy.max_duration_s);
+        c.policy.max_cost_usd = opt_get<double>(p, "max_cost_usd");
+        c.policy.heartbeat_timeout_s = p.value("heartbeat_timeout_s", c.policy.heartbeat_timeout_s);
+        c.hf_token_env = j.value("hf_token_env", c.hf_token_env);
+        c.output_dir = j.value("output_dir", c.output_dir);
+        return c;
+    } catch (const nlohmann::json::exception & e) {
+        throw common::Error::usage(std::string("run.json: not a run config this version understands: ") + e.what());
+    }
+}
+
 RunConfig rehearsal_defaults() {
     RunConfig c;
     c.name = "rehearsal";

@@ -5,6 +5,8 @@
 // rented, so a bad config costs nothing.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -115,6 +117,10 @@ void apply_overrides(RunConfig & config, const Overrides & overrides);
 // Every cross-field check (one model source, one data source, positive sizes, known sites and
 // modes). Throws common::Error(usage) naming the key (and the config file when there is one).
 void validate(const RunConfig & config);
+
+// The resolved config as JSON (RUN_DIR/run.json), and back (for --resume). Keys mirror the YAML.
+nlohmann::json config_to_json(const RunConfig & config);
+RunConfig config_from_json(const nlohmann::json & j);
 
 // The built-in rehearsal config (the same content as configs/rehearsal.yaml), for a run with no
 // --config: local provider, tiny OLMoE fixture with planted outliers, CPU.

@@ -41,7 +41,8 @@ std::optional<common::Error> run_one(const Step & step, RunDir & dir, common::Cl
     if (err) {
         timing.outcome = "failed";
         dir.append({step.name, "failed", clock.unix_now(), dt, std::string(common::kind_name(err->kind())), err->message()});
-        common::log::error("step ", step.name, ": failed after ", common::format_duration(dt), ": ", err->message());
+        // The message itself is printed once, by main, with the exit code it maps to.
+        common::log::info("step ", step.name, ": failed after ", common::format_duration(dt), " (", common::kind_name(err->kind()), ")");
     } else {
         timing.outcome = "done";
         dir.append({step.name, "done", clock.unix_now(), dt, {}, {}});

@@ -196,3 +196,12 @@ TEST_CASE("config: the embedded rehearsal default matches configs/rehearsal.yaml
     CHECK(file.resources.providers == def.resources.providers);
     CHECK(file.policy.heartbeat_timeout_s == def.policy.heartbeat_timeout_s);
 }
+
+TEST_CASE("config: the resolved config round-trips through run.json (for --resume)") {
+    RunConfig c = deploy::load_run_config(std::string(TOOLKIT_SOURCE_DIR) + "/configs/qwen3-30b-a3b.yaml");
+    c.policy.max_cost_usd = 12.5;
+    RunConfig back = deploy::config_from_json(deploy::config_to_json(c));
+    CHECK(deploy::config_to_json(back) == deploy::config_to_json(c));
+    RunConfig r = deploy::rehearsal_defaults();
+    CHECK(deploy::config_to_json(deploy::config_from_json(deploy::config_to_json(r))) == deploy::config_to_json(r));
+}

@@ -1,0 +1,145 @@
+// The deploy_and_analyze command line (the only CLI11 translation unit of this program).
+//   deploy_and_analyze                               the rehearsal (local provider, no cloud account)
+//   deploy_and_analyze --config configs/qwen3-30b-a3b.yaml [--gpu-count 2 ...]
+//   deploy_and_analyze --resume runs/<run id>
+// Flags override the config; the predecessor's names are kept (--model, --gpu-count, --gpu-filter,
+// --min-vram, --min-cpu-ram, --num-sequences, --keep-running).
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/output.h"
+#include "common/program.h"
+#include "common/units.h"
+#include "deploy/flow.h"
+#include "deploy/run_config.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char * kHelp =
+    "Find a machine that fits the model, run the outlier analysis there, bring the results home, and stop paying.\n"
+    "Every step is logged with its duration in a run directory; Ctrl-C stops cleanly and applies the policy;\n"
+    "if this process dies, the instance still ends (provider deadline, on-instance watchdog, `broker sweep`).\n\n"
+    "Examples:\n"
+    "  deploy_and_analyze                                   # rehearsal on this machine (configs/rehearsal.yaml defaults)\n"
+    "  deploy_and_analyze --config configs/qwen3-30b-a3b.yaml --max-price 3 --provider runpod\n"
+    "  deploy_and_analyze --resume runs/20261122-041946-a1b2";
+
+// The broker program next to this one in the build tree (build/deploy/.. → build/broker/broker),
+// else `broker` on PATH. The local rehearsal's watchdog ends its instance with it.
+std::string find_broker_program() {
+    std::error_code ec;
+    fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        fs::path sibling = self.parent_path().parent_path() / "broker" / "broker";
+        if (fs::exists(sibling, ec)) return sibling.string();
+        fs::path same_dir = self.parent_path() / "broker";
+        if (fs::exists(same_dir, ec)) return same_dir.string();
+    }
+    const char * path = std::getenv("PATH");
+    std::string p = path ? path : "";
+    size_t start = 0;
+    while (start <= p.size()) {
+        size_t end = p.find(':', start);
+        std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        if (!dir.empty() && ::access((dir + "/broker").c_str(), X_OK) == 0) return dir + "/broker";
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    return "";
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    bool json = false;
+    return common::run_program("deploy_and_analyze", &json, [&]() -> int {
+        common::install_interrupt_handlers();
+        CLI::App app{kHelp};
+        std::string config_path, resume, run_dir, workspace = TOOLKIT_SOURCE_DIR, ssh_key, remote_cache, state_dir, ledger;
+        std::string min_vram;
+        int verbose = 0;
+        bool quiet = false;
+        deploy::Overrides o;
+        app.add_option("--config", config_path, "Run config YAML (configs/*.yaml); default: the built-in rehearsal");
+        app.add_option("--resume", resume, "Reattach to a run directory (as printed at the start of a run)");
+        app.add_option("--run-dir", run_dir, "Run directory to create (default: <output_dir>/<run id>)");
+        app.add_option("--model", o.model, "Hugging Face id (Qwen/Qwen3-30B-A3B) or a local checkpoint directory");
+        app.add_option("--gpu-count", o.gpu_count, "GPUs per instance");
+        app.add_option("--gpu-filter", o.gpu_filter, "GPU model substring (A100, H100)");
+        app.add_option("--min-vram", min_vram, "Minimum VRAM per GPU in GB, or auto");
+        app.add_option("--min-cpu-ram", o.min_cpu_ram_gb, "Minimum system RAM in GB");
+        app.add_option("--max-price", o.max_price, "Maximum $/hour for the whole instance");
+        app.add_option("--num-sequences", o.num_sequences, "Sequences to run");
+        app.add_option("--sequence-length", o.sequence_length, "Tokens per sequence");
+        app.add_option("--batch-size", o.batch_size, "Sequences per forward pass");
+        app.add_option("--threshold", o.threshold, "Outlier magnitude threshold");
+        app.add_option("--provider", o.providers, "Provider, in order of preference (repeatable): runpod, vast, lambda, primeintellect, local");
+        app.add_flag("--keep-running", o.keep_running, "Keep the instance after success and failure (each for policy.keep_ttl)");
+        app.add_option("--on-success", o.on_success, "terminate | keep");
+        app.add_option("--on-failure", o.on_failure, "terminate | keep");
+        app.add_option("--max-duration", o.max_duration, "Longest the run may take (3h, 90m)");
+        app.add_option("--max-cost", o.max_cost_usd, "Dollar cap for the instance (price x time)");
+        app.add_option("--output-dir", o.output_dir, "Parent folder of run directories (default runs)");
+        app.add_option("--name", o.name, "Run name (lower-case letters and digits; part of the instance name)");
+        app.add_option("--workspace", workspace, "Source tree pushed to the instance (default: this build's source tree)");
+        app.add_option("--ssh-key", ssh_key, "Private key for the instance (default: a fresh key per run)");
+        app.add_option("--remote-cache", remote_cache, "Build/model cache folder on the instance");
+        app.add_option("--state-dir", state_dir, "broker state directory (default $BROKER_STATE_DIR)");
+        app.add_option("--ledger", ledger, "broker ledger (default $BROKER_LEDGER)");
+        app.add_flag("--json", json, "Summary (and errors) as JSON");
+        app.add_flag("-v,--verbose", verbose, "More logging");
+        app.add_flag("-q,--quiet", quiet, "Warnings and errors only");
+        std::string test_kill_at;
+        app.add_option("--test-sigkill-at-step", test_kill_at, "Testing: SIGKILL this process when the named step starts")->group("");
+        try {
+            app.parse(argc, argv);
+        } catch (const CLI::CallForHelp & h) {
+            return app.exit(h);
+        } catch (const CLI::CallForAllHelp & h) {
+            return app.exit(h);
+        } catch (const CLI::ParseError & pe) {
+            throw common::Error::usage(pe.what() + std::string("; see deploy_and_analyze --help"));
+        }
+        common::log::set_verbosity(verbose, quiet);
+        common::Output out(json ? common::OutputFormat::Json : common::OutputFormat::Table);
+
+        deploy::FlowOptions fo;
+        fo.workspace = workspace;
+        fo.run_dir = run_dir;
+        fo.ssh_key = ssh_key;
+        fo.remote_cache_dir = remote_cache;
+        fo.broker.state_dir = state_dir;
+        fo.broker.ledger_path = ledger;
+        fo.broker_program = find_broker_program();
+        fo.stop_after_step_started = test_kill_at;
+
+        if (!resume.empty()) {
+            if (!config_path.empty()) throw common::Error::usage("--resume and --config: give one (a resumed run keeps its config)");
+            return deploy::run_resume(resume, fo, out);
+        }
+        deploy::RunConfig cfg = config_path.empty() ? deploy::rehearsal_defaults() : deploy::load_run_config(config_path);
+        if (!min_vram.empty()) {
+            if (min_vram == "auto") cfg.resources.min_vram_gb.reset();
+            else {
+                try {
+                    o.min_vram_gb = std::stod(min_vram);
+                } catch (const std::exception &) {
+                    throw common::Error::usage("--min-vram: '" + min_vram + "' is not a number of GB or auto");
+                }
+            }
+        }
+        deploy::apply_overrides(cfg, o);
+        deploy::validate(cfg);  // before anything is rented
+        if (!fs::exists(fo.workspace + "/deploy/remote/bootstrap.sh"))
+            throw common::Error::usage("--workspace " + fo.workspace + ": not the toolkit's source tree (no deploy/remote/bootstrap.sh)");
+        return deploy::run_new(cfg, fo, out);
+    });
+}

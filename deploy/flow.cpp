@@ -1,0 +1,746 @@
+// The deploy_and_analyze flow (see flow.h). Everything the run learns goes into the run
+// directory's state.json as soon as it is known (instance before readiness, log offset after every
+// poll), so a crash at any point leaves enough to --resume or to clean up. The step functions are
+// members of Flow and read top to bottom in the order they run.
+#include "deploy/flow.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "bifrost/bifrost.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/program.h"
+#include "common/sshd_server.h"
+#include "common/subprocess.h"
+#include "deploy/estimate.h"
+#include "deploy/policy.h"
+#include "deploy/remote_plan.h"
+#include "deploy/run_dir.h"
+#include "deploy/steps.h"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace deploy {
+
+namespace {
+
+common::Duration seconds(double s) {
+    return std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(s));
+}
+
+std::string instance_ref(const nlohmann::json & inst) {
+    return inst.value("provider", "") + ":" + inst.value("id", "");
+}
+
+// Last "key=value" line of a job's output.
+std::string value_from_log(const std::string & log_path, const std::string & key) {
+    std::ifstream in(log_path);
+    std::string line, found;
+    while (std::getline(in, line))
+        if (line.rfind(key + "=", 0) == 0) found = line.substr(key.size() + 1);
+    return found;
+}
+
+std::string tail_lines(const std::string & path, size_t n) {
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    std::string line;
+    while (std::getline(in, line)) {
+        lines.push_back(line);
+        if (lines.size() > n) lines.erase(lines.begin());
+    }
+    std::string out;
+    for (const auto & l : lines) out += "\n    " + l;
+    return out;
+}
+
+class Flow {
+public:
+    Flow(RunConfig config, FlowOptions options, RunDir dir)
+        : cfg_(std::move(config)), opt_(std::move(options)), dir_(std::move(dir)), broker_(opt_.broker),
+          clock_(*opt_.broker.clock), finished_before_(dir_.step_done("finish")) {}
+
+    int run(const common::Output & out) {
+        if (finished_before_) return summarize_finished(out);
+        const double deadline_s = cfg_.policy.max_duration_s;
+        std::vector<Step> steps{
+            {"estimate", [this](StepContext & c) { estimate(c); }, 2min},
+            {"offers", [this](StepContext & c) { offers(c); }, 3min},
+            {"create", [this](StepContext & c) { create(c); }, 10min},
+            {"ready", [this](StepContext & c) { ready(c); }, 20min},
+            {"push", [this](StepContext & c) { push(c); }, 15min},
+            {"watchdog", [this](StepContext & c) { arm_watchdog(c); }, 2min},
+            {"bootstrap", [this](StepContext & c) { bootstrap(c); }, 45min},
+            {"fetch", [this](StepContext & c) { fetch(c); }, 60min},
+            {"run", [this](StepContext & c) { run_job(c); }, seconds(deadline_s), false},
+            {"pull", [this](StepContext & c) { pull(c); }, 20min},
+        };
+        Step finish_step{"finish", [this](StepContext & c) { finish(c); }, 10min};
+        auto report = run_steps(steps, finish_step, dir_, clock_, [this](const RunReport & r) {
+            outcome_ = !r.first_failure ? Outcome::Succeeded
+                       : r.first_failure->kind() == common::ErrorKind::Interrupted ? Outcome::Interrupted
+                                                                                  : Outcome::Failed;
+        });
+        summarize(report, out);
+        if (report.first_failure) common::report_error(*report.first_failure, out.json());
+        if (report.finish_failure) common::report_error(*report.finish_failure, out.json());
+        return report.exit_code();
+    }
+
+private:
+    nlohmann::json & st() { return dir_.state(); }
+    void save() { dir_.save_state(); }
+
+    void test_hook(const std::string & step) {
+        if (!opt_.stop_after_step_started.empty() && opt_.stop_after_step_started == step) ::kill(::getpid(), SIGKILL);
+    }
+
+    // ---- estimate: how much GPU memory the model needs (skipped for the CPU rehearsal) ----------
+    void estimate(StepContext &) {
+        const auto & r = cfg_.resources;
+        if (r.min_vram_gb) {
+            st()["min_vram_gb"] = *r.min_vram_gb;
+            common::log::info("estimate: min_vram_gb ", *r.min_vram_gb, " given in the config");
+        } else if (r.gpu_count == 0) {
+            st()["min_vram_gb"] = nullptr;
+            common::log::info("estimate: CPU run (gpu_count 0); no GPU memory needed");
+        } else {
+            nlohmann::json hf;
+            if (!cfg_.model.local_path.empty()) {
+                std::ifstream in(cfg_.model.local_path + "/config.json");
+                hf = nlohmann::json::parse(in, nullptr, false);
+                if (hf.is_discarded()) throw common::Error::usage(cfg_.model.local_path + "/config.json: not valid JSON");
+            } else if (!cfg_.model.hub_id.empty()) {
+                hf = fetch_hub_config(cfg_.model.hub_id, cfg_.model.revision, cfg_.hf_token_env);
+            } else {
+                throw common::Error::usage("resources.min_vram_gb: auto needs a checkpoint config; give a number for fixtures");
+            }
+            auto e = estimate_memory(hf, cfg_.model.dtype, cfg_.data.batch_size, cfg_.data.sequence_length, r.gpu_count,
+                                     r.safety_factor);
+            st()["estimate"] = {{"params", e.params}, {"params_active", e.params_active}, {"weights_gb", e.weights_gb},
+                                {"activations_gb", e.activations_gb}, {"total_gb", e.total_gb}, {"per_gpu_gb", e.per_gpu_gb}};
+            st()["min_vram_gb"] = std::ceil(e.per_gpu_gb);
+            common::log::info("estimate: ", cfg_.model.display_name(), ": ", e.params / 1000000, "M parameters (",
+                              e.params_active / 1000000, "M active), ", std::lround(e.weights_gb), " GB weights; needs ",
+                              std::lround(std::ceil(e.per_gpu_gb)), " GB per GPU x ", r.gpu_count);
+        }
+        save();
+    }
+
+    broker::OfferFilter filter_for(const std::string & provider) const {
+        broker::OfferFilter f;
+        const auto & r = cfg_.resources;
+        f.providers = {provider};
+        f.gpu = r.gpu_filter;
+        if (r.gpu_count > 0) f.gpu_count = r.gpu_count;
+        if (st_const().contains("min_vram_gb") && st_const()["min_vram_gb"].is_number())
+            f.min_vram_gb = st_const()["min_vram_gb"].get<double>();
+        f.max_price_usd_per_hour = r.max_price_usd_per_hour;
+        f.min_ram_gb = r.min_cpu_ram_gb;
+        f.min_disk_gb = r.disk_gb;
+        return f;
+    }
+    const nlohmann::json & st_const() const { return dir_.state(); }
+
+    std::vector<std::string> providers() {
+        if (!cfg_.resources.providers.empty()) return cfg_.resources.providers;
+        return broker_.providers_for({});
+    }
+
+    // ---- offers: what matches, per provider in order of preference ------------------------------
+    void offers(StepContext &) {
+        nlohmann::json rows = nlohmann::json::array();
+        std::vector<std::string> tried;
+        for (const auto & p : providers()) {
+            common::throw_if_interrupted();
+            tried.push_back(p);
+            try {
+                auto found = broker_.search(filter_for(p), broker::SortKey::Price, 3);
+                for (const auto & o : found.offers) rows.push_back(broker::offer_to_json(o));
+            } catch (const common::Error & e) {
+                if (e.kind() == common::ErrorKind::Usage) throw;
+                common::log::warn("offers: ", p, ": ", e.message());
+            }
+        }
+        if (rows.empty()) {
+            std::string list;
+            for (const auto & p : tried) list += (list.empty() ? "" : ", ") + p;
+            throw common::Error(common::ErrorKind::Capacity,
+                                "offers: nothing matches on " + list + "; loosen resources (gpu, max_price_usd_per_hour, min_vram_gb) or add providers");
+        }
+        for (const auto & r : rows)
+            common::log::info("offers: ", r.value("provider", ""), ":", r.value("offer_id", ""), " ", r.value("gpu_model", ""), " x",
+                              r.value("gpu_count", 0), " $", r.value("price_usd_per_hour_total", 0.0), "/h");
+        st()["offers"] = rows;
+        save();
+    }
+
+    // ---- create: rent, provider by provider; the ledger records the intent before each call -----
+    void create(StepContext &) {
+        if (st().contains("instance")) return;  // resumed after a crash that followed the create
+        std::string run_id = dir_.run_info().value("instance_run_id", "");
+        // A crash between the provider's answer and our state write: the provider's own listing
+        // knows the instance by its name; adopt it rather than renting a second one.
+        if (st().contains("create_intent") && adopt_existing(run_id)) return;
+        st()["create_intent"] = {{"run_id", run_id}, {"unix_s", clock_.unix_now()}};
+        save();
+        std::optional<common::Error> last;
+        for (const auto & p : providers()) {
+            common::throw_if_interrupted();
+            broker::CreateOptions o;
+            o.filter = filter_for(p);
+            o.image = cfg_.resources.image;
+            o.disk_gb = cfg_.resources.disk_gb;
+            o.ssh_private_key = key_path();
+            o.run_id = run_id;
+            o.role = "main";
+            // The instance's own deadline: the run's cap plus room to pull and finish, and no longer
+            // than the cost cap allows at the offer's price (checked again once the price is known).
+            o.max_lifetime_s = cfg_.policy.max_duration_s + 1800;
+            o.wait_ready = false;
+            o.on_progress = [](const std::string & line) { common::log::info("create: ", line); };
+            try {
+                auto r = broker_.create(o);
+                const auto & i = r.instance;
+                st()["instance"] = {{"provider", i.provider},
+                                    {"id", i.id},
+                                    {"name", i.name},
+                                    {"price_usd_per_hour", r.offer.price_usd_per_hour_total},
+                                    {"gpu_model", r.offer.gpu_model},
+                                    {"gpu_count", r.offer.gpu_count},
+                                    {"vram_gb_per_gpu", r.offer.vram_gb_per_gpu},
+                                    {"created_unix", clock_.unix_now()},
+                                    {"native_deadline", broker_.provider(i.provider).caps().native_deadline}};
+                save();
+                common::log::info("create: ", i.provider, ":", i.id, " (", i.name, ")");
+                return;
+            } catch (const common::Error & e) {
+                if (e.kind() != common::ErrorKind::Capacity) throw;
+                common::log::warn("create: ", p, ": ", e.message(), "; trying the next provider");
+                last = e;
+            }
+        }
+        throw last ? *last : common::Error(common::ErrorKind::Capacity, "create: no provider to try");
+    }
+
+    bool adopt_existing(const std::string & run_id) {
+        for (const auto & p : providers()) {
+            for (const auto & i : broker_.provider(p).list()) {
+                auto n = broker::parse_instance_name(i.name);
+                if (!n || n->run_id != run_id || !broker::may_bill(i.status)) continue;
+                st()["instance"] = {{"provider", i.provider}, {"id", i.id}, {"name", i.name},
+                                    {"price_usd_per_hour", i.price_usd_per_hour.value_or(0.0)}, {"gpu_model", i.gpu_model},
+                                    {"gpu_count", i.gpu_count}, {"vram_gb_per_gpu", i.vram_gb_per_gpu},
+                                    {"created_unix", i.created_unix.value_or(clock_.unix_now())}, {"adopted", true}};
+                save();
+                common::log::warn("create: adopted ", i.provider, ":", i.id, " created by an earlier attach of this run");
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // ---- ready: staged wait (provider running → TCP → banner → auth → exec → GPU) ----------------
+    void ready(StepContext & ctx) {
+        auto & inst = st().at("instance");
+        broker::ReadyOptions ro;
+        ro.budget = ctx.deadline.remaining();
+        ro.poll_interval = seconds(opt_.ready_poll_s);
+        ro.private_key_path = key_path();
+        ro.clock = &clock_;
+        if (inst.value("gpu_count", 0) > 0) {
+            ro.expect_gpu_count = inst.value("gpu_count", 0);
+            ro.expect_vram_gb_per_gpu = inst.value("vram_gb_per_gpu", 0.0);
+        }
+        ro.on_stage = [](broker::ReadyStage s, const std::string & d) {
+            common::log::info("ready: ", broker::stage_name(s), d.empty() ? "" : ": " + d);
+        };
+        auto i = broker::wait_ready(broker_.provider(inst.value("provider", "")), inst.value("id", ""), ro);
+        if (!i.ssh) throw common::Error(common::ErrorKind::Internal, "ready: the instance is ready but has no SSH endpoint");
+        inst["ssh"] = {{"host", i.ssh->host}, {"port", i.ssh->port}, {"user", i.ssh->user}};
+        save();
+    }
+
+    std::string key_path() {
+        if (!opt_.ssh_key.empty()) return opt_.ssh_key;
+        std::string k = dir_.path() + "/ssh/id_ed25519";
+        if (!fs::exists(k)) {
+            fs::create_directories(dir_.path() + "/ssh");
+            auto r = common::run_process({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deploy_and_analyze", "-f", k});
+            if (r.exit_code != 0) throw common::Error(common::ErrorKind::Internal, "ssh-keygen failed: " + r.err);
+        }
+        return k;
+    }
+
+    bifrost::Client & client() {
+        if (client_) return *client_;
+        const auto & ssh = st().at("instance").at("ssh");
+        bifrost::Endpoint ep;
+        ep.host = ssh.value("host", "");
+        ep.port = ssh.value("port", 22);
+        ep.user = ssh.value("user", "");
+        ep.key_path = key_path();
+        bifrost::Target t;
+        t.text = ep.label();
+        t.endpoint = ep;
+        bifrost::ConnectOptions co;
+        co.key_path = key_path();
+        co.known_hosts_path = dir_.path() + "/ssh/known_hosts";
+        co.retry_deadline_s = 60;
+        client_.emplace(bifrost::Client::connect(t, co));
+        return *client_;
+    }
+
+    RemoteLayout layout() {
+        if (st().contains("remote")) {
+            const auto & r = st()["remote"];
+            RemoteLayout l = remote_layout(r.value("home", ""), dir_.run_info().value("run_id", ""), r.value("cache_dir", ""));
+            return l;
+        }
+        throw common::Error(common::ErrorKind::Internal, "the remote layout is not known yet (push has not run)");
+    }
+
+    std::string cache_dir_for(const std::string & provider) {
+        if (!opt_.remote_cache_dir.empty()) return opt_.remote_cache_dir;
+        if (provider == "local") {
+            std::string sd = opt_.broker.state_dir.empty() ? broker::default_state_dir() : opt_.broker.state_dir;
+            return sd + "/remote-cache";  // outlives the instance, so rehearsals share one build
+        }
+        return "";
+    }
+
+    // ---- push: the source tree, then this run's inputs --------------------------------------------
+    void push(StepContext &) {
+        auto & c = client();
+        std::string home = c.home();
+        st()["remote"] = {{"home", home}, {"cache_dir", cache_dir_for(st()["instance"].value("provider", ""))}};
+        save();
+        RemoteLayout l = layout();
+        st()["remote"]["cache_dir"] = l.cache_dir;
+        save();
+        bifrost::PushOptions po;
+        po.remote_dir = l.src_dir;
+        po.excludes = {"/runs/", "/" + fs::path(cfg_.output_dir).filename().string() + "/", "/.cache/"};
+        auto stats = c.push(opt_.workspace, po);
+        common::log::info("push: source tree: ", stats.files_sent, " of ", stats.files_total, " files sent (",
+                          stats.bytes_sent / 1024, " KiB)");
+        // The run's inputs: token ids or a data file; a local checkpoint separately.
+        std::string payload = dir_.path() + "/payload";
+        fs::create_directories(payload);
+        const auto & d = cfg_.data;
+        if (d.synthetic_vocab)
+            common::write_text_file(payload + "/tokens.json",
+                                    synthetic_tokens_json(*d.synthetic_vocab, d.num_sequences, d.sequence_length, d.seed), 0644);
+        for (const auto * f : {&d.tokens_file, &d.text_file, &d.jsonl_file})
+            if (!f->empty()) fs::copy_file(*f, payload + "/" + input_file_name(d), fs::copy_options::overwrite_existing);
+        bifrost::PushOptions pi;
+        pi.remote_dir = l.input_dir;
+        c.push(payload, pi);
+        if (!cfg_.model.local_path.empty()) {
+            bifrost::PushOptions pm;
+            pm.remote_dir = l.input_dir + "/model";
+            auto ms = c.push(cfg_.model.local_path, pm);
+            common::log::info("push: checkpoint: ", ms.bytes_sent / 1048576, " MiB sent");
+        }
+    }
+
+    int exec_sh(const std::string & line, const std::string & stdin_data = {}) {
+        bifrost::ExecOptions eo;
+        eo.stdin_data = stdin_data;
+        std::string err;
+        int rc = client().exec(bifrost::Command::sh(line), eo, [](std::string_view) {}, [&err](std::string_view s) { err += s; });
+        if (rc != 0) common::log::debug("remote: ", line, ": exit ", rc, ": ", err);
+        return rc;
+    }
+
+    std::string watchdog_action(const std::string & provider) {
+        if (provider == "runpod" || provider == "vast") return provider;
+        if (provider == "local" && !opt_.broker_program.empty()) return "command";
+        return "none";
+    }
+
+    WatchdogSettings watchdog_settings() {
+        const auto & inst = st().at("instance");
+        WatchdogSettings w;
+        std::string provider = inst.value("provider", "");
+        w.action = watchdog_action(provider);
+        double price = inst.value("price_usd_per_hour", 0.0);
+        w.deadline_unix = inst.value("created_unix", clock_.unix_now()) + lifetime_cap_s(cfg_.policy, price) + 1800;
+        w.heartbeat_timeout_s = cfg_.policy.heartbeat_timeout_s;
+        if (w.action == "command") {
+            std::string sd = opt_.broker.state_dir.empty() ? broker::default_state_dir() : opt_.broker.state_dir;
+            std::string cmd = shell_quote(opt_.broker_program) + " --state-dir " + shell_quote(sd);
+            if (!opt_.broker.ledger_path.empty()) cmd += " --ledger " + shell_quote(opt_.broker.ledger_path);
+            w.terminate_command = cmd + " instances terminate " + shell_quote(instance_ref(inst)) + " --yes";
+        }
+        // Test and emulator endpoints for the in-instance API calls (never the account key).
+        if (const char * u = std::getenv("RUNPOD_BASE_URL"); u && *u && provider == "runpod") w.runpod_graphql_url = std::string(u) + "/graphql";
+        if (const char * u = std::getenv("VAST_BASE_URL"); u && *u && provider == "vast") w.vast_api_url = u;
+        return w;
+    }
+
+    // ---- watchdog: ends the instance when heartbeats stop or the deadline passes ------------------
+    void arm_watchdog(StepContext &) {
+        RemoteLayout l = layout();
+        auto w = watchdog_settings();
+        if (w.action == "none")
+            common::log::warn("watchdog: ", st()["instance"].value("provider", ""),
+                              " has no in-instance credential to end itself; the name's deadline and `broker sweep` are the backstop");
+        std::string script = l.src_dir + "/deploy/remote/watchdog.sh";
+        std::string line = "mkdir -p " + shell_quote(l.run_dir) + " && cat > " + shell_quote(l.watchdog_conf) + " && touch " +
+                           shell_quote(l.heartbeat_file) + " && (setsid nohup sh " + shell_quote(script) + " " +
+                           shell_quote(l.watchdog_conf) + " >> " + shell_quote(l.run_dir + "/watchdog.log") +
+                           " 2>&1 < /dev/null &)";
+        if (exec_sh(line, watchdog_config(w, l)) != 0)
+            throw common::Error(common::ErrorKind::RemoteFailed, "watchdog: could not start " + script);
+        st()["watchdog"] = {{"action", w.action}, {"deadline_unix", w.deadline_unix}, {"heartbeat_timeout_s", w.heartbeat_timeout_s}};
+        save();
+        common::log::info("watchdog: armed (", w.action, "; ends the instance ",
+                          common::format_duration(w.heartbeat_timeout_s), " after the last heartbeat)");
+    }
+
+    void heartbeat() {
+        if (!st().contains("remote")) return;
+        try {
+            exec_sh("touch " + shell_quote(layout().heartbeat_file));
+        } catch (const common::Error & e) {
+            common::log::warn("heartbeat: ", e.message());
+        }
+    }
+
+    // Starts `name` unless it already exists (a resumed run), then streams its log into
+    // RUN_DIR/logs/<name>.log from the saved offset until it ends. Heartbeats on every poll.
+    bifrost::JobInfo follow_job(const std::string & name, const bifrost::Command & command, const bifrost::EnvList & env,
+                                const common::Deadline & deadline) {
+        auto & c = client();
+        bool exists = false;
+        for (const auto & j : c.jobs())
+            if (j.name == name) exists = true;
+        if (!exists) {
+            bifrost::JobSpec spec;
+            spec.name = name;
+            spec.command = command;
+            spec.options.env = env;
+            // Cloud containers keep their env (CUDA paths, the scoped key) on PID 1 only; the local
+            // rehearsal's sshd is not in a container and PID 1 is not ours to read.
+            spec.options.import_container_env = st()["instance"].value("provider", "") != "local";
+            c.run_detached(spec);
+            st()["jobs"][name] = {{"offset", 0}};
+            save();
+        }
+        std::string log_path = dir_.logs_dir() + "/" + name + ".log";
+        uint64_t offset = st()["jobs"][name].value("offset", uint64_t{0});
+        {
+            // The local file holds exactly the bytes before `offset`: trim a tail written after the
+            // last saved offset (a crash between write and save), so nothing is repeated.
+            std::error_code ec;
+            if (fs::exists(log_path) && fs::file_size(log_path, ec) > offset) fs::resize_file(log_path, offset, ec);
+        }
+        std::ofstream log(log_path, std::ios::app | std::ios::binary);
+        std::string partial;
+        auto on_data = [&](std::string_view s) {
+            log.write(s.data(), static_cast<std::streamsize>(s.size()));
+            partial.append(s);
+            size_t nl;
+            while ((nl = partial.find('\n')) != std::string::npos) {
+                common::log::info(name, ": ", partial.substr(0, nl));
+                partial.erase(0, nl + 1);
+            }
+        };
+        const double price = st()["instance"].value("price_usd_per_hour", 0.0);
+        const double created = st()["instance"].value("created_unix", clock_.unix_now());
+        for (;;) {
+            common::throw_if_interrupted();
+            offset = c.logs(name, offset, false, on_data);
+            log.flush();
+            st()["jobs"][name]["offset"] = offset;
+            save();
+            heartbeat();
+            auto info = c.job(name);
+            if (info.state != "running") {
+                offset = c.logs(name, offset, false, on_data);
+                log.flush();
+                st()["jobs"][name] = {{"offset", offset}, {"state", info.state}, {"exit_code", info.exit_code.value_or(-1)}};
+                save();
+                return info;
+            }
+            if (over_budget(cfg_.policy, price, clock_.unix_now() - created))
+                throw common::Error(common::ErrorKind::Quota, name + ": stopped at the cost cap of $" +
+                                                                  std::to_string(*cfg_.policy.max_cost_usd) + " (policy.max_cost_usd)");
+            if (!deadline.sleep(seconds(opt_.poll_s)))
+                throw common::Error(common::ErrorKind::Timeout, name + ": still running at its deadline of " +
+                                                                    common::format_duration(common::to_seconds(deadline.budget())));
+        }
+    }
+
+    void require_success(const bifrost::JobInfo & info, const std::string & what) {
+        if (info.state == "succeeded") return;
+        std::string log_path = dir_.logs_dir() + "/" + info.name + ".log";
+        throw common::Error(common::ErrorKind::RemoteFailed,
+                            what + ": " + info.state + " (exit " + std::to_string(info.exit_code.value_or(-1)) + "); last lines of " +
+                                log_path + ":" + tail_lines(log_path, 8));
+    }
+
+    // ---- bootstrap: build extract/analyze on the instance, cached by source hash ------------------
+    void bootstrap(StepContext & ctx) {
+        RemoteLayout l = layout();
+        auto cmd = bifrost::Command::args({"sh", l.src_dir + "/deploy/remote/bootstrap.sh", l.src_dir, l.cache_dir});
+        require_success(follow_job("bootstrap", cmd, {}, ctx.deadline), "bootstrap");
+        std::string bin = value_from_log(dir_.logs_dir() + "/bootstrap.log", "bin_dir");
+        if (bin.empty()) throw common::Error(common::ErrorKind::RemoteFailed, "bootstrap: finished without printing bin_dir=");
+        st()["bin_dir"] = bin;
+        save();
+    }
+
+    // ---- fetch: the checkpoint onto the instance (Hub, cached; a pushed path; or a fixture) ------
+    void fetch(StepContext & ctx) {
+        RemoteLayout l = layout();
+        if (cfg_.model.fixture) {
+            st()["model_dir"] = "";  // the job writes it
+        } else if (!cfg_.model.local_path.empty()) {
+            st()["model_dir"] = l.input_dir + "/model";
+        } else {
+            bifrost::EnvList env;
+            const char * tok = std::getenv(cfg_.hf_token_env.c_str());
+            if (tok && *tok) {
+                common::log::add_secret(tok);
+                env.push_back({"HF_TOKEN", tok});  // on stdin, never in argv
+            }
+            if (const char * ep = std::getenv("HF_ENDPOINT"); ep && *ep) env.push_back({"HF_ENDPOINT", ep});
+            auto cmd = bifrost::Command::args(
+                {"sh", l.src_dir + "/deploy/remote/fetch_model.sh", cfg_.model.hub_id, cfg_.model.revision, l.cache_dir});
+            auto info = follow_job("fetch", cmd, env, ctx.deadline);
+            if (info.state != "succeeded" && info.exit_code == 3)
+                throw common::Error(common::ErrorKind::Auth, "fetch: " + cfg_.model.hub_id + ": the Hub refused the download; set " +
+                                                                 cfg_.hf_token_env + " and accept the model's licence");
+            require_success(info, "fetch");
+            st()["model_dir"] = value_from_log(dir_.logs_dir() + "/fetch.log", "model_dir");
+        }
+        save();
+    }
+
+    // ---- run: extract + analyze as one detached job, streamed here --------------------------------
+    void run_job(StepContext & ctx) {
+        RemoteLayout l = layout();
+        test_hook("run");
+        if (!st().contains("jobs") || !st()["jobs"].contains("analysis")) {
+            std::string job = job_script(cfg_, l, st().value("bin_dir", ""), st().value("model_dir", ""));
+            if (exec_sh("cat > " + shell_quote(l.input_dir + "/job.sh"), job) != 0)
+                throw common::Error(common::ErrorKind::RemoteFailed, "run: could not write job.sh");
+        }
+        auto info = follow_job("analysis", bifrost::Command::args({"sh", l.input_dir + "/job.sh"}), {}, ctx.deadline);
+        require_success(info, "run (extract + analyze)");
+    }
+
+    // ---- pull: results home, verified --------------------------------------------------------------
+    void pull(StepContext &) {
+        RemoteLayout l = layout();
+        auto stats = client().pull(l.results_dir, dir_.results_dir());
+        common::log::info("pull: ", stats.files_fetched, " files, ", stats.bytes_fetched / 1024, " KiB");
+        std::string outliers;
+        for (const auto & e : fs::recursive_directory_iterator(dir_.results_dir()))
+            if (e.path().filename() == "outliers.json") outliers = e.path().string();
+        if (outliers.empty())
+            throw common::Error(common::ErrorKind::RemoteFailed, "pull: no outliers.json among the results in " + dir_.results_dir());
+        std::ifstream in(outliers);
+        auto j = nlohmann::json::parse(in, nullptr, false);
+        if (j.is_discarded()) throw common::Error(common::ErrorKind::RemoteFailed, "pull: " + outliers + " is not valid JSON");
+        st()["results"] = {{"dir", dir_.results_dir()}, {"outliers_json", outliers}};
+        save();
+    }
+
+    // Best effort after a failure or interrupt: whatever results and logs exist, before any terminate.
+    void salvage() {
+        if (!client_ && !(st().contains("instance") && st()["instance"].contains("ssh"))) return;
+        try {
+            RemoteLayout l = layout();
+            if (exec_sh("test -d " + shell_quote(l.results_dir)) == 0) client().pull(l.results_dir, dir_.results_dir());
+            fs::create_directories(dir_.logs_dir() + "/remote");
+            if (exec_sh("test -f " + shell_quote(l.run_dir + "/watchdog.log")) == 0)
+                client().pull(l.run_dir + "/watchdog.log", dir_.logs_dir() + "/remote");
+            for (const auto & j : client().jobs()) {
+                std::string path = dir_.logs_dir() + "/" + j.name + ".log";
+                uint64_t off = st()["jobs"].contains(j.name) ? st()["jobs"][j.name].value("offset", uint64_t{0}) : 0;
+                std::ofstream log(path, std::ios::app | std::ios::binary);
+                off = client().logs(j.name, off, false, [&](std::string_view s) { log.write(s.data(), static_cast<std::streamsize>(s.size())); });
+                st()["jobs"][j.name]["offset"] = off;
+            }
+            save();
+        } catch (const common::Error & e) {
+            common::log::warn("finish: could not pull everything before ending the instance: ", e.message());
+        }
+    }
+
+    // ---- finish: policy → terminate and prove, or keep with a deadline ----------------------------
+    void finish(StepContext & ctx) {
+        if (!st().contains("instance")) {
+            common::log::info("finish: no instance was created; nothing to end");
+            st()["end"] = {{"action", "none"}};
+            save();
+            return;
+        }
+        auto inst = st()["instance"];
+        if (finished_before_) return;  // an earlier attach ended it; --resume only summarises
+        if (outcome_ != Outcome::Succeeded) salvage();
+        EndDecision d = decide(cfg_.policy, outcome_, clock_.unix_now());
+        common::log::info("finish: ", d.reason);
+        st()["end"] = {{"action", end_action_name(d.action)}, {"reason", d.reason}};
+        save();
+        if (d.action == EndAction::Keep) {
+            bool extended = false;
+            try {
+                RemoteLayout l = layout();
+                auto w = watchdog_settings();
+                w.deadline_unix = d.keep_until_unix;
+                w.heartbeat_timeout_s = cfg_.policy.keep_ttl_s;  // nobody heartbeats a kept box
+                extended = exec_sh("cat > " + shell_quote(l.watchdog_conf), watchdog_config(w, l)) == 0;
+            } catch (const common::Error & e) {
+                common::log::warn("finish: could not reset the watchdog for the keep TTL: ", e.message());
+            }
+            st()["end"]["keep_until_unix"] = d.keep_until_unix;
+            st()["end"]["watchdog_extended"] = extended;
+            save();
+            common::log::warn("finish: ", instance_ref(inst), " kept; end it with: broker instances terminate ", instance_ref(inst), " --yes");
+            return;
+        }
+        // Disarm first so the watchdog does not race the terminate (harmless, but noisy).
+        if (client_) {
+            try {
+                RemoteLayout l = layout();
+                WatchdogSettings w = watchdog_settings();
+                w.disarmed = true;
+                exec_sh("cat > " + shell_quote(l.watchdog_conf), watchdog_config(w, l));
+            } catch (const common::Error &) {
+            }
+        }
+        client_.reset();
+        auto t = broker_.terminate_and_prove(inst.value("provider", ""), inst.value("id", ""),
+                                             std::min<common::Duration>(ctx.deadline.remaining(), 5min), 2s);
+        st()["end"]["proven_gone"] = t.proven;
+        st()["end"]["last_status"] = t.last_status;
+        st()["end"]["ended_unix"] = clock_.unix_now();
+        save();
+        if (!t.proven)
+            throw common::Error(common::ErrorKind::LeakRisk,
+                                "finish: " + instance_ref(inst) + ": terminate not confirmed (status " + t.last_status +
+                                    "); it may still bill; run: broker instances terminate " + instance_ref(inst) + " --yes");
+        common::log::info("finish: ", instance_ref(inst), " is gone");
+    }
+
+    // A run that already finished: the report is rebuilt from the journal (last event per step).
+    int summarize_finished(const common::Output & out) {
+        RunReport report;
+        std::map<std::string, JournalEvent> last;
+        for (const auto & e : dir_.journal()) {
+            if (e.event == "start" || e.event == "note" || e.event == "skipped") continue;
+            if (!last.count(e.step)) report.steps.push_back({e.step, "", 0});
+            last[e.step] = e;
+        }
+        for (auto & t : report.steps) {
+            const auto & e = last[t.name];
+            t.outcome = e.event;
+            t.duration_s = e.duration_s;
+            if (e.event != "failed") continue;
+            common::ErrorKind kind = common::ErrorKind::Internal;
+            for (auto k : {common::ErrorKind::Usage, common::ErrorKind::Auth, common::ErrorKind::Capacity, common::ErrorKind::Quota,
+                           common::ErrorKind::Network, common::ErrorKind::Timeout, common::ErrorKind::RemoteFailed,
+                           common::ErrorKind::NotFound, common::ErrorKind::LeakRisk, common::ErrorKind::Interrupted})
+                if (common::kind_name(k) == e.kind) kind = k;
+            if (t.name == "finish") report.finish_failure = common::Error(kind, e.message);
+            else if (!report.first_failure) report.first_failure = common::Error(kind, e.message);
+        }
+        summarize(report, out);
+        return report.exit_code();
+    }
+
+    void summarize(const RunReport & report, const common::Output & out) {
+        nlohmann::json steps = nlohmann::json::array();
+        for (const auto & s : report.steps) steps.push_back({{"step", s.name}, {"outcome", s.outcome}, {"duration_s", s.duration_s}});
+        double price = 0, elapsed = 0;
+        std::string ref;
+        if (st().contains("instance")) {
+            const auto & i = st()["instance"];
+            price = i.value("price_usd_per_hour", 0.0);
+            double end = st().contains("end") ? st()["end"].value("ended_unix", clock_.unix_now()) : clock_.unix_now();
+            elapsed = end - i.value("created_unix", end);
+            ref = instance_ref(i);
+        }
+        nlohmann::json summary{{"run_dir", dir_.path()},
+                               {"model", cfg_.model.display_name()},
+                               {"instance", ref},
+                               {"price_usd_per_hour", price},
+                               {"instance_s", elapsed},
+                               {"cost_usd", cost_usd(price, elapsed)},
+                               {"results_dir", st().contains("results") ? st()["results"].value("dir", "") : ""},
+                               {"end", st().value("end", nlohmann::json::object())},
+                               {"exit_code", report.exit_code()},
+                               {"steps", steps}};
+        if (out.json()) {
+            out.object(summary);
+            return;
+        }
+        out.rows({{"step", "STEP"}, {"outcome", "OUTCOME"}, {"duration_s", "SECONDS"}}, steps);
+        std::ostringstream s;
+        s << "run " << dir_.path() << ": " << (report.exit_code() == 0 ? "succeeded" : "FAILED (exit " + std::to_string(report.exit_code()) + ")");
+        out.text(s.str());
+        if (!ref.empty())
+            out.text("instance " + ref + ": " + common::format_duration(elapsed) + " at $" + common::log::concat(price) +
+                     "/h = $" + common::log::concat(cost_usd(price, elapsed)) + "; " + st()["end"].value("reason", "not ended"));
+        if (st().contains("results")) out.text("results: " + st()["results"].value("dir", "") + " (report: analysis/report.md)");
+    }
+
+    RunConfig cfg_;
+    FlowOptions opt_;
+    RunDir dir_;
+    broker::Broker broker_;
+    common::Clock & clock_;
+    std::optional<bifrost::Client> client_;
+    bool finished_before_ = false;
+    Outcome outcome_ = Outcome::Failed;
+};
+
+}  // namespace
+
+int run_new(const RunConfig & config, const FlowOptions & options, const common::Output & out) {
+    validate(config);
+    common::Clock & clock = *options.broker.clock;
+    std::string run_id = new_run_id(clock.unix_now());
+    std::string path = options.run_dir.empty() ? config.output_dir + "/" + run_id : options.run_dir;
+    // The instance name allows [a-z0-9]: the config name plus the run id without dashes.
+    std::string compact;
+    for (char ch : run_id)
+        if (ch != '-') compact += ch;
+    nlohmann::json info{{"run_id", run_id},
+                        {"instance_run_id", config.name.empty() ? compact : config.name + compact.substr(2)},
+                        {"config", config_to_json(config)},
+                        {"workspace", options.workspace},
+                        {"started_unix", clock.unix_now()}};
+    RunDir dir = RunDir::create(path, info);
+    common::log::info("run ", run_id, ": ", config.model.display_name(), "; run directory ", path,
+                      " (resume with: deploy_and_analyze --resume ", path, ")");
+    Flow flow(config, options, std::move(dir));
+    return flow.run(out);
+}
+
+int run_resume(const std::string & run_dir, const FlowOptions & options, const common::Output & out) {
+    RunDir dir = RunDir::open(run_dir);
+    RunConfig config = config_from_json(dir.run_info().at("config"));
+    FlowOptions o = options;
+    if (o.workspace.empty()) o.workspace = dir.run_info().value("workspace", "");
+    if (dir.step_done("finish")) common::log::info("resume: ", run_dir, " already finished; summarising");
+    common::log::info("resume: ", run_dir, " (", config.model.display_name(), ")");
+    Flow flow(config, o, std::move(dir));
+    return flow.run(out);
+}
+
+}  // namespace deploy

@@ -1,0 +1,211 @@
+// End to end on loopback: the real deploy_and_analyze program against the `local` provider (a real
+// sshd on 127.0.0.1), with the remote half really built (cached by source hash in one folder shared
+// by every test here, so only the first pays for the build) and really run on the tiny OLMoE fixture
+// with planted outliers. SERIAL: these share the build cache and the CPU.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+#include <doctest/doctest.h>
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Env {
+    tests::TempDir dir{"deploy-e2e"};
+    std::string state() const { return dir / "state"; }
+    std::string runs() const { return dir / "runs"; }
+};
+
+std::vector<std::string> base_args(const Env & env, const std::string & config) {
+    return {DEPLOY_BIN, "--config", config, "--output-dir", env.runs(), "--state-dir", env.state(),
+            "--ledger", env.state() + "/ledger.sqlite", "--remote-cache", DEPLOY_REMOTE_CACHE, "--workspace", TOOLKIT_SOURCE_DIR};
+}
+
+common::RunOptions run_opts() {
+    common::RunOptions o;
+    o.timeout = std::chrono::milliseconds(1500 * 1000);
+    o.extra_env = {"BROKER_STATE_DIR=", "OMP_NUM_THREADS=2"};
+    return o;
+}
+
+std::string rehearsal_with(const Env & env, const std::string & extra_yaml, const std::string & name = "run.yaml") {
+    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
+    // Drop the policy section and append the test's own (keys may not repeat).
+    auto pos = text.find("\npolicy:");
+    if (!extra_yaml.empty() && extra_yaml.find("policy:") != std::string::npos && pos != std::string::npos) text = text.substr(0, pos + 1);
+    std::string path = env.dir / name;
+    tests::write_file(path, text + extra_yaml);
+    return path;
+}
+
+std::string only_run_dir(const Env & env) {
+    std::string found;
+    if (!fs::exists(env.runs())) return found;
+    for (const auto & e : fs::directory_iterator(env.runs())) found = e.path().string();
+    return found;
+}
+
+// Local instances still present in the broker state (each is a directory with meta.json).
+int local_instances(const Env & env) {
+    int n = 0;
+    if (!fs::exists(env.state() + "/local")) return 0;
+    for (const auto & e : fs::directory_iterator(env.state() + "/local"))
+        if (fs::exists(e.path() / "meta.json")) ++n;
+    return n;
+}
+
+nlohmann::json state_of(const std::string & run_dir) {
+    std::ifstream in(run_dir + "/state.json");
+    return nlohmann::json::parse(in);
+}
+
+bool journal_has(const std::string & run_dir, const std::string & step, const std::string & event) {
+    std::ifstream in(run_dir + "/journal.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        if (!j.is_discarded() && j.value("step", "") == step && j.value("event", "") == event) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("e2e: the rehearsal runs the whole flow, finds the planted outliers, and ends the instance") {
+    Env env;
+    auto r = common::run_process(base_args(env, rehearsal_with(env, "")), run_opts());
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    for (const char * step : {"estimate", "offers", "create", "ready", "push", "watchdog", "bootstrap", "fetch", "run", "pull", "finish"})
+        CHECK_MESSAGE(journal_has(run, step, "done"), step);
+    CHECK(fs::exists(run + "/results/analysis/report.md"));
+    CHECK(fs::exists(run + "/results/metadata.json"));
+    std::ifstream in(run + "/results/analysis/outliers.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto j = nlohmann::json::parse(text);
+    CHECK(!j.empty());
+    auto st = state_of(run);
+    CHECK(st["end"]["action"] == "terminate");
+    CHECK(st["end"]["proven_gone"] == true);
+    CHECK(local_instances(env) == 0);
+    CHECK(fs::exists(run + "/logs/analysis.log"));
+    CHECK(r.out.find("results: ") != std::string::npos);
+}
+
+TEST_CASE("e2e: extract failing applies on_failure (keep for a TTL), with the logs pulled") {
+    Env env;
+    // Token ids beyond the fixture's vocabulary of 128: extract refuses them.
+    std::string cfg = rehearsal_with(env, "policy:\n  on_failure: keep\n  keep_ttl: 10m\n  heartbeat_timeout: 2m\n");
+    std::string text = tests::read_file(cfg);
+    text.replace(text.find("vocab: 128"), 10, "vocab: 5000");
+    tests::write_file(cfg, text);
+    auto r = common::run_process(base_args(env, cfg), run_opts());
+    INFO(r.err);
+    CHECK(r.exit_code == 8);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK(journal_has(run, "run", "failed"));
+    CHECK(tests::read_file(run + "/logs/analysis.log").find("extract") != std::string::npos);
+    auto st = state_of(run);
+    CHECK(st["end"]["action"] == "keep");
+    CHECK(st["end"]["watchdog_extended"] == true);
+    CHECK(local_instances(env) == 1);
+    // The kept instance ends with the command the run printed.
+    std::string ref = st["instance"]["provider"].get<std::string>() + ":" + st["instance"]["id"].get<std::string>();
+    CHECK(r.err.find("broker instances terminate " + ref) != std::string::npos);
+    auto t = common::run_process({BROKER_BIN, "--state-dir", env.state(), "--ledger", env.state() + "/ledger.sqlite", "instances",
+                                  "terminate", ref, "--yes"});
+    CHECK(t.exit_code == 0);
+    CHECK(local_instances(env) == 0);
+}
+
+TEST_CASE("e2e: Ctrl-C mid-run stops cleanly, keeps what exists, terminates, exits 130") {
+    Env env;
+    auto args = base_args(env, rehearsal_with(env, ""));
+    auto child = common::ChildProcess::spawn(args, {.stdout_path = env.dir / "out.txt", .stderr_path = env.dir / "err.txt", .new_session = true});
+    // Wait for the run step (the job is running), then Ctrl-C.
+    std::string run;
+    auto end = std::chrono::steady_clock::now() + 1200s;
+    while (std::chrono::steady_clock::now() < end) {
+        run = only_run_dir(env);
+        if (!run.empty() && journal_has(run, "run", "start")) break;
+        std::this_thread::sleep_for(200ms);
+    }
+    REQUIRE(journal_has(run, "run", "start"));
+    ::kill(child.pid(), SIGINT);
+    auto code = child.wait_for(120s);
+    INFO(tests::read_file(env.dir / "err.txt"));
+    REQUIRE(code.has_value());
+    CHECK(*code == 130);
+    CHECK(journal_has(run, "finish", "done"));
+    CHECK(local_instances(env) == 0);
+    CHECK(state_of(run)["end"]["proven_gone"] == true);
+}
+
+TEST_CASE("e2e: SIGKILLed mid-run, the on-instance watchdog ends the instance when heartbeats stop") {
+    Env env;
+    auto args = base_args(env, rehearsal_with(env, "policy:\n  heartbeat_timeout: 30s\n"));
+    args.push_back("--test-sigkill-at-step");
+    args.push_back("run");
+    auto r = common::run_process(args, run_opts());
+    CHECK(r.exit_code == 128 + SIGKILL);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK(journal_has(run, "watchdog", "done"));
+    CHECK(local_instances(env) == 1);
+    // Heartbeat timeout 30 s + a 10 s tick + the broker terminate.
+    auto end = std::chrono::steady_clock::now() + 90s;
+    while (local_instances(env) > 0 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1s);
+    CHECK(local_instances(env) == 0);
+}
+
+TEST_CASE("e2e: --resume reattaches to a run whose orchestrator died, and finishes it") {
+    Env env;
+    auto args = base_args(env, rehearsal_with(env, "policy:\n  heartbeat_timeout: 10m\n"));
+    args.push_back("--test-sigkill-at-step");
+    args.push_back("run");
+    auto r = common::run_process(args, run_opts());
+    CHECK(r.exit_code == 128 + SIGKILL);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    auto again = common::run_process({DEPLOY_BIN, "--resume", run, "--state-dir", env.state(), "--ledger", env.state() + "/ledger.sqlite",
+                                      "--remote-cache", DEPLOY_REMOTE_CACHE},
+                                     run_opts());
+    INFO(again.err);
+    CHECK(again.exit_code == 0);
+    CHECK(journal_has(run, "bootstrap", "skipped"));
+    CHECK(fs::exists(run + "/results/analysis/outliers.json"));
+    CHECK(local_instances(env) == 0);
+    // A second resume only summarises.
+    auto third = common::run_process({DEPLOY_BIN, "--resume", run, "--state-dir", env.state(), "--json"}, run_opts());
+    CHECK(third.exit_code == 0);
+    CHECK(nlohmann::json::parse(third.out)["exit_code"] == 0);
+}
+
+TEST_CASE("e2e: a bad config is refused before anything is rented") {
+    Env env;
+    std::string cfg = rehearsal_with(env, "policy:\n  on_succes: terminate\n");
+    auto r = common::run_process(base_args(env, cfg), run_opts());
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("on_succes") != std::string::npos);
+    CHECK(r.err.find("run.yaml:") != std::string::npos);
+    CHECK(only_run_dir(env).empty());
+    CHECK(local_instances(env) == 0);
+    auto r2 = common::run_process({DEPLOY_BIN, "--gpu-count", "-3", "--output-dir", env.runs(), "--state-dir", env.state()}, run_opts());
+    CHECK(r2.exit_code == 2);
+    CHECK(only_run_dir(env).empty());
+}
