@@ -31,7 +31,7 @@ int main(int argc, char ** argv) {
     return common::run_program("analyze", &json, [&]() -> int {
         // `analyze RUN_DIR ...` = `analyze run RUN_DIR ...`.
         std::vector<std::string> args(argv, argv + argc);
-        static const char * verbs[] = {"run", "merge", "report", "compare"};
+        static const char * verbs[] = {"run", "merge", "report", "compare", "extract"};
         if (args.size() > 1 && args[1][0] != '-' &&
             std::none_of(std::begin(verbs), std::end(verbs), [&](const char * v) { return args[1] == v; }))
             args.insert(args.begin() + 1, "run");
@@ -43,7 +43,8 @@ int main(int argc, char ** argv) {
                      "  analyze runs/olmoe                       # statistics, outliers.json, report.md, plots\n"
                      "  analyze merge a.stats.cbor b.stats.cbor -o all.stats.cbor\n"
                      "  analyze report runs/olmoe/analysis/outliers.json\n"
-                     "  analyze compare */analysis/outliers.json --params OLMoE-1B-7B=6.9B -o sweep"};
+                     "  analyze compare */analysis/outliers.json --params OLMoE-1B-7B=6.9B -o sweep\n"
+                     "  analyze extract -o out/analysis -- run ./OLMoE-1B-7B --tokens ids.json --device cuda"};
         app.require_subcommand(1);
         app.fallthrough();  // global flags (--json, -v) also after the verb
         int verbose = 0;
@@ -97,6 +98,22 @@ int main(int argc, char ** argv) {
         compare_cmd->add_option("--params", compare.params, "LABEL=COUNT parameter counts (7B, 1.3e9, 300M); LABEL = model name or file");
         compare_cmd->add_flag("--no-plots", no_plots_compare, "Tables only");
 
+        analysis::cli::FusedOptions fused;
+        double fused_threshold = 6.0;
+        bool fused_native = false, no_plots_fused = false;
+        auto * extract_cmd = app.add_subcommand("extract", "Extract and analyse in one pass (captures stay on the GPU)\n"
+                                                           "Example: analyze extract -o runs/olmoe/analysis -- run ./OLMoE-1B-7B --tokens ids.json --device cuda");
+        extract_cmd->add_option("-o,--out", fused.out_dir, "Analysis output directory")->required();
+        extract_cmd->add_option("--tokenizer", fused.tokenizer, "tokenizer.json for token strings (default: the run's)");
+        extract_cmd->add_option("--threshold", fused_threshold, "Magnitude threshold, inclusive")->capture_default_str();
+        extract_cmd->add_flag("--native-precision", fused_native, "Threshold the model's values as they are (default: bf16-rounded)");
+        extract_cmd->add_option("--massive", fused.accumulate.massive_top_k, "Top-K residual |x| per layer (add --residual to the extract flags)");
+        extract_cmd->add_option("--token-dims", fused.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->capture_default_str();
+        extract_cmd->add_flag("--no-plots", no_plots_fused, "Write JSON and markdown only");
+        extract_cmd->add_flag("--baseline", fused.baseline, "Run the forward pass with no statistics (benchmark baseline)");
+        extract_cmd->add_option("extract_args", fused.extract_args, "After --: the `extract` command (run MODEL_DIR ...)");
+        add_criteria(extract_cmd, fused.criteria);
+
         try {
             app.parse(static_cast<int>(cargs.size()), cargs.data());
         } catch (const CLI::CallForHelp & h) {
@@ -115,6 +132,12 @@ int main(int argc, char ** argv) {
             run.accumulate.histogram = !no_histogram;
             run.plots = !no_plots_run;
             return analysis::cli::run_analyze_run(run, out);
+        }
+        if (extract_cmd->parsed()) {
+            fused.accumulate.threshold = fused_threshold;
+            fused.accumulate.round_bf16 = !fused_native;
+            fused.plots = !no_plots_fused;
+            return analysis::cli::run_fused(fused, out);
         }
         if (merge_cmd->parsed()) return analysis::cli::run_merge(merge, out);
         if (report_cmd->parsed()) {

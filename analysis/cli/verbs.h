@@ -55,6 +55,17 @@ struct CompareVerbOptions {  // analyze compare RESULT...
 };
 int run_compare(const CompareVerbOptions & options, const common::Output & out);
 
+struct FusedOptions {  // analyze extract [flags] -- run MODEL_DIR [extract flags]
+    std::string out_dir;
+    std::string tokenizer;
+    AccumulatorOptions accumulate;
+    CriteriaOptions criteria;
+    bool plots = true;
+    bool baseline = false;  // forward pass with a sink that takes nothing (benchmark baseline)
+    std::vector<std::string> extract_args;
+};
+int run_fused(const FusedOptions & options, const common::Output & out);
+
 // Shared helpers for the verbs.
 TokenText load_token_text(const std::string & tokenizer_path);  // empty path: empty function
 void print_summary(const FinalizeOutcome & outcome, const common::Output & out);

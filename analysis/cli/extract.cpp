@@ -1,0 +1,93 @@
+// analyze extract [flags] -- run MODEL_DIR [extract flags]: the fused mode. Runs the extractor's own
+// `extract` command line with the streaming accumulator as an extra sink (captures stay on the
+// device, nothing is written per activation), then finalize_run. --baseline attaches a sink that
+// takes nothing instead: the forward pass alone, for measuring the statistics' overhead.
+#include "analysis/cli/verbs.h"
+
+#include "common/error.h"
+#include "common/log.h"
+
+#ifdef TOOLKIT_ANALYSIS_HAS_FUSED
+#include "extractor/cli/cli.h"
+#endif
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+namespace analysis::cli {
+
+#ifdef TOOLKIT_ANALYSIS_HAS_FUSED
+namespace {
+
+class NullSink final : public extractor::CaptureSink {
+public:
+    bool wants(extractor::Site, int) const override { return false; }
+    void begin_batch(const extractor::BatchInfo &) override {}
+    void on_capture(extractor::Site, int, const at::Tensor &) override {}
+    void end_batch() override {}
+};
+
+// What metadata the run has: metadata.json when extract wrote one (--out), else the command line.
+nlohmann::json run_metadata(const std::vector<std::string> & args) {
+    for (size_t i = 0; i + 1 < args.size(); ++i)
+        if (args[i] == "--out") {
+            std::ifstream in(std::filesystem::path(args[i + 1]) / "metadata.json");
+            if (in) {
+                try {
+                    return nlohmann::json::parse(in);
+                } catch (const nlohmann::json::exception &) {
+                }
+            }
+        }
+    nlohmann::json meta = {{"extract_args", args}};
+    if (args.size() > 2 && args[1] == "run") meta["model"] = {{"dir", std::filesystem::absolute(args[2]).string()}};
+    return meta;
+}
+
+}  // namespace
+#endif
+
+int run_fused(const FusedOptions & o, const common::Output & out) {
+#ifdef TOOLKIT_ANALYSIS_HAS_FUSED
+    if (o.extract_args.empty() || o.extract_args[0] != "run")
+        throw common::Error::usage("extract: give the extract command after --, e.g. analyze extract -o out -- run MODEL_DIR --tokens ids.json");
+    if (o.out_dir.empty()) throw common::Error::usage("extract: give the analysis output directory with -o");
+    const auto report = o.criteria.report_options();
+    std::vector<std::string> args = {"extract"};
+    args.insert(args.end(), o.extract_args.begin(), o.extract_args.end());
+    std::vector<char *> argv;
+    for (auto & a : args) argv.push_back(a.data());
+
+    if (o.baseline) {
+        NullSink sink;
+        return extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data(), {&sink});
+    }
+    OutlierAccumulator acc(o.accumulate);
+    const int rc = extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data(), {&acc});
+    if (rc != 0) return rc;  // extract printed its error already
+    const auto t0 = std::chrono::steady_clock::now();
+    auto stats = acc.statistics(run_metadata(std::vector<std::string>(args.begin() + 1, args.end())));
+    FinalizeOptions f;
+    f.out_dir = o.out_dir;
+    f.report = report;
+    std::string tokenizer = o.tokenizer;
+    if (tokenizer.empty() && stats.metadata.contains("tokenizer") && stats.metadata["tokenizer"].is_object()) {
+        const auto path = stats.metadata["tokenizer"].value("path", std::string());
+        if (!path.empty() && std::filesystem::exists(path)) tokenizer = path;
+    }
+    f.token_text = load_token_text(tokenizer);
+    f.plots = o.plots;
+    const auto outcome = finalize_run(stats, f);
+    common::log::info("analysis finalized in ",
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s");
+    print_summary(outcome, out);
+    return 0;
+#else
+    (void)o;
+    (void)out;
+    throw common::Error::usage("extract: this build of analyze has no extractor (fused mode unavailable)");
+#endif
+}
+
+}  // namespace analysis::cli
