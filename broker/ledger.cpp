@@ -140,6 +140,12 @@ std::optional<LedgerEntry> Ledger::find_instance(const std::string & provider, c
     return v.back();
 }
 
+std::optional<LedgerEntry> Ledger::find_by_name(const std::string & name) const {
+    auto v = query("WHERE name=?1", {name});
+    if (v.empty()) return std::nullopt;
+    return v.front();
+}
+
 std::vector<LedgerEntry> Ledger::find_by_id(const std::string & id) const { return query("WHERE instance_id=?1", {id}); }
 
 }  // namespace broker

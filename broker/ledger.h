@@ -45,6 +45,7 @@ public:
     std::vector<LedgerEntry> all() const;
     std::optional<LedgerEntry> find_instance(const std::string & provider, const std::string & instance_id) const;
     std::vector<LedgerEntry> find_by_id(const std::string & instance_id) const;
+    std::optional<LedgerEntry> find_by_name(const std::string & name) const;
     const std::string & path() const { return path_; }
 
 private:

@@ -27,7 +27,12 @@ std::vector<SweepAction> Broker::sweep(const std::vector<std::string> & names, b
     for (const auto & inst : instances) {
         auto parsed = parse_instance_name(inst.name);
         if (!parsed) continue;
-        if (!ledger().find_instance(inst.provider, inst.id)) {
+        auto by_name = ledger().find_by_name(inst.name);
+        if (by_name && by_name->provider == inst.provider && by_name->state == "intent") {
+            // The create's outcome was never recorded (crash, lost answer): the name links them.
+            if (!dry_run) ledger().record_created(inst.name, inst.id);
+            actions.push_back({inst.provider, inst.id, inst.name, "recorded", "intent without outcome; found by name"});
+        } else if (!ledger().find_instance(inst.provider, inst.id)) {
             LedgerEntry e;
             e.name = inst.name;
             e.provider = inst.provider;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <thread>
 
+#include "broker/ledger.h"
 #include "common/sshd_server.h"
 #include "tests/broker/cli_support.h"
 
@@ -256,4 +257,36 @@ TEST_CASE("readiness: the GPU check compares nvidia-smi with the offer; a mismat
     CHECK(r.exit_code == 8);
     CHECK(r.err.find("GPU check failed") != std::string::npos);
     CHECK(cli.json({"instances", "list", "--provider", "vast"}).empty());
+}
+
+TEST_CASE("ledger: a crash between the provider's create and our record cannot hide the instance") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    json rows = cli.json({"search", "--provider", "vast", "--gpu", "4090", "--gpus", "1"});
+    REQUIRE(!rows.empty());
+    const std::string name = "tk-crash1-main-dl4000000000";
+    {
+        // What `broker create` writes before calling the provider; then it "crashed".
+        broker::Ledger ledger(cli.dir() / "ledger.sqlite");
+        broker::LedgerEntry e;
+        e.name = name;
+        e.provider = "vast";
+        e.run_id = "crash1";
+        e.deadline_unix = 4000000000;
+        e.offer_id = rows[0]["offer_id"];
+        ledger.record_intent(e);
+    }
+    // The provider did create it (the answer was lost with the process).
+    auto reply = tests::http_call(emu.port(), "PUT", "/api/v0/asks/" + rows[0]["offer_id"].get<std::string>() + "/",
+                                  json({{"client_id", "me"}, {"image", "x"}, {"disk", 10}, {"label", name}}).dump(),
+                                  {{"Authorization", std::string("Bearer ") + kKey}, {"Content-Type", "application/json"}});
+    REQUIRE(reply.status == 200);
+    std::string id = std::to_string(reply.json()["new_contract"].get<long long>());
+    json actions = cli.json({"sweep", "--provider", "vast"});
+    bool recorded = false;
+    for (const auto & a : actions) recorded |= a["action"] == "recorded" && a["id"] == id;
+    CHECK(recorded);
+    // Now a bare id resolves through the ledger, and terminate proves it.
+    CHECK(cli.json({"instances", "terminate", id, "--yes"})[0]["proven"] == true);
 }
