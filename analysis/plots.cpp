@@ -8,6 +8,7 @@
 #include "common/subprocess.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
@@ -52,8 +53,8 @@ PlotOutcome render(const std::string & dir, const std::vector<std::pair<std::str
     std::ostringstream script;
     script << data;
     for (const auto & [name, body] : plots) {
-        for (const auto & [ext, terminal] : {std::pair<std::string, std::string>{"png", "png size 1100,650"},
-                                             {"svg", "svg size 1100,650 dynamic"}}) {
+        for (const auto & [ext, terminal] : {std::pair<std::string, std::string>{"png", "png size 1100,650 noenhanced"},
+                                             {"svg", "svg size 1100,650 dynamic noenhanced"}}) {
             const std::string path = dir + "/" + name + "." + ext;
             script << "reset\nset terminal " << terminal << "\nset output " << quoted(path) << "\n" << body << "\nunset output\n";
             out.files.push_back(path);
@@ -125,7 +126,7 @@ PlotOutcome write_plots(const json & r, const std::string & dir) {
     std::string heat = "set title " + quoted(model + ": fraction of positions with |x| >= " + num(threshold) + ", per site and feature") +
                        "\nset xlabel \"hidden dim\"\nset ylabel \"layer-norm site\"\n" + xtics.str() + ytics.str() +
                        "set cblabel \"hit rate\"\nset palette rgb 33,13,10\nset cbrange [0:*]\nset yrange [-0.5:" + num(static_cast<double>(S) - 0.5) +
-                       "] reverse\nset xrange [-0.5:" + num(static_cast<double>(profiles.size()) - 0.5) + "]\n" +
+                       "]\nset xrange [-0.5:" + num(static_cast<double>(profiles.size()) - 0.5) + "]\n" +
                        "plot $heat matrix with image notitle";
 
     // 2. Max |x| per site for the top features.
@@ -146,21 +147,28 @@ PlotOutcome write_plots(const json & r, const std::string & dir) {
                quoted("dim " + std::to_string(profiles[k].value("dim", 0))) + ", ";
     mag += num(threshold) + " with lines dashtype 2 lc rgb \"black\" title \"threshold\"";
 
-    // 3. Magnitude distribution per site kind.
+    // 3. Magnitude distribution per site kind. The bins (bf16 bit pattern) are quarter octaves split
+    // linearly, so they differ in log width: plot counts per quarter octave of log2 width, and leave
+    // out the first bin (it also holds everything smaller, zeros included).
     const auto & hist = r.at("histogram");
     const auto & edges = hist.at("lower_edges");
     std::string dist = "set title " + quoted(model + ": distribution of |x| over all layer-norm outputs (bf16-rounded)") +
-                       "\nset xlabel \"|x|\"\nset ylabel \"count\"\nset logscale xy\nset grid\nset key top right\nplot ";
+                       "\nset xlabel \"|x|\"\nset ylabel \"values per quarter octave\"\nset logscale xy\nset grid\nset key top right\n" +
+                       "set arrow from " + num(threshold) + ", graph 0 to " + num(threshold) + ", graph 1 nohead dashtype 2\n" +
+                       "set label \"threshold\" at " + num(threshold) + ", graph 0.95 offset 0.5,0\nplot ";
     int block = 0;
     for (const auto & [kind, counts] : hist.at("counts").items()) {
         data << "$hist" << block << " << EOD\n";
-        for (size_t b = 0; b < counts.size() && b < edges.size(); ++b)
-            if (counts[b].get<int64_t>() > 0) data << num(edges[b].get<double>()) << " " << counts[b].get<int64_t>() << "\n";
+        for (size_t b = 1; b + 1 < counts.size() && b + 1 < edges.size(); ++b) {
+            const double lo = edges[b].get<double>(), hi = edges[b + 1].get<double>();
+            const double density = static_cast<double>(counts[b].get<int64_t>()) / (std::log2(hi / lo) * 4);
+            if (density > 0) data << num(lo) << " " << num(density) << "\n";
+        }
         data << "EOD\n";
-        dist += "$hist" + std::to_string(block) + " using 1:2 with steps lw 2 title " + quoted(kind) + ", ";
+        dist += std::string(block ? ", " : "") + "$hist" + std::to_string(block) + " using 1:2 with steps lw 2 title " + quoted(kind);
         ++block;
     }
-    dist += "1/0 notitle\nset arrow from " + num(threshold) + ", graph 0 to " + num(threshold) + ", graph 1 nohead dashtype 2\nreplot";
+    if (block == 0) dist += "1/0 notitle";
 
     return render(dir, {{"outliers_heatmap", heat}, {"magnitude_by_layer", mag}, {"magnitude_distribution", dist}}, data.str());
 }
