@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include <atomic>
+#include <dlfcn.h>
 
 #include "common/error.h"
 
@@ -52,5 +53,11 @@ at::Tensor grouped_mm(const at::Tensor & a, const at::Tensor & b, const at::Tens
 }
 
 const char * torch_version() { return TORCH_VERSION; }
+
+void device_synchronize() {
+    using Sync = int (*)();
+    static const auto sync = reinterpret_cast<Sync>(dlsym(RTLD_DEFAULT, "cudaDeviceSynchronize"));
+    if (sync) sync();
+}
 
 }  // namespace extractor::compat

@@ -22,4 +22,7 @@ at::Tensor grouped_mm(const at::Tensor & a, const at::Tensor & b, const at::Tens
 
 const char * torch_version();
 
+// cudaDeviceSynchronize through the CUDA runtime libtorch_cuda already loaded (no-op without it).
+void device_synchronize();
+
 }  // namespace extractor::compat

@@ -19,6 +19,7 @@
 #include "common/progress.h"
 #include "extractor/compat.h"
 #include "extractor/hash.h"
+#include "extractor/ops.h"
 #include "extractor/sinks/sinks.h"
 
 namespace extractor {
@@ -99,9 +100,14 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
                         {"activation_bytes", m.estimate.activation_bytes}};
         return res;
     }
+    // Device memory in use before this run allocates anything (other processes, our context):
+    // peak - baseline is what the run itself holds.
+    const int first_gpu_guess = 0;
+    res.gpu_used_bytes_baseline = gpu_used_bytes(first_gpu_guess);
     // Inputs first: a bad input file fails before minutes of loading.
     InputSet inputs = prepare_inputs(opt.input, opt.model_dir, cfg.vocab);
     Model model = opt.random_weights ? random_model(opt.model_dir, load, opt.weight_seed) : load_model(opt.model_dir, load);
+    common::log::info("ops: ", ops::describe_paths(model.dtype, model.placement.compute.empty() ? false : model.placement.compute[0].is_cuda()));
     res.load_s = model.load_s;
     res.weights_bytes = model.estimate.total_bytes;
     common::log::info("loaded in ", res.load_s, " s");
@@ -166,6 +172,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
         }
     }
     progress.finish();
+    if (ops::profiling()) common::log::info("profile (device-synchronised per op): ", ops::profile_report());
     res.forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     res.sequences = n_seq;
     res.tokens = n_seq * T;

@@ -37,6 +37,7 @@ struct ExtractResult {
     double load_s = 0, forward_s = 0;
     int64_t tokens = 0, sequences = 0, batches = 0;
     uint64_t gpu_used_bytes_peak = 0;  // device memory in use (cudaMemGetInfo), sampled per batch
+    uint64_t gpu_used_bytes_baseline = 0;  // in use on GPU 0 before loading (incl. our CUDA context)
     uint64_t weights_bytes = 0;        // what was loaded (all experts counted)
 };
 

@@ -4,7 +4,12 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
@@ -13,11 +18,37 @@
 
 namespace extractor::ops {
 
+namespace {
+std::mutex g_profile_mu;
+std::map<std::string, std::pair<double, int64_t>> g_profile;
+}  // namespace
+
+bool profiling() {
+    static const bool on = std::getenv("EXTRACTOR_PROFILE") != nullptr;
+    return on;
+}
+
+void profile_add(const std::string & name, double seconds) {
+    std::lock_guard<std::mutex> lk(g_profile_mu);
+    auto & e = g_profile[name];
+    e.first += seconds;
+    e.second += 1;
+}
+
+std::string profile_report() {
+    std::lock_guard<std::mutex> lk(g_profile_mu);
+    std::string out;
+    for (const auto & [name, e] : g_profile)
+        out += name + " " + std::to_string(e.first * 1e3) + " ms / " + std::to_string(e.second) + " calls; ";
+    return out;
+}
+
 at::Tensor linear(const at::Tensor & x, const Linear & l) {
     return l.bias.defined() ? at::linear(x, l.weight, l.bias) : at::linear(x, l.weight);
 }
 
 at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps) {
+    ProfileScope profile("rms_norm");
     at::Tensor x32 = x.to(at::kFloat);                                          // [...,W] fp32
     at::Tensor var = x32.pow(2).mean(-1, /*keepdim=*/true);                    // [...,1]
     at::Tensor normed = (x32 * at::rsqrt(var + eps)).to(x.scalar_type());      // [...,W] rounded first (HF)
@@ -119,6 +150,7 @@ at::Tensor repeat_kv(const at::Tensor & x, int64_t rep) {
 
 at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOptions & opt, const at::Tensor & cos,
                      const at::Tensor & sin) {
+    ProfileScope profile("attention");
     const int64_t B = a.size(0), T = a.size(1), D = opt.head_dim;
     at::Tensor q = linear(a, w.q);                                                    // [B,T,Nq*D]
     at::Tensor k = linear(a, w.k);                                                    // [B,T,Nkv*D]
@@ -163,6 +195,7 @@ at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOpti
 }
 
 at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w) {
+    ProfileScope profile("dense_mlp");
     at::Tensor g = at::silu(linear(m, w.gate));                                       // [B,T,I]
     at::Tensor u = linear(m, w.up);                                                   // [B,T,I]
     return linear(g * u, w.down);                                                     // [B,T,H]
@@ -170,12 +203,37 @@ at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w) {
 
 namespace {
 at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptions & opt);
+
+bool use_grouped_mm(const at::Tensor & x, int64_t H, int64_t I) {
+    return compat::fast_paths() && compat::has_grouped_mm() && x.is_cuda() && x.scalar_type() == at::kBFloat16 &&
+           H % 8 == 0 && I % 8 == 0;
+}
+}  // namespace
+
+std::string describe_paths(at::ScalarType dtype, bool cuda) {
+    std::string a = compat::fast_paths() && compat::has_sdpa() ? "attention: scaled_dot_product_attention" : "attention: plain matmul-softmax";
+    bool grouped = compat::fast_paths() && compat::has_grouped_mm() && cuda && dtype == at::kBFloat16;
+    return a + "; experts: " + (grouped ? "grouped_mm" : "per-expert matmuls") + " (libtorch " + compat::torch_version() + ")";
+}
+
+ProfileScope::ProfileScope(const char * name) : name_(name) {
+    if (profiling()) {
+        compat::device_synchronize();
+        start_ = std::chrono::steady_clock::now();
+    }
+}
+
+ProfileScope::~ProfileScope() {
+    if (!profiling()) return;
+    compat::device_synchronize();
+    profile_add(name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
 }
 
 at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt) {
     // Tokens are routed independently, so chunking bounds the (token, expert) working set
     // (S = N*K rows of gate/up/down activations) without changing a single value.
-    constexpr int64_t kMaxRoutedRows = 32768;
+    ProfileScope profile("moe");
+    constexpr int64_t kMaxRoutedRows = 16384;
     const int64_t H = m.size(-1);
     at::Tensor x = m.reshape({-1, H});                                                // [N,H]
     const int64_t N = x.size(0), chunk = std::max<int64_t>(1, kMaxRoutedRows / std::max<int64_t>(1, opt.top_k));
@@ -199,25 +257,26 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
     if (opt.weights_in_activation_dtype) top_w = top_w.to(x.scalar_type());
 
     at::Tensor expert_of_slot = top_i.reshape({-1});                                  // [S]
+    // expand+reshape, not repeat_interleave: the latter syncs with the host to size its output.
     at::Tensor token_of_slot =
-        at::arange(N, at::TensorOptions().dtype(at::kLong).device(x.device())).repeat_interleave(K);  // [S]
+        at::arange(N, at::TensorOptions().dtype(at::kLong).device(x.device())).unsqueeze(1).expand({N, K}).reshape({-1});  // [S]
     at::Tensor perm = std::get<1>(at::sort(expert_of_slot, /*stable=*/true, 0, false));  // [S] slots by expert
     at::Tensor token_sorted = token_of_slot.index_select(0, perm);                     // [S]
     at::Tensor weight_sorted = top_w.reshape({-1}).index_select(0, perm);              // [S]
     at::Tensor xs = x.index_select(0, token_sorted);                                   // [S,H]
-    at::Tensor counts = at::bincount(expert_of_slot, {}, E);                           // [E]
-
     at::Tensor out;                                                                    // [S,H]
-    const bool grouped = compat::fast_paths() && compat::has_grouped_mm() && x.is_cuda() &&
-                         x.scalar_type() == at::kBFloat16 && H % 8 == 0 && I % 8 == 0;
-    if (grouped) {
+    if (use_grouped_mm(x, H, I)) {
+        // histc with a fixed range needs no host sync (bincount syncs twice to size its output).
+        at::Tensor counts = at::histc(expert_of_slot.to(at::kFloat), E, 0, static_cast<double>(E - 1));  // [E]
         at::Tensor offs = counts.cumsum(0).to(at::kInt);                               // [E]
         at::Tensor gu = compat::grouped_mm(xs, w.gate_up.transpose(1, 2), offs);       // [S,2I]
+        xs.reset();
         at::Tensor act = at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I);            // [S,I]
+        gu.reset();
         out = compat::grouped_mm(act, w.down.transpose(1, 2), offs);                   // [S,H]
     } else {
         // One host sync per layer for the group sizes; then one matmul pair per hit expert.
-        at::Tensor counts_cpu = counts.to(at::kCPU);
+        at::Tensor counts_cpu = at::bincount(expert_of_slot, {}, E).to(at::kCPU);      // [E]
         const int64_t * c = counts_cpu.data_ptr<int64_t>();
         out = at::empty({xs.size(0), H}, xs.options());
         int64_t start = 0;

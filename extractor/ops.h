@@ -12,8 +12,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 
 namespace extractor {
@@ -87,6 +89,24 @@ struct MoeWeights {
 
 // Softmax-top-k routing and expert dispatch. m [B,T,H] -> [B,T,H]. Tokens are never dropped.
 at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt);
+
+// Which implementations run for this dtype/device, for the log ("attention: sdpa; experts: grouped_mm").
+std::string describe_paths(at::ScalarType dtype, bool cuda);
+
+// EXTRACTOR_PROFILE=1: each op synchronises the device around itself and adds its wall time to a
+// per-op total (profile_report()). Off by default: the syncs cost throughput.
+bool profiling();
+void profile_add(const std::string & name, double seconds);
+std::string profile_report();
+class ProfileScope {
+public:
+    explicit ProfileScope(const char * name);
+    ~ProfileScope();
+
+private:
+    const char * name_;
+    std::chrono::steady_clock::time_point start_;
+};
 
 // The plain causal (optionally sliding) mask as bool [T,T], true = attend.
 at::Tensor causal_mask(int64_t T, std::optional<int64_t> sliding_window, c10::Device device);

@@ -22,6 +22,7 @@ int run_run(const RunVerbOptions & opt, const common::Output & out, const std::v
         {"forward_s", r.forward_s},
         {"tokens_per_s", r.forward_s > 0 ? static_cast<double>(r.tokens) / r.forward_s : 0.0},
         {"gpu_used_bytes_peak", r.gpu_used_bytes_peak},
+        {"gpu_used_bytes_baseline", r.gpu_used_bytes_baseline},
         {"weights_bytes", r.weights_bytes},
         {"out_dir", opt.extract.out_dir.empty() ? nlohmann::json(nullptr) : nlohmann::json(opt.extract.out_dir)},
     };
