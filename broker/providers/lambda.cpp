@@ -248,7 +248,7 @@ Instance lambda_parse_instance(const nlohmann::json & d) {
     // sshd listens elsewhere.
     if (!ip.empty()) {
         std::string user = json_string(d, "x_emulator_ssh_user");  // likewise test-only; real Lambda is ubuntu
-        i.ssh = SshEndpoint{ip, json_int(d, "x_emulator_ssh_port", 22), user.empty() ? "ubuntu" : user};
+        i.ssh = SshEndpoint{ip, json_int(d, "x_emulator_ssh_port", 22), user.empty() ? "ubuntu" : user, ""};
     }
     return i;
 }

@@ -36,8 +36,9 @@ struct GpuInfo {
 std::vector<GpuInfo> query_gpus() {
     std::vector<GpuInfo> gpus;
     try {
-        auto r = common::run_process({"nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"},
-                                     {.timeout = std::chrono::milliseconds(10000)});
+        common::RunOptions ro;
+        ro.timeout = std::chrono::milliseconds(10000);
+        auto r = common::run_process({"nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"}, ro);
         if (r.exit_code != 0) return gpus;
         std::istringstream in(r.out);
         std::string line;

@@ -289,7 +289,7 @@ Instance runpod_parse_pod(const nlohmann::json & p) {
             for (const auto & port : runtime["ports"]) {
                 if (json_int(port, "privatePort") == 22 && port.value("isIpPublic", false) &&
                     json_string(port, "type") != "http") {
-                    i.ssh = SshEndpoint{json_string(port, "ip"), json_int(port, "publicPort", 22), "root"};
+                    i.ssh = SshEndpoint{json_string(port, "ip"), json_int(port, "publicPort", 22), "root", ""};
                     break;
                 }
             }

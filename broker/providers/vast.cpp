@@ -246,12 +246,12 @@ Instance vast_parse_instance(const nlohmann::json & v) {
     if (!ip.empty() && v.contains("ports") && v["ports"].is_object() && v["ports"].contains("22/tcp") &&
         v["ports"]["22/tcp"].is_array() && !v["ports"]["22/tcp"].empty()) {
         int port = json_int(v["ports"]["22/tcp"][0], "HostPort", 0);  // a string on the wire
-        if (port > 0) i.ssh = SshEndpoint{ip, port, "root"};
+        if (port > 0) i.ssh = SshEndpoint{ip, port, "root", ""};
     }
     if (!i.ssh) {
         std::string host = json_string(v, "ssh_host");
         int port = json_int(v, "ssh_port", 0);
-        if (!host.empty() && port > 0) i.ssh = SshEndpoint{host, port, "root"};
+        if (!host.empty() && port > 0) i.ssh = SshEndpoint{host, port, "root", ""};
     }
     return i;
 }

@@ -158,6 +158,16 @@ TEST_CASE("cli local: create a real sshd instance, list it, ssh into it, termina
     CHECK(listed[0]["status"] == "running");
     CHECK(cli.json({"instances", "terminate", ref, "--yes"})[0]["proven"] == true);
     CHECK(cli.json({"instances", "list", "--provider", "local"}).empty());
+    // terminate --all: every instance of ours, each proven.
+    cli.json({"create", "--provider", "local", "--ssh-key", cli.dir() / "id", "--no-wait", "--run-id", "a1"});
+    cli.json({"create", "--provider", "local", "--ssh-key", cli.dir() / "id", "--no-wait", "--run-id", "a2"});
+    CHECK(cli.json({"instances", "list"}).size() == 2);
+    json all = cli.json({"instances", "terminate", "--all", "--yes"});
+    REQUIRE(all.size() == 2);
+    CHECK(all[0]["proven"] == true);
+    CHECK(all[1]["proven"] == true);
+    CHECK(cli.json({"instances", "list"}).empty());
+    CHECK(cli.run({"instances", "terminate", "--all", "local:x", "--yes"}).exit_code == 2);
 }
 
 TEST_CASE("cli ssh-hosts: create leases a host, a second create finds no capacity, terminate releases it") {
