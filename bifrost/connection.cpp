@@ -368,6 +368,9 @@ bool ChannelTask::pump(const StreamCallback & out, const StreamCallback & err, s
 
 int ChannelTask::finish() {
     int status = ssh_channel_get_exit_status(channel_);
+    // No status and no session: the connection died under the command (not a remote failure).
+    if (status < 0 && !ssh_is_connected(session_))
+        throw Error(ErrorKind::Network, label_ + ": connection lost: " + ssh_get_error(session_)).with("host", label_);
     return status < 0 ? 255 : status;
 }
 

@@ -150,9 +150,9 @@ JobInfo Client::kill(const std::string & name, double grace_s) {
                          "[ -f \"$J/exit_code\" ] && exit 0\n"
                          "pid=$(cat \"$J/pid\")\n"
                          ": > \"$J/killed\"\n"
-                         "kill -TERM -- -\"$pid\" 2>/dev/null\n"
-                         "i=0; while kill -0 -- -\"$pid\" 2>/dev/null && [ $i -lt " + std::to_string(ticks) + " ]; do sleep 0.1; i=$((i+1)); done\n"
-                         "kill -KILL -- -\"$pid\" 2>/dev/null\n"
+                         "kill -TERM -\"$pid\" 2>/dev/null\n"
+                         "i=0; while kill -0 -\"$pid\" 2>/dev/null && [ $i -lt " + std::to_string(ticks) + " ]; do sleep 0.1; i=$((i+1)); done\n"
+                         "kill -KILL -\"$pid\" 2>/dev/null\n"
                          "exit 0\n";
     auto c = impl_->run_script(script);
     if (c.status == kNoSuchJob)

@@ -179,7 +179,13 @@ struct Peer {
     bool finished = false;  // exit or failure frame queued; close once flushed
 };
 
-void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s) {
+// Removes the socket path if it is still the one this master bound (a newer master may own it).
+void unlink_if_ours(const std::string & path, const struct stat & mine) {
+    struct stat now {};
+    if (::stat(path.c_str(), &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev) ::unlink(path.c_str());
+}
+
+void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, const std::string & path, const struct stat & mine) {
     std::list<Peer> peers;
     auto idle_since = std::chrono::steady_clock::now();
     auto last_keepalive = idle_since;
@@ -238,9 +244,12 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s) {
                         try {
                             p.task = std::make_unique<ChannelTask>(session, payload, label);
                         } catch (const Error & e) {
-                            append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
-                            p.finished = true;
-                            if (!ssh_is_connected(session)) failure = e.message();
+                            if (!ssh_is_connected(session)) {
+                                failure = e.message();  // every peer is told below, after the socket is gone
+                            } else {
+                                append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
+                                p.finished = true;
+                            }
                         }
                     } else if (type == 'I' && p.task) {
                         p.task->queue_stdin(payload);
@@ -264,7 +273,7 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s) {
                     failure = e.message();
                 }
             }
-            if (p.out.size() > p.out_off) {
+            if (failure.empty() && p.out.size() > p.out_off) {
                 ssize_t w = ::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
                 if (w > 0) p.out_off += static_cast<size_t>(w);
                 else if (w < 0 && errno != EAGAIN && errno != EINTR) {
@@ -281,6 +290,9 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s) {
         }
         if (!failure.empty() || !ssh_is_connected(session)) {
             if (failure.empty()) failure = label + ": connection lost";
+            common::log::warn("control master: ", failure, "; exiting");
+            // Unreachable first, so a request that sees this failure and retries starts a new master.
+            unlink_if_ours(path, mine);
             for (auto & p : peers) {
                 if (!p.finished) append_frame(p.out, 'F', std::string("network\t") + failure);
                 int flags = ::fcntl(p.fd, F_GETFL);
@@ -350,17 +362,18 @@ int bind_socket(const std::string & path) {
     ::stat(path.c_str(), &mine);
     (void)!::write(ready_fd, "ok", 2);
     ::close(ready_fd);
+    // The master's own log (connection loss, failures) lives beside its socket.
     int devnull = ::open("/dev/null", O_RDWR);
+    int log_fd = ::open((path.substr(0, path.size() - 5) + ".log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ::dup2(devnull, 0);
     ::dup2(devnull, 1);
-    ::dup2(devnull, 2);
+    ::dup2(log_fd >= 0 ? log_fd : devnull, 2);
     try {
-        serve(*conn, listen_fd, persist_s, options.keepalive_s);
+        serve(*conn, listen_fd, persist_s, options.keepalive_s, path, mine);
     } catch (...) {
     }
     // Only remove the socket if it is still ours (a newer master may have replaced it).
-    struct stat now {};
-    if (::stat(path.c_str(), &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev) ::unlink(path.c_str());
+    unlink_if_ours(path, mine);
     ::close(listen_fd);
     conn.reset();
     ::_exit(0);

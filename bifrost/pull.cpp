@@ -150,6 +150,16 @@ PullStats Client::pull(const std::string & remote_path, const std::string & loca
             section = rec[0];
             continue;
         }
+        // bifrost's own bookkeeping in a pushed directory is not part of the results.
+        if ((rec == "./.bifrost-manifest" || rec.rfind("./.bifrost-staging/", 0) == 0) && section == 'L') {
+            ++i;
+            continue;
+        }
+        if (section == 'S' || section == 'H') {
+            auto sp = section == 'S' ? rec.find(' ', rec.find(' ') + 1) : std::string::npos;
+            std::string nm = section == 'S' ? (sp == std::string::npos ? "" : rec.substr(sp + 1)) : (rec.size() > 66 ? rec.substr(66) : "");
+            if (nm == "./.bifrost-manifest" || nm.rfind("./.bifrost-staging/", 0) == 0) continue;
+        }
         if (section == 'S') {
             auto s1 = rec.find(' ');
             auto s2 = s1 == std::string::npos ? s1 : rec.find(' ', s1 + 1);

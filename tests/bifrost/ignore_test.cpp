@@ -32,7 +32,7 @@ TEST_CASE("ignore: glob wildcards stop at '/', ** crosses directories") {
     CHECK_FALSE(glob_match("\\*lit", "xlit"));
 }
 
-TEST_CASE("ignore: unanchored patterns match the name at any depth; anchored ones from their file's dir") {
+TEST_CASE("ignore: unanchored patterns match the name at any depth, anchored ones from their file's dir") {
     auto s = rules("*.log\n/build\ndocs/tmp\n");
     CHECK(s.ignored("x.log", false));
     CHECK(s.ignored("a/b/x.log", false));

@@ -116,7 +116,7 @@ TEST_CASE("push: an incremental push sends only changed files and mirrors deleti
     CHECK(cold.files_sent == 0);
 }
 
-TEST_CASE("push: sshd killed mid-upload leaves every remote file old; the next push completes") {
+TEST_CASE("push: sshd killed mid-upload leaves every remote file old, the next push completes") {
     tests::RemoteFixture remote;
     const std::string src = remote.local() + "/p";
     auto content = [](int i, const std::string & v) { return v + std::string(200000, static_cast<char>('a' + i % 26)); };

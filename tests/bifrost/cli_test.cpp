@@ -1,0 +1,90 @@
+// Walks the `bifrost` program: every verb has help with examples, listings and results have
+// --json, exit codes follow the documented table (exec/run: the remote status, 255 for ours).
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/bifrost/remote_fixture.h"
+
+namespace {
+const std::vector<std::string> kVerbs = {"exec", "push", "pull", "run", "jobs", "logs", "kill"};
+}
+
+TEST_CASE("cli: every verb has a description, help with examples, and the top-level help lists them") {
+    tests::RemoteFixture remote;
+    auto top = remote.cli({"--help"});
+    CHECK(top.code == 0);
+    for (const auto & verb : kVerbs) {
+        CAPTURE(verb);
+        CHECK(top.out.find(verb) != std::string::npos);
+        auto h = remote.cli({verb, "--help"});
+        CHECK(h.code == 0);
+        CHECK(h.out.find("Examples:") != std::string::npos);
+        CHECK(h.out.find("bifrost " + verb) != std::string::npos);
+    }
+    CHECK(remote.cli({"--version"}).code == 0);
+    auto bad = remote.cli({"frobnicate"});
+    CHECK(bad.code == 2);
+    CHECK(remote.cli({"--compress", "maybe", "jobs", "x"}).code == 2);
+}
+
+TEST_CASE("cli: exec returns the remote status, keeps streams apart, and uses 255 for its own failures") {
+    tests::RemoteFixture remote;
+    auto r = remote.cli({"-q", "--persist", "3", "exec", remote.target(), "--sh", "--", "echo out; echo err >&2; exit 17"});
+    CHECK(r.code == 17);
+    CHECK(r.out == "out\n");
+    CHECK(r.err == "err\n");
+    r = remote.cli({"--persist", "3", "exec", remote.target(), "--", "printf", "%s|", "a b", "$HOME"});
+    CHECK(r.out == "a b|$HOME|");
+    r = remote.cli({"--persist", "3", "exec", remote.target(), "--", "cat"}, "piped stdin");
+    CHECK(r.out == "piped stdin");
+    r = remote.cli({"exec", "127.0.0.1:1", "--", "true"});
+    CHECK(r.code == 255);
+    CHECK(r.err.find("network") != std::string::npos);
+    CHECK(remote.cli({"exec", "bad target", "--", "true"}).code == 255);
+}
+
+TEST_CASE("cli: listings and results print JSON with --json, errors have documented exit codes") {
+    tests::RemoteFixture remote;
+    const std::string t = remote.target();
+    tests::spit(remote.local() + "/src/a.txt", "a");
+    auto push = remote.cli({"--json", "--persist", "3", "push", t, remote.local() + "/src", "--to", "~/src"});
+    REQUIRE(push.code == 0);
+    auto pj = nlohmann::json::parse(push.out);
+    CHECK(pj["files_sent"] == 1);
+    CHECK(pj["remote_dir"] == remote.home() + "/src");
+    auto run = remote.cli({"--json", "--persist", "3", "run", "--detach", "--name", "j1", t, "--", "sh", "-c", "echo hi; exit 3"});
+    REQUIRE(run.code == 0);
+    CHECK(nlohmann::json::parse(run.out)["name"] == "j1");
+    auto attached = remote.cli({"--persist", "3", "run", "--name", "j2", t, "--sh", "--", "echo attached; exit 6"});
+    CHECK(attached.code == 6);
+    CHECK(attached.out == "attached\n");
+    auto jobs = remote.cli({"--json", "--persist", "3", "jobs", t});
+    REQUIRE(jobs.code == 0);
+    auto jj = nlohmann::json::parse(jobs.out);
+    REQUIRE(jj.is_array());
+    CHECK(jj.size() == 2);
+    auto table = remote.cli({"--persist", "3", "jobs", t});
+    CHECK(table.out.find("NAME") != std::string::npos);
+    auto logs = remote.cli({"--persist", "3", "logs", t, "j1", "-f"});
+    CHECK(logs.out == "hi\n");
+    auto pull = remote.cli({"--json", "--persist", "3", "pull", t, "~/src", remote.local() + "/back"});
+    REQUIRE(pull.code == 0);
+    CHECK(nlohmann::json::parse(pull.out)["files_fetched"] == 1);
+    auto kill = remote.cli({"--json", "--persist", "3", "kill", t, "j1"});
+    CHECK(kill.code == 0);
+    CHECK(nlohmann::json::parse(kill.out)["status"] == "failed(3)");
+
+    CHECK(remote.cli({"--persist", "3", "logs", t, "nope"}).code == 9);
+    CHECK(remote.cli({"jobs", "user@host:notaport"}).code == 2);
+    CHECK(remote.cli({"jobs", "runpod:abc123"}).code == 2);  // no broker wired into this program yet
+    CHECK(remote.cli({"--persist", "0", "jobs", "127.0.0.1:1"}).code == 6);
+    auto err_json = remote.cli({"--json", "--persist", "0", "jobs", "127.0.0.1:1"});
+    CHECK(nlohmann::json::parse(err_json.err)["error"]["kind"] == "network");
+    // Changed host key: auth (3).
+    remote.sshd->server().rotate_host_key();
+    remote.sshd->server().restart();
+    auto changed = remote.cli({"--persist", "0", "jobs", t});
+    CHECK(changed.code == 3);
+    CHECK(changed.err.find("host key changed") != std::string::npos);
+}

@@ -1,0 +1,142 @@
+// Detached jobs against a real sshd: survival across client disconnects, states and exit codes,
+// killing the whole process group, and log following across a dropped connection.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "common/error.h"
+#include "common/subprocess.h"
+#include "tests/bifrost/remote_fixture.h"
+
+using bifrost::Command;
+using bifrost::JobSpec;
+
+namespace {
+
+bifrost::JobInfo wait_state(bifrost::Client & c, const std::string & name, const std::string & state, double timeout_s = 20) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    for (;;) {
+        auto j = c.job(name);
+        if (j.state == state || std::chrono::steady_clock::now() > end) return j;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
+// Live (non-zombie) processes whose process group is pgid, from /proc/*/stat.
+int live_in_group(long pgid) {
+    int n = 0;
+    for (const auto & entry : std::filesystem::directory_iterator("/proc")) {
+        std::string stat = tests::slurp(entry.path().string() + "/stat");
+        auto close = stat.rfind(')');
+        if (close == std::string::npos) continue;
+        std::istringstream rest(stat.substr(close + 2));
+        char state;
+        long ppid, pgrp;
+        if (rest >> state >> ppid >> pgrp && pgrp == pgid && state != 'Z') ++n;
+    }
+    return n;
+}
+
+JobSpec spec(const std::string & name, const std::string & shell) {
+    JobSpec s;
+    s.name = name;
+    s.command = Command::sh(shell);
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("jobs: a detached job survives its client disconnecting and records its exit code") {
+    tests::RemoteFixture remote;
+    {
+        auto client = remote.client();
+        auto s = spec("survivor", "echo started; sleep 2; echo done; exit 3");
+        s.options.env = {{"JOB_SECRET", "value-not-on-disk-7781"}};
+        auto j = client.run_detached(s);
+        CHECK(j.state == "running");
+        CHECK(j.pid > 0);
+    }  // the client (and its SSH connection) is gone here
+    auto client = remote.client();
+    CHECK(client.job("survivor").state == "running");
+    auto j = wait_state(client, "survivor", "failed");
+    CHECK(j.state == "failed");
+    REQUIRE(j.exit_code);
+    CHECK(*j.exit_code == 3);
+    CHECK(j.end_time_unix_s >= j.start_time_unix_s);
+    std::string log;
+    uint64_t end = client.logs("survivor", 0, false, [&](std::string_view d) { log.append(d); });
+    CHECK(end == log.size());
+    CHECK(log == "started\ndone\n");
+    // The environment was inherited, never written into the job directory.
+    for (const char * f : {"run.sh", "command", "log", "pid"})
+        CHECK(tests::slurp(remote.home() + "/.bifrost/jobs/survivor/" + f).find("value-not-on-disk-7781") == std::string::npos);
+}
+
+TEST_CASE("jobs: listing shows succeeded, failed(code) and killed, kill ends the whole process group") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    client.run_detached(spec("ok", "true"));
+    client.run_detached(spec("bad", "exit 42"));
+    // A job whose child ignores TERM: kill must still end the group (KILL after the grace period).
+    client.run_detached(spec("stubborn", "sh -c 'trap \"\" TERM; sleep 60' & sleep 60; wait"));
+    CHECK(wait_state(client, "ok", "succeeded").state == "succeeded");
+    CHECK(wait_state(client, "bad", "failed").exit_code == 42);
+    auto running = client.job("stubborn");
+    REQUIRE(running.state == "running");
+    auto killed = client.kill("stubborn", 0.5);
+    CHECK(killed.state == "killed");
+    // No process of the group is left (pgid == the wrapper's pid).
+    CHECK(live_in_group(running.pid) == 0);
+    auto all = client.jobs();
+    std::map<std::string, std::string> states;
+    for (const auto & j : all) states[j.name] = j.state;
+    CHECK(states == std::map<std::string, std::string>{{"ok", "succeeded"}, {"bad", "failed"}, {"stubborn", "killed"}});
+    try {
+        client.kill("nope");
+        FAIL("expected not_found");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::NotFound);
+    }
+    // A running job's name cannot be reused; a finished one can.
+    client.run_detached(spec("busy", "sleep 30"));
+    CHECK_THROWS_AS(client.run_detached(spec("busy", "true")), common::Error);
+    client.kill("busy", 0.5);
+    CHECK(client.run_detached(spec("busy", "true")).name == "busy");
+}
+
+TEST_CASE("jobs: logs -f resumes across a dropped connection with no gap and no duplicate") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    client.run_detached(spec("counter", "i=0; while [ $i -lt 60 ]; do echo line-$i; i=$((i+1)); sleep 0.05; done"));
+    std::string got;
+    bool dropped = false;
+    std::thread restarter;
+    uint64_t end = client.logs("counter", 0, true, [&](std::string_view d) {
+        got.append(d);
+        if (!dropped && got.size() > 40) {
+            dropped = true;
+            // Kill sshd and every session (the job lives in its own session and survives), then
+            // bring it back on the same port after a moment.
+            remote.sshd->server().kill_hard();
+            restarter = std::thread([&remote] {
+                std::this_thread::sleep_for(std::chrono::milliseconds(700));
+                remote.sshd->server().restart();
+            });
+        }
+    });
+    if (restarter.joinable()) restarter.join();
+    CHECK(dropped);
+    std::string expected;
+    for (int i = 0; i < 60; ++i) expected += "line-" + std::to_string(i) + "\n";
+    CHECK(got == expected);
+    CHECK(end == expected.size());
+    // Resuming from an offset returns exactly the rest.
+    std::string tail;
+    client.logs("counter", 10, false, [&](std::string_view d) { tail.append(d); });
+    CHECK(tail == expected.substr(10));
+}

@@ -1,0 +1,103 @@
+// pull against a real sshd: recursive mirror verified by SHA-256, skipping unchanged files,
+// resuming partial downloads, and refusing names that would escape the destination.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "bifrost/manifest.h"
+#include "common/error.h"
+#include "tests/bifrost/remote_fixture.h"
+
+namespace fs = std::filesystem;
+
+TEST_CASE("pull: a remote directory is mirrored and verified, a second pull fetches nothing") {
+    tests::RemoteFixture remote;
+    std::string binary;
+    for (int i = 0; i < 300000; ++i) binary += static_cast<char>((i * 7919) & 0xff);
+    tests::spit(remote.home() + "/run/results/metrics.json", "{\"ppl\": 5.1}\n");
+    tests::spit(remote.home() + "/run/results/deep/acts.bin", binary);
+    tests::spit(remote.home() + "/run/results/name with space's.txt", "odd name\n");
+    ::chmod((remote.home() + "/run/results/metrics.json").c_str(), 0640);
+    fs::create_symlink("metrics.json", remote.home() + "/run/results/latest.json");
+    auto client = remote.client();
+    const std::string dst = remote.local() + "/results";
+    auto stats = client.pull("~/run/results", dst);
+    CHECK(stats.files_total == 4);
+    CHECK(stats.files_fetched == 4);
+    CHECK(tests::slurp(dst + "/metrics.json") == "{\"ppl\": 5.1}\n");
+    CHECK(tests::slurp(dst + "/deep/acts.bin") == binary);
+    CHECK(tests::slurp(dst + "/name with space's.txt") == "odd name\n");
+    CHECK(fs::read_symlink(dst + "/latest.json") == "metrics.json");
+    CHECK((fs::status(dst + "/metrics.json").permissions() & fs::perms::others_read) == fs::perms::none);
+    auto again = client.pull("~/run/results", dst);
+    CHECK(again.bytes_fetched == 0);
+    // A single file.
+    client.pull("~/run/results/deep/acts.bin", remote.local() + "/one");
+    CHECK(tests::slurp(remote.local() + "/one/acts.bin") == binary);
+    try {
+        client.pull("~/does/not/exist", remote.local() + "/x");
+        FAIL("expected not_found");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::NotFound);
+    }
+}
+
+TEST_CASE("pull: an interrupted download resumes from its partial file, a corrupt partial is replaced") {
+    tests::RemoteFixture remote;
+    std::string data(2 << 20, '\0');
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + 7);
+    tests::spit(remote.home() + "/out/a.bin", data);
+    tests::spit(remote.home() + "/out/b.bin", data);
+    const std::string dst = remote.local() + "/out";
+    tests::spit(dst + "/a.bin.bifrost-part", data.substr(0, data.size() / 3));        // a good prefix
+    tests::spit(dst + "/b.bin.bifrost-part", std::string(data.size() / 2, 'X'));     // garbage
+    auto client = remote.client();
+    auto stats = client.pull("~/out", dst);
+    CHECK(stats.files_resumed >= 1);
+    CHECK(tests::slurp(dst + "/a.bin") == data);
+    CHECK(tests::slurp(dst + "/b.bin") == data);
+    CHECK(stats.bytes_fetched < 2 * data.size() + data.size() / 2 + 1);
+    CHECK_FALSE(fs::exists(dst + "/a.bin.bifrost-part"));
+    CHECK_FALSE(fs::exists(dst + "/b.bin.bifrost-part"));
+}
+
+TEST_CASE("pull: a symlink pointing outside the pulled directory is refused and nothing is written") {
+    tests::RemoteFixture remote;
+    tests::spit(remote.home() + "/out/ok.txt", "fine\n");
+    fs::create_symlink("/etc/passwd", remote.home() + "/out/evil");
+    auto client = remote.client();
+    const std::string dst = remote.local() + "/out";
+    try {
+        client.pull("~/out", dst);
+        FAIL("expected a refusal");
+    } catch (const common::Error & e) {
+        CHECK(e.message().find("evil") != std::string::npos);
+        CHECK(e.message().find("outside") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(dst + "/ok.txt"));
+    fs::remove(remote.home() + "/out/evil");
+    fs::create_symlink("../../../../etc", remote.home() + "/out/up");
+    CHECK_THROWS_AS(client.pull("~/out", dst), common::Error);
+}
+
+TEST_CASE("pull: a hostile server's '..' and absolute names are refused before anything is written") {
+    tests::TempDir bin("bifrost-hostile");
+    std::string hash = bifrost::sha256_hex("owned");
+    tests::spit(bin / "list.sh",
+                "#!/bin/sh\n"
+                "cat > /dev/null\n"
+                "printf 'S\\0005 644 ./../escaped\\000H\\000" + hash + "  ./../escaped\\000L\\000'\n");
+    ::chmod((bin / "list.sh").c_str(), 0755);
+    tests::RemoteFixture remote({"ForceCommand " + (bin / "list.sh")});
+    auto client = remote.client();
+    const std::string dst = remote.local() + "/a/b";
+    try {
+        client.pull("~/anything", dst);
+        FAIL("expected a refusal");
+    } catch (const common::Error & e) {
+        CHECK(e.message().find("refusing remote name './../escaped'") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(remote.local() + "/a/escaped"));
+    CHECK_FALSE(fs::exists(dst));
+}
