@@ -258,7 +258,7 @@ private:
         ro.poll_interval = seconds(opt_.ready_poll_s);
         ro.private_key_path = key_path();
         ro.clock = &clock_;
-        if (inst.value("gpu_count", 0) > 0) {
+        if (opt_.gpu_check && inst.value("gpu_count", 0) > 0) {
             ro.expect_gpu_count = inst.value("gpu_count", 0);
             ro.expect_vram_gb_per_gpu = inst.value("vram_gb_per_gpu", 0.0);
         }
@@ -374,6 +374,7 @@ private:
         WatchdogSettings w;
         std::string provider = inst.value("provider", "");
         w.action = watchdog_action(provider);
+        w.instance_id = inst.value("id", "");
         double price = inst.value("price_usd_per_hour", 0.0);
         w.deadline_unix = inst.value("created_unix", clock_.unix_now()) + lifetime_cap_s(cfg_.policy, price) + 1800;
         w.heartbeat_timeout_s = cfg_.policy.heartbeat_timeout_s;

@@ -22,6 +22,7 @@ struct FlowOptions {
     broker::BrokerOptions broker;
     double poll_s = 2;              // job status/log poll while streaming
     double ready_poll_s = 5;
+    bool gpu_check = true;          // readiness runs nvidia-smi and checks GPU count and VRAM
     // Test hook: called once the named step has started (e.g. to SIGKILL ourselves mid-run).
     std::string stop_after_step_started;
 };

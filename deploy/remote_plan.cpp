@@ -61,7 +61,10 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     std::string input = l.input_dir + "/" + input_file_name(d);
     std::string input_flag = d.synthetic_vocab || !d.tokens_file.empty() ? "--tokens" : !d.text_file.empty() ? "--text" : "--jsonl";
     const bool gpu = c.resources.gpu_count > 0;
-    std::string device = gpu ? "cuda" : "cpu";
+    // GPU runs use the GPUs the readiness check verified; the same script on a GPU-less instance
+    // (the emulator tests) falls back to the CPU instead of failing on a missing device.
+    if (gpu) s << "device=cpu; if nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi\n";
+    else s << "device=cpu\n";
     s << "echo \"job: extract run\"\n"
       << "rm -rf \"$run/activations\"\n"
       << "\"$bin/extract\" run " << q(model) << " " << input_flag << " " << q(input);
@@ -75,7 +78,7 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     // TODO(fused): switch to `extract run ... --analyze` once the lead wires it; it keeps the
     // captures on the GPU and skips writing activations to disk.
     s << "echo \"job: analyze run\"\n"
-      << "\"$bin/analyze\" run \"$run/activations\" --out \"$run/results/analysis\" --device " << device << " --mode "
+      << "\"$bin/analyze\" run \"$run/activations\" --out \"$run/results/analysis\" --device \"$device\" --mode "
       << q(c.analysis.mode) << " --threshold " << c.analysis.threshold << " --layer-fraction " << c.analysis.layer_fraction
       << " --position-fraction " << c.analysis.position_fraction << "\n"
       << "cp \"$run/activations/metadata.json\" \"$run/results/metadata.json\"\n"
@@ -86,6 +89,7 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
 std::string watchdog_config(const WatchdogSettings & w, const RemoteLayout & l) {
     std::ostringstream s;
     s << "ACTION=" << shell_quote(w.action) << "\n"
+      << "INSTANCE_ID=" << shell_quote(w.instance_id) << "\n"
       << "DEADLINE_UNIX=" << static_cast<long long>(std::floor(w.deadline_unix)) << "\n"
       << "HEARTBEAT_FILE=" << shell_quote(l.heartbeat_file) << "\n"
       << "HEARTBEAT_TIMEOUT_S=" << static_cast<long long>(std::ceil(w.heartbeat_timeout_s)) << "\n"

@@ -39,6 +39,7 @@ std::string input_file_name(const DataConfig & data);
 
 struct WatchdogSettings {
     std::string action;              // runpod | vast | command | none
+    std::string instance_id;         // the provider's id (the watchdog falls back to PID 1's env)
     double deadline_unix = 0;
     double heartbeat_timeout_s = 600;
     std::string terminate_command;   // action == command

@@ -94,6 +94,8 @@ int main(int argc, char ** argv) {
         app.add_option("--remote-cache", remote_cache, "Build/model cache folder on the instance");
         app.add_option("--state-dir", state_dir, "broker state directory (default $BROKER_STATE_DIR)");
         app.add_option("--ledger", ledger, "broker ledger (default $BROKER_LEDGER)");
+        bool no_gpu_check = false;
+        app.add_flag("--no-gpu-check", no_gpu_check, "Skip the nvidia-smi GPU count/VRAM check at readiness");
         app.add_flag("--json", json, "Summary (and errors) as JSON");
         app.add_flag("-v,--verbose", verbose, "More logging");
         app.add_flag("-q,--quiet", quiet, "Warnings and errors only");
@@ -120,6 +122,7 @@ int main(int argc, char ** argv) {
         fo.broker.ledger_path = ledger;
         fo.broker_program = find_broker_program();
         fo.stop_after_step_started = test_kill_at;
+        fo.gpu_check = !no_gpu_check;
 
         if (!resume.empty()) {
             if (!config_path.empty()) throw common::Error::usage("--resume and --config: give one (a resumed run keeps its config)");

@@ -12,6 +12,7 @@
 #   HEARTBEAT_FILE=...           touched by deploy_and_analyze while attached
 #   HEARTBEAT_TIMEOUT_S=...      end the instance this long after the last heartbeat
 #   ACTION=runpod|vast|command|none
+#   INSTANCE_ID=...              the provider's id of this instance (else from PID 1's environment)
 #   TERMINATE_COMMAND=...        for ACTION=command (the local rehearsal: its broker terminate)
 #   RUNPOD_GRAPHQL_URL=...       optional (tests: the emulator); default https://api.runpod.io/graphql
 #   VAST_API_URL=...             optional; default https://console.vast.ai
@@ -31,7 +32,7 @@ pid1_env() { tr '\0' '\n' < /proc/1/environ 2>/dev/null | sed -n "s/^$1=//p" | h
 terminate_once() {
   case "$ACTION" in
     runpod)
-      pod=${RUNPOD_POD_ID:-$(pid1_env RUNPOD_POD_ID)}
+      pod=${INSTANCE_ID:-$(pid1_env RUNPOD_POD_ID)}
       key=$(pid1_env RUNPOD_API_KEY); key=${key:-${RUNPOD_API_KEY:-}}
       [ -n "$pod" ] || { log "no RUNPOD_POD_ID"; return 1; }
       if [ -z "${RUNPOD_GRAPHQL_URL:-}" ] && command -v runpodctl >/dev/null 2>&1; then
@@ -44,7 +45,7 @@ terminate_once() {
         [ $rc -eq 0 ] && ! printf '%s' "$out" | grep -q '"errors"'
       fi ;;
     vast)
-      id=${CONTAINER_ID:-$(pid1_env CONTAINER_ID)}
+      id=${INSTANCE_ID:-$(pid1_env CONTAINER_ID)}
       key=$(pid1_env CONTAINER_API_KEY); key=${key:-${CONTAINER_API_KEY:-}}
       [ -n "$id" ] || { log "no CONTAINER_ID"; return 1; }
       hdr=$(mktemp); printf 'Authorization: Bearer %s\n' "$key" > "$hdr"
@@ -62,7 +63,7 @@ terminate_once() {
 
 log "armed (config $conf)"
 while :; do
-  ACTION=none; DEADLINE_UNIX=0; HEARTBEAT_FILE=; HEARTBEAT_TIMEOUT_S=600; TERMINATE_COMMAND=; DISARMED=0; TICK_S=10
+  ACTION=none; INSTANCE_ID=; DEADLINE_UNIX=0; HEARTBEAT_FILE=; HEARTBEAT_TIMEOUT_S=600; TERMINATE_COMMAND=; DISARMED=0; TICK_S=10
   RUNPOD_GRAPHQL_URL=; VAST_API_URL=
   # The config lives on the instance; once it is gone, so is the instance (local rehearsal).
   if [ ! -f "$conf" ]; then log "config gone; exiting"; exit 0; fi
@@ -87,6 +88,8 @@ while :; do
     while ! terminate_once; do
       log "terminate failed; retrying in 60s"
       sleep 60
+      # Still ours to end? The orchestrator may have come back and disarmed us meanwhile.
+      if [ ! -f "$conf" ] || grep -q '^DISARMED=1' "$conf"; then log "disarmed while retrying; exiting"; exit 0; fi
     done
     log "terminate requested"
     exit 0

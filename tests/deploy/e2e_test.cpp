@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -97,7 +98,11 @@ TEST_CASE("e2e: the rehearsal runs the whole flow, finds the planted outliers, a
     std::ifstream in(run + "/results/analysis/outliers.json");
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     auto j = nlohmann::json::parse(text);
-    CHECK(!j.empty());
+    // Exactly the planted dims (configs/rehearsal.yaml: 7,42@0-3) are outliers.
+    std::set<int> dims;
+    for (const auto & f : j.at("feature_profiles"))
+        if (f.value("outlier", false)) dims.insert(f.at("dim").get<int>());
+    CHECK(dims == std::set<int>{7, 42});
     auto st = state_of(run);
     CHECK(st["end"]["action"] == "terminate");
     CHECK(st["end"]["proven_gone"] == true);

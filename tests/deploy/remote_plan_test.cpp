@@ -39,6 +39,7 @@ TEST_CASE("remote plan: the rehearsal job writes the fixture, extracts, analyses
     CHECK(ex < an);
     CHECK(job.find("--plant '7,42@0-3'") != std::string::npos);
     CHECK(job.find("--device cpu") != std::string::npos);
+    CHECK(job.find("device=cpu\n") != std::string::npos);
     CHECK(job.find("--mode 'both'") != std::string::npos);
     CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
 }
@@ -71,7 +72,8 @@ TEST_CASE("remote plan: a hub model on GPUs uses the fetched checkpoint and the 
     CHECK(job.find("run '/cache/models/Qwen--Qwen3-30B-A3B/main' --jsonl '/root/toolkit/runs/r2/input/docs.jsonl' --text-field 'content'") != std::string::npos);
     CHECK(job.find("--device auto") != std::string::npos);
     CHECK(job.find("--layers '0-3'") != std::string::npos);
-    CHECK(job.find("analyze\" run \"$run/activations\" --out \"$run/results/analysis\" --device cuda") != std::string::npos);
+    CHECK(job.find("if nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi") != std::string::npos);
+    CHECK(job.find("analyze\" run \"$run/activations\" --out \"$run/results/analysis\" --device \"$device\"") != std::string::npos);
 }
 
 TEST_CASE("remote plan: synthetic tokens are deterministic, in range, and the right shape") {
