@@ -208,6 +208,7 @@ Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions
     const std::string subject = std::string(provider.name()) + ":" + std::string(id);
     ReadyStage stage = ReadyStage::Provider;
     std::string last_problem = "no answer yet";
+    std::string auth_refused;  // sticky: a late key install may fix it, so it only decides the final error
     auto report = [&](ReadyStage s, const std::string & detail) {
         if (o.on_stage) o.on_stage(s, detail);
     };
@@ -305,6 +306,7 @@ Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions
                             if (err.kind() == common::ErrorKind::RemoteFailed || err.kind() == common::ErrorKind::Usage) throw;
                             // Keys are sometimes installed after sshd starts (Vast): keep trying until the deadline.
                             last_problem = err.message();
+                            if (err.kind() == common::ErrorKind::Auth) auth_refused = err.message();
                         }
                     }
                 }
@@ -313,8 +315,8 @@ Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions
             throw common::Error::not_found(subject, "the provider no longer lists it").with("provider", std::string(provider.name()));
         }
         if (!deadline.sleep(o.poll_interval)) {
-            if (stage == ReadyStage::Auth || (last_problem.find("authentication refused") != std::string::npos))
-                throw common::Error(common::ErrorKind::Auth, subject + ": SSH key authentication kept failing until the deadline: " + last_problem)
+            if (!auth_refused.empty())
+                throw common::Error(common::ErrorKind::Auth, subject + ": SSH key authentication kept failing until the deadline: " + auth_refused)
                     .with("provider", std::string(provider.name()))
                     .with("instance", std::string(id));
             throw fail_timeout();
