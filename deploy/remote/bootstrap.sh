@@ -6,11 +6,32 @@
 # the first takes a lock, the others wait for it).
 #
 #   sh bootstrap.sh SRC_DIR CACHE_DIR
+#   sh bootstrap.sh --print-key SRC_DIR     (the cache key only; the tests seed the cache with it)
 #
 # Prints "bin_dir=<folder with extract and analyze>" as its last line. POSIX sh; needs cmake, a
 # C++20 compiler and ninja or make. Exit codes: 0 built or cached, 2 bad usage, 3 missing tools,
 # 4 build failed, 5 timed out waiting for another bootstrap's lock.
 set -eu
+
+# The cache key: what the GPU-only build compiles (the top CMake files, cmake/, common/, extractor/,
+# analysis/: names and contents, so a renamed file changes it too) and the libtorch it links (a pip
+# torch and Debian's differ in ABI).
+cache_key() {
+  h=$(cd "$1" && find CMakeLists.txt cmake common extractor analysis -type f \
+         ! -name '*.md' ! -name '*.swp' 2>/dev/null | LC_ALL=C sort | while IFS= read -r f; do
+         printf '%s\n' "$f"; sha256sum "$f"; done | sha256sum | cut -c1-16)
+  printf '%s-%s\n' "$h" "$(printf '%s' "${torch_prefix:-debian}" | sha256sum | cut -c1-8)"
+}
+
+torch_prefix=""
+if command -v python3 >/dev/null 2>&1; then
+  torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+fi
+
+if [ "${1:-}" = "--print-key" ]; then
+  cache_key "${2:?usage: bootstrap.sh --print-key SRC_DIR}"
+  exit 0
+fi
 
 src=${1:?usage: bootstrap.sh SRC_DIR CACHE_DIR}
 cache=${2:?usage: bootstrap.sh SRC_DIR CACHE_DIR}
@@ -21,17 +42,7 @@ for tool in cmake sha256sum; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bootstrap: $tool not found on the instance; install it (apt-get install -y $tool) or use an image that has it" >&2; exit 3; }
 done
 
-# What the GPU-only build compiles: the top CMake files, cmake/, common/, extractor/, analysis/.
-# The hash covers file names and contents, so a renamed file changes it too.
-hash=$(cd "$src" && find CMakeLists.txt cmake common extractor analysis -type f \
-         ! -name '*.md' ! -name '*.swp' 2>/dev/null | LC_ALL=C sort | while IFS= read -r f; do
-         printf '%s\n' "$f"; sha256sum "$f"; done | sha256sum | cut -c1-16)
-torch_prefix=""
-if command -v python3 >/dev/null 2>&1; then
-  torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
-fi
-# The libtorch the build links is part of the key: a pip torch and Debian's differ in ABI.
-key="$hash-$(printf '%s' "${torch_prefix:-debian}" | sha256sum | cut -c1-8)"
+key=$(cache_key "$src")
 build="$cache/build-$key"
 
 if [ -f "$build/.complete" ]; then
