@@ -26,7 +26,7 @@ TEST_CASE("faults runpod: a GraphQL error inside HTTP 200 is an error, not an em
     CHECK(r.err.find("Something broke upstream") != std::string::npos);
 }
 
-TEST_CASE("faults runpod: capacity errors fall through to the next offer; runtime null for the first polls") {
+TEST_CASE("faults runpod: capacity errors fall through to the next offer, runtime null for the first polls") {
     tests::SshdFixture sshd;
     tests::Emulator emu("runpod", {.api_key = kKey});
     back_with_sshd(emu, sshd, 1);
@@ -58,7 +58,7 @@ TEST_CASE("faults: capacity on every attempt ends in exit 4 after the bounded nu
     CHECK(r.err.find("no capacity after 2 offer(s)") != std::string::npos);
 }
 
-TEST_CASE("faults vast: 429 with Retry-After and a 500 are retried; latency is tolerated") {
+TEST_CASE("faults vast: 429 with Retry-After and a 500 are retried, latency is tolerated") {
     tests::Emulator emu("vast", {.api_key = kKey});
     Cli cli;
     cli.use(emu);
@@ -119,7 +119,7 @@ TEST_CASE("faults runpod: a terminate that never takes is reported as leak risk 
     emu.reset();  // clears faults and instances
 }
 
-TEST_CASE("faults primeintellect: malformed JSON is a network error; a dropped create is looked up by name, not resent") {
+TEST_CASE("faults primeintellect: malformed JSON is a network error, a dropped create is looked up by name, not resent") {
     tests::Emulator emu("primeintellect", {.api_key = kKey});
     Cli cli;
     cli.use(emu);
@@ -187,7 +187,7 @@ TEST_CASE("bad input: missing key, unknown provider, impossible filter, unreacha
     CHECK(r.err.find("no response") != std::string::npos);
 }
 
-TEST_CASE("sweep: an instance past its deadline is terminated; one created elsewhere is adopted") {
+TEST_CASE("sweep: an instance past its deadline is terminated, one created elsewhere is adopted") {
     tests::Emulator emu("vast", {.api_key = kKey});
     emu.configure({{"boot_polls", 1}});
     Cli cli;
@@ -214,7 +214,7 @@ TEST_CASE("sweep: an instance past its deadline is terminated; one created elsew
     CHECK(mine[0]["action"] == "gone");
 }
 
-TEST_CASE("init: writes a 0600 config from the environment; the broker then uses it") {
+TEST_CASE("init: writes a 0600 config from the environment, the broker then uses it") {
     tests::Emulator emu("runpod", {.api_key = kKey});
     Cli cli;
     cli.use(emu);
@@ -245,7 +245,7 @@ TEST_CASE("readiness: a machine that never becomes reachable is terminated, not 
     CHECK(cli.json({"instances", "list", "--provider", "runpod"}).empty());
 }
 
-TEST_CASE("readiness: the GPU check compares nvidia-smi with the offer; a mismatch terminates (exit 8)") {
+TEST_CASE("readiness: the GPU check compares nvidia-smi with the offer, a mismatch terminates (exit 8)") {
     tests::SshdFixture sshd;
     tests::Emulator emu("vast", {.api_key = kKey});
     back_with_sshd(emu, sshd, 1);

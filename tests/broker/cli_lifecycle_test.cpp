@@ -96,7 +96,7 @@ TEST_CASE("cli primeintellect: search, create with SSH readiness, list, show, ss
     lifecycle("primeintellect", {"--gpu", "4090", "--gpus", "1"});
 }
 
-TEST_CASE("cli runpod: create sends supportPublicIp, terminateAfter and the key; stop and start") {
+TEST_CASE("cli runpod: create sends supportPublicIp, terminateAfter and the key, stop and start") {
     tests::SshdFixture sshd;
     tests::Emulator emu("runpod", {.api_key = kKey});
     back_with_sshd(emu, sshd, 1);
@@ -121,7 +121,7 @@ TEST_CASE("cli runpod: create sends supportPublicIp, terminateAfter and the key;
     CHECK(cli.json({"instances", "terminate", ref, "--yes"})[0]["proven"] == true);
 }
 
-TEST_CASE("cli vast: an on-demand create sends no price; stop and start") {
+TEST_CASE("cli vast: an on-demand create sends no price, stop and start") {
     tests::SshdFixture sshd;
     tests::Emulator emu("vast", {.api_key = kKey});
     back_with_sshd(emu, sshd, 1);

@@ -49,7 +49,7 @@ TEST_CASE("http: an unreachable server is a network error after bounded retries,
     CHECK(clock.now() > start);  // two backoff sleeps went through the fake clock
 }
 
-TEST_CASE("http: 429 with Retry-After and 500 are retried; a 404 is returned, not thrown") {
+TEST_CASE("http: 429 with Retry-After and 500 are retried, a 404 is returned, not thrown") {
     tests::Emulator emu("vast", {.api_key = "k"});
     FakeClock clock;
     http::Client c("vast", {.max_attempts = 4, .clock = &clock});

@@ -71,7 +71,7 @@ TEST_CASE("credentials: a config file readable by others is refused") {
     CHECK(cfg.providers.at("runpod").api_key == "rp-secret-123");
 }
 
-TEST_CASE("credentials: environment overrides the file; keys are redacted from logs") {
+TEST_CASE("credentials: environment overrides the file, keys are redacted from logs") {
     tests::TempDir dir;
     std::string path = dir / "broker.yaml";
     BrokerConfig cfg;

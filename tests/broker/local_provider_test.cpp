@@ -53,7 +53,7 @@ TEST_CASE("local: create, wait ready over real SSH, run a command in its own hom
     CHECK(b.ledger().find_instance("local", r.instance.id)->state == "terminated");
 }
 
-TEST_CASE("local: a wrong SSH key never passes auth; the instance is terminated, not left behind") {
+TEST_CASE("local: a wrong SSH key never passes auth, the instance is terminated, not left behind") {
     tests::TempDir dir;
     common::generate_ed25519_key(dir / "id", "test");
     common::generate_ed25519_key(dir / "other", "test");

@@ -30,7 +30,7 @@ TEST_CASE("runpod: offers are per GPU price × count, null stockStatus means not
     CHECK(runpod_parse_offers(data, 2, false).empty());  // not in community cloud
 }
 
-TEST_CASE("runpod: SSH only from a public runtime port 22; runtime null is not ready") {
+TEST_CASE("runpod: SSH only from a public runtime port 22, runtime null is not ready") {
     json pod = json::parse(R"J({"id": "p1", "name": "tk-r-main-dl1", "desiredStatus": "RUNNING", "costPerHr": 0.69,
       "gpuCount": 1, "machine": {"gpuDisplayName": "RTX 4090"}, "runtime": null})J");
     auto i = runpod_parse_pod(pod);
@@ -59,7 +59,7 @@ TEST_CASE("runpod: GraphQL errors in a 200 are typed by code and message") {
     CHECK(kind(R"J([{"message": "something odd"}])J") == common::ErrorKind::Network);
 }
 
-TEST_CASE("vast: MB are converted once; dph_total is the whole offer") {
+TEST_CASE("vast: MB are converted once, dph_total is the whole offer") {
     json body = json::parse(R"J({"offers": [
       {"id": 4711, "num_gpus": 2, "gpu_name": "RTX 4090", "gpu_ram": 24564, "gpu_arch": "nvidia", "dph_total": 0.81,
        "min_bid": 0.5, "cpu_ram": 128000, "disk_space": 500.5, "geolocation": "Austin, TX, US", "hosting_type": 1,
@@ -126,7 +126,7 @@ TEST_CASE("vast: show object, direct SSH port as a string, proxy fallback") {
     CHECK(vast_parse_instance(inst).status_raw == "null");
 }
 
-TEST_CASE("lambda: one offer per type and region with capacity; cents for the whole instance") {
+TEST_CASE("lambda: one offer per type and region with capacity, cents for the whole instance") {
     json data = json::parse(R"J({
       "gpu_8x_h100_sxm5": {"instance_type": {"name": "gpu_8x_h100_sxm5", "description": "8x H100 (80 GB SXM5)",
         "gpu_description": "H100 (80 GB SXM5)", "price_cents_per_hour": 2392,
@@ -181,7 +181,7 @@ TEST_CASE("primeintellect: sshConnection as string, list, [null] and with an ssh
     CHECK(e->port == 22);
 }
 
-TEST_CASE("primeintellect: offers keep cloudId and dataCenter apart; create uses the offer's provider and image") {
+TEST_CASE("primeintellect: offers keep cloudId and dataCenter apart, create uses the offer's provider and image") {
     json body = json::parse(R"J({"totalCount": 1, "items": [
       {"cloudId": "H100_80GB.x-1", "gpuType": "H100_80GB", "socket": "SXM5", "provider": "datacrunch",
        "dataCenter": "FIN-01", "country": "FI", "gpuCount": 2, "gpuMemory": 80, "security": "secure_cloud",

@@ -78,7 +78,7 @@ TEST_CASE("readiness: a machine that stays pending times out at the deadline, na
     CHECK(p.gets == 10);  // polls at 0, 7, ..., 56 and a last look at the deadline (60)
 }
 
-TEST_CASE("readiness: running without an SSH endpoint keeps waiting; a vanished instance is not found") {
+TEST_CASE("readiness: running without an SSH endpoint keeps waiting, a vanished instance is not found") {
     common::FakeClock clock;
     ScriptedProvider p;
     p.script = {with_status(InstanceStatus::Running, "RUNNING"), std::nullopt};

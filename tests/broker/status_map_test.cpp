@@ -17,7 +17,7 @@ TEST_CASE("runpod: every desiredStatus maps, EXITED is stopped, unknown is kept 
     SUBCASE("unknown") { CHECK(runpod_status("HIBERNATING") == InstanceStatus::Unknown); }
 }
 
-TEST_CASE("vast: NULL status is pending, not failed; offline fails fast") {
+TEST_CASE("vast: NULL status is pending, not failed, offline fails fast") {
     SUBCASE("null") { CHECK(vast_status(nullptr) == InstanceStatus::Pending); }
     SUBCASE("created") { CHECK(vast_status("created") == InstanceStatus::Pending); }
     SUBCASE("loading") { CHECK(vast_status("loading") == InstanceStatus::Pending); }
