@@ -53,9 +53,12 @@ std::string parent_of(const std::string & p) {
     return slash == std::string::npos ? std::string() : p.substr(0, slash);
 }
 
-// The commit script: deletions, directory creation, renames from staging, leftover check, manifest.
-// It is idempotent so that re-running it after an interruption completes the push.
-std::string commit_script(const std::vector<std::string> & changed, const std::vector<std::string> & deleted) {
+// The commit script: deletions, renames from staging, leftover check, manifest. It is idempotent,
+// so re-running it after an interruption completes the push. Whole new directories (a first push,
+// a new subtree) move with one rename each, batched into one mv per parent: forks, not bytes,
+// dominate on a busy remote. `had` holds every directory that held a file of the old manifest.
+std::string commit_script(const std::vector<std::string> & changed, const std::vector<std::string> & deleted,
+                          const std::set<std::string> & had) {
     std::string s = "S=.bifrost-staging\n";
     constexpr size_t kBatch = 200;
     for (size_t i = 0; i < deleted.size(); i += kBatch) {
@@ -67,13 +70,45 @@ std::string commit_script(const std::vector<std::string> & changed, const std::v
     for (const auto & d : deleted)
         if (auto p = parent_of(d); !p.empty()) emptied.insert(p);
     for (const auto & d : emptied) s += "rmdir -p -- " + sh_quote(d) + " 2>/dev/null\n";
-    std::map<std::string, std::vector<std::string>> by_dir;
-    for (const auto & c : changed) by_dir[parent_of(c)].push_back(c);
-    std::string mkdirs;
-    for (const auto & [dir, files] : by_dir)
-        if (!dir.empty()) mkdirs += " " + sh_quote(dir);
-    if (!mkdirs.empty()) s += "mkdir -p --" + mkdirs + " || exit 95\n";
-    for (const auto & [dir, files] : by_dir) {
+
+    // The topmost directory of each changed file's path that the old manifest never used.
+    std::map<std::string, std::set<std::string>> new_dirs_by_parent;
+    std::map<std::string, std::vector<std::string>> files_by_dir;
+    for (const auto & c : changed) {
+        std::string top;
+        size_t at = 0;
+        while ((at = c.find('/', at)) != std::string::npos) {
+            std::string dir = c.substr(0, at++);
+            if (!had.count(dir)) {
+                top = dir;
+                break;
+            }
+        }
+        if (top.empty()) files_by_dir[parent_of(c)].push_back(c);
+        else new_dirs_by_parent[parent_of(top)].insert(top);
+    }
+    std::set<std::string> parents;
+    for (const auto & [parent, dirs] : new_dirs_by_parent)
+        if (!parent.empty()) parents.insert(parent);
+    for (const auto & [dir, files] : files_by_dir)
+        if (!dir.empty()) parents.insert(dir);
+    if (!parents.empty()) {
+        s += "mkdir -p --";
+        for (const auto & p : parents) s += " " + sh_quote(p);
+        s += " || exit 95\n";
+    }
+    if (!new_dirs_by_parent.empty())
+        // A directory that appeared remotely meanwhile (not ours) is merged file by file instead.
+        s += "merge_tree() { (cd \"$S/files/$1\" 2>/dev/null && find . ! -type d) | while IFS= read -r f; do\n"
+             "  mkdir -p -- \"$(dirname -- \"$1/$f\")\" && mv -f -- \"$S/files/$1/$f\" \"$1/$f\"; done; }\n";
+    for (const auto & [parent, dirs] : new_dirs_by_parent) {
+        s += "set --\nfor d in";
+        for (const auto & d : dirs) s += " " + sh_quote(d);
+        s += "; do if [ -e \"$d\" ] || [ -L \"$d\" ]; then merge_tree \"$d\"; "
+             "elif [ -e \"$S/files/$d\" ]; then set -- \"$@\" \"$S/files/$d\"; fi; done\n"
+             "[ $# -eq 0 ] || mv -f -- \"$@\" " + (parent.empty() ? std::string("./") : sh_quote(parent + "/")) + " || exit 95\n";
+    }
+    for (const auto & [dir, files] : files_by_dir) {
         for (size_t i = 0; i < files.size(); i += kBatch) {
             // Missing sources (already moved by an interrupted run) make mv complain; the leftover
             // check below is what decides success.
@@ -188,7 +223,10 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
         }
         return format_manifest(next);
     }, 0600);
-    tar.add_data("commit.sh", commit_script(changed, deleted), 0600);
+    std::set<std::string> had;
+    for (const auto & [path, e] : remote)
+        for (size_t at = 0; (at = path.find('/', at)) != std::string::npos; ++at) had.insert(path.substr(0, at));
+    tar.add_data("commit.sh", commit_script(changed, deleted, had), 0600);
 
     Prologue p = make_prologue("D=" + dir_expr + "\n"
                                "cd -- \"$D\" || exit 97\n"
