@@ -49,17 +49,19 @@ struct MdCtx {
 void walk(const std::string & root, const std::string & dir, IgnoreSet & rules, const ScanOptions & options,
           std::vector<FileEntry> & out) {
     size_t mark = rules.size();
-    rules.load_dir(root, dir);
     std::string abs = dir.empty() ? root : root + "/" + dir;
     DIR * d = ::opendir(abs.c_str());
     if (!d) throw Error::io(abs, "read directory", errno);
     std::vector<std::string> names;
+    bool has_ignore_file = false;
     while (dirent * ent = ::readdir(d)) {
         std::string name = ent->d_name;
         if (name == "." || name == "..") continue;
+        if (name == ".gitignore" || name == ".bifrostignore") has_ignore_file = true;
         names.push_back(name);
     }
     ::closedir(d);
+    if (has_ignore_file) rules.load_dir(root, dir);
     for (const auto & name : names) {
         std::string rel = dir.empty() ? name : dir + "/" + name;
         if (name.find('\n') != std::string::npos) {
@@ -203,10 +205,16 @@ std::optional<std::string> HashCache::lookup(const FileEntry & e) const {
 
 void HashCache::store(const FileEntry & e) {
     if (e.type != 'f' || e.hash.empty()) return;
+    auto it = rows_.find(e.path);
+    if (it != rows_.end() && it->second.size == e.size && it->second.mtime_ns == e.mtime_ns &&
+        it->second.inode == e.inode && it->second.hash == e.hash)
+        return;
     rows_[e.path] = Row{e.size, e.mtime_ns, e.inode, e.hash};
+    dirty_ = true;
 }
 
 void HashCache::save() const {
+    if (!dirty_) return;
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(path_).parent_path(), ec);
     std::string tmp = path_ + ".tmp" + std::to_string(::getpid());

@@ -58,6 +58,7 @@ private:
     };
     std::string path_;
     std::map<std::string, Row> rows_;
+    bool dirty_ = false;
 };
 
 // $XDG_CACHE_HOME/bifrost/hashes/<sha256 of the absolute root>.

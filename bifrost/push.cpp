@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <future>
 #include <map>
 #include <set>
 
@@ -136,17 +137,29 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
     const std::string dir_expr = remote_path_expr(remote_dir);
     const std::string label = impl_->t().label();
 
-    std::vector<FileEntry> local = scan_tree(root.string(), {options.include_git, options.excludes});
-    HashCache cache(hash_cache_path(root.string()));
+    // The local walk runs while the remote answers (it only reads local files; the transport
+    // stays on this thread).
+    auto scanned = std::async(std::launch::async, [&] {
+        return std::make_pair(scan_tree(root.string(), {options.include_git, options.excludes}),
+                              std::make_unique<HashCache>(hash_cache_path(root.string())));
+    });
 
     // Step 1: remote state (and roll forward a push whose upload had completed).
-    std::string state = impl_->run_script_ok(
+    std::string state;
+    try {
+        state = impl_->run_script_ok(
         "D=" + dir_expr + "\n"
-        "mkdir -p -- \"$D\" && cd -- \"$D\" || exit 97\n"
+        "{ [ -d \"$D\" ] || mkdir -p -- \"$D\"; } && cd -- \"$D\" || exit 97\n"
         "r=clean\n"
         "if [ -f .bifrost-staging/ready ]; then sh .bifrost-staging/commit.sh || exit 98; r=completed; fi\n"
-        "pwd -P; echo \"$r\"; cat .bifrost-manifest 2>/dev/null; exit 0\n",
+        "pwd -P; echo \"$r\"; [ -f .bifrost-manifest ] && exec cat .bifrost-manifest; exit 0\n",
         "push: reading the remote manifest of " + remote_dir);
+    } catch (...) {
+        scanned.wait();
+        throw;
+    }
+    auto [local, cache_ptr] = scanned.get();
+    HashCache & cache = *cache_ptr;
     size_t nl1 = state.find('\n');
     size_t nl2 = nl1 == std::string::npos ? std::string::npos : state.find('\n', nl1 + 1);
     if (nl2 == std::string::npos) throw Error(ErrorKind::RemoteFailed, label + ": push: unexpected reply reading " + remote_dir);
