@@ -1,6 +1,6 @@
 // Device-side accumulation for OutlierAccumulator (see accumulators.h). Per layer-norm capture x
 // [B,T,H] this runs a handful of element-wise passes on x's device (abs, compare, two reductions
-// over T, one add into a per-position counter, one bincount for the histogram); per batch it moves
+// over T, one add into a per-position counter, one histc for the histogram); per batch it moves
 // only [B,H]-sized sparse records and a [B,T,K] token slice for K tallied dims to the host.
 #include "analysis/accumulators.h"
 
@@ -229,7 +229,10 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
         at::Tensor bits = (a.scalar_type() == at::kBFloat16 ? a : a.to(at::kBFloat16)).view(at::kShort);
         at::Tensor bin = at::bitwise_right_shift(bits, 5).sub_(histogram_base(options_.histogram_spec))
                              .clamp_(0, options_.histogram_spec.bins - 1);
-        acc.histogram.add_(at::bincount(bin.reshape({-1}), {}, options_.histogram_spec.bins));
+        // histc rather than bincount: CUDA bincount reads the input's min/max back to the host (a
+        // sync per capture); histc with a fixed range does not. Doubles keep the counts exact.
+        const auto bins = options_.histogram_spec.bins;
+        acc.histogram.add_(at::histc(bin.to(at::kDouble), bins, 0, bins).to(at::kLong));
     }
 
     s.row_sites.add_(row_any);
