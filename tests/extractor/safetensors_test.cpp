@@ -100,7 +100,7 @@ TEST_CASE("safetensors: committed fuzz regression inputs are refused or parsed, 
     CHECK(seen >= 1);
 }
 
-TEST_CASE("checkpoint: a sharded index maps every tensor to its shard; a tensor missing from its shard is named") {
+TEST_CASE("checkpoint: a sharded index maps every tensor to its shard, and a tensor missing from its shard is named") {
     tests::TempDir dir;
     write_safetensors(dir / "model-00001-of-00002.safetensors", {{"x", at::zeros({2})}});
     write_safetensors(dir / "model-00002-of-00002.safetensors", {{"y", at::ones({3})}});

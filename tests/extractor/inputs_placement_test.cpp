@@ -1,0 +1,116 @@
+// Input windows and sampling, flag parsers, and placement plans (planned for fake GPU counts, so
+// they run on CPU).
+#include <ATen/ATen.h>
+
+#include "common/error.h"
+#include "extractor/extract.h"
+#include "extractor/fixture_writer.h"
+#include "extractor/inputs.h"
+#include "extractor/placement.h"
+#include "tests/support/temp_dir.h"
+
+#include <doctest/doctest.h>
+
+using namespace extractor;
+
+namespace {
+std::string error_of(const std::function<void()> & f) {
+    try {
+        f();
+    } catch (const common::Error & e) {
+        return e.message();
+    }
+    return "<no error>";
+}
+constexpr uint64_t GiB = uint64_t(1) << 30;
+}  // namespace
+
+TEST_CASE("inputs: windows with overlap, seeded sampling, and the three token-file formats") {
+    std::vector<int64_t> s(10);
+    for (int i = 0; i < 10; ++i) s[static_cast<size_t>(i)] = i;
+    auto w = make_windows(s, 4, 1);  // starts 0, 3, 6
+    REQUIRE(w.size() == 3);
+    CHECK(w[1] == std::vector<int64_t>{3, 4, 5, 6});
+    CHECK(seeded_permutation(50, 7) == seeded_permutation(50, 7));
+    CHECK(seeded_permutation(50, 7) != seeded_permutation(50, 8));
+
+    tests::TempDir dir;
+    tests::write_file(dir / "flat.json", "[1,2,3,4,5,6,7,8,9]");
+    tests::write_file(dir / "rows.json", "[[1,2,3,4],[5,6,7,8,9]]");
+    tests::write_file(dir / "ids.txt", "1 2 3\n4,5,6 7 8 9\n");
+    InputOptions o;
+    o.seq_len = 4;
+    o.tokens_file = dir / "flat.json";
+    CHECK(prepare_inputs(o, dir.path(), 100).sequences.size() == 2);
+    o.tokens_file = dir / "ids.txt";
+    CHECK(prepare_inputs(o, dir.path(), 100).sequences[1] == std::vector<int64_t>{5, 6, 7, 8});
+    o.tokens_file = dir / "rows.json";
+    CHECK(prepare_inputs(o, dir.path(), 100).sequences[1] == std::vector<int64_t>{5, 6, 7, 8});
+    o.tokens_file = dir / "flat.json";
+    o.shuffle = true;
+    o.seed = 3;
+    o.num_sequences = 1;
+    InputSet a = prepare_inputs(o, dir.path(), 100), b = prepare_inputs(o, dir.path(), 100);
+    CHECK(a.sequences == b.sequences);
+    CHECK(a.window_index == b.window_index);
+}
+
+TEST_CASE("inputs: ids outside the vocabulary, too few tokens and bad numbers are errors naming the file") {
+    tests::TempDir dir;
+    tests::write_file(dir / "ids.txt", "1 2 300 4");
+    InputOptions o;
+    o.seq_len = 4;
+    o.tokens_file = dir / "ids.txt";
+    CHECK(error_of([&] { prepare_inputs(o, dir.path(), 100); }).find("token id 300 (sequence 0, position 2) is outside") != std::string::npos);
+    o.seq_len = 8;
+    CHECK(error_of([&] { prepare_inputs(o, dir.path(), 1000); }).find("fewer than one window") != std::string::npos);
+    tests::write_file(dir / "bad.txt", "1 2 x3");
+    o.tokens_file = dir / "bad.txt";
+    CHECK(error_of([&] { prepare_inputs(o, dir.path(), 1000); }).find("\"x3\" is not a token id") != std::string::npos);
+    o.tokens_file.clear();
+    CHECK(error_of([&] { prepare_inputs(o, dir.path(), 1000); }).find("give exactly one input") != std::string::npos);
+}
+
+TEST_CASE("flags: --max-memory, --layers and --plant parse, and reject malformed values") {
+    MemoryBudget b = parse_max_memory("0=76GiB,cuda:1=76GiB,cpu=120GiB");
+    REQUIRE(b.gpus.size() == 2);
+    CHECK(b.gpus[1].first == 1);
+    CHECK(b.gpus[0].second == 76 * GiB);
+    CHECK(b.cpu_bytes == 120 * GiB);
+    CHECK(error_of([] { parse_max_memory("0:76GiB"); }).find("not DEVICE=SIZE") != std::string::npos);
+    CHECK(error_of([] { parse_max_memory("gpu=1GiB"); }).find("not a GPU index") != std::string::npos);
+    CHECK(parse_layer_list("0-2,7,2") == std::vector<int>{0, 1, 2, 7});
+    CHECK(error_of([] { parse_layer_list("3-1"); }).find("\"3-1\"") != std::string::npos);
+    PlantSpec p = parse_plant("7,42@0-3x30");
+    CHECK(p.dims == std::vector<int64_t>{7, 42});
+    CHECK(p.layer_last == 3);
+    CHECK(p.gain == 30.0);
+    CHECK(error_of([] { parse_plant("7,42"); }).find("no @") != std::string::npos);
+}
+
+TEST_CASE("placement: sequential fills GPUs in order, balanced spreads, overflow goes to pinned CPU or is refused") {
+    MemoryEstimate e;
+    e.embed_bytes = 1 * GiB;
+    e.layer_bytes.assign(8, 2 * GiB);  // 17 GiB of weights
+    e.total_bytes = 17 * GiB;
+    e.activation_bytes = 1 * GiB;
+    Placement seq = plan_placement(e, "cuda", parse_max_memory("0=12GiB,1=12GiB"), PlacementStrategy::Sequential, 2);
+    // GPU 0: 12 - 1 (activations) - 1 (embedding) = 10 GiB -> 5 layers; GPU 1 the other 3.
+    CHECK(seq.home[4] == c10::Device("cuda:0"));
+    CHECK(seq.home[5] == c10::Device("cuda:1"));
+    Placement bal = plan_placement(e, "cuda", parse_max_memory("0=12GiB,1=12GiB"), PlacementStrategy::Balanced, 2);
+    int on0 = 0;
+    for (const auto & d : bal.home) on0 += d == c10::Device("cuda:0");
+    CHECK(on0 == 4);
+    Placement off = plan_placement(e, "cuda", parse_max_memory("0=12GiB,cpu=64GiB"), PlacementStrategy::Sequential, 1);
+    CHECK(off.home[7].is_cpu());
+    CHECK(off.compute[7] == c10::Device("cuda:0"));
+    CHECK(off.describe().back().find("pinned, streamed to cuda:0") != std::string::npos);
+    std::string refused = error_of([&] { plan_placement(e, "cuda", parse_max_memory("0=12GiB"), PlacementStrategy::Sequential, 1); });
+    CHECK(refused.find("would have to be offloaded") != std::string::npos);
+    CHECK(error_of([&] { plan_placement(e, "cuda", parse_max_memory("0=12GiB,cpu=2GiB"), PlacementStrategy::Sequential, 1); })
+              .find("pinned CPU memory") != std::string::npos);
+    CHECK(error_of([&] { plan_placement(e, "cuda", {}, PlacementStrategy::Sequential, 0); }).find("no CUDA device") != std::string::npos);
+    Placement cpu = plan_placement(e, "auto", {}, PlacementStrategy::Sequential, 0);
+    CHECK(cpu.embed_device.is_cpu());
+}

@@ -1,0 +1,63 @@
+// Helpers shared by the extractor tests: a sink that keeps copies of what it sees, and a fixture
+// + token file in a temp dir.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+
+#include "extractor/capture.h"
+#include "extractor/extract.h"
+#include "extractor/fixture_writer.h"
+
+namespace tests {
+
+struct CollectSink : extractor::CaptureSink {
+    std::set<std::pair<extractor::Site, int>> want;  // empty: everything
+    std::map<std::pair<extractor::Site, int>, at::Tensor> got;
+    int batches = 0;
+    bool wants(extractor::Site s, int l) const override { return want.empty() || want.count({s, l}); }
+    void begin_batch(const extractor::BatchInfo &) override { ++batches; }
+    void on_capture(extractor::Site s, int l, const at::Tensor & x) override {
+        auto it = got.find({s, l});
+        got[{s, l}] = it == got.end() ? x.clone() : at::cat({it->second, x}, 0);
+    }
+    void end_batch() override {}
+};
+
+inline std::string write_ids(const std::string & path, int n, int vocab) {
+    std::ofstream out(path);
+    out << "[";
+    for (int i = 0; i < n; ++i) out << (i ? "," : "") << (i * 7 + 3) % vocab;
+    out << "]";
+    return path;
+}
+
+// Runs the extractor on CPU in f32 over 2 sequences of 12 tokens, collecting every capture.
+inline CollectSink run_collect(const std::string & model_dir, const std::string & ids, std::vector<int> layers = {},
+                               std::vector<extractor::Site> sites = {extractor::Site::LnAttn, extractor::Site::LnMlp},
+                               const std::string & dtype = "f32") {
+    extractor::ExtractOptions o;
+    o.model_dir = model_dir;
+    o.load.device = "cpu";
+    o.load.dtype = extractor::parse_dtype(dtype);
+    o.load.show_progress = false;
+    o.input.tokens_file = ids;
+    o.input.seq_len = 12;
+    o.input.num_sequences = 2;
+    o.input.batch_size = 1;
+    CollectSink sink;
+    for (int l = 0; l < 64; ++l)
+        if (layers.empty() || std::find(layers.begin(), layers.end(), l) != layers.end())
+            for (auto s : sites) sink.want.insert({s, l});
+    o.layers = std::move(layers);
+    o.sites = std::move(sites);
+    (void)extractor::run_extraction(o, {&sink});
+    return sink;
+}
+
+}  // namespace tests
