@@ -16,6 +16,9 @@ int run_create(const GlobalOptions & g, const CreateCliOptions & o, const common
             throw common::Error::usage("--offer: expected provider:offer_id as printed by `broker search` (got '" + o.offer + "')");
         c.filter.providers = {o.offer.substr(0, colon)};
         c.filter.offer_id = o.offer.substr(colon + 1);
+        // RunPod and Prime spot offer ids end in "/spot": renting one is a spot rent without --spot.
+        const std::string & id = c.filter.offer_id;
+        if (!o.filter.on_demand && id.size() > 5 && id.compare(id.size() - 5, 5, "/spot") == 0) c.filter.spot = true;
     }
     c.sort = parse_sort_key(o.sort);
     c.max_attempts = o.max_attempts;

@@ -23,7 +23,7 @@ std::unique_ptr<Provider> make_ssh_hosts(const ProviderContext & context);
 
 // RunPod (GraphQL)
 InstanceStatus runpod_status(std::string_view desired_status);
-std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure);
+std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure, bool spot = false);
 Instance runpod_parse_pod(const nlohmann::json & pod);
 // Classifies the GraphQL `errors` array of a 200 response into a typed error.
 common::Error runpod_graphql_error(const nlohmann::json & errors, const std::string & what);

@@ -69,22 +69,24 @@ public:
     explicit RunPod(const ProviderContext & c) : ctx_(c), api_("runpod", c.base_url, c.api_key, c.http) {}
 
     std::string_view name() const override { return "runpod"; }
-    ProviderCaps caps() const override { return {.stop_start = true, .native_deadline = true, .spot = false}; }
+    ProviderCaps caps() const override { return {.stop_start = true, .native_deadline = true, .spot = true}; }
 
     std::vector<Offer> search(const OfferFilter & f) override {
-        // Spot needs podRentInterruptable with a bid; not offered yet, so spot searches find nothing here.
-        if (f.spot && *f.spot) return {};
+        // Spot offers are priced from secureSpotPrice/communitySpotPrice and rented with a bid.
+        const bool spot = f.spot.value_or(false);
         int count = f.gpu_count.value_or(1);
         // Offer ids end in the GPU count ("<gpuTypeId>/secure/2"): renting one by id needs that count.
         if (!f.gpu_count && !f.offer_id.empty()) {
-            auto slash = f.offer_id.rfind('/');
+            std::string id = f.offer_id;
+            if (id.size() > 5 && id.compare(id.size() - 5, 5, "/spot") == 0) id.resize(id.size() - 5);
+            auto slash = id.rfind('/');
             try {
-                count = std::stoi(f.offer_id.substr(slash + 1));
+                count = std::stoi(id.substr(slash + 1));
             } catch (...) {
             }
         }
         // One query per cloud (lowestPrice depends on secureCloud); both run at once.
-        auto query_cloud = [this, &f, count](bool secure) {
+        auto query_cloud = [this, &f, count, spot](bool secure) {
             std::string lp = "gpuCount: " + std::to_string(count) + ", secureCloud: " + (secure ? "true" : "false");
             if (f.min_ram_gb) lp += ", minMemoryInGb: " + std::to_string(static_cast<int>(std::ceil(*f.min_ram_gb)));
             if (f.min_disk_gb) lp += ", minDisk: " + std::to_string(static_cast<int>(std::ceil(*f.min_disk_gb)));
@@ -94,7 +96,7 @@ public:
                 "lowestPrice(input: {" + lp + "}) { minimumBidPrice uninterruptablePrice stockStatus "
                 "maxUnreservedGpuCount availableGpuCounts } } }";
             auto data = graphql(q, nlohmann::json::object(), "search offers", common::http::Retry::Idempotent);
-            return runpod_parse_offers(data, count, secure);
+            return runpod_parse_offers(data, count, secure, spot);
         };
         std::vector<std::future<std::vector<Offer>>> parts;
         for (bool secure : {true, false}) {
@@ -131,10 +133,14 @@ public:
             {"supportPublicIp", true},
         };
         if (r.deadline_unix > 0) input["terminateAfter"] = iso8601_utc(r.deadline_unix);
-        std::string q = "mutation Deploy($input: PodFindAndDeployOnDemandInput!) { podFindAndDeployOnDemand(input: "
-                        "$input) { " + std::string(kPodFields) + " } }";
+        // On-demand and spot are different mutations; a spot rent bids the offer's per-GPU spot price.
+        const char * mutation = r.offer.spot ? "podRentInterruptable" : "podFindAndDeployOnDemand";
+        if (r.offer.spot) input["bidPerGpu"] = r.offer.price_usd_per_hour_gpu;
+        std::string q = std::string("mutation Deploy($input: ") +
+                        (r.offer.spot ? "PodRentInterruptableInput!" : "PodFindAndDeployOnDemandInput!") + ") { " +
+                        mutation + "(input: $input) { " + std::string(kPodFields) + " } }";
         auto data = graphql(q, {{"input", input}}, "create " + r.name, common::http::Retry::NotIdempotent);
-        const auto & pod = data["podFindAndDeployOnDemand"];
+        const auto & pod = data[mutation];
         if (!pod.is_object())
             throw common::Error(common::ErrorKind::Capacity,
                                 "runpod: create " + r.name + ": no pod returned for offer " + r.offer.offer_id)
@@ -238,7 +244,7 @@ common::Error runpod_graphql_error(const nlohmann::json & errors, const std::str
     return common::Error(kind, common::log::redact(text)).with("provider", "runpod");
 }
 
-std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure) {
+std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure, bool spot) {
     std::vector<Offer> out;
     if (!data.is_object() || !data.contains("gpuTypes") || !data["gpuTypes"].is_array()) return out;
     for (const auto & g : data["gpuTypes"]) {
@@ -247,14 +253,15 @@ std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_coun
         // gpuhunt: a null stockStatus means "not offered" at this count and cloud.
         std::string stock = json_string(lp, "stockStatus");
         if (stock.empty()) continue;
-        auto per_gpu = json_number(g, secure ? "securePrice" : "communityPrice");
+        auto per_gpu = json_number(g, spot ? (secure ? "secureSpotPrice" : "communitySpotPrice")
+                                           : (secure ? "securePrice" : "communityPrice"));
         if (!per_gpu || *per_gpu <= 0) continue;
         int max_count = json_int(g, "maxGpuCount", 0);
         if (max_count > 0 && gpu_count > max_count) continue;
         Offer o;
         o.provider = "runpod";
         std::string id = json_string(g, "id");
-        o.offer_id = offer_id_for(id, secure, gpu_count);
+        o.offer_id = offer_id_for(id, secure, gpu_count) + (spot ? "/spot" : "");
         o.manufacturer = canonical_manufacturer(json_string(g, "manufacturer"));
         std::string display = json_string(g, "displayName");
         o.gpu_model = canonical_gpu_model(display.empty() ? id : display);
@@ -262,7 +269,7 @@ std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_coun
         o.gpu_count = gpu_count;
         o.price_usd_per_hour_gpu = *per_gpu;
         o.price_usd_per_hour_total = *per_gpu * gpu_count;
-        o.spot = false;
+        o.spot = spot;
         o.cloud = secure ? CloudType::Secure : CloudType::Community;
         o.availability = stock;
         o.create_data = {{"gpuTypeId", id}, {"cloudType", secure ? "SECURE" : "COMMUNITY"}};

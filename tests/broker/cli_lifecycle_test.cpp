@@ -206,3 +206,29 @@ TEST_CASE("cli: every command has help with examples") {
     CHECK(cli.run({"search", "--sort", "cheapest", "--provider", "local"}).exit_code == 2);
     CHECK(cli.run({"search", "--cloud", "private", "--provider", "local"}).exit_code == 2);
 }
+
+TEST_CASE("cli runpod: spot offers are priced from the spot price and rented with a bid") {
+    tests::SshdFixture sshd;
+    tests::Emulator emu("runpod", {.api_key = kKey});
+    back_with_sshd(emu, sshd, 1);
+    Cli cli;
+    cli.use(emu);
+    json spot = cli.json({"search", "--provider", "runpod", "--gpu", "4090", "--gpus", "1", "--spot"});
+    json ondemand = cli.json({"search", "--provider", "runpod", "--gpu", "4090", "--gpus", "1"});
+    REQUIRE(!spot.empty());
+    REQUIRE(!ondemand.empty());
+    CHECK(spot[0]["spot"] == true);
+    CHECK(spot[0]["price_usd_per_hour_total"].get<double>() < ondemand[0]["price_usd_per_hour_total"].get<double>());
+    json c = cli.json({"create", "--offer", "runpod:" + spot[0]["offer_id"].get<std::string>(), "--ssh-key",
+                       sshd.client_key(), "--no-wait"});
+    const json state = emu.state();
+    bool bid = false;
+    for (const auto & r : state["requests"]) {
+        if (r.value("action", "") != "create") continue;
+        const auto & ops = r["operations"];
+        bid |= std::find(ops.begin(), ops.end(), "podRentInterruptable") != ops.end() &&
+               r["body"]["variables"]["input"].contains("bidPerGpu");
+    }
+    CHECK(bid);
+    cli.json({"instances", "terminate", "runpod:" + c["id"].get<std::string>(), "--yes"});
+}
