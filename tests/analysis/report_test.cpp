@@ -120,3 +120,20 @@ TEST_CASE("analyze merge + report + compare: merged statistics equal one run; ba
     CHECK(r.exit_code != 0);
     CHECK(r.err.find("no-such-run") != std::string::npos);
 }
+
+TEST_CASE("analyze CLI tree: every verb has help with an example, and --json is accepted after the verb") {
+    auto r = analyze({"--help"});
+    CHECK(r.exit_code == 0);
+    for (const char * verb : {"run", "merge", "report", "compare", "extract"}) {
+        CAPTURE(verb);
+        CHECK(r.out.find(verb) != std::string::npos);
+        const auto h = analyze({verb, "--help"});
+        CHECK(h.exit_code == 0);
+        CHECK(h.out.find("Example") != std::string::npos);
+    }
+    r = analyze({"frobnicate", "--json"});  // not a verb: taken as a run directory that does not exist
+    CHECK((r.exit_code == 9 || r.exit_code == 2));  // 2 where the build has no run reader
+    CHECK(r.err.find("\"kind\"") != std::string::npos);
+    r = analyze({"merge", "--bogus-flag"});
+    CHECK(r.exit_code == 2);
+}
