@@ -124,11 +124,11 @@ def hf_bench(model_dir, ids, iters):
     return res
 
 
-def extract_bench(exe, model_dir, ids_path, seqs, batch, seq_len, extra):
+def extract_bench(exe, model_dir, ids_path, seqs, batch, seq_len, extra, env=None):
     cmd = [exe, "run", model_dir, "--tokens", ids_path, "--seq-len", str(seq_len), "--num-sequences", str(seqs),
            "--batch-size", str(batch), "--dtype", "bf16", "--device", "cuda", "--absmax", "--warmup", "1", "--json"] + extra
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **(env or {})))
     wall = time.perf_counter() - t0
     sys.stderr.write(r.stderr[-3000:])
     if r.returncode != 0:
@@ -171,6 +171,21 @@ def main():
     # device memory in use before it loads (baseline, incl. its CUDA context) and the peak.
     results["extract"] = extract_bench(args.extract, mdir, ids_path, batch * args.iters, batch, seq_len, [])
     print("extract:", json.dumps(results["extract"]), flush=True)
+    # Tuning variants of the MoE path (same binary; env knobs documented in extractor/README.md)
+    # and CPU offload (layers beyond an 8 GiB GPU budget streamed from pinned memory).
+    variants = {"moe_chunk_off": ([], {"EXTRACTOR_MOE_CHUNK_ROWS": "0"}),
+                "moe_combine_gather": ([], {"EXTRACTOR_MOE_COMBINE": "gather"}),
+                "offload_8GiB_gpu": (["--max-memory", "0=8GiB,cpu=40GiB"], {})}
+    results["variants"] = {}
+    for name, (extra, env) in variants.items():
+        try:
+            v = extract_bench(args.extract, mdir, ids_path, batch * args.iters, batch, seq_len, extra, env)
+            results["variants"][name] = v
+            print(f"variant {name}: {v['tokens_per_s']:.0f} tokens/s, load {v['load_s']:.2f} s, "
+                  f"peak-baseline {(v['gpu_used_bytes_peak'] - v['gpu_used_bytes_baseline']) / GiB:.2f} GiB", flush=True)
+        except Exception as e:
+            results["variants"][name] = dict(error=str(e)[-800:])
+            print(f"variant {name} failed: {e}", flush=True)
     # Where the time goes (each op synchronised: slower overall, but the split is what matters).
     try:
         prof = subprocess.run([args.extract, "run", mdir, "--tokens", ids_path, "--seq-len", str(seq_len),

@@ -233,10 +233,16 @@ at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & op
     // Tokens are routed independently, so chunking bounds the (token, expert) working set
     // (S = N*K rows of gate/up/down activations) without changing a single value.
     ProfileScope profile("moe");
-    constexpr int64_t kMaxRoutedRows = 16384;
+    // EXTRACTOR_MOE_CHUNK_ROWS tunes it (0: never chunk); the default keeps the working set of
+    // an OLMoE-sized layer near 256 MiB.
+    static const int64_t kMaxRoutedRows = [] {
+        const char * v = std::getenv("EXTRACTOR_MOE_CHUNK_ROWS");
+        return v ? std::atoll(v) : int64_t{32768};
+    }();
     const int64_t H = m.size(-1);
     at::Tensor x = m.reshape({-1, H});                                                // [N,H]
-    const int64_t N = x.size(0), chunk = std::max<int64_t>(1, kMaxRoutedRows / std::max<int64_t>(1, opt.top_k));
+    const int64_t N = x.size(0);
+    const int64_t chunk = kMaxRoutedRows <= 0 ? N : std::max<int64_t>(1, kMaxRoutedRows / std::max<int64_t>(1, opt.top_k));
     if (N <= chunk) return moe_tokens(x, w, opt).view(m.sizes());                     // [B,T,H]
     std::vector<at::Tensor> parts;
     for (int64_t start = 0; start < N; start += chunk)
@@ -289,9 +295,22 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
             start += c[e];
         }
     }
-    out = (out * weight_sorted.unsqueeze(-1)).to(x.scalar_type());                    // [S,H]
+    // In place: a bf16 tensor times an fp32 weight computes in fp32 and rounds once, exactly
+    // HF's (out * w).to(bf16), without the fp32 temporary.
+    out.mul_(weight_sorted.unsqueeze(-1));                                             // [S,H]
+    static const bool gather = [] {
+        const char * v = std::getenv("EXTRACTOR_MOE_COMBINE");
+        return v && std::string(v) == "gather";
+    }();
+    if (gather) {
+        // Experimental: no atomics; sums each token's K outputs in fp32 and rounds once (more
+        // accurate than HF's repeated bf16 index_add, so not the default).
+        at::Tensor inv = at::empty_like(perm);
+        inv.index_put_({perm}, at::arange(perm.size(0), perm.options()));
+        return out.index_select(0, inv).view({N, K, H}).sum(1);                        // [N,H]
+    }
     at::Tensor y = at::zeros({N, H}, x.options());                                     // [N,H]
-    y.index_add_(0, token_sorted, out);
+    y.index_add_(0, token_sorted, out);                                                // HF's order of rounding
     return y;                                                                          // [N,H]
 }
 
