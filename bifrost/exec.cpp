@@ -117,8 +117,8 @@ int Client::exec(const Command & command, const ExecOptions & options, const Str
                  const StreamCallback & on_stderr) {
     std::string script = env_block(*impl_, options);
     if (!options.cwd.empty())
-        script += "cd -- " + remote_path_expr(options.cwd) + " || { echo \"bifrost: --cwd " + sh_quote(options.cwd).substr(0) +
-                  ": cannot change directory\" >&2; exit 255; }\n";
+        script += "cd -- " + remote_path_expr(options.cwd) +
+                  " || { echo 'bifrost: --cwd: cannot change directory' >&2; exit 255; }\n";
     script += command_text(command) + "\n";
     Prologue p = make_prologue(script);
     RemoteCommand rc;

@@ -77,8 +77,8 @@ JobInfo Client::run_detached(const JobSpec & spec) {
     const std::string j = job_dir(spec.name);
     std::string cwd_line;
     if (!spec.options.cwd.empty())
-        cwd_line = "cd -- " + remote_path_expr(spec.options.cwd) + " || { echo 'bifrost: --cwd " + spec.options.cwd +
-                   ": cannot change directory' >&2; exit 255; }\n";
+        cwd_line = "cd -- " + remote_path_expr(spec.options.cwd) +
+                   " || { echo 'bifrost: --cwd: cannot change directory' >&2; exit 255; }\n";
     // The wrapper: records pid and times, runs the command with stdio on the log, records the exit
     // code. `trap :` keeps the wrapper alive through the group-wide TERM of `bifrost kill` so it can
     // still record the code; the command itself gets default signal handling.

@@ -455,20 +455,4 @@ std::unique_ptr<Transport> connect_via_control(const Endpoint & endpoint_in, con
     throw Error(kind_from_name(reply.substr(0, tab)), reply.substr(tab + 1)).with("host", endpoint.label());
 }
 
-bool stop_control_master(const Endpoint & endpoint_in, const ConnectOptions & options) {
-    Endpoint endpoint = endpoint_in;
-    if (endpoint.user.empty()) {
-        const char * u = std::getenv("USER");
-        endpoint.user = u && *u ? u : "root";
-    }
-    std::string path = control_socket_path(endpoint, options);
-    int fd = connect_socket(path);
-    if (fd < 0) return false;
-    ::close(fd);
-    // The master has no stop request: removing its socket makes it unreachable, and it exits at
-    // its idle timeout. Good enough for "forget this connection"; a stale master costs nothing.
-    ::unlink(path.c_str());
-    return true;
-}
-
 }  // namespace bifrost

@@ -20,7 +20,4 @@ std::string control_socket_path(const Endpoint & endpoint, const ConnectOptions 
 // Connection errors of a new master (auth, host key, unreachable) are rethrown here with their kind.
 std::unique_ptr<Transport> connect_via_control(const Endpoint & endpoint, const ConnectOptions & options, int persist_s);
 
-// Stops the master for this endpoint if one is running (for `bifrost ... --close` and tests).
-bool stop_control_master(const Endpoint & endpoint, const ConnectOptions & options);
-
 }  // namespace bifrost

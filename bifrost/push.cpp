@@ -60,7 +60,8 @@ std::string parent_of(const std::string & p) {
 // dominate on a busy remote. `had` holds every directory that held a file of the old manifest.
 std::string commit_script(const std::vector<std::string> & changed, const std::vector<std::string> & deleted,
                           const std::set<std::string> & had) {
-    std::string s = "S=.bifrost-staging\n";
+    // ok stays 1 while every rename succeeds; only then is the (3-fork) leftover scan skipped.
+    std::string s = "S=.bifrost-staging\nok=1\n";
     constexpr size_t kBatch = 200;
     for (size_t i = 0; i < deleted.size(); i += kBatch) {
         s += "rm -f --";
@@ -107,7 +108,7 @@ std::string commit_script(const std::vector<std::string> & changed, const std::v
         for (const auto & d : dirs) s += " " + sh_quote(d);
         s += "; do if [ -e \"$d\" ] || [ -L \"$d\" ]; then merge_tree \"$d\"; "
              "elif [ -e \"$S/files/$d\" ]; then set -- \"$@\" \"$S/files/$d\"; fi; done\n"
-             "[ $# -eq 0 ] || mv -f -- \"$@\" " + (parent.empty() ? std::string("./") : sh_quote(parent + "/")) + " || exit 95\n";
+             "[ $# -eq 0 ] || mv -f -- \"$@\" " + (parent.empty() ? std::string("./") : sh_quote(parent + "/")) + " || ok=0\n";
     }
     for (const auto & [dir, files] : files_by_dir) {
         for (size_t i = 0; i < files.size(); i += kBatch) {
@@ -115,10 +116,10 @@ std::string commit_script(const std::vector<std::string> & changed, const std::v
             // check below is what decides success.
             s += "mv -f --";
             for (size_t j = i; j < std::min(files.size(), i + kBatch); ++j) s += " \"$S\"/files/" + sh_quote(files[j]);
-            s += " " + (dir.empty() ? std::string("./") : sh_quote(dir + "/")) + " 2>/dev/null\n";
+            s += " " + (dir.empty() ? std::string("./") : sh_quote(dir + "/")) + " 2>/dev/null || ok=0\n";
         }
     }
-    s += "if [ -d \"$S/files\" ] && [ -n \"$(find \"$S/files\" ! -type d | head -n 1)\" ]; then\n"
+    s += "if [ $ok = 0 ] && [ -d \"$S/files\" ] && [ -n \"$(find \"$S/files\" ! -type d | head -n 1)\" ]; then\n"
          "  echo \"bifrost: push: could not move every file into place: $(find \"$S/files\" ! -type d | head -n 3)\" >&2; exit 95\n"
          "fi\n"
          "mv -f \"$S/manifest.new\" .bifrost-manifest || exit 95\n"
@@ -243,11 +244,12 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
 
     Prologue p = make_prologue("D=" + dir_expr + "\n"
                                "cd -- \"$D\" || exit 97\n"
-                               "rm -rf .bifrost-staging && mkdir .bifrost-staging || exit 97\n"
+                               "{ [ ! -e .bifrost-staging ] || rm -rf .bifrost-staging; } && mkdir .bifrost-staging || exit 97\n"
                                "tar -x -o -f - -C .bifrost-staging || exit 96\n"
                                "[ -f .bifrost-staging/commit.sh ] || { echo 'bifrost: push: upload incomplete' >&2; exit 96; }\n"
                                ": > .bifrost-staging/ready\n"
-                               "sh .bifrost-staging/commit.sh\n");
+                               // Sourced, not run: one process fewer (its `exit` ends this shell, as intended).
+                               ". .bifrost-staging/commit.sh\n");
     RemoteCommand rc;
     rc.command = p.command;
     rc.stdin_data = p.stdin_block;

@@ -22,13 +22,20 @@ int run_run(const GlobalOptions & global, const RunCmdOptions & o, const common:
             return 0;
         }
         common::log::info("job ", job.name, " started (pid ", job.pid, "); Ctrl-C detaches, it keeps running");
-        client.logs(job.name, 0, true, [](std::string_view d) {
-            while (!d.empty()) {
-                ssize_t n = ::write(STDOUT_FILENO, d.data(), d.size());
-                if (n <= 0) return;
-                d.remove_prefix(static_cast<size_t>(n));
-            }
-        });
+        try {
+            client.logs(job.name, 0, true, [](std::string_view d) {
+                while (!d.empty()) {
+                    ssize_t n = ::write(STDOUT_FILENO, d.data(), d.size());
+                    if (n <= 0) return;
+                    d.remove_prefix(static_cast<size_t>(n));
+                }
+            });
+        } catch (const common::Error & e) {
+            if (e.kind() != common::ErrorKind::Interrupted) throw;
+            common::log::warn("detached: job ", job.name, " keeps running; follow it with: bifrost logs -f ", o.target, " ",
+                              job.name);
+            return 130;
+        }
         JobInfo done = client.job(job.name);
         if (done.state == "running") return 255;
         if (done.exit_code) return *done.exit_code;

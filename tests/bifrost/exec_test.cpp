@@ -105,6 +105,19 @@ TEST_CASE("exec: argv words are quoted so injection attempts stay literal") {
     CHECK(r.code == 0);
     CHECK(r.out == remote.home() + "/dir with 'quote\n$(touch " + marker + ")");
     CHECK_FALSE(std::filesystem::exists(marker));
+    // A cwd that does not exist and is full of shell syntax: only cd's error, nothing runs.
+    for (const std::string cwd : {"/nonexistent/$(touch " + marker + ")", "/nonexistent/'; touch " + marker + "; '",
+                                  "/nonexistent/\"; touch " + marker + "; \""}) {
+        ExecOptions bad;
+        bad.cwd = cwd;
+        CHECK(run(client, Command::args({"true"}), bad).code == 255);
+        bifrost::JobSpec job;
+        job.name = "cwdjob";
+        job.command = Command::args({"true"});
+        job.options.cwd = cwd;
+        CHECK_THROWS_AS(client.run_detached(job), common::Error);
+    }
+    CHECK_FALSE(std::filesystem::exists(marker));
     o.env = {{"BAD;NAME", "x"}};
     CHECK_THROWS_AS(run(client, Command::args({"true"}), o), common::Error);
 }
