@@ -419,6 +419,15 @@ private:
         }
     }
 
+    bool container_env_readable() {
+        if (st()["instance"].value("provider", "") == "local") return false;
+        if (!st().contains("container_env")) {
+            st()["container_env"] = exec_sh("test -r /proc/1/environ") == 0;
+            save();
+        }
+        return st()["container_env"].get<bool>();
+    }
+
     // Starts `name` unless it already exists (a resumed run), then streams its log into
     // RUN_DIR/logs/<name>.log from the saved offset until it ends. Heartbeats on every poll.
     bifrost::JobInfo follow_job(const std::string & name, const bifrost::Command & command, const bifrost::EnvList & env,
@@ -434,7 +443,7 @@ private:
             spec.options.env = env;
             // Cloud containers keep their env (CUDA paths, the scoped key) on PID 1 only; the local
             // rehearsal's sshd is not in a container and PID 1 is not ours to read.
-            spec.options.import_container_env = st()["instance"].value("provider", "") != "local";
+            spec.options.import_container_env = container_env_readable();
             c.run_detached(spec);
             st()["jobs"][name] = {{"offset", 0}};
             save();

@@ -15,6 +15,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/subprocess.h"
+#include "tests/support/emulator.h"
+#include "tests/support/sshd_fixture.h"
 #include "tests/support/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -237,4 +239,48 @@ TEST_CASE("e2e: a bad config is refused before anything is rented") {
     auto r2 = common::run_process({DEPLOY_BIN, "--gpu-count", "-3", "--output-dir", env.runs(), "--state-dir", env.state()}, run_opts());
     CHECK(r2.exit_code == 2);
     CHECK(only_run_dir(env).empty());
+}
+
+TEST_CASE("e2e: the same flow against the RunPod emulator (instance backed by a real sshd) proves the cloud wiring") {
+    Env env;
+    fs::create_directories(env.dir / "pod-home");
+    tests::SshdFixture sshd({"SetEnv HOME=" + env.dir / "pod-home"});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
+    text = text.substr(0, text.find("\nresources:") + 1) +
+           "resources:\n  providers: [runpod]\n  gpu_count: 1\n  max_price_usd_per_hour: 5\n  min_vram_gb: 16\n  disk_gb: 20\n"
+           "policy:\n  on_success: terminate\n  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 5m\n";
+    tests::write_file(env.dir / "runpod.yaml", text);
+    auto args = base_args(env, env.dir / "runpod.yaml");
+    for (const char * a : {"--no-gpu-check", "--ssh-key"}) args.push_back(a);
+    args.push_back(sshd.client_key());
+    auto opts = run_opts();
+    opts.extra_env.push_back("RUNPOD_API_KEY=test-key-runpod");
+    opts.extra_env.push_back("RUNPOD_BASE_URL=" + emu.base_url());
+    auto r = common::run_process(args, opts);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK(fs::exists(run + "/results/analysis/outliers.json"));
+    auto st = state_of(run);
+    CHECK(st["instance"]["provider"] == "runpod");
+    CHECK(st["end"]["proven_gone"] == true);
+    CHECK(st["watchdog"]["action"] == "runpod");
+    // The emulator saw the whole life: search, create (with its terminateAfter deadline), terminate.
+    auto es = emu.state();
+    CHECK(es["instances"].empty());
+    CHECK(es["terminated"].size() == 1);
+    bool created = false, terminated = false;
+    for (const auto & q : es["requests"]) {
+        created = created || q.value("action", "") == "create";
+        terminated = terminated || q.value("action", "") == "terminate";
+    }
+    CHECK(created);
+    CHECK(terminated);
+    // The account key never reached the instance's run files or the local run directory (the pushed
+    // source tree is left out: this very test file spells the key).
+    auto grep = common::run_process({"grep", "-rl", "test-key-runpod", env.dir / "pod-home/toolkit/runs", run});
+    CHECK(grep.out.empty());
 }
