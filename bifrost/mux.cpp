@@ -191,6 +191,19 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
     auto last_keepalive = idle_since;
     ssh_session session = conn.session();
     const std::string label = conn.label();
+    // With no channel open nothing else reads the session socket; this event processes what
+    // arrives there (server keepalives, or EOF when the server goes away) so a dead connection is
+    // noticed at once instead of leaving poll() spinning on a readable socket.
+    ssh_event idle_event = ssh_event_new();
+    ssh_event_add_session(idle_event, session);
+    struct EventGuard {
+        ssh_event e;
+        ssh_session s;
+        ~EventGuard() {
+            ssh_event_remove_session(e, s);
+            ssh_event_free(e);
+        }
+    } event_guard{idle_event, session};
     for (;;) {
         std::vector<pollfd> fds;
         fds.push_back({listen_fd, POLLIN, 0});
@@ -206,6 +219,7 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
         for (auto & p : peers) any_task |= static_cast<bool>(p.task);
         ::poll(fds.data(), fds.size(), any_task ? 5 : 200);
         auto now = std::chrono::steady_clock::now();
+        if (!any_task && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) ssh_event_dopoll(idle_event, 0);
 
         if (fds[0].revents & POLLIN) {
             int cfd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -338,8 +352,9 @@ int bind_socket(const std::string & path) {
 [[noreturn]] void master_main(const Endpoint & endpoint, const ConnectOptions & options, const std::string & path,
                               int persist_s, int ready_fd) {
     ::signal(SIGPIPE, SIG_IGN);
-    ::signal(SIGINT, SIG_IGN);
+    ::signal(SIGINT, SIG_IGN);   // the terminal's Ctrl-C is for the invocation that started us
     ::signal(SIGHUP, SIG_IGN);
+    ::signal(SIGTERM, SIG_DFL);  // the program's flag-setting handler was inherited through fork
     std::unique_ptr<Connection> conn;
     try {
         conn = Connection::open(endpoint, options);
