@@ -3,7 +3,7 @@
 //  - a non-null `price` in the create body rents an interruptible bid: on-demand creates omit it;
 //  - gpu_ram and cpu_ram are MB (vary per host; VRAM is rounded from MiB), disk_space is GB,
 //    dph_total is $/hour for the whole offer;
-//  - show returns {"instances": {...}} (an object) or null when gone; list returns an array;
+//  - show returns {"instances": {...}} (an object) or null when gone; list (v1) pages by next_token;
 //  - a failed create may still return new_contract (a stopped instance): it is destroyed at once;
 //  - actual_status is null while the contract is created; offline fails fast; HostPort is a string.
 #include <cmath>
@@ -103,12 +103,20 @@ public:
     }
 
     std::vector<Instance> list() override {
-        auto body = api_.call("GET", "/api/v0/instances/?owner=me", "list instances");
+        // v1 is the paginated listing (v0 is deprecated): follow next_token, bounded.
         std::vector<Instance> out;
-        if (!body.is_object() || !body.contains("instances") || !body["instances"].is_array()) return out;
-        for (const auto & inst : body["instances"]) {
-            Instance i = vast_parse_instance(inst);
-            if (parse_instance_name(i.name)) out.push_back(std::move(i));
+        std::string token;
+        for (int page = 0; page < 100; ++page) {
+            std::string path = "/api/v1/instances/?limit=100";
+            if (!token.empty()) path += "&after_token=" + common::http::url_encode(token);
+            auto body = api_.call("GET", path, "list instances");
+            if (!body.is_object() || !body.contains("instances") || !body["instances"].is_array()) break;
+            for (const auto & inst : body["instances"]) {
+                Instance i = vast_parse_instance(inst);
+                if (parse_instance_name(i.name)) out.push_back(std::move(i));
+            }
+            token = json_string(body, "next_token");
+            if (token.empty() || body["instances"].empty()) break;
         }
         return out;
     }
