@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <map>
+#include <memory>
 #include <thread>
 
 #include "broker/ledger.h"
@@ -289,4 +291,32 @@ TEST_CASE("ledger: a crash between the provider's create and our record cannot h
     CHECK(recorded);
     // Now a bare id resolves through the ledger, and terminate proves it.
     CHECK(cli.json({"instances", "terminate", id, "--yes"})[0]["proven"] == true);
+}
+
+TEST_CASE("sweep: deadlines are enforced on runpod, lambda and primeintellect too") {
+    std::vector<std::unique_ptr<tests::Emulator>> emus;
+    Cli cli;
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    std::map<std::string, std::string> ids;
+    const std::map<std::string, std::string> gpu = {{"runpod", "4090"}, {"lambda", "a10"}, {"primeintellect", "4090"}};
+    for (const auto & [p, g] : gpu) {
+        emus.push_back(std::make_unique<tests::Emulator>(p, tests::EmulatorOptions{.api_key = kKey}));
+        emus.back()->configure({{"boot_polls", 1}});
+        cli.use(*emus.back());
+        json c = cli.json({"create", "--provider", p, "--gpu", g, "--ssh-key", cli.dir() / "id", "--no-wait",
+                           "--max-lifetime", "1s"});
+        ids[p] = c["id"];
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    json actions = cli.json({"sweep", "--provider", "runpod", "--provider", "lambda", "--provider", "primeintellect"});
+    for (const auto & [p, id] : ids) {
+        bool terminated = false;
+        // RunPod enforces terminateAfter itself: by the sweep the pod may already be gone (ledger: "gone").
+        for (const auto & a : actions)
+            terminated |= a["provider"] == p && a["id"] == id &&
+                          (a["action"] == "terminated" || (p == "runpod" && a["action"] == "gone"));
+        INFO(p);
+        CHECK(terminated);
+    }
+    CHECK(cli.json({"instances", "list", "--provider", "runpod", "--provider", "lambda", "--provider", "primeintellect"}).empty());
 }

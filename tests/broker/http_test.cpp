@@ -76,3 +76,13 @@ TEST_CASE("http: a create (not idempotent) is not retried after a 500") {
     CHECK(resp.status == 500);
     CHECK(resp.attempts == 1);
 }
+
+TEST_CASE("http: a dropped connection on a read is retried") {
+    tests::Emulator emu("vast", {.api_key = "k"});
+    FakeClock clock;
+    http::Client c("vast", {.max_attempts = 3, .clock = &clock});
+    emu.inject({{"kind", "drop_connection"}, {"count", 1}});
+    auto r = c.send(get(emu.base_url() + "/api/v0/instances/?owner=me"));
+    CHECK(r.status == 200);
+    CHECK(r.attempts == 2);
+}
