@@ -83,7 +83,7 @@ TEST_CASE("layer fraction: exactly 25% of sites passes, one site fewer fails") {
     CHECK(p.entries[0].layers_total == 4);
 }
 
-TEST_CASE("position fraction: exactly 6% of positions passes, 4% fails; sites pool positions") {
+TEST_CASE("position fraction: exactly 6% of positions passes, 4% fails, and sites pool positions") {
     // T = 50: 3 positions = 0.06, 2 positions = 0.04. Two sites, so any dim hit somewhere has >= 50% of sites.
     auto fb = empty_batch(0, 50, 4, 1);
     fb.layers[0].first[0][0][1] = 8;   // dim 1: positions 0, 1 in ln_attn, 2 in ln_mlp -> 3 distinct
@@ -102,7 +102,7 @@ TEST_CASE("position fraction: exactly 6% of positions passes, 4% fails; sites po
     CHECK(r.entries[0].max_abs == 8.0f);
 }
 
-TEST_CASE("predecessor concatenates per-sequence lists; paper counts a dim once over the dataset") {
+TEST_CASE("predecessor concatenates per-sequence lists, paper counts a dim once over the dataset") {
     // Two sequences in one batch (rows analysed alone) and a third in a second batch.
     auto b0 = empty_batch(0, 10, 4, 2, /*B=*/2);
     auto b1 = empty_batch(2, 10, 4, 2);

@@ -28,7 +28,7 @@ std::set<int32_t> dims_of(const analysis::ModeResult & r) {
 
 }  // namespace
 
-TEST_CASE("planted fixture: both modes find exactly the planted dims; streaming equals the saved run") {
+TEST_CASE("planted fixture: both modes find exactly the planted dims, and streaming equals the saved run") {
     tests::TempDir dir;
     for (const std::string family : {"llama", "olmoe"}) {
         CAPTURE(family);

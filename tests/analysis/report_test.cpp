@@ -80,7 +80,7 @@ TEST_CASE("finalize writes statistics, result, markdown and PNG+SVG plots when g
     CHECK(back.at("modes").at("paper").at("summary").at("num_outliers") == 2);
 }
 
-TEST_CASE("analyze merge + report + compare: merged statistics equal one run; bad files exit with their kind") {
+TEST_CASE("analyze merge + report + compare: merged statistics equal one run, bad files exit with their kind") {
     tests::TempDir dir;
     analysis::save_statistics(planted_stats(0, 7), dir / "a.stats.cbor");
     analysis::save_statistics(planted_stats(2, 8), dir / "b.stats.cbor");
