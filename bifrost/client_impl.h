@@ -6,6 +6,7 @@
 #include <string>
 
 #include "bifrost/bifrost.h"
+#include "common/error.h"
 
 namespace bifrost {
 
@@ -15,7 +16,11 @@ struct Client::Impl {
     std::string home;
 
     Transport & t() {
-        if (!transport) transport = reconnect();
+        if (transport && !transport->usable() && reconnect) transport.reset();
+        if (!transport) {
+            if (!reconnect) throw common::Error(common::ErrorKind::Network, "connection lost and no way to reconnect");
+            transport = reconnect();
+        }
         return *transport;
     }
     // Runs a script through the prologue (stdin block), collecting stdout; stderr is collected too.

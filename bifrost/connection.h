@@ -49,6 +49,9 @@ public:
     // when the connection fails underneath it.
     virtual int run(const RemoteCommand & command) = 0;
     virtual std::string label() const = 0;
+    // False once the transport is known to be dead; Client then reconnects before the next call
+    // (never retrying a call that may have run: commands are not assumed idempotent).
+    virtual bool usable() { return true; }
 };
 
 class Connection : public Transport {
@@ -61,6 +64,7 @@ public:
 
     int run(const RemoteCommand & command) override;
     std::string label() const override { return endpoint_.label(); }
+    bool usable() override { return alive(); }
     const Endpoint & endpoint() const { return endpoint_; }
     ssh_session_struct * session() { return session_; }
     bool alive();

@@ -86,6 +86,12 @@ class MuxTransport : public Transport {
 public:
     MuxTransport(std::string path, std::string label) : path_(std::move(path)), label_(std::move(label)) {}
     std::string label() const override { return label_; }
+    bool usable() override {
+        int fd = connect_socket(path_);
+        if (fd < 0) return false;
+        ::close(fd);
+        return true;
+    }
 
     int run(const RemoteCommand & command) override {
         int fd = connect_socket(path_);

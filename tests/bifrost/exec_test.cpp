@@ -172,3 +172,17 @@ TEST_CASE("exec: --env-file parsing accepts dotenv lines and names the bad line"
         CHECK(e.message().find("bad.env:2") != std::string::npos);
     }
 }
+
+TEST_CASE("exec: after the connection is lost, the next call reconnects (the failed call is not retried)") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    CHECK(run(client, Command::args({"true"})).code == 0);
+    remote.sshd->server().kill_hard();
+    remote.sshd->server().restart();
+    try {
+        run(client, Command::args({"true"}));
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Network);
+    }
+    CHECK(run(client, Command::sh("exit 4")).code == 4);
+}
