@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/sshd_server.h"
+#include "common/subprocess.h"
 #include "tests/bifrost/remote_fixture.h"
 
 namespace {
@@ -87,4 +89,21 @@ TEST_CASE("cli: listings and results print JSON with --json, errors have documen
     auto changed = remote.cli({"--persist", "0", "jobs", t});
     CHECK(changed.code == 3);
     CHECK(changed.err.find("host key changed") != std::string::npos);
+}
+
+TEST_CASE("cli: a refused key is auth (3) for listings and 255 with the kind for exec") {
+    tests::RemoteFixture remote;
+    tests::TempDir keys;
+    common::generate_ed25519_key(keys / "other", "other");
+    auto run_with = [&](std::vector<std::string> args) {
+        std::vector<std::string> argv = {BIFROST_EXE, "--key", keys / "other", "--persist", "0"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        return common::run_process(argv);
+    };
+    auto jobs = run_with({"jobs", remote.target()});
+    CHECK(jobs.exit_code == 3);
+    CHECK(jobs.err.find("authentication refused") != std::string::npos);
+    auto exec = run_with({"exec", remote.target(), "--", "true"});
+    CHECK(exec.exit_code == 255);
+    CHECK(exec.err.find("error kind: auth") != std::string::npos);
 }
