@@ -106,7 +106,7 @@ TEST_CASE("exec: argv words are quoted so injection attempts stay literal") {
     CHECK(r.out == remote.home() + "/dir with 'quote\n$(touch " + marker + ")");
     CHECK_FALSE(std::filesystem::exists(marker));
     // A cwd that does not exist and is full of shell syntax: only cd's error, nothing runs.
-    for (const std::string cwd : {"/nonexistent/$(touch " + marker + ")", "/nonexistent/'; touch " + marker + "; '",
+    for (const std::string & cwd : {"/nonexistent/$(touch " + marker + ")", "/nonexistent/'; touch " + marker + "; '",
                                   "/nonexistent/\"; touch " + marker + "; \""}) {
         ExecOptions bad;
         bad.cwd = cwd;
