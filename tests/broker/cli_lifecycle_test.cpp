@@ -18,7 +18,7 @@ std::string first_offer(const Cli & cli, const std::string & provider, std::vect
     return provider + ":" + rows[0]["offer_id"].get<std::string>();
 }
 
-void lifecycle(const std::string & provider, std::vector<std::string> filters, bool lambda_user_workaround = false) {
+void lifecycle(const std::string & provider, std::vector<std::string> filters) {
     tests::SshdFixture sshd;
     tests::Emulator emu(provider, {.api_key = kKey});
     back_with_sshd(emu, sshd);
@@ -42,7 +42,6 @@ void lifecycle(const std::string & provider, std::vector<std::string> filters, b
     std::string offer = first_offer(cli, provider, filters);
     std::vector<std::string> create = {"--json", "create", "--offer", offer, "--ssh-key", sshd.client_key(),
                                        "--run-id", "it1", "--no-gpu-check", "--ready-timeout", "60s"};
-    if (lambda_user_workaround) create.push_back("--no-wait");
     auto r = cli.run(create);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
@@ -50,10 +49,8 @@ void lifecycle(const std::string & provider, std::vector<std::string> filters, b
     std::string id = created["id"];
     std::string ref = provider + ":" + id;
     CHECK(created["name"].get<std::string>().rfind("tk-it1-main-dl", 0) == 0);
-    if (!lambda_user_workaround) {
-        CHECK(created["ready"] == true);
-        CHECK(created["ssh_command"].get<std::string>().find("-p " + std::to_string(sshd.port())) != std::string::npos);
-    }
+    CHECK(created["ready"] == true);
+    CHECK(created["ssh_command"].get<std::string>().find("-p " + std::to_string(sshd.port())) != std::string::npos);
     // The ledger holds the instance before and after: a second broker process finds it by bare id.
     json shown = cli.json({"instances", "show", id});
     CHECK(shown["ref"] == ref);
@@ -87,10 +84,9 @@ TEST_CASE("cli runpod: search, create with SSH readiness, list, show, ssh, termi
 TEST_CASE("cli vast: search, create with SSH readiness, list, show, ssh, terminate") {
     lifecycle("vast", {"--gpu", "4090", "--gpus", "1"});
 }
-TEST_CASE("cli lambda: search, create, list, show, ssh, terminate") {
-    // The emulator cannot make Lambda's fixed `ubuntu` user log in to the test sshd (see README), so
-    // create returns once the provider accepted it; readiness is covered by the other clouds.
-    lifecycle("lambda", {"--gpu", "a10"}, true);
+TEST_CASE("cli lambda: search, create with SSH readiness, list, show, ssh, terminate") {
+    // The emulator's x_emulator_ssh_user/port extension stands in for Lambda's fixed ubuntu@:22.
+    lifecycle("lambda", {"--gpu", "a10"});
 }
 TEST_CASE("cli primeintellect: search, create with SSH readiness, list, show, ssh, terminate") {
     lifecycle("primeintellect", {"--gpu", "4090", "--gpus", "1"});

@@ -38,7 +38,7 @@ TEST_CASE("sshd fixture: stopping it ends running sessions too") {
     for (pid_t p : tree) CHECK_FALSE(common::process_alive(p));
 }
 
-TEST_CASE("sshd fixture: a restart keeps the identity; a rotated key presents a new one") {
+TEST_CASE("sshd fixture: a restart keeps the identity, a rotated key presents a new one") {
     tests::SshdFixture sshd;
     std::string before = sshd.server().host_public_key();
     sshd.server().restart();

@@ -309,6 +309,8 @@ class Lambda(Provider):
         }
         if cfg["ssh_port"] != 22:
             view["x_emulator_ssh_port"] = cfg["ssh_port"]
+        if cfg.get("ssh_user") and cfg["ssh_user"] != "ubuntu":
+            view["x_emulator_ssh_user"] = cfg["ssh_user"]
         return view
 
     def _add_key(self, body):
