@@ -10,7 +10,8 @@ mkdir -p "$out"
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-/tmp/build-analyze}
 prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-if [[ -z "${SYSROOT:-}" && ! -f /usr/include/CLI/CLI.hpp ]] && ls "$root"/.debs*/*.deb >/dev/null 2>&1; then
+if [[ -z "${SYSROOT:-}" ]] && ls "$root"/.debs*/*.deb >/dev/null 2>&1 &&
+   { [[ ! -f /usr/include/CLI/CLI.hpp ]] || ! pkg-config --exists libpcre2-8 libutf8proc 2>/dev/null; }; then
   SYSROOT=/tmp/analyze-sysroot
   mkdir -p "$SYSROOT"
   for f in "$root"/.debs*/*.deb; do dpkg-deb -x "$f" "$SYSROOT"; done
