@@ -7,7 +7,12 @@
 #include "extractor/fixture_writer.h"
 #include "extractor/inputs.h"
 #include "extractor/placement.h"
+#ifdef EXTRACTOR_HAS_TOKENIZER
+#include "extractor/tokenizer/tokenizer.h"
+#endif
 #include "tests/support/temp_dir.h"
+
+#include <nlohmann/json.hpp>
 
 #include <doctest/doctest.h>
 
@@ -114,3 +119,36 @@ TEST_CASE("placement: sequential fills GPUs in order, balanced spreads, overflow
     Placement cpu = plan_placement(e, "auto", {}, PlacementStrategy::Sequential, 0);
     CHECK(cpu.embed_device.is_cpu());
 }
+
+#ifdef EXTRACTOR_HAS_TOKENIZER
+TEST_CASE("inputs: text and JSONL are tokenized once with the checkpoint's tokenizer.json, documents concatenated") {
+    tests::TempDir dir;
+    nlohmann::json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"abc", 4}, {"\xC4\xA0", 5}, {"\xC4\xA0" "a", 6}};
+    nlohmann::json bl = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+    nlohmann::json tok = {{"version", "1.0"}, {"added_tokens", nlohmann::json::array()}, {"normalizer", nullptr},
+                          {"pre_tokenizer", bl}, {"post_processor", bl}, {"decoder", bl},
+                          {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
+                                     {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
+                                     {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
+                                     {"vocab", vocab}, {"merges", {"a b", "ab c", "\xC4\xA0 a"}}}}};
+    tests::write_file(dir / "tokenizer.json", tok.dump());
+    tests::write_file(dir / "doc.txt", "abc ab abc ab abc");
+    tests::write_file(dir / "docs.jsonl", "{\"text\": \"abc ab\"}\n\n{\"text\": \" abc ab abc\", \"id\": 2}\n");
+    Tokenizer t = Tokenizer::from_file(dir / "tokenizer.json");
+    InputOptions o;
+    o.seq_len = 3;
+    o.text_file = dir / "doc.txt";
+    InputSet a = prepare_inputs(o, dir.path(), 7);
+    auto ids = t.encode("abc ab abc ab abc");
+    REQUIRE(a.stream_tokens == static_cast<int64_t>(ids.size()));
+    CHECK(a.sequences[0] == std::vector<int64_t>(ids.begin(), ids.begin() + 3));
+    CHECK(a.tokenizer_sha256.size() == 64);
+    o.text_file.clear();
+    o.jsonl_file = dir / "docs.jsonl";
+    InputSet b = prepare_inputs(o, dir.path(), 7);
+    auto i1 = t.encode("abc ab"), i2 = t.encode(" abc ab abc");
+    CHECK(b.stream_tokens == static_cast<int64_t>(i1.size() + i2.size()));
+    o.text_field = "body";
+    CHECK(error_of([&] { prepare_inputs(o, dir.path(), 7); }).find("docs.jsonl:1: no string field \"body\"") != std::string::npos);
+}
+#endif
