@@ -85,6 +85,8 @@ struct JobInfo {
     std::string command;
 };
 
+// One Client holds one SSH session: use it from one thread at a time (open one per thread for
+// parallel work; each costs a connection).
 class Client {
 public:
     // Connects now (and again, transparently, when a later call finds the connection lost).

@@ -247,16 +247,27 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
             short rev = i < fds.size() && fds[i].fd == p.fd ? fds[i].revents : 0;
             ++i;
             if (rev & (POLLIN | POLLHUP | POLLERR)) {
+                // Drain what the client has sent (up to 1 MiB a round) so a push's stream is not
+                // paced by this loop's poll.
                 char buf[1 << 16];
-                ssize_t r = ::recv(p.fd, buf, sizeof buf, 0);
-                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                bool gone = false;
+                for (size_t got = 0; got < (1u << 20);) {
+                    ssize_t r = ::recv(p.fd, buf, sizeof buf, 0);
+                    if (r > 0) {
+                        p.in.append(buf, static_cast<size_t>(r));
+                        got += static_cast<size_t>(r);
+                        continue;
+                    }
+                    if (r == 0 || (errno != EAGAIN && errno != EINTR)) gone = got == 0;
+                    break;
+                }
+                if (gone) {
                     p.finished = true;  // the client went away (Ctrl-C): drop its channel
                     p.task.reset();
                     p.out.clear();
                     p.out_off = 0;
                     continue;
                 }
-                if (r > 0) p.in.append(buf, static_cast<size_t>(r));
                 char type;
                 std::string payload;
                 while (!p.finished && pop_frame(p.in, p.in_off, type, payload)) {
