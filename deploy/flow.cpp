@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -570,6 +571,20 @@ private:
         save();
     }
 
+    // Ctrl-C means stop: end whatever job still runs (a kept instance then sits idle until its TTL).
+    void stop_jobs() {
+        if (!client_) return;
+        try {
+            for (const auto & j : client().jobs())
+                if (j.state == "running") {
+                    common::log::info("finish: stopping job ", j.name);
+                    client().kill(j.name, 5);
+                }
+        } catch (const common::Error & e) {
+            common::log::warn("finish: could not stop the remote jobs: ", e.message());
+        }
+    }
+
     // Best effort after a failure or interrupt: whatever results and logs exist, before any terminate.
     void salvage() {
         if (!client_ && !(st().contains("instance") && st()["instance"].contains("ssh"))) return;
@@ -602,6 +617,7 @@ private:
         }
         auto inst = st()["instance"];
         if (finished_before_) return;  // an earlier attach ended it; --resume only summarises
+        if (outcome_ == Outcome::Interrupted) stop_jobs();
         if (outcome_ != Outcome::Succeeded) salvage();
         EndDecision d = decide(cfg_.policy, outcome_, clock_.unix_now());
         common::log::info("finish: ", d.reason);
@@ -704,9 +720,12 @@ private:
         std::ostringstream s;
         s << "run " << dir_.path() << ": " << (report.exit_code() == 0 ? "succeeded" : "FAILED (exit " + std::to_string(report.exit_code()) + ")");
         out.text(s.str());
-        if (!ref.empty())
-            out.text("instance " + ref + ": " + common::format_duration(elapsed) + " at $" + common::log::concat(price) +
-                     "/h = $" + common::log::concat(cost_usd(price, elapsed)) + "; " + st()["end"].value("reason", "not ended"));
+        if (!ref.empty()) {
+            char money[96];
+            std::snprintf(money, sizeof money, " at $%.2f/h = $%.2f", price, cost_usd(price, elapsed));
+            out.text("instance " + ref + ": " + common::format_duration(elapsed) + money + "; " +
+                     (st().contains("end") ? st()["end"].value("reason", "not ended") : std::string("not ended")));
+        }
         if (st().contains("results")) out.text("results: " + st()["results"].value("dir", "") + " (report: analysis/report.md)");
     }
 

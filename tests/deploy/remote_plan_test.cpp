@@ -150,3 +150,105 @@ TEST_CASE("watchdog: the deadline ends the instance even with fresh heartbeats; 
     CHECK(wd2.wait_for(std::chrono::milliseconds(3000)).value_or(-1) == 0);
     CHECK_FALSE(fs::exists(dir / "terminated"));
 }
+
+namespace {
+
+// A Hub stand-in on 127.0.0.1: serves <root>/<owner>/<name>/resolve/<rev>/<file>, answers 429 to the
+// first request for any file whose name contains "flaky", requires "Authorization: Bearer <token>"
+// when `token` is set, and logs each request line (with its Authorization header) to <root>.log.
+struct FakeHub {
+    tests::TempDir dir{"fake-hub"};
+    common::ChildProcess server;
+    int port = 0;
+    explicit FakeHub(const std::string & token) {
+        tests::write_file(dir / "server.py", R"PY(
+import http.server, os, sys
+root, token, logf = sys.argv[1], sys.argv[2], sys.argv[3]
+seen = set()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(logf, "a") as f: f.write(self.path + " " + str(self.headers.get("Authorization")) + "\n")
+        if token and self.headers.get("Authorization") != "Bearer " + token:
+            self.send_response(401); self.end_headers(); return
+        if "flaky" in self.path and self.path not in seen:
+            seen.add(self.path); self.send_response(429); self.send_header("Retry-After", "1"); self.end_headers(); return
+        p = os.path.join(root, self.path.lstrip("/"))
+        if not os.path.isfile(p):
+            self.send_response(404); self.end_headers(); return
+        data = open(p, "rb").read()
+        self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+)PY");
+        fs::create_directories(dir / "root");
+        server = common::ChildProcess::spawn({"python3", dir / "server.py", dir / "root", token, dir / "requests.log"},
+                                             {.stdout_path = dir / "port"});
+        for (int i = 0; i < 100 && port == 0; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            std::string p = tests::read_file(dir / "port");
+            if (!p.empty() && p.back() == '\n') port = std::stoi(p);
+        }
+        REQUIRE(port > 0);
+    }
+    void put(const std::string & rel, const std::string & body) {
+        fs::create_directories(fs::path(dir / ("root/" + rel)).parent_path());
+        tests::write_file(dir / ("root/" + rel), body);
+    }
+    std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port); }
+};
+
+std::string fetch_script() { return std::string(TOOLKIT_SOURCE_DIR) + "/deploy/remote/fetch_model.sh"; }
+
+}  // namespace
+
+TEST_CASE("fetch_model.sh: sharded checkpoint with a token, retried 429, cached re-run, token never in output") {
+    const std::string token = "hf_secrettoken123";
+    FakeHub hub(token);
+    const std::string base = "org/model/resolve/main/";
+    hub.put(base + "config.json", R"({"model_type":"llama"})");
+    hub.put(base + "tokenizer.json", "{}");
+    hub.put(base + "model.safetensors.index.json",
+            R"({"metadata":{},"weight_map":{"a.weight":"model-00001-of-00002.safetensors","b.weight":"model-00002-of-00002-flaky.safetensors","c.weight":"model-00001-of-00002.safetensors"}})");
+    hub.put(base + "model-00001-of-00002.safetensors", "AAAA");
+    hub.put(base + "model-00002-of-00002-flaky.safetensors", "BBBB");
+    tests::TempDir cache;
+    common::RunOptions o;
+    o.extra_env = {"HF_TOKEN=" + token, "HF_ENDPOINT=" + hub.endpoint()};
+    o.timeout = std::chrono::milliseconds(60000);
+    auto r = common::run_process({"sh", fetch_script(), "org/model", "main", cache.path()}, o);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::string dir = cache / "models/org--model/main";
+    CHECK(r.out == "model_dir=" + dir + "\n");
+    CHECK(tests::read_file(dir + "/model-00001-of-00002.safetensors") == "AAAA");
+    CHECK(tests::read_file(dir + "/model-00002-of-00002-flaky.safetensors") == "BBBB");
+    CHECK(fs::exists(dir + "/.complete"));
+    CHECK(r.err.find(token) == std::string::npos);
+    CHECK(r.out.find(token) == std::string::npos);
+    std::string log = tests::read_file(hub.dir / "requests.log");
+    CHECK(log.find("Bearer " + token) != std::string::npos);  // the header did reach the server
+    // A second run is served from the cache: no new requests.
+    auto before = log.size();
+    auto again = common::run_process({"sh", fetch_script(), "org/model", "main", cache.path()}, o);
+    CHECK(again.exit_code == 0);
+    CHECK(tests::read_file(hub.dir / "requests.log").size() == before);
+}
+
+TEST_CASE("fetch_model.sh: typed exits for a missing repo (9) and a refused token (3)") {
+    FakeHub hub("right-token");
+    hub.put("org/model/resolve/main/config.json", "{}");
+    tests::TempDir cache;
+    common::RunOptions o;
+    o.timeout = std::chrono::milliseconds(60000);
+    o.extra_env = {"HF_TOKEN=right-token", "HF_ENDPOINT=" + hub.endpoint()};
+    auto missing = common::run_process({"sh", fetch_script(), "org/nothing", "main", cache.path()}, o);
+    CHECK(missing.exit_code == 9);
+    CHECK(missing.err.find("not found") != std::string::npos);
+    o.extra_env = {"HF_TOKEN=wrong-token", "HF_ENDPOINT=" + hub.endpoint()};
+    auto refused = common::run_process({"sh", fetch_script(), "org/model", "main", cache.path()}, o);
+    CHECK(refused.exit_code == 3);
+    CHECK(refused.err.find("gated or private") != std::string::npos);
+    CHECK(refused.err.find("wrong-token") == std::string::npos);
+}
