@@ -29,6 +29,7 @@ void add_env_flags(CLI::App * sub, std::vector<std::string> & env, std::vector<s
 
 int main(int argc, char ** argv) {
     common::install_interrupt_handlers();
+    install_broker_resolver();
     GlobalOptions global;
     int verbose = 0;
     bool quiet = false;

@@ -31,6 +31,9 @@ Command make_command(const std::vector<std::string> & words, bool shell);
 // Prints an error for the attached verbs (exec, run): the kind on stderr, exit code 255 like ssh.
 int report_attached_error(const common::Error & error, bool json);
 
+// Resolves broker instance ids given as targets (broker_targets.cpp; links the broker library).
+void install_broker_resolver();
+
 struct ExecCmdOptions {
     std::string target;
     std::vector<std::string> command;

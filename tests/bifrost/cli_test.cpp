@@ -79,7 +79,7 @@ TEST_CASE("cli: listings and results print JSON with --json, errors have documen
 
     CHECK(remote.cli({"--persist", "3", "logs", t, "nope"}).code == 9);
     CHECK(remote.cli({"jobs", "user@host:notaport"}).code == 2);
-    CHECK(remote.cli({"jobs", "runpod:abc123"}).code == 2);  // no broker wired into this program yet
+    CHECK(remote.cli({"jobs", "nosuchcloud:abc123"}).code == 2);  // broker: unknown provider
     CHECK(remote.cli({"--persist", "0", "jobs", "127.0.0.1:1"}).code == 6);
     auto err_json = remote.cli({"--json", "--persist", "0", "jobs", "127.0.0.1:1"});
     CHECK(nlohmann::json::parse(err_json.err)["error"]["kind"] == "network");

@@ -67,6 +67,7 @@ public:
         return nlohmann::json::parse(r.out);
     }
     const tests::TempDir & dir() const { return dir_; }
+    const std::vector<std::string> & env() const { return env_; }
 
 private:
     tests::TempDir dir_;
