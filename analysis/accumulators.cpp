@@ -4,6 +4,7 @@
 // only [B,H]-sized sparse records and a [B,T,K] token slice for K tallied dims to the host.
 #include "analysis/accumulators.h"
 
+#include "analysis/stats_file.h"
 #include "common/error.h"
 
 #include <ATen/ATen.h>
@@ -383,6 +384,20 @@ Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const
     }
     out.metadata = metadata.is_object() ? metadata : nlohmann::json::object();
     return out;
+}
+
+CheckpointSink::CheckpointSink(OutlierAccumulator & inner, std::string path, int64_t every_batches, nlohmann::json metadata)
+    : inner_(inner), path_(std::move(path)), every_batches_(every_batches), metadata_(std::move(metadata)) {
+    if (every_batches_ <= 0) throw common::Error::usage("analysis: checkpoint interval must be at least one batch");
+}
+
+void CheckpointSink::end_batch() {
+    inner_.end_batch();
+    if (++batches_ % every_batches_ != 0) return;
+    auto meta = metadata_.is_object() ? metadata_ : nlohmann::json::object();
+    meta["partial"] = true;
+    save_statistics(inner_.statistics(meta), path_);
+    ++written_;
 }
 
 }  // namespace analysis

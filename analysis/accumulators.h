@@ -44,4 +44,24 @@ private:
     std::unique_ptr<State> state_;
 };
 
+// Forwards every capture to an accumulator and saves its statistics (through a temporary file) every
+// `every_batches` batches, so a long run that dies keeps what it measured: the partial file is an
+// ordinary statistics file (`analyze report`, `analyze merge` read it).
+class CheckpointSink : public extractor::CaptureSink {
+public:
+    CheckpointSink(OutlierAccumulator & inner, std::string path, int64_t every_batches, nlohmann::json metadata = {});
+    bool wants(extractor::Site site, int layer) const override { return inner_.wants(site, layer); }
+    void begin_batch(const extractor::BatchInfo & batch) override { inner_.begin_batch(batch); }
+    void on_capture(extractor::Site site, int layer, const at::Tensor & x) override { inner_.on_capture(site, layer, x); }
+    void end_batch() override;
+    int64_t checkpoints_written() const { return written_; }
+
+private:
+    OutlierAccumulator & inner_;
+    std::string path_;
+    int64_t every_batches_;
+    nlohmann::json metadata_;
+    int64_t batches_ = 0, written_ = 0;
+};
+
 }  // namespace analysis

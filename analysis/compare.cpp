@@ -85,7 +85,7 @@ FinalizeOutcome finalize_run(const Statistics & stats, const FinalizeOptions & o
     out.result_path = options.out_dir + "/outliers.json";
     write_text_file(out.result_path, out.result.dump(1) + "\n");
     if (options.plots) out.plots = write_plots(out.result, options.out_dir + "/plots");
-    else out.plots.skipped_reason = "plots not requested";
+    else out.plots.skipped_reason = kPlotsNotRequested;
     out.report_path = options.out_dir + "/report.md";
     write_text_file(out.report_path, render_markdown(out.result, out.plots.files));
     return out;

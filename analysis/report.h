@@ -42,6 +42,9 @@ void write_text_file(const std::string & path, const std::string & text);
 
 std::string render_markdown(const nlohmann::json & result, const std::vector<std::string> & plot_files);
 
+// PlotOutcome::skipped_reason when the caller asked for no plots (not worth a warning).
+inline constexpr const char * kPlotsNotRequested = "not requested (--no-plots)";
+
 struct PlotOutcome {
     bool produced = false;
     std::string skipped_reason;       // why no plots (no gnuplot, gnuplot failed)

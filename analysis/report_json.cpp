@@ -111,6 +111,14 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
     run["layers_captured"] = s.layers().size();
     run["threshold"] = s.threshold;
     run["round_bf16"] = s.round_bf16;
+    // Coverage, said out loud: sites that saw fewer sequences than the run (a layer list that changed
+    // between merged runs, or a capture that failed part way) make their fractions incomparable.
+    json partial_sites = json::array();
+    for (size_t i = 0; i < S; ++i)
+        if (s.site_sequences[i] != s.sequences)
+            partial_sites.push_back({{"layer", s.sites[i].layer}, {"site", s.sites[i].site}, {"sequences", s.site_sequences[i]}});
+    run["sites_with_partial_coverage"] = partial_sites;
+    run["partial"] = s.metadata.is_object() && s.metadata.value("partial", false);
     result["run"] = run;
 
     result["modes"] = json::object();

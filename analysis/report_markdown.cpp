@@ -66,6 +66,11 @@ std::string render_markdown(const json & r, const std::vector<std::string> & plo
     if (run.contains("dtype") && run["dtype"].is_string()) o << "| model dtype | " << run["dtype"].get<std::string>() << " |\n";
     o << "| values | " << (run.value("round_bf16", true) ? "rounded to bf16 before thresholding (as the predecessor)" : "thresholded at the model's dtype") << " |\n";
     o << "| schema | " << r.value("schema", "") << " v" << r.value("version", 0) << " |\n\n";
+    if (run.value("partial", false))
+        o << "**Partial statistics**: a checkpoint written during a run that did not finish; only the batches before it are counted.\n\n";
+    if (run.contains("sites_with_partial_coverage") && !run["sites_with_partial_coverage"].empty())
+        o << "**Coverage warning**: " << run["sites_with_partial_coverage"].size()
+          << " site(s) saw fewer sequences than the run (see `run.sites_with_partial_coverage` in the JSON).\n\n";
 
     o << "## Summary\n\n| mode | outliers | unique dims | mean layer % | median layer % | mean position % | median position % | dims with any hit |\n"
       << "|---|---:|---:|---:|---:|---:|---:|---:|\n";

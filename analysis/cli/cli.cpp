@@ -110,6 +110,8 @@ int main(int argc, char ** argv) {
         extract_cmd->add_option("--massive", fused.accumulate.massive_top_k, "Top-K residual |x| per layer (add --residual to the extract flags)");
         extract_cmd->add_option("--token-dims", fused.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->capture_default_str();
         extract_cmd->add_flag("--no-plots", no_plots_fused, "Write JSON and markdown only");
+        extract_cmd->add_option("--checkpoint-every", fused.checkpoint_every,
+                                "Save OUT/outliers.partial.stats.cbor every N batches (kept if the run dies)");
         extract_cmd->add_flag("--baseline", fused.baseline, "Run the forward pass with no statistics (benchmark baseline)");
         extract_cmd->add_option("extract_args", fused.extract_args, "After --: the `extract` command (run MODEL_DIR ...)");
         add_criteria(extract_cmd, fused.criteria);

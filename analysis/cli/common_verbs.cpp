@@ -55,7 +55,7 @@ void print_summary(const FinalizeOutcome & o, const common::Output & out) {
     out.rows({{"mode", "MODE"}, {"num_outliers", "OUTLIERS"}, {"unique_dims", "DIMS"}, {"mean_layer_pct", "LAYER %"},
               {"mean_position_pct", "POSITION %"}, {"report", "REPORT"}},
              rows);
-    if (!o.plots.produced) common::log::warn("plots skipped: ", o.plots.skipped_reason, "; run `analyze report ", o.result_path, "` where gnuplot is installed");
+    if (!o.plots.produced && o.plots.skipped_reason != kPlotsNotRequested) common::log::warn("plots skipped: ", o.plots.skipped_reason, "; run `analyze report ", o.result_path, "` where gnuplot is installed");
 }
 
 }  // namespace analysis::cli

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 namespace analysis::cli {
 
@@ -64,8 +65,23 @@ int run_fused(const FusedOptions & o, const common::Output & out) {
         return extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data(), {&sink});
     }
     OutlierAccumulator acc(o.accumulate);
-    const int rc = extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data(), {&acc});
-    if (rc != 0) return rc;  // extract printed its error already
+    std::error_code ec;
+    std::filesystem::create_directories(o.out_dir, ec);
+    if (ec) throw common::Error::file(o.out_dir, "cannot create the output directory: " + ec.message());
+    const std::string partial = o.out_dir + "/outliers.partial.stats.cbor";
+    std::unique_ptr<CheckpointSink> checkpoints;
+    extractor::CaptureSink * sink = &acc;
+    if (o.checkpoint_every > 0) {
+        checkpoints = std::make_unique<CheckpointSink>(acc, partial, o.checkpoint_every, run_metadata(std::vector<std::string>(args.begin() + 1, args.end())));
+        sink = checkpoints.get();
+    }
+    const int rc = extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data(), {sink});
+    if (rc != 0) {
+        if (checkpoints && checkpoints->checkpoints_written() > 0)
+            common::log::warn("extract failed; the statistics of the batches before the last checkpoint are in ", partial,
+                              " (analyze report ", partial, ")");
+        return rc;  // extract printed its error already
+    }
     const auto t0 = std::chrono::steady_clock::now();
     auto stats = acc.statistics(run_metadata(std::vector<std::string>(args.begin() + 1, args.end())));
     FinalizeOptions f;
@@ -79,6 +95,7 @@ int run_fused(const FusedOptions & o, const common::Output & out) {
     f.token_text = load_token_text(tokenizer);
     f.plots = o.plots;
     const auto outcome = finalize_run(stats, f);
+    if (checkpoints) std::filesystem::remove(partial, ec);  // the final statistics supersede it
     common::log::info("analysis finalized in ",
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s");
     print_summary(outcome, out);

@@ -34,7 +34,7 @@ int run_report(const ReportVerbOptions & o, const common::Output & out) {
         outcome.result_path = o.input;
     }
     if (o.plots) outcome.plots = write_plots(outcome.result, dir + "/plots");
-    else outcome.plots.skipped_reason = "--no-plots";
+    else outcome.plots.skipped_reason = kPlotsNotRequested;
     outcome.report_path = dir + "/report.md";
     write_text_file(outcome.report_path, render_markdown(outcome.result, outcome.plots.files));
     print_summary(outcome, out);

@@ -337,3 +337,20 @@ TEST_CASE("token tallies count hit positions by token id for the most-hit dims")
     CHECK(s.token_hits.at(3).at(8) == 1);
     CHECK(s.token_hits.at(3).count(9) == 0);
 }
+
+TEST_CASE("checkpoint sink saves partial statistics every N batches, readable as ordinary statistics") {
+    tests::TempDir dir;
+    OutlierAccumulator acc;
+    analysis::CheckpointSink sink(acc, dir / "p.stats.cbor", 2, {{"model", "tiny"}});
+    const std::vector<tests::Plant> plants = {{1, 9, 1.0, 0.5}};
+    tests::feed(sink, tests::make_batch(0, 1, 8, 4, 1, plants, 1));
+    CHECK(sink.checkpoints_written() == 0);
+    tests::feed(sink, tests::make_batch(1, 1, 8, 4, 1, plants, 2));
+    REQUIRE(sink.checkpoints_written() == 1);
+    tests::feed(sink, tests::make_batch(2, 1, 8, 4, 1, plants, 3));
+    const auto partial = analysis::load_statistics(dir / "p.stats.cbor");
+    CHECK(partial.sequences == 2);  // the third batch came after the checkpoint
+    CHECK(partial.metadata.value("partial", false));
+    CHECK(acc.statistics().sequences == 3);
+    CHECK_THROWS_AS(analysis::CheckpointSink(acc, dir / "x", 0), common::Error);
+}

@@ -24,7 +24,7 @@ struct FakeBatch {
     std::vector<at::Tensor> residual;  // optional, per layer
 };
 
-inline void feed(analysis::OutlierAccumulator & acc, const FakeBatch & fb) {
+inline void feed(extractor::CaptureSink & acc, const FakeBatch & fb) {
     extractor::BatchInfo info;
     info.sequence_indices = fb.sequence_indices;
     info.token_ids = fb.token_ids;
