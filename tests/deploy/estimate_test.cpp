@@ -32,7 +32,7 @@ TEST_CASE("estimate: Qwen3-30B-A3B counts all 128 experts (30.5B), not the 3.3B 
     CHECK(e.per_gpu_gb < 80);  // fits two 80 GB GPUs
 }
 
-TEST_CASE("estimate: OLMoE-1B-7B is 6.9B parameters, ~14 GB of bf16 weights; f32 doubles it") {
+TEST_CASE("estimate: OLMoE-1B-7B is 6.9B parameters, ~14 GB of bf16 weights, f32 doubles it") {
     auto bf = deploy::estimate_memory(olmoe_1b_7b(), "bf16", 1, 2048, 1, 1.0);
     CHECK(bf.params == doctest::Approx(6.92e9).epsilon(0.01));
     CHECK(bf.weights_gb == doctest::Approx(13.84).epsilon(0.01));

@@ -7,7 +7,7 @@
 using deploy::EndAction;
 using deploy::Outcome;
 
-TEST_CASE("policy: success and failure follow their own rule; interrupt follows on_failure") {
+TEST_CASE("policy: success and failure follow their own rule, interrupt follows on_failure") {
     deploy::Policy p;
     p.on_success = EndAction::Terminate;
     p.on_failure = EndAction::Keep;

@@ -127,7 +127,7 @@ TEST_CASE("watchdog: terminates when heartbeats stop, not while they come") {
     CHECK(tests::read_file(dir / "wd.log").find("no heartbeat") != std::string::npos);
 }
 
-TEST_CASE("watchdog: the deadline ends the instance even with fresh heartbeats; disarm stops it") {
+TEST_CASE("watchdog: the deadline ends the instance even with fresh heartbeats, disarm stops it") {
     tests::TempDir dir;
     auto l = deploy::remote_layout(dir.path(), "r", "");
     fs::create_directories(l.run_dir);

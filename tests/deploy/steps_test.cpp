@@ -87,7 +87,7 @@ TEST_CASE("steps: a step that overruns its deadline is a timeout") {
     CHECK(report.exit_code() == 7);
 }
 
-TEST_CASE("steps: an interrupt stops before the next step; finish runs with the flag cleared") {
+TEST_CASE("steps: an interrupt stops before the next step, finish runs with the flag cleared") {
     tests::TempDir dir;
     auto rd = deploy::RunDir::create(dir / "run", {{"run_id", "x"}});
     common::FakeClock clock;
@@ -126,7 +126,7 @@ TEST_CASE("steps: on resume, done steps are skipped and the others run") {
     CHECK(report.exit_code() == 0);
 }
 
-TEST_CASE("run dir: refuses to reuse a non-empty directory; state survives reopen; torn journal line ignored") {
+TEST_CASE("run dir: refuses to reuse a non-empty directory, state survives reopen, torn journal line ignored") {
     tests::TempDir dir;
     auto rd = deploy::RunDir::create(dir / "run", {{"run_id", "x"}});
     rd.state()["instance"] = {{"provider", "local"}, {"id", "l123"}};
