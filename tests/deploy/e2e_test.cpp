@@ -239,6 +239,17 @@ TEST_CASE("e2e: a bad config is refused before anything is rented") {
     auto r2 = common::run_process({DEPLOY_BIN, "--gpu-count", "-3", "--output-dir", env.runs(), "--state-dir", env.state()}, run_opts());
     CHECK(r2.exit_code == 2);
     CHECK(only_run_dir(env).empty());
+    auto r3 = common::run_process({DEPLOY_BIN, "--resume", env.dir / "no-such-run", "--state-dir", env.state()}, run_opts());
+    CHECK(r3.exit_code == 9);
+    auto r4 = common::run_process({DEPLOY_BIN, "--provider", "local", "--on-success", "maybe", "--output-dir", env.runs(),
+                                   "--state-dir", env.state(), "--json"},
+                                  run_opts());
+    CHECK(r4.exit_code == 2);
+    CHECK(nlohmann::json::parse(r4.err)["error"]["kind"] == "usage");
+    auto help = common::run_process({DEPLOY_BIN, "--help"}, run_opts());
+    CHECK(help.exit_code == 0);
+    CHECK(help.out.find("Examples:") != std::string::npos);
+    CHECK(help.out.find("--keep-running") != std::string::npos);
 }
 
 TEST_CASE("e2e: the same flow against the RunPod emulator (instance backed by a real sshd) proves the cloud wiring") {
