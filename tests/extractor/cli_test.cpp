@@ -32,7 +32,7 @@ Result run(std::vector<std::string> args) {
 
 }  // namespace
 
-TEST_CASE("cli: fixture, inspect --json and run --json work end to end; bad input gives documented exit codes") {
+TEST_CASE("cli: fixture, inspect --json and run --json work end to end, bad input gives documented exit codes") {
     tests::TempDir dir;
     Result f = run({"fixture", "--family", "qwen3_moe", "--out", dir / "m", "--layers", "3", "--plant", "5@0-1", "--json"});
     REQUIRE(f.code == 0);

@@ -166,7 +166,7 @@ TEST_CASE("fixture: planted outliers reach |x| >= 6 at the planted dims of the p
     }
 }
 
-TEST_CASE("qwen3_moe: mlp_only_layers get a dense MLP, the others experts; the weight table says so") {
+TEST_CASE("qwen3_moe: mlp_only_layers get a dense MLP, the others experts, and the weight table says so") {
     HfConfig hf = parse_hf_config(nlohmann::json::parse(R"({"model_type":"qwen3_moe","vocab_size":10,"hidden_size":8,
         "num_hidden_layers":4,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"intermediate_size":12,
         "num_experts":4,"num_experts_per_tok":2,"moe_intermediate_size":6,"mlp_only_layers":[1],"decoder_sparse_step":2})"),
