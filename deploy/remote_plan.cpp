@@ -60,28 +60,23 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     const auto & d = c.data;
     std::string input = l.input_dir + "/" + input_file_name(d);
     std::string input_flag = d.synthetic_vocab || !d.tokens_file.empty() ? "--tokens" : !d.text_file.empty() ? "--text" : "--jsonl";
+    // GPU runs let extract place the model on the GPUs the readiness check verified (--device auto
+    // falls back to the CPU on a GPU-less instance, as in the emulator tests).
     const bool gpu = c.resources.gpu_count > 0;
-    // GPU runs use the GPUs the readiness check verified; the same script on a GPU-less instance
-    // (the emulator tests) falls back to the CPU instead of failing on a missing device.
-    if (gpu) s << "device=cpu; if nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi\n";
-    else s << "device=cpu\n";
-    s << "echo \"job: extract run\"\n"
-      << "rm -rf \"$run/activations\"\n"
-      << "\"$bin/extract\" run " << q(model) << " " << input_flag << " " << q(input);
+    // The fused pass: `analyze extract` runs the extractor's own command line with the streaming
+    // accumulators as a sink, so captures stay on the device and no activation touches the disk.
+    // --checkpoint-every keeps partial statistics in results/ if the run dies; salvage pulls them.
+    s << "echo \"job: extract + analyze (fused)\"\n"
+      << "\"$bin/analyze\" extract -o \"$run/results/analysis\" --mode " << q(c.analysis.mode) << " --threshold "
+      << c.analysis.threshold << " --layer-fraction " << c.analysis.layer_fraction << " --position-fraction "
+      << c.analysis.position_fraction << " --checkpoint-every 10 -- run " << q(model) << " " << input_flag << " " << q(input);
     if (!d.jsonl_file.empty()) s << " --text-field " << q(d.text_field);
     s << " --seq-len " << d.sequence_length << " --num-sequences " << d.num_sequences << " --batch-size " << d.batch_size
       << " --overlap " << d.overlap << " --dtype " << q(c.model.dtype) << " --device " << (gpu ? "auto" : "cpu");
     if (!c.capture.layers.empty()) s << " --layers " << q(c.capture.layers);
     std::string sites;
     for (const auto & site : c.capture.sites) sites += (sites.empty() ? "" : ",") + site;
-    s << " --sites " << q(sites) << " --out \"$run/activations\"\n";
-    // TODO(fused): switch to `extract run ... --analyze` once the lead wires it; it keeps the
-    // captures on the GPU and skips writing activations to disk.
-    s << "echo \"job: analyze run\"\n"
-      << "\"$bin/analyze\" run \"$run/activations\" --out \"$run/results/analysis\" --device \"$device\" --mode "
-      << q(c.analysis.mode) << " --threshold " << c.analysis.threshold << " --layer-fraction " << c.analysis.layer_fraction
-      << " --position-fraction " << c.analysis.position_fraction << "\n"
-      << "cp \"$run/activations/metadata.json\" \"$run/results/metadata.json\"\n"
+    s << " --sites " << q(sites) << "\n"
       << "echo \"job: done\"\n";
     return s.str();
 }

@@ -30,25 +30,24 @@ TEST_CASE("remote plan: the rehearsal job writes the fixture, extracts, analyses
     CHECK(l.run_dir == "/home/u/toolkit/runs/r1");
     std::string job = deploy::job_script(cfg, l, "/c/bin", "");
     auto fx = job.find("extract\" fixture --family 'olmoe'");
-    auto ex = job.find("extract\" run '/home/u/toolkit/runs/r1/model' --tokens '/home/u/toolkit/runs/r1/input/tokens.json'");
-    auto an = job.find("analyze\" run");
+    auto an = job.find("analyze\" extract -o \"$run/results/analysis\" --mode 'both'");
+    auto ex = job.find("-- run '/home/u/toolkit/runs/r1/model' --tokens '/home/u/toolkit/runs/r1/input/tokens.json'");
     REQUIRE(fx != std::string::npos);
     REQUIRE(ex != std::string::npos);
     REQUIRE(an != std::string::npos);
-    CHECK(fx < ex);
-    CHECK(ex < an);
+    CHECK(fx < an);
+    CHECK(an < ex);
     CHECK(job.find("--plant '7,42@0-3'") != std::string::npos);
     CHECK(job.find("--device cpu") != std::string::npos);
-    CHECK(job.find("device=cpu\n") != std::string::npos);
-    CHECK(job.find("--mode 'both'") != std::string::npos);
+    CHECK(job.find("--checkpoint-every") != std::string::npos);
     CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
 }
 
 TEST_CASE("remote plan: the job stops at the first failing program (set -e)") {
     tests::TempDir dir;
     fs::create_directories(dir / "bin");
-    // Fake programs: extract fails on `run`, so analyze must never start.
-    tests::write_file(dir / "bin/extract", "#!/bin/sh\necho \"extract $1\" >> " + dir.path() + "/calls\n[ \"$1\" = run ] && exit 3\nexit 0\n");
+    // Fake programs: writing the fixture fails, so the fused pass must never start.
+    tests::write_file(dir / "bin/extract", "#!/bin/sh\necho \"extract $1\" >> " + dir.path() + "/calls\n[ \"$1\" = fixture ] && exit 3\nexit 0\n");
     tests::write_file(dir / "bin/analyze", "#!/bin/sh\necho analyze >> " + dir.path() + "/calls\n");
     fs::permissions(dir / "bin/extract", fs::perms::owner_all);
     fs::permissions(dir / "bin/analyze", fs::perms::owner_all);
@@ -56,7 +55,8 @@ TEST_CASE("remote plan: the job stops at the first failing program (set -e)") {
     auto l = deploy::remote_layout(dir.path(), "r1", "");
     auto r = common::run_process({"sh", "-c", deploy::job_script(cfg, l, dir / "bin", "")});
     CHECK(r.exit_code == 3);
-    CHECK(tests::read_file(dir / "calls") == "extract fixture\nextract run\n");
+    CHECK(tests::read_file(dir / "calls") == "extract fixture\n");
+    CHECK(r.out.find("job: done") == std::string::npos);
 }
 
 TEST_CASE("remote plan: a hub model on GPUs uses the fetched checkpoint and the jsonl field") {
@@ -69,11 +69,10 @@ TEST_CASE("remote plan: a hub model on GPUs uses the fetched checkpoint and the 
     auto l = deploy::remote_layout("/root", "r2", "/cache");
     std::string job = deploy::job_script(cfg, l, "/cache/b/bin", "/cache/models/Qwen--Qwen3-30B-A3B/main");
     CHECK(job.find("fixture") == std::string::npos);
-    CHECK(job.find("run '/cache/models/Qwen--Qwen3-30B-A3B/main' --jsonl '/root/toolkit/runs/r2/input/docs.jsonl' --text-field 'content'") != std::string::npos);
+    CHECK(job.find("-- run '/cache/models/Qwen--Qwen3-30B-A3B/main' --jsonl '/root/toolkit/runs/r2/input/docs.jsonl' --text-field 'content'") != std::string::npos);
     CHECK(job.find("--device auto") != std::string::npos);
     CHECK(job.find("--layers '0-3'") != std::string::npos);
-    CHECK(job.find("if nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi") != std::string::npos);
-    CHECK(job.find("analyze\" run \"$run/activations\" --out \"$run/results/analysis\" --device \"$device\"") != std::string::npos);
+    CHECK(job.find("$bin/analyze\" extract") != std::string::npos);
 }
 
 TEST_CASE("remote plan: synthetic tokens are deterministic, in range, and the right shape") {
