@@ -29,7 +29,8 @@ const char * kRunHelp =
 
 }  // namespace
 
-int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extra_sinks) {
+int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extra_sinks,
+                 const FusedAnalysisFactory & analyze) {
     bool json = false;
     return common::run_program("extract", &json, [&]() -> int {
         common::install_interrupt_handlers();
@@ -82,6 +83,11 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         run_cmd->add_option("--warmup", e.warmup_batches, "Untimed warm-up passes over the first batch (benchmarks)")
             ->capture_default_str();
         run_cmd->add_flag("--plan", e.plan_only, "Print the placement plan and memory estimate; load nothing");
+        std::string analyze_dir;
+        if (analyze)
+            run_cmd->add_option("--analyze", analyze_dir,
+                                "Fused outlier analysis into DIR (outliers.json, report.md, plots): statistics are "
+                                "computed on the device as the forward runs, no activations are written");
         run_cmd->add_flag("--plain-ops", [](int64_t) { compat::set_fast_paths(false); },
                           "Use the plain (libtorch 1.13) ops even where fast paths exist");
 
@@ -146,9 +152,15 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
                 e.sites.push_back(Site::Residual);
             if (e.sites.empty()) throw common::Error::usage("--sites: no sites given");
             if (!e.save_dtype.empty()) (void)parse_dtype(e.save_dtype);
-            if (e.out_dir.empty() && !e.absmax && extra_sinks.empty() && !e.plan_only)
-                throw common::Error::usage("nothing would receive the captures: give --out DIR and/or --absmax");
-            return run_run(run, out, extra_sinks);
+            if (e.out_dir.empty() && !e.absmax && extra_sinks.empty() && !e.plan_only && analyze_dir.empty())
+                throw common::Error::usage("nothing would receive the captures: give --out DIR, --analyze DIR and/or --absmax");
+            std::unique_ptr<FusedAnalysis> fused;
+            std::vector<CaptureSink *> sinks = extra_sinks;
+            if (!analyze_dir.empty() && !e.plan_only) {
+                fused = analyze(analyze_dir);
+                sinks.push_back(&fused->sink());
+            }
+            return run_run(run, out, sinks, fused.get());
         }
         if (inspect_cmd->parsed()) return run_inspect(inspect, out);
         if (fixture_cmd->parsed()) {

@@ -1,4 +1,51 @@
-// `extract` entry point: everything is in cli.cpp (extract_main), so other programs can embed it.
-#include "extractor/cli/cli.h"
+// `extract` entry point. The command line lives in cli.cpp (extract_main, embeddable); this program
+// plugs in the outlier analysis for `extract run ... --analyze DIR`, so captures stream into the
+// analysis accumulators on the device in the same pass. Only this file links analysis: the
+// extractor library stays independent of it.
+#include <filesystem>
 
-int main(int argc, char ** argv) { return extractor::cli::extract_main(argc, argv); }
+#include "analysis/accumulators.h"
+#include "analysis/report.h"
+#include "extractor/cli/cli.h"
+#include "extractor/tokenizer/tokenizer.h"
+
+namespace {
+
+class OutlierAnalysis final : public extractor::cli::FusedAnalysis {
+public:
+    explicit OutlierAnalysis(std::string out_dir) : out_dir_(std::move(out_dir)) {}
+
+    extractor::CaptureSink & sink() override { return accumulator_; }
+
+    nlohmann::json finish(const nlohmann::json & run_metadata) override {
+        analysis::FinalizeOptions options;
+        options.out_dir = out_dir_;
+        std::string tokenizer = run_metadata.value("/tokenizer/path"_json_pointer, std::string());
+        if (!tokenizer.empty() && std::filesystem::exists(tokenizer)) {
+            auto tok = std::make_shared<extractor::Tokenizer>(extractor::Tokenizer::from_file(tokenizer));
+            options.token_text = [tok](int64_t id) { return tok->token_text(static_cast<int32_t>(id)); };
+        }
+        analysis::FinalizeOutcome outcome = analysis::finalize_run(accumulator_.statistics(run_metadata), options);
+        nlohmann::json modes = nlohmann::json::object();
+        for (const auto & [name, mode] : outcome.result.at("modes").items()) modes[name] = mode.at("summary");
+        return {{"out_dir", out_dir_},
+                {"result", outcome.result_path},
+                {"report", outcome.report_path},
+                {"statistics", outcome.statistics_path},
+                {"plots", outcome.plots.produced ? nlohmann::json(outcome.plots.files)
+                                                 : nlohmann::json(outcome.plots.skipped_reason)},
+                {"modes", modes}};
+    }
+
+private:
+    std::string out_dir_;
+    analysis::OutlierAccumulator accumulator_;
+};
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    return extractor::cli::extract_main(argc, argv, {}, [](const std::string & out_dir) {
+        return std::make_unique<OutlierAnalysis>(out_dir);
+    });
+}

@@ -6,7 +6,8 @@
 
 namespace extractor::cli {
 
-int run_run(const RunVerbOptions & opt, const common::Output & out, const std::vector<CaptureSink *> & extra_sinks) {
+int run_run(const RunVerbOptions & opt, const common::Output & out, const std::vector<CaptureSink *> & extra_sinks,
+            FusedAnalysis * fused) {
     ExtractResult r = run_extraction(opt.extract, extra_sinks);
     if (opt.extract.plan_only) {
         out.object(r.metadata);
@@ -27,6 +28,7 @@ int run_run(const RunVerbOptions & opt, const common::Output & out, const std::v
         {"out_dir", opt.extract.out_dir.empty() ? nlohmann::json(nullptr) : nlohmann::json(opt.extract.out_dir)},
     };
     if (opt.extract.absmax) o["absmax"] = r.absmax;
+    if (fused) o["analysis"] = fused->finish(r.metadata);
     out.object(o);
     return 0;
 }

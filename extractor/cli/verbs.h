@@ -2,6 +2,8 @@
 // only CLI11 translation unit. Each takes its options struct and an Output (table or --json).
 #pragma once
 
+#include "extractor/cli/cli.h"
+
 #include <vector>
 
 #include "common/output.h"
@@ -15,7 +17,9 @@ struct RunVerbOptions {
     ExtractOptions extract;
 };
 // extra_sinks: sinks registered by the embedding program (e.g. analysis for --analyze).
-int run_run(const RunVerbOptions & opt, const common::Output & out, const std::vector<CaptureSink *> & extra_sinks);
+// fused: the --analyze plug-in, finished after the forward pass (nullptr: none).
+int run_run(const RunVerbOptions & opt, const common::Output & out, const std::vector<CaptureSink *> & extra_sinks,
+            FusedAnalysis * fused = nullptr);
 
 struct InspectOptions {
     std::string model_dir;
