@@ -38,6 +38,39 @@ cache=${2:?usage: bootstrap.sh SRC_DIR CACHE_DIR}
 [ -f "$src/CMakeLists.txt" ] || { echo "bootstrap: $src: no CMakeLists.txt (was the workspace pushed?)" >&2; exit 2; }
 mkdir -p "$cache"
 
+# Build prerequisites: cloud PyTorch images ship a compiler and CMake at most, not the header
+# libraries the GPU-only build needs (PCRE2 and utf8proc for the tokenizer, CLI11, nlohmann_json).
+# Install what is missing from the distribution (Debian/Ubuntu), once; a machine without apt-get
+# must already have them. BOOTSTRAP_SYSROOT points at unpacked -dev packages instead (machines
+# without network, e.g. the GPU parity box).
+if [ -n "${BOOTSTRAP_SYSROOT:-}" ]; then
+  export PKG_CONFIG_SYSROOT_DIR="$BOOTSTRAP_SYSROOT"
+  export PKG_CONFIG_PATH="$BOOTSTRAP_SYSROOT/usr/lib/x86_64-linux-gnu/pkgconfig:$BOOTSTRAP_SYSROOT/usr/share/pkgconfig"
+  export CMAKE_PREFIX_PATH="$BOOTSTRAP_SYSROOT/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+fi
+has_header() {
+  for dir in /usr/include /usr/local/include ${BOOTSTRAP_SYSROOT:+"$BOOTSTRAP_SYSROOT/usr/include"}; do
+    [ -f "$dir/$1" ] && return 0
+  done
+  return 1
+}
+have_prereqs() {
+  command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 && command -v pkg-config >/dev/null 2>&1 &&
+    pkg-config --exists libpcre2-8 libutf8proc 2>/dev/null && has_header CLI/CLI.hpp && has_header nlohmann/json.hpp
+}
+if ! have_prereqs; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "bootstrap: installing build prerequisites with apt-get" >&2
+    pkgs="cmake ninja-build g++ pkg-config libpcre2-dev libutf8proc-dev libcli11-dev nlohmann-json3-dev"
+    # shellcheck disable=SC2086  # $sudo and $pkgs are word lists on purpose
+    if ! { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs; } >&2; then
+      echo "bootstrap: apt-get could not install: $pkgs" >&2; exit 3
+    fi
+  fi
+  have_prereqs || { echo "bootstrap: missing build prerequisites (cmake, a C++ compiler, pkg-config, and the headers of PCRE2, utf8proc, CLI11, nlohmann_json); install them or use an image that has them" >&2; exit 3; }
+fi
 for tool in cmake sha256sum; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bootstrap: $tool not found on the instance; install it (apt-get install -y $tool) or use an image that has it" >&2; exit 3; }
 done
@@ -84,7 +117,7 @@ rm -rf "$build/tree"
 mkdir -p "$build/tree" "$build/bin"
 # shellcheck disable=SC2086  # generator/launcher are intentionally word-split (empty or one option)
 if ! cmake -S "$src" -B "$build/tree" $generator $launcher -DCMAKE_BUILD_TYPE=Release -DTOOLKIT_GPU_ONLY=ON \
-       ${torch_prefix:+-DCMAKE_PREFIX_PATH="$torch_prefix"} >&2; then
+       ${torch_prefix:+-DCMAKE_PREFIX_PATH="$torch_prefix${CMAKE_PREFIX_PATH:+;$CMAKE_PREFIX_PATH}"} >&2; then
   echo "bootstrap: cmake configure failed (see above)" >&2; exit 4
 fi
 if ! cmake --build "$build/tree" --target extract analyze -j "$jobs" >&2; then
