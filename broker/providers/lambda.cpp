@@ -16,10 +16,6 @@ namespace broker::providers {
 
 namespace {
 
-struct StatusRow {
-    std::string_view raw;
-    InstanceStatus status;
-};
 constexpr StatusRow kStatusMap[] = {
     {"booting",     InstanceStatus::Pending},
     {"active",      InstanceStatus::Running},
@@ -172,9 +168,7 @@ private:
 }  // namespace
 
 InstanceStatus lambda_status(std::string_view s) {
-    for (const auto & row : kStatusMap)
-        if (row.raw == s) return row.status;
-    return InstanceStatus::Unknown;
+    return lookup_status(kStatusMap, s);
 }
 
 std::vector<Offer> lambda_parse_offers(const nlohmann::json & data) {

@@ -16,10 +16,6 @@ namespace broker::providers {
 
 namespace {
 
-struct StatusRow {
-    std::string_view raw;
-    InstanceStatus status;
-};
 constexpr StatusRow kStatusMap[] = {
     {"PROVISIONING", InstanceStatus::Pending},
     {"PENDING",      InstanceStatus::Pending},

@@ -14,6 +14,20 @@
 
 namespace broker::providers {
 
+// One row of a provider's status table: the provider's own string -> our status. Each provider file
+// keeps its table at the top; lookup_status() is the one rule for all of them: anything not in the
+// table is Unknown (kept raw by the caller), never a guess and never a crash on a new status.
+struct StatusRow {
+    std::string_view raw;
+    InstanceStatus status;
+};
+template <size_t N>
+InstanceStatus lookup_status(const StatusRow (&table)[N], std::string_view raw) {
+    for (const auto & row : table)
+        if (row.raw == raw) return row.status;
+    return InstanceStatus::Unknown;
+}
+
 std::unique_ptr<Provider> make_runpod(const ProviderContext & context);
 std::unique_ptr<Provider> make_vast(const ProviderContext & context);
 std::unique_ptr<Provider> make_lambda(const ProviderContext & context);

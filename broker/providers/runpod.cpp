@@ -19,10 +19,6 @@ namespace broker::providers {
 
 namespace {
 
-struct StatusRow {
-    std::string_view raw;
-    InstanceStatus status;
-};
 // desiredStatus enum PodStatus (providers-api.md §1.4).
 constexpr StatusRow kStatusMap[] = {
     {"CREATED",    InstanceStatus::Pending},
@@ -221,9 +217,7 @@ private:
 }  // namespace
 
 InstanceStatus runpod_status(std::string_view s) {
-    for (const auto & row : kStatusMap)
-        if (row.raw == s) return row.status;
-    return InstanceStatus::Unknown;
+    return lookup_status(kStatusMap, s);
 }
 
 common::Error runpod_graphql_error(const nlohmann::json & errors, const std::string & what) {

@@ -16,11 +16,7 @@ namespace broker::providers {
 
 namespace {
 
-struct StatusRow {
-    std::string_view raw;  // actual_status, lower-cased
-    InstanceStatus status;
-};
-// SkyPilot's map (sky/provision/vast/instance.py), providers-api.md §2.5.
+// actual_status, lower-cased. SkyPilot's map (sky/provision/vast/instance.py), providers-api.md §2.5.
 constexpr StatusRow kStatusMap[] = {
     {"created",    InstanceStatus::Pending},
     {"loading",    InstanceStatus::Pending},
@@ -157,9 +153,7 @@ private:
 InstanceStatus vast_status(const nlohmann::json & actual_status) {
     if (actual_status.is_null()) return InstanceStatus::Pending;  // contract still being created
     std::string s = to_lower(actual_status.is_string() ? actual_status.get<std::string>() : actual_status.dump());
-    for (const auto & row : kStatusMap)
-        if (row.raw == s) return row.status;
-    return InstanceStatus::Unknown;
+    return lookup_status(kStatusMap, s);
 }
 
 nlohmann::json vast_search_body(const OfferFilter & f, int disk_gb) {
