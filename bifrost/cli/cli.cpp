@@ -37,6 +37,7 @@ int main(int argc, char ** argv) {
     CLI::App app{"bifrost: push code to a GPU machine over SSH, run and watch jobs that survive disconnects, pull results"};
     app.set_version_flag("--version", "bifrost 0.1.0");
     app.require_subcommand(1);
+    app.fallthrough();  // global flags (--json, --key, -v) are accepted after the verb too
     app.footer("Examples:\n"
                "  bifrost push root@203.0.113.7:22 . --to ~/project\n"
                "  bifrost run --name train root@203.0.113.7:22 --cwd ~/project -- python train.py\n"

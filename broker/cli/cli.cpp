@@ -36,6 +36,7 @@ int main(int argc, char ** argv) {
         CLI::App app{"broker: GPU offers and instances across clouds (RunPod, Vast.ai, Lambda, Prime Intellect, "
                      "local sshd rehearsal, your own SSH hosts)"};
         app.require_subcommand(1);
+        app.fallthrough();  // global flags (--json, -v, -q) are accepted after the verb too
         app.footer("Examples:\n"
                    "  broker search --gpu h100 --gpus 1 --max-price 3\n"
                    "  broker create --gpu a100 --min-vram 80 --max-price 2.5 --ssh-key ~/.ssh/id_ed25519\n"

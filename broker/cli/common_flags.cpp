@@ -23,6 +23,14 @@ common::Duration poll_interval(const GlobalOptions & g) {
     return std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(s));
 }
 
+namespace {
+// --min-ram/--min-disk: a bare number means GB (as the providers quote them); "512GiB" etc. also work.
+double size_flag_gb(const std::string & text) {
+    bool bare = text.find_first_not_of("0123456789.") == std::string::npos;
+    return static_cast<double>(common::parse_bytes(bare ? text + "GB" : text)) / 1e9;
+}
+}  // namespace
+
 OfferFilter to_filter(const FilterFlags & f) {
     OfferFilter filter;
     filter.gpu = f.gpu;
@@ -32,8 +40,8 @@ OfferFilter to_filter(const FilterFlags & f) {
     filter.max_price_usd_per_hour = f.max_price;
     filter.region = f.region;
     filter.providers = f.providers;
-    if (!f.min_ram.empty()) filter.min_ram_gb = double(common::parse_bytes(f.min_ram.find_first_not_of("0123456789.") == std::string::npos ? f.min_ram + "GB" : f.min_ram)) / 1e9;
-    if (!f.min_disk.empty()) filter.min_disk_gb = double(common::parse_bytes(f.min_disk.find_first_not_of("0123456789.") == std::string::npos ? f.min_disk + "GB" : f.min_disk)) / 1e9;
+    if (!f.min_ram.empty()) filter.min_ram_gb = size_flag_gb(f.min_ram);
+    if (!f.min_disk.empty()) filter.min_disk_gb = size_flag_gb(f.min_disk);
     if (!f.cloud.empty()) {
         if (f.cloud == "secure") filter.cloud = CloudType::Secure;
         else if (f.cloud == "community") filter.cloud = CloudType::Community;
