@@ -42,7 +42,8 @@ nlohmann::json run_metadata(const std::vector<std::string> & args) {
             }
         }
     nlohmann::json meta = {{"extract_args", args}};
-    if (args.size() > 2 && args[1] == "run") meta["model"] = {{"dir", std::filesystem::absolute(args[2]).string()}};
+    // args are extract's own: {"run", MODEL_DIR, flags...}.
+    if (args.size() > 1 && args[0] == "run") meta["model"] = {{"dir", std::filesystem::absolute(args[1]).string()}};
     return meta;
 }
 
