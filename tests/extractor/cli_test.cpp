@@ -1,9 +1,12 @@
 // The extract CLI end to end (in-process): fixture -> inspect -> run, exit codes, --json, help.
 #include <ATen/ATen.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "extractor/cli/cli.h"
 #include "tests/support/temp_dir.h"
@@ -17,17 +20,41 @@ struct Result {
     std::string out, err;
 };
 
+// Captures a file descriptor (1 or 2) into a file for the duration of a call: errors and logs are
+// written with stdio (common/log, report_error), results with iostreams, so redirecting the
+// iostream buffers alone would miss the errors.
+class FdCapture {
+public:
+    FdCapture(int fd, std::string path) : fd_(fd), path_(std::move(path)) {
+        std::cout.flush();
+        std::fflush(nullptr);
+        saved_ = ::dup(fd_);
+        int f = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ::dup2(f, fd_);
+        ::close(f);
+    }
+    std::string finish() {
+        std::cout.flush();
+        std::fflush(nullptr);
+        ::dup2(saved_, fd_);
+        ::close(saved_);
+        return tests::read_file(path_);
+    }
+
+private:
+    int fd_, saved_ = -1;
+    std::string path_;
+};
+
 Result run(std::vector<std::string> args) {
     args.insert(args.begin(), "extract");
     std::vector<char *> argv;
     for (auto & a : args) argv.push_back(a.data());
-    std::ostringstream out, err;
-    auto * old_out = std::cout.rdbuf(out.rdbuf());
-    auto * old_err = std::cerr.rdbuf(err.rdbuf());
+    tests::TempDir capture_dir;
+    FdCapture out(STDOUT_FILENO, capture_dir / "out"), err(STDERR_FILENO, capture_dir / "err");
     int code = extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data());
-    std::cout.rdbuf(old_out);
-    std::cerr.rdbuf(old_err);
-    return {code, out.str(), err.str()};
+    std::string out_text = out.finish(), err_text = err.finish();
+    return {code, out_text, err_text};
 }
 
 }  // namespace
