@@ -25,7 +25,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libcurl4-openssl-dev nlohmann-json3-dev libssh-dev libcli11-dev libyaml-cpp-dev doctest-dev
   libtorch-dev libopenblas0-pthread libpcre2-dev libutf8proc-dev libsqlite3-dev
-  openssh-server openssh-client gnuplot-nox python3 rsync
+  openssh-server openssh-client gnuplot-nox python3 rsync curl
 )
 
 install_packages() {
