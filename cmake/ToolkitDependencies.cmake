@@ -19,6 +19,45 @@ if(NOT Torch_FOUND)
 endif()
 message(STATUS "libtorch ${Torch_VERSION} (${TORCH_LIBRARIES})")
 
+# Fused CUDA kernels (extractor/cuda, analysis/cuda): built when libtorch itself has CUDA and a CUDA
+# compiler is present (a GPU machine, or a cloud image with the toolkit); otherwise every op runs its
+# ATen path, which is also what CI's CPU build tests. TOOLKIT_CUDA_KERNELS=ON makes a missing nvcc an
+# error, OFF skips them. The kernels take raw pointers and include no torch header, so nvcc stays quick.
+set(TOOLKIT_CUDA_KERNELS AUTO CACHE STRING "Build the fused CUDA kernels: AUTO, ON or OFF")
+set(TOOLKIT_HAS_CUDA_KERNELS OFF)
+if(NOT TOOLKIT_CUDA_KERNELS STREQUAL "OFF" AND TARGET torch_cuda)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    # The machine that builds is the machine that runs (deploy's bootstrap builds on the rented GPU):
+    # compile for its own GPU unless told otherwise.
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES native)
+    endif()
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    # libtorch loads the shared CUDA runtime; a second, static one in our kernels would be a
+    # separate runtime state in the same process.
+    set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(TOOLKIT_HAS_CUDA_KERNELS ON)
+  endif()
+endif()
+if(TOOLKIT_CUDA_KERNELS STREQUAL "ON" AND NOT TOOLKIT_HAS_CUDA_KERNELS)
+  message(FATAL_ERROR "TOOLKIT_CUDA_KERNELS=ON but libtorch has no CUDA or no CUDA compiler was found")
+endif()
+message(STATUS "fused CUDA kernels: ${TOOLKIT_HAS_CUDA_KERNELS}")
+
+# toolkit_cuda_kernels(<target> <sources...>): a static library of .cu kernels for one part.
+function(toolkit_cuda_kernels target)
+  add_library(${target} STATIC ${ARGN})
+  target_include_directories(${target} PUBLIC ${TOOLKIT_ROOT})
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-Wall>)
+  set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  target_link_libraries(${target} PUBLIC CUDA::cudart)
+endfunction()
+
 if(NOT TOOLKIT_GPU_ONLY)
   find_package(CURL REQUIRED)
   find_package(libssh 0.9 CONFIG REQUIRED)   # imported target is the plain name `ssh`

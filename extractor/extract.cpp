@@ -18,6 +18,7 @@
 #include "common/program.h"
 #include "common/progress.h"
 #include "extractor/compat.h"
+#include "extractor/cuda/device_memory.h"
 #include "extractor/hash.h"
 #include "extractor/ops.h"
 #include "extractor/sinks/sinks.h"
@@ -172,6 +173,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
         }
     }
     progress.finish();
+    for (int g : gpus) res.allocator_reserved_bytes_peak += device_memory::allocator_peak_reserved_bytes(g).value_or(0);
     if (ops::profiling()) common::log::info("profile (device-synchronised per op): ", ops::profile_report());
     res.forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     res.sequences = n_seq;

@@ -39,6 +39,9 @@ struct ExtractResult {
     uint64_t gpu_used_bytes_peak = 0;  // device memory in use (cudaMemGetInfo), sampled per batch
     uint64_t gpu_used_bytes_baseline = 0;  // in use on GPU 0 before loading (incl. our CUDA context)
     uint64_t weights_bytes = 0;        // what was loaded (all experts counted)
+    // Peak bytes PyTorch's caching allocator reserved, summed over the GPUs used (the measure of
+    // torch.cuda.max_memory_reserved); 0 without CUDA support.
+    uint64_t allocator_reserved_bytes_peak = 0;
 };
 
 // Throws common::Error; never prints except logs and progress on stderr.

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "extractor/checkpoint/hf_config.h"
 #include "extractor/compat.h"
+#include "extractor/cuda/fused_ops.h"
 
 namespace extractor::ops {
 
@@ -49,6 +50,7 @@ at::Tensor linear(const at::Tensor & x, const Linear & l) {
 
 at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps) {
     ProfileScope profile("rms_norm");
+    if (fused::usable(x) && x.scalar_type() == weight.scalar_type()) return fused::rms_norm(x, weight, eps);
     at::Tensor x32 = x.to(at::kFloat);                                          // [...,W] fp32
     at::Tensor var = x32.pow(2).mean(-1, /*keepdim=*/true);                    // [...,1]
     at::Tensor normed = (x32 * at::rsqrt(var + eps)).to(x.scalar_type());      // [...,W] rounded first (HF)
@@ -146,6 +148,9 @@ at::Tensor repeat_kv(const at::Tensor & x, int64_t rep) {
     return x.unsqueeze(2).expand({s[0], s[1], rep, s[2], s[3]}).reshape({s[0], s[1] * rep, s[2], s[3]});
 }
 
+at::Tensor attend(at::Tensor q, at::Tensor k, at::Tensor v, const AttnWeights & w, const AttnOptions & opt,
+                  const at::Tensor & a);
+
 }  // namespace
 
 at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOptions & opt, const at::Tensor & cos,
@@ -155,6 +160,15 @@ at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOpti
     at::Tensor q = linear(a, w.q);                                                    // [B,T,Nq*D]
     at::Tensor k = linear(a, w.k);                                                    // [B,T,Nkv*D]
     at::Tensor v = linear(a, w.v);                                                    // [B,T,Nkv*D]
+    if (fused::usable(a) && cos.size(-1) == D) {
+        // One pass each for q and k: norm, clamp, RoPE, written in [B,T,N,D] memory (SDPA takes
+        // the transposed view as it is).
+        q = fused::qk_norm_rope(q, opt.n_heads, D, opt.qk_norm, w.q_norm, opt.qk_norm_eps, opt.clip_qkv, cos, sin);
+        k = fused::qk_norm_rope(k, opt.n_kv_heads, D, opt.qk_norm, w.k_norm, opt.qk_norm_eps, opt.clip_qkv, cos, sin);
+        if (opt.clip_qkv) v = v.clamp(-*opt.clip_qkv, *opt.clip_qkv);
+        v = v.view({B, T, opt.n_kv_heads, D}).transpose(1, 2);                        // [B,Nkv,T,D]
+        return attend(q, k, v, w, opt, a);
+    }
     if (opt.qk_norm == QkNorm::Whole) {
         q = rms_norm(q, w.q_norm, opt.qk_norm_eps);                                   // [B,T,Nq*D]
         k = rms_norm(k, w.k_norm, opt.qk_norm_eps);                                   // [B,T,Nkv*D]
@@ -174,6 +188,15 @@ at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOpti
     q = apply_rope(q.transpose(1, 2), cos, sin);                                      // [B,Nq,T,D]
     k = apply_rope(k.transpose(1, 2), cos, sin);                                      // [B,Nkv,T,D]
     v = v.transpose(1, 2);                                                            // [B,Nkv,T,D]
+    return attend(q, k, v, w, opt, a);
+}
+
+namespace {
+
+// Attention proper and the output projection: q [B,Nq,T,D], k/v [B,Nkv,T,D] -> [B,T,H].
+at::Tensor attend(at::Tensor q, at::Tensor k, at::Tensor v, const AttnWeights & w, const AttnOptions & opt,
+                  const at::Tensor & a) {
+    const int64_t B = a.size(0), T = a.size(1), D = opt.head_dim;
     const int64_t rep = opt.n_heads / opt.n_kv_heads;
     k = repeat_kv(k, rep);                                                            // [B,Nq,T,D]
     v = repeat_kv(v, rep);                                                            // [B,Nq,T,D]
@@ -194,6 +217,8 @@ at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOpti
     return linear(o, w.o);                                                            // [B,T,H]
 }
 
+}  // namespace
+
 at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w) {
     ProfileScope profile("dense_mlp");
     at::Tensor g = at::silu(linear(m, w.gate));                                       // [B,T,I]
@@ -213,7 +238,9 @@ bool use_grouped_mm(const at::Tensor & x, int64_t H, int64_t I) {
 std::string describe_paths(at::ScalarType dtype, bool cuda) {
     std::string a = compat::fast_paths() && compat::has_sdpa() ? "attention: scaled_dot_product_attention" : "attention: plain matmul-softmax";
     bool grouped = compat::fast_paths() && compat::has_grouped_mm() && cuda && dtype == at::kBFloat16;
-    return a + "; experts: " + (grouped ? "grouped_mm" : "per-expert matmuls") + " (libtorch " + compat::torch_version() + ")";
+    std::string f = !fused::built() ? "not built" : !fused::enabled() ? "off (EXTRACTOR_FUSED=0)" : cuda ? "on" : "unused on CPU";
+    return a + "; experts: " + (grouped ? "grouped_mm" : "per-expert matmuls") + "; fused CUDA kernels: " + f +
+           " (libtorch " + compat::torch_version() + ")";
 }
 
 ProfileScope::ProfileScope(const char * name) : name_(name) {
@@ -233,16 +260,19 @@ at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & op
     // Tokens are routed independently, so chunking bounds the (token, expert) working set
     // (S = N*K rows of gate/up/down activations) without changing a single value.
     ProfileScope profile("moe");
-    // EXTRACTOR_MOE_CHUNK_ROWS tunes it (0: never chunk); the default keeps the working set of
-    // an OLMoE-sized layer near 256 MiB.
-    static const int64_t kMaxRoutedRows = [] {
+    // EXTRACTOR_MOE_CHUNK_ROWS tunes it (0: never chunk). With the fused kernels the default,
+    // 65536 routed rows, is one chunk for 4 x 2048 tokens of a top-8 model: ~0.5 GiB of working set
+    // at OLMoE's width (gate_up's output [S,2I] beside its input [S,H]), and the grouped matmuls
+    // stay large. The ATen path's combine holds fp32 [S,H] copies, so it takes half as many.
+    static const int64_t kMaxRoutedRowsEnv = [] {
         const char * v = std::getenv("EXTRACTOR_MOE_CHUNK_ROWS");
-        return v ? std::atoll(v) : int64_t{32768};
+        return v ? std::atoll(v) : int64_t{-1};
     }();
+    const int64_t max_rows = kMaxRoutedRowsEnv >= 0 ? kMaxRoutedRowsEnv : (fused::usable(m) ? 65536 : 32768);
     const int64_t H = m.size(-1);
     at::Tensor x = m.reshape({-1, H});                                                // [N,H]
     const int64_t N = x.size(0);
-    const int64_t chunk = kMaxRoutedRows <= 0 ? N : std::max<int64_t>(1, kMaxRoutedRows / std::max<int64_t>(1, opt.top_k));
+    const int64_t chunk = max_rows <= 0 ? N : std::max<int64_t>(1, max_rows / std::max<int64_t>(1, opt.top_k));
     if (N <= chunk) return moe_tokens(x, w, opt).view(m.sizes());                     // [B,T,H]
     std::vector<at::Tensor> parts;
     for (int64_t start = 0; start < N; start += chunk)
@@ -261,6 +291,19 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
     auto [top_w, top_i] = at::topk(probs, K, -1);                                     // [N,K] fp32, [N,K]
     if (opt.renormalise) top_w = top_w / top_w.sum(-1, /*keepdim=*/true);            // [N,K]
     if (opt.weights_in_activation_dtype) top_w = top_w.to(x.scalar_type());
+
+    if (use_grouped_mm(x, H, I) && fused::usable(x) && top_w.scalar_type() == at::kFloat) {
+        // Same products and sums as below, in five kernels instead of a dozen: dispatch without a
+        // sort, one fused activation, and a combine that reads each token's K rows in place.
+        fused::MoeDispatch d = fused::moe_dispatch(x, top_i, E);
+        at::Tensor gu = compat::grouped_mm(d.xs, w.gate_up.transpose(1, 2), d.offs);   // [S,2I]
+        d.xs.reset();
+        at::Tensor act = fused::silu_mul(gu);                                          // [S,I]
+        gu.reset();
+        at::Tensor out = compat::grouped_mm(act, w.down.transpose(1, 2), d.offs);      // [S,H]
+        act.reset();
+        return fused::moe_combine(out, d.slot_pos, top_w);                             // [N,H]
+    }
 
     at::Tensor expert_of_slot = top_i.reshape({-1});                                  // [S]
     // expand+reshape, not repeat_interleave: the latter syncs with the host to size its output.
@@ -295,23 +338,13 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
             start += c[e];
         }
     }
-    // In place: a bf16 tensor times an fp32 weight computes in fp32 and rounds once, exactly
-    // HF's (out * w).to(bf16), without the fp32 temporary.
-    out.mul_(weight_sorted.unsqueeze(-1));                                             // [S,H]
-    static const bool gather = [] {
-        const char * v = std::getenv("EXTRACTOR_MOE_COMBINE");
-        return v && std::string(v) == "gather";
-    }();
-    if (gather) {
-        // Experimental: no atomics; sums each token's K outputs in fp32 and rounds once (more
-        // accurate than HF's repeated bf16 index_add, so not the default).
-        at::Tensor inv = at::empty_like(perm);
-        inv.index_put_({perm}, at::arange(perm.size(0), perm.options()));
-        return out.index_select(0, inv).view({N, K, H}).sum(1);                        // [N,H]
-    }
-    at::Tensor y = at::zeros({N, H}, x.options());                                     // [N,H]
-    y.index_add_(0, token_sorted, out);                                                // HF's order of rounding
-    return y;                                                                          // [N,H]
+    // HF 5.x's grouped_mm combine: (proj_out * weights) in the weights' dtype (fp32: a bf16 tensor
+    // times an fp32 one promotes), back in token order, summed over the K slots, rounded once.
+    at::Tensor weighted = out * weight_sorted.unsqueeze(-1);                           // [S,H] fp32
+    out.reset();
+    at::Tensor inv = at::empty_like(perm);                                             // [S] slot -> row
+    inv.index_put_({perm}, at::arange(perm.size(0), perm.options()));
+    return weighted.index_select(0, inv).view({N, K, H}).sum(1).to(x.scalar_type());   // [N,H]
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ int run_run(const RunVerbOptions & opt, const common::Output & out, const std::v
         {"tokens_per_s", r.forward_s > 0 ? static_cast<double>(r.tokens) / r.forward_s : 0.0},
         {"gpu_used_bytes_peak", r.gpu_used_bytes_peak},
         {"gpu_used_bytes_baseline", r.gpu_used_bytes_baseline},
+        {"allocator_reserved_bytes_peak", r.allocator_reserved_bytes_peak},
         {"weights_bytes", r.weights_bytes},
         {"out_dir", opt.extract.out_dir.empty() ? nlohmann::json(nullptr) : nlohmann::json(opt.extract.out_dir)},
     };

@@ -1,0 +1,158 @@
+// Tensor wrappers around the fused kernels (kernels.h): check what the kernels assume, allocate
+// outputs, launch on the tensor's device and current stream, and turn a CUDA error into an Error.
+#include "extractor/cuda/fused_ops.h"
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "common/error.h"
+#include "extractor/cuda/kernels.h"
+
+namespace extractor::fused {
+namespace {
+
+namespace k = cuda_kernels;
+
+std::atomic<bool> g_enabled{[] {
+    const char * v = std::getenv("EXTRACTOR_FUSED");
+    return !(v && std::string(v) == "0");
+}()};
+
+k::DType dtype_of(const at::Tensor & t) {
+    switch (t.scalar_type()) {
+    case at::kFloat: return k::DType::F32;
+    case at::kHalf: return k::DType::F16;
+    case at::kBFloat16: return k::DType::BF16;
+    default: throw common::Error::internal("fused kernels: unsupported dtype " + std::string(c10::toString(t.scalar_type())));
+    }
+}
+
+cudaStream_t stream_of(const at::Tensor & t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+
+void check(cudaError_t e, const char * what) {
+    if (e != cudaSuccess)
+        throw common::Error::internal(std::string("fused kernel ") + what + ": " + cudaGetErrorString(e));
+}
+
+void require(bool ok, const char * what) {
+    if (!ok) throw common::Error::internal(std::string("fused kernels: ") + what);
+}
+
+}  // namespace
+
+bool built() { return true; }
+void set_enabled(bool enabled) { g_enabled = enabled; }
+bool enabled() { return g_enabled; }
+
+bool usable(const at::Tensor & x) {
+    if (!enabled() || !x.defined() || !x.is_cuda()) return false;
+    const auto t = x.scalar_type();
+    return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
+
+at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps) {
+    const int64_t W = x.size(-1);
+    // Rows must be evenly strided with a contiguous last dim: [N,W] viewed without a copy.
+    at::Tensor rows = x.stride(-1) == 1 ? x.view({-1, W}) : x.reshape({-1, W}).contiguous();
+    require(rows.stride(-1) == 1, "rms_norm: rows not contiguous");
+    at::Tensor w = weight.to(x.scalar_type()).contiguous();
+    require(w.numel() == W && w.device() == x.device(), "rms_norm: weight shape or device");
+    at::Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+    const c10::cuda::CUDAGuard guard(x.device());
+    check(k::rms_norm(dtype_of(x), rows.data_ptr(), rows.stride(0), w.data_ptr(), y.data_ptr(), rows.size(0), W,
+                      static_cast<float>(eps), stream_of(x)),
+          "rms_norm");
+    return y;
+}
+
+at::Tensor qk_norm_rope(const at::Tensor & x, int64_t n_heads, int64_t head_dim, ops::QkNorm norm,
+                        const at::Tensor & norm_weight, double eps, std::optional<double> clip, const at::Tensor & cos,
+                        const at::Tensor & sin) {
+    require(x.dim() == 3 && x.size(2) == n_heads * head_dim && head_dim % 2 == 0, "qk_norm_rope: x shape");
+    const int64_t B = x.size(0), T = x.size(1);
+    at::Tensor rows = x.stride(2) == 1 && x.stride(0) == T * x.stride(1) ? x : x.contiguous();
+    at::Tensor c = cos.to(x.scalar_type()).contiguous(), s = sin.to(x.scalar_type()).contiguous();
+    require(c.dim() == 2 && c.size(0) >= T && c.size(1) == head_dim && s.sizes() == c.sizes(), "qk_norm_rope: cos/sin shape");
+    at::Tensor w;
+    k::HeadNorm mode = k::HeadNorm::None;
+    if (norm == ops::QkNorm::Whole) {
+        mode = k::HeadNorm::Whole;
+        w = norm_weight.to(x.scalar_type()).contiguous();
+        require(w.numel() == n_heads * head_dim, "qk_norm_rope: whole-projection norm weight size");
+    } else if (norm == ops::QkNorm::PerHead) {
+        mode = k::HeadNorm::PerHead;
+        w = norm_weight.to(x.scalar_type()).contiguous();
+        require(w.numel() == head_dim, "qk_norm_rope: per-head norm weight size");
+    }
+    at::Tensor out = at::empty({B, T, n_heads, head_dim}, x.options().memory_format(at::MemoryFormat::Contiguous));
+    k::QkRopeArgs a;
+    a.x = rows.data_ptr();
+    a.x_row_stride = rows.stride(1);
+    a.out = out.data_ptr();
+    a.rows = B * T;
+    a.seq_len = T;
+    a.n_heads = static_cast<int>(n_heads);
+    a.head_dim = static_cast<int>(head_dim);
+    a.norm = mode;
+    a.norm_weight = w.defined() ? w.data_ptr() : nullptr;
+    a.eps = static_cast<float>(eps);
+    a.clip = clip ? static_cast<float>(*clip) : -1.f;
+    a.cos = c.data_ptr();
+    a.sin = s.data_ptr();
+    const c10::cuda::CUDAGuard guard(x.device());
+    check(k::qk_norm_rope(dtype_of(x), a, stream_of(x)), "qk_norm_rope");
+    return out.transpose(1, 2);  // [B,Nh,T,D]
+}
+
+MoeDispatch moe_dispatch(const at::Tensor & x, const at::Tensor & top_i, int64_t n_experts) {
+    require(x.dim() == 2 && x.stride(1) == 1, "moe_dispatch: x must be [N,H] with contiguous rows");
+    const int64_t N = x.size(0), H = x.size(1), K = top_i.size(1);
+    const int64_t row_bytes = H * static_cast<int64_t>(x.element_size());
+    const int64_t stride_bytes = x.stride(0) * static_cast<int64_t>(x.element_size());
+    require(row_bytes % 16 == 0 && stride_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0,
+            "moe_dispatch: rows must be 16-byte multiples");
+    at::Tensor ids = top_i.to(at::kLong).contiguous();
+    const auto i32 = x.options().dtype(at::kInt);
+    at::Tensor counts = at::zeros({n_experts}, i32);
+    at::Tensor cursor = at::empty({n_experts}, i32);
+    MoeDispatch d;
+    d.offs = at::empty({n_experts}, i32);
+    d.slot_pos = at::empty({N * K}, i32);
+    d.xs = at::empty({N * K, H}, x.options());
+    const c10::cuda::CUDAGuard guard(x.device());
+    check(k::moe_permute(x.data_ptr(), stride_bytes, row_bytes, ids.data_ptr<int64_t>(), N * K, static_cast<int>(K),
+                         static_cast<int>(n_experts), counts.data_ptr<int32_t>(), d.offs.data_ptr<int32_t>(),
+                         cursor.data_ptr<int32_t>(), d.slot_pos.data_ptr<int32_t>(), d.xs.data_ptr(), stream_of(x)),
+          "moe_permute");
+    return d;
+}
+
+at::Tensor silu_mul(const at::Tensor & gate_up) {
+    require(gate_up.dim() == 2 && gate_up.is_contiguous() && gate_up.size(1) % 16 == 0, "silu_mul: gate_up shape");
+    const int64_t S = gate_up.size(0), I = gate_up.size(1) / 2;
+    at::Tensor act = at::empty({S, I}, gate_up.options());
+    const c10::cuda::CUDAGuard guard(gate_up.device());
+    check(k::silu_mul(dtype_of(gate_up), gate_up.data_ptr(), act.data_ptr(), S, I, stream_of(gate_up)), "silu_mul");
+    return act;
+}
+
+at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, const at::Tensor & top_w) {
+    require(out.dim() == 2 && out.is_contiguous() && out.size(1) % 8 == 0, "moe_combine: out shape");
+    require(top_w.scalar_type() == at::kFloat && top_w.dim() == 2, "moe_combine: weights must be fp32 [N,K]");
+    const int64_t N = top_w.size(0), K = top_w.size(1), H = out.size(1);
+    require(slot_pos.numel() == N * K && out.size(0) == N * K, "moe_combine: slot count");
+    at::Tensor w = top_w.contiguous();
+    at::Tensor y = at::empty({N, H}, out.options());
+    const c10::cuda::CUDAGuard guard(out.device());
+    check(k::moe_combine(dtype_of(out), out.data_ptr(), slot_pos.data_ptr<int32_t>(), w.data_ptr<float>(), N,
+                         static_cast<int>(K), H, y.data_ptr(), stream_of(out)),
+          "moe_combine");
+    return y;
+}
+
+}  // namespace extractor::fused

@@ -1,0 +1,50 @@
+// Fused CUDA versions of the hot ops in extractor/ops.cpp. Each one replaces a chain of ATen
+// element-wise kernels by one pass over the tensor and rounds to the activation dtype at the same
+// steps as HF's ops, so results match the ATen path to fp32 summation order (tests/gpu checks).
+//
+// Compiled only where libtorch has CUDA and nvcc exists (cmake TOOLKIT_HAS_CUDA_KERNELS); otherwise
+// fused_ops_none.cpp reports built() == false and ops.cpp always takes its ATen path. At run time
+// EXTRACTOR_FUSED=0 (or set_enabled(false)) turns them off, so parity and benchmarks can compare.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "extractor/ops.h"
+
+namespace extractor::fused {
+
+bool built();
+void set_enabled(bool enabled);
+bool enabled();  // built() and not switched off
+// enabled() and x is a CUDA tensor of a floating dtype the kernels handle (fp32, fp16, bf16).
+bool usable(const at::Tensor & x);
+
+// x [...,W] (last dim contiguous, rows evenly strided), weight [W] -> [...,W] contiguous.
+at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps);
+
+// x [B,T,Nh*D] (a projection; last dim contiguous) -> [B,Nh,T,D] (a view of [B,T,Nh,D] memory):
+// optional RMSNorm (QkNorm::Whole over Nh*D with weight [Nh*D], QkNorm::PerHead over D with
+// weight [D]), optional clamp to [-clip, clip], then RoPE with cos/sin [T,D] for positions 0..T-1.
+at::Tensor qk_norm_rope(const at::Tensor & x, int64_t n_heads, int64_t head_dim, ops::QkNorm norm,
+                        const at::Tensor & norm_weight, double eps, std::optional<double> clip, const at::Tensor & cos,
+                        const at::Tensor & sin);
+
+// Expert dispatch: rows of x [N,H] copied into xs [S,H] grouped by expert (S = N*K), grouped_mm's
+// cumulative offsets, and where each (token, slot) landed.
+struct MoeDispatch {
+    at::Tensor xs;        // [S,H]
+    at::Tensor offs;      // [E] int32 cumulative row ends
+    at::Tensor slot_pos;  // [S] int32: row in xs of slot s = n*K + k
+};
+MoeDispatch moe_dispatch(const at::Tensor & x, const at::Tensor & top_i, int64_t n_experts);
+
+// gate_up [S,2I] -> silu(gate) * up [S,I].
+at::Tensor silu_mul(const at::Tensor & gate_up);
+
+// out [S,H] (rows as moe_dispatch placed them), slot_pos [S], top_w [N,K] fp32 ->
+// [N,H] = sum_k out[slot_pos[n*K+k]] * top_w[n,k], in fp32, rounded once to out's dtype.
+at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, const at::Tensor & top_w);
+
+}  // namespace extractor::fused

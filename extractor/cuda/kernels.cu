@@ -1,0 +1,363 @@
+// The extractor's fused CUDA kernels (see kernels.h). Each replaces a chain of ATen element-wise
+// kernels (one read and one write of the whole tensor per step) with a single pass, and rounds to
+// the activation dtype at exactly the steps where HF's PyTorch ops round: a bf16 tensor op computes
+// in fp32 and rounds its result, so `rnd<T>(a * b)` below is one such op. Memory-bound throughout;
+// loads and stores are 16 bytes wide where the row width allows it.
+#include "extractor/cuda/kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace extractor::cuda_kernels {
+namespace {
+
+template <typename T>
+__device__ __forceinline__ float to_f(T v);
+template <>
+__device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// The value a PyTorch op on T tensors produces for an fp32 result: round to nearest even in T.
+template <typename T>
+__device__ __forceinline__ float rnd(float v) { return to_f<T>(from_f<T>(v)); }
+
+// A multiply and an add that the compiler may not contract into one FMA: PyTorch rounds the
+// product of `a * b + c` on its own (two ops), and fp32 runs must see the same rounding.
+__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
+
+// N elements of T moved as one aligned load or store.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+    T v[N];
+};
+
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> load(const T * p) { return *reinterpret_cast<const Pack<T, N> *>(p); }
+template <typename T, int N>
+__device__ __forceinline__ void store(T * p, const Pack<T, N> & v) { *reinterpret_cast<Pack<T, N> *>(p) = v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over the block, same order every run (deterministic). scratch: 32 floats of shared memory.
+__device__ float block_sum(float v, float * scratch) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < warps ? scratch[lane] : 0.f;
+        v = warp_sum(v);
+        if (lane == 0) scratch[0] = v;
+    }
+    __syncthreads();
+    const float total = scratch[0];
+    __syncthreads();  // scratch may be reused by the caller
+    return total;
+}
+
+cudaError_t launched() { return cudaGetLastError(); }
+
+// ---- RMSNorm: one block per row ----
+
+template <typename T, int VEC>
+__global__ void rms_norm_kernel(const T * __restrict__ x, int64_t x_row_stride, const T * __restrict__ w,
+                                T * __restrict__ y, int64_t width, float eps) {
+    __shared__ float scratch[32];
+    const T * xr = x + blockIdx.x * x_row_stride;
+    T * yr = y + blockIdx.x * width;
+    const int64_t step = static_cast<int64_t>(blockDim.x) * VEC;
+    float ss = 0.f;
+    for (int64_t i = threadIdx.x * VEC; i < width; i += step) {
+        const auto v = load<T, VEC>(xr + i);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+            const float f = to_f(v.v[j]);
+            ss = add(ss, mul(f, f));
+        }
+    }
+    // HF: variance = x32.pow(2).mean(-1) (mean = sum * (1/width)); x32 * rsqrt(variance + eps),
+    // rounded to T; then weight * that, rounded again.
+    const float inv = rsqrtf(add(mul(block_sum(ss, scratch), 1.f / static_cast<float>(width)), eps));
+    for (int64_t i = threadIdx.x * VEC; i < width; i += step) {
+        const auto v = load<T, VEC>(xr + i);
+        const auto wv = load<T, VEC>(w + i);
+        Pack<T, VEC> o;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) o.v[j] = from_f<T>(mul(to_f(wv.v[j]), rnd<T>(mul(to_f(v.v[j]), inv))));
+        store<T, VEC>(yr + i, o);
+    }
+}
+
+template <typename T>
+cudaError_t rms_norm_t(const void * x, int64_t x_row_stride, const void * w, void * y, int64_t rows, int64_t width,
+                       float eps, cudaStream_t stream) {
+    constexpr int kVec = 16 / sizeof(T);
+    const auto * xp = static_cast<const T *>(x);
+    const auto * wp = static_cast<const T *>(w);
+    auto * yp = static_cast<T *>(y);
+    const bool aligned = width % kVec == 0 && x_row_stride % kVec == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+    const int64_t per_thread = aligned ? kVec : 1;
+    int threads = static_cast<int>(std::min<int64_t>(1024, (width / per_thread + 31) / 32 * 32));
+    if (threads < 32) threads = 32;
+    if (aligned) rms_norm_kernel<T, kVec><<<rows, threads, 0, stream>>>(xp, x_row_stride, wp, yp, width, eps);
+    else rms_norm_kernel<T, 1><<<rows, threads, 0, stream>>>(xp, x_row_stride, wp, yp, width, eps);
+    return launched();
+}
+
+// ---- q/k: norm, clamp, RoPE: one block per token row ----
+
+template <typename T>
+__global__ void qk_norm_rope_kernel(QkRopeArgs a) {
+    extern __shared__ float inv_norm[];  // [1] (Whole) or [n_heads] (PerHead)
+    __shared__ float scratch[32];
+    const auto * x = static_cast<const T *>(a.x) + blockIdx.x * a.x_row_stride;
+    auto * out = static_cast<T *>(a.out) + blockIdx.x * static_cast<int64_t>(a.n_heads) * a.head_dim;
+    const auto * nw = static_cast<const T *>(a.norm_weight);
+    const int64_t t = blockIdx.x % a.seq_len;
+    const auto * cos = static_cast<const T *>(a.cos) + t * a.head_dim;
+    const auto * sin = static_cast<const T *>(a.sin) + t * a.head_dim;
+    const int width = a.n_heads * a.head_dim;
+
+    if (a.norm == HeadNorm::Whole) {
+        float ss = 0.f;
+        for (int i = threadIdx.x; i < width; i += blockDim.x) {
+            const float f = to_f(x[i]);
+            ss = add(ss, mul(f, f));
+        }
+        ss = block_sum(ss, scratch);
+        if (threadIdx.x == 0) inv_norm[0] = rsqrtf(add(mul(ss, 1.f / static_cast<float>(width)), a.eps));
+    } else if (a.norm == HeadNorm::PerHead) {
+        const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+        for (int h = warp; h < a.n_heads; h += warps) {
+            float ss = 0.f;
+            for (int i = lane; i < a.head_dim; i += 32) {
+                const float f = to_f(x[h * a.head_dim + i]);
+                ss = add(ss, mul(f, f));
+            }
+            ss = warp_sum(ss);
+            if (lane == 0) inv_norm[h] = rsqrtf(add(mul(ss, 1.f / static_cast<float>(a.head_dim)), a.eps));
+        }
+    }
+    __syncthreads();
+
+    const int half = a.head_dim / 2;
+    for (int p = threadIdx.x; p < a.n_heads * half; p += blockDim.x) {
+        const int h = p / half, j = p % half;
+        const int ia = h * a.head_dim + j, ib = ia + half;
+        float va = to_f(x[ia]), vb = to_f(x[ib]);
+        if (a.norm != HeadNorm::None) {
+            const bool whole = a.norm == HeadNorm::Whole;
+            const float inv = inv_norm[whole ? 0 : h];
+            va = rnd<T>(mul(to_f(nw[whole ? ia : j]), rnd<T>(mul(va, inv))));
+            vb = rnd<T>(mul(to_f(nw[whole ? ib : j + half]), rnd<T>(mul(vb, inv))));
+        }
+        if (a.clip >= 0.f) {
+            va = rnd<T>(fminf(fmaxf(va, -a.clip), a.clip));
+            vb = rnd<T>(fminf(fmaxf(vb, -a.clip), a.clip));
+        }
+        // HF: q * cos + rotate_half(q) * sin, rotate_half(q) = cat(-q2, q1); three rounded ops.
+        const float oa = rnd<T>(add(rnd<T>(mul(va, to_f(cos[j]))), rnd<T>(mul(-vb, to_f(sin[j])))));
+        const float ob = rnd<T>(add(rnd<T>(mul(vb, to_f(cos[j + half]))), rnd<T>(mul(va, to_f(sin[j + half])))));
+        out[ia] = from_f<T>(oa);
+        out[ib] = from_f<T>(ob);
+    }
+}
+
+template <typename T>
+cudaError_t qk_norm_rope_t(const QkRopeArgs & a, cudaStream_t stream) {
+    const size_t shared = sizeof(float) * static_cast<size_t>(a.norm == HeadNorm::PerHead ? a.n_heads : 1);
+    qk_norm_rope_kernel<T><<<a.rows, 256, shared, stream>>>(a);
+    return launched();
+}
+
+// ---- MoE dispatch: count, scan, place ----
+
+__global__ void moe_count_kernel(const int64_t * __restrict__ top_i, int64_t S, int E, int32_t * counts) {
+    extern __shared__ int32_t local[];  // [E]
+    for (int e = threadIdx.x; e < E; e += blockDim.x) local[e] = 0;
+    __syncthreads();
+    for (int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; s < S;
+         s += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        atomicAdd(&local[top_i[s]], 1);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x)
+        if (local[e]) atomicAdd(&counts[e], local[e]);
+}
+
+__global__ void moe_scan_kernel(const int32_t * counts, int E, int32_t * offs, int32_t * cursor) {
+    if (threadIdx.x != 0) return;
+    int32_t run = 0;
+    for (int e = 0; e < E; ++e) {
+        cursor[e] = run;
+        run += counts[e];
+        offs[e] = run;
+    }
+}
+
+// One warp per slot: lane 0 claims the slot's row in its expert's group, the warp copies the token.
+__global__ void moe_place_kernel(const char * __restrict__ x, int64_t x_row_stride_bytes, int64_t row_bytes,
+                                 const int64_t * __restrict__ top_i, int64_t S, int K, int32_t * cursor,
+                                 int32_t * __restrict__ slot_pos, char * __restrict__ xs) {
+    const int64_t slot = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (slot >= S) return;  // whole warps only: slot is the same for every lane of a warp
+    int32_t row = 0;
+    if (lane == 0) row = atomicAdd(&cursor[top_i[slot]], 1);
+    row = __shfl_sync(0xffffffffu, row, 0);
+    if (lane == 0) slot_pos[slot] = row;
+    const auto * src = reinterpret_cast<const uint4 *>(x + (slot / K) * x_row_stride_bytes);
+    auto * dst = reinterpret_cast<uint4 *>(xs + row * row_bytes);
+    for (int64_t i = lane; i < row_bytes / 16; i += 32) dst[i] = src[i];
+}
+
+// ---- expert activation ----
+
+template <typename T, int VEC>
+__global__ void silu_mul_kernel(const T * __restrict__ gu, T * __restrict__ act, int64_t S, int64_t I) {
+    const int64_t packs_per_row = I / VEC;
+    const int64_t total = S * packs_per_row;
+    for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
+         k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t s = k / packs_per_row, c = (k % packs_per_row) * VEC;
+        const auto g = load<T, VEC>(gu + s * 2 * I + c);
+        const auto u = load<T, VEC>(gu + s * 2 * I + I + c);
+        Pack<T, VEC> o;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+            const float gf = to_f(g.v[j]);
+            o.v[j] = from_f<T>(mul(rnd<T>(gf / add(1.f, expf(-gf))), to_f(u.v[j])));
+        }
+        store<T, VEC>(act + s * I + c, o);
+    }
+}
+
+// ---- combine: one block per token ----
+
+template <typename T, int VEC>
+__global__ void moe_combine_kernel(const T * __restrict__ out, const int32_t * __restrict__ slot_pos,
+                                   const float * __restrict__ w, int K, int64_t H, T * __restrict__ y) {
+    const int64_t n = blockIdx.x;
+    for (int64_t c = threadIdx.x * VEC; c < H; c += static_cast<int64_t>(blockDim.x) * VEC) {
+        float acc[VEC];
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) acc[j] = 0.f;
+        for (int k = 0; k < K; ++k) {
+            const int64_t row = slot_pos[n * K + k];
+            const float wk = w[n * K + k];
+            const auto v = load<T, VEC>(out + row * H + c);
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) acc[j] = add(acc[j], mul(to_f(v.v[j]), wk));
+        }
+        Pack<T, VEC> o;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) o.v[j] = from_f<T>(acc[j]);
+        store<T, VEC>(y + n * H + c, o);
+    }
+}
+
+int grid_for(int64_t work, int threads) {
+    const int64_t blocks = (work + threads - 1) / threads;
+    return static_cast<int>(std::min<int64_t>(blocks, 65535 * 8));
+}
+
+}  // namespace
+
+cudaError_t rms_norm(DType dtype, const void * x, int64_t x_row_stride, const void * weight, void * y, int64_t rows,
+                     int64_t width, float eps, cudaStream_t stream) {
+    if (rows == 0) return cudaSuccess;
+    switch (dtype) {
+    case DType::F32: return rms_norm_t<float>(x, x_row_stride, weight, y, rows, width, eps, stream);
+    case DType::F16: return rms_norm_t<__half>(x, x_row_stride, weight, y, rows, width, eps, stream);
+    case DType::BF16: return rms_norm_t<__nv_bfloat16>(x, x_row_stride, weight, y, rows, width, eps, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+cudaError_t qk_norm_rope(DType dtype, const QkRopeArgs & args, cudaStream_t stream) {
+    if (args.rows == 0) return cudaSuccess;
+    switch (dtype) {
+    case DType::F32: return qk_norm_rope_t<float>(args, stream);
+    case DType::F16: return qk_norm_rope_t<__half>(args, stream);
+    case DType::BF16: return qk_norm_rope_t<__nv_bfloat16>(args, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+cudaError_t moe_permute(const void * x, int64_t x_row_stride_bytes, int64_t row_bytes, const int64_t * top_i,
+                        int64_t S, int K, int E, int32_t * counts, int32_t * offs, int32_t * cursor, int32_t * slot_pos,
+                        void * xs, cudaStream_t stream) {
+    if (S == 0) return cudaSuccess;
+    moe_count_kernel<<<std::min<int64_t>(132, (S + 1023) / 1024), 1024, sizeof(int32_t) * E, stream>>>(top_i, S, E, counts);
+    if (cudaError_t e = launched(); e != cudaSuccess) return e;
+    moe_scan_kernel<<<1, 32, 0, stream>>>(counts, E, offs, cursor);
+    if (cudaError_t e = launched(); e != cudaSuccess) return e;
+    const int64_t threads = 256, slots_per_block = threads / 32;
+    moe_place_kernel<<<(S + slots_per_block - 1) / slots_per_block, threads, 0, stream>>>(
+        static_cast<const char *>(x), x_row_stride_bytes, row_bytes, top_i, S, K, cursor, slot_pos,
+        static_cast<char *>(xs));
+    return launched();
+}
+
+cudaError_t silu_mul(DType dtype, const void * gate_up, void * act, int64_t S, int64_t I, cudaStream_t stream) {
+    if (S == 0) return cudaSuccess;
+    constexpr int threads = 256;
+    switch (dtype) {
+    case DType::F32:
+        silu_mul_kernel<float, 4><<<grid_for(S * I / 4, threads), threads, 0, stream>>>(
+            static_cast<const float *>(gate_up), static_cast<float *>(act), S, I);
+        break;
+    case DType::F16:
+        silu_mul_kernel<__half, 8><<<grid_for(S * I / 8, threads), threads, 0, stream>>>(
+            static_cast<const __half *>(gate_up), static_cast<__half *>(act), S, I);
+        break;
+    case DType::BF16:
+        silu_mul_kernel<__nv_bfloat16, 8><<<grid_for(S * I / 8, threads), threads, 0, stream>>>(
+            static_cast<const __nv_bfloat16 *>(gate_up), static_cast<__nv_bfloat16 *>(act), S, I);
+        break;
+    }
+    return launched();
+}
+
+cudaError_t moe_combine(DType dtype, const void * out, const int32_t * slot_pos, const float * weights, int64_t N,
+                        int K, int64_t H, void * y, cudaStream_t stream) {
+    if (N == 0) return cudaSuccess;
+    const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (H / 8 + 31) / 32 * 32)));
+    switch (dtype) {
+    case DType::F32:
+        moe_combine_kernel<float, 4><<<N, threads, 0, stream>>>(static_cast<const float *>(out), slot_pos, weights, K,
+                                                                H, static_cast<float *>(y));
+        break;
+    case DType::F16:
+        moe_combine_kernel<__half, 8><<<N, threads, 0, stream>>>(static_cast<const __half *>(out), slot_pos, weights,
+                                                                 K, H, static_cast<__half *>(y));
+        break;
+    case DType::BF16:
+        moe_combine_kernel<__nv_bfloat16, 8><<<N, threads, 0, stream>>>(static_cast<const __nv_bfloat16 *>(out),
+                                                                         slot_pos, weights, K, H,
+                                                                         static_cast<__nv_bfloat16 *>(y));
+        break;
+    }
+    return launched();
+}
+
+}  // namespace extractor::cuda_kernels

@@ -1,0 +1,59 @@
+// Launchers for the extractor's fused CUDA kernels (kernels.cu). Raw pointers and a stream only:
+// no torch header reaches nvcc. Callers are fused_ops.cpp's tensor wrappers, which check shapes,
+// dtypes and devices first; these launchers trust their arguments. Every function returns the
+// launch's cudaError_t. Shape letters as in extractor/ops.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace extractor::cuda_kernels {
+
+enum class DType { F32, F16, BF16 };
+
+// y[r,:] = w * round(x[r,:] * rsqrt(mean(x[r,:]^2) + eps)), statistics in fp32; rows of x are
+// x_row_stride elements apart, y is contiguous [rows,width].
+cudaError_t rms_norm(DType dtype, const void * x, int64_t x_row_stride, const void * weight, void * y, int64_t rows,
+                     int64_t width, float eps, cudaStream_t stream);
+
+enum class HeadNorm { None = 0, Whole = 1, PerHead = 2 };
+
+struct QkRopeArgs {
+    const void * x = nullptr;      // [N, n_heads*head_dim] rows, x_row_stride elements apart
+    int64_t x_row_stride = 0;
+    void * out = nullptr;          // [N, n_heads*head_dim] contiguous (= [B,T,Nh,D] memory)
+    int64_t rows = 0;              // N = B*T
+    int64_t seq_len = 0;           // T: row r is position r % T
+    int n_heads = 0;
+    int head_dim = 0;              // even
+    HeadNorm norm = HeadNorm::None;
+    const void * norm_weight = nullptr;  // [n_heads*head_dim] (Whole) or [head_dim] (PerHead)
+    float eps = 0;
+    float clip = -1;               // >= 0: clamp to [-clip, clip] after the norm (OLMoE clip_qkv)
+    const void * cos = nullptr;    // [T, head_dim]
+    const void * sin = nullptr;    // [T, head_dim]
+};
+// Optional RMSNorm (whole projection or per head), optional clamp, then half-split RoPE, each
+// step rounded to the activation dtype exactly where HF's element-wise ops round.
+cudaError_t qk_norm_rope(DType dtype, const QkRopeArgs & args, cudaStream_t stream);
+
+// Expert dispatch without a sort. top_i [S] expert of each (token, slot), S = N*K, slot s belongs
+// to token s / K. Writes counts [E] (must be zero on entry), offs [E] int32 cumulative row ends
+// (grouped_mm's offsets), cursor [E] scratch, slot_pos [S] = the row of slot s in xs, and
+// xs [S, row_bytes] = x's rows grouped by expert. Rows are copied as 16-byte words: row_bytes and
+// x_row_stride_bytes must be multiples of 16. Rows of one expert land in no fixed order; every
+// consumer goes through slot_pos, and a row's product does not depend on where it sits.
+cudaError_t moe_permute(const void * x, int64_t x_row_stride_bytes, int64_t row_bytes, const int64_t * top_i,
+                        int64_t S, int K, int E, int32_t * counts, int32_t * offs, int32_t * cursor, int32_t * slot_pos,
+                        void * xs, cudaStream_t stream);
+
+// act[s,:] = round(silu(gu[s,:I])) * gu[s,I:] rounded, as HF's act_fn(gate) * up. I % 8 == 0.
+cudaError_t silu_mul(DType dtype, const void * gate_up, void * act, int64_t S, int64_t I, cudaStream_t stream);
+
+// y[n,:] = round(sum_k out[slot_pos[n*K+k],:] * w[n,k]) with fp32 weights, products and sum: HF 5.x's
+// grouped_mm combine ((proj_out * fp32 weights)[inv_perm].view(N,K,H).sum(1).to(dtype)). H % 8 == 0.
+cudaError_t moe_combine(DType dtype, const void * out, const int32_t * slot_pos, const float * weights, int64_t N,
+                        int K, int64_t H, void * y, cudaStream_t stream);
+
+}  // namespace extractor::cuda_kernels

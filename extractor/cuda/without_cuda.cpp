@@ -1,0 +1,35 @@
+// Builds without CUDA support (no nvcc, or a CPU libtorch such as CI's): the fused ops do not
+// exist, usable() is always false, and ops.cpp always runs its ATen path; there are no allocator
+// statistics to read.
+#include "extractor/cuda/device_memory.h"
+#include "extractor/cuda/fused_ops.h"
+
+#include "common/error.h"
+
+namespace extractor::fused {
+namespace {
+[[noreturn]] void absent() {
+    throw common::Error::internal("fused CUDA kernels are not built into this program (ops.cpp must ask usable())");
+}
+}  // namespace
+
+bool built() { return false; }
+void set_enabled(bool) {}
+bool enabled() { return false; }
+bool usable(const at::Tensor &) { return false; }
+
+at::Tensor rms_norm(const at::Tensor &, const at::Tensor &, double) { absent(); }
+at::Tensor qk_norm_rope(const at::Tensor &, int64_t, int64_t, ops::QkNorm, const at::Tensor &, double,
+                        std::optional<double>, const at::Tensor &, const at::Tensor &) {
+    absent();
+}
+MoeDispatch moe_dispatch(const at::Tensor &, const at::Tensor &, int64_t) { absent(); }
+at::Tensor silu_mul(const at::Tensor &) { absent(); }
+at::Tensor moe_combine(const at::Tensor &, const at::Tensor &, const at::Tensor &) { absent(); }
+
+}  // namespace extractor::fused
+
+namespace extractor::device_memory {
+std::optional<uint64_t> allocator_peak_reserved_bytes(int) { return std::nullopt; }
+std::optional<uint64_t> allocator_peak_allocated_bytes(int) { return std::nullopt; }
+}  // namespace extractor::device_memory

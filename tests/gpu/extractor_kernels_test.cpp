@@ -1,0 +1,199 @@
+// The extractor's fused CUDA kernels against the ATen paths they replace (extractor/ops.cpp with
+// fused::set_enabled(false)), on random inputs of the shapes the families use. The kernels round
+// where HF rounds, so outputs agree except where fp32 sums run in another order and a value lands
+// on the other side of a rounding boundary: at most one unit in the last place, on few elements.
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <optional>
+
+#include "extractor/cuda/fused_ops.h"
+#include "extractor/ops.h"
+
+#include <doctest/doctest.h>
+
+namespace {
+
+using extractor::ops::QkNorm;
+namespace fused = extractor::fused;
+namespace ops = extractor::ops;
+
+bool have_gpu() { return at::hasCUDA() && fused::built(); }
+
+// Runs f with the fused kernels switched on or off, restoring them afterwards.
+template <typename F>
+at::Tensor with_fused(bool on, F && f) {
+    fused::set_enabled(on);
+    at::Tensor out = f();
+    fused::set_enabled(true);
+    return out;
+}
+
+struct Agreement {
+    double max_rel = 0;         // max |a-b| / max(|b|, tiny), over all elements
+    double differing = 0;       // fraction of elements not bitwise equal
+};
+
+Agreement agreement(const at::Tensor & a, const at::Tensor & b) {
+    REQUIRE(a.sizes().equals(b.sizes()));
+    REQUIRE((a.scalar_type() == b.scalar_type()));
+    at::Tensor af = a.to(at::kDouble).cpu(), bf = b.to(at::kDouble).cpu();
+    REQUIRE_FALSE(af.isnan().any().item<bool>());
+    Agreement g;
+    g.max_rel = ((af - bf).abs() / bf.abs().clamp_min(1e-6)).max().item<double>();
+    g.differing = af.ne(bf).to(at::kDouble).mean().item<double>();
+    return g;
+}
+
+// One unit in the last place, relative, for the dtype.
+double ulp(at::ScalarType t) { return t == at::kBFloat16 ? 1.0 / 128 : t == at::kHalf ? 1.0 / 1024 : 1.2e-7; }
+
+at::TensorOptions on_gpu(at::ScalarType t) { return at::TensorOptions().dtype(t).device(at::kCUDA); }
+
+}  // namespace
+
+TEST_CASE("fused rms_norm matches the ATen path in bf16, fp16 and fp32, aligned or not, strided rows") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+        for (int64_t width : {2048, 2050, 64}) {
+            at::manual_seed(1);
+            at::Tensor wide = at::randn({3, 37, width + 16}, on_gpu(dtype)) * 3;
+            at::Tensor x = wide.narrow(2, 8, width);  // rows strided by width + 16
+            at::Tensor w = at::randn({width}, on_gpu(dtype));
+            at::Tensor ref = with_fused(false, [&] { return ops::rms_norm(x, w, 1e-6); });
+            at::Tensor got = with_fused(true, [&] { return ops::rms_norm(x, w, 1e-6); });
+            CAPTURE(dtype);
+            CAPTURE(width);
+            const auto g = agreement(got, ref);
+            CHECK(g.max_rel <= 2 * ulp(dtype));
+            CHECK(g.differing < 0.01);
+        }
+    }
+}
+
+TEST_CASE("fused q/k norm + clip + RoPE matches the ATen sequence for every norm mode") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    const int64_t B = 2, T = 33, Nh = 4, D = 128;
+    ops::Rope rope;
+    rope.inv_freq = 1.0 / at::pow(10000.0, at::arange(0, D, 2, at::kFloat) / static_cast<double>(D));
+    for (auto dtype : {at::kBFloat16, at::kFloat}) {
+        auto [cos, sin] = ops::rope_cos_sin(rope, T, dtype, at::Device(at::kCUDA));
+        for (auto mode : {QkNorm::None, QkNorm::Whole, QkNorm::PerHead}) {
+            for (std::optional<double> clip : {std::optional<double>{}, std::optional<double>{1.5}}) {
+                at::manual_seed(2);
+                at::Tensor x = at::randn({B, T, Nh * D}, on_gpu(dtype)) * 2;
+                at::Tensor w = at::randn({mode == QkNorm::PerHead ? D : Nh * D}, on_gpu(dtype));
+                auto reference = [&] {
+                    at::Tensor q = x;
+                    if (mode == QkNorm::Whole) q = ops::rms_norm(q, w, 1e-6);
+                    q = q.view({B, T, Nh, D});
+                    if (mode == QkNorm::PerHead) q = ops::rms_norm(q, w, 1e-6);
+                    if (clip) q = q.clamp(-*clip, *clip);
+                    return ops::apply_rope(q.transpose(1, 2), cos, sin);
+                };
+                at::Tensor ref = with_fused(false, reference);
+                at::Tensor got = fused::qk_norm_rope(x, Nh, D, mode, w, 1e-6, clip, cos, sin);
+                CAPTURE(dtype);
+                CAPTURE(static_cast<int>(mode));
+                CAPTURE(clip.has_value());
+                REQUIRE(got.sizes().equals(ref.sizes()));
+                const auto g = agreement(got.contiguous(), ref.contiguous());
+                // Without a norm there is no sum, so nothing can round differently.
+                if (mode == QkNorm::None) CHECK(g.differing == 0);
+                CHECK(g.max_rel <= 2 * ulp(dtype));
+                CHECK(g.differing < 0.01);
+            }
+        }
+    }
+}
+
+TEST_CASE("fused attention block matches the ATen one (OLMoE whole-projection norm with clip, Qwen3 GQA per-head)") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    const int64_t B = 2, T = 64, H = 512;
+    for (auto mode : {QkNorm::Whole, QkNorm::PerHead}) {
+        ops::AttnOptions opt;
+        opt.n_heads = 8;
+        opt.n_kv_heads = mode == QkNorm::Whole ? 8 : 2;
+        opt.head_dim = 64;
+        opt.qk_norm = mode;
+        opt.qk_norm_eps = 1e-6;
+        if (mode == QkNorm::Whole) opt.clip_qkv = 8.0;
+        at::manual_seed(3);
+        auto lin = [&](int64_t out, int64_t in) { return ops::Linear{at::randn({out, in}, on_gpu(at::kBFloat16)) * 0.05, {}}; };
+        ops::AttnWeights w{lin(opt.n_heads * 64, H), lin(opt.n_kv_heads * 64, H), lin(opt.n_kv_heads * 64, H),
+                           lin(H, opt.n_heads * 64), {}, {}};
+        const int64_t qn = mode == QkNorm::Whole ? opt.n_heads * 64 : 64, kn = mode == QkNorm::Whole ? opt.n_kv_heads * 64 : 64;
+        w.q_norm = at::randn({qn}, on_gpu(at::kBFloat16));
+        w.k_norm = at::randn({kn}, on_gpu(at::kBFloat16));
+        ops::Rope rope;
+        rope.inv_freq = 1.0 / at::pow(10000.0, at::arange(0, 64, 2, at::kFloat) / 64.0);
+        auto [cos, sin] = ops::rope_cos_sin(rope, T, at::kBFloat16, at::Device(at::kCUDA));
+        at::Tensor a = at::randn({B, T, H}, on_gpu(at::kBFloat16));
+        at::Tensor ref = with_fused(false, [&] { return ops::attention(a, w, opt, cos, sin); });
+        at::Tensor got = with_fused(true, [&] { return ops::attention(a, w, opt, cos, sin); });
+        const double rel = (got.to(at::kFloat) - ref.to(at::kFloat)).norm().item<double>() / ref.to(at::kFloat).norm().item<double>();
+        CAPTURE(static_cast<int>(mode));
+        CHECK(rel < 5e-3);
+    }
+}
+
+TEST_CASE("fused MoE dispatch, activation and combine match the ATen path and are deterministic") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    const int64_t N = 1000, H = 256, I = 128, E = 16, K = 4;
+    at::manual_seed(4);
+    ops::MoeWeights w{at::randn({E, H}, on_gpu(at::kBFloat16)) * 0.1, at::randn({E, 2 * I, H}, on_gpu(at::kBFloat16)) * 0.05,
+                      at::randn({E, H, I}, on_gpu(at::kBFloat16)) * 0.05};
+    at::Tensor m = at::randn({1, N, H}, on_gpu(at::kBFloat16));
+    for (bool renorm : {false, true}) {
+        ops::MoeOptions opt{.top_k = K, .renormalise = renorm, .weights_in_activation_dtype = false};
+        at::Tensor ref = with_fused(false, [&] { return ops::moe(m, w, opt); });
+        at::Tensor got = with_fused(true, [&] { return ops::moe(m, w, opt); });
+        at::Tensor again = with_fused(true, [&] { return ops::moe(m, w, opt); });
+        CAPTURE(renorm);
+        CHECK(again.equal(got));  // rows of one expert land in any order; the result may not change
+        const auto g = agreement(got, ref);
+        CHECK(g.max_rel <= 2 * ulp(at::kBFloat16));
+        CHECK(g.differing < 0.01);
+    }
+    // The pieces on their own: dispatch groups every slot under its expert, offsets are exact.
+    at::Tensor x = m.view({N, H});
+    at::Tensor top_i = at::randint(0, E, {N, K}, on_gpu(at::kLong));
+    auto d = fused::moe_dispatch(x, top_i, E);
+    at::Tensor counts = at::bincount(top_i.view({-1}).cpu(), {}, E);
+    CHECK(d.offs.cpu().to(at::kLong).equal(counts.cumsum(0)));
+    at::Tensor pos = d.slot_pos.to(at::kLong);
+    CHECK(std::get<0>(at::sort(pos.cpu())).equal(at::arange(N * K, at::kLong)));  // a permutation
+    at::Tensor tokens = at::arange(N, on_gpu(at::kLong)).unsqueeze(1).expand({N, K}).reshape({-1});
+    CHECK(d.xs.index_select(0, pos).equal(x.index_select(0, tokens)));          // each slot holds its token
+    at::Tensor expert_of_row = at::searchsorted(counts.cumsum(0), at::arange(N * K, at::kLong), /*out_int32=*/false, /*right=*/true);
+    CHECK(expert_of_row.index_select(0, pos.cpu()).equal(top_i.view({-1}).cpu()));  // ...under its expert
+}
+
+TEST_CASE("fused SiLU-times-up matches HF's act_fn(gate) * up bit for bit") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+        at::manual_seed(5);
+        at::Tensor gu = at::randn({777, 2 * 96}, on_gpu(dtype)) * 4;
+        at::Tensor ref = at::silu(gu.narrow(1, 0, 96)) * gu.narrow(1, 96, 96);
+        at::Tensor got = fused::silu_mul(gu);
+        CAPTURE(dtype);
+        const auto g = agreement(got, ref);
+        CHECK(g.max_rel <= ulp(dtype));
+        CHECK(g.differing < 0.001);
+    }
+}
