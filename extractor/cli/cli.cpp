@@ -14,6 +14,7 @@
 #include "common/program.h"
 #include "extractor/cli/verbs.h"
 #include "extractor/compat.h"
+#include "extractor/cuda/device_memory.h"
 
 namespace extractor::cli {
 
@@ -32,6 +33,7 @@ const char * kRunHelp =
 int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extra_sinks,
                  const FusedAnalysisFactory & analyze) {
     bool json = false;
+    device_memory::prefer_expandable_segments();
     return common::run_program("extract", &json, [&]() -> int {
         common::install_interrupt_handlers();
         CLI::App app{"extract: run Hugging Face decoder checkpoints (Llama, Qwen2, Qwen3, OLMoE, Qwen3-MoE) in libtorch and "

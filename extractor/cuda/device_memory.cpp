@@ -3,11 +3,18 @@
 
 #include <c10/cuda/CUDACachingAllocator.h>
 
+#include <cstdlib>
+
 namespace extractor::device_memory {
 namespace {
 // StatType::AGGREGATE (all pools) is index 0; the enum moved namespaces across torch versions.
 constexpr size_t kAllPools = 0;
 }  // namespace
+
+void prefer_expandable_segments() {
+    if (std::getenv("PYTORCH_CUDA_ALLOC_CONF") || std::getenv("PYTORCH_ALLOC_CONF")) return;
+    setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True", /*overwrite=*/0);
+}
 
 std::optional<uint64_t> allocator_peak_reserved_bytes(int device) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));

@@ -30,6 +30,7 @@ at::Tensor moe_combine(const at::Tensor &, const at::Tensor &, const at::Tensor 
 }  // namespace extractor::fused
 
 namespace extractor::device_memory {
+void prefer_expandable_segments() {}
 std::optional<uint64_t> allocator_peak_reserved_bytes(int) { return std::nullopt; }
 std::optional<uint64_t> allocator_peak_allocated_bytes(int) { return std::nullopt; }
 }  // namespace extractor::device_memory
