@@ -13,9 +13,12 @@ Workload: 4 sequences x 2048 tokens in one batch, ln_attn and ln_mlp of every la
                capture on the GPU (model.model(...), no lm_head), 1 warm-up + N timed passes;
                extract with --warmup 1 and the --absmax sink (per-dim max |x| and |x|>=6 counts kept
                on the GPU), timed over N batches.
-  memory:      peak GPU memory. HF: torch.cuda.max_memory_reserved (allocator only). extract:
-               device memory in use (cudaMemGetInfo) sampled after every batch, which also counts
-               the CUDA context; weights = the bytes extract loads.
+  memory:      peak GPU memory, two measures. (a) PyTorch's caching allocator, peak reserved: HF's
+               torch.cuda.max_memory_reserved, extract's allocator_reserved_bytes_peak (the same
+               counter, read in C++). (b) extract only: device memory in use (cudaMemGetInfo,
+               sampled after every batch) minus what was in use before loading (its CUDA context):
+               this also counts cuBLAS/cuDNN workspaces and loaded kernel images.
+               weights = the bytes extract loads.
 Optional (--qwen3-30b): Qwen3-30B-A3B's full shape (48 layers, 128 experts, 61 GB bf16) with
 random weights generated on the GPU from config.json alone (--random-weights); reports tokens/s.
 
@@ -139,12 +142,41 @@ def extract_bench(exe, model_dir, ids_path, seqs, batch, seq_len, extra, env=Non
     return out
 
 
+def qwen3_30b(args, ids_path, batch, seq_len, results):
+    """Qwen3-30B-A3B's full shape, random weights made on the GPU from config.json: one GPU, and split
+    across two by memory budgets (balanced placement) when the machine has two."""
+    qdir = os.path.join(args.work, "qwen3-30b-a3b-shape")
+    os.makedirs(qdir, exist_ok=True)
+    from transformers import Qwen3MoeConfig
+    q = Qwen3MoeConfig(vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+                       num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                       num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, max_position_embeddings=40960,
+                       rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=False)
+    q.architectures = ["Qwen3MoeForCausalLM"]
+    q.dtype = torch.bfloat16
+    q.save_pretrained(qdir)
+    runs = {"qwen3_30b": ["--random-weights"]}
+    if torch.cuda.device_count() >= 2:
+        runs["qwen3_30b_split_2gpu"] = ["--random-weights", "--max-memory", "0=40GiB,1=40GiB", "--placement", "balanced"]
+    for name, extra in runs.items():
+        try:
+            results[name] = extract_bench(args.extract, qdir, ids_path, batch * 4, batch, seq_len, extra)
+            r = results[name]
+            print(f"{name} (Qwen3-30B-A3B shape, random weights, {torch.cuda.get_device_name(0)}): "
+                  f"{r['tokens_per_s']:.0f} tokens/s over {r['tokens']} tokens; weights {r['weights_bytes'] / GiB:.1f} GiB; "
+                  f"allocator reserved peak {r.get('allocator_reserved_bytes_peak', 0) / GiB:.1f} GiB (all GPUs)", flush=True)
+        except Exception as e:
+            results[name] = dict(error=str(e)[-1500:])
+            print(f"{name} failed:", e, flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--extract", required=True)
     ap.add_argument("--work", default="/tmp/extract-bench")
     ap.add_argument("--iters", type=int, default=4, help="timed batches (each 4 x 2048 tokens)")
     ap.add_argument("--qwen3-30b", action="store_true")
+    ap.add_argument("--qwen3-30b-only", action="store_true", help="skip the OLMoE comparison (multi-GPU machines)")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
@@ -153,6 +185,15 @@ def main():
     results = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__)
     import transformers
     results["transformers"] = transformers.__version__
+    if args.qwen3_30b_only:
+        ids_path = os.path.join(args.work, "ids.json")
+        with open(ids_path, "w") as f:
+            json.dump(torch.randint(0, 50304, (16, 2048), generator=torch.Generator().manual_seed(0)).tolist(), f)
+        qwen3_30b(args, ids_path, 4, 2048, results)
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(results, f, indent=2)
+        return 0
     t0 = time.perf_counter()
     cfg = olmoe_config(mdir)
     total = write_olmoe_weights(mdir, cfg)
@@ -171,10 +212,12 @@ def main():
     # device memory in use before it loads (baseline, incl. its CUDA context) and the peak.
     results["extract"] = extract_bench(args.extract, mdir, ids_path, batch * args.iters, batch, seq_len, [])
     print("extract:", json.dumps(results["extract"]), flush=True)
-    # Tuning variants of the MoE path (same binary; env knobs documented in extractor/README.md)
-    # and CPU offload (layers beyond an 8 GiB GPU budget streamed from pinned memory).
-    variants = {"moe_chunk_off": ([], {"EXTRACTOR_MOE_CHUNK_ROWS": "0"}),
-                "moe_combine_gather": ([], {"EXTRACTOR_MOE_COMBINE": "gather"}),
+    # Variants (same binary; knobs documented in extractor/README.md): the ATen path the fused
+    # kernels replace, the allocator without expandable segments, MoE in 32768-row chunks, and CPU
+    # offload (layers beyond an 8 GiB GPU budget streamed from pinned memory).
+    variants = {"aten_path": ([], {"EXTRACTOR_FUSED": "0"}),
+                "allocator_default_segments": ([], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"}),
+                "moe_chunk_32k_rows": ([], {"EXTRACTOR_MOE_CHUNK_ROWS": "32768"}),
                 "offload_8GiB_gpu": (["--max-memory", "0=8GiB,cpu=40GiB"], {})}
     results["variants"] = {}
     for name, (extra, env) in variants.items():
@@ -182,7 +225,8 @@ def main():
             v = extract_bench(args.extract, mdir, ids_path, batch * args.iters, batch, seq_len, extra, env)
             results["variants"][name] = v
             print(f"variant {name}: {v['tokens_per_s']:.0f} tokens/s, load {v['load_s']:.2f} s, "
-                  f"peak-baseline {(v['gpu_used_bytes_peak'] - v['gpu_used_bytes_baseline']) / GiB:.2f} GiB", flush=True)
+                  f"device peak-baseline {(v['gpu_used_bytes_peak'] - v['gpu_used_bytes_baseline']) / GiB:.2f} GiB, "
+                  f"allocator reserved peak {v.get('allocator_reserved_bytes_peak', 0) / GiB:.2f} GiB", flush=True)
         except Exception as e:
             results["variants"][name] = dict(error=str(e)[-800:])
             print(f"variant {name} failed: {e}", flush=True)
@@ -211,31 +255,17 @@ def main():
     print(f"| load to GPU, s | {ex['load_s']:.2f} | {hf['load_s']:.2f} | {ratios['load_speedup']:.2f}x faster | >= 3x |")
     ours_peak = ex['gpu_used_bytes_peak'] - ex.get('gpu_used_bytes_baseline', 0)
     results["extract_peak_minus_baseline_bytes"] = ours_peak
-    print(f"| peak GPU memory held by the run | {ours_peak / GiB:.2f} GiB (cudaMemGetInfo peak - baseline incl. context) | "
-          f"{hf['peak_reserved_bytes'] / GiB:.2f} GiB reserved | | <= weights + 1 GiB |")
-    print(f"weights loaded by extract: {ex.get('weights_bytes', 0) / GiB:.2f} GiB; run peak - weights = "
-          f"{(ours_peak - ex.get('weights_bytes', 0)) / GiB:.2f} GiB; process total incl. context "
-          f"{ex['gpu_used_bytes_peak'] / GiB:.2f} GiB")
+    w = ex.get('weights_bytes', 0)
+    alloc = ex.get('allocator_reserved_bytes_peak', 0)
+    print(f"| peak GPU memory, allocator reserved (same counter both) | {alloc / GiB:.2f} GiB = weights + {(alloc - w) / GiB:.2f} | "
+          f"{hf['peak_reserved_bytes'] / GiB:.2f} GiB = weights + {(hf['peak_reserved_bytes'] - w) / GiB:.2f} | | <= weights + 1 GiB |")
+    print(f"| peak GPU memory, device level (cudaMemGetInfo peak - pre-load baseline) | {ours_peak / GiB:.2f} GiB = weights + "
+          f"{(ours_peak - w) / GiB:.2f} | | | <= weights + 1 GiB |")
+    print(f"weights loaded by extract: {w / GiB:.2f} GiB; process total incl. CUDA context {ex['gpu_used_bytes_peak'] / GiB:.2f} GiB")
     del weights
 
     if args.qwen3_30b:
-        qdir = os.path.join(args.work, "qwen3-30b-a3b-shape")
-        os.makedirs(qdir, exist_ok=True)
-        from transformers import Qwen3MoeConfig
-        q = Qwen3MoeConfig(vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
-                           num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
-                           num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, max_position_embeddings=40960,
-                           rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=False)
-        q.architectures = ["Qwen3MoeForCausalLM"]
-        q.dtype = torch.bfloat16
-        q.save_pretrained(qdir)
-        try:
-            results["qwen3_30b"] = extract_bench(args.extract, qdir, ids_path, batch * 2, batch, seq_len,
-                                                 ["--random-weights"])
-            print("Qwen3-30B-A3B shape (random weights):", json.dumps(results["qwen3_30b"]), flush=True)
-        except Exception as e:
-            results["qwen3_30b"] = dict(error=str(e)[-1500:])
-            print("Qwen3-30B-A3B run failed:", e, flush=True)
+        qwen3_30b(args, ids_path, batch, seq_len, results)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=2)

@@ -86,10 +86,10 @@ def hf_captures(model_dir, ids, dtype, device):
     return caps
 
 
-def run_extract(exe, model_dir, ids_path, out_dir, dtype, device, seq_len, batch, extra):
+def run_extract(exe, model_dir, ids_path, out_dir, dtype, device, seq_len, batch, extra, env):
     cmd = [exe, "run", model_dir, "--tokens", ids_path, "--seq-len", str(seq_len), "--batch-size", str(batch),
            "--dtype", dtype, "--device", device, "--residual", "--out", out_dir, "--json", "-q"] + extra
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **env))
     if r.returncode != 0:
         raise RuntimeError(f"extract failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
     return load_file(os.path.join(out_dir, "activations", "batch_00000.safetensors"))
@@ -112,23 +112,27 @@ def main():
     with open(ids_path, "w") as f:
         json.dump(ids.tolist(), f)
 
-    runs = [(args.device, d, []) for d in ("f32", "bf16")]
+    # Default paths (the fused CUDA kernels where built), then the ATen path they replace.
+    runs = [(args.device, d, [], {}) for d in ("f32", "bf16")]
+    if args.device.startswith("cuda"):
+        runs += [(args.device, d, [], {"EXTRACTOR_FUSED": "0"}) for d in ("f32", "bf16")]
     if args.plain_cpu:
-        runs.append(("cpu", "f32", ["--plain-ops"]))
+        runs.append(("cpu", "f32", ["--plain-ops"], {}))
     summary = []
     all_ok = True
     for fi, family in enumerate(args.families.split(",")):
         mdir = os.path.join(work, family)
         build(family, mdir, seed=100 + fi)
-        for device, dname, extra in runs:
-            label = f"{family} {dname} {device}{' plain' if extra else ''}"
+        for device, dname, extra, env in runs:
+            path = "plain" if extra else "aten" if env else "default"
+            label = f"{family} {dname} {device} {path}"
             try:
                 ref = hf_captures(mdir, ids, DTYPES[dname], device)
-                ours = run_extract(args.extract, mdir, ids_path, os.path.join(work, f"out-{family}-{dname}-{device}"),
-                                   dname, device, seq_len, batch, extra)
+                ours = run_extract(args.extract, mdir, ids_path, os.path.join(work, f"out-{family}-{dname}-{device}-{path}"),
+                                   dname, device, seq_len, batch, extra, env)
             except Exception as e:  # report and continue with the next configuration
                 print(f"NOT OK  {label}: {e}")
-                summary.append(dict(family=family, dtype=dname, device=device, plain=bool(extra), max_rel_err=None,
+                summary.append(dict(family=family, dtype=dname, device=device, path=path, max_rel_err=None,
                                     ok=False, error=str(e)[:500]))
                 all_ok = False
                 continue
@@ -152,11 +156,11 @@ def main():
                 worst = max(worst, rel)
                 print(f"{'OK    ' if ok else 'NOT OK'}  {label} {name}: max|diff| {diff:.3e}  rel {rel:.3e}  max|hf| {b.abs().max().item():.3g}")
             all_ok &= ok_all
-            summary.append(dict(family=family, dtype=dname, device=device, plain=bool(extra), max_rel_err=worst, ok=ok_all))
-    print("\nfamily     dtype device plain  max rel err   result")
+            summary.append(dict(family=family, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all))
+    print("\nfamily     dtype device path     max rel err   result")
     for s in summary:
         err = "error" if s["max_rel_err"] is None else f"{s['max_rel_err']:.3e}"
-        print(f"{s['family']:<10} {s['dtype']:<5} {s['device']:<6} {str(s['plain']):<6} {err:<12} {'OK' if s['ok'] else 'NOT OK'}")
+        print(f"{s['family']:<10} {s['dtype']:<5} {s['device']:<6} {s['path']:<8} {err:<12} {'OK' if s['ok'] else 'NOT OK'}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(dict(version=1, torch=torch.__version__, summary=summary), f, indent=2)
