@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -190,7 +191,12 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
         for (const WeightSpec * s : todo) remapped.push_back(&plan_ptr->sources[static_cast<size_t>(s - m.plan.sources.data())]);
         *todo_ptr = remapped;
     }
-    auto worker = [sh, ck_ptr, weights_ptr, todo_ptr, plan_ptr, progress, now_ns]() {
+    // Fault injection for the watchdog's test: the reader of this tensor stops (for 3x the stall
+    // timeout) as a read from a hung network filesystem would.
+    const char * stall_env = std::getenv("EXTRACTOR_FAULT_STALL_TENSOR");
+    const std::string stall_tensor = stall_env ? stall_env : "";
+    const double stall_s = opt.stall_timeout_s;
+    auto worker = [sh, ck_ptr, weights_ptr, todo_ptr, plan_ptr, progress, now_ns, stall_tensor, stall_s]() {
         try {
             constexpr size_t kChunk = 64u << 20;
             for (size_t i = sh->next++; i < todo_ptr->size(); i = sh->next++) {
@@ -199,6 +205,8 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
                     std::lock_guard<std::mutex> lk(sh->mu);
                     sh->current = ck_ptr->file_of(s.name).path() + ": " + s.name;
                 }
+                if (!stall_tensor.empty() && s.name == stall_tensor)
+                    std::this_thread::sleep_for(std::chrono::duration<double>(3 * stall_s));
                 at::Tensor src = ck_ptr->view(s.name);                        // CPU, mmap
                 at::Tensor dst = dest_slice(*weights_ptr, s);
                 if (dst.is_cpu()) {

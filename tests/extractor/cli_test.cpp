@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -89,6 +90,27 @@ TEST_CASE("cli: fixture, inspect --json and run --json work end to end, bad inpu
     Result e = run({"run", dir / "m", "--tokens", dir / "ids.txt", "--layers", "7", "--absmax", "--json"});
     CHECK(e.code == 2);
     CHECK(nlohmann::json::parse(e.err)["error"]["kind"] == "usage");
+}
+
+TEST_CASE("cli: a read that stops ends the load with a timeout naming the file and tensor") {
+    tests::TempDir dir;
+    REQUIRE(run({"fixture", "--family", "llama", "--out", dir / "m", "--layers", "2", "--json"}).code == 0);
+    tests::write_file(dir / "ids.txt", "1 2 3 4 5 6 7 8");
+    // The reader of this tensor stops as a read from a hung network filesystem would.
+    tests::EnvGuard stall("EXTRACTOR_FAULT_STALL_TENSOR", std::string("model.layers.1.mlp.down_proj.weight"));
+    const auto t0 = std::chrono::steady_clock::now();
+    Result r = run({"run", dir / "m", "--tokens", dir / "ids.txt", "--seq-len", "8", "--device", "cpu", "--absmax",
+                    "--load-stall-timeout", "0.5", "--json", "-q"});
+    const double took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(r.err);
+    CHECK(r.code == 7);
+    auto e = nlohmann::json::parse(r.err)["error"];
+    CHECK(e["kind"] == "timeout");
+    const std::string msg = e["message"];
+    CHECK(msg.find("stalled") != std::string::npos);
+    CHECK(msg.find("model.layers.1.mlp.down_proj.weight") != std::string::npos);
+    CHECK(msg.find("model.safetensors") != std::string::npos);
+    CHECK(took_s < 5.0);  // the watchdog, not the stalled reader (which sleeps 1.5 s), ends it
 }
 
 TEST_CASE("cli: every verb has help with examples") {
