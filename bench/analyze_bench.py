@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 
@@ -191,14 +192,31 @@ def analyze_extract(exe, model_dir, ids_path, seqs, batch, seq_len, out_dir, ext
     cmd = [exe, "extract", "-o", out_dir, *extra_analyze, "--", "run", model_dir, "--tokens", ids_path,
            "--seq-len", str(seq_len), "--num-sequences", str(seqs), "--batch-size", str(batch), "--dtype", "bf16",
            "--device", "cuda", "--json", *extra_extract]
+    # stderr is read line by line and each line stamped with the seconds since launch: the timeline
+    # says where the end-to-end time goes (start-up, load, first batch, forward, analysis, report).
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout = []
+    reader = threading.Thread(target=lambda: stdout.append(p.stdout.read()))
+    reader.start()
+    timeline = []
+    for line in p.stderr:  # text mode: a progress bar's \r redraws arrive as lines of their own
+        line = line.rstrip()[:160]
+        if not line:
+            continue
+        stamp = round(time.perf_counter() - t0, 3)
+        if timeline and timeline[-1][1][:24] == line[:24]:
+            timeline[-1] = (stamp, line)  # a redraw of the same bar: keep when it last moved
+        else:
+            timeline.append((stamp, line))
+    p.wait()
+    reader.join()
     wall = time.perf_counter() - t0
-    sys.stderr.write(r.stderr[-2000:])
-    if r.returncode != 0:
-        raise RuntimeError(f"analyze extract failed ({r.returncode}): {r.stderr[-2000:]}")
-    extract_json, _ = json.JSONDecoder().raw_decode(r.stdout.lstrip())  # extract's JSON, then analyze's table
+    if p.returncode != 0:
+        raise RuntimeError(f"analyze extract failed ({p.returncode}): {timeline[-20:]}")
+    extract_json, _ = json.JSONDecoder().raw_decode(stdout[0].lstrip())  # extract's JSON, then analyze's table
     extract_json["process_wall_s"] = wall
+    extract_json["timeline"] = timeline
     return extract_json
 
 
@@ -251,6 +269,10 @@ def main():
                              ours_dims=ours_dims, predecessor_dims=pred["unique_dims"],
                              ours_mean_layer_pct=summary["mean_layer_pct"], predecessor_mean_layer_pct=pred["mean_layer_pct"],
                              ours_mean_position_pct=summary["mean_position_pct"], predecessor_mean_seq_pct=pred["mean_seq_pct"])
+    print("\nend-to-end timeline (s since launch):")
+    for t, line in e2e["timeline"]:
+        print(f"  {t:7.3f}  {line}")
+    print(f"  {e2e['process_wall_s']:7.3f}  (exit)")
     print("\n| metric | ours | peer | ratio | target |")
     print("|---|---|---|---|---|")
     print(f"| forward s, {args.sequences}x{args.seq_len} (fused statistics vs bare forward) | {fused['forward_s']:.3f} | "
