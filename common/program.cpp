@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <iostream>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -40,6 +43,13 @@ void throw_if_interrupted() {
 }
 
 void reset_interrupted() { g_signals = 0; }
+
+void exit_now(int code) {
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    std::_Exit(code);
+}
 
 int run_program(std::string_view program, const bool * json_errors, const std::function<int()> & body) {
     log::set_program(program);

@@ -34,7 +34,7 @@ int main(int argc, char ** argv) {
     extractor::device_memory::prefer_expandable_segments();
 #endif
     common::install_interrupt_handlers();
-    return common::run_program("analyze", &json, [&]() -> int {
+    common::exit_now(common::run_program("analyze", &json, [&]() -> int {
         // `analyze RUN_DIR ...` = `analyze run RUN_DIR ...`.
         std::vector<std::string> args(argv, argv + argc);
         static const char * verbs[] = {"run", "merge", "report", "compare", "extract"};
@@ -157,5 +157,5 @@ int main(int argc, char ** argv) {
             return analysis::cli::run_compare(compare, out);
         }
         throw common::Error::usage("no verb given; see analyze --help");
-    });
+    }));
 }

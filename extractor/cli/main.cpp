@@ -6,6 +6,7 @@
 
 #include "analysis/accumulators.h"
 #include "analysis/report.h"
+#include "common/program.h"
 #include "extractor/cli/cli.h"
 #include "extractor/tokenizer/tokenizer.h"
 
@@ -45,7 +46,7 @@ private:
 }  // namespace
 
 int main(int argc, char ** argv) {
-    return extractor::cli::extract_main(argc, argv, {}, [](const std::string & out_dir) {
+    common::exit_now(extractor::cli::extract_main(argc, argv, {}, [](const std::string & out_dir) {
         return std::make_unique<OutlierAnalysis>(out_dir);
-    });
+    }));
 }
