@@ -107,6 +107,17 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     res.gpu_used_bytes_baseline = gpu_used_bytes(first_gpu_guess);
     // Inputs first: a bad input file fails before minutes of loading.
     InputSet inputs = prepare_inputs(opt.input, opt.model_dir, cfg.vocab);
+    // While the weights stream in, run layer 0 once at the first batch's shape on the GPU: handle
+    // creation, lazy kernel loading and cuDNN's attention plan (~0.4 s on an H100, which would
+    // otherwise land in the first batch) overlap the copy instead of following it.
+    const int64_t first_rows = std::min<int64_t>(opt.input.batch_size, static_cast<int64_t>(inputs.sequences.size()));
+    load.while_loading = [first_rows, T = opt.input.seq_len](const Model & m) {
+        if (first_rows <= 0 || m.run_layers <= 0 || !m.weights.compute[0].is_cuda() || m.weights.offloaded(0)) return;
+        c10::InferenceMode inference;
+        Tap silent;
+        at::Tensor ids = at::zeros({first_rows, T}, at::kLong);                   // [B,T]
+        (void)m.family->forward(m.cfg, m.weights, ids, /*run_layers=*/1, silent).sum().item<double>();
+    };
     Model model = opt.random_weights ? random_model(opt.model_dir, load, opt.weight_seed) : load_model(opt.model_dir, load);
     common::log::info("ops: ", ops::describe_paths(model.dtype, model.placement.compute.empty() ? false : model.placement.compute[0].is_cuda()));
     res.load_s = model.load_s;

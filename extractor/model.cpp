@@ -161,6 +161,25 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
     });
     allocate(m);
 
+    // The overlap hook runs on its own copy of the model (tensor handles share storage), so a load
+    // that fails with a stall can leave it behind without pulling anything from under it.
+    std::thread overlap;
+    if (opt.while_loading) {
+        overlap = std::thread([hook = opt.while_loading, copy = std::make_shared<const Model>(m)] {
+            try {
+                hook(*copy);
+            } catch (const std::exception & e) {
+                common::log::debug("warm-up while loading failed (ignored): ", e.what());
+            }
+        });
+    }
+    struct OverlapGuard {
+        std::thread & t;
+        ~OverlapGuard() {
+            if (t.joinable()) t.detach();  // error paths only: the success path joins below
+        }
+    } overlap_guard{overlap};
+
     struct Shared {
         std::mutex mu;
         std::condition_variable cv;
@@ -279,6 +298,7 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
         }
         sync.join();
     }
+    if (overlap.joinable()) overlap.join();
     progress->finish();
     m.weights = *weights_ptr;
     m.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

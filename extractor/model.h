@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "extractor/checkpoint/hf_config.h"
@@ -15,6 +16,8 @@
 #include "extractor/placement.h"
 
 namespace extractor {
+
+struct Model;
 
 struct LoadOptions {
     at::ScalarType dtype = at::kBFloat16;      // activations and weights
@@ -26,6 +29,11 @@ struct LoadOptions {
     double stall_timeout_s = 300;              // no progress for this long -> Error(timeout)
     int threads = 8;
     bool show_progress = true;
+    // Runs on a thread of its own once the weights are allocated, while they stream in, on a copy
+    // of the model. extract uses it to pay the GPU's one-time costs (library handles, lazy kernel
+    // loading, cuDNN's attention plan for the batch shape) on layer 0 before its weights have
+    // arrived: the results are garbage and discarded. An exception it throws is logged, not raised.
+    std::function<void(const Model &)> while_loading;
 };
 
 struct Model {
