@@ -31,8 +31,14 @@ if(NOT TOOLKIT_CUDA_KERNELS STREQUAL "OFF" AND TARGET torch_cuda)
   if(CMAKE_CUDA_COMPILER)
     # The machine that builds is the machine that runs (deploy's bootstrap builds on the rented GPU):
     # compile for its own GPU unless told otherwise.
+    # "native" needs a visible GPU; a build box without one gets the datacenter generations.
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-      set(CMAKE_CUDA_ARCHITECTURES native)
+      execute_process(COMMAND nvidia-smi -L RESULT_VARIABLE toolkit_no_gpu OUTPUT_QUIET ERROR_QUIET)
+      if(toolkit_no_gpu EQUAL 0)
+        set(CMAKE_CUDA_ARCHITECTURES native)
+      else()
+        set(CMAKE_CUDA_ARCHITECTURES 80 90)
+      endif()
     endif()
     set(CMAKE_CUDA_STANDARD 17)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)

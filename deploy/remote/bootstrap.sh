@@ -108,6 +108,10 @@ trap 'rm -rf "$lock"' EXIT INT TERM
 
 generator=""
 if command -v ninja >/dev/null 2>&1; then generator="-G Ninja"; fi
+# The fused CUDA kernels need nvcc; CUDA images keep it in /usr/local/cuda/bin, often off PATH.
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ] && [ -z "${CUDACXX:-}" ]; then
+  export CUDACXX=/usr/local/cuda/bin/nvcc
+fi
 launcher=""
 if command -v ccache >/dev/null 2>&1; then launcher="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"; fi
 jobs=$(nproc 2>/dev/null || echo 2)
