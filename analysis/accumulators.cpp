@@ -1,7 +1,9 @@
 // Device-side accumulation for OutlierAccumulator (see accumulators.h). Per layer-norm capture x
-// [B,T,H] this runs a handful of element-wise passes on x's device (abs, compare, two reductions
-// over T, one add into a per-position counter, one histc for the histogram); per batch it moves
-// only [B,H]-sized sparse records and a [B,T,K] token slice for K tallied dims to the host.
+// [B,T,H] on a CUDA device this is one fused kernel pass (cuda/accumulate_kernels.h) where it is
+// built; otherwise, and as its reference, a handful of ATen passes on x's device (abs, compare, two
+// reductions over T, the position flags, one histc for the histogram). Both update the same state
+// tensors with the same integers and maxima, so statistics() is bit-identical either way. Per batch
+// only [B,H]-sized sparse records and a [B,T,K] token slice for K tallied dims move to the host.
 #include "analysis/accumulators.h"
 
 #include "analysis/stats_file.h"
@@ -9,8 +11,17 @@
 
 #include <ATen/ATen.h>
 
+#if ANALYSIS_HAS_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "analysis/cuda/accumulate_kernels.h"
+#endif
+
 #include <algorithm>
+#include <cstdlib>
 #include <set>
+#include <string>
 #include <utility>
 
 namespace analysis {
@@ -43,6 +54,28 @@ std::string shape_text(const at::Tensor & x) {
 int64_t histogram_base(const HistogramSpec & spec) {
     return (127 + static_cast<int64_t>(spec.log2_min)) * 4;
 }
+
+#if ANALYSIS_HAS_CUDA_KERNELS
+// torch compares a tensor with a scalar after converting the scalar to the tensor's dtype (a 5.99
+// threshold is 6.0 against bf16 values); the kernel compares floats, so it gets the threshold as
+// the values' dtype holds it.
+float threshold_as(double threshold, at::ScalarType values) {
+    switch (values) {
+    case at::kBFloat16: return static_cast<float>(c10::BFloat16(static_cast<float>(threshold)));
+    case at::kHalf: return static_cast<float>(c10::Half(static_cast<float>(threshold)));
+    default: return static_cast<float>(threshold);
+    }
+}
+
+cuda_kernels::DType kernel_dtype(at::ScalarType t) {
+    switch (t) {
+    case at::kFloat: return cuda_kernels::DType::F32;
+    case at::kHalf: return cuda_kernels::DType::F16;
+    case at::kBFloat16: return cuda_kernels::DType::BF16;
+    default: throw common::Error::internal("analysis: fused capture: unsupported dtype " + std::string(c10::toString(t)));
+    }
+}
+#endif
 
 }  // namespace
 
@@ -79,13 +112,84 @@ struct OutlierAccumulator::State {
     at::Tensor token_ids;   // [B,T] int64 CPU (may be undefined)
     at::Tensor mask_cpu;    // [B,T] bool CPU, true = real (undefined: all real)
     at::Tensor pad_device;  // [B,T,1] bool, true = padding (undefined: no padding)
-    at::Tensor pos_count;   // [B,T,H] uint8: sites hitting (row, position, dim)
+    // [B,T,H] uint8 0/1: some site hits (row, position, dim). Only "any site" is ever asked, so
+    // this is a flag set by a store of 1 where a value hits (a count would wrap at 256 sites, and
+    // the kernel would have to read-modify-write all of it per capture instead of storing rarely).
+    at::Tensor pos_any;
     at::Tensor row_sites;   // [B,H] int32: sites with a hit in the row
     at::Tensor row_hits;    // [B,H] int64
     at::Tensor row_max;     // [B,H] float32 (max |x| over the row's values; a max among hits when >= thr)
     std::map<int, at::Tensor> row_layer_any;  // layer -> [B,H] bool
     int32_t batch_sites = 0;
+
+    // The fused pass: switched on (options, ANALYSIS_FUSED), its [B,H] int32 scratch for one
+    // capture's per-row hit counts and max bits (zero between captures: the kernel leaves it so),
+    // and how many captures it took.
+    bool fused = false;
+    at::Tensor scratch_hits, scratch_max;
+    int64_t fused_captures = 0;
+
+#if ANALYSIS_HAS_CUDA_KERNELS
+    bool fused_fits(const AccumulatorOptions & options, const SiteAccumulator & acc, const at::Tensor & x) const;
+    void capture_fused(const AccumulatorOptions & options, SiteAccumulator & acc, int layer, const at::Tensor & x,
+                       const std::string & label);
+#endif
 };
+
+#if ANALYSIS_HAS_CUDA_KERNELS
+bool OutlierAccumulator::State::fused_fits(const AccumulatorOptions & options, const SiteAccumulator & acc,
+                                           const at::Tensor & x) const {
+    const auto t = x.scalar_type();
+    return fused && x.is_cuda() && (t == at::kBFloat16 || t == at::kHalf || t == at::kFloat) && x.numel() > 0 &&
+           x.device() == pos_any.device() && x.device() == acc.hits.device() &&
+           (!options.histogram || options.histogram_spec.bins <= cuda_kernels::kMaxHistogramBins);
+}
+
+void OutlierAccumulator::State::capture_fused(const AccumulatorOptions & options, SiteAccumulator & acc, int layer,
+                                              const at::Tensor & x, const std::string & label) {
+    const at::Tensor xc = x.contiguous();  // [B,T,H]
+    if (!scratch_hits.defined()) {
+        scratch_hits = at::zeros({B, hidden}, x.options().dtype(at::kInt));
+        scratch_max = at::zeros({B, hidden}, x.options().dtype(at::kInt));
+    }
+    auto any = row_layer_any.find(layer);
+    if (any == row_layer_any.end())
+        any = row_layer_any.emplace(layer, at::zeros({B, hidden}, x.options().dtype(at::kBool))).first;
+
+    cuda_kernels::CaptureArgs args;
+    args.x = xc.data_ptr();
+    args.x_dtype = kernel_dtype(x.scalar_type());
+    args.round_bf16 = options.round_bf16;
+    args.pad = pad_device.defined() ? static_cast<const uint8_t *>(pad_device.data_ptr()) : nullptr;  // [B,T,1] bool
+    args.B = B;
+    args.T = T;
+    args.H = hidden;
+    args.threshold = threshold_as(options.threshold, options.round_bf16 ? at::kBFloat16 : x.scalar_type());
+    if (options.histogram) {
+        // Wraps to int16 exactly as the ATen path's int16 sub_ converts its scalar.
+        args.histogram_base = static_cast<int16_t>(histogram_base(options.histogram_spec));
+        args.bins = options.histogram_spec.bins;
+        args.histogram = reinterpret_cast<unsigned long long *>(acc.histogram.data_ptr<int64_t>());
+    }
+    args.pos_any = pos_any.data_ptr<uint8_t>();
+    args.scratch_hits = scratch_hits.data_ptr<int32_t>();
+    args.scratch_max = reinterpret_cast<uint32_t *>(scratch_max.data_ptr<int32_t>());
+    args.row_sites = row_sites.data_ptr<int32_t>();
+    args.row_hits = row_hits.data_ptr<int64_t>();
+    args.row_max = row_max.data_ptr<float>();
+    args.row_layer_any = reinterpret_cast<uint8_t *>(any->second.data_ptr<bool>());
+    args.site_hits = reinterpret_cast<unsigned long long *>(acc.hits.data_ptr<int64_t>());
+    args.site_max_abs = acc.max_abs.data_ptr<float>();
+
+    const c10::cuda::CUDAGuard guard(x.device());
+    const cudaError_t e =
+        cuda_kernels::accumulate_capture(args, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    if (e != cudaSuccess)
+        throw common::Error::internal("analysis: " + label + ": fused capture kernel: " + cudaGetErrorString(e))
+            .with("tensor", label);
+    fused_captures += 1;
+}
+#endif
 
 OutlierAccumulator::OutlierAccumulator(AccumulatorOptions options)
     : options_(std::move(options)), state_(std::make_unique<State>()) {
@@ -93,6 +197,8 @@ OutlierAccumulator::OutlierAccumulator(AccumulatorOptions options)
         throw common::Error::usage("analysis: threshold must be positive, got " + std::to_string(options_.threshold));
     if (options_.histogram_spec.bins_per_octave != 4 || options_.histogram_spec.bins <= 0)
         throw common::Error::usage("analysis: histogram needs 4 bins per octave and a positive bin count");
+    const char * env = std::getenv("ANALYSIS_FUSED");
+    state_->fused = options_.cuda_kernels && !(env && std::string(env) == "0");
 }
 
 OutlierAccumulator::~OutlierAccumulator() = default;
@@ -111,7 +217,9 @@ void OutlierAccumulator::begin_batch(const extractor::BatchInfo & batch) {
     s.B = static_cast<int64_t>(batch.sequence_indices.size());
     s.T = s.token_ids.defined() ? s.token_ids.size(1) : (s.mask_cpu.defined() ? s.mask_cpu.size(1) : -1);
     s.pad_device = at::Tensor();
-    s.pos_count = at::Tensor();
+    s.pos_any = at::Tensor();
+    s.scratch_hits = at::Tensor();
+    s.scratch_max = at::Tensor();
     s.row_layer_any.clear();
     s.batch_sites = 0;
 }
@@ -140,7 +248,7 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
     const int64_t B = s.B, T = s.T, H = s.hidden;
     const auto device = x.device();
 
-    if (s.row_tokens.size() != static_cast<size_t>(B) || !s.pos_count.defined()) {
+    if (s.row_tokens.size() != static_cast<size_t>(B) || !s.pos_any.defined()) {
         // First capture of the batch: allocate the per-batch state on the capture's device.
         s.row_tokens.assign(static_cast<size_t>(B), T);
         s.padded_positions = 0;
@@ -150,7 +258,7 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
             for (auto n : s.row_tokens) s.padded_positions += T - n;
             if (s.padded_positions > 0) s.pad_device = s.mask_cpu.logical_not().unsqueeze(2).to(device);
         }
-        s.pos_count = at::zeros({B, T, H}, x.options().dtype(at::kByte));
+        s.pos_any = at::zeros({B, T, H}, x.options().dtype(at::kByte));
         s.row_sites = at::zeros({B, H}, x.options().dtype(at::kInt));
         s.row_hits = at::zeros({B, H}, x.options().dtype(at::kLong));
         s.row_max = at::zeros({B, H}, x.options().dtype(at::kFloat));
@@ -207,6 +315,19 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
         s.acc.push_back(std::move(acc));
     }
     auto & acc = s.acc[found->second];
+    int64_t real = 0;
+    for (auto n : s.row_tokens) real += n;
+    acc.elements += real * H;
+    acc.padded_elements += s.padded_positions * H;
+    acc.sequences += B;
+    s.batch_sites += 1;
+
+#if ANALYSIS_HAS_CUDA_KERNELS
+    if (s.fused_fits(options_, acc, x)) {
+        s.capture_fused(options_, acc, layer, x, label);
+        return;
+    }
+#endif
 
     // The predecessor cast every capture to bf16 before thresholding, even in fp32 runs (§2.5).
     at::Tensor v = x;
@@ -220,11 +341,6 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
 
     acc.hits.add_(row_hits.sum(0));
     acc.max_abs = at::maximum(acc.max_abs, at::amax(row_max, {0}));
-    int64_t real = 0;
-    for (auto n : s.row_tokens) real += n;
-    acc.elements += real * H;
-    acc.padded_elements += s.padded_positions * H;
-    acc.sequences += B;
     if (options_.histogram) {
         // Binned by the bf16 bit pattern (exact integer counts, no log pass): see HistogramSpec.
         at::Tensor bits = (a.scalar_type() == at::kBFloat16 ? a : a.to(at::kBFloat16)).view(at::kShort);
@@ -242,8 +358,7 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
     auto any = s.row_layer_any.find(layer);
     if (any == s.row_layer_any.end()) s.row_layer_any.emplace(layer, row_any);
     else any->second.logical_or_(row_any);
-    s.pos_count.add_(hit);
-    s.batch_sites += 1;
+    s.pos_any.masked_fill_(hit, 1);
 }
 
 void OutlierAccumulator::end_batch() {
@@ -252,14 +367,14 @@ void OutlierAccumulator::end_batch() {
     s.in_batch = false;
     s.batches += 1;
     const int64_t B = s.B;
-    if (!s.pos_count.defined()) {  // no layer-norm capture in this batch: nothing was measured
+    if (!s.pos_any.defined()) {  // no layer-norm capture in this batch: nothing was measured
         s.B = 0;
         return;
     }
     const int64_t T = s.T, H = s.hidden;
-    const auto opts = s.pos_count.options();
+    const auto opts = s.pos_any.options();
 
-    at::Tensor pos_hit = s.pos_count.gt(0);          // [B,T,H] bool: any site hits
+    at::Tensor pos_hit = s.pos_any.view(at::kBool);  // [B,T,H] bool: any site hits (the flags are 0/1)
     at::Tensor row_positions = pos_hit.sum(1);        // [B,H] int64
     at::Tensor batch_positions = pos_hit.sum(0).to(at::kInt);  // [T,H]
     if (!s.position_hits.defined()) s.position_hits = at::zeros({0, H}, opts.dtype(at::kInt));
@@ -327,7 +442,9 @@ void OutlierAccumulator::end_batch() {
         }
     }
 
-    s.pos_count = at::Tensor();
+    s.pos_any = at::Tensor();
+    s.scratch_hits = at::Tensor();
+    s.scratch_max = at::Tensor();
     s.row_layer_any.clear();
     s.pad_device = at::Tensor();
     s.B = 0;
@@ -385,6 +502,8 @@ Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const
     out.metadata = metadata.is_object() ? metadata : nlohmann::json::object();
     return out;
 }
+
+int64_t OutlierAccumulator::fused_captures() const { return state_->fused_captures; }
 
 CheckpointSink::CheckpointSink(OutlierAccumulator & inner, std::string path, int64_t every_batches, nlohmann::json metadata)
     : inner_(inner), path_(std::move(path)), every_batches_(every_batches), metadata_(std::move(metadata)) {

@@ -22,6 +22,10 @@ struct AccumulatorOptions {
     int massive_top_k = 0;        // > 0: also capture the residual stream and keep its top-k |x| per layer
     int token_dims_per_batch = 32;  // dims per batch whose hit positions are tallied by token id
     HistogramSpec histogram_spec;
+    // Layer-norm captures on a CUDA device (bf16, fp16, fp32) take one fused kernel pass
+    // (cuda/accumulate_kernels.h) instead of a dozen ATen ones, with bit-identical statistics.
+    // false, or ANALYSIS_FUSED=0 in the environment, keeps the ATen path (to compare the two).
+    bool cuda_kernels = true;
 };
 
 class OutlierAccumulator : public extractor::CaptureSink {
@@ -37,6 +41,10 @@ public:
     // Copies the device-side totals to the host. Valid between batches; may be called repeatedly
     // (e.g. to checkpoint a long run). `metadata` is stored as the run's metadata.
     Statistics statistics(const nlohmann::json & metadata = nlohmann::json::object()) const;
+
+    // Captures accumulated by the fused CUDA pass so far (0 where it is not built, is switched off,
+    // or the captures were on the CPU).
+    int64_t fused_captures() const;
 
 private:
     struct State;

@@ -151,6 +151,25 @@ TEST_CASE("padding positions are neither hits nor position denominators") {
     CHECK(histogram_total == 15 * 4);  // padded zeros removed from the histogram
 }
 
+TEST_CASE("a position hit in 256 sites is still one hit position (the per-position flag does not wrap)") {
+    // 128 layers = 256 sites, all hitting dim 3 at position 1: a uint8 count of sites would wrap to 0.
+    auto fb = empty_batch(0, 4, 8, 128);
+    for (auto & [attn, mlp] : fb.layers) {
+        attn[0][1][3] = 7;
+        mlp[0][1][3] = -7;
+    }
+    const auto s = run({fb});
+    CHECK(hits_of(s, 3) == 256);
+    REQUIRE(s.per_sequence.size() == 1);
+    REQUIRE(s.per_sequence[0].dims.size() == 1);
+    const auto & d = s.per_sequence[0].dims[0];
+    CHECK(d.sites_hit == 256);
+    CHECK(d.layers_hit == 128);
+    CHECK(d.positions_hit == 1);
+    CHECK(s.position_hits[1 * 8 + 3] == 1);
+    CHECK(s.token_hits.at(3).at(1) == 1);  // token id 1 sits at position 1
+}
+
 TEST_CASE("streaming per-sequence result equals the brute-force predecessor analysis of the same tensors") {
     const int64_t T = 64, H = 32;
     const int L = 4;

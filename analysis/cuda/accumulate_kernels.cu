@@ -1,0 +1,213 @@
+// The outlier accumulator's fused capture pass (see accumulate_kernels.h). It replaces a dozen ATen
+// passes over the capture (abs, masked_fill, amax, ge, sum, the histogram's bit tricks and histc,
+// the position counter's add) with one read of x and a pass over [B,H]:
+//
+//   capture_kernel  grid (H / (32*VEC), T / 128, B), 8 warps per block. A block owns one row b, 128
+//                   positions and 32*VEC dims; each lane owns VEC adjacent dims (one 16-byte load per
+//                   position) and each warp every 8th position, so a lane keeps its dims' hit counts
+//                   and maxima in registers. Histogram counts go to one shared sub-histogram per warp
+//                   (magnitudes crowd into ~10 bins, and a warp only collides with itself). At the end
+//                   the warps combine in shared memory and the block adds its columns into [B,H]
+//                   scratch and its bins into the site histogram with global atomics.
+//   fold_kernel     one thread per (b,h): scratch -> row_sites/row_hits/row_max/row_layer_any and the
+//                   site's hits/max_abs, and scratch back to zero for the next capture.
+//
+// Memory-bound: x is read once (B*T*H elements); position flags are written only where a value
+// hits (rare); everything else is [B,H]- or [bins]-sized.
+#include "analysis/cuda/accumulate_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace analysis::cuda_kernels {
+namespace {
+
+constexpr int kWarps = 8;                               // per block, each on its own positions
+constexpr int kRowsPerWarp = 16;
+constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;    // positions per block
+constexpr int kUnroll = 4;                              // loads in flight per lane
+
+// N elements of T moved as one aligned load.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+    T v[N];
+};
+
+// |v| of one element: its float value and the bf16 bit pattern the histogram bins it by.
+struct Magnitude {
+    float value;
+    uint16_t bf16_bits;
+};
+
+__device__ __forceinline__ uint16_t bf16_bits_of(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+
+// |v| from v's bf16 bits: clearing the sign bit is abs (a NaN stays a NaN, now positive).
+__device__ __forceinline__ Magnitude from_bf16_bits(uint16_t bits) {
+    bits &= 0x7fffu;
+    return {__uint_as_float(static_cast<uint32_t>(bits) << 16), bits};
+}
+
+// ROUND: v = x rounded to bf16 (round to nearest even, as torch's .to(bf16)); else v = x.
+template <bool ROUND>
+__device__ __forceinline__ Magnitude magnitude(__nv_bfloat16 x) {
+    return from_bf16_bits(__bfloat16_as_ushort(x));
+}
+template <bool ROUND>
+__device__ __forceinline__ Magnitude magnitude(float x) {
+    if constexpr (ROUND) return from_bf16_bits(bf16_bits_of(x));
+    const float a = __uint_as_float(__float_as_uint(x) & 0x7fffffffu);
+    return {a, bf16_bits_of(a)};
+}
+template <bool ROUND>
+__device__ __forceinline__ Magnitude magnitude(__half x) {
+    if constexpr (ROUND) return from_bf16_bits(bf16_bits_of(__half2float(x)));
+    const float a = __half2float(__ushort_as_half(static_cast<unsigned short>(__half_as_ushort(x) & 0x7fffu)));
+    return {a, bf16_bits_of(a)};
+}
+
+// At most 80 registers, so 3 blocks fit per SM rather than the 2 that the unbounded 100 would allow:
+// more loads in flight for a memory-bound pass (no spills on sm_90).
+template <typename TIn, bool ROUND, int VEC, bool HIST>
+__global__ void __launch_bounds__(kWarps * 32, 3) capture_kernel(const CaptureArgs a) {
+    constexpr int kCols = 32 * VEC;
+    // [kWarps][bins] sub-histograms (HIST only), then per column: hits, max bits. Column
+    // lane*VEC + j lives at j*32 + lane, so a warp's updates of one j touch 32 distinct banks.
+    extern __shared__ uint32_t shared[];
+    const int hist_words = HIST ? kWarps * a.bins : 0;
+    uint32_t * col_hits = shared + hist_words;
+    uint32_t * col_max = col_hits + kCols;
+    for (int i = threadIdx.x; i < hist_words + 2 * kCols; i += blockDim.x) shared[i] = 0;
+    __syncthreads();
+
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int64_t T = a.T, H = a.H;
+    const int64_t b = blockIdx.z;
+    const int64_t h0 = static_cast<int64_t>(blockIdx.x) * kCols;
+    const int64_t h = h0 + lane * VEC;              // this lane's first dim (H % VEC == 0)
+    const int64_t first = static_cast<int64_t>(blockIdx.y) * kRowsPerBlock + warp;  // this warp's first position
+    const auto * __restrict__ x = static_cast<const TIn *>(a.x);
+    uint32_t * my_hist = shared + (HIST ? warp * a.bins : 0);
+    const int16_t base = a.histogram_base;
+    const int last_bin = a.bins - 1;
+
+    int32_t hits[VEC] = {};
+    uint32_t max_bits[VEC] = {};  // floats >= 0 compare as their bits
+    if (h < H && first < T) {
+        const int n = static_cast<int>(min(static_cast<int64_t>(kRowsPerWarp), (T - first + kWarps - 1) / kWarps));
+        for (int i0 = 0; i0 < n; i0 += kUnroll) {
+            // Issue the group's loads before using any of them: kUnroll 16-byte loads in flight.
+            Pack<TIn, VEC> v[kUnroll];
+            bool padded[kUnroll];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                const int64_t t = first + static_cast<int64_t>(i0 + u) * kWarps;
+                padded[u] = i0 + u < n && a.pad != nullptr && a.pad[b * T + t] != 0;
+                if (i0 + u < n && !padded[u])
+                    v[u] = *reinterpret_cast<const Pack<TIn, VEC> *>(x + (b * T + t) * H + h);
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                if (i0 + u >= n) break;
+                const int64_t row = (b * T + first + static_cast<int64_t>(i0 + u) * kWarps) * H;
+#pragma unroll
+                for (int j = 0; j < VEC; ++j) {
+                    // Padded positions count as |v| = 0, as the ATen path's masked_fill.
+                    const Magnitude m = padded[u] ? Magnitude{0.f, 0} : magnitude<ROUND>(v[u].v[j]);
+                    if (m.value >= a.threshold) {
+                        ++hits[j];
+                        a.pos_any[row + h + j] = 1;
+                    }
+                    max_bits[j] = max(max_bits[j], __float_as_uint(m.value));
+                    if constexpr (HIST) {
+                        // int16 arithmetic as the ATen path's int16 tensor ops: (bits >> 5) - base, clamped.
+                        const auto shifted = static_cast<int16_t>(static_cast<int16_t>(m.bf16_bits) >> 5);
+                        const int bin = static_cast<int16_t>(shifted - base);
+                        atomicAdd(&my_hist[min(max(bin, 0), last_bin)], 1u);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+            if (hits[j] != 0) atomicAdd(&col_hits[j * 32 + lane], static_cast<uint32_t>(hits[j]));
+            if (max_bits[j] != 0) atomicMax(&col_max[j * 32 + lane], max_bits[j]);
+        }
+    }
+    __syncthreads();
+
+    for (int c = threadIdx.x; c < kCols && h0 + c < H; c += blockDim.x) {
+        const int slot = (c % VEC) * 32 + c / VEC;
+        const int64_t i = b * H + h0 + c;
+        if (col_hits[slot] != 0) atomicAdd(&a.scratch_hits[i], static_cast<int32_t>(col_hits[slot]));
+        if (col_max[slot] != 0) atomicMax(&a.scratch_max[i], col_max[slot]);
+    }
+    if constexpr (HIST) {
+        for (int bin = threadIdx.x; bin < a.bins; bin += blockDim.x) {
+            unsigned long long count = 0;
+            for (int w = 0; w < kWarps; ++w) count += shared[w * a.bins + bin];
+            if (count != 0) atomicAdd(&a.histogram[bin], count);
+        }
+    }
+}
+
+__global__ void fold_kernel(const CaptureArgs a) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= a.B * a.H) return;
+    const int64_t h = i % a.H;
+    const int32_t n = a.scratch_hits[i];
+    const uint32_t m = a.scratch_max[i];
+    a.scratch_hits[i] = 0;
+    a.scratch_max[i] = 0;
+    if (n > 0) {
+        a.row_sites[i] += 1;
+        a.row_hits[i] += n;
+        a.row_layer_any[i] = 1;
+        atomicAdd(&a.site_hits[h], static_cast<unsigned long long>(n));
+    }
+    auto * row_max = reinterpret_cast<uint32_t *>(a.row_max);
+    if (m > row_max[i]) row_max[i] = m;
+    if (m != 0) atomicMax(reinterpret_cast<unsigned int *>(a.site_max_abs) + h, m);
+}
+
+template <typename TIn, bool ROUND, int VEC>
+cudaError_t launch_capture(const CaptureArgs & a, cudaStream_t stream) {
+    constexpr int kCols = 32 * VEC;
+    const dim3 grid(static_cast<unsigned>((a.H + kCols - 1) / kCols),
+                    static_cast<unsigned>((a.T + kRowsPerBlock - 1) / kRowsPerBlock), static_cast<unsigned>(a.B));
+    const bool hist = a.histogram != nullptr;
+    const size_t shared = sizeof(uint32_t) * ((hist ? kWarps * a.bins : 0) + 2 * kCols);
+    if (hist) capture_kernel<TIn, ROUND, VEC, true><<<grid, kWarps * 32, shared, stream>>>(a);
+    else capture_kernel<TIn, ROUND, VEC, false><<<grid, kWarps * 32, shared, stream>>>(a);
+    return cudaGetLastError();
+}
+
+// 16-byte loads where every row starts 16-byte aligned, one element per load otherwise (odd H).
+template <typename TIn, bool ROUND>
+cudaError_t launch_capture_aligned(const CaptureArgs & a, cudaStream_t stream) {
+    constexpr int kVec = 16 / sizeof(TIn);
+    const bool aligned = a.H % kVec == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
+    return aligned ? launch_capture<TIn, ROUND, kVec>(a, stream) : launch_capture<TIn, ROUND, 1>(a, stream);
+}
+
+}  // namespace
+
+cudaError_t accumulate_capture(const CaptureArgs & a, cudaStream_t stream) {
+    cudaError_t e = cudaSuccess;
+    switch (a.x_dtype) {
+    case DType::BF16: e = launch_capture_aligned<__nv_bfloat16, false>(a, stream); break;
+    case DType::F16:
+        e = a.round_bf16 ? launch_capture_aligned<__half, true>(a, stream) : launch_capture_aligned<__half, false>(a, stream);
+        break;
+    case DType::F32:
+        e = a.round_bf16 ? launch_capture_aligned<float, true>(a, stream) : launch_capture_aligned<float, false>(a, stream);
+        break;
+    }
+    if (e != cudaSuccess) return e;
+    constexpr int kThreads = 256;
+    fold_kernel<<<static_cast<unsigned>((a.B * a.H + kThreads - 1) / kThreads), kThreads, 0, stream>>>(a);
+    return cudaGetLastError();
+}
+
+}  // namespace analysis::cuda_kernels

@@ -1,0 +1,51 @@
+// Launcher for the outlier accumulator's fused capture pass (accumulate_kernels.cu). Raw pointers
+// and a stream only: no torch header reaches nvcc. The caller (accumulators.cpp) checks shapes,
+// dtypes and devices and owns every buffer; the launcher trusts its arguments and returns the
+// launch's cudaError_t. Shape letters as in accumulators.h: B rows, T positions, H hidden dims.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace analysis::cuda_kernels {
+
+enum class DType { F32, F16, BF16 };
+
+// Most histogram bins the kernel keeps in shared memory (one sub-histogram per warp).
+inline constexpr int kMaxHistogramBins = 1024;
+
+struct CaptureArgs {
+    const void * x = nullptr;    // [B,T,H] contiguous, x_dtype
+    DType x_dtype = DType::BF16;
+    bool round_bf16 = true;      // values are x rounded to bf16 (else x itself)
+    const uint8_t * pad = nullptr;  // [B,T] 1 = padding (counts as |v| = 0), or null: no padding
+    int64_t B = 0, T = 0, H = 0;
+    float threshold = 0;         // already rounded to the values' dtype: hit = |v| >= threshold
+    // Histogram (bins <= kMaxHistogramBins): bin = clamp(int16(bf16 bits of |v|) >> 5 - base, 0, bins-1)
+    // in int16 arithmetic, as the ATen path computes it. histogram null: none.
+    int16_t histogram_base = 0;
+    int bins = 0;
+    unsigned long long * histogram = nullptr;  // [bins] += counts (an int64 tensor)
+
+    uint8_t * pos_any = nullptr;       // [B,T,H] set to 1 where |v| >= threshold (never cleared here)
+    int32_t * scratch_hits = nullptr;  // [B,H] zero on entry, zero again on return
+    uint32_t * scratch_max = nullptr;  // [B,H] zero on entry, zero again on return
+
+    // Per-batch state, updated from this capture's per-(b,h) hit count n and max |v| m:
+    int32_t * row_sites = nullptr;          // [B,H] += n > 0
+    int64_t * row_hits = nullptr;           // [B,H] += n
+    float * row_max = nullptr;              // [B,H] = max(row_max, m)
+    uint8_t * row_layer_any = nullptr;      // [B,H] |= n > 0 (a bool tensor)
+    // Per-site totals:
+    unsigned long long * site_hits = nullptr;  // [H] += sum_b n (an int64 tensor)
+    float * site_max_abs = nullptr;            // [H] = max(site_max_abs, max_b m)
+};
+
+// One read of x: per-(b,h) hit counts and maxima, the histogram and the position flags, then a
+// pass over [B,H] that folds them into the per-batch and per-site state. Maxima compare the
+// float's bits (all values are >= 0), so a NaN propagates as at::maximum does. Every result is an
+// integer count or a maximum: the same whatever order blocks run in.
+cudaError_t accumulate_capture(const CaptureArgs & args, cudaStream_t stream);
+
+}  // namespace analysis::cuda_kernels
