@@ -361,6 +361,18 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
     s.pos_any.masked_fill_(hit, 1);
 }
 
+void OutlierAccumulator::warm_up(const at::Tensor & example) {
+    if (example.dim() != 3 || example.numel() == 0) return;
+    OutlierAccumulator scratch(options_);
+    extractor::BatchInfo batch;
+    for (int64_t b = 0; b < example.size(0); ++b) batch.sequence_indices.push_back(b);
+    batch.token_ids = at::zeros({example.size(0), example.size(1)}, at::kLong);  // token tallies run too
+    scratch.begin_batch(batch);
+    scratch.on_capture(extractor::Site::LnAttn, 0, example);
+    scratch.on_capture(extractor::Site::LnMlp, 0, example);
+    scratch.end_batch();
+}
+
 void OutlierAccumulator::end_batch() {
     auto & s = *state_;
     if (!s.in_batch) throw common::Error::internal("analysis: end_batch without begin_batch");

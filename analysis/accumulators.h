@@ -37,6 +37,9 @@ public:
     void begin_batch(const extractor::BatchInfo & batch) override;
     void on_capture(extractor::Site site, int layer, const at::Tensor & x) override;
     void end_batch() override;
+    // Runs one throwaway batch (both layer-norm sites, end_batch included) through an accumulator
+    // with these options: loads every kernel the real batches use.
+    void warm_up(const at::Tensor & example) override;
 
     // Copies the device-side totals to the host. Valid between batches; may be called repeatedly
     // (e.g. to checkpoint a long run). `metadata` is stored as the run's metadata.
@@ -62,6 +65,7 @@ public:
     void begin_batch(const extractor::BatchInfo & batch) override { inner_.begin_batch(batch); }
     void on_capture(extractor::Site site, int layer, const at::Tensor & x) override { inner_.on_capture(site, layer, x); }
     void end_batch() override;
+    void warm_up(const at::Tensor & example) override { inner_.warm_up(example); }
     int64_t checkpoints_written() const { return written_; }
 
 private:

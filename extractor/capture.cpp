@@ -39,4 +39,8 @@ void Tap::end_batch() {
     for (CaptureSink * s : sinks_) s->end_batch();
 }
 
+void Tap::warm_up(const at::Tensor & example) {
+    for (CaptureSink * s : sinks_) s->warm_up(example);
+}
+
 }  // namespace extractor

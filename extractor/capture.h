@@ -43,6 +43,11 @@ public:
     // x: [B,T,H] on the forward's device and dtype; valid only during the call (copy to keep).
     virtual void on_capture(Site site, int layer, const at::Tensor & x) = 0;
     virtual void end_batch() = 0;
+    // Called once before the first batch (from a thread of its own, while the weights load) with a
+    // tensor shaped and placed like this run's captures, holding arbitrary values: do the one-time
+    // device work (lazy kernel loading, first allocations) now, so it does not land in the first
+    // batch. Must leave what the sink reports unchanged.
+    virtual void warm_up(const at::Tensor & example) { (void)example; }
 };
 
 // Fans one capture out to several sinks (e.g. write to disk and analyse in the same pass).
@@ -53,6 +58,7 @@ public:
     void begin_batch(const BatchInfo & batch);
     void operator()(Site site, int layer, const at::Tensor & x);
     void end_batch();
+    void warm_up(const at::Tensor & example);
 
 private:
     std::vector<CaptureSink *> sinks_;

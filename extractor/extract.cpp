@@ -107,23 +107,6 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     res.gpu_used_bytes_baseline = gpu_used_bytes(first_gpu_guess);
     // Inputs first: a bad input file fails before minutes of loading.
     InputSet inputs = prepare_inputs(opt.input, opt.model_dir, cfg.vocab);
-    // While the weights stream in, run layer 0 once at the first batch's shape on the GPU: handle
-    // creation, lazy kernel loading and cuDNN's attention plan (~0.4 s on an H100, which would
-    // otherwise land in the first batch) overlap the copy instead of following it.
-    const int64_t first_rows = std::min<int64_t>(opt.input.batch_size, static_cast<int64_t>(inputs.sequences.size()));
-    load.while_loading = [first_rows, T = opt.input.seq_len](const Model & m) {
-        if (first_rows <= 0 || m.run_layers <= 0 || !m.weights.compute[0].is_cuda() || m.weights.offloaded(0)) return;
-        c10::InferenceMode inference;
-        Tap silent;
-        at::Tensor ids = at::zeros({first_rows, T}, at::kLong);                   // [B,T]
-        (void)m.family->forward(m.cfg, m.weights, ids, /*run_layers=*/1, silent).sum().item<double>();
-    };
-    Model model = opt.random_weights ? random_model(opt.model_dir, load, opt.weight_seed) : load_model(opt.model_dir, load);
-    common::log::info("ops: ", ops::describe_paths(model.dtype, model.placement.compute.empty() ? false : model.placement.compute[0].is_cuda()));
-    res.load_s = model.load_s;
-    res.weights_bytes = model.estimate.total_bytes;
-    common::log::info("loaded in ", res.load_s, " s");
-
     std::set<SiteLayer> wanted;
     for (int l : layers)
         for (Site s : opt.sites) wanted.insert({s, l});
@@ -140,6 +123,28 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
         tap.add(absmax.get());
     }
     for (CaptureSink * s : extra_sinks) tap.add(s);
+
+    // While the weights stream in, run layer 0 once at the first batch's shape on the GPU, and let
+    // the sinks do their one-time work on a capture-shaped tensor: handle creation, lazy kernel
+    // loading and cuDNN's attention plan (~0.4 s on an H100, which would otherwise land in the first
+    // batch) overlap the copy instead of following it.
+    const int64_t first_rows = std::min<int64_t>(opt.input.batch_size, static_cast<int64_t>(inputs.sequences.size()));
+    auto warm_up = [&tap, first_rows, T = opt.input.seq_len](const Model & m) {
+        if (first_rows <= 0 || m.run_layers <= 0 || !m.weights.compute[0].is_cuda() || m.weights.offloaded(0)) return;
+        c10::InferenceMode inference;
+        Tap silent;
+        at::Tensor ids = at::zeros({first_rows, T}, at::kLong);                   // [B,T]
+        (void)m.family->forward(m.cfg, m.weights, ids, /*run_layers=*/1, silent).sum().item<double>();
+        const auto opts = at::TensorOptions().dtype(m.dtype).device(m.weights.compute[0]);
+        tap.warm_up(at::randn({first_rows, T, m.cfg.hidden}, opts) * 3);          // [B,T,H], some |x| >= 6
+        (void)at::zeros({1}, opts).sum().item<double>();
+    };
+    load.while_loading = warm_up;
+    Model model = opt.random_weights ? random_model(opt.model_dir, load, opt.weight_seed) : load_model(opt.model_dir, load);
+    common::log::info("ops: ", ops::describe_paths(model.dtype, model.placement.compute.empty() ? false : model.placement.compute[0].is_cuda()));
+    res.load_s = model.load_s;
+    res.weights_bytes = model.estimate.total_bytes;
+    common::log::info("loaded in ", res.load_s, " s");
 
     std::vector<int> gpus;
     for (const auto & d : model.placement.compute)
@@ -158,6 +163,8 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
             std::memcpy(ids[r].data_ptr<int64_t>(), inputs.sequences[static_cast<size_t>(r)].data(), static_cast<size_t>(T) * sizeof(int64_t));
         for (int i = 0; i < opt.warmup_batches; ++i)
             (void)family.forward(model.cfg, model.weights, ids, run_layers, silent).sum().item<double>();
+        if (!model.placement.compute.empty() && model.placement.compute[0].is_cuda())
+            tap.warm_up(at::randn({ids.size(0), T, model.cfg.hidden}, at::TensorOptions().dtype(model.dtype).device(model.placement.compute[0])) * 3);
     }
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < n_batches; ++b) {

@@ -164,21 +164,31 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
     // The overlap hook runs on its own copy of the model (tensor handles share storage), so a load
     // that fails with a stall can leave it behind without pulling anything from under it.
     std::thread overlap;
+    auto overlap_done = std::make_shared<std::atomic<bool>>(false);
     if (opt.while_loading) {
-        overlap = std::thread([hook = opt.while_loading, copy = std::make_shared<const Model>(m)] {
+        overlap = std::thread([hook = opt.while_loading, copy = std::make_shared<const Model>(m), overlap_done] {
             try {
                 hook(*copy);
             } catch (const std::exception & e) {
                 common::log::debug("warm-up while loading failed (ignored): ", e.what());
             }
+            *overlap_done = true;
         });
     }
+    // Error paths only (the success path joins below): the hook may use the caller's objects, so
+    // give it time to finish before this frame unwinds; a hook stuck on a hung GPU is left behind
+    // rather than hanging the error.
     struct OverlapGuard {
         std::thread & t;
+        std::shared_ptr<std::atomic<bool>> done;
         ~OverlapGuard() {
-            if (t.joinable()) t.detach();  // error paths only: the success path joins below
+            if (!t.joinable()) return;
+            const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+            while (!*done && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            if (*done) t.join();
+            else t.detach();
         }
-    } overlap_guard{overlap};
+    } overlap_guard{overlap, overlap_done};
 
     struct Shared {
         std::mutex mu;
