@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <future>
 #include <set>
 #include <string>
 #include <utility>
@@ -99,8 +100,12 @@ struct OutlierAccumulator::State {
     int64_t tokens = 0;
     int64_t batches = 0;
     std::vector<SequenceStats> per_sequence;
-    std::map<int32_t, std::map<int64_t, int64_t>> token_hits;
+    std::map<int32_t, std::map<int64_t, int64_t>> token_hits;  // written by token_work while it runs
     std::map<int32_t, int64_t> token_hits_batches;
+    std::future<void> token_work;  // the last batch's token counting (end_batch)
+    void finish_token_work() {
+        if (token_work.valid()) token_work.get();  // rethrows what the worker threw
+    }
     std::map<int, MassiveLayer> massive;
 
     // The batch in flight.
@@ -440,17 +445,32 @@ void OutlierAccumulator::end_batch() {
             top_dims = top_dims.narrow(0, 0, kept);
             at::Tensor slice = pos_hit.index_select(2, top_dims).cpu().contiguous();  // [B,T,kept] bool
             at::Tensor dims_cpu = top_dims.cpu().contiguous();
-            const bool * hp = slice.data_ptr<bool>();
-            const int64_t * tok = s.token_ids.data_ptr<int64_t>();
-            std::vector<std::map<int64_t, int64_t> *> tallies;
+            std::vector<int32_t> dims;
             for (int64_t k = 0; k < kept; ++k) {
-                const auto dim = static_cast<int32_t>(dims_cpu.data_ptr<int64_t>()[k]);
-                tallies.push_back(&s.token_hits[dim]);
-                s.token_hits_batches[dim] += 1;
+                dims.push_back(static_cast<int32_t>(dims_cpu.data_ptr<int64_t>()[k]));
+                s.token_hits_batches[dims.back()] += 1;
             }
-            for (int64_t bt = 0; bt < B * T; ++bt)
-                for (int64_t k = 0; k < kept; ++k)
-                    if (hp[bt * kept + k]) (*tallies[static_cast<size_t>(k)])[tok[bt]] += 1;
+            // The counting is host work (tens of thousands of map updates per batch with strong
+            // outliers: 22 ms of a 43 ms batch on an H100), so a worker thread does it while the GPU
+            // runs the next batch. One batch at a time: the next end_batch and statistics() wait.
+            s.finish_token_work();
+            s.token_work = std::async(std::launch::async, [&s, slice, tokens = s.token_ids, dims, rows = B * T] {
+                const bool * hp = slice.data_ptr<bool>();
+                const int64_t * tok = tokens.data_ptr<int64_t>();
+                const auto kept_dims = static_cast<int64_t>(dims.size());
+                std::vector<int64_t> ids;
+                for (int64_t k = 0; k < kept_dims; ++k) {
+                    ids.clear();
+                    for (int64_t bt = 0; bt < rows; ++bt)
+                        if (hp[bt * kept_dims + k]) ids.push_back(tok[bt]);
+                    std::sort(ids.begin(), ids.end());  // one map update per distinct token, not per hit
+                    auto & tally = s.token_hits[dims[static_cast<size_t>(k)]];
+                    for (size_t i = 0, j = 0; i < ids.size(); i = j) {
+                        while (j < ids.size() && ids[j] == ids[i]) ++j;
+                        tally[ids[i]] += static_cast<int64_t>(j - i);
+                    }
+                }
+            });
         }
     }
 
@@ -464,6 +484,7 @@ void OutlierAccumulator::end_batch() {
 }
 
 Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const {
+    state_->finish_token_work();
     const auto & s = *state_;
     if (s.in_batch) throw common::Error::internal("analysis: statistics() called inside a batch");
     Statistics out;
