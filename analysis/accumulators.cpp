@@ -8,6 +8,7 @@
 
 #include "analysis/stats_file.h"
 #include "common/error.h"
+#include "common/log.h"
 
 #include <ATen/ATen.h>
 
@@ -20,7 +21,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <future>
 #include <set>
 #include <string>
 #include <utility>
@@ -100,11 +100,66 @@ struct OutlierAccumulator::State {
     int64_t tokens = 0;
     int64_t batches = 0;
     std::vector<SequenceStats> per_sequence;
-    std::map<int32_t, std::map<int64_t, int64_t>> token_hits;  // written by token_work while it runs
     std::map<int32_t, int64_t> token_hits_batches;
-    std::future<void> token_work;  // the last batch's token counting (end_batch)
-    void finish_token_work() {
-        if (token_work.valid()) token_work.get();  // rethrows what the worker threw
+    // Token tallies, on the device: row token_row[dim] of token_table counts the hit positions of
+    // that dim per token id. Columns grow to the largest token id seen, rows to the dims tallied.
+    at::Tensor token_table;  // [rows, V] int64
+    std::map<int32_t, int64_t> token_row;
+    bool token_table_full_warned = false;
+    static constexpr int64_t kTokenTableBytes = int64_t{256} << 20;  // cap on the counters' memory
+
+    // The counter row of dim (a new one if needed); -1 once the table is at its cap.
+    int64_t token_row_of(int32_t dim, int64_t vocab) {
+        if (auto it = token_row.find(dim); it != token_row.end()) return it->second;
+        const int64_t max_rows = std::max<int64_t>(64, kTokenTableBytes / (8 * std::max<int64_t>(vocab, 1)));
+        if (static_cast<int64_t>(token_row.size()) >= max_rows) {
+            if (!token_table_full_warned)
+                common::log::warn("analysis: token tallies kept for the first ", max_rows,
+                                  " dims only (the batches' top dims keep changing); later dims are counted without tokens");
+            token_table_full_warned = true;
+            return -1;
+        }
+        return token_row.emplace(dim, static_cast<int64_t>(token_row.size())).first->second;
+    }
+
+    void ensure_token_table(int64_t vocab, c10::Device device) {
+        const auto rows = static_cast<int64_t>(token_row.size());
+        if (token_table.defined() && token_table.size(0) >= rows && token_table.size(1) >= vocab) return;
+        const int64_t old_rows = token_table.defined() ? token_table.size(0) : 0;
+        const int64_t old_vocab = token_table.defined() ? token_table.size(1) : 0;
+        // Room for 32 more dims and the vocabulary rounded up, so growth is rare.
+        at::Tensor grown = at::zeros({std::max(rows, old_rows + 32), std::max(old_vocab, (vocab + 4095) / 4096 * 4096)},
+                                     at::TensorOptions().dtype(at::kLong).device(device));
+        if (token_table.defined()) grown.narrow(0, 0, old_rows).narrow(1, 0, old_vocab).copy_(token_table);
+        token_table = grown;
+    }
+
+    // Tallies the tokens at the hit positions of the (at most K) dims with the most hit positions.
+    // Counted where the hits are: one scatter-add of the [B,T,k] hit flags into per-dim rows of
+    // token counters (counting on the host took 22 of 43 ms per batch on an H100: a map update per
+    // hit); statistics() turns the rows into the sparse per-token tallies.
+    void tally_tokens(const at::Tensor & pos_hit, const at::Tensor & dim_positions, int64_t K) {
+        auto top = dim_positions.topk(K);                                     // [K] positions per dim
+        at::Tensor counts = std::get<0>(top).cpu().contiguous();
+        at::Tensor dims_cpu = std::get<1>(top).cpu().contiguous();
+        const int64_t vocab = token_ids.max().item<int64_t>() + 1;
+        std::vector<int64_t> rows, dims;
+        for (int64_t k = 0; k < K && counts.data_ptr<int64_t>()[k] > 0; ++k) {
+            const auto dim = static_cast<int32_t>(dims_cpu.data_ptr<int64_t>()[k]);
+            const int64_t row = token_row_of(dim, vocab);
+            if (row < 0) continue;
+            token_hits_batches[dim] += 1;
+            rows.push_back(row);
+            dims.push_back(dim);
+        }
+        if (rows.empty()) return;
+        ensure_token_table(vocab, pos_hit.device());
+        const int64_t V = token_table.size(1);
+        const auto dev = pos_hit.device();
+        at::Tensor hit = pos_hit.index_select(2, at::tensor(dims, at::kLong).to(dev));  // [B,T,k] bool
+        at::Tensor row = at::tensor(rows, at::kLong).to(dev);                          // [k]
+        at::Tensor idx = row.view({1, 1, -1}) * V + token_ids.to(dev).unsqueeze(2);    // [B,T,k]
+        token_table.view({-1}).scatter_add_(0, idx.reshape({-1}), hit.reshape({-1}).to(at::kLong));
     }
     std::map<int, MassiveLayer> massive;
 
@@ -434,45 +489,8 @@ void OutlierAccumulator::end_batch() {
     s.sequences += B;
 
     // Token tallies for the dims with the most hit positions in this batch.
-    if (s.token_ids.defined() && options_.token_dims_per_batch > 0) {
-        const int64_t K = std::min<int64_t>(options_.token_dims_per_batch, H);
-        auto top = row_positions.sum(0).topk(K);
-        at::Tensor counts = std::get<0>(top).cpu().contiguous();
-        at::Tensor top_dims = std::get<1>(top);
-        int64_t kept = 0;
-        while (kept < K && counts.data_ptr<int64_t>()[kept] > 0) ++kept;
-        if (kept > 0) {
-            top_dims = top_dims.narrow(0, 0, kept);
-            at::Tensor slice = pos_hit.index_select(2, top_dims).cpu().contiguous();  // [B,T,kept] bool
-            at::Tensor dims_cpu = top_dims.cpu().contiguous();
-            std::vector<int32_t> dims;
-            for (int64_t k = 0; k < kept; ++k) {
-                dims.push_back(static_cast<int32_t>(dims_cpu.data_ptr<int64_t>()[k]));
-                s.token_hits_batches[dims.back()] += 1;
-            }
-            // The counting is host work (tens of thousands of map updates per batch with strong
-            // outliers: 22 ms of a 43 ms batch on an H100), so a worker thread does it while the GPU
-            // runs the next batch. One batch at a time: the next end_batch and statistics() wait.
-            s.finish_token_work();
-            s.token_work = std::async(std::launch::async, [&s, slice, tokens = s.token_ids, dims, rows = B * T] {
-                const bool * hp = slice.data_ptr<bool>();
-                const int64_t * tok = tokens.data_ptr<int64_t>();
-                const auto kept_dims = static_cast<int64_t>(dims.size());
-                std::vector<int64_t> ids;
-                for (int64_t k = 0; k < kept_dims; ++k) {
-                    ids.clear();
-                    for (int64_t bt = 0; bt < rows; ++bt)
-                        if (hp[bt * kept_dims + k]) ids.push_back(tok[bt]);
-                    std::sort(ids.begin(), ids.end());  // one map update per distinct token, not per hit
-                    auto & tally = s.token_hits[dims[static_cast<size_t>(k)]];
-                    for (size_t i = 0, j = 0; i < ids.size(); i = j) {
-                        while (j < ids.size() && ids[j] == ids[i]) ++j;
-                        tally[ids[i]] += static_cast<int64_t>(j - i);
-                    }
-                }
-            });
-        }
-    }
+    if (s.token_ids.defined() && options_.token_dims_per_batch > 0)
+        s.tally_tokens(pos_hit, row_positions.sum(0), std::min<int64_t>(options_.token_dims_per_batch, H));
 
     s.pos_any = at::Tensor();
     s.scratch_hits = at::Tensor();
@@ -484,7 +502,6 @@ void OutlierAccumulator::end_batch() {
 }
 
 Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const {
-    state_->finish_token_work();
     const auto & s = *state_;
     if (s.in_batch) throw common::Error::internal("analysis: statistics() called inside a batch");
     Statistics out;
@@ -525,7 +542,16 @@ Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const
     out.per_sequence = s.per_sequence;
     std::sort(out.per_sequence.begin(), out.per_sequence.end(),
               [](const SequenceStats & x, const SequenceStats & y) { return x.sequence_index < y.sequence_index; });
-    out.token_hits = s.token_hits;
+    if (s.token_table.defined()) {
+        at::Tensor table = s.token_table.cpu().contiguous();  // [rows, V]
+        const int64_t V = table.size(1);
+        const int64_t * counts = table.data_ptr<int64_t>();
+        for (const auto & [dim, row] : s.token_row) {
+            auto & tally = out.token_hits[dim];
+            for (int64_t t = 0; t < V; ++t)
+                if (const int64_t n = counts[row * V + t]; n > 0) tally[t] = n;
+        }
+    }
     out.token_hits_batches = s.token_hits_batches;
     for (const auto & [layer, ml] : s.massive) {
         MassiveLayer copy = ml;
