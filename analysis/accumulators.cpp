@@ -427,10 +427,17 @@ void OutlierAccumulator::warm_up(const at::Tensor & example) {
     extractor::BatchInfo batch;
     for (int64_t b = 0; b < example.size(0); ++b) batch.sequence_indices.push_back(b);
     batch.token_ids = at::zeros({example.size(0), example.size(1)}, at::kLong);  // token tallies run too
-    scratch.begin_batch(batch);
-    scratch.on_capture(extractor::Site::LnAttn, 0, example);
-    scratch.on_capture(extractor::Site::LnMlp, 0, example);
-    scratch.end_batch();
+    // Two batches: hits in every dim, then in two dims only. ATen picks its kernels by size (an
+    // index_select of <= 16 indices runs another kernel than one of more), and loading the one not
+    // yet used cost 54 ms in the first real batch on an H100.
+    at::Tensor few = example.clone();
+    if (few.size(2) > 2) few.narrow(2, 2, few.size(2) - 2).zero_();
+    for (const at::Tensor & x : {example, few}) {
+        scratch.begin_batch(batch);
+        scratch.on_capture(extractor::Site::LnAttn, 0, x);
+        scratch.on_capture(extractor::Site::LnMlp, 0, x);
+        scratch.end_batch();
+    }
 }
 
 void OutlierAccumulator::end_batch() {
