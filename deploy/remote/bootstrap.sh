@@ -120,7 +120,7 @@ echo "bootstrap: building extract and analyze ($key) with $jobs jobs; torch: ${t
 rm -rf "$build/tree"
 mkdir -p "$build/tree" "$build/bin"
 # shellcheck disable=SC2086  # generator/launcher are intentionally word-split (empty or one option)
-if ! cmake -S "$src" -B "$build/tree" $generator $launcher -DCMAKE_BUILD_TYPE=Release -DTOOLKIT_GPU_ONLY=ON \
+if ! cmake -S "$src" -B "$build/tree" $generator $launcher -DCMAKE_BUILD_TYPE=Release -DTOOLKIT_GPU_ONLY=ON -DTOOLKIT_BUILD_TESTS=OFF \
        ${torch_prefix:+-DCMAKE_PREFIX_PATH="$torch_prefix${CMAKE_PREFIX_PATH:+;$CMAKE_PREFIX_PATH}"} >&2; then
   echo "bootstrap: cmake configure failed (see above)" >&2; exit 4
 fi
