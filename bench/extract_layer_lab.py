@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""Where one OLMoE-1B-7B-shaped layer spends its time: HF transformers' layer against the same
-aten op sequence `extract` issues (extractor/ops.cpp), op by op and as variants.
+"""Where one OLMoE-1B-7B-shaped layer spends its time: HF transformers' layer against the aten op
+sequence `extract` issued before its fused CUDA kernels (v0 in bench/NOTES-extract-perf.md: bf16
+index_add combine, MoE in 4096-token chunks), op by op and as variants. It is the record of how the
+kernels were chosen; the kernels themselves are measured by bench/extract_bench.py and checked by
+tests/gpu.
 
 Not a benchmark of record (bench/extract_bench.py is): a lab that times candidate changes in one
 device call, so each change to ops.cpp is predicted and checked here first. Method and the log
@@ -43,7 +46,7 @@ def rn(*shape, scale=0.02):
     return torch.randn(*shape, device=dev, dtype=dt) * scale
 
 
-# ---- the extractor's op sequence (mirror of extractor/ops.cpp; keep in step) ----
+# ---- the extractor's op sequence before the fused kernels (extractor/ops.cpp at v0) ----
 
 def rms_norm(x, w, eps):
     x32 = x.float()
