@@ -23,7 +23,9 @@ std::vector<int> Statistics::layers() const {
 }
 
 std::string model_label(const nlohmann::json & metadata) {
-    if (!metadata.is_object() || !metadata.contains("model")) return "";
+    if (!metadata.is_object()) return "";
+    if (metadata.contains("model_name") && metadata["model_name"].is_string()) return metadata["model_name"].get<std::string>();
+    if (!metadata.contains("model")) return "";
     const auto & m = metadata["model"];
     if (m.is_string()) return m.get<std::string>();
     if (m.is_object()) {

@@ -36,6 +36,21 @@ std::string input_file_name(const DataConfig & d) {
     return "";
 }
 
+namespace {
+// How the reports name the model: the hub id, the local checkpoint's folder, or the fixture (the
+// remote directory is always called "model").
+std::string report_model_name(const ModelConfig & m) {
+    if (!m.hub_id.empty()) return m.hub_id;
+    if (!m.local_path.empty()) {
+        std::filesystem::path p(m.local_path);
+        if (!p.has_filename()) p = p.parent_path();  // "ckpt/" names ckpt
+        return p.filename().string();
+    }
+    if (m.fixture) return m.fixture->family + " fixture";
+    return "model";
+}
+}  // namespace
+
 std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::string & bin_dir, const std::string & model_dir) {
     const auto q = shell_quote;
     std::ostringstream s;
@@ -69,7 +84,8 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     s << "echo \"job: extract + analyze (fused)\"\n"
       << "\"$bin/analyze\" extract -o \"$run/results/analysis\" --mode " << q(c.analysis.mode) << " --threshold "
       << c.analysis.threshold << " --layer-fraction " << c.analysis.layer_fraction << " --position-fraction "
-      << c.analysis.position_fraction << " --checkpoint-every 10 -- run " << q(model) << " " << input_flag << " " << q(input);
+      << c.analysis.position_fraction << " --checkpoint-every 10 --model-name " << q(report_model_name(c.model))
+      << " -- run " << q(model) << " " << input_flag << " " << q(input);
     if (!d.jsonl_file.empty()) s << " --text-field " << q(d.text_field);
     s << " --seq-len " << d.sequence_length << " --num-sequences " << d.num_sequences << " --batch-size " << d.batch_size
       << " --overlap " << d.overlap << " --dtype " << q(c.model.dtype) << " --device " << (gpu ? "auto" : "cpu");

@@ -119,6 +119,7 @@ int main(int argc, char ** argv) {
         extract_cmd->add_option("--checkpoint-every", fused.checkpoint_every,
                                 "Save OUT/outliers.partial.stats.cbor every N batches (kept if the run dies)");
         extract_cmd->add_flag("--baseline", fused.baseline, "Run the forward pass with no statistics (benchmark baseline)");
+        extract_cmd->add_option("--model-name", fused.model_name, "How reports name the model (default: the model directory's name)");
         extract_cmd->add_option("extract_args", fused.extract_args, "After --: the `extract` command (run MODEL_DIR ...)");
         add_criteria(extract_cmd, fused.criteria);
 

@@ -66,6 +66,11 @@ int run_fused(const FusedOptions & o, const common::Output & out) {
         return extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data(), {&sink});
     }
     OutlierAccumulator acc(o.accumulate);
+    auto metadata = [&] {
+        nlohmann::json m = run_metadata(std::vector<std::string>(args.begin() + 1, args.end()));
+        if (!o.model_name.empty()) m["model_name"] = o.model_name;
+        return m;
+    };
     std::error_code ec;
     std::filesystem::create_directories(o.out_dir, ec);
     if (ec) throw common::Error::file(o.out_dir, "cannot create the output directory: " + ec.message());
@@ -73,7 +78,7 @@ int run_fused(const FusedOptions & o, const common::Output & out) {
     std::unique_ptr<CheckpointSink> checkpoints;
     extractor::CaptureSink * sink = &acc;
     if (o.checkpoint_every > 0) {
-        checkpoints = std::make_unique<CheckpointSink>(acc, partial, o.checkpoint_every, run_metadata(std::vector<std::string>(args.begin() + 1, args.end())));
+        checkpoints = std::make_unique<CheckpointSink>(acc, partial, o.checkpoint_every, metadata());
         sink = checkpoints.get();
     }
     const int rc = extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data(), {sink});
@@ -84,7 +89,7 @@ int run_fused(const FusedOptions & o, const common::Output & out) {
         return rc;  // extract printed its error already
     }
     const auto t0 = std::chrono::steady_clock::now();
-    auto stats = acc.statistics(run_metadata(std::vector<std::string>(args.begin() + 1, args.end())));
+    auto stats = acc.statistics(metadata());
     FinalizeOptions f;
     f.out_dir = o.out_dir;
     f.report = report;

@@ -63,6 +63,7 @@ struct FusedOptions {  // analyze extract [flags] -- run MODEL_DIR [extract flag
     bool plots = true;
     bool baseline = false;  // forward pass with a sink that takes nothing (benchmark baseline)
     int64_t checkpoint_every = 0;  // > 0: save OUT/outliers.partial.stats.cbor every N batches
+    std::string model_name;        // how reports name the model (default: its directory's name)
     std::vector<std::string> extract_args;
 };
 int run_fused(const FusedOptions & options, const common::Output & out);

@@ -39,6 +39,9 @@ TEST_CASE("result JSON: versioned schema, both modes, per-layer table, profiles 
     CHECK(r.at("schema") == analysis::kResultSchema);
     CHECK(r.at("version") == analysis::kResultVersion);
     CHECK(r.at("run").at("model_name") == "tiny-planted");
+    auto named = s;
+    named.metadata["model_name"] = "allenai/OLMoE-1B-7B-0924";  // analyze extract --model-name wins over the directory
+    CHECK(analysis::build_result(named, o, {}).at("run").at("model_name") == "allenai/OLMoE-1B-7B-0924");
     const auto & pred = r.at("modes").at("predecessor");
     CHECK(pred.at("summary").at("num_outliers") == 4);  // dims 5 and 9 in each of 2 sequences
     CHECK(pred.at("summary").at("unique_dims") == 2);

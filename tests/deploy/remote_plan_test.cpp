@@ -40,6 +40,7 @@ TEST_CASE("remote plan: the rehearsal job writes the fixture, extracts, analyses
     CHECK(job.find("--plant '7,42@0-3'") != std::string::npos);
     CHECK(job.find("--device cpu") != std::string::npos);
     CHECK(job.find("--checkpoint-every") != std::string::npos);
+    CHECK(job.find("--model-name 'olmoe fixture' -- run") != std::string::npos);  // not the remote dir's "model"
     CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
 }
 
@@ -73,6 +74,7 @@ TEST_CASE("remote plan: a hub model on GPUs uses the fetched checkpoint and the 
     CHECK(job.find("--device auto") != std::string::npos);
     CHECK(job.find("--layers '0-3'") != std::string::npos);
     CHECK(job.find("$bin/analyze\" extract") != std::string::npos);
+    CHECK(job.find("--model-name 'Qwen/Qwen3-30B-A3B'") != std::string::npos);
 }
 
 TEST_CASE("remote plan: synthetic tokens are deterministic, in range, and the right shape") {
