@@ -68,6 +68,19 @@ void print_plan(const Model & m) {
     for (const auto & line : m.placement.describe()) common::log::info("placement: ", line);
 }
 
+// Joins t once it has set done, waiting at most `limit`: a thread still busy then (a transfer or
+// kernel stuck on a hung device) is detached rather than waited on, and false is returned.
+bool join_within(std::thread & t, const std::atomic<bool> & done, std::chrono::duration<double> limit) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(limit);
+    while (!done && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!done) {
+        t.detach();
+        return false;
+    }
+    t.join();
+    return true;
+}
+
 }  // namespace
 
 at::ScalarType parse_dtype(const std::string & t) {
@@ -182,11 +195,7 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
         std::thread & t;
         std::shared_ptr<std::atomic<bool>> done;
         ~OverlapGuard() {
-            if (!t.joinable()) return;
-            const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-            while (!*done && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-            if (*done) t.join();
-            else t.detach();
+            if (t.joinable()) join_within(t, *done, std::chrono::seconds(30));
         }
     } overlap_guard{overlap, overlap_done};
 
@@ -299,14 +308,9 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
                 if (d.is_cuda()) (void)at::zeros({1}, at::TensorOptions().device(d)).sum().item<float>();
             *synced = true;
         });
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(opt.stall_timeout_s);
-        while (!*synced && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        if (!*synced) {
-            sync.detach();
+        if (!join_within(sync, *synced, std::chrono::duration<double>(opt.stall_timeout_s)))
             throw common::Error(common::ErrorKind::Timeout, "host-to-GPU transfer of the weights did not finish within " +
                                                                 std::to_string(static_cast<int>(opt.stall_timeout_s)) + " s");
-        }
-        sync.join();
     }
     if (overlap.joinable()) overlap.join();
     progress->finish();
