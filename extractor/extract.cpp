@@ -43,6 +43,14 @@ uint64_t gpu_used_bytes(int index) {
     return ok ? t - f : 0;
 }
 
+// Lets the sinks do their one-time device work (CaptureSink::warm_up) on a capture-shaped tensor
+// [rows,T,H] with some |x| >= 6, on the first compute device; on the CPU there is none to do.
+void warm_up_sinks(Tap & tap, const Model & m, int64_t rows, int64_t T) {
+    if (m.placement.compute.empty() || !m.placement.compute[0].is_cuda()) return;
+    const auto opts = at::TensorOptions().dtype(m.dtype).device(m.placement.compute[0]);
+    tap.warm_up(at::randn({rows, T, m.cfg.hidden}, opts) * 3);  // [B,T,H]
+}
+
 }  // namespace
 
 const char * extractor_version() { return "0.1.0"; }
@@ -135,9 +143,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
         Tap silent;
         at::Tensor ids = at::zeros({first_rows, T}, at::kLong);                   // [B,T]
         (void)m.family->forward(m.cfg, m.weights, ids, /*run_layers=*/1, silent).sum().item<double>();
-        const auto opts = at::TensorOptions().dtype(m.dtype).device(m.weights.compute[0]);
-        tap.warm_up(at::randn({first_rows, T, m.cfg.hidden}, opts) * 3);          // [B,T,H], some |x| >= 6
-        (void)at::zeros({1}, opts).sum().item<double>();
+        warm_up_sinks(tap, m, first_rows, T);
     };
     load.while_loading = warm_up;
     Model model = opt.random_weights ? random_model(opt.model_dir, load, opt.weight_seed) : load_model(opt.model_dir, load);
@@ -163,8 +169,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
             std::memcpy(ids[r].data_ptr<int64_t>(), inputs.sequences[static_cast<size_t>(r)].data(), static_cast<size_t>(T) * sizeof(int64_t));
         for (int i = 0; i < opt.warmup_batches; ++i)
             (void)family.forward(model.cfg, model.weights, ids, run_layers, silent).sum().item<double>();
-        if (!model.placement.compute.empty() && model.placement.compute[0].is_cuda())
-            tap.warm_up(at::randn({ids.size(0), T, model.cfg.hidden}, at::TensorOptions().dtype(model.dtype).device(model.placement.compute[0])) * 3);
+        warm_up_sinks(tap, model, ids.size(0), T);
     }
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < n_batches; ++b) {
