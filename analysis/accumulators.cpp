@@ -3,7 +3,8 @@
 // built; otherwise, and as its reference, a handful of ATen passes on x's device (abs, compare, two
 // reductions over T, the position flags, one histc for the histogram). Both update the same state
 // tensors with the same integers and maxima, so statistics() is bit-identical either way. Per batch
-// only [B,H]-sized sparse records and a [B,T,K] token slice for K tallied dims move to the host.
+// only [B,H]-sized sparse records move to the host; token tallies stay on the device until
+// statistics().
 #include "analysis/accumulators.h"
 
 #include "analysis/stats_file.h"
@@ -153,9 +154,9 @@ struct OutlierAccumulator::State {
             dims.push_back(dim);
         }
         if (rows.empty()) return;
-        ensure_token_table(vocab, pos_hit.device());
-        const int64_t V = token_table.size(1);
         const auto dev = pos_hit.device();
+        ensure_token_table(vocab, dev);
+        const int64_t V = token_table.size(1);
         at::Tensor hit = pos_hit.index_select(2, at::tensor(dims, at::kLong).to(dev));  // [B,T,k] bool
         at::Tensor row = at::tensor(rows, at::kLong).to(dev);                          // [k]
         at::Tensor idx = row.view({1, 1, -1}) * V + token_ids.to(dev).unsqueeze(2);    // [B,T,k]
