@@ -65,6 +65,11 @@ nlohmann::json build_comparison(const std::vector<std::pair<std::string, nlohman
 std::string render_comparison_markdown(const nlohmann::json & comparison, const std::vector<std::string> & plot_files);
 PlotOutcome write_comparison_plots(const nlohmann::json & comparison, const std::string & dir);
 
+// Token strings for reports: from the tokenizer.json at tokenizer_path, else from the one the run
+// recorded (run_metadata tokenizer.path) while it still exists. An empty function (reports then
+// show token ids) when there is neither, or when the build has no tokenizer (with a warning).
+TokenText load_token_text(const std::string & tokenizer_path, const nlohmann::json & run_metadata = nlohmann::json::object());
+
 struct FinalizeOptions {
     std::string out_dir;
     ReportOptions report;

@@ -1,5 +1,4 @@
-// Helpers the verbs share: criteria flags -> ReportOptions, the tokenizer (when this build has
-// one) for token strings, and the run summary printed on stdout.
+// Helpers the verbs share: criteria flags -> ReportOptions and the run summary printed on stdout.
 #include "analysis/cli/verbs.h"
 
 #include "common/error.h"
@@ -7,11 +6,6 @@
 
 #include <nlohmann/json.hpp>
 
-#ifdef TOOLKIT_ANALYSIS_HAS_TOKENIZER
-#include "extractor/tokenizer/tokenizer.h"
-#endif
-
-#include <memory>
 
 namespace analysis::cli {
 
@@ -25,17 +19,6 @@ ReportOptions CriteriaOptions::report_options() const {
     r.layer_fraction = layer_fraction;
     r.position_fraction = position_fraction;
     return r;
-}
-
-TokenText load_token_text(const std::string & path) {
-    if (path.empty()) return {};
-#ifdef TOOLKIT_ANALYSIS_HAS_TOKENIZER
-    auto tok = std::make_shared<extractor::Tokenizer>(extractor::Tokenizer::from_file(path));
-    return [tok](int64_t id) { return tok->token_text(static_cast<int32_t>(id)); };
-#else
-    common::log::warn("this build has no tokenizer: token ids are reported instead of strings (", path, " ignored)");
-    return {};
-#endif
 }
 
 void print_summary(const FinalizeOutcome & o, const common::Output & out) {

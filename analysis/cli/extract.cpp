@@ -93,12 +93,7 @@ int run_fused(const FusedOptions & o, const common::Output & out) {
     FinalizeOptions f;
     f.out_dir = o.out_dir;
     f.report = report;
-    std::string tokenizer = o.tokenizer;
-    if (tokenizer.empty() && stats.metadata.contains("tokenizer") && stats.metadata["tokenizer"].is_object()) {
-        const auto path = stats.metadata["tokenizer"].value("path", std::string());
-        if (!path.empty() && std::filesystem::exists(path)) tokenizer = path;
-    }
-    f.token_text = load_token_text(tokenizer);
+    f.token_text = load_token_text(o.tokenizer, stats.metadata);
     f.plots = o.plots;
     const auto outcome = finalize_run(stats, f);
     if (checkpoints) std::filesystem::remove(partial, ec);  // the final statistics supersede it

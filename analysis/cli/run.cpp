@@ -21,15 +21,10 @@ int run_analyze_run(const RunOptions & o, const common::Output & out) {
     auto stats = acc.statistics(meta);
     stats.metadata["sources"] = nlohmann::json::array({std::filesystem::absolute(o.run_dir).string()});
 
-    std::string tokenizer = o.tokenizer;
-    if (tokenizer.empty() && meta.contains("tokenizer") && meta["tokenizer"].is_object()) {
-        const auto path = meta["tokenizer"].value("path", std::string());
-        if (!path.empty() && std::filesystem::exists(path)) tokenizer = path;
-    }
     FinalizeOptions f;
     f.out_dir = o.out_dir.empty() ? o.run_dir + "/analysis" : o.out_dir;
     f.report = report;
-    f.token_text = load_token_text(tokenizer);
+    f.token_text = load_token_text(o.tokenizer, meta);
     f.plots = o.plots;
     const auto outcome = finalize_run(stats, f);
     print_summary(outcome, out);

@@ -69,7 +69,6 @@ struct FusedOptions {  // analyze extract [flags] -- run MODEL_DIR [extract flag
 int run_fused(const FusedOptions & options, const common::Output & out);
 
 // Shared helpers for the verbs.
-TokenText load_token_text(const std::string & tokenizer_path);  // empty path: empty function
 void print_summary(const FinalizeOutcome & outcome, const common::Output & out);
 
 }  // namespace analysis::cli

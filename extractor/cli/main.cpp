@@ -2,13 +2,10 @@
 // plugs in the outlier analysis for `extract run ... --analyze DIR`, so captures stream into the
 // analysis accumulators on the device in the same pass. Only this file links analysis: the
 // extractor library stays independent of it.
-#include <filesystem>
-
 #include "analysis/accumulators.h"
 #include "analysis/report.h"
 #include "common/program.h"
 #include "extractor/cli/cli.h"
-#include "extractor/tokenizer/tokenizer.h"
 
 namespace {
 
@@ -21,11 +18,7 @@ public:
     nlohmann::json finish(const nlohmann::json & run_metadata) override {
         analysis::FinalizeOptions options;
         options.out_dir = out_dir_;
-        std::string tokenizer = run_metadata.value("/tokenizer/path"_json_pointer, std::string());
-        if (!tokenizer.empty() && std::filesystem::exists(tokenizer)) {
-            auto tok = std::make_shared<extractor::Tokenizer>(extractor::Tokenizer::from_file(tokenizer));
-            options.token_text = [tok](int64_t id) { return tok->token_text(static_cast<int32_t>(id)); };
-        }
+        options.token_text = analysis::load_token_text("", run_metadata);
         analysis::FinalizeOutcome outcome = analysis::finalize_run(accumulator_.statistics(run_metadata), options);
         nlohmann::json modes = nlohmann::json::object();
         for (const auto & [name, mode] : outcome.result.at("modes").items()) modes[name] = mode.at("summary");

@@ -1,0 +1,32 @@
+// Token strings for reports (report.h load_token_text): which tokenizer.json a run's report uses,
+// decided in one place for `analyze RUN_DIR`, `analyze extract` and `extract run --analyze`.
+#include "analysis/report.h"
+
+#include "common/log.h"
+
+#include <filesystem>
+#include <memory>
+
+#ifdef TOOLKIT_ANALYSIS_HAS_TOKENIZER
+#include "extractor/tokenizer/tokenizer.h"
+#endif
+
+namespace analysis {
+
+TokenText load_token_text(const std::string & tokenizer_path, const nlohmann::json & run_metadata) {
+    std::string path = tokenizer_path;
+    if (path.empty() && run_metadata.contains("tokenizer") && run_metadata["tokenizer"].is_object()) {
+        const auto recorded = run_metadata["tokenizer"].value("path", std::string());
+        if (!recorded.empty() && std::filesystem::exists(recorded)) path = recorded;
+    }
+    if (path.empty()) return {};
+#ifdef TOOLKIT_ANALYSIS_HAS_TOKENIZER
+    auto tok = std::make_shared<extractor::Tokenizer>(extractor::Tokenizer::from_file(path));
+    return [tok](int64_t id) { return tok->token_text(static_cast<int32_t>(id)); };
+#else
+    common::log::warn("this build has no tokenizer: token ids are reported instead of strings (", path, " ignored)");
+    return {};
+#endif
+}
+
+}  // namespace analysis
