@@ -31,62 +31,13 @@ import time
 from collections import defaultdict
 
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from extract_bench import olmoe_config  # noqa: E402  (same OLMoE shape as the extractor's benchmark)
+from extract_bench import olmoe_config, write_olmoe_weights  # noqa: E402  (the extractor benchmark's OLMoE shape and writer)
 
-GiB = 1 << 30
 PLANT_DIMS = (101, 777, 1500)
 PLANT_LAYERS = range(0, 12)
 PLANT_GAIN = 30.0
-
-
-def write_planted_weights(out_dir, cfg, shard_bytes=5 * GiB):
-    H, I, E, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.vocab_size, cfg.num_hidden_layers
-    names = [("model.embed_tokens.weight", (V, H)), ("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
-    for l in range(L):
-        p = f"model.layers.{l}."
-        names += [(p + "input_layernorm.weight", (H,)), (p + "post_attention_layernorm.weight", (H,)),
-                  (p + "self_attn.q_proj.weight", (H, H)), (p + "self_attn.k_proj.weight", (H, H)),
-                  (p + "self_attn.v_proj.weight", (H, H)), (p + "self_attn.o_proj.weight", (H, H)),
-                  (p + "self_attn.q_norm.weight", (H,)), (p + "self_attn.k_norm.weight", (H,)),
-                  (p + "mlp.gate.weight", (E, H))]
-        for e in range(E):
-            q = p + f"mlp.experts.{e}."
-            names += [(q + "gate_proj.weight", (I, H)), (q + "up_proj.weight", (I, H)), (q + "down_proj.weight", (H, I))]
-    shards, cur, cur_bytes = [], [], 0
-    for n, s in names:
-        b = 2
-        for d in s:
-            b *= d
-        if cur and cur_bytes + b > shard_bytes:
-            shards.append(cur)
-            cur, cur_bytes = [], 0
-        cur.append((n, s))
-        cur_bytes += b
-    shards.append(cur)
-    weight_map, total = {}, 0
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    for k, shard in enumerate(shards):
-        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
-        tensors = {}
-        for n, s in shard:
-            if n.endswith("norm.weight"):
-                t = torch.ones(s, dtype=torch.bfloat16)
-                layer = int(n.split(".")[2]) if n.startswith("model.layers.") else -1
-                if n.endswith("layernorm.weight") and layer in PLANT_LAYERS:
-                    t[list(PLANT_DIMS)] = PLANT_GAIN
-            else:
-                t = (torch.randn(s, device="cuda", generator=gen, dtype=torch.bfloat16) * 0.02).cpu()
-            tensors[n] = t
-            weight_map[n] = fname
-            total += t.numel() * 2
-        save_file(tensors, os.path.join(out_dir, fname), metadata={"format": "pt"})
-        del tensors
-    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
-    return total
 
 
 # ---- the predecessor's method (outlier-method.md section 2), reproduced with plain HF hooks ----
@@ -237,7 +188,7 @@ def main():
                    sequences=args.sequences, seq_len=args.seq_len, planted_dims=list(PLANT_DIMS))
     t0 = time.perf_counter()
     cfg = olmoe_config(mdir)
-    results["file_bytes"] = write_planted_weights(mdir, cfg)
+    results["file_bytes"] = write_olmoe_weights(mdir, cfg, plant=(PLANT_DIMS, PLANT_LAYERS, PLANT_GAIN))
     results["write_s"] = time.perf_counter() - t0
     print(f"wrote {results['file_bytes'] / 1e9:.2f} GB in {results['write_s']:.1f} s", flush=True)
     g = torch.Generator().manual_seed(0)

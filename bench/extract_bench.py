@@ -49,7 +49,9 @@ def olmoe_config(out_dir):
     return cfg
 
 
-def write_olmoe_weights(out_dir, cfg, shard_bytes=5 * GiB):
+def write_olmoe_weights(out_dir, cfg, shard_bytes=5 * GiB, plant=None):
+    """Random bf16 weights (N(0, 0.02), norm gains 1) as sharded safetensors. plant = (dims, layers,
+    gain): both layer-norm gains of those layers set to gain at those dims (analyze_bench's outliers)."""
     H, I, E, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.vocab_size, cfg.num_hidden_layers
     names = [("model.embed_tokens.weight", (V, H)), ("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
     for l in range(L):
@@ -81,6 +83,8 @@ def write_olmoe_weights(out_dir, cfg, shard_bytes=5 * GiB):
         for n, s in shard:
             if n.endswith("norm.weight"):
                 t = torch.ones(s, dtype=torch.bfloat16)
+                if plant and n.endswith("layernorm.weight") and int(n.split(".")[2]) in plant[1]:
+                    t[list(plant[0])] = plant[2]
             else:
                 t = (torch.randn(s, device="cuda", generator=gen, dtype=torch.bfloat16) * 0.02).cpu()
             tensors[n] = t
