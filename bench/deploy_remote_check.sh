@@ -27,14 +27,11 @@ step "bootstrap (cached re-run)" "$t1" "$t2"
 bin=$(tail -n 1 "$out/bootstrap2.log" | sed 's/^bin_dir=//')
 grep -q "cached build" "$out/bootstrap2.log" || { echo "second bootstrap did not hit the cache" >&2; exit 1; }
 
-python3 - "$work" <<'PY'
+python3 - "$work" "$root/bench" <<'PY'
 import json, sys, random
-from transformers import OlmoeConfig
-cfg = OlmoeConfig(vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16,
-                  num_attention_heads=16, num_key_value_heads=16, num_experts=64, num_experts_per_tok=8,
-                  norm_topk_prob=False, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False)
-cfg.architectures = ["OlmoeForCausalLM"]
-cfg.save_pretrained(sys.argv[1] + "/olmoe-shape")
+sys.path.insert(0, sys.argv[2])
+from extract_bench import olmoe_config  # the benchmarks' OLMoE-1B-7B shape
+olmoe_config(sys.argv[1] + "/olmoe-shape")
 rng = random.Random(0)
 json.dump([rng.randrange(50304) for _ in range(16 * 2048)], open(sys.argv[1] + "/ids.json", "w"))
 PY
