@@ -1,15 +1,18 @@
 #include "common/config_yaml.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <fstream>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 #include "common/error.h"
+#include "common/program.h"
+#include "common/regular_file.h"
 
 namespace common {
 
@@ -20,20 +23,142 @@ std::string location(const YAML::Mark & mark, const std::string & file) {
     return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
 }
 
+// The alias's name as written at its mark ("*name"), for errors; yaml-cpp's events carry only
+// the anchor's number.
+std::string alias_name(const std::string & text, const YAML::Mark & mark) {
+    if (mark.pos < 0 || static_cast<size_t>(mark.pos) >= text.size() || text[static_cast<size_t>(mark.pos)] != '*')
+        return "*?";
+    size_t end = static_cast<size_t>(mark.pos) + 1;
+    while (end < text.size() && end - static_cast<size_t>(mark.pos) < 80 &&
+           std::string_view(" \t\r\n,[]{}").find(text[end]) == std::string_view::npos)
+        ++end;
+    return text.substr(static_cast<size_t>(mark.pos), end - static_cast<size_t>(mark.pos));
+}
+
+// A first pass over the parser's events, before any node is built: measures the document as a
+// walk over the built nodes would see it (aliases expanded) and refuses it past ConfigNode's
+// bounds or on an alias inside its own anchor. Throws from inside the parser, which unwinds it.
+class BoundsCheck final : public YAML::EventHandler {
+public:
+    BoundsCheck(const std::string & text, const std::string & file) : text_(text), file_(file) {}
+
+    void OnDocumentStart(const YAML::Mark &) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark & mark, YAML::anchor_t anchor) override { leaf(mark, anchor); }
+    void OnScalar(const YAML::Mark & mark, const std::string &, YAML::anchor_t anchor, const std::string &) override {
+        leaf(mark, anchor);
+    }
+    void OnAlias(const YAML::Mark & mark, YAML::anchor_t anchor) override {
+        tick();
+        for (const Open & o : open_)
+            if (o.anchor == anchor && anchor != YAML::NullAnchor)
+                fail(mark, "alias " + alias_name(text_, mark) + " refers to a node that contains it (a cycle)");
+        auto it = anchored_.find(anchor);
+        // yaml-cpp refuses an undefined alias itself; an unknown number here is a parser we do not know.
+        if (it == anchored_.end()) fail(mark, "alias " + alias_name(text_, mark) + " refers to no anchor");
+        add(mark, it->second, "alias " + alias_name(text_, mark) + " expands");
+    }
+    void OnSequenceStart(const YAML::Mark & mark, const std::string &, YAML::anchor_t anchor,
+                         YAML::EmitterStyle::value) override {
+        start(mark, anchor);
+    }
+    void OnSequenceEnd() override { end(); }
+    void OnMapStart(const YAML::Mark & mark, const std::string &, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
+        start(mark, anchor);
+    }
+    void OnMapEnd() override { end(); }
+
+private:
+    struct Size {
+        uint64_t nodes = 0;  // the subtree's nodes, aliases expanded
+        int height = 0;      // the mappings and lists nested in it, aliases expanded (a scalar: 0)
+    };
+    struct Open {
+        YAML::anchor_t anchor;
+        Size children;       // so far
+    };
+
+    [[noreturn]] void fail(const YAML::Mark & mark, const std::string & what) const {
+        throw Error::usage(location(mark, file_) + ": " + what).with("file", file_);
+    }
+
+    // A walk over a config is cheap, but one at the node bound still takes a moment: keep Ctrl-C
+    // working.
+    void tick() {
+        if (++events_ % 4096 == 0) throw_if_interrupted();
+    }
+
+    // Places a node (or an alias's expansion) of `size` at the current position.
+    void add(const YAML::Mark & mark, const Size & size, const std::string & what) {
+        total_ += size.nodes;  // no overflow: each size is at most kMaxNodes, checked when it was made
+        if (total_ > ConfigNode::kMaxNodes)
+            fail(mark, what + " past " + std::to_string(ConfigNode::kMaxNodes) +
+                           " nodes in all (an alias counts as the node it refers to, so nested aliases multiply)");
+        if (open_.size() + static_cast<size_t>(size.height) > static_cast<size_t>(ConfigNode::kMaxDepth))
+            fail(mark, what + " past " + std::to_string(ConfigNode::kMaxDepth) + " levels of nesting");
+        if (open_.empty()) return;
+        Size & parent = open_.back().children;
+        parent.nodes += size.nodes;
+        parent.height = std::max(parent.height, size.height);
+    }
+
+    void leaf(const YAML::Mark & mark, YAML::anchor_t anchor) {
+        tick();
+        add(mark, {1, 0}, "the document grows");
+        if (anchor != YAML::NullAnchor) anchored_[anchor] = {1, 0};
+    }
+
+    void start(const YAML::Mark & mark, YAML::anchor_t anchor) {
+        tick();
+        // Refused at the opening bracket, before the parser (recursive descent; yaml-cpp's own
+        // guard is at 2000 levels) goes deeper.
+        if (open_.size() + 1 > static_cast<size_t>(ConfigNode::kMaxDepth))
+            fail(mark, "nesting deeper than " + std::to_string(ConfigNode::kMaxDepth) + " levels");
+        if (++total_ > ConfigNode::kMaxNodes)
+            fail(mark, "the document has more than " + std::to_string(ConfigNode::kMaxNodes) + " nodes");
+        open_.push_back({anchor, {}});
+    }
+
+    void end() {
+        Open done = open_.back();
+        open_.pop_back();
+        Size size{done.children.nodes + 1, done.children.height + 1};
+        if (done.anchor != YAML::NullAnchor) anchored_[done.anchor] = size;
+        if (open_.empty()) return;
+        Size & parent = open_.back().children;
+        parent.nodes += size.nodes;
+        parent.height = std::max(parent.height, size.height);
+    }
+
+    const std::string & text_;
+    const std::string & file_;
+    std::vector<Open> open_;
+    std::unordered_map<YAML::anchor_t, Size> anchored_;
+    uint64_t total_ = 0;
+    uint64_t events_ = 0;
+};
+
 // yaml-cpp accepts duplicate keys silently (first wins); a config with two `max_price` keys is
-// almost certainly a mistake, so refuse it where it happens.
-void refuse_duplicate_keys(const YAML::Node & node, const std::string & file) {
+// almost certainly a mistake, so refuse it where it happens. A key must be a scalar: every reader
+// of a config looks keys up by name. The recursion is bounded by BoundsCheck (kMaxDepth, no
+// cycles), which runs first.
+void refuse_duplicate_keys(const YAML::Node & node, const std::string & file, uint64_t & visited) {
+    if (++visited % 4096 == 0) throw_if_interrupted();
     if (node.IsMap()) {
         std::set<std::string> seen;
         for (auto it = node.begin(); it != node.end(); ++it) {
+            if (!it->first.IsScalar())
+                throw Error::usage(location(it->first.Mark(), file) + ": a key must be a plain value, not a " +
+                                   (it->first.IsMap() ? "mapping" : it->first.IsSequence() ? "list" : "null"))
+                    .with("file", file);
             const std::string key = it->first.Scalar();
             if (!seen.insert(key).second)
                 throw Error::usage(location(it->first.Mark(), file) + ": duplicate key '" + key + "'")
                     .with("file", file);
-            refuse_duplicate_keys(it->second, file);
+            refuse_duplicate_keys(it->second, file, visited);
         }
     } else if (node.IsSequence()) {
-        for (const auto & child : node) refuse_duplicate_keys(child, file);
+        for (const auto & child : node) refuse_duplicate_keys(child, file, visited);
     }
 }
 
@@ -71,23 +196,29 @@ ConfigNode & ConfigNode::operator=(const ConfigNode & other) {
 ConfigNode::~ConfigNode() = default;
 
 ConfigNode ConfigNode::load_string(const std::string & text, const std::string & name) {
+    if (text.size() > kMaxBytes)
+        throw Error::usage(name + ": " + std::to_string(text.size()) + " bytes, more than the " +
+                           std::to_string(kMaxBytes) + " allowed for a config file")
+            .with("file", name);
     YAML::Node root;
     try {
+        // Two parses of at most kMaxBytes: the first only measures (no nodes), the second builds.
+        std::istringstream in(text);
+        YAML::Parser parser(in);
+        BoundsCheck bounds(text, name);
+        parser.HandleNextDocument(bounds);
         root = YAML::Load(text);
     } catch (const YAML::ParserException & e) {
         throw Error::usage(location(e.mark, name) + ": invalid YAML: " + e.msg).with("file", name);
     }
     if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
-    refuse_duplicate_keys(root, name);
+    uint64_t visited = 0;
+    refuse_duplicate_keys(root, name, visited);
     return ConfigNode(std::make_unique<YAML::Node>(root), name, "");
 }
 
 ConfigNode ConfigNode::load_file(const std::string & path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error::not_found(path, "cannot open config file").with("file", path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return load_string(text.str(), path);
+    return load_string(read_regular_file(path, kMaxBytes, "config file"), path);
 }
 
 std::string ConfigNode::where() const { return location(node_->Mark(), file_); }

@@ -2,6 +2,13 @@
 // and the dotted key path, unknown keys are refused (with a "did you mean"), duplicate keys are
 // refused, and scalars are converted strictly (no YAML 1.1 surprises: `on` is not a bool, `010` is
 // not octal 8). Host side only (yaml-cpp is not part of the GPU-only build).
+//
+// Every file is treated as hostile before yaml-cpp builds a node: it must be a regular file of at
+// most kMaxBytes, nest at most kMaxDepth deep, and expand to at most kMaxNodes nodes, where an
+// alias counts as the whole node it refers to (yaml-cpp shares the aliased node instead of copying
+// it, so the tree stays small, but every walk over it visits each reference again: 7 levels of
+// nine aliases each are 9^7 visits from a 350-byte file). An alias inside the node it refers to
+// (`a: &x [*x]`, a cycle) is refused outright. Violations are usage errors at file:line:column.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +25,14 @@ namespace common {
 
 class ConfigNode {
 public:
-    // Throws common::Error: NotFound for a missing file, Usage with file:line for bad YAML.
+    // Configs are hand-written and a few KiB; these leave room for generated host lists while
+    // keeping a hostile file's parse to milliseconds and a few MB.
+    static constexpr uint64_t kMaxBytes = 1u << 20;   // file size, checked before parsing
+    static constexpr int kMaxDepth = 64;              // nesting, aliases counted as expanded
+    static constexpr uint64_t kMaxNodes = 1u << 18;   // nodes, aliases counted as expanded
+
+    // Throws common::Error: NotFound for a missing file, Usage with file:line for bad YAML or a
+    // bound above exceeded (and for a path that is not a regular file), Interrupted on Ctrl-C.
     static ConfigNode load_file(const std::string & path);
     static ConfigNode load_string(const std::string & text, const std::string & name = "<string>");
 
