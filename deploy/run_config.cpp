@@ -5,7 +5,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
 
 #include "common/config_yaml.h"
 #include "common/error.h"
@@ -37,20 +43,104 @@ std::string resolve(const std::string & base_dir, const std::string & p) {
     return (fs::path(base_dir) / p).lexically_normal().string();
 }
 
-double duration_of(const common::ConfigNode & n) {
+// ---- bounds ------------------------------------------------------------------------------------
+// Every number a run config holds has a range. Past it a value is no useful run, but it would go
+// wrong where it is used (truncated into an int, a deadline that overflows into the past, a token
+// list built in memory before the push), so it is refused where it is read (file:line:column and
+// the key path) and again after the flags (validate). configs/README.md states these ranges.
+constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMaxGpuCount = 8;
+constexpr int64_t kMaxDiskGb = 100000;             // 100 TB
+constexpr int64_t kMaxFixtureLayers = 256;         // a fixture is a tiny random checkpoint
+constexpr int kMaxLayerIndex = 1023;               // capture.layers; no decoder has 1024 layers
+constexpr int64_t kMinFixtureHidden = 8, kMaxFixtureHidden = 16384;
+constexpr int64_t kMaxVocab = 16777216;            // 2^24; real tokenizers have a few 100k tokens
+constexpr int64_t kMaxSequences = 10000000;
+constexpr int64_t kMaxSequenceLength = 1048576;    // 1M tokens
+constexpr int64_t kMaxBatch = 65536;
+constexpr int64_t kMaxSyntheticTokens = 50000000;  // synthetic ids are written here as JSON (~8 bytes each)
+constexpr double kMaxVramGb = 10000, kMaxCpuRamGb = 100000, kMaxPriceUsdPerHour = 10000, kMaxCostUsd = 1000000;
+constexpr double kMaxSafetyFactor = 10, kMaxThreshold = 1e6;
+constexpr double kDay = 86400;
+constexpr double kMaxDurationS = 30 * kDay;        // policy.max_duration and policy.keep_ttl
+constexpr double kMinHeartbeatS = 30, kMaxHeartbeatS = kDay;
+
+std::string num_text(double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.15g", v);
+    return buf;
+}
+
+std::string range_text(int64_t lo, int64_t hi) {
+    return hi == kI64Max ? "at least " + std::to_string(lo) : std::to_string(lo) + ".." + std::to_string(hi);
+}
+
+// Seconds as the config would write them, for messages (format_duration is for sane values only).
+std::string seconds_text(double s) {
+    if (s >= kDay && std::fmod(s, kDay) == 0) return num_text(s / kDay) + "d";
+    if (s >= 3600 && std::fmod(s, 3600) == 0) return num_text(s / 3600) + "h";
+    return num_text(s) + "s";
+}
+
+// An integer within [lo, hi]. A value too large for 64 bits is out of range too (as_int alone
+// would call it "not an integer"), and nothing is truncated into the narrower field afterwards.
+int64_t int_in(const common::ConfigNode & n, int64_t lo, int64_t hi) {
+    if (n.is_scalar()) {
+        std::string s = n.as_string();
+        std::string_view digits = s;
+        if (!digits.empty() && digits[0] == '+') digits.remove_prefix(1);
+        std::string_view unsigned_part = !digits.empty() && digits[0] == '-' ? digits.substr(1) : digits;
+        bool all_digits = !unsigned_part.empty() && std::all_of(unsigned_part.begin(), unsigned_part.end(), [](char ch) {
+            return std::isdigit(static_cast<unsigned char>(ch));
+        });
+        int64_t ignored = 0;
+        if (all_digits && std::from_chars(digits.data(), digits.data() + digits.size(), ignored).ec == std::errc::result_out_of_range)
+            n.fail(s + " is out of range: must be " + range_text(lo, hi));
+    }
+    int64_t v = n.as_int();
+    if (v < lo || v > hi) n.fail(std::to_string(v) + " is out of range: must be " + range_text(lo, hi));
+    return v;
+}
+
+int64_t get_int_in(const common::ConfigNode & map, std::string_view key, int64_t fallback, int64_t lo, int64_t hi) {
+    auto n = map.find(key);
+    return n && !n->is_null() ? int_in(*n, lo, hi) : fallback;
+}
+
+// A number in (lo, hi] (lo_open) or [lo, hi]; as_double already refuses nan and inf.
+bool in_range(double v, double lo, double hi, bool lo_open) {
+    return std::isfinite(v) && (lo_open ? v > lo : v >= lo) && v <= hi;
+}
+std::string range_text(double lo, double hi, bool lo_open) {
+    return (lo_open ? "> " : ">= ") + num_text(lo) + " and at most " + num_text(hi);
+}
+double number_in(const common::ConfigNode & n, double lo, double hi, bool lo_open) {
+    double v = n.as_double();
+    if (!in_range(v, lo, hi, lo_open)) n.fail(num_text(v) + " is out of range: must be " + range_text(lo, hi, lo_open));
+    return v;
+}
+
+std::string duration_range_text(double lo, double hi, bool lo_open) {
+    return (lo_open ? "longer than " : "at least ") + seconds_text(lo) + " and at most " + seconds_text(hi);
+}
+double duration_in(const common::ConfigNode & n, double lo, double hi, bool lo_open) {
     // Plain numbers are seconds; strings use common::parse_duration_s ("90s", "1h30m").
+    double v = 0;
     try {
-        return common::parse_duration_s(n.as_string());
+        v = common::parse_duration_s(n.as_string());
     } catch (const common::Error & e) {
         n.fail(e.message());
     }
+    if (!in_range(v, lo, hi, lo_open))
+        n.fail("'" + n.as_string() + "' is out of range: must be " + duration_range_text(lo, hi, lo_open));
+    return v;
 }
 
 // A number, or the word auto (nullopt).
-std::optional<double> number_or_auto(const common::ConfigNode & n) {
+std::optional<double> number_or_auto(const common::ConfigNode & n, double hi) {
     if (n.is_null()) return std::nullopt;
     if (n.is_scalar() && n.as_string() == "auto") return std::nullopt;
-    return n.as_double();
+    return number_in(n, 0, hi, true);
 }
 
 void read_model(const common::ConfigNode & m, const std::string & base, ModelConfig & out) {
@@ -64,10 +154,10 @@ void read_model(const common::ConfigNode & m, const std::string & base, ModelCon
         FixtureModel fx;
         fx.family = f->get_string("family", fx.family);
         if (!one_of(fx.family, kFamilies)) f->at("family").fail("unknown family '" + fx.family + "': use " + joined(kFamilies));
-        fx.layers = static_cast<int>(f->get_int("layers", fx.layers));
-        fx.hidden = static_cast<int>(f->get_int("hidden", fx.hidden));
+        fx.layers = static_cast<int>(get_int_in(*f, "layers", fx.layers, 1, kMaxFixtureLayers));
+        fx.hidden = static_cast<int>(get_int_in(*f, "hidden", fx.hidden, kMinFixtureHidden, kMaxFixtureHidden));
         if (auto pl = f->find("plant")) fx.plants = pl->is_sequence() ? pl->as_string_list() : std::vector{pl->as_string()};
-        fx.seed = static_cast<uint64_t>(f->get_int("seed", 0));
+        fx.seed = static_cast<uint64_t>(get_int_in(*f, "seed", 0, 0, kI64Max));
         out.fixture = fx;
     }
     out.revision = m.get_string("revision", out.revision);
@@ -85,26 +175,27 @@ void read_data(const common::ConfigNode & d, const std::string & base, DataConfi
     if (auto t = d.find("tokens")) out.tokens_file = resolve(base, t->as_string());
     if (auto s = d.find("synthetic_tokens")) {
         s->check_keys({"vocab", "seed"});
-        out.synthetic_vocab = s->at("vocab").as_int();
-        out.seed = static_cast<uint64_t>(s->get_int("seed", 0));
+        out.synthetic_vocab = int_in(s->at("vocab"), 2, kMaxVocab);
+        out.seed = static_cast<uint64_t>(get_int_in(*s, "seed", 0, 0, kI64Max));
     }
     out.text_field = d.get_string("text_field", out.text_field);
-    out.num_sequences = d.get_int("num_sequences", out.num_sequences);
-    out.sequence_length = d.get_int("sequence_length", out.sequence_length);
-    out.batch_size = d.get_int("batch_size", out.batch_size);
-    out.overlap = d.get_int("overlap", out.overlap);
-    auto positive = [&](const char * key, int64_t v) {
-        if (v <= 0) d.at(key).fail("must be at least 1, got " + std::to_string(v));
-    };
-    if (d.has("num_sequences")) positive("num_sequences", out.num_sequences);
-    if (d.has("sequence_length")) positive("sequence_length", out.sequence_length);
-    if (d.has("batch_size")) positive("batch_size", out.batch_size);
+    out.num_sequences = get_int_in(d, "num_sequences", out.num_sequences, 1, kMaxSequences);
+    out.sequence_length = get_int_in(d, "sequence_length", out.sequence_length, 1, kMaxSequenceLength);
+    out.batch_size = get_int_in(d, "batch_size", out.batch_size, 1, kMaxBatch);
+    out.overlap = get_int_in(d, "overlap", out.overlap, 0, out.sequence_length - 1);
 }
 
 void read_capture(const common::ConfigNode & c, CaptureConfig & out) {
     c.check_keys({"layers", "sites"});
     if (auto l = c.find("layers")) {
         std::string v = l->as_string();
+        if (v != "all") {
+            try {
+                (void)parse_capture_layers(v);  // the syntax now; the range once the layer count is known
+            } catch (const common::Error & e) {
+                l->fail(e.message());
+            }
+        }
         out.layers = v == "all" ? "" : v;
     }
     if (auto s = c.find("sites")) {
@@ -118,15 +209,9 @@ void read_analysis(const common::ConfigNode & a, AnalysisConfig & out) {
     a.check_keys({"mode", "threshold", "layer_fraction", "position_fraction"});
     out.mode = a.get_string("mode", out.mode);
     if (!one_of(out.mode, kModes)) a.at("mode").fail("unknown mode '" + out.mode + "': use " + joined(kModes));
-    out.threshold = a.get_double("threshold", out.threshold);
-    out.layer_fraction = a.get_double("layer_fraction", out.layer_fraction);
-    out.position_fraction = a.get_double("position_fraction", out.position_fraction);
-    if (a.has("threshold") && !(out.threshold > 0)) a.at("threshold").fail("must be > 0");
-    for (const char * k : {"layer_fraction", "position_fraction"})
-        if (a.has(k)) {
-            double v = a.at(k).as_double();
-            if (v < 0 || v > 1) a.at(k).fail("must be between 0 and 1");
-        }
+    if (auto n = a.find("threshold")) out.threshold = number_in(*n, 0, kMaxThreshold, true);
+    if (auto n = a.find("layer_fraction")) out.layer_fraction = number_in(*n, 0, 1, false);
+    if (auto n = a.find("position_fraction")) out.position_fraction = number_in(*n, 0, 1, false);
 }
 
 void read_resources(const common::ConfigNode & r, ResourcesConfig & out) {
@@ -135,19 +220,13 @@ void read_resources(const common::ConfigNode & r, ResourcesConfig & out) {
     if (auto p = r.find("providers")) out.providers = p->as_string_list();
     out.gpu_filter = r.get_string("gpu", out.gpu_filter);
     if (out.gpu_filter == "auto" || out.gpu_filter == "any") out.gpu_filter.clear();
-    out.gpu_count = static_cast<int>(r.get_int("gpu_count", out.gpu_count));
-    if (r.has("gpu_count") && (out.gpu_count < 0 || out.gpu_count > 8)) r.at("gpu_count").fail("must be 0..8");
-    if (auto v = r.find("min_vram_gb")) out.min_vram_gb = number_or_auto(*v);
-    if (auto v = r.find("min_cpu_ram_gb")) out.min_cpu_ram_gb = v->as_double();
-    if (auto v = r.find("max_price_usd_per_hour")) {
-        out.max_price_usd_per_hour = v->as_double();
-        if (*out.max_price_usd_per_hour <= 0) v->fail("must be > 0");
-    }
-    out.disk_gb = static_cast<int>(r.get_int("disk_gb", out.disk_gb));
-    if (r.has("disk_gb") && out.disk_gb <= 0) r.at("disk_gb").fail("must be > 0");
+    out.gpu_count = static_cast<int>(get_int_in(r, "gpu_count", out.gpu_count, 0, kMaxGpuCount));
+    if (auto v = r.find("min_vram_gb")) out.min_vram_gb = number_or_auto(*v, kMaxVramGb);
+    if (auto v = r.find("min_cpu_ram_gb")) out.min_cpu_ram_gb = number_in(*v, 0, kMaxCpuRamGb, true);
+    if (auto v = r.find("max_price_usd_per_hour")) out.max_price_usd_per_hour = number_in(*v, 0, kMaxPriceUsdPerHour, true);
+    out.disk_gb = static_cast<int>(get_int_in(r, "disk_gb", out.disk_gb, 1, kMaxDiskGb));
     out.image = r.get_string("image", out.image);
-    out.safety_factor = r.get_double("safety_factor", out.safety_factor);
-    if (r.has("safety_factor") && out.safety_factor < 1.0) r.at("safety_factor").fail("must be >= 1.0");
+    if (auto v = r.find("safety_factor")) out.safety_factor = number_in(*v, 1, kMaxSafetyFactor, false);
 }
 
 void read_policy(const common::ConfigNode & p, Policy & out) {
@@ -163,15 +242,13 @@ void read_policy(const common::ConfigNode & p, Policy & out) {
     };
     action("on_success", out.on_success);
     action("on_failure", out.on_failure);
-    if (auto n = p.find("keep_ttl")) out.keep_ttl_s = duration_of(*n);
-    if (auto n = p.find("max_duration")) out.max_duration_s = duration_of(*n);
-    if (auto n = p.find("heartbeat_timeout")) out.heartbeat_timeout_s = duration_of(*n);
-    if (auto n = p.find("max_cost_usd")) {
-        out.max_cost_usd = n->as_double();
-        if (*out.max_cost_usd <= 0) n->fail("must be > 0");
-    }
-    if (out.max_duration_s <= 0) p.at("max_duration").fail("must be > 0");
-    if (out.heartbeat_timeout_s < 30) p.at("heartbeat_timeout").fail("must be at least 30s (heartbeats come every 10s)");
+    // Bounded so every deadline derived from them (now + max_duration + 30 min on the instance,
+    // the keep TTL, the step deadline in nanoseconds) stays a real time in the future.
+    if (auto n = p.find("keep_ttl")) out.keep_ttl_s = duration_in(*n, 0, kMaxDurationS, true);
+    if (auto n = p.find("max_duration")) out.max_duration_s = duration_in(*n, 0, kMaxDurationS, true);
+    // At least 30s: heartbeats come every 10s.
+    if (auto n = p.find("heartbeat_timeout")) out.heartbeat_timeout_s = duration_in(*n, kMinHeartbeatS, kMaxHeartbeatS, false);
+    if (auto n = p.find("max_cost_usd")) out.max_cost_usd = number_in(*n, 0, kMaxCostUsd, true);
 }
 
 RunConfig from_node(const common::ConfigNode & root, const std::string & source) {
@@ -240,14 +317,152 @@ void apply_overrides(RunConfig & c, const Overrides & o) {
     }
     if (o.on_success) c.policy.on_success = parse_end_action(*o.on_success);
     if (o.on_failure) c.policy.on_failure = parse_end_action(*o.on_failure);
-    if (o.max_duration) c.policy.max_duration_s = common::parse_duration_s(*o.max_duration);
+    if (o.max_duration) {
+        try {
+            c.policy.max_duration_s = common::parse_duration_s(*o.max_duration);
+        } catch (const common::Error & e) {
+            throw common::Error::usage("--max-duration: " + e.message());
+        }
+    }
     if (o.max_cost_usd) c.policy.max_cost_usd = *o.max_cost_usd;
     if (o.output_dir) c.output_dir = *o.output_dir;
     if (o.name) c.name = *o.name;
 }
 
+namespace {
+
+// The numeric ranges (see "bounds" above) on a config however it was made: read from YAML, changed
+// by flags, or read back from run.json for --resume. `origin` prefixes the key in messages.
+void check_bounds(const RunConfig & c, const std::string & origin) {
+    auto fail = [&](const std::string & key, const std::string & msg) { throw common::Error::usage(origin + ": " + key + ": " + msg); };
+    auto int_range = [&](const char * key, int64_t v, int64_t lo, int64_t hi) {
+        if (v < lo || v > hi) fail(key, std::to_string(v) + " is out of range: must be " + range_text(lo, hi));
+    };
+    auto num_range = [&](const char * key, double v, double lo, double hi, bool lo_open) {
+        if (!in_range(v, lo, hi, lo_open)) fail(key, num_text(v) + " is out of range: must be " + range_text(lo, hi, lo_open));
+    };
+    auto dur_range = [&](const char * key, double v, double lo, double hi, bool lo_open) {
+        if (!in_range(v, lo, hi, lo_open))
+            fail(key, seconds_text(v) + " is out of range: must be " + duration_range_text(lo, hi, lo_open));
+    };
+    if (const auto & f = c.model.fixture) {
+        int_range("model.fixture.layers", f->layers, 1, kMaxFixtureLayers);
+        int_range("model.fixture.hidden", f->hidden, kMinFixtureHidden, kMaxFixtureHidden);
+        int_range("model.fixture.seed", static_cast<int64_t>(f->seed), 0, kI64Max);  // 2^63 and up wrap negative here
+    }
+    const auto & d = c.data;
+    if (d.synthetic_vocab) int_range("data.synthetic_tokens.vocab", *d.synthetic_vocab, 2, kMaxVocab);
+    int_range("data.synthetic_tokens.seed", static_cast<int64_t>(d.seed), 0, kI64Max);
+    int_range("data.num_sequences", d.num_sequences, 1, kMaxSequences);
+    int_range("data.sequence_length", d.sequence_length, 1, kMaxSequenceLength);
+    int_range("data.batch_size", d.batch_size, 1, kMaxBatch);
+    int_range("data.overlap", d.overlap, 0, d.sequence_length - 1);
+    // Synthetic ids are generated and written here before the push: bound the whole list.
+    if (d.synthetic_vocab && d.num_sequences * d.sequence_length > kMaxSyntheticTokens)  // both bounded: no overflow
+        fail("data", "synthetic_tokens: num_sequences x sequence_length = " + std::to_string(d.num_sequences * d.sequence_length) +
+                         " tokens; at most " + std::to_string(kMaxSyntheticTokens) + " are generated (give a tokens file for more)");
+    num_range("analysis.threshold", c.analysis.threshold, 0, kMaxThreshold, true);
+    num_range("analysis.layer_fraction", c.analysis.layer_fraction, 0, 1, false);
+    num_range("analysis.position_fraction", c.analysis.position_fraction, 0, 1, false);
+    const auto & r = c.resources;
+    int_range("resources.gpu_count", r.gpu_count, 0, kMaxGpuCount);
+    if (r.min_vram_gb) num_range("resources.min_vram_gb", *r.min_vram_gb, 0, kMaxVramGb, true);
+    if (r.min_cpu_ram_gb) num_range("resources.min_cpu_ram_gb", *r.min_cpu_ram_gb, 0, kMaxCpuRamGb, true);
+    if (r.max_price_usd_per_hour) num_range("resources.max_price_usd_per_hour", *r.max_price_usd_per_hour, 0, kMaxPriceUsdPerHour, true);
+    int_range("resources.disk_gb", r.disk_gb, 1, kMaxDiskGb);
+    num_range("resources.safety_factor", r.safety_factor, 1, kMaxSafetyFactor, false);
+    const auto & p = c.policy;
+    dur_range("policy.max_duration", p.max_duration_s, 0, kMaxDurationS, true);
+    dur_range("policy.keep_ttl", p.keep_ttl_s, 0, kMaxDurationS, true);
+    dur_range("policy.heartbeat_timeout", p.heartbeat_timeout_s, kMinHeartbeatS, kMaxHeartbeatS, false);
+    if (p.max_cost_usd) num_range("policy.max_cost_usd", *p.max_cost_usd, 0, kMaxCostUsd, true);
+}
+
+// num_hidden_layers of a checkpoint's config.json; nullopt when it does not say (extract then
+// reports what is missing on its own).
+std::optional<int64_t> layer_count(const nlohmann::json & hf) {
+    if (hf.is_object() && hf.contains("num_hidden_layers") && hf["num_hidden_layers"].is_number_integer())
+        return hf["num_hidden_layers"].get<int64_t>();
+    return std::nullopt;
+}
+
+// A local checkpoint's config.json, read with a size bound (it is a few KiB; anything huge is
+// not a config).
+nlohmann::json read_checkpoint_config(const std::string & path) {
+    constexpr uintmax_t kMaxConfigBytes = 16u << 20;
+    std::error_code ec;
+    uintmax_t size = fs::file_size(path, ec);
+    if (ec) throw common::Error::usage("model.path: " + path + ": " + ec.message());
+    if (size > kMaxConfigBytes)
+        throw common::Error::usage("model.path: " + path + ": " + std::to_string(size) + " bytes; a config.json is at most " +
+                                   std::to_string(kMaxConfigBytes) + " bytes");
+    std::ifstream in(path, std::ios::binary);
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw common::Error::usage("model.path: " + path + ": not a JSON object");
+    return j;
+}
+
+}  // namespace
+
+std::vector<int> parse_capture_layers(const std::string & spec) {
+    auto bad = [&](const std::string & part, const std::string & why) -> common::Error {
+        return common::Error::usage("'" + part + "' in '" + spec + "': " + why + " (give all, or indices and ranges like 0-3,47)");
+    };
+    // A layer index as `extract run --layers` reads it (std::stoi: leading spaces, then digits),
+    // refused past kMaxLayerIndex so a range can never expand into a huge list.
+    auto index = [&](std::string_view text, const std::string & part) -> int {
+        size_t i = 0;
+        while (i < text.size() && text[i] == ' ') ++i;
+        text.remove_prefix(i);
+        if (text.empty() || !std::all_of(text.begin(), text.end(), [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); }))
+            throw bad(part, "not a layer index or range");
+        if (text.size() > 6) throw bad(part, "layer index out of range (at most " + std::to_string(kMaxLayerIndex) + ")");
+        int v = std::stoi(std::string(text));
+        if (v > kMaxLayerIndex) throw bad(part, "layer index out of range (at most " + std::to_string(kMaxLayerIndex) + ")");
+        return v;
+    };
+    std::set<int> out;
+    size_t start = 0;
+    while (start <= spec.size()) {
+        size_t comma = spec.find(',', start);
+        std::string part = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        start = comma == std::string::npos ? spec.size() + 1 : comma + 1;
+        if (part.empty()) continue;  // "0,,3" and a trailing comma, as extract allows
+        size_t dash = part.find('-');
+        if (dash == std::string::npos) {
+            out.insert(index(part, part));
+            continue;
+        }
+        int a = index(std::string_view(part).substr(0, dash), part);
+        int b = index(std::string_view(part).substr(dash + 1), part);
+        if (b < a) throw bad(part, "a range goes upwards (" + std::to_string(b) + "-" + std::to_string(a) + ")");
+        for (int v = a; v <= b; ++v) out.insert(v);
+    }
+    if (out.empty()) throw common::Error::usage("'" + spec + "': no layers given (give all, or indices and ranges like 0-3,47)");
+    return {out.begin(), out.end()};
+}
+
+void check_capture_layers(const RunConfig & c, int64_t n_layers, const std::string & model_what) {
+    if (c.capture.layers.empty()) return;
+    std::vector<int> layers;
+    try {
+        layers = parse_capture_layers(c.capture.layers);
+    } catch (const common::Error & e) {
+        throw common::Error::usage(where(c, "capture.layers") + e.message());
+    }
+    if (layers.back() >= n_layers)
+        throw common::Error::usage(where(c, "capture.layers") + "'" + c.capture.layers + "' names layer " +
+                                   std::to_string(layers.back()) + " but " + model_what + " has " + std::to_string(n_layers) +
+                                   " layers (0-" + std::to_string(n_layers - 1) + ")");
+}
+
+void check_capture_layers(const RunConfig & c, const nlohmann::json & hf_config) {
+    if (auto n = layer_count(hf_config)) check_capture_layers(c, *n, c.model.display_name() + " (config.json)");
+}
+
 void validate(const RunConfig & c) {
     auto fail = [&](const std::string & key, const std::string & msg) { throw common::Error::usage(where(c, key) + msg); };
+    check_bounds(c, c.source.empty() ? std::string("config") : c.source);
     const auto & m = c.model;
     int sources = !m.hub_id.empty() + !m.local_path.empty() + m.fixture.has_value();
     if (sources != 1) fail("model", "give exactly one model source (hub id, local path or fixture)");
@@ -260,37 +475,31 @@ void validate(const RunConfig & c) {
     std::error_code ec;
     if (!m.local_path.empty() && !fs::is_regular_file(fs::path(m.local_path) / "config.json", ec))
         fail("model.path", m.local_path + ": no config.json there; give a Hugging Face checkpoint directory");
-    if (m.fixture && (m.fixture->layers < 1 || m.fixture->hidden < 8))
-        fail("model.fixture", "layers must be >= 1 and hidden >= 8");
     if (!one_of(m.dtype, kDtypes)) fail("model.dtype", "unknown dtype '" + m.dtype + "': use " + joined(kDtypes));
+    // capture.layers against the layer count wherever it is known before renting: the fixture's
+    // own, a local checkpoint's config.json. (A Hub model's is checked by the estimate step when it
+    // fetches config.json, still before anything is rented.)
+    if (m.fixture) check_capture_layers(c, m.fixture->layers, "the " + m.fixture->family + " fixture");
+    else check_capture_layers(c, kMaxLayerIndex + 1, "any model");  // the syntax alone
+    if (!m.local_path.empty())
+        check_capture_layers(c, read_checkpoint_config((fs::path(m.local_path) / "config.json").string()));
 
     const auto & d = c.data;
     int data_sources = !d.text_file.empty() + !d.jsonl_file.empty() + !d.tokens_file.empty() + d.synthetic_vocab.has_value();
     if (data_sources != 1) fail("data", "give exactly one of text, jsonl, tokens or synthetic_tokens");
     for (const auto * f : {&d.text_file, &d.jsonl_file, &d.tokens_file})
         if (!f->empty() && !fs::is_regular_file(*f, ec)) fail("data", *f + ": no such file");
-    if (d.synthetic_vocab && *d.synthetic_vocab < 2) fail("data.synthetic_tokens.vocab", "must be >= 2");
-    if (d.num_sequences < 1 || d.sequence_length < 1 || d.batch_size < 1)
-        fail("data", "num_sequences, sequence_length and batch_size must be at least 1");
-    if (d.overlap < 0 || d.overlap >= d.sequence_length) fail("data.overlap", "must be in [0, sequence_length)");
     if (c.capture.sites.empty()) fail("capture.sites", "no sites given");
     for (const auto & s : c.capture.sites)
         if (!one_of(s, kSites)) fail("capture.sites", "unknown site '" + s + "': use " + joined(kSites));
     if (!one_of(c.analysis.mode, kModes)) fail("analysis.mode", "unknown mode '" + c.analysis.mode + "'");
-    if (!(c.analysis.threshold > 0)) fail("analysis.threshold", "must be > 0");
 
     const auto & r = c.resources;
-    if (r.gpu_count < 0 || r.gpu_count > 8) fail("resources.gpu_count", "must be 0..8");
-    if (r.min_vram_gb && *r.min_vram_gb <= 0) fail("resources.min_vram_gb", "must be > 0 (or auto)");
-    if (r.max_price_usd_per_hour && *r.max_price_usd_per_hour <= 0) fail("resources.max_price_usd_per_hour", "must be > 0");
     for (const auto & p : r.providers)
         if (p.empty() || !std::all_of(p.begin(), p.end(), [](char ch) { return std::islower(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-'; }))
             fail("resources.providers", "'" + p + "' is not a provider name");
     bool local_only = !r.providers.empty() && std::all_of(r.providers.begin(), r.providers.end(), [](const std::string & p) { return p == "local"; });
     if (!local_only && r.gpu_count == 0) fail("resources.gpu_count", "0 GPUs is only for the local rehearsal provider");
-    if (c.policy.max_duration_s <= 0) fail("policy.max_duration", "must be > 0");
-    if (c.policy.keep_ttl_s <= 0) fail("policy.keep_ttl", "must be > 0");
-    if (c.policy.max_cost_usd && *c.policy.max_cost_usd <= 0) fail("policy.max_cost_usd", "must be > 0");
     if (!c.name.empty() && (c.name.size() > 20 || !std::all_of(c.name.begin(), c.name.end(), [](char ch) {
                                 return std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch));
                             })))
@@ -308,6 +517,14 @@ template <typename T>
 std::optional<T> opt_get(const nlohmann::json & j, const char * key) {
     if (!j.contains(key) || j[key].is_null()) return std::nullopt;
     return j[key].get<T>();
+}
+// An int field of run.json, refused rather than truncated when it does not fit (check_bounds
+// then applies the config's own ranges).
+int int_field(const nlohmann::json & j, const char * key, int fallback) {
+    int64_t v = j.value(key, int64_t{fallback});
+    if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+        throw common::Error::usage(std::string("run.json: ") + key + ": " + std::to_string(v) + " is out of range");
+    return static_cast<int>(v);
 }
 
 }  // namespace
@@ -354,8 +571,8 @@ RunConfig config_from_json(const nlohmann::json & j) {
             const auto & f = m["fixture"];
             FixtureModel fx;
             fx.family = f.value("family", fx.family);
-            fx.layers = f.value("layers", fx.layers);
-            fx.hidden = f.value("hidden", fx.hidden);
+            fx.layers = int_field(f, "layers", fx.layers);
+            fx.hidden = int_field(f, "hidden", fx.hidden);
             fx.plants = f.value("plant", std::vector<std::string>{});
             fx.seed = f.value("seed", uint64_t{0});
             c.model.fixture = fx;
@@ -381,11 +598,11 @@ RunConfig config_from_json(const nlohmann::json & j) {
         const auto & r = j.at("resources");
         c.resources.providers = r.value("providers", std::vector<std::string>{});
         c.resources.gpu_filter = r.value("gpu", "");
-        c.resources.gpu_count = r.value("gpu_count", 1);
+        c.resources.gpu_count = int_field(r, "gpu_count", 1);
         c.resources.min_vram_gb = opt_get<double>(r, "min_vram_gb");
         c.resources.min_cpu_ram_gb = opt_get<double>(r, "min_cpu_ram_gb");
         c.resources.max_price_usd_per_hour = opt_get<double>(r, "max_price_usd_per_hour");
-        c.resources.disk_gb = r.value("disk_gb", c.resources.disk_gb);
+        c.resources.disk_gb = int_field(r, "disk_gb", c.resources.disk_gb);
         c.resources.image = r.value("image", c.resources.image);
         c.resources.safety_factor = r.value("safety_factor", c.resources.safety_factor);
         const auto & p = j.at("policy");
@@ -397,6 +614,7 @@ RunConfig config_from_json(const nlohmann::json & j) {
         c.policy.heartbeat_timeout_s = p.value("heartbeat_timeout_s", c.policy.heartbeat_timeout_s);
         c.hf_token_env = j.value("hf_token_env", c.hf_token_env);
         c.output_dir = j.value("output_dir", c.output_dir);
+        check_bounds(c, "run.json");  // a resumed run is held to the same ranges as a new one
         return c;
     } catch (const nlohmann::json::exception & e) {
         throw common::Error::usage(std::string("run.json: not a run config this version understands: ") + e.what());

@@ -114,9 +114,21 @@ struct Overrides {
 };
 void apply_overrides(RunConfig & config, const Overrides & overrides);
 
-// Every cross-field check (one model source, one data source, positive sizes, known sites and
-// modes). Throws common::Error(usage) naming the key (and the config file when there is one).
+// Every cross-field check (one model source, one data source, every number within its range
+// (configs/README.md), known sites and modes, capture.layers within the model's layers when the
+// fixture or a local checkpoint's config.json tells them). Throws common::Error(usage) naming the
+// key (and the config file when there is one).
 void validate(const RunConfig & config);
+
+// capture.layers ("0-3,47") as sorted unique indices, in the syntax `extract run --layers` reads.
+// Throws common::Error(usage) naming the bad part; indices past 1023 are refused.
+std::vector<int> parse_capture_layers(const std::string & spec);
+// Refuses capture.layers naming a layer at or past `n_layers` (what the model has; `model_what`
+// names it in the message), so a bad range is caught before renting instead of by extract on the
+// instance. The second form takes num_hidden_layers from a checkpoint's config.json and checks
+// nothing when it is absent.
+void check_capture_layers(const RunConfig & config, int64_t n_layers, const std::string & model_what);
+void check_capture_layers(const RunConfig & config, const nlohmann::json & hf_config);
 
 // The resolved config as JSON (RUN_DIR/run.json), and back (for --resume). Keys mirror the YAML.
 nlohmann::json config_to_json(const RunConfig & config);

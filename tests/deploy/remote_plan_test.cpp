@@ -1,14 +1,20 @@
 // Remote plan: quoting, the job script (checked by sh -n and run against fake binaries), the
-// watchdog config, and the real watchdog.sh ending an "instance" when heartbeats stop.
+// watchdog config, and the real watchdog.sh ending an "instance" when heartbeats stop; the real
+// fetch_model.sh against a Hub stand-in, and the flow's estimate step refusing a layer range
+// against the config.json it fetched from there.
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "common/output.h"
 #include "common/subprocess.h"
+#include "deploy/flow.h"
 #include "deploy/remote_plan.h"
+#include "deploy/run_dir.h"
 #include "deploy/run_config.h"
 #include "tests/support/temp_dir.h"
 
@@ -252,4 +258,36 @@ TEST_CASE("fetch_model.sh: typed exits for a missing repo (9) and a refused toke
     CHECK(refused.exit_code == 3);
     CHECK(refused.err.find("gated or private") != std::string::npos);
     CHECK(refused.err.find("wrong-token") == std::string::npos);
+}
+
+TEST_CASE("flow: a Hub model's capture.layers past its config.json fails the estimate step, before anything is rented") {
+    FakeHub hub("");
+    hub.put("org/model/resolve/main/config.json",
+            R"({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 128,
+                "num_attention_heads": 4, "intermediate_size": 96})");
+    tests::TempDir dir{"flow-layers"};
+    tests::EnvGuard endpoint("HF_ENDPOINT", hub.endpoint());
+    auto cfg = deploy::parse_run_config("model:\n  hub: org/model\ndata:\n  synthetic_tokens: {vocab: 128}\n"
+                                        "capture:\n  layers: 0-7\nresources:\n  providers: [local]\n  gpu_count: 1\n");
+    deploy::validate(cfg);  // the layer count is not known from the config alone
+    deploy::FlowOptions fo;
+    fo.workspace = TOOLKIT_SOURCE_DIR;
+    fo.run_dir = dir / "run";
+    fo.broker.state_dir = dir / "state";
+    fo.broker.ledger_path = dir / "state/ledger.sqlite";
+    std::ostringstream sink;
+    common::Output out(common::OutputFormat::Json, sink);
+    CHECK(deploy::run_new(cfg, fo, out) == 2);
+    auto events = deploy::RunDir::open(dir / "run").journal();
+    bool estimate_failed = false, offers_or_create = false;
+    for (const auto & e : events) {
+        if (e.step == "estimate" && e.event == "failed") {
+            estimate_failed = true;
+            CHECK(e.message.find("capture.layers: '0-7' names layer 7 but org/model (config.json) has 4 layers (0-3)") != std::string::npos);
+        }
+        offers_or_create = offers_or_create || ((e.step == "offers" || e.step == "create") && e.event == "start");
+    }
+    CHECK(estimate_failed);
+    CHECK_FALSE(offers_or_create);
+    CHECK(tests::read_file(hub.dir / "requests.log").find("/org/model/resolve/main/config.json") != std::string::npos);
 }

@@ -118,7 +118,8 @@ TEST_CASE("config: bad values name their key before anything is rented") {
               .find("exactly one") != std::string::npos);
     CHECK(error_of("model:\n  hub: a/b\n").find("exactly one of text") != std::string::npos);
     CHECK(error_of(std::string(kMinimal) + "name: Has-Caps\n").find("lower-case") != std::string::npos);
-    CHECK(error_of(std::string(kMinimal) + "data:\n  num_sequences: 0\n").find("") != std::string::npos);
+    CHECK(error_of("model:\n  hub: a/b\ndata:\n  synthetic_tokens: {vocab: 10}\n  num_sequences: 0\n").find("data.num_sequences") !=
+          std::string::npos);
 }
 
 TEST_CASE("config: relative paths are taken from the config file's folder") {
@@ -204,4 +205,142 @@ TEST_CASE("config: the resolved config round-trips through run.json (for --resum
     CHECK(deploy::config_to_json(back) == deploy::config_to_json(c));
     RunConfig r = deploy::rehearsal_defaults();
     CHECK(deploy::config_to_json(deploy::config_from_json(deploy::config_to_json(r))) == deploy::config_to_json(r));
+}
+
+// ---- issue #11: numbers are range-checked where they are read, never truncated ----------------
+
+namespace {
+
+// The error of reading (not yet validating) a config; "" when it reads.
+std::string load_error_of(const std::string & yaml) {
+    try {
+        (void)deploy::parse_run_config(yaml, "run.yaml");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Usage);
+        return e.message();
+    }
+    return "";
+}
+
+const char * kFixture = R"(
+model:
+  fixture: {family: olmoe, layers: 4, hidden: 64}
+data:
+  synthetic_tokens: {vocab: 128}
+resources:
+  providers: [local]
+  gpu_count: 0
+)";
+
+}  // namespace
+
+TEST_CASE("config: integers past their range are refused at file:line:column, not truncated into an int") {
+    // 2^32 + n used to become n through static_cast<int>: 4294967296 GPUs read as 0, 4294967297 as 1.
+    std::string msg = load_error_of(std::string(kMinimal) + "resources:\n  gpu_count: 4294967297\n");
+    CHECK(msg.find("run.yaml:7:14: resources.gpu_count: 4294967297 is out of range: must be 0..8") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  gpu_count: 4294967296\n").find("resources.gpu_count: 4294967296 is out of range") !=
+          std::string::npos);
+    msg = load_error_of(std::string(kMinimal) + "resources:\n  disk_gb: 4294967446\n");  // was 150 GB
+    CHECK(msg.find("run.yaml:7:12: resources.disk_gb: 4294967446 is out of range: must be 1..100000") != std::string::npos);
+    msg = load_error_of("model:\n  fixture: {family: olmoe, layers: 4294967300, hidden: 64}\n");  // was 4 layers
+    CHECK(msg.find("run.yaml:2:36: model.fixture.layers: 4294967300 is out of range: must be 1..256") != std::string::npos);
+    msg = load_error_of("model:\n  fixture: {family: olmoe, layers: 4, hidden: 4294967360}\n");  // was 64
+    CHECK(msg.find("model.fixture.hidden: 4294967360 is out of range: must be 8..16384") != std::string::npos);
+    CHECK(msg.find("run.yaml:2:") != std::string::npos);
+    // Past 64 bits too: out of range, not "not an integer".
+    msg = load_error_of(std::string(kMinimal) + "resources:\n  gpu_count: 99999999999999999999\n");
+    CHECK(msg.find("resources.gpu_count: 99999999999999999999 is out of range: must be 0..8") != std::string::npos);
+    // A negative seed used to wrap to 2^64 - 1.
+    CHECK(load_error_of("model:\n  fixture: {family: olmoe, seed: -1}\n").find("model.fixture.seed: -1 is out of range") != std::string::npos);
+    CHECK(load_error_of("model:\n  hub: a/b\ndata:\n  num_sequences: 0\n").find("run.yaml:4:18: data.num_sequences: 0 is out of range") !=
+          std::string::npos);
+    CHECK(load_error_of("model:\n  hub: a/b\ndata:\n  synthetic_tokens: {vocab: 9223372036854775807}\n")
+              .find("data.synthetic_tokens.vocab: 9223372036854775807 is out of range: must be 2..16777216") != std::string::npos);
+    // Values inside the ranges still read, at both ends.
+    RunConfig c = deploy::parse_run_config(std::string(kMinimal) + "resources:\n  gpu_count: 8\n  disk_gb: 100000\n");
+    CHECK(c.resources.gpu_count == 8);
+    CHECK(c.resources.disk_gb == 100000);
+}
+
+TEST_CASE("config: values set by flags or read back from run.json are held to the same ranges") {
+    RunConfig c = deploy::parse_run_config(kMinimal);
+    deploy::Overrides o;
+    o.num_sequences = int64_t{1} << 40;
+    deploy::apply_overrides(c, o);
+    CHECK_THROWS_WITH_AS(deploy::validate(c), doctest::Contains("data.num_sequences: 1099511627776 is out of range"), common::Error);
+    // run.json (--resume): a gpu_count that does not fit an int is refused, not truncated to 0.
+    auto j = deploy::config_to_json(deploy::parse_run_config(kMinimal));
+    j["resources"]["gpu_count"] = int64_t{4294967296};
+    CHECK_THROWS_WITH_AS(deploy::config_from_json(j), doctest::Contains("gpu_count: 4294967296 is out of range"), common::Error);
+    j["resources"]["gpu_count"] = 1;
+    j["policy"]["max_duration_s"] = 1e30;
+    CHECK_THROWS_WITH_AS(deploy::config_from_json(j), doctest::Contains("run.json: policy.max_duration"), common::Error);
+}
+
+TEST_CASE("config: durations, prices and costs are bounded at load (a huge max_duration overflowed the deadline)") {
+    std::string msg = load_error_of(std::string(kMinimal) + "policy:\n  max_duration: 999999999999999999h\n");
+    CHECK(msg.find("run.yaml:7:17: policy.max_duration: '999999999999999999h' is out of range: must be longer than 0s and at most 30d") !=
+          std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "policy:\n  keep_ttl: 31d\n").find("policy.keep_ttl: '31d' is out of range") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "policy:\n  heartbeat_timeout: 2d\n")
+              .find("policy.heartbeat_timeout: '2d' is out of range: must be at least 30s and at most 1d") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "policy:\n  heartbeat_timeout: 10s\n").find("at least 30s") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "policy:\n  max_duration: 0s\n").find("policy.max_duration") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "policy:\n  max_cost_usd: 1e300\n").find("policy.max_cost_usd: 1e+300 is out of range") !=
+          std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  max_price_usd_per_hour: 1e12\n")
+              .find("resources.max_price_usd_per_hour: 1000000000000 is out of range") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  min_cpu_ram_gb: -4\n").find("resources.min_cpu_ram_gb") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  min_vram_gb: 1e9\n").find("resources.min_vram_gb") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  safety_factor: 1000\n").find("resources.safety_factor") != std::string::npos);
+    // The edges still read.
+    RunConfig c = deploy::parse_run_config(std::string(kMinimal) + "policy:\n  max_duration: 30d\n  keep_ttl: 720h\n  heartbeat_timeout: 30s\n");
+    CHECK(c.policy.max_duration_s == doctest::Approx(30 * 86400));
+    // --max-duration goes through validate.
+    deploy::Overrides o;
+    o.max_duration = "999999999999999999h";
+    deploy::apply_overrides(c, o);
+    CHECK_THROWS_WITH_AS(deploy::validate(c), doctest::Contains("policy.max_duration: 1e+18h is out of range"), common::Error);
+    o.max_duration = "soon";
+    CHECK_THROWS_WITH_AS(deploy::apply_overrides(c, o), doctest::Contains("--max-duration: 'soon'"), common::Error);
+}
+
+TEST_CASE("config: capture.layers syntax is checked at load") {
+    std::string msg = load_error_of(std::string(kMinimal) + "capture:\n  layers: banana\n");
+    CHECK(msg.find("run.yaml:7:11: capture.layers: 'banana'") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "capture:\n  layers: 3-1\n").find("upwards") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "capture:\n  layers: 0-2000000000\n").find("at most 1023") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "capture:\n  layers: \"\"\n").find("no layers given") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "capture:\n  layers: \"1;2\"\n").find("capture.layers") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "capture:\n  layers: \"0-3 \"\n").find("capture.layers") != std::string::npos);
+    CHECK(deploy::parse_run_config(std::string(kMinimal) + "capture:\n  layers: 0-3,47\n").capture.layers == "0-3,47");
+    CHECK(deploy::parse_run_config(std::string(kMinimal) + "capture:\n  layers: all\n").capture.layers.empty());
+    // What `extract run --layers` accepts (spaces before a number, empty parts) reads here too.
+    CHECK(deploy::parse_capture_layers("0-3, 47,") == std::vector<int>{0, 1, 2, 3, 47});
+    CHECK(deploy::parse_capture_layers("5,1-2,2") == std::vector<int>{1, 2, 5});
+}
+
+TEST_CASE("config: capture.layers past the model's layers is refused before renting (fixture, local checkpoint)") {
+    CHECK(error_of(std::string(kFixture) + "capture:\n  layers: 0-3\n").empty());
+    std::string msg = error_of(std::string(kFixture) + "capture:\n  layers: 0-7\n");
+    CHECK(msg.find("capture.layers: '0-7' names layer 7 but the olmoe fixture has 4 layers (0-3)") != std::string::npos);
+    tests::TempDir dir;
+    std::filesystem::create_directories(dir / "ckpt");
+    tests::write_file(dir / "ckpt/config.json", R"({"model_type": "llama", "num_hidden_layers": 2})");
+    tests::write_file(dir / "ids.json", "[1,2,3]");
+    tests::write_file(dir / "run.yaml", "model:\n  path: ckpt\ndata:\n  tokens: ids.json\ncapture:\n  layers: 0-3\n");
+    RunConfig c = deploy::load_run_config(dir / "run.yaml");
+    const std::string expected = "names layer 3 but " + (dir / "ckpt") + " (config.json) has 2 layers";
+    CHECK_THROWS_WITH_AS(deploy::validate(c), doctest::Contains(expected.c_str()), common::Error);
+    c.capture.layers = "1";
+    CHECK_NOTHROW(deploy::validate(c));
+    // A config.json that is not JSON is refused here rather than on the instance.
+    tests::write_file(dir / "ckpt/config.json", "{not json");
+    CHECK_THROWS_WITH_AS(deploy::validate(c), doctest::Contains("not a JSON object"), common::Error);
+    // The Hub form: the estimate step passes the fetched config.json.
+    RunConfig h = deploy::parse_run_config(std::string(kMinimal) + "capture:\n  layers: 0-3,47\n");
+    CHECK_NOTHROW(deploy::check_capture_layers(h, nlohmann::json{{"num_hidden_layers", 48}}));
+    CHECK_THROWS_WITH_AS(deploy::check_capture_layers(h, nlohmann::json{{"num_hidden_layers", 40}}),
+                         doctest::Contains("names layer 47 but Qwen/Qwen3-30B-A3B (config.json) has 40 layers"), common::Error);
+    CHECK_NOTHROW(deploy::check_capture_layers(h, nlohmann::json::object()));  // no count: extract will say
 }
