@@ -16,8 +16,8 @@
 #
 # ccache, where installed, compiles through CCACHE_BASEDIR=SRC_DIR in a build folder right inside
 # SRC_DIR, so the compiler sees the same relative paths as a host build in <checkout>/build made
-# with CCACHE_BASEDIR=<checkout>: the local rehearsal (this same machine over loopback ssh) then
-# reuses the host build's objects instead of compiling for minutes.
+# with CCACHE_BASEDIR=<checkout> and CCACHE_SLOPPINESS=locale: the local rehearsal (this same
+# machine over loopback ssh) then reuses the host build's objects instead of compiling for minutes.
 set -eu
 
 # The libtorch the build links, resolved here and handed to CMake as Torch_DIR so the key below
@@ -175,8 +175,11 @@ tree="$src/build-bootstrap-$key"
 launcher=""
 if command -v ccache >/dev/null 2>&1; then
   launcher="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"
+  # ccache hashes LANG/LC_* unless told not to, and an ssh session rarely has the host shell's
+  # locale: sloppiness "locale" leaves them out (the host build needs the same setting to match).
   # This build's own hit/miss counts go to a stats log (the account's counters are left alone).
   export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$src}" CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}" CCACHE_STATSLOG="$build/ccache-stats.log"
+  case ",${CCACHE_SLOPPINESS:-}," in *,locale,*) ;; *) export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:+$CCACHE_SLOPPINESS,}locale" ;; esac
   # The local rehearsal's ssh session has HOME set to the instance's own folder, which would hide
   # the account's ccache (and every object the host build put there): use the account's home from
   # the passwd database to find it. On a cloud instance that is the same folder as $HOME.

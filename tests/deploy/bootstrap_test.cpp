@@ -124,7 +124,8 @@ TEST_CASE("bootstrap.sh: builds through ccache with the source tree as base fold
     // A ccache stand-in that records where and how each compile ran, then compiles.
     write_exe(dir / "tools/ccache", "#!/bin/sh\n"
                                     "case \"$1\" in -k) echo \"$HOME/ccache-of-the-account\"; exit 0 ;; --show-log-stats) exit 0 ;; esac\n"
-                                    "printf '%s|%s|%s|%s\\n' \"$PWD\" \"${CCACHE_BASEDIR:-}\" \"${CCACHE_DIR:-}\" \"${CCACHE_NOHASHDIR:-}\" >> " +
+                                    "printf '%s|%s|%s|%s|%s\\n' \"$PWD\" \"${CCACHE_BASEDIR:-}\" \"${CCACHE_DIR:-}\" \"${CCACHE_NOHASHDIR:-}\" "
+                                    "\"${CCACHE_SLOPPINESS:-}\" >> " +
                                         dir / "compiles" + "\nexec \"$@\"\n");
     // The local provider's ssh session sets HOME to the instance's folder; the account's ccache is
     // found through the passwd database instead.
@@ -133,7 +134,7 @@ TEST_CASE("bootstrap.sh: builds through ccache with the source tree as base fold
     REQUIRE(pw != nullptr);
     const std::string account_home = pw->pw_dir;
     auto r = bootstrap({dir / "src", dir / "cache"}, {"PATH=" + dir / "tools" + ":" + kSystemPath, "HOME=" + dir / "instance-home",
-                                                      "CCACHE_DIR=", "CCACHE_BASEDIR=", "CCACHE_NOHASHDIR="});
+                                                      "CCACHE_DIR=", "CCACHE_BASEDIR=", "CCACHE_NOHASHDIR=", "CCACHE_SLOPPINESS="});
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     std::string last = r.out.substr(r.out.rfind("bin_dir="));
@@ -156,13 +157,14 @@ TEST_CASE("bootstrap.sh: builds through ccache with the source tree as base fold
             if (bar == std::string::npos) break;
             s = bar + 1;
         }
-        REQUIRE(f.size() == 4);
+        REQUIRE(f.size() == 5);
         // Compiled in <src>/build-bootstrap-<key>: "../extractor/main.cpp" relative to it, as from <checkout>/build.
         CHECK(fs::path(f[0]).parent_path().string() == src);
         CHECK(fs::path(f[0]).filename().string().rfind("build-bootstrap-", 0) == 0);
         CHECK(f[1] == src);
         if (account_home != dir / "instance-home") CHECK(f[2] == account_home + "/ccache-of-the-account");
         CHECK(f[3] == "1");
+        CHECK(f[4] == "locale");  // an ssh session's locale differs from the host shell's
     }
     CHECK(lines == 2);
     // The build folder is gone once the binaries are in the cache; a second run is a cache hit.
