@@ -85,6 +85,22 @@ struct JobInfo {
     std::string command;
 };
 
+// What one poll of a detached job brings back (Client::poll_job).
+struct JobPoll {
+    JobInfo info;                  // the state, read before the log bytes
+    uint64_t offset = 0;           // the log offset after the bytes delivered
+    bool heartbeat_failed = false; // the touch of the heartbeat file failed (the poll itself worked)
+};
+
+// How follow_job paces and reports (deploy_and_analyze follows its remote steps with this).
+struct FollowOptions {
+    std::string heartbeat_path;  // touched on every poll (empty: none)
+    // Called after every poll (save the offset, check a budget; may throw to stop). Then, while the
+    // job runs, `wait` paces the polls: it returns false to stop following (a deadline passed).
+    std::function<void(const JobPoll &)> after_poll;
+    std::function<bool()> wait;  // default: sleep 2 s
+};
+
 // One Client holds one SSH session: use it from one thread at a time (open one per thread for
 // parallel work; each costs a connection).
 class Client {
@@ -108,6 +124,19 @@ public:
     // Streams the job log from byte `offset`; with follow, until the job ends, reconnecting after a
     // dropped connection without losing or repeating bytes. Returns the offset after the last byte.
     uint64_t logs(const std::string & name, uint64_t offset, bool follow, const StreamCallback & on_data);
+    // One round trip for a follower that polls: touches `touch_path` (a heartbeat for an on-host
+    // watchdog; empty: none), reads the job's state, then streams its log from `offset`. The state is
+    // read first, so when it says the job ended every byte of the log has been delivered.
+    JobPoll poll_job(const std::string & name, uint64_t offset, const StreamCallback & on_data,
+                     const std::string & touch_path = {});
+    // Polls the job until it ends (or options.wait says stop), streaming its log from `offset`: one
+    // channel per poll, each poll surviving dropped connections as poll_job does. Returns the last
+    // poll: info.state is "running" only when options.wait stopped it.
+    JobPoll follow_job(const std::string & name, uint64_t offset, const StreamCallback & on_data,
+                       const FollowOptions & options = {});
+    // Reads (logs, jobs, job, poll_job, home) survive a dropped connection: they reconnect and
+    // repeat for up to this long (default 180 s) before failing with the connection's error.
+    void set_reconnect_window(double seconds);
     // Ends the job's whole process group (TERM, then KILL after grace_s). Returns the final state.
     JobInfo kill(const std::string & name, double grace_s = 5);
     std::string home();  // the remote $HOME, from the server

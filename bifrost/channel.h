@@ -4,18 +4,30 @@
 // deadlock it (the predecessor waited for the exit status before reading: predecessor.md §19.25).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "bifrost/connection.h"
+#include "common/error.h"
 
 struct ssh_channel_struct;
+struct ssh_channel_callbacks_struct;
 
 namespace bifrost {
 
+// Thrown when a channel could not be opened or its command not started: besides the failed
+// command, the session itself must not be used for new channels again (see ChannelTask()).
+struct ChannelSetupFailed : common::Error {
+    using common::Error::Error;
+};
+
 class ChannelTask {
 public:
-    // Opens a session channel and starts `command` (blocking round trips). Throws Error(network).
+    // Opens a session channel and starts `command` (blocking round trips, each bounded by
+    // kChannelRequestTimeoutS). Throws Error(network), or Error(timeout) when the server did not
+    // answer in time. After any failure here the session's channel bookkeeping is no longer
+    // trustworthy (see the constructor), so the session is disconnected: the caller reconnects.
     ChannelTask(ssh_session_struct * session, const std::string & command, const std::string & label);
     ~ChannelTask();
     ChannelTask(const ChannelTask &) = delete;
@@ -30,10 +42,15 @@ public:
     // when anything moved. Throws Error(network) when the session fails.
     bool pump(const StreamCallback & out, const StreamCallback & err, size_t max_read_bytes = 1 << 20);
     bool done() const { return out_eof_ && err_eof_; }
-    // After done(): the exit status (255 when the command was killed by a signal).
+    // After done(): the exit status; 128+N when the command was killed by signal N (as a shell
+    // reports it; signal_name() then says which), 255 when the server sent neither.
     int finish();
+    const std::string & signal_name() const { return signal_; }
 
 private:
+    static void on_exit_signal(ssh_session_struct *, ssh_channel_struct *, const char * signal, int core,
+                               const char * errmsg, const char * lang, void * self);
+
     ssh_session_struct * session_;
     ssh_channel_struct * channel_ = nullptr;
     std::string label_;
@@ -43,7 +60,20 @@ private:
     bool eof_sent_ = false;
     bool out_eof_ = false;
     bool err_eof_ = false;
+    std::string signal_;  // from the server's exit-signal request ("KILL", "SEGV", ...)
+    // Registered on the channel and removed before it is freed: libssh 0.10 keeps a freed channel
+    // until the server's close arrives and would otherwise call into a destroyed task.
+    std::unique_ptr<ssh_channel_callbacks_struct> callbacks_;
 };
+
+// How long one channel round trip (open, exec request, exit status) may wait for the server. The
+// session-wide libssh timeout is the connect timeout (seconds); a loaded machine can take longer
+// to answer a channel request than to accept a TCP connection.
+constexpr long kChannelRequestTimeoutS = 120;
+
+// "KILL" -> 9, "SIGSEGV" -> 11; 0 when unknown. The SSH exit-signal request names the signal
+// without "SIG" (RFC 4254 section 6.10).
+int signal_number(std::string_view name);
 
 // Polls the session socket (and optionally one more fd for reading) for up to timeout_ms.
 // Returns true when extra_fd is readable.

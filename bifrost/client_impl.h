@@ -1,12 +1,17 @@
 // Internal: the state behind bifrost::Client, shared by the verb files (exec.cpp, push.cpp, ...).
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "bifrost/bifrost.h"
 #include "common/error.h"
+#include "common/log.h"
+#include "common/program.h"
 
 namespace bifrost {
 
@@ -14,6 +19,30 @@ struct Client::Impl {
     std::unique_ptr<Transport> transport;
     std::function<std::unique_ptr<Transport>()> reconnect;
     std::string home;
+    double reconnect_window_s = 180;
+
+    // Runs `attempt`; when the connection fails under it (a network error or a timed-out channel),
+    // drops the transport, reconnects with backoff and runs it again, for up to reconnect_window_s.
+    // Only for work that is safe to repeat (reading state, logs by offset, touching a file).
+    template <class F>
+    auto idempotent(const std::string & what, F && attempt) -> decltype(attempt()) {
+        auto start = std::chrono::steady_clock::now();
+        double backoff_s = 0.5;
+        for (;;) {
+            try {
+                return attempt();
+            } catch (const common::Error & e) {
+                bool transient = e.kind() == common::ErrorKind::Network || e.kind() == common::ErrorKind::Timeout;
+                double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                if (!transient || !reconnect || waited > reconnect_window_s) throw;
+                common::log::warn(what, ": ", e.message(), "; reconnecting");
+                transport.reset();
+                common::throw_if_interrupted();
+                std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
+                backoff_s = std::min(backoff_s * 2, 5.0);
+            }
+        }
+    }
 
     Transport & t() {
         if (transport && !transport->usable() && reconnect) transport.reset();

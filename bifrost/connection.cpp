@@ -3,6 +3,7 @@
 #include "bifrost/connection.h"
 
 #include <fcntl.h>
+#include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +14,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -224,6 +226,9 @@ std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const Co
             unsigned user_timeout_ms = static_cast<unsigned>(options.keepalive_s) * 3000u;
             ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
         }
+        // From here on the session timeout bounds each channel round trip (open, exec, exit status).
+        long request_timeout_s = std::max(timeout_s, kChannelRequestTimeoutS);
+        ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &request_timeout_s);
         auto c = std::unique_ptr<Connection>(new Connection());
         c->endpoint_ = e;
         c->options_ = options;
@@ -239,7 +244,7 @@ Connection::~Connection() {
     }
 }
 
-bool Connection::alive() { return session_ && ssh_is_connected(session_); }
+bool Connection::alive() { return session_ && !broken_ && ssh_is_connected(session_); }
 
 void Connection::send_keepalive() {
     if (session_) ssh_send_ignore(session_, "bifrost-keepalive");
@@ -247,7 +252,14 @@ void Connection::send_keepalive() {
 
 int Connection::run(const RemoteCommand & command) {
     if (!alive()) throw Error(ErrorKind::Network, label() + ": connection lost").with("host", label());
-    ChannelTask task(session_, command.command, label());
+    std::optional<ChannelTask> started;
+    try {
+        started.emplace(session_, command.command, label());
+    } catch (const ChannelSetupFailed &) {
+        broken_ = true;
+        throw;
+    }
+    ChannelTask & task = *started;
     task.queue_stdin(command.stdin_data);
     bool source_open = static_cast<bool>(command.stdin_source) || command.stdin_fd >= 0;
     if (!source_open) task.close_stdin();
@@ -283,25 +295,61 @@ int Connection::run(const RemoteCommand & command) {
             last_keepalive = now;
         }
     }
-    return task.finish();
+    int status = task.finish();
+    if (!task.signal_name().empty())
+        common::log::warn(label(), ": the remote command was killed by signal SIG", task.signal_name(), " (exit ", status, ")");
+    return status;
 }
 
 // ---- ChannelTask ----
 
 ChannelTask::ChannelTask(ssh_session session, const std::string & command, const std::string & label)
     : session_(session), label_(label) {
+    // libssh keeps its last error string until another error replaces it, and a failed round trip
+    // does not always set one (a timed-out open sets none): compare, so an old message is never
+    // reported as this failure's reason.
+    const std::string error_before = ssh_get_error(session);
+    auto fail = [&](const char * step, int rc) {
+        std::string now = ssh_get_error(session);
+        std::string why = rc == SSH_AGAIN ? "no answer from the server within " + std::to_string(kChannelRequestTimeoutS) + " s"
+                          : now != error_before && !now.empty() ? now
+                                                                : "the server refused it";
+        // A channel whose open is still pending is removed from libssh's table at once when freed
+        // (it was never bound), so the server's late confirmation and anything it later sends on
+        // that channel (keepalive@openssh.com requests) name an id libssh no longer knows ("Server
+        // specified invalid channel N"), and the server keeps a session open that nobody will
+        // close. The session's channel bookkeeping cannot be trusted after that: the owner drops
+        // it and reconnects (ChannelSetupFailed).
+        if (channel_) {
+            ssh_channel_free(channel_);
+            channel_ = nullptr;
+        }
+        throw ChannelSetupFailed(rc == SSH_AGAIN ? ErrorKind::Timeout : ErrorKind::Network,
+                                 label + ": cannot start a remote command: " + step + ": " + why, {{"host", label}});
+    };
     channel_ = ssh_channel_new(session);
-    if (!channel_) throw Error(ErrorKind::Network, label + ": cannot create a channel: " + ssh_get_error(session));
-    if (ssh_channel_open_session(channel_) != SSH_OK || ssh_channel_request_exec(channel_, command.c_str()) != SSH_OK) {
-        std::string why = ssh_get_error(session);
-        ssh_channel_free(channel_);
-        channel_ = nullptr;
-        throw Error(ErrorKind::Network, label + ": cannot start a remote command: " + why).with("host", label);
-    }
+    if (!channel_) fail("creating a channel", SSH_ERROR);
+    int rc = ssh_channel_open_session(channel_);
+    if (rc != SSH_OK) fail("opening a session channel", rc);
+    callbacks_ = std::make_unique<ssh_channel_callbacks_struct>();
+    std::memset(callbacks_.get(), 0, sizeof *callbacks_);
+    callbacks_->userdata = this;
+    callbacks_->channel_exit_signal_function = &ChannelTask::on_exit_signal;
+    ssh_callbacks_init(callbacks_.get());
+    ssh_add_channel_callbacks(channel_, callbacks_.get());
+    rc = ssh_channel_request_exec(channel_, command.c_str());
+    if (rc != SSH_OK) fail("exec request", rc);
+}
+
+void ChannelTask::on_exit_signal(ssh_session, ssh_channel, const char * signal, int, const char *, const char *, void * self) {
+    static_cast<ChannelTask *>(self)->signal_ = signal ? signal : "";
 }
 
 ChannelTask::~ChannelTask() {
     if (channel_) {
+        if (callbacks_) ssh_remove_channel_callbacks(channel_, callbacks_.get());
+        // Sends our close; libssh frees the channel once the server's close arrives (it stays in
+        // the session's table until then, so late packets for it are still recognised).
         if (ssh_is_connected(session_)) ssh_channel_close(channel_);
         ssh_channel_free(channel_);
     }
@@ -371,7 +419,24 @@ int ChannelTask::finish() {
     // No status and no session: the connection died under the command (not a remote failure).
     if (status < 0 && !ssh_is_connected(session_))
         throw Error(ErrorKind::Network, label_ + ": connection lost: " + ssh_get_error(session_)).with("host", label_);
-    return status < 0 ? 255 : status;
+    if (status >= 0) return status;
+    if (!signal_.empty()) {
+        int n = signal_number(signal_);
+        return n > 0 ? 128 + n : 255;
+    }
+    return 255;
+}
+
+int signal_number(std::string_view name) {
+    if (name.rfind("SIG", 0) == 0) name.remove_prefix(3);
+    // The names RFC 4254 section 6.10 lists, plus the other common Linux ones, with Linux numbers.
+    static const std::pair<std::string_view, int> table[] = {
+        {"HUP", 1},  {"INT", 2},   {"QUIT", 3},  {"ILL", 4},   {"TRAP", 5},  {"ABRT", 6},  {"BUS", 7},
+        {"FPE", 8},  {"KILL", 9},  {"USR1", 10}, {"SEGV", 11}, {"USR2", 12}, {"PIPE", 13}, {"ALRM", 14},
+        {"TERM", 15}, {"XCPU", 24}, {"XFSZ", 25}, {"SYS", 31}};
+    for (const auto & [n, v] : table)
+        if (n == name) return v;
+    return 0;
 }
 
 bool wait_session(ssh_session session, int extra_fd, int timeout_ms) {

@@ -75,6 +75,7 @@ private:
     Endpoint endpoint_;
     ConnectOptions options_;
     ssh_session_struct * session_ = nullptr;
+    bool broken_ = false;  // a channel setup failed: reconnect rather than open more channels here
 };
 
 }  // namespace bifrost

@@ -41,6 +41,8 @@ Client::~Client() = default;
 
 Transport & Client::transport() { return impl_->t(); }
 
+void Client::set_reconnect_window(double seconds) { impl_->reconnect_window_s = seconds; }
+
 Client::Impl::Captured Client::Impl::run_script(const std::string & script, const std::string & extra_stdin) {
     Prologue p = make_prologue(script);
     RemoteCommand rc;
@@ -67,7 +69,7 @@ std::string Client::Impl::run_script_ok(const std::string & script, const std::s
 
 std::string Client::home() {
     if (impl_->home.empty()) {
-        std::string out = impl_->run_script_ok("printf '%s' \"$HOME\"", "reading $HOME");
+        std::string out = impl_->idempotent("reading $HOME", [&] { return impl_->run_script_ok("printf '%s' \"$HOME\"", "reading $HOME"); });
         if (out.empty() || out.front() != '/')
             throw Error(ErrorKind::RemoteFailed, transport().label() + ": remote $HOME is not an absolute path: '" + out + "'");
         impl_->home = out;

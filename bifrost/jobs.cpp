@@ -7,6 +7,7 @@
 
 #include "bifrost/bifrost.h"
 #include "bifrost/client_impl.h"
+#include "bifrost/jobs_script.h"
 #include "bifrost/shell.h"
 #include "common/error.h"
 
@@ -17,7 +18,6 @@ using common::ErrorKind;
 
 namespace {
 
-constexpr int kNoSuchJob = 91;
 constexpr int kJobRunning = 90;
 
 std::string job_dir(const std::string & name) {
@@ -25,6 +25,8 @@ std::string job_dir(const std::string & name) {
         throw Error::usage("job name '" + name + "': use letters, digits, '.', '_' or '-' (at most 64, starting alphanumeric)");
     return "\"$HOME\"/.bifrost/jobs/" + name;
 }
+
+}  // namespace
 
 JobInfo parse_job_line(const std::string & line) {
     std::vector<std::string> f;
@@ -56,8 +58,7 @@ JobInfo parse_job_line(const std::string & line) {
     return j;
 }
 
-// Prints one tab-separated line per job directory named by the glob.
-std::string list_script(const std::string & glob) {
+std::string job_list_script(const std::string & glob) {
     return "cd \"$HOME/.bifrost/jobs\" 2>/dev/null || exit 0\n"
            "for j in " + glob + "; do n=${j%/}; [ -f \"$n/pid\" ] || continue\n"
            "  ec=$(cat \"$n/exit_code\" 2>/dev/null); pid=$(cat \"$n/pid\"); a=0\n"
@@ -71,7 +72,16 @@ std::string list_script(const std::string & glob) {
            "done\n";
 }
 
-}  // namespace
+JobInfo find_job_line(const std::string & text, const std::string & name) {
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        JobInfo j = parse_job_line(line);
+        if (j.name == name) return j;
+    }
+    return {};
+}
+
 
 JobInfo Client::run_detached(const JobSpec & spec) {
     const std::string j = job_dir(spec.name);
@@ -119,7 +129,7 @@ JobInfo Client::run_detached(const JobSpec & spec) {
 }
 
 std::vector<JobInfo> Client::jobs() {
-    std::string out = impl_->run_script_ok(list_script("*/"), "listing jobs");
+    std::string out = impl_->idempotent("listing jobs", [&] { return impl_->run_script_ok(job_list_script("*/"), "listing jobs"); });
     std::vector<JobInfo> result;
     std::istringstream in(out);
     std::string line;
@@ -132,13 +142,9 @@ std::vector<JobInfo> Client::jobs() {
 
 JobInfo Client::job(const std::string & name) {
     job_dir(name);
-    std::string out = impl_->run_script_ok(list_script(name), "reading job " + name);
-    std::istringstream in(out);
-    std::string line;
-    while (std::getline(in, line)) {
-        JobInfo j = parse_job_line(line);
-        if (j.name == name) return j;
-    }
+    std::string out = impl_->idempotent("reading job " + name, [&] { return impl_->run_script_ok(job_list_script(name), "reading job " + name); });
+    JobInfo found = find_job_line(out, name);
+    if (!found.name.empty()) return found;
     throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
 }
 
@@ -146,7 +152,7 @@ JobInfo Client::kill(const std::string & name, double grace_s) {
     const std::string j = job_dir(name);
     int ticks = static_cast<int>(grace_s * 10);
     std::string script = "J=" + j + "\n"
-                         "[ -f \"$J/pid\" ] || exit " + std::to_string(kNoSuchJob) + "\n"
+                         "[ -f \"$J/pid\" ] || exit " + std::to_string(kNoSuchJobStatus) + "\n"
                          "[ -f \"$J/exit_code\" ] && exit 0\n"
                          "pid=$(cat \"$J/pid\")\n"
                          ": > \"$J/killed\"\n"
@@ -155,7 +161,7 @@ JobInfo Client::kill(const std::string & name, double grace_s) {
                          "kill -KILL -\"$pid\" 2>/dev/null\n"
                          "exit 0\n";
     auto c = impl_->run_script(script);
-    if (c.status == kNoSuchJob)
+    if (c.status == kNoSuchJobStatus)
         throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
     if (c.status != 0)
         throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": kill " + name + " failed: " + c.err);

@@ -1,15 +1,13 @@
 // logs: stream a job's log from a byte offset with tail(1). With follow, `tail -f --pid` ends when
-// the job does; if the connection drops, we reconnect (with backoff, for up to reconnect_window_s)
-// and continue from the exact byte count delivered so far, so nothing is lost or repeated.
-#include <chrono>
-#include <thread>
-
+// the job does. poll_job: one round trip for a follower that polls (heartbeat, state, new bytes).
+// Both are idempotent given the byte count delivered so far, so a dropped connection is
+// re-established (Client::Impl::idempotent) and the read continues from the exact byte: nothing is
+// lost or repeated.
 #include "bifrost/bifrost.h"
 #include "bifrost/client_impl.h"
+#include "bifrost/jobs_script.h"
 #include "bifrost/shell.h"
 #include "common/error.h"
-#include "common/log.h"
-#include "common/program.h"
 
 namespace bifrost {
 
@@ -17,17 +15,20 @@ using common::Error;
 using common::ErrorKind;
 
 namespace {
-constexpr int kNoSuchJob = 91;
-constexpr double kReconnectWindowS = 180;
+
+std::string job_dir_var(const std::string & name) {
+    if (!valid_job_name(name)) throw Error::usage("job name '" + name + "' is not valid");
+    return "J=\"$HOME\"/.bifrost/jobs/" + name + "\n"
+           "[ -f \"$J/pid\" ] || exit " + std::to_string(kNoSuchJobStatus) + "\n";
+}
+
 }  // namespace
 
 uint64_t Client::logs(const std::string & name, uint64_t offset, bool follow, const StreamCallback & on_data) {
-    if (!valid_job_name(name)) throw Error::usage("job name '" + name + "' is not valid");
+    const std::string head = job_dir_var(name);
     uint64_t at = offset;
-    for (;;) {
-        std::string script = "J=\"$HOME\"/.bifrost/jobs/" + name + "\n"
-                             "[ -f \"$J/pid\" ] || exit " + std::to_string(kNoSuchJob) + "\n"
-                             "o=" + std::to_string(at + 1) + "\n";
+    return impl_->idempotent("logs " + name, [&] {
+        std::string script = head + "o=" + std::to_string(at + 1) + "\n";
         if (follow)
             script += "pid=$(cat \"$J/pid\")\n"
                       "if [ -f \"$J/exit_code\" ] || ! kill -0 \"$pid\" 2>/dev/null; then exec tail -c +$o \"$J/log\"; fi\n"
@@ -44,31 +45,75 @@ uint64_t Client::logs(const std::string & name, uint64_t offset, bool follow, co
             if (on_data) on_data(d);
         };
         rc.on_stderr = [&](std::string_view d) { err.append(d); };
-        try {
-            int status = impl_->t().run(rc);
-            if (status == kNoSuchJob)
-                throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
-            if (status != 0)
-                throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": reading the log of " + name + " failed: " + err);
-            return at;
-        } catch (const Error & e) {
-            if (!follow || e.kind() != ErrorKind::Network) throw;
-            common::log::warn("logs: ", e.message(), "; reconnecting (at byte ", at, ")");
-            impl_->transport.reset();
-            auto start = std::chrono::steady_clock::now();
-            double backoff_s = 0.5;
-            while (!impl_->transport) {
-                common::throw_if_interrupted();
-                try {
-                    impl_->transport = impl_->reconnect();
-                } catch (const Error & again) {
-                    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-                    if (again.kind() != ErrorKind::Network || waited > kReconnectWindowS) throw;
-                    std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
-                    backoff_s = std::min(backoff_s * 2, 5.0);
-                }
-            }
+        int status = impl_->t().run(rc);
+        if (status == kNoSuchJobStatus)
+            throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
+        if (status != 0)
+            throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": reading the log of " + name + " failed: " + err);
+        return at;
+    });
+}
+
+JobPoll Client::poll_job(const std::string & name, uint64_t offset, const StreamCallback & on_data,
+                         const std::string & touch_path) {
+    const std::string head = job_dir_var(name);
+    JobPoll poll;
+    poll.offset = offset;
+    return impl_->idempotent("polling job " + name, [&] {
+        // The state goes to stderr and is read BEFORE the log, so a state that says the job ended
+        // comes with every byte the job wrote; the log bytes go to stdout untouched.
+        std::string script = head;
+        if (!touch_path.empty())
+            script += "touch -- " + remote_path_expr(touch_path) + " || echo 'bifrost: cannot touch the heartbeat file' >&2\n";
+        script += "{ " + job_list_script(name) + "} >&2\n"
+                  "exec tail -c +" + std::to_string(poll.offset + 1) + " \"$J/log\"\n";
+        Prologue p = make_prologue(script);
+        RemoteCommand rc;
+        rc.command = p.command;
+        rc.stdin_data = p.stdin_block;
+        std::string err;
+        rc.on_stdout = [&](std::string_view d) {
+            poll.offset += d.size();
+            if (on_data) on_data(d);
+        };
+        rc.on_stderr = [&](std::string_view d) {
+            if (err.size() < (1u << 20)) err.append(d);
+        };
+        int status = impl_->t().run(rc);
+        if (status == kNoSuchJobStatus)
+            throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
+        if (status != 0)
+            throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": polling job " + name + " failed (exit " +
+                                                     std::to_string(status) + "): " + err);
+        poll.info = find_job_line(err, name);
+        if (poll.info.name.empty())
+            throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": polling job " + name + ": no state line in: " + err);
+        poll.heartbeat_failed = err.find("cannot touch the heartbeat file") != std::string::npos;
+        return poll;
+    });
+}
+
+JobPoll Client::follow_job(const std::string & name, uint64_t offset, const StreamCallback & on_data,
+                           const FollowOptions & options) {
+    bool warned = false;
+    for (;;) {
+        common::throw_if_interrupted();
+        JobPoll poll = poll_job(name, offset, on_data, options.heartbeat_path);
+        offset = poll.offset;
+        if (poll.heartbeat_failed && !warned) {
+            common::log::warn("job ", name, ": cannot touch the heartbeat file ", options.heartbeat_path,
+                              "; the instance's watchdog may end it");
+            warned = true;
         }
+        if (options.after_poll) options.after_poll(poll);
+        if (poll.info.state != "running") return poll;
+        bool go_on = true;
+        if (options.wait) {
+            go_on = options.wait();
+        } else {
+            std::this_thread::sleep_for(std::chrono::seconds(2));
+        }
+        if (!go_on) return poll;
     }
 }
 

@@ -1,6 +1,7 @@
 // The control-socket master and client. Wire format, both directions: 1 type byte, 4-byte
 // big-endian length, payload. Client->master: 'R' command, 'I' stdin bytes, 'D' end of stdin.
-// Master->client: 'O' stdout, 'E' stderr, 'X' exit status (decimal), 'F' failure ("kind\tmessage").
+// Master->client: 'O' stdout, 'E' stderr, 'K' the signal that killed the command (then 'X'), 'X' exit
+// status (decimal), 'F' failure ("kind\tmessage").
 // One request per socket connection. Only peers with our uid are served (SO_PEERCRED).
 #include "bifrost/mux.h"
 
@@ -16,8 +17,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <errno.h>  // program_invocation_name
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <list>
 #include <thread>
 
@@ -150,6 +155,8 @@ public:
                 while (pop_frame(in, in_off, type, payload)) {
                     if (type == 'O' && command.on_stdout) command.on_stdout(payload);
                     else if (type == 'E' && command.on_stderr) command.on_stderr(payload);
+                    else if (type == 'K')
+                        common::log::warn(label_, ": the remote command was killed by signal SIG", payload);
                     else if (type == 'X') return std::atoi(payload.c_str());
                     else if (type == 'F') {
                         auto tab = payload.find('\t');
@@ -210,9 +217,13 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
             ssh_event_free(e);
         }
     } event_guard{idle_event, session};
+    // Set when a channel could not be set up: the session's channel table is no longer trusted, so
+    // the socket is unlinked (the next request starts a fresh master), the requests in flight
+    // finish, and then this master exits.
+    bool draining = false;
     for (;;) {
         std::vector<pollfd> fds;
-        fds.push_back({listen_fd, POLLIN, 0});
+        fds.push_back({listen_fd, static_cast<short>(draining ? 0 : POLLIN), 0});
         fds.push_back({ssh_get_fd(session), POLLIN, 0});
         for (auto & p : peers) {
             short ev = 0;
@@ -274,6 +285,14 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
                     if (type == 'R' && !p.task) {
                         try {
                             p.task = std::make_unique<ChannelTask>(session, payload, label);
+                        } catch (const ChannelSetupFailed & e) {
+                            append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
+                            p.finished = true;
+                            if (!draining) {
+                                common::log::warn("control master: ", e.message(), "; draining and exiting");
+                                unlink_if_ours(path, mine);
+                                draining = true;
+                            }
                         } catch (const Error & e) {
                             if (!ssh_is_connected(session)) {
                                 failure = e.message();  // every peer is told below, after the socket is gone
@@ -296,7 +315,9 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
                     p.task->pump([&](std::string_view d) { append_frame(p.out, 'O', d); },
                                  [&](std::string_view d) { append_frame(p.out, 'E', d); }, budget);
                     if (p.task->done()) {
-                        append_frame(p.out, 'X', std::to_string(p.task->finish()));
+                        int status = p.task->finish();
+                        if (!p.task->signal_name().empty()) append_frame(p.out, 'K', p.task->signal_name());
+                        append_frame(p.out, 'X', std::to_string(status));
                         p.task.reset();
                         p.finished = true;
                     }
@@ -341,6 +362,7 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
                 ++it;
             }
         }
+        if (draining && peers.empty()) return;
         if (!peers.empty()) idle_since = now;
         if (peers.empty() && now - idle_since > std::chrono::seconds(persist_s)) return;
         if (keepalive_s > 0 && now - last_keepalive > std::chrono::seconds(keepalive_s)) {
@@ -365,6 +387,18 @@ int bind_socket(const std::string & path) {
     return fd;
 }
 
+// The master is forked from the invocation that needed it, so without this it would show that
+// invocation's argv in ps (an `--env TOKEN=...` included) for as long as it idles. Rewrites the
+// argument area in place (what /proc/self/cmdline reads) with a fixed title.
+void replace_command_line(const std::string & title) {
+    std::ifstream in("/proc/self/cmdline", std::ios::binary);
+    std::string current((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    char * area = program_invocation_name;  // glibc: argv[0], the start of the argument area
+    if (current.empty() || !area || std::memcmp(area, current.data(), current.size()) != 0) return;
+    std::memset(area, 0, current.size());
+    std::memcpy(area, title.data(), std::min(title.size(), current.size() - 1));
+}
+
 // Runs in the daemonised grandchild: connect, listen, report on `ready_fd`, serve, clean up.
 [[noreturn]] void master_main(const Endpoint & endpoint, const ConnectOptions & options, const std::string & path,
                               int persist_s, int ready_fd) {
@@ -372,6 +406,7 @@ int bind_socket(const std::string & path) {
     ::signal(SIGINT, SIG_IGN);   // the terminal's Ctrl-C is for the invocation that started us
     ::signal(SIGHUP, SIG_IGN);
     ::signal(SIGTERM, SIG_DFL);  // the program's flag-setting handler was inherited through fork
+    replace_command_line("bifrost control-master " + endpoint.label());
     std::unique_ptr<Connection> conn;
     try {
         conn = Connection::open(endpoint, options);

@@ -99,6 +99,9 @@ void SshdServer::launch() {
         ::mkdir("/run/sshd", 0755);
     }
     std::ostringstream cfg;
+    // sshd keeps the first value it reads for a keyword, so the caller's lines go first and
+    // override the defaults below (MaxSessions, ClientAliveInterval...).
+    for (const auto & line : options_.extra_config) cfg << line << "\n";
     cfg << "ListenAddress 127.0.0.1\n"
         << "Port " << port_ << "\n"
         << "HostKey " << host_key_ << "\n"
@@ -116,7 +119,6 @@ void SshdServer::launch() {
         << "MaxStartups 64:30:128\n"
         << "ClientAliveInterval 15\n"
         << "LogLevel VERBOSE\n";
-    for (const auto & line : options_.extra_config) cfg << line << "\n";
     std::string config_path = dir_ + "/sshd_config";
     write_text_file(config_path, cfg.str(), 0600);
 

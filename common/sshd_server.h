@@ -16,7 +16,7 @@ struct SshdOptions {
     std::string dir;                 // created if missing (mode 0700); everything lives here
     int port = 0;                    // 0: pick a free loopback port
     std::string authorized_key;      // public key line to authorise; empty: generate a client key
-    std::vector<std::string> extra_config;  // more sshd_config lines (e.g. "SetEnv HOME=/x")
+    std::vector<std::string> extra_config;  // sshd_config lines that override the defaults (written first; no Match blocks)
     std::chrono::milliseconds ready_timeout{10000};
 };
 

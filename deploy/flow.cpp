@@ -298,8 +298,13 @@ private:
         bifrost::ConnectOptions co;
         co.key_path = key_path();
         co.known_hosts_path = dir_.path() + "/ssh/known_hosts";
-        co.retry_deadline_s = 60;
+        // While running, a host that refuses connections may still be booting or restarting sshd;
+        // while finishing, the instance may be gone, so each remote call gets one short try.
+        co.retry_deadline_s = finishing_ ? 10 : 60;
+        if (finishing_ && host_unreachable_)
+            throw common::Error(common::ErrorKind::Network, ep.label() + ": unreachable earlier in finish; not trying again");
         client_.emplace(bifrost::Client::connect(t, co));
+        if (finishing_) client_->set_reconnect_window(0);
         return *client_;
     }
 
@@ -412,15 +417,6 @@ private:
                           common::format_duration(w.heartbeat_timeout_s), " after the last heartbeat)");
     }
 
-    void heartbeat() {
-        if (!st().contains("remote")) return;
-        try {
-            exec_sh("touch " + shell_quote(layout().heartbeat_file));
-        } catch (const common::Error & e) {
-            common::log::warn("heartbeat: ", e.message());
-        }
-    }
-
     bool container_env_readable() {
         if (st()["instance"].value("provider", "") == "local") return false;
         if (!st().contains("container_env")) {
@@ -432,7 +428,8 @@ private:
     }
 
     // Starts `name` unless it already exists (a resumed run), then streams its log into
-    // RUN_DIR/logs/<name>.log from the saved offset until it ends. Heartbeats on every poll.
+    // RUN_DIR/logs/<name>.log from the saved offset until it ends. Every poll also touches the
+    // heartbeat file the on-instance watchdog checks.
     bifrost::JobInfo follow_job(const std::string & name, const bifrost::Command & command, const bifrost::EnvList & env,
                                 const common::Deadline & deadline) {
         auto & c = client();
@@ -472,28 +469,26 @@ private:
         };
         const double price = st()["instance"].value("price_usd_per_hour", 0.0);
         const double created = st()["instance"].value("created_unix", clock_.unix_now());
-        for (;;) {
-            common::throw_if_interrupted();
-            offset = c.logs(name, offset, false, on_data);
+        // One channel per poll (heartbeat, state, new log bytes), each surviving a dropped
+        // connection; the same loop bifrost's soak test drives for hours (bench/soak_follow.sh).
+        bifrost::FollowOptions fo;
+        fo.heartbeat_path = st().contains("remote") ? layout().heartbeat_file : "";
+        fo.after_poll = [&](const bifrost::JobPoll & p) {
             log.flush();
-            st()["jobs"][name]["offset"] = offset;
+            st()["jobs"][name]["offset"] = p.offset;
+            if (p.info.state != "running")
+                st()["jobs"][name] = {{"offset", p.offset}, {"state", p.info.state}, {"exit_code", p.info.exit_code.value_or(-1)}};
             save();
-            heartbeat();
-            auto info = c.job(name);
-            if (info.state != "running") {
-                offset = c.logs(name, offset, false, on_data);
-                log.flush();
-                st()["jobs"][name] = {{"offset", offset}, {"state", info.state}, {"exit_code", info.exit_code.value_or(-1)}};
-                save();
-                return info;
-            }
-            if (over_budget(cfg_.policy, price, clock_.unix_now() - created))
+            if (p.info.state == "running" && over_budget(cfg_.policy, price, clock_.unix_now() - created))
                 throw common::Error(common::ErrorKind::Quota, name + ": stopped at the cost cap of $" +
                                                                   std::to_string(*cfg_.policy.max_cost_usd) + " (policy.max_cost_usd)");
-            if (!deadline.sleep(seconds(opt_.poll_s)))
-                throw common::Error(common::ErrorKind::Timeout, name + ": still running at its deadline of " +
-                                                                    common::format_duration(common::to_seconds(deadline.budget())));
-        }
+        };
+        fo.wait = [&] { return deadline.sleep(seconds(opt_.poll_s)); };
+        auto last = c.follow_job(name, offset, on_data, fo);
+        if (last.info.state == "running")
+            throw common::Error(common::ErrorKind::Timeout, name + ": still running at its deadline of " +
+                                                                common::format_duration(common::to_seconds(deadline.budget())));
+        return last.info;
     }
 
     void require_success(const bifrost::JobInfo & info, const std::string & what) {
@@ -572,9 +567,34 @@ private:
         save();
     }
 
+    // Finish talks to the host only while it answers: the first connection failure (or an instance
+    // the provider reports gone) ends every later remote call of finish at once, instead of each
+    // one spending its own reconnect budget on a machine that is not there.
+    void enter_finish() {
+        finishing_ = true;
+        if (client_) client_->set_reconnect_window(0);
+        try {
+            const auto & inst = st()["instance"];
+            auto now = broker_.provider(inst.value("provider", "")).get(inst.value("id", ""));
+            if (!now || now->status == broker::InstanceStatus::Terminated) {
+                common::log::info("finish: ", instance_ref(inst), " is already gone; nothing to salvage");
+                host_unreachable_ = true;
+            }
+        } catch (const common::Error & e) {
+            common::log::debug("finish: could not ask the provider about the instance: ", e.message());
+        }
+    }
+
+    void note_remote_failure(const common::Error & e) {
+        if (e.kind() == common::ErrorKind::Network || e.kind() == common::ErrorKind::Timeout || e.kind() == common::ErrorKind::Auth) {
+            host_unreachable_ = true;
+            client_.reset();
+        }
+    }
+
     // Ctrl-C means stop: end whatever job still runs (a kept instance then sits idle until its TTL).
     void stop_jobs() {
-        if (!client_) return;
+        if (!client_ || host_unreachable_) return;
         try {
             for (const auto & j : client().jobs())
                 if (j.state == "running") {
@@ -583,12 +603,13 @@ private:
                 }
         } catch (const common::Error & e) {
             common::log::warn("finish: could not stop the remote jobs: ", e.message());
+            note_remote_failure(e);
         }
     }
 
     // Best effort after a failure or interrupt: whatever results and logs exist, before any terminate.
     void salvage() {
-        if (!client_ && !(st().contains("instance") && st()["instance"].contains("ssh"))) return;
+        if (host_unreachable_ || (!client_ && !(st().contains("instance") && st()["instance"].contains("ssh")))) return;
         try {
             RemoteLayout l = layout();
             if (exec_sh("test -d " + shell_quote(l.results_dir)) == 0) client().pull(l.results_dir, dir_.results_dir());
@@ -605,6 +626,7 @@ private:
             save();
         } catch (const common::Error & e) {
             common::log::warn("finish: could not pull everything before ending the instance: ", e.message());
+            note_remote_failure(e);
         }
     }
 
@@ -618,6 +640,7 @@ private:
         }
         auto inst = st()["instance"];
         if (finished_before_) return;  // an earlier attach ended it; --resume only summarises
+        enter_finish();
         if (outcome_ == Outcome::Interrupted) stop_jobs();
         if (outcome_ != Outcome::Succeeded) salvage();
         EndDecision d = decide(cfg_.policy, outcome_, clock_.unix_now());
@@ -626,7 +649,7 @@ private:
         save();
         if (d.action == EndAction::Keep) {
             bool extended = false;
-            try {
+            if (!host_unreachable_) try {
                 RemoteLayout l = layout();
                 auto w = watchdog_settings();
                 w.deadline_unix = d.keep_until_unix;
@@ -634,6 +657,7 @@ private:
                 extended = exec_sh("cat > " + shell_quote(l.watchdog_conf), watchdog_config(w, l)) == 0;
             } catch (const common::Error & e) {
                 common::log::warn("finish: could not reset the watchdog for the keep TTL: ", e.message());
+                note_remote_failure(e);
             }
             st()["end"]["keep_until_unix"] = d.keep_until_unix;
             st()["end"]["watchdog_extended"] = extended;
@@ -642,7 +666,7 @@ private:
             return;
         }
         // Disarm first so the watchdog does not race the terminate (harmless, but noisy).
-        if (client_) {
+        if (client_ && !host_unreachable_) {
             try {
                 RemoteLayout l = layout();
                 WatchdogSettings w = watchdog_settings();
@@ -737,6 +761,8 @@ private:
     common::Clock & clock_;
     std::optional<bifrost::Client> client_;
     bool finished_before_ = false;
+    bool finishing_ = false;          // in finish: remote calls get one short try each
+    bool host_unreachable_ = false;   // in finish: the host did not answer (or is gone); stop trying
     Outcome outcome_ = Outcome::Failed;
 };
 

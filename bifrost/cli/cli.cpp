@@ -17,8 +17,11 @@ const char * kTargetHelp = "user@host:port, host, or a broker instance id such a
 
 void add_env_flags(CLI::App * sub, std::vector<std::string> & env, std::vector<std::string> & env_files, std::string & cwd,
                    bool & import_env, bool & shell) {
-    sub->add_option("--env,-e", env, "KEY=VALUE for the remote command (repeatable; sent on stdin, never on the remote command line)");
-    sub->add_option("--env-file", env_files, "file of KEY=VALUE lines (repeatable; --env wins over it)");
+    // One value per occurrence: CLI11 lets a vector option take extra words and then swallow the
+    // `--` that ends them, so `--env X=1 -- sh -c ...` read `-c` as one of bifrost's own flags.
+    sub->add_option("--env,-e", env, "KEY=VALUE for the remote command (repeatable; sent on stdin, never on the remote command line)")
+        ->allow_extra_args(false);
+    sub->add_option("--env-file", env_files, "file of KEY=VALUE lines (repeatable; --env wins over it)")->allow_extra_args(false);
     sub->add_option("--cwd", cwd, "remote working directory (~/x is relative to the remote home)");
     sub->add_flag("--import-container-env", import_env,
                   "export the container's first-process environment (/proc/1/environ) first; cloud containers hide it from SSH");
@@ -78,7 +81,8 @@ int main(int argc, char ** argv) {
     push->add_option("dir", push_o.local_dir, "local directory (default: .)");
     push->add_option("--to", push_o.remote_dir, "remote directory (default: ~/workspace/<name of DIR>)");
     push->add_flag("--include-git", push_o.include_git, "also push .git (excluded by default)");
-    push->add_option("--exclude", push_o.excludes, "extra gitignore-style pattern (repeatable); .gitignore and .bifrostignore are read too");
+    push->add_option("--exclude", push_o.excludes, "extra gitignore-style pattern (repeatable); .gitignore and .bifrostignore are read too")
+        ->allow_extra_args(false);
     push->footer("Examples:\n"
                  "  bifrost push root@203.0.113.7:22 . --to ~/project\n"
                  "  bifrost --json push box ./src --exclude '*.ckpt'\n"
