@@ -83,7 +83,9 @@ FinalizeOutcome finalize_run(const Statistics & stats, const FinalizeOptions & o
     out.result = build_result(stats, options.report, options.token_text);
     out.result["run"]["statistics_file"] = "outliers.stats.cbor";
     out.result_path = options.out_dir + "/outliers.json";
-    write_text_file(out.result_path, out.result.dump(1) + "\n");
+    // Run metadata from a statistics file (CBOR) may hold text that is not UTF-8; JSON cannot, so
+    // such bytes are written as U+FFFD instead of failing the report.
+    write_text_file(out.result_path, out.result.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
     if (options.plots) out.plots = write_plots(out.result, options.out_dir + "/plots");
     else out.plots.skipped_reason = kPlotsNotRequested;
     out.report_path = options.out_dir + "/report.md";

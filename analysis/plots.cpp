@@ -1,7 +1,14 @@
-// Plots through gnuplot (Debian's gnuplot-nox: libgd png and svg terminals), run as a program with
-// its script on stdin and the data inline as datablocks, so no temporary files and no shell. Chosen
-// over PLplot because gnuplot is a program, not a link dependency: the GPU-only build of `analyze`
-// stays free of it and simply reports that plots were skipped where gnuplot is absent.
+// Plots through gnuplot (Debian's gnuplot-nox: libgd png and svg terminals), run as a program, not
+// linked. Chosen over PLplot because gnuplot is a program, not a link dependency: the GPU-only build of
+// `analyze` stays free of it and simply reports that plots were skipped where gnuplot is absent.
+//
+// A result file is untrusted, and gnuplot's language runs programs (system(), backquotes, `!`), so
+// nothing read from a result ever becomes gnuplot code: the script holds only our own text, numbers
+// we format ourselves and names of our own files. Every value from the result (model names, site
+// kinds, labels, the numbers too) goes into data files, which gnuplot reads with its data reader
+// only; titles come from those files (`stats ... strcol` into a variable, `columnheader`). gnuplot
+// runs in a private directory holding just those files and writes the plots there by bare names,
+// so no path appears in the script either; the plots are then renamed into place.
 #include "analysis/report.h"
 
 #include "common/error.h"
@@ -10,7 +17,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 namespace analysis {
@@ -19,29 +28,95 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string quoted(const std::string & s) {
-    std::string out = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') out += '\\';
-        out += c;
-    }
-    return out + "\"";
-}
+// Constants of our own inside the script.
+std::string quoted(const std::string & s) { return "\"" + s + "\""; }
 
+// A number we format: the only form in which values reach the script (finite, or gnuplot's NaN in data).
 std::string num(double v) {
+    if (!std::isfinite(v)) return "NaN";
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.9g", v);
     return buf;
 }
 
+double number_of(const json & v) { return v.is_number() ? v.get<double>() : std::nan(""); }
+
+// Text from a result made fit for one field of a tab-separated data file. This is display hygiene,
+// not the security boundary (data is never code): gnuplot's data reader splits on tabs and line
+// ends and interprets '"' and '\', and the svg must stay valid UTF-8. So control characters and
+// invalid UTF-8 become '?', '"' becomes '\'', '\' becomes '/', and long names are cut.
+std::string data_text(const std::string & s, const std::string & fallback) {
+    constexpr size_t kMaxCodePoints = 80;
+    std::string out;
+    size_t points = 0, i = 0;
+    for (; i < s.size() && points < kMaxCodePoints; ++points) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            out += c < 0x20 || c == 0x7f ? '?' : c == '"' ? '\'' : c == '\\' ? '/' : static_cast<char>(c);
+            ++i;
+            continue;
+        }
+        // One well-formed UTF-8 sequence (no overlongs, surrogates or code points past U+10FFFF), else '?'.
+        const size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+        bool ok = len > 0 && i + len <= s.size();
+        uint32_t cp = ok ? c & (0x7fu >> len) : 0;
+        for (size_t k = 1; ok && k < len; ++k) {
+            const auto d = static_cast<unsigned char>(s[i + k]);
+            ok = (d & 0xc0) == 0x80;
+            cp = (cp << 6) | (d & 0x3fu);
+        }
+        ok = ok && !(len == 3 && cp < 0x800) && !(len == 4 && (cp < 0x10000 || cp > 0x10ffff)) && !(cp >= 0xd800 && cp <= 0xdfff) &&
+             !(cp >= 0x80 && cp < 0xa0);  // C1 controls
+        if (ok) {
+            out.append(s, i, len);
+            i += len;
+        } else {
+            out += '?';
+            ++i;
+        }
+    }
+    if (i < s.size()) out += "...";
+    return out.empty() ? fallback : out;
+}
+
 std::string site_label(const json & layer) {
-    return "L" + std::to_string(layer.value("layer", 0)) + (layer.value("site", "") == "ln_attn" ? " attn" : " mlp");
+    const int64_t l = layer.contains("layer") && layer["layer"].is_number_integer() ? layer["layer"].get<int64_t>() : 0;
+    const bool attn = layer.contains("site") && layer["site"] == "ln_attn";
+    return "L" + std::to_string(l) + (attn ? " attn" : " mlp");
+}
+
+int64_t dim_of(const json & profile) {
+    return profile.contains("dim") && profile["dim"].is_number_integer() ? profile["dim"].get<int64_t>() : 0;
+}
+
+// Settings every plot starts from: tab-separated data (a name may hold spaces), no comment lines
+// (a name may start with '#').
+const char * kDataSettings = "set datafile separator \"\\t\"\nset datafile commentschars \"\"\n";
+
+// Reads the one-line data file `file` into the gnuplot string variable `var` (a name of ours).
+std::string read_string(const std::string & var, const std::string & file) {
+    return var + " = \"\"\nstats " + quoted(file) + " using (" + var + " = strcol(1), 0) nooutput\n";
 }
 
 // One script drawn once per terminal: body is everything after `set output`.
-PlotOutcome render(const std::string & dir, const std::vector<std::pair<std::string, std::string>> & plots,
-                   const std::string & data) {
+void add_plot(PlotJob & job, const std::string & name, const std::string & body) {
+    for (const auto & [ext, terminal] : {std::pair<std::string, std::string>{"png", "png size 1100,650 noenhanced"},
+                                         {"svg", "svg size 1100,650 dynamic noenhanced"}}) {
+        const std::string file = name + "." + ext;
+        job.script += "reset\n" + std::string(kDataSettings) + "set terminal " + terminal + "\nset output " + quoted(file) + "\n" + body +
+                      "\nunset output\n";
+        job.outputs.push_back(file);
+    }
+}
+
+}  // namespace
+
+PlotOutcome render_plots(const PlotJob & job, const std::string & dir) {
     PlotOutcome out;
+    if (!job.skipped_reason.empty()) {
+        out.skipped_reason = job.skipped_reason;
+        return out;
+    }
     std::string why;
     if (!gnuplot_available(&why)) {
         out.skipped_reason = why;
@@ -50,30 +125,46 @@ PlotOutcome render(const std::string & dir, const std::vector<std::pair<std::str
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) throw common::Error::file(dir, "cannot create the plot directory: " + ec.message());
-    std::ostringstream script;
-    script << data;
-    for (const auto & [name, body] : plots) {
-        for (const auto & [ext, terminal] : {std::pair<std::string, std::string>{"png", "png size 1100,650 noenhanced"},
-                                             {"svg", "svg size 1100,650 dynamic noenhanced"}}) {
-            const std::string path = dir + "/" + name + "." + ext;
-            script << "reset\nset terminal " << terminal << "\nset output " << quoted(path) << "\n" << body << "\nunset output\n";
-            out.files.push_back(path);
+    // gnuplot's working directory, private to this call and inside `dir` so the renames stay on
+    // one file system.
+    std::string work = dir + "/.gnuplot-XXXXXX";
+    if (!::mkdtemp(work.data())) throw common::Error::io(dir, "cannot create a working directory for gnuplot", errno);
+    struct RemoveAfter {
+        std::string path;
+        ~RemoveAfter() {
+            std::error_code ignored;
+            std::filesystem::remove_all(path, ignored);
         }
+    } remove_after{work};
+    for (const auto & [name, text] : job.data_files) {
+        std::ofstream f(work + "/" + name, std::ios::binary | std::ios::trunc);
+        f << text;
+        f.flush();
+        if (!f) throw common::Error::io(work + "/" + name, "cannot write gnuplot data", errno);
     }
     common::RunOptions options;
-    options.stdin_data = script.str();
+    options.stdin_data = job.script;
     options.timeout = std::chrono::milliseconds(60000);
-    const auto r = common::run_process({"gnuplot"}, options);
+    options.cwd = work;
+    // --default-settings: no ~/.gnuplot or system gnuplotrc either, so the plots look the same everywhere.
+    const auto r = common::run_process({"gnuplot", "--default-settings"}, options);
     if (r.exit_code != 0 || r.timed_out) {
-        out.files.clear();
         out.skipped_reason = "gnuplot failed (exit " + std::to_string(r.exit_code) + "): " + r.err.substr(0, 400);
         return out;
+    }
+    for (const auto & name : job.outputs) {
+        const std::string path = dir + "/" + name;
+        std::filesystem::rename(work + "/" + name, path, ec);
+        if (ec) {
+            out.files.clear();
+            out.skipped_reason = "gnuplot did not write " + name + ": " + ec.message();
+            return out;
+        }
+        out.files.push_back(path);
     }
     out.produced = true;
     return out;
 }
-
-}  // namespace
 
 bool gnuplot_available(std::string * why) {
     common::ProcessResult r;
@@ -98,105 +189,121 @@ bool gnuplot_available(std::string * why) {
     return true;
 }
 
-PlotOutcome write_plots(const json & r, const std::string & dir) {
+PlotJob plot_job(const json & r) {
+    PlotJob job;
     const auto & layers = r.at("layers");
     const auto & profiles = r.at("feature_profiles");
-    std::string model = r.at("run").value("model_name", std::string());
-    if (model.empty()) model = "model";
-    const double threshold = r.at("run").value("threshold", 6.0);
-    std::ostringstream data, ytics, xtics;
+    const auto & run = r.at("run");
+    const std::string model = run.contains("model_name") && run["model_name"].is_string() ? run["model_name"].get<std::string>() : "";
+    const double threshold = run.contains("threshold") && run["threshold"].is_number() ? run["threshold"].get<double>() : 6.0;
+    job.data_files.emplace_back("model.dat", data_text(model, "model") + "\n");
+    const std::string title_prefix = read_string("model", "model.dat");
 
-    // Site labels: every site when few, else about 24 of them.
+    // Site labels: every site when few, else about 24 of them (ours: "L<int> attn|mlp").
     const size_t S = layers.size();
     const size_t step = S > 24 ? (S + 23) / 24 : 1;
-    ytics << "set ytics (";
-    for (size_t i = 0; i < S; i += step) ytics << (i ? ", " : "") << quoted(site_label(layers[i])) << " " << i;
-    ytics << ") font \",9\"\n";
+    std::string site_tics;
+    for (size_t i = 0; i < S; i += step) site_tics += (i ? ", " : "") + quoted(site_label(layers[i])) + " " + std::to_string(i);
+    std::string dim_tics;
+    for (size_t k = 0; k < profiles.size(); ++k) dim_tics += (k ? ", " : "") + quoted(std::to_string(dim_of(profiles[k]))) + " " + std::to_string(k);
 
     // 1. Heatmap: rows = sites, columns = feature dims, value = fraction of positions with |x| >= thr.
-    data << "$heat << EOD\n";
+    // Boxes rather than `with image`, which draws nothing for a grid under 2 x 2 (one feature or one site).
+    std::ostringstream heat;
     for (size_t i = 0; i < S; ++i) {
-        for (size_t k = 0; k < profiles.size(); ++k) data << (k ? " " : "") << num(profiles[k]["hit_rate_by_site"][i].get<double>());
-        data << "\n";
+        for (size_t k = 0; k < profiles.size(); ++k) heat << (k ? "\t" : "") << num(number_of(profiles[k].at("hit_rate_by_site").at(i)));
+        heat << "\n";
     }
-    data << "EOD\n";
-    xtics << "set xtics (";
-    for (size_t k = 0; k < profiles.size(); ++k) xtics << (k ? ", " : "") << quoted(std::to_string(profiles[k].value("dim", 0))) << " " << k;
-    xtics << ")\n";
-    std::string heat = "set title " + quoted(model + ": fraction of positions with |x| >= " + num(threshold) + ", per site and feature") +
-                       "\nset xlabel \"hidden dim\"\nset ylabel \"layer-norm site\"\n" + xtics.str() + ytics.str() +
-                       "set cblabel \"hit rate\"\nset palette rgb 33,13,10\nset cbrange [0:*]\nset yrange [-0.5:" + num(static_cast<double>(S) - 0.5) +
-                       "]\nset xrange [-0.5:" + num(static_cast<double>(profiles.size()) - 0.5) + "]\n" +
-                       "plot $heat matrix with image notitle";
+    job.data_files.emplace_back("heat.dat", heat.str());
+    add_plot(job, "outliers_heatmap",
+             title_prefix + "set title model . " + quoted(": fraction of positions with |x| >= " + num(threshold) + ", per site and feature") +
+                 "\nset xlabel \"hidden dim\"\nset ylabel \"layer-norm site\"\nset xtics (" + dim_tics + ")\nset ytics (" + site_tics +
+                 ") font \",9\"\nset cblabel \"hit rate\"\nset palette rgb 33,13,10\nset cbrange [0:*]\nset yrange [-0.5:" +
+                 num(static_cast<double>(S) - 0.5) + "]\nset xrange [-0.5:" + num(static_cast<double>(profiles.size()) - 0.5) + "]\n" +
+                 "plot \"heat.dat\" matrix using 1:2:(0.5):(0.5):3 with boxxyerror fillstyle solid noborder palette notitle");
 
     // 2. Max |x| per site for the top features.
-    data << "$mag << EOD\n";
+    std::ostringstream mag;
     for (size_t i = 0; i < S; ++i) {
-        data << i;
-        for (const auto & p : profiles) data << " " << num(p["max_abs_by_site"][i].get<double>());
-        data << "\n";
+        mag << i;
+        for (const auto & p : profiles) mag << "\t" << num(number_of(p.at("max_abs_by_site").at(i)));
+        mag << "\n";
     }
-    data << "EOD\n";
-    std::string mag = "set title " + quoted(model + ": max |x| per layer-norm site, top features") +
-                      "\nset xlabel \"layer-norm site\"\nset ylabel \"max |x|\"\nset logscale y\nset key outside right\nset grid\n" +
-                      "set xtics (";
-    for (size_t i = 0; i < S; i += step) mag += (i ? ", " : "") + quoted(site_label(layers[i])) + " " + std::to_string(i);
-    mag += ") rotate by 45 right font \",9\"\nplot ";
+    job.data_files.emplace_back("mag.dat", mag.str());
+    std::string mag_plot = title_prefix + "set title model . \": max |x| per layer-norm site, top features\"\n" +
+                           "set xlabel \"layer-norm site\"\nset ylabel \"max |x|\"\nset logscale y\nset key outside right\nset grid\n" +
+                           "set xtics (" + site_tics + ") rotate by 45 right font \",9\"\nplot ";
     for (size_t k = 0; k < profiles.size(); ++k)
-        mag += "$mag using 1:" + std::to_string(k + 2) + " with linespoints title " +
-               quoted("dim " + std::to_string(profiles[k].value("dim", 0))) + ", ";
-    mag += num(threshold) + " with lines dashtype 2 lc rgb \"black\" title \"threshold\"";
+        mag_plot += "\"mag.dat\" using 1:" + std::to_string(k + 2) + " with linespoints title " +
+                    quoted("dim " + std::to_string(dim_of(profiles[k]))) + ", ";
+    mag_plot += num(threshold) + " with lines dashtype 2 lc rgb \"black\" title \"threshold\"";
+    add_plot(job, "magnitude_by_layer", mag_plot);
 
     // 3. Magnitude distribution per site kind. The bins (bf16 bit pattern) are quarter octaves split
     // linearly, so they differ in log width: plot counts per quarter octave of log2 width, and leave
-    // out the first bin (it also holds everything smaller, zeros included).
+    // out the first bin (it also holds everything smaller, zeros included). The kind's name is the
+    // data file's column header.
     const auto & hist = r.at("histogram");
     const auto & edges = hist.at("lower_edges");
-    std::string dist = "set title " + quoted(model + ": distribution of |x| over all layer-norm outputs (bf16-rounded)") +
-                       "\nset xlabel \"|x|\"\nset ylabel \"values per quarter octave\"\nset logscale xy\nset grid\nset key top right\n" +
+    std::string dist = title_prefix + "set title model . \": distribution of |x| over all layer-norm outputs (bf16-rounded)\"\n" +
+                       "set xlabel \"|x|\"\nset ylabel \"values per quarter octave\"\nset logscale xy\nset grid\nset key top right\n" +
                        "set arrow from " + num(threshold) + ", graph 0 to " + num(threshold) + ", graph 1 nohead dashtype 2\n" +
                        "set label \"threshold\" at " + num(threshold) + ", graph 0.95 offset 0.5,0\nplot ";
     int block = 0;
     for (const auto & [kind, counts] : hist.at("counts").items()) {
-        data << "$hist" << block << " << EOD\n";
+        std::ostringstream d;
+        d << "edge\t" << data_text(kind, "site") << "\n";
+        int64_t points = 0;
         for (size_t b = 1; b + 1 < counts.size() && b + 1 < edges.size(); ++b) {
-            const double lo = edges[b].get<double>(), hi = edges[b + 1].get<double>();
+            const double lo = number_of(edges[b]), hi = number_of(edges[b + 1]);
             const double density = static_cast<double>(counts[b].get<int64_t>()) / (std::log2(hi / lo) * 4);
-            if (density > 0) data << num(lo) << " " << num(density) << "\n";
+            if (density > 0 && std::isfinite(density)) {
+                d << num(lo) << "\t" << num(density) << "\n";
+                ++points;
+            }
         }
-        data << "EOD\n";
-        dist += std::string(block ? ", " : "") + "$hist" + std::to_string(block) + " using 1:2 with steps lw 2 title " + quoted(kind);
+        if (points == 0) continue;  // nothing to draw (gnuplot refuses an empty file on a log scale)
+        const std::string file = "hist" + std::to_string(block) + ".dat";
+        job.data_files.emplace_back(file, d.str());
+        dist += std::string(block ? ", " : "") + quoted(file) + " using 1:2 with steps lw 2 title columnheader(2)";
         ++block;
     }
     if (block == 0) dist += "1/0 notitle";
-
-    return render(dir, {{"outliers_heatmap", heat}, {"magnitude_by_layer", mag}, {"magnitude_distribution", dist}}, data.str());
+    add_plot(job, "magnitude_distribution", dist);
+    return job;
 }
 
-PlotOutcome write_comparison_plots(const json & c, const std::string & dir) {
-    std::ostringstream data;
-    data << "$rows << EOD\n";
+PlotOutcome write_plots(const json & r, const std::string & dir) { return render_plots(plot_job(r), dir); }
+
+PlotJob comparison_plot_job(const json & c) {
+    PlotJob job;
+    std::ostringstream rows;
     int n = 0;
     for (const auto & row : c.at("rows")) {
-        if (!row.contains("params") || !row["params"].is_number() || row["params"].get<double>() <= 0) continue;
-        data << num(row["params"].get<double>()) << " " << row.value("num_outliers", 0) << " " << num(row.value("mean_layer_pct", 0.0))
-             << " " << num(row.value("mean_position_pct", 0.0)) << " " << quoted(row.value("label", "")) << "\n";
+        if (!row.contains("params") || !row["params"].is_number() || !(row["params"].get<double>() > 0)) continue;
+        rows << num(row["params"].get<double>()) << "\t" << num(result_number(row, "num_outliers")) << "\t"
+             << num(result_number(row, "mean_layer_pct")) << "\t" << num(result_number(row, "mean_position_pct")) << "\t"
+             << data_text(row.contains("label") && row["label"].is_string() ? row["label"].get<std::string>() : "", "?") << "\n";
         ++n;
     }
-    data << "EOD\n";
-    PlotOutcome out;
     if (n == 0) {
-        out.skipped_reason = "no result has a parameter count (pass --params LABEL=COUNT)";
-        return out;
+        job.skipped_reason = "no result has a parameter count (pass --params LABEL=COUNT)";
+        return job;
     }
-    const std::string mode = c.value("mode", "");
-    const std::string common = "set xlabel \"parameters\"\nset logscale x\nset grid\nset key off\nset offsets graph 0.05, graph 0.15, graph 0.1, graph 0.1\n";
-    const std::string count = "set title " + quoted("outlier features vs parameters (" + mode + ")") + "\n" + common +
-                              "set ylabel \"outliers\"\nset logscale y\nplot $rows using 1:2 with points pt 7 ps 1.5, $rows using 1:2:5 with labels offset 0,1 font \",9\"";
-    const std::string pct = "set title " + quoted("mean layer % and mean position % vs parameters (" + mode + ")") + "\n" + common +
-                            "set ylabel \"percent\"\nset yrange [0:100]\nset key on top left\nplot $rows using 1:3 with points pt 7 ps 1.5 title \"mean layer %\", "
-                            "$rows using 1:4 with points pt 5 ps 1.5 title \"mean position %\", $rows using 1:3:5 with labels offset 0,1 font \",9\" notitle";
-    return render(dir, {{"compare_outliers", count}, {"compare_percentages", pct}}, data.str());
+    job.data_files.emplace_back("rows.dat", rows.str());
+    job.data_files.emplace_back("mode.dat", data_text(c.contains("mode") && c["mode"].is_string() ? c["mode"].get<std::string>() : "", "?") + "\n");
+    const std::string common = read_string("mode", "mode.dat") +
+                               "set xlabel \"parameters\"\nset logscale x\nset grid\nset key off\nset offsets graph 0.05, graph 0.15, graph 0.1, graph 0.1\n";
+    add_plot(job, "compare_outliers",
+             common + "set title \"outlier features vs parameters (\" . mode . \")\"\n" +
+                 "set ylabel \"outliers\"\nset logscale y\nplot \"rows.dat\" using 1:2 with points pt 7 ps 1.5, \"rows.dat\" using 1:2:5 with labels offset 0,1 font \",9\"");
+    add_plot(job, "compare_percentages",
+             common + "set title \"mean layer % and mean position % vs parameters (\" . mode . \")\"\n" +
+                 "set ylabel \"percent\"\nset yrange [0:100]\nset key on top left\nplot \"rows.dat\" using 1:3 with points pt 7 ps 1.5 title \"mean layer %\", "
+                 "\"rows.dat\" using 1:4 with points pt 5 ps 1.5 title \"mean position %\", \"rows.dat\" using 1:3:5 with labels offset 0,1 font \",9\" notitle");
+    return job;
 }
+
+PlotOutcome write_comparison_plots(const json & c, const std::string & dir) { return render_plots(comparison_plot_job(c), dir); }
 
 }  // namespace analysis

@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace analysis {
@@ -35,8 +37,22 @@ struct ReportOptions {
 };
 
 nlohmann::json build_result(const Statistics & stats, const ReportOptions & options, const TokenText & token_text);
-// Checks schema and version; names the file in the error.
+// Reads and validates a result file (parse_result); not_found for a missing file.
 nlohmann::json load_result(const std::string & path);
+// Parses result JSON text and validates its whole shape (validate_result) before anything uses it;
+// `file` names it in errors (the fuzz target's entry).
+nlohmann::json parse_result(std::string_view text, const std::string & file);
+// Throws common::Error (usage, exit 2) naming the file and the field path ("modes.paper.features[2].dim")
+// for a wrong schema or version, a missing field the report needs, a field of the wrong type, or
+// per-site arrays whose length differs from `layers`. A result that passes renders without throwing.
+void validate_result(const nlohmann::json & result, const std::string & file);
+// A number of a validated result that may be null (JSON holds no inf or NaN, so the writer stores a
+// non-finite max |x| as null): the number, NaN for null, `absent` when the key is missing.
+inline double result_number(const nlohmann::json & object, const char * key, double absent = 0) {
+    const auto it = object.find(key);
+    if (it == object.end()) return absent;
+    return it->is_number() ? it->get<double>() : std::numeric_limits<double>::quiet_NaN();
+}
 // Writes text through a temporary file renamed into place.
 void write_text_file(const std::string & path, const std::string & text);
 
@@ -50,6 +66,19 @@ struct PlotOutcome {
     std::string skipped_reason;       // why no plots (no gnuplot, gnuplot failed)
     std::vector<std::string> files;   // PNG and SVG paths written
 };
+// What gnuplot is given: a script of our own text, numbers we format and our own file names only,
+// and data files holding everything taken from a result (see plots.cpp). Built apart from running
+// gnuplot so tests and the fuzz target can check the script.
+struct PlotJob {
+    std::string script;
+    std::vector<std::pair<std::string, std::string>> data_files;  // bare file name -> contents
+    std::vector<std::string> outputs;                             // bare names of the plots written
+    std::string skipped_reason;                                   // nothing to plot, and why
+};
+// The plots of a validated result (validate_result) or of build_result's output.
+PlotJob plot_job(const nlohmann::json & result);
+// Runs gnuplot on the job in a private directory under dir and moves the plots into dir.
+PlotOutcome render_plots(const PlotJob & job, const std::string & dir);
 // Writes outliers_heatmap, magnitude_by_layer and magnitude_distribution (.png and .svg) into dir.
 PlotOutcome write_plots(const nlohmann::json & result, const std::string & dir);
 // True when `gnuplot` runs and has both the png and svg terminals.
@@ -63,6 +92,7 @@ struct CompareOptions {
 nlohmann::json build_comparison(const std::vector<std::pair<std::string, nlohmann::json>> & results,
                                 const CompareOptions & options);
 std::string render_comparison_markdown(const nlohmann::json & comparison, const std::vector<std::string> & plot_files);
+PlotJob comparison_plot_job(const nlohmann::json & comparison);
 PlotOutcome write_comparison_plots(const nlohmann::json & comparison, const std::string & dir);
 
 // Token strings for reports: from the tokenizer.json at tokenizer_path, else from the one the run

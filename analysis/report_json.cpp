@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cmath>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -230,24 +232,212 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
     return result;
 }
 
+namespace {
+
+[[noreturn]] void bad_result(const std::string & file, const std::string & field, const std::string & why) {
+    throw common::Error::file(file, "not a valid analysis result: field '" + field + "' " + why +
+                                        "; regenerate it with `analyze report STATS.cbor`")
+        .with("field", field);
+}
+
+// Type checks for one JSON object of a result, naming each field by its path ("modes.paper.features[2].dim").
+// Fields the renderers reach with at() are required; the rest are optional but, when present, must
+// have the type the renderers read them as (json::value() throws on a mismatch).
+class Shape {
+public:
+    Shape(const json & j, std::string where, const std::string & file) : j_(j), where_(std::move(where)), file_(file) {
+        if (!j_.is_object()) bad_result(file_, where_.empty() ? "(document)" : where_, "is not an object");
+    }
+    std::string name(const std::string & key) const { return where_.empty() ? key : where_ + "." + key; }
+    const json * get(const std::string & key, bool required) const {
+        const auto it = j_.find(key);
+        if (it != j_.end()) return &*it;
+        if (required) bad_result(file_, name(key), "is missing");
+        return nullptr;
+    }
+    void integer(const std::string & key, bool required = false) const {
+        if (const auto * v = get(key, required); v && !v->is_number_integer()) bad_result(file_, name(key), "is not an integer");
+    }
+    // Finite numbers; `nullable` for measured maxima and ratios, which JSON cannot hold when they
+    // are inf or NaN (an fp16 overflow), so the writer stores null and the readers take it as NaN.
+    void number(const std::string & key, bool required = false, bool nullable = false) const {
+        if (const auto * v = get(key, required)) check_number(*v, name(key), nullable, file_);
+    }
+    void boolean(const std::string & key, bool required = false) const {
+        if (const auto * v = get(key, required); v && !v->is_boolean()) bad_result(file_, name(key), "is not a boolean");
+    }
+    void string(const std::string & key, bool required = false) const {
+        if (const auto * v = get(key, required); v && !v->is_string()) bad_result(file_, name(key), "is not a string");
+    }
+    const json * array(const std::string & key, bool required = false) const {
+        const auto * v = get(key, required);
+        if (v && !v->is_array()) bad_result(file_, name(key), "is not an array");
+        return v;
+    }
+    const json * object(const std::string & key, bool required = false) const {
+        const auto * v = get(key, required);
+        if (v && !v->is_object()) bad_result(file_, name(key), "is not an object");
+        return v;
+    }
+    static void check_number(const json & v, const std::string & field, bool nullable, const std::string & file) {
+        if (nullable && v.is_null()) return;
+        if (!v.is_number()) bad_result(file, field, nullable ? "is neither a number nor null" : "is not a number");
+        if (!std::isfinite(v.get<double>())) bad_result(file, field, "is not finite");
+    }
+
+private:
+    const json & j_;
+    std::string where_;
+    const std::string & file_;
+};
+
+std::string index(const std::string & field, size_t i) { return field + "[" + std::to_string(i) + "]"; }
+
+void check_mode(const json & m, const std::string & where, const std::string & file) {
+    const Shape mode(m, where, file);
+    const Shape criteria(*mode.object("criteria", true), mode.name("criteria"), file);
+    criteria.string("mode");
+    for (const char * key : {"threshold", "layer_fraction", "position_fraction"}) criteria.number(key);
+    criteria.string("layer_unit");
+    criteria.string("scope");
+    const Shape summary(*mode.object("summary", true), mode.name("summary"), file);
+    for (const char * key : {"num_outliers", "unique_dims"}) summary.integer(key, true);
+    for (const char * key : {"mean_layer_pct", "mean_position_pct"}) summary.number(key, true);
+    for (const char * key : {"median_layer_pct", "median_position_pct"}) summary.number(key);
+    summary.integer("dims_with_hits");
+    const auto & features = *mode.array("features", true);
+    for (size_t i = 0; i < features.size(); ++i) {
+        const Shape f(features[i], index(mode.name("features"), i), file);
+        for (const char * key : {"dim", "occurrences", "hits", "token_batches_tallied"}) f.integer(key);
+        f.number("max_abs", false, true);
+        for (const char * key : {"mean_layer_pct", "mean_position_pct"}) f.number(key);
+        const auto & tokens = *f.array("top_tokens", true);
+        for (size_t k = 0; k < tokens.size(); ++k) {
+            const Shape t(tokens[k], index(f.name("top_tokens"), k), file);
+            t.integer("token_id");
+            t.integer("positions");
+            if (const auto * text = t.get("text", false); text && !text->is_string() && !text->is_null())
+                bad_result(file, t.name("text"), "is neither a string nor null");
+        }
+    }
+    if (const auto * entries = mode.array("entries"))
+        for (size_t i = 0; i < entries->size(); ++i) {
+            const Shape e((*entries)[i], index(mode.name("entries"), i), file);
+            for (const char * key : {"dim", "sequence", "hits", "layers_hit", "layers_total", "positions_hit", "positions_total"}) e.integer(key);
+            for (const char * key : {"layer_pct", "position_pct"}) e.number(key);
+            e.number("max_abs", false, true);
+        }
+    mode.boolean("entries_truncated");
+}
+
+}  // namespace
+
+void validate_result(const json & r, const std::string & file) {
+    if (!r.is_object() || !r.contains("schema") || !r["schema"].is_string() || r["schema"].get<std::string>() != kResultSchema)
+        throw common::Error::file(file, std::string("not an analysis result (schema is not ") + kResultSchema + ")");
+    if (!r.contains("version") || !r["version"].is_number_integer() || r["version"].get<int64_t>() != kResultVersion)
+        throw common::Error::file(file, "result version " + r.value("version", json(0)).dump() + " (this build reads " +
+                                            std::to_string(kResultVersion) + "); regenerate it from the statistics file");
+    const Shape root(r, "", file);
+
+    const Shape run(*root.object("run", true), "run", file);
+    for (const char * key : {"model_name", "statistics_file"}) run.string(key);
+    for (const char * key : {"sequences", "tokens", "batches", "hidden", "sites_captured", "layers_captured"}) run.integer(key);
+    run.number("threshold");
+    for (const char * key : {"round_bf16", "partial"}) run.boolean(key);
+    run.array("sites_with_partial_coverage");
+
+    const auto & modes = *root.object("modes", true);
+    for (const auto & [name, m] : modes.items()) check_mode(m, "modes." + name, file);
+
+    const auto & layers = *root.array("layers", true);
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const Shape l(layers[i], index("layers", i), file);
+        for (const char * key : {"layer", "hits", "elements", "dims_with_hits", "max_abs_dim"}) l.integer(key);
+        l.string("site");
+        l.number("hit_rate");
+        l.number("max_abs", false, true);
+    }
+
+    // The plots index every profile's arrays by site: one value per entry of `layers`.
+    const auto & profiles = *root.array("feature_profiles", true);
+    for (size_t k = 0; k < profiles.size(); ++k) {
+        const Shape p(profiles[k], index("feature_profiles", k), file);
+        p.integer("dim");
+        p.boolean("outlier");
+        for (const char * key : {"max_abs_by_site", "hit_rate_by_site"}) {
+            const auto & a = *p.array(key, true);
+            if (a.size() != layers.size())
+                bad_result(file, p.name(key), "has " + std::to_string(a.size()) + " values for " + std::to_string(layers.size()) + " layers");
+            for (size_t i = 0; i < a.size(); ++i) Shape::check_number(a[i], index(p.name(key), i), true, file);
+        }
+    }
+
+    const Shape hist(*root.object("histogram", true), "histogram", file);
+    const auto & edges = *hist.array("lower_edges", true);
+    for (size_t b = 0; b < edges.size(); ++b) {
+        Shape::check_number(edges[b], index(hist.name("lower_edges"), b), false, file);
+        if (!(edges[b].get<double>() > 0)) bad_result(file, index(hist.name("lower_edges"), b), "is not positive");
+    }
+    const auto & counts = *hist.object("counts", true);
+    for (const auto & [kind, c] : counts.items()) {
+        const std::string field = hist.name("counts") + "." + kind;
+        if (!c.is_array()) bad_result(file, field, "is not an array");
+        for (size_t b = 0; b < c.size(); ++b)
+            if (!c[b].is_number_integer()) bad_result(file, index(field, b), "is not an integer");
+    }
+    hist.string("note");
+
+    if (const auto * massive = root.object("massive_activations")) {
+        const Shape ma(*massive, "massive_activations", file);
+        const Shape criterion(*ma.object("criterion", true), ma.name("criterion"), file);
+        criterion.number("min_abs");
+        criterion.number("min_ratio_to_median");
+        const auto & ml = *ma.array("layers", true);
+        for (size_t i = 0; i < ml.size(); ++i) {
+            const Shape l(ml[i], index(ma.name("layers"), i), file);
+            l.integer("layer");
+            l.number("top_abs", false, true);
+            l.number("median_abs", false, true);
+            const auto & t = *l.array("top", true);
+            if (t.empty()) bad_result(file, l.name("top"), "is empty");
+            for (size_t k = 0; k < t.size(); ++k) {
+                const Shape e(t[k], index(l.name("top"), k), file);
+                for (const char * key : {"sequence", "position", "dim"}) e.integer(key);
+                for (const char * key : {"abs", "median_abs", "ratio_to_median"}) e.number(key, false, true);
+                e.boolean("massive");
+            }
+        }
+    }
+}
+
+json parse_result(std::string_view text, const std::string & file) {
+    // nlohmann's parser is iterative, but what later walks the document need not be: refuse
+    // nesting beyond what a result has (run metadata included) while parsing.
+    constexpr int kMaxDepth = 64;
+    const json::parser_callback_t depth_limit = [&](int depth, json::parse_event_t event, json &) {
+        if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) && depth >= kMaxDepth)
+            throw common::Error::file(file, "not a valid analysis result: nested deeper than " + std::to_string(kMaxDepth) + " levels");
+        return true;
+    };
+    json j;
+    try {
+        j = json::parse(text.begin(), text.end(), depth_limit);
+    } catch (const json::exception & e) {
+        throw common::Error::file(file, std::string("not JSON: ") + e.what());
+    }
+    validate_result(j, file);
+    return j;
+}
+
 json load_result(const std::string & path) {
-    std::ifstream in(path);
+    std::ifstream in(path, std::ios::binary);
     if (!in) {
         if (errno == ENOENT) throw common::Error::not_found(path, "no such result file").with("file", path);
         throw common::Error::io(path, "cannot open result file", errno);
     }
-    json j;
-    try {
-        j = json::parse(in);
-    } catch (const json::exception & e) {
-        throw common::Error::file(path, std::string("not JSON: ") + e.what());
-    }
-    if (!j.is_object() || j.value("schema", std::string()) != kResultSchema)
-        throw common::Error::file(path, std::string("not an analysis result (schema is not ") + kResultSchema + ")");
-    if (j.value("version", 0) != kResultVersion)
-        throw common::Error::file(path, "result version " + j.value("version", json(0)).dump() + " (this build reads " +
-                                            std::to_string(kResultVersion) + "); regenerate it from the statistics file");
-    return j;
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return parse_result(text, path);
 }
 
 void write_text_file(const std::string & path, const std::string & text) {

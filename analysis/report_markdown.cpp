@@ -101,7 +101,7 @@ std::string render_markdown(const json & r, const std::vector<std::string> & plo
             }
             std::string tokens;
             for (const auto & t : f.at("top_tokens")) tokens += (tokens.empty() ? "" : ", ") + cell_token(t);
-            o << "| " << f.value("dim", 0) << " | " << fixed(f.value("max_abs", 0.0), 2) << " | " << f.value("occurrences", 0)
+            o << "| " << f.value("dim", 0) << " | " << fixed(result_number(f, "max_abs"), 2) << " | " << f.value("occurrences", 0)
               << " | " << fixed(f.value("mean_layer_pct", 0.0), 1) << " | " << fixed(f.value("mean_position_pct", 0.0), 1)
               << " | " << f.value("hits", 0) << " | " << (tokens.empty() ? "-" : tokens) << " |\n";
         }
@@ -111,7 +111,7 @@ std::string render_markdown(const json & r, const std::vector<std::string> & plo
     for (const auto & l : r.at("layers"))
         o << "| " << l.value("layer", 0) << " | " << l.value("site", "") << " | " << l.value("hits", 0) << " | "
           << fixed(l.value("hit_rate", 0.0) * 1e6, 1) << " | " << l.value("dims_with_hits", 0) << " | "
-          << fixed(l.value("max_abs", 0.0), 2) << " | " << l.value("max_abs_dim", 0) << " |\n";
+          << fixed(result_number(l, "max_abs"), 2) << " | " << l.value("max_abs_dim", 0) << " |\n";
 
     if (r.contains("massive_activations")) {
         const auto & ma = r["massive_activations"];
@@ -120,9 +120,9 @@ std::string render_markdown(const json & r, const std::vector<std::string> & plo
           << "| layer | top abs | dim | position | sequence | median abs | ratio | massive |\n|---:|---:|---:|---:|---:|---:|---:|---|\n";
         for (const auto & l : ma.at("layers")) {
             const auto & t = l.at("top").at(0);
-            o << "| " << l.value("layer", 0) << " | " << fixed(t.value("abs", 0.0), 2) << " | " << t.value("dim", 0) << " | "
-              << t.value("position", 0) << " | " << t.value("sequence", 0) << " | " << fixed(t.value("median_abs", 0.0), 4) << " | "
-              << fixed(t.value("ratio_to_median", 0.0), 0) << " | " << (t.value("massive", false) ? "yes" : "no") << " |\n";
+            o << "| " << l.value("layer", 0) << " | " << fixed(result_number(t, "abs"), 2) << " | " << t.value("dim", 0) << " | "
+              << t.value("position", 0) << " | " << t.value("sequence", 0) << " | " << fixed(result_number(t, "median_abs"), 4) << " | "
+              << fixed(result_number(t, "ratio_to_median"), 0) << " | " << (t.value("massive", false) ? "yes" : "no") << " |\n";
         }
     }
 

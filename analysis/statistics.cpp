@@ -87,7 +87,41 @@ void merge_massive(std::vector<MassiveLayer> & a, const std::vector<MassiveLayer
     }
 }
 
+template <typename T>
+bool add_all(const std::vector<T> & v, int64_t & total) {
+    for (const T x : v)
+        if (x < 0 || __builtin_add_overflow(total, static_cast<int64_t>(x), &total)) return false;
+    return true;
+}
+
+bool add_one(int64_t x, int64_t & total) { return x >= 0 && !__builtin_add_overflow(total, x, &total); }
+
 }  // namespace
+
+bool count_totals(const Statistics & s, CountTotals & t, std::string & field) {
+    t = CountTotals{};
+    auto fail = [&](const char * name) {
+        field = name;
+        return false;
+    };
+    if (!add_all(s.site_hits, t.site_hits)) return fail("site_hits");
+    if (!add_all(s.site_elements, t.site_elements)) return fail("site_elements");
+    if (!add_all(s.site_sequences, t.site_sequences)) return fail("site_sequences");
+    if (!add_all(s.site_histogram, t.site_histogram)) return fail("site_histogram");
+    if (!add_all(s.position_hits, t.position_hits)) return fail("position_hits");
+    for (const auto & q : s.per_sequence)
+        for (const auto & d : q.dims)
+            if (!add_one(d.hits, t.sequence_hits)) return fail("per_sequence.hits");
+    for (const auto & [dim, tokens] : s.token_hits)
+        for (const auto & [token, n] : tokens)
+            if (!add_one(n, t.token_hits)) return fail("token_hits.pairs");
+    for (const auto & [dim, n] : s.token_hits_batches)
+        if (!add_one(n, t.token_hits_batches)) return fail("token_hits.batches");
+    if (!add_one(s.sequences, t.sequences)) return fail("sequences");
+    if (!add_one(s.tokens, t.tokens)) return fail("tokens");
+    if (!add_one(s.batches, t.batches)) return fail("batches");
+    return true;
+}
 
 void merge_into(Statistics & a, const Statistics & b, const std::string & a_name, const std::string & b_name) {
     if (a.threshold != b.threshold)
@@ -110,6 +144,29 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
         if (seen.count(s.sequence_index))
             refuse(a_name, b_name, "sequence " + std::to_string(s.sequence_index) +
                                        " is in both (a rerun of the same sequences would count them twice)");
+
+    // Every count is non-negative with totals that fit (count_totals); the merged totals must fit
+    // too, and so must each merged position count (int32). Checked before anything changes.
+    CountTotals ta, tb;
+    std::string field;
+    if (!count_totals(a, ta, field)) refuse(a_name, b_name, a_name + " has negative " + field + " or counts whose total passes 2^63-1");
+    if (!count_totals(b, tb, field)) refuse(a_name, b_name, b_name + " has negative " + field + " or counts whose total passes 2^63-1");
+    const std::pair<const char *, std::pair<int64_t, int64_t>> sums[] = {
+        {"site_hits", {ta.site_hits, tb.site_hits}}, {"site_elements", {ta.site_elements, tb.site_elements}},
+        {"site_sequences", {ta.site_sequences, tb.site_sequences}}, {"site_histogram", {ta.site_histogram, tb.site_histogram}},
+        {"position_hits", {ta.position_hits, tb.position_hits}}, {"per_sequence.hits", {ta.sequence_hits, tb.sequence_hits}},
+        {"token_hits.pairs", {ta.token_hits, tb.token_hits}}, {"token_hits.batches", {ta.token_hits_batches, tb.token_hits_batches}},
+        {"sequences", {ta.sequences, tb.sequences}}, {"tokens", {ta.tokens, tb.tokens}}, {"batches", {ta.batches, tb.batches}}};
+    for (const auto & [name, pair] : sums) {
+        int64_t total = 0;
+        if (__builtin_add_overflow(pair.first, pair.second, &total))
+            refuse(a_name, b_name, std::string("the merged ") + name + " would pass 2^63-1");
+    }
+    for (size_t i = 0; i < b.position_hits.size() && i < a.position_hits.size(); ++i) {
+        int32_t sum = 0;
+        if (__builtin_add_overflow(a.position_hits[i], b.position_hits[i], &sum))
+            refuse(a_name, b_name, "a merged position count would pass 2^31-1");
+    }
 
     const size_t H = static_cast<size_t>(a.hidden);
     for (size_t i = 0; i < a.site_hits.size(); ++i) a.site_hits[i] += b.site_hits[i];

@@ -109,10 +109,22 @@ struct Statistics {
 // (its dir's last component, else model_type); "" when absent.
 std::string model_label(const nlohmann::json & metadata);
 
+// Sums of every count the reports and merges add up. A file is untrusted, so before anything sums
+// its counts they are checked to be non-negative with totals that fit int64 (then every partial
+// sum fits too, and merging two such statistics needs only their totals checked).
+struct CountTotals {
+    int64_t site_hits = 0, site_elements = 0, site_sequences = 0, site_histogram = 0, position_hits = 0;
+    int64_t sequence_hits = 0, token_hits = 0, token_hits_batches = 0, sequences = 0, tokens = 0, batches = 0;
+};
+// False, with `field` naming the array ("per_sequence.hits"), when a count is negative or a total
+// does not fit int64.
+bool count_totals(const Statistics & stats, CountTotals & totals, std::string & field);
+
 // Combines b into a (a := a ⊕ b). Associative and, up to metadata, commutative: sums, maxima,
 // sequence records concatenated and sorted. Throws common::Error (usage) naming `a_name`/`b_name`
 // when they were counted differently (threshold, rounding, hidden size, sites, model) or share a
-// sequence index (a rerun would count that sequence twice).
+// sequence index (a rerun would count that sequence twice), or when a merged count would not fit
+// its type. Leaves a unchanged when it throws.
 void merge_into(Statistics & a, const Statistics & b, const std::string & a_name, const std::string & b_name);
 
 }  // namespace analysis

@@ -7,7 +7,9 @@
 #include <bit>
 #include <cerrno>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <fstream>
 #include <iterator>
 
@@ -31,25 +33,203 @@ json bytes_of(const std::vector<T> & v) {
                                         "; regenerate it with `analyze RUN_DIR` or `extract ... --analyze`");
 }
 
-template <typename T>
-std::vector<T> array_of(const json & j, const char * key, size_t expected, const std::string & path) {
-    if (!j.contains(key) || !j.at(key).is_binary()) bad(path, std::string("missing byte array '") + key + "'");
-    const auto & raw = j.at(key).get_binary();
-    if (raw.size() != expected * sizeof(T))
-        bad(path, std::string("array '") + key + "' has " + std::to_string(raw.size()) + " bytes, expected " +
-                      std::to_string(expected * sizeof(T)));
-    std::vector<T> out(expected);
-    if (expected) std::memcpy(out.data(), raw.data(), raw.size());
+[[noreturn]] void bad_field(const std::string & path, const std::string & field, const std::string & why) {
+    throw common::Error::file(path, "not a valid statistics file: field '" + field + "' " + why +
+                                        "; regenerate it with `analyze RUN_DIR` or `extract ... --analyze`")
+        .with("field", field);
+}
+
+// a * b, or a usage error naming the field whose size it is when the product does not fit.
+uint64_t checked_mul(uint64_t a, uint64_t b, const std::string & path, const std::string & field) {
+    uint64_t out = 0;
+    if (__builtin_mul_overflow(a, b, &out)) bad_field(path, field, "has a size that overflows (" + std::to_string(a) + " x " + std::to_string(b) + ")");
     return out;
 }
 
-template <typename T>
-T field(const json & j, const char * key, const std::string & path) {
-    try {
-        return j.at(key).get<T>();
-    } catch (const json::exception &) {
-        bad(path, std::string("missing or mistyped field '") + key + "'");
+// nlohmann's CBOR reader recurses once per nesting level (200000 nested arrays overflow the stack)
+// and follows declared lengths as far as the bytes go. This iterative pass over the raw bytes runs
+// first and refuses what the reader should never see: nesting deeper than kMaxStatisticsNesting,
+// reserved or truncated heads, lengths or item counts beyond the bytes left (every item takes at
+// least one byte, so nothing declared can outgrow the file), tags, integers below -2^63 and bytes
+// after the document.
+void scan_cbor(const std::uint8_t * p, size_t n, const std::string & path) {
+    struct Frame {
+        uint64_t left;  // items still to come (definite length)
+        bool indefinite, map;
+        uint64_t seen;
+    };
+    std::vector<Frame> stack;
+    size_t i = 0, head = 0;
+    auto fail = [&](const std::string & why) { bad(path, "malformed CBOR at byte " + std::to_string(head) + ": " + why); };
+    auto argument = [&](int ai) -> uint64_t {
+        if (ai < 24) return static_cast<uint64_t>(ai);
+        if (ai > 27) fail("reserved additional information " + std::to_string(ai));
+        const size_t len = size_t{1} << (ai - 24);
+        if (n - i < len) fail("the file ends inside an item's head");
+        uint64_t v = 0;
+        for (size_t k = 0; k < len; ++k) v = (v << 8) | p[i++];
+        return v;
+    };
+    bool started = false;
+    for (;;) {
+        while (!stack.empty() && !stack.back().indefinite && stack.back().left == 0) stack.pop_back();
+        if (started && stack.empty()) break;
+        head = i;
+        if (i >= n) fail("the file ends inside an item");
+        const std::uint8_t ib = p[i++];
+        if (ib == 0xff) {
+            if (stack.empty() || !stack.back().indefinite) fail("a break outside an indefinite-length item");
+            if (stack.back().map && stack.back().seen % 2) fail("an indefinite-length map ends after a key");
+            stack.pop_back();
+            continue;
+        }
+        if (!stack.empty()) {
+            if (!stack.back().indefinite) --stack.back().left;
+            ++stack.back().seen;
+        }
+        started = true;
+        const int major = ib >> 5, ai = ib & 31;
+        const bool indefinite = ai == 31;
+        if (indefinite && (major == 0 || major == 1 || major == 6 || major == 7)) fail("indefinite length on a number, tag or simple value");
+        const uint64_t arg = indefinite ? 0 : argument(ai);
+        switch (major) {
+            case 0: break;
+            case 1:
+                if (arg > static_cast<uint64_t>(INT64_MAX)) fail("a negative integer below -2^63");
+                break;
+            case 2:
+            case 3:
+                if (!indefinite) {
+                    if (arg > n - i) fail("a string of " + std::to_string(arg) + " bytes with " + std::to_string(n - i) + " left in the file");
+                    i += static_cast<size_t>(arg);
+                    break;
+                }
+                for (;;) {  // chunks: definite strings of the same type, up to a break
+                    head = i;
+                    if (i >= n) fail("the file ends inside an indefinite-length string");
+                    const std::uint8_t c = p[i++];
+                    if (c == 0xff) break;
+                    if ((c >> 5) != major || (c & 31) == 31) fail("a chunk of an indefinite-length string that is not a definite string of its type");
+                    const uint64_t len = argument(c & 31);
+                    if (len > n - i) fail("a string chunk longer than the rest of the file");
+                    i += static_cast<size_t>(len);
+                }
+                break;
+            case 4:
+            case 5: {
+                if (stack.size() >= static_cast<size_t>(kMaxStatisticsNesting))
+                    fail("arrays and maps nested deeper than " + std::to_string(kMaxStatisticsNesting));
+                uint64_t items = arg;
+                if (!indefinite) {
+                    if (major == 5 && arg > (n - i) / 2) fail("a map of " + std::to_string(arg) + " pairs with " + std::to_string(n - i) + " bytes left");
+                    if (major == 5) items = 2 * arg;
+                    if (items > n - i) fail("an array of " + std::to_string(arg) + " items with " + std::to_string(n - i) + " bytes left");
+                }
+                stack.push_back({items, indefinite, major == 5, 0});
+                break;
+            }
+            case 6: fail("a CBOR tag (statistics files use none)");
+            default: break;  // 7: simple values and floats, their bytes already consumed as the argument
+        }
     }
+    if (i != n) bad(path, "malformed CBOR: " + std::to_string(n - i) + " bytes after the end of the document");
+}
+
+// Typed access to one CBOR map, naming each field by its path ("per_sequence[3].count") in errors.
+class Fields {
+public:
+    Fields(const json & j, std::string where, const std::string & path) : j_(j), where_(std::move(where)), path_(path) {
+        if (!j_.is_object()) bad_field(path_, where_.empty() ? "(document)" : where_, "is not a map");
+    }
+    std::string name(const std::string & key) const { return where_.empty() ? key : where_ + "." + key; }
+    const std::string & path() const { return path_; }
+    const json & at(const std::string & key) const {
+        const auto it = j_.find(key);
+        if (it == j_.end()) bad_field(path_, name(key), "is missing");
+        return *it;
+    }
+    int64_t integer(const std::string & key, int64_t lo, int64_t hi) const { return integer_value(at(key), name(key), lo, hi, path_); }
+    double number(const std::string & key) const {
+        const auto & v = at(key);
+        if (!v.is_number()) bad_field(path_, name(key), "is not a number");
+        const double d = v.get<double>();
+        if (!std::isfinite(d)) bad_field(path_, name(key), "is not finite");
+        return d;
+    }
+    bool boolean(const std::string & key) const {
+        const auto & v = at(key);
+        if (!v.is_boolean()) bad_field(path_, name(key), "is not a boolean");
+        return v.get<bool>();
+    }
+    const json & array(const std::string & key) const {
+        const auto & v = at(key);
+        if (!v.is_array()) bad_field(path_, name(key), "is not an array");
+        return v;
+    }
+    // A byte string of exactly `count` elements of T (count already checked not to overflow).
+    template <typename T>
+    std::vector<T> bytes(const std::string & key, uint64_t count) const {
+        const auto & v = at(key);
+        if (!v.is_binary()) bad_field(path_, name(key), "is not a byte string");
+        const auto & raw = v.get_binary();
+        const uint64_t expected = checked_mul(count, sizeof(T), path_, name(key));
+        // The bytes are in the file, so once they match the expected size the allocation is bounded by it.
+        if (raw.size() != expected)
+            bad_field(path_, name(key), "has " + std::to_string(raw.size()) + " bytes, expected " + std::to_string(expected));
+        std::vector<T> out(static_cast<size_t>(count));
+        if (expected) std::memcpy(out.data(), raw.data(), raw.size());
+        return out;
+    }
+
+    static int64_t integer_value(const json & v, const std::string & field, int64_t lo, int64_t hi, const std::string & path) {
+        int64_t x = 0;
+        if (v.is_number_unsigned()) {
+            const auto u = v.get<uint64_t>();
+            if (u > static_cast<uint64_t>(INT64_MAX)) bad_field(path, field, "is " + std::to_string(u) + ", above the allowed " + std::to_string(hi));
+            x = static_cast<int64_t>(u);
+        } else if (v.is_number_integer()) {
+            x = v.get<int64_t>();
+        } else {
+            bad_field(path, field, "is not an integer");
+        }
+        if (x < lo || x > hi)
+            bad_field(path, field, "is " + std::to_string(x) + ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        return x;
+    }
+
+private:
+    const json & j_;
+    std::string where_;
+    const std::string & path_;
+};
+
+// A float field (massive activations): inf and NaN are legitimate (fp16 overflow), but a finite
+// double beyond float's range would not convert.
+float float_value(const json & v, const std::string & field, const std::string & path) {
+    if (!v.is_number()) bad_field(path, field, "is not a number");
+    const double d = v.get<double>();
+    if (std::isfinite(d) && std::fabs(d) > static_cast<double>(std::numeric_limits<float>::max()))
+        bad_field(path, field, "is outside the range of a 32-bit float");
+    return static_cast<float>(d);
+}
+
+// The run metadata is kept as it is, but the fields that reports and merges read must have the
+// types they expect (model_label, build_result, merge_into and load_token_text read these).
+void check_metadata(const json & m, const std::string & path) {
+    if (!m.is_object()) bad_field(path, "metadata", "is not a map");
+    auto expect = [&](const json & obj, const char * key, bool (json::*is)() const noexcept, const char * what, const std::string & prefix) {
+        if (obj.contains(key) && !(obj.at(key).*is)()) bad_field(path, prefix + key, std::string("is not ") + what);
+    };
+    expect(m, "model_name", &json::is_string, "a string", "metadata.");
+    expect(m, "partial", &json::is_boolean, "a boolean", "metadata.");
+    expect(m, "sources", &json::is_array, "an array", "metadata.");
+    expect(m, "checkpoint_fingerprint_sha256", &json::is_string, "a string", "metadata.");
+    if (m.contains("model") && !m["model"].is_string()) {
+        if (!m["model"].is_object()) bad_field(path, "metadata.model", "is neither a string nor a map");
+        expect(m["model"], "dir", &json::is_string, "a string", "metadata.model.");
+        expect(m["model"], "model_type", &json::is_string, "a string", "metadata.model.");
+    }
+    if (m.contains("tokenizer") && m["tokenizer"].is_object()) expect(m["tokenizer"], "path", &json::is_string, "a string", "metadata.tokenizer.");
 }
 
 }  // namespace
@@ -139,91 +319,151 @@ Statistics load_statistics(const std::string & path) {
         throw common::Error::io(path, "cannot open statistics file", errno);
     }
     std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return parse_statistics(bytes.data(), bytes.size(), path);
+}
+
+Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::string & path) {
+    scan_cbor(data, size, path);
     json j;
     try {
-        j = json::from_cbor(bytes);
+        j = json::from_cbor(data, data + size);
     } catch (const json::exception & e) {
         bad(path, std::string("not CBOR (") + e.what() + ")");
     }
-    if (!j.is_object() || j.value("format", std::string()) != kStatisticsFormat) bad(path, "no '" + std::string(kStatisticsFormat) + "' format tag");
-    const int version = field<int>(j, "version", path);
+    if (!j.is_object() || !j.contains("format") || !j["format"].is_string() || j["format"].get<std::string>() != kStatisticsFormat)
+        bad(path, "no '" + std::string(kStatisticsFormat) + "' format tag");
+    const Fields root(j, "", path);
+    const auto version = root.integer("version", INT64_MIN, INT64_MAX);
     if (version != kStatisticsVersion)
         bad(path, "version " + std::to_string(version) + " (this build reads version " + std::to_string(kStatisticsVersion) + ")");
 
     Statistics s;
-    s.threshold = field<double>(j, "threshold", path);
-    s.round_bf16 = field<bool>(j, "round_bf16", path);
-    s.hidden = field<int64_t>(j, "hidden", path);
-    if (s.hidden < 0) bad(path, "negative hidden size");
-    const auto & hist = j.at("histogram");
-    s.histogram_spec.log2_min = field<double>(hist, "log2_min", path);
-    s.histogram_spec.bins_per_octave = field<int>(hist, "bins_per_octave", path);
-    s.histogram_spec.bins = field<int>(hist, "bins", path);
-    if (s.histogram_spec.bins < 0) bad(path, "negative histogram size");
-    s.massive_top_k = field<int>(j, "massive_top_k", path);
-    s.token_dims_per_batch = field<int>(j, "token_dims_per_batch", path);
-    try {
-        for (const auto & site : j.at("sites")) s.sites.push_back({site.at(0).get<int>(), site.at(1).get<std::string>()});
-    } catch (const json::exception &) {
-        bad(path, "malformed 'sites'");
+    s.threshold = root.number("threshold");
+    s.round_bf16 = root.boolean("round_bf16");
+    s.hidden = root.integer("hidden", 0, kMaxStatisticsHidden);
+    {
+        const Fields hist(root.at("histogram"), "histogram", path);
+        // lower_edge() = 2^(log2_min + bin / bins_per_octave): bounded so every edge is a finite,
+        // positive double (the result JSON cannot hold inf), and bins_per_octave is a divisor.
+        s.histogram_spec.bins_per_octave = static_cast<int>(hist.integer("bins_per_octave", 1, 64));
+        s.histogram_spec.bins = static_cast<int>(hist.integer("bins", 0, kMaxStatisticsHistogramBins));
+        s.histogram_spec.log2_min = hist.number("log2_min");
+        if (s.histogram_spec.log2_min < -500 || s.histogram_spec.log2_min > 500)
+            bad_field(path, "histogram.log2_min", "is outside [-500, 500]");
+        if (s.histogram_spec.bins / s.histogram_spec.bins_per_octave > 500)
+            bad_field(path, "histogram.bins", "spans more than 500 octaves");
     }
-    const auto S = s.sites.size();
-    const auto H = static_cast<size_t>(s.hidden);
-    s.site_hits = array_of<int64_t>(j, "site_hits", S * H, path);
-    s.site_max_abs = array_of<float>(j, "site_max_abs", S * H, path);
-    s.site_elements = field<std::vector<int64_t>>(j, "site_elements", path);
-    s.site_sequences = field<std::vector<int64_t>>(j, "site_sequences", path);
-    if (s.site_elements.size() != S || s.site_sequences.size() != S) bad(path, "per-site arrays do not match the site list");
-    s.site_histogram = array_of<int64_t>(j, "site_histogram", S * static_cast<size_t>(s.histogram_spec.bins), path);
-    s.max_positions = field<int64_t>(j, "max_positions", path);
-    if (s.max_positions < 0) bad(path, "negative position count");
-    const auto pdims = field<std::vector<int32_t>>(j, "position_dims", path);
-    const auto T = static_cast<size_t>(s.max_positions);
-    const auto pdata = array_of<int32_t>(j, "position_hits", pdims.size() * T, path);
-    s.position_hits.assign(T * H, 0);
-    for (size_t k = 0; k < pdims.size(); ++k) {
-        if (pdims[k] < 0 || static_cast<size_t>(pdims[k]) >= H) bad(path, "position map dim out of range");
-        for (size_t t = 0; t < T; ++t) s.position_hits[t * H + static_cast<size_t>(pdims[k])] = pdata[k * T + t];
+    s.massive_top_k = static_cast<int>(root.integer("massive_top_k", 0, 1 << 20));
+    s.token_dims_per_batch = static_cast<int>(root.integer("token_dims_per_batch", 0, INT32_MAX));
+    const auto & sites = root.array("sites");
+    for (size_t i = 0; i < sites.size(); ++i) {
+        const std::string field = "sites[" + std::to_string(i) + "]";
+        const auto & site = sites[i];
+        if (!site.is_array() || site.size() != 2) bad_field(path, field, "is not a [layer, site] pair");
+        const auto layer = Fields::integer_value(site[0], field + "[0]", 0, kMaxStatisticsLayer, path);
+        if (!site[1].is_string() || (site[1] != "ln_attn" && site[1] != "ln_mlp"))
+            bad_field(path, field + "[1]", "is not \"ln_attn\" or \"ln_mlp\"");
+        s.sites.push_back({static_cast<int>(layer), site[1].get<std::string>()});
     }
-    s.sequences = field<int64_t>(j, "sequences", path);
-    s.tokens = field<int64_t>(j, "tokens", path);
-    s.batches = field<int64_t>(j, "batches", path);
-    try {
-        for (const auto & q : j.at("per_sequence")) {
-            SequenceStats seq;
-            seq.sequence_index = q.at("sequence_index").get<int64_t>();
-            seq.tokens = q.at("tokens").get<int64_t>();
-            seq.sites = q.at("sites").get<int32_t>();
-            seq.layers = q.at("layers").get<int32_t>();
-            const auto n = q.at("count").get<size_t>();
-            const auto ints = array_of<int32_t>(q, "dims", 4 * n, path);
-            const auto hits = array_of<int64_t>(q, "hits", n, path);
-            const auto maxima = array_of<float>(q, "max_abs", n, path);
-            for (size_t i = 0; i < n; ++i)
-                seq.dims.push_back({ints[4 * i], ints[4 * i + 1], ints[4 * i + 2], ints[4 * i + 3], hits[i], maxima[i]});
-            s.per_sequence.push_back(std::move(seq));
-        }
-        for (const auto & t : j.at("token_hits")) {
-            const auto dim = t.at("dim").get<int32_t>();
-            const auto n = t.at("count").get<size_t>();
-            const auto pairs = array_of<int64_t>(t, "pairs", 2 * n, path);
-            auto & m = s.token_hits[dim];
-            for (size_t i = 0; i < n; ++i) m[pairs[2 * i]] = pairs[2 * i + 1];
-            s.token_hits_batches[dim] = t.at("batches").get<int64_t>();
-        }
-        for (const auto & l : j.at("massive")) {
-            MassiveLayer ml;
-            ml.layer = l.at("layer").get<int>();
-            for (const auto & e : l.at("top"))
-                ml.top.push_back({e.at(0).get<float>(), e.at(1).get<int64_t>(), e.at(2).get<int64_t>(),
-                                  e.at(3).get<int32_t>(), e.at(4).get<float>()});
-            for (const auto & m : l.at("medians")) ml.medians.emplace_back(m.at(0).get<int64_t>(), m.at(1).get<float>());
-            s.massive.push_back(std::move(ml));
-        }
-    } catch (const json::exception & e) {
-        bad(path, std::string("malformed record (") + e.what() + ")");
+    const uint64_t S = s.sites.size();
+    const auto H = static_cast<uint64_t>(s.hidden);
+    const uint64_t SH = checked_mul(S, H, path, "site_hits");
+    s.site_hits = root.bytes<int64_t>("site_hits", SH);
+    s.site_max_abs = root.bytes<float>("site_max_abs", SH);
+    for (const char * key : {"site_elements", "site_sequences"}) {
+        const auto & a = root.array(key);
+        if (a.size() != S)
+            bad_field(path, key, "has " + std::to_string(a.size()) + " entries for " + std::to_string(S) + " sites");
+        auto & dst = std::string(key) == "site_elements" ? s.site_elements : s.site_sequences;
+        for (size_t i = 0; i < a.size(); ++i)
+            dst.push_back(Fields::integer_value(a[i], std::string(key) + "[" + std::to_string(i) + "]", 0, INT64_MAX, path));
     }
-    s.metadata = j.value("metadata", json::object());
+    s.site_histogram = root.bytes<int64_t>("site_histogram", checked_mul(S, static_cast<uint64_t>(s.histogram_spec.bins), path, "site_histogram"));
+
+    s.max_positions = root.integer("max_positions", 0, kMaxStatisticsPositions);
+    const auto T = static_cast<uint64_t>(s.max_positions);
+    const uint64_t TH = checked_mul(T, H, path, "max_positions");
+    if (TH > kMaxPositionMapEntries)
+        bad_field(path, "max_positions", "x hidden = " + std::to_string(T) + " x " + std::to_string(H) +
+                                             " position-map entries, more than the " + std::to_string(kMaxPositionMapEntries) + " allowed");
+    const auto & pdims_json = root.array("position_dims");
+    std::vector<size_t> pdims;
+    for (size_t k = 0; k < pdims_json.size(); ++k)
+        pdims.push_back(static_cast<size_t>(Fields::integer_value(pdims_json[k], "position_dims[" + std::to_string(k) + "]", 0,
+                                                                  static_cast<int64_t>(H) - 1, path)));
+    const auto pdata = root.bytes<int32_t>("position_hits", checked_mul(pdims.size(), T, path, "position_hits"));
+    s.position_hits.assign(static_cast<size_t>(TH), 0);
+    for (size_t k = 0; k < pdims.size(); ++k)
+        for (size_t t = 0; t < T; ++t) s.position_hits[t * H + pdims[k]] = pdata[k * T + t];
+    s.sequences = root.integer("sequences", 0, INT64_MAX);
+    s.tokens = root.integer("tokens", 0, INT64_MAX);
+    s.batches = root.integer("batches", 0, INT64_MAX);
+
+    const auto & per_sequence = root.array("per_sequence");
+    for (size_t q = 0; q < per_sequence.size(); ++q) {
+        const Fields f(per_sequence[q], "per_sequence[" + std::to_string(q) + "]", path);
+        SequenceStats seq;
+        seq.sequence_index = f.integer("sequence_index", 0, INT64_MAX);
+        seq.tokens = f.integer("tokens", 0, INT64_MAX);
+        seq.sites = static_cast<int32_t>(f.integer("sites", 0, INT32_MAX));
+        seq.layers = static_cast<int32_t>(f.integer("layers", 0, INT32_MAX));
+        const auto n = static_cast<uint64_t>(f.integer("count", 0, INT64_MAX));
+        const auto ints = f.bytes<int32_t>("dims", checked_mul(n, 4, path, f.name("dims")));
+        const auto hits = f.bytes<int64_t>("hits", n);
+        const auto maxima = f.bytes<float>("max_abs", n);
+        for (size_t i = 0; i < n; ++i) {
+            // The dim indexes [H]-sized arrays in reports; the counts are denominators' numerators.
+            if (ints[4 * i] < 0 || static_cast<uint64_t>(ints[4 * i]) >= H)
+                bad_field(path, f.name("dims") + "[" + std::to_string(i) + "]", "holds dim " + std::to_string(ints[4 * i]) + ", outside [0, hidden=" + std::to_string(H) + ")");
+            for (int c = 1; c < 4; ++c)
+                if (ints[4 * i + static_cast<size_t>(c)] < 0)
+                    bad_field(path, f.name("dims") + "[" + std::to_string(i) + "]", "holds a negative count");
+            seq.dims.push_back({ints[4 * i], ints[4 * i + 1], ints[4 * i + 2], ints[4 * i + 3], hits[i], maxima[i]});
+        }
+        s.per_sequence.push_back(std::move(seq));
+    }
+    const auto & token_hits = root.array("token_hits");
+    for (size_t q = 0; q < token_hits.size(); ++q) {
+        const Fields f(token_hits[q], "token_hits[" + std::to_string(q) + "]", path);
+        const auto dim = static_cast<int32_t>(f.integer("dim", 0, static_cast<int64_t>(H) - 1));
+        const auto n = static_cast<uint64_t>(f.integer("count", 0, INT64_MAX));
+        const auto pairs = f.bytes<int64_t>("pairs", checked_mul(n, 2, path, f.name("pairs")));
+        auto & m = s.token_hits[dim];
+        for (size_t i = 0; i < n; ++i) m[pairs[2 * i]] = pairs[2 * i + 1];
+        s.token_hits_batches[dim] = f.integer("batches", 0, INT64_MAX);
+    }
+    const auto & massive = root.array("massive");
+    for (size_t q = 0; q < massive.size(); ++q) {
+        const Fields f(massive[q], "massive[" + std::to_string(q) + "]", path);
+        MassiveLayer ml;
+        ml.layer = static_cast<int>(f.integer("layer", 0, kMaxStatisticsLayer));
+        const auto & top = f.array("top");
+        for (size_t k = 0; k < top.size(); ++k) {
+            const std::string field = f.name("top") + "[" + std::to_string(k) + "]";
+            const auto & e = top[k];
+            if (!e.is_array() || e.size() != 5) bad_field(path, field, "is not [abs, sequence, position, dim, median]");
+            ml.top.push_back({float_value(e[0], field + "[0]", path), Fields::integer_value(e[1], field + "[1]", 0, INT64_MAX, path),
+                              Fields::integer_value(e[2], field + "[2]", 0, INT64_MAX, path),
+                              static_cast<int32_t>(Fields::integer_value(e[3], field + "[3]", 0, static_cast<int64_t>(H) - 1, path)),
+                              float_value(e[4], field + "[4]", path)});
+        }
+        const auto & medians = f.array("medians");
+        for (size_t k = 0; k < medians.size(); ++k) {
+            const std::string field = f.name("medians") + "[" + std::to_string(k) + "]";
+            const auto & m = medians[k];
+            if (!m.is_array() || m.size() != 2) bad_field(path, field, "is not [sequence, median]");
+            ml.medians.emplace_back(Fields::integer_value(m[0], field + "[0]", 0, INT64_MAX, path), float_value(m[1], field + "[1]", path));
+        }
+        s.massive.push_back(std::move(ml));
+    }
+    // The reports and merges sum these counts: none negative, every total within int64.
+    CountTotals totals;
+    std::string field;
+    if (!count_totals(s, totals, field)) bad_field(path, field, "holds a negative count or counts whose total passes 2^63-1");
+    if (j.contains("metadata")) {
+        check_metadata(j["metadata"], path);
+        s.metadata = j["metadata"];
+    }
     return s;
 }
 

@@ -6,16 +6,32 @@
 
 #include "analysis/statistics.h"
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace analysis {
 
 inline constexpr const char * kStatisticsFormat = "toolkit.analysis.statistics";
 
+// What a statistics file may declare. A file is untrusted input: every count it states is checked
+// against these and against the bytes it actually holds before anything is allocated.
+inline constexpr int kMaxStatisticsNesting = 64;              // CBOR arrays/maps inside each other
+inline constexpr int64_t kMaxStatisticsHidden = int64_t{1} << 20;
+inline constexpr int64_t kMaxStatisticsPositions = int64_t{1} << 24;
+// The [T,H] position map is dense in memory but sparse on disk, so its size is not bounded by the
+// file; 2^30 int32 entries (4 GiB) is beyond any run the accumulator can hold on one device.
+inline constexpr uint64_t kMaxPositionMapEntries = uint64_t{1} << 30;
+inline constexpr int kMaxStatisticsHistogramBins = 4096;
+inline constexpr int64_t kMaxStatisticsLayer = int64_t{1} << 20;
+
 // Writes via a temporary file renamed into place (a crash never leaves a half-written file).
 void save_statistics(const Statistics & stats, const std::string & path);
-// Throws common::Error: not_found for a missing file, usage (naming the file) for anything that is
-// not a statistics file of a supported version or has inconsistent array sizes.
+// Throws common::Error: not_found for a missing file, usage (naming the file and the field) for
+// anything that is not a statistics file of a supported version, exceeds the limits above, or has
+// inconsistent array sizes or out-of-range indices.
 Statistics load_statistics(const std::string & path);
+// The same for bytes already in memory; `name` stands for the file in errors (the fuzz target's entry).
+Statistics parse_statistics(const std::uint8_t * data, std::size_t size, const std::string & name);
 
 }  // namespace analysis

@@ -56,7 +56,7 @@ int run_compare(const CompareVerbOptions & o, const common::Output & out) {
         PlotOutcome plots;
         if (o.plots) plots = write_comparison_plots(comparison, o.out_dir);
         if (!plots.produced && o.plots) common::log::warn("comparison plots skipped: ", plots.skipped_reason);
-        write_text_file(o.out_dir + "/comparison.json", comparison.dump(1) + "\n");
+        write_text_file(o.out_dir + "/comparison.json", comparison.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
         write_text_file(o.out_dir + "/comparison.md", render_comparison_markdown(comparison, plots.files));
     }
     out.rows({{"label", "MODEL"}, {"params", "PARAMS"}, {"num_outliers", "OUTLIERS"}, {"unique_dims", "DIMS"},

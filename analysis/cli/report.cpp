@@ -25,7 +25,8 @@ int run_report(const ReportVerbOptions & o, const common::Output & out) {
         outcome.result["run"]["statistics_file"] = std::filesystem::absolute(input).string();
         outcome.statistics_path = o.input;
         outcome.result_path = dir + "/outliers.json";
-        write_text_file(outcome.result_path, outcome.result.dump(1) + "\n");
+        // Metadata text that is not UTF-8 (CBOR allows it, JSON does not) becomes U+FFFD.
+        write_text_file(outcome.result_path, outcome.result.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
     } else {
         if (o.criteria.layer_fraction || o.criteria.position_fraction || o.criteria.mode != "both")
             throw common::Error::usage("report: criteria flags need the statistics file (" + o.input +
