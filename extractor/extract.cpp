@@ -86,6 +86,10 @@ std::vector<int> parse_layer_list(const std::string & text) {
 
 ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<CaptureSink *> & extra_sinks) {
     ExtractResult res;
+    // Flag values first: a typo fails before config, inputs or weights are read.
+    check_load_options(opt.load);
+    if (!opt.plan_only) check_input_options(opt.input);
+    if (opt.warmup_batches < 0) throw common::Error::usage("--warmup must be 0 or more, got " + std::to_string(opt.warmup_batches));
     HfConfig hf = read_hf_config(opt.model_dir);
     const Family & family = find_family(hf.model_type);
     ModelConfig cfg = family.parse_config(hf);

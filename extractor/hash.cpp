@@ -5,10 +5,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <unistd.h>
 #include <vector>
 
 #include "common/error.h"
+#include "common/program.h"
+#include "common/regular_file.h"
 
 namespace extractor {
 namespace {
@@ -78,19 +80,30 @@ std::string Sha256::hex() {
 }
 
 std::string sha256_file(const std::string & path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw common::Error::io(path, "open", errno ? errno : ENOENT);
+    // A FIFO or directory under the name is refused rather than waited on or read as empty.
+    common::RegularFile file = common::open_regular_file(path, "file to hash");
     Sha256 h;
     std::vector<char> buf(1 << 20);
-    while (in) {
-        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-        h.update(buf.data(), static_cast<size_t>(in.gcount()));
+    for (;;) {
+        ssize_t n = ::read(file.fd(), buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == EINTR) {
+                common::throw_if_interrupted();
+                continue;
+            }
+            throw common::Error::io(path, "read", errno);
+        }
+        if (n == 0) break;
+        h.update(buf.data(), static_cast<size_t>(n));
     }
     return h.hex();
 }
 
 std::string checkpoint_fingerprint(const std::string & dir) {
     namespace fs = std::filesystem;
+    // The safetensors reference refuses headers over 100 MB; hashing reads no more than that.
+    constexpr uint64_t kMaxHeaderBytes = 100u << 20;
+    constexpr uint64_t kMaxJsonBytes = 64u << 20;
     Sha256 h;
     std::vector<fs::path> files;
     for (const auto & e : fs::directory_iterator(dir)) {
@@ -102,23 +115,27 @@ std::string checkpoint_fingerprint(const std::string & dir) {
     std::sort(files.begin(), files.end());
     for (const auto & f : files) {
         const std::string name = f.filename().string();
-        const uint64_t size = fs::file_size(f);
+        // Every file matched by name is opened as a regular file: a stray FIFO named x.safetensors
+        // (not in the index, so never validated) would otherwise block here after the whole run.
+        common::RegularFile file = common::open_regular_file(f.string(), "checkpoint file");
+        const uint64_t size = file.size();
         h.update(name);
         h.update(std::to_string(size));
-        std::ifstream in(f, std::ios::binary);
+        std::string bytes;
         if (name.find(".safetensors") != std::string::npos && name.find(".json") == std::string::npos) {
             uint8_t len[8] = {};
-            in.read(reinterpret_cast<char *>(len), 8);
-            uint64_t n = 0;
-            for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-            n = std::min<uint64_t>(n, size > 8 ? size - 8 : 0);
-            std::string header(n, '\0');
-            in.read(header.data(), static_cast<std::streamsize>(n));
-            h.update(header);
+            if (::pread(file.fd(), len, 8, 0) == 8) {
+                uint64_t n = 0;
+                for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+                n = std::min<uint64_t>({n, size > 8 ? size - 8 : 0, kMaxHeaderBytes});
+                bytes.resize(static_cast<size_t>(n));
+                ssize_t got = ::pread(file.fd(), bytes.data(), bytes.size(), 8);
+                bytes.resize(got > 0 ? static_cast<size_t>(got) : 0);
+            }
         } else {
-            std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-            h.update(text);
+            bytes = common::read_regular_file(f.string(), kMaxJsonBytes, "checkpoint file");
         }
+        h.update(bytes);
     }
     return h.hex();
 }

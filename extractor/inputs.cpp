@@ -1,13 +1,19 @@
 // Input preparation (inputs.h).
 #include "extractor/inputs.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <string_view>
+#include <vector>
 
 #include "common/error.h"
+#include "common/program.h"
 #include "extractor/hash.h"
 #ifdef EXTRACTOR_HAS_TOKENIZER
 #include "extractor/tokenizer/tokenizer.h"
@@ -17,10 +23,33 @@ namespace extractor {
 
 namespace {
 
+// Not common::read_regular_file: a pipe is a fine input (--text <(zcat corpus.gz)) and only blocks
+// while its writer is slow. A directory, a symlink loop or a missing file is named as such.
 std::string read_file(const std::string & path) {
+    struct stat sb {};
+    if (::stat(path.c_str(), &sb) != 0) {
+        const int e = errno;
+        if (e == ENOENT || e == ENOTDIR) throw common::Error::not_found(path, "cannot open input file").with("file", path);
+        if (e == ELOOP) throw common::Error::file(path, "too many levels of symbolic links (a symlink loop?)");
+        throw common::Error::io(path, "stat", e);
+    }
+    if (S_ISDIR(sb.st_mode)) throw common::Error::file(path, "is a directory, not an input file");
+    if (S_ISREG(sb.st_mode) && static_cast<uint64_t>(sb.st_size) > kMaxInputBytes)
+        throw common::Error::file(path, std::to_string(sb.st_size) + " bytes, more than the " + std::to_string(kMaxInputBytes) +
+                                            " allowed for an input file");
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw common::Error::not_found(path, "cannot open input file").with("file", path);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in) throw common::Error::io(path, "open", errno ? errno : EIO);
+    std::string text;
+    std::vector<char> buf(1 << 20);
+    while (in) {
+        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+        text.append(buf.data(), static_cast<size_t>(in.gcount()));
+        if (text.size() > kMaxInputBytes)  // a pipe has no size to check up front
+            throw common::Error::file(path, "more than the " + std::to_string(kMaxInputBytes) + " bytes allowed for an input file");
+        common::throw_if_interrupted();
+    }
+    if (in.bad()) throw common::Error::io(path, "read", errno ? errno : EIO);
+    return text;
 }
 
 std::vector<int64_t> ids_from_json(const nlohmann::json & j, const std::string & path, const std::string & where) {
@@ -54,12 +83,19 @@ std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed) {
     return p;
 }
 
-InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir, int64_t vocab) {
+void check_input_options(const InputOptions & opt) {
     int given = !opt.text_file.empty() + !opt.jsonl_file.empty() + !opt.tokens_file.empty();
     if (given != 1) throw common::Error::usage("give exactly one input: --text FILE, --jsonl FILE or --tokens FILE");
     if (opt.seq_len <= 0) throw common::Error::usage("--seq-len must be positive");
     if (opt.overlap < 0 || opt.overlap >= opt.seq_len) throw common::Error::usage("--overlap must be in [0, seq-len)");
     if (opt.batch_size <= 0) throw common::Error::usage("--batch-size must be positive");
+    if (opt.num_sequences == 0 || opt.num_sequences < -1)
+        throw common::Error::usage("--num-sequences must be positive, or -1 for every window (got " +
+                                   std::to_string(opt.num_sequences) + ")");
+}
+
+InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir, int64_t vocab) {
+    check_input_options(opt);
     InputSet in;
     std::vector<int64_t> stream;
     std::vector<std::vector<int64_t>> windows;
@@ -112,8 +148,14 @@ InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir,
     } else {
 #ifdef EXTRACTOR_HAS_TOKENIZER
         in.tokenizer_path = opt.tokenizer.empty() ? (std::filesystem::path(model_dir) / "tokenizer.json").string() : opt.tokenizer;
-        if (!std::filesystem::exists(in.tokenizer_path))
+        std::error_code ec;  // exists(path, ec): a symlink loop is not an exception (exit 1) here
+        if (!std::filesystem::exists(in.tokenizer_path, ec)) {
+            if (ec && ec != std::errc::no_such_file_or_directory)
+                throw common::Error::file(in.tokenizer_path, "cannot read the tokenizer: " + ec.message());
             throw common::Error::not_found(in.tokenizer_path, "text input needs a tokenizer.json (pass --tokenizer PATH or use --tokens)");
+        }
+        if (std::filesystem::is_directory(in.tokenizer_path, ec))
+            throw common::Error::file(in.tokenizer_path, "is a directory, not a tokenizer.json");
         Tokenizer tok = Tokenizer::from_file(in.tokenizer_path);
         in.tokenizer_sha256 = sha256_file(in.tokenizer_path);
         auto append = [&](const std::string & doc) {
@@ -125,13 +167,15 @@ InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir,
             append(read_file(opt.text_file));
         } else {
             in.source = opt.jsonl_file;
-            std::ifstream f(opt.jsonl_file);
-            if (!f) throw common::Error::not_found(opt.jsonl_file, "cannot open input file").with("file", opt.jsonl_file);
-            std::string line;
+            const std::string all = read_file(opt.jsonl_file);
             int64_t line_no = 0;
-            while (std::getline(f, line)) {
+            for (size_t begin = 0; begin < all.size();) {
+                size_t end = all.find('\n', begin);
+                if (end == std::string::npos) end = all.size();
+                const std::string_view line(all.data() + begin, end - begin);
+                begin = end + 1;
                 ++line_no;
-                if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+                if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
                 nlohmann::json j;
                 try {
                     j = nlohmann::json::parse(line);

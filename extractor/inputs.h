@@ -34,8 +34,17 @@ struct InputSet {
     int64_t stream_tokens = 0;                    // tokens before windowing
 };
 
-// Throws common::Error(usage) for a bad option, a missing file, an id outside [0, vocab), or too few
-// tokens for one window.
+// Input files are read whole; a larger one is refused (usage) by name.
+constexpr uint64_t kMaxInputBytes = 16ull << 30;
+
+// Refuses (usage) options that cannot describe a run: not exactly one input, --seq-len or
+// --batch-size below 1, --overlap outside [0, seq-len), --num-sequences 0 or below -1 (0 used to
+// run nothing and exit 0). prepare_inputs calls it; run_extraction calls it before anything else.
+void check_input_options(const InputOptions & opt);
+
+// Throws common::Error: usage for a bad option, an input that is a directory or too large, an id
+// outside [0, vocab), or too few tokens for one window; not_found (exit 9) for a missing input
+// file or tokenizer. Pipes are accepted (--text <(zcat corpus.gz)).
 InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir, int64_t vocab);
 
 // Windows over a stream: starts at 0, stride seq_len - overlap, only full windows.

@@ -5,6 +5,7 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -68,6 +69,45 @@ void print_plan(const Model & m) {
     for (const auto & line : m.placement.describe()) common::log::info("placement: ", line);
 }
 
+// The plan's sources for layers 0..layers-1, each checked against the checkpoint's headers
+// (present, shape, dtype) before a byte of tensor data is read or a destination allocated. First,
+// config.json's layer count against what the checkpoint holds: a config claiming more layers than
+// there are is named as such, not as a missing tensor somewhere.
+std::vector<const WeightSpec *> checked_sources(const Model & m, const Checkpoint & ck, int layers) {
+    const int64_t last = m.cfg.n_layers - 1;
+    if (!ck.has_prefix("model.layers." + std::to_string(last) + "."))
+        throw common::Error(common::ErrorKind::Usage,
+                            m.hf.path + ": key num_hidden_layers: " + std::to_string(m.cfg.n_layers) + " but the checkpoint in " +
+                                m.dir + " has no tensors for layer " + std::to_string(last) + " (model.layers." +
+                                std::to_string(last) + ".*)")
+            .with("file", m.hf.path)
+            .with("key", "num_hidden_layers");
+    std::vector<const WeightSpec *> todo;
+    for (const WeightSpec & s : m.plan.sources) {
+        if (s.layer >= layers) continue;
+        if (!ck.contains(s.name))
+            throw common::Error(common::ErrorKind::Usage,
+                                m.dir + ": tensor " + s.name + ": missing from the checkpoint (needed by " +
+                                    std::string(m.family->name()) + " with this config.json)")
+                .with("file", m.dir)
+                .with("tensor", s.name);
+        const TensorInfo & info = ck.info(s.name);
+        const std::string file = ck.file_of(s.name).path();
+        if (info.shape != s.shape)
+            throw common::Error(common::ErrorKind::Usage, file + ": tensor " + s.name + ": shape " + shape_text(info.shape) +
+                                                              " but config.json implies " + shape_text(s.shape) + " (dtype " + info.dtype + ")")
+                .with("file", file)
+                .with("tensor", s.name);
+        if (info.dtype != "BF16" && info.dtype != "F16" && info.dtype != "F32")
+            throw common::Error(common::ErrorKind::Usage, file + ": tensor " + s.name + ": dtype " + info.dtype +
+                                                              " is not a supported weight dtype (BF16, F16, F32)")
+                .with("file", file)
+                .with("tensor", s.name);
+        todo.push_back(&s);
+    }
+    return todo;
+}
+
 // Joins t once it has set done, waiting at most `limit`: a thread still busy then (a transfer or
 // kernel stuck on a hung device) is detached rather than waited on, and false is returned.
 bool join_within(std::thread & t, const std::atomic<bool> & done, std::chrono::duration<double> limit) {
@@ -104,7 +144,24 @@ int cuda_device_count() {
     return static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
 }
 
+void check_load_options(const LoadOptions & opt) {
+    const std::string & d = opt.device;
+    const bool cuda_index = d.size() > 5 && d.size() <= 9 && d.rfind("cuda:", 0) == 0 &&
+                            d.find_first_not_of("0123456789", 5) == std::string::npos;
+    // Checked by syntax here, before "no CUDA device" (capacity, exit 4) can be said of a typo.
+    if (d != "auto" && d != "cpu" && d != "cuda" && !cuda_index)
+        throw common::Error::usage("--device \"" + d + "\" is not cpu, cuda, cuda:N or auto");
+    // A negative or NaN timeout made every load "stall" at once (exit 7).
+    if (!(opt.stall_timeout_s > 0) || !std::isfinite(opt.stall_timeout_s))
+        throw common::Error::usage("--load-stall-timeout must be a positive number of seconds, got " +
+                                   std::to_string(opt.stall_timeout_s));
+    if (opt.threads < 1 || opt.threads > kMaxLoadThreads)
+        throw common::Error::usage("--load-threads must be 1 to " + std::to_string(kMaxLoadThreads) + ", got " +
+                                   std::to_string(opt.threads));
+}
+
 Model plan_model(const std::string & dir, const LoadOptions & opt) {
+    check_load_options(opt);
     Model m;
     m.dir = dir;
     m.hf = read_hf_config(dir);
@@ -116,15 +173,8 @@ Model plan_model(const std::string & dir, const LoadOptions & opt) {
         throw common::Error::usage("layer " + std::to_string(m.run_layers - 1) + " requested but the model has " +
                                    std::to_string(m.cfg.n_layers) + " layers (0-" + std::to_string(m.cfg.n_layers - 1) + ")");
     // The fused v5 expert layout is detected from the index/header, cheaply, when files exist.
-    std::filesystem::path p(dir);
-    if (m.cfg.n_moe_layers() > 0 &&
-        (std::filesystem::exists(p / "model.safetensors") || std::filesystem::exists(p / "model.safetensors.index.json"))) {
-        Checkpoint ck = Checkpoint::open(dir);
-        for (int l = 0; l < m.cfg.n_layers; ++l)
-            if (m.cfg.layer_is_moe[static_cast<size_t>(l)]) {
-                m.fused_experts = ck.contains("model.layers." + std::to_string(l) + ".mlp.experts.gate_up_proj");
-                break;
-            }
+    if (m.cfg.n_moe_layers() > 0 && Checkpoint::present(dir)) {
+        m.fused_experts = stores_fused_experts(m.cfg, Checkpoint::open(dir));
     }
     m.plan = m.family->plan_weights(m.cfg, m.fused_experts);
     m.estimate = estimate_memory(m.cfg, m.plan, static_cast<int>(c10::elementSize(m.dtype)), m.run_layers, opt.batch,
@@ -141,31 +191,9 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
     Checkpoint ck = Checkpoint::open(dir);
 
     // Validate every tensor first: a wrong checkpoint fails in milliseconds, not after 60 GB.
-    std::vector<const WeightSpec *> todo;
+    std::vector<const WeightSpec *> todo = checked_sources(m, ck, m.run_layers);
     uint64_t total_bytes = 0;
-    for (const WeightSpec & s : m.plan.sources) {
-        if (s.layer >= m.run_layers) continue;
-        if (!ck.contains(s.name))
-            throw common::Error(common::ErrorKind::Usage,
-                                dir + ": tensor " + s.name + ": missing from the checkpoint (needed by " +
-                                    std::string(m.family->name()) + " with this config.json)")
-                .with("file", dir)
-                .with("tensor", s.name);
-        const TensorInfo & info = ck.info(s.name);
-        const std::string file = ck.file_of(s.name).path();
-        if (info.shape != s.shape)
-            throw common::Error(common::ErrorKind::Usage, file + ": tensor " + s.name + ": shape " + shape_text(info.shape) +
-                                                              " but config.json implies " + shape_text(s.shape) + " (dtype " + info.dtype + ")")
-                .with("file", file)
-                .with("tensor", s.name);
-        if (info.dtype != "BF16" && info.dtype != "F16" && info.dtype != "F32")
-            throw common::Error(common::ErrorKind::Usage, file + ": tensor " + s.name + ": dtype " + info.dtype +
-                                                              " is not a supported weight dtype (BF16, F16, F32)")
-                .with("file", file)
-                .with("tensor", s.name);
-        todo.push_back(&s);
-        total_bytes += info.size_bytes();
-    }
+    for (const WeightSpec * s : todo) total_bytes += ck.info(s->name).size_bytes();
     // Read in file order so the page cache and readahead work for us.
     std::sort(todo.begin(), todo.end(), [&](const WeightSpec * a, const WeightSpec * b) {
         const auto & fa = ck.file_of(a->name).path();
@@ -317,6 +345,23 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
     m.weights = *weights_ptr;
     m.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return m;
+}
+
+bool stores_fused_experts(const ModelConfig & cfg, const Checkpoint & ck) {
+    for (int64_t l = 0; l < cfg.n_layers; ++l)
+        if (cfg.layer_is_moe[static_cast<size_t>(l)])
+            return ck.contains("model.layers." + std::to_string(l) + ".mlp.experts.gate_up_proj");
+    return false;
+}
+
+WeightsCheck check_weights(const Model & m, const Checkpoint & ck) {
+    WeightsCheck out;
+    out.files = ck.files();
+    for (const WeightSpec * s : checked_sources(m, ck, static_cast<int>(m.cfg.n_layers))) {
+        ++out.tensors;
+        out.bytes += ck.info(s->name).size_bytes();
+    }
+    return out;
 }
 
 Model random_model(const std::string & dir, const LoadOptions & opt, uint64_t seed) {

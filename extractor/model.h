@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "extractor/checkpoint/hf_config.h"
+#include "extractor/checkpoint/sharded.h"
 #include "extractor/families/family.h"
 #include "extractor/placement.h"
 
@@ -54,6 +56,27 @@ struct Model {
 at::ScalarType parse_dtype(const std::string & text);  // bf16|bfloat16|f16|fp16|float16|f32|fp32|float32
 std::string dtype_name(at::ScalarType t);               // "bf16", "f16", "f32"
 int cuda_device_count();
+
+// What check_weights() looked at: every shard's header (parsed and checked against its file's
+// size) and the tensors the model needs. Tensor data is never read.
+struct WeightsCheck {
+    std::vector<std::string> files;            // shards whose headers were read
+    size_t tensors = 0;                        // tensors checked (all layers): present, shape, dtype
+    uint64_t bytes = 0;                        // their stored size
+};
+
+// Checks the checkpoint against m's plan for every layer, headers only. Throws Usage naming the
+// file and tensor (or config.json's num_hidden_layers when the checkpoint has no tensors for the
+// last layer).
+WeightsCheck check_weights(const Model & m, const Checkpoint & ck);
+// Whether the checkpoint stores MoE experts fused (mlp.experts.gate_up_proj, the v5 layout).
+bool stores_fused_experts(const ModelConfig & cfg, const Checkpoint & ck);
+
+// Refuses (usage) a --device that is not auto, cpu, cuda or cuda:N, a stall timeout that is not a
+// positive number of seconds, and a thread count outside 1..kMaxLoadThreads. plan_model (and so
+// every load) calls it; run_extraction calls it first, so a typo fails before inputs are read.
+constexpr int kMaxLoadThreads = 256;
+void check_load_options(const LoadOptions & opt);
 
 // Reads the config, plans placement and estimates memory; loads nothing. Throws
 // Error(capacity) when the model cannot fit.

@@ -7,11 +7,29 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace extractor {
+
+// Bounds on what config.json may say, checked before anything is sized by it (num_hidden_layers
+// 1e9 once grew `extract inspect` to 23 GB on per-layer tables). Each is well above the largest
+// released checkpoint we know of (in brackets, approximately) and well below what would make
+// planning alone allocate gigabytes. A count must be a JSON integer: 1e9, 32.0, true are refused.
+namespace hf_limits {
+constexpr int64_t kLayers = 1024;            // num_hidden_layers [~126]
+constexpr int64_t kHidden = 1 << 16;         // hidden_size [~16k]
+constexpr int64_t kHeads = 1024;             // num_attention_heads [~128]
+constexpr int64_t kHeadDim = 1024;           // head_dim [256]
+constexpr int64_t kIntermediate = 1 << 18;   // intermediate_size, moe_intermediate_size [~53k]
+constexpr int64_t kVocab = 1 << 22;          // vocab_size [~262k]
+constexpr int64_t kExperts = 4096;           // num_experts, num_experts_per_tok [~384]
+constexpr int64_t kExpertMatrices = 1 << 16; // num_experts x num_hidden_layers [~23k]; one plan row each
+constexpr int64_t kPositions = 1 << 30;      // max_position_embeddings, sliding_window [~10M]; never sizes memory
+constexpr uint64_t kFileBytes = 1u << 20;    // config.json itself [a few KiB]
+}  // namespace hf_limits
 
 struct RopeParams {
     std::string type = "default";           // default | linear | llama3 | yarn
@@ -66,7 +84,8 @@ struct HfConfig {
 };
 
 // Parses dir/config.json (or a path to a .json file). Throws common::Error naming the file and
-// key for a missing required key or a wrong type.
+// key for a missing required key, a wrong type or a value outside hf_limits (usage, exit 2);
+// NotFound when there is no config.json; usage when the path is not a regular file.
 HfConfig read_hf_config(const std::string & path_or_dir);
 HfConfig parse_hf_config(const nlohmann::json & j, const std::string & path);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/regular_file.h"
 
 namespace extractor {
 namespace {
@@ -40,26 +41,15 @@ struct SafetensorsFile::State {
 SafetensorsFile SafetensorsFile::open(const std::string & path) {
     auto st = std::make_shared<State>();
     st->path = path;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) throw common::Error::not_found(path, "no such safetensors file").with("file", path);
-        throw common::Error::io(path, "open", errno);
-    }
-    struct stat sb {};
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        ::close(fd);
-        throw common::Error::io(path, "stat", e);
-    }
-    st->size = static_cast<uint64_t>(sb.st_size);
-    if (st->size < 8) {
-        ::close(fd);
+    // Refuses a directory, FIFO (whose open() would block outside the load watchdog) or symlink
+    // loop by name before mapping anything.
+    common::RegularFile file = common::open_regular_file(path, "safetensors file");
+    st->size = file.size();
+    if (st->size < 8)
         throw header_error(path, "file has " + std::to_string(st->size) + " bytes, fewer than the 8-byte header length");
-    }
-    st->map = mmap(nullptr, st->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    ::close(fd);
+    st->map = mmap(nullptr, st->size, PROT_READ, MAP_PRIVATE, file.fd(), 0);
     if (st->map == MAP_FAILED) {
+        int e = errno;
         st->map = nullptr;
         throw common::Error::io(path, "mmap", e);
     }

@@ -95,9 +95,12 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
 
         InspectOptions inspect;
         auto * inspect_cmd = app.add_subcommand(
-            "inspect", "Show a checkpoint's family, parameter counts (total and active), layers, experts and memory per dtype.\n\n"
+            "inspect", "Show a checkpoint's family, parameter counts (total and active), layers, experts and memory per dtype.\n"
+                       "When the directory has weights, their headers are checked against config.json (every tensor present\n"
+                       "with the implied shape and dtype); tensor data is not read.\n\n"
                        "Examples:\n  extract inspect ./OLMoE-1B-7B\n  extract inspect ./Qwen3-30B-A3B --json");
         inspect_cmd->add_option("model_dir", inspect.model_dir, "Checkpoint directory (config.json)")->required();
+        inspect_cmd->add_flag("--config-only", inspect.config_only, "Read config.json alone; do not open the weights");
 
         FixtureVerbOptions fix;
         std::string fix_dtype = "f32";

@@ -23,6 +23,7 @@ int run_run(const RunVerbOptions & opt, const common::Output & out, const std::v
 
 struct InspectOptions {
     std::string model_dir;
+    bool config_only = false;  // do not open the weights (by default their headers are checked)
 };
 int run_inspect(const InspectOptions & opt, const common::Output & out);
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -119,5 +120,95 @@ TEST_CASE("cli: every verb has help with examples") {
         INFO(verb);
         CHECK(h.code == 0);
         CHECK(h.out.find("Examples:") != std::string::npos);
+    }
+}
+
+// --- issue #11: flag ranges, missing and odd inputs, what inspect checked
+
+TEST_CASE("cli: flag values that cannot describe a run are usage errors (exit 2) naming the flag") {
+    tests::TempDir dir;
+    REQUIRE(run({"fixture", "--family", "llama", "--out", dir / "m", "--layers", "2", "--json"}).code == 0);
+    tests::write_file(dir / "ids.txt", "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16");
+    const std::vector<std::string> base = {"run", dir / "m", "--tokens", dir / "ids.txt", "--seq-len", "8", "--absmax", "-q"};
+    // Before: --num-sequences 0 ran nothing and exited 0; --device tpu said "no CUDA device"
+    // (exit 4); a negative stall timeout timed out at once (exit 7); -5 threads and a negative
+    // warm-up count were accepted.
+    for (const auto & [flag, value] : std::vector<std::pair<std::string, std::string>>{
+             {"--num-sequences", "0"}, {"--num-sequences", "-2"}, {"--device", "tpu"}, {"--device", "cuda:x"},
+             {"--load-stall-timeout", "-1"}, {"--load-stall-timeout", "0"}, {"--load-threads", "-5"},
+             {"--load-threads", "0"}, {"--warmup", "-3"}}) {
+        std::vector<std::string> args = base;
+        args.insert(args.end(), {flag, value});
+        if (flag != "--device") args.insert(args.end(), {"--device", "cpu"});
+        Result r = run(args);
+        INFO(flag << " " << value << ": " << r.err);
+        CHECK(r.code == 2);
+        CHECK(r.err.find(flag) != std::string::npos);
+    }
+    std::vector<std::string> ok = base;
+    ok.insert(ok.end(), {"--device", "cpu", "--num-sequences", "1", "--load-threads", "1"});
+    CHECK(run(ok).code == 0);
+}
+
+TEST_CASE("cli: a missing input is not_found (exit 9), an input that is a directory is a usage error naming it") {
+    tests::TempDir dir;
+    REQUIRE(run({"fixture", "--family", "llama", "--out", dir / "m", "--layers", "2", "--json"}).code == 0);
+    const std::vector<std::string> tail = {"--seq-len", "8", "--device", "cpu", "--absmax", "-q"};
+    auto with = [&](std::vector<std::string> args) {
+        args.insert(args.end(), tail.begin(), tail.end());
+        return run(args);
+    };
+    CHECK(with({"run", dir / "m", "--tokens", dir / "missing.txt"}).code == 9);
+    CHECK(with({"run", dir / "m", "--text", dir / "missing.txt", "--tokenizer", dir / "missing.json"}).code == 9);
+    CHECK(with({"run", dir / "nope", "--tokens", dir / "missing.txt"}).code == 9);
+    // Before: "basic_filebuf::underflow error reading the file: Is a directory", exit 1.
+    Result r = with({"run", dir / "m", "--tokens", dir.path()});
+    CHECK(r.code == 2);
+    CHECK(r.err.find(dir.path() + ": is a directory, not an input file") != std::string::npos);
+}
+
+TEST_CASE("cli: inspect says what it checked of the weights, and a corrupt header fails it") {
+    tests::TempDir dir;
+    REQUIRE(run({"fixture", "--family", "olmoe", "--out", dir / "m", "--layers", "2", "--json"}).code == 0);
+    Result ok = run({"inspect", dir / "m", "--json"});
+    REQUIRE(ok.code == 0);
+    auto j = nlohmann::json::parse(ok.out);
+    CHECK(j["weights_checked"] == "headers");
+    CHECK(j["weights_data_read"] == false);
+    CHECK(j["weights_files"] == 1);
+    CHECK(j["weights_tensors_checked"].get<int>() > 10);
+    CHECK(j["weights_note"].get<std::string>().find("tensor data not read") != std::string::npos);
+
+    // Before: exit 0 with no word about the weights.
+    std::string bytes = tests::read_file(dir / "m/model.safetensors");
+    bytes[8] = '[';
+    tests::write_file(dir / "m/model.safetensors", bytes);
+    Result bad = run({"inspect", dir / "m"});
+    CHECK(bad.code == 2);
+    CHECK(bad.err.find(dir / "m/model.safetensors: bad safetensors header") != std::string::npos);
+    Result config_only = run({"inspect", dir / "m", "--config-only", "--json"});
+    REQUIRE(config_only.code == 0);
+    CHECK(nlohmann::json::parse(config_only.out)["weights_checked"] == "none");
+
+    std::filesystem::remove(dir / "m/model.safetensors");
+    Result none = run({"inspect", dir / "m", "--json"});
+    REQUIRE(none.code == 0);
+    CHECK(nlohmann::json::parse(none.out)["weights_checked"] == "none");
+    CHECK(nlohmann::json::parse(none.out)["weights_note"].get<std::string>().find("config.json only") != std::string::npos);
+}
+
+TEST_CASE("cli: inspect refuses a config.json whose counts are out of bounds, naming file and key") {
+    tests::TempDir dir;
+    REQUIRE(run({"fixture", "--family", "llama", "--out", dir / "m", "--layers", "2", "--json"}).code == 0);
+    auto config = nlohmann::json::parse(tests::read_file(dir / "m/config.json"));
+    // (1e9, which was OOM-killed at 23 GB, is refused the same way: config_test.cpp checks it
+    // without risking that here.)
+    for (const nlohmann::json & layers : {nlohmann::json(2000), nlohmann::json(2.0)}) {
+        config["num_hidden_layers"] = layers;
+        tests::write_file(dir / "m/config.json", config.dump());
+        Result r = run({"inspect", dir / "m"});
+        INFO(layers.dump() << ": " << r.err);
+        CHECK(r.code == 2);  // before: both were accepted (exit 0)
+        CHECK(r.err.find(dir / "m/config.json: key num_hidden_layers:") != std::string::npos);
     }
 }

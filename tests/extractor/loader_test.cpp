@@ -1,7 +1,9 @@
 // Loader errors: each broken checkpoint gives an error naming the file and the tensor.
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "extractor/checkpoint/safetensors.h"
@@ -113,4 +115,58 @@ TEST_CASE("loader: a model that cannot fit the budgets is refused before any byt
     } catch (const common::Error & e) {
         CHECK(e.message().find("--max-memory names GPUs but --device is cpu") != std::string::npos);
     }
+}
+
+TEST_CASE("loader: a config.json claiming more layers than the checkpoint holds is named as such, also when fewer are run") {
+    tests::TempDir dir;
+    FixtureOptions f;
+    f.family = "llama";
+    f.layers = 2;
+    f.out_dir = dir / "m";
+    write_fixture(f);
+    auto config = nlohmann::json::parse(tests::read_file(dir / "m/config.json"));
+    config["num_hidden_layers"] = 40;
+    tests::write_file(dir / "m/config.json", config.dump());
+    const std::string expected = dir / "m/config.json: key num_hidden_layers: 40 but the checkpoint in " + dir / "m" +
+                                 " has no tensors for layer 39 (model.layers.39.*)";
+    Failure e = load_error(dir / "m");
+    CHECK(e.kind == common::ErrorKind::Usage);
+    CHECK(e.message == expected);
+    // Before: running layer 0 alone loaded and ran a "40-layer" model from a 2-layer checkpoint.
+    LoadOptions o;
+    o.device = "cpu";
+    o.dtype = at::kFloat;
+    o.show_progress = false;
+    o.run_layers = 1;
+    try {
+        (void)load_model(dir / "m", o);
+        FAIL("expected an error");
+    } catch (const common::Error & err) {
+        CHECK(err.message() == expected);
+    }
+}
+
+TEST_CASE("loader: load options outside their range are usage errors before anything is read") {
+    auto err = [](const std::function<void(LoadOptions &)> & edit) {
+        LoadOptions o;
+        o.device = "cpu";
+        edit(o);
+        try {
+            check_load_options(o);
+        } catch (const common::Error & e) {
+            CHECK(e.kind() == common::ErrorKind::Usage);
+            return e.message();
+        }
+        return std::string("<no error>");
+    };
+    CHECK(err([](LoadOptions &) {}) == "<no error>");
+    CHECK(err([](LoadOptions & o) { o.device = "cuda:3"; }) == "<no error>");
+    CHECK(err([](LoadOptions & o) { o.device = "tpu"; }) == "--device \"tpu\" is not cpu, cuda, cuda:N or auto");
+    CHECK(err([](LoadOptions & o) { o.device = "cuda:x"; }).find("--device \"cuda:x\"") == 0);
+    CHECK(err([](LoadOptions & o) { o.device = "cuda:-1"; }).find("--device \"cuda:-1\"") == 0);
+    CHECK(err([](LoadOptions & o) { o.stall_timeout_s = -1; }).find("--load-stall-timeout must be a positive number") == 0);
+    CHECK(err([](LoadOptions & o) { o.stall_timeout_s = 0; }).find("--load-stall-timeout") == 0);
+    CHECK(err([](LoadOptions & o) { o.stall_timeout_s = std::nan(""); }).find("--load-stall-timeout") == 0);
+    CHECK(err([](LoadOptions & o) { o.threads = -5; }) == "--load-threads must be 1 to 256, got -5");
+    CHECK(err([](LoadOptions & o) { o.threads = 0; }).find("--load-threads") == 0);
 }

@@ -1,6 +1,7 @@
 // Safetensors reader/writer: round trips, and every header violation the reference reader
 // rejects gives an error naming the file (and the tensor where there is one).
 #include <ATen/ATen.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include "common/error.h"
 #include "extractor/checkpoint/safetensors.h"
 #include "extractor/checkpoint/sharded.h"
+#include "tests/extractor/test_util.h"
 #include "tests/support/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -114,4 +116,109 @@ TEST_CASE("checkpoint: a sharded index maps every tensor to its shard, and a ten
                       R"({"weight_map":{"x":"model-00001-of-00002.safetensors","z":"model-00002-of-00002.safetensors"}})");
     std::string msg = error_of([&] { Checkpoint::open(dir.path()); });
     CHECK(msg.find("model-00002-of-00002.safetensors: tensor z") != std::string::npos);
+}
+
+// --- hostile paths and indexes (issue #11)
+
+namespace {
+struct Refusal {
+    common::ErrorKind kind = common::ErrorKind::Internal;
+    std::string message = "<no error>";
+};
+Refusal open_error(const std::string & dir) {
+    try {
+        (void)Checkpoint::open(dir);
+    } catch (const common::Error & e) {
+        return {e.kind(), e.message()};
+    }
+    return {};
+}
+}  // namespace
+
+TEST_CASE("checkpoint: weights that are a directory, a symlink loop, a dangling link or a FIFO are refused by name") {
+    namespace fs = std::filesystem;
+    tests::TempDir dir;
+    SUBCASE("directory") {  // before: mmap failed, "No such device", exit 1
+        fs::create_directory(dir / "model.safetensors");
+        Refusal r = open_error(dir.path());
+        CHECK(r.kind == common::ErrorKind::Usage);
+        CHECK(r.message == dir / "model.safetensors: is a directory, not a regular file (expected a safetensors file)");
+    }
+    SUBCASE("symlink loop") {  // before: std::filesystem threw from exists(), exit 1
+        fs::create_symlink(dir / "b", dir / "a");
+        fs::create_symlink(dir / "a", dir / "b");
+        fs::create_symlink(dir / "a", dir / "model.safetensors");
+        Refusal r = open_error(dir.path());
+        CHECK(r.kind == common::ErrorKind::Usage);
+        CHECK(r.message == dir / "model.safetensors: too many levels of symbolic links (a symlink loop?)");
+    }
+    SUBCASE("dangling symlink") {
+        fs::create_symlink(dir / "gone.safetensors", dir / "model.safetensors");
+        Refusal r = open_error(dir.path());
+        CHECK(r.kind == common::ErrorKind::NotFound);
+        CHECK(r.message.find(dir / "model.safetensors: not found") == 0);
+    }
+    SUBCASE("FIFO") {  // before: open() waited for a writer forever, outside the load watchdog
+        const std::string fifo = dir / "model.safetensors";
+        REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+        Refusal r;
+        CHECK(tests::finishes_without_blocking_on(fifo, [&] { r = open_error(dir.path()); }));
+        CHECK(r.kind == common::ErrorKind::Usage);
+        CHECK(r.message == fifo + ": is a FIFO (named pipe), not a regular file (expected a safetensors file)");
+    }
+    SUBCASE("FIFO as the index") {
+        const std::string fifo = dir / "model.safetensors.index.json";
+        REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+        Refusal r;
+        CHECK(tests::finishes_without_blocking_on(fifo, [&] { r = open_error(dir.path()); }));
+        CHECK(r.message == fifo + ": is a FIFO (named pipe), not a regular file (expected a safetensors index)");
+    }
+}
+
+TEST_CASE("checkpoint: an index entry naming no file inside the directory, or a missing shard, is refused by name") {
+    tests::TempDir dir;
+    write_safetensors(dir / "s.safetensors", {{"x", at::zeros({2})}});
+    const std::string index = dir / "model.safetensors.index.json";
+    auto with_map = [&](const std::string & weight_map) {
+        tests::write_file(index, R"({"weight_map":)" + weight_map + "}");
+        return open_error(dir.path());
+    };
+    for (const std::string & bad : std::vector<std::string>{"..", ".", "", "sub/s.safetensors", std::string("s\0x", 3)}) {
+        nlohmann::json wm = {{"x", bad}};
+        Refusal r = with_map(wm.dump());
+        INFO(r.message);
+        CHECK(r.kind == common::ErrorKind::Usage);  // before: "..", "." and "" opened the directory: exit 1
+        CHECK(r.message.find(index + ": weight_map entry \"x\" names " + nlohmann::json(bad).dump() +
+                             ", not a file name inside the checkpoint directory") == 0);
+    }
+    Refusal r = with_map(R"({"x":"s.safetensors","y":"gone.safetensors"})");
+    CHECK(r.kind == common::ErrorKind::NotFound);
+    CHECK(r.message.find(dir / "gone.safetensors: not found") == 0);
+    CHECK(r.message.find("model.safetensors.index.json") != std::string::npos);
+    r = with_map(R"({"":"s.safetensors"})");
+    CHECK(r.message.find("weight_map entry \"\": a tensor name must have 1 to 1024 bytes") != std::string::npos);
+    r = with_map(R"(["x"])");
+    CHECK(r.message == index + ": no weight_map object");
+    tests::write_file(index, "[1]");
+    CHECK(open_error(dir.path()).message == index + ": not a JSON object");
+}
+
+TEST_CASE("checkpoint: committed index fuzz regression inputs are refused or parsed, never crash") {
+    namespace fs = std::filesystem;
+    int seen = 0;
+    for (const auto & e : fs::directory_iterator(SAFETENSORS_INDEX_FUZZ_REGRESSIONS_DIR)) {
+        const std::string text = tests::read_file(e.path().string());
+        try {
+            for (const auto & [name, file] : parse_safetensors_index(text, e.path().string())) {
+                CHECK(!name.empty());
+                CHECK(file.find('/') == std::string::npos);
+                CHECK(file != "..");
+            }
+        } catch (const common::Error & err) {
+            CHECK(err.kind() == common::ErrorKind::Usage);
+        }
+        ++seen;
+    }
+    MESSAGE("replayed " << seen << " regression inputs");
+    CHECK(seen >= 1);
 }

@@ -1,11 +1,16 @@
-// Helpers shared by the extractor tests: a sink that keeps copies of what it sees, and a fixture
-// + token file in a temp dir.
+// Helpers shared by the extractor tests: a sink that keeps copies of what it sees, a fixture
+// + token file in a temp dir, and a guard against a test hanging on a FIFO.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <map>
 #include <set>
 #include <string>
@@ -58,6 +63,25 @@ inline CollectSink run_collect(const std::string & model_dir, const std::string 
     o.sites = std::move(sites);
     (void)extractor::run_extraction(o, {&sink});
     return sink;
+}
+
+}  // namespace tests
+
+namespace tests {
+
+// Runs f (which should refuse `fifo` without opening it for reading) on a thread. If f is still
+// running after 2 s it is blocked in open(): the writing end is opened here so that f returns and
+// the test fails instead of hanging. Returns whether f finished in time.
+inline bool finishes_without_blocking_on(const std::string & fifo, const std::function<void()> & f) {
+    auto pending = std::async(std::launch::async, f);
+    if (pending.wait_for(std::chrono::seconds(2)) == std::future_status::ready) {
+        pending.get();
+        return true;
+    }
+    int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    if (w >= 0) ::close(w);
+    pending.wait();
+    return false;
 }
 
 }  // namespace tests
