@@ -20,9 +20,21 @@ void global_init_once() {
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+struct BodySink {
+    std::string * body;
+    size_t limit;
+    bool overflow = false;
+};
+
 size_t on_body(char * data, size_t size, size_t count, void * user) {
-    static_cast<std::string *>(user)->append(data, size * count);
-    return size * count;
+    auto * sink = static_cast<BodySink *>(user);
+    size_t n = size * count;
+    if (sink->body->size() + n > sink->limit) {
+        sink->overflow = true;
+        return 0;  // curl aborts the transfer (CURLE_WRITE_ERROR)
+    }
+    sink->body->append(data, n);
+    return n;
 }
 
 size_t on_header(char * data, size_t size, size_t count, void * user) {
@@ -43,6 +55,7 @@ size_t on_header(char * data, size_t size, size_t count, void * user) {
 struct Attempt {
     CURLcode code = CURLE_OK;
     std::string curl_error;
+    bool body_too_large = false;
     Response response;
 };
 
@@ -56,6 +69,7 @@ Attempt perform(const Request & request, const Options & options) {
         return a;
     }
     char errbuf[CURL_ERROR_SIZE] = {0};
+    BodySink sink{&a.response.body, options.max_body_bytes};
     curl_slist * headers = nullptr;
     for (const auto & [k, v] : request.headers) headers = curl_slist_append(headers, (k + ": " + v).c_str());
     curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
@@ -72,7 +86,7 @@ Attempt perform(const Request & request, const Options & options) {
     // Loopback (emulators, local proxies) must never go through an HTTP proxy from the environment.
     curl_easy_setopt(curl, CURLOPT_NOPROXY, "127.0.0.1,localhost,::1");
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &a.response.body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &a.response.headers);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
@@ -82,6 +96,7 @@ Attempt perform(const Request & request, const Options & options) {
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &a.response.status);
     } else {
         a.curl_error = errbuf[0] ? errbuf : curl_easy_strerror(a.code);
+        a.body_too_large = sink.overflow;
     }
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
@@ -100,13 +115,7 @@ double jittered(double base_s, int retry_index, double max_s) {
     return std::min(max_s, d * u(rng));
 }
 
-std::string short_body(const std::string & body) {
-    std::string s = body.substr(0, 300);
-    for (char & c : s)
-        if (c == '\n' || c == '\r') c = ' ';
-    if (body.size() > 300) s += "...";
-    return s;
-}
+std::string short_body(const std::string & body) { return safe_text(body, 300); }
 
 }  // namespace
 
@@ -115,13 +124,21 @@ Client::Client(std::string subject, Options options) : subject_(std::move(subjec
     if (options_.max_attempts < 1) options_.max_attempts = 1;
 }
 
-Response Client::send(const Request & request, Retry retry) const {
+Response Client::send(const Request & request, Retry retry, const RetryCheck & check) const {
     std::string last_problem;
     for (int attempt = 1;; ++attempt) {
         Attempt a = perform(request, options_);
         a.response.attempts = attempt;
         bool retryable = false;
         double delay_s = -1;
+        if (a.body_too_large) {
+            // Deterministic for a given server state: sending again would only buffer it again.
+            throw Error(ErrorKind::Network, log::redact(subject_ + ": " + request.method + " " + request.url +
+                                                        ": response larger than " +
+                                                        std::to_string(options_.max_body_bytes) +
+                                                        " bytes; refused"))
+                .with("provider", subject_);
+        }
         if (a.code != CURLE_OK) {
             last_problem = a.curl_error;
             retryable = retry == Retry::Idempotent || never_sent(a.code);
@@ -134,6 +151,11 @@ Response Client::send(const Request & request, Retry retry) const {
         } else if (a.response.status >= 500) {
             retryable = retry == Retry::Idempotent;
             last_problem = "HTTP " + std::to_string(a.response.status);
+        } else if (retry == Retry::Idempotent && check) {
+            std::string why = check(a.response);
+            if (why.empty()) return a.response;
+            retryable = true;
+            last_problem = why;
         } else {
             return a.response;
         }
@@ -184,6 +206,40 @@ double parse_retry_after_s(const std::string & value, double unix_now) {
     if (strptime(value.c_str(), "%a, %d %b %Y %H:%M:%S", &tm) == nullptr) return -1;
     double when = static_cast<double>(timegm(&tm));
     return std::max(0.0, when - unix_now);
+}
+
+std::string safe_text(std::string_view in, size_t max_bytes) {
+    std::string out;
+    size_t i = 0;
+    while (i < in.size()) {
+        unsigned char c = static_cast<unsigned char>(in[i]);
+        // Length of a well-formed UTF-8 sequence starting here (RFC 3629: no overlongs, no surrogates).
+        size_t len = 0;
+        if (c < 0x80) len = 1;
+        else if (c >= 0xC2 && c <= 0xDF) len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) len = 3;
+        else if (c >= 0xF0 && c <= 0xF4) len = 4;
+        bool ok = len > 0 && i + len <= in.size();
+        for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
+        if (ok && len >= 3) {
+            unsigned char c1 = static_cast<unsigned char>(in[i + 1]);
+            if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F))
+                ok = false;
+        }
+        std::string piece;
+        if (!ok) {
+            piece = "?";
+            len = 1;
+        } else if (len == 1) {
+            piece = (c == '\n' || c == '\r' || c == '\t') ? " " : (c < 0x20 || c == 0x7F) ? "?" : std::string(1, char(c));
+        } else {
+            piece.assign(in.substr(i, len));
+        }
+        if (out.size() + piece.size() > max_bytes) return out + "...";
+        out += piece;
+        i += len;
+    }
+    return out;
 }
 
 std::string url_encode(const std::string & text) {
