@@ -219,6 +219,13 @@ class Emulator:
             raise ValueError("fault count must be a positive integer")
         if kind == "http_status" and not isinstance(f.get("status"), int):
             raise ValueError("http_status fault needs an integer status")
+        if kind == "http_status" and "body_base64" in f:
+            import base64
+            import binascii
+            try:
+                base64.b64decode(f["body_base64"], validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise ValueError("http_status body_base64 is not base64")
         if kind == "latency" and not isinstance(f.get("latency_ms"), (int, float)):
             raise ValueError("latency fault needs latency_ms")
         if kind == "vanish_offer" and "offer_id" not in f:
@@ -296,12 +303,16 @@ class Emulator:
                 return Response(200, raw=b'{"data": {"truncated": [1, 2, ')
             if kind == "http_status":
                 status = f["status"]
-                body = f.get("body")
-                if body is None:
-                    body = self.provider.error_body(status, f.get("message"))
                 headers = {}
                 if "retry_after_s" in f:
                     headers["Retry-After"] = str(f["retry_after_s"])
+                if "body_base64" in f:
+                    # Arbitrary bytes (invalid UTF-8, NULs): what a broken proxy or a hostile server sends.
+                    import base64
+                    return Response(status, raw=base64.b64decode(f["body_base64"]), headers=headers)
+                body = f.get("body")
+                if body is None:
+                    body = self.provider.error_body(status, f.get("message"))
                 if isinstance(body, str):
                     return Response(status, raw=body.encode("utf-8"), headers=headers)
                 return Response(status, body, headers=headers)

@@ -13,6 +13,10 @@ Behaviour worth knowing (the traps of §5 that a client must survive):
 - podStop -> EXITED (runtime null); podTerminate -> the pod drops out of myself.pods and pod() is null;
   terminating it again -> "pod not found to terminate".
 - terminateAfter / stopAfter (ISO datetimes) are enforced when the pod is next observed.
+- Regions: dataCenters.gpuAvailability says which data centre stocks which type (DC_STOCK, uneven);
+  lowestPrice(input: {dataCenterId}) and a create with dataCenterId honour it (not stocked there ->
+  no offer / SUPPLY_CONSTRAINT; an unknown id -> BAD_USER_INPUT). Community hosts are in RO
+  (lowestPrice.countryCode). Pod.machine.location is the country the pod landed in.
 - Prices: securePrice/communityPrice and lowestPrice.uninterruptablePrice/minimumBidPrice are all
   $ per GPU-hour here (the emulator's pick for the unsettled point of §1.2); Pod.costPerHr is the
   whole pod.
@@ -43,6 +47,17 @@ DATA_CENTERS = [
     ("US-KS-2", "Kansas 2", "United States", "US"),
 ]
 
+# Which GPU models each data centre stocks (dataCenters.gpuAvailability; a create or lowestPrice
+# naming a data centre that does not stock the type finds no capacity there). Deliberately uneven,
+# so a client's region filter has something to tell apart.
+DC_STOCK = {
+    "US-TX-3": set(RUNPOD_GPUS),
+    "EU-RO-1": set(RUNPOD_GPUS) - {"H200_141GB", "MI300X_192GB"},
+    "US-KS-2": {"H100_80GB", "A100_80GB", "RTX4090_24GB", "L40S_48GB"},
+}
+# The country community-cloud hosts are in (lowestPrice.countryCode when none is asked for).
+COMMUNITY_COUNTRY = "RO"
+
 CREATE_MUTATIONS = {"podFindAndDeployOnDemand", "podRentInterruptable"}
 PUBLIC_QUERIES = {"gpuTypes", "dataCenters", "countryCodes", "__typename"}
 
@@ -71,6 +86,7 @@ class RunPod(Provider):
                 "maxGpuCountSecureCloud": max_count if secure else 0,
                 "maxGpuCountCommunityCloud": max_count if community else 0,
                 "minPodGpuCount": 1, "stock": stock, "ram_per_gpu": ram, "vcpu_per_gpu": vcpu,
+                "key": key,
             }
 
     # --- routing and auth -------------------------------------------------------------------
@@ -238,7 +254,7 @@ class RunPod(Provider):
         return out
 
     def _gpu_view(self, g):
-        view = {k: v for k, v in g.items() if k not in ("stock", "ram_per_gpu", "vcpu_per_gpu")}
+        view = {k: v for k, v in g.items() if k not in ("stock", "ram_per_gpu", "vcpu_per_gpu", "key")}
         base = g["securePrice"] or g["communityPrice"]
         view.update({
             "__typename": "GpuType",
@@ -261,7 +277,10 @@ class RunPod(Provider):
         counts = [c for c in GPU_COUNTS if c <= g["maxGpuCount"]]
         fits = ((inp.get("minMemoryInGb") or 0) <= g["ram_per_gpu"] * count
                 and (inp.get("minVcpuCount") or 0) <= g["vcpu_per_gpu"] * count)
-        available = (bool(offered) and g["id"] not in self.vanished and count <= g["maxGpuCount"] and fits)
+        dc = inp.get("dataCenterId")
+        in_dc = dc is None or g["key"] in DC_STOCK.get(dc, set())
+        available = (bool(offered) and g["id"] not in self.vanished and count <= g["maxGpuCount"] and fits
+                     and in_dc)
         on_demand = min(o[0] for o in offered) if offered else None
         spot = min(o[1] for o in offered) if offered else None
         return {
@@ -272,7 +291,7 @@ class RunPod(Provider):
             "stockStatus": g["stock"] if available else None,
             "compliance": [], "maxUnreservedGpuCount": g["maxGpuCount"] if available else 0,
             "availableGpuCounts": counts if available else [],
-            "countryCode": inp.get("countryCode") or "US",
+            "countryCode": inp.get("countryCode") or (COMMUNITY_COUNTRY if secure is False else "US"),
         }
 
     def _data_centers(self):
@@ -281,7 +300,8 @@ class RunPod(Provider):
             out.append({"__typename": "DataCenter", "id": dc_id, "name": name, "location": location,
                         "listed": True,
                         "gpuAvailability": [{"gpuTypeId": g["id"], "displayName": g["displayName"],
-                                             "stockStatus": None if g["id"] in self.vanished else g["stock"]}
+                                             "stockStatus": (None if g["id"] in self.vanished
+                                                             or g["key"] not in DC_STOCK[dc_id] else g["stock"])}
                                             for g in self.gpus.values()]})
         return out
 
@@ -339,6 +359,11 @@ class RunPod(Provider):
         secure = cloud == "SECURE" or (cloud == "ALL" and g["secureCloud"])
         if (cloud == "SECURE" and not g["secureCloud"]) or (cloud == "COMMUNITY" and not g["communityCloud"]):
             raise GraphQLFieldError(NO_CAPACITY, "SUPPLY_CONSTRAINT")
+        dc = inp.get("dataCenterId")
+        if dc is not None and dc not in DC_STOCK:
+            raise GraphQLFieldError('Invalid dataCenterId "%s"' % dc, "BAD_USER_INPUT")
+        if dc is not None and g["key"] not in DC_STOCK[dc]:
+            raise GraphQLFieldError(NO_CAPACITY, "SUPPLY_CONSTRAINT")
         if (gid in self.vanished or count > g["maxGpuCount"]
                 or (inp.get("minMemoryInGb") or 0) > g["ram_per_gpu"] * count
                 or (inp.get("minVcpuCount") or 0) > g["vcpu_per_gpu"] * count):
@@ -376,6 +401,8 @@ class RunPod(Provider):
             "env": ["%s=%s" % (e.get("key"), e.get("value")) for e in env if isinstance(e, dict)],
             "host_id": "%s-%s" % (pod_id, new_id(self.emu.rng, 8, "0123456789abcdef")),
             "ignore_terminates": 0,
+            "location": (next(c for d, _, _, c in DATA_CENTERS if d == dc) if dc is not None
+                         else inp.get("countryCode") or ("US" if secure else COMMUNITY_COUNTRY)),
         }
         self.pods[pod_id] = p
         return self._pod_view(p)
@@ -417,7 +444,7 @@ class RunPod(Provider):
             "volumeMountPath": inp.get("volumeMountPath") or "", "machineId": p["host_id"].split("-")[1],
             "templateId": inp.get("templateId"), "locked": False,
             "machine": {"__typename": "Machine", "podHostId": p["host_id"], "gpuDisplayName": g["displayName"],
-                        "location": "US" if p["secure"] else "RO", "secureCloud": p["secure"],
+                        "location": p["location"], "secureCloud": p["secure"],
                         "gpuType": {"displayName": g["displayName"], "manufacturer": g["manufacturer"],
                                     "memoryInGb": g["memoryInGb"], "id": g["id"]}},
             "runtime": runtime,
