@@ -36,6 +36,12 @@ std::string default_ssh_key_path() {
     return env_or("BROKER_SSH_KEY", env_or("HOME", "/root") + "/.ssh/id_ed25519");
 }
 
+std::string ssh_key_for(const Instance & instance, Ledger & ledger) {
+    if (instance.ssh && !instance.ssh->key_path.empty()) return instance.ssh->key_path;
+    if (auto e = ledger.find_instance(instance.provider, instance.id); e && !e->ssh_key.empty()) return e->ssh_key;
+    return default_ssh_key_path();
+}
+
 std::string read_public_key(const std::string & private_key_path) {
     std::string pub = private_key_path + ".pub";
     if (!fs::exists(pub))
@@ -138,7 +144,11 @@ SearchResult Broker::search(const OfferFilter & filter, SortKey sort, size_t lim
         }
     }
     std::vector<std::future<std::vector<Offer>>> futures;
-    for (auto & [n, p] : targets) futures.push_back(std::async(std::launch::async, [p, &filter] { return p->search(filter); }));
+    // (Not a structured binding: clang 14, the fuzz build's compiler, cannot capture those.)
+    for (auto & target : targets) {
+        Provider * p = target.second;
+        futures.push_back(std::async(std::launch::async, [p, &filter] { return p->search(filter); }));
+    }
     std::vector<Offer> all;
     for (size_t i = 0; i < futures.size(); ++i) {
         try {
@@ -185,7 +195,9 @@ CreateResult Broker::create(const CreateOptions & o) {
     const long long deadline = static_cast<long long>(options_.clock->unix_now() + o.max_lifetime_s);
     const std::string name = format_instance_name({run_id, o.role, deadline});
     if (!parse_instance_name(name))
-        throw common::Error::usage("--run-id/--role: use lower-case letters and digits only (got '" + run_id + "', '" + o.role + "')");
+        throw common::Error::usage("--run-id/--role: use lower-case letters and digits only, the whole name at most " +
+                                   std::to_string(kMaxInstanceNameLength) + " characters (got '" + run_id + "', '" +
+                                   o.role + "')");
 
     CreateResult result;
     std::optional<Instance> created;
@@ -215,6 +227,10 @@ CreateResult Broker::create(const CreateOptions & o) {
         intent.deadline_unix = deadline;
         intent.offer_id = offer.offer_id;
         intent.price_usd_per_hour = offer.price_usd_per_hour_total;
+        // The key this instance will accept: `instances show`/`ssh` print it later, from any directory.
+        std::error_code ec;
+        auto key_abs = fs::absolute(o.ssh_private_key, ec);
+        intent.ssh_key = ec ? o.ssh_private_key : key_abs.lexically_normal().string();
         ledger().record_intent(intent);  // before the API call: a crash after it cannot hide the instance
         progress("renting " + offer.provider + ":" + offer.offer_id + " (" + offer.gpu_model + " x" +
                  std::to_string(offer.gpu_count) + ", $" + std::to_string(offer.price_usd_per_hour_total) + "/h) as " + name);
@@ -339,7 +355,10 @@ std::vector<Instance> Broker::list(const std::vector<std::string> & names, std::
         }
     }
     std::vector<std::future<std::vector<Instance>>> futures;
-    for (auto & [n, p] : targets) futures.push_back(std::async(std::launch::async, [p] { return p->list(); }));
+    for (auto & target : targets) {
+        Provider * p = target.second;
+        futures.push_back(std::async(std::launch::async, [p] { return p->list(); }));
+    }
     std::vector<Instance> out;
     for (size_t i = 0; i < futures.size(); ++i) {
         try {

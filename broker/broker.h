@@ -136,5 +136,8 @@ std::string generate_run_id();
 std::string read_public_key(const std::string & private_key_path);
 // $BROKER_SSH_KEY, else ~/.ssh/id_ed25519.
 std::string default_ssh_key_path();
+// The private key that opens `instance`: the one its provider dictates (ssh-hosts inventory), else
+// the one recorded in the ledger when it was created, else default_ssh_key_path().
+std::string ssh_key_for(const Instance & instance, Ledger & ledger);
 
 }  // namespace broker

@@ -105,8 +105,18 @@ ProviderSettings resolve_provider(const BrokerConfig & config, std::string_view 
     return s;
 }
 
+void create_private_directories(const std::string & dir) {
+    if (dir.empty()) return;
+    std::error_code ec;
+    if (fs::is_directory(dir, ec)) return;
+    fs::path p(dir);
+    if (p.has_relative_path() && p.has_parent_path() && p.parent_path() != p)
+        create_private_directories(p.parent_path().string());
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw common::Error::io(dir, "create the directory", errno);
+}
+
 void write_config(const std::string & path, const BrokerConfig & config) {
-    fs::create_directories(fs::path(path).parent_path());
+    create_private_directories(fs::path(path).parent_path().string());
     std::ostringstream y;
     y << "# broker credentials and settings (written by `broker init`; keep this file mode 0600)\n";
     for (const auto & [name, s] : config.providers) {

@@ -34,5 +34,8 @@ ProviderSettings resolve_provider(const BrokerConfig & config, std::string_view 
                                   std::string_view url_env);
 // Writes the file with mode 0600 (created that way, never chmod-ed after the fact).
 void write_config(const std::string & path, const BrokerConfig & config);
+// mkdir -p where every directory it creates is 0700 (the state and config dirs hold the ledger,
+// keys and leases); directories that exist already are left as they are.
+void create_private_directories(const std::string & dir);
 
 }  // namespace broker

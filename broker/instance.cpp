@@ -24,7 +24,9 @@ std::string format_instance_name(const InstanceName & n) {
 
 std::optional<InstanceName> parse_instance_name(std::string_view name) {
     static const std::regex re("^tk-([a-z0-9]+)-([a-z0-9]+)-dl([0-9]{1,12})$");
-    std::cmatch m;
+    // Names come from provider listings: libstdc++'s regex recurses per character, so a hostile
+    // megabyte-long name could exhaust the stack. Ours are far below this bound.
+    if (name.size() > kMaxInstanceNameLength) return std::nullopt;
     std::string s(name);
     std::smatch sm;
     if (!std::regex_match(s, sm, re)) return std::nullopt;

@@ -53,6 +53,7 @@ struct Instance {
 // The toolkit's naming convention, so that list, sweep and --resume find our instances from the
 // provider's own listing without local state.
 inline constexpr std::string_view kNamePrefix = "tk";
+inline constexpr size_t kMaxInstanceNameLength = 128;
 struct InstanceName {
     std::string run_id;  // [a-z0-9]+
     std::string role;    // [a-z0-9]+

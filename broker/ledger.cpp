@@ -1,12 +1,20 @@
 #include "broker/ledger.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <sstream>
 
+#include "broker/credentials.h"
 #include "common/error.h"
+#include "common/log.h"
 
 namespace broker {
 
@@ -17,6 +25,32 @@ struct Stmt {
     sqlite3_stmt * s = nullptr;
     ~Stmt() { sqlite3_finalize(s); }
 };
+
+std::string octal(mode_t mode) {
+    std::ostringstream o;
+    o << "0" << std::oct << (mode & 0777);
+    return o.str();
+}
+
+// Makes `path` 0600: created that way when missing (`create`), fixed with a warning when it exists
+// with group/other bits, warned about when it cannot be fixed (someone else's file).
+void make_private_file(const std::string & path, bool create) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+    if (fd < 0) {
+        if (!create && errno == ENOENT) return;
+        throw common::Error::io(path, "open the broker ledger", errno);
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+        if (::fchmod(fd, 0600) == 0)
+            common::log::warn(path, ": the broker ledger was mode ", octal(st.st_mode),
+                              " (readable by others); made it 0600");
+        else
+            common::log::warn(path, ": the broker ledger is mode ", octal(st.st_mode),
+                              " and could not be made 0600 (", std::strerror(errno), "); run: chmod 600 ", path);
+    }
+    ::close(fd);
+}
 }  // namespace
 
 std::string Ledger::default_path(const std::string & state_dir) {
@@ -26,7 +60,20 @@ std::string Ledger::default_path(const std::string & state_dir) {
 }
 
 Ledger::Ledger(const std::string & path) : path_(path) {
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    struct stat dst {};
+    if (!dir.empty() && ::stat(dir.c_str(), &dst) == 0) {
+        if (dst.st_mode & (S_IRWXG | S_IRWXO))
+            common::log::warn(dir, ": the broker ledger's directory is mode ", octal(dst.st_mode),
+                              " (open to group/others); run: chmod 700 ", dir);
+    } else {
+        create_private_directories(dir);
+    }
+    // SQLite creates the -wal and -shm files with the database's own mode, so a 0600 database keeps
+    // its companions private; ones left by an older version are fixed here as well.
+    make_private_file(path, true);
+    make_private_file(path + "-wal", false);
+    make_private_file(path + "-shm", false);
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
         SQLITE_OK) {
         std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -42,7 +89,26 @@ Ledger::Ledger(const std::string & path) : path_(path) {
          " run_id TEXT NOT NULL DEFAULT '', deadline_unix INTEGER NOT NULL DEFAULT 0,"
          " offer_id TEXT NOT NULL DEFAULT '', price_usd_per_hour REAL NOT NULL DEFAULT 0,"
          " state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',"
-         " created_unix REAL NOT NULL, updated_unix REAL NOT NULL)");
+         " created_unix REAL NOT NULL, updated_unix REAL NOT NULL, ssh_key TEXT NOT NULL DEFAULT '')");
+    // Ledgers written before ssh_key existed get the column (an empty key means "not recorded").
+    bool has_ssh_key = false;
+    {
+        Stmt st;
+        if (sqlite3_prepare_v2(db_, "PRAGMA table_info(instances)", -1, &st.s, nullptr) == SQLITE_OK)
+            while (sqlite3_step(st.s) == SQLITE_ROW) {
+                const unsigned char * name = sqlite3_column_text(st.s, 1);
+                if (name && std::string(reinterpret_cast<const char *>(name)) == "ssh_key") has_ssh_key = true;
+            }
+    }
+    if (!has_ssh_key) {
+        char * err = nullptr;
+        int rc = sqlite3_exec(db_, "ALTER TABLE instances ADD COLUMN ssh_key TEXT NOT NULL DEFAULT ''", nullptr, nullptr, &err);
+        std::string why = err ? err : "";
+        sqlite3_free(err);
+        // Another broker process may have added it between our look and our ALTER.
+        if (rc != SQLITE_OK && why.find("duplicate column") == std::string::npos)
+            throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + why).with("file", path_);
+    }
 }
 
 Ledger::~Ledger() {
@@ -70,11 +136,11 @@ void Ledger::update(const std::string & sql, const std::vector<std::string> & ar
 
 void Ledger::record_intent(const LedgerEntry & e) {
     update("INSERT INTO instances (name, provider, instance_id, run_id, deadline_unix, offer_id, price_usd_per_hour,"
-           " state, detail, created_unix, updated_unix) VALUES (?1, ?2, '', ?3, ?4, ?5, ?6, 'intent', '', ?7, ?7)"
+           " state, detail, created_unix, updated_unix, ssh_key) VALUES (?1, ?2, '', ?3, ?4, ?5, ?6, 'intent', '', ?7, ?7, ?8)"
            " ON CONFLICT(name) DO UPDATE SET provider=?2, run_id=?3, deadline_unix=?4, offer_id=?5,"
-           " price_usd_per_hour=?6, state='intent', updated_unix=?7",
+           " price_usd_per_hour=?6, state='intent', updated_unix=?7, ssh_key=?8",
            {e.name, e.provider, e.run_id, std::to_string(e.deadline_unix), e.offer_id,
-            std::to_string(e.price_usd_per_hour), std::to_string(now_unix())});
+            std::to_string(e.price_usd_per_hour), std::to_string(now_unix()), e.ssh_key});
 }
 
 void Ledger::record_created(const std::string & name, const std::string & id) {
@@ -102,7 +168,7 @@ void Ledger::adopt(const LedgerEntry & e) {
 
 std::vector<LedgerEntry> Ledger::query(const std::string & where, const std::vector<std::string> & args) const {
     std::string sql = "SELECT name, provider, instance_id, run_id, deadline_unix, offer_id, price_usd_per_hour, state,"
-                      " detail, created_unix, updated_unix FROM instances " + where + " ORDER BY created_unix";
+                      " detail, created_unix, updated_unix, ssh_key FROM instances " + where + " ORDER BY created_unix";
     Stmt st;
     if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK)
         throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + sqlite3_errmsg(db_));
@@ -126,6 +192,7 @@ std::vector<LedgerEntry> Ledger::query(const std::string & where, const std::vec
         e.detail = text(8);
         e.created_unix = sqlite3_column_double(st.s, 9);
         e.updated_unix = sqlite3_column_double(st.s, 10);
+        e.ssh_key = text(11);
         out.push_back(std::move(e));
     }
     return out;

@@ -22,6 +22,7 @@ struct LedgerEntry {
     double price_usd_per_hour = 0;
     std::string state;  // intent | created | failed | terminated
     std::string detail;
+    std::string ssh_key;  // absolute path of the private key the create injected ("" when unknown)
     double created_unix = 0;
     double updated_unix = 0;
 };
@@ -30,6 +31,10 @@ class Ledger {
 public:
     // $BROKER_LEDGER, else <state_dir>/broker-ledger.sqlite.
     static std::string default_path(const std::string & state_dir);
+    // The ledger names every instance that may bill, with the key that opens it: the file (and its
+    // SQLite -wal/-shm companions) is made 0600 — an existing one with other bits is fixed, with a
+    // warning — and a directory created for it is 0700. An existing directory that group or others
+    // can enter is only warned about: it may be shared (a --ledger in /tmp), so it is not ours to chmod.
     explicit Ledger(const std::string & path);
     ~Ledger();
     Ledger(const Ledger &) = delete;

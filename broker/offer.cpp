@@ -54,7 +54,25 @@ std::string canonical_gpu_model(std::string_view raw) {
     return out;
 }
 
+const std::vector<std::string> & known_manufacturers() {
+    static const std::vector<std::string> names = {"nvidia", "amd"};
+    return names;
+}
+
 void validate_filter(const OfferFilter & f) {
+    if (!f.manufacturer.empty()) {
+        // An unknown vendor matches nothing: say so instead of printing an empty table (exit 0).
+        const auto & known = known_manufacturers();
+        std::string canon = canonical_manufacturer(f.manufacturer);
+        bool ok = std::any_of(known.begin(), known.end(),
+                              [&](const std::string & k) { return canonical_manufacturer(k) == canon; });
+        if (!ok) {
+            std::string list;
+            for (const auto & k : known) list += (list.empty() ? "" : ", ") + k;
+            throw common::Error::usage("--manufacturer: unknown value '" + f.manufacturer + "'; accepted: " + list +
+                                       " (case-insensitive)");
+        }
+    }
     auto neg = [](const std::optional<double> & v) { return v && *v < 0; };
     if (neg(f.min_vram_gb)) throw common::Error::usage("--min-vram: must not be negative");
     if (neg(f.min_ram_gb)) throw common::Error::usage("--min-ram: must not be negative");
@@ -67,6 +85,11 @@ void validate_filter(const OfferFilter & f) {
                                    " GPUs in one instance is more than any provider offers (at most 64)");
     if (f.min_vram_gb && *f.min_vram_gb > 1024)
         throw common::Error::usage("--min-vram: is per GPU, in GB; no GPU has more than 1024 GB");
+    // Bounded so that pushing them to an API (as integers) is always defined.
+    if (f.min_ram_gb && *f.min_ram_gb > 100000)
+        throw common::Error::usage("--min-ram: " + std::to_string(*f.min_ram_gb) + " GB is more than any instance has (at most 100000)");
+    if (f.min_disk_gb && *f.min_disk_gb > 10000000)
+        throw common::Error::usage("--min-disk: " + std::to_string(*f.min_disk_gb) + " GB is more than any instance has (at most 10000000)");
 }
 
 bool offer_matches(const Offer & o, const OfferFilter & f, std::string * why) {

@@ -54,8 +54,11 @@ struct OfferFilter {
     std::string offer_id;                      // exact, when renting a known offer
 };
 
-// Refuses filters that no offer can ever satisfy (negative numbers, zero GPUs), as usage errors.
+// Refuses filters that no offer can ever satisfy (negative numbers, zero GPUs, an unknown
+// manufacturer), as usage errors that name the value and what is accepted.
 void validate_filter(const OfferFilter & filter);
+// The values --manufacturer accepts ("nvidia", "amd"), lower case.
+const std::vector<std::string> & known_manufacturers();
 // True when `offer` satisfies every stated condition; `why` (optional) names the first one it fails.
 bool offer_matches(const Offer & offer, const OfferFilter & filter, std::string * why = nullptr);
 std::vector<Offer> filter_offers(std::vector<Offer> offers, const OfferFilter & filter);

@@ -1,4 +1,6 @@
 // Helpers shared by the verb files: building the Broker from global flags, and the filter flags.
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 
 #include "broker/cli/verbs.h"
@@ -43,8 +45,8 @@ OfferFilter to_filter(const FilterFlags & f) {
     if (!f.min_ram.empty()) filter.min_ram_gb = size_flag_gb(f.min_ram);
     if (!f.min_disk.empty()) filter.min_disk_gb = size_flag_gb(f.min_disk);
     if (!f.cloud.empty()) {
-        if (f.cloud == "secure") filter.cloud = CloudType::Secure;
-        else if (f.cloud == "community") filter.cloud = CloudType::Community;
+        if (to_lower(f.cloud) == "secure") filter.cloud = CloudType::Secure;
+        else if (to_lower(f.cloud) == "community") filter.cloud = CloudType::Community;
         else throw common::Error::usage("--cloud: unknown value '" + f.cloud + "'; valid values: secure, community");
     }
     if (f.spot && f.on_demand) throw common::Error::usage("--spot and --on-demand: choose one");
@@ -56,6 +58,52 @@ OfferFilter to_filter(const FilterFlags & f) {
 
 void report_failures(const std::vector<ProviderFailure> & failures) {
     for (const auto & f : failures) common::log::warn(f.provider, ": skipped: ", f.error.message());
+}
+
+nlohmann::json failures_to_json(const std::vector<ProviderFailure> & failures) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto & f : failures)
+        out.push_back({{"provider", f.provider},
+                       {"kind", std::string(common::kind_name(f.error.kind()))},
+                       {"exit_code", common::exit_code(f.error.kind())},
+                       {"message", f.error.message()}});
+    return out;
+}
+
+void throw_if_none_answered(const std::string & what, const std::vector<std::string> & asked,
+                            const std::vector<ProviderFailure> & failures) {
+    if (asked.empty() || failures.empty()) return;
+    for (const auto & p : asked) {
+        bool failed = std::any_of(failures.begin(), failures.end(), [&](const ProviderFailure & f) { return f.provider == p; });
+        if (!failed) return;  // at least one answered: a partial answer, reported as warnings
+    }
+    if (asked.size() == 1 && failures.size() == 1) throw failures.front().error;  // its own words and context
+    common::ErrorKind kind = failures.front().error.kind();
+    for (const auto & f : failures)
+        if (f.error.kind() != kind) kind = common::ErrorKind::Network;
+    std::string msg = what + ": no provider answered, so nothing is known about what is billing:";
+    for (const auto & f : failures) msg += " [" + f.error.message() + "]";
+    common::Error e(kind, msg);
+    std::string names;
+    for (const auto & p : asked) names += (names.empty() ? "" : ",") + p;
+    e.with("providers", names);
+    throw e;
+}
+
+nlohmann::json with_table_prices(nlohmann::json j) {
+    if (j.is_array()) {
+        for (auto & row : j) row = with_table_prices(std::move(row));
+        return j;
+    }
+    if (!j.is_object()) return j;
+    for (const char * key : {"price_usd_per_hour_total", "price_usd_per_hour_gpu", "price_usd_per_hour", "cost_so_far_usd"}) {
+        auto it = j.find(key);
+        if (it == j.end() || !it->is_number()) continue;
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.4f", it->get<double>());
+        *it = std::string(buf);
+    }
+    return j;
 }
 
 }  // namespace broker::cli

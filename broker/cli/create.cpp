@@ -72,7 +72,7 @@ int run_create(const GlobalOptions & g, const CreateCliOptions & o, const common
         out.object(obj);
     } else {
         obj.erase("attempts");
-        out.object(obj);
+        out.object(with_table_prices(obj));
     }
     return 0;
 }

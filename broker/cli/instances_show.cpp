@@ -10,9 +10,9 @@ int run_instances_show(const GlobalOptions & g, const InstancesShowOptions & o, 
     if (!inst) throw common::Error::not_found(ref.provider + ":" + ref.id, "the provider does not list it (terminated or never existed)");
     auto obj = instance_to_json(*inst, broker->clock().unix_now());
     obj["ref"] = ref.provider + ":" + ref.id;
-    obj["ssh_command"] = ssh_command(*inst, inst->ssh && !inst->ssh->key_path.empty() ? inst->ssh->key_path : default_ssh_key_path());
+    obj["ssh_command"] = ssh_command(*inst, ssh_key_for(*inst, broker->ledger()));
     if (!inst->status_detail.empty()) obj["status_detail"] = inst->status_detail;
-    out.object(obj);
+    out.object(out.json() ? obj : with_table_prices(obj));
     return 0;
 }
 

@@ -16,7 +16,8 @@ int run_instances_ssh(const GlobalOptions & g, const InstancesSshOptions & o, co
     if (!inst->ssh)
         throw common::Error(common::ErrorKind::NotFound,
                             ref.provider + ":" + ref.id + ": no SSH endpoint yet (status " + inst->status_raw + ")");
-    std::string key = !o.ssh_key.empty() ? o.ssh_key : (!inst->ssh->key_path.empty() ? inst->ssh->key_path : default_ssh_key_path());
+    // --ssh-key, else the provider's own key (ssh-hosts), else the key the instance was created with.
+    std::string key = !o.ssh_key.empty() ? o.ssh_key : ssh_key_for(*inst, broker->ledger());
     if (o.print || out.json()) {
         out.object({{"ref", ref.provider + ":" + ref.id}, {"ssh_command", ssh_command(*inst, key)}});
         if (!out.json()) return 0;

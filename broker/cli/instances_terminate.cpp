@@ -17,11 +17,14 @@ int run_instances_terminate(const GlobalOptions & g, const InstancesTerminateOpt
     std::vector<InstanceRef> refs;
     if (o.all) {
         std::vector<ProviderFailure> failures;
-        auto names = broker->providers_for(o.providers);
+        const auto asked = broker->providers_for(o.providers);
+        auto names = asked;
         if (o.providers.empty()) names.push_back("local");
         for (const auto & i : broker->list(names, failures))
             if (i.status != InstanceStatus::Terminated) refs.push_back({i.provider, i.id});
         report_failures(failures);
+        // "Nothing to terminate" must not be said when nothing could be asked.
+        throw_if_none_answered("instances terminate --all", asked, failures);
         if (!failures.empty())
             common::log::warn("instances on the providers above were not listed, so not terminated");
     } else {

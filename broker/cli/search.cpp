@@ -31,7 +31,7 @@ int run_search(const GlobalOptions & g, const SearchOptions & o, const common::O
               {"availability", "STOCK"},
               {"cpu_ram_gb", "RAM_GB"},
               {"disk_gb", "DISK_GB"}},
-             rows);
+             out.json() ? rows : with_table_prices(rows));
     if (r.offers.empty()) common::log::info("no offers match; relax the filters or try other providers");
     return 0;
 }

@@ -106,5 +106,15 @@ int run_providers_list(const GlobalOptions & g, const ProvidersListOptions & o, 
 
 // Prints skipped/failed providers on stderr (never fatal on their own).
 void report_failures(const std::vector<ProviderFailure> & failures);
+// [{"provider", "kind", "exit_code", "message"}] for --json output: "could not ask" is data, so a
+// script can tell it from "nothing there".
+nlohmann::json failures_to_json(const std::vector<ProviderFailure> & failures);
+// Throws when every provider in `asked` failed (none answered): the kind all failures share (6 for
+// unreachable APIs, 3 for refused keys), network (6) when they differ. A partial answer returns.
+void throw_if_none_answered(const std::string & what, const std::vector<std::string> & asked,
+                            const std::vector<ProviderFailure> & failures);
+// Table view only: prices and costs as text with 4 decimals ($1.2104/h), where the generic cell
+// format keeps 3 and would merge prices that differ by a storage charge. --json keeps the numbers.
+nlohmann::json with_table_prices(nlohmann::json row_or_rows);
 
 }  // namespace broker::cli

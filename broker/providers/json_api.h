@@ -1,25 +1,76 @@
 // The JSON-over-HTTP plumbing the four cloud providers share: base URL + path, bearer auth, parse
 // or fail with a typed error. Internal to broker/providers/ (not part of the public broker API).
+//
+// Every server body is hostile until parsed: parse_body() bounds its size, nesting and array
+// lengths before nlohmann builds anything, and the providers' parsers run inside guarded(), which
+// turns every way a body can be unusable (wrong types, integers that do not fit, shapes that are
+// not the documented ones) into Error(Network) naming the provider — exit 6, never a crash.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "common/error.h"
 #include "common/http.h"
+#include "common/log.h"
 
 namespace broker::providers {
+
+// Bounds on a server body (checked before parsing). Real answers are far smaller: a Vast search page
+// is 200 offers, a Prime page 100, RunPod lists a few dozen GPU types; objects nest less than 10 deep.
+inline constexpr size_t kMaxJsonDepth = 64;
+inline constexpr size_t kMaxJsonArrayItems = 10000;
+
+// A server value the parsers cannot use: an integer field of 1e300, an array where an object must be.
+// Thrown by the readers below and by parsers; guarded() reports it as Error(Network).
+class BadResponse : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Error(Network) "<subject>: <what>: <detail>" with the provider named in the context.
+common::Error bad_response(std::string_view subject, std::string_view what, std::string_view detail);
+
+// Runs a parser over a server body; anything it throws other than common::Error (BadResponse,
+// nlohmann type/range errors, std::stoi's errors) becomes bad_response(subject, what, ...).
+template <class F>
+auto guarded(std::string_view subject, std::string_view what, F && parse) -> decltype(parse()) {
+    try {
+        return parse();
+    } catch (const common::Error &) {
+        throw;
+    } catch (const BadResponse & e) {
+        throw bad_response(subject, what, e.what());
+    } catch (const nlohmann::json::exception & e) {
+        throw bad_response(subject, what, std::string("unexpected response shape: ") + e.what());
+    } catch (const std::logic_error & e) {  // std::out_of_range / invalid_argument from number parsing
+        throw bad_response(subject, what, std::string("unusable value: ") + e.what());
+    }
+}
+
+// The one way a body becomes JSON: empty is null; larger than `max_bytes`, nested deeper than
+// kMaxJsonDepth, an array longer than kMaxJsonArrayItems, or not JSON at all → Error(Network)
+// "<subject>: <what>: ..." (with the status and attempts when known).
+nlohmann::json parse_body(std::string_view subject, std::string_view what, const std::string & body,
+                          long status = 0, int attempts = 1, size_t max_bytes = 16u << 20);
+// "" when `body` would pass parse_body's checks, else why not (used to decide on a retry).
+std::string body_problem(const std::string & body, size_t max_bytes = 16u << 20);
 
 class JsonApi {
 public:
     JsonApi(std::string subject, std::string base_url, std::string api_key, common::http::Options options);
 
     // Sends `body` (when given) as JSON to base_url + path. Returns the raw response whatever the status.
+    // An idempotent request whose 2xx answer is not JSON is sent again (bounded, with backoff), as
+    // are answers `check` rejects (RunPod: a transient GraphQL error inside a 200).
     common::http::Response send(const std::string & method, const std::string & path,
                                 const std::optional<nlohmann::json> & body = std::nullopt,
-                                common::http::Retry retry = common::http::Retry::Idempotent) const;
-    // Parses a body as JSON; an empty body is null. Unparseable → Error(Network) naming `what`.
+                                common::http::Retry retry = common::http::Retry::Idempotent,
+                                const common::http::RetryCheck & check = {}) const;
+    // parse_body() on a response: the bounded parse, errors naming this provider.
     nlohmann::json parse(const common::http::Response & response, const std::string & what) const;
     // send + status check (non-2xx → typed error via http::status_error) + parse.
     nlohmann::json call(const std::string & method, const std::string & path, const std::string & what,
@@ -36,10 +87,17 @@ private:
     common::http::Client client_;
 };
 
-// Small readers that tolerate the type drift real APIs show (numbers as strings, nulls).
+// Small readers that tolerate the type drift real APIs show (numbers as strings, nulls) but not
+// values no field can hold: a number that is not finite, or an integer outside int, throws BadResponse.
 std::string json_string(const nlohmann::json & j, const char * key);
 std::optional<double> json_number(const nlohmann::json & j, const char * key);
 int json_int(const nlohmann::json & j, const char * key, int fallback = 0);
+// A bool field; absent or null → fallback; anything but a bool → BadResponse.
+bool json_bool(const nlohmann::json & j, const char * key, bool fallback);
+// A TCP port field: absent/null/unreadable/0 → nullopt; a number outside 1..65535 → BadResponse.
+std::optional<int> json_port(const nlohmann::json & j, const char * key);
+// An int from a double already read (a count, a percentage): outside int → BadResponse naming `what`.
+int checked_int(double value, const char * what);
 bool is_2xx(long status);
 std::string iso8601_utc(long long unix_s);
 

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "broker/credentials.h"
 #include "broker/providers/providers.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -112,7 +113,7 @@ public:
         o.availability = "available";
         o.cpu_ram_gb = mem_total_gb();
         o.vcpus = static_cast<int>(std::thread::hardware_concurrency());
-        fs::create_directories(root_);
+        create_private_directories(root_);  // holds instance keys: 0700 when we create it
         struct statvfs sv {};
         if (::statvfs(root_.c_str(), &sv) == 0) o.disk_gb = std::round(double(sv.f_bavail) * sv.f_frsize / 1e9);
         return {o};

@@ -6,6 +6,8 @@
 //  - a pod is up only when status is ACTIVE and installation finished; sshConnection may be a
 //    string, a list (one per node) or [null] ("not yet");
 //  - prices.onDemand is the whole configuration's $/hour (the official CLI shows it per config).
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "broker/providers/json_api.h"
@@ -41,7 +43,7 @@ public:
             auto body = api_.call("GET", path, "search offers");
             auto offers = prime_parse_offers(body);
             out.insert(out.end(), offers.begin(), offers.end());
-            int total = json_int(body, "totalCount", 0);
+            int total = prime_total_count(body, "totalCount");
             size_t items = body.is_object() && body.contains("items") && body["items"].is_array() ? body["items"].size() : 0;
             if (items == 0 || page * 100 >= total) break;
         }
@@ -57,8 +59,8 @@ public:
             if (is_2xx(response.status)) throw;
         }
         if (!is_2xx(response.status)) {
-            std::string detail = body.is_object() ? json_string(body, "detail") : "";
-            if (detail.empty()) detail = response.body.substr(0, 200);
+            std::string detail = body.is_object() ? common::http::safe_text(json_string(body, "detail"), 300) : "";
+            if (detail.empty()) detail = common::http::safe_text(response.body, 200);
             common::ErrorKind kind = common::http::kind_for_status(response.status);
             if (contains_ci(detail, "availab") || contains_ci(detail, "capacity") || contains_ci(detail, "stock"))
                 kind = common::ErrorKind::Capacity;
@@ -69,43 +71,40 @@ public:
                 .with("provider", "primeintellect");
         }
         Instance i = prime_parse_pod(body);
+        if (i.id.empty())
+            // Accepted, but which pod? A network error makes the caller look it up by name.
+            throw common::Error(common::ErrorKind::Network,
+                                "primeintellect: create " + r.name + ": the answer names no pod id")
+                .with("provider", "primeintellect");
         if (i.name.empty()) i.name = r.name;
         return i;
     }
 
     std::optional<Instance> get(std::string_view id) override {
-        auto response = api_.send("GET", "/api/v1/pods/" + std::string(id));
+        auto response = api_.send("GET", "/api/v1/pods/" + common::http::url_encode(std::string(id)));
         if (response.status == 404) return std::nullopt;
         if (!is_2xx(response.status))
             throw common::http::status_error("primeintellect", "get " + std::string(id), response);
         auto body = api_.parse(response, "get " + std::string(id));
-        if (!body.is_object()) return std::nullopt;
-        Instance i = prime_parse_pod(body);
-        if (i.status == InstanceStatus::Terminated) return i;
-        return i;
+        if (body.is_null()) return std::nullopt;
+        return prime_parse_pod(body);
     }
 
     std::vector<Instance> list() override {
         std::vector<Instance> out;
         for (int offset = 0; offset < 10000; offset += 100) {
             auto body = api_.call("GET", "/api/v1/pods?offset=" + std::to_string(offset) + "&limit=100", "list pods");
-            // Documented {"data": [...]}; older clients also saw a bare list or {"pods": [...]}.
-            const nlohmann::json * pods = &body;
-            if (body.is_object() && body.contains("data")) pods = &body["data"];
-            else if (body.is_object() && body.contains("pods")) pods = &body["pods"];
-            if (!pods->is_array()) break;
-            for (const auto & p : *pods) {
-                Instance i = prime_parse_pod(p);
-                if (parse_instance_name(i.name)) out.push_back(std::move(i));
-            }
-            int total = json_int(body, "total_count", 0);
-            if (pods->size() < 100 || offset + 100 >= total) break;
+            size_t page_size = 0;
+            auto mine = prime_parse_pods_page(body, page_size);
+            out.insert(out.end(), mine.begin(), mine.end());
+            int total = prime_total_count(body, "total_count");
+            if (page_size < 100 || offset + 100 >= total) break;
         }
         return out;
     }
 
     void terminate(std::string_view id) override {
-        auto response = api_.send("DELETE", "/api/v1/pods/" + std::string(id));
+        auto response = api_.send("DELETE", "/api/v1/pods/" + common::http::url_encode(std::string(id)));
         if (response.status == 404) return;
         if (!is_2xx(response.status))
             throw common::http::status_error("primeintellect", "terminate " + std::string(id), response);
@@ -139,86 +138,101 @@ InstanceStatus prime_status(std::string_view status, std::string_view installati
 }
 
 std::optional<SshEndpoint> prime_parse_ssh(const nlohmann::json & c) {
-    const nlohmann::json * s = &c;
-    if (c.is_array()) {
-        if (c.empty() || !c[0].is_string()) return std::nullopt;  // [null]: not yet
-        s = &c[0];
-    }
-    if (!s->is_string()) return std::nullopt;
-    std::string text = s->get<std::string>();
-    if (text.rfind("ssh ", 0) == 0) text.erase(0, 4);  // the predecessor saw an "ssh " prefix
-    if (text.empty()) return std::nullopt;
-    SshEndpoint e;
-    e.user = "root";
-    std::string target = text;
-    auto p = text.find(" -p ");
-    if (p != std::string::npos) {
-        target = text.substr(0, p);
-        try {
-            e.port = std::stoi(text.substr(p + 4));
-        } catch (...) {
-            return std::nullopt;
+    return guarded("primeintellect", "read sshConnection", [&]() -> std::optional<SshEndpoint> {
+        const nlohmann::json * s = &c;
+        if (c.is_array()) {
+            if (c.empty() || !c[0].is_string()) return std::nullopt;  // [null]: not yet
+            s = &c[0];
         }
-    }
-    auto at = target.find('@');
-    if (at != std::string::npos) {
-        e.user = target.substr(0, at);
-        e.host = target.substr(at + 1);
-    } else {
-        e.host = target;
-    }
-    while (!e.host.empty() && e.host.back() == ' ') e.host.pop_back();
-    if (e.host.empty()) return std::nullopt;
-    return e;
+        if (!s->is_string()) return std::nullopt;
+        std::string text = s->get<std::string>();
+        if (text.size() > 300) throw BadResponse("sshConnection longer than 300 characters");
+        if (text.rfind("ssh ", 0) == 0) text.erase(0, 4);  // the predecessor saw an "ssh " prefix
+        if (text.empty()) return std::nullopt;
+        SshEndpoint e;
+        e.user = "root";
+        std::string target = text;
+        auto p = text.find(" -p ");
+        if (p != std::string::npos) {
+            target = text.substr(0, p);
+            std::string port = text.substr(p + 4);
+            while (!port.empty() && port.back() == ' ') port.pop_back();
+            bool digits = !port.empty() && port.size() <= 5 &&
+                          std::all_of(port.begin(), port.end(), [](unsigned char ch) { return std::isdigit(ch); });
+            e.port = digits ? std::stoi(port) : 0;
+            if (e.port < 1 || e.port > 65535) throw BadResponse("sshConnection port '" + common::http::safe_text(port, 20) + "' is not a TCP port");
+        }
+        auto at = target.find('@');
+        if (at != std::string::npos) {
+            e.user = target.substr(0, at);
+            e.host = target.substr(at + 1);
+        } else {
+            e.host = target;
+        }
+        while (!e.host.empty() && e.host.back() == ' ') e.host.pop_back();
+        if (e.host.empty()) return std::nullopt;
+        return e;
+    });
+}
+
+int prime_total_count(const nlohmann::json & body, const char * key) {
+    return guarded("primeintellect", key, [&] { return json_int(body, key, 0); });
 }
 
 std::vector<Offer> prime_parse_offers(const nlohmann::json & body) {
-    std::vector<Offer> out;
-    const nlohmann::json * items = &body;
-    if (body.is_object() && body.contains("items")) items = &body["items"];
-    if (!items->is_array()) return out;
-    for (const auto & v : *items) {
-        Offer o;
-        o.provider = "primeintellect";
-        std::string cloud_id = json_string(v, "cloudId");
-        std::string dc = json_string(v, "dataCenter");
-        std::string gpu_type = json_string(v, "gpuType");
-        o.gpu_count = json_int(v, "gpuCount", 1);
-        bool spot = v.value("isSpot", false);
-        o.offer_id = cloud_id + "/" + (dc.empty() ? "any" : dc) + "/" + std::to_string(o.gpu_count) + (spot ? "/spot" : "");
-        o.manufacturer = prime_manufacturer(gpu_type);
-        o.gpu_model = canonical_gpu_model(gpu_type);
-        o.vram_gb_per_gpu = json_number(v, "gpuMemory").value_or(0);
-        std::string security = json_string(v, "security");
-        o.cloud = security == "community_cloud" ? CloudType::Community : CloudType::Secure;
-        const auto prices = v.contains("prices") ? v["prices"] : nlohmann::json::object();
-        auto price = o.cloud == CloudType::Community ? json_number(prices, "communityPrice") : json_number(prices, "onDemand");
-        if (!price) price = json_number(prices, "onDemand");
-        if (!price || *price <= 0) continue;
-        o.price_usd_per_hour_total = *price;
-        o.price_usd_per_hour_gpu = o.gpu_count > 0 ? *price / o.gpu_count : *price;
-        o.spot = spot;
-        o.region = dc.empty() ? json_string(v, "country") : dc;
-        o.availability = json_string(v, "stockStatus");
-        if (v.contains("memory")) o.cpu_ram_gb = json_number(v["memory"], "defaultCount");
-        if (v.contains("disk")) o.disk_gb = json_number(v["disk"], "defaultCount");
-        if (v.contains("vcpu"))
-            if (auto c = json_number(v["vcpu"], "defaultCount")) o.vcpus = static_cast<int>(*c);
-        o.underlying_provider = json_string(v, "provider");
-        o.create_data = {
-            {"cloudId", cloud_id},
-            {"gpuType", gpu_type},
-            {"socket", json_string(v, "socket")},
-            {"dataCenterId", dc},
-            {"country", json_string(v, "country")},
-            {"security", security.empty() ? "secure_cloud" : security},
-            {"provider", o.underlying_provider},
-            {"images", v.contains("images") ? v["images"] : nlohmann::json::array()},
-            {"disk_default", o.disk_gb ? nlohmann::json(*o.disk_gb) : nlohmann::json(nullptr)},
-        };
-        out.push_back(std::move(o));
-    }
-    return out;
+    return guarded("primeintellect", "search offers", [&] {
+        std::vector<Offer> out;
+        const nlohmann::json * items = &body;
+        if (body.is_object() && body.contains("items")) items = &body["items"];
+        if (!items->is_array()) throw BadResponse("answer has no items list");
+        for (const auto & v : *items) {
+            if (!v.is_object()) throw BadResponse("an items entry is not an object");
+            Offer o;
+            o.provider = "primeintellect";
+            std::string cloud_id = json_string(v, "cloudId");
+            std::string dc = json_string(v, "dataCenter");
+            std::string gpu_type = json_string(v, "gpuType");
+            o.gpu_count = json_int(v, "gpuCount", 1);
+            bool spot = json_bool(v, "isSpot", false);
+            o.offer_id = cloud_id + "/" + (dc.empty() ? "any" : dc) + "/" + std::to_string(o.gpu_count) + (spot ? "/spot" : "");
+            o.manufacturer = prime_manufacturer(gpu_type);
+            o.gpu_model = canonical_gpu_model(gpu_type);
+            o.vram_gb_per_gpu = json_number(v, "gpuMemory").value_or(0);
+            std::string security = json_string(v, "security");
+            o.cloud = security == "community_cloud" ? CloudType::Community : CloudType::Secure;
+            const nlohmann::json & prices = v.contains("prices") ? v["prices"] : nlohmann::json();
+            auto price = o.cloud == CloudType::Community ? json_number(prices, "communityPrice") : json_number(prices, "onDemand");
+            if (!price) price = json_number(prices, "onDemand");
+            if (!price || *price <= 0) continue;
+            o.price_usd_per_hour_total = *price;
+            o.price_usd_per_hour_gpu = o.gpu_count > 0 ? *price / o.gpu_count : *price;
+            o.spot = spot;
+            o.region = dc.empty() ? json_string(v, "country") : dc;
+            o.availability = json_string(v, "stockStatus");
+            if (v.contains("memory")) o.cpu_ram_gb = json_number(v["memory"], "defaultCount");
+            if (v.contains("disk")) o.disk_gb = json_number(v["disk"], "defaultCount");
+            if (v.contains("vcpu"))
+                if (auto c = json_number(v["vcpu"], "defaultCount")) o.vcpus = checked_int(*c, "vcpu.defaultCount");
+            o.underlying_provider = json_string(v, "provider");
+            nlohmann::json images = nlohmann::json::array();
+            if (v.contains("images") && v["images"].is_array())
+                for (const auto & im : v["images"])
+                    if (im.is_string()) images.push_back(im);
+            o.create_data = {
+                {"cloudId", cloud_id},
+                {"gpuType", gpu_type},
+                {"socket", json_string(v, "socket")},
+                {"dataCenterId", dc},
+                {"country", json_string(v, "country")},
+                {"security", security.empty() ? "secure_cloud" : security},
+                {"provider", o.underlying_provider},
+                {"images", images},
+                {"disk_default", o.disk_gb ? nlohmann::json(*o.disk_gb) : nlohmann::json(nullptr)},
+            };
+            if (usable_offer(o)) out.push_back(std::move(o));
+        }
+        return out;
+    });
 }
 
 nlohmann::json prime_create_body(const CreateRequest & r) {
@@ -259,26 +273,47 @@ nlohmann::json prime_create_body(const CreateRequest & r) {
 }
 
 Instance prime_parse_pod(const nlohmann::json & p) {
-    Instance i;
-    i.provider = "primeintellect";
-    i.id = json_string(p, "id");
-    i.name = json_string(p, "name");
-    i.status_raw = json_string(p, "status");
-    std::string install = json_string(p, "installationStatus");
-    i.status = prime_status(i.status_raw, install);
-    if (!install.empty() && install != "FINISHED") {
-        i.status_detail = "installation " + install;
-        if (auto pr = json_number(p, "installationProgress")) i.status_detail += " " + std::to_string(int(*pr)) + "%";
-    }
-    std::string failure = json_string(p, "installationFailure");
-    if (!failure.empty()) i.status_detail = failure;
-    std::string gpu = json_string(p, "gpuName");
-    if (gpu.empty()) gpu = json_string(p, "gpuType");
-    i.gpu_model = canonical_gpu_model(gpu);
-    i.gpu_count = json_int(p, "gpuCount", 0);
-    i.price_usd_per_hour = json_number(p, "priceHr");
-    if (p.contains("sshConnection")) i.ssh = prime_parse_ssh(p["sshConnection"]);
-    return i;
+    return guarded("primeintellect", "read pod", [&] {
+        if (!p.is_object()) throw BadResponse("a pod is not an object");
+        Instance i;
+        i.provider = "primeintellect";
+        i.id = json_string(p, "id");
+        i.name = json_string(p, "name");
+        i.status_raw = json_string(p, "status");
+        std::string install = json_string(p, "installationStatus");
+        i.status = prime_status(i.status_raw, install);
+        if (!install.empty() && install != "FINISHED") {
+            i.status_detail = "installation " + common::http::safe_text(install, 100);
+            if (auto pr = json_number(p, "installationProgress"))
+                i.status_detail += " " + std::to_string(checked_int(*pr, "installationProgress")) + "%";
+        }
+        std::string failure = json_string(p, "installationFailure");
+        if (!failure.empty()) i.status_detail = common::http::safe_text(failure, 300);
+        std::string gpu = json_string(p, "gpuName");
+        if (gpu.empty()) gpu = json_string(p, "gpuType");
+        i.gpu_model = canonical_gpu_model(gpu);
+        i.gpu_count = json_int(p, "gpuCount", 0);
+        i.price_usd_per_hour = json_number(p, "priceHr");
+        if (p.contains("sshConnection")) i.ssh = prime_parse_ssh(p["sshConnection"]);
+        return i;
+    });
+}
+
+std::vector<Instance> prime_parse_pods_page(const nlohmann::json & body, size_t & page_size) {
+    return guarded("primeintellect", "list pods", [&] {
+        // Documented {"data": [...]}; older clients also saw a bare list or {"pods": [...]}.
+        const nlohmann::json * pods = &body;
+        if (body.is_object() && body.contains("data")) pods = &body["data"];
+        else if (body.is_object() && body.contains("pods")) pods = &body["pods"];
+        if (!pods->is_array()) throw BadResponse("answer has no list of pods");
+        std::vector<Instance> out;
+        for (const auto & p : *pods) {
+            Instance i = prime_parse_pod(p);
+            if (parse_instance_name(i.name)) out.push_back(std::move(i));
+        }
+        page_size = pods->size();
+        return out;
+    });
 }
 
 std::unique_ptr<Provider> make_primeintellect(const ProviderContext & c) { return std::make_unique<Prime>(c); }

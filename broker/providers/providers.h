@@ -5,6 +5,8 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -35,29 +37,68 @@ std::unique_ptr<Provider> make_primeintellect(const ProviderContext & context);
 std::unique_ptr<Provider> make_local(const ProviderContext & context);
 std::unique_ptr<Provider> make_ssh_hosts(const ProviderContext & context);
 
-// RunPod (GraphQL)
+// Every function below that takes a server body (parse_*, *_data, *_page) is total: it returns, or
+// throws common::Error — Error(Network) naming the provider for a body it cannot use (wrong shape or
+// types, integers that do not fit), the provider's own typed errors for error envelopes — and never
+// anything else. fuzz/provider_json_fuzz.cpp checks exactly that. An offer whose numbers make no
+// sense (no GPUs, a price that is not a finite non-negative number) is left out, not shown.
+bool usable_offer(const Offer & offer);
+
+// RunPod (GraphQL). Requests are {"query": constant text, "variables": {...}}: no value a user or a
+// server wrote is ever spliced into GraphQL text.
 InstanceStatus runpod_status(std::string_view desired_status);
+nlohmann::json runpod_search_request(const OfferFilter & filter, int gpu_count, bool secure);
+nlohmann::json runpod_create_request(const CreateRequest & request);
+// The GPU count at the end of a RunPod offer id; a usage error when the id is not one of ours.
+int runpod_offer_gpu_count(std::string_view offer_id);
+// `data` of a GraphQL answer: errors[] → runpod_graphql_error, no data object → Error(Network).
+nlohmann::json runpod_graphql_data(const nlohmann::json & doc, const std::string & what);
+// gpuTypes (+ dataCenters) → offers: secure offers one per data centre that stocks the type.
 std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure, bool spot = false);
 Instance runpod_parse_pod(const nlohmann::json & pod);
+std::vector<Instance> runpod_parse_pods(const nlohmann::json & data);  // myself.pods, ours only
 // Classifies the GraphQL `errors` array of a 200 response into a typed error.
 common::Error runpod_graphql_error(const nlohmann::json & errors, const std::string & what);
 
 // Vast.ai (REST v0)
 InstanceStatus vast_status(const nlohmann::json & actual_status);
-std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot);
-Instance vast_parse_instance(const nlohmann::json & instance);
+// Search body; `disk_gb` is the allocated storage every offer's price includes.
 nlohmann::json vast_search_body(const OfferFilter & filter, int disk_gb);
+inline constexpr int kVastSearchDiskGb = 50;
+// Spot rows are the bid floor (min_bid) plus the same storage charge dph_total includes.
+std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot, int disk_gb = kVastSearchDiskGb);
+Instance vast_parse_instance(const nlohmann::json & instance);
+std::optional<Instance> vast_parse_show(const nlohmann::json & body);  // {"instances": {...} | [...] | null}
+// One v1 list page: our instances; `next_token` is "" on the last page.
+std::vector<Instance> vast_parse_list_page(const nlohmann::json & body, std::string & next_token, bool & empty_page);
+// The contract id of a create answer (0 when none), whether the answer says it succeeded.
+struct VastCreateAnswer {
+    bool success = false;
+    long long contract = 0;
+    std::string reason;  // msg / error, bounded
+};
+VastCreateAnswer vast_parse_create(const nlohmann::json & body);
 nlohmann::json vast_create_body(const CreateRequest & request);
 
 // Lambda Cloud (REST v1)
 InstanceStatus lambda_status(std::string_view status);
+// The envelope: {"error": {...}} → typed error (kind from the code table, else from `status`),
+// non-2xx → status error, no `data` → Error(Network); returns `data`.
+nlohmann::json lambda_data(long status, const nlohmann::json & doc, const std::string & raw_body, const std::string & what);
 std::vector<Offer> lambda_parse_offers(const nlohmann::json & body);
 Instance lambda_parse_instance(const nlohmann::json & instance);
+std::vector<Instance> lambda_parse_instances(const nlohmann::json & data);  // ours only
+std::string lambda_parse_launch(const nlohmann::json & data);  // the first instance id, "" when none
+// The name of the account key whose material equals `material` ("" when none).
+std::string lambda_find_key(const nlohmann::json & keys, const std::string & material);
 
 // Prime Intellect (REST v1)
 InstanceStatus prime_status(std::string_view status, std::string_view installation_status);
 std::vector<Offer> prime_parse_offers(const nlohmann::json & body);
+int prime_total_count(const nlohmann::json & body, const char * key);  // totalCount / total_count, 0 if absent
 Instance prime_parse_pod(const nlohmann::json & pod);
+// One list page: our pods, and how many pods the page held (paging stops on a short page).
+std::vector<Instance> prime_parse_pods_page(const nlohmann::json & body, size_t & page_size);
 std::optional<SshEndpoint> prime_parse_ssh(const nlohmann::json & ssh_connection);
 nlohmann::json prime_create_body(const CreateRequest & request);
 

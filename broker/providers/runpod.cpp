@@ -8,6 +8,7 @@
 //  - securePrice/communityPrice are per GPU-hour (SkyPilot, gpuhunt): total = price × gpuCount;
 //  - create sets terminateAfter, the provider-side deadline, and supportPublicIp.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <future>
 
@@ -54,10 +55,12 @@ const char * const kPodFields =
     "lastStatusChange podType machine { podHostId gpuDisplayName location } "
     "runtime { uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } gpus { id } }";
 
-std::string offer_id_for(const std::string & gpu_type_id, bool secure, int count) {
-    std::string id = gpu_type_id;
-    std::replace(id.begin(), id.end(), ' ', '_');
-    return id + "/" + (secure ? "secure" : "community") + "/" + std::to_string(count);
+// Offer ids are "<gpuTypeId>/<cloud>[/<data centre>]/<count>[/spot]" (spaces and slashes inside the
+// server's ids become '_'): the count is always the last number, so renting an offer by id knows it.
+std::string id_part(std::string s) {
+    for (char & c : s)
+        if (c == ' ' || c == '/') c = '_';
+    return s;
 }
 
 class RunPod final : public Provider {
@@ -71,27 +74,10 @@ public:
         // Spot offers are priced from secureSpotPrice/communitySpotPrice and rented with a bid.
         const bool spot = f.spot.value_or(false);
         int count = f.gpu_count.value_or(1);
-        // Offer ids end in the GPU count ("<gpuTypeId>/secure/2"): renting one by id needs that count.
-        if (!f.gpu_count && !f.offer_id.empty()) {
-            std::string id = f.offer_id;
-            if (id.size() > 5 && id.compare(id.size() - 5, 5, "/spot") == 0) id.resize(id.size() - 5);
-            auto slash = id.rfind('/');
-            try {
-                count = std::stoi(id.substr(slash + 1));
-            } catch (...) {
-            }
-        }
+        if (!f.gpu_count && !f.offer_id.empty()) count = runpod_offer_gpu_count(f.offer_id);
         // One query per cloud (lowestPrice depends on secureCloud); both run at once.
         auto query_cloud = [this, &f, count, spot](bool secure) {
-            std::string lp = "gpuCount: " + std::to_string(count) + ", secureCloud: " + (secure ? "true" : "false");
-            if (f.min_ram_gb) lp += ", minMemoryInGb: " + std::to_string(static_cast<int>(std::ceil(*f.min_ram_gb)));
-            if (f.min_disk_gb) lp += ", minDisk: " + std::to_string(static_cast<int>(std::ceil(*f.min_disk_gb)));
-            std::string q =
-                "query GpuTypes { gpuTypes { id displayName manufacturer memoryInGb secureCloud communityCloud "
-                "securePrice communityPrice secureSpotPrice communitySpotPrice maxGpuCount "
-                "lowestPrice(input: {" + lp + "}) { minimumBidPrice uninterruptablePrice stockStatus "
-                "maxUnreservedGpuCount availableGpuCounts } } }";
-            auto data = graphql(q, nlohmann::json::object(), "search offers", common::http::Retry::Idempotent);
+            auto data = graphql(runpod_search_request(f, count, secure), "search offers", common::http::Retry::Idempotent);
             return runpod_parse_offers(data, count, secure, spot);
         };
         std::vector<std::future<std::vector<Offer>>> parts;
@@ -108,35 +94,9 @@ public:
     }
 
     Instance create(const CreateRequest & r) override {
-        const auto & d = r.offer.create_data;
-        nlohmann::json env = nlohmann::json::array();
-        for (const auto & [k, v] : r.env) env.push_back({{"key", k}, {"value", v}});
-        // RunPod images' /start.sh writes authorized_keys from PUBLIC_KEY (providers-api.md §1.5).
-        if (!r.ssh_public_key.empty()) env.push_back({{"key", "PUBLIC_KEY"}, {"value", r.ssh_public_key}});
-        nlohmann::json input = {
-            {"cloudType", d.value("cloudType", "SECURE")},
-            {"gpuTypeId", d.value("gpuTypeId", "")},
-            {"gpuCount", r.offer.gpu_count},
-            {"name", r.name},
-            {"imageName", r.image},
-            {"containerDiskInGb", r.disk_gb},
-            {"volumeInGb", 0},
-            {"minVcpuCount", 1},
-            {"minMemoryInGb", static_cast<int>(r.offer.cpu_ram_gb.value_or(8))},
-            {"ports", "22/tcp"},
-            {"env", env},
-            {"startSsh", true},
-            {"supportPublicIp", true},
-        };
-        if (r.deadline_unix > 0) input["terminateAfter"] = iso8601_utc(r.deadline_unix);
-        // On-demand and spot are different mutations; a spot rent bids the offer's per-GPU spot price.
         const char * mutation = r.offer.spot ? "podRentInterruptable" : "podFindAndDeployOnDemand";
-        if (r.offer.spot) input["bidPerGpu"] = r.offer.price_usd_per_hour_gpu;
-        std::string q = std::string("mutation Deploy($input: ") +
-                        (r.offer.spot ? "PodRentInterruptableInput!" : "PodFindAndDeployOnDemandInput!") + ") { " +
-                        mutation + "(input: $input) { " + std::string(kPodFields) + " } }";
-        auto data = graphql(q, {{"input", input}}, "create " + r.name, common::http::Retry::NotIdempotent);
-        const auto & pod = data[mutation];
+        auto data = graphql(runpod_create_request(r), "create " + r.name, common::http::Retry::NotIdempotent);
+        const auto & pod = data.contains(mutation) ? data[mutation] : nlohmann::json();
         if (!pod.is_object())
             throw common::Error(common::ErrorKind::Capacity,
                                 "runpod: create " + r.name + ": no pod returned for offer " + r.offer.offer_id)
@@ -148,8 +108,8 @@ public:
         std::string q = "query Pod($input: PodFilter) { pod(input: $input) { " + std::string(kPodFields) + " } }";
         nlohmann::json data;
         try {
-            data = graphql(q, {{"input", {{"podId", std::string(id)}}}}, "get " + std::string(id),
-                           common::http::Retry::Idempotent);
+            data = graphql({{"query", q}, {"variables", {{"input", {{"podId", std::string(id)}}}}}},
+                           "get " + std::string(id), common::http::Retry::Idempotent);
         } catch (const common::Error & e) {
             if (e.kind() == common::ErrorKind::NotFound) return std::nullopt;
             throw;
@@ -160,22 +120,16 @@ public:
 
     std::vector<Instance> list() override {
         std::string q = "query Pods { myself { pods { " + std::string(kPodFields) + " } } }";
-        auto data = graphql(q, nlohmann::json::object(), "list pods", common::http::Retry::Idempotent);
-        std::vector<Instance> out;
-        const auto & pods = data["myself"]["pods"];
-        if (!pods.is_array()) return out;
-        for (const auto & p : pods) {
-            Instance i = runpod_parse_pod(p);
-            if (parse_instance_name(i.name)) out.push_back(std::move(i));
-        }
-        return out;
+        auto data = graphql({{"query", q}, {"variables", nlohmann::json::object()}}, "list pods",
+                            common::http::Retry::Idempotent);
+        return runpod_parse_pods(data);
     }
 
     void terminate(std::string_view id) override {
         std::string q = "mutation Terminate($input: PodTerminateInput!) { podTerminate(input: $input) }";
         try {
-            graphql(q, {{"input", {{"podId", std::string(id)}}}}, "terminate " + std::string(id),
-                    common::http::Retry::Idempotent);
+            graphql({{"query", q}, {"variables", {{"input", {{"podId", std::string(id)}}}}}},
+                    "terminate " + std::string(id), common::http::Retry::Idempotent);
         } catch (const common::Error & e) {
             if (e.kind() == common::ErrorKind::NotFound) return;  // "pod not found to terminate": already gone
             throw;
@@ -184,30 +138,38 @@ public:
 
     void stop(std::string_view id) override {
         std::string q = "mutation Stop($input: PodStopInput!) { podStop(input: $input) { id desiredStatus } }";
-        graphql(q, {{"input", {{"podId", std::string(id)}}}}, "stop " + std::string(id), common::http::Retry::Idempotent);
+        graphql({{"query", q}, {"variables", {{"input", {{"podId", std::string(id)}}}}}}, "stop " + std::string(id),
+                common::http::Retry::Idempotent);
     }
 
     void start(std::string_view id) override {
         auto pod = get(id);
         if (!pod) throw common::Error::not_found("runpod:" + std::string(id));
         std::string q = "mutation Resume($input: PodResumeInput!) { podResume(input: $input) { id desiredStatus } }";
-        graphql(q, {{"input", {{"podId", std::string(id)}, {"gpuCount", std::max(1, pod->gpu_count)}}}},
+        graphql({{"query", q}, {"variables", {{"input", {{"podId", std::string(id)}, {"gpuCount", std::max(1, pod->gpu_count)}}}}}},
                 "start " + std::string(id), common::http::Retry::Idempotent);
     }
 
 private:
-    nlohmann::json graphql(const std::string & query, const nlohmann::json & variables, const std::string & what,
-                           common::http::Retry retry) {
-        nlohmann::json body = {{"query", query}, {"variables", variables}};
-        auto response = api_.send("POST", "/graphql", body, retry);
+    // `request` is {"query": constant text, "variables": {...}}: values never become GraphQL text.
+    nlohmann::json graphql(const nlohmann::json & request, const std::string & what, common::http::Retry retry) {
+        // A GraphQL error that is not about the request itself (an upstream hiccup, no data) is as
+        // transient as a 503: idempotent calls ask again, bounded by the HTTP layer's attempts.
+        common::http::RetryCheck transient = [&what](const common::http::Response & resp) -> std::string {
+            if (!is_2xx(resp.status)) return "";
+            try {
+                runpod_graphql_data(parse_body("runpod", what, resp.body), what);
+            } catch (const common::Error & e) {
+                if (e.kind() == common::ErrorKind::Network) return e.message();
+            }
+            return "";
+        };
+        auto response = api_.send("POST", "/graphql", request, retry, transient);
         if (!is_2xx(response.status)) throw common::http::status_error("runpod", what, response);
         auto doc = api_.parse(response, what);
-        if (doc.is_object() && doc.contains("errors") && doc["errors"].is_array() && !doc["errors"].empty())
-            throw runpod_graphql_error(doc["errors"], what);
-        if (!doc.is_object() || !doc.contains("data") || !doc["data"].is_object())
-            throw common::Error(common::ErrorKind::Network, "runpod: " + what + ": GraphQL response has no data")
-                .with("provider", "runpod");
-        return doc["data"];
+        std::string context = what;
+        if (response.attempts > 1) context += " (after " + std::to_string(response.attempts) + " attempts)";
+        return runpod_graphql_data(doc, context);
     }
 
     ProviderContext ctx_;
@@ -222,10 +184,13 @@ InstanceStatus runpod_status(std::string_view s) {
 
 common::Error runpod_graphql_error(const nlohmann::json & errors, const std::string & what) {
     std::string message, code;
-    if (errors.is_array() && !errors.empty()) {
+    if (errors.is_array() && !errors.empty() && errors[0].is_object()) {
         message = json_string(errors[0], "message");
         if (errors[0].contains("extensions")) code = json_string(errors[0]["extensions"], "code");
     }
+    // Bounded: a server message is shown to the user, not a megabyte of it.
+    message = common::http::safe_text(message, 300);
+    code = common::http::safe_text(code, 80);
     common::ErrorKind kind = common::ErrorKind::Network;
     for (const auto & row : kErrorMap) {
         if (contains_ci(code, row.fragment) || contains_ci(message, row.fragment)) {
@@ -238,68 +203,215 @@ common::Error runpod_graphql_error(const nlohmann::json & errors, const std::str
     return common::Error(kind, common::log::redact(text)).with("provider", "runpod");
 }
 
-std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure, bool spot) {
-    std::vector<Offer> out;
-    if (!data.is_object() || !data.contains("gpuTypes") || !data["gpuTypes"].is_array()) return out;
-    for (const auto & g : data["gpuTypes"]) {
-        if (!g.value(secure ? "secureCloud" : "communityCloud", false)) continue;
-        const nlohmann::json & lp = g.contains("lowestPrice") ? g["lowestPrice"] : nlohmann::json();
-        // gpuhunt: a null stockStatus means "not offered" at this count and cloud.
-        std::string stock = json_string(lp, "stockStatus");
-        if (stock.empty()) continue;
-        auto per_gpu = json_number(g, spot ? (secure ? "secureSpotPrice" : "communitySpotPrice")
-                                           : (secure ? "securePrice" : "communityPrice"));
-        if (!per_gpu || *per_gpu <= 0) continue;
-        int max_count = json_int(g, "maxGpuCount", 0);
-        if (max_count > 0 && gpu_count > max_count) continue;
-        Offer o;
-        o.provider = "runpod";
-        std::string id = json_string(g, "id");
-        o.offer_id = offer_id_for(id, secure, gpu_count) + (spot ? "/spot" : "");
-        o.manufacturer = canonical_manufacturer(json_string(g, "manufacturer"));
-        std::string display = json_string(g, "displayName");
-        o.gpu_model = canonical_gpu_model(display.empty() ? id : display);
-        o.vram_gb_per_gpu = json_number(g, "memoryInGb").value_or(0);
-        o.gpu_count = gpu_count;
-        o.price_usd_per_hour_gpu = *per_gpu;
-        o.price_usd_per_hour_total = *per_gpu * gpu_count;
-        o.spot = spot;
-        o.cloud = secure ? CloudType::Secure : CloudType::Community;
-        o.availability = stock;
-        o.create_data = {{"gpuTypeId", id}, {"cloudType", secure ? "SECURE" : "COMMUNITY"}};
-        out.push_back(std::move(o));
+nlohmann::json runpod_graphql_data(const nlohmann::json & doc, const std::string & what) {
+    if (doc.is_object() && doc.contains("errors") && doc["errors"].is_array() && !doc["errors"].empty())
+        throw runpod_graphql_error(doc["errors"], what);
+    if (!doc.is_object() || !doc.contains("data") || !doc["data"].is_object())
+        throw bad_response("runpod", what, "GraphQL response has no data");
+    return doc["data"];
+}
+
+int runpod_offer_gpu_count(std::string_view offer_id) {
+    std::string id(offer_id);
+    if (id.size() > 5 && id.compare(id.size() - 5, 5, "/spot") == 0) id.resize(id.size() - 5);
+    auto slash = id.rfind('/');
+    std::string tail = slash == std::string::npos ? "" : id.substr(slash + 1);
+    bool digits = !tail.empty() && tail.size() <= 2 &&
+                  std::all_of(tail.begin(), tail.end(), [](unsigned char c) { return std::isdigit(c); });
+    int count = digits ? std::stoi(tail) : 0;
+    if (count < 1 || count > 64)
+        throw common::Error::usage("--offer runpod:" + std::string(offer_id) +
+                                   ": not a RunPod offer id (<gpu type>/<cloud>[/<data centre>]/<gpu count>[/spot], "
+                                   "as `broker search` prints)");
+    return count;
+}
+
+nlohmann::json runpod_search_request(const OfferFilter & f, int gpu_count, bool secure) {
+    // Constant text: every value travels in `variables`, so nothing a user or a server wrote can
+    // become GraphQL syntax. dataCenters carries where each GPU type is stocked (the offers' region).
+    static const std::string query =
+        "query GpuTypes($lowestPrice: GpuLowestPriceInput) { gpuTypes { id displayName manufacturer memoryInGb "
+        "secureCloud communityCloud securePrice communityPrice secureSpotPrice communitySpotPrice maxGpuCount "
+        "lowestPrice(input: $lowestPrice) { minimumBidPrice uninterruptablePrice stockStatus maxUnreservedGpuCount "
+        "availableGpuCounts countryCode } } dataCenters { id name location gpuAvailability { gpuTypeId stockStatus } } }";
+    nlohmann::json lp = {{"gpuCount", gpu_count}, {"secureCloud", secure}};
+    // validate_filter bounds both, so the casts are defined.
+    if (f.min_ram_gb) lp["minMemoryInGb"] = static_cast<int>(std::ceil(*f.min_ram_gb));
+    if (f.min_disk_gb) lp["minDisk"] = static_cast<int>(std::ceil(*f.min_disk_gb));
+    return {{"query", query}, {"variables", {{"lowestPrice", lp}}}};
+}
+
+nlohmann::json runpod_create_request(const CreateRequest & r) {
+    const auto & d = r.offer.create_data;
+    auto text = [&d](const char * key, const char * fallback) {
+        return d.is_object() && d.contains(key) && d[key].is_string() ? d[key].get<std::string>() : std::string(fallback);
+    };
+    nlohmann::json env = nlohmann::json::array();
+    for (const auto & [k, v] : r.env) env.push_back({{"key", k}, {"value", v}});
+    // RunPod images' /start.sh writes authorized_keys from PUBLIC_KEY (providers-api.md §1.5).
+    if (!r.ssh_public_key.empty()) env.push_back({{"key", "PUBLIC_KEY"}, {"value", r.ssh_public_key}});
+    nlohmann::json input = {
+        {"cloudType", text("cloudType", "SECURE")},
+        {"gpuTypeId", text("gpuTypeId", "")},
+        {"gpuCount", r.offer.gpu_count},
+        {"name", r.name},
+        {"imageName", r.image},
+        {"containerDiskInGb", r.disk_gb},
+        {"volumeInGb", 0},
+        {"minVcpuCount", 1},
+        {"minMemoryInGb", static_cast<int>(std::clamp(r.offer.cpu_ram_gb.value_or(8), 1.0, 100000.0))},
+        {"ports", "22/tcp"},
+        {"env", env},
+        {"startSsh", true},
+        {"supportPublicIp", true},
+    };
+    // The offer's place: a secure offer is one data centre, a community offer one country.
+    if (std::string dc = text("dataCenterId", ""); !dc.empty()) input["dataCenterId"] = dc;
+    if (std::string cc = text("countryCode", ""); !cc.empty()) input["countryCode"] = cc;
+    if (r.deadline_unix > 0) input["terminateAfter"] = iso8601_utc(r.deadline_unix);
+    // On-demand and spot are different mutations; a spot rent bids the offer's per-GPU spot price.
+    const char * mutation = r.offer.spot ? "podRentInterruptable" : "podFindAndDeployOnDemand";
+    if (r.offer.spot) input["bidPerGpu"] = r.offer.price_usd_per_hour_gpu;
+    std::string q = std::string("mutation Deploy($input: ") +
+                    (r.offer.spot ? "PodRentInterruptableInput!" : "PodFindAndDeployOnDemandInput!") + ") { " +
+                    mutation + "(input: $input) { " + std::string(kPodFields) + " } }";
+    return {{"query", q}, {"variables", {{"input", input}}}};
+}
+
+namespace {
+struct DataCentre {
+    std::string id, location, stock;
+};
+// The data centres that stock `gpu_type_id` (gpuAvailability.stockStatus not null), in the
+// server's order. nullopt when the answer has no dataCenters list at all.
+std::optional<std::vector<DataCentre>> stocking_data_centres(const nlohmann::json & data, const std::string & gpu_type_id) {
+    if (!data.contains("dataCenters") || data["dataCenters"].is_null()) return std::nullopt;
+    const auto & dcs = data["dataCenters"];
+    if (!dcs.is_array()) throw BadResponse("dataCenters is not a list");
+    std::vector<DataCentre> out;
+    for (const auto & dc : dcs) {
+        if (!dc.is_object() || !json_bool(dc, "listed", true)) continue;
+        std::string id = json_string(dc, "id");
+        if (id.empty() || !dc.contains("gpuAvailability") || !dc["gpuAvailability"].is_array()) continue;
+        for (const auto & a : dc["gpuAvailability"]) {
+            if (json_string(a, "gpuTypeId") != gpu_type_id) continue;
+            std::string stock = json_string(a, "stockStatus");
+            if (!stock.empty()) out.push_back({id, json_string(dc, "location"), stock});
+            break;
+        }
     }
     return out;
 }
+}  // namespace
 
-Instance runpod_parse_pod(const nlohmann::json & p) {
-    Instance i;
-    i.provider = "runpod";
-    i.id = json_string(p, "id");
-    i.name = json_string(p, "name");
-    i.status_raw = json_string(p, "desiredStatus");
-    i.status = runpod_status(i.status_raw);
-    i.gpu_count = json_int(p, "gpuCount", 0);
-    i.price_usd_per_hour = json_number(p, "costPerHr");
-    if (p.contains("machine") && p["machine"].is_object())
-        i.gpu_model = canonical_gpu_model(json_string(p["machine"], "gpuDisplayName"));
-    const auto runtime = p.contains("runtime") ? p["runtime"] : nlohmann::json();
-    if (runtime.is_object()) {
-        i.uptime_s = json_number(runtime, "uptimeInSeconds");
-        if (runtime.contains("ports") && runtime["ports"].is_array()) {
-            for (const auto & port : runtime["ports"]) {
-                if (json_int(port, "privatePort") == 22 && port.value("isIpPublic", false) &&
-                    json_string(port, "type") != "http") {
-                    i.ssh = SshEndpoint{json_string(port, "ip"), json_int(port, "publicPort", 22), "root", ""};
-                    break;
+std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure, bool spot) {
+    return guarded("runpod", "search offers", [&] {
+        std::vector<Offer> out;
+        if (!data.is_object() || !data.contains("gpuTypes") || !data["gpuTypes"].is_array())
+            throw BadResponse("GraphQL data has no gpuTypes list");
+        for (const auto & g : data["gpuTypes"]) {
+            if (!g.is_object()) throw BadResponse("a gpuTypes entry is not an object");
+            if (!json_bool(g, secure ? "secureCloud" : "communityCloud", false)) continue;
+            const nlohmann::json & lp = g.contains("lowestPrice") ? g["lowestPrice"] : nlohmann::json();
+            // gpuhunt: a null stockStatus means "not offered" at this count and cloud.
+            std::string stock = json_string(lp, "stockStatus");
+            if (stock.empty()) continue;
+            auto per_gpu = json_number(g, spot ? (secure ? "secureSpotPrice" : "communitySpotPrice")
+                                               : (secure ? "securePrice" : "communityPrice"));
+            if (!per_gpu || *per_gpu <= 0) continue;
+            int max_count = json_int(g, "maxGpuCount", 0);
+            if (max_count > 0 && gpu_count > max_count) continue;
+            Offer o;
+            o.provider = "runpod";
+            std::string id = json_string(g, "id");
+            o.manufacturer = canonical_manufacturer(json_string(g, "manufacturer"));
+            std::string display = json_string(g, "displayName");
+            o.gpu_model = canonical_gpu_model(display.empty() ? id : display);
+            o.vram_gb_per_gpu = json_number(g, "memoryInGb").value_or(0);
+            o.gpu_count = gpu_count;
+            o.price_usd_per_hour_gpu = *per_gpu;
+            o.price_usd_per_hour_total = *per_gpu * gpu_count;
+            o.spot = spot;
+            o.cloud = secure ? CloudType::Secure : CloudType::Community;
+            o.availability = stock;
+            o.create_data = {{"gpuTypeId", id}, {"cloudType", secure ? "SECURE" : "COMMUNITY"}};
+            const std::string cloud = secure ? "secure" : "community";
+            const std::string suffix = std::to_string(gpu_count) + (spot ? "/spot" : "");
+            // Region: secure cloud rents in a data centre (one offer per data centre that stocks the
+            // type, rented there with dataCenterId); community cloud in a country (lowestPrice's
+            // countryCode, rented there with countryCode). providers-api.md §1.2, broker/README.md.
+            auto dcs = secure ? stocking_data_centres(data, id) : std::nullopt;
+            if (dcs && !dcs->empty()) {
+                for (const auto & dc : *dcs) {
+                    Offer d = o;
+                    d.offer_id = id_part(id) + "/" + cloud + "/" + id_part(dc.id) + "/" + suffix;
+                    d.region = dc.location.empty() ? dc.id : dc.id + " (" + dc.location + ")";
+                    d.availability = dc.stock;
+                    d.create_data["dataCenterId"] = dc.id;
+                    if (usable_offer(d)) out.push_back(std::move(d));
+                }
+                continue;
+            }
+            o.offer_id = id_part(id) + "/" + cloud + "/" + suffix;
+            if (!secure) {
+                std::string country = json_string(lp, "countryCode");
+                if (!country.empty()) {
+                    o.region = country;
+                    o.create_data["countryCode"] = country;
                 }
             }
+            if (usable_offer(o)) out.push_back(std::move(o));
         }
-    } else if (i.status == InstanceStatus::Running) {
-        i.status_detail = "container not up yet (runtime is null)";
-    }
-    if (!i.uptime_s) i.uptime_s = json_number(p, "uptimeSeconds");
-    return i;
+        return out;
+    });
+}
+
+Instance runpod_parse_pod(const nlohmann::json & p) {
+    return guarded("runpod", "read pod", [&] {
+        if (!p.is_object()) throw BadResponse("a pod is not an object");
+        Instance i;
+        i.provider = "runpod";
+        i.id = json_string(p, "id");
+        i.name = json_string(p, "name");
+        i.status_raw = json_string(p, "desiredStatus");
+        i.status = runpod_status(i.status_raw);
+        i.gpu_count = json_int(p, "gpuCount", 0);
+        i.price_usd_per_hour = json_number(p, "costPerHr");
+        if (p.contains("machine") && p["machine"].is_object())
+            i.gpu_model = canonical_gpu_model(json_string(p["machine"], "gpuDisplayName"));
+        const nlohmann::json & runtime = p.contains("runtime") ? p["runtime"] : nlohmann::json();
+        if (runtime.is_object()) {
+            i.uptime_s = json_number(runtime, "uptimeInSeconds");
+            if (runtime.contains("ports") && runtime["ports"].is_array()) {
+                for (const auto & port : runtime["ports"]) {
+                    if (json_int(port, "privatePort") == 22 && json_bool(port, "isIpPublic", false) &&
+                        json_string(port, "type") != "http") {
+                        i.ssh = SshEndpoint{json_string(port, "ip"), json_port(port, "publicPort").value_or(22), "root", ""};
+                        break;
+                    }
+                }
+            }
+        } else if (i.status == InstanceStatus::Running) {
+            i.status_detail = "container not up yet (runtime is null)";
+        }
+        if (!i.uptime_s) i.uptime_s = json_number(p, "uptimeSeconds");
+        return i;
+    });
+}
+
+std::vector<Instance> runpod_parse_pods(const nlohmann::json & data) {
+    return guarded("runpod", "list pods", [&] {
+        if (!data.is_object() || !data.contains("myself") || !data["myself"].is_object())
+            throw BadResponse("GraphQL data has no myself object");
+        const auto & myself = data["myself"];
+        if (!myself.contains("pods") || !myself["pods"].is_array()) throw BadResponse("myself has no pods list");
+        std::vector<Instance> out;
+        for (const auto & p : myself["pods"]) {
+            Instance i = runpod_parse_pod(p);
+            if (parse_instance_name(i.name)) out.push_back(std::move(i));
+        }
+        return out;
+    });
 }
 
 std::unique_ptr<Provider> make_runpod(const ProviderContext & c) { return std::make_unique<RunPod>(c); }

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "broker/credentials.h"
 #include "broker/providers/providers.h"
 #include "broker/readiness.h"
 #include "common/config_yaml.h"
@@ -82,7 +83,7 @@ public:
 
     Instance create(const CreateRequest & r) override {
         const Host h = find(r.offer.offer_id);
-        fs::create_directories(leases_);
+        create_private_directories(leases_);
         // O_EXCL makes the lease atomic: two concurrent creates cannot both get the host.
         int fd = ::open(lease_path(h.name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0) {

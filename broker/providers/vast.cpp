@@ -37,33 +37,35 @@ public:
     ProviderCaps caps() const override { return {.stop_start = true, .native_deadline = false, .spot = true}; }
 
     std::vector<Offer> search(const OfferFilter & f) override {
-        auto body = api_.call("POST", "/api/v0/bundles/", "search offers", vast_search_body(f, 50));
-        return vast_parse_offers(body, f.spot.value_or(false));
+        auto body = api_.call("POST", "/api/v0/bundles/", "search offers", vast_search_body(f, kVastSearchDiskGb));
+        return vast_parse_offers(body, f.spot.value_or(false), kVastSearchDiskGb);
     }
 
     Instance create(const CreateRequest & r) override {
-        auto response = api_.send("PUT", "/api/v0/asks/" + r.offer.offer_id + "/", vast_create_body(r),
-                                  common::http::Retry::NotIdempotent);
+        auto response = api_.send("PUT", "/api/v0/asks/" + common::http::url_encode(r.offer.offer_id) + "/",
+                                  vast_create_body(r), common::http::Retry::NotIdempotent);
         nlohmann::json body;
         try {
             body = api_.parse(response, "create " + r.name);
         } catch (const common::Error &) {
             if (is_2xx(response.status)) throw;
         }
-        bool ok = is_2xx(response.status) && body.is_object() && body.value("success", false);
-        long long contract = 0;
-        if (body.is_object() && body.contains("new_contract") && body["new_contract"].is_number())
-            contract = body["new_contract"].get<long long>();
+        VastCreateAnswer answer = vast_parse_create(body);
+        if (is_2xx(response.status) && answer.success && answer.contract == 0)
+            // Whether an instance exists is unknown: a network error makes the caller look it up by name.
+            throw common::Error(common::ErrorKind::Network,
+                                "vast: create " + r.name + ": the answer says success but names no new_contract")
+                .with("provider", "vast");
+        bool ok = is_2xx(response.status) && answer.success && answer.contract > 0;
         if (!ok) {
             // A failed rent can still leave a stopped contract behind (dstack): destroy it now.
-            if (contract) {
-                common::log::warn("vast: create ", r.name, " failed but returned contract ", contract,
+            if (answer.contract > 0) {
+                common::log::warn("vast: create ", r.name, " failed but returned contract ", answer.contract,
                                   "; destroying it");
-                terminate(std::to_string(contract));
+                terminate(std::to_string(answer.contract));
             }
-            std::string why = json_string(body, "msg");
-            if (why.empty()) why = json_string(body, "error");
-            if (why.empty()) why = response.body.substr(0, 200);
+            std::string why = answer.reason;
+            if (why.empty()) why = common::http::safe_text(response.body, 200);
             common::ErrorKind kind = common::http::kind_for_status(response.status);
             if (is_2xx(response.status) || response.status == 400 || response.status == 404 ||
                 response.status == 410 || contains_ci(why, "unavailable") || contains_ci(why, "no_such_ask") ||
@@ -75,7 +77,7 @@ public:
                                                           ": HTTP " + std::to_string(response.status) + ": " + why))
                 .with("provider", "vast");
         }
-        std::string id = std::to_string(contract);
+        std::string id = std::to_string(answer.contract);
         if (!r.ssh_public_key.empty()) attach_key(id, r.ssh_public_key);
         if (auto i = get(id)) return *i;
         Instance i;
@@ -87,15 +89,10 @@ public:
     }
 
     std::optional<Instance> get(std::string_view id) override {
-        auto response = api_.send("GET", "/api/v0/instances/" + std::string(id) + "/?owner=me");
+        auto response = api_.send("GET", "/api/v0/instances/" + common::http::url_encode(std::string(id)) + "/?owner=me");
         if (response.status == 404) return std::nullopt;
         if (!is_2xx(response.status)) throw common::http::status_error("vast", "get " + std::string(id), response);
-        auto body = api_.parse(response, "get " + std::string(id));
-        if (!body.is_object() || !body.contains("instances")) return std::nullopt;
-        const auto & inst = body["instances"];
-        if (inst.is_object()) return vast_parse_instance(inst);
-        if (inst.is_array() && !inst.empty()) return vast_parse_instance(inst[0]);
-        return std::nullopt;  // null: gone
+        return vast_parse_show(api_.parse(response, "get " + std::string(id)));
     }
 
     std::vector<Instance> list() override {
@@ -106,26 +103,30 @@ public:
             std::string path = "/api/v1/instances/?limit=100";
             if (!token.empty()) path += "&after_token=" + common::http::url_encode(token);
             auto body = api_.call("GET", path, "list instances");
-            if (!body.is_object() || !body.contains("instances") || !body["instances"].is_array()) break;
-            for (const auto & inst : body["instances"]) {
-                Instance i = vast_parse_instance(inst);
-                if (parse_instance_name(i.name)) out.push_back(std::move(i));
-            }
-            token = json_string(body, "next_token");
-            if (token.empty() || body["instances"].empty()) break;
+            bool empty_page = false;
+            auto mine = vast_parse_list_page(body, token, empty_page);
+            out.insert(out.end(), mine.begin(), mine.end());
+            if (token.empty() || empty_page) break;
         }
         return out;
     }
 
     void terminate(std::string_view id) override {
-        auto response = api_.send("DELETE", "/api/v0/instances/" + std::string(id) + "/", nlohmann::json::object());
+        const std::string what = "terminate " + std::string(id);
+        auto response = api_.send("DELETE", "/api/v0/instances/" + common::http::url_encode(std::string(id)) + "/",
+                                  nlohmann::json::object());
         if (response.status == 404) return;
-        auto body = api_.parse(response, "terminate " + std::string(id));
+        nlohmann::json body;
+        try {
+            body = api_.parse(response, what);
+        } catch (const common::Error &) {
+            if (is_2xx(response.status)) throw;
+        }
         if (json_string(body, "error") == "no_such_instance") return;  // already gone (dstack)
-        if (!is_2xx(response.status)) throw common::http::status_error("vast", "terminate " + std::string(id), response);
-        if (body.is_object() && body.contains("success") && !body.value("success", false))
+        if (!is_2xx(response.status)) throw common::http::status_error("vast", what, response);
+        if (body.is_object() && body.contains("success") && body["success"] != true)
             throw common::Error(common::ErrorKind::Network,
-                                "vast: terminate " + std::string(id) + ": refused: " + response.body.substr(0, 200))
+                                common::log::redact("vast: " + what + ": refused: " + common::http::safe_text(response.body, 200)))
                 .with("provider", "vast");
     }
 
@@ -134,8 +135,8 @@ public:
 
 private:
     void set_state(std::string_view id, const char * state) {
-        api_.call("PUT", "/api/v0/instances/" + std::string(id) + "/", std::string(state) + " " + std::string(id),
-                  nlohmann::json{{"state", state}});
+        api_.call("PUT", "/api/v0/instances/" + common::http::url_encode(std::string(id)) + "/",
+                  std::string(state) + " " + std::string(id), nlohmann::json{{"state", state}});
     }
 
     void attach_key(const std::string & id, const std::string & key) {
@@ -178,35 +179,56 @@ nlohmann::json vast_search_body(const OfferFilter & f, int disk_gb) {
     return q;
 }
 
-std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot) {
-    std::vector<Offer> out;
-    if (!body.is_object() || !body.contains("offers") || !body["offers"].is_array()) return out;
-    for (const auto & v : body["offers"]) {
-        Offer o;
-        o.provider = "vast";
-        o.offer_id = json_string(v, "id");
-        std::string arch = json_string(v, "gpu_arch");
-        o.manufacturer = canonical_manufacturer(arch.empty() ? "nvidia" : arch);
-        o.gpu_model = canonical_gpu_model(json_string(v, "gpu_name"));
-        // MB as reported: 24564 for a 24 GB card, 81559 for 80 GB; MiB → GB rounds both right.
-        o.vram_gb_per_gpu = std::round(json_number(v, "gpu_ram").value_or(0) / 1024.0);
-        o.gpu_count = json_int(v, "num_gpus", 1);
-        double price = spot ? json_number(v, "min_bid").value_or(0) : json_number(v, "dph_total").value_or(0);
-        o.price_usd_per_hour_total = price;
-        o.price_usd_per_hour_gpu = o.gpu_count > 0 ? price / o.gpu_count : price;
-        o.spot = spot;
-        o.cloud = json_number(v, "hosting_type").value_or(0) >= 1 ? CloudType::Secure : CloudType::Community;
-        o.region = json_string(v, "geolocation");
-        o.availability = v.value("rentable", true) ? "available" : "unavailable";
-        if (auto ram = json_number(v, "cpu_ram")) o.cpu_ram_gb = std::round(*ram / 1024.0);
-        o.disk_gb = json_number(v, "disk_space");
-        if (auto c = json_number(v, "cpu_cores_effective")) o.vcpus = static_cast<int>(*c);
-        o.cuda_version = json_string(v, "cuda_max_good");
-        o.driver_version = json_string(v, "driver_version");
-        o.create_data = {{"ask_id", v.contains("id") ? v["id"] : nlohmann::json(nullptr)}};
-        out.push_back(std::move(o));
-    }
-    return out;
+std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot, int disk_gb) {
+    return guarded("vast", "search offers", [&] {
+        std::vector<Offer> out;
+        if (!body.is_object() || !body.contains("offers") || !body["offers"].is_array())
+            throw BadResponse("answer has no offers list");
+        for (const auto & v : body["offers"]) {
+            if (!v.is_object()) throw BadResponse("an offers entry is not an object");
+            Offer o;
+            o.provider = "vast";
+            o.offer_id = json_string(v, "id");
+            std::string arch = json_string(v, "gpu_arch");
+            o.manufacturer = canonical_manufacturer(arch.empty() ? "nvidia" : arch);
+            o.gpu_model = canonical_gpu_model(json_string(v, "gpu_name"));
+            // MB as reported: 24564 for a 24 GB card, 81559 for 80 GB; MiB → GB rounds both right.
+            o.vram_gb_per_gpu = std::round(json_number(v, "gpu_ram").value_or(0) / 1024.0);
+            o.gpu_count = json_int(v, "num_gpus", 1);
+            // dph_total is the whole offer INCLUDING storage at allocated_storage (providers-api.md §2.2);
+            // min_bid is the machine alone. A spot row adds the same storage charge, so on-demand and
+            // spot rows compare like with like: dph_total − dph_base as the API computed it, else
+            // storage_cost ($/GB/month) × the search's allocated storage / 720 h.
+            double price = 0;
+            if (spot) {
+                double storage_hr = 0;
+                auto total = json_number(v, "dph_total"), base = json_number(v, "dph_base");
+                if (total && base && *total >= *base) storage_hr = *total - *base;
+                else if (auto per_gb_month = json_number(v, "storage_cost"))
+                    storage_hr = *per_gb_month * disk_gb / (30.0 * 24.0);
+                auto bid = json_number(v, "min_bid");
+                if (!bid) continue;  // no bid floor: not rentable as spot
+                price = *bid + storage_hr;
+                o.create_data["bid"] = *bid;  // what the create bids: the machine's $/h (storage is billed apart)
+            } else {
+                price = json_number(v, "dph_total").value_or(0);
+            }
+            o.price_usd_per_hour_total = price;
+            o.price_usd_per_hour_gpu = o.gpu_count > 0 ? price / o.gpu_count : price;
+            o.spot = spot;
+            o.cloud = json_number(v, "hosting_type").value_or(0) >= 1 ? CloudType::Secure : CloudType::Community;
+            o.region = json_string(v, "geolocation");
+            o.availability = json_bool(v, "rentable", true) ? "available" : "unavailable";
+            if (auto ram = json_number(v, "cpu_ram")) o.cpu_ram_gb = std::round(*ram / 1024.0);
+            o.disk_gb = json_number(v, "disk_space");
+            if (auto c = json_number(v, "cpu_cores_effective")) o.vcpus = checked_int(*c, "cpu_cores_effective");
+            o.cuda_version = json_string(v, "cuda_max_good");
+            o.driver_version = json_string(v, "driver_version");
+            o.create_data["ask_id"] = o.offer_id;
+            if (usable_offer(o)) out.push_back(std::move(o));
+        }
+        return out;
+    });
 }
 
 nlohmann::json vast_create_body(const CreateRequest & r) {
@@ -226,36 +248,89 @@ nlohmann::json vast_create_body(const CreateRequest & r) {
         {"force", false},
         {"cancel_unavail", true},
     };
-    // Trap 1: any non-null price makes the rental an interruptible bid. On-demand sends none.
-    if (r.offer.spot) body["price"] = r.offer.price_usd_per_hour_total;
+    // Trap 1: any non-null price makes the rental an interruptible bid. On-demand sends none. A spot
+    // rent bids the machine's floor (min_bid), not the row's price, which includes storage.
+    if (r.offer.spot) {
+        const auto & d = r.offer.create_data;
+        body["price"] = d.is_object() && d.contains("bid") && d["bid"].is_number() ? d["bid"].get<double>()
+                                                                                   : r.offer.price_usd_per_hour_total;
+    }
     return body;
 }
 
 Instance vast_parse_instance(const nlohmann::json & v) {
-    Instance i;
-    i.provider = "vast";
-    i.id = json_string(v, "id");
-    i.name = json_string(v, "label");
-    const nlohmann::json status = v.contains("actual_status") ? v["actual_status"] : nlohmann::json(nullptr);
-    i.status = vast_status(status);
-    i.status_raw = status.is_string() ? status.get<std::string>() : "null";
-    i.status_detail = json_string(v, "status_msg");
-    i.gpu_model = canonical_gpu_model(json_string(v, "gpu_name"));
-    i.gpu_count = json_int(v, "num_gpus", 0);
-    i.price_usd_per_hour = json_number(v, "dph_total");
-    i.created_unix = json_number(v, "start_date");
-    std::string ip = json_string(v, "public_ipaddr");
-    if (!ip.empty() && v.contains("ports") && v["ports"].is_object() && v["ports"].contains("22/tcp") &&
-        v["ports"]["22/tcp"].is_array() && !v["ports"]["22/tcp"].empty()) {
-        int port = json_int(v["ports"]["22/tcp"][0], "HostPort", 0);  // a string on the wire
-        if (port > 0) i.ssh = SshEndpoint{ip, port, "root", ""};
-    }
-    if (!i.ssh) {
-        std::string host = json_string(v, "ssh_host");
-        int port = json_int(v, "ssh_port", 0);
-        if (!host.empty() && port > 0) i.ssh = SshEndpoint{host, port, "root", ""};
-    }
-    return i;
+    return guarded("vast", "read instance", [&] {
+        if (!v.is_object()) throw BadResponse("an instance is not an object");
+        Instance i;
+        i.provider = "vast";
+        i.id = json_string(v, "id");
+        i.name = json_string(v, "label");
+        const nlohmann::json & status = v.contains("actual_status") ? v["actual_status"] : nlohmann::json();
+        i.status = vast_status(status);
+        i.status_raw = status.is_string() ? status.get<std::string>() : "null";
+        i.status_detail = common::http::safe_text(json_string(v, "status_msg"), 300);
+        i.gpu_model = canonical_gpu_model(json_string(v, "gpu_name"));
+        i.gpu_count = json_int(v, "num_gpus", 0);
+        i.price_usd_per_hour = json_number(v, "dph_total");
+        i.created_unix = json_number(v, "start_date");
+        std::string ip = json_string(v, "public_ipaddr");
+        if (!ip.empty() && v.contains("ports") && v["ports"].is_object() && v["ports"].contains("22/tcp") &&
+            v["ports"]["22/tcp"].is_array() && !v["ports"]["22/tcp"].empty()) {
+            if (auto port = json_port(v["ports"]["22/tcp"][0], "HostPort"))  // a string on the wire
+                i.ssh = SshEndpoint{ip, *port, "root", ""};
+        }
+        if (!i.ssh) {
+            std::string host = json_string(v, "ssh_host");
+            auto port = json_port(v, "ssh_port");
+            if (!host.empty() && port) i.ssh = SshEndpoint{host, *port, "root", ""};
+        }
+        return i;
+    });
+}
+
+std::optional<Instance> vast_parse_show(const nlohmann::json & body) {
+    return guarded("vast", "get instance", [&]() -> std::optional<Instance> {
+        if (!body.is_object() || !body.contains("instances")) throw BadResponse("answer has no instances field");
+        const auto & inst = body["instances"];
+        if (inst.is_object()) return vast_parse_instance(inst);
+        if (inst.is_array() && !inst.empty()) return vast_parse_instance(inst[0]);
+        if (inst.is_null() || inst.is_array()) return std::nullopt;  // null: gone
+        throw BadResponse("instances is neither an object, a list nor null");
+    });
+}
+
+std::vector<Instance> vast_parse_list_page(const nlohmann::json & body, std::string & next_token, bool & empty_page) {
+    return guarded("vast", "list instances", [&] {
+        if (!body.is_object() || !body.contains("instances") || !body["instances"].is_array())
+            throw BadResponse("answer has no instances list");
+        std::vector<Instance> out;
+        for (const auto & inst : body["instances"]) {
+            Instance i = vast_parse_instance(inst);
+            if (parse_instance_name(i.name)) out.push_back(std::move(i));
+        }
+        next_token = json_string(body, "next_token");
+        if (next_token.size() > 200) throw BadResponse("next_token longer than 200 characters");
+        empty_page = body["instances"].empty();
+        return out;
+    });
+}
+
+VastCreateAnswer vast_parse_create(const nlohmann::json & body) {
+    return guarded("vast", "create", [&] {
+        VastCreateAnswer a;
+        if (!body.is_object()) return a;
+        a.success = body.contains("success") && body["success"] == true;
+        if (body.contains("new_contract") && !body["new_contract"].is_null()) {
+            auto c = json_number(body, "new_contract");
+            if (!c || *c < 1 || *c > 9.0e15 || *c != std::floor(*c))
+                throw BadResponse("new_contract is not an instance id: " + common::http::safe_text(body["new_contract"].dump(), 40));
+            a.contract = static_cast<long long>(*c);
+        }
+        a.reason = json_string(body, "msg");
+        if (a.reason.empty()) a.reason = json_string(body, "error");
+        a.reason = common::http::safe_text(a.reason, 300);
+        return a;
+    });
 }
 
 std::unique_ptr<Provider> make_vast(const ProviderContext & c) { return std::make_unique<Vast>(c); }

@@ -22,7 +22,8 @@ TEST_CASE("faults runpod: a GraphQL error inside HTTP 200 is an error, not an em
     tests::Emulator emu("runpod", {.api_key = kKey});
     Cli cli;
     cli.use(emu);
-    emu.inject({{"kind", "graphql_error"}, {"message", "Something broke upstream"}, {"count", 2}});
+    // Persistent (a transient one is asked again: cli_answers_test.cpp).
+    emu.inject({{"kind", "graphql_error"}, {"message", "Something broke upstream"}, {"count", 100}});
     auto r = cli.run({"search", "--provider", "runpod"});
     CHECK(r.exit_code == 6);
     CHECK(r.err.find("Something broke upstream") != std::string::npos);
@@ -201,7 +202,7 @@ TEST_CASE("sweep: an instance past its deadline is terminated, one created elsew
     // A second machine's ledger has never seen it: sweep adopts it and terminates it.
     Cli other;
     other.use(emu);
-    json actions = other.json({"sweep", "--provider", "vast"});
+    json actions = other.json({"sweep", "--provider", "vast"})["actions"];
     bool adopted = false, terminated = false;
     for (const auto & a : actions) {
         adopted |= a["action"] == "adopted";
@@ -209,9 +210,9 @@ TEST_CASE("sweep: an instance past its deadline is terminated, one created elsew
     }
     CHECK(adopted);
     CHECK(terminated);
-    CHECK(cli.json({"instances", "list", "--provider", "vast"}).empty());
+    CHECK(cli.json({"instances", "list", "--provider", "vast"})["instances"].empty());
     // The first ledger still says "created": its sweep marks it gone.
-    json mine = cli.json({"sweep", "--provider", "vast"});
+    json mine = cli.json({"sweep", "--provider", "vast"})["actions"];
     REQUIRE(mine.size() == 1);
     CHECK(mine[0]["action"] == "gone");
 }
@@ -244,7 +245,7 @@ TEST_CASE("readiness: a machine that never becomes reachable is terminated, not 
     CHECK(err["error"]["stage"] == "provider");
     CHECK(err["error"].contains("terminated"));
     CHECK(count_requests(emu, "terminate") >= 1);
-    CHECK(cli.json({"instances", "list", "--provider", "runpod"}).empty());
+    CHECK(cli.json({"instances", "list", "--provider", "runpod"})["instances"].empty());
 }
 
 TEST_CASE("readiness: the GPU check compares nvidia-smi with the offer, a mismatch terminates (exit 8)") {
@@ -258,7 +259,7 @@ TEST_CASE("readiness: the GPU check compares nvidia-smi with the offer, a mismat
                       "--ready-timeout", "30s"});
     CHECK(r.exit_code == 8);
     CHECK(r.err.find("GPU check failed") != std::string::npos);
-    CHECK(cli.json({"instances", "list", "--provider", "vast"}).empty());
+    CHECK(cli.json({"instances", "list", "--provider", "vast"})["instances"].empty());
 }
 
 TEST_CASE("ledger: a crash between the provider's create and our record cannot hide the instance") {
@@ -285,7 +286,7 @@ TEST_CASE("ledger: a crash between the provider's create and our record cannot h
                                   {{"Authorization", std::string("Bearer ") + kKey}, {"Content-Type", "application/json"}});
     REQUIRE(reply.status == 200);
     std::string id = std::to_string(reply.json()["new_contract"].get<long long>());
-    json actions = cli.json({"sweep", "--provider", "vast"});
+    json actions = cli.json({"sweep", "--provider", "vast"})["actions"];
     bool recorded = false;
     for (const auto & a : actions) recorded |= a["action"] == "recorded" && a["id"] == id;
     CHECK(recorded);
@@ -308,7 +309,7 @@ TEST_CASE("sweep: deadlines are enforced on runpod, lambda and primeintellect to
         ids[p] = c["id"];
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1100));
-    json actions = cli.json({"sweep", "--provider", "runpod", "--provider", "lambda", "--provider", "primeintellect"});
+    json actions = cli.json({"sweep", "--provider", "runpod", "--provider", "lambda", "--provider", "primeintellect"})["actions"];
     for (const auto & [p, id] : ids) {
         bool terminated = false;
         // RunPod enforces terminateAfter itself: by the sweep the pod may already be gone (ledger: "gone").
@@ -318,5 +319,5 @@ TEST_CASE("sweep: deadlines are enforced on runpod, lambda and primeintellect to
         INFO(p);
         CHECK(terminated);
     }
-    CHECK(cli.json({"instances", "list", "--provider", "runpod", "--provider", "lambda", "--provider", "primeintellect"}).empty());
+    CHECK(cli.json({"instances", "list", "--provider", "runpod", "--provider", "lambda", "--provider", "primeintellect"})["instances"].empty());
 }

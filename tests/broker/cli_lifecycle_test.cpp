@@ -55,7 +55,7 @@ void lifecycle(const std::string & provider, std::vector<std::string> filters) {
     json shown = cli.json({"instances", "show", id});
     CHECK(shown["ref"] == ref);
 
-    json listed = cli.json({"instances", "list", "--provider", provider});
+    json listed = cli.json({"instances", "list", "--provider", provider})["instances"];
     REQUIRE(listed.size() == 1);
     CHECK(listed[0]["ref"] == ref);
     CHECK(listed[0]["run_id"] == "it1");
@@ -66,12 +66,12 @@ void lifecycle(const std::string & provider, std::vector<std::string> filters) {
 
     // terminate without --yes on a non-interactive stdin is refused (usage), nothing is touched.
     CHECK(cli.run({"instances", "terminate", ref}).exit_code == 2);
-    CHECK(cli.json({"instances", "list", "--provider", provider}).size() == 1);
+    CHECK(cli.json({"instances", "list", "--provider", provider})["instances"].size() == 1);
 
     json term = cli.json({"instances", "terminate", ref, "--yes"});
     REQUIRE(term.size() == 1);
     CHECK(term[0]["proven"] == true);
-    CHECK(cli.json({"instances", "list", "--provider", provider}).empty());
+    CHECK(cli.json({"instances", "list", "--provider", provider})["instances"].empty());
     auto gone = cli.run({"instances", "show", ref});
     CHECK(gone.exit_code == 9);
 }
@@ -149,20 +149,20 @@ TEST_CASE("cli local: create a real sshd instance, list it, ssh into it, termina
     json c = cli.json({"create", "--provider", "local", "--ssh-key", cli.dir() / "id", "--no-gpu-check", "--run-id", "loc"});
     std::string ref = "local:" + c["id"].get<std::string>();
     CHECK(c["ready"] == true);
-    json listed = cli.json({"instances", "list", "--provider", "local"});
+    json listed = cli.json({"instances", "list", "--provider", "local"})["instances"];
     REQUIRE(listed.size() == 1);
     CHECK(listed[0]["status"] == "running");
     CHECK(cli.json({"instances", "terminate", ref, "--yes"})[0]["proven"] == true);
-    CHECK(cli.json({"instances", "list", "--provider", "local"}).empty());
+    CHECK(cli.json({"instances", "list", "--provider", "local"})["instances"].empty());
     // terminate --all: every instance of ours, each proven.
     cli.json({"create", "--provider", "local", "--ssh-key", cli.dir() / "id", "--no-wait", "--run-id", "a1"});
     cli.json({"create", "--provider", "local", "--ssh-key", cli.dir() / "id", "--no-wait", "--run-id", "a2"});
-    CHECK(cli.json({"instances", "list"}).size() == 2);
+    CHECK(cli.json({"instances", "list"})["instances"].size() == 2);
     json all = cli.json({"instances", "terminate", "--all", "--yes"});
     REQUIRE(all.size() == 2);
     CHECK(all[0]["proven"] == true);
     CHECK(all[1]["proven"] == true);
-    CHECK(cli.json({"instances", "list"}).empty());
+    CHECK(cli.json({"instances", "list"})["instances"].empty());
     CHECK(cli.run({"instances", "terminate", "--all", "local:x", "--yes"}).exit_code == 2);
 }
 

@@ -1,6 +1,8 @@
 // The ledger (intent before create, outcome after) and credentials (env over file, 0600 enforced,
 // keys redacted everywhere).
+#include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "broker/credentials.h"
 #include "broker/ledger.h"
@@ -105,4 +107,85 @@ TEST_CASE("credentials: unknown keys in the config file are refused with file:li
         CHECK(e.kind() == common::ErrorKind::Usage);
         CHECK(e.message().find("broker.yaml:2") != std::string::npos);
     }
+}
+
+namespace {
+mode_t mode_of(const std::string & path) {
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    return st.st_mode & 0777;
+}
+// The ordinary umask, whatever the test runner set: the point is that the ledger does not rely on it.
+struct Umask {
+    mode_t old;
+    explicit Umask(mode_t m) : old(::umask(m)) {}
+    ~Umask() { ::umask(old); }
+};
+}  // namespace
+
+TEST_CASE("ledger: the file is 0600 and the directories created for it 0700, whatever the umask") {
+    Umask u(022);
+    tests::TempDir dir;
+    const std::string path = dir / "state/toolkit/ledger.sqlite";
+    {
+        Ledger l(path);
+        LedgerEntry e;
+        e.name = "tk-m1-main-dl100";
+        e.provider = "vast";
+        l.record_intent(e);
+    }
+    CHECK(mode_of(path) == 0600);
+    CHECK(mode_of(dir / "state") == 0700);
+    CHECK(mode_of(dir / "state/toolkit") == 0700);
+    if (::access((path + "-wal").c_str(), F_OK) == 0) CHECK(mode_of(path + "-wal") == 0600);
+    if (::access((path + "-shm").c_str(), F_OK) == 0) CHECK(mode_of(path + "-shm") == 0600);
+}
+
+TEST_CASE("ledger: an existing ledger with group/other bits is made 0600 on open, companions too") {
+    Umask u(022);
+    tests::TempDir dir;
+    const std::string path = dir / "ledger.sqlite";
+    { Ledger l(path); }
+    ::chmod(path.c_str(), 0644);
+    tests::write_file(path + "-wal", "");  // as an older version left it
+    ::chmod((path + "-wal").c_str(), 0644);
+    Ledger l(path);
+    CHECK(mode_of(path) == 0600);
+    CHECK(mode_of(path + "-wal") == 0600);
+    // An existing directory is not ours to chmod (it may be shared): left as it was, only warned about.
+    CHECK(mode_of(dir.path()) == 0700);
+}
+
+TEST_CASE("ledger: the private key a create used is recorded, older ledgers gain the column") {
+    tests::TempDir dir;
+    const std::string path = dir / "old.sqlite";
+    {
+        // The schema before ssh_key existed, with one row.
+        sqlite3 * db = nullptr;
+        REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+        REQUIRE(sqlite3_exec(db,
+                             "CREATE TABLE instances (name TEXT PRIMARY KEY, provider TEXT NOT NULL, instance_id TEXT NOT "
+                             "NULL DEFAULT '', run_id TEXT NOT NULL DEFAULT '', deadline_unix INTEGER NOT NULL DEFAULT 0, "
+                             "offer_id TEXT NOT NULL DEFAULT '', price_usd_per_hour REAL NOT NULL DEFAULT 0, state TEXT NOT "
+                             "NULL, detail TEXT NOT NULL DEFAULT '', created_unix REAL NOT NULL, updated_unix REAL NOT NULL);"
+                             "INSERT INTO instances (name, provider, instance_id, state, created_unix, updated_unix) VALUES "
+                             "('tk-old-main-dl1', 'vast', '5', 'created', 1, 1);",
+                             nullptr, nullptr, nullptr) == SQLITE_OK);
+        sqlite3_close(db);
+    }
+    Ledger l(path);
+    auto old = l.find_instance("vast", "5");
+    REQUIRE(old);
+    CHECK(old->ssh_key.empty());  // not recorded then: callers fall back to the default key
+    LedgerEntry e;
+    e.name = "tk-new-main-dl1";
+    e.provider = "runpod";
+    e.ssh_key = "/home/u/.ssh/run_key";
+    l.record_intent(e);
+    l.record_created(e.name, "pod-9");
+    auto got = l.find_instance("runpod", "pod-9");
+    REQUIRE(got);
+    CHECK(got->ssh_key == "/home/u/.ssh/run_key");
+    Ledger again(path);  // reopening does not add the column twice
+    CHECK(again.find_instance("runpod", "pod-9")->ssh_key == "/home/u/.ssh/run_key");
 }

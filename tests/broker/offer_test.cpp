@@ -142,3 +142,27 @@ TEST_CASE("instance: JSON rows carry uptime, cost so far and the SSH endpoint") 
     CHECK(j["run_id"] == "r1");
     CHECK(ssh_command(i, "/k") == "ssh -p 2222 -i /k root@1.2.3.4");
 }
+
+TEST_CASE("offer: an unknown manufacturer is a usage error naming the value and the accepted ones") {
+    OfferFilter f;
+    f.manufacturer = "foo";
+    try {
+        validate_filter(f);
+        FAIL("expected an error");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Usage);
+        CHECK(e.message().find("--manufacturer") != std::string::npos);
+        CHECK(e.message().find("'foo'") != std::string::npos);
+        CHECK(e.message().find("nvidia, amd") != std::string::npos);
+    }
+    for (const char * ok : {"nvidia", "NVIDIA", "Nvidia", "amd", "AMD", "nvidia corporation"}) {
+        f.manufacturer = ok;
+        CHECK_NOTHROW(validate_filter(f));
+    }
+    f = {};
+    f.min_ram_gb = 1e300;  // would overflow the integer pushed to RunPod
+    CHECK_THROWS_AS(validate_filter(f), common::Error);
+    f = {};
+    f.min_disk_gb = 1e300;
+    CHECK_THROWS_AS(validate_filter(f), common::Error);
+}

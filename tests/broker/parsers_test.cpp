@@ -1,7 +1,13 @@
 // Recorded response bodies (shapes from providers-api.md) → the providers' pure parsers and request
 // builders: units converted once, SSH endpoints derived the documented way, traps avoided.
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "broker/providers/json_api.h"
 #include "broker/providers/providers.h"
 #include "common/error.h"
+#include "fuzz/provider_json_check.h"
 
 #include <doctest/doctest.h>
 
@@ -206,4 +212,184 @@ TEST_CASE("primeintellect: offers keep cloudId and dataCenter apart, create uses
     CHECK(c["pod"]["image"] == "ubuntu_22_cuda_12");
     r.image = "cuda_12_4_pytorch_2_5";
     CHECK(prime_create_body(r)["pod"]["image"] == "cuda_12_4_pytorch_2_5");
+}
+
+TEST_CASE("runpod: secure offers are one per data centre that stocks the type, community offers carry the country") {
+    json data = json::parse(R"J({"gpuTypes": [
+      {"id": "NVIDIA H200", "displayName": "H200 SXM", "manufacturer": "Nvidia", "memoryInGb": 141,
+       "secureCloud": true, "communityCloud": true, "securePrice": 4.13, "communityPrice": 3.59, "maxGpuCount": 8,
+       "lowestPrice": {"stockStatus": "Medium", "countryCode": "RO"}}],
+      "dataCenters": [
+        {"id": "US-TX-3", "name": "Texas 3", "location": "United States", "listed": true,
+         "gpuAvailability": [{"gpuTypeId": "NVIDIA H200", "stockStatus": "High"}]},
+        {"id": "EU-RO-1", "name": "Romania 1", "location": "Romania", "listed": true,
+         "gpuAvailability": [{"gpuTypeId": "NVIDIA H200", "stockStatus": null}]},
+        {"id": "US-KS-2", "name": "Kansas 2", "location": "United States", "listed": true,
+         "gpuAvailability": [{"gpuTypeId": "NVIDIA H200", "stockStatus": "Low"}]}]})J");
+    auto secure = runpod_parse_offers(data, 2, true);
+    REQUIRE(secure.size() == 2);  // EU-RO-1 does not stock it
+    CHECK(secure[0].region == "US-TX-3 (United States)");
+    CHECK(secure[0].availability == "High");
+    CHECK(secure[0].offer_id == "NVIDIA_H200/secure/US-TX-3/2");
+    CHECK(secure[0].create_data["dataCenterId"] == "US-TX-3");
+    CHECK(secure[1].region == "US-KS-2 (United States)");
+    CHECK(runpod_offer_gpu_count(secure[1].offer_id) == 2);
+    OfferFilter f;
+    f.region = "kansas";  // not a word the data carries for that data centre: no match
+    CHECK(filter_offers(secure, f).empty());
+    f.region = "us-ks";
+    CHECK(filter_offers(secure, f).size() == 1);
+    auto community = runpod_parse_offers(data, 1, false);
+    REQUIRE(community.size() == 1);
+    CHECK(community[0].region == "RO");
+    CHECK(community[0].create_data["countryCode"] == "RO");
+    CHECK(community[0].offer_id == "NVIDIA_H200/community/1");
+    // Without dataCenters (an older answer) there is one regionless offer, as before.
+    data.erase("dataCenters");
+    auto plain = runpod_parse_offers(data, 1, true);
+    REQUIRE(plain.size() == 1);
+    CHECK(plain[0].region.empty());
+    CHECK(plain[0].offer_id == "NVIDIA_H200/secure/1");
+}
+
+TEST_CASE("runpod: an offer id must end in a GPU count, the create rents in the offer's data centre or country") {
+    CHECK(runpod_offer_gpu_count("NVIDIA_H100_80GB_HBM3/secure/US-TX-3/4/spot") == 4);
+    CHECK(runpod_offer_gpu_count("NVIDIA_H100_80GB_HBM3/community/8") == 8);
+    for (const char * bad : {"x", "x/secure/0", "x/secure/999999999999", "x/secure/-1", "x/secure/2 }) {"})
+        CHECK_THROWS_AS(runpod_offer_gpu_count(bad), common::Error);
+    CreateRequest r;
+    r.offer.gpu_count = 1;
+    r.offer.create_data = {{"gpuTypeId", "NVIDIA H200"}, {"cloudType", "SECURE"}, {"dataCenterId", "US-KS-2"}};
+    json req = runpod_create_request(r);
+    CHECK(req["variables"]["input"]["dataCenterId"] == "US-KS-2");
+    CHECK_FALSE(req["variables"]["input"].contains("countryCode"));
+}
+
+TEST_CASE("runpod: no value a user or a server wrote becomes GraphQL text, values travel as variables") {
+    OfferFilter plain, odd;
+    odd.min_ram_gb = 123;
+    odd.min_disk_gb = 4567;
+    json a = runpod_search_request(plain, 1, true), b = runpod_search_request(odd, 8, false);
+    CHECK(a["query"] == b["query"]);  // constant text
+    CHECK(b["variables"]["lowestPrice"]["minMemoryInGb"] == 123);
+    CHECK(b["variables"]["lowestPrice"]["minDisk"] == 4567);
+    CHECK(b["variables"]["lowestPrice"]["gpuCount"] == 8);
+    CHECK(b["variables"]["lowestPrice"]["secureCloud"] == false);
+    // A server-provided gpuTypeId that looks like GraphQL stays a variable value.
+    CreateRequest r;
+    r.offer.gpu_count = 1;
+    r.name = "tk-r-main-dl1";
+    r.offer.create_data = {{"gpuTypeId", "x\") { id } mutation M { podTerminate(input: {podId: \"p\"}) }"},
+                           {"cloudType", "SECURE"}};
+    json evil = runpod_create_request(r);
+    r.offer.create_data["gpuTypeId"] = "NVIDIA H100";
+    CHECK(evil["query"] == runpod_create_request(r)["query"]);
+    CHECK(evil["variables"]["input"]["gpuTypeId"].get<std::string>().find("podTerminate") != std::string::npos);
+}
+
+TEST_CASE("vast: spot rows add the storage charge dph_total includes, the create bids the machine's floor") {
+    json body = json::parse(R"J({"offers": [
+      {"id": 7, "num_gpus": 1, "gpu_name": "RTX 4090", "gpu_ram": 24564, "gpu_arch": "nvidia",
+       "dph_base": 1.2, "dph_total": 1.210417, "min_bid": 0.66, "storage_cost": 0.15}]})J");
+    auto od = vast_parse_offers(body, false);
+    auto spot = vast_parse_offers(body, true);
+    REQUIRE(od.size() == 1);
+    REQUIRE(spot.size() == 1);
+    CHECK(od[0].price_usd_per_hour_total == doctest::Approx(1.210417));
+    CHECK(spot[0].price_usd_per_hour_total == doctest::Approx(0.66 + 0.010417));
+    CHECK(spot[0].create_data["bid"].get<double>() == doctest::Approx(0.66));
+    // Without dph_base the charge comes from storage_cost ($/GB/month) at the search's storage.
+    body["offers"][0].erase("dph_base");
+    spot = vast_parse_offers(body, true, 50);
+    CHECK(spot[0].price_usd_per_hour_total == doctest::Approx(0.66 + 0.15 * 50 / 720.0));
+    CreateRequest r;
+    r.offer = spot[0];
+    CHECK(vast_create_body(r)["price"].get<double>() == doctest::Approx(0.66));
+}
+
+namespace {
+// Runs `parse` on `body`; true when it throws Error(Network) naming `provider` (exit 6, provider named).
+template <class F>
+bool network_error_naming(const std::string & provider, F && parse) {
+    try {
+        parse();
+    } catch (const common::Error & e) {
+        bool named = false;
+        for (const auto & [k, v] : e.context()) named |= k == "provider" && v == provider;
+        if (e.kind() == common::ErrorKind::Network && named) return true;
+        FAIL_CHECK("wrong error: kind ", common::kind_name(e.kind()), ": ", e.message());
+        return false;
+    } catch (const std::exception & e) {
+        FAIL_CHECK("not a common::Error: ", e.what());
+        return false;
+    }
+    return false;
+}
+}  // namespace
+
+TEST_CASE("hostile bodies: huge numbers, wrong types, wrong shapes are Error(Network) naming the provider") {
+    CHECK(network_error_naming("vast", [] { vast_parse_offers(json::parse(R"({"offers": [{"id": 1, "num_gpus": 1e300, "dph_total": 1}]})"), false); }));
+    CHECK(network_error_naming("vast", [] { vast_parse_offers(json::parse(R"({"offers": {"a": 1}})"), false); }));
+    CHECK(network_error_naming("vast", [] { vast_parse_offers(json::parse(R"({"offers": [{"id": 1, "rentable": "yes"}]})"), false); }));
+    CHECK(network_error_naming("vast", [] { vast_parse_create(json::parse(R"({"success": true, "new_contract": 1e300})")); }));
+    CHECK(network_error_naming("vast", [] { vast_parse_instance(json::parse(R"({"id": 1, "ssh_host": "h", "ssh_port": 99999})")); }));
+    CHECK(network_error_naming("runpod", [] { runpod_parse_offers(json::parse(R"({"gpuTypes": [{"id": "x", "secureCloud": "yes"}]})"), 1, true); }));
+    CHECK(network_error_naming("runpod", [] { runpod_parse_offers(json::parse(R"({"gpuTypes": 5})"), 1, true); }));
+    CHECK(network_error_naming("runpod", [] { runpod_parse_pod(json::parse(R"({"id": "p", "gpuCount": -1e200})")); }));
+    CHECK(network_error_naming("runpod", [] { runpod_parse_pods(json::parse(R"({"myself": {"pods": "none"}})")); }));
+    CHECK(network_error_naming("lambda", [] { lambda_parse_launch(json::parse(R"({"instance_ids": [42]})")); }));
+    CHECK(network_error_naming("lambda", [] { lambda_parse_instances(json::parse(R"({"x": 1})")); }));
+    CHECK(network_error_naming("lambda", [] {
+        lambda_parse_offers(json::parse(R"({"t": {"instance_type": {"specs": {"gpus": 1, "vcpus": 1e100}, "price_cents_per_hour": 1},
+                                                "regions_with_capacity_available": [{"name": "r"}]}})"));
+    }));
+    CHECK(network_error_naming("primeintellect", [] { prime_parse_pod(json::parse(R"({"id": "p", "installationStatus": "X", "installationProgress": 1e30})")); }));
+    CHECK(network_error_naming("primeintellect", [] { prime_parse_ssh(json::parse(R"("root@1.2.3.4 -p 99999999999")")); }));
+    CHECK(network_error_naming("primeintellect", [] { prime_parse_offers(json::parse(R"({"items": [{"isSpot": "no", "prices": {"onDemand": 1}}]})")); }));
+    // Numbers that no double holds never become JSON at all.
+    CHECK(network_error_naming("vast", [] { parse_body("vast", "search offers", R"({"offers": [{"dph_total": 1e999}]})"); }));
+}
+
+TEST_CASE("hostile bodies: nesting, giant arrays and oversize bodies are refused before parsing") {
+    CHECK(parse_body("vast", "x", "[[[[1]]]]").is_array());
+    CHECK(network_error_naming("vast", [] { parse_body("vast", "x", std::string(100000, '[') + std::string(100000, ']')); }));
+    std::string nested;
+    for (size_t i = 0; i < kMaxJsonDepth; ++i) nested += "[";
+    CHECK_NOTHROW(parse_body("vast", "x", nested + std::string(kMaxJsonDepth, ']')));
+    CHECK(network_error_naming("vast", [&] { parse_body("vast", "x", nested + "[" + std::string(kMaxJsonDepth + 1, ']')); }));
+    std::string giant = "{\"offers\": [0";
+    for (size_t i = 0; i < kMaxJsonArrayItems; ++i) giant += ",0";
+    CHECK(network_error_naming("vast", [&] { parse_body("vast", "x", giant + "]}"); }));
+    CHECK(network_error_naming("vast", [] { parse_body("vast", "x", std::string(200, ' ') + "{}", 200, 1, 100); }));
+    // Commas inside strings are not array items; brackets inside strings are not nesting.
+    CHECK_NOTHROW(parse_body("vast", "x", "[\"" + std::string(50000, ',') + std::string(100, '[') + "\"]"));
+}
+
+TEST_CASE("hostile bodies: long server strings cannot exhaust the stack (no regex on them)") {
+    json t = {{"t", {{"instance_type", {{"gpu_description", std::string(1 << 20, '1') + " GB"},
+                                       {"specs", {{"gpus", 1}}},
+                                       {"price_cents_per_hour", 100}}},
+                     {"regions_with_capacity_available", json::array({{{"name", "r"}}})}}}};
+    auto offers = lambda_parse_offers(t);
+    REQUIRE(offers.size() == 1);
+    CHECK(offers[0].vram_gb_per_gpu == 0);  // more than 6 digits is not a VRAM size
+    CHECK_FALSE(parse_instance_name("tk-" + std::string(1 << 20, 'a') + "-main-dl1"));
+    json pod = {{"id", "p"}, {"name", "tk-" + std::string(1 << 20, 'a') + "-main-dl1"}};
+    CHECK(runpod_parse_pods({{"myself", {{"pods", json::array({pod})}}}}).empty());
+}
+
+TEST_CASE("fuzz regressions: every committed provider_json input still satisfies the fuzz property") {
+    namespace fs = std::filesystem;
+    const fs::path dir = BROKER_FUZZ_REGRESSIONS_DIR;
+    REQUIRE(fs::is_directory(dir));
+    int n = 0;
+    for (const auto & entry : fs::directory_iterator(dir)) {
+        if (!entry.is_regular_file()) continue;
+        std::ifstream in(entry.path(), std::ios::binary);
+        std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        INFO(entry.path().filename().string());
+        CHECK(fuzz_provider_json::run_one(bytes) == "");
+        ++n;
+    }
+    CHECK(n > 0);
 }
