@@ -20,15 +20,17 @@ namespace bifrost {
 // command, the session itself must not be used for new channels again (see ChannelTask()).
 struct ChannelSetupFailed : common::Error {
     using common::Error::Error;
+    bool may_have_started = false;  // the exec request went out but its answer did not come
 };
 
 class ChannelTask {
 public:
-    // Opens a session channel and starts `command` (blocking round trips, each bounded by
-    // kChannelRequestTimeoutS). Throws Error(network), or Error(timeout) when the server did not
+    // Opens a session channel and starts `command` (blocking round trips, each bounded by the
+    // session's timeout, which Connection::open sets to ConnectOptions::channel_timeout_s). Throws Error(network), or Error(timeout) when the server did not
     // answer in time. After any failure here the session's channel bookkeeping is no longer
     // trustworthy (see the constructor), so the session is disconnected: the caller reconnects.
-    ChannelTask(ssh_session_struct * session, const std::string & command, const std::string & label);
+    ChannelTask(ssh_session_struct * session, const std::string & command, const std::string & label,
+                double timeout_s = 120);
     ~ChannelTask();
     ChannelTask(const ChannelTask &) = delete;
     ChannelTask & operator=(const ChannelTask &) = delete;
@@ -65,11 +67,6 @@ private:
     // until the server's close arrives and would otherwise call into a destroyed task.
     std::unique_ptr<ssh_channel_callbacks_struct> callbacks_;
 };
-
-// How long one channel round trip (open, exec request, exit status) may wait for the server. The
-// session-wide libssh timeout is the connect timeout (seconds); a loaded machine can take longer
-// to answer a channel request than to accept a TCP connection.
-constexpr long kChannelRequestTimeoutS = 120;
 
 // "KILL" -> 9, "SIGSEGV" -> 11; 0 when unknown. The SSH exit-signal request names the signal
 // without "SIG" (RFC 4254 section 6.10).

@@ -52,6 +52,36 @@ struct Client::Impl {
         }
         return *transport;
     }
+    // Runs one remote command; when it provably never started (CommandNotStarted, or no connection
+    // could be made), reconnects with backoff and runs it again, for up to reconnect_window_s. Any
+    // command may go through this, since nothing of it ran.
+    int run(const RemoteCommand & command) {
+        auto start = std::chrono::steady_clock::now();
+        double backoff_s = 0.5;
+        for (int retries = 0;; ++retries) {
+            double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            bool may_retry = reconnect && (retries == 0 || waited <= reconnect_window_s);
+            Transport * transport_now = nullptr;
+            try {
+                transport_now = &t();
+            } catch (const common::Error & e) {
+                if (!may_retry || (e.kind() != common::ErrorKind::Network && e.kind() != common::ErrorKind::Timeout)) throw;
+                common::log::warn(e.message(), "; connecting again");
+            }
+            if (transport_now) {
+                try {
+                    return transport_now->run(command);
+                } catch (const CommandNotStarted & e) {
+                    if (!may_retry) throw;
+                    common::log::warn(e.message(), "; the command did not start; running it on a new connection");
+                    transport.reset();
+                }
+            }
+            common::throw_if_interrupted();
+            std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
+            backoff_s = std::min(backoff_s * 2, 5.0);
+        }
+    }
     // Runs a script through the prologue (stdin block), collecting stdout; stderr is collected too.
     struct Captured {
         int status = 0;

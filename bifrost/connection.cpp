@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bifrost/channel.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
@@ -227,8 +228,12 @@ std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const Co
             ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
         }
         // From here on the session timeout bounds each channel round trip (open, exec, exit status).
-        long request_timeout_s = std::max(timeout_s, kChannelRequestTimeoutS);
-        ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &request_timeout_s);
+        // It was the connect timeout (10 s) before: on a loaded machine a channel open could time
+        // out, and libssh 0.10 then reports no error of its own (an old message showed instead).
+        long request_s = static_cast<long>(options.channel_timeout_s);
+        long request_us = static_cast<long>((options.channel_timeout_s - static_cast<double>(request_s)) * 1e6);
+        ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &request_s);
+        ssh_options_set(s, SSH_OPTIONS_TIMEOUT_USEC, &request_us);
         auto c = std::unique_ptr<Connection>(new Connection());
         c->endpoint_ = e;
         c->options_ = options;
@@ -251,12 +256,13 @@ void Connection::send_keepalive() {
 }
 
 int Connection::run(const RemoteCommand & command) {
-    if (!alive()) throw Error(ErrorKind::Network, label() + ": connection lost").with("host", label());
+    if (!alive()) throw CommandNotStarted(ErrorKind::Network, label() + ": connection lost", {{"host", label()}});
     std::optional<ChannelTask> started;
     try {
-        started.emplace(session_, command.command, label());
-    } catch (const ChannelSetupFailed &) {
+        started.emplace(session_, command.command, label(), options_.channel_timeout_s);
+    } catch (const ChannelSetupFailed & e) {
         broken_ = true;
+        if (!e.may_have_started) throw CommandNotStarted(e.kind(), e.message(), e.context());
         throw;
     }
     ChannelTask & task = *started;
@@ -303,15 +309,15 @@ int Connection::run(const RemoteCommand & command) {
 
 // ---- ChannelTask ----
 
-ChannelTask::ChannelTask(ssh_session session, const std::string & command, const std::string & label)
+ChannelTask::ChannelTask(ssh_session session, const std::string & command, const std::string & label, double timeout_s)
     : session_(session), label_(label) {
     // libssh keeps its last error string until another error replaces it, and a failed round trip
     // does not always set one (a timed-out open sets none): compare, so an old message is never
     // reported as this failure's reason.
     const std::string error_before = ssh_get_error(session);
-    auto fail = [&](const char * step, int rc) {
+    auto fail = [&](const char * step, int rc, bool may_have_started = false) {
         std::string now = ssh_get_error(session);
-        std::string why = rc == SSH_AGAIN ? "no answer from the server within " + std::to_string(kChannelRequestTimeoutS) + " s"
+        std::string why = rc == SSH_AGAIN ? "no answer from the server within " + common::format_duration(timeout_s)
                           : now != error_before && !now.empty() ? now
                                                                 : "the server refused it";
         // A channel whose open is still pending is removed from libssh's table at once when freed
@@ -324,8 +330,10 @@ ChannelTask::ChannelTask(ssh_session session, const std::string & command, const
             ssh_channel_free(channel_);
             channel_ = nullptr;
         }
-        throw ChannelSetupFailed(rc == SSH_AGAIN ? ErrorKind::Timeout : ErrorKind::Network,
-                                 label + ": cannot start a remote command: " + step + ": " + why, {{"host", label}});
+        ChannelSetupFailed failure(rc == SSH_AGAIN ? ErrorKind::Timeout : ErrorKind::Network,
+                                   label + ": cannot start a remote command: " + step + ": " + why, {{"host", label}});
+        failure.may_have_started = may_have_started;
+        throw failure;
     };
     channel_ = ssh_channel_new(session);
     if (!channel_) fail("creating a channel", SSH_ERROR);
@@ -338,7 +346,7 @@ ChannelTask::ChannelTask(ssh_session session, const std::string & command, const
     ssh_callbacks_init(callbacks_.get());
     ssh_add_channel_callbacks(channel_, callbacks_.get());
     rc = ssh_channel_request_exec(channel_, command.c_str());
-    if (rc != SSH_OK) fail("exec request", rc);
+    if (rc != SSH_OK) fail("exec request", rc, rc == SSH_AGAIN);
 }
 
 void ChannelTask::on_exit_signal(ssh_session, ssh_channel, const char * signal, int, const char *, const char *, void * self) {

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "bifrost/target.h"
+#include "common/error.h"
 
 struct ssh_session_struct;
 
@@ -21,6 +22,7 @@ struct ConnectOptions {
     std::string key_path;            // --key; empty: ssh-agent, then ~/.ssh/id_* defaults
     std::string known_hosts_path;    // empty: default_known_hosts_path()
     double connect_timeout_s = 10;   // per attempt
+    double channel_timeout_s = 120;  // per channel round trip once connected (open, exec, exit status)
     double retry_deadline_s = 0;     // keep retrying refused/unreachable hosts (still booting) this long
     int keepalive_s = 15;            // SSH ignore messages + TCP_USER_TIMEOUT of 3x this
     std::optional<bool> compression; // nullopt: on unless the host is loopback
@@ -42,6 +44,12 @@ struct RemoteCommand {
 };
 
 // How a remote command is run: a direct libssh connection, or a control-socket client.
+// The remote command never ran (no channel, or the server refused it): running it again on a new
+// connection cannot repeat it. Client retries such failures for every verb, not only reads.
+struct CommandNotStarted : common::Error {
+    using common::Error::Error;
+};
+
 class Transport {
 public:
     virtual ~Transport() = default;
@@ -49,6 +57,8 @@ public:
     // when the connection fails underneath it.
     virtual int run(const RemoteCommand & command) = 0;
     virtual std::string label() const = 0;
+    // Throws CommandNotStarted (a common::Error) when the command provably never ran, so the caller
+    // may run it again on a new transport.
     // False once the transport is known to be dead; Client then reconnects before the next call
     // (never retrying a call that may have run: commands are not assumed idempotent).
     virtual bool usable() { return true; }

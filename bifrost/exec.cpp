@@ -51,7 +51,7 @@ Client::Impl::Captured Client::Impl::run_script(const std::string & script, cons
     Captured c;
     rc.on_stdout = [&](std::string_view d) { c.out.append(d); };
     rc.on_stderr = [&](std::string_view d) { c.err.append(d); };
-    c.status = t().run(rc);
+    c.status = run(rc);
     return c;
 }
 
@@ -129,7 +129,7 @@ int Client::exec(const Command & command, const ExecOptions & options, const Str
     rc.stdin_fd = options.stdin_fd;
     rc.on_stdout = on_stdout;
     rc.on_stderr = on_stderr;
-    return impl_->t().run(rc);
+    return impl_->run(rc);
 }
 
 std::pair<std::string, std::string> parse_env_assignment(const std::string & text) {

@@ -45,7 +45,7 @@ uint64_t Client::logs(const std::string & name, uint64_t offset, bool follow, co
             if (on_data) on_data(d);
         };
         rc.on_stderr = [&](std::string_view d) { err.append(d); };
-        int status = impl_->t().run(rc);
+        int status = impl_->run(rc);
         if (status == kNoSuchJobStatus)
             throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
         if (status != 0)
@@ -79,7 +79,7 @@ JobPoll Client::poll_job(const std::string & name, uint64_t offset, const Stream
         rc.on_stderr = [&](std::string_view d) {
             if (err.size() < (1u << 20)) err.append(d);
         };
-        int status = impl_->t().run(rc);
+        int status = impl_->run(rc);
         if (status == kNoSuchJobStatus)
             throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
         if (status != 0)

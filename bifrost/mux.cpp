@@ -1,7 +1,8 @@
 // The control-socket master and client. Wire format, both directions: 1 type byte, 4-byte
 // big-endian length, payload. Client->master: 'R' command, 'I' stdin bytes, 'D' end of stdin.
 // Master->client: 'O' stdout, 'E' stderr, 'K' the signal that killed the command (then 'X'), 'X' exit
-// status (decimal), 'F' failure ("kind\tmessage").
+// status (decimal), 'F' failure ("kind\tmessage"), 'N' failure before the command started (same
+// payload; the client may run it again on a new master).
 // One request per socket connection. Only peers with our uid are served (SO_PEERCRED).
 #include "bifrost/mux.h"
 
@@ -101,7 +102,8 @@ public:
     int run(const RemoteCommand & command) override {
         int fd = connect_socket(path_);
         if (fd < 0)
-            throw Error(ErrorKind::Network, label_ + ": control master went away; the connection was lost").with("host", label_);
+            throw CommandNotStarted(ErrorKind::Network, label_ + ": control master went away; the connection was lost",
+                                    {{"host", label_}});
         struct Closer {
             int fd;
             ~Closer() { ::close(fd); }
@@ -118,10 +120,12 @@ public:
         size_t in_off = 0;
         std::string chunk, payload;
         char buf[1 << 16];
+        bool streamed = false;  // stdin was taken from stdin_fd/stdin_source: a rerun could not replay it
         for (;;) {
             common::throw_if_interrupted();
             if (source_open && command.stdin_source && out.size() - out_off < (1u << 20)) {
                 chunk.clear();
+                streamed = true;
                 if (command.stdin_source(chunk)) {
                     append_frame(out, 'I', chunk);
                 } else {
@@ -158,14 +162,18 @@ public:
                     else if (type == 'K')
                         common::log::warn(label_, ": the remote command was killed by signal SIG", payload);
                     else if (type == 'X') return std::atoi(payload.c_str());
-                    else if (type == 'F') {
+                    else if (type == 'F' || type == 'N') {
                         auto tab = payload.find('\t');
-                        throw Error(kind_from_name(payload.substr(0, tab)), payload.substr(tab + 1)).with("host", label_);
+                        Error::Context context{{"host", label_}};
+                        if (type == 'N' && !streamed)
+                            throw CommandNotStarted(kind_from_name(payload.substr(0, tab)), payload.substr(tab + 1), context);
+                        throw Error(kind_from_name(payload.substr(0, tab)), payload.substr(tab + 1), context);
                     }
                 }
             }
             if (poll_stdin && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
                 ssize_t r = ::read(command.stdin_fd, buf, sizeof buf);
+                streamed = true;
                 if (r > 0) append_frame(out, 'I', std::string_view(buf, static_cast<size_t>(r)));
                 else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
                     append_frame(out, 'D', {});
@@ -198,7 +206,9 @@ void unlink_if_ours(const std::string & path, const struct stat & mine) {
     if (::stat(path.c_str(), &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev) ::unlink(path.c_str());
 }
 
-void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, const std::string & path, const struct stat & mine) {
+void serve(Connection & conn, int listen_fd, int persist_s, const ConnectOptions & options, const std::string & path,
+           const struct stat & mine) {
+    const int keepalive_s = options.keepalive_s;
     std::list<Peer> peers;
     auto idle_since = std::chrono::steady_clock::now();
     auto last_keepalive = idle_since;
@@ -284,9 +294,10 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
                 while (!p.finished && pop_frame(p.in, p.in_off, type, payload)) {
                     if (type == 'R' && !p.task) {
                         try {
-                            p.task = std::make_unique<ChannelTask>(session, payload, label);
+                            p.task = std::make_unique<ChannelTask>(session, payload, label, options.channel_timeout_s);
                         } catch (const ChannelSetupFailed & e) {
-                            append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
+                            append_frame(p.out, e.may_have_started ? 'F' : 'N',
+                                         std::string(common::kind_name(e.kind())) + "\t" + e.message());
                             p.finished = true;
                             if (!draining) {
                                 common::log::warn("control master: ", e.message(), "; draining and exiting");
@@ -346,7 +357,8 @@ void serve(Connection & conn, int listen_fd, int persist_s, int keepalive_s, con
             // Unreachable first, so a request that sees this failure and retries starts a new master.
             unlink_if_ours(path, mine);
             for (auto & p : peers) {
-                if (!p.finished) append_frame(p.out, 'F', std::string("network\t") + failure);
+                // A peer whose command never got a channel is told so: it may try a new master.
+                if (!p.finished) append_frame(p.out, p.task ? 'F' : 'N', std::string("network\t") + failure);
                 int flags = ::fcntl(p.fd, F_GETFL);
                 ::fcntl(p.fd, F_SETFL, flags & ~O_NONBLOCK);
                 if (p.out.size() > p.out_off) (void)!::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
@@ -436,7 +448,7 @@ void replace_command_line(const std::string & title) {
     ::dup2(devnull, 1);
     ::dup2(log_fd >= 0 ? log_fd : devnull, 2);
     try {
-        serve(*conn, listen_fd, persist_s, options.keepalive_s, path, mine);
+        serve(*conn, listen_fd, persist_s, options, path, mine);
     } catch (...) {
     }
     // Only remove the socket if it is still ours (a newer master may have replaced it).

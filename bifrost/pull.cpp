@@ -245,7 +245,7 @@ PullStats Client::pull(const std::string & remote_path, const std::string & loca
             rc.on_stderr = [&](std::string_view d) { err.append(d); };
             int status;
             try {
-                status = impl_->t().run(rc);
+                status = impl_->run(rc);
             } catch (...) {
                 ::close(fd);  // the part file stays: the next pull resumes from its size
                 throw;

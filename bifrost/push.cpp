@@ -260,7 +260,7 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
     };
     std::string err;
     rc.on_stderr = [&](std::string_view d) { err.append(d); };
-    int status = impl_->t().run(rc);
+    int status = impl_->run(rc);
     if (status != 0) {
         while (!err.empty() && err.back() == '\n') err.pop_back();
         throw Error(ErrorKind::RemoteFailed, label + ": push to " + stats.remote_dir + " failed (exit " +

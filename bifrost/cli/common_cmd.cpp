@@ -21,13 +21,19 @@ Client make_client(const GlobalOptions & global, const std::string & target_text
     options.retry_deadline_s = global.wait_s;
     if (global.compress == "yes") options.compression = true;
     else if (global.compress == "no") options.compression = false;
+    // A lost connection is re-made for as long as --wait allows (one quick retry at least): the
+    // same patience the user gave the first connection.
     if (global.persist_s <= 0) {
         auto factory = [endpoint, options]() -> std::unique_ptr<Transport> { return Connection::open(endpoint, options); };
-        return Client(factory(), factory);
+        Client client(factory(), factory);
+        client.set_reconnect_window(global.wait_s);
+        return client;
     }
     int persist = global.persist_s;
     auto factory = [endpoint, options, persist]() { return connect_via_control(endpoint, options, persist); };
-    return Client(factory(), factory);
+    Client client(factory(), factory);
+    client.set_reconnect_window(global.wait_s);
+    return client;
 }
 
 ExecOptions make_exec_options(const std::vector<std::string> & env, const std::vector<std::string> & env_files,
