@@ -22,9 +22,11 @@ int64_t to_int(const nlohmann::json & v, const std::string & key, const std::str
     const std::string range = " (allowed: " + std::to_string(min) + " to " + std::to_string(max) + ")";
     if (v.is_number_float())
         throw key_error(path, key, "must be an integer, got " + v.dump() + range);
+    // JSON text parses every non-negative integer as unsigned: both ends are checked here too.
     if (v.is_number_unsigned()) {
         auto u = v.get<uint64_t>();
-        if (u > static_cast<uint64_t>(max)) throw key_error(path, key, std::to_string(u) + " is out of range" + range);
+        if (u > static_cast<uint64_t>(max) || (min > 0 && u < static_cast<uint64_t>(min)))
+            throw key_error(path, key, std::to_string(u) + " is out of range" + range);
         return static_cast<int64_t>(u);
     }
     if (!v.is_number_integer()) throw key_error(path, key, "has the wrong type (" + std::string(v.type_name()) + ", expected an integer)");

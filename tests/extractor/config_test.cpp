@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "extractor/checkpoint/hf_config.h"
 #include "extractor/families/family.h"
+#include "fuzz/hf_config_check.h"
 #include "tests/extractor/test_util.h"
 #include "tests/support/temp_dir.h"
 
@@ -97,6 +98,18 @@ TEST_CASE("config: every count must be a JSON integer within its bound, the erro
     CHECK(err("mlp_only_layers", std::vector<int>(3, 0)).find("key mlp_only_layers: 3 entries, more than 2") != std::string::npos);
     CHECK(err("partial_rotary_factor", 1e18).find("key partial_rotary_factor: must be in (0, 1]") != std::string::npos);
     CHECK(err("rms_norm_eps", true).find("key rms_norm_eps: has the wrong type (boolean") != std::string::npos);
+    // JSON text parses non-negative integers as unsigned: the lower bound holds for them too (found
+    // by hf_config_fuzz: "decoder_sparse_step": 0 and "num_hidden_layers": 0 were accepted).
+    for (const char * key : {"num_hidden_layers", "decoder_sparse_step", "vocab_size"}) {
+        nlohmann::json without = base();
+        without.erase(key);
+        std::string text = without.dump();
+        text.insert(1, "\"" + std::string(key) + "\":0,");
+        nlohmann::json parsed = nlohmann::json::parse(text);
+        REQUIRE(parsed[key].is_number_unsigned());
+        CHECK(error_of([&] { parse_hf_config(parsed, "m/config.json"); }).find("key " + std::string(key) + ": 0 is out of range") !=
+              std::string::npos);
+    }
     // Each within its bound, but experts x layers rows in the weight plan are bounded too.
     nlohmann::json j = base();
     j["num_hidden_layers"] = 1024;
@@ -144,7 +157,7 @@ TEST_CASE("config: committed fuzz regression inputs are refused or parsed within
         if (!j.is_discarded()) {
             try {
                 HfConfig c = parse_hf_config(j, e.path().string());
-                CHECK(c.num_hidden_layers <= hf_limits::kLayers);
+                CHECK(fuzz_checks::hf_config_within_limits(c));
             } catch (const common::Error & err) {
                 CHECK(err.kind() == common::ErrorKind::Usage);
             }
