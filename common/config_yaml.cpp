@@ -148,8 +148,8 @@ void refuse_duplicate_keys(const YAML::Node & node, const std::string & file, ui
         std::set<std::string> seen;
         for (auto it = node.begin(); it != node.end(); ++it) {
             if (!it->first.IsScalar())
-                throw Error::usage(location(it->first.Mark(), file) + ": a key must be a plain value, not a " +
-                                   (it->first.IsMap() ? "mapping" : it->first.IsSequence() ? "list" : "null"))
+                throw Error::usage(location(it->first.Mark(), file) + ": a key must be a plain value, not " +
+                                   (it->first.IsMap() ? "a mapping" : it->first.IsSequence() ? "a list" : "null"))
                     .with("file", file);
             const std::string key = it->first.Scalar();
             if (!seen.insert(key).second)
@@ -264,6 +264,17 @@ std::vector<std::string> ConfigNode::keys() const {
     std::vector<std::string> out;
     if (!node_->IsMap()) return out;
     for (auto it = node_->begin(); it != node_->end(); ++it) out.push_back(it->first.Scalar());
+    return out;
+}
+
+std::vector<std::pair<std::string, ConfigNode>> ConfigNode::entries() const {
+    std::vector<std::pair<std::string, ConfigNode>> out;
+    if (!node_->IsMap()) return out;
+    for (auto it = node_->begin(); it != node_->end(); ++it) {
+        std::string key = it->first.Scalar();
+        ConfigNode child(std::make_unique<YAML::Node>(it->second), file_, child_path(key));
+        out.emplace_back(std::move(key), std::move(child));
+    }
     return out;
 }
 
