@@ -5,6 +5,8 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -37,10 +39,14 @@ void write_tree(const std::string & src, bool buildable) {
     }
     tests::write_file(src + "/CMakeLists.txt",
                       "cmake_minimum_required(VERSION 3.18)\nproject(stand_in CXX)\nadd_subdirectory(extractor)\nadd_subdirectory(analysis)\n");
+    tests::write_file(src + "/common/a.h", "#pragma once\n#define STAND_IN_VERSION \"stand-in 1.0\"\n");
     for (const auto & [dir, name] : {std::pair{"extractor", "extract"}, std::pair{"analysis", "analyze"}}) {
         fs::create_directories(src + "/" + dir);
-        tests::write_file(src + "/" + dir + "/CMakeLists.txt", std::string("add_executable(") + name + " main.cpp)\n");
-        tests::write_file(src + "/" + dir + "/main.cpp", "#include <cstdio>\nint main() { std::puts(\"stand-in 1.0\"); }\n");
+        // Includes from the tree's root, like the real parts (an absolute -I the base folder rewrites).
+        tests::write_file(src + "/" + dir + "/CMakeLists.txt",
+                          std::string("add_executable(") + name + " main.cpp)\ntarget_include_directories(" + name + " PRIVATE ${CMAKE_SOURCE_DIR})\n");
+        tests::write_file(src + "/" + dir + "/main.cpp",
+                          "#include <cstdio>\n#include \"common/a.h\"\nint main() { std::puts(STAND_IN_VERSION); }\n");
     }
 }
 
@@ -186,4 +192,42 @@ TEST_CASE("bootstrap.sh: builds without ccache where it is not installed") {
     CHECK(r.err.find("ccache: not installed") != std::string::npos);
     std::string last = r.out.substr(r.out.rfind("bin_dir="));
     CHECK(common::run_process({last.substr(8, last.find('\n') - 8) + "/analyze"}).out == "stand-in 1.0\n");
+}
+
+TEST_CASE("bootstrap.sh: a build on this machine reuses the objects of a host build in <checkout>/build through the real ccache") {
+    if (common::run_process({"sh", "-c", "command -v ccache && command -v ninja"}).exit_code != 0) {
+        MESSAGE("ccache or ninja is not installed (the host build is a Ninja build); nothing to share");
+        return;
+    }
+    tests::TempDir dir{"bootstrap-share"};
+    write_tree(dir / "checkout", true);
+    const std::string checkout = fs::canonical(dir / "checkout").string();
+    // A host build in <checkout>/build with the two settings the sharing needs (CCACHE_BASEDIR, and
+    // sloppiness locale: the shell that runs it has a locale, an ssh session does not).
+    common::RunOptions host;
+    host.extra_env = {"CCACHE_DIR=" + dir / "ccache", "CCACHE_BASEDIR=" + checkout, "CCACHE_SLOPPINESS=locale", "LANG=C.UTF-8",
+                      "CCACHE_NOHASHDIR="};
+    host.timeout = std::chrono::milliseconds(240 * 1000);
+    auto cfg = common::run_process({"cmake", "-S", checkout, "-B", checkout + "/build", "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                                    "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"}, host);
+    REQUIRE(cfg.exit_code == 0);
+    REQUIRE(common::run_process({"cmake", "--build", checkout + "/build"}, host).exit_code == 0);
+    REQUIRE(common::run_process({"ccache", "--zero-stats"}, host).exit_code == 0);
+    // The rehearsal's remote side: the same sources pushed elsewhere, an ssh session without the locale.
+    fs::create_directories(dir / "instance/home/toolkit");
+    fs::copy(dir / "checkout", dir / "instance/home/toolkit/src", fs::copy_options::recursive);
+    fs::remove_all(dir / "instance/home/toolkit/src/build");
+    auto r = bootstrap({dir / "instance/home/toolkit/src", dir / "cache"},
+                       {"PATH=" + std::string(kSystemPath), "HOME=" + dir / "instance/home", "CCACHE_DIR=" + dir / "ccache", "LANG=",
+                        "CCACHE_BASEDIR=", "CCACHE_SLOPPINESS=", "CCACHE_NOHASHDIR="});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    // Both compiles came from the host build's objects (the counters of this test's own ccache folder).
+    auto stats = common::run_process({"ccache", "--print-stats"}, host).out;
+    auto counter = [&](const std::string & name) {
+        auto at = stats.find("\n" + name + "\t");
+        return at == std::string::npos ? -1 : std::stoi(stats.substr(at + name.size() + 2));
+    };
+    CHECK(counter("direct_cache_hit") + counter("preprocessed_cache_hit") == 2);
+    CHECK(counter("cache_miss") == 0);
 }
