@@ -89,6 +89,10 @@ struct Client::Impl {
         std::string err;
     };
     Captured run_script(const std::string & script, const std::string & extra_stdin = {});
+    // Streams a job script's stdout (a log from byte `at`, counted into it) to on_data; returns its
+    // stderr. Throws not_found for a missing job, remote_failed for another non-zero exit.
+    std::string stream_log(const std::string & name, const std::string & script, uint64_t & at,
+                           const StreamCallback & on_data, const std::string & what);
     // Like run_script but throws Error(remote_failed) with the captured stderr when status != 0.
     std::string run_script_ok(const std::string & script, const std::string & what);
 };

@@ -24,6 +24,30 @@ std::string job_dir_var(const std::string & name) {
 
 }  // namespace
 
+// Runs a job script whose stdout is the log from `at` (counted into `at` as it arrives) and whose
+// stderr is collected (bounded) and returned. `what` names the read in errors.
+std::string Client::Impl::stream_log(const std::string & name, const std::string & script, uint64_t & at,
+                                     const StreamCallback & on_data, const std::string & what) {
+    Prologue p = make_prologue(script);
+    RemoteCommand rc;
+    rc.command = p.command;
+    rc.stdin_data = p.stdin_block;
+    std::string err;
+    rc.on_stdout = [&](std::string_view d) {
+        at += d.size();
+        if (on_data) on_data(d);
+    };
+    rc.on_stderr = [&](std::string_view d) {
+        if (err.size() < (1u << 20)) err.append(d);
+    };
+    int status = run(rc);
+    if (status == kNoSuchJobStatus)
+        throw Error::not_found("job " + name, "no such job on " + t().label() + "; see `bifrost jobs`");
+    if (status != 0)
+        throw Error(ErrorKind::RemoteFailed, t().label() + ": " + what + " failed (exit " + std::to_string(status) + "): " + err);
+    return err;
+}
+
 uint64_t Client::logs(const std::string & name, uint64_t offset, bool follow, const StreamCallback & on_data) {
     const std::string head = job_dir_var(name);
     uint64_t at = offset;
@@ -35,21 +59,7 @@ uint64_t Client::logs(const std::string & name, uint64_t offset, bool follow, co
                       "exec tail -c +$o -s 0.2 -f --pid=\"$pid\" \"$J/log\"\n";
         else
             script += "exec tail -c +$o \"$J/log\"\n";
-        Prologue p = make_prologue(script);
-        RemoteCommand rc;
-        rc.command = p.command;
-        rc.stdin_data = p.stdin_block;
-        std::string err;
-        rc.on_stdout = [&](std::string_view d) {
-            at += d.size();
-            if (on_data) on_data(d);
-        };
-        rc.on_stderr = [&](std::string_view d) { err.append(d); };
-        int status = impl_->run(rc);
-        if (status == kNoSuchJobStatus)
-            throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
-        if (status != 0)
-            throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": reading the log of " + name + " failed: " + err);
+        impl_->stream_log(name, script, at, on_data, "reading the log of " + name);
         return at;
     });
 }
@@ -67,24 +77,7 @@ JobPoll Client::poll_job(const std::string & name, uint64_t offset, const Stream
             script += "touch -- " + remote_path_expr(touch_path) + " || echo 'bifrost: cannot touch the heartbeat file' >&2\n";
         script += "{ " + job_list_script(name) + "} >&2\n"
                   "exec tail -c +" + std::to_string(poll.offset + 1) + " \"$J/log\"\n";
-        Prologue p = make_prologue(script);
-        RemoteCommand rc;
-        rc.command = p.command;
-        rc.stdin_data = p.stdin_block;
-        std::string err;
-        rc.on_stdout = [&](std::string_view d) {
-            poll.offset += d.size();
-            if (on_data) on_data(d);
-        };
-        rc.on_stderr = [&](std::string_view d) {
-            if (err.size() < (1u << 20)) err.append(d);
-        };
-        int status = impl_->run(rc);
-        if (status == kNoSuchJobStatus)
-            throw Error::not_found("job " + name, "no such job on " + impl_->t().label() + "; see `bifrost jobs`");
-        if (status != 0)
-            throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": polling job " + name + " failed (exit " +
-                                                     std::to_string(status) + "): " + err);
+        std::string err = impl_->stream_log(name, script, poll.offset, on_data, "polling job " + name);
         poll.info = find_job_line(err, name);
         if (poll.info.name.empty())
             throw Error(ErrorKind::RemoteFailed, impl_->t().label() + ": polling job " + name + ": no state line in: " + err);
