@@ -1,17 +1,19 @@
-// CBOR statistics files. Every array's length is checked against the header fields on load, so a
-// truncated or hand-edited file is refused with its name rather than read out of bounds.
+// CBOR statistics files. A file is untrusted: its raw CBOR is scanned before parsing (nesting,
+// lengths), then every field is typed, range-checked and sized against what the file holds before
+// anything is allocated, so a truncated, hand-edited or hostile file is refused naming the file and
+// the field rather than read out of bounds.
 #include "analysis/stats_file.h"
 
 #include "common/error.h"
 
 #include <bit>
 #include <cerrno>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
-#include <limits>
 #include <fstream>
 #include <iterator>
+#include <limits>
 
 namespace analysis {
 

@@ -19,9 +19,10 @@ inline constexpr const char * kStatisticsFormat = "toolkit.analysis.statistics";
 inline constexpr int kMaxStatisticsNesting = 64;              // CBOR arrays/maps inside each other
 inline constexpr int64_t kMaxStatisticsHidden = int64_t{1} << 20;
 inline constexpr int64_t kMaxStatisticsPositions = int64_t{1} << 24;
-// The [T,H] position map is dense in memory but sparse on disk, so its size is not bounded by the
-// file; 2^30 int32 entries (4 GiB) is beyond any run the accumulator can hold on one device.
-inline constexpr uint64_t kMaxPositionMapEntries = uint64_t{1} << 30;
+// The [T,H] position map is dense in memory but sparse on disk (rows of dims with a hit only), so
+// its size is not bounded by the file: 2^28 int32 entries (1 GiB) holds hidden 8192 at 32768
+// positions, and a claimed map beyond it is refused rather than allocated.
+inline constexpr uint64_t kMaxPositionMapEntries = uint64_t{1} << 28;
 inline constexpr int kMaxStatisticsHistogramBins = 4096;
 inline constexpr int64_t kMaxStatisticsLayer = int64_t{1} << 20;
 

@@ -88,7 +88,8 @@ inline void check_result_text(std::string_view text) {
 // Statistics bytes: parse_statistics returns statistics whose arrays match their stated sizes and
 // whose indices are in range, or throws common::Error (usage). What `analyze report` does next
 // (criteria, result JSON, markdown, plots) throws nothing but common::Error (an empty run is a
-// usage error), and the result it builds passes validate_result.
+// usage error), the result it builds passes validate_result and renders, and a merge with itself
+// is refused or succeeds.
 inline void check_statistics_bytes(const std::uint8_t * data, std::size_t size) {
     analysis::Statistics s;
     try {
@@ -105,11 +106,27 @@ inline void check_statistics_bytes(const std::uint8_t * data, std::size_t size) 
     for (const auto & q : s.per_sequence)
         for (const auto & d : q.dims)
             if (d.dim < 0 || static_cast<size_t>(d.dim) >= H) std::abort();
+    json r;
     try {
-        auto r = analysis::build_result(s, analysis::ReportOptions{}, {});
+        r = analysis::build_result(s, analysis::ReportOptions{}, {});  // an empty run is a usage error
+    } catch (const common::Error & e) {
+        if (e.kind() != common::ErrorKind::Usage) std::abort();
+        return;
+    } catch (const std::exception &) {
+        std::abort();
+    }
+    try {
         r["run"]["statistics_file"] = "fuzz.stats.cbor";
         const auto text = r.dump(1, ' ', false, json::error_handler_t::replace);
-        check_validated_result(analysis::parse_result(text, "fuzz.json"));
+        // What `analyze report X.stats.cbor` renders; the rest of check_validated_result is the
+        // result target's (kept out of this one's hot path).
+        const auto back = analysis::parse_result(text, "fuzz.json");
+        (void)analysis::render_markdown(back, {});
+        (void)analysis::plot_job(back);
+    } catch (const std::exception &) {
+        std::abort();  // what build_result writes must read back (common::Error included)
+    }
+    try {
         auto twice = s;
         analysis::merge_into(twice, s, "a", "b");  // refused (shared sequences) or merged
     } catch (const common::Error & e) {
