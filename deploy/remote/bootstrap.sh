@@ -193,7 +193,9 @@ if command -v ccache >/dev/null 2>&1; then
 fi
 jobs=$(nproc 2>/dev/null || echo 2)
 
-echo "bootstrap: building extract and analyze ($key) with $jobs jobs; torch: ${torch_dir:-not found} ${torch_version}; ccache: ${launcher:+${CCACHE_DIR:-default folder}, base $CCACHE_BASEDIR}${launcher:-not installed}" >&2
+ccache_note="not installed"
+if [ -n "$launcher" ]; then ccache_note="${CCACHE_DIR:-its default folder}, base $CCACHE_BASEDIR"; fi
+echo "bootstrap: building extract and analyze ($key) with $jobs jobs; torch: ${torch_dir:-not found} ${torch_version}; ccache: $ccache_note" >&2
 rm -rf "$tree"
 mkdir -p "$tree" "$build/bin"
 # shellcheck disable=SC2086  # generator/launcher are intentionally word-split (empty or one option)
