@@ -31,10 +31,23 @@ namespace {
 // the shared cache is seeded with them under the key bootstrap.sh computes for this tree; the remote
 // bootstrap then finds a cached build, exactly as a re-run does. TOOLKIT_E2E_REMOTE_BUILD=1 skips the
 // seeding and makes the first test really build on the "instance" (the rehearsal demo always does).
+// The key is the one the remote side computes too: bootstrap.sh resolves the libtorch the same way
+// whatever python3 this process finds first on PATH (bootstrap_test.cpp checks that). Seeding also
+// needs that libtorch to be the one the host binaries link; elsewhere the test builds for real.
 void seed_remote_cache() {
     const char * real = std::getenv("TOOLKIT_E2E_REMOTE_BUILD");
     if (real && std::string(real) == "1") return;
-    auto k = common::run_process({"sh", std::string(TOOLKIT_SOURCE_DIR) + "/deploy/remote/bootstrap.sh", "--print-key", TOOLKIT_SOURCE_DIR});
+    const std::string script = std::string(TOOLKIT_SOURCE_DIR) + "/deploy/remote/bootstrap.sh";
+    auto t = common::run_process({"sh", script, "--print-torch"});
+    REQUIRE(t.exit_code == 0);
+    std::string torch_dir = t.out.substr(0, t.out.find(' '));
+    std::error_code ec;
+    if (!fs::equivalent(torch_dir, HOST_TORCH_DIR, ec)) {
+        MESSAGE("not seeding the remote build cache: bootstrap.sh would link " << torch_dir << ", the host build links "
+                                                                              << HOST_TORCH_DIR << "; the first test builds for real");
+        return;
+    }
+    auto k = common::run_process({"sh", script, "--print-key", TOOLKIT_SOURCE_DIR});
     REQUIRE(k.exit_code == 0);
     std::string key = k.out.substr(0, k.out.find('\n'));
     std::string dir = std::string(DEPLOY_REMOTE_CACHE) + "/build-" + key;
