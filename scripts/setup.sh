@@ -87,6 +87,10 @@ fetch_tokenizers() {
 
 configure_and_build() {
   local t0=$SECONDS
+  # ccache keys on paths relative to the checkout and ignores the locale, so the rehearsal's remote
+  # build (deploy/remote/bootstrap.sh: the same sources pushed elsewhere, compiled over an ssh
+  # session without LANG) finds these objects instead of compiling for half an hour (deploy/README.md).
+  export CCACHE_BASEDIR="$(cd "$repo" && pwd -P)" CCACHE_SLOPPINESS=locale
   cmake -S "$repo" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" >/dev/null
   cmake --build "$build_dir" -j "$jobs"
   say "build finished in $((SECONDS - t0)) s ($build_dir)"
