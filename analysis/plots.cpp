@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/subprocess.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
