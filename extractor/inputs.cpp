@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/program.h"
+#include "common/regular_file.h"
 #include "extractor/hash.h"
 #ifdef EXTRACTOR_HAS_TOKENIZER
 #include "extractor/tokenizer/tokenizer.h"
@@ -154,8 +155,9 @@ InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir,
                 throw common::Error::file(in.tokenizer_path, "cannot read the tokenizer: " + ec.message());
             throw common::Error::not_found(in.tokenizer_path, "text input needs a tokenizer.json (pass --tokenizer PATH or use --tokens)");
         }
-        if (std::filesystem::is_directory(in.tokenizer_path, ec))
-            throw common::Error::file(in.tokenizer_path, "is a directory, not a tokenizer.json");
+        // A directory, FIFO or symlink loop is refused by name here: the tokenizer reads the path
+        // itself, and a FIFO would block it forever.
+        (void)common::open_regular_file(in.tokenizer_path, "tokenizer.json");
         Tokenizer tok = Tokenizer::from_file(in.tokenizer_path);
         in.tokenizer_sha256 = sha256_file(in.tokenizer_path);
         auto append = [&](const std::string & doc) {

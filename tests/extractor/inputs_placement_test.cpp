@@ -1,6 +1,10 @@
 // Input windows and sampling, flag parsers, and placement plans (planned for fake GPU counts, so
 // they run on CPU).
 #include <ATen/ATen.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <thread>
 
 #include "common/error.h"
 #include "extractor/extract.h"
@@ -10,6 +14,7 @@
 #ifdef EXTRACTOR_HAS_TOKENIZER
 #include "extractor/tokenizer/tokenizer.h"
 #endif
+#include "tests/extractor/test_util.h"
 #include "tests/support/temp_dir.h"
 
 #include <nlohmann/json.hpp>
@@ -152,3 +157,41 @@ TEST_CASE("inputs: text and JSONL are tokenized once with the checkpoint's token
     CHECK(error_of([&] { prepare_inputs(o, dir.path(), 7); }).find("docs.jsonl:1: no string field \"body\"") != std::string::npos);
 }
 #endif
+
+TEST_CASE("inputs: a tokenizer.json or input that is a FIFO or directory is refused by name (the input may be a pipe)") {
+    tests::TempDir dir;
+    tests::write_file(dir / "doc.txt", "hello world");
+    extractor::InputOptions o;
+    o.text_file = dir / "doc.txt";
+    o.seq_len = 2;
+    auto error_of = [&] {
+        try {
+            (void)extractor::prepare_inputs(o, dir.path(), 100);
+        } catch (const common::Error & e) {
+            return e.message();
+        }
+        return std::string("<no error>");
+    };
+#ifdef EXTRACTOR_HAS_TOKENIZER
+    // Before: the tokenizer's own read waited for a writer forever.
+    const std::string fifo = dir / "tokenizer.json";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    std::string msg;
+    CHECK(tests::finishes_without_blocking_on(fifo, [&] { msg = error_of(); }));
+    CHECK(msg == fifo + ": is a FIFO (named pipe), not a regular file (expected a tokenizer.json)");
+    o.tokenizer = dir.path();
+    CHECK(error_of() == dir.path() + ": is a directory, not a regular file (expected a tokenizer.json)");
+#endif
+    // An input given as a pipe is read (here: the token-id path, written by a thread).
+    extractor::InputOptions t;
+    t.tokens_file = dir / "ids.pipe";
+    t.seq_len = 4;
+    REQUIRE(::mkfifo(t.tokens_file.c_str(), 0600) == 0);
+    std::thread writer([&] {
+        std::ofstream w(t.tokens_file);
+        w << "1 2 3 4 5 6 7 8";
+    });
+    extractor::InputSet in = extractor::prepare_inputs(t, dir.path(), 100);
+    writer.join();
+    CHECK(in.sequences.size() == 2);
+}
