@@ -1,7 +1,8 @@
 // Internal: one exec channel driven without blocking on output, shared by the direct connection
 // (one channel at a time) and the control-socket master (many channels on one session). Stdin is
 // written only within the peer's window and output is drained on every step, so no output size can
-// deadlock it (the predecessor waited for the exit status before reading: predecessor.md §19.25).
+// deadlock it (a client that waits for the exit status before reading hangs once the remote fills
+// the channel window and blocks on write).
 #pragma once
 
 #include <memory>
