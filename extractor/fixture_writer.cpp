@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -74,11 +75,45 @@ nlohmann::json fixture_config(const FixtureOptions & o) {
         c["decoder_sparse_step"] = 1;
         c["mlp_only_layers"] = o.mlp_only_layers;
         c["use_sliding_window"] = false;
+    } else if (o.family == "mixtral") {
+        c["architectures"] = {"MixtralForCausalLM"};
+        c["num_local_experts"] = o.experts;  // experts are intermediate_size wide; the router always renormalises
+        c["num_experts_per_tok"] = o.top_k;
+        c["sliding_window"] = o.sliding_window ? nlohmann::json(*o.sliding_window) : nlohmann::json(nullptr);
+        c["rms_norm_eps"] = 1e-5;
     } else {
         (void)find_family(o.family);  // throws the "supported: ..." error for unknown names
         throw common::Error::internal("fixture writer has no config entry for family " + o.family);
     }
     return c;
+}
+
+// The same values in the transformers v5 layout: per-expert tensors stacked into the fused
+// experts tensors (gate rows then up rows, as the loader fuses them), every other tensor taken from
+// the per-expert layout's tensor in the same (layer, slot) under the fused plan's name (Mixtral's
+// router is block_sparse_moe.gate there, mlp.gate here). Both layouts therefore give identical runs.
+std::vector<std::pair<std::string, at::Tensor>> fuse_experts(const Family & family, const ModelConfig & cfg,
+                                                             const WeightPlan & per_expert,
+                                                             const std::vector<std::pair<std::string, at::Tensor>> & tensors) {
+    if (cfg.n_moe_layers() == 0) throw common::Error::usage("fixture: --fused-experts needs a MoE family (" + cfg.model_type + " has no experts)");
+    const WeightPlan fused = family.plan_weights(cfg, /*fused_experts=*/true);
+    std::map<std::pair<int, Slot>, at::Tensor> by_slot;  // non-expert tensors and the assembled fused ones
+    for (const DestSpec & d : fused.dests)
+        if (d.slot == Slot::ExpertsGateUp || d.slot == Slot::ExpertsDown)
+            by_slot[{d.layer, d.slot}] = at::empty(d.shape, tensors.front().second.options());
+    for (size_t i = 0; i < per_expert.sources.size(); ++i) {
+        const WeightSpec & s = per_expert.sources[i];
+        const at::Tensor & t = tensors[i].second;
+        if (s.expert < 0) by_slot[{s.layer, s.slot}] = t;
+        else by_slot.at({s.layer, s.slot})[s.expert].narrow(0, s.row_offset, s.shape[0]).copy_(t);
+    }
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const WeightSpec & s : fused.sources) {
+        auto it = by_slot.find({s.layer, s.slot});
+        if (it == by_slot.end()) throw common::Error::internal("fixture: no per-expert tensor for " + s.name);
+        out.emplace_back(s.name, it->second.contiguous());
+    }
+    return out;
 }
 
 }  // namespace
@@ -127,6 +162,8 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
     namespace fs = std::filesystem;
     if (o.out_dir.empty()) throw common::Error::usage("fixture: --out DIR is required");
     if (o.shards < 1) throw common::Error::usage("fixture: --shards must be >= 1");
+    if (o.sliding_window && o.family != "mixtral")
+        throw common::Error::usage("fixture: --sliding-window is a mixtral option (family " + o.family + ")");
     nlohmann::json config = fixture_config(o);
     const Family & family = find_family(o.family);
     ModelConfig cfg = family.parse_config(parse_hf_config(config, o.out_dir + "/config.json"));
@@ -157,6 +194,7 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
                     for (auto d : p.dims) t[d] = p.gain;
         tensors.emplace_back(s.name, t.to(o.dtype).contiguous());
     }
+    if (o.fused_experts) tensors = fuse_experts(family, cfg, plan, tensors);
     std::vector<std::string> written;
     {
         fs::path cp = fs::path(o.out_dir) / "config.json";

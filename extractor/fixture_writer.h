@@ -13,6 +13,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ struct FixtureOptions {
     at::ScalarType dtype = at::kFloat;
     int shards = 1;                    // > 1 writes model-0000k-of-0000n.safetensors + index
     bool legacy_keys = false;          // torch_dtype + rope_theta instead of dtype + rope_parameters
+    bool fused_experts = false;        // MoE: experts in the transformers v5 layout (mlp.experts.gate_up_proj
+                                       // [E,2I,H], down_proj [E,H,I]) with the same values as per-expert tensors
+    std::optional<int64_t> sliding_window;  // mixtral: config sliding_window (null when unset)
     uint64_t seed = 0;                 // each tensor's values depend on seed and its name only
     std::vector<PlantSpec> plants;
 };

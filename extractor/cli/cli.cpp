@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/output.h"
 #include "common/program.h"
+#include "extractor/checkpoint/hf_config.h"
 #include "extractor/cli/verbs.h"
 #include "extractor/compat.h"
 #include "extractor/cuda/device_memory.h"
@@ -110,14 +111,14 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
             "fixture", "Write a tiny random-weight checkpoint in the Hugging Face layout, optionally with planted outliers.\n\n"
                        "Examples:\n  extract fixture --family olmoe --out /tmp/olmoe-tiny\n"
                        "  extract fixture --family qwen3_moe --out /tmp/q --layers 4 --shards 3 --plant 7,42@0-3");
-        fixture_cmd->add_option("--family", fix.fixture.family, "model_type: llama, qwen2, qwen3, olmoe, qwen3_moe")->required();
+        fixture_cmd->add_option("--family", fix.fixture.family, "model_type: llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral")->required();
         fixture_cmd->add_option("--out", fix.fixture.out_dir, "Output directory")->required();
         fixture_cmd->add_option("--layers", fix.fixture.layers, "Decoder layers")->capture_default_str();
         fixture_cmd->add_option("--hidden", fix.fixture.hidden, "Hidden size")->capture_default_str();
         fixture_cmd->add_option("--heads", fix.fixture.heads, "Attention heads")->capture_default_str();
         fixture_cmd->add_option("--kv-heads", fix.fixture.kv_heads, "Key/value heads")->capture_default_str();
         fixture_cmd->add_option("--head-dim", fix.fixture.head_dim, "Head dim")->capture_default_str();
-        fixture_cmd->add_option("--intermediate", fix.fixture.intermediate, "MLP width (OLMoE: expert width)")->capture_default_str();
+        fixture_cmd->add_option("--intermediate", fix.fixture.intermediate, "MLP width (OLMoE, Mixtral: expert width)")->capture_default_str();
         fixture_cmd->add_option("--experts", fix.fixture.experts, "Experts (MoE families)")->capture_default_str();
         fixture_cmd->add_option("--top-k", fix.fixture.top_k, "Experts per token")->capture_default_str();
         fixture_cmd->add_option("--moe-intermediate", fix.fixture.moe_intermediate, "Expert width (qwen3_moe)")->capture_default_str();
@@ -127,6 +128,11 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         fixture_cmd->add_option("--dtype", fix_dtype, "Stored dtype: f32, bf16, f16")->capture_default_str();
         fixture_cmd->add_option("--shards", fix.fixture.shards, "Split into this many shard files (+ index)")->capture_default_str();
         fixture_cmd->add_flag("--legacy-keys", fix.fixture.legacy_keys, "Write torch_dtype/rope_theta instead of dtype/rope_parameters");
+        fixture_cmd->add_flag("--fused-experts", fix.fixture.fused_experts,
+                              "MoE: write experts in the transformers v5 layout (mlp.experts.gate_up_proj/down_proj), same values");
+        int64_t sliding_window = 0;
+        fixture_cmd->add_option("--sliding-window", sliding_window, "mixtral: config sliding_window (default null)")
+            ->check(CLI::Range(int64_t{1}, hf_limits::kPositions));
         fixture_cmd->add_option("--seed", fix.fixture.seed, "Weights depend only on this seed and each tensor's name")->capture_default_str();
         fixture_cmd->add_option("--plant", plants, "Planted outliers DIMS@LAYERS[xGAIN], e.g. 7,42@0-3 (repeatable)");
 
@@ -170,6 +176,7 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         if (inspect_cmd->parsed()) return run_inspect(inspect, out);
         if (fixture_cmd->parsed()) {
             fix.fixture.dtype = parse_dtype(fix_dtype);
+            if (sliding_window > 0) fix.fixture.sliding_window = sliding_window;
             for (const auto & p : plants) fix.fixture.plants.push_back(parse_plant(p));
             if (!mlp_only.empty())
                 for (int l : parse_layer_list(mlp_only)) fix.fixture.mlp_only_layers.push_back(l);

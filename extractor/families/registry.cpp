@@ -10,9 +10,12 @@ const Family & qwen2_family();
 const Family & qwen3_family();
 const Family & olmoe_family();
 const Family & qwen3_moe_family();
+const Family & mixtral_family();
+const Family & gpt_oss_family();
 
 std::vector<const Family *> all_families() {
-    return {&llama_family(), &qwen2_family(), &qwen3_family(), &olmoe_family(), &qwen3_moe_family()};
+    return {&llama_family(), &qwen2_family(), &qwen3_family(), &olmoe_family(), &qwen3_moe_family(),
+            &mixtral_family(), &gpt_oss_family()};
 }
 
 const Family & find_family(std::string_view model_type) {
