@@ -390,7 +390,8 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
     }
 #endif
 
-    // The predecessor cast every capture to bf16 before thresholding, even in fp32 runs (§2.5).
+    // The predecessor cast every capture to bf16 before thresholding, even in fp32 runs
+    // (docs/outlier-method.md#rounding).
     at::Tensor v = x;
     if (options_.round_bf16 && v.scalar_type() != at::kBFloat16) v = v.to(at::kBFloat16);
     at::Tensor a = v.abs();                                 // [B,T,H], values' dtype

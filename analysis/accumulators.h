@@ -3,8 +3,8 @@
 // full activations never reach the host. Only [H]-sized vectors and sparse per-sequence records
 // cross to the host, once per batch. Both criteria modes (criteria.h) are computed from this one
 // pass: the per-sequence records give the predecessor's per-batch semantics exactly, the pooled
-// site/position counts give the dataset-level (paper) criterion. Follows outlier-method.md §6 and
-// llama.cpp's imatrix collector (sums, counts and maxima only).
+// site/position counts give the dataset-level (paper) criterion. Follows docs/outlier-method.md#streaming
+// and llama.cpp's imatrix collector (sums, counts and maxima only).
 #pragma once
 
 #include "analysis/statistics.h"
@@ -17,7 +17,7 @@ namespace analysis {
 
 struct AccumulatorOptions {
     double threshold = 6.0;       // |x| >= threshold is a hit (inclusive, as LLM.int8() and the predecessor)
-    bool round_bf16 = true;       // round values to bf16 before thresholding (predecessor §2.5)
+    bool round_bf16 = true;       // bf16-round before thresholding (docs/outlier-method.md#rounding)
     bool histogram = true;        // per-site log2 magnitude histogram (for the distribution plot)
     int massive_top_k = 0;        // > 0: also capture the residual stream and keep its top-k |x| per layer
     int token_dims_per_batch = 32;  // dims per batch whose hit positions are tallied by token id

@@ -105,7 +105,8 @@ ModeResult apply_criteria(const Statistics & stats, const Criteria & criteria) {
     if (criteria.scope == Scope::PerSequence) per_sequence_entries(stats, criteria, r.entries);
     else pooled_entries(stats, criteria, r.entries);
 
-    // The predecessor sorted its list by max_magnitude descending (§2.6); ties by sequence, dim.
+    // The predecessor sorted its list by max_magnitude descending (docs/outlier-method.md,
+    // "Per-sequence analysis"); ties by sequence, dim.
     std::stable_sort(r.entries.begin(), r.entries.end(), [](const OutlierEntry & a, const OutlierEntry & b) {
         if (a.max_abs != b.max_abs) return a.max_abs > b.max_abs;
         if (a.sequence_index != b.sequence_index) return a.sequence_index < b.sequence_index;

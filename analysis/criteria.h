@@ -1,7 +1,8 @@
 // The outlier-feature criteria and their named modes, applied to Statistics at the end of a run.
-// `predecessor` reproduces the Python pipeline's counting exactly (outlier-method.md §2.6-2.8): each
-// sequence analysed alone, 2L layer-norm sites as the layer denominator, positions pooled over
-// sites, the per-sequence lists concatenated, so a dim systematic in 16 sequences counts 16 times.
+// `predecessor` reproduces the Python pipeline's counting exactly (docs/outlier-method.md,
+// "Predecessor mode"): each sequence analysed alone, 2L layer-norm sites as the layer denominator,
+// positions pooled over sites, the per-sequence lists concatenated, so a dim systematic in 16
+// sequences counts 16 times.
 // `paper` is LLM.int8()'s definition over the whole dataset: unique dims, decoder layers as the layer
 // unit, the fraction of all (sequence, position) pairs. analysis/README.md documents both precisely.
 #pragma once
@@ -58,7 +59,8 @@ struct ModeResult {
     Criteria criteria;
     std::vector<OutlierEntry> entries;    // sorted by max_abs desc, then sequence, then dim
     std::vector<FeatureSummary> features; // sorted by max_abs desc, then dim
-    // Predecessor metrics (§2.8), over entries: count, mean/median of percentages (0..100).
+    // Predecessor metrics (docs/outlier-method.md#reported-metrics), over entries: count, mean/median
+    // of percentages (0..100).
     int64_t num_outliers = 0;
     double mean_layer_pct = 0, median_layer_pct = 0, mean_position_pct = 0, median_position_pct = 0;
     int64_t dims_with_hits = 0;  // dims with any |x| >= thr anywhere (the predecessor's total_outlier_features, pooled)

@@ -70,7 +70,7 @@ struct HistogramSpec {
 struct Statistics {
     // How the values were counted (fixed at accumulation time; merge requires equality).
     double threshold = 6.0;
-    bool round_bf16 = true;  // values rounded to bf16 before thresholding (predecessor §2.5)
+    bool round_bf16 = true;  // values rounded to bf16 before thresholding (docs/outlier-method.md#rounding)
     int64_t hidden = 0;
     HistogramSpec histogram_spec;
     int massive_top_k = 0;   // 0: massive activations not collected

@@ -14,9 +14,9 @@ Inputs: 16 sequences x 2048 random token ids, the same for both sides.
                reproduced: HF transformers model loaded once, per sequence (batch 1) a forward pass with hooks on
                input_layernorm / post_attention_layernorm whose outputs are cast to bf16, copied to the CPU and
                torch.save'd one .pt per site (run_*/layer_{i}_{site}_activations.pt + metadata.json), then its
-               per-batch analysis (outlier-method.md section 2.6: torch.load each site, |x| >= 6, torch.where and a
-               Python loop over hits, systematic criteria) and the run dir deleted; results aggregated as section
-               2.7. Target >= 20x faster.
+               per-batch analysis (docs/outlier-method.md, "Per-sequence analysis": torch.load each site,
+               |x| >= 6, torch.where and a Python loop over hits, systematic criteria) and the run dir deleted;
+               results aggregated as in "Aggregation" there. Target >= 20x faster.
   parity:      the predecessor-mode outlier count of ours vs the reproduction's count on the same inputs (the two
                forward passes are different bf16 implementations, so values right at the threshold may differ).
 """
@@ -40,7 +40,7 @@ PLANT_LAYERS = range(0, 12)
 PLANT_GAIN = 30.0
 
 
-# ---- the predecessor's method (outlier-method.md section 2), reproduced with plain HF hooks ----
+# ---- the predecessor's method (docs/outlier-method.md, "Predecessor mode"), reproduced with plain HF hooks ----
 
 def predecessor_analyze_batch(run_dir, layers, threshold=6.0, min_layer=0.25, min_seq=0.06):
     layer_stats = {}

@@ -26,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- a throw-away sshd on 127.0.0.1 (build-notes.md §8.2) ---
+# --- a throw-away sshd on 127.0.0.1 (docs/build-notes.md, "sshd for tests") ---
 ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$work/client_key"
 cp "$work/client_key.pub" "$work/authorized_keys"

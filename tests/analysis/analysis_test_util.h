@@ -1,6 +1,7 @@
 // Shared helpers for the analysis tests: feed hand-made [B,T,H] tensors through the accumulator as
 // the extractor would, and a brute-force port of the predecessor's per-batch analysis
-// (outlier-method.md §2.6) to compare against. Include torch headers before doctest (glog CHECK).
+// (docs/outlier-method.md, "Per-sequence analysis") to compare against. Include torch headers
+// before doctest (glog CHECK; docs/build-notes.md, "glog and doctest's CHECK").
 #pragma once
 
 #include <ATen/ATen.h>
@@ -69,7 +70,8 @@ inline FakeBatch make_batch(int64_t first_sequence, int64_t B, int64_t T, int64_
     return fb;
 }
 
-// The predecessor's analysis of one sequence (batch_size 1), straight from §2.6, on full tensors.
+// The predecessor's analysis of one sequence (batch_size 1), step by step as docs/outlier-method.md
+// ("Per-sequence analysis") states it, on full tensors.
 struct ReferenceEntry {
     int dim;
     double layer_percentage, seq_percentage;
