@@ -184,7 +184,7 @@ std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const Co
         ssh_options_set(s, SSH_OPTIONS_HOST, e.host.c_str());
         ssh_options_set(s, SSH_OPTIONS_PORT, &port);
         ssh_options_set(s, SSH_OPTIONS_USER, e.user.c_str());
-        ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no);  // never read ~/.ssh/config (build-notes §8.1)
+        ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no);  // never read ~/.ssh/config (docs/build-notes.md, libssh)
         ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");  // we pin in our own file
         ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
         ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &timeout_s);

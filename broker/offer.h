@@ -1,6 +1,6 @@
 // The normalised GPU offer every provider maps its catalogue into, the filter a user states, and the
 // pure functions that match and sort offers. Units are converted once, in each provider's mapping
-// layer (providers-api.md §6); this file never sees provider-specific fields except `create_data`,
+// layer (docs/providers.md, "Offer record"); this file never sees provider-specific fields except `create_data`,
 // which the same provider reads back when it rents the offer.
 #pragma once
 

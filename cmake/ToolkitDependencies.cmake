@@ -1,5 +1,6 @@
 # Every external dependency is found here, once, so parts only link imported targets.
-# Package names and target spellings follow ../shared/reference/build-notes.md §2.
+# Package names and target spellings (libssh's plain `ssh`, yaml-cpp 0.7's un-namespaced target, no CMake
+# config for libcurl or PCRE2): docs/build-notes.md, "CMake targets".
 
 find_program(CCACHE_PROGRAM ccache)
 if(CCACHE_PROGRAM)

@@ -1,4 +1,4 @@
-// The orchestrator as a table of named steps (style-anchors §7). Each step has a function and a
+// The orchestrator as a table of named steps (docs/README.md, "Design anchors"). Each step has a function and a
 // deadline; the runner journals start/done/failed with durations in the run directory, stops at the
 // first failure (or interrupt), and then ALWAYS runs the finish step (policy → terminate → prove
 // gone): cleanup cannot be skipped. The exit code is the kind of the first failing step, except

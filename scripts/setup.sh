@@ -20,7 +20,7 @@ jobs="${JOBS:-$(nproc)}"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-# Debian packages (build-notes.md §1). --no-install-recommends keeps this to ~180 packages.
+# Debian packages (docs/build-notes.md#install). --no-install-recommends keeps this to ~180 packages.
 packages=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libcurl4-openssl-dev nlohmann-json3-dev libssh-dev libcli11-dev libyaml-cpp-dev doctest-dev

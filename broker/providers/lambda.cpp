@@ -1,4 +1,4 @@
-// Lambda Cloud through its REST API v1 (<base>/api/v1/...), following providers-api.md §3.
+// Lambda Cloud through its REST API v1 (<base>/api/v1/...), following docs/providers.md#lambda.
 // Traps handled here:
 //  - the SSH user is `ubuntu`, not root; `ip` is null while booting;
 //  - launch takes quantity 1 and exactly one ssh_key_names entry: our key is found by its key

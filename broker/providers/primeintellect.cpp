@@ -1,4 +1,4 @@
-// Prime Intellect through its REST API v1 (<base>/api/v1/...), following providers-api.md §4.
+// Prime Intellect through its REST API v1 (<base>/api/v1/...), following docs/providers.md#prime-intellect.
 // Traps handled here:
 //  - Prime resells other clouds: provider.type in a create must be the offer's own `provider`;
 //  - `image` is a Prime image name from the offer's images[], not a Docker reference;

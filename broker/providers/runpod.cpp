@@ -1,4 +1,4 @@
-// RunPod through its GraphQL API (POST <base>/graphql), following providers-api.md §1.
+// RunPod through its GraphQL API (POST <base>/graphql), following docs/providers.md#runpod.
 // Traps handled here:
 //  - errors arrive inside HTTP 200 as `errors[]` with extensions.code (SUPPLY_CONSTRAINT = capacity,
 //    INSUFFICIENT_BALANCE = quota); "pod not found to terminate" means already gone;
@@ -20,7 +20,7 @@ namespace broker::providers {
 
 namespace {
 
-// desiredStatus enum PodStatus (providers-api.md §1.4).
+// desiredStatus enum PodStatus (docs/providers.md, "Status values" under RunPod).
 constexpr StatusRow kStatusMap[] = {
     {"CREATED",    InstanceStatus::Pending},
     {"RUNNING",    InstanceStatus::Running},
@@ -31,7 +31,7 @@ constexpr StatusRow kStatusMap[] = {
     {"TERMINATED", InstanceStatus::Terminated},
 };
 
-// GraphQL error codes and message fragments → error kinds (providers-api.md §1.1).
+// GraphQL error codes and message fragments → error kinds (docs/providers.md, RunPod "Transport").
 struct ErrorRow {
     std::string_view fragment;  // matched against extensions.code and the message, case-insensitively
     common::ErrorKind kind;
@@ -248,7 +248,7 @@ nlohmann::json runpod_create_request(const CreateRequest & r) {
     };
     nlohmann::json env = nlohmann::json::array();
     for (const auto & [k, v] : r.env) env.push_back({{"key", k}, {"value", v}});
-    // RunPod images' /start.sh writes authorized_keys from PUBLIC_KEY (providers-api.md §1.5).
+    // RunPod images' /start.sh writes authorized_keys from PUBLIC_KEY (docs/providers.md, RunPod "SSH").
     if (!r.ssh_public_key.empty()) env.push_back({{"key", "PUBLIC_KEY"}, {"value", r.ssh_public_key}});
     nlohmann::json input = {
         {"cloudType", text("cloudType", "SECURE")},
@@ -339,7 +339,7 @@ std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_coun
             const std::string suffix = std::to_string(gpu_count) + (spot ? "/spot" : "");
             // Region: secure cloud rents in a data centre (one offer per data centre that stocks the
             // type, rented there with dataCenterId); community cloud in a country (lowestPrice's
-            // countryCode, rented there with countryCode). providers-api.md §1.2, broker/README.md.
+            // countryCode, rented there with countryCode). docs/providers.md (RunPod "Offers"), broker/README.md.
             auto dcs = secure ? stocking_data_centres(data, id) : std::nullopt;
             if (dcs && !dcs->empty()) {
                 for (const auto & dc : *dcs) {

@@ -1,4 +1,4 @@
-// Vast.ai through its REST API v0 (<base>/api/v0/...), following providers-api.md §2.
+// Vast.ai through its REST API v0 (<base>/api/v0/...), following docs/providers.md#vastai.
 // Traps handled here:
 //  - a non-null `price` in the create body rents an interruptible bid: on-demand creates omit it;
 //  - gpu_ram and cpu_ram are MB (vary per host; VRAM is rounded from MiB), disk_space is GB,
@@ -16,7 +16,8 @@ namespace broker::providers {
 
 namespace {
 
-// actual_status, lower-cased. SkyPilot's map (sky/provision/vast/instance.py), providers-api.md §2.5.
+// actual_status, lower-cased. SkyPilot's map (sky/provision/vast/instance.py); docs/providers.md,
+// "Status values" under Vast.ai.
 constexpr StatusRow kStatusMap[] = {
     {"created",    InstanceStatus::Pending},
     {"loading",    InstanceStatus::Pending},
@@ -195,7 +196,7 @@ std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot, int
             // MB as reported: 24564 for a 24 GB card, 81559 for 80 GB; MiB → GB rounds both right.
             o.vram_gb_per_gpu = std::round(json_number(v, "gpu_ram").value_or(0) / 1024.0);
             o.gpu_count = json_int(v, "num_gpus", 1);
-            // dph_total is the whole offer INCLUDING storage at allocated_storage (providers-api.md §2.2);
+            // dph_total is the whole offer INCLUDING storage at allocated_storage (docs/providers.md, Vast "Offers");
             // min_bid is the machine alone. A spot row adds the same storage charge, so on-demand and
             // spot rows compare like with like: dph_total − dph_base as the API computed it, else
             // storage_cost ($/GB/month) × the search's allocated storage / 720 h.

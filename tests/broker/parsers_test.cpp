@@ -1,4 +1,4 @@
-// Recorded response bodies (shapes from providers-api.md) → the providers' pure parsers and request
+// Recorded response bodies (shapes from docs/providers.md) → the providers' pure parsers and request
 // builders: units converted once, SSH endpoints derived the documented way, traps avoided.
 #include <filesystem>
 #include <fstream>
