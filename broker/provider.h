@@ -1,7 +1,7 @@
 // The one interface every cloud implements (the shape of SkyPilot's sky/provision; docs/README.md,
-// "Design anchors"). Waiting, cleanup, ledger and output
-// are written once, outside the providers; a provider only speaks its API and maps units and
-// statuses. Optional abilities are declared in ProviderCaps, never discovered by catching errors.
+// "Design anchors"). Waiting, cleanup, ledger and output are written once, outside the providers; a
+// provider only speaks its API and maps units and statuses. Optional abilities are declared in
+// ProviderCaps, never discovered by catching errors.
 #pragma once
 
 #include <memory>
