@@ -5,7 +5,7 @@ anonymous, shorthand `{...}`), variable definitions with defaults, fields with a
 and nested selection sets, fragment definitions and spreads, inline fragments, directives
 (@include/@skip honoured, others ignored), and every value form (variables, ints, floats, strings
 including block strings and escapes, booleans, null, enums, lists, objects). Clients send inputs
-both inline and as $variables (providers-api.md §1.1), so both must work.
+both inline and as $variables (docs/providers.md, RunPod "Transport"), so both must work.
 
 Execution is projection: resolvers return plain dicts/lists whose values may be callables taking
 the field's arguments; the selection set picks and renames fields. Unknown fields are a validation

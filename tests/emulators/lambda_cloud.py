@@ -1,10 +1,10 @@
-"""Lambda Cloud emulator: the REST API under /api/v1, providers-api.md §3.
+"""Lambda Cloud emulator: the REST API under /api/v1, docs/providers.md#lambda.
 
 Emulated: GET /api/v1/instance-types, POST /api/v1/instance-operations/launch | terminate | restart,
 GET /api/v1/instances, GET /api/v1/instances/{id}, GET/POST /api/v1/ssh-keys,
 DELETE /api/v1/ssh-keys/{id}, GET /api/v1/file-systems, GET /api/v1/images.
 
-Behaviour worth knowing (§5 traps 14-16):
+Behaviour worth knowing (docs/providers.md, "Traps" 14-16):
 - Envelope: success {"data": ...}; errors {"error": {code, message, suggestion?}, "field_errors"?}.
 - Auth: Bearer KEY or HTTP Basic KEY: (empty password).
 - price_cents_per_hour is cents for the WHOLE instance; specs.memory_gib is system RAM.

@@ -1,17 +1,17 @@
-"""Prime Intellect emulator: the REST API under /api/v1, providers-api.md §4.
+"""Prime Intellect emulator: the REST API under /api/v1, docs/providers.md#prime-intellect.
 
 Emulated: GET /api/v1/availability/gpus (paginated {"totalCount","items"}; filters gpu_type,
 gpu_count, regions, security), the older GET /api/v1/availability/ ({gpuType: [offer]}),
 POST /api/v1/pods/ (create), GET /api/v1/pods/{id}, GET /api/v1/pods (list: total_count/offset/
 limit/data), GET /api/v1/pods/status?pod_ids=..., GET /api/v1/pods/history, DELETE /api/v1/pods/{id}.
 
-Behaviour worth knowing (§5 traps 17-18):
+Behaviour worth knowing (docs/providers.md, "Traps" 17-18):
 - Prime is an aggregator: each offer names its underlying `provider`; create must send
   provider.type equal to it, gpuType and (if sent) socket equal to the offer's, and `image` must be
   one of the offer's images[] names (or "custom_template" with customTemplateId) — never a Docker
   reference. Data-center ids contain '-' and cloud ids contain spaces and dots on purpose.
 - prices.onDemand / prices.communityPrice are $/hr for the WHOLE configuration (gpuCount GPUs) —
-  the emulator's pick for the point §4.2 leaves open; Pod.priceHr is the same number.
+  the emulator's pick for the point the sources leave open (docs/providers.md); Pod.priceHr is the same number.
 - A new pod is PROVISIONING (no ssh) for boot_polls-1 observations, then ACTIVE with
   installationStatus INSTALLING (still no ssh), then ACTIVE + FINISHED + sshConnection
   "user@host -p port". config ssh_connection_format "list" renders sshConnection/ip as lists

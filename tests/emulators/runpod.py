@@ -1,11 +1,11 @@
-"""RunPod emulator: the GraphQL API (POST /graphql), providers-api.md §1.
+"""RunPod emulator: the GraphQL API (POST /graphql), docs/providers.md#runpod.
 
 Emulated: gpuTypes (with lowestPrice(input)), dataCenters, countryCodes, myself (pods, pubKey,
 balance), pod(input:{podId}); mutations podFindAndDeployOnDemand, podRentInterruptable, podStop,
 podResume, podBidResume, podTerminate, updateUserSettings. Requests are parsed as real GraphQL
 (inline literals and $variables both work; see graphql.py).
 
-Behaviour worth knowing (the traps of §5 that a client must survive):
+Behaviour worth knowing (the traps a client must survive, docs/providers.md, "Traps"):
 - Errors come back with HTTP 200 and {"errors":[{message, path, extensions:{code}}], "data": null}.
 - A new pod reports desiredStatus RUNNING with `runtime: null` for `boot_polls` observations
   (pod or myself.pods queries), then runtime.ports; port 22 is public (ip = ssh_host, publicPort =
@@ -18,7 +18,8 @@ Behaviour worth knowing (the traps of §5 that a client must survive):
   no offer / SUPPLY_CONSTRAINT; an unknown id -> BAD_USER_INPUT). Community hosts are in RO
   (lowestPrice.countryCode). Pod.machine.location is the country the pod landed in.
 - Prices: securePrice/communityPrice and lowestPrice.uninterruptablePrice/minimumBidPrice are all
-  $ per GPU-hour here (the emulator's pick for the unsettled point of §1.2); Pod.costPerHr is the
+  $ per GPU-hour here (the emulator's pick for the unsettled lowestPrice unit, docs/providers.md,
+  RunPod "Offers"); Pod.costPerHr is the
   whole pod.
 """
 
@@ -123,7 +124,7 @@ class RunPod(Provider):
         return key if key else req.q("api_key")
 
     def needs_auth(self, req):
-        # gpuTypes is public pricing: gpuhunt queries it unauthenticated (§1.2).
+        # gpuTypes is public pricing: gpuhunt queries it unauthenticated (docs/providers.md, RunPod "Offers").
         if req.doc is None:
             return True
         roots = {name for _, name, _, _ in req.doc.root_fields()}

@@ -1,5 +1,5 @@
 """Vast.ai emulator: the REST API under /api/v0 (and the paginated list under /api/v1),
-providers-api.md §2.
+docs/providers.md#vastai.
 
 Emulated: offer search (POST /api/v0/bundles/ flat filter body, GET /api/v0/bundles/?q=JSON,
 PUT /api/v0/search/asks/ {"q":...}) with the query operators eq/neq/gt/gte/lt/lte/in/notin,
@@ -8,7 +8,7 @@ GET /api/v0/instances/ and GET /api/v1/instances/ (limit/after_token); show GET 
 stop/start/label PUT /api/v0/instances/{id}/; destroy DELETE /api/v0/instances/{id}/; account and
 per-instance SSH keys.
 
-Behaviour worth knowing (§5 traps 1-4):
+Behaviour worth knowing (docs/providers.md, "Traps" 1-4):
 - Units: gpu_ram / gpu_total_ram / cpu_ram in MB (the two hosts of a GPU model report slightly
   different MB), disk_space in GB, dph_total = $/hr for the whole offer INCLUDING storage at the
   search's allocated_storage (default 5 GB).
@@ -312,7 +312,7 @@ class Vast(Provider):
         offer["rented"] = True
         self.instances_by_id[contract] = inst
         if price is not None and float(price) < offer["min_bid"]:
-            # §5 trap 4: the bid failed, yet a stopped instance exists and is returned.
+            # Trap 4 (docs/providers.md, "Traps"): the bid failed, yet a stopped instance exists and is returned.
             inst["intended"] = "stopped"
             inst["outbid"] = True
             return Response(200, {"success": False, "error": "insufficient_bid",
