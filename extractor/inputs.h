@@ -1,6 +1,6 @@
 // What the model reads: token-id sequences of one length, built from plain text, JSONL with a text
 // field, or token ids, cut into windows (with optional overlap), optionally sampled
-// deterministically with a seed. Token ids are the primary input (model-spec.md §1): text is
+// deterministically with a seed. Token ids are the primary input (docs/model-math.md#input-contract): text is
 // tokenized once here with the checkpoint's tokenizer.json and the ids are what metadata records.
 #pragma once
 

@@ -1,4 +1,5 @@
-// config.json reader; key spellings per model-spec.md §2.1.
+// config.json reader; both key spellings (legacy and transformers v5):
+// docs/checkpoint-formats.md#legacy-and-v5-keys.
 #include "extractor/checkpoint/hf_config.h"
 
 #include <cmath>

@@ -1,8 +1,8 @@
 // config.json of a Hugging Face checkpoint, read into one typed struct. Accepts both spellings of
 // the keys that transformers v5 renamed (torch_dtype/dtype, rope_theta + rope_scaling{type} /
-// rope_parameters{rope_type}); see model-spec.md §2. Family-specific defaults (eps, theta,
-// norm_topk_prob) are applied by the family (families/family.h), not here: this layer only records
-// what the file says and whether it said it.
+// rope_parameters{rope_type}); see docs/checkpoint-formats.md#config-json. Family-specific defaults
+// (eps, theta, norm_topk_prob) are applied by the family (families/family.h), not here: this layer
+// only records what the file says and whether it said it.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,4 +1,4 @@
-// Checkpoint directory reader (single file or sharded index). model-spec.md §13.
+// Checkpoint directory reader (single file or sharded index): docs/checkpoint-formats.md#sharded-index.
 #include "extractor/checkpoint/sharded.h"
 
 #include <sys/stat.h>

@@ -1,6 +1,6 @@
 // The BPE model of a tokenizer.json (internal): vocab, ranked merges, and the merge loop of HF
 // `models/bpe/word.rs` (min-heap on (rank, position), stale entries skipped), with a word cache.
-// Follows model-spec.md §14.6.
+// Follows docs/checkpoint-formats.md#bpe.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Text helpers: UTF-8 repair, normalisation through utf8proc, the GPT-2 byte map, and the PCRE2
 // wrapper. The whitespace rewrite is the one documented fix that makes PCRE2 (UTF|UCP) agree with
-// HF's Oniguruma on `\s` (PCRE2 counts U+180E as space; HF does not; model-spec.md §14.5).
+// HF's Oniguruma on `\s` (PCRE2 counts U+180E as space; HF does not; docs/checkpoint-formats.md#whitespace).
 #include "extractor/tokenizer/text.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -168,7 +168,7 @@ std::string lowercase(std::string_view s) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Byte map (GPT-2 bytes_to_unicode; model-spec.md §14.4)
+// Byte map (GPT-2 bytes_to_unicode; docs/checkpoint-formats.md#byte-map)
 
 namespace {
 struct ByteMap {

@@ -1,6 +1,6 @@
 // Text helpers for the tokenizer (internal): UTF-8 repair and iteration, Unicode normalisation
 // (utf8proc), the GPT-2 byte<->char map, and a PCRE2 regex that matches like HF's Oniguruma on the
-// pre-tokenizer patterns (`\s` replaced by HF's exact whitespace set, model-spec.md §14.5).
+// pre-tokenizer patterns (`\s` replaced by HF's exact whitespace set, docs/checkpoint-formats.md#whitespace).
 #pragma once
 
 #include <array>

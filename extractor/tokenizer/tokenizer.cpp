@@ -293,7 +293,7 @@ public:
     virtual bool is_byte_level() const { return false; }
 };
 
-// GPT-2 pattern, as in HF pre_tokenizers/byte_level.rs (model-spec.md §14.3).
+// GPT-2 pattern, as in HF pre_tokenizers/byte_level.rs (docs/checkpoint-formats.md#pre-tokenizer-regexes).
 constexpr const char * kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 

@@ -5,7 +5,8 @@
 // both merge formats, ignore_merges, byte_fallback and unk, and the TemplateProcessing / ByteLevel
 // post-processors. Not covered: truncation, padding, offsets, dropout, pairs of sequences, and the
 // non-BPE models (Unigram, WordPiece, WordLevel) — loading such a file is a clear error.
-// Follows model-spec.md §14 and HF tokenizers `tokenizers/src/` (see README.md beside this file).
+// Follows docs/checkpoint-formats.md#tokenizer-json and HF tokenizers `tokenizers/src/` (see README.md
+// beside this file).
 #pragma once
 
 #include <cstdint>

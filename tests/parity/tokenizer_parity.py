@@ -5,7 +5,7 @@
 Inputs: every <dir>/<name>/tokenizer.json under --tokenizers (default .cache/tokenizers, filled by
 scripts/setup.sh from tests/data/tokenizers.txt), the corpus --corpus (one case per line; a line
 starting with a double quote is a JSON string literal), plus --generated N seeded random strings that
-mix every Unicode category, HF's whitespace table (model-spec.md §14.5), contractions, digits, CJK,
+mix every Unicode category, HF's whitespace table (docs/checkpoint-formats.md#whitespace), contractions, digits, CJK,
 combining marks, emoji, whitespace runs and the tokenizer's own special tokens.
 
 Compares, per tokenizer: encode ids with add_special_tokens=True and False, and decode(encode(x)).
