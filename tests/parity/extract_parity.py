@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GPU parity of `extract run` against Hugging Face transformers (5.x) forward hooks.
 
-For each family (llama, qwen2, qwen3, olmoe, qwen3_moe) this builds a small random model with
+For each family (llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral) this builds a small random model with
 transformers (config -> model with random init; norm gains randomised, a few planted large gains so
 |x| >= 6 occurs), saves it with save_pretrained (safetensors), runs the C++ `extract` on the same token
 ids, and compares every captured tensor (ln_attn, ln_mlp, residual per layer) with the output of HF's
@@ -11,18 +11,30 @@ Relative error = max|ours - hf| / max|hf| per tensor; bars: 1e-5 in fp32, 1e-2 i
 §15). Prints OK / NOT OK per tensor with the max abs diff, a family x dtype summary, and writes
 the summary as JSON (--json-out).
 
+Mixtral is run from two checkpoints with the same values: the layout save_pretrained wrote and the
+other one (per-expert block_sparse_moe.experts.N.w1/w3/w2 as released, or v5's fused
+mlp.experts.gate_up_proj/down_proj), both against the same HF reference.
+
+--real-shapes: instead of the small configs, 2 decoder layers of the released config of each family
+that has one in REAL_SHAPES (Mixtral-8x7B: hidden 4096, 32 heads, 8 kv heads, 8 experts of width
+14336, vocab 32000), 2 x 2048 tokens, bf16 only, weights N(0, 0.02). Needs a GPU (about 6.4 GB of
+weights, HF and extract each load them).
+
 Usage: python3 tests/parity/extract_parity.py --extract build/extractor/extract [--device cuda] [--work DIR]
+       python3 tests/parity/extract_parity.py --extract build/extractor/extract --families mixtral --real-shapes
 Reference format version: 1 (the reference tensors are regenerated on every run; nothing is stored).
 """
 import argparse
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 BASE = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
@@ -40,30 +52,87 @@ FAMILIES = {
                   rms_norm_eps=1e-5),
     "qwen3_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True,
                       mlp_only_layers=[1], decoder_sparse_step=1),
+    # sliding_window 8 < 32 tokens, so the window changes every layer's attention.
+    "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32, sliding_window=8,
+                    rms_norm_eps=1e-5),
+}
+# Families whose checkpoints come in two expert layouts: both are run.
+TWO_LAYOUTS = {"mixtral"}
+# --real-shapes: the released config with 2 decoder layers (replaces BASE + FAMILIES).
+REAL_SHAPES = {
+    "mixtral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
+                    num_attention_heads=32, num_key_value_heads=8, head_dim=128, num_local_experts=8,
+                    num_experts_per_tok=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
+                    rope_parameters=dict(rope_type="default", rope_theta=1e6), sliding_window=None,
+                    tie_word_embeddings=False),
 }
 BARS = {"f32": 1e-5, "bf16": 1e-2}
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 PLANT_DIMS = [3, 17]
 
 
-def build(family, out_dir, seed):
+def build(family, out_dir, seed, real_shapes=False, device="cpu"):
     torch.manual_seed(seed)
-    kw = dict(BASE)
-    kw.update(FAMILIES[family])
+    if real_shapes:
+        # bf16 from the start and on the device: 3.2 B parameters for Mixtral's 2 layers.
+        kw, dtype, std = dict(REAL_SHAPES[family]), torch.bfloat16, 0.02
+    else:
+        kw, dtype, std = dict(BASE), torch.float32, 0.05
+        kw.update(FAMILIES[family])
     cfg = AutoConfig.for_model(family, **kw)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    with torch.device(device if real_shapes else "cpu"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.normal_(1.0, 0.1)
             elif p.dim() >= 2:
-                p.normal_(0.0, 0.05)
+                p.normal_(0.0, std)
             else:
-                p.normal_(0.0, 0.05)  # biases
+                p.normal_(0.0, std)  # biases
         # Planted outliers: large input_layernorm gains at two dims of layer 0.
         model.model.layers[0].input_layernorm.weight[PLANT_DIMS] = 12.0
     model.save_pretrained(out_dir)
+    del model
     return cfg
+
+
+def other_expert_layout(src, dst):
+    """Writes the checkpoint in src to dst with the experts in the other layout and the same values:
+    per-expert (block_sparse_moe.gate + experts.N.w1/w3/w2, as Mixtral was released) <-> fused v5
+    (mlp.gate + mlp.experts.gate_up_proj [E,2I,H], gate rows first, and down_proj [E,H,I]).
+    Returns (layout of src, layout of dst)."""
+    tensors = {}
+    for f in sorted(glob.glob(os.path.join(src, "*.safetensors"))):
+        tensors.update(load_file(f))
+    os.makedirs(dst, exist_ok=True)
+    for name in os.listdir(src):
+        if name.endswith(".json") and name != "model.safetensors.index.json":
+            shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+    fused = any(k.endswith(".mlp.experts.gate_up_proj") for k in tensors)
+    out = {k: v for k, v in tensors.items()
+           if ".block_sparse_moe." not in k and ".mlp.experts." not in k and ".mlp.gate." not in k}
+    layers = sorted({int(k.split(".")[2]) for k in tensors if k.startswith("model.layers.")})
+    for l in layers:
+        p = f"model.layers.{l}."
+        if fused:
+            gu, down = tensors[p + "mlp.experts.gate_up_proj"], tensors[p + "mlp.experts.down_proj"]
+            inter = gu.shape[1] // 2
+            out[p + "block_sparse_moe.gate.weight"] = tensors[p + "mlp.gate.weight"]
+            for e in range(gu.shape[0]):
+                q = f"{p}block_sparse_moe.experts.{e}."
+                out[q + "w1.weight"] = gu[e, :inter].contiguous()
+                out[q + "w3.weight"] = gu[e, inter:].contiguous()
+                out[q + "w2.weight"] = down[e].contiguous()
+        else:
+            n = len([k for k in tensors if k.startswith(p + "block_sparse_moe.experts.") and k.endswith(".w1.weight")])
+            q = [f"{p}block_sparse_moe.experts.{e}." for e in range(n)]
+            out[p + "mlp.gate.weight"] = tensors[p + "block_sparse_moe.gate.weight"]
+            out[p + "mlp.experts.gate_up_proj"] = torch.stack(
+                [torch.cat([tensors[x + "w1.weight"], tensors[x + "w3.weight"]], 0) for x in q]).contiguous()
+            out[p + "mlp.experts.down_proj"] = torch.stack([tensors[x + "w2.weight"] for x in q]).contiguous()
+    save_file(out, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    return ("fused", "per-expert") if fused else ("per-expert", "fused")
 
 
 def hf_captures(model_dir, ids, dtype, device):
@@ -103,64 +172,89 @@ def main():
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--plain-cpu", action="store_true", help="also compare --device cpu --plain-ops in fp32")
+    ap.add_argument("--real-shapes", action="store_true",
+                    help="2 layers of the released config (REAL_SHAPES), 2 x 2048 tokens, bf16 only; needs a GPU")
     args = ap.parse_args()
+    families = args.families.split(",")
+    if args.real_shapes:
+        missing = [f for f in families if f not in REAL_SHAPES]
+        if missing:
+            ap.error(f"--real-shapes: no released config for {', '.join(missing)} (have: {', '.join(REAL_SHAPES)})")
+        if args.plain_cpu:
+            ap.error("--real-shapes runs bf16 on the GPU only; drop --plain-cpu")
     work = args.work or tempfile.mkdtemp(prefix="extract-parity-")
-    seq_len, batch = 32, 2
+    seq_len, batch = (2048, 2) if args.real_shapes else (32, 2)
+    vocab = REAL_SHAPES[families[0]]["vocab_size"] if args.real_shapes else BASE["vocab_size"]
+    if args.real_shapes and any(REAL_SHAPES[f]["vocab_size"] != vocab for f in families):
+        ap.error("--real-shapes: run families with different vocabularies one at a time")
     g = torch.Generator().manual_seed(1234)
-    ids = torch.randint(0, BASE["vocab_size"], (batch, seq_len), generator=g)
+    ids = torch.randint(0, vocab, (batch, seq_len), generator=g)
     ids_path = os.path.join(work, "ids.json")
     with open(ids_path, "w") as f:
         json.dump(ids.tolist(), f)
 
     # Default paths (the fused CUDA kernels where built), then the ATen path they replace.
-    runs = [(args.device, d, [], {}) for d in ("f32", "bf16")]
+    dnames = ("bf16",) if args.real_shapes else ("f32", "bf16")
+    runs = [(args.device, d, [], {}) for d in dnames]
     if args.device.startswith("cuda"):
-        runs += [(args.device, d, [], {"EXTRACTOR_FUSED": "0"}) for d in ("f32", "bf16")]
+        runs += [(args.device, d, [], {"EXTRACTOR_FUSED": "0"}) for d in dnames]
     if args.plain_cpu:
         runs.append(("cpu", "f32", ["--plain-ops"], {}))
     summary = []
     all_ok = True
-    for fi, family in enumerate(args.families.split(",")):
+    for fi, family in enumerate(families):
         mdir = os.path.join(work, family)
-        build(family, mdir, seed=100 + fi)
-        for device, dname, extra, env in runs:
+        build(family, mdir, seed=100 + fi, real_shapes=args.real_shapes, device=args.device)
+        checkpoints = [(family, mdir)]
+        if family in TWO_LAYOUTS:
+            saved, other = other_expert_layout(mdir, mdir + "-other-layout")
+            checkpoints = [(f"{family}[{saved}]", mdir), (f"{family}[{other}]", mdir + "-other-layout")]
+        refs = {}
+        for (name, cdir), (device, dname, extra, env) in [(c, r) for r in runs for c in checkpoints]:
             path = "plain" if extra else "aten" if env else "default"
-            label = f"{family} {dname} {device} {path}"
+            label = f"{name} {dname} {device} {path}"
             try:
-                ref = hf_captures(mdir, ids, DTYPES[dname], device)
-                ours = run_extract(args.extract, mdir, ids_path, os.path.join(work, f"out-{family}-{dname}-{device}-{path}"),
+                if (device, dname) not in refs:  # one HF reference per device and dtype, for every layout
+                    refs = {(device, dname): hf_captures(mdir, ids, DTYPES[dname], device)}
+                ref = refs[(device, dname)]
+                ours = run_extract(args.extract, cdir, ids_path,
+                                   os.path.join(work, f"out-{os.path.basename(cdir)}-{dname}-{device}-{path}"),
                                    dname, device, seq_len, batch, extra, env)
             except Exception as e:  # report and continue with the next configuration
                 print(f"NOT OK  {label}: {e}")
-                summary.append(dict(family=family, dtype=dname, device=device, path=path, max_rel_err=None,
+                summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=None,
                                     ok=False, error=str(e)[:500]))
                 all_ok = False
                 continue
             worst = 0.0
             ok_all = True
-            for name in sorted(ref, key=lambda n: (int(n.split("_")[1]), n)):
-                if name not in ours:
-                    print(f"NOT OK  {label} {name}: missing from extract output")
+            for tname in sorted(ref, key=lambda n: (int(n.split("_")[1]), n)):
+                if tname not in ours:
+                    print(f"NOT OK  {label} {tname}: missing from extract output")
                     ok_all = False
                     continue
-                a = ours[name].float()
-                b = ref[name]
+                a = ours[tname].float()
+                b = ref[tname]
                 if a.shape != b.shape:
-                    print(f"NOT OK  {label} {name}: shape {tuple(a.shape)} vs HF {tuple(b.shape)}")
+                    print(f"NOT OK  {label} {tname}: shape {tuple(a.shape)} vs HF {tuple(b.shape)}")
                     ok_all = False
                     continue
-                diff = (a - b).abs().max().item()
+                d = (a - b).abs()
+                diff = d.max().item()
                 rel = diff / max(b.abs().max().item(), 1e-30)
                 ok = rel <= BARS[dname]
                 ok_all &= ok
                 worst = max(worst, rel)
-                print(f"{'OK    ' if ok else 'NOT OK'}  {label} {name}: max|diff| {diff:.3e}  rel {rel:.3e}  max|hf| {b.abs().max().item():.3g}")
+                # Token rows over the bar: one or two mean a routing flip on a near tie, many a real bug.
+                rows_over = int((d.amax(-1) > BARS[dname] * b.abs().max()).sum().item())
+                print(f"{'OK    ' if ok else 'NOT OK'}  {label} {tname}: max|diff| {diff:.3e}  rel {rel:.3e}  "
+                      f"max|hf| {b.abs().max().item():.3g}  token rows over the bar {rows_over}/{d[..., 0].numel()}")
             all_ok &= ok_all
-            summary.append(dict(family=family, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all))
-    print("\nfamily     dtype device path     max rel err   result")
+            summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all))
+    print("\nfamily               dtype device path     max rel err   result")
     for s in summary:
         err = "error" if s["max_rel_err"] is None else f"{s['max_rel_err']:.3e}"
-        print(f"{s['family']:<10} {s['dtype']:<5} {s['device']:<6} {s['path']:<8} {err:<12} {'OK' if s['ok'] else 'NOT OK'}")
+        print(f"{s['family']:<20} {s['dtype']:<5} {s['device']:<6} {s['path']:<8} {err:<12} {'OK' if s['ok'] else 'NOT OK'}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(dict(version=1, torch=torch.__version__, summary=summary), f, indent=2)
