@@ -49,13 +49,23 @@ MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dty
     const int64_t Imoe = get_or(c, "moe_intermediate_size", I);
     const bool tied = c.value("tie_word_embeddings", false);
 
-    const int64_t attn = H * Nq * D + 2 * H * Nkv * D + Nq * D * H;  // q, k, v, o
+    // gpt_oss: q/k/v/o biases and one sink logit per head; router with bias; experts with biases,
+    // their matrices stored as MXFP4 (32 4-bit values + one 8-bit scale per block: 4.25 bits, kept
+    // packed by `extract run`, which counts them the same way: extractor/placement.cpp).
+    const bool gpt_oss = e.model_type == "gpt_oss";
+    const bool mxfp4 = gpt_oss && c.contains("quantization_config") && c["quantization_config"].is_object() &&
+                       c["quantization_config"].value("quant_method", "") == "mxfp4";
+    int64_t attn = H * Nq * D + 2 * H * Nkv * D + Nq * D * H;         // q, k, v, o
+    if (gpt_oss) attn += Nq * D + 2 * Nkv * D + H + Nq;                // biases, sinks
     const int64_t norms = 2 * H;
     const int64_t dense_mlp = 3 * H * I;                              // gate, up, down
+    const int64_t expert_matrices = 3 * H * Imoe;                     // per expert
+    const int64_t expert_biases = gpt_oss ? 2 * Imoe + H : 0;         // per expert
+    const int64_t router = H * E + (gpt_oss ? E : 0);
     int64_t per_layer = attn + norms, per_layer_active = attn + norms;
     if (E > 0) {
-        per_layer += E * 3 * H * Imoe + H * E;                        // experts + router
-        per_layer_active += std::max<int64_t>(K, 1) * 3 * H * Imoe + H * E;
+        per_layer += E * (expert_matrices + expert_biases) + router;  // experts + router
+        per_layer_active += std::max<int64_t>(K, 1) * (expert_matrices + expert_biases) + router;
     } else {
         per_layer += dense_mlp;
         per_layer_active += dense_mlp;
@@ -64,7 +74,8 @@ MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dty
     e.params = outer + L * per_layer;
     e.params_active = outer + L * per_layer_active;
     const double bpp = bytes_per_param(dtype);
-    e.weights_gb = static_cast<double>(e.params) * bpp / 1e9;
+    const int64_t packed = mxfp4 ? L * E * expert_matrices : 0;       // weights held at 4.25 bits
+    e.weights_gb = (static_cast<double>(e.params - packed) * bpp + static_cast<double>(packed) * 4.25 / 8) / 1e9;
     // One batch in flight: a few hidden-state copies, the attention scores of one layer, and the
     // logits (fp32). Captures are reduced on the device by the fused analysis, so they do not add up.
     const double tokens = static_cast<double>(batch) * static_cast<double>(seq_len);

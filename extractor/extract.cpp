@@ -221,6 +221,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
                    {"hidden_size", cfg.hidden},
                    {"num_experts", cfg.n_experts}}},
         {"random_weights", opt.random_weights},
+        {"experts_storage", !model.cfg.mxfp4_experts ? "plain" : model.cfg.dequantize_experts ? "mxfp4 dequantized at load" : "mxfp4 packed"},
         {"checkpoint_fingerprint_sha256", checkpoint_fingerprint(opt.model_dir)},
         {"tokenizer", {{"path", inputs.tokenizer_path}, {"sha256", inputs.tokenizer_sha256}}},
         {"dtype", dtype_name(model.dtype)},

@@ -14,6 +14,7 @@
 #include "extractor/checkpoint/safetensors.h"
 #include "extractor/families/family.h"
 #include "extractor/model.h"
+#include "extractor/mxfp4.h"
 
 namespace extractor {
 
@@ -81,6 +82,34 @@ nlohmann::json fixture_config(const FixtureOptions & o) {
         c["num_experts_per_tok"] = o.top_k;
         c["sliding_window"] = o.sliding_window ? nlohmann::json(*o.sliding_window) : nlohmann::json(nullptr);
         c["rms_norm_eps"] = 1e-5;
+    } else if (o.family == "gpt_oss") {
+        // The released gpt-oss config's shape of things: experts intermediate_size wide, MXFP4
+        // experts, alternating sliding (window 4 here, 128 released) and full layers, YaRN.
+        c["architectures"] = {"GptOssForCausalLM"};
+        c["num_local_experts"] = o.experts;
+        c["num_experts_per_tok"] = o.top_k;
+        c["experts_per_token"] = o.top_k;
+        c["rms_norm_eps"] = 1e-5;
+        c["attention_bias"] = true;
+        c["swiglu_limit"] = 7.0;
+        c["sliding_window"] = o.sliding_window.value_or(4);
+        c["max_position_embeddings"] = 131072;
+        c["initial_context_length"] = 4096;
+        std::vector<std::string> kinds;
+        for (int64_t l = 0; l < o.layers; ++l) kinds.push_back(l % 2 == 0 ? "sliding_attention" : "full_attention");
+        c["layer_types"] = kinds;
+        const nlohmann::json yarn = {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},
+                                     {"original_max_position_embeddings", 4096}, {"truncate", false}};
+        if (o.legacy_keys) {
+            c["rope_theta"] = 150000.0;
+            c["rope_scaling"] = yarn;
+        } else {
+            c["rope_parameters"] = yarn;
+            c["rope_parameters"]["rope_theta"] = 150000.0;
+        }
+        c["quantization_config"] = {{"quant_method", "mxfp4"},
+                                    {"modules_to_not_convert",
+                                     {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
     } else {
         (void)find_family(o.family);  // throws the "supported: ..." error for unknown names
         throw common::Error::internal("fixture writer has no config entry for family " + o.family);
@@ -162,8 +191,10 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
     namespace fs = std::filesystem;
     if (o.out_dir.empty()) throw common::Error::usage("fixture: --out DIR is required");
     if (o.shards < 1) throw common::Error::usage("fixture: --shards must be >= 1");
-    if (o.sliding_window && o.family != "mixtral")
-        throw common::Error::usage("fixture: --sliding-window is a mixtral option (family " + o.family + ")");
+    if (o.sliding_window && o.family != "mixtral" && o.family != "gpt_oss")
+        throw common::Error::usage("fixture: --sliding-window is a mixtral and gpt_oss option (family " + o.family + ")");
+    if (o.fused_experts && o.family == "gpt_oss")
+        throw common::Error::usage("fixture: gpt_oss experts are written in the released MXFP4 layout; --fused-experts does not apply");
     nlohmann::json config = fixture_config(o);
     const Family & family = find_family(o.family);
     ModelConfig cfg = family.parse_config(parse_hf_config(config, o.out_dir + "/config.json"));
@@ -177,6 +208,21 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
     fs::create_directories(o.out_dir);
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const WeightSpec & s : plan.sources) {
+        if (s.slot == Slot::ExpertsGateUp || s.slot == Slot::ExpertsDown || s.slot == Slot::ExpertsGateUpScales ||
+            s.slot == Slot::ExpertsDownScales) {
+            if (s.stored_dtype == "U8") {
+                // MXFP4 (gpt_oss): random weights [E,R,C] quantized to blocks + scales; both tensors
+                // of a matrix draw the same weights (seeded by the matrix's name without suffix).
+                const std::string base = s.name.substr(0, s.name.rfind('_'));
+                auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a(base));
+                const bool blocks = s.slot == Slot::ExpertsGateUp || s.slot == Slot::ExpertsDown;
+                const int64_t cols = s.shape[2] * mxfp4::kBlock;
+                at::Tensor w = 0.05 * at::randn({s.shape[0], s.shape[1], cols}, gen, at::TensorOptions().dtype(at::kFloat));
+                auto [b, sc] = mxfp4::quantize(w);
+                tensors.emplace_back(s.name, blocks ? b : sc);
+                continue;
+            }
+        }
         auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a(s.name));
         at::Tensor t;
         const bool is_norm = s.slot == Slot::InputNorm || s.slot == Slot::PostNorm || s.slot == Slot::QNorm || s.slot == Slot::KNorm;

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/progress.h"
 #include "extractor/checkpoint/sharded.h"
+#include "extractor/mxfp4.h"
 
 namespace extractor {
 
@@ -47,7 +48,10 @@ void allocate(Model & m) {
         if (d.layer >= m.run_layers) continue;
         c10::Device dev = d.layer < 0 ? w.embed_device : w.home[static_cast<size_t>(d.layer)];
         bool pinned = d.layer >= 0 && dev.is_cpu() && w.compute[static_cast<size_t>(d.layer)].is_cuda();
-        auto options = at::TensorOptions().dtype(m.dtype).device(dev).pinned_memory(pinned);
+        const at::ScalarType dtype = d.storage == Storage::RunDtype ? m.dtype
+                                     : d.storage == Storage::F32    ? at::kFloat
+                                                                    : at::kByte;  // MXFP4 blocks / scales
+        auto options = at::TensorOptions().dtype(dtype).device(dev).pinned_memory(pinned);
         dest_tensor(w, d.layer, d.slot) = at::empty(d.shape, options);
     }
 }
@@ -98,7 +102,12 @@ std::vector<const WeightSpec *> checked_sources(const Model & m, const Checkpoin
                                                               " but config.json implies " + shape_text(s.shape) + " (dtype " + info.dtype + ")")
                 .with("file", file)
                 .with("tensor", s.name);
-        if (info.dtype != "BF16" && info.dtype != "F16" && info.dtype != "F32")
+        if (!s.stored_dtype.empty() && info.dtype != s.stored_dtype)
+            throw common::Error(common::ErrorKind::Usage, file + ": tensor " + s.name + ": dtype " + info.dtype + " but " +
+                                                              s.stored_dtype + " is required (MXFP4 blocks and scales are bytes)")
+                .with("file", file)
+                .with("tensor", s.name);
+        if (s.stored_dtype.empty() && info.dtype != "BF16" && info.dtype != "F16" && info.dtype != "F32")
             throw common::Error(common::ErrorKind::Usage, file + ": tensor " + s.name + ": dtype " + info.dtype +
                                                               " is not a supported weight dtype (BF16, F16, F32)")
                 .with("file", file)
@@ -119,6 +128,26 @@ bool join_within(std::thread & t, const std::atomic<bool> & done, std::chrono::d
     }
     t.join();
     return true;
+}
+
+// `extract run --dequantize`: every layer's MXFP4 experts become plain [E,2I,H] / [E,H,I] tensors
+// in the run dtype where they live (pinned again for an offloaded layer), one tensor at a time.
+void dequantize_experts(Model & m) {
+    for (int l = 0; l < m.run_layers; ++l) {
+        ops::MoeWeights & moe = m.weights.layers[static_cast<size_t>(l)].moe;
+        if (!moe.gate_up_scales.defined()) continue;
+        const std::string where = m.dir + ": layer " + std::to_string(l) + " experts";
+        auto one = [&](at::Tensor & blocks, at::Tensor & scales) {
+            const bool pinned = blocks.is_cpu() && blocks.is_pinned();
+            at::Tensor plain = mxfp4::dequantize(blocks, scales, m.dtype);
+            blocks = pinned ? plain.pin_memory() : plain;
+            scales = at::Tensor();
+        };
+        mxfp4::check_packed(moe.gate_up, moe.gate_up_scales, where);
+        mxfp4::check_packed(moe.down, moe.down_scales, where);
+        one(moe.gate_up, moe.gate_up_scales);
+        one(moe.down, moe.down_scales);
+    }
 }
 
 }  // namespace
@@ -167,6 +196,7 @@ Model plan_model(const std::string & dir, const LoadOptions & opt) {
     m.hf = read_hf_config(dir);
     m.family = &find_family(m.hf.model_type);
     m.cfg = m.family->parse_config(m.hf);
+    m.cfg.dequantize_experts = opt.dequantize && m.cfg.mxfp4_experts;
     m.dtype = opt.dtype;
     m.run_layers = opt.run_layers < 0 ? static_cast<int>(m.cfg.n_layers) : opt.run_layers;
     if (m.run_layers > m.cfg.n_layers)
@@ -343,6 +373,7 @@ Model load_model(const std::string & dir, const LoadOptions & opt) {
     if (overlap.joinable()) overlap.join();
     progress->finish();
     m.weights = *weights_ptr;
+    if (m.cfg.dequantize_experts) dequantize_experts(m);
     m.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return m;
 }
@@ -375,8 +406,11 @@ Model random_model(const std::string & dir, const LoadOptions & opt, uint64_t se
         at::Tensor & t = dest_tensor(m.weights, d.layer, d.slot);
         bool is_norm = d.slot == Slot::InputNorm || d.slot == Slot::PostNorm || d.slot == Slot::QNorm || d.slot == Slot::KNorm;
         if (is_norm) t.fill_(1.0);
+        else if (d.storage == Storage::Mxfp4Blocks) t.random_(0, 256);  // every e2m1 code equally likely
+        else if (d.storage == Storage::Mxfp4Scales) t.random_(119, 122);  // x 2^-8..2^-6: weights of ~0.02
         else t.normal_(0.0, 0.02);
     }
+    if (m.cfg.dequantize_experts) dequantize_experts(m);
     for (const auto & d : m.placement.home)
         if (d.is_cuda()) (void)at::zeros({1}, at::TensorOptions().device(d)).sum().item<float>();
     m.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

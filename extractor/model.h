@@ -31,6 +31,9 @@ struct LoadOptions {
     double stall_timeout_s = 300;              // no progress for this long -> Error(timeout)
     int threads = 8;
     bool show_progress = true;
+    // MXFP4 experts (gpt_oss): dequantize them all to the run dtype right after loading instead of
+    // keeping them packed (the comparison path; needs ~3.8x the experts' packed memory).
+    bool dequantize = false;
     // Runs on a thread of its own once the weights are allocated, while they stream in, on a copy
     // of the model. extract uses it to pay the GPU's one-time costs (library handles, lazy kernel
     // loading, cuDNN's attention plan for the batch shape) on layer 0 before its weights have

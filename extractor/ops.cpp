@@ -203,7 +203,10 @@ at::Tensor attend(at::Tensor q, at::Tensor k, at::Tensor v, const AttnWeights & 
     at::Tensor mask;
     if (opt.sliding_window && *opt.sliding_window < T) mask = causal_mask(T, opt.sliding_window, a.device());
     at::Tensor o;
-    if (compat::fast_paths() && compat::has_sdpa()) {
+    if (w.sinks.defined()) {
+        if (!mask.defined()) mask = causal_mask(T, std::nullopt, a.device());        // [T,T]
+        o = attend_with_sinks(q, k, v, w.sinks, mask);                                // [B,Nq,T,D]
+    } else if (compat::fast_paths() && compat::has_sdpa()) {
         o = compat::sdpa(q, k, v, mask);                                              // [B,Nq,T,D]
     } else {
         if (!mask.defined()) mask = causal_mask(T, std::nullopt, a.device());         // [T,T]

@@ -64,6 +64,9 @@ struct AttnOptions {
 struct AttnWeights {
     Linear q, k, v, o;
     at::Tensor q_norm, k_norm;  // [D] (PerHead) or [Nq*D] / [Nkv*D] (Whole)
+    // gpt_oss: one learned logit per query head [Nq], a virtual extra key that every query attends
+    // to with value 0: it takes part in the softmax's normaliser and is then dropped.
+    at::Tensor sinks;
 };
 
 // a [B,T,H] -> [B,T,H]. cos/sin [T,D] in a's dtype.
@@ -85,10 +88,39 @@ struct MoeWeights {
     at::Tensor router;    // [E,H]
     at::Tensor gate_up;   // [E,2I,H]: per expert cat([gate; up], rows) (transformers v5 layout)
     at::Tensor down;      // [E,H,I]
+    // gpt_oss (moe_clamped_swiglu): router bias [E]; gate_up rows interleave gate and up (even,
+    // odd); with MXFP4, gate_up / down hold the blocks [E,2I,H/32,16] / [E,H,I/32,16] (uint8) and
+    // the *_scales [E,2I,H/32] / [E,H,I/32]; biases [E,2I] / [E,H].
+    at::Tensor router_bias, gate_up_bias, down_bias, gate_up_scales, down_scales;
 };
 
 // Softmax-top-k routing and expert dispatch. m [B,T,H] -> [B,T,H]. Tokens are never dropped.
 at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt);
+
+// Attention with per-head sink logits (AttnWeights::sinks), as transformers' eager path computes
+// it: scores = q k^T / sqrt(D), masked; the sink logit appended as an extra column; the row max
+// subtracted; softmax in the activation dtype; the sink column dropped; times v. q, k, v
+// [B,Nq,T,D] (k, v already repeated for GQA), sinks [Nq], mask bool [T,T] (true = attend) ->
+// [B,Nq,T,D]. Works on (row, head-group) chunks of at most 2^27 scores.
+at::Tensor attend_with_sinks(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & sinks,
+                             const at::Tensor & mask);
+
+// gpt_oss's RMSNorm: like rms_norm, but the gain multiplies the fp32 normalised value and the
+// product is rounded once (transformers keeps these gains in fp32).
+at::Tensor rms_norm_fp32_gain(const at::Tensor & x, const at::Tensor & weight, double eps);  // [...,W]
+
+struct ClampedSwigluMoeOptions {
+    int64_t top_k = 0;
+    double alpha = 1.702;       // gate * sigmoid(alpha * gate)
+    double limit = 7.0;         // gate clamped above at limit, up to [-limit, limit]
+    int64_t experts_per_chunk = 0;  // MXFP4: experts dequantized at a time (0: from a 512 MiB budget)
+};
+// gpt_oss's MoE block: router logits = x W^T + b; top-k of the logits; softmax over those k, in
+// the activation dtype; per expert gate_up = x W^T + b (rows interleaved gate, up), out =
+// (clamp(up) + 1) * g * sigmoid(alpha * g) with g = min(gate, limit), down = out W^T + b; the K
+// outputs times their weights (activation dtype), summed. MXFP4 experts (w.gate_up_scales defined)
+// are dequantized a chunk of experts at a time into one reusable buffer. m [B,T,H] -> [B,T,H].
+at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const ClampedSwigluMoeOptions & opt);
 
 // Which implementations run for this dtype/device, for the log ("attention: sdpa; experts: grouped_mm").
 std::string describe_paths(at::ScalarType dtype, bool cuda);

@@ -72,18 +72,18 @@ MemoryEstimate estimate_memory(const ModelConfig & cfg, const WeightPlan & plan,
                                int64_t batch, int64_t seq_len) {
     MemoryEstimate e;
     e.embed_bytes = static_cast<uint64_t>(cfg.vocab * cfg.hidden) * bpe;
-    uint64_t numel_all = plan.numel_total();
-    e.params_total = numel_all + (cfg.tie_embeddings ? 0 : static_cast<uint64_t>(cfg.vocab * cfg.hidden)) +
+    // MXFP4 blocks count two weights a byte and their scales none (DestSpec::params).
+    e.params_total = plan.params_total() + (cfg.tie_embeddings ? 0 : static_cast<uint64_t>(cfg.vocab * cfg.hidden)) +
                      static_cast<uint64_t>(cfg.hidden);  // + lm_head, final norm (not loaded: never needed)
+    // Active parameters per token: all but (E - K) / E of every MoE layer's expert weights and
+    // biases. The embedding row is a lookup, but conventionally counted.
     uint64_t inactive = 0;
-    const uint64_t per_expert = static_cast<uint64_t>(3 * cfg.hidden * cfg.expert_intermediate);
-    for (int l = 0; l < cfg.n_layers; ++l)
-        if (cfg.layer_is_moe[static_cast<size_t>(l)]) inactive += static_cast<uint64_t>(cfg.n_experts - cfg.top_k) * per_expert;
-    // Active parameters per token: the embedding row is a lookup, but conventionally counted.
+    if (cfg.n_experts > 0)
+        inactive = plan.params_experts() / static_cast<uint64_t>(cfg.n_experts) * static_cast<uint64_t>(cfg.n_experts - cfg.top_k);
     e.params_active = e.params_total - inactive;
     e.total_bytes = e.embed_bytes;
     for (int l = 0; l < run_layers; ++l) {
-        e.layer_bytes.push_back(plan.numel_layer(l) * bpe);
+        e.layer_bytes.push_back(plan.bytes_layer(l, bpe, cfg.dequantize_experts));
         e.total_bytes += e.layer_bytes.back();
     }
     const uint64_t N = static_cast<uint64_t>(batch * seq_len);
@@ -93,6 +93,10 @@ MemoryEstimate estimate_memory(const ModelConfig & cfg, const WeightPlan & plan,
     if (cfg.n_moe_layers() > 0)
         mlp = std::max<uint64_t>(mlp, static_cast<uint64_t>(cfg.top_k * (2 * cfg.hidden + 4 * cfg.expert_intermediate)));
     e.activation_bytes = N * (8 * H + 2 * qkv + mlp) * bpe + 256 * (uint64_t(1) << 20);
+    // gpt_oss: the sink attention's score chunks (at most 2^27 elements, a few live copies in fp32)
+    // and the MXFP4 dequantization buffer (ops::moe_clamped_swiglu's 512 MiB budget).
+    if (cfg.attn_sinks) e.activation_bytes += (uint64_t(1) << 27) * 4 * 4;
+    if (cfg.mxfp4_experts && !cfg.dequantize_experts) e.activation_bytes += 512 * (uint64_t(1) << 20);
     return e;
 }
 

@@ -83,6 +83,9 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         run_cmd->add_flag("--absmax", e.absmax, "Print per-layer max |x| and |x|>=6 counts (computed on the device)");
         run_cmd->add_flag("--random-weights", e.random_weights, "Ignore safetensors; random weights from config.json alone");
         run_cmd->add_option("--weight-seed", e.weight_seed, "Seed for --random-weights")->capture_default_str();
+        run_cmd->add_flag("--dequantize", e.load.dequantize,
+                          "gpt_oss: dequantize the MXFP4 experts to --dtype at load (default: keep them packed, "
+                          "dequantize a chunk of experts at a time in the forward)");
         run_cmd->add_option("--warmup", e.warmup_batches, "Untimed warm-up passes over the first batch (benchmarks)")
             ->capture_default_str();
         run_cmd->add_flag("--plan", e.plan_only, "Print the placement plan and memory estimate; load nothing");
@@ -111,7 +114,7 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
             "fixture", "Write a tiny random-weight checkpoint in the Hugging Face layout, optionally with planted outliers.\n\n"
                        "Examples:\n  extract fixture --family olmoe --out /tmp/olmoe-tiny\n"
                        "  extract fixture --family qwen3_moe --out /tmp/q --layers 4 --shards 3 --plant 7,42@0-3");
-        fixture_cmd->add_option("--family", fix.fixture.family, "model_type: llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral")->required();
+        fixture_cmd->add_option("--family", fix.fixture.family, "model_type: llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral, gpt_oss")->required();
         fixture_cmd->add_option("--out", fix.fixture.out_dir, "Output directory")->required();
         fixture_cmd->add_option("--layers", fix.fixture.layers, "Decoder layers")->capture_default_str();
         fixture_cmd->add_option("--hidden", fix.fixture.hidden, "Hidden size")->capture_default_str();
@@ -131,7 +134,7 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         fixture_cmd->add_flag("--fused-experts", fix.fixture.fused_experts,
                               "MoE: write experts in the transformers v5 layout (mlp.experts.gate_up_proj/down_proj), same values");
         int64_t sliding_window = 0;
-        fixture_cmd->add_option("--sliding-window", sliding_window, "mixtral: config sliding_window (default null)")
+        fixture_cmd->add_option("--sliding-window", sliding_window, "mixtral: config sliding_window (default null); gpt_oss: window of the sliding layers (default 4)")
             ->check(CLI::Range(int64_t{1}, hf_limits::kPositions));
         fixture_cmd->add_option("--seed", fix.fixture.seed, "Weights depend only on this seed and each tensor's name")->capture_default_str();
         fixture_cmd->add_option("--plant", plants, "Planted outliers DIMS@LAYERS[xGAIN], e.g. 7,42@0-3 (repeatable)");

@@ -19,6 +19,7 @@ int run_inspect(const InspectOptions & opt, const common::Output & out) {
     ModelConfig cfg = family.parse_config(hf);
     WeightPlan plan = family.plan_weights(cfg, false);
     MemoryEstimate e = estimate_memory(cfg, plan, 2, static_cast<int>(cfg.n_layers), 1, 1);
+    MemoryEstimate e32 = estimate_memory(cfg, plan, 4, static_cast<int>(cfg.n_layers), 1, 1);
     nlohmann::json weights;
     if (opt.config_only) {
         weights = {{"weights_checked", "none"}, {"weights_note", "--config-only: weights not opened"}};
@@ -57,13 +58,23 @@ int run_inspect(const InspectOptions & opt, const common::Output & out) {
         {"params_active", e.params_active},
         {"checkpoint_dtype", cfg.checkpoint_dtype},
         // What `extract run` loads: everything except lm_head and the final norm, all experts.
+        // MXFP4 experts (gpt_oss) count at their packed size (4.25 bits a weight) in every dtype:
+        // only the rest of the model follows the dtype.
         {"weights_loaded_bytes_bf16", e.total_bytes},
         {"weights_loaded_bytes_f16", e.total_bytes},
-        {"weights_loaded_bytes_f32", e.total_bytes * 2},
+        {"weights_loaded_bytes_f32", e32.total_bytes},
         {"weights_loaded_bf16", common::format_bytes(static_cast<double>(e.total_bytes))},
-        {"weights_loaded_f32", common::format_bytes(static_cast<double>(e.total_bytes * 2))},
+        {"weights_loaded_f32", common::format_bytes(static_cast<double>(e32.total_bytes))},
         {"weights_data_read", false},
     };
+    if (cfg.mxfp4_experts) {
+        ModelConfig dq = cfg;
+        dq.dequantize_experts = true;
+        const MemoryEstimate ed = estimate_memory(dq, plan, 2, static_cast<int>(cfg.n_layers), 1, 1);
+        o["experts_storage"] = "mxfp4 (packed: 4.25 bits a weight; 32 e2m1 values + one e8m0 scale per block)";
+        o["weights_loaded_bytes_bf16_dequantized"] = ed.total_bytes;  // extract run --dequantize
+        o["weights_loaded_bf16_dequantized"] = common::format_bytes(static_cast<double>(ed.total_bytes));
+    }
     o.update(weights);
     out.object(o);
     return 0;

@@ -37,8 +37,56 @@ std::string_view slot_name(Slot slot) {
     case Slot::Router: return "router";
     case Slot::ExpertsGateUp: return "experts_gate_up";
     case Slot::ExpertsDown: return "experts_down";
+    case Slot::Sinks: return "sinks";
+    case Slot::RouterBias: return "router_bias";
+    case Slot::ExpertsGateUpBias: return "experts_gate_up_bias";
+    case Slot::ExpertsDownBias: return "experts_down_bias";
+    case Slot::ExpertsGateUpScales: return "experts_gate_up_scales";
+    case Slot::ExpertsDownScales: return "experts_down_scales";
     }
     return "?";
+}
+
+uint64_t DestSpec::params() const {
+    uint64_t k = 1;
+    for (auto s : shape) k *= static_cast<uint64_t>(s);
+    if (storage == Storage::Mxfp4Blocks) return 2 * k;
+    if (storage == Storage::Mxfp4Scales) return 0;
+    return k;
+}
+
+uint64_t DestSpec::bytes(int bytes_per_element, bool dequantized) const {
+    uint64_t k = 1;
+    for (auto s : shape) k *= static_cast<uint64_t>(s);
+    switch (storage) {
+    case Storage::RunDtype: return k * static_cast<uint64_t>(bytes_per_element);
+    case Storage::F32: return k * 4;
+    case Storage::Mxfp4Blocks: return dequantized ? 2 * k * static_cast<uint64_t>(bytes_per_element) : k;
+    case Storage::Mxfp4Scales: return dequantized ? 0 : k;
+    }
+    return k;
+}
+
+uint64_t WeightPlan::params_total() const {
+    uint64_t n = 0;
+    for (const auto & d : dests) n += d.params();
+    return n;
+}
+
+uint64_t WeightPlan::params_experts() const {
+    uint64_t n = 0;
+    for (const auto & d : dests)
+        if (d.slot == Slot::ExpertsGateUp || d.slot == Slot::ExpertsDown || d.slot == Slot::ExpertsGateUpBias ||
+            d.slot == Slot::ExpertsDownBias)
+            n += d.params();
+    return n;
+}
+
+uint64_t WeightPlan::bytes_layer(int layer, int bytes_per_element, bool dequantized) const {
+    uint64_t n = 0;
+    for (const auto & d : dests)
+        if (d.layer == layer) n += d.bytes(bytes_per_element, dequantized);
+    return n;
 }
 
 uint64_t WeightPlan::numel_total() const {
@@ -85,6 +133,12 @@ at::Tensor * LayerWeights::slot(Slot s) {
     case Slot::Router: return &moe.router;
     case Slot::ExpertsGateUp: return &moe.gate_up;
     case Slot::ExpertsDown: return &moe.down;
+    case Slot::Sinks: return &attn.sinks;
+    case Slot::RouterBias: return &moe.router_bias;
+    case Slot::ExpertsGateUpBias: return &moe.gate_up_bias;
+    case Slot::ExpertsDownBias: return &moe.down_bias;
+    case Slot::ExpertsGateUpScales: return &moe.gate_up_scales;
+    case Slot::ExpertsDownScales: return &moe.down_scales;
     case Slot::Embed: break;
     }
     throw common::Error::internal("slot " + std::string(slot_name(s)) + " is not a layer slot");
@@ -94,7 +148,8 @@ std::vector<at::Tensor *> LayerWeights::all() {
     return {&input_norm,      &post_norm,      &attn.q.weight, &attn.k.weight,   &attn.v.weight, &attn.o.weight,
             &attn.q.bias,     &attn.k.bias,    &attn.v.bias,   &attn.o.bias,     &attn.q_norm,   &attn.k_norm,
             &mlp.gate.weight, &mlp.up.weight,  &mlp.down.weight, &mlp.gate.bias, &mlp.up.bias,   &mlp.down.bias,
-            &moe.router,      &moe.gate_up,    &moe.down};
+            &moe.router,      &moe.gate_up,    &moe.down,        &attn.sinks,    &moe.router_bias,
+            &moe.gate_up_bias, &moe.down_bias, &moe.gate_up_scales, &moe.down_scales};
 }
 
 LayerWeights Weights::fetch(int layer) const {
@@ -200,6 +255,24 @@ void plan_moe(WeightPlan & plan, const ModelConfig & cfg, int l, bool fused_expe
         plan.sources.push_back({ep + "up_proj.weight", {I, H}, l, Slot::ExpertsGateUp, e, I});
         plan.sources.push_back({ep + "down_proj.weight", {H, I}, l, Slot::ExpertsDown, e, 0});
     }
+}
+
+void plan_mxfp4_experts(WeightPlan & plan, const ModelConfig & cfg, int l) {
+    const std::string p = layer_prefix(l) + "mlp.";
+    const int64_t H = cfg.hidden, E = cfg.n_experts, I = cfg.expert_intermediate;
+    add(plan, l, Slot::Router, {E, H}, p + "router.weight");
+    add(plan, l, Slot::RouterBias, {E}, p + "router.bias");
+    auto packed = [&](Slot blocks, Slot scales, int64_t rows, int64_t cols, const std::string & name) {
+        const int64_t G = cols / 32;
+        plan.dests.push_back({l, blocks, {E, rows, G, 16}, Storage::Mxfp4Blocks});
+        plan.sources.push_back({p + "experts." + name + "_blocks", {E, rows, G, 16}, l, blocks, -1, 0, "U8"});
+        plan.dests.push_back({l, scales, {E, rows, G}, Storage::Mxfp4Scales});
+        plan.sources.push_back({p + "experts." + name + "_scales", {E, rows, G}, l, scales, -1, 0, "U8"});
+    };
+    packed(Slot::ExpertsGateUp, Slot::ExpertsGateUpScales, 2 * I, H, "gate_up_proj");
+    add(plan, l, Slot::ExpertsGateUpBias, {E, 2 * I}, p + "experts.gate_up_proj_bias");
+    packed(Slot::ExpertsDown, Slot::ExpertsDownScales, H, I, "down_proj");
+    add(plan, l, Slot::ExpertsDownBias, {E, H}, p + "experts.down_proj_bias");
 }
 
 ops::AttnOptions attn_options(const ModelConfig & cfg, int layer) {

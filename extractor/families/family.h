@@ -36,6 +36,12 @@ struct ModelConfig {
     bool norm_topk_prob = false;
     std::vector<bool> layer_is_moe;           // per layer
     std::string checkpoint_dtype;             // config's dtype ("bfloat16", ...), may be empty
+    // gpt_oss: per-head attention sink logits, MXFP4-packed experts (quantization_config
+    // quant_method "mxfp4"), clamped SwiGLU limit; dequantize_experts is `extract run --dequantize`.
+    bool attn_sinks = false;
+    bool mxfp4_experts = false;
+    bool dequantize_experts = false;
+    double swiglu_limit = 7.0;
 
     int64_t n_moe_layers() const;
 };
@@ -47,13 +53,20 @@ enum class Slot {
     Q, K, V, O, QBias, KBias, VBias, OBias, QNorm, KNorm,
     Gate, Up, Down, GateBias, UpBias, DownBias,
     Router, ExpertsGateUp, ExpertsDown,
+    Sinks, RouterBias, ExpertsGateUpBias, ExpertsDownBias, ExpertsGateUpScales, ExpertsDownScales,
 };
+// How a destination is held in memory: in the run dtype, always in fp32 (gpt_oss's norm gains, as
+// transformers keeps them), or as MXFP4 bytes (uint8 blocks [...,G,16] and scales [...,G]; mxfp4.h).
+enum class Storage : uint8_t { RunDtype, F32, Mxfp4Blocks, Mxfp4Scales };
 std::string_view slot_name(Slot slot);
 
 struct DestSpec {
     int layer = -1;                           // -1: model-level (embedding)
     Slot slot;
     std::vector<int64_t> shape;
+    Storage storage = Storage::RunDtype;
+    uint64_t params() const;                  // weights it holds (a blocks byte: 2; scales: 0)
+    uint64_t bytes(int bytes_per_element, bool dequantized) const;  // dequantized: blocks as run dtype
 };
 
 // One checkpoint tensor and where it lands. Per-expert tensors land in a slice of a fused
@@ -65,6 +78,7 @@ struct WeightSpec {
     Slot slot;
     int64_t expert = -1;
     int64_t row_offset = 0;
+    std::string stored_dtype;                 // "" = BF16, F16 or F32; else exactly this ("U8")
 };
 
 struct WeightPlan {
@@ -72,6 +86,9 @@ struct WeightPlan {
     std::vector<WeightSpec> sources;
     uint64_t numel_total() const;             // sum over dests
     uint64_t numel_layer(int layer) const;
+    uint64_t params_total() const;            // weights (MXFP4 blocks count 2 a byte, scales none)
+    uint64_t params_experts() const;          // of those, in expert slots (matrices and biases)
+    uint64_t bytes_layer(int layer, int bytes_per_element, bool dequantized) const;
 };
 
 struct LayerWeights {
@@ -123,6 +140,9 @@ void plan_embedding(WeightPlan & plan, const ModelConfig & cfg);
 void plan_attention(WeightPlan & plan, const ModelConfig & cfg, int layer);
 void plan_dense_mlp(WeightPlan & plan, const ModelConfig & cfg, int layer, int64_t width);
 void plan_moe(WeightPlan & plan, const ModelConfig & cfg, int layer, bool fused_experts);
+// gpt_oss experts as the released checkpoints store them: router weight + bias, MXFP4 gate_up
+// (rows interleaved gate, up) and down blocks/scales, bf16 biases (families/gpt_oss.cpp).
+void plan_mxfp4_experts(WeightPlan & plan, const ModelConfig & cfg, int layer);
 ops::AttnOptions attn_options(const ModelConfig & cfg, int layer);
 // Positions 0..T-1 on the device of layer `layer`.
 std::pair<at::Tensor, at::Tensor> rope_tables(const ModelConfig & cfg, int64_t T, at::ScalarType dtype, c10::Device device);

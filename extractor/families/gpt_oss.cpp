@@ -1,0 +1,129 @@
+// gpt-oss (model_type "gpt_oss": gpt-oss-20b, gpt-oss-120b). Follows HF transformers
+// src/transformers/models/gpt_oss/modeling_gpt_oss.py (GptOssDecoderLayer) and the MXFP4 loading
+// of src/transformers/integrations/mxfp4.py. Nearest sibling: qwen3_moe.cpp. Differences:
+//   - RMSNorm multiplies the fp32 normalised value by an fp32 gain and rounds once;
+//   - q/k/v/o projections with biases; one learned sink logit per query head that joins every
+//     softmax and is dropped (ops::attend_with_sinks); layers alternate sliding-window and full
+//     attention by layer_types; YaRN RoPE (rope_scaling, factor 32 in the released configs);
+//   - every layer is MoE: router with bias, top-k over the logits, softmax over the k; experts
+//     with biases and the clamped SwiGLU (gate and up interleaved in gate_up's rows);
+//   - experts stored as MXFP4 (quantization_config.quant_method "mxfp4"): loaded packed and
+//     dequantized a chunk of experts at a time inside the MoE op, or all at load (--dequantize).
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "common/error.h"
+#include "extractor/families/family.h"
+
+namespace extractor {
+namespace {
+
+class GptOssFamily final : public Family {
+public:
+    std::string_view name() const override { return "gpt_oss"; }
+    std::string_view hf_reference() const override {
+        return "models/gpt_oss/modeling_gpt_oss.py GptOssDecoderLayer + integrations/mxfp4.py";
+    }
+
+    ModelConfig parse_config(const HfConfig & hf) const override {
+        auto bad = [&](const std::string & key, const std::string & why) {
+            return common::Error(common::ErrorKind::Usage, hf.path + ": key " + key + ": " + why)
+                .with("file", hf.path)
+                .with("key", key);
+        };
+        ModelConfig c = families::parse_common(hf, 1e-5, 150000.0);
+        // GptOssConfig's default is attention_bias = true (HfConfig's generic default is false).
+        const auto ab = hf.raw.find("attention_bias");
+        c.qkv_bias = c.o_bias = ab == hf.raw.end() || ab->is_null() ? true : hf.attention_bias;
+        c.mlp_bias = false;
+        c.attn_sinks = true;
+        c.n_experts = hf.num_experts;
+        c.top_k = hf.num_experts_per_tok;
+        c.expert_intermediate = hf.intermediate_size;
+        c.intermediate = 0;
+        if (c.n_experts <= 0) throw bad("num_local_experts", "must be positive for gpt_oss");
+        if (c.top_k <= 0 || c.top_k > c.n_experts) throw bad("num_experts_per_tok", "must be 1 to num_local_experts");
+        if (c.expert_intermediate <= 0) throw bad("intermediate_size", "must be positive (the expert width)");
+        c.layer_is_moe.assign(static_cast<size_t>(c.n_layers), true);
+        if (auto it = hf.raw.find("swiglu_limit"); it != hf.raw.end() && !it->is_null()) {
+            if (!it->is_number() || !std::isfinite(it->get<double>()) || it->get<double>() <= 0)
+                throw bad("swiglu_limit", "must be a positive finite number");
+            c.swiglu_limit = it->get<double>();
+        }
+        // Layer kinds: layer_types, or HF's default (even layers sliding, odd full).
+        if (!hf.layer_types.empty() && hf.layer_types.size() != static_cast<size_t>(c.n_layers))
+            throw bad("layer_types", std::to_string(hf.layer_types.size()) + " entries for " + std::to_string(c.n_layers) + " layers");
+        const int64_t window = hf.sliding_window.value_or(128);
+        for (int64_t l = 0; l < c.n_layers; ++l) {
+            const std::string kind = hf.layer_types.empty() ? (l % 2 == 0 ? "sliding_attention" : "full_attention")
+                                                            : hf.layer_types[static_cast<size_t>(l)];
+            if (kind == "sliding_attention") {
+                if (window <= 0) throw bad("sliding_window", "must be positive when a layer is sliding_attention");
+                c.sliding_window[static_cast<size_t>(l)] = window;
+            } else if (kind != "full_attention") {
+                throw bad("layer_types[" + std::to_string(l) + "]", "\"" + kind + "\" is not sliding_attention or full_attention");
+            }
+        }
+        // Experts: only the released MXFP4 layout is read (a dequantized save stores gate_up
+        // transposed, [E,H,2I]; not supported yet).
+        const auto q = hf.raw.find("quantization_config");
+        const bool mxfp4 = q != hf.raw.end() && q->is_object() && q->contains("quant_method") &&
+                           (*q)["quant_method"].is_string() && (*q)["quant_method"].get<std::string>() == "mxfp4";
+        if (!mxfp4)
+            throw bad("quantization_config", "gpt_oss is read with MXFP4 experts only (quant_method \"mxfp4\", as released); "
+                                             "this config has none");
+        c.mxfp4_experts = true;
+        if (c.hidden % 32 != 0) throw bad("hidden_size", std::to_string(c.hidden) + " is not a multiple of 32 (MXFP4 blocks)");
+        if (c.expert_intermediate % 32 != 0)
+            throw bad("intermediate_size", std::to_string(c.expert_intermediate) + " is not a multiple of 32 (MXFP4 blocks)");
+        return c;
+    }
+
+    WeightPlan plan_weights(const ModelConfig & cfg, bool /*fused_experts*/) const override {
+        WeightPlan plan;
+        families::plan_embedding(plan, cfg);
+        for (int l = 0; l < cfg.n_layers; ++l) {
+            const size_t first = plan.dests.size();
+            families::plan_attention(plan, cfg, l);
+            // transformers keeps the norm gains in fp32; so do we (checkpoints store them in bf16).
+            for (size_t i = first; i < plan.dests.size(); ++i)
+                if (plan.dests[i].slot == Slot::InputNorm || plan.dests[i].slot == Slot::PostNorm) plan.dests[i].storage = Storage::F32;
+            families::add(plan, l, Slot::Sinks, {cfg.n_heads}, "model.layers." + std::to_string(l) + ".self_attn.sinks");
+            families::plan_mxfp4_experts(plan, cfg, l);
+        }
+        return plan;
+    }
+
+    at::Tensor forward(const ModelConfig & cfg, const Weights & w, const at::Tensor & ids, int run_layers,
+                       Tap & tap) const override {
+        const ops::ClampedSwigluMoeOptions moe{.top_k = cfg.top_k, .alpha = 1.702, .limit = cfg.swiglu_limit};
+        at::Tensor h = at::embedding(w.embed, ids.to(w.embed_device));              // [B,T,H]
+        const int64_t T = ids.size(1);
+        at::Tensor cos, sin;                                                         // [T,D]
+        for (int l = 0; l < run_layers; ++l) {
+            const c10::Device dev = w.compute[static_cast<size_t>(l)];
+            if (h.device() != dev) h = h.to(dev);
+            if (!cos.defined() || cos.device() != dev)
+                std::tie(cos, sin) = families::rope_tables(cfg, T, h.scalar_type(), dev);
+            const LayerWeights lw = w.fetch(l);
+            at::Tensor a = ops::rms_norm_fp32_gain(h, lw.input_norm, cfg.rms_eps);      // [B,T,H]
+            tap(Site::LnAttn, l, a);
+            h = h + ops::attention(a, lw.attn, families::attn_options(cfg, l), cos, sin);  // [B,T,H]
+            at::Tensor m = ops::rms_norm_fp32_gain(h, lw.post_norm, cfg.rms_eps);       // [B,T,H]
+            tap(Site::LnMlp, l, m);
+            h = h + ops::moe_clamped_swiglu(m, lw.moe, moe);                             // [B,T,H]
+            tap(Site::Residual, l, h);
+        }
+        return h;
+    }
+};
+
+}  // namespace
+
+const Family & gpt_oss_family() {
+    static const GptOssFamily f;
+    return f;
+}
+
+}  // namespace extractor
