@@ -37,6 +37,8 @@ struct ReportOptions {
 };
 
 nlohmann::json build_result(const Statistics & stats, const ReportOptions & options, const TokenText & token_text);
+// outliers.json is read whole; a real one is a few MB (feature profiles, per-layer tables).
+inline constexpr uint64_t kMaxResultFileBytes = uint64_t{512} << 20;
 // Reads and validates a result file (parse_result); not_found for a missing file.
 nlohmann::json load_result(const std::string & path);
 // Parses result JSON text and validates its whole shape (validate_result) before anything uses it;

@@ -4,6 +4,7 @@
 
 #include "analysis/criteria.h"
 #include "common/error.h"
+#include "common/regular_file.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -431,13 +432,8 @@ json parse_result(std::string_view text, const std::string & file) {
 }
 
 json load_result(const std::string & path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        if (errno == ENOENT) throw common::Error::not_found(path, "no such result file").with("file", path);
-        throw common::Error::io(path, "cannot open result file", errno);
-    }
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return parse_result(text, path);
+    // Bounded, and a FIFO or directory is refused by name (it used to block, or fail as internal).
+    return parse_result(common::read_regular_file(path, kMaxResultFileBytes, "result file"), path);
 }
 
 void write_text_file(const std::string & path, const std::string & text) {

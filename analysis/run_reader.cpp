@@ -3,9 +3,11 @@
 #include "analysis/run_reader.h"
 
 #include "common/error.h"
+#include "common/regular_file.h"
 #include "extractor/checkpoint/safetensors.h"
 
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -26,19 +28,37 @@ int site_order(const std::string & site) {
     return -1;
 }
 
+// "cpu", "cuda" or "cuda:N", checked by syntax first (a typo is a usage error, exit 2), then
+// against this machine (no such GPU is a capacity error, exit 4), before any file is read.
+c10::Device analysis_device(const std::string & name) {
+    const bool cuda_index = name.size() > 5 && name.size() <= 9 && name.rfind("cuda:", 0) == 0 &&
+                            name.find_first_not_of("0123456789", 5) == std::string::npos;
+    if (name != "cpu" && name != "cuda" && !cuda_index)
+        throw common::Error::usage("--device \"" + name + "\" is not cpu, cuda or cuda:N");
+    if (name == "cpu") return c10::Device(c10::kCPU);
+    const int64_t index = cuda_index ? std::stoll(name.substr(5)) : 0;
+    const int64_t count = at::hasCUDA() ? static_cast<int64_t>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
+    if (index >= count)
+        throw common::Error(common::ErrorKind::Capacity, "--device " + name + ": this machine has " +
+                                                             std::to_string(count) + " CUDA device(s)");
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
 }  // namespace
 
 nlohmann::json replay_run(const std::string & run_dir, extractor::CaptureSink & sink, const std::string & device_name) {
+    const c10::Device device = analysis_device(device_name);
     const fs::path dir(run_dir);
     if (!fs::is_directory(dir)) throw common::Error::not_found(run_dir, "no such run directory").with("file", run_dir);
     const fs::path meta_path = dir / "metadata.json";
-    std::ifstream meta_in(meta_path);
-    if (!meta_in)
+    if (!fs::exists(fs::symlink_status(meta_path)))
         throw common::Error::not_found(meta_path.string(), "not an extract run directory (metadata.json is missing)")
             .with("file", meta_path.string());
+    // Bounded and refused unless a regular file (a FIFO under that name blocked the reader).
+    const std::string meta_text = common::read_regular_file(meta_path.string(), 64u << 20, "run metadata");
     nlohmann::json meta;
     try {
-        meta = nlohmann::json::parse(meta_in);
+        meta = nlohmann::json::parse(meta_text, nullptr, true, false);
     } catch (const nlohmann::json::exception & e) {
         throw common::Error::file(meta_path.string(), std::string("not JSON: ") + e.what());
     }
@@ -52,7 +72,6 @@ nlohmann::json replay_run(const std::string & run_dir, extractor::CaptureSink & 
     if (files.empty())
         throw common::Error::file(act.string(), "empty run: no batch_*.safetensors files; was the run interrupted before its first batch?");
 
-    c10::Device device(device_name);
     const std::regex name_re("layer_([0-9]+)_(ln_attn|ln_mlp|residual)");
     int64_t batch_index = 0;
     for (const auto & path : files) {

@@ -5,6 +5,7 @@
 #include "analysis/stats_file.h"
 
 #include "common/error.h"
+#include "common/regular_file.h"
 
 #include <bit>
 #include <cerrno>
@@ -315,13 +316,10 @@ void save_statistics(const Statistics & s, const std::string & path) {
 }
 
 Statistics load_statistics(const std::string & path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        if (errno == ENOENT) throw common::Error::not_found(path, "no such statistics file").with("file", path);
-        throw common::Error::io(path, "cannot open statistics file", errno);
-    }
-    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return parse_statistics(bytes.data(), bytes.size(), path);
+    // Bounded before reading a byte, and a FIFO or directory is refused by name instead of
+    // blocking or failing as an internal error.
+    const std::string bytes = common::read_regular_file(path, kMaxStatisticsFileBytes, "statistics file");
+    return parse_statistics(reinterpret_cast<const std::uint8_t *>(bytes.data()), bytes.size(), path);
 }
 
 Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::string & path) {

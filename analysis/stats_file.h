@@ -24,6 +24,9 @@ inline constexpr int64_t kMaxStatisticsPositions = int64_t{1} << 24;
 // positions, and a claimed map beyond it is refused rather than allocated.
 inline constexpr uint64_t kMaxPositionMapEntries = uint64_t{1} << 28;
 inline constexpr int kMaxStatisticsHistogramBins = 4096;
+// The whole file is read into memory, so its size is bounded first: the densest legitimate file
+// (every row of a 2^28-entry position map stored) is about 1 GiB.
+inline constexpr uint64_t kMaxStatisticsFileBytes = uint64_t{4} << 30;
 inline constexpr int64_t kMaxStatisticsLayer = int64_t{1} << 20;
 
 // Writes via a temporary file renamed into place (a crash never leaves a half-written file).

@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -59,6 +60,22 @@ int main(int argc, char ** argv) {
         app.add_flag("-v,--verbose", verbose, "More logging (repeatable)");
         app.add_flag("-q,--quiet", quiet, "Warnings and errors only");
 
+        // Ranges checked at parse time (exit 2): a negative top-K or dim count used to be accepted
+        // and silently meant "off", a threshold <= 0 or NaN would count every value as a hit.
+        const CLI::Range massive_range(0, 1 << 20, "0 (off) to 1048576");
+        const CLI::Range token_dims_range(0, 1 << 16, "0 to 65536");
+        const CLI::Validator positive_threshold(
+            [](std::string & v) {
+                double t = 0;
+                try {
+                    t = std::stod(v);
+                } catch (const std::exception &) {
+                    return std::string("not a number: ") + v;
+                }
+                return t > 0 && std::isfinite(t) ? std::string() : "must be a positive finite number, got " + v;
+            },
+            "POSITIVE");
+
         analysis::cli::RunOptions run;
         double threshold = 6.0;
         bool native = false, no_plots_run = false, no_histogram = false;
@@ -68,10 +85,10 @@ int main(int argc, char ** argv) {
         run_cmd->add_option("-o,--out", run.out_dir, "Output directory (default RUN_DIR/analysis)");
         run_cmd->add_option("--device", run.device, "Device to analyse on: cpu, cuda, cuda:1")->capture_default_str();
         run_cmd->add_option("--tokenizer", run.tokenizer, "tokenizer.json for token strings (default: the run's tokenizer)");
-        run_cmd->add_option("--threshold", threshold, "Magnitude threshold, inclusive")->capture_default_str();
+        run_cmd->add_option("--threshold", threshold, "Magnitude threshold, inclusive")->check(positive_threshold)->capture_default_str();
         run_cmd->add_flag("--native-precision", native, "Threshold the stored values as they are (default: round to bf16 first, as the predecessor)");
-        run_cmd->add_option("--massive", run.accumulate.massive_top_k, "Keep the top-K residual |x| per layer (needs residual captures)");
-        run_cmd->add_option("--token-dims", run.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->capture_default_str();
+        run_cmd->add_option("--massive", run.accumulate.massive_top_k, "Keep the top-K residual |x| per layer (needs residual captures)")->check(massive_range);
+        run_cmd->add_option("--token-dims", run.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->check(token_dims_range)->capture_default_str();
         run_cmd->add_flag("--no-histogram", no_histogram, "Skip the magnitude histogram");
         run_cmd->add_flag("--no-plots", no_plots_run, "Write JSON and markdown only");
         add_criteria(run_cmd, run.criteria);
@@ -79,14 +96,14 @@ int main(int argc, char ** argv) {
         analysis::cli::MergeOptions merge;
         auto * merge_cmd = app.add_subcommand("merge", "Merge statistics files (batches, workers, runs over other sequences)\n"
                                                        "Example: analyze merge w0/analysis/outliers.stats.cbor w1/analysis/outliers.stats.cbor -o all.stats.cbor");
-        merge_cmd->add_option("inputs", merge.inputs, "Statistics files (*.stats.cbor)")->required()->check(CLI::ExistingFile);
+        merge_cmd->add_option("inputs", merge.inputs, "Statistics files (*.stats.cbor)")->required();
         merge_cmd->add_option("-o,--out", merge.output, "Merged statistics file")->required();
 
         analysis::cli::ReportVerbOptions report;
         bool no_plots_report = false;
         auto * report_cmd = app.add_subcommand("report", "Regenerate report.md and plots from outliers.json, or everything from a statistics file\n"
                                                          "Example: analyze report all.stats.cbor --mode paper -o merged");
-        report_cmd->add_option("input", report.input, "outliers.json or *.stats.cbor")->required()->check(CLI::ExistingFile);
+        report_cmd->add_option("input", report.input, "outliers.json or *.stats.cbor")->required();
         report_cmd->add_option("-o,--out", report.out_dir, "Output directory (default: the input's folder)");
         report_cmd->add_option("--tokenizer", report.tokenizer, "tokenizer.json for token strings (statistics input)");
         report_cmd->add_flag("--no-plots", no_plots_report, "Markdown only");
@@ -96,7 +113,7 @@ int main(int argc, char ** argv) {
         bool no_plots_compare = false;
         auto * compare_cmd = app.add_subcommand("compare", "Compare models: outliers, mean layer %, mean position % vs parameters\n"
                                                            "Example: analyze compare a/outliers.json b/outliers.json --params OLMoE-1B-7B-0125=6.9B -o sweep");
-        compare_cmd->add_option("inputs", compare.inputs, "Result files (outliers.json)")->required()->check(CLI::ExistingFile);
+        compare_cmd->add_option("inputs", compare.inputs, "Result files (outliers.json)")->required();
         compare_cmd->add_option("-o,--out", compare.out_dir, "Also write comparison.json, comparison.md and plots here");
         compare_cmd->add_option("--mode", compare.mode, "Which mode's numbers to compare")
             ->check(CLI::IsMember({"predecessor", "paper"}))
@@ -111,13 +128,14 @@ int main(int argc, char ** argv) {
                                                            "Example: analyze extract -o runs/olmoe/analysis -- run ./OLMoE-1B-7B --tokens ids.json --device cuda");
         extract_cmd->add_option("-o,--out", fused.out_dir, "Analysis output directory")->required();
         extract_cmd->add_option("--tokenizer", fused.tokenizer, "tokenizer.json for token strings (default: the run's)");
-        extract_cmd->add_option("--threshold", fused_threshold, "Magnitude threshold, inclusive")->capture_default_str();
+        extract_cmd->add_option("--threshold", fused_threshold, "Magnitude threshold, inclusive")->check(positive_threshold)->capture_default_str();
         extract_cmd->add_flag("--native-precision", fused_native, "Threshold the model's values as they are (default: bf16-rounded)");
-        extract_cmd->add_option("--massive", fused.accumulate.massive_top_k, "Top-K residual |x| per layer (add --residual to the extract flags)");
-        extract_cmd->add_option("--token-dims", fused.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->capture_default_str();
+        extract_cmd->add_option("--massive", fused.accumulate.massive_top_k, "Top-K residual |x| per layer (add --residual to the extract flags)")->check(massive_range);
+        extract_cmd->add_option("--token-dims", fused.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->check(token_dims_range)->capture_default_str();
         extract_cmd->add_flag("--no-plots", no_plots_fused, "Write JSON and markdown only");
         extract_cmd->add_option("--checkpoint-every", fused.checkpoint_every,
-                                "Save OUT/outliers.partial.stats.cbor every N batches (kept if the run dies)");
+                                "Save OUT/outliers.partial.stats.cbor every N batches (kept if the run dies)")
+            ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
         extract_cmd->add_flag("--baseline", fused.baseline, "Run the forward pass with no statistics (benchmark baseline)");
         extract_cmd->add_option("--model-name", fused.model_name, "How reports name the model (default: the model directory's name)");
         extract_cmd->add_option("extract_args", fused.extract_args, "After --: the `extract` command (run MODEL_DIR ...)");

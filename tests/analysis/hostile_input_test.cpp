@@ -11,6 +11,8 @@
 #include "fuzz/analysis_properties.h"
 #include "tests/support/temp_dir.h"
 
+#include <sys/stat.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -391,4 +393,47 @@ TEST_CASE("fuzz regressions: every committed input keeps its parser's property")
         }
     }
     CHECK(replayed > 0);
+}
+
+TEST_CASE("inputs and flags: a missing file is exit 9, a directory or FIFO exit 2, out-of-range flags exit 2, all naming what") {
+    tests::TempDir dir;
+    const std::string missing = dir / "nowhere/outliers.json";
+    for (const std::vector<std::string> & args :
+         {std::vector<std::string>{"report", missing}, {"compare", missing},
+          {"merge", dir / "a.stats.cbor", dir / "b.stats.cbor", "-o", dir / "m.stats.cbor"}, {"run", dir / "no-run"}}) {
+        auto p = analyze(args);
+        CAPTURE(args[0]);
+        CHECK(p.exit_code == 9);
+        CHECK(p.err.find(dir.path()) != std::string::npos);
+    }
+    // A directory where a file belongs used to end as "unexpected error" (exit 1); a FIFO blocked.
+    std::filesystem::create_directories(dir / "d.json");
+    const std::string fifo = dir / "f.json", fifo_stats = dir / "f.stats.cbor";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    REQUIRE(::mkfifo(fifo_stats.c_str(), 0600) == 0);
+    for (const std::vector<std::string> & args :
+         {std::vector<std::string>{"report", dir / "d.json"}, {"compare", dir / "d.json"}, {"report", dir / "f.json"},
+          {"merge", dir / "f.stats.cbor", dir / "f.stats.cbor", "-o", dir / "m.stats.cbor"}}) {
+        auto p = analyze(args);
+        CAPTURE(args[0]);
+        CAPTURE(args[1]);
+        CHECK(p.exit_code == 2);
+        CHECK(p.err.find(args[1]) != std::string::npos);
+    }
+    // Each of these was accepted (a negative count silently meant "off") or failed as exit 1/4.
+    const std::string run_dir = dir / "no-run";
+    for (const std::vector<std::string> & args :
+         {std::vector<std::string>{"--token-dims", "-3"}, {"--massive", "-2"}, {"--threshold", "0"},
+          {"--threshold", "nan"}, {"--threshold", "-6"}, {"--device", "tpu"}, {"--device", "cuda:x"}}) {
+        std::vector<std::string> argv = {"run", run_dir};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto p = analyze(argv);
+        CAPTURE(args[0]);
+        CAPTURE(args[1]);
+        CHECK(p.exit_code == 2);
+        CHECK(p.err.find(args[0]) != std::string::npos);
+    }
+    auto p = analyze({"extract", "-o", dir / "x", "--checkpoint-every", "-1", "--", "run", dir / "m"});
+    CHECK(p.exit_code == 2);
+    CHECK(p.err.find("--checkpoint-every") != std::string::npos);
 }
