@@ -15,13 +15,23 @@ Mixtral is run from two checkpoints with the same values: the layout save_pretra
 other one (per-expert block_sparse_moe.experts.N.w1/w3/w2 as released, or v5's fused
 mlp.experts.gate_up_proj/down_proj), both against the same HF reference.
 
+gpt_oss is saved with its experts in MXFP4 as the released checkpoints store them
+(mlp.experts.{gate_up,down}_proj_{blocks,scales}, uint8; quantization_config quant_method mxfp4): the
+random expert weights are quantized here (e2m1 values + one e8m0 scale per 32, write_mxfp4_experts).
+HF loads that file with Mxfp4Config(dequantize=True) (its bf16/fp32 fallback, also taken when no
+MXFP4 kernels are installed) and eager attention (the only one with sinks); the script first checks
+that HF's dequantized expert weights equal this script's decode of the file. extract runs it twice
+per configuration: experts kept packed (default) and --dequantize.
+
 --real-shapes: instead of the small configs, 2 decoder layers of the released config of each family
 that has one in REAL_SHAPES (Mixtral-8x7B: hidden 4096, 32 heads, 8 kv heads, 8 experts of width
-14336, vocab 32000), 2 x 2048 tokens, bf16 only, weights N(0, 0.02). Needs a GPU (about 6.4 GB of
-weights, HF and extract each load them).
+14336, vocab 32000; gpt-oss-20b: hidden 2880, 64 heads, 8 kv heads, head_dim 64, 32 experts top-4,
+vocab 201088, layers sliding then full), 2 x 2048 tokens, bf16 only, weights N(0, 0.02). Needs a GPU
+(about 6.4 GB of weights for Mixtral, HF and extract each load them).
 
 Usage: python3 tests/parity/extract_parity.py --extract build/extractor/extract [--device cuda] [--work DIR]
        python3 tests/parity/extract_parity.py --extract build/extractor/extract --families mixtral --real-shapes
+       python3 tests/parity/extract_parity.py --extract build/extractor/extract --families gpt_oss [--real-shapes]
 Reference format version: 1 (the reference tensors are regenerated on every run; nothing is stored).
 """
 import argparse
@@ -55,7 +65,19 @@ FAMILIES = {
     # sliding_window 8 < 32 tokens, so the window changes every layer's attention.
     "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32, sliding_window=8,
                     rms_norm_eps=1e-5),
+    # Sinks, sliding window 8 on layers 0 and 2, YaRN (factor 32 = 512 / 16), experts 64 wide (two
+    # MXFP4 blocks a row) with biases; larger expert weights (GPT_OSS_EXPERT_STD) so the SwiGLU clamps at 7 bite.
+    "gpt_oss": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=64, sliding_window=8,
+                    layer_types=["sliding_attention", "full_attention", "sliding_attention"], attention_bias=True,
+                    rms_norm_eps=1e-5, swiglu_limit=7.0,
+                    rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=32.0, beta_fast=32.0,
+                                         beta_slow=1.0, original_max_position_embeddings=16, truncate=False)),
 }
+GPT_OSS_EXPERT_STD = 0.4
+# Families stored with MXFP4 experts: run packed and with --dequantize.
+MXFP4 = {"gpt_oss"}
+# transformers has no SDPA path with attention sinks; eager is gpt_oss's reference.
+ATTN_IMPL = {"gpt_oss": "eager"}
 # Families whose checkpoints come in two expert layouts: both are run.
 TWO_LAYOUTS = {"mixtral"}
 # --real-shapes: the released config with 2 decoder layers (replaces BASE + FAMILIES).
@@ -64,6 +86,14 @@ REAL_SHAPES = {
                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, num_local_experts=8,
                     num_experts_per_tok=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
                     rope_parameters=dict(rope_type="default", rope_theta=1e6), sliding_window=None,
+                    tie_word_embeddings=False),
+    # openai/gpt-oss-20b's config.json, 2 of its 24 layers (one sliding, one full).
+    "gpt_oss": dict(vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=2,
+                    num_attention_heads=64, num_key_value_heads=8, head_dim=64, num_local_experts=32,
+                    num_experts_per_tok=4, max_position_embeddings=131072, rms_norm_eps=1e-5, sliding_window=128,
+                    layer_types=["sliding_attention", "full_attention"], attention_bias=True, swiglu_limit=7.0,
+                    rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=32.0, beta_fast=32.0,
+                                         beta_slow=1.0, original_max_position_embeddings=4096, truncate=False),
                     tie_word_embeddings=False),
 }
 BARS = {"f32": 1e-5, "bf16": 1e-2}
@@ -86,6 +116,10 @@ def build(family, out_dir, seed, real_shapes=False, device="cpu"):
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.normal_(1.0, 0.1)
+            elif family in MXFP4 and not real_shapes and ".experts." in name and not name.endswith("_bias"):
+                p.normal_(0.0, GPT_OSS_EXPERT_STD)
+            elif name.endswith(".sinks"):
+                p.normal_(0.0, 1.0)  # sinks that take a visible share of the softmax
             elif p.dim() >= 2:
                 p.normal_(0.0, std)
             else:
@@ -94,7 +128,93 @@ def build(family, out_dir, seed, real_shapes=False, device="cpu"):
         model.model.layers[0].input_layernorm.weight[PLANT_DIMS] = 12.0
     model.save_pretrained(out_dir)
     del model
+    if family in MXFP4:
+        write_mxfp4_experts(out_dir, cfg)
     return cfg
+
+
+E2M1_MAGNITUDES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+
+
+def mxfp4_quantize(w):
+    """w [..., C] (C a multiple of 32) -> (blocks uint8 [..., C/32, 16], scales uint8 [..., C/32]).
+    Per block of 32: scale exponent floor(log2(max|x|)) - 2 (e8m0, bias 127), each value to the
+    nearest e2m1 magnitude (clipped to 6) with its sign; two codes a byte, the even column in the low
+    nibble. The same rule as extractor/mxfp4.cpp's quantize."""
+    x = w.float().reshape(*w.shape[:-1], w.shape[-1] // 32, 32)
+    amax = x.abs().amax(-1)
+    e = (torch.floor(torch.log2(amax)) - 2).nan_to_num(-127.0, -127.0, 127.0).clamp(-127, 127)
+    e = torch.where(amax == 0, torch.full_like(e, -127.0), e)
+    scaled = x * torch.exp2(-e).unsqueeze(-1)
+    mags = torch.tensor(E2M1_MAGNITUDES, device=x.device)
+    code = (scaled.abs().clamp(max=6.0).unsqueeze(-1) - mags).abs().argmin(-1)
+    code = code + (scaled < 0).long() * 8
+    blocks = (code[..., 0::2] | (code[..., 1::2] << 4)).to(torch.uint8).contiguous()
+    scales = (e + 127).to(torch.uint8).contiguous()
+    return blocks, scales
+
+
+def mxfp4_decode(blocks, scales):
+    """The inverse, for the check against HF's own dequantization: [..., G, 16] + [..., G] -> [..., G*32] fp32."""
+    lut = torch.tensor(E2M1_MAGNITUDES + [-m for m in E2M1_MAGNITUDES], device=blocks.device)
+    lo, hi = lut[(blocks & 0x0F).long()], lut[(blocks >> 4).long()]
+    vals = torch.stack([lo, hi], -1).reshape(*blocks.shape[:-1], 32)
+    vals = vals * torch.exp2(scales.float() - 127).unsqueeze(-1)
+    return vals.reshape(*blocks.shape[:-2], -1)
+
+
+def write_mxfp4_experts(out_dir, cfg):
+    """Rewrites the checkpoint save_pretrained wrote with the experts as the released gpt-oss files
+    hold them: per layer gate_up_proj_blocks [E,2I,H/32,16] + _scales [E,2I,H/32] (rows = the output
+    features, gate and up interleaved as in HF's gate_up_proj [E,H,2I] columns), down_proj_blocks
+    [E,H,I/32,16] + _scales, biases unchanged; config.json gains quantization_config."""
+    tensors = {}
+    files = sorted(glob.glob(os.path.join(out_dir, "*.safetensors")))
+    for f in files:
+        tensors.update(load_file(f))
+    H, I = cfg.hidden_size, cfg.intermediate_size
+    out = {}
+    for k, v in tensors.items():
+        if k.endswith(".mlp.experts.gate_up_proj") or k.endswith(".mlp.experts.down_proj"):
+            rows = 2 * I if k.endswith("gate_up_proj") else H
+            # HF's in-memory layout is [E, in, out] (transposed to [E, out, in] here); square matrices
+            # are taken as that too, and check_hf_dequantized proves it against HF's own reading.
+            logical = v.transpose(1, 2) if v.shape[2] == rows else v
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+            blocks, scales = zip(*(mxfp4_quantize(logical[e].to(dev)) for e in range(logical.shape[0])))  # per expert: bounded memory
+            out[k + "_blocks"] = torch.stack(blocks).cpu()
+            out[k + "_scales"] = torch.stack(scales).cpu()
+        else:
+            out[k] = v.contiguous()
+    for f in files + glob.glob(os.path.join(out_dir, "*.index.json")):
+        os.remove(f)
+    save_file(out, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(out_dir, "config.json")) as f:
+        c = json.load(f)
+    c["quantization_config"] = dict(quant_method="mxfp4", modules_to_not_convert=[
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"])
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(c, f, indent=2)
+    return out
+
+
+def check_hf_dequantized(model, model_dir):
+    """HF's dequantized expert weights (gate_up_proj [E,H,2I], down_proj [E,I,H]) against this script's
+    decode of the file: proves both read the blocks, nibbles and scales the same way. Returns max |diff|."""
+    f = load_file(os.path.join(model_dir, "model.safetensors"))
+    worst = 0.0
+    for i, layer in enumerate(model.model.layers):
+        ex = layer.mlp.experts
+        for name in ("gate_up_proj", "down_proj"):
+            k = f"model.layers.{i}.mlp.experts.{name}"
+            ours = mxfp4_decode(f[k + "_blocks"], f[k + "_scales"]).transpose(1, 2)  # [E, in, out]
+            hf = getattr(ex, name).detach().float().cpu()
+            if hf.shape != ours.shape:
+                hf = hf.transpose(1, 2)
+            if hf.shape != ours.shape:
+                raise RuntimeError(f"HF's {k} has shape {tuple(hf.shape)}, the file decodes to {tuple(ours.shape)}")
+            worst = max(worst, (hf - ours.to(hf.dtype)).abs().max().item())
+    return worst
 
 
 def other_expert_layout(src, dst):
@@ -135,9 +255,22 @@ def other_expert_layout(src, dst):
     return ("fused", "per-expert") if fused else ("per-expert", "fused")
 
 
-def hf_captures(model_dir, ids, dtype, device):
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+def hf_captures(model_dir, ids, dtype, device, family=None):
+    kw = {}
+    if family in MXFP4:
+        # Dequantize the MXFP4 experts to `dtype` at load (what HF does itself without MXFP4 kernels).
+        from transformers import Mxfp4Config
+        kw["quantization_config"] = Mxfp4Config(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=ATTN_IMPL.get(family, "sdpa"),
+                                                 **kw).to(device)
     model.eval()
+    if family in MXFP4:
+        d = check_hf_dequantized(model, model_dir)
+        exact = d == 0.0 or (dtype == torch.float16 and d < 1e-3)
+        print(f"{'OK    ' if exact else 'NOT OK'}  {family} {dtype}: HF's dequantized experts vs this script's MXFP4 decode: "
+              f"max|diff| {d:.3e} (experts_implementation {getattr(model.config, '_experts_implementation', '?')})")
+        if not exact:
+            raise RuntimeError("HF reads the MXFP4 experts differently from this script; the comparison would mislead")
     caps = {}
     hooks = []
     for i, layer in enumerate(model.model.layers):
@@ -205,20 +338,24 @@ def main():
     for fi, family in enumerate(families):
         mdir = os.path.join(work, family)
         build(family, mdir, seed=100 + fi, real_shapes=args.real_shapes, device=args.device)
+        family_runs = runs
+        if family in MXFP4:  # experts packed (the default), then dequantized at load
+            family_runs = [r for r0 in runs for r in (r0, (r0[0], r0[1], r0[2] + ["--dequantize"], r0[3]))]
         checkpoints = [(family, mdir)]
         if family in TWO_LAYOUTS:
             saved, other = other_expert_layout(mdir, mdir + "-other-layout")
             checkpoints = [(f"{family}[{saved}]", mdir), (f"{family}[{other}]", mdir + "-other-layout")]
         refs = {}
-        for (name, cdir), (device, dname, extra, env) in [(c, r) for r in runs for c in checkpoints]:
-            path = "plain" if extra else "aten" if env else "default"
+        for (name, cdir), (device, dname, extra, env) in [(c, r) for r in family_runs for c in checkpoints]:
+            path = ("plain" if "--plain-ops" in extra else "aten" if env else "default") + \
+                ("+dq" if "--dequantize" in extra else "")
             label = f"{name} {dname} {device} {path}"
             try:
                 if (device, dname) not in refs:  # one HF reference per device and dtype, for every layout
-                    refs = {(device, dname): hf_captures(mdir, ids, DTYPES[dname], device)}
+                    refs = {(device, dname): hf_captures(mdir, ids, DTYPES[dname], device, family)}
                 ref = refs[(device, dname)]
                 ours = run_extract(args.extract, cdir, ids_path,
-                                   os.path.join(work, f"out-{os.path.basename(cdir)}-{dname}-{device}-{path}"),
+                                   os.path.join(work, f"out-{os.path.basename(cdir)}-{dname}-{device}-{path.replace('+', '-')}"),
                                    dname, device, seq_len, batch, extra, env)
             except Exception as e:  # report and continue with the next configuration
                 print(f"NOT OK  {label}: {e}")
