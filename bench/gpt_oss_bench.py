@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""gpt_oss benchmark: `extract run` (MXFP4 experts kept packed, and --dequantize) against Hugging Face
+transformers, measured in the same run, plus gpt-oss-120b's full shape on one GPU.
+
+1. Real-shape 2-layer model: 2 decoder layers of openai/gpt-oss-20b's config (hidden 2880, 64 heads,
+   8 kv heads, head_dim 64, 32 experts top-4 of width 2880, vocab 201088; layer 0 sliding window 128,
+   layer 1 full), random weights N(0, 0.02), experts written as MXFP4 in the released layout by
+   tests/parity/extract_parity.py (build + write_mxfp4_experts). Workload: 2 x 2048 tokens a batch,
+   ln_attn and ln_mlp of both layers captured.
+     ours:  extract --absmax --warmup 1 over --iters batches: packed experts (default), packed on the
+            ATen path (EXTRACTOR_FUSED=0) and --dequantize (bf16 experts, the comparison path).
+     HF:    from_pretrained(dtype=bf16, attn_implementation="eager", quantization_config=
+            Mxfp4Config(dequantize=True)) on the GPU (bf16 experts: HF without MXFP4 kernels), forward
+            hooks keeping every capture on the GPU, model.model(...) without lm_head, 1 warm-up + N passes.
+   tokens/s, load seconds, peak GPU memory (allocator reserved; extract also device-level).
+2. gpt-oss-120b full shape (36 layers, 128 experts): config.json only, `extract run --random-weights`
+   (weights generated on the GPU: MXFP4 blocks uniform over all codes, scales 2^-8..2^-6, about 64 GB
+   packed, no disk), 2 x 2048 tokens a batch: tokens/s, weights and peak memory on one GPU. Skip
+   with --no-120b. --full-20b adds the same for gpt-oss-20b (24 layers, 32 experts).
+
+Usage (GPU machine, transformers 5.x): python3 bench/gpt_oss_bench.py --extract build-gpu/extractor/extract
+           [--work /tmp/gpt-oss-bench] [--iters 4] [--json-out gpt_oss_bench.json] [--no-120b] [--full-20b]
+"""
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
+sys.path.insert(0, HERE)
+import extract_parity as parity  # noqa: E402  (build, write_mxfp4_experts, REAL_SHAPES)
+from extract_bench import extract_bench  # noqa: E402
+
+GiB = 1 << 30
+
+
+def released_config(layers, experts):
+    """config.json of openai/gpt-oss-20b (24 layers, 32 experts) / gpt-oss-120b (36, 128), the keys extract reads."""
+    return {
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "vocab_size": 201088, "hidden_size": 2880,
+        "intermediate_size": 2880, "num_hidden_layers": layers, "num_attention_heads": 64, "num_key_value_heads": 8,
+        "head_dim": 64, "num_local_experts": experts, "num_experts_per_tok": 4, "experts_per_token": 4,
+        "max_position_embeddings": 131072, "initial_context_length": 4096, "rms_norm_eps": 1e-5,
+        "sliding_window": 128, "layer_types": ["sliding_attention" if l % 2 == 0 else "full_attention" for l in range(layers)],
+        "attention_bias": True, "swiglu_limit": 7.0, "hidden_act": "silu", "tie_word_embeddings": False,
+        "rope_theta": 150000, "torch_dtype": "bfloat16",
+        "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                         "original_max_position_embeddings": 4096, "truncate": False},
+        "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": [
+            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]},
+    }
+
+
+def hf_bench(model_dir, ids, iters):
+    from transformers import AutoModelForCausalLM, Mxfp4Config
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map="cuda",
+                                                 attn_implementation="eager",
+                                                 quantization_config=Mxfp4Config(dequantize=True))
+    torch.cuda.synchronize()
+    load_s = time.perf_counter() - t0
+    model.eval()
+    caps = []
+    for layer in model.model.layers:
+        layer.input_layernorm.register_forward_hook(lambda m, i, o: caps.append(o))
+        layer.post_attention_layernorm.register_forward_hook(lambda m, i, o: caps.append(o))
+    ids = ids.cuda()
+    with torch.inference_mode():
+        model.model(input_ids=ids)
+        caps.clear()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            model.model(input_ids=ids)
+            caps.clear()
+        torch.cuda.synchronize()
+        fwd_s = time.perf_counter() - t0
+    res = dict(load_s=load_s, tokens_per_s=ids.numel() * iters / fwd_s, peak_reserved_bytes=torch.cuda.max_memory_reserved(),
+               experts_dtype=str(model.model.layers[0].mlp.experts.gate_up_proj.dtype),
+               experts_implementation=str(getattr(model.config, "_experts_implementation", "?")))
+    del model, caps
+    gc.collect()
+    torch.cuda.empty_cache()
+    return res
+
+
+def show(name, r):
+    if "error" in r:
+        print(f"{name}: failed: {r['error'][-800:]}", flush=True)
+        return
+    mem = r.get("allocator_reserved_bytes_peak", r.get("peak_reserved_bytes", 0)) / GiB
+    extra = ""
+    if "gpu_used_bytes_peak" in r:
+        extra = f", device-level peak {(r['gpu_used_bytes_peak'] - r.get('gpu_used_bytes_baseline', 0)) / GiB:.2f} GiB"
+    w = f", weights {r['weights_bytes'] / GiB:.2f} GiB" if "weights_bytes" in r else ""
+    print(f"{name}: {r['tokens_per_s']:.0f} tokens/s, load {r['load_s']:.2f} s{w}, allocator reserved peak {mem:.2f} GiB{extra}",
+          flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--extract", required=True)
+    ap.add_argument("--work", default="/tmp/gpt-oss-bench")
+    ap.add_argument("--iters", type=int, default=4)
+    ap.add_argument("--json-out", default=None)
+    ap.add_argument("--no-120b", action="store_true")
+    ap.add_argument("--full-20b", action="store_true")
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    batch, seq_len = 2, 2048
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, 201088, (batch * (args.iters + 1), seq_len), generator=g)
+    ids_path = os.path.join(args.work, "ids.json")
+    with open(ids_path, "w") as f:
+        json.dump(ids.tolist(), f)
+    results = dict(device=torch.cuda.get_device_name(0), torch=torch.__version__)
+
+    # 1. Real-shape 2-layer model, ours vs HF on the same MXFP4 file.
+    mdir = os.path.join(args.work, "gpt-oss-20b-2layers")
+    if not os.path.exists(os.path.join(mdir, "model.safetensors")):
+        parity.build("gpt_oss", mdir, seed=11, real_shapes=True, device="cuda")
+    gc.collect()
+    torch.cuda.empty_cache()
+    seqs = batch * args.iters
+    variants = {"extract_packed": ([], None), "extract_packed_aten": ([], {"EXTRACTOR_FUSED": "0"}),
+                "extract_dequantize": (["--dequantize"], None)}
+    for name, (extra, env) in variants.items():
+        try:
+            results[name] = extract_bench(args.extract, mdir, ids_path, seqs, batch, seq_len, extra, env)
+        except Exception as e:
+            results[name] = dict(error=str(e))
+        show(name, results[name])
+    try:
+        results["hf"] = hf_bench(mdir, ids[:batch], args.iters)
+    except Exception as e:
+        results["hf"] = dict(error=str(e))
+    show("hf (Mxfp4Config(dequantize=True), eager)", results["hf"])
+
+    # 2. Full shapes from config.json alone, random packed weights made on the GPU.
+    full = [] if args.no_120b else [("gpt_oss_120b", 36, 128)]
+    if args.full_20b:
+        full.insert(0, ("gpt_oss_20b", 24, 32))
+    for name, layers, experts in full:
+        d = os.path.join(args.work, name + "-config")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(released_config(layers, experts), f, indent=2)
+        try:
+            results[name] = extract_bench(args.extract, d, ids_path, seqs, batch, seq_len, ["--random-weights"])
+        except Exception as e:
+            results[name] = dict(error=str(e))
+        show(f"{name} (full shape, random MXFP4 weights, packed)", results[name])
+
+    ex, hf = results.get("extract_packed", {}), results.get("hf", {})
+    if "tokens_per_s" in ex and "tokens_per_s" in hf:
+        print(f"\n| gpt-oss-20b shape, 2 layers, 2x2048 tokens, bf16 | tokens/s | vs HF |")
+        print("|---|---|---|")
+        for name in ("extract_packed", "extract_packed_aten", "extract_dequantize", "hf"):
+            r = results.get(name, {})
+            if "tokens_per_s" in r:
+                print(f"| {name} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / hf['tokens_per_s']:.2f}x |")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
