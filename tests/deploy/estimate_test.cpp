@@ -20,7 +20,26 @@ nlohmann::json olmoe_1b_7b() {
             {"num_experts_per_tok", 8}, {"tie_word_embeddings", false}};
 }
 
+// mistralai/Mixtral-8x7B-v0.1: experts are intermediate_size wide, counted under num_local_experts.
+nlohmann::json mixtral_8x7b() {
+    return {{"model_type", "mixtral"}, {"hidden_size", 4096}, {"num_hidden_layers", 32}, {"vocab_size", 32000},
+            {"num_attention_heads", 32}, {"num_key_value_heads", 8}, {"intermediate_size", 14336},
+            {"num_local_experts", 8}, {"num_experts_per_tok", 2}, {"tie_word_embeddings", false}};
+}
+
 }  // namespace
+
+TEST_CASE("estimate: Mixtral-8x7B is 46.7B parameters, 12.9B active, exactly what extract inspect reports") {
+    auto e = deploy::estimate_memory(mixtral_8x7b(), "bf16", 1, 2048, 2, 1.2);
+    // The figures tests/extractor/mixtral_test.cpp checks `extract inspect` against.
+    CHECK(e.params == 46702792704);
+    CHECK(e.params_active == 12879925248);
+    CHECK(e.weights_gb == doctest::Approx(93.41).epsilon(0.001));
+    CHECK(e.per_gpu_gb < 80);  // two 80 GB GPUs
+    auto one = deploy::estimate_memory(mixtral_8x7b(), "bf16", 1, 2048, 1, 1.2);
+    CHECK(one.per_gpu_gb > 80);   // not one 80 GB GPU
+    CHECK(one.per_gpu_gb < 141);  // one H200
+}
 
 TEST_CASE("estimate: Qwen3-30B-A3B counts all 128 experts (30.5B), not the 3.3B active") {
     auto e = deploy::estimate_memory(qwen3_30b_a3b(), "bf16", 1, 2048, 2, 1.2);
