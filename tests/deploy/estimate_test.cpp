@@ -27,6 +27,15 @@ nlohmann::json mixtral_8x7b() {
             {"num_local_experts", 8}, {"num_experts_per_tok", 2}, {"tie_word_embeddings", false}};
 }
 
+// openai/gpt-oss-20b / gpt-oss-120b: experts stored as MXFP4 (quantization_config), with biases;
+// attention with biases and sinks; router with bias.
+nlohmann::json gpt_oss(int layers, int experts) {
+    return {{"model_type", "gpt_oss"}, {"hidden_size", 2880}, {"num_hidden_layers", layers}, {"vocab_size", 201088},
+            {"num_attention_heads", 64}, {"num_key_value_heads", 8}, {"head_dim", 64}, {"intermediate_size", 2880},
+            {"num_local_experts", experts}, {"num_experts_per_tok", 4}, {"tie_word_embeddings", false},
+            {"quantization_config", {{"quant_method", "mxfp4"}}}};
+}
+
 }  // namespace
 
 TEST_CASE("estimate: Mixtral-8x7B is 46.7B parameters, 12.9B active, exactly what extract inspect reports") {
@@ -63,4 +72,23 @@ TEST_CASE("estimate: a config without a required key names it") {
     auto c = olmoe_1b_7b();
     c.erase("hidden_size");
     CHECK_THROWS_WITH_AS(deploy::estimate_memory(c, "bf16", 1, 2048, 1, 1.2), doctest::Contains("hidden_size"), common::Error);
+}
+
+TEST_CASE("estimate: gpt-oss counts the released parameters, MXFP4 experts at 4.25 bits, as extract inspect does") {
+    // The figures tests/extractor/gpt_oss_test.cpp checks `extract inspect` against.
+    auto e20 = deploy::estimate_memory(gpt_oss(24, 32), "bf16", 1, 2048, 1, 1.2);
+    CHECK(e20.params == 20914757184);
+    CHECK(e20.params_active == 4187440704);
+    auto e120 = deploy::estimate_memory(gpt_oss(36, 128), "bf16", 1, 2048, 1, 1.2);
+    CHECK(e120.params == 116829156672);
+    CHECK(e120.params_active == 5711982912);
+    // 114.65 B expert matrix weights at 0.53125 bytes, the other 2.18 B (incl. lm_head) at 2 bytes.
+    CHECK(e120.weights_gb == doctest::Approx(65.25).epsilon(0.001));
+    CHECK(e120.weights_gb < 0.3 * static_cast<double>(e120.params) * 2 / 1e9);
+    // Without the MXFP4 quantization_config the same shapes count at 2 bytes a weight.
+    nlohmann::json plain = gpt_oss(36, 128);
+    plain.erase("quantization_config");
+    auto p120 = deploy::estimate_memory(plain, "bf16", 1, 2048, 1, 1.2);
+    CHECK(p120.params == e120.params);
+    CHECK(p120.weights_gb == doctest::Approx(2 * 116.829156672).epsilon(0.001));
 }
