@@ -120,6 +120,20 @@ at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const 
         if (c[e] > 0) hit.push_back(e);
     }
     const bool grouped = grouped_mm_usable(x, H, I);
+    at::Tensor out = at::empty({xs.size(0), H}, x.options());                         // [S,H] sorted order
+    if (grouped && !packed) {
+        // Plain experts (--dequantize): one grouped matmul per projection over all E experts.
+        std::vector<int32_t> offs_v;
+        for (int64_t e = 0; e < E; ++e) offs_v.push_back(static_cast<int32_t>(start[static_cast<size_t>(e) + 1]));
+        at::Tensor offs = at::tensor(offs_v, at::kInt).to(x.device());               // [E]
+        at::Tensor gu = compat::grouped_mm(xs, w.gate_up.transpose(1, 2), offs);      // [S,2I]
+        if (w.gate_up_bias.defined()) gu = gu + w.gate_up_bias.index_select(0, expert_sorted);
+        at::Tensor act = clamped_swiglu(gu, opt.alpha, opt.limit);                    // [S,I]
+        gu.reset();
+        out = compat::grouped_mm(act, w.down.transpose(1, 2), offs);                  // [S,H]
+        if (w.down_bias.defined()) out = out + w.down_bias.index_select(0, expert_sorted);
+        hit.clear();                                                                  // nothing left for the loop
+    }
     const int64_t chunk = packed ? experts_per_chunk(opt, H, I, dtype) : static_cast<int64_t>(hit.size());
     at::Tensor gu_buf, dn_buf;                                                        // [C,2I,H], [C,H,I]
     if (packed) {
@@ -127,7 +141,6 @@ at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const 
         gu_buf = at::empty({cap, I2, H}, x.options());
         dn_buf = at::empty({cap, H, I}, x.options());
     }
-    at::Tensor out = at::empty({xs.size(0), H}, x.options());                         // [S,H] sorted order
     for (size_t h0 = 0; h0 < hit.size(); h0 += static_cast<size_t>(std::max<int64_t>(chunk, 1))) {
         const size_t h1 = std::min(hit.size(), h0 + static_cast<size_t>(std::max<int64_t>(chunk, 1)));
         const int64_t n_exp = static_cast<int64_t>(h1 - h0);
@@ -142,20 +155,18 @@ at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const 
             mxfp4::dequantize_into(w.down.index_select(0, sel), w.down_scales.index_select(0, sel), dn_w);
         }
         const int64_t r0 = start[static_cast<size_t>(ids.front())], r1 = start[static_cast<size_t>(ids.back()) + 1];
-        if (grouped) {
+        if (grouped) {  // packed: this chunk's dequantized experts, one grouped matmul each
             // Rows r0..r1 hold exactly these experts' slots, in this order.
             std::vector<int32_t> offs_v;
             int64_t acc = 0;
             for (int64_t e : ids) offs_v.push_back(static_cast<int32_t>(acc += c[e]));
             at::Tensor offs = at::tensor(offs_v, at::kInt).to(x.device());           // [n_exp]
             at::Tensor rows_expert = expert_sorted.narrow(0, r0, r1 - r0);            // [s]
-            at::Tensor W1 = packed ? gu_w : w.gate_up.index_select(0, at::tensor(ids, at::kLong).to(x.device()));
-            at::Tensor W2 = packed ? dn_w : w.down.index_select(0, at::tensor(ids, at::kLong).to(x.device()));
-            at::Tensor gu = compat::grouped_mm(xs.narrow(0, r0, r1 - r0), W1.transpose(1, 2), offs);  // [s,2I]
+            at::Tensor gu = compat::grouped_mm(xs.narrow(0, r0, r1 - r0), gu_w.transpose(1, 2), offs);  // [s,2I]
             if (w.gate_up_bias.defined()) gu = gu + w.gate_up_bias.index_select(0, rows_expert);
             at::Tensor act = clamped_swiglu(gu, opt.alpha, opt.limit);                // [s,I]
             gu.reset();
-            at::Tensor o = compat::grouped_mm(act, W2.transpose(1, 2), offs);         // [s,H]
+            at::Tensor o = compat::grouped_mm(act, dn_w.transpose(1, 2), offs);       // [s,H]
             if (w.down_bias.defined()) o = o + w.down_bias.index_select(0, rows_expert);
             out.narrow(0, r0, r1 - r0).copy_(o);
             continue;
