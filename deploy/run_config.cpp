@@ -26,7 +26,7 @@ namespace {
 const std::vector<std::string> kSites{"ln_attn", "ln_mlp", "residual"};
 const std::vector<std::string> kModes{"predecessor", "paper", "both"};
 const std::vector<std::string> kDtypes{"bf16", "f16", "f32"};
-const std::vector<std::string> kFamilies{"llama", "qwen2", "qwen3", "olmoe", "qwen3_moe", "mixtral"};
+const std::vector<std::string> kFamilies{"llama", "qwen2", "qwen3", "olmoe", "qwen3_moe", "mixtral", "gpt_oss"};
 
 bool one_of(const std::string & v, const std::vector<std::string> & set) {
     return std::find(set.begin(), set.end(), v) != set.end();
