@@ -33,6 +33,14 @@ public:
                 .with("key", key);
         };
         ModelConfig c = families::parse_common(hf, 1e-5, 150000.0);
+        // transformers v5's YaRN takes the scaling factor as max_position_embeddings /
+        // original_max_position_embeddings whenever the latter is given (131072 / 4096 = 32 = the
+        // released `factor`, so the two agree there); done here so that other configs match it too.
+        if (hf.rope.type == "yarn" && hf.rope.original_max_position_embeddings && hf.max_position_embeddings > 0) {
+            RopeParams p = hf.rope;
+            p.factor = static_cast<double>(hf.max_position_embeddings) / static_cast<double>(*p.original_max_position_embeddings);
+            c.rope = ops::make_rope(p, 150000.0, c.head_dim, hf.max_position_embeddings);
+        }
         // GptOssConfig's default is attention_bias = true (HfConfig's generic default is false).
         const auto ab = hf.raw.find("attention_bias");
         c.qkv_bias = c.o_bias = ab == hf.raw.end() || ab->is_null() ? true : hf.attention_bias;

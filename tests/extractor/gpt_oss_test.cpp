@@ -462,6 +462,12 @@ TEST_CASE("gpt_oss: configs without MXFP4 experts or with impossible values are 
     // The released config's YaRN: factor 32 gives the attention scaling 0.1 ln 32 + 1.
     ModelConfig c = find_family("gpt_oss").parse_config(parse_hf_config(gpt_oss_20b(), "/ckpt/config.json"));
     CHECK(c.rope.attention_scaling == doctest::Approx(0.1 * std::log(32.0) + 1.0));
+    // As transformers v5, YaRN's factor is max_position_embeddings / original_max_position_embeddings
+    // when both are given: 65536 / 4096 = 16, whatever `factor` says.
+    j = gpt_oss_20b();
+    j["max_position_embeddings"] = 65536;
+    ModelConfig c16 = find_family("gpt_oss").parse_config(parse_hf_config(j, "/ckpt/config.json"));
+    CHECK(c16.rope.attention_scaling == doctest::Approx(0.1 * std::log(16.0) + 1.0));
     CHECK(c.sliding_window[0].value_or(0) == 128);
     CHECK(!c.sliding_window[1].has_value());
     CHECK(c.qkv_bias);
