@@ -1,4 +1,6 @@
-// MXFP4 decode and encode (mxfp4.h). Shape letters: ops.h; G = blocks per row.
+// MXFP4 decode and encode (mxfp4.h). Shape letters: ops.h; G = blocks per row. On CUDA the decode
+// is one fused kernel (cuda/kernels.cu); the ATen path here is what it is checked against
+// (tests/gpu) and what runs on the CPU or with EXTRACTOR_FUSED=0.
 #include "extractor/mxfp4.h"
 
 #include <ATen/ATen.h>
@@ -6,6 +8,8 @@
 #include <array>
 
 #include "common/error.h"
+#include "extractor/cuda/fused_ops.h"
+#include "extractor/ops.h"
 
 namespace extractor::mxfp4 {
 
@@ -63,6 +67,7 @@ void check_packed(const at::Tensor & blocks, const at::Tensor & scales, const st
 }
 
 void dequantize_into(const at::Tensor & blocks, const at::Tensor & scales, at::Tensor & out) {
+    ops::ProfileScope profile("mxfp4_dequantize");
     check_packed(blocks, scales, "dequantize");
     const at::ScalarType dtype = out.scalar_type();
     if (dtype != at::kBFloat16 && dtype != at::kHalf && dtype != at::kFloat)
@@ -72,6 +77,10 @@ void dequantize_into(const at::Tensor & blocks, const at::Tensor & scales, at::T
     if (out.sizes() != at::IntArrayRef(want) || !out.is_contiguous() || out.device() != blocks.device())
         throw common::Error::internal("MXFP4 dequantize: output " + shape_text(out.sizes()) + " does not fit blocks " +
                                       shape_text(blocks.sizes()));
+    if (fused::usable(out) && blocks.is_contiguous() && scales.is_contiguous() && fused::mxfp4_aligned(blocks, out)) {
+        fused::mxfp4_dequantize(blocks, scales, out);  // one pass; the ATen path below is its reference
+        return;
+    }
     // bf16 has fp32's exponent range, so the product of a bf16 pair value and a bf16 power of two
     // is the exact fp32 product rounded once, as transformers gets it; f16 is computed in fp32 and
     // rounded once (its range is narrower than the scales').

@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -153,6 +154,24 @@ at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, cons
                          static_cast<int>(K), H, y.data_ptr(), stream_of(out)),
           "moe_combine");
     return y;
+}
+
+bool mxfp4_aligned(const at::Tensor & blocks, const at::Tensor & out) {
+    return reinterpret_cast<uintptr_t>(blocks.data_ptr()) % 16 == 0 && reinterpret_cast<uintptr_t>(out.data_ptr()) % 16 == 0;
+}
+
+void mxfp4_dequantize(const at::Tensor & blocks, const at::Tensor & scales, at::Tensor & out) {
+    require(blocks.scalar_type() == at::kByte && scales.scalar_type() == at::kByte, "mxfp4_dequantize: blocks and scales must be uint8");
+    require(blocks.is_cuda() && scales.device() == blocks.device() && out.device() == blocks.device(),
+            "mxfp4_dequantize: tensors on different devices");
+    require(blocks.is_contiguous() && scales.is_contiguous() && out.is_contiguous(), "mxfp4_dequantize: non-contiguous tensor");
+    require(blocks.dim() >= 2 && blocks.size(-1) == 16 && blocks.numel() == scales.numel() * 16 && out.numel() == scales.numel() * 32,
+            "mxfp4_dequantize: shapes");
+    require(mxfp4_aligned(blocks, out), "mxfp4_dequantize: blocks and out must be 16-byte aligned");
+    const c10::cuda::CUDAGuard guard(out.device());
+    check(k::mxfp4_dequantize(dtype_of(out), blocks.data_ptr<uint8_t>(), scales.data_ptr<uint8_t>(), scales.numel(),
+                              out.data_ptr(), stream_of(out)),
+          "mxfp4_dequantize");
 }
 
 }  // namespace extractor::fused

@@ -47,4 +47,10 @@ at::Tensor silu_mul(const at::Tensor & gate_up);
 // [N,H] = sum_k out[slot_pos[n*K+k]] * top_w[n,k], in fp32, rounded once to out's dtype.
 at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, const at::Tensor & top_w);
 
+// MXFP4 (extractor/mxfp4.h): blocks [...,G,16] uint8 and scales [...,G] uint8, both contiguous on
+// out's device, decoded into out [...,G*32] (contiguous, fp32/fp16/bf16) in one pass, rounded once
+// as mxfp4::dequantize_into's ATen path rounds. mxfp4_aligned(): whether the pointers allow it.
+bool mxfp4_aligned(const at::Tensor & blocks, const at::Tensor & out);
+void mxfp4_dequantize(const at::Tensor & blocks, const at::Tensor & scales, at::Tensor & out);
+
 }  // namespace extractor::fused

@@ -275,6 +275,42 @@ __global__ void moe_combine_kernel(const T * __restrict__ out, const int32_t * _
     }
 }
 
+// ---- MXFP4 decode: one thread per block of 32 values ----
+
+// The e2m1 code's value: bit 3 the sign, bits 2-1 the exponent, bit 0 the mantissa; exponent 0 is
+// subnormal (0 or 0.5), otherwise (1 + m/2) x 2^(e-1). Codes 0-7: 0, 0.5, 1, 1.5, 2, 3, 4, 6.
+__device__ __forceinline__ float e2m1(unsigned code) {
+    const unsigned m = code & 7u, e = m >> 1;
+    const float mag = e == 0 ? 0.5f * static_cast<float>(m & 1u)
+                             : __int_as_float(static_cast<int>((e + 126u) << 23)) * (1.0f + 0.5f * static_cast<float>(m & 1u));
+    return (code & 8u) ? -mag : mag;
+}
+
+template <typename T, int VEC>
+__global__ void mxfp4_dequantize_kernel(const uint8_t * __restrict__ blocks, const uint8_t * __restrict__ scales,
+                                        T * __restrict__ out, int64_t n_blocks) {
+    for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < n_blocks;
+         b += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const uint4 raw = reinterpret_cast<const uint4 *>(blocks)[b];  // bytes 0-3 in raw.x, low byte first
+        const unsigned s = scales[b];
+        // The scale byte is fp32's exponent field: s << 23 is 2^(s-127) exactly (255: inf).
+        const float scale = s == 0 ? __int_as_float(0x00400000) : __int_as_float(static_cast<int>(s << 23));
+        const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+        T * dst = out + b * 32;
+#pragma unroll
+        for (int p = 0; p < 32 / VEC; ++p) {
+            Pack<T, VEC> o;
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) {
+                const int idx = p * VEC + j, byte = idx >> 1;
+                const unsigned bits = (words[byte >> 2] >> ((byte & 3) * 8)) & 0xFFu;
+                o.v[j] = from_f<T>(mul(e2m1((idx & 1) ? bits >> 4 : bits & 0xFu), scale));
+            }
+            store<T, VEC>(dst + p * VEC, o);
+        }
+    }
+}
+
 int grid_for(int64_t work, int threads) {
     const int64_t blocks = (work + threads - 1) / threads;
     return static_cast<int>(std::min<int64_t>(blocks, 65535 * 8));
@@ -355,6 +391,27 @@ cudaError_t moe_combine(DType dtype, const void * out, const int32_t * slot_pos,
         moe_combine_kernel<__nv_bfloat16, 8><<<N, threads, 0, stream>>>(static_cast<const __nv_bfloat16 *>(out),
                                                                          slot_pos, weights, K, H,
                                                                          static_cast<__nv_bfloat16 *>(y));
+        break;
+    }
+    return launched();
+}
+
+cudaError_t mxfp4_dequantize(DType dtype, const uint8_t * blocks, const uint8_t * scales, int64_t n_blocks, void * out,
+                             cudaStream_t stream) {
+    if (n_blocks == 0) return cudaSuccess;
+    constexpr int threads = 256;
+    switch (dtype) {
+    case DType::F32:
+        mxfp4_dequantize_kernel<float, 4><<<grid_for(n_blocks, threads), threads, 0, stream>>>(
+            blocks, scales, static_cast<float *>(out), n_blocks);
+        break;
+    case DType::F16:
+        mxfp4_dequantize_kernel<__half, 8><<<grid_for(n_blocks, threads), threads, 0, stream>>>(
+            blocks, scales, static_cast<__half *>(out), n_blocks);
+        break;
+    case DType::BF16:
+        mxfp4_dequantize_kernel<__nv_bfloat16, 8><<<grid_for(n_blocks, threads), threads, 0, stream>>>(
+            blocks, scales, static_cast<__nv_bfloat16 *>(out), n_blocks);
         break;
     }
     return launched();

@@ -56,4 +56,11 @@ cudaError_t silu_mul(DType dtype, const void * gate_up, void * act, int64_t S, i
 cudaError_t moe_combine(DType dtype, const void * out, const int32_t * slot_pos, const float * weights, int64_t N,
                         int K, int64_t H, void * y, cudaStream_t stream);
 
+// MXFP4 decode (extractor/mxfp4.h): n_blocks blocks of 16 bytes, each with one e8m0 scale byte, to
+// n_blocks * 32 values of dtype: value 2j of a block is the low nibble of byte j, value 2j+1 its high
+// nibble, each e2m1 code times 2^(scale - 127) (scale 0: 2^-127; 255: inf), computed in fp32 (exact)
+// and rounded once to dtype. blocks and out must be 16-byte aligned.
+cudaError_t mxfp4_dequantize(DType dtype, const uint8_t * blocks, const uint8_t * scales, int64_t n_blocks, void * out,
+                             cudaStream_t stream);
+
 }  // namespace extractor::cuda_kernels
