@@ -392,3 +392,24 @@ TEST_CASE("mixtral: configs with bad values are refused naming the file and key"
     CHECK(d.n_experts == 8);
     CHECK(d.top_k == 2);
 }
+
+TEST_CASE("mixtral: extract fixture --fused-experts --sliding-window writes the v5 layout and the window, other families refuse them") {
+    tests::TempDir dir;
+    auto [code, out] = extract_cli({"fixture", "--family", "mixtral", "--out", dir / "m", "--layers", "2", "--fused-experts",
+                                    "--sliding-window", "4", "--plant", "3@0", "--json"},
+                                   dir / "out.json");
+    REQUIRE(code == 0);
+    auto cfg = nlohmann::json::parse(tests::read_file(dir / "m/config.json"));
+    CHECK(cfg["model_type"] == "mixtral");
+    CHECK(cfg["sliding_window"] == 4);
+    CHECK(cfg["num_local_experts"] == 8);
+    SafetensorsFile f = SafetensorsFile::open(dir / "m/model.safetensors");
+    CHECK(f.contains("model.layers.1.mlp.experts.gate_up_proj"));
+    CHECK_FALSE(f.contains("model.layers.1.block_sparse_moe.experts.0.w1.weight"));
+    CHECK(f.load("model.layers.0.input_layernorm.weight")[3].item<double>() == 50.0);
+    REQUIRE(extract_cli({"fixture", "--family", "mixtral", "--out", dir / "n", "--json"}, dir / "out.json").first == 0);
+    CHECK(nlohmann::json::parse(tests::read_file(dir / "n/config.json"))["sliding_window"].is_null());
+    CHECK(extract_cli({"fixture", "--family", "llama", "--out", dir / "l", "--sliding-window", "4"}, dir / "out.json").first == 2);
+    CHECK(extract_cli({"fixture", "--family", "llama", "--out", dir / "l", "--fused-experts"}, dir / "out.json").first == 2);
+    CHECK(extract_cli({"fixture", "--family", "mixtral", "--out", dir / "z", "--sliding-window", "0"}, dir / "out.json").first == 2);
+}
