@@ -141,14 +141,27 @@ at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const 
         gu_buf = at::empty({cap, I2, H}, x.options());
         dn_buf = at::empty({cap, H, I}, x.options());
     }
-    for (size_t h0 = 0; h0 < hit.size(); h0 += static_cast<size_t>(std::max<int64_t>(chunk, 1))) {
-        const size_t h1 = std::min(hit.size(), h0 + static_cast<size_t>(std::max<int64_t>(chunk, 1)));
+    const size_t step = static_cast<size_t>(std::max<int64_t>(chunk, 1));
+    // Every chunk's expert ids and grouped_mm offsets (cumulative within the chunk) in one
+    // host-to-device copy each, not two small copies per chunk.
+    at::Tensor hit_dev, offs_dev;                                                     // [n_hit]
+    if (packed && !hit.empty()) {
+        std::vector<int32_t> offs_all;
+        for (size_t h0 = 0; h0 < hit.size(); h0 += step) {
+            int64_t acc = 0;
+            for (size_t h = h0; h < std::min(hit.size(), h0 + step); ++h) offs_all.push_back(static_cast<int32_t>(acc += c[hit[h]]));
+        }
+        hit_dev = at::tensor(hit, at::kLong).to(x.device());
+        offs_dev = at::tensor(offs_all, at::kInt).to(x.device());
+    }
+    for (size_t h0 = 0; h0 < hit.size(); h0 += step) {
+        const size_t h1 = std::min(hit.size(), h0 + step);
         const int64_t n_exp = static_cast<int64_t>(h1 - h0);
         std::vector<int64_t> ids(hit.begin() + static_cast<std::ptrdiff_t>(h0), hit.begin() + static_cast<std::ptrdiff_t>(h1));
         at::Tensor gu_w, dn_w;                                                        // [n_exp,2I,H], [n_exp,H,I]
         if (packed) {
             // The chunk's packed bytes (a small gather), then one dequantization per matrix.
-            at::Tensor sel = at::tensor(ids, at::kLong).to(x.device());               // [n_exp]
+            at::Tensor sel = hit_dev.narrow(0, static_cast<int64_t>(h0), n_exp);      // [n_exp]
             gu_w = gu_buf.narrow(0, 0, n_exp);
             dn_w = dn_buf.narrow(0, 0, n_exp);
             mxfp4::dequantize_into(w.gate_up.index_select(0, sel), w.gate_up_scales.index_select(0, sel), gu_w);
@@ -157,10 +170,7 @@ at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const 
         const int64_t r0 = start[static_cast<size_t>(ids.front())], r1 = start[static_cast<size_t>(ids.back()) + 1];
         if (grouped) {  // packed: this chunk's dequantized experts, one grouped matmul each
             // Rows r0..r1 hold exactly these experts' slots, in this order.
-            std::vector<int32_t> offs_v;
-            int64_t acc = 0;
-            for (int64_t e : ids) offs_v.push_back(static_cast<int32_t>(acc += c[e]));
-            at::Tensor offs = at::tensor(offs_v, at::kInt).to(x.device());           // [n_exp]
+            at::Tensor offs = offs_dev.narrow(0, static_cast<int64_t>(h0), n_exp);    // [n_exp]
             at::Tensor rows_expert = expert_sorted.narrow(0, r0, r1 - r0);            // [s]
             at::Tensor gu = compat::grouped_mm(xs.narrow(0, r0, r1 - r0), gu_w.transpose(1, 2), offs);  // [s,2I]
             if (w.gate_up_bias.defined()) gu = gu + w.gate_up_bias.index_select(0, rows_expert);
