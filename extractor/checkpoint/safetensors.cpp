@@ -4,6 +4,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <mutex>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -24,6 +27,84 @@ common::Error header_error(const std::string & path, const std::string & what) {
     return common::Error(common::ErrorKind::Usage, path + ": bad safetensors header: " + what).with("file", path);
 }
 
+// A shard is mapped, not read, so if another process truncates or rewrites it in place while we
+// load (a download still running, a sync tool), touching a page past its new end raises SIGBUS,
+// which would kill the program with no word about which file. Every mapping is registered here,
+// and a SIGBUS whose address falls inside one is reported as that file's error (exit 2, usage:
+// a bad checkpoint); any other SIGBUS keeps its previous disposition. The handler reads the table
+// without a lock: an entry's path and size are written before its start is published.
+struct MappedRegion {
+    std::atomic<uintptr_t> begin{0};
+    uint64_t size = 0;
+    char path[1024] = {};
+};
+constexpr size_t kMaxMappedRegions = 8192;  // shards mapped at once (a 235 B checkpoint has ~100)
+MappedRegion g_regions[kMaxMappedRegions];
+std::mutex g_regions_mutex;
+struct sigaction g_previous_sigbus {};
+
+void write_all(const char * text, size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(STDERR_FILENO, text, n);
+        if (w <= 0) return;
+        text += w;
+        n -= static_cast<size_t>(w);
+    }
+}
+
+void on_sigbus(int sig, siginfo_t * info, void * context) {
+    const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
+    for (auto & r : g_regions) {
+        const uintptr_t b = r.begin.load(std::memory_order_acquire);
+        if (b != 0 && addr >= b && addr - b < r.size) {
+            static const char prefix[] = "extract: error: ";
+            static const char tail[] = ": the file shrank while it was being read (truncated or rewritten by another "
+                                       "process during the load); stopping\n";
+            write_all(prefix, sizeof prefix - 1);
+            write_all(r.path, ::strnlen(r.path, sizeof r.path));
+            write_all(tail, sizeof tail - 1);
+            ::_exit(2);
+        }
+    }
+    if (g_previous_sigbus.sa_flags & SA_SIGINFO) {
+        if (g_previous_sigbus.sa_sigaction) return g_previous_sigbus.sa_sigaction(sig, info, context);
+    } else if (g_previous_sigbus.sa_handler != SIG_DFL && g_previous_sigbus.sa_handler != SIG_IGN &&
+               g_previous_sigbus.sa_handler != nullptr) {
+        return g_previous_sigbus.sa_handler(sig);
+    }
+    ::signal(SIGBUS, SIG_DFL);  // returning re-executes the faulting access: now the default action
+}
+
+// Returns the slot, or -1 when the table is full (the mapping is then simply not guarded).
+int register_mapping(const void * map, uint64_t size, const std::string & path) {
+    static std::once_flag installed;
+    std::call_once(installed, [] {
+        struct sigaction sa {};
+        sa.sa_sigaction = on_sigbus;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        ::sigaction(SIGBUS, &sa, &g_previous_sigbus);
+    });
+    std::lock_guard lock(g_regions_mutex);
+    for (size_t i = 0; i < kMaxMappedRegions; ++i) {
+        MappedRegion & r = g_regions[i];
+        if (r.begin.load(std::memory_order_relaxed) != 0) continue;
+        r.size = size;
+        const size_t n = std::min(path.size(), sizeof r.path - 1);
+        std::memcpy(r.path, path.data(), n);
+        r.path[n] = '\0';
+        r.begin.store(reinterpret_cast<uintptr_t>(map), std::memory_order_release);
+        return static_cast<int>(i);
+    }
+    return -1;
+}
+
+void unregister_mapping(int slot) {
+    if (slot < 0) return;
+    std::lock_guard lock(g_regions_mutex);
+    g_regions[slot].begin.store(0, std::memory_order_release);
+}
+
 }  // namespace
 
 struct SafetensorsFile::State {
@@ -33,7 +114,9 @@ struct SafetensorsFile::State {
     SafetensorsHeader header;
     std::unordered_map<std::string, size_t> index;
     nlohmann::json metadata = nlohmann::json::object();
+    int guard_slot = -1;  // in the SIGBUS table (see on_sigbus)
     ~State() {
+        unregister_mapping(guard_slot);
         if (map && map != MAP_FAILED) munmap(map, size);
     }
 };
@@ -53,6 +136,7 @@ SafetensorsFile SafetensorsFile::open(const std::string & path) {
         st->map = nullptr;
         throw common::Error::io(path, "mmap", e);
     }
+    st->guard_slot = register_mapping(st->map, st->size, path);
     st->header = parse_safetensors_header(static_cast<const uint8_t *>(st->map), st->size, st->size, path);
     for (size_t i = 0; i < st->header.tensors.size(); ++i) st->index[st->header.tensors[i].name] = i;
     for (const auto & [k, v] : st->header.metadata) st->metadata[k] = v;

@@ -1,7 +1,10 @@
 // Safetensors reader/writer: round trips, and every header violation the reference reader
 // rejects gives an error naming the file (and the tensor where there is one).
 #include <ATen/ATen.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -221,4 +224,33 @@ TEST_CASE("checkpoint: committed index fuzz regression inputs are refused or par
     }
     MESSAGE("replayed " << seen << " regression inputs");
     CHECK(seen >= 1);
+}
+
+TEST_CASE("safetensors: a shard truncated while mapped ends with exit 2 naming the file, not a bare SIGBUS") {
+    tests::TempDir dir;
+    const std::string path = dir / "shrinks.safetensors";
+    write_safetensors(path, {{"w", at::ones({64, 1024}, at::kFloat)}});  // 256 KiB of data: many pages
+    const std::string err_path = dir / "stderr";
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        // The child maps the file, another writer cuts it to its header, and the child reads on.
+        const int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ::dup2(fd, STDERR_FILENO);
+        SafetensorsFile f = SafetensorsFile::open(path);
+        const at::Tensor w = f.view("w");
+        if (::truncate(path.c_str(), static_cast<off_t>(f.info("w").file_offset)) != 0) ::_exit(90);
+        const auto * bytes = static_cast<const volatile uint8_t *>(w.data_ptr());
+        unsigned sum = 0;
+        for (int64_t i = 0; i < w.numel() * 4; i += 4096) sum += bytes[i];
+        ::_exit(sum == 12345 ? 91 : 92);  // not reached: the first page past the end faults
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));  // killed by SIGBUS before the guard
+    CHECK(WEXITSTATUS(status) == 2);
+    std::ifstream in(err_path);
+    const std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(err.find(path) != std::string::npos);
+    CHECK(err.find("shrank while it was being read") != std::string::npos);
 }
