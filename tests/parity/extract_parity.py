@@ -27,7 +27,8 @@ per configuration: experts kept packed (default) and --dequantize.
 that has one in REAL_SHAPES (Mixtral-8x7B: hidden 4096, 32 heads, 8 kv heads, 8 experts of width
 14336, vocab 32000; gpt-oss-20b: hidden 2880, 64 heads, 8 kv heads, head_dim 64, 32 experts top-4,
 vocab 201088, layers sliding then full), 2 x 2048 tokens, bf16 only, weights N(0, 0.02). Needs a GPU
-(about 6.4 GB of weights for Mixtral, HF and extract each load them).
+(about 6.4 GB of weights for Mixtral, HF and extract each load them; Mixtral runs from its released
+per-expert layout only there).
 
 Usage: python3 tests/parity/extract_parity.py --extract build/extractor/extract [--device cuda] [--work DIR]
        python3 tests/parity/extract_parity.py --extract build/extractor/extract --families mixtral --real-shapes
@@ -345,6 +346,8 @@ def main():
         if family in TWO_LAYOUTS:
             saved, other = other_expert_layout(mdir, mdir + "-other-layout")
             checkpoints = [(f"{family}[{saved}]", mdir), (f"{family}[{other}]", mdir + "-other-layout")]
+            if args.real_shapes:  # one layout at full size (time): the released per-expert one
+                checkpoints = [c for c in checkpoints if c[0].endswith("[per-expert]")]
         refs = {}
         for (name, cdir), (device, dname, extra, env) in [(c, r) for r in family_runs for c in checkpoints]:
             path = ("plain" if "--plain-ops" in extra else "aten" if env else "default") + \
