@@ -218,6 +218,16 @@ def check_hf_dequantized(model, model_dir):
     return worst
 
 
+def saved_fused(model_dir):
+    """Whether save_pretrained wrote the experts in the fused v5 layout (from the headers only)."""
+    from safetensors import safe_open
+    for f in glob.glob(os.path.join(model_dir, "*.safetensors")):
+        with safe_open(f, "pt") as h:
+            if any(k.endswith(".mlp.experts.gate_up_proj") for k in h.keys()):
+                return True
+    return False
+
+
 def other_expert_layout(src, dst):
     """Writes the checkpoint in src to dst with the experts in the other layout and the same values:
     per-expert (block_sparse_moe.gate + experts.N.w1/w3/w2, as Mixtral was released) <-> fused v5
@@ -344,8 +354,11 @@ def main():
             family_runs = [r for r0 in runs for r in (r0, (r0[0], r0[1], r0[2] + ["--dequantize"], r0[3]))]
         checkpoints = [(family, mdir)]
         if family in TWO_LAYOUTS:
-            saved, other = other_expert_layout(mdir, mdir + "-other-layout")
-            checkpoints = [(f"{family}[{saved}]", mdir), (f"{family}[{other}]", mdir + "-other-layout")]
+            if args.real_shapes and not saved_fused(mdir):  # already the released layout: no conversion
+                checkpoints = [(f"{family}[per-expert]", mdir)]
+            else:
+                saved, other = other_expert_layout(mdir, mdir + "-other-layout")
+                checkpoints = [(f"{family}[{saved}]", mdir), (f"{family}[{other}]", mdir + "-other-layout")]
             if args.real_shapes:  # one layout at full size (time): the released per-expert one
                 checkpoints = [c for c in checkpoints if c[0].endswith("[per-expert]")]
         refs = {}
