@@ -3,7 +3,7 @@
 # their ATen paths, then HF parity and the benchmarks. Each phase writes its log under OUT and the
 # last lines of each log are printed, so a call that is cut off still returns what it finished.
 #   bench/gpu_session.sh quick   # build + GPU tests + parity of every family on small configs
-#   bench/gpu_session.sh shapes  # real-shape 2-layer parity (mixtral, gpt_oss) + gpt_oss and mixtral benchmarks
+#   bench/gpu_session.sh shapes  # real-shape 2-layer parity (mixtral, gpt_oss) + mixtral and gpt_oss benchmarks
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
 set -uo pipefail
 what=${1:-quick}
@@ -36,6 +36,13 @@ if [[ $what == shapes ]]; then
       --json-out "$out/parity_real_$fam.json" > "$out/parity_real_$fam.log" 2>&1
     echo "parity $fam rc=$?"; grep -A10 "^family " "$out/parity_real_$fam.log" | head -14
   done
+  stamp "mixtral bench"
+  full=()
+  # Full-shape Mixtral-8x7B needs about 100 GB on one card: only on an H200.
+  [[ $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1) -lt 120000 ]] && full=(--no-full)
+  timeout 300 python3 "$root/bench/mixtral_bench.py" --extract "$exe" "${full[@]}" --json-out "$out/mixtral_bench.json" \
+    > "$out/mixtral_bench.log" 2>&1
+  echo "mixtral bench rc=$?"; tail -15 "$out/mixtral_bench.log"
   stamp "gpt_oss bench"
   timeout 300 python3 "$root/bench/gpt_oss_bench.py" --extract "$exe" --json-out "$out/gpt_oss_bench.json" \
     > "$out/gpt_oss_bench.log" 2>&1
