@@ -205,6 +205,14 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
             throw common::Error::usage("--plant: layer " + std::to_string(p.layer_last) + " >= " + std::to_string(cfg.n_layers) + " layers");
     }
     WeightPlan plan = family.plan_weights(cfg, /*fused_experts=*/false);
+    // Each count is within hf_limits, but their product is not: --hidden 65536 --layers 1024 would
+    // start writing terabytes. A fixture holds at most kMaxFixtureBytes (2 real-shape Mixtral
+    // layers are 6.4 GB), and is refused before anything is created.
+    const uint64_t bytes = plan.numel_total() * static_cast<uint64_t>(c10::elementSize(o.dtype));
+    if (bytes > kMaxFixtureBytes)
+        throw common::Error::usage("fixture: these sizes make a " + std::to_string(bytes >> 20) + " MiB checkpoint, more than the " +
+                                   std::to_string(kMaxFixtureBytes >> 30) + " GiB a fixture may write");
+    if (o.shards > 4096) throw common::Error::usage("fixture: --shards must be at most 4096");
     fs::create_directories(o.out_dir);
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const WeightSpec & s : plan.sources) {

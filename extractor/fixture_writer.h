@@ -48,6 +48,8 @@ struct FixtureOptions {
     std::vector<PlantSpec> plants;
 };
 
+inline constexpr uint64_t kMaxFixtureBytes = uint64_t{64} << 30;
+
 // Writes the checkpoint; returns the paths written. Throws common::Error.
 std::vector<std::string> write_fixture(const FixtureOptions & opt);
 

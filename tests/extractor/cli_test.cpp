@@ -148,6 +148,15 @@ TEST_CASE("cli: flag values that cannot describe a run are usage errors (exit 2)
     std::vector<std::string> ok = base;
     ok.insert(ok.end(), {"--device", "cpu", "--num-sequences", "1", "--load-threads", "1"});
     CHECK(run(ok).code == 0);
+    // Fixture sizes: each within its bound, their product terabytes. Refused before the output
+    // directory is created (before: it started writing until the disk filled).
+    Result big = run({"fixture", "--family", "llama", "--out", dir / "huge", "--layers", "1024", "--hidden", "65536",
+                      "--heads", "512", "--kv-heads", "512", "--head-dim", "128", "--intermediate", "65536"});
+    INFO(big.err);
+    CHECK(big.code == 2);
+    CHECK(big.err.find("GiB a fixture may write") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir / "huge"));
+    CHECK(run({"fixture", "--family", "llama", "--out", dir / "s", "--shards", "5000"}).code == 2);
 }
 
 TEST_CASE("cli: a missing input is not_found (exit 9), an input that is a directory is a usage error naming it") {
