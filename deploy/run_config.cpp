@@ -292,6 +292,36 @@ RunConfig parse_run_config(const std::string & yaml_text, const std::string & na
     return from_node(common::ConfigNode::load_string(yaml_text, name), "");
 }
 
+void overlay_run_config(const common::ConfigNode & root, const std::string & source, RunConfig & c,
+                        const std::vector<std::string> & also_allowed) {
+    if (!root.is_map()) root.fail("a map of run-config sections (model:, data:, resources:, policy: ...)");
+    std::vector<std::string> allowed{"model", "data", "capture", "analysis", "resources", "policy", "hf_token_env"};
+    allowed.insert(allowed.end(), also_allowed.begin(), also_allowed.end());
+    root.check_keys(allowed);
+    std::string base = source.empty() ? "" : fs::path(source).parent_path().string();
+    if (base.empty() && !source.empty()) base = ".";
+    if (auto m = root.find("model")) {
+        ModelConfig fresh;
+        fresh.dtype = c.model.dtype;
+        read_model(*m, base, fresh);
+        c.model = fresh;
+    }
+    if (auto d = root.find("data")) {
+        if (d->is_map() && (d->has("text") || d->has("jsonl") || d->has("tokens") || d->has("synthetic_tokens"))) {
+            c.data.text_file.clear();  // the member's data source replaces the base's
+            c.data.jsonl_file.clear();
+            c.data.tokens_file.clear();
+            c.data.synthetic_vocab.reset();
+        }
+        read_data(*d, base, c.data);
+    }
+    if (auto n = root.find("capture")) read_capture(*n, c.capture);
+    if (auto n = root.find("analysis")) read_analysis(*n, c.analysis);
+    if (auto n = root.find("resources")) read_resources(*n, c.resources);
+    if (auto n = root.find("policy")) read_policy(*n, c.policy);
+    c.hf_token_env = root.get_string("hf_token_env", c.hf_token_env);
+}
+
 void apply_overrides(RunConfig & c, const Overrides & o) {
     if (o.model) {
         c.model.hub_id.clear();

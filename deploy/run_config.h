@@ -14,6 +14,8 @@
 
 #include "deploy/policy.h"
 
+namespace common { class ConfigNode; }
+
 namespace deploy {
 
 // Where the checkpoint comes from. Exactly one of hub_id / local_path / fixture is set.
@@ -90,6 +92,13 @@ struct RunConfig {
 // common::Error(usage) naming file:line:column for unknown keys, wrong types and bad values.
 RunConfig load_run_config(const std::string & path);
 RunConfig parse_run_config(const std::string & yaml_text, const std::string & name = "<config>");
+// Applies a partial run config (the same keys, every one optional; `name` and `output_dir` refused)
+// onto `config`: a sweep member's overrides over the sweep's base (deploy/sweep.h). A `model` map
+// replaces the base's model source (its dtype kept unless given). Relative paths are taken
+// relative to `source`'s folder. Errors name file:line:column as load_run_config's do.
+// `also_allowed`: the caller's own keys in the same map (the sweep's id, config, family), left alone.
+void overlay_run_config(const common::ConfigNode & node, const std::string & source, RunConfig & config,
+                        const std::vector<std::string> & also_allowed = {});
 
 // Flags that override the config (the predecessor's names included). Unset fields leave the config alone.
 struct Overrides {

@@ -18,6 +18,7 @@
 #include "common/units.h"
 #include "deploy/flow.h"
 #include "deploy/run_config.h"
+#include "deploy/sweep.h"
 
 namespace fs = std::filesystem;
 
@@ -70,6 +71,13 @@ int main(int argc, char ** argv) {
         deploy::Overrides o;
         app.add_option("--config", config_path, "Run config YAML (configs/*.yaml); default: the built-in rehearsal");
         app.add_option("--resume", resume, "Reattach to a run directory (as printed at the start of a run)");
+        std::string sweep_path;
+        bool dry_run = false;
+        int max_parallel = 0;
+        app.add_option("--sweep", sweep_path, "Sweep file (configs/sweeps/*.yaml): many run configs as one study");
+        app.add_flag("--dry-run", dry_run, "With --sweep: print the plan per member (offer, memory, time and cost bounds); rent nothing");
+        app.add_option("--max-parallel", max_parallel, "With --sweep: members running at once (default: the file's sweep.max_parallel)")
+            ->check(CLI::Range(1, 32));
         app.add_option("--run-dir", run_dir, "Run directory to create (default: <output_dir>/<run id>)");
         app.add_option("--model", o.model, "Hugging Face id (Qwen/Qwen3-30B-A3B) or a local checkpoint directory");
         app.add_option("--gpu-count", o.gpu_count, "GPUs per instance");
@@ -124,6 +132,21 @@ int main(int argc, char ** argv) {
         fo.stop_after_step_started = test_kill_at;
         fo.gpu_check = !no_gpu_check;
 
+        if (!sweep_path.empty()) {
+            if (!config_path.empty() || !resume.empty())
+                throw common::Error::usage("--sweep: give the sweep file alone (each member's config is in it)");
+            deploy::SweepFile sweep = deploy::load_sweep(sweep_path);  // every member checked before anything is rented
+            if (max_parallel > 0) sweep.max_parallel = max_parallel;
+            if (dry_run) {
+                broker::Broker broker(fo.broker);
+                deploy::print_sweep_plan(deploy::plan_sweep(sweep, broker), out);
+                return 0;
+            }
+            deploy::refuse_blocked(sweep);
+            throw common::Error::usage("--sweep without --dry-run: running the members is not built yet (issue #15 step 3); "
+                                       "--dry-run prints the plan, and each member runs alone with --config");
+        }
+        if (dry_run) throw common::Error::usage("--dry-run goes with --sweep");
         if (!resume.empty()) {
             if (!config_path.empty()) throw common::Error::usage("--resume and --config: give one (a resumed run keeps its config)");
             return deploy::run_resume(resume, fo, out);

@@ -1,0 +1,85 @@
+// deploy_and_analyze --sweep FILE: many run configs as one study (issue #15). This part reads and
+// checks the sweep file and plans it (--dry-run); nothing here rents anything.
+//
+// A sweep file (YAML, read through common::ConfigNode with the same bounds and file:line errors
+// as a run config; see configs/sweeps/*.yaml):
+//
+//   sweep:                       # the sweep itself
+//     name: predecessor-moe      # [a-z0-9-], 3..40 characters: the sweep directory's name
+//     max_cost_usd: 150          # the whole sweep; every member's worst case must fit in it
+//     max_parallel: 4            # members running at once (--max-parallel overrides)
+//     download_stagger: 30s      # between two members' model downloads
+//   base:                        # a run config's sections (configs/*.yaml keys); model optional
+//     data: ...
+//   members:                     # at most kMaxMembers
+//     - id: qwen3-30b-a3b        # [a-z0-9-], 4..24 characters, unique also with the dashes dropped
+//       config: ../qwen3-30b-a3b.yaml   # optional: this run config file instead of base
+//       family: qwen3_moe        # optional: the model_type, checked against what extract implements
+//       model: {hub: Qwen/Qwen3-30B-A3B}
+//       resources: {gpu_count: 2, min_vram_gb: 44}   # any run-config section overrides
+//
+// A member whose family extract does not implement yet (issue #13: Qwen3-Next, GLM-4.5-Air) is
+// `blocked`: the dry run shows it with the reason; a real sweep refuses the file up front.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "broker/broker.h"
+#include "common/output.h"
+#include "deploy/run_config.h"
+
+namespace deploy {
+
+constexpr size_t kMaxSweepMembers = 64;
+
+struct SweepMember {
+    std::string id;          // unique in the sweep; its run directory is <sweep dir>/<id>
+    std::string family;      // declared model_type ("" when not declared and not a fixture)
+    std::string blocked;     // non-empty: why this member cannot run yet
+    RunConfig config;        // the member's resolved run config (name = id without dashes)
+};
+
+struct SweepFile {
+    std::string source;
+    std::string name;
+    std::optional<double> max_cost_usd;
+    int max_parallel = 2;
+    double download_stagger_s = 30;
+    std::string output_dir = "runs/sweeps";
+    std::vector<SweepMember> members;
+};
+
+// Families extract implements (the same list its fixture writer knows), and those waiting on an
+// issue, with the issue's words for the message.
+const std::vector<std::string> & extract_families();
+std::string pending_family_reason(const std::string & family);  // "" when not pending
+
+// Reads and checks the whole file: ids (syntax, length, unique, unique once compacted into an
+// instance name), every member's run config (validate()), families, and the budget (the sum of
+// every runnable member's worst case, member_cost_bound_usd, within sweep.max_cost_usd). Throws
+// common::Error(usage) naming file:line:column or the member.
+SweepFile load_sweep(const std::string & path);
+SweepFile parse_sweep(const std::string & yaml_text, const std::string & name = "<sweep>");
+
+// The most a member can cost: policy.max_cost_usd, else max_price x max_duration; nullopt when
+// neither bounds it (a sweep with a budget refuses such a member).
+std::optional<double> member_cost_bound_usd(const RunConfig & config);
+
+// A real sweep refuses blocked members before renting anything (usage error naming them).
+void refuse_blocked(const SweepFile & sweep);
+
+// The dry run: per member the estimate (from config.json when min_vram_gb is auto and it can be
+// read; the network is asked only for Hub models), the cheapest matching offer in provider order,
+// and the cost bound; plus the total. Nothing is created. One JSON object:
+//   {"sweep", "members": [{"id", "model", "family", "state", "gpu_count", "min_vram_gb",
+//     "estimate_gb", "params", "offer", "price_usd_per_hour", "max_duration_s", "cost_bound_usd",
+//     "note"}], "total_cost_bound_usd", "max_cost_usd"}
+nlohmann::json plan_sweep(const SweepFile & sweep, broker::Broker & broker);
+// The plan as a table (member rows, then the total and the budget), or the object itself with --json.
+void print_sweep_plan(const nlohmann::json & plan, const common::Output & out);
+
+}  // namespace deploy
