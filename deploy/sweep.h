@@ -82,4 +82,30 @@ nlohmann::json plan_sweep(const SweepFile & sweep, broker::Broker & broker);
 // The plan as a table (member rows, then the total and the budget), or the object itself with --json.
 void print_sweep_plan(const nlohmann::json & plan, const common::Output & out);
 
+// ---- running a sweep ----------------------------------------------------------------------------
+// Each member runs as a child process of this same program, an ordinary single run
+// (`deploy_and_analyze --sweep FILE --member ID --run-dir <sweep dir>/<id>`, or `--resume` of that
+// directory). Children, not threads: the single-run flow keeps its process-wide state (the
+// interrupt flag, log verbosity, the bifrost client) as it is, a member that crashes cannot take
+// the others down, Ctrl-C is forwarded as SIGTERM to each child, which then runs its own finish
+// (terminate and prove gone), and `--resume <member dir>` is the ordinary resume. Children run in
+// their own sessions: a SIGKILLed sweep leaves them running to their own end (each instance keeps
+// its own deadline and watchdog), and a second Ctrl-C leaves them to finish on their own.
+struct SweepRunOptions {
+    std::string program;                  // this binary (/proc/self/exe)
+    std::vector<std::string> child_args;  // flags every child gets (--state-dir, --workspace, ...)
+    bool fail_fast = false;               // the first failed member stops the others
+    bool retry_failed = false;            // finished-and-failed members run again (their old directory kept aside)
+    double poll_s = 1;
+    bool live = false;                    // redraw a table in place (stdout is a TTY); else a line per change
+};
+
+// The sweep directory: <output_dir>/<name>. A member already finished there is not run again
+// (unless it failed and retry_failed); one that started and did not finish is resumed. Ends with a
+// summary (per member: outcome, exit code, cost, results path; the total) on `out`, and writes it
+// to <sweep dir>/summary.json. Returns 0 when every member succeeded, 10 when any member reports
+// leak risk, 130 after Ctrl-C, else the first failed member's exit code.
+int run_sweep(const SweepFile & sweep, const SweepRunOptions & options, const common::Output & out);
+std::string sweep_dir(const SweepFile & sweep);
+
 }  // namespace deploy

@@ -78,6 +78,11 @@ int main(int argc, char ** argv) {
         app.add_flag("--dry-run", dry_run, "With --sweep: print the plan per member (offer, memory, time and cost bounds); rent nothing");
         app.add_option("--max-parallel", max_parallel, "With --sweep: members running at once (default: the file's sweep.max_parallel)")
             ->check(CLI::Range(1, 32));
+        bool fail_fast = false, retry_failed = false;
+        std::string member;
+        app.add_flag("--fail-fast", fail_fast, "With --sweep: the first failed member stops the others");
+        app.add_flag("--retry-failed", retry_failed, "With --sweep: run the members that failed before again (others that finished are kept)");
+        app.add_option("--member", member, "With --sweep: run this one member (how the sweep starts each member)");
         app.add_option("--run-dir", run_dir, "Run directory to create (default: <output_dir>/<run id>)");
         app.add_option("--model", o.model, "Hugging Face id (Qwen/Qwen3-30B-A3B) or a local checkpoint directory");
         app.add_option("--gpu-count", o.gpu_count, "GPUs per instance");
@@ -143,9 +148,33 @@ int main(int argc, char ** argv) {
                 return 0;
             }
             deploy::refuse_blocked(sweep);
-            throw common::Error::usage("--sweep without --dry-run: running the members is not built yet (issue #15 step 3); "
-                                       "--dry-run prints the plan, and each member runs alone with --config");
+            if (!member.empty()) {  // one member, as an ordinary single run
+                for (const auto & m : sweep.members)
+                    if (m.id == member) return deploy::run_new(m.config, fo, out);
+                throw common::Error::usage("--member " + member + ": no such member in " + sweep_path);
+            }
+            if (!fs::exists(fo.workspace + "/deploy/remote/bootstrap.sh"))
+                throw common::Error::usage("--workspace " + fo.workspace + ": not the toolkit's source tree (no deploy/remote/bootstrap.sh)");
+            deploy::SweepRunOptions so;
+            std::error_code ec;
+            so.program = fs::read_symlink("/proc/self/exe", ec).string();
+            if (ec) throw common::Error(common::ErrorKind::Internal, "cannot find this program's path: " + ec.message());
+            so.child_args = {"--workspace", fs::absolute(workspace).string()};
+            auto pass = [&](const char * flag, const std::string & v) {
+                if (!v.empty()) so.child_args.insert(so.child_args.end(), {flag, v});
+            };
+            pass("--state-dir", state_dir);
+            pass("--ledger", ledger);
+            pass("--ssh-key", ssh_key);
+            pass("--remote-cache", remote_cache);
+            if (no_gpu_check) so.child_args.push_back("--no-gpu-check");
+            for (int i = 0; i < verbose; ++i) so.child_args.push_back("-v");
+            so.fail_fast = fail_fast;
+            so.retry_failed = retry_failed;
+            so.live = !json && ::isatty(1);
+            return deploy::run_sweep(sweep, so, out);
         }
+        if (!member.empty() || fail_fast || retry_failed) throw common::Error::usage("--member, --fail-fast and --retry-failed go with --sweep");
         if (dry_run) throw common::Error::usage("--dry-run goes with --sweep");
         if (!resume.empty()) {
             if (!config_path.empty()) throw common::Error::usage("--resume and --config: give one (a resumed run keeps its config)");

@@ -1,0 +1,290 @@
+// Running a sweep (see sweep.h): one child process per member, at most max_parallel at once, starts
+// staggered by download_stagger (so model downloads do not all hit the Hub together), a live table
+// built from each member's run directory (journal.jsonl: the step; state.json: price and times),
+// Ctrl-C forwarded as SIGTERM to every running member, and a summary at the end.
+#include <signal.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <thread>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/program.h"
+#include "common/subprocess.h"
+#include "deploy/policy.h"
+#include "deploy/run_dir.h"
+#include "deploy/sweep.h"
+
+namespace fs = std::filesystem;
+
+namespace deploy {
+
+namespace {
+
+double now_unix() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string money(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2f", v);
+    return b;
+}
+
+std::string elapsed_text(double s) {
+    char b[32];
+    int t = static_cast<int>(s);
+    std::snprintf(b, sizeof b, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    return b;
+}
+
+// A small JSON file from a member's run directory; null when absent, torn or too big.
+nlohmann::json read_json(const std::string & path) {
+    std::error_code ec;
+    auto size = fs::file_size(path, ec);
+    if (ec || size > (4u << 20)) return nullptr;
+    std::ifstream in(path);
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    return j.is_discarded() ? nlohmann::json(nullptr) : j;
+}
+
+struct Member {
+    const SweepMember * spec = nullptr;
+    std::string dir;
+    std::string action;       // new | resume | done (finished before) | skip
+    std::string state = "waiting";  // waiting | running | succeeded | failed | interrupted | not started
+    std::optional<common::ChildProcess> child;
+    bool signalled = false;   // SIGTERM sent once: a second one would make the child exit without its finish
+    int exit_code = -1;
+    double started = 0;
+    std::string step = "-";
+    double cost = 0;
+    bool cost_known = false;
+    std::string results;
+};
+
+// What the member's run directory says now: the step it is in, $ so far, results.
+void observe(Member & m) {
+    std::ifstream j(m.dir + "/journal.jsonl");
+    std::string line, last_step;
+    for (int n = 0; std::getline(j, line) && n < 100000; ++n) {
+        auto e = nlohmann::json::parse(line, nullptr, false);
+        if (e.is_object() && e.contains("step") && e["step"].is_string()) {
+            last_step = e["step"].get<std::string>();
+            std::string ev = e.value("event", "");
+            if (ev == "failed") last_step += " (failed)";
+        }
+    }
+    if (!last_step.empty()) m.step = last_step.substr(0, 40);
+    auto st = read_json(m.dir + "/state.json");
+    if (st.is_object() && st.contains("instance") && st["instance"].is_object()) {
+        const auto & i = st["instance"];
+        double price = i.value("price_usd_per_hour", 0.0), created = i.value("created_unix", now_unix());
+        double end = now_unix();
+        if (st.contains("end") && st["end"].is_object() && st["end"].contains("ended_unix") && st["end"]["ended_unix"].is_number())
+            end = st["end"]["ended_unix"].get<double>();
+        m.cost = cost_usd(price, std::max(0.0, end - created));
+        m.cost_known = true;
+    }
+    if (st.is_object() && st.contains("results") && st["results"].is_object()) m.results = st["results"].value("dir", "");
+}
+
+// Outcome of a run directory that finished before this sweep started: failed when any step failed.
+std::string finished_outcome(const std::string & dir) {
+    RunDir d = RunDir::open(dir);
+    std::map<std::string, std::string> last;
+    for (const auto & e : d.journal())
+        if (e.event == "done" || e.event == "failed") last[e.step] = e.event;
+    for (const auto & [step, ev] : last)
+        if (ev == "failed") return "failed";
+    return "succeeded";
+}
+
+}  // namespace
+
+std::string sweep_dir(const SweepFile & s) { return s.output_dir + "/" + s.name; }
+
+int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Output & out) {
+    const std::string root = sweep_dir(s);
+    fs::create_directories(root);
+    {
+        nlohmann::json info{{"sweep", s.name}, {"source", s.source}, {"members", nlohmann::json::array()}};
+        for (const auto & m : s.members) info["members"].push_back(m.id);
+        std::ofstream(root + "/sweep.json") << info.dump(1) << "\n";
+    }
+    std::vector<Member> members;
+    for (const auto & spec : s.members) {
+        Member m;
+        m.spec = &spec;
+        m.dir = root + "/" + spec.id;
+        std::error_code ec;
+        if (fs::exists(m.dir + "/run.json")) {
+            if (RunDir::open(m.dir).step_done("finish")) {
+                std::string outcome = finished_outcome(m.dir);
+                if (outcome == "failed" && o.retry_failed) {
+                    std::string aside = m.dir + ".failed-" + std::to_string(static_cast<long long>(now_unix()));
+                    fs::rename(m.dir, aside);
+                    common::log::info("sweep: ", spec.id, ": failed before; its directory moved to ", aside, "; running it again");
+                    m.action = "new";
+                } else {
+                    m.action = "done";
+                    m.state = outcome;
+                    m.exit_code = outcome == "succeeded" ? 0 : -1;
+                    observe(m);
+                }
+            } else {
+                m.action = "resume";
+            }
+        } else {
+            if (fs::exists(m.dir, ec) && !fs::is_empty(m.dir, ec)) {
+                // Created but no run.json: the run never started; nothing was rented for it.
+                fs::rename(m.dir, m.dir + ".incomplete-" + std::to_string(static_cast<long long>(now_unix())));
+            }
+            m.action = "new";
+        }
+        members.push_back(std::move(m));
+    }
+
+    std::map<std::string, std::string> shown;  // member → last line printed (plain mode)
+    size_t table_lines = 0;
+    auto draw = [&]() {
+        for (auto & m : members)
+            if (m.state == "running") observe(m);
+        if (o.live) {
+            std::string t;
+            char line[512];
+            std::snprintf(line, sizeof line, "%-24s %-22s %9s %9s  %s\n", "MEMBER", "STEP", "ELAPSED", "$ SO FAR", "STATE");
+            t += line;
+            for (const auto & m : members) {
+                std::snprintf(line, sizeof line, "%-24s %-22s %9s %9s  %s\n", m.spec->id.c_str(), m.step.c_str(),
+                              m.started > 0 ? elapsed_text(now_unix() - m.started).c_str() : "-",
+                              m.cost_known ? money(m.cost).c_str() : "-", m.state.c_str());
+                t += line;
+            }
+            if (table_lines > 0) std::cout << "\x1b[" << table_lines << "A\x1b[J";
+            std::cout << t << std::flush;
+            table_lines = members.size() + 1;
+            return;
+        }
+        for (const auto & m : members) {
+            std::string l = m.spec->id + ": " + m.state + " step " + m.step;
+            if (shown[m.spec->id] == l) continue;
+            shown[m.spec->id] = l;
+            std::string cost = m.cost_known ? " $" + money(m.cost) : "";
+            std::cerr << "sweep: " << l << cost << "\n" << std::flush;
+        }
+    };
+
+    bool stopping = false, forwarded = false;
+    double next_start = 0;
+    for (;;) {
+        if (common::interrupted() && !stopping) {
+            common::log::warn("sweep: interrupted; stopping every running member (each ends its instance per its policy)");
+            stopping = true;
+        }
+        if (stopping && !forwarded) {
+            for (auto & m : members)
+                if (m.child && m.state == "running" && !m.signalled) {
+                    ::kill(m.child->pid(), SIGTERM);
+                    m.signalled = true;
+                }
+            forwarded = true;
+        }
+        int running = 0;
+        for (auto & m : members) {
+            if (m.state != "running") continue;
+            auto rc = m.child->wait_for(std::chrono::milliseconds(0));
+            if (!rc) {
+                ++running;
+                continue;
+            }
+            m.exit_code = *rc;
+            observe(m);
+            m.state = *rc == 0 ? "succeeded" : *rc == 130 ? "interrupted" : "failed";
+            if (m.state == "failed" && o.fail_fast && !stopping) {
+                common::log::warn("sweep: ", m.spec->id, " failed (exit ", *rc, "); --fail-fast: stopping the others");
+                stopping = true;
+                forwarded = false;
+            }
+        }
+        if (stopping)
+            for (auto & m : members)
+                if (m.state == "waiting" && m.action != "done") m.state = "not started";
+        for (auto & m : members) {
+            if (stopping || running >= s.max_parallel || now_unix() < next_start) break;
+            if (m.state != "waiting" || m.action == "done") continue;
+            std::vector<std::string> argv{o.program};
+            if (m.action == "resume") {
+                argv.insert(argv.end(), {"--resume", m.dir});
+            } else {
+                argv.insert(argv.end(), {"--sweep", s.source, "--member", m.spec->id, "--run-dir", m.dir});
+            }
+            argv.insert(argv.end(), o.child_args.begin(), o.child_args.end());
+            argv.push_back("--json");
+            common::ChildProcess::Options co;
+            co.stdout_path = root + "/" + m.spec->id + ".summary.json";
+            co.stderr_path = root + "/" + m.spec->id + ".log";
+            m.child = common::ChildProcess::spawn(argv, co);
+            m.state = "running";
+            m.started = now_unix();
+            ++running;
+            next_start = now_unix() + s.download_stagger_s;
+            common::log::info("sweep: ", m.spec->id, ": ", m.action == "resume" ? "resumed" : "started", " (", m.dir,
+                              "; log ", co.stderr_path, ")");
+        }
+        draw();
+        bool busy = false;
+        for (const auto & m : members) busy = busy || m.state == "running" || (m.state == "waiting" && m.action != "done");
+        if (!busy) break;
+        std::this_thread::sleep_for(std::chrono::duration<double>(o.poll_s));
+    }
+
+    // The summary: per member, then the total.
+    nlohmann::json rows = nlohmann::json::array();
+    double total = 0;
+    int exit_code = 0;
+    bool leak = false, interrupted = false;
+    for (auto & m : members) {
+        observe(m);
+        auto summary = read_json(root + "/" + m.spec->id + ".summary.json");
+        if (summary.is_object()) {
+            if (summary.contains("cost_usd") && summary["cost_usd"].is_number()) {
+                m.cost = summary["cost_usd"].get<double>();
+                m.cost_known = true;
+            }
+            if (summary.contains("results_dir") && summary["results_dir"].is_string()) m.results = summary["results_dir"];
+        }
+        total += m.cost_known ? m.cost : 0;
+        leak = leak || m.exit_code == 10;
+        interrupted = interrupted || m.state == "interrupted" || m.state == "not started";
+        if (exit_code == 0 && m.state == "failed") exit_code = m.exit_code > 0 ? m.exit_code : 1;
+        rows.push_back({{"member", m.spec->id},
+                        {"outcome", m.action == "done" ? m.state + " (earlier)" : m.state},
+                        {"exit_code", m.exit_code},
+                        {"cost_usd", m.cost_known ? money(m.cost) : "-"},
+                        {"results", m.results.empty() ? "-" : m.results},
+                        {"run_dir", m.dir}});
+    }
+    if (leak) exit_code = 10;
+    else if (exit_code == 0 && (interrupted || common::interrupted())) exit_code = 130;
+    nlohmann::json summary{{"sweep", s.name}, {"dir", root}, {"members", rows}, {"total_cost_usd", total}, {"exit_code", exit_code}};
+    std::ofstream(root + "/summary.json") << summary.dump(1) << "\n";
+    if (out.json()) {
+        out.object(summary);
+    } else {
+        out.rows({{"member", "MEMBER"}, {"outcome", "OUTCOME"}, {"cost_usd", "COST $"}, {"results", "RESULTS"}}, rows);
+        out.text("sweep " + s.name + ": total $" + money(total) + "; " + root + " (resume with the same command; " +
+                 "--retry-failed reruns the failed members)");
+    }
+    return exit_code;
+}
+
+}  // namespace deploy
