@@ -19,6 +19,40 @@
 namespace extractor {
 namespace {
 
+bool has(const HfConfig & hf, const char * key) {
+    auto it = hf.raw.find(key);
+    return it != hf.raw.end() && !it->is_null();
+}
+
+bool rope_has(const HfConfig & hf, const char * key) {
+    for (const char * dict : {"rope_parameters", "rope_scaling"}) {
+        auto it = hf.raw.find(dict);
+        if (it != hf.raw.end() && it->is_object()) return it->contains(key) && !(*it)[key].is_null();
+    }
+    return false;
+}
+
+// GptOssConfig's class defaults for keys config.json leaves out (parse_hf_config's generic
+// defaults differ: head_dim hidden/heads, kv heads = heads, plain RoPE), so that a sparse config
+// means what it means to transformers.
+HfConfig with_gpt_oss_defaults(const HfConfig & in) {
+    HfConfig hf = in;
+    if (!has(hf, "head_dim")) hf.head_dim = 64;
+    if (!has(hf, "num_key_value_heads")) hf.num_key_value_heads = 8;
+    if (!has(hf, "intermediate_size")) hf.intermediate_size = 2880;
+    if (!has(hf, "num_local_experts") && !has(hf, "num_experts")) hf.num_experts = 128;
+    if (!has(hf, "num_experts_per_tok")) hf.num_experts_per_tok = 4;
+    if (!has(hf, "rope_parameters") && !has(hf, "rope_scaling")) {
+        hf.rope.type = "yarn";
+        hf.rope.factor = 32.0;
+        hf.rope.beta_fast = 32.0;
+        hf.rope.beta_slow = 1.0;
+        hf.rope.truncate = false;
+        hf.rope.original_max_position_embeddings = 4096;
+    }
+    return hf;
+}
+
 class GptOssFamily final : public Family {
 public:
     std::string_view name() const override { return "gpt_oss"; }
@@ -26,17 +60,19 @@ public:
         return "models/gpt_oss/modeling_gpt_oss.py GptOssDecoderLayer + integrations/mxfp4.py";
     }
 
-    ModelConfig parse_config(const HfConfig & hf) const override {
+    ModelConfig parse_config(const HfConfig & hf_in) const override {
+        HfConfig hf = with_gpt_oss_defaults(hf_in);
         auto bad = [&](const std::string & key, const std::string & why) {
             return common::Error(common::ErrorKind::Usage, hf.path + ": key " + key + ": " + why)
                 .with("file", hf.path)
                 .with("key", key);
         };
         ModelConfig c = families::parse_common(hf, 1e-5, 150000.0);
-        // transformers v5's YaRN takes the scaling factor as max_position_embeddings /
-        // original_max_position_embeddings whenever the latter is given (131072 / 4096 = 32 = the
-        // released `factor`, so the two agree there); done here so that other configs match it too.
-        if (hf.rope.type == "yarn" && hf.rope.original_max_position_embeddings && hf.max_position_embeddings > 0) {
+        // YaRN: the released configs give `factor` (32) and original_max_position_embeddings (4096,
+        // with max_position_embeddings 131072: the same 32). transformers v5 uses `factor` and
+        // derives it from the two lengths only when `factor` is absent; so do we.
+        if (hf.rope.type == "yarn" && !rope_has(hf, "factor") && hf.rope.original_max_position_embeddings &&
+            hf.max_position_embeddings > 0) {
             RopeParams p = hf.rope;
             p.factor = static_cast<double>(hf.max_position_embeddings) / static_cast<double>(*p.original_max_position_embeddings);
             c.rope = ops::make_rope(p, 150000.0, c.head_dim, hf.max_position_embeddings);
@@ -54,6 +90,8 @@ public:
         if (c.top_k <= 0 || c.top_k > c.n_experts) throw bad("num_experts_per_tok", "must be 1 to num_local_experts");
         if (c.expert_intermediate <= 0) throw bad("intermediate_size", "must be positive (the expert width)");
         c.layer_is_moe.assign(static_cast<size_t>(c.n_layers), true);
+        // transformers' dense (dequantized) experts hard-code limit 7.0 and alpha 1.702, and only
+        // its MXFP4 kernel path reads swiglu_limit; every released config says 7.0. We read it.
         if (auto it = hf.raw.find("swiglu_limit"); it != hf.raw.end() && !it->is_null()) {
             if (!it->is_number() || !std::isfinite(it->get<double>()) || it->get<double>() <= 0)
                 throw bad("swiglu_limit", "must be a positive finite number");
@@ -92,11 +130,10 @@ public:
         WeightPlan plan;
         families::plan_embedding(plan, cfg);
         for (int l = 0; l < cfg.n_layers; ++l) {
-            const size_t first = plan.dests.size();
             families::plan_attention(plan, cfg, l);
-            // transformers keeps the norm gains in fp32; so do we (checkpoints store them in bf16).
-            for (size_t i = first; i < plan.dests.size(); ++i)
-                if (plan.dests[i].slot == Slot::InputNorm || plan.dests[i].slot == Slot::PostNorm) plan.dests[i].storage = Storage::F32;
+            // Norm gains are stored in the run dtype, as transformers v5 loads them for bf16 and f32
+            // runs (GptOss lists them in _keep_in_fp32_modules, which v5 honours only for f16);
+            // the norm upcasts them to fp32 before multiplying.
             families::add(plan, l, Slot::Sinks, {cfg.n_heads}, "model.layers." + std::to_string(l) + ".self_attn.sinks");
             families::plan_mxfp4_experts(plan, cfg, l);
         }
@@ -125,6 +162,7 @@ public:
         }
         return h;
     }
+
 };
 
 }  // namespace

@@ -276,6 +276,14 @@ def hf_captures(model_dir, ids, dtype, device, family=None):
                                                  **kw).to(device)
     model.eval()
     if family in MXFP4:
+        # transformers 5.x dequantizes MXFP4 experts to bf16 whatever `dtype` says, and leaves them
+        # there: an fp32 forward would then fail on mixed dtypes. e2m1 x 2^k values are exact in
+        # bf16, f16 (within range) and fp32, so casting the experts to the run dtype loses nothing.
+        first = model.model.layers[0].mlp.experts
+        print(f"  HF experts loaded as {first.gate_up_proj.dtype} / {first.down_proj.dtype}; cast to {dtype}")
+        for layer in model.model.layers:
+            for prm in (layer.mlp.experts.gate_up_proj, layer.mlp.experts.down_proj):
+                prm.data = prm.data.to(dtype)
         d = check_hf_dequantized(model, model_dir)
         exact = d == 0.0 or (dtype == torch.float16 and d < 1e-3)
         print(f"{'OK    ' if exact else 'NOT OK'}  {family} {dtype}: HF's dequantized experts vs this script's MXFP4 decode: "
@@ -381,6 +389,14 @@ def main():
                 continue
             worst = 0.0
             ok_all = True
+            # Never pass vacuously: every layer's three hooks must have fired, and extract must
+            # have written each of them.
+            with open(os.path.join(cdir, "config.json")) as cf:
+                expected = 3 * json.load(cf)["num_hidden_layers"]
+            if len(ref) != expected or not set(ref) <= set(ours):
+                print(f"NOT OK  {label}: {len(ref)} HF captures (expected {expected}), "
+                      f"{len(set(ref) - set(ours))} missing from extract's output")
+                ok_all = False
             for tname in sorted(ref, key=lambda n: (int(n.split("_")[1]), n)):
                 if tname not in ours:
                     print(f"NOT OK  {label} {tname}: missing from extract output")
