@@ -81,6 +81,10 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     // The fused pass: `analyze extract` runs the extractor's own command line with the streaming
     // accumulators as a sink, so captures stay on the device and no activation touches the disk.
     // --checkpoint-every keeps partial statistics in results/ if the run dies; salvage pulls them.
+    // The model's own parameter figures (total and active per token, config.json and weight
+    // headers only) next to the analysis: the sweep's combined report reads them from here.
+    s << "\"$bin/extract\" inspect " << q(model) << " --json > \"$run/results/inspect.json\" || "
+      << "echo \"job: extract inspect failed; the results have no parameter figures\"\n";
     s << "echo \"job: extract + analyze (fused)\"\n"
       << "\"$bin/analyze\" extract -o \"$run/results/analysis\" --mode " << q(c.analysis.mode) << " --threshold "
       << c.analysis.threshold << " --layer-fraction " << c.analysis.layer_fraction << " --position-fraction "

@@ -98,6 +98,7 @@ struct SweepRunOptions {
     bool retry_failed = false;            // finished-and-failed members run again (their old directory kept aside)
     double poll_s = 1;
     bool live = false;                    // redraw a table in place (stdout is a TTY); else a line per change
+    std::string analyze_program;          // for the combined report at the end; empty: no report
 };
 
 // The sweep directory: <output_dir>/<name>. A member already finished there is not run again
@@ -106,6 +107,14 @@ struct SweepRunOptions {
 // to <sweep dir>/summary.json. Returns 0 when every member succeeded, 10 when any member reports
 // leak risk, 130 after Ctrl-C, else the first failed member's exit code.
 int run_sweep(const SweepFile & sweep, const SweepRunOptions & options, const common::Output & out);
+
+// The combined report: <sweep dir>/report.md, with `analyze compare` run twice over the members'
+// outliers.json (parameter counts from each member's own results/inspect.json, which the job writes
+// with `extract inspect`: once against total, once against active parameters) into
+// <sweep dir>/report/{total,active}/ (comparison.md/.json and plots), and per member the outcome,
+// cost and wall time. Members without results are listed, not compared. Returns the report's path;
+// throws common::Error when `analyze compare` fails.
+std::string write_sweep_report(const SweepFile & sweep, const std::string & analyze_program);
 std::string sweep_dir(const SweepFile & sweep);
 
 }  // namespace deploy

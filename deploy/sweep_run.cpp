@@ -276,6 +276,15 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
     if (leak) exit_code = 10;
     else if (exit_code == 0 && (interrupted || common::interrupted())) exit_code = 130;
     nlohmann::json summary{{"sweep", s.name}, {"dir", root}, {"members", rows}, {"total_cost_usd", total}, {"exit_code", exit_code}};
+    bool any_succeeded = false;
+    for (const auto & m : members) any_succeeded = any_succeeded || m.state == "succeeded";
+    if (!o.analyze_program.empty() && any_succeeded) {
+        try {
+            summary["report"] = write_sweep_report(s, o.analyze_program);
+        } catch (const common::Error & e) {
+            common::log::warn("sweep: the combined report could not be written: ", e.message());
+        }
+    }
     std::ofstream(root + "/summary.json") << summary.dump(1) << "\n";
     if (out.json()) {
         out.object(summary);
@@ -283,6 +292,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         out.rows({{"member", "MEMBER"}, {"outcome", "OUTCOME"}, {"cost_usd", "COST $"}, {"results", "RESULTS"}}, rows);
         out.text("sweep " + s.name + ": total $" + money(total) + "; " + root + " (resume with the same command; " +
                  "--retry-failed reruns the failed members)");
+        if (summary.contains("report")) out.text("report: " + summary["report"].get<std::string>());
     }
     return exit_code;
 }

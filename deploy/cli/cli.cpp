@@ -33,15 +33,15 @@ const char * kHelp =
     "  deploy_and_analyze --config configs/qwen3-30b-a3b.yaml --max-price 3 --provider runpod\n"
     "  deploy_and_analyze --resume runs/20261122-041946-a1b2";
 
-// The broker program next to this one in the build tree (build/deploy/.. → build/broker/broker),
-// else `broker` on PATH. The local rehearsal's watchdog ends its instance with it.
-std::string find_broker_program() {
+// A program next to this one in the build tree (build/deploy/.. → build/<folder>/<name>), else on
+// PATH: `broker` (the local rehearsal's watchdog ends its instance with it) and `analyze` (the sweep report).
+std::string find_sibling_program(const std::string & folder, const std::string & name) {
     std::error_code ec;
     fs::path self = fs::read_symlink("/proc/self/exe", ec);
     if (!ec) {
-        fs::path sibling = self.parent_path().parent_path() / "broker" / "broker";
+        fs::path sibling = self.parent_path().parent_path() / folder / name;
         if (fs::exists(sibling, ec)) return sibling.string();
-        fs::path same_dir = self.parent_path() / "broker";
+        fs::path same_dir = self.parent_path() / name;
         if (fs::exists(same_dir, ec)) return same_dir.string();
     }
     const char * path = std::getenv("PATH");
@@ -50,7 +50,7 @@ std::string find_broker_program() {
     while (start <= p.size()) {
         size_t end = p.find(':', start);
         std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
-        if (!dir.empty() && ::access((dir + "/broker").c_str(), X_OK) == 0) return dir + "/broker";
+        if (!dir.empty() && ::access((dir + "/" + name).c_str(), X_OK) == 0) return dir + "/" + name;
         if (end == std::string::npos) break;
         start = end + 1;
     }
@@ -82,6 +82,8 @@ int main(int argc, char ** argv) {
         std::string member;
         app.add_flag("--fail-fast", fail_fast, "With --sweep: the first failed member stops the others");
         app.add_flag("--retry-failed", retry_failed, "With --sweep: run the members that failed before again (others that finished are kept)");
+        bool report_only = false;
+        app.add_flag("--report", report_only, "With --sweep: (re)write the combined report <sweep dir>/report.md from the members' results; run nothing");
         app.add_option("--member", member, "With --sweep: run this one member (how the sweep starts each member)");
         app.add_option("--run-dir", run_dir, "Run directory to create (default: <output_dir>/<run id>)");
         app.add_option("--model", o.model, "Hugging Face id (Qwen/Qwen3-30B-A3B) or a local checkpoint directory");
@@ -133,7 +135,7 @@ int main(int argc, char ** argv) {
         fo.remote_cache_dir = remote_cache;
         fo.broker.state_dir = state_dir;
         fo.broker.ledger_path = ledger;
-        fo.broker_program = find_broker_program();
+        fo.broker_program = find_sibling_program("broker", "broker");
         fo.stop_after_step_started = test_kill_at;
         fo.gpu_check = !no_gpu_check;
 
@@ -145,6 +147,12 @@ int main(int argc, char ** argv) {
             if (dry_run) {
                 broker::Broker broker(fo.broker);
                 deploy::print_sweep_plan(deploy::plan_sweep(sweep, broker), out);
+                return 0;
+            }
+            if (report_only) {
+                std::string analyze = find_sibling_program("analysis", "analyze");
+                if (analyze.empty()) throw common::Error::usage("--report: no analyze program next to this one or on PATH");
+                out.text("report: " + deploy::write_sweep_report(sweep, analyze));
                 return 0;
             }
             deploy::refuse_blocked(sweep);
@@ -172,6 +180,8 @@ int main(int argc, char ** argv) {
             so.fail_fast = fail_fast;
             so.retry_failed = retry_failed;
             so.live = !json && ::isatty(1);
+            so.analyze_program = find_sibling_program("analysis", "analyze");
+            if (so.analyze_program.empty()) common::log::warn("sweep: no analyze program next to this one or on PATH; no combined report");
             return deploy::run_sweep(sweep, so, out);
         }
         if (!member.empty() || fail_fast || retry_failed) throw common::Error::usage("--member, --fail-fast and --retry-failed go with --sweep");
