@@ -375,7 +375,7 @@ TEST_CASE("gpt_oss: the forward through packed MXFP4 experts equals the --dequan
     CHECK((w.gate_up.scalar_type() == at::kByte));
     CHECK(w.gate_up.sizes() == at::IntArrayRef({6, 192, 2, 16}));
     CHECK(w.down_scales.sizes() == at::IntArrayRef({6, 64, 3}));
-    CHECK((m.weights.layers[1].input_norm.scalar_type() == at::kFloat));
+    CHECK((m.weights.layers[1].input_norm.scalar_type() == at::kBFloat16));  // the run dtype, as transformers v5
     CHECK(m.weights.layers[1].attn.sinks.sizes() == at::IntArrayRef({4}));
     lo.dequantize = true;
     Model d = load_model(fx.out_dir, lo);
@@ -398,10 +398,10 @@ TEST_CASE("gpt_oss: inspect reports the released 20b and 120b figures, MXFP4 exp
     };
     // Per layer: q/k/v/o with biases 26,550,080, sinks 64, norms 5,760, router 2880E + E, experts
     // E x (5760x2880 + 2880x2880 + 5760 + 2880); embedding and lm_head 201088 x 2880 each, final norm.
-    // Bytes (what run loads, bf16): fp32 norms; MXFP4 matrices at 0.5 + 1/32 bytes a weight.
+    // Bytes (what run loads, bf16): bf16 norms; MXFP4 matrices at 0.5 + 1/32 bytes a weight.
     const std::vector<Want> wants = {
-        {"20b", gpt_oss_20b(), 20914757184ull, 4187440704ull, 12603268608ull},
-        {"120b", gpt_oss_120b(), 116829156672ull, 5711982912ull, 64090957824ull},
+        {"20b", gpt_oss_20b(), 20914757184ull, 4187440704ull, 12602992128ull},
+        {"120b", gpt_oss_120b(), 116829156672ull, 5711982912ull, 64090543104ull},
     };
     for (const Want & want : wants) {
         INFO(want.name);
@@ -462,12 +462,24 @@ TEST_CASE("gpt_oss: configs without MXFP4 experts or with impossible values are 
     // The released config's YaRN: factor 32 gives the attention scaling 0.1 ln 32 + 1.
     ModelConfig c = find_family("gpt_oss").parse_config(parse_hf_config(gpt_oss_20b(), "/ckpt/config.json"));
     CHECK(c.rope.attention_scaling == doctest::Approx(0.1 * std::log(32.0) + 1.0));
-    // As transformers v5, YaRN's factor is max_position_embeddings / original_max_position_embeddings
-    // when both are given: 65536 / 4096 = 16, whatever `factor` says.
+    // As transformers v5's YaRN: the config's `factor` wins (32 here, though 65536 / 4096 = 16), and
+    // only a config without `factor` takes it from the two lengths.
     j = gpt_oss_20b();
     j["max_position_embeddings"] = 65536;
+    ModelConfig c32 = find_family("gpt_oss").parse_config(parse_hf_config(j, "/ckpt/config.json"));
+    CHECK(c32.rope.attention_scaling == doctest::Approx(0.1 * std::log(32.0) + 1.0));
+    for (const char * dict : {"rope_parameters", "rope_scaling"})
+        if (j.contains(dict)) j[dict].erase("factor");
     ModelConfig c16 = find_family("gpt_oss").parse_config(parse_hf_config(j, "/ckpt/config.json"));
     CHECK(c16.rope.attention_scaling == doctest::Approx(0.1 * std::log(16.0) + 1.0));
+    // GptOssConfig's defaults stand in for keys a config leaves out: head_dim 64 (not 2880 / 64),
+    // 8 kv heads, YaRN 32 (not plain RoPE).
+    j = gpt_oss_20b();
+    for (const char * key : {"head_dim", "num_key_value_heads", "rope_parameters", "rope_scaling"}) j.erase(key);
+    ModelConfig cd = find_family("gpt_oss").parse_config(parse_hf_config(j, "/ckpt/config.json"));
+    CHECK(cd.head_dim == 64);
+    CHECK(cd.n_kv_heads == 8);
+    CHECK(cd.rope.attention_scaling == doctest::Approx(0.1 * std::log(32.0) + 1.0));
     CHECK(c.sliding_window[0].value_or(0) == 128);
     CHECK(!c.sliding_window[1].has_value());
     CHECK(c.qkv_bias);
