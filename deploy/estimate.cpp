@@ -1,6 +1,7 @@
 // Memory estimate from config.json (see estimate.h). The parameter formula follows the decoder
-// layouts the extractor implements (model-spec.md): embeddings, per-layer attention (q/k/v/o with
-// GQA), norms, dense or MoE MLP (gate/up/down per expert, router), final norm, untied LM head.
+// layouts the extractor implements (docs/model-math.md, docs/checkpoint-formats.md#tensor-names):
+// embeddings, per-layer attention (q/k/v/o with GQA), norms, dense or MoE MLP (gate/up/down per
+// expert, router), final norm, untied LM head.
 #include "deploy/estimate.h"
 
 #include <nlohmann/json.hpp>

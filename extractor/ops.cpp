@@ -1,4 +1,4 @@
-// Shared ops; numerics per model-spec.md §4-9 (HF transformers 5.x). Shape letters: ops.h.
+// Shared ops; numerics per docs/model-math.md (HF transformers 5.x). Shape letters: ops.h.
 #include "extractor/ops.h"
 
 #include <ATen/ATen.h>

@@ -1,6 +1,6 @@
 // The shared vocabulary of tensor ops the family builders are written in. Family differences are
 // options of these ops (AttnOptions, MoeOptions), never `if (family == ...)` inside them.
-// Numerics follow HF transformers 5.x (model-spec.md §4-9), including where HF rounds to the
+// Numerics follow HF transformers 5.x (docs/model-math.md), including where HF rounds to the
 // activation dtype, so bf16 runs match HF to bf16 rounding.
 //
 // Shape letters, used in every shape comment under extractor/:
@@ -38,7 +38,7 @@ struct Rope {
     at::Tensor inv_freq;            // fp32 [D/2] on the CPU
     double attention_scaling = 1.0;
 };
-// inv_freq for rope types default / linear / llama3 / yarn (model-spec.md §5).
+// inv_freq for rope types default / linear / llama3 / yarn (docs/model-math.md#rope-scaling).
 Rope make_rope(const RopeParams & p, double default_theta, int64_t head_dim, int64_t max_position_embeddings);
 // cos, sin [T,D] for positions 0..T-1, computed in fp32 then cast to dtype (as HF does).
 std::pair<at::Tensor, at::Tensor> rope_cos_sin(const Rope & rope, int64_t T, at::ScalarType dtype, c10::Device device);

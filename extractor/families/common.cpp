@@ -1,5 +1,5 @@
 // Pieces shared by the family files: config keys every family reads, weight-table rows written
-// once (HF names per model-spec.md §10), and the Weights plumbing (slots, offload fetch).
+// once (HF tensor names: docs/checkpoint-formats.md#tensor-names), and the Weights plumbing (slots, offload fetch).
 #include <ATen/ATen.h>
 
 #include "common/error.h"

@@ -11,7 +11,7 @@
 namespace extractor {
 namespace {
 
-// Qwen2/Qwen3 sliding windows (model-spec.md §8, §11.7): only when use_sliding_window; which
+// Qwen2/Qwen3 sliding windows (docs/model-math.md#sliding-windows): only when use_sliding_window; which
 // layers slide comes from layer_types when written, else layers >= max_window_layers.
 void qwen_sliding_windows(const HfConfig & hf, ModelConfig & c, int64_t default_max_window_layers) {
     if (!hf.use_sliding_window || !hf.sliding_window) return;

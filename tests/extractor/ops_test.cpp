@@ -1,4 +1,4 @@
-// Shared ops against brute-force references written the slow, obvious way (model-spec.md §4-9).
+// Shared ops against brute-force references written the slow, obvious way (docs/model-math.md).
 #include <ATen/ATen.h>
 
 #include <cmath>

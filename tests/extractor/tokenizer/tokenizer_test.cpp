@@ -1,7 +1,8 @@
 // Tokenizer unit tests on hand-made tokenizer.json fixtures: both merge formats, merge order and
 // tie-breaking, ignore_merges, byte_fallback/unk/fuse_unk, added tokens with every flag (the OLMoE
 // whitespace-run trap included), NFC, invalid UTF-8, post-processors, decode, and malformed files.
-// Expected ids are worked out by hand from HF's algorithm (model-spec.md §14) and stated per case.
+// Expected ids are worked out by hand from HF's algorithm (docs/checkpoint-formats.md#tokenizer-json) and
+// stated per case.
 #include "common/error.h"
 #include "extractor/tokenizer/text.h"
 #include "extractor/tokenizer/tokenizer.h"
@@ -177,7 +178,7 @@ TEST_CASE("tokenizer: invalid UTF-8 is replaced by U+FFFD per maximal subpart, n
 
 TEST_CASE("tokenizer: HF's whitespace set, not PCRE2's, drives the GPT-2 pattern") {
     // GPT-2 pattern on "x"+c+c+"y": a whitespace c gives x | c | c | y (4 pieces); any other char gives
-    // x | cc | y (3). U+180E is where PCRE2's own \s differs from HF (model-spec.md §14.5).
+    // x | cc | y (3). U+180E is where PCRE2's own \s differs from HF (docs/checkpoint-formats.md#whitespace).
     const extractor::text::Regex re(R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)");
     const std::vector<char32_t> spaces = {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0xA0, 0x1680, 0x2000, 0x2005, 0x200A,
                                           0x2028, 0x2029, 0x202F, 0x205F, 0x3000};
