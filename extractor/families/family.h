@@ -1,5 +1,5 @@
 // A model family: which config keys it reads, which weights it needs in which shapes, and its
-// forward pass (style-anchors.md §3, after llama.cpp's src/models/<arch>.cpp). One file per family
+// forward pass (after llama.cpp's src/models/<arch>.cpp; docs/README.md, "Design anchors"). One file per family
 // under families/; registry.cpp maps model_type to the family. The shared arithmetic is ops.h.
 #pragma once
 

@@ -7,8 +7,8 @@ transformers (config -> model with random init; norm gains randomised, a few pla
 ids, and compares every captured tensor (ln_attn, ln_mlp, residual per layer) with the output of HF's
 forward hooks on input_layernorm / post_attention_layernorm / the decoder layer.
 
-Relative error = max|ours - hf| / max|hf| per tensor; bars: 1e-5 in fp32, 1e-2 in bf16 (model-spec.md
-§15). Prints OK / NOT OK per tensor with the max abs diff, a family x dtype summary, and writes
+Relative error = max|ours - hf| / max|hf| per tensor; bars: 1e-5 in fp32, 1e-2 in bf16
+(docs/model-math.md#parity-bars). Prints OK / NOT OK per tensor with the max abs diff, a family x dtype summary, and writes
 the summary as JSON (--json-out).
 
 Mixtral is run from two checkpoints with the same values: the layout save_pretrained wrote and the
@@ -52,7 +52,7 @@ BASE = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_lay
             num_key_value_heads=2, head_dim=16, max_position_embeddings=512, tie_word_embeddings=False,
             rms_norm_eps=1e-6)
 
-# Each entry exercises non-defaults named in model-spec.md §16.
+# Each entry exercises non-defaults that silently break a port (docs/model-math.md#parity-bars).
 FAMILIES = {
     "llama": dict(attention_bias=True, mlp_bias=True,
                   rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0,
