@@ -6,7 +6,9 @@
 #   - the names of the old outside reference files (model-spec.md, providers-api.md, style-anchors.md,
 #     predecessor.md), and outlier-method.md / build-notes.md unless written as docs/<name> (inside
 #     docs/ a bare name is a relative link to the file beside it);
-#   - paths into a sibling checkout: ../shared, shared/reference, /work/shared;
+#   - paths into the sibling checkout that held those files (its shared/ folder, its reference/
+#     subfolder, or the absolute /work path to it); the patterns below are bracketed so that this
+#     file does not match itself;
 #   - a section sign, except after a public standard ("RFC 4254 §6.10", "Unicode §3.9"): a bare
 #     "§2.5" cites a document by number that the reader cannot open;
 #   - "<reference name> section N" spelled out;
@@ -32,7 +34,7 @@ list_files() {
 
 # Candidate lines (cheap first pass over every file), then the exact rules in awk.
 names='model-spec|providers-api|outlier-method|build-notes|style-anchors|predecessor'
-candidates="($names)\\.md|($names)[[:space:]]+(§|section)|\\.\\./shared|shared/reference|/work/shared|§"
+candidates="($names)\\.md|($names)[[:space:]]+(§|section)|\\.\\./shar[e]d|shar[e]d/referenc[e]|/work/shar[e]d|§"
 
 hits="$(
     list_files |
