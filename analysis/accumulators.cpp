@@ -101,6 +101,8 @@ struct OutlierAccumulator::State {
     int64_t tokens = 0;
     int64_t batches = 0;
     std::vector<SequenceStats> per_sequence;
+    bool perplexity = false;
+    std::vector<SequencePerplexity> perplexity_sequences;
     std::map<int32_t, int64_t> token_hits_batches;
     // Token tallies, on the device: row token_row[dim] of token_table counts the hit positions of
     // that dim per token id. Columns grow to the largest token id seen, rows to the dims tallied.
@@ -510,6 +512,39 @@ void OutlierAccumulator::end_batch() {
     s.T = -1;
 }
 
+void OutlierAccumulator::on_token_nll(const at::Tensor & nll) {
+    auto & s = *state_;
+    if (!s.in_batch) throw common::Error::internal("analysis: token losses outside begin_batch/end_batch");
+    at::Tensor host = nll.to(at::kCPU, at::kDouble).contiguous();  // [B,T-1]
+    if (host.dim() != 2 || static_cast<size_t>(host.size(0)) != s.sequence_indices.size())
+        throw common::Error::internal("analysis: token losses for " + std::to_string(host.dim() > 0 ? host.size(0) : 0) + " rows, batch has " +
+                                      std::to_string(s.sequence_indices.size()));
+    s.perplexity = true;
+    const int64_t B = host.size(0), L = host.size(1);
+    auto bucket = [](int64_t position) {  // floor(log2 position)
+        int b = 0;
+        while (position > 1) position >>= 1, ++b;
+        return b;
+    };
+    const int buckets = L > 0 ? bucket(L) + 1 : 0;
+    const double * p = host.data_ptr<double>();
+    for (int64_t b = 0; b < B; ++b) {
+        SequencePerplexity r;
+        r.sequence_index = s.sequence_indices[static_cast<size_t>(b)];
+        r.tokens = L;
+        r.bucket_nll.assign(static_cast<size_t>(buckets), 0.0);
+        r.bucket_tokens.assign(static_cast<size_t>(buckets), 0);
+        for (int64_t t = 0; t < L; ++t) {
+            const double v = p[b * L + t];
+            const auto k = static_cast<size_t>(bucket(t + 1));  // the predicted token's position
+            r.nll_sum += v;
+            r.bucket_nll[k] += v;
+            r.bucket_tokens[k] += 1;
+        }
+        s.perplexity_sequences.push_back(std::move(r));
+    }
+}
+
 Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const {
     const auto & s = *state_;
     if (s.in_batch) throw common::Error::internal("analysis: statistics() called inside a batch");
@@ -567,6 +602,10 @@ Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const
         std::sort(copy.medians.begin(), copy.medians.end());
         out.massive.push_back(std::move(copy));
     }
+    out.perplexity = s.perplexity;
+    out.perplexity_sequences = s.perplexity_sequences;
+    std::sort(out.perplexity_sequences.begin(), out.perplexity_sequences.end(),
+              [](const SequencePerplexity & x, const SequencePerplexity & y) { return x.sequence_index < y.sequence_index; });
     out.metadata = metadata.is_object() ? metadata : nlohmann::json::object();
     return out;
 }

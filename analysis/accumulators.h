@@ -37,6 +37,9 @@ public:
     void begin_batch(const extractor::BatchInfo & batch) override;
     void on_capture(extractor::Site site, int layer, const at::Tensor & x) override;
     void end_batch() override;
+    // `--perplexity`: the batch's next-token losses [B,T-1] become one SequencePerplexity per row
+    // (sums per position bucket, in fp64 on the host; B*(T-1) floats leave the device).
+    void on_token_nll(const at::Tensor & nll) override;
     // Runs one throwaway batch (both layer-norm sites, end_batch included) through an accumulator
     // with these options: loads every kernel the real batches use.
     void warm_up(const at::Tensor & example) override;
@@ -65,6 +68,7 @@ public:
     void begin_batch(const extractor::BatchInfo & batch) override { inner_.begin_batch(batch); }
     void on_capture(extractor::Site site, int layer, const at::Tensor & x) override { inner_.on_capture(site, layer, x); }
     void end_batch() override;
+    void on_token_nll(const at::Tensor & nll) override { inner_.on_token_nll(nll); }
     void warm_up(const at::Tensor & example) override { inner_.warm_up(example); }
     int64_t checkpoints_written() const { return written_; }
 

@@ -271,6 +271,30 @@ PlotJob plot_job(const json & r) {
     }
     if (block == 0) dist += "1/0 notitle";
     add_plot(job, "magnitude_distribution", dist);
+
+    // 4. Perplexity per sequence (`--perplexity`), with the overall value as a dashed line; the run
+    // size (sequences x tokens scored) in the title.
+    if (r.contains("perplexity") && r["perplexity"].is_object()) {
+        const auto & p = r["perplexity"];
+        std::ostringstream d;
+        int64_t points = 0;
+        for (const auto & q : p.at("per_sequence")) {
+            const double v = result_number(q, "perplexity");
+            if (!std::isfinite(v)) continue;
+            d << num(result_number(q, "sequence")) << "\t" << num(v) << "\n";
+            ++points;
+        }
+        if (points > 0) {
+            const auto & all = p.at("overall");
+            job.data_files.emplace_back("ppl.dat", d.str());
+            const std::string size = num(result_number(all, "sequences")) + " sequences, " + num(result_number(all, "tokens")) + " tokens scored";
+            add_plot(job, "perplexity_by_sequence",
+                     title_prefix + "set title model . " + quoted(": perplexity per sequence (" + size + ")") +
+                         "\nset xlabel \"sequence\"\nset ylabel \"perplexity\"\nset grid\nset key top right\nplot \"ppl.dat\" using 1:2 "
+                         "with points pt 7 ps 0.6 title \"sequence\", " + num(result_number(all, "perplexity")) +
+                         " with lines dashtype 2 lc rgb \"black\" title \"overall\"");
+        }
+    }
     return job;
 }
 

@@ -230,6 +230,8 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
         result["massive_activations"] = {{"criterion", {{"min_abs", o.massive_min_abs}, {"min_ratio_to_median", o.massive_min_ratio}}},
                                          {"layers", m}};
     }
+    // Next-token loss (`extract run --perplexity`), when the run computed it.
+    if (s.perplexity) result["perplexity"] = perplexity_json(s);
     return result;
 }
 
@@ -408,6 +410,26 @@ void validate_result(const json & r, const std::string & file) {
                 for (const char * key : {"abs", "median_abs", "ratio_to_median"}) e.number(key, false, true);
                 e.boolean("massive");
             }
+        }
+    }
+
+    if (const auto * ppl = root.object("perplexity")) {
+        const Shape p(*ppl, "perplexity", file);
+        p.string("convention");
+        const Shape overall(*p.object("overall", true), p.name("overall"), file);
+        for (const char * key : {"sequences", "tokens"}) overall.integer(key, true);
+        for (const char * key : {"nll_sum", "mean_nll", "perplexity"}) overall.number(key, false, true);
+        const auto & seqs = *p.array("per_sequence", true);
+        for (size_t i = 0; i < seqs.size(); ++i) {
+            const Shape q(seqs[i], index(p.name("per_sequence"), i), file);
+            for (const char * key : {"sequence", "tokens"}) q.integer(key, true);
+            for (const char * key : {"nll_sum", "mean_nll", "perplexity"}) q.number(key, false, true);
+        }
+        const auto & by_position = *p.array("by_position", true);
+        for (size_t i = 0; i < by_position.size(); ++i) {
+            const Shape b(by_position[i], index(p.name("by_position"), i), file);
+            for (const char * key : {"first", "last", "tokens"}) b.integer(key, true);
+            for (const char * key : {"nll_sum", "mean_nll"}) b.number(key, false, true);
         }
     }
 }

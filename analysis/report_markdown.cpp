@@ -2,6 +2,8 @@
 // regenerated anywhere with `analyze report RESULT.json`.
 #include "analysis/report.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 
@@ -123,6 +125,34 @@ std::string render_markdown(const json & r, const std::vector<std::string> & plo
             o << "| " << l.value("layer", 0) << " | " << fixed(result_number(t, "abs"), 2) << " | " << t.value("dim", 0) << " | "
               << t.value("position", 0) << " | " << t.value("sequence", 0) << " | " << fixed(result_number(t, "median_abs"), 4) << " | "
               << fixed(result_number(t, "ratio_to_median"), 0) << " | " << (t.value("massive", false) ? "yes" : "no") << " |\n";
+        }
+    }
+
+    if (r.contains("perplexity") && r["perplexity"].is_object()) {
+        const auto & p = r["perplexity"];
+        const auto & all = p.at("overall");
+        o << "\n## Perplexity\n\n" << p.value("convention", std::string()) << ".\n\n"
+          << "Overall: perplexity **" << fixed(result_number(all, "perplexity"), 4) << "**, mean NLL "
+          << fixed(result_number(all, "mean_nll"), 6) << " nats over " << all.value("tokens", 0) << " tokens of "
+          << all.value("sequences", 0) << " sequences.\n\n"
+          << "| positions | tokens | mean NLL |\n|---|---:|---:|\n";
+        for (const auto & b : p.at("by_position"))
+            o << "| " << b.value("first", 0) << "-" << b.value("last", 0) << " | " << b.value("tokens", 0) << " | "
+              << fixed(result_number(b, "mean_nll"), 6) << " |\n";
+        // Every sequence for a short run; the spread (min, median, max) for a long one.
+        const auto & seqs = p.at("per_sequence");
+        if (seqs.size() <= 20 || !seqs.is_array()) {
+            o << "\n| sequence | tokens | perplexity |\n|---:|---:|---:|\n";
+            for (const auto & q : seqs)
+                o << "| " << q.value("sequence", 0) << " | " << q.value("tokens", 0) << " | " << fixed(result_number(q, "perplexity"), 4) << " |\n";
+        } else {
+            std::vector<double> v;
+            for (const auto & q : seqs)
+                if (const double x = result_number(q, "perplexity"); !std::isnan(x)) v.push_back(x);  // NaN: a diverged window
+            std::sort(v.begin(), v.end());
+            if (!v.empty())
+                o << "\nPer-sequence perplexity over " << v.size() << " sequences: min " << fixed(v.front(), 4) << ", median "
+                  << fixed(v[v.size() / 2], 4) << ", max " << fixed(v.back(), 4) << " (every sequence in outliers.json).\n";
         }
     }
 

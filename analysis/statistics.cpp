@@ -123,6 +123,55 @@ bool count_totals(const Statistics & s, CountTotals & t, std::string & field) {
     return true;
 }
 
+nlohmann::json perplexity_json(const Statistics & stats) {
+    if (!stats.perplexity) return nullptr;
+    double total = 0;
+    int64_t tokens = 0, max_position = 0;
+    std::vector<double> bucket_nll;
+    std::vector<int64_t> bucket_tokens;
+    auto mean = [](double sum, int64_t n) { return n > 0 ? nlohmann::json(sum / static_cast<double>(n)) : nlohmann::json(nullptr); };
+    auto ppl = [](double sum, int64_t n) { return n > 0 ? nlohmann::json(std::exp(sum / static_cast<double>(n))) : nlohmann::json(nullptr); };
+    nlohmann::json per_sequence = nlohmann::json::array();
+    for (const auto & r : stats.perplexity_sequences) {
+        total += r.nll_sum;
+        tokens += r.tokens;
+        max_position = std::max(max_position, r.tokens);
+        const size_t k_max = std::min(r.bucket_nll.size(), r.bucket_tokens.size());
+        if (bucket_nll.size() < k_max) {
+            bucket_nll.resize(k_max, 0.0);
+            bucket_tokens.resize(k_max, 0);
+        }
+        for (size_t k = 0; k < k_max; ++k) {
+            bucket_nll[k] += r.bucket_nll[k];
+            bucket_tokens[k] += r.bucket_tokens[k];
+        }
+        per_sequence.push_back({{"sequence", r.sequence_index},
+                                {"tokens", r.tokens},
+                                {"nll_sum", r.nll_sum},
+                                {"mean_nll", mean(r.nll_sum, r.tokens)},
+                                {"perplexity", ppl(r.nll_sum, r.tokens)}});
+    }
+    nlohmann::json by_position = nlohmann::json::array();
+    for (size_t k = 0; k < bucket_nll.size(); ++k) {
+        if (bucket_tokens[k] == 0) continue;
+        const int64_t first = int64_t{1} << k;
+        by_position.push_back({{"first", first},
+                               {"last", std::min(2 * first - 1, max_position)},
+                               {"tokens", bucket_tokens[k]},
+                               {"nll_sum", bucket_nll[k]},
+                               {"mean_nll", mean(bucket_nll[k], bucket_tokens[k])}});
+    }
+    return {{"convention", "next-token loss over each window, none on its first token; perplexity = exp(nll_sum / tokens)"},
+            {"overall",
+             {{"sequences", stats.perplexity_sequences.size()},
+              {"tokens", tokens},
+              {"nll_sum", total},
+              {"mean_nll", mean(total, tokens)},
+              {"perplexity", ppl(total, tokens)}}},
+            {"per_sequence", per_sequence},
+            {"by_position", by_position}};
+}
+
 void merge_into(Statistics & a, const Statistics & b, const std::string & a_name, const std::string & b_name) {
     if (a.threshold != b.threshold)
         refuse(a_name, b_name, "threshold " + std::to_string(a.threshold) + " vs " + std::to_string(b.threshold));
@@ -138,6 +187,16 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
     if (!model_a.empty() && !model_b.empty() && model_a != model_b)
         refuse(a_name, b_name, "model " + model_label(a.metadata) + " (" + model_a + ") vs " + model_label(b.metadata) + " (" + model_b + ")");
 
+    if (a.perplexity != b.perplexity)
+        refuse(a_name, b_name, std::string("perplexity was computed for ") + (a.perplexity ? a_name : b_name) + " only (run both with --perplexity or neither)");
+    {
+        std::set<int64_t> seen_ppl;
+        for (const auto & s : a.perplexity_sequences) seen_ppl.insert(s.sequence_index);
+        for (const auto & s : b.perplexity_sequences)
+            if (seen_ppl.count(s.sequence_index))
+                refuse(a_name, b_name, "sequence " + std::to_string(s.sequence_index) +
+                                           " has a perplexity record in both (a rerun of the same sequences would count them twice)");
+    }
     std::set<int64_t> seen;
     for (const auto & s : a.per_sequence) seen.insert(s.sequence_index);
     for (const auto & s : b.per_sequence)
@@ -195,6 +254,10 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
     a.token_dims_per_batch = std::max(a.token_dims_per_batch, b.token_dims_per_batch);
 
     merge_massive(a.massive, b.massive, a.massive_top_k);
+
+    a.perplexity_sequences.insert(a.perplexity_sequences.end(), b.perplexity_sequences.begin(), b.perplexity_sequences.end());
+    std::sort(a.perplexity_sequences.begin(), a.perplexity_sequences.end(),
+              [](const SequencePerplexity & x, const SequencePerplexity & y) { return x.sequence_index < y.sequence_index; });
 
     // Metadata: the first file's, plus the union of the sources it came from.
     if (a.metadata.is_object() && a.metadata.empty()) {

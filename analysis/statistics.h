@@ -13,7 +13,8 @@
 
 namespace analysis {
 
-inline constexpr int kStatisticsVersion = 1;
+// 2: adds the optional "perplexity" records (`extract run --perplexity`); version 1 files still read.
+inline constexpr int kStatisticsVersion = 2;
 
 // One captured layer-norm site, in forward order (layer, then ln_attn before ln_mlp).
 struct SiteInfo {
@@ -53,6 +54,19 @@ struct MassiveLayer {
     int layer = 0;
     std::vector<MassiveEntry> top;  // sorted by abs_value descending, at most massive_top_k
     std::vector<std::pair<int64_t, float>> medians;  // (sequence_index, median |x|), sorted
+};
+
+// `--perplexity` (extractor/perplexity.h): one window's next-token loss as sums, never means. Position
+// bucket b holds the losses of the tokens at positions 2^b .. 2^(b+1)-1 of the window (the
+// first token has none).
+inline constexpr int kMaxPerplexityBuckets = 64;
+struct SequencePerplexity {
+    int64_t sequence_index = 0;
+    int64_t tokens = 0;                 // losses summed
+    double nll_sum = 0;
+    std::vector<double> bucket_nll;     // per position bucket
+    std::vector<int64_t> bucket_tokens;
+    bool operator==(const SequencePerplexity &) const = default;
 };
 
 // Magnitude histogram binned by the bf16 bit pattern (exponent + top two mantissa bits): per octave
@@ -98,6 +112,9 @@ struct Statistics {
 
     std::vector<MassiveLayer> massive;  // sorted by layer
 
+    bool perplexity = false;                         // the run computed next-token losses
+    std::vector<SequencePerplexity> perplexity_sequences;  // sorted by sequence_index
+
     nlohmann::json metadata = nlohmann::json::object();  // run metadata (model, dtype, ...)
 
     int64_t num_sites() const { return static_cast<int64_t>(sites.size()); }
@@ -119,6 +136,12 @@ struct CountTotals {
 // False, with `field` naming the array ("per_sequence.hits"), when a count is negative or a total
 // does not fit int64.
 bool count_totals(const Statistics & stats, CountTotals & totals, std::string & field);
+
+// The "perplexity" object of outliers.json (and of extract's run JSON): overall {sequences, tokens,
+// nll_sum, mean_nll, perplexity}, per_sequence [...], by_position [{first, last, tokens, nll_sum,
+// mean_nll}]. Summed in sequence order from the records, so merged halves give the numbers of the
+// whole bit for bit. null when the run did not compute perplexity.
+nlohmann::json perplexity_json(const Statistics & stats);
 
 // Combines b into a (a := a ⊕ b). Associative and, up to metadata, commutative: sums, maxima,
 // sequence records concatenated and sorted. Throws common::Error (usage) naming `a_name`/`b_name`

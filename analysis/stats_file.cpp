@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/regular_file.h"
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cmath>
@@ -301,6 +302,14 @@ void save_statistics(const Statistics & s, const std::string & path) {
         for (const auto & [seq, m] : l.medians) medians.push_back({seq, m});
         j["massive"].push_back({{"layer", l.layer}, {"top", top}, {"medians", medians}});
     }
+    if (s.perplexity) {
+        json records = json::array();
+        for (const auto & r : s.perplexity_sequences)
+            records.push_back({{"sequence_index", r.sequence_index}, {"tokens", r.tokens}, {"nll_sum", r.nll_sum},
+                               {"buckets", r.bucket_nll.size()}, {"bucket_nll", bytes_of(r.bucket_nll)},
+                               {"bucket_tokens", bytes_of(r.bucket_tokens)}});
+        j["perplexity"] = {{"sequences", records}};
+    }
     j["metadata"] = s.metadata;
 
     const auto bytes = json::to_cbor(j);
@@ -334,8 +343,9 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
         bad(path, "no '" + std::string(kStatisticsFormat) + "' format tag");
     const Fields root(j, "", path);
     const auto version = root.integer("version", INT64_MIN, INT64_MAX);
-    if (version != kStatisticsVersion)
-        bad(path, "version " + std::to_string(version) + " (this build reads version " + std::to_string(kStatisticsVersion) + ")");
+    // Version 1 is version 2 without perplexity records: still read.
+    if (version != kStatisticsVersion && version != 1)
+        bad(path, "version " + std::to_string(version) + " (this build reads versions 1 and " + std::to_string(kStatisticsVersion) + ")");
 
     Statistics s;
     s.threshold = root.number("threshold");
@@ -455,6 +465,40 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
             ml.medians.emplace_back(Fields::integer_value(m[0], field + "[0]", 0, INT64_MAX, path), float_value(m[1], field + "[1]", path));
         }
         s.massive.push_back(std::move(ml));
+    }
+    if (version >= 2 && j.contains("perplexity")) {
+        // Losses are non-negative (NaN kept: a diverged model's loss is reported, not refused);
+        // a window has at most kMaxStatisticsPositions - 1 of them, so sums of tokens fit int64.
+        const Fields ppl(root.at("perplexity"), "perplexity", path);
+        const auto & records = ppl.array("sequences");
+        s.perplexity = true;
+        auto loss = [&](double v, const std::string & field) {
+            if (v < 0) bad_field(path, field, "is a negative loss");
+            return v;
+        };
+        for (size_t q = 0; q < records.size(); ++q) {
+            const Fields f(records[q], "perplexity.sequences[" + std::to_string(q) + "]", path);
+            SequencePerplexity r;
+            r.sequence_index = f.integer("sequence_index", 0, INT64_MAX);
+            r.tokens = f.integer("tokens", 0, kMaxStatisticsPositions);
+            const auto & sum = f.at("nll_sum");
+            if (!sum.is_number()) bad_field(path, f.name("nll_sum"), "is not a number");
+            r.nll_sum = loss(sum.get<double>(), f.name("nll_sum"));
+            const auto n = static_cast<uint64_t>(f.integer("buckets", 0, kMaxPerplexityBuckets));
+            r.bucket_nll = f.bytes<double>("bucket_nll", n);
+            r.bucket_tokens = f.bytes<int64_t>("bucket_tokens", n);
+            int64_t in_buckets = 0;
+            for (size_t k = 0; k < n; ++k) {
+                loss(r.bucket_nll[k], f.name("bucket_nll") + "[" + std::to_string(k) + "]");
+                if (r.bucket_tokens[k] < 0 || r.bucket_tokens[k] > r.tokens)
+                    bad_field(path, f.name("bucket_tokens") + "[" + std::to_string(k) + "]", "is outside [0, tokens]");
+                in_buckets += r.bucket_tokens[k];  // at most 64 x 2^24
+            }
+            if (in_buckets != r.tokens) bad_field(path, f.name("bucket_tokens"), "do not add up to tokens");
+            s.perplexity_sequences.push_back(std::move(r));
+        }
+        std::sort(s.perplexity_sequences.begin(), s.perplexity_sequences.end(),
+                  [](const SequencePerplexity & x, const SequencePerplexity & y) { return x.sequence_index < y.sequence_index; });
     }
     // The reports and merges sum these counts: none negative, every total within int64.
     CountTotals totals;

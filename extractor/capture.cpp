@@ -39,6 +39,10 @@ void Tap::end_batch() {
     for (CaptureSink * s : sinks_) s->end_batch();
 }
 
+void Tap::on_token_nll(const at::Tensor & nll) {
+    for (CaptureSink * s : sinks_) s->on_token_nll(nll);
+}
+
 void Tap::warm_up(const at::Tensor & example) {
     for (CaptureSink * s : sinks_) s->warm_up(example);
 }

@@ -43,6 +43,10 @@ public:
     // x: [B,T,H] on the forward's device and dtype; valid only during the call (copy to keep).
     virtual void on_capture(Site site, int layer, const at::Tensor & x) = 0;
     virtual void end_batch() = 0;
+    // `extract run --perplexity`: after the batch's forward pass and before end_batch, the
+    // next-token negative log-likelihood of every position but the first: nll[b,t] = -log p(token
+    // t+1 | tokens 0..t), fp32 [B,T-1] on the device of the last layer. Valid only during the call.
+    virtual void on_token_nll(const at::Tensor & nll) { (void)nll; }
     // Called once before the first batch (from a thread of its own, while the weights load) with a
     // tensor shaped and placed like this run's captures, holding arbitrary values: do the one-time
     // device work (lazy kernel loading, first allocations) now, so it does not land in the first
@@ -58,6 +62,7 @@ public:
     void begin_batch(const BatchInfo & batch);
     void operator()(Site site, int layer, const at::Tensor & x);
     void end_batch();
+    void on_token_nll(const at::Tensor & nll);
     void warm_up(const at::Tensor & example);
 
 private:

@@ -21,6 +21,7 @@
 #include "extractor/cuda/device_memory.h"
 #include "extractor/hash.h"
 #include "extractor/ops.h"
+#include "extractor/perplexity.h"
 #include "extractor/sinks/sinks.h"
 
 namespace extractor {
@@ -101,6 +102,14 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
             throw common::Error::usage("--layers: layer " + std::to_string(l) + " but " + hf.model_type + " has " +
                                        std::to_string(cfg.n_layers) + " layers (0-" + std::to_string(cfg.n_layers - 1) + ")");
     const int run_layers = *std::max_element(layers.begin(), layers.end()) + 1;
+    // The loss needs the last layer's output: a --layers list that stops early is refused rather
+    // than silently run to the end (which would cost the layers the user left out).
+    if (opt.perplexity && run_layers < cfg.n_layers)
+        throw common::Error::usage("--perplexity needs every layer run, but --layers stops at layer " + std::to_string(run_layers - 1) +
+                                   " of 0-" + std::to_string(cfg.n_layers - 1) + " (add layer " + std::to_string(cfg.n_layers - 1) +
+                                   " to --layers, or leave --layers out)");
+    if (opt.perplexity_chunk_tokens < 0)
+        throw common::Error::usage("--perplexity-chunk must be 0 (automatic) or more, got " + std::to_string(opt.perplexity_chunk_tokens));
 
     LoadOptions load = opt.load;
     load.run_layers = run_layers;
@@ -134,6 +143,11 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
         absmax = std::make_unique<AbsmaxSink>(wanted);
         tap.add(absmax.get());
     }
+    std::unique_ptr<PerplexitySink> perplexity;
+    if (opt.perplexity) {
+        perplexity = std::make_unique<PerplexitySink>();
+        tap.add(perplexity.get());
+    }
     for (CaptureSink * s : extra_sinks) tap.add(s);
 
     // While the weights stream in, run layer 0 once at the first batch's shape on the GPU, and let
@@ -154,6 +168,16 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     common::log::info("ops: ", ops::describe_paths(model.dtype, model.placement.compute.empty() ? false : model.placement.compute[0].is_cuda()));
     res.load_s = model.load_s;
     res.weights_bytes = model.estimate.total_bytes;
+    LmHead head;
+    const int64_t nll_chunk = opt.perplexity_chunk_tokens > 0 ? opt.perplexity_chunk_tokens : default_nll_chunk_tokens(model.cfg.vocab);
+    if (opt.perplexity) {
+        head = load_lm_head(model, opt.random_weights, opt.weight_seed);
+        const uint64_t head_bytes = (head.tied ? 0 : head.weight.nbytes()) + head.norm.nbytes();
+        res.weights_bytes += head_bytes;
+        common::log::info("perplexity: final norm", head.tied ? " (lm_head tied to the embedding)" : " and lm_head", " on ",
+                          head.weight.device().str(), ", ", common::format_bytes(static_cast<double>(head_bytes)),
+                          " more; logits in chunks of ", nll_chunk, " tokens");
+    }
     common::log::info("loaded in ", res.load_s, " s");
 
     std::vector<int> gpus;
@@ -190,6 +214,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
         info.token_ids = ids;
         tap.begin_batch(info);
         at::Tensor h = family.forward(model.cfg, model.weights, ids, run_layers, tap);  // [B,T,H]
+        if (opt.perplexity) tap.on_token_nll(token_nll(model, head, h, ids, nll_chunk));  // [B,T-1]
         tap.end_batch();
         (void)h.sum().item<double>();  // the batch is done on the device (timing honesty)
         for (int g : gpus) res.gpu_used_bytes_peak = std::max(res.gpu_used_bytes_peak, gpu_used_bytes(g));
@@ -239,6 +264,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
                    {"window_index", inputs.window_index}}},
         {"placement", model.placement.describe()},
     };
+    if (perplexity) meta["perplexity"] = perplexity->summary();
     if (st_sink) {
         meta["saved_dtype"] = st_sink->saved_dtype();
         meta["files"] = st_sink->files();

@@ -29,6 +29,11 @@ struct ExtractOptions {
     bool absmax = false;               // keep the AbsmaxSink summary in the result
     bool plan_only = false;            // print the plan and estimate, load nothing
     int warmup_batches = 0;            // run the first batch this many times untimed, without sinks
+    // Next-token NLL of every window through the final norm and lm_head (perplexity.h), reported as
+    // metadata "perplexity" and given to the sinks (CaptureSink::on_token_nll). Needs every layer
+    // run: refused with a --layers list that stops before the last layer.
+    bool perplexity = false;
+    int64_t perplexity_chunk_tokens = 0;  // logits rows per chunk; 0: default_nll_chunk_tokens(vocab)
 };
 
 struct ExtractResult {

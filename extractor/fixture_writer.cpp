@@ -43,7 +43,7 @@ nlohmann::json fixture_config(const FixtureOptions & o) {
         {"rms_norm_eps", 1e-6},
         {"max_position_embeddings", 4096},
         {"hidden_act", "silu"},
-        {"tie_word_embeddings", false},
+        {"tie_word_embeddings", o.tie_embeddings},
         {"attention_bias", false},
     };
     if (o.legacy_keys) {
@@ -208,7 +208,9 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
     // Each count is within hf_limits, but their product is not: --hidden 65536 --layers 1024 would
     // start writing terabytes. A fixture holds at most kMaxFixtureBytes (2 real-shape Mixtral
     // layers are 6.4 GB), and is refused before anything is created.
-    const uint64_t bytes = plan.numel_total() * static_cast<uint64_t>(c10::elementSize(o.dtype));
+    // The head (model.norm, lm_head unless tied) is not in the plan: the extractor loads it only for --perplexity.
+    const uint64_t head_numel = static_cast<uint64_t>(cfg.hidden) * (o.tie_embeddings ? 1 : static_cast<uint64_t>(cfg.vocab) + 1);
+    const uint64_t bytes = (plan.numel_total() + head_numel) * static_cast<uint64_t>(c10::elementSize(o.dtype));
     if (bytes > kMaxFixtureBytes)
         throw common::Error::usage("fixture: these sizes make a " + std::to_string(bytes >> 20) + " MiB checkpoint, more than the " +
                                    std::to_string(kMaxFixtureBytes >> 30) + " GiB a fixture may write");
@@ -249,6 +251,17 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
         tensors.emplace_back(s.name, t.to(o.dtype).contiguous());
     }
     if (o.fused_experts) tensors = fuse_experts(family, cfg, plan, tensors);
+    {
+        // The final norm and the output projection, after every layer (as HF's writer orders them).
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a("model.norm.weight"));
+        at::Tensor norm = 1.0 + 0.1 * at::randn({cfg.hidden}, gen, at::TensorOptions().dtype(at::kFloat));
+        tensors.emplace_back("model.norm.weight", norm.to(o.dtype).contiguous());
+        if (!o.tie_embeddings) {
+            gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a("lm_head.weight"));
+            at::Tensor head = 0.05 * at::randn({cfg.vocab, cfg.hidden}, gen, at::TensorOptions().dtype(at::kFloat));
+            tensors.emplace_back("lm_head.weight", head.to(o.dtype).contiguous());
+        }
+    }
     std::vector<std::string> written;
     {
         fs::path cp = fs::path(o.out_dir) / "config.json";

@@ -1,6 +1,7 @@
 // Tiny random-weight checkpoints in the Hugging Face layout (config.json + safetensors, optionally
 // sharded with model.safetensors.index.json) for every registered family, with optional planted
-// outlier features. Used by the CPU tests, the analysis tests and the rehearsal demo; exposed as
+// outlier features. Every fixture has the final norm (model.norm.weight) and, unless
+// tie_embeddings, lm_head.weight [V,H], so `extract run --perplexity` runs on it. Used by the CPU tests, the analysis tests and the rehearsal demo; exposed as
 // `extract fixture`.
 //
 // Planting (PlantSpec): for each chosen hidden dim d and each layer in [layer_first, layer_last],
@@ -44,6 +45,7 @@ struct FixtureOptions {
     bool fused_experts = false;        // MoE: experts in the transformers v5 layout (mlp.experts.gate_up_proj
                                        // [E,2I,H], down_proj [E,H,I]) with the same values as per-expert tensors
     std::optional<int64_t> sliding_window;  // mixtral: config sliding_window (null when unset)
+    bool tie_embeddings = false;       // config tie_word_embeddings: no lm_head.weight is written
     uint64_t seed = 0;                 // each tensor's values depend on seed and its name only
     std::vector<PlantSpec> plants;
 };

@@ -68,7 +68,7 @@ void print_plan(const Model & m) {
                       m.cfg.n_moe_layers() ? ", " + std::to_string(m.cfg.n_experts) + " experts top-" + std::to_string(m.cfg.top_k) : "",
                       "; running ", m.run_layers, " layers in ", dtype_name(m.dtype));
     common::log::info("memory estimate: weights ", common::format_bytes(static_cast<double>(e.total_bytes)),
-                      " (all experts counted; lm_head and final norm are never needed and not loaded), activations ~",
+                      " (all experts counted; lm_head and final norm not counted: loaded only with --perplexity), activations ~",
                       common::format_bytes(static_cast<double>(e.activation_bytes)), " per device");
     for (const auto & line : m.placement.describe()) common::log::info("placement: ", line);
 }

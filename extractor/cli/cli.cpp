@@ -81,6 +81,13 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         run_cmd->add_option("--out", e.out_dir, "Write activations/*.safetensors + metadata.json here");
         run_cmd->add_option("--save-dtype", e.save_dtype, "dtype of saved activations (default: the compute dtype)");
         run_cmd->add_flag("--absmax", e.absmax, "Print per-layer max |x| and |x|>=6 counts (computed on the device)");
+        run_cmd->add_flag("--perplexity", e.perplexity,
+                          "Also compute next-token NLL through the final norm and lm_head (tied or not) in the same pass; "
+                          "per-sequence and overall perplexity and mean NLL by position go to the run JSON. Needs every "
+                          "layer: refused with a --layers list that stops before the last layer");
+        run_cmd->add_option("--perplexity-chunk", e.perplexity_chunk_tokens,
+                            "Tokens per logits chunk for --perplexity (0: about 2^26 logits per chunk)")
+            ->capture_default_str();
         run_cmd->add_flag("--random-weights", e.random_weights, "Ignore safetensors; random weights from config.json alone");
         run_cmd->add_option("--weight-seed", e.weight_seed, "Seed for --random-weights")->capture_default_str();
         run_cmd->add_flag("--dequantize", e.load.dequantize,
@@ -130,6 +137,8 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         fixture_cmd->add_option("--vocab", fix.fixture.vocab, "Vocabulary size")->capture_default_str();
         fixture_cmd->add_option("--dtype", fix_dtype, "Stored dtype: f32, bf16, f16")->capture_default_str();
         fixture_cmd->add_option("--shards", fix.fixture.shards, "Split into this many shard files (+ index)")->capture_default_str();
+        fixture_cmd->add_flag("--tie-embeddings", fix.fixture.tie_embeddings,
+                              "tie_word_embeddings true: lm_head is the embedding (no lm_head.weight written)");
         fixture_cmd->add_flag("--legacy-keys", fix.fixture.legacy_keys, "Write torch_dtype/rope_theta instead of dtype/rope_parameters");
         fixture_cmd->add_flag("--fused-experts", fix.fixture.fused_experts,
                               "MoE: write experts in the transformers v5 layout (mlp.experts.gate_up_proj/down_proj), same values");
@@ -166,8 +175,8 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
                 e.sites.push_back(Site::Residual);
             if (e.sites.empty()) throw common::Error::usage("--sites: no sites given");
             if (!e.save_dtype.empty()) (void)parse_dtype(e.save_dtype);
-            if (e.out_dir.empty() && !e.absmax && extra_sinks.empty() && !e.plan_only && analyze_dir.empty())
-                throw common::Error::usage("nothing would receive the captures: give --out DIR, --analyze DIR and/or --absmax");
+            if (e.out_dir.empty() && !e.absmax && !e.perplexity && extra_sinks.empty() && !e.plan_only && analyze_dir.empty())
+                throw common::Error::usage("nothing would receive the captures: give --out DIR, --analyze DIR, --absmax and/or --perplexity");
             std::unique_ptr<FusedAnalysis> fused;
             std::vector<CaptureSink *> sinks = extra_sinks;
             if (!analyze_dir.empty() && !e.plan_only) {

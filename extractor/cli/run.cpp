@@ -29,6 +29,7 @@ int run_run(const RunVerbOptions & opt, const common::Output & out, const std::v
         {"out_dir", opt.extract.out_dir.empty() ? nlohmann::json(nullptr) : nlohmann::json(opt.extract.out_dir)},
     };
     if (opt.extract.absmax) o["absmax"] = r.absmax;
+    if (r.metadata.contains("perplexity")) o["perplexity"] = r.metadata["perplexity"];
     if (fused) o["analysis"] = fused->finish(r.metadata);
     out.object(o);
     return 0;

@@ -126,6 +126,11 @@ public:
     // returns the residual stream after the last layer run [B,T,H].
     virtual at::Tensor forward(const ModelConfig & cfg, const Weights & w, const at::Tensor & ids, int run_layers,
                                Tap & tap) const = 0;
+    // The final norm (model.norm) over forward()'s output, for `extract run --perplexity`; its gain
+    // is held in the run dtype. RMSNorm unless the family differs.
+    virtual at::Tensor final_norm(const ModelConfig & cfg, const at::Tensor & h, const at::Tensor & gain) const {
+        return ops::rms_norm(h, gain, cfg.rms_eps);
+    }
 };
 
 // Throws common::Error(usage) naming the supported model types.

@@ -163,6 +163,11 @@ public:
         return h;
     }
 
+    // model.norm is a GptOssRMSNorm like the layers' norms: the gain multiplies the fp32 normalised
+    // value, rounded once.
+    at::Tensor final_norm(const ModelConfig & cfg, const at::Tensor & h, const at::Tensor & gain) const override {
+        return ops::rms_norm_fp32_gain(h, gain, cfg.rms_eps);
+    }
 };
 
 }  // namespace

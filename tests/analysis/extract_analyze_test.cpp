@@ -52,3 +52,37 @@ TEST_CASE("extract run --analyze: the planted dims are found in one pass, nothin
     // --analyze needs a directory; a missing value is a usage error.
     CHECK(run_extract({"run", dir / "model", "--tokens", dir / "ids.json", "--analyze"}).exit_code == 2);
 }
+
+TEST_CASE("extract run --perplexity --analyze: the run JSON's perplexity reaches outliers.json and report.md unchanged") {
+    tests::TempDir dir;
+    for (const bool tied : {false, true}) {
+        CAPTURE(tied);
+        const std::string model = dir / (tied ? "tied" : "untied");
+        std::vector<std::string> fx = {"fixture", "--family", "qwen3_moe", "--out", model, "--layers", "2", "--seed", "5"};
+        if (tied) fx.push_back("--tie-embeddings");
+        auto fixture = run_extract(fx);
+        INFO(fixture.err);
+        REQUIRE(fixture.exit_code == 0);
+        {
+            std::ofstream ids(dir / "ids.json");
+            ids << "[";
+            for (int i = 0; i < 90; ++i) ids << (i ? "," : "") << (i * 37 + 5) % 120;
+            ids << "]";
+        }
+        const std::string out_dir = model + "-analysis";
+        auto r = run_extract({"--json", "run", model, "--tokens", dir / "ids.json", "--seq-len", "30", "--num-sequences", "3",
+                              "--batch-size", "2", "--dtype", "f32", "--device", "cpu", "--perplexity", "--perplexity-chunk", "7",
+                              "--analyze", out_dir});
+        INFO(r.err);
+        REQUIRE(r.exit_code == 0);
+        const auto out = nlohmann::json::parse(r.out);
+        REQUIRE(out.contains("perplexity"));
+        CHECK(out["perplexity"]["overall"]["tokens"] == 87);
+        const double ppl = out["perplexity"]["overall"]["perplexity"].get<double>();
+        CHECK(ppl > 1.0);
+        auto result = nlohmann::json::parse(tests::read_file(out_dir + "/outliers.json"));
+        REQUIRE(result.contains("perplexity"));
+        CHECK(result["perplexity"] == out["perplexity"]);
+        CHECK(tests::read_file(out_dir + "/report.md").find("## Perplexity") != std::string::npos);
+    }
+}

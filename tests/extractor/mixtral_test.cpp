@@ -236,7 +236,8 @@ TEST_CASE("mixtral: the per-expert and the fused v5 checkpoint layouts hold the 
     CHECK(lf.contains("model.layers.1.block_sparse_moe.experts.3.w2.weight"));
     CHECK_FALSE(lf.contains("model.layers.1.mlp.experts.gate_up_proj"));
     CHECK_FALSE(ff.contains("model.layers.1.block_sparse_moe.gate.weight"));
-    CHECK(ff.names().size() == 1 + 2 * (4 + 2 + 3));  // embed + per layer: q,k,v,o, 2 norms, router, gate_up, down
+    // embed + per layer: q,k,v,o, 2 norms, router, gate_up, down; + final norm and lm_head
+    CHECK(ff.names().size() == 1 + 2 * (4 + 2 + 3) + 2);
     REQUIRE(ff.info("model.layers.1.mlp.experts.gate_up_proj").shape == std::vector<int64_t>{4, 48, 64});
     REQUIRE(ff.info("model.layers.1.mlp.experts.down_proj").shape == std::vector<int64_t>{4, 64, 24});
     // v5 order: gate (w1) rows, then up (w3) rows; down is w2 stacked.

@@ -11,6 +11,13 @@ Relative error = max|ours - hf| / max|hf| per tensor; bars: 1e-5 in fp32, 1e-2 i
 (docs/model-math.md#parity-bars). Prints OK / NOT OK per tensor with the max abs diff, a family x dtype summary, and writes
 the summary as JSON (--json-out).
 
+--perplexity: extract also runs with --perplexity, and its overall mean NLL (the run JSON's
+perplexity.overall.mean_nll: the sum of every window's next-token losses over the tokens scored) is
+compared with HF's model(input_ids, labels=input_ids).loss from the same forward that feeds the hooks
+(HF's loss is the mean over all shifted tokens of the batch, B x (T-1) of them: the same mean, as
+every window here has T tokens). Relative error |ours - hf| / |hf|; bars: 1e-4 in fp32, 1e-2 in bf16.
+--tie-embeddings writes the small configs with tie_word_embeddings true (lm_head is the embedding).
+
 Mixtral is run from two checkpoints with the same values: the layout save_pretrained wrote and the
 other one (per-expert block_sparse_moe.experts.N.w1/w3/w2 as released, or v5's fused
 mlp.experts.gate_up_proj/down_proj), both against the same HF reference.
@@ -98,11 +105,12 @@ REAL_SHAPES = {
                     tie_word_embeddings=False),
 }
 BARS = {"f32": 1e-5, "bf16": 1e-2}
+PPL_BARS = {"f32": 1e-4, "bf16": 1e-2}
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 PLANT_DIMS = [3, 17]
 
 
-def build(family, out_dir, seed, real_shapes=False, device="cpu"):
+def build(family, out_dir, seed, real_shapes=False, device="cpu", tie=False):
     torch.manual_seed(seed)
     if real_shapes:
         # bf16 from the start and on the device: 3.2 B parameters for Mixtral's 2 layers.
@@ -110,6 +118,7 @@ def build(family, out_dir, seed, real_shapes=False, device="cpu"):
     else:
         kw, dtype, std = dict(BASE), torch.float32, 0.05
         kw.update(FAMILIES[family])
+        kw["tie_word_embeddings"] = tie
     cfg = AutoConfig.for_model(family, **kw)
     with torch.device(device if real_shapes else "cpu"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
@@ -266,7 +275,9 @@ def other_expert_layout(src, dst):
     return ("fused", "per-expert") if fused else ("per-expert", "fused")
 
 
-def hf_captures(model_dir, ids, dtype, device, family=None):
+def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False):
+    """The hooks' captures, and with perplexity HF's model(ids, labels=ids).loss from the same forward
+    (else None)."""
     kw = {}
     if family in MXFP4:
         # Dequantize the MXFP4 experts to `dtype` at load (what HF does itself without MXFP4 kernels).
@@ -300,11 +311,16 @@ def hf_captures(model_dir, ids, dtype, device, family=None):
         hooks.append(layer.input_layernorm.register_forward_hook(mk(f"layer_{i}_ln_attn")))
         hooks.append(layer.post_attention_layernorm.register_forward_hook(mk(f"layer_{i}_ln_mlp")))
         hooks.append(layer.register_forward_hook(mk(f"layer_{i}_residual")))
+    loss = None
     with torch.inference_mode():
-        model.model(input_ids=ids.to(device))
+        if perplexity:
+            # The mean over all B x (T-1) shifted tokens (ForCausalLMLoss, logits upcast to fp32).
+            loss = model(input_ids=ids.to(device), labels=ids.to(device)).loss.float().item()
+        else:
+            model.model(input_ids=ids.to(device))
     for h in hooks:
         h.remove()
-    return caps
+    return caps, loss
 
 
 def run_extract(exe, model_dir, ids_path, out_dir, dtype, device, seq_len, batch, extra, env):
@@ -313,7 +329,8 @@ def run_extract(exe, model_dir, ids_path, out_dir, dtype, device, seq_len, batch
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **env))
     if r.returncode != 0:
         raise RuntimeError(f"extract failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
-    return load_file(os.path.join(out_dir, "activations", "batch_00000.safetensors"))
+    result = json.loads(r.stdout)
+    return load_file(os.path.join(out_dir, "activations", "batch_00000.safetensors")), result
 
 
 def main():
@@ -326,6 +343,9 @@ def main():
     ap.add_argument("--plain-cpu", action="store_true", help="also compare --device cpu --plain-ops in fp32")
     ap.add_argument("--real-shapes", action="store_true",
                     help="2 layers of the released config (REAL_SHAPES), 2 x 2048 tokens, bf16 only; needs a GPU")
+    ap.add_argument("--perplexity", action="store_true",
+                    help="also compare extract --perplexity's mean NLL with HF's model(ids, labels=ids).loss")
+    ap.add_argument("--tie-embeddings", action="store_true", help="small configs with tie_word_embeddings true")
     args = ap.parse_args()
     families = args.families.split(",")
     if args.real_shapes:
@@ -356,7 +376,7 @@ def main():
     all_ok = True
     for fi, family in enumerate(families):
         mdir = os.path.join(work, family)
-        build(family, mdir, seed=100 + fi, real_shapes=args.real_shapes, device=args.device)
+        build(family, mdir, seed=100 + fi, real_shapes=args.real_shapes, device=args.device, tie=args.tie_embeddings)
         family_runs = runs
         if family in MXFP4:  # experts packed (the default), then dequantized at load
             family_runs = [r for r0 in runs for r in (r0, (r0[0], r0[1], r0[2] + ["--dequantize"], r0[3]))]
@@ -376,11 +396,11 @@ def main():
             label = f"{name} {dname} {device} {path}"
             try:
                 if (device, dname) not in refs:  # one HF reference per device and dtype, for every layout
-                    refs = {(device, dname): hf_captures(mdir, ids, DTYPES[dname], device, family)}
-                ref = refs[(device, dname)]
-                ours = run_extract(args.extract, cdir, ids_path,
-                                   os.path.join(work, f"out-{os.path.basename(cdir)}-{dname}-{device}-{path.replace('+', '-')}"),
-                                   dname, device, seq_len, batch, extra, env)
+                    refs = {(device, dname): hf_captures(mdir, ids, DTYPES[dname], device, family, args.perplexity)}
+                ref, hf_loss = refs[(device, dname)]
+                ours, result = run_extract(args.extract, cdir, ids_path,
+                                           os.path.join(work, f"out-{os.path.basename(cdir)}-{dname}-{device}-{path.replace('+', '-')}"),
+                                           dname, device, seq_len, batch, extra + (["--perplexity"] if args.perplexity else []), env)
             except Exception as e:  # report and continue with the next configuration
                 print(f"NOT OK  {label}: {e}")
                 summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=None,
@@ -418,12 +438,27 @@ def main():
                 rows_over = int((d.amax(-1) > BARS[dname] * b.abs().max()).sum().item())
                 print(f"{'OK    ' if ok else 'NOT OK'}  {label} {tname}: max|diff| {diff:.3e}  rel {rel:.3e}  "
                       f"max|hf| {b.abs().max().item():.3g}  token rows over the bar {rows_over}/{d[..., 0].numel()}")
+            ppl_rel = None
+            if args.perplexity:
+                overall = result.get("perplexity", {}).get("overall", {})
+                mean_nll = overall.get("mean_nll")
+                if mean_nll is None or overall.get("tokens") != batch * (seq_len - 1):
+                    print(f"NOT OK  {label} perplexity: run JSON has no mean NLL over {batch * (seq_len - 1)} tokens ({overall})")
+                    ok_all = False
+                else:
+                    ppl_rel = abs(mean_nll - hf_loss) / max(abs(hf_loss), 1e-30)
+                    ok = ppl_rel <= PPL_BARS[dname]
+                    ok_all &= ok
+                    print(f"{'OK    ' if ok else 'NOT OK'}  {label} perplexity: mean NLL {mean_nll:.8f} vs HF loss {hf_loss:.8f}  "
+                          f"rel {ppl_rel:.3e} (bar {PPL_BARS[dname]:g})  perplexity {overall.get('perplexity'):.6g}")
             all_ok &= ok_all
-            summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all))
-    print("\nfamily               dtype device path     max rel err   result")
+            summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all,
+                                ppl_rel_err=ppl_rel))
+    print("\nfamily               dtype device path     max rel err  ppl rel err  result")
     for s in summary:
         err = "error" if s["max_rel_err"] is None else f"{s['max_rel_err']:.3e}"
-        print(f"{s['family']:<20} {s['dtype']:<5} {s['device']:<6} {s['path']:<8} {err:<12} {'OK' if s['ok'] else 'NOT OK'}")
+        ppl = "-" if s.get("ppl_rel_err") is None else f"{s['ppl_rel_err']:.3e}"
+        print(f"{s['family']:<20} {s['dtype']:<5} {s['device']:<6} {s['path']:<8} {err:<12} {ppl:<12} {'OK' if s['ok'] else 'NOT OK'}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(dict(version=1, torch=torch.__version__, summary=summary), f, indent=2)

@@ -1,0 +1,195 @@
+// Perplexity in the forward pass (perplexity.h).
+#include "extractor/perplexity.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+#include "extractor/checkpoint/sharded.h"
+
+namespace extractor {
+
+namespace {
+
+std::string shape_text(at::IntArrayRef s) {
+    std::string t = "[";
+    for (size_t i = 0; i < s.size(); ++i) t += (i ? "," : "") + std::to_string(s[i]);
+    return t + "]";
+}
+
+// A checkpoint tensor for the output head, checked (present, shape, dtype) before it is read.
+at::Tensor checked_view(const Checkpoint & ck, const std::string & dir, const std::string & name, std::vector<int64_t> shape,
+                        const std::string & why) {
+    if (!ck.contains(name))
+        throw common::Error(common::ErrorKind::Usage, dir + ": tensor " + name + ": missing from the checkpoint (" + why + ")")
+            .with("file", dir)
+            .with("tensor", name);
+    const TensorInfo & info = ck.info(name);
+    const std::string file = ck.file_of(name).path();
+    if (info.shape != shape)
+        throw common::Error(common::ErrorKind::Usage, file + ": tensor " + name + ": shape " + shape_text(info.shape) +
+                                                          " but config.json implies " + shape_text(shape))
+            .with("file", file)
+            .with("tensor", name);
+    if (info.dtype != "BF16" && info.dtype != "F16" && info.dtype != "F32")
+        throw common::Error(common::ErrorKind::Usage,
+                            file + ": tensor " + name + ": dtype " + info.dtype + " is not a supported weight dtype (BF16, F16, F32)")
+            .with("file", file)
+            .with("tensor", name);
+    return ck.view(name);
+}
+
+}  // namespace
+
+LmHead load_lm_head(const Model & m, bool random, uint64_t seed) {
+    if (m.run_layers < 1) throw common::Error::internal("load_lm_head: no layers run");
+    const c10::Device dev = m.weights.compute[static_cast<size_t>(m.run_layers - 1)];
+    const at::ScalarType norm_dtype = m.dtype;  // as transformers v5 loads model.norm for bf16 and f32 runs
+    const auto opts = at::TensorOptions().device(dev);
+    LmHead head;
+    head.tied = m.cfg.tie_embeddings;
+    const int64_t V = m.cfg.vocab, H = m.cfg.hidden;
+    if (random) {
+        head.norm = at::ones({H}, opts.dtype(norm_dtype));
+        if (!head.tied) {
+            at::manual_seed(seed ^ 0x6c6d5f68656164ull);  // "lm_head": not the layers' stream
+            head.weight = at::empty({V, H}, opts.dtype(m.dtype)).normal_(0.0, 0.02);
+        }
+    } else {
+        Checkpoint ck = Checkpoint::open(m.dir);
+        head.norm = checked_view(ck, m.dir, "model.norm.weight", {H}, "the final norm, needed by --perplexity")
+                        .to(opts.dtype(norm_dtype));
+        if (!head.tied)
+            head.weight = checked_view(ck, m.dir, "lm_head.weight", {V, H},
+                                       "needed by --perplexity; config.json has tie_word_embeddings false")
+                              .to(opts.dtype(m.dtype));
+    }
+    if (head.tied) {
+        if (!m.weights.embed.defined()) throw common::Error::internal("load_lm_head: the embedding is not loaded");
+        head.weight = m.weights.embed.to(dev);  // same storage when the embedding already lives there
+    }
+    return head;
+}
+
+int64_t default_nll_chunk_tokens(int64_t vocab) { return std::max<int64_t>(1, (int64_t{1} << 26) / std::max<int64_t>(1, vocab)); }
+
+at::Tensor token_nll(const Model & m, const LmHead & head, const at::Tensor & h, const at::Tensor & ids, int64_t chunk_tokens) {
+    if (chunk_tokens < 1) throw common::Error::usage("--perplexity-chunk must be 1 or more, got " + std::to_string(chunk_tokens));
+    const int64_t B = h.size(0), T = h.size(1), H = h.size(2);
+    if (T < 2) return at::empty({B, 0}, h.options().dtype(at::kFloat));
+    // Positions 0..T-2 predict tokens 1..T-1; the norm is per position, so the last one is skipped.
+    at::Tensor x = m.family->final_norm(m.cfg, h.narrow(1, 0, T - 1), head.norm).reshape({B * (T - 1), H});  // [N,H]
+    at::Tensor target = ids.narrow(1, 1, T - 1).reshape({B * (T - 1)}).to(h.device(), at::kLong);           // [N]
+    const int64_t N = x.size(0);
+    at::Tensor nll = at::empty({N}, h.options().dtype(at::kFloat));                                         // [N]
+    for (int64_t s = 0; s < N; s += chunk_tokens) {
+        const int64_t n = std::min(chunk_tokens, N - s);
+        at::Tensor logits = at::linear(x.narrow(0, s, n), head.weight).to(at::kFloat);                       // [n,V]
+        at::Tensor logp = at::log_softmax(logits, -1);                                                        // [n,V]
+        nll.narrow(0, s, n).copy_(logp.gather(1, target.narrow(0, s, n).unsqueeze(1)).squeeze(1).neg());
+    }
+    return nll.reshape({B, T - 1});
+}
+
+int nll_position_bucket(int64_t position) {
+    int b = 0;
+    while (position > 1) {
+        position >>= 1;
+        ++b;
+    }
+    return b;
+}
+
+std::pair<int64_t, int64_t> nll_bucket_range(int bucket) {
+    const int64_t first = int64_t{1} << bucket;
+    return {first, 2 * first - 1};
+}
+
+std::vector<SequenceNll> sequence_nll(const at::Tensor & nll, const std::vector<int64_t> & sequence_indices) {
+    at::Tensor host = nll.to(at::kCPU, at::kDouble).contiguous();  // [B,T-1]
+    const int64_t B = host.size(0), L = host.size(1);
+    if (static_cast<size_t>(B) != sequence_indices.size())
+        throw common::Error::internal("token NLL has " + std::to_string(B) + " rows for " + std::to_string(sequence_indices.size()) +
+                                      " sequences");
+    const int buckets = L > 0 ? nll_position_bucket(L) + 1 : 0;
+    std::vector<SequenceNll> out;
+    const double * p = host.data_ptr<double>();
+    for (int64_t b = 0; b < B; ++b) {
+        SequenceNll r;
+        r.sequence_index = sequence_indices[static_cast<size_t>(b)];
+        r.tokens = L;
+        r.bucket_nll.assign(static_cast<size_t>(buckets), 0.0);
+        r.bucket_tokens.assign(static_cast<size_t>(buckets), 0);
+        for (int64_t t = 0; t < L; ++t) {
+            const double v = p[b * L + t];
+            const int k = nll_position_bucket(t + 1);  // the predicted token's position
+            r.nll_sum += v;
+            r.bucket_nll[static_cast<size_t>(k)] += v;
+            r.bucket_tokens[static_cast<size_t>(k)] += 1;
+        }
+        out.push_back(std::move(r));
+    }
+    return out;
+}
+
+nlohmann::json perplexity_summary(const std::vector<SequenceNll> & records) {
+    double total = 0;
+    int64_t tokens = 0;
+    std::vector<double> bucket_nll;
+    std::vector<int64_t> bucket_tokens;
+    nlohmann::json per_sequence = nlohmann::json::array();
+    auto mean = [](double sum, int64_t n) { return n > 0 ? nlohmann::json(sum / static_cast<double>(n)) : nlohmann::json(nullptr); };
+    auto ppl = [](double sum, int64_t n) { return n > 0 ? nlohmann::json(std::exp(sum / static_cast<double>(n))) : nlohmann::json(nullptr); };
+    int64_t max_position = 0;  // the last bucket ends at the longest window's last position
+    for (const SequenceNll & r : records) {
+        max_position = std::max(max_position, r.tokens);
+        total += r.nll_sum;
+        tokens += r.tokens;
+        if (bucket_nll.size() < r.bucket_nll.size()) {
+            bucket_nll.resize(r.bucket_nll.size(), 0.0);
+            bucket_tokens.resize(r.bucket_nll.size(), 0);
+        }
+        for (size_t k = 0; k < r.bucket_nll.size() && k < r.bucket_tokens.size(); ++k) {
+            bucket_nll[k] += r.bucket_nll[k];
+            bucket_tokens[k] += r.bucket_tokens[k];
+        }
+        per_sequence.push_back({{"sequence", r.sequence_index},
+                                {"tokens", r.tokens},
+                                {"nll_sum", r.nll_sum},
+                                {"mean_nll", mean(r.nll_sum, r.tokens)},
+                                {"perplexity", ppl(r.nll_sum, r.tokens)}});
+    }
+    nlohmann::json by_position = nlohmann::json::array();
+    for (size_t k = 0; k < bucket_nll.size(); ++k) {
+        if (bucket_tokens[k] == 0) continue;
+        const auto [first, last] = nll_bucket_range(static_cast<int>(k));
+        by_position.push_back({{"first", first},
+                               {"last", std::min(last, max_position)},
+                               {"tokens", bucket_tokens[k]},
+                               {"nll_sum", bucket_nll[k]},
+                               {"mean_nll", mean(bucket_nll[k], bucket_tokens[k])}});
+    }
+    return {{"convention", "next-token loss over each window, none on its first token; perplexity = exp(nll_sum / tokens)"},
+            {"overall",
+             {{"sequences", records.size()},
+              {"tokens", tokens},
+              {"nll_sum", total},
+              {"mean_nll", mean(total, tokens)},
+              {"perplexity", ppl(total, tokens)}}},
+            {"per_sequence", per_sequence},
+            {"by_position", by_position}};
+}
+
+void PerplexitySink::on_token_nll(const at::Tensor & nll) {
+    for (auto & r : sequence_nll(nll, rows_)) records_.push_back(std::move(r));
+}
+
+nlohmann::json PerplexitySink::summary() const {
+    std::vector<SequenceNll> sorted = records_;
+    std::sort(sorted.begin(), sorted.end(), [](const SequenceNll & a, const SequenceNll & b) { return a.sequence_index < b.sequence_index; });
+    return perplexity_summary(sorted);
+}
+
+}  // namespace extractor
