@@ -290,8 +290,9 @@ PlotJob plot_job(const json & r) {
             const std::string size = num(result_number(all, "sequences")) + " sequences, " + num(result_number(all, "tokens")) + " tokens scored";
             add_plot(job, "perplexity_by_sequence",
                      title_prefix + "set title model . " + quoted(": perplexity per sequence (" + size + ")") +
-                         "\nset xlabel \"sequence\"\nset ylabel \"perplexity\"\nset grid\nset key top right\nplot \"ppl.dat\" using 1:2 "
-                         "with points pt 7 ps 0.6 title \"sequence\", " + num(result_number(all, "perplexity")) +
+                         "\nset xlabel \"sequence\"\nset ylabel \"perplexity\"\nset grid\nset key top right\n"
+                         "set offsets graph 0.03, graph 0.03, graph 0.08, graph 0.08\nplot \"ppl.dat\" using 1:2 "
+                         "with points pt 7 ps 1 title \"sequence\", " + num(result_number(all, "perplexity")) +
                          " with lines dashtype 2 lc rgb \"black\" title \"overall\"");
         }
     }
