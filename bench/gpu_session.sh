@@ -3,6 +3,8 @@
 # their ATen paths, then HF parity and the benchmarks. Each phase writes its log under OUT and the
 # last lines of each log are printed, so a call that is cut off still returns what it finished.
 #   bench/gpu_session.sh quick   # build + GPU tests + parity of every family on small configs
+#   bench/gpu_session.sh ppl     # GPU tests + perplexity parity of every family
+#   bench/gpu_session.sh final   # gpt_oss real shapes in f32, perplexity parity, longer benchmarks
 #   bench/gpu_session.sh shapes  # real-shape 2-layer parity (mixtral, gpt_oss) + mixtral and gpt_oss benchmarks
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
 set -uo pipefail
@@ -47,5 +49,34 @@ if [[ $what == shapes ]]; then
   timeout 300 python3 "$root/bench/gpt_oss_bench.py" --extract "$exe" --json-out "$out/gpt_oss_bench.json" \
     > "$out/gpt_oss_bench.log" 2>&1
   echo "gpt_oss bench rc=$?"; tail -25 "$out/gpt_oss_bench.log"
+fi
+if [[ $what == final ]]; then
+  stamp "parity real shapes gpt_oss, f32 (a bf16 routing flip on a near-tie is gone in f32; a real mismatch is not)"
+  timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families gpt_oss --dtypes f32 \
+    --json-out "$out/parity_real_gpt_oss_f32.json" > "$out/parity_real_gpt_oss_f32.log" 2>&1
+  echo "rc=$?"; grep -E "NOT OK|residual" "$out/parity_real_gpt_oss_f32.log" | head -8; grep -A6 "^family " "$out/parity_real_gpt_oss_f32.log"
+  stamp "perplexity parity (small configs, untied then tied)"
+  timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --perplexity --families llama,qwen3,olmoe,qwen3_moe,mixtral,gpt_oss \
+    --json-out "$out/parity_ppl.json" > "$out/parity_ppl.log" 2>&1
+  echo "rc=$?"; grep -A40 "^family " "$out/parity_ppl.log" | head -42
+  timeout 60 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --perplexity --tie-embeddings --families llama,qwen3 \
+    --json-out "$out/parity_ppl_tied.json" > "$out/parity_ppl_tied.log" 2>&1
+  echo "rc=$?"; grep -A12 "^family " "$out/parity_ppl_tied.log" | head -14
+  stamp "benchmarks, 32 timed batches each (the first call's 4 batches were 0.1-0.2 s windows)"
+  timeout 150 python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 32 --json-out "$out/mixtral_bench32.json" \
+    > "$out/mixtral_bench32.log" 2>&1
+  echo "rc=$?"; tail -6 "$out/mixtral_bench32.log"
+  timeout 150 python3 "$root/bench/gpt_oss_bench.py" --extract "$exe" --no-120b --iters 32 --json-out "$out/gpt_oss_bench32.json" \
+    > "$out/gpt_oss_bench32.log" 2>&1
+  echo "rc=$?"; tail -7 "$out/gpt_oss_bench32.log"
+fi
+if [[ $what == ppl ]]; then
+  stamp "gpu tests"
+  "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "ERROR|test cases" "$out/gpu_tests.log" | head -8
+  stamp "perplexity parity (small configs)"
+  timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --perplexity \
+    --json-out "$out/parity_ppl.json" > "$out/parity_ppl.log" 2>&1
+  echo "rc=$?"; grep -E "^NOT OK" "$out/parity_ppl.log" | head -12; grep -A42 "^family " "$out/parity_ppl.log" | head -44
 fi
 stamp "done"

@@ -58,8 +58,11 @@ bool usable(const at::Tensor & x) {
 
 at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps) {
     const int64_t W = x.size(-1);
-    // Rows must be evenly strided with a contiguous last dim: [N,W] viewed without a copy.
-    at::Tensor rows = x.stride(-1) == 1 ? x.view({-1, W}) : x.reshape({-1, W}).contiguous();
+    // Rows must be evenly strided with a contiguous last dim: [N,W] without a copy where the layout
+    // allows. A narrowed [B,T-1,W] (perplexity drops each window's last position) is not evenly
+    // strided across the batch; `view` threw on it, reshape copies it.
+    at::Tensor rows = x.reshape({-1, W});
+    if (rows.stride(-1) != 1) rows = rows.contiguous();
     require(rows.stride(-1) == 1, "rms_norm: rows not contiguous");
     at::Tensor w = weight.to(x.scalar_type()).contiguous();
     require(w.numel() == W && w.device() == x.device(), "rms_norm: weight shape or device");
