@@ -346,6 +346,9 @@ def main():
     ap.add_argument("--perplexity", action="store_true",
                     help="also compare extract --perplexity's mean NLL with HF's model(ids, labels=ids).loss")
     ap.add_argument("--tie-embeddings", action="store_true", help="small configs with tie_word_embeddings true")
+    ap.add_argument("--dtypes", default=None,
+                    help="comma list of f32,bf16 (default: both; bf16 only with --real-shapes). f32 at real shapes "
+                         "tells a bf16 routing flip on a near-tie (gone in f32) from a real mismatch")
     args = ap.parse_args()
     families = args.families.split(",")
     if args.real_shapes:
@@ -366,7 +369,7 @@ def main():
         json.dump(ids.tolist(), f)
 
     # Default paths (the fused CUDA kernels where built), then the ATen path they replace.
-    dnames = ("bf16",) if args.real_shapes else ("f32", "bf16")
+    dnames = tuple(args.dtypes.split(",")) if args.dtypes else ("bf16",) if args.real_shapes else ("f32", "bf16")
     runs = [(args.device, d, [], {}) for d in dnames]
     if args.device.startswith("cuda"):
         runs += [(args.device, d, [], {"EXTRACTOR_FUSED": "0"}) for d in dnames]
