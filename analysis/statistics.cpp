@@ -125,51 +125,7 @@ bool count_totals(const Statistics & s, CountTotals & t, std::string & field) {
 
 nlohmann::json perplexity_json(const Statistics & stats) {
     if (!stats.perplexity) return nullptr;
-    double total = 0;
-    int64_t tokens = 0, max_position = 0;
-    std::vector<double> bucket_nll;
-    std::vector<int64_t> bucket_tokens;
-    auto mean = [](double sum, int64_t n) { return n > 0 ? nlohmann::json(sum / static_cast<double>(n)) : nlohmann::json(nullptr); };
-    auto ppl = [](double sum, int64_t n) { return n > 0 ? nlohmann::json(std::exp(sum / static_cast<double>(n))) : nlohmann::json(nullptr); };
-    nlohmann::json per_sequence = nlohmann::json::array();
-    for (const auto & r : stats.perplexity_sequences) {
-        total += r.nll_sum;
-        tokens += r.tokens;
-        max_position = std::max(max_position, r.tokens);
-        const size_t k_max = std::min(r.bucket_nll.size(), r.bucket_tokens.size());
-        if (bucket_nll.size() < k_max) {
-            bucket_nll.resize(k_max, 0.0);
-            bucket_tokens.resize(k_max, 0);
-        }
-        for (size_t k = 0; k < k_max; ++k) {
-            bucket_nll[k] += r.bucket_nll[k];
-            bucket_tokens[k] += r.bucket_tokens[k];
-        }
-        per_sequence.push_back({{"sequence", r.sequence_index},
-                                {"tokens", r.tokens},
-                                {"nll_sum", r.nll_sum},
-                                {"mean_nll", mean(r.nll_sum, r.tokens)},
-                                {"perplexity", ppl(r.nll_sum, r.tokens)}});
-    }
-    nlohmann::json by_position = nlohmann::json::array();
-    for (size_t k = 0; k < bucket_nll.size(); ++k) {
-        if (bucket_tokens[k] == 0) continue;
-        const int64_t first = int64_t{1} << k;
-        by_position.push_back({{"first", first},
-                               {"last", std::min(2 * first - 1, max_position)},
-                               {"tokens", bucket_tokens[k]},
-                               {"nll_sum", bucket_nll[k]},
-                               {"mean_nll", mean(bucket_nll[k], bucket_tokens[k])}});
-    }
-    return {{"convention", "next-token loss over each window, none on its first token; perplexity = exp(nll_sum / tokens)"},
-            {"overall",
-             {{"sequences", stats.perplexity_sequences.size()},
-              {"tokens", tokens},
-              {"nll_sum", total},
-              {"mean_nll", mean(total, tokens)},
-              {"perplexity", ppl(total, tokens)}}},
-            {"per_sequence", per_sequence},
-            {"by_position", by_position}};
+    return extractor::perplexity_summary(stats.perplexity_sequences);
 }
 
 void merge_into(Statistics & a, const Statistics & b, const std::string & a_name, const std::string & b_name) {

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "extractor/perplexity_summary.h"
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -60,14 +62,7 @@ struct MassiveLayer {
 // bucket b holds the losses of the tokens at positions 2^b .. 2^(b+1)-1 of the window (the
 // first token has none).
 inline constexpr int kMaxPerplexityBuckets = 64;
-struct SequencePerplexity {
-    int64_t sequence_index = 0;
-    int64_t tokens = 0;                 // losses summed
-    double nll_sum = 0;
-    std::vector<double> bucket_nll;     // per position bucket
-    std::vector<int64_t> bucket_tokens;
-    bool operator==(const SequencePerplexity &) const = default;
-};
+using SequencePerplexity = extractor::SequenceNll;
 
 // Magnitude histogram binned by the bf16 bit pattern (exponent + top two mantissa bits): per octave
 // 2^e the bins start at 2^e x {1, 1.25, 1.5, 1.75}, from 2^log2_min upwards. The first bin also takes

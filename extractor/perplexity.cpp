@@ -93,19 +93,6 @@ at::Tensor token_nll(const Model & m, const LmHead & head, const at::Tensor & h,
     return nll.reshape({B, T - 1});
 }
 
-int nll_position_bucket(int64_t position) {
-    int b = 0;
-    while (position > 1) {
-        position >>= 1;
-        ++b;
-    }
-    return b;
-}
-
-std::pair<int64_t, int64_t> nll_bucket_range(int bucket) {
-    const int64_t first = int64_t{1} << bucket;
-    return {first, 2 * first - 1};
-}
 
 std::vector<SequenceNll> sequence_nll(const at::Tensor & nll, const std::vector<int64_t> & sequence_indices) {
     at::Tensor host = nll.to(at::kCPU, at::kDouble).contiguous();  // [B,T-1]
@@ -132,54 +119,6 @@ std::vector<SequenceNll> sequence_nll(const at::Tensor & nll, const std::vector<
         out.push_back(std::move(r));
     }
     return out;
-}
-
-nlohmann::json perplexity_summary(const std::vector<SequenceNll> & records) {
-    double total = 0;
-    int64_t tokens = 0;
-    std::vector<double> bucket_nll;
-    std::vector<int64_t> bucket_tokens;
-    nlohmann::json per_sequence = nlohmann::json::array();
-    auto mean = [](double sum, int64_t n) { return n > 0 ? nlohmann::json(sum / static_cast<double>(n)) : nlohmann::json(nullptr); };
-    auto ppl = [](double sum, int64_t n) { return n > 0 ? nlohmann::json(std::exp(sum / static_cast<double>(n))) : nlohmann::json(nullptr); };
-    int64_t max_position = 0;  // the last bucket ends at the longest window's last position
-    for (const SequenceNll & r : records) {
-        max_position = std::max(max_position, r.tokens);
-        total += r.nll_sum;
-        tokens += r.tokens;
-        if (bucket_nll.size() < r.bucket_nll.size()) {
-            bucket_nll.resize(r.bucket_nll.size(), 0.0);
-            bucket_tokens.resize(r.bucket_nll.size(), 0);
-        }
-        for (size_t k = 0; k < r.bucket_nll.size() && k < r.bucket_tokens.size(); ++k) {
-            bucket_nll[k] += r.bucket_nll[k];
-            bucket_tokens[k] += r.bucket_tokens[k];
-        }
-        per_sequence.push_back({{"sequence", r.sequence_index},
-                                {"tokens", r.tokens},
-                                {"nll_sum", r.nll_sum},
-                                {"mean_nll", mean(r.nll_sum, r.tokens)},
-                                {"perplexity", ppl(r.nll_sum, r.tokens)}});
-    }
-    nlohmann::json by_position = nlohmann::json::array();
-    for (size_t k = 0; k < bucket_nll.size(); ++k) {
-        if (bucket_tokens[k] == 0) continue;
-        const auto [first, last] = nll_bucket_range(static_cast<int>(k));
-        by_position.push_back({{"first", first},
-                               {"last", std::min(last, max_position)},
-                               {"tokens", bucket_tokens[k]},
-                               {"nll_sum", bucket_nll[k]},
-                               {"mean_nll", mean(bucket_nll[k], bucket_tokens[k])}});
-    }
-    return {{"convention", "next-token loss over each window, none on its first token; perplexity = exp(nll_sum / tokens)"},
-            {"overall",
-             {{"sequences", records.size()},
-              {"tokens", tokens},
-              {"nll_sum", total},
-              {"mean_nll", mean(total, tokens)},
-              {"perplexity", ppl(total, tokens)}}},
-            {"per_sequence", per_sequence},
-            {"by_position", by_position}};
 }
 
 void PerplexitySink::on_token_nll(const at::Tensor & nll) {

@@ -19,6 +19,7 @@
 
 #include "extractor/capture.h"
 #include "extractor/model.h"
+#include "extractor/perplexity_summary.h"
 
 namespace extractor {
 
@@ -43,29 +44,8 @@ int64_t default_nll_chunk_tokens(int64_t vocab);
 at::Tensor token_nll(const Model & m, const LmHead & head, const at::Tensor & h, const at::Tensor & ids,
                      int64_t chunk_tokens);
 
-// Position buckets for "mean NLL by position": the loss of the token at position p (1..T-1,
-// the predicted token's index in its window) falls in bucket floor(log2 p): 1, 2-3, 4-7, ...
-int nll_position_bucket(int64_t position);
-// [first, last] positions of bucket b.
-std::pair<int64_t, int64_t> nll_bucket_range(int bucket);
-
-// One window's loss: sums and counts, merged by adding (never by averaging means).
-struct SequenceNll {
-    int64_t sequence_index = 0;
-    int64_t tokens = 0;                      // losses summed (T-1)
-    double nll_sum = 0;
-    std::vector<double> bucket_nll;          // per position bucket
-    std::vector<int64_t> bucket_tokens;
-};
-
 // From a batch's fp32 [B,T-1] NLL (any device): one record per row.
 std::vector<SequenceNll> sequence_nll(const at::Tensor & nll, const std::vector<int64_t> & sequence_indices);
-
-// The run JSON's "perplexity" object from records sorted by sequence index: overall
-// {tokens, nll_sum, mean_nll, perplexity}, per_sequence [{sequence, tokens, nll_sum, mean_nll,
-// perplexity}], by_position [{first, last, tokens, nll_sum, mean_nll}], and the convention. Sums are
-// taken in sequence order, so a merge of disjoint halves gives the same numbers as the whole.
-nlohmann::json perplexity_summary(const std::vector<SequenceNll> & records);
 
 // The extractor's own perplexity listener: keeps one SequenceNll per window.
 class PerplexitySink final : public CaptureSink {
