@@ -126,7 +126,14 @@ TEST_CASE("sweep: the shipped predecessor sweeps load, and a real sweep refuses 
     int blocked = 0;
     for (const auto & m : moe.members) {
         CHECK(m.config.name.size() <= 20);
-        CHECK_FALSE(m.config.resources.min_vram_gb);  // from the memory estimate
+        // From the memory estimate, except gpt-oss-120b: its packed MXFP4 experts peak at 60.8 GiB on
+        // one H100, while the estimate's safety factor says ~82 GB, so the file gives 80 on one GPU.
+        if (m.id == "gpt-oss-120b") {
+            CHECK(m.config.resources.min_vram_gb.value_or(0) == 80);
+            CHECK(m.config.resources.gpu_count == 1);
+        } else {
+            CHECK_FALSE(m.config.resources.min_vram_gb);
+        }
         if (!m.blocked.empty()) {
             ++blocked;
             CHECK((m.family == "qwen3_next" || m.family == "glm4_moe"));
