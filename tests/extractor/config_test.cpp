@@ -11,6 +11,7 @@
 #include "fuzz/hf_config_check.h"
 #include "tests/extractor/test_util.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/error_of.h"
 
 #include <doctest/doctest.h>
 
@@ -21,14 +22,7 @@ nlohmann::json base() {
     return nlohmann::json::parse(R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"num_hidden_layers":2,
         "num_attention_heads":4,"intermediate_size":24})");
 }
-std::string error_of(const std::function<void()> & f) {
-    try {
-        f();
-    } catch (const common::Error & e) {
-        return e.message();
-    }
-    return "<no error>";
-}
+using tests::error_of;
 }  // namespace
 
 TEST_CASE("config: legacy (torch_dtype, rope_theta, rope_scaling.type) and v5 (dtype, rope_parameters) keys agree") {

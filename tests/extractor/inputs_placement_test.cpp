@@ -16,6 +16,7 @@
 #endif
 #include "tests/extractor/test_util.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/error_of.h"
 
 #include <nlohmann/json.hpp>
 
@@ -24,14 +25,7 @@
 using namespace extractor;
 
 namespace {
-std::string error_of(const std::function<void()> & f) {
-    try {
-        f();
-    } catch (const common::Error & e) {
-        return e.message();
-    }
-    return "<no error>";
-}
+using tests::error_of;
 constexpr uint64_t GiB = uint64_t(1) << 30;
 }  // namespace
 

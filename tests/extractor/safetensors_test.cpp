@@ -14,6 +14,7 @@
 #include "extractor/checkpoint/sharded.h"
 #include "tests/extractor/test_util.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/error_of.h"
 
 #include <doctest/doctest.h>
 
@@ -28,14 +29,7 @@ std::string raw_file(const std::string & header, size_t data_bytes) {
     return out + header + std::string(data_bytes, '\0');
 }
 
-std::string error_of(const std::function<void()> & f) {
-    try {
-        f();
-    } catch (const common::Error & e) {
-        return e.message();
-    }
-    return "<no error>";
-}
+using tests::error_of;
 
 }  // namespace
 
