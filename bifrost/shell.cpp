@@ -9,17 +9,6 @@
 
 namespace bifrost {
 
-std::string sh_quote(std::string_view text) {
-    std::string out = "'";
-    for (char c : text) {
-        if (c == '\'')
-            out += "'\\''";
-        else
-            out += c;
-    }
-    return out + "'";
-}
-
 std::string remote_path_expr(std::string_view path) {
     if (path == "~") return "\"$HOME\"";
     if (path.rfind("~/", 0) == 0) return "\"$HOME\"/" + sh_quote(path.substr(2));

@@ -7,10 +7,11 @@
 #include <string_view>
 
 #include "bifrost/bifrost.h"
+#include "common/shell_quote.h"
 
 namespace bifrost {
 
-std::string sh_quote(std::string_view text);           // 'text' with ' escaped
+using common::sh_quote;                                 // 'text' with ' escaped (common/shell_quote.h)
 std::string remote_path_expr(std::string_view path);   // "~/x" -> "$HOME"/'x'; others quoted
 bool valid_env_name(std::string_view name);
 bool valid_job_name(std::string_view name);

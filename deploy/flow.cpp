@@ -387,9 +387,9 @@ private:
         w.heartbeat_timeout_s = cfg_.policy.heartbeat_timeout_s;
         if (w.action == "command") {
             std::string sd = opt_.broker.state_dir.empty() ? broker::default_state_dir() : opt_.broker.state_dir;
-            std::string cmd = shell_quote(opt_.broker_program) + " --state-dir " + shell_quote(sd);
-            if (!opt_.broker.ledger_path.empty()) cmd += " --ledger " + shell_quote(opt_.broker.ledger_path);
-            w.terminate_command = cmd + " instances terminate " + shell_quote(instance_ref(inst)) + " --yes";
+            std::string cmd = common::sh_quote(opt_.broker_program) + " --state-dir " + common::sh_quote(sd);
+            if (!opt_.broker.ledger_path.empty()) cmd += " --ledger " + common::sh_quote(opt_.broker.ledger_path);
+            w.terminate_command = cmd + " instances terminate " + common::sh_quote(instance_ref(inst)) + " --yes";
         }
         // Test and emulator endpoints for the in-instance API calls (never the account key).
         if (const char * u = std::getenv("RUNPOD_BASE_URL"); u && *u && provider == "runpod") w.runpod_graphql_url = std::string(u) + "/graphql";
@@ -405,9 +405,9 @@ private:
             common::log::warn("watchdog: ", st()["instance"].value("provider", ""),
                               " has no in-instance credential to end itself; the name's deadline and `broker sweep` are the backstop");
         std::string script = l.src_dir + "/deploy/remote/watchdog.sh";
-        std::string line = "mkdir -p " + shell_quote(l.run_dir) + " && cat > " + shell_quote(l.watchdog_conf) + " && touch " +
-                           shell_quote(l.heartbeat_file) + " && (setsid nohup sh " + shell_quote(script) + " " +
-                           shell_quote(l.watchdog_conf) + " >> " + shell_quote(l.run_dir + "/watchdog.log") +
+        std::string line = "mkdir -p " + common::sh_quote(l.run_dir) + " && cat > " + common::sh_quote(l.watchdog_conf) + " && touch " +
+                           common::sh_quote(l.heartbeat_file) + " && (setsid nohup sh " + common::sh_quote(script) + " " +
+                           common::sh_quote(l.watchdog_conf) + " >> " + common::sh_quote(l.run_dir + "/watchdog.log") +
                            " 2>&1 < /dev/null &)";
         if (exec_sh(line, watchdog_config(w, l)) != 0)
             throw common::Error(common::ErrorKind::RemoteFailed, "watchdog: could not start " + script);
@@ -548,7 +548,7 @@ private:
         test_hook("run");
         if (!st().contains("jobs") || !st()["jobs"].contains("analysis")) {
             std::string job = job_script(cfg_, l, st().value("bin_dir", ""), st().value("model_dir", ""));
-            if (exec_sh("cat > " + shell_quote(l.input_dir + "/job.sh"), job) != 0)
+            if (exec_sh("cat > " + common::sh_quote(l.input_dir + "/job.sh"), job) != 0)
                 throw common::Error(common::ErrorKind::RemoteFailed, "run: could not write job.sh");
         }
         auto info = follow_job("analysis", bifrost::Command::args({"sh", l.input_dir + "/job.sh"}), {}, ctx.deadline);
@@ -617,9 +617,9 @@ private:
         if (host_unreachable_ || (!client_ && !(st().contains("instance") && st()["instance"].contains("ssh")))) return;
         try {
             RemoteLayout l = layout();
-            if (exec_sh("test -d " + shell_quote(l.results_dir)) == 0) client().pull(l.results_dir, dir_.results_dir());
+            if (exec_sh("test -d " + common::sh_quote(l.results_dir)) == 0) client().pull(l.results_dir, dir_.results_dir());
             fs::create_directories(dir_.logs_dir() + "/remote");
-            if (exec_sh("test -f " + shell_quote(l.run_dir + "/watchdog.log")) == 0)
+            if (exec_sh("test -f " + common::sh_quote(l.run_dir + "/watchdog.log")) == 0)
                 client().pull(l.run_dir + "/watchdog.log", dir_.logs_dir() + "/remote");
             for (const auto & j : client().jobs()) {
                 std::string path = dir_.logs_dir() + "/" + j.name + ".log";
@@ -659,7 +659,7 @@ private:
                 auto w = watchdog_settings();
                 w.deadline_unix = d.keep_until_unix;
                 w.heartbeat_timeout_s = cfg_.policy.keep_ttl_s;  // nobody heartbeats a kept box
-                extended = exec_sh("cat > " + shell_quote(l.watchdog_conf), watchdog_config(w, l)) == 0;
+                extended = exec_sh("cat > " + common::sh_quote(l.watchdog_conf), watchdog_config(w, l)) == 0;
             } catch (const common::Error & e) {
                 common::log::warn("finish: could not reset the watchdog for the keep TTL: ", e.message());
                 note_remote_failure(e);
@@ -676,7 +676,7 @@ private:
                 RemoteLayout l = layout();
                 WatchdogSettings w = watchdog_settings();
                 w.disarmed = true;
-                exec_sh("cat > " + shell_quote(l.watchdog_conf), watchdog_config(w, l));
+                exec_sh("cat > " + common::sh_quote(l.watchdog_conf), watchdog_config(w, l));
             } catch (const common::Error &) {
             }
         }

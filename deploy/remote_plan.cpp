@@ -20,15 +20,6 @@ RemoteLayout remote_layout(const std::string & home, const std::string & run_id,
     return l;
 }
 
-std::string shell_quote(const std::string & text) {
-    std::string out = "'";
-    for (char c : text) {
-        if (c == '\'') out += "'\"'\"'";
-        else out += c;
-    }
-    return out + "'";
-}
-
 std::string input_file_name(const DataConfig & d) {
     if (d.synthetic_vocab) return "tokens.json";
     for (const auto * f : {&d.tokens_file, &d.text_file, &d.jsonl_file})
@@ -52,7 +43,7 @@ std::string report_model_name(const ModelConfig & m) {
 }  // namespace
 
 std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::string & bin_dir, const std::string & model_dir) {
-    const auto q = shell_quote;
+    const auto q = [](const std::string & text) { return common::sh_quote(text); };
     std::ostringstream s;
     s << "#!/bin/sh\n"
       << "# Written by deploy_and_analyze for run " << l.run_dir << "; runs as a bifrost detached job.\n"
@@ -103,15 +94,15 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
 
 std::string watchdog_config(const WatchdogSettings & w, const RemoteLayout & l) {
     std::ostringstream s;
-    s << "ACTION=" << shell_quote(w.action) << "\n"
-      << "INSTANCE_ID=" << shell_quote(w.instance_id) << "\n"
+    s << "ACTION=" << common::sh_quote(w.action) << "\n"
+      << "INSTANCE_ID=" << common::sh_quote(w.instance_id) << "\n"
       << "DEADLINE_UNIX=" << static_cast<long long>(std::floor(w.deadline_unix)) << "\n"
-      << "HEARTBEAT_FILE=" << shell_quote(l.heartbeat_file) << "\n"
+      << "HEARTBEAT_FILE=" << common::sh_quote(l.heartbeat_file) << "\n"
       << "HEARTBEAT_TIMEOUT_S=" << static_cast<long long>(std::ceil(w.heartbeat_timeout_s)) << "\n"
       << "TICK_S=" << w.tick_s << "\n";
-    if (!w.terminate_command.empty()) s << "TERMINATE_COMMAND=" << shell_quote(w.terminate_command) << "\n";
-    if (!w.runpod_graphql_url.empty()) s << "RUNPOD_GRAPHQL_URL=" << shell_quote(w.runpod_graphql_url) << "\n";
-    if (!w.vast_api_url.empty()) s << "VAST_API_URL=" << shell_quote(w.vast_api_url) << "\n";
+    if (!w.terminate_command.empty()) s << "TERMINATE_COMMAND=" << common::sh_quote(w.terminate_command) << "\n";
+    if (!w.runpod_graphql_url.empty()) s << "RUNPOD_GRAPHQL_URL=" << common::sh_quote(w.runpod_graphql_url) << "\n";
+    if (!w.vast_api_url.empty()) s << "VAST_API_URL=" << common::sh_quote(w.vast_api_url) << "\n";
     if (w.disarmed) s << "DISARMED=1\n";
     return s.str();
 }

@@ -1,12 +1,13 @@
 // What runs on the instance, as text built by pure functions (so it is unit-tested without a
 // machine): the remote folder layout, the job script that runs extract and analyze, the watchdog
 // config, and the synthetic token file of the rehearsal. Every value that reaches a shell is quoted
-// with shell_quote; secrets never appear here (they travel in bifrost's stdin env block).
+// with common::sh_quote; secrets never appear here (they travel in bifrost's stdin env block).
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "common/shell_quote.h"
 #include "deploy/run_config.h"
 
 namespace deploy {
@@ -24,9 +25,6 @@ struct RemoteLayout {
 
 // `home` is the remote $HOME (absolute); `cache_dir` empty means <home>/.cache/toolkit.
 RemoteLayout remote_layout(const std::string & home, const std::string & run_id, const std::string & cache_dir);
-
-// Single-quotes for POSIX sh: abc → 'abc', it's → 'it'"'"'s'.
-std::string shell_quote(const std::string & text);
 
 // The job: (fixture) write the checkpoint → extract run → analyze run → copy metadata into results.
 // `model_dir` is where the checkpoint is on the instance (ignored for a fixture: it is written to

@@ -1,6 +1,7 @@
 #include <signal.h>
 #include <thread>
 #include "common/error.h"
+#include "common/shell_quote.h"
 #include "common/subprocess.h"
 #include <doctest/doctest.h>
 
@@ -40,4 +41,12 @@ TEST_CASE("child process: stop ends the whole tree") {
     child.stop();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     for (pid_t p : tree) CHECK_FALSE(common::process_alive(p));
+}
+
+TEST_CASE("sh_quote: any bytes come back as one word (quotes, spaces, dollars, backticks, newlines)") {
+    for (const std::string nasty : {std::string("it's a $HOME `x` \"y\""), std::string("a\nb; rm -rf /tmp/nothing"),
+                                    std::string("''"), std::string(""), std::string("-n")}) {
+        auto r = common::run_process({"sh", "-c", "printf %s " + common::sh_quote(nasty)});
+        CHECK(r.out == nasty);
+    }
 }
