@@ -5,9 +5,9 @@
 #include "common/error.h"
 #include "common/regular_file.h"
 #include "extractor/checkpoint/safetensors.h"
+#include "extractor/model.h"
 
 #include <ATen/ATen.h>
-#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -31,13 +31,10 @@ int site_order(const std::string & site) {
 // "cpu", "cuda" or "cuda:N", checked by syntax first (a typo is a usage error, exit 2), then
 // against this machine (no such GPU is a capacity error, exit 4), before any file is read.
 c10::Device analysis_device(const std::string & name) {
-    const bool cuda_index = name.size() > 5 && name.size() <= 9 && name.rfind("cuda:", 0) == 0 &&
-                            name.find_first_not_of("0123456789", 5) == std::string::npos;
-    if (name != "cpu" && name != "cuda" && !cuda_index)
-        throw common::Error::usage("--device \"" + name + "\" is not cpu, cuda or cuda:N");
+    if (!extractor::is_device_name(name)) throw common::Error::usage("--device \"" + name + "\" is not cpu, cuda or cuda:N");
     if (name == "cpu") return c10::Device(c10::kCPU);
-    const int64_t index = cuda_index ? std::stoll(name.substr(5)) : 0;
-    const int64_t count = at::hasCUDA() ? static_cast<int64_t>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
+    const int64_t index = name == "cuda" ? 0 : std::stoll(name.substr(5));
+    const int64_t count = extractor::cuda_device_count();
     if (index >= count)
         throw common::Error(common::ErrorKind::Capacity, "--device " + name + ": this machine has " +
                                                              std::to_string(count) + " CUDA device(s)");

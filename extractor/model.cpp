@@ -173,12 +173,16 @@ int cuda_device_count() {
     return static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
 }
 
-void check_load_options(const LoadOptions & opt) {
-    const std::string & d = opt.device;
+bool is_device_name(const std::string & d) {
     const bool cuda_index = d.size() > 5 && d.size() <= 9 && d.rfind("cuda:", 0) == 0 &&
                             d.find_first_not_of("0123456789", 5) == std::string::npos;
+    return d == "cpu" || d == "cuda" || cuda_index;
+}
+
+void check_load_options(const LoadOptions & opt) {
+    const std::string & d = opt.device;
     // Checked by syntax here, before "no CUDA device" (capacity, exit 4) can be said of a typo.
-    if (d != "auto" && d != "cpu" && d != "cuda" && !cuda_index)
+    if (d != "auto" && !is_device_name(d))
         throw common::Error::usage("--device \"" + d + "\" is not cpu, cuda, cuda:N or auto");
     // A negative or NaN timeout made every load "stall" at once (exit 7).
     if (!(opt.stall_timeout_s > 0) || !std::isfinite(opt.stall_timeout_s))

@@ -59,6 +59,9 @@ struct Model {
 at::ScalarType parse_dtype(const std::string & text);  // bf16|bfloat16|f16|fp16|float16|f32|fp32|float32
 std::string dtype_name(at::ScalarType t);               // "bf16", "f16", "f32"
 int cuda_device_count();
+// "cpu", "cuda" or "cuda:N" (N of 1-4 digits), by syntax only: a typo is a usage error before any
+// "no such device" (capacity) can be said of it. `auto` is extract's own and not included.
+bool is_device_name(const std::string & name);
 
 // What check_weights() looked at: every shard's header (parsed and checked against its file's
 // size) and the tensors the model needs. Tensor data is never read.
