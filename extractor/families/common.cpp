@@ -168,6 +168,11 @@ namespace {
 std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer) + "."; }
 }  // namespace
 
+bool has_key(const HfConfig & hf, const char * key) {
+    auto it = hf.raw.find(key);
+    return it != hf.raw.end() && !it->is_null();
+}
+
 ModelConfig parse_common(const HfConfig & hf, double default_eps, double default_theta) {
     ModelConfig c;
     c.model_type = hf.model_type;

@@ -140,6 +140,8 @@ std::vector<const Family *> all_families();
 // Shared pieces of the family files (families/common.cpp).
 namespace families {
 ModelConfig parse_common(const HfConfig & hf, double default_eps, double default_theta);
+// config.json names `key` with a non-null value (a family applies its own default otherwise).
+bool has_key(const HfConfig & hf, const char * key);
 void add(WeightPlan & plan, int layer, Slot slot, std::vector<int64_t> shape, std::string name);
 void plan_embedding(WeightPlan & plan, const ModelConfig & cfg);
 void plan_attention(WeightPlan & plan, const ModelConfig & cfg, int layer);

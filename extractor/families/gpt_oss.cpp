@@ -19,11 +19,6 @@
 namespace extractor {
 namespace {
 
-bool has(const HfConfig & hf, const char * key) {
-    auto it = hf.raw.find(key);
-    return it != hf.raw.end() && !it->is_null();
-}
-
 bool rope_has(const HfConfig & hf, const char * key) {
     for (const char * dict : {"rope_parameters", "rope_scaling"}) {
         auto it = hf.raw.find(dict);
@@ -37,12 +32,12 @@ bool rope_has(const HfConfig & hf, const char * key) {
 // means what it means to transformers.
 HfConfig with_gpt_oss_defaults(const HfConfig & in) {
     HfConfig hf = in;
-    if (!has(hf, "head_dim")) hf.head_dim = 64;
-    if (!has(hf, "num_key_value_heads")) hf.num_key_value_heads = 8;
-    if (!has(hf, "intermediate_size")) hf.intermediate_size = 2880;
-    if (!has(hf, "num_local_experts") && !has(hf, "num_experts")) hf.num_experts = 128;
-    if (!has(hf, "num_experts_per_tok")) hf.num_experts_per_tok = 4;
-    if (!has(hf, "rope_parameters") && !has(hf, "rope_scaling")) {
+    if (!families::has_key(hf, "head_dim")) hf.head_dim = 64;
+    if (!families::has_key(hf, "num_key_value_heads")) hf.num_key_value_heads = 8;
+    if (!families::has_key(hf, "intermediate_size")) hf.intermediate_size = 2880;
+    if (!families::has_key(hf, "num_local_experts") && !families::has_key(hf, "num_experts")) hf.num_experts = 128;
+    if (!families::has_key(hf, "num_experts_per_tok")) hf.num_experts_per_tok = 4;
+    if (!families::has_key(hf, "rope_parameters") && !families::has_key(hf, "rope_scaling")) {
         hf.rope.type = "yarn";
         hf.rope.factor = 32.0;
         hf.rope.beta_fast = 32.0;
@@ -78,8 +73,7 @@ public:
             c.rope = ops::make_rope(p, 150000.0, c.head_dim, hf.max_position_embeddings);
         }
         // GptOssConfig's default is attention_bias = true (HfConfig's generic default is false).
-        const auto ab = hf.raw.find("attention_bias");
-        c.qkv_bias = c.o_bias = ab == hf.raw.end() || ab->is_null() ? true : hf.attention_bias;
+        c.qkv_bias = c.o_bias = families::has_key(hf, "attention_bias") ? hf.attention_bias : true;
         c.mlp_bias = false;
         c.attn_sinks = true;
         c.n_experts = hf.num_experts;

@@ -32,11 +32,6 @@ namespace {
 // MixtralConfig's class defaults, used when config.json omits the key.
 constexpr int64_t kDefaultExperts = 8, kDefaultTopK = 2, kDefaultKvHeads = 8, kDefaultIntermediate = 14336;
 
-bool has(const HfConfig & hf, const char * key) {
-    auto it = hf.raw.find(key);
-    return it != hf.raw.end() && !it->is_null();
-}
-
 class MixtralFamily final : public Family {
 public:
     std::string_view name() const override { return "mixtral"; }
@@ -47,19 +42,19 @@ public:
     ModelConfig parse_config(const HfConfig & hf_in) const override {
         HfConfig hf = hf_in;
         // parse_hf_config defaults a missing num_key_value_heads to num_attention_heads; Mixtral's is 8.
-        if (!has(hf, "num_key_value_heads")) {
+        if (!families::has_key(hf, "num_key_value_heads")) {
             if (hf.num_attention_heads % kDefaultKvHeads != 0)
                 throw common::Error::file(hf.path, "key num_key_value_heads: missing, and Mixtral's default (8) does not divide "
                                                    "num_attention_heads " + std::to_string(hf.num_attention_heads));
             hf.num_key_value_heads = kDefaultKvHeads;
         }
-        if (!has(hf, "intermediate_size")) hf.intermediate_size = kDefaultIntermediate;
+        if (!families::has_key(hf, "intermediate_size")) hf.intermediate_size = kDefaultIntermediate;
         ModelConfig c = families::parse_common(hf, 1e-5, 1e6);
         c.qkv_bias = c.o_bias = false;
         c.mlp_bias = false;
         c.qk_norm = ops::QkNorm::None;
-        c.n_experts = has(hf, "num_local_experts") || has(hf, "num_experts") ? hf.num_experts : kDefaultExperts;
-        c.top_k = has(hf, "num_experts_per_tok") ? hf.num_experts_per_tok : kDefaultTopK;
+        c.n_experts = families::has_key(hf, "num_local_experts") || families::has_key(hf, "num_experts") ? hf.num_experts : kDefaultExperts;
+        c.top_k = families::has_key(hf, "num_experts_per_tok") ? hf.num_experts_per_tok : kDefaultTopK;
         c.expert_intermediate = hf.intermediate_size;
         c.norm_topk_prob = true;  // MixtralTopKRouter always renormalises the top-k weights
         c.layer_is_moe.assign(static_cast<size_t>(c.n_layers), true);
