@@ -97,12 +97,14 @@ def write_olmoe_weights(out_dir, cfg, shard_bytes=5 * GiB, plant=None):
     return total
 
 
-def hf_bench(model_dir, ids, iters):
+def hf_bench(model_dir, ids, iters, **load_kwargs):
+    """HF forward with capture hooks, timed as extract_bench; load_kwargs go to from_pretrained
+    (gpt_oss_bench passes eager attention and Mxfp4Config(dequantize=True))."""
     from transformers import AutoModelForCausalLM
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map="cuda")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map="cuda", **load_kwargs)
     torch.cuda.synchronize()
     load_s = time.perf_counter() - t0
     model.eval()
@@ -125,10 +127,26 @@ def hf_bench(model_dir, ids, iters):
                peak_allocated_bytes=torch.cuda.max_memory_allocated(), experts_implementation=str(
                    getattr(model.config, "_experts_implementation", "?")),
                attn_implementation=str(getattr(model.config, "_attn_implementation", "?")))
+    experts = getattr(getattr(model.model.layers[0], "mlp", None), "experts", None)
+    if experts is not None and hasattr(experts, "gate_up_proj"):
+        res["experts_dtype"] = str(experts.gate_up_proj.dtype)
     del model, caps
     gc.collect()
     torch.cuda.empty_cache()
     return res
+
+
+def show(name, r):
+    if "error" in r:
+        print(f"{name}: failed: {r['error'][-800:]}", flush=True)
+        return
+    mem = r.get("allocator_reserved_bytes_peak", r.get("peak_reserved_bytes", 0)) / GiB
+    extra = ""
+    if "gpu_used_bytes_peak" in r:
+        extra = f", device-level peak {(r['gpu_used_bytes_peak'] - r.get('gpu_used_bytes_baseline', 0)) / GiB:.2f} GiB"
+    w = f", weights {r['weights_bytes'] / GiB:.2f} GiB" if "weights_bytes" in r else ""
+    print(f"{name}: {r['tokens_per_s']:.0f} tokens/s, load {r['load_s']:.2f} s{w}, allocator reserved peak {mem:.2f} GiB{extra}",
+          flush=True)
 
 
 def extract_bench(exe, model_dir, ids_path, seqs, batch, seq_len, extra, env=None):

@@ -26,7 +26,6 @@ import gc
 import json
 import os
 import sys
-import time
 
 import torch
 
@@ -34,9 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
 sys.path.insert(0, HERE)
 import extract_parity as parity  # noqa: E402  (build, write_mxfp4_experts, REAL_SHAPES)
-from extract_bench import extract_bench  # noqa: E402
+from extract_bench import extract_bench, hf_bench, show  # noqa: E402
 
-GiB = 1 << 30
 
 
 def released_config(layers, experts):
@@ -54,54 +52,6 @@ def released_config(layers, experts):
         "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": [
             "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]},
     }
-
-
-def hf_bench(model_dir, ids, iters):
-    from transformers import AutoModelForCausalLM, Mxfp4Config
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map="cuda",
-                                                 attn_implementation="eager",
-                                                 quantization_config=Mxfp4Config(dequantize=True))
-    torch.cuda.synchronize()
-    load_s = time.perf_counter() - t0
-    model.eval()
-    caps = []
-    for layer in model.model.layers:
-        layer.input_layernorm.register_forward_hook(lambda m, i, o: caps.append(o))
-        layer.post_attention_layernorm.register_forward_hook(lambda m, i, o: caps.append(o))
-    ids = ids.cuda()
-    with torch.inference_mode():
-        model.model(input_ids=ids)
-        caps.clear()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            model.model(input_ids=ids)
-            caps.clear()
-        torch.cuda.synchronize()
-        fwd_s = time.perf_counter() - t0
-    res = dict(load_s=load_s, tokens_per_s=ids.numel() * iters / fwd_s, peak_reserved_bytes=torch.cuda.max_memory_reserved(),
-               experts_dtype=str(model.model.layers[0].mlp.experts.gate_up_proj.dtype),
-               experts_implementation=str(getattr(model.config, "_experts_implementation", "?")))
-    del model, caps
-    gc.collect()
-    torch.cuda.empty_cache()
-    return res
-
-
-def show(name, r):
-    if "error" in r:
-        print(f"{name}: failed: {r['error'][-800:]}", flush=True)
-        return
-    mem = r.get("allocator_reserved_bytes_peak", r.get("peak_reserved_bytes", 0)) / GiB
-    extra = ""
-    if "gpu_used_bytes_peak" in r:
-        extra = f", device-level peak {(r['gpu_used_bytes_peak'] - r.get('gpu_used_bytes_baseline', 0)) / GiB:.2f} GiB"
-    w = f", weights {r['weights_bytes'] / GiB:.2f} GiB" if "weights_bytes" in r else ""
-    print(f"{name}: {r['tokens_per_s']:.0f} tokens/s, load {r['load_s']:.2f} s{w}, allocator reserved peak {mem:.2f} GiB{extra}",
-          flush=True)
 
 
 def main():
@@ -138,7 +88,9 @@ def main():
             results[name] = dict(error=str(e))
         show(name, results[name])
     try:
-        results["hf"] = hf_bench(mdir, ids[:batch], args.iters)
+        from transformers import Mxfp4Config
+        results["hf"] = hf_bench(mdir, ids[:batch], args.iters, attn_implementation="eager",
+                                 quantization_config=Mxfp4Config(dequantize=True))
     except Exception as e:
         results["hf"] = dict(error=str(e))
     show("hf (Mxfp4Config(dequantize=True), eager)", results["hf"])

@@ -32,9 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
 sys.path.insert(0, HERE)
 import extract_parity as parity  # noqa: E402  (build, REAL_SHAPES)
-from extract_bench import extract_bench, hf_bench  # noqa: E402
+from extract_bench import extract_bench, hf_bench, show  # noqa: E402
 
-GiB = 1 << 30
 
 
 def released_config():
@@ -46,19 +45,6 @@ def released_config():
         "rope_theta": 1e6, "sliding_window": None, "hidden_act": "silu", "tie_word_embeddings": False,
         "torch_dtype": "bfloat16",
     }
-
-
-def show(name, r):
-    if "error" in r:
-        print(f"{name}: failed: {r['error'][-800:]}", flush=True)
-        return
-    mem = r.get("allocator_reserved_bytes_peak", r.get("peak_reserved_bytes", 0)) / GiB
-    extra = ""
-    if "gpu_used_bytes_peak" in r:
-        extra = f", device-level peak {(r['gpu_used_bytes_peak'] - r.get('gpu_used_bytes_baseline', 0)) / GiB:.2f} GiB"
-    w = f", weights {r['weights_bytes'] / GiB:.2f} GiB" if "weights_bytes" in r else ""
-    print(f"{name}: {r['tokens_per_s']:.0f} tokens/s, load {r['load_s']:.2f} s{w}, allocator reserved peak {mem:.2f} GiB{extra}",
-          flush=True)
 
 
 def main():
