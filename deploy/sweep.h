@@ -116,5 +116,8 @@ int run_sweep(const SweepFile & sweep, const SweepRunOptions & options, const co
 // throws common::Error when `analyze compare` fails.
 std::string write_sweep_report(const SweepFile & sweep, const std::string & analyze_program);
 std::string sweep_dir(const SweepFile & sweep);
+// A small JSON file from a member's run directory (state, summary, inspect.json); null when
+// absent, torn (a member may be writing it) or over 4 MiB.
+nlohmann::json read_member_json(const std::string & path);
 
 }  // namespace deploy

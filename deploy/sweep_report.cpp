@@ -20,15 +20,6 @@ namespace deploy {
 
 namespace {
 
-nlohmann::json read_small_json(const std::string & path) {
-    std::error_code ec;
-    auto size = fs::file_size(path, ec);
-    if (ec || size > (4u << 20)) return nullptr;
-    std::ifstream in(path);
-    auto j = nlohmann::json::parse(in, nullptr, false);
-    return j.is_discarded() ? nlohmann::json(nullptr) : j;
-}
-
 std::string safe(const std::string & text) {
     std::string s;
     for (char ch : text.substr(0, 80))
@@ -104,7 +95,7 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
             }
             std::string o = dir + "/results/analysis/outliers.json";
             if (r.outcome == "succeeded" && fs::exists(o)) r.outliers_json = o;
-            auto inspect = read_small_json(dir + "/results/inspect.json");
+            auto inspect = read_member_json(dir + "/results/inspect.json");
             if (inspect.is_object()) {
                 if (inspect.contains("params_total") && inspect["params_total"].is_number()) r.params = inspect["params_total"].get<double>();
                 if (inspect.contains("params_active") && inspect["params_active"].is_number()) r.active = inspect["params_active"].get<double>();

@@ -46,15 +46,6 @@ std::string elapsed_text(double s) {
     return b;
 }
 
-// A small JSON file from a member's run directory; null when absent, torn or too big.
-nlohmann::json read_json(const std::string & path) {
-    std::error_code ec;
-    auto size = fs::file_size(path, ec);
-    if (ec || size > (4u << 20)) return nullptr;
-    std::ifstream in(path);
-    auto j = nlohmann::json::parse(in, nullptr, false);
-    return j.is_discarded() ? nlohmann::json(nullptr) : j;
-}
 
 struct Member {
     const SweepMember * spec = nullptr;
@@ -84,7 +75,7 @@ void observe(Member & m) {
         }
     }
     if (!last_step.empty()) m.step = last_step.substr(0, 40);
-    auto st = read_json(m.dir + "/state.json");
+    auto st = read_member_json(m.dir + "/state.json");
     if (st.is_object() && st.contains("instance") && st["instance"].is_object()) {
         const auto & i = st["instance"];
         double price = i.value("price_usd_per_hour", 0.0), created = i.value("created_unix", now_unix());
@@ -109,6 +100,15 @@ std::string finished_outcome(const std::string & dir) {
 }
 
 }  // namespace
+
+nlohmann::json read_member_json(const std::string & path) {
+    std::error_code ec;
+    auto size = fs::file_size(path, ec);
+    if (ec || size > (4u << 20)) return nullptr;
+    std::ifstream in(path);
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    return j.is_discarded() ? nlohmann::json(nullptr) : j;
+}
 
 std::string sweep_dir(const SweepFile & s) { return s.output_dir + "/" + s.name; }
 
@@ -254,7 +254,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
     bool leak = false, interrupted = false;
     for (auto & m : members) {
         observe(m);
-        auto summary = read_json(root + "/" + m.spec->id + ".summary.json");
+        auto summary = read_member_json(root + "/" + m.spec->id + ".summary.json");
         if (summary.is_object()) {
             if (summary.contains("cost_usd") && summary["cost_usd"].is_number()) {
                 m.cost = summary["cost_usd"].get<double>();
