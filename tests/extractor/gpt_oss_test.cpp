@@ -70,23 +70,7 @@ tests::CollectSink run_gpt_oss(const std::string & dir, const std::string & ids,
     return sink;
 }
 
-std::pair<int, std::string> extract_cli(std::vector<std::string> args, const std::string & capture_path) {
-    args.insert(args.begin(), "extract");
-    std::vector<char *> argv;
-    for (auto & a : args) argv.push_back(a.data());
-    std::cout.flush();
-    std::fflush(nullptr);
-    const int saved = ::dup(STDOUT_FILENO);
-    const int fd = ::open(capture_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, STDOUT_FILENO);
-    ::close(fd);
-    const int code = cli::extract_main(static_cast<int>(argv.size()), argv.data());
-    std::cout.flush();
-    std::fflush(nullptr);
-    ::dup2(saved, STDOUT_FILENO);
-    ::close(saved);
-    return {code, tests::read_file(capture_path)};
-}
+using tests::extract_cli;
 
 // config.json of openai/gpt-oss-20b as released (the keys the extractor reads); 120b differs in
 // num_hidden_layers (36) and num_local_experts (128).

@@ -8,16 +8,22 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <future>
+#include <iostream>
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "extractor/capture.h"
+#include "extractor/cli/cli.h"
 #include "extractor/extract.h"
 #include "extractor/fixture_writer.h"
+#include "tests/support/temp_dir.h"
 
 namespace tests {
 
@@ -82,6 +88,25 @@ inline bool finishes_without_blocking_on(const std::string & fifo, const std::fu
     if (w >= 0) ::close(w);
     pending.wait();
     return false;
+}
+
+// extract_main in-process with stdout captured (errors and logs go to stderr, left alone).
+inline std::pair<int, std::string> extract_cli(std::vector<std::string> args, const std::string & capture_path) {
+    args.insert(args.begin(), "extract");
+    std::vector<char *> argv;
+    for (auto & a : args) argv.push_back(a.data());
+    std::cout.flush();
+    std::fflush(nullptr);
+    const int saved = ::dup(STDOUT_FILENO);
+    const int fd = ::open(capture_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, STDOUT_FILENO);
+    ::close(fd);
+    const int code = extractor::cli::extract_main(static_cast<int>(argv.size()), argv.data());
+    std::cout.flush();
+    std::fflush(nullptr);
+    ::dup2(saved, STDOUT_FILENO);
+    ::close(saved);
+    return {code, tests::read_file(capture_path)};
 }
 
 }  // namespace tests
