@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GPU parity of `extract run` against Hugging Face transformers (5.x) forward hooks.
 
-For each family (llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral) this builds a small random model with
+For each family (llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral, gpt_oss, qwen3_next) this builds a small random model with
 transformers (config -> model with random init; norm gains randomised, a few planted large gains so
 |x| >= 6 occurs), saves it with save_pretrained (safetensors), runs the C++ `extract` on the same token
 ids, and compares every captured tensor (ln_attn, ln_mlp, residual per layer) with the output of HF's
@@ -36,6 +36,11 @@ that has one in REAL_SHAPES (Mixtral-8x7B: hidden 4096, 32 heads, 8 kv heads, 8 
 vocab 201088, layers sliding then full), 2 x 2048 tokens, bf16 only, weights N(0, 0.02). Needs a GPU
 (about 6.4 GB of weights for Mixtral, HF and extract each load them; Mixtral runs from its released
 per-expert layout only there).
+
+qwen3_next: 4 layers (three gated-DeltaNet linear attention, one full attention; --real-shapes: 4
+layers of Qwen3-Next-80B-A3B, 512 experts, vocab 151936, about 14 GB of bf16). HF's reference for the
+linear attention is its torch fallback (torch_chunk_gated_delta_rule, F.conv1d, Qwen3NextRMSNormGated):
+torch_linear_attention() points the layers at it even where flash-linear-attention is installed.
 
 Usage: python3 tests/parity/extract_parity.py --extract build/extractor/extract [--device cuda] [--work DIR]
        python3 tests/parity/extract_parity.py --extract build/extractor/extract --families mixtral --real-shapes
@@ -81,6 +86,15 @@ FAMILIES = {
                     rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=32.0, beta_fast=32.0,
                                          beta_slow=1.0, original_max_position_embeddings=16, truncate=False)),
 }
+# Qwen3-Next: 4 layers (3 gated-DeltaNet linear attention, then 1 full attention, the released
+# pattern), a dense MLP in layer 1 among the MoE layers, value heads twice the key heads, Dk != Dv,
+# half the head rotated (0.5, so that reading the factor matters: the default is 0.25), a shared expert.
+FAMILIES["qwen3_next"] = dict(
+    num_hidden_layers=4, layer_types=["linear_attention"] * 3 + ["full_attention"],
+    linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=8,
+    linear_conv_kernel_dim=4, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+    shared_expert_intermediate_size=48, norm_topk_prob=True, mlp_only_layers=[1], decoder_sparse_step=1,
+    rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5))
 GPT_OSS_EXPERT_STD = 0.4
 # Families stored with MXFP4 experts: run packed and with --dequantize.
 MXFP4 = {"gpt_oss"}
@@ -103,6 +117,18 @@ REAL_SHAPES = {
                     rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=32.0, beta_fast=32.0,
                                          beta_slow=1.0, original_max_position_embeddings=4096, truncate=False),
                     tie_word_embeddings=False),
+    # Qwen/Qwen3-Next-80B-A3B-Instruct's config.json, 4 of its 48 layers (full_attention_interval 4:
+    # three linear attention, then full attention): 512 experts top-10 of width 512 plus the shared
+    # expert, 16 + 2 heads of 256 (a quarter rotated), 16 key / 32 value heads of 128 in the DeltaNet.
+    # 4 x 1.6 B expert parameters: 14.3 GB of bf16 for HF and 13.7 GB for extract, one 80 GB GPU.
+    "qwen3_next": dict(vocab_size=151936, hidden_size=2048, intermediate_size=5120, num_hidden_layers=4,
+                       num_attention_heads=16, num_key_value_heads=2, head_dim=256, full_attention_interval=4,
+                       linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128,
+                       linear_num_key_heads=16, linear_num_value_heads=32, num_experts=512, num_experts_per_tok=10,
+                       moe_intermediate_size=512, shared_expert_intermediate_size=512, norm_topk_prob=True,
+                       decoder_sparse_step=1, mlp_only_layers=[], max_position_embeddings=262144, rms_norm_eps=1e-6,
+                       rope_parameters=dict(rope_type="default", rope_theta=1e7, partial_rotary_factor=0.25),
+                       tie_word_embeddings=False),
 }
 BARS = {"f32": 1e-5, "bf16": 1e-2}
 PPL_BARS = {"f32": 1e-4, "bf16": 1e-2}
@@ -130,6 +156,13 @@ def build(family, out_dir, seed, real_shapes=False, device="cpu", tie=False):
                 p.normal_(0.0, GPT_OSS_EXPERT_STD)
             elif name.endswith(".sinks"):
                 p.normal_(0.0, 1.0)  # sinks that take a visible share of the softmax
+            elif name.endswith(".conv1d.weight"):
+                p.normal_(0.0, 0.3)  # DeltaNet's conv: of PyTorch's default init size, so v is not tiny
+            elif name.endswith(".A_log"):
+                # Per-head decay rates from 1 % to 63 % a token (A in [0.01, 1]): long and short memories.
+                p.uniform_(-4.6, 0.0)
+            elif name.endswith(".dt_bias"):
+                p.normal_(1.0, 0.1)  # HF initialises it to ones
             elif p.dim() >= 2:
                 p.normal_(0.0, std)
             else:
@@ -275,6 +308,31 @@ def other_expert_layout(src, dst):
     return ("fused", "per-expert") if fused else ("per-expert", "fused")
 
 
+def torch_linear_attention(model):
+    """Qwen3-Next's reference is HF's torch path: F.conv1d + SiLU, torch_chunk_gated_delta_rule and
+    Qwen3NextRMSNormGated. Where flash-linear-attention / causal-conv1d are installed HF would take
+    their kernels instead; the layers are pointed back at the torch functions here, and a fused
+    gated norm (FLA's FusedRMSNormGated) is replaced by Qwen3NextRMSNormGated with the same weight, so
+    the comparison is always against the torch math."""
+    from transformers.models.qwen3_next import modeling_qwen3_next as qn
+    n = 0
+    for layer in model.model.layers:
+        la = getattr(layer, "linear_attn", None)
+        if la is None:
+            continue
+        la.causal_conv1d_fn = None
+        la.chunk_gated_delta_rule = qn.torch_chunk_gated_delta_rule
+        if type(la.norm) is not qn.Qwen3NextRMSNormGated:
+            w = la.norm.weight
+            norm = qn.Qwen3NextRMSNormGated(la.head_v_dim, eps=la.layer_norm_epsilon).to(device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                norm.weight.copy_(w)
+            la.norm = norm
+        n += 1
+    print(f"  HF qwen3_next: {n} linear-attention layers on the torch path (fast path available: "
+          f"{qn.is_fast_path_available})")
+
+
 def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False):
     """The hooks' captures, and with perplexity HF's model(ids, labels=ids).loss from the same forward
     (else None)."""
@@ -286,6 +344,8 @@ def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=ATTN_IMPL.get(family, "sdpa"),
                                                  **kw).to(device)
     model.eval()
+    if family == "qwen3_next":
+        torch_linear_attention(model)
     if family in MXFP4:
         # transformers 5.x dequantizes MXFP4 experts to bf16 whatever `dtype` says, and leaves them
         # there: an fp32 forward would then fail on mixed dtypes. e2m1 x 2^k values are exact in

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Qwen3-Next benchmark: `extract run` against Hugging Face transformers, measured in the same run,
+on 4 real-shape layers of Qwen3-Next-80B-A3B; optionally the full shape with offload.
+
+1. Real-shape 4-layer model: 4 decoder layers of Qwen/Qwen3-Next-80B-A3B-Instruct's config (three
+   gated-DeltaNet linear-attention layers, then one full-attention layer; hidden 2048, 512 experts
+   top-10 of width 512 plus a shared expert, vocab 151936), random weights in bf16, written by
+   tests/parity/extract_parity.py (build, real_shapes=True; 7.2 B parameters, 14.3 GB). Workload:
+   2 x 2048 tokens a batch, ln_attn and ln_mlp of every layer.
+     ours:  extract --absmax --warmup 1 over --iters batches: the default path (fused kernels where
+            built) and the ATen path (EXTRACTOR_FUSED=0).
+     HF:    from_pretrained(dtype=bf16, device_map="cuda"), forward hooks, model.model(...) without
+            lm_head, 1 warm-up + N passes (bench/extract_bench.py hf_bench). HF's linear attention
+            takes flash-linear-attention / causal-conv1d kernels where installed and its torch
+            fallback otherwise; the result says which (hf_linear_attention_fast_path).
+   tokens/s, load seconds, peak GPU memory.
+2. --full: Qwen3-Next-80B-A3B at full shape (48 layers, 79.7 B parameters, 159 GB of bf16 weights
+   loaded) from config.json alone with --random-weights; it does not fit one GPU, so --full-max-memory
+   is required (e.g. "0=120GiB,cpu=100GiB" on one H200: the layers past the GPU budget are offloaded).
+
+Usage (GPU machine, transformers 5.x):
+  python3 bench/qwen3_next_bench.py --extract build-gpu/extractor/extract [--work /tmp/qwen3-next-bench]
+          [--iters 4] [--json-out qwen3_next_bench.json] [--full --full-max-memory 0=120GiB,cpu=100GiB]
+"""
+import argparse
+import gc
+import glob
+import json
+import os
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
+sys.path.insert(0, HERE)
+import extract_parity as parity  # noqa: E402  (build, REAL_SHAPES)
+from extract_bench import extract_bench, hf_bench, show  # noqa: E402
+
+
+def released_config():
+    """config.json of Qwen/Qwen3-Next-80B-A3B-Instruct (the keys extract reads): REAL_SHAPES' entry
+    with all 48 layers."""
+    c = dict(parity.REAL_SHAPES["qwen3_next"], num_hidden_layers=48, model_type="qwen3_next",
+             architectures=["Qwen3NextForCausalLM"], hidden_act="silu", torch_dtype="bfloat16")
+    rope = c.pop("rope_parameters")
+    c.update(rope_theta=rope["rope_theta"], partial_rotary_factor=rope["partial_rotary_factor"])
+    return c
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--extract", required=True)
+    ap.add_argument("--work", default="/tmp/qwen3-next-bench")
+    ap.add_argument("--iters", type=int, default=4)
+    ap.add_argument("--json-out", default=None)
+    ap.add_argument("--full", action="store_true", help="also run the full 48-layer shape (needs --full-max-memory)")
+    ap.add_argument("--full-max-memory", default=None, help="--max-memory for the full-shape run, e.g. 0=120GiB,cpu=100GiB")
+    args = ap.parse_args()
+    if args.full and not args.full_max_memory:
+        ap.error("--full: Qwen3-Next-80B is 159 GB in bf16 and fits no single GPU; give --full-max-memory")
+    os.makedirs(args.work, exist_ok=True)
+    batch, seq_len = 2, 2048
+    vocab = parity.REAL_SHAPES["qwen3_next"]["vocab_size"]
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, vocab, (batch * (args.iters + 1), seq_len), generator=g)
+    ids_path = os.path.join(args.work, "ids.json")
+    with open(ids_path, "w") as f:
+        json.dump(ids.tolist(), f)
+    results = dict(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), torch=torch.__version__)
+    try:
+        from transformers.models.qwen3_next import modeling_qwen3_next as qn
+        results["hf_linear_attention_fast_path"] = bool(qn.is_fast_path_available)
+    except Exception as e:  # reported, not fatal: the HF run below says more
+        results["hf_linear_attention_fast_path"] = f"unknown ({e})"
+
+    # 1. Real-shape 4-layer model, ours vs HF on the same files.
+    mdir = os.path.join(args.work, "qwen3-next-80b-a3b-4layers")
+    if not glob.glob(os.path.join(mdir, "*.safetensors")):
+        parity.build("qwen3_next", mdir, seed=11, real_shapes=True, device="cuda")
+    gc.collect()
+    torch.cuda.empty_cache()
+    seqs = batch * args.iters
+    variants = {"extract": ([], None), "extract_aten": ([], {"EXTRACTOR_FUSED": "0"})}
+    for name, (extra, env) in variants.items():
+        try:
+            results[name] = extract_bench(args.extract, mdir, ids_path, seqs, batch, seq_len, extra, env)
+        except Exception as e:
+            results[name] = dict(error=str(e))
+        show(name, results[name])
+    try:
+        results["hf"] = hf_bench(mdir, ids[:batch], args.iters)
+    except Exception as e:
+        results["hf"] = dict(error=str(e))
+    show(f"hf (linear attention fast path: {results['hf_linear_attention_fast_path']})", results["hf"])
+
+    # 2. Full shape from config.json alone, random weights, offloaded past the GPU budget.
+    if args.full:
+        d = os.path.join(args.work, "qwen3-next-80b-a3b-config")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(released_config(), f, indent=2)
+        extra = ["--random-weights", "--max-memory", args.full_max_memory]
+        try:
+            results["qwen3_next_80b_full"] = extract_bench(args.extract, d, ids_path, seqs, batch, seq_len, extra)
+        except Exception as e:
+            results["qwen3_next_80b_full"] = dict(error=str(e))
+        show(f"qwen3_next_80b_full (48 layers, random weights, {results['device']})", results["qwen3_next_80b_full"])
+
+    hf = results.get("hf", {})
+    if "tokens_per_s" in results.get("extract", {}) and "tokens_per_s" in hf:
+        print("\n| Qwen3-Next-80B-A3B shape, 4 layers, 2x2048 tokens, bf16 | tokens/s | vs HF |")
+        print("|---|---|---|")
+        for name in ("extract", "extract_aten", "hf"):
+            r = results.get(name, {})
+            if "tokens_per_s" in r:
+                print(f"| {name} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / hf['tokens_per_s']:.2f}x |")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
