@@ -1,0 +1,187 @@
+// Qwen3-Next ops (ops_delta.h). Each follows the op order of transformers' torch fallback in
+// models/qwen3_next/modeling_qwen3_next.py, so fp32 runs agree to summation order and bf16 runs
+// round where HF rounds (docs/model-math.md#qwen3-next).
+#include "extractor/ops_delta.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <string>
+
+#include "common/error.h"
+
+namespace extractor::ops {
+
+at::Tensor rms_norm_zero_centred(const at::Tensor & x, const at::Tensor & weight, double eps) {
+    // HF: norm(x.float()) * (1.0 + w.float()), rounded once: the fp32-gain RMSNorm with gain 1 + w.
+    return rms_norm_fp32_gain(x, weight.to(at::kFloat) + 1.0, eps);                    // [...,W]
+}
+
+at::Tensor causal_conv1d_silu(const at::Tensor & x, const at::Tensor & weight) {
+    ProfileScope profile("causal_conv1d");
+    const int64_t T = x.size(1), C = x.size(2), Kc = weight.size(-1);
+    if (weight.dim() != 3 || weight.size(0) != C || weight.size(1) != 1)
+        throw common::Error::internal("causal_conv1d: weight must be [" + std::to_string(C) + ",1,Kc]");
+    // Padding Kc-1 on both sides and keeping the first T outputs is exactly the causal conv: output
+    // t covers padded inputs t..t+Kc-1, i.e. original inputs t-Kc+1..t.
+    at::Tensor y = at::conv1d(x.transpose(1, 2), weight, {}, /*stride=*/1, /*padding=*/Kc - 1, /*dilation=*/1,
+                              /*groups=*/C);                                           // [B,C,T+Kc-1]
+    return at::silu(y.narrow(2, 0, T)).transpose(1, 2);                                // [B,T,C]
+}
+
+at::Tensor l2_normalize(const at::Tensor & x, double eps) {
+    // In x's dtype, op for op as HF's l2norm (bf16 runs round the sum of squares as HF does).
+    return x * at::rsqrt((x * x).sum(-1, /*keepdim=*/true) + eps);                    // [...,D]
+}
+
+namespace {
+
+struct DeltaInputs {
+    at::Tensor q, k, v, g, beta;  // [B,Nh,T,Dk], [B,Nh,T,Dk], [B,Nh,T,Dv], [B,Nh,T], [B,Nh,T] fp32
+};
+
+// Heads first and fp32, as both HF forms start; q pre-scaled by 1/sqrt(Dk).
+DeltaInputs delta_inputs(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & g,
+                         const at::Tensor & beta) {
+    if (q.dim() != 4 || k.sizes() != q.sizes() || v.dim() != 4 || v.size(2) != q.size(2) || g.dim() != 3 ||
+        g.sizes() != beta.sizes() || g.size(2) != q.size(2))
+        throw common::Error::internal("gated delta rule: q/k [B,T,Nv,Dk], v [B,T,Nv,Dv], g/beta [B,T,Nv] expected");
+    auto heads_first = [](const at::Tensor & x) { return x.transpose(1, 2).contiguous().to(at::kFloat); };
+    DeltaInputs in{heads_first(q), heads_first(k), heads_first(v), heads_first(g), heads_first(beta)};
+    in.q = in.q * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+    return in;
+}
+
+}  // namespace
+
+at::Tensor gated_delta_rule_recurrent(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v,
+                                      const at::Tensor & g, const at::Tensor & beta) {
+    DeltaInputs in = delta_inputs(q, k, v, g, beta);
+    const int64_t B = in.k.size(0), Nh = in.k.size(1), T = in.k.size(2), Dk = in.k.size(3), Dv = in.v.size(3);
+    at::Tensor state = at::zeros({B, Nh, Dk, Dv}, in.v.options());                     // [B,Nh,Dk,Dv]
+    at::Tensor out = at::zeros({B, Nh, T, Dv}, in.v.options());                        // [B,Nh,T,Dv]
+    for (int64_t t = 0; t < T; ++t) {
+        at::Tensor q_t = in.q.select(2, t), k_t = in.k.select(2, t), v_t = in.v.select(2, t);  // [B,Nh,D]
+        at::Tensor decay = in.g.select(2, t).exp().unsqueeze(-1).unsqueeze(-1);        // [B,Nh,1,1]
+        at::Tensor beta_t = in.beta.select(2, t).unsqueeze(-1);                        // [B,Nh,1]
+        state = state * decay;
+        at::Tensor kv_mem = (state * k_t.unsqueeze(-1)).sum(-2);                       // [B,Nh,Dv] = S^T k
+        at::Tensor delta = (v_t - kv_mem) * beta_t;                                    // [B,Nh,Dv]
+        state = state + k_t.unsqueeze(-1) * delta.unsqueeze(-2);                       // [B,Nh,Dk,Dv]
+        out.select(2, t).copy_((state * q_t.unsqueeze(-1)).sum(-2));                   // [B,Nh,Dv]
+    }
+    return out.transpose(1, 2).contiguous().to(q.scalar_type());                      // [B,T,Nh,Dv]
+}
+
+at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v,
+                                    const at::Tensor & g, const at::Tensor & beta, int64_t chunk) {
+    ProfileScope profile("gated_delta_rule");
+    if (chunk < 1) throw common::Error::internal("gated delta rule: chunk size must be positive");
+    DeltaInputs in = delta_inputs(q, k, v, g, beta);
+    const int64_t B = in.k.size(0), Nh = in.k.size(1), T = in.k.size(2), Dk = in.k.size(3), Dv = in.v.size(3);
+    // Zero padding to whole chunks: a padded token has k = v = 0 and g = 0, so it changes neither
+    // the state nor any real token's output; its own outputs are cut off at the end.
+    const int64_t pad = (chunk - T % chunk) % chunk, n = (T + pad) / chunk;
+    auto chunks = [&](const at::Tensor & x) {                                          // [B,Nh,T,D] -> [B,Nh,n,c,D]
+        return at::constant_pad_nd(x, {0, 0, 0, pad}).reshape({B, Nh, n, chunk, x.size(-1)});
+    };
+    at::Tensor beta_c = at::constant_pad_nd(in.beta, {0, pad}).reshape({B, Nh, n, chunk});  // [B,Nh,n,c]
+    at::Tensor q_c = chunks(in.q), k_c = chunks(in.k), v_c = chunks(in.v);
+    at::Tensor k_beta = k_c * beta_c.unsqueeze(-1);                                    // [B,Nh,n,c,Dk]
+    at::Tensor v_beta = v_c * beta_c.unsqueeze(-1);                                    // [B,Nh,n,c,Dv]
+    // Cumulative log decay within each chunk; decay[i][j] = exp(G_i - G_j) for j <= i, else 0.
+    at::Tensor G = at::constant_pad_nd(in.g, {0, pad}).reshape({B, Nh, n, chunk}).cumsum(-1);  // [B,Nh,n,c]
+    at::Tensor decay = (G.unsqueeze(-1) - G.unsqueeze(-2)).tril().exp().tril();       // [B,Nh,n,c,c]
+    const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(q.device());
+    at::Tensor upper_incl = at::ones({chunk, chunk}, bool_opts).triu(0);               // [c,c]
+    // Within a chunk the rule is a unit lower-triangular system (I + A) U = V_beta with
+    // A_ij = beta_i exp(G_i - G_j) k_i.k_j for j < i; forward substitution row by row builds
+    // (I + A)^-1 in place, in HF's order of operations.
+    at::Tensor attn = -(at::matmul(k_beta, k_c.transpose(-1, -2)) * decay).masked_fill(upper_incl, 0);  // [B,Nh,n,c,c]
+    for (int64_t i = 1; i < chunk; ++i) {
+        at::Tensor row = attn.select(-2, i).narrow(-1, 0, i).clone();                  // [B,Nh,n,i]
+        at::Tensor sub = attn.narrow(-2, 0, i).narrow(-1, 0, i).clone();               // [B,Nh,n,i,i]
+        attn.select(-2, i).narrow(-1, 0, i).copy_(row + (row.unsqueeze(-1) * sub).sum(-2));
+    }
+    attn = attn + at::eye(chunk, in.v.options());
+    at::Tensor u = at::matmul(attn, v_beta);                                           // [B,Nh,n,c,Dv]
+    at::Tensor k_cumdecay = at::matmul(attn, k_beta * G.exp().unsqueeze(-1));          // [B,Nh,n,c,Dk]
+    attn.reset();
+
+    at::Tensor upper_strict = at::ones({chunk, chunk}, bool_opts).triu(1);             // [c,c]
+    at::Tensor state = at::zeros({B, Nh, Dk, Dv}, in.v.options());                     // [B,Nh,Dk,Dv]
+    at::Tensor out = at::empty_like(u);                                                // [B,Nh,n,c,Dv]
+    for (int64_t c = 0; c < n; ++c) {
+        at::Tensor q_i = q_c.select(2, c), k_i = k_c.select(2, c);                     // [B,Nh,c,Dk]
+        at::Tensor g_i = G.select(2, c);                                               // [B,Nh,c]
+        at::Tensor intra = (at::matmul(q_i, k_i.transpose(-1, -2)) * decay.select(2, c)).masked_fill_(upper_strict, 0);
+        at::Tensor v_new = u.select(2, c) - at::matmul(k_cumdecay.select(2, c), state);  // [B,Nh,c,Dv]
+        at::Tensor inter = at::matmul(q_i * g_i.unsqueeze(-1).exp(), state);          // [B,Nh,c,Dv]
+        out.select(2, c).copy_(inter + at::matmul(intra, v_new));
+        at::Tensor g_last = g_i.narrow(-1, chunk - 1, 1);                              // [B,Nh,1]
+        state = state * g_last.unsqueeze(-1).exp() +
+                at::matmul((k_i * (g_last - g_i).exp().unsqueeze(-1)).transpose(-1, -2), v_new);  // [B,Nh,Dk,Dv]
+    }
+    out = out.reshape({B, Nh, n * chunk, Dv}).narrow(2, 0, T);                         // [B,Nh,T,Dv]
+    return out.transpose(1, 2).contiguous().to(q.scalar_type());                      // [B,T,Nh,Dv]
+}
+
+at::Tensor rms_norm_gated(const at::Tensor & x, const at::Tensor & z, const at::Tensor & weight, double eps) {
+    // HF: w * norm(x).to(dtype) (as Llama's RMSNorm), then * silu(z.float()) in fp32, rounded once.
+    return (rms_norm(x, weight, eps) * at::silu(z.to(at::kFloat))).to(x.scalar_type());  // [...,W]
+}
+
+at::Tensor gated_delta_net(const at::Tensor & a, const DeltaNetWeights & w, const DeltaNetOptions & opt) {
+    ProfileScope profile("linear_attention");
+    const int64_t B = a.size(0), T = a.size(1);
+    const int64_t Nk = opt.n_k_heads, Nv = opt.n_v_heads, Dk = opt.k_head_dim, Dv = opt.v_head_dim, r = Nv / Nk;
+    // HF's fix_query_key_value_ordering: the projections are laid out per key head group.
+    at::Tensor qkvz = at::linear(a, w.in_qkvz).view({B, T, Nk, 2 * Dk + 2 * r * Dv});  // [B,T,Nk,2Dk+2rDv]
+    at::Tensor ba = at::linear(a, w.in_ba).view({B, T, Nk, 2 * r});                    // [B,T,Nk,2r]
+    at::Tensor q = qkvz.narrow(3, 0, Dk).reshape({B, T, Nk * Dk});                     // [B,T,Nk*Dk]
+    at::Tensor k = qkvz.narrow(3, Dk, Dk).reshape({B, T, Nk * Dk});                    // [B,T,Nk*Dk]
+    at::Tensor v = qkvz.narrow(3, 2 * Dk, r * Dv).reshape({B, T, Nv * Dv});            // [B,T,Nv*Dv]
+    at::Tensor z = qkvz.narrow(3, 2 * Dk + r * Dv, r * Dv).reshape({B, T, Nv, Dv});    // [B,T,Nv,Dv]
+    at::Tensor b = ba.narrow(3, 0, r).reshape({B, T, Nv});                             // [B,T,Nv]
+    at::Tensor dt = ba.narrow(3, r, r).reshape({B, T, Nv});                            // [B,T,Nv] ("a" in HF)
+    qkvz.reset();
+
+    at::Tensor mixed = causal_conv1d_silu(at::cat({q, k, v}, -1), w.conv);            // [B,T,C]
+    q = mixed.narrow(-1, 0, Nk * Dk).view({B, T, Nk, Dk});                             // [B,T,Nk,Dk]
+    k = mixed.narrow(-1, Nk * Dk, Nk * Dk).view({B, T, Nk, Dk});                       // [B,T,Nk,Dk]
+    v = mixed.narrow(-1, 2 * Nk * Dk, Nv * Dv).view({B, T, Nv, Dv});                   // [B,T,Nv,Dv]
+
+    at::Tensor beta = at::sigmoid(b);                                                  // [B,T,Nv]
+    // Log decay per token and head: -exp(A_log) * softplus(a + dt_bias), in fp32 (fp16 would
+    // overflow exp(A_log), as HF notes).
+    at::Tensor g = -w.a_log.to(at::kFloat).exp() * at::softplus(dt.to(at::kFloat) + w.dt_bias);  // [B,T,Nv] fp32
+    // HF normalises after repeating the key heads to the value heads; the norm is per row, so doing
+    // it first gives the same values on fewer rows.
+    q = l2_normalize(q);
+    k = l2_normalize(k);
+    if (r > 1) {
+        q = q.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
+        k = k.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
+    }
+    at::Tensor core = opt.recurrent ? gated_delta_rule_recurrent(q, k, v, g, beta)
+                                    : gated_delta_rule_chunked(q, k, v, g, beta, opt.chunk);  // [B,T,Nv,Dv]
+    core = rms_norm_gated(core, z, w.norm, opt.eps).reshape({B, T, Nv * Dv});          // [B,T,Nv*Dv]
+    return at::linear(core, w.out);                                                    // [B,T,H]
+}
+
+at::Tensor gated_attention(const at::Tensor & a, const AttnWeights & w, const AttnOptions & opt, const at::Tensor & cos,
+                           const at::Tensor & sin) {
+    ProfileScope profile("attention");
+    const int64_t B = a.size(0), T = a.size(1), D = opt.head_dim;
+    at::Tensor qg = linear(a, w.q).view({B, T, opt.n_heads, 2 * D});                   // [B,T,Nq,2D]
+    at::Tensor gate = qg.narrow(-1, D, D).reshape({B, T, opt.n_heads * D});            // [B,T,Nq*D]
+    at::Tensor q = rms_norm_zero_centred(qg.narrow(-1, 0, D), w.q_norm, opt.qk_norm_eps);  // [B,T,Nq,D]
+    at::Tensor k = rms_norm_zero_centred(linear(a, w.k).view({B, T, opt.n_kv_heads, D}), w.k_norm, opt.qk_norm_eps);
+    at::Tensor v = linear(a, w.v).view({B, T, opt.n_kv_heads, D}).transpose(1, 2);    // [B,Nkv,T,D]
+    q = apply_rope(q.transpose(1, 2), cos, sin);                                      // [B,Nq,T,D]
+    k = apply_rope(k.transpose(1, 2), cos, sin);                                      // [B,Nkv,T,D]
+    at::Tensor o = attend_heads(q, k, v, {}, opt).transpose(1, 2).reshape({B, T, opt.n_heads * D});  // [B,T,Nq*D]
+    return linear(o * at::sigmoid(gate), w.o);                                        // [B,T,H]
+}
+
+}  // namespace extractor::ops
