@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "broker/instance.h"
@@ -17,11 +18,60 @@
 
 namespace broker {
 
+// How an instance can be ended when nobody is left to end it (the process that rented it died, the
+// laptop closed): what deploy's on-instance watchdog does when heartbeats stop or its deadline
+// passes. Deploy picks its watchdog behaviour from this alone and never asks which provider it is.
+enum class SelfEnd {
+    // Nothing on the instance can end it (no scoped credential: Lambda, Prime Intellect; a leased
+    // host is not ours to end: ssh-hosts). The backstop is the native deadline, when the provider
+    // has one, and `broker sweep` reading the deadline in the instance's name.
+    None,
+    // An HTTP request with a credential scoped to this one instance, which the provider puts in the
+    // instance's PID 1 environment (RunPod's pod key, Vast's container key): self_end_request().
+    ScopedRequest,
+    // A command run on the instance ends it (a batch allocation cancels itself): self_stop_command().
+    SelfStop,
+    // The instance lives on the orchestrator's own machine (the local rehearsal): running
+    // `broker instances terminate <provider>:<id>` there, with the same state dir and ledger, ends it.
+    BrokerOnHost,
+};
+
+// What a provider can do, declared (a constant of the provider: it must not depend on the context,
+// and a provider's constructor must not touch the network or files, so provider_caps() can build
+// one with an empty context to ask).
 struct ProviderCaps {
     bool stop_start = false;       // stop() and start() do something (RunPod, Vast, local)
-    bool native_deadline = false;  // the cloud terminates at a deadline we send (RunPod terminateAfter)
+    // The provider itself ends the instance at a deadline that create() sends from
+    // CreateRequest::deadline_unix, whoever is still alive then (RunPod: terminateAfter).
+    bool native_deadline = false;
     bool spot = false;             // offers interruptible instances
     bool needs_api_key = true;     // false for local and ssh-hosts
+    SelfEnd self_end = SelfEnd::None;
+    // Instances run on this machine (the local rehearsal): they cost nothing, need no GPU, have no
+    // container environment on PID 1, and may share folders with the broker's state dir.
+    bool on_this_machine = false;
+};
+
+// An HTTP request as data, complete: every value is already in it (path segments percent-encoded,
+// the body JSON-encoded by nlohmann), built by the same function the provider's own call uses.
+// Whoever sends it adds only the Authorization header; nothing is spliced into it afterwards.
+struct HttpCall {
+    std::string method;                                        // "POST", "DELETE", ...
+    std::string url;                                           // scheme://host[:port]/path
+    std::vector<std::pair<std::string, std::string>> headers;  // never Authorization
+    std::string body;                                          // "" when none
+};
+
+// SelfEnd::ScopedRequest: the request that terminates one instance, and how to read its answer.
+struct SelfEndRequest {
+    HttpCall call;
+    // The variable of the instance's PID 1 environment that holds the scoped key, sent as
+    // "Authorization: Bearer <key>". Never the account key.
+    std::string credential_env;
+    // Success is a 2xx answer whose body does not contain `failure_marker` (RunPod answers GraphQL
+    // errors with HTTP 200), or one of `gone_statuses` (the instance is already gone).
+    std::string failure_marker;
+    std::vector<long> gone_statuses;
 };
 
 // Everything a provider needs from the outside: its key, its base URL, HTTP settings, a clock and
@@ -55,6 +105,16 @@ public:
     // Only called when caps().stop_start.
     virtual void stop(std::string_view id);
     virtual void start(std::string_view id);
+    // Only called when caps().self_end == SelfEnd::ScopedRequest: the request that ends `id`, built
+    // by the same function terminate() sends (one builder per provider).
+    virtual SelfEndRequest self_end_request(std::string_view id) const;
+    // Only called when caps().self_end == SelfEnd::SelfStop: the argv that, run on the instance,
+    // ends `id` (each element one word; the caller quotes them).
+    virtual std::vector<std::string> self_stop_command(std::string_view id) const;
 };
+
+// The capabilities of the provider called `name`, without credentials (usage error naming the valid
+// providers when unknown). Deploy validates a config with it before anything is rented.
+ProviderCaps provider_caps(std::string_view name);
 
 }  // namespace broker

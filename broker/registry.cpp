@@ -32,4 +32,19 @@ void Provider::start(std::string_view id) {
     throw common::Error::internal(std::string(name()) + ": start(" + std::string(id) + ") called without the stop_start capability");
 }
 
+SelfEndRequest Provider::self_end_request(std::string_view id) const {
+    throw common::Error::internal(std::string(name()) + ": self_end_request(" + std::string(id) +
+                                  ") called but the provider does not declare SelfEnd::ScopedRequest");
+}
+std::vector<std::string> Provider::self_stop_command(std::string_view id) const {
+    throw common::Error::internal(std::string(name()) + ": self_stop_command(" + std::string(id) +
+                                  ") called but the provider does not declare SelfEnd::SelfStop");
+}
+
+ProviderCaps provider_caps(std::string_view name) {
+    // caps() is a constant of each provider and constructors do no I/O (provider.h), so an empty
+    // context is enough to ask.
+    return find_provider(name).make(ProviderContext{})->caps();
+}
+
 }  // namespace broker

@@ -83,18 +83,30 @@ JsonApi::JsonApi(std::string subject, std::string base_url, std::string api_key,
     common::log::add_secret(api_key_);
 }
 
-common::http::Response JsonApi::send(const std::string & method, const std::string & path,
-                                     const std::optional<nlohmann::json> & body, common::http::Retry retry,
-                                     const common::http::RetryCheck & check) const {
+// The one place a request is put together, for send() (with the key) and describe() (without).
+common::http::Request JsonApi::request(const std::string & method, const std::string & path,
+                                       const std::optional<nlohmann::json> & body) const {
     common::http::Request r;
     r.method = method;
     r.url = base_url_ + path;
     r.headers.emplace_back("Accept", "application/json");
-    if (!api_key_.empty()) r.headers.emplace_back("Authorization", "Bearer " + api_key_);
     if (body) {
         r.headers.emplace_back("Content-Type", "application/json");
         r.body = body->dump();
     }
+    return r;
+}
+
+broker::HttpCall JsonApi::describe(const ApiCall & call) const {
+    auto r = request(call.method, call.path, call.body);
+    return {r.method, r.url, r.headers, r.body};
+}
+
+common::http::Response JsonApi::send(const std::string & method, const std::string & path,
+                                     const std::optional<nlohmann::json> & body, common::http::Retry retry,
+                                     const common::http::RetryCheck & check) const {
+    common::http::Request r = request(method, path, body);
+    if (!api_key_.empty()) r.headers.emplace_back("Authorization", "Bearer " + api_key_);
     // A truncated or garbled 2xx body on a read is as transient as a 503: ask again (bounded).
     const size_t max_bytes = client_.options().max_body_bytes;
     common::http::RetryCheck full = [&check, max_bytes](const common::http::Response & resp) -> std::string {

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "broker/provider.h"
 #include "common/error.h"
 #include "common/http.h"
 #include "common/log.h"
@@ -59,6 +60,15 @@ nlohmann::json parse_body(std::string_view subject, std::string_view what, const
 // "" when `body` would pass parse_body's checks, else why not (used to decide on a retry).
 std::string body_problem(const std::string & body, size_t max_bytes = 16u << 20);
 
+// One call as a provider's API takes it: method, path under the base URL, JSON body. A provider
+// builds each call that must also leave the broker as data (the watchdog's terminate request) in
+// one function, and both JsonApi::send(ApiCall) and JsonApi::describe() use that same value.
+struct ApiCall {
+    std::string method;
+    std::string path;  // already percent-encoded where it carries a value
+    std::optional<nlohmann::json> body;
+};
+
 class JsonApi {
 public:
     JsonApi(std::string subject, std::string base_url, std::string api_key, common::http::Options options);
@@ -70,6 +80,13 @@ public:
                                 const std::optional<nlohmann::json> & body = std::nullopt,
                                 common::http::Retry retry = common::http::Retry::Idempotent,
                                 const common::http::RetryCheck & check = {}) const;
+    common::http::Response send(const ApiCall & call, common::http::Retry retry = common::http::Retry::Idempotent,
+                                const common::http::RetryCheck & check = {}) const {
+        return send(call.method, call.path, call.body, retry, check);
+    }
+    // `call` as send() would put it on the wire, without the Authorization header (the sender adds
+    // its own credential): the URL, the headers and the serialised body.
+    broker::HttpCall describe(const ApiCall & call) const;
     // parse_body() on a response: the bounded parse, errors naming this provider.
     nlohmann::json parse(const common::http::Response & response, const std::string & what) const;
     // send + status check (non-2xx → typed error via http::status_error) + parse.
@@ -81,6 +98,8 @@ public:
     const std::string & base_url() const { return base_url_; }
 
 private:
+    common::http::Request request(const std::string & method, const std::string & path,
+                                  const std::optional<nlohmann::json> & body) const;
     std::string subject_;
     std::string base_url_;
     std::string api_key_;

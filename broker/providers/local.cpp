@@ -92,7 +92,8 @@ public:
 
     std::string_view name() const override { return "local"; }
     ProviderCaps caps() const override {
-        return {.stop_start = true, .native_deadline = false, .spot = false, .needs_api_key = false};
+        return {.stop_start = true, .native_deadline = false, .spot = false, .needs_api_key = false,
+                .self_end = SelfEnd::BrokerOnHost, .on_this_machine = true};
     }
 
     std::vector<Offer> search(const OfferFilter &) override {

@@ -13,6 +13,7 @@
 #include "broker/instance.h"
 #include "broker/offer.h"
 #include "broker/provider.h"
+#include "broker/providers/json_api.h"
 
 namespace broker::providers {
 
@@ -60,6 +61,9 @@ std::vector<Instance> runpod_parse_pods(const nlohmann::json & data);  // myself
 // Classifies the GraphQL `errors` array of a 200 response into a typed error.
 common::Error runpod_graphql_error(const nlohmann::json & errors, const std::string & what);
 
+// The terminate call (used by the provider's terminate() and by self_end_request(), the watchdog's copy).
+ApiCall runpod_terminate_call(std::string_view id);
+
 // Vast.ai (REST v0)
 InstanceStatus vast_status(const nlohmann::json & actual_status);
 // Search body; `disk_gb` is the allocated storage every offer's price includes.
@@ -79,6 +83,7 @@ struct VastCreateAnswer {
 };
 VastCreateAnswer vast_parse_create(const nlohmann::json & body);
 nlohmann::json vast_create_body(const CreateRequest & request);
+ApiCall vast_terminate_call(std::string_view id);  // DELETE /api/v0/instances/<id>/ (the id percent-encoded)
 
 // Lambda Cloud (REST v1)
 InstanceStatus lambda_status(std::string_view status);

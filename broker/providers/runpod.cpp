@@ -68,7 +68,9 @@ public:
     explicit RunPod(const ProviderContext & c) : ctx_(c), api_("runpod", c.base_url, c.api_key, c.http) {}
 
     std::string_view name() const override { return "runpod"; }
-    ProviderCaps caps() const override { return {.stop_start = true, .native_deadline = true, .spot = true}; }
+    ProviderCaps caps() const override {
+        return {.stop_start = true, .native_deadline = true, .spot = true, .self_end = SelfEnd::ScopedRequest};
+    }
 
     std::vector<Offer> search(const OfferFilter & f) override {
         // Spot offers are priced from secureSpotPrice/communitySpotPrice and rented with a bid.
@@ -126,14 +128,18 @@ public:
     }
 
     void terminate(std::string_view id) override {
-        std::string q = "mutation Terminate($input: PodTerminateInput!) { podTerminate(input: $input) }";
         try {
-            graphql({{"query", q}, {"variables", {{"input", {{"podId", std::string(id)}}}}}},
-                    "terminate " + std::string(id), common::http::Retry::Idempotent);
+            graphql(*runpod_terminate_call(id).body, "terminate " + std::string(id), common::http::Retry::Idempotent);
         } catch (const common::Error & e) {
             if (e.kind() == common::ErrorKind::NotFound) return;  // "pod not found to terminate": already gone
             throw;
         }
+    }
+
+    // The pod-scoped key RunPod puts in PID 1's environment may terminate its own pod (docs/providers.md,
+    // RunPod "Deadline and scoped key"). Errors come back inside HTTP 200, so a body with "errors" failed.
+    SelfEndRequest self_end_request(std::string_view id) const override {
+        return {api_.describe(runpod_terminate_call(id)), "RUNPOD_API_KEY", "\"errors\"", {}};
     }
 
     void stop(std::string_view id) override {
@@ -303,6 +309,11 @@ std::optional<std::vector<DataCentre>> stocking_data_centres(const nlohmann::jso
     return out;
 }
 }  // namespace
+
+ApiCall runpod_terminate_call(std::string_view id) {
+    static const char * const q = "mutation Terminate($input: PodTerminateInput!) { podTerminate(input: $input) }";
+    return {"POST", "/graphql", nlohmann::json{{"query", q}, {"variables", {{"input", {{"podId", std::string(id)}}}}}}};
+}
 
 std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure, bool spot) {
     return guarded("runpod", "search offers", [&] {

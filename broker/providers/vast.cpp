@@ -35,7 +35,9 @@ public:
     explicit Vast(const ProviderContext & c) : api_("vast", c.base_url, c.api_key, c.http) {}
 
     std::string_view name() const override { return "vast"; }
-    ProviderCaps caps() const override { return {.stop_start = true, .native_deadline = false, .spot = true}; }
+    ProviderCaps caps() const override {
+        return {.stop_start = true, .native_deadline = false, .spot = true, .self_end = SelfEnd::ScopedRequest};
+    }
 
     std::vector<Offer> search(const OfferFilter & f) override {
         auto body = api_.call("POST", "/api/v0/bundles/", "search offers", vast_search_body(f, kVastSearchDiskGb));
@@ -114,8 +116,7 @@ public:
 
     void terminate(std::string_view id) override {
         const std::string what = "terminate " + std::string(id);
-        auto response = api_.send("DELETE", "/api/v0/instances/" + common::http::url_encode(std::string(id)) + "/",
-                                  nlohmann::json::object());
+        auto response = api_.send(vast_terminate_call(id));
         if (response.status == 404) return;
         nlohmann::json body;
         try {
@@ -129,6 +130,12 @@ public:
             throw common::Error(common::ErrorKind::Network,
                                 common::log::redact("vast: " + what + ": refused: " + common::http::safe_text(response.body, 200)))
                 .with("provider", "vast");
+    }
+
+    // CONTAINER_API_KEY in PID 1's environment may destroy its own instance (docs/providers.md, Vast
+    // "Scoped key"); 404 means it is already gone.
+    SelfEndRequest self_end_request(std::string_view id) const override {
+        return {api_.describe(vast_terminate_call(id)), "CONTAINER_API_KEY", "", {404}};
     }
 
     void stop(std::string_view id) override { set_state(id, "stopped"); }
@@ -230,6 +237,11 @@ std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot, int
         }
         return out;
     });
+}
+
+// Vast's destroy takes an empty JSON object as its body.
+ApiCall vast_terminate_call(std::string_view id) {
+    return {"DELETE", "/api/v0/instances/" + common::http::url_encode(std::string(id)) + "/", nlohmann::json::object()};
 }
 
 nlohmann::json vast_create_body(const CreateRequest & r) {
