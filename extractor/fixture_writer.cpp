@@ -110,6 +110,26 @@ nlohmann::json fixture_config(const FixtureOptions & o) {
         c["quantization_config"] = {{"quant_method", "mxfp4"},
                                     {"modules_to_not_convert",
                                      {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
+    } else if (o.family == "glm4_moe") {
+        // GLM-4.5-Air's released config in miniature: q/k/v biases, half the head rotated, a
+        // dense first layer, sigmoid router with groups, one shared expert; routed_scaling 2.5
+        // (GLM-4.5's) so that the scaling shows.
+        c["architectures"] = {"Glm4MoeForCausalLM"};
+        c["attention_bias"] = true;
+        c["partial_rotary_factor"] = 0.5;
+        if (!o.legacy_keys) c["rope_parameters"]["partial_rotary_factor"] = 0.5;
+        c["rms_norm_eps"] = 1e-5;
+        c["n_routed_experts"] = o.experts;
+        c["num_experts_per_tok"] = o.top_k;
+        c["moe_intermediate_size"] = o.moe_intermediate;
+        c["n_shared_experts"] = o.shared_experts;
+        c["first_k_dense_replace"] = o.first_k_dense;
+        c["n_group"] = o.n_group;
+        c["topk_group"] = o.topk_group;
+        c["routed_scaling_factor"] = o.routed_scaling;
+        c["norm_topk_prob"] = true;
+        c["use_qk_norm"] = o.qk_norm;
+        c["num_nextn_predict_layers"] = o.mtp_layers;
     } else {
         (void)find_family(o.family);  // throws the "supported: ..." error for unknown names
         throw common::Error::internal("fixture writer has no config entry for family " + o.family);
@@ -145,6 +165,33 @@ std::vector<std::pair<std::string, at::Tensor>> fuse_experts(const Family & fami
     return out;
 }
 
+// glm4_moe's multi-token-prediction layers as the released checkpoints store them after the last
+// decoder layer: a whole decoder layer (its tensors as the weight table names them for that index)
+// plus the MTP head's eh_proj [H,2H] and enorm, hnorm, shared_head.norm [H].
+std::vector<std::pair<std::string, at::Tensor>> mtp_tensors(const Family & family, nlohmann::json config,
+                                                            const FixtureOptions & o) {
+    const int64_t L = o.layers;
+    config["num_hidden_layers"] = L + o.mtp_layers;
+    config["num_nextn_predict_layers"] = 0;
+    const ModelConfig cfg = family.parse_config(parse_hf_config(config, o.out_dir + "/config.json"));
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    auto draw = [&](const std::string & name, std::vector<int64_t> shape) {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a(name));
+        out.emplace_back(name, (0.05 * at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat))).to(o.dtype).contiguous());
+    };
+    for (const WeightSpec & s : family.plan_weights(cfg, o.fused_experts).sources)
+        if (s.layer >= L) draw(s.name, s.shape);
+    for (int64_t l = L; l < L + o.mtp_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        draw(p + "eh_proj.weight", {cfg.hidden, 2 * cfg.hidden});
+        for (const char * n : {"enorm.weight", "hnorm.weight", "shared_head.norm.weight"}) draw(p + n, {cfg.hidden});
+    }
+    return out;
+}
+
+// qwen3_next's multi-token-prediction head as the released checkpoints store it, under mtp.*:
+// fc [H,2H], the two pre-fc norms and the final norm [H], and per MTP layer the decoder layer's
+// norms and attention projections (enough to show that they are skipped, not a runnable head).
 }  // namespace
 
 PlantSpec parse_plant(const std::string & text) {
@@ -241,6 +288,9 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
             t = 1.0 + 0.1 * at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
         } else if (s.slot == Slot::Embed) {
             t = at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
+        } else if (s.slot == Slot::RouterScoreBias) {
+            // Larger than the sigmoid scores' spread, so that it changes which experts are chosen.
+            t = 0.2 * at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
         } else {
             t = 0.05 * at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
         }
@@ -251,6 +301,11 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
         tensors.emplace_back(s.name, t.to(o.dtype).contiguous());
     }
     if (o.fused_experts) tensors = fuse_experts(family, cfg, plan, tensors);
+    if (o.mtp_layers > 0) {
+        if (o.family != "glm4_moe") throw common::Error::usage("fixture: multi-token-prediction layers are a glm4_moe option (family " + o.family + ")");
+        if (o.mtp_layers > 4) throw common::Error::usage("fixture: at most 4 multi-token-prediction layers");
+        for (auto & t : mtp_tensors(family, config, o)) tensors.push_back(std::move(t));
+    }
     {
         // The final norm and the output projection, after every layer (as HF's writer orders them).
         auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a("model.norm.weight"));

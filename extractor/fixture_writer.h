@@ -46,6 +46,13 @@ struct FixtureOptions {
                                        // [E,2I,H], down_proj [E,H,I]) with the same values as per-expert tensors
     std::optional<int64_t> sliding_window;  // mixtral: config sliding_window (null when unset)
     bool tie_embeddings = false;       // config tie_word_embeddings: no lm_head.weight is written
+    // glm4_moe: router groups (n_group, topk_group), dense first layers, shared experts, the routed
+    // scaling factor, use_qk_norm, and multi-token-prediction layers written after the last decoder
+    // layer (model.layers.<layers>...: a decoder layer plus eh_proj, enorm, hnorm, shared_head.norm,
+    // as the released checkpoints hold them; the extractor does not load them).
+    int64_t n_group = 4, topk_group = 2, first_k_dense = 1, shared_experts = 1, mtp_layers = 0;
+    double routed_scaling = 2.5;
+    bool qk_norm = false;
     uint64_t seed = 0;                 // each tensor's values depend on seed and its name only
     std::vector<PlantSpec> plants;
 };

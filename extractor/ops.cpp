@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/error.h"
@@ -283,16 +284,40 @@ at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & op
     return at::cat(parts, 0).view(m.sizes());                                         // [B,T,H]
 }
 
+std::pair<at::Tensor, at::Tensor> route_sigmoid_grouped(const at::Tensor & x, const at::Tensor & router,
+                                                        const at::Tensor & score_bias, const MoeOptions & opt) {
+    const int64_t N = x.size(0), E = router.size(0), G = opt.n_group;
+    at::Tensor scores = at::linear(x.to(at::kFloat), router.to(at::kFloat)).sigmoid();  // [N,E] fp32
+    at::Tensor choice = score_bias.defined() ? scores + score_bias.to(at::kFloat) : scores;  // [N,E]
+    // Keeping every group masks nothing, so the group pass is skipped then (n_group 1, GLM-4.5-Air).
+    if (opt.topk_group < G) {
+        at::Tensor group_scores = std::get<0>(choice.view({N, G, E / G}).topk(2, -1)).sum(-1);   // [N,G]
+        at::Tensor keep = std::get<1>(group_scores.topk(opt.topk_group, -1, true, false));       // [N,topk_group]
+        at::Tensor group_mask = at::zeros({N, G}, choice.options().dtype(at::kBool)).scatter_(1, keep, true);  // [N,G]
+        at::Tensor expert_mask = group_mask.unsqueeze(-1).expand({N, G, E / G}).reshape({N, E});             // [N,E]
+        choice = choice.masked_fill(expert_mask.logical_not(), 0.0);                              // [N,E]
+    }
+    at::Tensor top_i = std::get<1>(choice.topk(opt.top_k, -1, true, false));                      // [N,K]
+    at::Tensor top_w = scores.gather(1, top_i);                                                   // [N,K] fp32
+    if (opt.renormalise) top_w = top_w / (top_w.sum(-1, /*keepdim=*/true) + 1e-20);
+    return {top_w * opt.routed_scaling, top_i};
+}
+
 namespace {
 
 at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptions & opt) {
     const int64_t H = x.size(-1), E = w.router.size(0), K = opt.top_k;
     const int64_t I = w.down.size(2);
     const int64_t N = x.size(0);
-    at::Tensor logits = at::linear(x, w.router);                                      // [N,E] activation dtype
-    at::Tensor probs = at::softmax(logits, -1, at::kFloat);                           // [N,E] fp32
-    auto [top_w, top_i] = at::topk(probs, K, -1);                                     // [N,K] fp32, [N,K]
-    if (opt.renormalise) top_w = top_w / top_w.sum(-1, /*keepdim=*/true);            // [N,K]
+    at::Tensor top_w, top_i;                                                          // [N,K] fp32, [N,K]
+    if (opt.sigmoid_grouped) {
+        std::tie(top_w, top_i) = route_sigmoid_grouped(x, w.router, w.score_bias, opt);
+    } else {
+        at::Tensor logits = at::linear(x, w.router);                                  // [N,E] activation dtype
+        at::Tensor probs = at::softmax(logits, -1, at::kFloat);                       // [N,E] fp32
+        std::tie(top_w, top_i) = at::topk(probs, K, -1);                              // [N,K] fp32, [N,K]
+        if (opt.renormalise) top_w = top_w / top_w.sum(-1, /*keepdim=*/true);        // [N,K]
+    }
     if (opt.weights_in_activation_dtype) top_w = top_w.to(x.scalar_type());
 
     if (use_grouped_mm(x, H, I) && fused::usable(x) && top_w.scalar_type() == at::kFloat) {

@@ -82,6 +82,10 @@ struct MoeOptions {
     int64_t top_k = 0;
     bool renormalise = false;          // divide the top-k weights by their sum (norm_topk_prob)
     bool weights_in_activation_dtype = false;  // v4 cast the routing weights; v5 keeps them fp32
+    // glm4_moe (DeepSeek-V3's "noaux_tc" router) instead of softmax-top-k: see route_sigmoid_grouped.
+    bool sigmoid_grouped = false;
+    int64_t n_group = 1, topk_group = 1;
+    double routed_scaling = 1.0;
 };
 
 struct MoeWeights {
@@ -92,10 +96,24 @@ struct MoeWeights {
     // odd); with MXFP4, gate_up / down hold the blocks [E,2I,H/32,16] / [E,H,I/32,16] (uint8) and
     // the *_scales [E,2I,H/32] / [E,H,I/32]; biases [E,2I] / [E,H].
     at::Tensor router_bias, gate_up_bias, down_bias, gate_up_scales, down_scales;
+    // glm4_moe: e_score_correction_bias [E] (fp32, added to the scores for selection only).
+    at::Tensor score_bias;
+    MlpWeights shared;    // glm4_moe shared experts [Is,H], [Is,H], [H,Is]; the family adds their output
 };
 
-// Softmax-top-k routing and expert dispatch. m [B,T,H] -> [B,T,H]. Tokens are never dropped.
+// Softmax-top-k (or, with opt.sigmoid_grouped, route_sigmoid_grouped) routing and expert
+// dispatch. m [B,T,H] -> [B,T,H]. Tokens are never dropped. The routed experts only: shared
+// experts (MoeWeights::shared) are the family's to add.
 at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt);
+
+// glm4_moe's router (HF Glm4MoeTopkRouter, = DeepSeek-V3's): scores = sigmoid(x W^T) with x and W
+// in fp32; choice = scores + score_bias (when defined); unless every group is kept, the E experts
+// form n_group groups of E/n_group, a group's score is the sum of its two best choices, the
+// topk_group best groups are kept and the other experts' choices set to 0 (not -inf, as HF);
+// top_k experts by choice; their weights are the plain scores, divided by (their sum + 1e-20)
+// when renormalise, times routed_scaling. x [N,H] -> weights fp32 [N,K], indices [N,K].
+std::pair<at::Tensor, at::Tensor> route_sigmoid_grouped(const at::Tensor & x, const at::Tensor & router,
+                                                        const at::Tensor & score_bias, const MoeOptions & opt);
 
 // Attention with per-head sink logits (AttnWeights::sinks), as transformers' eager path computes
 // it: scores = q k^T / sqrt(D), masked; the sink logit appended as an extra column; the row max

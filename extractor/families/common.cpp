@@ -43,6 +43,10 @@ std::string_view slot_name(Slot slot) {
     case Slot::ExpertsDownBias: return "experts_down_bias";
     case Slot::ExpertsGateUpScales: return "experts_gate_up_scales";
     case Slot::ExpertsDownScales: return "experts_down_scales";
+    case Slot::RouterScoreBias: return "router_score_bias";
+    case Slot::SharedGate: return "shared_gate";
+    case Slot::SharedUp: return "shared_up";
+    case Slot::SharedDown: return "shared_down";
     }
     return "?";
 }
@@ -139,6 +143,10 @@ at::Tensor * LayerWeights::slot(Slot s) {
     case Slot::ExpertsDownBias: return &moe.down_bias;
     case Slot::ExpertsGateUpScales: return &moe.gate_up_scales;
     case Slot::ExpertsDownScales: return &moe.down_scales;
+    case Slot::RouterScoreBias: return &moe.score_bias;
+    case Slot::SharedGate: return &moe.shared.gate.weight;
+    case Slot::SharedUp: return &moe.shared.up.weight;
+    case Slot::SharedDown: return &moe.shared.down.weight;
     case Slot::Embed: break;
     }
     throw common::Error::internal("slot " + std::string(slot_name(s)) + " is not a layer slot");
@@ -149,7 +157,8 @@ std::vector<at::Tensor *> LayerWeights::all() {
             &attn.q.bias,     &attn.k.bias,    &attn.v.bias,   &attn.o.bias,     &attn.q_norm,   &attn.k_norm,
             &mlp.gate.weight, &mlp.up.weight,  &mlp.down.weight, &mlp.gate.bias, &mlp.up.bias,   &mlp.down.bias,
             &moe.router,      &moe.gate_up,    &moe.down,        &attn.sinks,    &moe.router_bias,
-            &moe.gate_up_bias, &moe.down_bias, &moe.gate_up_scales, &moe.down_scales};
+            &moe.gate_up_bias, &moe.down_bias, &moe.gate_up_scales, &moe.down_scales, &moe.score_bias,
+            &moe.shared.gate.weight, &moe.shared.up.weight, &moe.shared.down.weight};
 }
 
 LayerWeights Weights::fetch(int layer) const {

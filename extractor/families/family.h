@@ -42,6 +42,12 @@ struct ModelConfig {
     bool mxfp4_experts = false;
     bool dequantize_experts = false;
     double swiglu_limit = 7.0;
+    // glm4_moe: sigmoid router with e_score_correction_bias and group-limited top-k
+    // (ops::MoeOptions), and shared experts of total width shared_intermediate (0: none).
+    bool sigmoid_router = false;
+    int64_t n_group = 1, topk_group = 1;
+    double routed_scaling = 1.0;
+    int64_t shared_intermediate = 0;
 
     int64_t n_moe_layers() const;
 };
@@ -54,6 +60,8 @@ enum class Slot {
     Gate, Up, Down, GateBias, UpBias, DownBias,
     Router, ExpertsGateUp, ExpertsDown,
     Sinks, RouterBias, ExpertsGateUpBias, ExpertsDownBias, ExpertsGateUpScales, ExpertsDownScales,
+    // glm4_moe: the router's e_score_correction_bias (selection only) and the shared experts.
+    RouterScoreBias, SharedGate, SharedUp, SharedDown,
 };
 // How a destination is held in memory: in the run dtype, always in fp32 (gpt_oss's norm gains, as
 // transformers keeps them), or as MXFP4 bytes (uint8 blocks [...,G,16] and scales [...,G]; mxfp4.h).
