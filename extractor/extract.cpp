@@ -20,6 +20,7 @@
 #include "extractor/compat.h"
 #include "extractor/cuda/device_memory.h"
 #include "extractor/hash.h"
+#include "extractor/offload.h"
 #include "extractor/ops.h"
 #include "extractor/perplexity.h"
 #include "extractor/sinks/sinks.h"
@@ -181,6 +182,9 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     common::log::info("loaded in ", res.load_s, " s");
 
     std::vector<int> gpus;
+    // Offloaded layers stream in ahead of the layer that runs (offload.h); nullptr when none are.
+    model.weights.streamer = make_offload_streamer(model.weights, run_layers, opt.load.offload_prefetch);
+
     for (const auto & d : model.placement.compute)
         if (d.is_cuda() && std::find(gpus.begin(), gpus.end(), d.index()) == gpus.end()) gpus.push_back(d.index());
 
@@ -199,6 +203,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
             (void)family.forward(model.cfg, model.weights, ids, run_layers, silent).sum().item<double>();
         warm_up_sinks(tap, model, ids.size(0), T);
     }
+        if (model.weights.streamer) model.weights.streamer->reset_stats();
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < n_batches; ++b) {
         common::throw_if_interrupted();
@@ -229,6 +234,13 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     if (ops::profiling()) common::log::info("profile (device-synchronised per op): ", ops::profile_report());
     res.forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     res.sequences = n_seq;
+    if (model.weights.streamer) {
+        const OffloadStats os = model.weights.streamer->stats();
+        res.offload = to_json(os);
+        common::log::info("offload: ", os.layers_streamed, " layer copies, ", common::format_bytes(static_cast<double>(os.bytes_streamed)),
+                          " in ", os.copy_s, " s of copy time (", os.copy_gb_per_s(), " GB/s); ",
+                          static_cast<int>(os.hidden_fraction() * 100 + 0.5), "% of it hidden behind compute");
+    }
     res.tokens = n_seq * T;
     res.batches = n_batches;
     if (absmax) res.absmax = absmax->summary();
@@ -265,6 +277,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
         {"placement", model.placement.describe()},
     };
     if (perplexity) meta["perplexity"] = perplexity->summary();
+    if (!res.offload.is_null()) meta["offload"] = res.offload;
     if (st_sink) {
         meta["saved_dtype"] = st_sink->saved_dtype();
         meta["files"] = st_sink->files();

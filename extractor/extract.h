@@ -47,6 +47,9 @@ struct ExtractResult {
     // Peak bytes PyTorch's caching allocator reserved, summed over the GPUs used (the measure of
     // torch.cuda.max_memory_reserved); 0 without CUDA support.
     uint64_t allocator_reserved_bytes_peak = 0;
+    // Offloaded layers: what streaming them cost and how much of it compute hid (offload.h's
+    // OffloadStats as JSON); null when no layer was offloaded.
+    nlohmann::json offload;
 };
 
 // Throws common::Error; never prints except logs and progress on stderr.

@@ -214,7 +214,7 @@ Model plan_model(const std::string & dir, const LoadOptions & opt) {
     m.estimate = estimate_memory(m.cfg, m.plan, static_cast<int>(c10::elementSize(m.dtype)), m.run_layers, opt.batch,
                                  opt.seq_len);
     m.placement = plan_placement(m.estimate, opt.device, parse_max_memory(opt.max_memory), opt.strategy,
-                                 cuda_device_count());
+                                 cuda_device_count(), opt.offload_prefetch + 1);
     return m;
 }
 
@@ -396,6 +396,7 @@ WeightsCheck check_weights(const Model & m, const Checkpoint & ck) {
         ++out.tensors;
         out.bytes += ck.info(s->name).size_bytes();
     }
+        if (via_gpu) home.copy_(t);
     return out;
 }
 
@@ -407,7 +408,12 @@ Model random_model(const std::string & dir, const LoadOptions & opt, uint64_t se
     at::manual_seed(seed);
     for (const DestSpec & d : m.plan.dests) {
         if (d.layer >= m.run_layers) continue;
-        at::Tensor & t = dest_tensor(m.weights, d.layer, d.slot);
+        at::Tensor & home = dest_tensor(m.weights, d.layer, d.slot);
+        // An offloaded layer's weights are drawn on its GPU and copied to pinned memory: the CPU
+        // generator would take minutes for the tens of GB a full-shape offload run holds.
+        const bool via_gpu = d.layer >= 0 && m.weights.offloaded(d.layer);
+        at::Tensor t = via_gpu ? at::empty(home.sizes(), home.options().device(m.weights.compute[static_cast<size_t>(d.layer)]).pinned_memory(false))
+                               : home;
         bool is_norm = d.slot == Slot::InputNorm || d.slot == Slot::PostNorm || d.slot == Slot::QNorm || d.slot == Slot::KNorm;
         if (is_norm) t.fill_(1.0);
         else if (d.storage == Storage::Mxfp4Blocks) t.random_(0, 256);  // every e2m1 code equally likely

@@ -26,6 +26,9 @@ struct LoadOptions {
     std::string device = "auto";               // cpu | cuda | cuda:N | auto
     std::string max_memory;                    // "0=76GiB,1=76GiB,cpu=120GiB" (empty: one device)
     PlacementStrategy strategy = PlacementStrategy::Sequential;
+    // Offloaded layers copied ahead of the one running (offload.h); placement keeps room for
+    // offload_prefetch + 1 of them on the GPU that runs them. 0: each copied when it runs.
+    int offload_prefetch = 1;
     int run_layers = -1;                       // load layers 0..run_layers-1 (-1: all)
     int64_t batch = 1, seq_len = 2048;         // for the activation estimate
     double stall_timeout_s = 300;              // no progress for this long -> Error(timeout)

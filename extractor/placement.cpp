@@ -116,7 +116,7 @@ std::vector<std::string> Placement::describe() const {
 }
 
 Placement plan_placement(const MemoryEstimate & est, const std::string & device, const MemoryBudget & budget,
-                         PlacementStrategy strategy, int cuda_device_count) {
+                         PlacementStrategy strategy, int cuda_device_count, int stream_buffers) {
     Placement p;
     const size_t L = est.layer_bytes.size();
     std::string dev = device;
@@ -195,18 +195,33 @@ Placement plan_placement(const MemoryEstimate & est, const std::string & device,
                                 "layers that do not fit on the GPUs need " + common::format_bytes(static_cast<double>(offloaded_bytes)) +
                                     " of pinned CPU memory but --max-memory allows cpu=" +
                                     common::format_bytes(static_cast<double>(budget.cpu_bytes)));
-        // The GPU that runs offloaded layers needs room for one streamed layer at a time.
-        if (left.back() < static_cast<int64_t>(max_offloaded)) {
-            // Give back the last resident layers of that GPU until a streamed layer fits.
-            for (size_t l = L; l-- > 0 && left.back() < static_cast<int64_t>(max_offloaded);) {
+        // The GPU that runs offloaded layers holds stream_buffers of them at a time (the streamer's
+        // ring: the layer running and the ones being copied ahead).
+        const int64_t buffers = std::max(1, stream_buffers);
+        int64_t ring = static_cast<int64_t>(max_offloaded) * buffers;
+        if (left.back() < ring) {
+            // Give back the last resident layers of that GPU until the ring fits (a layer given
+            // back is streamed too, so it can widen the ring's buffers).
+            for (size_t l = L; l-- > 0 && left.back() < ring;) {
                 if (p.home[l] == p.compute[l] && p.home[l] == p.compute.back()) {
+                    offloaded_bytes += est.layer_bytes[l];
+                    max_offloaded = std::max<uint64_t>(max_offloaded, est.layer_bytes[l]);
+                    ring = static_cast<int64_t>(max_offloaded) * buffers;
                     left.back() += static_cast<int64_t>(est.layer_bytes[l]);
                     p.home[l] = c10::Device(c10::kCPU);
                 }
             }
-            if (left.back() < static_cast<int64_t>(max_offloaded))
-                throw common::Error(common::ErrorKind::Capacity, "no GPU has room to stream an offloaded layer (" +
-                                                                     common::format_bytes(static_cast<double>(max_offloaded)) + ")");
+            if (left.back() < ring)
+                throw common::Error(common::ErrorKind::Capacity,
+                                    "no GPU has room to stream offloaded layers: " + std::to_string(buffers) + " buffers of " +
+                                        common::format_bytes(static_cast<double>(max_offloaded)) + " (--offload-prefetch " +
+                                        std::to_string(buffers - 1) + ")");
+            if (offloaded_bytes > budget.cpu_bytes)
+                throw common::Error(common::ErrorKind::Capacity,
+                                    "with room kept for " + std::to_string(buffers) + " streamed layers, offloaded layers need " +
+                                        common::format_bytes(static_cast<double>(offloaded_bytes)) +
+                                        " of pinned CPU memory but --max-memory allows cpu=" +
+                                        common::format_bytes(static_cast<double>(budget.cpu_bytes)));
         }
     }
     return p;

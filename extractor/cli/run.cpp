@@ -30,6 +30,7 @@ int run_run(const RunVerbOptions & opt, const common::Output & out, const std::v
     };
     if (opt.extract.absmax) o["absmax"] = r.absmax;
     if (r.metadata.contains("perplexity")) o["perplexity"] = r.metadata["perplexity"];
+    if (!r.offload.is_null()) o["offload"] = r.offload;
     if (fused) o["analysis"] = fused->finish(r.metadata);
     out.object(o);
     return 0;

@@ -1,8 +1,9 @@
 // Builds without CUDA support (no nvcc, or a CPU libtorch such as CI's): the fused ops do not
 // exist, usable() is always false, and ops.cpp always runs its ATen path; there are no allocator
-// statistics to read.
+// statistics to read, and no layer is ever offloaded to a GPU, so there is no offload streamer.
 #include "extractor/cuda/device_memory.h"
 #include "extractor/cuda/fused_ops.h"
+#include "extractor/offload.h"
 
 #include "common/error.h"
 
@@ -36,3 +37,7 @@ void prefer_expandable_segments() {}
 std::optional<uint64_t> allocator_peak_reserved_bytes(int) { return std::nullopt; }
 std::optional<uint64_t> allocator_peak_allocated_bytes(int) { return std::nullopt; }
 }  // namespace extractor::device_memory
+
+namespace extractor {
+std::shared_ptr<OffloadStreamer> make_offload_streamer(const Weights &, int, int) { return nullptr; }
+}  // namespace extractor

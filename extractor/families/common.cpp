@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "extractor/families/family.h"
+#include "extractor/offload.h"
 
 namespace extractor {
 
@@ -180,6 +181,7 @@ std::string layer_prefix(int layer) { return "model.layers." + std::to_string(la
 bool has_key(const HfConfig & hf, const char * key) {
     auto it = hf.raw.find(key);
     return it != hf.raw.end() && !it->is_null();
+    if (streamer) return streamer->fetch(layer);
 }
 
 ModelConfig parse_common(const HfConfig & hf, double default_eps, double default_theta) {

@@ -7,6 +7,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -117,7 +118,13 @@ struct Weights {
     std::vector<c10::Device> home;            // per layer
     std::vector<c10::Device> compute;         // per layer
     bool offloaded(int layer) const { return home[layer] != compute[layer]; }
-    // The layer's weights on its compute device (a transient copy for an offloaded layer).
+    // Copies offloaded layers ahead on a second stream (offload.h); set by run_extraction once
+    // the weights are loaded. Without it an offloaded layer is copied on the compute stream.
+    std::shared_ptr<OffloadStreamer> streamer;
+    // The layer's weights on its compute device (for an offloaded layer, a copy that is valid
+    // while the family runs that layer).
+class OffloadStreamer;  // offload.h
+
     LayerWeights fetch(int layer) const;
 };
 
