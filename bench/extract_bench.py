@@ -149,6 +149,37 @@ def show(name, r):
           flush=True)
 
 
+def versus_hf(exe, model_dir, ids, ids_path, iters, batch, seq_len, results, hf_label="hf"):
+    """The per-family benches' comparison on one checkpoint: extract on its default path (fused
+    kernels where built) and on the ATen path (EXTRACTOR_FUSED=0), then HF (hf_bench) on the same
+    files and the first batch of ids; each result (or its error) goes into results and is shown."""
+    variants = {"extract": None, "extract_aten": {"EXTRACTOR_FUSED": "0"}}
+    for name, env in variants.items():
+        try:
+            results[name] = extract_bench(exe, model_dir, ids_path, batch * iters, batch, seq_len, [], env)
+        except Exception as e:
+            results[name] = dict(error=str(e))
+        show(name, results[name])
+    try:
+        results["hf"] = hf_bench(model_dir, ids[:batch], iters)
+    except Exception as e:
+        results["hf"] = dict(error=str(e))
+    show(hf_label, results["hf"])
+
+
+def table_versus_hf(title, results):
+    """Markdown rows of tokens/s and the ratio to HF for versus_hf's results (nothing without both)."""
+    hf = results.get("hf", {})
+    if "tokens_per_s" not in results.get("extract", {}) or "tokens_per_s" not in hf:
+        return
+    print(f"\n| {title} | tokens/s | vs HF |")
+    print("|---|---|---|")
+    for name in ("extract", "extract_aten", "hf"):
+        r = results.get(name, {})
+        if "tokens_per_s" in r:
+            print(f"| {name} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / hf['tokens_per_s']:.2f}x |")
+
+
 def extract_bench(exe, model_dir, ids_path, seqs, batch, seq_len, extra, env=None):
     cmd = [exe, "run", model_dir, "--tokens", ids_path, "--seq-len", str(seq_len), "--num-sequences", str(seqs),
            "--batch-size", str(batch), "--dtype", "bf16", "--device", "cuda", "--absmax", "--warmup", "1", "--json"] + extra

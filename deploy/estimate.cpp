@@ -45,9 +45,11 @@ MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dty
     const int64_t Nkv = get_or(c, "num_key_value_heads", Nq);
     const int64_t D = get_or(c, "head_dim", H / Nq);
     const int64_t I = get_or(c, "intermediate_size", 0);
-    const int64_t E = get_or(c, "num_experts", get_or(c, "num_local_experts", 0));
-    const int64_t K = get_or(c, "num_experts_per_tok", 0);
-    const int64_t Imoe = get_or(c, "moe_intermediate_size", I);
+    // glm4_moe counts its routed experts under n_routed_experts; absent keys take Glm4MoeConfig's defaults.
+    const bool glm = e.model_type == "glm4_moe";
+    const int64_t E = glm ? get_or(c, "n_routed_experts", 128) : get_or(c, "num_experts", get_or(c, "num_local_experts", 0));
+    const int64_t K = get_or(c, "num_experts_per_tok", glm ? 8 : 0);
+    const int64_t Imoe = get_or(c, "moe_intermediate_size", glm ? 1408 : I);
     const bool tied = c.value("tie_word_embeddings", false);
 
     // gpt_oss: q/k/v/o biases and one sink logit per head; router with bias; experts with biases,
@@ -58,6 +60,12 @@ MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dty
                        c["quantization_config"].value("quant_method", "") == "mxfp4";
     int64_t attn = H * Nq * D + 2 * H * Nkv * D + Nq * D * H;         // q, k, v, o
     if (gpt_oss) attn += Nq * D + 2 * Nkv * D + H + Nq;                // biases, sinks
+    // glm4_moe (extractor/families/glm4_moe.cpp): q/k/v biases and per-head q/k norms when set; the
+    // first first_k_dense_replace layers dense; each MoE layer adds the router's score-correction
+    // bias and n_shared_experts shared experts (always active).
+    if (glm) attn += (c.value("attention_bias", false) ? Nq * D + 2 * Nkv * D : 0) + (c.value("use_qk_norm", false) ? 2 * D : 0);
+    const int64_t dense_layers = glm ? std::clamp<int64_t>(get_or(c, "first_k_dense_replace", 1), 0, L) : 0;
+    const int64_t moe_extra = glm ? E + get_or(c, "n_shared_experts", 1) * 3 * H * Imoe : 0;
     const int64_t norms = 2 * H;
     const int64_t dense_mlp = 3 * H * I;                              // gate, up, down
     const int64_t expert_matrices = 3 * H * Imoe;                     // per expert
@@ -65,15 +73,16 @@ MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dty
     const int64_t router = H * E + (gpt_oss ? E : 0);
     int64_t per_layer = attn + norms, per_layer_active = attn + norms;
     if (E > 0) {
-        per_layer += E * (expert_matrices + expert_biases) + router;  // experts + router
-        per_layer_active += std::max<int64_t>(K, 1) * (expert_matrices + expert_biases) + router;
+        per_layer += E * (expert_matrices + expert_biases) + router + moe_extra;  // experts + router
+        per_layer_active += std::max<int64_t>(K, 1) * (expert_matrices + expert_biases) + router + moe_extra;
     } else {
         per_layer += dense_mlp;
         per_layer_active += dense_mlp;
     }
     const int64_t outer = V * H + H + (tied ? 0 : V * H);
-    e.params = outer + L * per_layer;
-    e.params_active = outer + L * per_layer_active;
+    const int64_t dense = dense_layers * (attn + norms + dense_mlp);  // glm4_moe's dense first layers
+    e.params = outer + (L - dense_layers) * per_layer + dense;
+    e.params_active = outer + (L - dense_layers) * per_layer_active + dense;
     const double bpp = bytes_per_param(dtype);
     const int64_t packed = mxfp4 ? L * E * expert_matrices : 0;       // weights held at 4.25 bits
     e.weights_gb = (static_cast<double>(e.params - packed) * bpp + static_cast<double>(packed) * 4.25 / 8) / 1e9;

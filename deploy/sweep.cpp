@@ -168,16 +168,16 @@ SweepFile from_node(const common::ConfigNode & root, const std::string & source)
 }  // namespace
 
 const std::vector<std::string> & extract_families() {
-    static const std::vector<std::string> f{"llama", "qwen2", "qwen3", "olmoe", "qwen3_moe", "mixtral", "gpt_oss"};
+    static const std::vector<std::string> f{"llama", "qwen2", "qwen3", "olmoe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe"};
     return f;
 }
 
 std::string pending_family_reason(const std::string & family) {
-    static const std::map<std::string, std::string> pending{{"qwen3_next", "Qwen3-Next"}, {"glm4_moe", "GLM-4.5-Air"}};
+    static const std::map<std::string, std::string> pending{{"qwen3_next", "Qwen3-Next"}};
     auto it = pending.find(family);
     if (it == pending.end()) return "";
     return "family " + family + " (" + it->second +
-           ") is not implemented in extract yet: issue #13 adds qwen3_next (Qwen3-Next) and glm4_moe (GLM-4.5-Air)";
+           ") is not implemented in extract yet: issue #13 adds qwen3_next (Qwen3-Next)";
 }
 
 SweepFile load_sweep(const std::string & path) { return from_node(common::ConfigNode::load_file(path), path); }

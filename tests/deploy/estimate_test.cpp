@@ -36,7 +36,33 @@ nlohmann::json gpt_oss(int layers, int experts) {
             {"quantization_config", {{"quant_method", "mxfp4"}}}};
 }
 
+// zai-org/GLM-4.5-Air: routed experts under n_routed_experts, a dense first layer, one shared
+// expert, q/k/v biases (the file the sweep dry run serves: tests/deploy/hub-configs).
+nlohmann::json glm45_air() {
+    return {{"model_type", "glm4_moe"}, {"hidden_size", 4096}, {"num_hidden_layers", 46}, {"vocab_size", 151552},
+            {"num_attention_heads", 96}, {"num_key_value_heads", 8}, {"head_dim", 128}, {"intermediate_size", 10944},
+            {"moe_intermediate_size", 1408}, {"n_routed_experts", 128}, {"n_shared_experts", 1}, {"num_experts_per_tok", 8},
+            {"first_k_dense_replace", 1}, {"attention_bias", true}, {"use_qk_norm", false}, {"tie_word_embeddings", false}};
+}
+
 }  // namespace
+
+TEST_CASE("estimate: GLM-4.5-Air is 106.9B parameters, 13.4B active, exactly what extract inspect reports") {
+    // The figures tests/extractor/glm4_moe_test.cpp checks `extract inspect` against: the dense layer,
+    // the shared experts, the score-correction biases and the attention biases counted exactly.
+    auto e = deploy::estimate_memory(glm45_air(), "bf16", 1, 2048, 4, 1.2);
+    CHECK(e.params == 106852251264);
+    CHECK(e.params_active == 13424129664);
+    CHECK(e.weights_gb == doctest::Approx(213.7).epsilon(0.001));
+    CHECK(e.per_gpu_gb < 80);  // four 80 GB GPUs (configs/sweeps/predecessor-moe.yaml)
+    // The keys' defaults are Glm4MoeConfig's: without n_shared_experts / first_k_dense_replace the same count.
+    auto c = glm45_air();
+    c.erase("n_shared_experts");
+    c.erase("first_k_dense_replace");
+    CHECK(deploy::estimate_memory(c, "bf16", 1, 2048, 4, 1.2).params == 106852251264);
+    c["first_k_dense_replace"] = 3;  // two more dense layers instead of MoE ones
+    CHECK(deploy::estimate_memory(c, "bf16", 1, 2048, 4, 1.2).params < e.params - 4000000000);
+}
 
 TEST_CASE("estimate: Mixtral-8x7B is 46.7B parameters, 12.9B active, exactly what extract inspect reports") {
     auto e = deploy::estimate_memory(mixtral_8x7b(), "bf16", 1, 2048, 2, 1.2);

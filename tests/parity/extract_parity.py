@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GPU parity of `extract run` against Hugging Face transformers (5.x) forward hooks.
 
-For each family (llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral, gpt_oss, qwen3_next) this builds a small random model with
+For each family (llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral, gpt_oss, qwen3_next, glm4_moe) this builds a small random model with
 transformers (config -> model with random init; norm gains randomised, a few planted large gains so
 |x| >= 6 occurs), saves it with save_pretrained (safetensors), runs the C++ `extract` on the same token
 ids, and compares every captured tensor (ln_attn, ln_mlp, residual per layer) with the output of HF's
@@ -18,9 +18,10 @@ compared with HF's model(input_ids, labels=input_ids).loss from the same forward
 every window here has T tokens). Relative error |ours - hf| / |hf|; bars: 1e-4 in fp32, 1e-2 in bf16.
 --tie-embeddings writes the small configs with tie_word_embeddings true (lm_head is the embedding).
 
-Mixtral is run from two checkpoints with the same values: the layout save_pretrained wrote and the
-other one (per-expert block_sparse_moe.experts.N.w1/w3/w2 as released, or v5's fused
-mlp.experts.gate_up_proj/down_proj), both against the same HF reference.
+Mixtral and glm4_moe are run from two checkpoints with the same values: the layout save_pretrained
+wrote and the other one (per-expert as released: Mixtral's block_sparse_moe.experts.N.w1/w3/w2, GLM's
+mlp.experts.N.gate_proj/up_proj/down_proj; or v5's fused mlp.experts.gate_up_proj/down_proj), both
+against the same HF reference.
 
 gpt_oss is saved with its experts in MXFP4 as the released checkpoints store them
 (mlp.experts.{gate_up,down}_proj_{blocks,scales}, uint8; quantization_config quant_method mxfp4): the
@@ -42,9 +43,14 @@ layers of Qwen3-Next-80B-A3B, 512 experts, vocab 151936, about 14 GB of bf16). H
 linear attention is its torch fallback (torch_chunk_gated_delta_rule, F.conv1d, Qwen3NextRMSNormGated):
 torch_linear_attention() points the layers at it even where flash-linear-attention is installed.
 
+glm4_moe: 3 layers (dense layer 0, then MoE with sigmoid group-limited routing and a shared expert;
+--real-shapes: 3 layers of GLM-4.5-Air, 128 experts, vocab 151552, about 12.3 GB of bf16).
+e_score_correction_bias is a buffer HF leaves at zero; build() randomises it.
+
 Usage: python3 tests/parity/extract_parity.py --extract build/extractor/extract [--device cuda] [--work DIR]
        python3 tests/parity/extract_parity.py --extract build/extractor/extract --families mixtral --real-shapes
        python3 tests/parity/extract_parity.py --extract build/extractor/extract --families gpt_oss [--real-shapes]
+       python3 tests/parity/extract_parity.py --extract build/extractor/extract --families glm4_moe [--real-shapes]
 Reference format version: 1 (the reference tensors are regenerated on every run; nothing is stored).
 """
 import argparse
@@ -95,13 +101,27 @@ FAMILIES["qwen3_next"] = dict(
     linear_conv_kernel_dim=4, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
     shared_expert_intermediate_size=48, norm_topk_prob=True, mlp_only_layers=[1], decoder_sparse_step=1,
     rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5))
+# GLM-4.5 (glm4_moe): a dense layer 0 (first_k_dense_replace 1) then MoE layers; 8 experts in 4
+# groups of 2, 2 groups kept, top-2 renormalised and scaled by 2.5 (GLM-4.5's); a shared expert;
+# q/k/v biases, per-head q/k norm (use_qk_norm: GLM-4.5's, off in GLM-4.5-Air, whose REAL_SHAPES run
+# covers that), half of each head rotated. e_score_correction_bias (a buffer, zero at init) is
+# randomised in build() so that it changes the choice.
+FAMILIES["glm4_moe"] = dict(
+    first_k_dense_replace=1, n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+    n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5, attention_bias=True, use_qk_norm=True,
+    rms_norm_eps=1e-5, partial_rotary_factor=0.5,
+    rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5))
 GPT_OSS_EXPERT_STD = 0.4
+GLM_SCORE_BIAS_STD = 0.05
 # Families stored with MXFP4 experts: run packed and with --dequantize.
 MXFP4 = {"gpt_oss"}
 # transformers has no SDPA path with attention sinks; eager is gpt_oss's reference.
 ATTN_IMPL = {"gpt_oss": "eager"}
 # Families whose checkpoints come in two expert layouts: both are run.
-TWO_LAYOUTS = {"mixtral"}
+TWO_LAYOUTS = {"mixtral", "glm4_moe"}
+# The per-expert (released) layout of each: the MoE block's name and the gate, up, down matrices'.
+# The fused v5 layout is the same for both: mlp.gate.weight, mlp.experts.gate_up_proj / down_proj.
+PER_EXPERT = {"mixtral": ("block_sparse_moe", "w1", "w3", "w2"), "glm4_moe": ("mlp", "gate_proj", "up_proj", "down_proj")}
 # --real-shapes: the released config with 2 decoder layers (replaces BASE + FAMILIES).
 REAL_SHAPES = {
     "mixtral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
@@ -129,6 +149,16 @@ REAL_SHAPES = {
                        decoder_sparse_step=1, mlp_only_layers=[], max_position_embeddings=262144, rms_norm_eps=1e-6,
                        rope_parameters=dict(rope_type="default", rope_theta=1e7, partial_rotary_factor=0.25),
                        tie_word_embeddings=False),
+    # zai-org/GLM-4.5-Air's config.json, 3 of its 46 layers (the dense layer 0, then two MoE layers):
+    # 128 experts top-8 of width 1408 plus the shared one, n_group 1, 96 heads of 128 (half rotated),
+    # 8 kv heads, q/k/v biases, no q/k norm. 6.2 B parameters: 12.3 GB of bf16 for HF and for extract.
+    "glm4_moe": dict(vocab_size=151552, hidden_size=4096, intermediate_size=10944, num_hidden_layers=3,
+                     num_attention_heads=96, num_key_value_heads=8, head_dim=128, attention_bias=True, use_qk_norm=False,
+                     moe_intermediate_size=1408, n_routed_experts=128, n_shared_experts=1, num_experts_per_tok=8,
+                     first_k_dense_replace=1, n_group=1, topk_group=1, norm_topk_prob=True, routed_scaling_factor=1.0,
+                     max_position_embeddings=131072, rms_norm_eps=1e-5, partial_rotary_factor=0.5,
+                     rope_parameters=dict(rope_type="default", rope_theta=1e6, partial_rotary_factor=0.5),
+                     tie_word_embeddings=False),
 }
 BARS = {"f32": 1e-5, "bf16": 1e-2}
 PPL_BARS = {"f32": 1e-4, "bf16": 1e-2}
@@ -167,6 +197,9 @@ def build(family, out_dir, seed, real_shapes=False, device="cpu", tie=False):
                 p.normal_(0.0, std)
             else:
                 p.normal_(0.0, std)  # biases
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # glm4_moe: zero at init, a no-op unless set
+                b.normal_(0.0, GLM_SCORE_BIAS_STD)
         # Planted outliers: large input_layernorm gains at two dims of layer 0.
         model.model.layers[0].input_layernorm.weight[PLANT_DIMS] = 12.0
     model.save_pretrained(out_dir)
@@ -270,11 +303,13 @@ def saved_fused(model_dir):
     return False
 
 
-def other_expert_layout(src, dst):
+def other_expert_layout(src, dst, family):
     """Writes the checkpoint in src to dst with the experts in the other layout and the same values:
-    per-expert (block_sparse_moe.gate + experts.N.w1/w3/w2, as Mixtral was released) <-> fused v5
-    (mlp.gate + mlp.experts.gate_up_proj [E,2I,H], gate rows first, and down_proj [E,H,I]).
+    per-expert as released (PER_EXPERT: Mixtral's block_sparse_moe.gate + experts.N.w1/w3/w2, GLM's
+    mlp.gate + mlp.experts.N.gate_proj/up_proj/down_proj) <-> fused v5 (mlp.gate + mlp.experts.gate_up_proj
+    [E,2I,H], gate rows first, and down_proj [E,H,I]). Dense layers and everything else are copied.
     Returns (layout of src, layout of dst)."""
+    block, w_gate, w_up, w_down = PER_EXPERT[family]
     tensors = {}
     for f in sorted(glob.glob(os.path.join(src, "*.safetensors"))):
         tensors.update(load_file(f))
@@ -283,27 +318,32 @@ def other_expert_layout(src, dst):
         if name.endswith(".json") and name != "model.safetensors.index.json":
             shutil.copy(os.path.join(src, name), os.path.join(dst, name))
     fused = any(k.endswith(".mlp.experts.gate_up_proj") for k in tensors)
+    moved = (".mlp.experts.", f".{block}.experts.")  # the experts of either layout; routers below
     out = {k: v for k, v in tensors.items()
-           if ".block_sparse_moe." not in k and ".mlp.experts." not in k and ".mlp.gate." not in k}
+           if not any(m in k for m in moved) and not k.endswith((".mlp.gate.weight", f".{block}.gate.weight"))}
     layers = sorted({int(k.split(".")[2]) for k in tensors if k.startswith("model.layers.")})
     for l in layers:
         p = f"model.layers.{l}."
         if fused:
+            if p + "mlp.experts.gate_up_proj" not in tensors:
+                continue  # a dense layer
             gu, down = tensors[p + "mlp.experts.gate_up_proj"], tensors[p + "mlp.experts.down_proj"]
             inter = gu.shape[1] // 2
-            out[p + "block_sparse_moe.gate.weight"] = tensors[p + "mlp.gate.weight"]
+            out[f"{p}{block}.gate.weight"] = tensors[p + "mlp.gate.weight"]
             for e in range(gu.shape[0]):
-                q = f"{p}block_sparse_moe.experts.{e}."
-                out[q + "w1.weight"] = gu[e, :inter].contiguous()
-                out[q + "w3.weight"] = gu[e, inter:].contiguous()
-                out[q + "w2.weight"] = down[e].contiguous()
+                q = f"{p}{block}.experts.{e}."
+                out[q + f"{w_gate}.weight"] = gu[e, :inter].contiguous()
+                out[q + f"{w_up}.weight"] = gu[e, inter:].contiguous()
+                out[q + f"{w_down}.weight"] = down[e].contiguous()
         else:
-            n = len([k for k in tensors if k.startswith(p + "block_sparse_moe.experts.") and k.endswith(".w1.weight")])
-            q = [f"{p}block_sparse_moe.experts.{e}." for e in range(n)]
-            out[p + "mlp.gate.weight"] = tensors[p + "block_sparse_moe.gate.weight"]
+            n = len([k for k in tensors if k.startswith(f"{p}{block}.experts.") and k.endswith(f".{w_gate}.weight")])
+            if n == 0:
+                continue  # a dense layer
+            q = [f"{p}{block}.experts.{e}." for e in range(n)]
+            out[p + "mlp.gate.weight"] = tensors[f"{p}{block}.gate.weight"]
             out[p + "mlp.experts.gate_up_proj"] = torch.stack(
-                [torch.cat([tensors[x + "w1.weight"], tensors[x + "w3.weight"]], 0) for x in q]).contiguous()
-            out[p + "mlp.experts.down_proj"] = torch.stack([tensors[x + "w2.weight"] for x in q]).contiguous()
+                [torch.cat([tensors[x + f"{w_gate}.weight"], tensors[x + f"{w_up}.weight"]], 0) for x in q]).contiguous()
+            out[p + "mlp.experts.down_proj"] = torch.stack([tensors[x + f"{w_down}.weight"] for x in q]).contiguous()
     save_file(out, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
     return ("fused", "per-expert") if fused else ("per-expert", "fused")
 
@@ -448,7 +488,7 @@ def main():
             if args.real_shapes and not saved_fused(mdir):  # already the released layout: no conversion
                 checkpoints = [(f"{family}[per-expert]", mdir)]
             else:
-                saved, other = other_expert_layout(mdir, mdir + "-other-layout")
+                saved, other = other_expert_layout(mdir, mdir + "-other-layout", family)
                 checkpoints = [(f"{family}[{saved}]", mdir), (f"{family}[{other}]", mdir + "-other-layout")]
             if args.real_shapes:  # one layout at full size (time): the released per-expert one
                 checkpoints = [c for c in checkpoints if c[0].endswith("[per-expert]")]
