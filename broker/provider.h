@@ -116,5 +116,7 @@ public:
 // The capabilities of the provider called `name`, without credentials (usage error naming the valid
 // providers when unknown). Deploy validates a config with it before anything is rented.
 ProviderCaps provider_caps(std::string_view name);
+// The provider whose instances run on this machine (caps().on_this_machine): the rehearsal's.
+std::string_view this_machine_provider();
 
 }  // namespace broker

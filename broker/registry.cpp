@@ -47,4 +47,10 @@ ProviderCaps provider_caps(std::string_view name) {
     return find_provider(name).make(ProviderContext{})->caps();
 }
 
+std::string_view this_machine_provider() {
+    for (const auto & p : provider_table())
+        if (p.make(ProviderContext{})->caps().on_this_machine) return p.name;
+    throw common::Error::internal("no provider runs instances on this machine");
+}
+
 }  // namespace broker

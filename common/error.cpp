@@ -36,6 +36,12 @@ const KindRow & row(ErrorKind kind) {
 int exit_code(ErrorKind kind) { return row(kind).code; }
 std::string_view kind_name(ErrorKind kind) { return row(kind).name; }
 
+std::optional<ErrorKind> kind_from_name(std::string_view name) {
+    for (const auto & r : kKinds)
+        if (r.name == name) return r.kind;
+    return std::nullopt;
+}
+
 Error::Error(ErrorKind kind, std::string message, Context context)
     : std::runtime_error(message), kind_(kind), message_(std::move(message)), context_(std::move(context)) {}
 

@@ -4,6 +4,7 @@
 // once (text or JSON) and returns exit_code(kind). See README "Exit codes".
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -28,6 +29,9 @@ enum class ErrorKind {
 
 int exit_code(ErrorKind kind);
 std::string_view kind_name(ErrorKind kind);  // "usage", "leak_risk", ... (stable: used in JSON)
+// The inverse of kind_name, from the same table (a journal or JSON file read back); nullopt for a
+// name that is not one of them.
+std::optional<ErrorKind> kind_from_name(std::string_view name);
 
 class Error : public std::runtime_error {
 public:

@@ -39,10 +39,6 @@ common::Duration seconds(double s) {
     return std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(s));
 }
 
-std::string instance_ref(const nlohmann::json & inst) {
-    return inst.value("provider", "") + ":" + inst.value("id", "");
-}
-
 // Last "key=value" line of a job's output.
 std::string value_from_log(const std::string & log_path, const std::string & key) {
     std::ifstream in(log_path);
@@ -99,8 +95,14 @@ public:
     }
 
 private:
-    nlohmann::json & st() { return dir_.state(); }
+    RunState & st() { return dir_.state(); }
+    const RunState & st() const { return dir_.state(); }
     void save() { dir_.save_state(); }
+    // The instance, once create has recorded it (every step after create may rely on it).
+    InstanceRecord & inst() {
+        if (!st().instance) throw common::Error::internal("no instance recorded yet (create has not run)");
+        return *st().instance;
+    }
 
     void test_hook(const std::string & step) {
         if (!opt_.stop_after_step_started.empty() && opt_.stop_after_step_started == step) ::kill(::getpid(), SIGKILL);
@@ -109,11 +111,12 @@ private:
     // ---- estimate: how much GPU memory the model needs (skipped for the CPU rehearsal) ----------
     void estimate(StepContext &) {
         const auto & r = cfg_.resources;
+        st().estimated = true;
         if (r.min_vram_gb) {
-            st()["min_vram_gb"] = *r.min_vram_gb;
+            st().min_vram_gb = *r.min_vram_gb;
             common::log::info("estimate: min_vram_gb ", *r.min_vram_gb, " given in the config");
         } else if (r.gpu_count == 0) {
-            st()["min_vram_gb"] = nullptr;
+            st().min_vram_gb.reset();
             common::log::info("estimate: CPU run (gpu_count 0); no GPU memory needed");
         } else {
             nlohmann::json hf;
@@ -129,9 +132,8 @@ private:
             check_capture_layers(cfg_, hf);  // a Hub model's layer count, known here before anything is rented
             auto e = estimate_memory(hf, cfg_.model.dtype, cfg_.data.batch_size, cfg_.data.sequence_length, r.gpu_count,
                                      r.safety_factor);
-            st()["estimate"] = {{"params", e.params}, {"params_active", e.params_active}, {"weights_gb", e.weights_gb},
-                                {"activations_gb", e.activations_gb}, {"total_gb", e.total_gb}, {"per_gpu_gb", e.per_gpu_gb}};
-            st()["min_vram_gb"] = std::ceil(e.per_gpu_gb);
+            st().estimate = EstimateRecord{e.params, e.params_active, e.weights_gb, e.activations_gb, e.total_gb, e.per_gpu_gb};
+            st().min_vram_gb = std::ceil(e.per_gpu_gb);
             common::log::info("estimate: ", cfg_.model.display_name(), ": ", e.params / 1000000, "M parameters (",
                               e.params_active / 1000000, "M active), ", std::lround(e.weights_gb), " GB weights; needs ",
                               std::lround(std::ceil(e.per_gpu_gb)), " GB per GPU x ", r.gpu_count);
@@ -145,15 +147,12 @@ private:
         f.providers = {provider};
         f.gpu = r.gpu_filter;
         if (r.gpu_count > 0) f.gpu_count = r.gpu_count;
-        if (st_const().contains("min_vram_gb") && st_const()["min_vram_gb"].is_number())
-            f.min_vram_gb = st_const()["min_vram_gb"].get<double>();
+        if (st().min_vram_gb) f.min_vram_gb = *st().min_vram_gb;
         f.max_price_usd_per_hour = r.max_price_usd_per_hour;
         f.min_ram_gb = r.min_cpu_ram_gb;
         f.min_disk_gb = r.disk_gb;
         return f;
     }
-    const nlohmann::json & st_const() const { return dir_.state(); }
-
     std::vector<std::string> providers() {
         if (!cfg_.resources.providers.empty()) return cfg_.resources.providers;
         return broker_.providers_for({});
@@ -161,14 +160,15 @@ private:
 
     // ---- offers: what matches, per provider in order of preference ------------------------------
     void offers(StepContext &) {
-        nlohmann::json rows = nlohmann::json::array();
+        std::vector<OfferRecord> rows;
         std::vector<std::string> tried;
         for (const auto & p : providers()) {
             common::throw_if_interrupted();
             tried.push_back(p);
             try {
                 auto found = broker_.search(filter_for(p), broker::SortKey::Price, 3);
-                for (const auto & o : found.offers) rows.push_back(broker::offer_to_json(o));
+                for (const auto & o : found.offers)
+                    rows.push_back({o.provider, o.offer_id, o.gpu_model, o.gpu_count, o.price_usd_per_hour_total, broker::offer_to_json(o)});
             } catch (const common::Error & e) {
                 if (e.kind() == common::ErrorKind::Usage) throw;
                 common::log::warn("offers: ", p, ": ", e.message());
@@ -181,20 +181,20 @@ private:
                                 "offers: nothing matches on " + list + "; loosen resources (gpu, max_price_usd_per_hour, min_vram_gb) or add providers");
         }
         for (const auto & r : rows)
-            common::log::info("offers: ", r.value("provider", ""), ":", r.value("offer_id", ""), " ", r.value("gpu_model", ""), " x",
-                              r.value("gpu_count", 0), " $", r.value("price_usd_per_hour_total", 0.0), "/h");
-        st()["offers"] = rows;
+            common::log::info("offers: ", r.provider, ":", r.offer_id, " ", r.gpu_model, " x", r.gpu_count, " $",
+                              r.price_usd_per_hour_total, "/h");
+        st().offers = std::move(rows);
         save();
     }
 
     // ---- create: rent, provider by provider; the ledger records the intent before each call -----
     void create(StepContext &) {
-        if (st().contains("instance")) return;  // resumed after a crash that followed the create
+        if (st().instance) return;  // resumed after a crash that followed the create
         std::string run_id = dir_.run_info().value("instance_run_id", "");
         // A crash between the provider's answer and our state write: the provider's own listing
         // knows the instance by its name; adopt it rather than renting a second one.
-        if (st().contains("create_intent") && adopt_existing(run_id)) return;
-        st()["create_intent"] = {{"run_id", run_id}, {"unix_s", clock_.unix_now()}};
+        if (st().create_intent && adopt_existing(run_id)) return;
+        st().create_intent = CreateIntent{run_id, clock_.unix_now()};
         save();
         std::optional<common::Error> last;
         for (const auto & p : providers()) {
@@ -214,15 +214,15 @@ private:
             try {
                 auto r = broker_.create(o);
                 const auto & i = r.instance;
-                st()["instance"] = {{"provider", i.provider},
-                                    {"id", i.id},
-                                    {"name", i.name},
-                                    {"price_usd_per_hour", r.offer.price_usd_per_hour_total},
-                                    {"gpu_model", r.offer.gpu_model},
-                                    {"gpu_count", r.offer.gpu_count},
-                                    {"vram_gb_per_gpu", r.offer.vram_gb_per_gpu},
-                                    {"created_unix", clock_.unix_now()},
-                                    {"native_deadline", broker_.provider(i.provider).caps().native_deadline}};
+                st().instance = InstanceRecord{.provider = i.provider,
+                                               .id = i.id,
+                                               .name = i.name,
+                                               .price_usd_per_hour = r.offer.price_usd_per_hour_total,
+                                               .gpu_model = r.offer.gpu_model,
+                                               .gpu_count = r.offer.gpu_count,
+                                               .vram_gb_per_gpu = r.offer.vram_gb_per_gpu,
+                                               .created_unix = clock_.unix_now(),
+                                               .native_deadline = broker_.provider(i.provider).caps().native_deadline};
                 save();
                 common::log::info("create: ", i.provider, ":", i.id, " (", i.name, ")");
                 return;
@@ -240,10 +240,15 @@ private:
             for (const auto & i : broker_.provider(p).list()) {
                 auto n = broker::parse_instance_name(i.name);
                 if (!n || n->run_id != run_id || !broker::may_bill(i.status)) continue;
-                st()["instance"] = {{"provider", i.provider}, {"id", i.id}, {"name", i.name},
-                                    {"price_usd_per_hour", i.price_usd_per_hour.value_or(0.0)}, {"gpu_model", i.gpu_model},
-                                    {"gpu_count", i.gpu_count}, {"vram_gb_per_gpu", i.vram_gb_per_gpu},
-                                    {"created_unix", i.created_unix.value_or(clock_.unix_now())}, {"adopted", true}};
+                st().instance = InstanceRecord{.provider = i.provider,
+                                               .id = i.id,
+                                               .name = i.name,
+                                               .price_usd_per_hour = i.price_usd_per_hour.value_or(0.0),
+                                               .gpu_model = i.gpu_model,
+                                               .gpu_count = i.gpu_count,
+                                               .vram_gb_per_gpu = i.vram_gb_per_gpu,
+                                               .created_unix = i.created_unix.value_or(clock_.unix_now()),
+                                               .adopted = true};
                 save();
                 common::log::warn("create: adopted ", i.provider, ":", i.id, " created by an earlier attach of this run");
                 return true;
@@ -254,22 +259,22 @@ private:
 
     // ---- ready: staged wait (provider running → TCP → banner → auth → exec → GPU) ----------------
     void ready(StepContext & ctx) {
-        auto & inst = st().at("instance");
+        auto & in = inst();
         broker::ReadyOptions ro;
         ro.budget = ctx.deadline.remaining();
         ro.poll_interval = seconds(opt_.ready_poll_s);
         ro.private_key_path = key_path();
         ro.clock = &clock_;
-        if (opt_.gpu_check && inst.value("gpu_count", 0) > 0) {
-            ro.expect_gpu_count = inst.value("gpu_count", 0);
-            ro.expect_vram_gb_per_gpu = inst.value("vram_gb_per_gpu", 0.0);
+        if (opt_.gpu_check && in.gpu_count > 0) {
+            ro.expect_gpu_count = in.gpu_count;
+            ro.expect_vram_gb_per_gpu = in.vram_gb_per_gpu;
         }
         ro.on_stage = [](broker::ReadyStage s, const std::string & d) {
             common::log::info("ready: ", broker::stage_name(s), d.empty() ? "" : ": " + d);
         };
-        auto i = broker::wait_ready(broker_.provider(inst.value("provider", "")), inst.value("id", ""), ro);
+        auto i = broker::wait_ready(broker_.provider(in.provider), in.id, ro);
         if (!i.ssh) throw common::Error(common::ErrorKind::Internal, "ready: the instance is ready but has no SSH endpoint");
-        inst["ssh"] = {{"host", i.ssh->host}, {"port", i.ssh->port}, {"user", i.ssh->user}};
+        in.ssh = SshRecord{i.ssh->host, i.ssh->port, i.ssh->user};
         save();
     }
 
@@ -286,11 +291,12 @@ private:
 
     bifrost::Client & client() {
         if (client_) return *client_;
-        const auto & ssh = st().at("instance").at("ssh");
+        if (!inst().ssh) throw common::Error::internal("no SSH endpoint recorded yet (ready has not run)");
+        const auto & ssh = *inst().ssh;
         bifrost::Endpoint ep;
-        ep.host = ssh.value("host", "");
-        ep.port = ssh.value("port", 22);
-        ep.user = ssh.value("user", "");
+        ep.host = ssh.host;
+        ep.port = ssh.port;
+        ep.user = ssh.user;
         ep.key_path = key_path();
         bifrost::Target t;
         t.text = ep.label();
@@ -309,17 +315,13 @@ private:
     }
 
     RemoteLayout layout() {
-        if (st().contains("remote")) {
-            const auto & r = st()["remote"];
-            RemoteLayout l = remote_layout(r.value("home", ""), dir_.run_info().value("run_id", ""), r.value("cache_dir", ""));
-            return l;
-        }
+        if (st().remote) return remote_layout(st().remote->home, dir_.run_info().value("run_id", ""), st().remote->cache_dir);
         throw common::Error(common::ErrorKind::Internal, "the remote layout is not known yet (push has not run)");
     }
 
     std::string cache_dir_for(const std::string & provider) {
         if (!opt_.remote_cache_dir.empty()) return opt_.remote_cache_dir;
-        if (provider == "local") {
+        if (broker_.provider(provider).caps().on_this_machine) {
             std::string sd = opt_.broker.state_dir.empty() ? broker::default_state_dir() : opt_.broker.state_dir;
             return sd + "/remote-cache";  // outlives the instance, so rehearsals share one build
         }
@@ -330,10 +332,10 @@ private:
     void push(StepContext &) {
         auto & c = client();
         std::string home = c.home();
-        st()["remote"] = {{"home", home}, {"cache_dir", cache_dir_for(st()["instance"].value("provider", ""))}};
+        st().remote = RemoteRecord{home, cache_dir_for(inst().provider)};
         save();
         RemoteLayout l = layout();
-        st()["remote"]["cache_dir"] = l.cache_dir;
+        st().remote->cache_dir = l.cache_dir;
         save();
         bifrost::PushOptions po;
         po.remote_dir = l.src_dir;
@@ -370,31 +372,42 @@ private:
         return rc;
     }
 
-    std::string watchdog_action(const std::string & provider) {
-        if (provider == "runpod" || provider == "vast") return provider;
-        if (provider == "local" && !opt_.broker_program.empty()) return "command";
-        return "none";
+    // The watchdog's way to end the instance, from what the provider declares (broker::SelfEnd).
+    WatchdogSettings watchdog_settings() {
+        const auto & in = inst();
+        auto & provider = broker_.provider(in.provider);
+        WatchdogSettings w;
+        w.action = "none";
+        switch (provider.caps().self_end) {
+            case broker::SelfEnd::ScopedRequest:
+                w.action = "request";
+                w.request = provider.self_end_request(in.id);  // broker's own terminate, with the scoped key
+                break;
+            case broker::SelfEnd::SelfStop:
+                w.action = "command";
+                for (const auto & word : provider.self_stop_command(in.id))
+                    w.terminate_command += (w.terminate_command.empty() ? "" : " ") + common::sh_quote(word);
+                break;
+            case broker::SelfEnd::BrokerOnHost:
+                if (opt_.broker_program.empty()) break;
+                w.action = "command";
+                w.terminate_command = broker_terminate_command(in.ref());
+                break;
+            case broker::SelfEnd::None:
+                break;
+        }
+        w.instance_id = in.id;
+        w.deadline_unix = in.created_unix.value_or(clock_.unix_now()) + lifetime_cap_s(cfg_.policy, in.price_usd_per_hour) + 1800;
+        w.heartbeat_timeout_s = cfg_.policy.heartbeat_timeout_s;
+        return w;
     }
 
-    WatchdogSettings watchdog_settings() {
-        const auto & inst = st().at("instance");
-        WatchdogSettings w;
-        std::string provider = inst.value("provider", "");
-        w.action = watchdog_action(provider);
-        w.instance_id = inst.value("id", "");
-        double price = inst.value("price_usd_per_hour", 0.0);
-        w.deadline_unix = inst.value("created_unix", clock_.unix_now()) + lifetime_cap_s(cfg_.policy, price) + 1800;
-        w.heartbeat_timeout_s = cfg_.policy.heartbeat_timeout_s;
-        if (w.action == "command") {
-            std::string sd = opt_.broker.state_dir.empty() ? broker::default_state_dir() : opt_.broker.state_dir;
-            std::string cmd = common::sh_quote(opt_.broker_program) + " --state-dir " + common::sh_quote(sd);
-            if (!opt_.broker.ledger_path.empty()) cmd += " --ledger " + common::sh_quote(opt_.broker.ledger_path);
-            w.terminate_command = cmd + " instances terminate " + common::sh_quote(instance_ref(inst)) + " --yes";
-        }
-        // Test and emulator endpoints for the in-instance API calls (never the account key).
-        if (const char * u = std::getenv("RUNPOD_BASE_URL"); u && *u && provider == "runpod") w.runpod_graphql_url = std::string(u) + "/graphql";
-        if (const char * u = std::getenv("VAST_BASE_URL"); u && *u && provider == "vast") w.vast_api_url = u;
-        return w;
+    // `broker instances terminate REF --yes` with this run's state dir and ledger.
+    std::string broker_terminate_command(const std::string & ref) const {
+        std::string sd = opt_.broker.state_dir.empty() ? broker::default_state_dir() : opt_.broker.state_dir;
+        std::string cmd = common::sh_quote(opt_.broker_program) + " --state-dir " + common::sh_quote(sd);
+        if (!opt_.broker.ledger_path.empty()) cmd += " --ledger " + common::sh_quote(opt_.broker.ledger_path);
+        return cmd + " instances terminate " + common::sh_quote(ref) + " --yes";
     }
 
     // ---- watchdog: ends the instance when heartbeats stop or the deadline passes ------------------
@@ -402,7 +415,7 @@ private:
         RemoteLayout l = layout();
         auto w = watchdog_settings();
         if (w.action == "none")
-            common::log::warn("watchdog: ", st()["instance"].value("provider", ""),
+            common::log::warn("watchdog: ", inst().provider,
                               " has no in-instance credential to end itself; the name's deadline and `broker sweep` are the backstop");
         std::string script = l.src_dir + "/deploy/remote/watchdog.sh";
         std::string line = "mkdir -p " + common::sh_quote(l.run_dir) + " && cat > " + common::sh_quote(l.watchdog_conf) + " && touch " +
@@ -411,20 +424,20 @@ private:
                            " 2>&1 < /dev/null &)";
         if (exec_sh(line, watchdog_config(w, l)) != 0)
             throw common::Error(common::ErrorKind::RemoteFailed, "watchdog: could not start " + script);
-        st()["watchdog"] = {{"action", w.action}, {"deadline_unix", w.deadline_unix}, {"heartbeat_timeout_s", w.heartbeat_timeout_s}};
+        st().watchdog = WatchdogRecord{w.action, w.deadline_unix, w.heartbeat_timeout_s};
         save();
         common::log::info("watchdog: armed (", w.action, "; ends the instance ",
                           common::format_duration(w.heartbeat_timeout_s), " after the last heartbeat)");
     }
 
     bool container_env_readable() {
-        if (st()["instance"].value("provider", "") == "local") return false;
-        if (!st().contains("container_env")) {
+        if (broker_.provider(inst().provider).caps().on_this_machine) return false;  // PID 1 is this machine's, not ours
+        if (!st().container_env) {
             // A real read: mode bits can say yes where the kernel's ptrace check says no.
-            st()["container_env"] = exec_sh("cat /proc/1/environ > /dev/null 2>&1") == 0;
+            st().container_env = exec_sh("cat /proc/1/environ > /dev/null 2>&1") == 0;
             save();
         }
-        return st()["container_env"].get<bool>();
+        return *st().container_env;
     }
 
     // Starts `name` unless it already exists (a resumed run), then streams its log into
@@ -434,9 +447,9 @@ private:
                                 const common::Deadline & deadline) {
         auto & c = client();
         // Only a job this run started is followed again (a resume); a finished job of the same name
-        // left by another run on the same host (a reused machine: ssh-hosts, or one sshd standing in
+        // left by another run on the same host (a reused machine: a leased host, or one sshd standing in
         // for several pods in the sweep tests) is replaced by run_detached.
-        const bool ours = st().contains("jobs") && st()["jobs"].is_object() && st()["jobs"].contains(name);
+        const bool ours = st().jobs.count(name) > 0;
         bool exists = false;
         if (ours)
             for (const auto & j : c.jobs())
@@ -450,11 +463,11 @@ private:
             // rehearsal's sshd is not in a container and PID 1 is not ours to read.
             spec.options.import_container_env = container_env_readable();
             c.run_detached(spec);
-            st()["jobs"][name] = {{"offset", 0}};
+            st().jobs[name] = JobRecord{};
             save();
         }
         std::string log_path = dir_.logs_dir() + "/" + name + ".log";
-        uint64_t offset = st()["jobs"][name].value("offset", uint64_t{0});
+        uint64_t offset = st().jobs[name].offset;
         {
             // The local file holds exactly the bytes before `offset`: trim a tail written after the
             // last saved offset (a crash between write and save), so nothing is repeated.
@@ -472,17 +485,20 @@ private:
                 partial.erase(0, nl + 1);
             }
         };
-        const double price = st()["instance"].value("price_usd_per_hour", 0.0);
-        const double created = st()["instance"].value("created_unix", clock_.unix_now());
+        const double price = inst().price_usd_per_hour;
+        const double created = inst().created_unix.value_or(clock_.unix_now());
         // One channel per poll (heartbeat, state, new log bytes), each surviving a dropped
         // connection; the same loop bifrost's soak test drives for hours (bench/soak_follow.sh).
         bifrost::FollowOptions fo;
-        fo.heartbeat_path = st().contains("remote") ? layout().heartbeat_file : "";
+        fo.heartbeat_path = st().remote ? layout().heartbeat_file : "";
         fo.after_poll = [&](const bifrost::JobPoll & p) {
             log.flush();
-            st()["jobs"][name]["offset"] = p.offset;
-            if (p.info.state != "running")
-                st()["jobs"][name] = {{"offset", p.offset}, {"state", p.info.state}, {"exit_code", p.info.exit_code.value_or(-1)}};
+            auto & job = st().jobs[name];
+            job.offset = p.offset;
+            if (p.info.state != "running") {
+                job.state = p.info.state;
+                job.exit_code = p.info.exit_code.value_or(-1);
+            }
             save();
             if (p.info.state == "running" && over_budget(cfg_.policy, price, clock_.unix_now() - created))
                 throw common::Error(common::ErrorKind::Quota, name + ": stopped at the cost cap of $" +
@@ -511,7 +527,7 @@ private:
         require_success(follow_job("bootstrap", cmd, {}, ctx.deadline), "bootstrap");
         std::string bin = value_from_log(dir_.logs_dir() + "/bootstrap.log", "bin_dir");
         if (bin.empty()) throw common::Error(common::ErrorKind::RemoteFailed, "bootstrap: finished without printing bin_dir=");
-        st()["bin_dir"] = bin;
+        st().bin_dir = bin;
         save();
     }
 
@@ -519,9 +535,9 @@ private:
     void fetch(StepContext & ctx) {
         RemoteLayout l = layout();
         if (cfg_.model.fixture) {
-            st()["model_dir"] = "";  // the job writes it
+            st().model_dir = "";  // the job writes it
         } else if (!cfg_.model.local_path.empty()) {
-            st()["model_dir"] = l.input_dir + "/model";
+            st().model_dir = l.input_dir + "/model";
         } else {
             bifrost::EnvList env;
             const char * tok = std::getenv(cfg_.hf_token_env.c_str());
@@ -537,7 +553,7 @@ private:
                 throw common::Error(common::ErrorKind::Auth, "fetch: " + cfg_.model.hub_id + ": the Hub refused the download; set " +
                                                                  cfg_.hf_token_env + " and accept the model's licence");
             require_success(info, "fetch");
-            st()["model_dir"] = value_from_log(dir_.logs_dir() + "/fetch.log", "model_dir");
+            st().model_dir = value_from_log(dir_.logs_dir() + "/fetch.log", "model_dir");
         }
         save();
     }
@@ -546,8 +562,8 @@ private:
     void run_job(StepContext & ctx) {
         RemoteLayout l = layout();
         test_hook("run");
-        if (!st().contains("jobs") || !st()["jobs"].contains("analysis")) {
-            std::string job = job_script(cfg_, l, st().value("bin_dir", ""), st().value("model_dir", ""));
+        if (!st().jobs.count("analysis")) {
+            std::string job = job_script(cfg_, l, st().bin_dir.value_or(""), st().model_dir.value_or(""));
             if (exec_sh("cat > " + common::sh_quote(l.input_dir + "/job.sh"), job) != 0)
                 throw common::Error(common::ErrorKind::RemoteFailed, "run: could not write job.sh");
         }
@@ -568,7 +584,7 @@ private:
         std::ifstream in(outliers);
         auto j = nlohmann::json::parse(in, nullptr, false);
         if (j.is_discarded()) throw common::Error(common::ErrorKind::RemoteFailed, "pull: " + outliers + " is not valid JSON");
-        st()["results"] = {{"dir", dir_.results_dir()}, {"outliers_json", outliers}};
+        st().results = ResultsRecord{dir_.results_dir(), outliers};
         save();
     }
 
@@ -579,10 +595,10 @@ private:
         finishing_ = true;
         if (client_) client_->set_reconnect_window(0);
         try {
-            const auto & inst = st()["instance"];
-            auto now = broker_.provider(inst.value("provider", "")).get(inst.value("id", ""));
+            const auto & in = inst();
+            auto now = broker_.provider(in.provider).get(in.id);
             if (!now || now->status == broker::InstanceStatus::Terminated) {
-                common::log::info("finish: ", instance_ref(inst), " is already gone; nothing to salvage");
+                common::log::info("finish: ", in.ref(), " is already gone; nothing to salvage");
                 host_unreachable_ = true;
             }
         } catch (const common::Error & e) {
@@ -614,7 +630,7 @@ private:
 
     // Best effort after a failure or interrupt: whatever results and logs exist, before any terminate.
     void salvage() {
-        if (host_unreachable_ || (!client_ && !(st().contains("instance") && st()["instance"].contains("ssh")))) return;
+        if (host_unreachable_ || (!client_ && !(st().instance && st().instance->ssh))) return;
         try {
             RemoteLayout l = layout();
             if (exec_sh("test -d " + common::sh_quote(l.results_dir)) == 0) client().pull(l.results_dir, dir_.results_dir());
@@ -623,10 +639,10 @@ private:
                 client().pull(l.run_dir + "/watchdog.log", dir_.logs_dir() + "/remote");
             for (const auto & j : client().jobs()) {
                 std::string path = dir_.logs_dir() + "/" + j.name + ".log";
-                uint64_t off = st()["jobs"].contains(j.name) ? st()["jobs"][j.name].value("offset", uint64_t{0}) : 0;
+                auto & job = st().jobs[j.name];
                 std::ofstream log(path, std::ios::app | std::ios::binary);
-                off = client().logs(j.name, off, false, [&](std::string_view s) { log.write(s.data(), static_cast<std::streamsize>(s.size())); });
-                st()["jobs"][j.name]["offset"] = off;
+                job.offset = client().logs(j.name, job.offset, false,
+                                           [&](std::string_view s) { log.write(s.data(), static_cast<std::streamsize>(s.size())); });
             }
             save();
         } catch (const common::Error & e) {
@@ -637,20 +653,20 @@ private:
 
     // ---- finish: policy → terminate and prove, or keep with a deadline ----------------------------
     void finish(StepContext & ctx) {
-        if (!st().contains("instance")) {
+        if (!st().instance) {
             common::log::info("finish: no instance was created; nothing to end");
-            st()["end"] = {{"action", "none"}};
+            st().end = EndRecord{.action = "none"};
             save();
             return;
         }
-        auto inst = st()["instance"];
+        const InstanceRecord in = inst();
         if (finished_before_) return;  // an earlier attach ended it; --resume only summarises
         enter_finish();
         if (outcome_ == Outcome::Interrupted) stop_jobs();
         if (outcome_ != Outcome::Succeeded) salvage();
         EndDecision d = decide(cfg_.policy, outcome_, clock_.unix_now());
         common::log::info("finish: ", d.reason);
-        st()["end"] = {{"action", end_action_name(d.action)}, {"reason", d.reason}};
+        st().end = EndRecord{.action = std::string(end_action_name(d.action)), .reason = d.reason};
         save();
         if (d.action == EndAction::Keep) {
             bool extended = false;
@@ -664,10 +680,10 @@ private:
                 common::log::warn("finish: could not reset the watchdog for the keep TTL: ", e.message());
                 note_remote_failure(e);
             }
-            st()["end"]["keep_until_unix"] = d.keep_until_unix;
-            st()["end"]["watchdog_extended"] = extended;
+            st().end->keep_until_unix = d.keep_until_unix;
+            st().end->watchdog_extended = extended;
             save();
-            common::log::warn("finish: ", instance_ref(inst), " kept; end it with: broker instances terminate ", instance_ref(inst), " --yes");
+            common::log::warn("finish: ", in.ref(), " kept; end it with: broker instances terminate ", in.ref(), " --yes");
             return;
         }
         // Disarm first so the watchdog does not race the terminate (harmless, but noisy).
@@ -681,17 +697,16 @@ private:
             }
         }
         client_.reset();
-        auto t = broker_.terminate_and_prove(inst.value("provider", ""), inst.value("id", ""),
-                                             std::min<common::Duration>(ctx.deadline.remaining(), 5min), 2s);
-        st()["end"]["proven_gone"] = t.proven;
-        st()["end"]["last_status"] = t.last_status;
-        st()["end"]["ended_unix"] = clock_.unix_now();
+        auto t = broker_.terminate_and_prove(in.provider, in.id, std::min<common::Duration>(ctx.deadline.remaining(), 5min), 2s);
+        st().end->proven_gone = t.proven;
+        st().end->last_status = t.last_status;
+        st().end->ended_unix = clock_.unix_now();
         save();
         if (!t.proven)
             throw common::Error(common::ErrorKind::LeakRisk,
-                                "finish: " + instance_ref(inst) + ": terminate not confirmed (status " + t.last_status +
-                                    "); it may still bill; run: broker instances terminate " + instance_ref(inst) + " --yes");
-        common::log::info("finish: ", instance_ref(inst), " is gone");
+                                "finish: " + in.ref() + ": terminate not confirmed (status " + t.last_status +
+                                    "); it may still bill; run: broker instances terminate " + in.ref() + " --yes");
+        common::log::info("finish: ", in.ref(), " is gone");
     }
 
     // A run that already finished: the report is rebuilt from the journal (last event per step).
@@ -708,11 +723,7 @@ private:
             t.outcome = e.event;
             t.duration_s = e.duration_s;
             if (e.event != "failed") continue;
-            common::ErrorKind kind = common::ErrorKind::Internal;
-            for (auto k : {common::ErrorKind::Usage, common::ErrorKind::Auth, common::ErrorKind::Capacity, common::ErrorKind::Quota,
-                           common::ErrorKind::Network, common::ErrorKind::Timeout, common::ErrorKind::RemoteFailed,
-                           common::ErrorKind::NotFound, common::ErrorKind::LeakRisk, common::ErrorKind::Interrupted})
-                if (common::kind_name(k) == e.kind) kind = k;
+            common::ErrorKind kind = common::kind_from_name(e.kind).value_or(common::ErrorKind::Internal);
             if (t.name == "finish") report.finish_failure = common::Error(kind, e.message);
             else if (!report.first_failure) report.first_failure = common::Error(kind, e.message);
         }
@@ -725,21 +736,22 @@ private:
         for (const auto & s : report.steps) steps.push_back({{"step", s.name}, {"outcome", s.outcome}, {"duration_s", s.duration_s}});
         double price = 0, elapsed = 0;
         std::string ref;
-        if (st().contains("instance")) {
-            const auto & i = st()["instance"];
-            price = i.value("price_usd_per_hour", 0.0);
-            double end = st().contains("end") ? st()["end"].value("ended_unix", clock_.unix_now()) : clock_.unix_now();
-            elapsed = end - i.value("created_unix", end);
-            ref = instance_ref(i);
+        if (st().instance) {
+            const auto & i = *st().instance;
+            price = i.price_usd_per_hour;
+            double end = st().end ? st().end->ended_unix.value_or(clock_.unix_now()) : clock_.unix_now();
+            elapsed = end - i.created_unix.value_or(end);
+            ref = i.ref();
         }
+        nlohmann::json end = st().end ? to_json(*st().end) : nlohmann::json::object();
         nlohmann::json summary{{"run_dir", dir_.path()},
                                {"model", cfg_.model.display_name()},
                                {"instance", ref},
                                {"price_usd_per_hour", price},
                                {"instance_s", elapsed},
                                {"cost_usd", cost_usd(price, elapsed)},
-                               {"results_dir", st().contains("results") ? st()["results"].value("dir", "") : ""},
-                               {"end", st().value("end", nlohmann::json::object())},
+                               {"results_dir", st().results ? st().results->dir : ""},
+                               {"end", end},
                                {"exit_code", report.exit_code()},
                                {"steps", steps}};
         if (out.json()) {
@@ -754,9 +766,9 @@ private:
             char money[96];
             std::snprintf(money, sizeof money, " at $%.2f/h = $%.2f", price, cost_usd(price, elapsed));
             out.text("instance " + ref + ": " + common::format_duration(elapsed) + money + "; " +
-                     (st().contains("end") ? st()["end"].value("reason", "not ended") : std::string("not ended")));
+                     (st().end ? st().end->reason.value_or("not ended") : std::string("not ended")));
         }
-        if (st().contains("results")) out.text("results: " + st()["results"].value("dir", "") + " (report: analysis/report.md)");
+        if (st().results) out.text("results: " + st().results->dir + " (report: analysis/report.md)");
     }
 
     RunConfig cfg_;

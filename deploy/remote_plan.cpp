@@ -1,6 +1,8 @@
 // Remote layout, job script, watchdog config and synthetic tokens (see remote_plan.h).
 #include "deploy/remote_plan.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -92,6 +94,34 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     return s.str();
 }
 
+namespace {
+
+bool all_of_chars(const std::string & text, bool (*ok)(unsigned char)) {
+    return !text.empty() && std::all_of(text.begin(), text.end(), [ok](char c) { return ok(static_cast<unsigned char>(c)); });
+}
+bool upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+bool env_char(unsigned char c) { return std::isalnum(c) || c == '_'; }
+bool url_char(unsigned char c) { return c > 0x20 && c < 0x7f; }  // printable, no space: percent-encoded already
+bool header_name_char(unsigned char c) { return std::isalnum(c) || c == '-'; }
+
+// The request is broker's, but it becomes a curl header file and argument on the instance: refuse
+// anything that could turn into a second header or an option rather than trusting it.
+void check_request(const broker::SelfEndRequest & r) {
+    auto bad = [](const std::string & what) {
+        return common::Error::internal("watchdog: the terminate request's " + what + " cannot be sent as it is");
+    };
+    if (!all_of_chars(r.call.method, upper)) throw bad("method");
+    if (!all_of_chars(r.call.url, url_char) || !(r.call.url.rfind("https://", 0) == 0 || r.call.url.rfind("http://", 0) == 0))
+        throw bad("URL");
+    for (const auto & [name, value] : r.call.headers)
+        if (!all_of_chars(name, header_name_char) || value.find_first_of("\r\n") != std::string::npos) throw bad("header " + name);
+    if (!all_of_chars(r.credential_env, env_char) || std::isdigit(static_cast<unsigned char>(r.credential_env[0])))
+        throw bad("key variable");
+    if (r.failure_marker.find_first_of("\r\n") != std::string::npos) throw bad("failure marker");
+}
+
+}  // namespace
+
 std::string watchdog_config(const WatchdogSettings & w, const RemoteLayout & l) {
     std::ostringstream s;
     s << "ACTION=" << common::sh_quote(w.action) << "\n"
@@ -101,8 +131,19 @@ std::string watchdog_config(const WatchdogSettings & w, const RemoteLayout & l) 
       << "HEARTBEAT_TIMEOUT_S=" << static_cast<long long>(std::ceil(w.heartbeat_timeout_s)) << "\n"
       << "TICK_S=" << w.tick_s << "\n";
     if (!w.terminate_command.empty()) s << "TERMINATE_COMMAND=" << common::sh_quote(w.terminate_command) << "\n";
-    if (!w.runpod_graphql_url.empty()) s << "RUNPOD_GRAPHQL_URL=" << common::sh_quote(w.runpod_graphql_url) << "\n";
-    if (!w.vast_api_url.empty()) s << "VAST_API_URL=" << common::sh_quote(w.vast_api_url) << "\n";
+    if (w.action == "request") {
+        check_request(w.request);
+        std::string headers, gone;
+        for (const auto & [name, value] : w.request.call.headers) headers += (headers.empty() ? "" : "\n") + name + ": " + value;
+        for (long code : w.request.gone_statuses) gone += (gone.empty() ? "" : " ") + std::to_string(code);
+        s << "REQUEST_METHOD=" << common::sh_quote(w.request.call.method) << "\n"
+          << "REQUEST_URL=" << common::sh_quote(w.request.call.url) << "\n"
+          << "REQUEST_HEADERS=" << common::sh_quote(headers) << "\n"
+          << "REQUEST_BODY=" << common::sh_quote(w.request.call.body) << "\n"
+          << "REQUEST_KEY_ENV=" << common::sh_quote(w.request.credential_env) << "\n"
+          << "REQUEST_FAILURE_MARKER=" << common::sh_quote(w.request.failure_marker) << "\n"
+          << "REQUEST_GONE_STATUSES=" << common::sh_quote(gone) << "\n";
+    }
     if (w.disarmed) s << "DISARMED=1\n";
     return s.str();
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "broker/provider.h"
 #include "common/shell_quote.h"
 #include "deploy/run_config.h"
 
@@ -35,17 +36,21 @@ std::string job_script(const RunConfig & config, const RemoteLayout & layout, co
 // The name of a data file inside input/ ("tokens.json" for synthetic tokens).
 std::string input_file_name(const DataConfig & data);
 
+// What the on-instance watchdog (deploy/remote/watchdog.sh) does when heartbeats stop or the
+// deadline passes, chosen from the provider's declared broker::SelfEnd, never from its name.
 struct WatchdogSettings {
-    std::string action;              // runpod | vast | command | none
-    std::string instance_id;         // the provider's id (the watchdog falls back to PID 1's env)
+    std::string action;              // request | command | none
+    std::string instance_id;         // the provider's id, for the watchdog's log
     double deadline_unix = 0;
     double heartbeat_timeout_s = 600;
-    std::string terminate_command;   // action == command
-    std::string runpod_graphql_url;  // optional override (emulator)
-    std::string vast_api_url;        // optional override
+    std::string terminate_command;   // action == command: a shell command line, every word quoted
+    broker::SelfEndRequest request;  // action == request: broker's terminate request, as data
     bool disarmed = false;
     int tick_s = 10;
 };
+// The watchdog's KEY=VALUE config (every value sh_quote'd). The request travels as data: the shell
+// writes the body to a file and sends it as is. Throws Error(internal) for a request no header or
+// URL can carry (a CR/LF in a header, a method that is not a word, a key variable that is not a name).
 std::string watchdog_config(const WatchdogSettings & settings, const RemoteLayout & layout);
 
 // Seeded random token ids in [0, vocab), enough for num_sequences windows, as JSON [[...], ...].

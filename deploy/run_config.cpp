@@ -13,6 +13,7 @@
 #include <limits>
 #include <set>
 
+#include "broker/provider.h"
 #include "common/config_yaml.h"
 #include "common/error.h"
 #include "common/units.h"
@@ -490,6 +491,18 @@ void check_capture_layers(const RunConfig & c, const nlohmann::json & hf_config)
     if (auto n = layer_count(hf_config)) check_capture_layers(c, *n, c.model.display_name() + " (config.json)");
 }
 
+bool runs_on_this_machine(const ResourcesConfig & r) {
+    if (r.providers.empty()) return false;
+    for (const auto & p : r.providers) {
+        try {
+            if (!broker::provider_caps(p).on_this_machine) return false;
+        } catch (const common::Error &) {
+            return false;  // an unknown name: refused later, with the list of valid ones, by broker
+        }
+    }
+    return true;
+}
+
 void validate(const RunConfig & c) {
     auto fail = [&](const std::string & key, const std::string & msg) { throw common::Error::usage(where(c, key) + msg); };
     check_bounds(c, c.source.empty() ? std::string("config") : c.source);
@@ -528,8 +541,7 @@ void validate(const RunConfig & c) {
     for (const auto & p : r.providers)
         if (p.empty() || !std::all_of(p.begin(), p.end(), [](char ch) { return std::islower(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-'; }))
             fail("resources.providers", "'" + p + "' is not a provider name");
-    bool local_only = !r.providers.empty() && std::all_of(r.providers.begin(), r.providers.end(), [](const std::string & p) { return p == "local"; });
-    if (!local_only && r.gpu_count == 0) fail("resources.gpu_count", "0 GPUs is only for the local rehearsal provider");
+    if (!runs_on_this_machine(r) && r.gpu_count == 0) fail("resources.gpu_count", "0 GPUs is only for the local rehearsal provider");
     if (!c.name.empty() && (c.name.size() > 20 || !std::all_of(c.name.begin(), c.name.end(), [](char ch) {
                                 return std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch));
                             })))
@@ -667,7 +679,7 @@ RunConfig rehearsal_defaults() {
     c.data.num_sequences = 8;
     c.data.sequence_length = 64;
     c.data.batch_size = 2;
-    c.resources.providers = {"local"};
+    c.resources.providers = {std::string(broker::this_machine_provider())};
     c.resources.gpu_count = 0;
     c.resources.min_vram_gb.reset();
     c.resources.disk_gb = 1;

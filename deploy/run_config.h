@@ -129,6 +129,10 @@ void apply_overrides(RunConfig & config, const Overrides & overrides);
 // key (and the config file when there is one).
 void validate(const RunConfig & config);
 
+// Every provider named runs its instances on this machine (broker's declared on_this_machine): a
+// rehearsal, which may go without GPUs and costs nothing. False when none is named or one is unknown.
+bool runs_on_this_machine(const ResourcesConfig & resources);
+
 // capture.layers ("0-3,47") as sorted unique indices, in the syntax `extract run --layers` reads.
 // Throws common::Error(usage) naming the bad part; indices past 1023 are refused.
 std::vector<int> parse_capture_layers(const std::string & spec);

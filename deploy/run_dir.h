@@ -4,14 +4,17 @@
 //   RUN_DIR/run.json        the resolved config and the run id (written once, at the start)
 //   RUN_DIR/journal.jsonl   one JSON line per step event: start, done (duration_s), failed (kind,
 //                           message), skipped; append-only, fsync'd (the record of what happened)
-//   RUN_DIR/state.json      the resumable state: instance, remote paths, job name, log offset,
-//                           end decision (replaced atomically after every change)
+//   RUN_DIR/state.json      the resumable state (RunState below): instance, offers, remote
+//                           layout, jobs with log offsets, end decision (replaced atomically
+//                           after every change)
 //   RUN_DIR/logs/           the job log streamed here, bootstrap output, watchdog log
 //   RUN_DIR/results/        what was pulled from the instance
 #pragma once
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,6 +31,110 @@ struct JournalEvent {
     std::string kind;            // failed: common::kind_name
     std::string message;         // failed / note / skipped
 };
+
+// state.json, typed. Each member is what one step learned; an optional is absent until that step
+// has run (the flow asks has_value() where it used to ask whether the key exists). The on-disk keys
+// are the ones the untyped flow wrote, so run directories from before this type still resume
+// (tests/deploy/data/old-format); top-level keys this version does not know are kept as they are.
+struct SshRecord {
+    std::string host;
+    int port = 22;
+    std::string user;
+};
+
+struct InstanceRecord {
+    std::string provider;
+    std::string id;
+    std::string name;
+    double price_usd_per_hour = 0;
+    std::string gpu_model;
+    int gpu_count = 0;
+    double vram_gb_per_gpu = 0;
+    std::optional<double> created_unix;
+    std::optional<bool> native_deadline;  // written when created here, absent when adopted
+    bool adopted = false;                 // found by name after a crash between create and save
+    std::optional<SshRecord> ssh;         // known once ready
+    std::string ref() const { return provider + ":" + id; }  // "<provider>:<id>", as broker's CLI takes it
+};
+
+struct EstimateRecord {
+    int64_t params = 0;
+    int64_t params_active = 0;
+    double weights_gb = 0, activations_gb = 0, total_gb = 0, per_gpu_gb = 0;
+};
+
+// One offer the offers step found: the fields deploy reads, and broker's whole listing row
+// (broker::offer_to_json) kept for the record.
+struct OfferRecord {
+    std::string provider;
+    std::string offer_id;
+    std::string gpu_model;
+    int gpu_count = 0;
+    double price_usd_per_hour_total = 0;
+    nlohmann::json row;
+};
+
+struct CreateIntent {
+    std::string run_id;
+    double unix_s = 0;
+};
+
+struct RemoteRecord {
+    std::string home;       // the instance's $HOME
+    std::string cache_dir;  // "" until push resolved it
+};
+
+struct WatchdogRecord {
+    std::string action;  // request | command | none (older run directories: the provider's name)
+    double deadline_unix = 0;
+    double heartbeat_timeout_s = 0;
+};
+
+// A detached job this run started, and how far its log has been copied home.
+struct JobRecord {
+    uint64_t offset = 0;
+    std::optional<std::string> state;  // set once the job ended: succeeded | failed | ...
+    std::optional<int> exit_code;
+};
+
+struct ResultsRecord {
+    std::string dir;
+    std::string outliers_json;
+};
+
+struct EndRecord {
+    std::string action;                     // none | terminate | keep
+    std::optional<std::string> reason;
+    std::optional<double> keep_until_unix;  // keep
+    std::optional<bool> watchdog_extended;  // keep
+    std::optional<bool> proven_gone;        // terminate
+    std::optional<std::string> last_status; // terminate
+    std::optional<double> ended_unix;       // terminate
+};
+
+struct RunState {
+    bool estimated = false;              // the estimate step ran (min_vram_gb may still be none)
+    std::optional<double> min_vram_gb;   // none: a CPU run, or not estimated yet
+    std::optional<EstimateRecord> estimate;
+    std::optional<std::vector<OfferRecord>> offers;
+    std::optional<CreateIntent> create_intent;
+    std::optional<InstanceRecord> instance;
+    std::optional<RemoteRecord> remote;
+    std::optional<WatchdogRecord> watchdog;
+    std::optional<bool> container_env;   // PID 1's environment is readable on the instance
+    std::map<std::string, JobRecord> jobs;
+    std::optional<std::string> bin_dir;
+    std::optional<std::string> model_dir;
+    std::optional<ResultsRecord> results;
+    std::optional<EndRecord> end;
+    nlohmann::json unknown = nlohmann::json::object();  // top-level keys this version does not read
+};
+
+// The one mapping between RunState and state.json. from_json refuses (usage, naming `source` and
+// the key) a value of the wrong type or a count beyond any real run's, never guesses.
+nlohmann::json to_json(const RunState & state);
+nlohmann::json to_json(const EndRecord & end);  // state.json's "end" (also the summary's)
+RunState run_state_from_json(const nlohmann::json & j, const std::string & source = "state.json");
 
 class RunDir {
 public:
@@ -46,16 +153,16 @@ public:
     // Steps whose last event is "done".
     bool step_done(const std::string & step) const;
 
-    // The mutable state: state()[key]; save() writes it atomically (tmp + rename).
-    nlohmann::json & state() { return state_; }
-    const nlohmann::json & state() const { return state_; }
+    // The mutable state; save_state() writes it atomically (tmp + rename).
+    RunState & state() { return state_; }
+    const RunState & state() const { return state_; }
     void save_state();
 
 private:
-    RunDir(std::string path, nlohmann::json run_info, nlohmann::json state);
+    RunDir(std::string path, nlohmann::json run_info, RunState state);
     std::string path_;
     nlohmann::json run_info_;
-    nlohmann::json state_;
+    RunState state_;
 };
 
 // "20261122-041946-a1b2c3": sortable, unique enough, and a valid part of an instance name after

@@ -192,7 +192,7 @@ std::optional<double> member_cost_bound_usd(const RunConfig & c) {
         double by_price = *c.resources.max_price_usd_per_hour * c.policy.max_duration_s / 3600;
         bound = bound ? std::min(*bound, by_price) : by_price;
     }
-    if (c.resources.providers.size() == 1 && c.resources.providers[0] == "local") return bound.value_or(0.0);
+    if (runs_on_this_machine(c.resources)) return bound.value_or(0.0);
     return bound;
 }
 

@@ -86,11 +86,10 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
                 r.have_wall = true;
             }
             const auto & st = d.state();
-            if (st.contains("instance") && st["instance"].is_object()) {
-                const auto & i = st["instance"];
-                double created = i.value("created_unix", 0.0), end = created;
-                if (st.contains("end") && st["end"].is_object()) end = st["end"].value("ended_unix", created);
-                r.cost = i.value("price_usd_per_hour", 0.0) * std::max(0.0, end - created) / 3600;
+            if (st.instance) {
+                double created = st.instance->created_unix.value_or(0.0), end = created;
+                if (st.end) end = st.end->ended_unix.value_or(created);
+                r.cost = st.instance->price_usd_per_hour * std::max(0.0, end - created) / 3600;
                 r.have_cost = true;
             }
             std::string o = dir + "/results/analysis/outliers.json";

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 
+#include "broker/registry.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/output.h"
@@ -30,8 +31,15 @@ const char * kHelp =
     "if this process dies, the instance still ends (provider deadline, on-instance watchdog, `broker sweep`).\n\n"
     "Examples:\n"
     "  deploy_and_analyze                                   # rehearsal on this machine (configs/rehearsal.yaml defaults)\n"
-    "  deploy_and_analyze --config configs/qwen3-30b-a3b.yaml --max-price 3 --provider runpod\n"
+    "  deploy_and_analyze --config configs/qwen3-30b-a3b.yaml --max-price 3   # cheapest fit on every cloud with a key\n"
     "  deploy_and_analyze --resume runs/20261122-041946-a1b2";
+
+// The providers broker knows, for --help (deploy itself names none).
+std::string provider_names() {
+    std::string out;
+    for (const auto & p : broker::provider_table()) out += (out.empty() ? "" : ", ") + std::string(p.name);
+    return out;
+}
 
 // A program next to this one in the build tree (build/deploy/.. → build/<folder>/<name>), else on
 // PATH: `broker` (the local rehearsal's watchdog ends its instance with it) and `analyze` (the sweep report).
@@ -96,7 +104,7 @@ int main(int argc, char ** argv) {
         app.add_option("--sequence-length", o.sequence_length, "Tokens per sequence");
         app.add_option("--batch-size", o.batch_size, "Sequences per forward pass");
         app.add_option("--threshold", o.threshold, "Outlier magnitude threshold");
-        app.add_option("--provider", o.providers, "Provider, in order of preference (repeatable): runpod, vast, lambda, primeintellect, local");
+        app.add_option("--provider", o.providers, "Provider, in order of preference (repeatable): " + provider_names());
         app.add_flag("--keep-running", o.keep_running, "Keep the instance after success and failure (each for policy.keep_ttl)");
         app.add_option("--on-success", o.on_success, "terminate | keep");
         app.add_option("--on-failure", o.on_failure, "terminate | keep");

@@ -23,6 +23,17 @@ TEST_CASE("error kinds map to the documented exit codes") {
     CHECK(common::kind_name(ErrorKind::LeakRisk) == "leak_risk");
 }
 
+TEST_CASE("kind names read back to the same kinds, unknown names to none") {
+    for (auto k : {ErrorKind::Internal, ErrorKind::Usage, ErrorKind::Auth, ErrorKind::Capacity, ErrorKind::Quota,
+                   ErrorKind::Network, ErrorKind::Timeout, ErrorKind::RemoteFailed, ErrorKind::NotFound,
+                   ErrorKind::LeakRisk, ErrorKind::Interrupted})
+        CHECK(common::kind_from_name(common::kind_name(k)) == k);
+    CHECK(common::kind_from_name("remote_failed") == ErrorKind::RemoteFailed);
+    CHECK_FALSE(common::kind_from_name("").has_value());
+    CHECK_FALSE(common::kind_from_name("Usage").has_value());
+    CHECK_FALSE(common::kind_from_name("leak-risk").has_value());
+}
+
 TEST_CASE("missing credential names the provider and the variable to set") {
     Error e = Error::missing_credential("runpod", "RUNPOD_API_KEY");
     CHECK(e.kind() == ErrorKind::Auth);

@@ -290,7 +290,7 @@ TEST_CASE("e2e: the same flow against the RunPod emulator (instance backed by a 
     auto st = state_of(run);
     CHECK(st["instance"]["provider"] == "runpod");
     CHECK(st["end"]["proven_gone"] == true);
-    CHECK(st["watchdog"]["action"] == "runpod");
+    CHECK(st["watchdog"]["action"] == "request");  // broker's terminate request, sent by the watchdog
     // The emulator saw the whole life: search, create (with its terminateAfter deadline), terminate.
     auto es = emu.state();
     CHECK(es["instances"].empty());

@@ -129,7 +129,7 @@ TEST_CASE("steps: on resume, done steps are skipped and the others run") {
 TEST_CASE("run dir: refuses to reuse a non-empty directory, state survives reopen, torn journal line ignored") {
     tests::TempDir dir;
     auto rd = deploy::RunDir::create(dir / "run", {{"run_id", "x"}});
-    rd.state()["instance"] = {{"provider", "local"}, {"id", "l123"}};
+    rd.state().instance = deploy::InstanceRecord{.provider = "local", .id = "l123"};
     rd.save_state();
     rd.append({"a", "start", 1, 0, {}, {}});
     CHECK_THROWS_AS(deploy::RunDir::create(dir / "run", {}), common::Error);
@@ -139,7 +139,8 @@ TEST_CASE("run dir: refuses to reuse a non-empty directory, state survives reope
         std::fclose(f);
     }
     auto again = deploy::RunDir::open(dir / "run");
-    CHECK(again.state()["instance"]["id"] == "l123");
+    REQUIRE(again.state().instance.has_value());
+    CHECK(again.state().instance->id == "l123");
     CHECK(again.journal().size() == 1);
     CHECK(again.run_info()["run_id"] == "x");
     CHECK_THROWS_AS(deploy::RunDir::open(dir / "nothing"), common::Error);

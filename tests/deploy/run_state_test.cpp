@@ -1,0 +1,140 @@
+// The typed RunState (deploy/run_dir.h) against run directories written by the untyped flow
+// (tests/deploy/data/old-format, real output of that code): they read back field for field, write
+// back byte-identical JSON, and resume. Hostile state files are refused naming the key.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/output.h"
+#include "deploy/flow.h"
+#include "deploy/run_dir.h"
+#include "tests/support/temp_dir.h"
+
+#include <doctest/doctest.h>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kOld = std::string(TOOLKIT_SOURCE_DIR) + "/tests/deploy/data/old-format";
+
+nlohmann::json read_json(const std::string & path) {
+    std::ifstream in(path);
+    REQUIRE(in);
+    return nlohmann::json::parse(in);
+}
+
+// A writable copy of an old-format run directory.
+std::string copy_run(const tests::TempDir & dir, const std::string & name) {
+    std::string to = dir / name;
+    fs::copy(kOld + "/" + name, to, fs::copy_options::recursive);
+    for (const auto & e : fs::directory_iterator(to)) fs::permissions(e.path(), fs::perms::owner_read | fs::perms::owner_write);
+    return to;
+}
+
+}  // namespace
+
+TEST_CASE("run state: old-format state.json files read back typed and write back unchanged") {
+    for (const std::string name : {"finished", "killed-at-run"}) {
+        CAPTURE(name);
+        auto j = read_json(kOld + "/" + name + "/state.json");
+        auto s = deploy::run_state_from_json(j);
+        CHECK(deploy::to_json(s) == j);
+        CHECK(deploy::to_json(s).dump(2) == j.dump(2));
+        REQUIRE(s.instance.has_value());
+        CHECK(s.instance->provider == "local");
+        CHECK(s.instance->ref() == "local:" + j["instance"]["id"].get<std::string>());
+        REQUIRE(s.instance->ssh.has_value());
+        CHECK(s.instance->ssh->host == "127.0.0.1");
+        CHECK(s.estimated);
+        CHECK_FALSE(s.min_vram_gb.has_value());  // a CPU run: null, not absent
+        REQUIRE(s.offers.has_value());
+        CHECK(s.offers->at(0).offer_id == "localhost");
+        CHECK(s.jobs.at("bootstrap").offset == 134);
+        CHECK(s.jobs.at("bootstrap").state == "succeeded");
+        CHECK(s.unknown.empty());
+    }
+    auto done = deploy::run_state_from_json(read_json(kOld + "/finished/state.json"));
+    CHECK(done.jobs.at("analysis").offset == 1947);
+    REQUIRE(done.end.has_value());
+    CHECK(done.end->proven_gone == true);
+    CHECK(done.end->action == "terminate");
+    REQUIRE(done.watchdog.has_value());
+    CHECK(done.watchdog->action == "command");
+    auto killed = deploy::run_state_from_json(read_json(kOld + "/killed-at-run/state.json"));
+    CHECK_FALSE(killed.end.has_value());
+    CHECK_FALSE(killed.jobs.count("analysis"));
+}
+
+TEST_CASE("run state: keys this version does not know survive a save") {
+    nlohmann::json j{{"from_the_future", {{"x", 1}}}, {"bin_dir", "/b"}};
+    auto s = deploy::run_state_from_json(j);
+    CHECK(s.bin_dir == "/b");
+    CHECK(deploy::to_json(s) == j);
+}
+
+TEST_CASE("run state: a state file with wrong types or absurd counts is refused naming the key") {
+    auto refused = [](const nlohmann::json & j, const std::string & key) {
+        CAPTURE(j.dump());
+        try {
+            deploy::run_state_from_json(j, "RUN/state.json");
+            FAIL("accepted");
+        } catch (const common::Error & e) {
+            CHECK(e.kind() == common::ErrorKind::Usage);
+            CHECK(e.message().find("RUN/state.json: " + key + ": expected") == 0);
+        }
+    };
+    refused(nlohmann::json::array(), "(top level)");
+    refused({{"instance", {{"id", 5}}}}, "instance.id");
+    refused({{"instance", {{"gpu_count", 1e12}}}}, "instance.gpu_count");
+    refused({{"instance", {{"ssh", {{"port", "22"}}}}}}, "instance.ssh.port");
+    refused({{"jobs", {{"analysis", {{"offset", -1}}}}}}, "jobs.analysis.offset");
+    refused({{"jobs", {{"analysis", "x"}}}}, "jobs.analysis");
+    refused({{"offers", {{"a", 1}}}}, "offers");
+    refused({{"offers", {1}}}, "offers[0]");
+    refused({{"end", {{"proven_gone", "yes"}}}}, "end.proven_gone");
+    refused({{"min_vram_gb", "80"}}, "min_vram_gb");
+    nlohmann::json many = nlohmann::json::object();
+    for (int i = 0; i < 100; ++i) many["j" + std::to_string(i)] = {{"offset", 0}};
+    refused({{"jobs", many}}, "jobs");
+}
+
+TEST_CASE("run state: RunDir saves the typed state in the old keys and reopens it") {
+    tests::TempDir dir;
+    auto rd = deploy::RunDir::create(dir / "run", {{"run_id", "x"}});
+    rd.state().instance = deploy::InstanceRecord{.provider = "p", .id = "i1", .created_unix = 5.0};
+    rd.state().jobs["analysis"].offset = 42;
+    rd.state().end = deploy::EndRecord{.action = "keep", .keep_until_unix = 99.0};
+    rd.save_state();
+    auto j = read_json(dir / "run/state.json");
+    CHECK(j["instance"]["provider"] == "p");
+    CHECK(j["instance"]["created_unix"] == 5.0);
+    CHECK_FALSE(j["instance"].contains("native_deadline"));
+    CHECK(j["jobs"]["analysis"] == nlohmann::json{{"offset", 42}});
+    CHECK(j["end"] == nlohmann::json{{"action", "keep"}, {"keep_until_unix", 99.0}});
+    auto again = deploy::RunDir::open(dir / "run");
+    CHECK(again.state().jobs.at("analysis").offset == 42);
+    CHECK(again.state().end->keep_until_unix == 99.0);
+}
+
+TEST_CASE("run state: a finished run directory of the old format resumes and summarises as that code did") {
+    tests::TempDir dir;
+    std::string run = copy_run(dir, "finished");
+    const auto before = tests::read_file(run + "/state.json");
+    deploy::FlowOptions o;
+    o.broker.state_dir = dir / "broker-state";
+    o.broker.ledger_path = dir / "broker-state/ledger.sqlite";
+    std::ostringstream text;
+    common::Output out(common::OutputFormat::Json, text);
+    CHECK(deploy::run_resume(run, o, out) == 0);
+    auto summary = nlohmann::json::parse(text.str());
+    auto expected = read_json(kOld + "/finished-resume-summary.json");
+    summary.erase("run_dir");
+    expected.erase("run_dir");
+    CHECK(summary == expected);
+    CHECK(tests::read_file(run + "/state.json") == before);  // summarising writes nothing
+}
