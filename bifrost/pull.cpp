@@ -116,49 +116,61 @@ uint64_t file_size_nofollow(const std::string & path, bool & is_regular) {
     return static_cast<uint64_t>(st.st_size);
 }
 
-}  // namespace
+// Which directory the listing is relative to, and which names it covers: a directory's contents,
+// or one file (or link) as ./NAME from its parent. The fetch commands start with it too, so the
+// names they use are the listing's.
+std::string listing_prelude(const std::string & remote_expr) {
+    return "R=" + remote_expr + "\n"
+           "if [ -d \"$R\" ]; then cd -- \"$R\" || exit 92; set -- .\n"
+           "elif [ -e \"$R\" ] || [ -L \"$R\" ]; then cd -- \"$(dirname -- \"$R\")\" || exit 92; set -- ./\"$(basename -- \"$R\")\"\n"
+           "else echo 'no such file or directory' >&2; exit " + std::to_string(kNoSuchPath) + "; fi\n";
+}
 
-PullStats Client::pull(const std::string & remote_path, const std::string & local_dir, const PullOptions & options) {
-    const std::string label = impl_->t().label();
-    const std::string r = remote_path_expr(remote_path);
-    // Which directory the listing is relative to, and which names it covers.
-    std::string prelude = "R=" + r + "\n"
-                          "if [ -d \"$R\" ]; then cd -- \"$R\" || exit 92; set -- .\n"
-                          "elif [ -e \"$R\" ] || [ -L \"$R\" ]; then cd -- \"$(dirname -- \"$R\")\" || exit 92; set -- ./\"$(basename -- \"$R\")\"\n"
-                          "else echo 'no such file or directory' >&2; exit " + std::to_string(kNoSuchPath) + "; fi\n";
-    std::string listing = prelude +
-                          "printf 'S\\0'; find \"$@\" -type f -exec stat --printf '%s %a %n\\0' -- {} + || exit 93\n"
-                          "printf 'H\\0'; find \"$@\" -type f -exec sha256sum -z -- {} + || exit 93\n"
-                          "printf 'L\\0'; find \"$@\" -type l -exec sh -c 'for l do printf \"%s\\0%s\\0\" \"$l\" \"$(readlink -- \"$l\")\"; done' sh {} + || exit 93\n";
-    auto c = impl_->run_script(listing);
-    if (c.status == kNoSuchPath) throw Error::not_found("remote path " + remote_path, "on " + label);
-    if (c.status != 0)
-        throw Error(ErrorKind::RemoteFailed, label + ": pull: listing " + remote_path + " failed (exit " +
-                                                 std::to_string(c.status) + "): " + c.err);
-    std::map<std::string, RemoteFile> files;
-    char section = 0;
+// One round trip: sizes and modes (S), sha256sums (H), links and their targets (L), each section
+// a run of NUL-terminated records after its letter.
+std::string listing_script(const std::string & prelude) {
+    return prelude +
+           "printf 'S\\0'; find \"$@\" -type f -exec stat --printf '%s %a %n\\0' -- {} + || exit 93\n"
+           "printf 'H\\0'; find \"$@\" -type f -exec sha256sum -z -- {} + || exit 93\n"
+           "printf 'L\\0'; find \"$@\" -type l -exec sh -c 'for l do printf \"%s\\0%s\\0\" \"$l\" \"$(readlink -- \"$l\")\"; done' sh {} + || exit 93\n";
+}
+
+std::vector<std::string> nul_records(const std::string & out) {
     std::vector<std::string> records;
-    for (size_t start = 0; start < c.out.size();) {
-        size_t end = c.out.find('\0', start);
-        if (end == std::string::npos) end = c.out.size();
-        records.push_back(c.out.substr(start, end - start));
+    for (size_t start = 0; start < out.size();) {
+        size_t end = out.find('\0', start);
+        if (end == std::string::npos) end = out.size();
+        records.push_back(out.substr(start, end - start));
         start = end + 1;
     }
+    return records;
+}
+
+// bifrost's own bookkeeping in a pushed directory is not part of the results.
+bool is_bookkeeping(const std::string & name) {
+    return name == "./.bifrost-manifest" || name.rfind("./.bifrost-staging/", 0) == 0;
+}
+
+// The listing's records as checked names (every one refused before anything is written when it
+// could leave the destination) with size, mode, hash or link target; every file has a checksum.
+std::map<std::string, RemoteFile> parse_listing(const std::string & out, const std::string & label) {
+    std::map<std::string, RemoteFile> files;
+    char section = 0;
+    const std::vector<std::string> records = nul_records(out);
     for (size_t i = 0; i < records.size(); ++i) {
         const std::string & rec = records[i];
         if (rec == "S" || rec == "H" || rec == "L") {
             section = rec[0];
             continue;
         }
-        // bifrost's own bookkeeping in a pushed directory is not part of the results.
-        if ((rec == "./.bifrost-manifest" || rec.rfind("./.bifrost-staging/", 0) == 0) && section == 'L') {
+        if (is_bookkeeping(rec) && section == 'L') {
             ++i;
             continue;
         }
         if (section == 'S' || section == 'H') {
             auto sp = section == 'S' ? rec.find(' ', rec.find(' ') + 1) : std::string::npos;
             std::string nm = section == 'S' ? (sp == std::string::npos ? "" : rec.substr(sp + 1)) : (rec.size() > 66 ? rec.substr(66) : "");
-            if (nm == "./.bifrost-manifest" || nm.rfind("./.bifrost-staging/", 0) == 0) continue;
+            if (is_bookkeeping(nm)) continue;
         }
         if (section == 'S') {
             auto s1 = rec.find(' ');
@@ -185,99 +197,141 @@ PullStats Client::pull(const std::string & remote_path, const std::string & loca
     for (const auto & [name, f] : files)
         if (!f.is_link && f.hash.size() != 64)
             throw Error(ErrorKind::RemoteFailed, label + ": pull: no checksum for " + name + " (is sha256sum installed?)");
+    return files;
+}
 
-    std::string root = local_dir;
-    if (root.empty()) {
-        std::string base = remote_path;
-        while (base.size() > 1 && base.back() == '/') base.pop_back();
-        base = base.substr(base.rfind('/') == std::string::npos ? 0 : base.rfind('/') + 1);
-        root = base.empty() || base == "~" ? "." : base;
-    }
-    fs::create_directories(root);
+// LOCAL, or when empty the remote path's last component ("." for the home directory).
+std::string pull_root(const std::string & remote_path, const std::string & local_dir) {
+    if (!local_dir.empty()) return local_dir;
+    std::string base = remote_path;
+    while (base.size() > 1 && base.back() == '/') base.pop_back();
+    base = base.substr(base.rfind('/') == std::string::npos ? 0 : base.rfind('/') + 1);
+    return base.empty() || base == "~" ? "." : base;
+}
 
+// One pull's state across its files.
+struct PullRun {
+    Client::Impl & impl;
+    const std::string & label;
+    const std::string & prelude;
+    const PullOptions & options;
     PullStats stats;
-    uint64_t bytes_total = 0, bytes_done = 0;
-    for (const auto & [name, f] : files) bytes_total += f.size;
-    for (const auto & [name, f] : files) {
-        stats.files_total++;
-        if (f.is_link) continue;
-        make_parents(root, name);
-        std::string final_path = root + "/" + name;
-        bool regular = false;
-        uint64_t have = file_size_nofollow(final_path, regular);
-        if (regular && have == f.size && sha256_file(final_path) == f.hash) {
-            bytes_done += f.size;
-            continue;
-        }
-        std::string part = final_path + ".bifrost-part";
-        for (int attempt = 0; attempt < 2; ++attempt) {
-            bool part_regular = false;
-            uint64_t offset = file_size_nofollow(part, part_regular);
-            if (!part_regular || offset > f.size) {
-                ::unlink(part.c_str());
-                offset = 0;
-            }
-            if (offset > 0) stats.files_resumed++;
-            int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-            if (fd < 0) throw Error::io(part, "open", errno);
-            // Names are relative to the directory the prelude changes into.
-            Prologue p = make_prologue(prelude + "exec tail -c +" + std::to_string(offset + 1) + " -- ./" + sh_quote(name) + "\n");
-            RemoteCommand rc;
-            rc.command = p.command;
-            rc.stdin_data = p.stdin_block;
-            std::string err;
-            std::string write_error;
-            rc.on_stdout = [&](std::string_view d) {
-                size_t off = 0;
-                while (off < d.size() && write_error.empty()) {
-                    ssize_t n = ::write(fd, d.data() + off, d.size() - off);
-                    if (n < 0) {
-                        if (errno == EINTR) continue;
-                        write_error = std::strerror(errno);
-                        break;
-                    }
-                    off += static_cast<size_t>(n);
-                }
-                bytes_done += d.size();
-                stats.bytes_fetched += d.size();
-                if (options.progress) options.progress(bytes_done, bytes_total);
-            };
-            rc.on_stderr = [&](std::string_view d) { err.append(d); };
-            int status;
-            try {
-                status = impl_->run(rc);
-            } catch (...) {
-                ::close(fd);  // the part file stays: the next pull resumes from its size
-                throw;
-            }
-            if (::fsync(fd) != 0 && write_error.empty()) write_error = std::strerror(errno);
-            ::close(fd);
-            if (!write_error.empty()) throw Error::usage("local file " + part + ": write failed: " + write_error);
-            if (status != 0)
-                throw Error(ErrorKind::RemoteFailed, label + ": pull: reading " + name + " failed (exit " +
-                                                         std::to_string(status) + "): " + err);
-            if (sha256_file(part) == f.hash) {
-                ::chmod(part.c_str(), f.mode);
-                if (::rename(part.c_str(), final_path.c_str()) != 0) throw Error::io(final_path, "rename into place", errno);
-                stats.files_fetched++;
+    uint64_t bytes_total = 0;
+    uint64_t bytes_done = 0;
+};
+
+// Appends the remote file `name` from byte `offset` to the part file (fsynced); throws on a local
+// write error or a non-zero remote exit. The part file stays when the connection fails: the next
+// pull resumes from its size.
+void append_remote_tail(PullRun & run, const std::string & name, const std::string & part, uint64_t offset) {
+    int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) throw Error::io(part, "open", errno);
+    // Names are relative to the directory the prelude changes into.
+    Prologue p = make_prologue(run.prelude + "exec tail -c +" + std::to_string(offset + 1) + " -- ./" + sh_quote(name) + "\n");
+    RemoteCommand rc;
+    rc.command = p.command;
+    rc.stdin_data = p.stdin_block;
+    std::string err;
+    std::string write_error;
+    rc.on_stdout = [&](std::string_view d) {
+        size_t off = 0;
+        while (off < d.size() && write_error.empty()) {
+            ssize_t n = ::write(fd, d.data() + off, d.size() - off);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                write_error = std::strerror(errno);
                 break;
             }
-            ::unlink(part.c_str());
-            if (attempt == 1)
-                throw Error(ErrorKind::RemoteFailed, label + ": pull: checksum mismatch for " + name +
-                                                         " after a full download (is it still being written?)");
-            common::log::warn("pull: ", name, ": checksum mismatch; downloading it again from the start");
+            off += static_cast<size_t>(n);
         }
+        run.bytes_done += d.size();
+        run.stats.bytes_fetched += d.size();
+        if (run.options.progress) run.options.progress(run.bytes_done, run.bytes_total);
+    };
+    rc.on_stderr = [&](std::string_view d) { err.append(d); };
+    int status;
+    try {
+        status = run.impl.run(rc);
+    } catch (...) {
+        ::close(fd);
+        throw;
     }
+    if (::fsync(fd) != 0 && write_error.empty()) write_error = std::strerror(errno);
+    ::close(fd);
+    if (!write_error.empty()) throw Error::usage("local file " + part + ": write failed: " + write_error);
+    if (status != 0)
+        throw Error(ErrorKind::RemoteFailed, run.label + ": pull: reading " + name + " failed (exit " +
+                                                 std::to_string(status) + "): " + err);
+}
+
+// Brings one regular file into place: skipped when present with the right hash, else streamed
+// into NAME.bifrost-part (resumed from its size), verified and renamed; a checksum mismatch is
+// downloaded once more from the start before it is an error.
+void fetch_file(PullRun & run, const std::string & root, const std::string & name, const RemoteFile & f) {
+    make_parents(root, name);
+    std::string final_path = root + "/" + name;
+    bool regular = false;
+    uint64_t have = file_size_nofollow(final_path, regular);
+    if (regular && have == f.size && sha256_file(final_path) == f.hash) {
+        run.bytes_done += f.size;
+        return;
+    }
+    std::string part = final_path + ".bifrost-part";
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        bool part_regular = false;
+        uint64_t offset = file_size_nofollow(part, part_regular);
+        if (!part_regular || offset > f.size) {
+            ::unlink(part.c_str());
+            offset = 0;
+        }
+        if (offset > 0) run.stats.files_resumed++;
+        append_remote_tail(run, name, part, offset);
+        if (sha256_file(part) == f.hash) {
+            ::chmod(part.c_str(), f.mode);
+            if (::rename(part.c_str(), final_path.c_str()) != 0) throw Error::io(final_path, "rename into place", errno);
+            run.stats.files_fetched++;
+            return;
+        }
+        ::unlink(part.c_str());
+        if (attempt == 1)
+            throw Error(ErrorKind::RemoteFailed, run.label + ": pull: checksum mismatch for " + name +
+                                                     " after a full download (is it still being written?)");
+        common::log::warn("pull: ", name, ": checksum mismatch; downloading it again from the start");
+    }
+}
+
+// Links last, once every file they may point at is in place.
+void make_link(PullRun & run, const std::string & root, const std::string & name, const RemoteFile & f) {
+    make_parents(root, name);
+    std::string path = root + "/" + name;
+    ::unlink(path.c_str());
+    if (::symlink(f.link_target.c_str(), path.c_str()) != 0) throw Error::io(path, "create symlink", errno);
+    run.stats.files_fetched++;
+}
+
+}  // namespace
+
+PullStats Client::pull(const std::string & remote_path, const std::string & local_dir, const PullOptions & options) {
+    const std::string label = impl_->t().label();
+    const std::string prelude = listing_prelude(remote_path_expr(remote_path));
+    auto c = impl_->run_script(listing_script(prelude));
+    if (c.status == kNoSuchPath) throw Error::not_found("remote path " + remote_path, "on " + label);
+    if (c.status != 0)
+        throw Error(ErrorKind::RemoteFailed, label + ": pull: listing " + remote_path + " failed (exit " +
+                                                 std::to_string(c.status) + "): " + c.err);
+    const std::map<std::string, RemoteFile> files = parse_listing(c.out, label);
+
+    const std::string root = pull_root(remote_path, local_dir);
+    fs::create_directories(root);
+    PullRun run{*impl_, label, prelude, options, {}};
+    for (const auto & [name, f] : files) run.bytes_total += f.size;
     for (const auto & [name, f] : files) {
-        if (!f.is_link) continue;
-        make_parents(root, name);
-        std::string path = root + "/" + name;
-        ::unlink(path.c_str());
-        if (::symlink(f.link_target.c_str(), path.c_str()) != 0) throw Error::io(path, "create symlink", errno);
-        stats.files_fetched++;
+        run.stats.files_total++;
+        if (!f.is_link) fetch_file(run, root, name, f);
     }
-    return stats;
+    for (const auto & [name, f] : files)
+        if (f.is_link) make_link(run, root, name, f);
+    return run.stats;
 }
 
 }  // namespace bifrost
