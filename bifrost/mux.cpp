@@ -206,182 +206,237 @@ void unlink_if_ours(const std::string & path, const struct stat & mine) {
     if (::stat(path.c_str(), &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev) ::unlink(path.c_str());
 }
 
-void serve(Connection & conn, int listen_fd, int persist_s, const ConnectOptions & options, const std::string & path,
-           const struct stat & mine) {
-    const int keepalive_s = options.keepalive_s;
-    std::list<Peer> peers;
-    auto idle_since = std::chrono::steady_clock::now();
-    auto last_keepalive = idle_since;
-    ssh_session session = conn.session();
-    const std::string label = conn.label();
-    // With no channel open nothing else reads the session socket; this event processes what
-    // arrives there (server keepalives, or EOF when the server goes away) so a dead connection is
-    // noticed at once instead of leaving poll() spinning on a readable socket.
-    ssh_event idle_event = ssh_event_new();
-    ssh_event_add_session(idle_event, session);
-    struct EventGuard {
-        ssh_event e;
-        ssh_session s;
-        ~EventGuard() {
-            ssh_event_remove_session(e, s);
-            ssh_event_free(e);
+// Frees the event that watches the session socket while no channel is open.
+struct EventGuard {
+    ssh_event e;
+    ssh_session s;
+    ~EventGuard() {
+        ssh_event_remove_session(e, s);
+        ssh_event_free(e);
+    }
+};
+
+// The master's loop and its phases: accept a client, read its frames, start or feed its command,
+// pump the channel, flush to the client; on a lost connection tell every client and exit.
+class Master {
+public:
+    Master(Connection & conn, int listen_fd, int persist_s, const ConnectOptions & options, const std::string & path,
+           const struct stat & mine)
+        : conn_(conn), listen_fd_(listen_fd), persist_s_(persist_s), options_(options), path_(path), mine_(mine),
+          session_(conn.session()), label_(conn.label()) {}
+
+    void serve() {
+        auto idle_since = std::chrono::steady_clock::now();
+        auto last_keepalive = idle_since;
+        // With no channel open nothing else reads the session socket; this event processes what
+        // arrives there (server keepalives, or EOF when the server goes away) so a dead connection
+        // is noticed at once instead of leaving poll() spinning on a readable socket.
+        ssh_event idle_event = ssh_event_new();
+        ssh_event_add_session(idle_event, session_);
+        EventGuard event_guard{idle_event, session_};
+        for (;;) {
+            std::vector<pollfd> fds = poll_set();
+            bool any_task = false;
+            for (auto & p : peers_) any_task |= static_cast<bool>(p.task);
+            ::poll(fds.data(), fds.size(), any_task ? 5 : 200);
+            auto now = std::chrono::steady_clock::now();
+            if (!any_task && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) ssh_event_dopoll(idle_event, 0);
+            if (fds[0].revents & POLLIN) accept_peer();
+            std::string failure;
+            size_t i = 2;
+            for (auto & p : peers_) {
+                short rev = i < fds.size() && fds[i].fd == p.fd ? fds[i].revents : 0;
+                ++i;
+                serve_peer(p, rev, failure);
+            }
+            if (!failure.empty() || !ssh_is_connected(session_)) {
+                fail_all(failure.empty() ? label_ + ": connection lost" : failure);
+                return;
+            }
+            drop_finished();
+            if (draining_ && peers_.empty()) return;
+            if (!peers_.empty()) idle_since = now;
+            if (peers_.empty() && now - idle_since > std::chrono::seconds(persist_s_)) return;
+            if (options_.keepalive_s > 0 && now - last_keepalive > std::chrono::seconds(options_.keepalive_s)) {
+                conn_.send_keepalive();
+                last_keepalive = now;
+            }
         }
-    } event_guard{idle_event, session};
-    // Set when a channel could not be set up: the session's channel table is no longer trusted, so
-    // the socket is unlinked (the next request starts a fresh master), the requests in flight
-    // finish, and then this master exits.
-    bool draining = false;
-    for (;;) {
+    }
+
+private:
+    // The listening socket (unless draining), the session socket, then one entry per client.
+    std::vector<pollfd> poll_set() const {
         std::vector<pollfd> fds;
-        fds.push_back({listen_fd, static_cast<short>(draining ? 0 : POLLIN), 0});
-        fds.push_back({ssh_get_fd(session), POLLIN, 0});
-        for (auto & p : peers) {
+        fds.push_back({listen_fd_, static_cast<short>(draining_ ? 0 : POLLIN), 0});
+        fds.push_back({ssh_get_fd(session_), POLLIN, 0});
+        for (const auto & p : peers_) {
             short ev = 0;
             bool wants_input = !p.finished && (!p.task || (!p.task->stdin_closed() && p.task->stdin_queued() < (1u << 20)));
             if (wants_input) ev |= POLLIN;
             if (p.out.size() > p.out_off) ev |= POLLOUT;
             fds.push_back({p.fd, ev, 0});
         }
-        bool any_task = false;
-        for (auto & p : peers) any_task |= static_cast<bool>(p.task);
-        ::poll(fds.data(), fds.size(), any_task ? 5 : 200);
-        auto now = std::chrono::steady_clock::now();
-        if (!any_task && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) ssh_event_dopoll(idle_event, 0);
+        return fds;
+    }
 
-        if (fds[0].revents & POLLIN) {
-            int cfd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-            if (cfd >= 0) {
-                ucred cred{};
-                socklen_t len = sizeof cred;
-                if (::getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::geteuid()) {
-                    ::close(cfd);
-                } else {
-                    Peer p;
-                    p.fd = cfd;
-                    peers.push_back(std::move(p));
-                }
-            }
-        }
-        size_t i = 2;
-        std::string failure;
-        for (auto & p : peers) {
-            short rev = i < fds.size() && fds[i].fd == p.fd ? fds[i].revents : 0;
-            ++i;
-            if (rev & (POLLIN | POLLHUP | POLLERR)) {
-                // Drain what the client has sent (up to 1 MiB a round) so a push's stream is not
-                // paced by this loop's poll.
-                char buf[1 << 16];
-                bool gone = false;
-                for (size_t got = 0; got < (1u << 20);) {
-                    ssize_t r = ::recv(p.fd, buf, sizeof buf, 0);
-                    if (r > 0) {
-                        p.in.append(buf, static_cast<size_t>(r));
-                        got += static_cast<size_t>(r);
-                        continue;
-                    }
-                    if (r == 0 || (errno != EAGAIN && errno != EINTR)) gone = got == 0;
-                    break;
-                }
-                if (gone) {
-                    p.finished = true;  // the client went away (Ctrl-C): drop its channel
-                    p.task.reset();
-                    p.out.clear();
-                    p.out_off = 0;
-                    continue;
-                }
-                char type;
-                std::string payload;
-                while (!p.finished && pop_frame(p.in, p.in_off, type, payload)) {
-                    if (type == 'R' && !p.task) {
-                        try {
-                            p.task = std::make_unique<ChannelTask>(session, payload, label, options.channel_timeout_s);
-                        } catch (const ChannelSetupFailed & e) {
-                            append_frame(p.out, e.may_have_started ? 'F' : 'N',
-                                         std::string(common::kind_name(e.kind())) + "\t" + e.message());
-                            p.finished = true;
-                            if (!draining) {
-                                common::log::warn("control master: ", e.message(), "; draining and exiting");
-                                unlink_if_ours(path, mine);
-                                draining = true;
-                            }
-                        } catch (const Error & e) {
-                            if (!ssh_is_connected(session)) {
-                                failure = e.message();  // every peer is told below, after the socket is gone
-                            } else {
-                                append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
-                                p.finished = true;
-                            }
-                        }
-                    } else if (type == 'I' && p.task) {
-                        p.task->queue_stdin(payload);
-                    } else if (type == 'D' && p.task) {
-                        p.task->close_stdin();
-                    }
-                }
-            }
-            if (p.task && !p.finished) {
-                try {
-                    // Back-pressure: stop reading the channel while the client is behind.
-                    size_t budget = p.out.size() - p.out_off > (4u << 20) ? 0 : (1u << 20);
-                    p.task->pump([&](std::string_view d) { append_frame(p.out, 'O', d); },
-                                 [&](std::string_view d) { append_frame(p.out, 'E', d); }, budget);
-                    if (p.task->done()) {
-                        int status = p.task->finish();
-                        if (!p.task->signal_name().empty()) append_frame(p.out, 'K', p.task->signal_name());
-                        append_frame(p.out, 'X', std::to_string(status));
-                        p.task.reset();
-                        p.finished = true;
-                    }
-                } catch (const Error & e) {
-                    failure = e.message();
-                }
-            }
-            if (failure.empty() && p.out.size() > p.out_off) {
-                ssize_t w = ::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
-                if (w > 0) p.out_off += static_cast<size_t>(w);
-                else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-                    p.finished = true;
-                    p.task.reset();
-                    p.out.clear();
-                    p.out_off = 0;
-                }
-                if (p.out_off == p.out.size()) {
-                    p.out.clear();
-                    p.out_off = 0;
-                }
-            }
-        }
-        if (!failure.empty() || !ssh_is_connected(session)) {
-            if (failure.empty()) failure = label + ": connection lost";
-            common::log::warn("control master: ", failure, "; exiting");
-            // Unreachable first, so a request that sees this failure and retries starts a new master.
-            unlink_if_ours(path, mine);
-            for (auto & p : peers) {
-                // A peer whose command never got a channel is told so: it may try a new master.
-                if (!p.finished) append_frame(p.out, p.task ? 'F' : 'N', std::string("network\t") + failure);
-                int flags = ::fcntl(p.fd, F_GETFL);
-                ::fcntl(p.fd, F_SETFL, flags & ~O_NONBLOCK);
-                if (p.out.size() > p.out_off) (void)!::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
-                ::close(p.fd);
-            }
+    // A client of another uid is closed at once.
+    void accept_peer() {
+        int cfd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (cfd < 0) return;
+        ucred cred{};
+        socklen_t len = sizeof cred;
+        if (::getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::geteuid()) {
+            ::close(cfd);
             return;
         }
-        for (auto it = peers.begin(); it != peers.end();) {
+        Peer p;
+        p.fd = cfd;
+        peers_.push_back(std::move(p));
+    }
+
+    // One round for one client; a channel or session error goes into `failure`.
+    void serve_peer(Peer & p, short rev, std::string & failure) {
+        if (rev & (POLLIN | POLLHUP | POLLERR)) {
+            if (!read_peer(p)) {
+                drop(p);  // the client went away (Ctrl-C): drop its channel
+                return;
+            }
+            handle_frames(p, failure);
+        }
+        if (p.task && !p.finished) pump(p, failure);
+        if (failure.empty() && p.out.size() > p.out_off) flush(p);
+    }
+
+    // Drains what the client has sent (up to 1 MiB a round) so a push's stream is not paced by
+    // this loop's poll. False when the client is gone.
+    static bool read_peer(Peer & p) {
+        char buf[1 << 16];
+        bool gone = false;
+        for (size_t got = 0; got < (1u << 20);) {
+            ssize_t r = ::recv(p.fd, buf, sizeof buf, 0);
+            if (r > 0) {
+                p.in.append(buf, static_cast<size_t>(r));
+                got += static_cast<size_t>(r);
+                continue;
+            }
+            if (r == 0 || (errno != EAGAIN && errno != EINTR)) gone = got == 0;
+            break;
+        }
+        return !gone;
+    }
+
+    static void drop(Peer & p) {
+        p.finished = true;
+        p.task.reset();
+        p.out.clear();
+        p.out_off = 0;
+    }
+
+    void handle_frames(Peer & p, std::string & failure) {
+        char type;
+        std::string payload;
+        while (!p.finished && pop_frame(p.in, p.in_off, type, payload)) {
+            if (type == 'R' && !p.task) start_command(p, payload, failure);
+            else if (type == 'I' && p.task) p.task->queue_stdin(payload);
+            else if (type == 'D' && p.task) p.task->close_stdin();
+        }
+    }
+
+    // Opens the command's channel. A channel that cannot be set up makes this master drain: the
+    // session's channel table is no longer trusted, so the socket is unlinked (the next request
+    // starts a fresh master), the requests in flight finish, and then this master exits.
+    void start_command(Peer & p, const std::string & command, std::string & failure) {
+        try {
+            p.task = std::make_unique<ChannelTask>(session_, command, label_, options_.channel_timeout_s);
+        } catch (const ChannelSetupFailed & e) {
+            append_frame(p.out, e.may_have_started ? 'F' : 'N', std::string(common::kind_name(e.kind())) + "\t" + e.message());
+            p.finished = true;
+            if (!draining_) {
+                common::log::warn("control master: ", e.message(), "; draining and exiting");
+                unlink_if_ours(path_, mine_);
+                draining_ = true;
+            }
+        } catch (const Error & e) {
+            if (!ssh_is_connected(session_)) {
+                failure = e.message();  // every peer is told in fail_all, after the socket is gone
+            } else {
+                append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
+                p.finished = true;
+            }
+        }
+    }
+
+    // Channel output to the client's frames, and the exit status once the command is done.
+    static void pump(Peer & p, std::string & failure) {
+        try {
+            // Back-pressure: stop reading the channel while the client is behind.
+            size_t budget = p.out.size() - p.out_off > (4u << 20) ? 0 : (1u << 20);
+            p.task->pump([&](std::string_view d) { append_frame(p.out, 'O', d); },
+                         [&](std::string_view d) { append_frame(p.out, 'E', d); }, budget);
+            if (p.task->done()) {
+                int status = p.task->finish();
+                if (!p.task->signal_name().empty()) append_frame(p.out, 'K', p.task->signal_name());
+                append_frame(p.out, 'X', std::to_string(status));
+                p.task.reset();
+                p.finished = true;
+            }
+        } catch (const Error & e) {
+            failure = e.message();
+        }
+    }
+
+    static void flush(Peer & p) {
+        ssize_t w = ::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
+        if (w > 0) p.out_off += static_cast<size_t>(w);
+        else if (w < 0 && errno != EAGAIN && errno != EINTR) drop(p);
+        if (p.out_off == p.out.size()) {
+            p.out.clear();
+            p.out_off = 0;
+        }
+    }
+
+    // The connection is gone: unreachable first, so a request that sees this failure and retries
+    // starts a new master; then every client is told (one whose command never got a channel is
+    // told so: it may try a new master) and closed.
+    void fail_all(const std::string & failure) {
+        common::log::warn("control master: ", failure, "; exiting");
+        unlink_if_ours(path_, mine_);
+        for (auto & p : peers_) {
+            if (!p.finished) append_frame(p.out, p.task ? 'F' : 'N', std::string("network\t") + failure);
+            int flags = ::fcntl(p.fd, F_GETFL);
+            ::fcntl(p.fd, F_SETFL, flags & ~O_NONBLOCK);
+            if (p.out.size() > p.out_off) (void)!::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
+            ::close(p.fd);
+        }
+    }
+
+    void drop_finished() {
+        for (auto it = peers_.begin(); it != peers_.end();) {
             if (it->finished && it->out.size() == it->out_off) {
                 ::close(it->fd);
-                it = peers.erase(it);
+                it = peers_.erase(it);
             } else {
                 ++it;
             }
         }
-        if (draining && peers.empty()) return;
-        if (!peers.empty()) idle_since = now;
-        if (peers.empty() && now - idle_since > std::chrono::seconds(persist_s)) return;
-        if (keepalive_s > 0 && now - last_keepalive > std::chrono::seconds(keepalive_s)) {
-            conn.send_keepalive();
-            last_keepalive = now;
-        }
     }
+
+    Connection & conn_;
+    const int listen_fd_;
+    const int persist_s_;
+    const ConnectOptions & options_;
+    const std::string & path_;
+    const struct stat & mine_;
+    ssh_session session_;
+    const std::string label_;
+    std::list<Peer> peers_;
+    bool draining_ = false;
+};
+
+void serve(Connection & conn, int listen_fd, int persist_s, const ConnectOptions & options, const std::string & path,
+           const struct stat & mine) {
+    Master(conn, listen_fd, persist_s, options, path, mine).serve();
 }
 
 int bind_socket(const std::string & path) {
