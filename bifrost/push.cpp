@@ -127,51 +127,39 @@ std::string commit_script(const std::vector<std::string> & changed, const std::v
     return s;
 }
 
-}  // namespace
+// Step 1's script: creates the directory if needed, rolls forward a push whose upload had
+// completed, and answers the directory's real path, "clean" or "completed", then the manifest.
+std::string remote_state_script(const std::string & dir_expr) {
+    return "D=" + dir_expr + "\n"
+           "{ [ -d \"$D\" ] || mkdir -p -- \"$D\"; } && cd -- \"$D\" || exit 97\n"
+           "r=clean\n"
+           "if [ -f .bifrost-staging/ready ]; then sh .bifrost-staging/commit.sh || exit 98; r=completed; fi\n"
+           "pwd -P; echo \"$r\"; [ -f .bifrost-manifest ] && exec cat .bifrost-manifest; exit 0\n";
+}
 
-PushStats Client::push(const std::string & local_dir, const PushOptions & options) {
-    std::error_code ec;
-    fs::path root = fs::canonical(local_dir, ec);
-    if (ec || !fs::is_directory(root)) throw Error::not_found("local directory " + local_dir, "not a directory");
-    std::string remote_dir = options.remote_dir;
-    if (remote_dir.empty()) remote_dir = "~/workspace/" + root.filename().string();
-    const std::string dir_expr = remote_path_expr(remote_dir);
-    const std::string label = impl_->t().label();
-
-    // The local walk runs while the remote answers (it only reads local files; the transport
-    // stays on this thread).
-    auto scanned = std::async(std::launch::async, [&] {
-        return std::make_pair(scan_tree(root.string(), {options.include_git, options.excludes}),
-                              std::make_unique<HashCache>(hash_cache_path(root.string())));
-    });
-
-    // Step 1: remote state (and roll forward a push whose upload had completed).
-    std::string state;
-    try {
-        state = impl_->run_script_ok(
-        "D=" + dir_expr + "\n"
-        "{ [ -d \"$D\" ] || mkdir -p -- \"$D\"; } && cd -- \"$D\" || exit 97\n"
-        "r=clean\n"
-        "if [ -f .bifrost-staging/ready ]; then sh .bifrost-staging/commit.sh || exit 98; r=completed; fi\n"
-        "pwd -P; echo \"$r\"; [ -f .bifrost-manifest ] && exec cat .bifrost-manifest; exit 0\n",
-        "push: reading the remote manifest of " + remote_dir);
-    } catch (...) {
-        scanned.wait();
-        throw;
-    }
-    auto [local, cache_ptr] = scanned.get();
-    HashCache & cache = *cache_ptr;
+// The reply to remote_state_script: fills stats.remote_dir and completed_interrupted_push and
+// returns the remote manifest.
+Manifest parse_remote_state(const std::string & state, const std::string & label, const std::string & remote_dir,
+                            PushStats & stats) {
     size_t nl1 = state.find('\n');
     size_t nl2 = nl1 == std::string::npos ? std::string::npos : state.find('\n', nl1 + 1);
     if (nl2 == std::string::npos) throw Error(ErrorKind::RemoteFailed, label + ": push: unexpected reply reading " + remote_dir);
-    PushStats stats;
     stats.remote_dir = state.substr(0, nl1);
     stats.completed_interrupted_push = state.substr(nl1 + 1, nl2 - nl1 - 1) == "completed";
     if (stats.completed_interrupted_push) common::log::info("push: completed an interrupted earlier push to ", stats.remote_dir);
-    Manifest remote = parse_manifest(std::string_view(state).substr(nl2 + 1));
+    return parse_manifest(std::string_view(state).substr(nl2 + 1));
+}
 
-    // Step 2: decide what travels.
+// Step 2: what travels (new or changed by hash, mode or type; a file is hashed only when the cache
+// has no hash and the remote has one of the same size) and which files of the old manifest go.
+struct Transfer {
     std::vector<FileEntry *> to_send;
+    std::vector<std::string> deleted;
+};
+
+Transfer plan_transfer(std::vector<FileEntry> & local, const Manifest & remote, HashCache & cache, const fs::path & root,
+                       PushStats & stats) {
+    Transfer t;
     std::set<std::string> local_paths;
     for (auto & e : local) {
         local_paths.insert(e.path);
@@ -185,24 +173,51 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
         }
         bool same = it != remote.end() && !e.hash.empty() && it->second.hash == e.hash && it->second.mode == e.mode &&
                     it->second.type == e.type;
-        if (!same) to_send.push_back(&e);
+        if (!same) t.to_send.push_back(&e);
     }
-    std::vector<std::string> deleted;
     for (const auto & [path, e] : remote)
-        if (!local_paths.count(path) && safe_relative(path)) deleted.push_back(path);
-    stats.files_deleted = deleted.size();
+        if (!local_paths.count(path) && safe_relative(path)) t.deleted.push_back(path);
+    stats.files_deleted = t.deleted.size();
+    return t;
+}
 
-    if (to_send.empty() && deleted.empty()) {
-        for (const auto & e : local) cache.store(e);
-        cache.save();
-        return stats;
+// The manifest.new the stream ends with, built once every file has been sent: a file's hash is the
+// one of the bytes actually sent (a file that changed mid-send is recorded as sent, and warned of).
+std::string next_manifest(TarStream & tar, const std::vector<FileEntry *> & to_send, const std::vector<FileEntry> & local,
+                          const Manifest & remote) {
+    Manifest next;
+    size_t file_index = 0;
+    for (FileEntry * e : to_send) {
+        if (e->type != 'f') continue;
+        const std::string & sent = tar.sent_hashes()[file_index];
+        if (tar.changed_while_sent()[file_index] || (!e->hash.empty() && e->hash != sent))
+            common::log::warn("push: ", e->path, " changed while it was being sent; the next push sends it again");
+        else
+            e->hash = sent;
+        ++file_index;
     }
+    for (auto & e : local) {
+        FileEntry m = e;
+        auto it = remote.find(e.path);
+        if (m.hash.empty() && it != remote.end()) m.hash = it->second.hash;
+        next[e.path] = m;
+    }
+    file_index = 0;
+    for (FileEntry * e : to_send) {
+        if (e->type != 'f') continue;
+        next[e->path].hash = tar.sent_hashes()[file_index++];
+    }
+    return format_manifest(next);
+}
 
-    // Step 3: one tar stream into staging, then the commit.
-    TarStream tar;
+// Step 3's stream: the changed files under files/, manifest.new (deferred to the end) and the
+// commit script. Returns the file bytes it will send. The deferred manifest refers to tar, to_send,
+// local and remote, which must outlive the stream.
+uint64_t fill_stream(TarStream & tar, const fs::path & root, const Transfer & t, const std::vector<FileEntry> & local,
+                     const Manifest & remote) {
     uint64_t bytes_to_send = 0;
     std::vector<std::string> changed;
-    for (FileEntry * e : to_send) {
+    for (FileEntry * e : t.to_send) {
         changed.push_back(e->path);
         if (e->type == 'l') {
             tar.add_symlink("files/" + e->path, e->link_target, e->mtime_ns / 1000000000);
@@ -211,37 +226,18 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
             bytes_to_send += e->size;
         }
     }
-    tar.add_deferred("manifest.new", [&]() {
-        Manifest next;
-        size_t file_index = 0;
-        for (FileEntry * e : to_send) {
-            if (e->type != 'f') continue;
-            const std::string & sent = tar.sent_hashes()[file_index];
-            if (tar.changed_while_sent()[file_index] || (!e->hash.empty() && e->hash != sent))
-                common::log::warn("push: ", e->path, " changed while it was being sent; the next push sends it again");
-            else
-                e->hash = sent;
-            ++file_index;
-        }
-        for (auto & e : local) {
-            FileEntry m = e;
-            auto it = remote.find(e.path);
-            if (m.hash.empty() && it != remote.end()) m.hash = it->second.hash;
-            next[e.path] = m;
-        }
-        // Files whose content changed mid-send are recorded with the bytes actually sent.
-        file_index = 0;
-        for (FileEntry * e : to_send) {
-            if (e->type != 'f') continue;
-            next[e->path].hash = tar.sent_hashes()[file_index++];
-        }
-        return format_manifest(next);
-    }, 0600);
+    tar.add_deferred("manifest.new", [&tar, &t, &local, &remote]() { return next_manifest(tar, t.to_send, local, remote); },
+                     0600);
     std::set<std::string> had;
     for (const auto & [path, e] : remote)
         for (size_t at = 0; (at = path.find('/', at)) != std::string::npos; ++at) had.insert(path.substr(0, at));
-    tar.add_data("commit.sh", commit_script(changed, deleted, had), 0600);
+    tar.add_data("commit.sh", commit_script(changed, t.deleted, had), 0600);
+    return bytes_to_send;
+}
 
+// Streams tar into staging and commits it, on one channel.
+void upload_and_commit(Client::Impl & impl, const std::string & dir_expr, TarStream & tar, uint64_t bytes_to_send,
+                       const PushOptions & options, const std::string & label, const PushStats & stats) {
     Prologue p = make_prologue("D=" + dir_expr + "\n"
                                "cd -- \"$D\" || exit 97\n"
                                "{ [ ! -e .bifrost-staging ] || rm -rf .bifrost-staging; } && mkdir .bifrost-staging || exit 97\n"
@@ -260,7 +256,7 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
     };
     std::string err;
     rc.on_stderr = [&](std::string_view d) { err.append(d); };
-    int status = impl_->run(rc);
+    int status = impl.run(rc);
     if (status != 0) {
         while (!err.empty() && err.back() == '\n') err.pop_back();
         throw Error(ErrorKind::RemoteFailed, label + ": push to " + stats.remote_dir + " failed (exit " +
@@ -268,8 +264,11 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
                                                  "; the remote tree is unchanged or partly renamed file by file; push again to complete it")
             .with("host", label);
     }
-    stats.files_sent = to_send.size();
-    stats.bytes_sent = tar.file_bytes_sent();
+}
+
+// Remembers the hashes of what is now remote (not those of files that changed while sent).
+void remember_hashes(HashCache & cache, const std::vector<FileEntry *> & to_send, const TarStream & tar,
+                     const std::vector<FileEntry> & local) {
     for (size_t i = 0, f = 0; i < to_send.size(); ++i) {
         if (to_send[i]->type != 'f') continue;
         if (!tar.changed_while_sent()[f]) cache.store(*to_send[i]);
@@ -278,6 +277,49 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
     for (const auto & e : local)
         if (!e.hash.empty()) cache.store(e);
     cache.save();
+}
+
+}  // namespace
+
+PushStats Client::push(const std::string & local_dir, const PushOptions & options) {
+    std::error_code ec;
+    fs::path root = fs::canonical(local_dir, ec);
+    if (ec || !fs::is_directory(root)) throw Error::not_found("local directory " + local_dir, "not a directory");
+    std::string remote_dir = options.remote_dir;
+    if (remote_dir.empty()) remote_dir = "~/workspace/" + root.filename().string();
+    const std::string dir_expr = remote_path_expr(remote_dir);
+    const std::string label = impl_->t().label();
+
+    // The local walk runs while the remote answers (it only reads local files; the transport
+    // stays on this thread).
+    auto scanned = std::async(std::launch::async, [&] {
+        return std::make_pair(scan_tree(root.string(), {options.include_git, options.excludes}),
+                              std::make_unique<HashCache>(hash_cache_path(root.string())));
+    });
+    std::string state;
+    try {
+        state = impl_->run_script_ok(remote_state_script(dir_expr), "push: reading the remote manifest of " + remote_dir);
+    } catch (...) {
+        scanned.wait();
+        throw;
+    }
+    auto [local, cache_ptr] = scanned.get();
+    HashCache & cache = *cache_ptr;
+    PushStats stats;
+    const Manifest remote = parse_remote_state(state, label, remote_dir, stats);
+
+    const Transfer t = plan_transfer(local, remote, cache, root, stats);
+    if (t.to_send.empty() && t.deleted.empty()) {
+        for (const auto & e : local) cache.store(e);
+        cache.save();
+        return stats;
+    }
+    TarStream tar;
+    const uint64_t bytes_to_send = fill_stream(tar, root, t, local, remote);
+    upload_and_commit(*impl_, dir_expr, tar, bytes_to_send, options, label, stats);
+    stats.files_sent = t.to_send.size();
+    stats.bytes_sent = tar.file_bytes_sent();
+    remember_hashes(cache, t.to_send, tar, local);
     return stats;
 }
 
