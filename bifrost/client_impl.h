@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "bifrost/bifrost.h"
+#include "common/backoff.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
@@ -20,6 +21,7 @@ struct Client::Impl {
     std::function<std::unique_ptr<Transport>()> reconnect;
     std::string home;
     double reconnect_window_s = 180;
+    static constexpr common::Backoff kReconnectBackoff{0.5, 5.0};
 
     // Runs `attempt`; when the connection fails under it (a network error or a timed-out channel),
     // drops the transport, reconnects with backoff and runs it again, for up to reconnect_window_s.
@@ -27,8 +29,7 @@ struct Client::Impl {
     template <class F>
     auto idempotent(const std::string & what, F && attempt) -> decltype(attempt()) {
         auto start = std::chrono::steady_clock::now();
-        double backoff_s = 0.5;
-        for (;;) {
+        for (int retry = 1;; ++retry) {
             try {
                 return attempt();
             } catch (const common::Error & e) {
@@ -38,8 +39,7 @@ struct Client::Impl {
                 common::log::warn(what, ": ", e.message(), "; reconnecting");
                 transport.reset();
                 common::throw_if_interrupted();
-                std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
-                backoff_s = std::min(backoff_s * 2, 5.0);
+                std::this_thread::sleep_for(std::chrono::duration<double>(kReconnectBackoff.delay_s(retry)));
             }
         }
     }
@@ -57,7 +57,6 @@ struct Client::Impl {
     // command may go through this, since nothing of it ran.
     int run(const RemoteCommand & command) {
         auto start = std::chrono::steady_clock::now();
-        double backoff_s = 0.5;
         for (int retries = 0;; ++retries) {
             double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             bool may_retry = reconnect && (retries == 0 || waited <= reconnect_window_s);
@@ -78,8 +77,7 @@ struct Client::Impl {
                 }
             }
             common::throw_if_interrupted();
-            std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
-            backoff_s = std::min(backoff_s * 2, 5.0);
+            std::this_thread::sleep_for(std::chrono::duration<double>(kReconnectBackoff.delay_s(retries + 1)));
         }
     }
     // Runs a script through the prologue (stdin block), collecting stdout; stderr is collected too.

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bifrost/channel.h"
+#include "common/backoff.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -173,7 +174,7 @@ std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const Co
     Endpoint e = endpoint;
     if (e.user.empty()) e.user = env_or("USER", "root");
     auto start = std::chrono::steady_clock::now();
-    double backoff_s = 0.5;
+    const common::Backoff backoff{0.5, 8.0};
     for (int attempt = 1;; ++attempt) {
         common::throw_if_interrupted();
         ssh_session s = ssh_new();
@@ -212,6 +213,7 @@ std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const Co
             ssh_free(s);
             double elapsed =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            const double backoff_s = backoff.delay_s(attempt);
             if (err.kind() != ErrorKind::Network || !retryable(failure) || elapsed + backoff_s > options.retry_deadline_s) {
                 if (err.kind() == ErrorKind::Network && options.retry_deadline_s > 0 && attempt > 1)
                     throw Error(ErrorKind::Timeout, e.label() + ": still unreachable after " + std::to_string(attempt) +
@@ -222,7 +224,6 @@ std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const Co
             }
             common::log::info(e.label(), ": ", failure, "; retrying in ", backoff_s, " s (attempt ", attempt, ")");
             std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
-            backoff_s = std::min(backoff_s * 2, 8.0);
             continue;
         }
         int fd = ssh_get_fd(s);

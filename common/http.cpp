@@ -9,6 +9,7 @@
 #include <mutex>
 #include <random>
 
+#include "common/backoff.h"
 #include "common/log.h"
 
 namespace common::http {
@@ -108,13 +109,6 @@ bool never_sent(CURLcode code) {
     return code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY;
 }
 
-double jittered(double base_s, int retry_index, double max_s) {
-    thread_local std::mt19937 rng{std::random_device{}()};
-    double d = base_s * std::pow(2.0, retry_index - 1);
-    std::uniform_real_distribution<double> u(0.5, 1.5);
-    return std::min(max_s, d * u(rng));
-}
-
 std::string short_body(const std::string & body) { return safe_text(body, 300); }
 
 }  // namespace
@@ -166,7 +160,7 @@ Response Client::send(const Request & request, Retry retry, const RetryCheck & c
                                                         " attempt(s): " + last_problem))
                 .with("provider", subject_);
         }
-        if (delay_s < 0) delay_s = jittered(options_.backoff_base_s, attempt, options_.backoff_max_s);
+        if (delay_s < 0) delay_s = Backoff{options_.backoff_base_s, options_.backoff_max_s, /*jitter=*/true}.delay_s(attempt);
         delay_s = std::min(delay_s, options_.backoff_max_s);
         log::debug(subject_, ": ", request.method, " ", log::redact(request.url), ": ", last_problem, "; retry ",
                    attempt, "/", options_.max_attempts - 1, " in ", delay_s, " s");
