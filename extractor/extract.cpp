@@ -7,7 +7,6 @@
 #include <c10/core/InferenceMode.h>
 #include <chrono>
 #include <cstring>
-#include <dlfcn.h>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -19,6 +18,7 @@
 #include "common/progress.h"
 #include "extractor/compat.h"
 #include "extractor/cuda/device_memory.h"
+#include "extractor/gpu_memory.h"
 #include "extractor/hash.h"
 #include "extractor/offload.h"
 #include "extractor/ops.h"
@@ -29,21 +29,7 @@ namespace extractor {
 
 namespace {
 
-uint64_t gpu_used_bytes(int index) {
-    using SetDevice = int (*)(int);
-    using GetDevice = int (*)(int *);
-    using MemGetInfo = int (*)(size_t *, size_t *);
-    auto set = reinterpret_cast<SetDevice>(dlsym(RTLD_DEFAULT, "cudaSetDevice"));
-    auto get = reinterpret_cast<GetDevice>(dlsym(RTLD_DEFAULT, "cudaGetDevice"));
-    auto info = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
-    if (!set || !get || !info) return 0;
-    int prev = 0;
-    if (get(&prev) != 0) return 0;
-    size_t f = 0, t = 0;
-    bool ok = set(index) == 0 && info(&f, &t) == 0;
-    set(prev);
-    return ok ? t - f : 0;
-}
+uint64_t gpu_used_bytes(int index) { return gpu_memory(index).used_bytes(); }
 
 // Lets the sinks do their one-time device work (CaptureSink::warm_up) on a capture-shaped tensor
 // [rows,T,H] with some |x| >= 6, on the first compute device; on the CPU there is none to do.

@@ -1,8 +1,5 @@
-// Placement planning (placement.h). GPU memory is queried through the CUDA runtime already loaded
-// by libtorch_cuda (dlsym), so this file needs no CUDA headers and builds against CPU libtorch.
+// Placement planning (placement.h). GPU memory comes from gpu_memory.h (no CUDA headers needed).
 #include "extractor/placement.h"
-
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <sstream>
@@ -10,28 +7,12 @@
 #include "common/error.h"
 #include "common/progress.h"
 #include "common/units.h"
+#include "extractor/gpu_memory.h"
 
 namespace extractor {
 namespace {
 
 constexpr uint64_t kGiB = uint64_t(1) << 30;
-
-// (free, total) bytes of GPU `index`, or (0, 0) when the CUDA runtime is not in the process.
-std::pair<uint64_t, uint64_t> query_gpu_memory(int index) {
-    using SetDevice = int (*)(int);
-    using GetDevice = int (*)(int *);
-    using MemGetInfo = int (*)(size_t *, size_t *);
-    auto set = reinterpret_cast<SetDevice>(dlsym(RTLD_DEFAULT, "cudaSetDevice"));
-    auto get = reinterpret_cast<GetDevice>(dlsym(RTLD_DEFAULT, "cudaGetDevice"));
-    auto info = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
-    if (!set || !get || !info) return {0, 0};
-    int previous = 0;
-    if (get(&previous) != 0) return {0, 0};
-    size_t free_b = 0, total_b = 0;
-    bool ok = set(index) == 0 && info(&free_b, &total_b) == 0;
-    set(previous);
-    return ok ? std::pair<uint64_t, uint64_t>{free_b, total_b} : std::pair<uint64_t, uint64_t>{0, 0};
-}
 
 }  // namespace
 
@@ -137,8 +118,7 @@ Placement plan_placement(const MemoryEstimate & est, const std::string & device,
         int idx = 0;
         if (dev.rfind("cuda:", 0) == 0) idx = std::stoi(dev.substr(5));
         else if (dev != "cuda") throw common::Error::usage("--device \"" + device + "\" is not cpu, cuda, cuda:N or auto");
-        auto [free_b, total_b] = query_gpu_memory(idx);
-        (void)total_b;
+        const uint64_t free_b = gpu_memory(idx).free_bytes;
         // Unknown free memory (no CUDA runtime symbols): trust the user and plan for the weights.
         gpus.emplace_back(idx, free_b > 0 ? free_b : est.total_bytes + est.activation_bytes + kGiB);
     }
