@@ -546,6 +546,9 @@ private:
                 env.push_back({"HF_TOKEN", tok});  // on stdin, never in argv
             }
             if (const char * ep = std::getenv("HF_ENDPOINT"); ep && *ep) env.push_back({"HF_ENDPOINT", ep});
+            // In a sweep, at most N members download at once (the Hub answers 429 to a crowd).
+            DownloadSlot slot = DownloadSlot::acquire(opt_.download_slots, ctx.deadline);
+            if (slot.held()) common::log::info("fetch: download slot ", slot.index() + 1, " of ", opt_.download_slots.count);
             auto cmd = bifrost::Command::args(
                 {"sh", l.src_dir + "/deploy/remote/fetch_model.sh", cfg_.model.hub_id, cfg_.model.revision, l.cache_dir});
             auto info = follow_job("fetch", cmd, env, ctx.deadline);

@@ -9,6 +9,7 @@
 #include "broker/broker.h"
 #include "common/clock.h"
 #include "common/output.h"
+#include "deploy/download_slots.h"
 #include "deploy/run_config.h"
 
 namespace deploy {
@@ -23,6 +24,7 @@ struct FlowOptions {
     double poll_s = 2;              // job status/log poll while streaming
     double ready_poll_s = 5;
     bool gpu_check = true;          // readiness runs nvidia-smi and checks GPU count and VRAM
+    DownloadSlotSpec download_slots;  // a sweep's cap on Hub downloads at once; the fetch step holds a slot
     // Test hook: called once the named step has started (e.g. to SIGKILL ourselves mid-run).
     std::string stop_after_step_started;
 };

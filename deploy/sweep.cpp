@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/program.h"
 #include "common/units.h"
+#include "deploy/download_slots.h"
 #include "deploy/estimate.h"
 
 namespace fs = std::filesystem;
@@ -52,7 +53,7 @@ SweepFile from_node(const common::ConfigNode & root, const std::string & source)
     if (dir.empty() && !source.empty()) dir = ".";
 
     auto head = root.at("sweep");
-    head.check_keys({"name", "max_cost_usd", "max_parallel", "download_stagger", "output_dir"});
+    head.check_keys({"name", "max_cost_usd", "max_parallel", "download_stagger", "max_concurrent_downloads", "output_dir"});
     s.name = head.at("name").as_string();
     if (s.name.size() < 3 || s.name.size() > 40 || !std::all_of(s.name.begin(), s.name.end(), id_char))
         head.at("name").fail("'" + s.name + "': 3..40 lower-case letters, digits and dashes (it names the sweep directory)");
@@ -75,6 +76,11 @@ SweepFile from_node(const common::ConfigNode & root, const std::string & source)
         }
         if (!(v >= 0 && v <= kMaxStaggerS)) n->fail("out of range: must be 0s..1h");
         s.download_stagger_s = v;
+    }
+    if (auto n = head.find("max_concurrent_downloads")) {
+        int64_t v = n->as_int();
+        if (v < 1 || v > kMaxDownloadSlots) n->fail(std::to_string(v) + " is out of range: must be 1.." + std::to_string(kMaxDownloadSlots));
+        s.max_concurrent_downloads = static_cast<int>(v);
     }
     s.output_dir = head.get_string("output_dir", s.output_dir);
 
@@ -145,7 +151,9 @@ SweepFile from_node(const common::ConfigNode & root, const std::string & source)
                                        " share the run name '" + m.config.name + "' (ids without dashes, first 20 characters)");
         names[m.config.name] = m.id;
     }
-    // The budget: each runnable member's worst case, summed, within the sweep's.
+    // The budget is enforced on the accrued cost while the sweep runs (sweep_run.cpp). Each member
+    // still needs its own bound: a SIGKILLed sweep enforces nothing, and each member then stops at
+    // its own. When those bounds add up past the budget, say so before anything is rented.
     if (s.max_cost_usd) {
         double total = 0;
         for (const auto & m : s.members) {
@@ -157,9 +165,12 @@ SweepFile from_node(const common::ConfigNode & root, const std::string & source)
             total += *b;
         }
         if (total > *s.max_cost_usd + 1e-9) {
-            char buf[200];
-            std::snprintf(buf, sizeof buf, "the members' cost bounds add up to $%.2f, over sweep.max_cost_usd $%.2f", total, *s.max_cost_usd);
-            throw common::Error::usage(source + ": " + buf + " (lower members' policy.max_cost_usd or raise the sweep's)");
+            char buf[300];
+            std::snprintf(buf, sizeof buf,
+                          "the members' cost bounds add up to $%.2f, over sweep.max_cost_usd $%.2f: the sweep stops launching and stops its "
+                          "running members once their accrued cost reaches the budget (a SIGKILLed sweep leaves each to its own bound)",
+                          total, *s.max_cost_usd);
+            common::log::warn(source, ": ", buf);
         }
     }
     return s;
@@ -306,6 +317,7 @@ nlohmann::json plan_sweep(const SweepFile & s, broker::Broker & broker) {
     plan["max_cost_usd"] = s.max_cost_usd ? nlohmann::json(*s.max_cost_usd) : nlohmann::json(nullptr);
     plan["max_parallel"] = s.max_parallel;
     plan["download_stagger_s"] = s.download_stagger_s;
+    plan["max_concurrent_downloads"] = s.max_concurrent_downloads > 0 ? nlohmann::json(s.max_concurrent_downloads) : nlohmann::json(nullptr);
     return plan;
 }
 
@@ -341,10 +353,15 @@ void print_sweep_plan(const nlohmann::json & plan, const common::Output & out) {
         if (m.contains("note")) out.text("  " + m.value("id", "") + ": " + m.value("note", ""));
     std::string total = plan["total_cost_bound_usd"].is_number() ? "$" + money(plan["total_cost_bound_usd"].get<double>())
                                                                    : "unknown (a member has no cost bound)";
-    std::string budget = plan["max_cost_usd"].is_number() ? "$" + money(plan["max_cost_usd"].get<double>()) : "none";
+    std::string budget = plan["max_cost_usd"].is_number()
+                             ? "$" + money(plan["max_cost_usd"].get<double>()) + ", enforced on the accrued cost while running"
+                             : "none";
+    std::string downloads = plan.contains("max_concurrent_downloads") && plan["max_concurrent_downloads"].is_number()
+                                ? "at most " + std::to_string(plan["max_concurrent_downloads"].get<int>()) + " at once"
+                                : "no cap";
     out.text("sweep total: at most " + total + " for the runnable members; budget (sweep.max_cost_usd) " + budget + "; max_parallel " +
-             std::to_string(plan.value("max_parallel", 0)) + ", downloads staggered by " +
-             std::to_string(static_cast<int>(plan.value("download_stagger_s", 0.0))) + "s");
+             std::to_string(plan.value("max_parallel", 0)) + "; starts " +
+             std::to_string(static_cast<int>(plan.value("download_stagger_s", 0.0))) + "s apart; Hub downloads " + downloads);
 }
 
 }  // namespace deploy

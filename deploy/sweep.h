@@ -6,9 +6,10 @@
 //
 //   sweep:                       # the sweep itself
 //     name: predecessor-moe      # [a-z0-9-], 3..40 characters: the sweep directory's name
-//     max_cost_usd: 150          # the whole sweep; every member's worst case must fit in it
+//     max_cost_usd: 150          # the whole sweep: enforced while running on the members' accrued cost
 //     max_parallel: 4            # members running at once (--max-parallel overrides)
-//     download_stagger: 30s      # between two members' model downloads
+//     download_stagger: 30s      # between two members' starts
+//     max_concurrent_downloads: 2  # Hub downloads at once across the members (default: no cap)
 //   base:                        # a run config's sections (configs/*.yaml keys); model optional
 //     data: ...
 //   members:                     # at most kMaxMembers
@@ -26,6 +27,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "broker/broker.h"
@@ -49,6 +51,7 @@ struct SweepFile {
     std::optional<double> max_cost_usd;
     int max_parallel = 2;
     double download_stagger_s = 30;
+    int max_concurrent_downloads = 0;  // 0: no cap
     std::string output_dir = "runs/sweeps";
     std::vector<SweepMember> members;
 };
@@ -59,9 +62,11 @@ const std::vector<std::string> & extract_families();
 std::string pending_family_reason(const std::string & family);  // "" when not pending
 
 // Reads and checks the whole file: ids (syntax, length, unique, unique once compacted into an
-// instance name), every member's run config (validate()), families, and the budget (the sum of
-// every runnable member's worst case, member_cost_bound_usd, within sweep.max_cost_usd). Throws
-// common::Error(usage) naming file:line:column or the member.
+// instance name), every member's run config (validate()), families, and, under a budget, that every
+// runnable member has a cost bound (member_cost_bound_usd: a SIGKILLed sweep leaves each member to
+// its own). Members whose bounds add up past sweep.max_cost_usd are allowed (a warning says so):
+// the budget is enforced while the sweep runs. Throws common::Error(usage) naming file:line:column
+// or the member.
 SweepFile load_sweep(const std::string & path);
 SweepFile parse_sweep(const std::string & yaml_text, const std::string & name = "<sweep>");
 
@@ -115,6 +120,17 @@ int run_sweep(const SweepFile & sweep, const SweepRunOptions & options, const co
 // cost and wall time. Members without results are listed, not compared. Returns the report's path;
 // throws common::Error when `analyze compare` fails.
 std::string write_sweep_report(const SweepFile & sweep, const std::string & analyze_program);
+// The report's own plots (PNG and SVG): cost and wall time per member, median layer % and median
+// sequence % vs total and vs active parameters, perplexity vs outliers. `table` holds one object per
+// member: "label" and any of params, params_active, cost_usd, wall_s, num_outliers,
+// median_layer_pct, median_position_pct, perplexity. Only our own text and formatted numbers go
+// into the script; labels and values go into the data files (see sweep_report.cpp).
+struct SweepPlotJob {
+    std::string script;
+    std::vector<std::pair<std::string, std::string>> data_files;  // bare name -> contents
+    std::vector<std::string> outputs;                             // bare names of the plots
+};
+SweepPlotJob sweep_plot_job(const nlohmann::json & table);
 std::string sweep_dir(const SweepFile & sweep);
 // A small JSON file from a member's run directory (state, summary, inspect.json); null when
 // absent, torn (a member may be writing it) or over 4 MiB.

@@ -2,11 +2,17 @@
 // inspect.json, state.json, journal), compared by `analyze compare`, the same program a user runs
 // by hand. Everything read here came from an instance: sizes are bounded and text that reaches the
 // Markdown is reduced to a safe alphabet.
+#include <stdlib.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -54,7 +60,125 @@ std::string embed(const std::string & md, const std::string & rel_dir) {
     return out;
 }
 
+// The overall perplexity a result records ("perplexity": {"overall": {"perplexity": x}}), if any.
+std::optional<double> measured_perplexity(const nlohmann::json & result) {
+    if (!result.is_object() || !result.contains("perplexity") || !result["perplexity"].is_object()) return std::nullopt;
+    const auto & o = result["perplexity"];
+    if (!o.contains("overall") || !o["overall"].is_object()) return std::nullopt;
+    const auto & v = o["overall"];
+    if (!v.contains("perplexity") || !v["perplexity"].is_number()) return std::nullopt;
+    double x = v["perplexity"].get<double>();
+    return std::isfinite(x) && x > 0 ? std::optional<double>(x) : std::nullopt;
+}
+
+struct SweepPlots {
+    std::vector<std::string> files;  // bare names written
+    std::string skipped;             // why none (no gnuplot, gnuplot failed, nothing to plot)
+};
+
+// Runs gnuplot on the job in a private folder and moves the plots into `dir`.
+SweepPlots render_sweep_plots(const SweepPlotJob & job, const std::string & dir) {
+    SweepPlots out;
+    if (job.outputs.empty()) {
+        out.skipped = "nothing to plot";
+        return out;
+    }
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    std::string work = dir + "/.gnuplot-XXXXXX";
+    if (ec || !::mkdtemp(work.data())) {
+        out.skipped = "cannot create " + dir;
+        return out;
+    }
+    for (const auto & [name, text] : job.data_files) std::ofstream(work + "/" + name, std::ios::binary) << text;
+    common::RunOptions o;
+    o.stdin_data = job.script;
+    o.cwd = work;
+    o.timeout = std::chrono::milliseconds(60000);
+    common::ProcessResult r;
+    try {
+        r = common::run_process({"gnuplot", "--default-settings"}, o);
+    } catch (const common::Error & e) {
+        out.skipped = "gnuplot is not installed (" + e.message() + ")";
+    }
+    if (out.skipped.empty() && (r.exit_code != 0 || r.timed_out)) out.skipped = "gnuplot failed: " + r.err.substr(0, 300);
+    for (const auto & name : job.outputs) {
+        if (!out.skipped.empty()) break;
+        fs::rename(work + "/" + name, dir + "/" + name, ec);
+        if (ec) out.skipped = "gnuplot did not write " + name;
+        else out.files.push_back(name);
+    }
+    fs::remove_all(work, ec);
+    return out;
+}
+
 }  // namespace
+
+// The plots are made as analysis/plots.cpp makes its own: the script holds only our text and
+// numbers we format; every member-derived text (the labels) is in the tab-separated data files,
+// which gnuplot reads with its data reader only (xtic(1), `with labels`), never as code.
+SweepPlotJob sweep_plot_job(const nlohmann::json & table) {
+    SweepPlotJob job;
+    auto num = [](const nlohmann::json & t, const char * key) {
+        char b[64];
+        std::snprintf(b, sizeof b, "%.9g", t[key].get<double>());
+        return std::string(b);
+    };
+    auto has = [](const nlohmann::json & t, const char * key) {
+        return t.is_object() && t.contains(key) && t[key].is_number() && std::isfinite(t[key].get<double>());
+    };
+    auto label = [](const nlohmann::json & t) { return safe(t.is_object() && t.contains("label") && t["label"].is_string() ? t["label"].get<std::string>() : "?"); };
+    auto add = [&](const std::string & name, const std::string & body) {
+        for (const auto & [ext, terminal] : {std::pair<std::string, std::string>{"png", "png size 1000,600 noenhanced"},
+                                             {"svg", "svg size 1000,600 dynamic noenhanced"}}) {
+            std::string file = name + "." + ext;
+            job.script += "reset\nset datafile separator \"\\t\"\nset datafile commentschars \"\"\nset terminal " + terminal +
+                          "\nset output \"" + file + "\"\n" + body + "\nunset output\n";
+            job.outputs.push_back(file);
+        }
+    };
+    // Bars per member: cost and wall time.
+    for (const auto & [key, name, ylabel] : {std::tuple<const char *, const char *, const char *>{"cost_usd", "cost_per_model", "cost (USD)"},
+                                             {"wall_s", "wall_time_per_model", "wall time (s)"}}) {
+        std::string rows;
+        for (const auto & t : table)
+            if (has(t, key)) rows += label(t) + "\t" + num(t, key) + "\n";
+        if (rows.empty()) continue;
+        std::string file = std::string(name) + ".dat";
+        job.data_files.emplace_back(file, rows);
+        add(name, std::string("set style fill solid 0.6\nset boxwidth 0.6\nset yrange [0:*]\nset grid ytics\nset key off\nset xtics rotate by -30\n") +
+                      "set ylabel \"" + ylabel + "\"\nset title \"" + ylabel + " per model\"\nplot \"" + file + "\" using 0:2:xtic(1) with boxes");
+    }
+    // Median layer % and median sequence % against total and active parameters.
+    for (const auto & [key, name, xlabel] :
+         {std::tuple<const char *, const char *, const char *>{"params", "median_pct_vs_total", "total parameters"},
+          {"params_active", "median_pct_vs_active", "active parameters (per token)"}}) {
+        std::string rows;
+        for (const auto & t : table)
+            if (has(t, key) && t[key].get<double>() > 0 && has(t, "median_layer_pct") && has(t, "median_position_pct"))
+                rows += num(t, key) + "\t" + num(t, "median_layer_pct") + "\t" + num(t, "median_position_pct") + "\t" + label(t) + "\n";
+        if (rows.empty()) continue;
+        std::string file = std::string(name) + ".dat";
+        job.data_files.emplace_back(file, rows);
+        add(name, std::string("set logscale x\nset grid\nset yrange [0:100]\nset offsets graph 0.05, graph 0.15, 0, 0\nset key top left\n") +
+                      "set xlabel \"" + xlabel + "\"\nset ylabel \"percent\"\nset title \"median layer % and median sequence % vs " + xlabel +
+                      "\"\nplot \"" + file + "\" using 1:2 with points pt 7 ps 1.5 title \"median layer %\", \"" + file +
+                      "\" using 1:3 with points pt 5 ps 1.5 title \"median sequence %\", \"" + file +
+                      "\" using 1:2:4 with labels offset 0,1 font \",9\" notitle");
+    }
+    // Perplexity against outliers, for the members that measured it.
+    std::string rows;
+    for (const auto & t : table)
+        if (has(t, "perplexity") && has(t, "num_outliers")) rows += num(t, "num_outliers") + "\t" + num(t, "perplexity") + "\t" + label(t) + "\n";
+    if (!rows.empty()) {
+        job.data_files.emplace_back("perplexity_vs_outliers.dat", rows);
+        add("perplexity_vs_outliers", "set grid\nset key off\nset offsets graph 0.1, graph 0.1, graph 0.1, graph 0.1\nset xlabel \"outliers\"\n"
+                                      "set ylabel \"perplexity\"\nset title \"perplexity vs outliers\"\n"
+                                      "plot \"perplexity_vs_outliers.dat\" using 1:2 with points pt 7 ps 1.5, "
+                                      "\"perplexity_vs_outliers.dat\" using 1:2:3 with labels offset 0,1 font \",9\"");
+    }
+    return job;
+}
 
 std::string write_sweep_report(const SweepFile & s, const std::string & analyze_program) {
     const std::string root = sweep_dir(s);
@@ -62,6 +186,8 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
         std::string id, model, family, outcome = "not run", outliers_json;
         double params = 0, active = 0, cost = 0, wall_s = 0;
         bool have_cost = false, have_wall = false;
+        std::optional<double> perplexity;  // results measured it (analysis.perplexity)
+        nlohmann::json stats;              // this member's row of `analyze compare` (outliers, mean/median %)
     };
     std::vector<Row> rows;
     for (const auto & m : s.members) {
@@ -93,7 +219,10 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
                 r.have_cost = true;
             }
             std::string o = dir + "/results/analysis/outliers.json";
-            if (r.outcome == "succeeded" && fs::exists(o)) r.outliers_json = o;
+            if (r.outcome == "succeeded" && fs::exists(o)) {
+                r.outliers_json = o;
+                r.perplexity = measured_perplexity(read_member_json(o));
+            }
             auto inspect = read_member_json(dir + "/results/inspect.json");
             if (inspect.is_object()) {
                 if (inspect.contains("params_total") && inspect["params_total"].is_number()) r.params = inspect["params_total"].get<double>();
@@ -123,6 +252,15 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
             throw common::Error(common::ErrorKind::Internal, "sweep report: analyze compare (" + std::string(which) + ") failed: " + res.err);
         compared[k] = read_text(root + "/report/" + which + "/comparison.md");
     }
+    // What analysis computed per run (outliers, mean and median layer % and sequence %), joined back
+    // to the members by result file.
+    if (n_compared > 0) {
+        auto cmp = read_member_json(root + "/report/total/comparison.json");
+        if (cmp.is_object() && cmp.contains("rows") && cmp["rows"].is_array())
+            for (const auto & c : cmp["rows"])
+                for (auto & r : rows)
+                    if (c.is_object() && !r.outliers_json.empty() && c.value("file", "") == r.outliers_json) r.stats = c;
+    }
 
     std::ostringstream md;
     md << "# Sweep " << s.name << "\n\n"
@@ -139,13 +277,52 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
            << (r.outliers_json.empty() ? "-" : r.id + "/results/analysis/report.md") << " |\n";
     }
     md << "\nTotal cost: $" << fixed(total_cost, 2) << " (" << rows.size() << " members, " << n_compared << " compared).\n\n";
+    // Per model: analysis's own figures, perplexity where measured, cost and wall time; then plots.
+    nlohmann::json table = nlohmann::json::array();
+    for (const auto & r : rows) {
+        nlohmann::json t{{"label", r.id}};
+        if (r.params > 0) t["params"] = r.params;
+        if (r.active > 0) t["params_active"] = r.active;
+        if (r.have_cost) t["cost_usd"] = r.cost;
+        if (r.have_wall) t["wall_s"] = r.wall_s;
+        if (r.perplexity) t["perplexity"] = *r.perplexity;
+        for (const char * k : {"num_outliers", "mean_layer_pct", "median_layer_pct", "mean_position_pct", "median_position_pct"})
+            if (r.stats.is_object() && r.stats.contains(k) && r.stats[k].is_number()) t[k] = r.stats[k];
+        table.push_back(t);
+    }
+    auto cell = [](const nlohmann::json & t, const char * key, int digits) {
+        return t.contains(key) && t[key].is_number() ? fixed(t[key].get<double>(), digits) : std::string("-");
+    };
+    md << "## Per model\n\nOutliers and the layer / sequence percentages are `analyze compare`'s figures for each member's "
+          "outliers.json (predecessor mode); perplexity is the run's own (`analysis.perplexity`), where measured.\n\n"
+       << "| member | outliers | mean layer % | median layer % | mean sequence % | median sequence % | perplexity | cost $ | wall time s |\n"
+       << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (const auto & t : table)
+        md << "| " << t["label"].get<std::string>() << " | " << cell(t, "num_outliers", 0) << " | " << cell(t, "mean_layer_pct", 1) << " | "
+           << cell(t, "median_layer_pct", 1) << " | " << cell(t, "mean_position_pct", 1) << " | " << cell(t, "median_position_pct", 1)
+           << " | " << cell(t, "perplexity", 2) << " | " << cell(t, "cost_usd", 2) << " | " << cell(t, "wall_s", 0) << " |\n";
+    md << "\n";
+    auto plots = render_sweep_plots(sweep_plot_job(table), root + "/report/plots");
+    if (!plots.skipped.empty()) md << "Plots skipped: " << plots.skipped << "\n\n";
+    auto image = [&](const std::string & name, const std::string & title) {
+        for (const auto & f : plots.files)
+            if (f == name + ".png") md << "### " << title << "\n\n![](report/plots/" << f << ") ([svg](report/plots/" << name << ".svg))\n\n";
+    };
+    image("cost_per_model", "Cost per model");
+    image("wall_time_per_model", "Wall time per model");
     if (n_compared == 0) {
         md << "No member has results to compare yet.\n";
     } else {
-        md << "## Outliers vs total parameters\n\n" << embed(compared[0], "report/total") << "\n"
-           << "## Outliers vs active parameters (per token)\n\n" << embed(compared[1], "report/active") << "\n";
+        md << "## Outliers vs total parameters\n\n" << embed(compared[0], "report/total") << "\n";
+        image("median_pct_vs_total", "Median layer % and median sequence % vs total parameters");
+        md << "## Outliers vs active parameters (per token)\n\n" << embed(compared[1], "report/active") << "\n";
+        image("median_pct_vs_active", "Median layer % and median sequence % vs active parameters");
     }
-    md << "## Perplexity vs outliers\n\nNot measured: the runs of this sweep record no perplexity.\n";
+    md << "## Perplexity vs outliers\n\n";
+    bool any_ppl = false;
+    for (const auto & r : rows) any_ppl = any_ppl || r.perplexity.has_value();
+    if (any_ppl) image("perplexity_vs_outliers", "Perplexity vs outliers");
+    else md << "Not measured: no member's results record perplexity (set `analysis.perplexity: true`).\n";
     std::string path = root + "/report.md";
     std::ofstream(path) << md.str();
     return path;

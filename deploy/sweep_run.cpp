@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/program.h"
 #include "common/subprocess.h"
+#include "deploy/download_slots.h"
 #include "deploy/policy.h"
 #include "deploy/run_dir.h"
 #include "deploy/sweep.h"
@@ -54,6 +55,7 @@ struct Member {
     std::string state = "waiting";  // waiting | running | succeeded | failed | interrupted | not started
     std::optional<common::ChildProcess> child;
     bool signalled = false;   // SIGTERM sent once: a second one would make the child exit without its finish
+    bool budget_stop = false; // stopped (or never started) because the sweep's budget was reached
     int exit_code = -1;
     double started = 0;
     std::string step = "-";
@@ -156,8 +158,6 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
     std::map<std::string, std::string> shown;  // member → last line printed (plain mode)
     size_t table_lines = 0;
     auto draw = [&]() {
-        for (auto & m : members)
-            if (m.state == "running") observe(m);
         if (o.live) {
             std::string t;
             char line[512];
@@ -183,11 +183,28 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         }
     };
 
-    bool stopping = false, forwarded = false;
+    bool stopping = false, forwarded = false, budget_reached = false;
     double next_start = 0;
+    // What the sweep has cost so far: every member's price x instance lifetime up to now (or its end),
+    // members finished in an earlier invocation included.
+    auto spent = [&]() {
+        double sum = 0;
+        for (const auto & m : members) sum += m.cost_known ? m.cost : 0;
+        return sum;
+    };
     for (;;) {
         if (common::interrupted() && !stopping) {
             common::log::warn("sweep: interrupted; stopping every running member (each ends its instance per its policy)");
+            stopping = true;
+        }
+        for (auto & m : members)
+            if (m.state == "running") observe(m);
+        if (s.max_cost_usd && !budget_reached && spent() >= *s.max_cost_usd) {
+            common::log::warn("sweep: the accrued cost $", money(spent()), " reached sweep.max_cost_usd $", money(*s.max_cost_usd),
+                              "; starting no more members and stopping the running ones (each ends its instance per its policy)");
+            budget_reached = true;
+            for (auto & m : members) m.budget_stop = m.state == "running" || m.state == "waiting";
+            if (!stopping) forwarded = false;
             stopping = true;
         }
         if (stopping && !forwarded) {
@@ -208,7 +225,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
             }
             m.exit_code = *rc;
             observe(m);
-            m.state = *rc == 0 ? "succeeded" : *rc == 130 ? "interrupted" : "failed";
+            m.state = *rc == 0 ? "succeeded" : *rc == 130 ? (m.budget_stop ? "stopped (budget)" : "interrupted") : "failed";
             if (m.state == "failed" && o.fail_fast && !stopping) {
                 common::log::warn("sweep: ", m.spec->id, " failed (exit ", *rc, "); --fail-fast: stopping the others");
                 stopping = true;
@@ -217,7 +234,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         }
         if (stopping)
             for (auto & m : members)
-                if (m.state == "waiting" && m.action != "done") m.state = "not started";
+                if (m.state == "waiting" && m.action != "done") m.state = m.budget_stop ? "not started (budget)" : "not started";
         for (auto & m : members) {
             if (stopping || running >= s.max_parallel || now_unix() < next_start) break;
             if (m.state != "waiting" || m.action == "done") continue;
@@ -228,6 +245,8 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                 argv.insert(argv.end(), {"--sweep", s.source, "--member", m.spec->id, "--run-dir", m.dir});
             }
             argv.insert(argv.end(), o.child_args.begin(), o.child_args.end());
+            if (s.max_concurrent_downloads > 0)
+                argv.insert(argv.end(), {"--download-slots", format_download_slots({root + "/download-slots", s.max_concurrent_downloads})});
             argv.push_back("--json");
             common::ChildProcess::Options co;
             co.stdout_path = root + "/" + m.spec->id + ".summary.json";
@@ -265,6 +284,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         total += m.cost_known ? m.cost : 0;
         leak = leak || m.exit_code == 10;
         interrupted = interrupted || m.state == "interrupted" || m.state == "not started";
+        if (m.state == "stopped (budget)" && m.exit_code == 130) m.exit_code = common::exit_code(common::ErrorKind::Quota);
         if (exit_code == 0 && m.state == "failed") exit_code = m.exit_code > 0 ? m.exit_code : 1;
         rows.push_back({{"member", m.spec->id},
                         {"outcome", m.action == "done" ? m.state + " (earlier)" : m.state},
@@ -274,8 +294,13 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                         {"run_dir", m.dir}});
     }
     if (leak) exit_code = 10;
+    else if (exit_code == 0 && budget_reached) exit_code = common::exit_code(common::ErrorKind::Quota);
     else if (exit_code == 0 && (interrupted || common::interrupted())) exit_code = 130;
     nlohmann::json summary{{"sweep", s.name}, {"dir", root}, {"members", rows}, {"total_cost_usd", total}, {"exit_code", exit_code}};
+    if (s.max_cost_usd) {
+        summary["max_cost_usd"] = *s.max_cost_usd;
+        summary["budget_reached"] = budget_reached;
+    }
     bool any_succeeded = false;
     for (const auto & m : members) any_succeeded = any_succeeded || m.state == "succeeded";
     if (!o.analyze_program.empty() && any_succeeded) {
@@ -290,8 +315,9 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         out.object(summary);
     } else {
         out.rows({{"member", "MEMBER"}, {"outcome", "OUTCOME"}, {"cost_usd", "COST $"}, {"results", "RESULTS"}}, rows);
-        out.text("sweep " + s.name + ": total $" + money(total) + "; " + root + " (resume with the same command; " +
-                 "--retry-failed reruns the failed members)");
+        out.text("sweep " + s.name + ": total $" + money(total) +
+                 (s.max_cost_usd ? " of the $" + money(*s.max_cost_usd) + " budget" + (budget_reached ? " (reached: members stopped)" : "") : "") +
+                 "; " + root + " (resume with the same command; --retry-failed reruns the failed members)");
         if (summary.contains("report")) out.text("report: " + summary["report"].get<std::string>());
     }
     return exit_code;

@@ -124,6 +124,9 @@ int main(int argc, char ** argv) {
         app.add_flag("-q,--quiet", quiet, "Warnings and errors only");
         std::string test_kill_at;
         app.add_option("--test-sigkill-at-step", test_kill_at, "Testing: SIGKILL this process when the named step starts")->group("");
+        std::string download_slots;
+        app.add_option("--download-slots", download_slots, "DIR:N: hold one of N download slots in DIR while fetching (how a sweep caps downloads)")
+            ->group("");
         try {
             app.parse(argc, argv);
         } catch (const CLI::CallForHelp & h) {
@@ -146,6 +149,7 @@ int main(int argc, char ** argv) {
         fo.broker_program = find_sibling_program("broker", "broker");
         fo.stop_after_step_started = test_kill_at;
         fo.gpu_check = !no_gpu_check;
+        if (!download_slots.empty()) fo.download_slots = deploy::parse_download_slots(download_slots);
 
         if (!sweep_path.empty()) {
             if (!config_path.empty() || !resume.empty())

@@ -2,7 +2,10 @@
 // renting (ids, collisions, member configs, families, budget), the shipped predecessor sweeps, and
 // the dry-run plan against the RunPod and Vast emulators with a Hub stand-in serving config.json
 // (tests/deploy/hub-configs): offers chosen per member, nothing created.
+#include <algorithm>
 #include <chrono>
+#include <iostream>
+#include <sstream>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -12,6 +15,7 @@
 #include "broker/broker.h"
 #include "common/error.h"
 #include "common/subprocess.h"
+#include "deploy/download_slots.h"
 #include "deploy/sweep.h"
 #include "tests/support/emulator.h"
 #include "tests/support/temp_dir.h"
@@ -93,7 +97,7 @@ TEST_CASE("sweep: ids that are short, repeated or equal without dashes are refus
     CHECK(m.find("share the run name") != std::string::npos);
 }
 
-TEST_CASE("sweep: a bad member config, unknown family or key, and an over-budget sweep are refused naming the member") {
+TEST_CASE("sweep: a bad member config, unknown family or key, and an unbounded member under a budget are refused naming the member") {
     auto m = usage_message(std::string(kBase) + fixture_member("good-one") + "  - id: bad-gpus\n    model: {hub: a/b}\n"
                                                                             "    resources: {gpu_count: 9}\n");
     CHECK(m.find("gpu_count") != std::string::npos);
@@ -107,9 +111,13 @@ TEST_CASE("sweep: a bad member config, unknown family or key, and an over-budget
     CHECK(m.find("the fixture is 'olmoe'") != std::string::npos);
     std::string cloud = "sweep: {name: costly, max_cost_usd: 10}\nbase:\n  data: {synthetic_tokens: {vocab: 64}}\n"
                         "  resources: {providers: [runpod], gpu_count: 1, min_vram_gb: 24}\nmembers:\n";
-    m = usage_message(cloud + "  - id: first\n    model: {hub: a/b}\n    policy: {max_cost_usd: 6}\n"
-                              "  - id: second\n    model: {hub: a/c}\n    policy: {max_cost_usd: 6}\n");
-    CHECK(m.find("add up to $12.00, over sweep.max_cost_usd $10.00") != std::string::npos);
+    // Bounds adding up past the budget are allowed: the budget is enforced on the accrued cost while
+    // running (see "sweep run: the live budget ..." below).
+    auto over = deploy::parse_sweep(cloud + "  - id: first\n    model: {hub: a/b}\n    policy: {max_cost_usd: 6}\n"
+                                            "  - id: second\n    model: {hub: a/c}\n    policy: {max_cost_usd: 6}\n",
+                                    "t");
+    CHECK(over.members.size() == 2);
+    CHECK(*over.max_cost_usd == doctest::Approx(10));
     m = usage_message(cloud + "  - id: unbounded\n    model: {hub: a/b}\n");
     CHECK(m.find("no cost bound") != std::string::npos);
     // The price cap bounds a member too: $2/h x 3h = $6.
@@ -247,4 +255,206 @@ members:
         CHECK(searched);  // vast: the vast-only member and the fall-through of the one RunPod cannot place
     }
     hub.stop();
+}
+
+// ---- running: the sweep runner against a stand-in member program --------------------------------
+// run_sweep's contract with a member is the command line, the run directory (journal.jsonl,
+// state.json) and the exit code. This stand-in keeps that contract without renting anything: it
+// records its argv, "rents" at FAKE_PRICE $/h from now, runs FAKE_SECONDS, and on SIGTERM runs its
+// "finish" (journal, end time in state.json) and exits 130, as the real member does.
+namespace {
+
+const char * kFakeMember = R"(#!/bin/sh
+dir=; prev=
+for a in "$@"; do
+  [ "$prev" = --run-dir ] && dir=$a
+  [ "$prev" = --resume ] && dir=$a
+  prev=$a
+done
+mkdir -p "$dir"
+printf '%s\n' "$*" > "$dir/argv"
+start=$(date +%s)
+printf '{"run_id": "fake"}\n' > "$dir/run.json"
+printf '{"step":"create","event":"done","unix_s":%s}\n{"step":"run","event":"start","unix_s":%s}\n' "$start" "$start" > "$dir/journal.jsonl"
+printf '{"instance": {"price_usd_per_hour": %s, "created_unix": %s}}\n' "$FAKE_PRICE" "$start" > "$dir/state.json"
+end_run() {
+  now=$(date +%s)
+  printf '{"step":"run","event":"%s","unix_s":%s}\n{"step":"finish","event":"done","unix_s":%s}\n' "$1" "$now" "$now" >> "$dir/journal.jsonl"
+  printf '{"instance": {"price_usd_per_hour": %s, "created_unix": %s}, "end": {"ended_unix": %s, "by": "%s"}}\n' \
+    "$FAKE_PRICE" "$start" "$now" "$2" > "$dir/state.json"
+}
+trap 'end_run failed SIGTERM; exit 130' TERM
+i=0
+while [ "$i" -lt $((FAKE_SECONDS * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+end_run done finished
+exit 0
+)";
+
+struct FakeSweep {
+    explicit FakeSweep(const std::string & head) {
+        tests::write_file(dir / "member.sh", kFakeMember);
+        fs::permissions(dir / "member.sh", fs::perms::owner_all);
+        std::string yaml = "sweep:\n  name: fake\n  output_dir: " + dir.path() + "/out\n" + head +
+                           "base:\n  data: {synthetic_tokens: {vocab: 64}}\n  resources: {providers: [local], gpu_count: 0, disk_gb: 1}\n"
+                           "members:\n";
+        for (const char * id : {"first", "second", "third"})
+            yaml += "  - id: " + std::string(id) + "-one\n    model: {fixture: {family: olmoe, layers: 2, hidden: 32}}\n";
+        tests::write_file(dir / "sweep.yaml", yaml);
+        sweep = deploy::load_sweep(dir / "sweep.yaml");
+        options.program = dir / "member.sh";
+        options.poll_s = 0.1;
+    }
+    // Runs the sweep with the runner's stderr (the per-change lines) captured.
+    int run() {
+        std::ostringstream err, out;
+        auto * old_err = std::cerr.rdbuf(err.rdbuf());
+        auto * old_out = std::cout.rdbuf(out.rdbuf());
+        common::Output o(common::OutputFormat::Table);
+        int code = deploy::run_sweep(sweep, options, o);
+        std::cerr.rdbuf(old_err);
+        std::cout.rdbuf(old_out);
+        lines = err.str();
+        table = out.str();
+        return code;
+    }
+    nlohmann::json summary() const { return nlohmann::json::parse(tests::read_file(dir.path() + "/out/fake/summary.json")); }
+    std::string outcome(const std::string & id) const {
+        const auto s = summary();  // kept alive for the loop
+        for (const auto & m : s["members"])
+            if (m["member"] == id) return m["outcome"];
+        return "(absent)";
+    }
+    tests::TempDir dir{"sweep-run"};
+    deploy::SweepFile sweep;
+    deploy::SweepRunOptions options;
+    std::string lines, table;
+};
+
+}  // namespace
+
+TEST_CASE("sweep run: the live budget stops launching and stops the running members once the accrued cost reaches it") {
+    tests::EnvGuard price("FAKE_PRICE", "360"), seconds("FAKE_SECONDS", "60");  // $0.10 a second each
+    FakeSweep f("  max_parallel: 2\n  download_stagger: 0s\n  max_cost_usd: 0.5\n");
+    auto t0 = std::chrono::steady_clock::now();
+    int code = f.run();
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(f.lines);
+    CHECK(code == 5);  // quota: the budget
+    CHECK(took < 20);  // two members at $0.10/s reach $0.50 in ~3 s, not their 60 s
+    CHECK(f.outcome("first-one") == "stopped (budget)");
+    CHECK(f.outcome("second-one") == "stopped (budget)");
+    CHECK(f.outcome("third-one") == "not started (budget)");
+    auto s = f.summary();
+    CHECK(s["budget_reached"] == true);
+    CHECK(s["total_cost_usd"].get<double>() > 0.3);  // whole seconds in the stand-in's record
+    CHECK(s["total_cost_usd"].get<double>() < 1.5);
+    // Each running member was stopped through its own finish (SIGTERM), not killed.
+    for (const char * m : {"first-one", "second-one"})
+        CHECK(nlohmann::json::parse(tests::read_file(f.dir.path() + "/out/fake/" + m + "/state.json"))["end"]["by"] == "SIGTERM");
+    CHECK_FALSE(fs::exists(f.dir.path() + "/out/fake/third-one/run.json"));
+}
+
+TEST_CASE("sweep run: under the budget every member finishes, and without a TTY each change is a line") {
+    tests::EnvGuard price("FAKE_PRICE", "0.36"), seconds("FAKE_SECONDS", "1");
+    FakeSweep f("  max_parallel: 3\n  download_stagger: 0s\n  max_cost_usd: 5\n  max_concurrent_downloads: 2\n");
+    f.options.live = false;
+    CHECK(f.run() == 0);
+    CHECK(f.summary()["budget_reached"] == false);
+    for (const char * m : {"first-one", "second-one", "third-one"}) CHECK(f.outcome(std::string(m)) == "succeeded");
+    // One line per change, none repeated: running, then succeeded, per member; no escape sequences.
+    CHECK(f.lines.find("sweep: first-one: running step run") != std::string::npos);
+    CHECK(f.lines.find("sweep: first-one: succeeded step finish") != std::string::npos);
+    CHECK(f.lines.find("\x1b[") == std::string::npos);
+    size_t at = f.lines.find("sweep: second-one: running step run");
+    REQUIRE(at != std::string::npos);
+    CHECK(f.lines.find("sweep: second-one: running step run", at + 1) == std::string::npos);
+    // Every member is told where the sweep's download slots are and how many.
+    std::string argv = tests::read_file(f.dir.path() + "/out/fake/first-one/argv");
+    CHECK(argv.find("--download-slots " + f.dir.path() + "/out/fake/download-slots:2") != std::string::npos);
+}
+
+TEST_CASE("sweep run: on a TTY the table is redrawn in place (member, step, elapsed, $ so far, state)") {
+    tests::EnvGuard price("FAKE_PRICE", "3.6"), seconds("FAKE_SECONDS", "1");
+    FakeSweep f("  max_parallel: 3\n  download_stagger: 0s\n");
+    f.options.live = true;
+    CHECK(f.run() == 0);
+    CHECK(f.table.find("MEMBER") != std::string::npos);
+    CHECK(f.table.find("$ SO FAR") != std::string::npos);
+    CHECK(f.table.find("\x1b[4A\x1b[J") != std::string::npos);  // header + 3 members, moved over and cleared
+    CHECK(f.table.find("0:00:0") != std::string::npos);         // elapsed
+    CHECK(f.lines.find("sweep: first-one: running") == std::string::npos);
+}
+
+TEST_CASE("download slots: at most N holders across processes, a wait ends at the deadline, a slot frees on release") {
+    tests::TempDir dir("download-slots");
+    CHECK(deploy::parse_download_slots("/a/b:c:3").dir == "/a/b:c");
+    CHECK(deploy::parse_download_slots("/a/b:c:3").count == 3);
+    for (const char * bad : {"nocount", "/x:0", "/x:65", "/x:-1", ":2", "/x:", "/x:1000"}) CHECK_THROWS_AS(deploy::parse_download_slots(bad), common::Error);
+    common::RealClock clock;
+    deploy::DownloadSlotSpec spec{dir / "slots", 1};
+    auto a = deploy::DownloadSlot::acquire(spec, common::Deadline(clock, std::chrono::seconds(5)), 0.05);
+    CHECK(a.held());
+    CHECK(a.index() == 0);
+    // Another process cannot take it: the lock is flock(2) on the slot file.
+    CHECK(common::run_process({"flock", "-n", dir / "slots/slot-0", "true"}).exit_code != 0);
+    try {
+        deploy::DownloadSlot::acquire(spec, common::Deadline(clock, std::chrono::milliseconds(300)), 0.05);
+        FAIL("a second holder got the only slot");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Timeout);
+    }
+    // Two slots: a second holder gets the other one.
+    auto b = deploy::DownloadSlot::acquire({dir / "slots", 2}, common::Deadline(clock, std::chrono::seconds(5)), 0.05);
+    CHECK(b.index() == 1);
+    a = deploy::DownloadSlot();
+    CHECK(common::run_process({"flock", "-n", dir / "slots/slot-0", "true"}).exit_code == 0);
+    // Held by another process, the slot is waited for and taken when that process ends.
+    auto holder = common::ChildProcess::spawn({"flock", dir / "slots/slot-0", "sleep", "1"}, {});
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    auto t0 = std::chrono::steady_clock::now();
+    auto c = deploy::DownloadSlot::acquire(spec, common::Deadline(clock, std::chrono::seconds(10)), 0.05);
+    CHECK(c.held());
+    CHECK(std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(300));
+    CHECK_FALSE(deploy::DownloadSlot::acquire({}, common::Deadline(clock, std::chrono::seconds(1))).held());  // no cap
+}
+
+TEST_CASE("sweep report plots: member values only in data files, never gnuplot code, and gnuplot draws them") {
+    // A label that would run a program if it reached gnuplot's language.
+    const std::string hostile = "evil\"; system(\"touch PWNED\"); `touch PWNED2` \"";
+    nlohmann::json table = nlohmann::json::array();
+    table.push_back({{"label", hostile}, {"params", 7e9}, {"params_active", 1.3e9}, {"cost_usd", 1.5}, {"wall_s", 900},
+                     {"num_outliers", 12}, {"median_layer_pct", 40.0}, {"median_position_pct", 3.5}, {"perplexity", 11.2}});
+    table.push_back({{"label", "qwen3-tiny"}, {"params", 5e6}, {"cost_usd", 0.2}, {"wall_s", 60}, {"num_outliers", 2},
+                     {"median_layer_pct", 50.0}, {"median_position_pct", 1.0}});
+    table.push_back({{"label", "no-results"}});
+    auto job = deploy::sweep_plot_job(table);
+    CHECK(job.script.find("evil") == std::string::npos);
+    CHECK(job.script.find("system") == std::string::npos);
+    CHECK(job.script.find("qwen3-tiny") == std::string::npos);
+    std::vector<std::string> names;
+    for (const auto & o : job.outputs) names.push_back(o);
+    for (const char * want : {"cost_per_model.png", "cost_per_model.svg", "wall_time_per_model.png", "median_pct_vs_total.svg",
+                              "median_pct_vs_active.png", "perplexity_vs_outliers.png"})
+        CHECK_MESSAGE(std::find(names.begin(), names.end(), want) != names.end(), want);
+    std::string data;
+    for (const auto & [name, text] : job.data_files) data += text;
+    CHECK(data.find("qwen3-tiny\t0.2") != std::string::npos);
+    CHECK(data.find("system") != std::string::npos);        // the hostile label is data...
+    CHECK(data.find('"') == std::string::npos);             // ...with its quotes and backquotes gone
+    CHECK(data.find('`') == std::string::npos);
+    // Only one member measured perplexity; the one without results is in no plot.
+    CHECK(data.find("no-results") == std::string::npos);
+    // gnuplot itself draws them, and nothing from the label runs.
+    if (common::run_process({"sh", "-c", "command -v gnuplot"}).exit_code != 0) return;
+    tests::TempDir dir("sweep-plots");
+    for (const auto & [name, text] : job.data_files) tests::write_file(dir / name, text);
+    common::RunOptions o;
+    o.stdin_data = job.script;
+    o.cwd = dir.path();
+    auto r = common::run_process({"gnuplot", "--default-settings"}, o);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    for (const auto & out : job.outputs) CHECK_MESSAGE(fs::file_size(dir / out) > 1000, out);
+    CHECK_FALSE(fs::exists(dir / "PWNED"));
+    CHECK_FALSE(fs::exists(dir / "PWNED2"));
 }

@@ -156,12 +156,42 @@ class Emulator:
             "api_key": api_key,
             "latency_ms": latency_ms,
             "boot_polls": 2,
+            # Emulator-only: [{"port": N, "authorized_keys": PATH?}, ...]. The n-th created instance
+            # is backed by entry n mod len (its own sshd, so instances do not share a home), and the
+            # public key a create or key-attach sends is appended to that entry's authorized_keys, as
+            # the real cloud installs it. Empty: every instance is ssh_host:ssh_port.
+            "ssh_backends": [],
         }
+        self.instances_created = 0
         self.faults = []                      # dicts with "remaining" and "fired" counters
         self.requests = []
         self.next_fault_id = 1
         self.provider = provider_cls(self)
         self.provider.reset()
+
+    # --- instances backed by their own sshd (config ssh_backends) ------------------------------
+    def assign_ssh_backend(self, inst):
+        """Called once per created instance: records which backend serves its SSH port."""
+        backends = self.config.get("ssh_backends") or []
+        if backends:
+            inst["ssh_backend"] = dict(backends[self.instances_created % len(backends)])
+        self.instances_created += 1
+
+    def ssh_port_of(self, inst):
+        b = inst.get("ssh_backend")
+        return b["port"] if b else self.config["ssh_port"]
+
+    def install_public_key(self, inst, key):
+        """What the cloud does with the key a create or attach carried: authorise it on the instance.
+        Only one well-formed key line is written (the value comes from the client under test)."""
+        b = inst.get("ssh_backend")
+        if not b or not b.get("authorized_keys") or not isinstance(key, str):
+            return
+        line = key.strip()
+        if not line.startswith("ssh-") or "\n" in line or "\r" in line or len(line) > 16384:
+            return
+        with open(b["authorized_keys"], "a") as f:
+            f.write(line + "\n")
 
     # --- control API -------------------------------------------------------------------------
     def control(self, method, path, body):
@@ -183,6 +213,11 @@ class Emulator:
             if unknown:
                 return Response(400, {"error": "unknown config keys: " + ", ".join(unknown),
                                       "known": sorted(known)})
+            backends = body.get("ssh_backends", [])
+            if not isinstance(backends, list) or not all(
+                    isinstance(b, dict) and isinstance(b.get("port"), int) and set(b) <= {"port", "authorized_keys"}
+                    and isinstance(b.get("authorized_keys", ""), str) for b in backends):
+                return Response(400, {"error": 'ssh_backends is a list of {"port": N, "authorized_keys": PATH}'})
             with self.lock:
                 self.config.update(body)
             return Response(200, {"ok": True})
@@ -201,6 +236,7 @@ class Emulator:
             with self.lock:
                 self.faults.clear()
                 self.requests.clear()
+                self.instances_created = 0
                 self.provider.reset()
             return Response(200, {"ok": True})
         return Response(404, {"error": "unknown control path " + method + " " + path})

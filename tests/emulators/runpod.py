@@ -405,6 +405,10 @@ class RunPod(Provider):
             "location": (next(c for d, _, _, c in DATA_CENTERS if d == dc) if dc is not None
                          else inp.get("countryCode") or ("US" if secure else COMMUNITY_COUNTRY)),
         }
+        self.emu.assign_ssh_backend(p)
+        for e in env:
+            if isinstance(e, dict) and e.get("key") == "PUBLIC_KEY":
+                self.emu.install_public_key(p, e.get("value"))  # what the image's /start.sh does
         self.pods[pod_id] = p
         return self._pod_view(p)
 
@@ -472,7 +476,7 @@ class RunPod(Provider):
             elif public:
                 extra += 1
                 ports.append({"ip": cfg["ssh_host"], "isIpPublic": True, "privatePort": private,
-                              "publicPort": cfg["ssh_port"] if private == 22 else extra, "type": "tcp"})
+                              "publicPort": self.emu.ssh_port_of(p) if private == 22 else extra, "type": "tcp"})
             else:
                 ports.append({"ip": "100.65.0.2", "isIpPublic": False, "privatePort": private,
                               "publicPort": private, "type": "tcp"})

@@ -204,6 +204,7 @@ class Vast(Provider):
                 if inst is None:
                     return self._no_such_instance(iid)
                 inst["ssh_keys"].append(body.get("ssh_key"))
+                self.emu.install_public_key(inst, body.get("ssh_key"))
                 return Response(200, {"success": True, "msg": "SSH key attached."})
             if m == "GET":
                 if inst is None:
@@ -310,6 +311,7 @@ class Vast(Provider):
             "env": env if isinstance(env, dict) else {},
         }
         offer["rented"] = True
+        self.emu.assign_ssh_backend(inst)
         self.instances_by_id[contract] = inst
         if price is not None and float(price) < offer["min_bid"]:
             # Trap 4 (docs/providers.md, "Traps"): the bid failed, yet a stopped instance exists and is returned.
@@ -364,7 +366,7 @@ class Vast(Provider):
         running = status == "running"
         ports = {}
         if running:
-            ports = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(cfg["ssh_port"])}]}
+            ports = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.emu.ssh_port_of(inst))}]}
             for k in inst["env"]:
                 if k.startswith("-p "):
                     inner = k.split()[1].split(":")[-1]
@@ -385,7 +387,7 @@ class Vast(Provider):
             "gpu_util": 0.0 if running else None, "cpu_ram": o["cpu_ram"], "cpu_cores": o["cpu_cores"],
             "disk_space": float(body.get("disk") or 10), "dph_base": o["dph_base"], "dph_total": dph,
             "is_bid": inst["is_bid"], "min_bid": o["min_bid"], "geolocation": o["geolocation"],
-            "ssh_host": cfg["ssh_host"], "ssh_port": cfg["ssh_port"], "ssh_idx": "5",
+            "ssh_host": cfg["ssh_host"], "ssh_port": self.emu.ssh_port_of(inst), "ssh_idx": "5",
             "public_ipaddr": cfg["ssh_host"], "ports": ports, "local_ipaddrs": "10.0.0.5 172.17.0.1",
             "direct_port_start": 40000, "direct_port_end": 40999,
             "image_uuid": body.get("image"), "image_runtype": body.get("runtype"),
