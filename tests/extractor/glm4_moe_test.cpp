@@ -47,20 +47,9 @@ FixtureOptions glm_fixture(const std::string & dir) {
     return f;
 }
 
-tests::CollectSink run_all(const std::string & model_dir, const std::string & ids, int64_t T) {
-    ExtractOptions o;
-    o.model_dir = model_dir;
-    o.load.device = "cpu";
-    o.load.dtype = at::kFloat;
-    o.load.show_progress = false;
-    o.input.tokens_file = ids;
-    o.input.seq_len = T;
-    o.input.num_sequences = 2;
-    o.input.batch_size = 2;
-    o.sites = {Site::LnAttn, Site::LnMlp, Site::Residual};
-    tests::CollectSink sink;
-    (void)run_extraction(o, {&sink});
-    return sink;
+// Every site of every layer, 2 windows of 12 tokens, f32 on the CPU.
+tests::CollectSink run_all(const std::string & model_dir, const std::string & ids) {
+    return tests::run_collect(model_dir, ids, {}, {Site::LnAttn, Site::LnMlp, Site::Residual});
 }
 
 double rel_err(const at::Tensor & ours, const at::Tensor & ref) {
@@ -276,8 +265,8 @@ TEST_CASE("glm4_moe router: group-limited sigmoid top-k equals a brute force ove
         const ops::MoeOptions opt{.top_k = c.K, .renormalise = c.renorm, .sigmoid_grouped = true, .n_group = c.G,
                                   .topk_group = c.TG, .routed_scaling = c.scale};
         auto [top_w, top_i] = ops::route_sigmoid_grouped(x, router, bias, opt);
-        REQUIRE(top_w.scalar_type() == at::kFloat);
-        REQUIRE(top_i.sizes() == at::IntArrayRef{N, c.K});
+        REQUIRE((top_w.scalar_type() == at::kFloat));
+        REQUIRE((top_i.sizes() == at::IntArrayRef{N, c.K}));
         int masked_wins = 0;
         for (int64_t n = 0; n < N; ++n) {
             const std::vector<double> score = to_vec(at::sigmoid(at::mv(router.to(at::kDouble), x[n].to(at::kDouble))));
@@ -337,8 +326,8 @@ TEST_CASE("glm4_moe: the forward (dense layer 0, MoE layer 1 with shared expert)
         fx.qk_norm = qk_norm;
         write_fixture(fx);
         const std::string ids_path = tests::write_ids(dir / "ids.json", 40, 128);
-        const int64_t T = 16;
-        auto got = run_all(dir / "m", ids_path, T);
+        const int64_t T = 12;  // tests::run_collect's windows
+        auto got = run_all(dir / "m", ids_path);
         REQUIRE(got.got.size() == 6);
         const auto cfg = nlohmann::json::parse(tests::read_file(dir / "m/config.json"));
         CHECK(cfg["rope_parameters"]["partial_rotary_factor"] == 0.5);
@@ -387,11 +376,11 @@ TEST_CASE("glm4_moe: per-expert and fused layouts, with or without MTP layers, g
     CHECK(ff.contains("model.layers.2.mlp.gate.e_score_correction_bias"));
     CHECK(nlohmann::json::parse(tests::read_file(dir / "mtp/config.json"))["num_nextn_predict_layers"] == 1);
 
-    auto a = run_all(dir / "base", ids, 16);
+    auto a = run_all(dir / "base", ids);
     tests::CollectSink b, c;
     const std::string log = stderr_of(dir / "err.txt", [&] {
-        b = run_all(dir / "fused", ids, 16);
-        c = run_all(dir / "mtp", ids, 16);
+        b = run_all(dir / "fused", ids);
+        c = run_all(dir / "mtp", ids);
     });
     CHECK(log.find("num_nextn_predict_layers 1: the multi-token-prediction layer (model.layers.2.*) is not part of the forward "
                    "pass and not loaded") != std::string::npos);
@@ -450,7 +439,7 @@ TEST_CASE("glm4_moe: inspect reports GLM-4.5-Air's 106.9B parameters, and the es
             for (at::Tensor * t : lw.all())
                 if (t->defined()) bytes += static_cast<uint64_t>(t->nbytes());
         CHECK(bytes == m.estimate.total_bytes);
-        CHECK(m.weights.layers[1].moe.score_bias.scalar_type() == at::kFloat);
+        CHECK((m.weights.layers[1].moe.score_bias.scalar_type() == at::kFloat));
         CHECK_FALSE(m.weights.layers[0].moe.router.defined());
         CHECK(m.weights.layers[0].mlp.gate.weight.defined());
         auto [c2, o2] = tests::extract_cli({"inspect", fx.out_dir, "--json"}, dir / "out2.json");
@@ -483,7 +472,7 @@ TEST_CASE("glm4_moe: configs with bad values are refused naming the file and key
     CHECK(c.shared_intermediate == 1408);
     CHECK(c.qkv_bias);
     CHECK_FALSE(c.o_bias);
-    CHECK(c.qk_norm == ops::QkNorm::None);
+    CHECK((c.qk_norm == ops::QkNorm::None));
     CHECK(c.rope.inv_freq.size(0) == 32);  // rotary width 64 of head_dim 128
     CHECK(c.rope.inv_freq[1].item<double>() == doctest::Approx(std::pow(1e6, -2.0 / 64)).epsilon(1e-6));
     CHECK_FALSE(c.layer_is_moe[0]);
