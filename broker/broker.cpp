@@ -88,6 +88,7 @@ ProviderContext Broker::context_for(const std::string & name) const {
     c.clock = options_.clock;
     c.state_dir = options_.state_dir;
     c.hosts_file = options_.hosts_file;
+    c.slurm_clusters = config_.slurm_clusters;
     if (!info.key_env.empty()) {
         auto s = resolve_provider(config_, info.name, info.key_env, info.base_url_env);
         if (s.api_key.empty()) throw common::Error::missing_credential(std::string(info.name), std::string(info.key_env));

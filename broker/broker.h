@@ -112,6 +112,7 @@ public:
 
     Ledger & ledger();
     const BrokerOptions & options() const { return options_; }
+    const BrokerConfig & config() const { return config_; }
     common::Clock & clock() { return *options_.clock; }
 
 private:

@@ -67,7 +67,7 @@ BrokerConfig load_config(const std::string & path) {
             .with("file", path);
     auto root = common::ConfigNode::load_file(path);
     if (root.is_null()) return cfg;
-    root.check_keys({"runpod", "vast", "lambda", "primeintellect", "ssh_hosts"});
+    root.check_keys({"runpod", "vast", "lambda", "primeintellect", "ssh_hosts", "slurm"});
     for (const char * name : {"runpod", "vast", "lambda", "primeintellect"}) {
         auto node = root.find(name);
         if (!node || node->is_null()) continue;
@@ -83,6 +83,8 @@ BrokerConfig load_config(const std::string & path) {
         hosts->check_keys({"inventory"});
         cfg.ssh_hosts_inventory = hosts->get_string("inventory", "");
     }
+    // Checked here, whole, so a bad cluster definition stops every command before one reaches a cluster.
+    if (auto slurm = root.find("slurm"); slurm && !slurm->is_null()) cfg.slurm_clusters = parse_slurm_clusters(*slurm);
     return cfg;
 }
 

@@ -8,6 +8,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "broker/slurm_cluster.h"
 
 namespace broker {
 
@@ -21,6 +24,7 @@ struct BrokerConfig {
     std::string path;  // the file read (may not exist)
     std::map<std::string, ProviderSettings> providers;
     std::string ssh_hosts_inventory;
+    std::vector<SlurmCluster> slurm_clusters;  // `slurm:` (broker/slurm_cluster.h)
 };
 
 // $BROKER_CONFIG, else $XDG_CONFIG_HOME/toolkit/broker.yaml, else ~/.config/toolkit/broker.yaml.

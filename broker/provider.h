@@ -13,6 +13,7 @@
 
 #include "broker/instance.h"
 #include "broker/offer.h"
+#include "broker/slurm_cluster.h"
 #include "common/clock.h"
 #include "common/http.h"
 
@@ -83,6 +84,7 @@ struct ProviderContext {
     common::Clock * clock = &common::real_clock();
     std::string state_dir;   // per-user state (XDG_STATE_HOME/toolkit)
     std::string hosts_file;  // ssh-hosts inventory
+    std::vector<SlurmCluster> slurm_clusters;  // the broker config's `slurm:` section, already checked
 };
 
 class Provider {

@@ -13,6 +13,7 @@ const std::vector<ProviderInfo> & provider_table() {
         {"primeintellect", "PRIME_API_KEY",  "PRIME_BASE_URL",  "https://api.primeintellect.ai",  false, providers::make_primeintellect},
         {"local",          "",               "",                "",                               true,  providers::make_local},
         {"ssh-hosts",      "",               "",                "",                               true,  providers::make_ssh_hosts},
+        {"slurm",          "",               "",                "",                               true,  providers::make_slurm},
     };
     return table;
 }

@@ -8,18 +8,17 @@
 #include <cmath>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <mutex>
 #include <thread>
 
 #include "common/error.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "extractor/checkpoint/sharded.h"
+#include "extractor/load_pool.h"
 #include "extractor/mxfp4.h"
 
 namespace extractor {
@@ -117,19 +116,6 @@ std::vector<const WeightSpec *> checked_sources(const Model & m, const Checkpoin
     return todo;
 }
 
-// Joins t once it has set done, waiting at most `limit`: a thread still busy then (a transfer or
-// kernel stuck on a hung device) is detached rather than waited on, and false is returned.
-bool join_within(std::thread & t, const std::atomic<bool> & done, std::chrono::duration<double> limit) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(limit);
-    while (!done && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    if (!done) {
-        t.detach();
-        return false;
-    }
-    t.join();
-    return true;
-}
-
 // `extract run --dequantize`: every layer's MXFP4 experts become plain [E,2I,H] / [E,H,I] tensors
 // in the run dtype where they live (pinned again for an offloaded layer), one tensor at a time.
 void dequantize_experts(Model & m) {
@@ -218,165 +204,149 @@ Model plan_model(const std::string & dir, const LoadOptions & opt) {
     return m;
 }
 
-Model load_model(const std::string & dir, const LoadOptions & opt) {
-    auto t0 = std::chrono::steady_clock::now();
-    Model m = plan_model(dir, opt);
-    print_plan(m);
-    Checkpoint ck = Checkpoint::open(dir);
+namespace {
 
+// The tensors to read for layers 0..run_layers-1, checked, in file order so the page cache and
+// readahead work for us.
+std::vector<const WeightSpec *> sources_in_file_order(const Model & m, const Checkpoint & ck) {
     // Validate every tensor first: a wrong checkpoint fails in milliseconds, not after 60 GB.
     std::vector<const WeightSpec *> todo = checked_sources(m, ck, m.run_layers);
-    uint64_t total_bytes = 0;
-    for (const WeightSpec * s : todo) total_bytes += ck.info(s->name).size_bytes();
-    // Read in file order so the page cache and readahead work for us.
     std::sort(todo.begin(), todo.end(), [&](const WeightSpec * a, const WeightSpec * b) {
         const auto & fa = ck.file_of(a->name).path();
         const auto & fb = ck.file_of(b->name).path();
         return fa != fb ? fa < fb : ck.info(a->name).file_offset < ck.info(b->name).file_offset;
     });
-    allocate(m);
+    return todo;
+}
 
-    // The overlap hook runs on its own copy of the model (tensor handles share storage), so a load
-    // that fails with a stall can leave it behind without pulling anything from under it.
-    std::thread overlap;
-    auto overlap_done = std::make_shared<std::atomic<bool>>(false);
-    if (opt.while_loading) {
-        overlap = std::thread([hook = opt.while_loading, copy = std::make_shared<const Model>(m), overlap_done] {
+// LoadOptions::while_loading on a thread of its own. The hook runs on its own copy of the model
+// (tensor handles share storage), so a load that fails with a stall can leave it behind without
+// pulling anything from under it. On the error paths (the success path calls join()), the hook
+// may use the caller's objects, so it gets time to finish before the loader's frame unwinds; a
+// hook stuck on a hung GPU is left behind rather than hanging the error.
+class OverlapHook {
+public:
+    OverlapHook(const LoadOptions & opt, const Model & m) {
+        if (!opt.while_loading) return;
+        thread_ = std::thread([hook = opt.while_loading, copy = std::make_shared<const Model>(m), done = done_] {
             try {
                 hook(*copy);
             } catch (const std::exception & e) {
                 common::log::debug("warm-up while loading failed (ignored): ", e.what());
             }
-            *overlap_done = true;
+            *done = true;
         });
     }
-    // Error paths only (the success path joins below): the hook may use the caller's objects, so
-    // give it time to finish before this frame unwinds; a hook stuck on a hung GPU is left behind
-    // rather than hanging the error.
-    struct OverlapGuard {
-        std::thread & t;
-        std::shared_ptr<std::atomic<bool>> done;
-        ~OverlapGuard() {
-            if (t.joinable()) join_within(t, *done, std::chrono::seconds(30));
-        }
-    } overlap_guard{overlap, overlap_done};
-
-    struct Shared {
-        std::mutex mu;
-        std::condition_variable cv;
-        std::atomic<size_t> next{0};
-        std::atomic<int64_t> last_progress_ns{0};
-        std::atomic<int> running{0};
-        std::exception_ptr error;
-        std::string current;
-        bool done = false;
-    };
-    auto sh = std::make_shared<Shared>();
-    auto now_ns = [] {
-        return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-    };
-    sh->last_progress_ns = now_ns();
-    auto progress = std::make_shared<common::Progress>("loading " + std::string(m.family->name()), total_bytes,
-                                                       common::ProgressUnit::Bytes);
-    const int n_threads = std::max(1, std::min<int>(opt.threads, static_cast<int>(todo.size())));
-    // Workers hold shared_ptr copies of everything they touch: after a stall the main thread
-    // returns an error and these threads may outlive this frame.
-    auto ck_ptr = std::make_shared<Checkpoint>(ck);
-    auto weights_ptr = std::make_shared<Weights>(m.weights);
-    auto todo_ptr = std::make_shared<std::vector<const WeightSpec *>>(todo);
-    auto plan_ptr = std::make_shared<WeightPlan>(m.plan);  // keeps WeightSpec pointers valid
-    {
-        // Re-point todo at plan_ptr's copy.
-        std::vector<const WeightSpec *> remapped;
-        for (const WeightSpec * s : todo) remapped.push_back(&plan_ptr->sources[static_cast<size_t>(s - m.plan.sources.data())]);
-        *todo_ptr = remapped;
+    OverlapHook(const OverlapHook &) = delete;
+    OverlapHook & operator=(const OverlapHook &) = delete;
+    ~OverlapHook() {
+        if (thread_.joinable()) join_within(thread_, *done_, std::chrono::seconds(30));
     }
+    void join() {
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
+    std::thread thread_;
+};
+
+// What one pool worker needs to copy tensors, owned by the workers (shared_ptr): after a stall the
+// loader returns an error while they may still run.
+struct CopyJob {
+    Checkpoint ck;
+    Weights weights;                          // handles sharing the model's storage
+    WeightPlan plan;                          // keeps the WeightSpec pointers in todo valid
+    std::vector<const WeightSpec *> todo;     // into plan.sources
+    std::shared_ptr<common::Progress> progress;
     // Fault injection for the watchdog's test: the reader of this tensor stops (for 3x the stall
     // timeout) as a read from a hung network filesystem would.
+    std::string stall_tensor;
+    double stall_s = 0;
+};
+
+std::shared_ptr<CopyJob> make_copy_job(const Model & m, const Checkpoint & ck, const std::vector<const WeightSpec *> & todo,
+                                       uint64_t total_bytes, double stall_s) {
+    auto job = std::make_shared<CopyJob>(CopyJob{ck, m.weights, m.plan, {}, nullptr, "", stall_s});
+    // Re-point todo at the job's copy of the plan.
+    for (const WeightSpec * s : todo) job->todo.push_back(&job->plan.sources[static_cast<size_t>(s - m.plan.sources.data())]);
+    job->progress = std::make_shared<common::Progress>("loading " + std::string(m.family->name()), total_bytes,
+                                                       common::ProgressUnit::Bytes);
     const char * stall_env = std::getenv("EXTRACTOR_FAULT_STALL_TENSOR");
-    const std::string stall_tensor = stall_env ? stall_env : "";
-    const double stall_s = opt.stall_timeout_s;
-    auto worker = [sh, ck_ptr, weights_ptr, todo_ptr, plan_ptr, progress, now_ns, stall_tensor, stall_s]() {
-        try {
-            constexpr size_t kChunk = 64u << 20;
-            for (size_t i = sh->next++; i < todo_ptr->size(); i = sh->next++) {
-                const WeightSpec & s = *(*todo_ptr)[i];
-                {
-                    std::lock_guard<std::mutex> lk(sh->mu);
-                    sh->current = ck_ptr->file_of(s.name).path() + ": " + s.name;
-                }
-                if (!stall_tensor.empty() && s.name == stall_tensor)
-                    std::this_thread::sleep_for(std::chrono::duration<double>(3 * stall_s));
-                at::Tensor src = ck_ptr->view(s.name);                        // CPU, mmap
-                at::Tensor dst = dest_slice(*weights_ptr, s);
-                if (dst.is_cpu()) {
-                    dst.copy_(src);
-                    progress->advance(src.nbytes());
-                } else {
-                    at::Tensor staging = at::empty(src.sizes(), src.options().pinned_memory(true));
-                    const auto * from = static_cast<const uint8_t *>(src.data_ptr());
-                    auto * to = static_cast<uint8_t *>(staging.data_ptr());
-                    for (size_t off = 0; off < src.nbytes(); off += kChunk) {
-                        size_t n = std::min(kChunk, src.nbytes() - off);
-                        std::memcpy(to + off, from + off, n);                   // page faults happen here
-                        progress->advance(n);
-                        sh->last_progress_ns = now_ns();
-                    }
-                    if (staging.scalar_type() == dst.scalar_type()) dst.copy_(staging, /*non_blocking=*/true);
-                    else dst.copy_(staging.to(dst.device(), /*non_blocking=*/true));  // convert on the GPU
-                }
-                sh->last_progress_ns = now_ns();
-            }
-        } catch (...) {
-            std::lock_guard<std::mutex> lk(sh->mu);
-            if (!sh->error) sh->error = std::current_exception();
-        }
-        std::lock_guard<std::mutex> lk(sh->mu);
-        if (--sh->running == 0) sh->done = true;
-        sh->cv.notify_all();
-    };
-    sh->running = n_threads;
-    std::vector<std::thread> threads;
-    for (int i = 0; i < n_threads; ++i) threads.emplace_back(worker);
-    {
-        std::unique_lock<std::mutex> lk(sh->mu);
-        while (!sh->done) {
-            sh->cv.wait_for(lk, std::chrono::seconds(1));
-            if (sh->done) break;
-            double idle_s = static_cast<double>(now_ns() - sh->last_progress_ns) / 1e9;
-            if (idle_s > opt.stall_timeout_s) {
-                std::string where = sh->current;
-                lk.unlock();
-                for (auto & t : threads) t.detach();
-                throw common::Error(common::ErrorKind::Timeout,
-                                    "loading stalled: no progress for " + std::to_string(static_cast<int>(idle_s)) +
-                                        " s while reading " + where +
-                                        "; the disk or network filesystem may be stuck (raise --load-stall-timeout if it is just slow)");
-            }
-        }
+    job->stall_tensor = stall_env ? stall_env : "";
+    return job;
+}
+
+// Copies one tensor from its memory-mapped file to its home: directly on the CPU, through a pinned
+// staging buffer a chunk at a time for a GPU (page faults happen in the memcpy, so each chunk is a
+// beat for the watchdog).
+void copy_tensor(CopyJob & job, const WeightSpec & s, const std::function<void()> & beat) {
+    constexpr size_t kChunk = 64u << 20;
+    if (!job.stall_tensor.empty() && s.name == job.stall_tensor)
+        std::this_thread::sleep_for(std::chrono::duration<double>(3 * job.stall_s));
+    at::Tensor src = job.ck.view(s.name);                        // CPU, mmap
+    at::Tensor dst = dest_slice(job.weights, s);                 // reads the handles only
+    if (dst.is_cpu()) {
+        dst.copy_(src);
+        job.progress->advance(src.nbytes());
+        return;
     }
-    for (auto & t : threads) t.join();
-    if (sh->error) std::rethrow_exception(sh->error);
-    // Wait for the queued host-to-device copies (same stream, so one sync per device suffices),
-    // still under the watchdog's spirit: a hung transfer shows up as a hang here, so do it on a
-    // thread with the same deadline.
-    {
-        std::vector<c10::Device> devs{m.placement.embed_device};
-        for (const auto & d : m.placement.home)
-            if (std::find(devs.begin(), devs.end(), d) == devs.end()) devs.push_back(d);
-        auto synced = std::make_shared<std::atomic<bool>>(false);
-        std::thread sync([devs, synced] {
-            for (const auto & d : devs)
-                if (d.is_cuda()) (void)at::zeros({1}, at::TensorOptions().device(d)).sum().item<float>();
-            *synced = true;
-        });
-        if (!join_within(sync, *synced, std::chrono::duration<double>(opt.stall_timeout_s)))
-            throw common::Error(common::ErrorKind::Timeout, "host-to-GPU transfer of the weights did not finish within " +
-                                                                std::to_string(static_cast<int>(opt.stall_timeout_s)) + " s");
+    at::Tensor staging = at::empty(src.sizes(), src.options().pinned_memory(true));
+    const auto * from = static_cast<const uint8_t *>(src.data_ptr());
+    auto * to = static_cast<uint8_t *>(staging.data_ptr());
+    for (size_t off = 0; off < src.nbytes(); off += kChunk) {
+        size_t n = std::min(kChunk, src.nbytes() - off);
+        std::memcpy(to + off, from + off, n);
+        job.progress->advance(n);
+        beat();
     }
-    if (overlap.joinable()) overlap.join();
-    progress->finish();
-    m.weights = *weights_ptr;
+    if (staging.scalar_type() == dst.scalar_type()) dst.copy_(staging, /*non_blocking=*/true);
+    else dst.copy_(staging.to(dst.device(), /*non_blocking=*/true));  // convert on the GPU
+}
+
+// Waits for the queued host-to-device copies (same stream, so one sync per device suffices), still
+// under the watchdog's spirit: a hung transfer shows up as a hang here, so it is done on a thread
+// with the same deadline.
+void wait_for_transfers(const Placement & placement, double stall_timeout_s) {
+    std::vector<c10::Device> devs{placement.embed_device};
+    for (const auto & d : placement.home)
+        if (std::find(devs.begin(), devs.end(), d) == devs.end()) devs.push_back(d);
+    auto synced = std::make_shared<std::atomic<bool>>(false);
+    std::thread sync([devs, synced] {
+        for (const auto & d : devs)
+            if (d.is_cuda()) (void)at::zeros({1}, at::TensorOptions().device(d)).sum().item<float>();
+        *synced = true;
+    });
+    if (!join_within(sync, *synced, std::chrono::duration<double>(stall_timeout_s)))
+        throw common::Error(common::ErrorKind::Timeout, "host-to-GPU transfer of the weights did not finish within " +
+                                                            std::to_string(static_cast<int>(stall_timeout_s)) + " s");
+}
+
+}  // namespace
+
+Model load_model(const std::string & dir, const LoadOptions & opt) {
+    auto t0 = std::chrono::steady_clock::now();
+    Model m = plan_model(dir, opt);
+    print_plan(m);
+    Checkpoint ck = Checkpoint::open(dir);
+    const std::vector<const WeightSpec *> todo = sources_in_file_order(m, ck);
+    uint64_t total_bytes = 0;
+    for (const WeightSpec * s : todo) total_bytes += ck.info(s->name).size_bytes();
+    allocate(m);
+
+    OverlapHook overlap(opt, m);
+    auto job = make_copy_job(m, ck, todo, total_bytes, opt.stall_timeout_s);
+    LoadPoolOptions pool;
+    pool.threads = opt.threads;
+    pool.stall_timeout_s = opt.stall_timeout_s;
+    run_load_pool(
+        job->todo.size(), pool,
+        [job](size_t i) { return job->ck.file_of(job->todo[i]->name).path() + ": " + job->todo[i]->name; },
+        [job](size_t i, const std::function<void()> & beat) { copy_tensor(*job, *job->todo[i], beat); });
+    wait_for_transfers(m.placement, opt.stall_timeout_s);
+    overlap.join();
+    job->progress->finish();
+    m.weights = job->weights;
     if (m.cfg.dequantize_experts) dequantize_experts(m);
     m.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return m;
@@ -396,7 +366,6 @@ WeightsCheck check_weights(const Model & m, const Checkpoint & ck) {
         ++out.tensors;
         out.bytes += ck.info(s->name).size_bytes();
     }
-        if (via_gpu) home.copy_(t);
     return out;
 }
 
@@ -419,6 +388,7 @@ Model random_model(const std::string & dir, const LoadOptions & opt, uint64_t se
         else if (d.storage == Storage::Mxfp4Blocks) t.random_(0, 256);  // every e2m1 code equally likely
         else if (d.storage == Storage::Mxfp4Scales) t.random_(119, 122);  // x 2^-8..2^-6: weights of ~0.02
         else t.normal_(0.0, 0.02);
+        if (via_gpu) home.copy_(t);
     }
     if (m.cfg.dequantize_experts) dequantize_experts(m);
     for (const auto & d : m.placement.home)

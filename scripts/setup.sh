@@ -26,6 +26,7 @@ packages=(
   libcurl4-openssl-dev nlohmann-json3-dev libssh-dev libcli11-dev libyaml-cpp-dev doctest-dev
   libtorch-dev libopenblas0-pthread libpcre2-dev libutf8proc-dev libsqlite3-dev
   openssh-server openssh-client gnuplot-nox python3 rsync curl
+  munge slurmctld slurmd slurm-client   # the tests' single-node Slurm (tests/support/slurm_fixture.h)
 )
 
 install_packages() {

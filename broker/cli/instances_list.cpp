@@ -1,5 +1,5 @@
 // `broker instances list`: our instances on every provider with a key (plus local and ssh-hosts when
-// named), with status, GPU, price, uptime, cost so far and the SSH command.
+// named, and slurm when clusters are defined), with status, GPU, price, uptime, cost so far and the SSH command.
 //
 // "Nothing is billing" and "could not ask" must never look alike: a provider that could not be
 // asked is a warning on stderr and an entry in the --json output's "failed_providers"; when none of
@@ -18,6 +18,8 @@ int run_instances_list(const GlobalOptions & g, const InstancesListOptions & o, 
     const auto asked = broker->providers_for(o.providers);
     auto names = asked;
     if (o.providers.empty()) names.push_back("local");
+    // Our Slurm jobs are listed whenever clusters are defined: looking costs nothing.
+    if (o.providers.empty() && !broker->config().slurm_clusters.empty()) names.push_back("slurm");
     std::vector<ProviderFailure> failures;
     auto instances = broker->list(names, failures);
     report_failures(failures);

@@ -14,6 +14,8 @@
 #include "broker/offer.h"
 #include "broker/provider.h"
 #include "broker/providers/json_api.h"
+#include "broker/slurm_cluster.h"
+#include "common/error.h"
 
 namespace broker::providers {
 
@@ -37,6 +39,7 @@ std::unique_ptr<Provider> make_lambda(const ProviderContext & context);
 std::unique_ptr<Provider> make_primeintellect(const ProviderContext & context);
 std::unique_ptr<Provider> make_local(const ProviderContext & context);
 std::unique_ptr<Provider> make_ssh_hosts(const ProviderContext & context);
+std::unique_ptr<Provider> make_slurm(const ProviderContext & context);
 
 // Every function below that takes a server body (parse_*, *_data, *_page) is total: it returns, or
 // throws common::Error — Error(Network) naming the provider for a body it cannot use (wrong shape or
@@ -106,5 +109,20 @@ Instance prime_parse_pod(const nlohmann::json & pod);
 std::vector<Instance> prime_parse_pods_page(const nlohmann::json & body, size_t & page_size);
 std::optional<SshEndpoint> prime_parse_ssh(const nlohmann::json & ssh_connection);
 nlohmann::json prime_create_body(const CreateRequest & request);
+
+// Slurm (text commands over SSH to a login node; slurm.cpp). Commands are shell text in which every
+// value is a common::sh_quote word; parsers take the command's output and are total as above.
+InstanceStatus slurm_status(std::string_view state);
+// Wraps a command so stderr joins stdout and the output is cut at 4 MiB on the login node.
+std::string slurm_remote(const std::string & command);
+std::string slurm_sinfo_command(const SlurmCluster & cluster);
+std::vector<Offer> slurm_parse_sinfo(const SlurmCluster & cluster, const std::string & out);
+std::string slurm_squeue_command(std::optional<long long> job_id);  // nullopt: all of this user's jobs
+std::vector<Instance> slurm_parse_squeue(const SlurmCluster & cluster, const std::string & out);
+std::string slurm_sbatch_command(const SlurmCluster & cluster, const CreateRequest & request, long long now_unix);
+long long slurm_parse_sbatch(const SlurmCluster & cluster, const std::string & out);
+// A failed Slurm command's output → a typed error (bad account/QoS/partition: usage; no such node
+// configuration: capacity; submit limits: quota; permission: auth; controller unreachable: network).
+common::Error slurm_command_error(const SlurmCluster & cluster, std::string_view what, int exit_code, const std::string & text);
 
 }  // namespace broker::providers
