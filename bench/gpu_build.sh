@@ -2,8 +2,10 @@
 # Builds the GPU-only tree (extract, analyze, the fused CUDA kernels and their tests) against the
 # local pip PyTorch; sourced by the GPU benchmarks, or run directly:
 #   bench/gpu_build.sh BUILD_DIR LOG_DIR TARGET...
-# CLI11, nlohmann_json, PCRE2 and utf8proc come from the system, or are unpacked from the Debian
-# packages in .debs*/ (carried to an offline GPU machine) into a sysroot. Exports TOOLKIT_GPU_BUILD.
+# CLI11, nlohmann_json, PCRE2, utf8proc and OpenSSL's libcrypto (SHA-256, common/sha256.h) come from
+# the system, or are unpacked from the Debian packages in .debs*/ (carried to an offline GPU machine:
+# libssl-dev and libssl3 among them, from `apt-get download libssl-dev libssl3`) into a sysroot.
+# Exports TOOLKIT_GPU_BUILD.
 gpu_build() {
   local build=$1 logs=$2
   shift 2
@@ -12,7 +14,8 @@ gpu_build() {
   prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
   mkdir -p "$logs"
   if [[ -z "${SYSROOT:-}" ]] && ls "$root"/.debs*/*.deb >/dev/null 2>&1 &&
-     { [[ ! -f /usr/include/CLI/CLI.hpp ]] || ! pkg-config --exists libpcre2-8 libutf8proc 2>/dev/null; }; then
+     { [[ ! -f /usr/include/CLI/CLI.hpp ]] || [[ ! -f /usr/include/openssl/evp.h ]] ||
+       ! pkg-config --exists libpcre2-8 libutf8proc 2>/dev/null; }; then
     SYSROOT=/tmp/toolkit-sysroot
     mkdir -p "$SYSROOT"
     for f in "$root"/.debs*/*.deb; do dpkg-deb -x "$f" "$SYSROOT"; done

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,29 +21,6 @@ namespace bifrost {
 using common::Error;
 
 namespace {
-
-std::string to_hex(const unsigned char * d, size_t n) {
-    static const char * digits = "0123456789abcdef";
-    std::string out(n * 2, '0');
-    for (size_t i = 0; i < n; ++i) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    return out;
-}
-
-struct MdCtx {
-    EVP_MD_CTX * ctx = EVP_MD_CTX_new();
-    MdCtx() { EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr); }
-    ~MdCtx() { EVP_MD_CTX_free(ctx); }
-    void update(const void * p, size_t n) { EVP_DigestUpdate(ctx, p, n); }
-    std::string hex() {
-        unsigned char out[EVP_MAX_MD_SIZE];
-        unsigned n = 0;
-        EVP_DigestFinal_ex(ctx, out, &n);
-        return to_hex(out, n);
-    }
-};
 
 void walk(const std::string & root, const std::string & dir, IgnoreSet & rules, const ScanOptions & options,
           std::vector<FileEntry> & out) {
@@ -119,32 +95,6 @@ std::vector<FileEntry> scan_tree(const std::string & root, const ScanOptions & o
     std::vector<FileEntry> out;
     walk(root, "", rules, options, out);
     return out;
-}
-
-std::string sha256_hex(std::string_view data) {
-    MdCtx md;
-    md.update(data.data(), data.size());
-    return md.hex();
-}
-
-std::string sha256_file(const std::string & path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Error::io(path, "open", errno);
-    MdCtx md;
-    std::unique_ptr<char[]> buf(new char[1 << 18]);
-    for (;;) {
-        ssize_t n = ::read(fd, buf.get(), 1 << 18);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            int err = errno;
-            ::close(fd);
-            throw Error::io(path, "read", err);
-        }
-        if (n == 0) break;
-        md.update(buf.get(), static_cast<size_t>(n));
-    }
-    ::close(fd);
-    return md.hex();
 }
 
 std::string format_manifest(const Manifest & manifest) {

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/sha256.h"
+
 namespace bifrost {
 
 struct FileEntry {
@@ -35,8 +37,9 @@ struct ScanOptions {
 // are skipped with a warning (the manifest is line-based).
 std::vector<FileEntry> scan_tree(const std::string & root, const ScanOptions & options);
 
-std::string sha256_hex(std::string_view data);
-std::string sha256_file(const std::string & path);  // throws Error::io
+// SHA-256 is common's (libcrypto); bifrost's callers name it as before.
+using common::sha256_file;
+using common::sha256_hex;
 
 // "<hash> <size> <mode-octal> <type> <path>\n" per entry; paths are last so they may hold spaces.
 std::string format_manifest(const Manifest & manifest);

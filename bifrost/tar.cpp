@@ -1,7 +1,6 @@
 #include "bifrost/tar.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,16 +30,6 @@ std::string pax_record(const std::string & key, const std::string & value) {
     size_t len = body + 1;
     while (std::to_string(len).size() + body != len) ++len;
     return std::to_string(len) + " " + key + "=" + value + "\n";
-}
-
-std::string hex(const unsigned char * d, unsigned n) {
-    static const char * digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < n; ++i) {
-        out += digits[d[i] >> 4];
-        out += digits[d[i] & 15];
-    }
-    return out;
 }
 
 }  // namespace
@@ -87,7 +76,6 @@ void TarStream::add_deferred(std::string name, std::function<std::string()> make
 
 TarStream::~TarStream() {
     if (fd_ >= 0) ::close(fd_);
-    if (md_) EVP_MD_CTX_free(static_cast<EVP_MD_CTX *>(md_));
 }
 
 void TarStream::add_symlink(std::string name, std::string target, int64_t mtime_s) {
@@ -131,9 +119,7 @@ bool TarStream::next(std::string & chunk, size_t max_bytes) {
             if (item.from_file) {
                 fd_ = ::open(item.source_path.c_str(), O_RDONLY | O_CLOEXEC);
                 if (fd_ < 0) throw common::Error::io(item.source_path, "open for push", errno);
-                auto * ctx = EVP_MD_CTX_new();
-                EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-                md_ = ctx;
+                md_ = std::make_unique<common::Sha256>();
             }
             continue;
         }
@@ -156,7 +142,7 @@ bool TarStream::next(std::string & chunk, size_t max_bytes) {
                     changed_[static_cast<size_t>(item.file_index)] = true;
                 }
                 chunk.resize(at + static_cast<size_t>(n));
-                EVP_DigestUpdate(static_cast<EVP_MD_CTX *>(md_), chunk.data() + at, static_cast<size_t>(n));
+                md_->update(chunk.data() + at, static_cast<size_t>(n));
                 body_done_ += static_cast<uint64_t>(n);
                 file_bytes_sent_ += static_cast<uint64_t>(n);
             } else {
@@ -172,12 +158,8 @@ bool TarStream::next(std::string & chunk, size_t max_bytes) {
             if (::read(fd_, &probe, 1) > 0) changed_[static_cast<size_t>(item.file_index)] = true;  // it grew
             ::close(fd_);
             fd_ = -1;
-            unsigned char out[EVP_MAX_MD_SIZE];
-            unsigned n = 0;
-            EVP_DigestFinal_ex(static_cast<EVP_MD_CTX *>(md_), out, &n);
-            EVP_MD_CTX_free(static_cast<EVP_MD_CTX *>(md_));
-            md_ = nullptr;
-            sent_hashes_[static_cast<size_t>(item.file_index)] = hex(out, n);
+            sent_hashes_[static_cast<size_t>(item.file_index)] = md_->hex();
+            md_.reset();
         }
         in_body_ = false;
         ++current_;

@@ -6,8 +6,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "common/sha256.h"
 
 namespace bifrost {
 
@@ -52,7 +55,7 @@ private:
     bool in_body_ = false;
     int fd_ = -1;
     uint64_t body_done_ = 0;
-    void * md_ = nullptr;
+    std::unique_ptr<common::Sha256> md_;  // of the file being sent
     bool finished_ = false;
     int file_count_ = 0;
     std::vector<std::string> sent_hashes_;

@@ -10,6 +10,9 @@ endif()
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(CLI11 2.1 CONFIG REQUIRED)
+# libcrypto for SHA-256 (common/sha256.h), in both builds: Debian's libssl-dev; on an offline GPU
+# machine bench/gpu_build.sh unpacks it from .debs/ (docs/build-notes.md, "OpenSSL").
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 
 # libtorch: Debian's libtorch-dev 1.13 on CPU hosts, pip PyTorch 2.x on GPU machines.
 find_package(Torch QUIET)

@@ -103,19 +103,21 @@ std::string read_regular_file(const std::string & path, uint64_t max_bytes, std:
             if (text.size() > max_bytes) throw too_big(text.size());
             text.resize(std::min<uint64_t>(max_bytes + 1, std::max<uint64_t>(2 * text.size(), 4096)));
         }
-        ssize_t n = ::read(file.fd(), text.data() + got, text.size() - got);
-        if (n < 0) {
-            if (errno == EINTR) {
-                throw_if_interrupted();
-                continue;
-            }
-            throw Error::io(path, "read", errno);
-        }
+        size_t n = read_some(file, text.data() + got, text.size() - got, path);
         if (n == 0) break;
-        got += static_cast<size_t>(n);
+        got += n;
     }
     text.resize(got);
     return text;
+}
+
+size_t read_some(const RegularFile & file, void * buf, size_t size, const std::string & path) {
+    for (;;) {
+        ssize_t n = ::read(file.fd(), buf, size);
+        if (n >= 0) return static_cast<size_t>(n);
+        if (errno != EINTR) throw Error::io(path, "read", errno);
+        throw_if_interrupted();
+    }
 }
 
 }  // namespace common

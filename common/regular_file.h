@@ -37,6 +37,10 @@ private:
 // permission denied; Internal for other system errors.
 RegularFile open_regular_file(const std::string & path, std::string_view what);
 
+// Up to `size` bytes from the file's current offset into buf; 0 at end of file. An interrupted
+// read is retried (or Error(interrupted) after Ctrl-C); a failed one throws Error::io naming path.
+size_t read_some(const RegularFile & file, void * buf, size_t size, const std::string & path);
+
 // The whole file, refused (Usage, naming the path, its size and the limit) when it holds more than
 // max_bytes. Ctrl-C during the read throws Error(Interrupted).
 std::string read_regular_file(const std::string & path, uint64_t max_bytes, std::string_view what);

@@ -23,7 +23,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # Debian packages (docs/build-notes.md#install). --no-install-recommends keeps this to ~180 packages.
 packages=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates
-  libcurl4-openssl-dev nlohmann-json3-dev libssh-dev libcli11-dev libyaml-cpp-dev doctest-dev
+  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libssh-dev libcli11-dev libyaml-cpp-dev doctest-dev
   libtorch-dev libopenblas0-pthread libpcre2-dev libutf8proc-dev libsqlite3-dev
   openssh-server openssh-client gnuplot-nox python3 rsync curl
   munge slurmctld slurmd slurm-client   # the tests' single-node Slurm (tests/support/slurm_fixture.h)

@@ -110,20 +110,21 @@ has_header() {
 }
 have_prereqs() {
   command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 && command -v pkg-config >/dev/null 2>&1 &&
-    pkg-config --exists libpcre2-8 libutf8proc 2>/dev/null && has_header CLI/CLI.hpp && has_header nlohmann/json.hpp
+    pkg-config --exists libpcre2-8 libutf8proc 2>/dev/null && has_header CLI/CLI.hpp && has_header nlohmann/json.hpp &&
+    has_header openssl/evp.h
 }
 if ! have_prereqs; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "bootstrap: installing build prerequisites with apt-get" >&2
-    pkgs="cmake ninja-build g++ pkg-config libpcre2-dev libutf8proc-dev libcli11-dev nlohmann-json3-dev"
+    pkgs="cmake ninja-build g++ pkg-config libpcre2-dev libutf8proc-dev libcli11-dev nlohmann-json3-dev libssl-dev"
     # shellcheck disable=SC2086  # $sudo and $pkgs are word lists on purpose
     if ! { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs; } >&2; then
       echo "bootstrap: apt-get could not install: $pkgs" >&2; exit 3
     fi
   fi
-  have_prereqs || { echo "bootstrap: missing build prerequisites (cmake, a C++ compiler, pkg-config, and the headers of PCRE2, utf8proc, CLI11, nlohmann_json); install them or use an image that has them" >&2; exit 3; }
+  have_prereqs || { echo "bootstrap: missing build prerequisites (cmake, a C++ compiler, pkg-config, and the headers of PCRE2, utf8proc, CLI11, nlohmann_json, OpenSSL); install them or use an image that has them" >&2; exit 3; }
 fi
 for tool in cmake sha256sum; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bootstrap: $tool not found on the instance; install it (apt-get install -y $tool) or use an image that has it" >&2; exit 3; }
