@@ -20,6 +20,7 @@
 #include "extractor/checkpoint/sharded.h"
 #include "extractor/load_pool.h"
 #include "extractor/mxfp4.h"
+#include "extractor/offload.h"
 
 namespace extractor {
 
@@ -50,8 +51,9 @@ void allocate(Model & m) {
         const at::ScalarType dtype = d.storage == Storage::RunDtype ? m.dtype
                                      : d.storage == Storage::F32    ? at::kFloat
                                                                     : at::kByte;  // MXFP4 blocks / scales
-        auto options = at::TensorOptions().dtype(dtype).device(dev).pinned_memory(pinned);
-        dest_tensor(w, d.layer, d.slot) = at::empty(d.shape, options);
+        // Offloaded layers: exactly-sized pinned memory (offload.h), not the power-of-two blocks of
+        // PyTorch's pinned allocator.
+        dest_tensor(w, d.layer, d.slot) = pinned ? pinned_empty(d.shape, dtype) : at::empty(d.shape, at::TensorOptions().dtype(dtype).device(dev));
     }
 }
 
@@ -126,7 +128,12 @@ void dequantize_experts(Model & m) {
         auto one = [&](at::Tensor & blocks, at::Tensor & scales) {
             const bool pinned = blocks.is_cpu() && blocks.is_pinned();
             at::Tensor plain = mxfp4::dequantize(blocks, scales, m.dtype);
-            blocks = pinned ? plain.pin_memory() : plain;
+            if (pinned) {
+                blocks = pinned_empty(plain.sizes(), plain.scalar_type());
+                blocks.copy_(plain);
+            } else {
+                blocks = plain;
+            }
             scales = at::Tensor();
         };
         mxfp4::check_packed(moe.gate_up, moe.gate_up_scales, where);

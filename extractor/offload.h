@@ -17,6 +17,8 @@
 // the offloaded layers (MemoryBudget::stream_buffers).
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <memory>
 
@@ -50,6 +52,13 @@ public:
     // Forget what was measured so far (after untimed warm-up passes).
     virtual void reset_stats() = 0;
 };
+
+// Pinned host memory of exactly the tensor's size for an offloaded layer's weights. PyTorch's
+// pinned allocator (at::empty(..., pinned_memory(true))) rounds every allocation up to a power of
+// two, so a 2.95 GB expert tensor pins 4 GiB: a third more host memory than the weights, which
+// is what decides whether a large model fits a machine at all. This one asks cudaHostAlloc for the
+// size itself and frees it with the tensor. Builds without CUDA: plain (unpinned) memory.
+at::Tensor pinned_empty(at::IntArrayRef sizes, at::ScalarType dtype);
 
 // A streamer for the offloaded layers among 0..run_layers-1 of `w`, or nullptr when there are
 // none, the build has no CUDA support, or the offloaded layers do not all run on one GPU (then

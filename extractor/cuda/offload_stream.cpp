@@ -14,6 +14,8 @@
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/util/accumulate.h>
+#include <cuda_runtime_api.h>
 
 #include <nlohmann/json.hpp>
 
@@ -225,6 +227,21 @@ private:
 };
 
 }  // namespace
+
+at::Tensor pinned_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
+    const int64_t numel = c10::multiply_integers(sizes);
+    const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(dtype);
+    void * ptr = nullptr;
+    if (bytes > 0) {
+        const cudaError_t e = cudaHostAlloc(&ptr, bytes, cudaHostAllocDefault);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();  // clear the sticky error state of this call
+            throw common::Error(common::ErrorKind::Capacity, "offload: cannot pin " + common::format_bytes(static_cast<double>(bytes)) +
+                                                                 " of host memory: " + cudaGetErrorString(e));
+        }
+    }
+    return at::from_blob(ptr, sizes, [](void * p) { if (p) (void)cudaFreeHost(p); }, at::TensorOptions().dtype(dtype));
+}
 
 std::shared_ptr<OffloadStreamer> make_offload_streamer(const Weights & w, int run_layers, int depth) {
     if (depth < 0) throw common::Error::usage("--offload-prefetch " + std::to_string(depth) + ": must be 0 or more");

@@ -1,6 +1,8 @@
 // Builds without CUDA support (no nvcc, or a CPU libtorch such as CI's): the fused ops do not
 // exist, usable() is always false, and ops.cpp always runs its ATen path; there are no allocator
 // statistics to read, and no layer is ever offloaded to a GPU, so there is no offload streamer.
+#include <ATen/ATen.h>
+
 #include "extractor/cuda/device_memory.h"
 #include "extractor/cuda/fused_ops.h"
 #include "extractor/offload.h"
@@ -40,4 +42,5 @@ std::optional<uint64_t> allocator_peak_allocated_bytes(int) { return std::nullop
 
 namespace extractor {
 std::shared_ptr<OffloadStreamer> make_offload_streamer(const Weights &, int, int) { return nullptr; }
+at::Tensor pinned_empty(at::IntArrayRef sizes, at::ScalarType dtype) { return at::empty(sizes, at::TensorOptions().dtype(dtype)); }
 }  // namespace extractor
