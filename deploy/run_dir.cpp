@@ -217,22 +217,16 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     }
     if (r.has("instance")) {
         auto i = r.object("instance");
-        InstanceRecord rec;
-        rec.provider = i.string("provider");
-        rec.id = i.string("id");
-        rec.name = i.string("name");
-        rec.price_usd_per_hour = i.number("price_usd_per_hour");
-        rec.gpu_model = i.string("gpu_model");
-        rec.gpu_count = i.integer<int>("gpu_count");
-        rec.vram_gb_per_gpu = i.number("vram_gb_per_gpu");
-        rec.created_unix = i.opt_number("created_unix");
-        rec.native_deadline = i.opt_boolean("native_deadline");
-        rec.adopted = i.boolean("adopted");
+        std::optional<SshRecord> ssh;
         if (i.has("ssh")) {
             auto h = i.object("ssh");
-            rec.ssh = SshRecord{h.string("host"), h.integer<int>("port", 22), h.string("user")};
+            ssh = SshRecord{h.string("host"), h.integer<int>("port", 22), h.string("user")};
         }
-        s.instance = std::move(rec);
+        s.instance = InstanceRecord{.provider = i.string("provider"), .id = i.string("id"), .name = i.string("name"),
+                                    .price_usd_per_hour = i.number("price_usd_per_hour"), .gpu_model = i.string("gpu_model"),
+                                    .gpu_count = i.integer<int>("gpu_count"), .vram_gb_per_gpu = i.number("vram_gb_per_gpu"),
+                                    .created_unix = i.opt_number("created_unix"), .native_deadline = i.opt_boolean("native_deadline"),
+                                    .adopted = i.boolean("adopted"), .ssh = std::move(ssh)};
     }
     if (r.has("remote")) {
         auto m = r.object("remote");
@@ -263,15 +257,10 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     }
     if (r.has("end")) {
         auto e = r.object("end");
-        EndRecord end;
-        end.action = e.string("action");
-        end.reason = e.opt_string("reason");
-        end.keep_until_unix = e.opt_number("keep_until_unix");
-        end.watchdog_extended = e.opt_boolean("watchdog_extended");
-        end.proven_gone = e.opt_boolean("proven_gone");
-        end.last_status = e.opt_string("last_status");
-        end.ended_unix = e.opt_number("ended_unix");
-        s.end = std::move(end);
+        s.end = EndRecord{.action = e.string("action"), .reason = e.opt_string("reason"),
+                          .keep_until_unix = e.opt_number("keep_until_unix"), .watchdog_extended = e.opt_boolean("watchdog_extended"),
+                          .proven_gone = e.opt_boolean("proven_gone"), .last_status = e.opt_string("last_status"),
+                          .ended_unix = e.opt_number("ended_unix")};
     }
     return s;
 }

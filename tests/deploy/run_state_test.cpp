@@ -138,3 +138,29 @@ TEST_CASE("run state: a finished run directory of the old format resumes and sum
     CHECK(summary == expected);
     CHECK(tests::read_file(run + "/state.json") == before);  // summarising writes nothing
 }
+
+TEST_CASE("run state: a run of the old format killed at its run step resumes: the typed state finds its instance gone and finishes") {
+    // The fixture's instance was terminated after the kill, so the resumed run step cannot reach its
+    // host (bifrost retries a refused connection for about a minute, then reports a timeout), and
+    // finish must prove it gone from
+    // the typed instance record alone.
+    tests::TempDir dir;
+    std::string run = copy_run(dir, "killed-at-run");
+    deploy::FlowOptions o;
+    o.broker.state_dir = dir / "broker-state";
+    o.broker.ledger_path = dir / "broker-state/ledger.sqlite";
+    o.poll_s = 0.2;
+    std::ostringstream text;
+    common::Output out(common::OutputFormat::Json, text);
+    int code = deploy::run_resume(run, o, out);
+    CHECK((code == 7 || code == 3));  // timeout (refused for bifrost's minute) or auth (another sshd took the port)
+    auto s = deploy::RunDir::open(run).state();
+    REQUIRE(s.end.has_value());
+    CHECK(s.end->action == "terminate");
+    CHECK(s.end->proven_gone == true);
+    CHECK(s.jobs.at("bootstrap").offset == 134);  // kept as the old run left it
+    CHECK_FALSE(s.jobs.count("analysis"));        // never started: the host was gone
+    auto summary = nlohmann::json::parse(text.str());
+    CHECK(summary["instance"] == "local:" + s.instance->id);
+    CHECK(summary["end"]["proven_gone"] == true);
+}

@@ -76,7 +76,8 @@ std::string run_watchdog(const broker::SelfEndRequest & request, const std::stri
 
 size_t requests_of(tests::Emulator & emu, const std::string & action) {
     size_t n = 0;
-    for (const auto & q : emu.state()["requests"]) n += q.value("action", "") == action;
+    const auto state = emu.state();  // held: a range-for over a member of a temporary would dangle
+    for (const auto & q : state["requests"]) n += q.value("action", "") == action;
     return n;
 }
 
