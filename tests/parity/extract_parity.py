@@ -370,12 +370,26 @@ def torch_linear_attention(model):
             la.norm = norm
         n += 1
     print(f"  HF qwen3_next: {n} linear-attention layers on the torch path (fast path available: "
-          f"{qn.is_fast_path_available})")
+          f"{getattr(qn, 'is_fast_path_available', 'not reported by this transformers')})")
 
 
-def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False):
-    """The hooks' captures, and with perplexity HF's model(ids, labels=ids).loss from the same forward
-    (else None)."""
+def router_counts_hook(routes, layer, top_k, n_experts):
+    """A forward hook on a layer's router that adds the experts its top-k picked to routes[layer]."""
+    def hook(_m, _inp, out):
+        outs = out if isinstance(out, tuple) else (out,)
+        idx = [t for t in outs if torch.is_tensor(t) and not t.is_floating_point()]
+        if idx:
+            top = idx[0]
+        else:  # a plain linear router (logits): its top-k is the softmax's top-k
+            top = torch.topk(outs[0].float(), top_k, dim=-1).indices
+        counts = torch.bincount(top.reshape(-1).long().cpu(), minlength=n_experts)
+        routes[layer] = routes.get(layer, torch.zeros(n_experts, dtype=torch.long)) + counts
+    return hook
+
+
+def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, expert_stats=False):
+    """The hooks' captures, with perplexity HF's model(ids, labels=ids).loss from the same forward
+    (else None), and with expert_stats the per-layer expert counts of HF's routers (else {})."""
     kw = {}
     if family in MXFP4:
         # Dequantize the MXFP4 experts to `dtype` at load (what HF does itself without MXFP4 kernels).
