@@ -6,6 +6,11 @@
 #   bench/gpu_session.sh ppl     # GPU tests + perplexity parity of every family
 #   bench/gpu_session.sh final   # gpt_oss real shapes in f32, perplexity parity, longer benchmarks
 #   bench/gpu_session.sh shapes  # real-shape 2-layer parity (mixtral, gpt_oss) + mixtral and gpt_oss benchmarks
+#   bench/gpu_session.sh stats   # per-expert counts vs HF's router, the overhead of the added statistics
+#   bench/gpu_session.sh new     # GPU tests + small parity of every family + the offload bench (OLMoE shape)
+#   bench/gpu_session.sh newshapes     # real-shape parity and benchmarks of glm4_moe and qwen3_next
+#   bench/gpu_session.sh offload_full  # full-shape offload (OFFLOAD_SHAPES, OFFLOAD_BUDGET_<shape>)
+#   bench/gpu_session.sh stats   # issue 14: GPU tests (sweep kernel), per-expert counts vs HF's routers, overhead bench
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
 set -uo pipefail
 what=${1:-quick}
@@ -78,5 +83,60 @@ if [[ $what == ppl ]]; then
   timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --perplexity \
     --json-out "$out/parity_ppl.json" > "$out/parity_ppl.log" 2>&1
   echo "rc=$?"; grep -E "^NOT OK" "$out/parity_ppl.log" | head -12; grep -A42 "^family " "$out/parity_ppl.log" | head -44
+fi
+if [[ $what == stats ]]; then
+  stamp "gpu tests (the fused pass with and without the threshold sweep)"
+  "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "ERROR|test cases" "$out/gpu_tests.log" | head -8
+  stamp "per-expert counts vs HF's router top-k (f32 decides; default and EXTRACTOR_FUSED=0 paths)"
+  timeout 240 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --analyze "$build/analysis/analyze" \
+    --expert-stats --families olmoe,qwen3_moe,mixtral,gpt_oss --json-out "$out/parity_experts.json" > "$out/parity_experts.log" 2>&1
+  echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -40; grep -A30 "^family " "$out/parity_experts.log" | head -32
+  stamp "overhead: perplexity + expert stats + 7-threshold sweep vs the bare forward (OLMoE shape)"
+  ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 400 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
+    > "$out/overhead_run.log" 2>&1
+  echo "rc=$?"; tail -12 "$out/overhead_run.log"
+fi
+if [[ $what == new ]]; then
+  # One call for the new families (#13), offload with prefetch, and the per-expert statistics (#14).
+  stamp "gpu tests (kernels, offload at prefetch depths 0/1/2, analysis kernels)"
+  "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "ERROR|FAILED|test cases" "$out/gpu_tests.log" | head -12
+  stamp "parity, small configs, every family (fused + ATen paths)"
+  timeout 300 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --json-out "$out/parity_small.json" \
+    > "$out/parity_small.log" 2>&1
+  echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -12; grep -A40 "^family " "$out/parity_small.log" | head -44
+  stamp "offload bench: OLMoE shape, 6 GiB GPU budget, prefetch 0/1/2 vs the copy bound"
+  timeout 240 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape olmoe --iters 6 --json-out "$out/offload_olmoe.json" \
+    > "$out/offload_olmoe.log" 2>&1
+  echo "rc=$?"; grep -vE "^\[|^[0-9]" "$out/offload_olmoe.log" | tail -8
+fi
+if [[ $what == newshapes ]]; then
+  for fam in glm4_moe qwen3_next; do
+    stamp "parity real shapes: $fam (bf16, fused + ATen)"
+    timeout 240 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families "$fam" \
+      --json-out "$out/parity_real_$fam.json" > "$out/parity_real_$fam.log" 2>&1
+    echo "parity $fam rc=$?"; grep -E "^NOT OK" "$out/parity_real_$fam.log" | head -6; grep -A8 "^family " "$out/parity_real_$fam.log" | head -10
+  done
+  stamp "glm4_moe bench (real shape, HF same run)"
+  timeout 200 python3 "$root/bench/glm4_moe_bench.py" --extract "$exe" --iters 16 --json-out "$out/glm4_moe_bench.json" \
+    > "$out/glm4_moe_bench.log" 2>&1
+  echo "rc=$?"; tail -8 "$out/glm4_moe_bench.log"
+  stamp "qwen3_next bench (real shape, HF same run)"
+  timeout 200 python3 "$root/bench/qwen3_next_bench.py" --extract "$exe" --iters 16 --json-out "$out/qwen3_next_bench.json" \
+    > "$out/qwen3_next_bench.log" 2>&1
+  echo "rc=$?"; tail -8 "$out/qwen3_next_bench.log"
+fi
+if [[ $what == offload_full ]]; then
+  # Full shapes with the layers that do not fit offloaded: prefetch 0 vs 1 (OFFLOAD_SHAPES, budgets
+  # in OFFLOAD_BUDGET_<shape>).
+  for shape in ${OFFLOAD_SHAPES:-qwen3_next glm4_moe}; do
+    var=OFFLOAD_BUDGET_$shape
+    stamp "offload full shape: $shape (${!var:-unset})"
+    [[ -n ${!var:-} ]] || { echo "no budget for $shape"; continue; }
+    timeout 420 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape "$shape" --no-resident --depths 0,1 \
+      --batch-size 4 --iters 3 --max-memory "${!var}" --json-out "$out/offload_$shape.json" > "$out/offload_$shape.log" 2>&1
+    echo "rc=$?"; grep -vE "^\[|^[0-9]" "$out/offload_$shape.log" | tail -8
+  done
 fi
 stamp "done"

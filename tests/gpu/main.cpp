@@ -1,10 +1,54 @@
 // doctest's main for the GPU tests (the host tests' main lives in tests/support, which needs libssh).
+// A crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) prints where it happened and the stack before
+// the process dies: the GPU machine has no debugger, and doctest's own handler only names the test
+// case. Resolve "file(+offset)" with addr2line -f -C -e FILE OFFSET.
+// The binary leaves through common::exit_now, as extract and analyze do (common/program.h): after
+// an in-process run_extraction on a GPU, the static teardown of libtorch/CUDA crashed with a jump
+// to address 0 once main returned (H100, torch 2.11), a path the programs never take.
 #include <ATen/ATen.h>
 
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <signal.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "common/program.h"
+
 #define DOCTEST_CONFIG_IMPLEMENT
+#define DOCTEST_CONFIG_NO_POSIX_SIGNALS
 #include <doctest/doctest.h>
 
+namespace {
+void print_crash(int sig, siginfo_t * info, void * context) {
+    void * pc = nullptr;
+#if defined(__x86_64__)
+    pc = reinterpret_cast<void *>(static_cast<ucontext_t *>(context)->uc_mcontext.gregs[REG_RIP]);
+#else
+    (void)context;
+#endif
+    Dl_info where{};
+    const bool known = pc && dladdr(pc, &where) != 0;
+    char line[1024];
+    const int n = std::snprintf(line, sizeof line, "\n*** signal %d (fault address %p) at pc %p: %s(+%#lx) %s\n", sig, info->si_addr, pc,
+                                known && where.dli_fname ? where.dli_fname : "?",
+                                known ? static_cast<unsigned long>(static_cast<char *>(pc) - static_cast<char *>(where.dli_fbase)) : 0ul,
+                                known && where.dli_sname ? where.dli_sname : "");
+    (void)!write(2, line, static_cast<size_t>(n > 0 ? n : 0));
+    void * frames[64];
+    backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+}  // namespace
+
 int main(int argc, char ** argv) {
+    struct sigaction sa {};
+    sa.sa_sigaction = print_crash;
+    sa.sa_flags = SA_SIGINFO;
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) sigaction(sig, &sa, nullptr);
     doctest::Context context(argc, argv);
-    return context.run();
+    common::exit_now(context.run());
 }
