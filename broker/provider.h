@@ -51,6 +51,10 @@ struct ProviderCaps {
     // Instances run on this machine (the local rehearsal): they cost nothing, need no GPU, have no
     // container environment on PID 1, and may share folders with the broker's state dir.
     bool on_this_machine = false;
+    // The instance's SSH endpoint is the machine that holds the GPUs. False for slurm, where SSH
+    // reaches a login node and work must be submitted through the scheduler: deploy_and_analyze
+    // refuses such a provider rather than building and running on the login node.
+    bool ssh_reaches_compute = true;
 };
 
 // An HTTP request as data, complete: every value is already in it (path segments percent-encoded,

@@ -541,6 +541,17 @@ void validate(const RunConfig & c) {
     for (const auto & p : r.providers)
         if (p.empty() || !std::all_of(p.begin(), p.end(), [](char ch) { return std::islower(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-'; }))
             fail("resources.providers", "'" + p + "' is not a provider name");
+    for (const auto & p : r.providers) {
+        bool login_node_only = false;
+        try {
+            login_node_only = !broker::provider_caps(p).ssh_reaches_compute;
+        } catch (const common::Error &) {
+            // an unknown name: refused later, with the list of valid ones, by broker
+        }
+        // Its SSH reaches a login node; the run would build and compute there (broker/README.md, "Slurm clusters").
+        if (login_node_only)
+            fail("resources.providers", "'" + p + "': deploy_and_analyze cannot run through a batch scheduler yet; use `broker` for its jobs");
+    }
     if (!runs_on_this_machine(r) && r.gpu_count == 0) fail("resources.gpu_count", "0 GPUs is only for the local rehearsal provider");
     if (!c.name.empty() && (c.name.size() > 20 || !std::all_of(c.name.begin(), c.name.end(), [](char ch) {
                                 return std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch));

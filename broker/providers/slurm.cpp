@@ -546,7 +546,7 @@ public:
     ProviderCaps caps() const override {
         // Slurm ends the job at its --time (sent from the deadline), and a job ends itself with scancel.
         return {.stop_start = false, .native_deadline = true, .spot = false, .needs_api_key = false,
-                .self_end = SelfEnd::SelfStop};
+                .self_end = SelfEnd::SelfStop, .ssh_reaches_compute = false};
     }
 
     std::vector<std::string> self_stop_command(std::string_view id) const override {

@@ -290,7 +290,7 @@ TEST_CASE("slurm: broker create, instances list and terminate through the broker
     CHECK(broker_cli(config, dir, {"instances", "terminate", ref, "--yes"}).exit_code == 0);
 }
 
-TEST_CASE("slurm: hostile account, QoS-free env values and names stay values on the login node's shell") {
+TEST_CASE("slurm: a hostile account and hostile environment values stay values on the login node's shell") {
     tests::SlurmFixture slurm;
     tests::TempDir dir;
     const std::string canary = dir / "pwned";
@@ -320,6 +320,7 @@ TEST_CASE("slurm: hostile account, QoS-free env values and names stay values on 
     // The job can end itself: the declared self-stop command is scancel of its own id.
     CHECK(provider_caps("slurm").self_end == SelfEnd::SelfStop);
     CHECK(provider_caps("slurm").native_deadline);
+    CHECK(!provider_caps("slurm").ssh_reaches_compute);
     CHECK(b.provider("slurm").self_stop_command(inst.id) == std::vector<std::string>{"scancel", job});
     b.provider("slurm").terminate(inst.id);
     CHECK(!std::filesystem::exists(canary));
