@@ -2,9 +2,8 @@
 // A crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) prints where it happened and the stack before
 // the process dies: the GPU machine has no debugger, and doctest's own handler only names the test
 // case. Resolve "file(+offset)" with addr2line -f -C -e FILE OFFSET.
-// The binary leaves through common::exit_now, as extract and analyze do (common/program.h): after
-// an in-process run_extraction on a GPU, the static teardown of libtorch/CUDA crashed with a jump
-// to address 0 once main returned (H100, torch 2.11), a path the programs never take.
+// The binary leaves through common::exit_now, as extract and analyze do (common/program.h), so
+// its exit costs what theirs does.
 #include <ATen/ATen.h>
 
 #include <dlfcn.h>
@@ -37,6 +36,19 @@ void print_crash(int sig, siginfo_t * info, void * context) {
                                 known ? static_cast<unsigned long>(static_cast<char *>(pc) - static_cast<char *>(where.dli_fbase)) : 0ul,
                                 known && where.dli_sname ? where.dli_sname : "");
     (void)!write(2, line, static_cast<size_t>(n > 0 ? n : 0));
+#if defined(__x86_64__)
+    // A call through a null pointer leaves pc at 0 and the unwinder lost: the caller's return
+    // address is then the word at the top of the stack. Name the code addresses found there.
+    auto ** sp = reinterpret_cast<void **>(static_cast<ucontext_t *>(context)->uc_mcontext.gregs[REG_RSP]);
+    for (int i = 0; i < 24; ++i) {
+        Dl_info d{};
+        if (!sp[i] || dladdr(sp[i], &d) == 0 || !d.dli_fname) continue;
+        const int m = std::snprintf(line, sizeof line, "  stack[%d] %p %s(+%#lx) %s\n", i, sp[i], d.dli_fname,
+                                    static_cast<unsigned long>(static_cast<char *>(sp[i]) - static_cast<char *>(d.dli_fbase)),
+                                    d.dli_sname ? d.dli_sname : "");
+        (void)!write(2, line, static_cast<size_t>(m > 0 ? m : 0));
+    }
+#endif
     void * frames[64];
     backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
     signal(sig, SIG_DFL);

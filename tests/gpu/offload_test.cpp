@@ -5,11 +5,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
+#include <ftw.h>
 #include <unistd.h>
 
 #include "extractor/capture.h"
@@ -58,7 +60,12 @@ struct Fixture {
         for (int i = 0; i < 6 * 64; ++i) out << (i ? "," : "") << (i * 37 + 11) % 256;
         out << "]";
     }
-    ~Fixture() { std::filesystem::remove_all(dir); }
+    // Not std::filesystem::remove_all: linked against pip's libtorch.so, which exports its own
+    // copy of that symbol, the call jumped to address 0 (H100 image, torch 2.11).
+    ~Fixture() {
+        ::nftw(dir.c_str(), [](const char * path, const struct stat *, int, struct FTW *) { return ::remove(path); }, 16,
+               FTW_DEPTH | FTW_PHYS);
+    }
 };
 
 extractor::ExtractOptions options(const Fixture & fx, const std::string & max_memory, int prefetch) {
