@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -130,6 +131,27 @@ nlohmann::json fixture_config(const FixtureOptions & o) {
         c["norm_topk_prob"] = true;
         c["use_qk_norm"] = o.qk_norm;
         c["num_nextn_predict_layers"] = o.mtp_layers;
+    } else if (o.family == "qwen3_next") {
+        // The released Qwen3-Next config's shape of things in miniature: every 4th layer full
+        // attention (every 2nd or 3rd when there are fewer than 4 layers, so both kinds appear),
+        // partial rotary 0.25, value heads twice the key heads, Dk != Dv, softmax top-k with
+        // renormalisation, a shared expert intermediate_size wide.
+        c["architectures"] = {"Qwen3NextForCausalLM"};
+        c["full_attention_interval"] = std::clamp<int64_t>(o.layers, 2, 4);
+        c["partial_rotary_factor"] = 0.25;
+        if (!o.legacy_keys) c["rope_parameters"]["partial_rotary_factor"] = 0.25;
+        c["linear_num_key_heads"] = o.kv_heads;
+        c["linear_num_value_heads"] = 2 * o.kv_heads;
+        c["linear_key_head_dim"] = o.head_dim;
+        c["linear_value_head_dim"] = std::max<int64_t>(1, o.head_dim / 2);
+        c["linear_conv_kernel_dim"] = 4;
+        c["num_experts"] = o.experts;
+        c["num_experts_per_tok"] = o.top_k;
+        c["moe_intermediate_size"] = o.moe_intermediate;
+        c["shared_expert_intermediate_size"] = o.intermediate;
+        c["norm_topk_prob"] = true;
+        c["decoder_sparse_step"] = 1;
+        c["mlp_only_layers"] = o.mlp_only_layers;
     } else {
         (void)find_family(o.family);  // throws the "supported: ..." error for unknown names
         throw common::Error::internal("fixture writer has no config entry for family " + o.family);
@@ -192,6 +214,27 @@ std::vector<std::pair<std::string, at::Tensor>> mtp_tensors(const Family & famil
 // qwen3_next's multi-token-prediction head as the released checkpoints store it, under mtp.*:
 // fc [H,2H], the two pre-fc norms and the final norm [H], and per MTP layer the decoder layer's
 // norms and attention projections (enough to show that they are skipped, not a runnable head).
+std::vector<std::pair<std::string, at::Tensor>> qwen3_next_mtp_tensors(const ModelConfig & cfg, const FixtureOptions & o) {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    auto draw = [&](const std::string & name, std::vector<int64_t> shape) {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a(name));
+        out.emplace_back(name, (0.05 * at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat))).to(o.dtype).contiguous());
+    };
+    const int64_t H = cfg.hidden, qw = cfg.n_heads * cfg.head_dim, kvw = cfg.n_kv_heads * cfg.head_dim;
+    draw("mtp.fc.weight", {H, 2 * H});
+    for (const char * n : {"mtp.pre_fc_norm_embedding.weight", "mtp.pre_fc_norm_hidden.weight", "mtp.norm.weight"}) draw(n, {H});
+    for (int64_t l = 0; l < o.mtp_layers; ++l) {
+        const std::string p = "mtp.layers." + std::to_string(l) + ".";
+        draw(p + "input_layernorm.weight", {H});
+        draw(p + "post_attention_layernorm.weight", {H});
+        draw(p + "self_attn.q_proj.weight", {2 * qw, H});
+        draw(p + "self_attn.k_proj.weight", {kvw, H});
+        draw(p + "self_attn.v_proj.weight", {kvw, H});
+        draw(p + "self_attn.o_proj.weight", {H, qw});
+    }
+    return out;
+}
+
 }  // namespace
 
 PlantSpec parse_plant(const std::string & text) {
@@ -252,6 +295,8 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
             throw common::Error::usage("--plant: layer " + std::to_string(p.layer_last) + " >= " + std::to_string(cfg.n_layers) + " layers");
     }
     WeightPlan plan = family.plan_weights(cfg, /*fused_experts=*/false);
+    // qwen3_next's RMSNorm gains are stored as offsets from 1 (Qwen3NextRMSNorm: x * (1 + w)).
+    const bool zero_centred = o.family == "qwen3_next";
     // Each count is within hf_limits, but their product is not: --hidden 65536 --layers 1024 would
     // start writing terabytes. A fixture holds at most kMaxFixtureBytes (2 real-shape Mixtral
     // layers are 6.4 GB), and is refused before anything is created.
@@ -282,10 +327,22 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
         }
         auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a(s.name));
         at::Tensor t;
-        const bool is_norm = s.slot == Slot::InputNorm || s.slot == Slot::PostNorm || s.slot == Slot::QNorm || s.slot == Slot::KNorm;
+        const bool is_norm = s.slot == Slot::InputNorm || s.slot == Slot::PostNorm || s.slot == Slot::QNorm ||
+                             s.slot == Slot::KNorm || s.slot == Slot::LinearNorm;
         if (is_norm) {
             // Gains near 1 (HF initialises them to exactly 1; a little noise makes tests sharper).
+            // Zero-centred norms (qwen3_next's, all but the gated one) store the gain minus 1.
+            t = (zero_centred && s.slot != Slot::LinearNorm ? 0.0 : 1.0) +
+                0.1 * at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
+        } else if (s.slot == Slot::LinearALog) {
+            // Stored as log A (HF draws A from (0, 16)); A in [0.01, 1] here keeps per-token decays
+            // between ~1 % and ~50 %, so the recurrent state carries over several tokens in tests.
+            t = at::log(0.01 + 0.99 * at::rand(s.shape, gen, at::TensorOptions().dtype(at::kFloat)));
+        } else if (s.slot == Slot::LinearDtBias) {
             t = 1.0 + 0.1 * at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
+        } else if (s.slot == Slot::LinearConv) {
+            // Of the order of PyTorch's default conv init (bound 1/sqrt(kernel width)).
+            t = 0.3 * at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
         } else if (s.slot == Slot::Embed) {
             t = at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat));
         } else if (s.slot == Slot::RouterScoreBias) {
@@ -297,19 +354,21 @@ std::vector<std::string> write_fixture(const FixtureOptions & o) {
         if (s.slot == Slot::InputNorm || s.slot == Slot::PostNorm)
             for (const auto & p : o.plants)
                 if (s.layer >= p.layer_first && s.layer <= p.layer_last)
-                    for (auto d : p.dims) t[d] = p.gain;
+                    for (auto d : p.dims) t[d] = zero_centred ? p.gain - 1.0 : p.gain;
         tensors.emplace_back(s.name, t.to(o.dtype).contiguous());
     }
     if (o.fused_experts) tensors = fuse_experts(family, cfg, plan, tensors);
     if (o.mtp_layers > 0) {
-        if (o.family != "glm4_moe") throw common::Error::usage("fixture: multi-token-prediction layers are a glm4_moe option (family " + o.family + ")");
+        if (o.family != "glm4_moe" && o.family != "qwen3_next")
+            throw common::Error::usage("fixture: multi-token-prediction layers are a glm4_moe and qwen3_next option (family " + o.family + ")");
         if (o.mtp_layers > 4) throw common::Error::usage("fixture: at most 4 multi-token-prediction layers");
-        for (auto & t : mtp_tensors(family, config, o)) tensors.push_back(std::move(t));
+        for (auto & t : o.family == "qwen3_next" ? qwen3_next_mtp_tensors(cfg, o) : mtp_tensors(family, config, o))
+            tensors.push_back(std::move(t));
     }
     {
         // The final norm and the output projection, after every layer (as HF's writer orders them).
         auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a("model.norm.weight"));
-        at::Tensor norm = 1.0 + 0.1 * at::randn({cfg.hidden}, gen, at::TensorOptions().dtype(at::kFloat));
+        at::Tensor norm = (zero_centred ? 0.0 : 1.0) + 0.1 * at::randn({cfg.hidden}, gen, at::TensorOptions().dtype(at::kFloat));
         tensors.emplace_back("model.norm.weight", norm.to(o.dtype).contiguous());
         if (!o.tie_embeddings) {
             gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ fnv1a("lm_head.weight"));

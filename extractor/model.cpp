@@ -199,9 +199,17 @@ Model plan_model(const std::string & dir, const LoadOptions & opt) {
     if (m.run_layers > m.cfg.n_layers)
         throw common::Error::usage("layer " + std::to_string(m.run_layers - 1) + " requested but the model has " +
                                    std::to_string(m.cfg.n_layers) + " layers (0-" + std::to_string(m.cfg.n_layers - 1) + ")");
-    // The fused v5 expert layout is detected from the index/header, cheaply, when files exist.
-    if (m.cfg.n_moe_layers() > 0 && Checkpoint::present(dir)) {
-        m.fused_experts = stores_fused_experts(m.cfg, Checkpoint::open(dir));
+    // The fused v5 expert layout is detected from the index/header, cheaply, when files exist;
+    // so are the tensors the family names as not part of the forward pass (qwen3_next's mtp.*).
+    const std::vector<std::string> ignored = m.family->ignored_weight_prefixes();
+    if ((m.cfg.n_moe_layers() > 0 || !ignored.empty()) && Checkpoint::present(dir)) {
+        const Checkpoint ck = Checkpoint::open(dir);
+        if (m.cfg.n_moe_layers() > 0) m.fused_experts = stores_fused_experts(m.cfg, ck);
+        for (const std::string & prefix : ignored) {
+            size_t n = 0;
+            for (const std::string & name : ck.names()) n += name.rfind(prefix, 0) == 0 ? 1 : 0;
+            if (n > 0) common::log::info(m.cfg.model_type, ": ignoring ", n, " tensors under ", prefix, "* (not part of the forward pass)");
+        }
     }
     m.plan = m.family->plan_weights(m.cfg, m.fused_experts);
     m.estimate = estimate_memory(m.cfg, m.plan, static_cast<int>(c10::elementSize(m.dtype)), m.run_layers, opt.batch,

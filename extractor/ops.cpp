@@ -125,6 +125,12 @@ std::pair<at::Tensor, at::Tensor> rope_cos_sin(const Rope & rope, int64_t T, at:
 }
 
 at::Tensor apply_rope(const at::Tensor & x, const at::Tensor & cos, const at::Tensor & sin) {
+    // Partial rotary (partial_rotary_factor < 1: cos/sin narrower than the head): HF rotates the
+    // first R dims of each head and passes the rest through unchanged.
+    if (cos.size(-1) < x.size(-1)) {
+        const int64_t R = cos.size(-1);
+        return at::cat({apply_rope(x.narrow(-1, 0, R), cos, sin), x.narrow(-1, R, x.size(-1) - R)}, -1);  // [B,Nh,T,D]
+    }
     const int64_t half = x.size(-1) / 2;
     at::Tensor x1 = x.narrow(-1, 0, half);                                                        // [B,Nh,T,D/2]
     at::Tensor x2 = x.narrow(-1, half, half);                                                     // [B,Nh,T,D/2]
@@ -198,30 +204,36 @@ namespace {
 at::Tensor attend(at::Tensor q, at::Tensor k, at::Tensor v, const AttnWeights & w, const AttnOptions & opt,
                   const at::Tensor & a) {
     const int64_t B = a.size(0), T = a.size(1), D = opt.head_dim;
+    at::Tensor o = attend_heads(q, k, v, w.sinks, opt);                               // [B,Nq,T,D]
+    o = o.transpose(1, 2).reshape({B, T, opt.n_heads * D});                           // [B,T,Nq*D]
+    return linear(o, w.o);                                                            // [B,T,H]
+}
+
+}  // namespace
+
+at::Tensor attend_heads(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor & sinks, const AttnOptions & opt) {
+    const int64_t T = q.size(2), D = opt.head_dim;
     const int64_t rep = opt.n_heads / opt.n_kv_heads;
     k = repeat_kv(k, rep);                                                            // [B,Nq,T,D]
     v = repeat_kv(v, rep);                                                            // [B,Nq,T,D]
     at::Tensor mask;
-    if (opt.sliding_window && *opt.sliding_window < T) mask = causal_mask(T, opt.sliding_window, a.device());
+    if (opt.sliding_window && *opt.sliding_window < T) mask = causal_mask(T, opt.sliding_window, q.device());
     at::Tensor o;
-    if (w.sinks.defined()) {
-        if (!mask.defined()) mask = causal_mask(T, std::nullopt, a.device());        // [T,T]
-        o = attend_with_sinks(q, k, v, w.sinks, mask);                                // [B,Nq,T,D]
+    if (sinks.defined()) {
+        if (!mask.defined()) mask = causal_mask(T, std::nullopt, q.device());        // [T,T]
+        o = attend_with_sinks(q, k, v, sinks, mask);                                  // [B,Nq,T,D]
     } else if (compat::fast_paths() && compat::has_sdpa()) {
         o = compat::sdpa(q, k, v, mask);                                              // [B,Nq,T,D]
     } else {
-        if (!mask.defined()) mask = causal_mask(T, std::nullopt, a.device());         // [T,T]
+        if (!mask.defined()) mask = causal_mask(T, std::nullopt, q.device());         // [T,T]
         const double scaling = 1.0 / std::sqrt(static_cast<double>(D));
         at::Tensor scores = at::matmul(q, k.transpose(2, 3)) * scaling;               // [B,Nq,T,T]
         scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
         at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());   // [B,Nq,T,T]
         o = at::matmul(probs, v);                                                     // [B,Nq,T,D]
     }
-    o = o.transpose(1, 2).reshape({B, T, opt.n_heads * D});                           // [B,T,Nq*D]
-    return linear(o, w.o);                                                            // [B,T,H]
+    return o;
 }
-
-}  // namespace
 
 at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w) {
     ProfileScope profile("dense_mlp");

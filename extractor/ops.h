@@ -42,7 +42,8 @@ struct Rope {
 Rope make_rope(const RopeParams & p, double default_theta, int64_t head_dim, int64_t max_position_embeddings);
 // cos, sin [T,D] for positions 0..T-1, computed in fp32 then cast to dtype (as HF does).
 std::pair<at::Tensor, at::Tensor> rope_cos_sin(const Rope & rope, int64_t T, at::ScalarType dtype, c10::Device device);
-// x [B,Nh,T,D]; half-split ("NeoX") rotation.
+// x [B,Nh,T,D]; half-split ("NeoX") rotation. cos/sin [T,R] with R < D (partial rotary) rotate
+// the first R dims and pass the rest through.
 at::Tensor apply_rope(const at::Tensor & x, const at::Tensor & cos, const at::Tensor & sin);
 
 enum class QkNorm {
@@ -75,6 +76,10 @@ at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOpti
 
 struct MlpWeights {
     Linear gate, up, down;  // [I,H], [I,H], [H,I]
+// Causal attention over heads, without the projections: q [B,Nq,T,D], k/v [B,Nkv,T,D] (repeated
+// here for GQA), optional sinks [Nq] -> [B,Nq,T,D]. SDPA where available, else matmul-softmax.
+at::Tensor attend_heads(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor & sinks, const AttnOptions & opt);
+
 };
 at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w);  // [B,T,H] -> [B,T,H]
 
@@ -101,6 +106,7 @@ struct MoeWeights {
     MlpWeights shared;    // glm4_moe shared experts [Is,H], [Is,H], [H,Is]; the family adds their output
 };
 
+    at::Tensor shared_gate;  // qwen3_next: [1,H]; the shared expert's output is scaled by sigmoid(x g^T)
 // Softmax-top-k (or, with opt.sigmoid_grouped, route_sigmoid_grouped) routing and expert
 // dispatch. m [B,T,H] -> [B,T,H]. Tokens are never dropped. The routed experts only: shared
 // experts (MoeWeights::shared) are the family's to add.

@@ -30,7 +30,7 @@ at::Tensor causal_conv1d_silu(const at::Tensor & x, const at::Tensor & weight) {
 }
 
 at::Tensor l2_normalize(const at::Tensor & x, double eps) {
-    // In x's dtype, op for op as HF's l2norm (bf16 runs round the sum of squares as HF does).
+    // In x's dtype, op for op as HF's l2norm; gated_delta_net calls it on fp32 q/k, as HF does.
     return x * at::rsqrt((x * x).sum(-1, /*keepdim=*/true) + eps);                    // [...,D]
 }
 
@@ -70,7 +70,7 @@ at::Tensor gated_delta_rule_recurrent(const at::Tensor & q, const at::Tensor & k
         state = state + k_t.unsqueeze(-1) * delta.unsqueeze(-2);                       // [B,Nh,Dk,Dv]
         out.select(2, t).copy_((state * q_t.unsqueeze(-1)).sum(-2));                   // [B,Nh,Dv]
     }
-    return out.transpose(1, 2).contiguous().to(q.scalar_type());                      // [B,T,Nh,Dv]
+    return out.transpose(1, 2).contiguous().to(v.scalar_type());                      // [B,T,Nh,Dv]
 }
 
 at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v,
@@ -123,7 +123,7 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, 
                 at::matmul((k_i * (g_last - g_i).exp().unsqueeze(-1)).transpose(-1, -2), v_new);  // [B,Nh,Dk,Dv]
     }
     out = out.reshape({B, Nh, n * chunk, Dv}).narrow(2, 0, T);                         // [B,Nh,T,Dv]
-    return out.transpose(1, 2).contiguous().to(q.scalar_type());                      // [B,T,Nh,Dv]
+    return out.transpose(1, 2).contiguous().to(v.scalar_type());                      // [B,T,Nh,Dv]
 }
 
 at::Tensor rms_norm_gated(const at::Tensor & x, const at::Tensor & z, const at::Tensor & weight, double eps) {
@@ -162,6 +162,10 @@ at::Tensor gated_delta_net(const at::Tensor & a, const DeltaNetWeights & w, cons
     if (r > 1) {
         q = q.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
         k = k.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
+    // transformers 5.17 normalises q and k after casting them to fp32 (to match the FLA kernels);
+    // earlier 5.x did it in the activation dtype. The output keeps v's dtype.
+    q = l2_normalize(q.to(at::kFloat));
+    k = l2_normalize(k.to(at::kFloat));
     }
     at::Tensor core = opt.recurrent ? gated_delta_rule_recurrent(q, k, v, g, beta)
                                     : gated_delta_rule_chunked(q, k, v, g, beta, opt.chunk);  // [B,T,Nv,Dv]

@@ -29,7 +29,7 @@ at::Tensor l2_normalize(const at::Tensor & x, double eps = 1e-6);
 // The gated delta rule. Per head, with state S [Dk,Dv] starting at 0, for each token t:
 //   S = exp(g_t) S;  S = S + k_t (beta_t (v_t - S^T k_t))^T;  o_t = S^T (q_t / sqrt(Dk)).
 // q, k [B,T,Nv,Dk] (already l2-normalised and repeated to Nv heads), v [B,T,Nv,Dv], g [B,T,Nv]
-// (log decay, <= 0), beta [B,T,Nv] -> [B,T,Nv,Dv] in q's dtype; all arithmetic in fp32.
+// (log decay, <= 0), beta [B,T,Nv] -> [B,T,Nv,Dv] in v's dtype; all arithmetic in fp32.
 // chunked: HF's torch_chunk_gated_delta_rule (the prefill path), `chunk` tokens at a time: within a
 // chunk the rule is solved as a triangular system, the state is carried between chunks.
 // recurrent: the plain step-by-step recurrence above (HF's torch_recurrent_gated_delta_rule); the

@@ -78,6 +78,24 @@ MemoryEstimate estimate_memory(const ModelConfig & cfg, const WeightPlan & plan,
     // and the MXFP4 dequantization buffer (ops::moe_clamped_swiglu's 512 MiB budget).
     if (cfg.attn_sinks) e.activation_bytes += (uint64_t(1) << 27) * 4 * 4;
     if (cfg.mxfp4_experts && !cfg.dequantize_experts) e.activation_bytes += 512 * (uint64_t(1) << 20);
+    // qwen3_next's gated delta rule (ops_delta.cpp) works in fp32 on every token at once: q, k, v and
+    // their chunked, beta-scaled and decayed copies (about six live [N, Nv, Dk + Dv] fp32 tensors),
+    // plus three [N, Nv, 64] chunk matrices (decay, the triangular solve, its products).
+    if (std::find(cfg.layer_is_linear.begin(), cfg.layer_is_linear.end(), true) != cfg.layer_is_linear.end()) {
+        const auto & la = cfg.linear_attn;
+        e.activation_bytes += N * static_cast<uint64_t>(la.n_v_heads) *
+                              (6 * static_cast<uint64_t>(la.k_head_dim + la.v_head_dim) + 3 * 64) * 4;
+    }
+    if (with_head && !e.layer_bytes.empty()) {
+        // lm_head (none when tied to the embedding) and the final norm's gain (fp32 at most).
+        e.head_bytes = (cfg.tie_embeddings ? 0 : static_cast<uint64_t>(cfg.vocab * cfg.hidden) * bpe) + static_cast<uint64_t>(cfg.hidden) * 4;
+        e.layer_bytes.back() += e.head_bytes;
+        e.total_bytes += e.head_bytes;
+        // A logits chunk (perplexity.h: ~2^26 logits) in the activation dtype, its fp32
+        // log-softmax and one more fp32 temporary.
+        const uint64_t chunk_tokens = std::max<uint64_t>(1, (uint64_t(1) << 26) / std::max<uint64_t>(1, static_cast<uint64_t>(cfg.vocab)));
+        e.activation_bytes += chunk_tokens * static_cast<uint64_t>(cfg.vocab) * (bpe + 8);
+    }
     return e;
 }
 

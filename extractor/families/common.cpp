@@ -48,6 +48,14 @@ std::string_view slot_name(Slot slot) {
     case Slot::SharedGate: return "shared_gate";
     case Slot::SharedUp: return "shared_up";
     case Slot::SharedDown: return "shared_down";
+    case Slot::SharedExpertGate: return "shared_expert_gate";
+    case Slot::LinearQkvz: return "linear_qkvz";
+    case Slot::LinearBa: return "linear_ba";
+    case Slot::LinearConv: return "linear_conv";
+    case Slot::LinearDtBias: return "linear_dt_bias";
+    case Slot::LinearALog: return "linear_a_log";
+    case Slot::LinearNorm: return "linear_norm";
+    case Slot::LinearOut: return "linear_out";
     }
     return "?";
 }
@@ -148,6 +156,14 @@ at::Tensor * LayerWeights::slot(Slot s) {
     case Slot::SharedGate: return &moe.shared.gate.weight;
     case Slot::SharedUp: return &moe.shared.up.weight;
     case Slot::SharedDown: return &moe.shared.down.weight;
+    case Slot::SharedExpertGate: return &moe.shared_gate;
+    case Slot::LinearQkvz: return &linear_attn.in_qkvz;
+    case Slot::LinearBa: return &linear_attn.in_ba;
+    case Slot::LinearConv: return &linear_attn.conv;
+    case Slot::LinearDtBias: return &linear_attn.dt_bias;
+    case Slot::LinearALog: return &linear_attn.a_log;
+    case Slot::LinearNorm: return &linear_attn.norm;
+    case Slot::LinearOut: return &linear_attn.out;
     case Slot::Embed: break;
     }
     throw common::Error::internal("slot " + std::string(slot_name(s)) + " is not a layer slot");
@@ -159,7 +175,9 @@ std::vector<at::Tensor *> LayerWeights::all() {
             &mlp.gate.weight, &mlp.up.weight,  &mlp.down.weight, &mlp.gate.bias, &mlp.up.bias,   &mlp.down.bias,
             &moe.router,      &moe.gate_up,    &moe.down,        &attn.sinks,    &moe.router_bias,
             &moe.gate_up_bias, &moe.down_bias, &moe.gate_up_scales, &moe.down_scales, &moe.score_bias,
-            &moe.shared.gate.weight, &moe.shared.up.weight, &moe.shared.down.weight};
+            &moe.shared.gate.weight, &moe.shared.up.weight, &moe.shared.down.weight, &moe.shared_gate,
+            &linear_attn.in_qkvz, &linear_attn.in_ba, &linear_attn.conv, &linear_attn.dt_bias, &linear_attn.a_log,
+            &linear_attn.norm, &linear_attn.out};
 }
 
 LayerWeights Weights::fetch(int layer) const {

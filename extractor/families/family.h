@@ -16,6 +16,7 @@
 #include "extractor/capture.h"
 #include "extractor/checkpoint/hf_config.h"
 #include "extractor/ops.h"
+#include "extractor/ops_delta.h"
 
 namespace extractor {
 
@@ -49,6 +50,12 @@ struct ModelConfig {
     int64_t n_group = 1, topk_group = 1;
     double routed_scaling = 1.0;
     int64_t shared_intermediate = 0;
+    // qwen3_next: which layers are gated DeltaNet linear attention (the rest full attention), its
+    // head counts and sizes, and the conv kernel width (ops_delta.h); the shared expert
+    // (shared_intermediate wide) has a sigmoid gate.
+    std::vector<bool> layer_is_linear;        // per layer (empty: none)
+    ops::DeltaNetOptions linear_attn;
+    int64_t linear_conv_kernel = 0;
 
     int64_t n_moe_layers() const;
 };
@@ -63,6 +70,8 @@ enum class Slot {
     Sinks, RouterBias, ExpertsGateUpBias, ExpertsDownBias, ExpertsGateUpScales, ExpertsDownScales,
     // glm4_moe: the router's e_score_correction_bias (selection only) and the shared experts.
     RouterScoreBias, SharedGate, SharedUp, SharedDown,
+    // qwen3_next: the shared expert's sigmoid gate and the gated DeltaNet (linear_attn.*) tensors.
+    SharedExpertGate, LinearQkvz, LinearBa, LinearConv, LinearDtBias, LinearALog, LinearNorm, LinearOut,
 };
 // How a destination is held in memory: in the run dtype, always in fp32 (gpt_oss's norm gains, as
 // transformers keeps them), or as MXFP4 bytes (uint8 blocks [...,G,16] and scales [...,G]; mxfp4.h).
@@ -105,6 +114,7 @@ struct LayerWeights {
     ops::AttnWeights attn;
     ops::MlpWeights mlp;                      // dense layers
     ops::MoeWeights moe;                      // MoE layers
+    ops::DeltaNetWeights linear_attn;         // qwen3_next linear-attention layers
     at::Tensor * slot(Slot s);
     std::vector<at::Tensor *> all();
 };
@@ -146,6 +156,10 @@ public:
     virtual at::Tensor final_norm(const ModelConfig & cfg, const at::Tensor & h, const at::Tensor & gain) const {
         return ops::rms_norm(h, gain, cfg.rms_eps);
     }
+    // Checkpoint tensors under these name prefixes are not part of the forward pass; the loader
+    // says how many it skips (qwen3_next's multi-token-prediction head, mtp.*). Other unplanned
+    // tensors are skipped silently, as before.
+    virtual std::vector<std::string> ignored_weight_prefixes() const { return {}; }
 };
 
 // Throws common::Error(usage) naming the supported model types.

@@ -12,11 +12,12 @@ const Family & olmoe_family();
 const Family & qwen3_moe_family();
 const Family & mixtral_family();
 const Family & gpt_oss_family();
+const Family & qwen3_next_family();
 const Family & glm4_moe_family();
 
 std::vector<const Family *> all_families() {
     return {&llama_family(), &qwen2_family(), &qwen3_family(), &olmoe_family(), &qwen3_moe_family(),
-            &mixtral_family(), &gpt_oss_family(), &glm4_moe_family()};
+            &mixtral_family(), &gpt_oss_family(), &glm4_moe_family(), &qwen3_next_family()};
 }
 
 const Family & find_family(std::string_view model_type) {
