@@ -12,7 +12,7 @@ on 4 real-shape layers of Qwen3-Next-80B-A3B; optionally the full shape with off
      HF:    from_pretrained(dtype=bf16, device_map="cuda"), forward hooks, model.model(...) without
             lm_head, 1 warm-up + N passes (bench/extract_bench.py hf_bench). HF's linear attention
             takes flash-linear-attention / causal-conv1d kernels where installed and its torch
-            fallback otherwise; the result says which (hf_linear_attention_fast_path).
+            fallback otherwise (hf_linear_attention_fast_path says so where transformers reports it).
    tokens/s, load seconds, peak GPU memory.
 2. --full: Qwen3-Next-80B-A3B at full shape (48 layers, 79.7 B parameters, 159 GB of bf16 weights
    loaded) from config.json alone with --random-weights; it does not fit one GPU, so --full-max-memory
@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
 sys.path.insert(0, HERE)
 import extract_parity as parity  # noqa: E402  (build, REAL_SHAPES)
-from extract_bench import extract_bench, hf_bench, show  # noqa: E402
+from extract_bench import extract_bench, show, table_versus_hf, versus_hf  # noqa: E402
 
 
 def released_config():
@@ -68,11 +68,9 @@ def main():
     with open(ids_path, "w") as f:
         json.dump(ids.tolist(), f)
     results = dict(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), torch=torch.__version__)
-    try:
-        from transformers.models.qwen3_next import modeling_qwen3_next as qn
-        results["hf_linear_attention_fast_path"] = bool(qn.is_fast_path_available)
-    except Exception as e:  # reported, not fatal: the HF run below says more
-        results["hf_linear_attention_fast_path"] = f"unknown ({e})"
+    # transformers 5.17 has no module-level is_fast_path_available (older 5.x did): say what is known.
+    from transformers.models.qwen3_next import modeling_qwen3_next as qn
+    results["hf_linear_attention_fast_path"] = str(getattr(qn, "is_fast_path_available", "not reported by this transformers"))
 
     # 1. Real-shape 4-layer model, ours vs HF on the same files.
     mdir = os.path.join(args.work, "qwen3-next-80b-a3b-4layers")
@@ -80,19 +78,8 @@ def main():
         parity.build("qwen3_next", mdir, seed=11, real_shapes=True, device="cuda")
     gc.collect()
     torch.cuda.empty_cache()
-    seqs = batch * args.iters
-    variants = {"extract": ([], None), "extract_aten": ([], {"EXTRACTOR_FUSED": "0"})}
-    for name, (extra, env) in variants.items():
-        try:
-            results[name] = extract_bench(args.extract, mdir, ids_path, seqs, batch, seq_len, extra, env)
-        except Exception as e:
-            results[name] = dict(error=str(e))
-        show(name, results[name])
-    try:
-        results["hf"] = hf_bench(mdir, ids[:batch], args.iters)
-    except Exception as e:
-        results["hf"] = dict(error=str(e))
-    show(f"hf (linear attention fast path: {results['hf_linear_attention_fast_path']})", results["hf"])
+    versus_hf(args.extract, mdir, ids, ids_path, args.iters, batch, seq_len, results,
+              hf_label=f"hf (linear attention fast path: {results['hf_linear_attention_fast_path']})")
 
     # 2. Full shape from config.json alone, random weights, offloaded past the GPU budget.
     if args.full:
@@ -102,19 +89,12 @@ def main():
             json.dump(released_config(), f, indent=2)
         extra = ["--random-weights", "--max-memory", args.full_max_memory]
         try:
-            results["qwen3_next_80b_full"] = extract_bench(args.extract, d, ids_path, seqs, batch, seq_len, extra)
+            results["qwen3_next_80b_full"] = extract_bench(args.extract, d, ids_path, batch * args.iters, batch, seq_len, extra)
         except Exception as e:
             results["qwen3_next_80b_full"] = dict(error=str(e))
         show(f"qwen3_next_80b_full (48 layers, random weights, {results['device']})", results["qwen3_next_80b_full"])
 
-    hf = results.get("hf", {})
-    if "tokens_per_s" in results.get("extract", {}) and "tokens_per_s" in hf:
-        print("\n| Qwen3-Next-80B-A3B shape, 4 layers, 2x2048 tokens, bf16 | tokens/s | vs HF |")
-        print("|---|---|---|")
-        for name in ("extract", "extract_aten", "hf"):
-            r = results.get(name, {})
-            if "tokens_per_s" in r:
-                print(f"| {name} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / hf['tokens_per_s']:.2f}x |")
+    table_versus_hf("Qwen3-Next-80B-A3B shape, 4 layers, 2x2048 tokens, bf16", results)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=2)

@@ -155,18 +155,17 @@ at::Tensor gated_delta_net(const at::Tensor & a, const DeltaNetWeights & w, cons
     // Log decay per token and head: -exp(A_log) * softplus(a + dt_bias), in fp32 (fp16 would
     // overflow exp(A_log), as HF notes).
     at::Tensor g = -w.a_log.to(at::kFloat).exp() * at::softplus(dt.to(at::kFloat) + w.dt_bias);  // [B,T,Nv] fp32
-    // HF normalises after repeating the key heads to the value heads; the norm is per row, so doing
-    // it first gives the same values on fewer rows.
-    q = l2_normalize(q);
-    k = l2_normalize(k);
+    // Key heads repeated to the value heads, then L2-normalised, in HF's order: normalising first
+    // would be the same arithmetic on fewer rows, but a reduction over another tensor layout may
+    // sum in another order, and in bf16 that can move a rounding.
     if (r > 1) {
         q = q.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
         k = k.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
+    }
     // transformers 5.17 normalises q and k after casting them to fp32 (to match the FLA kernels);
     // earlier 5.x did it in the activation dtype. The output keeps v's dtype.
     q = l2_normalize(q.to(at::kFloat));
     k = l2_normalize(k.to(at::kFloat));
-    }
     at::Tensor core = opt.recurrent ? gated_delta_rule_recurrent(q, k, v, g, beta)
                                     : gated_delta_rule_chunked(q, k, v, g, beta, opt.chunk);  // [B,T,Nv,Dv]
     core = rms_norm_gated(core, z, w.norm, opt.eps).reshape({B, T, Nv * Dv});          // [B,T,Nv*Dv]

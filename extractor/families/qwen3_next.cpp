@@ -167,7 +167,7 @@ public:
                          : ops::gated_attention(a, lw.attn, families::attn_options(cfg, l), cos, sin));  // [B,T,H]
             at::Tensor m = ops::rms_norm_zero_centred(h, lw.post_norm, cfg.rms_eps);  // [B,T,H]
             tap(Site::LnMlp, l, m);
-            h = h + (cfg.layer_is_moe[static_cast<size_t>(l)] ? moe_with_shared(m, lw.moe, moe)  // [B,T,H]
+            h = h + (cfg.layer_is_moe[static_cast<size_t>(l)] ? moe_with_shared(m, lw.moe, moe, tap.experts(l))  // [B,T,H]
                                                                : ops::swiglu_mlp(m, lw.mlp));
             tap(Site::Residual, l, h);
         }
@@ -230,10 +230,12 @@ private:
     }
 
     // Qwen3NextSparseMoeBlock: routed experts + sigmoid(x g^T) * shared_expert(x), in the
-    // activation dtype as HF adds them. The routed part is ops::moe (fused kernels or ATen); the
-    // shared expert and its gate are plain ATen on either path.
-    static at::Tensor moe_with_shared(const at::Tensor & m, const ops::MoeWeights & w, const ops::MoeOptions & opt) {
-        at::Tensor routed = ops::moe(m, w, opt);                                       // [B,T,H]
+    // activation dtype as HF adds them. The routed part is ops::moe (fused kernels or ATen; its
+    // observer sees the routed experts only); the shared expert and its gate are plain ATen on
+    // either path.
+    static at::Tensor moe_with_shared(const at::Tensor & m, const ops::MoeWeights & w, const ops::MoeOptions & opt,
+                                      const ExpertObserver & observe) {
+        at::Tensor routed = ops::moe(m, w, opt, observe);                              // [B,T,H]
         at::Tensor shared = ops::swiglu_mlp(m, w.shared);                              // [B,T,H]
         return routed + at::sigmoid(at::linear(m, w.shared_gate)) * shared;            // [B,T,H]
     }
