@@ -3,6 +3,7 @@
 // short for `analyze run RUN_DIR`.
 #include "analysis/cli/verbs.h"
 
+#include "common/cli_parse.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
@@ -141,15 +142,7 @@ int main(int argc, char ** argv) {
         extract_cmd->add_option("extract_args", fused.extract_args, "After --: the `extract` command (run MODEL_DIR ...)");
         add_criteria(extract_cmd, fused.criteria);
 
-        try {
-            app.parse(static_cast<int>(cargs.size()), cargs.data());
-        } catch (const CLI::CallForHelp & h) {
-            return app.exit(h);
-        } catch (const CLI::CallForAllHelp & h) {
-            return app.exit(h);
-        } catch (const CLI::ParseError & pe) {
-            throw common::Error::usage(pe.what() + std::string("; see analyze --help"));
-        }
+        if (auto done = common::parse_command_line(app, static_cast<int>(cargs.size()), cargs.data(), "analyze")) return *done;
         common::log::set_verbosity(verbose, quiet);
         common::Output out(json ? common::OutputFormat::Json : common::OutputFormat::Table);
 

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "bifrost/cli/commands.h"
+#include "common/cli_parse.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/output.h"
@@ -136,17 +137,10 @@ int main(int argc, char ** argv) {
                  "  bifrost kill root@203.0.113.7:22 train\n"
                  "  bifrost --json kill box train --grace 30");
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError & e) {
-        if (e.get_exit_code() == 0) return app.exit(e);
-        return common::run_program("bifrost", &global.json, [&]() -> int {
-            throw common::Error::usage(std::string(e.what()) + "; see bifrost --help");
-        });
-    }
-    common::log::set_verbosity(verbose, quiet);
-    const common::Output out(global.json ? common::OutputFormat::Json : common::OutputFormat::Table);
     return common::run_program("bifrost", &global.json, [&]() -> int {
+        if (auto done = common::parse_command_line(app, argc, argv, "bifrost")) return *done;
+        common::log::set_verbosity(verbose, quiet);
+        const common::Output out(global.json ? common::OutputFormat::Json : common::OutputFormat::Table);
         if (exec->parsed()) return run_exec(global, exec_o);
         if (push->parsed()) return run_push(global, push_o, out);
         if (pull->parsed()) return run_pull(global, pull_o, out);

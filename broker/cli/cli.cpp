@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "broker/cli/verbs.h"
+#include "common/cli_parse.h"
 #include "common/log.h"
 #include "common/program.h"
 
@@ -143,16 +144,7 @@ int main(int argc, char ** argv) {
         pv->footer("Examples:\n  broker providers\n  broker providers --json");
         pv->callback([&] { run = [&] { return run_providers_list(g, plist, common::Output(g.json ? common::OutputFormat::Json : common::OutputFormat::Table)); }; });
 
-        try {
-            app.parse(argc, argv);
-        } catch (const CLI::CallForHelp & e) {
-            return app.exit(e);
-        } catch (const CLI::CallForAllHelp & e) {
-            return app.exit(e);
-        } catch (const CLI::ParseError & e) {
-            json_errors = g.json;
-            throw common::Error::usage(e.what() + std::string("; see broker --help"));
-        }
+        if (auto done = common::parse_command_line(app, argc, argv, "broker", [&] { json_errors = g.json; })) return *done;
         json_errors = g.json;
         common::log::set_verbosity(verbose, quiet);
         if (!run) throw common::Error::usage("no command; see broker --help");

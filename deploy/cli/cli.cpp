@@ -12,6 +12,7 @@
 #include <string>
 
 #include "broker/registry.h"
+#include "common/cli_parse.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/output.h"
@@ -127,15 +128,7 @@ int main(int argc, char ** argv) {
         std::string download_slots;
         app.add_option("--download-slots", download_slots, "DIR:N: hold one of N download slots in DIR while fetching (how a sweep caps downloads)")
             ->group("");
-        try {
-            app.parse(argc, argv);
-        } catch (const CLI::CallForHelp & h) {
-            return app.exit(h);
-        } catch (const CLI::CallForAllHelp & h) {
-            return app.exit(h);
-        } catch (const CLI::ParseError & pe) {
-            throw common::Error::usage(pe.what() + std::string("; see deploy_and_analyze --help"));
-        }
+        if (auto done = common::parse_command_line(app, argc, argv, "deploy_and_analyze")) return *done;
         common::log::set_verbosity(verbose, quiet);
         common::Output out(json ? common::OutputFormat::Json : common::OutputFormat::Table);
 

@@ -8,6 +8,7 @@
 
 #include <iostream>
 
+#include "common/cli_parse.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/output.h"
@@ -152,17 +153,7 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         fixture_cmd->add_option("--seed", fix.fixture.seed, "Weights depend only on this seed and each tensor's name")->capture_default_str();
         fixture_cmd->add_option("--plant", plants, "Planted outliers DIMS@LAYERS[xGAIN], e.g. 7,42@0-3 (repeatable)");
 
-        try {
-            app.parse(argc, argv);
-        } catch (const CLI::CallForHelp & h) {
-            return app.exit(h);
-        } catch (const CLI::CallForAllHelp & h) {
-            return app.exit(h);
-        } catch (const CLI::CallForVersion & v) {
-            return app.exit(v);
-        } catch (const CLI::ParseError & pe) {
-            throw common::Error::usage(pe.what() + std::string("; see extract --help"));
-        }
+        if (auto done = common::parse_command_line(app, argc, argv, "extract")) return *done;
         common::log::set_verbosity(verbose, quiet);
         common::Output out(json ? common::OutputFormat::Json : common::OutputFormat::Table);
 
