@@ -7,9 +7,7 @@
 #include <filesystem>
 #include <memory>
 
-#ifdef TOOLKIT_ANALYSIS_HAS_TOKENIZER
 #include "extractor/tokenizer/tokenizer.h"
-#endif
 
 namespace analysis {
 
@@ -20,13 +18,8 @@ TokenText load_token_text(const std::string & tokenizer_path, const nlohmann::js
         if (!recorded.empty() && std::filesystem::exists(recorded)) path = recorded;
     }
     if (path.empty()) return {};
-#ifdef TOOLKIT_ANALYSIS_HAS_TOKENIZER
     auto tok = std::make_shared<extractor::Tokenizer>(extractor::Tokenizer::from_file(path));
     return [tok](int64_t id) { return tok->token_text(static_cast<int32_t>(id)); };
-#else
-    common::log::warn("this build has no tokenizer: token ids are reported instead of strings (", path, " ignored)");
-    return {};
-#endif
 }
 
 }  // namespace analysis

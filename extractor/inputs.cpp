@@ -16,9 +16,7 @@
 #include "common/program.h"
 #include "common/regular_file.h"
 #include "extractor/hash.h"
-#ifdef EXTRACTOR_HAS_TOKENIZER
 #include "extractor/tokenizer/tokenizer.h"
-#endif
 
 namespace extractor {
 
@@ -147,7 +145,6 @@ InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir,
             }
         }
     } else {
-#ifdef EXTRACTOR_HAS_TOKENIZER
         in.tokenizer_path = opt.tokenizer.empty() ? (std::filesystem::path(model_dir) / "tokenizer.json").string() : opt.tokenizer;
         std::error_code ec;  // exists(path, ec): a symlink loop is not an exception (exit 1) here
         if (!std::filesystem::exists(in.tokenizer_path, ec)) {
@@ -191,10 +188,6 @@ InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir,
                 append(it->get<std::string>());
             }
         }
-#else
-        (void)model_dir;
-        throw common::Error::usage("this build has no tokenizer: give token ids with --tokens FILE");
-#endif
     }
     if (windows.empty()) {
         in.stream_tokens = static_cast<int64_t>(stream.size());

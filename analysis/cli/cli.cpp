@@ -7,9 +7,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
-#if TOOLKIT_ANALYSIS_HAS_RUN_READER
 #include "extractor/cuda/device_memory.h"
-#endif
 
 #include <CLI/CLI.hpp>
 
@@ -32,9 +30,7 @@ void add_criteria(CLI::App * cmd, analysis::cli::CriteriaOptions & c) {
 
 int main(int argc, char ** argv) {
     bool json = false;
-#if TOOLKIT_ANALYSIS_HAS_RUN_READER
     extractor::device_memory::prefer_expandable_segments();
-#endif
     common::install_interrupt_handlers();
     common::exit_now(common::run_program("analyze", &json, [&]() -> int {
         // `analyze RUN_DIR ...` = `analyze run RUN_DIR ...`.

@@ -7,9 +7,7 @@
 #include "common/error.h"
 #include "common/log.h"
 
-#ifdef TOOLKIT_ANALYSIS_HAS_FUSED
 #include "extractor/cli/cli.h"
-#endif
 
 #include <chrono>
 #include <filesystem>
@@ -18,7 +16,6 @@
 
 namespace analysis::cli {
 
-#ifdef TOOLKIT_ANALYSIS_HAS_FUSED
 namespace {
 
 class NullSink final : public extractor::CaptureSink {
@@ -48,10 +45,8 @@ nlohmann::json run_metadata(const std::vector<std::string> & args) {
 }
 
 }  // namespace
-#endif
 
 int run_fused(const FusedOptions & o, const common::Output & out) {
-#ifdef TOOLKIT_ANALYSIS_HAS_FUSED
     if (o.extract_args.empty() || o.extract_args[0] != "run")
         throw common::Error::usage("extract: give the extract command after --, e.g. analyze extract -o out -- run MODEL_DIR --tokens ids.json");
     if (o.out_dir.empty()) throw common::Error::usage("extract: give the analysis output directory with -o");
@@ -101,11 +96,6 @@ int run_fused(const FusedOptions & o, const common::Output & out) {
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s");
     print_summary(outcome, out);
     return 0;
-#else
-    (void)o;
-    (void)out;
-    throw common::Error::usage("extract: this build of analyze has no extractor (fused mode unavailable)");
-#endif
 }
 
 }  // namespace analysis::cli

@@ -5,16 +5,13 @@
 #include "common/error.h"
 #include "common/log.h"
 
-#ifdef TOOLKIT_ANALYSIS_HAS_RUN_READER
 #include "analysis/run_reader.h"
-#endif
 
 #include <filesystem>
 
 namespace analysis::cli {
 
 int run_analyze_run(const RunOptions & o, const common::Output & out) {
-#ifdef TOOLKIT_ANALYSIS_HAS_RUN_READER
     OutlierAccumulator acc(o.accumulate);
     const auto report = o.criteria.report_options();  // validate flags before reading gigabytes
     const auto meta = replay_run(o.run_dir, acc, o.device);
@@ -29,11 +26,6 @@ int run_analyze_run(const RunOptions & o, const common::Output & out) {
     const auto outcome = finalize_run(stats, f);
     print_summary(outcome, out);
     return 0;
-#else
-    (void)out;
-    throw common::Error::usage("analyze: " + o.run_dir +
-                               ": this build cannot read saved runs (built without the extractor's safetensors reader)");
-#endif
 }
 
 }  // namespace analysis::cli

@@ -11,9 +11,7 @@
 #include "extractor/fixture_writer.h"
 #include "extractor/inputs.h"
 #include "extractor/placement.h"
-#ifdef EXTRACTOR_HAS_TOKENIZER
 #include "extractor/tokenizer/tokenizer.h"
-#endif
 #include "tests/extractor/test_util.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/error_of.h"
@@ -119,7 +117,6 @@ TEST_CASE("placement: sequential fills GPUs in order, balanced spreads, overflow
     CHECK(cpu.embed_device.is_cpu());
 }
 
-#ifdef EXTRACTOR_HAS_TOKENIZER
 TEST_CASE("inputs: text and JSONL are tokenized once with the checkpoint's tokenizer.json, documents concatenated") {
     tests::TempDir dir;
     nlohmann::json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"abc", 4}, {"\xC4\xA0", 5}, {"\xC4\xA0" "a", 6}};
@@ -150,7 +147,6 @@ TEST_CASE("inputs: text and JSONL are tokenized once with the checkpoint's token
     o.text_field = "body";
     CHECK(error_of([&] { prepare_inputs(o, dir.path(), 7); }).find("docs.jsonl:1: no string field \"body\"") != std::string::npos);
 }
-#endif
 
 TEST_CASE("inputs: a tokenizer.json or input that is a FIFO or directory is refused by name (the input may be a pipe)") {
     tests::TempDir dir;
@@ -166,7 +162,6 @@ TEST_CASE("inputs: a tokenizer.json or input that is a FIFO or directory is refu
         }
         return std::string("<no error>");
     };
-#ifdef EXTRACTOR_HAS_TOKENIZER
     // Before: the tokenizer's own read waited for a writer forever.
     const std::string fifo = dir / "tokenizer.json";
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
@@ -175,7 +170,6 @@ TEST_CASE("inputs: a tokenizer.json or input that is a FIFO or directory is refu
     CHECK(msg == fifo + ": is a FIFO (named pipe), not a regular file (expected a tokenizer.json)");
     o.tokenizer = dir.path();
     CHECK(error_of() == dir.path() + ": is a directory, not a regular file (expected a tokenizer.json)");
-#endif
     // An input given as a pipe is read (here: the token-id path, written by a thread).
     extractor::InputOptions t;
     t.tokens_file = dir / "ids.pipe";
