@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "common/error.h"
@@ -89,38 +90,39 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, 
     at::Tensor q_c = chunks(in.q), k_c = chunks(in.k), v_c = chunks(in.v);
     at::Tensor k_beta = k_c * beta_c.unsqueeze(-1);                                    // [B,Nh,n,c,Dk]
     at::Tensor v_beta = v_c * beta_c.unsqueeze(-1);                                    // [B,Nh,n,c,Dv]
-    // Cumulative log decay within each chunk; decay[i][j] = exp(G_i - G_j) for j <= i, else 0.
+    // Cumulative log decay within each chunk; pairwise[i][j] = exp(G_i - G_j) for j <= i, else 0
+    // (-inf before the exp, so nothing overflows). Op for op as transformers 5.17's
+    // torch_chunk_gated_delta_rule, so that fp32 sums run in its order and bf16 rounds as it does.
     at::Tensor G = at::constant_pad_nd(in.g, {0, pad}).reshape({B, Nh, n, chunk}).cumsum(-1);  // [B,Nh,n,c]
-    at::Tensor decay = (G.unsqueeze(-1) - G.unsqueeze(-2)).tril().exp().tril();       // [B,Nh,n,c,c]
     const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(q.device());
-    at::Tensor upper_incl = at::ones({chunk, chunk}, bool_opts).triu(0);               // [c,c]
-    // Within a chunk the rule is a unit lower-triangular system (I + A) U = V_beta with
-    // A_ij = beta_i exp(G_i - G_j) k_i.k_j for j < i; forward substitution row by row builds
-    // (I + A)^-1 in place, in HF's order of operations.
-    at::Tensor attn = -(at::matmul(k_beta, k_c.transpose(-1, -2)) * decay).masked_fill(upper_incl, 0);  // [B,Nh,n,c,c]
-    for (int64_t i = 1; i < chunk; ++i) {
-        at::Tensor row = attn.select(-2, i).narrow(-1, 0, i).clone();                  // [B,Nh,n,i]
-        at::Tensor sub = attn.narrow(-2, 0, i).narrow(-1, 0, i).clone();               // [B,Nh,n,i,i]
-        attn.select(-2, i).narrow(-1, 0, i).copy_(row + (row.unsqueeze(-1) * sub).sum(-2));
-    }
-    attn = attn + at::eye(chunk, in.v.options());
-    at::Tensor u = at::matmul(attn, v_beta);                                           // [B,Nh,n,c,Dv]
-    at::Tensor k_cumdecay = at::matmul(attn, k_beta * G.exp().unsqueeze(-1));          // [B,Nh,n,c,Dk]
-    attn.reset();
-
     at::Tensor upper_strict = at::ones({chunk, chunk}, bool_opts).triu(1);             // [c,c]
+    at::Tensor pairwise = (G.unsqueeze(-1) - G.unsqueeze(-2))
+                              .masked_fill(upper_strict, -std::numeric_limits<double>::infinity())
+                              .exp();                                                  // [B,Nh,n,c,c]
+    // Within a chunk the rule is a unit lower-triangular system (I + L) U = V_beta, with
+    // L_ij = beta_i exp(G_i - G_j) k_i.k_j for j < i (the diagonal is ignored: unitriangular).
+    at::Tensor ut_system = at::matmul(k_beta, k_c.transpose(-1, -2)) * pairwise;       // [B,Nh,n,c,c]
+    at::Tensor intra = at::matmul(q_c, k_c.transpose(-1, -2)) * pairwise;              // [B,Nh,n,c,c]
+    pairwise.reset();
+    at::Tensor decayed_k_beta = k_beta * G.exp().unsqueeze(-1);                        // [B,Nh,n,c,Dk]
+    at::Tensor u = at::linalg_solve_triangular(ut_system, v_beta, /*upper=*/false, /*left=*/true,
+                                               /*unitriangular=*/true);               // [B,Nh,n,c,Dv]
+    at::Tensor k_cumdecay = at::linalg_solve_triangular(ut_system, decayed_k_beta, /*upper=*/false, /*left=*/true,
+                                                        /*unitriangular=*/true);      // [B,Nh,n,c,Dk]
+    ut_system.reset();
+    // The decays applied once, not per chunk: q reads the state decayed to its position, k writes
+    // into the state decayed to the chunk's end.
+    at::Tensor q_dec = q_c * G.exp().unsqueeze(-1);                                    // [B,Nh,n,c,Dk]
+    at::Tensor k_dec = k_c * (G.narrow(-1, chunk - 1, 1) - G).exp().unsqueeze(-1);     // [B,Nh,n,c,Dk]
+    at::Tensor chunk_decay = G.select(-1, chunk - 1).exp().unsqueeze(-1).unsqueeze(-1);  // [B,Nh,n,1,1]
+
     at::Tensor state = at::zeros({B, Nh, Dk, Dv}, in.v.options());                     // [B,Nh,Dk,Dv]
-    at::Tensor out = at::empty_like(u);                                                // [B,Nh,n,c,Dv]
+    at::Tensor out = at::zeros_like(u);                                                // [B,Nh,n,c,Dv]
     for (int64_t c = 0; c < n; ++c) {
-        at::Tensor q_i = q_c.select(2, c), k_i = k_c.select(2, c);                     // [B,Nh,c,Dk]
-        at::Tensor g_i = G.select(2, c);                                               // [B,Nh,c]
-        at::Tensor intra = (at::matmul(q_i, k_i.transpose(-1, -2)) * decay.select(2, c)).masked_fill_(upper_strict, 0);
         at::Tensor v_new = u.select(2, c) - at::matmul(k_cumdecay.select(2, c), state);  // [B,Nh,c,Dv]
-        at::Tensor inter = at::matmul(q_i * g_i.unsqueeze(-1).exp(), state);          // [B,Nh,c,Dv]
-        out.select(2, c).copy_(inter + at::matmul(intra, v_new));
-        at::Tensor g_last = g_i.narrow(-1, chunk - 1, 1);                              // [B,Nh,1]
-        state = state * g_last.unsqueeze(-1).exp() +
-                at::matmul((k_i * (g_last - g_i).exp().unsqueeze(-1)).transpose(-1, -2), v_new);  // [B,Nh,Dk,Dv]
+        at::Tensor inter = at::matmul(q_dec.select(2, c), state);                      // [B,Nh,c,Dv]
+        out.select(2, c).copy_(inter + at::matmul(intra.select(2, c), v_new));
+        state = state * chunk_decay.select(2, c) + at::matmul(k_dec.select(2, c).transpose(-1, -2), v_new);  // [B,Nh,Dk,Dv]
     }
     out = out.reshape({B, Nh, n * chunk, Dv}).narrow(2, 0, T);                         // [B,Nh,T,Dv]
     return out.transpose(1, 2).contiguous().to(v.scalar_type());                      // [B,T,Nh,Dv]
@@ -155,9 +157,8 @@ at::Tensor gated_delta_net(const at::Tensor & a, const DeltaNetWeights & w, cons
     // Log decay per token and head: -exp(A_log) * softplus(a + dt_bias), in fp32 (fp16 would
     // overflow exp(A_log), as HF notes).
     at::Tensor g = -w.a_log.to(at::kFloat).exp() * at::softplus(dt.to(at::kFloat) + w.dt_bias);  // [B,T,Nv] fp32
-    // Key heads repeated to the value heads, then L2-normalised, in HF's order: normalising first
-    // would be the same arithmetic on fewer rows, but a reduction over another tensor layout may
-    // sum in another order, and in bf16 that can move a rounding.
+    // Key heads repeated to the value heads (value head h uses key head h / r), then L2-normalised,
+    // in HF's order.
     if (r > 1) {
         q = q.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
         k = k.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
