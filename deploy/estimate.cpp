@@ -27,6 +27,32 @@ int64_t get_or(const nlohmann::json & c, const char * key, int64_t fallback) {
     return c.contains(key) && c[key].is_number_integer() ? c[key].get<int64_t>() : fallback;
 }
 
+// Qwen3-Next's per-layer differences from the generic count (extractor/families/qwen3_next.cpp,
+// docs/model-math.md#qwen3-next), with Qwen3NextConfig's defaults for absent keys.
+struct Qwen3NextExtra {
+    int64_t linear_layers = 0;  // layers with gated DeltaNet linear attention
+    int64_t linear = 0;         // parameters of one such token mixer
+    int64_t shared = 0;         // the shared expert and its gate, per MoE layer
+};
+
+Qwen3NextExtra qwen3_next_extra(const nlohmann::json & c, int64_t H, int64_t L) {
+    Qwen3NextExtra x;
+    const int64_t Nk = get_or(c, "linear_num_key_heads", 16), Nv = get_or(c, "linear_num_value_heads", 32);
+    const int64_t Dk = get_or(c, "linear_key_head_dim", 128), Dv = get_or(c, "linear_value_head_dim", 128);
+    const int64_t Kc = get_or(c, "linear_conv_kernel_dim", 4);
+    const int64_t kd = Nk * Dk, vd = Nv * Dv;
+    // in_proj_qkvz, in_proj_ba, conv1d, dt_bias + A_log, gated norm, out_proj.
+    x.linear = H * (2 * kd + 2 * vd) + H * 2 * Nv + (2 * kd + vd) * Kc + 2 * Nv + Dv + vd * H;
+    x.shared = 3 * H * get_or(c, "shared_expert_intermediate_size", 512) + H;
+    if (c.contains("layer_types") && c["layer_types"].is_array()) {
+        for (const auto & t : c["layer_types"]) x.linear_layers += t == "linear_attention" ? 1 : 0;
+    } else {
+        const int64_t interval = std::max<int64_t>(get_or(c, "full_attention_interval", 4), 1);
+        x.linear_layers = L - L / interval;  // layer i is full attention iff (i + 1) % interval == 0
+    }
+    return x;
+}
+
 double bytes_per_param(const std::string & dtype) {
     if (dtype == "f32") return 4;
     return 2;  // bf16, f16
@@ -60,18 +86,25 @@ MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dty
                        c["quantization_config"].value("quant_method", "") == "mxfp4";
     int64_t attn = H * Nq * D + 2 * H * Nkv * D + Nq * D * H;         // q, k, v, o
     if (gpt_oss) attn += Nq * D + 2 * Nkv * D + H + Nq;                // biases, sinks
+    // qwen3_next: the layers' token mixers differ (linear_layers of gated DeltaNet, the rest full
+    // attention whose q_proj also yields the gate, with q/k norms); every MoE layer also has a
+    // shared expert with a sigmoid gate.
+    const bool qwen3_next = e.model_type == "qwen3_next";
+    const Qwen3NextExtra next = qwen3_next ? qwen3_next_extra(c, H, L) : Qwen3NextExtra{};
+    if (qwen3_next) attn += H * Nq * D + 2 * D;
     // glm4_moe (extractor/families/glm4_moe.cpp): q/k/v biases and per-head q/k norms when set; the
     // first first_k_dense_replace layers dense; each MoE layer adds the router's score-correction
     // bias and n_shared_experts shared experts (always active).
     if (glm) attn += (c.value("attention_bias", false) ? Nq * D + 2 * Nkv * D : 0) + (c.value("use_qk_norm", false) ? 2 * D : 0);
     const int64_t dense_layers = glm ? std::clamp<int64_t>(get_or(c, "first_k_dense_replace", 1), 0, L) : 0;
-    const int64_t moe_extra = glm ? E + get_or(c, "n_shared_experts", 1) * 3 * H * Imoe : 0;
+    const int64_t moe_extra = next.shared + (glm ? E + get_or(c, "n_shared_experts", 1) * 3 * H * Imoe : 0);
+    const int64_t mixers = (L - next.linear_layers) * attn + next.linear_layers * next.linear;  // all layers
     const int64_t norms = 2 * H;
     const int64_t dense_mlp = 3 * H * I;                              // gate, up, down
     const int64_t expert_matrices = 3 * H * Imoe;                     // per expert
     const int64_t expert_biases = gpt_oss ? 2 * Imoe + H : 0;         // per expert
     const int64_t router = H * E + (gpt_oss ? E : 0);
-    int64_t per_layer = attn + norms, per_layer_active = attn + norms;
+    int64_t per_layer = norms, per_layer_active = norms;
     if (E > 0) {
         per_layer += E * (expert_matrices + expert_biases) + router + moe_extra;  // experts + router
         per_layer_active += std::max<int64_t>(K, 1) * (expert_matrices + expert_biases) + router + moe_extra;
@@ -80,9 +113,9 @@ MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dty
         per_layer_active += dense_mlp;
     }
     const int64_t outer = V * H + H + (tied ? 0 : V * H);
-    const int64_t dense = dense_layers * (attn + norms + dense_mlp);  // glm4_moe's dense first layers
-    e.params = outer + (L - dense_layers) * per_layer + dense;
-    e.params_active = outer + (L - dense_layers) * per_layer_active + dense;
+    const int64_t dense = dense_layers * (norms + dense_mlp);         // glm4_moe's dense first layers
+    e.params = outer + (L - dense_layers) * per_layer + dense + mixers;
+    e.params_active = outer + (L - dense_layers) * per_layer_active + dense + mixers;
     const double bpp = bytes_per_param(dtype);
     const int64_t packed = mxfp4 ? L * E * expert_matrices : 0;       // weights held at 4.25 bits
     e.weights_gb = (static_cast<double>(e.params - packed) * bpp + static_cast<double>(packed) * 4.25 / 8) / 1e9;

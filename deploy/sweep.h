@@ -19,7 +19,7 @@
 //       model: {hub: Qwen/Qwen3-30B-A3B}
 //       resources: {gpu_count: 2, min_vram_gb: 44}   # any run-config section overrides
 //
-// A member whose family extract does not implement yet (issue #13: Qwen3-Next, GLM-4.5-Air) is
+// A member whose family extract does not implement yet (pending_family_reason; none now) is
 // `blocked`: the dry run shows it with the reason; a real sweep refuses the file up front.
 #pragma once
 

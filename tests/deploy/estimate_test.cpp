@@ -118,3 +118,30 @@ TEST_CASE("estimate: gpt-oss counts the released parameters, MXFP4 experts at 4.
     CHECK(p120.params == e120.params);
     CHECK(p120.weights_gb == doctest::Approx(2 * 116.829156672).epsilon(0.001));
 }
+
+TEST_CASE("estimate: Qwen3-Next-80B-A3B is 79.7B parameters, 3.9B active, exactly what extract inspect reports") {
+    // Qwen/Qwen3-Next-80B-A3B-Instruct's config.json: 36 gated-DeltaNet and 12 full-attention layers
+    // (full_attention_interval 4), 512 experts top-10 plus a gated shared expert in every layer.
+    const nlohmann::json c = {{"model_type", "qwen3_next"},       {"hidden_size", 2048},
+                              {"num_hidden_layers", 48},          {"vocab_size", 151936},
+                              {"num_attention_heads", 16},        {"num_key_value_heads", 2},
+                              {"head_dim", 256},                  {"intermediate_size", 5120},
+                              {"full_attention_interval", 4},     {"linear_conv_kernel_dim", 4},
+                              {"linear_key_head_dim", 128},       {"linear_value_head_dim", 128},
+                              {"linear_num_key_heads", 16},       {"linear_num_value_heads", 32},
+                              {"num_experts", 512},               {"num_experts_per_tok", 10},
+                              {"moe_intermediate_size", 512},     {"shared_expert_intermediate_size", 512},
+                              {"tie_word_embeddings", false}};
+    auto e = deploy::estimate_memory(c, "bf16", 1, 2048, 2, 1.2);
+    // The figures tests/extractor/qwen3_next_test.cpp checks `extract inspect` against.
+    CHECK(e.params == 79674391296);
+    CHECK(e.params_active == 3874929408);
+    CHECK(e.weights_gb == doctest::Approx(159.35).epsilon(0.001));
+    CHECK(e.per_gpu_gb > 80);   // not two 80 GB GPUs
+    // layer_types instead of the interval: the same layers, the same count.
+    nlohmann::json t = c;
+    t.erase("full_attention_interval");
+    t["layer_types"] = nlohmann::json::array();
+    for (int l = 0; l < 48; ++l) t["layer_types"].push_back((l + 1) % 4 == 0 ? "full_attention" : "linear_attention");
+    CHECK(deploy::estimate_memory(t, "bf16", 1, 2048, 2, 1.2).params == 79674391296);
+}

@@ -177,7 +177,7 @@ TEST_CASE("config: --model naming an existing directory means a local checkpoint
 
 TEST_CASE("config: the shipped example configs load and validate") {
     for (const char * name : {"rehearsal.yaml", "olmoe-1b-7b.yaml", "qwen3-30b-a3b.yaml", "gpt-oss-20b.yaml", "gpt-oss-120b.yaml",
-                             "mixtral-8x7b.yaml", "glm-4.5-air.yaml"}) {
+                             "mixtral-8x7b.yaml", "qwen3-next-80b-a3b.yaml", "glm-4.5-air.yaml"}) {
         CAPTURE(name);
         RunConfig c = deploy::load_run_config(std::string(TOOLKIT_SOURCE_DIR) + "/configs/" + name);
         CHECK_NOTHROW(deploy::validate(c));
