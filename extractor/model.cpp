@@ -20,17 +20,12 @@
 #include "extractor/checkpoint/sharded.h"
 #include "extractor/load_pool.h"
 #include "extractor/mxfp4.h"
+#include "extractor/shape_text.h"
 #include "extractor/offload.h"
 
 namespace extractor {
 
 namespace {
-
-std::string shape_text(at::IntArrayRef s) {
-    std::string t = "[";
-    for (size_t i = 0; i < s.size(); ++i) t += (i ? "," : "") + std::to_string(s[i]);
-    return t + "]";
-}
 
 at::Tensor & dest_tensor(Weights & w, int layer, Slot slot) {
     if (slot == Slot::Embed) return w.embed;

@@ -10,18 +10,13 @@
 #include "common/error.h"
 #include "extractor/cuda/fused_ops.h"
 #include "extractor/ops.h"
+#include "extractor/shape_text.h"
 
 namespace extractor::mxfp4 {
 
 namespace {
 
 constexpr std::array<float, 8> kMagnitudes = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-
-std::string shape_text(at::IntArrayRef s) {
-    std::string t = "[";
-    for (size_t i = 0; i < s.size(); ++i) t += (i ? "," : "") + std::to_string(s[i]);
-    return t + "]";
-}
 
 // [256,2] fp32: for byte b, the values of its low and its high nibble, in that (column) order.
 at::Tensor pair_table() {

@@ -8,16 +8,11 @@
 
 #include "common/error.h"
 #include "extractor/checkpoint/sharded.h"
+#include "extractor/shape_text.h"
 
 namespace extractor {
 
 namespace {
-
-std::string shape_text(at::IntArrayRef s) {
-    std::string t = "[";
-    for (size_t i = 0; i < s.size(); ++i) t += (i ? "," : "") + std::to_string(s[i]);
-    return t + "]";
-}
 
 // A checkpoint tensor for the output head, checked (present, shape, dtype) before it is read.
 at::Tensor checked_view(const Checkpoint & ck, const std::string & dir, const std::string & name, std::vector<int64_t> shape,
