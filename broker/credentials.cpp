@@ -107,6 +107,11 @@ ProviderSettings resolve_provider(const BrokerConfig & config, std::string_view 
     return s;
 }
 
+std::string expand_home(const std::string & p) {
+    if (p.rfind("~/", 0) == 0) return env_or_empty("HOME") + p.substr(1);
+    return p;
+}
+
 void create_private_directories(const std::string & dir) {
     if (dir.empty()) return;
     std::error_code ec;

@@ -36,6 +36,8 @@ BrokerConfig load_config(const std::string & path);
 // Environment overrides the file. `key_env`/`url_env` name the variables (RUNPOD_API_KEY, RUNPOD_BASE_URL).
 ProviderSettings resolve_provider(const BrokerConfig & config, std::string_view provider, std::string_view key_env,
                                   std::string_view url_env);
+// "~/x" → "$HOME/x" (key paths in the ssh-hosts inventory and the slurm: section); other paths as given.
+std::string expand_home(const std::string & path);
 // Writes the file with mode 0600 (created that way, never chmod-ed after the fact).
 void write_config(const std::string & path, const BrokerConfig & config);
 // mkdir -p where every directory it creates is 0700 (the state and config dirs hold the ledger,

@@ -24,6 +24,7 @@
 #include <set>
 #include <sstream>
 
+#include "broker/credentials.h"
 #include "broker/providers/providers.h"
 #include "broker/readiness.h"
 #include "broker/slurm_cluster.h"
@@ -39,14 +40,6 @@ namespace broker {
 namespace {
 
 bool is_name_char(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'; }
-
-std::string expand_home(const std::string & p) {
-    if (p.rfind("~/", 0) == 0) {
-        const char * h = std::getenv("HOME");
-        return std::string(h ? h : "") + p.substr(1);
-    }
-    return p;
-}
 
 // "user@host[:port]"; the user is required (a login node is never reached as "whoever runs this").
 SshEndpoint parse_login(const common::ConfigNode & node) {

@@ -43,14 +43,6 @@ struct Host {
     double price = 0;
 };
 
-std::string expand_home(const std::string & p) {
-    if (p.rfind("~/", 0) == 0) {
-        const char * h = std::getenv("HOME");
-        return std::string(h ? h : "") + p.substr(1);
-    }
-    return p;
-}
-
 class SshHosts final : public Provider {
 public:
     explicit SshHosts(const ProviderContext & c) : inventory_(c.hosts_file), leases_(c.state_dir + "/ssh-hosts/leases") {}

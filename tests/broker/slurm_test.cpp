@@ -115,6 +115,10 @@ TEST_CASE("slurm config: a full cluster definition is read with its defaults") {
     REQUIRE(c.partitions.size() == 2);
     CHECK(c.partitions[0].gres == "gpu");
     CHECK(c.partitions[0].gpu_types[0].vram_gb == 80);
+    tests::EnvGuard home("HOME", std::string("/home/alice"));
+    std::string tilde = kClusterYaml;
+    tilde.replace(tilde.find("/keys/id"), 8, "~/.ssh/id");
+    CHECK(cluster_from(tilde).login.key_path == "/home/alice/.ssh/id");
 }
 
 TEST_CASE("slurm config: bad cluster definitions are usage errors naming the file, line and key") {
