@@ -21,7 +21,9 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <set>
 #include <string>
 #include <utility>
@@ -82,6 +84,7 @@ cuda_kernels::DType kernel_dtype(at::ScalarType t) {
 }  // namespace
 
 struct SiteAccumulator {
+    at::Tensor sweep_level;  // [H] int32: thresholds of the sweep reached by some |x| (empty: no sweep)
     at::Tensor hits;       // [H] int64
     at::Tensor max_abs;    // [H] float32
     at::Tensor histogram;  // [bins] int64
@@ -185,12 +188,32 @@ struct OutlierAccumulator::State {
     std::map<int, at::Tensor> row_layer_any;  // layer -> [B,H] bool
     int32_t batch_sites = 0;
 
+    // Threshold sweep (options.sweep_thresholds, K of them). A value's level is the number of
+    // thresholds it reaches; since they ascend, "reaches threshold k" is "level > k", so one uint8
+    // per element answers all K: pos_level is the max level over sites at (row, position, dim), a
+    // row's per-capture max level says which thresholds the site hits.
+    at::Tensor pos_level;        // [B,T,H] uint8
+    at::Tensor row_sweep_sites;  // [K,B,H] int32: sites reaching threshold k in the row
+    std::map<int, at::Tensor> row_layer_level;  // layer -> [B,H] uint8 max level over its sites
+    at::Tensor scratch_level;    // [B,H] int32 (fused pass; zero between captures)
+    at::Tensor sweep_dim_positions;  // [K,H] int64 over the run
+
+    // Per-expert statistics (`--expert-stats`), per MoE layer, on the layer's device.
+    struct ExpertAccumulator {
+        at::Tensor tokens, max_abs, hit_tokens;  // [E] int64, float32, int64
+    };
+    std::map<int, ExpertAccumulator> experts;
+    at::Tensor real_tokens;  // [B*T] bool on the experts' device: not padding (this batch)
+
     // The fused pass: switched on (options, ANALYSIS_FUSED), its [B,H] int32 scratch for one
     // capture's per-row hit counts and max bits (zero between captures: the kernel leaves it so),
     // and how many captures it took.
     bool fused = false;
     at::Tensor scratch_hits, scratch_max;
     int64_t fused_captures = 0;
+
+    // The batch's sweep numbers per (row, dim) reaching the lowest threshold, into the records.
+    void sweep_records(std::vector<SequenceStats> & records) const;
 
 #if ANALYSIS_HAS_CUDA_KERNELS
     bool fused_fits(const AccumulatorOptions & options, const SiteAccumulator & acc, const at::Tensor & x) const;
@@ -243,6 +266,21 @@ void OutlierAccumulator::State::capture_fused(const AccumulatorOptions & options
     args.row_layer_any = reinterpret_cast<uint8_t *>(any->second.data_ptr<bool>());
     args.site_hits = reinterpret_cast<unsigned long long *>(acc.hits.data_ptr<int64_t>());
     args.site_max_abs = acc.max_abs.data_ptr<float>();
+    if (!options.sweep_thresholds.empty()) {
+        args.sweep_k = static_cast<int>(options.sweep_thresholds.size());
+        for (int k = 0; k < args.sweep_k; ++k)
+            args.sweep_thresholds[k] = threshold_as(options.sweep_thresholds[static_cast<size_t>(k)],
+                                                    options.round_bf16 ? at::kBFloat16 : x.scalar_type());
+        if (!scratch_level.defined()) scratch_level = at::zeros({B, hidden}, x.options().dtype(at::kInt));
+        auto level = row_layer_level.find(layer);
+        if (level == row_layer_level.end())
+            level = row_layer_level.emplace(layer, at::zeros({B, hidden}, x.options().dtype(at::kByte))).first;
+        args.pos_level = pos_level.data_ptr<uint8_t>();
+        args.scratch_level = scratch_level.data_ptr<int32_t>();
+        args.row_sweep_sites = row_sweep_sites.data_ptr<int32_t>();
+        args.row_layer_level = level->second.data_ptr<uint8_t>();
+        args.site_level = acc.sweep_level.data_ptr<int32_t>();
+    }
 
     const c10::cuda::CUDAGuard guard(x.device());
     const cudaError_t e =
@@ -254,14 +292,77 @@ void OutlierAccumulator::State::capture_fused(const AccumulatorOptions & options
 }
 #endif
 
+void OutlierAccumulator::State::sweep_records(std::vector<SequenceStats> & records) const {
+    const int64_t K = row_sweep_sites.size(0);
+    at::Tensor positions = at::empty_like(row_sweep_sites);  // [K,B,H] int32
+    for (int64_t k = 0; k < K; ++k) positions.select(0, k).copy_(pos_level.gt(k).sum(1));
+    sweep_dim_positions.add_(positions.sum(1));
+    at::Tensor layers = at::zeros_like(row_sweep_sites);     // [K,B,H] int32
+    if (!row_layer_level.empty()) {
+        std::vector<at::Tensor> per_layer;
+        for (const auto & [layer, t] : row_layer_level) per_layer.push_back(t);
+        at::Tensor stacked = at::stack(per_layer);           // [L,B,H] uint8
+        for (int64_t k = 0; k < K; ++k) layers.select(0, k).copy_(stacked.gt(k).sum(0));
+    }
+    at::Tensor nz = row_sweep_sites.select(0, 0).gt(0).nonzero();  // [N,2] rows, dims ascending
+    at::Tensor rows = nz.select(1, 0), dims = nz.select(1, 1);
+    auto pick = [&](const at::Tensor & t) { return t.index({at::indexing::Slice(), rows, dims}).t(); };  // [N,K]
+    // [N, 1 + 3K]: dim, then per threshold (sites, layers, positions).
+    at::Tensor packed = at::cat({dims.unsqueeze(1).to(at::kInt),
+                                 at::stack({pick(row_sweep_sites), pick(layers), pick(positions)}, 2).reshape({-1, 3 * K})},
+                                1).to(at::kInt).cpu().contiguous();
+    at::Tensor rows_cpu = rows.cpu().contiguous();
+    const int64_t N = packed.size(0), W = packed.size(1);
+    const int32_t * p = packed.data_ptr<int32_t>();
+    for (int64_t i = 0; i < N; ++i, p += W) {
+        auto & sweep = records[static_cast<size_t>(rows_cpu.data_ptr<int64_t>()[i])].sweep;
+        sweep.insert(sweep.end(), p, p + W);
+    }
+}
+
 OutlierAccumulator::OutlierAccumulator(AccumulatorOptions options)
     : options_(std::move(options)), state_(std::make_unique<State>()) {
     if (!(options_.threshold > 0))
         throw common::Error::usage("analysis: threshold must be positive, got " + std::to_string(options_.threshold));
     if (options_.histogram_spec.bins_per_octave != 4 || options_.histogram_spec.bins <= 0)
         throw common::Error::usage("analysis: histogram needs 4 bins per octave and a positive bin count");
+    const auto & sweep = options_.sweep_thresholds;
+    if (sweep.size() > static_cast<size_t>(kMaxSweepThresholds))
+        throw common::Error::usage("analysis: at most " + std::to_string(kMaxSweepThresholds) + " sweep thresholds, got " +
+                                   std::to_string(sweep.size()));
+    for (size_t k = 0; k < sweep.size(); ++k)
+        if (!(sweep[k] > 0) || !std::isfinite(sweep[k]) || (k > 0 && !(sweep[k] > sweep[k - 1])))
+            throw common::Error::usage("analysis: sweep thresholds must be positive, finite and ascending (item " +
+                                       std::to_string(k + 1) + " is " + std::to_string(sweep[k]) + ")");
     const char * env = std::getenv("ANALYSIS_FUSED");
     state_->fused = options_.cuda_kernels && !(env && std::string(env) == "0");
+}
+
+std::vector<double> parse_thresholds(const std::string & text) {
+    std::vector<double> out;
+    size_t start = 0;
+    while (start <= text.size()) {
+        const size_t comma = std::min(text.find(',', start), text.size());
+        const std::string item = text.substr(start, comma - start);
+        double v = 0;
+        size_t used = 0;
+        try {
+            v = std::stod(item, &used);
+        } catch (const std::exception &) {
+            used = 0;
+        }
+        if (item.empty() || used != item.size() || !(v > 0) || !std::isfinite(v))
+            throw common::Error::usage("--thresholds: \"" + item.substr(0, 40) + "\" is not a positive number (give e.g. 3,4,5,6,8,10,20)");
+        out.push_back(v);
+        start = comma + 1;
+    }
+    std::sort(out.begin(), out.end());
+    if (std::adjacent_find(out.begin(), out.end()) != out.end())
+        throw common::Error::usage("--thresholds: a threshold is given twice");
+    if (out.size() > static_cast<size_t>(kMaxSweepThresholds))
+        throw common::Error::usage("--thresholds: at most " + std::to_string(kMaxSweepThresholds) + " thresholds, got " +
+                                   std::to_string(out.size()));
+    return out;
 }
 
 OutlierAccumulator::~OutlierAccumulator() = default;
@@ -285,6 +386,11 @@ void OutlierAccumulator::begin_batch(const extractor::BatchInfo & batch) {
     s.scratch_max = at::Tensor();
     s.row_layer_any.clear();
     s.batch_sites = 0;
+    s.pos_level = at::Tensor();
+    s.row_sweep_sites = at::Tensor();
+    s.row_layer_level.clear();
+    s.scratch_level = at::Tensor();
+    s.real_tokens = at::Tensor();
 }
 
 void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::Tensor & x) {
@@ -325,6 +431,12 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
         s.row_sites = at::zeros({B, H}, x.options().dtype(at::kInt));
         s.row_hits = at::zeros({B, H}, x.options().dtype(at::kLong));
         s.row_max = at::zeros({B, H}, x.options().dtype(at::kFloat));
+        if (!options_.sweep_thresholds.empty()) {
+            const auto K = static_cast<int64_t>(options_.sweep_thresholds.size());
+            s.pos_level = at::zeros({B, T, H}, x.options().dtype(at::kByte));
+            s.row_sweep_sites = at::zeros({K, B, H}, x.options().dtype(at::kInt));
+            if (!s.sweep_dim_positions.defined()) s.sweep_dim_positions = at::zeros({K, H}, x.options().dtype(at::kLong));
+        }
     }
 
     if (site == extractor::Site::Residual) {
@@ -352,7 +464,8 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
                 const int64_t flat_i = index.data_ptr<int64_t>()[i];
                 int64_t t = flat_i / H;
                 if (positions.defined()) t = positions.data_ptr<int64_t>()[t];
-                ml.top.push_back({values.data_ptr<float>()[i], seq, t, static_cast<int32_t>(flat_i % H), median});
+                const int64_t token = s.token_ids.defined() ? s.token_ids.data_ptr<int64_t>()[b * T + t] : -1;
+                ml.top.push_back({values.data_ptr<float>()[i], seq, t, static_cast<int32_t>(flat_i % H), median, token});
             }
             ml.medians.emplace_back(seq, median);
         }
@@ -375,6 +488,7 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
         acc.hits = at::zeros({H}, x.options().dtype(at::kLong));
         acc.max_abs = at::zeros({H}, x.options().dtype(at::kFloat));
         acc.histogram = at::zeros({options_.histogram_spec.bins}, x.options().dtype(at::kLong));
+        if (!options_.sweep_thresholds.empty()) acc.sweep_level = at::zeros({H}, x.options().dtype(at::kInt));
         s.acc.push_back(std::move(acc));
     }
     auto & acc = s.acc[found->second];
@@ -423,6 +537,23 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
     if (any == s.row_layer_any.end()) s.row_layer_any.emplace(layer, row_any);
     else any->second.logical_or_(row_any);
     s.pos_any.masked_fill_(hit, 1);
+
+    if (!options_.sweep_thresholds.empty()) {
+        // Level of each value: how many sweep thresholds it reaches (compared in a's dtype, as the
+        // primary threshold above; padding is 0 and reaches none).
+        const auto & sweep = options_.sweep_thresholds;
+        const auto K = static_cast<int64_t>(sweep.size());
+        at::Tensor level = a.ge(sweep[0]).to(at::kByte);  // [B,T,H]
+        for (size_t k = 1; k < sweep.size(); ++k) level.add_(a.ge(sweep[k]).to(at::kByte));
+        s.pos_level = at::maximum(s.pos_level, level);
+        at::Tensor row_level = at::amax(level, {1});  // [B,H] uint8
+        at::Tensor ks = at::arange(K, x.options().dtype(at::kByte)).view({K, 1, 1});
+        s.row_sweep_sites.add_(row_level.unsqueeze(0).gt(ks).to(at::kInt));
+        auto lv = s.row_layer_level.find(layer);
+        if (lv == s.row_layer_level.end()) s.row_layer_level.emplace(layer, row_level);
+        else lv->second = at::maximum(lv->second, row_level);
+        acc.sweep_level = at::maximum(acc.sweep_level, at::amax(row_level, {0}).to(at::kInt));
+    }
 }
 
 void OutlierAccumulator::warm_up(const at::Tensor & example) {
@@ -493,6 +624,7 @@ void OutlierAccumulator::end_batch() {
             {static_cast<int32_t>(p[1]), static_cast<int32_t>(p[2]), static_cast<int32_t>(p[3]),
              static_cast<int32_t>(p[4]), p[5], mx[i]});
     }
+    if (!options_.sweep_thresholds.empty()) s.sweep_records(batch_records);
     for (auto & r : batch_records) {
         s.tokens += r.tokens;
         s.per_sequence.push_back(std::move(r));
@@ -508,8 +640,59 @@ void OutlierAccumulator::end_batch() {
     s.scratch_max = at::Tensor();
     s.row_layer_any.clear();
     s.pad_device = at::Tensor();
+    s.pos_level = at::Tensor();
+    s.row_sweep_sites = at::Tensor();
+    s.row_layer_level.clear();
+    s.scratch_level = at::Tensor();
+    s.real_tokens = at::Tensor();
     s.B = 0;
     s.T = -1;
+}
+
+bool OutlierAccumulator::wants_experts(int) const { return options_.expert_stats; }
+
+void OutlierAccumulator::on_experts(int layer, const extractor::ExpertCapture & c) {
+    auto & s = *state_;
+    if (!s.in_batch) throw common::Error::internal("analysis: expert capture outside begin_batch/end_batch");
+    const std::string label = "layer_" + std::to_string(layer) + "_experts";
+    const int64_t S = c.slot_row.numel();
+    if (c.down.dim() != 2 || c.top_i.dim() != 2 || c.down.size(0) != S || c.top_i.numel() != S || c.experts <= 0)
+        throw common::Error::internal("analysis: " + label + ": expert capture of inconsistent shapes (down " + shape_text(c.down) +
+                                      ", top_i " + shape_text(c.top_i) + ", slot_row " + shape_text(c.slot_row) + ")");
+    const auto device = c.down.device();
+    auto found = s.experts.find(layer);
+    if (found == s.experts.end()) {
+        OutlierAccumulator::State::ExpertAccumulator e;
+        e.tokens = at::zeros({c.experts}, c.down.options().dtype(at::kLong));
+        e.max_abs = at::zeros({c.experts}, c.down.options().dtype(at::kFloat));
+        e.hit_tokens = at::zeros({c.experts}, c.down.options().dtype(at::kLong));
+        found = s.experts.emplace(layer, std::move(e)).first;
+    }
+    auto & e = found->second;
+    if (e.tokens.size(0) != c.experts || e.tokens.device() != device)
+        throw common::Error::internal("analysis: " + label + ": the expert count or device changed between batches");
+    // max |x| per row in one pass (the inf-norm); bf16 rounding is monotone, so rounding the max
+    // equals the max of the rounded values (the layer-norm sites' rule, docs/outlier-method.md#rounding).
+    at::Tensor row_max = at::linalg_vector_norm(c.down, std::numeric_limits<double>::infinity(), at::IntArrayRef{1});  // [S]
+    if (options_.round_bf16 && row_max.scalar_type() != at::kBFloat16) row_max = row_max.to(at::kBFloat16);
+    at::Tensor slot_max = row_max.index_select(0, c.slot_row.to(at::kLong));     // [S] slot order
+    at::Tensor slot_hit = slot_max.ge(options_.threshold);                        // [S]
+    at::Tensor expert = c.top_i.reshape({-1}).to(at::kLong);                      // [S]
+    // Padding is not data: only real tokens count (the mask of this batch's B*T tokens).
+    at::Tensor real;
+    if (s.mask_cpu.defined()) {
+        if (!s.real_tokens.defined() || s.real_tokens.device() != device) s.real_tokens = s.mask_cpu.reshape({-1}).to(device);
+        const int64_t n = c.top_i.size(0), K = c.top_i.size(1);
+        if (c.first_token + n > s.real_tokens.numel())
+            throw common::Error::internal("analysis: " + label + ": tokens beyond the batch");
+        real = s.real_tokens.narrow(0, c.first_token, n).unsqueeze(1).expand({n, K}).reshape({-1});  // [S]
+        slot_hit = slot_hit.logical_and(real);
+    }
+    e.tokens.index_add_(0, expert, real.defined() ? real.to(at::kLong) : at::ones({S}, expert.options()));
+    e.hit_tokens.index_add_(0, expert, slot_hit.to(at::kLong));
+    at::Tensor m = slot_max.to(at::kFloat);
+    if (real.defined()) m = m.masked_fill(real.logical_not(), 0);
+    e.max_abs.scatter_reduce_(0, expert, m, "amax", /*include_self=*/true);
 }
 
 void OutlierAccumulator::on_token_nll(const at::Tensor & nll) {
@@ -601,6 +784,30 @@ Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const
         MassiveLayer copy = ml;
         std::sort(copy.medians.begin(), copy.medians.end());
         out.massive.push_back(std::move(copy));
+    }
+    if (!options_.sweep_thresholds.empty()) {
+        const auto K = options_.sweep_thresholds.size();
+        out.sweep_thresholds = options_.sweep_thresholds;
+        out.sweep_site_level.assign(S * H, 0);
+        for (size_t i = 0; i < S; ++i) {
+            auto level = s.acc[i].sweep_level.cpu().contiguous();
+            for (size_t h = 0; h < H; ++h) out.sweep_site_level[i * H + h] = static_cast<uint8_t>(level.data_ptr<int32_t>()[h]);
+        }
+        out.sweep_dim_positions.assign(K * H, 0);
+        if (s.sweep_dim_positions.defined()) {
+            auto positions = s.sweep_dim_positions.cpu().contiguous();
+            std::copy_n(positions.data_ptr<int64_t>(), K * H, out.sweep_dim_positions.begin());
+        }
+    }
+    out.expert_stats = options_.expert_stats;
+    for (const auto & [layer, e] : s.experts) {
+        ExpertLayer l;
+        l.layer = layer;
+        auto tokens = e.tokens.cpu().contiguous(), maxima = e.max_abs.cpu().contiguous(), hits = e.hit_tokens.cpu().contiguous();
+        l.tokens.assign(tokens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>() + tokens.numel());
+        l.max_abs.assign(maxima.data_ptr<float>(), maxima.data_ptr<float>() + maxima.numel());
+        l.hit_tokens.assign(hits.data_ptr<int64_t>(), hits.data_ptr<int64_t>() + hits.numel());
+        out.experts.push_back(std::move(l));
     }
     out.perplexity = s.perplexity;
     out.perplexity_sequences = s.perplexity_sequences;

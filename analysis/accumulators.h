@@ -26,7 +26,19 @@ struct AccumulatorOptions {
     // (cuda/accumulate_kernels.h) instead of a dozen ATen ones, with bit-identical statistics.
     // false, or ANALYSIS_FUSED=0 in the environment, keeps the ATen path (to compare the two).
     bool cuda_kernels = true;
+    // Threshold sweep (`--thresholds`): ascending, distinct, positive, at most kMaxSweepThresholds.
+    // The hit statistics of every one are counted in the same pass (Statistics::sweep_thresholds);
+    // empty: off.
+    std::vector<double> sweep_thresholds;
+    // Per-expert statistics of MoE layers (`--expert-stats`): the sink asks for the expert path's
+    // down_proj outputs (extractor::ExpertCapture) and keeps per layer and expert the tokens
+    // routed, the max |x| and the tokens whose output reaches `threshold`.
+    bool expert_stats = false;
 };
+
+// Parses "3,4,5,6,8,10,20" (the `--thresholds` value) into an ascending list; usage error naming
+// the bad item for anything not a positive finite number, duplicates or more than kMaxSweepThresholds.
+std::vector<double> parse_thresholds(const std::string & text);
 
 class OutlierAccumulator : public extractor::CaptureSink {
 public:
@@ -40,6 +52,8 @@ public:
     // `--perplexity`: the batch's next-token losses [B,T-1] become one SequencePerplexity per row
     // (sums per position bucket, in fp64 on the host; B*(T-1) floats leave the device).
     void on_token_nll(const at::Tensor & nll) override;
+    bool wants_experts(int layer) const override;
+    void on_experts(int layer, const extractor::ExpertCapture & capture) override;
     // Runs one throwaway batch (both layer-norm sites, end_batch included) through an accumulator
     // with these options: loads every kernel the real batches use.
     void warm_up(const at::Tensor & example) override;
@@ -69,6 +83,8 @@ public:
     void on_capture(extractor::Site site, int layer, const at::Tensor & x) override { inner_.on_capture(site, layer, x); }
     void end_batch() override;
     void on_token_nll(const at::Tensor & nll) override { inner_.on_token_nll(nll); }
+    bool wants_experts(int layer) const override { return inner_.wants_experts(layer); }
+    void on_experts(int layer, const extractor::ExpertCapture & capture) override { inner_.on_experts(layer, capture); }
     void warm_up(const at::Tensor & example) override { inner_.warm_up(example); }
     int64_t checkpoints_written() const { return written_; }
 

@@ -32,8 +32,8 @@ double median_of(std::vector<double> v) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;  // numpy.median's convention
 }
 
-void per_sequence_entries(const Statistics & stats, const Criteria & c, std::vector<OutlierEntry> & out) {
-    for (const auto & seq : stats.per_sequence) {
+void per_sequence_entries(const std::vector<SequenceStats> & sequences, const Criteria & c, std::vector<OutlierEntry> & out) {
+    for (const auto & seq : sequences) {
         const int64_t layers_total = c.layer_unit == LayerUnit::Site ? seq.sites : seq.layers;
         if (layers_total <= 0 || seq.tokens <= 0) continue;
         for (const auto & d : seq.dims) {
@@ -53,7 +53,11 @@ void per_sequence_entries(const Statistics & stats, const Criteria & c, std::vec
     }
 }
 
-void pooled_entries(const Statistics & stats, const Criteria & c, std::vector<OutlierEntry> & out) {
+// site_count(s, h): hits of dim h at site s (only > 0 matters for the fractions); dim_positions[h]:
+// (sequence, position) pairs where h hits in any site.
+template <typename SiteCount>
+void pooled_entries(const Statistics & stats, const Criteria & c, const SiteCount & site_count,
+                    const std::vector<int64_t> & dim_positions, std::vector<OutlierEntry> & out) {
     const auto H = static_cast<size_t>(stats.hidden);
     const auto S = stats.sites.size();
     const auto layers = stats.layers();
@@ -67,7 +71,7 @@ void pooled_entries(const Statistics & stats, const Criteria & c, std::vector<Ou
         float max_abs = 0;
         std::fill(layer_hit.begin(), layer_hit.end(), 0);
         for (size_t s = 0; s < S; ++s) {
-            const int64_t n = stats.site_hits[s * H + h];
+            const int64_t n = site_count(s, h);
             if (n == 0) continue;
             ++sites_hit;
             hits += n;
@@ -75,8 +79,7 @@ void pooled_entries(const Statistics & stats, const Criteria & c, std::vector<Ou
             max_abs = std::max(max_abs, stats.site_max_abs[s * H + h]);
         }
         if (hits == 0) continue;
-        int64_t positions = 0;
-        for (int64_t t = 0; t < stats.max_positions; ++t) positions += stats.position_hits[static_cast<size_t>(t) * H + h];
+        const int64_t positions = dim_positions[h];
         OutlierEntry e;
         e.dim = static_cast<int32_t>(h);
         e.layers_hit = c.layer_unit == LayerUnit::Site ? sites_hit : std::count(layer_hit.begin(), layer_hit.end(), 1);
@@ -91,20 +94,92 @@ void pooled_entries(const Statistics & stats, const Criteria & c, std::vector<Ou
     }
 }
 
-}  // namespace
-
-ModeResult apply_criteria(const Statistics & stats, const Criteria & criteria) {
+void check_applicable(const Statistics & stats, const Criteria & criteria) {
     for (double f : {criteria.layer_fraction, criteria.position_fraction})
         if (!(f >= 0 && f <= 1))
             throw common::Error::usage("criteria: fractions must lie in [0, 1], got " + std::to_string(f));
     if (stats.sequences == 0 || stats.sites.empty())
         throw common::Error::usage("criteria: the statistics hold no captured sequence (empty run)");
+}
 
+// The mode's summary numbers over its entries (ModeResult's metrics; dims_with_hits apart).
+void summarize(ModeResult & r);
+
+}  // namespace
+
+std::vector<SweepPoint> apply_criteria_sweep(const Statistics & stats, const Criteria & criteria) {
+    check_applicable(stats, criteria);
+    std::vector<SweepPoint> points;
+    const size_t K = stats.sweep_thresholds.size(), H = static_cast<size_t>(stats.hidden), W = 1 + 3 * K;
+    for (size_t k = 0; k < K; ++k) {
+        ModeResult r;
+        r.criteria = criteria;
+        if (criteria.scope == Scope::PerSequence) {
+            // The sequences' records at threshold k (SequenceStats::sweep), with the run's denominators.
+            std::vector<SequenceStats> at_k;
+            for (const auto & seq : stats.per_sequence) {
+                SequenceStats q{seq.sequence_index, seq.tokens, seq.sites, seq.layers, {}, {}};
+                for (size_t i = 0; i + W <= seq.sweep.size(); i += W) {
+                    const int32_t * v = seq.sweep.data() + i;
+                    if (v[1 + 3 * k] > 0) q.dims.push_back({v[0], v[1 + 3 * k], v[2 + 3 * k], v[3 + 3 * k], 0, 0});
+                }
+                at_k.push_back(std::move(q));
+            }
+            per_sequence_entries(at_k, criteria, r.entries);
+        } else {
+            const std::vector<int64_t> positions(stats.sweep_dim_positions.begin() + static_cast<std::ptrdiff_t>(k * H),
+                                                 stats.sweep_dim_positions.begin() + static_cast<std::ptrdiff_t>((k + 1) * H));
+            pooled_entries(stats, criteria, [&](size_t s, size_t h) { return int64_t{stats.sweep_site_level[s * H + h] > k}; },
+                           positions, r.entries);
+        }
+        summarize(r);
+        SweepPoint p;
+        p.threshold = stats.sweep_thresholds[k];
+        p.num_outliers = r.num_outliers;
+        p.unique_dims = static_cast<int64_t>(r.features.size());
+        p.mean_layer_pct = r.mean_layer_pct;
+        p.median_layer_pct = r.median_layer_pct;
+        p.mean_position_pct = r.mean_position_pct;
+        p.median_position_pct = r.median_position_pct;
+        for (size_t h = 0; h < H; ++h)
+            for (size_t s = 0; s < stats.sites.size(); ++s)
+                if (stats.sweep_site_level[s * H + h] > k) {
+                    ++p.dims_with_hits;
+                    break;
+                }
+        points.push_back(p);
+    }
+    return points;
+}
+
+ModeResult apply_criteria(const Statistics & stats, const Criteria & criteria) {
+    check_applicable(stats, criteria);
     ModeResult r;
     r.criteria = criteria;
-    if (criteria.scope == Scope::PerSequence) per_sequence_entries(stats, criteria, r.entries);
-    else pooled_entries(stats, criteria, r.entries);
+    if (criteria.scope == Scope::PerSequence) {
+        per_sequence_entries(stats.per_sequence, criteria, r.entries);
+    } else {
+        const auto H = static_cast<size_t>(stats.hidden);
+        std::vector<int64_t> positions(H, 0);
+        for (int64_t t = 0; t < stats.max_positions; ++t)
+            for (size_t h = 0; h < H; ++h) positions[h] += stats.position_hits[static_cast<size_t>(t) * H + h];
+        pooled_entries(stats, criteria, [&](size_t s, size_t h) { return stats.site_hits[s * H + h]; }, positions, r.entries);
+    }
+    summarize(r);
+    const auto H = static_cast<size_t>(stats.hidden);
+    for (size_t h = 0; h < H; ++h) {
+        for (size_t s = 0; s < stats.sites.size(); ++s)
+            if (stats.site_hits[s * H + h] > 0) {
+                ++r.dims_with_hits;
+                break;
+            }
+    }
+    return r;
+}
 
+namespace {
+
+void summarize(ModeResult & r) {
     // The predecessor sorted its list by max_magnitude descending (docs/outlier-method.md,
     // "Per-sequence analysis"); ties by sequence, dim.
     std::stable_sort(r.entries.begin(), r.entries.end(), [](const OutlierEntry & a, const OutlierEntry & b) {
@@ -145,15 +220,8 @@ ModeResult apply_criteria(const Statistics & stats, const Criteria & criteria) {
         r.median_layer_pct = median_of(layer_pct);
         r.median_position_pct = median_of(position_pct);
     }
-    const auto H = static_cast<size_t>(stats.hidden);
-    for (size_t h = 0; h < H; ++h) {
-        for (size_t s = 0; s < stats.sites.size(); ++s)
-            if (stats.site_hits[s * H + h] > 0) {
-                ++r.dims_with_hits;
-                break;
-            }
-    }
-    return r;
 }
+
+}  // namespace
 
 }  // namespace analysis

@@ -69,4 +69,17 @@ struct ModeResult {
 // Throws common::Error(usage) for fractions outside [0,1] or statistics without any sequence.
 ModeResult apply_criteria(const Statistics & stats, const Criteria & criteria);
 
+// One threshold of the sweep (Statistics::sweep_thresholds): the mode's numbers as apply_criteria
+// gives them for a run collected with --threshold T (hits and max |x| are not kept per threshold;
+// the means are summed in (sequence, dim) order rather than by max |x|, so they agree to rounding).
+struct SweepPoint {
+    double threshold = 0;
+    int64_t num_outliers = 0;
+    int64_t unique_dims = 0;
+    double mean_layer_pct = 0, median_layer_pct = 0, mean_position_pct = 0, median_position_pct = 0;
+    int64_t dims_with_hits = 0;
+};
+// Every sweep threshold in ascending order (empty when no sweep was collected); errors as apply_criteria.
+std::vector<SweepPoint> apply_criteria_sweep(const Statistics & stats, const Criteria & criteria);
+
 }  // namespace analysis

@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/subprocess.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -272,6 +273,10 @@ PlotJob plot_job(const json & r) {
     if (block == 0) dist += "1/0 notitle";
     add_plot(job, "magnitude_distribution", dist);
 
+    // The run's size, for the titles of the plots added with issue 14: numbers we format.
+    const std::string run_size = num(result_number(run, "sequences")) + " seq x " +
+                                 num(result_number(run, "tokens") / std::max(1.0, result_number(run, "sequences", 1))) + " tokens";
+
     // 4. Perplexity per sequence (`--perplexity`), with the overall value as a dashed line; the run
     // size (sequences x tokens scored) in the title.
     if (r.contains("perplexity") && r["perplexity"].is_object()) {
@@ -289,11 +294,101 @@ PlotJob plot_job(const json & r) {
             job.data_files.emplace_back("ppl.dat", d.str());
             const std::string size = num(result_number(all, "sequences")) + " sequences, " + num(result_number(all, "tokens")) + " tokens scored";
             add_plot(job, "perplexity_by_sequence",
-                     title_prefix + "set title model . " + quoted(": perplexity per sequence (" + size + ")") +
+                     title_prefix + "set title model . " + quoted(": perplexity per sequence (" + size + ", " + run_size + ")") +
                          "\nset xlabel \"sequence\"\nset ylabel \"perplexity\"\nset grid\nset key top right\n"
                          "set offsets graph 0.03, graph 0.03, graph 0.08, graph 0.08\nplot \"ppl.dat\" using 1:2 "
                          "with points pt 7 ps 1 title \"sequence\", " + num(result_number(all, "perplexity")) +
                          " with lines dashtype 2 lc rgb \"black\" title \"overall\"");
+        }
+    }
+
+    // 5. Threshold curve (`--thresholds`): outliers of each mode against the threshold. The mode
+    // names are the data file's column headers.
+    if (r.contains("threshold_sweep") && r["threshold_sweep"].is_object()) {
+        const auto & sw = r["threshold_sweep"];
+        const auto & thresholds = sw.at("thresholds");
+        std::ostringstream d;
+        d << "threshold";
+        std::vector<const json *> rows;
+        for (const auto & [name, mode_rows] : sw.at("modes").items()) {
+            d << "\t" << data_text(name, "mode");
+            rows.push_back(&mode_rows);
+        }
+        d << "\n";
+        for (size_t k = 0; k < thresholds.size(); ++k) {
+            d << num(number_of(thresholds[k]));
+            for (const json * m : rows) d << "\t" << (k < m->size() ? num(result_number((*m)[k], "num_outliers")) : "NaN");
+            d << "\n";
+        }
+        if (!rows.empty() && !thresholds.empty()) {
+            job.data_files.emplace_back("sweep.dat", d.str());
+            std::string plot = title_prefix + "set title model . " + quoted(": outliers vs threshold (" + run_size + ")") +
+                               "\nset xlabel \"threshold |x|\"\nset ylabel \"outliers\"\nset grid\nset key top right\n"
+                               "set offsets graph 0.03, graph 0.03, graph 0.08, 0\nset yrange [0:*]\n"
+                               "set arrow from " + num(threshold) + ", graph 0 to " + num(threshold) + ", graph 1 nohead dashtype 2\nplot ";
+            for (size_t m = 0; m < rows.size(); ++m)
+                plot += std::string(m ? ", " : "") + "\"sweep.dat\" using 1:" + std::to_string(m + 2) +
+                        " with linespoints pt 7 lw 2 title columnheader(" + std::to_string(m + 2) + ")";
+            add_plot(job, "threshold_curve", plot);
+        }
+    }
+
+    // 6. Expert heatmap (`--expert-stats`): MoE layer x expert, colour = max |x| of the expert's
+    // down_proj output (log scale; experts that got no token are left blank).
+    if (r.contains("experts") && r["experts"].is_object()) {
+        const auto & layers_e = r["experts"].at("layers");
+        size_t experts = 0;
+        for (const auto & l : layers_e) experts = std::max(experts, l.at("tokens").size());
+        if (!layers_e.empty() && experts > 0) {
+            std::ostringstream d;
+            std::string layer_tics;
+            int64_t drawn = 0;  // cells with a positive max (a log colour scale of nothing fails)
+            const size_t lstep = layers_e.size() > 24 ? (layers_e.size() + 23) / 24 : 1;
+            for (size_t i = 0; i < layers_e.size(); ++i) {
+                const auto & l = layers_e[i];
+                for (size_t e = 0; e < experts; ++e) {
+                    const bool routed = e < l.at("tokens").size() && l.at("tokens")[e].get<int64_t>() > 0;
+                    const double v = routed ? number_of(l.at("max_abs")[e]) : std::nan("");
+                    d << (e ? "\t" : "") << num(v > 0 ? v : std::nan(""));
+                    drawn += v > 0 && std::isfinite(v);
+                }
+                d << "\n";
+                if (i % lstep == 0)
+                    layer_tics += (layer_tics.empty() ? "" : ", ") + quoted(std::to_string(l.at("layer").get<int64_t>())) + " " + std::to_string(i);
+            }
+            if (drawn > 0) job.data_files.emplace_back("experts.dat", d.str());
+            if (drawn > 0) add_plot(job, "expert_heatmap",
+                     title_prefix + "set title model . " + quoted(": max |x| of each expert's down_proj output (" + run_size + ")") +
+                         "\nset xlabel \"expert\"\nset ylabel \"MoE layer\"\nset ytics (" + layer_tics +
+                         ") font \",9\"\nset cblabel \"max |x|\"\nset logscale cb\nset palette rgb 33,13,10\nset yrange [-0.5:" +
+                         num(static_cast<double>(layers_e.size()) - 0.5) + "]\nset xrange [-0.5:" + num(static_cast<double>(experts) - 0.5) +
+                         "]\nplot \"experts.dat\" matrix using 1:2:(0.5):(0.5):3 with boxxyerror fillstyle solid noborder palette notitle");
+        }
+    }
+
+    // 7. Massive activations by layer (Sun et al. 2024, Fig. 1): the top-1, top-2, top-3 and median
+    // |x| of the residual stream per layer (log scale), and the top-1 / median ratio on the right axis.
+    if (r.contains("massive_activations") && r["massive_activations"].is_object()) {
+        std::ostringstream d;
+        int64_t points = 0;
+        for (const auto & l : r["massive_activations"].at("layers")) {
+            const auto & top = l.at("top");
+            d << num(result_number(l, "layer"));
+            for (size_t k = 0; k < 3; ++k) d << "\t" << (k < top.size() ? num(result_number(top[k], "abs")) : "NaN");
+            const double median = result_number(l, "median_abs");
+            const double top1 = result_number(top.at(0), "abs");
+            d << "\t" << num(median > 0 ? median : std::nan("")) << "\t" << num(median > 0 ? top1 / median : std::nan("")) << "\n";
+            points += top1 > 0 && std::isfinite(top1) && median > 0;
+        }
+        if (points > 0) {
+            job.data_files.emplace_back("massive.dat", d.str());
+            add_plot(job, "massive_ratio_by_layer",
+                     title_prefix + "set title model . " + quoted(": residual-stream |x| by layer, top-1/median ratio (" + run_size + ")") +
+                         "\nset xlabel \"layer\"\nset ylabel \"|x|\"\nset y2label \"top-1 / median\"\nset logscale y\nset logscale y2\n"
+                         "set ytics nomirror\nset y2tics\nset grid\nset key top left\nset offsets graph 0.03, graph 0.03, 0, 0\n"
+                         "plot \"massive.dat\" using 1:2 with linespoints pt 7 title \"top 1\", \"massive.dat\" using 1:3 with linespoints pt 5 title \"top 2\", "
+                         "\"massive.dat\" using 1:4 with linespoints pt 9 title \"top 3\", \"massive.dat\" using 1:5 with linespoints pt 13 title \"median\", "
+                         "\"massive.dat\" using 1:6 axes x1y2 with lines dashtype 2 lw 2 title \"top-1 / median\"");
         }
     }
     return job;

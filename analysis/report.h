@@ -34,6 +34,7 @@ struct ReportOptions {
     int max_entries = 100000;   // cap on the per-entry list in the JSON (the count is always exact)
     double massive_min_abs = 100;     // massive activation: |x| >= this ...
     double massive_min_ratio = 1000;  // ... and >= this times the sequence's median |x|
+    int top_experts = 20;             // experts listed by max |x| of their down_proj output (--expert-stats)
 };
 
 nlohmann::json build_result(const Statistics & stats, const ReportOptions & options, const TokenText & token_text);

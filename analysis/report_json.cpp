@@ -30,6 +30,63 @@ json criteria_json(const Criteria & c, double threshold) {
             {"scope", scope_name(c.scope)}};
 }
 
+// A token's readable text, or null for an id outside the vocabulary (the id is kept beside it).
+json token_text_of(int64_t id, const TokenText & token_text) {
+    try {
+        return token_text(id);
+    } catch (const std::exception &) {
+        return nullptr;
+    }
+}
+
+// The sweep's per-mode rows (outliers vs threshold) for every mode of the report.
+json sweep_json(const Statistics & s, const std::vector<std::pair<std::string, Criteria>> & modes) {
+    json out = {{"thresholds", s.sweep_thresholds}, {"modes", json::object()},
+                {"note", "counted in the same pass as the main threshold; hits and max |x| are not kept per threshold"}};
+    for (const auto & [name, c] : modes) {
+        json rows = json::array();
+        for (const auto & p : apply_criteria_sweep(s, c))
+            rows.push_back({{"threshold", p.threshold}, {"num_outliers", p.num_outliers}, {"unique_dims", p.unique_dims},
+                            {"mean_layer_pct", p.mean_layer_pct}, {"median_layer_pct", p.median_layer_pct},
+                            {"mean_position_pct", p.mean_position_pct}, {"median_position_pct", p.median_position_pct},
+                            {"dims_with_hits", p.dims_with_hits}});
+        out["modes"][name] = rows;
+    }
+    return out;
+}
+
+// Per-expert statistics: every layer's arrays (the heatmap) and the experts with the largest
+// down_proj outputs ("super experts", arXiv 2507.23279), largest first.
+json experts_json(const Statistics & s, int top_n) {
+    json layers = json::array();
+    struct Ranked {
+        float max_abs;
+        int layer;
+        int64_t expert, tokens, hit_tokens;
+    };
+    std::vector<Ranked> ranked;
+    for (const auto & l : s.experts) {
+        layers.push_back({{"layer", l.layer}, {"tokens", l.tokens}, {"max_abs", l.max_abs}, {"hit_tokens", l.hit_tokens}});
+        for (size_t e = 0; e < l.tokens.size(); ++e)
+            if (l.tokens[e] > 0) ranked.push_back({l.max_abs[e], l.layer, static_cast<int64_t>(e), l.tokens[e], l.hit_tokens[e]});
+    }
+    // NaN first (it is the loudest finding), then by max |x|, ties by (layer, expert).
+    std::stable_sort(ranked.begin(), ranked.end(), [](const Ranked & a, const Ranked & b) {
+        if (std::isnan(a.max_abs) != std::isnan(b.max_abs)) return std::isnan(a.max_abs);
+        if (a.max_abs != b.max_abs) return a.max_abs > b.max_abs;
+        return a.layer != b.layer ? a.layer < b.layer : a.expert < b.expert;
+    });
+    json top = json::array();
+    for (size_t i = 0; i < ranked.size() && static_cast<int>(i) < top_n; ++i) {
+        const auto & r = ranked[i];
+        top.push_back({{"layer", r.layer}, {"expert", r.expert}, {"max_abs", r.max_abs}, {"tokens", r.tokens},
+                       {"hit_tokens", r.hit_tokens},
+                       {"hit_rate", r.tokens ? static_cast<double>(r.hit_tokens) / static_cast<double>(r.tokens) : 0.0}});
+    }
+    return {{"threshold", s.threshold}, {"layers", layers}, {"top", top},
+            {"note", "down_proj output of each routed (token, expert) pair, before the routing weight; real tokens only"}};
+}
+
 json top_tokens(const Statistics & s, int32_t dim, int n, const TokenText & token_text) {
     json out = json::array();
     auto it = s.token_hits.find(dim);
@@ -40,13 +97,7 @@ json top_tokens(const Statistics & s, int32_t dim, int n, const TokenText & toke
     });
     for (size_t i = 0; i < v.size() && static_cast<int>(i) < n; ++i) {
         json t = {{"token_id", v[i].first}, {"positions", v[i].second}};
-        if (token_text) {
-            try {
-                t["text"] = token_text(v[i].first);
-            } catch (const std::exception &) {
-                t["text"] = nullptr;  // an id outside the vocabulary: keep the id
-            }
-        }
+        if (token_text) t["text"] = token_text_of(v[i].first, token_text);
         out.push_back(t);
     }
     return out;
@@ -125,6 +176,7 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
     result["run"] = run;
 
     result["modes"] = json::object();
+    std::vector<std::pair<std::string, Criteria>> report_modes;  // name -> criteria, for the sweep
     std::vector<int32_t> profile_dims;
     for (const auto & name : o.modes) {
         auto c = criteria_for_mode(name);
@@ -132,6 +184,7 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
         if (o.position_fraction) c.position_fraction = *o.position_fraction;
         if (o.layer_fraction || o.position_fraction) c.mode = name + "+custom";
         const auto r = apply_criteria(s, c);
+        report_modes.emplace_back(name, c);
         for (const auto & f : r.features)
             if (std::find(profile_dims.begin(), profile_dims.end(), f.dim) == profile_dims.end()) profile_dims.push_back(f.dim);
         result["modes"][name] = mode_json(s, r, o, token_text);
@@ -221,17 +274,27 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
             json top = json::array();
             for (const auto & e : l.top) {
                 const double ratio = e.sequence_median_abs > 0 ? e.abs_value / e.sequence_median_abs : 0.0;
-                top.push_back({{"abs", e.abs_value}, {"sequence", e.sequence_index}, {"position", e.position}, {"dim", e.dim},
-                               {"median_abs", e.sequence_median_abs}, {"ratio_to_median", ratio},
-                               {"massive", e.abs_value >= o.massive_min_abs && ratio >= o.massive_min_ratio}});
+                json entry = {{"abs", e.abs_value}, {"sequence", e.sequence_index}, {"position", e.position}, {"dim", e.dim},
+                              {"median_abs", e.sequence_median_abs}, {"ratio_to_median", ratio},
+                              {"massive", e.abs_value >= o.massive_min_abs && ratio >= o.massive_min_ratio}};
+                if (e.token_id >= 0) {
+                    entry["token_id"] = e.token_id;
+                    if (token_text) entry["text"] = token_text_of(e.token_id, token_text);
+                }
+                top.push_back(entry);
             }
-            m.push_back({{"layer", l.layer}, {"top_abs", t.abs_value}, {"median_abs", median_of_medians}, {"top", top}});
+            // Sun et al. 2024 (Fig. 1): the largest |x| against the median, per layer.
+            const double ratio = median_of_medians > 0 ? t.abs_value / median_of_medians : 0.0;
+            m.push_back({{"layer", l.layer}, {"top_abs", t.abs_value}, {"median_abs", median_of_medians},
+                         {"top_ratio_to_median", ratio}, {"top", top}});
         }
         result["massive_activations"] = {{"criterion", {{"min_abs", o.massive_min_abs}, {"min_ratio_to_median", o.massive_min_ratio}}},
                                          {"layers", m}};
     }
     // Next-token loss (`extract run --perplexity`), when the run computed it.
     if (s.perplexity) result["perplexity"] = perplexity_json(s);
+    if (!s.sweep_thresholds.empty()) result["threshold_sweep"] = sweep_json(s, report_modes);
+    if (s.expert_stats) result["experts"] = experts_json(s, o.top_experts);
     return result;
 }
 
@@ -402,6 +465,7 @@ void validate_result(const json & r, const std::string & file) {
             l.integer("layer");
             l.number("top_abs", false, true);
             l.number("median_abs", false, true);
+            l.number("top_ratio_to_median", false, true);
             const auto & t = *l.array("top", true);
             if (t.empty()) bad_result(file, l.name("top"), "is empty");
             for (size_t k = 0; k < t.size(); ++k) {
@@ -409,7 +473,53 @@ void validate_result(const json & r, const std::string & file) {
                 for (const char * key : {"sequence", "position", "dim"}) e.integer(key);
                 for (const char * key : {"abs", "median_abs", "ratio_to_median"}) e.number(key, false, true);
                 e.boolean("massive");
+                e.integer("token_id");
+                if (const auto * text = e.get("text", false); text && !text->is_string() && !text->is_null())
+                    bad_result(file, e.name("text"), "is neither a string nor null");
             }
+        }
+    }
+
+    if (const auto * sweep = root.object("threshold_sweep")) {
+        const Shape sw(*sweep, "threshold_sweep", file);
+        const auto & thresholds = *sw.array("thresholds", true);
+        for (size_t k = 0; k < thresholds.size(); ++k) Shape::check_number(thresholds[k], index(sw.name("thresholds"), k), false, file);
+        for (const auto & [name, rows] : sw.object("modes", true)->items()) {
+            const std::string field = sw.name("modes") + "." + name;
+            if (!rows.is_array()) bad_result(file, field, "is not an array");
+            for (size_t k = 0; k < rows.size(); ++k) {
+                const Shape r(rows[k], index(field, k), file);
+                r.number("threshold", true);
+                for (const char * key : {"num_outliers", "unique_dims", "dims_with_hits"}) r.integer(key, true);
+                for (const char * key : {"mean_layer_pct", "median_layer_pct", "mean_position_pct", "median_position_pct"}) r.number(key);
+            }
+        }
+    }
+
+    if (const auto * experts = root.object("experts")) {
+        const Shape ex(*experts, "experts", file);
+        ex.number("threshold");
+        const auto & layers = *ex.array("layers", true);
+        for (size_t i = 0; i < layers.size(); ++i) {
+            const Shape l(layers[i], index(ex.name("layers"), i), file);
+            l.integer("layer", true);
+            const auto & tokens = *l.array("tokens", true);
+            for (const char * key : {"tokens", "max_abs", "hit_tokens"}) {
+                const auto & a = *l.array(key, true);
+                if (a.size() != tokens.size())
+                    bad_result(file, l.name(key), "has " + std::to_string(a.size()) + " values for " + std::to_string(tokens.size()) + " experts");
+                for (size_t e = 0; e < a.size(); ++e) {
+                    if (std::string(key) == "max_abs") Shape::check_number(a[e], index(l.name(key), e), true, file);
+                    else if (!a[e].is_number_integer()) bad_result(file, index(l.name(key), e), "is not an integer");
+                }
+            }
+        }
+        const auto & top = *ex.array("top", true);
+        for (size_t i = 0; i < top.size(); ++i) {
+            const Shape t(top[i], index(ex.name("top"), i), file);
+            for (const char * key : {"layer", "expert", "tokens", "hit_tokens"}) t.integer(key, true);
+            t.number("max_abs", true, true);
+            t.number("hit_rate", true);
         }
     }
 

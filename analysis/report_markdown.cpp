@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 namespace analysis {
@@ -40,6 +41,15 @@ std::string cell_token(const json & t) {
         out = "#" + std::to_string(t.value("token_id", int64_t{0}));
     }
     return out + " ×" + std::to_string(t.value("positions", int64_t{0}));
+}
+
+// A massive entry's token: its text (cell_token's escaping) or its id, or "-" when the run had none.
+std::string token_cell(const json & t) {
+    if (!t.contains("token_id")) return "-";
+    json plain = t;
+    plain.erase("positions");
+    std::string cell = cell_token(plain);
+    return cell.substr(0, cell.rfind(" ×"));
 }
 
 std::string describe(const json & c) {
@@ -119,13 +129,70 @@ std::string render_markdown(const json & r, const std::vector<std::string> & plo
         const auto & ma = r["massive_activations"];
         o << "\n## Massive activations (residual stream)\n\nCriterion: |x| ≥ " << fixed(ma["criterion"].value("min_abs", 0.0), 0)
           << " and ≥ " << fixed(ma["criterion"].value("min_ratio_to_median", 0.0), 0) << " × the sequence's median |x| at that layer.\n\n"
-          << "| layer | top abs | dim | position | sequence | median abs | ratio | massive |\n|---:|---:|---:|---:|---:|---:|---:|---|\n";
+          << "| layer | top abs | dim | position | token | sequence | median abs | ratio | top / layer median | massive |\n"
+          << "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n";
         for (const auto & l : ma.at("layers")) {
             const auto & t = l.at("top").at(0);
             o << "| " << l.value("layer", 0) << " | " << fixed(result_number(t, "abs"), 2) << " | " << t.value("dim", 0) << " | "
-              << t.value("position", 0) << " | " << t.value("sequence", 0) << " | " << fixed(result_number(t, "median_abs"), 4) << " | "
-              << fixed(result_number(t, "ratio_to_median"), 0) << " | " << (t.value("massive", false) ? "yes" : "no") << " |\n";
+              << t.value("position", 0) << " | " << token_cell(t) << " | " << t.value("sequence", 0) << " | "
+              << fixed(result_number(t, "median_abs"), 4) << " | " << fixed(result_number(t, "ratio_to_median"), 0) << " | "
+              << fixed(result_number(l, "top_ratio_to_median"), 0) << " | " << (t.value("massive", false) ? "yes" : "no") << " |\n";
         }
+        // Sun et al. 2024: massive values sit on few tokens (the first token, delimiters). Every
+        // massive entry of the kept top-K, by token.
+        std::map<std::string, std::pair<int64_t, double>> by_token;  // cell -> (entries, largest |x|)
+        for (const auto & l : ma.at("layers"))
+            for (const auto & t : l.at("top"))
+                if (t.value("massive", false)) {
+                    auto & [n, mx] = by_token[token_cell(t) + " at position " + std::to_string(t.value("position", int64_t{0}))];
+                    n += 1;
+                    mx = std::max(mx, result_number(t, "abs"));
+                }
+        if (!by_token.empty()) {
+            o << "\nWhere the massive values sit (token at position, entries over layers and kept top-K, largest |x|):\n\n"
+              << "| token | entries | max abs |\n|---|---:|---:|\n";
+            std::vector<std::pair<std::string, std::pair<int64_t, double>>> rows(by_token.begin(), by_token.end());
+            std::stable_sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.first > b.second.first; });
+            for (size_t i = 0; i < rows.size() && i < 20; ++i)
+                o << "| " << rows[i].first << " | " << rows[i].second.first << " | " << fixed(rows[i].second.second, 2) << " |\n";
+        }
+    }
+
+    if (r.contains("threshold_sweep") && r["threshold_sweep"].is_object()) {
+        const auto & sw = r["threshold_sweep"];
+        o << "\n## Threshold sweep\n\nOutliers per mode at each threshold (" << sw.value("note", std::string()) << ").\n\n| threshold |";
+        std::string rule = "|---:|";
+        for (const auto & [name, rows] : sw.at("modes").items()) {
+            o << " " << name << " outliers | " << name << " unique dims |";
+            rule += "---:|---:|";
+        }
+        o << " dims with any hit |\n" << rule << "---:|\n";
+        const auto & thresholds = sw.at("thresholds");
+        for (size_t k = 0; k < thresholds.size(); ++k) {
+            o << "| " << fixed(thresholds[k].get<double>(), 2) << " |";
+            int64_t dims_hit = 0;
+            for (const auto & [name, rows] : sw.at("modes").items()) {
+                if (k >= rows.size()) {
+                    o << " - | - |";
+                    continue;
+                }
+                o << " " << rows[k].value("num_outliers", 0) << " | " << rows[k].value("unique_dims", 0) << " |";
+                dims_hit = rows[k].value("dims_with_hits", int64_t{0});
+            }
+            o << " " << dims_hit << " |\n";
+        }
+    }
+
+    if (r.contains("experts") && r["experts"].is_object()) {
+        const auto & ex = r["experts"];
+        o << "\n## Experts\n\nPer MoE layer and expert: tokens routed, max |x| of the expert's down_proj output and the tokens "
+          << "whose output reaches |x| ≥ " << fixed(ex.value("threshold", 6.0), 2) << " (" << ex.value("note", std::string())
+          << "). The experts with the largest outputs (super experts, arXiv 2507.23279):\n\n"
+          << "| layer | expert | max abs | tokens routed | tokens ≥ threshold | rate |\n|---:|---:|---:|---:|---:|---:|\n";
+        for (const auto & t : ex.at("top"))
+            o << "| " << t.value("layer", 0) << " | " << t.value("expert", 0) << " | " << fixed(result_number(t, "max_abs"), 2) << " | "
+              << t.value("tokens", 0) << " | " << t.value("hit_tokens", 0) << " | " << fixed(result_number(t, "hit_rate") * 100, 2) << " % |\n";
+        if (ex.at("top").empty()) o << "(no tokens were routed)\n";
     }
 
     if (r.contains("perplexity") && r["perplexity"].is_object()) {

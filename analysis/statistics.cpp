@@ -87,6 +87,25 @@ void merge_massive(std::vector<MassiveLayer> & a, const std::vector<MassiveLayer
     }
 }
 
+// Per-expert records by layer: counts add, maxima take the max (layers of equal expert counts, checked before).
+void merge_experts(std::vector<ExpertLayer> & a, const std::vector<ExpertLayer> & b) {
+    std::map<int, ExpertLayer> by_layer;
+    for (auto & l : a) by_layer[l.layer] = std::move(l);
+    for (const auto & l : b) {
+        auto [it, fresh] = by_layer.try_emplace(l.layer, l);
+        if (fresh) continue;
+        auto & dst = it->second;
+        for (size_t e = 0; e < l.tokens.size(); ++e) {
+            dst.tokens[e] += l.tokens[e];
+            dst.hit_tokens[e] += l.hit_tokens[e];
+            // NaN propagates as in the accumulator (a NaN output is reported, not hidden).
+            if (std::isnan(l.max_abs[e]) || l.max_abs[e] > dst.max_abs[e]) dst.max_abs[e] = l.max_abs[e];
+        }
+    }
+    a.clear();
+    for (auto & [layer, l] : by_layer) a.push_back(std::move(l));
+}
+
 template <typename T>
 bool add_all(const std::vector<T> & v, int64_t & total) {
     for (const T x : v)
@@ -117,6 +136,11 @@ bool count_totals(const Statistics & s, CountTotals & t, std::string & field) {
             if (!add_one(n, t.token_hits)) return fail("token_hits.pairs");
     for (const auto & [dim, n] : s.token_hits_batches)
         if (!add_one(n, t.token_hits_batches)) return fail("token_hits.batches");
+    if (!add_all(s.sweep_dim_positions, t.sweep_positions)) return fail("sweep.dim_positions");
+    for (const auto & l : s.experts) {
+        if (!add_all(l.tokens, t.expert_tokens)) return fail("experts.tokens");
+        if (!add_all(l.hit_tokens, t.expert_hit_tokens)) return fail("experts.hit_tokens");
+    }
     if (!add_one(s.sequences, t.sequences)) return fail("sequences");
     if (!add_one(s.tokens, t.tokens)) return fail("tokens");
     if (!add_one(s.batches, t.batches)) return fail("batches");
@@ -143,6 +167,20 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
     if (!model_a.empty() && !model_b.empty() && model_a != model_b)
         refuse(a_name, b_name, "model " + model_label(a.metadata) + " (" + model_a + ") vs " + model_label(b.metadata) + " (" + model_b + ")");
 
+    if (a.sweep_thresholds != b.sweep_thresholds)
+        refuse(a_name, b_name, "threshold sweeps differ (" + std::to_string(a.sweep_thresholds.size()) + " vs " +
+                                   std::to_string(b.sweep_thresholds.size()) + " thresholds, or other values)");
+    if (a.expert_stats != b.expert_stats)
+        refuse(a_name, b_name, std::string("per-expert statistics were collected for ") + (a.expert_stats ? a_name : b_name) +
+                                   " only (run both with --expert-stats or neither)");
+    {
+        std::map<int, size_t> experts_of;
+        for (const auto & l : a.experts) experts_of[l.layer] = l.tokens.size();
+        for (const auto & l : b.experts)
+            if (experts_of.count(l.layer) && experts_of[l.layer] != l.tokens.size())
+                refuse(a_name, b_name, "layer " + std::to_string(l.layer) + " has " + std::to_string(experts_of[l.layer]) + " vs " +
+                                           std::to_string(l.tokens.size()) + " experts");
+    }
     if (a.perplexity != b.perplexity)
         refuse(a_name, b_name, std::string("perplexity was computed for ") + (a.perplexity ? a_name : b_name) + " only (run both with --perplexity or neither)");
     {
@@ -171,7 +209,9 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
         {"site_sequences", {ta.site_sequences, tb.site_sequences}}, {"site_histogram", {ta.site_histogram, tb.site_histogram}},
         {"position_hits", {ta.position_hits, tb.position_hits}}, {"per_sequence.hits", {ta.sequence_hits, tb.sequence_hits}},
         {"token_hits.pairs", {ta.token_hits, tb.token_hits}}, {"token_hits.batches", {ta.token_hits_batches, tb.token_hits_batches}},
-        {"sequences", {ta.sequences, tb.sequences}}, {"tokens", {ta.tokens, tb.tokens}}, {"batches", {ta.batches, tb.batches}}};
+        {"sequences", {ta.sequences, tb.sequences}}, {"tokens", {ta.tokens, tb.tokens}}, {"batches", {ta.batches, tb.batches}},
+        {"sweep.dim_positions", {ta.sweep_positions, tb.sweep_positions}}, {"experts.tokens", {ta.expert_tokens, tb.expert_tokens}},
+        {"experts.hit_tokens", {ta.expert_hit_tokens, tb.expert_hit_tokens}}};
     for (const auto & [name, pair] : sums) {
         int64_t total = 0;
         if (__builtin_add_overflow(pair.first, pair.second, &total))
@@ -210,6 +250,12 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
     a.token_dims_per_batch = std::max(a.token_dims_per_batch, b.token_dims_per_batch);
 
     merge_massive(a.massive, b.massive, a.massive_top_k);
+
+    for (size_t i = 0; i < a.sweep_site_level.size() && i < b.sweep_site_level.size(); ++i)
+        a.sweep_site_level[i] = std::max(a.sweep_site_level[i], b.sweep_site_level[i]);
+    for (size_t i = 0; i < a.sweep_dim_positions.size() && i < b.sweep_dim_positions.size(); ++i)
+        a.sweep_dim_positions[i] += b.sweep_dim_positions[i];
+    merge_experts(a.experts, b.experts);
 
     a.perplexity_sequences.insert(a.perplexity_sequences.end(), b.perplexity_sequences.begin(), b.perplexity_sequences.end());
     std::sort(a.perplexity_sequences.begin(), a.perplexity_sequences.end(),

@@ -9,14 +9,21 @@
 #include "extractor/perplexity_summary.h"
 
 #include <cstdint>
+#include <array>
 #include <map>
 #include <string>
 #include <vector>
 
 namespace analysis {
 
-// 2: adds the optional "perplexity" records (`extract run --perplexity`); version 1 files still read.
-inline constexpr int kStatisticsVersion = 2;
+// 2: adds the optional "perplexity" records (`extract run --perplexity`); 3: the optional threshold
+// "sweep" and per-expert "experts" records. Versions 1 and 2 files still read.
+inline constexpr int kStatisticsVersion = 3;
+
+// The threshold sweep (`--thresholds`): at most this many thresholds, counted in the same pass.
+inline constexpr int kMaxSweepThresholds = 16;
+// LLM.int8()'s 6 with values below and above it: the default of `--thresholds`.
+inline constexpr std::array<double, 7> kDefaultSweepThresholds{3, 4, 5, 6, 8, 10, 20};
 
 // One captured layer-norm site, in forward order (layer, then ln_attn before ln_mlp).
 struct SiteInfo {
@@ -42,6 +49,10 @@ struct SequenceStats {
     int32_t sites = 0;           // layer-norm sites captured for it: the site denominator
     int32_t layers = 0;          // distinct decoder layers among those sites
     std::vector<SequenceDimStat> dims;  // sorted by dim
+    // Threshold sweep (Statistics::sweep_thresholds, K of them): for every dim that reaches the
+    // lowest threshold somewhere in this sequence, 1 + 3K int32: dim, then per threshold k the
+    // sites, decoder layers and positions (pooled over sites) with |x| >= threshold k. Sorted by dim.
+    std::vector<int32_t> sweep;
 };
 
 // Massive activations (Sun et al. 2024) on the residual stream: the largest |x| per layer.
@@ -51,6 +62,7 @@ struct MassiveEntry {
     int64_t position = 0;
     int32_t dim = 0;
     float sequence_median_abs = 0;  // median |x| of that sequence's hidden state at this layer
+    int64_t token_id = -1;          // the token at (sequence, position); -1 when the run had no ids
 };
 struct MassiveLayer {
     int layer = 0;
@@ -74,6 +86,16 @@ struct HistogramSpec {
     int bins = 80;  // up to 2^12
     bool operator==(const HistogramSpec &) const = default;
     double lower_edge(int bin) const;
+};
+
+// Per-expert statistics of one MoE layer (`--expert-stats`), on each routed (token, expert) pair's
+// down_proj output (before the routing weight). Sums and maxima, so merges add them.
+struct ExpertLayer {
+    int layer = 0;
+    std::vector<int64_t> tokens;      // [E] real tokens routed to the expert
+    std::vector<float> max_abs;       // [E] max |x| of its down_proj outputs
+    std::vector<int64_t> hit_tokens;  // [E] routed tokens whose output reaches the threshold (any dim)
+    bool operator==(const ExpertLayer &) const = default;
 };
 
 struct Statistics {
@@ -107,6 +129,15 @@ struct Statistics {
 
     std::vector<MassiveLayer> massive;  // sorted by layer
 
+    // Threshold sweep: ascending, distinct; empty when not collected. Counted in the same pass
+    // (analysis/README.md "Threshold sweep"); the per-sequence numbers are SequenceStats::sweep.
+    std::vector<double> sweep_thresholds;
+    std::vector<uint8_t> sweep_site_level;     // [S*H] thresholds reached by some |x| of (site, dim)
+    std::vector<int64_t> sweep_dim_positions;  // [K*H] (sequence, position) pairs where the dim reaches threshold k (any site)
+
+    bool expert_stats = false;          // per-expert statistics collected
+    std::vector<ExpertLayer> experts;   // sorted by layer
+
     bool perplexity = false;                         // the run computed next-token losses
     std::vector<SequencePerplexity> perplexity_sequences;  // sorted by sequence_index
 
@@ -127,6 +158,7 @@ std::string model_label(const nlohmann::json & metadata);
 struct CountTotals {
     int64_t site_hits = 0, site_elements = 0, site_sequences = 0, site_histogram = 0, position_hits = 0;
     int64_t sequence_hits = 0, token_hits = 0, token_hits_batches = 0, sequences = 0, tokens = 0, batches = 0;
+    int64_t sweep_positions = 0, expert_tokens = 0, expert_hit_tokens = 0;
 };
 // False, with `field` naming the array ("per_sequence.hits"), when a count is negative or a total
 // does not fit int64.

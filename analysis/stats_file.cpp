@@ -283,9 +283,24 @@ void save_statistics(const Statistics & s, const std::string & path) {
             hits.push_back(d.hits);
             maxima.push_back(d.max_abs);
         }
-        j["per_sequence"].push_back({{"sequence_index", seq.sequence_index}, {"tokens", seq.tokens},
-                                     {"sites", seq.sites}, {"layers", seq.layers}, {"count", seq.dims.size()},
-                                     {"dims", bytes_of(ints)}, {"hits", bytes_of(hits)}, {"max_abs", bytes_of(maxima)}});
+        json record = {{"sequence_index", seq.sequence_index}, {"tokens", seq.tokens},
+                       {"sites", seq.sites}, {"layers", seq.layers}, {"count", seq.dims.size()},
+                       {"dims", bytes_of(ints)}, {"hits", bytes_of(hits)}, {"max_abs", bytes_of(maxima)}};
+        if (!s.sweep_thresholds.empty()) {
+            record["sweep_count"] = seq.sweep.size() / (1 + 3 * s.sweep_thresholds.size());
+            record["sweep"] = bytes_of(seq.sweep);
+        }
+        j["per_sequence"].push_back(std::move(record));
+    }
+    if (!s.sweep_thresholds.empty())
+        j["sweep"] = {{"thresholds", s.sweep_thresholds}, {"site_level", bytes_of(s.sweep_site_level)},
+                      {"dim_positions", bytes_of(s.sweep_dim_positions)}};
+    if (s.expert_stats) {
+        json layers = json::array();
+        for (const auto & l : s.experts)
+            layers.push_back({{"layer", l.layer}, {"experts", l.tokens.size()}, {"tokens", bytes_of(l.tokens)},
+                              {"max_abs", bytes_of(l.max_abs)}, {"hit_tokens", bytes_of(l.hit_tokens)}});
+        j["experts"] = layers;
     }
     j["token_hits"] = json::array();
     for (const auto & [dim, tokens] : s.token_hits) {
@@ -298,7 +313,7 @@ void save_statistics(const Statistics & s, const std::string & path) {
     for (const auto & l : s.massive) {
         json top = json::array(), medians = json::array();
         for (const auto & e : l.top)
-            top.push_back({e.abs_value, e.sequence_index, e.position, e.dim, e.sequence_median_abs});
+            top.push_back({e.abs_value, e.sequence_index, e.position, e.dim, e.sequence_median_abs, e.token_id});
         for (const auto & [seq, m] : l.medians) medians.push_back({seq, m});
         j["massive"].push_back({{"layer", l.layer}, {"top", top}, {"medians", medians}});
     }
@@ -343,9 +358,10 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
         bad(path, "no '" + std::string(kStatisticsFormat) + "' format tag");
     const Fields root(j, "", path);
     const auto version = root.integer("version", INT64_MIN, INT64_MAX);
-    // Version 1 is version 2 without perplexity records: still read.
-    if (version != kStatisticsVersion && version != 1)
-        bad(path, "version " + std::to_string(version) + " (this build reads versions 1 and " + std::to_string(kStatisticsVersion) + ")");
+    // Version 1 is version 2 without perplexity records, version 2 is 3 without the sweep and
+    // expert records: still read.
+    if (version < 1 || version > kStatisticsVersion)
+        bad(path, "version " + std::to_string(version) + " (this build reads versions 1 to " + std::to_string(kStatisticsVersion) + ")");
 
     Statistics s;
     s.threshold = root.number("threshold");
@@ -409,6 +425,27 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
     s.tokens = root.integer("tokens", 0, INT64_MAX);
     s.batches = root.integer("batches", 0, INT64_MAX);
 
+    if (version >= 3 && j.contains("sweep")) {
+        const Fields sweep(root.at("sweep"), "sweep", path);
+        const auto & thresholds = sweep.array("thresholds");
+        if (thresholds.empty() || thresholds.size() > static_cast<size_t>(kMaxSweepThresholds))
+            bad_field(path, "sweep.thresholds", "holds " + std::to_string(thresholds.size()) + " thresholds, expected 1 to " +
+                                                    std::to_string(kMaxSweepThresholds));
+        for (size_t k = 0; k < thresholds.size(); ++k) {
+            const std::string field = "sweep.thresholds[" + std::to_string(k) + "]";
+            if (!thresholds[k].is_number()) bad_field(path, field, "is not a number");
+            const double t = thresholds[k].get<double>();
+            if (!(t > 0) || !std::isfinite(t)) bad_field(path, field, "is not a positive finite number");
+            if (k > 0 && !(t > s.sweep_thresholds.back())) bad_field(path, field, "is not above the threshold before it");
+            s.sweep_thresholds.push_back(t);
+        }
+        const uint64_t K = s.sweep_thresholds.size();
+        s.sweep_site_level = sweep.bytes<uint8_t>("site_level", SH);
+        for (size_t i = 0; i < s.sweep_site_level.size(); ++i)
+            if (s.sweep_site_level[i] > K) bad_field(path, "sweep.site_level[" + std::to_string(i) + "]", "is above the number of thresholds");
+        s.sweep_dim_positions = sweep.bytes<int64_t>("dim_positions", checked_mul(K, H, path, "sweep.dim_positions"));
+    }
+    const uint64_t sweep_width = 1 + 3 * s.sweep_thresholds.size();
     const auto & per_sequence = root.array("per_sequence");
     for (size_t q = 0; q < per_sequence.size(); ++q) {
         const Fields f(per_sequence[q], "per_sequence[" + std::to_string(q) + "]", path);
@@ -429,6 +466,18 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
                 if (ints[4 * i + static_cast<size_t>(c)] < 0)
                     bad_field(path, f.name("dims") + "[" + std::to_string(i) + "]", "holds a negative count");
             seq.dims.push_back({ints[4 * i], ints[4 * i + 1], ints[4 * i + 2], ints[4 * i + 3], hits[i], maxima[i]});
+        }
+        if (!s.sweep_thresholds.empty()) {
+            const auto m = static_cast<uint64_t>(f.integer("sweep_count", 0, INT64_MAX));
+            seq.sweep = f.bytes<int32_t>("sweep", checked_mul(m, sweep_width, path, f.name("sweep")));
+            for (size_t i = 0; i < m; ++i) {
+                const int32_t * r = seq.sweep.data() + i * sweep_width;
+                const std::string field = f.name("sweep") + "[" + std::to_string(i) + "]";
+                if (r[0] < 0 || static_cast<uint64_t>(r[0]) >= H || (i > 0 && r[0] <= r[-static_cast<std::ptrdiff_t>(sweep_width)]))
+                    bad_field(path, field, "holds dim " + std::to_string(r[0]) + ", outside [0, hidden) or not ascending");
+                for (uint64_t c = 1; c < sweep_width; ++c)
+                    if (r[c] < 0) bad_field(path, field, "holds a negative count");
+            }
         }
         s.per_sequence.push_back(std::move(seq));
     }
@@ -451,11 +500,14 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
         for (size_t k = 0; k < top.size(); ++k) {
             const std::string field = f.name("top") + "[" + std::to_string(k) + "]";
             const auto & e = top[k];
-            if (!e.is_array() || e.size() != 5) bad_field(path, field, "is not [abs, sequence, position, dim, median]");
+            // Version 3 adds the token id (-1: unknown) as a sixth item.
+            if (!e.is_array() || e.size() != (version >= 3 ? 6u : 5u))
+                bad_field(path, field, version >= 3 ? "is not [abs, sequence, position, dim, median, token]" : "is not [abs, sequence, position, dim, median]");
             ml.top.push_back({float_value(e[0], field + "[0]", path), Fields::integer_value(e[1], field + "[1]", 0, INT64_MAX, path),
                               Fields::integer_value(e[2], field + "[2]", 0, INT64_MAX, path),
                               static_cast<int32_t>(Fields::integer_value(e[3], field + "[3]", 0, static_cast<int64_t>(H) - 1, path)),
-                              float_value(e[4], field + "[4]", path)});
+                              float_value(e[4], field + "[4]", path),
+                              version >= 3 ? Fields::integer_value(e[5], field + "[5]", -1, INT64_MAX, path) : -1});
         }
         const auto & medians = f.array("medians");
         for (size_t k = 0; k < medians.size(); ++k) {
@@ -499,6 +551,24 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
         }
         std::sort(s.perplexity_sequences.begin(), s.perplexity_sequences.end(),
                   [](const SequencePerplexity & x, const SequencePerplexity & y) { return x.sequence_index < y.sequence_index; });
+    }
+    if (version >= 3 && j.contains("experts")) {
+        s.expert_stats = true;
+        const auto & layers = root.array("experts");
+        for (size_t q = 0; q < layers.size(); ++q) {
+            const Fields f(layers[q], "experts[" + std::to_string(q) + "]", path);
+            ExpertLayer l;
+            l.layer = static_cast<int>(f.integer("layer", 0, kMaxStatisticsLayer));
+            if (!s.experts.empty() && l.layer <= s.experts.back().layer) bad_field(path, f.name("layer"), "is not above the layer before it");
+            const auto E = static_cast<uint64_t>(f.integer("experts", 0, kMaxStatisticsExperts));
+            l.tokens = f.bytes<int64_t>("tokens", E);
+            l.max_abs = f.bytes<float>("max_abs", E);
+            l.hit_tokens = f.bytes<int64_t>("hit_tokens", E);
+            for (size_t e = 0; e < E; ++e)
+                if (l.hit_tokens[e] < 0 || l.tokens[e] < 0 || l.hit_tokens[e] > l.tokens[e])
+                    bad_field(path, f.name("hit_tokens") + "[" + std::to_string(e) + "]", "is negative or above the expert's tokens");
+            s.experts.push_back(std::move(l));
+        }
     }
     // The reports and merges sum these counts: none negative, every total within int64.
     CountTotals totals;

@@ -28,6 +28,7 @@ inline constexpr int kMaxStatisticsHistogramBins = 4096;
 // (every row of a 2^28-entry position map stored) is about 1 GiB.
 inline constexpr uint64_t kMaxStatisticsFileBytes = uint64_t{4} << 30;
 inline constexpr int64_t kMaxStatisticsLayer = int64_t{1} << 20;
+inline constexpr int64_t kMaxStatisticsExperts = int64_t{1} << 16;  // experts per MoE layer
 
 // Writes via a temporary file renamed into place (a crash never leaves a half-written file).
 void save_statistics(const Statistics & stats, const std::string & path);

@@ -23,6 +23,7 @@
 #include "common/sshd_server.h"
 #include "common/subprocess.h"
 #include "deploy/estimate.h"
+#include "deploy/local_report.h"
 #include "deploy/policy.h"
 #include "deploy/remote_plan.h"
 #include "deploy/run_dir.h"
@@ -589,6 +590,7 @@ private:
         if (j.is_discarded()) throw common::Error(common::ErrorKind::RemoteFailed, "pull: " + outliers + " is not valid JSON");
         st().results = ResultsRecord{dir_.results_dir(), outliers};
         save();
+        redraw_missing_plots(outliers, opt_.analyze_program);  // the GPU image has no gnuplot
     }
 
     // Finish talks to the host only while it answers: the first connection failure (or an instance

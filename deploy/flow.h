@@ -20,6 +20,7 @@ struct FlowOptions {
     std::string ssh_key;            // empty: a fresh ed25519 key per run in RUN_DIR/ssh/
     std::string remote_cache_dir;   // empty: <broker state dir>/remote-cache for local, ~/.cache/toolkit elsewhere
     std::string broker_program;     // the `broker` binary, for the local rehearsal's watchdog
+    std::string analyze_program;    // local `analyze`: redraws the plots after the pull when the instance drew none
     broker::BrokerOptions broker;
     double poll_s = 2;              // job status/log poll while streaming
     double ready_poll_s = 5;

@@ -81,8 +81,18 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     s << "echo \"job: extract + analyze (fused)\"\n"
       << "\"$bin/analyze\" extract -o \"$run/results/analysis\" --mode " << q(c.analysis.mode) << " --threshold "
       << c.analysis.threshold << " --layer-fraction " << c.analysis.layer_fraction << " --position-fraction "
-      << c.analysis.position_fraction << " --checkpoint-every 10 --model-name " << q(report_model_name(c.model))
-      << " -- run " << q(model) << " " << input_flag << " " << q(input);
+      << c.analysis.position_fraction << " --checkpoint-every 10 --model-name " << q(report_model_name(c.model));
+    // Issue 14's statistics (analysis.thresholds, expert_stats, perplexity): numbers and flags only.
+    std::string thresholds;
+    for (double t : c.analysis.thresholds) {
+        std::ostringstream one;
+        one << t;
+        thresholds += (thresholds.empty() ? "" : ",") + one.str();
+    }
+    s << " --thresholds " << q(thresholds.empty() ? "none" : thresholds);
+    if (c.analysis.expert_stats) s << " --expert-stats";
+    s << " -- run " << q(model) << " " << input_flag << " " << q(input);
+    if (c.analysis.perplexity) s << " --perplexity";
     if (!d.jsonl_file.empty()) s << " --text-field " << q(d.text_field);
     s << " --seq-len " << d.sequence_length << " --num-sequences " << d.num_sequences << " --batch-size " << d.batch_size
       << " --overlap " << d.overlap << " --dtype " << q(c.model.dtype) << " --device " << (gpu ? "auto" : "cpu");

@@ -207,12 +207,25 @@ void read_capture(const common::ConfigNode & c, CaptureConfig & out) {
 }
 
 void read_analysis(const common::ConfigNode & a, AnalysisConfig & out) {
-    a.check_keys({"mode", "threshold", "layer_fraction", "position_fraction"});
+    a.check_keys({"mode", "threshold", "layer_fraction", "position_fraction", "perplexity", "expert_stats", "thresholds"});
     out.mode = a.get_string("mode", out.mode);
     if (!one_of(out.mode, kModes)) a.at("mode").fail("unknown mode '" + out.mode + "': use " + joined(kModes));
     if (auto n = a.find("threshold")) out.threshold = number_in(*n, 0, kMaxThreshold, true);
     if (auto n = a.find("layer_fraction")) out.layer_fraction = number_in(*n, 0, 1, false);
     if (auto n = a.find("position_fraction")) out.position_fraction = number_in(*n, 0, 1, false);
+    out.perplexity = a.get_bool("perplexity", out.perplexity);
+    out.expert_stats = a.get_bool("expert_stats", out.expert_stats);
+    if (auto n = a.find("thresholds")) {
+        // A list of positive numbers (ascending, distinct, at most 16: analyze's limits), or [] for no sweep.
+        if (!n->is_sequence()) n->fail("give a list of thresholds, e.g. [3, 4, 5, 6, 8, 10, 20], or [] for no sweep");
+        out.thresholds.clear();
+        for (const auto & item : n->elements()) {
+            const double t = number_in(item, 0, kMaxThreshold, true);
+            if (!out.thresholds.empty() && !(t > out.thresholds.back())) item.fail("thresholds must ascend without repeats");
+            out.thresholds.push_back(t);
+        }
+        if (out.thresholds.size() > 16) n->fail("at most 16 thresholds");
+    }
 }
 
 void read_resources(const common::ConfigNode & r, ResourcesConfig & out) {
@@ -599,7 +612,8 @@ nlohmann::json config_to_json(const RunConfig & c) {
                       {"sequence_length", d.sequence_length}, {"batch_size", d.batch_size}, {"overlap", d.overlap}}},
             {"capture", {{"layers", c.capture.layers}, {"sites", c.capture.sites}}},
             {"analysis", {{"mode", c.analysis.mode}, {"threshold", c.analysis.threshold}, {"layer_fraction", c.analysis.layer_fraction},
-                          {"position_fraction", c.analysis.position_fraction}}},
+                          {"position_fraction", c.analysis.position_fraction}, {"perplexity", c.analysis.perplexity},
+                          {"expert_stats", c.analysis.expert_stats}, {"thresholds", c.analysis.thresholds}}},
             {"resources", {{"providers", r.providers}, {"gpu", r.gpu_filter}, {"gpu_count", r.gpu_count}, {"min_vram_gb", opt(r.min_vram_gb)},
                            {"min_cpu_ram_gb", opt(r.min_cpu_ram_gb)}, {"max_price_usd_per_hour", opt(r.max_price_usd_per_hour)},
                            {"disk_gb", r.disk_gb}, {"image", r.image}, {"safety_factor", r.safety_factor}}},
@@ -648,6 +662,9 @@ RunConfig config_from_json(const nlohmann::json & j) {
         c.analysis.threshold = a.value("threshold", c.analysis.threshold);
         c.analysis.layer_fraction = a.value("layer_fraction", c.analysis.layer_fraction);
         c.analysis.position_fraction = a.value("position_fraction", c.analysis.position_fraction);
+        c.analysis.perplexity = a.value("perplexity", c.analysis.perplexity);
+        c.analysis.expert_stats = a.value("expert_stats", c.analysis.expert_stats);
+        c.analysis.thresholds = a.value("thresholds", c.analysis.thresholds);
         const auto & r = j.at("resources");
         c.resources.providers = r.value("providers", std::vector<std::string>{});
         c.resources.gpu_filter = r.value("gpu", "");

@@ -61,6 +61,10 @@ struct AnalysisConfig {
     double threshold = 6.0;
     double layer_fraction = 0.25;
     double position_fraction = 0.06;
+    // Issue 14, passed to the remote `analyze extract` (deploy/remote_plan.cpp):
+    bool perplexity = false;    // extract run --perplexity: next-token loss in the same forward pass
+    bool expert_stats = false;  // analyze --expert-stats: per-expert statistics (MoE families)
+    std::vector<double> thresholds{3, 4, 5, 6, 8, 10, 20};  // analyze --thresholds; empty: no sweep
 };
 
 struct ResourcesConfig {

@@ -43,6 +43,16 @@ void Tap::on_token_nll(const at::Tensor & nll) {
     for (CaptureSink * s : sinks_) s->on_token_nll(nll);
 }
 
+ExpertObserver Tap::experts(int layer) {
+    std::vector<CaptureSink *> wanting;
+    for (CaptureSink * s : sinks_)
+        if (s->wants_experts(layer)) wanting.push_back(s);
+    if (wanting.empty()) return {};
+    return [wanting, layer](const ExpertCapture & c) {
+        for (CaptureSink * s : wanting) s->on_experts(layer, c);
+    };
+}
+
 void Tap::warm_up(const at::Tensor & example) {
     for (CaptureSink * s : sinks_) s->warm_up(example);
 }

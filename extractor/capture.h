@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,20 @@ struct BatchInfo {
     at::Tensor attention_mask;              // int64 [B,T] (1 = real token), on the CPU; undefined = all real
 };
 
+// The expert path of one MoE layer (`--expert-stats`): which experts each token was routed to and
+// what each routed (token, expert) pair's down_proj produced. Given per chunk of tokens (the MoE
+// block may route a long batch in chunks); tensors live on the layer's device, valid only during
+// the call.
+struct ExpertCapture {
+    int64_t experts = 0;      // E
+    int64_t first_token = 0;  // index of top_i's first row among the batch's B*T tokens (row-major)
+    at::Tensor top_i;         // int64 [n,K]: the expert of each token's K slots (the router's top-k)
+    at::Tensor down;          // [S,H], S = n*K: each pair's down_proj output (its bias included), before
+                              // the routing weight multiplies it; activation dtype, rows in any order
+    at::Tensor slot_row;      // int32 or int64 [S]: the row of `down` that holds slot s = token*K + k
+};
+using ExpertObserver = std::function<void(const ExpertCapture &)>;
+
 class CaptureSink {
 public:
     virtual ~CaptureSink() = default;
@@ -47,6 +62,10 @@ public:
     // next-token negative log-likelihood of every position but the first: nll[b,t] = -log p(token
     // t+1 | tokens 0..t), fp32 [B,T-1] on the device of the last layer. Valid only during the call.
     virtual void on_token_nll(const at::Tensor & nll) { (void)nll; }
+    // The expert path (ExpertCapture) of MoE layer `layer`, for sinks that want it: asked once per
+    // layer and batch; a family's MoE block then reports each chunk of tokens it routes.
+    virtual bool wants_experts(int layer) const { (void)layer; return false; }
+    virtual void on_experts(int layer, const ExpertCapture & capture) { (void)layer, (void)capture; }
     // Called once before the first batch (from a thread of its own, while the weights load) with a
     // tensor shaped and placed like this run's captures, holding arbitrary values: do the one-time
     // device work (lazy kernel loading, first allocations) now, so it does not land in the first
@@ -64,6 +83,9 @@ public:
     void end_batch();
     void on_token_nll(const at::Tensor & nll);
     void warm_up(const at::Tensor & example);
+    // What a family passes to its MoE op for layer `layer`: forwards ExpertCaptures to the sinks
+    // that want them; empty (the op computes nothing extra) when none does.
+    ExpertObserver experts(int layer);
 
 private:
     std::vector<CaptureSink *> sinks_;

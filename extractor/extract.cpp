@@ -291,6 +291,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     load.run_layers = run_layers;
     load.batch = opt.input.batch_size;
     load.seq_len = opt.input.seq_len;
+    load.lm_head = opt.perplexity;
     if (opt.plan_only) {
         Model m = plan_model(opt.model_dir, load);
         res.metadata = {{"plan", m.placement.describe()},

@@ -208,7 +208,7 @@ Model plan_model(const std::string & dir, const LoadOptions & opt) {
     }
     m.plan = m.family->plan_weights(m.cfg, m.fused_experts);
     m.estimate = estimate_memory(m.cfg, m.plan, static_cast<int>(c10::elementSize(m.dtype)), m.run_layers, opt.batch,
-                                 opt.seq_len);
+                                 opt.seq_len, opt.lm_head);
     m.placement = plan_placement(m.estimate, opt.device, parse_max_memory(opt.max_memory), opt.strategy,
                                  cuda_device_count(), opt.offload_prefetch + 1);
     return m;

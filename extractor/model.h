@@ -30,6 +30,7 @@ struct LoadOptions {
     // offload_prefetch + 1 of them on the GPU that runs them. 0: each copied when it runs.
     int offload_prefetch = 1;
     int run_layers = -1;                       // load layers 0..run_layers-1 (-1: all)
+    bool lm_head = false;                      // --perplexity: the estimate counts the final norm and lm_head
     int64_t batch = 1, seq_len = 2048;         // for the activation estimate
     double stall_timeout_s = 300;              // no progress for this long -> Error(timeout)
     int threads = 8;

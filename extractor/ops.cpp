@@ -243,7 +243,8 @@ at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w) {
 }
 
 namespace {
-at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptions & opt);
+at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptions & opt, const ExpertObserver & observe,
+                      int64_t first_token);
 
 bool use_grouped_mm(const at::Tensor & x, int64_t H, int64_t I) {
     return compat::fast_paths() && compat::has_grouped_mm() && x.is_cuda() && x.scalar_type() == at::kBFloat16 &&
@@ -272,7 +273,7 @@ ProfileScope::~ProfileScope() {
     profile_add(name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
 }
 
-at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt) {
+at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt, const ExpertObserver & observe) {
     // Tokens are routed independently, so chunking bounds the (token, expert) working set
     // (S = N*K rows of gate/up/down activations) without changing a single value.
     ProfileScope profile("moe");
@@ -289,10 +290,10 @@ at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & op
     at::Tensor x = m.reshape({-1, H});                                                // [N,H]
     const int64_t N = x.size(0);
     const int64_t chunk = max_rows <= 0 ? N : std::max<int64_t>(1, max_rows / std::max<int64_t>(1, opt.top_k));
-    if (N <= chunk) return moe_tokens(x, w, opt).view(m.sizes());                     // [B,T,H]
+    if (N <= chunk) return moe_tokens(x, w, opt, observe, 0).view(m.sizes());        // [B,T,H]
     std::vector<at::Tensor> parts;
     for (int64_t start = 0; start < N; start += chunk)
-        parts.push_back(moe_tokens(x.narrow(0, start, std::min(chunk, N - start)), w, opt));  // [n,H]
+        parts.push_back(moe_tokens(x.narrow(0, start, std::min(chunk, N - start)), w, opt, observe, start));  // [n,H]
     return at::cat(parts, 0).view(m.sizes());                                         // [B,T,H]
 }
 
@@ -317,7 +318,8 @@ std::pair<at::Tensor, at::Tensor> route_sigmoid_grouped(const at::Tensor & x, co
 
 namespace {
 
-at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptions & opt) {
+at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptions & opt, const ExpertObserver & observe,
+                      int64_t first_token) {
     const int64_t H = x.size(-1), E = w.router.size(0), K = opt.top_k;
     const int64_t I = w.down.size(2);
     const int64_t N = x.size(0);
@@ -342,6 +344,7 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
         gu.reset();
         at::Tensor out = compat::grouped_mm(act, w.down.transpose(1, 2), d.offs);      // [S,H]
         act.reset();
+        if (observe) observe({E, first_token, top_i, out, d.slot_pos});
         return fused::moe_combine(out, d.slot_pos, top_w);                             // [N,H]
     }
 
@@ -378,12 +381,13 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
             start += c[e];
         }
     }
+    at::Tensor inv = at::empty_like(perm);                                             // [S] slot -> row
+    inv.index_put_({perm}, at::arange(perm.size(0), perm.options()));
+    if (observe) observe({E, first_token, top_i, out, inv});
     // HF 5.x's grouped_mm combine: (proj_out * weights) in the weights' dtype (fp32: a bf16 tensor
     // times an fp32 one promotes), back in token order, summed over the K slots, rounded once.
     at::Tensor weighted = out * weight_sorted.unsqueeze(-1);                           // [S,H] fp32
     out.reset();
-    at::Tensor inv = at::empty_like(perm);                                             // [S] slot -> row
-    inv.index_put_({perm}, at::arange(perm.size(0), perm.options()));
     return weighted.index_select(0, inv).view({N, K, H}).sum(1).to(x.scalar_type());   // [N,H]
 }
 

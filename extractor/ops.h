@@ -12,6 +12,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "extractor/capture.h"
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -110,7 +112,8 @@ struct MoeWeights {
 // Softmax-top-k (or, with opt.sigmoid_grouped, route_sigmoid_grouped) routing and expert
 // dispatch. m [B,T,H] -> [B,T,H]. Tokens are never dropped. The routed experts only: shared
 // experts (MoeWeights::shared) are the family's to add.
-at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt);
+// observe (Tap::experts, `--expert-stats`): given each routed chunk's top-k and down_proj outputs.
+at::Tensor moe(const at::Tensor & m, const MoeWeights & w, const MoeOptions & opt, const ExpertObserver & observe = {});
 
 // glm4_moe's router (HF Glm4MoeTopkRouter, = DeepSeek-V3's): scores = sigmoid(x W^T) with x and W
 // in fp32; choice = scores + score_bias (when defined); unless every group is kept, the E experts
@@ -144,7 +147,8 @@ struct ClampedSwigluMoeOptions {
 // (clamp(up) + 1) * g * sigmoid(alpha * g) with g = min(gate, limit), down = out W^T + b; the K
 // outputs times their weights (activation dtype), summed. MXFP4 experts (w.gate_up_scales defined)
 // are dequantized a chunk of experts at a time into one reusable buffer. m [B,T,H] -> [B,T,H].
-at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const ClampedSwigluMoeOptions & opt);
+at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const ClampedSwigluMoeOptions & opt,
+                              const ExpertObserver & observe = {});
 
 // Which implementations run for this dtype/device, for the log ("attention: sdpa; experts: grouped_mm").
 std::string describe_paths(at::ScalarType dtype, bool cuda);

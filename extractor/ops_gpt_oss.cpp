@@ -90,7 +90,8 @@ int64_t experts_per_chunk(const ClampedSwigluMoeOptions & opt, int64_t H, int64_
 
 }  // namespace
 
-at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const ClampedSwigluMoeOptions & opt) {
+at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const ClampedSwigluMoeOptions & opt,
+                              const ExpertObserver & observe) {
     ProfileScope profile("moe");
     const int64_t H = m.size(-1), E = w.router.size(0), K = opt.top_k;
     const bool packed = w.gate_up_scales.defined();
@@ -193,11 +194,12 @@ at::Tensor moe_clamped_swiglu(const at::Tensor & m, const MoeWeights & w, const 
             out.narrow(0, s0, n).copy_(o);
         }
     }
+    at::Tensor inv = at::empty_like(perm);                                            // [S] slot -> row
+    inv.index_put_({perm}, at::arange(perm.size(0), perm.options()));
+    if (observe) observe({E, 0, top_i, out, inv});
     // (out * weight) in the activation dtype, back in token order, summed over the K slots.
     at::Tensor weighted = out * weight_sorted.unsqueeze(-1);                          // [S,H]
     out.reset();
-    at::Tensor inv = at::empty_like(perm);                                            // [S] slot -> row
-    inv.index_put_({perm}, at::arange(perm.size(0), perm.options()));
     return weighted.index_select(0, inv).view({N, K, H}).sum(1).to(dtype).view(m.sizes());  // [B,T,H]
 }
 

@@ -50,7 +50,7 @@ PlacementStrategy parse_placement_strategy(const std::string & text) {
 }
 
 MemoryEstimate estimate_memory(const ModelConfig & cfg, const WeightPlan & plan, int bpe, int run_layers,
-                               int64_t batch, int64_t seq_len) {
+                               int64_t batch, int64_t seq_len, bool with_head) {
     MemoryEstimate e;
     e.embed_bytes = static_cast<uint64_t>(cfg.vocab * cfg.hidden) * bpe;
     // MXFP4 blocks count two weights a byte and their scales none (DestSpec::params).

@@ -35,11 +35,14 @@ struct MemoryEstimate {
     uint64_t params_total = 0;                   // whole model incl. lm_head (for inspect)
     uint64_t params_active = 0;                  // per token: top-k experts instead of all
     uint64_t activation_bytes = 0;               // working set of one batch on one device
+    uint64_t head_bytes = 0;                     // with_head: final norm + lm_head (untied), in layer_bytes.back()
 };
 
 // bytes_per_element: 2 for bf16/f16, 4 for f32. run_layers: layers that will be loaded.
+// with_head (`--perplexity`): the final norm and lm_head load beside the last layer (its bytes go
+// into layer_bytes.back()), and the chunked logits (~2^26 of them) join the working set.
 MemoryEstimate estimate_memory(const ModelConfig & cfg, const WeightPlan & plan, int bytes_per_element,
-                               int run_layers, int64_t batch, int64_t seq_len);
+                               int run_layers, int64_t batch, int64_t seq_len, bool with_head = false);
 
 struct Placement {
     c10::Device embed_device{c10::kCPU};

@@ -13,10 +13,22 @@
 
 #include <cmath>
 #include <cstring>
+#include <sstream>
 #include <string>
 #include <vector>
 
 namespace {
+
+// The default threshold sweep (analysis::kDefaultSweepThresholds) as the flag's text.
+std::string default_thresholds() {
+    std::string out;
+    for (double t : analysis::kDefaultSweepThresholds) {
+        std::ostringstream one;
+        one << t;
+        out += (out.empty() ? "" : ",") + one.str();
+    }
+    return out;
+}
 
 void add_criteria(CLI::App * cmd, analysis::cli::CriteriaOptions & c) {
     cmd->add_option("--mode", c.mode, "Criteria: predecessor (the Python pipeline's exact counting), paper (LLM.int8()), both")
@@ -87,6 +99,8 @@ int main(int argc, char ** argv) {
         run_cmd->add_option("--massive", run.accumulate.massive_top_k, "Keep the top-K residual |x| per layer (needs residual captures)")->check(massive_range);
         run_cmd->add_option("--token-dims", run.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->check(token_dims_range)->capture_default_str();
         run_cmd->add_flag("--no-histogram", no_histogram, "Skip the magnitude histogram");
+        std::string run_thresholds = default_thresholds();
+        run_cmd->add_option("--thresholds", run_thresholds, "Threshold sweep counted in the same pass (comma list, or none)")->capture_default_str();
         run_cmd->add_flag("--no-plots", no_plots_run, "Write JSON and markdown only");
         add_criteria(run_cmd, run.criteria);
 
@@ -130,6 +144,10 @@ int main(int argc, char ** argv) {
         extract_cmd->add_option("--massive", fused.accumulate.massive_top_k, "Top-K residual |x| per layer (add --residual to the extract flags)")->check(massive_range);
         extract_cmd->add_option("--token-dims", fused.accumulate.token_dims_per_batch, "Dims per batch whose tokens are tallied")->check(token_dims_range)->capture_default_str();
         extract_cmd->add_flag("--no-plots", no_plots_fused, "Write JSON and markdown only");
+        std::string fused_thresholds = default_thresholds();
+        extract_cmd->add_option("--thresholds", fused_thresholds, "Threshold sweep counted in the same pass (comma list, or none)")->capture_default_str();
+        extract_cmd->add_flag("--expert-stats", fused.accumulate.expert_stats,
+                              "Per MoE layer and expert: tokens routed, max |x| of its down_proj output, tokens reaching the threshold");
         extract_cmd->add_option("--checkpoint-every", fused.checkpoint_every,
                                 "Save OUT/outliers.partial.stats.cbor every N batches (kept if the run dies)")
             ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
@@ -146,12 +164,14 @@ int main(int argc, char ** argv) {
             run.accumulate.threshold = threshold;
             run.accumulate.round_bf16 = !native;
             run.accumulate.histogram = !no_histogram;
+            if (run_thresholds != "none") run.accumulate.sweep_thresholds = analysis::parse_thresholds(run_thresholds);
             run.plots = !no_plots_run;
             return analysis::cli::run_analyze_run(run, out);
         }
         if (extract_cmd->parsed()) {
             fused.accumulate.threshold = fused_threshold;
             fused.accumulate.round_bf16 = !fused_native;
+            if (fused_thresholds != "none") fused.accumulate.sweep_thresholds = analysis::parse_thresholds(fused_thresholds);
             fused.plots = !no_plots_fused;
             return analysis::cli::run_fused(fused, out);
         }

@@ -69,16 +69,18 @@ __device__ __forceinline__ Magnitude magnitude(__half x) {
 
 // At most 80 registers, so 3 blocks fit per SM rather than the 2 that the unbounded 100 would allow:
 // more loads in flight for a memory-bound pass (no spills on sm_90).
-template <typename TIn, bool ROUND, int VEC, bool HIST>
+template <typename TIn, bool ROUND, int VEC, bool HIST, bool SWEEP>
 __global__ void __launch_bounds__(kWarps * 32, 3) capture_kernel(const CaptureArgs a) {
     constexpr int kCols = 32 * VEC;
-    // [kWarps][bins] sub-histograms (HIST only), then per column: hits, max bits. Column
-    // lane*VEC + j lives at j*32 + lane, so a warp's updates of one j touch 32 distinct banks.
+    // [kWarps][bins] sub-histograms (HIST only), then per column: hits, max bits, max sweep level
+    // (SWEEP only). Column lane*VEC + j lives at j*32 + lane, so a warp's updates of one j touch
+    // 32 distinct banks.
     extern __shared__ uint32_t shared[];
     const int hist_words = HIST ? kWarps * a.bins : 0;
     uint32_t * col_hits = shared + hist_words;
     uint32_t * col_max = col_hits + kCols;
-    for (int i = threadIdx.x; i < hist_words + 2 * kCols; i += blockDim.x) shared[i] = 0;
+    uint32_t * col_level = col_max + kCols;
+    for (int i = threadIdx.x; i < hist_words + (SWEEP ? 3 : 2) * kCols; i += blockDim.x) shared[i] = 0;
     __syncthreads();
 
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -94,6 +96,8 @@ __global__ void __launch_bounds__(kWarps * 32, 3) capture_kernel(const CaptureAr
 
     int32_t hits[VEC] = {};
     uint32_t max_bits[VEC] = {};  // floats >= 0 compare as their bits
+    // SWEEP: this lane's max level per dim, one byte each (levels are <= 16), four to a register.
+    uint32_t levels[(VEC + 3) / 4] = {};
     if (h < H && first < T) {
         const int n = static_cast<int>(min(static_cast<int64_t>(kRowsPerWarp), (T - first + kWarps - 1) / kWarps));
         for (int i0 = 0; i0 < n; i0 += kUnroll) {
@@ -120,6 +124,19 @@ __global__ void __launch_bounds__(kWarps * 32, 3) capture_kernel(const CaptureAr
                         a.pos_any[row + h + j] = 1;
                     }
                     max_bits[j] = max(max_bits[j], __float_as_uint(m.value));
+                    if constexpr (SWEEP) {
+                        // Thresholds ascend, so the level is the count of the leading ones reached
+                        // (a NaN reaches none, as it never hits). Most values reach none.
+                        if (m.value >= a.sweep_thresholds[0]) {
+                            uint32_t level = 1;
+                            while (level < static_cast<uint32_t>(a.sweep_k) && m.value >= a.sweep_thresholds[level]) ++level;
+                            uint8_t & p = a.pos_level[row + h + j];
+                            if (level > p) p = static_cast<uint8_t>(level);
+                            const int shift = 8 * (j % 4);  // j is unrolled: a constant
+                            if (level > ((levels[j / 4] >> shift) & 0xffu))
+                                levels[j / 4] = (levels[j / 4] & ~(0xffu << shift)) | (level << shift);
+                        }
+                    }
                     if constexpr (HIST) {
                         // int16 arithmetic as the ATen path's int16 tensor ops: (bits >> 5) - base, clamped.
                         const auto shifted = static_cast<int16_t>(static_cast<int16_t>(m.bf16_bits) >> 5);
@@ -133,6 +150,10 @@ __global__ void __launch_bounds__(kWarps * 32, 3) capture_kernel(const CaptureAr
         for (int j = 0; j < VEC; ++j) {
             if (hits[j] != 0) atomicAdd(&col_hits[j * 32 + lane], static_cast<uint32_t>(hits[j]));
             if (max_bits[j] != 0) atomicMax(&col_max[j * 32 + lane], max_bits[j]);
+            if constexpr (SWEEP) {
+                const uint32_t level = (levels[j / 4] >> (8 * (j % 4))) & 0xffu;
+                if (level != 0) atomicMax(&col_level[j * 32 + lane], level);
+            }
         }
     }
     __syncthreads();
@@ -142,6 +163,8 @@ __global__ void __launch_bounds__(kWarps * 32, 3) capture_kernel(const CaptureAr
         const int64_t i = b * H + h0 + c;
         if (col_hits[slot] != 0) atomicAdd(&a.scratch_hits[i], static_cast<int32_t>(col_hits[slot]));
         if (col_max[slot] != 0) atomicMax(&a.scratch_max[i], col_max[slot]);
+        if constexpr (SWEEP)
+            if (col_level[slot] != 0) atomicMax(&a.scratch_level[i], static_cast<int32_t>(col_level[slot]));
     }
     if constexpr (HIST) {
         for (int bin = threadIdx.x; bin < a.bins; bin += blockDim.x) {
@@ -169,6 +192,15 @@ __global__ void fold_kernel(const CaptureArgs a) {
     auto * row_max = reinterpret_cast<uint32_t *>(a.row_max);
     if (m > row_max[i]) row_max[i] = m;
     if (m != 0) atomicMax(reinterpret_cast<unsigned int *>(a.site_max_abs) + h, m);
+    if (a.sweep_k > 0) {
+        const int32_t level = a.scratch_level[i];
+        a.scratch_level[i] = 0;
+        if (level > 0) {
+            for (int k = 0; k < level; ++k) a.row_sweep_sites[k * a.B * a.H + i] += 1;
+            if (level > a.row_layer_level[i]) a.row_layer_level[i] = static_cast<uint8_t>(level);
+            atomicMax(&a.site_level[h], level);
+        }
+    }
 }
 
 template <typename TIn, bool ROUND, int VEC>
@@ -176,10 +208,12 @@ cudaError_t launch_capture(const CaptureArgs & a, cudaStream_t stream) {
     constexpr int kCols = 32 * VEC;
     const dim3 grid(static_cast<unsigned>((a.H + kCols - 1) / kCols),
                     static_cast<unsigned>((a.T + kRowsPerBlock - 1) / kRowsPerBlock), static_cast<unsigned>(a.B));
-    const bool hist = a.histogram != nullptr;
-    const size_t shared = sizeof(uint32_t) * ((hist ? kWarps * a.bins : 0) + 2 * kCols);
-    if (hist) capture_kernel<TIn, ROUND, VEC, true><<<grid, kWarps * 32, shared, stream>>>(a);
-    else capture_kernel<TIn, ROUND, VEC, false><<<grid, kWarps * 32, shared, stream>>>(a);
+    const bool hist = a.histogram != nullptr, sweep = a.sweep_k > 0;
+    const size_t shared = sizeof(uint32_t) * ((hist ? kWarps * a.bins : 0) + (sweep ? 3 : 2) * kCols);
+    if (hist && sweep) capture_kernel<TIn, ROUND, VEC, true, true><<<grid, kWarps * 32, shared, stream>>>(a);
+    else if (hist) capture_kernel<TIn, ROUND, VEC, true, false><<<grid, kWarps * 32, shared, stream>>>(a);
+    else if (sweep) capture_kernel<TIn, ROUND, VEC, false, true><<<grid, kWarps * 32, shared, stream>>>(a);
+    else capture_kernel<TIn, ROUND, VEC, false, false><<<grid, kWarps * 32, shared, stream>>>(a);
     return cudaGetLastError();
 }
 

@@ -14,6 +14,8 @@ enum class DType { F32, F16, BF16 };
 
 // Most histogram bins the kernel keeps in shared memory (one sub-histogram per warp).
 inline constexpr int kMaxHistogramBins = 1024;
+// Most sweep thresholds (analysis::kMaxSweepThresholds; this header stays torch- and analysis-free).
+inline constexpr int kMaxSweepThresholds = 16;
 
 struct CaptureArgs {
     const void * x = nullptr;    // [B,T,H] contiguous, x_dtype
@@ -40,6 +42,16 @@ struct CaptureArgs {
     // Per-site totals:
     unsigned long long * site_hits = nullptr;  // [H] += sum_b n (an int64 tensor)
     float * site_max_abs = nullptr;            // [H] = max(site_max_abs, max_b m)
+
+    // Threshold sweep (sweep_k > 0): thresholds ascending, each already rounded like `threshold`.
+    // A value's level is the number of them it reaches; per (b,h) this capture's max level L:
+    int sweep_k = 0;
+    float sweep_thresholds[kMaxSweepThresholds] = {};
+    uint8_t * pos_level = nullptr;        // [B,T,H] = max(pos_level, level) where level > 0
+    int32_t * scratch_level = nullptr;    // [B,H] zero on entry, zero again on return
+    int32_t * row_sweep_sites = nullptr;  // [K,B,H] += 1 for k < L
+    uint8_t * row_layer_level = nullptr;  // [B,H] = max(row_layer_level, L)
+    int32_t * site_level = nullptr;       // [H] = max(site_level, max_b L)
 };
 
 // One read of x: per-(b,h) hit counts and maxima, the histogram and the position flags, then a

@@ -140,6 +140,7 @@ int main(int argc, char ** argv) {
         fo.broker.state_dir = state_dir;
         fo.broker.ledger_path = ledger;
         fo.broker_program = find_sibling_program("broker", "broker");
+        fo.analyze_program = find_sibling_program("analysis", "analyze");
         fo.stop_after_step_started = test_kill_at;
         fo.gpu_check = !no_gpu_check;
         if (!download_slots.empty()) fo.download_slots = deploy::parse_download_slots(download_slots);

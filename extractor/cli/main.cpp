@@ -33,7 +33,12 @@ public:
 
 private:
     std::string out_dir_;
-    analysis::OutlierAccumulator accumulator_;
+    // The defaults of `analyze extract`, the threshold sweep included.
+    analysis::OutlierAccumulator accumulator_{[] {
+        analysis::AccumulatorOptions o;
+        o.sweep_thresholds.assign(analysis::kDefaultSweepThresholds.begin(), analysis::kDefaultSweepThresholds.end());
+        return o;
+    }()};
 };
 
 }  // namespace

@@ -60,7 +60,7 @@ public:
             h = h + ops::attention(a, lw.attn, families::attn_options(cfg, l), cos, sin);  // [B,T,H]
             at::Tensor m = ops::rms_norm(h, lw.post_norm, cfg.rms_eps);                // [B,T,H]
             tap(Site::LnMlp, l, m);
-            h = h + ops::moe(m, lw.moe, moe);                                         // [B,T,H]
+            h = h + ops::moe(m, lw.moe, moe, tap.experts(l));                         // [B,T,H]
             tap(Site::Residual, l, h);
         }
         return h;

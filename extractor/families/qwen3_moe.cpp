@@ -75,7 +75,7 @@ public:
             h = h + ops::attention(a, lw.attn, families::attn_options(cfg, l), cos, sin);  // [B,T,H]
             at::Tensor m = ops::rms_norm(h, lw.post_norm, cfg.rms_eps);                // [B,T,H]
             tap(Site::LnMlp, l, m);
-            h = h + (cfg.layer_is_moe[static_cast<size_t>(l)] ? ops::moe(m, lw.moe, moe)  // [B,T,H]
+            h = h + (cfg.layer_is_moe[static_cast<size_t>(l)] ? ops::moe(m, lw.moe, moe, tap.experts(l))  // [B,T,H]
                                                                : ops::swiglu_mlp(m, lw.mlp));
             tap(Site::Residual, l, h);
         }

@@ -23,6 +23,7 @@ struct FakeBatch {
     at::Tensor attention_mask;  // optional
     std::vector<std::pair<at::Tensor, at::Tensor>> layers;
     std::vector<at::Tensor> residual;  // optional, per layer
+    std::vector<extractor::ExpertCapture> experts;  // optional, per layer (one routed chunk each)
 };
 
 inline void feed(extractor::CaptureSink & acc, const FakeBatch & fb) {
@@ -35,6 +36,7 @@ inline void feed(extractor::CaptureSink & acc, const FakeBatch & fb) {
         const int layer = static_cast<int>(l);
         if (acc.wants(extractor::Site::LnAttn, layer)) acc.on_capture(extractor::Site::LnAttn, layer, fb.layers[l].first);
         if (acc.wants(extractor::Site::LnMlp, layer)) acc.on_capture(extractor::Site::LnMlp, layer, fb.layers[l].second);
+        if (l < fb.experts.size() && acc.wants_experts(layer)) acc.on_experts(layer, fb.experts[l]);
         if (l < fb.residual.size() && acc.wants(extractor::Site::Residual, layer))
             acc.on_capture(extractor::Site::Residual, layer, fb.residual[l]);
     }

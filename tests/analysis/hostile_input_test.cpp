@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <functional>
 #include <limits>
 
 #include <doctest/doctest.h>
@@ -76,8 +77,31 @@ std::string stats_error(const json & doc) {
     return "";
 }
 
+// planted_stats with everything issue 14 adds: the threshold sweep, massive activations (a spike
+// on the residual stream) and per-expert statistics (4 experts, top-2, one routed chunk per layer).
+analysis::Statistics rich_stats(int64_t first_sequence, uint64_t seed) {
+    const std::vector<tests::Plant> plants = {{5, 12, 1.0, 0.5}, {9, 7, 0.5, 0.2}};
+    analysis::AccumulatorOptions o;
+    o.sweep_thresholds = {3, 4, 5, 6, 8, 10, 20};
+    o.massive_top_k = 4;
+    o.expert_stats = true;
+    analysis::OutlierAccumulator acc(o);
+    auto fb = tests::make_batch(first_sequence, 2, 40, 16, 4, plants, seed);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    for (int l = 0; l < 4; ++l) {
+        at::Tensor h = at::randn({2, 40, 16}, gen);
+        h[0][0][3] = 800.0f * static_cast<float>(l + 1);  // a massive value on the first token
+        fb.residual.push_back(h);
+        at::Tensor top_i = at::randint(0, 4, {80, 1}, gen, at::TensorOptions().dtype(at::kLong));
+        top_i = at::cat({top_i, (top_i + 1) % 4}, 1);
+        fb.experts.push_back({4, 0, top_i, at::randn({160, 16}, gen).mul_(4), at::arange(160, at::TensorOptions().dtype(at::kLong))});
+    }
+    tests::feed(acc, fb);
+    return acc.statistics({{"model", "tiny-planted"}, {"dtype", "float32"}});
+}
+
 json result_document() {
-    auto r = analysis::build_result(planted_stats(0, 5), analysis::ReportOptions{}, [](int64_t id) { return "t" + std::to_string(id); });
+    auto r = analysis::build_result(rich_stats(0, 5), analysis::ReportOptions{}, [](int64_t id) { return "t" + std::to_string(id); });
     r["run"]["statistics_file"] = "outliers.stats.cbor";
     return r;
 }
@@ -126,7 +150,7 @@ TEST_CASE("plots: no name from a result becomes gnuplot code, and every plot kin
         const auto job = analysis::plot_job(r);
         CHECK(job.script == analysis::plot_job(analysis_fuzz::renamed_kinds(analysis_fuzz::without_strings(r))).script);
         CHECK(job.script.find("touch") == std::string::npos);
-        CHECK(job.outputs.size() == 6);
+        CHECK(job.outputs.size() == 12);  // the 3 base plots, threshold curve, expert heatmap, massive ratio
 
         const std::string run = dir / ("r" + std::to_string(i));
         std::filesystem::create_directories(run);
@@ -164,7 +188,54 @@ TEST_CASE("plots: one feature or one site still draws a heatmap, and the working
         CHECK(e.path().filename().string().rfind(".gnuplot-", 0) != 0);
         ++entries;
     }
-    CHECK(entries == 6);
+    CHECK(entries == 12);
+}
+
+TEST_CASE("statistics files: the sweep and expert records are bounded and checked, naming the field") {
+    tests::TempDir dir;
+    analysis::save_statistics(rich_stats(0, 11), dir / "s.stats.cbor");
+    const json doc = json::from_cbor(read_bytes(dir / "s.stats.cbor"));
+    REQUIRE(doc.contains("sweep"));
+    REQUIRE(doc.contains("experts"));
+    CHECK(stats_error(doc).empty());
+    auto refused = [&](const std::function<void(json &)> & edit, const std::string & field) {
+        CAPTURE(field);
+        json d = doc;
+        edit(d);
+        CHECK(stats_error(d).find(field) != std::string::npos);
+    };
+    refused([](json & d) { d["sweep"]["thresholds"] = json::array({6, 3}); }, "sweep.thresholds[1]");
+    refused([](json & d) { d["sweep"]["thresholds"] = json::array({-1}); }, "sweep.thresholds[0]");
+    refused([](json & d) { d["sweep"]["thresholds"] = json::array(); }, "sweep.thresholds");
+    refused([](json & d) { d["sweep"]["thresholds"] = json(std::vector<int>(17, 1)); }, "sweep.thresholds");
+    refused([](json & d) { d["sweep"]["site_level"] = json::binary({1, 2}); }, "sweep.site_level");
+    refused([](json & d) {
+        auto raw = d["sweep"]["site_level"].get_binary();
+        raw[0] = 200;  // above the 7 thresholds
+        d["sweep"]["site_level"] = json::binary(raw);
+    }, "sweep.site_level[0]");
+    refused([](json & d) { d["sweep"]["dim_positions"] = json::binary({}); }, "sweep.dim_positions");
+    refused([](json & d) { d["per_sequence"][0]["sweep_count"] = uint64_t{1} << 60; }, "per_sequence[0].sweep");
+    refused([](json & d) { d["per_sequence"][0].erase("sweep_count"); }, "per_sequence[0].sweep_count");
+    refused([](json & d) {
+        auto raw = d["per_sequence"][0]["sweep"].get_binary();
+        raw[0] = 0xff, raw[1] = 0xff, raw[2] = 0xff, raw[3] = 0x7f;  // dim 2^31-1
+        d["per_sequence"][0]["sweep"] = json::binary(raw);
+    }, "per_sequence[0].sweep[0]");
+    refused([](json & d) { d["experts"][0]["experts"] = 1 << 20; }, "experts[0].experts");
+    refused([](json & d) { d["experts"][0]["tokens"] = json::binary({1}); }, "experts[0].tokens");
+    refused([](json & d) { d["experts"][1]["layer"] = 0; }, "experts[1].layer");
+    refused([](json & d) { d["experts"][0]["hit_tokens"] = binary_of({1000, 0, 0, 0}); }, "experts[0].hit_tokens[0]");
+    refused([](json & d) { d["massive"][0]["top"][0] = json::array({1.0, 0, 0, 0, 1.0}); }, "massive[0].top[0]");  // v3: 6 items
+    refused([](json & d) { d["massive"][0]["top"][0][5] = -2; }, "massive[0].top[0][5]");
+    // A merge of files with different sweeps is refused by the program too, naming the file.
+    auto other = rich_stats(2, 12);
+    other.sweep_thresholds = {3, 6, 7, 8, 10, 12, 20};
+    analysis::save_statistics(other, dir / "o.stats.cbor");
+    const auto p = analyze({"merge", dir / "s.stats.cbor", dir / "o.stats.cbor", "-o", dir / "m.stats.cbor"});
+    CHECK(p.exit_code == 2);
+    CHECK(p.err.find("o.stats.cbor") != std::string::npos);
+    CHECK(p.err.find("sweep") != std::string::npos);
 }
 
 TEST_CASE("statistics files: nesting, sizes, counts and indices are bounded, with exit 2 naming the file and the field") {
@@ -260,7 +331,7 @@ TEST_CASE("statistics files: nesting, sizes, counts and indices are bounded, wit
         {[](json & j) { j["per_sequence"][0]["tokens"] = -1; }, "'per_sequence[0].tokens'"},
         {[](json & j) { j["per_sequence"][0] = json::array(); }, "'per_sequence[0]'"},
         {[](json & j) { j["token_hits"][0]["dim"] = 16; }, "'token_hits[0].dim'"},
-        {[](json & j) { j["massive"] = json::array({{{"layer", 0}, {"top", json::array({json::array({1e39, 0, 0, 1, 1.0})})}, {"medians", json::array()}}}); },
+        {[](json & j) { j["massive"] = json::array({{{"layer", 0}, {"top", json::array({json::array({1e39, 0, 0, 1, 1.0, -1})})}, {"medians", json::array()}}}); },
          "'massive[0].top[0][0]'"},
         {[](json & j) { j["metadata"]["partial"] = "yes"; }, "'metadata.partial'"},
         {[](json & j) { j["metadata"]["model"] = json::object({{"dir", 7}}); }, "'metadata.model.dir'"},

@@ -131,14 +131,14 @@ TEST_CASE("perplexity statistics: file round trip, merge of two halves equals th
     }
 }
 
-TEST_CASE("perplexity statistics: version 1 files read, later versions and hostile records refused") {
+TEST_CASE("perplexity statistics: version 1 and 2 files read, later versions and hostile records refused") {
     tests::TempDir dir;
     analysis::OutlierAccumulator acc;
     feed_with_nll(acc, tests::make_batch(0, kB, kT, kH, 2, kPlants, 7), losses(1));
     analysis::save_statistics(acc.statistics(), dir / "s.stats.cbor");
     const std::string raw = tests::read_file(dir / "s.stats.cbor");
     const auto doc = nlohmann::json::from_cbor(raw);
-    CHECK(doc["version"] == 2);
+    CHECK(doc["version"] == 3);
     auto parse = [](const nlohmann::json & j) {
         const auto bytes = nlohmann::json::to_cbor(j);
         return analysis::parse_statistics(bytes.data(), bytes.size(), "s.stats.cbor");
@@ -152,13 +152,18 @@ TEST_CASE("perplexity statistics: version 1 files read, later versions and hosti
         CHECK(s.sequences == 2);
     }
     {
-        auto v3 = doc;
-        v3["version"] = 3;
+        auto v2 = doc;  // version 2: perplexity, no sweep or expert records
+        v2["version"] = 2;
+        CHECK(parse(v2).perplexity);
+    }
+    {
+        auto v4 = doc;
+        v4["version"] = 4;
         try {
-            parse(v3);
+            parse(v4);
             FAIL("no error");
         } catch (const common::Error & e) {
-            CHECK(std::string(e.what()).find("versions 1 and 2") != std::string::npos);
+            CHECK(std::string(e.what()).find("versions 1 to 3") != std::string::npos);
         }
     }
     auto refused = [&](nlohmann::json j, const std::string & field) {

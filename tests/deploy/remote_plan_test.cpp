@@ -10,9 +10,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "common/output.h"
 #include "common/subprocess.h"
 #include "deploy/flow.h"
+#include "deploy/local_report.h"
 #include "deploy/remote_plan.h"
 #include "deploy/run_dir.h"
 #include "deploy/run_config.h"
@@ -41,6 +43,67 @@ TEST_CASE("remote plan: the rehearsal job writes the fixture, extracts, analyses
     CHECK(job.find("--checkpoint-every") != std::string::npos);
     CHECK(job.find("--model-name 'olmoe fixture' -- run") != std::string::npos);  // not the remote dir's "model"
     CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
+}
+
+TEST_CASE("remote plan: analysis.perplexity, expert_stats and thresholds reach the remote analyze and extract flags") {
+    auto l = deploy::remote_layout("/home/u", "r1", "");
+    auto cfg = deploy::rehearsal_defaults();
+    // Defaults: the 7-threshold sweep, neither perplexity nor expert statistics.
+    std::string job = deploy::job_script(cfg, l, "/c/bin", "");
+    CHECK(job.find("--thresholds '3,4,5,6,8,10,20' -- run") != std::string::npos);
+    CHECK(job.find("--expert-stats") == std::string::npos);
+    CHECK(job.find("--perplexity") == std::string::npos);
+    cfg = deploy::parse_run_config(
+        "model:\n  fixture: {family: olmoe}\ndata:\n  synthetic_tokens: {vocab: 100}\n"
+        "analysis:\n  perplexity: true\n  expert_stats: true\n  thresholds: [2.5, 6, 12]\n");
+    deploy::validate(cfg);
+    CHECK(cfg.analysis.thresholds == std::vector<double>{2.5, 6, 12});
+    job = deploy::job_script(cfg, l, "/c/bin", "");
+    const auto an = job.find("--thresholds '2.5,6,12' --expert-stats -- run");
+    const auto ppl = job.find(" --perplexity");
+    REQUIRE(an != std::string::npos);
+    REQUIRE(ppl != std::string::npos);
+    CHECK(an < ppl);  // --perplexity is extract's flag: after the --
+    CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
+    // The keys survive the run directory's config.json (a --resume plans the same job).
+    const auto back = deploy::config_from_json(deploy::config_to_json(cfg));
+    CHECK(back.analysis.perplexity);
+    CHECK(back.analysis.expert_stats);
+    CHECK(back.analysis.thresholds == cfg.analysis.thresholds);
+    // No sweep, and bad lists named by their key.
+    cfg = deploy::parse_run_config("model:\n  fixture: {family: olmoe}\ndata:\n  synthetic_tokens: {vocab: 100}\nanalysis:\n  thresholds: []\n");
+    CHECK(deploy::job_script(cfg, l, "/c/bin", "").find("--thresholds 'none'") != std::string::npos);
+    for (const std::string bad : {"[6, 3]", "[0, 3]", "[3, 3]", "6", "[x]"}) {
+        CAPTURE(bad);
+        try {
+            deploy::parse_run_config("model:\n  fixture: {family: olmoe}\ndata:\n  synthetic_tokens: {vocab: 100}\nanalysis:\n  thresholds: " + bad + "\n");
+            FAIL("accepted");
+        } catch (const common::Error & e) {
+            CHECK(std::string(e.what()).find("thresholds") != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("pull: plots missing from the results are redrawn by the local analyze, present ones are left alone") {
+    tests::TempDir dir;
+    fs::create_directories(dir / "results/analysis");
+    tests::write_file(dir / "results/analysis/outliers.json", "{}");
+    // A stand-in analyze: records its arguments and draws one plot beside the result.
+    tests::write_file(dir / "analyze", "#!/bin/sh\necho \"$@\" >> " + dir.path() + "/calls\nmkdir -p \"$(dirname \"$2\")/plots\"\n"
+                                       "echo png > \"$(dirname \"$2\")/plots/outliers_heatmap.png\"\n");
+    fs::permissions(dir / "analyze", fs::perms::owner_all);
+    const std::string outliers = dir / "results/analysis/outliers.json";
+    CHECK_FALSE(deploy::redraw_missing_plots(outliers, ""));  // no program: a warning, not a failure
+    CHECK_FALSE(fs::exists(dir / "calls"));
+    CHECK(deploy::redraw_missing_plots(outliers, dir / "analyze"));
+    CHECK(tests::read_file(dir / "calls") == "report " + outliers + " -q\n");
+    CHECK(deploy::redraw_missing_plots(outliers, dir / "analyze"));  // drawn: not run again
+    CHECK(tests::read_file(dir / "calls") == "report " + outliers + " -q\n");
+    // A failing analyze is a warning too.
+    tests::write_file(dir / "bad", "#!/bin/sh\nexit 3\n");
+    fs::permissions(dir / "bad", fs::perms::owner_all);
+    fs::remove_all(dir / "results/analysis/plots");
+    CHECK_FALSE(deploy::redraw_missing_plots(outliers, dir / "bad"));
 }
 
 TEST_CASE("remote plan: the job stops at the first failing program (set -e)") {

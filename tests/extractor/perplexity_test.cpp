@@ -211,3 +211,25 @@ TEST_CASE("perplexity: position buckets") {
     CHECK(nll_position_bucket(2048) == 11);
     CHECK((nll_bucket_range(3) == std::pair<int64_t, int64_t>{8, 15}));
 }
+
+TEST_CASE("perplexity: the memory estimate counts the final norm and an untied lm_head beside the last layer") {
+    tests::TempDir dir;
+    for (bool tied : {false, true}) {
+        CAPTURE(tied);
+        const std::string d = dir / (tied ? "tied" : "untied");
+        write_fixture(fixture("llama", d, tied));
+        LoadOptions lo;
+        lo.dtype = at::kFloat;
+        lo.device = "cpu";
+        lo.show_progress = false;
+        const Model bare = load_model(d, lo);
+        lo.lm_head = true;
+        const Model head = load_model(d, lo);
+        const uint64_t want = (tied ? 0 : uint64_t{120} * 64 * 4) + 64 * 4;  // V x H fp32, the norm's gain
+        CHECK(head.estimate.head_bytes == want);
+        CHECK(head.estimate.total_bytes == bare.estimate.total_bytes + want);
+        CHECK(head.estimate.layer_bytes.back() == bare.estimate.layer_bytes.back() + want);
+        CHECK(head.estimate.layer_bytes.front() == bare.estimate.layer_bytes.front());
+        CHECK(head.estimate.activation_bytes > bare.estimate.activation_bytes);  // a logits chunk
+    }
+}

@@ -156,6 +156,14 @@ void check_identical(const Statistics & f, const Statistics & a) {
             CHECK(f.massive[i].top[k].dim == a.massive[i].top[k].dim);
         }
     }
+    // Threshold sweep (issue 14): the levels, per-sequence records and positions, bit for bit.
+    CHECK(f.sweep_thresholds == a.sweep_thresholds);
+    CHECK(first_difference(f.sweep_site_level, a.sweep_site_level) == -1);
+    CHECK(first_difference(f.sweep_dim_positions, a.sweep_dim_positions) == -1);
+    for (size_t i = 0; i < f.per_sequence.size(); ++i) {
+        INFO("sequence record " << i);
+        CHECK(first_difference(f.per_sequence[i].sweep, a.per_sequence[i].sweep) == -1);
+    }
 }
 
 // Feeds the batches (fp32 on the CPU) to a fused and an ATen accumulator as `dtype` captures on the
@@ -178,6 +186,28 @@ Statistics compare_paths(const std::vector<FakeBatch> & batches, at::ScalarType 
     CHECK(aten.fused_captures() == 0);
     const Statistics f = fused.statistics(), a = aten.statistics();
     check_identical(f, a);
+    if (options.sweep_thresholds.empty()) {
+        // The same captures with the threshold sweep on (the kernel's SWEEP variant): thresholds
+        // around the planted edges, 5.99 and 6 both 6.0 in bf16.
+        AccumulatorOptions swept = options;
+        swept.sweep_thresholds = {3, 4, 5, 5.99, 6, 8, 10, 20};
+        swept.cuda_kernels = true;
+        OutlierAccumulator fused_sweep(swept);
+        swept.cuda_kernels = false;
+        OutlierAccumulator aten_sweep(swept);
+        for (const auto & cpu : batches) {
+            const FakeBatch fb = on_gpu(cpu, dtype, layout);
+            tests::feed(fused_sweep, fb);
+            tests::feed(aten_sweep, fb);
+        }
+        CHECK(fused_sweep.fused_captures() == captures);
+        const Statistics fs = fused_sweep.statistics(), as = aten_sweep.statistics();
+        check_identical(fs, as);
+        CHECK(fs.site_hits == f.site_hits);  // the sweep leaves the main statistics as they were
+        size_t records = 0;
+        for (const auto & q : fs.per_sequence) records += q.sweep.size();
+        CHECK(records > 0);
+    }
     // Not a comparison of two empty results: values hit and the histogram counted.
     int64_t hits = 0, histogram = 0;
     for (auto n : f.site_hits) hits += n;

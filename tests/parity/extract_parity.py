@@ -18,6 +18,15 @@ compared with HF's model(input_ids, labels=input_ids).loss from the same forward
 every window here has T tokens). Relative error |ours - hf| / |hf|; bars: 1e-4 in fp32, 1e-2 in bf16.
 --tie-embeddings writes the small configs with tie_word_embeddings true (lm_head is the embedding).
 
+--expert-stats (MoE families: olmoe, qwen3_moe, mixtral, gpt_oss): `analyze extract --expert-stats`
+also runs on the same ids, dtype, device and EXTRACTOR_FUSED setting, and its per-layer, per-expert
+token counts (outliers.json experts.layers[].tokens) are compared with the routing HF's router made:
+a forward hook on each layer's router (mlp.gate, gpt_oss mlp.router) takes its top-k indices (the
+integer tensor of its output; from router logits, their top-k) and counts them per expert. fp32 must
+match exactly; in bf16 a near-tie may route differently on either side, so the number of differing
+(layer, expert) counts is printed and only fp32 decides. --analyze names the analyze binary (default:
+next to --extract, ../analysis/analyze).
+
 Mixtral and glm4_moe are run from two checkpoints with the same values: the layout save_pretrained
 wrote and the other one (per-expert as released: Mixtral's block_sparse_moe.experts.N.w1/w3/w2, GLM's
 mlp.experts.N.gate_proj/up_proj/down_proj; or v5's fused mlp.experts.gate_up_proj/down_proj), both
@@ -426,6 +435,17 @@ def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, ex
         hooks.append(layer.post_attention_layernorm.register_forward_hook(mk(f"layer_{i}_ln_mlp")))
         hooks.append(layer.register_forward_hook(mk(f"layer_{i}_residual")))
     loss = None
+    routes = {}
+    if expert_stats:
+        cfg = model.config
+        n_experts = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts")
+        for i, layer in enumerate(model.model.layers):
+            router = getattr(layer.mlp, "router", None) or getattr(layer.mlp, "gate", None)
+            if router is None or not hasattr(layer.mlp, "experts"):
+                continue  # a dense layer (qwen3_moe's mlp_only_layers)
+            hooks.append(router.register_forward_hook(router_counts_hook(routes, i, cfg.num_experts_per_tok, n_experts)))
+        if not routes and not any(hasattr(l.mlp, "experts") for l in model.model.layers):
+            raise RuntimeError(f"--expert-stats: {family} has no MoE layer")
     with torch.inference_mode():
         if perplexity:
             # The mean over all B x (T-1) shifted tokens (ForCausalLMLoss, logits upcast to fp32).
@@ -434,7 +454,19 @@ def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, ex
             model.model(input_ids=ids.to(device))
     for h in hooks:
         h.remove()
-    return caps, loss
+    return caps, loss, routes
+
+
+def run_analyze_experts(exe, model_dir, ids_path, out_dir, dtype, device, seq_len, batch, extra, env):
+    """`analyze extract --expert-stats` on the same input: its per-layer expert token counts."""
+    cmd = [exe, "extract", "-o", out_dir, "--expert-stats", "--no-plots", "--thresholds", "none", "-q", "--", "run", model_dir,
+           "--tokens", ids_path, "--seq-len", str(seq_len), "--batch-size", str(batch), "--dtype", dtype, "--device", device] + extra
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **env))
+    if r.returncode != 0:
+        raise RuntimeError(f"analyze failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
+    with open(os.path.join(out_dir, "outliers.json")) as f:
+        experts = json.load(f).get("experts", {})
+    return {l["layer"]: torch.tensor(l["tokens"], dtype=torch.long) for l in experts.get("layers", [])}
 
 
 def run_extract(exe, model_dir, ids_path, out_dir, dtype, device, seq_len, batch, extra, env):
@@ -461,11 +493,21 @@ def main():
                     help="also compare extract --perplexity's mean NLL with HF's model(ids, labels=ids).loss")
     ap.add_argument("--tie-embeddings", action="store_true", help="small configs with tie_word_embeddings true")
     ap.add_argument("--dtypes", default=None,
+    ap.add_argument("--expert-stats", action="store_true",
+                    help="also compare analyze extract --expert-stats's per-expert token counts with HF's router top-k")
+    ap.add_argument("--analyze", default=None, help="analyze binary for --expert-stats (default: next to --extract)")
                     help="comma list of f32,bf16 (default: both; bf16 only with --real-shapes). f32 at real shapes "
                          "tells a bf16 routing flip on a near-tie (gone in f32) from a real mismatch")
     args = ap.parse_args()
     families = args.families.split(",")
     if args.real_shapes:
+    analyze_exe = args.analyze or os.path.join(os.path.dirname(os.path.abspath(args.extract)), "..", "analysis", "analyze")
+    if args.expert_stats:
+        dense = [f for f in families if f not in ("olmoe", "qwen3_moe", "mixtral", "gpt_oss")]
+        if dense:
+            ap.error(f"--expert-stats: per-expert counts are wired for olmoe, qwen3_moe, mixtral, gpt_oss (not {', '.join(dense)})")
+        if not os.access(analyze_exe, os.X_OK):
+            ap.error(f"--expert-stats: no analyze binary at {analyze_exe} (give --analyze)")
         missing = [f for f in families if f not in REAL_SHAPES]
         if missing:
             ap.error(f"--real-shapes: no released config for {', '.join(missing)} (have: {', '.join(REAL_SHAPES)})")
@@ -513,8 +555,9 @@ def main():
             label = f"{name} {dname} {device} {path}"
             try:
                 if (device, dname) not in refs:  # one HF reference per device and dtype, for every layout
-                    refs = {(device, dname): hf_captures(mdir, ids, DTYPES[dname], device, family, args.perplexity)}
-                ref, hf_loss = refs[(device, dname)]
+                    refs = {(device, dname): hf_captures(mdir, ids, DTYPES[dname], device, family, args.perplexity,
+                                                         args.expert_stats)}
+                ref, hf_loss, hf_routes = refs[(device, dname)]
                 ours, result = run_extract(args.extract, cdir, ids_path,
                                            os.path.join(work, f"out-{os.path.basename(cdir)}-{dname}-{device}-{path.replace('+', '-')}"),
                                            dname, device, seq_len, batch, extra + (["--perplexity"] if args.perplexity else []), env)
@@ -569,8 +612,34 @@ def main():
                     print(f"{'OK    ' if ok else 'NOT OK'}  {label} perplexity: mean NLL {mean_nll:.8f} vs HF loss {hf_loss:.8f}  "
                           f"rel {ppl_rel:.3e} (bar {PPL_BARS[dname]:g})  perplexity {overall.get('perplexity'):.6g}")
             all_ok &= ok_all
+            expert_diff = None
+            if args.expert_stats:
+                try:
+                    ours_routes = run_analyze_experts(
+                        analyze_exe, cdir, ids_path,
+                        os.path.join(work, f"experts-{os.path.basename(cdir)}-{dname}-{device}-{path.replace('+', '-')}"),
+                        dname, device, seq_len, batch, extra, env)
+                except Exception as e:
+                    print(f"NOT OK  {label} experts: {e}")
+                    ok_all = False
+                    ours_routes = None
+                if ours_routes is not None:
+                    # Never vacuous: HF's routers must have fired and every MoE layer must be reported.
+                    if not hf_routes or set(ours_routes) != set(hf_routes):
+                        print(f"NOT OK  {label} experts: layers {sorted(ours_routes)} vs HF's routers {sorted(hf_routes)}")
+                        ok_all = False
+                    else:
+                        expert_diff = sum(int((ours_routes[l] != hf_routes[l]).sum()) for l in hf_routes)
+                        routed = sum(int(hf_routes[l].sum()) for l in hf_routes)
+                        exact = expert_diff == 0
+                        decides = dname == "f32"
+                        if decides:
+                            ok_all &= exact
+                        print(f"{'OK    ' if exact or not decides else 'NOT OK'}  {label} experts: {expert_diff} (layer, expert) "
+                              f"counts differ from HF's router top-k over {len(hf_routes)} layers, {routed} routed slots"
+                              + ("" if decides else " (bf16: reported, f32 decides)"))
             summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all,
-                                ppl_rel_err=ppl_rel))
+                                ppl_rel_err=ppl_rel, expert_counts_differing=expert_diff))
     print("\nfamily               dtype device path     max rel err  ppl rel err  result")
     for s in summary:
         err = "error" if s["max_rel_err"] is None else f"{s['max_rel_err']:.3e}"
