@@ -41,7 +41,7 @@ TEST_CASE("remote plan: the rehearsal job writes the fixture, extracts, analyses
     CHECK(job.find("--plant '7,42@0-3'") != std::string::npos);
     CHECK(job.find("--device cpu") != std::string::npos);
     CHECK(job.find("--checkpoint-every") != std::string::npos);
-    CHECK(job.find("--model-name 'olmoe fixture' -- run") != std::string::npos);  // not the remote dir's "model"
+    CHECK(job.find("--model-name 'olmoe fixture' --thresholds") != std::string::npos);  // not the remote dir's "model"
     CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
 }
 
