@@ -434,7 +434,6 @@ def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, ex
         hooks.append(layer.input_layernorm.register_forward_hook(mk(f"layer_{i}_ln_attn")))
         hooks.append(layer.post_attention_layernorm.register_forward_hook(mk(f"layer_{i}_ln_mlp")))
         hooks.append(layer.register_forward_hook(mk(f"layer_{i}_residual")))
-    loss = None
     routes = {}
     if expert_stats:
         cfg = model.config
@@ -446,6 +445,7 @@ def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, ex
             hooks.append(router.register_forward_hook(router_counts_hook(routes, i, cfg.num_experts_per_tok, n_experts)))
         if not routes and not any(hasattr(l.mlp, "experts") for l in model.model.layers):
             raise RuntimeError(f"--expert-stats: {family} has no MoE layer")
+    loss = None
     with torch.inference_mode():
         if perplexity:
             # The mean over all B x (T-1) shifted tokens (ForCausalLMLoss, logits upcast to fp32).
@@ -492,15 +492,14 @@ def main():
     ap.add_argument("--perplexity", action="store_true",
                     help="also compare extract --perplexity's mean NLL with HF's model(ids, labels=ids).loss")
     ap.add_argument("--tie-embeddings", action="store_true", help="small configs with tie_word_embeddings true")
-    ap.add_argument("--dtypes", default=None,
     ap.add_argument("--expert-stats", action="store_true",
                     help="also compare analyze extract --expert-stats's per-expert token counts with HF's router top-k")
     ap.add_argument("--analyze", default=None, help="analyze binary for --expert-stats (default: next to --extract)")
+    ap.add_argument("--dtypes", default=None,
                     help="comma list of f32,bf16 (default: both; bf16 only with --real-shapes). f32 at real shapes "
                          "tells a bf16 routing flip on a near-tie (gone in f32) from a real mismatch")
     args = ap.parse_args()
     families = args.families.split(",")
-    if args.real_shapes:
     analyze_exe = args.analyze or os.path.join(os.path.dirname(os.path.abspath(args.extract)), "..", "analysis", "analyze")
     if args.expert_stats:
         dense = [f for f in families if f not in ("olmoe", "qwen3_moe", "mixtral", "gpt_oss")]
@@ -508,6 +507,7 @@ def main():
             ap.error(f"--expert-stats: per-expert counts are wired for olmoe, qwen3_moe, mixtral, gpt_oss (not {', '.join(dense)})")
         if not os.access(analyze_exe, os.X_OK):
             ap.error(f"--expert-stats: no analyze binary at {analyze_exe} (give --analyze)")
+    if args.real_shapes:
         missing = [f for f in families if f not in REAL_SHAPES]
         if missing:
             ap.error(f"--real-shapes: no released config for {', '.join(missing)} (have: {', '.join(REAL_SHAPES)})")
@@ -611,7 +611,6 @@ def main():
                     ok_all &= ok
                     print(f"{'OK    ' if ok else 'NOT OK'}  {label} perplexity: mean NLL {mean_nll:.8f} vs HF loss {hf_loss:.8f}  "
                           f"rel {ppl_rel:.3e} (bar {PPL_BARS[dname]:g})  perplexity {overall.get('perplexity'):.6g}")
-            all_ok &= ok_all
             expert_diff = None
             if args.expert_stats:
                 try:
@@ -638,6 +637,7 @@ def main():
                         print(f"{'OK    ' if exact or not decides else 'NOT OK'}  {label} experts: {expert_diff} (layer, expert) "
                               f"counts differ from HF's router top-k over {len(hf_routes)} layers, {routed} routed slots"
                               + ("" if decides else " (bf16: reported, f32 decides)"))
+            all_ok &= ok_all
             summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all,
                                 ppl_rel_err=ppl_rel, expert_counts_differing=expert_diff))
     print("\nfamily               dtype device path     max rel err  ppl rel err  result")
