@@ -76,12 +76,12 @@ struct AttnWeights {
 at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOptions & opt, const at::Tensor & cos,
                      const at::Tensor & sin);
 
-struct MlpWeights {
-    Linear gate, up, down;  // [I,H], [I,H], [H,I]
 // Causal attention over heads, without the projections: q [B,Nq,T,D], k/v [B,Nkv,T,D] (repeated
 // here for GQA), optional sinks [Nq] -> [B,Nq,T,D]. SDPA where available, else matmul-softmax.
 at::Tensor attend_heads(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor & sinks, const AttnOptions & opt);
 
+struct MlpWeights {
+    Linear gate, up, down;  // [I,H], [I,H], [H,I]
 };
 at::Tensor swiglu_mlp(const at::Tensor & m, const MlpWeights & w);  // [B,T,H] -> [B,T,H]
 
@@ -106,9 +106,9 @@ struct MoeWeights {
     // glm4_moe: e_score_correction_bias [E] (fp32, added to the scores for selection only).
     at::Tensor score_bias;
     MlpWeights shared;    // glm4_moe shared experts [Is,H], [Is,H], [H,Is]; the family adds their output
+    at::Tensor shared_gate;  // qwen3_next: [1,H]; the shared expert's output is scaled by sigmoid(x g^T)
 };
 
-    at::Tensor shared_gate;  // qwen3_next: [1,H]; the shared expert's output is scaled by sigmoid(x g^T)
 // Softmax-top-k (or, with opt.sigmoid_grouped, route_sigmoid_grouped) routing and expert
 // dispatch. m [B,T,H] -> [B,T,H]. Tokens are never dropped. The routed experts only: shared
 // experts (MoeWeights::shared) are the family's to add.

@@ -202,11 +202,11 @@ Placement plan_placement(const MemoryEstimate & est, const std::string & device,
             // back is streamed too, so it can widen the ring's buffers).
             for (size_t l = L; l-- > 0 && left.back() < ring;) {
                 if (p.home[l] == p.compute[l] && p.home[l] == p.compute.back()) {
+                    left.back() += static_cast<int64_t>(est.layer_bytes[l]);
+                    p.home[l] = c10::Device(c10::kCPU);
                     offloaded_bytes += est.layer_bytes[l];
                     max_offloaded = std::max<uint64_t>(max_offloaded, est.layer_bytes[l]);
                     ring = static_cast<int64_t>(max_offloaded) * buffers;
-                    left.back() += static_cast<int64_t>(est.layer_bytes[l]);
-                    p.home[l] = c10::Device(c10::kCPU);
                 }
             }
             if (left.back() < ring)

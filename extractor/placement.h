@@ -54,9 +54,9 @@ struct Placement {
 // device: "cpu", "cuda", "cuda:N" or "auto" (cuda if available). With a budget, layers go to the
 // GPUs in order (sequential: fill each GPU before the next; balanced: spread evenly), then to
 // pinned CPU memory if cpu= was given. Throws common::Error(capacity) if the model cannot fit.
+// stream_buffers: how many offloaded layers the GPU that runs them holds at once (the offload
+// streamer's ring, offload.h: --offload-prefetch + 1); room for them is kept free.
 Placement plan_placement(const MemoryEstimate & est, const std::string & device, const MemoryBudget & budget,
                          PlacementStrategy strategy, int cuda_device_count, int stream_buffers = 1);
 
-// stream_buffers: how many offloaded layers the GPU that runs them holds at once (the offload
-// streamer's ring, offload.h: --offload-prefetch + 1); room for them is kept free.
 }  // namespace extractor
