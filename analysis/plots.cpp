@@ -24,6 +24,9 @@
 #include <fstream>
 #include <sstream>
 
+#include <dirent.h>
+#include <unistd.h>
+
 namespace analysis {
 
 using json = nlohmann::json;
@@ -131,11 +134,21 @@ PlotOutcome render_plots(const PlotJob & job, const std::string & dir) {
     // one file system.
     std::string work = dir + "/.gnuplot-XXXXXX";
     if (!::mkdtemp(work.data())) throw common::Error::io(dir, "cannot create a working directory for gnuplot", errno);
+    // Removed file by file, not with std::filesystem::remove_all: analyze links pip's libtorch.so on
+    // GPU machines, which exports its own copy of remove_all, and a call to it jumped to address 0
+    // (tests/gpu/main.cpp's crash report, H100 image, torch 2.11). The directory is flat: the data
+    // and script files written here and what gnuplot wrote.
     struct RemoveAfter {
         std::string path;
         ~RemoveAfter() {
-            std::error_code ignored;
-            std::filesystem::remove_all(path, ignored);
+            if (DIR * d = ::opendir(path.c_str())) {
+                while (const dirent * e = ::readdir(d)) {
+                    const std::string name = e->d_name;
+                    if (name != "." && name != "..") (void)::unlink((path + "/" + name).c_str());
+                }
+                ::closedir(d);
+            }
+            (void)::rmdir(path.c_str());
         }
     } remove_after{work};
     for (const auto & [name, text] : job.data_files) {

@@ -75,11 +75,11 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         run_cmd->add_option("--device", e.load.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
         run_cmd->add_option("--max-memory", e.load.max_memory,
                             "Per-device budgets, e.g. 0=76GiB,1=76GiB,cpu=120GiB (cpu= allows offload to pinned memory)");
-        run_cmd->add_option("--placement", strategy, "Multi-GPU placement: sequential or balanced")->capture_default_str();
         run_cmd->add_option("--offload-prefetch", e.load.offload_prefetch,
                             "Offloaded layers copied ahead of the running one on a second stream (default 1; 0: each "
                             "copied when it runs). The GPU keeps room for this many + 1")
             ->check(CLI::Range(0, 8));
+        run_cmd->add_option("--placement", strategy, "Multi-GPU placement: sequential or balanced")->capture_default_str();
         run_cmd->add_option("--load-stall-timeout", e.load.stall_timeout_s, "Seconds without loading progress before giving up")
             ->capture_default_str();
         run_cmd->add_option("--load-threads", e.load.threads, "Threads reading the checkpoint")->capture_default_str();

@@ -181,6 +181,7 @@ std::vector<at::Tensor *> LayerWeights::all() {
 }
 
 LayerWeights Weights::fetch(int layer) const {
+    if (streamer) return streamer->fetch(layer);
     LayerWeights lw = layers[layer];
     if (!offloaded(layer)) return lw;
     // Pinned host memory -> compute device; non_blocking lets the copies queue behind the
@@ -199,7 +200,6 @@ std::string layer_prefix(int layer) { return "model.layers." + std::to_string(la
 bool has_key(const HfConfig & hf, const char * key) {
     auto it = hf.raw.find(key);
     return it != hf.raw.end() && !it->is_null();
-    if (streamer) return streamer->fetch(layer);
 }
 
 ModelConfig parse_common(const HfConfig & hf, double default_eps, double default_theta) {

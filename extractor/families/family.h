@@ -119,6 +119,8 @@ struct LayerWeights {
     std::vector<at::Tensor *> all();
 };
 
+class OffloadStreamer;  // offload.h
+
 // Loaded weights and where each layer lives / runs. A layer whose home is the CPU while its
 // compute device is a GPU is "offloaded": its pinned host weights are copied in when it runs.
 struct Weights {
@@ -133,8 +135,6 @@ struct Weights {
     std::shared_ptr<OffloadStreamer> streamer;
     // The layer's weights on its compute device (for an offloaded layer, a copy that is valid
     // while the family runs that layer).
-class OffloadStreamer;  // offload.h
-
     LayerWeights fetch(int layer) const;
 };
 

@@ -171,7 +171,7 @@ public:
             at::Tensor m = ops::rms_norm(h, lw.post_norm, cfg.rms_eps);                // [B,T,H]
             tap(Site::LnMlp, l, m);
             if (cfg.layer_is_moe[static_cast<size_t>(l)]) {
-                at::Tensor out = ops::moe(m, lw.moe, moe);                            // [B,T,H] routed
+                at::Tensor out = ops::moe(m, lw.moe, moe, tap.experts(l));            // [B,T,H] routed
                 if (lw.moe.shared.gate.weight.defined()) out = out + ops::swiglu_mlp(m, lw.moe.shared);
                 h = h + out;                                                          // [B,T,H]
             } else {

@@ -354,3 +354,51 @@ TEST_CASE("expert statistics through the real forward: routed counts equal the r
         CHECK(moe_layers.size() == (c.family == "qwen3_moe" ? 2u : 3u));
     }
 }
+
+TEST_CASE("expert statistics: glm4_moe and qwen3_next report every routed slot of their MoE layers, and none for dense ones") {
+    // Their routers (sigmoid with group limits and a selection bias; softmax with a gated shared
+    // expert) are held to brute force in the extractor tests; here the plumbing: the routed experts
+    // reach the sink, every slot once, dense layers (glm4_moe's first_k_dense_replace) report none.
+    tests::TempDir dir;
+    for (const std::string family : {"glm4_moe", "qwen3_next"}) {
+        CAPTURE(family);
+        extractor::FixtureOptions fx;
+        fx.family = family;
+        fx.out_dir = dir / family;
+        fx.layers = 3;
+        fx.experts = 8;
+        fx.top_k = 2;
+        fx.seed = 7;
+        extractor::write_fixture(fx);
+        extractor::ExtractOptions e;
+        e.model_dir = fx.out_dir;
+        e.input.tokens_file = tests::write_ids(dir / "ids.json", 60, 100);
+        e.input.seq_len = 20;
+        e.input.batch_size = 2;
+        e.input.num_sequences = 3;
+        e.load.dtype = at::kFloat;
+        e.load.device = "cpu";
+        e.load.show_progress = false;
+        analysis::AccumulatorOptions o;
+        o.expert_stats = true;
+        OutlierAccumulator acc(o);
+        extractor::run_extraction(e, {&acc});
+        const auto s = acc.statistics();
+        REQUIRE(s.expert_stats);
+        std::vector<int> layers;
+        for (const analysis::ExpertLayer & x : s.experts) {
+            layers.push_back(x.layer);
+            CAPTURE(x.layer);
+            REQUIRE(x.tokens.size() == 8u);
+            int64_t routed = 0;
+            for (size_t k = 0; k < x.tokens.size(); ++k) {
+                routed += x.tokens[k];
+                CHECK(x.hit_tokens[k] <= x.tokens[k]);
+                CHECK((x.tokens[k] > 0) == (x.max_abs[k] > 0));
+            }
+            CHECK(routed == 3 * 20 * 2);
+        }
+        // glm4_moe: layer 0 is dense (first_k_dense_replace 1 in the fixture); qwen3_next: all MoE.
+        CHECK(layers == (family == "glm4_moe" ? std::vector<int>{1, 2} : std::vector<int>{0, 1, 2}));
+    }
+}

@@ -57,7 +57,7 @@ TEST_CASE("config: a missing or mistyped key, an unknown family or rope type is 
     j = base();
     j["rope_parameters"] = {{"rope_type", "longrope"}};
     CHECK(error_of([&] { parse_hf_config(j, "m/config.json"); }).find("longrope") != std::string::npos);
-    CHECK(error_of([] { find_family("gpt2"); }) == "model_type \"gpt2\" is not supported (supported: llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral, gpt_oss, glm4_moe)");
+    CHECK(error_of([] { find_family("gpt2"); }) == "model_type \"gpt2\" is not supported (supported: llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral, gpt_oss, glm4_moe, qwen3_next)");
 }
 
 // --- hostile config.json (issue #11): num_hidden_layers 1e9 grew `extract inspect` to 23 GB.

@@ -378,6 +378,7 @@ def torch_linear_attention(model):
                 norm.weight.copy_(w)
             la.norm = norm
         n += 1
+    # transformers 5.17 no longer has the module-level flag (older 5.x did): say what is known.
     print(f"  HF qwen3_next: {n} linear-attention layers on the torch path (fast path available: "
           f"{getattr(qn, 'is_fast_path_available', 'not reported by this transformers')})")
 
