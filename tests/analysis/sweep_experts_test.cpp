@@ -122,6 +122,26 @@ struct CollectMlpInputs : extractor::CaptureSink {
     void end_batch() override {}
 };
 
+// The real CPU forward of a fixture (3 sequences of 20 tokens, batches of 2, f32) with per-expert
+// statistics on; extra sinks see the same captures.
+Statistics expert_stats_of(const std::string & model_dir, const std::string & ids, std::vector<extractor::CaptureSink *> extra = {}) {
+    extractor::ExtractOptions e;
+    e.model_dir = model_dir;
+    e.input.tokens_file = ids;
+    e.input.seq_len = 20;
+    e.input.batch_size = 2;
+    e.input.num_sequences = 3;
+    e.load.dtype = at::kFloat;
+    e.load.device = "cpu";
+    e.load.show_progress = false;
+    analysis::AccumulatorOptions o;
+    o.expert_stats = true;
+    OutlierAccumulator acc(o);
+    extra.insert(extra.begin(), &acc);
+    extractor::run_extraction(e, extra);
+    return acc.statistics();
+}
+
 }  // namespace
 
 TEST_CASE("threshold sweep: at the main threshold it gives today's counts, at each other one a separate run's") {
@@ -298,21 +318,8 @@ TEST_CASE("expert statistics through the real forward: routed counts equal the r
         if (c.family == "qwen3_moe") fx.mlp_only_layers = {1};  // a dense layer: no expert record
         fx.seed = 5;
         extractor::write_fixture(fx);
-        extractor::ExtractOptions e;
-        e.model_dir = fx.out_dir;
-        e.input.tokens_file = tests::write_ids(dir / "ids.json", 60, 100);
-        e.input.seq_len = 20;
-        e.input.batch_size = 2;
-        e.input.num_sequences = 3;
-        e.load.dtype = at::kFloat;
-        e.load.device = "cpu";
-        e.load.show_progress = false;
-        analysis::AccumulatorOptions o;
-        o.expert_stats = true;
-        OutlierAccumulator acc(o);
         CollectMlpInputs inputs;
-        extractor::run_extraction(e, {&acc, &inputs});
-        const auto s = acc.statistics();
+        const auto s = expert_stats_of(fx.out_dir, tests::write_ids(dir / "ids.json", 60, 100), {&inputs});
         REQUIRE(s.expert_stats);
 
         // Brute force: the router's logits from the MoE block's input (the ln_mlp capture) in fp64,
@@ -370,20 +377,7 @@ TEST_CASE("expert statistics: glm4_moe and qwen3_next report every routed slot o
         fx.top_k = 2;
         fx.seed = 7;
         extractor::write_fixture(fx);
-        extractor::ExtractOptions e;
-        e.model_dir = fx.out_dir;
-        e.input.tokens_file = tests::write_ids(dir / "ids.json", 60, 100);
-        e.input.seq_len = 20;
-        e.input.batch_size = 2;
-        e.input.num_sequences = 3;
-        e.load.dtype = at::kFloat;
-        e.load.device = "cpu";
-        e.load.show_progress = false;
-        analysis::AccumulatorOptions o;
-        o.expert_stats = true;
-        OutlierAccumulator acc(o);
-        extractor::run_extraction(e, {&acc});
-        const auto s = acc.statistics();
+        const auto s = expert_stats_of(fx.out_dir, tests::write_ids(dir / "ids.json", 60, 100));
         REQUIRE(s.expert_stats);
         std::vector<int> layers;
         for (const analysis::ExpertLayer & x : s.experts) {
