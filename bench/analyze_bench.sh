@@ -30,7 +30,7 @@ if (( overhead )); then
   PYTHONUNBUFFERED=1 python3 "$root/bench/analyze_overhead.py" --analyze "$ANALYZE" --extract "$EXTRACT" \
     --work "$out/work" --size "${SIZE:-olmoe}" --device "${DEVICE:-cuda}" --sequences "${SEQUENCES:-16}" \
     --seq-len "${SEQ_LEN:-2048}" --batch-size "${BATCH:-4}" --repeat "${REPEAT:-2}" \
-    --json-out "$out/overhead.json" 2>&1 | tee "$out/overhead.log"
+    ${PARTS:+--parts} --json-out "$out/overhead.json" 2>&1 | tee "$out/overhead.log"
   exit "${PIPESTATUS[0]}"
 fi
 # shellcheck source=bench/gpu_build.sh

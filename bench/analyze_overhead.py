@@ -8,7 +8,8 @@ token ids are drawn here with a fixed seed. Then, each --repeat times, in this o
   bare:   analyze extract --baseline (a sink that takes nothing: the bare forward pass)
   stats:  analyze extract --thresholds none (the outlier statistics alone, as before issue 14)
   full:   analyze extract --expert-stats --thresholds 3,4,5,6,8,10,20 -- run ... --perplexity
-Each configuration's fastest forward_s (extract's own timer around the batches) is kept; the overhead is
+--parts adds each addition alone on top of the statistics (sweep, expert stats, perplexity), to say
+where the full run's time goes. Each configuration's fastest forward_s (extract's own timer around the batches) is kept; the overhead is
 full / bare - 1 (target <= 15 %), and tokens/s is tokens / forward_s. Prints a table and writes --json-out.
 """
 import argparse
@@ -54,6 +55,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--parts", action="store_true", help="also time the sweep, expert stats and perplexity one at a time")
     args = ap.parse_args()
     size = SIZES[args.size]
     os.makedirs(args.work, exist_ok=True)
@@ -79,6 +81,11 @@ def main():
         "stats": (["--thresholds", "none"], []),
         "full": (["--expert-stats", "--thresholds", SWEEP], ["--perplexity"]),
     }
+    if args.parts:
+        # Each addition alone on top of the statistics, to say where the full run's time goes.
+        configs.update({"sweep": (["--thresholds", SWEEP], []),
+                        "experts": (["--expert-stats", "--thresholds", "none"], []),
+                        "ppl": (["--thresholds", "none"], ["--perplexity"])})
     runs = {name: [] for name in configs}
     for rep in range(args.repeat):
         for name, (analyze_flags, extract_flags) in configs.items():
@@ -100,7 +107,7 @@ def main():
                    forward_s={n: [r["forward_s"] for r in rs] for n, rs in runs.items()},
                    best_forward_s={n: r["forward_s"] for n, r in best.items()},
                    tokens_per_s={n: r["tokens_per_s"] for n, r in best.items()},
-                   overhead={n: best[n]["forward_s"] / bare - 1.0 for n in ("stats", "full")},
+                   overhead={n: best[n]["forward_s"] / bare - 1.0 for n in best if n != "bare"},
                    full_outliers_by_threshold={m: [row["num_outliers"] for row in rows]
                                                for m, rows in full_result["threshold_sweep"]["modes"].items()},
                    perplexity=full_result["perplexity"]["overall"].get("perplexity"))
@@ -116,6 +123,12 @@ def main():
           f"+{100 * results['overhead']['stats']:.1f} % | |")
     print(f"| + perplexity + expert stats + {len(SWEEP.split(','))}-threshold sweep | {best['full']['forward_s']:.3f} | "
           f"{results['tokens_per_s']['full']:.0f} | +{100 * results['overhead']['full']:.1f} % | <= +15 % |")
+    parts = {"sweep": f"statistics + {len(SWEEP.split(','))}-threshold sweep", "experts": "statistics + expert stats",
+             "ppl": "statistics + perplexity"}
+    for name, label in parts.items():
+        if name in best:
+            print(f"| {label} (--parts) | {best[name]['forward_s']:.3f} | {results['tokens_per_s'][name]:.0f} | "
+                  f"+{100 * results['overhead'][name]:.1f} % | |")
     return 0
 
 

@@ -93,7 +93,7 @@ if [[ $what == stats ]]; then
     --expert-stats --families olmoe,qwen3_moe,mixtral,gpt_oss --json-out "$out/parity_experts.json" > "$out/parity_experts.log" 2>&1
   echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -40; grep -A30 "^family " "$out/parity_experts.log" | head -32
   stamp "overhead: perplexity + expert stats + 7-threshold sweep vs the bare forward (OLMoE shape)"
-  ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 400 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
+  PARTS=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 500 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
     > "$out/overhead_run.log" 2>&1
   echo "rc=$?"; tail -12 "$out/overhead_run.log"
 fi
