@@ -17,6 +17,7 @@
 #include "extractor/cli/verbs.h"
 #include "extractor/compat.h"
 #include "extractor/cuda/device_memory.h"
+#include "extractor/families/family.h"
 
 namespace extractor::cli {
 
@@ -29,6 +30,13 @@ const char * kRunHelp =
     "  extract run ./OLMoE-1B-7B --text corpus.txt --seq-len 2048 --num-sequences 16 --out run1\n"
     "  extract run ./Qwen3-30B-A3B --jsonl docs.jsonl --layers 0-3,47 --max-memory 0=76GiB,1=76GiB --out run2\n"
     "  extract run ./cfg-only --random-weights --tokens ids.json --seq-len 2048 --batch-size 4 --absmax --json";
+
+// "model_type: llama, qwen2, ..." from the registry, so the help cannot fall behind a new family.
+std::string family_list() {
+    std::string text = "model_type:";
+    for (const Family * f : all_families()) text += (text.back() == ':' ? " " : ", ") + std::string(f->name());
+    return text;
+}
 
 }  // namespace
 
@@ -126,7 +134,7 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
             "fixture", "Write a tiny random-weight checkpoint in the Hugging Face layout, optionally with planted outliers.\n\n"
                        "Examples:\n  extract fixture --family olmoe --out /tmp/olmoe-tiny\n"
                        "  extract fixture --family qwen3_moe --out /tmp/q --layers 4 --shards 3 --plant 7,42@0-3");
-        fixture_cmd->add_option("--family", fix.fixture.family, "model_type: llama, qwen2, qwen3, olmoe, qwen3_moe, mixtral, gpt_oss")->required();
+        fixture_cmd->add_option("--family", fix.fixture.family, family_list())->required();
         fixture_cmd->add_option("--out", fix.fixture.out_dir, "Output directory")->required();
         fixture_cmd->add_option("--layers", fix.fixture.layers, "Decoder layers")->capture_default_str();
         fixture_cmd->add_option("--hidden", fix.fixture.hidden, "Hidden size")->capture_default_str();
