@@ -22,6 +22,11 @@ build=${BUILD_DIR:-$root/build-gpu}
 source "$root/bench/gpu_build.sh"
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+# The GPU tests (fused kernels vs ATen, offload, analysis kernels); their failures and summary.
+gpu_tests() {
+  "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "ERROR|FAILED|signal|test cases" "$out/gpu_tests.log" | head -12
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 stamp "build"
 gpu_build "$build" "$out" extract analyze toolkit_gpu_tests || { stamp "build failed"; exit 1; }
@@ -29,8 +34,7 @@ exe=$build/extractor/extract
 export PYTHONUNBUFFERED=1
 if [[ $what == quick ]]; then
   stamp "gpu tests"
-  "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
-  echo "gpu tests rc=$?"; tail -3 "$out/gpu_tests.log"
+  gpu_tests
   stamp "parity (small configs, every family)"
   python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --plain-cpu --json-out "$out/parity_small.json" \
     > "$out/parity_small.log" 2>&1
@@ -77,8 +81,7 @@ if [[ $what == final ]]; then
 fi
 if [[ $what == ppl ]]; then
   stamp "gpu tests"
-  "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "ERROR|test cases" "$out/gpu_tests.log" | head -8
+  gpu_tests
   stamp "perplexity parity (small configs)"
   timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --perplexity \
     --json-out "$out/parity_ppl.json" > "$out/parity_ppl.log" 2>&1
@@ -86,8 +89,7 @@ if [[ $what == ppl ]]; then
 fi
 if [[ $what == stats ]]; then
   stamp "gpu tests (the fused pass with and without the threshold sweep)"
-  "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "ERROR|test cases" "$out/gpu_tests.log" | head -8
+  gpu_tests
   stamp "per-expert counts vs HF's router top-k (f32 decides; default and EXTRACTOR_FUSED=0 paths)"
   timeout 240 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --analyze "$build/analysis/analyze" \
     --expert-stats --families olmoe,qwen3_moe,mixtral,gpt_oss --json-out "$out/parity_experts.json" > "$out/parity_experts.log" 2>&1
@@ -100,8 +102,7 @@ fi
 if [[ $what == new ]]; then
   # One call for the new families (#13), offload with prefetch, and the per-expert statistics (#14).
   stamp "gpu tests (kernels, offload at prefetch depths 0/1/2, analysis kernels)"
-  "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "ERROR|FAILED|test cases" "$out/gpu_tests.log" | head -12
+  gpu_tests
   stamp "parity, small configs, every family (fused + ATen paths)"
   timeout 300 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --json-out "$out/parity_small.json" \
     > "$out/parity_small.log" 2>&1
