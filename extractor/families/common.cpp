@@ -326,5 +326,26 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const ModelConfig & cfg, int64_t T
     return ops::rope_cos_sin(cfg.rope, T, dtype, device);
 }
 
+at::Tensor decoder_stack(const ModelConfig & cfg, const Weights & w, const at::Tensor & ids, int run_layers, Tap & tap,
+                         const MlpBlock & mlp, Norm norm) {
+    at::Tensor h = at::embedding(w.embed, ids.to(w.embed_device));                  // [B,T,H]
+    const int64_t T = ids.size(1);
+    at::Tensor cos, sin;                                                             // [T,R], R: the rotated width
+    for (int l = 0; l < run_layers; ++l) {
+        const c10::Device dev = w.compute[static_cast<size_t>(l)];
+        if (h.device() != dev) h = h.to(dev);
+        if (!cos.defined() || cos.device() != dev) std::tie(cos, sin) = rope_tables(cfg, T, h.scalar_type(), dev);
+        const LayerWeights lw = w.fetch(l);
+        at::Tensor a = norm(h, lw.input_norm, cfg.rms_eps);                          // [B,T,H]
+        tap(Site::LnAttn, l, a);
+        h = h + ops::attention(a, lw.attn, attn_options(cfg, l), cos, sin);          // [B,T,H]
+        at::Tensor m = norm(h, lw.post_norm, cfg.rms_eps);                           // [B,T,H]
+        tap(Site::LnMlp, l, m);
+        h = h + mlp(l, lw, m);                                                       // [B,T,H]
+        tap(Site::Residual, l, h);
+    }
+    return h;
+}
+
 }  // namespace families
 }  // namespace extractor

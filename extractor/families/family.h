@@ -7,6 +7,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -182,6 +183,15 @@ void plan_mxfp4_experts(WeightPlan & plan, const ModelConfig & cfg, int layer);
 ops::AttnOptions attn_options(const ModelConfig & cfg, int layer);
 // Positions 0..T-1 on the device of layer `layer`.
 std::pair<at::Tensor, at::Tensor> rope_tables(const ModelConfig & cfg, int64_t T, at::ScalarType dtype, c10::Device device);
+
+// The pre-norm decoder most families share: embedding, then per layer (moved to its compute device,
+// weights fetched, offloaded ones streamed in) h += attention(norm(h)); h += mlp(norm(h)), tapping
+// ln_attn, ln_mlp and the residual. A family gives its MLP block (dense, MoE, or per layer) and
+// its RMSNorm (ops::rms_norm, or gpt_oss's ops::rms_norm_fp32_gain).
+using MlpBlock = std::function<at::Tensor(int layer, const LayerWeights & lw, const at::Tensor & m)>;  // [B,T,H] -> [B,T,H]
+using Norm = at::Tensor (*)(const at::Tensor & x, const at::Tensor & weight, double eps);
+at::Tensor decoder_stack(const ModelConfig & cfg, const Weights & w, const at::Tensor & ids, int run_layers, Tap & tap,
+                         const MlpBlock & mlp, Norm norm = ops::rms_norm);
 }  // namespace families
 
 }  // namespace extractor

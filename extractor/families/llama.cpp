@@ -37,24 +37,8 @@ public:
 
     at::Tensor forward(const ModelConfig & cfg, const Weights & w, const at::Tensor & ids, int run_layers,
                        Tap & tap) const override {
-        at::Tensor h = at::embedding(w.embed, ids.to(w.embed_device));              // [B,T,H]
-        const int64_t T = ids.size(1);
-        at::Tensor cos, sin;                                                         // [T,D]
-        for (int l = 0; l < run_layers; ++l) {
-            const c10::Device dev = w.compute[static_cast<size_t>(l)];
-            if (h.device() != dev) h = h.to(dev);
-            if (!cos.defined() || cos.device() != dev)
-                std::tie(cos, sin) = families::rope_tables(cfg, T, h.scalar_type(), dev);
-            const LayerWeights lw = w.fetch(l);
-            at::Tensor a = ops::rms_norm(h, lw.input_norm, cfg.rms_eps);               // [B,T,H]
-            tap(Site::LnAttn, l, a);
-            h = h + ops::attention(a, lw.attn, families::attn_options(cfg, l), cos, sin);  // [B,T,H]
-            at::Tensor m = ops::rms_norm(h, lw.post_norm, cfg.rms_eps);                // [B,T,H]
-            tap(Site::LnMlp, l, m);
-            h = h + ops::swiglu_mlp(m, lw.mlp);                                       // [B,T,H]
-            tap(Site::Residual, l, h);
-        }
-        return h;
+        return families::decoder_stack(cfg, w, ids, run_layers, tap,
+                                       [](int, const LayerWeights & lw, const at::Tensor & m) { return ops::swiglu_mlp(m, lw.mlp); });
     }
 };
 

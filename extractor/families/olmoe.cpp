@@ -46,24 +46,9 @@ public:
         // v5 router (Qwen2MoeTopKRouter): softmax in fp32, top-k, optional renormalise, weights stay fp32.
         const ops::MoeOptions moe{.top_k = cfg.top_k, .renormalise = cfg.norm_topk_prob,
                                   .weights_in_activation_dtype = false};
-        at::Tensor h = at::embedding(w.embed, ids.to(w.embed_device));              // [B,T,H]
-        const int64_t T = ids.size(1);
-        at::Tensor cos, sin;                                                         // [T,D]
-        for (int l = 0; l < run_layers; ++l) {
-            const c10::Device dev = w.compute[static_cast<size_t>(l)];
-            if (h.device() != dev) h = h.to(dev);
-            if (!cos.defined() || cos.device() != dev)
-                std::tie(cos, sin) = families::rope_tables(cfg, T, h.scalar_type(), dev);
-            const LayerWeights lw = w.fetch(l);
-            at::Tensor a = ops::rms_norm(h, lw.input_norm, cfg.rms_eps);               // [B,T,H]
-            tap(Site::LnAttn, l, a);
-            h = h + ops::attention(a, lw.attn, families::attn_options(cfg, l), cos, sin);  // [B,T,H]
-            at::Tensor m = ops::rms_norm(h, lw.post_norm, cfg.rms_eps);                // [B,T,H]
-            tap(Site::LnMlp, l, m);
-            h = h + ops::moe(m, lw.moe, moe, tap.experts(l));                         // [B,T,H]
-            tap(Site::Residual, l, h);
-        }
-        return h;
+        return families::decoder_stack(cfg, w, ids, run_layers, tap, [&](int l, const LayerWeights & lw, const at::Tensor & m) {
+            return ops::moe(m, lw.moe, moe, tap.experts(l));                          // [B,T,H]
+        });
     }
 
 private:
