@@ -379,7 +379,14 @@ TEST_CASE("sweep e2e: Ctrl-C mid-sweep stops every member, each instance is prov
     // Two members at a time (olmoe-tiny on local, qwen3-tiny on a RunPod pod): Ctrl-C while both are
     // on their instances finds the third not started.
     std::string file = rehearsal_sweep(env, "max_parallel: 3", "max_parallel: 2");
-    tests::write_file(file, member_on(tests::read_file(file), "qwen3-tiny", "runpod"));
+    std::string text = member_on(tests::read_file(file), "qwen3-tiny", "runpod");
+    // olmoe-tiny gets a long run (about a minute here), so it is still on its instance when the pod
+    // member reaches its push even on a slow CI machine; otherwise it can finish first, free its slot,
+    // and mixtral-tiny starts before the Ctrl-C (seen in CI).
+    auto olmoe = text.find("  - id: olmoe-tiny\n");
+    REQUIRE(olmoe != std::string::npos);
+    text.insert(olmoe + std::string("  - id: olmoe-tiny\n").size(), "    data: {num_sequences: 4000}\n");
+    tests::write_file(file, text);
     auto args = sweep_args(env, file);
     args.push_back("--no-gpu-check");
     auto o = clouds.opts();
@@ -392,6 +399,8 @@ TEST_CASE("sweep e2e: Ctrl-C mid-sweep stops every member, each instance is prov
         std::this_thread::sleep_for(100ms);
     }
     REQUIRE(running);
+    // The premise of the "not started" check below: the third member is still waiting for a slot.
+    REQUIRE_FALSE(fs::exists(root + "/mixtral-tiny/journal.jsonl"));
     ::kill(child.pid(), SIGINT);
     auto code = child.wait_for(180s);
     INFO(tests::read_file(env.dir / "err.txt"));
