@@ -33,6 +33,7 @@ from collections import defaultdict
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import write_json  # noqa: E402
 from extract_bench import olmoe_config, write_olmoe_weights  # noqa: E402  (the extractor benchmark's OLMoE shape and writer)
 
 PLANT_DIMS = (101, 777, 1500)
@@ -233,9 +234,7 @@ def main():
           f"analysis {pred['analyze_s']:.1f}) | {ratios['end_to_end_speedup']:.1f}x faster | >= 20x |")
     print(f"| predecessor-mode outliers (sequence, dim) | {summary['num_outliers']} (dims {ours_dims}) | "
           f"{pred['num_outliers']} (dims {pred['unique_dims']}) | | planted {list(PLANT_DIMS)} |")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json_out, results)
     return 0
 
 

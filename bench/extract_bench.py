@@ -25,7 +25,6 @@ random weights generated on the GPU from config.json alone (--random-weights); r
 Targets (issue): throughput >= 1.5x HF, load >= 3x faster, peak GPU memory <= weights + 1 GiB.
 """
 import argparse
-import gc
 import json
 import os
 import subprocess
@@ -35,7 +34,8 @@ import time
 import torch
 from safetensors.torch import save_file
 
-GiB = 1 << 30
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import GiB, extract_bench, hf_bench, write_json  # noqa: E402
 
 
 def olmoe_config(out_dir):
@@ -97,104 +97,6 @@ def write_olmoe_weights(out_dir, cfg, shard_bytes=5 * GiB, plant=None):
     return total
 
 
-def hf_bench(model_dir, ids, iters, **load_kwargs):
-    """HF forward with capture hooks, timed as extract_bench; load_kwargs go to from_pretrained
-    (gpt_oss_bench passes eager attention and Mxfp4Config(dequantize=True))."""
-    from transformers import AutoModelForCausalLM
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map="cuda", **load_kwargs)
-    torch.cuda.synchronize()
-    load_s = time.perf_counter() - t0
-    model.eval()
-    caps = []
-    for layer in model.model.layers:
-        layer.input_layernorm.register_forward_hook(lambda m, i, o: caps.append(o))
-        layer.post_attention_layernorm.register_forward_hook(lambda m, i, o: caps.append(o))
-    ids = ids.cuda()
-    with torch.inference_mode():
-        model.model(input_ids=ids)
-        caps.clear()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            model.model(input_ids=ids)
-            caps.clear()  # keep only one batch of captures alive, as a streaming consumer would
-        torch.cuda.synchronize()
-        fwd_s = time.perf_counter() - t0
-    res = dict(load_s=load_s, tokens_per_s=ids.numel() * iters / fwd_s, peak_reserved_bytes=torch.cuda.max_memory_reserved(),
-               peak_allocated_bytes=torch.cuda.max_memory_allocated(), experts_implementation=str(
-                   getattr(model.config, "_experts_implementation", "?")),
-               attn_implementation=str(getattr(model.config, "_attn_implementation", "?")))
-    experts = getattr(getattr(model.model.layers[0], "mlp", None), "experts", None)
-    if experts is not None and hasattr(experts, "gate_up_proj"):
-        res["experts_dtype"] = str(experts.gate_up_proj.dtype)
-    del model, caps
-    gc.collect()
-    torch.cuda.empty_cache()
-    return res
-
-
-def show(name, r):
-    if "error" in r:
-        print(f"{name}: failed: {r['error'][-800:]}", flush=True)
-        return
-    mem = r.get("allocator_reserved_bytes_peak", r.get("peak_reserved_bytes", 0)) / GiB
-    extra = ""
-    if "gpu_used_bytes_peak" in r:
-        extra = f", device-level peak {(r['gpu_used_bytes_peak'] - r.get('gpu_used_bytes_baseline', 0)) / GiB:.2f} GiB"
-    w = f", weights {r['weights_bytes'] / GiB:.2f} GiB" if "weights_bytes" in r else ""
-    print(f"{name}: {r['tokens_per_s']:.0f} tokens/s, load {r['load_s']:.2f} s{w}, allocator reserved peak {mem:.2f} GiB{extra}",
-          flush=True)
-
-
-def versus_hf(exe, model_dir, ids, ids_path, iters, batch, seq_len, results, hf_label="hf"):
-    """The per-family benches' comparison on one checkpoint: extract on its default path (fused
-    kernels where built) and on the ATen path (EXTRACTOR_FUSED=0), then HF (hf_bench) on the same
-    files and the first batch of ids; each result (or its error) goes into results and is shown."""
-    variants = {"extract": None, "extract_aten": {"EXTRACTOR_FUSED": "0"}}
-    for name, env in variants.items():
-        try:
-            results[name] = extract_bench(exe, model_dir, ids_path, batch * iters, batch, seq_len, [], env)
-        except Exception as e:
-            results[name] = dict(error=str(e))
-        show(name, results[name])
-    try:
-        results["hf"] = hf_bench(model_dir, ids[:batch], iters)
-    except Exception as e:
-        results["hf"] = dict(error=str(e))
-    show(hf_label, results["hf"])
-
-
-def table_versus_hf(title, results):
-    """Markdown rows of tokens/s and the ratio to HF for versus_hf's results (nothing without both)."""
-    hf = results.get("hf", {})
-    if "tokens_per_s" not in results.get("extract", {}) or "tokens_per_s" not in hf:
-        return
-    print(f"\n| {title} | tokens/s | vs HF |")
-    print("|---|---|---|")
-    for name in ("extract", "extract_aten", "hf"):
-        r = results.get(name, {})
-        if "tokens_per_s" in r:
-            print(f"| {name} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / hf['tokens_per_s']:.2f}x |")
-
-
-def extract_bench(exe, model_dir, ids_path, seqs, batch, seq_len, extra, env=None):
-    cmd = [exe, "run", model_dir, "--tokens", ids_path, "--seq-len", str(seq_len), "--num-sequences", str(seqs),
-           "--batch-size", str(batch), "--dtype", "bf16", "--device", "cuda", "--absmax", "--warmup", "1", "--json"] + extra
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **(env or {})))
-    wall = time.perf_counter() - t0
-    sys.stderr.write(r.stderr[-3000:])
-    if r.returncode != 0:
-        raise RuntimeError(f"extract failed ({r.returncode}): {r.stderr[-2000:]}")
-    out = json.loads(r.stdout)
-    out.pop("absmax", None)
-    out["process_wall_s"] = wall
-    return out
-
-
 def qwen3_30b(args, ids_path, batch, seq_len, results):
     """Qwen3-30B-A3B's full shape, random weights made on the GPU from config.json: one GPU, and split
     across two by memory budgets (balanced placement) when the machine has two."""
@@ -243,9 +145,7 @@ def main():
         with open(ids_path, "w") as f:
             json.dump(torch.randint(0, 50304, (16, 2048), generator=torch.Generator().manual_seed(0)).tolist(), f)
         qwen3_30b(args, ids_path, 4, 2048, results)
-        if args.json_out:
-            with open(args.json_out, "w") as f:
-                json.dump(results, f, indent=2)
+        write_json(args.json_out, results)
         return 0
     t0 = time.perf_counter()
     cfg = olmoe_config(mdir)
@@ -319,9 +219,7 @@ def main():
 
     if args.qwen3_30b:
         qwen3_30b(args, ids_path, batch, seq_len, results)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json_out, results)
     return 0
 
 

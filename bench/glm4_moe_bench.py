@@ -10,7 +10,7 @@ on 3 real-shape layers of GLM-4.5-Air; optionally the full shape with offload.
      ours:  extract --absmax --warmup 1 over --iters batches: the default path (fused kernels where
             built) and the ATen path (EXTRACTOR_FUSED=0).
      HF:    from_pretrained(dtype=bf16, device_map="cuda"), forward hooks, model.model(...) without
-            lm_head, 1 warm-up + N passes (bench/extract_bench.py hf_bench).
+            lm_head, 1 warm-up + N passes (bench/benchlib.py hf_bench).
    tokens/s, load seconds, peak GPU memory.
 2. --full: GLM-4.5-Air at full shape (46 layers, 106.9 B parameters, 212.5 GB of bf16 weights
    loaded) from config.json alone with --random-weights; it fits no single GPU, so --full-max-memory
@@ -21,20 +21,15 @@ Usage (GPU machine, transformers 5.x):
   python3 bench/glm4_moe_bench.py --extract build-gpu/extractor/extract [--work /tmp/glm4-moe-bench]
           [--iters 4] [--json-out glm4_moe_bench.json] [--full --full-max-memory 0=130GiB,cpu=100GiB]
 """
-import argparse
-import gc
-import glob
-import json
 import os
 import sys
-
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
 sys.path.insert(0, HERE)
-import extract_parity as parity  # noqa: E402  (build, REAL_SHAPES)
-from extract_bench import extract_bench, show, table_versus_hf, versus_hf  # noqa: E402
+import extract_parity as parity  # noqa: E402  (REAL_SHAPES)
+from benchlib import (BATCH, SEQ_LEN, family_parser, family_workload, full_shape, real_shape_checkpoint,  # noqa: E402
+                      table_versus_hf, versus_hf, write_json)
 
 
 def released_config():
@@ -48,50 +43,27 @@ def released_config():
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--extract", required=True)
-    ap.add_argument("--work", default="/tmp/glm4-moe-bench")
-    ap.add_argument("--iters", type=int, default=4)
-    ap.add_argument("--json-out", default=None)
+    ap = family_parser("/tmp/glm4-moe-bench")
     ap.add_argument("--full", action="store_true", help="also run the full 46-layer shape (needs --full-max-memory)")
     ap.add_argument("--full-max-memory", default=None, help="--max-memory for the full-shape run, e.g. 0=130GiB,cpu=100GiB")
     args = ap.parse_args()
     if args.full and not args.full_max_memory:
         ap.error("--full: GLM-4.5-Air is 212 GB in bf16 and fits no single GPU; give --full-max-memory")
-    os.makedirs(args.work, exist_ok=True)
-    batch, seq_len = 2, 2048
-    g = torch.Generator().manual_seed(7)
-    ids = torch.randint(0, parity.REAL_SHAPES["glm4_moe"]["vocab_size"], (batch * (args.iters + 1), seq_len), generator=g)
-    ids_path = os.path.join(args.work, "ids.json")
-    with open(ids_path, "w") as f:
-        json.dump(ids.tolist(), f)
-    results = dict(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), torch=torch.__version__)
+    ids, ids_path, results = family_workload(args, parity.REAL_SHAPES["glm4_moe"]["vocab_size"])
 
     # 1. Real-shape 3-layer model (dense + MoE), ours vs HF on the same files.
     mdir = os.path.join(args.work, "glm-4.5-air-3layers")
-    if not glob.glob(os.path.join(mdir, "*.safetensors")):
-        parity.build("glm4_moe", mdir, seed=11, real_shapes=True, device="cuda")
-    gc.collect()
-    torch.cuda.empty_cache()
-    versus_hf(args.extract, mdir, ids, ids_path, args.iters, batch, seq_len, results)
+    real_shape_checkpoint("glm4_moe", mdir)
+    versus_hf(args.extract, mdir, ids, ids_path, args.iters, BATCH, SEQ_LEN, results)
 
     # 2. Full shape from config.json alone, random weights, offloaded past the GPU budget.
     if args.full:
-        d = os.path.join(args.work, "glm-4.5-air-config")
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(released_config(), f, indent=2)
-        extra = ["--random-weights", "--max-memory", args.full_max_memory]
-        try:
-            results["glm45_air_full"] = extract_bench(args.extract, d, ids_path, batch * args.iters, batch, seq_len, extra)
-        except Exception as e:
-            results["glm45_air_full"] = dict(error=str(e))
-        show(f"glm45_air_full (46 layers, random weights, {results['device']})", results["glm45_air_full"])
+        full_shape(args.extract, os.path.join(args.work, "glm-4.5-air-config"), released_config(), ids_path, BATCH * args.iters,
+                   ["--random-weights", "--max-memory", args.full_max_memory], results, "glm45_air_full",
+                   f"glm45_air_full (46 layers, random weights, {results['device']})")
 
     table_versus_hf("GLM-4.5-Air shape, 3 layers, 2x2048 tokens, bf16", results)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json_out, results)
     return 0
 
 

@@ -21,20 +21,13 @@ transformers, measured in the same run, plus gpt-oss-120b's full shape on one GP
 Usage (GPU machine, transformers 5.x): python3 bench/gpt_oss_bench.py --extract build-gpu/extractor/extract
            [--work /tmp/gpt-oss-bench] [--iters 4] [--json-out gpt_oss_bench.json] [--no-120b] [--full-20b]
 """
-import argparse
-import gc
-import json
 import os
 import sys
 
-import torch
-
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
 sys.path.insert(0, HERE)
-import extract_parity as parity  # noqa: E402  (build, write_mxfp4_experts, REAL_SHAPES)
-from extract_bench import extract_bench, hf_bench, show  # noqa: E402
-
+from benchlib import (BATCH, SEQ_LEN, family_parser, family_workload, full_shape, real_shape_checkpoint,  # noqa: E402
+                      table_versus_hf, versus_hf, write_json)
 
 
 def released_config(layers, experts):
@@ -55,72 +48,35 @@ def released_config(layers, experts):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--extract", required=True)
-    ap.add_argument("--work", default="/tmp/gpt-oss-bench")
-    ap.add_argument("--iters", type=int, default=4)
-    ap.add_argument("--json-out", default=None)
+    ap = family_parser("/tmp/gpt-oss-bench")
     ap.add_argument("--no-120b", action="store_true")
     ap.add_argument("--full-20b", action="store_true")
     args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
-    batch, seq_len = 2, 2048
-    g = torch.Generator().manual_seed(7)
-    ids = torch.randint(0, 201088, (batch * (args.iters + 1), seq_len), generator=g)
-    ids_path = os.path.join(args.work, "ids.json")
-    with open(ids_path, "w") as f:
-        json.dump(ids.tolist(), f)
-    results = dict(device=torch.cuda.get_device_name(0), torch=torch.__version__)
+    ids, ids_path, results = family_workload(args, 201088, gpus=False)
 
     # 1. Real-shape 2-layer model, ours vs HF on the same MXFP4 file.
     mdir = os.path.join(args.work, "gpt-oss-20b-2layers")
-    if not os.path.exists(os.path.join(mdir, "model.safetensors")):
-        parity.build("gpt_oss", mdir, seed=11, real_shapes=True, device="cuda")
-    gc.collect()
-    torch.cuda.empty_cache()
-    seqs = batch * args.iters
+    real_shape_checkpoint("gpt_oss", mdir, written="model.safetensors")
     variants = {"extract_packed": ([], None), "extract_packed_aten": ([], {"EXTRACTOR_FUSED": "0"}),
                 "extract_dequantize": (["--dequantize"], None)}
-    for name, (extra, env) in variants.items():
-        try:
-            results[name] = extract_bench(args.extract, mdir, ids_path, seqs, batch, seq_len, extra, env)
-        except Exception as e:
-            results[name] = dict(error=str(e))
-        show(name, results[name])
-    try:
+
+    def hf_kwargs():
         from transformers import Mxfp4Config
-        results["hf"] = hf_bench(mdir, ids[:batch], args.iters, attn_implementation="eager",
-                                 quantization_config=Mxfp4Config(dequantize=True))
-    except Exception as e:
-        results["hf"] = dict(error=str(e))
-    show("hf (Mxfp4Config(dequantize=True), eager)", results["hf"])
+        return dict(attn_implementation="eager", quantization_config=Mxfp4Config(dequantize=True))
+
+    versus_hf(args.extract, mdir, ids, ids_path, args.iters, BATCH, SEQ_LEN, results,
+              hf_label="hf (Mxfp4Config(dequantize=True), eager)", variants=variants, hf_kwargs=hf_kwargs)
 
     # 2. Full shapes from config.json alone, random packed weights made on the GPU.
     full = [] if args.no_120b else [("gpt_oss_120b", 36, 128)]
     if args.full_20b:
         full.insert(0, ("gpt_oss_20b", 24, 32))
     for name, layers, experts in full:
-        d = os.path.join(args.work, name + "-config")
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(released_config(layers, experts), f, indent=2)
-        try:
-            results[name] = extract_bench(args.extract, d, ids_path, seqs, batch, seq_len, ["--random-weights"])
-        except Exception as e:
-            results[name] = dict(error=str(e))
-        show(f"{name} (full shape, random MXFP4 weights, packed)", results[name])
+        full_shape(args.extract, os.path.join(args.work, name + "-config"), released_config(layers, experts), ids_path,
+                   BATCH * args.iters, ["--random-weights"], results, name, f"{name} (full shape, random MXFP4 weights, packed)")
 
-    ex, hf = results.get("extract_packed", {}), results.get("hf", {})
-    if "tokens_per_s" in ex and "tokens_per_s" in hf:
-        print(f"\n| gpt-oss-20b shape, 2 layers, 2x2048 tokens, bf16 | tokens/s | vs HF |")
-        print("|---|---|---|")
-        for name in ("extract_packed", "extract_packed_aten", "extract_dequantize", "hf"):
-            r = results.get(name, {})
-            if "tokens_per_s" in r:
-                print(f"| {name} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / hf['tokens_per_s']:.2f}x |")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=2)
+    table_versus_hf("gpt-oss-20b shape, 2 layers, 2x2048 tokens, bf16", results, names=tuple(variants))
+    write_json(args.json_out, results)
     return 0
 
 

@@ -34,7 +34,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
 sys.path.insert(0, HERE)
-from extract_bench import extract_bench, olmoe_config  # noqa: E402
+from benchlib import extract_bench, write_json  # noqa: E402
+from extract_bench import olmoe_config  # noqa: E402
 
 GiB = 1 << 30
 # Decoder layers of the released models (config.json num_hidden_layers); REAL_SHAPES holds 2-4.
@@ -141,9 +142,7 @@ def main():
               f"{o.get('copy_s', 0):.2f} s, exposed {o.get('exposed_wait_s', 0):.2f} s, hidden "
               f"{100 * o.get('hidden_fraction', 0):.0f}%; copy bound {bound:.0f} tokens/s, "
               f"ratio {r['of_copy_bound'] or 0:.2f}", flush=True)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.json_out, results, indent=1)
 
 
 if __name__ == "__main__":
