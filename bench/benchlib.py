@@ -2,7 +2,7 @@
 checkpoint and workload (extract_bench, hf_bench), one line per result (show), writing the results
 (write_json), and the per-family benches' common shape (glm4_moe, qwen3_next, mixtral, gpt_oss):
 their command line (family_parser), workload (family_workload), real-shape checkpoint
-(real_shape_checkpoint), ours-vs-HF runs and table (versus_hf, table_versus_hf) and full-shape runs
+(real_shape_checkpoint), a released config.json (released_config), ours-vs-HF runs and table (versus_hf, table_versus_hf) and full-shape runs
 from config.json alone (full_shape). Imported from the scripts' own folder (they put it on sys.path).
 """
 import argparse
@@ -108,6 +108,16 @@ def family_parser(work):
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--json-out", default=None)
     return ap
+
+
+def released_config(real_shape, **keys):
+    """A released model's config.json from its tests/parity REAL_SHAPES entry: `keys` added (all
+    layers, model_type, ...) and rope_parameters given as config.json has them (rope_theta,
+    partial_rotary_factor)."""
+    c = dict(real_shape, **keys)
+    rope = c.pop("rope_parameters")
+    c.update(rope_theta=rope["rope_theta"], partial_rotary_factor=rope["partial_rotary_factor"])
+    return c
 
 
 def family_workload(args, vocab, gpus=True):

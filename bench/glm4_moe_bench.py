@@ -28,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
 sys.path.insert(0, HERE)
 import extract_parity as parity  # noqa: E402  (REAL_SHAPES)
+import benchlib  # noqa: E402
 from benchlib import (BATCH, SEQ_LEN, family_parser, family_workload, full_shape, real_shape_checkpoint,  # noqa: E402
                       table_versus_hf, versus_hf, write_json)
 
@@ -35,11 +36,9 @@ from benchlib import (BATCH, SEQ_LEN, family_parser, family_workload, full_shape
 def released_config():
     """config.json of zai-org/GLM-4.5-Air (the keys extract reads): REAL_SHAPES' entry with all 46
     layers and the multi-token-prediction layer it declares (not run)."""
-    c = dict(parity.REAL_SHAPES["glm4_moe"], num_hidden_layers=46, num_nextn_predict_layers=1, model_type="glm4_moe",
-             architectures=["Glm4MoeForCausalLM"], hidden_act="silu", torch_dtype="bfloat16")
-    rope = c.pop("rope_parameters")
-    c.update(rope_theta=rope["rope_theta"], partial_rotary_factor=rope["partial_rotary_factor"])
-    return c
+    return benchlib.released_config(parity.REAL_SHAPES["glm4_moe"], num_hidden_layers=46, num_nextn_predict_layers=1,
+                                    model_type="glm4_moe", architectures=["Glm4MoeForCausalLM"], hidden_act="silu",
+                                    torch_dtype="bfloat16")
 
 
 def main():

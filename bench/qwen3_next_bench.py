@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
 sys.path.insert(0, HERE)
 import extract_parity as parity  # noqa: E402  (REAL_SHAPES)
+import benchlib  # noqa: E402
 from benchlib import (BATCH, SEQ_LEN, family_parser, family_workload, full_shape, real_shape_checkpoint,  # noqa: E402
                       table_versus_hf, versus_hf, write_json)
 
@@ -36,11 +37,8 @@ from benchlib import (BATCH, SEQ_LEN, family_parser, family_workload, full_shape
 def released_config():
     """config.json of Qwen/Qwen3-Next-80B-A3B-Instruct (the keys extract reads): REAL_SHAPES' entry
     with all 48 layers."""
-    c = dict(parity.REAL_SHAPES["qwen3_next"], num_hidden_layers=48, model_type="qwen3_next",
-             architectures=["Qwen3NextForCausalLM"], hidden_act="silu", torch_dtype="bfloat16")
-    rope = c.pop("rope_parameters")
-    c.update(rope_theta=rope["rope_theta"], partial_rotary_factor=rope["partial_rotary_factor"])
-    return c
+    return benchlib.released_config(parity.REAL_SHAPES["qwen3_next"], num_hidden_layers=48, model_type="qwen3_next",
+                                    architectures=["Qwen3NextForCausalLM"], hidden_act="silu", torch_dtype="bfloat16")
 
 
 def main():
