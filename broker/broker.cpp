@@ -215,6 +215,7 @@ CreateResult Broker::create(const CreateOptions & o) {
         Provider & p = provider(offer.provider);
         CreateRequest req;
         req.offer = offer;
+        req.batch = o.batch;
         req.name = name;
         req.image = o.image;
         req.disk_gb = o.disk_gb;

@@ -54,6 +54,7 @@ struct CreateOptions {
     std::string ssh_private_key;  // the public key is read from <path>.pub
     std::string run_id;           // empty: generated
     std::string role = "main";
+    std::optional<BatchScript> batch;  // batch_jobs providers: the job's work (CreateRequest::batch)
     double max_lifetime_s = 12 * 3600;  // the deadline in the name; RunPod also enforces it itself
     bool wait_ready = true;
     bool gpu_check = true;

@@ -1,5 +1,6 @@
 #include "broker/instance.h"
 
+#include <charconv>
 #include <regex>
 
 namespace broker {
@@ -16,6 +17,22 @@ std::string_view status_name(InstanceStatus s) {
     case InstanceStatus::Unknown: return "unknown";
     }
     return "unknown";
+}
+
+std::optional<int> batch_restart_of(std::string_view line) {
+    if (line.substr(0, kBatchStartPrefix.size()) != kBatchStartPrefix) return std::nullopt;
+    line.remove_prefix(kBatchStartPrefix.size());
+    // "<job id> restart <n> on <host>"
+    auto space = line.find(' ');
+    if (space == std::string_view::npos) return std::nullopt;
+    line.remove_prefix(space + 1);
+    constexpr std::string_view kRestart = "restart ";
+    if (line.substr(0, kRestart.size()) != kRestart) return std::nullopt;
+    line.remove_prefix(kRestart.size());
+    int n = 0;
+    auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), n);
+    if (ec != std::errc() || end == line.data() || n < 0) return std::nullopt;
+    return n;
 }
 
 std::string format_instance_name(const InstanceName & n) {

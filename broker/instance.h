@@ -62,8 +62,31 @@ struct InstanceName {
 std::string format_instance_name(const InstanceName & name);
 std::optional<InstanceName> parse_instance_name(std::string_view name);  // nullopt: not ours
 
+// What a batch scheduler's job runs (providers whose caps().batch_jobs is set): the job does this
+// work and ends, instead of holding an allocation that SSH then uses. The script runs under `sh` on
+// the compute node after the site's own setup lines (module loads); its output goes to
+// `output_path`, a file in the site's shared work directory that the caller reads from the login
+// node, appended to (not truncated) when the scheduler restarts the job.
+struct BatchScript {
+    std::string body;
+    std::string output_path;  // absolute
+    bool use_gpus = true;     // false: the job takes no GPUs whatever the offer has (a CPU build)
+    bool requeue = false;     // the scheduler may restart it (node failure, preemption, an admin's requeue)
+};
+
+// The line a batch job prints first at every start ("toolkit-batch: start job 42 restart 1 on
+// node7"), so whoever follows its output counts the scheduler's restarts. Returns the restart
+// number of such a line, nullopt for any other line.
+inline constexpr std::string_view kBatchStartPrefix = "toolkit-batch: start job ";
+std::optional<int> batch_restart_of(std::string_view line);
+
+// How a batch job ended, in the scheduler's terms mapped to ours (the raw state stays in
+// Instance::status_raw for messages).
+enum class BatchEnd { Completed, Failed, TimedOut, NodeFailure, Preempted, Cancelled, OutOfMemory, Other };
+
 struct CreateRequest {
     Offer offer;
+    std::optional<BatchScript> batch;  // batch_jobs providers only; nullopt: hold the allocation
     std::string name;  // format_instance_name(...)
     std::string image = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04";
     int disk_gb = 50;

@@ -51,10 +51,18 @@ struct ProviderCaps {
     // Instances run on this machine (the local rehearsal): they cost nothing, need no GPU, have no
     // container environment on PID 1, and may share folders with the broker's state dir.
     bool on_this_machine = false;
-    // The instance's SSH endpoint is the machine that holds the GPUs. False for slurm, where SSH
-    // reaches a login node and work must be submitted through the scheduler: deploy_and_analyze
-    // refuses such a provider rather than building and running on the login node.
-    bool ssh_reaches_compute = true;
+    // Work runs as scheduler jobs (slurm): SSH reaches a login node that shares a work directory
+    // with the compute nodes, create() with CreateRequest::batch submits a job that does the work
+    // and ends, and batch_site() says where to push. deploy_and_analyze then builds and runs through
+    // the scheduler and never on the login node (deploy/README.md, "Batch schedulers").
+    bool batch_jobs = false;
+};
+
+// Where a batch provider's work is prepared: the login node, and a directory it shares with the
+// compute nodes.
+struct BatchSite {
+    SshEndpoint login;     // with the key that opens it
+    std::string work_dir;  // absolute
 };
 
 // An HTTP request as data, complete: every value is already in it (path segments percent-encoded,
@@ -117,6 +125,10 @@ public:
     // Only called when caps().self_end == SelfEnd::SelfStop: the argv that, run on the instance,
     // ends `id` (each element one word; the caller quotes them).
     virtual std::vector<std::string> self_stop_command(std::string_view id) const;
+    // Only called when caps().batch_jobs: the site an offer of this provider runs at.
+    virtual BatchSite batch_site(const Offer & offer) const;
+    // Only called when caps().batch_jobs: what an ended job's Instance::status_raw means.
+    virtual BatchEnd batch_end(std::string_view status_raw) const;
 };
 
 // The capabilities of the provider called `name`, without credentials (usage error naming the valid

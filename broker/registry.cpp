@@ -42,6 +42,16 @@ std::vector<std::string> Provider::self_stop_command(std::string_view id) const 
                                   ") called but the provider does not declare SelfEnd::SelfStop");
 }
 
+BatchEnd Provider::batch_end(std::string_view status_raw) const {
+    throw common::Error::internal(std::string(name()) + ": batch_end(" + std::string(status_raw) +
+                                  ") called but the provider does not declare batch_jobs");
+}
+
+BatchSite Provider::batch_site(const Offer & offer) const {
+    throw common::Error::internal(std::string(name()) + ": batch_site(" + offer.offer_id +
+                                  ") called but the provider does not declare batch_jobs");
+}
+
 ProviderCaps provider_caps(std::string_view name) {
     // caps() is a constant of each provider and constructors do no I/O (provider.h), so an empty
     // context is enough to ask.

@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <charconv>
 
 #include "bifrost/bifrost.h"
 #include "common/error.h"
@@ -35,6 +36,10 @@ using namespace std::chrono_literals;
 namespace deploy {
 
 namespace {
+
+// How long a batch run follows its job beyond the job's own time limit: the time it may wait in
+// the queue. A pending job costs nothing; Ctrl-C (or --resume later) is the user's way out sooner.
+constexpr double kBatchQueueWaitS = 48 * 3600;
 
 common::Duration seconds(double s) {
     return std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(s));
@@ -70,8 +75,25 @@ public:
 
     int run(const common::Output & out) {
         if (finished_before_) return summarize_finished(out);
+        const auto & ps = cfg_.resources.providers;
+        batch_ = !ps.empty() && broker::provider_caps(ps.front()).batch_jobs;
+        auto report = run_steps(batch_ ? batch_steps() : instance_steps(), Step{"finish", [this](StepContext & c) { finish(c); }, 10min},
+                                dir_, clock_, [this](const RunReport & r) {
+                                    outcome_ = !r.first_failure ? Outcome::Succeeded
+                                               : r.first_failure->kind() == common::ErrorKind::Interrupted ? Outcome::Interrupted
+                                                                                                          : Outcome::Failed;
+                                });
+        summarize(report, out);
+        if (report.first_failure) common::report_error(*report.first_failure, out.json());
+        if (report.finish_failure) common::report_error(*report.finish_failure, out.json());
+        return report.exit_code();
+    }
+
+private:
+    // A machine of our own: rent it, wait until SSH reaches its GPUs, and run there.
+    std::vector<Step> instance_steps() {
         const double deadline_s = cfg_.policy.max_duration_s;
-        std::vector<Step> steps{
+        return {
             {"estimate", [this](StepContext & c) { estimate(c); }, 2min},
             {"offers", [this](StepContext & c) { offers(c); }, 3min},
             {"create", [this](StepContext & c) { create(c); }, 10min},
@@ -83,19 +105,26 @@ public:
             {"run", [this](StepContext & c) { run_job(c); }, seconds(deadline_s), false},
             {"pull", [this](StepContext & c) { pull(c); }, 20min},
         };
-        Step finish_step{"finish", [this](StepContext & c) { finish(c); }, 10min};
-        auto report = run_steps(steps, finish_step, dir_, clock_, [this](const RunReport & r) {
-            outcome_ = !r.first_failure ? Outcome::Succeeded
-                       : r.first_failure->kind() == common::ErrorKind::Interrupted ? Outcome::Interrupted
-                                                                                  : Outcome::Failed;
-        });
-        summarize(report, out);
-        if (report.first_failure) common::report_error(*report.first_failure, out.json());
-        if (report.finish_failure) common::report_error(*report.finish_failure, out.json());
-        return report.exit_code();
     }
 
-private:
+    // A batch scheduler (deploy/README.md, "Batch schedulers"): push to the site's shared directory
+    // through its login node, build and run as the scheduler's jobs, follow their output files.
+    // Nothing is rented and nothing runs on the login node but file transfers and the Hub download;
+    // the cluster's own --time is the deadline, so no watchdog is needed.
+    std::vector<Step> batch_steps() {
+        // The run step also waits in the queue: the job's own --time (max_duration) starts when it runs.
+        const double follow_s = cfg_.policy.max_duration_s + kBatchQueueWaitS;
+        return {
+            {"estimate", [this](StepContext & c) { estimate(c); }, 2min},
+            {"offers", [this](StepContext & c) { offers(c); }, 3min},
+            {"site", [this](StepContext & c) { site(c); }, 3min},
+            {"push", [this](StepContext & c) { push(c); }, 15min},
+            {"build", [this](StepContext & c) { build_batch(c); }, 90min},
+            {"fetch", [this](StepContext & c) { fetch(c); }, 60min},
+            {"run", [this](StepContext & c) { run_batch(c); }, seconds(follow_s), false},
+            {"pull", [this](StepContext & c) { pull(c); }, 20min},
+        };
+    }
     RunState & st() { return dir_.state(); }
     const RunState & st() const { return dir_.state(); }
     void save() { dir_.save_state(); }
@@ -292,18 +321,21 @@ private:
 
     bifrost::Client & client() {
         if (client_) return *client_;
-        if (!inst().ssh) throw common::Error::internal("no SSH endpoint recorded yet (ready has not run)");
-        const auto & ssh = *inst().ssh;
+        // A batch site is reached through its login node, with the key its definition names.
+        const bool site = batch_ && st().batch;
+        if (!site && !inst().ssh) throw common::Error::internal("no SSH endpoint recorded yet (ready has not run)");
+        const SshRecord & ssh = site ? st().batch->login : *inst().ssh;
+        const std::string key = site ? st().batch->login_key : key_path();
         bifrost::Endpoint ep;
         ep.host = ssh.host;
         ep.port = ssh.port;
         ep.user = ssh.user;
-        ep.key_path = key_path();
+        ep.key_path = key;
         bifrost::Target t;
         t.text = ep.label();
         t.endpoint = ep;
         bifrost::ConnectOptions co;
-        co.key_path = key_path();
+        co.key_path = key;
         co.known_hosts_path = dir_.path() + "/ssh/known_hosts";
         // While running, a host that refuses connections may still be booting or restarting sshd;
         // while finishing, the instance may be gone, so each remote call gets one short try.
@@ -316,8 +348,12 @@ private:
     }
 
     RemoteLayout layout() {
-        if (st().remote) return remote_layout(st().remote->home, dir_.run_info().value("run_id", ""), st().remote->cache_dir);
-        throw common::Error(common::ErrorKind::Internal, "the remote layout is not known yet (push has not run)");
+        if (!st().remote) throw common::Error(common::ErrorKind::Internal, "the remote layout is not known yet (push has not run)");
+        RemoteLayout l = remote_layout(st().remote->home, dir_.run_info().value("run_id", ""), st().remote->cache_dir);
+        // A site's work directory is shared by every run of the user (a sweep's members at once):
+        // each run builds from its own copy of the sources (builds are still shared, by source hash).
+        if (batch_) l.src_dir = l.run_dir + "/src";
+        return l;
     }
 
     std::string cache_dir_for(const std::string & provider) {
@@ -332,8 +368,8 @@ private:
     // ---- push: the source tree, then this run's inputs --------------------------------------------
     void push(StepContext &) {
         auto & c = client();
-        std::string home = c.home();
-        st().remote = RemoteRecord{home, cache_dir_for(inst().provider)};
+        std::string home = batch_ ? st().batch->work_dir : c.home();
+        st().remote = RemoteRecord{home, batch_ ? opt_.remote_cache_dir : cache_dir_for(inst().provider)};
         save();
         RemoteLayout l = layout();
         st().remote->cache_dir = l.cache_dir;
@@ -432,6 +468,7 @@ private:
     }
 
     bool container_env_readable() {
+        if (batch_) return false;  // a login node: its PID 1 is the site's init
         if (broker_.provider(inst().provider).caps().on_this_machine) return false;  // PID 1 is this machine's, not ours
         if (!st().container_env) {
             // A real read: mode bits can say yes where the kernel's ptrace check says no.
@@ -486,8 +523,9 @@ private:
                 partial.erase(0, nl + 1);
             }
         };
-        const double price = inst().price_usd_per_hour;
-        const double created = inst().created_unix.value_or(clock_.unix_now());
+        // A batch site's login node (the Hub download) costs nothing and has no instance yet.
+        const double price = st().instance ? st().instance->price_usd_per_hour : 0.0;
+        const double created = st().instance ? st().instance->created_unix.value_or(clock_.unix_now()) : clock_.unix_now();
         // One channel per poll (heartbeat, state, new log bytes), each surviving a dropped
         // connection; the same loop bifrost's soak test drives for hours (bench/soak_follow.sh).
         bifrost::FollowOptions fo;
@@ -575,6 +613,296 @@ private:
         require_success(info, "run (extract + analyze)");
     }
 
+    // ---- site (batch): where the work is prepared, from the offer chosen ------------------------
+    void site(StepContext &) {
+        if (st().batch) return;  // resumed
+        if (!st().offers || st().offers->empty()) throw common::Error::internal("site: no offers recorded");
+        const OfferRecord & chosen = st().offers->front();  // the cheapest that matched
+        auto f = filter_for(chosen.provider);
+        f.offer_id = chosen.offer_id;
+        auto found = broker_.search(f, broker::SortKey::Price, 1);
+        if (found.offers.empty())
+            throw common::Error(common::ErrorKind::Capacity, "site: " + chosen.provider + ":" + chosen.offer_id + " is no longer offered");
+        auto site = broker_.provider(chosen.provider).batch_site(found.offers.front());
+        st().batch = BatchRecord{chosen.provider, chosen.offer_id, SshRecord{site.login.host, site.login.port, site.login.user},
+                                 site.login.key_path, site.work_dir, {}};
+        save();
+        common::log::info("site: ", chosen.provider, ":", chosen.offer_id, " (", chosen.gpu_model, " x", chosen.gpu_count, ") through ",
+                          site.login.user, "@", site.login.host, ":", site.login.port, ", work directory ", site.work_dir);
+    }
+
+    // ---- build (batch): extract/analyze built by a CPU job on a compute node, cached by source hash
+    void build_batch(StepContext & ctx) {
+        RemoteLayout l = layout();
+        std::string body = "sh " + common::sh_quote(l.src_dir + "/deploy/remote/bootstrap.sh") + " " + common::sh_quote(l.src_dir) + " " +
+                           common::sh_quote(l.cache_dir);
+        submit_batch("build", body, false, false, common::to_seconds(ctx.deadline.remaining()));
+        follow_batch("build", ctx.deadline, 0);
+        std::string bin = value_from_log(dir_.logs_dir() + "/build.log", "bin_dir");
+        if (bin.empty()) throw common::Error(common::ErrorKind::RemoteFailed, "build: finished without printing bin_dir=");
+        st().bin_dir = bin;
+        save();
+    }
+
+    // ---- run (batch): extract + analyze as the scheduler's job with the run's GPUs ---------------
+    void run_batch(StepContext & ctx) {
+        RemoteLayout l = layout();
+        test_hook("run");
+        if (!st().batch->jobs.count("analysis")) {
+            std::string job = job_script(cfg_, l, st().bin_dir.value_or(""), st().model_dir.value_or(""));
+            if (exec_sh("mkdir -p " + common::sh_quote(l.input_dir) + " && cat > " + common::sh_quote(l.input_dir + "/job.sh"), job) != 0)
+                throw common::Error(common::ErrorKind::RemoteFailed, "run: could not write job.sh");
+            // Results of an earlier start of this job are replaced, never mixed in (a requeue reruns it).
+            std::string body = "rm -rf " + common::sh_quote(l.results_dir) + "\nsh " + common::sh_quote(l.input_dir + "/job.sh");
+            submit_batch("analysis", body, true, cfg_.policy.max_requeues > 0, cfg_.policy.max_duration_s);
+        }
+        follow_batch("analysis", ctx.deadline, cfg_.policy.max_requeues);
+    }
+
+    // Submits the job `role` unless this run already did (a resume follows it again; a crash between
+    // sbatch and the state write is found by name in the scheduler's own listing).
+    void submit_batch(const std::string & role, const std::string & body, bool use_gpus, bool requeue, double time_s) {
+        auto & b = *st().batch;
+        if (b.jobs.count(role)) return;
+        const std::string run_id = dir_.run_info().value("instance_run_id", "");
+        const std::string name_role = role == "analysis" ? "main" : role;  // instance names allow [a-z0-9]
+        auto & provider = broker_.provider(b.provider);
+        const std::string output = layout().run_dir + "/" + role + ".out";
+        for (const auto & i : provider.list()) {
+            auto n = broker::parse_instance_name(i.name);
+            if (!n || n->run_id != run_id || n->role != name_role || !broker::may_bill(i.status)) continue;
+            b.jobs[role] = BatchJobRecord{i.id, i.name, output, 0, 0, std::nullopt, std::nullopt, clock_.unix_now()};
+            save();
+            common::log::warn(role, ": adopted ", i.provider, ":", i.id, " submitted by an earlier attach of this run");
+            return;
+        }
+        broker::CreateOptions o;
+        o.filter = filter_for(b.provider);
+        o.filter.offer_id = b.offer_id;
+        o.max_attempts = 1;
+        o.ssh_private_key = key_path();
+        o.run_id = run_id;
+        o.role = name_role;
+        o.max_lifetime_s = time_s;
+        o.wait_ready = false;
+        o.batch = broker::BatchScript{body, output, use_gpus, requeue};
+        o.on_progress = [&role](const std::string & line) { common::log::info(role, ": ", line); };
+        auto r = broker_.create(o);
+        b.jobs[role] = BatchJobRecord{r.instance.id, r.instance.name, output, 0, 0, std::nullopt, std::nullopt, clock_.unix_now()};
+        if (role == "analysis")  // the run's "instance": what the summary, the cost cap and `broker instances` show
+            st().instance = InstanceRecord{.provider = r.instance.provider,
+                                           .id = r.instance.id,
+                                           .name = r.instance.name,
+                                           .price_usd_per_hour = r.offer.price_usd_per_hour_total,
+                                           .gpu_model = r.offer.gpu_model,
+                                           .gpu_count = r.offer.gpu_count,
+                                           .vram_gb_per_gpu = r.offer.vram_gb_per_gpu,
+                                           .created_unix = clock_.unix_now(),
+                                           .native_deadline = true,
+                                           .ssh = b.login};
+        save();
+        common::log::info(role, ": submitted ", r.instance.provider, ":", r.instance.id, " (", r.instance.name, ")");
+    }
+
+    // Copies new bytes of the job's output file home (RUN_DIR/logs/<role>.log), a bounded chunk per
+    // call; returns how many arrived. Start lines the job prints (one per start) count its restarts.
+    uint64_t read_batch_output(const std::string & role, std::ofstream & log, std::string & partial) {
+        auto & job = st().batch->jobs.at(role);
+        constexpr uint64_t kChunk = 4 << 20;
+        std::string data;
+        bifrost::ExecOptions eo;
+        std::string err;
+        const std::string f = common::sh_quote(job.output_path);
+        int rc = client().exec(bifrost::Command::sh("if [ -f " + f + " ]; then tail -c +" + std::to_string(job.offset + 1) + " " + f +
+                                                    " | head -c " + std::to_string(kChunk) + "; fi"),
+                               eo, [&](std::string_view d) { if (data.size() <= kChunk) data.append(d); },
+                               [&](std::string_view d) { err.append(d.substr(0, 400)); });
+        if (rc != 0) throw common::Error(common::ErrorKind::Network, role + ": could not read " + job.output_path + ": " + err);
+        if (data.size() > kChunk) data.resize(kChunk);
+        log.write(data.data(), static_cast<std::streamsize>(data.size()));
+        log.flush();
+        job.offset += data.size();
+        partial.append(data);
+        size_t nl;
+        while ((nl = partial.find('\n')) != std::string::npos) {
+            std::string line = partial.substr(0, nl);
+            partial.erase(0, nl + 1);
+            if (auto r = broker::batch_restart_of(line)) {
+                if (*r > job.restarts) {
+                    dir_.append({.step = "run", .event = "note", .unix_s = clock_.unix_now(),
+                                 .message = role + ": the cluster restarted the job (start " + std::to_string(*r + 1) + ")"});
+                    common::log::warn(role, ": the cluster restarted the job (restart ", *r, ")");
+                }
+                job.restarts = std::max(job.restarts, *r);
+            }
+            common::log::info(role, ": ", line);
+        }
+        if (partial.size() > 64 * 1024) partial.clear();  // a line that long is not echoed; the log file has it
+        return data.size();
+    }
+
+    std::optional<int> batch_exit_code(const std::string & role) {
+        std::string text;
+        auto & job = st().batch->jobs.at(role);
+        client().exec(bifrost::Command::sh("cat " + common::sh_quote(job.output_path + ".exit") + " 2>/dev/null | head -c 32"), {},
+                      [&](std::string_view d) { text.append(d); }, [](std::string_view) {});
+        int code = 0;
+        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), code);
+        if (ec != std::errc() || p == text.data()) return std::nullopt;
+        return code;
+    }
+
+    // Follows the job `role` until it ends: its output home from the saved offset at every poll, its
+    // state from the scheduler every FlowOptions::scheduler_poll_s (login nodes limit SSH logins).
+    // Returns when it completed; throws what its end means (docs in deploy/README.md).
+    void follow_batch(const std::string & role, const common::Deadline & deadline, int max_restarts) {
+        auto & provider = broker_.provider(st().batch->provider);
+        std::string log_path = dir_.logs_dir() + "/" + role + ".log";
+        {
+            auto & job = st().batch->jobs.at(role);
+            std::error_code ec;  // the local file holds exactly the bytes before the saved offset
+            if (fs::exists(log_path) && fs::file_size(log_path, ec) > job.offset) fs::resize_file(log_path, job.offset, ec);
+        }
+        std::ofstream log(log_path, std::ios::app | std::ios::binary);
+        std::string partial;
+        double next_state = 0;
+        std::string last_raw;
+        while (true) {
+            auto & job = st().batch->jobs.at(role);
+            std::optional<broker::Instance> now;
+            bool asked = false;
+            if (clock_.unix_now() >= next_state) {
+                now = provider.get(job.id);
+                asked = true;
+                next_state = clock_.unix_now() + opt_.scheduler_poll_s;
+            }
+            while (read_batch_output(role, log, partial) > 0 && !common::interrupted()) {
+            }
+            save();
+            if (job.restarts > max_restarts) {
+                provider.terminate(job.id);
+                throw common::Error(common::ErrorKind::RemoteFailed,
+                                    role + ": the cluster restarted the job " + std::to_string(job.restarts) + " times; policy.max_requeues is " +
+                                        std::to_string(max_restarts) + " (cancelled)");
+            }
+            if (asked) {
+                std::string raw = now ? now->status_raw : "(no longer listed)";
+                if (raw != last_raw) {
+                    common::log::info(role, ": ", job.id, " ", raw);
+                    if (raw == "RUNNING" && role == "analysis" && st().instance && last_raw != "RUNNING")
+                        st().instance->created_unix = clock_.unix_now();  // cost counts from the start, not the queue
+                    last_raw = raw;
+                }
+                if (!now || now->status == broker::InstanceStatus::Terminated) {
+                    while (read_batch_output(role, log, partial) > 0) {
+                    }
+                    job.end_state = now ? now->status_raw : "";
+                    job.exit_code = batch_exit_code(role);
+                    save();
+                    return require_batch_success(role);
+                }
+                if (role == "analysis" && st().instance && now->status == broker::InstanceStatus::Running &&
+                    over_budget(cfg_.policy, st().instance->price_usd_per_hour,
+                                clock_.unix_now() - st().instance->created_unix.value_or(clock_.unix_now())))
+                    throw common::Error(common::ErrorKind::Quota, role + ": stopped at the cost cap of $" +
+                                                                      std::to_string(*cfg_.policy.max_cost_usd) + " (policy.max_cost_usd)");
+            }
+            common::throw_if_interrupted();
+            if (!deadline.sleep(seconds(opt_.poll_s)))
+                throw common::Error(common::ErrorKind::Timeout, role + ": " + job.id + " not ended at the step's deadline of " +
+                                                                    common::format_duration(common::to_seconds(deadline.budget())));
+        }
+    }
+
+    void require_batch_success(const std::string & role) {
+        const auto & job = st().batch->jobs.at(role);
+        const std::string state = job.end_state.value_or("");
+        if (state == "COMPLETED" || (state.empty() && job.exit_code == 0)) return;
+        const std::string log_path = dir_.logs_dir() + "/" + role + ".log";
+        const std::string tail = "; last lines of " + log_path + ":" + tail_lines(log_path, 8);
+        const std::string code = job.exit_code ? " (exit " + std::to_string(*job.exit_code) + ")" : "";
+        auto fail = [&](common::ErrorKind kind, const std::string & what) {
+            return common::Error(kind, role + ": " + job.id + " " + (state.empty() ? "ended" : state) + code + ": " + what + tail);
+        };
+        if (state.empty())
+            throw fail(common::ErrorKind::RemoteFailed, job.exit_code ? "the job failed (the scheduler no longer lists it)"
+                                                                      : "the scheduler no longer lists the job and it left no exit code");
+        switch (broker_.provider(st().batch->provider).batch_end(state)) {
+            case broker::BatchEnd::Completed:
+                return;
+            case broker::BatchEnd::TimedOut:
+                throw fail(common::ErrorKind::Timeout, "the cluster stopped it at its time limit (policy.max_duration " +
+                                                           common::format_duration(cfg_.policy.max_duration_s) + ")");
+            case broker::BatchEnd::NodeFailure:
+            case broker::BatchEnd::Preempted:
+                throw fail(common::ErrorKind::RemoteFailed,
+                           "the cluster ended it (" + std::string(cfg_.policy.max_requeues > 0 ? "and did not restart it"
+                                                                                            : "policy.max_requeues is 0: not restarted") +
+                               ")");
+            case broker::BatchEnd::Cancelled:
+                throw fail(common::ErrorKind::RemoteFailed, "cancelled outside this run (scancel by a user or an administrator)");
+            case broker::BatchEnd::OutOfMemory:
+                throw fail(common::ErrorKind::RemoteFailed, "ran out of memory on its node");
+            case broker::BatchEnd::Failed:
+            case broker::BatchEnd::Other:
+                break;
+        }
+        throw fail(common::ErrorKind::RemoteFailed, "the job failed");
+    }
+
+    // ---- finish (batch): nothing is kept; every job of this run that still runs is cancelled -----
+    void finish_batch(StepContext & ctx) {
+        if (finished_before_) return;
+        finishing_ = true;
+        if (!st().batch || st().batch->jobs.empty()) {
+            common::log::info("finish: no job was submitted; nothing to end");
+            st().end = EndRecord{.action = "none"};
+            save();
+            return;
+        }
+        if (outcome_ != Outcome::Succeeded) salvage_batch();
+        EndDecision d = decide(cfg_.policy, outcome_, clock_.unix_now());
+        std::string reason = d.action == EndAction::Keep ? "batch jobs are not kept (their files stay in " + st().batch->work_dir + ")"
+                                                         : d.reason;
+        st().end = EndRecord{.action = "terminate", .reason = reason};
+        save();
+        bool proven = true;
+        std::string last;
+        for (auto & [role, job] : st().batch->jobs) {
+            auto t = broker_.terminate_and_prove(st().batch->provider, job.id, std::min<common::Duration>(ctx.deadline.remaining(), 5min), 2s);
+            if (!job.end_state && t.proven) common::log::info("finish: ", role, " job ", job.id, " cancelled");
+            proven = proven && t.proven;
+            if (!t.proven) last = job.id + ": " + t.last_status;
+        }
+        st().end->proven_gone = proven;
+        st().end->last_status = last.empty() ? "ended" : last;
+        st().end->ended_unix = clock_.unix_now();
+        save();
+        if (!proven)
+            throw common::Error(common::ErrorKind::LeakRisk, "finish: a job of this run is not confirmed ended (" + last +
+                                                                 "); run: broker instances list --provider " + st().batch->provider);
+    }
+
+    // After a failure or interrupt: the job outputs to their ends, and whatever results exist.
+    void salvage_batch() {
+        if (host_unreachable_) return;
+        try {
+            if (client_) client_->set_reconnect_window(0);
+            for (auto & [role, job] : st().batch->jobs) {
+                std::ofstream log(dir_.logs_dir() + "/" + role + ".log", std::ios::app | std::ios::binary);
+                std::string partial;
+                while (read_batch_output(role, log, partial) > 0) {
+                }
+            }
+            save();
+            RemoteLayout l = layout();
+            if (exec_sh("test -d " + common::sh_quote(l.results_dir)) == 0) client().pull(l.results_dir, dir_.results_dir());
+        } catch (const common::Error & e) {
+            common::log::warn("finish: could not copy everything home: ", e.message());
+            note_remote_failure(e);
+        }
+    }
+
     // ---- pull: results home, verified --------------------------------------------------------------
     void pull(StepContext &) {
         RemoteLayout l = layout();
@@ -658,6 +986,7 @@ private:
 
     // ---- finish: policy → terminate and prove, or keep with a deadline ----------------------------
     void finish(StepContext & ctx) {
+        if (batch_) return finish_batch(ctx);
         if (!st().instance) {
             common::log::info("finish: no instance was created; nothing to end");
             st().end = EndRecord{.action = "none"};
@@ -778,6 +1107,7 @@ private:
 
     RunConfig cfg_;
     FlowOptions opt_;
+    bool batch_ = false;  // the providers are a batch scheduler (caps().batch_jobs): batch_steps()
     RunDir dir_;
     broker::Broker broker_;
     common::Clock & clock_;

@@ -24,6 +24,9 @@ struct FlowOptions {
     broker::BrokerOptions broker;
     double poll_s = 2;              // job status/log poll while streaming
     double ready_poll_s = 5;
+    // Batch schedulers: how often the scheduler is asked about a job (squeue over a fresh SSH login;
+    // sites limit logins). The job's output is read every poll_s over the open connection.
+    double scheduler_poll_s = 10;
     bool gpu_check = true;          // readiness runs nvidia-smi and checks GPU count and VRAM
     DownloadSlotSpec download_slots;  // a sweep's cap on Hub downloads at once; the fetch step holds a slot
     // Test hook: called once the named step has started (e.g. to SIGKILL ourselves mid-run).

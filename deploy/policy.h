@@ -21,6 +21,10 @@ struct Policy {
     double max_duration_s = 3 * 3600;   // the whole run, create to terminate; also the instance deadline
     std::optional<double> max_cost_usd; // price x elapsed; the run stops (and ends per on_failure) past it
     double heartbeat_timeout_s = 600;   // the on-instance watchdog terminates after this long without one
+    // Batch schedulers: how many times the cluster may restart the run's job (a node failure, a
+    // preemption, an administrator's `scontrol requeue`) before the run gives up. 0: the job is
+    // submitted as not requeueable, so such an end is final (NODE_FAIL, PREEMPTED).
+    int max_requeues = 1;
 };
 
 enum class Outcome { Succeeded, Failed, Interrupted };

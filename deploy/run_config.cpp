@@ -64,6 +64,7 @@ constexpr double kMaxVramGb = 10000, kMaxCpuRamGb = 100000, kMaxPriceUsdPerHour 
 constexpr double kMaxSafetyFactor = 10, kMaxThreshold = 1e6;
 constexpr double kDay = 86400;
 constexpr double kMaxDurationS = 30 * kDay;        // policy.max_duration and policy.keep_ttl
+constexpr int kMaxRequeues = 20;                   // policy.max_requeues
 constexpr double kMinHeartbeatS = 30, kMaxHeartbeatS = kDay;
 
 std::string num_text(double v) {
@@ -244,7 +245,7 @@ void read_resources(const common::ConfigNode & r, ResourcesConfig & out) {
 }
 
 void read_policy(const common::ConfigNode & p, Policy & out) {
-    p.check_keys({"on_success", "on_failure", "keep_ttl", "max_duration", "max_cost_usd", "heartbeat_timeout"});
+    p.check_keys({"on_success", "on_failure", "keep_ttl", "max_duration", "max_cost_usd", "heartbeat_timeout", "max_requeues"});
     auto action = [&](const char * key, EndAction & a) {
         if (auto n = p.find(key)) {
             try {
@@ -263,6 +264,7 @@ void read_policy(const common::ConfigNode & p, Policy & out) {
     // At least 30s: heartbeats come every 10s.
     if (auto n = p.find("heartbeat_timeout")) out.heartbeat_timeout_s = duration_in(*n, kMinHeartbeatS, kMaxHeartbeatS, false);
     if (auto n = p.find("max_cost_usd")) out.max_cost_usd = number_in(*n, 0, kMaxCostUsd, true);
+    out.max_requeues = static_cast<int>(get_int_in(p, "max_requeues", out.max_requeues, 0, kMaxRequeues));
 }
 
 RunConfig from_node(const common::ConfigNode & root, const std::string & source) {
@@ -420,6 +422,7 @@ void check_bounds(const RunConfig & c, const std::string & origin) {
     dur_range("policy.keep_ttl", p.keep_ttl_s, 0, kMaxDurationS, true);
     dur_range("policy.heartbeat_timeout", p.heartbeat_timeout_s, kMinHeartbeatS, kMaxHeartbeatS, false);
     if (p.max_cost_usd) num_range("policy.max_cost_usd", *p.max_cost_usd, 0, kMaxCostUsd, true);
+    int_range("policy.max_requeues", p.max_requeues, 0, kMaxRequeues);
 }
 
 // num_hidden_layers of a checkpoint's config.json; nullopt when it does not say (extract then
@@ -554,18 +557,20 @@ void validate(const RunConfig & c) {
     for (const auto & p : r.providers)
         if (p.empty() || !std::all_of(p.begin(), p.end(), [](char ch) { return std::islower(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-'; }))
             fail("resources.providers", "'" + p + "' is not a provider name");
+    // A batch scheduler (slurm) runs the work as its own jobs: one flow cannot fall through from it to a
+    // cloud or back (deploy/README.md, "Batch schedulers").
+    int batch = 0;
     for (const auto & p : r.providers) {
-        bool login_node_only = false;
         try {
-            login_node_only = !broker::provider_caps(p).ssh_reaches_compute;
+            batch += broker::provider_caps(p).batch_jobs;
         } catch (const common::Error &) {
             // an unknown name: refused later, with the list of valid ones, by broker
         }
-        // Its SSH reaches a login node; the run would build and compute there (broker/README.md, "Slurm clusters").
-        if (login_node_only)
-            fail("resources.providers", "'" + p + "': deploy_and_analyze cannot run through a batch scheduler yet; use `broker` for its jobs");
     }
-    if (!runs_on_this_machine(r) && r.gpu_count == 0) fail("resources.gpu_count", "0 GPUs is only for the local rehearsal provider");
+    if (batch > 0 && batch != static_cast<int>(r.providers.size()))
+        fail("resources.providers", "a batch scheduler cannot be mixed with other providers in one run; give it alone");
+    if (!runs_on_this_machine(r) && batch == 0 && r.gpu_count == 0)
+        fail("resources.gpu_count", "0 GPUs is only for the local rehearsal provider and batch schedulers (a CPU partition)");
     if (!c.name.empty() && (c.name.size() > 20 || !std::all_of(c.name.begin(), c.name.end(), [](char ch) {
                                 return std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch));
                             })))
@@ -619,7 +624,7 @@ nlohmann::json config_to_json(const RunConfig & c) {
                            {"disk_gb", r.disk_gb}, {"image", r.image}, {"safety_factor", r.safety_factor}}},
             {"policy", {{"on_success", end_action_name(p.on_success)}, {"on_failure", end_action_name(p.on_failure)},
                         {"keep_ttl_s", p.keep_ttl_s}, {"max_duration_s", p.max_duration_s}, {"max_cost_usd", opt(p.max_cost_usd)},
-                        {"heartbeat_timeout_s", p.heartbeat_timeout_s}}},
+                        {"heartbeat_timeout_s", p.heartbeat_timeout_s}, {"max_requeues", p.max_requeues}}},
             {"hf_token_env", c.hf_token_env},
             {"output_dir", c.output_dir}};
 }
@@ -680,6 +685,7 @@ RunConfig config_from_json(const nlohmann::json & j) {
         c.policy.on_failure = parse_end_action(p.value("on_failure", "terminate"));
         c.policy.keep_ttl_s = p.value("keep_ttl_s", c.policy.keep_ttl_s);
         c.policy.max_duration_s = p.value("max_duration_s", c.policy.max_duration_s);
+        c.policy.max_requeues = p.value("max_requeues", c.policy.max_requeues);
         c.policy.max_cost_usd = opt_get<double>(p, "max_cost_usd");
         c.policy.heartbeat_timeout_s = p.value("heartbeat_timeout_s", c.policy.heartbeat_timeout_s);
         c.hf_token_env = j.value("hf_token_env", c.hf_token_env);

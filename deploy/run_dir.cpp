@@ -170,6 +170,21 @@ nlohmann::json to_json(const RunState & s) {
     }
     put(j, "bin_dir", s.bin_dir);
     put(j, "model_dir", s.model_dir);
+    if (s.batch) {
+        const auto & b = *s.batch;
+        auto & o = j["batch"] = {{"provider", b.provider},
+                                 {"offer_id", b.offer_id},
+                                 {"login", {{"host", b.login.host}, {"port", b.login.port}, {"user", b.login.user}}},
+                                 {"login_key", b.login_key},
+                                 {"work_dir", b.work_dir},
+                                 {"jobs", nlohmann::json::object()}};
+        for (const auto & [role, job] : b.jobs) {
+            auto & r = o["jobs"][role] = {{"id", job.id},       {"name", job.name},         {"output_path", job.output_path},
+                                          {"offset", job.offset}, {"restarts", job.restarts}, {"submitted_unix", job.submitted_unix}};
+            put(r, "end_state", job.end_state);
+            put(r, "exit_code", job.exit_code);
+        }
+    }
     if (s.results) j["results"] = {{"dir", s.results->dir}, {"outliers_json", s.results->outliers_json}};
     if (s.end) j["end"] = to_json(*s.end);
     return j;
@@ -190,7 +205,7 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     Reader r(j, source, "");
     RunState s;
     static const char * const kKnown[] = {"min_vram_gb", "estimate", "offers", "create_intent", "instance", "remote", "watchdog",
-                                          "container_env", "jobs", "bin_dir", "model_dir", "results", "end"};
+                                          "container_env", "jobs", "bin_dir", "model_dir", "batch", "results", "end"};
     for (const auto & [key, value] : j.items())
         if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) s.unknown[key] = value;
     s.estimated = j.contains("min_vram_gb");
@@ -251,6 +266,23 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     }
     s.bin_dir = r.opt_string("bin_dir");
     s.model_dir = r.opt_string("model_dir");
+    if (r.has("batch")) {
+        auto b = r.object("batch");
+        auto login = b.object("login");
+        BatchRecord rec{b.string("provider"), b.string("offer_id"),
+                        SshRecord{login.string("host"), login.integer<int>("port", 22), login.string("user")},
+                        b.string("login_key"), b.string("work_dir"), {}};
+        auto jobs = b.object("jobs");
+        if (jobs.json().size() > kMaxJobs) b.fail("jobs", "at most " + std::to_string(kMaxJobs) + " jobs");
+        for (const auto & [role, value] : jobs.json().items()) {
+            auto o = jobs.object(role.c_str());
+            BatchJobRecord job{o.string("id"), o.string("name"), o.string("output_path"), o.integer<uint64_t>("offset"),
+                               o.integer<int>("restarts"), o.opt_string("end_state"), std::nullopt, o.number("submitted_unix")};
+            if (o.has("exit_code")) job.exit_code = o.integer<int>("exit_code");
+            rec.jobs[role] = std::move(job);
+        }
+        s.batch = std::move(rec);
+    }
     if (r.has("results")) {
         auto o = r.object("results");
         s.results = ResultsRecord{o.string("dir"), o.string("outliers_json")};

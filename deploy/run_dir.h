@@ -97,6 +97,29 @@ struct JobRecord {
     std::optional<int> exit_code;
 };
 
+// A batch scheduler's job this run submitted (providers with caps().batch_jobs: build, fetch,
+// analysis), and how far its output file on the shared directory has been copied home.
+struct BatchJobRecord {
+    std::string id;           // the provider's instance id ("<cluster>/<job id>")
+    std::string name;         // the instance name the scheduler shows
+    std::string output_path;  // the job's output file on the site's shared directory
+    uint64_t offset = 0;      // bytes of it copied into RUN_DIR/logs/<role>.log
+    int restarts = 0;         // starts after the first (a requeue), from the job's own start lines
+    std::optional<std::string> end_state;  // once ended: COMPLETED, FAILED, TIMEOUT, NODE_FAIL, ...
+    std::optional<int> exit_code;          // from the exit file the job writes beside its output
+    double submitted_unix = 0;
+};
+
+// Where a batch run prepares its work (broker::BatchSite) and the jobs it submitted there.
+struct BatchRecord {
+    std::string provider;
+    std::string offer_id;
+    SshRecord login;
+    std::string login_key;  // the key the site's definition names for its login node
+    std::string work_dir;
+    std::map<std::string, BatchJobRecord> jobs;  // by role: build | fetch | analysis
+};
+
 struct ResultsRecord {
     std::string dir;
     std::string outliers_json;
@@ -125,6 +148,7 @@ struct RunState {
     std::map<std::string, JobRecord> jobs;
     std::optional<std::string> bin_dir;
     std::optional<std::string> model_dir;
+    std::optional<BatchRecord> batch;    // batch providers only: the site and the jobs submitted there
     std::optional<ResultsRecord> results;
     std::optional<EndRecord> end;
     nlohmann::json unknown = nlohmann::json::object();  // top-level keys this version does not read

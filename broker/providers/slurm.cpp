@@ -4,7 +4,9 @@
 // and Slurm itself enforces the deadline through --time. Verbs:
 //   search    sinfo per node: each configured partition's GPU shapes (1..GPUs per node of each GRES
 //             type) and how many nodes could start that shape now; CPU-only partitions as 0-GPU rows
-//   create    sbatch of a job that holds the allocation until its time limit (srun --jobid reaches it)
+//   create    sbatch: with CreateRequest::batch, a job that runs that script and ends (deploy's
+//             build and analysis jobs); without, a job that holds the allocation until its time
+//             limit (srun --jobid reaches it)
 //   get/list  squeue (--states=all for one job: ended jobs stay visible for the site's MinJobAge)
 //   terminate scancel; an id Slurm no longer knows is already gone
 // Traps (docs/providers.md, "Slurm"):
@@ -463,16 +465,27 @@ std::string slurm_sbatch_command(const SlurmCluster & c, const CreateRequest & r
     long long seconds = c.default_time_s;
     if (r.deadline_unix > now_unix) seconds = r.deadline_unix - now_unix;
     const long long minutes = std::max(1LL, seconds / 60);  // never past the deadline: round down
-    const std::string log_dir = c.work_dir + "/.toolkit-slurm";
-    // --no-requeue: a node failure or preemption ends the job as NODE_FAIL / PREEMPTED for the
-    // caller's policy to decide, instead of Slurm silently starting it again later.
-    std::string cmd = "mkdir -p " + common::sh_quote(log_dir) + " && sbatch --parsable --no-requeue --job-name=" + common::sh_quote(r.name) +
-                      " --partition=" + common::sh_quote(partition) + " --time=" + std::to_string(minutes) +
-                      " --output=" + common::sh_quote(log_dir + "/" + r.name + ".out") + " --chdir=" + common::sh_quote(c.work_dir);
+    std::string output = c.work_dir + "/.toolkit-slurm/" + r.name + ".out";
+    if (r.batch) {
+        const auto & out = r.batch->output_path;
+        if (out.empty() || out[0] != '/' || out.find('\n') != std::string::npos || out.find('%') != std::string::npos)
+            throw common::Error::usage("slurm: the job's output path '" + out + "' must be absolute, without '%' or a newline");
+        output = out;
+    }
+    const std::string log_dir = output.substr(0, output.rfind('/'));
+    // --no-requeue unless the caller allows restarts: a node failure or preemption then ends the job
+    // as NODE_FAIL / PREEMPTED for the caller's policy to decide, and Slurm refuses an administrator's
+    // `scontrol requeue`. --open-mode=append: a restarted job's earlier output stays where the
+    // caller's read offset points.
+    const bool requeue = r.batch && r.batch->requeue;
+    std::string cmd = "mkdir -p " + common::sh_quote(log_dir) + " && sbatch --parsable " + (requeue ? "--requeue" : "--no-requeue") +
+                      " --open-mode=append --job-name=" +
+                      common::sh_quote(r.name) + " --partition=" + common::sh_quote(partition) + " --time=" + std::to_string(minutes) +
+                      " --output=" + common::sh_quote(output) + " --chdir=" + common::sh_quote(c.work_dir);
     if (!c.account.empty()) cmd += " --account=" + common::sh_quote(c.account);
     if (!c.qos.empty()) cmd += " --qos=" + common::sh_quote(c.qos);
     if (!c.container_image.empty()) cmd += " --container-image=" + common::sh_quote(c.container_image);
-    if (gpus > 0) {
+    if (gpus > 0 && (!r.batch || r.batch->use_gpus)) {
         const std::string type = d.value("type", "");
         cmd += " --gres=" + common::sh_quote(d.value("gres", "gpu") + (type.empty() ? "" : ":" + type) + ":" + std::to_string(gpus));
     }
@@ -485,8 +498,17 @@ std::string slurm_sbatch_command(const SlurmCluster & c, const CreateRequest & r
             throw common::Error::usage("slurm: environment variable name '" + k + "' is not a shell name");
         script += "export " + k + "=" + common::sh_quote(v) + "\n";
     }
-    // Hold the allocation until Slurm's own time limit ends it (srun --jobid=<id> --overlap reaches it).
-    script += "exec sleep " + std::to_string(minutes * 60 + 60) + "\n";
+    if (r.batch) {
+        // The work, then its exit code beside the output: squeue forgets an ended job after the
+        // site's MinJobAge, and a caller that comes back later still learns how it ended. The first
+        // line says which start this is (a requeued job runs the script again).
+        script += "printf '" + std::string(kBatchStartPrefix) + "%s restart %s on %s\\n' \"${SLURM_JOB_ID:-?}\" \"${SLURM_RESTART_COUNT:-0}\" "
+                  "\"$(hostname)\"\n";
+        script += "(\n" + r.batch->body + "\n)\nrc=$?\nprintf '%s\\n' \"$rc\" > " + common::sh_quote(output + ".exit") + "\nexit \"$rc\"\n";
+    } else {
+        // Hold the allocation until Slurm's own time limit ends it (srun --jobid=<id> --overlap reaches it).
+        script += "exec sleep " + std::to_string(minutes * 60 + 60) + "\n";
+    }
     std::mt19937_64 rng(std::random_device{}());
     std::string delim;
     do {
@@ -539,7 +561,26 @@ public:
     ProviderCaps caps() const override {
         // Slurm ends the job at its --time (sent from the deadline), and a job ends itself with scancel.
         return {.stop_start = false, .native_deadline = true, .spot = false, .needs_api_key = false,
-                .self_end = SelfEnd::SelfStop, .ssh_reaches_compute = false};
+                .self_end = SelfEnd::SelfStop, .batch_jobs = true};
+    }
+
+    BatchEnd batch_end(std::string_view raw) const override {
+        // squeue(1), "JOB STATE CODES"; DEADLINE is --deadline, which we do not set.
+        const std::string_view state = raw.substr(0, raw.find(' '));
+        if (state == "COMPLETED") return BatchEnd::Completed;
+        if (state == "FAILED") return BatchEnd::Failed;
+        if (state == "TIMEOUT" || state == "DEADLINE") return BatchEnd::TimedOut;
+        if (state == "NODE_FAIL" || state == "BOOT_FAIL") return BatchEnd::NodeFailure;
+        if (state == "PREEMPTED") return BatchEnd::Preempted;
+        if (state == "CANCELLED") return BatchEnd::Cancelled;
+        if (state == "OUT_OF_MEMORY") return BatchEnd::OutOfMemory;
+        return BatchEnd::Other;
+    }
+
+    BatchSite batch_site(const Offer & offer) const override {
+        const auto & d = offer.create_data;
+        const SlurmCluster & c = cluster(d.is_object() ? d.value("cluster", "") : "");
+        return {c.login, c.work_dir};
     }
 
     std::vector<std::string> self_stop_command(std::string_view id) const override {

@@ -118,6 +118,9 @@ int main(int argc, char ** argv) {
         app.add_option("--remote-cache", remote_cache, "Build/model cache folder on the instance");
         app.add_option("--state-dir", state_dir, "broker state directory (default $BROKER_STATE_DIR)");
         app.add_option("--ledger", ledger, "broker ledger (default $BROKER_LEDGER)");
+        double scheduler_poll_s = 10;
+        app.add_option("--scheduler-poll", scheduler_poll_s, "Batch schedulers: seconds between job state queries (default 10)")
+            ->check(CLI::Range(0.1, 600.0));
         bool no_gpu_check = false;
         app.add_flag("--no-gpu-check", no_gpu_check, "Skip the nvidia-smi GPU count/VRAM check at readiness");
         app.add_flag("--json", json, "Summary (and errors) as JSON");
@@ -143,6 +146,7 @@ int main(int argc, char ** argv) {
         fo.analyze_program = find_sibling_program("analysis", "analyze");
         fo.stop_after_step_started = test_kill_at;
         fo.gpu_check = !no_gpu_check;
+        fo.scheduler_poll_s = scheduler_poll_s;
         if (!download_slots.empty()) fo.download_slots = deploy::parse_download_slots(download_slots);
 
         if (!sweep_path.empty()) {
@@ -182,6 +186,7 @@ int main(int argc, char ** argv) {
             pass("--ssh-key", ssh_key);
             pass("--remote-cache", remote_cache);
             if (no_gpu_check) so.child_args.push_back("--no-gpu-check");
+            so.child_args.insert(so.child_args.end(), {"--scheduler-poll", std::to_string(scheduler_poll_s)});
             for (int i = 0; i < verbose; ++i) so.child_args.push_back("-v");
             so.fail_fast = fail_fast;
             so.retry_failed = retry_failed;

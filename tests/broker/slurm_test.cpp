@@ -324,7 +324,7 @@ TEST_CASE("slurm: a hostile account and hostile environment values stay values o
     // The job can end itself: the declared self-stop command is scancel of its own id.
     CHECK(provider_caps("slurm").self_end == SelfEnd::SelfStop);
     CHECK(provider_caps("slurm").native_deadline);
-    CHECK(!provider_caps("slurm").ssh_reaches_compute);
+    CHECK(provider_caps("slurm").batch_jobs);
     CHECK(b.provider("slurm").self_stop_command(inst.id) == std::vector<std::string>{"scancel", job});
     b.provider("slurm").terminate(inst.id);
     CHECK(!std::filesystem::exists(canary));
@@ -395,4 +395,55 @@ TEST_CASE("slurm: ends the cluster decides are reported as such: node set DOWN i
     CHECK(seen->status_raw == "TIMEOUT");
     std::vector<ProviderFailure> failures;
     CHECK(b.list({"slurm"}, failures).empty());  // ended jobs are not listed
+}
+
+TEST_CASE("slurm: a batch job runs its script and ends, its output appended in the shared directory with its exit code beside it") {
+    tests::SlurmFixture slurm;
+    tests::TempDir dir;
+    BrokerOptions bo;
+    bo.config_path = slurm.write_broker_config(dir / "broker.yaml");
+    bo.state_dir = dir / "state";
+    Broker b(bo);
+    OfferFilter f;
+    f.providers = {"slurm"};
+    f.gpu_count = 1;
+    auto offers = b.search(f, SortKey::Price, 0).offers;
+    REQUIRE(offers.size() == 1);
+    auto site = b.provider("slurm").batch_site(offers[0]);
+    CHECK(site.work_dir == slurm.shared_dir());
+    CHECK(site.login.port == slurm.login().port());
+    const std::string out = slurm.shared_dir() + "/jobs/one.out";
+    CreateRequest r;
+    r.offer = offers[0];
+    r.deadline_unix = static_cast<long long>(common::real_clock().unix_now()) + 600;
+    r.name = "tk-batch1-build-dl" + std::to_string(r.deadline_unix);
+    // A body that a naive here-document or shell splice would break: quotes, $, and a line that ends the outer document.
+    r.batch = BatchScript{"echo 'it ran: $HOME stays literal'\necho \"gres: ${SLURM_JOB_GPUS:-none}\"\nexit 3", out, false};
+    auto inst = b.provider("slurm").create(r);
+    const std::string job = inst.id.substr(inst.id.find('/') + 1);
+    std::string state;
+    for (int i = 0; i < 300; ++i) {
+        auto now = b.provider("slurm").get(inst.id);
+        state = now ? now->status_raw : "(gone)";
+        if (now && now->status == InstanceStatus::Terminated) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    INFO(slurm.logs());
+    CHECK(state == "FAILED");  // exit 3
+    std::ifstream in(out);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(text.find("toolkit-batch: start job " + job + " restart 0 on ") != std::string::npos);
+    CHECK(text.find("it ran: $HOME stays literal\n") != std::string::npos);
+    CHECK(text.find("gres: none\n") != std::string::npos);  // use_gpus false: no GPU asked for
+    std::ifstream ex(out + ".exit");
+    std::string code;
+    std::getline(ex, code);
+    CHECK(code == "3");
+    auto shown = slurm.run({"squeue", "--noheader", "--states=all", "--jobs=" + job, "--format=%b"});
+    CHECK(shown.out.find("gpu") == std::string::npos);
+    // A relative or templated output path is refused before anything is submitted.
+    r.batch->output_path = "rel.out";
+    CHECK_THROWS_AS(b.provider("slurm").create(r), common::Error);
+    r.batch->output_path = slurm.shared_dir() + "/%j.out";
+    CHECK_THROWS_AS(b.provider("slurm").create(r), common::Error);
 }

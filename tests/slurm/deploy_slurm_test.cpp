@@ -1,0 +1,261 @@
+// deploy_and_analyze --provider slurm end to end on a real single-node Slurm (tests/support/
+// slurm_fixture.h): the real program pushes through the sshd login node into the cluster's shared
+// directory, builds and runs as sbatch jobs, follows their output files and pulls the results. The
+// cases cover the ends the cluster decides (TIMEOUT, a requeue, a node set DOWN), Ctrl-C (scancel,
+// proven by squeue) and a bad cluster definition (refused before anything is submitted).
+// SERIAL with the other e2e tests (one remote build cache, one CPU).
+#include <signal.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/subprocess.h"
+#include "tests/support/slurm_fixture.h"
+#include "tests/support/temp_dir.h"
+
+#include <doctest/doctest.h>
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The remote build cache gets the host build's extract and analyze under the key bootstrap.sh
+// computes for this tree (when the libtorch agrees), so the build job finds them and compiles nothing.
+void seed_cache() {
+    const std::string script = std::string(TOOLKIT_SOURCE_DIR) + "/deploy/remote/bootstrap.sh";
+    auto t = common::run_process({"sh", script, "--print-torch"});
+    REQUIRE(t.exit_code == 0);
+    std::error_code ec;
+    if (!fs::equivalent(t.out.substr(0, t.out.find(' ')), HOST_TORCH_DIR, ec)) return;
+    auto k = common::run_process({"sh", script, "--print-key", TOOLKIT_SOURCE_DIR});
+    REQUIRE(k.exit_code == 0);
+    std::string dir = std::string(DEPLOY_REMOTE_CACHE) + "/build-" + k.out.substr(0, k.out.find('\n'));
+    if (fs::exists(dir + "/.complete")) return;
+    fs::create_directories(dir + "/bin");
+    fs::copy_file(EXTRACT_BIN, dir + "/bin/extract", fs::copy_options::overwrite_existing);
+    fs::copy_file(ANALYZE_BIN, dir + "/bin/analyze", fs::copy_options::overwrite_existing);
+    tests::write_file(dir + "/.complete", "seeded from the host build by deploy_slurm_tests\n");
+}
+
+nlohmann::json json_file(const std::string & path) {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in);
+}
+
+// One cluster, one run directory, the run config and the program's arguments.
+struct SlurmRun {
+    SlurmRun() {
+        seed_cache();
+        broker_config = slurm.write_broker_config(dir / "broker.yaml");
+    }
+    // A fixture-model rehearsal on the cluster's partition with one fake GPU; `policy` and `data`
+    // replace those sections.
+    std::string config(const std::string & policy = "  on_success: terminate\n  on_failure: terminate\n  max_duration: 20m\n",
+                       int sequences = 8) {
+        std::string text = "model:\n"
+                           "  fixture: {family: olmoe, layers: 4, hidden: 64, plant: [\"7,42@0-3\"], seed: 1}\n"
+                           "  dtype: f32\n"
+                           "data:\n"
+                           "  synthetic_tokens: {vocab: 128, seed: 1}\n"
+                           "  num_sequences: " + std::to_string(sequences) + "\n"
+                           "  sequence_length: 64\n"
+                           "  batch_size: 2\n"
+                           "capture:\n  layers: all\n  sites: [ln_attn, ln_mlp]\n"
+                           "analysis:\n  mode: both\n  threshold: 6.0\n"
+                           "resources:\n  providers: [slurm]\n  gpu_count: 1\n  min_vram_gb: 1\n  disk_gb: 1\n"
+                           "policy:\n" + policy +
+                           "output_dir: " + (dir / "runs") + "\n";
+        std::string path = dir / "run.yaml";
+        tests::write_file(path, text);
+        return path;
+    }
+    std::vector<std::string> args(const std::string & config_path) const {
+        return {DEPLOY_BIN, "--config", config_path, "--run-dir", run_dir(), "--state-dir", dir / "state", "--ledger",
+                dir / "state/ledger.sqlite", "--remote-cache", DEPLOY_REMOTE_CACHE, "--workspace", TOOLKIT_SOURCE_DIR,
+                "--scheduler-poll", "1", "--json"};
+    }
+    common::RunOptions opts() const {
+        common::RunOptions o;
+        o.timeout = std::chrono::milliseconds(900 * 1000);
+        o.extra_env = env();
+        return o;
+    }
+    std::vector<std::string> env() const {
+        return {"BROKER_CONFIG=" + broker_config, "BROKER_STATE_DIR=", "OMP_NUM_THREADS=2", "SLURM_CONF=/nonexistent"};
+    }
+    // The program as a process of its own, to signal it; output in out.txt / err.txt.
+    common::ChildProcess start(const std::vector<std::string> & a) const {
+        for (const auto & kv : env()) {
+            auto eq = kv.find('=');
+            ::setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
+        }
+        return common::ChildProcess::spawn(a, {.stdout_path = dir / "out.txt", .stderr_path = dir / "err.txt", .new_session = true});
+    }
+    std::string run_dir() const { return dir / "run"; }
+    nlohmann::json state() const { return json_file(run_dir() + "/state.json"); }
+    // The job of `role` as this run recorded it ("" until submitted).
+    std::string job_id(const std::string & role) const {
+        if (!fs::exists(run_dir() + "/state.json")) return "";
+        auto s = state();
+        if (!s.contains("batch") || !s["batch"]["jobs"].contains(role)) return "";
+        std::string id = s["batch"]["jobs"][role]["id"];
+        return id.substr(id.find('/') + 1);
+    }
+    // Slurm's own view of a job (any state): "<state>" or "" when unknown.
+    std::string slurm_state(const std::string & job) const {
+        auto r = slurm.run({"squeue", "--noheader", "--states=all", "--jobs=" + job, "--format=%T"});
+        return r.exit_code == 0 ? r.out.substr(0, r.out.find('\n')) : "";
+    }
+    bool wait_for_state(const std::string & role, const std::string & want, std::chrono::seconds limit) const {
+        auto end = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < end) {
+            std::string j = job_id(role);
+            if (!j.empty() && slurm_state(j) == want) return true;
+            std::this_thread::sleep_for(200ms);
+        }
+        return false;
+    }
+    std::string journal() const { return tests::read_file(run_dir() + "/journal.jsonl"); }
+
+    tests::SlurmFixture slurm;
+    tests::TempDir dir{"deploy-slurm"};
+    std::string broker_config;
+};
+
+std::set<int> outlier_dims(const std::string & run_dir) {
+    auto j = json_file(run_dir + "/results/analysis/outliers.json");
+    std::set<int> dims;
+    for (const auto & f : j.at("feature_profiles"))
+        if (f.value("outlier", false)) dims.insert(f.at("dim").get<int>());
+    return dims;
+}
+
+}  // namespace
+
+TEST_CASE("slurm deploy: the rehearsal runs through sbatch on the real cluster and ends with the report") {
+    SlurmRun t;
+    auto r = common::run_process(t.args(t.config()), t.opts());
+    INFO(r.out, r.err, t.slurm.logs());
+    REQUIRE(r.exit_code == 0);
+    auto summary = nlohmann::json::parse(r.out);
+    CHECK(summary["exit_code"] == 0);
+    CHECK(summary["instance"].get<std::string>().rfind("slurm:" + t.slurm.cluster_name() + "/", 0) == 0);
+    // The planted dims, found by the job that ran under Slurm, and the report beside them.
+    CHECK(outlier_dims(t.run_dir()) == std::set<int>{7, 42});
+    CHECK(fs::exists(t.run_dir() + "/results/analysis/report.md"));
+    // Two jobs, both ended as COMPLETED in Slurm's own view: the build without a GPU, the run with one.
+    const std::string build = t.job_id("build"), run = t.job_id("analysis");
+    REQUIRE(!build.empty());
+    REQUIRE(!run.empty());
+    CHECK(t.slurm_state(build) == "COMPLETED");
+    CHECK(t.slurm_state(run) == "COMPLETED");
+    auto gres = [&](const std::string & job) {
+        return t.slurm.run({"squeue", "--noheader", "--states=all", "--jobs=" + job, "--format=%b|%j"}).out;
+    };
+    CHECK(gres(build).find("gpu") == std::string::npos);
+    CHECK(gres(run).find("gres:gpu:tiny:1|tk-") != std::string::npos);
+    // The job's output came home as it ran, with its start line and extract's own lines.
+    std::string log = tests::read_file(t.run_dir() + "/logs/analysis.log");
+    CHECK(log.find("toolkit-batch: start job " + run + " restart 0") != std::string::npos);
+    CHECK(tests::read_file(t.run_dir() + "/logs/build.log").find("bin_dir=") != std::string::npos);
+    // Everything happened in the cluster's shared directory (nothing under the login user's home).
+    auto s = t.state();
+    CHECK(s["remote"]["home"] == t.slurm.shared_dir());
+    CHECK(s["end"]["proven_gone"] == true);
+    CHECK(t.journal().find("\"step\":\"site\"") != std::string::npos);
+    // broker sees nothing of ours still running on the cluster.
+    auto list = common::run_process({BROKER_BIN, "--state-dir", t.dir / "state", "--ledger", t.dir / "state/ledger.sqlite", "instances",
+                                     "list", "--json", "--provider", "slurm"},
+                                    t.opts());
+    INFO(list.err);
+    REQUIRE(list.exit_code == 0);
+    CHECK(nlohmann::json::parse(list.out)["instances"].empty());
+}
+
+TEST_CASE("slurm deploy: Ctrl-C while the job runs cancels it, proven by squeue, and exits 130") {
+    SlurmRun t;
+    auto child = t.start(t.args(t.config("  on_failure: terminate\n  max_duration: 20m\n", 20000)));
+    bool running = t.wait_for_state("analysis", "RUNNING", 600s);
+    INFO(tests::read_file(t.dir / "err.txt"), t.slurm.logs());
+    REQUIRE(running);
+    std::this_thread::sleep_for(2s);
+    ::kill(child.pid(), SIGINT);
+    auto code = child.wait_for(180s);
+    REQUIRE(code.has_value());
+    CHECK(*code == 130);
+    const std::string job = t.job_id("analysis");
+    CHECK(t.slurm_state(job) == "CANCELLED");
+    CHECK(t.state()["end"]["proven_gone"] == true);
+    CHECK(t.state()["batch"]["jobs"]["analysis"]["offset"].get<uint64_t>() > 0);  // its output so far came home
+}
+
+TEST_CASE("slurm deploy: a job past its time limit ends as TIMEOUT, reported as such, with its log home") {
+    SlurmRun t;
+    // One minute of --time (Slurm's smallest) for a run that needs several.
+    auto r = common::run_process(t.args(t.config("  on_failure: terminate\n  max_duration: 1m\n", 60000)), t.opts());
+    INFO(r.out, r.err, t.slurm.logs());
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find("TIMEOUT") != std::string::npos);
+    CHECK(r.err.find("time limit") != std::string::npos);
+    CHECK(t.slurm_state(t.job_id("analysis")) == "TIMEOUT");
+    CHECK(t.state()["batch"]["jobs"]["analysis"]["end_state"] == "TIMEOUT");
+    CHECK(tests::read_file(t.run_dir() + "/logs/analysis.log").find("toolkit-batch: start job") != std::string::npos);
+    CHECK(t.journal().find("\"kind\":\"timeout\"") != std::string::npos);
+}
+
+TEST_CASE("slurm deploy: a requeue by the administrator restarts the job within policy.max_requeues and the run still succeeds") {
+    SlurmRun t;
+    auto child = t.start(t.args(t.config("  on_failure: terminate\n  max_duration: 20m\n  max_requeues: 1\n", 3000)));
+    bool running = t.wait_for_state("analysis", "RUNNING", 600s);
+    INFO(tests::read_file(t.dir / "err.txt"), t.slurm.logs());
+    REQUIRE(running);
+    const std::string job = t.job_id("analysis");
+    auto rq = t.slurm.run({"scontrol", "requeue", job});
+    INFO(rq.err);
+    REQUIRE(rq.exit_code == 0);
+    auto code = child.wait_for(600s);
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+    CHECK(t.state()["batch"]["jobs"]["analysis"]["restarts"] == 1);
+    CHECK(t.journal().find("the cluster restarted the job") != std::string::npos);
+    CHECK(outlier_dims(t.run_dir()) == std::set<int>{7, 42});
+}
+
+TEST_CASE("slurm deploy: a node set DOWN under the job is NODE_FAIL, reported, and with max_requeues 0 not retried") {
+    SlurmRun t;
+    auto child = t.start(t.args(t.config("  on_failure: terminate\n  max_duration: 20m\n  max_requeues: 0\n", 20000)));
+    bool running = t.wait_for_state("analysis", "RUNNING", 600s);
+    INFO(tests::read_file(t.dir / "err.txt"), t.slurm.logs());
+    REQUIRE(running);
+    REQUIRE(t.slurm.run({"scontrol", "update", "nodename=" + t.slurm.node(), "state=down", "reason=test"}).exit_code == 0);
+    auto code = child.wait_for(300s);
+    REQUIRE(code.has_value());
+    CHECK(*code != 0);
+    CHECK(*code != 10);  // not a leak
+    std::string err = tests::read_file(t.dir / "err.txt");
+    CHECK(err.find("NODE_FAIL") != std::string::npos);
+    CHECK(err.find("not restarted") != std::string::npos);
+    CHECK(t.slurm_state(t.job_id("analysis")) == "NODE_FAIL");
+    CHECK(t.state()["end"]["proven_gone"] == true);
+}
+
+TEST_CASE("slurm deploy: a bad cluster definition is refused before anything reaches the cluster") {
+    SlurmRun t;
+    // A misspelt key in the cluster's definition: the broker config loader refuses it, naming file and line.
+    t.broker_config = t.slurm.write_broker_config(t.dir / "bad.yaml", "      acount: lab\n");
+    auto r = common::run_process(t.args(t.config()), t.opts());
+    INFO(r.out, r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("bad.yaml") != std::string::npos);
+    CHECK(r.err.find("acount") != std::string::npos);
+    CHECK(t.slurm.run({"squeue", "--noheader", "--states=all"}).out.empty());
+    CHECK(!fs::exists(t.slurm.shared_dir() + "/toolkit"));
+}
