@@ -8,24 +8,17 @@
 // kinds, labels, the numbers too) goes into data files, which gnuplot reads with its data reader
 // only; titles come from those files (`stats ... strcol` into a variable, `columnheader`). gnuplot
 // runs in a private directory holding just those files and writes the plots there by bare names,
-// so no path appears in the script either; the plots are then renamed into place.
+// so no path appears in the script either; the plots are then renamed into place (common/gnuplot.cpp,
+// the runner the sweep report uses too).
 #include "analysis/report.h"
 
-#include "common/error.h"
-#include "common/subprocess.h"
+#include "common/gnuplot.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
-
-#include <dirent.h>
-#include <unistd.h>
 
 namespace analysis {
 
@@ -94,24 +87,14 @@ int64_t dim_of(const json & profile) {
     return profile.contains("dim") && profile["dim"].is_number_integer() ? profile["dim"].get<int64_t>() : 0;
 }
 
-// Settings every plot starts from: tab-separated data (a name may hold spaces), no comment lines
-// (a name may start with '#').
-const char * kDataSettings = "set datafile separator \"\\t\"\nset datafile commentschars \"\"\n";
-
 // Reads the one-line data file `file` into the gnuplot string variable `var` (a name of ours).
 std::string read_string(const std::string & var, const std::string & file) {
     return var + " = \"\"\nstats " + quoted(file) + " using (" + var + " = strcol(1), 0) nooutput\n";
 }
 
-// One script drawn once per terminal: body is everything after `set output`.
+// One script drawn once per terminal (png and svg): body is everything after `set output`.
 void add_plot(PlotJob & job, const std::string & name, const std::string & body) {
-    for (const auto & [ext, terminal] : {std::pair<std::string, std::string>{"png", "png size 1100,650 noenhanced"},
-                                         {"svg", "svg size 1100,650 dynamic noenhanced"}}) {
-        const std::string file = name + "." + ext;
-        job.script += "reset\n" + std::string(kDataSettings) + "set terminal " + terminal + "\nset output " + quoted(file) + "\n" + body +
-                      "\nunset output\n";
-        job.outputs.push_back(file);
-    }
+    common::add_gnuplot_png_svg(job.script, job.outputs, name, body, 1100, 650);
 }
 
 }  // namespace
@@ -122,87 +105,15 @@ PlotOutcome render_plots(const PlotJob & job, const std::string & dir) {
         out.skipped_reason = job.skipped_reason;
         return out;
     }
-    std::string why;
-    if (!gnuplot_available(&why)) {
-        out.skipped_reason = why;
-        return out;
-    }
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) throw common::Error::file(dir, "cannot create the plot directory: " + ec.message());
-    // gnuplot's working directory, private to this call and inside `dir` so the renames stay on
-    // one file system.
-    std::string work = dir + "/.gnuplot-XXXXXX";
-    if (!::mkdtemp(work.data())) throw common::Error::io(dir, "cannot create a working directory for gnuplot", errno);
-    // Removed file by file, not with std::filesystem::remove_all: analyze links pip's libtorch.so on
-    // GPU machines, which exports its own copy of remove_all, and a call to it jumped to address 0
-    // (tests/gpu/main.cpp's crash report, H100 image, torch 2.11). The directory is flat: the data
-    // and script files written here and what gnuplot wrote.
-    struct RemoveAfter {
-        std::string path;
-        ~RemoveAfter() {
-            if (DIR * d = ::opendir(path.c_str())) {
-                while (const dirent * e = ::readdir(d)) {
-                    const std::string name = e->d_name;
-                    if (name != "." && name != "..") (void)::unlink((path + "/" + name).c_str());
-                }
-                ::closedir(d);
-            }
-            (void)::rmdir(path.c_str());
-        }
-    } remove_after{work};
-    for (const auto & [name, text] : job.data_files) {
-        std::ofstream f(work + "/" + name, std::ios::binary | std::ios::trunc);
-        f << text;
-        f.flush();
-        if (!f) throw common::Error::io(work + "/" + name, "cannot write gnuplot data", errno);
-    }
-    common::RunOptions options;
-    options.stdin_data = job.script;
-    options.timeout = std::chrono::milliseconds(60000);
-    options.cwd = work;
-    // --default-settings: no ~/.gnuplot or system gnuplotrc either, so the plots look the same everywhere.
-    const auto r = common::run_process({"gnuplot", "--default-settings"}, options);
-    if (r.exit_code != 0 || r.timed_out) {
-        out.skipped_reason = "gnuplot failed (exit " + std::to_string(r.exit_code) + "): " + r.err.substr(0, 400);
-        return out;
-    }
-    for (const auto & name : job.outputs) {
-        const std::string path = dir + "/" + name;
-        std::filesystem::rename(work + "/" + name, path, ec);
-        if (ec) {
-            out.files.clear();
-            out.skipped_reason = "gnuplot did not write " + name + ": " + ec.message();
-            return out;
-        }
-        out.files.push_back(path);
-    }
-    out.produced = true;
+    if (!gnuplot_available(&out.skipped_reason)) return out;
+    auto r = common::run_gnuplot(job.script, job.data_files, job.outputs, dir);
+    out.produced = r.produced;
+    out.skipped_reason = std::move(r.skipped_reason);
+    out.files = std::move(r.files);
     return out;
 }
 
-bool gnuplot_available(std::string * why) {
-    common::ProcessResult r;
-    try {
-        common::RunOptions options;
-        options.stdin_data = "set terminal\n";
-        options.timeout = std::chrono::milliseconds(10000);
-        r = common::run_process({"gnuplot"}, options);
-    } catch (const common::Error &) {
-        if (why) *why = "gnuplot is not installed (apt-get install gnuplot-nox)";
-        return false;
-    }
-    const std::string terms = r.out + r.err;
-    if (terms.find(" png ") == std::string::npos && terms.find("png ") == std::string::npos) {
-        if (why) *why = "gnuplot has no png terminal";
-        return false;
-    }
-    if (terms.find("svg") == std::string::npos) {
-        if (why) *why = "gnuplot has no svg terminal";
-        return false;
-    }
-    return true;
-}
+bool gnuplot_available(std::string * why) { return common::gnuplot_available(why); }
 
 PlotJob plot_job(const json & r) {
     PlotJob job;

@@ -2,10 +2,7 @@
 // inspect.json, state.json, journal), compared by `analyze compare`, the same program a user runs
 // by hand. Everything read here came from an instance: sizes are bounded and text that reaches the
 // Markdown is reduced to a safe alphabet.
-#include <stdlib.h>
-
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -15,6 +12,7 @@
 #include <tuple>
 
 #include "common/error.h"
+#include "common/gnuplot.h"
 #include "common/log.h"
 #include "common/subprocess.h"
 #include "deploy/run_dir.h"
@@ -76,39 +74,20 @@ struct SweepPlots {
     std::string skipped;             // why none (no gnuplot, gnuplot failed, nothing to plot)
 };
 
-// Runs gnuplot on the job in a private folder and moves the plots into `dir`.
+// Runs gnuplot on the job in a private folder and moves the plots into `dir` (common::run_gnuplot).
 SweepPlots render_sweep_plots(const SweepPlotJob & job, const std::string & dir) {
     SweepPlots out;
     if (job.outputs.empty()) {
         out.skipped = "nothing to plot";
         return out;
     }
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    std::string work = dir + "/.gnuplot-XXXXXX";
-    if (ec || !::mkdtemp(work.data())) {
-        out.skipped = "cannot create " + dir;
-        return out;
-    }
-    for (const auto & [name, text] : job.data_files) std::ofstream(work + "/" + name, std::ios::binary) << text;
-    common::RunOptions o;
-    o.stdin_data = job.script;
-    o.cwd = work;
-    o.timeout = std::chrono::milliseconds(60000);
-    common::ProcessResult r;
     try {
-        r = common::run_process({"gnuplot", "--default-settings"}, o);
+        auto r = common::run_gnuplot(job.script, job.data_files, job.outputs, dir);
+        out.skipped = r.skipped_reason;
+        for (const auto & path : r.files) out.files.push_back(fs::path(path).filename().string());
     } catch (const common::Error & e) {
-        out.skipped = "gnuplot is not installed (" + e.message() + ")";
+        out.skipped = "cannot create " + dir + " (" + e.message() + ")";
     }
-    if (out.skipped.empty() && (r.exit_code != 0 || r.timed_out)) out.skipped = "gnuplot failed: " + r.err.substr(0, 300);
-    for (const auto & name : job.outputs) {
-        if (!out.skipped.empty()) break;
-        fs::rename(work + "/" + name, dir + "/" + name, ec);
-        if (ec) out.skipped = "gnuplot did not write " + name;
-        else out.files.push_back(name);
-    }
-    fs::remove_all(work, ec);
     return out;
 }
 
@@ -129,13 +108,7 @@ SweepPlotJob sweep_plot_job(const nlohmann::json & table) {
     };
     auto label = [](const nlohmann::json & t) { return safe(t.is_object() && t.contains("label") && t["label"].is_string() ? t["label"].get<std::string>() : "?"); };
     auto add = [&](const std::string & name, const std::string & body) {
-        for (const auto & [ext, terminal] : {std::pair<std::string, std::string>{"png", "png size 1000,600 noenhanced"},
-                                             {"svg", "svg size 1000,600 dynamic noenhanced"}}) {
-            std::string file = name + "." + ext;
-            job.script += "reset\nset datafile separator \"\\t\"\nset datafile commentschars \"\"\nset terminal " + terminal +
-                          "\nset output \"" + file + "\"\n" + body + "\nunset output\n";
-            job.outputs.push_back(file);
-        }
+        common::add_gnuplot_png_svg(job.script, job.outputs, name, body, 1000, 600);
     };
     // Bars per member: cost and wall time.
     for (const auto & [key, name, ylabel] : {std::tuple<const char *, const char *, const char *>{"cost_usd", "cost_per_model", "cost (USD)"},
