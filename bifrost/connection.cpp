@@ -206,7 +206,7 @@ std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const Co
                 failure = ssh_get_error(s);
                 throw Error(ErrorKind::Network, e.label() + ": cannot connect: " + failure).with("host", e.label());
             }
-            check_host_key(s, e, known);
+            if (options.pin_host_key) check_host_key(s, e, known);
             authenticate(s, e, options);
         } catch (const Error & err) {
             ssh_disconnect(s);
@@ -276,9 +276,17 @@ int Connection::run(const RemoteCommand & command) {
     bool source_open = static_cast<bool>(command.stdin_source) || command.stdin_fd >= 0;
     if (!source_open) task.close_stdin();
     auto last_keepalive = std::chrono::steady_clock::now();
+    const auto started_at = last_keepalive;
     std::string chunk;
     while (!task.done()) {
         common::throw_if_interrupted();
+        if (options_.command_timeout_s > 0 &&
+            std::chrono::steady_clock::now() - started_at > std::chrono::duration<double>(options_.command_timeout_s)) {
+            broken_ = true;  // the channel is still open on the server: never reuse this session
+            throw Error(ErrorKind::Timeout, label() + ": the remote command did not finish within " +
+                                                common::format_duration(options_.command_timeout_s))
+                .with("host", label());
+        }
         if (source_open && command.stdin_source && task.stdin_queued() < (1u << 20)) {
             chunk.clear();
             if (!command.stdin_source(chunk)) {

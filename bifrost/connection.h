@@ -26,6 +26,16 @@ struct ConnectOptions {
     double retry_deadline_s = 0;     // keep retrying refused/unreachable hosts (still booting) this long
     int keepalive_s = 15;            // SSH ignore messages + TCP_USER_TIMEOUT of 3x this
     std::optional<bool> compression; // nullopt: on unless the host is loopback
+    // false: accept whatever host key the server presents, reading and writing no known-hosts file.
+    // Only for broker's probes of machines it has just rented or leased (readiness, login-node
+    // commands): fresh cloud instances come with new host keys and providers reuse IP addresses, so
+    // a key pinned for one rental would refuse the next machine at that address. Every connection a
+    // user asks for by target (the bifrost program, deploy) keeps pinning.
+    bool pin_host_key = true;
+    // > 0: a command still running this many seconds after its channel opened is abandoned: run()
+    // throws Error(Timeout) and the connection is not reused. 0 (default): no limit, since jobs,
+    // follows and pushes run as long as they need.
+    double command_timeout_s = 0;
 };
 
 // $BIFROST_KNOWN_HOSTS, else $XDG_STATE_HOME/bifrost/known_hosts, else ~/.local/state/bifrost/known_hosts.

@@ -1,7 +1,6 @@
 #include "broker/readiness.h"
 
 #include <arpa/inet.h>
-#include <libssh/libssh.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -13,6 +12,7 @@
 #include <fcntl.h>
 #include <sstream>
 
+#include "bifrost/connection.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
@@ -92,79 +92,35 @@ bool read_banner(int fd, common::Duration timeout, std::string & banner) {
     return banner.rfind("SSH-", 0) == 0;
 }
 
-struct SessionGuard {
-    ssh_session s = nullptr;
-    ~SessionGuard() {
-        if (s) {
-            ssh_disconnect(s);
-            ssh_free(s);
-        }
-    }
-};
-
-// Connect + authenticate; returns an authenticated session or throws with the failing stage.
-ssh_session ssh_open(const SshEndpoint & e, const std::string & key_path, common::Duration timeout, ReadyStage & stage) {
-    stage = ReadyStage::Banner;
-    ssh_session s = ssh_new();
-    if (!s) throw common::Error::internal("ssh_new failed");
-    long timeout_s = std::max<long>(1, static_cast<long>(std::ceil(common::to_seconds(timeout))));
-    int port = e.port;
-    int zero = 0;
-    ssh_options_set(s, SSH_OPTIONS_HOST, e.host.c_str());
-    ssh_options_set(s, SSH_OPTIONS_PORT, &port);
-    ssh_options_set(s, SSH_OPTIONS_USER, e.user.c_str());
-    ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &timeout_s);
-    ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &zero);
-    ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
-    ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
-    if (ssh_connect(s) != SSH_OK) {
-        std::string why = ssh_get_error(s);
-        ssh_free(s);
-        throw common::Error(common::ErrorKind::Network, "ssh " + e.user + "@" + e.host + ":" + std::to_string(e.port) +
-                                                            ": connect failed: " + why);
-    }
-    stage = ReadyStage::Auth;
-    ssh_key key = nullptr;
-    if (ssh_pki_import_privkey_file(key_path.c_str(), nullptr, nullptr, nullptr, &key) != SSH_OK) {
-        ssh_disconnect(s);
-        ssh_free(s);
+// Every SSH connection broker makes goes through bifrost's client (bifrost/connection.h): one
+// attempt, bounded by `timeout` for the connection, each channel round trip and the command itself.
+// No known-hosts file is read or written (pin_host_key = false): a freshly rented machine has a new
+// host key, and providers hand the same address to the next renter.
+std::unique_ptr<bifrost::Connection> open_ssh(const SshEndpoint & e, const std::string & key_path,
+                                                 common::Duration timeout) {
+    // bifrost would fall back to ssh-agent and ~/.ssh/id_* without a key, and retries a key it cannot
+    // read like a refused one; broker always names its key, and a missing one is the caller's mistake.
+    if (key_path.empty() || ::access(key_path.c_str(), R_OK) != 0)
         throw common::Error(common::ErrorKind::Usage, key_path + ": cannot read the SSH private key");
-    }
-    int rc = ssh_userauth_publickey(s, nullptr, key);
-    ssh_key_free(key);
-    if (rc != SSH_AUTH_SUCCESS) {
-        std::string why = ssh_get_error(s);
-        ssh_disconnect(s);
-        ssh_free(s);
-        throw common::Error(common::ErrorKind::Auth, "ssh " + e.user + "@" + e.host + ":" + std::to_string(e.port) +
-                                                         ": key authentication refused" + (why.empty() ? "" : ": " + why));
-    }
-    return s;
+    const double seconds = std::max(1.0, std::ceil(common::to_seconds(timeout)));
+    bifrost::ConnectOptions o;
+    o.key_path = key_path;
+    o.connect_timeout_s = seconds;
+    o.channel_timeout_s = seconds;
+    o.command_timeout_s = seconds;
+    o.retry_deadline_s = 0;  // one attempt: callers decide whether to try again
+    o.compression = false;   // short commands with little output
+    o.pin_host_key = false;
+    return bifrost::Connection::open(bifrost::Endpoint{e.user, e.host, e.port, key_path}, o);
 }
 
-SshRunResult exec_on(ssh_session s, const std::string & command, common::Duration timeout) {
+SshRunResult run_on(bifrost::Connection & c, const std::string & command) {
     SshRunResult r;
-    ssh_channel ch = ssh_channel_new(s);
-    if (!ch || ssh_channel_open_session(ch) != SSH_OK || ssh_channel_request_exec(ch, command.c_str()) != SSH_OK) {
-        std::string why = ssh_get_error(s);
-        if (ch) ssh_channel_free(ch);
-        throw common::Error(common::ErrorKind::Network, "ssh: cannot run a command: " + why);
-    }
-    auto until = std::chrono::steady_clock::now() + timeout;
-    char buf[4096];
-    // Read both streams as they come so a chatty command cannot fill the window and deadlock.
-    while (std::chrono::steady_clock::now() < until) {
-        int n = ssh_channel_read_timeout(ch, buf, sizeof buf, 0, 200);
-        if (n > 0) r.out.append(buf, static_cast<size_t>(n));
-        int m = ssh_channel_read_timeout(ch, buf, sizeof buf, 1, 0);
-        if (m > 0) r.err.append(buf, static_cast<size_t>(m));
-        if (n == SSH_ERROR || m == SSH_ERROR) break;
-        if (ssh_channel_is_eof(ch) && n <= 0 && m <= 0) break;
-    }
-    ssh_channel_send_eof(ch);
-    r.exit_code = ssh_channel_get_exit_status(ch);
-    ssh_channel_close(ch);
-    ssh_channel_free(ch);
+    bifrost::RemoteCommand rc;
+    rc.command = command;
+    rc.on_stdout = [&](std::string_view d) { r.out.append(d); };
+    rc.on_stderr = [&](std::string_view d) { r.err.append(d); };
+    r.exit_code = c.run(rc);
     return r;
 }
 
@@ -172,10 +128,8 @@ SshRunResult exec_on(ssh_session s, const std::string & command, common::Duratio
 
 SshRunResult ssh_run(const SshEndpoint & e, const std::string & key_path, const std::string & command,
                      common::Duration timeout) {
-    ReadyStage stage;
-    SessionGuard g;
-    g.s = ssh_open(e, key_path, timeout, stage);
-    return exec_on(g.s, command, timeout);
+    auto c = open_ssh(e, key_path, timeout);
+    return run_on(*c, command);
 }
 
 std::string check_gpu_report(const std::string & out, int expect_count, double expect_vram_gb) {
@@ -273,25 +227,28 @@ Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions
                         last_problem = where + ": no SSH banner" + (banner.empty() ? "" : " (got '" + banner.substr(0, 40) + "')");
                     } else {
                         try {
-                            SessionGuard g;
                             stage = ReadyStage::Auth;
                             report(stage, where);
-                            ReadyStage inner;
-                            g.s = ssh_open(e, o.private_key_path, attempt_timeout, inner);
+                            auto c = open_ssh(e, o.private_key_path, attempt_timeout);
                             stage = ReadyStage::Exec;
                             report(stage, where);
-                            auto r = exec_on(g.s, "true", attempt_timeout);
+                            auto r = run_on(*c, "true");
                             if (r.exit_code != 0) {
                                 last_problem = "`true` exited " + std::to_string(r.exit_code);
                             } else if (o.expect_gpu_count) {
                                 stage = ReadyStage::Gpu;
                                 report(stage, where);
-                                auto g2 = exec_on(g.s, "nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits",
-                                                  attempt_timeout);
-                                std::string problem =
-                                    g2.exit_code != 0
-                                        ? "nvidia-smi failed (exit " + std::to_string(g2.exit_code) + "): " + g2.err.substr(0, 200)
-                                        : check_gpu_report(g2.out, *o.expect_gpu_count, o.expect_vram_gb_per_gpu);
+                                std::string problem;
+                                try {
+                                    auto g = run_on(*c, "nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits");
+                                    problem = g.exit_code != 0 ? "nvidia-smi failed (exit " + std::to_string(g.exit_code) +
+                                                                     "): " + g.err.substr(0, 200)
+                                                               : check_gpu_report(g.out, *o.expect_gpu_count, o.expect_vram_gb_per_gpu);
+                                } catch (const common::Error & err) {
+                                    // A hung nvidia-smi is a broken machine, not one still booting.
+                                    if (err.kind() != common::ErrorKind::Timeout) throw;
+                                    problem = "nvidia-smi failed: " + err.message();
+                                }
                                 if (!problem.empty())
                                     throw common::Error(common::ErrorKind::RemoteFailed, subject + ": GPU check failed: " + problem)
                                         .with("provider", std::string(provider.name()))

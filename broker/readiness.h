@@ -34,7 +34,11 @@ struct ReadyOptions {
 // a terminal state or the GPU check fails, Error(NotFound) when the instance vanished.
 Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions & options);
 
-// One SSH command with key authentication (libssh; no ~/.ssh/config, no known_hosts file).
+// One SSH command with key authentication, through bifrost's client (bifrost/connection.h): one
+// connection attempt; `timeout` bounds the connection, each channel round trip and the command.
+// No ~/.ssh/config and no known_hosts file is read or written (fresh instances have new host keys;
+// providers reuse addresses). Throws Error(Usage) for an unreadable key, (Auth) for a refused one,
+// (Network) for an unreachable host, (Timeout) when the command is still running at `timeout`.
 struct SshRunResult {
     int exit_code = -1;
     std::string out;

@@ -1,8 +1,10 @@
 // The local provider end to end through the library: search describes this machine, create starts a
 // real sshd with its own home, readiness passes every SSH stage, terminate proves the daemon is gone.
+#include <chrono>
 #include <filesystem>
 
 #include "broker/broker.h"
+#include "common/error.h"
 #include "common/sshd_server.h"
 #include "common/subprocess.h"
 #include "tests/support/temp_dir.h"
@@ -14,6 +16,10 @@ using namespace broker;
 TEST_CASE("local: create, wait ready over real SSH, run a command in its own home, terminate and prove") {
     tests::TempDir dir;
     common::generate_ed25519_key(dir / "id", "test");
+    // broker's SSH (readiness, ssh_run) is bifrost's client with host keys not pinned: no known-hosts
+    // file is written.
+    const std::string known_hosts = dir / "bifrost_known_hosts";
+    tests::EnvGuard known_hosts_env("BIFROST_KNOWN_HOSTS", known_hosts);
     BrokerOptions bo;
     bo.config_path = dir / "none.yaml";
     bo.state_dir = dir / "state";
@@ -41,6 +47,19 @@ TEST_CASE("local: create, wait ready over real SSH, run a command in its own hom
     auto out = ssh_run(*r.instance.ssh, dir / "id", "echo $HOME; echo $TOOLKIT_WORKSPACE", std::chrono::seconds(10));
     CHECK(out.exit_code == 0);
     CHECK(out.out.find(bo.state_dir + "/local/" + r.instance.id + "/home") != std::string::npos);
+    auto err = ssh_run(*r.instance.ssh, dir / "id", "echo oops >&2; exit 3", std::chrono::seconds(10));
+    CHECK(err.exit_code == 3);
+    CHECK(err.err == "oops\n");
+    // The timeout bounds the command too, not only the connection.
+    auto t0 = std::chrono::steady_clock::now();
+    try {
+        ssh_run(*r.instance.ssh, dir / "id", "sleep 8", std::chrono::seconds(2));
+        FAIL("expected a timeout");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Timeout);
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(7));
+    CHECK_FALSE(std::filesystem::exists(known_hosts));
     auto entry = b.ledger().find_instance("local", r.instance.id);
     REQUIRE(entry);
     CHECK(entry->state == "created");
