@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/subprocess.h"
+#include "tests/deploy/e2e_support.h"
 #include "tests/support/emulator.h"
 #include "tests/support/sshd_fixture.h"
 #include "tests/support/temp_dir.h"
@@ -24,57 +25,19 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+using namespace tests::e2e;
+
 namespace {
 
-// The remote build is the slow part (minutes of libtorch compiles on 2 cores). The host build has
-// just compiled `extract` and `analyze` from the same sources against the same Debian libtorch, so
-// the shared cache is seeded with them under the key bootstrap.sh computes for this tree; the remote
-// bootstrap then finds a cached build, exactly as a re-run does. TOOLKIT_E2E_REMOTE_BUILD=1 skips the
-// seeding and makes the first test really build on the "instance" (the rehearsal demo always does).
-// The key is the one the remote side computes too: bootstrap.sh resolves the libtorch the same way
-// whatever python3 this process finds first on PATH (bootstrap_test.cpp checks that). Seeding also
-// needs that libtorch to be the one the host binaries link; elsewhere the test builds for real.
-void seed_remote_cache() {
-    const char * real = std::getenv("TOOLKIT_E2E_REMOTE_BUILD");
-    if (real && std::string(real) == "1") return;
-    const std::string script = std::string(TOOLKIT_SOURCE_DIR) + "/deploy/remote/bootstrap.sh";
-    auto t = common::run_process({"sh", script, "--print-torch"});
-    REQUIRE(t.exit_code == 0);
-    std::string torch_dir = t.out.substr(0, t.out.find(' '));
-    std::error_code ec;
-    if (!fs::equivalent(torch_dir, HOST_TORCH_DIR, ec)) {
-        MESSAGE("not seeding the remote build cache: bootstrap.sh would link " << torch_dir << ", the host build links "
-                                                                              << HOST_TORCH_DIR << "; the first test builds for real");
-        return;
-    }
-    auto k = common::run_process({"sh", script, "--print-key", TOOLKIT_SOURCE_DIR});
-    REQUIRE(k.exit_code == 0);
-    std::string key = k.out.substr(0, k.out.find('\n'));
-    std::string dir = std::string(DEPLOY_REMOTE_CACHE) + "/build-" + key;
-    if (fs::exists(dir + "/.complete")) return;
-    fs::create_directories(dir + "/bin");
-    fs::copy_file(EXTRACT_BIN, dir + "/bin/extract", fs::copy_options::overwrite_existing);
-    fs::copy_file(ANALYZE_BIN, dir + "/bin/analyze", fs::copy_options::overwrite_existing);
-    tests::write_file(dir + "/.complete", "seeded from the host build by deploy_e2e_tests\n");
-}
-
-struct Env {
-    Env() { seed_remote_cache(); }
-    tests::TempDir dir{"deploy-e2e"};
-    std::string state() const { return dir / "state"; }
+struct Env : TestDir {
+    Env() : TestDir("deploy-e2e") {}
     std::string runs() const { return dir / "runs"; }
 };
 
 std::vector<std::string> base_args(const Env & env, const std::string & config) {
-    return {DEPLOY_BIN, "--config", config, "--output-dir", env.runs(), "--state-dir", env.state(),
-            "--ledger", env.state() + "/ledger.sqlite", "--remote-cache", DEPLOY_REMOTE_CACHE, "--workspace", TOOLKIT_SOURCE_DIR};
-}
-
-common::RunOptions run_opts() {
-    common::RunOptions o;
-    o.timeout = std::chrono::milliseconds(1500 * 1000);
-    o.extra_env = {"BROKER_STATE_DIR=", "OMP_NUM_THREADS=2"};
-    return o;
+    std::vector<std::string> args{DEPLOY_BIN, "--config", config, "--output-dir", env.runs()};
+    for (const auto & a : env.state_args()) args.push_back(a);
+    return args;
 }
 
 std::string rehearsal_with(const Env & env, const std::string & extra_yaml, const std::string & name = "run.yaml") {
@@ -94,29 +57,7 @@ std::string only_run_dir(const Env & env) {
     return found;
 }
 
-// Local instances still present in the broker state (each is a directory with meta.json).
-int local_instances(const Env & env) {
-    int n = 0;
-    if (!fs::exists(env.state() + "/local")) return 0;
-    for (const auto & e : fs::directory_iterator(env.state() + "/local"))
-        if (fs::exists(e.path() / "meta.json")) ++n;
-    return n;
-}
-
-nlohmann::json state_of(const std::string & run_dir) {
-    std::ifstream in(run_dir + "/state.json");
-    return nlohmann::json::parse(in);
-}
-
-bool journal_has(const std::string & run_dir, const std::string & step, const std::string & event) {
-    std::ifstream in(run_dir + "/journal.jsonl");
-    std::string line;
-    while (std::getline(in, line)) {
-        auto j = nlohmann::json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.value("step", "") == step && j.value("event", "") == event) return true;
-    }
-    return false;
-}
+nlohmann::json state_of(const std::string & run_dir) { return json_file(run_dir + "/state.json"); }
 
 }  // namespace
 
@@ -130,14 +71,8 @@ TEST_CASE("e2e: the rehearsal runs the whole flow, finds the planted outliers, a
     for (const char * step : {"estimate", "offers", "create", "ready", "push", "watchdog", "bootstrap", "fetch", "run", "pull", "finish"})
         CHECK_MESSAGE(journal_has(run, step, "done"), step);
     CHECK(fs::exists(run + "/results/analysis/report.md"));
-    std::ifstream in(run + "/results/analysis/outliers.json");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto j = nlohmann::json::parse(text);
     // Exactly the planted dims (configs/rehearsal.yaml: 7,42@0-3) are outliers.
-    std::set<int> dims;
-    for (const auto & f : j.at("feature_profiles"))
-        if (f.value("outlier", false)) dims.insert(f.at("dim").get<int>());
-    CHECK(dims == std::set<int>{7, 42});
+    CHECK(outlier_dims(run) == std::set<int>{7, 42});
     auto st = state_of(run);
     CHECK(st["end"]["action"] == "terminate");
     CHECK(st["end"]["proven_gone"] == true);

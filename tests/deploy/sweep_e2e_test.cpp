@@ -17,6 +17,7 @@
 
 #include "common/shell_quote.h"
 #include "common/subprocess.h"
+#include "tests/deploy/e2e_support.h"
 #include "tests/support/emulator.h"
 #include "tests/support/sshd_fixture.h"
 #include "tests/support/temp_dir.h"
@@ -26,46 +27,20 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+using namespace tests::e2e;
+
 namespace {
 
-// As e2e_test.cpp: the remote build cache gets the host build's extract and analyze under the key
-// bootstrap.sh computes for this tree (when the libtorch agrees), so members do not compile.
-void seed_cache() {
-    const char * real = std::getenv("TOOLKIT_E2E_REMOTE_BUILD");
-    if (real && std::string(real) == "1") return;
-    const std::string script = std::string(TOOLKIT_SOURCE_DIR) + "/deploy/remote/bootstrap.sh";
-    auto t = common::run_process({"sh", script, "--print-torch"});
-    REQUIRE(t.exit_code == 0);
-    std::error_code ec;
-    if (!fs::equivalent(t.out.substr(0, t.out.find(' ')), HOST_TORCH_DIR, ec)) return;
-    auto k = common::run_process({"sh", script, "--print-key", TOOLKIT_SOURCE_DIR});
-    REQUIRE(k.exit_code == 0);
-    std::string dir = std::string(DEPLOY_REMOTE_CACHE) + "/build-" + k.out.substr(0, k.out.find('\n'));
-    if (fs::exists(dir + "/.complete")) return;
-    fs::create_directories(dir + "/bin");
-    fs::copy_file(EXTRACT_BIN, dir + "/bin/extract", fs::copy_options::overwrite_existing);
-    fs::copy_file(ANALYZE_BIN, dir + "/bin/analyze", fs::copy_options::overwrite_existing);
-    tests::write_file(dir + "/.complete", "seeded from the host build by deploy_e2e_tests\n");
-}
-
-struct SweepEnv {
-    SweepEnv() { seed_cache(); }
-    tests::TempDir dir{"deploy-sweep-e2e"};
-    std::string state() const { return dir / "state"; }
+struct SweepEnv : TestDir {
+    SweepEnv() : TestDir("deploy-sweep-e2e") {}
     std::string out() const { return dir / "sweeps"; }
     std::string sweep_dir(const std::string & name) const { return out() + "/" + name; }
 };
 
 std::vector<std::string> sweep_args(const SweepEnv & env, const std::string & file) {
-    return {DEPLOY_BIN, "--sweep", file, "--state-dir", env.state(), "--ledger", env.state() + "/ledger.sqlite",
-            "--remote-cache", DEPLOY_REMOTE_CACHE, "--workspace", TOOLKIT_SOURCE_DIR};
-}
-
-common::RunOptions opts() {
-    common::RunOptions o;
-    o.timeout = std::chrono::milliseconds(1500 * 1000);
-    o.extra_env = {"BROKER_STATE_DIR=", "OMP_NUM_THREADS=2"};
-    return o;
+    std::vector<std::string> args{DEPLOY_BIN, "--sweep", file};
+    for (const auto & a : env.state_args()) args.push_back(a);
+    return args;
 }
 
 // configs/sweeps/rehearsal.yaml with its output under the test's folder and `replace` applied.
@@ -83,40 +58,9 @@ std::string rehearsal_sweep(const SweepEnv & env, const std::string & from = "",
     return path;
 }
 
-nlohmann::json json_file(const std::string & path) {
-    std::ifstream in(path);
-    return nlohmann::json::parse(in);
-}
-
-std::set<int> outlier_dims(const std::string & member_dir) {
-    auto j = json_file(member_dir + "/results/analysis/outliers.json");
-    std::set<int> dims;
-    for (const auto & f : j.at("feature_profiles"))
-        if (f.value("outlier", false)) dims.insert(f.at("dim").get<int>());
-    return dims;
-}
-
-bool journal_has(const std::string & run_dir, const std::string & step, const std::string & event) {
-    std::ifstream in(run_dir + "/journal.jsonl");
-    std::string line;
-    while (std::getline(in, line)) {
-        auto j = nlohmann::json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.value("step", "") == step && j.value("event", "") == event) return true;
-    }
-    return false;
-}
-
-int local_instances(const SweepEnv & env) {
-    int n = 0;
-    if (!fs::exists(env.state() + "/local")) return 0;
-    for (const auto & e : fs::directory_iterator(env.state() + "/local"))
-        if (fs::exists(e.path() / "meta.json")) ++n;
-    return n;
-}
-
 // What `broker instances list` reports (the provider's listing joined with the ledger).
 nlohmann::json broker_list(const SweepEnv & env, const std::vector<std::string> & extra_env = {}) {
-    common::RunOptions o = opts();
+    common::RunOptions o = run_opts();
     o.extra_env.insert(o.extra_env.end(), extra_env.begin(), extra_env.end());
     auto r = common::run_process({BROKER_BIN, "--state-dir", env.state(), "--ledger", env.state() + "/ledger.sqlite", "instances", "list",
                                   "--json"},
@@ -171,7 +115,7 @@ std::string member_on(std::string text, const std::string & id, const std::strin
 }
 
 common::RunOptions cloud_opts(const tests::Emulator & runpod, const tests::Emulator & vast) {
-    auto o = opts();
+    auto o = run_opts();
     o.extra_env.insert(o.extra_env.end(), {"RUNPOD_API_KEY=test-key-runpod", "RUNPOD_BASE_URL=" + runpod.base_url(),
                                            "VAST_API_KEY=test-key-vast", "VAST_BASE_URL=" + vast.base_url()});
     return o;
@@ -238,7 +182,7 @@ TEST_CASE("sweep e2e: the rehearsal sweep runs 3 fixture families in parallel on
     // in place (cursor up over the header and three members, clear to the end), not printed as lines.
     std::string command;
     for (const auto & a : sweep_args(env, file)) command += (command.empty() ? "" : " ") + common::sh_quote(a);
-    auto r = common::run_process({"script", "-qfec", command, "/dev/null"}, opts());
+    auto r = common::run_process({"script", "-qfec", command, "/dev/null"}, run_opts());
     INFO(r.out);
     REQUIRE(r.exit_code == 0);
     CHECK(r.out.find("$ SO FAR") != std::string::npos);
@@ -282,7 +226,7 @@ TEST_CASE("sweep e2e: the rehearsal sweep runs 3 fixture families in parallel on
     CHECK(member_outcome(summary, "qwen3-tiny") == "succeeded");
     // The same command again: everything finished, nothing runs again.
     std::string run_id = json_file(root + "/olmoe-tiny/run.json")["run_id"];
-    auto again = common::run_process(sweep_args(env, file), opts());
+    auto again = common::run_process(sweep_args(env, file), run_opts());
     CHECK(again.exit_code == 0);
     // Not a TTY: a line per member instead of the table.
     CHECK(again.err.find("sweep: olmoe-tiny: succeeded") != std::string::npos);
@@ -580,7 +524,7 @@ TEST_CASE("sweep e2e: max_concurrent_downloads keeps the members' Hub downloads 
     swap("fixture: {family: qwen3, layers: 3, hidden: 48, plant: [\"5,30@0-2\"], seed: 2}", "hub: " + org + "/qwen3-b");
     swap("fixture: {family: mixtral, layers: 2, hidden: 32, plant: [\"11@0-1\"], seed: 3}", "hub: " + org + "/mixtral-c");
     tests::write_file(env.dir / "hub.yaml", text);
-    auto o = opts();
+    auto o = run_opts();
     o.extra_env.push_back("HF_ENDPOINT=http://127.0.0.1:" + std::to_string(hub.port));
     auto r = common::run_process(sweep_args(env, env.dir / "hub.yaml"), o);
     INFO(r.err);
