@@ -234,7 +234,7 @@ CreateResult Broker::create(const CreateOptions & o) {
         auto key_abs = fs::absolute(o.ssh_private_key, ec);
         intent.ssh_key = ec ? o.ssh_private_key : key_abs.lexically_normal().string();
         ledger().record_intent(intent);  // before the API call: a crash after it cannot hide the instance
-        progress("renting " + offer.provider + ":" + offer.offer_id + " (" + offer.gpu_model + " x" +
+        progress(std::string(o.batch ? "submitting to " : "renting ") + offer.provider + ":" + offer.offer_id + " (" + offer.gpu_model + " x" +
                  std::to_string(offer.gpu_count) + ", $" + std::to_string(offer.price_usd_per_hour_total) + "/h) as " + name);
         try {
             Instance inst = p.create(req);

@@ -63,6 +63,7 @@ struct ProviderCaps {
 struct BatchSite {
     SshEndpoint login;     // with the key that opens it
     std::string work_dir;  // absolute
+    bool fetch_on_login = true;  // downloads run on the login node; false: as a CPU job (the site's choice)
 };
 
 // An HTTP request as data, complete: every value is already in it (path segments percent-encoded,

@@ -37,6 +37,7 @@ struct SlurmCluster {
     std::string container_image;       // --container-image (enroot/pyxis), optional
     long long default_time_s = 3600;   // --time when the caller gives no deadline
     double price_usd_per_gpu_hour = 0; // a site's internal cost; 0 for free clusters
+    bool fetch_on_login = true;        // `fetch: login | job`: where model downloads run (compute nodes often have no internet)
     std::vector<SlurmPartition> partitions;
 };
 

@@ -588,13 +588,17 @@ private:
             // In a sweep, at most N members download at once (the Hub answers 429 to a crowd).
             DownloadSlot slot = DownloadSlot::acquire(opt_.download_slots, ctx.deadline);
             if (slot.held()) common::log::info("fetch: download slot ", slot.index() + 1, " of ", opt_.download_slots.count);
-            auto cmd = bifrost::Command::args(
-                {"sh", l.src_dir + "/deploy/remote/fetch_model.sh", cfg_.model.hub_id, cfg_.model.revision, l.cache_dir});
-            auto info = follow_job("fetch", cmd, env, ctx.deadline);
-            if (info.state != "succeeded" && info.exit_code == 3)
-                throw common::Error(common::ErrorKind::Auth, "fetch: " + cfg_.model.hub_id + ": the Hub refused the download; set " +
-                                                                 cfg_.hf_token_env + " and accept the model's licence");
-            require_success(info, "fetch");
+            std::vector<std::string> words{"sh", l.src_dir + "/deploy/remote/fetch_model.sh", cfg_.model.hub_id, cfg_.model.revision,
+                                           l.cache_dir};
+            if (batch_ && !st().batch->fetch_on_login) {
+                fetch_in_batch_job(words, env, ctx.deadline);
+            } else {
+                auto info = follow_job("fetch", bifrost::Command::args(words), env, ctx.deadline);
+                if (info.state != "succeeded" && info.exit_code == 3)
+                    throw common::Error(common::ErrorKind::Auth, "fetch: " + cfg_.model.hub_id + ": the Hub refused the download; set " +
+                                                                     cfg_.hf_token_env + " and accept the model's licence");
+                require_success(info, "fetch");
+            }
             st().model_dir = value_from_log(dir_.logs_dir() + "/fetch.log", "model_dir");
         }
         save();
@@ -625,7 +629,7 @@ private:
             throw common::Error(common::ErrorKind::Capacity, "site: " + chosen.provider + ":" + chosen.offer_id + " is no longer offered");
         auto site = broker_.provider(chosen.provider).batch_site(found.offers.front());
         st().batch = BatchRecord{chosen.provider, chosen.offer_id, SshRecord{site.login.host, site.login.port, site.login.user},
-                                 site.login.key_path, site.work_dir, {}};
+                                 site.login.key_path, site.work_dir, site.fetch_on_login, {}};
         save();
         common::log::info("site: ", chosen.provider, ":", chosen.offer_id, " (", chosen.gpu_model, " x", chosen.gpu_count, ") through ",
                           site.login.user, "@", site.login.host, ":", site.login.port, ", work directory ", site.work_dir);
@@ -644,6 +648,35 @@ private:
         save();
     }
 
+    // ---- fetch (batch, a site whose login node may not download): a CPU job on a compute node -----
+    // The token never enters the job script (the scheduler keeps scripts where administrators read
+    // them): it goes on stdin into a 0600 file that the job reads and deletes before anything else.
+    void fetch_in_batch_job(const std::vector<std::string> & words, const bifrost::EnvList & env, const common::Deadline & deadline) {
+        RemoteLayout l = layout();
+        std::string body, token_file = l.input_dir + "/.hf_token";
+        for (const auto & [k, v] : env) {
+            if (k == "HF_TOKEN") {
+                if (!st().batch->jobs.count("fetch") &&
+                    exec_sh("mkdir -p " + common::sh_quote(l.input_dir) + " && umask 077 && cat > " + common::sh_quote(token_file), v) != 0)
+                    throw common::Error(common::ErrorKind::RemoteFailed, "fetch: could not hand the Hub token to the job");
+                body += "HF_TOKEN=$(cat " + common::sh_quote(token_file) + ") && rm -f " + common::sh_quote(token_file) +
+                        " && export HF_TOKEN || exit 2\n";
+            } else {
+                body += "export " + k + "=" + common::sh_quote(v) + "\n";
+            }
+        }
+        for (size_t i = 0; i < words.size(); ++i) body += (i ? " " : "") + common::sh_quote(words[i]);
+        submit_batch("fetch", body, false, false, common::to_seconds(deadline.remaining()));
+        try {
+            follow_batch("fetch", deadline, 0);
+        } catch (const common::Error & e) {
+            if (st().batch->jobs.at("fetch").exit_code == 3)
+                throw common::Error(common::ErrorKind::Auth, "fetch: " + cfg_.model.hub_id + ": the Hub refused the download; set " +
+                                                                 cfg_.hf_token_env + " and accept the model's licence");
+            throw;
+        }
+    }
+
     // ---- run (batch): extract + analyze as the scheduler's job with the run's GPUs ---------------
     void run_batch(StepContext & ctx) {
         RemoteLayout l = layout();
@@ -654,7 +687,8 @@ private:
                 throw common::Error(common::ErrorKind::RemoteFailed, "run: could not write job.sh");
             // Results of an earlier start of this job are replaced, never mixed in (a requeue reruns it).
             std::string body = "rm -rf " + common::sh_quote(l.results_dir) + "\nsh " + common::sh_quote(l.input_dir + "/job.sh");
-            submit_batch("analysis", body, true, cfg_.policy.max_requeues > 0, cfg_.policy.max_duration_s);
+            // gpu_count 0 (a CPU rehearsal): the partition's offer may have GPUs; the job takes none.
+            submit_batch("analysis", body, cfg_.resources.gpu_count > 0, cfg_.policy.max_requeues > 0, cfg_.policy.max_duration_s);
         }
         follow_batch("analysis", ctx.deadline, cfg_.policy.max_requeues);
     }
@@ -693,10 +727,10 @@ private:
             st().instance = InstanceRecord{.provider = r.instance.provider,
                                            .id = r.instance.id,
                                            .name = r.instance.name,
-                                           .price_usd_per_hour = r.offer.price_usd_per_hour_total,
-                                           .gpu_model = r.offer.gpu_model,
-                                           .gpu_count = r.offer.gpu_count,
-                                           .vram_gb_per_gpu = r.offer.vram_gb_per_gpu,
+                                           .price_usd_per_hour = use_gpus ? r.offer.price_usd_per_hour_total : 0.0,
+                                           .gpu_model = use_gpus ? r.offer.gpu_model : "",
+                                           .gpu_count = use_gpus ? r.offer.gpu_count : 0,
+                                           .vram_gb_per_gpu = use_gpus ? r.offer.vram_gb_per_gpu : 0.0,
                                            .created_unix = clock_.unix_now(),
                                            .native_deadline = true,
                                            .ssh = b.login};

@@ -177,6 +177,7 @@ nlohmann::json to_json(const RunState & s) {
                                  {"login", {{"host", b.login.host}, {"port", b.login.port}, {"user", b.login.user}}},
                                  {"login_key", b.login_key},
                                  {"work_dir", b.work_dir},
+                                 {"fetch_on_login", b.fetch_on_login},
                                  {"jobs", nlohmann::json::object()}};
         for (const auto & [role, job] : b.jobs) {
             auto & r = o["jobs"][role] = {{"id", job.id},       {"name", job.name},         {"output_path", job.output_path},
@@ -271,7 +272,7 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
         auto login = b.object("login");
         BatchRecord rec{b.string("provider"), b.string("offer_id"),
                         SshRecord{login.string("host"), login.integer<int>("port", 22), login.string("user")},
-                        b.string("login_key"), b.string("work_dir"), {}};
+                        b.string("login_key"), b.string("work_dir"), b.boolean("fetch_on_login", true), {}};
         auto jobs = b.object("jobs");
         if (jobs.json().size() > kMaxJobs) b.fail("jobs", "at most " + std::to_string(kMaxJobs) + " jobs");
         for (const auto & [role, value] : jobs.json().items()) {

@@ -117,6 +117,7 @@ struct BatchRecord {
     SshRecord login;
     std::string login_key;  // the key the site's definition names for its login node
     std::string work_dir;
+    bool fetch_on_login = true;
     std::map<std::string, BatchJobRecord> jobs;  // by role: build | fetch | analysis
 };
 

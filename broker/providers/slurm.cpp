@@ -106,7 +106,7 @@ SlurmPartition parse_partition(const common::ConfigNode & n) {
 
 SlurmCluster parse_cluster(const common::ConfigNode & n) {
     n.check_keys({"name", "login", "key", "work_dir", "account", "qos", "module_load", "container_image",
-                  "default_time", "price_usd_per_gpu_hour", "partitions"});
+                  "default_time", "price_usd_per_gpu_hour", "partitions", "fetch"});
     SlurmCluster c;
     c.name = n.at("name").as_string();
     if (c.name.empty() || c.name.size() > 64 || !std::all_of(c.name.begin(), c.name.end(), is_name_char))
@@ -136,6 +136,11 @@ SlurmCluster parse_cluster(const common::ConfigNode & n) {
         }
         if (!(s >= 60) || s > 366.0 * 86400) t->fail("must be from 1m to 366d (Slurm's --time has minute resolution)");
         c.default_time_s = static_cast<long long>(s);
+    }
+    if (auto f = n.find("fetch"); f && !f->is_null()) {
+        const std::string where = f->as_string();
+        if (where != "login" && where != "job") f->fail("'login' (the login node downloads) or 'job' (a CPU job on a compute node)");
+        c.fetch_on_login = where == "login";
     }
     c.price_usd_per_gpu_hour = n.get_double("price_usd_per_gpu_hour", 0);
     if (!std::isfinite(c.price_usd_per_gpu_hour) || c.price_usd_per_gpu_hour < 0)
@@ -580,7 +585,7 @@ public:
     BatchSite batch_site(const Offer & offer) const override {
         const auto & d = offer.create_data;
         const SlurmCluster & c = cluster(d.is_object() ? d.value("cluster", "") : "");
-        return {c.login, c.work_dir};
+        return {c.login, c.work_dir, c.fetch_on_login};
     }
 
     std::vector<std::string> self_stop_command(std::string_view id) const override {

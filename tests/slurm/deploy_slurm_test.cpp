@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/subprocess.h"
+#include "tests/deploy/e2e_support.h"
 #include "tests/support/slurm_fixture.h"
 #include "tests/support/temp_dir.h"
 
@@ -27,33 +28,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The remote build cache gets the host build's extract and analyze under the key bootstrap.sh
-// computes for this tree (when the libtorch agrees), so the build job finds them and compiles nothing.
-void seed_cache() {
-    const std::string script = std::string(TOOLKIT_SOURCE_DIR) + "/deploy/remote/bootstrap.sh";
-    auto t = common::run_process({"sh", script, "--print-torch"});
-    REQUIRE(t.exit_code == 0);
-    std::error_code ec;
-    if (!fs::equivalent(t.out.substr(0, t.out.find(' ')), HOST_TORCH_DIR, ec)) return;
-    auto k = common::run_process({"sh", script, "--print-key", TOOLKIT_SOURCE_DIR});
-    REQUIRE(k.exit_code == 0);
-    std::string dir = std::string(DEPLOY_REMOTE_CACHE) + "/build-" + k.out.substr(0, k.out.find('\n'));
-    if (fs::exists(dir + "/.complete")) return;
-    fs::create_directories(dir + "/bin");
-    fs::copy_file(EXTRACT_BIN, dir + "/bin/extract", fs::copy_options::overwrite_existing);
-    fs::copy_file(ANALYZE_BIN, dir + "/bin/analyze", fs::copy_options::overwrite_existing);
-    tests::write_file(dir + "/.complete", "seeded from the host build by deploy_slurm_tests\n");
-}
-
-nlohmann::json json_file(const std::string & path) {
-    std::ifstream in(path);
-    return nlohmann::json::parse(in);
-}
+using tests::e2e::json_file;
+using tests::e2e::outlier_dims;
 
 // One cluster, one run directory, the run config and the program's arguments.
 struct SlurmRun {
     SlurmRun() {
-        seed_cache();
+        tests::e2e::seed_remote_cache();
         broker_config = slurm.write_broker_config(dir / "broker.yaml");
     }
     // A fixture-model rehearsal on the cluster's partition with one fake GPU; `policy` and `data`
@@ -129,14 +110,6 @@ struct SlurmRun {
     tests::TempDir dir{"deploy-slurm"};
     std::string broker_config;
 };
-
-std::set<int> outlier_dims(const std::string & run_dir) {
-    auto j = json_file(run_dir + "/results/analysis/outliers.json");
-    std::set<int> dims;
-    for (const auto & f : j.at("feature_profiles"))
-        if (f.value("outlier", false)) dims.insert(f.at("dim").get<int>());
-    return dims;
-}
 
 }  // namespace
 
@@ -258,4 +231,127 @@ TEST_CASE("slurm deploy: a bad cluster definition is refused before anything rea
     CHECK(r.err.find("acount") != std::string::npos);
     CHECK(t.slurm.run({"squeue", "--noheader", "--states=all"}).out.empty());
     CHECK(!fs::exists(t.slurm.shared_dir() + "/toolkit"));
+}
+
+TEST_CASE("slurm deploy: a SIGKILLed run is picked up by --resume, which follows the same job id from its saved offset") {
+    SlurmRun t;
+    auto child = t.start(t.args(t.config("  on_failure: terminate\n  max_duration: 20m\n", 3000)));
+    bool running = t.wait_for_state("analysis", "RUNNING", 600s);
+    INFO(tests::read_file(t.dir / "err.txt"), t.slurm.logs());
+    REQUIRE(running);
+    std::this_thread::sleep_for(3s);  // some output has come home
+    child.kill_hard();
+    const std::string job = t.job_id("analysis");
+    CHECK(t.slurm_state(job) == "RUNNING");  // the cluster's job outlives the process that follows it
+    auto r = common::run_process({DEPLOY_BIN, "--resume", t.run_dir(), "--state-dir", t.dir / "state", "--ledger",
+                                  t.dir / "state/ledger.sqlite", "--scheduler-poll", "1", "--json"},
+                                 t.opts());
+    INFO(r.out, r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(t.job_id("analysis") == job);  // followed, not submitted again
+    const std::string names = t.slurm.run({"squeue", "--noheader", "--states=all", "--format=%j"}).out;
+    int mains = 0;
+    for (size_t at = names.find("-main-"); at != std::string::npos; at = names.find("-main-", at + 1)) ++mains;
+    CHECK(mains == 1);
+    // The local log is the job's output file byte for byte: nothing repeated, nothing lost across the kill.
+    auto s = t.state();
+    CHECK(tests::read_file(t.run_dir() + "/logs/analysis.log") == tests::read_file(s["batch"]["jobs"]["analysis"]["output_path"]));
+    CHECK(outlier_dims(t.run_dir()) == std::set<int>{7, 42});
+}
+
+TEST_CASE("slurm deploy: a sweep on the cluster submits one job per member, at most max_parallel at once, and writes the combined report") {
+    SlurmRun t;
+    std::string text = "sweep:\n  name: onslurm\n  max_parallel: 2\n  output_dir: " + (t.dir / "sweeps") +
+                       "\n"
+                       "base:\n"
+                       "  data: {synthetic_tokens: {vocab: 128, seed: 1}, num_sequences: 8, sequence_length: 64, batch_size: 2}\n"
+                       "  capture: {layers: all, sites: [ln_attn, ln_mlp]}\n"
+                       "  analysis: {mode: both, threshold: 6.0}\n"
+                       "  resources: {providers: [slurm], gpu_count: 1, min_vram_gb: 1, disk_gb: 1}\n"
+                       "  policy: {max_duration: 20m}\n"
+                       "members:\n"
+                       "  - id: olmoe-tiny\n"
+                       "    model: {fixture: {family: olmoe, layers: 4, hidden: 64, plant: [\"7,42@0-3\"], seed: 1}, dtype: f32}\n"
+                       "  - id: qwen3-tiny\n"
+                       "    model: {fixture: {family: qwen3, layers: 3, hidden: 48, plant: [\"5,30@0-2\"], seed: 2}, dtype: f32}\n";
+    tests::write_file(t.dir / "sweep.yaml", text);
+    auto r = common::run_process({DEPLOY_BIN, "--sweep", t.dir / "sweep.yaml", "--state-dir", t.dir / "state", "--ledger",
+                                  t.dir / "state/ledger.sqlite", "--remote-cache", DEPLOY_REMOTE_CACHE, "--workspace", TOOLKIT_SOURCE_DIR,
+                                  "--scheduler-poll", "1"},
+                                 t.opts());
+    INFO(r.out, r.err, t.slurm.logs());
+    REQUIRE(r.exit_code == 0);
+    const std::string root = t.dir / "sweeps/onslurm";
+    CHECK(outlier_dims(root + "/olmoe-tiny") == std::set<int>{7, 42});
+    CHECK(outlier_dims(root + "/qwen3-tiny") == std::set<int>{5, 30});
+    CHECK(fs::exists(root + "/report.md"));
+    // Each member ran as its own Slurm job (plus its build job), all ended.
+    std::string jobs = t.slurm.run({"squeue", "--noheader", "--states=all", "--format=%T %j"}).out;
+    int completed_mains = 0;
+    for (size_t at = jobs.find("COMPLETED tk-"); at != std::string::npos; at = jobs.find("COMPLETED tk-", at + 1))
+        completed_mains += jobs.substr(at, jobs.find('\n', at) - at).find("-main-") != std::string::npos;
+    CHECK(completed_mains == 2);
+    CHECK(jobs.find("RUNNING") == std::string::npos);
+    CHECK(jobs.find("PENDING") == std::string::npos);
+}
+
+TEST_CASE("slurm deploy: with fetch: job the Hub download runs as a CPU job, the token reaches it outside the job script, and the run succeeds") {
+    SlurmRun t;
+    t.broker_config = t.slurm.write_broker_config(t.dir / "broker-fetch.yaml", "      fetch: job\n");
+    // A Hub on loopback: a checkpoint under <repo>/resolve/main, served by Python's file server.
+    const std::string repo = "t" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000000) + "/olmoe-a";
+    auto fx = common::run_process({EXTRACT_BIN, "fixture", "--out", t.dir / ("hub/" + repo + "/resolve/main"), "--family", "olmoe", "--layers",
+                                   "4", "--hidden", "64", "--seed", "1", "--plant", "7,42@0-3"});
+    REQUIRE(fx.exit_code == 0);
+    auto hub = common::ChildProcess::spawn({"python3", "-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", t.dir / "hub", "0"},
+                                           {.stdout_path = t.dir / "hub.out", .stderr_path = t.dir / "hub.err"});
+    std::string port;
+    for (int i = 0; i < 100 && port.empty(); ++i) {
+        std::this_thread::sleep_for(50ms);
+        std::string text = tests::read_file(t.dir / "hub.out");
+        auto at = text.find(" port ");
+        if (at != std::string::npos) port = text.substr(at + 6, text.find(' ', at + 6) - at - 6);
+    }
+    REQUIRE(!port.empty());
+    std::string config = tests::read_file(t.config());
+    config.replace(config.find("  fixture:"), config.find('\n', config.find("  fixture:")) - config.find("  fixture:"), "  hub: " + repo);
+    tests::write_file(t.dir / "hub-run.yaml", config);
+    auto o = t.opts();
+    const std::string token = "hf_testtoken_must_not_leak_0123";
+    o.extra_env.insert(o.extra_env.end(), {"HF_ENDPOINT=http://127.0.0.1:" + port, "HF_TOKEN=" + token});
+    auto r = common::run_process(t.args(t.dir / "hub-run.yaml"), o);
+    INFO(r.out, r.err, tests::read_file(t.dir / "hub.err"));
+    REQUIRE(r.exit_code == 0);
+    CHECK(outlier_dims(t.run_dir()) == std::set<int>{7, 42});
+    const std::string fetch_job = t.job_id("fetch");
+    REQUIRE(!fetch_job.empty());
+    CHECK(t.slurm_state(fetch_job) == "COMPLETED");
+    CHECK(tests::read_file(t.run_dir() + "/logs/fetch.log").find("model_dir=") != std::string::npos);
+    // The token is in no job script Slurm keeps, in no log, and its hand-over file is gone.
+    for (const auto & job : {fetch_job, t.job_id("build"), t.job_id("analysis")}) {
+        auto script = t.slurm.run({"scontrol", "write", "batch_script", job, "-"});
+        CHECK(script.exit_code == 0);
+        CHECK(script.out.find(token) == std::string::npos);
+    }
+    for (const auto & e : fs::recursive_directory_iterator(t.run_dir()))
+        if (e.is_regular_file()) CHECK_MESSAGE(tests::read_file(e.path()).find(token) == std::string::npos, e.path().string());
+    std::string leftovers;
+    for (const auto & e : fs::recursive_directory_iterator(t.slurm.shared_dir()))
+        if (e.path().filename() == ".hf_token") leftovers += e.path().string() + " ";
+    CHECK(leftovers.empty());
+}
+
+TEST_CASE("slurm deploy: the built-in rehearsal with --provider slurm runs on the cluster without a GPU") {
+    SlurmRun t;
+    auto r = common::run_process({DEPLOY_BIN, "--provider", "slurm", "--run-dir", t.run_dir(), "--state-dir", t.dir / "state", "--ledger",
+                                  t.dir / "state/ledger.sqlite", "--remote-cache", DEPLOY_REMOTE_CACHE, "--workspace", TOOLKIT_SOURCE_DIR,
+                                  "--scheduler-poll", "1"},
+                                 t.opts());
+    INFO(r.out, r.err, t.slurm.logs());
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.find("succeeded") != std::string::npos);
+    CHECK(outlier_dims(t.run_dir()) == std::set<int>{7, 42});
+    const std::string run = t.job_id("analysis");
+    CHECK(t.slurm_state(run) == "COMPLETED");
+    CHECK(t.slurm.run({"squeue", "--noheader", "--states=all", "--jobs=" + run, "--format=%b"}).out.find("gpu") == std::string::npos);
 }
