@@ -346,7 +346,13 @@ Statistics load_statistics(const std::string & path) {
     return parse_statistics(reinterpret_cast<const std::uint8_t *>(bytes.data()), bytes.size(), path);
 }
 
-Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::string & path) {
+namespace {
+
+// Phases of parse_statistics, in the order they read the document: each refuses what it reads
+// before the next one starts, so the first bad field a hostile file holds is the one reported.
+
+// Scan, decode and tag check: the raw bytes become a json document only after scan_cbor bounds them.
+json decode_document(const std::uint8_t * data, size_t size, const std::string & path) {
     scan_cbor(data, size, path);
     json j;
     try {
@@ -356,14 +362,11 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
     }
     if (!j.is_object() || !j.contains("format") || !j["format"].is_string() || j["format"].get<std::string>() != kStatisticsFormat)
         bad(path, "no '" + std::string(kStatisticsFormat) + "' format tag");
-    const Fields root(j, "", path);
-    const auto version = root.integer("version", INT64_MIN, INT64_MAX);
-    // Version 1 is version 2 without perplexity records, version 2 is 3 without the sweep and
-    // expert records: still read.
-    if (version < 1 || version > kStatisticsVersion)
-        bad(path, "version " + std::to_string(version) + " (this build reads versions 1 to " + std::to_string(kStatisticsVersion) + ")");
+    return j;
+}
 
-    Statistics s;
+// The scalar settings (threshold, hidden, histogram bins, top-K and token dims) that size what follows.
+void read_settings(const Fields & root, const std::string & path, Statistics & s) {
     s.threshold = root.number("threshold");
     s.round_bf16 = root.boolean("round_bf16");
     s.hidden = root.integer("hidden", 0, kMaxStatisticsHidden);
@@ -381,6 +384,11 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
     }
     s.massive_top_k = static_cast<int>(root.integer("massive_top_k", 0, 1 << 20));
     s.token_dims_per_batch = static_cast<int>(root.integer("token_dims_per_batch", 0, INT32_MAX));
+}
+
+// The site list and its per-site arrays; returns sites x hidden, the size of the [S,H] arrays
+// (the sweep's site levels have it too).
+uint64_t read_sites(const Fields & root, const std::string & path, Statistics & s) {
     const auto & sites = root.array("sites");
     for (size_t i = 0; i < sites.size(); ++i) {
         const std::string field = "sites[" + std::to_string(i) + "]";
@@ -405,7 +413,12 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
             dst.push_back(Fields::integer_value(a[i], std::string(key) + "[" + std::to_string(i) + "]", 0, INT64_MAX, path));
     }
     s.site_histogram = root.bytes<int64_t>("site_histogram", checked_mul(S, static_cast<uint64_t>(s.histogram_spec.bins), path, "site_histogram"));
+    return SH;
+}
 
+// The [T,H] position map, stored sparse (dims with a hit only) and bounded before it is allocated dense.
+void read_position_map(const Fields & root, const std::string & path, Statistics & s) {
+    const auto H = static_cast<uint64_t>(s.hidden);
     s.max_positions = root.integer("max_positions", 0, kMaxStatisticsPositions);
     const auto T = static_cast<uint64_t>(s.max_positions);
     const uint64_t TH = checked_mul(T, H, path, "max_positions");
@@ -421,30 +434,34 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
     s.position_hits.assign(static_cast<size_t>(TH), 0);
     for (size_t k = 0; k < pdims.size(); ++k)
         for (size_t t = 0; t < T; ++t) s.position_hits[t * H + pdims[k]] = pdata[k * T + t];
-    s.sequences = root.integer("sequences", 0, INT64_MAX);
-    s.tokens = root.integer("tokens", 0, INT64_MAX);
-    s.batches = root.integer("batches", 0, INT64_MAX);
+}
 
-    if (version >= 3 && j.contains("sweep")) {
-        const Fields sweep(root.at("sweep"), "sweep", path);
-        const auto & thresholds = sweep.array("thresholds");
-        if (thresholds.empty() || thresholds.size() > static_cast<size_t>(kMaxSweepThresholds))
-            bad_field(path, "sweep.thresholds", "holds " + std::to_string(thresholds.size()) + " thresholds, expected 1 to " +
-                                                    std::to_string(kMaxSweepThresholds));
-        for (size_t k = 0; k < thresholds.size(); ++k) {
-            const std::string field = "sweep.thresholds[" + std::to_string(k) + "]";
-            if (!thresholds[k].is_number()) bad_field(path, field, "is not a number");
-            const double t = thresholds[k].get<double>();
-            if (!(t > 0) || !std::isfinite(t)) bad_field(path, field, "is not a positive finite number");
-            if (k > 0 && !(t > s.sweep_thresholds.back())) bad_field(path, field, "is not above the threshold before it");
-            s.sweep_thresholds.push_back(t);
-        }
-        const uint64_t K = s.sweep_thresholds.size();
-        s.sweep_site_level = sweep.bytes<uint8_t>("site_level", SH);
-        for (size_t i = 0; i < s.sweep_site_level.size(); ++i)
-            if (s.sweep_site_level[i] > K) bad_field(path, "sweep.site_level[" + std::to_string(i) + "]", "is above the number of thresholds");
-        s.sweep_dim_positions = sweep.bytes<int64_t>("dim_positions", checked_mul(K, H, path, "sweep.dim_positions"));
+// The threshold sweep's run-wide record (version 3): thresholds ascending, levels at most K.
+void read_sweep(const Fields & root, const std::string & path, uint64_t SH, Statistics & s) {
+    const auto H = static_cast<uint64_t>(s.hidden);
+    const Fields sweep(root.at("sweep"), "sweep", path);
+    const auto & thresholds = sweep.array("thresholds");
+    if (thresholds.empty() || thresholds.size() > static_cast<size_t>(kMaxSweepThresholds))
+        bad_field(path, "sweep.thresholds", "holds " + std::to_string(thresholds.size()) + " thresholds, expected 1 to " +
+                                                std::to_string(kMaxSweepThresholds));
+    for (size_t k = 0; k < thresholds.size(); ++k) {
+        const std::string field = "sweep.thresholds[" + std::to_string(k) + "]";
+        if (!thresholds[k].is_number()) bad_field(path, field, "is not a number");
+        const double t = thresholds[k].get<double>();
+        if (!(t > 0) || !std::isfinite(t)) bad_field(path, field, "is not a positive finite number");
+        if (k > 0 && !(t > s.sweep_thresholds.back())) bad_field(path, field, "is not above the threshold before it");
+        s.sweep_thresholds.push_back(t);
     }
+    const uint64_t K = s.sweep_thresholds.size();
+    s.sweep_site_level = sweep.bytes<uint8_t>("site_level", SH);
+    for (size_t i = 0; i < s.sweep_site_level.size(); ++i)
+        if (s.sweep_site_level[i] > K) bad_field(path, "sweep.site_level[" + std::to_string(i) + "]", "is above the number of thresholds");
+    s.sweep_dim_positions = sweep.bytes<int64_t>("dim_positions", checked_mul(K, H, path, "sweep.dim_positions"));
+}
+
+// The per-sequence records: dims inside [0, hidden), counts non-negative, sweep rows ascending by dim.
+void read_per_sequence(const Fields & root, const std::string & path, Statistics & s) {
+    const auto H = static_cast<uint64_t>(s.hidden);
     const uint64_t sweep_width = 1 + 3 * s.sweep_thresholds.size();
     const auto & per_sequence = root.array("per_sequence");
     for (size_t q = 0; q < per_sequence.size(); ++q) {
@@ -481,6 +498,11 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
         }
         s.per_sequence.push_back(std::move(seq));
     }
+}
+
+// The token tallies: per dim (inside [0, hidden)), (token, count) pairs and the batches they cover.
+void read_token_hits(const Fields & root, const std::string & path, Statistics & s) {
+    const auto H = static_cast<uint64_t>(s.hidden);
     const auto & token_hits = root.array("token_hits");
     for (size_t q = 0; q < token_hits.size(); ++q) {
         const Fields f(token_hits[q], "token_hits[" + std::to_string(q) + "]", path);
@@ -491,6 +513,11 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
         for (size_t i = 0; i < n; ++i) m[pairs[2 * i]] = pairs[2 * i + 1];
         s.token_hits_batches[dim] = f.integer("batches", 0, INT64_MAX);
     }
+}
+
+// Massive activations per layer: the top entries (a token id from version 3 on) and the medians.
+void read_massive(const Fields & root, const std::string & path, int64_t version, Statistics & s) {
+    const auto H = static_cast<uint64_t>(s.hidden);
     const auto & massive = root.array("massive");
     for (size_t q = 0; q < massive.size(); ++q) {
         const Fields f(massive[q], "massive[" + std::to_string(q) + "]", path);
@@ -518,58 +545,88 @@ Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::s
         }
         s.massive.push_back(std::move(ml));
     }
-    if (version >= 2 && j.contains("perplexity")) {
-        // Losses are non-negative (NaN kept: a diverged model's loss is reported, not refused);
-        // a window has at most kMaxStatisticsPositions - 1 of them, so sums of tokens fit int64.
-        const Fields ppl(root.at("perplexity"), "perplexity", path);
-        const auto & records = ppl.array("sequences");
-        s.perplexity = true;
-        auto loss = [&](double v, const std::string & field) {
-            if (v < 0) bad_field(path, field, "is a negative loss");
-            return v;
-        };
-        for (size_t q = 0; q < records.size(); ++q) {
-            const Fields f(records[q], "perplexity.sequences[" + std::to_string(q) + "]", path);
-            SequencePerplexity r;
-            r.sequence_index = f.integer("sequence_index", 0, INT64_MAX);
-            r.tokens = f.integer("tokens", 0, kMaxStatisticsPositions);
-            const auto & sum = f.at("nll_sum");
-            if (!sum.is_number()) bad_field(path, f.name("nll_sum"), "is not a number");
-            r.nll_sum = loss(sum.get<double>(), f.name("nll_sum"));
-            const auto n = static_cast<uint64_t>(f.integer("buckets", 0, kMaxPerplexityBuckets));
-            r.bucket_nll = f.bytes<double>("bucket_nll", n);
-            r.bucket_tokens = f.bytes<int64_t>("bucket_tokens", n);
-            int64_t in_buckets = 0;
-            for (size_t k = 0; k < n; ++k) {
-                loss(r.bucket_nll[k], f.name("bucket_nll") + "[" + std::to_string(k) + "]");
-                if (r.bucket_tokens[k] < 0 || r.bucket_tokens[k] > r.tokens)
-                    bad_field(path, f.name("bucket_tokens") + "[" + std::to_string(k) + "]", "is outside [0, tokens]");
-                in_buckets += r.bucket_tokens[k];  // at most 64 x 2^24
-            }
-            if (in_buckets != r.tokens) bad_field(path, f.name("bucket_tokens"), "do not add up to tokens");
-            s.perplexity_sequences.push_back(std::move(r));
+}
+
+// Perplexity records (version 2): losses non-negative, bucket tokens adding up to the sequence's.
+void read_perplexity(const Fields & root, const std::string & path, Statistics & s) {
+    // Losses are non-negative (NaN kept: a diverged model's loss is reported, not refused);
+    // a window has at most kMaxStatisticsPositions - 1 of them, so sums of tokens fit int64.
+    const Fields ppl(root.at("perplexity"), "perplexity", path);
+    const auto & records = ppl.array("sequences");
+    s.perplexity = true;
+    auto loss = [&](double v, const std::string & field) {
+        if (v < 0) bad_field(path, field, "is a negative loss");
+        return v;
+    };
+    for (size_t q = 0; q < records.size(); ++q) {
+        const Fields f(records[q], "perplexity.sequences[" + std::to_string(q) + "]", path);
+        SequencePerplexity r;
+        r.sequence_index = f.integer("sequence_index", 0, INT64_MAX);
+        r.tokens = f.integer("tokens", 0, kMaxStatisticsPositions);
+        const auto & sum = f.at("nll_sum");
+        if (!sum.is_number()) bad_field(path, f.name("nll_sum"), "is not a number");
+        r.nll_sum = loss(sum.get<double>(), f.name("nll_sum"));
+        const auto n = static_cast<uint64_t>(f.integer("buckets", 0, kMaxPerplexityBuckets));
+        r.bucket_nll = f.bytes<double>("bucket_nll", n);
+        r.bucket_tokens = f.bytes<int64_t>("bucket_tokens", n);
+        int64_t in_buckets = 0;
+        for (size_t k = 0; k < n; ++k) {
+            loss(r.bucket_nll[k], f.name("bucket_nll") + "[" + std::to_string(k) + "]");
+            if (r.bucket_tokens[k] < 0 || r.bucket_tokens[k] > r.tokens)
+                bad_field(path, f.name("bucket_tokens") + "[" + std::to_string(k) + "]", "is outside [0, tokens]");
+            in_buckets += r.bucket_tokens[k];  // at most 64 x 2^24
         }
-        std::sort(s.perplexity_sequences.begin(), s.perplexity_sequences.end(),
-                  [](const SequencePerplexity & x, const SequencePerplexity & y) { return x.sequence_index < y.sequence_index; });
+        if (in_buckets != r.tokens) bad_field(path, f.name("bucket_tokens"), "do not add up to tokens");
+        s.perplexity_sequences.push_back(std::move(r));
     }
-    if (version >= 3 && j.contains("experts")) {
-        s.expert_stats = true;
-        const auto & layers = root.array("experts");
-        for (size_t q = 0; q < layers.size(); ++q) {
-            const Fields f(layers[q], "experts[" + std::to_string(q) + "]", path);
-            ExpertLayer l;
-            l.layer = static_cast<int>(f.integer("layer", 0, kMaxStatisticsLayer));
-            if (!s.experts.empty() && l.layer <= s.experts.back().layer) bad_field(path, f.name("layer"), "is not above the layer before it");
-            const auto E = static_cast<uint64_t>(f.integer("experts", 0, kMaxStatisticsExperts));
-            l.tokens = f.bytes<int64_t>("tokens", E);
-            l.max_abs = f.bytes<float>("max_abs", E);
-            l.hit_tokens = f.bytes<int64_t>("hit_tokens", E);
-            for (size_t e = 0; e < E; ++e)
-                if (l.hit_tokens[e] < 0 || l.tokens[e] < 0 || l.hit_tokens[e] > l.tokens[e])
-                    bad_field(path, f.name("hit_tokens") + "[" + std::to_string(e) + "]", "is negative or above the expert's tokens");
-            s.experts.push_back(std::move(l));
-        }
+    std::sort(s.perplexity_sequences.begin(), s.perplexity_sequences.end(),
+              [](const SequencePerplexity & x, const SequencePerplexity & y) { return x.sequence_index < y.sequence_index; });
+}
+
+// Per-expert records (version 3): layers ascending, threshold hits at most the expert's tokens.
+void read_experts(const Fields & root, const std::string & path, Statistics & s) {
+    s.expert_stats = true;
+    const auto & layers = root.array("experts");
+    for (size_t q = 0; q < layers.size(); ++q) {
+        const Fields f(layers[q], "experts[" + std::to_string(q) + "]", path);
+        ExpertLayer l;
+        l.layer = static_cast<int>(f.integer("layer", 0, kMaxStatisticsLayer));
+        if (!s.experts.empty() && l.layer <= s.experts.back().layer) bad_field(path, f.name("layer"), "is not above the layer before it");
+        const auto E = static_cast<uint64_t>(f.integer("experts", 0, kMaxStatisticsExperts));
+        l.tokens = f.bytes<int64_t>("tokens", E);
+        l.max_abs = f.bytes<float>("max_abs", E);
+        l.hit_tokens = f.bytes<int64_t>("hit_tokens", E);
+        for (size_t e = 0; e < E; ++e)
+            if (l.hit_tokens[e] < 0 || l.tokens[e] < 0 || l.hit_tokens[e] > l.tokens[e])
+                bad_field(path, f.name("hit_tokens") + "[" + std::to_string(e) + "]", "is negative or above the expert's tokens");
+        s.experts.push_back(std::move(l));
     }
+}
+
+}  // namespace
+
+Statistics parse_statistics(const std::uint8_t * data, size_t size, const std::string & path) {
+    json j = decode_document(data, size, path);
+    const Fields root(j, "", path);
+    const auto version = root.integer("version", INT64_MIN, INT64_MAX);
+    // Version 1 is version 2 without perplexity records, version 2 is 3 without the sweep and
+    // expert records: still read.
+    if (version < 1 || version > kStatisticsVersion)
+        bad(path, "version " + std::to_string(version) + " (this build reads versions 1 to " + std::to_string(kStatisticsVersion) + ")");
+
+    Statistics s;
+    read_settings(root, path, s);
+    const uint64_t SH = read_sites(root, path, s);
+    read_position_map(root, path, s);
+    s.sequences = root.integer("sequences", 0, INT64_MAX);
+    s.tokens = root.integer("tokens", 0, INT64_MAX);
+    s.batches = root.integer("batches", 0, INT64_MAX);
+    if (version >= 3 && j.contains("sweep")) read_sweep(root, path, SH, s);
+    read_per_sequence(root, path, s);
+    read_token_hits(root, path, s);
+    read_massive(root, path, version, s);
+    if (version >= 2 && j.contains("perplexity")) read_perplexity(root, path, s);
+    if (version >= 3 && j.contains("experts")) read_experts(root, path, s);
     // The reports and merges sum these counts: none negative, every total within int64.
     CountTotals totals;
     std::string field;
