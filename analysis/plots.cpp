@@ -115,95 +115,105 @@ PlotOutcome render_plots(const PlotJob & job, const std::string & dir) {
 
 bool gnuplot_available(std::string * why) { return common::gnuplot_available(why); }
 
-PlotJob plot_job(const json & r) {
-    PlotJob job;
-    const auto & layers = r.at("layers");
-    const auto & profiles = r.at("feature_profiles");
-    const auto & run = r.at("run");
-    const std::string model = run.contains("model_name") && run["model_name"].is_string() ? run["model_name"].get<std::string>() : "";
-    const double threshold = run.contains("threshold") && run["threshold"].is_number() ? run["threshold"].get<double>() : 6.0;
-    job.data_files.emplace_back("model.dat", data_text(model, "model") + "\n");
-    const std::string title_prefix = read_string("model", "model.dat");
+namespace {
 
-    // Site labels: every site when few, else about 24 of them (ours: "L<int> attn|mlp").
-    const size_t S = layers.size();
-    const size_t step = S > 24 ? (S + 23) / 24 : 1;
-    std::string site_tics;
-    for (size_t i = 0; i < S; i += step) site_tics += (i ? ", " : "") + quoted(site_label(layers[i])) + " " + std::to_string(i);
-    std::string dim_tics;
-    for (size_t k = 0; k < profiles.size(); ++k) dim_tics += (k ? ", " : "") + quoted(std::to_string(dim_of(profiles[k]))) + " " + std::to_string(k);
+// plot_job's phases as one small class: the tables of the result every plot reads, the title line
+// and axis tics they share, and the job each phase adds its data files and plot to, in order.
+class ResultPlots {
+public:
+    // The shared part, read in this order: the model name's data file, the title line, the tics.
+    explicit ResultPlots(const json & result) : r(result), layers(r.at("layers")), profiles(r.at("feature_profiles")), run(r.at("run")) {
+        const std::string model = run.contains("model_name") && run["model_name"].is_string() ? run["model_name"].get<std::string>() : "";
+        threshold = run.contains("threshold") && run["threshold"].is_number() ? run["threshold"].get<double>() : 6.0;
+        job.data_files.emplace_back("model.dat", data_text(model, "model") + "\n");
+        title_prefix = read_string("model", "model.dat");
+
+        // Site labels: every site when few, else about 24 of them (ours: "L<int> attn|mlp").
+        S = layers.size();
+        const size_t step = S > 24 ? (S + 23) / 24 : 1;
+        for (size_t i = 0; i < S; i += step) site_tics += (i ? ", " : "") + quoted(site_label(layers[i])) + " " + std::to_string(i);
+        for (size_t k = 0; k < profiles.size(); ++k) dim_tics += (k ? ", " : "") + quoted(std::to_string(dim_of(profiles[k]))) + " " + std::to_string(k);
+    }
 
     // 1. Heatmap: rows = sites, columns = feature dims, value = fraction of positions with |x| >= thr.
     // Boxes rather than `with image`, which draws nothing for a grid under 2 x 2 (one feature or one site).
-    std::ostringstream heat;
-    for (size_t i = 0; i < S; ++i) {
-        for (size_t k = 0; k < profiles.size(); ++k) heat << (k ? "\t" : "") << num(number_of(profiles[k].at("hit_rate_by_site").at(i)));
-        heat << "\n";
+    void add_site_heatmap() {
+        std::ostringstream heat;
+        for (size_t i = 0; i < S; ++i) {
+            for (size_t k = 0; k < profiles.size(); ++k) heat << (k ? "\t" : "") << num(number_of(profiles[k].at("hit_rate_by_site").at(i)));
+            heat << "\n";
+        }
+        job.data_files.emplace_back("heat.dat", heat.str());
+        add_plot(job, "outliers_heatmap",
+                 title_prefix + "set title model . " + quoted(": fraction of positions with |x| >= " + num(threshold) + ", per site and feature") +
+                     "\nset xlabel \"hidden dim\"\nset ylabel \"layer-norm site\"\nset xtics (" + dim_tics + ")\nset ytics (" + site_tics +
+                     ") font \",9\"\nset cblabel \"hit rate\"\nset palette rgb 33,13,10\nset cbrange [0:*]\nset yrange [-0.5:" +
+                     num(static_cast<double>(S) - 0.5) + "]\nset xrange [-0.5:" + num(static_cast<double>(profiles.size()) - 0.5) + "]\n" +
+                     "plot \"heat.dat\" matrix using 1:2:(0.5):(0.5):3 with boxxyerror fillstyle solid noborder palette notitle");
     }
-    job.data_files.emplace_back("heat.dat", heat.str());
-    add_plot(job, "outliers_heatmap",
-             title_prefix + "set title model . " + quoted(": fraction of positions with |x| >= " + num(threshold) + ", per site and feature") +
-                 "\nset xlabel \"hidden dim\"\nset ylabel \"layer-norm site\"\nset xtics (" + dim_tics + ")\nset ytics (" + site_tics +
-                 ") font \",9\"\nset cblabel \"hit rate\"\nset palette rgb 33,13,10\nset cbrange [0:*]\nset yrange [-0.5:" +
-                 num(static_cast<double>(S) - 0.5) + "]\nset xrange [-0.5:" + num(static_cast<double>(profiles.size()) - 0.5) + "]\n" +
-                 "plot \"heat.dat\" matrix using 1:2:(0.5):(0.5):3 with boxxyerror fillstyle solid noborder palette notitle");
 
     // 2. Max |x| per site for the top features.
-    std::ostringstream mag;
-    for (size_t i = 0; i < S; ++i) {
-        mag << i;
-        for (const auto & p : profiles) mag << "\t" << num(number_of(p.at("max_abs_by_site").at(i)));
-        mag << "\n";
+    void add_magnitude_by_layer() {
+        std::ostringstream mag;
+        for (size_t i = 0; i < S; ++i) {
+            mag << i;
+            for (const auto & p : profiles) mag << "\t" << num(number_of(p.at("max_abs_by_site").at(i)));
+            mag << "\n";
+        }
+        job.data_files.emplace_back("mag.dat", mag.str());
+        std::string mag_plot = title_prefix + "set title model . \": max |x| per layer-norm site, top features\"\n" +
+                               "set xlabel \"layer-norm site\"\nset ylabel \"max |x|\"\nset logscale y\nset key outside right\nset grid\n" +
+                               "set xtics (" + site_tics + ") rotate by 45 right font \",9\"\nplot ";
+        for (size_t k = 0; k < profiles.size(); ++k)
+            mag_plot += "\"mag.dat\" using 1:" + std::to_string(k + 2) + " with linespoints title " +
+                        quoted("dim " + std::to_string(dim_of(profiles[k]))) + ", ";
+        mag_plot += num(threshold) + " with lines dashtype 2 lc rgb \"black\" title \"threshold\"";
+        add_plot(job, "magnitude_by_layer", mag_plot);
     }
-    job.data_files.emplace_back("mag.dat", mag.str());
-    std::string mag_plot = title_prefix + "set title model . \": max |x| per layer-norm site, top features\"\n" +
-                           "set xlabel \"layer-norm site\"\nset ylabel \"max |x|\"\nset logscale y\nset key outside right\nset grid\n" +
-                           "set xtics (" + site_tics + ") rotate by 45 right font \",9\"\nplot ";
-    for (size_t k = 0; k < profiles.size(); ++k)
-        mag_plot += "\"mag.dat\" using 1:" + std::to_string(k + 2) + " with linespoints title " +
-                    quoted("dim " + std::to_string(dim_of(profiles[k]))) + ", ";
-    mag_plot += num(threshold) + " with lines dashtype 2 lc rgb \"black\" title \"threshold\"";
-    add_plot(job, "magnitude_by_layer", mag_plot);
 
     // 3. Magnitude distribution per site kind. The bins (bf16 bit pattern) are quarter octaves split
     // linearly, so they differ in log width: plot counts per quarter octave of log2 width, and leave
     // out the first bin (it also holds everything smaller, zeros included). The kind's name is the
     // data file's column header.
-    const auto & hist = r.at("histogram");
-    const auto & edges = hist.at("lower_edges");
-    std::string dist = title_prefix + "set title model . \": distribution of |x| over all layer-norm outputs (bf16-rounded)\"\n" +
-                       "set xlabel \"|x|\"\nset ylabel \"values per quarter octave\"\nset logscale xy\nset grid\nset key top right\n" +
-                       "set arrow from " + num(threshold) + ", graph 0 to " + num(threshold) + ", graph 1 nohead dashtype 2\n" +
-                       "set label \"threshold\" at " + num(threshold) + ", graph 0.95 offset 0.5,0\nplot ";
-    int block = 0;
-    for (const auto & [kind, counts] : hist.at("counts").items()) {
-        std::ostringstream d;
-        d << "edge\t" << data_text(kind, "site") << "\n";
-        int64_t points = 0;
-        for (size_t b = 1; b + 1 < counts.size() && b + 1 < edges.size(); ++b) {
-            const double lo = number_of(edges[b]), hi = number_of(edges[b + 1]);
-            const double density = static_cast<double>(counts[b].get<int64_t>()) / (std::log2(hi / lo) * 4);
-            if (density > 0 && std::isfinite(density)) {
-                d << num(lo) << "\t" << num(density) << "\n";
-                ++points;
+    void add_magnitude_distribution() {
+        const auto & hist = r.at("histogram");
+        const auto & edges = hist.at("lower_edges");
+        std::string dist = title_prefix + "set title model . \": distribution of |x| over all layer-norm outputs (bf16-rounded)\"\n" +
+                           "set xlabel \"|x|\"\nset ylabel \"values per quarter octave\"\nset logscale xy\nset grid\nset key top right\n" +
+                           "set arrow from " + num(threshold) + ", graph 0 to " + num(threshold) + ", graph 1 nohead dashtype 2\n" +
+                           "set label \"threshold\" at " + num(threshold) + ", graph 0.95 offset 0.5,0\nplot ";
+        int block = 0;
+        for (const auto & [kind, counts] : hist.at("counts").items()) {
+            std::ostringstream d;
+            d << "edge\t" << data_text(kind, "site") << "\n";
+            int64_t points = 0;
+            for (size_t b = 1; b + 1 < counts.size() && b + 1 < edges.size(); ++b) {
+                const double lo = number_of(edges[b]), hi = number_of(edges[b + 1]);
+                const double density = static_cast<double>(counts[b].get<int64_t>()) / (std::log2(hi / lo) * 4);
+                if (density > 0 && std::isfinite(density)) {
+                    d << num(lo) << "\t" << num(density) << "\n";
+                    ++points;
+                }
             }
+            if (points == 0) continue;  // nothing to draw (gnuplot refuses an empty file on a log scale)
+            const std::string file = "hist" + std::to_string(block) + ".dat";
+            job.data_files.emplace_back(file, d.str());
+            dist += std::string(block ? ", " : "") + quoted(file) + " using 1:2 with steps lw 2 title columnheader(2)";
+            ++block;
         }
-        if (points == 0) continue;  // nothing to draw (gnuplot refuses an empty file on a log scale)
-        const std::string file = "hist" + std::to_string(block) + ".dat";
-        job.data_files.emplace_back(file, d.str());
-        dist += std::string(block ? ", " : "") + quoted(file) + " using 1:2 with steps lw 2 title columnheader(2)";
-        ++block;
+        if (block == 0) dist += "1/0 notitle";
+        add_plot(job, "magnitude_distribution", dist);
     }
-    if (block == 0) dist += "1/0 notitle";
-    add_plot(job, "magnitude_distribution", dist);
 
     // The run's size, for the titles of the plots added with issue 14: numbers we format.
-    const std::string run_size = num(result_number(run, "sequences")) + " seq x " +
-                                 num(result_number(run, "tokens") / std::max(1.0, result_number(run, "sequences", 1))) + " tokens";
+    void measure_run_size() {
+        run_size = num(result_number(run, "sequences")) + " seq x " +
+                   num(result_number(run, "tokens") / std::max(1.0, result_number(run, "sequences", 1))) + " tokens";
+    }
 
     // 4. Perplexity per sequence (`--perplexity`), with the overall value as a dashed line; the run
     // size (sequences x tokens scored) in the title.
-    if (r.contains("perplexity") && r["perplexity"].is_object()) {
+    void add_perplexity() {
         const auto & p = r["perplexity"];
         std::ostringstream d;
         int64_t points = 0;
@@ -228,7 +238,7 @@ PlotJob plot_job(const json & r) {
 
     // 5. Threshold curve (`--thresholds`): outliers of each mode against the threshold. The mode
     // names are the data file's column headers.
-    if (r.contains("threshold_sweep") && r["threshold_sweep"].is_object()) {
+    void add_threshold_curve() {
         const auto & sw = r["threshold_sweep"];
         const auto & thresholds = sw.at("thresholds");
         std::ostringstream d;
@@ -259,7 +269,7 @@ PlotJob plot_job(const json & r) {
 
     // 6. Expert heatmap (`--expert-stats`): MoE layer x expert, colour = max |x| of the expert's
     // down_proj output (log scale; experts that got no token are left blank).
-    if (r.contains("experts") && r["experts"].is_object()) {
+    void add_expert_heatmap() {
         const auto & layers_e = r["experts"].at("layers");
         size_t experts = 0;
         for (const auto & l : layers_e) experts = std::max(experts, l.at("tokens").size());
@@ -292,7 +302,7 @@ PlotJob plot_job(const json & r) {
 
     // 7. Massive activations by layer (Sun et al. 2024, Fig. 1): the top-1, top-2, top-3 and median
     // |x| of the residual stream per layer (log scale), and the top-1 / median ratio on the right axis.
-    if (r.contains("massive_activations") && r["massive_activations"].is_object()) {
+    void add_massive_ratio() {
         std::ostringstream d;
         int64_t points = 0;
         for (const auto & l : r["massive_activations"].at("layers")) {
@@ -315,7 +325,34 @@ PlotJob plot_job(const json & r) {
                          "\"massive.dat\" using 1:6 axes x1y2 with lines dashtype 2 lw 2 title \"top-1 / median\"");
         }
     }
-    return job;
+
+    PlotJob take() { return std::move(job); }
+
+private:
+    const json & r;
+    const json & layers;
+    const json & profiles;
+    const json & run;
+    double threshold = 6.0;
+    std::string title_prefix;
+    size_t S = 0;
+    std::string site_tics, dim_tics, run_size;
+    PlotJob job;
+};
+
+}  // namespace
+
+PlotJob plot_job(const json & r) {
+    ResultPlots plots(r);
+    plots.add_site_heatmap();
+    plots.add_magnitude_by_layer();
+    plots.add_magnitude_distribution();
+    plots.measure_run_size();
+    if (r.contains("perplexity") && r["perplexity"].is_object()) plots.add_perplexity();
+    if (r.contains("threshold_sweep") && r["threshold_sweep"].is_object()) plots.add_threshold_curve();
+    if (r.contains("experts") && r["experts"].is_object()) plots.add_expert_heatmap();
+    if (r.contains("massive_activations") && r["massive_activations"].is_object()) plots.add_massive_ratio();
+    return plots.take();
 }
 
 PlotOutcome write_plots(const json & r, const std::string & dir) { return render_plots(plot_job(r), dir); }
