@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -61,7 +62,14 @@ std::string fingerprint(ssh_key key) {
     return out;
 }
 
-std::string host_key_id(const Endpoint & e) { return "[" + e.host + "]:" + std::to_string(e.port); }
+// "[host]:port"; a host reached through jump hosts is pinned under its route too
+// ("[10.0.0.5]:22/via/[bastion]:22"): the same private address behind two bastions is two machines.
+std::string host_key_id(const Endpoint & e, const std::vector<Endpoint> & route) {
+    std::string id = "[" + e.host + "]:" + std::to_string(e.port);
+    for (size_t i = 0; i < route.size(); ++i)
+        id += (i == 0 ? "/via/[" : "/[") + route[i].host + "]:" + std::to_string(route[i].port);
+    return id;
+}
 
 // Known-hosts lines: "[host]:port keytype base64". Our own file, so its format is ours; one line per
 // host:port. Returns the line index (1-based) and the stored key when present.
@@ -85,7 +93,7 @@ std::optional<Pinned> find_pinned(const std::string & path, const std::string & 
     return std::nullopt;
 }
 
-void check_host_key(ssh_session s, const Endpoint & e, const std::string & path) {
+void check_host_key(ssh_session s, const Endpoint & e, const std::vector<Endpoint> & route, const std::string & path) {
     KeyGuard server;
     if (ssh_get_server_publickey(s, &server.key) != SSH_OK)
         throw Error(ErrorKind::Network, e.label() + ": no host key from the server: " + ssh_get_error(s));
@@ -95,7 +103,7 @@ void check_host_key(ssh_session s, const Endpoint & e, const std::string & path)
     std::string b64 = b64_raw;
     ssh_string_free_char(b64_raw);
     std::string type = ssh_key_type_to_char(ssh_key_type(server.key));
-    const std::string id = host_key_id(e);
+    const std::string id = host_key_id(e, route);
     if (auto pinned = find_pinned(path, id)) {
         if (pinned->type == type && pinned->base64 == b64) return;
         std::string old_fp = "?";
@@ -169,81 +177,309 @@ std::string default_known_hosts_path() {
     return env_or("XDG_STATE_HOME", home_dir() + "/.local/state") + "/bifrost/known_hosts";
 }
 
+std::string JumpHost::label() const { return Endpoint{user, host, port, key_path}.label(); }
+
+// One jump host: its session, the direct-tcpip channel to the next hop (or the target), and the
+// relay thread that copies bytes between that channel and our end of a socketpair whose other end
+// is the next session's socket (SSH_OPTIONS_FD). Once the thread runs, only it touches `session`
+// and `channel`; the owner touches them again only after joining it.
+struct Connection::Hop {
+    std::string name;               // "jump 1 user@host:port"
+    ssh_session session = nullptr;
+    ssh_channel channel = nullptr;
+    int fd = -1;                    // our end of the socketpair
+    int session_fd = -1;            // the socket under `session` when it runs over the previous hop
+    int wake[2] = {-1, -1};         // the owner writes here to stop the thread
+    std::atomic<bool> stop{false};
+    std::atomic<bool> ended{false};
+    std::thread thread;
+    int keepalive_s = 0;
+
+    ~Hop() {
+        if (thread.joinable()) {
+            stop = true;
+            if (wake[1] >= 0) {
+                char b = 1;
+                [[maybe_unused]] auto n = ::write(wake[1], &b, 1);
+            }
+            thread.join();
+        }
+        if (channel) {
+            if (ssh_is_connected(session)) ssh_channel_close(channel);
+            ssh_channel_free(channel);
+        }
+        if (session) {
+            ssh_disconnect(session);
+            ssh_free(session);
+        }
+        for (int f : {session_fd, fd, wake[0], wake[1]})
+            if (f >= 0) ::close(f);
+    }
+
+    void relay();
+};
+
+// Copies channel -> fd and fd -> channel until both directions ended, the session died or the owner
+// stops it. Never blocks on either side: channel reads are non-blocking, channel writes stay within
+// the window, the fd is non-blocking, and the thread sleeps in poll() on the session's socket, the
+// fd and the wake pipe (libssh may hold already-decrypted channel data that poll cannot see, so
+// the loop polls only after a pass that moved nothing).
+void Connection::Hop::relay() {
+    std::string to_fd, to_channel;
+    size_t to_fd_off = 0, to_channel_off = 0;
+    bool channel_eof = false, fd_eof = false, fd_shut = false, eof_sent = false;
+    auto last_keepalive = std::chrono::steady_clock::now();
+    char buf[65536];
+    while (!stop) {
+        bool moved = false;
+        // channel -> fd
+        if (to_fd_off == to_fd.size() && !channel_eof) {
+            to_fd.clear();
+            to_fd_off = 0;
+            int n = ssh_channel_read_nonblocking(channel, buf, sizeof buf, 0);
+            if (n > 0) {
+                to_fd.assign(buf, static_cast<size_t>(n));
+                moved = true;
+            } else if (n == SSH_EOF || (n == 0 && ssh_channel_is_eof(channel) && ssh_channel_poll(channel, 0) <= 0) ||
+                       (n < 0 && ssh_channel_is_closed(channel))) {
+                channel_eof = true;
+                moved = true;
+            } else if (n < 0) {
+                common::log::info(name, ": connection lost: ", ssh_get_error(session));
+                break;
+            }
+        }
+        if (to_fd_off < to_fd.size()) {
+            ssize_t w = ::send(fd, to_fd.data() + to_fd_off, to_fd.size() - to_fd_off, MSG_NOSIGNAL);
+            if (w > 0) {
+                to_fd_off += static_cast<size_t>(w);
+                moved = true;
+            } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                break;  // the next session closed its socket
+            }
+        }
+        if (channel_eof && to_fd_off == to_fd.size() && !fd_shut) {
+            ::shutdown(fd, SHUT_WR);
+            fd_shut = true;
+        }
+        // fd -> channel
+        if (to_channel_off == to_channel.size() && !fd_eof) {
+            to_channel.clear();
+            to_channel_off = 0;
+            ssize_t n = ::read(fd, buf, sizeof buf);
+            if (n > 0) {
+                to_channel.assign(buf, static_cast<size_t>(n));
+                moved = true;
+            } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                fd_eof = true;
+                moved = true;
+            }
+        }
+        while (to_channel_off < to_channel.size() && !ssh_channel_is_closed(channel)) {
+            uint32_t window = ssh_channel_window_size(channel);
+            if (window == 0) break;
+            size_t n = std::min<size_t>({to_channel.size() - to_channel_off, window, 32768});
+            int w = ssh_channel_write(channel, to_channel.data() + to_channel_off, static_cast<uint32_t>(n));
+            if (w < 0) {
+                common::log::info(name, ": connection lost while sending: ", ssh_get_error(session));
+                stop = true;
+                break;
+            }
+            if (w == 0) break;
+            to_channel_off += static_cast<size_t>(w);
+            moved = true;
+        }
+        if (stop) break;
+        if (fd_eof && to_channel_off == to_channel.size() && !eof_sent) {
+            if (!ssh_channel_is_closed(channel)) ssh_channel_send_eof(channel);
+            eof_sent = true;
+        }
+        if (channel_eof && fd_shut && eof_sent) break;
+        if (!ssh_is_connected(session)) break;
+        if (moved) continue;
+        auto now = std::chrono::steady_clock::now();
+        if (keepalive_s > 0 && now - last_keepalive > std::chrono::seconds(keepalive_s)) {
+            ssh_send_ignore(session, "bifrost-keepalive");
+            last_keepalive = now;
+        }
+        pollfd fds[3];
+        fds[0] = {ssh_get_fd(session), POLLIN, 0};
+        short want = 0;
+        if (to_channel_off == to_channel.size() && !fd_eof) want |= POLLIN;
+        if (to_fd_off < to_fd.size()) want |= POLLOUT;
+        fds[1] = {want ? fd : -1, want, 0};
+        fds[2] = {wake[0], POLLIN, 0};
+        // Bounded so a window adjustment consumed by a write, or a keepalive, is never waited on forever.
+        ::poll(fds, 3, keepalive_s > 0 ? std::min(1000, keepalive_s * 1000) : 1000);
+    }
+    // Our end closes: the next session sees its connection end (and fails instead of hanging).
+    ::shutdown(fd, SHUT_RDWR);
+    ended = true;
+}
+
+namespace {
+
+Error named(const Error & e, const std::string & name) {
+    return Error(e.kind(), name + " " + e.message(), e.context());
+}
+
+// Options, connect (directly, or over `fd` when it is >= 0), host-key check, authentication.
+// `failure` gets libssh's connect error (for the retry decision). Frees the session on failure.
+ssh_session connect_one(const Endpoint & e, const std::vector<Endpoint> & route, const ConnectOptions & options,
+                        const std::string & known, int fd, bool compress, std::string & failure) {
+    ssh_session s = ssh_new();
+    if (!s) {
+        if (fd >= 0) ::close(fd);
+        throw Error::internal("ssh_new failed");
+    }
+    int port = e.port;
+    int no = 0;
+    long timeout_s = std::max(1L, static_cast<long>(options.connect_timeout_s));
+    ssh_options_set(s, SSH_OPTIONS_HOST, e.host.c_str());
+    ssh_options_set(s, SSH_OPTIONS_PORT, &port);
+    ssh_options_set(s, SSH_OPTIONS_USER, e.user.c_str());
+    ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no);  // never read ~/.ssh/config (docs/build-notes.md, libssh)
+    ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");  // we pin in our own file
+    ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
+    ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &timeout_s);
+    // Over a jump host: the socketpair end. libssh does not close a socket given with SSH_OPTIONS_FD:
+    // its owner closes it after ssh_free (here on failure, else the Hop or Connection).
+    if (fd >= 0) ssh_options_set(s, SSH_OPTIONS_FD, &fd);
+    // Channel set-up and teardown are chains of small packets; with Nagle on, each waits for
+    // the server's delayed ACK (40 ms on Linux), which bounds how many channels a second a
+    // control master can open.
+    int nodelay = 1;
+    if (fd < 0) ssh_options_set(s, SSH_OPTIONS_NODELAY, &nodelay);
+    // AES-GCM first: with AES-NI it is several times faster than chacha20 in libssh.
+    const char * ciphers = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr";
+    ssh_options_set(s, SSH_OPTIONS_CIPHERS_C_S, ciphers);
+    ssh_options_set(s, SSH_OPTIONS_CIPHERS_S_C, ciphers);
+    ssh_options_set(s, SSH_OPTIONS_COMPRESSION, compress ? "yes" : "no");
+    try {
+        if (ssh_connect(s) != SSH_OK) {
+            failure = ssh_get_error(s);
+            throw Error(ErrorKind::Network, e.label() + ": cannot connect: " + failure).with("host", e.label());
+        }
+        if (options.pin_host_key) check_host_key(s, e, route, known);
+        authenticate(s, e, options);
+    } catch (...) {
+        ssh_disconnect(s);
+        ssh_free(s);
+        if (fd >= 0) ::close(fd);
+        throw;
+    }
+    if (int sock = ssh_get_fd(s); fd < 0 && sock >= 0 && options.keepalive_s > 0) {
+        int on = 1;
+        ::setsockopt(sock, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+        unsigned user_timeout_ms = static_cast<unsigned>(options.keepalive_s) * 3000u;
+        ::setsockopt(sock, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+    }
+    // From here on the session timeout bounds each channel round trip (open, exec, exit status).
+    // It was the connect timeout (10 s) before: on a loaded machine a channel open could time
+    // out, and libssh 0.10 then reports no error of its own (an old message showed instead).
+    long request_s = static_cast<long>(options.channel_timeout_s);
+    long request_us = static_cast<long>((options.channel_timeout_s - static_cast<double>(request_s)) * 1e6);
+    ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &request_s);
+    ssh_options_set(s, SSH_OPTIONS_TIMEOUT_USEC, &request_us);
+    return s;
+}
+
+}  // namespace
+
 std::unique_ptr<Connection> Connection::open(const Endpoint & endpoint, const ConnectOptions & options) {
     std::string known = options.known_hosts_path.empty() ? default_known_hosts_path() : options.known_hosts_path;
     Endpoint e = endpoint;
     if (e.user.empty()) e.user = env_or("USER", "root");
+    if (options.jump.size() > kMaxJumpHosts)
+        throw Error::usage(std::to_string(options.jump.size()) + " jump hosts for " + e.label() + "; at most " +
+                           std::to_string(kMaxJumpHosts));
+    std::vector<Endpoint> jumps;
+    for (const auto & j : options.jump) {
+        if (j.host.empty()) throw Error::usage("a jump host for " + e.label() + " has no host name");
+        jumps.push_back(Endpoint{j.user.empty() ? env_or("USER", "root") : j.user, j.host, j.port, ""});
+    }
     auto start = std::chrono::steady_clock::now();
     const common::Backoff backoff{0.5, 8.0};
     for (int attempt = 1;; ++attempt) {
         common::throw_if_interrupted();
-        ssh_session s = ssh_new();
-        if (!s) throw Error::internal("ssh_new failed");
-        int port = e.port;
-        int no = 0;
-        long timeout_s = std::max(1L, static_cast<long>(options.connect_timeout_s));
-        ssh_options_set(s, SSH_OPTIONS_HOST, e.host.c_str());
-        ssh_options_set(s, SSH_OPTIONS_PORT, &port);
-        ssh_options_set(s, SSH_OPTIONS_USER, e.user.c_str());
-        ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no);  // never read ~/.ssh/config (docs/build-notes.md, libssh)
-        ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");  // we pin in our own file
-        ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
-        ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &timeout_s);
-        // Channel set-up and teardown are chains of small packets; with Nagle on, each waits for
-        // the server's delayed ACK (40 ms on Linux), which bounds how many channels a second a
-        // control master can open.
-        int nodelay = 1;
-        ssh_options_set(s, SSH_OPTIONS_NODELAY, &nodelay);
-        // AES-GCM first: with AES-NI it is several times faster than chacha20 in libssh.
-        const char * ciphers = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr";
-        ssh_options_set(s, SSH_OPTIONS_CIPHERS_C_S, ciphers);
-        ssh_options_set(s, SSH_OPTIONS_CIPHERS_S_C, ciphers);
-        bool compress = options.compression.value_or(!is_loopback(e.host));
-        ssh_options_set(s, SSH_OPTIONS_COMPRESSION, compress ? "yes" : "no");
-        std::string failure;
-        try {
-            if (ssh_connect(s) != SSH_OK) {
-                failure = ssh_get_error(s);
-                throw Error(ErrorKind::Network, e.label() + ": cannot connect: " + failure).with("host", e.label());
-            }
-            if (options.pin_host_key) check_host_key(s, e, known);
-            authenticate(s, e, options);
-        } catch (const Error & err) {
-            ssh_disconnect(s);
-            ssh_free(s);
-            double elapsed =
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-            const double backoff_s = backoff.delay_s(attempt);
-            if (err.kind() != ErrorKind::Network || !retryable(failure) || elapsed + backoff_s > options.retry_deadline_s) {
-                if (err.kind() == ErrorKind::Network && options.retry_deadline_s > 0 && attempt > 1)
-                    throw Error(ErrorKind::Timeout, e.label() + ": still unreachable after " + std::to_string(attempt) +
-                                                        " attempts over " + std::to_string(static_cast<int>(elapsed)) +
-                                                        " s: " + failure + "; is the machine up?")
-                        .with("host", e.label());
-                throw;
-            }
-            common::log::info(e.label(), ": ", failure, "; retrying in ", backoff_s, " s (attempt ", attempt, ")");
-            std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
-            continue;
-        }
-        int fd = ssh_get_fd(s);
-        if (fd >= 0 && options.keepalive_s > 0) {
-            int on = 1;
-            ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-            unsigned user_timeout_ms = static_cast<unsigned>(options.keepalive_s) * 3000u;
-            ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
-        }
-        // From here on the session timeout bounds each channel round trip (open, exec, exit status).
-        // It was the connect timeout (10 s) before: on a loaded machine a channel open could time
-        // out, and libssh 0.10 then reports no error of its own (an old message showed instead).
-        long request_s = static_cast<long>(options.channel_timeout_s);
-        long request_us = static_cast<long>((options.channel_timeout_s - static_cast<double>(request_s)) * 1e6);
-        ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &request_s);
-        ssh_options_set(s, SSH_OPTIONS_TIMEOUT_USEC, &request_us);
         auto c = std::unique_ptr<Connection>(new Connection());
         c->endpoint_ = e;
         c->options_ = options;
-        c->session_ = s;
+        std::string failure;
+        try {
+            int fd = -1;  // the socket the next session uses: -1 for a direct connection
+            for (size_t i = 0; i < jumps.size(); ++i) {
+                const Endpoint & hop_e = jumps[i];
+                const Endpoint & next = i + 1 < jumps.size() ? jumps[i + 1] : e;
+                const std::string name = "jump " + std::to_string(i + 1);
+                ConnectOptions hop_o = options;
+                if (!options.jump[i].key_path.empty()) hop_o.key_path = options.jump[i].key_path;
+                auto hop = std::make_unique<Hop>();
+                hop->name = name + " " + hop_e.label();
+                hop->keepalive_s = options.keepalive_s;
+                try {
+                    // Hops carry the next session's encrypted bytes: compressing them gains nothing.
+                    const int under = fd;
+                    fd = -1;  // connect_one owns it now (closes it on failure)
+                    hop->session = connect_one(hop_e, {jumps.begin(), jumps.begin() + static_cast<long>(i)}, hop_o,
+                                               known, under, false, failure);
+                    hop->session_fd = under;
+                } catch (const Error & err) {
+                    throw named(err, name);
+                }
+                hop->channel = ssh_channel_new(hop->session);
+                if (!hop->channel) throw Error::internal(hop->name + ": ssh_channel_new failed");
+                if (ssh_channel_open_forward(hop->channel, next.host.c_str(), next.port, "127.0.0.1", 0) != SSH_OK) {
+                    const std::string why = ssh_get_error(hop->session);
+                    failure = "unreachable";  // retried like an unreachable host (the target may be booting)
+                    ssh_channel_free(hop->channel);
+                    hop->channel = nullptr;
+                    throw Error(ErrorKind::Network, hop->name + ": cannot reach " + next.label() + " from there: " +
+                                                        why + " (the bastion may forbid TCP forwarding)")
+                        .with("host", next.label());
+                }
+                int pair[2];
+                if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+                    throw Error::io("socketpair", "create a socket pair for " + hop->name, errno);
+                hop->fd = pair[0];
+                fd = pair[1];
+                ::fcntl(hop->fd, F_SETFL, ::fcntl(hop->fd, F_GETFL) | O_NONBLOCK);
+                if (::pipe2(hop->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+                    ::close(fd);
+                    throw Error::io("pipe", "create a wake pipe for " + hop->name, errno);
+                }
+                Hop * h = hop.get();
+                c->hops_.push_back(std::move(hop));
+                h->thread = std::thread([h] { h->relay(); });
+            }
+            bool compress = options.compression.value_or(!is_loopback(jumps.empty() ? e.host : jumps.front().host));
+            try {
+                const int under = fd;
+                fd = -1;
+                c->session_ = connect_one(e, jumps, options, known, under, compress, failure);
+                c->session_fd_ = under;
+            } catch (const Error & err) {
+                if (jumps.empty()) throw;
+                throw named(err, "through " + c->hops_.back()->name + ":");
+            }
+        } catch (const Error & err) {
+            c.reset();
+            double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            const double backoff_s = backoff.delay_s(attempt);
+            if (err.kind() != ErrorKind::Network || !retryable(failure) || elapsed + backoff_s > options.retry_deadline_s) {
+                if (err.kind() == ErrorKind::Network && options.retry_deadline_s > 0 && attempt > 1)
+                    throw Error(ErrorKind::Timeout,
+                                (jumps.empty() ? e.label() + ": " : err.message() + "; ") + "still unreachable after " +
+                                    std::to_string(attempt) + " attempts over " +
+                                    std::to_string(static_cast<int>(elapsed)) + " s" +
+                                    (jumps.empty() ? ": " + failure : std::string()) + "; is the machine up?")
+                        .with("host", e.label());
+                throw;
+            }
+            common::log::info(err.message(), "; retrying in ", backoff_s, " s (attempt ", attempt, ")");
+            std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
+            continue;
+        }
         return c;
     }
 }
@@ -252,10 +488,17 @@ Connection::~Connection() {
     if (session_) {
         ssh_disconnect(session_);
         ssh_free(session_);
+        session_ = nullptr;
     }
+    if (session_fd_ >= 0) ::close(session_fd_);
+    while (!hops_.empty()) hops_.pop_back();  // last to first: each hop's relay runs over the previous one
 }
 
-bool Connection::alive() { return session_ && !broken_ && ssh_is_connected(session_); }
+bool Connection::alive() {
+    for (const auto & hop : hops_)
+        if (hop->ended) return false;
+    return session_ && !broken_ && ssh_is_connected(session_);
+}
 
 void Connection::send_keepalive() {
     if (session_) ssh_send_ignore(session_, "bifrost-keepalive");

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bifrost/target.h"
 #include "common/error.h"
@@ -17,6 +18,17 @@
 struct ssh_session_struct;
 
 namespace bifrost {
+
+// One bastion on the way to the target (OpenSSH's ProxyJump, done in-process: libssh 0.10 has no
+// SSH_OPTIONS_PROXYJUMP). Authenticated like the target (key_path, else ConnectOptions::key_path,
+// else ssh-agent and ~/.ssh/id_*) and under the same host-key policy (pinned in the same file).
+struct JumpHost {
+    std::string user;      // empty: the local user name
+    std::string host;
+    int port = 22;
+    std::string key_path;  // empty: ConnectOptions::key_path (then the agent and default keys)
+    std::string label() const;  // "user@host:port"
+};
 
 struct ConnectOptions {
     std::string key_path;            // --key; empty: ssh-agent, then ~/.ssh/id_* defaults
@@ -36,7 +48,18 @@ struct ConnectOptions {
     // throws Error(Timeout) and the connection is not reused. 0 (default): no limit, since jobs,
     // follows and pushes run as long as they need.
     double command_timeout_s = 0;
+    // Jump hosts, first to last: the first is connected directly, each next hop and then the target
+    // through a direct-tcpip channel of the previous one (the host names are resolved there, so
+    // they may be private names the bastion knows). At most kMaxJumpHosts. Each hop's host key is
+    // checked like the target's; a host behind jump hosts is pinned under its route
+    // ("[10.0.0.5]:22/via/[bastion]:22"), since one private address behind two bastions is two
+    // machines, and the route is part of the control socket's name for the same reason.
+    // Here and not in Endpoint: Endpoint is what a target string or instance id resolves to (and
+    // the bifrost CLI's grammar); the chain is connection set-up, like the key and known-hosts file.
+    std::vector<JumpHost> jump;
 };
+
+inline constexpr size_t kMaxJumpHosts = 8;
 
 // $BIFROST_KNOWN_HOSTS, else $XDG_STATE_HOME/bifrost/known_hosts, else ~/.local/state/bifrost/known_hosts.
 std::string default_known_hosts_path();
@@ -90,12 +113,20 @@ public:
     bool alive();
     void send_keepalive();
 
+    // Internal: one jump-host session and the thread that relays its forwarding channel.
+    struct Hop;
+
 private:
     Connection() = default;
     Endpoint endpoint_;
     ConnectOptions options_;
     ssh_session_struct * session_ = nullptr;
     bool broken_ = false;  // a channel setup failed: reconnect rather than open more channels here
+    int session_fd_ = -1;  // behind jump hosts: the socketpair end under session_ (libssh leaves it open)
+    // Jump hosts, first to last. After set-up each hop's session is touched only by its own relay
+    // thread (libssh sessions are not thread-safe); the destructor frees the target session first,
+    // then stops, joins and frees the hops from the last to the first.
+    std::vector<std::unique_ptr<Hop>> hops_;
 };
 
 }  // namespace bifrost

@@ -528,6 +528,8 @@ std::string control_dir() {
 std::string control_socket_path(const Endpoint & endpoint, const ConnectOptions & options) {
     std::string key = endpoint.label() + "\n" + options.key_path + "\n" + endpoint.key_path + "\n" +
                       (options.known_hosts_path.empty() ? default_known_hosts_path() : options.known_hosts_path);
+    // The route is part of a connection's identity: one private address behind two bastions is two machines.
+    for (const auto & hop : options.jump) key += "\njump " + hop.label() + " " + hop.key_path;
     return control_dir() + "/" + sha256_hex(key).substr(0, 20) + ".sock";
 }
 

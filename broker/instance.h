@@ -27,11 +27,22 @@ std::string_view status_name(InstanceStatus status);
 // Terminated instances no longer bill; every other state (Unknown included) might.
 inline bool may_bill(InstanceStatus s) { return s != InstanceStatus::Terminated; }
 
+// A jump host (bastion) on the way to an SshEndpoint, as OpenSSH's ProxyJump.
+struct SshHop {
+    std::string host;
+    int port = 22;
+    std::string user;
+    std::string key_path;  // empty: the endpoint's key
+};
+
 struct SshEndpoint {
     std::string host;
     int port = 22;
     std::string user;
     std::string key_path;  // set when the provider dictates the key (ssh-hosts inventory)
+    // Jump hosts, first to last (a Slurm cluster's `jump:`); empty: connect directly. Copied into
+    // bifrost::ConnectOptions::jump by whoever opens the connection (ssh_run here, deploy for sites).
+    std::vector<SshHop> jump;
 };
 
 struct Instance {

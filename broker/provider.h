@@ -61,7 +61,7 @@ struct ProviderCaps {
 // Where a batch provider's work is prepared: the login node, and a directory it shares with the
 // compute nodes.
 struct BatchSite {
-    SshEndpoint login;     // with the key that opens it
+    SshEndpoint login;     // with the key that opens it and its jump hosts (login.jump)
     std::string work_dir;  // absolute
     bool fetch_on_login = true;  // downloads run on the login node; false: as a CPU job (the site's choice)
 };

@@ -111,6 +111,14 @@ std::unique_ptr<bifrost::Connection> open_ssh(const SshEndpoint & e, const std::
     o.retry_deadline_s = 0;  // one attempt: callers decide whether to try again
     o.compression = false;   // short commands with little output
     o.pin_host_key = false;
+    for (const auto & hop : e.jump) {
+        // A hop without its own key uses the endpoint's, and every key is checked here like that one.
+        const std::string & hop_key = hop.key_path.empty() ? key_path : hop.key_path;
+        if (::access(hop_key.c_str(), R_OK) != 0)
+            throw common::Error(common::ErrorKind::Usage, hop_key + ": cannot read the SSH private key of jump host " +
+                                                              hop.user + "@" + hop.host + ":" + std::to_string(hop.port));
+        o.jump.push_back(bifrost::JumpHost{hop.user, hop.host, hop.port, hop_key});
+    }
     return bifrost::Connection::open(bifrost::Endpoint{e.user, e.host, e.port, key_path}, o);
 }
 
@@ -214,15 +222,21 @@ Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions
                 stage = ReadyStage::Tcp;
                 report(stage, where);
                 std::string why;
-                int fd = tcp_connect(e.host, e.port, attempt_timeout, why);
-                if (fd < 0) {
+                // Behind jump hosts the endpoint is not reachable from here: authentication through
+                // them is the first check.
+                const bool direct = e.jump.empty();
+                int fd = direct ? tcp_connect(e.host, e.port, attempt_timeout, why) : -1;
+                if (direct && fd < 0) {
                     last_problem = where + ": " + why;
                 } else {
-                    stage = ReadyStage::Banner;
-                    report(stage, where);
                     std::string banner;
-                    bool ok = read_banner(fd, attempt_timeout, banner);
-                    ::close(fd);
+                    bool ok = true;
+                    if (direct) {
+                        stage = ReadyStage::Banner;
+                        report(stage, where);
+                        ok = read_banner(fd, attempt_timeout, banner);
+                        ::close(fd);
+                    }
                     if (!ok) {
                         last_problem = where + ": no SSH banner" + (banner.empty() ? "" : " (got '" + banner.substr(0, 40) + "')");
                     } else {

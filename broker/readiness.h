@@ -39,6 +39,8 @@ Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions
 // No ~/.ssh/config and no known_hosts file is read or written (fresh instances have new host keys;
 // providers reuse addresses). Throws Error(Usage) for an unreadable key, (Auth) for a refused one,
 // (Network) for an unreachable host, (Timeout) when the command is still running at `timeout`.
+// endpoint.jump (jump hosts) is passed on: each hop is authenticated with its own key_path, else
+// private_key_path, and errors about a hop name it ("jump 1 user@host:port: ...").
 struct SshRunResult {
     int exit_code = -1;
     std::string out;

@@ -15,6 +15,8 @@ class ConfigNode;
 
 namespace broker {
 
+inline constexpr size_t kMaxSlurmJumps = 4;
+
 struct SlurmGpuType {
     std::string type;      // the GRES type as Slurm names it ("a100"); "" for an untyped GRES
     std::string model;     // what offers show ("A100 SXM4 80GB"); default: the type
@@ -29,7 +31,8 @@ struct SlurmPartition {
 
 struct SlurmCluster {
     std::string name;                  // [a-z0-9_-], part of offer and instance ids
-    SshEndpoint login;                 // user@host:port of the login node and the key that opens it
+    SshEndpoint login;                 // user@host:port of the login node, the key that opens it, and
+                                       // `jump:` (login.jump, at most kMaxSlurmJumps; hop keys default to `key`)
     std::string work_dir;              // shared by the login and compute nodes (absolute)
     std::string account;               // --account, optional
     std::string qos;                   // --qos, optional

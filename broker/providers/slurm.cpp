@@ -69,6 +69,35 @@ SshEndpoint parse_login(const common::ConfigNode & node) {
     return e;
 }
 
+// `jump:` a list of hops, first to last, each "user@host[:port]" or {login: user@host[:port], key: PATH}
+// (default key: the cluster's). The login node is reached through them (bifrost's in-process ProxyJump).
+std::vector<SshHop> parse_jump(const common::ConfigNode & node, const std::string & cluster_key) {
+    if (!node.is_sequence())
+        node.fail("a list of jump hosts, first to last: user@host[:port] or {login: user@host[:port], key: PATH}");
+    std::vector<SshHop> hops;
+    for (const auto & item : node.elements()) {
+        SshEndpoint e;
+        std::string key = cluster_key;
+        if (item.is_map()) {
+            item.check_keys({"login", "key"});
+            e = parse_login(item.at("login"));
+            if (auto k = item.find("key"); k && !k->is_null()) {
+                key = expand_home(k->as_string());
+                if (key.empty()) k->fail("the path of the private key that opens this jump host (leave it out for the cluster's key)");
+            }
+        } else if (item.is_scalar()) {
+            e = parse_login(item);
+        } else {
+            item.fail("expected user@host[:port] or {login: user@host[:port], key: PATH}");
+        }
+        hops.push_back(SshHop{e.host, e.port, e.user, key});
+    }
+    if (hops.empty()) node.fail("name at least one jump host (or leave the key out)");
+    if (hops.size() > kMaxSlurmJumps)
+        node.fail(std::to_string(hops.size()) + " jump hosts; at most " + std::to_string(kMaxSlurmJumps));
+    return hops;
+}
+
 // A value that becomes one sbatch option: Slurm reads it itself, so it may not be empty or hold a
 // newline (the option would end early); quotes and spaces are safe because sh_quote keeps them one word.
 std::string option_value(const common::ConfigNode & parent, std::string_view key) {
@@ -105,7 +134,7 @@ SlurmPartition parse_partition(const common::ConfigNode & n) {
 }
 
 SlurmCluster parse_cluster(const common::ConfigNode & n) {
-    n.check_keys({"name", "login", "key", "work_dir", "account", "qos", "module_load", "container_image",
+    n.check_keys({"name", "login", "key", "jump", "work_dir", "account", "qos", "module_load", "container_image",
                   "default_time", "price_usd_per_gpu_hour", "partitions", "fetch"});
     SlurmCluster c;
     c.name = n.at("name").as_string();
@@ -114,6 +143,7 @@ SlurmCluster parse_cluster(const common::ConfigNode & n) {
     c.login = parse_login(n.at("login"));
     c.login.key_path = expand_home(n.at("key").as_string());
     if (c.login.key_path.empty()) n.at("key").fail("the path of the private key that opens the login node");
+    if (auto j = n.find("jump"); j && !j->is_null()) c.login.jump = parse_jump(*j, c.login.key_path);
     c.work_dir = n.at("work_dir").as_string();
     if (c.work_dir.empty() || c.work_dir[0] != '/')
         n.at("work_dir").fail("must be an absolute path on the shared file system, got '" + c.work_dir + "'");

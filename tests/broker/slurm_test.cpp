@@ -144,6 +144,61 @@ TEST_CASE("slurm config: bad cluster definitions are usage errors naming the fil
               .find("at least one partition") != std::string::npos);
 }
 
+TEST_CASE("slurm config: jump hosts are read first to last, with the cluster's key unless a hop names its own") {
+    const std::string base = kClusterYaml;
+    auto with_jump = [&](const std::string & jump) {
+        std::string y = base;
+        const std::string key = "      key: /keys/id\n";
+        return y.replace(y.find(key), key.size(), key + jump);
+    };
+    CHECK(cluster_from(base).login.jump.empty());
+    auto c = cluster_from(with_jump("      jump: [bob@bastion.example, \"carol@10.0.0.9:2200\"]\n"));
+    REQUIRE(c.login.jump.size() == 2);
+    CHECK(c.login.jump[0].user == "bob");
+    CHECK(c.login.jump[0].host == "bastion.example");
+    CHECK(c.login.jump[0].port == 22);
+    CHECK(c.login.jump[0].key_path == "/keys/id");
+    CHECK(c.login.jump[1].user == "carol");
+    CHECK(c.login.jump[1].host == "10.0.0.9");
+    CHECK(c.login.jump[1].port == 2200);
+    CHECK(c.login.host == "login.example");  // the login node itself is unchanged
+    tests::EnvGuard home("HOME", std::string("/home/alice"));
+    c = cluster_from(with_jump("      jump:\n"
+                               "        - login: bob@bastion.example:2022\n"
+                               "          key: ~/.ssh/bastion\n"
+                               "        - {login: \"dave@inner\"}\n"));
+    REQUIRE(c.login.jump.size() == 2);
+    CHECK(c.login.jump[0].port == 2022);
+    CHECK(c.login.jump[0].key_path == "/home/alice/.ssh/bastion");
+    CHECK(c.login.jump[1].user == "dave");
+    CHECK(c.login.jump[1].key_path == "/keys/id");
+    CHECK(c.login.jump[1].host == "inner");
+}
+
+TEST_CASE("slurm config: bad jump hosts are usage errors naming the file, line and key") {
+    const std::string base = kClusterYaml;
+    auto with_jump = [&](const std::string & jump) {
+        std::string y = base;
+        const std::string key = "      key: /keys/id\n";
+        return y.replace(y.find(key), key.size(), key + jump);
+    };
+    auto no_user = config_error(with_jump("      jump: [bastion.example]\n"));
+    CHECK(no_user.find("broker.yaml:6:") != std::string::npos);
+    CHECK(no_user.find("slurm.clusters[0].jump[0]") != std::string::npos);
+    CHECK(no_user.find("expected user@host[:port]") != std::string::npos);
+    CHECK(config_error(with_jump("      jump: [a@b:0]\n")).find("port") != std::string::npos);
+    CHECK(config_error(with_jump("      jump: bob@bastion\n")).find("a list of jump hosts") != std::string::npos);
+    CHECK(config_error(with_jump("      jump: []\n")).find("at least one jump host") != std::string::npos);
+    auto five = config_error(with_jump("      jump: [a@h1, a@h2, a@h3, a@h4, a@h5]\n"));
+    CHECK(five.find("5 jump hosts; at most 4") != std::string::npos);
+    CHECK(five.find("broker.yaml:6:") != std::string::npos);
+    CHECK(config_error(with_jump("      jump: [{login: a@b, kye: /k}]\n")).find("did you mean 'key'") != std::string::npos);
+    CHECK(config_error(with_jump("      jump: [{key: /k}]\n")).find("login") != std::string::npos);
+    CHECK(config_error(with_jump("      jump: [{login: a@b, key: \"\"}]\n")).find("private key") != std::string::npos);
+    CHECK(config_error(with_jump("      jump: [[a@b]]\n")).find("expected user@host[:port]") != std::string::npos);
+    CHECK(config_error(with_jump("      jump: [\"a b@c\"]\n")).find("space") != std::string::npos);
+}
+
 TEST_CASE("slurm wire: sinfo rows become per-partition GPU shapes with idle counts, hostile rows are refused") {
     auto c = cluster_from(kClusterYaml);
     c.price_usd_per_gpu_hour = 0.5;
