@@ -212,6 +212,16 @@ struct OutlierAccumulator::State {
     at::Tensor scratch_hits, scratch_max;
     int64_t fused_captures = 0;
 
+    // on_capture's phases (the per-capture hot path: tensors by reference, nothing copied or synced
+    // beyond what the single function did), defined next to it.
+    void check_capture(const std::string & label, const at::Tensor & x);
+    void begin_captures(const AccumulatorOptions & options, const at::Tensor & x);
+    void capture_massive(const AccumulatorOptions & options, int layer, const at::Tensor & x);
+    SiteAccumulator & count_site(const AccumulatorOptions & options, extractor::Site site, int layer, const at::Tensor & x);
+    void capture_aten(const AccumulatorOptions & options, SiteAccumulator & acc, int layer, const at::Tensor & x);
+    void capture_aten_sweep(const AccumulatorOptions & options, SiteAccumulator & acc, int layer, const at::Tensor & x,
+                            const at::Tensor & a);
+
     // The batch's sweep numbers per (row, dim) reaching the lowest threshold, into the records.
     void sweep_records(std::vector<SequenceStats> & records) const;
 
@@ -393,111 +403,188 @@ void OutlierAccumulator::begin_batch(const extractor::BatchInfo & batch) {
     s.real_tokens = at::Tensor();
 }
 
+// on_capture, phase 1: refuses a capture whose shape does not fit the batch (the first fixes B, T and H).
+void OutlierAccumulator::State::check_capture(const std::string & label, const at::Tensor & x) {
+    if (x.dim() != 3)
+        throw common::Error::usage("analysis: " + label + ": expected a [B,T,H] tensor, got " + shape_text(x))
+            .with("tensor", label);
+    if (B == 0) {  // a BatchInfo without rows: number them after the ones seen so far
+        B = x.size(0);
+        for (int64_t b = 0; b < B; ++b) sequence_indices.push_back(sequences + b);
+    }
+    if (T < 0) T = x.size(1);
+    if (x.size(0) != B || x.size(1) != T)
+        throw common::Error::usage("analysis: " + label + ": shape " + shape_text(x) + " does not match the batch [" +
+                                   std::to_string(B) + "," + std::to_string(T) + ",H]")
+            .with("tensor", label);
+    if (hidden == 0) hidden = x.size(2);
+    if (x.size(2) != hidden)
+        throw common::Error::usage("analysis: " + label + ": hidden size " + std::to_string(x.size(2)) +
+                                   " differs from the earlier sites' " + std::to_string(hidden))
+            .with("tensor", label);
+}
+
+// on_capture, phase 2: the first capture of the batch allocates the per-batch state on its device.
+void OutlierAccumulator::State::begin_captures(const AccumulatorOptions & options, const at::Tensor & x) {
+    const int64_t H = hidden;
+    const auto device = x.device();
+    row_tokens.assign(static_cast<size_t>(B), T);
+    padded_positions = 0;
+    if (mask_cpu.defined()) {
+        auto lens = mask_cpu.sum(1).to(at::kLong).contiguous();
+        for (int64_t b = 0; b < B; ++b) row_tokens[static_cast<size_t>(b)] = lens.data_ptr<int64_t>()[b];
+        for (auto n : row_tokens) padded_positions += T - n;
+        if (padded_positions > 0) pad_device = mask_cpu.logical_not().unsqueeze(2).to(device);
+    }
+    pos_any = at::zeros({B, T, H}, x.options().dtype(at::kByte));
+    row_sites = at::zeros({B, H}, x.options().dtype(at::kInt));
+    row_hits = at::zeros({B, H}, x.options().dtype(at::kLong));
+    row_max = at::zeros({B, H}, x.options().dtype(at::kFloat));
+    if (!options.sweep_thresholds.empty()) {
+        const auto K = static_cast<int64_t>(options.sweep_thresholds.size());
+        pos_level = at::zeros({B, T, H}, x.options().dtype(at::kByte));
+        row_sweep_sites = at::zeros({K, B, H}, x.options().dtype(at::kInt));
+        if (!sweep_dim_positions.defined()) sweep_dim_positions = at::zeros({K, H}, x.options().dtype(at::kLong));
+    }
+}
+
+// on_capture, residual sites (`--massive`): the only captures that feed massive activations.
+void OutlierAccumulator::State::capture_massive(const AccumulatorOptions & options, int layer, const at::Tensor & x) {
+    const int64_t H = hidden;
+    const auto device = x.device();
+    // Massive activations: per row, the median |x| and the top-k |x| over real positions.
+    auto a = x.abs().to(at::kFloat);  // [B,T,H]
+    auto & ml = massive[layer];
+    ml.layer = layer;
+    for (int64_t b = 0; b < B; ++b) {
+        auto row = a.select(0, b);  // [T,H]
+        at::Tensor positions;       // real positions of this row, as indices into T
+        if (mask_cpu.defined() && row_tokens[static_cast<size_t>(b)] < T) {
+            positions = mask_cpu.select(0, b).nonzero().view({-1});
+            row = row.index_select(0, positions.to(device));
+        }
+        if (row.numel() == 0) continue;
+        auto flat = row.reshape({-1});
+        const float median = flat.median().item<float>();
+        const int64_t k = std::min<int64_t>(options.massive_top_k, flat.numel());
+        auto top = flat.topk(k);
+        auto values = std::get<0>(top).cpu().contiguous();
+        auto index = std::get<1>(top).cpu().contiguous();
+        const int64_t seq = sequence_indices[static_cast<size_t>(b)];
+        for (int64_t i = 0; i < k; ++i) {
+            const int64_t flat_i = index.data_ptr<int64_t>()[i];
+            int64_t t = flat_i / H;
+            if (positions.defined()) t = positions.data_ptr<int64_t>()[t];
+            const int64_t token = token_ids.defined() ? token_ids.data_ptr<int64_t>()[b * T + t] : -1;
+            ml.top.push_back({values.data_ptr<float>()[i], seq, t, static_cast<int32_t>(flat_i % H), median, token});
+        }
+        ml.medians.emplace_back(seq, median);
+    }
+    std::sort(ml.top.begin(), ml.top.end(), [](const MassiveEntry & p, const MassiveEntry & q) {
+        if (p.abs_value != q.abs_value) return p.abs_value > q.abs_value;
+        if (p.sequence_index != q.sequence_index) return p.sequence_index < q.sequence_index;
+        if (p.position != q.position) return p.position < q.position;
+        return p.dim < q.dim;
+    });
+    if (static_cast<int>(ml.top.size()) > options.massive_top_k) ml.top.resize(static_cast<size_t>(options.massive_top_k));
+}
+
+// on_capture, layer-norm sites: the site's accumulator (made at its first capture) with this capture's elements and rows counted.
+SiteAccumulator & OutlierAccumulator::State::count_site(const AccumulatorOptions & options, extractor::Site site, int layer,
+                                                       const at::Tensor & x) {
+    const int64_t H = hidden;
+    const auto key = std::make_pair(layer, site_code(site));
+    auto found = site_index.find(key);
+    if (found == site_index.end()) {
+        found = site_index.emplace(key, sites.size()).first;
+        sites.push_back({layer, ln_site_name(site)});
+        SiteAccumulator fresh;
+        fresh.hits = at::zeros({H}, x.options().dtype(at::kLong));
+        fresh.max_abs = at::zeros({H}, x.options().dtype(at::kFloat));
+        fresh.histogram = at::zeros({options.histogram_spec.bins}, x.options().dtype(at::kLong));
+        if (!options.sweep_thresholds.empty()) fresh.sweep_level = at::zeros({H}, x.options().dtype(at::kInt));
+        this->acc.push_back(std::move(fresh));
+    }
+    auto & site_acc = this->acc[found->second];
+    int64_t real = 0;
+    for (auto n : row_tokens) real += n;
+    site_acc.elements += real * H;
+    site_acc.padded_elements += padded_positions * H;
+    site_acc.sequences += B;
+    batch_sites += 1;
+    return site_acc;
+}
+
+// on_capture, layer-norm sites: the ATen reference pass (CPU, other dtypes, or the fused kernel off or not built).
+void OutlierAccumulator::State::capture_aten(const AccumulatorOptions & options, SiteAccumulator & acc, int layer, const at::Tensor & x) {
+    // The predecessor cast every capture to bf16 before thresholding, even in fp32 runs
+    // (docs/outlier-method.md#rounding).
+    at::Tensor v = x;
+    if (options.round_bf16 && v.scalar_type() != at::kBFloat16) v = v.to(at::kBFloat16);
+    at::Tensor a = v.abs();                                 // [B,T,H], values' dtype
+    if (pad_device.defined()) a.masked_fill_(pad_device, 0);
+    at::Tensor row_max = at::amax(a, {1}).to(at::kFloat);   // [B,H]
+    at::Tensor hit = a.ge(options.threshold);              // [B,T,H] bool (the scalar takes a's dtype, as in torch)
+    at::Tensor row_hits = hit.sum(1);                       // [B,H] int64
+    at::Tensor row_any = row_hits.gt(0);                    // [B,H] bool
+
+    acc.hits.add_(row_hits.sum(0));
+    acc.max_abs = at::maximum(acc.max_abs, at::amax(row_max, {0}));
+    if (options.histogram) {
+        // Binned by the bf16 bit pattern (exact integer counts, no log pass): see HistogramSpec.
+        at::Tensor bits = (a.scalar_type() == at::kBFloat16 ? a : a.to(at::kBFloat16)).view(at::kShort);
+        at::Tensor bin = at::bitwise_right_shift(bits, 5).sub_(histogram_base(options.histogram_spec))
+                             .clamp_(0, options.histogram_spec.bins - 1);
+        // histc rather than bincount: CUDA bincount reads the input's min/max back to the host (a
+        // sync per capture); histc with a fixed range does not. Doubles keep the counts exact.
+        const auto bins = options.histogram_spec.bins;
+        acc.histogram.add_(at::histc(bin.to(at::kDouble), bins, 0, bins).to(at::kLong));
+    }
+
+    row_sites.add_(row_any);
+    this->row_hits.add_(row_hits);  // the batch's [B,H] members += this capture's locals of the same name
+    this->row_max = at::maximum(this->row_max, row_max);
+    auto any = row_layer_any.find(layer);
+    if (any == row_layer_any.end()) row_layer_any.emplace(layer, row_any);
+    else any->second.logical_or_(row_any);
+    pos_any.masked_fill_(hit, 1);
+
+    if (!options.sweep_thresholds.empty()) capture_aten_sweep(options, acc, layer, x, a);
+}
+
+// capture_aten's threshold sweep: each value's level (sweep thresholds it reaches), folded into the sweep state.
+void OutlierAccumulator::State::capture_aten_sweep(const AccumulatorOptions & options, SiteAccumulator & acc, int layer, const at::Tensor & x,
+                                                   const at::Tensor & a) {
+    // Level of each value: how many sweep thresholds it reaches (compared in a's dtype, as the
+    // primary threshold above; padding is 0 and reaches none).
+    const auto & sweep = options.sweep_thresholds;
+    const auto K = static_cast<int64_t>(sweep.size());
+    at::Tensor level = a.ge(sweep[0]).to(at::kByte);  // [B,T,H]
+    for (size_t k = 1; k < sweep.size(); ++k) level.add_(a.ge(sweep[k]).to(at::kByte));
+    pos_level = at::maximum(pos_level, level);
+    at::Tensor row_level = at::amax(level, {1});  // [B,H] uint8
+    at::Tensor ks = at::arange(K, x.options().dtype(at::kByte)).view({K, 1, 1});
+    row_sweep_sites.add_(row_level.unsqueeze(0).gt(ks).to(at::kInt));
+    auto lv = row_layer_level.find(layer);
+    if (lv == row_layer_level.end()) row_layer_level.emplace(layer, row_level);
+    else lv->second = at::maximum(lv->second, row_level);
+    acc.sweep_level = at::maximum(acc.sweep_level, at::amax(row_level, {0}).to(at::kInt));
+}
+
 void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::Tensor & x) {
     auto & s = *state_;
     if (!s.in_batch) throw common::Error::internal("analysis: capture outside begin_batch/end_batch");
     const std::string label = site_label(site, layer);
-    if (x.dim() != 3)
-        throw common::Error::usage("analysis: " + label + ": expected a [B,T,H] tensor, got " + shape_text(x))
-            .with("tensor", label);
-    if (s.B == 0) {  // a BatchInfo without rows: number them after the ones seen so far
-        s.B = x.size(0);
-        for (int64_t b = 0; b < s.B; ++b) s.sequence_indices.push_back(s.sequences + b);
-    }
-    if (s.T < 0) s.T = x.size(1);
-    if (x.size(0) != s.B || x.size(1) != s.T)
-        throw common::Error::usage("analysis: " + label + ": shape " + shape_text(x) + " does not match the batch [" +
-                                   std::to_string(s.B) + "," + std::to_string(s.T) + ",H]")
-            .with("tensor", label);
-    if (s.hidden == 0) s.hidden = x.size(2);
-    if (x.size(2) != s.hidden)
-        throw common::Error::usage("analysis: " + label + ": hidden size " + std::to_string(x.size(2)) +
-                                   " differs from the earlier sites' " + std::to_string(s.hidden))
-            .with("tensor", label);
-    const int64_t B = s.B, T = s.T, H = s.hidden;
-    const auto device = x.device();
-
-    if (s.row_tokens.size() != static_cast<size_t>(B) || !s.pos_any.defined()) {
-        // First capture of the batch: allocate the per-batch state on the capture's device.
-        s.row_tokens.assign(static_cast<size_t>(B), T);
-        s.padded_positions = 0;
-        if (s.mask_cpu.defined()) {
-            auto lens = s.mask_cpu.sum(1).to(at::kLong).contiguous();
-            for (int64_t b = 0; b < B; ++b) s.row_tokens[static_cast<size_t>(b)] = lens.data_ptr<int64_t>()[b];
-            for (auto n : s.row_tokens) s.padded_positions += T - n;
-            if (s.padded_positions > 0) s.pad_device = s.mask_cpu.logical_not().unsqueeze(2).to(device);
-        }
-        s.pos_any = at::zeros({B, T, H}, x.options().dtype(at::kByte));
-        s.row_sites = at::zeros({B, H}, x.options().dtype(at::kInt));
-        s.row_hits = at::zeros({B, H}, x.options().dtype(at::kLong));
-        s.row_max = at::zeros({B, H}, x.options().dtype(at::kFloat));
-        if (!options_.sweep_thresholds.empty()) {
-            const auto K = static_cast<int64_t>(options_.sweep_thresholds.size());
-            s.pos_level = at::zeros({B, T, H}, x.options().dtype(at::kByte));
-            s.row_sweep_sites = at::zeros({K, B, H}, x.options().dtype(at::kInt));
-            if (!s.sweep_dim_positions.defined()) s.sweep_dim_positions = at::zeros({K, H}, x.options().dtype(at::kLong));
-        }
-    }
+    s.check_capture(label, x);
+    if (s.row_tokens.size() != static_cast<size_t>(s.B) || !s.pos_any.defined()) s.begin_captures(options_, x);
 
     if (site == extractor::Site::Residual) {
         if (options_.massive_top_k <= 0) return;
-        // Massive activations: per row, the median |x| and the top-k |x| over real positions.
-        auto a = x.abs().to(at::kFloat);  // [B,T,H]
-        auto & ml = s.massive[layer];
-        ml.layer = layer;
-        for (int64_t b = 0; b < B; ++b) {
-            auto row = a.select(0, b);  // [T,H]
-            at::Tensor positions;       // real positions of this row, as indices into T
-            if (s.mask_cpu.defined() && s.row_tokens[static_cast<size_t>(b)] < T) {
-                positions = s.mask_cpu.select(0, b).nonzero().view({-1});
-                row = row.index_select(0, positions.to(device));
-            }
-            if (row.numel() == 0) continue;
-            auto flat = row.reshape({-1});
-            const float median = flat.median().item<float>();
-            const int64_t k = std::min<int64_t>(options_.massive_top_k, flat.numel());
-            auto top = flat.topk(k);
-            auto values = std::get<0>(top).cpu().contiguous();
-            auto index = std::get<1>(top).cpu().contiguous();
-            const int64_t seq = s.sequence_indices[static_cast<size_t>(b)];
-            for (int64_t i = 0; i < k; ++i) {
-                const int64_t flat_i = index.data_ptr<int64_t>()[i];
-                int64_t t = flat_i / H;
-                if (positions.defined()) t = positions.data_ptr<int64_t>()[t];
-                const int64_t token = s.token_ids.defined() ? s.token_ids.data_ptr<int64_t>()[b * T + t] : -1;
-                ml.top.push_back({values.data_ptr<float>()[i], seq, t, static_cast<int32_t>(flat_i % H), median, token});
-            }
-            ml.medians.emplace_back(seq, median);
-        }
-        std::sort(ml.top.begin(), ml.top.end(), [](const MassiveEntry & p, const MassiveEntry & q) {
-            if (p.abs_value != q.abs_value) return p.abs_value > q.abs_value;
-            if (p.sequence_index != q.sequence_index) return p.sequence_index < q.sequence_index;
-            if (p.position != q.position) return p.position < q.position;
-            return p.dim < q.dim;
-        });
-        if (static_cast<int>(ml.top.size()) > options_.massive_top_k) ml.top.resize(static_cast<size_t>(options_.massive_top_k));
+        s.capture_massive(options_, layer, x);
         return;
     }
 
-    const auto key = std::make_pair(layer, site_code(site));
-    auto found = s.site_index.find(key);
-    if (found == s.site_index.end()) {
-        found = s.site_index.emplace(key, s.sites.size()).first;
-        s.sites.push_back({layer, ln_site_name(site)});
-        SiteAccumulator acc;
-        acc.hits = at::zeros({H}, x.options().dtype(at::kLong));
-        acc.max_abs = at::zeros({H}, x.options().dtype(at::kFloat));
-        acc.histogram = at::zeros({options_.histogram_spec.bins}, x.options().dtype(at::kLong));
-        if (!options_.sweep_thresholds.empty()) acc.sweep_level = at::zeros({H}, x.options().dtype(at::kInt));
-        s.acc.push_back(std::move(acc));
-    }
-    auto & acc = s.acc[found->second];
-    int64_t real = 0;
-    for (auto n : s.row_tokens) real += n;
-    acc.elements += real * H;
-    acc.padded_elements += s.padded_positions * H;
-    acc.sequences += B;
-    s.batch_sites += 1;
+    auto & acc = s.count_site(options_, site, layer, x);
 
 #if ANALYSIS_HAS_CUDA_KERNELS
     if (s.fused_fits(options_, acc, x)) {
@@ -506,54 +593,7 @@ void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::T
     }
 #endif
 
-    // The predecessor cast every capture to bf16 before thresholding, even in fp32 runs
-    // (docs/outlier-method.md#rounding).
-    at::Tensor v = x;
-    if (options_.round_bf16 && v.scalar_type() != at::kBFloat16) v = v.to(at::kBFloat16);
-    at::Tensor a = v.abs();                                 // [B,T,H], values' dtype
-    if (s.pad_device.defined()) a.masked_fill_(s.pad_device, 0);
-    at::Tensor row_max = at::amax(a, {1}).to(at::kFloat);   // [B,H]
-    at::Tensor hit = a.ge(options_.threshold);              // [B,T,H] bool (the scalar takes a's dtype, as in torch)
-    at::Tensor row_hits = hit.sum(1);                       // [B,H] int64
-    at::Tensor row_any = row_hits.gt(0);                    // [B,H] bool
-
-    acc.hits.add_(row_hits.sum(0));
-    acc.max_abs = at::maximum(acc.max_abs, at::amax(row_max, {0}));
-    if (options_.histogram) {
-        // Binned by the bf16 bit pattern (exact integer counts, no log pass): see HistogramSpec.
-        at::Tensor bits = (a.scalar_type() == at::kBFloat16 ? a : a.to(at::kBFloat16)).view(at::kShort);
-        at::Tensor bin = at::bitwise_right_shift(bits, 5).sub_(histogram_base(options_.histogram_spec))
-                             .clamp_(0, options_.histogram_spec.bins - 1);
-        // histc rather than bincount: CUDA bincount reads the input's min/max back to the host (a
-        // sync per capture); histc with a fixed range does not. Doubles keep the counts exact.
-        const auto bins = options_.histogram_spec.bins;
-        acc.histogram.add_(at::histc(bin.to(at::kDouble), bins, 0, bins).to(at::kLong));
-    }
-
-    s.row_sites.add_(row_any);
-    s.row_hits.add_(row_hits);
-    s.row_max = at::maximum(s.row_max, row_max);
-    auto any = s.row_layer_any.find(layer);
-    if (any == s.row_layer_any.end()) s.row_layer_any.emplace(layer, row_any);
-    else any->second.logical_or_(row_any);
-    s.pos_any.masked_fill_(hit, 1);
-
-    if (!options_.sweep_thresholds.empty()) {
-        // Level of each value: how many sweep thresholds it reaches (compared in a's dtype, as the
-        // primary threshold above; padding is 0 and reaches none).
-        const auto & sweep = options_.sweep_thresholds;
-        const auto K = static_cast<int64_t>(sweep.size());
-        at::Tensor level = a.ge(sweep[0]).to(at::kByte);  // [B,T,H]
-        for (size_t k = 1; k < sweep.size(); ++k) level.add_(a.ge(sweep[k]).to(at::kByte));
-        s.pos_level = at::maximum(s.pos_level, level);
-        at::Tensor row_level = at::amax(level, {1});  // [B,H] uint8
-        at::Tensor ks = at::arange(K, x.options().dtype(at::kByte)).view({K, 1, 1});
-        s.row_sweep_sites.add_(row_level.unsqueeze(0).gt(ks).to(at::kInt));
-        auto lv = s.row_layer_level.find(layer);
-        if (lv == s.row_layer_level.end()) s.row_layer_level.emplace(layer, row_level);
-        else lv->second = at::maximum(lv->second, row_level);
-        acc.sweep_level = at::maximum(acc.sweep_level, at::amax(row_level, {0}).to(at::kInt));
-    }
+    s.capture_aten(options_, acc, layer, x);
 }
 
 void OutlierAccumulator::warm_up(const at::Tensor & example) {
