@@ -105,6 +105,14 @@ struct SlurmRun {
         return false;
     }
     std::string journal() const { return tests::read_file(run_dir() + "/journal.jsonl"); }
+    // Starts the program on `config_path` and returns once its analysis job runs on the cluster.
+    common::ChildProcess start_running(const std::string & config_path) const {
+        auto child = start(args(config_path));
+        bool running = wait_for_state("analysis", "RUNNING", 600s);
+        INFO(tests::read_file(dir / "err.txt"), slurm.logs());
+        REQUIRE(running);
+        return child;
+    }
 
     tests::SlurmFixture slurm;
     tests::TempDir dir{"deploy-slurm"};
@@ -155,10 +163,8 @@ TEST_CASE("slurm deploy: the rehearsal runs through sbatch on the real cluster a
 
 TEST_CASE("slurm deploy: Ctrl-C while the job runs cancels it, proven by squeue, and exits 130") {
     SlurmRun t;
-    auto child = t.start(t.args(t.config("  on_failure: terminate\n  max_duration: 20m\n", 20000)));
-    bool running = t.wait_for_state("analysis", "RUNNING", 600s);
+    auto child = t.start_running(t.config("  on_failure: terminate\n  max_duration: 20m\n", 20000));
     INFO(tests::read_file(t.dir / "err.txt"), t.slurm.logs());
-    REQUIRE(running);
     std::this_thread::sleep_for(2s);
     ::kill(child.pid(), SIGINT);
     auto code = child.wait_for(180s);
@@ -173,7 +179,7 @@ TEST_CASE("slurm deploy: Ctrl-C while the job runs cancels it, proven by squeue,
 TEST_CASE("slurm deploy: a job past its time limit ends as TIMEOUT, reported as such, with its log home") {
     SlurmRun t;
     // One minute of --time (Slurm's smallest) for a run that needs several.
-    auto r = common::run_process(t.args(t.config("  on_failure: terminate\n  max_duration: 1m\n", 60000)), t.opts());
+    auto r = common::run_process(t.args(t.config("  on_failure: terminate\n  max_duration: 1m\n", 20000)), t.opts());
     INFO(r.out, r.err, t.slurm.logs());
     CHECK(r.exit_code != 0);
     CHECK(r.err.find("TIMEOUT") != std::string::npos);
@@ -186,10 +192,8 @@ TEST_CASE("slurm deploy: a job past its time limit ends as TIMEOUT, reported as 
 
 TEST_CASE("slurm deploy: a requeue by the administrator restarts the job within policy.max_requeues and the run still succeeds") {
     SlurmRun t;
-    auto child = t.start(t.args(t.config("  on_failure: terminate\n  max_duration: 20m\n  max_requeues: 1\n", 3000)));
-    bool running = t.wait_for_state("analysis", "RUNNING", 600s);
+    auto child = t.start_running(t.config("  on_failure: terminate\n  max_duration: 20m\n  max_requeues: 1\n", 800));
     INFO(tests::read_file(t.dir / "err.txt"), t.slurm.logs());
-    REQUIRE(running);
     const std::string job = t.job_id("analysis");
     auto rq = t.slurm.run({"scontrol", "requeue", job});
     INFO(rq.err);
@@ -204,10 +208,8 @@ TEST_CASE("slurm deploy: a requeue by the administrator restarts the job within 
 
 TEST_CASE("slurm deploy: a node set DOWN under the job is NODE_FAIL, reported, and with max_requeues 0 not retried") {
     SlurmRun t;
-    auto child = t.start(t.args(t.config("  on_failure: terminate\n  max_duration: 20m\n  max_requeues: 0\n", 20000)));
-    bool running = t.wait_for_state("analysis", "RUNNING", 600s);
+    auto child = t.start_running(t.config("  on_failure: terminate\n  max_duration: 20m\n  max_requeues: 0\n", 20000));
     INFO(tests::read_file(t.dir / "err.txt"), t.slurm.logs());
-    REQUIRE(running);
     REQUIRE(t.slurm.run({"scontrol", "update", "nodename=" + t.slurm.node(), "state=down", "reason=test"}).exit_code == 0);
     auto code = child.wait_for(300s);
     REQUIRE(code.has_value());
@@ -235,10 +237,8 @@ TEST_CASE("slurm deploy: a bad cluster definition is refused before anything rea
 
 TEST_CASE("slurm deploy: a SIGKILLed run is picked up by --resume, which follows the same job id from its saved offset") {
     SlurmRun t;
-    auto child = t.start(t.args(t.config("  on_failure: terminate\n  max_duration: 20m\n", 3000)));
-    bool running = t.wait_for_state("analysis", "RUNNING", 600s);
+    auto child = t.start_running(t.config("  on_failure: terminate\n  max_duration: 20m\n", 1500));
     INFO(tests::read_file(t.dir / "err.txt"), t.slurm.logs());
-    REQUIRE(running);
     std::this_thread::sleep_for(3s);  // some output has come home
     child.kill_hard();
     const std::string job = t.job_id("analysis");
