@@ -336,6 +336,8 @@ private:
         t.endpoint = ep;
         bifrost::ConnectOptions co;
         co.key_path = key;
+        if (site)  // a login node behind a bastion (the cluster definition's `jump:`)
+            for (const auto & h : st().batch->jump) co.jump.push_back(bifrost::JumpHost{h.user, h.host, h.port, h.key});
         co.known_hosts_path = dir_.path() + "/ssh/known_hosts";
         // While running, a host that refuses connections may still be booting or restarting sshd;
         // while finishing, the instance may be gone, so each remote call gets one short try.
@@ -628,11 +630,16 @@ private:
         if (found.offers.empty())
             throw common::Error(common::ErrorKind::Capacity, "site: " + chosen.provider + ":" + chosen.offer_id + " is no longer offered");
         auto site = broker_.provider(chosen.provider).batch_site(found.offers.front());
+        std::vector<JumpRecord> jump;
+        for (const auto & h : site.login.jump)
+            jump.push_back({h.host, h.port, h.user, h.key_path.empty() ? site.login.key_path : h.key_path});
         st().batch = BatchRecord{chosen.provider, chosen.offer_id, SshRecord{site.login.host, site.login.port, site.login.user},
-                                 site.login.key_path, site.work_dir, site.fetch_on_login, {}};
+                                 site.login.key_path, site.work_dir, std::move(jump), site.fetch_on_login, {}};
         save();
+        std::string via;
+        for (const auto & h : st().batch->jump) via += " via " + h.user + "@" + h.host + ":" + std::to_string(h.port);
         common::log::info("site: ", chosen.provider, ":", chosen.offer_id, " (", chosen.gpu_model, " x", chosen.gpu_count, ") through ",
-                          site.login.user, "@", site.login.host, ":", site.login.port, ", work directory ", site.work_dir);
+                          site.login.user, "@", site.login.host, ":", site.login.port, via, ", work directory ", site.work_dir);
     }
 
     // ---- build (batch): extract/analyze built by a CPU job on a compute node, cached by source hash

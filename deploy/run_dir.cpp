@@ -123,6 +123,7 @@ private:
 // No real run has more than a few offers (three per provider) or jobs (bootstrap, fetch, analysis).
 constexpr size_t kMaxOffers = 1000;
 constexpr size_t kMaxJobs = 64;
+constexpr size_t kMaxJumps = 8;  // bifrost's own bound on a chain
 
 template <class T>
 void put(nlohmann::json & j, const char * key, const std::optional<T> & v) {
@@ -178,7 +179,9 @@ nlohmann::json to_json(const RunState & s) {
                                  {"login_key", b.login_key},
                                  {"work_dir", b.work_dir},
                                  {"fetch_on_login", b.fetch_on_login},
+                                 {"jump", nlohmann::json::array()},
                                  {"jobs", nlohmann::json::object()}};
+        for (const auto & h : b.jump) o["jump"].push_back({{"host", h.host}, {"port", h.port}, {"user", h.user}, {"key", h.key}});
         for (const auto & [role, job] : b.jobs) {
             auto & r = o["jobs"][role] = {{"id", job.id},       {"name", job.name},         {"output_path", job.output_path},
                                           {"offset", job.offset}, {"restarts", job.restarts}, {"submitted_unix", job.submitted_unix}};
@@ -272,7 +275,16 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
         auto login = b.object("login");
         BatchRecord rec{b.string("provider"), b.string("offer_id"),
                         SshRecord{login.string("host"), login.integer<int>("port", 22), login.string("user")},
-                        b.string("login_key"), b.string("work_dir"), b.boolean("fetch_on_login", true), {}};
+                        b.string("login_key"), b.string("work_dir"), {}, b.boolean("fetch_on_login", true), {}};
+        if (b.has("jump")) {
+            const auto & hops = b.json().at("jump");
+            if (!hops.is_array()) b.fail("jump", "an array");
+            if (hops.size() > kMaxJumps) b.fail("jump", "at most " + std::to_string(kMaxJumps) + " jump hosts");
+            for (size_t n = 0; n < hops.size(); ++n) {
+                Reader h(hops[n], source, "batch.jump[" + std::to_string(n) + "]");
+                rec.jump.push_back({h.string("host"), h.integer<int>("port", 22), h.string("user"), h.string("key")});
+            }
+        }
         auto jobs = b.object("jobs");
         if (jobs.json().size() > kMaxJobs) b.fail("jobs", "at most " + std::to_string(kMaxJobs) + " jobs");
         for (const auto & [role, value] : jobs.json().items()) {

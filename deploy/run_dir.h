@@ -110,6 +110,14 @@ struct BatchJobRecord {
     double submitted_unix = 0;
 };
 
+// A jump host on the way to a batch site's login node (broker::SshHop).
+struct JumpRecord {
+    std::string host;
+    int port = 22;
+    std::string user;
+    std::string key;
+};
+
 // Where a batch run prepares its work (broker::BatchSite) and the jobs it submitted there.
 struct BatchRecord {
     std::string provider;
@@ -117,6 +125,7 @@ struct BatchRecord {
     SshRecord login;
     std::string login_key;  // the key the site's definition names for its login node
     std::string work_dir;
+    std::vector<JumpRecord> jump;  // first hop first; empty: the login node is reached directly
     bool fetch_on_login = true;
     std::map<std::string, BatchJobRecord> jobs;  // by role: build | fetch | analysis
 };

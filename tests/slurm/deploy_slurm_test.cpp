@@ -355,3 +355,21 @@ TEST_CASE("slurm deploy: the built-in rehearsal with --provider slurm runs on th
     CHECK(t.slurm_state(run) == "COMPLETED");
     CHECK(t.slurm.run({"squeue", "--noheader", "--states=all", "--jobs=" + run, "--format=%b"}).out.find("gpu") == std::string::npos);
 }
+
+TEST_CASE("slurm deploy: a login node behind a bastion (jump:) is reached through it for the push, the jobs and the pull") {
+    SlurmRun t;
+    // The bastion: its own sshd and client key, logging each forward it makes (LogLevel DEBUG).
+    tests::SshdFixture bastion(std::vector<std::string>{"LogLevel DEBUG"});
+    t.broker_config = t.slurm.write_broker_config(t.dir / "broker-jump.yaml",
+                                                  "      jump:\n        - {login: " + bastion.target() + ", key: " + bastion.client_key() + "}\n");
+    auto r = common::run_process(t.args(t.config()), t.opts());
+    INFO(r.out, r.err, t.slurm.logs());
+    REQUIRE(r.exit_code == 0);
+    CHECK(outlier_dims(t.run_dir()) == std::set<int>{7, 42});
+    auto jump = t.state()["batch"]["jump"];
+    REQUIRE(jump.size() == 1);
+    CHECK(jump[0]["port"] == bastion.port());
+    // Every login-node session went through the bastion: it forwarded to the login node's port.
+    CHECK(bastion.server().log_text().find("target 127.0.0.1 port " + std::to_string(t.slurm.login().port())) != std::string::npos);
+    CHECK(r.err.find("via " + bastion.target()) != std::string::npos);
+}
