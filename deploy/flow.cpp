@@ -12,6 +12,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -54,6 +55,38 @@ std::string value_from_log(const std::string & log_path, const std::string & key
     return found;
 }
 
+// A job's log as it is copied home into RUN_DIR/logs/<name>.log from a saved byte offset. The file
+// holds exactly the bytes before that offset (a tail written after the last saved offset, by a crash
+// between write and save, is cut), so nothing is repeated; each complete line is echoed as
+// "<name>: <line>". A partial line longer than 64 KiB is not echoed (the file still has it).
+class JobLog {
+public:
+    JobLog(const std::string & path, uint64_t offset, std::string name) : name_(std::move(name)) {
+        std::error_code ec;
+        if (fs::exists(path) && fs::file_size(path, ec) > offset) fs::resize_file(path, offset, ec);
+        file_.open(path, std::ios::app | std::ios::binary);
+    }
+    // Appends `data`; `on_line` sees each complete line before it is echoed.
+    void write(std::string_view data, const std::function<void(const std::string &)> & on_line = {}) {
+        file_.write(data.data(), static_cast<std::streamsize>(data.size()));
+        partial_.append(data);
+        size_t nl;
+        while ((nl = partial_.find('\n')) != std::string::npos) {
+            std::string line = partial_.substr(0, nl);
+            partial_.erase(0, nl + 1);
+            if (on_line) on_line(line);
+            common::log::info(name_, ": ", line);
+        }
+        if (partial_.size() > 64 * 1024) partial_.clear();
+    }
+    void flush() { file_.flush(); }
+
+private:
+    std::string name_;
+    std::ofstream file_;
+    std::string partial_;
+};
+
 std::string tail_lines(const std::string & path, size_t n) {
     std::ifstream in(path);
     std::vector<std::string> lines;
@@ -70,13 +103,11 @@ std::string tail_lines(const std::string & path, size_t n) {
 class Flow {
 public:
     Flow(RunConfig config, FlowOptions options, RunDir dir)
-        : cfg_(std::move(config)), opt_(std::move(options)), dir_(std::move(dir)), broker_(opt_.broker),
+        : cfg_(std::move(config)), opt_(std::move(options)), batch_(is_batch(cfg_)), dir_(std::move(dir)), broker_(opt_.broker),
           clock_(*opt_.broker.clock), finished_before_(dir_.step_done("finish")) {}
 
     int run(const common::Output & out) {
         if (finished_before_) return summarize_finished(out);
-        const auto & ps = cfg_.resources.providers;
-        batch_ = !ps.empty() && broker::provider_caps(ps.front()).batch_jobs;
         auto report = run_steps(batch_ ? batch_steps() : instance_steps(), Step{"finish", [this](StepContext & c) { finish(c); }, 10min},
                                 dir_, clock_, [this](const RunReport & r) {
                                     outcome_ = !r.first_failure ? Outcome::Succeeded
@@ -90,6 +121,11 @@ public:
     }
 
 private:
+    // The run's providers are a batch scheduler (validate() refuses mixing one with other providers).
+    static bool is_batch(const RunConfig & c) {
+        return !c.resources.providers.empty() && broker::provider_caps(c.resources.providers.front()).batch_jobs;
+    }
+
     // A machine of our own: rent it, wait until SSH reaches its GPUs, and run there.
     std::vector<Step> instance_steps() {
         const double deadline_s = cfg_.policy.max_duration_s;
@@ -265,11 +301,21 @@ private:
         throw last ? *last : common::Error(common::ErrorKind::Capacity, "create: no provider to try");
     }
 
+    // An instance (or job) of this run that may still bill, found by its name in `provider`'s own
+    // listing: what a crash between the provider's answer and our state write leaves. `role` empty:
+    // any role.
+    std::optional<broker::Instance> find_ours(const std::string & provider, const std::string & run_id, const std::string & role = "") {
+        for (auto & i : broker_.provider(provider).list()) {
+            auto n = broker::parse_instance_name(i.name);
+            if (n && n->run_id == run_id && (role.empty() || n->role == role) && broker::may_bill(i.status)) return i;
+        }
+        return std::nullopt;
+    }
+
     bool adopt_existing(const std::string & run_id) {
         for (const auto & p : providers()) {
-            for (const auto & i : broker_.provider(p).list()) {
-                auto n = broker::parse_instance_name(i.name);
-                if (!n || n->run_id != run_id || !broker::may_bill(i.status)) continue;
+            if (auto found = find_ours(p, run_id)) {
+                const auto & i = *found;
                 st().instance = InstanceRecord{.provider = i.provider,
                                                .id = i.id,
                                                .name = i.name,
@@ -506,25 +552,9 @@ private:
             st().jobs[name] = JobRecord{};
             save();
         }
-        std::string log_path = dir_.logs_dir() + "/" + name + ".log";
-        uint64_t offset = st().jobs[name].offset;
-        {
-            // The local file holds exactly the bytes before `offset`: trim a tail written after the
-            // last saved offset (a crash between write and save), so nothing is repeated.
-            std::error_code ec;
-            if (fs::exists(log_path) && fs::file_size(log_path, ec) > offset) fs::resize_file(log_path, offset, ec);
-        }
-        std::ofstream log(log_path, std::ios::app | std::ios::binary);
-        std::string partial;
-        auto on_data = [&](std::string_view s) {
-            log.write(s.data(), static_cast<std::streamsize>(s.size()));
-            partial.append(s);
-            size_t nl;
-            while ((nl = partial.find('\n')) != std::string::npos) {
-                common::log::info(name, ": ", partial.substr(0, nl));
-                partial.erase(0, nl + 1);
-            }
-        };
+        const uint64_t offset = st().jobs[name].offset;
+        JobLog log(dir_.logs_dir() + "/" + name + ".log", offset, name);
+        auto on_data = [&](std::string_view s) { log.write(s); };
         // A batch site's login node (the Hub download) costs nothing and has no instance yet.
         const double price = st().instance ? st().instance->price_usd_per_hour : 0.0;
         const double created = st().instance ? st().instance->created_unix.value_or(clock_.unix_now()) : clock_.unix_now();
@@ -541,9 +571,7 @@ private:
                 job.exit_code = p.info.exit_code.value_or(-1);
             }
             save();
-            if (p.info.state == "running" && over_budget(cfg_.policy, price, clock_.unix_now() - created))
-                throw common::Error(common::ErrorKind::Quota, name + ": stopped at the cost cap of $" +
-                                                                  std::to_string(*cfg_.policy.max_cost_usd) + " (policy.max_cost_usd)");
+            if (p.info.state == "running" && over_budget(cfg_.policy, price, clock_.unix_now() - created)) throw cost_cap_error(name);
         };
         fo.wait = [&] { return deadline.sleep(seconds(opt_.poll_s)); };
         auto last = c.follow_job(name, offset, on_data, fo);
@@ -551,6 +579,16 @@ private:
             throw common::Error(common::ErrorKind::Timeout, name + ": still running at its deadline of " +
                                                                 common::format_duration(common::to_seconds(deadline.budget())));
         return last.info;
+    }
+
+    common::Error cost_cap_error(const std::string & job) const {
+        return common::Error(common::ErrorKind::Quota,
+                             job + ": stopped at the cost cap of $" + std::to_string(*cfg_.policy.max_cost_usd) + " (policy.max_cost_usd)");
+    }
+
+    common::Error hub_refused_error() const {
+        return common::Error(common::ErrorKind::Auth, "fetch: " + cfg_.model.hub_id + ": the Hub refused the download; set " +
+                                                          cfg_.hf_token_env + " and accept the model's licence");
     }
 
     void require_success(const bifrost::JobInfo & info, const std::string & what) {
@@ -596,9 +634,7 @@ private:
                 fetch_in_batch_job(words, env, ctx.deadline);
             } else {
                 auto info = follow_job("fetch", bifrost::Command::args(words), env, ctx.deadline);
-                if (info.state != "succeeded" && info.exit_code == 3)
-                    throw common::Error(common::ErrorKind::Auth, "fetch: " + cfg_.model.hub_id + ": the Hub refused the download; set " +
-                                                                     cfg_.hf_token_env + " and accept the model's licence");
+                if (info.state != "succeeded" && info.exit_code == 3) throw hub_refused_error();
                 require_success(info, "fetch");
             }
             st().model_dir = value_from_log(dir_.logs_dir() + "/fetch.log", "model_dir");
@@ -676,10 +712,8 @@ private:
         submit_batch("fetch", body, false, false, common::to_seconds(deadline.remaining()));
         try {
             follow_batch("fetch", deadline, 0);
-        } catch (const common::Error & e) {
-            if (st().batch->jobs.at("fetch").exit_code == 3)
-                throw common::Error(common::ErrorKind::Auth, "fetch: " + cfg_.model.hub_id + ": the Hub refused the download; set " +
-                                                                 cfg_.hf_token_env + " and accept the model's licence");
+        } catch (const common::Error &) {
+            if (st().batch->jobs.at("fetch").exit_code == 3) throw hub_refused_error();
             throw;
         }
     }
@@ -707,14 +741,11 @@ private:
         if (b.jobs.count(role)) return;
         const std::string run_id = dir_.run_info().value("instance_run_id", "");
         const std::string name_role = role == "analysis" ? "main" : role;  // instance names allow [a-z0-9]
-        auto & provider = broker_.provider(b.provider);
         const std::string output = layout().run_dir + "/" + role + ".out";
-        for (const auto & i : provider.list()) {
-            auto n = broker::parse_instance_name(i.name);
-            if (!n || n->run_id != run_id || n->role != name_role || !broker::may_bill(i.status)) continue;
-            b.jobs[role] = BatchJobRecord{i.id, i.name, output, 0, 0, std::nullopt, std::nullopt, clock_.unix_now()};
+        if (auto i = find_ours(b.provider, run_id, name_role)) {
+            b.jobs[role] = BatchJobRecord{i->id, i->name, output, 0, 0, std::nullopt, std::nullopt, clock_.unix_now()};
             save();
-            common::log::warn(role, ": adopted ", i.provider, ":", i.id, " submitted by an earlier attach of this run");
+            common::log::warn(role, ": adopted ", i->provider, ":", i->id, " submitted by an earlier attach of this run");
             return;
         }
         broker::CreateOptions o;
@@ -745,48 +776,53 @@ private:
         common::log::info(role, ": submitted ", r.instance.provider, ":", r.instance.id, " (", r.instance.name, ")");
     }
 
-    // Copies new bytes of the job's output file home (RUN_DIR/logs/<role>.log), a bounded chunk per
-    // call; returns how many arrived. Start lines the job prints (one per start) count its restarts.
-    uint64_t read_batch_output(const std::string & role, std::ofstream & log, std::string & partial) {
+    // Runs `line` on the login node; its stdout (at most `max_bytes`) into `out`, the start of its
+    // stderr into `err`. Returns the exit code.
+    int exec_read(const std::string & line, size_t max_bytes, std::string & out, std::string & err) {
+        return client().exec(
+            bifrost::Command::sh(line), {}, [&](std::string_view d) { out.append(d.substr(0, max_bytes - std::min(max_bytes, out.size()))); },
+            [&](std::string_view d) { err.append(d.substr(0, 400 - std::min<size_t>(400, err.size()))); });
+    }
+
+    // Copies the next bounded chunk of the job's output file into `log`; returns how many bytes
+    // arrived. The start line the job prints at each start counts its restarts.
+    uint64_t read_batch_output(const std::string & role, JobLog & log) {
         auto & job = st().batch->jobs.at(role);
         constexpr uint64_t kChunk = 4 << 20;
-        std::string data;
-        bifrost::ExecOptions eo;
-        std::string err;
         const std::string f = common::sh_quote(job.output_path);
-        int rc = client().exec(bifrost::Command::sh("if [ -f " + f + " ]; then tail -c +" + std::to_string(job.offset + 1) + " " + f +
-                                                    " | head -c " + std::to_string(kChunk) + "; fi"),
-                               eo, [&](std::string_view d) { if (data.size() <= kChunk) data.append(d); },
-                               [&](std::string_view d) { err.append(d.substr(0, 400)); });
-        if (rc != 0) throw common::Error(common::ErrorKind::Network, role + ": could not read " + job.output_path + ": " + err);
-        if (data.size() > kChunk) data.resize(kChunk);
-        log.write(data.data(), static_cast<std::streamsize>(data.size()));
+        std::string data, err;
+        if (exec_read("if [ -f " + f + " ]; then tail -c +" + std::to_string(job.offset + 1) + " " + f + " | head -c " +
+                          std::to_string(kChunk) + "; fi",
+                      kChunk, data, err) != 0)
+            throw common::Error(common::ErrorKind::Network, role + ": could not read " + job.output_path + ": " + err);
+        log.write(data, [&](const std::string & line) {
+            auto r = broker::batch_restart_of(line);
+            if (!r) return;
+            if (*r > job.restarts) {
+                dir_.append({.step = "run", .event = "note", .unix_s = clock_.unix_now(),
+                             .message = role + ": the cluster restarted the job (start " + std::to_string(*r + 1) + ")"});
+                common::log::warn(role, ": the cluster restarted the job (restart ", *r, ")");
+            }
+            job.restarts = std::max(job.restarts, *r);
+        });
         log.flush();
         job.offset += data.size();
-        partial.append(data);
-        size_t nl;
-        while ((nl = partial.find('\n')) != std::string::npos) {
-            std::string line = partial.substr(0, nl);
-            partial.erase(0, nl + 1);
-            if (auto r = broker::batch_restart_of(line)) {
-                if (*r > job.restarts) {
-                    dir_.append({.step = "run", .event = "note", .unix_s = clock_.unix_now(),
-                                 .message = role + ": the cluster restarted the job (start " + std::to_string(*r + 1) + ")"});
-                    common::log::warn(role, ": the cluster restarted the job (restart ", *r, ")");
-                }
-                job.restarts = std::max(job.restarts, *r);
-            }
-            common::log::info(role, ": ", line);
-        }
-        if (partial.size() > 64 * 1024) partial.clear();  // a line that long is not echoed; the log file has it
         return data.size();
     }
 
+    // Reads the job's output to its current end.
+    void drain_batch_output(const std::string & role, JobLog & log) {
+        while (read_batch_output(role, log) > 0 && !common::interrupted()) {
+        }
+    }
+
+    JobLog batch_log(const std::string & role) {
+        return JobLog(dir_.logs_dir() + "/" + role + ".log", st().batch->jobs.at(role).offset, role);
+    }
+
     std::optional<int> batch_exit_code(const std::string & role) {
-        std::string text;
-        auto & job = st().batch->jobs.at(role);
-        client().exec(bifrost::Command::sh("cat " + common::sh_quote(job.output_path + ".exit") + " 2>/dev/null | head -c 32"), {},
-                      [&](std::string_view d) { text.append(d); }, [](std::string_view) {});
+        std::string text, err;
+        exec_read("cat " + common::sh_quote(st().batch->jobs.at(role).output_path + ".exit") + " 2>/dev/null | head -c 32", 32, text, err);
         int code = 0;
         auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), code);
         if (ec != std::errc() || p == text.data()) return std::nullopt;
@@ -798,14 +834,7 @@ private:
     // Returns when it completed; throws what its end means (docs in deploy/README.md).
     void follow_batch(const std::string & role, const common::Deadline & deadline, int max_restarts) {
         auto & provider = broker_.provider(st().batch->provider);
-        std::string log_path = dir_.logs_dir() + "/" + role + ".log";
-        {
-            auto & job = st().batch->jobs.at(role);
-            std::error_code ec;  // the local file holds exactly the bytes before the saved offset
-            if (fs::exists(log_path) && fs::file_size(log_path, ec) > job.offset) fs::resize_file(log_path, job.offset, ec);
-        }
-        std::ofstream log(log_path, std::ios::app | std::ios::binary);
-        std::string partial;
+        JobLog log = batch_log(role);
         double next_state = 0;
         std::string last_raw;
         while (true) {
@@ -817,8 +846,7 @@ private:
                 asked = true;
                 next_state = clock_.unix_now() + opt_.scheduler_poll_s;
             }
-            while (read_batch_output(role, log, partial) > 0 && !common::interrupted()) {
-            }
+            drain_batch_output(role, log);
             save();
             if (job.restarts > max_restarts) {
                 provider.terminate(job.id);
@@ -835,8 +863,7 @@ private:
                     last_raw = raw;
                 }
                 if (!now || now->status == broker::InstanceStatus::Terminated) {
-                    while (read_batch_output(role, log, partial) > 0) {
-                    }
+                    drain_batch_output(role, log);
                     job.end_state = now ? now->status_raw : "";
                     job.exit_code = batch_exit_code(role);
                     save();
@@ -845,8 +872,7 @@ private:
                 if (role == "analysis" && st().instance && now->status == broker::InstanceStatus::Running &&
                     over_budget(cfg_.policy, st().instance->price_usd_per_hour,
                                 clock_.unix_now() - st().instance->created_unix.value_or(clock_.unix_now())))
-                    throw common::Error(common::ErrorKind::Quota, role + ": stopped at the cost cap of $" +
-                                                                      std::to_string(*cfg_.policy.max_cost_usd) + " (policy.max_cost_usd)");
+                    throw cost_cap_error(role);
             }
             common::throw_if_interrupted();
             if (!deadline.sleep(seconds(opt_.poll_s)))
@@ -929,11 +955,9 @@ private:
         if (host_unreachable_) return;
         try {
             if (client_) client_->set_reconnect_window(0);
-            for (auto & [role, job] : st().batch->jobs) {
-                std::ofstream log(dir_.logs_dir() + "/" + role + ".log", std::ios::app | std::ios::binary);
-                std::string partial;
-                while (read_batch_output(role, log, partial) > 0) {
-                }
+            for (const auto & entry : st().batch->jobs) {
+                JobLog log = batch_log(entry.first);
+                drain_batch_output(entry.first, log);
             }
             save();
             RemoteLayout l = layout();
@@ -1148,7 +1172,7 @@ private:
 
     RunConfig cfg_;
     FlowOptions opt_;
-    bool batch_ = false;  // the providers are a batch scheduler (caps().batch_jobs): batch_steps()
+    const bool batch_;  // the providers are a batch scheduler (caps().batch_jobs): batch_steps()
     RunDir dir_;
     broker::Broker broker_;
     common::Clock & clock_;

@@ -71,16 +71,30 @@ std::string config_error(const std::string & yaml) {
     return "(accepted)";
 }
 
-// Submits one of our jobs with one GPU through the provider (the offer from a fresh search).
-Instance create_job(Broker & b, const std::string & run, long long lifetime_s,
-                    std::vector<std::pair<std::string, std::string>> env = {}) {
+// Broker options for the cluster: its broker config (`extra` inside the cluster's mapping) and a
+// state folder under `dir`.
+BrokerOptions broker_options(const tests::SlurmFixture & slurm, const tests::TempDir & dir, const std::string & extra = "") {
+    BrokerOptions bo;
+    bo.config_path = slurm.write_broker_config(dir / "broker.yaml", extra);
+    bo.state_dir = dir / "state";
+    return bo;
+}
+
+// The cluster's one-GPU offer, from a fresh search.
+Offer one_gpu_offer(Broker & b) {
     OfferFilter f;
     f.providers = {"slurm"};
     f.gpu_count = 1;
     auto offers = b.search(f, SortKey::Price, 0).offers;
     REQUIRE(offers.size() == 1);
+    return offers[0];
+}
+
+// Submits one of our jobs with one GPU through the provider (the offer from a fresh search).
+Instance create_job(Broker & b, const std::string & run, long long lifetime_s,
+                    std::vector<std::pair<std::string, std::string>> env = {}) {
     CreateRequest r;
-    r.offer = offers[0];
+    r.offer = one_gpu_offer(b);
     r.deadline_unix = static_cast<long long>(common::real_clock().unix_now()) + lifetime_s;
     r.name = "tk-" + run + "-main-dl" + std::to_string(r.deadline_unix);
     r.env = std::move(env);
@@ -278,10 +292,7 @@ TEST_CASE("slurm wire: squeue rows map states, GPUs and uptime, and a job name w
 TEST_CASE("slurm: search lists the partition's GPU shapes and idle counts from the real sinfo") {
     tests::SlurmFixture slurm;
     tests::TempDir dir;
-    BrokerOptions bo;
-    bo.config_path = slurm.write_broker_config(dir / "broker.yaml", "      price_usd_per_gpu_hour: 0.25\n");
-    bo.state_dir = dir / "state";
-    Broker b(bo);
+    Broker b(broker_options(slurm, dir, "      price_usd_per_gpu_hour: 0.25\n"));
     OfferFilter f;
     f.providers = {"slurm"};
     auto found = b.search(f, SortKey::Price, 0);
@@ -419,10 +430,7 @@ bool wait_state(const tests::SlurmFixture & slurm, const std::string & job, cons
 TEST_CASE("slurm: ends the cluster decides are reported as such: node set DOWN is NODE_FAIL (no requeue), past --time is TIMEOUT") {
     tests::SlurmFixture slurm;
     tests::TempDir dir;
-    BrokerOptions bo;
-    bo.config_path = slurm.write_broker_config(dir / "broker.yaml");
-    bo.state_dir = dir / "state";
-    Broker b(bo);
+    Broker b(broker_options(slurm, dir));
     auto& p = b.provider("slurm");
 
     auto node_job = create_job(b, "down", 3600);
@@ -455,36 +463,26 @@ TEST_CASE("slurm: ends the cluster decides are reported as such: node set DOWN i
 TEST_CASE("slurm: a batch job runs its script and ends, its output appended in the shared directory with its exit code beside it") {
     tests::SlurmFixture slurm;
     tests::TempDir dir;
-    BrokerOptions bo;
-    bo.config_path = slurm.write_broker_config(dir / "broker.yaml");
-    bo.state_dir = dir / "state";
-    Broker b(bo);
-    OfferFilter f;
-    f.providers = {"slurm"};
-    f.gpu_count = 1;
-    auto offers = b.search(f, SortKey::Price, 0).offers;
-    REQUIRE(offers.size() == 1);
-    auto site = b.provider("slurm").batch_site(offers[0]);
+    Broker b(broker_options(slurm, dir));
+    const Offer offer = one_gpu_offer(b);
+    auto site = b.provider("slurm").batch_site(offer);
     CHECK(site.work_dir == slurm.shared_dir());
     CHECK(site.login.port == slurm.login().port());
     const std::string out = slurm.shared_dir() + "/jobs/one.out";
     CreateRequest r;
-    r.offer = offers[0];
+    r.offer = offer;
     r.deadline_unix = static_cast<long long>(common::real_clock().unix_now()) + 600;
     r.name = "tk-batch1-build-dl" + std::to_string(r.deadline_unix);
-    // A body that a naive here-document or shell splice would break: quotes, $, and a line that ends the outer document.
+    // A body that a naive shell splice would break: quotes and $ stay literal.
     r.batch = BatchScript{"echo 'it ran: $HOME stays literal'\necho \"gres: ${SLURM_JOB_GPUS:-none}\"\nexit 3", out, false};
     auto inst = b.provider("slurm").create(r);
     const std::string job = inst.id.substr(inst.id.find('/') + 1);
-    std::string state;
-    for (int i = 0; i < 300; ++i) {
-        auto now = b.provider("slurm").get(inst.id);
-        state = now ? now->status_raw : "(gone)";
-        if (now && now->status == InstanceStatus::Terminated) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
     INFO(slurm.logs());
-    CHECK(state == "FAILED");  // exit 3
+    REQUIRE(wait_state(slurm, job, "FAILED", 30));  // exit 3
+    auto seen = b.provider("slurm").get(inst.id);
+    REQUIRE(seen);
+    CHECK(seen->status == InstanceStatus::Terminated);
+    CHECK(seen->status_raw == "FAILED");
     std::ifstream in(out);
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     CHECK(text.find("toolkit-batch: start job " + job + " restart 0 on ") != std::string::npos);

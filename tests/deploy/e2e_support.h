@@ -1,7 +1,8 @@
 // What the end-to-end tests of deploy_and_analyze (e2e_test.cpp, sweep_e2e_test.cpp) share: a test
 // folder whose broker state and ledger the program is pointed at, the remote build cache seeded from
 // the host build, the options a run gets, and readers of what a run directory and the broker state
-// hold. Built into deploy_e2e_tests only (it uses that target's DEPLOY_BIN, DEPLOY_REMOTE_CACHE, ...).
+// hold. Built as the deploy_e2e_support library (tests/deploy/CMakeLists.txt), which carries DEPLOY_BIN,
+// DEPLOY_REMOTE_CACHE and the other program paths for deploy_e2e_tests and deploy_slurm_tests.
 #pragma once
 
 #include <set>
