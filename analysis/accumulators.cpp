@@ -211,6 +211,7 @@ struct OutlierAccumulator::State {
     bool fused = false;
     at::Tensor scratch_hits, scratch_max;
     int64_t fused_captures = 0;
+    int64_t fused_expert_captures = 0;
 
     // on_capture's phases (the per-capture hot path: tensors by reference, nothing copied or synced
     // beyond what the single function did), defined next to it.
@@ -711,6 +712,50 @@ void OutlierAccumulator::on_experts(int layer, const extractor::ExpertCapture & 
     auto & e = found->second;
     if (e.tokens.size(0) != c.experts || e.tokens.device() != device)
         throw common::Error::internal("analysis: " + label + ": the expert count or device changed between batches");
+    // Padding is not data: only real tokens count (the mask of this batch's B*T tokens).
+    const int64_t n = c.top_i.size(0), K = c.top_i.size(1);
+    if (s.mask_cpu.defined()) {
+        if (!s.real_tokens.defined() || s.real_tokens.device() != device) s.real_tokens = s.mask_cpu.reshape({-1}).to(device);
+        if (c.first_token + n > s.real_tokens.numel())
+            throw common::Error::internal("analysis: " + label + ": tokens beyond the batch");
+    }
+#if ANALYSIS_HAS_CUDA_KERNELS
+    if (s.fused && c.down.is_cuda() && c.experts <= cuda_kernels::kMaxExperts && c.down.numel() > 0 &&
+        (c.down.scalar_type() == at::kBFloat16 || c.down.scalar_type() == at::kHalf || c.down.scalar_type() == at::kFloat)) {
+        // One read of each routed row, tallied per expert in shared memory: the ATen chain below
+        // reads [S,H] once more and settles S contended atomics per statistic.
+        const at::Tensor down = c.down.contiguous();
+        const at::Tensor slot_row = c.slot_row.scalar_type() == at::kInt ? c.slot_row.contiguous() : c.slot_row.to(at::kLong).contiguous();
+        const at::Tensor expert = c.top_i.reshape({-1}).to(at::kLong).contiguous();  // [S]
+        cuda_kernels::ExpertArgs args;
+        args.down = down.data_ptr();
+        args.down_dtype = kernel_dtype(down.scalar_type());
+        args.round_bf16 = options_.round_bf16;
+        args.H = down.size(1);
+        args.S = S;
+        args.K = static_cast<int>(K);
+        args.E = static_cast<int>(c.experts);
+        args.slot_row = slot_row.data_ptr();
+        args.slot_row_int64 = slot_row.scalar_type() == at::kLong;
+        args.expert = expert.data_ptr<int64_t>();
+        at::Tensor real;  // [n] uint8
+        if (s.mask_cpu.defined()) {
+            real = s.real_tokens.narrow(0, c.first_token, n).to(at::kByte).contiguous();
+            args.real = real.data_ptr<uint8_t>();
+        }
+        args.threshold = threshold_as(options_.threshold, options_.round_bf16 ? at::kBFloat16 : down.scalar_type());
+        args.tokens = reinterpret_cast<unsigned long long *>(e.tokens.data_ptr<int64_t>());
+        args.hit_tokens = reinterpret_cast<unsigned long long *>(e.hit_tokens.data_ptr<int64_t>());
+        args.max_abs = e.max_abs.data_ptr<float>();
+        const c10::cuda::CUDAGuard guard(device);
+        const cudaError_t err = cuda_kernels::accumulate_experts(args, c10::cuda::getCurrentCUDAStream(device.index()).stream());
+        if (err != cudaSuccess)
+            throw common::Error::internal("analysis: " + label + ": fused expert kernel: " + cudaGetErrorString(err))
+                .with("tensor", label);
+        s.fused_expert_captures += 1;
+        return;
+    }
+#endif
     // max |x| per row in one pass (the inf-norm); bf16 rounding is monotone, so rounding the max
     // equals the max of the rounded values (the layer-norm sites' rule, docs/outlier-method.md#rounding).
     at::Tensor row_max = at::linalg_vector_norm(c.down, std::numeric_limits<double>::infinity(), at::IntArrayRef{1});  // [S]
@@ -718,13 +763,8 @@ void OutlierAccumulator::on_experts(int layer, const extractor::ExpertCapture & 
     at::Tensor slot_max = row_max.index_select(0, c.slot_row.to(at::kLong));     // [S] slot order
     at::Tensor slot_hit = slot_max.ge(options_.threshold);                        // [S]
     at::Tensor expert = c.top_i.reshape({-1}).to(at::kLong);                      // [S]
-    // Padding is not data: only real tokens count (the mask of this batch's B*T tokens).
     at::Tensor real;
     if (s.mask_cpu.defined()) {
-        if (!s.real_tokens.defined() || s.real_tokens.device() != device) s.real_tokens = s.mask_cpu.reshape({-1}).to(device);
-        const int64_t n = c.top_i.size(0), K = c.top_i.size(1);
-        if (c.first_token + n > s.real_tokens.numel())
-            throw common::Error::internal("analysis: " + label + ": tokens beyond the batch");
         real = s.real_tokens.narrow(0, c.first_token, n).unsqueeze(1).expand({n, K}).reshape({-1});  // [S]
         slot_hit = slot_hit.logical_and(real);
     }
@@ -858,6 +898,7 @@ Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const
 }
 
 int64_t OutlierAccumulator::fused_captures() const { return state_->fused_captures; }
+int64_t OutlierAccumulator::fused_expert_captures() const { return state_->fused_expert_captures; }
 
 CheckpointSink::CheckpointSink(OutlierAccumulator & inner, std::string path, int64_t every_batches, nlohmann::json metadata)
     : inner_(inner), path_(std::move(path)), every_batches_(every_batches), metadata_(std::move(metadata)) {

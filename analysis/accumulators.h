@@ -65,6 +65,8 @@ public:
     // Captures accumulated by the fused CUDA pass so far (0 where it is not built, is switched off,
     // or the captures were on the CPU).
     int64_t fused_captures() const;
+    // Expert captures (`--expert-stats`) the fused per-expert pass took, likewise.
+    int64_t fused_expert_captures() const;
 
 private:
     struct State;

@@ -7,7 +7,7 @@
 # --overhead [OUT_DIR]: the forward overhead of perplexity + expert stats + the 7-threshold sweep
 # against the bare forward, in the same run (bench/analyze_overhead.py; no Python torch needed).
 # Environment: SIZE=olmoe|small (default olmoe), DEVICE (cuda), SEQUENCES (16), SEQ_LEN (2048),
-# BATCH (4), REPEAT (2); ANALYZE and EXTRACT name built binaries to skip the build (e.g. a CPU
+# BATCH (4), REPEAT (2), PARTS=1 (--parts), PROFILE=1 (--profile); ANALYZE and EXTRACT name built binaries to skip the build (e.g. a CPU
 # check: SIZE=small DEVICE=cpu SEQUENCES=4 SEQ_LEN=64 ANALYZE=build/analysis/analyze
 # EXTRACT=build/extractor/extract bench/analyze_bench.sh --overhead /tmp/ovh).
 set -euo pipefail
@@ -30,7 +30,7 @@ if (( overhead )); then
   PYTHONUNBUFFERED=1 python3 "$root/bench/analyze_overhead.py" --analyze "$ANALYZE" --extract "$EXTRACT" \
     --work "$out/work" --size "${SIZE:-olmoe}" --device "${DEVICE:-cuda}" --sequences "${SEQUENCES:-16}" \
     --seq-len "${SEQ_LEN:-2048}" --batch-size "${BATCH:-4}" --repeat "${REPEAT:-2}" \
-    ${PARTS:+--parts} --json-out "$out/overhead.json" 2>&1 | tee "$out/overhead.log"
+    ${PARTS:+--parts} ${PROFILE:+--profile} --json-out "$out/overhead.json" 2>&1 | tee "$out/overhead.log"
   exit "${PIPESTATUS[0]}"
 fi
 # shellcheck source=bench/gpu_build.sh

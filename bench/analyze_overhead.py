@@ -31,14 +31,15 @@ SIZES = {
 SWEEP = "3,4,5,6,8,10,20"
 
 
-def run_json(cmd):
+def run_json(cmd, env=None):
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
     out, _ = json.JSONDecoder().raw_decode(r.stdout.lstrip())  # extract's JSON, then analyze's table
     out["process_wall_s"] = wall
+    out["stderr"] = r.stderr
     return out
 
 
@@ -56,6 +57,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--parts", action="store_true", help="also time the sweep, expert stats and perplexity one at a time")
+    ap.add_argument("--profile", action="store_true",
+                    help="then run bare and full once more with EXTRACTOR_PROFILE=1 (device-synchronised per-op times) "
+                         "and print extract's per-op profile of each; not part of the timed figures")
     args = ap.parse_args()
     size = SIZES[args.size]
     os.makedirs(args.work, exist_ok=True)
@@ -87,14 +91,25 @@ def main():
                         "experts": (["--expert-stats", "--thresholds", "none"], []),
                         "ppl": (["--thresholds", "none"], ["--perplexity"])})
     runs = {name: [] for name in configs}
+    # stderr is kept for --profile only; the timed runs' JSON stays small
     for rep in range(args.repeat):
         for name, (analyze_flags, extract_flags) in configs.items():
             out_dir = os.path.join(args.work, f"{name}-{rep}")
             r = run_json([args.analyze, "extract", "-o", out_dir, "--no-plots", *analyze_flags, "--", *extract_args,
                           *extract_flags])
+            r.pop("stderr", None)
             runs[name].append(r)
             print(f"{name:<6} run {rep}: forward {r['forward_s']:.3f} s, {r['tokens_per_s']:.0f} tokens/s", flush=True)
     best = {name: min(rs, key=lambda r: r["forward_s"]) for name, rs in runs.items()}
+    profiles = {}
+    if args.profile:
+        for name in ("bare", "full"):
+            analyze_flags, extract_flags = configs[name]
+            r = run_json([args.analyze, "extract", "-o", os.path.join(args.work, f"{name}-profile"), "--no-plots",
+                          *analyze_flags, "--", *extract_args, *extract_flags], env=dict(os.environ, EXTRACTOR_PROFILE="1"))
+            line = next((l for l in r["stderr"].splitlines() if "profile (device-synchronised" in l), "no profile line")
+            profiles[name] = dict(forward_s=r["forward_s"], profile=line)
+            print(f"profile {name}: forward {r['forward_s']:.3f} s (synchronised per op)\n  {line}", flush=True)
     # The full run's report must hold what it claims to measure (never a vacuous timing).
     with open(os.path.join(args.work, f"full-{args.repeat - 1}", "outliers.json")) as f:
         full_result = json.load(f)
@@ -110,7 +125,7 @@ def main():
                    overhead={n: best[n]["forward_s"] / bare - 1.0 for n in best if n != "bare"},
                    full_outliers_by_threshold={m: [row["num_outliers"] for row in rows]
                                                for m, rows in full_result["threshold_sweep"]["modes"].items()},
-                   perplexity=full_result["perplexity"]["overall"].get("perplexity"))
+                   perplexity=full_result["perplexity"]["overall"].get("perplexity"), profiles=profiles)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=2)

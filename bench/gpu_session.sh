@@ -11,6 +11,9 @@
 #   bench/gpu_session.sh newshapes     # real-shape parity and benchmarks of glm4_moe and qwen3_next
 #   bench/gpu_session.sh offload_full  # full-shape offload (OFFLOAD_SHAPES, OFFLOAD_BUDGET_<shape>)
 #   bench/gpu_session.sh stats   # issue 14: GPU tests (sweep kernel), per-expert counts vs HF's routers, overhead bench
+#   bench/gpu_session.sh overhead    # GPU tests, perplexity + per-expert parity, the overhead bench with parts and a profile
+#   bench/gpu_session.sh moe_parity  # real-shape bf16 parity with the routing-aware verdict: glm4_moe, qwen3_next, gpt_oss
+#   bench/gpu_session.sh h200        # full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B (H200)
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
 set -uo pipefail
 what=${1:-quick}
@@ -139,5 +142,41 @@ if [[ $what == offload_full ]]; then
       --batch-size 4 --iters 3 --max-memory "${!var}" --json-out "$out/offload_$shape.json" > "$out/offload_$shape.log" 2>&1
     echo "rc=$?"; grep -vE "^\[|^[0-9]" "$out/offload_$shape.log" | tail -8
   done
+fi
+if [[ $what == overhead ]]; then
+  stamp "gpu tests (fused token NLL and per-expert pass included)"
+  gpu_tests
+  stamp "overhead: bare / stats / full + parts, best of 2, then a per-op profile of bare and full"
+  PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 330 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
+    > "$out/overhead_run.log" 2>&1
+  echo "rc=$?"; tail -16 "$out/overhead_run.log"
+  stamp "perplexity parity with the fused NLL (small configs)"
+  timeout 90 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --perplexity --families llama,olmoe,gpt_oss \
+    --json-out "$out/parity_ppl.json" > "$out/parity_ppl.log" 2>&1
+  echo "rc=$?"; grep -E "perplexity:" "$out/parity_ppl.log" | head -12
+  stamp "per-expert counts vs HF's router top-k with the fused per-expert pass"
+  timeout 100 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --analyze "$build/analysis/analyze" \
+    --expert-stats --families olmoe,mixtral --json-out "$out/parity_experts.json" > "$out/parity_experts.log" 2>&1
+  echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -12
+fi
+if [[ $what == moe_parity ]]; then
+  for fam in glm4_moe qwen3_next gpt_oss; do
+    stamp "parity real shapes, bf16, routing-aware: $fam"
+    timeout 170 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families "$fam" \
+      --json-out "$out/parity_real_$fam.json" > "$out/parity_real_$fam.log" 2>&1
+    echo "parity $fam rc=$?"; grep -E "routing-aware|routing:" "$out/parity_real_$fam.log" | head -14
+    grep -A8 "^family " "$out/parity_real_$fam.log" | head -10
+  done
+fi
+if [[ $what == h200 ]]; then
+  stamp "offload full shape: qwen3_next, prefetch 0 vs 1"
+  timeout 330 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident --depths 0,1 \
+    --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
+    --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
+  echo "rc=$?"; grep -vE "^\[|^[0-9]" "$out/offload_qwen3_next.log" | tail -10
+  stamp "full-shape Mixtral-8x7B with HF in the same run"
+  timeout 220 python3 "$root/bench/mixtral_bench.py" --extract "$exe" --json-out "$out/mixtral_bench.json" \
+    > "$out/mixtral_bench.log" 2>&1
+  echo "rc=$?"; tail -15 "$out/mixtral_bench.log"
 fi
 stamp "done"

@@ -2,6 +2,7 @@
 #include "extractor/capture.h"
 
 #include "common/error.h"
+#include "extractor/ops.h"
 
 namespace extractor {
 
@@ -26,20 +27,26 @@ bool Tap::wants(Site site, int layer) const {
     return false;
 }
 
+// Each fan-out is a ProfileScope (EXTRACTOR_PROFILE=1), so a profile says what the sinks cost
+// beside the forward's own ops (an expert sink's time is also inside its layer's "moe").
 void Tap::begin_batch(const BatchInfo & batch) {
+    ops::ProfileScope profile("sinks.begin_batch");
     for (CaptureSink * s : sinks_) s->begin_batch(batch);
 }
 
 void Tap::operator()(Site site, int layer, const at::Tensor & x) {
+    ops::ProfileScope profile("sinks.capture");
     for (CaptureSink * s : sinks_)
         if (s->wants(site, layer)) s->on_capture(site, layer, x);
 }
 
 void Tap::end_batch() {
+    ops::ProfileScope profile("sinks.end_batch");
     for (CaptureSink * s : sinks_) s->end_batch();
 }
 
 void Tap::on_token_nll(const at::Tensor & nll) {
+    ops::ProfileScope profile("sinks.token_nll");
     for (CaptureSink * s : sinks_) s->on_token_nll(nll);
 }
 
@@ -49,6 +56,7 @@ ExpertObserver Tap::experts(int layer) {
         if (s->wants_experts(layer)) wanting.push_back(s);
     if (wanting.empty()) return {};
     return [wanting, layer](const ExpertCapture & c) {
+        ops::ProfileScope profile("sinks.experts");
         for (CaptureSink * s : wanting) s->on_experts(layer, c);
     };
 }

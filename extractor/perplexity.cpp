@@ -8,6 +8,8 @@
 
 #include "common/error.h"
 #include "extractor/checkpoint/sharded.h"
+#include "extractor/cuda/fused_ops.h"
+#include "extractor/ops.h"
 #include "extractor/shape_text.h"
 
 namespace extractor {
@@ -79,10 +81,17 @@ at::Tensor token_nll(const Model & m, const LmHead & head, const at::Tensor & h,
     at::Tensor target = ids.narrow(1, 1, T - 1).reshape({B * (T - 1)}).to(h.device(), at::kLong);           // [N]
     const int64_t N = x.size(0);
     at::Tensor nll = at::empty({N}, h.options().dtype(at::kFloat));                                         // [N]
+    ops::ProfileScope profile("token_nll");
     for (int64_t s = 0; s < N; s += chunk_tokens) {
         const int64_t n = std::min(chunk_tokens, N - s);
-        at::Tensor logits = at::linear(x.narrow(0, s, n), head.weight).to(at::kFloat);                       // [n,V]
-        at::Tensor logp = at::log_softmax(logits, -1);                                                        // [n,V]
+        at::Tensor logits = at::linear(x.narrow(0, s, n), head.weight);                                      // [n,V]
+        if (fused::usable(logits)) {
+            // One read of the activation-dtype logits (the fp32 copy and log_softmax output below
+            // cost more memory traffic than the lm_head matmul itself at OLMoE's vocabulary).
+            nll.narrow(0, s, n).copy_(fused::token_nll(logits, target.narrow(0, s, n)));
+            continue;
+        }
+        at::Tensor logp = at::log_softmax(logits.to(at::kFloat), -1);                                         // [n,V]
         nll.narrow(0, s, n).copy_(logp.gather(1, target.narrow(0, s, n).unsqueeze(1)).squeeze(1).neg());
     }
     return nll.reshape({B, T - 1});

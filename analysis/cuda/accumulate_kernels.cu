@@ -19,6 +19,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace analysis::cuda_kernels {
@@ -225,7 +226,90 @@ cudaError_t launch_capture_aligned(const CaptureArgs & a, cudaStream_t stream) {
     return aligned ? launch_capture<TIn, ROUND, kVec>(a, stream) : launch_capture<TIn, ROUND, 1>(a, stream);
 }
 
+
+// ---- Per-expert statistics: one warp per routed slot ----
+
+template <typename TIn>
+__device__ __forceinline__ uint32_t abs_bits(TIn v);  // the bits of |v| as a float (>= 0 compares as bits)
+template <>
+__device__ __forceinline__ uint32_t abs_bits<__nv_bfloat16>(__nv_bfloat16 v) {
+    return (static_cast<uint32_t>(__bfloat16_as_ushort(v)) & 0x7fffu) << 16;
+}
+template <>
+__device__ __forceinline__ uint32_t abs_bits<__half>(__half v) {
+    return __float_as_uint(fabsf(__half2float(v)));
+}
+template <>
+__device__ __forceinline__ uint32_t abs_bits<float>(float v) {
+    return __float_as_uint(v) & 0x7fffffffu;
+}
+
+template <typename TIn, bool ROUND, int VEC>
+__global__ void __launch_bounds__(kWarps * 32) expert_kernel(const ExpertArgs a) {
+    extern __shared__ uint32_t tally[];  // [3][E]: tokens, hits, max bits
+    uint32_t * tokens = tally;
+    uint32_t * hits = tally + a.E;
+    uint32_t * max_bits = tally + 2 * a.E;
+    for (int i = threadIdx.x; i < 3 * a.E; i += blockDim.x) tally[i] = 0;
+    __syncthreads();
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarps;
+    const auto * __restrict__ down = static_cast<const TIn *>(a.down);
+    for (int64_t s = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; s < a.S; s += warps) {
+        const int64_t e = a.expert[s];
+        if (e < 0 || e >= a.E) continue;
+        if (a.real != nullptr && a.real[s / a.K] == 0) continue;  // padding is not data
+        const int64_t row = a.slot_row_int64 ? static_cast<const int64_t *>(a.slot_row)[s]
+                                             : static_cast<const int32_t *>(a.slot_row)[s];
+        const TIn * x = down + row * a.H;
+        uint32_t m = 0;
+        for (int64_t h = static_cast<int64_t>(lane) * VEC; h < a.H; h += 32 * VEC) {
+            const Pack<TIn, VEC> v = *reinterpret_cast<const Pack<TIn, VEC> *>(x + h);
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) m = max(m, abs_bits<TIn>(v.v[j]));
+        }
+        for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (lane == 0) {
+            float value = __uint_as_float(m);
+            if constexpr (ROUND) value = from_bf16_bits(bf16_bits_of(value)).value;
+            atomicAdd(&tokens[e], 1u);
+            if (value >= a.threshold) atomicAdd(&hits[e], 1u);
+            atomicMax(&max_bits[e], __float_as_uint(value));
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < a.E; e += blockDim.x) {
+        if (tokens[e] == 0) continue;
+        atomicAdd(&a.tokens[e], static_cast<unsigned long long>(tokens[e]));
+        if (hits[e] != 0) atomicAdd(&a.hit_tokens[e], static_cast<unsigned long long>(hits[e]));
+        atomicMax(reinterpret_cast<unsigned int *>(a.max_abs) + e, max_bits[e]);
+    }
+}
+
+template <typename TIn, bool ROUND>
+cudaError_t launch_experts(const ExpertArgs & a, cudaStream_t stream) {
+    constexpr int kVec = 16 / sizeof(TIn);
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((a.S + kWarps - 1) / kWarps, 512));
+    const size_t shared = sizeof(uint32_t) * 3 * static_cast<size_t>(a.E);
+    if (a.H % kVec == 0 && reinterpret_cast<uintptr_t>(a.down) % 16 == 0)
+        expert_kernel<TIn, ROUND, kVec><<<blocks, kWarps * 32, shared, stream>>>(a);
+    else
+        expert_kernel<TIn, ROUND, 1><<<blocks, kWarps * 32, shared, stream>>>(a);
+    return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t accumulate_experts(const ExpertArgs & a, cudaStream_t stream) {
+    if (a.S == 0) return cudaSuccess;
+    if (a.E <= 0 || a.E > kMaxExperts || a.K <= 0) return cudaErrorInvalidValue;
+    switch (a.down_dtype) {
+    case DType::BF16: return launch_experts<__nv_bfloat16, false>(a, stream);
+    case DType::F16: return a.round_bf16 ? launch_experts<__half, true>(a, stream) : launch_experts<__half, false>(a, stream);
+    case DType::F32: return a.round_bf16 ? launch_experts<float, true>(a, stream) : launch_experts<float, false>(a, stream);
+    }
+    return cudaErrorInvalidValue;
+}
 
 cudaError_t accumulate_capture(const CaptureArgs & a, cudaStream_t stream) {
     cudaError_t e = cudaSuccess;

@@ -60,4 +60,32 @@ struct CaptureArgs {
 // integer count or a maximum: the same whatever order blocks run in.
 cudaError_t accumulate_capture(const CaptureArgs & args, cudaStream_t stream);
 
+// Most experts a layer may have for the per-expert pass (its per-block tallies live in shared memory).
+inline constexpr int kMaxExperts = 2048;
+
+// Per-expert statistics of one MoE layer's routed down_proj outputs (`--expert-stats`).
+struct ExpertArgs {
+    const void * down = nullptr;  // [rows,H] contiguous, down_dtype: each routed pair's down_proj output
+    DType down_dtype = DType::BF16;
+    bool round_bf16 = true;       // a row's max |v| is rounded to bf16 (monotone: the max of rounded values)
+    int64_t H = 0;
+    int64_t S = 0;                // slots: n tokens x K
+    int K = 0;
+    int E = 0;                    // experts, <= kMaxExperts
+    const void * slot_row = nullptr;  // [S] the row of `down` holding slot s = token*K + k
+    bool slot_row_int64 = false;      // int64 (else int32)
+    const int64_t * expert = nullptr; // [S] the expert of slot s (the router's top-k, row-major)
+    const uint8_t * real = nullptr;   // [n] 1 = a real token (slot s is token s / K), or null: all real
+    float threshold = 0;              // rounded as CaptureArgs::threshold: hit = max |v| >= threshold
+    unsigned long long * tokens = nullptr;      // [E] += real slots routed to the expert (an int64 tensor)
+    unsigned long long * hit_tokens = nullptr;  // [E] += real slots whose row reaches the threshold
+    float * max_abs = nullptr;                  // [E] = max(max_abs, max |v| of its real slots' rows)
+};
+
+// One read of each real slot's row: its max |v| and hit, tallied per expert in shared memory and
+// added into the [E] totals (counts and maxima only, so the result does not depend on block order;
+// maxima compare float bits, so a NaN propagates as amax does). Slots whose expert is outside
+// [0,E) are skipped (the caller checks the router's indices).
+cudaError_t accumulate_experts(const ExpertArgs & args, cudaStream_t stream);
+
 }  // namespace analysis::cuda_kernels

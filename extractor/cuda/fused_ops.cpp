@@ -177,4 +177,19 @@ void mxfp4_dequantize(const at::Tensor & blocks, const at::Tensor & scales, at::
           "mxfp4_dequantize");
 }
 
+at::Tensor token_nll(const at::Tensor & logits, const at::Tensor & target) {
+    require(logits.dim() == 2 && logits.is_contiguous(), "token_nll: logits must be contiguous [n,V]");
+    require(target.scalar_type() == at::kLong && target.dim() == 1 && target.size(0) == logits.size(0) &&
+                target.device() == logits.device(),
+            "token_nll: target must be int64 [n] on the logits' device");
+    require(reinterpret_cast<uintptr_t>(logits.data_ptr()) % 16 == 0, "token_nll: logits must be 16-byte aligned");
+    at::Tensor t = target.contiguous();
+    at::Tensor nll = at::empty({logits.size(0)}, logits.options().dtype(at::kFloat));
+    const c10::cuda::CUDAGuard guard(logits.device());
+    check(k::token_nll(dtype_of(logits), logits.data_ptr(), logits.size(0), logits.size(1), t.data_ptr<int64_t>(),
+                       nll.data_ptr<float>(), stream_of(logits)),
+          "token_nll");
+    return nll;
+}
+
 }  // namespace extractor::fused

@@ -53,4 +53,9 @@ at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, cons
 bool mxfp4_aligned(const at::Tensor & blocks, const at::Tensor & out);
 void mxfp4_dequantize(const at::Tensor & blocks, const at::Tensor & scales, at::Tensor & out);
 
+// logits [n,V] (contiguous), target [n] int64 on the same device -> [n] fp32:
+// logsumexp(logits[r]) - logits[r, target[r]], every value read as fp32 (HF's loss on the
+// fp32-upcast logits), without materialising an fp32 copy. A target outside [0,V) gives NaN.
+at::Tensor token_nll(const at::Tensor & logits, const at::Tensor & target);
+
 }  // namespace extractor::fused

@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace extractor::cuda_kernels {
@@ -311,6 +312,71 @@ __global__ void mxfp4_dequantize_kernel(const uint8_t * __restrict__ blocks, con
     }
 }
 
+// ---- Token NLL: one block per row of logits ----
+//
+// nll[r] = logsumexp(x[r,:]) - x[r, target[r]] with every value read as fp32 (exact from bf16/fp16):
+// log_softmax of the fp32-upcast logits at the target, as HF's loss computes it, but in one read of
+// the activation-dtype logits instead of an fp32 copy, a log_softmax output and a gather.
+// Each thread keeps a running (max, sum of exp(v - max)); the pairs merge across the block.
+struct MaxSum {
+    float m, s;
+};
+
+__device__ __forceinline__ MaxSum merge(MaxSum a, MaxSum b) {
+    if (a.m < b.m) {
+        const MaxSum t = a;
+        a = b;
+        b = t;
+    }
+    if (b.m == -INFINITY) return a;  // also a.m == -inf: both empty
+    return {a.m, a.s + b.s * expf(b.m - a.m)};
+}
+
+template <typename T, int VEC>
+__global__ void token_nll_kernel(const T * __restrict__ logits, int64_t V, const int64_t * __restrict__ target,
+                                 float * __restrict__ nll) {
+    __shared__ MaxSum scratch[32];
+    const int64_t r = blockIdx.x;
+    const T * x = logits + r * V;
+    MaxSum acc{-INFINITY, 0.f};
+    for (int64_t i = static_cast<int64_t>(threadIdx.x) * VEC; i < V; i += static_cast<int64_t>(blockDim.x) * VEC) {
+        const Pack<T, VEC> p = load<T, VEC>(x + i);
+        float v[VEC];
+        float m = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+            v[j] = to_f<T>(p.v[j]);
+            m = fmaxf(m, v[j]);
+        }
+        if (m == -INFINITY) continue;  // all -inf (fmaxf drops NaN; a NaN still reaches the sum)
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) s += expf(v[j] - m);
+        acc = merge(acc, {m, s});
+    }
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
+    for (int o = 16; o > 0; o >>= 1)
+        acc = merge(acc, {__shfl_xor_sync(0xffffffffu, acc.m, o), __shfl_xor_sync(0xffffffffu, acc.s, o)});
+    if (lane == 0) scratch[warp] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        MaxSum total = scratch[0];
+        for (int w = 1; w < warps; ++w) total = merge(total, scratch[w]);
+        const int64_t t = target[r];
+        // A target outside the vocabulary has no probability: NaN, never a read out of the row.
+        nll[r] = t >= 0 && t < V ? total.m + logf(total.s) - to_f<T>(x[t]) : NAN;
+    }
+}
+
+template <typename T, int VEC>
+cudaError_t token_nll_t(const void * logits, int64_t rows, int64_t V, const int64_t * target, float * nll,
+                        cudaStream_t stream) {
+    const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (V / VEC + 31) / 32 * 32)));
+    token_nll_kernel<T, VEC><<<static_cast<unsigned>(rows), threads, 0, stream>>>(static_cast<const T *>(logits), V,
+                                                                                   target, nll);
+    return launched();
+}
+
 int grid_for(int64_t work, int threads) {
     const int64_t blocks = (work + threads - 1) / threads;
     return static_cast<int>(std::min<int64_t>(blocks, 65535 * 8));
@@ -415,6 +481,24 @@ cudaError_t mxfp4_dequantize(DType dtype, const uint8_t * blocks, const uint8_t 
         break;
     }
     return launched();
+}
+
+cudaError_t token_nll(DType dtype, const void * logits, int64_t rows, int64_t V, const int64_t * target, float * nll,
+                      cudaStream_t stream) {
+    if (rows == 0) return cudaSuccess;
+    // 16-byte loads where every row starts 16-byte aligned (V a multiple of the pack), else one by one.
+    switch (dtype) {
+    case DType::F32:
+        return V % 4 == 0 ? token_nll_t<float, 4>(logits, rows, V, target, nll, stream)
+                          : token_nll_t<float, 1>(logits, rows, V, target, nll, stream);
+    case DType::F16:
+        return V % 8 == 0 ? token_nll_t<__half, 8>(logits, rows, V, target, nll, stream)
+                          : token_nll_t<__half, 1>(logits, rows, V, target, nll, stream);
+    case DType::BF16:
+        return V % 8 == 0 ? token_nll_t<__nv_bfloat16, 8>(logits, rows, V, target, nll, stream)
+                          : token_nll_t<__nv_bfloat16, 1>(logits, rows, V, target, nll, stream);
+    }
+    return cudaErrorInvalidValue;
 }
 
 }  // namespace extractor::cuda_kernels

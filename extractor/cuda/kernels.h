@@ -63,4 +63,10 @@ cudaError_t moe_combine(DType dtype, const void * out, const int32_t * slot_pos,
 cudaError_t mxfp4_dequantize(DType dtype, const uint8_t * blocks, const uint8_t * scales, int64_t n_blocks, void * out,
                              cudaStream_t stream);
 
+// nll[r] = logsumexp(logits[r,:]) - logits[r, target[r]] in fp32 (the log_softmax of the fp32-upcast
+// logits at the target, as HF's loss), one read of logits [rows,V] (contiguous, 16-byte aligned).
+// A target outside [0,V) gives NaN.
+cudaError_t token_nll(DType dtype, const void * logits, int64_t rows, int64_t V, const int64_t * target, float * nll,
+                      cudaStream_t stream);
+
 }  // namespace extractor::cuda_kernels

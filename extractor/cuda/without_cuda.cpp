@@ -31,6 +31,7 @@ at::Tensor silu_mul(const at::Tensor &) { absent(); }
 at::Tensor moe_combine(const at::Tensor &, const at::Tensor &, const at::Tensor &) { absent(); }
 bool mxfp4_aligned(const at::Tensor &, const at::Tensor &) { return false; }
 void mxfp4_dequantize(const at::Tensor &, const at::Tensor &, at::Tensor &) { absent(); }
+at::Tensor token_nll(const at::Tensor &, const at::Tensor &) { absent(); }
 
 }  // namespace extractor::fused
 

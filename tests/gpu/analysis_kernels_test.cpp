@@ -337,3 +337,88 @@ TEST_CASE("fused capture pass equals the ATen path with the histogram off, anoth
         CHECK(s.massive.size() == 2);
     }
 }
+
+namespace {
+
+// One MoE layer's routed outputs as the fused MoE hands them over: n tokens x K slots, rows of
+// `down` in a shuffled order (slot_row), planted edge values in some rows, NaN-free.
+extractor::ExpertCapture expert_capture(int64_t n, int64_t K, int64_t E, int64_t H, at::ScalarType dtype, bool slot_row_int64,
+                                        uint64_t seed) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    const int64_t S = n * K;
+    at::Tensor down = at::randn({S, H}, gen, at::TensorOptions().dtype(at::kFloat)).mul_(2.0);
+    for (size_t k = 0; k < kEdges.size() && static_cast<int64_t>(k) < S; ++k)
+        down[(static_cast<int64_t>(k) * 53) % S][(static_cast<int64_t>(k) * 131 + 3) % H] = kEdges[k];
+    // Experts without replacement per token (as a top-k), skewed so some experts get none.
+    at::Tensor scores = at::rand({n, E}, gen, at::TensorOptions().dtype(at::kFloat));
+    scores.narrow(1, 0, std::min<int64_t>(E, 3)).mul_(0.01);  // experts 0-2: rarely chosen
+    at::Tensor top_i = std::get<1>(scores.topk(K, -1));        // [n,K] int64
+    at::Tensor slot_row = at::randperm(S, gen, at::TensorOptions().dtype(at::kLong));
+    const auto cuda = at::TensorOptions().device(at::kCUDA);
+    extractor::ExpertCapture c;
+    c.experts = E;
+    c.first_token = 0;
+    c.top_i = top_i.to(cuda);
+    c.down = down.to(cuda.dtype(dtype));
+    c.slot_row = slot_row_int64 ? slot_row.to(cuda) : slot_row.to(cuda.dtype(at::kInt));
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("fused per-expert pass equals the ATen path: bf16/fp16/fp32, rounded or not, padding, int32/int64 rows, odd H") {
+    if (!at::hasCUDA()) {
+        MESSAGE("no CUDA device");
+        return;
+    }
+    struct Shape {
+        int64_t B, T, K, E, H;
+    };
+    for (const Shape sh : {Shape{2, 96, 8, 64, 2048}, Shape{3, 50, 10, 512, 256}, Shape{2, 33, 2, 8, 2050}, Shape{1, 7, 4, 16, 12}}) {
+        for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+            for (bool round : {true, false}) {
+                for (bool padded : {false, true}) {
+                    INFO("B " << sh.B << " T " << sh.T << " K " << sh.K << " E " << sh.E << " H " << sh.H << " " << name_of(dtype)
+                              << " round " << round << " padded " << padded);
+                    AccumulatorOptions options;
+                    options.round_bf16 = round;
+                    options.expert_stats = true;
+                    options.threshold = 5.99;
+                    options.cuda_kernels = true;
+                    OutlierAccumulator fused(options);
+                    options.cuda_kernels = false;
+                    OutlierAccumulator aten(options);
+                    for (uint64_t batch_seed : {21u, 22u}) {
+                        FakeBatch fb = batch(static_cast<int64_t>(batch_seed) * 10, sh.B, sh.T, std::min<int64_t>(sh.H, 64), 2, batch_seed);
+                        if (padded) {
+                            fb.attention_mask = at::ones({sh.B, sh.T}, at::TensorOptions().dtype(at::kLong));
+                            fb.attention_mask[0].narrow(0, 0, sh.T / 3).fill_(0);
+                        }
+                        for (int l = 0; l < 2; ++l)
+                            fb.experts.push_back(expert_capture(sh.B * sh.T, sh.K, sh.E, sh.H, dtype, l == 1, batch_seed * 7 + l));
+                        const FakeBatch gpu = on_gpu(fb, at::kBFloat16, Layout::Contiguous);
+                        tests::feed(fused, gpu);
+                        tests::feed(aten, gpu);
+                    }
+                    CHECK(fused.fused_expert_captures() == 4);  // both layers of both batches took the kernel
+                    CHECK(aten.fused_expert_captures() == 0);
+                    const Statistics f = fused.statistics(), a = aten.statistics();
+                    REQUIRE(f.experts.size() == 2);
+                    REQUIRE(a.experts.size() == 2);
+                    for (size_t l = 0; l < 2; ++l) {
+                        INFO("layer " << l);
+                        CHECK(first_difference(f.experts[l].tokens, a.experts[l].tokens) == -1);
+                        CHECK(first_difference(f.experts[l].hit_tokens, a.experts[l].hit_tokens) == -1);
+                        CHECK(first_difference(f.experts[l].max_abs, a.experts[l].max_abs) == -1);
+                        int64_t routed = 0, hit = 0;
+                        for (auto t : f.experts[l].tokens) routed += t;
+                        for (auto t : f.experts[l].hit_tokens) hit += t;
+                        const int64_t real = padded ? 2 * (sh.B * sh.T - sh.T / 3) : 2 * sh.B * sh.T;
+                        CHECK(routed == real * sh.K);  // two batches, every real token's K slots
+                        CHECK(hit > 0);                 // the edges and N(0, 2^2) tails reach 6
+                    }
+                }
+            }
+        }
+    }
+}

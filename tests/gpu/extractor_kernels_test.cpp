@@ -245,3 +245,41 @@ TEST_CASE("fused MXFP4 decode equals the ATen decode bit for bit: every byte, ev
         CHECK(a.isinf().any().item<bool>());  // scale 255 and, in f16, large scales overflow
     }
 }
+
+TEST_CASE("fused token NLL equals log_softmax of the fp32 logits at the target: three dtypes, odd vocabularies, edge targets") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    for (int64_t V : {50304, 151936, 1001, 7}) {
+        for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+            CAPTURE(V);
+            CAPTURE(dtype);
+            at::manual_seed(9);
+            const int64_t n = 37;
+            // Logits of an lm_head's scale, one row with a dominant entry, one with -inf entries.
+            at::Tensor logits = (at::randn({n, V}, on_gpu(at::kFloat)) * 3).to(dtype);
+            logits[1][V / 2] = 40;
+            logits[2].narrow(0, 0, V / 2).fill_(-INFINITY);
+            at::Tensor target = at::randint(V / 2, V, {n}, on_gpu(at::kLong));
+            target[0] = 0;
+            target[3] = V - 1;
+            target[1] = V / 2;
+            const at::Tensor ref = at::log_softmax(logits.to(at::kFloat), -1).gather(1, target.unsqueeze(1)).squeeze(1).neg();
+            const at::Tensor got = fused::token_nll(logits, target);
+            REQUIRE(got.scalar_type() == at::kFloat);
+            // Same fp32 values, summed in another order: a few fp32 ulps of the row's log-sum-exp.
+            const double err = (got.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>();
+            const double scale = ref.abs().max().item<double>() + 1.0;
+            CHECK(err <= 1e-5 * scale);
+            // A target outside the vocabulary gives NaN, never a read beyond the row.
+            at::Tensor bad = target.clone();
+            bad[4] = V;
+            bad[5] = -1;
+            const at::Tensor got_bad = fused::token_nll(logits, bad).cpu();
+            CHECK(std::isnan(got_bad[4].item<float>()));
+            CHECK(std::isnan(got_bad[5].item<float>()));
+            CHECK(got_bad[6].item<float>() == got.cpu()[6].item<float>());
+        }
+    }
+}
