@@ -58,7 +58,7 @@ def main():
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--parts", action="store_true", help="also time the sweep, expert stats and perplexity one at a time")
     ap.add_argument("--profile", action="store_true",
-                    help="then run bare and full once more with EXTRACTOR_PROFILE=1 (device-synchronised per-op times) "
+                    help="then run every configuration once more with EXTRACTOR_PROFILE=1 (device-synchronised per-op times) "
                          "and print extract's per-op profile of each; not part of the timed figures")
     args = ap.parse_args()
     size = SIZES[args.size]
@@ -103,7 +103,7 @@ def main():
     best = {name: min(rs, key=lambda r: r["forward_s"]) for name, rs in runs.items()}
     profiles = {}
     if args.profile:
-        for name in ("bare", "full"):
+        for name in configs:
             analyze_flags, extract_flags = configs[name]
             r = run_json([args.analyze, "extract", "-o", os.path.join(args.work, f"{name}-profile"), "--no-plots",
                           *analyze_flags, "--", *extract_args, *extract_flags], env=dict(os.environ, EXTRACTOR_PROFILE="1"))

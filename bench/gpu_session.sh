@@ -160,6 +160,10 @@ if [[ $what == overhead ]]; then
   echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -12
 fi
 if [[ $what == moe_parity ]]; then
+  stamp "overhead profile of every configuration (one run each, EXTRACTOR_PROFILE=1)"
+  PARTS=1 PROFILE=1 REPEAT=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 150 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
+    > "$out/overhead_run.log" 2>&1
+  echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -9 "$out/overhead_run.log"
   for fam in glm4_moe qwen3_next gpt_oss; do
     stamp "parity real shapes, bf16, routing-aware: $fam"
     timeout 170 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families "$fam" \

@@ -267,7 +267,7 @@ TEST_CASE("fused token NLL equals log_softmax of the fp32 logits at the target: 
             target[1] = V / 2;
             const at::Tensor ref = at::log_softmax(logits.to(at::kFloat), -1).gather(1, target.unsqueeze(1)).squeeze(1).neg();
             const at::Tensor got = fused::token_nll(logits, target);
-            REQUIRE(got.scalar_type() == at::kFloat);
+            REQUIRE((got.scalar_type() == at::kFloat));
             // Same fp32 values, summed in another order: a few fp32 ulps of the row's log-sum-exp.
             const double err = (got.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>();
             const double scale = ref.abs().max().item<double>() + 1.0;
