@@ -735,6 +735,11 @@ void OutlierAccumulator::on_experts(int layer, const extractor::ExpertCapture & 
         args.S = S;
         args.K = static_cast<int>(K);
         args.E = static_cast<int>(c.experts);
+        at::Tensor slot_max;  // [S] fp32, computed by the fused MoE combine
+        if (c.slot_max.defined() && c.slot_max.device() == device && c.slot_max.numel() == S) {
+            slot_max = c.slot_max.to(at::kFloat).contiguous();
+            args.slot_max = slot_max.data_ptr<float>();
+        }
         args.slot_row = slot_row.data_ptr();
         args.slot_row_int64 = slot_row.scalar_type() == at::kLong;
         args.expert = expert.data_ptr<int64_t>();
@@ -758,9 +763,14 @@ void OutlierAccumulator::on_experts(int layer, const extractor::ExpertCapture & 
 #endif
     // max |x| per row in one pass (the inf-norm); bf16 rounding is monotone, so rounding the max
     // equals the max of the rounded values (the layer-norm sites' rule, docs/outlier-method.md#rounding).
-    at::Tensor row_max = at::linalg_vector_norm(c.down, std::numeric_limits<double>::infinity(), at::IntArrayRef{1});  // [S]
-    if (options_.round_bf16 && row_max.scalar_type() != at::kBFloat16) row_max = row_max.to(at::kBFloat16);
-    at::Tensor slot_max = row_max.index_select(0, c.slot_row.to(at::kLong));     // [S] slot order
+    at::Tensor slot_max;  // [S] slot order, in down's dtype (every max |x| is one of its values)
+    if (c.slot_max.defined() && c.slot_max.numel() == S) {
+        slot_max = c.slot_max.to(c.down.scalar_type());
+    } else {
+        at::Tensor row_max = at::linalg_vector_norm(c.down, std::numeric_limits<double>::infinity(), at::IntArrayRef{1});  // [S]
+        slot_max = row_max.index_select(0, c.slot_row.to(at::kLong));
+    }
+    if (options_.round_bf16 && slot_max.scalar_type() != at::kBFloat16) slot_max = slot_max.to(at::kBFloat16);
     at::Tensor slot_hit = slot_max.ge(options_.threshold);                        // [S]
     at::Tensor expert = c.top_i.reshape({-1}).to(at::kLong);                      // [S]
     at::Tensor real;

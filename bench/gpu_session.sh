@@ -160,8 +160,9 @@ if [[ $what == overhead ]]; then
   echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -12
 fi
 if [[ $what == moe_parity ]]; then
-  stamp "overhead profile of every configuration (one run each, EXTRACTOR_PROFILE=1)"
-  PARTS=1 PROFILE=1 REPEAT=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 150 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
+  stamp "gpu tests, then the overhead bench (best of 2) and a profile of every configuration (EXTRACTOR_PROFILE=1)"
+  gpu_tests
+  PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 200 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
     > "$out/overhead_run.log" 2>&1
   echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -9 "$out/overhead_run.log"
   for fam in glm4_moe qwen3_next gpt_oss; do

@@ -47,6 +47,8 @@ struct ExpertCapture {
     at::Tensor down;          // [S,H], S = n*K: each pair's down_proj output (its bias included), before
                               // the routing weight multiplies it; activation dtype, rows in any order
     at::Tensor slot_row;      // int32 or int64 [S]: the row of `down` that holds slot s = token*K + k
+    at::Tensor slot_max;      // optional fp32 [S]: max |down row| of slot s, where the MoE op computed
+                              // it on its way (the fused combine); undefined: the sink reads the rows
 };
 using ExpertObserver = std::function<void(const ExpertCapture &)>;
 

@@ -344,8 +344,12 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
         gu.reset();
         at::Tensor out = compat::grouped_mm(act, w.down.transpose(1, 2), d.offs);      // [S,H]
         act.reset();
-        if (observe) observe({E, first_token, top_i, out, d.slot_pos});
-        return fused::moe_combine(out, d.slot_pos, top_w);                             // [N,H]
+        if (!observe) return fused::moe_combine(out, d.slot_pos, top_w);              // [N,H]
+        // The combine reads every slot's row: it hands the sinks each row's max |x| on the way.
+        at::Tensor slot_max;                                                           // [S] fp32
+        at::Tensor y = fused::moe_combine(out, d.slot_pos, top_w, K <= 16 ? &slot_max : nullptr);  // [N,H]
+        observe({E, first_token, top_i, out, d.slot_pos, slot_max});
+        return y;
     }
 
     at::Tensor expert_of_slot = top_i.reshape({-1});                                  // [S]

@@ -244,21 +244,62 @@ __device__ __forceinline__ uint32_t abs_bits<float>(float v) {
     return __float_as_uint(v) & 0x7fffffffu;
 }
 
+// Per-block tallies in shared memory ([3][E]: tokens, hits, max bits), zeroed, then added into the
+// [E] totals with one global atomic per touched expert.
+__device__ __forceinline__ void tally_zero(uint32_t * tally, int E) {
+    for (int i = threadIdx.x; i < 3 * E; i += blockDim.x) tally[i] = 0;
+    __syncthreads();
+}
+
+// One real slot of expert e whose row max |v| has the float bits m.
+template <bool ROUND>
+__device__ __forceinline__ void tally_slot(uint32_t * tally, const ExpertArgs & a, int64_t e, uint32_t m) {
+    float value = __uint_as_float(m);
+    if constexpr (ROUND) value = from_bf16_bits(bf16_bits_of(value)).value;
+    atomicAdd(&tally[e], 1u);
+    if (value >= a.threshold) atomicAdd(&tally[a.E + e], 1u);
+    atomicMax(&tally[2 * a.E + e], __float_as_uint(value));
+}
+
+__device__ __forceinline__ void tally_flush(const uint32_t * tally, const ExpertArgs & a) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < a.E; e += blockDim.x) {
+        if (tally[e] == 0) continue;
+        atomicAdd(&a.tokens[e], static_cast<unsigned long long>(tally[e]));
+        if (tally[a.E + e] != 0) atomicAdd(&a.hit_tokens[e], static_cast<unsigned long long>(tally[a.E + e]));
+        atomicMax(reinterpret_cast<unsigned int *>(a.max_abs) + e, tally[2 * a.E + e]);
+    }
+}
+
+// Whether slot s counts (a real token routed to an expert in range), and its expert.
+__device__ __forceinline__ bool slot_counts(const ExpertArgs & a, int64_t s, int64_t & e) {
+    e = a.expert[s];
+    return e >= 0 && e < a.E && (a.real == nullptr || a.real[s / a.K] != 0);
+}
+
+// The maxima already computed (ExpertArgs::slot_max): one thread per slot.
+template <bool ROUND>
+__global__ void __launch_bounds__(kWarps * 32) expert_slots_kernel(const ExpertArgs a) {
+    extern __shared__ uint32_t tally[];
+    tally_zero(tally, a.E);
+    for (int64_t s = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; s < a.S;
+         s += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        int64_t e;
+        if (slot_counts(a, s, e)) tally_slot<ROUND>(tally, a, e, __float_as_uint(a.slot_max[s]));
+    }
+    tally_flush(tally, a);
+}
+
 template <typename TIn, bool ROUND, int VEC>
 __global__ void __launch_bounds__(kWarps * 32) expert_kernel(const ExpertArgs a) {
-    extern __shared__ uint32_t tally[];  // [3][E]: tokens, hits, max bits
-    uint32_t * tokens = tally;
-    uint32_t * hits = tally + a.E;
-    uint32_t * max_bits = tally + 2 * a.E;
-    for (int i = threadIdx.x; i < 3 * a.E; i += blockDim.x) tally[i] = 0;
-    __syncthreads();
+    extern __shared__ uint32_t tally[];
+    tally_zero(tally, a.E);
     const int lane = threadIdx.x % 32;
     const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarps;
     const auto * __restrict__ down = static_cast<const TIn *>(a.down);
     for (int64_t s = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; s < a.S; s += warps) {
-        const int64_t e = a.expert[s];
-        if (e < 0 || e >= a.E) continue;
-        if (a.real != nullptr && a.real[s / a.K] == 0) continue;  // padding is not data
+        int64_t e;
+        if (!slot_counts(a, s, e)) continue;  // padding is not data (warp-uniform: one slot per warp)
         const int64_t row = a.slot_row_int64 ? static_cast<const int64_t *>(a.slot_row)[s]
                                              : static_cast<const int32_t *>(a.slot_row)[s];
         const TIn * x = down + row * a.H;
@@ -269,28 +310,21 @@ __global__ void __launch_bounds__(kWarps * 32) expert_kernel(const ExpertArgs a)
             for (int j = 0; j < VEC; ++j) m = max(m, abs_bits<TIn>(v.v[j]));
         }
         for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
-        if (lane == 0) {
-            float value = __uint_as_float(m);
-            if constexpr (ROUND) value = from_bf16_bits(bf16_bits_of(value)).value;
-            atomicAdd(&tokens[e], 1u);
-            if (value >= a.threshold) atomicAdd(&hits[e], 1u);
-            atomicMax(&max_bits[e], __float_as_uint(value));
-        }
+        if (lane == 0) tally_slot<ROUND>(tally, a, e, m);
     }
-    __syncthreads();
-    for (int e = threadIdx.x; e < a.E; e += blockDim.x) {
-        if (tokens[e] == 0) continue;
-        atomicAdd(&a.tokens[e], static_cast<unsigned long long>(tokens[e]));
-        if (hits[e] != 0) atomicAdd(&a.hit_tokens[e], static_cast<unsigned long long>(hits[e]));
-        atomicMax(reinterpret_cast<unsigned int *>(a.max_abs) + e, max_bits[e]);
-    }
+    tally_flush(tally, a);
 }
 
 template <typename TIn, bool ROUND>
 cudaError_t launch_experts(const ExpertArgs & a, cudaStream_t stream) {
     constexpr int kVec = 16 / sizeof(TIn);
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((a.S + kWarps - 1) / kWarps, 512));
     const size_t shared = sizeof(uint32_t) * 3 * static_cast<size_t>(a.E);
+    if (a.slot_max != nullptr) {
+        const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((a.S + kWarps * 32 - 1) / (kWarps * 32), 256));
+        expert_slots_kernel<ROUND><<<blocks, kWarps * 32, shared, stream>>>(a);
+        return cudaGetLastError();
+    }
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((a.S + kWarps - 1) / kWarps, 512));
     if (a.H % kVec == 0 && reinterpret_cast<uintptr_t>(a.down) % 16 == 0)
         expert_kernel<TIn, ROUND, kVec><<<blocks, kWarps * 32, shared, stream>>>(a);
     else

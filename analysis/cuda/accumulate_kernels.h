@@ -72,6 +72,8 @@ struct ExpertArgs {
     int64_t S = 0;                // slots: n tokens x K
     int K = 0;
     int E = 0;                    // experts, <= kMaxExperts
+    const float * slot_max = nullptr; // [S] each slot's max |v| already computed (the fused MoE combine
+                                      // does): then down and slot_row are not read
     const void * slot_row = nullptr;  // [S] the row of `down` holding slot s = token*K + k
     bool slot_row_int64 = false;      // int64 (else int32)
     const int64_t * expert = nullptr; // [S] the expert of slot s (the router's top-k, row-major)

@@ -145,16 +145,21 @@ at::Tensor silu_mul(const at::Tensor & gate_up) {
     return act;
 }
 
-at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, const at::Tensor & top_w) {
+at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, const at::Tensor & top_w, at::Tensor * slot_max) {
     require(out.dim() == 2 && out.is_contiguous() && out.size(1) % 8 == 0, "moe_combine: out shape");
     require(top_w.scalar_type() == at::kFloat && top_w.dim() == 2, "moe_combine: weights must be fp32 [N,K]");
     const int64_t N = top_w.size(0), K = top_w.size(1), H = out.size(1);
     require(slot_pos.numel() == N * K && out.size(0) == N * K, "moe_combine: slot count");
     at::Tensor w = top_w.contiguous();
     at::Tensor y = at::empty({N, H}, out.options());
+    if (slot_max != nullptr) {
+        require(K <= 16, "moe_combine: slot maxima need top-k <= 16");
+        *slot_max = at::empty({N * K}, out.options().dtype(at::kFloat));
+    }
     const c10::cuda::CUDAGuard guard(out.device());
     check(k::moe_combine(dtype_of(out), out.data_ptr(), slot_pos.data_ptr<int32_t>(), w.data_ptr<float>(), N,
-                         static_cast<int>(K), H, y.data_ptr(), stream_of(out)),
+                         static_cast<int>(K), H, y.data_ptr(), slot_max ? slot_max->data_ptr<float>() : nullptr,
+                         stream_of(out)),
           "moe_combine");
     return y;
 }

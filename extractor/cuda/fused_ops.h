@@ -45,7 +45,9 @@ at::Tensor silu_mul(const at::Tensor & gate_up);
 
 // out [S,H] (rows as moe_dispatch placed them), slot_pos [S], top_w [N,K] fp32 ->
 // [N,H] = sum_k out[slot_pos[n*K+k]] * top_w[n,k], in fp32, rounded once to out's dtype.
-at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, const at::Tensor & top_w);
+// slot_max given (fp32 [N*K], K <= 16): also each slot's max |out row| (a NaN propagates).
+at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, const at::Tensor & top_w,
+                       at::Tensor * slot_max = nullptr);
 
 // MXFP4 (extractor/mxfp4.h): blocks [...,G,16] uint8 and scales [...,G] uint8, both contiguous on
 // out's device, decoded into out [...,G*32] (contiguous, fp32/fp16/bf16) in one pass, rounded once

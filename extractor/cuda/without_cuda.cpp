@@ -28,7 +28,7 @@ at::Tensor qk_norm_rope(const at::Tensor &, int64_t, int64_t, ops::QkNorm, const
 }
 MoeDispatch moe_dispatch(const at::Tensor &, const at::Tensor &, int64_t) { absent(); }
 at::Tensor silu_mul(const at::Tensor &) { absent(); }
-at::Tensor moe_combine(const at::Tensor &, const at::Tensor &, const at::Tensor &) { absent(); }
+at::Tensor moe_combine(const at::Tensor &, const at::Tensor &, const at::Tensor &, at::Tensor *) { absent(); }
 bool mxfp4_aligned(const at::Tensor &, const at::Tensor &) { return false; }
 void mxfp4_dequantize(const at::Tensor &, const at::Tensor &, at::Tensor &) { absent(); }
 at::Tensor token_nll(const at::Tensor &, const at::Tensor &) { absent(); }

@@ -386,8 +386,10 @@ TEST_CASE("fused per-expert pass equals the ATen path: bf16/fp16/fp32, rounded o
                     options.threshold = 5.99;
                     options.cuda_kernels = true;
                     OutlierAccumulator fused(options);
+                    OutlierAccumulator fused_given_max(options);  // slot maxima handed over, as the fused combine does
                     options.cuda_kernels = false;
                     OutlierAccumulator aten(options);
+                    OutlierAccumulator aten_given_max(options);
                     for (uint64_t batch_seed : {21u, 22u}) {
                         FakeBatch fb = batch(static_cast<int64_t>(batch_seed) * 10, sh.B, sh.T, std::min<int64_t>(sh.H, 64), 2, batch_seed);
                         if (padded) {
@@ -399,12 +401,20 @@ TEST_CASE("fused per-expert pass equals the ATen path: bf16/fp16/fp32, rounded o
                         const FakeBatch gpu = on_gpu(fb, at::kBFloat16, Layout::Contiguous);
                         tests::feed(fused, gpu);
                         tests::feed(aten, gpu);
+                        FakeBatch given = gpu;
+                        for (auto & c : given.experts)
+                            c.slot_max = c.down.index_select(0, c.slot_row.to(at::kLong)).abs().amax(1).to(at::kFloat);
+                        tests::feed(fused_given_max, given);
+                        tests::feed(aten_given_max, given);
                     }
                     CHECK(fused.fused_expert_captures() == 4);  // both layers of both batches took the kernel
                     CHECK(aten.fused_expert_captures() == 0);
+                    CHECK(fused_given_max.fused_expert_captures() == 4);
                     const Statistics f = fused.statistics(), a = aten.statistics();
                     REQUIRE(f.experts.size() == 2);
                     REQUIRE(a.experts.size() == 2);
+                    CHECK((fused_given_max.statistics().experts == f.experts));
+                    CHECK((aten_given_max.statistics().experts == a.experts));
                     for (size_t l = 0; l < 2; ++l) {
                         INFO("layer " << l);
                         CHECK(first_difference(f.experts[l].tokens, a.experts[l].tokens) == -1);

@@ -200,6 +200,21 @@ TEST_CASE("fused MoE dispatch, activation and combine match the ATen path and ar
     CHECK(d.xs.index_select(0, pos).equal(x.index_select(0, tokens)));          // each slot holds its token
     at::Tensor expert_of_row = at::searchsorted(counts.cumsum(0), at::arange(N * K, at::kLong), /*out_int32=*/false, /*right=*/true);
     CHECK(expert_of_row.index_select(0, pos.cpu()).equal(top_i.view({-1}).cpu()));  // ...under its expert
+    // The combine with slot maxima (`--expert-stats`): the same output, and each slot's max |row|.
+    for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+        CAPTURE(dtype);
+        at::Tensor out = at::randn({N * K, H}, on_gpu(at::kFloat)).to(dtype);
+        out[7][3] = -1000;  // a slot whose max comes from a negative value
+        at::Tensor top_w = at::rand({N, K}, on_gpu(at::kFloat));
+        at::Tensor slot_max;
+        const at::Tensor plain = fused::moe_combine(out, d.slot_pos, top_w);
+        const at::Tensor with_max = fused::moe_combine(out, d.slot_pos, top_w, &slot_max);
+        CHECK(with_max.equal(plain));
+        REQUIRE(slot_max.defined());
+        REQUIRE((slot_max.scalar_type() == at::kFloat));
+        const at::Tensor expect = out.index_select(0, pos).abs().amax(1).to(at::kFloat);
+        CHECK(slot_max.equal(expect));
+    }
 }
 
 TEST_CASE("fused SiLU-times-up matches HF's act_fn(gate) * up bit for bit") {
