@@ -86,8 +86,12 @@ def main():
         "full": (["--expert-stats", "--thresholds", SWEEP], ["--perplexity"]),
     }
     if args.parts:
-        # Each addition alone on top of the statistics, to say where the full run's time goes.
-        configs.update({"sweep": (["--thresholds", SWEEP], []),
+        # Each addition alone on top of the statistics, to say where the full run's time goes; and
+        # bare_ppl: the bare forward plus the final norm, lm_head and token NLL, i.e. what a causal LM's
+        # own forward computes (HF's model(ids, labels=ids)): the full run's overhead over it is what
+        # the statistics add to a forward that already yields perplexity.
+        configs.update({"bare_ppl": (["--baseline"], ["--perplexity"]),
+                        "sweep": (["--thresholds", SWEEP], []),
                         "experts": (["--expert-stats", "--thresholds", "none"], []),
                         "ppl": (["--thresholds", "none"], ["--perplexity"])})
     runs = {name: [] for name in configs}
@@ -138,12 +142,20 @@ def main():
           f"+{100 * results['overhead']['stats']:.1f} % | |")
     print(f"| + perplexity + expert stats + {len(SWEEP.split(','))}-threshold sweep | {best['full']['forward_s']:.3f} | "
           f"{results['tokens_per_s']['full']:.0f} | +{100 * results['overhead']['full']:.1f} % | <= +15 % |")
-    parts = {"sweep": f"statistics + {len(SWEEP.split(','))}-threshold sweep", "experts": "statistics + expert stats",
+    parts = {"bare_ppl": "bare forward + lm_head and token NLL, no statistics",
+             "sweep": f"statistics + {len(SWEEP.split(','))}-threshold sweep", "experts": "statistics + expert stats",
              "ppl": "statistics + perplexity"}
     for name, label in parts.items():
         if name in best:
             print(f"| {label} (--parts) | {best[name]['forward_s']:.3f} | {results['tokens_per_s'][name]:.0f} | "
                   f"+{100 * results['overhead'][name]:.1f} % | |")
+    if "bare_ppl" in best:
+        over = best["full"]["forward_s"] / best["bare_ppl"]["forward_s"] - 1.0
+        results["overhead_full_vs_bare_ppl"] = over
+        print(f"full run vs the bare forward with lm_head + NLL: +{100 * over:.1f} %")
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(results, f, indent=2)
     return 0
 
 
