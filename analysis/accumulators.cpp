@@ -306,7 +306,19 @@ void OutlierAccumulator::State::capture_fused(const AccumulatorOptions & options
 void OutlierAccumulator::State::sweep_records(std::vector<SequenceStats> & records) const {
     const int64_t K = row_sweep_sites.size(0);
     at::Tensor positions = at::empty_like(row_sweep_sites);  // [K,B,H] int32
-    for (int64_t k = 0; k < K; ++k) positions.select(0, k).copy_(pos_level.gt(k).sum(1));
+    bool counted = false;
+#if ANALYSIS_HAS_CUDA_KERNELS
+    if (fused && pos_level.is_cuda() && pos_level.is_contiguous() && K <= cuda_kernels::kMaxSweepThresholds) {
+        const c10::cuda::CUDAGuard guard(pos_level.device());
+        const cudaError_t e = cuda_kernels::sweep_positions(pos_level.data_ptr<uint8_t>(), B, T, hidden, static_cast<int>(K),
+                                                            positions.data_ptr<int32_t>(),
+                                                            c10::cuda::getCurrentCUDAStream(pos_level.device().index()).stream());
+        if (e != cudaSuccess) throw common::Error::internal(std::string("analysis: sweep position kernel: ") + cudaGetErrorString(e));
+        counted = true;
+    }
+#endif
+    if (!counted)
+        for (int64_t k = 0; k < K; ++k) positions.select(0, k).copy_(pos_level.gt(k).sum(1));
     sweep_dim_positions.add_(positions.sum(1));
     at::Tensor layers = at::zeros_like(row_sweep_sites);     // [K,B,H] int32
     if (!row_layer_level.empty()) {

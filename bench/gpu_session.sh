@@ -13,6 +13,7 @@
 #   bench/gpu_session.sh stats   # issue 14: GPU tests (sweep kernel), per-expert counts vs HF's routers, overhead bench
 #   bench/gpu_session.sh overhead    # GPU tests, perplexity + per-expert parity, the overhead bench with parts and a profile
 #   bench/gpu_session.sh moe_parity  # real-shape bf16 parity with the routing-aware verdict: glm4_moe, qwen3_next, gpt_oss
+#   bench/gpu_session.sh overhead2   # GPU tests and the overhead bench with parts and a profile only
 #   bench/gpu_session.sh h200        # full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B (H200)
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
 set -uo pipefail
@@ -158,6 +159,13 @@ if [[ $what == overhead ]]; then
   timeout 100 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --analyze "$build/analysis/analyze" \
     --expert-stats --families olmoe,mixtral --json-out "$out/parity_experts.json" > "$out/parity_experts.log" 2>&1
   echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -12
+fi
+if [[ $what == overhead2 ]]; then
+  stamp "gpu tests, then the overhead bench (best of 2) and a profile of every configuration"
+  gpu_tests
+  PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 200 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
+    > "$out/overhead_run.log" 2>&1
+  echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -11 "$out/overhead_run.log"
 fi
 if [[ $what == moe_parity ]]; then
   stamp "gpu tests, then the overhead bench (best of 2) and a profile of every configuration (EXTRACTOR_PROFILE=1)"

@@ -81,7 +81,12 @@ __global__ void __launch_bounds__(kWarps * 32, 3) capture_kernel(const CaptureAr
     uint32_t * col_hits = shared + hist_words;
     uint32_t * col_max = col_hits + kCols;
     uint32_t * col_level = col_max + kCols;
+    // The sweep's thresholds in shared memory: indexing the by-value argument with a run-time level
+    // would make every thread copy the whole argument struct to local memory.
+    __shared__ float sweep_thresholds[kMaxSweepThresholds];
     for (int i = threadIdx.x; i < hist_words + (SWEEP ? 3 : 2) * kCols; i += blockDim.x) shared[i] = 0;
+    if constexpr (SWEEP)
+        if (threadIdx.x < kMaxSweepThresholds) sweep_thresholds[threadIdx.x] = a.sweep_thresholds[threadIdx.x];
     __syncthreads();
 
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -128,9 +133,9 @@ __global__ void __launch_bounds__(kWarps * 32, 3) capture_kernel(const CaptureAr
                     if constexpr (SWEEP) {
                         // Thresholds ascend, so the level is the count of the leading ones reached
                         // (a NaN reaches none, as it never hits). Most values reach none.
-                        if (m.value >= a.sweep_thresholds[0]) {
+                        if (m.value >= sweep_thresholds[0]) {
                             uint32_t level = 1;
-                            while (level < static_cast<uint32_t>(a.sweep_k) && m.value >= a.sweep_thresholds[level]) ++level;
+                            while (level < static_cast<uint32_t>(a.sweep_k) && m.value >= sweep_thresholds[level]) ++level;
                             uint8_t & p = a.pos_level[row + h + j];
                             if (level > p) p = static_cast<uint8_t>(level);
                             const int shift = 8 * (j % 4);  // j is unrolled: a constant
@@ -226,6 +231,28 @@ cudaError_t launch_capture_aligned(const CaptureArgs & a, cudaStream_t stream) {
     return aligned ? launch_capture<TIn, ROUND, kVec>(a, stream) : launch_capture<TIn, ROUND, 1>(a, stream);
 }
 
+
+// ---- Threshold sweep at the end of a batch: positions reaching each level ----
+
+// positions[k,b,h] = #t with pos_level[b,t,h] > k for k < K: one thread per (b,h), walking T
+// (neighbouring threads read neighbouring bytes); most levels are 0 and skip the counting.
+__global__ void sweep_positions_kernel(const uint8_t * __restrict__ pos_level, int64_t B, int64_t T, int64_t H, int K,
+                                       int32_t * __restrict__ positions) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // b*H + h
+    if (i >= B * H) return;
+    const int64_t b = i / H, h = i % H;
+    int32_t count[kMaxSweepThresholds] = {};
+    const uint8_t * p = pos_level + b * T * H + h;
+    for (int64_t t = 0; t < T; ++t) {
+        const int level = p[t * H];
+        if (level == 0) continue;
+#pragma unroll
+        for (int k = 0; k < kMaxSweepThresholds; ++k) count[k] += level > k ? 1 : 0;
+    }
+#pragma unroll
+    for (int k = 0; k < kMaxSweepThresholds; ++k)
+        if (k < K) positions[k * B * H + i] = count[k];
+}
 
 // ---- Per-expert statistics: one warp per routed slot ----
 
@@ -333,6 +360,16 @@ cudaError_t launch_experts(const ExpertArgs & a, cudaStream_t stream) {
 }
 
 }  // namespace
+
+cudaError_t sweep_positions(const uint8_t * pos_level, int64_t B, int64_t T, int64_t H, int K, int32_t * positions,
+                            cudaStream_t stream) {
+    if (B * H == 0) return cudaSuccess;
+    if (K <= 0 || K > kMaxSweepThresholds) return cudaErrorInvalidValue;
+    constexpr int kThreads = 256;
+    sweep_positions_kernel<<<static_cast<unsigned>((B * H + kThreads - 1) / kThreads), kThreads, 0, stream>>>(pos_level, B, T,
+                                                                                                             H, K, positions);
+    return cudaGetLastError();
+}
 
 cudaError_t accumulate_experts(const ExpertArgs & a, cudaStream_t stream) {
     if (a.S == 0) return cudaSuccess;

@@ -60,6 +60,12 @@ struct CaptureArgs {
 // integer count or a maximum: the same whatever order blocks run in.
 cudaError_t accumulate_capture(const CaptureArgs & args, cudaStream_t stream);
 
+// The threshold sweep's per-(row, dim) position counts at the end of a batch: positions[k,b,h]
+// (int32 [K,B,H], overwritten) = how many positions t have pos_level[b,t,h] > k, K <= 16; one read of
+// pos_level [B,T,H] instead of K compare-and-sum passes.
+cudaError_t sweep_positions(const uint8_t * pos_level, int64_t B, int64_t T, int64_t H, int K, int32_t * positions,
+                            cudaStream_t stream);
+
 // Most experts a layer may have for the per-expert pass (its per-block tallies live in shared memory).
 inline constexpr int kMaxExperts = 2048;
 
