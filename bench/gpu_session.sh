@@ -160,19 +160,20 @@ if [[ $what == overhead ]]; then
     --expert-stats --families olmoe,mixtral --json-out "$out/parity_experts.json" > "$out/parity_experts.log" 2>&1
   echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -12
 fi
-if [[ $what == overhead2 ]]; then
+# The GPU tests, then the issue-14 overhead bench (best of 2, each addition alone, bare_ppl) and a
+# per-op profile of every configuration (EXTRACTOR_PROFILE=1).
+overhead_with_profile() {
   stamp "gpu tests, then the overhead bench (best of 2) and a profile of every configuration"
   gpu_tests
   PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 200 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
     > "$out/overhead_run.log" 2>&1
   echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -11 "$out/overhead_run.log"
+}
+if [[ $what == overhead2 ]]; then
+  overhead_with_profile
 fi
 if [[ $what == moe_parity ]]; then
-  stamp "gpu tests, then the overhead bench (best of 2) and a profile of every configuration (EXTRACTOR_PROFILE=1)"
-  gpu_tests
-  PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 200 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
-    > "$out/overhead_run.log" 2>&1
-  echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -9 "$out/overhead_run.log"
+  overhead_with_profile
   for fam in glm4_moe qwen3_next gpt_oss; do
     stamp "parity real shapes, bf16, routing-aware: $fam"
     timeout 170 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families "$fam" \
