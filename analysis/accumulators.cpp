@@ -226,7 +226,11 @@ struct OutlierAccumulator::State {
     // The batch's sweep numbers per (row, dim) reaching the lowest threshold, into the records.
     void sweep_records(std::vector<SequenceStats> & records) const;
 
+    // on_experts' two paths, defined next to it.
+    void experts_aten(const AccumulatorOptions & options, ExpertAccumulator & e, const extractor::ExpertCapture & c) const;
 #if ANALYSIS_HAS_CUDA_KERNELS
+    bool experts_fused(const AccumulatorOptions & options, ExpertAccumulator & e, const extractor::ExpertCapture & c,
+                       const std::string & label);
     bool fused_fits(const AccumulatorOptions & options, const SiteAccumulator & acc, const at::Tensor & x) const;
     void capture_fused(const AccumulatorOptions & options, SiteAccumulator & acc, int layer, const at::Tensor & x,
                        const std::string & label);
@@ -725,54 +729,73 @@ void OutlierAccumulator::on_experts(int layer, const extractor::ExpertCapture & 
     if (e.tokens.size(0) != c.experts || e.tokens.device() != device)
         throw common::Error::internal("analysis: " + label + ": the expert count or device changed between batches");
     // Padding is not data: only real tokens count (the mask of this batch's B*T tokens).
-    const int64_t n = c.top_i.size(0), K = c.top_i.size(1);
+    const int64_t n = c.top_i.size(0);
     if (s.mask_cpu.defined()) {
         if (!s.real_tokens.defined() || s.real_tokens.device() != device) s.real_tokens = s.mask_cpu.reshape({-1}).to(device);
         if (c.first_token + n > s.real_tokens.numel())
             throw common::Error::internal("analysis: " + label + ": tokens beyond the batch");
     }
 #if ANALYSIS_HAS_CUDA_KERNELS
-    if (s.fused && c.down.is_cuda() && c.experts <= cuda_kernels::kMaxExperts && c.down.numel() > 0 &&
-        (c.down.scalar_type() == at::kBFloat16 || c.down.scalar_type() == at::kHalf || c.down.scalar_type() == at::kFloat)) {
-        // One read of each routed row, tallied per expert in shared memory: the ATen chain below
-        // reads [S,H] once more and settles S contended atomics per statistic.
-        const at::Tensor down = c.down.contiguous();
-        const at::Tensor slot_row = c.slot_row.scalar_type() == at::kInt ? c.slot_row.contiguous() : c.slot_row.to(at::kLong).contiguous();
-        const at::Tensor expert = c.top_i.reshape({-1}).to(at::kLong).contiguous();  // [S]
-        cuda_kernels::ExpertArgs args;
-        args.down = down.data_ptr();
-        args.down_dtype = kernel_dtype(down.scalar_type());
-        args.round_bf16 = options_.round_bf16;
-        args.H = down.size(1);
-        args.S = S;
-        args.K = static_cast<int>(K);
-        args.E = static_cast<int>(c.experts);
-        at::Tensor slot_max;  // [S] fp32, computed by the fused MoE combine
-        if (c.slot_max.defined() && c.slot_max.device() == device && c.slot_max.numel() == S) {
-            slot_max = c.slot_max.to(at::kFloat).contiguous();
-            args.slot_max = slot_max.data_ptr<float>();
-        }
-        args.slot_row = slot_row.data_ptr();
-        args.slot_row_int64 = slot_row.scalar_type() == at::kLong;
-        args.expert = expert.data_ptr<int64_t>();
-        at::Tensor real;  // [n] uint8
-        if (s.mask_cpu.defined()) {
-            real = s.real_tokens.narrow(0, c.first_token, n).to(at::kByte).contiguous();
-            args.real = real.data_ptr<uint8_t>();
-        }
-        args.threshold = threshold_as(options_.threshold, options_.round_bf16 ? at::kBFloat16 : down.scalar_type());
-        args.tokens = reinterpret_cast<unsigned long long *>(e.tokens.data_ptr<int64_t>());
-        args.hit_tokens = reinterpret_cast<unsigned long long *>(e.hit_tokens.data_ptr<int64_t>());
-        args.max_abs = e.max_abs.data_ptr<float>();
-        const c10::cuda::CUDAGuard guard(device);
-        const cudaError_t err = cuda_kernels::accumulate_experts(args, c10::cuda::getCurrentCUDAStream(device.index()).stream());
-        if (err != cudaSuccess)
-            throw common::Error::internal("analysis: " + label + ": fused expert kernel: " + cudaGetErrorString(err))
-                .with("tensor", label);
-        s.fused_expert_captures += 1;
-        return;
-    }
+    if (s.experts_fused(options_, e, c, label)) return;
 #endif
+    s.experts_aten(options_, e, c);
+}
+
+#if ANALYSIS_HAS_CUDA_KERNELS
+// on_experts on the GPU: one kernel pass (accumulate_kernels.h accumulate_experts). False where it does
+// not apply (switched off, on the CPU, an unsupported dtype, more experts than it tallies).
+bool OutlierAccumulator::State::experts_fused(const AccumulatorOptions & options, ExpertAccumulator & e,
+                                              const extractor::ExpertCapture & c, const std::string & label) {
+    const auto device = c.down.device();
+    const int64_t S = c.slot_row.numel(), n = c.top_i.size(0), K = c.top_i.size(1);
+    if (!(fused && c.down.is_cuda() && c.experts <= cuda_kernels::kMaxExperts && c.down.numel() > 0 &&
+          (c.down.scalar_type() == at::kBFloat16 || c.down.scalar_type() == at::kHalf || c.down.scalar_type() == at::kFloat)))
+        return false;
+    // One kernel: the slot maxima the fused combine handed over (or one read of each routed row),
+    // tallied per expert in shared memory; experts_aten reads [S,H] again and settles S contended
+    // atomics per statistic.
+    const at::Tensor down = c.down.contiguous();
+    const at::Tensor slot_row = c.slot_row.scalar_type() == at::kInt ? c.slot_row.contiguous() : c.slot_row.to(at::kLong).contiguous();
+    const at::Tensor expert = c.top_i.reshape({-1}).to(at::kLong).contiguous();  // [S]
+    cuda_kernels::ExpertArgs args;
+    args.down = down.data_ptr();
+    args.down_dtype = kernel_dtype(down.scalar_type());
+    args.round_bf16 = options.round_bf16;
+    args.H = down.size(1);
+    args.S = S;
+    args.K = static_cast<int>(K);
+    args.E = static_cast<int>(c.experts);
+    at::Tensor slot_max;  // [S] fp32, computed by the fused MoE combine
+    if (c.slot_max.defined() && c.slot_max.device() == device && c.slot_max.numel() == S) {
+        slot_max = c.slot_max.to(at::kFloat).contiguous();
+        args.slot_max = slot_max.data_ptr<float>();
+    }
+    args.slot_row = slot_row.data_ptr();
+    args.slot_row_int64 = slot_row.scalar_type() == at::kLong;
+    args.expert = expert.data_ptr<int64_t>();
+    at::Tensor real;  // [n] uint8
+    if (mask_cpu.defined()) {
+        real = real_tokens.narrow(0, c.first_token, n).to(at::kByte).contiguous();
+        args.real = real.data_ptr<uint8_t>();
+    }
+    args.threshold = threshold_as(options.threshold, options.round_bf16 ? at::kBFloat16 : down.scalar_type());
+    args.tokens = reinterpret_cast<unsigned long long *>(e.tokens.data_ptr<int64_t>());
+    args.hit_tokens = reinterpret_cast<unsigned long long *>(e.hit_tokens.data_ptr<int64_t>());
+    args.max_abs = e.max_abs.data_ptr<float>();
+    const c10::cuda::CUDAGuard guard(device);
+    const cudaError_t err = cuda_kernels::accumulate_experts(args, c10::cuda::getCurrentCUDAStream(device.index()).stream());
+    if (err != cudaSuccess)
+        throw common::Error::internal("analysis: " + label + ": fused expert kernel: " + cudaGetErrorString(err))
+            .with("tensor", label);
+    fused_expert_captures += 1;
+    return true;
+}
+#endif
+
+// on_experts' ATen path (the CPU, and the GPU with the fused pass off).
+void OutlierAccumulator::State::experts_aten(const AccumulatorOptions & options, ExpertAccumulator & e,
+                                             const extractor::ExpertCapture & c) const {
+    const int64_t S = c.slot_row.numel(), n = c.top_i.size(0), K = c.top_i.size(1);
     // max |x| per row in one pass (the inf-norm); bf16 rounding is monotone, so rounding the max
     // equals the max of the rounded values (the layer-norm sites' rule, docs/outlier-method.md#rounding).
     at::Tensor slot_max;  // [S] slot order, in down's dtype (every max |x| is one of its values)
@@ -782,12 +805,12 @@ void OutlierAccumulator::on_experts(int layer, const extractor::ExpertCapture & 
         at::Tensor row_max = at::linalg_vector_norm(c.down, std::numeric_limits<double>::infinity(), at::IntArrayRef{1});  // [S]
         slot_max = row_max.index_select(0, c.slot_row.to(at::kLong));
     }
-    if (options_.round_bf16 && slot_max.scalar_type() != at::kBFloat16) slot_max = slot_max.to(at::kBFloat16);
-    at::Tensor slot_hit = slot_max.ge(options_.threshold);                        // [S]
+    if (options.round_bf16 && slot_max.scalar_type() != at::kBFloat16) slot_max = slot_max.to(at::kBFloat16);
+    at::Tensor slot_hit = slot_max.ge(options.threshold);                        // [S]
     at::Tensor expert = c.top_i.reshape({-1}).to(at::kLong);                      // [S]
     at::Tensor real;
-    if (s.mask_cpu.defined()) {
-        real = s.real_tokens.narrow(0, c.first_token, n).unsqueeze(1).expand({n, K}).reshape({-1});  // [S]
+    if (mask_cpu.defined()) {
+        real = real_tokens.narrow(0, c.first_token, n).unsqueeze(1).expand({n, K}).reshape({-1});  // [S]
         slot_hit = slot_hit.logical_and(real);
     }
     e.tokens.index_add_(0, expert, real.defined() ? real.to(at::kLong) : at::ones({S}, expert.options()));
