@@ -265,6 +265,21 @@ TEST_CASE("expert statistics: tokens, max |x| and threshold hits per expert equa
     CHECK(hits >= 2);  // the planted 6.0 and -5.99 at least
     for (float m : l.max_abs) CHECK(m < 40.0f);  // the padded token's value is not data
 
+    // The same chunks with each slot's max |x| handed over (as the fused MoE combine does): the
+    // rows are not read again, and the statistics are the same.
+    OutlierAccumulator given(o);
+    given.begin_batch(info);
+    given.on_capture(extractor::Site::LnAttn, 3, at::zeros({B, T, H}));
+    for (auto chunk : {expert_chunk(E, 0, top_i.narrow(0, 0, 6), down.narrow(0, 0, 12), 1),
+                       expert_chunk(E, 6, top_i.narrow(0, 6, 4), down.narrow(0, 12, 8), 2)}) {
+        chunk.slot_max = chunk.down.index_select(0, chunk.slot_row.to(at::kLong)).abs().amax(1).to(at::kFloat);
+        chunk.down = at::full_like(chunk.down, 1000.0f);  // would dominate every maximum if it were read
+        given.on_experts(3, chunk);
+    }
+    given.end_batch();
+    REQUIRE(given.statistics().experts.size() == 1);
+    CHECK((given.statistics().experts[0] == l));
+
     // File round trip and a merge of two runs adds the counts and keeps the maxima.
     tests::TempDir dir;
     analysis::save_statistics(s, dir / "e.stats.cbor");
