@@ -44,21 +44,7 @@ struct Bastion {
     tests::SshdFixture sshd;
 };
 
-struct Ran {
-    int code = -1;
-    std::string out, err;
-};
-
-Ran run(bifrost::Connection & c, const std::string & command, const std::string & in = {}) {
-    Ran r;
-    bifrost::RemoteCommand rc;
-    rc.command = command;
-    rc.stdin_data = in;
-    rc.on_stdout = [&](std::string_view d) { r.out.append(d); };
-    rc.on_stderr = [&](std::string_view d) { r.err.append(d); };
-    r.code = c.run(rc);
-    return r;
-}
+using tests::run_remote;
 
 common::Error open_error(const tests::RemoteFixture & target, const bifrost::ConnectOptions & o) {
     try {
@@ -79,11 +65,11 @@ TEST_CASE("jump: exec through one bastion and through a chain of two, host keys 
     o.jump = {a.hop()};
     {
         auto c = bifrost::Connection::open(target.endpoint(), o);
-        auto r = run(*c, "echo through-one; echo err >&2; exit 7");
+        auto r = run_remote(*c, "echo through-one; echo err >&2; exit 7");
         CHECK(r.code == 7);
         CHECK(r.out == "through-one\n");
         CHECK(r.err == "err\n");
-        CHECK(run(*c, "echo again").out == "again\n");  // more channels on the same session
+        CHECK(run_remote(*c, "echo again").out == "again\n");  // more channels on the same session
         CHECK(c->alive());
     }
     CHECK(a.forwarded_to(target.sshd->port()));
@@ -96,7 +82,7 @@ TEST_CASE("jump: exec through one bastion and through a chain of two, host keys 
     o.jump = {a.hop(), b.hop()};
     {
         auto c = bifrost::Connection::open(target.endpoint(), o);
-        auto r = run(*c, "echo through-two; exit 3");
+        auto r = run_remote(*c, "echo through-two; exit 3");
         CHECK(r.code == 3);
         CHECK(r.out == "through-two\n");
     }
@@ -188,11 +174,11 @@ TEST_CASE("jump: MiBs both ways through two bastions are byte-identical and no t
     {
         auto c = bifrost::Connection::open(target.endpoint(), o);
         CHECK(count_entries("/proc/self/task") == tasks_before + 2);  // one relay thread per bastion
-        auto r = run(*c, "cat", data);  // stdin up, stdout down
+        auto r = run_remote(*c, "cat", data);  // stdin up, stdout down
         CHECK(r.code == 0);
         CHECK(r.out.size() == data.size());
         CHECK(r.out == data);
-        r = run(*c, "head -c 20000000 /dev/zero | tr '\\0' x; cat >/dev/null");
+        r = run_remote(*c, "head -c 20000000 /dev/zero | tr '\\0' x; cat >/dev/null");
         CHECK(r.code == 0);
         CHECK(r.out == std::string(20000000, 'x'));
     }
@@ -213,11 +199,11 @@ TEST_CASE("jump: the connection notices a bastion that dies") {
     auto o = target.options();
     o.jump = {a.hop()};
     auto c = bifrost::Connection::open(target.endpoint(), o);
-    CHECK(run(*c, "echo up").out == "up\n");
+    CHECK(run_remote(*c, "echo up").out == "up\n");
     a.sshd.server().kill_hard();
     bool threw = false;
     try {
-        run(*c, "sleep 1; echo never");
+        run_remote(*c, "sleep 1; echo never");
     } catch (const common::Error & e) {
         threw = true;
         CHECK((e.kind() == ErrorKind::Network || e.kind() == ErrorKind::Timeout));

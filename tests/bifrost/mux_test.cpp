@@ -15,35 +15,23 @@ int count(const std::string & text, const std::string & needle) {
     for (size_t p = text.find(needle); p != std::string::npos; p = text.find(needle, p + 1)) ++n;
     return n;
 }
-struct Result {
-    int code = -1;
-    std::string out, err;
-};
-Result run(bifrost::Transport & t, const std::string & cmd, const std::string & in = {}) {
-    Result r;
-    bifrost::RemoteCommand rc;
-    rc.command = cmd;
-    rc.stdin_data = in;
-    rc.on_stdout = [&](std::string_view d) { r.out.append(d); };
-    rc.on_stderr = [&](std::string_view d) { r.err.append(d); };
-    r.code = t.run(rc);
-    return r;
-}
+using tests::Ran;
+using tests::run_remote;
 }  // namespace
 
 TEST_CASE("mux: separate invocations reuse one authenticated connection, concurrently") {
     tests::RemoteFixture remote;
     auto a = bifrost::connect_via_control(remote.endpoint(), remote.options(), 5);
     auto b = bifrost::connect_via_control(remote.endpoint(), remote.options(), 5);
-    auto r = run(*a, "echo out; echo err >&2; exit 4");
+    auto r = run_remote(*a, "echo out; echo err >&2; exit 4");
     CHECK(r.code == 4);
     CHECK(r.out == "out\n");
     CHECK(r.err == "err\n");
-    CHECK(run(*b, "cat", "through stdin").out == "through stdin");
+    CHECK(run_remote(*b, "cat", "through stdin").out == "through stdin");
     // Two large outputs at once on one connection.
-    Result big1, big2;
-    std::thread t1([&] { big1 = run(*a, "head -c 30000000 /dev/zero; echo e1 >&2"); });
-    std::thread t2([&] { big2 = run(*b, "head -c 20000000 /dev/zero; exit 9"); });
+    Ran big1, big2;
+    std::thread t1([&] { big1 = run_remote(*a, "head -c 30000000 /dev/zero; echo e1 >&2"); });
+    std::thread t2([&] { big2 = run_remote(*b, "head -c 20000000 /dev/zero; exit 9"); });
     t1.join();
     t2.join();
     CHECK(big1.out.size() == 30000000);
@@ -60,18 +48,18 @@ TEST_CASE("mux: separate invocations reuse one authenticated connection, concurr
 TEST_CASE("mux: when the connection dies the master exits and the next request starts a new one") {
     tests::RemoteFixture remote;
     auto a = bifrost::connect_via_control(remote.endpoint(), remote.options(), 5);
-    CHECK(run(*a, "true").code == 0);
+    CHECK(run_remote(*a, "true").code == 0);
     remote.sshd->server().kill_hard();
     remote.sshd->server().restart();
     bool failed = false;
     try {
-        run(*a, "true");
+        run_remote(*a, "true");
     } catch (const common::Error & e) {
         failed = e.kind() == common::ErrorKind::Network;
     }
     CHECK(failed);
     auto b = bifrost::connect_via_control(remote.endpoint(), remote.options(), 5);
-    CHECK(run(*b, "exit 5").code == 5);
+    CHECK(run_remote(*b, "exit 5").code == 5);
 }
 
 TEST_CASE("mux: a new master's auth failure reaches the caller with its kind") {

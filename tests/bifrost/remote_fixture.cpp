@@ -54,6 +54,17 @@ RemoteFixture::Cli RemoteFixture::cli(const std::vector<std::string> & args, con
     return {r.exit_code, r.out, r.err};
 }
 
+Ran run_remote(bifrost::Transport & transport, const std::string & command, const std::string & stdin_data) {
+    Ran r;
+    bifrost::RemoteCommand rc;
+    rc.command = command;
+    rc.stdin_data = stdin_data;
+    rc.on_stdout = [&](std::string_view d) { r.out.append(d); };
+    rc.on_stderr = [&](std::string_view d) { r.err.append(d); };
+    r.code = transport.run(rc);
+    return r;
+}
+
 std::string slurp(const std::string & path) {
     std::ifstream in(path, std::ios::binary);
     std::stringstream s;

@@ -36,6 +36,13 @@ public:
     std::unique_ptr<EnvGuard> known_hosts_env, cache_env, runtime_env;
 };
 
+// One remote command over any transport (a connection, a multiplexed channel), its output collected.
+struct Ran {
+    int code = -1;
+    std::string out, err;
+};
+Ran run_remote(bifrost::Transport & transport, const std::string & command, const std::string & stdin_data = {});
+
 std::string slurp(const std::string & path);
 void spit(const std::string & path, const std::string & text);
 

@@ -71,6 +71,13 @@ std::string config_error(const std::string & yaml) {
     return "(accepted)";
 }
 
+// The example cluster with `jump` lines inserted after its key.
+std::string with_jump(const std::string & jump) {
+    std::string y = kClusterYaml;
+    const std::string key = "      key: /keys/id\n";
+    return y.replace(y.find(key), key.size(), key + jump);
+}
+
 // Broker options for the cluster: its broker config (`extra` inside the cluster's mapping) and a
 // state folder under `dir`.
 BrokerOptions broker_options(const tests::SlurmFixture & slurm, const tests::TempDir & dir, const std::string & extra = "") {
@@ -159,13 +166,7 @@ TEST_CASE("slurm config: bad cluster definitions are usage errors naming the fil
 }
 
 TEST_CASE("slurm config: jump hosts are read first to last, with the cluster's key unless a hop names its own") {
-    const std::string base = kClusterYaml;
-    auto with_jump = [&](const std::string & jump) {
-        std::string y = base;
-        const std::string key = "      key: /keys/id\n";
-        return y.replace(y.find(key), key.size(), key + jump);
-    };
-    CHECK(cluster_from(base).login.jump.empty());
+    CHECK(cluster_from(kClusterYaml).login.jump.empty());
     auto c = cluster_from(with_jump("      jump: [bob@bastion.example, \"carol@10.0.0.9:2200\"]\n"));
     REQUIRE(c.login.jump.size() == 2);
     CHECK(c.login.jump[0].user == "bob");
@@ -190,12 +191,6 @@ TEST_CASE("slurm config: jump hosts are read first to last, with the cluster's k
 }
 
 TEST_CASE("slurm config: bad jump hosts are usage errors naming the file, line and key") {
-    const std::string base = kClusterYaml;
-    auto with_jump = [&](const std::string & jump) {
-        std::string y = base;
-        const std::string key = "      key: /keys/id\n";
-        return y.replace(y.find(key), key.size(), key + jump);
-    };
     auto no_user = config_error(with_jump("      jump: [bastion.example]\n"));
     CHECK(no_user.find("broker.yaml:6:") != std::string::npos);
     CHECK(no_user.find("slurm.clusters[0].jump[0]") != std::string::npos);
