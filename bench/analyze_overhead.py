@@ -94,13 +94,17 @@ def main():
                         "sweep": (["--thresholds", SWEEP], []),
                         "experts": (["--expert-stats", "--thresholds", "none"], []),
                         "ppl": (["--thresholds", "none"], ["--perplexity"])})
+    def run_config(name, out_name, env=None):
+        """One `analyze extract` run of configuration `name` into work/out_name: extract's JSON."""
+        analyze_flags, extract_flags = configs[name]
+        return run_json([args.analyze, "extract", "-o", os.path.join(args.work, out_name), "--no-plots", *analyze_flags,
+                         "--", *extract_args, *extract_flags], env=env)
+
     runs = {name: [] for name in configs}
     # stderr is kept for --profile only; the timed runs' JSON stays small
     for rep in range(args.repeat):
-        for name, (analyze_flags, extract_flags) in configs.items():
-            out_dir = os.path.join(args.work, f"{name}-{rep}")
-            r = run_json([args.analyze, "extract", "-o", out_dir, "--no-plots", *analyze_flags, "--", *extract_args,
-                          *extract_flags])
+        for name in configs:
+            r = run_config(name, f"{name}-{rep}")
             r.pop("stderr", None)
             runs[name].append(r)
             print(f"{name:<6} run {rep}: forward {r['forward_s']:.3f} s, {r['tokens_per_s']:.0f} tokens/s", flush=True)
@@ -108,9 +112,7 @@ def main():
     profiles = {}
     if args.profile:
         for name in configs:
-            analyze_flags, extract_flags = configs[name]
-            r = run_json([args.analyze, "extract", "-o", os.path.join(args.work, f"{name}-profile"), "--no-plots",
-                          *analyze_flags, "--", *extract_args, *extract_flags], env=dict(os.environ, EXTRACTOR_PROFILE="1"))
+            r = run_config(name, f"{name}-profile", env=dict(os.environ, EXTRACTOR_PROFILE="1"))
             line = next((l for l in r["stderr"].splitlines() if "profile (device-synchronised" in l), "no profile line")
             profiles[name] = dict(forward_s=r["forward_s"], profile=line)
             print(f"profile {name}: forward {r['forward_s']:.3f} s (synchronised per op)\n  {line}", flush=True)

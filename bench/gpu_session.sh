@@ -6,7 +6,6 @@
 #   bench/gpu_session.sh ppl     # GPU tests + perplexity parity of every family
 #   bench/gpu_session.sh final   # gpt_oss real shapes in f32, perplexity parity, longer benchmarks
 #   bench/gpu_session.sh shapes  # real-shape 2-layer parity (mixtral, gpt_oss) + mixtral and gpt_oss benchmarks
-#   bench/gpu_session.sh stats   # per-expert counts vs HF's router, the overhead of the added statistics
 #   bench/gpu_session.sh new     # GPU tests + small parity of every family + the offload bench (OLMoE shape)
 #   bench/gpu_session.sh newshapes     # real-shape parity and benchmarks of glm4_moe and qwen3_next
 #   bench/gpu_session.sh offload_full  # full-shape offload (OFFLOAD_SHAPES, OFFLOAD_BUDGET_<shape>)
@@ -31,6 +30,15 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 gpu_tests() {
   "$build/tests/gpu/toolkit_gpu_tests" > "$out/gpu_tests.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "ERROR|FAILED|signal|test cases" "$out/gpu_tests.log" | head -12
+}
+# The GPU tests, then the issue-14 overhead bench (best of 2, each addition alone, bare_ppl) and a
+# per-op profile of every configuration (EXTRACTOR_PROFILE=1).
+overhead_with_profile() {
+  stamp "gpu tests, then the overhead bench (best of 2) and a profile of every configuration"
+  gpu_tests
+  PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 330 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
+    > "$out/overhead_run.log" 2>&1
+  echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -11 "$out/overhead_run.log"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 stamp "build"
@@ -93,16 +101,11 @@ if [[ $what == ppl ]]; then
   echo "rc=$?"; grep -E "^NOT OK" "$out/parity_ppl.log" | head -12; grep -A42 "^family " "$out/parity_ppl.log" | head -44
 fi
 if [[ $what == stats ]]; then
-  stamp "gpu tests (the fused pass with and without the threshold sweep)"
-  gpu_tests
+  overhead_with_profile
   stamp "per-expert counts vs HF's router top-k (f32 decides; default and EXTRACTOR_FUSED=0 paths)"
   timeout 240 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --analyze "$build/analysis/analyze" \
     --expert-stats --families olmoe,qwen3_moe,mixtral,gpt_oss --json-out "$out/parity_experts.json" > "$out/parity_experts.log" 2>&1
   echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -40; grep -A30 "^family " "$out/parity_experts.log" | head -32
-  stamp "overhead: perplexity + expert stats + 7-threshold sweep vs the bare forward (OLMoE shape)"
-  PARTS=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 500 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
-    > "$out/overhead_run.log" 2>&1
-  echo "rc=$?"; tail -12 "$out/overhead_run.log"
 fi
 if [[ $what == new ]]; then
   # One call for the new families (#13), offload with prefetch, and the per-expert statistics (#14).
@@ -146,12 +149,7 @@ if [[ $what == offload_full ]]; then
   done
 fi
 if [[ $what == overhead ]]; then
-  stamp "gpu tests (fused token NLL and per-expert pass included)"
-  gpu_tests
-  stamp "overhead: bare / stats / full + parts, best of 2, then a per-op profile of bare and full"
-  PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 330 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
-    > "$out/overhead_run.log" 2>&1
-  echo "rc=$?"; tail -16 "$out/overhead_run.log"
+  overhead_with_profile
   stamp "perplexity parity with the fused NLL (small configs)"
   timeout 90 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --perplexity --families llama,olmoe,gpt_oss \
     --json-out "$out/parity_ppl.json" > "$out/parity_ppl.log" 2>&1
@@ -161,15 +159,6 @@ if [[ $what == overhead ]]; then
     --expert-stats --families olmoe,mixtral --json-out "$out/parity_experts.json" > "$out/parity_experts.log" 2>&1
   echo "rc=$?"; grep -E "experts:" "$out/parity_experts.log" | head -12
 fi
-# The GPU tests, then the issue-14 overhead bench (best of 2, each addition alone, bare_ppl) and a
-# per-op profile of every configuration (EXTRACTOR_PROFILE=1).
-overhead_with_profile() {
-  stamp "gpu tests, then the overhead bench (best of 2) and a profile of every configuration"
-  gpu_tests
-  PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 200 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
-    > "$out/overhead_run.log" 2>&1
-  echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -11 "$out/overhead_run.log"
-}
 if [[ $what == overhead2 ]]; then
   overhead_with_profile
 fi

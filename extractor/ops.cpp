@@ -347,7 +347,7 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
         if (!observe) return fused::moe_combine(out, d.slot_pos, top_w);              // [N,H]
         // The combine reads every slot's row: it hands the sinks each row's max |x| on the way.
         at::Tensor slot_max;                                                           // [S] fp32
-        at::Tensor y = fused::moe_combine(out, d.slot_pos, top_w, K <= 16 ? &slot_max : nullptr);  // [N,H]
+        at::Tensor y = fused::moe_combine(out, d.slot_pos, top_w, K <= fused::kCombineMaxTopK ? &slot_max : nullptr);  // [N,H]
         observe({E, first_token, top_i, out, d.slot_pos, slot_max});
         return y;
     }

@@ -153,7 +153,8 @@ at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, cons
     at::Tensor w = top_w.contiguous();
     at::Tensor y = at::empty({N, H}, out.options());
     if (slot_max != nullptr) {
-        require(K <= 16, "moe_combine: slot maxima need top-k <= 16");
+        static_assert(kCombineMaxTopK == k::kSlotMaxK);
+        require(K <= kCombineMaxTopK, "moe_combine: slot maxima need top-k <= 16");
         *slot_max = at::empty({N * K}, out.options().dtype(at::kFloat));
     }
     const c10::cuda::CUDAGuard guard(out.device());

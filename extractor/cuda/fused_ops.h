@@ -45,7 +45,8 @@ at::Tensor silu_mul(const at::Tensor & gate_up);
 
 // out [S,H] (rows as moe_dispatch placed them), slot_pos [S], top_w [N,K] fp32 ->
 // [N,H] = sum_k out[slot_pos[n*K+k]] * top_w[n,k], in fp32, rounded once to out's dtype.
-// slot_max given (fp32 [N*K], K <= 16): also each slot's max |out row| (a NaN propagates).
+// slot_max given (fp32 [N*K], K <= kCombineMaxTopK): also each slot's max |out row| (a NaN propagates).
+inline constexpr int64_t kCombineMaxTopK = 16;  // cuda_kernels::kSlotMaxK (kernels.h is CUDA-only)
 at::Tensor moe_combine(const at::Tensor & out, const at::Tensor & slot_pos, const at::Tensor & top_w,
                        at::Tensor * slot_max = nullptr);
 

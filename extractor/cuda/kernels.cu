@@ -279,7 +279,6 @@ __global__ void moe_combine_kernel(const T * __restrict__ out, const int32_t * _
 // The same combine, also writing slot_max[n*K+k] = max |out row of slot n*K+k| (`--expert-stats`):
 // the rows are read here anyway, so the statistic costs no second pass over [S,H]. Maxima compare
 // the bits of |v| as floats (a NaN propagates). K <= kSlotMaxK, every thread reaches the reduction.
-constexpr int kSlotMaxK = 16;
 
 template <typename T, int VEC>
 __global__ void moe_combine_max_kernel(const T * __restrict__ out, const int32_t * __restrict__ slot_pos,

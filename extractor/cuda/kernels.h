@@ -53,8 +53,9 @@ cudaError_t silu_mul(DType dtype, const void * gate_up, void * act, int64_t S, i
 
 // y[n,:] = round(sum_k out[slot_pos[n*K+k],:] * w[n,k]) with fp32 weights, products and sum: HF 5.x's
 // grouped_mm combine ((proj_out * fp32 weights)[inv_perm].view(N,K,H).sum(1).to(dtype)). H % 8 == 0.
-// slot_max non-null ([N*K] fp32, K <= 16): also slot_max[s] = max |out[slot_pos[s],:]| (the per-expert
-// statistics' input, from the rows this pass reads anyway; NaN propagates).
+// slot_max non-null ([N*K] fp32, K <= kSlotMaxK): also slot_max[s] = max |out[slot_pos[s],:]| (the
+// per-expert statistics' input, from the rows this pass reads anyway; NaN propagates).
+inline constexpr int kSlotMaxK = 16;
 cudaError_t moe_combine(DType dtype, const void * out, const int32_t * slot_pos, const float * weights, int64_t N,
                         int K, int64_t H, void * y, float * slot_max, cudaStream_t stream);
 
