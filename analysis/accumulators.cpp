@@ -10,6 +10,7 @@
 #include "analysis/stats_file.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "extractor/perplexity.h"
 
 #include <ATen/ATen.h>
 
@@ -823,34 +824,10 @@ void OutlierAccumulator::State::experts_aten(const AccumulatorOptions & options,
 void OutlierAccumulator::on_token_nll(const at::Tensor & nll) {
     auto & s = *state_;
     if (!s.in_batch) throw common::Error::internal("analysis: token losses outside begin_batch/end_batch");
-    at::Tensor host = nll.to(at::kCPU, at::kDouble).contiguous();  // [B,T-1]
-    if (host.dim() != 2 || static_cast<size_t>(host.size(0)) != s.sequence_indices.size())
-        throw common::Error::internal("analysis: token losses for " + std::to_string(host.dim() > 0 ? host.size(0) : 0) + " rows, batch has " +
-                                      std::to_string(s.sequence_indices.size()));
+    // Per row: the NLL sum and the sums per position bucket, as extract's own perplexity sink keeps them.
+    auto rows = extractor::sequence_nll(nll, s.sequence_indices);
     s.perplexity = true;
-    const int64_t B = host.size(0), L = host.size(1);
-    auto bucket = [](int64_t position) {  // floor(log2 position)
-        int b = 0;
-        while (position > 1) position >>= 1, ++b;
-        return b;
-    };
-    const int buckets = L > 0 ? bucket(L) + 1 : 0;
-    const double * p = host.data_ptr<double>();
-    for (int64_t b = 0; b < B; ++b) {
-        SequencePerplexity r;
-        r.sequence_index = s.sequence_indices[static_cast<size_t>(b)];
-        r.tokens = L;
-        r.bucket_nll.assign(static_cast<size_t>(buckets), 0.0);
-        r.bucket_tokens.assign(static_cast<size_t>(buckets), 0);
-        for (int64_t t = 0; t < L; ++t) {
-            const double v = p[b * L + t];
-            const auto k = static_cast<size_t>(bucket(t + 1));  // the predicted token's position
-            r.nll_sum += v;
-            r.bucket_nll[k] += v;
-            r.bucket_tokens[k] += 1;
-        }
-        s.perplexity_sequences.push_back(std::move(r));
-    }
+    for (auto & r : rows) s.perplexity_sequences.push_back(std::move(r));
 }
 
 Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const {

@@ -100,6 +100,7 @@ at::Tensor token_nll(const Model & m, const LmHead & head, const at::Tensor & h,
 
 std::vector<SequenceNll> sequence_nll(const at::Tensor & nll, const std::vector<int64_t> & sequence_indices) {
     at::Tensor host = nll.to(at::kCPU, at::kDouble).contiguous();  // [B,T-1]
+    if (host.dim() != 2) throw common::Error::internal("token NLL of shape " + shape_text(host.sizes()) + ", not [B,T-1]");
     const int64_t B = host.size(0), L = host.size(1);
     if (static_cast<size_t>(B) != sequence_indices.size())
         throw common::Error::internal("token NLL has " + std::to_string(B) + " rows for " + std::to_string(sequence_indices.size()) +
