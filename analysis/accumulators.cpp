@@ -310,7 +310,7 @@ void OutlierAccumulator::State::capture_fused(const AccumulatorOptions & options
 
 void OutlierAccumulator::State::sweep_records(std::vector<SequenceStats> & records) const {
     const int64_t K = row_sweep_sites.size(0);
-    at::Tensor positions = at::empty_like(row_sweep_sites);  // [K,B,H] int32
+    at::Tensor positions = at::zeros_like(row_sweep_sites);  // [K,B,H] int32
     bool counted = false;
 #if ANALYSIS_HAS_CUDA_KERNELS
     if (fused && pos_level.is_cuda() && pos_level.is_contiguous() && K <= cuda_kernels::kMaxSweepThresholds) {

@@ -13,6 +13,7 @@
 #   bench/gpu_session.sh overhead    # GPU tests, perplexity + per-expert parity, the overhead bench with parts and a profile
 #   bench/gpu_session.sh moe_parity  # real-shape bf16 parity with the routing-aware verdict: glm4_moe, qwen3_next, gpt_oss
 #   bench/gpu_session.sh overhead2   # GPU tests and the overhead bench with parts and a profile only
+#   bench/gpu_session.sh gptoss      # GPU tests, gpt_oss parity (small, real shapes), its bench vs HF, per-op profiles
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -170,6 +171,32 @@ if [[ $what == moe_parity ]]; then
       --json-out "$out/parity_real_$fam.json" > "$out/parity_real_$fam.log" 2>&1
     echo "parity $fam rc=$?"; grep -E "routing-aware|routing:" "$out/parity_real_$fam.log" | head -14
     grep -A8 "^family " "$out/parity_real_$fam.log" | head -10
+  done
+fi
+if [[ $what == gptoss ]]; then
+  # Sink attention on the flash kernel (#12): its GPU test, parity small and at real shapes, the
+  # bench against HF, and a per-op profile of the packed path.
+  stamp "gpu tests"
+  gpu_tests
+  grep -B2 -A8 "sink attention through flash" "$out/gpu_tests.log" | head -30
+  stamp "parity small configs: gpt_oss (f32 and bf16, fused + ATen)"
+  timeout 120 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families gpt_oss \
+    --json-out "$out/parity_small_gpt_oss.json" > "$out/parity_small_gpt_oss.log" 2>&1
+  echo "rc=$?"; grep -E "^NOT OK" "$out/parity_small_gpt_oss.log" | head -6; grep -A8 "^family " "$out/parity_small_gpt_oss.log" | head -10
+  stamp "parity real shapes, bf16, routing-aware: gpt_oss"
+  timeout 170 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families gpt_oss \
+    --json-out "$out/parity_real_gpt_oss.json" > "$out/parity_real_gpt_oss.log" 2>&1
+  echo "rc=$?"; grep -E "routing-aware|routing:" "$out/parity_real_gpt_oss.log" | head -8; grep -A8 "^family " "$out/parity_real_gpt_oss.log" | head -10
+  stamp "gpt_oss bench, 16 timed batches, HF in the same run"
+  timeout 200 python3 "$root/bench/gpt_oss_bench.py" --extract "$exe" --no-120b --iters 16 --json-out "$out/gpt_oss_bench.json" \
+    > "$out/gpt_oss_bench.log" 2>&1
+  echo "rc=$?"; tail -7 "$out/gpt_oss_bench.log"
+  stamp "per-op profile of the packed path and of --dequantize"
+  for extra in "" "--dequantize"; do
+    EXTRACTOR_PROFILE=1 timeout 60 "$exe" run /tmp/gpt-oss-bench/gpt-oss-20b-2layers --tokens /tmp/gpt-oss-bench/ids.json \
+      --seq-len 2048 --num-sequences 8 --batch-size 2 --dtype bf16 --device cuda --absmax --warmup 1 --json $extra \
+      > /dev/null 2> "$out/gpt_oss_profile$extra.log"
+    echo "rc=$? $extra"; grep -E "profile|ops:" "$out/gpt_oss_profile$extra.log" | cut -c1-900
   done
 fi
 if [[ $what == h200 ]]; then

@@ -6,10 +6,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
+
 namespace extractor::compat {
 
 bool has_sdpa();        // at::scaled_dot_product_attention (torch >= 2.0)
 bool has_grouped_mm();  // at::_grouped_mm (torch >= 2.9; used for bf16 on CUDA only)
+bool has_flash();       // at::_flash_attention_forward with a sliding window (torch >= 2.5; bf16/fp16 on CUDA)
 
 void set_fast_paths(bool enabled);
 bool fast_paths();
@@ -17,6 +20,18 @@ bool fast_paths();
 // q [B,Nq,T,D], k/v [B,Nq,T,D] (kv heads already repeated); mask: bool [T,T] (true = attend) or
 // undefined for plain causal. Requires has_sdpa().
 at::Tensor sdpa(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & mask);
+// The flash-attention kernel's output and its per-row log-sum-exp: what an exact correction for
+// an extra softmax column (gpt_oss's sinks) needs.
+struct FlashAttention {
+    at::Tensor out;  // [B,Nq,T,D], q's dtype (a view of a [B,T,Nq,D] tensor)
+    at::Tensor lse;  // [B,Nq,T] fp32: log of each row's softmax denominator over the scaled scores
+};
+// Causal attention through libtorch's flash kernel (at::_flash_attention_forward, libtorch >= 2.5),
+// scale 1/sqrt(D): q [B,Nq,T,D], k/v [B,Nkv,T,D] with Nkv dividing Nq (GQA in the kernel, no
+// repeated copy); sliding_window w: attend iff q - w < kv <= q. nullopt where the kernel cannot
+// run: an older libtorch, CPU tensors, fp32, or a head size that is not a multiple of 8 up to 256.
+std::optional<FlashAttention> flash_attention(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v,
+                                              std::optional<int64_t> sliding_window);
 // a [S,K] rows grouped by expert, b [E,K,N], offs int32 [E] cumulative row ends -> [S,N].
 at::Tensor grouped_mm(const at::Tensor & a, const at::Tensor & b, const at::Tensor & offs);
 

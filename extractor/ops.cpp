@@ -146,14 +146,13 @@ at::Tensor causal_mask(int64_t T, std::optional<int64_t> sliding_window, c10::De
     return mask;
 }
 
-namespace {
-
-// [B,Nkv,T,D] -> [B,Nkv*rep,T,D]; query head i uses kv head i / rep (HF repeat_kv).
 at::Tensor repeat_kv(const at::Tensor & x, int64_t rep) {
     if (rep == 1) return x;
     const auto s = x.sizes();
     return x.unsqueeze(2).expand({s[0], s[1], rep, s[2], s[3]}).reshape({s[0], s[1] * rep, s[2], s[3]});
 }
+
+namespace {
 
 at::Tensor attend(at::Tensor q, at::Tensor k, at::Tensor v, const AttnWeights & w, const AttnOptions & opt,
                   const at::Tensor & a);
@@ -214,6 +213,10 @@ at::Tensor attend(at::Tensor q, at::Tensor k, at::Tensor v, const AttnWeights & 
 at::Tensor attend_heads(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor & sinks, const AttnOptions & opt) {
     const int64_t T = q.size(2), D = opt.head_dim;
     const int64_t rep = opt.n_heads / opt.n_kv_heads;
+    if (sinks.defined() && compat::fast_paths()) {
+        at::Tensor o = attend_with_sinks_flash(q, k, v, sinks, opt.sliding_window);   // [B,Nq,T,D]
+        if (o.defined()) return o;
+    }
     k = repeat_kv(k, rep);                                                            // [B,Nq,T,D]
     v = repeat_kv(v, rep);                                                            // [B,Nq,T,D]
     at::Tensor mask;
@@ -254,6 +257,8 @@ bool use_grouped_mm(const at::Tensor & x, int64_t H, int64_t I) {
 
 std::string describe_paths(at::ScalarType dtype, bool cuda) {
     std::string a = compat::fast_paths() && compat::has_sdpa() ? "attention: scaled_dot_product_attention" : "attention: plain matmul-softmax";
+    const bool flash_sinks = compat::fast_paths() && compat::has_flash() && cuda && (dtype == at::kBFloat16 || dtype == at::kHalf);
+    a += flash_sinks ? " (with sinks: flash + exact sink rescale)" : " (with sinks: chunked eager)";
     bool grouped = compat::fast_paths() && compat::has_grouped_mm() && cuda && dtype == at::kBFloat16;
     std::string f = !fused::built() ? "not built" : !fused::enabled() ? "off (EXTRACTOR_FUSED=0)" : cuda ? "on" : "unused on CPU";
     return a + "; experts: " + (grouped ? "grouped_mm" : "per-expert matmuls") + "; fused CUDA kernels: " + f +

@@ -77,7 +77,10 @@ at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOpti
                      const at::Tensor & sin);
 
 // Causal attention over heads, without the projections: q [B,Nq,T,D], k/v [B,Nkv,T,D] (repeated
-// here for GQA), optional sinks [Nq] -> [B,Nq,T,D]. SDPA where available, else matmul-softmax.
+// here for GQA), optional sinks [Nq] -> [B,Nq,T,D]. SDPA where available, else matmul-softmax;
+// with sinks, the flash kernel and the exact sink rescale where available (attend_with_sinks_flash),
+// else the chunked eager form (attend_with_sinks). --plain-ops (compat::fast_paths off) takes the
+// plain forms.
 at::Tensor attend_heads(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor & sinks, const AttnOptions & opt);
 
 struct MlpWeights {
@@ -132,6 +135,16 @@ std::pair<at::Tensor, at::Tensor> route_sigmoid_grouped(const at::Tensor & x, co
 at::Tensor attend_with_sinks(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & sinks,
                              const at::Tensor & mask);
 
+// The same attention through the flash kernel (compat::flash_attention), never materialising the
+// scores: with Z the row's softmax denominator over the scores (e^lse), the sink column only
+// rescales the row, softmax([s, sink])[:T] = softmax(s) * Z / (Z + e^sink), so the output is
+// flash's times sigmoid(lse - sink), computed in fp32 and rounded once. q [B,Nq,T,D], k/v
+// [B,Nkv,T,D] (not repeated), sinks [Nq] -> [B,Nq,T,D]; undefined where the flash kernel cannot run
+// (then the caller takes attend_with_sinks). Not HF's eager rounding (scores and probabilities in
+// bf16): this is the more exact of the two, within the bf16 parity bar of it.
+at::Tensor attend_with_sinks_flash(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & sinks,
+                                   std::optional<int64_t> sliding_window);
+
 // gpt_oss's RMSNorm: like rms_norm, but the gain multiplies the fp32 normalised value and the
 // product is rounded once (transformers keeps these gains in fp32).
 at::Tensor rms_norm_fp32_gain(const at::Tensor & x, const at::Tensor & weight, double eps);  // [...,W]
@@ -170,5 +183,8 @@ private:
 
 // The plain causal (optionally sliding) mask as bool [T,T], true = attend.
 at::Tensor causal_mask(int64_t T, std::optional<int64_t> sliding_window, c10::Device device);
+// GQA's key/value heads for every query head: [B,Nkv,T,D] -> [B,Nkv*rep,T,D]; query head i uses
+// kv head i / rep (HF repeat_kv).
+at::Tensor repeat_kv(const at::Tensor & x, int64_t rep);
 
 }  // namespace extractor::ops

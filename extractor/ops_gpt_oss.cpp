@@ -58,6 +58,20 @@ at::Tensor attend_with_sinks(const at::Tensor & q, const at::Tensor & k, const a
     return out;
 }
 
+at::Tensor attend_with_sinks_flash(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & sinks,
+                                   std::optional<int64_t> sliding_window) {
+    const int64_t Nq = q.size(1);
+    if (sinks.dim() != 1 || sinks.size(0) != Nq)
+        throw common::Error::internal("attention sinks: " + std::to_string(sinks.numel()) + " logits for " +
+                                      std::to_string(Nq) + " heads");
+    auto flash = compat::flash_attention(q, k, v, sliding_window);
+    if (!flash) return {};
+    // The sink logit as the eager path sees it: in the activation dtype.
+    at::Tensor sink = sinks.to(q.scalar_type()).to(at::kFloat).view({1, Nq, 1});       // [1,Nq,1]
+    at::Tensor keep = at::sigmoid(flash->lse - sink).unsqueeze(-1);                     // [B,Nq,T,1] fp32
+    return (flash->out.to(at::kFloat) * keep).to(q.scalar_type());                      // [B,Nq,T,D]
+}
+
 namespace {
 
 // HF's gate: even columns gate, odd columns up; gate clamped above, up on both sides;

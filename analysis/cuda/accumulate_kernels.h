@@ -12,7 +12,8 @@ namespace analysis::cuda_kernels {
 
 enum class DType { F32, F16, BF16 };
 
-// Most histogram bins the kernel keeps in shared memory (one sub-histogram per warp).
+// Most histogram bins the kernel keeps in shared memory (a byte counter per thread up to 160 bins,
+// a sub-histogram per warp above).
 inline constexpr int kMaxHistogramBins = 1024;
 // Most sweep thresholds (analysis::kMaxSweepThresholds; this header stays torch- and analysis-free).
 inline constexpr int kMaxSweepThresholds = 16;
@@ -61,8 +62,8 @@ struct CaptureArgs {
 cudaError_t accumulate_capture(const CaptureArgs & args, cudaStream_t stream);
 
 // The threshold sweep's per-(row, dim) position counts at the end of a batch: positions[k,b,h]
-// (int32 [K,B,H], overwritten) = how many positions t have pos_level[b,t,h] > k, K <= 16; one read of
-// pos_level [B,T,H] instead of K compare-and-sum passes.
+// (int32 [K,B,H], zero on entry: counts are added) = how many positions t have pos_level[b,t,h] > k,
+// K <= 16; one read of pos_level [B,T,H] instead of K compare-and-sum passes.
 cudaError_t sweep_positions(const uint8_t * pos_level, int64_t B, int64_t T, int64_t H, int K, int32_t * positions,
                             cudaStream_t stream);
 

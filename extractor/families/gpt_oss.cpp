@@ -3,7 +3,7 @@
 // of src/transformers/integrations/mxfp4.py. Nearest sibling: qwen3_moe.cpp. Differences:
 //   - RMSNorm multiplies the fp32 normalised value by an fp32 gain and rounds once;
 //   - q/k/v/o projections with biases; one learned sink logit per query head that joins every
-//     softmax and is dropped (ops::attend_with_sinks); layers alternate sliding-window and full
+//     softmax and is dropped (ops::attend_with_sinks, or its flash form on CUDA); layers alternate sliding-window and full
 //     attention by layer_types; YaRN RoPE (rope_scaling, factor 32 in the released configs);
 //   - every layer is MoE: router with bias, top-k over the logits, softmax over the k; experts
 //     with biases and the clamped SwiGLU (gate and up interleaved in gate_up's rows);

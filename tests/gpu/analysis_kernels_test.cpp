@@ -310,7 +310,7 @@ TEST_CASE("fused capture pass equals the ATen path on odd shapes: H 2056, 2050, 
     }
 }
 
-TEST_CASE("fused capture pass equals the ATen path with the histogram off, another histogram range, and residual captures") {
+TEST_CASE("fused capture pass equals the ATen path with the histogram off, other histogram ranges, and residual captures") {
     if (!at::hasCUDA()) {
         MESSAGE("no CUDA device");
         return;
@@ -327,6 +327,12 @@ TEST_CASE("fused capture pass equals the ATen path with the histogram off, anoth
         options.histogram_spec.bins = 128;
         options.threshold = 3;
         compare_paths(batches, at::kFloat, options);
+    }
+    SUBCASE("histogram from 2^-60 over 400 bins: more than the per-thread counters hold, the per-warp layout") {
+        AccumulatorOptions options;
+        options.histogram_spec.log2_min = -60;
+        options.histogram_spec.bins = 400;
+        compare_paths(batches, at::kBFloat16, options);
     }
     SUBCASE("massive activations on the residual stream stay on the ATen path") {
         for (auto & fb : batches)

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <optional>
 
+#include "extractor/compat.h"
 #include "extractor/cuda/fused_ops.h"
 #include "extractor/mxfp4.h"
 #include "extractor/ops.h"
@@ -296,5 +297,51 @@ TEST_CASE("fused token NLL equals log_softmax of the fp32 logits at the target: 
             CHECK(std::isnan(got_bad[5].item<float>()));
             CHECK(got_bad[6].item<float>() == got.cpu()[6].item<float>());
         }
+    }
+}
+
+TEST_CASE("sink attention through flash + sigmoid(lse - sink) equals the eager softmax with the sink column") {
+    if (!at::hasCUDA() || !extractor::compat::has_flash()) {
+        MESSAGE("no CUDA device or no flash kernel in this libtorch");
+        return;
+    }
+    // gpt_oss's head size; GQA 8 -> 2; T not a multiple of the kernel's tiles; full and sliding
+    // (window 37 < T, and 1000 >= T: the same as full); sinks large enough to take most of some rows.
+    const int64_t B = 2, Nq = 8, Nkv = 2, T = 300, D = 64;
+    for (std::optional<int64_t> window : {std::optional<int64_t>{}, std::optional<int64_t>{37}, std::optional<int64_t>{1000}}) {
+        CAPTURE(window.value_or(-1));
+        at::manual_seed(11);
+        at::Tensor q = at::randn({B, T, Nq, D}, on_gpu(at::kFloat)).transpose(1, 2);   // [B,Nq,T,D] as the model lays it out
+        at::Tensor k = at::randn({B, T, Nkv, D}, on_gpu(at::kFloat)).transpose(1, 2);
+        at::Tensor v = at::randn({B, T, Nkv, D}, on_gpu(at::kFloat)).transpose(1, 2);
+        at::Tensor sinks = at::randn({Nq}, on_gpu(at::kFloat)) * 3;
+        const at::Tensor mask = ops::causal_mask(T, window, q.device());
+        auto eager = [&](at::ScalarType t) {
+            return ops::attend_with_sinks(q.to(t), ops::repeat_kv(k.to(t), Nq / Nkv), ops::repeat_kv(v.to(t), Nq / Nkv),
+                                          sinks, mask).to(at::kFloat);
+        };
+        const at::Tensor exact = eager(at::kFloat);
+        const at::Tensor bf16_eager = eager(at::kBFloat16);
+        at::Tensor flash = ops::attend_with_sinks_flash(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), sinks, window);
+        REQUIRE(flash.defined());
+        REQUIRE(flash.sizes().equals(exact.sizes()));
+        flash = flash.to(at::kFloat);
+        // Against fp32 math, the flash form is at least as close as the bf16 eager form (which
+        // rounds scores and probabilities to bf16), up to rounding noise.
+        const double scale = exact.abs().max().item<double>();
+        const double flash_max = (flash - exact).abs().max().item<double>() / scale;
+        const double eager_max = (bf16_eager - exact).abs().max().item<double>() / scale;
+        const double flash_mean = (flash - exact).abs().mean().item<double>();
+        const double eager_mean = (bf16_eager - exact).abs().mean().item<double>();
+        CAPTURE(flash_max);
+        CAPTURE(eager_max);
+        CAPTURE(flash_mean);
+        CAPTURE(eager_mean);
+        CHECK(flash_max < 1e-2);
+        CHECK(flash_mean <= 1.5 * eager_mean);
+        // The fp32 input is refused (nothing to gain over the eager form), and so is the CPU.
+        CHECK_FALSE(ops::attend_with_sinks_flash(q, k, v, sinks, window).defined());
+        CHECK_FALSE(ops::attend_with_sinks_flash(q.cpu().to(at::kBFloat16), k.cpu().to(at::kBFloat16), v.cpu().to(at::kBFloat16),
+                                                 sinks.cpu(), window).defined());
     }
 }
