@@ -110,8 +110,8 @@ void add_sinks(RunSinks & sinks, const ExtractOptions & opt, const std::vector<i
     for (int l : layers)
         for (Site s : opt.sites) wanted.insert({s, l});
     if (!opt.out_dir.empty()) {
-        sinks.st_sink = std::make_unique<SafetensorsSink>(opt.out_dir, wanted, opt.save_dtype.empty() ? at::ScalarType::Undefined
-                                                                                                     : parse_dtype(opt.save_dtype));
+        sinks.st_sink = std::make_unique<SafetensorsSink>(
+            opt.out_dir, wanted, opt.save_dtype.empty() ? at::ScalarType::Undefined : parse_dtype(opt.save_dtype), opt.save_routing);
         sinks.tap.add(sinks.st_sink.get());
     }
     if (opt.absmax) {

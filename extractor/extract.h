@@ -26,6 +26,7 @@ struct ExtractOptions {
     std::vector<Site> sites{Site::LnAttn, Site::LnMlp};
     std::string out_dir;               // empty: no safetensors output
     std::string save_dtype;            // "" keeps the run dtype; else bf16/f16/f32
+    bool save_routing = false;         // with out_dir: each MoE layer's expert choice (layer_{l}_experts)
     bool absmax = false;               // keep the AbsmaxSink summary in the result
     bool plan_only = false;            // print the plan and estimate, load nothing
     int warmup_batches = 0;            // run the first batch this many times untimed, without sinks

@@ -93,6 +93,8 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         run_cmd->add_option("--load-threads", e.load.threads, "Threads reading the checkpoint")->capture_default_str();
         run_cmd->add_option("--out", e.out_dir, "Write activations/*.safetensors + metadata.json here");
         run_cmd->add_option("--save-dtype", e.save_dtype, "dtype of saved activations (default: the compute dtype)");
+        run_cmd->add_flag("--save-routing", e.save_routing,
+                          "With --out: also save each MoE layer's expert choice per token (layer_{l}_experts, int32 [B,T,K])");
         run_cmd->add_flag("--absmax", e.absmax, "Print per-layer max |x| and |x|>=6 counts (computed on the device)");
         run_cmd->add_flag("--perplexity", e.perplexity,
                           "Also compute next-token NLL through the final norm and lm_head (tied or not) in the same pass; "
@@ -178,6 +180,7 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
                 e.sites.push_back(Site::Residual);
             if (e.sites.empty()) throw common::Error::usage("--sites: no sites given");
             if (!e.save_dtype.empty()) (void)parse_dtype(e.save_dtype);
+            if (e.save_routing && e.out_dir.empty()) throw common::Error::usage("--save-routing writes into the --out directory: give --out DIR");
             if (e.out_dir.empty() && !e.absmax && !e.perplexity && extra_sinks.empty() && !e.plan_only && analyze_dir.empty())
                 throw common::Error::usage("nothing would receive the captures: give --out DIR, --analyze DIR, --absmax and/or --perplexity");
             std::unique_ptr<FusedAnalysis> fused;

@@ -84,6 +84,20 @@ TEST_CASE("cli: fixture, inspect --json and run --json work end to end, bad inpu
     CHECK(meta["shapes"]["layer_1_ln_mlp"] == nlohmann::json({1, 8, 64}));
     CHECK(meta["sequences"] == 2);
 
+    // --save-routing adds each MoE layer's expert choice to the batch files, and needs --out.
+    Result routed = run({"run", dir / "m", "--tokens", dir / "ids.txt", "--seq-len", "8", "--device", "cpu", "--dtype", "f32",
+                         "--out", dir / "routed", "--save-routing", "--json", "-q"});
+    INFO(routed.err);
+    REQUIRE(routed.code == 0);
+    auto routed_meta = nlohmann::json::parse(tests::read_file(dir / "routed/metadata.json"));
+    REQUIRE(routed_meta["shapes"].contains("layer_1_experts"));
+    CHECK(routed_meta["shapes"]["layer_1_experts"][0] == 1);
+    CHECK(routed_meta["shapes"]["layer_1_experts"][1] == 8);
+    CHECK_FALSE(meta["shapes"].contains("layer_1_experts"));  // not without the flag
+    Result no_out = run({"run", dir / "m", "--tokens", dir / "ids.txt", "--seq-len", "8", "--absmax", "--save-routing", "--json"});
+    CHECK(no_out.code == 2);
+    CHECK(no_out.err.find("--save-routing") != std::string::npos);
+
     CHECK(run({"run", dir / "m", "--tokens", dir / "ids.txt", "--dtype", "f8", "--absmax"}).code == 2);
     CHECK(run({"run", dir / "m", "--tokens", dir / "ids.txt", "--seq-len", "8"}).code == 2);  // no sink
     CHECK(run({"run", dir / "nope", "--tokens", dir / "ids.txt", "--absmax"}).code == 9);

@@ -355,6 +355,49 @@ TEST_CASE("glm4_moe: the forward (dense layer 0, MoE layer 1 with shared expert)
     }
 }
 
+TEST_CASE("extract --save-routing: each MoE layer's expert choice per token, the brute-force group-limited top-k of the saved ln_mlp") {
+    tests::TempDir dir;
+    write_fixture(glm_fixture(dir / "m"));
+    ExtractOptions o;
+    o.model_dir = dir / "m";
+    o.load.device = "cpu";
+    o.load.dtype = at::kFloat;
+    o.load.show_progress = false;
+    o.input.tokens_file = tests::write_ids(dir / "ids.json", 40, 128);
+    o.input.seq_len = 12;
+    o.input.num_sequences = 3;
+    o.input.batch_size = 2;  // a full batch and a short one
+    o.out_dir = dir / "out";
+    o.save_routing = true;
+    (void)run_extraction(o);
+    SafetensorsFile model = SafetensorsFile::open(dir / "m/model.safetensors");
+    const at::Tensor router = model.load("model.layers.1.mlp.gate.weight").to(at::kDouble);
+    const std::vector<double> bias = to_vec(model.load("model.layers.1.mlp.gate.e_score_correction_bias"));
+    int64_t tokens = 0;
+    for (const char * name : {"batch_00000.safetensors", "batch_00001.safetensors"}) {
+        INFO(name);
+        SafetensorsFile f = SafetensorsFile::open(dir / (std::string("out/activations/") + name));
+        CHECK_FALSE(f.contains("layer_0_experts"));  // the dense first layer routes nothing
+        REQUIRE(f.contains("layer_1_experts"));
+        const at::Tensor experts = f.load("layer_1_experts");
+        const at::Tensor m = f.load("layer_1_ln_mlp").to(at::kDouble);
+        REQUIRE((experts.scalar_type() == at::kInt));
+        REQUIRE(experts.dim() == 3);
+        CHECK(experts.size(0) == m.size(0));
+        CHECK(experts.size(1) == 12);
+        CHECK(experts.size(2) == 2);
+        for (int64_t b = 0; b < m.size(0); ++b)
+            for (int64_t t = 0; t < m.size(1); ++t) {
+                const Routed want = brute_route(to_vec(at::sigmoid(at::mv(router, m[b][t]))), bias, 4, 2, 2, true, 1.0);
+                std::vector<int64_t> got = {experts[b][t][0].item<int64_t>(), experts[b][t][1].item<int64_t>()};
+                std::sort(got.begin(), got.end());
+                CHECK(got == want.experts);
+                ++tokens;
+            }
+    }
+    CHECK(tokens == 3 * 12);
+}
+
 TEST_CASE("glm4_moe: per-expert and fused layouts, with or without MTP layers, give identical captures, MTP with an info line") {
     tests::TempDir dir;
     const std::string ids = tests::write_ids(dir / "ids.json", 40, 128);
