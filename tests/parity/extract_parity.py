@@ -8,7 +8,10 @@ ids, and compares every captured tensor (ln_attn, ln_mlp, residual per layer) wi
 forward hooks on input_layernorm / post_attention_layernorm / the decoder layer.
 
 Relative error = max|ours - hf| / max|hf| per tensor; bars: 1e-5 in fp32, 1e-2 in bf16
-(docs/model-math.md#parity-bars). Prints OK / NOT OK per tensor with the max abs diff, a family x dtype summary, and writes
+(docs/model-math.md#parity-bars). bf16 MoE runs also get the routing-aware verdict (routing_verdict);
+glm4_moe and qwen3_next in bf16 are decided by the same-routing verdict (same_routing_verdict): extract
+runs with --save-routing, its routing must be a top-k of HF's router on extract's router input, and HF
+reruns with that routing forced (forced_routing_hook) for an element-wise comparison. Prints OK / NOT OK per tensor with the max abs diff, a family x dtype summary, and writes
 the summary as JSON (--json-out).
 
 --perplexity: extract also runs with --perplexity, and its overall mean NLL (the run JSON's
@@ -128,6 +131,9 @@ MXFP4 = {"gpt_oss"}
 ATTN_IMPL = {"gpt_oss": "eager"}
 # Families whose checkpoints come in two expert layouts: both are run.
 TWO_LAYOUTS = {"mixtral", "glm4_moe"}
+# bf16 families judged with HF running extract's own routing (same_routing_verdict): their routers'
+# (logits, weights, indices) outputs are recomputed here for given indices (forced_routing_hook).
+SAME_ROUTING = {"glm4_moe", "qwen3_next"}
 # The per-expert (released) layout of each: the MoE block's name and the gate, up, down matrices'.
 # The fused v5 layout is the same for both: mlp.gate.weight, mlp.experts.gate_up_proj / down_proj.
 PER_EXPERT = {"mixtral": ("block_sparse_moe", "w1", "w3", "w2"), "glm4_moe": ("mlp", "gate_proj", "up_proj", "down_proj")}
@@ -437,9 +443,92 @@ def routing_differences(sel_hf, sel_ours, k, eps):
     return flip.cpu(), tie.cpu()
 
 
-def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, expert_stats=False):
+def forced_routing_hook(indices):
+    """A forward hook for a glm4_moe / qwen3_next router (output: logits, top-k weights, top-k indices)
+    that replaces its choice with `indices` [N,K] and recomputes the weights from its own logits as the
+    router computes them for a choice of its own: glm4_moe sigmoid scores of the chosen (not the
+    selection bias), renormalised (+1e-20) and times routed_scaling_factor, in fp32; qwen3_next the fp32
+    softmax over all experts at the chosen, renormalised if norm_topk_prob, in the logits' dtype."""
+    def hook(router, _inp, out):
+        if not (isinstance(out, tuple) and len(out) == 3):
+            raise RuntimeError(f"forced routing: {type(router).__name__} returned {type(out).__name__}, not (logits, weights, indices)")
+        logits = out[0]
+        idx = indices.to(device=logits.device, dtype=torch.long)
+        if idx.shape[0] != logits.shape[0] or idx.shape[1] != out[2].shape[1]:
+            raise RuntimeError(f"forced routing: {tuple(idx.shape)} indices for router logits {tuple(logits.shape)}")
+        if hasattr(router, "e_score_correction_bias"):  # glm4_moe
+            w = logits.float().sigmoid().gather(1, idx)
+            if router.norm_topk_prob:
+                w = w / (w.sum(-1, keepdim=True) + 1e-20)
+            w = w * router.routed_scaling_factor
+        else:  # qwen3_next
+            w = torch.softmax(logits, dim=-1, dtype=torch.float).gather(1, idx)
+            if router.norm_topk_prob:
+                w = w / w.sum(-1, keepdim=True)
+            w = w.to(logits.dtype)
+        return logits, w, idx
+    return hook
+
+
+def bf16_ulp(x):
+    """One bf16 unit in the last place of each value of x (exact bf16 values as fp32): 2^(e-8) for
+    |x| = m 2^e, m in [0.5, 1); 0 for 0."""
+    e = torch.frexp(x.abs()).exponent
+    return torch.where(x == 0, torch.zeros_like(x), torch.ldexp(torch.ones_like(x), (e - 8).to(x.dtype)))
+
+
+def same_routing_verdict(ours, routing, forced_ref, label):
+    """bf16 parity with the routing held equal (docs/model-math.md#parity-bars). Two checks:
+    1. extract's routing (its --save-routing output) is a top-k of HF's own router applied to extract's
+       router input (its ln_mlp capture): every chosen expert ranks at or above HF's k-th value, up to
+       one unit of the router's rounding; no repeated or out-of-range expert. A wrong router fails here.
+    2. HF run with that routing (forced_ref): every element within the bar (1e-2 of the tensor's max)
+       or within two bf16 units of HF's value (rounding of the value itself, which at the top of a
+       tensor's range is more than 1e-2 of its max), at every site.
+    Returns (ok, rows over, invalid routed tokens)."""
+    invalid_total = 0
+    ok = True
+    for layer, r in sorted(routing.items()):
+        name = f"layer_{layer}_experts"
+        if name not in ours:
+            print(f"NOT OK  {label} same-routing: extract wrote no {name} (--save-routing)")
+            return False, None, None
+        k = r["k"]
+        chosen = ours[name].reshape(-1, ours[name].shape[-1]).long()
+        x_ours = ours[f"layer_{layer}_ln_mlp"].reshape(-1, ours[f"layer_{layer}_ln_mlp"].shape[-1]).to(
+            device=r["x"].device, dtype=r["x"].dtype)
+        with torch.inference_mode():
+            sel, eps = selection(r["router"], x_ours, r["cfg"])
+        sel = sel.cpu()
+        n_exp = sel.shape[-1]
+        bad = (chosen.shape[-1] != k) | (chosen < 0).any(-1) | (chosen >= n_exp).any(-1)
+        bad |= (chosen.sort(-1).values.diff(dim=-1) == 0).any(-1)
+        kth = sel.topk(k, -1).values[:, -1]
+        vals = sel.gather(1, chosen.clamp(0, n_exp - 1))
+        bad |= (vals < (kth - eps * kth.abs()).unsqueeze(-1)).any(-1)
+        invalid = int(bad.sum())
+        invalid_total += invalid
+        ok &= invalid == 0
+        print(f"{'OK    ' if invalid == 0 else 'NOT OK'}  {label} same-routing layer {layer}: {invalid} of {chosen.shape[0]} "
+              f"tokens routed to an expert outside HF's top-{k} of extract's router input")
+    rows_over_total = 0
+    for tname in sorted(forced_ref, key=lambda n: (int(n.split("_")[1]), n)):
+        a, b = ours[tname].float(), forced_ref[tname]
+        tol = torch.maximum(torch.full_like(b, BARS["bf16"] * b.abs().max().item()), 2 * bf16_ulp(b))
+        over = ((a - b).abs() > tol).reshape(-1, b.shape[-1]).any(-1)
+        rows_over = int(over.sum())
+        rows_over_total += rows_over
+        ok &= rows_over == 0
+        rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
+        print(f"{'OK    ' if rows_over == 0 else 'NOT OK'}  {label} same-routing {tname}: rel {rel:.3e}  "
+              f"rows beyond the bar and 2 bf16 units {rows_over}/{over.numel()}")
+    return ok, rows_over_total, invalid_total
+
+
+def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, expert_stats=False, forced=None):
     """The hooks' captures, with perplexity HF's model(ids, labels=ids).loss from the same forward
-    (else None), and with expert_stats the per-layer expert counts of HF's routers (else {})."""
+    (else None), and with expert_stats the per-layer expert counts of HF's routers (else {}). forced:
+    {layer: int [N,K] expert indices} to run HF's MoE layers with that routing (forced_routing_hook)."""
     kw = {}
     if family in MXFP4:
         # Dequantize the MXFP4 experts to `dtype` at load (what HF does itself without MXFP4 kernels).
@@ -475,6 +564,13 @@ def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, ex
         hooks.append(layer.input_layernorm.register_forward_hook(mk(f"layer_{i}_ln_attn")))
         hooks.append(layer.post_attention_layernorm.register_forward_hook(mk(f"layer_{i}_ln_mlp")))
         hooks.append(layer.register_forward_hook(mk(f"layer_{i}_residual")))
+    if forced is not None:
+        routers = {i: moe_router(layer) for i, layer in enumerate(model.model.layers)}
+        routers = {i: r for i, r in routers.items() if r is not None}
+        if set(routers) != set(forced):
+            raise RuntimeError(f"forced routing for layers {sorted(forced)}, HF's MoE layers are {sorted(routers)}")
+        for i, r in routers.items():
+            hooks.append(r.register_forward_hook(forced_routing_hook(forced[i])))
     # Each MoE layer's router input (for the routing-aware bf16 verdict, routing_verdict()).
     router_inputs = {}
     for i, layer in enumerate(model.model.layers):
@@ -637,9 +733,12 @@ def main():
                     refs = {(device, dname): hf_captures(mdir, ids, DTYPES[dname], device, family, args.perplexity,
                                                          args.expert_stats)}
                 ref, hf_loss, hf_routes, hf_routing = refs[(device, dname)]
+                same_routing = dname == "bf16" and family in SAME_ROUTING and device.startswith("cuda")
                 ours, result = run_extract(args.extract, cdir, ids_path,
                                            os.path.join(work, f"out-{os.path.basename(cdir)}-{dname}-{device}-{path.replace('+', '-')}"),
-                                           dname, device, seq_len, batch, extra + (["--perplexity"] if args.perplexity else []), env)
+                                           dname, device, seq_len, batch,
+                                           extra + (["--perplexity"] if args.perplexity else []) +
+                                           (["--save-routing"] if same_routing else []), env)
             except Exception as e:  # report and continue with the next configuration
                 print(f"NOT OK  {label}: {e}")
                 summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=None,
@@ -738,16 +837,35 @@ def main():
                               f"counts differ from HF's router top-k over {len(hf_routes)} layers, {routed} routed slots"
                               + ("" if decides else " (bf16: reported, f32 decides)"))
             # The plain bar decides fp32 and configurations without MoE routing; bf16 MoE rows over it
-            # must all sit on tokens whose routing flipped on a tie (ok_routing).
+            # must all sit on tokens whose routing flipped on a tie (ok_routing); for SAME_ROUTING
+            # families HF reruns with extract's routing and same_routing_verdict decides.
             verdict = ok_all and (rows_ok if excused is None else ok_routing)
-            ok_all = ok_all and rows_ok  # the plain bar's verdict
+            routing_aware_ok = verdict if excused is not None else None
             if excused is not None:
                 print(f"{'OK    ' if verdict else 'NOT OK'}  {label} routing-aware: {excused_total} rows over the bar on "
                       f"tokens routed differently (flip or tie), {unexcused_total} elsewhere")
+            same_ok = same_rows = same_invalid = None
+            if same_routing and hf_routing:
+                forced = {}
+                for layer in hf_routing:
+                    t = ours.get(f"layer_{layer}_experts")
+                    if t is not None:
+                        forced[layer] = t.reshape(-1, t.shape[-1])
+                try:
+                    forced_ref = hf_captures(mdir, ids, DTYPES[dname], device, family, forced=forced)[0]
+                    same_ok, same_rows, same_invalid = same_routing_verdict(ours, hf_routing, forced_ref, label)
+                except Exception as e:
+                    print(f"NOT OK  {label} same-routing: {e}")
+                    same_ok = False
+                print(f"{'OK    ' if same_ok else 'NOT OK'}  {label} same-routing verdict: {same_invalid} tokens outside HF's "
+                      f"top-k, {same_rows} rows beyond the bar and 2 bf16 units with HF on extract's routing")
+                verdict = ok_all and same_ok
+            ok_all = ok_all and rows_ok  # the plain bar's verdict
             all_ok &= verdict
             summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all,
-                                ok_routing_aware=verdict if excused is not None else None,
+                                ok_routing_aware=routing_aware_ok,
                                 rows_over_excused=excused_total if excused is not None else None,
+                                ok_same_routing=same_ok, same_routing_rows_over=same_rows, same_routing_invalid_tokens=same_invalid,
                                 ppl_rel_err=ppl_rel, expert_counts_differing=expert_diff))
     print("\nfamily               dtype device path     max rel err  ppl rel err  result  routing-aware")
     for s in summary:
@@ -755,6 +873,8 @@ def main():
         ppl = "-" if s.get("ppl_rel_err") is None else f"{s['ppl_rel_err']:.3e}"
         ra = s.get("ok_routing_aware")
         ra = "-" if ra is None else f"{'OK' if ra else 'NOT OK'} ({s['rows_over_excused']} rows excused)"
+        if s.get("ok_same_routing") is not None:
+            ra += f"  same-routing {'OK' if s['ok_same_routing'] else 'NOT OK'}"
         print(f"{s['family']:<20} {s['dtype']:<5} {s['device']:<6} {s['path']:<8} {err:<12} {ppl:<12} "
               f"{'OK' if s['ok'] else 'NOT OK':<7} {ra}")
     if args.json_out:
