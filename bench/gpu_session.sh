@@ -13,6 +13,7 @@
 #   bench/gpu_session.sh overhead    # GPU tests, perplexity + per-expert parity, the overhead bench with parts and a profile
 #   bench/gpu_session.sh moe_parity  # real-shape bf16 parity with the routing-aware verdict: glm4_moe, qwen3_next, gpt_oss
 #   bench/gpu_session.sh overhead2   # GPU tests and the overhead bench with parts and a profile only
+#   bench/gpu_session.sh sameroute   # real-shape bf16 parity of glm4_moe and qwen3_next with the same-routing verdict
 #   bench/gpu_session.sh gptoss      # GPU tests, gpt_oss parity (small, real shapes), its bench vs HF, per-op profiles
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
@@ -197,6 +198,16 @@ if [[ $what == gptoss ]]; then
       --seq-len 2048 --num-sequences 8 --batch-size 2 --dtype bf16 --device cuda --absmax --warmup 1 --json $extra \
       > /dev/null 2> "$out/gpt_oss_profile$extra.log"
     echo "rc=$? $extra"; grep -E "profile|ops:" "$out/gpt_oss_profile$extra.log" | cut -c1-900
+  done
+fi
+if [[ $what == sameroute ]]; then
+  # #13: real-shape bf16 parity of glm4_moe and qwen3_next, decided by the same-routing verdict.
+  for fam in ${SAME_FAMILIES:-glm4_moe qwen3_next}; do
+    stamp "parity real shapes, bf16, same-routing verdict: $fam"
+    timeout 250 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families "$fam" \
+      --json-out "$out/parity_same_$fam.json" > "$out/parity_same_$fam.log" 2>&1
+    echo "parity $fam rc=$?"; grep -E "same-routing (verdict|layer)|routing-aware:" "$out/parity_same_$fam.log" | head -16
+    grep -E "NOT OK.*same-routing layer_" "$out/parity_same_$fam.log" | head -6; grep -A6 "^family " "$out/parity_same_$fam.log" | head -8
   done
 fi
 if [[ $what == h200 ]]; then
