@@ -311,19 +311,10 @@ __global__ void sweep_positions_kernel(const uint8_t * __restrict__ pos_level, i
 
 // ---- Per-expert statistics: one warp per routed slot ----
 
+// The bits of |v| as a float (>= 0 compares as bits); the unused bf16 pattern is dead code.
 template <typename TIn>
-__device__ __forceinline__ uint32_t abs_bits(TIn v);  // the bits of |v| as a float (>= 0 compares as bits)
-template <>
-__device__ __forceinline__ uint32_t abs_bits<__nv_bfloat16>(__nv_bfloat16 v) {
-    return (static_cast<uint32_t>(__bfloat16_as_ushort(v)) & 0x7fffu) << 16;
-}
-template <>
-__device__ __forceinline__ uint32_t abs_bits<__half>(__half v) {
-    return __float_as_uint(fabsf(__half2float(v)));
-}
-template <>
-__device__ __forceinline__ uint32_t abs_bits<float>(float v) {
-    return __float_as_uint(v) & 0x7fffffffu;
+__device__ __forceinline__ uint32_t abs_bits(TIn v) {
+    return __float_as_uint(magnitude<false>(v).value);
 }
 
 // Per-block tallies in shared memory ([3][E]: tokens, hits, max bits), zeroed, then added into the

@@ -254,50 +254,27 @@ __global__ void silu_mul_kernel(const T * __restrict__ gu, T * __restrict__ act,
 
 // ---- combine: one block per token ----
 
-template <typename T, int VEC>
+// y[n] = sum_k w[n,k] * out[slot_pos[n,k]]. MAX: also slot_max[n*K+k] = max |out row of slot n*K+k|
+// (`--expert-stats`): the rows are read here anyway, so the statistic costs no second pass over
+// [S,H]. Maxima compare the bits of |v| as floats (a NaN propagates). With MAX, K <= kSlotMaxK and
+// the slot loop is unrolled to that bound so the per-slot maxima stay in registers; every thread
+// reaches the reduction.
+template <typename T, int VEC, bool MAX>
 __global__ void moe_combine_kernel(const T * __restrict__ out, const int32_t * __restrict__ slot_pos,
-                                   const float * __restrict__ w, int K, int64_t H, T * __restrict__ y) {
-    const int64_t n = blockIdx.x;
-    for (int64_t c = threadIdx.x * VEC; c < H; c += static_cast<int64_t>(blockDim.x) * VEC) {
-        float acc[VEC];
-#pragma unroll
-        for (int j = 0; j < VEC; ++j) acc[j] = 0.f;
-        for (int k = 0; k < K; ++k) {
-            const int64_t row = slot_pos[n * K + k];
-            const float wk = w[n * K + k];
-            const auto v = load<T, VEC>(out + row * H + c);
-#pragma unroll
-            for (int j = 0; j < VEC; ++j) acc[j] = add(acc[j], mul(to_f(v.v[j]), wk));
-        }
-        Pack<T, VEC> o;
-#pragma unroll
-        for (int j = 0; j < VEC; ++j) o.v[j] = from_f<T>(acc[j]);
-        store<T, VEC>(y + n * H + c, o);
+                                   const float * __restrict__ w, int K, int64_t H, T * __restrict__ y,
+                                   float * __restrict__ slot_max) {
+    __shared__ uint32_t block_max[MAX ? kSlotMaxK : 1];
+    if constexpr (MAX) {
+        if (threadIdx.x < kSlotMaxK) block_max[threadIdx.x] = 0;
+        __syncthreads();
     }
-}
-
-// The same combine, also writing slot_max[n*K+k] = max |out row of slot n*K+k| (`--expert-stats`):
-// the rows are read here anyway, so the statistic costs no second pass over [S,H]. Maxima compare
-// the bits of |v| as floats (a NaN propagates). K <= kSlotMaxK, every thread reaches the reduction.
-
-template <typename T, int VEC>
-__global__ void moe_combine_max_kernel(const T * __restrict__ out, const int32_t * __restrict__ slot_pos,
-                                       const float * __restrict__ w, int K, int64_t H, T * __restrict__ y,
-                                       float * __restrict__ slot_max) {
-    __shared__ uint32_t block_max[kSlotMaxK];
-    if (threadIdx.x < kSlotMaxK) block_max[threadIdx.x] = 0;
-    __syncthreads();
     const int64_t n = blockIdx.x;
-    uint32_t mk[kSlotMaxK];
-#pragma unroll
-    for (int k = 0; k < kSlotMaxK; ++k) mk[k] = 0;
+    uint32_t mk[MAX ? kSlotMaxK : 1] = {};
     for (int64_t c = threadIdx.x * VEC; c < H; c += static_cast<int64_t>(blockDim.x) * VEC) {
         float acc[VEC];
 #pragma unroll
         for (int j = 0; j < VEC; ++j) acc[j] = 0.f;
-#pragma unroll
-        for (int k = 0; k < kSlotMaxK; ++k) {
-            if (k >= K) break;
+        auto add_slot = [&](int k) {
             const int64_t row = slot_pos[n * K + k];
             const float wk = w[n * K + k];
             const auto v = load<T, VEC>(out + row * H + c);
@@ -305,23 +282,45 @@ __global__ void moe_combine_max_kernel(const T * __restrict__ out, const int32_t
             for (int j = 0; j < VEC; ++j) {
                 const float x = to_f(v.v[j]);
                 acc[j] = add(acc[j], mul(x, wk));
-                mk[k] = max(mk[k], __float_as_uint(fabsf(x)));
+                if constexpr (MAX) mk[k] = max(mk[k], __float_as_uint(fabsf(x)));
             }
+        };
+        if constexpr (MAX) {
+#pragma unroll
+            for (int k = 0; k < kSlotMaxK; ++k) {
+                if (k >= K) break;
+                add_slot(k);
+            }
+        } else {
+            for (int k = 0; k < K; ++k) add_slot(k);
         }
         Pack<T, VEC> o;
 #pragma unroll
         for (int j = 0; j < VEC; ++j) o.v[j] = from_f<T>(acc[j]);
         store<T, VEC>(y + n * H + c, o);
     }
+    if constexpr (MAX) {
 #pragma unroll
-    for (int k = 0; k < kSlotMaxK; ++k) {
-        if (k >= K) break;
-        uint32_t m = mk[k];
-        for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
-        if (threadIdx.x % 32 == 0 && m != 0) atomicMax(&block_max[k], m);
+        for (int k = 0; k < kSlotMaxK; ++k) {
+            if (k >= K) break;
+            uint32_t m = mk[k];
+            for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+            if (threadIdx.x % 32 == 0 && m != 0) atomicMax(&block_max[k], m);
+        }
+        __syncthreads();
+        if (threadIdx.x < K) slot_max[n * K + threadIdx.x] = __uint_as_float(block_max[threadIdx.x]);
     }
-    __syncthreads();
-    if (threadIdx.x < K) slot_max[n * K + threadIdx.x] = __uint_as_float(block_max[threadIdx.x]);
+}
+
+template <typename T, int VEC>
+void launch_moe_combine(const void * out, const int32_t * slot_pos, const float * weights, int64_t N, int K, int64_t H,
+                        void * y, float * slot_max, int threads, cudaStream_t stream) {
+    const auto * o = static_cast<const T *>(out);
+    auto * yt = static_cast<T *>(y);
+    if (slot_max != nullptr)
+        moe_combine_kernel<T, VEC, true><<<N, threads, 0, stream>>>(o, slot_pos, weights, K, H, yt, slot_max);
+    else
+        moe_combine_kernel<T, VEC, false><<<N, threads, 0, stream>>>(o, slot_pos, weights, K, H, yt, nullptr);
 }
 
 // ---- MXFP4 decode: one thread per block of 32 values ----
@@ -491,39 +490,12 @@ cudaError_t silu_mul(DType dtype, const void * gate_up, void * act, int64_t S, i
 cudaError_t moe_combine(DType dtype, const void * out, const int32_t * slot_pos, const float * weights, int64_t N,
                         int K, int64_t H, void * y, float * slot_max, cudaStream_t stream) {
     if (N == 0) return cudaSuccess;
+    if (slot_max != nullptr && K > kSlotMaxK) return cudaErrorInvalidValue;
     const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (H / 8 + 31) / 32 * 32)));
-    if (slot_max != nullptr) {
-        if (K > kSlotMaxK) return cudaErrorInvalidValue;
-        switch (dtype) {
-        case DType::F32:
-            moe_combine_max_kernel<float, 4><<<N, threads, 0, stream>>>(static_cast<const float *>(out), slot_pos, weights,
-                                                                        K, H, static_cast<float *>(y), slot_max);
-            break;
-        case DType::F16:
-            moe_combine_max_kernel<__half, 8><<<N, threads, 0, stream>>>(static_cast<const __half *>(out), slot_pos,
-                                                                         weights, K, H, static_cast<__half *>(y), slot_max);
-            break;
-        case DType::BF16:
-            moe_combine_max_kernel<__nv_bfloat16, 8><<<N, threads, 0, stream>>>(
-                static_cast<const __nv_bfloat16 *>(out), slot_pos, weights, K, H, static_cast<__nv_bfloat16 *>(y), slot_max);
-            break;
-        }
-        return launched();
-    }
     switch (dtype) {
-    case DType::F32:
-        moe_combine_kernel<float, 4><<<N, threads, 0, stream>>>(static_cast<const float *>(out), slot_pos, weights, K,
-                                                                H, static_cast<float *>(y));
-        break;
-    case DType::F16:
-        moe_combine_kernel<__half, 8><<<N, threads, 0, stream>>>(static_cast<const __half *>(out), slot_pos, weights,
-                                                                 K, H, static_cast<__half *>(y));
-        break;
-    case DType::BF16:
-        moe_combine_kernel<__nv_bfloat16, 8><<<N, threads, 0, stream>>>(static_cast<const __nv_bfloat16 *>(out),
-                                                                         slot_pos, weights, K, H,
-                                                                         static_cast<__nv_bfloat16 *>(y));
-        break;
+    case DType::F32: launch_moe_combine<float, 4>(out, slot_pos, weights, N, K, H, y, slot_max, threads, stream); break;
+    case DType::F16: launch_moe_combine<__half, 8>(out, slot_pos, weights, N, K, H, y, slot_max, threads, stream); break;
+    case DType::BF16: launch_moe_combine<__nv_bfloat16, 8>(out, slot_pos, weights, N, K, H, y, slot_max, threads, stream); break;
     }
     return launched();
 }
