@@ -13,6 +13,7 @@
 #   bench/gpu_session.sh overhead    # GPU tests, perplexity + per-expert parity, the overhead bench with parts and a profile
 #   bench/gpu_session.sh moe_parity  # real-shape bf16 parity with the routing-aware verdict: glm4_moe, qwen3_next, gpt_oss
 #   bench/gpu_session.sh overhead2   # GPU tests and the overhead bench with parts and a profile only
+#   bench/gpu_session.sh verdicts    # GPU tests and gpt_oss parity with the bf16 verdict against HF fp32
 #   bench/gpu_session.sh sameroute   # real-shape bf16 parity of glm4_moe and qwen3_next with the same-routing verdict
 #   bench/gpu_session.sh gptoss      # GPU tests, gpt_oss parity (small, real shapes), its bench vs HF, per-op profiles
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
@@ -200,13 +201,27 @@ if [[ $what == gptoss ]]; then
     echo "rc=$? $extra"; grep -E "profile|ops:" "$out/gpt_oss_profile$extra.log" | cut -c1-900
   done
 fi
+if [[ $what == verdicts ]]; then
+  # The flash sink attention at gpt-oss-20b's real head shapes (GPU test, numbers printed), and
+  # gpt_oss bf16 parity judged against HF's fp32 forward (small configs, real shapes).
+  stamp "gpu tests"
+  gpu_tests
+  grep -E "flash max" "$out/gpu_tests.log" | head -12
+  for shapes in "" "--real-shapes"; do
+    stamp "parity gpt_oss $shapes (bf16 decided against HF fp32)"
+    timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families gpt_oss $shapes \
+      --json-out "$out/parity_truth_gpt_oss$shapes.json" > "$out/parity_truth_gpt_oss$shapes.log" 2>&1
+    echo "rc=$?"; grep -E "vs fp32 layer|against fp32" "$out/parity_truth_gpt_oss$shapes.log" | head -16
+    grep -A9 "^family " "$out/parity_truth_gpt_oss$shapes.log" | head -10
+  done
+fi
 if [[ $what == sameroute ]]; then
   # #13: real-shape bf16 parity of glm4_moe and qwen3_next, decided by the same-routing verdict.
   for fam in ${SAME_FAMILIES:-glm4_moe qwen3_next}; do
     stamp "parity real shapes, bf16, same-routing verdict: $fam"
     timeout 250 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families "$fam" \
       --json-out "$out/parity_same_$fam.json" > "$out/parity_same_$fam.log" 2>&1
-    echo "parity $fam rc=$?"; grep -E "same-routing (verdict|layer)|routing-aware:" "$out/parity_same_$fam.log" | head -16
+    echo "parity $fam rc=$?"; grep -E "same-routing (verdict|layer)|routing-aware:|against fp32" "$out/parity_same_$fam.log" | head -16
     grep -E "NOT OK.*same-routing layer_" "$out/parity_same_$fam.log" | head -6; grep -A6 "^family " "$out/parity_same_$fam.log" | head -8
   done
 fi

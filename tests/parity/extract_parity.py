@@ -525,6 +525,37 @@ def same_routing_verdict(ours, routing, forced_ref, label):
     return ok, rows_over_total, invalid_total
 
 
+def truth_verdict(ours, hf, truth, label):
+    """bf16 MoE parity judged against the math (docs/model-math.md#parity-bars): HF's fp32 forward on the
+    same weights and ids is the truth; extract's bf16 captures must be as close to it as HF's own bf16
+    forward is, site by site. Per token row, error = max |x - truth| over the row / max |truth| over the
+    tensor; extract passes a site when, against HF bf16's figures,
+      rows over the 1e-2 bar  <= 1.25 x HF's + 0.2 % of the rows + 2,
+      mean row error          <= 1.25 x HF's + 2^-10,
+      worst row error         <= max(1.5 x HF's, 2 x the bar).
+    A bf16 routing flip on a near-tie happens on both sides in like numbers, so chaotic routing does not
+    fail a correct port; an error in the math moves every row (the mean) or some rows far (the worst).
+    Returns (ok, rows over the bar summed over the sites, HF bf16's same sum)."""
+    ok = True
+    ours_over = hf_over = 0
+    for tname in sorted(truth, key=lambda n: (int(n.split("_")[1]), n)):
+        t = truth[tname]
+        scale = max(t.abs().max().item(), 1e-30)
+        e_o = ((ours[tname].float() - t).abs().amax(-1) / scale).reshape(-1)
+        e_h = ((hf[tname].float() - t).abs().amax(-1) / scale).reshape(-1)
+        n_o, n_h = int((e_o > BARS["bf16"]).sum()), int((e_h > BARS["bf16"]).sum())
+        m_o, m_h = e_o.mean().item(), e_h.mean().item()
+        w_o, w_h = e_o.max().item(), e_h.max().item()
+        good = (n_o <= 1.25 * n_h + 0.002 * e_o.numel() + 2 and m_o <= 1.25 * m_h + 2 ** -10
+                and w_o <= max(1.5 * w_h, 2 * BARS["bf16"]))
+        ok &= good
+        ours_over += n_o
+        hf_over += n_h
+        print(f"{'OK    ' if good else 'NOT OK'}  {label} vs fp32 {tname}: rows over the bar {n_o} (HF bf16 {n_h}) of {e_o.numel()}, "
+              f"mean row err {m_o:.2e} (HF {m_h:.2e}), worst {w_o:.2e} (HF {w_h:.2e})")
+    return ok, ours_over, hf_over
+
+
 def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, expert_stats=False, forced=None):
     """The hooks' captures, with perplexity HF's model(ids, labels=ids).loss from the same forward
     (else None), and with expert_stats the per-layer expert counts of HF's routers (else {}). forced:
@@ -724,6 +755,7 @@ def main():
             if args.real_shapes:  # one layout at full size (time): the released per-expert one
                 checkpoints = [c for c in checkpoints if c[0].endswith("[per-expert]")]
         refs = {}
+        truth = {}  # HF's fp32 captures per device, for the bf16 MoE truth verdict
         for (name, cdir), (device, dname, extra, env) in [(c, r) for r in family_runs for c in checkpoints]:
             path = ("plain" if "--plain-ops" in extra else "aten" if env else "default") + \
                 ("+dq" if "--dequantize" in extra else "")
@@ -844,6 +876,19 @@ def main():
             if excused is not None:
                 print(f"{'OK    ' if verdict else 'NOT OK'}  {label} routing-aware: {excused_total} rows over the bar on "
                       f"tokens routed differently (flip or tie), {unexcused_total} elsewhere")
+            # bf16 MoE: judged against HF's fp32 forward next to HF's own bf16 one (truth_verdict).
+            truth_ok = truth_rows = truth_hf_rows = None
+            if dname == "bf16" and hf_routing:
+                try:
+                    if device not in truth:
+                        truth = {device: hf_captures(mdir, ids, torch.float32, device, family)[0]}
+                    truth_ok, truth_rows, truth_hf_rows = truth_verdict(ours, ref, truth[device], label)
+                except Exception as e:
+                    print(f"NOT OK  {label} vs fp32: {e}")
+                    truth_ok = False
+                print(f"{'OK    ' if truth_ok else 'NOT OK'}  {label} against fp32: {truth_rows} rows over the bar "
+                      f"(HF bf16: {truth_hf_rows}) over all sites")
+                verdict = ok_all and truth_ok
             same_ok = same_rows = same_invalid = None
             if same_routing and hf_routing:
                 forced = {}
@@ -859,13 +904,14 @@ def main():
                     same_ok = False
                 print(f"{'OK    ' if same_ok else 'NOT OK'}  {label} same-routing verdict: {same_invalid} tokens outside HF's "
                       f"top-k, {same_rows} rows beyond the bar and 2 bf16 units with HF on extract's routing")
-                verdict = ok_all and same_ok
+                verdict = verdict and same_ok
             ok_all = ok_all and rows_ok  # the plain bar's verdict
             all_ok &= verdict
             summary.append(dict(family=name, dtype=dname, device=device, path=path, max_rel_err=worst, ok=ok_all,
                                 ok_routing_aware=routing_aware_ok,
                                 rows_over_excused=excused_total if excused is not None else None,
                                 ok_same_routing=same_ok, same_routing_rows_over=same_rows, same_routing_invalid_tokens=same_invalid,
+                                ok_vs_fp32=truth_ok, rows_over_vs_fp32=truth_rows, hf_bf16_rows_over_vs_fp32=truth_hf_rows,
                                 ppl_rel_err=ppl_rel, expert_counts_differing=expert_diff))
     print("\nfamily               dtype device path     max rel err  ppl rel err  result  routing-aware")
     for s in summary:
@@ -873,6 +919,9 @@ def main():
         ppl = "-" if s.get("ppl_rel_err") is None else f"{s['ppl_rel_err']:.3e}"
         ra = s.get("ok_routing_aware")
         ra = "-" if ra is None else f"{'OK' if ra else 'NOT OK'} ({s['rows_over_excused']} rows excused)"
+        if s.get("ok_vs_fp32") is not None:
+            ra += (f"  vs fp32 {'OK' if s['ok_vs_fp32'] else 'NOT OK'} ({s['rows_over_vs_fp32']} rows over, "
+                   f"HF bf16 {s['hf_bf16_rows_over_vs_fp32']})")
         if s.get("ok_same_routing") is not None:
             ra += f"  same-routing {'OK' if s['ok_same_routing'] else 'NOT OK'}"
         print(f"{s['family']:<20} {s['dtype']:<5} {s['device']:<6} {s['path']:<8} {err:<12} {ppl:<12} "
