@@ -37,15 +37,16 @@ gpu_tests() {
 # The GPU tests, then the issue-14 overhead bench (best of 2, each addition alone, bare_ppl) and a
 # per-op profile of every configuration (EXTRACTOR_PROFILE=1).
 overhead_with_profile() {
-  stamp "gpu tests, then the overhead bench (best of 2) and a profile of every configuration"
+  stamp "gpu tests, the accumulator's per-capture cost, then the overhead bench (best of 2) and a profile of every configuration"
   gpu_tests
+  "$build/analysis/analysis_capture_bench" > "$out/capture_bench.log" 2>&1; echo "capture bench rc=$?"; cat "$out/capture_bench.log"
   PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 330 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
     > "$out/overhead_run.log" 2>&1
   echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -11 "$out/overhead_run.log"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 stamp "build"
-gpu_build "$build" "$out" extract analyze toolkit_gpu_tests || { stamp "build failed"; exit 1; }
+gpu_build "$build" "$out" extract analyze toolkit_gpu_tests analysis_capture_bench || { stamp "build failed"; exit 1; }
 exe=$build/extractor/extract
 export PYTHONUNBUFFERED=1
 if [[ $what == quick ]]; then
