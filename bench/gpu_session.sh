@@ -208,6 +208,7 @@ if [[ $what == verdicts ]]; then
   stamp "gpu tests"
   gpu_tests
   grep -E "flash max" "$out/gpu_tests.log" | head -12
+  "$build/analysis/analysis_capture_bench" > "$out/capture_bench.log" 2>&1; echo "capture bench rc=$?"; cat "$out/capture_bench.log"
   for shapes in "" "--real-shapes"; do
     stamp "parity gpt_oss $shapes (bf16 decided against HF fp32)"
     timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families gpt_oss $shapes \
