@@ -183,6 +183,7 @@ void forward_batches(const ForwardRun & run, Model & model, ExtractResult & res)
             (void)family.forward(model.cfg, model.weights, ids, run.run_layers, silent).sum().item<double>();
         warm_up_sinks(tap, model, ids.size(0), T);
         if (model.weights.streamer) model.weights.streamer->reset_stats();
+        ops::profile_reset();  // the profile reports the timed batches only
     }
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < n_batches; ++b) {

@@ -37,6 +37,11 @@ void profile_add(const std::string & name, double seconds) {
     e.second += 1;
 }
 
+void profile_reset() {
+    std::lock_guard<std::mutex> lk(g_profile_mu);
+    g_profile.clear();
+}
+
 std::string profile_report() {
     std::lock_guard<std::mutex> lk(g_profile_mu);
     std::string out;

@@ -171,6 +171,9 @@ std::string describe_paths(at::ScalarType dtype, bool cuda);
 bool profiling();
 void profile_add(const std::string & name, double seconds);
 std::string profile_report();
+// Forgets the totals so far: the warm-up batches' first calls (kernel loading, cuBLAS handles,
+// allocator growth) would otherwise dominate an op's total.
+void profile_reset();
 class ProfileScope {
 public:
     explicit ProfileScope(const char * name);
