@@ -8,9 +8,11 @@ namespace extractor {
 
 void AbsmaxSink::on_capture(Site site, int layer, const at::Tensor & x) {
     const SiteLayer key{site, layer};
-    at::Tensor flat = x.reshape({-1, x.size(-1)}).abs();                      // [N,H]
-    at::Tensor m = std::get<0>(flat.max(0)).to(at::kFloat);                   // [H]
-    at::Tensor c = (flat >= 6).sum();                                          // [] int64
+    // amax, not max(0): max with indices over the rows took ~0.7 ms per [4096,4096] bf16 capture on
+    // an H100 (a quarter of a 2-layer Mixtral forward); amax is a plain column reduction.
+    at::Tensor a = x.reshape({-1, x.size(-1)}).abs();                          // [N,H]
+    at::Tensor m = a.amax(0).to(at::kFloat);                                   // [H]
+    at::Tensor c = a.ge(6).sum();                                              // [] int64
     auto it = max_abs_.find(key);
     if (it == max_abs_.end()) {
         max_abs_[key] = m;
