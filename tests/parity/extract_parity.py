@@ -559,6 +559,16 @@ def truth_verdict(ours, hf, truth, label):
     return ok, ours_over, hf_over
 
 
+def reported_check(label, what, check, failed):
+    """check()'s result, or `failed` after a NOT OK line naming the check when it raises (an HF run or a
+    missing tensor is that configuration's failure, not the script's)."""
+    try:
+        return check()
+    except Exception as e:
+        print(f"NOT OK  {label} {what}: {e}")
+        return failed
+
+
 def hf_captures(model_dir, ids, dtype, device, family=None, perplexity=False, expert_stats=False, forced=None):
     """The hooks' captures, with perplexity HF's model(ids, labels=ids).loss from the same forward
     (else None), and with expert_stats the per-layer expert counts of HF's routers (else {}). forced:
@@ -882,13 +892,12 @@ def main():
             # bf16 MoE: judged against HF's fp32 forward next to HF's own bf16 one (truth_verdict).
             truth_ok = truth_rows = truth_hf_rows = None
             if dname == "bf16" and hf_routing:
-                try:
-                    if device not in truth:
-                        truth = {device: hf_captures(mdir, ids, torch.float32, device, family)[0]}
-                    truth_ok, truth_rows, truth_hf_rows = truth_verdict(ours, ref, truth[device], label)
-                except Exception as e:
-                    print(f"NOT OK  {label} vs fp32: {e}")
-                    truth_ok = False
+                def against_fp32():
+                    if device not in truth:  # one fp32 reference per family and device
+                        truth.clear()
+                        truth[device] = hf_captures(mdir, ids, torch.float32, device, family)[0]
+                    return truth_verdict(ours, ref, truth[device], label)
+                truth_ok, truth_rows, truth_hf_rows = reported_check(label, "vs fp32", against_fp32, (False, None, None))
                 print(f"{'OK    ' if truth_ok else 'NOT OK'}  {label} against fp32: {truth_rows} rows over the bar "
                       f"(HF bf16: {truth_hf_rows}) over all sites")
                 verdict = ok_all and truth_ok
@@ -899,12 +908,11 @@ def main():
                     t = ours.get(f"layer_{layer}_experts")
                     if t is not None:
                         forced[layer] = t.reshape(-1, t.shape[-1])
-                try:
-                    forced_ref = hf_captures(mdir, ids, DTYPES[dname], device, family, forced=forced)[0]
-                    same_ok, same_rows, same_invalid = same_routing_verdict(ours, hf_routing, forced_ref, label)
-                except Exception as e:
-                    print(f"NOT OK  {label} same-routing: {e}")
-                    same_ok = False
+                same_ok, same_rows, same_invalid = reported_check(
+                    label, "same-routing",
+                    lambda: same_routing_verdict(ours, hf_routing, hf_captures(mdir, ids, DTYPES[dname], device, family,
+                                                                               forced=forced)[0], label),
+                    (False, None, None))
                 print(f"{'OK    ' if same_ok else 'NOT OK'}  {label} same-routing: {same_invalid} tokens routed outside HF's "
                       f"top-k (decides); with HF on extract's routing {same_rows} rows beyond the bar and 2 bf16 units (reported)")
                 verdict = verdict and same_ok
