@@ -90,8 +90,8 @@ int main(int argc, char ** argv) {
             int bins;
         };
         const std::vector<double> sweep = {3, 4, 5, 6, 8, 10, 20};
-        for (const Config & c : {Config{"no histogram", false, true, {}, 80}, Config{"histogram (80 bins, per-thread)", true, true, {}, 80},
-                                 Config{"histogram (400 bins, per-warp)", true, true, {}, 400},
+        for (const Config & c : {Config{"no histogram", false, true, {}, 80}, Config{"histogram (80 bins)", true, true, {}, 80},
+                                 Config{"histogram (400 bins)", true, true, {}, 400},
                                  Config{"histogram + 7-threshold sweep", true, true, sweep, 80},
                                  Config{"ATen path, histogram + sweep", true, false, sweep, 80}}) {
             analysis::AccumulatorOptions o;

@@ -12,8 +12,7 @@ namespace analysis::cuda_kernels {
 
 enum class DType { F32, F16, BF16 };
 
-// Most histogram bins the kernel keeps in shared memory (a byte counter per thread up to 160 bins,
-// a sub-histogram per warp above).
+// Most histogram bins the kernel keeps in shared memory (one sub-histogram per warp).
 inline constexpr int kMaxHistogramBins = 1024;
 // Most sweep thresholds (analysis::kMaxSweepThresholds; this header stays torch- and analysis-free).
 inline constexpr int kMaxSweepThresholds = 16;
