@@ -80,6 +80,8 @@ std::optional<FlashAttention> flash_attention(const at::Tensor & q, const at::Te
         result = at::_flash_attention_forward(bthd(q), bthd(k), bthd(v), std::nullopt, std::nullopt, T, T, 0.0,
                                               /*is_causal=*/true, /*return_debug_mask=*/false,
                                               1.0 / std::sqrt(static_cast<double>(D)), left, right);
+    } catch (const c10::OutOfMemoryError &) {
+        throw;  // not a refusal: the eager form would need more memory still
     } catch (const c10::Error & e) {
         if (!refused.exchange(true))
             common::log::warn("the flash attention kernel is not usable here (", e.what_without_backtrace(),
