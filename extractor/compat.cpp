@@ -40,7 +40,9 @@ bool has_sdpa() {
 
 bool has_grouped_mm() { return EXTRACTOR_HAS_GROUPED_MM != 0; }
 
-bool has_flash() { return EXTRACTOR_HAS_FLASH != 0; }
+bool flash_supports(at::ScalarType dtype, bool cuda) {
+    return EXTRACTOR_HAS_FLASH != 0 && cuda && (dtype == at::kBFloat16 || dtype == at::kHalf);
+}
 
 void set_fast_paths(bool enabled) { g_fast = enabled; }
 bool fast_paths() { return g_fast; }
@@ -59,9 +61,7 @@ std::optional<FlashAttention> flash_attention(const at::Tensor & q, const at::Te
                                               std::optional<int64_t> sliding_window) {
 #if EXTRACTOR_HAS_FLASH
     const int64_t T = q.size(2), D = q.size(3);
-    const auto dtype = q.scalar_type();
-    if (!q.is_cuda() || (dtype != at::kBFloat16 && dtype != at::kHalf) || D % 8 != 0 || D > 256 || k.size(2) != T ||
-        q.size(1) % k.size(1) != 0)
+    if (!flash_supports(q.scalar_type(), q.is_cuda()) || D % 8 != 0 || D > 256 || k.size(2) != T || q.size(1) % k.size(1) != 0)
         return std::nullopt;
     // The kernel's layout is [B,T,N,D] with a dense last dim; q/k/v here are usually that layout
     // transposed, so these are views.

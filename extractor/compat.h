@@ -12,7 +12,9 @@ namespace extractor::compat {
 
 bool has_sdpa();        // at::scaled_dot_product_attention (torch >= 2.0)
 bool has_grouped_mm();  // at::_grouped_mm (torch >= 2.9; used for bf16 on CUDA only)
-bool has_flash();       // at::_flash_attention_forward with a sliding window (torch >= 2.5; bf16/fp16 on CUDA)
+// at::_flash_attention_forward with a sliding window (torch >= 2.5) is in this build and takes
+// tensors of this dtype on this kind of device (bf16/fp16 on CUDA).
+bool flash_supports(at::ScalarType dtype, bool cuda);
 
 void set_fast_paths(bool enabled);
 bool fast_paths();

@@ -262,7 +262,7 @@ bool use_grouped_mm(const at::Tensor & x, int64_t H, int64_t I) {
 
 std::string describe_paths(at::ScalarType dtype, bool cuda) {
     std::string a = compat::fast_paths() && compat::has_sdpa() ? "attention: scaled_dot_product_attention" : "attention: plain matmul-softmax";
-    const bool flash_sinks = compat::fast_paths() && compat::has_flash() && cuda && (dtype == at::kBFloat16 || dtype == at::kHalf);
+    const bool flash_sinks = compat::fast_paths() && compat::flash_supports(dtype, cuda);
     a += flash_sinks ? " (with sinks: flash + exact sink rescale)" : " (with sinks: chunked eager)";
     bool grouped = compat::fast_paths() && compat::has_grouped_mm() && cuda && dtype == at::kBFloat16;
     std::string f = !fused::built() ? "not built" : !fused::enabled() ? "off (EXTRACTOR_FUSED=0)" : cuda ? "on" : "unused on CPU";

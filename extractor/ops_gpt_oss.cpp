@@ -25,12 +25,21 @@ at::Tensor rms_norm_fp32_gain(const at::Tensor & x, const at::Tensor & weight, d
     return (weight.to(at::kFloat) * normed).to(x.scalar_type());                // [...,W] rounded once
 }
 
-at::Tensor attend_with_sinks(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & sinks,
-                             const at::Tensor & mask) {
-    const int64_t B = q.size(0), Nq = q.size(1), T = q.size(2), D = q.size(3);
+namespace {
+
+// One sink logit per query head, or an internal error (the loader shapes them).
+void check_sinks(const at::Tensor & sinks, int64_t Nq) {
     if (sinks.dim() != 1 || sinks.size(0) != Nq)
         throw common::Error::internal("attention sinks: " + std::to_string(sinks.numel()) + " logits for " +
                                       std::to_string(Nq) + " heads");
+}
+
+}  // namespace
+
+at::Tensor attend_with_sinks(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & sinks,
+                             const at::Tensor & mask) {
+    const int64_t B = q.size(0), Nq = q.size(1), T = q.size(2), D = q.size(3);
+    check_sinks(sinks, Nq);
     const double scaling = 1.0 / std::sqrt(static_cast<double>(D));
     // Scores of a (row, head group) chunk: [n,T,T+1] elements, at most 2^27 (~0.5 GiB in fp32).
     const int64_t per_head = T * (T + 1);
@@ -61,9 +70,7 @@ at::Tensor attend_with_sinks(const at::Tensor & q, const at::Tensor & k, const a
 at::Tensor attend_with_sinks_flash(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & sinks,
                                    std::optional<int64_t> sliding_window) {
     const int64_t Nq = q.size(1);
-    if (sinks.dim() != 1 || sinks.size(0) != Nq)
-        throw common::Error::internal("attention sinks: " + std::to_string(sinks.numel()) + " logits for " +
-                                      std::to_string(Nq) + " heads");
+    check_sinks(sinks, Nq);
     auto flash = compat::flash_attention(q, k, v, sliding_window);
     if (!flash) return {};
     // The sink logit as the eager path sees it: in the activation dtype.

@@ -28,9 +28,12 @@ std::string SafetensorsSink::tensor_name(Site site, int layer) {
 
 std::string SafetensorsSink::routing_tensor_name(int layer) { return "layer_" + std::to_string(layer) + "_experts"; }
 
-void SafetensorsSink::track_device(const at::Tensor & src) {
+at::Tensor SafetensorsSink::host_copy(const at::Tensor & src) {
+    at::Tensor host = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(src.is_cuda()));
+    host.copy_(src, /*non_blocking=*/src.is_cuda());
     if (src.is_cuda() && std::find(devices_.begin(), devices_.end(), src.device()) == devices_.end())
         devices_.push_back(src.device());
+    return host;
 }
 
 std::string SafetensorsSink::saved_dtype() const {
@@ -45,9 +48,7 @@ void SafetensorsSink::begin_batch(const BatchInfo & batch) {
 
 void SafetensorsSink::on_capture(Site site, int layer, const at::Tensor & x) {
     at::Tensor src = save_dtype_ == at::ScalarType::Undefined ? x : x.to(save_dtype_);  // [B,T,H]
-    at::Tensor host = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(src.is_cuda()));
-    host.copy_(src, /*non_blocking=*/src.is_cuda());
-    track_device(src);
+    at::Tensor host = host_copy(src);
     seen_dtype_ = host.scalar_type();
     pending_.emplace_back(tensor_name(site, layer), host);
 }
@@ -55,11 +56,8 @@ void SafetensorsSink::on_capture(Site site, int layer, const at::Tensor & x) {
 void SafetensorsSink::on_experts(int layer, const ExpertCapture & capture) {
     if (capture.top_i.dim() != 2 || capture.first_token < 0)
         throw common::Error::internal("routing of layer " + std::to_string(layer) + ": expected top_i [n,K]");
-    at::Tensor src = capture.top_i.to(at::kInt);  // [n,K]; expert ids fit int32 (kMaxExperts is far below)
-    at::Tensor host = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(src.is_cuda()));
-    host.copy_(src, /*non_blocking=*/src.is_cuda());
-    track_device(src);
-    routing_[layer].push_back({capture.first_token, host});
+    // [n,K]; expert ids fit int32 (kMaxExperts is far below)
+    routing_[layer].push_back({capture.first_token, host_copy(capture.top_i.to(at::kInt))});
 }
 
 void SafetensorsSink::end_batch() {

@@ -47,7 +47,9 @@ private:
         int64_t first_token;
         at::Tensor top_i;
     };
-    void track_device(const at::Tensor & src);
+    // A host copy of src, pinned and without blocking when src is on a GPU (its device is then
+    // waited for in end_batch).
+    at::Tensor host_copy(const at::Tensor & src);
 
     std::string out_dir_;
     std::set<SiteLayer> wanted_;

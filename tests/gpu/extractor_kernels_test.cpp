@@ -301,7 +301,7 @@ TEST_CASE("fused token NLL equals log_softmax of the fp32 logits at the target: 
 }
 
 TEST_CASE("sink attention through flash + sigmoid(lse - sink) equals the eager softmax with the sink column") {
-    if (!at::hasCUDA() || !extractor::compat::has_flash()) {
+    if (!at::hasCUDA() || !extractor::compat::flash_supports(at::kBFloat16, /*cuda=*/true)) {
         MESSAGE("no CUDA device or no flash kernel in this libtorch");
         return;
     }
