@@ -472,6 +472,11 @@ def forced_routing_hook(indices):
     return hook
 
 
+def in_layer_order(captures):
+    """The capture names (layer_{l}_{site}) by layer number, then name."""
+    return sorted(captures, key=lambda n: (int(n.split("_")[1]), n))
+
+
 def bf16_ulp(x):
     """One bf16 unit in the last place of each value of x (exact bf16 values as fp32): 2^(e-8) for
     |x| = m 2^e, m in [0.5, 1); 0 for 0."""
@@ -516,7 +521,7 @@ def same_routing_verdict(ours, routing, forced_ref, label):
         print(f"{'OK    ' if invalid == 0 else 'NOT OK'}  {label} same-routing layer {layer}: {invalid} of {chosen.shape[0]} "
               f"tokens routed to an expert outside HF's top-{k} of extract's router input")
     rows_over_total = 0
-    for tname in sorted(forced_ref, key=lambda n: (int(n.split("_")[1]), n)):
+    for tname in in_layer_order(forced_ref):
         a, b = ours[tname].float(), forced_ref[tname]
         tol = torch.maximum(torch.full_like(b, BARS["bf16"] * b.abs().max().item()), 2 * bf16_ulp(b))
         over = ((a - b).abs() > tol).reshape(-1, b.shape[-1]).any(-1)
@@ -541,7 +546,7 @@ def truth_verdict(ours, hf, truth, label):
     Returns (ok, rows over the bar summed over the sites, HF bf16's same sum)."""
     ok = True
     ours_over = hf_over = 0
-    for tname in sorted(truth, key=lambda n: (int(n.split("_")[1]), n)):
+    for tname in in_layer_order(truth):
         t = truth[tname]
         scale = max(t.abs().max().item(), 1e-30)
         e_o = ((ours[tname].float() - t).abs().amax(-1) / scale).reshape(-1)
@@ -806,7 +811,7 @@ def main():
                 print(f"NOT OK  {label}: {len(ref)} HF captures (expected {expected}), "
                       f"{len(set(ref) - set(ours))} missing from extract's output")
                 ok_all = False
-            for tname in sorted(ref, key=lambda n: (int(n.split("_")[1]), n)):
+            for tname in in_layer_order(ref):
                 if tname not in ours:
                     print(f"NOT OK  {label} {tname}: missing from extract output")
                     ok_all = False
