@@ -226,7 +226,7 @@ if [[ $what == sameroute ]]; then
   # #13: real-shape bf16 parity of glm4_moe and qwen3_next: the verdict against fp32 and the routing
   # check decide; the rows that differ with HF on extract's routing are reported (info lines).
   for fam in ${SAME_FAMILIES:-glm4_moe qwen3_next}; do
-    stamp "parity real shapes, bf16, same-routing verdict: $fam"
+    stamp "parity real shapes, bf16, fp32 verdict and routing check: $fam"
     timeout 250 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families "$fam" \
       --json-out "$out/parity_same_$fam.json" > "$out/parity_same_$fam.log" 2>&1
     echo "parity $fam rc=$?"; grep -E "same-routing( layer [0-9]|:)|routing-aware:|against fp32" "$out/parity_same_$fam.log" | head -16

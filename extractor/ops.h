@@ -141,7 +141,7 @@ at::Tensor attend_with_sinks(const at::Tensor & q, const at::Tensor & k, const a
 // flash's times sigmoid(lse - sink), computed in fp32 and rounded once. q [B,Nq,T,D], k/v
 // [B,Nkv,T,D] (not repeated), sinks [Nq] -> [B,Nq,T,D]; undefined where the flash kernel cannot run
 // (then the caller takes attend_with_sinks). Not HF's eager rounding (scores and probabilities in
-// bf16): this is the more exact of the two, within the bf16 parity bar of it.
+// bf16): the more exact of the two against fp32 (tests/gpu; docs/model-math.md#parity-bars).
 at::Tensor attend_with_sinks_flash(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & sinks,
                                    std::optional<int64_t> sliding_window);
 
