@@ -16,6 +16,8 @@
 #   bench/gpu_session.sh verdicts    # GPU tests and gpt_oss parity with the bf16 verdict against HF fp32
 #   bench/gpu_session.sh sameroute   # real-shape bf16 parity of glm4_moe and qwen3_next (fp32 verdict, routing check)
 #   bench/gpu_session.sh gptoss      # GPU tests, gpt_oss parity (small, real shapes), its bench vs HF, per-op profiles
+#   bench/gpu_session.sh captures    # GPU tests, Mixtral 2-layer: --absmax vs the bare forward vs the fused accumulator
+#                                    # (+ profile), the overhead bench, small parity of every family
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -252,5 +254,33 @@ if [[ $what == h200 ]]; then
   timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --families qwen3_next --dtypes f32 \
     --json-out "$out/parity_real_qwen3_next_f32.json" > "$out/parity_real_qwen3_next_f32.log" 2>&1
   echo "rc=$?"; grep -E "^NOT OK" "$out/parity_real_qwen3_next_f32.log" | head -6; grep -A6 "^family " "$out/parity_real_qwen3_next_f32.log" | head -8
+fi
+if [[ $what == captures ]]; then
+  # What a capture costs inside a matmul-bound forward (#12, Mixtral 2 layers at real shapes): the
+  # bench against HF, then the same batches with --absmax, with no sink (analyze extract --baseline)
+  # and with the fused accumulator, and --absmax under EXTRACTOR_PROFILE.
+  stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run)"
+  timeout 150 python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
+    > "$out/mixtral_bench.log" 2>&1
+  echo "rc=$?"; tail -6 "$out/mixtral_bench.log"
+  mdir=/tmp/mixtral-bench/mixtral-8x7b-2layers
+  run=(run "$mdir" --tokens /tmp/mixtral-bench/ids.json --seq-len 2048 --num-sequences 32 --batch-size 2 --dtype bf16
+       --device cuda --warmup 1 --json)
+  tps() { python3 -c 'import json,sys; d,_=json.JSONDecoder().raw_decode(sys.stdin.read().lstrip()); print("%.0f tokens/s, forward %.3f s" % (d["tokens_per_s"], d["forward_s"]))'; }
+  for v in absmax baseline accumulator; do
+    case $v in
+      absmax) cmd=("$exe" "${run[@]}" --absmax) ;;
+      baseline) cmd=("$build/analysis/analyze" extract -o /tmp/mx-base --no-plots --baseline -- "${run[@]}") ;;
+      accumulator) cmd=("$build/analysis/analyze" extract -o /tmp/mx-acc --no-plots -- "${run[@]}") ;;
+    esac
+    echo "$v: $("${cmd[@]}" 2> "$out/mixtral_$v.err" | tps)"
+  done
+  EXTRACTOR_PROFILE=1 "$exe" "${run[@]}" --absmax > /dev/null 2> "$out/mixtral_profile.log"
+  grep -E "profile" "$out/mixtral_profile.log" | cut -c1-900
+  overhead_with_profile
+  stamp "parity, small configs (2 x 256 tokens), every family, fused + ATen"
+  timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --json-out "$out/parity_small.json" \
+    > "$out/parity_small.log" 2>&1
+  echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -12; grep -A40 "^family " "$out/parity_small.log" | head -44
 fi
 stamp "done"
