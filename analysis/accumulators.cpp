@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "extractor/perplexity.h"
+#include "extractor/sinks/host_transfer.h"
 
 #include <ATen/ATen.h>
 
@@ -25,6 +26,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -94,6 +96,25 @@ struct SiteAccumulator {
     int64_t sequences = 0;
 };
 
+// A finished batch on its way to the host. end_batch queues the device reductions and non-blocking
+// copies of their [B,H]-sized results (extractor::HostTransfer); the next end_batch, or
+// statistics(), turns them into per-sequence records while the device runs on. A blocking read at
+// every batch left the device idle while the host built the records (and at each of the half-dozen
+// reads a batch used to make).
+struct PendingBatch {
+    std::vector<SequenceStats> records;  // [B]: index, tokens, sites, layers set; dims and sweep to come
+    extractor::HostTransfer counts;      // [F,B,H] int32: sites, layers, positions; then (sweep) K x sites, layers, positions
+    extractor::HostTransfer hits;        // [B,H] int64
+    extractor::HostTransfer maxima;      // [B,H] float32
+    int64_t sweep_k = 0;
+    // Token tallies: the dims with the most hit positions (counts descending), and their hit flags.
+    extractor::HostTransfer top_positions, top_dims;  // [k] int64
+    at::Tensor top_hit;    // [B,T,k] bool on the device
+    at::Tensor token_ids;  // [B,T] int64 CPU
+    // --perplexity: the batch's losses, fp64 [B,T-1]
+    extractor::HostTransfer nll;
+};
+
 struct OutlierAccumulator::State {
     std::vector<SiteInfo> sites;
     std::map<std::pair<int, int>, size_t> site_index;  // (layer, site code) -> index into sites
@@ -141,33 +162,13 @@ struct OutlierAccumulator::State {
         token_table = grown;
     }
 
-    // Tallies the tokens at the hit positions of the (at most K) dims with the most hit positions.
+    // Tallies the tokens at the hit positions of the dims with the most hit positions in a batch.
     // Counted where the hits are: one scatter-add of the [B,T,k] hit flags into per-dim rows of
     // token counters (counting on the host took 22 of 43 ms per batch on an H100: a map update per
-    // hit); statistics() turns the rows into the sparse per-token tallies.
-    void tally_tokens(const at::Tensor & pos_hit, const at::Tensor & dim_positions, int64_t K) {
-        auto top = dim_positions.topk(K);                                     // [K] positions per dim
-        at::Tensor counts = std::get<0>(top).cpu().contiguous();
-        at::Tensor dims_cpu = std::get<1>(top).cpu().contiguous();
-        const int64_t vocab = token_ids.max().item<int64_t>() + 1;
-        std::vector<int64_t> rows, dims;
-        for (int64_t k = 0; k < K && counts.data_ptr<int64_t>()[k] > 0; ++k) {
-            const auto dim = static_cast<int32_t>(dims_cpu.data_ptr<int64_t>()[k]);
-            const int64_t row = token_row_of(dim, vocab);
-            if (row < 0) continue;
-            token_hits_batches[dim] += 1;
-            rows.push_back(row);
-            dims.push_back(dim);
-        }
-        if (rows.empty()) return;
-        const auto dev = pos_hit.device();
-        ensure_token_table(vocab, dev);
-        const int64_t V = token_table.size(1);
-        at::Tensor hit = pos_hit.index_select(2, at::tensor(dims, at::kLong).to(dev));  // [B,T,k] bool
-        at::Tensor row = at::tensor(rows, at::kLong).to(dev);                          // [k]
-        at::Tensor idx = row.view({1, 1, -1}) * V + token_ids.to(dev).unsqueeze(2);    // [B,T,k]
-        token_table.view({-1}).scatter_add_(0, idx.reshape({-1}), hit.reshape({-1}).to(at::kLong));
-    }
+    // hit); statistics() turns the rows into the sparse per-token tallies. The dims are picked on
+    // the device at end_batch (PendingBatch::top_*); which counter row each dim gets is the host's
+    // choice, made when the batch is finished (tally_pending).
+    void tally_pending(PendingBatch & p);
     std::map<int, MassiveLayer> massive;
 
     // The batch in flight.
@@ -190,10 +191,12 @@ struct OutlierAccumulator::State {
     int32_t batch_sites = 0;
 
     // Threshold sweep (options.sweep_thresholds, K of them). A value's level is the number of
-    // thresholds it reaches; since they ascend, "reaches threshold k" is "level > k", so one uint8
-    // per element answers all K: pos_level is the max level over sites at (row, position, dim), a
-    // row's per-capture max level says which thresholds the site hits.
-    at::Tensor pos_level;        // [B,T,H] uint8
+    // thresholds it reaches; since they ascend, "reaches threshold k" is "level > k". pos_level
+    // keeps, per (row, position, dim), which thresholds some site reaches as a thermometer code
+    // (bit k set: threshold k reached; the max level over sites is the OR of the codes, which the
+    // fused pass can write without reading); a row's per-capture max level says which thresholds
+    // the site hits.
+    at::Tensor pos_level;        // [B,T,H] uint8 (K <= 8) or int16 codes
     at::Tensor row_sweep_sites;  // [K,B,H] int32: sites reaching threshold k in the row
     std::map<int, at::Tensor> row_layer_level;  // layer -> [B,H] uint8 max level over its sites
     at::Tensor scratch_level;    // [B,H] int32 (fused pass; zero between captures)
@@ -224,8 +227,13 @@ struct OutlierAccumulator::State {
     void capture_aten_sweep(const AccumulatorOptions & options, SiteAccumulator & acc, int layer, const at::Tensor & x,
                             const at::Tensor & a);
 
-    // The batch's sweep numbers per (row, dim) reaching the lowest threshold, into the records.
-    void sweep_records(std::vector<SequenceStats> & records) const;
+    // end_batch's device part: the sweep's [K,B,H] sites, layers and positions per (row, dim), appended to fields.
+    void sweep_fields(std::vector<at::Tensor> & fields);
+    // The batch in flight to the host (end_batch queued it); finish_pending() waits for its copies
+    // and adds its records, tallies and losses to the totals.
+    std::optional<PendingBatch> pending;
+    at::Tensor nll_in_flight;  // on_token_nll's losses of the open batch, fp64 on the device
+    void finish_pending();
 
     // on_experts' two paths, defined next to it.
     void experts_aten(const AccumulatorOptions & options, ExpertAccumulator & e, const extractor::ExpertCapture & c) const;
@@ -291,7 +299,8 @@ void OutlierAccumulator::State::capture_fused(const AccumulatorOptions & options
         auto level = row_layer_level.find(layer);
         if (level == row_layer_level.end())
             level = row_layer_level.emplace(layer, at::zeros({B, hidden}, x.options().dtype(at::kByte))).first;
-        args.pos_level = pos_level.data_ptr<uint8_t>();
+        args.pos_level = pos_level.data_ptr();
+        args.pos_level_bytes = static_cast<int>(pos_level.element_size());
         args.scratch_level = scratch_level.data_ptr<int32_t>();
         args.row_sweep_sites = row_sweep_sites.data_ptr<int32_t>();
         args.row_layer_level = level->second.data_ptr<uint8_t>();
@@ -308,44 +317,97 @@ void OutlierAccumulator::State::capture_fused(const AccumulatorOptions & options
 }
 #endif
 
-void OutlierAccumulator::State::sweep_records(std::vector<SequenceStats> & records) const {
+void OutlierAccumulator::State::sweep_fields(std::vector<at::Tensor> & fields) {
     const int64_t K = row_sweep_sites.size(0);
     at::Tensor positions = at::zeros_like(row_sweep_sites);  // [K,B,H] int32
     bool counted = false;
 #if ANALYSIS_HAS_CUDA_KERNELS
     if (fused && pos_level.is_cuda() && pos_level.is_contiguous() && K <= cuda_kernels::kMaxSweepThresholds) {
         const c10::cuda::CUDAGuard guard(pos_level.device());
-        const cudaError_t e = cuda_kernels::sweep_positions(pos_level.data_ptr<uint8_t>(), B, T, hidden, static_cast<int>(K),
-                                                            positions.data_ptr<int32_t>(),
+        const cudaError_t e = cuda_kernels::sweep_positions(pos_level.data_ptr(), static_cast<int>(pos_level.element_size()), B, T,
+                                                            hidden, static_cast<int>(K), positions.data_ptr<int32_t>(),
                                                             c10::cuda::getCurrentCUDAStream(pos_level.device().index()).stream());
         if (e != cudaSuccess) throw common::Error::internal(std::string("analysis: sweep position kernel: ") + cudaGetErrorString(e));
         counted = true;
     }
 #endif
     if (!counted)
-        for (int64_t k = 0; k < K; ++k) positions.select(0, k).copy_(pos_level.gt(k).sum(1));
+        for (int64_t k = 0; k < K; ++k) positions.select(0, k).copy_(at::bitwise_right_shift(pos_level, k).bitwise_and(1).sum(1));
     sweep_dim_positions.add_(positions.sum(1));
-    at::Tensor layers = at::zeros_like(row_sweep_sites);     // [K,B,H] int32
+    at::Tensor layers = at::zeros_like(row_sweep_sites);  // [K,B,H] int32
     if (!row_layer_level.empty()) {
         std::vector<at::Tensor> per_layer;
         for (const auto & [layer, t] : row_layer_level) per_layer.push_back(t);
-        at::Tensor stacked = at::stack(per_layer);           // [L,B,H] uint8
+        at::Tensor stacked = at::stack(per_layer);  // [L,B,H] uint8
         for (int64_t k = 0; k < K; ++k) layers.select(0, k).copy_(stacked.gt(k).sum(0));
     }
-    at::Tensor nz = row_sweep_sites.select(0, 0).gt(0).nonzero();  // [N,2] rows, dims ascending
-    at::Tensor rows = nz.select(1, 0), dims = nz.select(1, 1);
-    auto pick = [&](const at::Tensor & t) { return t.index({at::indexing::Slice(), rows, dims}).t(); };  // [N,K]
-    // [N, 1 + 3K]: dim, then per threshold (sites, layers, positions).
-    at::Tensor packed = at::cat({dims.unsqueeze(1).to(at::kInt),
-                                 at::stack({pick(row_sweep_sites), pick(layers), pick(positions)}, 2).reshape({-1, 3 * K})},
-                                1).to(at::kInt).cpu().contiguous();
-    at::Tensor rows_cpu = rows.cpu().contiguous();
-    const int64_t N = packed.size(0), W = packed.size(1);
-    const int32_t * p = packed.data_ptr<int32_t>();
-    for (int64_t i = 0; i < N; ++i, p += W) {
-        auto & sweep = records[static_cast<size_t>(rows_cpu.data_ptr<int64_t>()[i])].sweep;
-        sweep.insert(sweep.end(), p, p + W);
+    fields.push_back(row_sweep_sites);
+    fields.push_back(layers);
+    fields.push_back(positions);
+}
+
+void OutlierAccumulator::State::tally_pending(PendingBatch & p) {
+    if (!p.top_dims.defined()) return;
+    const at::Tensor & positions = p.top_positions.wait();
+    const at::Tensor & top = p.top_dims.wait();
+    const int64_t vocab = p.token_ids.max().item<int64_t>() + 1;
+    std::vector<int64_t> rows, picks;
+    for (int64_t k = 0; k < top.numel() && positions.data_ptr<int64_t>()[k] > 0; ++k) {
+        const auto dim = static_cast<int32_t>(top.data_ptr<int64_t>()[k]);
+        const int64_t row = token_row_of(dim, vocab);
+        if (row < 0) continue;
+        token_hits_batches[dim] += 1;
+        rows.push_back(row);
+        picks.push_back(k);
     }
+    if (rows.empty()) return;
+    const auto dev = p.top_hit.device();
+    ensure_token_table(vocab, dev);
+    const int64_t V = token_table.size(1);
+    const auto n = static_cast<int64_t>(rows.size());
+    at::Tensor hit = p.top_hit.index_select(2, extractor::to_device_async(at::from_blob(picks.data(), {n}, at::kLong), dev));  // [B,T,n]
+    at::Tensor row = extractor::to_device_async(at::from_blob(rows.data(), {n}, at::kLong), dev);                            // [n]
+    at::Tensor idx = row.view({1, 1, -1}) * V + extractor::to_device_async(p.token_ids, dev).unsqueeze(2);                   // [B,T,n]
+    token_table.view({-1}).scatter_add_(0, idx.reshape({-1}), hit.reshape({-1}).to(at::kLong));
+}
+
+void OutlierAccumulator::State::finish_pending() {
+    if (!pending) return;
+    PendingBatch p = std::move(*pending);
+    pending.reset();
+    if (p.counts.defined()) {
+        const at::Tensor & counts = p.counts.wait();  // [F,B,H] int32
+        const at::Tensor & hits = p.hits.wait();      // [B,H] int64
+        const at::Tensor & maxima = p.maxima.wait();  // [B,H] float32
+        const int64_t Bp = hits.size(0), H = hits.size(1), K = p.sweep_k, plane = Bp * H;
+        const int32_t * c = counts.data_ptr<int32_t>();
+        const int64_t * n = hits.data_ptr<int64_t>();
+        const float * mx = maxima.data_ptr<float>();
+        for (int64_t b = 0; b < Bp; ++b) {
+            auto & r = p.records[static_cast<size_t>(b)];
+            for (int64_t h = 0; h < H; ++h) {
+                const int64_t i = b * H + h;
+                if (n[i] > 0)
+                    r.dims.push_back({static_cast<int32_t>(h), c[i], c[plane + i], c[2 * plane + i], n[i], mx[i]});
+                // The sweep: every dim reaching the lowest threshold, with per threshold its sites,
+                // layers and positions (fields 3.. are K planes of each).
+                if (K > 0 && c[3 * plane + i] > 0) {
+                    r.sweep.push_back(static_cast<int32_t>(h));
+                    for (int64_t k = 0; k < K; ++k)
+                        for (int64_t f = 0; f < 3; ++f) r.sweep.push_back(c[(3 + f * K + k) * plane + i]);
+                }
+            }
+        }
+    }
+    tally_pending(p);
+    if (p.nll.defined()) {
+        std::vector<int64_t> indices;
+        for (const auto & r : p.records) indices.push_back(r.sequence_index);
+        perplexity = true;
+        for (auto & r : extractor::sequence_nll(p.nll.wait(), indices)) perplexity_sequences.push_back(std::move(r));
+    }
+    if (p.counts.defined())
+        for (auto & r : p.records) per_sequence.push_back(std::move(r));
 }
 
 OutlierAccumulator::OutlierAccumulator(AccumulatorOptions options)
@@ -460,7 +522,13 @@ void OutlierAccumulator::State::begin_captures(const AccumulatorOptions & option
     row_max = at::zeros({B, H}, x.options().dtype(at::kFloat));
     if (!options.sweep_thresholds.empty()) {
         const auto K = static_cast<int64_t>(options.sweep_thresholds.size());
-        pos_level = at::zeros({B, T, H}, x.options().dtype(at::kByte));
+        // Thermometer codes (State::pos_level): a byte each up to 8 thresholds, else two; the
+        // allocation rounded up to whole 32-bit words for the fused pass's atomics.
+        const bool wide = K > 8;
+        const int64_t n = B * T * H, per_word = wide ? 2 : 4;
+        pos_level = at::zeros({(n + per_word - 1) / per_word * per_word}, x.options().dtype(wide ? at::kShort : at::kByte))
+                        .narrow(0, 0, n)
+                        .view({B, T, H});
         row_sweep_sites = at::zeros({K, B, H}, x.options().dtype(at::kInt));
         if (!sweep_dim_positions.defined()) sweep_dim_positions = at::zeros({K, H}, x.options().dtype(at::kLong));
     }
@@ -577,9 +645,14 @@ void OutlierAccumulator::State::capture_aten_sweep(const AccumulatorOptions & op
     // primary threshold above; padding is 0 and reaches none).
     const auto & sweep = options.sweep_thresholds;
     const auto K = static_cast<int64_t>(sweep.size());
-    at::Tensor level = a.ge(sweep[0]).to(at::kByte);  // [B,T,H]
-    for (size_t k = 1; k < sweep.size(); ++k) level.add_(a.ge(sweep[k]).to(at::kByte));
-    pos_level = at::maximum(pos_level, level);
+    at::Tensor level = at::zeros(a.sizes(), a.options().dtype(at::kByte));  // [B,T,H]
+    at::Tensor code = at::zeros(a.sizes(), a.options().dtype(at::kInt));    // [B,T,H] thermometer: bit k = reaches k
+    for (size_t k = 0; k < sweep.size(); ++k) {
+        at::Tensor reached = a.ge(sweep[k]);
+        level.add_(reached);
+        code.add_(reached.to(at::kInt).mul_(int64_t{1} << k));
+    }
+    pos_level.bitwise_or_(code.to(pos_level.scalar_type()));  // bit 15 wraps into int16's sign bit: the same bits
     at::Tensor row_level = at::amax(level, {1});  // [B,H] uint8
     at::Tensor ks = at::arange(K, x.options().dtype(at::kByte)).view({K, 1, 1});
     row_sweep_sites.add_(row_level.unsqueeze(0).gt(ks).to(at::kInt));
@@ -638,13 +711,26 @@ void OutlierAccumulator::end_batch() {
     if (!s.in_batch) throw common::Error::internal("analysis: end_batch without begin_batch");
     s.in_batch = false;
     s.batches += 1;
+    s.finish_pending();  // the batch before: its copies ran while this batch's forward was queued
+    PendingBatch p;
+    std::vector<int64_t> indices = s.sequence_indices;
+    if (s.nll_in_flight.defined()) {
+        p.nll = extractor::HostTransfer(s.nll_in_flight);
+        s.nll_in_flight = at::Tensor();
+        p.records.resize(indices.size());
+        for (size_t b = 0; b < indices.size(); ++b) p.records[b].sequence_index = indices[b];
+    }
     const int64_t B = s.B;
     if (!s.pos_any.defined()) {  // no layer-norm capture in this batch: nothing was measured
+        if (p.nll.defined()) s.pending = std::move(p);
         s.B = 0;
         return;
     }
     const int64_t T = s.T, H = s.hidden;
     const auto opts = s.pos_any.options();
+    if (T * std::max(s.batch_sites, 1) > std::numeric_limits<int32_t>::max())
+        throw common::Error::internal("analysis: " + std::to_string(T) + " positions x " + std::to_string(s.batch_sites) +
+                                      " sites overflow the per-row int32 counters");
 
     at::Tensor pos_hit = s.pos_any.view(at::kBool);  // [B,T,H] bool: any site hits (the flags are 0/1)
     at::Tensor row_positions = pos_hit.sum(1);        // [B,H] int64
@@ -658,40 +744,38 @@ void OutlierAccumulator::end_batch() {
     for (auto & [layer, t] : s.row_layer_any) layer_any.push_back(t.to(at::kInt));
     at::Tensor row_layers = at::stack(layer_any).sum(0);  // [B,H]
 
-    // Sparse per-row records: only (row, dim) pairs with a hit leave the device.
-    at::Tensor nz = s.row_hits.gt(0).nonzero();  // [N,2] row-major: rows ascending, dims ascending
-    at::Tensor rows = nz.select(1, 0), dims = nz.select(1, 1);
-    at::Tensor ints = at::stack({rows, dims, s.row_sites.index({rows, dims}).to(at::kLong),
-                                 row_layers.index({rows, dims}).to(at::kLong), row_positions.index({rows, dims}),
-                                 s.row_hits.index({rows, dims})}, 1).cpu().contiguous();  // [N,6]
-    at::Tensor maxima = s.row_max.index({rows, dims}).cpu().contiguous();              // [N]
+    // Dense [B,H] planes leave the device (a few hundred KB a batch, without blocking); the host
+    // keeps the (row, dim) pairs with a hit, in row-major order (rows, then dims ascending).
+    std::vector<at::Tensor> fields = {s.row_sites.unsqueeze(0), row_layers.unsqueeze(0), row_positions.unsqueeze(0)};
+    if (!options_.sweep_thresholds.empty()) {
+        s.sweep_fields(fields);
+        p.sweep_k = s.row_sweep_sites.size(0);
+    }
+    for (auto & f : fields) f = f.to(at::kInt);
+    p.counts = extractor::HostTransfer(at::cat(fields));
+    p.hits = extractor::HostTransfer(s.row_hits);
+    p.maxima = extractor::HostTransfer(s.row_max);
 
-    std::vector<SequenceStats> batch_records(static_cast<size_t>(B));
+    p.records.resize(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) {
-        auto & r = batch_records[static_cast<size_t>(b)];
+        auto & r = p.records[static_cast<size_t>(b)];
         r.sequence_index = s.sequence_indices[static_cast<size_t>(b)];
         r.tokens = s.row_tokens[static_cast<size_t>(b)];
         r.sites = s.batch_sites;
         r.layers = static_cast<int32_t>(s.row_layer_any.size());
-    }
-    const int64_t N = ints.size(0);
-    const int64_t * p = ints.data_ptr<int64_t>();
-    const float * mx = maxima.data_ptr<float>();
-    for (int64_t i = 0; i < N; ++i, p += 6) {
-        batch_records[static_cast<size_t>(p[0])].dims.push_back(
-            {static_cast<int32_t>(p[1]), static_cast<int32_t>(p[2]), static_cast<int32_t>(p[3]),
-             static_cast<int32_t>(p[4]), p[5], mx[i]});
-    }
-    if (!options_.sweep_thresholds.empty()) s.sweep_records(batch_records);
-    for (auto & r : batch_records) {
         s.tokens += r.tokens;
-        s.per_sequence.push_back(std::move(r));
     }
     s.sequences += B;
 
-    // Token tallies for the dims with the most hit positions in this batch.
-    if (s.token_ids.defined() && options_.token_dims_per_batch > 0)
-        s.tally_tokens(pos_hit, row_positions.sum(0), std::min<int64_t>(options_.token_dims_per_batch, H));
+    // Token tallies for the dims with the most hit positions in this batch: picked here, on the device.
+    if (s.token_ids.defined() && options_.token_dims_per_batch > 0) {
+        auto top = row_positions.sum(0).topk(std::min<int64_t>(options_.token_dims_per_batch, H));  // [k] positions per dim
+        p.top_positions = extractor::HostTransfer(std::get<0>(top));
+        p.top_dims = extractor::HostTransfer(std::get<1>(top));
+        p.top_hit = pos_hit.index_select(2, std::get<1>(top));  // [B,T,k]
+        p.token_ids = s.token_ids;
+    }
+    s.pending = std::move(p);
 
     s.pos_any = at::Tensor();
     s.scratch_hits = at::Tensor();
@@ -824,15 +908,19 @@ void OutlierAccumulator::State::experts_aten(const AccumulatorOptions & options,
 void OutlierAccumulator::on_token_nll(const at::Tensor & nll) {
     auto & s = *state_;
     if (!s.in_batch) throw common::Error::internal("analysis: token losses outside begin_batch/end_batch");
-    // Per row: the NLL sum and the sums per position bucket, as extract's own perplexity sink keeps them.
-    auto rows = extractor::sequence_nll(nll, s.sequence_indices);
-    s.perplexity = true;
-    for (auto & r : rows) s.perplexity_sequences.push_back(std::move(r));
+    if (nll.dim() != 2 || nll.size(0) != static_cast<int64_t>(s.sequence_indices.size()))
+        throw common::Error::internal("analysis: token NLL of " + shape_text(nll) + " for " + std::to_string(s.sequence_indices.size()) +
+                                      " sequences");
+    // Per row: the NLL sum and the sums per position bucket, as extract's own perplexity sink keeps
+    // them; made on the host from an fp64 copy when the batch is finished.
+    s.nll_in_flight = nll.to(at::kDouble);
 }
 
 Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const {
+    if (state_->in_batch) throw common::Error::internal("analysis: statistics() called inside a batch");
+    // Logically const: the last batch's records are folded in first (they are the same either way).
+    state_->finish_pending();
     const auto & s = *state_;
-    if (s.in_batch) throw common::Error::internal("analysis: statistics() called inside a batch");
     Statistics out;
     out.threshold = options_.threshold;
     out.round_bf16 = options_.round_bf16;

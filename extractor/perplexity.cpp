@@ -126,11 +126,20 @@ std::vector<SequenceNll> sequence_nll(const at::Tensor & nll, const std::vector<
     return out;
 }
 
+void PerplexitySink::finish_pending() const {
+    if (!pending_.defined()) return;
+    for (auto & r : sequence_nll(pending_.wait(), pending_rows_)) records_.push_back(std::move(r));
+    pending_ = HostTransfer();
+}
+
 void PerplexitySink::on_token_nll(const at::Tensor & nll) {
-    for (auto & r : sequence_nll(nll, rows_)) records_.push_back(std::move(r));
+    finish_pending();
+    pending_ = HostTransfer(nll.to(at::kDouble));
+    pending_rows_ = rows_;
 }
 
 nlohmann::json PerplexitySink::summary() const {
+    finish_pending();
     std::vector<SequenceNll> sorted = records_;
     std::sort(sorted.begin(), sorted.end(), [](const SequenceNll & a, const SequenceNll & b) { return a.sequence_index < b.sequence_index; });
     return perplexity_summary(sorted);

@@ -20,6 +20,7 @@
 #include "extractor/capture.h"
 #include "extractor/model.h"
 #include "extractor/perplexity_summary.h"
+#include "extractor/sinks/host_transfer.h"
 
 namespace extractor {
 
@@ -47,7 +48,9 @@ at::Tensor token_nll(const Model & m, const LmHead & head, const at::Tensor & h,
 // From a batch's fp32 [B,T-1] NLL (any device): one record per row.
 std::vector<SequenceNll> sequence_nll(const at::Tensor & nll, const std::vector<int64_t> & sequence_indices);
 
-// The extractor's own perplexity listener: keeps one SequenceNll per window.
+// The extractor's own perplexity listener: keeps one SequenceNll per window. A batch's losses reach
+// the host without blocking (HostTransfer) and become records when the next batch's arrive or at
+// summary(), so the device never waits on this sink mid-run.
 class PerplexitySink final : public CaptureSink {
 public:
     bool wants(Site, int) const override { return false; }
@@ -58,8 +61,13 @@ public:
     nlohmann::json summary() const;
 
 private:
+    // Folds the batch in flight into records_ (logically const: summary() calls it too).
+    void finish_pending() const;
+
     std::vector<int64_t> rows_;
-    std::vector<SequenceNll> records_;
+    mutable std::vector<SequenceNll> records_;
+    mutable HostTransfer pending_;               // the last batch's losses, fp64 [B,T-1]
+    mutable std::vector<int64_t> pending_rows_;  // its sequence indices
 };
 
 }  // namespace extractor

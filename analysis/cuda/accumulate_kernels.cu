@@ -2,8 +2,9 @@
 // passes over the capture (abs, masked_fill, amax, ge, sum, the histogram's bit tricks and histc,
 // the position counter's add) with one read of x and a pass over [B,H]:
 //
-//   capture_kernel  grid (H / (32*VEC), T / 128, B), 8 warps per block. A block owns one row b, 128
-//                   positions and 32*VEC dims; each lane owns VEC adjacent dims (one 16-byte load per
+//   capture_kernel  grid (H / (32*VEC), T / (8*R), B), 8 warps per block. A block owns one row b, 8*R
+//                   positions (R per warp, chosen so that the grid is about one wave of resident
+//                   blocks) and 32*VEC dims; each lane owns VEC adjacent dims (one 16-byte load per
 //                   position) and each warp every 8th position, so a lane keeps its dims' hit counts
 //                   and maxima in registers. Histogram counts go to one shared sub-histogram per warp
 //                   (magnitudes crowd into ~10 bins, and a warp only collides with itself). At the end
@@ -28,8 +29,6 @@ namespace analysis::cuda_kernels {
 namespace {
 
 constexpr int kWarps = 8;                               // per block, each on its own positions
-constexpr int kRowsPerWarp = 16;
-constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;    // positions per block
 constexpr int kUnroll = 4;                              // loads in flight per lane
 constexpr int kThreads = kWarps * 32;
 
@@ -74,7 +73,7 @@ __device__ __forceinline__ Magnitude magnitude(__half x) {
 // At most 80 registers, so 3 blocks fit per SM rather than the 2 that the unbounded 100 would allow:
 // more loads in flight for a memory-bound pass (no spills on sm_90).
 template <typename TIn, bool ROUND, int VEC, bool HIST, bool SWEEP>
-__global__ void __launch_bounds__(kThreads, 3) capture_kernel(const CaptureArgs a) {
+__global__ void __launch_bounds__(kThreads, 3) capture_kernel(const CaptureArgs a, int rows_per_warp) {
     constexpr int kCols = 32 * VEC;
     // [kWarps][bins] sub-histograms (HIST only), then per column: hits, max bits, max sweep level
     // (SWEEP only). Column lane*VEC + j lives at j*32 + lane, so a warp's updates of one j touch
@@ -100,7 +99,7 @@ __global__ void __launch_bounds__(kThreads, 3) capture_kernel(const CaptureArgs 
     const int64_t b = blockIdx.z;
     const int64_t h0 = static_cast<int64_t>(blockIdx.x) * kCols;
     const int64_t h = h0 + lane * VEC;              // this lane's first dim (H % VEC == 0)
-    const int64_t first = static_cast<int64_t>(blockIdx.y) * kRowsPerBlock + warp;  // this warp's first position
+    const int64_t first = static_cast<int64_t>(blockIdx.y) * kWarps * rows_per_warp + warp;  // this warp's first position
     const auto * __restrict__ x = static_cast<const TIn *>(a.x);
     uint32_t * my_hist = shared + (HIST ? warp * a.bins : 0);
     const int16_t base = a.histogram_base;
@@ -111,7 +110,7 @@ __global__ void __launch_bounds__(kThreads, 3) capture_kernel(const CaptureArgs 
     // SWEEP: this lane's max level per dim, one byte each (levels are <= 16), four to a register.
     uint32_t levels[(VEC + 3) / 4] = {};
     if (h < H && first < T) {
-        const int n = static_cast<int>(min(static_cast<int64_t>(kRowsPerWarp), (T - first + kWarps - 1) / kWarps));
+        const int n = static_cast<int>(min(static_cast<int64_t>(rows_per_warp), (T - first + kWarps - 1) / kWarps));
         for (int i0 = 0; i0 < n; i0 += kUnroll) {
             // Issue the group's loads before using any of them: kUnroll 16-byte loads in flight.
             Pack<TIn, VEC> v[kUnroll];
@@ -142,8 +141,12 @@ __global__ void __launch_bounds__(kThreads, 3) capture_kernel(const CaptureArgs 
                         if (m.value >= first_sweep_threshold) {
                             uint32_t level = 1;
                             while (level < static_cast<uint32_t>(a.sweep_k) && m.value >= sweep_thresholds[level]) ++level;
-                            uint8_t & p = a.pos_level[row + h + j];
-                            if (level > p) p = static_cast<uint8_t>(level);
+                            // OR the thermometer code into the element's 32-bit word. An atomic whose
+                            // result is unused is fire-and-forget; reading the old level to take a max
+                            // was a dependent load that stalled the warp for its round trip.
+                            const auto off = static_cast<uint64_t>(row + h + j) * static_cast<uint64_t>(a.pos_level_bytes);
+                            atomicOr(reinterpret_cast<unsigned int *>(static_cast<char *>(a.pos_level) + (off & ~uint64_t{3})),
+                                     ((1u << level) - 1u) << (8 * (off & 3)));
                             const int shift = 8 * (j % 4);  // j is unrolled: a constant
                             if (level > ((levels[j / 4] >> shift) & 0xffu))
                                 levels[j / 4] = (levels[j / 4] & ~(0xffu << shift)) | (level << shift);
@@ -215,18 +218,59 @@ __global__ void fold_kernel(const CaptureArgs a) {
     }
 }
 
+// Blocks of `kernel` resident on the current device at once (SMs x blocks per SM), cached for the
+// last kernel and shared size asked (a capture's launches repeat the same one).
+int resident_blocks(const void * kernel, size_t shared) {
+    thread_local struct {
+        const void * kernel = nullptr;
+        size_t shared = 0;
+        int device = -1, blocks = 0;
+    } cache;
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return 0;
+    if (cache.kernel == kernel && cache.shared == shared && cache.device == device) return cache.blocks;
+    int sms = 0, per_sm = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, shared) != cudaSuccess) {
+        (void)cudaGetLastError();  // a failed query is not the launch's error: fall back to a fixed split
+        return 0;
+    }
+    cache = {kernel, shared, device, sms * per_sm};
+    return cache.blocks;
+}
+
+// Positions per warp such that the grid is about one full wave of resident blocks. A fixed 16 made
+// a [4,2048,2048] capture 512 blocks for the 396 an H100 holds at once: 1.3 waves, the second on a
+// third of the machine.
+int rows_per_warp_for(int resident, int64_t column_blocks, int64_t T) {
+    if (resident <= 0) return 16;
+    const int64_t row_blocks = std::max<int64_t>(1, resident / std::max<int64_t>(column_blocks, 1));
+    const int64_t rows_per_block = (T + row_blocks - 1) / row_blocks;
+    return static_cast<int>(std::max<int64_t>(kUnroll, (rows_per_block + kWarps - 1) / kWarps));
+}
+
+template <typename TIn, bool ROUND, int VEC, bool HIST, bool SWEEP>
+cudaError_t launch_capture_variant(const CaptureArgs & a, size_t shared, cudaStream_t stream) {
+    constexpr int kCols = 32 * VEC;
+    const auto kernel = capture_kernel<TIn, ROUND, VEC, HIST, SWEEP>;
+    const int64_t column_blocks = (a.H + kCols - 1) / kCols * a.B;
+    const int rows_per_warp = rows_per_warp_for(resident_blocks(reinterpret_cast<const void *>(kernel), shared), column_blocks, a.T);
+    const int64_t rows_per_block = int64_t{kWarps} * rows_per_warp;
+    const dim3 grid(static_cast<unsigned>((a.H + kCols - 1) / kCols), static_cast<unsigned>((a.T + rows_per_block - 1) / rows_per_block),
+                    static_cast<unsigned>(a.B));
+    kernel<<<grid, kThreads, shared, stream>>>(a, rows_per_warp);
+    return cudaGetLastError();
+}
+
 template <typename TIn, bool ROUND, int VEC>
 cudaError_t launch_capture(const CaptureArgs & a, cudaStream_t stream) {
     constexpr int kCols = 32 * VEC;
-    const dim3 grid(static_cast<unsigned>((a.H + kCols - 1) / kCols),
-                    static_cast<unsigned>((a.T + kRowsPerBlock - 1) / kRowsPerBlock), static_cast<unsigned>(a.B));
     const bool hist = a.histogram != nullptr, sweep = a.sweep_k > 0;
     const size_t shared = sizeof(uint32_t) * ((hist ? kWarps * a.bins : 0) + (sweep ? 3 : 2) * kCols);
-    if (hist && sweep) capture_kernel<TIn, ROUND, VEC, true, true><<<grid, kThreads, shared, stream>>>(a);
-    else if (hist) capture_kernel<TIn, ROUND, VEC, true, false><<<grid, kThreads, shared, stream>>>(a);
-    else if (sweep) capture_kernel<TIn, ROUND, VEC, false, true><<<grid, kThreads, shared, stream>>>(a);
-    else capture_kernel<TIn, ROUND, VEC, false, false><<<grid, kThreads, shared, stream>>>(a);
-    return cudaGetLastError();
+    if (hist && sweep) return launch_capture_variant<TIn, ROUND, VEC, true, true>(a, shared, stream);
+    if (hist) return launch_capture_variant<TIn, ROUND, VEC, true, false>(a, shared, stream);
+    if (sweep) return launch_capture_variant<TIn, ROUND, VEC, false, true>(a, shared, stream);
+    return launch_capture_variant<TIn, ROUND, VEC, false, false>(a, shared, stream);
 }
 
 // 16-byte loads where every row starts 16-byte aligned, one element per load otherwise (odd H).
@@ -240,26 +284,27 @@ cudaError_t launch_capture_aligned(const CaptureArgs & a, cudaStream_t stream) {
 
 // ---- Threshold sweep at the end of a batch: positions reaching each level ----
 
-// positions[k,b,h] += #t with pos_level[b,t,h] > k for k < K: a thread per (b,h) and slice of
-// kSweepRows positions (neighbouring threads read neighbouring bytes), its counts added with one
+// positions[k,b,h] += #t with bit k of pos_level[b,t,h] for k < K: a thread per (b,h) and slice of
+// kSweepRows positions (neighbouring threads read neighbouring elements), its counts added with one
 // atomic per level reached. Slicing T matters: one thread walking all T positions left B*H threads
 // (32 blocks for 4 x 2048 dims) each waiting on 2048 loads in turn, about 1 ms a batch on an H100.
-// Most levels are 0 and skip the counting.
+// Most codes are 0 and skip the counting.
 constexpr int kSweepRows = 64;
-__global__ void sweep_positions_kernel(const uint8_t * __restrict__ pos_level, int64_t B, int64_t T, int64_t H, int K,
+template <typename Code>
+__global__ void sweep_positions_kernel(const Code * __restrict__ pos_level, int64_t B, int64_t T, int64_t H, int K,
                                        int32_t * __restrict__ positions) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // b*H + h
     if (i >= B * H) return;
     const int64_t b = i / H, h = i % H;
     const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kSweepRows, t1 = min(T, t0 + kSweepRows);
     int32_t count[kMaxSweepThresholds] = {};
-    const uint8_t * p = pos_level + b * T * H + h;
+    const Code * p = pos_level + b * T * H + h;
 #pragma unroll 8
     for (int64_t t = t0; t < t1; ++t) {
-        const int level = p[t * H];
-        if (level == 0) continue;
+        const uint32_t code = p[t * H];
+        if (code == 0) continue;
 #pragma unroll
-        for (int k = 0; k < kMaxSweepThresholds; ++k) count[k] += level > k ? 1 : 0;
+        for (int k = 0; k < kMaxSweepThresholds; ++k) count[k] += (code >> k) & 1u;
     }
 #pragma unroll
     for (int k = 0; k < kMaxSweepThresholds; ++k)
@@ -364,12 +409,16 @@ cudaError_t launch_experts(const ExpertArgs & a, cudaStream_t stream) {
 
 }  // namespace
 
-cudaError_t sweep_positions(const uint8_t * pos_level, int64_t B, int64_t T, int64_t H, int K, int32_t * positions,
-                            cudaStream_t stream) {
+cudaError_t sweep_positions(const void * pos_level, int pos_level_bytes, int64_t B, int64_t T, int64_t H, int K,
+                            int32_t * positions, cudaStream_t stream) {
     if (B * H == 0) return cudaSuccess;
-    if (K <= 0 || K > kMaxSweepThresholds) return cudaErrorInvalidValue;
+    if (K <= 0 || K > kMaxSweepThresholds || K > 8 * pos_level_bytes || (pos_level_bytes != 1 && pos_level_bytes != 2))
+        return cudaErrorInvalidValue;
     const dim3 grid(static_cast<unsigned>((B * H + kThreads - 1) / kThreads), static_cast<unsigned>((T + kSweepRows - 1) / kSweepRows));
-    sweep_positions_kernel<<<grid, kThreads, 0, stream>>>(pos_level, B, T, H, K, positions);
+    if (pos_level_bytes == 1)
+        sweep_positions_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t *>(pos_level), B, T, H, K, positions);
+    else
+        sweep_positions_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint16_t *>(pos_level), B, T, H, K, positions);
     return cudaGetLastError();
 }
 

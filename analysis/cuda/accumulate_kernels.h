@@ -44,10 +44,15 @@ struct CaptureArgs {
     float * site_max_abs = nullptr;            // [H] = max(site_max_abs, max_b m)
 
     // Threshold sweep (sweep_k > 0): thresholds ascending, each already rounded like `threshold`.
-    // A value's level is the number of them it reaches; per (b,h) this capture's max level L:
+    // A value's level is the number of them it reaches; per (b,h) this capture's max level L.
+    // Per position the thresholds reached form a prefix, kept as a thermometer code (bit k set:
+    // some site reaches threshold k), so the max over sites is an OR: (1 << level) - 1 is OR-ed in
+    // where level > 0, in pos_level_bytes per element (1 for K <= 8, 2 for K <= 16), by 32-bit
+    // atomics: the buffer's allocation must be a multiple of 4 bytes.
     int sweep_k = 0;
     float sweep_thresholds[kMaxSweepThresholds] = {};
-    uint8_t * pos_level = nullptr;        // [B,T,H] = max(pos_level, level) where level > 0
+    void * pos_level = nullptr;           // [B,T,H] thermometer codes, pos_level_bytes each
+    int pos_level_bytes = 1;
     int32_t * scratch_level = nullptr;    // [B,H] zero on entry, zero again on return
     int32_t * row_sweep_sites = nullptr;  // [K,B,H] += 1 for k < L
     uint8_t * row_layer_level = nullptr;  // [B,H] = max(row_layer_level, L)
@@ -61,10 +66,11 @@ struct CaptureArgs {
 cudaError_t accumulate_capture(const CaptureArgs & args, cudaStream_t stream);
 
 // The threshold sweep's per-(row, dim) position counts at the end of a batch: positions[k,b,h]
-// (int32 [K,B,H], zero on entry: counts are added) = how many positions t have pos_level[b,t,h] > k,
-// K <= 16; one read of pos_level [B,T,H] instead of K compare-and-sum passes.
-cudaError_t sweep_positions(const uint8_t * pos_level, int64_t B, int64_t T, int64_t H, int K, int32_t * positions,
-                            cudaStream_t stream);
+// (int32 [K,B,H], zero on entry: counts are added) = how many positions t have bit k set in
+// pos_level[b,t,h] (CaptureArgs::pos_level's codes, pos_level_bytes each), K <= 16; one read of
+// pos_level [B,T,H] instead of K compare-and-sum passes.
+cudaError_t sweep_positions(const void * pos_level, int pos_level_bytes, int64_t B, int64_t T, int64_t H, int K,
+                            int32_t * positions, cudaStream_t stream);
 
 // Most experts a layer may have for the per-expert pass (its per-block tallies live in shared memory).
 inline constexpr int kMaxExperts = 2048;
