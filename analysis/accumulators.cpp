@@ -14,6 +14,7 @@
 #include "extractor/sinks/host_transfer.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 
 #if ANALYSIS_HAS_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
@@ -373,6 +374,9 @@ void OutlierAccumulator::State::tally_pending(PendingBatch & p) {
 
 void OutlierAccumulator::State::finish_pending() {
     if (!pending) return;
+    // statistics() may run after the forward's InferenceMode has ended, and the token table it
+    // updates was made inside it (an inference tensor: updated in place only in that mode).
+    const c10::InferenceMode inference;
     PendingBatch p = std::move(*pending);
     pending.reset();
     if (p.counts.defined()) {
