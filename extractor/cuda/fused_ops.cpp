@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -196,6 +197,19 @@ at::Tensor token_nll(const at::Tensor & logits, const at::Tensor & target) {
                        nll.data_ptr<float>(), stream_of(logits)),
           "token_nll");
     return nll;
+}
+
+void absmax_count(const at::Tensor & x, double threshold, at::Tensor & max_abs, at::Tensor & count) {
+    require(x.dim() >= 1 && max_abs.scalar_type() == at::kFloat && max_abs.is_contiguous() && max_abs.numel() == x.size(-1) &&
+                count.scalar_type() == at::kLong && count.numel() == 1 && max_abs.device() == x.device() &&
+                count.device() == x.device(),
+            "absmax_count: max_abs must be fp32 [H] and count int64 [] on x's device");
+    const at::Tensor xc = x.contiguous();
+    const c10::cuda::CUDAGuard guard(x.device());
+    check(k::absmax_count(dtype_of(xc), xc.data_ptr(), xc.numel() / std::max<int64_t>(xc.size(-1), 1), xc.size(-1),
+                          static_cast<float>(threshold), reinterpret_cast<uint32_t *>(max_abs.data_ptr<float>()),
+                          reinterpret_cast<unsigned long long *>(count.data_ptr<int64_t>()), stream_of(xc)),
+          "absmax_count");
 }
 
 }  // namespace extractor::fused

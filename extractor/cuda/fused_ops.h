@@ -61,4 +61,9 @@ void mxfp4_dequantize(const at::Tensor & blocks, const at::Tensor & scales, at::
 // fp32-upcast logits), without materialising an fp32 copy. A target outside [0,V) gives NaN.
 at::Tensor token_nll(const at::Tensor & logits, const at::Tensor & target);
 
+// x [...,H] on the GPU (fp32/fp16/bf16): max_abs [H] fp32 = max(max_abs, max |x| over the rows) and
+// count (int64 scalar) += #(|x| >= threshold), in one read of x: AbsmaxSink's per-capture summary,
+// equal to its ATen ops (amax of |x|, ge in x's dtype). threshold must be exact in x's dtype.
+void absmax_count(const at::Tensor & x, double threshold, at::Tensor & max_abs, at::Tensor & count);
+
 }  // namespace extractor::fused

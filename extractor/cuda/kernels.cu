@@ -424,6 +424,77 @@ cudaError_t token_nll_t(const void * logits, int64_t rows, int64_t V, const int6
     return launched();
 }
 
+// ---- AbsmaxSink's per-capture summary ----
+
+// A block owns 32*VEC columns and rows_per_block rows; each lane VEC adjacent columns (one 16-byte
+// load a row), each warp every 8th row, maxima and the count in registers. The warps combine in
+// shared memory; one atomic per column and one for the count per block.
+constexpr int kAbsmaxWarps = 8;
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kAbsmaxWarps * 32) absmax_count_kernel(const T * __restrict__ x, int64_t rows, int64_t H,
+                                                                       int64_t rows_per_block, float threshold,
+                                                                       uint32_t * __restrict__ max_bits,
+                                                                       unsigned long long * __restrict__ count) {
+    __shared__ uint32_t col_max[kAbsmaxWarps][32 * VEC];
+    __shared__ uint32_t warp_count[kAbsmaxWarps];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int64_t h0 = static_cast<int64_t>(blockIdx.x) * 32 * VEC, h = h0 + lane * VEC;
+    const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_block, r1 = min(rows, r0 + rows_per_block);
+    uint32_t m[VEC] = {};
+    uint32_t n = 0;
+    if (h < H) {
+#pragma unroll 4
+        for (int64_t r = r0 + warp; r < r1; r += kAbsmaxWarps) {
+            const Pack<T, VEC> p = load<T, VEC>(x + r * H + h);
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) {
+                const float a = fabsf(to_f<T>(p.v[j]));
+                m[j] = max(m[j], __float_as_uint(a));
+                n += a >= threshold ? 1u : 0u;
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) col_max[warp][lane * VEC + j] = m[j];
+    for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+    if (lane == 0) warp_count[warp] = n;
+    __syncthreads();
+    for (int c = threadIdx.x; c < 32 * VEC && h0 + c < H; c += blockDim.x) {
+        uint32_t mm = 0;
+#pragma unroll
+        for (int w = 0; w < kAbsmaxWarps; ++w) mm = max(mm, col_max[w][c]);
+        if (mm != 0) atomicMax(&max_bits[h0 + c], mm);
+    }
+    if (threadIdx.x == 0) {
+        unsigned long long total = 0;
+        for (int w = 0; w < kAbsmaxWarps; ++w) total += warp_count[w];
+        if (total != 0) atomicAdd(count, total);
+    }
+}
+
+template <typename T, int VEC>
+cudaError_t absmax_count_t(const void * x, int64_t rows, int64_t H, float threshold, uint32_t * max_bits,
+                           unsigned long long * count, cudaStream_t stream) {
+    // About 8 blocks per SM in all: enough rows per block that its final atomics are a small part,
+    // enough blocks that the last wave is short.
+    static const int sms = [] {
+        int device = 0, n = 0;
+        if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 132;
+        }
+        return n;
+    }();
+    const int64_t column_blocks = (H + 32 * VEC - 1) / (32 * VEC);
+    const int64_t row_blocks = std::max<int64_t>(1, std::min<int64_t>(65535, int64_t{8} * sms / column_blocks));
+    int64_t rows_per_block = (rows + row_blocks - 1) / row_blocks;
+    rows_per_block = (rows_per_block + kAbsmaxWarps - 1) / kAbsmaxWarps * kAbsmaxWarps;
+    const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block));
+    absmax_count_kernel<T, VEC><<<grid, kAbsmaxWarps * 32, 0, stream>>>(static_cast<const T *>(x), rows, H, rows_per_block,
+                                                                        threshold, max_bits, count);
+    return launched();
+}
+
 int grid_for(int64_t work, int threads) {
     const int64_t blocks = (work + threads - 1) / threads;
     return static_cast<int>(std::min<int64_t>(blocks, 65535 * 8));
@@ -535,6 +606,24 @@ cudaError_t token_nll(DType dtype, const void * logits, int64_t rows, int64_t V,
     case DType::BF16:
         return V % 8 == 0 ? token_nll_t<__nv_bfloat16, 8>(logits, rows, V, target, nll, stream)
                           : token_nll_t<__nv_bfloat16, 1>(logits, rows, V, target, nll, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+cudaError_t absmax_count(DType dtype, const void * x, int64_t rows, int64_t H, float threshold, uint32_t * max_bits,
+                         unsigned long long * count, cudaStream_t stream) {
+    if (rows == 0 || H == 0) return cudaSuccess;
+    const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    switch (dtype) {
+    case DType::F32:
+        return aligned && H % 4 == 0 ? absmax_count_t<float, 4>(x, rows, H, threshold, max_bits, count, stream)
+                                     : absmax_count_t<float, 1>(x, rows, H, threshold, max_bits, count, stream);
+    case DType::F16:
+        return aligned && H % 8 == 0 ? absmax_count_t<__half, 8>(x, rows, H, threshold, max_bits, count, stream)
+                                     : absmax_count_t<__half, 1>(x, rows, H, threshold, max_bits, count, stream);
+    case DType::BF16:
+        return aligned && H % 8 == 0 ? absmax_count_t<__nv_bfloat16, 8>(x, rows, H, threshold, max_bits, count, stream)
+                                     : absmax_count_t<__nv_bfloat16, 1>(x, rows, H, threshold, max_bits, count, stream);
     }
     return cudaErrorInvalidValue;
 }

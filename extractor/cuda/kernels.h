@@ -72,4 +72,10 @@ cudaError_t mxfp4_dequantize(DType dtype, const uint8_t * blocks, const uint8_t 
 cudaError_t token_nll(DType dtype, const void * logits, int64_t rows, int64_t V, const int64_t * target, float * nll,
                       cudaStream_t stream);
 
+// AbsmaxSink's summary of a capture x [rows,H] (contiguous) in one read: max_bits[h] = max(max_bits[h],
+// float bits of max_r |x[r,h]|) (floats >= 0 compare as their bits; a NaN propagates) and
+// count += #(|x| >= threshold), compared as fp32 (exact for a threshold x's dtype holds).
+cudaError_t absmax_count(DType dtype, const void * x, int64_t rows, int64_t H, float threshold, uint32_t * max_bits,
+                         unsigned long long * count, cudaStream_t stream);
+
 }  // namespace extractor::cuda_kernels

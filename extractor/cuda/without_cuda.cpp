@@ -32,6 +32,7 @@ at::Tensor moe_combine(const at::Tensor &, const at::Tensor &, const at::Tensor 
 bool mxfp4_aligned(const at::Tensor &, const at::Tensor &) { return false; }
 void mxfp4_dequantize(const at::Tensor &, const at::Tensor &, at::Tensor &) { absent(); }
 at::Tensor token_nll(const at::Tensor &, const at::Tensor &) { absent(); }
+void absmax_count(const at::Tensor &, double, at::Tensor &, at::Tensor &) { absent(); }
 
 }  // namespace extractor::fused
 

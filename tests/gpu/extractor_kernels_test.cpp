@@ -11,6 +11,7 @@
 #include "extractor/cuda/fused_ops.h"
 #include "extractor/mxfp4.h"
 #include "extractor/ops.h"
+#include "extractor/sinks/sinks.h"
 
 #include <doctest/doctest.h>
 
@@ -296,6 +297,47 @@ TEST_CASE("fused token NLL equals log_softmax of the fp32 logits at the target: 
             CHECK(std::isnan(got_bad[4].item<float>()));
             CHECK(std::isnan(got_bad[5].item<float>()));
             CHECK(got_bad[6].item<float>() == got.cpu()[6].item<float>());
+        }
+    }
+}
+
+TEST_CASE("AbsmaxSink's fused summary equals its ATen ops: three dtypes, aligned and odd widths, edge values, two captures a site") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    using extractor::Site;
+    for (int64_t H : {4096, 4100, 12, 7}) {
+        for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+            CAPTURE(H);
+            CAPTURE(dtype);
+            at::manual_seed(11);
+            std::vector<at::Tensor> captures;
+            for (int c = 0; c < 3; ++c) {
+                at::Tensor x = (at::randn({2, 37, H}, on_gpu(at::kFloat)) * 2.5).to(dtype);
+                // Exactly the threshold, just under it, its negative, a large value, zeros.
+                x[0][0][0] = 6;
+                x[0][1][H - 1] = -6;
+                x[1][2][H / 2] = dtype == at::kFloat ? 5.9999995f : 5.96875f;
+                x[1][3][1 % H] = 300;
+                x[1][4].zero_();
+                captures.push_back(c == 2 ? x.narrow(2, 0, H - 1) : x);  // the last one strided (a view)
+            }
+            extractor::AbsmaxSink fused_sink({{Site::LnAttn, 0}, {Site::LnMlp, 0}, {Site::LnAttn, 1}});
+            extractor::AbsmaxSink aten_sink({{Site::LnAttn, 0}, {Site::LnMlp, 0}, {Site::LnAttn, 1}});
+            for (bool on : {true, false}) {
+                auto & sink = on ? fused_sink : aten_sink;
+                with_fused(on, [&] {
+                    sink.on_capture(Site::LnAttn, 0, captures[0]);
+                    sink.on_capture(Site::LnAttn, 0, captures[1]);  // accumulates into the same site
+                    sink.on_capture(Site::LnMlp, 0, captures[1]);
+                    sink.on_capture(Site::LnAttn, 1, captures[2]);
+                    return at::Tensor();
+                });
+            }
+            const int top = static_cast<int>(H);
+            CHECK(fused_sink.summary(top) == aten_sink.summary(top));
+            CHECK(fused_sink.summary(top).dump().find("count_ge_6") != std::string::npos);
         }
     }
 }
