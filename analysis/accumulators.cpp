@@ -335,12 +335,15 @@ void OutlierAccumulator::State::sweep_fields(std::vector<at::Tensor> & fields) {
     if (!counted)
         for (int64_t k = 0; k < K; ++k) positions.select(0, k).copy_(at::bitwise_right_shift(pos_level, k).bitwise_and(1).sum(1));
     sweep_dim_positions.add_(positions.sum(1));
-    at::Tensor layers = at::zeros_like(row_sweep_sites);  // [K,B,H] int32
+    at::Tensor layers;  // [K,B,H] int32: layers whose max level in the row exceeds k
     if (!row_layer_level.empty()) {
         std::vector<at::Tensor> per_layer;
         for (const auto & [layer, t] : row_layer_level) per_layer.push_back(t);
         at::Tensor stacked = at::stack(per_layer);  // [L,B,H] uint8
-        for (int64_t k = 0; k < K; ++k) layers.select(0, k).copy_(stacked.gt(k).sum(0));
+        at::Tensor ks = at::arange(K, stacked.options()).view({K, 1, 1, 1});
+        layers = stacked.unsqueeze(0).gt(ks).sum(1, /*keepdim=*/false, at::kInt);
+    } else {
+        layers = at::zeros_like(row_sweep_sites);
     }
     fields.push_back(row_sweep_sites);
     fields.push_back(layers);
@@ -737,16 +740,18 @@ void OutlierAccumulator::end_batch() {
                                       " sites overflow the per-row int32 counters");
 
     at::Tensor pos_hit = s.pos_any.view(at::kBool);  // [B,T,H] bool: any site hits (the flags are 0/1)
-    at::Tensor row_positions = pos_hit.sum(1);        // [B,H] int64
-    at::Tensor batch_positions = pos_hit.sum(0).to(at::kInt);  // [T,H]
+    // Counts summed straight into int32 (one kernel each, no int64 temporaries); a few kernels
+    // less per batch matter at the end of every batch.
+    at::Tensor row_positions = pos_hit.sum(1, /*keepdim=*/false, at::kInt);    // [B,H]
+    at::Tensor batch_positions = pos_hit.sum(0, /*keepdim=*/false, at::kInt);  // [T,H]
     if (!s.position_hits.defined()) s.position_hits = at::zeros({0, H}, opts.dtype(at::kInt));
     if (s.position_hits.size(0) < T)
         s.position_hits = at::cat({s.position_hits, at::zeros({T - s.position_hits.size(0), H}, opts.dtype(at::kInt))});
     s.position_hits.narrow(0, 0, T).add_(batch_positions);
 
     std::vector<at::Tensor> layer_any;
-    for (auto & [layer, t] : s.row_layer_any) layer_any.push_back(t.to(at::kInt));
-    at::Tensor row_layers = at::stack(layer_any).sum(0);  // [B,H]
+    for (auto & [layer, t] : s.row_layer_any) layer_any.push_back(t);
+    at::Tensor row_layers = at::stack(layer_any).sum(0, /*keepdim=*/false, at::kInt);  // [B,H]
 
     // Dense [B,H] planes leave the device (a few hundred KB a batch, without blocking); the host
     // keeps the (row, dim) pairs with a hit, in row-major order (rows, then dims ascending).

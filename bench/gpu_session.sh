@@ -18,6 +18,8 @@
 #   bench/gpu_session.sh gptoss      # GPU tests, gpt_oss parity (small, real shapes), its bench vs HF, per-op profiles
 #   bench/gpu_session.sh captures    # GPU tests, Mixtral 2-layer: --absmax vs the bare forward vs the fused accumulator
 #                                    # (+ profile), the overhead bench, small parity of every family
+#   bench/gpu_session.sh overhead3   # GPU tests, capture bench, the overhead bench (best of 3, parts, profile),
+#                                    # the fused accumulator's profile on Mixtral's shape, the Mixtral bench (32 batches)
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -282,5 +284,25 @@ if [[ $what == captures ]]; then
   timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --json-out "$out/parity_small.json" \
     > "$out/parity_small.log" 2>&1
   echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -12; grep -A40 "^family " "$out/parity_small.log" | head -44
+fi
+if [[ $what == overhead3 ]]; then
+  stamp "gpu tests, capture bench, overhead bench (best of 3)"
+  gpu_tests
+  capture_bench
+  REPEAT=3 PARTS=1 PROFILE=1 ANALYZE=$build/analysis/analyze EXTRACT=$exe timeout 330 bash "$root/bench/analyze_bench.sh" --overhead "$out/overhead" \
+    > "$out/overhead_run.log" 2>&1
+  echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -11 "$out/overhead_run.log"
+  stamp "mixtral bench (2 layers, real shapes, 32 batches, HF same run)"
+  timeout 200 python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 32 --json-out "$out/mixtral_bench.json" \
+    > "$out/mixtral_bench.log" 2>&1
+  echo "rc=$?"; tail -6 "$out/mixtral_bench.log"
+  run=(run /tmp/mixtral-bench/mixtral-8x7b-2layers --tokens /tmp/mixtral-bench/ids.json --seq-len 2048 --num-sequences 32
+       --batch-size 2 --dtype bf16 --device cuda --warmup 1 --json)
+  for v in baseline accumulator; do
+    extra=(); [[ $v == baseline ]] && extra=(--baseline)
+    EXTRACTOR_PROFILE=1 "$build/analysis/analyze" extract -o "/tmp/mx-$v" --no-plots "${extra[@]}" -- "${run[@]}" > /dev/null 2> "$out/mixtral_$v.profile"
+    echo "$v rc=$?"; grep -E "profile" "$out/mixtral_$v.profile" | cut -c1-900
+  done
+  command -v nsys ncu || echo "no nsys/ncu"
 fi
 stamp "done"

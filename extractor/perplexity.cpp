@@ -70,7 +70,12 @@ LmHead load_lm_head(const Model & m, bool random, uint64_t seed) {
     return head;
 }
 
-int64_t default_nll_chunk_tokens(int64_t vocab) { return std::max<int64_t>(1, (int64_t{1} << 26) / std::max<int64_t>(1, vocab)); }
+int64_t default_nll_chunk_tokens(int64_t vocab) {
+    // Whole multiples of 128 rows where the vocabulary allows: the lm_head matmul's row tiles are
+    // then full (1334 rows at OLMoE's vocabulary left the 11th tile of 128 less than half used).
+    const int64_t rows = (int64_t{1} << 26) / std::max<int64_t>(1, vocab);
+    return rows >= 128 ? rows / 128 * 128 : std::max<int64_t>(1, rows);
+}
 
 at::Tensor token_nll(const Model & m, const LmHead & head, const at::Tensor & h, const at::Tensor & ids, int64_t chunk_tokens) {
     if (chunk_tokens < 1) throw common::Error::usage("--perplexity-chunk must be 1 or more, got " + std::to_string(chunk_tokens));
@@ -78,7 +83,8 @@ at::Tensor token_nll(const Model & m, const LmHead & head, const at::Tensor & h,
     if (T < 2) return at::empty({B, 0}, h.options().dtype(at::kFloat));
     // Positions 0..T-2 predict tokens 1..T-1; the norm is per position, so the last one is skipped.
     at::Tensor x = m.family->final_norm(m.cfg, h.narrow(1, 0, T - 1), head.norm).reshape({B * (T - 1), H});  // [N,H]
-    at::Tensor target = ids.narrow(1, 1, T - 1).reshape({B * (T - 1)}).to(h.device(), at::kLong);           // [N]
+    // Staged through pinned memory: a pageable copy would make the host wait for the whole forward.
+    at::Tensor target = to_device_async(ids.narrow(1, 1, T - 1).reshape({B * (T - 1)}).to(at::kLong), h.device());  // [N]
     const int64_t N = x.size(0);
     at::Tensor nll = at::empty({N}, h.options().dtype(at::kFloat));                                         // [N]
     ops::ProfileScope profile("token_nll");

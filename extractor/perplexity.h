@@ -36,7 +36,8 @@ struct LmHead {
 // file and tensor when one is missing or has the wrong shape or dtype.
 LmHead load_lm_head(const Model & m, bool random, uint64_t seed);
 
-// Tokens per logits chunk when none is given: about 2^26 fp32 logits (256 MiB) per chunk.
+// Tokens per logits chunk when none is given: about 2^26 logits per chunk (256 MiB in fp32), in
+// whole multiples of 128 rows where the vocabulary allows.
 int64_t default_nll_chunk_tokens(int64_t vocab);
 
 // h: [B,T,H] the residual stream after the last layer (Family::forward's result); ids: int64
