@@ -10,6 +10,7 @@
 #include "analysis/stats_file.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "extractor/ops.h"
 #include "extractor/perplexity.h"
 #include "extractor/sinks/host_transfer.h"
 
@@ -383,6 +384,7 @@ void OutlierAccumulator::State::finish_pending() {
     PendingBatch p = std::move(*pending);
     pending.reset();
     if (p.counts.defined()) {
+        extractor::ops::ProfileScope profile("analysis.records");
         const at::Tensor & counts = p.counts.wait();  // [F,B,H] int32
         const at::Tensor & hits = p.hits.wait();      // [B,H] int64
         const at::Tensor & maxima = p.maxima.wait();  // [B,H] float32
@@ -406,7 +408,10 @@ void OutlierAccumulator::State::finish_pending() {
             }
         }
     }
-    tally_pending(p);
+    {
+        extractor::ops::ProfileScope profile("analysis.tally");
+        tally_pending(p);
+    }
     if (p.nll.defined()) {
         std::vector<int64_t> indices;
         for (const auto & r : p.records) indices.push_back(r.sequence_index);
@@ -718,7 +723,11 @@ void OutlierAccumulator::end_batch() {
     if (!s.in_batch) throw common::Error::internal("analysis: end_batch without begin_batch");
     s.in_batch = false;
     s.batches += 1;
-    s.finish_pending();  // the batch before: its copies ran while this batch's forward was queued
+    {
+        extractor::ops::ProfileScope profile("analysis.finish_pending");
+        s.finish_pending();  // the batch before: its copies ran while this batch's forward was queued
+    }
+    extractor::ops::ProfileScope profile_device("analysis.end_batch_device");
     PendingBatch p;
     std::vector<int64_t> indices = s.sequence_indices;
     if (s.nll_in_flight.defined()) {

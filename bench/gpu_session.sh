@@ -20,6 +20,7 @@
 #                                    # (+ profile), the overhead bench, small parity of every family
 #   bench/gpu_session.sh overhead3   # GPU tests, capture bench, the overhead bench (best of 3, parts, profile),
 #                                    # the fused accumulator's profile on Mixtral's shape, the Mixtral bench (32 batches)
+#   bench/gpu_session.sh mxprofile   # the fused accumulator's per-phase profile on Mixtral's real shape (2 layers)
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -304,5 +305,29 @@ if [[ $what == overhead3 ]]; then
     echo "$v rc=$?"; grep -E "profile" "$out/mixtral_$v.profile" | cut -c1-900
   done
   command -v nsys ncu || echo "no nsys/ncu"
+fi
+if [[ $what == mxprofile ]]; then
+  stamp "mixtral real-shape checkpoint, then analyze extract profiles (bare, default, no token tallies, no sweep)"
+  mdir=/tmp/mixtral-bench/mixtral-8x7b-2layers
+  python3 -c "
+import json, sys, torch
+sys.path.insert(0, '$root/bench')
+from benchlib import real_shape_checkpoint
+real_shape_checkpoint('mixtral', '$mdir')
+g = torch.Generator().manual_seed(7)
+json.dump(torch.randint(0, 32000, (34, 2048), generator=g).tolist(), open('/tmp/mixtral-bench/ids.json', 'w'))" > "$out/mx_fixture.log" 2>&1
+  echo "fixture rc=$?"
+  run=(run "$mdir" --tokens /tmp/mixtral-bench/ids.json --seq-len 2048 --num-sequences 32 --batch-size 2 --dtype bf16 --device cuda --warmup 1 --json)
+  for v in baseline default notally nosweep; do
+    case $v in
+      baseline) extra=(--baseline) ;; default) extra=() ;; notally) extra=(--token-dims 0) ;; nosweep) extra=(--thresholds none) ;;
+    esac
+    "$build/analysis/analyze" extract -o "/tmp/mx-$v" --no-plots "${extra[@]}" -- "${run[@]}" 2> "$out/mx_$v.err" | head -c 400 | tr -d '\n' | grep -o '"forward_s":[0-9.]*'
+    EXTRACTOR_PROFILE=1 "$build/analysis/analyze" extract -o "/tmp/mx-$v-p" --no-plots "${extra[@]}" -- "${run[@]}" > /dev/null 2> "$out/mx_$v.profile"
+    echo "$v rc=$?"; grep -oE "profile.*" "$out/mx_$v.profile" | cut -c1-1200
+  done
+  python3 -c "
+import json; d = json.load(open('/tmp/mx-default/outliers.json'))
+print({k: d[k] for k in list(d)[:6] if not isinstance(d[k], (list, dict))})" 2>&1 | head -5
 fi
 stamp "done"
