@@ -322,7 +322,8 @@ json.dump(torch.randint(0, 32000, (34, 2048), generator=g).tolist(), open('/tmp/
     case $v in
       baseline) extra=(--baseline) ;; default) extra=() ;; notally) extra=(--token-dims 0) ;; nosweep) extra=(--thresholds none) ;;
     esac
-    "$build/analysis/analyze" extract -o "/tmp/mx-$v" --no-plots "${extra[@]}" -- "${run[@]}" 2> "$out/mx_$v.err" | head -c 400 | tr -d '\n' | grep -o '"forward_s":[0-9.]*'
+    "$build/analysis/analyze" extract -o "/tmp/mx-$v" --no-plots "${extra[@]}" -- "${run[@]}" > "$out/mx_$v.out" 2> "$out/mx_$v.err"
+    echo "$v rc=$? $(tr -d '\n ' < "$out/mx_$v.out" | grep -o '"forward_s":[0-9.]*' | head -1)"
     EXTRACTOR_PROFILE=1 "$build/analysis/analyze" extract -o "/tmp/mx-$v-p" --no-plots "${extra[@]}" -- "${run[@]}" > /dev/null 2> "$out/mx_$v.profile"
     echo "$v rc=$?"; grep -oE "profile.*" "$out/mx_$v.profile" | cut -c1-1200
   done
