@@ -318,7 +318,7 @@ g = torch.Generator().manual_seed(7)
 json.dump(torch.randint(0, 32000, (34, 2048), generator=g).tolist(), open('/tmp/mixtral-bench/ids.json', 'w'))" > "$out/mx_fixture.log" 2>&1
   echo "fixture rc=$?"
   run=(run "$mdir" --tokens /tmp/mixtral-bench/ids.json --seq-len 2048 --num-sequences 32 --batch-size 2 --dtype bf16 --device cuda --warmup 1 --json)
-  for v in baseline default notally nosweep; do
+  for v in ${MX_VARIANTS:-baseline default notally nosweep}; do
     case $v in
       baseline) extra=(--baseline) ;; default) extra=() ;; notally) extra=(--token-dims 0) ;; nosweep) extra=(--thresholds none) ;;
     esac
