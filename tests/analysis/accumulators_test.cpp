@@ -357,6 +357,43 @@ TEST_CASE("token tallies count hit positions by token id for the most-hit dims")
     CHECK(s.token_hits.at(3).count(9) == 0);
 }
 
+TEST_CASE("token tallies stay exact while the table grows: new top dims in every batch, statistics read mid-run") {
+    // 20 batches, each with hits in 10 dims no earlier batch hit: 200 counter rows in all, so the
+    // table grows several times (its capacity doubles). statistics() after batch 10 folds the batch
+    // in flight in; the run then goes on. Every tally must equal a count made here.
+    analysis::OutlierAccumulator acc;
+    std::map<int32_t, std::map<int64_t, int64_t>> expected;
+    for (int i = 0; i < 20; ++i) {
+        auto fb = empty_batch(i, 8, 256, 1);
+        std::vector<int64_t> ids;
+        for (int t = 0; t < 8; ++t) ids.push_back((i * 8 + t) % 50);
+        fb.token_ids = at::tensor(ids, at::TensorOptions().dtype(at::kLong)).reshape({1, 8});
+        for (int j = 0; j < 10; ++j) {
+            const int dim = i * 10 + j;
+            for (int t = 0; t < 8; ++t)
+                if ((t + j) % 3 == 0) {
+                    fb.layers[0].first[0][t][dim] = 9;
+                    expected[dim][ids[static_cast<size_t>(t)]] += 1;
+                }
+        }
+        tests::feed(acc, fb);
+        if (i == 9) {
+            const Statistics mid = acc.statistics();
+            CHECK(mid.sequences == 10);
+            CHECK(mid.token_hits.size() == 100);
+        }
+    }
+    const Statistics s = acc.statistics();
+    CHECK(s.sequences == 20);
+    REQUIRE(s.token_hits.size() == expected.size());
+    for (const auto & [dim, tally] : expected) {
+        CAPTURE(dim);
+        REQUIRE(s.token_hits.count(dim));
+        CHECK((s.token_hits.at(dim) == tally));
+        CHECK(s.token_hits_batches.at(dim) == 1);
+    }
+}
+
 TEST_CASE("checkpoint sink saves partial statistics every N batches, readable as ordinary statistics") {
     tests::TempDir dir;
     OutlierAccumulator acc;

@@ -348,7 +348,10 @@ TEST_CASE("slurm: broker create, instances list and terminate through the broker
     // The proof, independently of the broker: the job has ended as CANCELLED; not-ours still runs.
     const std::string jobs = all_jobs(slurm);
     CHECK(jobs.find(job + " CANCELLED tk-sl1-main-dl") != std::string::npos);
-    CHECK(jobs.find("RUNNING not-ours") != std::string::npos);
+    // not-ours is untouched: running, or still queued where the scheduler has not reached it since
+    // our job freed the node (seen on a loaded 2-core machine), never cancelled.
+    INFO(jobs);
+    CHECK((jobs.find("RUNNING not-ours") != std::string::npos || jobs.find("PENDING not-ours") != std::string::npos));
     auto after = broker_cli(config, dir, {"instances", "list", "--json", "--provider", "slurm"});
     CHECK(nlohmann::json::parse(after.out).at("instances").empty());
     // Terminating again is success: an ended job is already gone.

@@ -233,3 +233,32 @@ TEST_CASE("perplexity: the memory estimate counts the final norm and an untied l
         CHECK(head.estimate.activation_bytes > bare.estimate.activation_bytes);  // a logits chunk
     }
 }
+
+TEST_CASE("HostTransfer copies a CPU tensor at once; PerplexitySink folds each batch in at the next one or at summary()") {
+    at::Tensor src = at::arange(6, at::kDouble).reshape({2, 3});
+    HostTransfer t(src);
+    src.fill_(-1);  // the copy was taken when the transfer began
+    REQUIRE(t.defined());
+    CHECK(t.wait().equal(at::arange(6, at::kDouble).reshape({2, 3})));
+    CHECK_FALSE(HostTransfer().defined());
+    CHECK(to_device_async(at::ones({3}), at::Device(at::kCPU)).equal(at::ones({3})));
+
+    // Two batches of losses: the first becomes records when the second arrives, the second at
+    // summary(); the summary equals the one made from both batches directly.
+    PerplexitySink sink;
+    const at::Tensor a = at::full({2, 3}, 0.5, at::kFloat), b = at::full({1, 3}, 2.0, at::kFloat);
+    BatchInfo first;
+    first.sequence_indices = {0, 1};
+    sink.begin_batch(first);
+    sink.on_token_nll(a);
+    sink.end_batch();
+    BatchInfo second;
+    second.sequence_indices = {2};
+    sink.begin_batch(second);
+    sink.on_token_nll(b);
+    sink.end_batch();
+    std::vector<SequenceNll> direct = sequence_nll(a, {0, 1});
+    for (auto & r : sequence_nll(b, {2})) direct.push_back(r);
+    CHECK(sink.summary() == perplexity_summary(direct));
+    CHECK(sink.summary() == perplexity_summary(direct));  // asking twice changes nothing
+}
