@@ -162,9 +162,10 @@ struct OutlierAccumulator::State {
         if (token_table.defined() && token_table.size(0) >= rows && token_table.size(1) >= vocab) return;
         const int64_t old_rows = token_table.defined() ? token_table.size(0) : 0;
         const int64_t old_vocab = token_table.defined() ? token_table.size(1) : 0;
-        // Capacity doubles (up to the cap) and the vocabulary is rounded up, so growth is rare: when
-        // every batch brought 32 new dims, growing by 32 rows reallocated and copied the whole table
-        // at every batch (3.9 ms a batch at Mixtral's vocabulary on an H100).
+        // Capacity doubles (up to the cap) and the vocabulary is rounded up, so growth is rare. Growing
+        // by 32 rows reallocated and copied the whole table whenever a batch brought new dims (the
+        // suspected part of the tallies' 3.9 ms a batch at Mixtral's shape on an H100; not yet
+        // re-timed).
         const int64_t cols = std::max(old_vocab, (vocab + 4095) / 4096 * 4096);
         const int64_t capacity = std::max(rows, std::min(std::max<int64_t>(64, 2 * old_rows), max_token_rows(cols)));
         at::Tensor grown = at::zeros({capacity, cols}, at::TensorOptions().dtype(at::kLong).device(device));
@@ -375,7 +376,11 @@ void OutlierAccumulator::State::tally_pending(PendingBatch & p) {
     }
     if (rows.empty()) return;
     const auto dev = p.top_hit.device();
-    ensure_token_table(vocab, dev);
+    {
+        extractor::ops::ProfileScope profile("analysis.tally_table");
+        ensure_token_table(vocab, dev);
+    }
+    extractor::ops::ProfileScope profile("analysis.tally_scatter");
     const int64_t V = token_table.size(1);
     const auto n = static_cast<int64_t>(rows.size());
     at::Tensor hit = p.top_hit.index_select(2, extractor::to_device_async(at::from_blob(picks.data(), {n}, at::kLong), dev));  // [B,T,n]
