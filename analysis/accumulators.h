@@ -1,7 +1,7 @@
 // The streaming outlier accumulator: a CaptureSink that turns each captured [B,T,H] layer-norm
 // output into a few per-(site, dim) and per-(row, dim) reductions on the capture's own device, so
-// full activations never reach the host. Only [H]-sized vectors and sparse per-sequence records
-// cross to the host, once per batch. Both criteria modes (criteria.h) are computed from this one
+// full activations never reach the host. Only [B,H]-sized planes (per row and dim) cross to the
+// host, once per batch, without blocking; the per-sequence records are made from them there. Both criteria modes (criteria.h) are computed from this one
 // pass: the per-sequence records give the predecessor's per-batch semantics exactly, the pooled
 // site/position counts give the dataset-level (paper) criterion. Follows docs/outlier-method.md#streaming
 // and llama.cpp's imatrix collector (sums, counts and maxima only).
