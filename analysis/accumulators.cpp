@@ -3,8 +3,8 @@
 // built; otherwise, and as its reference, a handful of ATen passes on x's device (abs, compare, two
 // reductions over T, the position flags, one histc for the histogram). Both update the same state
 // tensors with the same integers and maxima, so statistics() is bit-identical either way. Per batch
-// only [B,H]-sized planes move to the host (non-blocking, read one batch later); token tallies stay on the device until
-// statistics().
+// only [B,H]-sized planes move to the host (non-blocking, read one batch later); token tallies stay
+// on the device until statistics().
 #include "analysis/accumulators.h"
 
 #include "analysis/stats_file.h"
