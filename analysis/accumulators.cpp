@@ -167,7 +167,10 @@ struct OutlierAccumulator::State {
         // suspected part of the tallies' 3.9 ms a batch at Mixtral's shape on an H100; not yet
         // re-timed).
         const int64_t cols = std::max(old_vocab, (vocab + 4095) / 4096 * 4096);
-        const int64_t capacity = std::max(rows, std::min(std::max<int64_t>(64, 2 * old_rows), max_token_rows(cols)));
+        // Never below the old capacity: a larger token id can lower the cap (wider rows) after the
+        // table has grown past the new one.
+        const int64_t capacity =
+            std::max({rows, old_rows, std::min(std::max<int64_t>(64, 2 * old_rows), max_token_rows(cols))});
         at::Tensor grown = at::zeros({capacity, cols}, at::TensorOptions().dtype(at::kLong).device(device));
         if (token_table.defined()) grown.narrow(0, 0, old_rows).narrow(1, 0, old_vocab).copy_(token_table);
         token_table = grown;
@@ -729,6 +732,9 @@ void OutlierAccumulator::warm_up(const at::Tensor & example) {
         scratch.on_capture(extractor::Site::LnMlp, 0, x);
         scratch.end_batch();
     }
+    // A batch's records and tallies are made when the next one ends: this folds the second batch
+    // in, so its tally's small index_select runs here too.
+    (void)scratch.statistics();
 }
 
 void OutlierAccumulator::end_batch() {

@@ -139,6 +139,10 @@ void PerplexitySink::finish_pending() const {
 }
 
 void PerplexitySink::on_token_nll(const at::Tensor & nll) {
+    // Checked now, not when the records are made a batch later (the error then names this batch).
+    if (nll.dim() != 2 || nll.size(0) != static_cast<int64_t>(rows_.size()))
+        throw common::Error::internal("token NLL of shape " + shape_text(nll.sizes()) + " for " + std::to_string(rows_.size()) +
+                                      " sequences, not [B,T-1]");
     finish_pending();
     pending_ = HostTransfer(nll.to(at::kDouble));
     pending_rows_ = rows_;

@@ -394,6 +394,31 @@ TEST_CASE("token tallies stay exact while the table grows: new top dims in every
     }
 }
 
+TEST_CASE("token table: a larger token id late in the run (a lower row cap) never shrinks it below the rows in use") {
+    // Qwen's vocabulary: ids below 151552 first, so rows are 151552 wide and capped at 221; 14 batches
+    // of 10 new dims take the capacity past 128; then <|endoftext|> (151643) widens the rows, which
+    // lowers the cap to 215, below the capacity already reached.
+    analysis::OutlierAccumulator acc;
+    std::map<int32_t, std::map<int64_t, int64_t>> expected;
+    for (int i = 0; i < 15; ++i) {
+        auto fb = empty_batch(i, 4, 160, 1);
+        const std::vector<int64_t> ids = {151000 + i, 151551, i == 14 ? 151643 : 7, 8};
+        fb.token_ids = at::tensor(ids, at::TensorOptions().dtype(at::kLong)).reshape({1, 4});
+        for (int j = 0; j < 10; ++j) {
+            const int dim = i * 10 + j;
+            fb.layers[0].first[0][j % 4][dim] = 9;
+            expected[dim][ids[static_cast<size_t>(j % 4)]] += 1;
+        }
+        tests::feed(acc, fb);
+    }
+    const Statistics s = acc.statistics();
+    REQUIRE(s.token_hits.size() == expected.size());
+    for (const auto & [dim, tally] : expected) {
+        CAPTURE(dim);
+        CHECK((s.token_hits.at(dim) == tally));
+    }
+}
+
 TEST_CASE("checkpoint sink saves partial statistics every N batches, readable as ordinary statistics") {
     tests::TempDir dir;
     OutlierAccumulator acc;

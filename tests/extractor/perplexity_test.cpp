@@ -261,4 +261,10 @@ TEST_CASE("HostTransfer copies a CPU tensor at once; PerplexitySink folds each b
     for (auto & r : sequence_nll(b, {2})) direct.push_back(r);
     CHECK(sink.summary() == perplexity_summary(direct));
     CHECK(sink.summary() == perplexity_summary(direct));  // asking twice changes nothing
+    // Losses whose rows do not match the batch are refused when they arrive.
+    BatchInfo third;
+    third.sequence_indices = {3, 4};
+    sink.begin_batch(third);
+    CHECK_THROWS_AS(sink.on_token_nll(at::zeros({3, 3})), common::Error);
+    CHECK_THROWS_AS(sink.on_token_nll(at::zeros({2})), common::Error);
 }
