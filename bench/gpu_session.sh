@@ -21,6 +21,8 @@
 #   bench/gpu_session.sh overhead3   # GPU tests, capture bench, the overhead bench (best of 3, parts, profile),
 #                                    # the fused accumulator's profile on Mixtral's shape, the Mixtral bench (32 batches)
 #   bench/gpu_session.sh mxprofile   # the fused accumulator's per-phase profile on Mixtral's real shape (2 layers)
+#   bench/gpu_session.sh profiles    # per-op profiles of the real-shape glm4_moe and qwen3_next stacks (after their
+#                                    # benches, HF in the same run), then the Mixtral accumulator's tally scopes
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -305,6 +307,21 @@ if [[ $what == overhead3 ]]; then
     echo "$v rc=$?"; grep -E "profile" "$out/mixtral_$v.profile" | cut -c1-900
   done
   command -v nsys ncu || echo "no nsys/ncu"
+fi
+if [[ $what == profiles ]]; then
+  # Where the forward's time goes on the two families short of 1.5x HF (#13), and what the token
+  # tallies cost on Mixtral's shape (the tally's own scopes: table growth, scatter).
+  for fam in glm4_moe qwen3_next; do
+    stamp "$fam bench (real shape, HF same run), then its per-op profile"
+    timeout 170 python3 "$root/bench/${fam}_bench.py" --extract "$exe" --iters 16 --json-out "$out/${fam}_bench.json" \
+      > "$out/${fam}_bench.log" 2>&1
+    echo "rc=$?"; tail -5 "$out/${fam}_bench.log"
+    w=/tmp/${fam//_/-}-bench; m=$(ls -d "$w"/*layers | head -1)
+    EXTRACTOR_PROFILE=1 timeout 60 "$exe" run "$m" --tokens "$w/ids.json" --seq-len 2048 --num-sequences 16 --batch-size 2 \
+      --dtype bf16 --device cuda --absmax --warmup 1 --json > /dev/null 2> "$out/${fam}_profile.log"
+    echo "profile rc=$?"; grep -oE "profile.*" "$out/${fam}_profile.log" | cut -c1-1500
+  done
+  MX_VARIANTS="default notally" what=mxprofile
 fi
 if [[ $what == mxprofile ]]; then
   stamp "mixtral real-shape checkpoint, then analyze extract profiles (bare, default, no token tallies, no sweep)"
