@@ -1,13 +1,12 @@
 // Writes captures to activations/batch_NNNNN.safetensors under the run directory: one tensor per
 // (site, layer) named layer_{l}_{site} [B,T,H], plus token_ids [B,T] and sequence_indices [B], and
 // with --save-routing each MoE layer's expert choice, layer_{l}_experts [B,T,K] int32.
-// Device tensors are copied into pinned host buffers without blocking; the one sync per batch
-// happens in end_batch, just before the file is written.
+// Device tensors are copied into pinned host buffers without blocking (HostTransfer); end_batch
+// waits for those copies, just before the file is written.
 #include "extractor/sinks/sinks.h"
 
 #include <ATen/ATen.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -28,14 +27,6 @@ std::string SafetensorsSink::tensor_name(Site site, int layer) {
 
 std::string SafetensorsSink::routing_tensor_name(int layer) { return "layer_" + std::to_string(layer) + "_experts"; }
 
-at::Tensor SafetensorsSink::host_copy(const at::Tensor & src) {
-    at::Tensor host = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(src.is_cuda()));
-    host.copy_(src, /*non_blocking=*/src.is_cuda());
-    if (src.is_cuda() && std::find(devices_.begin(), devices_.end(), src.device()) == devices_.end())
-        devices_.push_back(src.device());
-    return host;
-}
-
 std::string SafetensorsSink::saved_dtype() const {
     return seen_dtype_ == at::ScalarType::Undefined ? "" : safetensors_dtype_name(seen_dtype_);
 }
@@ -48,42 +39,40 @@ void SafetensorsSink::begin_batch(const BatchInfo & batch) {
 
 void SafetensorsSink::on_capture(Site site, int layer, const at::Tensor & x) {
     at::Tensor src = save_dtype_ == at::ScalarType::Undefined ? x : x.to(save_dtype_);  // [B,T,H]
-    at::Tensor host = host_copy(src);
-    seen_dtype_ = host.scalar_type();
-    pending_.emplace_back(tensor_name(site, layer), host);
+    seen_dtype_ = src.scalar_type();
+    pending_.emplace_back(tensor_name(site, layer), HostTransfer(src));
 }
 
 void SafetensorsSink::on_experts(int layer, const ExpertCapture & capture) {
     if (capture.top_i.dim() != 2 || capture.first_token < 0)
         throw common::Error::internal("routing of layer " + std::to_string(layer) + ": expected top_i [n,K]");
     // [n,K]; expert ids fit int32 (kMaxExperts is far below)
-    routing_[layer].push_back({capture.first_token, host_copy(capture.top_i.to(at::kInt))});
+    routing_[layer].push_back({capture.first_token, HostTransfer(capture.top_i.to(at::kInt))});
 }
 
 void SafetensorsSink::end_batch() {
-    // A pinned non-blocking copy is complete once its stream has drained: a small blocking read
-    // on each source device's current stream waits for every copy queued before it.
-    for (const auto & d : devices_) (void)at::zeros({1}, at::TensorOptions().device(d)).sum().item<float>();
-    devices_.clear();
+    // Each copy is waited for (its own event), then written.
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     tensors.emplace_back("token_ids", batch_.token_ids.to(at::kLong).contiguous());
     tensors.emplace_back("sequence_indices", at::tensor(batch_.sequence_indices, at::kLong));
-    for (auto & p : pending_) {
-        shapes_[p.first] = p.second.sizes().vec();
-        tensors.push_back(p);
+    for (auto & [name, copy] : pending_) {
+        const at::Tensor & host = copy.wait();
+        shapes_[name] = host.sizes().vec();
+        tensors.emplace_back(name, host);
     }
     // Each routed layer's chunks placed at their tokens: [B*T,K], viewed [B,T,K].
     const int64_t B = batch_.token_ids.size(0), T = batch_.token_ids.size(1);
     for (auto & [layer, chunks] : routing_) {
-        const int64_t K = chunks.front().top_i.size(1);
+        const int64_t K = chunks.front().top_i.wait().size(1);
         at::Tensor all = at::full({B * T, K}, -1, at::kInt);
-        for (const auto & c : chunks) {
-            const int64_t n = c.top_i.size(0);
-            if (c.top_i.size(1) != K || c.first_token + n > B * T)
+        for (auto & c : chunks) {
+            const at::Tensor & top_i = c.top_i.wait();
+            const int64_t n = top_i.size(0);
+            if (top_i.size(1) != K || c.first_token + n > B * T)
                 throw common::Error::internal("routing of layer " + std::to_string(layer) + ": a chunk of " + std::to_string(n) +
                                               " tokens from token " + std::to_string(c.first_token) + " does not fit the batch's " +
                                               std::to_string(B * T));
-            all.narrow(0, c.first_token, n).copy_(c.top_i);
+            all.narrow(0, c.first_token, n).copy_(top_i);
         }
         const std::string name = routing_tensor_name(layer);
         tensors.emplace_back(name, all.view({B, T, K}));

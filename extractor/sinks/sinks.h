@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "extractor/capture.h"
+#include "extractor/sinks/host_transfer.h"
 
 namespace extractor {
 
@@ -45,11 +46,8 @@ private:
     // host copy, int32 [n,K].
     struct RoutingChunk {
         int64_t first_token;
-        at::Tensor top_i;
+        HostTransfer top_i;
     };
-    // A host copy of src, pinned and without blocking when src is on a GPU (its device is then
-    // waited for in end_batch).
-    at::Tensor host_copy(const at::Tensor & src);
 
     std::string out_dir_;
     std::set<SiteLayer> wanted_;
@@ -58,11 +56,10 @@ private:
     bool save_routing_;
     std::map<int, std::vector<RoutingChunk>> routing_;  // this batch's, by layer
     BatchInfo batch_;
-    std::vector<std::pair<std::string, at::Tensor>> pending_;  // host copies (pinned when from a GPU)
+    std::vector<std::pair<std::string, HostTransfer>> pending_;  // this batch's captures on their way to the host
     std::vector<std::string> files_;
     std::map<std::string, std::vector<int64_t>> shapes_;
     at::ScalarType seen_dtype_ = at::ScalarType::Undefined;
-    std::vector<c10::Device> devices_;  // devices with copies in flight this batch
 };
 
 class AbsmaxSink final : public CaptureSink {
