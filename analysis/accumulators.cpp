@@ -748,12 +748,11 @@ void OutlierAccumulator::end_batch() {
     }
     extractor::ops::ProfileScope profile_device("analysis.end_batch_device");
     PendingBatch p;
-    std::vector<int64_t> indices = s.sequence_indices;
+    p.records.resize(s.sequence_indices.size());
+    for (size_t b = 0; b < s.sequence_indices.size(); ++b) p.records[b].sequence_index = s.sequence_indices[b];
     if (s.nll_in_flight.defined()) {
         p.nll = extractor::HostTransfer(s.nll_in_flight);
         s.nll_in_flight = at::Tensor();
-        p.records.resize(indices.size());
-        for (size_t b = 0; b < indices.size(); ++b) p.records[b].sequence_index = indices[b];
     }
     const int64_t B = s.B;
     if (!s.pos_any.defined()) {  // no layer-norm capture in this batch: nothing was measured
@@ -782,21 +781,19 @@ void OutlierAccumulator::end_batch() {
     at::Tensor row_layers = at::stack(layer_any).sum(0, /*keepdim=*/false, at::kInt);  // [B,H]
 
     // Dense [B,H] planes leave the device (a few hundred KB a batch, without blocking); the host
-    // keeps the (row, dim) pairs with a hit, in row-major order (rows, then dims ascending).
+    // keeps the (row, dim) pairs with a hit, in row-major order (rows, then dims ascending). Every
+    // plane is int32 already.
     std::vector<at::Tensor> fields = {s.row_sites.unsqueeze(0), row_layers.unsqueeze(0), row_positions.unsqueeze(0)};
     if (!options_.sweep_thresholds.empty()) {
         s.sweep_fields(fields);
         p.sweep_k = s.row_sweep_sites.size(0);
     }
-    for (auto & f : fields) f = f.to(at::kInt);
     p.counts = extractor::HostTransfer(at::cat(fields));
     p.hits = extractor::HostTransfer(s.row_hits);
     p.maxima = extractor::HostTransfer(s.row_max);
 
-    p.records.resize(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) {
         auto & r = p.records[static_cast<size_t>(b)];
-        r.sequence_index = s.sequence_indices[static_cast<size_t>(b)];
         r.tokens = s.row_tokens[static_cast<size_t>(b)];
         r.sites = s.batch_sites;
         r.layers = static_cast<int32_t>(s.row_layer_any.size());
