@@ -234,7 +234,7 @@ TEST_CASE("perplexity: the memory estimate counts the final norm and an untied l
     }
 }
 
-TEST_CASE("HostTransfer copies a CPU tensor at once; PerplexitySink folds each batch in at the next one or at summary()") {
+TEST_CASE("HostTransfer copies a CPU tensor at once, and PerplexitySink folds each batch in at the next one or at summary()") {
     at::Tensor src = at::arange(6, at::kDouble).reshape({2, 3});
     HostTransfer t(src);
     src.fill_(-1);  // the copy was taken when the transfer began
