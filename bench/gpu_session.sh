@@ -23,6 +23,7 @@
 #   bench/gpu_session.sh mxprofile   # the fused accumulator's per-phase profile on Mixtral's real shape (2 layers)
 #   bench/gpu_session.sh profiles    # per-op profiles of the real-shape glm4_moe and qwen3_next stacks (after their
 #                                    # benches, HF in the same run), then the Mixtral accumulator's tally scopes
+#   bench/gpu_session.sh lab         # the expert-matmul lab (bench/moe_gemm_lab.py) and the build
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -57,9 +58,16 @@ overhead_with_profile() {
   echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -11 "$out/overhead_run.log"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+# The expert-matmul lab needs only torch: it runs on the GPU while the tree builds on the CPUs.
+lab_pid=
+if [[ $what == profiles || $what == h200 || $what == lab ]]; then
+  python3 "$root/bench/moe_gemm_lab.py" --json-out "$out/moe_gemm_lab.json" > "$out/moe_gemm_lab.log" 2>&1 &
+  lab_pid=$!
+fi
 stamp "build"
 gpu_build "$build" "$out" extract analyze toolkit_gpu_tests analysis_capture_bench || { stamp "build failed"; exit 1; }
 exe=$build/extractor/extract
+if [[ -n $lab_pid ]]; then wait "$lab_pid"; echo "moe gemm lab rc=$?"; cat "$out/moe_gemm_lab.log"; fi
 export PYTHONUNBUFFERED=1
 if [[ $what == quick ]]; then
   stamp "gpu tests"
