@@ -23,6 +23,9 @@ BATCH, SEQ_LEN = 2, 2048
 # versus_hf's default variants: name -> (extra arguments, environment): the default path (fused
 # kernels where built) and the ATen path.
 EXTRACT_VARIANTS = {"extract": ([], None), "extract_aten": ([], {"EXTRACTOR_FUSED": "0"})}
+# More variants from the environment, for a lab run of one knob inside a bench: a JSON object of
+# name -> environment, e.g. BENCH_VARIANTS='{"extract_per_expert": {"EXTRACTOR_EXPERT_MATMULS": "per_expert"}}'.
+EXTRACT_VARIANTS.update({name: ([], env) for name, env in json.loads(os.environ.get("BENCH_VARIANTS", "{}")).items()})
 
 
 def write_json(path, results, indent=2):

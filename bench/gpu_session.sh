@@ -329,7 +329,12 @@ if [[ $what == profiles ]]; then
       --dtype bf16 --device cuda --absmax --warmup 1 --json > /dev/null 2> "$out/${fam}_profile.log"
     echo "profile rc=$?"; grep -oE "profile.*" "$out/${fam}_profile.log" | cut -c1-1500
   done
-  MX_VARIANTS="default notally" what=mxprofile
+  stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run), grouped vs per-expert expert matmuls"
+  BENCH_VARIANTS='{"extract_per_expert": {"EXTRACTOR_EXPERT_MATMULS": "per_expert"}}' timeout 170 \
+    python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
+    > "$out/mixtral_bench.log" 2>&1
+  echo "rc=$?"; tail -7 "$out/mixtral_bench.log"
+  [[ ${TALLY:-0} == 1 ]] && MX_VARIANTS="default notally" what=mxprofile
 fi
 if [[ $what == mxprofile ]]; then
   stamp "mixtral real-shape checkpoint, then analyze extract profiles (bare, default, no token tallies, no sweep)"

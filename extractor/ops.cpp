@@ -258,6 +258,43 @@ bool use_grouped_mm(const at::Tensor & x, int64_t H, int64_t I) {
     return compat::fast_paths() && compat::has_grouped_mm() && x.is_cuda() && x.scalar_type() == at::kBFloat16 &&
            H % 8 == 0 && I % 8 == 0;
 }
+
+// Few wide experts with many rows each (Mixtral: 8 experts of width 14336, ~1000 rows each at
+// 2 x 2048 tokens): one cuBLAS matmul per expert instead of the grouped matmul, at the price of
+// one read-back of the group sizes per layer (bench/moe_gemm_lab.py measures both).
+// EXTRACTOR_EXPERT_MATMULS=grouped|per_expert forces either; otherwise the rule below.
+bool per_expert_matmuls(int64_t E, int64_t S) {
+    static const int forced = [] {
+        const char * v = std::getenv("EXTRACTOR_EXPERT_MATMULS");
+        if (!v || !*v) return -1;
+        if (std::string(v) == "grouped") return 0;
+        if (std::string(v) == "per_expert") return 1;
+        throw common::Error::usage(std::string("EXTRACTOR_EXPERT_MATMULS=") + v + ": expected grouped or per_expert");
+    }();
+    if (forced >= 0) return forced == 1;
+    (void)E;
+    (void)S;
+    return false;
+}
+
+// out [S,N] = rows of a [S,K] times the transpose of their expert's weight [E,N,K], with the
+// experts' row ranges given by offs [E] (cumulative ends, int32, as grouped_mm takes them).
+at::Tensor expert_matmul(const at::Tensor & a, const at::Tensor & weight, const at::Tensor & offs) {
+    if (!per_expert_matmuls(weight.size(0), a.size(0))) return compat::grouped_mm(a, weight.transpose(1, 2), offs);
+    at::Tensor ends = offs.to(at::kCPU);                                              // [E] (one sync)
+    const int32_t * end = ends.data_ptr<int32_t>();
+    at::Tensor out = at::empty({a.size(0), weight.size(1)}, a.options());             // [S,N]
+    int64_t start = 0;
+    for (int64_t e = 0; e < weight.size(0); ++e) {
+        const int64_t n = end[e] - start;
+        if (n > 0) {
+            at::Tensor rows = out.narrow(0, start, n);
+            at::mm_out(rows, a.narrow(0, start, n), weight[e].t());                   // [n,N]
+        }
+        start = end[e];
+    }
+    return out;
+}
 }  // namespace
 
 std::string describe_paths(at::ScalarType dtype, bool cuda) {
@@ -348,11 +385,11 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
         // Same products and sums as below, in five kernels instead of a dozen: dispatch without a
         // sort, one fused activation, and a combine that reads each token's K rows in place.
         fused::MoeDispatch d = fused::moe_dispatch(x, top_i, E);
-        at::Tensor gu = compat::grouped_mm(d.xs, w.gate_up.transpose(1, 2), d.offs);   // [S,2I]
+        at::Tensor gu = expert_matmul(d.xs, w.gate_up, d.offs);                        // [S,2I]
         d.xs.reset();
         at::Tensor act = fused::silu_mul(gu);                                          // [S,I]
         gu.reset();
-        at::Tensor out = compat::grouped_mm(act, w.down.transpose(1, 2), d.offs);      // [S,H]
+        at::Tensor out = expert_matmul(act, w.down, d.offs);                           // [S,H]
         act.reset();
         if (!observe) return fused::moe_combine(out, d.slot_pos, top_w);              // [N,H]
         // The combine reads every slot's row: it hands the sinks each row's max |x| on the way.
