@@ -4,10 +4,13 @@
 #include "extractor/ops_delta.h"
 
 #include <ATen/ATen.h>
+#include <ATen/ScalarOps.h>
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 
@@ -41,16 +44,58 @@ struct DeltaInputs {
     at::Tensor q, k, v, g, beta;  // [B,Nh,T,Dk], [B,Nh,T,Dk], [B,Nh,T,Dv], [B,Nh,T], [B,Nh,T] fp32
 };
 
+void check_delta_shapes(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & g,
+                        const at::Tensor & beta) {
+    if (q.dim() != 4 || k.sizes() != q.sizes() || v.dim() != 4 || v.size(0) != q.size(0) || v.size(1) != q.size(1) ||
+        v.size(2) != q.size(2) || g.dim() != 3 || g.sizes() != beta.sizes() || g.size(0) != q.size(0) ||
+        g.size(1) != q.size(1) || g.size(2) != q.size(2))
+        throw common::Error::internal("gated delta rule: q/k [B,T,Nv,Dk], v [B,T,Nv,Dv], g/beta [B,T,Nv] expected");
+}
+
 // Heads first and fp32, as both HF forms start; q pre-scaled by 1/sqrt(Dk).
 DeltaInputs delta_inputs(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & g,
                          const at::Tensor & beta) {
-    if (q.dim() != 4 || k.sizes() != q.sizes() || v.dim() != 4 || v.size(2) != q.size(2) || g.dim() != 3 ||
-        g.sizes() != beta.sizes() || g.size(2) != q.size(2))
-        throw common::Error::internal("gated delta rule: q/k [B,T,Nv,Dk], v [B,T,Nv,Dv], g/beta [B,T,Nv] expected");
+    check_delta_shapes(q, k, v, g, beta);
     auto heads_first = [](const at::Tensor & x) { return x.transpose(1, 2).contiguous().to(at::kFloat); };
     DeltaInputs in{heads_first(q), heads_first(k), heads_first(v), heads_first(g), heads_first(beta)};
     in.q = in.q * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
     return in;
+}
+
+// x [B,T,Nh,D] (or [B,T,Nh]) -> fp32 [n,B,Nh,c,D] (or [n,B,Nh,c]), contiguous and chunk-major:
+// token t lands in chunk t / c, row t % c; rows past T are zero. Straight from the token-major
+// input, so the dtype conversion and the layout change are one copy kernel (two when T is not a
+// whole number of chunks: the whole chunks, then the tail). With scale, fp32 input is multiplied
+// on the way (x * scale in fp32 is the same value before or after the copy); other dtypes are
+// converted first and scaled in fp32, as heads_first then `* scale` does.
+at::Tensor chunk_major(const at::Tensor & x, int64_t chunk, std::optional<double> scale = std::nullopt) {
+    const bool vec = x.dim() == 4;
+    const int64_t B = x.size(0), T = x.size(1), Nh = x.size(2), full = T / chunk, tail = T - full * chunk;
+    const int64_t n = full + (tail > 0 ? 1 : 0);
+    std::vector<int64_t> shape{n, B, Nh, chunk}, split{B, full, chunk, Nh}, perm{1, 0, 3, 2};
+    if (vec) {
+        shape.push_back(x.size(3));
+        split.push_back(x.size(3));
+        perm.push_back(4);
+    }
+    at::Tensor out = at::empty(shape, x.options().dtype(at::kFloat));                  // [n,B,Nh,c(,D)]
+    auto fill = [&](at::Tensor dst, const at::Tensor & src) {
+        if (scale && src.scalar_type() == at::kFloat) {
+            // mul.out with the scalar wrapped, exactly as `x * scale` runs (one kernel, in fp32).
+            at::mul_out(dst, src, at::native::wrapped_scalar_tensor(*scale));
+        } else {
+            dst.copy_(src);
+            if (scale) dst.mul_(*scale);
+        }
+    };
+    if (full > 0)  // [B,full*c,Nh(,D)] -> [B,full,c,Nh(,D)] -> [full,B,Nh,c(,D)]
+        fill(out.narrow(0, 0, full), x.narrow(1, 0, full * chunk).reshape(split).permute(perm));
+    if (tail > 0) {  // the last chunk: tail real rows, then zeros
+        at::Tensor last = out.select(0, n - 1);                                        // [B,Nh,c(,D)]
+        last.narrow(2, tail, chunk - tail).zero_();
+        fill(last.narrow(2, 0, tail), x.narrow(1, full * chunk, tail).transpose(1, 2));  // [B,Nh,tail(,D)]
+    }
+    return out;
 }
 
 }  // namespace
@@ -78,60 +123,62 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, 
                                     const at::Tensor & g, const at::Tensor & beta, int64_t chunk) {
     ProfileScope profile("gated_delta_rule");
     if (chunk < 1) throw common::Error::internal("gated delta rule: chunk size must be positive");
-    DeltaInputs in = delta_inputs(q, k, v, g, beta);
-    const int64_t B = in.k.size(0), Nh = in.k.size(1), T = in.k.size(2), Dk = in.k.size(3), Dv = in.v.size(3);
-    // Zero padding to whole chunks: a padded token has k = v = 0 and g = 0, so it changes neither
-    // the state nor any real token's output; its own outputs are cut off at the end.
-    const int64_t pad = (chunk - T % chunk) % chunk, n = (T + pad) / chunk;
-    auto chunks = [&](const at::Tensor & x) {                                          // [B,Nh,T,D] -> [B,Nh,n,c,D]
-        return at::constant_pad_nd(x, {0, 0, 0, pad}).reshape({B, Nh, n, chunk, x.size(-1)});
-    };
-    at::Tensor beta_c = at::constant_pad_nd(in.beta, {0, pad}).reshape({B, Nh, n, chunk});  // [B,Nh,n,c]
-    at::Tensor q_c = chunks(in.q), k_c = chunks(in.k), v_c = chunks(in.v);
-    at::Tensor k_beta = k_c * beta_c.unsqueeze(-1);                                    // [B,Nh,n,c,Dk]
-    at::Tensor v_beta = v_c * beta_c.unsqueeze(-1);                                    // [B,Nh,n,c,Dv]
+    check_delta_shapes(q, k, v, g, beta);
+    const int64_t B = q.size(0), T = q.size(1), Nh = q.size(2), Dk = q.size(3), Dv = v.size(3), BN = B * Nh;
+    // Everything below is chunk-major, [n,B*Nh,c,D]: chunk index outermost, (B,Nh) flattened, so
+    // that the recurrence's per-chunk operands are [B*Nh,c,D] blocks with no re-layout, and each
+    // input is laid out (and made fp32) by one copy straight from [B,T,Nh,D]. Zero padding to whole
+    // chunks: a padded token has k = v = 0 and g = 0, so it changes neither the state nor any real
+    // token's output; its own outputs are never written out.
+    const int64_t full = T / chunk, tail = T - full * chunk, n = full + (tail > 0 ? 1 : 0);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(Dk));
+    at::Tensor q_c = chunk_major(q, chunk, scale).view({n, BN, chunk, Dk});            // [n,BN,c,Dk] q/sqrt(Dk)
+    at::Tensor k_c = chunk_major(k, chunk).view({n, BN, chunk, Dk});                   // [n,BN,c,Dk]
+    at::Tensor v_c = chunk_major(v, chunk).view({n, BN, chunk, Dv});                   // [n,BN,c,Dv]
+    at::Tensor beta_c = chunk_major(beta, chunk).view({n, BN, chunk, 1});              // [n,BN,c,1]
+    at::Tensor G = chunk_major(g, chunk).view({n, BN, chunk}).cumsum(-1);              // [n,BN,c]
+    // The two triangular systems share their matrix, so their right-hand sides sit side by side
+    // in one buffer, [V_beta | decayed K_beta], written in place by the products that make them,
+    // and are solved by one call (a triangular solve treats each column on its own).
+    at::Tensor rhs = at::empty({n, BN, chunk, Dv + Dk}, q_c.options());                // [n,BN,c,Dv+Dk]
+    at::Tensor v_beta = rhs.narrow(-1, 0, Dv), decayed_k_beta = rhs.narrow(-1, Dv, Dk);
+    at::Tensor k_beta = k_c * beta_c;                                                  // [n,BN,c,Dk]
+    at::mul_out(v_beta, v_c, beta_c);                                                  // [n,BN,c,Dv]
+    v_c.reset();
     // Cumulative log decay within each chunk; pairwise[i][j] = exp(G_i - G_j) for j <= i, else 0
     // (-inf before the exp, so nothing overflows). Op for op as transformers 5.17's
     // torch_chunk_gated_delta_rule, so that fp32 sums run in its order and bf16 rounds as it does.
-    at::Tensor G = at::constant_pad_nd(in.g, {0, pad}).reshape({B, Nh, n, chunk}).cumsum(-1);  // [B,Nh,n,c]
     const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(q.device());
     at::Tensor upper_strict = at::ones({chunk, chunk}, bool_opts).triu(1);             // [c,c]
     at::Tensor pairwise = (G.unsqueeze(-1) - G.unsqueeze(-2))
                               .masked_fill(upper_strict, -std::numeric_limits<double>::infinity())
-                              .exp();                                                  // [B,Nh,n,c,c]
+                              .exp();                                                  // [n,BN,c,c]
     // Within a chunk the rule is a unit lower-triangular system (I + L) U = V_beta, with
     // L_ij = beta_i exp(G_i - G_j) k_i.k_j for j < i (the diagonal is ignored: unitriangular).
-    at::Tensor ut_system = at::matmul(k_beta, k_c.transpose(-1, -2)) * pairwise;       // [B,Nh,n,c,c]
-    at::Tensor intra = at::matmul(q_c, k_c.transpose(-1, -2)) * pairwise;              // [B,Nh,n,c,c]
+    at::Tensor ut_system = at::matmul(k_beta, k_c.transpose(-1, -2)).mul_(pairwise);  // [n,BN,c,c]
+    const at::Tensor intra_n = at::matmul(q_c, k_c.transpose(-1, -2)).mul_(pairwise);  // [n,BN,c,c]
     pairwise.reset();
-    at::Tensor decayed_k_beta = k_beta * G.exp().unsqueeze(-1);                        // [B,Nh,n,c,Dk]
-    at::Tensor u = at::linalg_solve_triangular(ut_system, v_beta, /*upper=*/false, /*left=*/true,
-                                               /*unitriangular=*/true);               // [B,Nh,n,c,Dv]
-    at::Tensor k_cumdecay = at::linalg_solve_triangular(ut_system, decayed_k_beta, /*upper=*/false, /*left=*/true,
-                                                        /*unitriangular=*/true);      // [B,Nh,n,c,Dk]
+    const at::Tensor G_exp = G.exp().unsqueeze(-1);                                    // [n,BN,c,1]
+    at::mul_out(decayed_k_beta, k_beta, G_exp);                                        // [n,BN,c,Dk]
+    k_beta.reset();
+    const at::Tensor solved = at::linalg_solve_triangular(ut_system, rhs, /*upper=*/false, /*left=*/true,
+                                                          /*unitriangular=*/true);    // [n,BN,c,Dv+Dk]
     ut_system.reset();
+    rhs.reset();
+    const at::Tensor u_n = solved.narrow(-1, 0, Dv), kcd_n = solved.narrow(-1, Dv, Dk);  // [n,BN,c,Dv], [n,BN,c,Dk]
     // The decays applied once, not per chunk: q reads the state decayed to its position, k writes
-    // into the state decayed to the chunk's end.
-    at::Tensor q_dec = q_c * G.exp().unsqueeze(-1);                                    // [B,Nh,n,c,Dk]
-    at::Tensor k_dec = k_c * (G.narrow(-1, chunk - 1, 1) - G).exp().unsqueeze(-1);     // [B,Nh,n,c,Dk]
-    at::Tensor chunk_decay = G.select(-1, chunk - 1).exp().unsqueeze(-1).unsqueeze(-1);  // [B,Nh,n,1,1]
+    // into the state decayed to the chunk's end. In place: q_c and k_c have no other use left.
+    const at::Tensor q_n = q_c.mul_(G_exp);                                            // [n,BN,c,Dk]
+    const at::Tensor kdec_n = k_c.mul_((G.narrow(-1, chunk - 1, 1) - G).exp().unsqueeze(-1));  // [n,BN,c,Dk]
+    const at::Tensor decay_n = G.select(-1, chunk - 1).exp().view({n, BN, 1, 1});     // [n,BN,1,1]
 
-    // The recurrence over chunks, with the chunk index outermost and (B,Nh) flattened, so that each
-    // chunk's operands are contiguous [B*Nh,c,D] blocks and every step is a batched matmul whose add
-    // runs in its epilogue: five kernels a chunk instead of nine. The loop is launch-bound (32
-    // chunks of 64 at 2048 tokens, tiny matmuls), so the launches are its cost. The sums are HF's:
-    // v_new = u - K S, out = Q S + I v_new, S' = S * decay + K_dec^T v_new, each added once in fp32.
-    const int64_t BN = B * Nh;
-    auto by_chunk = [&](const at::Tensor & x) {                                         // [B,Nh,n,c,D] -> [n,BN,c,D]
-        return x.permute({2, 0, 1, 3, 4}).reshape({n, BN, x.size(3), x.size(4)}).contiguous();
-    };
-    const at::Tensor u_n = by_chunk(u), kcd_n = by_chunk(k_cumdecay), q_n = by_chunk(q_dec), intra_n = by_chunk(intra),
-                     kdec_n = by_chunk(k_dec);
-    const at::Tensor decay_n = chunk_decay.permute({2, 0, 1, 3, 4}).reshape({n, BN, 1, 1}).contiguous();  // [n,BN,1,1]
-    u.reset();
-    k_cumdecay.reset();
-    at::Tensor state = at::zeros({BN, Dk, Dv}, in.v.options());                        // [BN,Dk,Dv]
-    at::Tensor out = at::empty({n, BN, chunk, Dv}, in.v.options());                    // [n,BN,c,Dv]
+    // The recurrence over chunks, each chunk's operands [B*Nh,c,D] blocks, so that every step is a
+    // batched matmul whose add runs in its epilogue: five kernels a chunk instead of nine. The loop
+    // is launch-bound (32 chunks of 64 at 2048 tokens, tiny matmuls), so the launches are its cost.
+    // The sums are HF's: v_new = u - K S, out = Q S + I v_new, S' = S * decay + K_dec^T v_new, each
+    // added once in fp32.
+    at::Tensor state = at::zeros({BN, Dk, Dv}, q_c.options());                         // [BN,Dk,Dv]
+    at::Tensor out = at::empty({n, BN, chunk, Dv}, q_c.options());                     // [n,BN,c,Dv]
     for (int64_t c = 0; c < n; ++c) {
         at::Tensor v_new = at::baddbmm(u_n[c], kcd_n[c], state, /*beta=*/1, /*alpha=*/-1);  // [BN,c,Dv] = U - K S
         at::Tensor out_c = out[c];                                                     // [BN,c,Dv]
@@ -139,8 +186,16 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, 
         out_c.baddbmm_(intra_n[c], v_new);                                             // + I v_new
         state.mul_(decay_n[c]).baddbmm_(kdec_n[c].transpose(1, 2), v_new);              // S decay + K_dec^T v_new
     }
-    out = out.view({n, B, Nh, chunk, Dv}).permute({1, 2, 0, 3, 4}).reshape({B, Nh, n * chunk, Dv}).narrow(2, 0, T);  // [B,Nh,T,Dv]
-    return out.transpose(1, 2).contiguous().to(v.scalar_type());                      // [B,T,Nh,Dv]
+    // Back to token-major in v's dtype, one copy (the tail chunk's real rows in a second, small one).
+    const at::Tensor out5 = out.view({n, B, Nh, chunk, Dv});                           // [n,B,Nh,c,Dv]
+    at::Tensor result = at::empty({B, T, Nh, Dv}, v.options());                        // [B,T,Nh,Dv]
+    if (full > 0)
+        result.narrow(1, 0, full * chunk)
+            .view({B, full, chunk, Nh, Dv})
+            .copy_(out5.narrow(0, 0, full).permute({1, 0, 3, 2, 4}));                  // [B,full,c,Nh,Dv]
+    if (tail > 0)
+        result.narrow(1, full * chunk, tail).copy_(out5.select(0, n - 1).narrow(2, 0, tail).transpose(1, 2));
+    return result;
 }
 
 at::Tensor rms_norm_gated(const at::Tensor & x, const at::Tensor & z, const at::Tensor & weight, double eps) {
