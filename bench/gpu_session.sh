@@ -24,6 +24,8 @@
 #   bench/gpu_session.sh profiles    # per-op profiles of the real-shape glm4_moe and qwen3_next stacks (after their
 #                                    # benches, HF in the same run), then the Mixtral accumulator's tally scopes
 #   bench/gpu_session.sh lab         # the expert-matmul lab (bench/moe_gemm_lab.py) and the build
+#   bench/gpu_session.sh perf2       # GPU tests, small parity (gpt_oss, glm4_moe, qwen3_next), benches of qwen3_next, glm4_moe
+#                                    # (GQA SDPA vs repeated k/v) and mixtral, per-op profiles; on an H200 the offload depths 0-4
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -335,6 +337,38 @@ if [[ $what == profiles ]]; then
     > "$out/mixtral_bench.log" 2>&1
   echo "rc=$?"; tail -7 "$out/mixtral_bench.log"
   [[ ${TALLY:-0} == 1 ]] && MX_VARIANTS="default notally" what=mxprofile
+fi
+if [[ $what == perf2 ]]; then
+  # The fused norms, conv and partial-rotary q/k pass, GQA without repeated k/v, the chunk-major
+  # delta rule: kernel tests, small parity of the families they touch, then the benches (HF same run).
+  stamp "gpu tests"
+  gpu_tests
+  stamp "parity, small configs: gpt_oss, glm4_moe, qwen3_next (fused + ATen)"
+  timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families gpt_oss,glm4_moe,qwen3_next \
+    --json-out "$out/parity_small.json" > "$out/parity_small.log" 2>&1
+  echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -6; grep -A12 "^family " "$out/parity_small.log" | head -14
+  for fam in qwen3_next glm4_moe; do
+    stamp "$fam bench (real shape, HF same run)"
+    BENCH_VARIANTS='{"extract_repeat_kv": {"EXTRACTOR_SDPA_GQA": "0"}}' timeout 170 \
+      python3 "$root/bench/${fam}_bench.py" --extract "$exe" --iters 16 --json-out "$out/${fam}_bench.json" > "$out/${fam}_bench.log" 2>&1
+    echo "rc=$?"; tail -6 "$out/${fam}_bench.log"
+    w=/tmp/${fam//_/-}-bench; m=$(ls -d "$w"/*layers | head -1)
+    EXTRACTOR_PROFILE=1 timeout 60 "$exe" run "$m" --tokens "$w/ids.json" --seq-len 2048 --num-sequences 16 --batch-size 2 \
+      --dtype bf16 --device cuda --absmax --warmup 1 --json > /dev/null 2> "$out/${fam}_profile.log"
+    echo "profile rc=$?"; grep -oE "profile.*" "$out/${fam}_profile.log" | cut -c1-1500
+  done
+  stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run)"
+  BENCH_VARIANTS='{"extract_per_expert": {"EXTRACTOR_EXPERT_MATMULS": "per_expert"}, "extract_again": {}}' timeout 170 \
+    python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
+    > "$out/mixtral_bench.log" 2>&1
+  echo "rc=$?"; tail -8 "$out/mixtral_bench.log"
+  if [[ $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1) -ge 120000 ]]; then
+    stamp "offload full shape: qwen3_next, prefetch 0, 1, 2, 4"
+    timeout 300 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident --depths 0,1,2,4 \
+      --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
+      --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
+    echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_qwen3_next.log"
+  fi
 fi
 if [[ $what == mxprofile ]]; then
   stamp "mixtral real-shape checkpoint, then analyze extract profiles (bare, default, no token tallies, no sweep)"

@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <dlfcn.h>
+#include <string>
 #include <tuple>
 
 #include "common/error.h"
@@ -54,6 +56,21 @@ at::Tensor sdpa(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v
 #else
     (void)q, (void)k, (void)v, (void)mask;
     throw common::Error::internal("scaled_dot_product_attention needs libtorch >= 2.0");
+#endif
+}
+
+at::Tensor sdpa_gqa(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & mask) {
+#if EXTRACTOR_HAS_FLASH
+    static const bool on = [] {
+        const char * e = std::getenv("EXTRACTOR_SDPA_GQA");
+        return !(e && std::string(e) == "0");
+    }();
+    if (!on) return {};
+    if (mask.defined()) return at::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/false, std::nullopt, /*enable_gqa=*/true);
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt, /*enable_gqa=*/true);
+#else
+    (void)q, (void)k, (void)v, (void)mask;
+    return {};
 #endif
 }
 

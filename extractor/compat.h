@@ -22,6 +22,10 @@ bool fast_paths();
 // q [B,Nq,T,D], k/v [B,Nq,T,D] (kv heads already repeated); mask: bool [T,T] (true = attend) or
 // undefined for plain causal. Requires has_sdpa().
 at::Tensor sdpa(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & mask);
+// The same with k/v of fewer heads than q (grouped-query attention, q heads a multiple of k's),
+// without materialising repeated k/v (SDPA's enable_gqa, torch >= 2.5), or undefined where this
+// libtorch lacks it or EXTRACTOR_SDPA_GQA=0 (then the caller repeats k/v).
+at::Tensor sdpa_gqa(const at::Tensor & q, const at::Tensor & k, const at::Tensor & v, const at::Tensor & mask);
 // The flash-attention kernel's output and its per-row log-sum-exp: what an exact correction for
 // an extra softmax column (gpt_oss's sinks) needs.
 struct FlashAttention {

@@ -171,7 +171,7 @@ at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOpti
     at::Tensor q = linear(a, w.q);                                                    // [B,T,Nq*D]
     at::Tensor k = linear(a, w.k);                                                    // [B,T,Nkv*D]
     at::Tensor v = linear(a, w.v);                                                    // [B,T,Nkv*D]
-    if (fused::usable(a) && cos.size(-1) == D) {
+    if (fused::usable(a) && cos.size(-1) <= D) {
         // One pass each for q and k: norm, clamp, RoPE, written in [B,T,N,D] memory (SDPA takes
         // the transposed view as it is).
         q = fused::qk_norm_rope(q, opt.n_heads, D, opt.qk_norm, w.q_norm, opt.qk_norm_eps, opt.clip_qkv, cos, sin);
@@ -222,10 +222,15 @@ at::Tensor attend_heads(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tens
         at::Tensor o = attend_with_sinks_flash(q, k, v, sinks, opt.sliding_window);   // [B,Nq,T,D]
         if (o.defined()) return o;
     }
-    k = repeat_kv(k, rep);                                                            // [B,Nq,T,D]
-    v = repeat_kv(v, rep);                                                            // [B,Nq,T,D]
     at::Tensor mask;
     if (opt.sliding_window && *opt.sliding_window < T) mask = causal_mask(T, opt.sliding_window, q.device());
+    if (!sinks.defined() && rep > 1 && q.is_cuda() && compat::fast_paths() && compat::has_sdpa()) {
+        // GLM-4.5-Air's 96 query heads over 8 kv heads: repeating k/v wrote 12 copies of each.
+        at::Tensor o = compat::sdpa_gqa(q, k, v, mask);                               // [B,Nq,T,D]
+        if (o.defined()) return o;
+    }
+    k = repeat_kv(k, rep);                                                            // [B,Nq,T,D]
+    v = repeat_kv(v, rep);                                                            // [B,Nq,T,D]
     at::Tensor o;
     if (sinks.defined()) {
         if (!mask.defined()) mask = causal_mask(T, std::nullopt, q.device());        // [T,T]
@@ -278,11 +283,11 @@ bool per_expert_matmuls(int64_t E, int64_t S) {
 }
 
 // out [S,N] = rows of a [S,K] times the transpose of their expert's weight [E,N,K], with the
-// experts' row ranges given by offs [E] (cumulative ends, int32, as grouped_mm takes them).
-at::Tensor expert_matmul(const at::Tensor & a, const at::Tensor & weight, const at::Tensor & offs) {
-    if (!per_expert_matmuls(weight.size(0), a.size(0))) return compat::grouped_mm(a, weight.transpose(1, 2), offs);
-    at::Tensor ends = offs.to(at::kCPU);                                              // [E] (one sync)
-    const int32_t * end = ends.data_ptr<int32_t>();
+// experts' row ranges given by offs [E] (cumulative ends, int32, as grouped_mm takes them): one
+// grouped matmul, or with host_ends (offs read back once a layer) one matmul per expert.
+at::Tensor expert_matmul(const at::Tensor & a, const at::Tensor & weight, const at::Tensor & offs, const at::Tensor & host_ends) {
+    if (!host_ends.defined()) return compat::grouped_mm(a, weight.transpose(1, 2), offs);
+    const int32_t * end = host_ends.data_ptr<int32_t>();
     at::Tensor out = at::empty({a.size(0), weight.size(1)}, a.options());             // [S,N]
     int64_t start = 0;
     for (int64_t e = 0; e < weight.size(0); ++e) {
@@ -385,11 +390,12 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
         // Same products and sums as below, in five kernels instead of a dozen: dispatch without a
         // sort, one fused activation, and a combine that reads each token's K rows in place.
         fused::MoeDispatch d = fused::moe_dispatch(x, top_i, E);
-        at::Tensor gu = expert_matmul(d.xs, w.gate_up, d.offs);                        // [S,2I]
+        const at::Tensor host_ends = per_expert_matmuls(E, d.xs.size(0)) ? d.offs.to(at::kCPU) : at::Tensor();  // [E]
+        at::Tensor gu = expert_matmul(d.xs, w.gate_up, d.offs, host_ends);             // [S,2I]
         d.xs.reset();
         at::Tensor act = fused::silu_mul(gu);                                          // [S,I]
         gu.reset();
-        at::Tensor out = expert_matmul(act, w.down, d.offs);                           // [S,H]
+        at::Tensor out = expert_matmul(act, w.down, d.offs, host_ends);                // [S,H]
         act.reset();
         if (!observe) return fused::moe_combine(out, d.slot_pos, top_w);              // [N,H]
         // The combine reads every slot's row: it hands the sinks each row's max |x| on the way.

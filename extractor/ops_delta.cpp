@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "extractor/cuda/fused_ops.h"
 
 namespace extractor::ops {
 
@@ -26,6 +27,9 @@ at::Tensor causal_conv1d_silu(const at::Tensor & x, const at::Tensor & weight) {
     const int64_t T = x.size(1), C = x.size(2), Kc = weight.size(-1);
     if (weight.dim() != 3 || weight.size(0) != C || weight.size(1) != 1)
         throw common::Error::internal("causal_conv1d: weight must be [" + std::to_string(C) + ",1,Kc]");
+    // 16-bit runs: one pass (cuDNN's depthwise conv1d took ~0.7 ms a layer at Qwen3-Next's shape).
+    // fp32 runs keep cuDNN's conv, the arithmetic HF's fp32 forward runs, for the fp32 parity bar.
+    if (fused::usable(x) && x.scalar_type() != at::kFloat && Kc <= 64) return fused::causal_conv1d_silu(x, weight);
     // Padding Kc-1 on both sides and keeping the first T outputs is exactly the causal conv: output
     // t covers padded inputs t..t+Kc-1, i.e. original inputs t-Kc+1..t.
     at::Tensor y = at::conv1d(x.transpose(1, 2), weight, {}, /*stride=*/1, /*padding=*/Kc - 1, /*dilation=*/1,
@@ -200,6 +204,9 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, 
 
 at::Tensor rms_norm_gated(const at::Tensor & x, const at::Tensor & z, const at::Tensor & weight, double eps) {
     // HF: w * norm(x).to(dtype) (as Llama's RMSNorm), then * silu(z.float()) in fp32, rounded once.
+    ProfileScope profile("rms_norm_gated");
+    if (fused::usable(x) && z.sizes() == x.sizes() && z.scalar_type() == x.scalar_type() && weight.numel() == x.size(-1))
+        return fused::rms_norm_gated(x, z, weight, eps);
     return (rms_norm(x, weight, eps) * at::silu(z.to(at::kFloat))).to(x.scalar_type());  // [...,W]
 }
 
@@ -229,14 +236,20 @@ at::Tensor gated_delta_net(const at::Tensor & a, const DeltaNetWeights & w, cons
     at::Tensor g = -w.a_log.to(at::kFloat).exp() * at::softplus(dt.to(at::kFloat) + w.dt_bias);  // [B,T,Nv] fp32
     // Key heads repeated to the value heads (value head h uses key head h / r), then L2-normalised,
     // in HF's order.
-    if (r > 1) {
-        q = q.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
-        k = k.repeat_interleave(r, 2);                                                 // [B,T,Nv,Dk]
-    }
     // transformers 5.17 normalises q and k after casting them to fp32 (to match the FLA kernels);
     // earlier 5.x did it in the activation dtype. The output keeps v's dtype.
-    q = l2_normalize(q.to(at::kFloat));
-    k = l2_normalize(k.to(at::kFloat));
+    if (fused::usable(q) && q.stride(3) == 1) {
+        // One pass each: read the key heads once, write the fp32 value-head rows normalised.
+        q = fused::l2norm_repeat(q, r, 1e-6);                                          // [B,T,Nv,Dk] fp32
+        k = fused::l2norm_repeat(k, r, 1e-6);                                          // [B,T,Nv,Dk] fp32
+    } else {
+        if (r > 1) {
+            q = q.repeat_interleave(r, 2);                                             // [B,T,Nv,Dk]
+            k = k.repeat_interleave(r, 2);                                             // [B,T,Nv,Dk]
+        }
+        q = l2_normalize(q.to(at::kFloat));
+        k = l2_normalize(k.to(at::kFloat));
+    }
     at::Tensor core = opt.recurrent ? gated_delta_rule_recurrent(q, k, v, g, beta)
                                     : gated_delta_rule_chunked(q, k, v, g, beta, opt.chunk);  // [B,T,Nv,Dv]
     core = rms_norm_gated(core, z, w.norm, opt.eps).reshape({B, T, Nv * Dv});          // [B,T,Nv*Dv]
@@ -249,11 +262,20 @@ at::Tensor gated_attention(const at::Tensor & a, const AttnWeights & w, const At
     const int64_t B = a.size(0), T = a.size(1), D = opt.head_dim;
     at::Tensor qg = linear(a, w.q).view({B, T, opt.n_heads, 2 * D});                   // [B,T,Nq,2D]
     at::Tensor gate = qg.narrow(-1, D, D).reshape({B, T, opt.n_heads * D});            // [B,T,Nq*D]
-    at::Tensor q = rms_norm_zero_centred(qg.narrow(-1, 0, D), w.q_norm, opt.qk_norm_eps);  // [B,T,Nq,D]
-    at::Tensor k = rms_norm_zero_centred(linear(a, w.k).view({B, T, opt.n_kv_heads, D}), w.k_norm, opt.qk_norm_eps);
+    at::Tensor q, k;
     at::Tensor v = linear(a, w.v).view({B, T, opt.n_kv_heads, D}).transpose(1, 2);    // [B,Nkv,T,D]
-    q = apply_rope(q.transpose(1, 2), cos, sin);                                      // [B,Nq,T,D]
-    k = apply_rope(k.transpose(1, 2), cos, sin);                                      // [B,Nkv,T,D]
+    if (fused::usable(a) && cos.size(-1) <= D) {
+        // Zero-centred norm and partial RoPE in one pass each; q read in place from [query | gate].
+        q = fused::qk_norm_rope(qg.view({B, T, opt.n_heads * 2 * D}), opt.n_heads, D, QkNorm::PerHead, w.q_norm,
+                                opt.qk_norm_eps, std::nullopt, cos, sin, /*head_stride=*/2 * D, /*zero_centred=*/true);
+        k = fused::qk_norm_rope(linear(a, w.k), opt.n_kv_heads, D, QkNorm::PerHead, w.k_norm, opt.qk_norm_eps,
+                                std::nullopt, cos, sin, /*head_stride=*/0, /*zero_centred=*/true);  // [B,Nkv,T,D]
+    } else {
+        q = rms_norm_zero_centred(qg.narrow(-1, 0, D), w.q_norm, opt.qk_norm_eps);    // [B,T,Nq,D]
+        k = rms_norm_zero_centred(linear(a, w.k).view({B, T, opt.n_kv_heads, D}), w.k_norm, opt.qk_norm_eps);
+        q = apply_rope(q.transpose(1, 2), cos, sin);                                  // [B,Nq,T,D]
+        k = apply_rope(k.transpose(1, 2), cos, sin);                                  // [B,Nkv,T,D]
+    }
     at::Tensor o = attend_heads(q, k, v, {}, opt).transpose(1, 2).reshape({B, T, opt.n_heads * D});  // [B,T,Nq*D]
     return linear(o * at::sigmoid(gate), w.o);                                        // [B,T,H]
 }

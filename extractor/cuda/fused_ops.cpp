@@ -57,38 +57,110 @@ bool usable(const at::Tensor & x) {
     return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
 }
 
-at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps) {
+namespace {
+
+// x [...,W] as evenly strided rows with a contiguous last dim (a copy only where the layout needs one).
+at::Tensor as_rows(const at::Tensor & x) {
+    at::Tensor rows = x.reshape({-1, x.size(-1)});
+    if (rows.stride(-1) != 1) rows = rows.contiguous();
+    require(rows.stride(-1) == 1, "rows not contiguous");
+    return rows;
+}
+
+at::Tensor rms_norm_variant(const at::Tensor & x, const at::Tensor & weight, const at::Tensor * gate, double eps,
+                            k::NormVariant variant) {
     const int64_t W = x.size(-1);
+    at::Tensor rows = as_rows(x);
+    require(weight.numel() == W && weight.device() == x.device(), "rms_norm: weight shape or device");
+    at::Tensor g;
+    if (gate) {
+        require(gate->sizes() == x.sizes() && gate->scalar_type() == x.scalar_type() && gate->device() == x.device(),
+                "rms_norm_gated: gate must match x");
+        g = as_rows(*gate);
+    }
+    at::Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+    k::RmsNormArgs a;
+    a.x = rows.data_ptr();
+    a.x_row_stride = rows.stride(0);
+    a.weight = weight.data_ptr();
+    a.gate = g.defined() ? g.data_ptr() : nullptr;
+    a.gate_row_stride = g.defined() ? g.stride(0) : 0;
+    a.y = y.data_ptr();
+    a.rows = rows.size(0);
+    a.width = W;
+    a.eps = static_cast<float>(eps);
+    a.variant = variant;
+    const c10::cuda::CUDAGuard guard(x.device());
+    check(k::rms_norm_variant(dtype_of(x), a, stream_of(x)), "rms_norm");
+    return y;
+}
+
+}  // namespace
+
+at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps) {
     // Rows must be evenly strided with a contiguous last dim: [N,W] without a copy where the layout
     // allows. A narrowed [B,T-1,W] (perplexity drops each window's last position) is not evenly
     // strided across the batch; `view` threw on it, reshape copies it.
-    at::Tensor rows = x.reshape({-1, W});
-    if (rows.stride(-1) != 1) rows = rows.contiguous();
-    require(rows.stride(-1) == 1, "rms_norm: rows not contiguous");
+    return rms_norm_variant(x, weight.to(x.scalar_type()).contiguous(), nullptr, eps, k::NormVariant::Plain);
+}
+
+at::Tensor rms_norm_fp32_gain(const at::Tensor & x, const at::Tensor & gain, double eps) {
+    return rms_norm_variant(x, gain.to(at::kFloat).contiguous(), nullptr, eps, k::NormVariant::Fp32Gain);
+}
+
+at::Tensor rms_norm_gated(const at::Tensor & x, const at::Tensor & z, const at::Tensor & weight, double eps) {
+    return rms_norm_variant(x, weight.to(x.scalar_type()).contiguous(), &z, eps, k::NormVariant::Gated);
+}
+
+at::Tensor causal_conv1d_silu(const at::Tensor & x, const at::Tensor & weight) {
+    require(x.dim() == 3 && weight.dim() == 3 && weight.size(0) == x.size(2) && weight.size(1) == 1,
+            "causal_conv1d_silu: x [B,T,C], weight [C,1,Kc]");
+    require(weight.size(2) >= 1 && weight.size(2) <= 64, "causal_conv1d_silu: kernel width 1..64");
+    at::Tensor xc = x.contiguous();
     at::Tensor w = weight.to(x.scalar_type()).contiguous();
-    require(w.numel() == W && w.device() == x.device(), "rms_norm: weight shape or device");
     at::Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
     const c10::cuda::CUDAGuard guard(x.device());
-    check(k::rms_norm(dtype_of(x), rows.data_ptr(), rows.stride(0), w.data_ptr(), y.data_ptr(), rows.size(0), W,
-                      static_cast<float>(eps), stream_of(x)),
-          "rms_norm");
+    check(k::causal_conv1d_silu(dtype_of(x), xc.data_ptr(), w.data_ptr(), y.data_ptr(), x.size(0), x.size(1), x.size(2),
+                                static_cast<int>(w.size(2)), stream_of(x)),
+          "causal_conv1d_silu");
+    return y;
+}
+
+at::Tensor l2norm_repeat(const at::Tensor & x, int64_t rep, double eps) {
+    require(x.dim() == 4 && x.stride(3) == 1 && rep >= 1 && rep <= 1024, "l2norm_repeat: x [B,T,Nk,D] with a contiguous last dim");
+    const int64_t B = x.size(0), T = x.size(1), Nk = x.size(2), D = x.size(3);
+    at::Tensor y = at::empty({B, T, Nk * rep, D}, x.options().dtype(at::kFloat));
+    const c10::cuda::CUDAGuard guard(x.device());
+    check(k::l2norm_repeat(dtype_of(x), x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), B, T, Nk, D, static_cast<int>(rep),
+                           static_cast<float>(eps), y.data_ptr<float>(), stream_of(x)),
+          "l2norm_repeat");
     return y;
 }
 
 at::Tensor qk_norm_rope(const at::Tensor & x, int64_t n_heads, int64_t head_dim, ops::QkNorm norm,
                         const at::Tensor & norm_weight, double eps, std::optional<double> clip, const at::Tensor & cos,
-                        const at::Tensor & sin) {
-    require(x.dim() == 3 && x.size(2) == n_heads * head_dim && head_dim % 2 == 0, "qk_norm_rope: x shape");
+                        const at::Tensor & sin, int64_t head_stride, bool zero_centred) {
+    if (head_stride == 0) head_stride = head_dim;
+    require(x.dim() == 3 && x.size(2) == n_heads * head_stride && head_stride >= head_dim, "qk_norm_rope: x shape");
+    require(norm != ops::QkNorm::Whole || head_stride == head_dim, "qk_norm_rope: a whole-projection norm needs packed heads");
+    require(!zero_centred || norm == ops::QkNorm::PerHead, "qk_norm_rope: zero-centred gain is a per-head norm");
     const int64_t B = x.size(0), T = x.size(1);
     at::Tensor rows = x.stride(2) == 1 && x.stride(0) == T * x.stride(1) ? x : x.contiguous();
     at::Tensor c = cos.to(x.scalar_type()).contiguous(), s = sin.to(x.scalar_type()).contiguous();
-    require(c.dim() == 2 && c.size(0) >= T && c.size(1) == head_dim && s.sizes() == c.sizes(), "qk_norm_rope: cos/sin shape");
+    require(c.dim() == 2 && c.size(0) >= T && c.size(1) >= 2 && c.size(1) <= head_dim && c.size(1) % 2 == 0 &&
+                s.sizes() == c.sizes(),
+            "qk_norm_rope: cos/sin shape");
     at::Tensor w;
     k::HeadNorm mode = k::HeadNorm::None;
     if (norm == ops::QkNorm::Whole) {
         mode = k::HeadNorm::Whole;
         w = norm_weight.to(x.scalar_type()).contiguous();
         require(w.numel() == n_heads * head_dim, "qk_norm_rope: whole-projection norm weight size");
+    } else if (norm == ops::QkNorm::PerHead && zero_centred) {
+        // HF: norm(x.float()) * (1.0 + w.float()): the gain is formed in fp32.
+        mode = k::HeadNorm::PerHeadFp32Gain;
+        w = (norm_weight.to(at::kFloat) + 1.0).contiguous();
+        require(w.numel() == head_dim, "qk_norm_rope: per-head norm weight size");
     } else if (norm == ops::QkNorm::PerHead) {
         mode = k::HeadNorm::PerHead;
         w = norm_weight.to(x.scalar_type()).contiguous();
@@ -103,6 +175,8 @@ at::Tensor qk_norm_rope(const at::Tensor & x, int64_t n_heads, int64_t head_dim,
     a.seq_len = T;
     a.n_heads = static_cast<int>(n_heads);
     a.head_dim = static_cast<int>(head_dim);
+    a.x_head_stride = static_cast<int>(head_stride);
+    a.rot_dim = static_cast<int>(c.size(1));
     a.norm = mode;
     a.norm_weight = w.defined() ? w.data_ptr() : nullptr;
     a.eps = static_cast<float>(eps);

@@ -24,12 +24,30 @@ bool usable(const at::Tensor & x);
 // x [...,W] (last dim contiguous, rows evenly strided), weight [W] -> [...,W] contiguous.
 at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps);
 
-// x [B,T,Nh*D] (a projection; last dim contiguous) -> [B,Nh,T,D] (a view of [B,T,Nh,D] memory):
-// optional RMSNorm (QkNorm::Whole over Nh*D with weight [Nh*D], QkNorm::PerHead over D with
-// weight [D]), optional clamp to [-clip, clip], then RoPE with cos/sin [T,D] for positions 0..T-1.
+// The fp32-gain RMSNorm: round(gain * (x * rsqrt(mean(x^2) + eps))), gain fp32 [W]; GPT-OSS's norm,
+// and Qwen3-Next's zero-centred one with gain = 1 + w (ops::rms_norm_fp32_gain). x [...,W] -> contiguous.
+at::Tensor rms_norm_fp32_gain(const at::Tensor & x, const at::Tensor & gain, double eps);
+
+// Qwen3NextRMSNormGated: round(round(w * round(x * inv)) * silu(float(z))), x and z [...,W] of one
+// dtype and shape, w [W] (ops::rms_norm_gated). -> contiguous [...,W].
+at::Tensor rms_norm_gated(const at::Tensor & x, const at::Tensor & z, const at::Tensor & weight, double eps);
+
+// Qwen3-Next's depthwise causal conv1d + SiLU (ops::causal_conv1d_silu): x [B,T,C], weight [C,1,Kc]
+// of x's dtype -> [B,T,C] contiguous.
+at::Tensor causal_conv1d_silu(const at::Tensor & x, const at::Tensor & weight);
+
+// Gated DeltaNet's q/k: x [B,T,Nk,D] (last dim contiguous) -> fp32 [B,T,Nk*rep,D], each key head
+// repeated rep times (repeat_interleave) and L2-normalised in fp32 (ops::l2_normalize of the fp32 copy).
+at::Tensor l2norm_repeat(const at::Tensor & x, int64_t rep, double eps);
+
+// x [B,T,Nh*S] (a projection; last dim contiguous; head h at h*S, S = head_stride or head_dim) ->
+// [B,Nh,T,D] (a view of [B,T,Nh,D] memory): optional RMSNorm (QkNorm::Whole over Nh*D with weight
+// [Nh*D], QkNorm::PerHead over D with weight [D]; zero_centred: the per-head norm with the fp32
+// gain 1 + w, Qwen3-Next's), optional clamp to [-clip, clip], then RoPE with cos/sin [T,R] for
+// positions 0..T-1 on the first R <= D dims of each head (the rest pass through).
 at::Tensor qk_norm_rope(const at::Tensor & x, int64_t n_heads, int64_t head_dim, ops::QkNorm norm,
                         const at::Tensor & norm_weight, double eps, std::optional<double> clip, const at::Tensor & cos,
-                        const at::Tensor & sin);
+                        const at::Tensor & sin, int64_t head_stride = 0, bool zero_centred = false);
 
 // Expert dispatch: rows of x [N,H] copied into xs [S,H] grouped by expert (S = N*K), grouped_mm's
 // cumulative offsets, and where each (token, slot) landed.

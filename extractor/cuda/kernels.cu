@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace extractor::cuda_kernels {
 namespace {
@@ -77,17 +78,19 @@ __device__ float block_sum(float v, float * scratch) {
 
 cudaError_t launched() { return cudaGetLastError(); }
 
-// ---- RMSNorm: one block per row ----
+// ATen's SiLU on an fp32 value (x / (1 + exp(-x)), as its CUDA kernel computes it).
+__device__ __forceinline__ float silu_f(float v) { return v / add(1.f, expf(-v)); }
 
-template <typename T, int VEC>
-__global__ void rms_norm_kernel(const T * __restrict__ x, int64_t x_row_stride, const T * __restrict__ w,
-                                T * __restrict__ y, int64_t width, float eps) {
+// ---- RMSNorm and its variants: one block per row ----
+
+template <typename T, int VEC, NormVariant V>
+__global__ void rms_norm_kernel(RmsNormArgs a) {
     __shared__ float scratch[32];
-    const T * xr = x + blockIdx.x * x_row_stride;
-    T * yr = y + blockIdx.x * width;
+    const T * xr = static_cast<const T *>(a.x) + blockIdx.x * a.x_row_stride;
+    T * yr = static_cast<T *>(a.y) + blockIdx.x * a.width;
     const int64_t step = static_cast<int64_t>(blockDim.x) * VEC;
     float ss = 0.f;
-    for (int64_t i = threadIdx.x * VEC; i < width; i += step) {
+    for (int64_t i = threadIdx.x * VEC; i < a.width; i += step) {
         const auto v = load<T, VEC>(xr + i);
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
@@ -96,50 +99,124 @@ __global__ void rms_norm_kernel(const T * __restrict__ x, int64_t x_row_stride, 
         }
     }
     // HF: variance = x32.pow(2).mean(-1) (mean = sum * (1/width)); x32 * rsqrt(variance + eps),
-    // rounded to T; then weight * that, rounded again.
-    const float inv = rsqrtf(add(mul(block_sum(ss, scratch), 1.f / static_cast<float>(width)), eps));
-    for (int64_t i = threadIdx.x * VEC; i < width; i += step) {
+    // then the gain (NormVariant says where each variant rounds).
+    const float inv = rsqrtf(add(mul(block_sum(ss, scratch), 1.f / static_cast<float>(a.width)), a.eps));
+    for (int64_t i = threadIdx.x * VEC; i < a.width; i += step) {
         const auto v = load<T, VEC>(xr + i);
-        const auto wv = load<T, VEC>(w + i);
         Pack<T, VEC> o;
+        if constexpr (V == NormVariant::Fp32Gain) {
+            const float * g = static_cast<const float *>(a.weight) + i;
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) o.v[j] = from_f<T>(mul(to_f(wv.v[j]), rnd<T>(mul(to_f(v.v[j]), inv))));
+            for (int j = 0; j < VEC; ++j) o.v[j] = from_f<T>(mul(g[j], mul(to_f(v.v[j]), inv)));
+        } else {
+            const auto wv = load<T, VEC>(static_cast<const T *>(a.weight) + i);
+            Pack<T, VEC> zv;
+            if constexpr (V == NormVariant::Gated) zv = load<T, VEC>(static_cast<const T *>(a.gate) + blockIdx.x * a.gate_row_stride + i);
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) {
+                const float normed = rnd<T>(mul(to_f(wv.v[j]), rnd<T>(mul(to_f(v.v[j]), inv))));
+                if constexpr (V == NormVariant::Gated) o.v[j] = from_f<T>(mul(normed, silu_f(to_f(zv.v[j]))));
+                else o.v[j] = from_f<T>(normed);
+            }
+        }
         store<T, VEC>(yr + i, o);
     }
 }
 
-template <typename T>
-cudaError_t rms_norm_t(const void * x, int64_t x_row_stride, const void * w, void * y, int64_t rows, int64_t width,
-                       float eps, cudaStream_t stream) {
+template <typename T, NormVariant V>
+cudaError_t rms_norm_launch(const RmsNormArgs & a, cudaStream_t stream) {
     constexpr int kVec = 16 / sizeof(T);
-    const auto * xp = static_cast<const T *>(x);
-    const auto * wp = static_cast<const T *>(w);
-    auto * yp = static_cast<T *>(y);
-    const bool aligned = width % kVec == 0 && x_row_stride % kVec == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                         reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+    auto at16 = [](const void * p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    // The fp32 gain is read kVec floats at a time from an aligned start (at most 32 bytes).
+    bool aligned = a.width % kVec == 0 && a.x_row_stride % kVec == 0 && at16(a.x) && at16(a.weight) && at16(a.y);
+    if (V == NormVariant::Gated) aligned = aligned && a.gate_row_stride % kVec == 0 && at16(a.gate);
     const int64_t per_thread = aligned ? kVec : 1;
-    int threads = static_cast<int>(std::min<int64_t>(1024, (width / per_thread + 31) / 32 * 32));
+    int threads = static_cast<int>(std::min<int64_t>(1024, (a.width / per_thread + 31) / 32 * 32));
     if (threads < 32) threads = 32;
-    if (aligned) rms_norm_kernel<T, kVec><<<rows, threads, 0, stream>>>(xp, x_row_stride, wp, yp, width, eps);
-    else rms_norm_kernel<T, 1><<<rows, threads, 0, stream>>>(xp, x_row_stride, wp, yp, width, eps);
+    if (aligned) rms_norm_kernel<T, kVec, V><<<a.rows, threads, 0, stream>>>(a);
+    else rms_norm_kernel<T, 1, V><<<a.rows, threads, 0, stream>>>(a);
     return launched();
+}
+
+template <typename T>
+cudaError_t rms_norm_t(const RmsNormArgs & a, cudaStream_t stream) {
+    switch (a.variant) {
+    case NormVariant::Plain: return rms_norm_launch<T, NormVariant::Plain>(a, stream);
+    case NormVariant::Fp32Gain: return rms_norm_launch<T, NormVariant::Fp32Gain>(a, stream);
+    case NormVariant::Gated: return rms_norm_launch<T, NormVariant::Gated>(a, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+// ---- the short causal convolution + SiLU: one thread per VEC channels of one position ----
+
+template <typename T, int VEC>
+__global__ void causal_conv1d_silu_kernel(const T * __restrict__ x, const T * __restrict__ w, T * __restrict__ y,
+                                          int64_t B, int64_t T_len, int64_t C, int Kc) {
+    const int64_t packs = C / VEC, total = B * T_len * packs;
+    for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
+         k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t bt = k / packs, c = (k % packs) * VEC, t = bt % T_len;
+        float acc[VEC];
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) acc[j] = 0.f;
+        // Output t sees inputs t-Kc+1 .. t (the left padding is zeros), tap i on input t-Kc+1+i.
+        for (int i = 0; i < Kc; ++i) {
+            const int64_t back = Kc - 1 - i;
+            if (t < back) continue;
+            const auto xv = load<T, VEC>(x + (bt - back) * C + c);
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) acc[j] = fmaf(to_f(w[(c + j) * Kc + i]), to_f(xv.v[j]), acc[j]);
+        }
+        Pack<T, VEC> o;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) o.v[j] = from_f<T>(silu_f(rnd<T>(acc[j])));  // conv output rounded, then SiLU
+        store<T, VEC>(y + bt * C + c, o);
+    }
+}
+
+// ---- DeltaNet q/k: repeat to the value heads and L2-normalise, one warp per key-head row ----
+
+template <typename T>
+__global__ void l2norm_repeat_kernel(const T * __restrict__ x, int64_t sb, int64_t st, int64_t sh, int64_t T_len,
+                                     int64_t Nk, int64_t D, int rep, float eps, float * __restrict__ y, int64_t rows) {
+    const int lane = threadIdx.x % 32;
+    const int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    const int64_t h = row % Nk, bt = row / Nk, t = bt % T_len, b = bt / T_len;
+    const T * xr = x + b * sb + t * st + h * sh;
+    float ss = 0.f;
+    for (int64_t i = lane; i < D; i += 32) {
+        const float f = to_f(xr[i]);
+        ss = add(ss, mul(f, f));
+    }
+    const float inv = rsqrtf(add(warp_sum(ss), eps));
+    float * yr = y + (bt * Nk + h) * rep * D;  // output heads h*rep .. h*rep+rep-1 are adjacent
+    for (int64_t i = lane; i < D; i += 32) {
+        const float v = mul(to_f(xr[i]), inv);
+        for (int r = 0; r < rep; ++r) yr[r * D + i] = v;
+    }
 }
 
 // ---- q/k: norm, clamp, RoPE: one block per token row ----
 
 template <typename T>
 __global__ void qk_norm_rope_kernel(QkRopeArgs a) {
-    extern __shared__ float inv_norm[];  // [1] (Whole) or [n_heads] (PerHead)
+    extern __shared__ float inv_norm[];  // [1] (Whole) or [n_heads] (PerHead*)
     __shared__ float scratch[32];
     const auto * x = static_cast<const T *>(a.x) + blockIdx.x * a.x_row_stride;
     auto * out = static_cast<T *>(a.out) + blockIdx.x * static_cast<int64_t>(a.n_heads) * a.head_dim;
     const auto * nw = static_cast<const T *>(a.norm_weight);
+    const auto * gain = static_cast<const float *>(a.norm_weight);  // PerHeadFp32Gain
     const int64_t t = blockIdx.x % a.seq_len;
-    const auto * cos = static_cast<const T *>(a.cos) + t * a.head_dim;
-    const auto * sin = static_cast<const T *>(a.sin) + t * a.head_dim;
-    const int width = a.n_heads * a.head_dim;
+    const auto * cos = static_cast<const T *>(a.cos) + t * a.rot_dim;
+    const auto * sin = static_cast<const T *>(a.sin) + t * a.rot_dim;
+    const int D = a.head_dim, hs = a.x_head_stride;
+    const bool per_head = a.norm == HeadNorm::PerHead || a.norm == HeadNorm::PerHeadFp32Gain;
 
     if (a.norm == HeadNorm::Whole) {
+        // x_head_stride == head_dim here (the wrapper checks): the row is one span.
+        const int width = a.n_heads * D;
         float ss = 0.f;
         for (int i = threadIdx.x; i < width; i += blockDim.x) {
             const float f = to_f(x[i]);
@@ -147,46 +224,54 @@ __global__ void qk_norm_rope_kernel(QkRopeArgs a) {
         }
         ss = block_sum(ss, scratch);
         if (threadIdx.x == 0) inv_norm[0] = rsqrtf(add(mul(ss, 1.f / static_cast<float>(width)), a.eps));
-    } else if (a.norm == HeadNorm::PerHead) {
+    } else if (per_head) {
         const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
         for (int h = warp; h < a.n_heads; h += warps) {
             float ss = 0.f;
-            for (int i = lane; i < a.head_dim; i += 32) {
-                const float f = to_f(x[h * a.head_dim + i]);
+            for (int i = lane; i < D; i += 32) {
+                const float f = to_f(x[h * hs + i]);
                 ss = add(ss, mul(f, f));
             }
             ss = warp_sum(ss);
-            if (lane == 0) inv_norm[h] = rsqrtf(add(mul(ss, 1.f / static_cast<float>(a.head_dim)), a.eps));
+            if (lane == 0) inv_norm[h] = rsqrtf(add(mul(ss, 1.f / static_cast<float>(D)), a.eps));
         }
     }
     __syncthreads();
 
-    const int half = a.head_dim / 2;
+    // Element i of head h after the norm and the clamp, each rounded where HF rounds.
+    auto prepared = [&](int h, int i) {
+        float v = to_f(x[h * hs + i]);
+        switch (a.norm) {
+        case HeadNorm::Whole: v = rnd<T>(mul(to_f(nw[h * D + i]), rnd<T>(mul(v, inv_norm[0])))); break;
+        case HeadNorm::PerHead: v = rnd<T>(mul(to_f(nw[i]), rnd<T>(mul(v, inv_norm[h])))); break;
+        case HeadNorm::PerHeadFp32Gain: v = rnd<T>(mul(gain[i], mul(v, inv_norm[h]))); break;
+        case HeadNorm::None: break;
+        }
+        if (a.clip >= 0.f) v = rnd<T>(fminf(fmaxf(v, -a.clip), a.clip));
+        return v;
+    };
+    const int half = a.rot_dim / 2;
     for (int p = threadIdx.x; p < a.n_heads * half; p += blockDim.x) {
         const int h = p / half, j = p % half;
-        const int ia = h * a.head_dim + j, ib = ia + half;
-        float va = to_f(x[ia]), vb = to_f(x[ib]);
-        if (a.norm != HeadNorm::None) {
-            const bool whole = a.norm == HeadNorm::Whole;
-            const float inv = inv_norm[whole ? 0 : h];
-            va = rnd<T>(mul(to_f(nw[whole ? ia : j]), rnd<T>(mul(va, inv))));
-            vb = rnd<T>(mul(to_f(nw[whole ? ib : j + half]), rnd<T>(mul(vb, inv))));
-        }
-        if (a.clip >= 0.f) {
-            va = rnd<T>(fminf(fmaxf(va, -a.clip), a.clip));
-            vb = rnd<T>(fminf(fmaxf(vb, -a.clip), a.clip));
-        }
+        const float va = prepared(h, j), vb = prepared(h, j + half);
         // HF: q * cos + rotate_half(q) * sin, rotate_half(q) = cat(-q2, q1); three rounded ops.
         const float oa = rnd<T>(add(rnd<T>(mul(va, to_f(cos[j]))), rnd<T>(mul(-vb, to_f(sin[j])))));
         const float ob = rnd<T>(add(rnd<T>(mul(vb, to_f(cos[j + half]))), rnd<T>(mul(va, to_f(sin[j + half])))));
-        out[ia] = from_f<T>(oa);
-        out[ib] = from_f<T>(ob);
+        out[h * D + j] = from_f<T>(oa);
+        out[h * D + j + half] = from_f<T>(ob);
+    }
+    // Partial rotary: the dims past rot_dim pass through (HF concatenates them back unchanged).
+    const int pass = D - a.rot_dim;
+    for (int p = threadIdx.x; p < a.n_heads * pass; p += blockDim.x) {
+        const int h = p / pass, i = a.rot_dim + p % pass;
+        out[h * D + i] = from_f<T>(prepared(h, i));
     }
 }
 
 template <typename T>
 cudaError_t qk_norm_rope_t(const QkRopeArgs & a, cudaStream_t stream) {
-    const size_t shared = sizeof(float) * static_cast<size_t>(a.norm == HeadNorm::PerHead ? a.n_heads : 1);
+    const bool per_head = a.norm == HeadNorm::PerHead || a.norm == HeadNorm::PerHeadFp32Gain;
+    const size_t shared = sizeof(float) * static_cast<size_t>(per_head ? a.n_heads : 1);
     qk_norm_rope_kernel<T><<<a.rows, 256, shared, stream>>>(a);
     return launched();
 }
@@ -502,13 +587,59 @@ int grid_for(int64_t work, int threads) {
 
 }  // namespace
 
-cudaError_t rms_norm(DType dtype, const void * x, int64_t x_row_stride, const void * weight, void * y, int64_t rows,
-                     int64_t width, float eps, cudaStream_t stream) {
-    if (rows == 0) return cudaSuccess;
+cudaError_t rms_norm_variant(DType dtype, const RmsNormArgs & args, cudaStream_t stream) {
+    if (args.rows == 0) return cudaSuccess;
     switch (dtype) {
-    case DType::F32: return rms_norm_t<float>(x, x_row_stride, weight, y, rows, width, eps, stream);
-    case DType::F16: return rms_norm_t<__half>(x, x_row_stride, weight, y, rows, width, eps, stream);
-    case DType::BF16: return rms_norm_t<__nv_bfloat16>(x, x_row_stride, weight, y, rows, width, eps, stream);
+    case DType::F32: return rms_norm_t<float>(args, stream);
+    case DType::F16: return rms_norm_t<__half>(args, stream);
+    case DType::BF16: return rms_norm_t<__nv_bfloat16>(args, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+cudaError_t l2norm_repeat(DType dtype, const void * x, int64_t stride_b, int64_t stride_t, int64_t stride_h, int64_t B,
+                          int64_t T, int64_t Nk, int64_t D, int rep, float eps, float * y, cudaStream_t stream) {
+    const int64_t rows = B * T * Nk;
+    if (rows == 0 || D == 0) return cudaSuccess;
+    constexpr int threads = 256, rows_per_block = threads / 32;
+    const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+    switch (dtype) {
+    case DType::F32:
+        l2norm_repeat_kernel<float><<<blocks, threads, 0, stream>>>(static_cast<const float *>(x), stride_b, stride_t, stride_h,
+                                                                    T, Nk, D, rep, eps, y, rows);
+        break;
+    case DType::F16:
+        l2norm_repeat_kernel<__half><<<blocks, threads, 0, stream>>>(static_cast<const __half *>(x), stride_b, stride_t,
+                                                                     stride_h, T, Nk, D, rep, eps, y, rows);
+        break;
+    case DType::BF16:
+        l2norm_repeat_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>(static_cast<const __nv_bfloat16 *>(x), stride_b,
+                                                                            stride_t, stride_h, T, Nk, D, rep, eps, y, rows);
+        break;
+    }
+    return launched();
+}
+
+cudaError_t causal_conv1d_silu(DType dtype, const void * x, const void * w, void * y, int64_t B, int64_t T, int64_t C,
+                               int Kc, cudaStream_t stream) {
+    if (B * T * C == 0) return cudaSuccess;
+    constexpr int threads = 256;
+    const bool at16 = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+    auto run = [&](auto zero, auto vec_tag) {
+        using T_ = decltype(zero);
+        constexpr int kVec = decltype(vec_tag)::value;
+        causal_conv1d_silu_kernel<T_, kVec><<<grid_for(B * T * (C / kVec), threads), threads, 0, stream>>>(
+            static_cast<const T_ *>(x), static_cast<const T_ *>(w), static_cast<T_ *>(y), B, T, C, Kc);
+        return launched();
+    };
+    using V1 = std::integral_constant<int, 1>;
+    switch (dtype) {
+    case DType::F32:
+        return at16 && C % 4 == 0 ? run(float{}, std::integral_constant<int, 4>{}) : run(float{}, V1{});
+    case DType::F16:
+        return at16 && C % 8 == 0 ? run(__half{}, std::integral_constant<int, 8>{}) : run(__half{}, V1{});
+    case DType::BF16:
+        return at16 && C % 8 == 0 ? run(__nv_bfloat16{}, std::integral_constant<int, 8>{}) : run(__nv_bfloat16{}, V1{});
     }
     return cudaErrorInvalidValue;
 }

@@ -12,12 +12,42 @@ namespace extractor::cuda_kernels {
 
 enum class DType { F32, F16, BF16 };
 
-// y[r,:] = w * round(x[r,:] * rsqrt(mean(x[r,:]^2) + eps)), statistics in fp32; rows of x are
-// x_row_stride elements apart, y is contiguous [rows,width].
-cudaError_t rms_norm(DType dtype, const void * x, int64_t x_row_stride, const void * weight, void * y, int64_t rows,
-                     int64_t width, float eps, cudaStream_t stream);
+// RMSNorm over rows of x (x_row_stride elements apart) into y [rows,width] contiguous, statistics
+// in fp32, inv = rsqrt(mean(x^2) + eps), in the variants the families use:
+//   Plain      y = round(w * round(x * inv))                   (Llama's and most families')
+//   Fp32Gain   y = round(g * (x * inv)), g fp32                 (GPT-OSS's; Qwen3-Next's zero-centred
+//                                                               norm with g = 1 + w)
+//   Gated      y = round(round(w * round(x * inv)) * silu(z))   (Qwen3NextRMSNormGated: silu of the
+//                                                               gate z in fp32, the product rounded once)
+enum class NormVariant { Plain = 0, Fp32Gain = 1, Gated = 2 };
+struct RmsNormArgs {
+    const void * x = nullptr;      // rows of width elements, x_row_stride apart
+    int64_t x_row_stride = 0;
+    const void * weight = nullptr;  // [width]: the activation dtype, fp32 for Fp32Gain
+    const void * gate = nullptr;    // Gated: rows of width elements, gate_row_stride apart
+    int64_t gate_row_stride = 0;
+    void * y = nullptr;             // [rows,width] contiguous
+    int64_t rows = 0, width = 0;
+    float eps = 0;
+    NormVariant variant = NormVariant::Plain;
+};
+cudaError_t rms_norm_variant(DType dtype, const RmsNormArgs & args, cudaStream_t stream);
 
-enum class HeadNorm { None = 0, Whole = 1, PerHead = 2 };
+// Qwen3-Next's short convolution: y[b,t,c] = round(silu(round(sum_k w[c,k] * x[b,t-Kc+1+k,c]))) with
+// x = 0 before t = 0, as HF's depthwise conv1d (padding Kc-1, first T outputs) then SiLU. x and y
+// [B,T,C] contiguous, w [C,Kc] contiguous, all of dtype.
+cudaError_t causal_conv1d_silu(DType dtype, const void * x, const void * w, void * y, int64_t B, int64_t T, int64_t C,
+                               int Kc, cudaStream_t stream);
+
+// Gated DeltaNet's q/k preparation: x [B,T,Nk,D] (last dim contiguous; b, t, head strides in
+// elements) to y [B,T,Nk*rep,D] fp32 contiguous, key head h repeated as heads h*rep..h*rep+rep-1
+// (repeat_interleave), each row L2-normalised in fp32 as HF's l2norm: x * rsqrt(sum(x*x) + eps).
+cudaError_t l2norm_repeat(DType dtype, const void * x, int64_t stride_b, int64_t stride_t, int64_t stride_h, int64_t B,
+                          int64_t T, int64_t Nk, int64_t D, int rep, float eps, float * y, cudaStream_t stream);
+
+// PerHeadFp32Gain: per head, y = round(g * (x * inv)) with g fp32 [head_dim] (Qwen3-Next's
+// zero-centred q/k norm, g = 1 + w).
+enum class HeadNorm { None = 0, Whole = 1, PerHead = 2, PerHeadFp32Gain = 3 };
 
 struct QkRopeArgs {
     const void * x = nullptr;      // [N, n_heads*head_dim] rows, x_row_stride elements apart
@@ -26,16 +56,21 @@ struct QkRopeArgs {
     int64_t rows = 0;              // N = B*T
     int64_t seq_len = 0;           // T: row r is position r % T
     int n_heads = 0;
-    int head_dim = 0;              // even
+    int head_dim = 0;
+    int x_head_stride = 0;         // elements between heads in a row of x (head_dim, or more when
+                                   // the projection interleaves heads with other outputs)
+    int rot_dim = 0;               // even, <= head_dim: the first rot_dim dims of a head rotate
     HeadNorm norm = HeadNorm::None;
-    const void * norm_weight = nullptr;  // [n_heads*head_dim] (Whole) or [head_dim] (PerHead)
+    const void * norm_weight = nullptr;  // [n_heads*head_dim] (Whole) or [head_dim] (PerHead*; fp32 for
+                                         // PerHeadFp32Gain)
     float eps = 0;
     float clip = -1;               // >= 0: clamp to [-clip, clip] after the norm (OLMoE clip_qkv)
-    const void * cos = nullptr;    // [T, head_dim]
-    const void * sin = nullptr;    // [T, head_dim]
+    const void * cos = nullptr;    // [T, rot_dim]
+    const void * sin = nullptr;    // [T, rot_dim]
 };
-// Optional RMSNorm (whole projection or per head), optional clamp, then half-split RoPE, each
-// step rounded to the activation dtype exactly where HF's element-wise ops round.
+// Optional RMSNorm (whole projection or per head), optional clamp, then half-split RoPE on the
+// first rot_dim dims of each head (partial rotary: the rest pass through), each step rounded to the
+// activation dtype exactly where HF's element-wise ops round.
 cudaError_t qk_norm_rope(DType dtype, const QkRopeArgs & args, cudaStream_t stream);
 
 // Expert dispatch without a sort. top_i [S] expert of each (token, slot), S = N*K, slot s belongs

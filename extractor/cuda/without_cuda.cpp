@@ -22,8 +22,12 @@ bool enabled() { return false; }
 bool usable(const at::Tensor &) { return false; }
 
 at::Tensor rms_norm(const at::Tensor &, const at::Tensor &, double) { absent(); }
+at::Tensor rms_norm_fp32_gain(const at::Tensor &, const at::Tensor &, double) { absent(); }
+at::Tensor rms_norm_gated(const at::Tensor &, const at::Tensor &, const at::Tensor &, double) { absent(); }
+at::Tensor causal_conv1d_silu(const at::Tensor &, const at::Tensor &) { absent(); }
+at::Tensor l2norm_repeat(const at::Tensor &, int64_t, double) { absent(); }
 at::Tensor qk_norm_rope(const at::Tensor &, int64_t, int64_t, ops::QkNorm, const at::Tensor &, double,
-                        std::optional<double>, const at::Tensor &, const at::Tensor &) {
+                        std::optional<double>, const at::Tensor &, const at::Tensor &, int64_t, bool) {
     absent();
 }
 MoeDispatch moe_dispatch(const at::Tensor &, const at::Tensor &, int64_t) { absent(); }

@@ -11,6 +11,7 @@
 #include "extractor/cuda/fused_ops.h"
 #include "extractor/mxfp4.h"
 #include "extractor/ops.h"
+#include "extractor/ops_delta.h"
 #include "extractor/sinks/sinks.h"
 
 #include <doctest/doctest.h>
@@ -404,6 +405,157 @@ TEST_CASE("sink attention through flash + sigmoid(lse - sink) equals the eager s
                                                          v.cpu().to(at::kBFloat16), sinks.cpu(), window)
                                 .defined());
             }
+        }
+    }
+}
+
+TEST_CASE("fused fp32-gain and gated RMSNorms match their ATen paths in bf16, fp16 and fp32, aligned or not") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+        for (int64_t width : {2048, 2050, 128}) {
+            at::manual_seed(4);
+            at::Tensor wide = at::randn({2, 37, width + 16}, on_gpu(dtype)) * 3;
+            at::Tensor x = wide.narrow(2, 8, width);  // rows strided by width + 16
+            at::Tensor w = at::randn({width}, on_gpu(dtype)) * 0.3;
+            CAPTURE(dtype);
+            CAPTURE(width);
+            // GPT-OSS's norm (gain w) and Qwen3-Next's zero-centred one (gain 1 + w, formed in fp32).
+            at::Tensor ref = with_fused(false, [&] { return ops::rms_norm_fp32_gain(x, w, 1e-6); });
+            at::Tensor got = with_fused(true, [&] { return ops::rms_norm_fp32_gain(x, w, 1e-6); });
+            check_agreement(agreement(got, ref), dtype, 4);
+            ref = with_fused(false, [&] { return ops::rms_norm_zero_centred(x, w, 1e-6); });
+            got = with_fused(true, [&] { return ops::rms_norm_zero_centred(x, w, 1e-6); });
+            check_agreement(agreement(got, ref), dtype, 4);
+            // Qwen3NextRMSNormGated: the gate's SiLU in fp32, one rounding of the product.
+            at::Tensor z = at::randn({2, 37, width}, on_gpu(dtype)) * 2;
+            ref = with_fused(false, [&] { return ops::rms_norm_gated(x, z, w, 1e-6); });
+            got = with_fused(true, [&] { return ops::rms_norm_gated(x, z, w, 1e-6); });
+            check_agreement(agreement(got, ref), dtype, 4);
+        }
+    }
+}
+
+TEST_CASE("fused causal conv1d + SiLU matches cuDNN's depthwise conv then SiLU: bf16, fp16, fp32, odd channels, short sequences") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    // fp32 against cuDNN without TF32, so both sides multiply in full fp32.
+    const bool tf32 = at::globalContext().allowTF32CuDNN();
+    at::globalContext().setAllowTF32CuDNN(false);
+    for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+        for (int64_t C : {1024, 100}) {
+            for (int64_t T : {37, 2, 1}) {
+                at::manual_seed(5);
+                at::Tensor x = at::randn({2, T, C}, on_gpu(dtype));
+                at::Tensor w = at::randn({C, 1, 4}, on_gpu(dtype)) * 0.5;
+                // The ATen path: conv1d with Kc-1 zeros on both sides, the first T outputs, SiLU.
+                at::Tensor ref = at::silu(at::conv1d(x.transpose(1, 2), w, {}, 1, 3, 1, C).narrow(2, 0, T)).transpose(1, 2);
+                at::Tensor got = fused::causal_conv1d_silu(x, w);
+                CAPTURE(dtype);
+                CAPTURE(C);
+                CAPTURE(T);
+                REQUIRE(got.sizes().equals(ref.sizes()));
+                check_agreement(agreement(got, ref.contiguous()), dtype, 2);
+                // The op takes the fused kernel for 16-bit inputs only: same values through ops.
+                if (dtype != at::kFloat) check_agreement(agreement(ops::causal_conv1d_silu(x, w), ref.contiguous()), dtype, 2);
+            }
+        }
+    }
+    at::globalContext().setAllowTF32CuDNN(tf32);
+}
+
+TEST_CASE("fused q/k pass with partial rotary, strided heads and the zero-centred per-head norm matches the ATen sequence") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    const int64_t B = 2, T = 33, Nh = 4, D = 128;
+    for (int64_t R : {D / 2, D / 4}) {  // GLM-4.5's half, Qwen3-Next's quarter
+        ops::Rope rope;
+        rope.inv_freq = 1.0 / at::pow(10000.0, at::arange(0, R, 2, at::kFloat) / static_cast<double>(R));
+        for (auto dtype : {at::kBFloat16, at::kFloat}) {
+            auto [cos, sin] = ops::rope_cos_sin(rope, T, dtype, at::Device(at::kCUDA));
+            REQUIRE(cos.size(-1) == R);
+            at::manual_seed(6);
+            // Heads 2D apart, as in Qwen3-Next's [query | gate] projection; the gate half is noise.
+            at::Tensor qg = at::randn({B, T, Nh * 2 * D}, on_gpu(dtype)) * 2;
+            at::Tensor w = at::randn({D}, on_gpu(dtype)) * 0.3;
+            CAPTURE(R);
+            CAPTURE(dtype);
+            for (int zero_centred = 0; zero_centred < 2; ++zero_centred) {
+                for (auto mode : {QkNorm::None, QkNorm::PerHead}) {
+                    if (zero_centred && mode != QkNorm::PerHead) continue;
+                    auto reference = [&] {
+                        at::Tensor q = qg.view({B, T, Nh, 2 * D}).narrow(-1, 0, D);
+                        if (mode == QkNorm::PerHead) q = zero_centred ? ops::rms_norm_zero_centred(q, w, 1e-6) : ops::rms_norm(q, w, 1e-6);
+                        return ops::apply_rope(q.transpose(1, 2), cos, sin);
+                    };
+                    at::Tensor ref = with_fused(false, reference);
+                    at::Tensor got = fused::qk_norm_rope(qg, Nh, D, mode, w, 1e-6, std::nullopt, cos, sin, 2 * D, zero_centred != 0);
+                    CAPTURE(zero_centred);
+                    CAPTURE(static_cast<int>(mode));
+                    REQUIRE(got.sizes().equals(ref.sizes()));
+                    const auto g = agreement(got.contiguous(), ref.contiguous());
+                    if (mode == QkNorm::None) CHECK(g.differing == 0);
+                    check_agreement(g, dtype, 4);
+                }
+            }
+            // Packed heads with partial rotary: GLM-4.5-Air's attention block, fused against ATen.
+            at::Tensor x = at::randn({B, T, Nh * D}, on_gpu(dtype));
+            at::Tensor ref = with_fused(false, [&] { return ops::apply_rope(x.view({B, T, Nh, D}).transpose(1, 2), cos, sin); });
+            at::Tensor got = fused::qk_norm_rope(x, Nh, D, QkNorm::None, {}, 1e-6, std::nullopt, cos, sin);
+            CHECK(agreement(got.contiguous(), ref.contiguous()).differing == 0);
+        }
+    }
+}
+
+TEST_CASE("grouped-query SDPA without repeated k/v equals SDPA on repeated k/v") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    at::manual_seed(7);
+    const int64_t B = 2, Nq = 12, Nkv = 2, T = 96, D = 128;
+    at::Tensor q = at::randn({B, Nq, T, D}, on_gpu(at::kBFloat16));
+    at::Tensor k = at::randn({B, Nkv, T, D}, on_gpu(at::kBFloat16));
+    at::Tensor v = at::randn({B, Nkv, T, D}, on_gpu(at::kBFloat16));
+    at::Tensor got = extractor::compat::sdpa_gqa(q, k, v, {});
+    if (!got.defined()) {
+        MESSAGE("this libtorch has no enable_gqa (or EXTRACTOR_SDPA_GQA=0)");
+        return;
+    }
+    at::Tensor ref = extractor::compat::sdpa(q, ops::repeat_kv(k, Nq / Nkv), ops::repeat_kv(v, Nq / Nkv), {});
+    const double rel = (got.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>() / ref.to(at::kFloat).abs().max().item<double>();
+    CHECK(rel < 1e-2);
+    // Sliding-window mask, the other call form.
+    at::Tensor mask = ops::causal_mask(T, 16, q.device());
+    got = extractor::compat::sdpa_gqa(q, k, v, mask);
+    ref = extractor::compat::sdpa(q, ops::repeat_kv(k, Nq / Nkv), ops::repeat_kv(v, Nq / Nkv), mask);
+    CHECK((got.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>() / ref.to(at::kFloat).abs().max().item<double>() < 1e-2);
+}
+
+TEST_CASE("fused DeltaNet q/k repeat + L2 norm equals repeat_interleave then l2_normalize of the fp32 copy") {
+    if (!have_gpu()) {
+        MESSAGE("no CUDA device or kernels not built");
+        return;
+    }
+    for (auto dtype : {at::kBFloat16, at::kFloat}) {
+        for (int64_t rep : {1, 2, 3}) {
+            at::manual_seed(8);
+            // Key heads as a view into a wider [B,T,C] row, as gated_delta_net narrows the conv output.
+            const int64_t B = 2, T = 19, Nk = 4, D = 128;
+            at::Tensor mixed = at::randn({B, T, 3 * Nk * D + 64}, on_gpu(dtype));
+            at::Tensor x = mixed.narrow(-1, Nk * D, Nk * D).view({B, T, Nk, D});
+            at::Tensor ref = ops::l2_normalize(x.repeat_interleave(rep, 2).to(at::kFloat));
+            at::Tensor got = fused::l2norm_repeat(x, rep, 1e-6);
+            CAPTURE(dtype);
+            CAPTURE(rep);
+            REQUIRE(got.sizes().equals(ref.sizes()));
+            CHECK(agreement(got, ref).scaled <= 4 * ulp(at::kFloat));
         }
     }
 }
