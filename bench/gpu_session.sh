@@ -343,10 +343,6 @@ if [[ $what == perf2 ]]; then
   # delta rule: kernel tests, small parity of the families they touch, then the benches (HF same run).
   stamp "gpu tests"
   gpu_tests
-  stamp "parity, small configs: gpt_oss, glm4_moe, qwen3_next (fused + ATen)"
-  timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families gpt_oss,glm4_moe,qwen3_next \
-    --json-out "$out/parity_small.json" > "$out/parity_small.log" 2>&1
-  echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -6; grep -A12 "^family " "$out/parity_small.log" | head -14
   for fam in qwen3_next glm4_moe; do
     stamp "$fam bench (real shape, HF same run)"
     BENCH_VARIANTS='{"extract_repeat_kv": {"EXTRACTOR_SDPA_GQA": "0"}}' timeout 170 \
@@ -357,6 +353,10 @@ if [[ $what == perf2 ]]; then
       --dtype bf16 --device cuda --absmax --warmup 1 --json > /dev/null 2> "$out/${fam}_profile.log"
     echo "profile rc=$?"; grep -oE "profile.*" "$out/${fam}_profile.log" | cut -c1-1500
   done
+  stamp "parity, small configs: gpt_oss, glm4_moe, qwen3_next (fused + ATen)"
+  timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families gpt_oss,glm4_moe,qwen3_next \
+    --json-out "$out/parity_small.json" > "$out/parity_small.log" 2>&1
+  echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -6; grep -A12 "^family " "$out/parity_small.log" | head -14
   stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run)"
   BENCH_VARIANTS='{"extract_per_expert": {"EXTRACTOR_EXPERT_MATMULS": "per_expert"}, "extract_again": {}}' timeout 170 \
     python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
