@@ -26,6 +26,8 @@ EXTRACT_VARIANTS = {"extract": ([], None), "extract_aten": ([], {"EXTRACTOR_FUSE
 # More variants from the environment, for a lab run of one knob inside a bench: a JSON object of
 # name -> environment, e.g. BENCH_VARIANTS='{"extract_per_expert": {"EXTRACTOR_EXPERT_MATMULS": "per_expert"}}'.
 EXTRACT_VARIANTS.update({name: ([], env) for name, env in json.loads(os.environ.get("BENCH_VARIANTS", "{}")).items()})
+if os.environ.get("BENCH_NO_ATEN") == "1":  # a short lease: the fused path and the extra variants only
+    del EXTRACT_VARIANTS["extract_aten"]
 
 
 def write_json(path, results, indent=2):

@@ -338,6 +338,7 @@ if [[ $what == profiles ]]; then
   echo "rc=$?"; tail -7 "$out/mixtral_bench.log"
   [[ ${TALLY:-0} == 1 ]] && MX_VARIANTS="default notally" what=mxprofile
 fi
+[[ ${PERF2_SHORT:-0} == 1 ]] && export BENCH_NO_ATEN=1
 if [[ $what == perf2 ]]; then
   # The fused norms, conv and partial-rotary q/k pass, GQA without repeated k/v, the chunk-major
   # delta rule: kernel tests, small parity of the families they touch, then the benches (HF same run).
@@ -348,15 +349,20 @@ if [[ $what == perf2 ]]; then
     BENCH_VARIANTS='{"extract_repeat_kv": {"EXTRACTOR_SDPA_GQA": "0"}}' timeout 170 \
       python3 "$root/bench/${fam}_bench.py" --extract "$exe" --iters 16 --json-out "$out/${fam}_bench.json" > "$out/${fam}_bench.log" 2>&1
     echo "rc=$?"; tail -6 "$out/${fam}_bench.log"
+    [[ ${PERF2_SHORT:-0} == 1 ]] && continue
     w=/tmp/${fam//_/-}-bench; m=$(ls -d "$w"/*layers | head -1)
     EXTRACTOR_PROFILE=1 timeout 60 "$exe" run "$m" --tokens "$w/ids.json" --seq-len 2048 --num-sequences 16 --batch-size 2 \
       --dtype bf16 --device cuda --absmax --warmup 1 --json > /dev/null 2> "$out/${fam}_profile.log"
     echo "profile rc=$?"; grep -oE "profile.*" "$out/${fam}_profile.log" | cut -c1-1500
   done
   stamp "parity, small configs: gpt_oss, glm4_moe, qwen3_next (fused + ATen)"
-  timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families gpt_oss,glm4_moe,qwen3_next \
+  timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families ${PARITY_FAMILIES:-gpt_oss,glm4_moe,qwen3_next} \
     --json-out "$out/parity_small.json" > "$out/parity_small.log" 2>&1
   echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -6; grep -A12 "^family " "$out/parity_small.log" | head -14
+  # PERF2_SHORT=1 (a short lease): the two family benches (no ATen run) and the parity only.
+  [[ ${PERF2_SHORT:-0} == 1 ]] && what=done
+fi
+if [[ $what == perf2 ]]; then
   stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run)"
   BENCH_VARIANTS='{"extract_per_expert": {"EXTRACTOR_EXPERT_MATMULS": "per_expert"}, "extract_again": {}}' timeout 170 \
     python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
