@@ -59,6 +59,14 @@ overhead_with_profile() {
     > "$out/overhead_run.log" 2>&1
   echo "rc=$?"; grep -A1 "^profile" "$out/overhead_run.log"; tail -11 "$out/overhead_run.log"
 }
+# Per-op profile (EXTRACTOR_PROFILE=1) of a family's real-shape bench checkpoint (its bench ran first).
+family_profile() {
+  local fam=$1 w m
+  w=/tmp/${fam//_/-}-bench; m=$(ls -d "$w"/*layers | head -1)
+  EXTRACTOR_PROFILE=1 timeout 60 "$exe" run "$m" --tokens "$w/ids.json" --seq-len 2048 --num-sequences 16 --batch-size 2 \
+    --dtype bf16 --device cuda --absmax --warmup 1 --json > /dev/null 2> "$out/${fam}_profile.log"
+  echo "profile rc=$?"; grep -oE "profile.*" "$out/${fam}_profile.log" | cut -c1-1500
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 # The expert-matmul lab needs only torch: it runs on the GPU while the tree builds on the CPUs.
 lab_pid=
@@ -326,10 +334,7 @@ if [[ $what == profiles ]]; then
     timeout 170 python3 "$root/bench/${fam}_bench.py" --extract "$exe" --iters 16 --json-out "$out/${fam}_bench.json" \
       > "$out/${fam}_bench.log" 2>&1
     echo "rc=$?"; tail -5 "$out/${fam}_bench.log"
-    w=/tmp/${fam//_/-}-bench; m=$(ls -d "$w"/*layers | head -1)
-    EXTRACTOR_PROFILE=1 timeout 60 "$exe" run "$m" --tokens "$w/ids.json" --seq-len 2048 --num-sequences 16 --batch-size 2 \
-      --dtype bf16 --device cuda --absmax --warmup 1 --json > /dev/null 2> "$out/${fam}_profile.log"
-    echo "profile rc=$?"; grep -oE "profile.*" "$out/${fam}_profile.log" | cut -c1-1500
+    family_profile "$fam"
   done
   stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run), grouped vs per-expert expert matmuls"
   BENCH_VARIANTS='{"extract_per_expert": {"EXTRACTOR_EXPERT_MATMULS": "per_expert"}}' timeout 170 \
@@ -350,10 +355,7 @@ if [[ $what == perf2 ]]; then
       python3 "$root/bench/${fam}_bench.py" --extract "$exe" --iters 16 --json-out "$out/${fam}_bench.json" > "$out/${fam}_bench.log" 2>&1
     echo "rc=$?"; tail -6 "$out/${fam}_bench.log"
     [[ ${PERF2_SHORT:-0} == 1 ]] && continue
-    w=/tmp/${fam//_/-}-bench; m=$(ls -d "$w"/*layers | head -1)
-    EXTRACTOR_PROFILE=1 timeout 60 "$exe" run "$m" --tokens "$w/ids.json" --seq-len 2048 --num-sequences 16 --batch-size 2 \
-      --dtype bf16 --device cuda --absmax --warmup 1 --json > /dev/null 2> "$out/${fam}_profile.log"
-    echo "profile rc=$?"; grep -oE "profile.*" "$out/${fam}_profile.log" | cut -c1-1500
+    family_profile "$fam"
   done
   stamp "parity, small configs: gpt_oss, glm4_moe, qwen3_next (fused + ATen)"
   timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families ${PARITY_FAMILIES:-gpt_oss,glm4_moe,qwen3_next} \

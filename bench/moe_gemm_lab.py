@@ -12,10 +12,14 @@ Usage (GPU machine): python3 bench/moe_gemm_lab.py [--json-out lab.json]
 """
 import argparse
 import json
-import statistics
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from extract_layer_lab import bench as timed  # noqa: E402  (median of CUDA-event timings)
 
 # name: hidden, expert width, experts, top-k (the released config.json files)
 SHAPES = {
@@ -24,21 +28,6 @@ SHAPES = {
     "qwen3_next": (2048, 512, 512, 10),
 }
 TOKENS = 2 * 2048
-
-
-def timed(fn, reps=20, warm=3):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 def lab(name, H, I, E, K):
