@@ -224,11 +224,12 @@ at::Tensor attend_heads(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tens
     }
     at::Tensor mask;
     if (opt.sliding_window && *opt.sliding_window < T) mask = causal_mask(T, opt.sliding_window, q.device());
-    if (!sinks.defined() && !mask.defined() && rep > 1 && q.is_cuda() && q.scalar_type() != at::kFloat &&
-        compat::fast_paths() && compat::has_sdpa()) {
+    if (!sinks.defined() && !mask.defined() && rep > 1 && q.is_cuda() && q.scalar_type() != at::kFloat && D <= 256 &&
+        D % 8 == 0 && k.size(2) == T && compat::fast_paths() && compat::has_sdpa()) {
         // GLM-4.5-Air's 96 query heads over 8 kv heads: repeating k/v wrote 12 copies of each.
-        // Causal 16-bit only: the flash/cuDNN kernels take GQA natively; a masked or fp32 call would
-        // land on a backend that repeats k/v itself or falls back to the math path.
+        // Causal 16-bit calls the flash kernel can take only (head dim <= 256, a multiple of 8): it
+        // does GQA natively; a masked, fp32 or wider call would land on a backend that repeats k/v
+        // itself or on the math path.
         at::Tensor o = compat::sdpa_gqa(q, k, v, mask);                               // [B,Nq,T,D]
         if (o.defined()) return o;
     }

@@ -205,7 +205,8 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, 
 at::Tensor rms_norm_gated(const at::Tensor & x, const at::Tensor & z, const at::Tensor & weight, double eps) {
     // HF: w * norm(x).to(dtype) (as Llama's RMSNorm), then * silu(z.float()) in fp32, rounded once.
     ProfileScope profile("rms_norm_gated");
-    if (fused::usable(x) && z.sizes() == x.sizes() && z.scalar_type() == x.scalar_type() && weight.numel() == x.size(-1))
+    if (fused::usable(x) && z.sizes() == x.sizes() && z.scalar_type() == x.scalar_type() &&
+        weight.scalar_type() == x.scalar_type() && weight.numel() == x.size(-1))
         return fused::rms_norm_gated(x, z, weight, eps);
     return (rms_norm(x, weight, eps) * at::silu(z.to(at::kFloat))).to(x.scalar_type());  // [...,W]
 }

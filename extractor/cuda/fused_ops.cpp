@@ -116,6 +116,7 @@ at::Tensor causal_conv1d_silu(const at::Tensor & x, const at::Tensor & weight) {
     require(x.dim() == 3 && weight.dim() == 3 && weight.size(0) == x.size(2) && weight.size(1) == 1,
             "causal_conv1d_silu: x [B,T,C], weight [C,1,Kc]");
     require(weight.size(2) >= 1 && weight.size(2) <= 64, "causal_conv1d_silu: kernel width 1..64");
+    require(weight.device() == x.device(), "causal_conv1d_silu: weight on another device");
     at::Tensor xc = x.contiguous();
     at::Tensor w = weight.to(x.scalar_type()).contiguous();
     at::Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
@@ -150,6 +151,8 @@ at::Tensor qk_norm_rope(const at::Tensor & x, int64_t n_heads, int64_t head_dim,
     require(c.dim() == 2 && c.size(0) >= T && c.size(1) >= 2 && c.size(1) <= head_dim && c.size(1) % 2 == 0 &&
                 s.sizes() == c.sizes(),
             "qk_norm_rope: cos/sin shape");
+    require(c.device() == x.device() && s.device() == x.device(), "qk_norm_rope: cos/sin on another device");
+    require(norm == ops::QkNorm::None || norm_weight.device() == x.device(), "qk_norm_rope: norm weight on another device");
     at::Tensor w;
     k::HeadNorm mode = k::HeadNorm::None;
     if (norm == ops::QkNorm::Whole) {

@@ -127,7 +127,7 @@ template <typename T, NormVariant V>
 cudaError_t rms_norm_launch(const RmsNormArgs & a, cudaStream_t stream) {
     constexpr int kVec = 16 / sizeof(T);
     auto at16 = [](const void * p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    // The fp32 gain is read kVec floats at a time from an aligned start (at most 32 bytes).
+    // The fp32 gain is read one float at a time: only x, a plain weight, the gate and y are packed.
     bool aligned = a.width % kVec == 0 && a.x_row_stride % kVec == 0 && at16(a.x) && at16(a.weight) && at16(a.y);
     if (V == NormVariant::Gated) aligned = aligned && a.gate_row_stride % kVec == 0 && at16(a.gate);
     const int64_t per_thread = aligned ? kVec : 1;

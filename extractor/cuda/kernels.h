@@ -50,7 +50,7 @@ cudaError_t l2norm_repeat(DType dtype, const void * x, int64_t stride_b, int64_t
 enum class HeadNorm { None = 0, Whole = 1, PerHead = 2, PerHeadFp32Gain = 3 };
 
 struct QkRopeArgs {
-    const void * x = nullptr;      // [N, n_heads*head_dim] rows, x_row_stride elements apart
+    const void * x = nullptr;      // [N, n_heads*x_head_stride] rows, x_row_stride elements apart
     int64_t x_row_stride = 0;
     void * out = nullptr;          // [N, n_heads*head_dim] contiguous (= [B,T,Nh,D] memory)
     int64_t rows = 0;              // N = B*T
