@@ -176,22 +176,34 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, 
     const at::Tensor kdec_n = k_c.mul_((G.narrow(-1, chunk - 1, 1) - G).exp().unsqueeze(-1));  // [n,BN,c,Dk]
     const at::Tensor decay_n = G.select(-1, chunk - 1).exp().view({n, BN, 1, 1});     // [n,BN,1,1]
 
-    // The recurrence over chunks, each chunk's operands [B*Nh,c,D] blocks, so that every step is a
-    // batched matmul whose add runs in its epilogue: five kernels a chunk instead of nine. The loop
-    // is launch-bound (32 chunks of 64 at 2048 tokens, tiny matmuls), so the launches are its cost.
-    // The sums are HF's: v_new = u - K S, out = Q S + I v_new, S' = S * decay + K_dec^T v_new, each
-    // added once in fp32.
+    // The recurrence over chunks. HF's step is v_new = U - K S, out = Q S + I v_new,
+    // S' = S decay + K_dec^T v_new; substituting the first into the second gives
+    // out = (Q - I K) S + I U, whose (Q - I K) and I U need no state and are formed for every chunk
+    // at once. Stacked per chunk as M = [-K ; Q - I K] ([2c,Dk]) and Y = [U ; I U] ([2c,Dv]), one
+    // batched matmul Y += M S yields [v_new ; out], so a chunk is three kernels (that matmul, the
+    // decay, the state update) instead of five. The loop is launch-bound (32 chunks of 64 at 2048
+    // tokens, tiny matmuls). All in fp32; the sums differ from HF's order only by where I's product
+    // is added (the chunked-vs-recurrent tests hold it to 1e-5).
+    const auto batched = [&](const at::Tensor & x) { return x.reshape({n * BN, x.size(2), x.size(3)}); };  // [n*BN,r,D]
+    at::Tensor M = at::empty({n, BN, 2 * chunk, Dk}, q_c.options());                   // [n,BN,2c,Dk]
+    at::Tensor minus_k = M.narrow(2, 0, chunk);                                        // [n,BN,c,Dk]
+    at::neg_out(minus_k, kcd_n);                                                       // -K
+    at::Tensor q_less = M.narrow(2, chunk, chunk);                                     // [n,BN,c,Dk]
+    q_less.copy_(q_n);
+    q_less.view({n * BN, chunk, Dk}).baddbmm_(batched(intra_n), batched(kcd_n), /*beta=*/1, /*alpha=*/-1);  // Q - I K
+    at::Tensor Y = at::empty({n, BN, 2 * chunk, Dv}, q_c.options());                   // [n,BN,2c,Dv]
+    Y.narrow(2, 0, chunk).copy_(u_n);                                                  // U
+    at::Tensor iu = at::bmm(batched(intra_n), batched(u_n));                           // [n*BN,c,Dv] I U
+    Y.narrow(2, chunk, chunk).copy_(iu.view({n, BN, chunk, Dv}));
+    iu.reset();
     at::Tensor state = at::zeros({BN, Dk, Dv}, q_c.options());                         // [BN,Dk,Dv]
-    at::Tensor out = at::empty({n, BN, chunk, Dv}, q_c.options());                     // [n,BN,c,Dv]
     for (int64_t c = 0; c < n; ++c) {
-        at::Tensor v_new = at::baddbmm(u_n[c], kcd_n[c], state, /*beta=*/1, /*alpha=*/-1);  // [BN,c,Dv] = U - K S
-        at::Tensor out_c = out[c];                                                     // [BN,c,Dv]
-        at::bmm_out(out_c, q_n[c], state);                                             // Q S
-        out_c.baddbmm_(intra_n[c], v_new);                                             // + I v_new
-        state.mul_(decay_n[c]).baddbmm_(kdec_n[c].transpose(1, 2), v_new);              // S decay + K_dec^T v_new
+        at::Tensor y_c = Y[c];                                                         // [BN,2c,Dv]
+        y_c.baddbmm_(M[c], state);                                                     // [v_new ; out]
+        state.mul_(decay_n[c]).baddbmm_(kdec_n[c].transpose(1, 2), y_c.narrow(1, 0, chunk));  // S decay + K_dec^T v_new
     }
     // Back to token-major in v's dtype, one copy (the tail chunk's real rows in a second, small one).
-    const at::Tensor out5 = out.view({n, B, Nh, chunk, Dv});                           // [n,B,Nh,c,Dv]
+    const at::Tensor out5 = Y.view({n, B, Nh, 2 * chunk, Dv}).narrow(3, chunk, chunk);  // [n,B,Nh,c,Dv]
     at::Tensor result = at::empty({B, T, Nh, Dv}, v.options());                        // [B,T,Nh,Dv]
     if (full > 0)
         result.narrow(1, 0, full * chunk)
