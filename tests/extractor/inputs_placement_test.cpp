@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "common/error.h"
 #include "extractor/extract.h"
@@ -115,6 +117,42 @@ TEST_CASE("placement: sequential fills GPUs in order, balanced spreads, overflow
     CHECK(error_of([&] { plan_placement(e, "cuda", {}, PlacementStrategy::Sequential, 0); }).find("no CUDA device") != std::string::npos);
     Placement cpu = plan_placement(e, "auto", {}, PlacementStrategy::Sequential, 0);
     CHECK(cpu.embed_device.is_cpu());
+}
+
+TEST_CASE("placement: streamed layers are spread through the GPU's layers unless the bytes no longer fit") {
+    MemoryEstimate e;
+    e.embed_bytes = 1 * GiB;
+    e.layer_bytes.assign(8, 2 * GiB);
+    e.total_bytes = 17 * GiB;
+    e.activation_bytes = 1 * GiB;
+    auto streamed = [](const Placement & p) {
+        std::vector<int> out;
+        for (size_t l = 0; l < p.home.size(); ++l)
+            if (p.home[l].is_cpu()) out.push_back(static_cast<int>(l));
+        return out;
+    };
+    // 10 GiB for layers and one 2 GiB ring buffer: 4 resident, 4 streamed, every other one.
+    Placement even = plan_placement(e, "cuda", parse_max_memory("0=12GiB,cpu=64GiB"), PlacementStrategy::Sequential, 1);
+    CHECK(streamed(even) == std::vector<int>{1, 3, 5, 7});
+    CHECK(even.describe() == std::vector<std::string>{"embedding on cuda:0", "layers 0,2,4,6 on cuda:0",
+                                                      "layers 1,3,5,7 on cpu (pinned, streamed to cuda:0 when they run)"});
+    for (size_t l = 0; l < 8; ++l) CHECK(even.compute[l] == c10::Device("cuda:0"));
+    // Two ring buffers (--offload-prefetch 1): 3 resident, 5 streamed.
+    Placement two = plan_placement(e, "cuda", parse_max_memory("0=12GiB,cpu=64GiB"), PlacementStrategy::Sequential, 1, 2);
+    CHECK(streamed(two).size() == 5);
+    CHECK(streamed(two).back() == 7);
+    // Alternating 2 and 0.5 GiB layers: spreading would stream only the small ones and keep 8 GiB
+    // resident where 7.5 GiB is all there is, so the tail plan stays.
+    MemoryEstimate odd = e;
+    for (size_t l = 0; l < 8; ++l) odd.layer_bytes[l] = l % 2 == 0 ? 2 * GiB : GiB / 2;
+    odd.total_bytes = 11 * GiB;
+    Placement tail = plan_placement(odd, "cuda", parse_max_memory("0=9.5GiB,cpu=64GiB"), PlacementStrategy::Sequential, 1);
+    CHECK(streamed(tail) == std::vector<int>{4, 5, 6, 7});
+    // EXTRACTOR_OFFLOAD_SPREAD=0 keeps the streamed layers at the end.
+    setenv("EXTRACTOR_OFFLOAD_SPREAD", "0", 1);
+    Placement kept = plan_placement(e, "cuda", parse_max_memory("0=12GiB,cpu=64GiB"), PlacementStrategy::Sequential, 1);
+    unsetenv("EXTRACTOR_OFFLOAD_SPREAD");
+    CHECK(streamed(kept) == std::vector<int>{4, 5, 6, 7});
 }
 
 TEST_CASE("inputs: text and JSONL are tokenized once with the checkpoint's tokenizer.json, documents concatenated") {
