@@ -371,8 +371,9 @@ if [[ $what == perf2 ]]; then
     > "$out/mixtral_bench.log" 2>&1
   echo "rc=$?"; tail -8 "$out/mixtral_bench.log"
   if [[ $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1) -ge 120000 ]]; then
-    stamp "offload full shape: qwen3_next, prefetch 2 and 4 (0 and 1: the h200 session)"
-    timeout 300 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident --depths ${OFFLOAD_DEPTHS:-2,4} \
+    stamp "offload full shape: qwen3_next, streamed layers spread (prefetch 0, 1, 2) and at the end (prefetch 1)"
+    timeout 300 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident \
+      --depths ${OFFLOAD_DEPTHS:-0,1,2} --tail-depths ${OFFLOAD_TAIL_DEPTHS:-1} \
       --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
       --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
     echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_qwen3_next.log"

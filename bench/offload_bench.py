@@ -2,7 +2,8 @@
 """Offload benchmark: layers that do not fit the GPU budget live in pinned host memory and are copied
 in every batch (extractor/offload.h). Measures `extract run --offload-prefetch D` for D = 0 (each layer
 copied when it runs: every copy exposed), 1 and 2 (copies run ahead on a second stream), in the same
-run, against two peers:
+run (streamed layers spread through the stack, as placement does; --tail-depths also runs depths
+with them kept at the end), against two peers:
 
   resident:   the same model with no offload (when it fits the GPU): the compute-only speed;
   copy bound: what the PCIe copy alone allows: tokens per batch / (bytes streamed per batch / the
@@ -89,6 +90,8 @@ def main():
     ap.add_argument("--iters", type=int, default=4, help="timed batches")
     ap.add_argument("--depths", default="0,1,2")
     ap.add_argument("--no-resident", action="store_true", help="skip the run without offload (model too large)")
+    ap.add_argument("--tail-depths", default="", help="depths also run with the streamed layers kept at the end "
+                    "(EXTRACTOR_OFFLOAD_SPREAD=0), the placement before they were spread")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
     budget = args.max_memory or DEFAULT_BUDGET.get(args.shape)
@@ -121,11 +124,14 @@ def main():
             results["resident"] = dict(error=str(e)[-800:])
             print(f"resident: failed ({str(e)[-300:]})", flush=True)
     tokens_per_batch = args.batch_size * args.seq_len
-    for d in [int(x) for x in args.depths.split(",")]:
-        name = f"prefetch_{d}"
+    runs = [(int(x), False) for x in args.depths.split(",")]
+    runs += [(int(x), True) for x in args.tail_depths.split(",") if x]
+    for d, tail in runs:
+        name = f"prefetch_{d}" + ("_tail" if tail else "")
         try:
             r = extract_bench(args.extract, mdir, ids_path, seqs, args.batch_size, args.seq_len,
-                              base + ["--max-memory", budget, "--offload-prefetch", str(d)])
+                              base + ["--max-memory", budget, "--offload-prefetch", str(d)],
+                              env={"EXTRACTOR_OFFLOAD_SPREAD": "0"} if tail else None)
         except Exception as e:
             results[name] = dict(error=str(e)[-800:])
             print(f"{name}: failed ({str(e)[-300:]})", flush=True)
