@@ -42,6 +42,15 @@ void spread_offloaded(Placement & p, const MemoryEstimate & est, int64_t left_on
     // Streamed slot i at the end of the i-th of `streamed` equal stretches: the last layer stays streamed.
     std::vector<bool> pick(n, false);
     for (size_t i = 0; i < streamed; ++i) pick[(i + 1) * n / streamed - 1] = true;
+    // More than half streamed picks the GPU's first layer: move that pick to the first resident
+    // one, so layer 0 can still warm up while the weights load (extract.cpp skips a streamed one).
+    if (pick[0])
+        for (size_t j = 1; j < n; ++j)
+            if (!pick[j]) {
+                pick[0] = false;
+                pick[j] = true;
+                break;
+            }
     int64_t resident = 0, largest = 0;
     for (size_t j = 0; j < n; ++j) {
         const auto b = static_cast<int64_t>(est.layer_bytes[runs_here[j]]);
