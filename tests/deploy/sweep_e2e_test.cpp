@@ -528,8 +528,11 @@ TEST_CASE("sweep e2e: max_concurrent_downloads keeps the members' Hub downloads 
     o.extra_env.push_back("HF_ENDPOINT=http://127.0.0.1:" + std::to_string(hub.port));
     auto r = common::run_process(sweep_args(env, env.dir / "hub.yaml"), o);
     INFO(r.err);
-    REQUIRE(r.exit_code == 0);
     std::string root = env.sweep_dir("rehearsal");
+    if (r.exit_code != 0)  // the members' own logs say why (they go with the temp dir otherwise)
+        for (const char * m : {"olmoe-tiny", "qwen3-tiny", "mixtral-tiny"})
+            if (fs::exists(root + "/" + m + ".log")) MESSAGE(m << ".log:\n" << tests::read_file(root + "/" + m + ".log"));
+    REQUIRE(r.exit_code == 0);
     CHECK(outlier_dims(root + "/olmoe-tiny") == std::set<int>{7, 42});
     CHECK(outlier_dims(root + "/qwen3-tiny") == std::set<int>{5, 30});
     CHECK(outlier_dims(root + "/mixtral-tiny") == std::set<int>{11});
