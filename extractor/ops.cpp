@@ -268,22 +268,17 @@ bool use_grouped_mm(const at::Tensor & x, int64_t H, int64_t I) {
            H % 8 == 0 && I % 8 == 0;
 }
 
-// Few wide experts with many rows each (Mixtral: 8 experts of width 14336, ~1000 rows each at
-// 2 x 2048 tokens): one cuBLAS matmul per expert instead of the grouped matmul, at the price of
-// one read-back of the group sizes per layer (bench/moe_gemm_lab.py measures both).
-// EXTRACTOR_EXPERT_MATMULS=grouped|per_expert forces either; otherwise the rule below.
-bool per_expert_matmuls(int64_t E, int64_t S) {
-    static const int forced = [] {
+// EXTRACTOR_EXPERT_MATMULS=per_expert: one cuBLAS matmul per expert instead of the grouped matmul,
+// at the price of one read-back of the group sizes per layer. Faster matmuls at Mixtral's shape,
+// slower end to end (bench/NOTES-extract-perf.md), so grouped (the default, or =grouped) stays.
+bool per_expert_matmuls() {
+    static const bool on = [] {
         const char * v = std::getenv("EXTRACTOR_EXPERT_MATMULS");
-        if (!v || !*v) return -1;
-        if (std::string(v) == "grouped") return 0;
-        if (std::string(v) == "per_expert") return 1;
+        if (!v || !*v || std::string(v) == "grouped") return false;
+        if (std::string(v) == "per_expert") return true;
         throw common::Error::usage(std::string("EXTRACTOR_EXPERT_MATMULS=") + v + ": expected grouped or per_expert");
     }();
-    if (forced >= 0) return forced == 1;
-    (void)E;
-    (void)S;
-    return false;
+    return on;
 }
 
 // out [S,N] = rows of a [S,K] times the transpose of their expert's weight [E,N,K], with the
@@ -394,7 +389,7 @@ at::Tensor moe_tokens(const at::Tensor & x, const MoeWeights & w, const MoeOptio
         // Same products and sums as below, in five kernels instead of a dozen: dispatch without a
         // sort, one fused activation, and a combine that reads each token's K rows in place.
         fused::MoeDispatch d = fused::moe_dispatch(x, top_i, E);
-        const at::Tensor host_ends = per_expert_matmuls(E, d.xs.size(0)) ? d.offs.to(at::kCPU) : at::Tensor();  // [E]
+        const at::Tensor host_ends = per_expert_matmuls() ? d.offs.to(at::kCPU) : at::Tensor();  // [E]
         at::Tensor gu = expert_matmul(d.xs, w.gate_up, d.offs, host_ends);             // [S,2I]
         d.xs.reset();
         at::Tensor act = fused::silu_mul(gu);                                          // [S,I]

@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
 
 namespace extractor::cuda_kernels {
 namespace {
@@ -585,16 +584,32 @@ int grid_for(int64_t work, int threads) {
     return static_cast<int>(std::min<int64_t>(blocks, 65535 * 8));
 }
 
+// f(T{}) for the element type T of dtype (float, __half, __nv_bfloat16): one dtype switch for the
+// launchers below.
+template <typename F>
+cudaError_t with_dtype(DType dtype, F && f) {
+    switch (dtype) {
+    case DType::F32: return f(float{});
+    case DType::F16: return f(__half{});
+    case DType::BF16: return f(__nv_bfloat16{});
+    }
+    return cudaErrorInvalidValue;
+}
+
+template <typename T, int VEC>
+cudaError_t causal_conv1d_silu_t(const void * x, const void * w, void * y, int64_t B, int64_t T_len, int64_t C, int Kc,
+                                 cudaStream_t stream) {
+    constexpr int threads = 256;
+    causal_conv1d_silu_kernel<T, VEC><<<grid_for(B * T_len * (C / VEC), threads), threads, 0, stream>>>(
+        static_cast<const T *>(x), static_cast<const T *>(w), static_cast<T *>(y), B, T_len, C, Kc);
+    return launched();
+}
+
 }  // namespace
 
 cudaError_t rms_norm_variant(DType dtype, const RmsNormArgs & args, cudaStream_t stream) {
     if (args.rows == 0) return cudaSuccess;
-    switch (dtype) {
-    case DType::F32: return rms_norm_t<float>(args, stream);
-    case DType::F16: return rms_norm_t<__half>(args, stream);
-    case DType::BF16: return rms_norm_t<__nv_bfloat16>(args, stream);
-    }
-    return cudaErrorInvalidValue;
+    return with_dtype(dtype, [&](auto t) { return rms_norm_t<decltype(t)>(args, stream); });
 }
 
 cudaError_t l2norm_repeat(DType dtype, const void * x, int64_t stride_b, int64_t stride_t, int64_t stride_h, int64_t B,
@@ -603,55 +618,29 @@ cudaError_t l2norm_repeat(DType dtype, const void * x, int64_t stride_b, int64_t
     if (rows == 0 || D == 0) return cudaSuccess;
     constexpr int threads = 256, rows_per_block = threads / 32;
     const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
-    switch (dtype) {
-    case DType::F32:
-        l2norm_repeat_kernel<float><<<blocks, threads, 0, stream>>>(static_cast<const float *>(x), stride_b, stride_t, stride_h,
-                                                                    T, Nk, D, rep, eps, y, rows);
-        break;
-    case DType::F16:
-        l2norm_repeat_kernel<__half><<<blocks, threads, 0, stream>>>(static_cast<const __half *>(x), stride_b, stride_t,
-                                                                     stride_h, T, Nk, D, rep, eps, y, rows);
-        break;
-    case DType::BF16:
-        l2norm_repeat_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>(static_cast<const __nv_bfloat16 *>(x), stride_b,
-                                                                            stride_t, stride_h, T, Nk, D, rep, eps, y, rows);
-        break;
-    }
-    return launched();
+    return with_dtype(dtype, [&](auto t) {
+        using E = decltype(t);
+        l2norm_repeat_kernel<E><<<blocks, threads, 0, stream>>>(static_cast<const E *>(x), stride_b, stride_t, stride_h, T, Nk, D,
+                                                                rep, eps, y, rows);
+        return launched();
+    });
 }
 
 cudaError_t causal_conv1d_silu(DType dtype, const void * x, const void * w, void * y, int64_t B, int64_t T, int64_t C,
                                int Kc, cudaStream_t stream) {
     if (B * T * C == 0) return cudaSuccess;
-    constexpr int threads = 256;
     const bool at16 = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
-    auto run = [&](auto zero, auto vec_tag) {
-        using T_ = decltype(zero);
-        constexpr int kVec = decltype(vec_tag)::value;
-        causal_conv1d_silu_kernel<T_, kVec><<<grid_for(B * T * (C / kVec), threads), threads, 0, stream>>>(
-            static_cast<const T_ *>(x), static_cast<const T_ *>(w), static_cast<T_ *>(y), B, T, C, Kc);
-        return launched();
-    };
-    using V1 = std::integral_constant<int, 1>;
-    switch (dtype) {
-    case DType::F32:
-        return at16 && C % 4 == 0 ? run(float{}, std::integral_constant<int, 4>{}) : run(float{}, V1{});
-    case DType::F16:
-        return at16 && C % 8 == 0 ? run(__half{}, std::integral_constant<int, 8>{}) : run(__half{}, V1{});
-    case DType::BF16:
-        return at16 && C % 8 == 0 ? run(__nv_bfloat16{}, std::integral_constant<int, 8>{}) : run(__nv_bfloat16{}, V1{});
-    }
-    return cudaErrorInvalidValue;
+    return with_dtype(dtype, [&](auto t) {
+        using E = decltype(t);
+        constexpr int kVec = 16 / sizeof(E);  // 16-byte loads where the channels and pointers allow
+        return at16 && C % kVec == 0 ? causal_conv1d_silu_t<E, kVec>(x, w, y, B, T, C, Kc, stream)
+                                     : causal_conv1d_silu_t<E, 1>(x, w, y, B, T, C, Kc, stream);
+    });
 }
 
 cudaError_t qk_norm_rope(DType dtype, const QkRopeArgs & args, cudaStream_t stream) {
     if (args.rows == 0) return cudaSuccess;
-    switch (dtype) {
-    case DType::F32: return qk_norm_rope_t<float>(args, stream);
-    case DType::F16: return qk_norm_rope_t<__half>(args, stream);
-    case DType::BF16: return qk_norm_rope_t<__nv_bfloat16>(args, stream);
-    }
-    return cudaErrorInvalidValue;
+    return with_dtype(dtype, [&](auto t) { return qk_norm_rope_t<decltype(t)>(args, stream); });
 }
 
 cudaError_t moe_permute(const void * x, int64_t x_row_stride_bytes, int64_t row_bytes, const int64_t * top_i,
