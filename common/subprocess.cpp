@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -275,6 +276,12 @@ void ChildProcess::stop(std::chrono::milliseconds grace) {
             wait_for(std::chrono::milliseconds(5000));
         }
         for (pid_t p : tree) ::kill(p, SIGKILL);  // sessions that ignored SIGTERM
+        // A signal is delivered asynchronously and those sessions are not our children, so
+        // nothing reaps them for us: wait (bounded) until each has died, so that "stopped"
+        // means the sessions are gone when stop() returns, not a moment later.
+        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2000);
+        while (std::ranges::any_of(tree, process_alive) && std::chrono::steady_clock::now() < end)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     pid_ = -1;
 }
