@@ -345,19 +345,21 @@ if [[ $what == profiles ]]; then
 fi
 [[ ${PERF2_SHORT:-0} == 1 ]] && export BENCH_NO_ATEN=1
 if [[ $what == perf2 ]]; then
-  # The fused norms, conv and partial-rotary q/k pass, GQA without repeated k/v, the chunk-major
-  # delta rule: kernel tests, small parity of the families they touch, then the benches (HF same run).
+  # The pending fast paths (EXTRACTOR_FUSED=all: fused norms, conv and partial-rotary q/k pass, GQA
+  # without repeated k/v) and the chunk-major delta rule: kernel tests, then the benches of the
+  # validated default, of all, and of all with k/v repeated (HF same run), small parity of the
+  # families they touch on all three paths.
   stamp "gpu tests"
   gpu_tests
   for fam in qwen3_next glm4_moe; do
     stamp "$fam bench (real shape, HF same run)"
-    BENCH_VARIANTS='{"extract_repeat_kv": {"EXTRACTOR_SDPA_GQA": "0"}}' timeout 170 \
+    BENCH_VARIANTS='{"extract_all": {"EXTRACTOR_FUSED": "all"}, "extract_all_repeat_kv": {"EXTRACTOR_FUSED": "all", "EXTRACTOR_SDPA_GQA": "0"}}' timeout 200 \
       python3 "$root/bench/${fam}_bench.py" --extract "$exe" --iters 16 --json-out "$out/${fam}_bench.json" > "$out/${fam}_bench.log" 2>&1
     echo "rc=$?"; tail -6 "$out/${fam}_bench.log"
     [[ ${PERF2_SHORT:-0} == 1 ]] && continue
-    family_profile "$fam"
+    EXTRACTOR_FUSED=all family_profile "$fam"
   done
-  stamp "parity, small configs: gpt_oss, glm4_moe, qwen3_next (fused + ATen)"
+  stamp "parity, small configs: gpt_oss, glm4_moe, qwen3_next (validated, all, ATen)"
   timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families ${PARITY_FAMILIES:-gpt_oss,glm4_moe,qwen3_next} \
     --json-out "$out/parity_small.json" > "$out/parity_small.log" 2>&1
   echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -6; grep -A12 "^family " "$out/parity_small.log" | head -14
@@ -366,13 +368,13 @@ if [[ $what == perf2 ]]; then
 fi
 if [[ $what == perf2 ]]; then
   stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run)"
-  BENCH_VARIANTS='{"extract_per_expert": {"EXTRACTOR_EXPERT_MATMULS": "per_expert"}, "extract_again": {}}' timeout 170 \
+  BENCH_VARIANTS='{"extract_all": {"EXTRACTOR_FUSED": "all"}, "extract_again": {}, "extract_all_again": {"EXTRACTOR_FUSED": "all"}}' timeout 200 \
     python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
     > "$out/mixtral_bench.log" 2>&1
   echo "rc=$?"; tail -8 "$out/mixtral_bench.log"
   if [[ $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1) -ge 120000 ]]; then
     stamp "offload full shape: qwen3_next, streamed layers spread (prefetch 0, 1, 2) and at the end (prefetch 1)"
-    timeout 300 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident \
+    EXTRACTOR_FUSED=all timeout 300 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident \
       --depths ${OFFLOAD_DEPTHS:-0,1,2} --tail-depths ${OFFLOAD_TAIL_DEPTHS:-1} \
       --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
       --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1

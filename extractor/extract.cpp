@@ -18,6 +18,7 @@
 #include "common/progress.h"
 #include "extractor/compat.h"
 #include "extractor/cuda/device_memory.h"
+#include "extractor/cuda/fused_ops.h"
 #include "extractor/gpu_memory.h"
 #include "extractor/hash.h"
 #include "extractor/offload.h"
@@ -257,6 +258,9 @@ nlohmann::json run_metadata(const ExtractOptions & opt, const HfConfig & hf, con
                    {"seed", opt.input.seed},
                    {"window_index", inputs.window_index}}},
         {"placement", model.placement.describe()},
+        // Which implementation ran (attention backend, expert matmuls, fused-kernel tier): two runs
+        // whose numbers differ in the last bits can be told apart by it.
+        {"ops", ops::describe_paths(model.dtype, !model.placement.compute.empty() && model.placement.compute[0].is_cuda())},
     };
     if (!res.offload.is_null()) meta["offload"] = res.offload;
     if (sinks.perplexity) meta["perplexity"] = sinks.perplexity->summary();
@@ -282,6 +286,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     check_load_options(opt.load);
     if (!opt.plan_only) check_input_options(opt.input);
     if (opt.warmup_batches < 0) throw common::Error::usage("--warmup must be 0 or more, got " + std::to_string(opt.warmup_batches));
+    (void)fused::mode();  // EXTRACTOR_FUSED too, even where no kernel would read it (a CPU run)
     HfConfig hf = read_hf_config(opt.model_dir);
     const Family & family = find_family(hf.model_type);
     ModelConfig cfg = family.parse_config(hf);
@@ -312,7 +317,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     const int64_t first_rows = std::min<int64_t>(opt.input.batch_size, static_cast<int64_t>(inputs.sequences.size()));
     load.while_loading = warm_up_while_loading(sinks.tap, first_rows, opt.input.seq_len);
     Model model = opt.random_weights ? random_model(opt.model_dir, load, opt.weight_seed) : load_model(opt.model_dir, load);
-    common::log::info("ops: ", ops::describe_paths(model.dtype, model.placement.compute.empty() ? false : model.placement.compute[0].is_cuda()));
+    common::log::info("ops: ", ops::describe_paths(model.dtype, !model.placement.compute.empty() && model.placement.compute[0].is_cuda()));
     res.load_s = model.load_s;
     res.weights_bytes = model.estimate.total_bytes;
     LmHead head;

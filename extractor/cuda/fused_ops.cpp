@@ -7,9 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "common/error.h"
@@ -19,11 +17,6 @@ namespace extractor::fused {
 namespace {
 
 namespace k = cuda_kernels;
-
-std::atomic<bool> g_enabled{[] {
-    const char * v = std::getenv("EXTRACTOR_FUSED");
-    return !(v && std::string(v) == "0");
-}()};
 
 k::DType dtype_of(const at::Tensor & t) {
     switch (t.scalar_type()) {
@@ -48,14 +41,6 @@ void require(bool ok, const char * what) {
 }  // namespace
 
 bool built() { return true; }
-void set_enabled(bool enabled) { g_enabled = enabled; }
-bool enabled() { return g_enabled; }
-
-bool usable(const at::Tensor & x) {
-    if (!enabled() || !x.defined() || !x.is_cuda()) return false;
-    const auto t = x.scalar_type();
-    return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
-}
 
 namespace {
 

@@ -3,8 +3,16 @@
 // steps as HF's ops, so results match the ATen path to fp32 summation order (tests/gpu checks).
 //
 // Compiled only where libtorch has CUDA and nvcc exists (cmake TOOLKIT_HAS_CUDA_KERNELS); otherwise
-// fused_ops_none.cpp reports built() == false and ops.cpp always takes its ATen path. At run time
-// EXTRACTOR_FUSED=0 (or set_enabled(false)) turns them off, so parity and benchmarks can compare.
+// without_cuda.cpp reports built() == false and ops.cpp always takes its ATen path.
+//
+// Two tiers. A kernel (or another fast path, such as grouped-query SDPA) is *pending* from the
+// commit that adds it until a GPU run has held it to its ATen path (tests/gpu) and to HF
+// (tests/parity); only then does it move to *validated*. No GPU runs in CI, so this keeps a default
+// run from depending on code no GPU has executed yet. EXTRACTOR_FUSED (read once, fused_mode.cpp):
+//   unset or 1  the validated kernels (the default);
+//   0           none: the ATen path everywhere, which parity and the benchmarks compare against;
+//   all         the validated and the pending ones: what a GPU session runs to validate them.
+// extractor/README.md lists which kernels are pending.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,11 +23,19 @@
 
 namespace extractor::fused {
 
+enum class Mode { Off, Validated, All };
+enum class Tier { Validated, Pending };
+
 bool built();
-void set_enabled(bool enabled);
-bool enabled();  // built() and not switched off
-// enabled() and x is a CUDA tensor of a floating dtype the kernels handle (fp32, fp16, bf16).
-bool usable(const at::Tensor & x);
+Mode mode();             // EXTRACTOR_FUSED unless set_mode() overrode it
+// The tests compare paths with it; nullopt reads EXTRACTOR_FUSED again at the next mode().
+void set_mode(std::optional<Mode> m);
+bool enabled();          // built() and mode() is not Off
+// x is a CUDA tensor of a floating dtype the kernels handle (fp32, fp16, bf16), the kernels are
+// built, and the mode runs kernels of this tier.
+bool usable(const at::Tensor & x, Tier tier = Tier::Validated);
+// built() and mode() is All: the pending fast paths that are not kernels of this file may run.
+bool pending_paths();
 
 // x [...,W] (last dim contiguous, rows evenly strided), weight [W] -> [...,W] contiguous.
 at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps);

@@ -17,9 +17,6 @@ namespace {
 }  // namespace
 
 bool built() { return false; }
-void set_enabled(bool) {}
-bool enabled() { return false; }
-bool usable(const at::Tensor &) { return false; }
 
 at::Tensor rms_norm(const at::Tensor &, const at::Tensor &, double) { absent(); }
 at::Tensor rms_norm_fp32_gain(const at::Tensor &, const at::Tensor &, double) { absent(); }

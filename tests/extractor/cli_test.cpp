@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "extractor/cli/cli.h"
+#include "extractor/cuda/fused_ops.h"
 #include "tests/support/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -83,6 +84,9 @@ TEST_CASE("cli: fixture, inspect --json and run --json work end to end, bad inpu
     auto meta = nlohmann::json::parse(tests::read_file(dir / "out/metadata.json"));
     CHECK(meta["shapes"]["layer_1_ln_mlp"] == nlohmann::json({1, 8, 64}));
     CHECK(meta["sequences"] == 2);
+    // Which implementation ran is on record; a CPU run uses no fused kernel.
+    CHECK(meta["ops"].get<std::string>().find("fused CUDA kernels: ") != std::string::npos);
+    CHECK(meta["ops"].get<std::string>().find("on, pending") == std::string::npos);
 
     // --save-routing adds each MoE layer's expert choice to the batch files, and needs --out.
     Result routed = run({"run", dir / "m", "--tokens", dir / "ids.txt", "--seq-len", "8", "--device", "cpu", "--dtype", "f32",
@@ -126,6 +130,21 @@ TEST_CASE("cli: a read that stops ends the load with a timeout naming the file a
     CHECK(msg.find("model.layers.1.mlp.down_proj.weight") != std::string::npos);
     CHECK(msg.find("model.safetensors") != std::string::npos);
     CHECK(took_s < 5.0);  // the watchdog, not the stalled reader (which sleeps 1.5 s), ends it
+}
+
+TEST_CASE("cli: an unknown EXTRACTOR_FUSED value is a usage error that names it, before anything is loaded") {
+    tests::TempDir dir;
+    REQUIRE(run({"fixture", "--family", "llama", "--out", dir / "m", "--layers", "2", "--json"}).code == 0);
+    tests::write_file(dir / "ids.txt", "1 2 3 4 5 6 7 8");
+    tests::EnvGuard fused("EXTRACTOR_FUSED", std::string("pending"));
+    extractor::fused::set_mode(std::nullopt);  // read the variable again, as a fresh process would
+    Result r = run({"run", dir / "m", "--tokens", dir / "ids.txt", "--seq-len", "8", "--device", "cpu", "--absmax", "--json", "-q"});
+    extractor::fused::set_mode(std::nullopt);
+    INFO(r.err);
+    CHECK(r.code == 2);
+    auto e = nlohmann::json::parse(r.err)["error"];
+    CHECK(e["kind"] == "usage");
+    CHECK(std::string(e["message"]).find("EXTRACTOR_FUSED=pending") != std::string::npos);
 }
 
 TEST_CASE("cli: every verb has help with examples") {

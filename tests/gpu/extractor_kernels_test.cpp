@@ -1,5 +1,5 @@
 // The extractor's fused CUDA kernels against the ATen paths they replace (extractor/ops.cpp with
-// fused::set_enabled(false)), on random inputs of the shapes the families use. The kernels round
+// fused::set_mode(Mode::Off)), on random inputs of the shapes the families use. The kernels round
 // where HF rounds, so outputs agree except where fp32 sums run in another order and a value lands
 // on the other side of a rounding boundary: at most one unit in the last place, on few elements.
 #include <ATen/ATen.h>
@@ -24,12 +24,14 @@ namespace ops = extractor::ops;
 
 bool have_gpu() { return at::hasCUDA() && fused::built(); }
 
-// Runs f with the fused kernels switched on or off, restoring them afterwards.
+// Runs f with every fused kernel, pending ones included, or with none (the ATen path), then
+// restores the mode the run started with.
 template <typename F>
 at::Tensor with_fused(bool on, F && f) {
-    fused::set_enabled(on);
+    const fused::Mode before = fused::mode();
+    fused::set_mode(on ? fused::Mode::All : fused::Mode::Off);
     at::Tensor out = f();
-    fused::set_enabled(true);
+    fused::set_mode(before);
     return out;
 }
 

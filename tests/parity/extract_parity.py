@@ -711,6 +711,8 @@ def main():
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--plain-cpu", action="store_true", help="also compare --device cpu --plain-ops in fp32")
+    ap.add_argument("--no-pending", action="store_true",
+                    help="skip the EXTRACTOR_FUSED=all runs (the fused kernels still pending their first GPU check)")
     ap.add_argument("--real-shapes", action="store_true",
                     help="2 layers of the released config (REAL_SHAPES), 2 x 2048 tokens, bf16 only; needs a GPU")
     ap.add_argument("--perplexity", action="store_true",
@@ -751,10 +753,14 @@ def main():
     with open(ids_path, "w") as f:
         json.dump(ids.tolist(), f)
 
-    # Default paths (the fused CUDA kernels where built), then the ATen path they replace.
+    # Default paths (the validated fused CUDA kernels where built), then with the kernels pending
+    # their first GPU run added (EXTRACTOR_FUSED=all, extractor/README.md "Two tiers"), then the
+    # ATen path they replace.
     dnames = tuple(args.dtypes.split(",")) if args.dtypes else ("bf16",) if args.real_shapes else ("f32", "bf16")
     runs = [(args.device, d, [], {}) for d in dnames]
     if args.device.startswith("cuda"):
+        if not args.no_pending:
+            runs += [(args.device, d, [], {"EXTRACTOR_FUSED": "all"}) for d in dnames]
         runs += [(args.device, d, [], {"EXTRACTOR_FUSED": "0"}) for d in dnames]
     if args.plain_cpu:
         runs.append(("cpu", "f32", ["--plain-ops"], {}))
@@ -778,7 +784,8 @@ def main():
         refs = {}
         truth = {}  # HF's fp32 captures per device, for the bf16 MoE truth verdict
         for (name, cdir), (device, dname, extra, env) in [(c, r) for r in family_runs for c in checkpoints]:
-            path = ("plain" if "--plain-ops" in extra else "aten" if env else "default") + \
+            fused_env = env.get("EXTRACTOR_FUSED")
+            path = ("plain" if "--plain-ops" in extra else "aten" if fused_env == "0" else "all" if fused_env == "all" else "default") + \
                 ("+dq" if "--dequantize" in extra else "")
             label = f"{name} {dname} {device} {path}"
             try:
