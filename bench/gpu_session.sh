@@ -24,8 +24,10 @@
 #   bench/gpu_session.sh profiles    # per-op profiles of the real-shape glm4_moe and qwen3_next stacks (after their
 #                                    # benches, HF in the same run), then the Mixtral accumulator's tally scopes
 #   bench/gpu_session.sh lab         # the expert-matmul lab (bench/moe_gemm_lab.py) and the build
-#   bench/gpu_session.sh perf2       # GPU tests, small parity (gpt_oss, glm4_moe, qwen3_next), benches of qwen3_next, glm4_moe
-#                                    # (GQA SDPA vs repeated k/v) and mixtral, per-op profiles; on an H200 the offload depths 0-4
+#   bench/gpu_session.sh perf2       # GPU tests, benches of qwen3_next, glm4_moe (default, EXTRACTOR_FUSED=all, all with
+#                                    # repeated k/v) with per-op profiles, small parity (gpt_oss, glm4_moe, qwen3_next) on the
+#                                    # three paths, the mixtral bench; on an H200 full-shape offload of qwen3_next (spread
+#                                    # placement, prefetch 0-2, end-of-stack at 1) and glm4_moe (prefetch 0, 1)
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -360,7 +362,7 @@ if [[ $what == perf2 ]]; then
     EXTRACTOR_FUSED=all family_profile "$fam"
   done
   stamp "parity, small configs: gpt_oss, glm4_moe, qwen3_next (validated, all, ATen)"
-  timeout 150 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families ${PARITY_FAMILIES:-gpt_oss,glm4_moe,qwen3_next} \
+  timeout 200 python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --families ${PARITY_FAMILIES:-gpt_oss,glm4_moe,qwen3_next} \
     --json-out "$out/parity_small.json" > "$out/parity_small.log" 2>&1
   echo "parity rc=$?"; grep -E "^NOT OK" "$out/parity_small.log" | head -6; grep -A12 "^family " "$out/parity_small.log" | head -14
   # PERF2_SHORT=1 (a short lease): the two family benches (no ATen run) and the parity only.
@@ -379,6 +381,13 @@ if [[ $what == perf2 ]]; then
       --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
       --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
     echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_qwen3_next.log"
+    # GLM-4.5-Air in bf16 is ~199 GiB: ~120 GiB of layers stay on the card, the rest is pinned on the
+    # host (the machine has 128 GiB of RAM), prefetch off and on.
+    stamp "offload full shape: glm4_moe, prefetch 0 and 1"
+    EXTRACTOR_FUSED=all timeout 300 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape glm4_moe --no-resident \
+      --depths 0,1 --tail-depths "" --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_glm4_moe:-0=128GiB,cpu=100GiB}" \
+      --json-out "$out/offload_glm4_moe.json" > "$out/offload_glm4_moe.log" 2>&1
+    echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_glm4_moe.log"; tail -3 "$out/offload_glm4_moe.log"
   fi
 fi
 if [[ $what == mxprofile ]]; then
