@@ -88,9 +88,23 @@ SshdServer SshdServer::start(const SshdOptions & options) {
     }
     if (authorized.empty() || authorized.back() != '\n') authorized += '\n';
     write_text_file(s.dir_ + "/authorized_keys", authorized, 0600);
-    s.port_ = options.port ? options.port : pick_free_port();
-    s.launch();
-    return s;
+    if (options.port) {
+        s.port_ = options.port;
+        s.launch();
+        return s;
+    }
+    // A port found free is closed again before sshd binds it, and in between another process may
+    // take it (an outgoing connection's ephemeral port, a daemon started beside this one). sshd then
+    // exits at once with "Address already in use": pick another port and start again.
+    for (int attempt = 1;; ++attempt) {
+        s.port_ = options.pick_port ? options.pick_port() : pick_free_port();
+        try {
+            s.launch();
+            return s;
+        } catch (const Error &) {
+            if (attempt >= 5 || s.log_text().find("Address already in use") == std::string::npos) throw;
+        }
+    }
 }
 
 void SshdServer::launch() {

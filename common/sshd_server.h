@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,8 @@ namespace common {
 
 struct SshdOptions {
     std::string dir;                 // created if missing (mode 0700); everything lives here
-    int port = 0;                    // 0: pick a free loopback port
+    int port = 0;                    // 0: pick a free loopback port (another if sshd finds it taken)
+    std::function<int()> pick_port;  // how port 0 picks; empty: pick_free_port (tests inject a taken one)
     std::string authorized_key;      // public key line to authorise; empty: generate a client key
     std::vector<std::string> extra_config;  // sshd_config lines that override the defaults (written first; no Match blocks)
     std::chrono::milliseconds ready_timeout{10000};

@@ -1,10 +1,17 @@
 // The fixture itself: a real sshd, a real libssh client, real keys.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <thread>
 
+#include "common/error.h"
+#include "common/sshd_server.h"
 #include "common/subprocess.h"
 #include "tests/support/sshd_fixture.h"
+#include "tests/support/temp_dir.h"
 #include <doctest/doctest.h>
 
 TEST_CASE("sshd fixture: a command over libssh returns its output and exit status") {
@@ -48,4 +55,54 @@ TEST_CASE("sshd fixture: a restart keeps the identity, a rotated key presents a 
     sshd.server().restart();
     CHECK(sshd.server().host_public_key() != before);
     CHECK(tests::ssh_exec(sshd, "echo ok").out == "ok\n");  // the helper pins to the current key
+}
+
+namespace {
+
+// A loopback port held by a listening socket for the object's lifetime.
+struct TakenPort {
+    int fd = -1;
+    int port = 0;
+    TakenPort() {
+        fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd >= 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0);
+        REQUIRE(::listen(fd, 1) == 0);
+        REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) == 0);
+        port = ntohs(addr.sin_port);
+    }
+    ~TakenPort() { ::close(fd); }
+};
+
+}  // namespace
+
+TEST_CASE("sshd server: a picked port taken before sshd binds it is replaced by another, an asked-for one is an error") {
+    TakenPort taken;
+    tests::TempDir dir("toolkit-sshd-port");
+    common::SshdOptions options;
+    options.dir = dir.path() + "/sshd";
+    int picks = 0;
+    // The first pick returns the taken port, as when another process grabs it in between.
+    options.pick_port = [&] { return ++picks == 1 ? taken.port : common::pick_free_port(); };
+    common::SshdServer server = common::SshdServer::start(options);
+    CHECK(picks == 2);
+    CHECK(server.port() != taken.port);
+    CHECK(server.running());
+
+    // A port the caller asked for is kept or refused, never swapped: the error names the port and why.
+    common::SshdOptions fixed;
+    fixed.dir = dir.path() + "/sshd-fixed";
+    fixed.port = taken.port;
+    try {
+        (void)common::SshdServer::start(fixed);
+        FAIL("sshd started on a port that is taken");
+    } catch (const common::Error & e) {
+        const std::string msg = e.what();
+        CHECK(msg.find(std::to_string(taken.port)) != std::string::npos);
+        CHECK(msg.find("Address already in use") != std::string::npos);
+    }
 }
