@@ -174,12 +174,13 @@ if [[ $what == newshapes ]]; then
 fi
 if [[ $what == offload_full ]]; then
   # Full shapes with the layers that do not fit offloaded: prefetch 0 vs 1 (OFFLOAD_SHAPES, budgets
-  # in OFFLOAD_BUDGET_<shape>).
+  # in OFFLOAD_BUDGET_<shape>; the H200 defaults of perf2), pending kernels included.
+  : "${OFFLOAD_BUDGET_qwen3_next:=0=110GiB,cpu=100GiB}" "${OFFLOAD_BUDGET_glm4_moe:=0=128GiB,cpu=100GiB}"
   for shape in ${OFFLOAD_SHAPES:-qwen3_next glm4_moe}; do
     var=OFFLOAD_BUDGET_$shape
     stamp "offload full shape: $shape (${!var:-unset})"
     [[ -n ${!var:-} ]] || { echo "no budget for $shape"; continue; }
-    timeout 420 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape "$shape" --no-resident --depths 0,1 \
+    EXTRACTOR_FUSED=all timeout 420 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape "$shape" --no-resident --depths 0,1 \
       --batch-size 4 --iters 3 --max-memory "${!var}" --json-out "$out/offload_$shape.json" > "$out/offload_$shape.log" 2>&1
     echo "rc=$?"; grep -vE "^\[|^[0-9]" "$out/offload_$shape.log" | tail -8
   done
