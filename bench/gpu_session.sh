@@ -285,7 +285,7 @@ if [[ $what == captures ]]; then
   # What a capture costs inside a matmul-bound forward (#12, Mixtral 2 layers at real shapes): the
   # bench against HF, then the same batches with --absmax, with no sink (analyze extract --baseline)
   # and with the fused accumulator, and --absmax under EXTRACTOR_PROFILE.
-  stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run)"
+  stamp "mixtral bench (2 layers, real shapes, 48 batches, HF same run)"
   timeout 150 python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
     > "$out/mixtral_bench.log" 2>&1
   echo "rc=$?"; tail -6 "$out/mixtral_bench.log"
@@ -357,7 +357,7 @@ if [[ $what == perf2 ]]; then
   for fam in qwen3_next glm4_moe; do
     stamp "$fam bench (real shape, HF same run)"
     BENCH_VARIANTS='{"extract_all": {"EXTRACTOR_FUSED": "all"}, "extract_all_repeat_kv": {"EXTRACTOR_FUSED": "all", "EXTRACTOR_SDPA_GQA": "0"}}' timeout 200 \
-      python3 "$root/bench/${fam}_bench.py" --extract "$exe" --iters 16 --json-out "$out/${fam}_bench.json" > "$out/${fam}_bench.log" 2>&1
+      python3 "$root/bench/${fam}_bench.py" --extract "$exe" --iters 32 --json-out "$out/${fam}_bench.json" > "$out/${fam}_bench.log" 2>&1
     echo "rc=$?"; tail -6 "$out/${fam}_bench.log"
     [[ ${PERF2_SHORT:-0} == 1 ]] && continue
     EXTRACTOR_FUSED=all family_profile "$fam"
@@ -370,9 +370,9 @@ if [[ $what == perf2 ]]; then
   [[ ${PERF2_SHORT:-0} == 1 ]] && what=done
 fi
 if [[ $what == perf2 ]]; then
-  stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run)"
+  stamp "mixtral bench (2 layers, real shapes, 48 batches, HF same run)"
   BENCH_VARIANTS='{"extract_all": {"EXTRACTOR_FUSED": "all"}, "extract_again": {}, "extract_all_again": {"EXTRACTOR_FUSED": "all"}}' timeout 200 \
-    python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
+    python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 48 --json-out "$out/mixtral_bench.json" \
     > "$out/mixtral_bench.log" 2>&1
   echo "rc=$?"; tail -8 "$out/mixtral_bench.log"
   if [[ $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1) -ge 120000 ]]; then
