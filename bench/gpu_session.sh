@@ -285,7 +285,7 @@ if [[ $what == captures ]]; then
   # What a capture costs inside a matmul-bound forward (#12, Mixtral 2 layers at real shapes): the
   # bench against HF, then the same batches with --absmax, with no sink (analyze extract --baseline)
   # and with the fused accumulator, and --absmax under EXTRACTOR_PROFILE.
-  stamp "mixtral bench (2 layers, real shapes, 48 batches, HF same run)"
+  stamp "mixtral bench (2 layers, real shapes, 16 batches, HF same run)"
   timeout 150 python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 16 --json-out "$out/mixtral_bench.json" \
     > "$out/mixtral_bench.log" 2>&1
   echo "rc=$?"; tail -6 "$out/mixtral_bench.log"
