@@ -223,6 +223,12 @@ void forward_batches(const ForwardRun & run, Model & model, ExtractResult & res)
     res.batches = n_batches;
 }
 
+// Which implementation runs (attention backend, expert matmuls, fused-kernel tier): logged before
+// the run and kept in its metadata, so two runs whose numbers differ in the last bits can be told apart.
+std::string ops_paths(const Model & model) {
+    return ops::describe_paths(model.dtype, !model.placement.compute.empty() && model.placement.compute[0].is_cuda());
+}
+
 // metadata.json (and the run JSON's metadata): what ran, on what, from which inputs; with saved
 // tensors, also the files, shapes and naming, written into the output directory.
 nlohmann::json run_metadata(const ExtractOptions & opt, const HfConfig & hf, const Model & model, const InputSet & inputs,
@@ -258,9 +264,7 @@ nlohmann::json run_metadata(const ExtractOptions & opt, const HfConfig & hf, con
                    {"seed", opt.input.seed},
                    {"window_index", inputs.window_index}}},
         {"placement", model.placement.describe()},
-        // Which implementation ran (attention backend, expert matmuls, fused-kernel tier): two runs
-        // whose numbers differ in the last bits can be told apart by it.
-        {"ops", ops::describe_paths(model.dtype, !model.placement.compute.empty() && model.placement.compute[0].is_cuda())},
+        {"ops", ops_paths(model)},
     };
     if (!res.offload.is_null()) meta["offload"] = res.offload;
     if (sinks.perplexity) meta["perplexity"] = sinks.perplexity->summary();
@@ -317,7 +321,7 @@ ExtractResult run_extraction(const ExtractOptions & opt, const std::vector<Captu
     const int64_t first_rows = std::min<int64_t>(opt.input.batch_size, static_cast<int64_t>(inputs.sequences.size()));
     load.while_loading = warm_up_while_loading(sinks.tap, first_rows, opt.input.seq_len);
     Model model = opt.random_weights ? random_model(opt.model_dir, load, opt.weight_seed) : load_model(opt.model_dir, load);
-    common::log::info("ops: ", ops::describe_paths(model.dtype, !model.placement.compute.empty() && model.placement.compute[0].is_cuda()));
+    common::log::info("ops: ", ops_paths(model));
     res.load_s = model.load_s;
     res.weights_bytes = model.estimate.total_bytes;
     LmHead head;

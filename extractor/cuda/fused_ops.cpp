@@ -44,7 +44,9 @@ bool built() { return true; }
 
 namespace {
 
-// x [...,W] as evenly strided rows with a contiguous last dim (a copy only where the layout needs one).
+// x [...,W] as evenly strided rows with a contiguous last dim: [N,W] without a copy where the layout
+// allows. A narrowed [B,T-1,W] (perplexity drops each window's last position) is not evenly strided
+// across the batch; `view` threw on it, reshape copies it.
 at::Tensor as_rows(const at::Tensor & x) {
     at::Tensor rows = x.reshape({-1, x.size(-1)});
     if (rows.stride(-1) != 1) rows = rows.contiguous();
@@ -83,9 +85,6 @@ at::Tensor rms_norm_variant(const at::Tensor & x, const at::Tensor & weight, con
 }  // namespace
 
 at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps) {
-    // Rows must be evenly strided with a contiguous last dim: [N,W] without a copy where the layout
-    // allows. A narrowed [B,T-1,W] (perplexity drops each window's last position) is not evenly
-    // strided across the batch; `view` threw on it, reshape copies it.
     return rms_norm_variant(x, weight.to(x.scalar_type()).contiguous(), nullptr, eps, k::NormVariant::Plain);
 }
 

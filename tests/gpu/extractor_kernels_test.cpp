@@ -73,6 +73,14 @@ void check_agreement(const Agreement & g, at::ScalarType t, double ulps) {
     }
 }
 
+// f on the ATen path and with every fused kernel agree (check_agreement); returns the ATen result.
+template <typename F>
+at::Tensor check_paths_agree(F && f, at::ScalarType t, double ulps) {
+    at::Tensor ref = with_fused(false, f);
+    check_agreement(agreement(with_fused(true, f), ref), t, ulps);
+    return ref;
+}
+
 at::TensorOptions on_gpu(at::ScalarType t) { return at::TensorOptions().dtype(t).device(at::kCUDA); }
 
 }  // namespace
@@ -88,18 +96,14 @@ TEST_CASE("fused rms_norm matches the ATen path in bf16, fp16 and fp32, aligned 
             at::Tensor wide = at::randn({3, 37, width + 16}, on_gpu(dtype)) * 3;
             at::Tensor x = wide.narrow(2, 8, width);  // rows strided by width + 16
             at::Tensor w = at::randn({width}, on_gpu(dtype));
-            at::Tensor ref = with_fused(false, [&] { return ops::rms_norm(x, w, 1e-6); });
-            at::Tensor got = with_fused(true, [&] { return ops::rms_norm(x, w, 1e-6); });
             CAPTURE(dtype);
             CAPTURE(width);
-            check_agreement(agreement(got, ref), dtype, 4);
+            check_paths_agree([&] { return ops::rms_norm(x, w, 1e-6); }, dtype, 4);
             // Positions narrowed (what --perplexity does: each window without its last position):
             // rows not evenly strided across the batch, which made the fused path's view throw.
             at::Tensor seq = at::randn({3, 37, width}, on_gpu(dtype)) * 3;
             at::Tensor y = seq.narrow(1, 0, 36);
-            at::Tensor ref_y = with_fused(false, [&] { return ops::rms_norm(y, w, 1e-6); });
-            at::Tensor got_y = with_fused(true, [&] { return ops::rms_norm(y, w, 1e-6); });
-            check_agreement(agreement(got_y, ref_y), dtype, 4);
+            check_paths_agree([&] { return ops::rms_norm(y, w, 1e-6); }, dtype, 4);
         }
     }
 }
@@ -426,17 +430,11 @@ TEST_CASE("fused fp32-gain and gated RMSNorms match their ATen paths in bf16, fp
             CAPTURE(dtype);
             CAPTURE(width);
             // GPT-OSS's norm (gain w) and Qwen3-Next's zero-centred one (gain 1 + w, formed in fp32).
-            at::Tensor ref = with_fused(false, [&] { return ops::rms_norm_fp32_gain(x, w, 1e-6); });
-            at::Tensor got = with_fused(true, [&] { return ops::rms_norm_fp32_gain(x, w, 1e-6); });
-            check_agreement(agreement(got, ref), dtype, 4);
-            ref = with_fused(false, [&] { return ops::rms_norm_zero_centred(x, w, 1e-6); });
-            got = with_fused(true, [&] { return ops::rms_norm_zero_centred(x, w, 1e-6); });
-            check_agreement(agreement(got, ref), dtype, 4);
+            check_paths_agree([&] { return ops::rms_norm_fp32_gain(x, w, 1e-6); }, dtype, 4);
+            check_paths_agree([&] { return ops::rms_norm_zero_centred(x, w, 1e-6); }, dtype, 4);
             // Qwen3NextRMSNormGated: the gate's SiLU in fp32, one rounding of the product.
             at::Tensor z = at::randn({2, 37, width}, on_gpu(dtype)) * 2;
-            ref = with_fused(false, [&] { return ops::rms_norm_gated(x, z, w, 1e-6); });
-            got = with_fused(true, [&] { return ops::rms_norm_gated(x, z, w, 1e-6); });
-            check_agreement(agreement(got, ref), dtype, 4);
+            at::Tensor ref = check_paths_agree([&] { return ops::rms_norm_gated(x, z, w, 1e-6); }, dtype, 4);
             // The kernels themselves (the ops above would pass vacuously if their dispatch guards
             // sent both calls to ATen), the gate as a strided view too.
             check_agreement(agreement(fused::rms_norm_gated(x, z, w, 1e-6), ref), dtype, 4);
