@@ -28,6 +28,8 @@
 #                                    # repeated k/v) with per-op profiles, small parity (gpt_oss, glm4_moe, qwen3_next) on the
 #                                    # three paths, the mixtral bench; on an H200 full-shape offload of qwen3_next (spread
 #                                    # placement, prefetch 0-2, end-of-stack at 1) and glm4_moe (prefetch 0, 1)
+#   bench/gpu_session.sh offload2    # on an H200: full-shape GLM-4.5-Air offload (prefetch 0, 1), then Qwen3-Next (spread
+#                                    # placement at prefetch 0-2, end-of-stack at 1); the tail of perf2 on an H200
 #   bench/gpu_session.sh h200        # on an H200: full-shape Qwen3-Next offload (prefetch 0 vs 1) and full-shape Mixtral-8x7B;
 #                                    # then (any card) Qwen3-Next f32 real-shape parity
 # BUILD_DIR (default build-gpu, inside the checkout so a warm machine keeps it between calls).
@@ -375,21 +377,24 @@ if [[ $what == perf2 ]]; then
     python3 "$root/bench/mixtral_bench.py" --extract "$exe" --no-full --iters 48 --json-out "$out/mixtral_bench.json" \
     > "$out/mixtral_bench.log" 2>&1
   echo "rc=$?"; tail -8 "$out/mixtral_bench.log"
-  if [[ $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1) -ge 120000 ]]; then
-    stamp "offload full shape: qwen3_next, streamed layers spread (prefetch 0, 1, 2) and at the end (prefetch 1)"
-    EXTRACTOR_FUSED=all timeout 300 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident \
-      --depths ${OFFLOAD_DEPTHS:-0,1,2} --tail-depths ${OFFLOAD_TAIL_DEPTHS:-1} \
-      --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
-      --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
-    echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_qwen3_next.log"
-    # GLM-4.5-Air in bf16 is ~199 GiB: ~120 GiB of layers stay on the card, the rest is pinned on the
-    # host (the machine has 128 GiB of RAM), prefetch off and on.
-    stamp "offload full shape: glm4_moe, prefetch 0 and 1"
-    EXTRACTOR_FUSED=all timeout 300 python3 "$root/bench/offload_bench.py" --extract "$exe" --shape glm4_moe --no-resident \
-      --depths 0,1 --tail-depths "" --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_glm4_moe:-0=128GiB,cpu=100GiB}" \
-      --json-out "$out/offload_glm4_moe.json" > "$out/offload_glm4_moe.log" 2>&1
-    echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_glm4_moe.log"; tail -3 "$out/offload_glm4_moe.log"
-  fi
+  [[ $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1) -ge 120000 ]] && what=offload2
+fi
+if [[ $what == offload2 ]]; then
+  # Full shapes on an H200 (an H100 has too little memory for these budgets). GLM-4.5-Air in bf16 is
+  # ~199 GiB: ~120 GiB of layers stay on the card, the rest is pinned on the host (the machine has
+  # 128 GiB of RAM), prefetch off and on. Then Qwen3-Next with the streamed layers spread (prefetch
+  # 0, 1, 2) and at the end (prefetch 1).
+  stamp "offload full shape: glm4_moe, prefetch 0 and 1"
+  timeout ${OFFLOAD_TIMEOUT_glm4_moe:-240} python3 "$root/bench/offload_bench.py" --extract "$exe" --shape glm4_moe --no-resident \
+    --depths 0,1 --tail-depths "" --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_glm4_moe:-0=128GiB,cpu=100GiB}" \
+    --json-out "$out/offload_glm4_moe.json" > "$out/offload_glm4_moe.log" 2>&1
+  echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_glm4_moe.log"; tail -3 "$out/offload_glm4_moe.log"
+  stamp "offload full shape: qwen3_next, streamed layers spread (prefetch 0, 1, 2) and at the end (prefetch 1)"
+  timeout ${OFFLOAD_TIMEOUT_qwen3_next:-240} python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident \
+    --depths ${OFFLOAD_DEPTHS:-0,1,2} --tail-depths ${OFFLOAD_TAIL_DEPTHS:-1} \
+    --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
+    --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
+  echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_qwen3_next.log"; tail -3 "$out/offload_qwen3_next.log"
 fi
 if [[ $what == mxprofile ]]; then
   stamp "mixtral real-shape checkpoint, then analyze extract profiles (bare, default, no token tallies, no sweep)"

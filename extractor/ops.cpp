@@ -171,9 +171,7 @@ at::Tensor attention(const at::Tensor & a, const AttnWeights & w, const AttnOpti
     at::Tensor q = linear(a, w.q);                                                    // [B,T,Nq*D]
     at::Tensor k = linear(a, w.k);                                                    // [B,T,Nkv*D]
     at::Tensor v = linear(a, w.v);                                                    // [B,T,Nkv*D]
-    // Full rotary is validated; partial rotary (GLM) is pending its first GPU run.
-    const auto rope_tier = cos.size(-1) == D ? fused::Tier::Validated : fused::Tier::Pending;
-    if (fused::usable(a, rope_tier) && cos.size(-1) <= D) {
+    if (fused::usable(a) && cos.size(-1) <= D) {
         // One pass each for q and k: norm, clamp, RoPE, written in [B,T,N,D] memory (SDPA takes
         // the transposed view as it is).
         q = fused::qk_norm_rope(q, opt.n_heads, D, opt.qk_norm, w.q_norm, opt.qk_norm_eps, opt.clip_qkv, cos, sin);
@@ -227,7 +225,7 @@ at::Tensor attend_heads(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tens
     at::Tensor mask;
     if (opt.sliding_window && *opt.sliding_window < T) mask = causal_mask(T, opt.sliding_window, q.device());
     if (!sinks.defined() && !mask.defined() && rep > 1 && q.is_cuda() && q.scalar_type() != at::kFloat && D <= 256 &&
-        D % 8 == 0 && k.size(2) == T && compat::fast_paths() && compat::has_sdpa() && fused::pending_paths()) {
+        D % 8 == 0 && k.size(2) == T && compat::fast_paths() && compat::has_sdpa() && fused::usable(q)) {
         // GLM-4.5-Air's 96 query heads over 8 kv heads: repeating k/v wrote 12 copies of each.
         // Causal 16-bit calls the flash kernel can take only (head dim <= 256, a multiple of 8): it
         // does GQA natively; a masked, fp32 or wider call would land on a backend that repeats k/v

@@ -29,7 +29,7 @@ at::Tensor causal_conv1d_silu(const at::Tensor & x, const at::Tensor & weight) {
         throw common::Error::internal("causal_conv1d: weight must be [" + std::to_string(C) + ",1,Kc]");
     // 16-bit runs: one pass (cuDNN's depthwise conv1d took ~0.7 ms a layer at Qwen3-Next's shape).
     // fp32 runs keep cuDNN's conv, the arithmetic HF's fp32 forward runs, for the fp32 parity bar.
-    if (fused::usable(x, fused::Tier::Pending) && x.scalar_type() != at::kFloat && Kc <= 64) return fused::causal_conv1d_silu(x, weight);
+    if (fused::usable(x) && x.scalar_type() != at::kFloat && Kc <= 64) return fused::causal_conv1d_silu(x, weight);
     // Padding Kc-1 on both sides and keeping the first T outputs is exactly the causal conv: output
     // t covers padded inputs t..t+Kc-1, i.e. original inputs t-Kc+1..t.
     at::Tensor y = at::conv1d(x.transpose(1, 2), weight, {}, /*stride=*/1, /*padding=*/Kc - 1, /*dilation=*/1,
@@ -217,7 +217,7 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor & q, const at::Tensor & k, 
 at::Tensor rms_norm_gated(const at::Tensor & x, const at::Tensor & z, const at::Tensor & weight, double eps) {
     // HF: w * norm(x).to(dtype) (as Llama's RMSNorm), then * silu(z.float()) in fp32, rounded once.
     ProfileScope profile("rms_norm_gated");
-    if (fused::usable(x, fused::Tier::Pending) && z.sizes() == x.sizes() && z.scalar_type() == x.scalar_type() &&
+    if (fused::usable(x) && z.sizes() == x.sizes() && z.scalar_type() == x.scalar_type() &&
         weight.scalar_type() == x.scalar_type() && weight.numel() == x.size(-1))
         return fused::rms_norm_gated(x, z, weight, eps);
     return (rms_norm(x, weight, eps) * at::silu(z.to(at::kFloat))).to(x.scalar_type());  // [...,W]
@@ -251,7 +251,7 @@ at::Tensor gated_delta_net(const at::Tensor & a, const DeltaNetWeights & w, cons
     // in HF's order.
     // transformers 5.17 normalises q and k after casting them to fp32 (to match the FLA kernels);
     // earlier 5.x did it in the activation dtype. The output keeps v's dtype.
-    if (fused::usable(q, fused::Tier::Pending) && q.stride(3) == 1) {
+    if (fused::usable(q) && q.stride(3) == 1) {
         // One pass each: read the key heads once, write the fp32 value-head rows normalised.
         q = fused::l2norm_repeat(q, r, 1e-6);                                          // [B,T,Nv,Dk] fp32
         k = fused::l2norm_repeat(k, r, 1e-6);                                          // [B,T,Nv,Dk] fp32
@@ -277,7 +277,7 @@ at::Tensor gated_attention(const at::Tensor & a, const AttnWeights & w, const At
     at::Tensor gate = qg.narrow(-1, D, D).reshape({B, T, opt.n_heads * D});            // [B,T,Nq*D]
     at::Tensor q, k;
     at::Tensor v = linear(a, w.v).view({B, T, opt.n_kv_heads, D}).transpose(1, 2);    // [B,Nkv,T,D]
-    if (fused::usable(a, fused::Tier::Pending) && cos.size(-1) <= D) {
+    if (fused::usable(a) && cos.size(-1) <= D) {
         // Zero-centred norm and partial RoPE in one pass each; q read in place from [query | gate].
         q = fused::qk_norm_rope(qg.view({B, T, opt.n_heads * 2 * D}), opt.n_heads, D, QkNorm::PerHead, w.q_norm,
                                 opt.qk_norm_eps, std::nullopt, cos, sin, /*head_stride=*/2 * D, /*zero_centred=*/true);

@@ -20,7 +20,7 @@ namespace extractor::ops {
 
 at::Tensor rms_norm_fp32_gain(const at::Tensor & x, const at::Tensor & weight, double eps) {
     ProfileScope profile("rms_norm");
-    if (fused::usable(x, fused::Tier::Pending)) return fused::rms_norm_fp32_gain(x, weight, eps);
+    if (fused::usable(x)) return fused::rms_norm_fp32_gain(x, weight, eps);
     at::Tensor x32 = x.to(at::kFloat);                                          // [...,W] fp32
     at::Tensor var = x32.pow(2).mean(-1, /*keepdim=*/true);                    // [...,1]
     at::Tensor normed = x32 * at::rsqrt(var + eps);                             // [...,W] fp32
