@@ -6,11 +6,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #include "broker/credentials.h"
 #include "common/error.h"
@@ -25,6 +27,29 @@ struct Stmt {
     sqlite3_stmt * s = nullptr;
     ~Stmt() { sqlite3_finalize(s); }
 };
+
+// Several processes open one ledger at once (a sweep starts its members together). SQLite's busy
+// timeout covers most lock waits, but some steps answer SQLITE_BUSY or SQLITE_LOCKED at once: the
+// switch to WAL and the first schema write while another connection holds the file, a WAL snapshot
+// that went stale. Those are retried here, with a growing pause, up to the busy timeout's 10 s.
+constexpr auto kLockPatience = std::chrono::seconds(10);
+
+bool is_lock_error(int rc) {
+    rc &= 0xff;  // extended codes (SQLITE_BUSY_SNAPSHOT, ...) carry the primary code in the low byte
+    return rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
+}
+
+template <class Attempt>
+int retry_while_locked(Attempt attempt) {
+    const auto give_up = std::chrono::steady_clock::now() + kLockPatience;
+    auto pause = std::chrono::milliseconds(2);
+    for (;;) {
+        const int rc = attempt();
+        if (!is_lock_error(rc) || std::chrono::steady_clock::now() >= give_up) return rc;
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::milliseconds(100));
+    }
+}
 
 std::string octal(mode_t mode) {
     std::ostringstream o;
@@ -82,8 +107,8 @@ Ledger::Ledger(const std::string & path) : path_(path) {
         throw common::Error(common::ErrorKind::Usage, path + ": cannot open the broker ledger: " + why).with("file", path);
     }
     // Several broker processes may run at once (create in one terminal, sweep in another).
-    sqlite3_busy_timeout(db_, 10000);
-    exec("PRAGMA journal_mode=WAL");
+    sqlite3_busy_timeout(db_, static_cast<int>(std::chrono::milliseconds(kLockPatience).count()));
+    exec("PRAGMA journal_mode=WAL");  // persistent: later opens find the file in WAL already
     exec("CREATE TABLE IF NOT EXISTS instances ("
          " name TEXT PRIMARY KEY, provider TEXT NOT NULL, instance_id TEXT NOT NULL DEFAULT '',"
          " run_id TEXT NOT NULL DEFAULT '', deadline_unix INTEGER NOT NULL DEFAULT 0,"
@@ -102,8 +127,13 @@ Ledger::Ledger(const std::string & path) : path_(path) {
     }
     if (!has_ssh_key) {
         char * err = nullptr;
-        int rc = sqlite3_exec(db_, "ALTER TABLE instances ADD COLUMN ssh_key TEXT NOT NULL DEFAULT ''", nullptr, nullptr, &err);
-        std::string why = err ? err : "";
+        std::string why;
+        const int rc = retry_while_locked([&] {
+            sqlite3_free(err);
+            err = nullptr;
+            return sqlite3_exec(db_, "ALTER TABLE instances ADD COLUMN ssh_key TEXT NOT NULL DEFAULT ''", nullptr, nullptr, &err);
+        });
+        why = err ? err : "";
         sqlite3_free(err);
         // Another broker process may have added it between our look and our ALTER.
         if (rc != SQLITE_OK && why.find("duplicate column") == std::string::npos)
@@ -117,7 +147,12 @@ Ledger::~Ledger() {
 
 void Ledger::exec(const std::string & sql) {
     char * err = nullptr;
-    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    const int rc = retry_while_locked([&] {
+        sqlite3_free(err);
+        err = nullptr;
+        return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+    });
+    if (rc != SQLITE_OK) {
         std::string why = err ? err : "unknown";
         sqlite3_free(err);
         throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + why).with("file", path_);
@@ -130,8 +165,17 @@ void Ledger::update(const std::string & sql, const std::vector<std::string> & ar
         throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + sqlite3_errmsg(db_));
     for (size_t i = 0; i < args.size(); ++i)
         sqlite3_bind_text(st.s, static_cast<int>(i + 1), args[i].c_str(), -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st.s) != SQLITE_DONE)
-        throw common::Error(common::ErrorKind::Internal, path_ + ": ledger write failed: " + sqlite3_errmsg(db_));
+    std::string why;
+    const int rc = retry_while_locked([&] {
+        const int step = sqlite3_step(st.s);
+        if (step != SQLITE_DONE) {
+            why = sqlite3_errmsg(db_);
+            sqlite3_reset(st.s);  // a retried statement starts again (its bindings are kept)
+        }
+        return step;
+    });
+    if (rc != SQLITE_DONE)
+        throw common::Error(common::ErrorKind::Internal, path_ + ": ledger write failed: " + why).with("file", path_);
 }
 
 void Ledger::record_intent(const LedgerEntry & e) {
@@ -179,7 +223,22 @@ std::vector<LedgerEntry> Ledger::query(const std::string & where, const std::vec
         const unsigned char * t = sqlite3_column_text(st.s, c);
         return t ? std::string(reinterpret_cast<const char *>(t)) : std::string();
     };
-    while (sqlite3_step(st.s) == SQLITE_ROW) {
+    // A read refused for a lock is retried from the start; any other error is thrown, never taken
+    // for the end of the rows (an empty open_entries() would tell a sweep that nothing bills).
+    const auto give_up = std::chrono::steady_clock::now() + kLockPatience;
+    for (;;) {
+        const int rc = sqlite3_step(st.s);
+        if (rc == SQLITE_DONE) break;
+        if (rc != SQLITE_ROW) {
+            const std::string why = sqlite3_errmsg(db_);
+            sqlite3_reset(st.s);
+            if (is_lock_error(rc) && std::chrono::steady_clock::now() < give_up) {
+                out.clear();
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                continue;
+            }
+            throw common::Error(common::ErrorKind::Internal, path_ + ": ledger read failed: " + why).with("file", path_);
+        }
         LedgerEntry e;
         e.name = text(0);
         e.provider = text(1);

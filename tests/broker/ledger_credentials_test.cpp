@@ -2,7 +2,11 @@
 // keys redacted everywhere).
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
+#include <vector>
 
 #include "broker/credentials.h"
 #include "broker/ledger.h"
@@ -188,4 +192,50 @@ TEST_CASE("ledger: the private key a create used is recorded, older ledgers gain
     CHECK(got->ssh_key == "/home/u/.ssh/run_key");
     Ledger again(path);  // reopening does not add the column twice
     CHECK(again.find_instance("runpod", "pod-9")->ssh_key == "/home/u/.ssh/run_key");
+}
+
+TEST_CASE("ledger: many processes opening a new ledger at once all record their instance") {
+    // A sweep starts its members together, and each opens the same fresh ledger: creating the table
+    // and switching it to WAL race, and SQLite answers some of those steps "database is locked"
+    // without waiting on the busy timeout. Every process must still record its intent.
+    constexpr int kProcs = 8, kRounds = 12;
+    for (int round = 0; round < kRounds; ++round) {
+        tests::TempDir dir;
+        const std::string path = dir / "state/ledger.sqlite";
+        int gate[2];
+        REQUIRE(::pipe(gate) == 0);
+        std::vector<pid_t> kids;
+        for (int i = 0; i < kProcs; ++i) {
+            pid_t pid = ::fork();
+            REQUIRE(pid >= 0);
+            if (pid == 0) {
+                ::close(gate[1]);
+                char c;
+                (void)!::read(gate[0], &c, 1);  // all start when the parent closes the pipe
+                try {
+                    Ledger l(path);
+                    LedgerEntry e;
+                    e.name = "tk-m" + std::to_string(i);
+                    e.provider = "local";
+                    l.record_intent(e);
+                    l.record_created(e.name, "id-" + std::to_string(i));
+                    ::_exit(0);
+                } catch (const std::exception & ex) {
+                    std::fprintf(stderr, "member %d: %s\n", i, ex.what());
+                    ::_exit(1);
+                }
+            }
+            kids.push_back(pid);
+        }
+        ::close(gate[0]);
+        ::close(gate[1]);
+        int failed = 0;
+        for (pid_t pid : kids) {
+            int status = 0;
+            ::waitpid(pid, &status, 0);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
+        }
+        CHECK_MESSAGE(failed == 0, "round ", round, ": ", failed, " of ", kProcs, " processes failed");
+        CHECK(Ledger(path).open_entries().size() == kProcs);
+    }
 }
