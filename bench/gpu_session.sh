@@ -401,6 +401,16 @@ if [[ $what == offload2 ]]; then
     --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
     --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
   echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_qwen3_next.log"; tail -3 "$out/offload_qwen3_next.log"
+  # What time is left (OFFLOAD2_DEADLINE s from the start): real-shape bf16 parity on the default
+  # path and the ATen path, one family at a time.
+  for fam in ${OFFLOAD2_PARITY:-}; do
+    left=$(( ${OFFLOAD2_DEADLINE:-540} - ($(date +%s) - t0) ))
+    [[ $left -ge 100 ]] || { stamp "no time left for the $fam parity"; break; }
+    stamp "parity real shapes, bf16: $fam (${left} s left)"
+    timeout $left python3 "$root/tests/parity/extract_parity.py" --extract "$exe" --real-shapes --no-pending --families "$fam" \
+      --json-out "$out/parity_real_$fam.json" > "$out/parity_real_$fam.log" 2>&1
+    echo "parity $fam rc=$?"; grep -E "routing-aware:|against fp32" "$out/parity_real_$fam.log" | head -6; grep -A6 "^family " "$out/parity_real_$fam.log" | head -8
+  done
 fi
 if [[ $what == mxprofile ]]; then
   stamp "mixtral real-shape checkpoint, then analyze extract profiles (bare, default, no token tallies, no sweep)"

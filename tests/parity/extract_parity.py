@@ -753,9 +753,9 @@ def main():
     with open(ids_path, "w") as f:
         json.dump(ids.tolist(), f)
 
-    # Default paths (the validated fused CUDA kernels where built), then with the kernels pending
-    # their first GPU run added (EXTRACTOR_FUSED=all, extractor/README.md "Two tiers"), then the
-    # ATen path they replace.
+    # Default paths (the validated fused CUDA kernels where built), then with any kernels pending
+    # their first GPU run added (EXTRACTOR_FUSED=all, extractor/README.md "Two tiers"; the same as
+    # the default while none is pending: --no-pending skips it), then the ATen path they replace.
     dnames = tuple(args.dtypes.split(",")) if args.dtypes else ("bf16",) if args.real_shapes else ("f32", "bf16")
     runs = [(args.device, d, [], {}) for d in dnames]
     if args.device.startswith("cuda"):
