@@ -397,7 +397,7 @@ if [[ $what == offload2 ]]; then
   fi
   stamp "offload full shape: qwen3_next, streamed layers spread (prefetch 0, 1, 2) and at the end (prefetch 1)"
   timeout ${OFFLOAD_TIMEOUT_qwen3_next:-240} python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident \
-    --depths ${OFFLOAD_DEPTHS:-0,1,2} --tail-depths ${OFFLOAD_TAIL_DEPTHS:-1} \
+    --depths ${OFFLOAD_DEPTHS:-0,1,2} --tail-depths "${OFFLOAD_TAIL_DEPTHS-1}" \
     --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
     --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
   echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_qwen3_next.log"; tail -3 "$out/offload_qwen3_next.log"
