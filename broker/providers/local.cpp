@@ -4,10 +4,15 @@
 // disk, and GPUs from nvidia-smi when present (else 0 GPUs). Price is 0.
 // State: <state_dir>/local/<id>/{meta.json, home/, workspace/, sshd/}. The daemon outlives the
 // broker process that started it (it is the instance) and is ended by terminate.
+// Several processes use the folder at once (a sweep's members, their watchdogs, `broker sweep`):
+// meta.json is replaced by rename, so it is whole or absent, and a record that vanishes while read
+// is an instance another process just ended, not an error.
 #include <signal.h>
+#include <stdio.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -139,43 +144,57 @@ public:
     }
 
     std::optional<Instance> get(std::string_view id) override {
-        std::string dir = root_ + "/" + std::string(id);
-        if (id.empty() || id.find('/') != std::string_view::npos || !fs::exists(dir + "/meta.json")) return std::nullopt;
-        return to_instance(read_meta(dir));
+        if (!valid_id(id)) return std::nullopt;
+        auto meta = read_meta(root_ + "/" + std::string(id));
+        if (!meta) return std::nullopt;
+        return to_instance(*meta);
     }
 
     std::vector<Instance> list() override {
         std::vector<Instance> out;
         if (!fs::exists(root_)) return out;
         for (const auto & e : fs::directory_iterator(root_)) {
-            if (!fs::exists(e.path() / "meta.json")) continue;
-            Instance i = to_instance(read_meta(e.path().string()));
+            if (!valid_id(e.path().filename().string())) continue;  // ".ending-*": being removed
+            auto meta = read_meta(e.path().string());
+            if (!meta) continue;
+            Instance i = to_instance(*meta);
             if (parse_instance_name(i.name)) out.push_back(std::move(i));
         }
         return out;
     }
 
     void terminate(std::string_view id) override {
+        if (!valid_id(id)) return;
         std::string dir = root_ + "/" + std::string(id);
-        if (id.empty() || id.find('/') != std::string_view::npos || !fs::exists(dir + "/meta.json")) return;
-        kill_daemon(read_meta(dir));
+        auto meta = read_meta(dir);
+        if (!meta) return;
+        // The daemon goes first, so a terminate cut short leaves the record for the next one.
+        kill_daemon(*meta);
+        // Two processes may end one instance at once (a member and its watchdog): the rename to a
+        // name of this process's own lets exactly one of them remove the folder, and lists stop
+        // showing it at once. The loser finds the folder gone, which is the outcome it wanted.
+        std::string gone = root_ + "/.ending-" + std::string(id) + "-" + std::to_string(::getpid()) + "-" + random_id();
+        if (::rename(dir.c_str(), gone.c_str()) != 0) {
+            if (errno == ENOENT) return;
+            throw common::Error::io(dir, "rename to " + gone, errno);
+        }
         std::error_code ec;
-        fs::remove_all(dir, ec);
-        if (ec) throw common::Error::io(dir, "remove", ec.value());
+        fs::remove_all(gone, ec);
+        if (ec) throw common::Error::io(gone, "remove", ec.value());
     }
 
     void stop(std::string_view id) override {
-        std::string dir = root_ + "/" + std::string(id);
-        if (!fs::exists(dir + "/meta.json")) throw common::Error::not_found("local:" + std::string(id));
-        kill_daemon(read_meta(dir));
+        auto meta = valid_id(id) ? read_meta(root_ + "/" + std::string(id)) : std::nullopt;
+        if (!meta) throw common::Error::not_found("local:" + std::string(id));
+        kill_daemon(*meta);
     }
 
     void start(std::string_view id) override {
         std::string dir = root_ + "/" + std::string(id);
-        if (!fs::exists(dir + "/meta.json")) throw common::Error::not_found("local:" + std::string(id));
-        auto meta = read_meta(dir);
-        if (alive(meta)) return;
-        launch(dir, meta);
+        auto meta = valid_id(id) ? read_meta(dir) : std::nullopt;
+        if (!meta) throw common::Error::not_found("local:" + std::string(id));
+        if (alive(*meta)) return;
+        launch(dir, *meta);
     }
 
 private:
@@ -226,12 +245,24 @@ private:
         return i;
     }
 
-    static nlohmann::json read_meta(const std::string & dir) {
-        std::ifstream in(dir + "/meta.json");
+    // An id names a folder right under root_; a leading '.' marks one that terminate is removing.
+    static bool valid_id(std::string_view id) {
+        return !id.empty() && id.front() != '.' && id.find('/') == std::string_view::npos;
+    }
+
+    // nullopt when the record is absent, or vanished while we looked: another process ended it.
+    static std::optional<nlohmann::json> read_meta(const std::string & dir) {
+        const std::string path = dir + "/meta.json";
+        std::ifstream in(path);
+        if (!in) {
+            std::error_code ec;
+            if (!fs::exists(path, ec)) return std::nullopt;
+            throw common::Error::io(path, "open", errno ? errno : EIO);
+        }
         try {
             return nlohmann::json::parse(in);
         } catch (const nlohmann::json::exception &) {
-            throw common::Error(common::ErrorKind::Internal, dir + "/meta.json: unreadable local instance record");
+            throw common::Error(common::ErrorKind::Internal, path + ": unreadable local instance record");
         }
     }
     static void write_meta(const std::string & dir, const nlohmann::json & meta) {

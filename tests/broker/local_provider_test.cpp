@@ -1,7 +1,13 @@
 // The local provider end to end through the library: search describes this machine, create starts a
 // real sshd with its own home, readiness passes every SSH stage, terminate proves the daemon is gone.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <vector>
 
 #include "broker/broker.h"
 #include "common/error.h"
@@ -100,4 +106,66 @@ TEST_CASE("local: a wrong SSH key never passes auth, the instance is terminated,
     }
     std::vector<ProviderFailure> failures;
     CHECK(b.list({"local"}, failures).empty());
+}
+
+TEST_CASE("local: processes terminating and listing the same instances at once all succeed") {
+    // A sweep's members end their instances while others list them, and an instance may be ended
+    // twice at once (the member and its watchdog's `broker instances terminate`). Records vanish
+    // under a reader; neither side may fail on that. The records here have no daemon (pid 0), so
+    // only the state folder is raced.
+    constexpr int kProcs = 8, kInstances = 40;
+    tests::TempDir dir;
+    BrokerOptions bo;
+    bo.config_path = dir / "none.yaml";
+    bo.state_dir = dir / "state";
+    std::vector<std::string> ids;
+    for (int i = 0; i < kInstances; ++i) {
+        std::string id = "lrace" + std::to_string(i);
+        std::string d = bo.state_dir + "/local/" + id;
+        for (const char * sub : {"/home", "/workspace", "/sshd"}) std::filesystem::create_directories(d + sub);
+        for (const char * f : {"/sshd/sshd_config", "/sshd/sshd.log", "/home/.profile", "/workspace/out.txt"}) std::ofstream(d + f) << "x\n";
+        std::ofstream(d + "/meta.json") << R"({"id": ")" << id << R"(", "name": "tk-race", "pid": 0, "gpu_count": 0})";
+        ids.push_back(id);
+    }
+    int gate[2];
+    REQUIRE(::pipe(gate) == 0);
+    std::vector<pid_t> kids;
+    for (int k = 0; k < kProcs; ++k) {
+        pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            ::close(gate[1]);
+            char c;
+            (void)!::read(gate[0], &c, 1);  // all start when the parent closes the pipe
+            try {
+                Broker b(bo);
+                auto & local = b.provider("local");
+                if (k % 2 == 0) {
+                    for (const auto & id : ids) local.terminate(id);
+                } else {
+                    for (int round = 0; round < 20; ++round) {
+                        local.list();
+                        for (const auto & id : ids) local.get(id);
+                    }
+                }
+                ::_exit(0);
+            } catch (const std::exception & ex) {
+                std::fprintf(stderr, "process %d: %s\n", k, ex.what());
+                ::_exit(1);
+            }
+        }
+        kids.push_back(pid);
+    }
+    ::close(gate[0]);
+    ::close(gate[1]);
+    int failed = 0;
+    for (pid_t pid : kids) {
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
+    }
+    CHECK_MESSAGE(failed == 0, failed, " of ", kProcs, " processes failed");
+    Broker b(bo);
+    CHECK(b.provider("local").list().empty());
+    for (const auto & id : ids) CHECK_FALSE(std::filesystem::exists(bo.state_dir + "/local/" + id));
 }
