@@ -20,6 +20,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "broker/credentials.h"
 #include "broker/providers/providers.h"
@@ -76,19 +77,24 @@ public:
     Instance create(const CreateRequest & r) override {
         const Host h = find(r.offer.offer_id);
         create_private_directories(leases_);
-        // O_EXCL makes the lease atomic: two concurrent creates cannot both get the host.
-        int fd = ::open(lease_path(h.name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            if (errno == EEXIST)
-                throw common::Error(common::ErrorKind::Capacity, "ssh-hosts: " + h.name + ": already leased")
-                    .with("provider", "ssh-hosts");
-            throw common::Error::io(lease_path(h.name), "create lease", errno);
-        }
         nlohmann::json lease = {{"name", r.name}, {"created_unix", static_cast<double>(std::time(nullptr))}};
+        // The lease is written whole under a name of this process's own, then link(2)ed into place:
+        // link fails with EEXIST when the host is leased, so two concurrent creates cannot both get
+        // it, and the lease never exists empty. An empty one (its writer died or hit a full disk)
+        // would hold the host under no name, which `broker sweep` cannot judge and so never frees.
+        const std::string tmp = leases_ + "/.new-" + h.name + "-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
+        const std::string path = lease_path(h.name);
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) throw common::Error::io(tmp, "create lease", errno);
         std::string text = lease.dump();
-        bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-        ::close(fd);
-        if (!ok) throw common::Error::io(lease_path(h.name), "write lease", errno);
+        int err = 0;  // the first failure's errno
+        if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) err = errno ? errno : EIO;
+        if (::close(fd) != 0 && !err) err = errno;
+        if (!err && ::link(tmp.c_str(), path.c_str()) != 0) err = errno;
+        ::unlink(tmp.c_str());
+        if (err == EEXIST)
+            throw common::Error(common::ErrorKind::Capacity, "ssh-hosts: " + h.name + ": already leased").with("provider", "ssh-hosts");
+        if (err) throw common::Error::io(path, "write lease", err);
         return *get(h.name);
     }
 
@@ -121,6 +127,7 @@ public:
         std::vector<Instance> out;
         if (!fs::exists(leases_)) return out;
         for (const auto & e : fs::directory_iterator(leases_)) {
+            if (e.path().filename().string().front() == '.') continue;  // ".new-*": a lease being written
             std::string id = e.path().stem().string();
             try {
                 if (auto i = get(id)) out.push_back(*i);
