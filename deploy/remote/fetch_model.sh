@@ -25,6 +25,17 @@ if [ -f "$dir/.complete" ]; then
   exit 0
 fi
 mkdir -p "$dir"
+# Runs on one host share the cache (local provider, a Slurm work dir): one fetch per model at a
+# time, else both curls resume into the same .part file. A waiter finds the checkpoint complete.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$dir/.lock"
+  flock 9
+  if [ -f "$dir/.complete" ]; then
+    echo "fetch_model: $repo@$rev cached (fetched by a concurrent run)" >&2
+    echo "model_dir=$dir"
+    exit 0
+  fi
+fi
 umask 077
 hdr=$(mktemp)
 trap 'rm -f "$hdr"' EXIT INT TERM
@@ -56,6 +67,12 @@ if get model.safetensors.index.json optional; then
   # The shard names are the distinct values of weight_map; sed keeps this free of python/jq.
   shards=$(tr ',' '\n' < "$dir/model.safetensors.index.json" | sed -n 's/.*"\([^"]*\.safetensors\)".*/\1/p' | sort -u)
   [ -n "$shards" ] || { echo "fetch_model: $repo: model.safetensors.index.json lists no shards" >&2; exit 6; }
+  for s in $shards; do
+    # A shard name is a file in this folder: the index is the server's word, not a path to follow.
+    case "$s" in
+      */*|.*) echo "fetch_model: $repo: model.safetensors.index.json names shard '$s', not a plain file name" >&2; exit 6 ;;
+    esac
+  done
   for s in $shards; do
     [ -f "$dir/$s" ] || { echo "fetch_model: $s" >&2; get "$s"; }
   done

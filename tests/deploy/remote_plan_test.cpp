@@ -7,6 +7,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -225,7 +226,7 @@ struct FakeHub {
     int port = 0;
     explicit FakeHub(const std::string & token) {
         tests::write_file(dir / "server.py", R"PY(
-import http.server, os, sys
+import http.server, os, sys, time
 root, token, logf = sys.argv[1], sys.argv[2], sys.argv[3]
 seen = set()
 class H(http.server.BaseHTTPRequestHandler):
@@ -239,7 +240,20 @@ class H(http.server.BaseHTTPRequestHandler):
         if not os.path.isfile(p):
             self.send_response(404); self.end_headers(); return
         data = open(p, "rb").read()
-        self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+        start = 0
+        rng = self.headers.get("Range")  # curl -C - resumes with "bytes=N-"
+        if rng and rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[6:-1])
+            if start >= len(data):
+                self.send_response(416); self.end_headers(); return
+        body = data[start:]
+        self.send_response(206 if start else 200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        if "slow" in self.path:  # sent in pieces, so that concurrent fetches overlap
+            step = max(1, len(body) // 8)
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i:i + step]); self.wfile.flush(); time.sleep(0.1)
+        else:
+            self.wfile.write(body)
     def log_message(self, *a): pass
 s = http.server.HTTPServer(("127.0.0.1", 0), H)
 print(s.server_address[1], flush=True)
@@ -314,6 +328,47 @@ TEST_CASE("fetch_model.sh: typed exits for a missing repo (9) and a refused toke
     CHECK(refused.exit_code == 3);
     CHECK(refused.err.find("gated or private") != std::string::npos);
     CHECK(refused.err.find("wrong-token") == std::string::npos);
+}
+
+TEST_CASE("fetch_model.sh: two runs fetching one model at once both end with the whole checkpoint") {
+    // Sweep members on one host (local provider, a Slurm work dir) share the model cache. Without
+    // a lock both curls resume into the same .part file and the loser's mv finds it gone.
+    FakeHub hub("");
+    const std::string base = "org/model/resolve/main/";
+    hub.put(base + "config.json", R"({"model_type":"llama"})");
+    std::string blob;
+    for (int i = 0; i < 4096; ++i) blob += static_cast<char>('a' + i % 26);
+    hub.put(base + "model-slow.safetensors", blob);
+    hub.put(base + "model.safetensors.index.json", R"({"weight_map":{"w":"model-slow.safetensors"}})");
+    tests::TempDir cache;
+    std::vector<common::ChildProcess> runs;
+    for (int i = 0; i < 3; ++i)
+        runs.push_back(common::ChildProcess::spawn(
+            {"env", "HF_ENDPOINT=" + hub.endpoint(), "sh", fetch_script(), "org/model", "main", cache.path()},
+            {.stdout_path = cache / ("out" + std::to_string(i)), .stderr_path = cache / ("err" + std::to_string(i))}));
+    for (int i = 0; i < 3; ++i) {
+        auto rc = runs[i].wait_for(std::chrono::seconds(60));
+        INFO(tests::read_file(cache / ("err" + std::to_string(i))));
+        CHECK(rc.value_or(-1) == 0);
+    }
+    CHECK(tests::read_file(cache / "models/org--model/main/model-slow.safetensors") == blob);
+}
+
+TEST_CASE("fetch_model.sh: an index naming a shard outside the model folder is refused, nothing written there") {
+    FakeHub hub("");
+    const std::string base = "org/model/resolve/main/";
+    hub.put(base + "config.json", "{}");
+    hub.put(base + "model.safetensors.index.json", R"({"weight_map":{"w":"../../evil.safetensors"}})");
+    hub.put("org/model/evil.safetensors", "EVIL");  // where curl's URL normalisation lands the request
+    tests::TempDir cache;
+    common::RunOptions o;
+    o.timeout = std::chrono::milliseconds(60000);
+    o.extra_env = {"HF_ENDPOINT=" + hub.endpoint()};
+    auto r = common::run_process({"sh", fetch_script(), "org/model", "main", cache.path()}, o);
+    CHECK(r.exit_code == 6);
+    CHECK(r.err.find("../../evil.safetensors") != std::string::npos);
+    CHECK_FALSE(fs::exists(cache / "models/evil.safetensors"));
+    CHECK_FALSE(fs::exists(cache / "models/org--model/evil.safetensors"));
 }
 
 TEST_CASE("flow: a Hub model's capture.layers past its config.json fails the estimate step, before anything is rented") {
