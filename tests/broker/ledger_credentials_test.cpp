@@ -12,6 +12,7 @@
 #include "broker/ledger.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "tests/support/processes_at_once.h"
 #include "tests/support/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -202,39 +203,14 @@ TEST_CASE("ledger: many processes opening a new ledger at once all record their 
     for (int round = 0; round < kRounds; ++round) {
         tests::TempDir dir;
         const std::string path = dir / "state/ledger.sqlite";
-        int gate[2];
-        REQUIRE(::pipe(gate) == 0);
-        std::vector<pid_t> kids;
-        for (int i = 0; i < kProcs; ++i) {
-            pid_t pid = ::fork();
-            REQUIRE(pid >= 0);
-            if (pid == 0) {
-                ::close(gate[1]);
-                char c;
-                (void)!::read(gate[0], &c, 1);  // all start when the parent closes the pipe
-                try {
-                    Ledger l(path);
-                    LedgerEntry e;
-                    e.name = "tk-m" + std::to_string(i);
-                    e.provider = "local";
-                    l.record_intent(e);
-                    l.record_created(e.name, "id-" + std::to_string(i));
-                    ::_exit(0);
-                } catch (const std::exception & ex) {
-                    std::fprintf(stderr, "member %d: %s\n", i, ex.what());
-                    ::_exit(1);
-                }
-            }
-            kids.push_back(pid);
-        }
-        ::close(gate[0]);
-        ::close(gate[1]);
-        int failed = 0;
-        for (pid_t pid : kids) {
-            int status = 0;
-            ::waitpid(pid, &status, 0);
-            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
-        }
+        const int failed = tests::run_processes_at_once(kProcs, [&](int i) {
+            Ledger l(path);
+            LedgerEntry e;
+            e.name = "tk-m" + std::to_string(i);
+            e.provider = "local";
+            l.record_intent(e);
+            l.record_created(e.name, "id-" + std::to_string(i));
+        });
         CHECK_MESSAGE(failed == 0, "round ", round, ": ", failed, " of ", kProcs, " processes failed");
         CHECK(Ledger(path).open_entries().size() == kProcs);
     }

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/sshd_server.h"
 #include "common/subprocess.h"
+#include "tests/support/processes_at_once.h"
 #include "tests/support/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -127,43 +128,18 @@ TEST_CASE("local: processes terminating and listing the same instances at once a
         std::ofstream(d + "/meta.json") << R"({"id": ")" << id << R"(", "name": "tk-race", "pid": 0, "gpu_count": 0})";
         ids.push_back(id);
     }
-    int gate[2];
-    REQUIRE(::pipe(gate) == 0);
-    std::vector<pid_t> kids;
-    for (int k = 0; k < kProcs; ++k) {
-        pid_t pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            ::close(gate[1]);
-            char c;
-            (void)!::read(gate[0], &c, 1);  // all start when the parent closes the pipe
-            try {
-                Broker b(bo);
-                auto & local = b.provider("local");
-                if (k % 2 == 0) {
-                    for (const auto & id : ids) local.terminate(id);
-                } else {
-                    for (int round = 0; round < 20; ++round) {
-                        local.list();
-                        for (const auto & id : ids) local.get(id);
-                    }
-                }
-                ::_exit(0);
-            } catch (const std::exception & ex) {
-                std::fprintf(stderr, "process %d: %s\n", k, ex.what());
-                ::_exit(1);
+    const int failed = tests::run_processes_at_once(kProcs, [&](int k) {
+        Broker b(bo);
+        auto & local = b.provider("local");
+        if (k % 2 == 0) {
+            for (const auto & id : ids) local.terminate(id);
+        } else {
+            for (int round = 0; round < 20; ++round) {
+                local.list();
+                for (const auto & id : ids) local.get(id);
             }
         }
-        kids.push_back(pid);
-    }
-    ::close(gate[0]);
-    ::close(gate[1]);
-    int failed = 0;
-    for (pid_t pid : kids) {
-        int status = 0;
-        ::waitpid(pid, &status, 0);
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
-    }
+    });
     CHECK_MESSAGE(failed == 0, failed, " of ", kProcs, " processes failed");
     Broker b(bo);
     CHECK(b.provider("local").list().empty());

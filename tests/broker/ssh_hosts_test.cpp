@@ -14,6 +14,7 @@
 
 #include "broker/broker.h"
 #include "common/error.h"
+#include "tests/support/processes_at_once.h"
 #include "tests/support/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -49,52 +50,28 @@ TEST_CASE("ssh-hosts: processes leasing the same hosts at once never share one")
     constexpr int kProcs = 8, kHosts = 16;
     tests::TempDir dir;
     const BrokerOptions bo = hosts_options(dir, kHosts);
-    int gate[2], won[2];
-    REQUIRE(::pipe(gate) == 0);
+    int won[2];  // each process writes the hosts it leased, "NN\n"
     REQUIRE(::pipe(won) == 0);
-    std::vector<pid_t> kids;
-    for (int k = 0; k < kProcs; ++k) {
-        pid_t pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            ::close(gate[1]);
-            ::close(won[0]);
-            char c;
-            (void)!::read(gate[0], &c, 1);  // all start when the parent closes the pipe
+    const int failed = tests::run_processes_at_once(kProcs, [&](int k) {
+        ::close(won[0]);
+        Broker b(bo);
+        auto & hosts = b.provider("ssh-hosts");
+        for (int h = 0; h < kHosts; ++h) {
             try {
-                Broker b(bo);
-                auto & hosts = b.provider("ssh-hosts");
-                for (int h = 0; h < kHosts; ++h) {
-                    try {
-                        hosts.create(lease_request("box" + std::to_string(h), "tk-m" + std::to_string(k)));
-                        char line[8];
-                        int n = std::snprintf(line, sizeof line, "%02d\n", h);
-                        (void)!::write(won[1], line, n);  // short writes to a pipe are atomic
-                    } catch (const common::Error & e) {
-                        if (e.kind() != common::ErrorKind::Capacity) throw;
-                    }
-                }
-                ::_exit(0);
-            } catch (const std::exception & ex) {
-                std::fprintf(stderr, "process %d: %s\n", k, ex.what());
-                ::_exit(1);
+                hosts.create(lease_request("box" + std::to_string(h), "tk-m" + std::to_string(k)));
+                char line[8];
+                const int n = std::snprintf(line, sizeof line, "%02d\n", h);
+                (void)!::write(won[1], line, n);  // short writes to a pipe are atomic
+            } catch (const common::Error & e) {
+                if (e.kind() != common::ErrorKind::Capacity) throw;
             }
         }
-        kids.push_back(pid);
-    }
-    ::close(gate[0]);
-    ::close(gate[1]);
-    ::close(won[1]);
+    });
+    ::close(won[1]);  // the children have exited: their ends are closed, so the read ends
     std::string all;
     char buf[256];
     for (ssize_t n; (n = ::read(won[0], buf, sizeof buf)) > 0;) all.append(buf, n);
     ::close(won[0]);
-    int failed = 0;
-    for (pid_t pid : kids) {
-        int status = 0;
-        ::waitpid(pid, &status, 0);
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
-    }
     CHECK_MESSAGE(failed == 0, failed, " of ", kProcs, " processes failed");
     std::map<int, int> leases;
     for (size_t i = 0; i + 3 <= all.size(); i += 3) ++leases[std::stoi(all.substr(i, 2))];
