@@ -51,6 +51,19 @@ int retry_while_locked(Attempt attempt) {
     }
 }
 
+// sqlite3_exec with lock errors retried; SQLITE_OK, else the code with SQLite's message in `why`.
+int exec_retrying(sqlite3 * db, const std::string & sql, std::string & why) {
+    char * err = nullptr;
+    const int rc = retry_while_locked([&] {
+        sqlite3_free(err);
+        err = nullptr;
+        return sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    });
+    why = err ? err : "unknown";
+    sqlite3_free(err);
+    return rc;
+}
+
 std::string octal(mode_t mode) {
     std::ostringstream o;
     o << "0" << std::oct << (mode & 0777);
@@ -126,15 +139,8 @@ Ledger::Ledger(const std::string & path) : path_(path) {
             }
     }
     if (!has_ssh_key) {
-        char * err = nullptr;
         std::string why;
-        const int rc = retry_while_locked([&] {
-            sqlite3_free(err);
-            err = nullptr;
-            return sqlite3_exec(db_, "ALTER TABLE instances ADD COLUMN ssh_key TEXT NOT NULL DEFAULT ''", nullptr, nullptr, &err);
-        });
-        why = err ? err : "";
-        sqlite3_free(err);
+        const int rc = exec_retrying(db_, "ALTER TABLE instances ADD COLUMN ssh_key TEXT NOT NULL DEFAULT ''", why);
         // Another broker process may have added it between our look and our ALTER.
         if (rc != SQLITE_OK && why.find("duplicate column") == std::string::npos)
             throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + why).with("file", path_);
@@ -146,17 +152,9 @@ Ledger::~Ledger() {
 }
 
 void Ledger::exec(const std::string & sql) {
-    char * err = nullptr;
-    const int rc = retry_while_locked([&] {
-        sqlite3_free(err);
-        err = nullptr;
-        return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
-    });
-    if (rc != SQLITE_OK) {
-        std::string why = err ? err : "unknown";
-        sqlite3_free(err);
+    std::string why;
+    if (exec_retrying(db_, sql, why) != SQLITE_OK)
         throw common::Error(common::ErrorKind::Internal, path_ + ": ledger: " + why).with("file", path_);
-    }
 }
 
 void Ledger::update(const std::string & sql, const std::vector<std::string> & args) {
@@ -223,22 +221,7 @@ std::vector<LedgerEntry> Ledger::query(const std::string & where, const std::vec
         const unsigned char * t = sqlite3_column_text(st.s, c);
         return t ? std::string(reinterpret_cast<const char *>(t)) : std::string();
     };
-    // A read refused for a lock is retried from the start; any other error is thrown, never taken
-    // for the end of the rows (an empty open_entries() would tell a sweep that nothing bills).
-    const auto give_up = std::chrono::steady_clock::now() + kLockPatience;
-    for (;;) {
-        const int rc = sqlite3_step(st.s);
-        if (rc == SQLITE_DONE) break;
-        if (rc != SQLITE_ROW) {
-            const std::string why = sqlite3_errmsg(db_);
-            sqlite3_reset(st.s);
-            if (is_lock_error(rc) && std::chrono::steady_clock::now() < give_up) {
-                out.clear();
-                std::this_thread::sleep_for(std::chrono::milliseconds(10));
-                continue;
-            }
-            throw common::Error(common::ErrorKind::Internal, path_ + ": ledger read failed: " + why).with("file", path_);
-        }
+    auto row = [&] {
         LedgerEntry e;
         e.name = text(0);
         e.provider = text(1);
@@ -252,8 +235,23 @@ std::vector<LedgerEntry> Ledger::query(const std::string & where, const std::vec
         e.created_unix = sqlite3_column_double(st.s, 9);
         e.updated_unix = sqlite3_column_double(st.s, 10);
         e.ssh_key = text(11);
-        out.push_back(std::move(e));
-    }
+        return e;
+    };
+    // A read refused for a lock is retried from the start; any other error is thrown, never taken
+    // for the end of the rows (an empty open_entries() would tell a sweep that nothing bills).
+    std::string why;
+    const int rc = retry_while_locked([&] {
+        out.clear();
+        int step;
+        while ((step = sqlite3_step(st.s)) == SQLITE_ROW) out.push_back(row());
+        if (step != SQLITE_DONE) {
+            why = sqlite3_errmsg(db_);
+            sqlite3_reset(st.s);
+        }
+        return step;
+    });
+    if (rc != SQLITE_DONE)
+        throw common::Error(common::ErrorKind::Internal, path_ + ": ledger read failed: " + why).with("file", path_);
     return out;
 }
 

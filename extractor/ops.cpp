@@ -306,11 +306,11 @@ std::string describe_paths(at::ScalarType dtype, bool cuda) {
     const bool flash_sinks = compat::fast_paths() && compat::flash_supports(dtype, cuda);
     a += flash_sinks ? " (with sinks: flash + exact sink rescale)" : " (with sinks: chunked eager)";
     bool grouped = compat::fast_paths() && compat::has_grouped_mm() && cuda && dtype == at::kBFloat16;
-    std::string f = !fused::built()    ? "not built"
-                    : !fused::enabled() ? "off (EXTRACTOR_FUSED=0)"
-                    : !cuda             ? "unused on CPU"
-                    : fused::pending_paths() ? "on, pending ones included (EXTRACTOR_FUSED=all)"
-                                             : "on";
+    std::string f = !fused::built()                     ? "not built"
+                    : !fused::enabled()                  ? "off (EXTRACTOR_FUSED=0)"
+                    : !cuda                              ? "unused on CPU"
+                    : fused::mode() == fused::Mode::All ? "on, pending ones included (EXTRACTOR_FUSED=all)"
+                                                         : "on";
     return a + "; experts: " + (grouped ? "grouped_mm" : "per-expert matmuls") + "; fused CUDA kernels: " + f +
            " (libtorch " + compat::torch_version() + ")";
 }

@@ -48,6 +48,4 @@ bool usable(const at::Tensor & x, Tier tier) {
     return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
 }
 
-bool pending_paths() { return built() && mode() == Mode::All; }
-
 }  // namespace extractor::fused

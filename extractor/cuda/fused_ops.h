@@ -32,10 +32,9 @@ Mode mode();             // EXTRACTOR_FUSED unless set_mode() overrode it
 void set_mode(std::optional<Mode> m);
 bool enabled();          // built() and mode() is not Off
 // x is a CUDA tensor of a floating dtype the kernels handle (fp32, fp16, bf16), the kernels are
-// built, and the mode runs kernels of this tier.
+// built, and the mode runs kernels of this tier. A pending fast path that is not a kernel of this
+// file (an ATen call such as grouped-query SDPA) asks it too.
 bool usable(const at::Tensor & x, Tier tier = Tier::Validated);
-// built() and mode() is All: the pending fast paths that are not kernels of this file may run.
-bool pending_paths();
 
 // x [...,W] (last dim contiguous, rows evenly strided), weight [W] -> [...,W] contiguous.
 at::Tensor rms_norm(const at::Tensor & x, const at::Tensor & weight, double eps);
