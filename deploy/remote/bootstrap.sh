@@ -126,8 +126,9 @@ if ! have_prereqs; then
   fi
   have_prereqs || { echo "bootstrap: missing build prerequisites (cmake, a C++ compiler, pkg-config, and the headers of PCRE2, utf8proc, CLI11, nlohmann_json, OpenSSL); install them or use an image that has them" >&2; exit 3; }
 fi
-for tool in cmake sha256sum; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "bootstrap: $tool not found on the instance; install it (apt-get install -y $tool) or use an image that has it" >&2; exit 3; }
+for tool in cmake sha256sum flock; do
+  pkg=$tool; [ "$tool" = flock ] && pkg=util-linux
+  command -v "$tool" >/dev/null 2>&1 || { echo "bootstrap: $tool not found on the instance; install it (apt-get install -y $pkg) or use an image that has it" >&2; exit 3; }
 done
 
 key=$(cache_key "$src")
@@ -139,27 +140,21 @@ if [ -f "$build/.complete" ]; then
   exit 0
 fi
 
-# One builder at a time per key; mkdir is atomic. A stale lock (its owner died) is taken over.
-lock="$build.lock"
-waited=0
-while ! mkdir "$lock" 2>/dev/null; do
-  owner=$(cat "$lock/pid" 2>/dev/null || echo "")
-  if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
-    echo "bootstrap: taking over the lock of a dead builder ($owner)" >&2
-    rm -rf "$lock"
-    continue
-  fi
-  if [ -f "$build/.complete" ]; then break; fi
-  [ "$waited" -lt 3600 ] || { echo "bootstrap: waited 1h for another build of $key; giving up" >&2; exit 5; }
-  sleep 2; waited=$((waited + 2))
-done
+# One builder at a time per key, under flock(1). The kernel drops the lock when its holder dies,
+# however it dies, so there is no stale lock to judge and take over (a pid file and a takeover
+# would let two waiters of a dead builder both take it over and build into the same folder).
+# A waiter re-checks .complete once it holds the lock: the builder it waited for has usually
+# finished the job.
+exec 9>"$build.lock"
+if ! flock -n 9; then
+  echo "bootstrap: another bootstrap is building $key; waiting for it (at most 1h)" >&2
+  flock -w "${BOOTSTRAP_LOCK_WAIT_S:-3600}" 9 || { echo "bootstrap: waited ${BOOTSTRAP_LOCK_WAIT_S:-3600} s for another build of $key; giving up" >&2; exit 5; }
+fi
 if [ -f "$build/.complete" ]; then
-  rmdir "$lock" 2>/dev/null || true
+  echo "bootstrap: cached build $key (built by a concurrent bootstrap)" >&2
   echo "bin_dir=$build/bin"
   exit 0
 fi
-echo $$ > "$lock/pid"
-trap 'rm -rf "$lock"' EXIT INT TERM
 
 generator=""
 if command -v ninja >/dev/null 2>&1; then generator="-G Ninja"; fi

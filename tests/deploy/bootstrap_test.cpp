@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/subprocess.h"
+#include "tests/support/processes_at_once.h"
 #include "tests/support/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -230,4 +231,55 @@ TEST_CASE("bootstrap.sh: a build on this machine reuses the objects of a host bu
     };
     CHECK(counter("direct_cache_hit") + counter("preprocessed_cache_hit") == 2);
     CHECK(counter("cache_miss") == 0);
+}
+
+// A sweep's members on one host (the local rehearsal, a Slurm work dir) bootstrap the same sources
+// at once: one builds, the others wait and reuse its build. When the builder dies mid-build, one
+// waiter, not several, builds in its place (a pid-file lock taken over by two waiters of a dead
+// builder let both build into the same folder).
+TEST_CASE("bootstrap.sh: concurrent bootstraps build once, and once more when the builder dies") {
+    tests::TempDir dir{"bootstrap-concurrent"};
+    write_tree(dir / "src", true);
+    // A cmake in front of the real one that logs each configure; with a kill file present, the first
+    // configure kills its bootstrap (the builder dies holding the lock) after the others queue up.
+    const std::string log = dir / "configures.log";
+    const std::string kill_file = dir / "kill-first-builder";
+    write_exe(dir / "bin/cmake",
+              "#!/bin/sh\n"
+              "case \"$*\" in *--build*) ;; *)\n"
+              "  echo $PPID >> '" + log + "'\n"
+              "  sleep 2\n"
+              "  if [ -f '" + kill_file + "' ]; then rm -f '" + kill_file + "'; kill -9 $PPID; exit 1; fi ;;\n"
+              "esac\n"
+              "exec /usr/bin/cmake \"$@\"\n");
+    auto configures = [&] {
+        auto text = fs::exists(log) ? tests::read_file(log) : std::string();
+        return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+    };
+    // Runs n bootstraps released together; returns how many did not print the shared bin_dir.
+    auto run_together = [&](int n) {
+        return tests::run_processes_at_once(n, [&](int k) {
+            auto r = bootstrap({dir / "src", dir / "cache"}, {"PATH=" + dir / "bin" + ":" + kSystemPath});
+            tests::write_file(dir / ("out-" + std::to_string(k)), r.out + r.err);
+            if (r.exit_code != 0 || r.out.find("bin_dir=") == std::string::npos)
+                throw std::runtime_error("exit " + std::to_string(r.exit_code) + ": " + r.err);
+        });
+    };
+
+    SUBCASE("three at once: one configure, all three get the build") {
+        CHECK(run_together(3) == 0);
+        CHECK(configures() == 1);
+    }
+    SUBCASE("the builder dies holding the lock: exactly one of the waiters builds") {
+        tests::write_file(kill_file, "");
+        // The first of the eight to configure is killed: the other seven succeed.
+        CHECK(run_together(8) == 1);
+        CHECK(configures() == 2);
+        CHECK_FALSE(fs::exists(kill_file));
+    }
+    // Either way, a later bootstrap finds the build complete.
+    auto r = bootstrap({dir / "src", dir / "cache"}, {"PATH=" + dir / "bin" + ":" + kSystemPath});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.err.find("cached build") != std::string::npos);
 }
