@@ -1,9 +1,21 @@
 // The `ssh-hosts` provider: machines the user already owns, listed in a YAML inventory. "Create"
-// leases a free host (an exclusive lock file), "terminate" ends our jobs there (tmux sessions named
-// with the toolkit prefix "tk-") and releases the lease. Nothing is rented, so price is 0 unless the
-// inventory states one. Inventory format (unknown keys are refused, with file:line):
+// leases a free host (a lease file linked into place), "terminate" ends our jobs there (tmux
+// sessions named with the toolkit prefix "tk-") and releases the lease. Nothing is rented, so price
+// is 0 unless the inventory states one.
+//
+// Instance ids are "<host>~<lease>": the host's name and a random token drawn by the create that
+// took the lease (kept in the lease file as "lease"). A host is leased again and again, and a
+// terminate that arrives late (a watchdog, `broker sweep` acting on a stale ledger row) must end the
+// lease it names, never a later one: with the host name alone as id it would kill the new holder's
+// jobs and free the host under it. So get() knows an id only while the host's lease carries its
+// token, and terminate() of any other id is a no-op (that lease has ended already). A bare host name
+// (no '~', which host names cannot contain) names a lease written before tokens existed, which has
+// none, and never a tokened one: ledger rows of earlier versions still end their leases.
+// Search's offer ids stay the bare host names; create takes one and returns the tokened id.
+//
+// Inventory format (unknown keys are refused, with file:line):
 //   hosts:
-//     - name: box1            # the instance id while leased
+//     - name: box1            # the host's name: offer id, and instance ids "box1~<lease>"
 //       host: 10.0.0.5
 //       port: 22              # optional, default 22
 //       user: me
@@ -14,12 +26,13 @@
 //       ram_gb: 128           # optional
 //       region: lab           # optional
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <random>
 
 #include "broker/credentials.h"
@@ -28,12 +41,81 @@
 #include "common/config_yaml.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/program.h"
 
 namespace fs = std::filesystem;
 
 namespace broker::providers {
 
 namespace {
+
+// Separates the host from the lease token in an instance id; host names cannot contain it.
+constexpr char kLeaseSep = '~';
+
+bool valid_host_name(std::string_view name) {
+    if (name.empty()) return false;
+    for (char c : name)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+    return true;
+}
+
+// An instance id split: the host, and the lease token ("" for a bare id, which names a token-less
+// lease of an earlier version).
+struct LeaseId {
+    std::string host, token;
+};
+
+LeaseId parse_lease_id(std::string_view id) {
+    LeaseId out;
+    const auto sep = id.find(kLeaseSep);
+    out.host = std::string(id.substr(0, sep));
+    bool ok = valid_host_name(out.host);
+    if (sep != std::string_view::npos) {
+        out.token = std::string(id.substr(sep + 1));
+        ok = ok && !out.token.empty() && out.token.find_first_not_of("0123456789abcdef") == std::string::npos;
+    }
+    if (!ok)
+        throw common::Error::usage("ssh-hosts: '" + std::string(id) +
+                                   "' is not an ssh-hosts instance id (<host>~<lease>, as `broker instances list` "
+                                   "prints)");
+    return out;
+}
+
+std::string lease_id(const std::string & host, const std::string & token) {
+    return token.empty() ? host : host + kLeaseSep + token;
+}
+
+std::string new_lease_token() {
+    std::random_device rd;
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%08x%08x", static_cast<unsigned>(rd()), static_cast<unsigned>(rd()));
+    return buf;
+}
+
+// An exclusive flock(2) on a file, dropped when the object goes (or the process dies).
+class FileLock {
+public:
+    explicit FileLock(const std::string & path) {
+        fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd_ < 0) throw common::Error::io(path, "open lock", errno);
+        while (::flock(fd_, LOCK_EX) != 0) {
+            const int err = errno;
+            try {
+                if (err != EINTR) throw common::Error::io(path, "lock", err);
+                common::throw_if_interrupted();  // a signal for us ends the wait
+            } catch (...) {
+                ::close(fd_);
+                throw;
+            }
+        }
+    }
+    ~FileLock() { ::close(fd_); }
+    FileLock(const FileLock &) = delete;
+    FileLock & operator=(const FileLock &) = delete;
+
+private:
+    int fd_ = -1;
+};
 
 struct Host {
     std::string name, host, user, key, gpu_model, region;
@@ -77,7 +159,8 @@ public:
     Instance create(const CreateRequest & r) override {
         const Host h = find(r.offer.offer_id);
         create_private_directories(leases_);
-        nlohmann::json lease = {{"name", r.name}, {"created_unix", static_cast<double>(std::time(nullptr))}};
+        nlohmann::json lease = {
+            {"name", r.name}, {"created_unix", static_cast<double>(std::time(nullptr))}, {"lease", new_lease_token()}};
         // The lease is written whole under a name of this process's own, then link(2)ed into place:
         // link fails with EEXIST when the host is leased, so two concurrent creates cannot both get
         // it, and the lease never exists empty. An empty one (its writer died or hit a full disk)
@@ -95,22 +178,115 @@ public:
         if (err == EEXIST)
             throw common::Error(common::ErrorKind::Capacity, "ssh-hosts: " + h.name + ": already leased").with("provider", "ssh-hosts");
         if (err) throw common::Error::io(path, "write lease", err);
-        return *get(h.name);
+        return instance(h, lease);
     }
 
     std::optional<Instance> get(std::string_view id) override {
-        if (!fs::exists(lease_path(std::string(id)))) return std::nullopt;
-        const Host h = find(std::string(id));
-        nlohmann::json lease;
-        try {
-            std::ifstream in(lease_path(h.name));
-            lease = nlohmann::json::parse(in);
-        } catch (...) {
-            lease = nlohmann::json::object();
+        const LeaseId want = parse_lease_id(id);
+        auto lease = read_lease(want.host);
+        if (!lease || lease_token(*lease) != want.token) return std::nullopt;  // ended (the host may be leased again)
+        return instance(find(want.host), *lease);
+    }
+
+    std::vector<Instance> list() override {
+        std::vector<Instance> out;
+        if (!fs::exists(leases_)) return out;
+        for (const auto & e : fs::directory_iterator(leases_)) {
+            // Leases are "<host>.json"; ".new-*" (a lease being written) and ".<host>.lock" are not.
+            const std::string file = e.path().filename().string();
+            if (file.size() <= 5 || !file.ends_with(".json")) continue;
+            const std::string host = file.substr(0, file.size() - 5);
+            try {
+                if (!valid_host_name(host)) throw common::Error::usage("not a lease of this provider");
+                // One read gives the id and the rest: they cannot come from two different leases.
+                if (auto lease = read_lease(host)) out.push_back(instance(find(host), *lease));
+            } catch (const common::Error & err) {
+                common::log::warn("ssh-hosts: lease ", file, ": ", err.message());
+            }
         }
+        return out;
+    }
+
+    void terminate(std::string_view id) override {
+        const LeaseId want = parse_lease_id(id);
+        if (!fs::exists(leases_)) return;
+        // The lease holds the host until it is removed, so no create can take the host while we end
+        // the jobs: link(2) fails while the lease exists. Only another terminate could remove it
+        // under us, so terminates of one host are serialised by a lock file of that host, held from
+        // the token check to the removal. A second terminate of the same lease (two watchdogs, a
+        // sweep) waits, then finds the lease gone and does nothing. Were the lock dropped around
+        // the SSH job kill (up to 20 s), that second terminate could pass the check, the first
+        // remove the lease, a create lease the host again and the second's kill end the new
+        // holder's jobs. The lock is per host, so a slow kill delays only terminates of that host;
+        // create never takes it and is never delayed by it.
+        FileLock lock(leases_ + "/." + want.host + ".lock");
+        auto lease = read_lease(want.host);
+        if (!lease) return;  // released already
+        if (lease_token(*lease) != want.token) {
+            // That lease has ended and the host is leased again: its jobs are not ours to end.
+            common::log::info("ssh-hosts: ", std::string(id), ": that lease has ended (", want.host,
+                              " is leased again as ", lease_id(want.host, lease_token(*lease)), "); nothing to do");
+            return;
+        }
+        const Host h = find(want.host);
+        // Our jobs on an owned machine are the tmux sessions named with the toolkit prefix.
+        const std::string cmd =
+            "tmux ls -F '#{session_name}' 2>/dev/null | grep '^tk-' | while read -r s; do tmux kill-session -t \"$s\"; done; true";
+        try {
+            auto r = ssh_run(SshEndpoint{h.host, h.port, h.user, h.key}, h.key, cmd, std::chrono::seconds(20));
+            if (r.exit_code != 0) common::log::warn("ssh-hosts: ", h.name, ": ending jobs exited ", r.exit_code, ": ", r.err);
+        } catch (const common::Error & e) {
+            common::log::warn("ssh-hosts: ", h.name, ": could not end toolkit jobs over SSH (", e.message(),
+                              "); releasing the lease anyway (the machine does not bill)");
+        }
+        // Checked again before removing: every terminate of this version holds the lock, but one of
+        // an earlier version (no lock, no tokens) may have released the host meanwhile.
+        lease = read_lease(want.host);
+        if (!lease || lease_token(*lease) != want.token) return;
+        std::error_code ec;
+        fs::remove(lease_path(h.name), ec);
+        if (ec) throw common::Error::io(lease_path(h.name), "release lease", ec.value());
+    }
+
+private:
+    std::string lease_path(const std::string & name) const { return leases_ + "/" + name + ".json"; }
+
+    // The host's lease, nullopt when it has none. A lease that does not parse (one of this version
+    // always does: it is written whole, then linked) reads as an empty, token-less one.
+    std::optional<nlohmann::json> read_lease(const std::string & host) const {
+        const std::string path = lease_path(host);
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // one open: link/unlink swap it whole
+        if (fd < 0) {
+            if (errno == ENOENT) return std::nullopt;
+            throw common::Error::io(path, "read lease", errno);
+        }
+        std::string text;
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof buf)) != 0) {
+            if (n > 0)
+                text.append(buf, static_cast<size_t>(n));
+            else if (errno != EINTR)
+                break;
+        }
+        const int err = n < 0 ? errno : 0;
+        ::close(fd);
+        if (err) throw common::Error::io(path, "read lease", err);
+        auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+        if (!j.is_object()) return nlohmann::json::object();
+        return j;
+    }
+
+    // "" for a lease of an earlier version, written before leases had tokens.
+    static std::string lease_token(const nlohmann::json & lease) {
+        auto t = lease.find("lease");
+        return t != lease.end() && t->is_string() ? t->get<std::string>() : std::string();
+    }
+
+    static Instance instance(const Host & h, const nlohmann::json & lease) {
         Instance i;
         i.provider = "ssh-hosts";
-        i.id = h.name;
+        i.id = lease_id(h.name, lease_token(lease));
         i.name = lease.value("name", "");
         i.status = InstanceStatus::Running;
         i.status_raw = "leased";
@@ -122,42 +298,6 @@ public:
         i.ssh = SshEndpoint{h.host, h.port, h.user, h.key};
         return i;
     }
-
-    std::vector<Instance> list() override {
-        std::vector<Instance> out;
-        if (!fs::exists(leases_)) return out;
-        for (const auto & e : fs::directory_iterator(leases_)) {
-            if (e.path().filename().string().front() == '.') continue;  // ".new-*": a lease being written
-            std::string id = e.path().stem().string();
-            try {
-                if (auto i = get(id)) out.push_back(*i);
-            } catch (const common::Error & err) {
-                common::log::warn("ssh-hosts: lease ", id, ": ", err.message());
-            }
-        }
-        return out;
-    }
-
-    void terminate(std::string_view id) override {
-        if (!fs::exists(lease_path(std::string(id)))) return;
-        const Host h = find(std::string(id));
-        // Our jobs on an owned machine are the tmux sessions named with the toolkit prefix.
-        const std::string cmd =
-            "tmux ls -F '#{session_name}' 2>/dev/null | grep '^tk-' | while read -r s; do tmux kill-session -t \"$s\"; done; true";
-        try {
-            auto r = ssh_run(SshEndpoint{h.host, h.port, h.user, h.key}, h.key, cmd, std::chrono::seconds(20));
-            if (r.exit_code != 0) common::log::warn("ssh-hosts: ", h.name, ": ending jobs exited ", r.exit_code, ": ", r.err);
-        } catch (const common::Error & e) {
-            common::log::warn("ssh-hosts: ", h.name, ": could not end toolkit jobs over SSH (", e.message(),
-                              "); releasing the lease anyway (the machine does not bill)");
-        }
-        std::error_code ec;
-        fs::remove(lease_path(h.name), ec);
-        if (ec) throw common::Error::io(lease_path(h.name), "release lease", ec.value());
-    }
-
-private:
-    std::string lease_path(const std::string & name) const { return leases_ + "/" + name + ".json"; }
 
     std::vector<Host> load() const {
         if (inventory_.empty() || !fs::exists(inventory_))
@@ -173,9 +313,8 @@ private:
                           "price_usd_per_hour"});
             Host h;
             h.name = n.at("name").as_string();
-            for (char c : h.name)
-                if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
-                    n.at("name").fail("host names may contain letters, digits, '-', '_' and '.' only");
+            if (!valid_host_name(h.name))
+                n.at("name").fail("host names may contain letters, digits, '-', '_' and '.' only, and not be empty");
             h.host = n.at("host").as_string();
             h.port = static_cast<int>(n.get_int("port", 22));
             h.user = n.at("user").as_string();

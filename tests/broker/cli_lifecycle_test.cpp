@@ -177,12 +177,26 @@ TEST_CASE("cli ssh-hosts: create leases a host, a second create finds no capacit
     json offers = cli.json({"search", "--provider", "ssh-hosts"});
     REQUIRE(offers.size() == 1);
     json c = cli.json({"create", "--provider", "ssh-hosts", "--ssh-key", sshd.client_key(), "--no-gpu-check"});
-    CHECK(c["id"] == "box1");
+    const std::string id = c["id"];
+    CHECK(id.rfind("box1~", 0) == 0);  // the host and this lease's token
     CHECK(c["ready"] == true);
     CHECK(cli.json({"search", "--provider", "ssh-hosts"}).empty());
     auto again = cli.run({"create", "--provider", "ssh-hosts", "--ssh-key", sshd.client_key(), "--no-gpu-check"});
     CHECK(again.exit_code == 4);
-    CHECK(cli.json({"instances", "terminate", "ssh-hosts:box1", "--yes"})[0]["proven"] == true);
+    CHECK(cli.json({"instances", "terminate", "ssh-hosts:" + id, "--yes"})[0]["proven"] == true);
+    CHECK(cli.json({"search", "--provider", "ssh-hosts"}).size() == 1);
+    // Leased again: the first lease's id, terminated late, leaves the new lease (and its jobs) alone.
+    json c2 = cli.json({"create", "--provider", "ssh-hosts", "--ssh-key", sshd.client_key(), "--no-gpu-check"});
+    const std::string id2 = c2["id"];
+    CHECK(id2 != id);
+    CHECK(cli.json({"instances", "terminate", "ssh-hosts:" + id, "--yes"})[0]["proven"] == true);
+    json listed = cli.json({"instances", "list", "--provider", "ssh-hosts"})["instances"];
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0]["id"] == id2);
+    auto bad = cli.run({"instances", "show", "ssh-hosts:box1/x"});
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.err.find("'box1/x' is not an ssh-hosts instance id") != std::string::npos);
+    CHECK(cli.json({"instances", "terminate", "ssh-hosts:" + id2, "--yes"})[0]["proven"] == true);
     CHECK(cli.json({"search", "--provider", "ssh-hosts"}).size() == 1);
 }
 

@@ -115,6 +115,147 @@ TEST_CASE("ssh-hosts: a lease that could not be written whole leaves the host fr
     CHECK_FALSE(hosts.get("box0"));
     CHECK(hosts.list().empty());
     CHECK(hosts.search({}).size() == 1);
-    hosts.create(lease_request("box0", "tk-m1"));
-    CHECK(hosts.get("box0")->name == "tk-m1");
+    const std::string id = hosts.create(lease_request("box0", "tk-m1")).id;
+    auto leased = hosts.get(id);
+    REQUIRE(leased);
+    CHECK(leased->name == "tk-m1");
+}
+
+namespace {
+
+// The lease file of `host` as the provider keeps it, for tests that plant or inspect one.
+std::string lease_file(const tests::TempDir & dir, const std::string & host) {
+    return dir / ("state/ssh-hosts/leases/" + host + ".json");
+}
+
+}  // namespace
+
+TEST_CASE("ssh-hosts: a late terminate of an ended lease leaves the host's next lease alone") {
+    // A watchdog or `broker sweep` acting on a stale ledger row terminates an id whose lease has
+    // already ended. The host may be leased again by then: that new holder's lease (and its jobs)
+    // must survive, so each lease has an id of its own, not the host's name.
+    tests::TempDir dir;
+    const BrokerOptions bo = hosts_options(dir, 1);
+    Broker b(bo);
+    auto & hosts = b.provider("ssh-hosts");
+    const std::string first = hosts.create(lease_request("box0", "tk-a")).id;
+    CHECK(first.rfind("box0~", 0) == 0);
+    hosts.terminate(first);
+    CHECK_FALSE(hosts.get(first));
+    CHECK(hosts.search({}).size() == 1);
+
+    const std::string second = hosts.create(lease_request("box0", "tk-b")).id;
+    CHECK(second.rfind("box0~", 0) == 0);
+    CHECK(second != first);
+    CHECK_FALSE(hosts.get(first));  // the old id does not name the new lease
+
+    hosts.terminate(first);  // late: a no-op
+    auto still = hosts.get(second);
+    REQUIRE(still);
+    CHECK(still->id == second);
+    CHECK(still->name == "tk-b");
+    auto listed = hosts.list();
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].id == second);
+    CHECK(listed[0].name == "tk-b");
+    CHECK(hosts.search({}).empty());  // still leased
+    CHECK_FALSE(hosts.get(first));
+
+    hosts.terminate(second);
+    CHECK_FALSE(hosts.get(second));
+    CHECK(hosts.list().empty());
+    CHECK(hosts.search({}).size() == 1);
+}
+
+TEST_CASE("ssh-hosts: a lease from before lease tokens is addressed by the bare host name, and only by it") {
+    // Leases written by earlier versions carry no token and their ledger rows hold the bare host
+    // name: those rows must still end their lease, and must never end a newer, tokened one.
+    tests::TempDir dir;
+    const BrokerOptions bo = hosts_options(dir, 1);
+    std::filesystem::create_directories(std::filesystem::path(lease_file(dir, "box0")).parent_path());
+    tests::write_file(lease_file(dir, "box0"), R"({"name": "tk-old", "created_unix": 1000})");
+    Broker b(bo);
+    auto & hosts = b.provider("ssh-hosts");
+
+    auto old = hosts.get("box0");
+    REQUIRE(old);
+    CHECK(old->id == "box0");
+    CHECK(old->name == "tk-old");
+    auto listed = hosts.list();
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].id == "box0");
+    CHECK_FALSE(hosts.get("box0~0123456789abcdef"));  // a tokened id does not name a token-less lease
+    hosts.terminate("box0~0123456789abcdef");
+    CHECK(std::filesystem::exists(lease_file(dir, "box0")));
+
+    hosts.terminate("box0");
+    CHECK_FALSE(std::filesystem::exists(lease_file(dir, "box0")));
+    CHECK_FALSE(hosts.get("box0"));
+    CHECK(hosts.search({}).size() == 1);
+
+    // A bare id never names a tokened lease: the old row's late terminate leaves the new lease.
+    const std::string fresh = hosts.create(lease_request("box0", "tk-new")).id;
+    CHECK(fresh != "box0");
+    CHECK_FALSE(hosts.get("box0"));
+    hosts.terminate("box0");
+    auto kept = hosts.get(fresh);
+    REQUIRE(kept);
+    CHECK(kept->name == "tk-new");
+    CHECK(hosts.list().size() == 1);
+}
+
+TEST_CASE("ssh-hosts: a malformed instance id is refused, naming the id") {
+    tests::TempDir dir;
+    const BrokerOptions bo = hosts_options(dir, 1);
+    Broker b(bo);
+    auto & hosts = b.provider("ssh-hosts");
+    hosts.create(lease_request("box0", "tk-a"));
+    for (const std::string id : {"", "~0123abcd", "box0~", "box0~not-hex", "box0~ab~cd", "../box0", "box 0", "box0/x",
+                                 "box0:0123abcd"}) {
+        INFO("id '", id, "'");
+        for (int verb = 0; verb < 2; ++verb) {
+            try {
+                if (verb == 0)
+                    (void)hosts.get(id);
+                else
+                    hosts.terminate(id);
+                FAIL_CHECK("accepted");
+            } catch (const common::Error & e) {
+                CHECK(e.kind() == common::ErrorKind::Usage);
+                CHECK(e.message().find("'" + id + "'") != std::string::npos);
+            }
+        }
+    }
+    CHECK(hosts.list().size() == 1);  // nothing was released on the way
+}
+
+TEST_CASE("ssh-hosts: processes ending a lease that already ended never end the host's next lease") {
+    // Process 0 ends the lease and takes the host again at once; the others keep terminating the
+    // ended lease's id meanwhile, as several watchdogs and sweeps holding a stale row would.
+    constexpr int kProcs = 6, kLateTerminates = 40;
+    tests::TempDir dir;
+    const BrokerOptions bo = hosts_options(dir, 1);
+    std::string stale;
+    {
+        Broker b(bo);
+        stale = b.provider("ssh-hosts").create(lease_request("box0", "tk-old")).id;
+    }
+    const int failed = tests::run_processes_at_once(kProcs, [&](int k) {
+        Broker b(bo);
+        auto & hosts = b.provider("ssh-hosts");
+        if (k == 0) {
+            hosts.terminate(stale);
+            hosts.create(lease_request("box0", "tk-new"));
+        }
+        for (int i = 0; i < kLateTerminates; ++i) hosts.terminate(stale);
+    });
+    CHECK_MESSAGE(failed == 0, failed, " of ", kProcs, " processes failed");
+    Broker b(bo);
+    auto & hosts = b.provider("ssh-hosts");
+    CHECK_FALSE(hosts.get(stale));
+    auto listed = hosts.list();
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].name == "tk-new");
+    CHECK(listed[0].id != stale);
+    CHECK(hosts.get(listed[0].id));
 }
