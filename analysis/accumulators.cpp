@@ -690,12 +690,16 @@ void OutlierAccumulator::State::capture_aten_sweep(const AccumulatorOptions & op
     acc.sweep_level = at::maximum(acc.sweep_level, at::amax(row_level, {0}).to(at::kInt));
 }
 
-void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::Tensor & x) {
+void OutlierAccumulator::on_capture(extractor::Site site, int layer, const at::Tensor & x_in) {
     auto & s = *state_;
     if (!s.in_batch) throw common::Error::internal("analysis: capture outside begin_batch/end_batch");
     const std::string label = site_label(site, layer);
-    s.check_capture(label, x);
-    if (s.row_tokens.size() != static_cast<size_t>(s.B) || !s.pos_any.defined()) s.begin_captures(options_, x);
+    s.check_capture(label, x_in);
+    if (s.row_tokens.size() != static_cast<size_t>(s.B) || !s.pos_any.defined()) s.begin_captures(options_, x_in);
+    // With the layers split over GPUs (extract's multi-GPU placement), later layers capture on
+    // later GPUs, while the batch's state lives where its first capture was: copy those over (one
+    // [B,T,H] device-to-device copy per capture) instead of failing on mixed devices.
+    const at::Tensor x = x_in.device() == s.pos_any.device() ? x_in : x_in.to(s.pos_any.device());
 
     if (site == extractor::Site::Residual) {
         if (options_.massive_top_k <= 0) return;

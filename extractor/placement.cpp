@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -175,10 +176,12 @@ std::vector<std::string> Placement::describe() const {
 }
 
 Placement plan_placement(const MemoryEstimate & est, const std::string & device, const MemoryBudget & budget,
-                         PlacementStrategy strategy, int cuda_device_count, int stream_buffers) {
+                         PlacementStrategy strategy, int cuda_device_count, int stream_buffers,
+                         const std::function<uint64_t(int)> & free_bytes_of) {
     Placement p;
     const size_t L = est.layer_bytes.size();
     std::string dev = device;
+    const bool every_gpu = dev == "auto";
     if (dev == "auto") dev = (cuda_device_count > 0 || !budget.gpus.empty()) ? "cuda" : "cpu";
     if (dev == "cpu") {
         if (!budget.gpus.empty()) throw common::Error::usage("--max-memory names GPUs but --device is cpu");
@@ -193,12 +196,25 @@ Placement plan_placement(const MemoryEstimate & est, const std::string & device,
     std::vector<std::pair<int, uint64_t>> gpus = budget.gpus;
     bool budget_given = !gpus.empty();
     if (gpus.empty()) {
-        int idx = 0;
-        if (dev.rfind("cuda:", 0) == 0) idx = std::stoi(dev.substr(5));
-        else if (dev != "cuda") throw common::Error::usage("--device \"" + device + "\" is not cpu, cuda, cuda:N or auto");
-        const uint64_t free_b = gpu_memory(idx).free_bytes;
-        // Unknown free memory (no CUDA runtime symbols): trust the user and plan for the weights.
-        gpus.emplace_back(idx, free_b > 0 ? free_b : est.total_bytes + est.activation_bytes + kGiB);
+        // No per-GPU budgets: each GPU offers its free memory. `auto` takes every visible GPU, as a
+        // multi-GPU machine rented for a model that one GPU cannot hold expects (deploy_and_analyze
+        // runs `--device auto`); `cuda` is GPU 0 and `cuda:N` GPU N alone. Sequential placement
+        // fills the first GPU before the next, so a model that fits one GPU stays on GPU 0.
+        std::vector<int> indices;
+        if (every_gpu) {
+            for (int i = 0; i < cuda_device_count; ++i) indices.push_back(i);
+        } else if (dev.rfind("cuda:", 0) == 0) {
+            indices.push_back(std::stoi(dev.substr(5)));
+        } else if (dev == "cuda") {
+            indices.push_back(0);
+        } else {
+            throw common::Error::usage("--device \"" + device + "\" is not cpu, cuda, cuda:N or auto");
+        }
+        for (const int idx : indices) {
+            const uint64_t free_b = free_bytes_of ? free_bytes_of(idx) : gpu_memory(idx).free_bytes;
+            // Unknown free memory (no CUDA runtime symbols): trust the user and plan for the weights.
+            gpus.emplace_back(idx, free_b > 0 ? free_b : est.total_bytes + est.activation_bytes + kGiB);
+        }
     }
     for (const auto & g : gpus)
         if (g.first >= cuda_device_count)
@@ -247,7 +263,7 @@ Placement plan_placement(const MemoryEstimate & est, const std::string & device,
                                 "the model needs " + need_text + " (weights, all experts counted, plus activations) but the GPU " +
                                     std::string(budget_given ? "budgets" : "memory") + " hold less; " +
                                     common::format_bytes(static_cast<double>(offloaded_bytes)) +
-                                    " would have to be offloaded; add more GPUs to --max-memory or allow offload with cpu=SIZE");
+                                    " would have to be offloaded; use more GPUs (--device auto takes every visible one; --max-memory 0=SIZE,1=SIZE names them) or allow offload with cpu=SIZE");
         if (offloaded_bytes > budget.cpu_bytes)
             throw common::Error(common::ErrorKind::Capacity,
                                 "layers that do not fit on the GPUs need " + common::format_bytes(static_cast<double>(offloaded_bytes)) +

@@ -9,6 +9,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -51,12 +52,15 @@ struct Placement {
     std::vector<std::string> describe() const;   // human-readable plan lines
 };
 
-// device: "cpu", "cuda", "cuda:N" or "auto" (cuda if available). With a budget, layers go to the
-// GPUs in order (sequential: fill each GPU before the next; balanced: spread evenly), then to
-// pinned CPU memory if cpu= was given. Throws common::Error(capacity) if the model cannot fit.
-// stream_buffers: how many offloaded layers the GPU that runs them holds at once (the offload
-// streamer's ring, offload.h: --offload-prefetch + 1); room for them is kept free.
+// device: "cpu", "cuda" (GPU 0), "cuda:N" or "auto" (every visible GPU; the CPU when there is
+// none). Layers go to the GPUs in order (sequential: fill each GPU before the next; balanced:
+// spread evenly), each GPU offering its --max-memory budget or, with no per-GPU entries, its free
+// memory; then to pinned CPU memory if cpu= was given. Throws common::Error(capacity) if the model
+// cannot fit. stream_buffers: how many offloaded layers the GPU that runs them holds at once (the
+// offload streamer's ring, offload.h: --offload-prefetch + 1); room for them is kept free.
+// free_bytes_of: GPU i's free memory (default: gpu_memory(i); tests pass their own).
 Placement plan_placement(const MemoryEstimate & est, const std::string & device, const MemoryBudget & budget,
-                         PlacementStrategy strategy, int cuda_device_count, int stream_buffers = 1);
+                         PlacementStrategy strategy, int cuda_device_count, int stream_buffers = 1,
+                         const std::function<uint64_t(int)> & free_bytes_of = {});
 
 }  // namespace extractor

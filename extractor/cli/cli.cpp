@@ -80,7 +80,7 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         run_cmd->add_option("--sites", sites, "Capture sites: ln_attn, ln_mlp, residual (comma separated)")->capture_default_str();
         run_cmd->add_flag("--residual", residual, "Also capture the residual stream after each layer");
         run_cmd->add_option("--dtype", dtype, "Compute dtype: bf16, f16, f32")->capture_default_str();
-        run_cmd->add_option("--device", e.load.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+        run_cmd->add_option("--device", e.load.device, "cpu, cuda (GPU 0), cuda:N, or auto (every visible GPU, else the CPU)")->capture_default_str();
         run_cmd->add_option("--max-memory", e.load.max_memory,
                             "Per-device budgets, e.g. 0=76GiB,1=76GiB,cpu=120GiB (cpu= allows offload to pinned memory)");
         run_cmd->add_option("--offload-prefetch", e.load.offload_prefetch,

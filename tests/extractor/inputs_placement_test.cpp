@@ -119,6 +119,54 @@ TEST_CASE("placement: sequential fills GPUs in order, balanced spreads, overflow
     CHECK(cpu.embed_device.is_cpu());
 }
 
+TEST_CASE("placement: --device auto without per-GPU budgets takes every visible GPU at its free memory") {
+    MemoryEstimate e;
+    e.embed_bytes = 1 * GiB;
+    e.layer_bytes.assign(8, 2 * GiB);  // 17 GiB of weights
+    e.total_bytes = 17 * GiB;
+    e.activation_bytes = 1 * GiB;
+    const auto twelve_free = [](int) { return uint64_t(12) * GiB; };
+    // Two 12 GiB GPUs: GPU 0 holds 5 layers (12 - 1 activations - 1 embedding), GPU 1 the other 3.
+    // A multi-GPU machine rented for a model one GPU cannot hold (deploy runs --device auto).
+    Placement both = plan_placement(e, "auto", {}, PlacementStrategy::Sequential, 2, 1, twelve_free);
+    CHECK(both.home[4] == c10::Device("cuda:0"));
+    CHECK(both.home[5] == c10::Device("cuda:1"));
+    CHECK(both.home[7] == c10::Device("cuda:1"));
+    // A model that fits GPU 0 stays there.
+    MemoryEstimate small = e;
+    small.layer_bytes.assign(3, 2 * GiB);
+    small.total_bytes = 7 * GiB;
+    Placement one = plan_placement(small, "auto", {}, PlacementStrategy::Sequential, 2, 1, twelve_free);
+    for (const auto & d : one.home) CHECK(d == c10::Device("cuda:0"));
+    // `cuda` is GPU 0 alone: the same model is refused, and the message names the way out.
+    std::string refused = error_of([&] { plan_placement(e, "cuda", {}, PlacementStrategy::Sequential, 2, 1, twelve_free); });
+    CHECK(refused.find("--device auto") != std::string::npos);
+    // `cuda:1` is GPU 1 alone.
+    Placement g1 = plan_placement(small, "cuda:1", {}, PlacementStrategy::Sequential, 2, 1, twelve_free);
+    CHECK(g1.embed_device == c10::Device("cuda:1"));
+    // Every GPU plus offload: cpu= alone keeps the GPUs at their free memory and streams the rest
+    // to the last GPU (deploy's resources.offload_gb passes exactly this).
+    MemoryEstimate big = e;
+    big.layer_bytes.assign(14, 2 * GiB);  // 29 GiB: 5 + 5 layers fit (GPU 1 keeps room for the ring)
+    big.total_bytes = 29 * GiB;
+    Placement off = plan_placement(big, "auto", parse_max_memory("cpu=64GiB"), PlacementStrategy::Sequential, 2, 2, twelve_free);
+    int on0 = 0, on1 = 0, streamed = 0;
+    for (size_t l = 0; l < off.home.size(); ++l) {
+        on0 += off.home[l] == c10::Device("cuda:0");
+        on1 += off.home[l] == c10::Device("cuda:1");
+        if (off.home[l].is_cpu()) {
+            ++streamed;
+            CHECK(off.compute[l] == c10::Device("cuda:1"));
+        }
+    }
+    CHECK(on0 == 5);
+    CHECK(on0 + on1 + streamed == 14);
+    CHECK(streamed >= 4);
+    // Without cpu= the same model is refused on two GPUs.
+    CHECK(error_of([&] { plan_placement(big, "auto", {}, PlacementStrategy::Sequential, 2, 2, twelve_free); })
+              .find("would have to be offloaded") != std::string::npos);
+}
+
 TEST_CASE("placement: streamed layers are spread through the GPU's layers unless the bytes no longer fit") {
     MemoryEstimate e;
     e.embed_bytes = 1 * GiB;
