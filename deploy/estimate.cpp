@@ -61,7 +61,7 @@ double bytes_per_param(const std::string & dtype) {
 }  // namespace
 
 MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dtype, int64_t batch, int64_t seq_len,
-                               int gpu_count, double safety_factor) {
+                               int gpu_count, double safety_factor, double offload_gb) {
     MemoryEstimate e;
     e.model_type = c.value("model_type", "");
     const int64_t H = need(c, "hidden_size");
@@ -126,7 +126,20 @@ MemoryEstimate estimate_memory(const nlohmann::json & c, const std::string & dty
     const double scores = static_cast<double>(batch) * Nq * static_cast<double>(seq_len) * seq_len * 4;  // [B,Nq,T,T] fp32
     const double logits = tokens * static_cast<double>(V) * 4;                                   // [B,T,V] fp32
     e.activations_gb = (hidden_states + scores + logits) / 1e9;
-    e.total_gb = (e.weights_gb + e.activations_gb) * safety_factor;
+    // The largest decoder layer, as the offload streamer copies it: the model's repeated layer (a MoE
+    // layer: all experts, with its token mixer, qwen3_next's larger kind) or glm4_moe's dense first ones.
+    int64_t mixer = attn;
+    if (qwen3_next) mixer = std::max(next.linear_layers > 0 ? next.linear : 0, next.linear_layers < L ? attn : 0);
+    const int64_t layer_packed = mxfp4 ? E * expert_matrices : 0;   // one layer's experts at 4.25 bits
+    const double layer_bytes =
+        L > dense_layers ? static_cast<double>(per_layer + mixer - layer_packed) * bpp + static_cast<double>(layer_packed) * 4.25 / 8 : 0;
+    const double dense_layer_bytes = dense_layers > 0 ? static_cast<double>(norms + dense_mlp + attn) * bpp : 0;
+    e.largest_layer_gb = std::max(layer_bytes, dense_layer_bytes) / 1e9;
+    if (offload_gb > 0) {
+        e.offload_gb = std::min(offload_gb, e.weights_gb);
+        e.ring_gb = kOffloadRingBuffers * e.largest_layer_gb;
+    }
+    e.total_gb = (e.weights_gb - e.offload_gb + e.activations_gb) * safety_factor + e.ring_gb;
     e.per_gpu_gb = e.total_gb / std::max(gpu_count, 1);
     return e;
 }

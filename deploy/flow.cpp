@@ -197,11 +197,16 @@ private:
             }
             check_capture_layers(cfg_, hf);  // a Hub model's layer count, known here before anything is rented
             auto e = estimate_memory(hf, cfg_.model.dtype, cfg_.data.batch_size, cfg_.data.sequence_length, r.gpu_count,
-                                     r.safety_factor);
-            st().estimate = EstimateRecord{e.params, e.params_active, e.weights_gb, e.activations_gb, e.total_gb, e.per_gpu_gb};
+                                     r.safety_factor, r.offload_gb);
+            st().estimate = EstimateRecord{e.params,   e.params_active, e.weights_gb, e.activations_gb,
+                                           e.total_gb, e.per_gpu_gb,    e.offload_gb, e.ring_gb};
             st().min_vram_gb = std::ceil(e.per_gpu_gb);
+            std::string offload;
+            if (e.offload_gb > 0)
+                offload = ", " + std::to_string(std::lround(e.offload_gb)) + " GB of them offloaded to pinned host memory (+" +
+                          std::to_string(std::lround(e.ring_gb)) + " GB stream ring on the GPU)";
             common::log::info("estimate: ", cfg_.model.display_name(), ": ", e.params / 1000000, "M parameters (",
-                              e.params_active / 1000000, "M active), ", std::lround(e.weights_gb), " GB weights; needs ",
+                              e.params_active / 1000000, "M active), ", std::lround(e.weights_gb), " GB weights", offload, "; needs ",
                               std::lround(std::ceil(e.per_gpu_gb)), " GB per GPU x ", r.gpu_count);
         }
         save();
@@ -215,7 +220,7 @@ private:
         if (r.gpu_count > 0) f.gpu_count = r.gpu_count;
         if (st().min_vram_gb) f.min_vram_gb = *st().min_vram_gb;
         f.max_price_usd_per_hour = r.max_price_usd_per_hour;
-        f.min_ram_gb = r.min_cpu_ram_gb;
+        f.min_ram_gb = offer_min_ram_gb(r);
         f.min_disk_gb = r.disk_gb;
         return f;
     }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -30,6 +31,13 @@ std::string input_file_name(const DataConfig & d) {
 }
 
 namespace {
+// A number as common::parse_bytes reads it: digits and a decimal point, whatever the locale (90, 90.5).
+std::string plain_decimal(double v) {
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed);
+    return std::string(buf, r.ptr);
+}
+
 // How the reports name the model: the hub id, the local checkpoint's folder, or the fixture (the
 // remote directory is always called "model").
 std::string report_model_name(const ModelConfig & m) {
@@ -96,6 +104,9 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     if (!d.jsonl_file.empty()) s << " --text-field " << q(d.text_field);
     s << " --seq-len " << d.sequence_length << " --num-sequences " << d.num_sequences << " --batch-size " << d.batch_size
       << " --overlap " << d.overlap << " --dtype " << q(c.model.dtype) << " --device " << (gpu ? "auto" : "cpu");
+    // resources.offload_gb: the layers that do not fit the GPUs stay in pinned host memory, at most
+    // this much, and are streamed to the last GPU (extract's placement; without cpu= it refuses them).
+    if (gpu && c.resources.offload_gb > 0) s << " --max-memory " << q("cpu=" + plain_decimal(c.resources.offload_gb) + "GB");
     if (!c.capture.layers.empty()) s << " --layers " << q(c.capture.layers);
     std::string sites;
     for (const auto & site : c.capture.sites) sites += (sites.empty() ? "" : ",") + site;

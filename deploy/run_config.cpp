@@ -230,14 +230,15 @@ void read_analysis(const common::ConfigNode & a, AnalysisConfig & out) {
 }
 
 void read_resources(const common::ConfigNode & r, ResourcesConfig & out) {
-    r.check_keys({"providers", "gpu", "gpu_count", "min_vram_gb", "min_cpu_ram_gb", "max_price_usd_per_hour", "disk_gb",
-                  "image", "safety_factor"});
+    r.check_keys({"providers", "gpu", "gpu_count", "min_vram_gb", "min_cpu_ram_gb", "offload_gb", "max_price_usd_per_hour",
+                  "disk_gb", "image", "safety_factor"});
     if (auto p = r.find("providers")) out.providers = p->as_string_list();
     out.gpu_filter = r.get_string("gpu", out.gpu_filter);
     if (out.gpu_filter == "auto" || out.gpu_filter == "any") out.gpu_filter.clear();
     out.gpu_count = static_cast<int>(get_int_in(r, "gpu_count", out.gpu_count, 0, kMaxGpuCount));
     if (auto v = r.find("min_vram_gb")) out.min_vram_gb = number_or_auto(*v, kMaxVramGb);
     if (auto v = r.find("min_cpu_ram_gb")) out.min_cpu_ram_gb = number_in(*v, 0, kMaxCpuRamGb, true);
+    if (auto v = r.find("offload_gb")) out.offload_gb = number_in(*v, 0, kMaxCpuRamGb, false);
     if (auto v = r.find("max_price_usd_per_hour")) out.max_price_usd_per_hour = number_in(*v, 0, kMaxPriceUsdPerHour, true);
     out.disk_gb = static_cast<int>(get_int_in(r, "disk_gb", out.disk_gb, 1, kMaxDiskGb));
     out.image = r.get_string("image", out.image);
@@ -351,6 +352,7 @@ void apply_overrides(RunConfig & c, const Overrides & o) {
     if (o.gpu_filter) c.resources.gpu_filter = *o.gpu_filter;
     if (o.min_vram_gb) c.resources.min_vram_gb = *o.min_vram_gb;
     if (o.min_cpu_ram_gb) c.resources.min_cpu_ram_gb = *o.min_cpu_ram_gb;
+    if (o.offload_gb) c.resources.offload_gb = *o.offload_gb;
     if (o.max_price) c.resources.max_price_usd_per_hour = *o.max_price;
     if (o.num_sequences) c.data.num_sequences = *o.num_sequences;
     if (o.sequence_length) c.data.sequence_length = *o.sequence_length;
@@ -414,6 +416,7 @@ void check_bounds(const RunConfig & c, const std::string & origin) {
     int_range("resources.gpu_count", r.gpu_count, 0, kMaxGpuCount);
     if (r.min_vram_gb) num_range("resources.min_vram_gb", *r.min_vram_gb, 0, kMaxVramGb, true);
     if (r.min_cpu_ram_gb) num_range("resources.min_cpu_ram_gb", *r.min_cpu_ram_gb, 0, kMaxCpuRamGb, true);
+    num_range("resources.offload_gb", r.offload_gb, 0, kMaxCpuRamGb, false);
     if (r.max_price_usd_per_hour) num_range("resources.max_price_usd_per_hour", *r.max_price_usd_per_hour, 0, kMaxPriceUsdPerHour, true);
     int_range("resources.disk_gb", r.disk_gb, 1, kMaxDiskGb);
     num_range("resources.safety_factor", r.safety_factor, 1, kMaxSafetyFactor, false);
@@ -519,6 +522,13 @@ bool runs_on_this_machine(const ResourcesConfig & r) {
     return true;
 }
 
+std::optional<double> offer_min_ram_gb(const ResourcesConfig & r) {
+    if (r.min_cpu_ram_gb) return r.min_cpu_ram_gb;
+    // Pinned layers plus a tenth, and the process; x 11 / 10 so that 90 GB gives 115, not 116 (90 x 1.1 > 99 in binary).
+    if (r.offload_gb > 0) return std::ceil((r.offload_gb * 11 + 160) / 10);
+    return std::nullopt;
+}
+
 void validate(const RunConfig & c) {
     auto fail = [&](const std::string & key, const std::string & msg) { throw common::Error::usage(where(c, key) + msg); };
     check_bounds(c, c.source.empty() ? std::string("config") : c.source);
@@ -571,6 +581,14 @@ void validate(const RunConfig & c) {
         fail("resources.providers", "a batch scheduler cannot be mixed with other providers in one run; give it alone");
     if (!runs_on_this_machine(r) && batch == 0 && r.gpu_count == 0)
         fail("resources.gpu_count", "0 GPUs is only for the local rehearsal provider and batch schedulers (a CPU partition)");
+    // Offload keeps the layers that do not fit the GPUs in pinned host memory (extract run
+    // --max-memory cpu=SIZE): a CPU run has no GPU to stream them to, and the host must hold them.
+    if (r.offload_gb > 0 && r.gpu_count == 0)
+        fail("resources.offload_gb", num_text(r.offload_gb) + " GB with gpu_count 0: offload streams layers to a GPU; a CPU run keeps "
+                                     "every layer in host memory anyway (drop offload_gb or give gpu_count)");
+    if (r.offload_gb > 0 && r.min_cpu_ram_gb && *r.min_cpu_ram_gb < r.offload_gb)
+        fail("resources.min_cpu_ram_gb", num_text(*r.min_cpu_ram_gb) + " GB is less than resources.offload_gb (" + num_text(r.offload_gb) +
+                                             " GB of pinned host memory); raise min_cpu_ram_gb or leave it out (then ceil(offload_gb x 1.1 + 16))");
     if (!c.name.empty() && (c.name.size() > 20 || !std::all_of(c.name.begin(), c.name.end(), [](char ch) {
                                 return std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch));
                             })))
@@ -620,7 +638,8 @@ nlohmann::json config_to_json(const RunConfig & c) {
                           {"position_fraction", c.analysis.position_fraction}, {"perplexity", c.analysis.perplexity},
                           {"expert_stats", c.analysis.expert_stats}, {"thresholds", c.analysis.thresholds}}},
             {"resources", {{"providers", r.providers}, {"gpu", r.gpu_filter}, {"gpu_count", r.gpu_count}, {"min_vram_gb", opt(r.min_vram_gb)},
-                           {"min_cpu_ram_gb", opt(r.min_cpu_ram_gb)}, {"max_price_usd_per_hour", opt(r.max_price_usd_per_hour)},
+                           {"min_cpu_ram_gb", opt(r.min_cpu_ram_gb)}, {"offload_gb", r.offload_gb},
+                           {"max_price_usd_per_hour", opt(r.max_price_usd_per_hour)},
                            {"disk_gb", r.disk_gb}, {"image", r.image}, {"safety_factor", r.safety_factor}}},
             {"policy", {{"on_success", end_action_name(p.on_success)}, {"on_failure", end_action_name(p.on_failure)},
                         {"keep_ttl_s", p.keep_ttl_s}, {"max_duration_s", p.max_duration_s}, {"max_cost_usd", opt(p.max_cost_usd)},
@@ -676,6 +695,7 @@ RunConfig config_from_json(const nlohmann::json & j) {
         c.resources.gpu_count = int_field(r, "gpu_count", 1);
         c.resources.min_vram_gb = opt_get<double>(r, "min_vram_gb");
         c.resources.min_cpu_ram_gb = opt_get<double>(r, "min_cpu_ram_gb");
+        c.resources.offload_gb = r.value("offload_gb", 0.0);  // absent in run dirs from before offload
         c.resources.max_price_usd_per_hour = opt_get<double>(r, "max_price_usd_per_hour");
         c.resources.disk_gb = int_field(r, "disk_gb", c.resources.disk_gb);
         c.resources.image = r.value("image", c.resources.image);

@@ -73,6 +73,7 @@ struct ResourcesConfig {
     int gpu_count = 1;
     std::optional<double> min_vram_gb;           // per GPU; nullopt = "auto" (from the memory estimate)
     std::optional<double> min_cpu_ram_gb;        // system RAM
+    double offload_gb = 0;                       // GB of layers kept in pinned host memory, streamed to the GPU (0: none)
     std::optional<double> max_price_usd_per_hour;
     int disk_gb = 150;
     std::string image = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04";
@@ -111,6 +112,7 @@ struct Overrides {
     std::optional<std::string> gpu_filter;      // --gpu-filter
     std::optional<double> min_vram_gb;          // --min-vram
     std::optional<double> min_cpu_ram_gb;       // --min-cpu-ram
+    std::optional<double> offload_gb;           // --offload-gb
     std::optional<double> max_price;            // --max-price
     std::optional<int64_t> num_sequences;       // --num-sequences
     std::optional<int64_t> sequence_length;     // --sequence-length
@@ -136,6 +138,10 @@ void validate(const RunConfig & config);
 // Every provider named runs its instances on this machine (broker's declared on_this_machine): a
 // rehearsal, which may go without GPUs and costs nothing. False when none is named or one is unknown.
 bool runs_on_this_machine(const ResourcesConfig & resources);
+
+// The system RAM an offer must have: min_cpu_ram_gb when given; else, with offload_gb, the pinned
+// host memory plus a tenth and 16 GB for the process (ceil(offload_gb x 1.1 + 16)); else none.
+std::optional<double> offer_min_ram_gb(const ResourcesConfig & resources);
 
 // capture.layers ("0-3,47") as sorted unique indices, in the syntax `extract run --layers` reads.
 // Throws common::Error(usage) naming the bad part; indices past 1023 are refused.

@@ -139,6 +139,10 @@ nlohmann::json to_json(const RunState & s) {
         j["estimate"] = {{"params", s.estimate->params},         {"params_active", s.estimate->params_active},
                          {"weights_gb", s.estimate->weights_gb}, {"activations_gb", s.estimate->activations_gb},
                          {"total_gb", s.estimate->total_gb},     {"per_gpu_gb", s.estimate->per_gpu_gb}};
+    if (s.estimate && s.estimate->offload_gb > 0) {  // written only with offload: records from before it stay as they were
+        j["estimate"]["offload_gb"] = s.estimate->offload_gb;
+        j["estimate"]["ring_gb"] = s.estimate->ring_gb;
+    }
     if (s.offers) {
         j["offers"] = nlohmann::json::array();
         for (const auto & o : *s.offers) j["offers"].push_back(o.row);
@@ -217,7 +221,8 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     if (r.has("estimate")) {
         auto e = r.object("estimate");
         s.estimate = EstimateRecord{e.integer<int64_t>("params"), e.integer<int64_t>("params_active"), e.number("weights_gb"),
-                                    e.number("activations_gb"),   e.number("total_gb"),                e.number("per_gpu_gb")};
+                                    e.number("activations_gb"),   e.number("total_gb"),                e.number("per_gpu_gb"),
+                                    e.number("offload_gb"),       e.number("ring_gb")};
     }
     if (r.has("offers")) {
         const auto & rows = j.at("offers");

@@ -61,6 +61,7 @@ struct EstimateRecord {
     int64_t params = 0;
     int64_t params_active = 0;
     double weights_gb = 0, activations_gb = 0, total_gb = 0, per_gpu_gb = 0;
+    double offload_gb = 0, ring_gb = 0;  // resources.offload_gb's share of the weights and the stream ring; 0 without offload
 };
 
 // One offer the offers step found: the fields deploy reads, and broker's whole listing row

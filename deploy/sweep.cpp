@@ -253,11 +253,13 @@ nlohmann::json plan_sweep(const SweepFile & s, broker::Broker & broker) {
                 } else {
                     throw common::Error::usage("min_vram_gb auto needs a checkpoint config");
                 }
-                auto e = estimate_memory(hf, c.model.dtype, c.data.batch_size, c.data.sequence_length, r.gpu_count, r.safety_factor);
+                auto e = estimate_memory(hf, c.model.dtype, c.data.batch_size, c.data.sequence_length, r.gpu_count, r.safety_factor,
+                                         r.offload_gb);
                 vram = std::ceil(e.per_gpu_gb);
                 row["estimate_gb"] = e.total_gb;
                 row["params"] = e.params;
                 row["params_active"] = e.params_active;
+                if (e.offload_gb > 0) row["offload_gb"] = e.offload_gb;
             } catch (const common::Error & e) {
                 if (e.kind() == common::ErrorKind::Interrupted) throw;
                 note = "no estimate (" + e.message() + ")";
@@ -278,7 +280,7 @@ nlohmann::json plan_sweep(const SweepFile & s, broker::Broker & broker) {
                 if (r.gpu_count > 0) f.gpu_count = r.gpu_count;
                 if (vram) f.min_vram_gb = *vram;
                 f.max_price_usd_per_hour = r.max_price_usd_per_hour;
-                f.min_ram_gb = r.min_cpu_ram_gb;
+                f.min_ram_gb = offer_min_ram_gb(r);
                 f.min_disk_gb = r.disk_gb;
                 try {
                     auto found = broker.search(f, broker::SortKey::Price, 1);

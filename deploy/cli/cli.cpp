@@ -100,6 +100,8 @@ int main(int argc, char ** argv) {
         app.add_option("--gpu-filter", o.gpu_filter, "GPU model substring (A100, H100)");
         app.add_option("--min-vram", min_vram, "Minimum VRAM per GPU in GB, or auto");
         app.add_option("--min-cpu-ram", o.min_cpu_ram_gb, "Minimum system RAM in GB");
+        app.add_option("--offload-gb", o.offload_gb,
+                       "GB of layers kept in pinned host memory and streamed to the GPU (a model larger than the GPUs on fewer GPUs); 0 = none");
         app.add_option("--max-price", o.max_price, "Maximum $/hour for the whole instance");
         app.add_option("--num-sequences", o.num_sequences, "Sequences to run");
         app.add_option("--sequence-length", o.sequence_length, "Tokens per sequence");

@@ -140,6 +140,29 @@ TEST_CASE("remote plan: a hub model on GPUs uses the fetched checkpoint and the 
     CHECK(job.find("--model-name 'Qwen/Qwen3-30B-A3B'") != std::string::npos);
 }
 
+TEST_CASE("remote plan: resources.offload_gb passes --max-memory cpu=SIZE to extract run on GPUs, and nothing without it") {
+    auto cfg = deploy::parse_run_config("model:\n  hub: zai-org/GLM-4.5-Air\ndata:\n  synthetic_tokens: {vocab: 10}\n"
+                                        "resources:\n  gpu_count: 1\n");
+    auto l = deploy::remote_layout("/root", "r3", "/cache");
+    const std::string model = "/cache/models/zai-org--GLM-4.5-Air/main";
+    std::string job = deploy::job_script(cfg, l, "/cache/b/bin", model);
+    CHECK(job.find("--max-memory") == std::string::npos);  // offload_gb 0: extract's placement as before
+    cfg.resources.offload_gb = 90;
+    deploy::validate(cfg);
+    job = deploy::job_script(cfg, l, "/cache/b/bin", model);
+    CHECK(job.find(" --device auto --max-memory 'cpu=90GB'") != std::string::npos);
+    CHECK(job.find("--max-memory") > job.find(" -- run "));  // an extract run flag, not analyze's
+    CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
+    // A fraction and a large value in plain decimals, as common::parse_bytes reads them.
+    cfg.resources.offload_gb = 40.5;
+    CHECK(deploy::job_script(cfg, l, "/cache/b/bin", model).find("--max-memory 'cpu=40.5GB'") != std::string::npos);
+    cfg.resources.offload_gb = 1000000;
+    CHECK(deploy::job_script(cfg, l, "/cache/b/bin", model).find("--max-memory 'cpu=1000000GB'") != std::string::npos);
+    // On a CPU (validate refuses offload there; the script adds nothing either way).
+    cfg.resources.gpu_count = 0;
+    CHECK(deploy::job_script(cfg, l, "/cache/b/bin", model).find("--max-memory") == std::string::npos);
+}
+
 TEST_CASE("remote plan: synthetic tokens are deterministic, in range, and the right shape") {
     auto a = nlohmann::json::parse(deploy::synthetic_tokens_json(100, 3, 7, 5));
     auto b = nlohmann::json::parse(deploy::synthetic_tokens_json(100, 3, 7, 5));
@@ -371,15 +394,19 @@ TEST_CASE("fetch_model.sh: an index naming a shard outside the model folder is r
     CHECK_FALSE(fs::exists(cache / "models/org--model/evil.safetensors"));
 }
 
-TEST_CASE("flow: a Hub model's capture.layers past its config.json fails the estimate step, before anything is rented") {
-    FakeHub hub("");
+namespace {
+
+// A new run of org/model, a tiny llama whose config.json `hub` serves, on the local provider with one
+// GPU (this machine offers none: the offers step ends it, after the estimate); `yaml_tail` follows
+// the resources map (indented: more resources keys; else other sections). The run directory is
+// dir/run; returns the exit code.
+int run_tiny_hub_model(FakeHub & hub, const tests::TempDir & dir, const std::string & yaml_tail) {
     hub.put("org/model/resolve/main/config.json",
             R"({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 128,
                 "num_attention_heads": 4, "intermediate_size": 96})");
-    tests::TempDir dir{"flow-layers"};
     tests::EnvGuard endpoint("HF_ENDPOINT", hub.endpoint());
     auto cfg = deploy::parse_run_config("model:\n  hub: org/model\ndata:\n  synthetic_tokens: {vocab: 128}\n"
-                                        "capture:\n  layers: 0-7\nresources:\n  providers: [local]\n  gpu_count: 1\n");
+                                        "resources:\n  providers: [local]\n  gpu_count: 1\n" + yaml_tail);
     deploy::validate(cfg);  // the layer count is not known from the config alone
     deploy::FlowOptions fo;
     fo.workspace = TOOLKIT_SOURCE_DIR;
@@ -388,7 +415,15 @@ TEST_CASE("flow: a Hub model's capture.layers past its config.json fails the est
     fo.broker.ledger_path = dir / "state/ledger.sqlite";
     std::ostringstream sink;
     common::Output out(common::OutputFormat::Json, sink);
-    CHECK(deploy::run_new(cfg, fo, out) == 2);
+    return deploy::run_new(cfg, fo, out);
+}
+
+}  // namespace
+
+TEST_CASE("flow: a Hub model's capture.layers past its config.json fails the estimate step, before anything is rented") {
+    FakeHub hub("");
+    tests::TempDir dir{"flow-layers"};
+    CHECK(run_tiny_hub_model(hub, dir, "capture:\n  layers: 0-7\n") == 2);
     auto events = deploy::RunDir::open(dir / "run").journal();
     bool estimate_failed = false, offers_or_create = false;
     for (const auto & e : events) {
@@ -401,4 +436,20 @@ TEST_CASE("flow: a Hub model's capture.layers past its config.json fails the est
     CHECK(estimate_failed);
     CHECK_FALSE(offers_or_create);
     CHECK(tests::read_file(hub.dir / "requests.log").find("/org/model/resolve/main/config.json") != std::string::npos);
+}
+
+TEST_CASE("flow: the estimate step with resources.offload_gb records the offloaded share and the stream ring in state.json") {
+    FakeHub hub("");
+    tests::TempDir dir{"flow-offload"};
+    CHECK(run_tiny_hub_model(hub, dir, "  offload_gb: 0.0001\n") == 4);  // capacity: no GPU offer here
+    auto rd = deploy::RunDir::open(dir / "run");
+    const auto & s = rd.state();
+    REQUIRE(s.estimate.has_value());
+    CHECK(s.estimate->offload_gb == doctest::Approx(0.0001));
+    // The ring: two of the model's one layer kind (norms, q/k/v/o, gate/up/down) in bf16.
+    const double layer_gb = (2.0 * 64 + 4.0 * 64 * 64 + 3.0 * 64 * 96) * 2 / 1e9;
+    CHECK(s.estimate->ring_gb == doctest::Approx(2 * layer_gb));
+    CHECK(s.estimate->per_gpu_gb == doctest::Approx((s.estimate->weights_gb - 0.0001 + s.estimate->activations_gb) * 1.2 + 2 * layer_gb));
+    CHECK(*s.min_vram_gb == 1);
+    CHECK(rd.run_info()["config"]["resources"]["offload_gb"] == 0.0001);
 }

@@ -345,3 +345,77 @@ TEST_CASE("config: capture.layers past the model's layers is refused before rent
                          doctest::Contains("names layer 47 but Qwen/Qwen3-30B-A3B (config.json) has 40 layers"), common::Error);
     CHECK_NOTHROW(deploy::check_capture_layers(h, nlohmann::json::object()));  // no count: extract will say
 }
+
+// ---- resources.offload_gb: a model larger than the GPUs on fewer GPUs ----------------------------
+
+TEST_CASE("config: resources.offload_gb reads (default 0), is range-checked at file:line:column, and round-trips through run.json") {
+    CHECK(deploy::parse_run_config(kMinimal).resources.offload_gb == 0);
+    RunConfig c = deploy::parse_run_config(std::string(kMinimal) + "resources:\n  gpu_count: 1\n  offload_gb: 90\n");
+    deploy::validate(c);
+    CHECK(c.resources.offload_gb == 90);
+    CHECK(deploy::parse_run_config(std::string(kMinimal) + "resources:\n  offload_gb: 0\n").resources.offload_gb == 0);  // 0 = none
+    CHECK(deploy::parse_run_config(std::string(kMinimal) + "resources:\n  offload_gb: 40.5\n").resources.offload_gb == 40.5);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  offload_gb: -1\n")
+              .find("run.yaml:7:15: resources.offload_gb: -1 is out of range: must be >= 0 and at most 100000") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  offload_gb: 1e6\n").find("resources.offload_gb: 1000000 is out of range") !=
+          std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  offload_gb: lots\n").find("run.yaml:7:15") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "resources:\n  offload: 90\n").find("offload") != std::string::npos);  // unknown key
+    // run.json: written, read back; a run directory from before offload (no key) reads as 0.
+    auto j = deploy::config_to_json(c);
+    CHECK(j["resources"]["offload_gb"] == 90);
+    CHECK(deploy::config_from_json(j).resources.offload_gb == 90);
+    j["resources"].erase("offload_gb");
+    CHECK(deploy::config_from_json(j).resources.offload_gb == 0);
+    j["resources"]["offload_gb"] = -5;
+    CHECK_THROWS_WITH_AS(deploy::config_from_json(j), doctest::Contains("run.json: resources.offload_gb: -5 is out of range"), common::Error);
+}
+
+TEST_CASE("config: --offload-gb overrides the file and is held to the same range") {
+    RunConfig c = deploy::load_run_config(std::string(TOOLKIT_SOURCE_DIR) + "/configs/glm-4.5-air.yaml");
+    CHECK(c.resources.offload_gb == 0);  // the file's default: two H200s, nothing offloaded
+    deploy::Overrides o;
+    o.gpu_count = 1;
+    o.offload_gb = 110;
+    deploy::apply_overrides(c, o);
+    deploy::validate(c);  // the documented one-GPU command: min_cpu_ram_gb 128 >= 110
+    CHECK(c.resources.gpu_count == 1);
+    CHECK(c.resources.offload_gb == 110);
+    CHECK(*deploy::offer_min_ram_gb(c.resources) == 128);  // given in the file, so kept
+    deploy::Overrides none;
+    deploy::apply_overrides(c, none);
+    CHECK(c.resources.offload_gb == 110);  // an unset flag leaves it alone
+    o.offload_gb = -1;
+    deploy::apply_overrides(c, o);
+    CHECK_THROWS_WITH_AS(deploy::validate(c), doctest::Contains("resources.offload_gb: -1 is out of range"), common::Error);
+}
+
+TEST_CASE("config: offload sets the offers' minimum RAM when min_cpu_ram_gb is not given, and is refused below it or without GPUs") {
+    deploy::ResourcesConfig r;
+    CHECK_FALSE(deploy::offer_min_ram_gb(r).has_value());  // no offload, no floor
+    r.offload_gb = 90;
+    CHECK(*deploy::offer_min_ram_gb(r) == 115);  // ceil(90 x 1.1 + 16): pinned layers plus the process
+    r.offload_gb = 40;
+    CHECK(*deploy::offer_min_ram_gb(r) == 60);
+    r.offload_gb = 0.5;
+    CHECK(*deploy::offer_min_ram_gb(r) == 17);
+    r.min_cpu_ram_gb = 256;
+    CHECK(*deploy::offer_min_ram_gb(r) == 256);  // given: it is the floor
+    r.offload_gb = 0;
+    r.min_cpu_ram_gb = 64;
+    CHECK(*deploy::offer_min_ram_gb(r) == 64);
+    // min_cpu_ram_gb below the pinned memory: refused naming both keys.
+    std::string msg = error_of(std::string(kMinimal) + "resources:\n  gpu_count: 1\n  min_cpu_ram_gb: 64\n  offload_gb: 90\n");
+    CHECK(msg.find("config: resources.min_cpu_ram_gb: 64 GB is less than resources.offload_gb (90 GB") != std::string::npos);
+    CHECK(error_of(std::string(kMinimal) + "resources:\n  gpu_count: 1\n  min_cpu_ram_gb: 90\n  offload_gb: 90\n").empty());
+    // The flags meet the same check.
+    RunConfig c = deploy::parse_run_config(std::string(kMinimal) + "resources:\n  min_cpu_ram_gb: 64\n");
+    deploy::Overrides o;
+    o.offload_gb = 90;
+    deploy::apply_overrides(c, o);
+    CHECK_THROWS_WITH_AS(deploy::validate(c), doctest::Contains("resources.offload_gb"), common::Error);
+    // A CPU run has no GPU to stream to.
+    msg = error_of(std::string(kFixture) + "  offload_gb: 8\n");
+    CHECK(msg.find("resources.offload_gb: 8 GB with gpu_count 0") != std::string::npos);
+    CHECK(error_of(std::string(kFixture) + "  offload_gb: 0\n").empty());
+}

@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/output.h"
 #include "deploy/flow.h"
+#include "deploy/run_config.h"
 #include "deploy/run_dir.h"
 #include "tests/support/temp_dir.h"
 
@@ -119,6 +120,39 @@ TEST_CASE("run state: RunDir saves the typed state in the old keys and reopens i
     auto again = deploy::RunDir::open(dir / "run");
     CHECK(again.state().jobs.at("analysis").offset == 42);
     CHECK(again.state().end->keep_until_unix == 99.0);
+}
+
+TEST_CASE("run state: the estimate record keeps offload and ring only with offload; records and run.json from before it read as none") {
+    deploy::RunState s;
+    s.estimated = true;
+    s.min_vram_gb = 138;
+    s.estimate = deploy::EstimateRecord{106852251264, 13424129664, 213.7, 3.0, 137.4, 137.4, 110, 9.37};
+    auto j = deploy::to_json(s);
+    CHECK(j["estimate"]["offload_gb"] == 110);
+    CHECK(j["estimate"]["ring_gb"] == 9.37);
+    auto back = deploy::run_state_from_json(j);
+    REQUIRE(back.estimate.has_value());
+    CHECK(back.estimate->offload_gb == 110);
+    CHECK(back.estimate->ring_gb == 9.37);
+    CHECK(deploy::to_json(back) == j);
+    // Without offload the record is the one written before offload existed, and reads back so.
+    s.estimate->offload_gb = 0;
+    s.estimate->ring_gb = 0;
+    j = deploy::to_json(s);
+    CHECK_FALSE(j["estimate"].contains("offload_gb"));
+    CHECK_FALSE(j["estimate"].contains("ring_gb"));
+    back = deploy::run_state_from_json(j);
+    CHECK(back.estimate->offload_gb == 0);
+    CHECK(deploy::to_json(back) == j);
+    // The old-format run directories' run.json (no resources.offload_gb) load with no offload.
+    for (const std::string name : {"finished", "killed-at-run"}) {
+        CAPTURE(name);
+        auto run = read_json(kOld + "/" + name + "/run.json");
+        REQUIRE_FALSE(run["config"]["resources"].contains("offload_gb"));
+        auto c = deploy::config_from_json(run.at("config"));
+        CHECK(c.resources.offload_gb == 0);
+        CHECK(deploy::config_to_json(c)["resources"]["offload_gb"] == 0);
+    }
 }
 
 TEST_CASE("run state: a finished run directory of the old format resumes and summarises as that code did") {

@@ -85,6 +85,29 @@ TEST_CASE("sweep: base plus member overrides give each member its own resolved r
     CHECK(*deploy::member_cost_bound_usd(b.config) == 3);
 }
 
+TEST_CASE("sweep: a member's resources.offload_gb overlays the base, and offload below min_cpu_ram_gb is refused naming the member") {
+    std::string cloud = "sweep: {name: offload}\nbase:\n  data: {synthetic_tokens: {vocab: 64}}\n"
+                        "  resources: {providers: [runpod], gpu: H200, gpu_count: 2, max_price_usd_per_hour: 9}\n"
+                        "  policy: {max_duration: 3h}\nmembers:\n";
+    auto s = deploy::parse_sweep(cloud + "  - id: glm-two\n    model: {hub: zai-org/GLM-4.5-Air}\n"
+                                         "  - id: glm-one\n    model: {hub: zai-org/GLM-4.5-Air}\n    resources: {gpu_count: 1, offload_gb: 110}\n",
+                                 "t.yaml");
+    REQUIRE(s.members.size() == 2);
+    CHECK(s.members[0].config.resources.offload_gb == 0);
+    CHECK(s.members[0].config.resources.gpu_count == 2);
+    CHECK(s.members[1].config.resources.offload_gb == 110);
+    CHECK(s.members[1].config.resources.gpu_count == 1);
+    CHECK(s.members[1].config.resources.gpu_filter == "H200");  // the rest from the base
+    CHECK(*deploy::offer_min_ram_gb(s.members[1].config.resources) == 137);  // ceil(110 x 1.1 + 16)
+    auto m = usage_message(cloud + "  - id: short-ram\n    model: {hub: zai-org/GLM-4.5-Air}\n"
+                                   "    resources: {gpu_count: 1, offload_gb: 110, min_cpu_ram_gb: 64}\n");
+    CHECK(m.find("short-ram") != std::string::npos);
+    CHECK(m.find("resources.min_cpu_ram_gb") != std::string::npos);
+    CHECK(m.find("resources.offload_gb") != std::string::npos);
+    m = usage_message(cloud + "  - id: bad-offload\n    model: {hub: zai-org/GLM-4.5-Air}\n    resources: {offload_gb: -3}\n");
+    CHECK(m.find("resources.offload_gb: -3 is out of range") != std::string::npos);
+}
+
 TEST_CASE("sweep: ids that are short, repeated or equal without dashes are refused before renting") {
     CHECK(usage_message(std::string(kBase) + fixture_member("q3")).find("4..24") != std::string::npos);
     CHECK(usage_message(std::string(kBase) + fixture_member("Qwen-big")).find("lower-case") != std::string::npos);
@@ -215,6 +238,10 @@ members:
   - id: next-80b
     family: qwen3_next
     model: {hub: Qwen/Qwen3-Next-80B-A3B-Instruct}
+  - id: next-80b-offload
+    family: qwen3_next
+    model: {hub: Qwen/Qwen3-Next-80B-A3B-Instruct}
+    resources: {gpu: H200, offload_gb: 55}
 )";
     auto s = deploy::parse_sweep(yaml, "plan.yaml");
     broker::BrokerOptions bo;
@@ -223,7 +250,7 @@ members:
     auto plan = deploy::plan_sweep(s, b);
     INFO(plan.dump(1));
     const auto & m = plan["members"];
-    REQUIRE(m.size() == 6);
+    REQUIRE(m.size() == 7);
     // Qwen3-8B: 8.19B parameters from config.json, ~20 GB per GPU: the cheapest 24 GB card on RunPod.
     CHECK(m[0]["state"] == "planned");
     CHECK(m[0]["params"].get<double>() == doctest::Approx(8.19e9).epsilon(0.01));
@@ -244,6 +271,12 @@ members:
     CHECK(m[5]["params"].get<double>() == doctest::Approx(79.67e9).epsilon(0.001));
     CHECK(m[5]["state"] == "no-offer");
     CHECK(m[5]["note"].get<std::string>().find("nothing matches") != std::string::npos);
+    // The same on one H200 with 55 GB offloaded to pinned host memory: ~134 GB on the GPU.
+    CHECK(m[6]["offload_gb"] == 55);
+    CHECK(m[6]["min_vram_gb"].get<double>() > 100);
+    CHECK(m[6]["min_vram_gb"].get<double>() <= 140);
+    CHECK(m[6]["state"] == "planned");
+    CHECK(m[6]["offer"].get<std::string>().find("H200") != std::string::npos);
     double sum = 0;
     for (const auto & r : m)
         if (r.contains("cost_bound_usd")) sum += r["cost_bound_usd"].get<double>();
