@@ -27,6 +27,16 @@ using namespace extractor;
 namespace {
 using tests::error_of;
 constexpr uint64_t GiB = uint64_t(1) << 30;
+
+// The placement tests' model: a 1 GiB embedding, n layers of 2 GiB, 1 GiB of activations.
+MemoryEstimate layers_of_2GiB(size_t n) {
+    MemoryEstimate e;
+    e.embed_bytes = 1 * GiB;
+    e.layer_bytes.assign(n, 2 * GiB);
+    e.total_bytes = (1 + 2 * n) * GiB;
+    e.activation_bytes = 1 * GiB;
+    return e;
+}
 }  // namespace
 
 TEST_CASE("inputs: windows with overlap, seeded sampling, and the three token-file formats") {
@@ -93,11 +103,7 @@ TEST_CASE("flags: --max-memory, --layers and --plant parse, and reject malformed
 }
 
 TEST_CASE("placement: sequential fills GPUs in order, balanced spreads, overflow goes to pinned CPU or is refused") {
-    MemoryEstimate e;
-    e.embed_bytes = 1 * GiB;
-    e.layer_bytes.assign(8, 2 * GiB);  // 17 GiB of weights
-    e.total_bytes = 17 * GiB;
-    e.activation_bytes = 1 * GiB;
+    const MemoryEstimate e = layers_of_2GiB(8);  // 17 GiB of weights
     Placement seq = plan_placement(e, "cuda", parse_max_memory("0=12GiB,1=12GiB"), PlacementStrategy::Sequential, 2);
     // GPU 0: 12 - 1 (activations) - 1 (embedding) = 10 GiB -> 5 layers; GPU 1 the other 3.
     CHECK(seq.home[4] == c10::Device("cuda:0"));
@@ -120,11 +126,7 @@ TEST_CASE("placement: sequential fills GPUs in order, balanced spreads, overflow
 }
 
 TEST_CASE("placement: --device auto without per-GPU budgets takes every visible GPU at its free memory") {
-    MemoryEstimate e;
-    e.embed_bytes = 1 * GiB;
-    e.layer_bytes.assign(8, 2 * GiB);  // 17 GiB of weights
-    e.total_bytes = 17 * GiB;
-    e.activation_bytes = 1 * GiB;
+    const MemoryEstimate e = layers_of_2GiB(8);  // 17 GiB of weights
     const auto twelve_free = [](int) { return uint64_t(12) * GiB; };
     // Two 12 GiB GPUs: GPU 0 holds 5 layers (12 - 1 activations - 1 embedding), GPU 1 the other 3.
     // A multi-GPU machine rented for a model one GPU cannot hold (deploy runs --device auto).
@@ -133,9 +135,7 @@ TEST_CASE("placement: --device auto without per-GPU budgets takes every visible 
     CHECK(both.home[5] == c10::Device("cuda:1"));
     CHECK(both.home[7] == c10::Device("cuda:1"));
     // A model that fits GPU 0 stays there.
-    MemoryEstimate small = e;
-    small.layer_bytes.assign(3, 2 * GiB);
-    small.total_bytes = 7 * GiB;
+    const MemoryEstimate small = layers_of_2GiB(3);
     Placement one = plan_placement(small, "auto", {}, PlacementStrategy::Sequential, 2, 1, twelve_free);
     for (const auto & d : one.home) CHECK(d == c10::Device("cuda:0"));
     // `cuda` is GPU 0 alone: the same model is refused, and the message names the way out.
@@ -146,9 +146,7 @@ TEST_CASE("placement: --device auto without per-GPU budgets takes every visible 
     CHECK(g1.embed_device == c10::Device("cuda:1"));
     // Every GPU plus offload: cpu= alone keeps the GPUs at their free memory and streams the rest
     // to the last GPU (deploy's resources.offload_gb passes exactly this).
-    MemoryEstimate big = e;
-    big.layer_bytes.assign(14, 2 * GiB);  // 29 GiB: 5 + 5 layers fit (GPU 1 keeps room for the ring)
-    big.total_bytes = 29 * GiB;
+    const MemoryEstimate big = layers_of_2GiB(14);  // 29 GiB: 5 + 5 layers fit (GPU 1 keeps room for the ring)
     Placement off = plan_placement(big, "auto", parse_max_memory("cpu=64GiB"), PlacementStrategy::Sequential, 2, 2, twelve_free);
     int on0 = 0, on1 = 0, streamed = 0;
     for (size_t l = 0; l < off.home.size(); ++l) {
@@ -168,11 +166,7 @@ TEST_CASE("placement: --device auto without per-GPU budgets takes every visible 
 }
 
 TEST_CASE("placement: streamed layers are spread through the GPU's layers unless the bytes no longer fit") {
-    MemoryEstimate e;
-    e.embed_bytes = 1 * GiB;
-    e.layer_bytes.assign(8, 2 * GiB);
-    e.total_bytes = 17 * GiB;
-    e.activation_bytes = 1 * GiB;
+    const MemoryEstimate e = layers_of_2GiB(8);  // 17 GiB of weights
     auto streamed = [](const Placement & p) {
         std::vector<int> out;
         for (size_t l = 0; l < p.home.size(); ++l)
