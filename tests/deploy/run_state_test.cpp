@@ -122,7 +122,7 @@ TEST_CASE("run state: RunDir saves the typed state in the old keys and reopens i
     CHECK(again.state().end->keep_until_unix == 99.0);
 }
 
-TEST_CASE("run state: the estimate record keeps offload and ring only with offload; records and run.json from before it read as none") {
+TEST_CASE("run state: the estimate record keeps offload and ring only with offload, and records and run.json from before it read as none") {
     deploy::RunState s;
     s.estimated = true;
     s.min_vram_gb = 138;
