@@ -42,6 +42,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
+#include "common/regular_file.h"
 
 namespace fs = std::filesystem;
 
@@ -255,23 +256,15 @@ private:
     // always does: it is written whole, then linked) reads as an empty, token-less one.
     std::optional<nlohmann::json> read_lease(const std::string & host) const {
         const std::string path = lease_path(host);
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // one open: link/unlink swap it whole
-        if (fd < 0) {
-            if (errno == ENOENT) return std::nullopt;
-            throw common::Error::io(path, "read lease", errno);
-        }
         std::string text;
-        char buf[4096];
-        ssize_t n;
-        while ((n = ::read(fd, buf, sizeof buf)) != 0) {
-            if (n > 0)
-                text.append(buf, static_cast<size_t>(n));
-            else if (errno != EINTR)
-                break;
+        try {
+            // One open: link/unlink swap the lease whole. A lease is a few dozen bytes; 64 KiB bounds
+            // whatever else sits under its name.
+            text = common::read_regular_file(path, 64 * 1024, "ssh-hosts lease");
+        } catch (const common::Error & e) {
+            if (e.kind() == common::ErrorKind::NotFound) return std::nullopt;
+            throw;
         }
-        const int err = n < 0 ? errno : 0;
-        ::close(fd);
-        if (err) throw common::Error::io(path, "read lease", err);
         auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
         if (!j.is_object()) return nlohmann::json::object();
         return j;
