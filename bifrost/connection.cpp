@@ -8,7 +8,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,6 +25,7 @@
 #include "common/backoff.h"
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/file_lock.h"
 #include "common/log.h"
 #include "common/program.h"
 
@@ -120,19 +120,13 @@ void check_host_key(ssh_session s, const Endpoint & e, const std::vector<Endpoin
     }
     // First use: pin it. flock serialises concurrent first connections to different hosts.
     fs::create_directories(fs::path(path).parent_path());
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0) throw Error::io(path, "open known-hosts file", errno);
-    ::flock(fd, LOCK_EX);
+    common::FileLock pins(path, common::FileLock::Mode::Append);
     if (!find_pinned(path, id)) {
         std::string line = id + " " + type + " " + b64 + "\n";
-        if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
-            int err = errno;
-            ::close(fd);
-            throw Error::io(path, "write known-hosts file", err);
-        }
+        if (::write(pins.fd(), line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+            throw Error::io(path, "write known-hosts file", errno);
         common::log::info(e.label(), ": pinned host key ", type, " ", fingerprint(server.key), " in ", path);
     }
-    ::close(fd);
 }
 
 void authenticate(ssh_session s, const Endpoint & e, const ConnectOptions & o) {

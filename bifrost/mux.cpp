@@ -10,7 +10,6 @@
 #include <libssh/libssh.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -30,6 +29,7 @@
 #include "bifrost/channel.h"
 #include "bifrost/manifest.h"
 #include "common/error.h"
+#include "common/file_lock.h"
 #include "common/log.h"
 #include "common/program.h"
 
@@ -546,14 +546,7 @@ std::unique_ptr<Transport> connect_via_control(const Endpoint & endpoint_in, con
         return make();
     }
     // Serialise master start-up per socket: a second invocation waits, then finds the socket.
-    std::string lock_path = path + ".lock";
-    int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lock_fd < 0) throw Error::io(lock_path, "open", errno);
-    struct LockGuard {
-        int fd;
-        ~LockGuard() { ::close(fd); }
-    } guard{lock_fd};
-    ::flock(lock_fd, LOCK_EX);
+    common::FileLock startup_lock(path + ".lock");
     if (int fd = connect_socket(path); fd >= 0) {
         ::close(fd);
         return make();
@@ -567,7 +560,7 @@ std::unique_ptr<Transport> connect_via_control(const Endpoint & endpoint_in, con
         ::setsid();
         pid_t grandchild = ::fork();
         if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
-        ::close(lock_fd);
+        ::close(startup_lock.fd());  // the master outlives this call; it must not hold the lock
         master_main(endpoint, options, path, persist_s, pipefd[1]);
     }
     ::close(pipefd[1]);

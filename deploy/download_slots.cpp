@@ -1,12 +1,6 @@
 // Download slots (see download_slots.h): flock(2) on <dir>/slot-<i>, tried in turn without blocking.
 #include "deploy/download_slots.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <utility>
 
@@ -34,22 +28,6 @@ DownloadSlotSpec parse_download_slots(const std::string & text) {
 
 std::string format_download_slots(const DownloadSlotSpec & spec) { return spec.dir + ":" + std::to_string(spec.count); }
 
-DownloadSlot::DownloadSlot(DownloadSlot && other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), index_(std::exchange(other.index_, -1)) {}
-
-DownloadSlot & DownloadSlot::operator=(DownloadSlot && other) noexcept {
-    if (this != &other) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = std::exchange(other.fd_, -1);
-        index_ = std::exchange(other.index_, -1);
-    }
-    return *this;
-}
-
-DownloadSlot::~DownloadSlot() {
-    if (fd_ >= 0) ::close(fd_);  // closing the last descriptor drops the flock
-}
-
 DownloadSlot DownloadSlot::acquire(const DownloadSlotSpec & spec, const common::Deadline & deadline, double poll_s) {
     DownloadSlot slot;
     if (spec.dir.empty()) return slot;
@@ -60,19 +38,11 @@ DownloadSlot DownloadSlot::acquire(const DownloadSlotSpec & spec, const common::
     for (;;) {
         common::throw_if_interrupted();
         for (int i = 0; i < spec.count; ++i) {
-            std::string path = spec.dir + "/slot-" + std::to_string(i);
-            int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-            if (fd < 0)
-                throw common::Error(common::ErrorKind::Internal, "download slots: cannot open " + path + ": " + std::strerror(errno));
-            if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-                slot.fd_ = fd;
+            if (auto lock = common::FileLock::try_lock(spec.dir + "/slot-" + std::to_string(i))) {
+                slot.lock_ = std::move(lock);
                 slot.index_ = i;
                 return slot;
             }
-            int err = errno;
-            ::close(fd);
-            if (err != EWOULDBLOCK && err != EINTR)
-                throw common::Error(common::ErrorKind::Internal, "download slots: cannot lock " + path + ": " + std::strerror(err));
         }
         if (!deadline.sleep(std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(poll_s))))
             throw common::Error(common::ErrorKind::Timeout, "fetch: no download slot came free (" + std::to_string(spec.count) +

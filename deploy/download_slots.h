@@ -7,9 +7,11 @@
 //   auto slot = DownloadSlot::acquire(spec, deadline);  // blocks; released when `slot` goes away
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "common/clock.h"
+#include "common/file_lock.h"
 
 namespace deploy {
 
@@ -25,23 +27,17 @@ std::string format_download_slots(const DownloadSlotSpec & spec);
 
 class DownloadSlot {
 public:
-    DownloadSlot() = default;
-    DownloadSlot(DownloadSlot && other) noexcept;
-    DownloadSlot & operator=(DownloadSlot && other) noexcept;
-    DownloadSlot(const DownloadSlot &) = delete;
-    DownloadSlot & operator=(const DownloadSlot &) = delete;
-    ~DownloadSlot();
-
     // Takes a free slot, waiting (polling every `poll_s` through deadline.sleep) while all are held.
     // A spec without a folder returns an empty slot at once. Throws common::Error: Timeout when the
-    // deadline passes first, Interrupted on Ctrl-C, Internal when the folder cannot be used.
+    // deadline passes first, Interrupted on Ctrl-C, an io error naming the slot file when the folder
+    // cannot be used.
     static DownloadSlot acquire(const DownloadSlotSpec & spec, const common::Deadline & deadline, double poll_s = 1);
 
-    bool held() const { return fd_ >= 0; }
+    bool held() const { return lock_.has_value(); }
     int index() const { return index_; }  // which slot (0-based); -1 when none is held
 
 private:
-    int fd_ = -1;
+    std::optional<common::FileLock> lock_;
     int index_ = -1;
 };
 

@@ -26,7 +26,6 @@
 //       ram_gb: 128           # optional
 //       region: lab           # optional
 #include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,6 +39,7 @@
 #include "broker/readiness.h"
 #include "common/config_yaml.h"
 #include "common/error.h"
+#include "common/file_lock.h"
 #include "common/log.h"
 #include "common/program.h"
 #include "common/regular_file.h"
@@ -92,31 +92,6 @@ std::string new_lease_token() {
     std::snprintf(buf, sizeof buf, "%08x%08x", static_cast<unsigned>(rd()), static_cast<unsigned>(rd()));
     return buf;
 }
-
-// An exclusive flock(2) on a file, dropped when the object goes (or the process dies).
-class FileLock {
-public:
-    explicit FileLock(const std::string & path) {
-        fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd_ < 0) throw common::Error::io(path, "open lock", errno);
-        while (::flock(fd_, LOCK_EX) != 0) {
-            const int err = errno;
-            try {
-                if (err != EINTR) throw common::Error::io(path, "lock", err);
-                common::throw_if_interrupted();  // a signal for us ends the wait
-            } catch (...) {
-                ::close(fd_);
-                throw;
-            }
-        }
-    }
-    ~FileLock() { ::close(fd_); }
-    FileLock(const FileLock &) = delete;
-    FileLock & operator=(const FileLock &) = delete;
-
-private:
-    int fd_ = -1;
-};
 
 struct Host {
     std::string name, host, user, key, gpu_model, region;
@@ -220,7 +195,7 @@ public:
         // remove the lease, a create lease the host again and the second's kill end the new
         // holder's jobs. The lock is per host, so a slow kill delays only terminates of that host;
         // create never takes it and is never delayed by it.
-        FileLock lock(leases_ + "/." + want.host + ".lock");
+        common::FileLock lock(leases_ + "/." + want.host + ".lock");
         auto lease = read_lease(want.host);
         if (!lease) return;  // released already
         if (lease_token(*lease) != want.token) {
