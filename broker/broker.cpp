@@ -175,6 +175,33 @@ std::optional<Instance> find_by_name(Provider & p, const std::string & name) {
         if (i.name == name) return i;
     return std::nullopt;
 }
+
+// A create that failed this way may still have been carried out: the request reached the provider
+// and the answer was lost, garbled, or cut short by Ctrl-C. Capacity, quota, auth and usage errors
+// are the provider saying no.
+bool create_may_have_happened(common::ErrorKind kind) {
+    using K = common::ErrorKind;
+    return kind == K::Network || kind == K::Timeout || kind == K::Internal || kind == K::RemoteFailed ||
+           kind == K::Interrupted;
+}
+
+// After such a failure: is the instance there under our name? Listings can lag a create by seconds,
+// so a miss is asked again after 2, 4 and 8 s. nullopt with `unknown` empty: looked and not there;
+// with `unknown` set: the provider could not be asked (its error).
+std::optional<Instance> look_for_created(Provider & p, const std::string & name, common::Clock & clock, std::string & unknown) {
+    const int waits_s[] = {0, 2, 4, 8};
+    for (int wait_s : waits_s) {
+        if (wait_s > 0) clock.sleep_for(std::chrono::seconds(wait_s));
+        try {
+            if (auto found = find_by_name(p, name)) return found;
+            unknown.clear();
+        } catch (const common::Error & e) {
+            unknown = e.message();
+            if (e.kind() == common::ErrorKind::Interrupted) break;  // asked once; sweep takes it from here
+        }
+    }
+    return std::nullopt;
+}
 }  // namespace
 
 CreateResult Broker::create(const CreateOptions & o) {
@@ -236,29 +263,44 @@ CreateResult Broker::create(const CreateOptions & o) {
         ledger().record_intent(intent);  // before the API call: a crash after it cannot hide the instance
         progress(std::string(o.batch ? "submitting to " : "renting ") + offer.provider + ":" + offer.offer_id + " (" + offer.gpu_model + " x" +
                  std::to_string(offer.gpu_count) + ", $" + std::to_string(offer.price_usd_per_hour_total) + "/h) as " + name);
+        auto record_created = [&](const Instance & inst) {
+            // The machine exists whatever happens to our bookkeeping: a ledger that fails now (disk
+            // full) must not lose the id. The intent row still names the instance for `broker sweep`.
+            try {
+                ledger().record_created(name, inst.id);
+            } catch (const common::Error & e) {
+                common::log::warn("ledger: could not record ", offer.provider, ":", inst.id, " (", name, "): ", e.message(),
+                                  "; `broker sweep` finds it by name");
+            }
+        };
         try {
             Instance inst = p.create(req);
-            ledger().record_created(name, inst.id);
+            record_created(inst);
             attempt.outcome = "created " + inst.id;
             result.attempts.push_back(attempt);
             created = inst;
             chosen = offer;
             break;
         } catch (const common::Error & e) {
-            if (e.kind() == common::ErrorKind::Network) {
-                // The request may have been processed: look the instance up by name before anything else.
-                std::optional<Instance> maybe;
-                try {
-                    maybe = find_by_name(p, name);
-                } catch (const common::Error &) {
-                }
+            if (create_may_have_happened(e.kind())) {
+                std::string unknown;
+                std::optional<Instance> maybe = look_for_created(p, name, clock(), unknown);
                 if (maybe) {
-                    ledger().record_created(name, maybe->id);
+                    record_created(*maybe);
                     attempt.outcome = "created " + maybe->id + " (found by name after: " + e.message() + ")";
                     result.attempts.push_back(attempt);
                     created = maybe;
                     chosen = offer;
                     break;
+                }
+                if (!unknown.empty()) {
+                    // The ledger row stays an intent: sweep resolves it by name once the provider answers.
+                    throw common::Error(common::ErrorKind::LeakRisk,
+                                        "create " + name + " on " + offer.provider + ": " + e.message() +
+                                            "; the provider may have created it, and looking it up failed (" + unknown +
+                                            "); run `broker sweep` once the provider answers, it ends or records it")
+                        .with("provider", offer.provider)
+                        .with("name", name);
                 }
             }
             ledger().record_failed(name, e.message());

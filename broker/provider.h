@@ -4,6 +4,7 @@
 // ProviderCaps, never discovered by catching errors.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -130,6 +131,14 @@ public:
     virtual BatchSite batch_site(const Offer & offer) const;
     // Only called when caps().batch_jobs: what an ended job's Instance::status_raw means.
     virtual BatchEnd batch_end(std::string_view status_raw) const;
+
+protected:
+    // For create(), once the provider has accepted it and named the instance `id`. From then on the
+    // id must reach the caller, because a lost id is a machine billing with nobody to end it. Runs
+    // `follow_up` (e.g. attaching the SSH key) and reads the instance back with get(); when either
+    // fails, or get() does not see it yet, warns and returns a bare Pending record with the id.
+    // Readiness judges that machine next, and terminate ends it if it never becomes usable.
+    Instance created(const std::string & id, const std::string & instance_name, const std::function<void()> & follow_up = {});
 };
 
 // The capabilities of the provider called `name`, without credentials (usage error naming the valid

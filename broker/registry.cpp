@@ -2,6 +2,7 @@
 
 #include "broker/providers/providers.h"
 #include "common/error.h"
+#include "common/log.h"
 
 namespace broker {
 
@@ -50,6 +51,36 @@ BatchEnd Provider::batch_end(std::string_view status_raw) const {
 BatchSite Provider::batch_site(const Offer & offer) const {
     throw common::Error::internal(std::string(name()) + ": batch_site(" + offer.offer_id +
                                   ") called but the provider does not declare batch_jobs");
+}
+
+Instance Provider::created(const std::string & id, const std::string & instance_name, const std::function<void()> & follow_up) {
+    std::string trouble;
+    if (follow_up) {
+        try {
+            follow_up();
+        } catch (const common::Error & e) {
+            trouble = e.message();
+        }
+    }
+    try {
+        if (auto i = get(id)) {
+            if (trouble.empty()) return *i;
+            common::log::warn(name(), ": created ", id, " (", instance_name, "), but: ", trouble);
+            return *i;
+        }
+        if (trouble.empty()) trouble = "it is not listed yet";
+    } catch (const common::Error & e) {
+        if (!trouble.empty()) trouble += "; ";
+        trouble += "reading it back: " + e.message();
+    }
+    common::log::warn(name(), ": created ", id, " (", instance_name, "), but: ", trouble,
+                      "; keeping it as pending so that it is watched and ended");
+    Instance bare;
+    bare.provider = std::string(name());
+    bare.id = id;
+    bare.name = instance_name;
+    bare.status = InstanceStatus::Pending;
+    return bare;
 }
 
 ProviderCaps provider_caps(std::string_view name) {

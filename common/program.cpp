@@ -27,13 +27,22 @@ void on_signal(int) {
 }
 }  // namespace
 
-void install_interrupt_handlers() {
+void install_interrupt_handlers(OnHangup hangup) {
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;  // no SA_RESTART: blocking calls return EINTR so loops notice promptly
     ::sigaction(SIGINT, &sa, nullptr);
     ::sigaction(SIGTERM, &sa, nullptr);
+    if (hangup == OnHangup::Continue) {
+        struct sigaction ignore {};
+        ignore.sa_handler = SIG_IGN;
+        sigemptyset(&ignore.sa_mask);
+        ::sigaction(SIGHUP, &ignore, nullptr);
+        ::sigaction(SIGPIPE, &ignore, nullptr);
+    } else {
+        ::sigaction(SIGHUP, &sa, nullptr);
+    }
 }
 
 bool interrupted() { return g_signals.load() > 0; }

@@ -80,13 +80,7 @@ public:
             throw common::Error(common::ErrorKind::Capacity,
                                 "lambda: create " + r.name + ": no instance launched for " + r.offer.offer_id)
                 .with("provider", "lambda");
-        if (auto i = get(id)) return *i;
-        Instance i;
-        i.provider = "lambda";
-        i.id = id;
-        i.name = r.name;
-        i.status = InstanceStatus::Pending;
-        return i;
+        return created(id, r.name);
     }
 
     std::optional<Instance> get(std::string_view id) override {

@@ -636,9 +636,7 @@ public:
         const SlurmCluster & c = cluster(d.is_object() ? d.value("cluster", "") : "");
         auto out = run(c, "sbatch", slurm_sbatch_command(c, request, static_cast<long long>(clock_->unix_now())));
         const std::string id = c.name + "/" + std::to_string(slurm_parse_sbatch(c, out));
-        if (auto i = get(id)) return *i;
-        throw common::Error(common::ErrorKind::Network, "slurm: " + id + ": submitted, but squeue does not show it")
-            .with("provider", "slurm");
+        return created(id, request.name);
     }
 
     std::optional<Instance> get(std::string_view id) override {

@@ -80,15 +80,10 @@ public:
                                                           ": HTTP " + std::to_string(response.status) + ": " + why))
                 .with("provider", "vast");
         }
-        std::string id = std::to_string(answer.contract);
-        if (!r.ssh_public_key.empty()) attach_key(id, r.ssh_public_key);
-        if (auto i = get(id)) return *i;
-        Instance i;
-        i.provider = "vast";
-        i.id = id;
-        i.name = r.name;
-        i.status = InstanceStatus::Pending;
-        return i;
+        const std::string id = std::to_string(answer.contract);
+        return created(id, r.name, [&] {
+            if (!r.ssh_public_key.empty()) attach_key(id, r.ssh_public_key);
+        });
     }
 
     std::optional<Instance> get(std::string_view id) override {

@@ -71,7 +71,8 @@ std::string find_sibling_program(const std::string & folder, const std::string &
 int main(int argc, char ** argv) {
     bool json = false;
     return common::run_program("deploy_and_analyze", &json, [&]() -> int {
-        common::install_interrupt_handlers();
+        // A closed terminal must not end a run between renting a machine and ending it.
+        common::install_interrupt_handlers(common::OnHangup::Continue);
         CLI::App app{kHelp};
         std::string config_path, resume, run_dir, workspace = TOOLKIT_SOURCE_DIR, ssh_key, remote_cache, state_dir, ledger;
         std::string min_vram;

@@ -321,3 +321,44 @@ TEST_CASE("sweep: deadlines are enforced on runpod, lambda and primeintellect to
     }
     CHECK(cli.json({"instances", "list", "--provider", "runpod", "--provider", "lambda", "--provider", "primeintellect"})["instances"].empty());
 }
+
+TEST_CASE("faults vast: a create accepted but not readable back still returns its id, ledger and all") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    // Every read of the new contract and every listing fails (after the client's own retries): the
+    // id from the create's answer is all there is, and it must not be dropped.
+    emu.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "get"}}}, {"count", 99}});
+    emu.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "list"}}}, {"count", 99}});
+    auto r = cli.run({"--json", "create", "--provider", "vast", "--gpu", "4090", "--gpus", "1", "--ssh-key", cli.dir() / "id",
+                      "--no-wait"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const std::string id = json::parse(r.out)["id"].get<std::string>();
+    CHECK(r.err.find("keeping it as pending") != std::string::npos);
+    broker::Ledger ledger(cli.dir() / "ledger.sqlite");
+    bool recorded = false;
+    for (const auto & e : ledger.open_entries()) recorded |= e.instance_id == id && e.state == "created";
+    CHECK(recorded);
+    emu.reset();
+    CHECK(cli.json({"instances", "terminate", "vast:" + id, "--yes"})[0]["proven"] == true);
+}
+
+TEST_CASE("faults vast: a create whose answer is lost while listings fail is leak risk (exit 10), the intent kept for sweep") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    emu.inject({{"kind", "drop_connection"}, {"match", {{"action", "create"}}}, {"count", 1}});
+    emu.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "list"}}}, {"count", 999}});
+    auto r = cli.run({"create", "--provider", "vast", "--gpu", "4090", "--gpus", "1", "--ssh-key", cli.dir() / "id", "--no-wait"});
+    INFO(r.err);
+    CHECK(r.exit_code == 10);
+    CHECK(r.err.find("broker sweep") != std::string::npos);
+    CHECK(count_requests(emu, "create") == 1);  // not resent
+    broker::Ledger ledger(cli.dir() / "ledger.sqlite");
+    auto open = ledger.open_entries();
+    REQUIRE(open.size() == 1);
+    CHECK(open[0].state == "intent");
+}

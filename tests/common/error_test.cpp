@@ -72,3 +72,27 @@ TEST_CASE("throw_if_interrupted throws an interrupted error once a signal arrive
     }
     common::reset_interrupted();
 }
+
+TEST_CASE("a hang-up interrupts a short command, and is ignored (with SIGPIPE) by a program that must reach its finish") {
+    common::reset_interrupted();
+    common::install_interrupt_handlers();
+    ::raise(SIGHUP);  // without a handler this would end the test binary
+    CHECK(common::interrupted());
+    common::reset_interrupted();
+
+    common::install_interrupt_handlers(common::OnHangup::Continue);
+    ::raise(SIGHUP);
+    ::raise(SIGPIPE);
+    CHECK_FALSE(common::interrupted());
+    struct sigaction now {};
+    ::sigaction(SIGPIPE, nullptr, &now);
+    CHECK(now.sa_handler == SIG_IGN);
+    ::raise(SIGINT);  // Ctrl-C still stops it
+    CHECK(common::interrupted());
+    common::reset_interrupted();
+    // Back to the default for the other cases in this binary.
+    common::install_interrupt_handlers();
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGPIPE, &dfl, nullptr);
+}
