@@ -63,6 +63,16 @@ std::string type_of(const json & obj, const std::string & where) {
     return get_string(obj, "type", where);
 }
 
+// How deeply a "Sequence" normalizer, pre-tokenizer, decoder or post-processor may nest. Real files
+// nest one level; each level is one recursive call of a reader below, so an unbounded depth (a
+// hostile file nested 20000 deep) would overflow the stack instead of failing with the field.
+constexpr int kMaxSequenceNesting = 64;
+
+void check_nesting(int depth, const std::string & where) {
+    if (depth > kMaxSequenceNesting)
+        fail(where, "Sequence nested more than " + std::to_string(kMaxSequenceNesting) + " levels deep");
+}
+
 // A piece of text during pre-tokenization; `at_start` marks the piece that begins at offset 0 of the
 // input (Metaspace's prepend_scheme "first").
 struct Piece {
@@ -182,8 +192,9 @@ std::unique_ptr<text::Regex> compile(const std::string & pattern, const std::str
     }
 }
 
-std::unique_ptr<Normalizer> make_normalizer(const json & j, const std::string & where) {
+std::unique_ptr<Normalizer> make_normalizer(const json & j, const std::string & where, int depth = 0) {
     if (j.is_null()) return nullptr;
+    check_nesting(depth, where);
     const std::string type = type_of(j, where);
     if (type == "NFC") return std::make_unique<UnicodeNormalizer>(text::NormalForm::NFC);
     if (type == "NFD") return std::make_unique<UnicodeNormalizer>(text::NormalForm::NFD);
@@ -203,7 +214,7 @@ std::unique_ptr<Normalizer> make_normalizer(const json & j, const std::string & 
         if (!list.is_array()) fail(where + ".normalizers", "expected a list");
         std::vector<std::unique_ptr<Normalizer>> parts;
         for (std::size_t k = 0; k < list.size(); ++k) {
-            if (auto n = make_normalizer(list[k], where + ".normalizers[" + std::to_string(k) + "]")) parts.push_back(std::move(n));
+            if (auto n = make_normalizer(list[k], where + ".normalizers[" + std::to_string(k) + "]", depth + 1)) parts.push_back(std::move(n));
         }
         return std::make_unique<SequenceNormalizer>(std::move(parts));
     }
@@ -420,8 +431,9 @@ private:
     std::vector<std::unique_ptr<PreTokenizer>> parts_;
 };
 
-std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json & j, const std::string & where) {
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json & j, const std::string & where, int depth = 0) {
     if (j.is_null()) return nullptr;
+    check_nesting(depth, where);
     const std::string type = type_of(j, where);
     if (type == "ByteLevel")
         return std::make_unique<ByteLevelPreTokenizer>(get_bool(j, "add_prefix_space", where, true),
@@ -448,7 +460,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json & j, const std::stri
         if (!list.is_array()) fail(where + ".pretokenizers", "expected a list");
         std::vector<std::unique_ptr<PreTokenizer>> parts;
         for (std::size_t k = 0; k < list.size(); ++k) {
-            if (auto p = make_pre_tokenizer(list[k], where + ".pretokenizers[" + std::to_string(k) + "]")) parts.push_back(std::move(p));
+            if (auto p = make_pre_tokenizer(list[k], where + ".pretokenizers[" + std::to_string(k) + "]", depth + 1)) parts.push_back(std::move(p));
         }
         return std::make_unique<SequencePreTokenizer>(std::move(parts));
     }
@@ -608,8 +620,9 @@ private:
     std::vector<std::unique_ptr<Decoder>> parts_;
 };
 
-std::unique_ptr<Decoder> make_decoder(const json & j, const std::string & where) {
+std::unique_ptr<Decoder> make_decoder(const json & j, const std::string & where, int depth = 0) {
     if (j.is_null()) return nullptr;
+    check_nesting(depth, where);
     const std::string type = type_of(j, where);
     if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
     if (type == "Replace") {
@@ -637,7 +650,7 @@ std::unique_ptr<Decoder> make_decoder(const json & j, const std::string & where)
         if (!list.is_array()) fail(where + ".decoders", "expected a list");
         std::vector<std::unique_ptr<Decoder>> parts;
         for (std::size_t k = 0; k < list.size(); ++k) {
-            if (auto d = make_decoder(list[k], where + ".decoders[" + std::to_string(k) + "]")) parts.push_back(std::move(d));
+            if (auto d = make_decoder(list[k], where + ".decoders[" + std::to_string(k) + "]", depth + 1)) parts.push_back(std::move(d));
         }
         return std::make_unique<SequenceDecoder>(std::move(parts));
     }
@@ -890,9 +903,10 @@ std::unique_ptr<BpeModel> read_model(const json & root) {
     }
 }
 
-PostProcessor read_post_processor(const json & j, const std::string & where, const TokenizerImpl & t) {
+PostProcessor read_post_processor(const json & j, const std::string & where, const TokenizerImpl & t, int depth = 0) {
     PostProcessor p;
     if (j.is_null()) return p;
+    check_nesting(depth, where);
     const std::string type = type_of(j, where);
     if (type == "ByteLevel") return p;  // offsets only
     if (type == "TemplateProcessing") {
@@ -934,7 +948,7 @@ PostProcessor read_post_processor(const json & j, const std::string & where, con
         const json & list = require(j, "processors", where);
         if (!list.is_array()) fail(where + ".processors", "expected a list");
         for (std::size_t k = 0; k < list.size(); ++k) {
-            PostProcessor q = read_post_processor(list[k], where + ".processors[" + std::to_string(k) + "]", t);
+            PostProcessor q = read_post_processor(list[k], where + ".processors[" + std::to_string(k) + "]", t, depth + 1);
             p.prefix.insert(p.prefix.begin(), q.prefix.begin(), q.prefix.end());
             p.suffix.insert(p.suffix.end(), q.suffix.begin(), q.suffix.end());
         }

@@ -323,3 +323,44 @@ TEST_CASE("tokenizer: Split behaviours and Metaspace follow HF") {
     CHECK(t.encode("a a") == Ids{6, 6});
     CHECK(t.decode(Ids{6, 6}) == "a a");
 }
+
+namespace {
+
+// A tokenizer.json whose `field` is a "Sequence" of `list_key` nested `depth` levels around `leaf`,
+// built as text (nlohmann's dump() would itself recurse once per level).
+std::string nested_sequence(const std::string & field, const std::string & list_key, const std::string & leaf, int depth) {
+    json j = byte_level_fixture(true);
+    j[field] = nullptr;
+    std::string text = j.dump();
+    const std::string null_field = "\"" + field + "\":null";
+    const std::size_t at = text.find(null_field);
+    REQUIRE(at != std::string::npos);
+    std::string nested;
+    for (int k = 0; k < depth; ++k) nested += "{\"type\":\"Sequence\",\"" + list_key + "\":[";
+    nested += leaf;
+    for (int k = 0; k < depth; ++k) nested += "]}";
+    return text.replace(at, null_field.size(), "\"" + field + "\":" + nested);
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer: a Sequence nested 20000 deep is refused naming the field, not a stack overflow") {
+    struct Kind {
+        const char * field;
+        const char * list_key;
+        const char * leaf;
+    };
+    for (const Kind & k : {Kind{"normalizer", "normalizers", "{\"type\":\"Lowercase\"}"},
+                           Kind{"pre_tokenizer", "pretokenizers", "{\"type\":\"Digits\"}"},
+                           Kind{"decoder", "decoders", "{\"type\":\"Fuse\"}"},
+                           Kind{"post_processor", "processors", "{\"type\":\"ByteLevel\"}"}}) {
+        CAPTURE(k.field);
+        const std::string msg = load_error(nested_sequence(k.field, k.list_key, k.leaf, 20000));
+        CHECK(msg.find("bad/tokenizer.json") != std::string::npos);
+        CHECK(msg.find(std::string("field `") + k.field + "." + k.list_key + "[0]") != std::string::npos);
+        CHECK(msg.find("nested more than 64 levels") != std::string::npos);
+        // Nesting up to the limit still loads (64 Sequences around the leaf: depths 0..64).
+        CHECK_NOTHROW(Tokenizer::from_json_text(nested_sequence(k.field, k.list_key, k.leaf, 64), "ok.json"));
+        CHECK_THROWS_AS(Tokenizer::from_json_text(nested_sequence(k.field, k.list_key, k.leaf, 65), "bad.json"), common::Error);
+    }
+}
