@@ -93,6 +93,11 @@ ProviderContext Broker::context_for(const std::string & name) const {
         auto s = resolve_provider(config_, info.name, info.key_env, info.base_url_env);
         if (s.api_key.empty()) throw common::Error::missing_credential(std::string(info.name), std::string(info.key_env));
         c.api_key = s.api_key;
+        if (!s.base_url.empty()) {
+            if (std::string why = base_url_problem(s.base_url); !why.empty())
+                throw common::Error::usage(s.url_source + "=" + s.base_url + ": not a base URL: " + why)
+                    .with("provider", std::string(info.name));
+        }
         c.base_url = s.base_url.empty() ? std::string(info.default_base_url) : s.base_url;
     }
     return c;

@@ -76,6 +76,7 @@ BrokerConfig load_config(const std::string & path) {
         s.api_key = node->get_string("api_key", "");
         s.base_url = node->get_string("base_url", "");
         s.key_source = path;
+        s.url_source = path + ": " + name + ".base_url";
         common::log::add_secret(s.api_key);
         cfg.providers[name] = s;
     }
@@ -101,10 +102,30 @@ ProviderSettings resolve_provider(const BrokerConfig & config, std::string_view 
     }
     if (!url_env.empty()) {
         std::string u = env_or_empty(std::string(url_env).c_str());
-        if (!u.empty()) s.base_url = u;
+        if (!u.empty()) {
+            s.base_url = u;
+            s.url_source = std::string(url_env);
+        }
     }
     common::log::add_secret(s.api_key);
     return s;
+}
+
+std::string base_url_problem(std::string_view url) {
+    std::string_view rest = url;
+    if (rest.substr(0, 7) == "http://") rest.remove_prefix(7);
+    else if (rest.substr(0, 8) == "https://") rest.remove_prefix(8);
+    else return "not http:// or https://";
+    auto end = rest.find_first_of("/?#");
+    std::string_view authority = rest.substr(0, end);
+    if (authority.empty()) return "no host";
+    for (char c : authority)
+        if (static_cast<unsigned char>(c) <= ' ' || c == '@' || c == '\\') return "the host part has a space, '@' or '\\'";
+    if (end == std::string_view::npos) return "";
+    std::string_view tail = rest.substr(end);
+    if (tail.find_first_not_of('/') == std::string_view::npos) return "";  // "http://h:1/"
+    return "it has a path or query (" + std::string(tail.substr(0, 60)) +
+           "); give scheme://host[:port] only, the broker adds the API's path itself";
 }
 
 std::string expand_home(const std::string & p) {

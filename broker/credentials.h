@@ -18,6 +18,7 @@ struct ProviderSettings {
     std::string api_key;
     std::string base_url;  // scheme://host[:port]; empty: the provider's public default
     std::string key_source;  // "RUNPOD_API_KEY" or the config file path, for messages
+    std::string url_source;  // "RUNPOD_BASE_URL" or "<config file>: runpod.base_url", for messages
 };
 
 struct BrokerConfig {
@@ -36,6 +37,11 @@ BrokerConfig load_config(const std::string & path);
 // Environment overrides the file. `key_env`/`url_env` name the variables (RUNPOD_API_KEY, RUNPOD_BASE_URL).
 ProviderSettings resolve_provider(const BrokerConfig & config, std::string_view provider, std::string_view key_env,
                                   std::string_view url_env);
+// "" when `url` is scheme://host[:port] (http or https; a trailing '/' is allowed), else why not.
+// The cloud clients append the API's whole path (/graphql, /api/v0/..., /api/v1/...) themselves, so
+// a base URL with a path ("http://host/api/v1") would reach routes that do not exist, whose 404s
+// must not be read as "already gone".
+std::string base_url_problem(std::string_view url);
 // "~/x" → "$HOME/x" (key paths in the ssh-hosts inventory and the slurm: section); other paths as given.
 std::string expand_home(const std::string & path);
 // Writes the file with mode 0600 (created that way, never chmod-ed after the fact).

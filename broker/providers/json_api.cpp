@@ -76,6 +76,25 @@ nlohmann::json parse_body(std::string_view subject, std::string_view what, const
     }
 }
 
+std::optional<nlohmann::json> try_parse_body(const std::string & body) {
+    if (body.empty() || !body_problem(body).empty()) return std::nullopt;
+    try {
+        return nlohmann::json::parse(body);
+    } catch (const nlohmann::json::exception &) {
+        return std::nullopt;
+    }
+}
+
+common::Error api_status_error(std::string_view subject, const std::string & what,
+                               const common::http::Response & response, bool provider_says_not_found) {
+    common::Error e = common::http::status_error(std::string(subject), what, response);
+    if (e.kind() != common::ErrorKind::NotFound || provider_says_not_found) return e;
+    std::string msg = e.message() + " (not " + std::string(subject) +
+                      "'s own not-found answer: a proxy, a base URL that repeats the API's path, or a changed "
+                      "API route; nothing is known about the instance)";
+    return common::Error(common::ErrorKind::Network, common::log::redact(msg), e.context());
+}
+
 JsonApi::JsonApi(std::string subject, std::string base_url, std::string api_key, common::http::Options options)
     : subject_(std::move(subject)), base_url_(std::move(base_url)), api_key_(std::move(api_key)),
       client_(subject_, options) {
@@ -109,9 +128,10 @@ common::http::Response JsonApi::send(const std::string & method, const std::stri
     if (!api_key_.empty()) r.headers.emplace_back("Authorization", "Bearer " + api_key_);
     // A truncated or garbled 2xx body on a read is as transient as a 503: ask again (bounded).
     const size_t max_bytes = client_.options().max_body_bytes;
-    common::http::RetryCheck full = [&check, max_bytes](const common::http::Response & resp) -> std::string {
+    common::http::RetryCheck full = [&check, max_bytes, &method](const common::http::Response & resp) -> std::string {
         if (is_2xx(resp.status) && body_problem(resp.body, max_bytes) == "response is not JSON")
             return "response is not JSON";
+        if (is_2xx(resp.status) && resp.body.empty() && method == "GET") return "empty response";
         return check ? check(resp) : std::string();
     };
     return client_.send(r, retry, full);
@@ -125,7 +145,7 @@ nlohmann::json JsonApi::parse(const common::http::Response & response, const std
 nlohmann::json JsonApi::call(const std::string & method, const std::string & path, const std::string & what,
                              const std::optional<nlohmann::json> & body, common::http::Retry retry) const {
     auto response = send(method, path, body, retry);
-    if (!is_2xx(response.status)) throw common::http::status_error(subject_, what, response);
+    if (!is_2xx(response.status)) throw api_status_error(subject_, what, response);
     return parse(response, what);
 }
 

@@ -52,13 +52,26 @@ auto guarded(std::string_view subject, std::string_view what, F && parse) -> dec
     }
 }
 
-// The one way a body becomes JSON: empty is null; larger than `max_bytes`, nested deeper than
+// The one way a body becomes JSON: empty is null (a reader for which an empty answer cannot be
+// right, e.g. a get, refuses that null itself: it never means "gone"); larger than `max_bytes`, nested deeper than
 // kMaxJsonDepth, an array longer than kMaxJsonArrayItems, or not JSON at all → Error(Network)
 // "<subject>: <what>: ..." (with the status and attempts when known).
 nlohmann::json parse_body(std::string_view subject, std::string_view what, const std::string & body,
                           long status = 0, int attempts = 1, size_t max_bytes = 16u << 20);
 // "" when `body` would pass parse_body's checks, else why not (used to decide on a retry).
 std::string body_problem(const std::string & body, size_t max_bytes = 16u << 20);
+
+// A non-2xx answer as a typed error (common::http::status_error), except that a 404/410 is
+// NotFound only when `provider_says_not_found`: the body carries the provider's own not-found
+// marker (Vast "no_such_instance", Lambda "global/object-does-not-exist", Prime's "Pod not found").
+// Any other 404/410 (an HTML page from a proxy, a base URL that repeats the API's path, a route
+// the API no longer has) says nothing about the instance: Error(Network) saying so. Callers that
+// treat "not found" as "already gone" must only ever see NotFound from here.
+common::Error api_status_error(std::string_view subject, const std::string & what,
+                               const common::http::Response & response, bool provider_says_not_found = false);
+// The body parsed when it is JSON within parse_body's bounds, else nullopt (never throws): for
+// reading a marker out of an error answer, which may be anything.
+std::optional<nlohmann::json> try_parse_body(const std::string & body);
 
 // One call as a provider's API takes it: method, path under the base URL, JSON body. A provider
 // builds each call that must also leave the broker as data (the watchdog's terminate request) in
@@ -75,7 +88,8 @@ public:
 
     // Sends `body` (when given) as JSON to base_url + path. Returns the raw response whatever the status.
     // An idempotent request whose 2xx answer is not JSON is sent again (bounded, with backoff), as
-    // are answers `check` rejects (RunPod: a transient GraphQL error inside a 200).
+    // are a GET's empty 2xx answer (every API here answers a GET with JSON) and answers `check`
+    // rejects (RunPod: a transient GraphQL error inside a 200).
     common::http::Response send(const std::string & method, const std::string & path,
                                 const std::optional<nlohmann::json> & body = std::nullopt,
                                 common::http::Retry retry = common::http::Retry::Idempotent,
@@ -89,7 +103,8 @@ public:
     broker::HttpCall describe(const ApiCall & call) const;
     // parse_body() on a response: the bounded parse, errors naming this provider.
     nlohmann::json parse(const common::http::Response & response, const std::string & what) const;
-    // send + status check (non-2xx → typed error via http::status_error) + parse.
+    // send + status check (non-2xx → typed error via api_status_error: a 404 is never NotFound
+    // here, since no marker was checked) + parse.
     nlohmann::json call(const std::string & method, const std::string & path, const std::string & what,
                         const std::optional<nlohmann::json> & body = std::nullopt,
                         common::http::Retry retry = common::http::Retry::Idempotent) const;

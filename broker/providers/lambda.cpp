@@ -151,6 +151,9 @@ nlohmann::json lambda_data(long status, const nlohmann::json & doc, const std::s
         std::string message = common::http::safe_text(json_string(doc["error"], "message"), 300);
         common::ErrorKind kind = common::http::kind_for_status(status);
         if (is_2xx(status)) kind = common::ErrorKind::Network;  // an error in a 2xx: not a status we can read
+        // NotFound ("already gone" to get and terminate) only from Lambda's own code for it: a 404
+        // with another code (global/invalid-address: no such route) says nothing about an instance.
+        if (kind == common::ErrorKind::NotFound) kind = common::ErrorKind::Network;
         for (const auto & row : kErrorMap)
             if (row.code == code) kind = row.kind;
         throw common::Error(kind, common::log::redact("lambda: " + what + ": " + message + " (" + code + ")"))
@@ -160,7 +163,7 @@ nlohmann::json lambda_data(long status, const nlohmann::json & doc, const std::s
         common::http::Response r;
         r.status = status;
         r.body = raw_body;
-        throw common::http::status_error("lambda", what, r);
+        throw api_status_error("lambda", what, r);  // no envelope: never NotFound
     }
     if (!doc.is_object() || !doc.contains("data")) throw bad_response("lambda", what, "response has no `data`");
     return doc["data"];

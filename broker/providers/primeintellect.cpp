@@ -81,12 +81,19 @@ public:
     }
 
     std::optional<Instance> get(std::string_view id) override {
+        const std::string what = "get " + std::string(id);
         auto response = api_.send("GET", "/api/v1/pods/" + common::http::url_encode(std::string(id)));
-        if (response.status == 404) return std::nullopt;
-        if (!is_2xx(response.status))
-            throw common::http::status_error("primeintellect", "get " + std::string(id), response);
-        auto body = api_.parse(response, "get " + std::string(id));
-        if (body.is_null()) return std::nullopt;
+        // Gone is Prime's own "pod not found" answer, never a bare 404 (a proxy, a base URL with
+        // the API path repeated) and never an empty or null 200 (a cut answer): those say nothing.
+        if (prime_says_pod_not_found(response.status, response.body)) return std::nullopt;
+        if (!is_2xx(response.status)) throw api_status_error("primeintellect", what, response);
+        auto body = api_.parse(response, what);
+        if (body.is_null())
+            throw bad_response("primeintellect", what,
+                               std::string(response.body.empty() ? "empty" : "null") + " answer (HTTP " +
+                                   std::to_string(response.status) +
+                                   (response.attempts > 1 ? ", after " + std::to_string(response.attempts) + " attempts" : "") +
+                                   "), not a pod");
         return prime_parse_pod(body);
     }
 
@@ -105,9 +112,8 @@ public:
 
     void terminate(std::string_view id) override {
         auto response = api_.send("DELETE", "/api/v1/pods/" + common::http::url_encode(std::string(id)));
-        if (response.status == 404) return;
-        if (!is_2xx(response.status))
-            throw common::http::status_error("primeintellect", "terminate " + std::string(id), response);
+        if (prime_says_pod_not_found(response.status, response.body)) return;  // already gone
+        if (!is_2xx(response.status)) throw api_status_error("primeintellect", "terminate " + std::string(id), response);
     }
 
 private:
@@ -173,6 +179,15 @@ std::optional<SshEndpoint> prime_parse_ssh(const nlohmann::json & c) {
         if (e.host.empty()) return std::nullopt;
         return e;
     });
+}
+
+bool prime_says_pod_not_found(long status, const std::string & body) {
+    if (status != 404 && status != 410) return false;
+    auto doc = try_parse_body(body);
+    if (!doc || !doc->is_object() || !doc->contains("detail") || !(*doc)["detail"].is_string()) return false;
+    // FastAPI answers an unknown route {"detail": "Not Found"}: only a detail about the pod counts.
+    const std::string & detail = (*doc)["detail"].get_ref<const std::string &>();
+    return detail.size() <= 300 && contains_ci(detail, "pod") && contains_ci(detail, "not found");
 }
 
 int prime_total_count(const nlohmann::json & body, const char * key) {

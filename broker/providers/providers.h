@@ -61,6 +61,9 @@ nlohmann::json runpod_graphql_data(const nlohmann::json & doc, const std::string
 std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_count, bool secure, bool spot = false);
 Instance runpod_parse_pod(const nlohmann::json & pod);
 std::vector<Instance> runpod_parse_pods(const nlohmann::json & data);  // myself.pods, ours only
+// Whether a GraphQL answer (HTTP 200) carries RunPod's own "pod not found" error ("pod not found to
+// terminate"): the only error that means a pod is gone.
+bool runpod_says_pod_not_found(const nlohmann::json & doc);
 // Classifies the GraphQL `errors` array of a 200 response into a typed error.
 common::Error runpod_graphql_error(const nlohmann::json & errors, const std::string & what);
 
@@ -87,6 +90,9 @@ struct VastCreateAnswer {
 VastCreateAnswer vast_parse_create(const nlohmann::json & body);
 nlohmann::json vast_create_body(const CreateRequest & request);
 ApiCall vast_terminate_call(std::string_view id);  // DELETE /api/v0/instances/<id>/ (the id percent-encoded)
+// Whether an answer (any status) is Vast's own "no such instance" ({"success": false, "error":
+// "no_such_instance"}): the only answer besides show's {"instances": null} that means gone.
+bool vast_says_no_such_instance(const std::string & body);
 
 // Lambda Cloud (REST v1)
 InstanceStatus lambda_status(std::string_view status);
@@ -108,6 +114,9 @@ Instance prime_parse_pod(const nlohmann::json & pod);
 // One list page: our pods, and how many pods the page held (paging stops on a short page).
 std::vector<Instance> prime_parse_pods_page(const nlohmann::json & body, size_t & page_size);
 std::optional<SshEndpoint> prime_parse_ssh(const nlohmann::json & ssh_connection);
+// Whether a 404/410 answer is Prime's own "pod not found" ({"detail": "Pod not found"}), as opposed
+// to FastAPI's {"detail": "Not Found"} for a route that does not exist, or any other 404.
+bool prime_says_pod_not_found(long status, const std::string & body);
 nlohmann::json prime_create_body(const CreateRequest & request);
 
 // Slurm (text commands over SSH to a login node; slurm.cpp). Commands are shell text in which every

@@ -108,15 +108,12 @@ public:
 
     std::optional<Instance> get(std::string_view id) override {
         std::string q = "query Pod($input: PodFilter) { pod(input: $input) { " + std::string(kPodFields) + " } }";
-        nlohmann::json data;
-        try {
-            data = graphql({{"query", q}, {"variables", {{"input", {{"podId", std::string(id)}}}}}},
-                           "get " + std::string(id), common::http::Retry::Idempotent);
-        } catch (const common::Error & e) {
-            if (e.kind() == common::ErrorKind::NotFound) return std::nullopt;
-            throw;
-        }
-        if (!data.contains("pod") || data["pod"].is_null()) return std::nullopt;
+        bool pod_not_found = false;
+        auto data = graphql({{"query", q}, {"variables", {{"input", {{"podId", std::string(id)}}}}}},
+                            "get " + std::string(id), common::http::Retry::Idempotent, &pod_not_found);
+        if (pod_not_found) return std::nullopt;
+        if (!data.contains("pod")) throw bad_response("runpod", "get " + std::string(id), "GraphQL data has no pod field");
+        if (data["pod"].is_null()) return std::nullopt;  // the API's own answer for a pod that is gone
         return runpod_parse_pod(data["pod"]);
     }
 
@@ -128,12 +125,10 @@ public:
     }
 
     void terminate(std::string_view id) override {
-        try {
-            graphql(*runpod_terminate_call(id).body, "terminate " + std::string(id), common::http::Retry::Idempotent);
-        } catch (const common::Error & e) {
-            if (e.kind() == common::ErrorKind::NotFound) return;  // "pod not found to terminate": already gone
-            throw;
-        }
+        // "pod not found to terminate" (an error inside HTTP 200) means already gone; an HTTP 404 does not.
+        bool pod_not_found = false;
+        graphql(*runpod_terminate_call(id).body, "terminate " + std::string(id), common::http::Retry::Idempotent,
+                &pod_not_found);
     }
 
     // The pod-scoped key RunPod puts in PID 1's environment may terminate its own pod (docs/providers.md,
@@ -158,7 +153,11 @@ public:
 
 private:
     // `request` is {"query": constant text, "variables": {...}}: values never become GraphQL text.
-    nlohmann::json graphql(const nlohmann::json & request, const std::string & what, common::http::Retry retry) {
+    // With `pod_not_found`, RunPod's own "pod not found" error (inside an HTTP 200) sets it and
+    // returns null instead of throwing; nothing else ever counts as gone (an HTTP 404 is a wrong
+    // route or a proxy, an Error(Network)).
+    nlohmann::json graphql(const nlohmann::json & request, const std::string & what, common::http::Retry retry,
+                           bool * pod_not_found = nullptr) {
         // A GraphQL error that is not about the request itself (an upstream hiccup, no data) is as
         // transient as a 503: idempotent calls ask again, bounded by the HTTP layer's attempts.
         common::http::RetryCheck transient = [&what](const common::http::Response & resp) -> std::string {
@@ -171,8 +170,12 @@ private:
             return "";
         };
         auto response = api_.send("POST", "/graphql", request, retry, transient);
-        if (!is_2xx(response.status)) throw common::http::status_error("runpod", what, response);
+        if (!is_2xx(response.status)) throw api_status_error("runpod", what, response);
         auto doc = api_.parse(response, what);
+        if (pod_not_found && runpod_says_pod_not_found(doc)) {
+            *pod_not_found = true;
+            return nullptr;
+        }
         std::string context = what;
         if (response.attempts > 1) context += " (after " + std::to_string(response.attempts) + " attempts)";
         return runpod_graphql_data(doc, context);
@@ -207,6 +210,16 @@ common::Error runpod_graphql_error(const nlohmann::json & errors, const std::str
     std::string text = "runpod: " + what + ": " + (message.empty() ? "GraphQL error" : message);
     if (!code.empty()) text += " (" + code + ")";
     return common::Error(kind, common::log::redact(text)).with("provider", "runpod");
+}
+
+bool runpod_says_pod_not_found(const nlohmann::json & doc) {
+    if (!doc.is_object() || !doc.contains("errors") || !doc["errors"].is_array()) return false;
+    for (const auto & e : doc["errors"]) {
+        if (!e.is_object() || !e.contains("message") || !e["message"].is_string()) continue;
+        const std::string & m = e["message"].get_ref<const std::string &>();
+        if (m.size() <= 300 && contains_ci(m, "pod not found")) return true;
+    }
+    return false;
 }
 
 nlohmann::json runpod_graphql_data(const nlohmann::json & doc, const std::string & what) {

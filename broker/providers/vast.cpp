@@ -88,8 +88,9 @@ public:
 
     std::optional<Instance> get(std::string_view id) override {
         auto response = api_.send("GET", "/api/v0/instances/" + common::http::url_encode(std::string(id)) + "/?owner=me");
-        if (response.status == 404) return std::nullopt;
-        if (!is_2xx(response.status)) throw common::http::status_error("vast", "get " + std::string(id), response);
+        // Gone is Vast's own answer ({"instances": null}, or the no_such_instance error), never a bare 404.
+        if (vast_says_no_such_instance(response.body)) return std::nullopt;
+        if (!is_2xx(response.status)) throw api_status_error("vast", "get " + std::string(id), response);
         return vast_parse_show(api_.parse(response, "get " + std::string(id)));
     }
 
@@ -112,15 +113,9 @@ public:
     void terminate(std::string_view id) override {
         const std::string what = "terminate " + std::string(id);
         auto response = api_.send(vast_terminate_call(id));
-        if (response.status == 404) return;
-        nlohmann::json body;
-        try {
-            body = api_.parse(response, what);
-        } catch (const common::Error &) {
-            if (is_2xx(response.status)) throw;
-        }
-        if (json_string(body, "error") == "no_such_instance") return;  // already gone (dstack)
-        if (!is_2xx(response.status)) throw common::http::status_error("vast", what, response);
+        if (vast_says_no_such_instance(response.body)) return;  // already gone (dstack); a bare 404 is not
+        if (!is_2xx(response.status)) throw api_status_error("vast", what, response);
+        nlohmann::json body = api_.parse(response, what);
         if (body.is_object() && body.contains("success") && body["success"] != true)
             throw common::Error(common::ErrorKind::Network,
                                 common::log::redact("vast: " + what + ": refused: " + common::http::safe_text(response.body, 200)))
@@ -138,8 +133,12 @@ public:
 
 private:
     void set_state(std::string_view id, const char * state) {
-        api_.call("PUT", "/api/v0/instances/" + common::http::url_encode(std::string(id)) + "/",
-                  std::string(state) + " " + std::string(id), nlohmann::json{{"state", state}});
+        const std::string what = std::string(state) + " " + std::string(id);
+        auto response = api_.send("PUT", "/api/v0/instances/" + common::http::url_encode(std::string(id)) + "/",
+                                  nlohmann::json{{"state", state}});
+        if (!is_2xx(response.status))
+            throw api_status_error("vast", what, response, vast_says_no_such_instance(response.body));
+        api_.parse(response, what);
     }
 
     void attach_key(const std::string & id, const std::string & key) {
@@ -321,6 +320,11 @@ std::vector<Instance> vast_parse_list_page(const nlohmann::json & body, std::str
         empty_page = body["instances"].empty();
         return out;
     });
+}
+
+bool vast_says_no_such_instance(const std::string & body) {
+    auto doc = try_parse_body(body);
+    return doc && doc->is_object() && doc->contains("error") && (*doc)["error"] == "no_such_instance";
 }
 
 VastCreateAnswer vast_parse_create(const nlohmann::json & body) {

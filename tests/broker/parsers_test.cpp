@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "broker/credentials.h"
 #include "broker/providers/json_api.h"
 #include "broker/providers/providers.h"
 #include "common/error.h"
@@ -392,4 +393,57 @@ TEST_CASE("fuzz regressions: every committed provider_json input still satisfies
         ++n;
     }
     CHECK(n > 0);
+}
+
+TEST_CASE("gone: only each provider's own not-found answer means gone, never a bare or HTML 404") {
+    common::http::Response html;
+    html.status = 404;
+    html.body = "<html>Not Found</html>";
+    // A 404 whose body is not the provider's marker is a network error saying so, never NotFound.
+    for (const char * p : {"vast", "runpod", "lambda", "primeintellect"}) {
+        auto e = api_status_error(p, "terminate x", html);
+        CHECK(e.kind() == common::ErrorKind::Network);
+        CHECK(e.message().find("not-found answer") != std::string::npos);
+    }
+    CHECK(api_status_error("vast", "get x", html, true).kind() == common::ErrorKind::NotFound);
+
+    CHECK(vast_says_no_such_instance(R"({"success": false, "error": "no_such_instance", "msg": "Instance 1 not found."})"));
+    CHECK_FALSE(vast_says_no_such_instance(R"({"success": false, "error": "not_found"})"));
+    CHECK_FALSE(vast_says_no_such_instance("<html>no_such_instance</html>"));
+    CHECK_FALSE(vast_says_no_such_instance(""));
+
+    CHECK(prime_says_pod_not_found(404, R"({"detail": "Pod not found"})"));
+    CHECK_FALSE(prime_says_pod_not_found(404, R"({"detail": "Not Found"})"));  // FastAPI: no such route
+    CHECK_FALSE(prime_says_pod_not_found(404, "<html>Pod not found</html>"));
+    CHECK_FALSE(prime_says_pod_not_found(200, R"({"detail": "Pod not found"})"));
+
+    CHECK(runpod_says_pod_not_found(json::parse(R"({"errors": [{"message": "pod not found to terminate"}], "data": null})")));
+    CHECK_FALSE(runpod_says_pod_not_found(json::parse(R"({"errors": [{"message": "Not found: /api/graphql"}]})")));
+    CHECK_FALSE(runpod_says_pod_not_found(json::parse(R"({"data": {"pod": null}})")));
+
+    // Lambda: NotFound only from global/object-does-not-exist; another code at 404 is a wrong route.
+    auto lambda_kind = [](long status, const std::string & body) {
+        try {
+            lambda_data(status, try_parse_body(body).value_or(json()), body, "get x");
+        } catch (const common::Error & e) {
+            return e.kind();
+        }
+        return common::ErrorKind::Internal;
+    };
+    CHECK(lambda_kind(404, R"({"error": {"code": "global/object-does-not-exist", "message": "Instance not found."}})") ==
+          common::ErrorKind::NotFound);
+    CHECK(lambda_kind(404, R"({"error": {"code": "global/invalid-address", "message": "Endpoint not found"}})") ==
+          common::ErrorKind::Network);
+    CHECK(lambda_kind(404, "<html>Not Found</html>") == common::ErrorKind::Network);
+}
+
+TEST_CASE("base URLs: scheme://host[:port] only, since every client appends the API's whole path") {
+    CHECK(base_url_problem("http://127.0.0.1:8080") == "");
+    CHECK(base_url_problem("https://api.primeintellect.ai/") == "");
+    CHECK(base_url_problem("http://127.0.0.1:8080/api/v1").find("path") != std::string::npos);
+    CHECK(base_url_problem("https://api.runpod.io/graphql") != "");
+    CHECK(base_url_problem("http://h:1?x=1") != "");
+    CHECK(base_url_problem("ftp://h") != "");
+    CHECK(base_url_problem("http://") != "");
+    CHECK(base_url_problem("http://user:pw@h") != "");
 }
