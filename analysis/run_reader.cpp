@@ -41,6 +41,19 @@ c10::Device analysis_device(const std::string & name) {
     return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
+[[noreturn]] void bad_metadata(const std::string & path, const std::string & field, const std::string & why) {
+    throw common::Error::file(path, "field `" + field + "` " + why).with("field", field);
+}
+
+// The fields of metadata.json that the replay and the reports read, checked before any batch is.
+void check_run_metadata(const nlohmann::json & meta, const std::string & path) {
+    if (!meta.is_object()) throw common::Error::file(path, "not a JSON object");
+    if (auto t = meta.find("tokenizer"); t != meta.end() && !t->is_null()) {
+        if (!t->is_object()) bad_metadata(path, "tokenizer", "is not an object");
+        if (auto p = t->find("path"); p != t->end() && !p->is_string()) bad_metadata(path, "tokenizer.path", "is not a string");
+    }
+}
+
 }  // namespace
 
 nlohmann::json replay_run(const std::string & run_dir, extractor::CaptureSink & sink, const std::string & device_name) {
@@ -59,6 +72,7 @@ nlohmann::json replay_run(const std::string & run_dir, extractor::CaptureSink & 
     } catch (const nlohmann::json::exception & e) {
         throw common::Error::file(meta_path.string(), std::string("not JSON: ") + e.what());
     }
+    check_run_metadata(meta, meta_path.string());
 
     std::vector<fs::path> files;
     const fs::path act = dir / "activations";

@@ -2,6 +2,7 @@
 // decided in one place for `analyze RUN_DIR`, `analyze extract` and `extract run --analyze`.
 #include "analysis/report.h"
 
+#include "common/error.h"
 #include "common/log.h"
 
 #include <filesystem>
@@ -13,9 +14,14 @@ namespace analysis {
 
 TokenText load_token_text(const std::string & tokenizer_path, const nlohmann::json & run_metadata) {
     std::string path = tokenizer_path;
-    if (path.empty() && run_metadata.contains("tokenizer") && run_metadata["tokenizer"].is_object()) {
-        const auto recorded = run_metadata["tokenizer"].value("path", std::string());
-        if (!recorded.empty() && std::filesystem::exists(recorded)) path = recorded;
+    if (path.empty() && run_metadata.is_object() && run_metadata.contains("tokenizer") && run_metadata["tokenizer"].is_object()) {
+        const nlohmann::json & t = run_metadata["tokenizer"];
+        // json::value() threw a type_error ("unexpected error", exit 1) on {"path": 5}.
+        if (t.contains("path") && !t["path"].is_string())
+            throw common::Error::usage("run metadata: field `tokenizer.path` is not a string").with("field", "tokenizer.path");
+        const std::string recorded = t.contains("path") ? t["path"].get<std::string>() : std::string();
+        std::error_code ec;  // exists() without ec threw on a symlink loop or an unreadable folder
+        if (!recorded.empty() && std::filesystem::exists(recorded, ec)) path = recorded;
     }
     if (path.empty()) return {};
     auto tok = std::make_shared<extractor::Tokenizer>(extractor::Tokenizer::from_file(path));

@@ -6,15 +6,14 @@
 #include "extractor/tokenizer/tokenizer.h"
 
 #include "common/error.h"
+#include "common/regular_file.h"
 #include "extractor/tokenizer/bpe.h"
 #include "extractor/tokenizer/text.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cerrno>
-#include <fstream>
-#include <sstream>
+#include <filesystem>
 #include <stdexcept>
 
 namespace extractor {
@@ -968,15 +967,6 @@ std::optional<std::optional<std::string>> config_token(const json & cfg, const c
     return std::optional<std::string>();  // stated as null
 }
 
-std::string read_whole_file(const std::string & path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw common::Error::io(path, "cannot open tokenizer file", errno ? errno : ENOENT);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) throw common::Error::io(path, "cannot read tokenizer file", errno ? errno : EIO);
-    return ss.str();
-}
-
 std::unique_ptr<TokenizerImpl> build(const json & root, const std::string & source, const json * config) {
     auto t = std::make_unique<TokenizerImpl>();
     t->source = source;
@@ -1082,7 +1072,8 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::strin
 }
 
 Tokenizer Tokenizer::from_file(const std::string & path) {
-    const std::string text = read_whole_file(path);
+    // Not std::ifstream: a FIFO under the name blocked it forever, and nothing bounded the size.
+    const std::string text = common::read_regular_file(path, kMaxFileBytes, "tokenizer.json");
     json root, config;
     bool have_config = false;
     try {
@@ -1092,9 +1083,14 @@ Tokenizer Tokenizer::from_file(const std::string & path) {
     }
     const std::size_t slash = path.find_last_of('/');
     const std::string config_path = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + "tokenizer_config.json";
-    if (std::ifstream probe(config_path); probe) {
+    // Only looked at (stat, which never opens the file) to see whether it is there: probing by
+    // opening it blocked on a FIFO. Anything but a regular file under the name is then refused.
+    std::error_code ec;
+    const auto config_status = std::filesystem::status(config_path, ec);
+    if (config_status.type() != std::filesystem::file_type::not_found) {
+        const std::string config_text = common::read_regular_file(config_path, kMaxConfigFileBytes, "tokenizer_config.json");
         try {
-            config = json::parse(read_whole_file(config_path));
+            config = json::parse(config_text);
             have_config = config.is_object();
         } catch (const json::exception & e) {
             throw common::Error::file(config_path, std::string("cannot read bos/eos tokens: not valid JSON: ") + e.what());

@@ -23,8 +23,15 @@ class TokenizerImpl;
 
 class Tokenizer {
 public:
+    // Size bounds of the files from_file reads (real tokenizer.json files are up to ~30 MB, real
+    // tokenizer_config.json files well under 1 MB); a larger file is refused naming it and the limit.
+    static constexpr uint64_t kMaxFileBytes = uint64_t{64} << 20;
+    static constexpr uint64_t kMaxConfigFileBytes = uint64_t{16} << 20;
+
     // Reads `path` (a tokenizer.json). If a tokenizer_config.json sits in the same folder, its
     // bos_token / eos_token name the BOS/EOS ids; otherwise they are inferred (see bos_id()).
+    // Both are read through common::read_regular_file: a FIFO, device or directory under either
+    // name is refused (Usage, naming it) before anything could block on it.
     // Throws common::Error naming the file and the JSON field on any malformed or unsupported input.
     static Tokenizer from_file(const std::string & path);
     // Same, from the text of a tokenizer.json; `source_name` is used in error messages.

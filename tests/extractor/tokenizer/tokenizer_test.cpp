@@ -12,6 +12,13 @@
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -363,4 +370,76 @@ TEST_CASE("tokenizer: a Sequence nested 20000 deep is refused naming the field, 
         CHECK_NOTHROW(Tokenizer::from_json_text(nested_sequence(k.field, k.list_key, k.leaf, 64), "ok.json"));
         CHECK_THROWS_AS(Tokenizer::from_json_text(nested_sequence(k.field, k.list_key, k.leaf, 65), "bad.json"), common::Error);
     }
+}
+
+namespace {
+
+// The error from_file(path) throws. If it has not returned after 20 s it is blocked in open() on a
+// FIFO: the FIFO's write end is opened and closed until it is released, and the check fails.
+common::Error from_file_error(const std::string & path, const std::string & fifo) {
+    auto done = std::async(std::launch::async, [path] {
+        try {
+            Tokenizer::from_file(path);
+        } catch (const common::Error & e) {
+            return e;
+        }
+        return common::Error::internal("no error");
+    });
+    if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+        FAIL_CHECK("Tokenizer::from_file blocked on the FIFO " << fifo);
+        // Each open of the read end (the old code opened it twice) waits for a writer.
+        while (done.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+            const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+            if (fd >= 0) ::close(fd);
+        }
+    }
+    return done.get();
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer: a FIFO as tokenizer.json or tokenizer_config.json is refused by name, never read") {
+    tests::TempDir dir;
+    const std::string fifo = dir / "fifo/tokenizer.json";
+    std::filesystem::create_directories(dir / "fifo");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    common::Error e = from_file_error(fifo, fifo);
+    CHECK(e.kind() == common::ErrorKind::Usage);
+    CHECK(e.message().find(fifo) != std::string::npos);
+    CHECK(e.message().find("not a regular file") != std::string::npos);
+
+    // A good tokenizer.json beside a FIFO named tokenizer_config.json: the probe opened it and blocked.
+    std::filesystem::create_directories(dir / "cfg");
+    tests::write_file(dir / "cfg/tokenizer.json", byte_level_fixture(true).dump());
+    const std::string cfg_fifo = dir / "cfg/tokenizer_config.json";
+    REQUIRE(::mkfifo(cfg_fifo.c_str(), 0600) == 0);
+    e = from_file_error(dir / "cfg/tokenizer.json", cfg_fifo);
+    CHECK(e.kind() == common::ErrorKind::Usage);
+    CHECK(e.message().find(cfg_fifo) != std::string::npos);
+
+    // A directory under the config's name is refused too; no config at all is fine.
+    std::filesystem::remove(cfg_fifo);
+    std::filesystem::create_directories(cfg_fifo);
+    CHECK_THROWS_AS(Tokenizer::from_file(dir / "cfg/tokenizer.json"), common::Error);
+    std::filesystem::remove(cfg_fifo);
+    CHECK_NOTHROW(Tokenizer::from_file(dir / "cfg/tokenizer.json"));
+}
+
+TEST_CASE("tokenizer: a tokenizer.json or tokenizer_config.json over the size bound is refused naming the file and the limit") {
+    tests::TempDir dir;
+    const std::string big = dir / "tokenizer.json";
+    tests::write_file(big, "{}");
+    std::filesystem::resize_file(big, Tokenizer::kMaxFileBytes + 1);  // sparse: no disk used
+    common::Error e = from_file_error(big, big);
+    CHECK(e.kind() == common::ErrorKind::Usage);
+    CHECK(e.message().find(big) != std::string::npos);
+    CHECK(e.message().find(std::to_string(Tokenizer::kMaxFileBytes)) != std::string::npos);
+
+    tests::write_file(big, byte_level_fixture(true).dump());
+    const std::string cfg = dir / "tokenizer_config.json";
+    tests::write_file(cfg, "{}");
+    std::filesystem::resize_file(cfg, Tokenizer::kMaxConfigFileBytes + 1);
+    e = from_file_error(big, cfg);
+    CHECK(e.kind() == common::ErrorKind::Usage);
+    CHECK(e.message().find(cfg) != std::string::npos);
 }

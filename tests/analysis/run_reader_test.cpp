@@ -1,0 +1,151 @@
+// `analyze RUN_DIR` on hostile run directories: every batch file and metadata.json field that the
+// replay reads is checked before it can size an allocation, crash libtorch or be silently skipped,
+// and every error names the file (and the field or tensor). Runs are built here with the
+// extractor's own safetensors writer, in the layout extractor/sinks/safetensors_sink.cpp writes.
+#include <ATen/ATen.h>
+
+#include "analysis/accumulators.h"
+#include "analysis/report.h"
+#include "analysis/run_reader.h"
+#include "common/error.h"
+#include "common/subprocess.h"
+#include "extractor/checkpoint/safetensors.h"
+#include "tests/support/temp_dir.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+namespace {
+
+using json = nlohmann::json;
+using Tensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// A saved run of `batches` batches of B rows x T positions x H dims, layers 0..L-1, both layer-norm
+// sites, token ids below 50 (vocab 64), sequences numbered 0, 1, ... in order. Tests edit the
+// tensors or the metadata before write().
+struct RunDir {
+    tests::TempDir dir;
+    json meta;
+    std::vector<Tensors> batches;
+
+    RunDir(int n_batches = 2, int64_t B = 2, int64_t T = 4, int64_t H = 8, int L = 2) {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+        json files = json::array();
+        for (int k = 0; k < n_batches; ++k) {
+            Tensors t;
+            t.emplace_back("token_ids", at::randint(0, 50, {B, T}, gen, at::TensorOptions().dtype(at::kLong)));
+            t.emplace_back("sequence_indices", at::arange(k * B, (k + 1) * B, at::kLong));
+            for (int l = 0; l < L; ++l)
+                for (const char * site : {"ln_attn", "ln_mlp"})
+                    t.emplace_back("layer_" + std::to_string(l) + "_" + site, at::randn({B, T, H}, gen, at::TensorOptions().dtype(at::kFloat)));
+            batches.push_back(std::move(t));
+            files.push_back(file_name(k));
+        }
+        json layers = json::array();
+        for (int l = 0; l < L; ++l) layers.push_back(l);
+        meta = {{"program", "extract"},
+                {"model", {{"model_type", "llama"}, {"hidden_size", H}, {"num_hidden_layers", L}, {"vocab_size", 64}}},
+                {"tokenizer", {{"path", ""}, {"sha256", ""}}},
+                {"dtype", "f32"},
+                {"saved_dtype", "F32"},
+                {"layers_extracted", layers},
+                {"sites", {"ln_attn", "ln_mlp"}},
+                {"sequences", n_batches * B},
+                {"tokens", n_batches * B * T},
+                {"seq_len", T},
+                {"batch_size", B},
+                {"files", files}};
+    }
+
+    static std::string file_name(int k) {
+        char name[64];
+        std::snprintf(name, sizeof name, "activations/batch_%05d.safetensors", k);
+        return name;
+    }
+    std::string path(int k) const { return dir / file_name(k); }
+    std::string root() const { return dir.path(); }
+
+    at::Tensor & tensor(int k, const std::string & name) {
+        for (auto & [n, t] : batches[static_cast<size_t>(k)])
+            if (n == name) return t;
+        FAIL("no tensor " << name);
+        throw;
+    }
+    void erase(int k, const std::string & name) {
+        auto & b = batches[static_cast<size_t>(k)];
+        b.erase(std::remove_if(b.begin(), b.end(), [&](const auto & p) { return p.first == name; }), b.end());
+    }
+
+    void write() const {
+        std::filesystem::create_directories(dir / "activations");
+        for (size_t k = 0; k < batches.size(); ++k) extractor::write_safetensors(path(static_cast<int>(k)), batches[k], {{"format", "pt"}});
+        tests::write_file(dir / "metadata.json", meta.dump(2));
+    }
+};
+
+// The error replay_run throws (Internal "no error" when it returns).
+common::Error replay_error(const RunDir & run) {
+    analysis::OutlierAccumulator acc;
+    try {
+        analysis::replay_run(run.root(), acc);
+    } catch (const common::Error & e) {
+        return e;
+    }
+    return common::Error::internal("no error");
+}
+
+common::ProcessResult analyze_run(const RunDir & run) {
+    common::RunOptions o;
+    o.timeout = std::chrono::milliseconds(120000);
+    return common::run_process({ANALYZE_BIN, "run", run.root(), "-o", run.dir / "out"}, o);
+}
+
+// replay_run refuses the run with a usage error whose message holds every one of `needles`, and
+// `analyze run` exits 2 saying the same (never "unexpected error", a crash or exit 0).
+void check_refused(const RunDir & run, const std::vector<std::string> & needles) {
+    const common::Error e = replay_error(run);
+    CAPTURE(e.message());
+    CHECK(e.kind() == common::ErrorKind::Usage);
+    for (const auto & n : needles) CHECK_MESSAGE(e.message().find(n) != std::string::npos, "missing: " << n);
+    const auto p = analyze_run(run);
+    CAPTURE(p.err);
+    CHECK(p.exit_code == 2);
+    for (const auto & n : needles) CHECK_MESSAGE(p.err.find(n) != std::string::npos, "missing: " << n);
+    CHECK(p.err.find("unexpected") == std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("run reader: the unedited fixture run replays, so each refusal below is the edit's doing") {
+    RunDir run;
+    run.write();
+    analysis::OutlierAccumulator acc;
+    const json meta = analysis::replay_run(run.root(), acc);
+    CHECK(meta["sequences"] == 4);
+    CHECK(acc.statistics(meta).sequences == 4);
+    const auto p = analyze_run(run);
+    CAPTURE(p.err);
+    CHECK(p.exit_code == 0);
+}
+
+TEST_CASE("run reader: metadata tokenizer.path that is not a string is refused naming metadata.json and the field") {
+    RunDir run;
+    run.meta["tokenizer"]["path"] = 5;
+    run.write();
+    check_refused(run, {run.dir / "metadata.json", "tokenizer.path"});
+    // The reports' own reader refuses it too, as a usage error rather than a JSON type_error.
+    try {
+        analysis::load_token_text("", json{{"tokenizer", {{"path", 5}}}});
+        FAIL("no error");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Usage);
+        CHECK(e.message().find("tokenizer.path") != std::string::npos);
+    }
+}
