@@ -1,7 +1,11 @@
 #include "broker/instance.h"
 
+#include <arpa/inet.h>
+
 #include <charconv>
 #include <regex>
+
+#include "common/shell_quote.h"
 
 namespace broker {
 
@@ -77,12 +81,53 @@ nlohmann::json instance_to_json(const Instance & i, double unix_now) {
     return j;
 }
 
+namespace {
+// One shell word: as it is when every character is plain, else sh-quoted.
+std::string shell_word(std::string_view text) {
+    bool plain = !text.empty();
+    for (char c : text) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  std::string_view("@%+=:,./_-").find(c) != std::string_view::npos;
+        plain = plain && ok;
+    }
+    return plain ? std::string(text) : common::sh_quote(text);
+}
+}  // namespace
+
 std::string ssh_command(const Instance & i, const std::string & key_path) {
     if (!i.ssh) return "";
-    std::string cmd = "ssh -p " + std::to_string(i.ssh->port);
-    if (!key_path.empty()) cmd += " -i " + key_path;
-    cmd += " " + i.ssh->user + "@" + i.ssh->host;
+    std::string cmd = "ssh -p " + shell_word(std::to_string(i.ssh->port));
+    if (!key_path.empty()) cmd += " -i " + shell_word(key_path);
+    cmd += " " + shell_word(i.ssh->user + "@" + i.ssh->host);
     return cmd;
+}
+
+bool valid_ssh_host(std::string_view h) {
+    if (h.empty() || h.size() > 253) return false;
+    if (h.find(':') != std::string_view::npos) {  // only an IPv6 literal has colons
+        in6_addr a{};
+        return ::inet_pton(AF_INET6, std::string(h).c_str(), &a) == 1;
+    }
+    if (h.back() == '.') h.remove_suffix(1);  // a fully qualified "host.example."
+    size_t start = 0;
+    while (true) {
+        size_t dot = h.find('.', start);
+        std::string_view label = h.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+        if (label.empty() || label.size() > 63 || label.front() == '-') return false;
+        for (char c : label)
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+                return false;
+        if (dot == std::string_view::npos) return true;
+        start = dot + 1;
+    }
+}
+
+bool valid_ssh_user(std::string_view u) {
+    if (u.empty() || u.size() > 32) return false;
+    if (!((u[0] >= 'a' && u[0] <= 'z') || u[0] == '_')) return false;
+    for (char c : u)
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+    return true;
 }
 
 }  // namespace broker

@@ -108,6 +108,15 @@ struct CreateRequest {
 
 nlohmann::json instance_to_json(const Instance & instance, double unix_now);
 // "ssh -p 2222 -i KEY root@1.2.3.4" (key omitted when empty); empty when no endpoint is known.
+// Shell text a user may paste: every word that is not made of plain characters
+// ([A-Za-z0-9@%+=:,./_-]) is sh-quoted, so no value (a key path, a server's host) can become code.
 std::string ssh_command(const Instance & instance, const std::string & key_path);
+
+// What a cloud's SSH host and user must look like before they become an endpoint (they come from
+// provider answers and end up in ssh's argv and in printed shell text). A host is an IPv4 or IPv6
+// literal or a DNS name (labels of letters, digits, '-' and '_', none starting with '-', at most 253
+// characters); a user is [a-z_][a-z0-9_-]* of at most 32 characters.
+bool valid_ssh_host(std::string_view host);
+bool valid_ssh_user(std::string_view user);
 
 }  // namespace broker

@@ -216,6 +216,17 @@ bool usable_offer(const Offer & o) {
 
 bool is_2xx(long status) { return status >= 200 && status < 300; }
 
+void keep_valid_ssh(Instance & i) {
+    if (!i.ssh) return;
+    const bool host_ok = valid_ssh_host(i.ssh->host), user_ok = valid_ssh_user(i.ssh->user);
+    if (host_ok && user_ok) return;
+    common::log::warn(i.provider, ": instance ", common::http::safe_text(i.id, 80), ": the provider's SSH ",
+                      host_ok ? "user '" + common::http::safe_text(i.ssh->user, 60) + "' is not a user name"
+                              : "host '" + common::http::safe_text(i.ssh->host, 80) + "' is not an IP address or DNS name",
+                      "; no SSH endpoint is used");
+    i.ssh.reset();
+}
+
 std::string iso8601_utc(long long unix_s) {
     std::time_t t = static_cast<std::time_t>(unix_s);
     std::tm tm{};

@@ -133,6 +133,10 @@ std::optional<int> json_port(const nlohmann::json & j, const char * key);
 // An int from a double already read (a count, a percentage): outside int → BadResponse naming `what`.
 int checked_int(double value, const char * what);
 bool is_2xx(long status);
+// An SSH endpoint a cloud reported for `instance`, kept only when its host and user pass
+// valid_ssh_host / valid_ssh_user (broker/instance.h): otherwise the instance has no endpoint, with a
+// warning naming the provider and the instance. Every cloud parser calls it last.
+void keep_valid_ssh(Instance & instance);
 std::string iso8601_utc(long long unix_s);
 
 }  // namespace broker::providers

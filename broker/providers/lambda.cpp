@@ -262,6 +262,7 @@ Instance lambda_parse_instance(const nlohmann::json & d) {
             std::string user = json_string(d, "x_emulator_ssh_user");  // likewise test-only; real Lambda is ubuntu
             i.ssh = SshEndpoint{ip, json_port(d, "x_emulator_ssh_port").value_or(22), user.empty() ? "ubuntu" : user, ""};
         }
+        keep_valid_ssh(i);
         return i;
     });
 }

@@ -310,6 +310,7 @@ Instance prime_parse_pod(const nlohmann::json & p) {
         i.gpu_count = json_int(p, "gpuCount", 0);
         i.price_usd_per_hour = json_number(p, "priceHr");
         if (p.contains("sshConnection")) i.ssh = prime_parse_ssh(p["sshConnection"]);
+        keep_valid_ssh(i);
         return i;
     });
 }

@@ -419,6 +419,7 @@ Instance runpod_parse_pod(const nlohmann::json & p) {
             i.status_detail = "container not up yet (runtime is null)";
         }
         if (!i.uptime_s) i.uptime_s = json_number(p, "uptimeSeconds");
+        keep_valid_ssh(i);
         return i;
     });
 }

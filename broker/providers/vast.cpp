@@ -291,6 +291,7 @@ Instance vast_parse_instance(const nlohmann::json & v) {
             auto port = json_port(v, "ssh_port");
             if (!host.empty() && port) i.ssh = SshEndpoint{host, *port, "root", ""};
         }
+        keep_valid_ssh(i);
         return i;
     });
 }

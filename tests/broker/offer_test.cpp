@@ -1,7 +1,11 @@
 // Offer normalisation, filtering and sorting (pure functions), and the instance naming convention.
+#include <filesystem>
+
 #include "broker/instance.h"
 #include "broker/offer.h"
 #include "common/error.h"
+#include "common/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 #include <doctest/doctest.h>
 
@@ -165,4 +169,35 @@ TEST_CASE("offer: an unknown manufacturer is a usage error naming the value and 
     f = {};
     f.min_disk_gb = 1e300;
     CHECK_THROWS_AS(validate_filter(f), common::Error);
+}
+
+TEST_CASE("instance: SSH hosts and users from a provider must be plain names") {
+    for (const char * ok : {"1.2.3.4", "203.0.113.9", "ssh5.vast.ai", "host-1.example.com.", "2001:db8::1", "localhost"})
+        CHECK_MESSAGE(valid_ssh_host(ok), ok);
+    for (const char * bad : {"", "127.0.0.9;touch X;", "-oProxyCommand=x", "a b", "h$(id)", "a..b", "x\n", "1.2.3.4:22",
+                             "[::1]", "host/x", "-h.example"})
+        CHECK_FALSE_MESSAGE(valid_ssh_host(bad), bad);
+    CHECK_FALSE(valid_ssh_host(std::string(254, 'a')));
+    for (const char * ok : {"root", "ubuntu", "_svc", "a-b_c9"}) CHECK_MESSAGE(valid_ssh_user(ok), ok);
+    for (const char * bad : {"", "-oProxyCommand=touch X", "Root", "a;b", "a b", "9user", "u$"})
+        CHECK_FALSE_MESSAGE(valid_ssh_user(bad), bad);
+    CHECK_FALSE(valid_ssh_user(std::string(33, 'a')));
+}
+
+TEST_CASE("instance: every word of the printed ssh command stays one word in a shell") {
+    tests::TempDir dir;
+    const std::string marker = dir / "pwned";
+    Instance i;
+    i.ssh = SshEndpoint{"127.0.0.9;touch " + marker + ";", 22, "root", ""};  // as if it had passed a parser
+    const std::string key = dir / "my key;$(touch " + marker + ")";
+    std::string cmd = ssh_command(i, key);
+    REQUIRE(cmd.rfind("ssh ", 0) == 0);
+    // The same words, printed one per line by the shell instead of run by ssh.
+    auto r = common::run_process({"sh", "-c", "printf '%s\\n' " + cmd.substr(4)});
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out == "-p\n22\n-i\n" + key + "\nroot@127.0.0.9;touch " + marker + ";\n");
+    CHECK_FALSE(std::filesystem::exists(marker));
+    // Plain values stay readable.
+    i.ssh = SshEndpoint{"1.2.3.4", 2222, "root", ""};
+    CHECK(ssh_command(i, "/home/a/.ssh/id_ed25519") == "ssh -p 2222 -i /home/a/.ssh/id_ed25519 root@1.2.3.4");
 }
