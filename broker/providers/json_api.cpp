@@ -85,6 +85,11 @@ std::optional<nlohmann::json> try_parse_body(const std::string & body) {
     }
 }
 
+bool create_answer_is_ambiguous(const common::http::Response & r) {
+    if (r.status == 429 || r.status >= 500 || r.status < 200) return true;
+    return !is_2xx(r.status) && !try_parse_body(r.body);
+}
+
 common::Error api_status_error(std::string_view subject, const std::string & what,
                                const common::http::Response & response, bool provider_says_not_found) {
     common::Error e = common::http::status_error(std::string(subject), what, response);

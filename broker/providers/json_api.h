@@ -69,6 +69,12 @@ std::string body_problem(const std::string & body, size_t max_bytes = 16u << 20)
 // treat "not found" as "already gone" must only ever see NotFound from here.
 common::Error api_status_error(std::string_view subject, const std::string & what,
                                const common::http::Response & response, bool provider_says_not_found = false);
+// Whether a failed create answer leaves open that the create was carried out: a 5xx, a 429 (after
+// the HTTP layer's retries), a status below 200, or any non-2xx answer whose body is not JSON (a
+// proxy's page, a cut answer). Such a failure is Error(Network), whatever its text says (a 503's
+// "Service Unavailable" is not "no capacity"), so the caller looks the instance up by name instead
+// of renting the next offer. Only the provider's own JSON refusals are read for their meaning.
+bool create_answer_is_ambiguous(const common::http::Response & response);
 // The body parsed when it is JSON within parse_body's bounds, else nullopt (never throws): for
 // reading a marker out of an error answer, which may be anything.
 std::optional<nlohmann::json> try_parse_body(const std::string & body);

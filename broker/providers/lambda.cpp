@@ -73,8 +73,21 @@ public:
             {"quantity", 1},
             {"name", r.name},
         };
-        auto data = call("POST", "/api/v1/instance-operations/launch", "create " + r.name, body,
-                         common::http::Retry::NotIdempotent);
+        const std::string what = "create " + r.name;
+        auto response = api_.send("POST", "/api/v1/instance-operations/launch", body, common::http::Retry::NotIdempotent);
+        if (!is_2xx(response.status) && create_answer_is_ambiguous(response)) {
+            // A 5xx or an answer that is not Lambda's JSON: the launch may have happened, whatever
+            // its text or code says; Error(Network) makes the caller look the instance up by name.
+            common::Error e = common::http::status_error("lambda", what, response);
+            throw common::Error(common::ErrorKind::Network, e.message(), e.context());
+        }
+        nlohmann::json doc;
+        try {
+            doc = api_.parse(response, what);
+        } catch (const common::Error &) {
+            if (is_2xx(response.status)) throw;
+        }
+        auto data = lambda_data(response.status, doc, response.body, what);
         std::string id = lambda_parse_launch(data);
         if (id.empty())
             throw common::Error(common::ErrorKind::Capacity,

@@ -61,11 +61,14 @@ public:
         if (!is_2xx(response.status)) {
             std::string detail = body.is_object() ? common::http::safe_text(json_string(body, "detail"), 300) : "";
             if (detail.empty()) detail = common::http::safe_text(response.body, 200);
-            common::ErrorKind kind = common::http::kind_for_status(response.status);
-            if (contains_ci(detail, "availab") || contains_ci(detail, "capacity") || contains_ci(detail, "stock"))
-                kind = common::ErrorKind::Capacity;
-            if (contains_ci(detail, "balance") || contains_ci(detail, "funds") || contains_ci(detail, "wallet"))
-                kind = common::ErrorKind::Quota;
+            common::ErrorKind kind = common::ErrorKind::Network;
+            if (!create_answer_is_ambiguous(response)) {  // Prime's own JSON refusal: read its detail
+                kind = common::http::kind_for_status(response.status);
+                if (contains_ci(detail, "availab") || contains_ci(detail, "capacity") || contains_ci(detail, "stock"))
+                    kind = common::ErrorKind::Capacity;
+                if (contains_ci(detail, "balance") || contains_ci(detail, "funds") || contains_ci(detail, "wallet"))
+                    kind = common::ErrorKind::Quota;
+            }
             throw common::Error(kind, common::log::redact("primeintellect: create " + r.name + ": HTTP " +
                                                           std::to_string(response.status) + ": " + detail))
                 .with("provider", "primeintellect");

@@ -32,22 +32,28 @@ constexpr StatusRow kStatusMap[] = {
 };
 
 // GraphQL error codes and message fragments → error kinds (docs/providers.md, RunPod "Transport").
+// extensions.code is RunPod's own classification and is read first; only without a known code are
+// message fragments tried, in table order (the specific before the general: "not enough balance"
+// is quota, "not enough" alone is capacity).
 struct ErrorRow {
-    std::string_view fragment;  // matched against extensions.code and the message, case-insensitively
+    std::string_view fragment;  // matched case-insensitively
     common::ErrorKind kind;
 };
-constexpr ErrorRow kErrorMap[] = {
+constexpr ErrorRow kErrorCodes[] = {
     {"SUPPLY_CONSTRAINT",                  common::ErrorKind::Capacity},
-    {"no longer any instances available",  common::ErrorKind::Capacity},
-    {"not enough",                         common::ErrorKind::Capacity},
     {"INSUFFICIENT_BALANCE",               common::ErrorKind::Quota},
-    {"balance",                            common::ErrorKind::Quota},
     {"UNAUTHENTICATED",                    common::ErrorKind::Auth},
-    {"unauthorized",                       common::ErrorKind::Auth},
     {"FORBIDDEN",                          common::ErrorKind::Auth},
-    {"not found",                          common::ErrorKind::NotFound},
     {"GRAPHQL_VALIDATION_FAILED",          common::ErrorKind::Usage},
     {"BAD_USER_INPUT",                     common::ErrorKind::Usage},
+};
+constexpr ErrorRow kErrorMessages[] = {
+    {"no longer any instances available",  common::ErrorKind::Capacity},
+    {"insufficient balance",               common::ErrorKind::Quota},
+    {"balance",                            common::ErrorKind::Quota},
+    {"unauthorized",                       common::ErrorKind::Auth},
+    {"not found",                          common::ErrorKind::NotFound},
+    {"not enough",                         common::ErrorKind::Capacity},
 };
 
 const char * const kPodFields =
@@ -200,16 +206,14 @@ common::Error runpod_graphql_error(const nlohmann::json & errors, const std::str
     // Bounded: a server message is shown to the user, not a megabyte of it.
     message = common::http::safe_text(message, 300);
     code = common::http::safe_text(code, 80);
-    common::ErrorKind kind = common::ErrorKind::Network;
-    for (const auto & row : kErrorMap) {
-        if (contains_ci(code, row.fragment) || contains_ci(message, row.fragment)) {
-            kind = row.kind;
-            break;
-        }
-    }
+    std::optional<common::ErrorKind> kind;
+    for (const auto & row : kErrorCodes)
+        if (!kind && contains_ci(code, row.fragment)) kind = row.kind;
+    for (const auto & row : kErrorMessages)
+        if (!kind && contains_ci(message, row.fragment)) kind = row.kind;
     std::string text = "runpod: " + what + ": " + (message.empty() ? "GraphQL error" : message);
     if (!code.empty()) text += " (" + code + ")";
-    return common::Error(kind, common::log::redact(text)).with("provider", "runpod");
+    return common::Error(kind.value_or(common::ErrorKind::Network), common::log::redact(text)).with("provider", "runpod");
 }
 
 bool runpod_says_pod_not_found(const nlohmann::json & doc) {

@@ -69,13 +69,17 @@ public:
             }
             std::string why = answer.reason;
             if (why.empty()) why = common::http::safe_text(response.body, 200);
-            common::ErrorKind kind = common::http::kind_for_status(response.status);
-            if (is_2xx(response.status) || response.status == 400 || response.status == 404 ||
-                response.status == 410 || contains_ci(why, "unavailable") || contains_ci(why, "no_such_ask") ||
-                contains_ci(why, "not available"))
-                kind = common::ErrorKind::Capacity;
-            if (contains_ci(why, "balance") || contains_ci(why, "credit")) kind = common::ErrorKind::Quota;
-            if (response.status == 401 || response.status == 403) kind = common::ErrorKind::Auth;
+            common::ErrorKind kind = common::ErrorKind::Network;
+            if (!create_answer_is_ambiguous(response)) {
+                kind = common::http::kind_for_status(response.status);
+                // Vast's own JSON refusal of a 2xx/4xx: read what it says.
+                if (is_2xx(response.status) || response.status == 400 || response.status == 404 ||
+                    response.status == 410 || contains_ci(why, "unavailable") || contains_ci(why, "no_such_ask") ||
+                    contains_ci(why, "not available"))
+                    kind = common::ErrorKind::Capacity;
+                if (contains_ci(why, "balance") || contains_ci(why, "credit")) kind = common::ErrorKind::Quota;
+                if (response.status == 401 || response.status == 403) kind = common::ErrorKind::Auth;
+            }
             throw common::Error(kind, common::log::redact("vast: create " + r.name + " on offer " + r.offer.offer_id +
                                                           ": HTTP " + std::to_string(response.status) + ": " + why))
                 .with("provider", "vast");

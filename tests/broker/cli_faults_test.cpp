@@ -362,3 +362,38 @@ TEST_CASE("faults vast: a create whose answer is lost while listings fail is lea
     REQUIRE(open.size() == 1);
     CHECK(open[0].state == "intent");
 }
+
+TEST_CASE("faults: a 5xx or a non-JSON answer to a create is never no-capacity, whatever its text: looked up by name, no second rent") {
+    struct Case {
+        std::string provider;
+        json fault;
+        std::vector<std::string> filters;
+    };
+    const std::vector<Case> cases = {
+        {"vast", {{"kind", "http_status"}, {"status", 503}, {"message", "Service Unavailable"}}, {"--gpu", "4090"}},
+        {"primeintellect", {{"kind", "http_status"}, {"status", 503}, {"body", {{"detail", "Service Unavailable"}}}}, {"--gpu", "4090"}},
+        {"lambda", {{"kind", "http_status"}, {"status", 503},
+                    {"body", {{"error", {{"code", "instance-operations/launch/insufficient-capacity"},
+                                         {"message", "Not enough capacity available"}}}}}}, {"--gpu", "a10"}},
+        // A proxy's page instead of the API's JSON refusal, at a 4xx that would otherwise read as capacity.
+        {"vast", {{"kind", "http_status"}, {"status", 404}, {"body", "<html>not available</html>"}}, {"--gpu", "4090"}},
+    };
+    for (const auto & c : cases) {
+        tests::Emulator emu(c.provider, {.api_key = kKey});
+        Cli cli;
+        cli.use(emu);
+        common::generate_ed25519_key(cli.dir() / "id", "t");
+        json fault = c.fault;
+        fault["match"] = {{"action", "create"}};
+        fault["count"] = 10;
+        emu.inject(fault);
+        std::vector<std::string> args = {"create", "--provider", c.provider, "--gpus", "1", "--ssh-key", cli.dir() / "id",
+                                         "--no-wait", "--max-attempts", "3"};
+        args.insert(args.end(), c.filters.begin(), c.filters.end());
+        auto r = cli.run(args);
+        INFO(c.provider, " ", c.fault.dump(), ": ", r.err);
+        CHECK(r.exit_code == 6);
+        CHECK(count_requests(emu, "create") == 1);  // the next offer was not rented
+        CHECK(count_requests(emu, "list") >= 1);    // the name was looked up instead
+    }
+}

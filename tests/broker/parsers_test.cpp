@@ -447,3 +447,30 @@ TEST_CASE("base URLs: scheme://host[:port] only, since every client appends the 
     CHECK(base_url_problem("http://") != "");
     CHECK(base_url_problem("http://user:pw@h") != "");
 }
+
+TEST_CASE("create answers: a 5xx, a 429 or a non-JSON error leaves open that the create happened") {
+    auto answer = [](long status, std::string body) {
+        common::http::Response r;
+        r.status = status;
+        r.body = std::move(body);
+        return create_answer_is_ambiguous(r);
+    };
+    CHECK(answer(503, R"({"success": false, "msg": "Service Unavailable"})"));
+    CHECK(answer(500, R"({"detail": "no capacity available"})"));
+    CHECK(answer(429, R"({"detail": "Too many requests"})"));
+    CHECK(answer(404, "<html>Not available</html>"));
+    CHECK(answer(400, ""));
+    CHECK_FALSE(answer(404, R"({"success": false, "error": "no_such_ask"})"));
+    CHECK_FALSE(answer(400, R"({"detail": "No capacity available"})"));
+    CHECK_FALSE(answer(200, R"({"success": false})"));
+}
+
+TEST_CASE("runpod: extensions.code wins over the message, and 'not enough balance' is quota, not capacity") {
+    auto kind = [](const char * body) { return runpod_graphql_error(json::parse(body), "create").kind(); };
+    CHECK(kind(R"J([{"message": "Not enough balance to deploy this pod", "extensions": {"code": "INSUFFICIENT_BALANCE"}}])J") ==
+          common::ErrorKind::Quota);
+    CHECK(kind(R"J([{"message": "Not enough balance to deploy this pod"}])J") == common::ErrorKind::Quota);
+    CHECK(kind(R"J([{"message": "Not enough GPUs free right now"}])J") == common::ErrorKind::Capacity);
+    CHECK(kind(R"J([{"message": "pod not found, not enough rights", "extensions": {"code": "FORBIDDEN"}}])J") ==
+          common::ErrorKind::Auth);
+}
