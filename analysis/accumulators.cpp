@@ -138,10 +138,13 @@ struct OutlierAccumulator::State {
     bool token_table_full_warned = false;
     static constexpr int64_t kTokenTableBytes = int64_t{256} << 20;  // cap on the counters' memory
 
-    // Most counter rows the table may hold at this vocabulary (its memory capped at kTokenTableBytes).
+    // Most counter rows the table may hold at this vocabulary (its memory capped at kTokenTableBytes:
+    // at the largest vocabulary, kMaxTokenVocab, 8 rows are 256 MiB; real vocabularies, <= ~262k,
+    // get 128 rows or more). The floor was 64 rows, which at a (hostile) id of 2^24 made 8.5 GB.
     static int64_t max_token_rows(int64_t vocab) {
-        return std::max<int64_t>(64, kTokenTableBytes / (8 * std::max<int64_t>(vocab, 1)));
+        return std::max<int64_t>(8, kTokenTableBytes / (8 * std::max<int64_t>(vocab, 1)));
     }
+    static_assert(8 * 8 * kMaxTokenVocab <= kTokenTableBytes, "the row floor must fit the cap at the largest vocabulary");
 
     // The counter row of dim (a new one if needed); -1 once the table is at its cap.
     int64_t token_row_of(int32_t dim, int64_t vocab) {
@@ -367,7 +370,10 @@ void OutlierAccumulator::State::tally_pending(PendingBatch & p) {
     if (!p.top_dims.defined()) return;
     const at::Tensor & positions = p.top_positions.wait();
     const at::Tensor & top = p.top_dims.wait();
+    // begin_batch held the ids to [0, kMaxTokenVocab), so this neither overflows nor sizes the table past its cap.
     const int64_t vocab = p.token_ids.max().item<int64_t>() + 1;
+    if (vocab <= 0 || vocab > kMaxTokenVocab)
+        throw common::Error::internal("analysis: token tallies: a token id outside [0, " + std::to_string(kMaxTokenVocab) + ")");
     std::vector<int64_t> rows, picks;
     for (int64_t k = 0; k < top.numel() && positions.data_ptr<int64_t>()[k] > 0; ++k) {
         const auto dim = static_cast<int32_t>(top.data_ptr<int64_t>()[k]);
@@ -485,6 +491,34 @@ std::vector<double> parse_thresholds(const std::string & text) {
 
 OutlierAccumulator::~OutlierAccumulator() = default;
 
+namespace {
+
+// The batch's token ids, before anything is sized or indexed by them: integers [B,T] in
+// [0, kMaxTokenVocab). A negative id crashed the tallies' scatter (a libtorch error, exit 1), a huge
+// one sized them by gigabytes, 2^62 overflowed the vocabulary.
+void check_batch_info(const extractor::BatchInfo & batch) {
+    const at::Tensor & ids = batch.token_ids;
+    if (!ids.defined()) return;
+    if (ids.dim() != 2)
+        throw common::Error::usage("analysis: token_ids: expected [B,T], got " + shape_text(ids)).with("tensor", "token_ids");
+    if (at::isFloatingType(ids.scalar_type()) || at::isComplexType(ids.scalar_type()) || ids.scalar_type() == at::kBool)
+        throw common::Error::usage(std::string("analysis: token_ids: expected integers, got ") + c10::toString(ids.scalar_type()))
+            .with("tensor", "token_ids");
+    if (!batch.sequence_indices.empty() && ids.size(0) != static_cast<int64_t>(batch.sequence_indices.size()))
+        throw common::Error::usage("analysis: token_ids: " + std::to_string(ids.size(0)) + " rows for " +
+                                   std::to_string(batch.sequence_indices.size()) + " sequence indices")
+            .with("tensor", "token_ids");
+    if (ids.numel() == 0) return;
+    const at::Tensor wide = ids.to(at::kLong);
+    const int64_t lo = wide.min().item<int64_t>(), hi = wide.max().item<int64_t>();
+    if (lo < 0 || hi >= kMaxTokenVocab)
+        throw common::Error::usage("analysis: token_ids: id " + std::to_string(lo < 0 ? lo : hi) + " is outside [0, " +
+                                   std::to_string(kMaxTokenVocab) + ")")
+            .with("tensor", "token_ids");
+}
+
+}  // namespace
+
 bool OutlierAccumulator::wants(extractor::Site site, int) const {
     return site != extractor::Site::Residual || options_.massive_top_k > 0;
 }
@@ -492,6 +526,7 @@ bool OutlierAccumulator::wants(extractor::Site site, int) const {
 void OutlierAccumulator::begin_batch(const extractor::BatchInfo & batch) {
     auto & s = *state_;
     if (s.in_batch) throw common::Error::internal("analysis: begin_batch while a batch is open");
+    check_batch_info(batch);
     s.in_batch = true;
     s.sequence_indices = batch.sequence_indices;
     s.token_ids = batch.token_ids.defined() ? batch.token_ids.to(at::kLong).contiguous() : at::Tensor();

@@ -36,6 +36,11 @@ struct AccumulatorOptions {
     bool expert_stats = false;
 };
 
+// Token ids a batch may carry lie in [0, kMaxTokenVocab) (extractor::hf_limits::kVocab, the largest
+// vocabulary a config.json may state): the token tallies are sized by the largest id seen, so an
+// unbounded id (a hostile batch file) sized them by gigabytes. begin_batch refuses others.
+inline constexpr int64_t kMaxTokenVocab = int64_t{1} << 22;
+
 // Parses "3,4,5,6,8,10,20" (the `--thresholds` value) into an ascending list; usage error naming
 // the bad item for anything not a positive finite number, duplicates or more than kMaxSweepThresholds.
 std::vector<double> parse_thresholds(const std::string & text);

@@ -149,3 +149,63 @@ TEST_CASE("run reader: metadata tokenizer.path that is not a string is refused n
         CHECK(e.message().find("tokenizer.path") != std::string::npos);
     }
 }
+
+TEST_CASE("run reader: token ids outside the run's vocabulary, or not integers, are refused naming the file") {
+    // Each sized the token tallies by the largest id (16777216: 8.5 GB), overflowed (2^62) or
+    // crashed libtorch's scatter (-5); a float id was silently truncated.
+    for (const int64_t id : {int64_t{64}, int64_t{16777216}, int64_t{1} << 62, int64_t{-5}}) {
+        CAPTURE(id);
+        RunDir run;
+        run.tensor(1, "token_ids")[1][2] = id;
+        run.write();
+        check_refused(run, {run.path(1), "token_ids", std::to_string(id), "model.vocab_size"});
+    }
+    {  // Without vocab_size (older runs) the bound is kMaxTokenVocab.
+        RunDir run;
+        run.meta["model"].erase("vocab_size");
+        run.tensor(0, "token_ids")[0][0] = analysis::kMaxTokenVocab;
+        run.write();
+        check_refused(run, {run.path(0), "token_ids", std::to_string(analysis::kMaxTokenVocab)});
+    }
+    {
+        RunDir run;
+        run.tensor(0, "token_ids") = run.tensor(0, "token_ids").to(at::kFloat);
+        run.write();
+        check_refused(run, {run.path(0), "token_ids", "expected integers"});
+    }
+    for (const json & bad : {json("64"), json(0), json(int64_t{1} << 40), json(-1), json(64.0)}) {
+        CAPTURE(bad.dump());
+        RunDir run;
+        run.meta["model"]["vocab_size"] = bad;
+        run.write();
+        check_refused(run, {run.dir / "metadata.json", "model.vocab_size"});
+    }
+}
+
+TEST_CASE("accumulator: begin_batch refuses negative token ids, ids from kMaxTokenVocab up, float ids and mismatched rows") {
+    const at::Tensor x = at::zeros({1, 2, 4});
+    for (const int64_t id : {int64_t{-1}, analysis::kMaxTokenVocab, int64_t{1} << 62}) {
+        analysis::OutlierAccumulator acc;
+        extractor::BatchInfo info;
+        info.sequence_indices = {0};
+        info.token_ids = at::tensor({int64_t{3}, id}, at::kLong).view({1, 2});
+        CHECK_THROWS_AS(acc.begin_batch(info), common::Error);
+        // The refused batch left nothing open: a good one goes through.
+        info.token_ids = at::tensor({int64_t{3}, analysis::kMaxTokenVocab - 1}, at::kLong).view({1, 2});
+        if (id == int64_t{-1}) {
+            info.token_ids = at::tensor({int64_t{3}, int64_t{4}}, at::kLong).view({1, 2});
+            acc.begin_batch(info);
+            acc.on_capture(extractor::Site::LnAttn, 0, x);
+            acc.end_batch();
+            CHECK(acc.statistics().sequences == 1);
+        }
+    }
+    analysis::OutlierAccumulator acc;
+    extractor::BatchInfo info;
+    info.sequence_indices = {0};
+    info.token_ids = at::zeros({1, 2}, at::kFloat);
+    CHECK_THROWS_AS(acc.begin_batch(info), common::Error);
+    info.sequence_indices = {0, 1};
+    info.token_ids = at::zeros({1, 2}, at::kLong);
+    CHECK_THROWS_AS(acc.begin_batch(info), common::Error);
+}
