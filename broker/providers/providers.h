@@ -53,6 +53,8 @@ bool usable_offer(const Offer & offer);
 InstanceStatus runpod_status(std::string_view desired_status);
 nlohmann::json runpod_search_request(const OfferFilter & filter, int gpu_count, bool secure);
 nlohmann::json runpod_create_request(const CreateRequest & request);
+// minMemoryInGb a create sends: the search's --min-ram carried in the offer's create_data, else 8.
+int runpod_min_memory_gb(const Offer & offer);
 // The GPU count at the end of a RunPod offer id; a usage error when the id is not one of ours.
 int runpod_offer_gpu_count(std::string_view offer_id);
 // `data` of a GraphQL answer: errors[] → runpod_graphql_error, no data object → Error(Network).

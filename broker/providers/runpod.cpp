@@ -98,6 +98,10 @@ public:
             auto offers = p.get();
             out.insert(out.end(), offers.begin(), offers.end());
         }
+        // podFindAndDeployOnDemand picks the machine at deploy time: the RAM floor the search asked
+        // lowestPrice for must travel to the create too, or any machine of the type may be given.
+        if (f.min_ram_gb)
+            for (auto & o : out) o.create_data["minMemoryInGb"] = static_cast<int>(std::ceil(*f.min_ram_gb));
         return out;
     }
 
@@ -264,6 +268,15 @@ nlohmann::json runpod_search_request(const OfferFilter & f, int gpu_count, bool 
     return {{"query", query}, {"variables", {{"lowestPrice", lp}}}};
 }
 
+int runpod_min_memory_gb(const Offer & offer) {
+    // The search's --min-ram (create_data), else what the offer states, else 8 GB (RunPod offers
+    // carry no RAM figure; validate_filter bounds --min-ram, so the cast is defined).
+    const auto & d = offer.create_data;
+    double gb = offer.cpu_ram_gb.value_or(8);
+    if (d.is_object() && d.contains("minMemoryInGb") && d["minMemoryInGb"].is_number()) gb = d["minMemoryInGb"].get<double>();
+    return static_cast<int>(std::clamp(std::ceil(gb), 1.0, 100000.0));
+}
+
 nlohmann::json runpod_create_request(const CreateRequest & r) {
     const auto & d = r.offer.create_data;
     auto text = [&d](const char * key, const char * fallback) {
@@ -282,7 +295,7 @@ nlohmann::json runpod_create_request(const CreateRequest & r) {
         {"containerDiskInGb", r.disk_gb},
         {"volumeInGb", 0},
         {"minVcpuCount", 1},
-        {"minMemoryInGb", static_cast<int>(std::clamp(r.offer.cpu_ram_gb.value_or(8), 1.0, 100000.0))},
+        {"minMemoryInGb", runpod_min_memory_gb(r.offer)},
         {"ports", "22/tcp"},
         {"env", env},
         {"startSsh", true},

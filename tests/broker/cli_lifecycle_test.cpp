@@ -117,6 +117,24 @@ TEST_CASE("cli runpod: create sends supportPublicIp, terminateAfter and the key,
     CHECK(cli.json({"instances", "terminate", ref, "--yes"})[0]["proven"] == true);
 }
 
+TEST_CASE("cli runpod: --min-ram reaches the create (the machine is picked at deploy time), not only the search") {
+    tests::Emulator emu("runpod", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    json c = cli.json({"create", "--provider", "runpod", "--gpu", "h100", "--gpus", "1", "--min-ram", "100",
+                       "--ssh-key", cli.dir() / "id", "--no-wait"});
+    json input, search;
+    const json state = emu.state();
+    for (const auto & r : state["requests"]) {
+        if (r.value("action", "") == "create") input = r["body"]["variables"]["input"];
+        if (r.value("action", "") == "search") search = r["body"]["variables"]["lowestPrice"];
+    }
+    CHECK(search["minMemoryInGb"] == 100);
+    CHECK(input["minMemoryInGb"] == 100);
+    cli.json({"instances", "terminate", "runpod:" + c["id"].get<std::string>(), "--yes"});
+}
+
 TEST_CASE("cli vast: an on-demand create sends no price, stop and start") {
     tests::SshdFixture sshd;
     tests::Emulator emu("vast", {.api_key = kKey});
