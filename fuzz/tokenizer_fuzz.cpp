@@ -3,7 +3,7 @@
 // common::Error (never another exception, a crash, a hang or a sanitizer report); a file that loads
 // must encode and decode a fixed probe text; (2) encoding any bytes (invalid UTF-8 included) with a
 // fixed real-shaped tokenizer never fails, yields only ids below vocab_size(), and decode/token_text
-// accept those ids. Allowed errors: common::Error from loading (and from encoding only when the
+// accept those ids; (3) a file that loads never yields an id outside [0, Tokenizer::kMaxTokenId). Allowed errors: common::Error from loading (and from encoding only when the
 // file's unk_token is missing from its vocab, which HF also reports as an error).
 // Crash inputs go to tests/fuzz_regressions/tokenizer/ and are replayed by tokenizer_test.
 #include "common/error.h"
@@ -42,11 +42,14 @@ const extractor::Tokenizer & fixture() {
 }
 
 // `check_ids`: ids must lie in the vocabulary. Not asked of fuzzed files: a TemplateProcessing entry
-// may name any id (HF emits it as written), so only the consistent fixture promises this.
+// may name any id (HF emits it as written), so only the consistent fixture promises this. Every
+// file that loads promises ids in [0, Tokenizer::kMaxTokenId) and a vocab_size within it.
 void exercise(const extractor::Tokenizer & t, std::string_view text, bool check_ids) {
+    if (t.vocab_size() < 0 || t.vocab_size() > extractor::Tokenizer::kMaxTokenId) std::abort();
     for (bool special : {true, false}) {
         const std::vector<int32_t> ids = t.encode(text, special);
         for (int32_t id : ids) {
+            if (id < 0 || id >= extractor::Tokenizer::kMaxTokenId) std::abort();
             if (check_ids && (id < 0 || id >= t.vocab_size())) std::abort();
             (void)t.token_text(id);
         }

@@ -14,10 +14,14 @@ namespace extractor {
 BpeModel::BpeModel(VocabMap vocab, const std::vector<std::pair<std::string, std::string>> & merges,
                    BpeOptions options)
     : vocab_(std::move(vocab)), options_(std::move(options)) {
-    int32_t max_id = -1;
+    const int64_t bound = max_id_bound(vocab_.size());
+    int64_t max_id = -1;  // int64: max_id + 1 overflowed int32 at id 2^31-1
     for (const auto & [token, id] : vocab_) {
         if (id < 0) throw std::invalid_argument("vocab entry \"" + token + "\" has a negative id");
-        max_id = std::max(max_id, id);
+        if (id >= bound)
+            throw std::invalid_argument("vocab entry \"" + token + "\" has id " + std::to_string(id) + ", not below " +
+                                        std::to_string(bound) + " (the bound for " + std::to_string(vocab_.size()) + " entries)");
+        max_id = std::max<int64_t>(max_id, id);
     }
     id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
     id_present_.assign(static_cast<std::size_t>(max_id + 1), false);
@@ -52,6 +56,12 @@ BpeModel::BpeModel(VocabMap vocab, const std::vector<std::pair<std::string, std:
         auto it = vocab_.find(std::string_view(name));
         byte_fallback_ids_[b] = it == vocab_.end() ? -1 : it->second;
     }
+}
+
+int64_t BpeModel::max_id_bound(std::size_t entries) {
+    // Tokenizer::kMaxTokenId (2^22), and at most twice the entries plus 65536: real vocabularies are
+    // dense (ids 0..n-1), and a sparse one would be sized by its largest id.
+    return std::min<int64_t>(int64_t{1} << 22, 2 * static_cast<int64_t>(std::min<std::size_t>(entries, std::size_t{1} << 40)) + 65536);
 }
 
 std::optional<int32_t> BpeModel::token_id(std::string_view token) const {

@@ -32,7 +32,9 @@ using VocabMap = std::unordered_map<std::string, int32_t, StringHash, std::equal
 class BpeModel {
 public:
     // `merges` are pairs of vocab ids in rank order; a pair listed twice keeps its last rank, as HF's
-    // HashMap insert does. Throws std::invalid_argument with a message naming the bad entry.
+    // HashMap insert does. Throws std::invalid_argument with a message naming the bad entry, also for
+    // an id outside [0, max_id_bound(entries)) (the id -> token table is sized by the largest id).
+    static int64_t max_id_bound(std::size_t entries);
     BpeModel(VocabMap vocab, const std::vector<std::pair<std::string, std::string>> & merges, BpeOptions options);
 
     // Appends the ids of one pre-token (already byte-mapped for byte-level tokenizers).

@@ -837,7 +837,8 @@ void read_added_tokens(const json & root, TokenizerImpl & t) {
         else if (auto in_model = t.model->token_id(tok.content)) assigned = *in_model;
         else if (max_added && (*max_added >= model_size || model_size == 0)) assigned = *max_added + 1;
         else assigned = model_size;
-        if (assigned > INT32_MAX) fail(where + ".id", "id overflow");
+        if (assigned >= Tokenizer::kMaxTokenId)
+            fail(where, "its id would be " + std::to_string(assigned) + ", not below " + std::to_string(Tokenizer::kMaxTokenId));
         tok.id = static_cast<int32_t>(assigned);
         max_added = std::max(max_added.value_or(assigned), assigned);
         t.added_by_id[tok.id] = t.added.size();
@@ -863,9 +864,18 @@ std::unique_ptr<BpeModel> read_model(const json & root) {
     if (!v.is_object()) fail("model.vocab", "expected an object {token: id}");
     VocabMap vocab;
     vocab.reserve(v.size());
+    const int64_t id_bound = BpeModel::max_id_bound(v.size());
     for (auto it = v.begin(); it != v.end(); ++it) {
-        if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > INT32_MAX)
-            fail("model.vocab[\"" + it.key() + "\"]", "expected a non-negative 32-bit integer id");
+        const std::string field = "model.vocab[\"" + it.key() + "\"]";
+        if (!it.value().is_number_integer() || (it.value().is_number_unsigned() && it.value().get<uint64_t>() > INT64_MAX) ||
+            it.value().get<int64_t>() < 0)
+            fail(field, "expected a non-negative integer id");
+        // Before anything is sized by it: "z": 2147483647 overflowed int32 (max id + 1) and then
+        // asked for a 2^31-entry table.
+        if (it.value().get<int64_t>() >= id_bound)
+            fail(field, "id " + std::to_string(it.value().get<int64_t>()) + " is too large: ids must be below " +
+                            std::to_string(id_bound) + " (at most " + std::to_string(Tokenizer::kMaxTokenId) +
+                            ", and twice the " + std::to_string(v.size()) + " entries plus 65536)");
         vocab.emplace(it.key(), static_cast<int32_t>(it.value().get<int64_t>()));
     }
     const json & ml = require(m, "merges", "model");
@@ -902,6 +912,16 @@ std::unique_ptr<BpeModel> read_model(const json & root) {
     }
 }
 
+// A token id a post-processor adds: an integer in [0, kMaxTokenId). get<int32_t>() truncated
+// 4294967297 to 1 and kept -7 as an id.
+int32_t post_processor_id(const json & id, const std::string & where) {
+    if (!id.is_number_integer()) fail(where, "expected an integer token id");
+    if (id.is_number_unsigned() ? id.get<uint64_t>() >= static_cast<uint64_t>(Tokenizer::kMaxTokenId)
+                                : (id.get<int64_t>() < 0 || id.get<int64_t>() >= Tokenizer::kMaxTokenId))
+        fail(where, "token id " + id.dump() + " is outside [0, " + std::to_string(Tokenizer::kMaxTokenId) + ")");
+    return static_cast<int32_t>(id.get<int64_t>());
+}
+
 PostProcessor read_post_processor(const json & j, const std::string & where, const TokenizerImpl & t, int depth = 0) {
     PostProcessor p;
     if (j.is_null()) return p;
@@ -925,19 +945,17 @@ PostProcessor read_post_processor(const json & j, const std::string & where, con
             const json & spec = require(specials, name, where + ".special_tokens");
             const json & ids = require(spec, "ids", where + ".special_tokens." + name);
             if (!ids.is_array()) fail(where + ".special_tokens." + name + ".ids", "expected a list of ids");
-            for (const json & id : ids) {
-                if (!id.is_number_integer()) fail(where + ".special_tokens." + name + ".ids", "expected integers");
-                (seen_sequence ? p.suffix : p.prefix).push_back(id.get<int32_t>());
-            }
+            for (std::size_t n = 0; n < ids.size(); ++n)
+                (seen_sequence ? p.suffix : p.prefix)
+                    .push_back(post_processor_id(ids[n], where + ".special_tokens." + name + ".ids[" + std::to_string(n) + "]"));
         }
         return p;
     }
     if (type == "RobertaProcessing" || type == "BertProcessing") {
         auto read_pair = [&](const char * key) {
             const json & v = require(j, key, where);
-            if (!v.is_array() || v.size() != 2 || !v[1].is_number_integer())
-                fail(where + "." + key, "expected [\"token\", id]");
-            return v[1].get<int32_t>();
+            if (!v.is_array() || v.size() != 2) fail(where + "." + key, "expected [\"token\", id]");
+            return post_processor_id(v[1], where + "." + key + "[1]");
         };
         p.prefix.push_back(read_pair("cls"));
         p.suffix.push_back(read_pair("sep"));

@@ -26,6 +26,11 @@ public:
     // Size bounds of the files from_file reads (real tokenizer.json files are up to ~30 MB, real
     // tokenizer_config.json files well under 1 MB); a larger file is refused naming it and the limit.
     static constexpr uint64_t kMaxFileBytes = uint64_t{64} << 20;
+    // Token ids a tokenizer.json may use (model.vocab, added tokens, post-processor ids) lie in
+    // [0, kMaxTokenId): extractor::hf_limits::kVocab, the largest vocab_size a config.json may
+    // state (real vocabularies are <= ~262k). The model's ids must also stay below twice its entry
+    // count plus 65536, since its id -> token table is sized by the largest id.
+    static constexpr int64_t kMaxTokenId = int64_t{1} << 22;
     static constexpr uint64_t kMaxConfigFileBytes = uint64_t{16} << 20;
 
     // Reads `path` (a tokenizer.json). If a tokenizer_config.json sits in the same folder, its

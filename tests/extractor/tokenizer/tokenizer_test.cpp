@@ -443,3 +443,46 @@ TEST_CASE("tokenizer: a tokenizer.json or tokenizer_config.json over the size bo
     CHECK(e.kind() == common::ErrorKind::Usage);
     CHECK(e.message().find(cfg) != std::string::npos);
 }
+
+TEST_CASE("tokenizer: a huge or sparse vocab id and out-of-range post-processor ids are refused naming the field") {
+    // "z": 2147483647 overflowed int32 (max id + 1) and asked for a 2^31-entry id table (bad_alloc);
+    // 300000000 sized it at 300M entries for a 19-entry file.
+    for (const int64_t id : {int64_t{2147483647}, int64_t{300000000}, int64_t{4194304}, int64_t{65536 + 2 * 19}, int64_t{1} << 40}) {
+        CAPTURE(id);
+        json j = byte_level_fixture(true);
+        j["model"]["vocab"]["z"] = id;  // 19 entries
+        const std::string msg = load_error(j.dump());
+        CHECK(msg.find("model.vocab[\"z\"]") != std::string::npos);
+        CHECK(msg.find("too large") != std::string::npos);
+    }
+    {  // Just below the bound of a 19-entry vocabulary still loads.
+        json j = byte_level_fixture(true);
+        j["model"]["vocab"]["z"] = 65536 + 2 * 19 - 1;
+        const Tokenizer t = load(j);
+        CHECK(t.token_id("z") == 65536 + 2 * 19 - 1);
+        CHECK(t.vocab_size() == 65536 + 2 * 19);
+    }
+    auto template_with = [](const json & id) {
+        json j = byte_level_fixture(true);
+        j["post_processor"] = {
+            {"type", "TemplateProcessing"},
+            {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+            {"pair", json::array()},
+            {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", json::array({id})}, {"tokens", {"<s>"}}}}}}};
+        return j;
+    };
+    // -7 was kept as an id; 4294967297 became 1 (get<int32_t> truncates); 1e30 is not an integer.
+    for (const json & id : {json(-7), json(uint64_t{4294967297}), json(1e30), json(int64_t{1} << 22)}) {
+        CAPTURE(id.dump());
+        const std::string msg = load_error(template_with(id).dump());
+        CHECK(msg.find("post_processor.special_tokens.<s>.ids[0]") != std::string::npos);
+    }
+    CHECK(load(template_with(json(5))).encode("ab") == Ids{5, 3});
+    json j = byte_level_fixture(true);
+    j["post_processor"] = {{"type", "RobertaProcessing"}, {"cls", {"<s>", -3}}, {"sep", {"</s>", 5}}};
+    CHECK(load_error(j.dump()).find("post_processor.cls[1]") != std::string::npos);
+    j["post_processor"] = {{"type", "RobertaProcessing"}, {"cls", {"<s>", 4}}, {"sep", {"</s>", uint64_t{1} << 33}}};
+    CHECK(load_error(j.dump()).find("post_processor.sep[1]") != std::string::npos);
+    j["post_processor"] = {{"type", "RobertaProcessing"}, {"cls", {"<s>", 4}}, {"sep", {"</s>", 5}}};
+    CHECK(load(j).encode("ab") == Ids{4, 3, 5});
+}
