@@ -6,6 +6,8 @@
 //  - show returns {"instances": {...}} (an object) or null when gone; list (v1) pages by next_token;
 //  - a failed create may still return new_contract (a stopped instance): it is destroyed at once;
 //  - actual_status is null while the contract is created; offline fails fast; HostPort is a string.
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "broker/providers/json_api.h"
@@ -173,8 +175,18 @@ nlohmann::json vast_search_body(const OfferFilter & f, int disk_gb) {
         {"order", nlohmann::json::array({nlohmann::json::array({spot ? "min_bid" : "dph_total", "asc"})})},
         {"type", spot ? "bid" : "on-demand"},
         {"allocated_storage", static_cast<double>(disk_gb)},
-        {"limit", 200},
+        // The cheapest rows only: a filter that is not pushed (--gpu: Vast's operators have no
+        // substring match on gpu_name) is applied to these rows alone, so ask for more with it.
+        {"limit", f.gpu.empty() ? 200 : 1000},
     };
+    // Renting a known ask (`--offer vast:N`): ask for that id, whatever its price rank.
+    if (!f.offer_id.empty()) {
+        const bool digits = f.offer_id.size() <= 18 &&
+                            std::all_of(f.offer_id.begin(), f.offer_id.end(), [](unsigned char c) { return std::isdigit(c); });
+        if (!digits)
+            throw common::Error::usage("--offer vast:" + f.offer_id + ": a Vast offer id is the ask's number, as `broker search` prints");
+        q["id"] = {{"eq", f.offer_id}};
+    }
     if (f.gpu_count) q["num_gpus"] = {{"eq", std::to_string(*f.gpu_count)}};
     // MB per host vary (24564 for a 24 GB card): push a 5 % lower floor, re-check in GB locally.
     if (f.min_vram_gb) q["gpu_ram"] = {{"gte", *f.min_vram_gb * 1000.0 * 0.95}};

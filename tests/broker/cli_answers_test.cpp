@@ -333,3 +333,27 @@ TEST_CASE("hostile bodies: huge numbers, wrong types, deep nesting, giant arrays
     CHECK(r.exit_code == 6);
     CHECK(json_error(r)["error"]["provider"] == "vast");
 }
+
+TEST_CASE("vast: --offer vast:N rents N even when it is not among the cheapest rows, and --gpu looks past them") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    json rows = cli.json({"search", "--provider", "vast", "--gpu", "h100", "--gpus", "1"});
+    REQUIRE(!rows.empty());
+    const std::string id = rows[0]["offer_id"];
+    // 300 cheaper asks than any H100: more than one page of the cheapest rows.
+    emu.configure({{"filler_offers", 300}});
+    rows = cli.json({"search", "--provider", "vast", "--gpu", "h100", "--gpus", "1"});
+    CHECK(!rows.empty());
+    auto r = cli.run({"--json", "create", "--offer", "vast:" + id, "--ssh-key", cli.dir() / "id", "--no-wait"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(json::parse(r.out)["offer_id"] == id);
+    json searches = requests(emu, "search");
+    CHECK(searches.back()["body"]["id"]["eq"] == id);
+    cli.json({"instances", "terminate", "vast:" + json::parse(r.out)["id"].get<std::string>(), "--yes"});
+    // An id that is not an ask number is refused before anything is asked.
+    auto bad = cli.run({"create", "--offer", "vast:abc", "--ssh-key", cli.dir() / "id", "--no-wait"});
+    CHECK(bad.exit_code == 2);
+}

@@ -113,6 +113,15 @@ TEST_CASE("vast: search body pushes filters in Vast units") {
     CHECK(q["gpu_ram"]["gte"].get<double>() == doctest::Approx(22800));
     CHECK(q["type"] == "on-demand");
     CHECK(q["rentable"]["eq"] == true);
+    CHECK_FALSE(q.contains("id"));
+    CHECK(q["limit"] == 200);
+    f.offer_id = "10000037";
+    CHECK(vast_search_body(f, 50)["id"]["eq"] == "10000037");  // a known ask, whatever its price rank
+    f.offer_id = "1; drop";
+    CHECK_THROWS_AS(vast_search_body(f, 50), common::Error);
+    f.offer_id.clear();
+    f.gpu = "h100";  // not pushable (no substring operator): more rows are asked for
+    CHECK(vast_search_body(f, 50)["limit"] == 1000);
 }
 
 TEST_CASE("vast: show object, direct SSH port as a string, proxy fallback") {

@@ -91,6 +91,10 @@ def _test(have, op, want):
 
 class Vast(Provider):
     name = "vast"
+    # filler_offers: N extra verified asks (RTX 3060, cheaper than every catalogue offer) that a
+    # search returns as well, as the real market's many cheap consumer cards do: with N above a
+    # search's `limit`, a query that pushes no filter never sees the catalogue's own offers.
+    extra_config_keys = {"filler_offers"}
 
     def reset(self):
         self.offers = {}
@@ -256,7 +260,7 @@ class Vast(Provider):
             return Response(400, {"success": False, "error": "invalid_args", "msg": "query must be an object"})
         storage = float(flt.get("allocated_storage") or 5.0)
         out = []
-        for offer in self.offers.values():
+        for offer in list(self.offers.values()) + self._fillers():
             if offer["id"] in self.vanished:
                 continue
             o = dict(offer)
@@ -287,6 +291,20 @@ class Vast(Provider):
         if limit is not None:
             out = out[:int(limit)]
         return Response(200, {"offers": out})
+
+    def _fillers(self):
+        n = int(self.emu.config.get("filler_offers") or 0)
+        if getattr(self, "_filler_cache", (None, None))[0] != n:
+            template = next(iter(self.offers.values()))
+            fillers = []
+            for k in range(n):
+                o = dict(template)
+                o.update({"id": 20000000 + k, "ask_contract_id": 20000000 + k, "num_gpus": 1,
+                          "gpu_name": "RTX 3060", "gpu_ram": 12288, "gpu_total_ram": 12288, "gpu_arch": "nvidia",
+                          "dph_base": 0.03, "min_bid": 0.02, "verified": True, "rentable": True, "rented": False})
+                fillers.append(o)
+            self._filler_cache = (n, fillers)
+        return self._filler_cache[1]
 
     def _create(self, path, body, kinds):
         parts = [x for x in path.split("/") if x]
