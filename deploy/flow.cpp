@@ -42,6 +42,12 @@ namespace {
 // the queue. A pending job costs nothing; Ctrl-C (or --resume later) is the user's way out sooner.
 constexpr double kBatchQueueWaitS = 48 * 3600;
 
+std::string joined(const std::vector<std::string> & words) {
+    std::string out;
+    for (const auto & w : words) out += (out.empty() ? "" : ", ") + w;
+    return out;
+}
+
 common::Duration seconds(double s) {
     return std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(s));
 }
@@ -265,11 +271,15 @@ private:
         // A crash between the provider's answer and our state write: the provider's own listing
         // knows the instance by its name; adopt it rather than renting a second one.
         if (st().create_intent && adopt_existing(run_id)) return;
-        st().create_intent = CreateIntent{run_id, clock_.unix_now()};
+        st().create_intent = CreateIntent{run_id, clock_.unix_now(), std::vector<std::string>{}};
         save();
         std::optional<common::Error> last;
         for (const auto & p : providers()) {
             common::throw_if_interrupted();
+            // Before the call: a create that fails after the provider made the instance (its answer
+            // lost, its read-back failed) leaves finish a place to look for it by name.
+            st().create_intent->providers->push_back(p);
+            save();
             broker::CreateOptions o;
             o.filter = filter_for(p);
             o.image = cfg_.resources.image;
@@ -284,6 +294,7 @@ private:
             o.on_progress = [](const std::string & line) { common::log::info("create: ", line); };
             try {
                 auto r = broker_.create(o);
+                test_hook("create:answered");  // the provider created it; this run has not recorded it yet
                 const auto & i = r.instance;
                 st().instance = InstanceRecord{.provider = i.provider,
                                                .id = i.id,
@@ -299,6 +310,9 @@ private:
                 return;
             } catch (const common::Error & e) {
                 if (e.kind() != common::ErrorKind::Capacity) throw;
+                // A capacity refusal leaves nothing behind (broker's create ends what a refused rent left).
+                st().create_intent->providers->pop_back();
+                save();
                 common::log::warn("create: ", p, ": ", e.message(), "; trying the next provider");
                 last = e;
             }
@@ -317,25 +331,61 @@ private:
         return std::nullopt;
     }
 
+    // Records an instance of this run found by its name (InstanceRecord::adopted).
+    void record_found(const broker::Instance & i) {
+        st().instance = InstanceRecord{.provider = i.provider,
+                                       .id = i.id,
+                                       .name = i.name,
+                                       .price_usd_per_hour = i.price_usd_per_hour.value_or(0.0),
+                                       .gpu_model = i.gpu_model,
+                                       .gpu_count = i.gpu_count,
+                                       .vram_gb_per_gpu = i.vram_gb_per_gpu,
+                                       .created_unix = i.created_unix.value_or(clock_.unix_now()),
+                                       .adopted = true};
+        save();
+    }
+
     bool adopt_existing(const std::string & run_id) {
         for (const auto & p : providers()) {
             if (auto found = find_ours(p, run_id)) {
-                const auto & i = *found;
-                st().instance = InstanceRecord{.provider = i.provider,
-                                               .id = i.id,
-                                               .name = i.name,
-                                               .price_usd_per_hour = i.price_usd_per_hour.value_or(0.0),
-                                               .gpu_model = i.gpu_model,
-                                               .gpu_count = i.gpu_count,
-                                               .vram_gb_per_gpu = i.vram_gb_per_gpu,
-                                               .created_unix = i.created_unix.value_or(clock_.unix_now()),
-                                               .adopted = true};
-                save();
-                common::log::warn("create: adopted ", i.provider, ":", i.id, " created by an earlier attach of this run");
+                record_found(*found);
+                common::log::warn("create: adopted ", found->provider, ":", found->id, " created by an earlier attach of this run");
                 return true;
             }
         }
         return false;
+    }
+
+    // A create that failed after the provider had made the instance (the answer lost, the read-back
+    // failed, or a crash before the state write followed by an attach that could not list) leaves an
+    // instance this run never recorded. Finish looks for it by name wherever a create was sent; one
+    // found is recorded and ended. A lookup that fails is leak risk, never "nothing to end".
+    void find_unrecorded_instance() {
+        const std::string run_id = dir_.run_info().value("instance_run_id", "");
+        const auto & intent = *st().create_intent;
+        const std::vector<std::string> where = intent.providers ? *intent.providers : providers();
+        for (const auto & p : where) {
+            std::optional<broker::Instance> found;
+            try {
+                found = find_ours(p, run_id);
+            } catch (const common::Error & e) {
+                throw common::Error(common::ErrorKind::LeakRisk,
+                                    "finish: run " + run_id + " (" + dir_.path() + "): a create sent to " + p +
+                                        " did not complete, and " + p + "'s listing could not be read to look for the instance (" +
+                                        e.message() + "); one named tk-" + run_id + "-main-dl<deadline> may be billing: run `broker instances list --provider " +
+                                        p + "` and end it with `broker instances terminate " + p + ":<id> --yes`, or --resume " + dir_.path() +
+                                        " once " + p + " answers")
+                    .with("provider", p)
+                    .with("run_id", run_id);
+            }
+            if (!found) continue;
+            record_found(*found);
+            found_unrecorded_ = true;
+            common::log::warn("finish: ", found->provider, ":", found->id, " (", found->name,
+                              ") was created for this run but never recorded (the create failed after the provider made it); ending it");
+            return;
+        }
+        if (!where.empty()) common::log::info("finish: no instance of run ", run_id, " on ", joined(where), "; the create made none");
     }
 
     // ---- ready: staged wait (provider running → TCP → banner → auth → exec → GPU) ----------------
@@ -739,16 +789,20 @@ private:
         follow_batch("analysis", ctx.deadline, cfg_.policy.max_requeues);
     }
 
+    // A job's role in its instance name (names allow [a-z0-9]).
+    static std::string batch_name_role(const std::string & role) { return role == "analysis" ? "main" : role; }
+
     // Submits the job `role` unless this run already did (a resume follows it again; a crash between
     // sbatch and the state write is found by name in the scheduler's own listing).
     void submit_batch(const std::string & role, const std::string & body, bool use_gpus, bool requeue, double time_s) {
         auto & b = *st().batch;
         if (b.jobs.count(role)) return;
         const std::string run_id = dir_.run_info().value("instance_run_id", "");
-        const std::string name_role = role == "analysis" ? "main" : role;  // instance names allow [a-z0-9]
+        const std::string name_role = batch_name_role(role);
         const std::string output = layout().run_dir + "/" + role + ".out";
         if (auto i = find_ours(b.provider, run_id, name_role)) {
             b.jobs[role] = BatchJobRecord{i->id, i->name, output, 0, 0, std::nullopt, std::nullopt, clock_.unix_now()};
+            b.submitting.reset();
             save();
             common::log::warn(role, ": adopted ", i->provider, ":", i->id, " submitted by an earlier attach of this run");
             return;
@@ -764,8 +818,14 @@ private:
         o.wait_ready = false;
         o.batch = broker::BatchScript{body, output, use_gpus, requeue};
         o.on_progress = [&role](const std::string & line) { common::log::info(role, ": ", line); };
+        // Before sbatch: a submit that fails after the scheduler took the job (its answer lost, the
+        // squeue after it failed) or a crash before the state write leaves finish a job to look for.
+        b.submitting = role;
+        save();
         auto r = broker_.create(o);
+        test_hook(role + ":submitted");  // the scheduler took it; this run has not recorded it yet
         b.jobs[role] = BatchJobRecord{r.instance.id, r.instance.name, output, 0, 0, std::nullopt, std::nullopt, clock_.unix_now()};
+        b.submitting.reset();
         if (role == "analysis")  // the run's "instance": what the summary, the cost cap and `broker instances` show
             st().instance = InstanceRecord{.provider = r.instance.provider,
                                            .id = r.instance.id,
@@ -926,6 +986,7 @@ private:
     void finish_batch(StepContext & ctx) {
         if (finished_before_) return;
         finishing_ = true;
+        if (st().batch && st().batch->submitting && !st().batch->jobs.count(*st().batch->submitting)) find_unrecorded_job();
         if (!st().batch || st().batch->jobs.empty()) {
             common::log::info("finish: no job was submitted; nothing to end");
             st().end = EndRecord{.action = "none"};
@@ -953,6 +1014,39 @@ private:
         if (!proven)
             throw common::Error(common::ErrorKind::LeakRisk, "finish: a job of this run is not confirmed ended (" + last +
                                                                  "); run: broker instances list --provider " + st().batch->provider);
+    }
+
+    // A submit that failed after the scheduler took the job, or a crash before its state write, leaves
+    // a job this run never recorded: looked for by its name; one found is recorded and cancelled with
+    // the others. A lookup that fails is leak risk, never "no job was submitted".
+    void find_unrecorded_job() {
+        auto & b = *st().batch;
+        const std::string role = *b.submitting;
+        const std::string run_id = dir_.run_info().value("instance_run_id", "");
+        const std::string name_role = batch_name_role(role);
+        std::optional<broker::Instance> found;
+        try {
+            found = find_ours(b.provider, run_id, name_role);
+        } catch (const common::Error & e) {
+            throw common::Error(common::ErrorKind::LeakRisk,
+                                "finish: run " + run_id + " (" + dir_.path() + "): its " + role + " job was being submitted to " + b.provider +
+                                    " when the run stopped, and the scheduler could not be asked whether it exists (" + e.message() +
+                                    "); a job named tk-" + run_id + "-" + name_role + "-dl<deadline> may hold the cluster: run `broker instances list --provider " +
+                                    b.provider + "` and cancel it with `broker instances terminate " + b.provider + ":<id> --yes`, or --resume " +
+                                    dir_.path() + " once the scheduler answers")
+                .with("provider", b.provider)
+                .with("run_id", run_id);
+        }
+        if (found) {
+            b.jobs[role] = BatchJobRecord{found->id, found->name, layout().run_dir + "/" + role + ".out", 0, 0, std::nullopt, std::nullopt,
+                                          clock_.unix_now()};
+            common::log::warn("finish: ", role, " job ", found->provider, ":", found->id, " (", found->name,
+                              ") was submitted for this run but never recorded; cancelling it");
+        } else {
+            common::log::info("finish: no ", role, " job of run ", run_id, " is queued or running on ", b.provider);
+        }
+        b.submitting.reset();
+        save();
     }
 
     // After a failure or interrupt: the job outputs to their ends, and whatever results exist.
@@ -1057,6 +1151,7 @@ private:
     // ---- finish: policy → terminate and prove, or keep with a deadline ----------------------------
     void finish(StepContext & ctx) {
         if (batch_) return finish_batch(ctx);
+        if (!st().instance && st().create_intent) find_unrecorded_instance();
         if (!st().instance) {
             common::log::info("finish: no instance was created; nothing to end");
             st().end = EndRecord{.action = "none"};
@@ -1069,6 +1164,8 @@ private:
         if (outcome_ == Outcome::Interrupted) stop_jobs();
         if (outcome_ != Outcome::Succeeded) salvage();
         EndDecision d = decide(cfg_.policy, outcome_, clock_.unix_now());
+        if (found_unrecorded_)  // nothing was set up on it and no watchdog guards it: never kept
+            d = EndDecision{EndAction::Terminate, 0, "terminate: created for this run but never recorded (the create failed)"};
         common::log::info("finish: ", d.reason);
         st().end = EndRecord{.action = std::string(end_action_name(d.action)), .reason = d.reason};
         save();
@@ -1185,6 +1282,7 @@ private:
     bool finished_before_ = false;
     bool finishing_ = false;          // in finish: remote calls get one short try each
     bool host_unreachable_ = false;   // in finish: the host did not answer (or is gone); stop trying
+    bool found_unrecorded_ = false;   // in finish: the instance was found by name after a failed create
     Outcome outcome_ = Outcome::Failed;
 };
 

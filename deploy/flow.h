@@ -29,7 +29,9 @@ struct FlowOptions {
     double scheduler_poll_s = 10;
     bool gpu_check = true;          // readiness runs nvidia-smi and checks GPU count and VRAM
     DownloadSlotSpec download_slots;  // a sweep's cap on Hub downloads at once; the fetch step holds a slot
-    // Test hook: called once the named step has started (e.g. to SIGKILL ourselves mid-run).
+    // Test hook: SIGKILL this process once the named step has started ("run"), or at a named point:
+    // "create:answered" (the provider created the instance, not yet recorded in state.json),
+    // "<role>:submitted" (a batch job, e.g. "build:submitted", submitted but not yet recorded).
     std::string stop_after_step_started;
 };
 

@@ -124,6 +124,7 @@ private:
 constexpr size_t kMaxOffers = 1000;
 constexpr size_t kMaxJobs = 64;
 constexpr size_t kMaxJumps = 8;  // bifrost's own bound on a chain
+constexpr size_t kMaxProviders = 64;
 
 template <class T>
 void put(nlohmann::json & j, const char * key, const std::optional<T> & v) {
@@ -147,7 +148,10 @@ nlohmann::json to_json(const RunState & s) {
         j["offers"] = nlohmann::json::array();
         for (const auto & o : *s.offers) j["offers"].push_back(o.row);
     }
-    if (s.create_intent) j["create_intent"] = {{"run_id", s.create_intent->run_id}, {"unix_s", s.create_intent->unix_s}};
+    if (s.create_intent) {
+        j["create_intent"] = {{"run_id", s.create_intent->run_id}, {"unix_s", s.create_intent->unix_s}};
+        if (s.create_intent->providers) j["create_intent"]["providers"] = *s.create_intent->providers;
+    }
     if (s.instance) {
         const auto & i = *s.instance;
         auto & o = j["instance"] = {{"provider", i.provider},          {"id", i.id},
@@ -192,6 +196,7 @@ nlohmann::json to_json(const RunState & s) {
             put(r, "end_state", job.end_state);
             put(r, "exit_code", job.exit_code);
         }
+        put(o, "submitting", b.submitting);
     }
     if (s.results) j["results"] = {{"dir", s.results->dir}, {"outliers_json", s.results->outliers_json}};
     if (s.end) j["end"] = to_json(*s.end);
@@ -237,7 +242,17 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     }
     if (r.has("create_intent")) {
         auto c = r.object("create_intent");
-        s.create_intent = CreateIntent{c.string("run_id"), c.number("unix_s")};
+        s.create_intent = CreateIntent{c.string("run_id"), c.number("unix_s"), std::nullopt};
+        if (c.has("providers")) {
+            const auto & ps = c.json().at("providers");
+            if (!ps.is_array()) c.fail("providers", "an array");
+            if (ps.size() > kMaxProviders) c.fail("providers", "at most " + std::to_string(kMaxProviders) + " providers");
+            s.create_intent->providers.emplace();
+            for (const auto & p : ps) {
+                if (!p.is_string()) c.fail("providers", "an array of strings");
+                s.create_intent->providers->push_back(p.get<std::string>());
+            }
+        }
     }
     if (r.has("instance")) {
         auto i = r.object("instance");
@@ -299,6 +314,7 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
             if (o.has("exit_code")) job.exit_code = o.integer<int>("exit_code");
             rec.jobs[role] = std::move(job);
         }
+        rec.submitting = b.opt_string("submitting");
         s.batch = std::move(rec);
     }
     if (r.has("results")) {

@@ -78,6 +78,10 @@ struct OfferRecord {
 struct CreateIntent {
     std::string run_id;
     double unix_s = 0;
+    // The providers a create was sent to and that did not refuse it for capacity: where an instance
+    // of this run may exist that the run never recorded (an answer lost, a read-back that failed).
+    // Finish looks there by name. Absent in run directories from before it: every provider of the run.
+    std::optional<std::vector<std::string>> providers;
 };
 
 struct RemoteRecord {
@@ -129,6 +133,9 @@ struct BatchRecord {
     std::vector<JumpRecord> jump;  // first hop first; empty: the login node is reached directly
     bool fetch_on_login = true;
     std::map<std::string, BatchJobRecord> jobs;  // by role: build | fetch | analysis
+    // The role of a job being submitted and not yet recorded in `jobs` (set before sbatch, cleared
+    // once recorded): after a crash or a failed submit, finish looks for it by name.
+    std::optional<std::string> submitting;
 };
 
 struct ResultsRecord {

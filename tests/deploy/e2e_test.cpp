@@ -242,3 +242,88 @@ TEST_CASE("e2e: the same flow against the RunPod emulator (instance backed by a 
     auto grep = common::run_process({"grep", "-rl", "test-key-runpod", env.dir / "pod-home/toolkit/runs", run});
     CHECK(grep.out.empty());
 }
+
+namespace {
+
+// A GPU run on the Vast emulator. The runs below never get past the create step, so no sshd backs
+// the instance and nothing is built.
+std::string vast_config(const Env & env) {
+    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
+    text = text.substr(0, text.find("\nresources:") + 1) +
+           "resources:\n  providers: [vast]\n  gpu_count: 1\n  max_price_usd_per_hour: 5\n  min_vram_gb: 16\n  disk_gb: 20\n"
+           "policy:\n  on_success: terminate\n  on_failure: keep\n  max_duration: 1h\n  heartbeat_timeout: 5m\n";
+    tests::write_file(env.dir / "vast.yaml", text);
+    return env.dir / "vast.yaml";
+}
+
+common::RunOptions vast_opts(const tests::Emulator & vast) {
+    auto o = run_opts();
+    o.extra_env.push_back("VAST_API_KEY=test-key-vast");
+    o.extra_env.push_back("VAST_BASE_URL=" + vast.base_url());
+    return o;
+}
+
+std::vector<std::string> resume_args(const Env & env, const std::string & run) {
+    std::vector<std::string> args{DEPLOY_BIN, "--resume", run};
+    for (const auto & a : env.state_args()) args.push_back(a);
+    return args;
+}
+
+// A run SIGKILLed between the provider's create answer and its state write: the instance exists on
+// the emulator, state.json knows only the intent.
+std::string killed_after_create_answer(const Env & env, tests::Emulator & vast) {
+    auto args = base_args(env, vast_config(env));
+    for (const char * a : {"--test-sigkill-at-step", "create:answered"}) args.push_back(a);
+    auto r = common::run_process(args, vast_opts(vast));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 128 + SIGKILL);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    REQUIRE(vast.state()["instances"].size() == 1);
+    auto st = state_of(run);
+    REQUIRE(st.contains("create_intent"));
+    REQUIRE_FALSE(st.contains("instance"));
+    return run;
+}
+
+}  // namespace
+
+TEST_CASE("e2e: a create that failed after the provider made the instance is found by name in finish and terminated") {
+    Env env;
+    tests::Emulator vast("vast", {.api_key = "test-key-vast"});
+    std::string run = killed_after_create_answer(env, vast);
+    // The next attach's create cannot adopt it: the listing answers 503 to every try of one list call
+    // (common::http makes 4), so the create step fails with the instance unrecorded, as a create
+    // whose read-back failed does. Finish's own lookup by name gets the listing.
+    vast.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "list"}}}, {"count", 4}});
+    auto r = common::run_process(resume_args(env, run), vast_opts(vast));
+    INFO(r.err);
+    REQUIRE(journal_has(run, "create", "failed"));
+    CHECK(r.exit_code == 6);  // the create's network failure; finish proved the instance gone
+    CHECK(journal_has(run, "finish", "done"));
+    CHECK(r.err.find("nothing to end") == std::string::npos);
+    CHECK(vast.state()["instances"].empty());
+    auto st = state_of(run);
+    REQUIRE(st.contains("instance"));
+    CHECK(st["instance"]["adopted"] == true);
+    // Terminated although on_failure is keep: nothing was set up on it, no watchdog guards it.
+    CHECK(st["end"]["action"] == "terminate");
+    CHECK(st["end"]["proven_gone"] == true);
+}
+
+TEST_CASE("e2e: when finish cannot look up an instance a failed create may have made, the run ends as leak risk naming run and provider") {
+    Env env;
+    tests::Emulator vast("vast", {.api_key = "test-key-vast"});
+    std::string run = killed_after_create_answer(env, vast);
+    vast.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "list"}}}, {"count", 1000}});
+    auto r = common::run_process(resume_args(env, run), vast_opts(vast));
+    INFO(r.err);
+    REQUIRE(journal_has(run, "create", "failed"));
+    CHECK(r.exit_code == 10);
+    CHECK(journal_has(run, "finish", "failed"));
+    CHECK(r.err.find("nothing to end") == std::string::npos);
+    std::string instance_run_id = json_file(run + "/run.json")["instance_run_id"];
+    CHECK(r.err.find(instance_run_id) != std::string::npos);
+    CHECK(r.err.find("vast") != std::string::npos);
+    CHECK(vast.state()["instances"].size() == 1);
+}

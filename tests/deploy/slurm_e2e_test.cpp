@@ -259,6 +259,46 @@ TEST_CASE("slurm deploy: a SIGKILLed run is picked up by --resume, which follows
     CHECK(outlier_dims(t.run_dir()) == std::set<int>{7, 42});
 }
 
+TEST_CASE("slurm deploy: a job submitted but not recorded is never taken for none: finish fails as leak risk when it cannot look, and a resume completes the run") {
+    SlurmRun t;
+    // SIGKILL between sbatch's answer and the state write: the build job exists, the run knows only
+    // that it was submitting one.
+    auto args = t.args(t.config());
+    for (const char * a : {"--test-sigkill-at-step", "build:submitted"}) args.push_back(a);
+    auto killed = common::run_process(args, t.opts());
+    INFO(killed.err, t.slurm.logs());
+    REQUIRE(killed.exit_code == 128 + SIGKILL);
+    REQUIRE(t.job_id("build").empty());
+    const std::string names = t.slurm.run({"squeue", "--noheader", "--states=all", "--format=%j"}).out;
+    REQUIRE(names.find("-build-") != std::string::npos);
+    // The next attach cannot reach the scheduler (the login node in the broker config is a closed
+    // port; the run's own SSH record still works): its build step cannot look for the job, and
+    // neither can finish, which must not say that nothing was submitted.
+    std::string broken = tests::read_file(t.broker_config);
+    const std::string login = "login: " + t.slurm.login().target();
+    REQUIRE(broken.find(login) != std::string::npos);
+    broken.replace(broken.find(login), login.size(), "login: " + t.slurm.login().user() + "@127.0.0.1:1");
+    common::write_text_file(t.dir / "unreachable.yaml", broken, 0600);  // broker reads only a private config
+    std::vector<std::string> resume{DEPLOY_BIN, "--resume", t.run_dir(), "--state-dir", t.dir / "state", "--ledger",
+                                    t.dir / "state/ledger.sqlite", "--scheduler-poll", "1", "--json"};
+    auto o = t.opts();
+    o.extra_env[0] = "BROKER_CONFIG=" + (t.dir / "unreachable.yaml");
+    auto blind = common::run_process(resume, o);
+    INFO(blind.out, blind.err);
+    CHECK(blind.exit_code == 10);
+    CHECK(blind.err.find("no job was submitted") == std::string::npos);
+    const std::string run_id = json_file(t.run_dir() + "/run.json")["instance_run_id"];
+    CHECK(blind.err.find(run_id) != std::string::npos);
+    CHECK(blind.err.find("slurm") != std::string::npos);
+    // With the scheduler reachable again the same run goes on to its end (the build job is found or,
+    // once ended, built again from the cache) and nothing of it is left queued.
+    auto again = common::run_process(resume, t.opts());
+    INFO(again.out, again.err);
+    CHECK(again.exit_code == 0);
+    CHECK(outlier_dims(t.run_dir()) == std::set<int>{7, 42});
+    CHECK(t.slurm.run({"squeue", "--noheader", "--format=%j"}).out.find(run_id) == std::string::npos);
+}
+
 TEST_CASE("slurm deploy: a sweep on the cluster submits one job per member, at most max_parallel at once, and writes the combined report") {
     SlurmRun t;
     std::string text = "sweep:\n  name: onslurm\n  max_parallel: 2\n  output_dir: " + (t.dir / "sweeps") +
