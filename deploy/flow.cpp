@@ -42,6 +42,10 @@ namespace {
 // the queue. A pending job costs nothing; Ctrl-C (or --resume later) is the user's way out sooner.
 constexpr double kBatchQueueWaitS = 48 * 3600;
 
+// While finish terminates an instance, its watchdog's deadline is moved this close, so that a
+// terminate that cannot be proven is still ended by the watchdog.
+constexpr double kTerminateBackstopS = 15 * 60;
+
 std::string joined(const std::vector<std::string> & words) {
     std::string out;
     for (const auto & w : words) out += (out.empty() ? "" : ", ") + w;
@@ -1187,14 +1191,17 @@ private:
             common::log::warn("finish: ", in.ref(), " kept; end it with: broker instances terminate ", in.ref(), " --yes");
             return;
         }
-        // Disarm first so the watchdog does not race the terminate (harmless, but noisy).
-        if (client_ && !host_unreachable_) {
+        // The watchdog stays armed until the instance is proven gone: its deadline moves near instead,
+        // so a terminate that cannot be proven below (the API down, an instance that will not go) is
+        // still ended by it. (A disarm here left nothing behind such a failure.)
+        if (client_ && !host_unreachable_ && st().watchdog) {
             try {
                 RemoteLayout l = layout();
                 WatchdogSettings w = watchdog_settings();
-                w.disarmed = true;
+                w.deadline_unix = std::min(w.deadline_unix, clock_.unix_now() + kTerminateBackstopS);
                 exec_sh("cat > " + common::sh_quote(l.watchdog_conf), watchdog_config(w, l));
-            } catch (const common::Error &) {
+            } catch (const common::Error & e) {
+                note_remote_failure(e);
             }
         }
         client_.reset();

@@ -327,3 +327,51 @@ TEST_CASE("e2e: when finish cannot look up an instance a failed create may have 
     CHECK(r.err.find("vast") != std::string::npos);
     CHECK(vast.state()["instances"].size() == 1);
 }
+
+TEST_CASE("e2e: a terminate that fails in finish leaves the on-instance watchdog armed, and the watchdog ends the pod") {
+    Env env;
+    fs::create_directories(env.dir / "pod-home");
+    // The pod's scoped key is in its environment, where RunPod puts it (the watchdog reads it there).
+    tests::SshdFixture sshd({"SetEnv HOME=" + env.dir / "pod-home" + " RUNPOD_API_KEY=test-key-runpod"});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    // Finish's terminate gets 503 on every try (common::http makes 4); the watchdog's later request is answered.
+    emu.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "terminate"}}}, {"count", 4}});
+    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
+    text = text.substr(0, text.find("\nresources:") + 1) +
+           "resources:\n  providers: [runpod]\n  gpu_count: 1\n  max_price_usd_per_hour: 5\n  min_vram_gb: 16\n  disk_gb: 20\n"
+           "policy:\n  on_success: terminate\n  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 30s\n";
+    tests::write_file(env.dir / "runpod.yaml", text);
+    auto args = base_args(env, env.dir / "runpod.yaml");
+    for (const char * a : {"--no-gpu-check", "--ssh-key"}) args.push_back(a);
+    args.push_back(sshd.client_key());
+    auto opts = run_opts();
+    opts.extra_env.push_back("RUNPOD_API_KEY=test-key-runpod");
+    opts.extra_env.push_back("RUNPOD_BASE_URL=" + emu.base_url());
+    auto r = common::run_process(args, opts);
+    INFO(r.err);
+    CHECK(r.exit_code == 10);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK(journal_has(run, "pull", "done"));
+    REQUIRE(emu.state()["instances"].size() == 1);
+    std::string remote = env.dir / ("pod-home/toolkit/runs/" + json_file(run + "/run.json")["run_id"].get<std::string>());
+    std::string conf = tests::read_file(remote + "/watchdog.conf");
+    INFO(conf);
+    CHECK(conf.find("DISARMED=1") == std::string::npos);
+    // Its deadline moved near (a quarter of an hour) instead.
+    auto at = conf.find("DEADLINE_UNIX=");
+    REQUIRE(at != std::string::npos);
+    double deadline = std::stod(conf.substr(at + 14));
+    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    CHECK(deadline <= now + 15 * 60);
+    // No heartbeats since the run ended: the watchdog sends broker's terminate request within the
+    // heartbeat timeout (30 s) and a tick.
+    auto end = std::chrono::steady_clock::now() + 150s;
+    while (!emu.state()["instances"].empty() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1s);
+    std::string log = tests::read_file(remote + "/watchdog.log");
+    INFO(log);
+    CHECK(emu.state()["instances"].empty());
+    CHECK(log.find("disarmed") == std::string::npos);
+    CHECK(log.find("terminating instance") != std::string::npos);
+}
