@@ -28,7 +28,8 @@ DownloadSlotSpec parse_download_slots(const std::string & text) {
 
 std::string format_download_slots(const DownloadSlotSpec & spec) { return spec.dir + ":" + std::to_string(spec.count); }
 
-DownloadSlot DownloadSlot::acquire(const DownloadSlotSpec & spec, const common::Deadline & deadline, double poll_s) {
+DownloadSlot DownloadSlot::acquire(const DownloadSlotSpec & spec, const common::Deadline & deadline, double poll_s,
+                                   const std::function<void()> & on_wait) {
     DownloadSlot slot;
     if (spec.dir.empty()) return slot;
     if (spec.count < 1 || spec.count > kMaxDownloadSlots)
@@ -44,6 +45,7 @@ DownloadSlot DownloadSlot::acquire(const DownloadSlotSpec & spec, const common::
                 return slot;
             }
         }
+        if (on_wait) on_wait();
         if (!deadline.sleep(std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(poll_s))))
             throw common::Error(common::ErrorKind::Timeout, "fetch: no download slot came free (" + std::to_string(spec.count) +
                                                                 " at once across the sweep) before the step's deadline");

@@ -7,6 +7,7 @@
 //   auto slot = DownloadSlot::acquire(spec, deadline);  // blocks; released when `slot` goes away
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -28,10 +29,13 @@ std::string format_download_slots(const DownloadSlotSpec & spec);
 class DownloadSlot {
 public:
     // Takes a free slot, waiting (polling every `poll_s` through deadline.sleep) while all are held.
-    // A spec without a folder returns an empty slot at once. Throws common::Error: Timeout when the
+    // A spec without a folder returns an empty slot at once. `on_wait` is called at every poll that
+    // found all slots held (the fetch step keeps the instance's watchdog heartbeat going there: a
+    // wait may be long); what it throws ends the wait. Throws common::Error: Timeout when the
     // deadline passes first, Interrupted on Ctrl-C, an io error naming the slot file when the folder
     // cannot be used.
-    static DownloadSlot acquire(const DownloadSlotSpec & spec, const common::Deadline & deadline, double poll_s = 1);
+    static DownloadSlot acquire(const DownloadSlotSpec & spec, const common::Deadline & deadline, double poll_s = 1,
+                                const std::function<void()> & on_wait = {});
 
     bool held() const { return lock_.has_value(); }
     int index() const { return index_; }  // which slot (0-based); -1 when none is held

@@ -684,8 +684,21 @@ private:
                 env.push_back({"HF_TOKEN", tok});  // on stdin, never in argv
             }
             if (const char * ep = std::getenv("HF_ENDPOINT"); ep && *ep) env.push_back({"HF_ENDPOINT", ep});
-            // In a sweep, at most N members download at once (the Hub answers 429 to a crowd).
-            DownloadSlot slot = DownloadSlot::acquire(opt_.download_slots, ctx.deadline);
+            // In a sweep, at most N members download at once (the Hub answers 429 to a crowd). The
+            // wait can outlast policy.heartbeat_timeout, and the watchdog is armed by now: it keeps
+            // the heartbeat going, as follow_job does.
+            DownloadSlot slot = DownloadSlot::acquire(opt_.download_slots, ctx.deadline, 1, [&, next = 0.0, said = false]() mutable {
+                if (!said) common::log::info("fetch: all ", opt_.download_slots.count, " download slots are taken; waiting");
+                said = true;
+                if (!st().watchdog || clock_.unix_now() < next) return;
+                next = clock_.unix_now() + opt_.poll_s;
+                try {
+                    if (exec_sh("touch " + common::sh_quote(l.heartbeat_file)) != 0)
+                        common::log::warn("fetch: could not touch the watchdog's heartbeat file while waiting for a download slot");
+                } catch (const common::Error & e) {
+                    common::log::warn("fetch: could not heartbeat the watchdog while waiting for a download slot: ", e.message());
+                }
+            });
             if (slot.held()) common::log::info("fetch: download slot ", slot.index() + 1, " of ", opt_.download_slots.count);
             std::vector<std::string> words{"sh", l.src_dir + "/deploy/remote/fetch_model.sh", cfg_.model.hub_id, cfg_.model.revision,
                                            l.cache_dir};

@@ -9,12 +9,14 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "common/file_lock.h"
 #include "common/shell_quote.h"
 #include "common/subprocess.h"
 #include "tests/deploy/e2e_support.h"
@@ -544,4 +546,46 @@ TEST_CASE("sweep e2e: max_concurrent_downloads keeps the members' Hub downloads 
     // Each member waited for a slot: every one held slot 1 of 1 in its fetch step.
     for (const char * m : {"olmoe-tiny", "qwen3-tiny", "mixtral-tiny"})
         CHECK_MESSAGE(tests::read_file(root + "/" + m + ".log").find("download slot 1 of 1") != std::string::npos, m);
+}
+
+TEST_CASE("sweep e2e: a member that waits for its download slot longer than heartbeat_timeout keeps its instance") {
+    SweepEnv env;
+    CrowdHub hub(4, 0);
+    std::string repo = "t" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000000) + "/olmoe-slot";
+    hub.put_fixture(repo, {"--family", "olmoe", "--layers", "4", "--hidden", "64", "--seed", "1", "--plant", "7,42@0-3"});
+    // The rehearsal as a sweep member runs it (--download-slots), its model from the Hub stand-in,
+    // with the shortest heartbeat timeout the config allows.
+    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
+    auto from = text.find("  fixture:\n");
+    auto to = text.find("  dtype:");
+    REQUIRE(from != std::string::npos);
+    REQUIRE(to != std::string::npos);
+    text.replace(from, to - from, "  hub: " + repo + "\n");
+    text.replace(text.find("heartbeat_timeout: 2m"), 21, "heartbeat_timeout: 30s");
+    tests::write_file(env.dir / "member.yaml", text);
+    // The only slot is held here (another member downloading) until the run has waited well past
+    // the heartbeat timeout and the watchdog's tick.
+    const std::string slots = env.dir / "download-slots";
+    fs::create_directories(slots);
+    std::optional<common::FileLock> other_member(common::FileLock(slots + "/slot-0"));
+    std::vector<std::string> args{DEPLOY_BIN, "--config", env.dir / "member.yaml", "--run-dir", env.dir / "run", "--download-slots",
+                                  slots + ":1"};
+    for (const auto & a : env.state_args()) args.push_back(a);
+    tests::EnvGuard endpoint("HF_ENDPOINT", "http://127.0.0.1:" + std::to_string(hub.port));
+    tests::EnvGuard state("BROKER_STATE_DIR", ""), threads("OMP_NUM_THREADS", "2");
+    auto child = common::ChildProcess::spawn(args, {.stdout_path = env.dir / "out.txt", .stderr_path = env.dir / "err.txt", .new_session = true});
+    const std::string run = env.dir / "run";
+    auto end = std::chrono::steady_clock::now() + 1200s;
+    while (std::chrono::steady_clock::now() < end && !journal_has(run, "fetch", "start") && child.running()) std::this_thread::sleep_for(200ms);
+    REQUIRE(journal_has(run, "fetch", "start"));
+    std::this_thread::sleep_for(50s);  // heartbeat_timeout 30 s + the watchdog's 10 s tick, and then some
+    CHECK(local_instances(env) == 1);  // still there: the waiting run kept heartbeating
+    other_member.reset();
+    auto code = child.wait_for(600s);
+    INFO(tests::read_file(env.dir / "err.txt"));
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+    CHECK(outlier_dims(run) == std::set<int>{7, 42});
+    CHECK(tests::read_file(env.dir / "err.txt").find("download slot 1 of 1") != std::string::npos);
+    CHECK(local_instances(env) == 0);
 }

@@ -456,6 +456,34 @@ TEST_CASE("download slots: at most N holders across processes, a wait ends at th
     CHECK_FALSE(deploy::DownloadSlot::acquire({}, common::Deadline(clock, std::chrono::seconds(1))).held());  // no cap
 }
 
+TEST_CASE("download slots: a wait calls its callback at every poll (the fetch step heartbeats the watchdog there), a free slot never") {
+    tests::TempDir dir("download-slots-wait");
+    common::RealClock clock;
+    deploy::DownloadSlotSpec spec{dir / "slots", 1};
+    int calls = 0;
+    auto count = [&calls] { ++calls; };
+    auto a = deploy::DownloadSlot::acquire(spec, common::Deadline(clock, std::chrono::seconds(5)), 0.05, count);
+    CHECK(a.held());
+    CHECK(calls == 0);
+    // Held elsewhere for 0.5 s: about ten polls of 0.05 s, each calling back.
+    auto holder = common::ChildProcess::spawn({"flock", dir / "slots/slot-0", "sleep", "0.5"}, {});
+    a = deploy::DownloadSlot();
+    for (int i = 0; i < 100 && common::run_process({"flock", "-n", dir / "slots/slot-0", "true"}).exit_code == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    auto b = deploy::DownloadSlot::acquire(spec, common::Deadline(clock, std::chrono::seconds(10)), 0.05, count);
+    CHECK(b.held());
+    CHECK(calls >= 3);
+    // A callback that throws ends the wait with its error.
+    calls = 0;
+    try {
+        deploy::DownloadSlot::acquire(spec, common::Deadline(clock, std::chrono::seconds(10)), 0.05,
+                                      [] { throw common::Error(common::ErrorKind::Network, "heartbeat: host gone"); });
+        FAIL("the wait went on past a failing callback");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Network);
+    }
+}
+
 TEST_CASE("sweep report plots: member values only in data files, never gnuplot code, and gnuplot draws them") {
     // A label that would run a program if it reached gnuplot's language.
     const std::string hostile = "evil\"; system(\"touch PWNED\"); `touch PWNED2` \"";
