@@ -77,6 +77,10 @@ InstanceStatus vast_status(const nlohmann::json & actual_status);
 // Search body; `disk_gb` is the allocated storage every offer's price includes.
 nlohmann::json vast_search_body(const OfferFilter & filter, int disk_gb);
 inline constexpr int kVastSearchDiskGb = 50;
+// VRAM per GPU from gpu_ram (MiB as reported): GiB to one decimal, usable memory, not nominal.
+double vast_vram_gb(double gpu_ram_mb);
+// The gpu_ram floor a search pushes for --min-vram: exactly the rows offer_matches then keeps.
+double vast_min_gpu_ram_mb(double min_vram_gb);
 // Spot rows are the bid floor (min_bid) plus the same storage charge dph_total includes.
 std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot, int disk_gb = kVastSearchDiskGb);
 Instance vast_parse_instance(const nlohmann::json & instance);

@@ -1,7 +1,8 @@
 // Vast.ai through its REST API v0 (<base>/api/v0/...), following docs/providers.md#vastai.
 // Traps handled here:
 //  - a non-null `price` in the create body rents an interruptible bid: on-demand creates omit it;
-//  - gpu_ram and cpu_ram are MB (vary per host; VRAM is rounded from MiB), disk_space is GB,
+//  - gpu_ram and cpu_ram are MB (MiB in fact, varying per host; VRAM is the reported GiB to one
+//    decimal, matched with kVramTolerance like every offer), disk_space is GB,
 //    dph_total is $/hour for the whole offer;
 //  - show returns {"instances": {...}} (an object) or null when gone; list (v1) pages by next_token;
 //  - a failed create may still return new_contract (a stopped instance): it is destroyed at once;
@@ -165,6 +166,19 @@ InstanceStatus vast_status(const nlohmann::json & actual_status) {
     return lookup_status(kStatusMap, s);
 }
 
+double vast_vram_gb(double gpu_ram_mb) {
+    // Vast's "MB" are MiB as nvidia-smi reports them (24564 for a 24 GB card, 46068 for a 48 GB L40S):
+    // GiB to one decimal, the card's usable memory (never rounded up to a nominal size).
+    return std::round(gpu_ram_mb / 1024.0 * 10.0) / 10.0;
+}
+
+double vast_min_gpu_ram_mb(double min_vram_gb) {
+    // The smallest gpu_ram whose vast_vram_gb passes offer_matches' kVramTolerance check, so the
+    // server and the local re-check admit exactly the same rows.
+    const double floor_gb = std::ceil(kVramTolerance * min_vram_gb * 10.0 - 1e-6) / 10.0;
+    return std::max(0.0, (floor_gb - 0.05) * 1024.0);
+}
+
 nlohmann::json vast_search_body(const OfferFilter & f, int disk_gb) {
     bool spot = f.spot.value_or(false);
     nlohmann::json q = {
@@ -188,8 +202,7 @@ nlohmann::json vast_search_body(const OfferFilter & f, int disk_gb) {
         q["id"] = {{"eq", f.offer_id}};
     }
     if (f.gpu_count) q["num_gpus"] = {{"eq", std::to_string(*f.gpu_count)}};
-    // MB per host vary (24564 for a 24 GB card): push a 5 % lower floor, re-check in GB locally.
-    if (f.min_vram_gb) q["gpu_ram"] = {{"gte", *f.min_vram_gb * 1000.0 * 0.95}};
+    if (f.min_vram_gb) q["gpu_ram"] = {{"gte", vast_min_gpu_ram_mb(*f.min_vram_gb)}};
     if (f.min_ram_gb) q["cpu_ram"] = {{"gte", *f.min_ram_gb * 1000.0 * 0.95}};
     if (f.min_disk_gb) q["disk_space"] = {{"gte", std::to_string(*f.min_disk_gb)}};
     if (f.max_price_usd_per_hour && !spot) q["dph_total"] = {{"lte", std::to_string(*f.max_price_usd_per_hour)}};
@@ -210,8 +223,8 @@ std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot, int
             std::string arch = json_string(v, "gpu_arch");
             o.manufacturer = canonical_manufacturer(arch.empty() ? "nvidia" : arch);
             o.gpu_model = canonical_gpu_model(json_string(v, "gpu_name"));
-            // MB as reported: 24564 for a 24 GB card, 81559 for 80 GB; MiB → GB rounds both right.
-            o.vram_gb_per_gpu = std::round(json_number(v, "gpu_ram").value_or(0) / 1024.0);
+            o.vram_gb_per_gpu = vast_vram_gb(json_number(v, "gpu_ram").value_or(0));
+            o.vram_is_reported = true;  // --min-vram matches it at kVramTolerance, as the server floor does
             o.gpu_count = json_int(v, "num_gpus", 1);
             // dph_total is the whole offer INCLUDING storage at allocated_storage (docs/providers.md, Vast "Offers");
             // min_bid is the machine alone. A spot row adds the same storage charge, so on-demand and

@@ -357,3 +357,15 @@ TEST_CASE("vast: --offer vast:N rents N even when it is not among the cheapest r
     auto bad = cli.run({"create", "--offer", "vast:abc", "--ssh-key", cli.dir() / "id", "--no-wait"});
     CHECK(bad.exit_code == 2);
 }
+
+TEST_CASE("vast: --min-vram 48 keeps the L40S (46068 MiB) and 141 the H200 (143771 MiB) that the server admitted") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    json l40s = cli.json({"search", "--provider", "vast", "--gpu", "l40s", "--min-vram", "48", "--gpus", "1"});
+    REQUIRE(!l40s.empty());
+    CHECK(l40s[0]["vram_gb_per_gpu"].get<double>() == doctest::Approx(45.0));
+    CHECK(!cli.json({"search", "--provider", "vast", "--gpu", "h200", "--min-vram", "141", "--gpus", "1"}).empty());
+    // A floor above the card still excludes it.
+    CHECK(cli.json({"search", "--provider", "vast", "--gpu", "4090", "--min-vram", "32", "--gpus", "1"}).empty());
+}
