@@ -17,6 +17,7 @@
 #include <optional>
 #include <sstream>
 #include <charconv>
+#include <ctime>
 
 #include "bifrost/bifrost.h"
 #include "common/error.h"
@@ -42,6 +43,11 @@ namespace {
 // the queue. A pending job costs nothing; Ctrl-C (or --resume later) is the user's way out sooner.
 constexpr double kBatchQueueWaitS = 48 * 3600;
 
+// The instance's own end comes this long after its run's cap (max_duration, or less under a cost
+// cap): room to pull and finish. The name's deadline, RunPod's terminateAfter and the watchdog's
+// deadline all use it.
+constexpr double kLifetimeSlackS = 1800;
+
 // While finish terminates an instance, its watchdog's deadline is moved this close, so that a
 // terminate that cannot be proven is still ended by the watchdog.
 constexpr double kTerminateBackstopS = 15 * 60;
@@ -50,6 +56,15 @@ std::string joined(const std::vector<std::string> & words) {
     std::string out;
     for (const auto & w : words) out += (out.empty() ? "" : ", ") + w;
     return out;
+}
+
+std::string utc_text(double unix_s) {
+    std::time_t t = static_cast<std::time_t>(unix_s);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+    return buf;
 }
 
 common::Duration seconds(double s) {
@@ -293,7 +308,7 @@ private:
             o.role = "main";
             // The instance's own deadline: the run's cap plus room to pull and finish, and no longer
             // than the cost cap allows at the offer's price (checked again once the price is known).
-            o.max_lifetime_s = cfg_.policy.max_duration_s + 1800;
+            o.max_lifetime_s = cfg_.policy.max_duration_s + kLifetimeSlackS;
             o.wait_ready = false;
             o.on_progress = [](const std::string & line) { common::log::info("create: ", line); };
             try {
@@ -516,6 +531,16 @@ private:
         return rc;
     }
 
+    // When the instance ends whatever this process does: the deadline in its name (`broker sweep`;
+    // RunPod's terminateAfter is the same one) and the watchdog's.
+    double instance_end_unix() {
+        const auto & in = inst();
+        double end = in.created_unix.value_or(clock_.unix_now()) + lifetime_cap_s(cfg_.policy, in.price_usd_per_hour) + kLifetimeSlackS;
+        if (auto n = broker::parse_instance_name(in.name)) end = std::min(end, static_cast<double>(n->deadline_unix));
+        if (st().watchdog && st().watchdog->deadline_unix > 0) end = std::min(end, st().watchdog->deadline_unix);
+        return end;
+    }
+
     // The watchdog's way to end the instance, from what the provider declares (broker::SelfEnd).
     WatchdogSettings watchdog_settings() {
         const auto & in = inst();
@@ -541,7 +566,7 @@ private:
                 break;
         }
         w.instance_id = in.id;
-        w.deadline_unix = in.created_unix.value_or(clock_.unix_now()) + lifetime_cap_s(cfg_.policy, in.price_usd_per_hour) + 1800;
+        w.deadline_unix = in.created_unix.value_or(clock_.unix_now()) + lifetime_cap_s(cfg_.policy, in.price_usd_per_hour) + kLifetimeSlackS;
         w.heartbeat_timeout_s = cfg_.policy.heartbeat_timeout_s;
         return w;
     }
@@ -718,12 +743,29 @@ private:
     void run_job(StepContext & ctx) {
         RemoteLayout l = layout();
         test_hook("run");
+        // max_duration from now, but not past the instance's own end less room to pull and finish:
+        // the steps before (or an earlier attach) used part of its lifetime (policy.h, run_budget).
+        // A job started by an earlier attach is still followed (it may have ended; if not, the
+        // budget's end stops the step and finish salvages what it wrote).
+        const double end = instance_end_unix();
+        const RunBudget budget = run_budget(cfg_.policy.max_duration_s, end, clock_.unix_now());
+        if (budget.seconds <= 0 && !st().jobs.count("analysis"))
+            throw common::Error(common::ErrorKind::Timeout,
+                                "run: the instance ends at " + utc_text(end) + " (its deadline counts from the create: max_duration + " +
+                                    common::format_duration(kLifetimeSlackS) + "), less than " + common::format_duration(kPullFinishMarginS) +
+                                    " from now: no time is left to run the job and still pull and finish; raise policy.max_duration");
+        if (budget.shortened)
+            common::log::warn("run: the job gets ", common::format_duration(budget.seconds), ", not policy.max_duration ",
+                              common::format_duration(cfg_.policy.max_duration_s), ": the instance ends at ", utc_text(end),
+                              " (its deadline counts from the create, and the steps before the run took part of it); ",
+                              common::format_duration(kPullFinishMarginS), " are kept for pull and finish");
+        common::Deadline deadline(clock_, std::min(ctx.deadline.remaining(), seconds(budget.seconds)));
         if (!st().jobs.count("analysis")) {
             std::string job = job_script(cfg_, l, st().bin_dir.value_or(""), st().model_dir.value_or(""));
             if (exec_sh("cat > " + common::sh_quote(l.input_dir + "/job.sh"), job) != 0)
                 throw common::Error(common::ErrorKind::RemoteFailed, "run: could not write job.sh");
         }
-        auto info = follow_job("analysis", bifrost::Command::args({"sh", l.input_dir + "/job.sh"}), {}, ctx.deadline);
+        auto info = follow_job("analysis", bifrost::Command::args({"sh", l.input_dir + "/job.sh"}), {}, deadline);
         require_success(info, "run (extract + analyze)");
     }
 

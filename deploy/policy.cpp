@@ -58,4 +58,10 @@ double lifetime_cap_s(const Policy & policy, double price_usd_per_hour) {
     return cap;
 }
 
+RunBudget run_budget(double max_duration_s, double instance_end_unix, double now_unix, double margin_s) {
+    const double left = std::max(0.0, instance_end_unix - now_unix - margin_s);
+    if (left >= max_duration_s) return {max_duration_s, false};
+    return {left, true};
+}
+
 }  // namespace deploy

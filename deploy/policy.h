@@ -47,4 +47,18 @@ bool over_budget(const Policy & policy, double price_usd_per_hour, double elapse
 // The longest the instance may live given the cost cap: min(max_duration, max_cost / price).
 double lifetime_cap_s(const Policy & policy, double price_usd_per_hour);
 
+// How long the run step lets the job run. The instance's own end (the deadline in its name, RunPod's
+// terminateAfter, the watchdog's) is fixed at the create: max_duration + 30 min from then. The run
+// step starts after booting, pushing, building and downloading, and again at every --resume, so a
+// full max_duration from there could outlast the instance: the backstops would kill the job before
+// the flow's own timeout, and finish would find nothing left to salvage. The budget is
+// min(max_duration, instance end - now - margin), never negative; the margin is kept for the pull
+// and for finish (salvage after a timeout, terminate and prove).
+constexpr double kPullFinishMarginS = 15 * 60;
+struct RunBudget {
+    double seconds = 0;      // 0: the instance ends too soon to run anything
+    bool shortened = false;  // less than max_duration
+};
+RunBudget run_budget(double max_duration_s, double instance_end_unix, double now_unix, double margin_s = kPullFinishMarginS);
+
 }  // namespace deploy

@@ -42,3 +42,29 @@ TEST_CASE("policy: cost cap shortens the lifetime and trips the budget") {
     CHECK(deploy::over_budget(p, 2.0, 7200));
     CHECK(deploy::cost_usd(3.0, 1800) == doctest::Approx(1.5));
 }
+
+TEST_CASE("policy: the run step's budget ends before the instance's own end, leaving room to pull and finish") {
+    // An instance created at t=0 for max_duration 1h lives until 1h + 30 min (name deadline,
+    // terminateAfter, watchdog); 15 min of that are kept for pull and finish.
+    const double max_duration = 3600, instance_end = 5400, margin = deploy::kPullFinishMarginS;
+    CHECK(margin == 900);
+    // Booting and building took 10 min: the job gets its whole max_duration.
+    auto quick = deploy::run_budget(max_duration, instance_end, 600);
+    CHECK(quick.seconds == doctest::Approx(3600));
+    CHECK_FALSE(quick.shortened);
+    // Exactly at the edge: still the whole max_duration.
+    CHECK_FALSE(deploy::run_budget(max_duration, instance_end, 900).shortened);
+    // They took 45 min: the job gets what is left before the instance's end, less the margin.
+    auto slow = deploy::run_budget(max_duration, instance_end, 2700);
+    CHECK(slow.seconds == doctest::Approx(1800));
+    CHECK(slow.shortened);
+    // A resume late in the instance's life gets only the rest, not a fresh max_duration.
+    CHECK(deploy::run_budget(max_duration, instance_end, 4000).seconds == doctest::Approx(500));
+    // Inside the margin, or past the end: no time at all (never negative).
+    auto none = deploy::run_budget(max_duration, instance_end, 4600);
+    CHECK(none.seconds == 0);
+    CHECK(none.shortened);
+    CHECK(deploy::run_budget(max_duration, instance_end, 9000).seconds == 0);
+    // Another margin is honoured.
+    CHECK(deploy::run_budget(max_duration, instance_end, 2700, 300).seconds == doctest::Approx(2400));
+}
