@@ -1364,6 +1364,8 @@ int run_new(const RunConfig & config, const FlowOptions & options, const common:
                         {"config", config_to_json(config)},
                         {"workspace", options.workspace},
                         {"started_unix", clock.unix_now()}};
+    // Held until this process ends: a second process driving the same directory refuses.
+    common::FileLock lock = lock_run_dir(path);
     RunDir dir = RunDir::create(path, info);
     common::log::info("run ", run_id, ": ", config.model.display_name(), "; run directory ", path,
                       " (resume with: deploy_and_analyze --resume ", path, ")");
@@ -1373,6 +1375,13 @@ int run_new(const RunConfig & config, const FlowOptions & options, const common:
 
 int run_resume(const std::string & run_dir, const FlowOptions & options, const common::Output & out) {
     RunDir dir = RunDir::open(run_dir);
+    // A run still to drive is driven by one process at a time (held until this one ends); its state
+    // is read again once this process holds it. A finished run is only summarised.
+    std::optional<common::FileLock> lock;
+    if (!dir.step_done("finish")) {
+        lock = lock_run_dir(run_dir);
+        dir = RunDir::open(run_dir);
+    }
     RunConfig config = config_from_json(dir.run_info().at("config"));
     FlowOptions o = options;
     if (o.workspace.empty()) o.workspace = dir.run_info().value("workspace", "");

@@ -334,9 +334,39 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
 RunDir::RunDir(std::string path, nlohmann::json run_info, RunState state)
     : path_(std::move(path)), run_info_(std::move(run_info)), state_(std::move(state)) {}
 
+namespace {
+constexpr const char * kLockFile = "lock";
+
+// Empty but for the lock file its driver took before creating it.
+bool empty_but_lock(const std::string & path) {
+    std::error_code ec;
+    for (const auto & e : fs::directory_iterator(path, ec))
+        if (e.path().filename() != kLockFile) return false;
+    return true;
+}
+}  // namespace
+
+common::FileLock lock_run_dir(const std::string & path) {
+    std::error_code ec;
+    fs::create_directories(path, ec);
+    if (ec) throw common::Error::io(path, "create", ec.value());
+    auto lock = common::FileLock::try_lock(path + "/" + kLockFile);
+    if (!lock)
+        throw common::Error::usage(path + ": this run is being driven by another process (it holds " + path + "/" + kLockFile +
+                                   "): a second driver could rent a second instance and overwrite its state; wait for that "
+                                   "process to end (or stop it), then --resume " + path);
+    return std::move(*lock);
+}
+
+bool run_dir_driven_elsewhere(const std::string & path) {
+    std::error_code ec;
+    if (!fs::is_directory(path, ec)) return false;
+    return !common::FileLock::try_lock(path + "/" + kLockFile).has_value();
+}
+
 RunDir RunDir::create(const std::string & path, const nlohmann::json & run_info) {
     std::error_code ec;
-    if (fs::exists(path, ec) && !fs::is_empty(path, ec))
+    if (fs::exists(path, ec) && !empty_but_lock(path))
         throw common::Error::usage(path + ": run directory exists and is not empty; use --resume " + path +
                                    " to continue that run");
     fs::create_directories(path + "/logs", ec);

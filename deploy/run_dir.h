@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/file_lock.h"
 
 namespace deploy {
 
@@ -180,7 +181,8 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
 
 class RunDir {
 public:
-    // Creates RUN_DIR (and logs/, results/); refuses (usage) an existing non-empty directory.
+    // Creates RUN_DIR (and logs/, results/); refuses (usage) an existing non-empty directory (its
+    // lock file alone does not count: lock_run_dir comes first).
     static RunDir create(const std::string & path, const nlohmann::json & run_info);
     // Opens an existing run directory (not_found when it has no run.json).
     static RunDir open(const std::string & path);
@@ -206,6 +208,15 @@ private:
     nlohmann::json run_info_;
     RunState state_;
 };
+
+// The claim of the process that drives a run (a new run or a --resume): an flock(2) on RUN_DIR/lock,
+// held for that process's life (common::FileLock: the kernel drops it when the holder dies, SIGKILL
+// included, so a crashed driver never blocks a resume). Two drivers of one run would each rent an
+// instance, truncate the same job log and overwrite each other's state. Creates `path` if needed;
+// throws Error(usage) naming the directory when another process holds it.
+common::FileLock lock_run_dir(const std::string & path);
+// Whether another process drives the run in `path` right now (false when `path` does not exist).
+bool run_dir_driven_elsewhere(const std::string & path);
 
 // "20261122-041946-a1b2c3": sortable, unique enough, and a valid part of an instance name after
 // dropping the dashes.

@@ -52,7 +52,9 @@ struct Member {
     const SweepMember * spec = nullptr;
     std::string dir;
     std::string action;       // new | resume | done (finished before) | skip
-    std::string state = "waiting";  // waiting | running | succeeded | failed | interrupted | not started
+    // waiting | running | running elsewhere | succeeded | failed | interrupted | not started
+    std::string state = "waiting";
+    bool elsewhere = false;   // finished while another process drove it (the outcome says so)
     std::optional<common::ChildProcess> child;
     bool signalled = false;   // SIGTERM sent once: a second one would make the child exit without its finish
     bool budget_stop = false; // stopped (or never started) because the sweep's budget was reached
@@ -101,6 +103,49 @@ std::string finished_outcome(const std::string & dir) {
     return "succeeded";
 }
 
+// Sets what to do with the member's run directory: run it new, resume it, or nothing (finished
+// before; with retry_failed a failed one is moved aside and run new). A directory another process
+// drives (a member that outlived an earlier sweep: members run in their own sessions) is "running
+// elsewhere": never a second driver alongside it; it is classified again once that process lets go.
+void classify(Member & m, bool retry_failed) {
+    if (run_dir_driven_elsewhere(m.dir)) {
+        m.action = "resume";
+        m.state = "running elsewhere";
+        common::log::warn("sweep: ", m.spec->id, ": ", m.dir,
+                          " is driven by another process (a member of an earlier sweep that is still running?); "
+                          "waiting for it instead of starting a second one");
+        return;
+    }
+    std::error_code ec;
+    if (fs::exists(m.dir + "/run.json")) {
+        if (RunDir::open(m.dir).step_done("finish")) {
+            std::string outcome = finished_outcome(m.dir);
+            if (outcome == "failed" && retry_failed) {
+                std::string aside = m.dir + ".failed-" + std::to_string(static_cast<long long>(now_unix()));
+                fs::rename(m.dir, aside);
+                common::log::info("sweep: ", m.spec->id, ": failed before; its directory moved to ", aside, "; running it again");
+                m.action = "new";
+                m.state = "waiting";
+            } else {
+                m.action = "done";
+                m.state = outcome;
+                m.exit_code = outcome == "succeeded" ? 0 : -1;
+                observe(m);
+            }
+        } else {
+            m.action = "resume";
+            m.state = "waiting";
+        }
+    } else {
+        if (fs::exists(m.dir, ec) && !fs::is_empty(m.dir, ec)) {
+            // Created but no run.json: the run never started; nothing was rented for it.
+            fs::rename(m.dir, m.dir + ".incomplete-" + std::to_string(static_cast<long long>(now_unix())));
+        }
+        m.action = "new";
+        m.state = "waiting";
+    }
+}
+
 }  // namespace
 
 nlohmann::json read_member_json(const std::string & path) {
@@ -127,31 +172,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         Member m;
         m.spec = &spec;
         m.dir = root + "/" + spec.id;
-        std::error_code ec;
-        if (fs::exists(m.dir + "/run.json")) {
-            if (RunDir::open(m.dir).step_done("finish")) {
-                std::string outcome = finished_outcome(m.dir);
-                if (outcome == "failed" && o.retry_failed) {
-                    std::string aside = m.dir + ".failed-" + std::to_string(static_cast<long long>(now_unix()));
-                    fs::rename(m.dir, aside);
-                    common::log::info("sweep: ", spec.id, ": failed before; its directory moved to ", aside, "; running it again");
-                    m.action = "new";
-                } else {
-                    m.action = "done";
-                    m.state = outcome;
-                    m.exit_code = outcome == "succeeded" ? 0 : -1;
-                    observe(m);
-                }
-            } else {
-                m.action = "resume";
-            }
-        } else {
-            if (fs::exists(m.dir, ec) && !fs::is_empty(m.dir, ec)) {
-                // Created but no run.json: the run never started; nothing was rented for it.
-                fs::rename(m.dir, m.dir + ".incomplete-" + std::to_string(static_cast<long long>(now_unix())));
-            }
-            m.action = "new";
-        }
+        classify(m, o.retry_failed);
         members.push_back(std::move(m));
     }
 
@@ -197,8 +218,17 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
             common::log::warn("sweep: interrupted; stopping every running member (each ends its instance per its policy)");
             stopping = true;
         }
-        for (auto & m : members)
-            if (m.state == "running") observe(m);
+        for (auto & m : members) {
+            if (m.state == "running" || m.state == "running elsewhere") observe(m);  // it bills all the same
+            if (m.state == "running elsewhere" && !run_dir_driven_elsewhere(m.dir)) {
+                // The other process let go: what it left decides (finished, or to be resumed here).
+                classify(m, false);
+                if (m.action == "done") {
+                    m.elsewhere = true;
+                    common::log::info("sweep: ", m.spec->id, ": finished by the process that drove it (", m.state, ")");
+                }
+            }
+        }
         if (s.max_cost_usd && !budget_reached && spent() >= *s.max_cost_usd) {
             common::log::warn("sweep: the accrued cost $", money(spent()), " reached sweep.max_cost_usd $", money(*s.max_cost_usd),
                               "; starting no more members and stopping the running ones (each ends its instance per its policy)");
@@ -217,10 +247,19 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         }
         int running = 0;
         for (auto & m : members) {
+            if (m.state == "running elsewhere") ++running;  // not ours, but an instance all the same
             if (m.state != "running") continue;
             auto rc = m.child->wait_for(std::chrono::milliseconds(0));
             if (!rc) {
                 ++running;
+                continue;
+            }
+            if (*rc != 0 && run_dir_driven_elsewhere(m.dir)) {
+                // It refused to start: another process took this run directory first.
+                m.child.reset();
+                m.state = "running elsewhere";
+                ++running;
+                common::log::warn("sweep: ", m.spec->id, ": ", m.dir, " is driven by another process; waiting for it");
                 continue;
             }
             m.exit_code = *rc;
@@ -238,6 +277,11 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         for (auto & m : members) {
             if (stopping || running >= s.max_parallel || now_unix() < next_start) break;
             if (m.state != "waiting" || m.action == "done") continue;
+            if (run_dir_driven_elsewhere(m.dir)) {  // taken since it was classified: never a second driver
+                classify(m, false);
+                ++running;
+                continue;
+            }
             std::vector<std::string> argv{o.program};
             if (m.action == "resume") {
                 argv.insert(argv.end(), {"--resume", m.dir});
@@ -261,7 +305,8 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         }
         draw();
         bool busy = false;
-        for (const auto & m : members) busy = busy || m.state == "running" || (m.state == "waiting" && m.action != "done");
+        for (const auto & m : members)
+            busy = busy || m.state == "running" || (m.state == "running elsewhere" && !stopping) || (m.state == "waiting" && m.action != "done");
         if (!busy) break;
         std::this_thread::sleep_for(std::chrono::duration<double>(o.poll_s));
     }
@@ -283,11 +328,11 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         }
         total += m.cost_known ? m.cost : 0;
         leak = leak || m.exit_code == 10;
-        interrupted = interrupted || m.state == "interrupted" || m.state == "not started";
+        interrupted = interrupted || m.state == "interrupted" || m.state == "not started" || m.state == "running elsewhere";
         if (m.state == "stopped (budget)" && m.exit_code == 130) m.exit_code = common::exit_code(common::ErrorKind::Quota);
         if (exit_code == 0 && m.state == "failed") exit_code = m.exit_code > 0 ? m.exit_code : 1;
         rows.push_back({{"member", m.spec->id},
-                        {"outcome", m.action == "done" ? m.state + " (earlier)" : m.state},
+                        {"outcome", m.elsewhere ? m.state + " (elsewhere)" : m.action == "done" ? m.state + " (earlier)" : m.state},
                         {"exit_code", m.exit_code},
                         {"cost_usd", m.cost_known ? money(m.cost) : "-"},
                         {"results", m.results.empty() ? "-" : m.results},

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/file_lock.h"
 #include "common/output.h"
 #include "deploy/flow.h"
 #include "deploy/run_config.h"
@@ -197,4 +198,54 @@ TEST_CASE("run state: a run of the old format killed at its run step resumes: th
     auto summary = nlohmann::json::parse(text.str());
     CHECK(summary["instance"] == "local:" + s.instance->id);
     CHECK(summary["end"]["proven_gone"] == true);
+}
+
+TEST_CASE("run dir lock: while one process drives a run directory a second driver refuses, naming it, and changes nothing") {
+    tests::TempDir dir;
+    std::string run = copy_run(dir, "killed-at-run");
+    const auto state_before = tests::read_file(run + "/state.json");
+    const auto journal_before = tests::read_file(run + "/journal.jsonl");
+    deploy::FlowOptions o;
+    o.broker.state_dir = dir / "broker-state";
+    o.broker.ledger_path = dir / "broker-state/ledger.sqlite";
+    std::ostringstream text;
+    common::Output out(common::OutputFormat::Json, text);
+    {
+        // The first driver (flock(2) locks of two open()s conflict within one process too).
+        common::FileLock first(run + "/lock");
+        try {
+            deploy::run_resume(run, o, out);
+            FAIL("a second driver resumed a run directory another process holds");
+        } catch (const common::Error & e) {
+            CHECK(e.kind() == common::ErrorKind::Usage);
+            CHECK(e.message().find(run) != std::string::npos);
+            CHECK(e.message().find("another process") != std::string::npos);
+        }
+        CHECK(tests::read_file(run + "/state.json") == state_before);
+        CHECK(tests::read_file(run + "/journal.jsonl") == journal_before);
+        // A new run into a directory being driven refuses the same way, before writing run.json.
+        auto config = deploy::config_from_json(read_json(run + "/run.json").at("config"));
+        config.resources.providers = {"vast"};  // nothing to rent here should the refusal not come
+        config.resources.gpu_count = 1;
+        config.resources.min_vram_gb = 16;
+        tests::EnvGuard key("VAST_API_KEY", std::nullopt), url("VAST_BASE_URL", "http://127.0.0.1:9");
+        const std::string fresh = dir / "fresh";
+        fs::create_directories(fresh);
+        common::FileLock other(fresh + "/lock");
+        o.run_dir = fresh;
+        try {
+            deploy::run_new(config, o, out);
+            FAIL("a second driver started a run in a directory another process holds");
+        } catch (const common::Error & e) {
+            INFO(e.message());
+            CHECK(e.kind() == common::ErrorKind::Usage);
+            CHECK(e.message().find(fresh) != std::string::npos);
+        }
+        CHECK_FALSE(fs::exists(fresh + "/run.json"));
+    }
+    // Once the first driver is gone the directory is free: a finished run summarises as before.
+    std::string done = copy_run(dir, "finished");
+    { common::FileLock released(done + "/lock"); }
+    o.run_dir.clear();
+    CHECK(deploy::run_resume(done, o, out) == 0);
 }

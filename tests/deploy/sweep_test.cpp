@@ -423,6 +423,33 @@ TEST_CASE("sweep run: on a TTY the table is redrawn in place (member, step, elap
     CHECK(f.lines.find("sweep: first-one: running") == std::string::npos);
 }
 
+TEST_CASE("sweep run: a member whose run directory another process drives is waited for, never resumed alongside it") {
+    tests::EnvGuard price("FAKE_PRICE", "0.36"), seconds("FAKE_SECONDS", "1");
+    FakeSweep f("  max_parallel: 3\n  download_stagger: 0s\n");
+    // first-one was started by an earlier sweep and its member process outlived it (members run in
+    // their own sessions): it is mid-run, and it holds its run directory's lock. Here that driver is
+    // flock(1), which ends the run two seconds from now and lets go.
+    const std::string d = f.dir.path() + "/out/fake/first-one";
+    fs::create_directories(d);
+    tests::write_file(d + "/run.json", "{\"run_id\": \"elsewhere\"}\n");
+    tests::write_file(d + "/journal.jsonl", "{\"step\":\"create\",\"event\":\"done\",\"unix_s\":1}\n{\"step\":\"run\",\"event\":\"start\",\"unix_s\":1}\n");
+    auto driver = common::ChildProcess::spawn(
+        {"flock", d + "/lock", "sh", "-c", "sleep 2; printf '{\"step\":\"finish\",\"event\":\"done\",\"unix_s\":2}\\n' >> \"$0\"",
+         d + "/journal.jsonl"},
+        {});
+    for (int i = 0; i < 100 && common::run_process({"flock", "-n", d + "/lock", "true"}).exit_code == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(common::run_process({"flock", "-n", d + "/lock", "true"}).exit_code != 0);
+    CHECK(f.run() == 0);
+    INFO(f.lines);
+    CHECK_FALSE(fs::exists(d + "/argv"));  // this sweep never started a second driver for it
+    CHECK(f.lines.find("sweep: first-one: running elsewhere") != std::string::npos);
+    CHECK(f.outcome("first-one") == "succeeded (elsewhere)");
+    CHECK(f.outcome("second-one") == "succeeded");
+    CHECK(f.outcome("third-one") == "succeeded");
+    CHECK(driver.wait_for(std::chrono::seconds(5)).has_value());
+}
+
 TEST_CASE("download slots: at most N holders across processes, a wait ends at the deadline, a slot frees on release") {
     tests::TempDir dir("download-slots");
     CHECK(deploy::parse_download_slots("/a/b:c:3").dir == "/a/b:c");
