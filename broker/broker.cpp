@@ -216,8 +216,11 @@ CreateResult Broker::create(const CreateOptions & o) {
     auto progress = [&](const std::string & line) {
         if (o.on_progress) o.on_progress(line);
     };
-    // Fresh offers at rent time: prices and availability are re-checked against the filter now.
-    SearchResult found = search(o.filter, o.sort, 0);
+    // Fresh offers at rent time: prices and availability are re-checked against the filter now, at
+    // the disk this create rents (prices that include storage are asked at that size).
+    OfferFilter at_rent = o.filter;
+    at_rent.rent_disk_gb = o.disk_gb;
+    SearchResult found = search(at_rent, o.sort, 0);
     for (const auto & f : found.failures) progress("skipping " + f.provider + ": " + f.error.message());
     if (found.offers.empty()) {
         std::string what = o.filter.offer_id.empty() ? "no offer matches the filters"

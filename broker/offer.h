@@ -55,6 +55,10 @@ struct OfferFilter {
     std::string region;                        // case-insensitive substring
     std::vector<std::string> providers;        // empty: all
     std::string offer_id;                      // exact, when renting a known offer
+    // The disk a create will rent (create's --disk), not a filter: a provider whose prices include
+    // storage (Vast's dph_total at allocated_storage) is asked for prices at this size, so that
+    // --max-price holds for what is rented. nullopt: the provider's default (Vast: 50 GB).
+    std::optional<int> rent_disk_gb;
 };
 
 // --min-vram N admits an offer with Offer::vram_is_reported (Vast) whose VRAM per GPU is at least

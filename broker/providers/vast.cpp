@@ -43,8 +43,10 @@ public:
     }
 
     std::vector<Offer> search(const OfferFilter & f) override {
-        auto body = api_.call("POST", "/api/v0/bundles/", "search offers", vast_search_body(f, kVastSearchDiskGb));
-        return vast_parse_offers(body, f.spot.value_or(false), kVastSearchDiskGb);
+        // dph_total includes storage at allocated_storage: ask at the disk the create will rent.
+        const int disk = f.rent_disk_gb.value_or(kVastSearchDiskGb);
+        auto body = api_.call("POST", "/api/v0/bundles/", "search offers", vast_search_body(f, disk));
+        return vast_parse_offers(body, f.spot.value_or(false), disk);
     }
 
     Instance create(const CreateRequest & r) override {

@@ -369,3 +369,26 @@ TEST_CASE("vast: --min-vram 48 keeps the L40S (46068 MiB) and 141 the H200 (1437
     // A floor above the card still excludes it.
     CHECK(cli.json({"search", "--provider", "vast", "--gpu", "4090", "--min-vram", "32", "--gpus", "1"}).empty());
 }
+
+TEST_CASE("vast: --max-price holds for the disk a create rents (dph_total includes storage at allocated_storage)") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    // The cheapest verified 4090 is about $0.57/h with 50 GB and $0.98/h with 2000 GB of storage.
+    json rows = cli.json({"search", "--provider", "vast", "--gpu", "4090", "--gpus", "1", "--max-price", "0.7"});
+    REQUIRE(!rows.empty());
+    auto r = cli.run({"create", "--provider", "vast", "--gpu", "4090", "--gpus", "1", "--max-price", "0.7", "--disk", "2000",
+                      "--ssh-key", cli.dir() / "id", "--no-wait"});
+    INFO(r.err);
+    CHECK(r.exit_code == 4);
+    CHECK(count_requests(emu, "create") == 0);
+    CHECK(requests(emu, "search").back()["body"]["allocated_storage"] == 2000);
+    // A disk the price allows is rented, and priced at that disk.
+    auto ok = cli.run({"--json", "create", "--provider", "vast", "--gpu", "4090", "--gpus", "1", "--max-price", "0.7",
+                       "--disk", "100", "--ssh-key", cli.dir() / "id", "--no-wait"});
+    INFO(ok.err);
+    REQUIRE(ok.exit_code == 0);
+    CHECK(requests(emu, "search").back()["body"]["allocated_storage"] == 100);
+    cli.json({"instances", "terminate", "vast:" + json::parse(ok.out)["id"].get<std::string>(), "--yes"});
+}
