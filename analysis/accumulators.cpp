@@ -93,6 +93,7 @@ struct SiteAccumulator {
     at::Tensor hits;       // [H] int64
     at::Tensor max_abs;    // [H] float32
     at::Tensor histogram;  // [bins] int64
+    at::Tensor nonfinite;  // [1] int64: |v| that are NaN or inf, real positions only
     int64_t elements = 0;
     int64_t padded_elements = 0;  // zeros written into padded positions (removed from bin 0)
     int64_t sequences = 0;
@@ -307,6 +308,7 @@ void OutlierAccumulator::State::capture_fused(const AccumulatorOptions & options
     args.row_layer_any = reinterpret_cast<uint8_t *>(any->second.data_ptr<bool>());
     args.site_hits = reinterpret_cast<unsigned long long *>(acc.hits.data_ptr<int64_t>());
     args.site_max_abs = acc.max_abs.data_ptr<float>();
+    args.site_nonfinite = reinterpret_cast<unsigned long long *>(acc.nonfinite.data_ptr<int64_t>());
     if (!options.sweep_thresholds.empty()) {
         args.sweep_k = static_cast<int>(options.sweep_thresholds.size());
         for (int k = 0; k < args.sweep_k; ++k)
@@ -651,6 +653,7 @@ SiteAccumulator & OutlierAccumulator::State::count_site(const AccumulatorOptions
         fresh.hits = at::zeros({H}, x.options().dtype(at::kLong));
         fresh.max_abs = at::zeros({H}, x.options().dtype(at::kFloat));
         fresh.histogram = at::zeros({options.histogram_spec.bins}, x.options().dtype(at::kLong));
+        fresh.nonfinite = at::zeros({1}, x.options().dtype(at::kLong));
         if (!options.sweep_thresholds.empty()) fresh.sweep_level = at::zeros({H}, x.options().dtype(at::kInt));
         this->acc.push_back(std::move(fresh));
     }
@@ -679,9 +682,14 @@ void OutlierAccumulator::State::capture_aten(const AccumulatorOptions & options,
 
     acc.hits.add_(row_hits.sum(0));
     acc.max_abs = at::maximum(acc.max_abs, at::amax(row_max, {0}));
+    // Non-finite values never hit and amax/maximum only propagate them into max |x|: counted here
+    // (padding is 0 by now), as the fused pass counts them (CaptureArgs::site_nonfinite).
+    acc.nonfinite.add_(at::isfinite(a).logical_not().sum());
     if (options.histogram) {
         // Binned by the bf16 bit pattern (exact integer counts, no log pass): see HistogramSpec.
-        at::Tensor bits = (a.scalar_type() == at::kBFloat16 ? a : a.to(at::kBFloat16)).view(at::kShort);
+        // The sign bit is cleared as the fused pass clears it: abs() may leave a NaN negative,
+        // whose bits then binned it into bin 0 among the zeros instead of the last bin.
+        at::Tensor bits = (a.scalar_type() == at::kBFloat16 ? a : a.to(at::kBFloat16)).view(at::kShort).bitwise_and(0x7fff);
         at::Tensor bin = at::bitwise_right_shift(bits, 5).sub_(histogram_base(options.histogram_spec))
                              .clamp_(0, options.histogram_spec.bins - 1);
         // histc rather than bincount: CUDA bincount reads the input's min/max back to the host (a
@@ -1019,6 +1027,7 @@ Statistics OutlierAccumulator::statistics(const nlohmann::json & metadata) const
         if (!options_.histogram) std::fill_n(out.site_histogram.begin() + static_cast<std::ptrdiff_t>(i * bins), bins, 0);
         else out.site_histogram[i * bins] -= acc.padded_elements;  // padded zeros are not data
         out.site_elements.push_back(acc.elements);
+        out.site_nonfinite.push_back(acc.nonfinite.item<int64_t>());
         out.site_sequences.push_back(acc.sequences);
     }
     if (s.position_hits.defined()) {

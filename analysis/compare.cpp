@@ -4,6 +4,7 @@
 
 #include "analysis/stats_file.h"
 #include "common/error.h"
+#include "common/log.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -80,6 +81,7 @@ FinalizeOutcome finalize_run(const Statistics & stats, const FinalizeOptions & o
     FinalizeOutcome out;
     out.statistics_path = options.out_dir + "/outliers.stats.cbor";
     save_statistics(stats, out.statistics_path);  // first: the statistics survive a failing report
+    if (const std::string w = nonfinite_warning(stats); !w.empty()) common::log::warn("analysis: WARNING: ", w);
     out.result = build_result(stats, options.report, options.token_text);
     out.result["run"]["statistics_file"] = "outliers.stats.cbor";
     out.result_path = options.out_dir + "/outliers.json";

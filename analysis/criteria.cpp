@@ -76,7 +76,7 @@ void pooled_entries(const Statistics & stats, const Criteria & c, const SiteCoun
             ++sites_hit;
             hits += n;
             layer_hit[layer_slot[stats.sites[s].layer]] = 1;
-            max_abs = std::max(max_abs, stats.site_max_abs[s * H + h]);
+            max_abs = abs_max(max_abs, stats.site_max_abs[s * H + h]);  // a NaN stays (std::max dropped it)
         }
         if (hits == 0) continue;
         const int64_t positions = dim_positions[h];
@@ -182,8 +182,9 @@ namespace {
 void summarize(ModeResult & r) {
     // The predecessor sorted its list by max_magnitude descending (docs/outlier-method.md,
     // "Per-sequence analysis"); ties by sequence, dim.
+    // NaN first (abs_greater): with `!=` and `>` a NaN was "equal" to every value, not a strict weak order.
     std::stable_sort(r.entries.begin(), r.entries.end(), [](const OutlierEntry & a, const OutlierEntry & b) {
-        if (a.max_abs != b.max_abs) return a.max_abs > b.max_abs;
+        if (abs_greater(a.max_abs, b.max_abs) || abs_greater(b.max_abs, a.max_abs)) return abs_greater(a.max_abs, b.max_abs);
         if (a.sequence_index != b.sequence_index) return a.sequence_index < b.sequence_index;
         return a.dim < b.dim;
     });
@@ -195,7 +196,7 @@ void summarize(ModeResult & r) {
         position_pct.push_back(e.position_fraction * 100);
         auto & f = by_dim[e.dim];
         f.dim = e.dim;
-        f.max_abs = std::max(f.max_abs, e.max_abs);
+        f.max_abs = abs_max(f.max_abs, e.max_abs);
         f.occurrences += 1;
         f.mean_layer_fraction += e.layer_fraction;
         f.mean_position_fraction += e.position_fraction;
@@ -207,7 +208,7 @@ void summarize(ModeResult & r) {
         r.features.push_back(f);
     }
     std::stable_sort(r.features.begin(), r.features.end(), [](const FeatureSummary & a, const FeatureSummary & b) {
-        if (a.max_abs != b.max_abs) return a.max_abs > b.max_abs;
+        if (abs_greater(a.max_abs, b.max_abs) || abs_greater(b.max_abs, a.max_abs)) return abs_greater(a.max_abs, b.max_abs);
         return a.dim < b.dim;
     });
     r.num_outliers = static_cast<int64_t>(r.entries.size());

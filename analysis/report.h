@@ -98,6 +98,10 @@ std::string render_comparison_markdown(const nlohmann::json & comparison, const 
 PlotJob comparison_plot_job(const nlohmann::json & comparison);
 PlotOutcome write_comparison_plots(const nlohmann::json & comparison, const std::string & dir);
 
+// "" when no captured value was NaN or inf, else a one-line warning naming how many and where
+// (finalize_run and `analyze report` log it; the report and outliers.json carry the counts).
+std::string nonfinite_warning(const Statistics & stats);
+
 // Token strings for reports: from the tokenizer.json at tokenizer_path, else from the one the run
 // recorded (run_metadata tokenizer.path) while it still exists. An empty function (reports then
 // show token ids) when there is neither, or when the build has no tokenizer (with a warning).

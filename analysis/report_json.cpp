@@ -149,6 +149,22 @@ json mode_json(const Statistics & s, const ModeResult & r, const ReportOptions &
 
 }  // namespace
 
+std::string nonfinite_warning(const Statistics & s) {
+    int64_t total = 0, sites = 0;
+    size_t first = s.site_nonfinite.size();
+    for (size_t i = 0; i < s.site_nonfinite.size() && i < s.sites.size(); ++i)
+        if (s.site_nonfinite[i] > 0) {
+            total += s.site_nonfinite[i];
+            sites += 1;
+            if (first == s.site_nonfinite.size()) first = i;
+        }
+    if (total == 0) return {};
+    return std::to_string(total) + " captured value(s) are NaN or inf, in " + std::to_string(sites) + " of " +
+           std::to_string(s.sites.size()) + " site(s) (first: layer " + std::to_string(s.sites[first].layer) + " " +
+           s.sites[first].site + ", " + std::to_string(s.site_nonfinite[first]) +
+           "); they never count as hits, so outlier counts there are not meaningful (outliers.json run.sites_with_nonfinite)";
+}
+
 json build_result(const Statistics & s, const ReportOptions & o, const TokenText & token_text) {
     const auto H = static_cast<size_t>(s.hidden);
     const auto S = s.sites.size();
@@ -172,6 +188,16 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
         if (s.site_sequences[i] != s.sequences)
             partial_sites.push_back({{"layer", s.sites[i].layer}, {"site", s.sites[i].site}, {"sequences", s.site_sequences[i]}});
     run["sites_with_partial_coverage"] = partial_sites;
+    // Non-finite values (NaN, inf) never hit, so without this a site full of NaN read as clean.
+    json nonfinite_sites = json::array();
+    int64_t nonfinite = 0;
+    for (size_t i = 0; i < S && i < s.site_nonfinite.size(); ++i)
+        if (s.site_nonfinite[i] > 0) {
+            nonfinite += s.site_nonfinite[i];
+            nonfinite_sites.push_back({{"layer", s.sites[i].layer}, {"site", s.sites[i].site}, {"values", s.site_nonfinite[i]}});
+        }
+    run["nonfinite_values"] = nonfinite;
+    run["sites_with_nonfinite"] = nonfinite_sites;
     run["partial"] = s.metadata.is_object() && s.metadata.value("partial", false);
     result["run"] = run;
 
@@ -202,8 +228,8 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
             hits += n;
             dims_hit += n > 0;
             const auto m = s.site_max_abs[i * H + h];
-            dim_max[h] = std::max(dim_max[h], m);
-            if (m > mx) {
+            dim_max[h] = abs_max(dim_max[h], m);
+            if (abs_greater(m, mx)) {  // NaN-aware: `m > mx` skipped a NaN site's dims, reporting 0
                 mx = m;
                 argmax = static_cast<int64_t>(h);
             }
@@ -216,7 +242,8 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
                           {"hit_rate", elements ? static_cast<double>(hits) / static_cast<double>(elements) : 0.0},
                           {"dims_with_hits", dims_hit},
                           {"max_abs", mx},
-                          {"max_abs_dim", argmax}});
+                          {"max_abs_dim", argmax},
+                          {"nonfinite", i < s.site_nonfinite.size() ? s.site_nonfinite[i] : 0}});
     }
     result["layers"] = layers;
 
@@ -225,10 +252,10 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
     if (dims.empty()) {
         std::vector<int32_t> all(H);
         for (size_t h = 0; h < H; ++h) all[h] = static_cast<int32_t>(h);
-        std::stable_sort(all.begin(), all.end(), [&](int32_t a, int32_t b) { return dim_max[static_cast<size_t>(a)] > dim_max[static_cast<size_t>(b)]; });
+        std::stable_sort(all.begin(), all.end(), [&](int32_t a, int32_t b) { return abs_greater(dim_max[static_cast<size_t>(a)], dim_max[static_cast<size_t>(b)]); });
         dims = all;
     } else {
-        std::stable_sort(dims.begin(), dims.end(), [&](int32_t a, int32_t b) { return dim_max[static_cast<size_t>(a)] > dim_max[static_cast<size_t>(b)]; });
+        std::stable_sort(dims.begin(), dims.end(), [&](int32_t a, int32_t b) { return abs_greater(dim_max[static_cast<size_t>(a)], dim_max[static_cast<size_t>(b)]); });
     }
     if (static_cast<int>(dims.size()) > o.profile_dims) dims.resize(static_cast<size_t>(o.profile_dims));
     json profiles = json::array();
@@ -412,6 +439,13 @@ void validate_result(const json & r, const std::string & file) {
     run.number("threshold");
     for (const char * key : {"round_bf16", "partial"}) run.boolean(key);
     run.array("sites_with_partial_coverage");
+    run.integer("nonfinite_values");  // optional: results before it lack both
+    if (const auto * nf = run.array("sites_with_nonfinite"))
+        for (size_t i = 0; i < nf->size(); ++i) {
+            const Shape e((*nf)[i], index(run.name("sites_with_nonfinite"), i), file);
+            for (const char * key : {"layer", "values"}) e.integer(key, true);
+            e.string("site", true);
+        }
 
     const auto & modes = *root.object("modes", true);
     for (const auto & [name, m] : modes.items()) check_mode(m, "modes." + name, file);
@@ -419,7 +453,7 @@ void validate_result(const json & r, const std::string & file) {
     const auto & layers = *root.array("layers", true);
     for (size_t i = 0; i < layers.size(); ++i) {
         const Shape l(layers[i], index("layers", i), file);
-        for (const char * key : {"layer", "hits", "elements", "dims_with_hits", "max_abs_dim"}) l.integer(key);
+        for (const char * key : {"layer", "hits", "elements", "dims_with_hits", "max_abs_dim", "nonfinite"}) l.integer(key);
         l.string("site");
         l.number("hit_rate");
         l.number("max_abs", false, true);

@@ -78,6 +78,11 @@ void write_run_table(std::ostringstream & o, const json & r) {
     o << "| schema | " << r.value("schema", "") << " v" << r.value("version", 0) << " |\n\n";
     if (run.value("partial", false))
         o << "**Partial statistics**: a checkpoint written during a run that did not finish; only the batches before it are counted.\n\n";
+    if (run.contains("sites_with_nonfinite") && run["sites_with_nonfinite"].is_array() && !run["sites_with_nonfinite"].empty())
+        o << "**Non-finite values**: " << run.value("nonfinite_values", int64_t{0}) << " captured value(s) were NaN or inf, in "
+          << run["sites_with_nonfinite"].size()
+          << " site(s) (`run.sites_with_nonfinite` in the JSON; per site in the table below). They never count as hits, so "
+             "the outlier counts of those sites are not meaningful; their max |x| shows as nan.\n\n";
     if (run.contains("sites_with_partial_coverage") && !run["sites_with_partial_coverage"].empty())
         o << "**Coverage warning**: " << run["sites_with_partial_coverage"].size()
           << " site(s) saw fewer sequences than the run (see `run.sites_with_partial_coverage` in the JSON).\n\n";
@@ -126,11 +131,13 @@ void write_features(std::ostringstream & o, const json & r) {
 
 // Hits, hit rate and the largest value per layer-norm site.
 void write_layers(std::ostringstream & o, const json & r) {
-    o << "\n## Per layer\n\n| layer | site | hits | hit rate (ppm) | dims with hits | max abs | at dim |\n|---:|---|---:|---:|---:|---:|---:|\n";
+    o << "\n## Per layer\n\n| layer | site | hits | hit rate (ppm) | dims with hits | max abs | at dim | NaN/inf values |\n"
+         "|---:|---|---:|---:|---:|---:|---:|---:|\n";
     for (const auto & l : r.at("layers"))
         o << "| " << l.value("layer", 0) << " | " << l.value("site", "") << " | " << l.value("hits", 0) << " | "
           << fixed(l.value("hit_rate", 0.0) * 1e6, 1) << " | " << l.value("dims_with_hits", 0) << " | "
-          << fixed(result_number(l, "max_abs"), 2) << " | " << l.value("max_abs_dim", 0) << " |\n";
+          << fixed(result_number(l, "max_abs"), 2) << " | " << l.value("max_abs_dim", 0) << " | " << l.value("nonfinite", int64_t{0})
+          << " |\n";
 }
 
 // Massive activations (`--massive`): the top entry per layer, then the tokens where massive values sit.

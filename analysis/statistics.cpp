@@ -117,6 +117,12 @@ bool add_one(int64_t x, int64_t & total) { return x >= 0 && !__builtin_add_overf
 
 }  // namespace
 
+int64_t Statistics::nonfinite_values() const {
+    int64_t total = 0;
+    for (const int64_t n : site_nonfinite) total += n;
+    return total;
+}
+
 bool count_totals(const Statistics & s, CountTotals & t, std::string & field) {
     t = CountTotals{};
     auto fail = [&](const char * name) {
@@ -127,6 +133,7 @@ bool count_totals(const Statistics & s, CountTotals & t, std::string & field) {
     if (!add_all(s.site_elements, t.site_elements)) return fail("site_elements");
     if (!add_all(s.site_sequences, t.site_sequences)) return fail("site_sequences");
     if (!add_all(s.site_histogram, t.site_histogram)) return fail("site_histogram");
+    if (!add_all(s.site_nonfinite, t.site_nonfinite)) return fail("site_nonfinite");
     if (!add_all(s.position_hits, t.position_hits)) return fail("position_hits");
     for (const auto & q : s.per_sequence)
         for (const auto & d : q.dims)
@@ -211,7 +218,8 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
         {"token_hits.pairs", {ta.token_hits, tb.token_hits}}, {"token_hits.batches", {ta.token_hits_batches, tb.token_hits_batches}},
         {"sequences", {ta.sequences, tb.sequences}}, {"tokens", {ta.tokens, tb.tokens}}, {"batches", {ta.batches, tb.batches}},
         {"sweep.dim_positions", {ta.sweep_positions, tb.sweep_positions}}, {"experts.tokens", {ta.expert_tokens, tb.expert_tokens}},
-        {"experts.hit_tokens", {ta.expert_hit_tokens, tb.expert_hit_tokens}}};
+        {"experts.hit_tokens", {ta.expert_hit_tokens, tb.expert_hit_tokens}},
+        {"site_nonfinite", {ta.site_nonfinite, tb.site_nonfinite}}};
     for (const auto & [name, pair] : sums) {
         int64_t total = 0;
         if (__builtin_add_overflow(pair.first, pair.second, &total))
@@ -225,7 +233,10 @@ void merge_into(Statistics & a, const Statistics & b, const std::string & a_name
 
     const size_t H = static_cast<size_t>(a.hidden);
     for (size_t i = 0; i < a.site_hits.size(); ++i) a.site_hits[i] += b.site_hits[i];
-    for (size_t i = 0; i < a.site_max_abs.size(); ++i) a.site_max_abs[i] = std::max(a.site_max_abs[i], b.site_max_abs[i]);
+    for (size_t i = 0; i < a.site_max_abs.size(); ++i) a.site_max_abs[i] = abs_max(a.site_max_abs[i], b.site_max_abs[i]);
+    // Absent (a file before version 4) is none seen; the sums stay per site.
+    if (a.site_nonfinite.size() != a.sites.size()) a.site_nonfinite.assign(a.sites.size(), 0);
+    for (size_t i = 0; i < b.site_nonfinite.size() && i < a.site_nonfinite.size(); ++i) a.site_nonfinite[i] += b.site_nonfinite[i];
     for (size_t i = 0; i < a.site_elements.size(); ++i) a.site_elements[i] += b.site_elements[i];
     for (size_t i = 0; i < a.site_sequences.size(); ++i) a.site_sequences[i] += b.site_sequences[i];
     for (size_t i = 0; i < a.site_histogram.size(); ++i) a.site_histogram[i] += b.site_histogram[i];

@@ -8,6 +8,7 @@
 
 #include "extractor/perplexity_summary.h"
 
+#include <cmath>
 #include <cstdint>
 #include <array>
 #include <map>
@@ -17,8 +18,18 @@
 namespace analysis {
 
 // 2: adds the optional "perplexity" records (`extract run --perplexity`); 3: the optional threshold
-// "sweep" and per-expert "experts" records. Versions 1 and 2 files still read.
-inline constexpr int kStatisticsVersion = 3;
+// "sweep" and per-expert "experts" records; 4: "site_nonfinite" (earlier files read as none seen,
+// which is what their site_max_abs can still contradict). Versions 1 to 3 files still read.
+inline constexpr int kStatisticsVersion = 4;
+
+// max |x| as the statistics keep it: NaN (some value was NaN) above +inf above every finite value,
+// as the accumulator's at::maximum and the fused pass's float-bit maxima order them. std::max and
+// `m > mx` dropped a NaN, so a site of NaNs read as max |x| 0.
+inline bool abs_greater(float a, float b) {
+    if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && !std::isnan(b);
+    return a > b;
+}
+inline float abs_max(float a, float b) { return abs_greater(b, a) ? b : a; }
 
 // The threshold sweep (`--thresholds`): at most this many thresholds, counted in the same pass.
 inline constexpr int kMaxSweepThresholds = 16;
@@ -113,6 +124,10 @@ struct Statistics {
     std::vector<int64_t> site_elements;      // [S]   real elements seen (tokens * H)
     std::vector<int64_t> site_histogram;     // [S*bins]
     std::vector<int64_t> site_sequences;     // [S]   sequences that reached this site
+    // [S] values that were NaN or +-inf (real positions; after the bf16 rounding when round_bf16,
+    // so a finite fp32 beyond bf16's range counts, as it reads as inf). They never hit; a site
+    // with any has a non-finite site_max_abs in the dims that held them.
+    std::vector<int64_t> site_nonfinite;
 
     int64_t max_positions = 0;               // T_max: rows of position_hits
     std::vector<int32_t> position_hits;      // [T_max*H] sequences whose position t hits dim h (any site)
@@ -144,6 +159,8 @@ struct Statistics {
     nlohmann::json metadata = nlohmann::json::object();  // run metadata (model, dtype, ...)
 
     int64_t num_sites() const { return static_cast<int64_t>(sites.size()); }
+    // Non-finite values over every site (site_nonfinite summed; 0 when it is absent).
+    int64_t nonfinite_values() const;
     // Distinct decoder layers among the sites, ascending.
     std::vector<int> layers() const;
 };
@@ -158,7 +175,7 @@ std::string model_label(const nlohmann::json & metadata);
 struct CountTotals {
     int64_t site_hits = 0, site_elements = 0, site_sequences = 0, site_histogram = 0, position_hits = 0;
     int64_t sequence_hits = 0, token_hits = 0, token_hits_batches = 0, sequences = 0, tokens = 0, batches = 0;
-    int64_t sweep_positions = 0, expert_tokens = 0, expert_hit_tokens = 0;
+    int64_t sweep_positions = 0, expert_tokens = 0, expert_hit_tokens = 0, site_nonfinite = 0;
 };
 // False, with `field` naming the array ("per_sequence.hits"), when a count is negative or a total
 // does not fit int64.

@@ -147,6 +147,7 @@ public:
     }
     std::string name(const std::string & key) const { return where_.empty() ? key : where_ + "." + key; }
     const std::string & path() const { return path_; }
+    bool has(const std::string & key) const { return j_.contains(key); }
     const json & at(const std::string & key) const {
         const auto it = j_.find(key);
         if (it == j_.end()) bad_field(path_, name(key), "is missing");
@@ -256,6 +257,11 @@ void save_statistics(const Statistics & s, const std::string & path) {
     j["site_max_abs"] = bytes_of(s.site_max_abs);
     j["site_elements"] = s.site_elements;
     j["site_sequences"] = s.site_sequences;
+    {
+        std::vector<int64_t> nonfinite = s.site_nonfinite;
+        nonfinite.resize(s.sites.size(), 0);
+        j["site_nonfinite"] = nonfinite;
+    }
     j["site_histogram"] = bytes_of(s.site_histogram);
     // The position map is stored for dims with any hit only: most of [T,H] is zero.
     const auto H = static_cast<size_t>(s.hidden);
@@ -413,6 +419,15 @@ uint64_t read_sites(const Fields & root, const std::string & path, Statistics & 
             dst.push_back(Fields::integer_value(a[i], std::string(key) + "[" + std::to_string(i) + "]", 0, INT64_MAX, path));
     }
     s.site_histogram = root.bytes<int64_t>("site_histogram", checked_mul(S, static_cast<uint64_t>(s.histogram_spec.bins), path, "site_histogram"));
+    // Version 4; absent (older files): none counted.
+    s.site_nonfinite.assign(S, 0);
+    if (root.has("site_nonfinite")) {
+        const auto & a = root.array("site_nonfinite");
+        if (a.size() != S)
+            bad_field(path, "site_nonfinite", "has " + std::to_string(a.size()) + " entries for " + std::to_string(S) + " sites");
+        for (size_t i = 0; i < a.size(); ++i)
+            s.site_nonfinite[i] = Fields::integer_value(a[i], "site_nonfinite[" + std::to_string(i) + "]", 0, s.site_elements[i], path);
+    }
     return SH;
 }
 

@@ -21,6 +21,7 @@ int run_report(const ReportVerbOptions & o, const common::Output & out) {
     FinalizeOutcome outcome;
     if (input.extension() == ".cbor") {
         const auto stats = load_statistics(o.input);
+        if (const std::string w = nonfinite_warning(stats); !w.empty()) common::log::warn("analysis: WARNING: ", w);
         outcome.result = build_result(stats, o.criteria.report_options(), load_token_text(o.tokenizer));
         outcome.result["run"]["statistics_file"] = std::filesystem::absolute(input).string();
         outcome.statistics_path = o.input;

@@ -109,6 +109,7 @@ __global__ void __launch_bounds__(kThreads, 3) capture_kernel(const CaptureArgs 
     uint32_t max_bits[VEC] = {};  // floats >= 0 compare as their bits
     // SWEEP: this lane's max level per dim, one byte each (levels are <= 16), four to a register.
     uint32_t levels[(VEC + 3) / 4] = {};
+    uint32_t nonfinite = 0;  // this lane's |v| that are NaN or inf (bits at or above inf's; rare)
     if (h < H && first < T) {
         const int n = static_cast<int>(min(static_cast<int64_t>(rows_per_warp), (T - first + kWarps - 1) / kWarps));
         for (int i0 = 0; i0 < n; i0 += kUnroll) {
@@ -135,6 +136,7 @@ __global__ void __launch_bounds__(kThreads, 3) capture_kernel(const CaptureArgs 
                         a.pos_any[row + h + j] = 1;
                     }
                     max_bits[j] = max(max_bits[j], __float_as_uint(m.value));
+                    nonfinite += __float_as_uint(m.value) >= 0x7f800000u;  // |v| >= 0: inf and every NaN
                     if constexpr (SWEEP) {
                         // Thresholds ascend, so the level is the count of the leading ones reached
                         // (a NaN reaches none, as it never hits). Most values reach none.
@@ -170,6 +172,7 @@ __global__ void __launch_bounds__(kThreads, 3) capture_kernel(const CaptureArgs 
                 if (level != 0) atomicMax(&col_level[j * 32 + lane], level);
             }
         }
+        if (nonfinite != 0 && a.site_nonfinite != nullptr) atomicAdd(a.site_nonfinite, static_cast<unsigned long long>(nonfinite));
     }
     __syncthreads();
 

@@ -42,6 +42,10 @@ struct CaptureArgs {
     // Per-site totals:
     unsigned long long * site_hits = nullptr;  // [H] += sum_b n (an int64 tensor)
     float * site_max_abs = nullptr;            // [H] = max(site_max_abs, max_b m)
+    // [1] += the capture's non-finite |v| (NaN, +-inf) at real positions (an int64 tensor), or null.
+    // Counted on the same |v| as everything else (after the bf16 rounding when round_bf16), so it
+    // equals the ATen path's isfinite count.
+    unsigned long long * site_nonfinite = nullptr;
 
     // Threshold sweep (sweep_k > 0): thresholds ascending, each already rounded like `threshold`.
     // A value's level is the number of them it reaches; per (b,h) this capture's max level L.

@@ -306,7 +306,7 @@ TEST_CASE("statistics files: nesting, sizes, counts and indices are bounded, wit
     // nothing else in the file grows with hidden).
     d["sites"] = json::array();
     for (const char * key : {"site_hits", "site_max_abs", "site_histogram"}) d[key] = json::binary({});
-    d["site_elements"] = d["site_sequences"] = json::array();
+    d["site_elements"] = d["site_sequences"] = d["site_nonfinite"] = json::array();
     d["hidden"] = int64_t{1} << 20;
     d["max_positions"] = int64_t{1} << 11;
     const auto why = stats_error(d);

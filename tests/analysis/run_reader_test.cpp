@@ -16,6 +16,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -208,4 +209,24 @@ TEST_CASE("accumulator: begin_batch refuses negative token ids, ids from kMaxTok
     info.sequence_indices = {0, 1};
     info.token_ids = at::zeros({1, 2}, at::kLong);
     CHECK_THROWS_AS(acc.begin_batch(info), common::Error);
+}
+
+TEST_CASE("run reader: a site of NaN is analysed with a loud warning and its count in outliers.json, not as a clean site") {
+    RunDir run;
+    run.tensor(0, "layer_1_ln_mlp").fill_(std::numeric_limits<float>::quiet_NaN());
+    run.tensor(1, "layer_0_ln_attn")[0][0][3] = std::numeric_limits<float>::infinity();
+    run.write();
+    const auto p = analyze_run(run);
+    CAPTURE(p.err);
+    CHECK(p.exit_code == 0);
+    CHECK(p.err.find("WARNING") != std::string::npos);
+    CHECK(p.err.find("65 captured value(s) are NaN or inf, in 2 of 4 site(s)") != std::string::npos);
+    const json r = json::parse(tests::read_file(run.dir / "out/outliers.json"));
+    CHECK(r["run"]["nonfinite_values"] == 65);
+    for (const auto & l : r["layers"])
+        if (l["layer"] == 1 && l["site"] == "ln_mlp") {
+            CHECK(l["nonfinite"] == 64);
+            CHECK(l["max_abs"].is_null());  // NaN: was 0, as if the site were clean
+        }
+    CHECK(tests::read_file(run.dir / "out/report.md").find("**Non-finite values**: 65") != std::string::npos);
 }
