@@ -24,6 +24,14 @@ namespace broker::providers {
 // is 200 offers, a Prime page 100, RunPod lists a few dozen GPU types; objects nest less than 10 deep.
 inline constexpr size_t kMaxJsonDepth = 64;
 inline constexpr size_t kMaxJsonArrayItems = 10000;
+// Bounds on what one provider's answers may make the broker build. A body is at most 16 MiB, but
+// offers multiply (RunPod types × data centres, Lambda types × regions, Prime pages × items): past
+// these, the rest is left out with a warning naming the provider. Real catalogues are far below.
+inline constexpr size_t kMaxOffersPerProvider = 5000;
+inline constexpr size_t kMaxPlacesPerType = 64;  // RunPod data centres, Lambda regions, per GPU type
+// An instance listing longer than this (ours only), or one whose paging does not end within the
+// provider's page bound, is an error: a partial list could hide a billing instance from sweep.
+inline constexpr size_t kMaxInstancesListed = 10000;
 
 // A server value the parsers cannot use: an integer field of 1e300, an array where an object must be.
 // Thrown by the readers below and by parsers; guarded() reports it as Error(Network).

@@ -202,7 +202,9 @@ std::vector<Offer> lambda_parse_offers(const nlohmann::json & data) {
     return guarded("lambda", "search offers", [&] {
         std::vector<Offer> out;
         if (!data.is_object()) throw BadResponse("instance types are not an object");
+        bool full = false, many_regions = false;
         for (const auto & [type_name, entry] : data.items()) {
+            if (full) break;
             if (!entry.is_object() || !entry.contains("instance_type") || !entry["instance_type"].is_object()) continue;
             const auto & t = entry["instance_type"];
             const nlohmann::json & specs = t.contains("specs") ? t["specs"] : nlohmann::json();
@@ -226,7 +228,16 @@ std::vector<Offer> lambda_parse_offers(const nlohmann::json & data) {
             if (!entry.contains("regions_with_capacity_available")) continue;
             const auto & regions = entry["regions_with_capacity_available"];
             if (!regions.is_array()) throw BadResponse("regions_with_capacity_available is not a list");
+            size_t places = 0;
             for (const auto & region : regions) {
+                if (out.size() >= kMaxOffersPerProvider) {
+                    full = true;
+                    break;
+                }
+                if (places++ >= kMaxPlacesPerType) {
+                    many_regions = true;
+                    break;
+                }
                 Offer o;
                 o.provider = "lambda";
                 std::string region_name = json_string(region, "name");
@@ -247,6 +258,11 @@ std::vector<Offer> lambda_parse_offers(const nlohmann::json & data) {
                 if (usable_offer(o)) out.push_back(std::move(o));
             }
         }
+        if (many_regions)
+            common::log::warn("lambda: an instance type lists more than ", kMaxPlacesPerType,
+                              " regions with capacity; the others are left out");
+        if (full)
+            common::log::warn("lambda: more than ", kMaxOffersPerProvider, " offers in one answer; the rest are left out");
         return out;
     });
 }

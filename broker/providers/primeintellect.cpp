@@ -42,6 +42,12 @@ public:
             if (f.gpu_count) path += "&gpu_count=" + std::to_string(*f.gpu_count);
             auto body = api_.call("GET", path, "search offers");
             auto offers = prime_parse_offers(body);
+            if (out.size() + offers.size() > kMaxOffersPerProvider) {
+                offers.resize(kMaxOffersPerProvider - out.size());
+                out.insert(out.end(), offers.begin(), offers.end());
+                common::log::warn("primeintellect: more than ", kMaxOffersPerProvider, " offers; the rest are left out");
+                break;
+            }
             out.insert(out.end(), offers.begin(), offers.end());
             int total = prime_total_count(body, "totalCount");
             size_t items = body.is_object() && body.contains("items") && body["items"].is_array() ? body["items"].size() : 0;
@@ -102,11 +108,18 @@ public:
 
     std::vector<Instance> list() override {
         std::vector<Instance> out;
-        for (int offset = 0; offset < 10000; offset += 100) {
+        for (int offset = 0;; offset += 100) {
+            // A listing cut short could hide a billing pod from sweep: past the bound it is an error.
+            if (offset >= 10000)
+                throw bad_response("primeintellect", "list pods",
+                                   "the listing did not end within 10000 pods; refusing a partial list");
             auto body = api_.call("GET", "/api/v1/pods?offset=" + std::to_string(offset) + "&limit=100", "list pods");
             size_t page_size = 0;
             auto mine = prime_parse_pods_page(body, page_size);
             out.insert(out.end(), mine.begin(), mine.end());
+            if (out.size() > kMaxInstancesListed)
+                throw bad_response("primeintellect", "list pods",
+                                   "more than " + std::to_string(kMaxInstancesListed) + " of our pods listed; refusing");
             int total = prime_total_count(body, "total_count");
             if (page_size < 100 || offset + 100 >= total) break;
         }
@@ -204,6 +217,10 @@ std::vector<Offer> prime_parse_offers(const nlohmann::json & body) {
         if (body.is_object() && body.contains("items")) items = &body["items"];
         if (!items->is_array()) throw BadResponse("answer has no items list");
         for (const auto & v : *items) {
+            if (out.size() >= kMaxOffersPerProvider) {
+                common::log::warn("primeintellect: more than ", kMaxOffersPerProvider, " offers in one answer; the rest are left out");
+                break;
+            }
             if (!v.is_object()) throw BadResponse("an items entry is not an object");
             Offer o;
             o.provider = "primeintellect";

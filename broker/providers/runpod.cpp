@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cmath>
 #include <future>
+#include <unordered_map>
 
 #include "broker/providers/json_api.h"
 #include "broker/providers/providers.h"
@@ -318,25 +319,38 @@ namespace {
 struct DataCentre {
     std::string id, location, stock;
 };
-// The data centres that stock `gpu_type_id` (gpuAvailability.stockStatus not null), in the
-// server's order. nullopt when the answer has no dataCenters list at all.
-std::optional<std::vector<DataCentre>> stocking_data_centres(const nlohmann::json & data, const std::string & gpu_type_id) {
+// gpuTypeId → the data centres that stock it (gpuAvailability.stockStatus not null), in the
+// server's order, built in one pass over dataCenters (not once per GPU type: that is types × data
+// centres × entries on a hostile answer). At most kMaxPlacesPerType per type. nullopt when the
+// answer has no dataCenters list at all.
+using DataCentreIndex = std::unordered_map<std::string, std::vector<DataCentre>>;
+std::optional<DataCentreIndex> index_data_centres(const nlohmann::json & data) {
     if (!data.contains("dataCenters") || data["dataCenters"].is_null()) return std::nullopt;
     const auto & dcs = data["dataCenters"];
     if (!dcs.is_array()) throw BadResponse("dataCenters is not a list");
-    std::vector<DataCentre> out;
+    DataCentreIndex index;
+    bool capped = false;
     for (const auto & dc : dcs) {
         if (!dc.is_object() || !json_bool(dc, "listed", true)) continue;
         std::string id = json_string(dc, "id");
         if (id.empty() || !dc.contains("gpuAvailability") || !dc["gpuAvailability"].is_array()) continue;
+        const std::string location = json_string(dc, "location");
         for (const auto & a : dc["gpuAvailability"]) {
-            if (json_string(a, "gpuTypeId") != gpu_type_id) continue;
             std::string stock = json_string(a, "stockStatus");
-            if (!stock.empty()) out.push_back({id, json_string(dc, "location"), stock});
-            break;
+            if (stock.empty()) continue;
+            auto & places = index[json_string(a, "gpuTypeId")];
+            if (!places.empty() && places.back().id == id) continue;  // one entry per data centre
+            if (places.size() >= kMaxPlacesPerType) {
+                capped = true;
+                continue;
+            }
+            places.push_back({id, location, stock});
         }
     }
-    return out;
+    if (capped)
+        common::log::warn("runpod: a GPU type is stocked in more than ", kMaxPlacesPerType,
+                          " data centres; the others are left out");
+    return index;
 }
 }  // namespace
 
@@ -350,7 +364,18 @@ std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_coun
         std::vector<Offer> out;
         if (!data.is_object() || !data.contains("gpuTypes") || !data["gpuTypes"].is_array())
             throw BadResponse("GraphQL data has no gpuTypes list");
+        const auto dc_index = secure ? index_data_centres(data) : std::nullopt;
+        static const std::vector<DataCentre> kNone;
+        bool full = false;
+        auto add = [&](Offer && o) {
+            if (out.size() >= kMaxOffersPerProvider) {
+                full = true;
+                return;
+            }
+            if (usable_offer(o)) out.push_back(std::move(o));
+        };
         for (const auto & g : data["gpuTypes"]) {
+            if (full) break;
             if (!g.is_object()) throw BadResponse("a gpuTypes entry is not an object");
             if (!json_bool(g, secure ? "secureCloud" : "communityCloud", false)) continue;
             const nlohmann::json & lp = g.contains("lowestPrice") ? g["lowestPrice"] : nlohmann::json();
@@ -381,15 +406,19 @@ std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_coun
             // Region: secure cloud rents in a data centre (one offer per data centre that stocks the
             // type, rented there with dataCenterId); community cloud in a country (lowestPrice's
             // countryCode, rented there with countryCode). docs/providers.md (RunPod "Offers"), broker/README.md.
-            auto dcs = secure ? stocking_data_centres(data, id) : std::nullopt;
-            if (dcs && !dcs->empty()) {
+            const std::vector<DataCentre> * dcs = &kNone;
+            if (dc_index) {
+                auto it = dc_index->find(id);
+                if (it != dc_index->end()) dcs = &it->second;
+            }
+            if (!dcs->empty()) {
                 for (const auto & dc : *dcs) {
                     Offer d = o;
                     d.offer_id = id_part(id) + "/" + cloud + "/" + id_part(dc.id) + "/" + suffix;
                     d.region = dc.location.empty() ? dc.id : dc.id + " (" + dc.location + ")";
                     d.availability = dc.stock;
                     d.create_data["dataCenterId"] = dc.id;
-                    if (usable_offer(d)) out.push_back(std::move(d));
+                    add(std::move(d));
                 }
                 continue;
             }
@@ -401,8 +430,10 @@ std::vector<Offer> runpod_parse_offers(const nlohmann::json & data, int gpu_coun
                     o.create_data["countryCode"] = country;
                 }
             }
-            if (usable_offer(o)) out.push_back(std::move(o));
+            add(std::move(o));
         }
+        if (full)
+            common::log::warn("runpod: more than ", kMaxOffersPerProvider, " offers in one answer; the rest are left out");
         return out;
     });
 }

@@ -107,13 +107,20 @@ public:
         // v1 is the paginated listing (v0 is deprecated): follow next_token, bounded.
         std::vector<Instance> out;
         std::string token;
-        for (int page = 0; page < 100; ++page) {
+        for (int page = 0;; ++page) {
+            // A listing cut short could hide a billing instance from sweep: past the bound it is an error.
+            if (page >= 100)
+                throw bad_response("vast", "list instances",
+                                   "the listing did not end within 100 pages (next_token still set); refusing a partial list");
             std::string path = "/api/v1/instances/?limit=100";
             if (!token.empty()) path += "&after_token=" + common::http::url_encode(token);
             auto body = api_.call("GET", path, "list instances");
             bool empty_page = false;
             auto mine = vast_parse_list_page(body, token, empty_page);
             out.insert(out.end(), mine.begin(), mine.end());
+            if (out.size() > kMaxInstancesListed)
+                throw bad_response("vast", "list instances",
+                                   "more than " + std::to_string(kMaxInstancesListed) + " of our instances listed; refusing");
             if (token.empty() || empty_page) break;
         }
         return out;

@@ -392,3 +392,32 @@ TEST_CASE("vast: --max-price holds for the disk a create rents (dph_total includ
     CHECK(requests(emu, "search").back()["body"]["allocated_storage"] == 100);
     cli.json({"instances", "terminate", "vast:" + json::parse(ok.out)["id"].get<std::string>(), "--yes"});
 }
+
+TEST_CASE("listings: a Vast or Prime listing that never ends is an error, never a partial list read as complete") {
+    {
+        tests::Emulator emu("vast", {.api_key = kKey});
+        Cli cli;
+        cli.use(emu);
+        // Every page names one instance that is not ours and a next page, forever.
+        json page = {{"instances", json::array({{{"id", 1}, {"label", "someone-else"}, {"actual_status", "running"}}})},
+                     {"next_token", "more"}};
+        emu.inject({{"kind", "http_status"}, {"status", 200}, {"body", page}, {"match", {{"action", "list"}}}, {"count", 1000}});
+        auto r = cli.run({"--json", "instances", "list", "--provider", "vast"});
+        INFO(r.err);
+        CHECK(r.exit_code == 6);
+        CHECK(r.err.find("partial") != std::string::npos);
+    }
+    {
+        tests::Emulator emu("primeintellect", {.api_key = kKey});
+        Cli cli;
+        cli.use(emu);
+        json pods = json::array();
+        for (int i = 0; i < 100; ++i) pods.push_back({{"id", "p" + std::to_string(i)}, {"name", "someone-else"}});
+        json page = {{"total_count", 1000000}, {"data", pods}};
+        emu.inject({{"kind", "http_status"}, {"status", 200}, {"body", page}, {"match", {{"action", "list"}}}, {"count", 1000}});
+        auto r = cli.run({"--json", "instances", "list", "--provider", "primeintellect"});
+        INFO(r.err);
+        CHECK(r.exit_code == 6);
+        CHECK(r.err.find("partial") != std::string::npos);
+    }
+}

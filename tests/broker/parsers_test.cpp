@@ -518,3 +518,46 @@ TEST_CASE("vast: VRAM is the reported GiB, and the server's gpu_ram floor admits
     f.min_vram_gb = 12;
     CHECK_FALSE(offer_matches(vast_offer(11264), f));  // an 11 GB card is not a 12 GB one
 }
+
+TEST_CASE("hostile bodies: offers that multiply (types x data centres, types x regions, items) are capped per provider") {
+    // RunPod: 300 types, each stocked in all of 300 data centres: 90000 offers uncapped, built in
+    // one pass over dataCenters (the rescans were types x data centres x entries).
+    json types = json::array(), dcs = json::array();
+    for (int t = 0; t < 300; ++t)
+        types.push_back({{"id", "T" + std::to_string(t)}, {"secureCloud", true}, {"securePrice", 1.0},
+                         {"memoryInGb", 80}, {"lowestPrice", {{"stockStatus", "High"}}}});
+    for (int d = 0; d < 300; ++d) {
+        json avail = json::array();
+        for (int t = 0; t < 300; ++t) avail.push_back({{"gpuTypeId", "T" + std::to_string(t)}, {"stockStatus", "High"}});
+        dcs.push_back({{"id", "DC" + std::to_string(d)}, {"gpuAvailability", avail}});
+    }
+    auto offers = runpod_parse_offers({{"gpuTypes", types}, {"dataCenters", dcs}}, 1, true);
+    CHECK(offers.size() == kMaxOffersPerProvider);
+    size_t of_first = 0;
+    for (const auto & o : offers) of_first += o.create_data["gpuTypeId"] == "T0";
+    CHECK(of_first == kMaxPlacesPerType);
+    // The index keeps the server's order and one offer per data centre that stocks the type.
+    CHECK(offers[0].create_data["dataCenterId"] == "DC0");
+    CHECK(offers[1].create_data["dataCenterId"] == "DC1");
+
+    // Lambda: one type with 9000 regions with capacity.
+    json regions = json::array();
+    for (int r = 0; r < 9000; ++r) regions.push_back({{"name", "r" + std::to_string(r)}});
+    json lambda_types = json::object();
+    for (int t = 0; t < 200; ++t)
+        lambda_types["gpu_1x_t" + std::to_string(t)] = {
+            {"instance_type", {{"gpu_description", "A10 (24 GB PCIe)"}, {"price_cents_per_hour", 75}, {"specs", {{"gpus", 1}}}}},
+            {"regions_with_capacity_available", regions}};
+    auto lam = lambda_parse_offers(lambda_types);
+    CHECK(lam.size() <= kMaxOffersPerProvider);
+    size_t of_t0 = 0;
+    for (const auto & o : lam) of_t0 += o.create_data["instance_type"] == "gpu_1x_t0";
+    CHECK(of_t0 == kMaxPlacesPerType);
+
+    // Prime: one page of 9000 items.
+    json items = json::array();
+    for (int i = 0; i < 9000; ++i)
+        items.push_back({{"cloudId", "c" + std::to_string(i)}, {"gpuType", "H100_80GB"}, {"gpuCount", 1},
+                         {"gpuMemory", 80}, {"prices", {{"onDemand", 2.0}}}});
+    CHECK(prime_parse_offers({{"items", items}}).size() == kMaxOffersPerProvider);
+}
