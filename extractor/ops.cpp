@@ -72,6 +72,12 @@ double yarn_mscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.
 Rope make_rope(const RopeParams & p, double default_theta, int64_t head_dim, int64_t max_position_embeddings) {
     const double base = p.theta.value_or(default_theta);
     const int64_t dim = static_cast<int64_t>(static_cast<double>(head_dim) * p.partial_rotary_factor);
+    // Config readers refuse these naming the key (families::parse_common); this is the backstop.
+    if (dim < 2 || dim % 2 != 0 || !(base > 0) || !(p.factor > 0))
+        throw common::Error::usage("rope: rotary width " + std::to_string(dim) + " (head_dim " + std::to_string(head_dim) +
+                                   " x partial_rotary_factor " + std::to_string(p.partial_rotary_factor) +
+                                   ") must be even and at least 2, theta " + std::to_string(base) + " and factor " +
+                                   std::to_string(p.factor) + " positive");
     // HF: 1 / base ** (arange(0, dim, 2, int64).float() / dim), in fp32.
     at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);  // [D/2]
     at::Tensor pos_freqs = at::pow(base, exponents);                                                   // [D/2]

@@ -111,16 +111,25 @@ void check_rotary_factor(double f, const std::string & path) {
     if (!(f > 0.0 && f <= 1.0)) throw key_error(path, "partial_rotary_factor", "must be in (0, 1], got " + std::to_string(f));
 }
 
+// A rope value every formula divides by or takes a power or log of: must be positive (HF would make
+// inf/NaN frequencies, or a complex power, from a zero or negative one).
+void check_positive(const std::optional<double> & v, const std::string & key, const std::string & path) {
+    if (v && !(*v > 0)) throw key_error(path, key, "must be positive, got " + std::to_string(*v));
+}
+
 void read_rope(const nlohmann::json & j, const std::string & path, RopeParams & r) {
     r.theta = opt<double>(j, "rope_theta", path);
+    check_positive(r.theta, "rope_theta", path);
     r.partial_rotary_factor = opt<double>(j, "partial_rotary_factor", path).value_or(1.0);
     check_rotary_factor(r.partial_rotary_factor, path);
     // v5 writes rope_parameters (rope_type); legacy writes rope_scaling (type | rope_type).
     const nlohmann::json * p = nullptr;
+    std::string pkey;
     for (const char * key : {"rope_parameters", "rope_scaling"}) {
         auto it = j.find(key);
         if (it != j.end() && it->is_object()) {
             p = &*it;
+            pkey = key;
             break;
         }
     }
@@ -128,8 +137,13 @@ void read_rope(const nlohmann::json & j, const std::string & path, RopeParams & 
     const std::string where = path + " rope parameters";
     if (auto t = opt<std::string>(*p, "rope_type", where)) r.type = *t;
     else if (auto t2 = opt<std::string>(*p, "type", where)) r.type = *t2;
-    if (auto th = opt<double>(*p, "rope_theta", where)) r.theta = th;
-    r.factor = opt<double>(*p, "factor", where).value_or(1.0);
+    if (auto th = opt<double>(*p, "rope_theta", where)) {
+        check_positive(th, pkey + ".rope_theta", path);
+        r.theta = th;
+    }
+    const auto factor = opt<double>(*p, "factor", where);
+    check_positive(factor, pkey + ".factor", path);  // linear and llama3 divide by it, yarn takes its log
+    r.factor = factor.value_or(1.0);
     r.low_freq_factor = opt<double>(*p, "low_freq_factor", where).value_or(1.0);
     r.high_freq_factor = opt<double>(*p, "high_freq_factor", where).value_or(4.0);
     r.original_max_position_embeddings = opt_int(*p, "original_max_position_embeddings", where, 1, hf_limits::kPositions);
@@ -143,6 +157,12 @@ void read_rope(const nlohmann::json & j, const std::string & path, RopeParams & 
     check_rotary_factor(r.partial_rotary_factor, where);
     if (r.type == "dynamic" || r.type == "longrope")
         throw key_error(path, "rope_parameters.rope_type", "\"" + r.type + "\" is not supported (supported: default, linear, llama3, yarn)");
+    if (r.type == "llama3") {  // wavelengths are divided by both, and the blend by their difference
+        check_positive(r.low_freq_factor, pkey + ".low_freq_factor", path);
+        if (!(r.high_freq_factor > r.low_freq_factor))
+            throw key_error(path, pkey + ".high_freq_factor", "must be above low_freq_factor (" + std::to_string(r.low_freq_factor) +
+                                                                  "), got " + std::to_string(r.high_freq_factor));
+    }
 }
 
 }  // namespace
@@ -172,6 +192,8 @@ HfConfig parse_hf_config(const nlohmann::json & j, const std::string & path) {
     c.head_dim = opt_int(j, "head_dim", path, 1, lim::kHeadDim);
     c.intermediate_size = opt_int(j, "intermediate_size", path, 0, lim::kIntermediate).value_or(0);
     c.rms_norm_eps = opt<double>(j, "rms_norm_eps", path);
+    if (c.rms_norm_eps && *c.rms_norm_eps < 0)  // rsqrt(var + eps) of a negative: NaN wherever var < -eps
+        throw key_error(path, "rms_norm_eps", "must not be negative, got " + std::to_string(*c.rms_norm_eps));
     c.tie_word_embeddings = opt<bool>(j, "tie_word_embeddings", path).value_or(false);
     c.attention_bias = opt<bool>(j, "attention_bias", path).value_or(false);
     c.mlp_bias = opt<bool>(j, "mlp_bias", path).value_or(false);

@@ -219,9 +219,18 @@ ModelConfig parse_common(const HfConfig & hf, double default_eps, double default
     c.checkpoint_dtype = hf.dtype;
     c.sliding_window.assign(static_cast<size_t>(c.n_layers), std::nullopt);
     c.layer_is_moe.assign(static_cast<size_t>(c.n_layers), false);
-    c.rope = ops::make_rope(hf.rope, default_theta, c.head_dim, hf.max_position_embeddings);
     if (c.head_dim <= 0 || c.head_dim % 2 != 0)
         throw common::Error::file(hf.path, "head_dim " + std::to_string(c.head_dim) + " must be positive and even");
+    // HF: dim = int(head_dim * partial_rotary_factor); an odd one gives cos/sin one column wider
+    // than the rotated half-pairs and transformers fails; fewer than 2 rotates nothing.
+    const int64_t rotary = static_cast<int64_t>(static_cast<double>(c.head_dim) * hf.rope.partial_rotary_factor);
+    if (rotary < 2 || rotary % 2 != 0)
+        throw common::Error::file(hf.path, "key partial_rotary_factor: head_dim " + std::to_string(c.head_dim) + " x " +
+                                               std::to_string(hf.rope.partial_rotary_factor) + " = " + std::to_string(rotary) +
+                                               " rotary dims; must be even and at least 2")
+            .with("file", hf.path)
+            .with("key", "partial_rotary_factor");
+    c.rope = ops::make_rope(hf.rope, default_theta, c.head_dim, hf.max_position_embeddings);
     return c;
 }
 

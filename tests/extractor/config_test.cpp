@@ -161,3 +161,30 @@ TEST_CASE("config: committed fuzz regression inputs are refused or parsed within
     MESSAGE("replayed " << seen << " regression inputs");
     CHECK(seen >= 1);
 }
+
+TEST_CASE("config: a negative rms_norm_eps, a non-positive rope theta or factor and an odd rotary width are refused naming the key") {
+    // Each was accepted: eps -1 made NaN norms, theta 0 and factor 0 inf/NaN frequencies, and an odd
+    // rotary width cos/sin one column wider than the rotated dims (transformers itself fails there).
+    auto err = [](const nlohmann::json & edits) {
+        nlohmann::json j = base();
+        for (const auto & [k, v] : edits.items()) j[k] = v;
+        return error_of([&] { find_family(j["model_type"].get<std::string>()).parse_config(parse_hf_config(j, "m/config.json")); });
+    };
+    CHECK(err({{"rms_norm_eps", -1e-6}}).find("m/config.json: key rms_norm_eps: must not be negative") != std::string::npos);
+    CHECK(err({{"rope_theta", 0}}).find("m/config.json: key rope_theta: must be positive") != std::string::npos);
+    CHECK(err({{"rope_theta", -10000.0}}).find("key rope_theta: must be positive") != std::string::npos);
+    CHECK(err({{"rope_parameters", {{"rope_type", "default"}, {"rope_theta", -1.0}}}}).find("key rope_parameters.rope_theta: must be positive") !=
+          std::string::npos);
+    CHECK(err({{"rope_scaling", {{"rope_type", "linear"}, {"factor", 0.0}}}}).find("key rope_scaling.factor: must be positive") !=
+          std::string::npos);
+    CHECK(err({{"rope_parameters", {{"rope_type", "yarn"}, {"factor", -4.0}}}}).find("key rope_parameters.factor: must be positive") !=
+          std::string::npos);
+    CHECK(err({{"rope_parameters", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 4.0}, {"high_freq_factor", 4.0}}}})
+              .find("key rope_parameters.high_freq_factor: must be above low_freq_factor") != std::string::npos);
+    // head_dim 16 x 0.3 = 4.8 -> 4 rotary dims is fine; x 0.35 = 5.6 -> 5 is odd.
+    const std::string odd = err({{"head_dim", 16}, {"partial_rotary_factor", 0.35}});
+    CHECK(odd.find("m/config.json: key partial_rotary_factor: head_dim 16 x 0.35") != std::string::npos);
+    CHECK(odd.find("= 5 rotary dims; must be even") != std::string::npos);
+    CHECK(err({{"head_dim", 16}, {"partial_rotary_factor", 0.3}}) == "<no error>");
+    CHECK(err({{"rms_norm_eps", 0.0}}) == "<no error>");  // 0 is for HF to allow
+}
