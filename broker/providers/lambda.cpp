@@ -4,8 +4,10 @@
 //  - launch takes quantity 1 and exactly one ssh_key_names entry: our key is found by its key
 //    material among the account's keys, or registered under a toolkit name;
 //  - price_cents_per_hour is cents for the whole instance; VRAM is parsed from the description;
-//  - launch is rate-limited (429 → retried by the HTTP layer, which is safe: not processed);
+//  - launch is rate-limited (429 → retried by the HTTP layer, which is safe: not processed; without
+//    Retry-After after 12 s, not 0.5 s, see launch_options);
 //    instance_ids may come back empty (capacity); terminate may be partial (callers re-list).
+#include <algorithm>
 #include <cctype>
 
 #include "broker/providers/json_api.h"
@@ -48,9 +50,20 @@ std::string key_material(const std::string & public_key) {
     return s;
 }
 
+// Launch is rate-limited to one per ~12 s (five a minute; docs/providers.md, Lambda): a 429 on it
+// without Retry-After is asked again after 12 s (jittered ±50 %, doubling, at most 60 s), not the
+// 0.5/1/2 s that suit the other calls, which would land inside the same limit. SkyPilot's Lambda
+// client backs off 10 s first for the same reason.
+common::http::Options launch_options(common::http::Options o) {
+    o.backoff_base_s = std::max(o.backoff_base_s, 12.0);
+    o.backoff_max_s = std::max(o.backoff_max_s, 60.0);
+    return o;
+}
+
 class Lambda final : public Provider {
 public:
-    explicit Lambda(const ProviderContext & c) : api_("lambda", c.base_url, c.api_key, c.http) {}
+    explicit Lambda(const ProviderContext & c)
+        : api_("lambda", c.base_url, c.api_key, c.http), launch_api_("lambda", c.base_url, c.api_key, launch_options(c.http)) {}
 
     std::string_view name() const override { return "lambda"; }
     ProviderCaps caps() const override { return {.stop_start = false, .native_deadline = false, .spot = false}; }
@@ -74,7 +87,7 @@ public:
             {"name", r.name},
         };
         const std::string what = "create " + r.name;
-        auto response = api_.send("POST", "/api/v1/instance-operations/launch", body, common::http::Retry::NotIdempotent);
+        auto response = launch_api_.send("POST", "/api/v1/instance-operations/launch", body, common::http::Retry::NotIdempotent);
         if (!is_2xx(response.status) && create_answer_is_ambiguous(response)) {
             // A 5xx or an answer that is not Lambda's JSON: the launch may have happened, whatever
             // its text or code says; Error(Network) makes the caller look the instance up by name.
@@ -149,6 +162,7 @@ private:
     }
 
     JsonApi api_;
+    JsonApi launch_api_;  // the same API with launch_options(): only the launch call uses it
 };
 
 }  // namespace

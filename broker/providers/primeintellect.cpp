@@ -23,6 +23,8 @@ constexpr StatusRow kStatusMap[] = {
     {"PENDING",      InstanceStatus::Pending},
     {"ACTIVE",       InstanceStatus::Running},  // Pending until installation finished (see prime_status)
     {"STOPPED",      InstanceStatus::Stopped},
+    {"DELETING",     InstanceStatus::Terminating},  // a DELETE is under way: wait, do not send it again
+    {"TERMINATING",  InstanceStatus::Terminating},
     {"TERMINATED",   InstanceStatus::Terminated},
     {"ERROR",        InstanceStatus::Failed},
     {"FAILED",       InstanceStatus::Failed},
@@ -149,7 +151,10 @@ std::string prime_manufacturer(const std::string & gpu_type) {
 InstanceStatus prime_status(std::string_view status, std::string_view installation_status) {
     for (const auto & row : kStatusMap) {
         if (row.raw == status) {
-            // The official CLI shows ACTIVE pods as INSTALLING until installation finished.
+            // The official CLI shows ACTIVE pods as INSTALLING until installation finished; an
+            // installation that FAILED never finishes: the pod has failed (fail fast, then terminate).
+            if (row.status == InstanceStatus::Running && (installation_status == "FAILED" || installation_status == "ERROR"))
+                return InstanceStatus::Failed;
             if (row.status == InstanceStatus::Running && !installation_status.empty() &&
                 installation_status != "FINISHED")
                 return InstanceStatus::Pending;

@@ -397,3 +397,44 @@ TEST_CASE("faults: a 5xx or a non-JSON answer to a create is never no-capacity, 
         CHECK(count_requests(emu, "list") >= 1);    // the name was looked up instead
     }
 }
+
+TEST_CASE("faults primeintellect: ACTIVE with installation FAILED fails fast, DELETING is waited on without a second DELETE") {
+    tests::Emulator emu("primeintellect", {.api_key = kKey});
+    emu.configure({{"boot_polls", 1}});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    emu.inject({{"kind", "instance_failed"}, {"status", "ACTIVE"}, {"match", {{"action", "create"}}}});
+    auto start = std::chrono::steady_clock::now();
+    auto r = cli.run({"create", "--provider", "primeintellect", "--gpu", "4090", "--gpus", "1", "--ssh-key", cli.dir() / "id",
+                      "--no-gpu-check", "--ready-timeout", "20s"});
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    INFO(r.err);
+    CHECK(r.exit_code == 8);  // failed, not a 20 s wait ending in a timeout
+    CHECK(took < 15);
+    CHECK(emu.state()["instances"].empty());  // and terminated
+
+    emu.reset();
+    emu.configure({{"boot_polls", 1}, {"deleting_polls", 3}});
+    json c = cli.json({"create", "--provider", "primeintellect", "--gpu", "4090", "--gpus", "1", "--ssh-key", cli.dir() / "id",
+                       "--no-wait"});
+    json t = cli.json({"instances", "terminate", "primeintellect:" + c["id"].get<std::string>(), "--yes"});
+    CHECK(t[0]["proven"] == true);
+    CHECK(count_requests(emu, "terminate") == 1);
+}
+
+TEST_CASE("faults lambda: a launch answered 429 without Retry-After is asked again after the launch rate limit, not at once") {
+    tests::Emulator emu("lambda", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    emu.inject({{"kind", "http_status"}, {"status", 429}, {"match", {{"action", "create"}}}, {"count", 1}});
+    json c = cli.json({"create", "--provider", "lambda", "--gpu", "a10", "--ssh-key", cli.dir() / "id", "--no-wait"});
+    std::vector<double> at;
+    const json state = emu.state();
+    for (const auto & q : state["requests"])
+        if (q.value("action", "") == "create") at.push_back(q["time"].get<double>());
+    REQUIRE(at.size() == 2);
+    CHECK(at[1] - at[0] >= 5.9);  // 12 s jittered ±50 %: at least 6 s (was 0.25-0.75 s)
+    cli.json({"instances", "terminate", "lambda:" + c["id"].get<std::string>(), "--yes"});
+}

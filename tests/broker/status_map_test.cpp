@@ -51,6 +51,8 @@ TEST_CASE("primeintellect: ACTIVE is running only once installation finished") {
     SUBCASE("TERMINATED") { CHECK(prime_status("TERMINATED", "") == InstanceStatus::Terminated); }
     SUBCASE("ERROR") { CHECK(prime_status("ERROR", "") == InstanceStatus::Failed); }
     SUBCASE("FAILED") { CHECK(prime_status("FAILED", "") == InstanceStatus::Failed); }
+    SUBCASE("ACTIVE installation failed") { CHECK(prime_status("ACTIVE", "FAILED") == InstanceStatus::Failed); }
+    SUBCASE("DELETING") { CHECK(prime_status("DELETING", "") == InstanceStatus::Terminating); }
     SUBCASE("unknown") { CHECK(prime_status("RUNNING", "") == InstanceStatus::Unknown); }
 }
 

@@ -57,7 +57,9 @@ def _cloud_id(base, count):
 
 class PrimeIntellect(Provider):
     name = "primeintellect"
-    extra_config_keys = {"ssh_connection_format"}
+    # deleting_polls: after a DELETE the pod shows status DELETING for that many observations
+    # before it is gone (0, the default: gone at once).
+    extra_config_keys = {"ssh_connection_format", "deleting_polls"}
 
     def reset(self):
         self.emu.config.setdefault("ssh_connection_format", "string")
@@ -169,16 +171,30 @@ class PrimeIntellect(Provider):
                 return Response(404, {"detail": "Pod not found"})
             if m == "GET":
                 self._observe(pod, kinds)
+                if pod.get("deleting") is not None:
+                    if pod["deleting"] <= 0:
+                        self._end(pid, pod)
+                        return Response(404, {"detail": "Pod not found"})
+                    pod["deleting"] -= 1
                 return Response(200, self._view(pod))
             if m == "DELETE":
                 if "terminate_ignored_once" not in kinds:
-                    del self.pods[pid]
-                    done = self._view(pod)
-                    done.update({"status": "TERMINATED", "terminatedAt": iso_now(), "sshConnection": None,
-                                 "ip": None, "totalBilledPrice": round(pod["price"] * (time.time() - pod["t0"]) / 3600, 4)})
-                    self.history.append(done)
+                    polls = int(self.emu.config.get("deleting_polls") or 0)
+                    if pod.get("deleting") is not None:
+                        pass  # already being deleted: a second DELETE changes nothing
+                    elif polls > 0:
+                        pod["deleting"] = polls
+                    else:
+                        self._end(pid, pod)
                 return Response(200, {"status": "ok", "id": pid})
         return Response(404, {"detail": "Not Found"})
+
+    def _end(self, pid, pod):
+        del self.pods[pid]
+        done = self._view(pod)
+        done.update({"status": "TERMINATED", "terminatedAt": iso_now(), "sshConnection": None,
+                     "ip": None, "totalBilledPrice": round(pod["price"] * (time.time() - pod["t0"]) / 3600, 4)})
+        self.history.append(done)
 
     def _filter(self, req):
         gpu_type = req.q("gpu_type")
@@ -244,6 +260,7 @@ class PrimeIntellect(Provider):
         price = offer["prices"]["onDemand"] or offer["prices"]["communityPrice"]
         pod = {"id": pid, "input": pod_in, "provider": offer["provider"], "offer": offer, "polls": 0,
                "failed": "instance_failed" in kinds, "price": price, "t0": time.time(),
+               "fail_status": (kinds.get("instance_failed") or {}).get("status", "ERROR"),
                "created": iso_now(), "team": (body.get("team") or {}).get("teamId")}
         self.pods[pid] = pod
         return Response(200, self._view(pod))
@@ -278,7 +295,10 @@ class PrimeIntellect(Provider):
                       "usedBy": "SSH", "description": "SSH"}]
         if as_list:
             ssh, ip = [ssh], [ip]
-        status = {"provisioning": "PROVISIONING", "installing": "ACTIVE", "ready": "ACTIVE", "error": "ERROR"}[phase]
+        status = {"provisioning": "PROVISIONING", "installing": "ACTIVE", "ready": "ACTIVE",
+                  "error": pod.get("fail_status", "ERROR")}[phase]
+        if pod.get("deleting") is not None:
+            status = "DELETING"
         install = {"provisioning": ("PENDING", 0), "installing": ("INSTALLING", 60),
                    "ready": ("FINISHED", 100), "error": ("FAILED", 0)}[phase]
         return {
