@@ -386,6 +386,13 @@ if [[ $what == offload2 ]]; then
   # H100 (80 GB) GLM would need ~120 GiB pinned of the host's 128: Qwen3-Next only, with a budget
   # that fits the card (OFFLOAD_BUDGET_qwen3_next).
   gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+  # OFFLOAD2_GPU_TESTS=1: the GPU tests and the accumulator's per-capture cost first (a kernel change
+  # that has not run on a GPU yet).
+  if [[ ${OFFLOAD2_GPU_TESTS:-0} == 1 ]]; then
+    stamp "gpu tests and the accumulator's per-capture cost"
+    gpu_tests
+    capture_bench
+  fi
   if [[ $gpu_mib -ge 120000 ]]; then
     stamp "offload full shape: glm4_moe, prefetch 0 and 1"
     timeout ${OFFLOAD_TIMEOUT_glm4_moe:-240} python3 "$root/bench/offload_bench.py" --extract "$exe" --shape glm4_moe --no-resident \
@@ -396,7 +403,11 @@ if [[ $what == offload2 ]]; then
     : "${OFFLOAD_BUDGET_qwen3_next:=0=66GiB,cpu=100GiB}"
   fi
   stamp "offload full shape: qwen3_next, streamed layers spread (prefetch 0, 1, 2) and at the end (prefetch 1)"
-  timeout ${OFFLOAD_TIMEOUT_qwen3_next:-240} python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident \
+  # What is left of OFFLOAD2_DEADLINE (s from the start), at most 240 s.
+  qn_left=$(( ${OFFLOAD2_DEADLINE:-560} - ($(date +%s) - t0) ))
+  (( qn_left > ${OFFLOAD_TIMEOUT_qwen3_next:-240} )) && qn_left=${OFFLOAD_TIMEOUT_qwen3_next:-240}
+  (( qn_left < 1 )) && qn_left=1
+  timeout $qn_left python3 "$root/bench/offload_bench.py" --extract "$exe" --shape qwen3_next --no-resident \
     --depths ${OFFLOAD_DEPTHS:-0,1,2} --tail-depths "${OFFLOAD_TAIL_DEPTHS-1}" \
     --batch-size 4 --iters 3 --max-memory "${OFFLOAD_BUDGET_qwen3_next:-0=110GiB,cpu=100GiB}" \
     --json-out "$out/offload_qwen3_next.json" > "$out/offload_qwen3_next.log" 2>&1
