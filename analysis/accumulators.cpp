@@ -499,6 +499,13 @@ namespace {
 // [0, kMaxTokenVocab). A negative id crashed the tallies' scatter (a libtorch error, exit 1), a huge
 // one sized them by gigabytes, 2^62 overflowed the vocabulary.
 void check_batch_info(const extractor::BatchInfo & batch) {
+    const at::Tensor & mask = batch.attention_mask;
+    if (mask.defined()) {  // a [1] or [T] mask broadcast in libtorch and failed there, with its backtrace
+        const bool rows_ok = batch.sequence_indices.empty() || mask.size(0) == static_cast<int64_t>(batch.sequence_indices.size());
+        if (mask.dim() != 2 || !rows_ok || (batch.token_ids.defined() && mask.sizes() != batch.token_ids.sizes()))
+            throw common::Error::usage("analysis: attention_mask: expected [B,T] like token_ids, got " + shape_text(mask))
+                .with("tensor", "attention_mask");
+    }
     const at::Tensor & ids = batch.token_ids;
     if (!ids.defined()) return;
     if (ids.dim() != 2)
@@ -553,6 +560,12 @@ void OutlierAccumulator::State::check_capture(const std::string & label, const a
     if (x.dim() != 3)
         throw common::Error::usage("analysis: " + label + ": expected a [B,T,H] tensor, got " + shape_text(x))
             .with("tensor", label);
+    // Integers were thresholded as values (every dim an outlier); an empty capture failed in amax.
+    if (!at::isFloatingType(x.scalar_type()))
+        throw common::Error::usage("analysis: " + label + ": a capture must be floating point, got " + std::string(c10::toString(x.scalar_type())))
+            .with("tensor", label);
+    if (x.numel() == 0)
+        throw common::Error::usage("analysis: " + label + ": empty capture " + shape_text(x)).with("tensor", label);
     if (B == 0) {  // a BatchInfo without rows: number them after the ones seen so far
         B = x.size(0);
         for (int64_t b = 0; b < B; ++b) sequence_indices.push_back(sequences + b);

@@ -19,6 +19,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -119,7 +120,7 @@ void check_refused(const RunDir & run, const std::vector<std::string> & needles)
     CAPTURE(p.err);
     CHECK(p.exit_code == 2);
     for (const auto & n : needles) CHECK_MESSAGE(p.err.find(n) != std::string::npos, "missing: " << n);
-    CHECK(p.err.find("unexpected") == std::string::npos);
+    CHECK(p.err.find("unexpected error") == std::string::npos);
 }
 
 }  // namespace
@@ -229,4 +230,174 @@ TEST_CASE("run reader: a site of NaN is analysed with a loud warning and its cou
             CHECK(l["max_abs"].is_null());  // NaN: was 0, as if the site were clean
         }
     CHECK(tests::read_file(run.dir / "out/report.md").find("**Non-finite values**: 65") != std::string::npos);
+}
+
+TEST_CASE("run reader: batch files are reconciled with metadata.json and each other") {
+    {  // A deleted batch file listed in `files` was skipped without a word.
+        RunDir run;
+        run.write();
+        std::filesystem::remove(run.path(1));
+        const common::Error e = replay_error(run);
+        CHECK(e.kind() == common::ErrorKind::NotFound);
+        CHECK(e.message().find(run.path(1)) != std::string::npos);
+        CHECK(e.message().find("listed in") != std::string::npos);
+        const auto p = analyze_run(run);
+        CHECK(p.exit_code == 9);
+        CHECK(p.err.find(run.path(1)) != std::string::npos);
+    }
+    {  // A batch file that `files` does not list (another run's).
+        RunDir run;
+        run.meta["files"].erase(1);
+        run.meta["sequences"] = 2;
+        run.write();
+        check_refused(run, {run.path(1), "does not list"});
+    }
+    {  // `sequences` disagrees with the rows the files hold.
+        RunDir run;
+        run.meta["sequences"] = 5;
+        run.write();
+        check_refused(run, {run.dir / "metadata.json", "`sequences` is 5", "hold 4"});
+    }
+    {  // The same sequence index twice (in two files) would count that sequence twice.
+        RunDir run;
+        run.tensor(1, "sequence_indices") = at::tensor({int64_t{1}, int64_t{3}}, at::kLong);
+        run.write();
+        check_refused(run, {run.path(1), "sequence_indices", "sequence 1 appears twice"});
+    }
+    {  // A sequence index beyond metadata's sequences, or negative.
+        RunDir run;
+        run.tensor(1, "sequence_indices") = at::tensor({int64_t{2}, int64_t{-3}}, at::kLong);
+        run.write();
+        check_refused(run, {run.path(1), "sequence_indices", "-3 is outside [0, 4)"});
+    }
+    {  // An integer capture was analysed as values: every dim an "outlier".
+        RunDir run;
+        run.tensor(0, "layer_1_ln_attn") = at::full({2, 4, 8}, 7, at::kInt);
+        run.write();
+        check_refused(run, {run.path(0), "layer_1_ln_attn", "floating point", "I32"});
+    }
+    {  // A layer that metadata does not list (2000000000 was accepted).
+        RunDir run;
+        run.batches[0].emplace_back("layer_2000000000_ln_attn", at::zeros({2, 4, 8}));
+        run.write();
+        check_refused(run, {run.path(0), "layer_2000000000_ln_attn", "layer number"});
+        run.batches[0].pop_back();
+        run.batches[0].emplace_back("layer_7_ln_attn", at::zeros({2, 4, 8}));
+        run.write();
+        check_refused(run, {run.path(0), "layer_7_ln_attn", "not in metadata.json layers_extracted"});
+    }
+    {  // The same (layer, site) twice: layer_01_ln_attn is layer 1's ln_attn again (extract never writes 01).
+        RunDir run;
+        run.batches[0].emplace_back("layer_01_ln_attn", at::zeros({2, 4, 8}));
+        run.write();
+        check_refused(run, {run.path(0), "layer_01_ln_attn"});
+        run.meta.erase("layers_extracted");
+        run.write();
+        check_refused(run, {run.path(0), "layer_01_ln_attn"});
+    }
+    {  // A capture that metadata lists missing from one batch file.
+        RunDir run;
+        run.erase(1, "layer_0_ln_mlp");
+        run.write();
+        check_refused(run, {run.path(1), "layer_0_ln_mlp", "layers_extracted x sites"});
+    }
+    {  // A hidden size other than metadata's.
+        RunDir run;
+        run.tensor(1, "layer_0_ln_mlp") = at::zeros({2, 4, 6});
+        run.write();
+        check_refused(run, {run.path(1), "layer_0_ln_mlp", "[2,4,6]", "model.hidden_size"});
+    }
+    for (const auto & [field, value] : std::vector<std::pair<std::string, json>>{
+             {"files", json{"../../etc/passwd.safetensors"}}, {"files", json{"activations/batch_00000.safetensors", "activations/batch_00000.safetensors"}},
+             {"layers_extracted", json{0, 0}}, {"layers_extracted", json{-1}}, {"sites", json{"ln_out"}}, {"sequences", json(-4)},
+             {"seq_len", json("4")}}) {
+        CAPTURE(field);
+        RunDir run;
+        run.meta[field] = value;
+        run.write();
+        check_refused(run, {run.dir / "metadata.json", field});
+    }
+    {  // --save-routing's layer_{l}_experts tensors are routing, not captures: replayed past, not refused.
+        RunDir run;
+        for (auto & b : run.batches) b.emplace_back("layer_1_experts", at::zeros({2, 4, 2}, at::kInt));
+        run.write();
+        const auto p = analyze_run(run);
+        CAPTURE(p.err);
+        CHECK(p.exit_code == 0);
+    }
+}
+
+TEST_CASE("run reader: bad batch tensors are refused naming the file, not as unexpected errors or libtorch backtraces") {
+    {  // std::stoi threw out_of_range: "unexpected error", exit 1, no file.
+        RunDir run;
+        run.batches[0].emplace_back("layer_99999999999_ln_attn", at::zeros({2, 4, 8}));
+        run.write();
+        check_refused(run, {run.path(0), "layer_99999999999_ln_attn", "layer number not in 0..1023"});
+        run.batches[0].back().first = "layer_999999999999999999999999999_ln_attn";  // past int64 too
+        run.write();
+        check_refused(run, {run.path(0), "layer_999999999999999999999999999_ln_attn", "layer number not in 0..1023"});
+    }
+    {  // A mask of the wrong shape broadcast inside libtorch and failed with its backtrace.
+        RunDir run;
+        run.batches[0].emplace_back("attention_mask", at::ones({4}, at::kLong));
+        run.write();
+        check_refused(run, {run.path(0), "attention_mask", "expected token_ids' [2,4]"});
+    }
+    {  // Mask values other than 0/1 were taken as "real".
+        RunDir run;
+        at::Tensor mask = at::ones({2, 4}, at::kLong);
+        mask[1][2] = 7;
+        run.batches[0].emplace_back("attention_mask", mask);
+        run.write();
+        check_refused(run, {run.path(0), "attention_mask", "0 (padding) or 1"});
+        run.batches[0].back().second = at::ones({2, 4}, at::kFloat);
+        run.write();
+        check_refused(run, {run.path(0), "attention_mask", "expected integers"});
+    }
+    {  // A good 0/1 mask still works.
+        RunDir run;
+        at::Tensor mask = at::ones({2, 4}, at::kBool);
+        mask[1][3] = false;
+        run.batches[0].emplace_back("attention_mask", mask);
+        run.write();
+        analysis::OutlierAccumulator acc;
+        analysis::replay_run(run.root(), acc);
+        CHECK(acc.statistics().tokens == 15);
+    }
+    // B = 0 and T = 0 failed in amax; H = 0 "succeeded" with exit 0 and nothing measured.
+    for (const auto & [B, T, H] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{0, 4, 8}, {2, 0, 8}, {2, 4, 0}}) {
+        CAPTURE(B);
+        CAPTURE(T);
+        CAPTURE(H);
+        RunDir run(1, B, T, H);
+        run.meta.erase("model");
+        run.meta.erase("seq_len");
+        run.meta["sequences"] = B;
+        run.write();
+        check_refused(run, {run.path(0), H == 0 ? "layer_0_ln_attn" : "token_ids", H == 0 ? "H>0" : "empty batch"});
+    }
+    {  // Not a capture name at all.
+        RunDir run;
+        run.batches[1].emplace_back("lm_head", at::zeros({2}));
+        run.write();
+        check_refused(run, {run.path(1), "unexpected tensor 'lm_head'"});
+    }
+}
+
+TEST_CASE("accumulator: refuses integer and empty captures and a mask shaped unlike the token ids") {
+    extractor::BatchInfo info;
+    info.sequence_indices = {0, 1};
+    info.token_ids = at::zeros({2, 4}, at::kLong);
+    {
+        analysis::OutlierAccumulator acc;
+        acc.begin_batch(info);
+        CHECK_THROWS_WITH_AS(acc.on_capture(extractor::Site::LnAttn, 0, at::full({2, 4, 8}, 7, at::kInt)), doctest::Contains("floating point"),
+                             common::Error);
+        CHECK_THROWS_WITH_AS(acc.on_capture(extractor::Site::LnAttn, 0, at::zeros({2, 4, 0})), doctest::Contains("empty capture"), common::Error);
+    }
+    analysis::OutlierAccumulator acc;
+    info.attention_mask = at::ones({4}, at::kLong);
+    CHECK_THROWS_WITH_AS(acc.begin_batch(info), doctest::Contains("attention_mask"), common::Error);
+    info.attention_mask = at::ones({2, 3}, at::kLong);
+    CHECK_THROWS_WITH_AS(acc.begin_batch(info), doctest::Contains("attention_mask"), common::Error);
 }
