@@ -2,6 +2,7 @@
 // c10::ScalarType enum), so the libFuzzer target (fuzz/safetensors_fuzz.cpp) builds without
 // linking libtorch. Validation per safetensors/src/tensor.rs (Metadata::validate).
 #include <algorithm>
+#include <limits>
 #include <string>
 
 #include "common/error.h"
@@ -134,7 +135,12 @@ SafetensorsHeader parse_safetensors_header(const uint8_t * bytes, size_t size, u
         t.data_begin = (*of)[0].get<uint64_t>();
         t.data_end = (*of)[1].get<uint64_t>();
         if (t.data_end < t.data_begin) throw tensor_error(path, name, "data_offsets end before they begin");
-        uint64_t expected = numel * static_cast<uint64_t>(e->bits / 8);
+        // numel <= 2^62, but numel x 8 bytes can pass 2^64: I64 [2^61] wrapped to 0 bytes and was
+        // accepted as an empty tensor with data_offsets [c, c].
+        const auto element_bytes = static_cast<uint64_t>(e->bits / 8);
+        if (numel > std::numeric_limits<uint64_t>::max() / element_bytes)
+            throw tensor_error(path, name, t.dtype + " " + shape_text(t.shape) + " is more than 2^64 bytes");
+        const uint64_t expected = numel * element_bytes;
         if (t.data_end - t.data_begin != expected)
             throw tensor_error(path, name, "data_offsets span " + std::to_string(t.data_end - t.data_begin) +
                                                " bytes but " + t.dtype + " " + shape_text(t.shape) + " needs " +

@@ -13,6 +13,7 @@
 #include "extractor/checkpoint/safetensors.h"
 #include "extractor/checkpoint/sharded.h"
 #include "tests/extractor/test_util.h"
+#include "fuzz/safetensors_check.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/error_of.h"
 
@@ -88,9 +89,11 @@ TEST_CASE("safetensors: committed fuzz regression inputs are refused or parsed, 
     if (fs::exists(dir))
         for (const auto & e : fs::directory_iterator(dir)) {
             std::string bytes = tests::read_file(e.path().string());
+            CAPTURE(e.path().string());
             try {
-                (void)parse_safetensors_header(reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size(), bytes.size(),
-                                               e.path().string());
+                const auto h = parse_safetensors_header(reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size(), bytes.size(),
+                                                        e.path().string());
+                CHECK(fuzz_checks::safetensors_header_ok(h, bytes.size()));  // the fuzz target's property, not just "no crash"
             } catch (const common::Error &) {
             }
             ++seen;
@@ -247,4 +250,37 @@ TEST_CASE("safetensors: a shard truncated while mapped ends with exit 2 naming t
     const std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     CHECK(err.find(path) != std::string::npos);
     CHECK(err.find("shrank while it was being read") != std::string::npos);
+}
+
+TEST_CASE("safetensors: element count x element size past 2^64 is refused, not wrapped to a 0-byte tensor") {
+    // I64 [2^61] is 2^64 bytes, which wrapped to 0: with data_offsets [8,8] it was accepted as empty.
+    auto header = [](const std::string & dtype, const std::string & shape) {
+        return R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":")" + dtype + R"(","shape":)" + shape +
+               R"(,"data_offsets":[8,8]}})";
+    };
+    auto parse = [](const std::string & bytes) {
+        return parse_safetensors_header(reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size(), bytes.size(), "w.safetensors");
+    };
+    for (const auto & [dtype, shape] : std::vector<std::pair<std::string, std::string>>{
+             {"I64", "[2305843009213693952]"}, {"F32", "[4611686018427387904]"}, {"I32", "[2,2305843009213693952]"},
+             {"F64", "[1073741824,1073741824,2]"}}) {
+        CAPTURE(dtype + " " + shape);
+        const std::string msg = error_of([&] { parse(raw_file(header(dtype, shape), 8)); });
+        CHECK(msg.find("w.safetensors") != std::string::npos);
+        CHECK(msg.find("tensor w") != std::string::npos);
+        CHECK(msg.find("more than 2^64 bytes") != std::string::npos);
+    }
+    // A zero dim makes a real empty tensor whatever the other dims are; it passes, and the fuzz
+    // property (exact bytes in 128 bits) agrees.
+    const std::string empty = raw_file(header("I64", "[4611686018427387904,0]"), 8);
+    const auto h = parse(empty);
+    CHECK(h.tensors.size() == 2);
+    CHECK(fuzz_checks::safetensors_header_ok(h, empty.size()));
+    // The property itself catches a wrapped size: the parsed header of the regression input, had
+    // the parser accepted it, would say 0 bytes for 2^64.
+    extractor::TensorInfo t;
+    t.dtype = "I64";
+    t.shape = {int64_t{1} << 61};
+    uint64_t bytes = 0;
+    CHECK_FALSE(fuzz_checks::exact_tensor_bytes(t, bytes));
 }
