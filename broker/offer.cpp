@@ -104,8 +104,7 @@ bool offer_matches(const Offer & o, const OfferFilter & f, std::string * why) {
         return fail("gpu");
     if (!f.manufacturer.empty() && canonical_manufacturer(f.manufacturer) != canonical_manufacturer(o.manufacturer))
         return fail("manufacturer");
-    if (f.min_vram_gb && o.vram_gb_per_gpu + 1e-9 < (o.vram_is_reported ? kVramTolerance : 1.0) * *f.min_vram_gb)
-        return fail("min_vram");
+    if (f.min_vram_gb && o.vram_gb_per_gpu + 1e-9 < *f.min_vram_gb) return fail("min_vram");
     if (f.gpu_count && o.gpu_count != *f.gpu_count) return fail("gpus");
     if (f.max_price_usd_per_hour && o.price_usd_per_hour_total > *f.max_price_usd_per_hour + 1e-9)
         return fail("max_price");

@@ -35,9 +35,6 @@ struct Offer {
     std::string driver_version;
     std::string underlying_provider;  // Prime Intellect resells other clouds
     nlohmann::json create_data;       // provider-private fields needed to rent this offer
-    // vram_gb_per_gpu is the memory the card reports (Vast's gpu_ram), below its nominal size, rather
-    // than the nominal size the other clouds state: --min-vram matches it at kVramTolerance.
-    bool vram_is_reported = false;
 };
 
 // What the user asks for. Every field is optional; the broker re-checks all of them after the
@@ -45,7 +42,7 @@ struct Offer {
 struct OfferFilter {
     std::string gpu;           // case-insensitive substring of the canonical model ("h100", "4090")
     std::string manufacturer;  // case-insensitive exact after canonicalisation ("nvidia")
-    std::optional<double> min_vram_gb;         // per GPU (reported VRAM: with kVramTolerance)
+    std::optional<double> min_vram_gb;         // per GPU
     std::optional<int> gpu_count;              // exact
     std::optional<double> max_price_usd_per_hour;  // whole instance
     std::optional<double> min_ram_gb;          // system RAM; an offer that does not state it passes
@@ -60,14 +57,6 @@ struct OfferFilter {
     // --max-price holds for what is rented. nullopt: the provider's default (Vast: 50 GB).
     std::optional<int> rent_disk_gb;
 };
-
-// --min-vram N admits an offer with Offer::vram_is_reported (Vast) whose VRAM per GPU is at least
-// kVramTolerance × N; offers that state a nominal size (RunPod, Lambda, Prime) must have N. Cards
-// report their usable memory, below the nominal size (a 48 GB L40S reports 46068 MiB = 45.0 GiB on
-// Vast, an H200 140.4 GiB, an A10 22.5 GiB); gpuhunt matches Vast's gpu_ram within 0.93…1.07 of the
-// nominal size for the same reason. No nominal size lies within 7 % below another, so no smaller
-// card is admitted. Vast's server-side floor is the same rule in its units (vast_min_gpu_ram_mb).
-inline constexpr double kVramTolerance = 0.93;
 
 // Refuses filters that no offer can ever satisfy (negative numbers, zero GPUs, an unknown
 // manufacturer), as usage errors that name the value and what is accepted.

@@ -77,9 +77,17 @@ InstanceStatus vast_status(const nlohmann::json & actual_status);
 // Search body; `disk_gb` is the allocated storage every offer's price includes.
 nlohmann::json vast_search_body(const OfferFilter & filter, int disk_gb);
 inline constexpr int kVastSearchDiskGb = 50;
-// VRAM per GPU from gpu_ram (MiB as reported): GiB to one decimal, usable memory, not nominal.
+// Nominal VRAM sizes (GB per GPU) as the clouds state them for the cards they rent (RunPod
+// memoryInGb, Lambda's descriptions: 24 for an RTX 4090, 48 for an L40S, 141 for an H200, 192 for
+// an MI300X), and the window of reported memory a nominal size covers: a card reports at least
+// 0.93 of it (gpuhunt matches Vast's gpu_ram within 0.93…1.07 of the nominal size).
+inline constexpr double kVramNominalSizesGb[] = {4,  6,  8,  10, 11,  12,  16,  20,  24,  32,  40, 48,
+                                                 64, 80, 94, 96, 128, 141, 180, 192, 256, 288};
+inline constexpr double kVastNominalWindow = 0.93;
+// VRAM per GPU from gpu_ram (MiB as reported, below nominal): the nominal size it falls in, else
+// whole GiB. 46068 (L40S) → 48, 143771 (H200) → 141, 24564 (RTX 4090) → 24, 196608 (MI300X) → 192.
 double vast_vram_gb(double gpu_ram_mb);
-// The gpu_ram floor a search pushes for --min-vram: exactly the rows offer_matches then keeps.
+// The gpu_ram floor a search pushes for --min-vram: exactly the rows whose vast_vram_gb reaches it.
 double vast_min_gpu_ram_mb(double min_vram_gb);
 // Spot rows are the bid floor (min_bid) plus the same storage charge dph_total includes.
 std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot, int disk_gb = kVastSearchDiskGb);

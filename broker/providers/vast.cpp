@@ -1,8 +1,8 @@
 // Vast.ai through its REST API v0 (<base>/api/v0/...), following docs/providers.md#vastai.
 // Traps handled here:
 //  - a non-null `price` in the create body rents an interruptible bid: on-demand creates omit it;
-//  - gpu_ram and cpu_ram are MB (MiB in fact, varying per host; VRAM is the reported GiB to one
-//    decimal, matched with kVramTolerance like every offer), disk_space is GB,
+//  - gpu_ram and cpu_ram are MB (MiB in fact, varying per host, below the nominal size: VRAM is
+//    snapped to the nominal size the other clouds state, vast_vram_gb), disk_space is GB,
 //    dph_total is $/hour for the whole offer;
 //  - show returns {"instances": {...}} (an object) or null when gone; list (v1) pages by next_token;
 //  - a failed create may still return new_contract (a stopped instance): it is destroyed at once;
@@ -176,16 +176,29 @@ InstanceStatus vast_status(const nlohmann::json & actual_status) {
 }
 
 double vast_vram_gb(double gpu_ram_mb) {
-    // Vast's "MB" are MiB as nvidia-smi reports them (24564 for a 24 GB card, 46068 for a 48 GB L40S):
-    // GiB to one decimal, the card's usable memory (never rounded up to a nominal size).
-    return std::round(gpu_ram_mb / 1024.0 * 10.0) / 10.0;
+    // Vast's "MB" are MiB as the card reports them, below its nominal size (an L40S, 48 GB, reports
+    // 46068 = 45.0 GiB; an H200, 141 GB, 140.4 GiB). The other clouds state nominal sizes, and
+    // --min-vram means one: snap to the smallest nominal size S with reported ≥ kVastNominalWindow × S,
+    // else round to whole GiB (a size not in the list is never rounded up past it).
+    const double gib = gpu_ram_mb / 1024.0;
+    if (!(gib > 0)) return 0;
+    for (double nominal : kVramNominalSizesGb)
+        if (nominal >= gib - 1e-9 && gib >= kVastNominalWindow * nominal) return nominal;
+    return std::round(gib);
 }
 
 double vast_min_gpu_ram_mb(double min_vram_gb) {
-    // The smallest gpu_ram whose vast_vram_gb passes offer_matches' kVramTolerance check, so the
-    // server and the local re-check admit exactly the same rows.
-    const double floor_gb = std::ceil(kVramTolerance * min_vram_gb * 10.0 - 1e-6) / 10.0;
-    return std::max(0.0, (floor_gb - 0.05) * 1024.0);
+    // The smallest gpu_ram (whole MiB) whose vast_vram_gb reaches min_vram_gb, so the server's floor
+    // and the local re-check admit exactly the same rows. vast_vram_gb never decreases as gpu_ram
+    // grows (a snapped range [0.93 S, S] sits below the next size's range), so bisect.
+    double lo = 0, hi = 4.0 * 1024 * 1024;  // 4 TiB: above any card (validate_filter: ≤ 1024 GB)
+    if (vast_vram_gb(hi) + 1e-9 < min_vram_gb) return hi;
+    while (hi - lo > 1) {
+        double mid = std::floor((lo + hi) / 2);
+        if (vast_vram_gb(mid) + 1e-9 >= min_vram_gb) hi = mid;
+        else lo = mid;
+    }
+    return hi;
 }
 
 nlohmann::json vast_search_body(const OfferFilter & f, int disk_gb) {
@@ -233,7 +246,6 @@ std::vector<Offer> vast_parse_offers(const nlohmann::json & body, bool spot, int
             o.manufacturer = canonical_manufacturer(arch.empty() ? "nvidia" : arch);
             o.gpu_model = canonical_gpu_model(json_string(v, "gpu_name"));
             o.vram_gb_per_gpu = vast_vram_gb(json_number(v, "gpu_ram").value_or(0));
-            o.vram_is_reported = true;  // --min-vram matches it at kVramTolerance, as the server floor does
             o.gpu_count = json_int(v, "num_gpus", 1);
             // dph_total is the whole offer INCLUDING storage at allocated_storage (docs/providers.md, Vast "Offers");
             // min_bid is the machine alone. A spot row adds the same storage charge, so on-demand and

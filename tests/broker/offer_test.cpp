@@ -63,11 +63,7 @@ TEST_CASE("offer: every filter is re-checked and names the failing condition") {
     CHECK(offer_matches(o, f));
     f = {}; f.gpu = "a100"; fails(f, "gpu");
     f = {}; f.gpu = "h100"; CHECK(offer_matches(o, f));
-    f = {}; f.min_vram_gb = 81; fails(f, "min_vram");  // a nominal size: no tolerance
-    o.vram_is_reported = true;                           // reported usable memory (Vast): 80 ≥ 0.93 × 86
-    f = {}; f.min_vram_gb = 86; CHECK(offer_matches(o, f));
-    f = {}; f.min_vram_gb = 87; fails(f, "min_vram");
-    o.vram_is_reported = false;
+    f = {}; f.min_vram_gb = 81; fails(f, "min_vram");
     f = {}; f.gpu_count = 1; fails(f, "gpus");
     f = {}; f.max_price_usd_per_hour = 4.99; fails(f, "max_price");
     f = {}; f.max_price_usd_per_hour = 5.0; CHECK(offer_matches(o, f));

@@ -110,7 +110,7 @@ TEST_CASE("vast: search body pushes filters in Vast units") {
     f.max_price_usd_per_hour = 1.5;
     json q = vast_search_body(f, 50);
     CHECK(q["num_gpus"]["eq"] == "2");
-    CHECK(q["gpu_ram"]["gte"].get<double>() == doctest::Approx(22886.4));  // 22.35 GiB: rounds to 22.4 ≥ 0.93 × 24
+    CHECK(q["gpu_ram"]["gte"].get<double>() == doctest::Approx(0.93 * 24 * 1024).epsilon(0.001));  // 0.93 × 24 GiB snaps to 24
     CHECK(q["type"] == "on-demand");
     CHECK(q["rentable"]["eq"] == true);
     CHECK_FALSE(q.contains("id"));
@@ -484,25 +484,28 @@ TEST_CASE("runpod: extensions.code wins over the message, and 'not enough balanc
           common::ErrorKind::Auth);
 }
 
-TEST_CASE("vast: VRAM is the reported GiB, and the server's gpu_ram floor admits exactly what the local check keeps") {
-    CHECK(vast_vram_gb(24564) == doctest::Approx(24.0));
-    CHECK(vast_vram_gb(46068) == doctest::Approx(45.0));   // L40S, nominally 48 GB
-    CHECK(vast_vram_gb(143771) == doctest::Approx(140.4)); // H200, nominally 141 GB
-    CHECK(vast_parse_offers(json::parse(R"({"offers": [{"id": 1, "num_gpus": 1, "gpu_ram": 46068, "dph_total": 1}]})"), false)
-              .at(0).vram_is_reported);
+TEST_CASE("vast: VRAM is snapped to the nominal size, and the server's gpu_ram floor admits exactly what the local check keeps") {
+    CHECK(vast_vram_gb(24564) == 24);    // RTX 4090
+    CHECK(vast_vram_gb(46068) == 48);    // L40S: 45.0 GiB reported
+    CHECK(vast_vram_gb(45837) == 48);    // the same card on another host
+    CHECK(vast_vram_gb(143771) == 141);  // H200: 140.4 GiB
+    CHECK(vast_vram_gb(81559) == 80);    // H100
+    CHECK(vast_vram_gb(196608) == 192);  // MI300X
+    CHECK(vast_vram_gb(11264) == 11);    // RTX 2080 Ti: not a 12 GB card
+    CHECK(vast_vram_gb(22528) == 22);    // 22.0 GiB: below 0.93 × 24, so not snapped up
+    CHECK(vast_vram_gb(0) == 0);
     auto vast_offer = [](double mib) {
         Offer o;
         o.provider = "vast";
         o.gpu_count = 1;
         o.vram_gb_per_gpu = vast_vram_gb(mib);
-        o.vram_is_reported = true;
         return o;
     };
-    for (double asked : {12.0, 16.0, 24.0, 40.0, 48.0, 80.0, 141.0}) {
+    for (double asked : {11.0, 12.0, 16.0, 23.0, 24.0, 40.0, 45.0, 48.0, 80.0, 141.0, 192.0, 194.0}) {
         OfferFilter f;
         f.min_vram_gb = asked;
         const double floor_mb = vast_min_gpu_ram_mb(asked);
-        for (int mib = static_cast<int>(asked * 800); mib <= static_cast<int>(asked * 1100); ++mib) {
+        for (int mib = static_cast<int>(asked * 700); mib <= static_cast<int>(asked * 1200); ++mib) {
             bool server = mib >= floor_mb, local = offer_matches(vast_offer(mib), f);
             if (server != local) {
                 FAIL_CHECK("asked " << asked << " GB, gpu_ram " << mib << ": server " << server << ", local " << local);
@@ -512,11 +515,13 @@ TEST_CASE("vast: VRAM is the reported GiB, and the server's gpu_ram floor admits
     }
     OfferFilter f;
     f.min_vram_gb = 48;
-    CHECK(offer_matches(vast_offer(46068), f));   // the L40S the server admitted is kept
+    CHECK(offer_matches(vast_offer(46068), f));        // the L40S the server admitted is kept
     f.min_vram_gb = 141;
-    CHECK(offer_matches(vast_offer(143771), f));  // and the H200
+    CHECK(offer_matches(vast_offer(143771), f));       // and the H200
+    f.min_vram_gb = 194;
+    CHECK_FALSE(offer_matches(vast_offer(196608), f)); // a 192 GB card is not a 194 GB one
     f.min_vram_gb = 12;
-    CHECK_FALSE(offer_matches(vast_offer(11264), f));  // an 11 GB card is not a 12 GB one
+    CHECK_FALSE(offer_matches(vast_offer(11264), f));  // nor an 11 GB card a 12 GB one
 }
 
 TEST_CASE("hostile bodies: offers that multiply (types x data centres, types x regions, items) are capped per provider") {
