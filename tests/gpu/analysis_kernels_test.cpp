@@ -9,6 +9,9 @@
 #include "tests/analysis/analysis_test_util.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -98,12 +101,21 @@ FakeBatch on_gpu(const FakeBatch & cpu, at::ScalarType dtype, Layout layout) {
     return fb;
 }
 
+// Equal, or both NaN (a NaN payload may differ between the kernel and ATen).
+template <typename T>
+bool same(const T & a, const T & b) {
+    if constexpr (std::is_floating_point_v<T>)
+        return a == b || (std::isnan(a) && std::isnan(b));
+    else
+        return a == b;
+}
+
 // Index of the first differing element, -1 when equal (a failure then says where).
 template <typename V>
 int64_t first_difference(const V & a, const V & b) {
     if (a.size() != b.size()) return static_cast<int64_t>(std::min(a.size(), b.size()));
     for (size_t i = 0; i < a.size(); ++i)
-        if (!(a[i] == b[i])) return static_cast<int64_t>(i);
+        if (!same(a[i], b[i])) return static_cast<int64_t>(i);
     return -1;
 }
 
@@ -115,6 +127,7 @@ void check_identical(const Statistics & f, const Statistics & a) {
     CHECK(first_difference(f.sites, a.sites) == -1);
     CHECK(first_difference(f.site_hits, a.site_hits) == -1);
     CHECK(first_difference(f.site_max_abs, a.site_max_abs) == -1);
+    CHECK(first_difference(f.site_nonfinite, a.site_nonfinite) == -1);
     CHECK(first_difference(f.site_elements, a.site_elements) == -1);
     CHECK(first_difference(f.site_histogram, a.site_histogram) == -1);
     CHECK(first_difference(f.site_sequences, a.site_sequences) == -1);
@@ -140,7 +153,7 @@ void check_identical(const Statistics & f, const Statistics & a) {
             CHECK(p.dims[k].layers_hit == q.dims[k].layers_hit);
             CHECK(p.dims[k].positions_hit == q.dims[k].positions_hit);
             CHECK(p.dims[k].hits == q.dims[k].hits);
-            CHECK(p.dims[k].max_abs == q.dims[k].max_abs);
+            CHECK(same(p.dims[k].max_abs, q.dims[k].max_abs));
         }
     }
     CHECK((f.token_hits == a.token_hits));  // (( )): doctest compares without printing the maps
@@ -151,7 +164,7 @@ void check_identical(const Statistics & f, const Statistics & a) {
         CHECK(first_difference(f.massive[i].medians, a.massive[i].medians) == -1);
         REQUIRE(f.massive[i].top.size() == a.massive[i].top.size());
         for (size_t k = 0; k < f.massive[i].top.size(); ++k) {
-            CHECK(f.massive[i].top[k].abs_value == a.massive[i].top[k].abs_value);
+            CHECK(same(f.massive[i].top[k].abs_value, a.massive[i].top[k].abs_value));
             CHECK(f.massive[i].top[k].position == a.massive[i].top[k].position);
             CHECK(f.massive[i].top[k].dim == a.massive[i].top[k].dim);
         }
@@ -240,6 +253,38 @@ TEST_CASE("fused capture pass equals the ATen path on bf16 captures: edge values
         CHECK(it->sites_hit == 6);
         CHECK(it->positions_hit >= (seq.tokens + 9) / 10);
         CHECK(it->max_abs >= 7.5f);
+    }
+}
+
+TEST_CASE("fused capture pass equals the ATen path with NaN and infinities planted, and counts them per site") {
+    if (!at::hasCUDA()) {
+        MESSAGE("no CUDA device");
+        return;
+    }
+    // One NaN, +inf and -inf in layer 0's attention-side capture of batch 0, and a NaN in layer 1's
+    // MLP-side capture of batch 1: 4 non-finite values, on 2 of the 4 sites, in every dtype.
+    std::vector<FakeBatch> batches = {batch(0, 3, 64, 256, 2, 5), batch(3, 2, 48, 256, 2, 6)};
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    batches[0].layers[0].first[0][3][11] = nan;
+    batches[0].layers[0].first[1][5][12] = inf;
+    batches[0].layers[0].first[2][7][13] = -inf;
+    batches[1].layers[1].second[1][9][40] = nan;
+    for (at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+        for (bool round : {true, false}) {
+            INFO(name_of(dtype) << (round ? " rounded to bf16" : " as is"));
+            AccumulatorOptions o;
+            o.round_bf16 = round;
+            const Statistics s = compare_paths(batches, dtype, o);
+            int64_t nonfinite = 0, sites = 0;
+            for (auto n : s.site_nonfinite) {
+                nonfinite += n;
+                sites += n > 0;
+            }
+            // fp16 also turns the planted 65520 and 3e38 edges into infinities.
+            if (dtype != at::kHalf) CHECK(nonfinite == 4);
+            if (dtype == at::kHalf) CHECK(nonfinite > 4);
+            CHECK(sites >= 2);
+        }
     }
 }
 
