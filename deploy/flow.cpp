@@ -465,7 +465,12 @@ private:
         if (finishing_ && host_unreachable_)
             throw common::Error(common::ErrorKind::Network, ep.label() + ": unreachable earlier in finish; not trying again");
         client_.emplace(bifrost::Client::connect(t, co));
-        if (finishing_) client_->set_reconnect_window(0);
+        if (finishing_)
+            client_->set_reconnect_window(0);
+        else if (!site)
+            // Through an outage on our side, as long as the watchdog keeps the instance: after
+            // bifrost's default 3 minutes the run would fail and finish would end a healthy job.
+            client_->set_reconnect_window(reconnect_window_s(cfg_.policy));
         return *client_;
     }
 

@@ -64,4 +64,6 @@ RunBudget run_budget(double max_duration_s, double instance_end_unix, double now
     return {left, true};
 }
 
+double reconnect_window_s(const Policy & policy) { return std::max(180.0, policy.heartbeat_timeout_s - 60); }
+
 }  // namespace deploy

@@ -61,4 +61,9 @@ struct RunBudget {
 };
 RunBudget run_budget(double max_duration_s, double instance_end_unix, double now_unix, double margin_s = kPullFinishMarginS);
 
+// How long a run keeps reconnecting to its instance through a network outage on our side: as long
+// as the on-instance watchdog keeps the machine without our heartbeats (less a minute), and never
+// less than bifrost's own 3 minutes. Past it the run fails and finish applies on_failure.
+double reconnect_window_s(const Policy & policy);
+
 }  // namespace deploy

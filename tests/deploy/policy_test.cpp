@@ -68,3 +68,13 @@ TEST_CASE("policy: the run step's budget ends before the instance's own end, lea
     // Another margin is honoured.
     CHECK(deploy::run_budget(max_duration, instance_end, 2700, 300).seconds == doctest::Approx(2400));
 }
+
+TEST_CASE("policy: a run reconnects through an outage for as long as the watchdog keeps its instance") {
+    deploy::Policy p;
+    p.heartbeat_timeout_s = 600;
+    CHECK(deploy::reconnect_window_s(p) == 540);
+    p.heartbeat_timeout_s = 3600;
+    CHECK(deploy::reconnect_window_s(p) == 3540);
+    p.heartbeat_timeout_s = 120;  // never below bifrost's own window
+    CHECK(deploy::reconnect_window_s(p) == 180);
+}
