@@ -84,7 +84,8 @@ struct SelfEndRequest {
     // "Authorization: Bearer <key>". Never the account key.
     std::string credential_env;
     // Success is a 2xx answer whose body does not contain `failure_marker` (RunPod answers GraphQL
-    // errors with HTTP 200), or one of `gone_statuses` (the instance is already gone).
+    // errors with HTTP 200), or one of `gone_statuses` (the instance is already gone; none of the
+    // clouds lists one now, since a bare status from a machine that is still running proves nothing).
     std::string failure_marker;
     std::vector<long> gone_statuses;
 };

@@ -141,7 +141,9 @@ public:
     // CONTAINER_API_KEY in PID 1's environment may destroy its own instance (docs/providers.md, Vast
     // "Scoped key"); 404 means it is already gone.
     SelfEndRequest self_end_request(std::string_view id) const override {
-        return {api_.describe(vast_terminate_call(id)), "CONTAINER_API_KEY", "", {404}};
+        // No status counts as "already gone": the watchdog sending this runs on the instance, so a
+        // 404 there is a proxy's or a wrong route's, not proof; it retries until the machine ends.
+        return {api_.describe(vast_terminate_call(id)), "CONTAINER_API_KEY", "", {}};
     }
 
     void stop(std::string_view id) override { set_state(id, "stopped"); }

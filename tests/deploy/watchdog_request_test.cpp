@@ -123,6 +123,22 @@ TEST_CASE("watchdog request: a refused key keeps it retrying, the instance stays
     CHECK(exists(*p, target));
 }
 
+TEST_CASE("watchdog request: a 404 that is not the provider's own answer is not taken for the instance gone") {
+    tests::Emulator emu("vast", {.api_key = "scoped-key-1"});
+    auto p = provider_for(emu, "scoped-key-1");
+    std::string target = create_instance(*p, "target");
+    // A proxy or a wrong route answers; the watchdog runs on the instance, so it cannot be gone.
+    emu.inject({{"kind", "http_status"}, {"status", 404}, {"body", "<html>Not Found</html>"}, {"match", {{"action", "terminate"}}},
+                {"count", 99}});
+    bool exited = true;
+    std::string log = run_watchdog(p->self_end_request(target), "scoped-key-1", 4s, &exited);
+    INFO(log);
+    CHECK_FALSE(exited);  // retrying in 60 s, not "terminate requested"
+    CHECK(log.find("HTTP 404") != std::string::npos);
+    CHECK(log.find("terminate failed; retrying") != std::string::npos);
+    CHECK(exists(*p, target));
+}
+
 TEST_CASE("watchdog request: a hostile instance id is data in the body or the path, never code") {
     SUBCASE("RunPod: GraphQL in the id terminates nothing else") {
         tests::Emulator emu("runpod", {.api_key = "scoped-key-1"});
