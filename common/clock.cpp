@@ -1,6 +1,7 @@
 #include "common/clock.h"
 
 #include <cstdio>
+#include <ctime>
 #include <thread>
 
 namespace common {
@@ -47,6 +48,15 @@ bool Deadline::sleep(Duration interval) const {
 }
 
 double to_seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::string format_utc_minute(double unix_s) {
+    const std::time_t t = static_cast<std::time_t>(unix_s);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+    return buf;
+}
 
 std::string format_duration(double seconds) {
     char buf[48];

@@ -63,5 +63,7 @@ private:
 double to_seconds(Duration d);
 // "1h02m", "3m05s", "12.3s"
 std::string format_duration(double seconds);
+// A Unix time as "2026-12-07 11:03 UTC" (for deadlines in messages).
+std::string format_utc_minute(double unix_s);
 
 }  // namespace common

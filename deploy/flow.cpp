@@ -58,15 +58,6 @@ std::string joined(const std::vector<std::string> & words) {
     return out;
 }
 
-std::string utc_text(double unix_s) {
-    std::time_t t = static_cast<std::time_t>(unix_s);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-    return buf;
-}
-
 common::Duration seconds(double s) {
     return std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(s));
 }
@@ -756,12 +747,12 @@ private:
         const RunBudget budget = run_budget(cfg_.policy.max_duration_s, end, clock_.unix_now());
         if (budget.seconds <= 0 && !st().jobs.count("analysis"))
             throw common::Error(common::ErrorKind::Timeout,
-                                "run: the instance ends at " + utc_text(end) + " (its deadline counts from the create: max_duration + " +
+                                "run: the instance ends at " + common::format_utc_minute(end) + " (its deadline counts from the create: max_duration + " +
                                     common::format_duration(kLifetimeSlackS) + "), less than " + common::format_duration(kPullFinishMarginS) +
                                     " from now: no time is left to run the job and still pull and finish; raise policy.max_duration");
         if (budget.shortened)
             common::log::warn("run: the job gets ", common::format_duration(budget.seconds), ", not policy.max_duration ",
-                              common::format_duration(cfg_.policy.max_duration_s), ": the instance ends at ", utc_text(end),
+                              common::format_duration(cfg_.policy.max_duration_s), ": the instance ends at ", common::format_utc_minute(end),
                               " (its deadline counts from the create, and the steps before the run took part of it); ",
                               common::format_duration(kPullFinishMarginS), " are kept for pull and finish");
         common::Deadline deadline(clock_, std::min(ctx.deadline.remaining(), seconds(budget.seconds)));

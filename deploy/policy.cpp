@@ -2,7 +2,6 @@
 #include "deploy/policy.h"
 
 #include <algorithm>
-#include <ctime>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -19,17 +18,6 @@ EndAction parse_end_action(std::string_view text) {
     throw common::Error::usage("policy: unknown action '" + std::string(text) + "': use terminate or keep");
 }
 
-namespace {
-std::string utc_hhmm(double unix_s) {
-    std::time_t t = static_cast<std::time_t>(unix_s);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-    return buf;
-}
-}  // namespace
-
 EndDecision decide(const Policy & policy, Outcome outcome, double now_unix) {
     const bool ok = outcome == Outcome::Succeeded;
     const char * rule = ok ? "on_success" : "on_failure";
@@ -40,7 +28,7 @@ EndDecision decide(const Policy & policy, Outcome outcome, double now_unix) {
     } else {
         d.keep_until_unix = now_unix + policy.keep_ttl_s;
         d.reason = std::string(rule) + ": keep for " + common::format_duration(policy.keep_ttl_s) + " (until " +
-                   utc_hhmm(d.keep_until_unix) + "; the watchdog and `broker sweep` end it then)";
+                   common::format_utc_minute(d.keep_until_unix) + "; the watchdog and `broker sweep` end it then)";
     }
     return d;
 }

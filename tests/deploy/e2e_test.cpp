@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -64,6 +65,35 @@ std::string only_run_dir(const Env & env) {
 }
 
 nlohmann::json state_of(const std::string & run_dir) { return json_file(run_dir + "/state.json"); }
+
+// A one-GPU run on a cloud emulator: the rehearsal's model and job, the cloud's resources, and the
+// given `policy:` entries.
+std::string cloud_config(const Env & env, const std::string & cloud, const std::string & policy) {
+    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
+    text = text.substr(0, text.find("\nresources:") + 1) + "resources:\n  providers: [" + cloud +
+           "]\n  gpu_count: 1\n  max_price_usd_per_hour: 5\n  min_vram_gb: 16\n  disk_gb: 20\npolicy:\n" + policy;
+    const std::string path = env.dir / (cloud + ".yaml");
+    tests::write_file(path, text);
+    return path;
+}
+
+// The emulator's key and address in the environment of deploy_and_analyze (and of its broker).
+common::RunOptions cloud_opts(const tests::Emulator & emu, const std::string & cloud) {
+    std::string upper = cloud;
+    for (auto & c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    auto o = run_opts();
+    o.extra_env.push_back(upper + "_API_KEY=test-key-" + cloud);
+    o.extra_env.push_back(upper + "_BASE_URL=" + emu.base_url());
+    return o;
+}
+
+// deploy_and_analyze on `config`, the instance reached with the sshd fixture's key and no GPU check.
+std::vector<std::string> sshd_backed_args(const Env & env, const std::string & config, const tests::SshdFixture & sshd) {
+    auto args = base_args(env, config);
+    for (const char * a : {"--no-gpu-check", "--ssh-key"}) args.push_back(a);
+    args.push_back(sshd.client_key());
+    return args;
+}
 
 }  // namespace
 
@@ -276,17 +306,9 @@ TEST_CASE("e2e: the same flow against the RunPod emulator (instance backed by a 
     tests::SshdFixture sshd({"SetEnv HOME=" + env.dir / "pod-home"});
     tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
     emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
-    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
-    text = text.substr(0, text.find("\nresources:") + 1) +
-           "resources:\n  providers: [runpod]\n  gpu_count: 1\n  max_price_usd_per_hour: 5\n  min_vram_gb: 16\n  disk_gb: 20\n"
-           "policy:\n  on_success: terminate\n  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 5m\n";
-    tests::write_file(env.dir / "runpod.yaml", text);
-    auto args = base_args(env, env.dir / "runpod.yaml");
-    for (const char * a : {"--no-gpu-check", "--ssh-key"}) args.push_back(a);
-    args.push_back(sshd.client_key());
-    auto opts = run_opts();
-    opts.extra_env.push_back("RUNPOD_API_KEY=test-key-runpod");
-    opts.extra_env.push_back("RUNPOD_BASE_URL=" + emu.base_url());
+    auto args = sshd_backed_args(
+        env, cloud_config(env, "runpod", "  on_success: terminate\n  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 5m\n"), sshd);
+    auto opts = cloud_opts(emu, "runpod");
     auto r = common::run_process(args, opts);
     INFO(r.err);
     CHECK(r.exit_code == 0);
@@ -319,20 +341,10 @@ namespace {
 // A GPU run on the Vast emulator. The runs below never get past the create step, so no sshd backs
 // the instance and nothing is built.
 std::string vast_config(const Env & env) {
-    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
-    text = text.substr(0, text.find("\nresources:") + 1) +
-           "resources:\n  providers: [vast]\n  gpu_count: 1\n  max_price_usd_per_hour: 5\n  min_vram_gb: 16\n  disk_gb: 20\n"
-           "policy:\n  on_success: terminate\n  on_failure: keep\n  max_duration: 1h\n  heartbeat_timeout: 5m\n";
-    tests::write_file(env.dir / "vast.yaml", text);
-    return env.dir / "vast.yaml";
+    return cloud_config(env, "vast", "  on_success: terminate\n  on_failure: keep\n  max_duration: 1h\n  heartbeat_timeout: 5m\n");
 }
 
-common::RunOptions vast_opts(const tests::Emulator & vast) {
-    auto o = run_opts();
-    o.extra_env.push_back("VAST_API_KEY=test-key-vast");
-    o.extra_env.push_back("VAST_BASE_URL=" + vast.base_url());
-    return o;
-}
+common::RunOptions vast_opts(const tests::Emulator & vast) { return cloud_opts(vast, "vast"); }
 
 std::vector<std::string> resume_args(const Env & env, const std::string & run) {
     std::vector<std::string> args{DEPLOY_BIN, "--resume", run};
@@ -408,17 +420,9 @@ TEST_CASE("e2e: a terminate that fails in finish leaves the on-instance watchdog
     emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
     // Finish's terminate gets 503 on every try (common::http makes 4); the watchdog's later request is answered.
     emu.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "terminate"}}}, {"count", 4}});
-    std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
-    text = text.substr(0, text.find("\nresources:") + 1) +
-           "resources:\n  providers: [runpod]\n  gpu_count: 1\n  max_price_usd_per_hour: 5\n  min_vram_gb: 16\n  disk_gb: 20\n"
-           "policy:\n  on_success: terminate\n  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 30s\n";
-    tests::write_file(env.dir / "runpod.yaml", text);
-    auto args = base_args(env, env.dir / "runpod.yaml");
-    for (const char * a : {"--no-gpu-check", "--ssh-key"}) args.push_back(a);
-    args.push_back(sshd.client_key());
-    auto opts = run_opts();
-    opts.extra_env.push_back("RUNPOD_API_KEY=test-key-runpod");
-    opts.extra_env.push_back("RUNPOD_BASE_URL=" + emu.base_url());
+    auto args = sshd_backed_args(
+        env, cloud_config(env, "runpod", "  on_success: terminate\n  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 30s\n"), sshd);
+    auto opts = cloud_opts(emu, "runpod");
     auto r = common::run_process(args, opts);
     INFO(r.err);
     CHECK(r.exit_code == 10);
