@@ -20,6 +20,17 @@ std::vector<std::string> create_args(const std::string & provider, const std::st
     return a;
 }
 
+// Rents one instance on `provider` with a fresh key (--no-wait) and returns its id.
+std::string created_id(Cli & cli, const std::string & provider) {
+    common::generate_ed25519_key(cli.dir() / "id", "t");
+    auto args = create_args(provider, cli.dir() / "id");
+    args.insert(args.begin(), "--json");
+    auto made = cli.run(args);
+    INFO(provider, ": ", made.err);
+    REQUIRE(made.exit_code == 0);
+    return json::parse(made.out)["id"].get<std::string>();
+}
+
 // Instances the emulator still holds (and bills), by id.
 bool still_there(tests::Emulator & emu, const std::string & id) {
     const json state = emu.state();
@@ -38,15 +49,7 @@ TEST_CASE("gone: an HTML 404 on terminate or on the proving get is leak risk on 
         emu.configure({{"boot_polls", 1}});
         Cli cli;
         cli.use(emu);
-        common::generate_ed25519_key(cli.dir() / "id", "t");
-        auto made = cli.run([&] {
-            auto a = create_args(c.name, cli.dir() / "id");
-            a.insert(a.begin(), "--json");
-            return a;
-        }());
-        INFO(c.name, ": ", made.err);
-        REQUIRE(made.exit_code == 0);
-        const std::string id = json::parse(made.out)["id"];
+        const std::string id = created_id(cli, c.name);
         const std::string ref = c.name + ":" + id;
 
         // The terminate call answered by something that is not the API (a proxy's HTML 404).
@@ -76,15 +79,7 @@ TEST_CASE("gone: the provider's own not-found answers still prove an instance go
         emu.configure({{"boot_polls", 1}});
         Cli cli;
         cli.use(emu);
-        common::generate_ed25519_key(cli.dir() / "id", "t");
-        auto made = cli.run([&] {
-            auto a = create_args(c.name, cli.dir() / "id");
-            a.insert(a.begin(), "--json");
-            return a;
-        }());
-        INFO(c.name, ": ", made.err);
-        REQUIRE(made.exit_code == 0);
-        const std::string ref = c.name + ":" + json::parse(made.out)["id"].get<std::string>();
+        const std::string ref = c.name + ":" + created_id(cli, c.name);
         json t = cli.json({"instances", "terminate", ref, "--yes"});
         CHECK(t[0]["proven"] == true);
         // Already gone: the provider answers its own "not found" (or null) to both calls.

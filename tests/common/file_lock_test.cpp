@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "common/error.h"
@@ -19,6 +20,31 @@
 #include <doctest/doctest.h>
 
 using common::FileLock;
+
+namespace {
+
+// A child process that takes the lock on `path`, then runs `while_held` and exits (dropping it).
+// Returns once the child holds the lock.
+pid_t fork_holder(const std::string & path, const std::function<void()> & while_held) {
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::close(ready[0]);
+        FileLock held(path);
+        (void)!::write(ready[1], "x", 1);
+        while_held();
+        ::_exit(0);
+    }
+    ::close(ready[1]);
+    char c;
+    REQUIRE(::read(ready[0], &c, 1) == 1);
+    ::close(ready[0]);
+    return child;
+}
+
+}  // namespace
 
 TEST_CASE("file lock: held until the object goes, moves keep it held") {
     tests::TempDir dir;
@@ -40,20 +66,9 @@ TEST_CASE("file lock: held until the object goes, moves keep it held") {
 TEST_CASE("file lock: a holder killed with SIGKILL leaves no stale lock") {
     tests::TempDir dir;
     const std::string path = dir / "k.lock";
-    int ready[2];
-    REQUIRE(::pipe(ready) == 0);
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        ::close(ready[0]);
-        FileLock held(path);
-        (void)!::write(ready[1], "x", 1);
+    const pid_t child = fork_holder(path, [] {
         for (;;) ::pause();
-    }
-    ::close(ready[1]);
-    char c;
-    REQUIRE(::read(ready[0], &c, 1) == 1);
-    ::close(ready[0]);
+    });
     CHECK_FALSE(FileLock::try_lock(path).has_value());
     ::kill(child, SIGKILL);
     int status = 0;
@@ -64,22 +79,10 @@ TEST_CASE("file lock: a holder killed with SIGKILL leaves no stale lock") {
 TEST_CASE("file lock: a waiter gets the lock once the holder exits, not before") {
     tests::TempDir dir;
     const std::string path = dir / "w.lock";
-    int ready[2];
-    REQUIRE(::pipe(ready) == 0);
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        ::close(ready[0]);
-        FileLock held(path);
-        (void)!::write(ready[1], "x", 1);
+    const pid_t child = fork_holder(path, [&] {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         tests::write_file(dir / "leaving", "");  // written while the lock is still held
-        ::_exit(0);
-    }
-    ::close(ready[1]);
-    char c;
-    REQUIRE(::read(ready[0], &c, 1) == 1);
-    ::close(ready[0]);
+    });
     FileLock mine(path);  // blocks while the child holds it
     CHECK(std::filesystem::exists(dir / "leaving"));  // so it was not taken before the child let go
     int status = 0;
