@@ -1218,7 +1218,9 @@ private:
         enter_finish();
         if (outcome_ == Outcome::Interrupted) stop_jobs();
         if (outcome_ != Outcome::Succeeded) salvage();
-        EndDecision d = decide(cfg_.policy, outcome_, clock_.unix_now());
+        // A kept instance bills on: its watchdog's deadline stops where policy.max_cost_usd is reached.
+        const double now = clock_.unix_now();
+        EndDecision d = decide(cfg_.policy, outcome_, now, cost_cap_unix(cfg_.policy, in.price_usd_per_hour, in.created_unix.value_or(now)));
         if (found_unrecorded_)  // nothing was set up on it and no watchdog guards it: never kept
             d = EndDecision{EndAction::Terminate, 0, "terminate: created for this run but never recorded (the create failed)"};
         common::log::info("finish: ", d.reason);

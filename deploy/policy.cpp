@@ -18,17 +18,28 @@ EndAction parse_end_action(std::string_view text) {
     throw common::Error::usage("policy: unknown action '" + std::string(text) + "': use terminate or keep");
 }
 
-EndDecision decide(const Policy & policy, Outcome outcome, double now_unix) {
+EndDecision decide(const Policy & policy, Outcome outcome, double now_unix, std::optional<double> cost_cap_unix) {
     const bool ok = outcome == Outcome::Succeeded;
-    const char * rule = ok ? "on_success" : "on_failure";
+    const std::string rule = ok ? "on_success" : "on_failure";
     EndAction action = ok ? policy.on_success : policy.on_failure;
     EndDecision d{action, 0, {}};
     if (action == EndAction::Terminate) {
-        d.reason = std::string(rule) + ": terminate";
+        d.reason = rule + ": terminate";
+        return d;
+    }
+    d.keep_until_unix = now_unix + policy.keep_ttl_s;
+    const std::string then = "; the watchdog and `broker sweep` end it then)";
+    if (!cost_cap_unix || *cost_cap_unix >= d.keep_until_unix) {
+        d.reason = rule + ": keep for " + common::format_duration(policy.keep_ttl_s) + " (until " +
+                   common::format_utc_minute(d.keep_until_unix) + then;
+    } else if (*cost_cap_unix > now_unix) {
+        // The kept box bills on: policy.max_cost_usd caps it as it capped the run.
+        d.keep_until_unix = *cost_cap_unix;
+        d.reason = rule + ": keep for " + common::format_duration(*cost_cap_unix - now_unix) + ", not keep_ttl " +
+                   common::format_duration(policy.keep_ttl_s) + ": policy.max_cost_usd is reached then (until " +
+                   common::format_utc_minute(d.keep_until_unix) + then;
     } else {
-        d.keep_until_unix = now_unix + policy.keep_ttl_s;
-        d.reason = std::string(rule) + ": keep for " + common::format_duration(policy.keep_ttl_s) + " (until " +
-                   common::format_utc_minute(d.keep_until_unix) + "; the watchdog and `broker sweep` end it then)";
+        d = EndDecision{EndAction::Terminate, 0, rule + ": keep, but policy.max_cost_usd is already reached: terminate"};
     }
     return d;
 }
@@ -44,6 +55,11 @@ double lifetime_cap_s(const Policy & policy, double price_usd_per_hour) {
     if (policy.max_cost_usd && price_usd_per_hour > 0)
         cap = std::min(cap, *policy.max_cost_usd / price_usd_per_hour * 3600.0);
     return cap;
+}
+
+std::optional<double> cost_cap_unix(const Policy & policy, double price_usd_per_hour, double created_unix) {
+    if (!policy.max_cost_usd || price_usd_per_hour <= 0) return std::nullopt;
+    return created_unix + *policy.max_cost_usd / price_usd_per_hour * 3600.0;
 }
 
 RunBudget run_budget(double max_duration_s, double instance_end_unix, double now_unix, double margin_s) {

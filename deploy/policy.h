@@ -37,8 +37,10 @@ struct EndDecision {
 };
 
 // Interrupted runs follow on_failure: a user who pressed Ctrl-C did not get results, and keeping
-// the machine is only right when they asked to keep failed runs.
-EndDecision decide(const Policy & policy, Outcome outcome, double now_unix);
+// the machine is only right when they asked to keep failed runs. `cost_cap_unix` (cost_cap_unix()
+// below): a kept instance's deadline never passes it, since the kept box goes on billing and
+// policy.max_cost_usd caps the whole run; one already past it is terminated instead of kept.
+EndDecision decide(const Policy & policy, Outcome outcome, double now_unix, std::optional<double> cost_cap_unix = std::nullopt);
 
 // Dollars spent so far at a price; nullopt price (unknown) counts as 0 and is reported as unknown.
 double cost_usd(double price_usd_per_hour, double elapsed_s);
@@ -46,6 +48,9 @@ double cost_usd(double price_usd_per_hour, double elapsed_s);
 bool over_budget(const Policy & policy, double price_usd_per_hour, double elapsed_s);
 // The longest the instance may live given the cost cap: min(max_duration, max_cost / price).
 double lifetime_cap_s(const Policy & policy, double price_usd_per_hour);
+// When the instance, billing `price_usd_per_hour` since `created_unix`, has cost max_cost_usd;
+// nullopt without a cap or without a price (a free instance never reaches it).
+std::optional<double> cost_cap_unix(const Policy & policy, double price_usd_per_hour, double created_unix);
 
 // How long the run step lets the job run. The instance's own end (the deadline in its name, RunPod's
 // terminateAfter, the watchdog's) is fixed at the create: max_duration + 30 min from then. The run

@@ -78,3 +78,33 @@ TEST_CASE("policy: a run reconnects through an outage for as long as the watchdo
     p.heartbeat_timeout_s = 120;  // never below bifrost's own window
     CHECK(deploy::reconnect_window_s(p) == 180);
 }
+
+TEST_CASE("policy: a kept instance's deadline never passes the moment the cost cap is reached") {
+    deploy::Policy p;
+    p.on_success = EndAction::Keep;  // --keep-running
+    p.on_failure = EndAction::Keep;
+    p.keep_ttl_s = 2 * 3600;
+    // No cap, or no price (a free local instance): the whole keep TTL.
+    CHECK_FALSE(deploy::cost_cap_unix(p, 2.0, 1000).has_value());
+    p.max_cost_usd = 3.0;
+    CHECK_FALSE(deploy::cost_cap_unix(p, 0.0, 1000).has_value());
+    // $3 at $2/h is reached 1.5 h after the create.
+    auto cap = deploy::cost_cap_unix(p, 2.0, 1000);
+    REQUIRE(cap.has_value());
+    CHECK(*cap == doctest::Approx(1000 + 5400));
+    // The run ended 1 h after the create: keeping for 2 h would bill past the cap; kept for 30 min.
+    auto k = deploy::decide(p, Outcome::Succeeded, 1000 + 3600, cap);
+    CHECK(k.action == EndAction::Keep);
+    CHECK(k.keep_until_unix == doctest::Approx(*cap));
+    CHECK(k.reason.find("max_cost_usd") != std::string::npos);
+    // A cap further away than the TTL changes nothing.
+    auto far = deploy::decide(p, Outcome::Failed, 1000, deploy::cost_cap_unix(p, 0.5, 1000));
+    CHECK(far.keep_until_unix == doctest::Approx(1000 + 7200));
+    // Already at or past the cap (the run stopped at it): nothing more may be spent; terminated.
+    auto spent = deploy::decide(p, Outcome::Failed, *cap, cap);
+    CHECK(spent.action == EndAction::Terminate);
+    CHECK(spent.reason.find("max_cost_usd") != std::string::npos);
+    // Terminate stays terminate whatever the cap.
+    p.on_failure = EndAction::Terminate;
+    CHECK(deploy::decide(p, Outcome::Failed, 1000, cap).action == EndAction::Terminate);
+}
