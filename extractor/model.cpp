@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/progress.h"
 #include "extractor/checkpoint/sharded.h"
+#include "extractor/host_memory.h"
 #include "extractor/load_pool.h"
 #include "extractor/mxfp4.h"
 #include "extractor/shape_text.h"
@@ -181,6 +182,72 @@ void check_load_options(const LoadOptions & opt) {
                                    std::to_string(opt.threads));
 }
 
+namespace {
+
+// Bytes of one checkpoint tensor as stored: MXFP4 bytes as they are, the rest in config.json's
+// dtype (bf16 unless it says float32; the exact dtype is in headers not read at planning time).
+uint64_t stored_bytes(const ModelConfig & cfg, const WeightSpec & s) {
+    uint64_t n = 1;
+    for (int64_t d : s.shape) n *= static_cast<uint64_t>(std::max<int64_t>(d, 0));
+    const uint64_t element = !s.stored_dtype.empty() ? 1 : cfg.checkpoint_dtype == "float32" ? 4 : 2;
+    return n * element;
+}
+
+uint64_t power_of_two_at_least(uint64_t n) {
+    uint64_t p = 1;
+    while (p < n && p <= (UINT64_MAX >> 1)) p <<= 1;
+    return p;
+}
+
+}  // namespace
+
+std::optional<HostNeed> host_memory_need(const Model & m, const LoadOptions & opt) {
+    const Placement & p = m.placement;
+    const MemoryEstimate & e = m.estimate;
+    HostNeed need;
+    need.model = m.dir + " (" + m.cfg.model_type + ")";
+    const std::string weights_text = "weights in " + dtype_name(m.dtype) + ", all experts counted" +
+                                     (e.head_bytes > 0 ? ", with the final norm and lm_head" : "");
+    if (p.embed_device.is_cpu()) {
+        // plan_placement puts everything on the CPU, or the embedding on a GPU: this is a CPU run.
+        need.what = "a CPU run";
+        need.bytes = e.total_bytes + e.activation_bytes;
+        need.breakdown = weights_text + ": " + common::format_bytes(static_cast<double>(e.total_bytes)) +
+                         "; working set for a batch of " + std::to_string(opt.batch) + " x " + std::to_string(opt.seq_len) +
+                         " tokens: " + common::format_bytes(static_cast<double>(e.activation_bytes));
+        need.advice = std::string("free memory, lower --batch-size or --seq-len, capture fewer --layers (layers after the last one "
+                                  "listed are not loaded)") +
+                      (m.dtype == at::kFloat ? ", use --dtype bf16 (half the weights)" : "") + ", run on a GPU";
+        return need;
+    }
+    uint64_t pinned = 0;
+    int streamed = 0;
+    for (size_t l = 0; l < p.home.size() && l < e.layer_bytes.size(); ++l)
+        if (p.home[l].is_cpu()) {
+            pinned += e.layer_bytes[l];
+            ++streamed;
+        }
+    // A GPU-resident run only stages tensors through the host, a few at a time.
+    if (streamed == 0) return std::nullopt;
+    // The loader copies each tensor through a pinned staging buffer from PyTorch's caching host
+    // allocator (power-of-two blocks); at most --load-threads of them are in flight at once.
+    std::vector<uint64_t> sizes;
+    for (const WeightSpec & s : m.plan.sources)
+        if (s.layer < m.run_layers) sizes.push_back(power_of_two_at_least(stored_bytes(m.cfg, s)));
+    const size_t in_flight = std::min(sizes.size(), static_cast<size_t>(std::max(opt.threads, 1)));
+    std::partial_sort(sizes.begin(), sizes.begin() + static_cast<std::ptrdiff_t>(in_flight), sizes.end(), std::greater<>());
+    uint64_t staging = 0;
+    for (size_t i = 0; i < in_flight; ++i) staging += sizes[i];
+    need.what = "the " + std::to_string(streamed) + " offloaded layer" + (streamed == 1 ? "" : "s") + " (pinned host memory)";
+    need.bytes = pinned + staging;
+    need.breakdown = weights_text + " of the offloaded layers: " + common::format_bytes(static_cast<double>(pinned)) +
+                     "; the loader's pinned staging buffers (" + std::to_string(in_flight) +
+                     " tensors at a time, --load-threads): up to " + common::format_bytes(static_cast<double>(staging));
+    need.advice = "free host memory, give the model more GPU memory (--device auto takes every visible GPU) so fewer layers "
+                  "are offloaded, lower --load-threads";
+    return need;
+}
+
 Model plan_model(const std::string & dir, const LoadOptions & opt) {
     check_load_options(opt);
     Model m;
@@ -211,6 +278,11 @@ Model plan_model(const std::string & dir, const LoadOptions & opt) {
                                  opt.seq_len, opt.lm_head);
     m.placement = plan_placement(m.estimate, opt.device, parse_max_memory(opt.max_memory), opt.strategy,
                                  cuda_device_count(), opt.offload_prefetch + 1);
+    // Before a byte is allocated: a CPU run larger than the machine was otherwise loaded until the
+    // OOM killer ended it minutes in, without a word, and a pinned allocation failing (or killed
+    // in a container) mid-load is worse.
+    if (opt.host_memory_check)
+        if (const auto need = host_memory_need(m, opt)) require_host_memory(*need, probe_host_memory(HostMemoryPaths::from_environment()));
     return m;
 }
 

@@ -9,12 +9,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "extractor/checkpoint/hf_config.h"
 #include "extractor/checkpoint/sharded.h"
 #include "extractor/families/family.h"
+#include "extractor/host_memory.h"
 #include "extractor/placement.h"
 
 namespace extractor {
@@ -38,6 +40,10 @@ struct LoadOptions {
     // MXFP4 experts (gpt_oss): dequantize them all to the run dtype right after loading instead of
     // keeping them packed (the comparison path; needs ~3.8x the experts' packed memory).
     bool dequantize = false;
+    // Refuse a run whose host-resident part (a CPU run's weights and working set, or a CUDA run's
+    // offloaded layers in pinned memory) exceeds the host memory this process may still take
+    // (MemAvailable and the cgroup limits; host_memory.h). false: --no-host-memory-check.
+    bool host_memory_check = true;
     // Runs on a thread of its own once the weights are allocated, while they stream in, on a copy
     // of the model. extract uses it to pay the GPU's one-time costs (library handles, lazy kernel
     // loading, cuDNN's attention plan for the batch shape) on layer 0 before its weights have
@@ -88,8 +94,15 @@ bool stores_fused_experts(const ModelConfig & cfg, const Checkpoint & ck);
 constexpr int kMaxLoadThreads = 256;
 void check_load_options(const LoadOptions & opt);
 
+// What m's placement holds in host memory, for require_host_memory: a CPU run's weights and
+// working set, or a CUDA run's offloaded layers (pinned) plus the loader's pinned staging buffers
+// (the opt.threads largest tensors, rounded up to powers of two as PyTorch's pinned allocator
+// does). nullopt for a run that holds no layer on the host.
+std::optional<HostNeed> host_memory_need(const Model & m, const LoadOptions & opt);
+
 // Reads the config, plans placement and estimates memory; loads nothing. Throws
-// Error(capacity) when the model cannot fit.
+// Error(capacity) when the model cannot fit the GPU budgets or (host_memory_check) the host memory
+// its CPU-resident part needs.
 Model plan_model(const std::string & dir, const LoadOptions & opt);
 // plan_model + loading from dir's safetensors.
 Model load_model(const std::string & dir, const LoadOptions & opt);

@@ -83,6 +83,9 @@ int extract_main(int argc, char ** argv, const std::vector<CaptureSink *> & extr
         run_cmd->add_option("--device", e.load.device, "cpu, cuda (GPU 0), cuda:N, or auto (every visible GPU, else the CPU)")->capture_default_str();
         run_cmd->add_option("--max-memory", e.load.max_memory,
                             "Per-device budgets, e.g. 0=76GiB,1=76GiB,cpu=120GiB (cpu= allows offload to pinned memory)");
+        run_cmd->add_flag("!--no-host-memory-check", e.load.host_memory_check,
+                          "Load even when the host memory a CPU run (or a CUDA run's offloaded layers) needs is more than "
+                          "MemAvailable or the cgroup limit allows (by default such a run is refused, exit 4)");
         run_cmd->add_option("--offload-prefetch", e.load.offload_prefetch,
                             "Offloaded layers copied ahead of the running one on a second stream (default 1; 0: each "
                             "copied when it runs). The GPU keeps room for this many + 1")

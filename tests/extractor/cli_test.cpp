@@ -132,6 +132,57 @@ TEST_CASE("cli: a read that stops ends the load with a timeout naming the file a
     CHECK(took_s < 5.0);  // the watchdog, not the stalled reader (which sleeps 1.5 s), ends it
 }
 
+TEST_CASE("cli: a CPU run larger than the host memory is refused before loading (exit 4), and --no-host-memory-check loads it") {
+    tests::TempDir dir;
+    REQUIRE(run({"fixture", "--family", "llama", "--out", dir / "m", "--layers", "2", "--json"}).code == 0);
+    tests::write_file(dir / "ids.txt", "1 2 3 4 5 6 7 8");
+    // The test hooks: 1 MiB available by MemAvailable, and a cgroup root without a memory
+    // controller (so this machine's own limits do not enter).
+    tests::write_file(dir / "meminfo", "MemTotal:        2048 kB\nMemAvailable:    1024 kB\n");
+    std::filesystem::create_directories(dir / "no_cgroup");
+    tests::EnvGuard meminfo("EXTRACTOR_MEMINFO_PATH", dir / "meminfo");
+    tests::EnvGuard cgroup("EXTRACTOR_CGROUP_ROOT", dir / "no_cgroup");
+    const std::vector<std::string> args = {"run", dir / "m", "--tokens", dir / "ids.txt", "--seq-len", "8", "--device", "cpu",
+                                           "--dtype", "f32", "--absmax", "--json", "-q"};
+    // Before: no check; a model larger than the machine loaded until the OOM killer ended it.
+    Result r = run(args);
+    INFO(r.err);
+    CHECK(r.code == 4);
+    auto e = nlohmann::json::parse(r.err)["error"];
+    CHECK(e["kind"] == "capacity");
+    const std::string msg = e["message"];
+    CHECK(msg.find(dir / "m" + " (llama): a CPU run needs about ") != std::string::npos);
+    CHECK(msg.find("weights in f32, all experts counted: ") != std::string::npos);
+    CHECK(msg.find("a batch of 1 x 8 tokens") != std::string::npos);
+    CHECK(msg.find("only 1.0 MiB is available to this process (MemAvailable 1.0 MiB (" + dir / "meminfo" + "))") != std::string::npos);
+    CHECK(msg.find("--no-host-memory-check") != std::string::npos);
+    // --plan answers for this machine, so it says the same.
+    std::vector<std::string> plan = args;
+    plan.push_back("--plan");
+    CHECK(run(plan).code == 4);
+
+    std::vector<std::string> forced = args;
+    forced.push_back("--no-host-memory-check");
+    Result ok = run(forced);
+    INFO(ok.err);
+    CHECK(ok.code == 0);
+    CHECK(nlohmann::json::parse(ok.out)["tokens"] == 8);
+
+    // A container's limit binds although the host has plenty: cgroup v2, 1 MiB, nothing in use.
+    tests::write_file(dir / "meminfo", "MemAvailable: 67108864 kB\n");
+    std::filesystem::create_directories(dir / "cg");
+    tests::write_file(dir / "cg/cgroup.controllers", "memory\n");
+    tests::write_file(dir / "cg/memory.max", "1048576\n");
+    tests::write_file(dir / "cg/memory.current", "0\n");
+    tests::EnvGuard limited("EXTRACTOR_CGROUP_ROOT", dir / "cg");
+    Result c = run(args);
+    INFO(c.err);
+    CHECK(c.code == 4);
+    CHECK(c.err.find("cgroup v2 " + dir / "cg" + ": memory.max 1.0 MiB") != std::string::npos);
+    tests::write_file(dir / "cg/memory.max", "max\n");
+    CHECK(run(args).code == 0);
+}
+
 TEST_CASE("cli: an unknown EXTRACTOR_FUSED value is a usage error that names it, before anything is loaded") {
     tests::TempDir dir;
     REQUIRE(run({"fixture", "--family", "llama", "--out", dir / "m", "--layers", "2", "--json"}).code == 0);
