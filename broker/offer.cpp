@@ -54,6 +54,10 @@ std::string canonical_gpu_model(std::string_view raw) {
     return out;
 }
 
+bool gpu_query_matches(std::string_view canonical_model, std::string_view query) {
+    return contains_ci(canonical_model, query) || contains_ci(canonical_model, canonical_gpu_model(query));
+}
+
 const std::vector<std::string> & known_manufacturers() {
     static const std::vector<std::string> names = {"nvidia", "amd"};
     return names;
@@ -100,8 +104,7 @@ bool offer_matches(const Offer & o, const OfferFilter & f, std::string * why) {
     if (!f.providers.empty() && std::find(f.providers.begin(), f.providers.end(), o.provider) == f.providers.end())
         return fail("provider");
     if (!f.offer_id.empty() && o.offer_id != f.offer_id) return fail("offer_id");
-    if (!f.gpu.empty() && !contains_ci(o.gpu_model, f.gpu) && !contains_ci(o.gpu_model, canonical_gpu_model(f.gpu)))
-        return fail("gpu");
+    if (!f.gpu.empty() && !gpu_query_matches(o.gpu_model, f.gpu)) return fail("gpu");
     if (!f.manufacturer.empty() && canonical_manufacturer(f.manufacturer) != canonical_manufacturer(o.manufacturer))
         return fail("manufacturer");
     if (f.min_vram_gb && o.vram_gb_per_gpu + 1e-9 < *f.min_vram_gb) return fail("min_vram");

@@ -75,6 +75,10 @@ std::string canonical_manufacturer(std::string_view raw);
 // Strips vendor prefixes and family words so the same GPU reads the same everywhere:
 // "NVIDIA GeForce RTX 4090" → "RTX 4090", "Tesla V100-SXM2-16GB" → "V100 SXM2 16GB", "H100 80GB HBM3" kept.
 std::string canonical_gpu_model(std::string_view raw);
+// The --gpu rule: `query`, as typed or canonicalised, is a case-insensitive substring of the
+// canonical model ("h100" matches "H100 SXM", "H100 NVL"). One function for the local re-check and
+// for the names a provider's own search is sent (Vast's gpu_name list), so the two never disagree.
+bool gpu_query_matches(std::string_view canonical_model, std::string_view query);
 
 std::string to_lower(std::string_view text);
 bool contains_ci(std::string_view haystack, std::string_view needle);

@@ -75,7 +75,12 @@ ApiCall runpod_terminate_call(std::string_view id);
 // Vast.ai (REST v0)
 InstanceStatus vast_status(const nlohmann::json & actual_status);
 // Search body; `disk_gb` is the allocated storage every offer's price includes.
+// --gpu pushed as `"gpu_name": {"in": [...]}` (the names vast_gpu_names_for gives), or, when it
+// matches no known name, as 1000 rows instead of 200 that are filtered locally.
 nlohmann::json vast_search_body(const OfferFilter & filter, int disk_gb);
+// The gpu_name values Vast uses (vast-cli's list, docs/providers.md) whose canonical model --gpu
+// matches by the local rule (gpu_query_matches); empty for an empty --gpu or an unknown card.
+std::vector<std::string> vast_gpu_names_for(std::string_view gpu);
 inline constexpr int kVastSearchDiskGb = 50;
 // Nominal VRAM sizes (GB per GPU) as the clouds state them for the cards they rent (RunPod
 // memoryInGb, Lambda's descriptions: 24 for an RTX 4090, 48 for an L40S, 141 for an H200, 192 for

@@ -45,6 +45,10 @@ public:
     std::vector<Offer> search(const OfferFilter & f) override {
         // dph_total includes storage at allocated_storage: ask at the disk the create will rent.
         const int disk = f.rent_disk_gb.value_or(kVastSearchDiskGb);
+        if (!f.gpu.empty() && f.offer_id.empty() && vast_gpu_names_for(f.gpu).empty())
+            common::log::warn("vast: --gpu ", f.gpu, " matches no gpu_name the broker knows Vast to use (docs/providers.md, "
+                              "Vast \"Offers\"); searching the 1000 cheapest offers and filtering them here, so offers of "
+                              "that GPU beyond them are missed. Narrow with --min-vram, --gpus or --max-price");
         auto body = api_.call("POST", "/api/v0/bundles/", "search offers", vast_search_body(f, disk));
         return vast_parse_offers(body, f.spot.value_or(false), disk);
     }
@@ -169,7 +173,54 @@ private:
     JsonApi api_;
 };
 
+// Every gpu_name Vast's search knows, spelt as Vast spells them (spaces, not the underscores of
+// vast-cli's query strings). Source: vast-cli, vastai/data/query.py, the GPU name constants taken
+// from Vast's own vast/controller/gpulist.json (commit 5567983, May 2026); docs/providers.md, Vast
+// "Offers". A --gpu that matches none of these is searched the old way (below), never refused: a
+// card Vast added later still has a chance.
+constexpr std::string_view kVastGpuNames[] = {
+    // NVIDIA data centre
+    "A10", "A10g", "A16", "A30", "A40", "A100 PCIE", "A100 SXM4", "A100 SXM", "A100X", "A800 PCIE", "B200",
+    "GH200 SXM", "H100 PCIE", "H100 SXM", "H100 NVL", "H200", "H200 NVL", "L4", "L40", "L40S",
+    "Tesla K20c", "Tesla K80", "Tesla M40", "Tesla P4", "Tesla P6", "Tesla P40", "Tesla P100", "Tesla T4",
+    "Tesla V100",
+    // NVIDIA consumer
+    "GeForce 970", "GTX 750 Ti", "GTX 1050", "GTX 1050 Ti", "GTX 1060", "GTX 1070", "GTX 1070 Ti", "GTX 1080",
+    "GTX 1080 Ti", "GTX 1650", "GTX 1650 S", "GTX 1650 Ti", "GTX 1660", "GTX 1660 S", "GTX 1660 Ti", "GTX TITAN X",
+    "RTX 2060", "RTX 2060S", "RTX 2070", "RTX 2070S", "RTX 2080", "RTX 2080S", "RTX 2080 Ti",
+    "RTX 3050", "RTX 3060", "RTX 3060 laptop", "RTX 3060 Ti", "RTX 3070", "RTX 3070 laptop", "RTX 3070 Ti",
+    "RTX 3080", "RTX 3080 Ti", "RTX 3090", "RTX 3090 Ti",
+    "RTX 4060", "RTX 4060 laptop", "RTX 4060 Ti", "RTX 4070", "RTX 4070 laptop", "RTX 4070S", "RTX 4070S Ti",
+    "RTX 4070 Ti", "RTX 4080", "RTX 4080 laptop", "RTX 4080S", "RTX 4090", "RTX 4090D", "RTX 4090 Ti",
+    "RTX 5060", "RTX 5060 Ti", "RTX 5070", "RTX 5070 Ti", "RTX 5080", "RTX 5090", "RTX 5090 Ti",
+    "Titan RTX", "Titan V", "TITAN V CEO", "Titan X", "Titan Xp",
+    // NVIDIA professional
+    "Quadro K620", "Quadro K2200", "Quadro P2000", "Quadro P4000", "Quadro P5000", "Quadro P6000", "Quadro GP100",
+    "Quadro GV100", "Q RTX 4000", "Q RTX 5000", "Q RTX 6000", "Q RTX 8000",
+    "RTX A2000", "RTX A4000", "RTX A4500", "RTX A5000", "RTX A6000",
+    "RTX 2000Ada", "RTX 4000Ada", "RTX 4500Ada", "RTX 5000Ada", "RTX 5880Ada", "RTX 6000Ada",
+    "RTX PRO 4000", "RTX PRO 4000 Mobile", "RTX PRO 4500", "RTX PRO 5000", "RTX PRO 6000", "RTX PRO 6000 S",
+    "RTX PRO 6000 WS", "RTX PRO 6000 Max-Q",
+    // NVIDIA mining and other
+    "CMP 50HX", "CMP 170HX", "P104-100", "P106-100",
+    // AMD
+    "InstinctMI50", "InstinctMI100", "InstinctMI210", "InstinctMI250X",
+    "PRO W6800", "PRO W7800", "PRO W7900", "Pro V620", "Radeon VII", "Radeon Pro VII",
+    "RX 6800", "RX 6800 XT", "RX 6900 XT", "RX 6950 XT", "RX 7600", "RX 7700 XT", "RX 7800 XT", "RX 7900 GRE",
+    "RX 7900 XT", "RX 7900 XTX",
+};
+
 }  // namespace
+
+std::vector<std::string> vast_gpu_names_for(std::string_view gpu) {
+    std::vector<std::string> out;
+    if (gpu.empty()) return out;
+    // The same rule the local re-check applies to an offer's canonical_gpu_model(gpu_name): the
+    // names sent are exactly the rows that re-check would keep.
+    for (std::string_view name : kVastGpuNames)
+        if (gpu_query_matches(canonical_gpu_model(name), gpu)) out.emplace_back(name);
+    return out;
+}
 
 InstanceStatus vast_status(const nlohmann::json & actual_status) {
     if (actual_status.is_null()) return InstanceStatus::Pending;  // contract still being created
@@ -213,10 +264,17 @@ nlohmann::json vast_search_body(const OfferFilter & f, int disk_gb) {
         {"order", nlohmann::json::array({nlohmann::json::array({spot ? "min_bid" : "dph_total", "asc"})})},
         {"type", spot ? "bid" : "on-demand"},
         {"allocated_storage", static_cast<double>(disk_gb)},
-        // The cheapest rows only: a filter that is not pushed (--gpu: Vast's operators have no
-        // substring match on gpu_name) is applied to these rows alone, so ask for more with it.
-        {"limit", f.gpu.empty() ? 200 : 1000},
+        // The cheapest rows only, re-checked here: enough when every filter that selects rows is
+        // pushed; raised below when --gpu cannot be.
+        {"limit", 200},
     };
+    if (!f.gpu.empty()) {
+        // Vast has no substring operator, but `in` takes a list of exact names: the known names
+        // that --gpu matches. Sent as a list, so any name can only ever be a JSON string value.
+        auto names = vast_gpu_names_for(f.gpu);
+        if (!names.empty()) q["gpu_name"] = {{"in", names}};
+        else q["limit"] = 1000;  // no known name: the cheapest rows, filtered here (search() warns)
+    }
     // Renting a known ask (`--offer vast:N`): ask for that id, whatever its price rank.
     if (!f.offer_id.empty()) {
         const bool digits = f.offer_id.size() <= 18 &&

@@ -358,6 +358,41 @@ TEST_CASE("vast: --offer vast:N rents N even when it is not among the cheapest r
     CHECK(bad.exit_code == 2);
 }
 
+TEST_CASE("vast: --gpu h100 finds the H100s behind more than 1000 cheaper asks of other cards") {
+    tests::Emulator emu("vast", {.api_key = kKey});
+    Cli cli;
+    cli.use(emu);
+    // 1500 RTX 3060 asks cheaper than any H100: the 1000 cheapest rows hold no H100 at all.
+    emu.configure({{"filler_offers", 1500}});
+    auto r = cli.run({"--json", "search", "--provider", "vast", "--gpu", "h100", "--gpus", "1"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    json rows = json::parse(r.out);
+    REQUIRE(!rows.empty());
+    for (const auto & row : rows) CHECK(row["gpu_model"] == "H100 SXM");
+    CHECK(r.err.find("1000 cheapest") == std::string::npos);  // pushed: nothing to warn about
+    json body = requests(emu, "search").back()["body"];
+    CHECK(body["gpu_name"]["in"] == json::array({"H100 PCIE", "H100 SXM", "H100 NVL"}));
+    CHECK(body["limit"] == 200);
+    // A card with no known Vast name is still searched, the old way, and the user is told the
+    // answer may be incomplete: here the MI300X asks lie beyond the 1000 cheapest rows.
+    auto unknown = cli.run({"--json", "search", "--provider", "vast", "--gpu", "mi300x"});
+    INFO(unknown.err);
+    CHECK(unknown.exit_code == 0);
+    CHECK(json::parse(unknown.out).empty());
+    CHECK(unknown.err.find("--gpu mi300x matches no gpu_name") != std::string::npos);
+    CHECK(unknown.err.find("1000 cheapest") != std::string::npos);
+    body = requests(emu, "search").back()["body"];
+    CHECK_FALSE(body.contains("gpu_name"));
+    CHECK(body["limit"] == 1000);
+    // With fewer cheaper asks the fallback finds them, still warning.
+    emu.configure({{"filler_offers", 300}});
+    unknown = cli.run({"--json", "search", "--provider", "vast", "--gpu", "mi300x"});
+    CHECK(unknown.exit_code == 0);
+    CHECK(!json::parse(unknown.out).empty());
+    CHECK(unknown.err.find("--gpu mi300x matches no gpu_name") != std::string::npos);
+}
+
 TEST_CASE("vast: --min-vram 48 keeps the L40S (46068 MiB) and 141 the H200 (143771 MiB) that the server admitted") {
     tests::Emulator emu("vast", {.api_key = kKey});
     Cli cli;

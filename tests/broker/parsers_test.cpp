@@ -120,8 +120,42 @@ TEST_CASE("vast: search body pushes filters in Vast units") {
     f.offer_id = "1; drop";
     CHECK_THROWS_AS(vast_search_body(f, 50), common::Error);
     f.offer_id.clear();
-    f.gpu = "h100";  // not pushable (no substring operator): more rows are asked for
-    CHECK(vast_search_body(f, 50)["limit"] == 1000);
+    f.gpu = "h100";  // pushed as the exact names it matches: the usual 200 rows are all H100s
+    q = vast_search_body(f, 50);
+    CHECK(q["gpu_name"]["in"] == json::array({"H100 PCIE", "H100 SXM", "H100 NVL"}));
+    CHECK(q["limit"] == 200);
+    f.gpu = "mi300x";  // no known Vast name: the cheapest 1000 rows, filtered locally
+    q = vast_search_body(f, 50);
+    CHECK_FALSE(q.contains("gpu_name"));
+    CHECK(q["limit"] == 1000);
+}
+
+TEST_CASE("vast: --gpu becomes the gpu_name values it matches by the local rule, and only those") {
+    // Substrings, as the local re-check reads --gpu (case-insensitive, as typed or canonicalised).
+    CHECK(vast_gpu_names_for("h100") == std::vector<std::string>{"H100 PCIE", "H100 SXM", "H100 NVL"});
+    CHECK(vast_gpu_names_for("H100-SXM") == std::vector<std::string>{"H100 SXM"});
+    CHECK(vast_gpu_names_for("a100") == std::vector<std::string>{"A100 PCIE", "A100 SXM4", "A100 SXM", "A100X"});
+    CHECK(vast_gpu_names_for("4090") == std::vector<std::string>{"RTX 4090", "RTX 4090D", "RTX 4090 Ti"});
+    CHECK(vast_gpu_names_for("v100") == std::vector<std::string>{"Tesla V100", "Quadro GV100"});
+    CHECK(vast_gpu_names_for("NVIDIA GeForce RTX 3090") == std::vector<std::string>{"RTX 3090", "RTX 3090 Ti"});
+    // A substring, as everywhere: "h200" is in "GH200 SXM" too, which the local re-check keeps as well.
+    CHECK(vast_gpu_names_for("h200") == std::vector<std::string>{"GH200 SXM", "H200", "H200 NVL"});
+    CHECK(vast_gpu_names_for("").empty());
+    CHECK(vast_gpu_names_for("mi300x").empty());
+    CHECK(vast_gpu_names_for("\"]}; drop").empty());
+    // Every name sent is one the local re-check keeps, and every known name the re-check would keep
+    // is sent: the server and the local filter admit the same rows.
+    for (const std::string query : {"h100", "a10", "rtx", "ti", "pro 6000", "Tesla T4", "instinct"}) {
+        auto names = vast_gpu_names_for(query);
+        INFO(query);
+        CHECK(!names.empty());
+        json body = {{"offers", json::array()}};
+        for (const auto & n : names)
+            body["offers"].push_back({{"id", 1}, {"gpu_name", n}, {"gpu_ram", 24564}, {"num_gpus", 1}, {"dph_total", 0.5}});
+        OfferFilter f;
+        f.gpu = query;
+        CHECK(filter_offers(vast_parse_offers(body, false), f).size() == names.size());
+    }
 }
 
 TEST_CASE("vast: show object, direct SSH port as a string, proxy fallback") {
