@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "common/error.h"
@@ -58,6 +60,8 @@ struct Member {
     std::optional<common::ChildProcess> child;
     bool signalled = false;   // SIGTERM sent once: a second one would make the child exit without its finish
     bool budget_stop = false; // stopped (or never started) because the sweep's budget was reached
+    std::string instance;     // "<provider>:<id>" from its state.json, printable; "" before its create
+    bool instance_gone = false;  // its finish proved the instance gone
     int exit_code = -1;
     double started = 0;
     std::string step = "-";
@@ -66,30 +70,57 @@ struct Member {
     std::string results;
 };
 
-// What the member's run directory says now: the step it is in, $ so far, results.
+// Fields of a member's files, read without trusting their types: nlohmann's value() throws on a
+// field of another type, and an exception here would stop the whole sweep over one torn file.
+const nlohmann::json & field(const nlohmann::json & o, const char * key) {
+    static const nlohmann::json none;
+    if (!o.is_object()) return none;
+    auto it = o.find(key);
+    return it == o.end() ? none : *it;
+}
+double number_or(const nlohmann::json & o, const char * key, double fallback) {
+    const auto & f = field(o, key);
+    return f.is_number() ? f.get<double>() : fallback;
+}
+std::string string_or(const nlohmann::json & o, const char * key, const std::string & fallback = "") {
+    const auto & f = field(o, key);
+    return f.is_string() ? f.get<std::string>() : fallback;
+}
+
+// An id read from a member's state.json goes to the terminal and into commands we print for the
+// user to paste: only characters an instance reference uses, bounded.
+std::string printable(const std::string & text) {
+    std::string out;
+    for (char c : text.substr(0, 120))
+        out += std::isalnum(static_cast<unsigned char>(c)) || std::string_view("._:@/-").find(c) != std::string_view::npos ? c : '?';
+    return out;
+}
+
+// What the member's run directory says now: the step it is in, $ so far, its instance, results.
 void observe(Member & m) {
     std::ifstream j(m.dir + "/journal.jsonl");
     std::string line, last_step;
     for (int n = 0; std::getline(j, line) && n < 100000; ++n) {
         auto e = nlohmann::json::parse(line, nullptr, false);
-        if (e.is_object() && e.contains("step") && e["step"].is_string()) {
-            last_step = e["step"].get<std::string>();
-            std::string ev = e.value("event", "");
-            if (ev == "failed") last_step += " (failed)";
+        if (field(e, "step").is_string()) {
+            last_step = string_or(e, "step");
+            if (string_or(e, "event") == "failed") last_step += " (failed)";
         }
     }
     if (!last_step.empty()) m.step = last_step.substr(0, 40);
     auto st = read_member_json(m.dir + "/state.json");
-    if (st.is_object() && st.contains("instance") && st["instance"].is_object()) {
-        const auto & i = st["instance"];
-        double price = i.value("price_usd_per_hour", 0.0), created = i.value("created_unix", now_unix());
-        double end = now_unix();
-        if (st.contains("end") && st["end"].is_object() && st["end"].contains("ended_unix") && st["end"]["ended_unix"].is_number())
-            end = st["end"]["ended_unix"].get<double>();
+    const auto & i = field(st, "instance");
+    const auto & end_record = field(st, "end");
+    if (i.is_object()) {
+        double price = number_or(i, "price_usd_per_hour", 0.0), created = number_or(i, "created_unix", now_unix());
+        double end = number_or(end_record, "ended_unix", now_unix());
         m.cost = cost_usd(price, std::max(0.0, end - created));
         m.cost_known = true;
+        std::string provider = string_or(i, "provider"), id = string_or(i, "id");
+        if (!provider.empty() && !id.empty()) m.instance = printable(provider + ":" + id);
     }
-    if (st.is_object() && st.contains("results") && st["results"].is_object()) m.results = st["results"].value("dir", "");
+    m.instance_gone = field(end_record, "proven_gone") == true;
+    if (field(st, "results").is_object()) m.results = string_or(st["results"], "dir");
 }
 
 // Outcome of a run directory that finished before this sweep started: failed when any step failed.

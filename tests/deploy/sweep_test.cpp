@@ -2,9 +2,15 @@
 // renting (ids, collisions, member configs, families, budget), the shipped predecessor sweeps, and
 // the dry-run plan against the RunPod and Vast emulators with a Hub stand-in serving config.json
 // (tests/deploy/hub-configs): offers chosen per member, nothing created.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <filesystem>
 #include <string>
@@ -14,6 +20,7 @@
 
 #include "broker/broker.h"
 #include "common/error.h"
+#include "common/program.h"
 #include "common/subprocess.h"
 #include "deploy/download_slots.h"
 #include "deploy/sweep.h"
@@ -299,7 +306,8 @@ members:
 // run_sweep's contract with a member is the command line, the run directory (journal.jsonl,
 // state.json) and the exit code. This stand-in keeps that contract without renting anything: it
 // records its argv, "rents" at FAKE_PRICE $/h from now, runs FAKE_SECONDS, and on SIGTERM runs its
-// "finish" (journal, end time in state.json) and exits 130, as the real member does.
+// "finish" (a `terminating` file at once, then FAKE_FINISH seconds, then journal and end time in
+// state.json) and exits 130, as the real member does.
 namespace {
 
 const char * kFakeMember = R"(#!/bin/sh
@@ -314,14 +322,15 @@ printf '%s\n' "$*" > "$dir/argv"
 start=$(date +%s)
 printf '{"run_id": "fake"}\n' > "$dir/run.json"
 printf '{"step":"create","event":"done","unix_s":%s}\n{"step":"run","event":"start","unix_s":%s}\n' "$start" "$start" > "$dir/journal.jsonl"
-printf '{"instance": {"price_usd_per_hour": %s, "created_unix": %s}}\n' "$FAKE_PRICE" "$start" > "$dir/state.json"
+id="fake-$$"
+printf '{"instance": {"provider": "local", "id": "%s", "price_usd_per_hour": %s, "created_unix": %s}}\n' "$id" "$FAKE_PRICE" "$start" > "$dir/state.json"
 end_run() {
   now=$(date +%s)
   printf '{"step":"run","event":"%s","unix_s":%s}\n{"step":"finish","event":"done","unix_s":%s}\n' "$1" "$now" "$now" >> "$dir/journal.jsonl"
-  printf '{"instance": {"price_usd_per_hour": %s, "created_unix": %s}, "end": {"ended_unix": %s, "by": "%s"}}\n' \
-    "$FAKE_PRICE" "$start" "$now" "$2" > "$dir/state.json"
+  printf '{"instance": {"provider": "local", "id": "%s", "price_usd_per_hour": %s, "created_unix": %s}, "end": {"ended_unix": %s, "by": "%s", "proven_gone": true}}\n' \
+    "$id" "$FAKE_PRICE" "$start" "$now" "$2" > "$dir/state.json"
 }
-trap 'end_run failed SIGTERM; exit 130' TERM
+trap 'touch "$dir/terminating"; sleep "${FAKE_FINISH:-0}"; end_run failed SIGTERM; exit 130' TERM
 i=0
 while [ "$i" -lt $((FAKE_SECONDS * 10)) ]; do sleep 0.1; i=$((i + 1)); done
 end_run done finished
@@ -342,15 +351,35 @@ struct FakeSweep {
         options.program = dir / "member.sh";
         options.poll_s = 0.1;
     }
-    // Runs the sweep with the runner's stderr (the per-change lines) captured.
+    // Runs the sweep with the runner's stderr (the per-change lines) captured, and common::log's
+    // lines (written to fd 2) in `log`.
     int run() {
+        std::fflush(stderr);
+        const std::string log_path = dir.path() + "/runner-log.txt";
+        int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        REQUIRE(log_fd >= 0);
+        int saved_fd = ::dup(2);
+        ::dup2(log_fd, 2);
+        ::close(log_fd);
         std::ostringstream err, out;
         auto * old_err = std::cerr.rdbuf(err.rdbuf());
         auto * old_out = std::cout.rdbuf(out.rdbuf());
         common::Output o(common::OutputFormat::Table);
-        int code = deploy::run_sweep(sweep, options, o);
+        int code = -1;
+        error.reset();
+        try {
+            code = deploy::run_sweep(sweep, options, o);
+        } catch (const common::Error & e) {
+            error = e;
+        } catch (const std::exception & e) {  // any other escape is a bug of the runner: reported, not thrown past the redirections
+            error = common::Error(common::ErrorKind::Internal, std::string("not a common::Error: ") + e.what());
+        }
         std::cerr.rdbuf(old_err);
         std::cout.rdbuf(old_out);
+        std::fflush(stderr);
+        ::dup2(saved_fd, 2);
+        ::close(saved_fd);
+        log = tests::read_file(log_path);
         lines = err.str();
         table = out.str();
         return code;
@@ -362,10 +391,13 @@ struct FakeSweep {
             if (m["member"] == id) return m["outcome"];
         return "(absent)";
     }
+    std::string member_dir(const std::string & id) const { return dir.path() + "/out/fake/" + id; }
+    nlohmann::json member_state(const std::string & id) const { return nlohmann::json::parse(tests::read_file(member_dir(id) + "/state.json")); }
     tests::TempDir dir{"sweep-run"};
     deploy::SweepFile sweep;
     deploy::SweepRunOptions options;
-    std::string lines, table;
+    std::string lines, table, log;
+    std::optional<common::Error> error;  // what run_sweep threw, if anything
 };
 
 }  // namespace
@@ -448,6 +480,16 @@ TEST_CASE("sweep run: a member whose run directory another process drives is wai
     CHECK(f.outcome("second-one") == "succeeded");
     CHECK(f.outcome("third-one") == "succeeded");
     CHECK(driver.wait_for(std::chrono::seconds(5)).has_value());
+}
+
+TEST_CASE("sweep run: a member's state.json with fields of the wrong type is shown as unknown, not an error that stops the sweep") {
+    tests::EnvGuard price("FAKE_PRICE", "\"a lot\""), seconds("FAKE_SECONDS", "1");
+    FakeSweep f("  max_parallel: 3\n  download_stagger: 0s\n");
+    int code = f.run();
+    INFO(f.log);
+    CHECK_MESSAGE(!f.error.has_value(), (f.error ? f.error->message() : ""));
+    CHECK(code == 0);
+    for (const char * m : {"first-one", "second-one", "third-one"}) CHECK(f.outcome(std::string(m)) == "succeeded");
 }
 
 TEST_CASE("download slots: at most N holders across processes, a wait ends at the deadline, a slot frees on release") {
