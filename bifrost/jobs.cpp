@@ -91,12 +91,13 @@ JobInfo Client::run_detached(const JobSpec & spec) {
                    " || { echo 'bifrost: --cwd: cannot change directory' >&2; exit 255; }\n";
     // The wrapper: records pid and times, runs the command with stdio on the log, records the exit
     // code. `trap :` keeps the wrapper alive through the group-wide TERM of `bifrost kill` so it can
-    // still record the code; the command itself gets default signal handling.
+    // still record the code; the command itself gets default signal handling. It does not change
+    // directory itself: it inherits the launcher's, which has already applied --cwd (a relative
+    // --cwd applied twice would name another directory, or none, and the job would never run).
     std::string wrapper = "J=" + j + "\n"
                           "echo $$ > \"$J/pid.tmp\" && mv \"$J/pid.tmp\" \"$J/pid\"\n"
                           "date +%s > \"$J/start_time\"\n"
-                          "trap : TERM INT HUP\n" +
-                          cwd_line +
+                          "trap : TERM INT HUP\n"
                           "( " + command_text(spec.command) + " ) < /dev/null >> \"$J/log\" 2>&1\n"
                           "code=$?\n"
                           "date +%s > \"$J/end_time\"\n"
@@ -110,8 +111,10 @@ JobInfo Client::run_detached(const JobSpec & spec) {
                          "printf '%s' " + sh_quote(wrapper) + " > \"$J/run.sh\"\n"
                          ": > \"$J/log\"\n" +
                          env_block(*impl_, spec.options) + cwd_line +
-                         "if command -v setsid >/dev/null 2>&1; then setsid sh \"$J/run.sh\" < /dev/null > /dev/null 2>&1 &\n"
-                         "else set -m; sh \"$J/run.sh\" < /dev/null > /dev/null 2>&1 & fi\n"
+                         // The wrapper's own complaints (a failed write of its pid or times) go to
+                         // the job's log, where `bifrost logs` shows them, not to /dev/null.
+                         "if command -v setsid >/dev/null 2>&1; then setsid sh \"$J/run.sh\" < /dev/null >> \"$J/log\" 2>&1 &\n"
+                         "else set -m; sh \"$J/run.sh\" < /dev/null >> \"$J/log\" 2>&1 & fi\n"
                          "i=0; while [ ! -s \"$J/pid\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n"
                          "[ -s \"$J/pid\" ] || { echo 'job did not start (no pid after 10 s)' >&2; exit 97; }\n"
                          "exit 0\n";

@@ -140,3 +140,26 @@ TEST_CASE("jobs: logs -f resumes across a dropped connection with no gap and no 
     client.logs("counter", 10, false, [&](std::string_view d) { tail.append(d); });
     CHECK(tail == expected.substr(10));
 }
+
+// The launcher applies --cwd and the wrapper inherits it. When the wrapper changed directory again,
+// a relative --cwd (relative to where the SSH session starts) named another directory the second
+// time, the wrapper exited before recording anything, and the job showed as "killed" (137).
+TEST_CASE("jobs: a relative --cwd runs the job in that directory, once") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    std::string start;
+    REQUIRE(client.exec(Command::sh("pwd"), {}, [&](std::string_view d) { start.append(d); }, {}) == 0);
+    while (!start.empty() && start.back() == '\n') start.pop_back();
+    std::filesystem::create_directories(remote.home() + "/proj");
+    std::string relative = std::filesystem::path(remote.home() + "/proj").lexically_relative(start).string();
+    REQUIRE(!relative.empty());
+    REQUIRE(relative.front() != '/');
+    auto s = spec("rel", "pwd");
+    s.options.cwd = relative;
+    client.run_detached(s);
+    auto j = wait_state(client, "rel", "succeeded");
+    CHECK(j.state == "succeeded");
+    std::string log;
+    client.logs("rel", 0, false, [&](std::string_view d) { log.append(d); });
+    CHECK(log == std::filesystem::canonical(remote.home() + "/proj").string() + "\n");
+}
