@@ -514,14 +514,21 @@ int Connection::run(const RemoteCommand & command) {
     if (!source_open) task.close_stdin();
     auto last_keepalive = std::chrono::steady_clock::now();
     const auto started_at = last_keepalive;
+    auto last_progress = started_at;
     std::string chunk;
     while (!task.done()) {
         common::throw_if_interrupted();
-        if (options_.command_timeout_s > 0 &&
-            std::chrono::steady_clock::now() - started_at > std::chrono::duration<double>(options_.command_timeout_s)) {
+        const auto now_at = std::chrono::steady_clock::now();
+        if (options_.command_timeout_s > 0 && now_at - started_at > std::chrono::duration<double>(options_.command_timeout_s)) {
             broken_ = true;  // the channel is still open on the server: never reuse this session
             throw Error(ErrorKind::Timeout, label() + ": the remote command did not finish within " +
                                                 common::format_duration(options_.command_timeout_s))
+                .with("host", label());
+        }
+        if (options_.stall_timeout_s > 0 && now_at - last_progress > std::chrono::duration<double>(options_.stall_timeout_s)) {
+            broken_ = true;
+            throw Error(ErrorKind::Timeout, label() + ": the remote command moved no data for " +
+                                                common::format_duration(options_.stall_timeout_s))
                 .with("host", label());
         }
         if (source_open && command.stdin_source && task.stdin_queued() < (1u << 20)) {
@@ -534,7 +541,10 @@ int Connection::run(const RemoteCommand & command) {
             }
         }
         bool moved = task.pump(command.on_stdout, command.on_stderr);
-        if (moved) continue;
+        if (moved) {
+            last_progress = std::chrono::steady_clock::now();
+            continue;
+        }
         int extra = source_open && command.stdin_fd >= 0 && task.stdin_queued() < (1u << 20) ? command.stdin_fd : -1;
         if (wait_session(session_, extra, 50)) {
             char buf[65536];

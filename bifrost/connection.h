@@ -48,6 +48,11 @@ struct ConnectOptions {
     // throws Error(Timeout) and the connection is not reused. 0 (default): no limit, since jobs,
     // follows and pushes run as long as they need.
     double command_timeout_s = 0;
+    // > 0: a command during which no byte moves either way for this long is abandoned the same way
+    // (Timeout, the connection not reused). Unlike command_timeout_s it never cuts a long transfer
+    // that keeps moving: deploy's finish bounds a command hung on a stuck volume with it, and still
+    // pulls large results whole.
+    double stall_timeout_s = 0;
     // Jump hosts, first to last: the first is connected directly, each next hop and then the target
     // through a direct-tcpip channel of the previous one (the host names are resolved there, so
     // they may be private names the bastion knows). At most kMaxJumpHosts. Each hop's host key is

@@ -453,6 +453,10 @@ private:
         // While running, a host that refuses connections may still be booting or restarting sshd;
         // while finishing, the instance may be gone, so each remote call gets one short try.
         co.retry_deadline_s = finishing_ ? 10 : 60;
+        // While finishing, a command that moves no data for policy.stall_timeout is abandoned (a read
+        // hung on a stuck volume), so it cannot hold off the terminate; a salvage pull that keeps
+        // moving is never cut.
+        if (finishing_) co.stall_timeout_s = cfg_.policy.stall_timeout_s;
         if (finishing_ && host_unreachable_)
             throw common::Error(common::ErrorKind::Network, ep.label() + ": unreachable earlier in finish; not trying again");
         client_.emplace(bifrost::Client::connect(t, co));
@@ -1041,6 +1045,7 @@ private:
     void finish_batch(StepContext & ctx) {
         if (finished_before_) return;
         finishing_ = true;
+        client_.reset();  // reconnect with finish's bounds (client()): a stuck shared directory cannot hold off the cancel
         if (st().batch && st().batch->submitting && !st().batch->jobs.count(*st().batch->submitting)) find_unrecorded_job();
         if (!st().batch || st().batch->jobs.empty()) {
             common::log::info("finish: no job was submitted; nothing to end");
@@ -1108,7 +1113,6 @@ private:
     void salvage_batch() {
         if (host_unreachable_) return;
         try {
-            if (client_) client_->set_reconnect_window(0);
             for (const auto & entry : st().batch->jobs) {
                 JobLog log = batch_log(entry.first);
                 drain_batch_output(entry.first, log);
@@ -1145,7 +1149,7 @@ private:
     // one spending its own reconnect budget on a machine that is not there.
     void enter_finish() {
         finishing_ = true;
-        if (client_) client_->set_reconnect_window(0);
+        client_.reset();  // the next remote call connects with finish's bounds (client())
         try {
             const auto & in = inst();
             auto now = broker_.provider(in.provider).get(in.id);
@@ -1160,14 +1164,21 @@ private:
 
     void note_remote_failure(const common::Error & e) {
         if (e.kind() == common::ErrorKind::Network || e.kind() == common::ErrorKind::Timeout || e.kind() == common::ErrorKind::Auth) {
+            if (!host_unreachable_)
+                common::log::warn("finish: no more remote commands on this host (", e.message(), "; policy.stall_timeout is ",
+                                  common::format_duration(cfg_.policy.stall_timeout_s), "); going on to end what the run holds, per policy");
             host_unreachable_ = true;
             client_.reset();
         }
     }
 
+    // Finish's remote calls go to a host that has answered this run (ready recorded its endpoint)
+    // and has not failed to answer in finish.
+    bool may_reach_host() const { return !host_unreachable_ && (client_ || (st().instance && st().instance->ssh)); }
+
     // Ctrl-C means stop: end whatever job still runs (a kept instance then sits idle until its TTL).
     void stop_jobs() {
-        if (!client_ || host_unreachable_) return;
+        if (!may_reach_host()) return;
         try {
             for (const auto & j : client().jobs())
                 if (j.state == "running") {
@@ -1182,7 +1193,7 @@ private:
 
     // Best effort after a failure or interrupt: whatever results and logs exist, before any terminate.
     void salvage() {
-        if (host_unreachable_ || (!client_ && !(st().instance && st().instance->ssh))) return;
+        if (!may_reach_host()) return;
         try {
             RemoteLayout l = layout();
             if (exec_sh("test -d " + common::sh_quote(l.results_dir)) == 0) client().pull(l.results_dir, dir_.results_dir());
@@ -1228,7 +1239,7 @@ private:
         save();
         if (d.action == EndAction::Keep) {
             bool extended = false;
-            if (!host_unreachable_) try {
+            if (may_reach_host()) try {
                 RemoteLayout l = layout();
                 auto w = watchdog_settings();
                 w.deadline_unix = d.keep_until_unix;
@@ -1247,7 +1258,7 @@ private:
         // The watchdog stays armed until the instance is proven gone: its deadline moves near instead,
         // so a terminate that cannot be proven below (the API down, an instance that will not go) is
         // still ended by it. (A disarm here left nothing behind such a failure.)
-        if (client_ && !host_unreachable_ && st().watchdog) {
+        if (may_reach_host() && st().watchdog) {
             try {
                 RemoteLayout l = layout();
                 WatchdogSettings w = watchdog_settings();

@@ -25,6 +25,10 @@ struct Policy {
     // preemption, an administrator's `scontrol requeue`) before the run gives up. 0: the job is
     // submitted as not requeueable, so such an end is final (NODE_FAIL, PREEMPTED).
     int max_requeues = 1;
+    // The pull and finish: a remote command that moves no data for this long is abandoned (a read
+    // hung on a stuck volume, a stop that never returns), so it cannot keep a billing instance from
+    // its terminate. No data, not total time: a large pull that keeps moving is never cut.
+    double stall_timeout_s = 5 * 60;
 };
 
 enum class Outcome { Succeeded, Failed, Interrupted };

@@ -66,6 +66,7 @@ constexpr double kDay = 86400;
 constexpr double kMaxDurationS = 30 * kDay;        // policy.max_duration and policy.keep_ttl
 constexpr int kMaxRequeues = 20;                   // policy.max_requeues
 constexpr double kMinHeartbeatS = 30, kMaxHeartbeatS = kDay;
+constexpr double kMinStallS = 5, kMaxStallS = 6 * 3600;  // policy.stall_timeout
 
 std::string num_text(double v) {
     char buf[64];
@@ -246,7 +247,8 @@ void read_resources(const common::ConfigNode & r, ResourcesConfig & out) {
 }
 
 void read_policy(const common::ConfigNode & p, Policy & out) {
-    p.check_keys({"on_success", "on_failure", "keep_ttl", "max_duration", "max_cost_usd", "heartbeat_timeout", "max_requeues"});
+    p.check_keys({"on_success", "on_failure", "keep_ttl", "max_duration", "max_cost_usd", "heartbeat_timeout", "max_requeues",
+                  "stall_timeout"});
     auto action = [&](const char * key, EndAction & a) {
         if (auto n = p.find(key)) {
             try {
@@ -266,6 +268,7 @@ void read_policy(const common::ConfigNode & p, Policy & out) {
     if (auto n = p.find("heartbeat_timeout")) out.heartbeat_timeout_s = duration_in(*n, kMinHeartbeatS, kMaxHeartbeatS, false);
     if (auto n = p.find("max_cost_usd")) out.max_cost_usd = number_in(*n, 0, kMaxCostUsd, true);
     out.max_requeues = static_cast<int>(get_int_in(p, "max_requeues", out.max_requeues, 0, kMaxRequeues));
+    if (auto n = p.find("stall_timeout")) out.stall_timeout_s = duration_in(*n, kMinStallS, kMaxStallS, false);
 }
 
 RunConfig from_node(const common::ConfigNode & root, const std::string & source) {
@@ -426,6 +429,7 @@ void check_bounds(const RunConfig & c, const std::string & origin) {
     dur_range("policy.heartbeat_timeout", p.heartbeat_timeout_s, kMinHeartbeatS, kMaxHeartbeatS, false);
     if (p.max_cost_usd) num_range("policy.max_cost_usd", *p.max_cost_usd, 0, kMaxCostUsd, true);
     int_range("policy.max_requeues", p.max_requeues, 0, kMaxRequeues);
+    dur_range("policy.stall_timeout", p.stall_timeout_s, kMinStallS, kMaxStallS, false);
 }
 
 // num_hidden_layers of a checkpoint's config.json; nullopt when it does not say (extract then
@@ -643,7 +647,8 @@ nlohmann::json config_to_json(const RunConfig & c) {
                            {"disk_gb", r.disk_gb}, {"image", r.image}, {"safety_factor", r.safety_factor}}},
             {"policy", {{"on_success", end_action_name(p.on_success)}, {"on_failure", end_action_name(p.on_failure)},
                         {"keep_ttl_s", p.keep_ttl_s}, {"max_duration_s", p.max_duration_s}, {"max_cost_usd", opt(p.max_cost_usd)},
-                        {"heartbeat_timeout_s", p.heartbeat_timeout_s}, {"max_requeues", p.max_requeues}}},
+                        {"heartbeat_timeout_s", p.heartbeat_timeout_s}, {"max_requeues", p.max_requeues},
+                        {"stall_timeout_s", p.stall_timeout_s}}},
             {"hf_token_env", c.hf_token_env},
             {"output_dir", c.output_dir}};
 }
@@ -706,6 +711,7 @@ RunConfig config_from_json(const nlohmann::json & j) {
         c.policy.keep_ttl_s = p.value("keep_ttl_s", c.policy.keep_ttl_s);
         c.policy.max_duration_s = p.value("max_duration_s", c.policy.max_duration_s);
         c.policy.max_requeues = p.value("max_requeues", c.policy.max_requeues);
+        c.policy.stall_timeout_s = p.value("stall_timeout_s", c.policy.stall_timeout_s);  // absent in older run dirs
         c.policy.max_cost_usd = opt_get<double>(p, "max_cost_usd");
         c.policy.heartbeat_timeout_s = p.value("heartbeat_timeout_s", c.policy.heartbeat_timeout_s);
         c.hf_token_env = j.value("hf_token_env", c.hf_token_env);

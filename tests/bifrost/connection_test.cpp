@@ -74,3 +74,27 @@ TEST_CASE("connection: nothing listening is a network error, --wait retries unti
     o.retry_deadline_s = 1.5;
     CHECK(connect_kind(remote, o) == ErrorKind::Timeout);
 }
+
+TEST_CASE("connection: stall_timeout_s abandons a command that moves no data, never one that keeps moving") {
+    tests::RemoteFixture remote;
+    auto o = remote.options();
+    o.stall_timeout_s = 2;
+    auto c = bifrost::Connection::open(remote.endpoint(), o);
+    // Output every half second for 4 s: twice the bound in all, never 2 s without a byte.
+    auto moving = tests::run_remote(*c, "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done");
+    CHECK(moving.code == 0);
+    CHECK(moving.out == "1\n2\n3\n4\n5\n6\n7\n8\n");
+    // Silent (a read hung on a stuck volume looks like this): abandoned at the bound, not after 30 s.
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+        tests::run_remote(*c, "sleep 30");
+        FAIL("a silent command outlived stall_timeout_s");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == ErrorKind::Timeout);
+        CHECK(e.message().find("moved no data") != std::string::npos);
+    }
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(took >= 2);
+    CHECK(took < 10);
+    CHECK_FALSE(c->usable());  // the abandoned channel is still open on the server: never reused
+}

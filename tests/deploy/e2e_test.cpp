@@ -95,6 +95,36 @@ std::vector<std::string> sshd_backed_args(const Env & env, const std::string & c
     return args;
 }
 
+// The sshd line that makes a pod of env.dir/pod-home whose sessions find the test's stand-ins for
+// system commands (`fakes`: name → sh script body) first on PATH, in env.dir/pod-bin: how a test
+// makes one remote command hang or drop the connection, as a stuck volume or a network blip would.
+// A stand-in reaches the real command with `PATH=${PATH#*:} exec NAME "$@"` (the rest of PATH).
+std::string pod_with_fakes(const Env & env, const std::vector<std::pair<std::string, std::string>> & fakes) {
+    fs::create_directories(env.dir / "pod-home");
+    fs::create_directories(env.dir / "pod-bin");
+    for (const auto & [name, body] : fakes) {
+        const std::string path = env.dir / ("pod-bin/" + name);
+        tests::write_file(path, "#!/bin/sh\n" + body);
+        fs::permissions(path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
+                                  fs::perms::others_exec);
+    }
+    const char * path = std::getenv("PATH");
+    return "SetEnv HOME=" + env.dir / "pod-home" + " PATH=" + env.dir / "pod-bin" + ":" + (path ? path : "/usr/bin:/bin");
+}
+
+// How long `step` took, from its last done/failed line in the run's journal (-1: none).
+double step_seconds(const std::string & run_dir, const std::string & step) {
+    double s = -1;
+    std::ifstream in(run_dir + "/journal.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_object() && j.value("step", "") == step && (j.value("event", "") == "done" || j.value("event", "") == "failed"))
+            s = j.value("duration_s", -1.0);
+    }
+    return s;
+}
+
 }  // namespace
 
 TEST_CASE("e2e: the rehearsal runs the whole flow, finds the planted outliers, and ends the instance") {
@@ -449,4 +479,32 @@ TEST_CASE("e2e: a terminate that fails in finish leaves the on-instance watchdog
     CHECK(emu.state()["instances"].empty());
     CHECK(log.find("disarmed") == std::string::npos);
     CHECK(log.find("terminating instance") != std::string::npos);
+}
+
+TEST_CASE("e2e: a finish command hung on the instance is abandoned at policy.stall_timeout and the pod is still terminated") {
+    Env env;
+    // Salvage pulls the watchdog's log after a failure; reading it hangs, as a read on a stuck volume
+    // does. Without a bound, finish waits out the whole sleep before it terminates.
+    tests::SshdFixture sshd({pod_with_fakes(env, {{"tail", "case \"$*\" in *watchdog.log*) sleep 240 ;; esac\nPATH=${PATH#*:} exec tail \"$@\"\n"}})});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    std::string cfg = cloud_config(env, "runpod",
+                                   "  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 5m\n  stall_timeout: 15s\n");
+    std::string text = tests::read_file(cfg);
+    text.replace(text.find("vocab: 128"), 10, "vocab: 5000");  // extract refuses the tokens: the run fails fast
+    tests::write_file(cfg, text);
+    auto r = common::run_process(sshd_backed_args(env, cfg, sshd), cloud_opts(emu, "runpod"));
+    INFO(r.err);
+    CHECK(r.exit_code == 8);  // the run's own failure; finish ended the pod
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK(journal_has(run, "finish", "done"));
+    CHECK(r.err.find("moved no data for 15") != std::string::npos);
+    CHECK(r.err.find("policy.stall_timeout") != std::string::npos);
+    // The bound plus the rest of finish (terminate and prove), well short of the 240 s hang.
+    CHECK(step_seconds(run, "finish") < 15 + 60);
+    CHECK(emu.state()["instances"].empty());
+    CHECK(state_of(run)["end"]["proven_gone"] == true);
+    // What arrived before the hang is kept (the job's log, the results folder the job made).
+    CHECK(tests::read_file(run + "/logs/analysis.log").find("outside the vocabulary") != std::string::npos);
 }

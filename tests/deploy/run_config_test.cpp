@@ -306,6 +306,21 @@ TEST_CASE("config: durations, prices and costs are bounded at load (a huge max_d
     CHECK_THROWS_WITH_AS(deploy::apply_overrides(c, o), doctest::Contains("--max-duration: 'soon'"), common::Error);
 }
 
+TEST_CASE("config: policy.stall_timeout (finish's bound on a remote command without progress) reads, is ranged and kept in run.json") {
+    CHECK(deploy::parse_run_config(kMinimal).policy.stall_timeout_s == doctest::Approx(300));  // the default: 5 minutes
+    RunConfig c = deploy::parse_run_config(std::string(kMinimal) + "policy:\n  stall_timeout: 90s\n");
+    CHECK(c.policy.stall_timeout_s == doctest::Approx(90));
+    CHECK(deploy::config_from_json(deploy::config_to_json(c)).policy.stall_timeout_s == doctest::Approx(90));
+    CHECK(load_error_of(std::string(kMinimal) + "policy:\n  stall_timeout: 1s\n")
+              .find("policy.stall_timeout: '1s' is out of range: must be at least 5s and at most 6h") != std::string::npos);
+    CHECK(load_error_of(std::string(kMinimal) + "policy:\n  stall_timeout: 7h\n").find("policy.stall_timeout") != std::string::npos);
+    auto j = deploy::config_to_json(c);
+    j["policy"]["stall_timeout_s"] = 0;
+    CHECK_THROWS_WITH_AS(deploy::config_from_json(j), doctest::Contains("run.json: policy.stall_timeout"), common::Error);
+    j["policy"].erase("stall_timeout_s");  // a run directory from before the key: the default
+    CHECK(deploy::config_from_json(j).policy.stall_timeout_s == doctest::Approx(300));
+}
+
 TEST_CASE("config: capture.layers syntax is checked at load") {
     std::string msg = load_error_of(std::string(kMinimal) + "capture:\n  layers: banana\n");
     CHECK(msg.find("run.yaml:7:11: capture.layers: 'banana'") != std::string::npos);
