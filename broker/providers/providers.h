@@ -113,6 +113,18 @@ ApiCall vast_terminate_call(std::string_view id);  // DELETE /api/v0/instances/<
 // "no_such_instance"}): the only answer besides show's {"instances": null} that means gone.
 bool vast_says_no_such_instance(const std::string & body);
 
+// ssh-hosts: which detached bifrost jobs a terminate ends. `created` is the lease's start (this
+// machine's clock, Unix seconds); jobs that started from `shared_from` on (another lease of the same
+// account had begun by then) may be that lease's and are reported, not ended.
+struct JobWindow {
+    long long created = 0;
+    std::optional<long long> shared_from;
+};
+// The POSIX sh script a terminate runs on the host (as `sh -c`): ends the toolkit's tmux sessions
+// and, given a window, the running bifrost jobs that started in it (SIGTERM to the job's process
+// group, SIGKILL after 5 s), printing one tab-separated report line per session or job.
+std::string ssh_hosts_end_jobs_script(const std::optional<JobWindow> & window, long long local_now);
+
 // Lambda Cloud (REST v1)
 InstanceStatus lambda_status(std::string_view status);
 // The envelope: {"error": {...}} → typed error (kind from the code table, else from `status`),

@@ -1,7 +1,8 @@
 // The `ssh-hosts` provider: machines the user already owns, listed in a YAML inventory. "Create"
 // leases a free host (a lease file linked into place), "terminate" ends our jobs there (tmux
-// sessions named with the toolkit prefix "tk-") and releases the lease. Nothing is rented, so price
-// is 0 unless the inventory states one.
+// sessions named with the toolkit prefix "tk-", and the detached bifrost jobs started under the
+// lease: ssh_hosts_end_jobs_script) and releases the lease. Nothing is rented, so price is 0 unless
+// the inventory states one.
 //
 // Instance ids are "<host>~<lease>": the host's name and a random token drawn by the create that
 // took the lease (kept in the lease file as "lease"). A host is leased again and again, and a
@@ -29,20 +30,25 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <random>
+#include <sstream>
 
+#include "bifrost/shell.h"
 #include "broker/credentials.h"
 #include "broker/providers/providers.h"
 #include "broker/readiness.h"
 #include "common/config_yaml.h"
 #include "common/error.h"
 #include "common/file_lock.h"
+#include "common/http.h"
 #include "common/log.h"
 #include "common/program.h"
 #include "common/regular_file.h"
+#include "common/shell_quote.h"
 
 namespace fs = std::filesystem;
 
@@ -92,6 +98,9 @@ std::string new_lease_token() {
     std::snprintf(buf, sizeof buf, "%08x%08x", static_cast<unsigned>(rd()), static_cast<unsigned>(rd()));
     return buf;
 }
+
+// Seconds between the SIGTERM and the SIGKILL a lease's detached jobs get (bifrost kill's default).
+constexpr int kJobGraceS = 5;
 
 struct Host {
     std::string name, host, user, key, gpu_model, region;
@@ -205,16 +214,7 @@ public:
             return;
         }
         const Host h = find(want.host);
-        // Our jobs on an owned machine are the tmux sessions named with the toolkit prefix.
-        const std::string cmd =
-            "tmux ls -F '#{session_name}' 2>/dev/null | grep '^tk-' | while read -r s; do tmux kill-session -t \"$s\"; done; true";
-        try {
-            auto r = ssh_run(SshEndpoint{h.host, h.port, h.user, h.key}, h.key, cmd, std::chrono::seconds(20));
-            if (r.exit_code != 0) common::log::warn("ssh-hosts: ", h.name, ": ending jobs exited ", r.exit_code, ": ", r.err);
-        } catch (const common::Error & e) {
-            common::log::warn("ssh-hosts: ", h.name, ": could not end toolkit jobs over SSH (", e.message(),
-                              "); releasing the lease anyway (the machine does not bill)");
-        }
+        end_jobs(h, std::string(id), *lease);
         // Checked again before removing: every terminate of this version holds the lock, but one of
         // an earlier version (no lock, no tokens) may have released the host meanwhile.
         lease = read_lease(want.host);
@@ -226,6 +226,112 @@ public:
 
 private:
     std::string lease_path(const std::string & name) const { return leases_ + "/" + name + ".json"; }
+
+    // Ends what the lease left running on the host, in one SSH command: the toolkit's tmux sessions
+    // ("tk-*") and the detached bifrost jobs of this lease, and reports each. Failures are warnings:
+    // the lease is released anyway (the machine does not bill), and the warning says what may remain.
+    void end_jobs(const Host & h, const std::string & id, const nlohmann::json & lease) const {
+        std::optional<JobWindow> window = lease_window(h, id, lease);
+        const std::string script = ssh_hosts_end_jobs_script(window, std::time(nullptr));
+        SshRunResult r;
+        try {
+            r = ssh_run(SshEndpoint{h.host, h.port, h.user, h.key}, h.key, "sh -c " + common::sh_quote(script),
+                        std::chrono::seconds(kJobGraceS + 25));
+        } catch (const common::Error & e) {
+            common::log::warn("ssh-hosts: ", h.name, ": could not end toolkit jobs over SSH (", e.message(),
+                              "); releasing the lease anyway (the machine does not bill); its tmux sessions and "
+                              "detached jobs may still run there");
+            return;
+        }
+        if (r.exit_code != 0)
+            common::log::warn("ssh-hosts: ", h.name, ": ending jobs exited ", r.exit_code, ": ",
+                              common::http::safe_text(r.err, 300));
+        report_ended(h.name, id, r.out, window.has_value());
+    }
+
+    // What "started under this lease" means for the detached jobs, on this machine's clock (the
+    // script converts): from the lease's creation on, up to the start of another lease held now by
+    // an inventory entry that reaches the same account (one machine listed twice), whose jobs land
+    // in the same ~/.bifrost/jobs. nullopt when the lease states no usable creation time: nothing
+    // then says which jobs are its.
+    std::optional<JobWindow> lease_window(const Host & h, const std::string & id, const nlohmann::json & lease) const {
+        auto created = lease_created(lease);
+        if (!created) {
+            common::log::warn("ssh-hosts: ", id, ": the lease states no creation time, so which detached bifrost jobs "
+                              "are its is unknown; they are left running (see `bifrost jobs` on ", h.name, ")");
+            return std::nullopt;
+        }
+        JobWindow w{*created, std::nullopt};
+        for (const auto & other : load()) {
+            if (other.name == h.name || to_lower(other.host) != to_lower(h.host) || other.port != h.port ||
+                other.user != h.user)
+                continue;
+            std::optional<nlohmann::json> other_lease;
+            try {
+                other_lease = read_lease(other.name);
+            } catch (const common::Error &) {
+                other_lease = nlohmann::json::object();  // unreadable: held, since when unknown
+            }
+            if (!other_lease) continue;
+            // From the later of the two starts on, a job may be either lease's: not ours to end.
+            // A lease with no start could have started any time: all of ours are shared then.
+            const long long from = std::max(lease_created(*other_lease).value_or(*created), *created);
+            w.shared_from = w.shared_from ? std::min(*w.shared_from, from) : from;
+        }
+        return w;
+    }
+
+    static std::optional<long long> lease_created(const nlohmann::json & lease) {
+        auto c = lease.find("created_unix");
+        if (c == lease.end() || !c->is_number()) return std::nullopt;
+        const double v = c->get<double>();
+        // A time in seconds since 1970, before the year 5000: anything else is not one of ours.
+        if (!std::isfinite(v) || v <= 0 || v > 95617584000.0) return std::nullopt;
+        return static_cast<long long>(v);
+    }
+
+    // Reads the script's report lines (the host's output: each field is checked before it is shown).
+    static void report_ended(const std::string & host, const std::string & id, const std::string & out, bool looked) {
+        int stopped = 0, lines = 0;
+        std::istringstream in(out);
+        std::string line;
+        while (std::getline(in, line) && ++lines <= 1000) {
+            std::vector<std::string> f;
+            for (size_t start = 0;;) {
+                const size_t tab = line.find('\t', start);
+                f.push_back(line.substr(start, tab - start));
+                if (tab == std::string::npos) break;
+                start = tab + 1;
+            }
+            const std::string what = f[0];
+            if (what == "noclock") {
+                common::log::warn("ssh-hosts: ", host, ": could not read the host's clock; detached bifrost jobs of ", id,
+                                  " are left running (see `bifrost jobs` on ", host, ")");
+                continue;
+            }
+            if (what == "session" && f.size() == 2) {
+                common::log::info("ssh-hosts: ", host, ": ended tmux session ", common::http::safe_text(f[1], 80));
+                continue;
+            }
+            if (f.size() < 2 || !bifrost::valid_job_name(f[1])) continue;  // not a line of ours
+            const std::string & job = f[1];
+            const bool pid_ok = f.size() >= 3 && !f[2].empty() && f[2].size() <= 10 &&
+                                f[2].find_first_not_of("0123456789") == std::string::npos;
+            if (what == "stopped" && f.size() == 4 && pid_ok && (f[3] == "TERM" || f[3] == "KILL")) {
+                ++stopped;
+                common::log::info("ssh-hosts: ", host, ": stopped detached job ", job, " (process group ", f[2], ") with SIG",
+                                  f[3], f[3] == "KILL" ? " after " + std::to_string(kJobGraceS) + " s of SIGTERM" : "");
+            } else if (what == "shared" && f.size() == 3 && pid_ok) {
+                common::log::warn("ssh-hosts: ", host, ": left detached job ", job, " (pid ", f[2],
+                                  ") running: it started after another lease of the same account began, so it may be that "
+                                  "lease's; end it with `bifrost kill` if it is not");
+            } else if (what == "skipped" && f.size() == 3) {
+                common::log::warn("ssh-hosts: ", host, ": left detached job ", job, " running: ",
+                                  common::http::safe_text(f[2], 120));
+            }
+        }
+        if (looked && stopped == 0) common::log::info("ssh-hosts: ", host, ": no detached bifrost job of ", id, " was running");
+    }
 
     // The host's lease, nullopt when it has none. A lease that does not parse (one of this version
     // always does: it is written whole, then linked) reads as an empty, token-less one.
@@ -309,6 +415,76 @@ private:
 };
 
 }  // namespace
+
+std::string ssh_hosts_end_jobs_script(const std::optional<JobWindow> & window, long long local_now) {
+    // POSIX sh, run as `sh -c` whatever the account's login shell. Every value put into it is an
+    // integer formatted here; names and pids come from the host's own files and are only ever
+    // quoted expansions, checked before use.
+    std::string s =
+        // The toolkit's tmux sessions (deploy's and the CLI's, named "tk-..."), as before.
+        "tmux ls -F \"#{session_name}\" 2>/dev/null | grep \"^tk-\" | while read -r s; do\n"
+        "  tmux kill-session -t \"$s\" 2>/dev/null && printf \"session\\t%s\\n\" \"$s\"\n"
+        "done\n";
+    if (!window) return s + "exit 0\n";
+    // The lease's times are this machine's clock; a job's start_time is the host's (`date +%s` in
+    // bifrost's wrapper). The offset is measured now: the host's time minus ours, both read in this
+    // round trip, so it errs late by the connection's latency. The 2 s margins absorb whole-second
+    // rounding and keep both bounds inside the lease: a job from just before it, or from just after a
+    // second lease of the account began, is never taken for this lease's.
+    s += "R=$(date +%s 2>/dev/null)\n"
+         "case $R in \"\"|*[!0-9]*) echo noclock; exit 0;; esac\n"
+         "[ ${#R} -le 12 ] || { echo noclock; exit 0; }\n"
+         "off=$((R - " + std::to_string(local_now) + "))\n"
+         "lo=$((" + std::to_string(window->created) + " + off + 2))\n";
+    s += window->shared_from ? "hi=$((" + std::to_string(*window->shared_from) + " + off - 2))\n" : std::string("hi=\n");
+    // bifrost's layout (bifrost/jobs.cpp): ~/.bifrost/jobs/NAME/{pid,start_time,exit_code,killed},
+    // the wrapper `sh $HOME/.bifrost/jobs/NAME/run.sh` leading its own process group (setsid). A job
+    // is this lease's when it is still running (no exit_code, its pid alive) and started inside the
+    // window; it is stopped only when that pid is still its wrapper and leads its group, so a stale
+    // or planted pid file can never turn a kill on some other process.
+    s += "cd \"$HOME/.bifrost/jobs\" 2>/dev/null || exit 0\n"
+         "w=\"sh $HOME/.bifrost/jobs/\"\n"
+         "sent=\n"
+         "for j in */; do\n"
+         "  n=${j%/}\n"
+         "  case $n in \"\"|*[!A-Za-z0-9._-]*) continue;; esac\n"
+         "  [ -f \"$n/pid\" ] && [ ! -e \"$n/exit_code\" ] || continue\n"
+         "  pid=$(head -c 24 \"$n/pid\" | tr -d \"\\n\")\n"
+         "  st=$(head -c 24 \"$n/start_time\" 2>/dev/null | tr -d \"\\n\")\n"
+         "  case $pid in \"\"|0*|1|*[!0-9]*) continue;; esac\n"
+         "  [ ${#pid} -le 10 ] && kill -0 \"$pid\" 2>/dev/null || continue\n"
+         "  case $st in \"\"|*[!0-9]*) printf \"skipped\\t%s\\tits start_time is not a time\\n\" \"$n\"; continue;; esac\n"
+         "  [ ${#st} -le 12 ] && [ \"$st\" -ge \"$lo\" ] || continue\n"
+         "  if [ -n \"$hi\" ] && [ \"$st\" -ge \"$hi\" ]; then printf \"shared\\t%s\\t%s\\n\" \"$n\" \"$pid\"; continue; fi\n"
+         "  if [ -r \"/proc/$pid/cmdline\" ]; then\n"
+         "    a=$(tr \"\\000\" \" \" < \"/proc/$pid/cmdline\")\n"
+         "    g=$(sed \"s/.*) //\" \"/proc/$pid/stat\" | cut -d \" \" -f 3)\n"
+         "  else\n"
+         "    a=$(ps -o args= -p \"$pid\" 2>/dev/null)\n"
+         "    g=$(ps -o pgid= -p \"$pid\" 2>/dev/null | tr -d \" \")\n"
+         "  fi\n"
+         "  case $a in \"$w$n/run.sh\"|\"$w$n/run.sh \"*) ;;\n"
+         "    *) printf \"skipped\\t%s\\tpid %s is not its bifrost wrapper\\n\" \"$n\" \"$pid\"; continue;; esac\n"
+         "  [ \"$g\" = \"$pid\" ] || { printf \"skipped\\t%s\\tpid %s does not lead its process group\\n\" \"$n\" \"$pid\"; continue; }\n"
+         // As `bifrost kill` does: the job then reads "killed", not "failed".
+         "  [ -L \"$n/killed\" ] || : > \"$n/killed\"\n"
+         "  kill -TERM -\"$pid\" 2>/dev/null\n"
+         "  sent=\"$sent $pid:$n\"\n"
+         "done\n"
+         "i=0\n"
+         "while [ -n \"$sent\" ] && [ $i -lt " + std::to_string(kJobGraceS * 10) + " ]; do\n"
+         "  up=; for e in $sent; do kill -0 -\"${e%%:*}\" 2>/dev/null && up=1; done\n"
+         "  [ -n \"$up\" ] || break\n"
+         "  sleep 0.1; i=$((i + 1))\n"
+         "done\n"
+         "for e in $sent; do\n"
+         "  p=${e%%:*}; sig=TERM\n"
+         "  if kill -0 -\"$p\" 2>/dev/null; then kill -KILL -\"$p\" 2>/dev/null; sig=KILL; fi\n"
+         "  printf \"stopped\\t%s\\t%s\\t%s\\n\" \"${e#*:}\" \"$p\" \"$sig\"\n"
+         "done\n"
+         "exit 0\n";
+    return s;
+}
 
 std::unique_ptr<Provider> make_ssh_hosts(const ProviderContext & c) { return std::make_unique<SshHosts>(c); }
 

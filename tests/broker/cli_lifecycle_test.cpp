@@ -1,5 +1,16 @@
 // Every CLI verb on every emulated cloud: search → create (real SSH readiness against an sshd) →
 // instances list/show/ssh → terminate (proven) → gone; plus stop/start where the cloud has them.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <thread>
+
+#include "bifrost/bifrost.h"
+#include "bifrost/target.h"
 #include "tests/broker/cli_support.h"
 
 #include <doctest/doctest.h>
@@ -185,7 +196,10 @@ TEST_CASE("cli local: create a real sshd instance, list it, ssh into it, termina
 }
 
 TEST_CASE("cli ssh-hosts: create leases a host, a second create finds no capacity, terminate releases it") {
-    tests::SshdFixture sshd;
+    // A private $HOME: terminate stops the lease's bifrost jobs in ~/.bifrost/jobs, and this
+    // machine's own (other tests') must never look like this lease's.
+    tests::TempDir home("ssh-hosts-home");
+    tests::SshdFixture sshd({"SetEnv HOME=" + home.path()});
     Cli cli;
     tests::write_file(cli.dir() / "hosts.yaml",
                       "hosts:\n  - name: box1\n    host: 127.0.0.1\n    port: " + std::to_string(sshd.port()) +
@@ -216,6 +230,186 @@ TEST_CASE("cli ssh-hosts: create leases a host, a second create finds no capacit
     CHECK(bad.err.find("'box1/x' is not an ssh-hosts instance id") != std::string::npos);
     CHECK(cli.json({"instances", "terminate", "ssh-hosts:" + id2, "--yes"})[0]["proven"] == true);
     CHECK(cli.json({"search", "--provider", "ssh-hosts"}).size() == 1);
+}
+
+namespace {
+
+// A bifrost client of the sshd's account, as deploy (or a user) starts detached jobs with it.
+bifrost::Client job_client(const tests::SshdFixture & sshd) {
+    bifrost::ConnectOptions o;
+    o.key_path = sshd.client_key();
+    o.pin_host_key = false;
+    o.connect_timeout_s = 5;
+    return bifrost::Client::connect(bifrost::parse_target(sshd.target()), o);
+}
+
+std::string remote_sh(bifrost::Client & c, const std::string & line) {
+    std::string out, err;
+    const int code = c.exec(bifrost::Command::sh(line), {}, [&](std::string_view d) { out.append(d); },
+                            [&](std::string_view d) { err.append(d); });
+    if (code != 0) throw std::runtime_error("remote `" + line + "` exited " + std::to_string(code) + ": " + err);
+    return out;
+}
+
+bifrost::JobInfo start_job(bifrost::Client & c, const std::string & name, const std::string & shell) {
+    bifrost::JobSpec spec;
+    spec.name = name;
+    spec.command = bifrost::Command::sh(shell);
+    return c.run_detached(spec);
+}
+
+// Whether any live (non-zombie) process is in process group `pgid`, from /proc/*/stat: a process
+// killed a moment ago stays a zombie until its parent (here PID 1) reaps it, and kill(2) still
+// finds zombies.
+bool group_alive(long pgid) {
+    for (const auto & entry : std::filesystem::directory_iterator("/proc")) {
+        const std::string pid = entry.path().filename().string();
+        if (pid.find_first_not_of("0123456789") != std::string::npos) continue;  // /proc/net, /proc/self...
+        std::ifstream in(entry.path() / "stat");
+        std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const auto close = stat.rfind(')');
+        if (close == std::string::npos || close + 2 > stat.size()) continue;
+        std::istringstream rest(stat.substr(close + 2));
+        char state = 0;
+        long ppid = 0, pgrp = 0;
+        if (rest >> state >> ppid >> pgrp && pgrp == pgid && state != 'Z') return true;
+    }
+    return false;
+}
+
+// The job's state once the wrapper's exit has been seen (a killed group is reaped a moment later).
+std::string settled_state(bifrost::Client & c, const std::string & name) {
+    std::string state;
+    for (int i = 0; i < 100 && (state = c.job(name).state) == "running"; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return state;
+}
+
+// Kills the process groups a test started when it ends, passed or failed, so a failing check
+// leaves no `sleep 300` behind.
+struct Reaper {
+    std::vector<long> groups;
+    ~Reaper() {
+        for (long g : groups)
+            if (g > 1 && group_alive(g)) ::kill(-static_cast<pid_t>(g), SIGKILL);
+    }
+};
+
+// The lease window's bounds keep a 2 s margin on the host's clock: jobs start clear of them.
+void clear_of_lease_edge() { std::this_thread::sleep_for(std::chrono::milliseconds(3200)); }
+
+}  // namespace
+
+TEST_CASE("cli ssh-hosts: terminate stops the lease's detached bifrost jobs, TERM then KILL, and nothing else") {
+    // The sshd's sessions see a private $HOME, so ~/.bifrost/jobs is this test's alone.
+    tests::TempDir home("ssh-hosts-home");
+    tests::SshdFixture sshd({"SetEnv HOME=" + home.path()});
+    Cli cli;
+    tests::write_file(cli.dir() / "hosts.yaml",
+                      "hosts:\n  - name: box1\n    host: 127.0.0.1\n    port: " + std::to_string(sshd.port()) +
+                          "\n    user: " + sshd.user() + "\n    key: " + sshd.client_key() + "\n");
+    cli.set("BROKER_SSH_HOSTS", cli.dir() / "hosts.yaml");
+    auto c = job_client(sshd);
+    Reaper reaper;
+
+    // Started before the lease: the account's own work, never the lease's.
+    const auto older = start_job(c, "older", "sleep 300");
+    reaper.groups.push_back(older.pid);
+    clear_of_lease_edge();
+    const std::string id = cli.json({"create", "--offer", "ssh-hosts:box1", "--ssh-key", sshd.client_key(),
+                                     "--no-gpu-check"})["id"];
+    clear_of_lease_edge();
+    // The lease's jobs: one that ends on SIGTERM, one whose whole group ignores it, one finished.
+    const auto polite = start_job(c, "polite", "sleep 300");
+    const auto stubborn = start_job(c, "stubborn", "trap \"\" TERM; while :; do sleep 1; done");
+    reaper.groups.insert(reaper.groups.end(), {polite.pid, stubborn.pid});
+    start_job(c, "done", "true");
+    for (int i = 0; i < 100 && c.job("done").state == "running"; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    REQUIRE(c.job("done").state == "succeeded");
+    // A pid file that names a process which is not a bifrost wrapper (a stale or planted one), with a
+    // start time inside the lease: never signalled. And a job directory whose name is shell code.
+    const long impostor = std::stol(remote_sh(
+        c, "d=\"$HOME/.bifrost/jobs/impostor\"; mkdir -p \"$d\" && (setsid sleep 300 < /dev/null > /dev/null 2>&1 & "
+           "echo $! > \"$d/pid\") && date +%s > \"$d/start_time\" && cat \"$d/pid\""));
+    reaper.groups.push_back(impostor);  // setsid: it leads its own group
+    remote_sh(c, "d=\"$HOME/.bifrost/jobs/\\$(touch pwned)x\"; mkdir -p \"$d\" && cp \"$HOME/.bifrost/jobs/polite/pid\" "
+                 "\"$HOME/.bifrost/jobs/polite/start_time\" \"$d/\"");
+    REQUIRE(group_alive(polite.pid));
+    REQUIRE(group_alive(stubborn.pid));
+
+    auto r = cli.run({"instances", "terminate", "ssh-hosts:" + id, "--yes"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    // The report names what was stopped, and how.
+    CHECK(r.err.find("stopped detached job polite (process group " + std::to_string(polite.pid) + ") with SIGTERM") !=
+          std::string::npos);
+    CHECK(r.err.find("stopped detached job stubborn (process group " + std::to_string(stubborn.pid) +
+                     ") with SIGKILL after 5 s of SIGTERM") != std::string::npos);
+    CHECK(r.err.find("left detached job impostor running: pid " + std::to_string(impostor) +
+                     " is not its bifrost wrapper") != std::string::npos);
+    CHECK(r.err.find("older") == std::string::npos);
+    CHECK(r.err.find("job done") == std::string::npos);
+    CHECK_FALSE(group_alive(polite.pid));
+    CHECK_FALSE(group_alive(stubborn.pid));
+    CHECK(settled_state(c, "polite") == "killed");
+    CHECK(settled_state(c, "stubborn") == "killed");
+    CHECK(c.job("done").state == "succeeded");
+    CHECK(c.job("older").state == "running");
+    CHECK(::kill(static_cast<pid_t>(impostor), 0) == 0);
+    CHECK_FALSE(std::filesystem::exists(home / "pwned"));
+    CHECK_FALSE(std::filesystem::exists(home / ".bifrost/jobs/pwned"));
+    CHECK(cli.json({"search", "--provider", "ssh-hosts"}).size() == 1);  // released
+
+    c.kill("older", 1);
+    ::kill(static_cast<pid_t>(impostor), SIGKILL);
+    CHECK_FALSE(group_alive(older.pid));
+}
+
+TEST_CASE("cli ssh-hosts: two leases of one account: a terminate leaves the jobs the other lease may own") {
+    // The same machine and account listed twice: both leases' jobs share one ~/.bifrost/jobs. Jobs
+    // started once the second lease had begun may be either's, so the first lease's terminate
+    // reports them and leaves them running; the second's ends them.
+    tests::TempDir home("ssh-hosts-home");
+    tests::SshdFixture sshd({"SetEnv HOME=" + home.path()});
+    Cli cli;
+    std::string yaml = "hosts:\n";
+    for (const char * name : {"gpu0", "gpu1"})
+        yaml += std::string("  - name: ") + name + "\n    host: 127.0.0.1\n    port: " + std::to_string(sshd.port()) +
+                "\n    user: " + sshd.user() + "\n    key: " + sshd.client_key() + "\n";
+    tests::write_file(cli.dir() / "hosts.yaml", yaml);
+    cli.set("BROKER_SSH_HOSTS", cli.dir() / "hosts.yaml");
+    auto c = job_client(sshd);
+    Reaper reaper;
+
+    const std::string first = cli.json({"create", "--offer", "ssh-hosts:gpu0", "--ssh-key", sshd.client_key(),
+                                        "--no-gpu-check"})["id"];
+    clear_of_lease_edge();
+    const auto mine = start_job(c, "mine", "sleep 300");
+    reaper.groups.push_back(mine.pid);
+    clear_of_lease_edge();
+    const std::string second = cli.json({"create", "--offer", "ssh-hosts:gpu1", "--ssh-key", sshd.client_key(),
+                                         "--no-gpu-check"})["id"];
+    clear_of_lease_edge();
+    const auto theirs = start_job(c, "theirs", "sleep 300");
+    reaper.groups.push_back(theirs.pid);
+
+    auto r = cli.run({"instances", "terminate", "ssh-hosts:" + first, "--yes"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.err.find("stopped detached job mine (process group " + std::to_string(mine.pid) + ") with SIGTERM") !=
+          std::string::npos);
+    CHECK(r.err.find("left detached job theirs (pid " + std::to_string(theirs.pid) + ") running") != std::string::npos);
+    CHECK_FALSE(group_alive(mine.pid));
+    CHECK(group_alive(theirs.pid));
+
+    // The second lease alone now: its terminate ends the job.
+    r = cli.run({"instances", "terminate", "ssh-hosts:" + second, "--yes"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.err.find("stopped detached job theirs") != std::string::npos);
+    CHECK_FALSE(group_alive(theirs.pid));
+    CHECK(settled_state(c, "theirs") == "killed");
 }
 
 TEST_CASE("cli: every command has help with examples") {
