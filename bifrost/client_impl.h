@@ -23,19 +23,36 @@ struct Client::Impl {
     double reconnect_window_s = 180;
     static constexpr common::Backoff kReconnectBackoff{0.5, 5.0};
 
+    // Bumped whenever a remote read makes headway (its command started on a working connection, or
+    // bytes arrived): an outage is over once this moves.
+    uint64_t progress = 0;
+
     // Runs `attempt`; when the connection fails under it (a network error or a timed-out channel),
-    // drops the transport, reconnects with backoff and runs it again, for up to reconnect_window_s.
+    // drops the transport, reconnects with backoff and runs it again. The window is per outage: it
+    // starts at the first failure and starts again after a failure that followed progress, so a
+    // follow that has run for hours still gets the whole window for its next drop (measured from
+    // the first attempt, one drop after reconnect_window_s of following failed at once).
     // Only for work that is safe to repeat (reading state, logs by offset, touching a file).
     template <class F>
     auto idempotent(const std::string & what, F && attempt) -> decltype(attempt()) {
-        auto start = std::chrono::steady_clock::now();
+        std::chrono::steady_clock::time_point outage_start;
+        uint64_t progress_at_failure = 0;
+        bool in_outage = false;
         for (int retry = 1;; ++retry) {
             try {
                 return attempt();
             } catch (const common::Error & e) {
                 bool transient = e.kind() == common::ErrorKind::Network || e.kind() == common::ErrorKind::Timeout;
-                double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-                if (!transient || !reconnect || waited > reconnect_window_s) throw;
+                if (!transient || !reconnect) throw;
+                auto now = std::chrono::steady_clock::now();
+                if (!in_outage || progress != progress_at_failure) {
+                    in_outage = true;
+                    outage_start = now;
+                    retry = 1;  // a new outage backs off from the shortest delay again
+                }
+                progress_at_failure = progress;
+                double waited = std::chrono::duration<double>(now - outage_start).count();
+                if (waited > reconnect_window_s) throw;
                 common::log::warn(what, ": ", e.message(), "; reconnecting");
                 transport.reset();
                 common::throw_if_interrupted();

@@ -28,17 +28,27 @@ std::string job_dir_var(const std::string & name) {
 // stderr is collected (bounded) and returned. `what` names the read in errors.
 std::string Client::Impl::stream_log(const std::string & name, const std::string & script, uint64_t & at,
                                      const StreamCallback & on_data, const std::string & what) {
-    Prologue p = make_prologue(script);
+    // The marker tells a started command from a connection that fails before it runs: a follow of
+    // a silent job delivers no byte, yet its reconnect has ended the outage (idempotent()).
+    static constexpr std::string_view kStarted = "bifrost: stream started\n";
+    Prologue p = make_prologue("printf '%s\\n' 'bifrost: stream started' >&2\n" + script);
     RemoteCommand rc;
     rc.command = p.command;
     rc.stdin_data = p.stdin_block;
     std::string err;
+    bool started = false;
     rc.on_stdout = [&](std::string_view d) {
         at += d.size();
+        ++progress;
         if (on_data) on_data(d);
     };
     rc.on_stderr = [&](std::string_view d) {
         if (err.size() < (1u << 20)) err.append(d);
+        if (!started && err.size() >= kStarted.size() && std::string_view(err).substr(0, kStarted.size()) == kStarted) {
+            started = true;
+            ++progress;
+            err.erase(0, kStarted.size());
+        }
     };
     int status = run(rc);
     if (status == kNoSuchJobStatus)

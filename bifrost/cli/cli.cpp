@@ -57,6 +57,10 @@ int main(int argc, char ** argv) {
                    "seconds an idle shared connection (control master) stays up; 0 disables connection reuse")
         ->envname("BIFROST_CONTROL_PERSIST")
         ->capture_default_str();
+    app.add_option("--follow-window", global.follow_window_s,
+                   "logs -f and attached run: seconds to keep reconnecting through one outage (at least --wait)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     app.add_option("--compress", global.compress, "SSH compression: auto (off for loopback), yes, no")
         ->check(CLI::IsMember({"auto", "yes", "no"}))
         ->capture_default_str();

@@ -19,6 +19,7 @@ struct GlobalOptions {
     double connect_timeout_s = 10;
     double wait_s = 0;          // keep retrying an unreachable host this long (machines still booting)
     int persist_s = 120;        // control master idle lifetime; 0: no connection reuse
+    double follow_window_s = 180;  // logs -f and attached run: reconnect through one outage this long (at least wait_s)
     std::string compress = "auto";
     bool json = false;
 };
@@ -28,6 +29,11 @@ Client make_client(const GlobalOptions & global, const std::string & target);
 ExecOptions make_exec_options(const std::vector<std::string> & env, const std::vector<std::string> & env_files,
                               const std::string & cwd, bool import_container_env);
 Command make_command(const std::vector<std::string> & words, bool shell);
+// Streams job `name`'s log to stdout from `offset` until the job ends (logs -f, attached run),
+// reconnecting through each outage for max(follow_window_s, wait_s). When it gives up it prints the
+// command that resumes at the exact byte reached, then rethrows. Returns the offset reached.
+uint64_t follow_to_stdout(Client & client, const GlobalOptions & global, const std::string & target,
+                          const std::string & name, uint64_t offset);
 // Prints an error for the attached verbs (exec, run): the kind on stderr, exit code 255 like ssh.
 int report_attached_error(const common::Error & error, bool json);
 

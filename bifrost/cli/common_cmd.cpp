@@ -2,6 +2,7 @@
 // env/command assembly, and the attached verbs' error convention (255, as ssh does).
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
 
 #include "bifrost/cli/commands.h"
@@ -55,6 +56,29 @@ Command make_command(const std::vector<std::string> & words, bool shell) {
     std::string line;
     for (const auto & w : words) line += (line.empty() ? "" : " ") + w;
     return Command::sh(line);
+}
+
+uint64_t follow_to_stdout(Client & client, const GlobalOptions & global, const std::string & target,
+                          const std::string & name, uint64_t offset) {
+    // A follow outlives connection drops (a sshd restart, a laptop's network change) for 3 minutes
+    // of trying per outage, or --wait if longer.
+    client.set_reconnect_window(std::max(global.wait_s, global.follow_window_s));
+    uint64_t at = offset;
+    try {
+        return client.logs(name, offset, true, [&](std::string_view d) {
+            at += d.size();  // counted as received: the resume offset is what the remote sent us
+            while (!d.empty()) {
+                ssize_t n = ::write(STDOUT_FILENO, d.data(), d.size());
+                if (n <= 0) return;
+                d.remove_prefix(static_cast<size_t>(n));
+            }
+        });
+    } catch (const common::Error & e) {
+        if (e.kind() == common::ErrorKind::Network || e.kind() == common::ErrorKind::Timeout)
+            common::log::warn("stopped following job ", name, " (it keeps running); resume with: bifrost logs -f ", target,
+                              " ", name, " --offset ", at);
+        throw;
+    }
 }
 
 int report_attached_error(const common::Error & error, bool json) {

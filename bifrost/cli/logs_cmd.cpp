@@ -2,18 +2,17 @@
 // job ends and survives dropped connections (see bifrost/logs.cpp).
 #include <unistd.h>
 
-#include <algorithm>
-
 #include "bifrost/cli/commands.h"
 
 namespace bifrost::cli {
 
 int run_logs(const GlobalOptions & global, const LogsCmdOptions & o) {
     Client client = make_client(global, o.target);
-    // A follow outlives connection drops (a sshd restart, a laptop's network change) for 3 minutes
-    // of trying, or --wait if longer.
-    if (o.follow) client.set_reconnect_window(std::max(global.wait_s, 180.0));
-    client.logs(o.name, o.offset, o.follow, [](std::string_view d) {
+    if (o.follow) {
+        follow_to_stdout(client, global, o.target, o.name, o.offset);
+        return 0;
+    }
+    client.logs(o.name, o.offset, false, [](std::string_view d) {
         while (!d.empty()) {
             ssize_t n = ::write(STDOUT_FILENO, d.data(), d.size());
             if (n <= 0) return;

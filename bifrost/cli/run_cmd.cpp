@@ -23,13 +23,8 @@ int run_run(const GlobalOptions & global, const RunCmdOptions & o, const common:
         }
         common::log::info("job ", job.name, " started (pid ", job.pid, "); Ctrl-C detaches, it keeps running");
         try {
-            client.logs(job.name, 0, true, [](std::string_view d) {
-                while (!d.empty()) {
-                    ssize_t n = ::write(STDOUT_FILENO, d.data(), d.size());
-                    if (n <= 0) return;
-                    d.remove_prefix(static_cast<size_t>(n));
-                }
-            });
+            // The same reconnect window per outage as logs -f (--wait alone defaults to 0).
+            follow_to_stdout(client, global, o.target, job.name, 0);
         } catch (const common::Error & e) {
             if (e.kind() != common::ErrorKind::Interrupted) throw;
             common::log::warn("detached: job ", job.name, " keeps running; follow it with: bifrost logs -f ", o.target, " ",

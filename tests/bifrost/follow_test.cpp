@@ -410,3 +410,75 @@ TEST_CASE("soak: long follow with heartbeats, an exec through the control master
     CHECK(got.substr(end_at) == "end " + std::to_string(lines) + "\n");
     CHECK(exec_failures == 0);
 }
+
+// The reconnect window is per outage. It used to be measured from the start of the whole follow, so
+// any drop after the window's length of following (3 minutes in the CLI) failed at once. Here the
+// window is 1.5 s and the follow runs ~6 s with three drops: one while the job is silent, one after
+// that reconnect while it is still silent (no byte has arrived since the first drop, but the read
+// had started again: the outage was over), and one after bytes flowed again.
+TEST_CASE("logs: a follow longer than the reconnect window survives later drops, every byte once") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    client.set_reconnect_window(1.5);
+    bifrost::JobSpec spec;
+    spec.name = "long";
+    spec.command = bifrost::Command::sh(
+        "echo first; sleep 4; i=0; while [ $i -lt 60 ]; do echo line-$i; i=$((i+1)); sleep 0.05; done");
+    client.run_detached(spec);
+    std::atomic<bool> first{false}, lines{false};
+    std::atomic<int> drops{0};
+    auto drop = [&] {
+        remote.sshd->server().kill_hard();
+        std::this_thread::sleep_for(300ms);
+        remote.sshd->server().restart();
+        ++drops;
+    };
+    std::thread dropper([&] {
+        while (!first) std::this_thread::sleep_for(10ms);
+        std::this_thread::sleep_for(500ms);
+        drop();  // t ~ 0.5 s: silent
+        std::this_thread::sleep_for(2500ms);
+        drop();  // t ~ 3.6 s: still silent, 3 s after the first drop
+        while (!lines) std::this_thread::sleep_for(10ms);
+        std::this_thread::sleep_for(1000ms);
+        drop();  // bytes have flowed since the last drop
+    });
+    std::string got;
+    bool failed = false;
+    try {
+        client.logs("long", 0, true, [&](std::string_view d) {
+            got.append(d);
+            first = true;
+            if (got.find("line-") != std::string::npos) lines = true;
+        });
+    } catch (const common::Error & e) {
+        failed = true;
+        MESSAGE("follow failed: ", e.message());
+        first = lines = true;
+    }
+    dropper.join();
+    CHECK_FALSE(failed);
+    CHECK(drops == 3);
+    std::string expected = "first\n";
+    for (int i = 0; i < 60; ++i) expected += "line-" + std::to_string(i) + "\n";
+    CHECK(got == expected);
+}
+
+// When the window is spent, the follower says how to resume at the exact byte it reached.
+TEST_CASE("cli: logs -f that gives up prints the command that resumes at the byte reached") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    bifrost::JobSpec spec;
+    spec.name = "cut";
+    spec.command = bifrost::Command::sh("echo 12345; sleep 30");
+    client.run_detached(spec);
+    std::thread stopper([&] {
+        std::this_thread::sleep_for(1500ms);
+        remote.sshd->server().stop();
+    });
+    auto r = remote.cli({"--persist", "0", "--follow-window", "1", "logs", "-f", remote.target(), "cut"});
+    stopper.join();
+    CHECK(r.out == "12345\n");
+    CHECK(r.code == 6);
+    CHECK(r.err.find("resume with: bifrost logs -f " + remote.target() + " cut --offset 6") != std::string::npos);
+}
