@@ -1176,14 +1176,21 @@ private:
     // and has not failed to answer in finish.
     bool may_reach_host() const { return !host_unreachable_ && (client_ || (st().instance && st().instance->ssh)); }
 
-    // Ctrl-C means stop: end whatever job still runs (a kept instance then sits idle until its TTL).
+    // A run that did not succeed ends whatever job still runs (a kept instance then sits idle until
+    // its TTL). Ctrl-C, the run step's budget, a lost connection, the cost cap: the job did not end
+    // on its own, and left running it would go on writing the files salvage pulls.
     void stop_jobs() {
         if (!may_reach_host()) return;
         try {
             for (const auto & j : client().jobs())
                 if (j.state == "running") {
-                    common::log::info("finish: stopping job ", j.name);
-                    client().kill(j.name, 5);
+                    common::log::info("finish: stopping job ", j.name, " (it did not end on its own)");
+                    const auto end = client().kill(j.name, 5);
+                    if (auto it = st().jobs.find(j.name); it != st().jobs.end()) {
+                        it->second.state = end.state;
+                        it->second.exit_code = end.exit_code;
+                        save();
+                    }
                 }
         } catch (const common::Error & e) {
             common::log::warn("finish: could not stop the remote jobs: ", e.message());
@@ -1227,8 +1234,10 @@ private:
         const InstanceRecord in = inst();
         if (finished_before_) return;  // an earlier attach ended it; --resume only summarises
         enter_finish();
-        if (outcome_ == Outcome::Interrupted) stop_jobs();
-        if (outcome_ != Outcome::Succeeded) salvage();
+        if (outcome_ != Outcome::Succeeded) {
+            stop_jobs();  // before salvage, so what it pulls is no longer being written
+            salvage();
+        }
         // A kept instance bills on: its watchdog's deadline stops where policy.max_cost_usd is reached.
         const double now = clock_.unix_now();
         EndDecision d = decide(cfg_.policy, outcome_, now, cost_cap_unix(cfg_.policy, in.price_usd_per_hour, in.created_unix.value_or(now)));

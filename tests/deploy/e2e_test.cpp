@@ -508,3 +508,29 @@ TEST_CASE("e2e: a finish command hung on the instance is abandoned at policy.sta
     // What arrived before the hang is kept (the job's log, the results folder the job made).
     CHECK(tests::read_file(run + "/logs/analysis.log").find("outside the vocabulary") != std::string::npos);
 }
+
+TEST_CASE("e2e: a job still running when the run step's budget runs out is stopped before salvage, then the pod is terminated") {
+    Env env;
+    // The job's `$(nproc)` (job.sh's first line) takes 5 minutes: the job outlives max_duration.
+    tests::SshdFixture sshd({pod_with_fakes(
+        env, {{"nproc", "case \"$(tr '\\0' ' ' < /proc/$PPID/cmdline)\" in *job.sh*) sleep 300 ;; esac\nPATH=${PATH#*:} exec nproc \"$@\"\n"}})});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    auto args = sshd_backed_args(env, cloud_config(env, "runpod", "  on_failure: terminate\n  max_duration: 20s\n  heartbeat_timeout: 5m\n"), sshd);
+    auto r = common::run_process(args, cloud_opts(emu, "runpod"));
+    const std::string job = env.dir / "pod-home/.bifrost/jobs/analysis";
+    const pid_t group = static_cast<pid_t>(std::stol("0" + tests::read_file(job + "/pid")));
+    const bool still_running = group > 0 && ::kill(-group, 0) == 0;
+    if (still_running) ::kill(-group, SIGKILL);  // never leave the test's job behind
+    INFO(r.err);
+    CHECK(r.exit_code == 7);  // the run step's deadline
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK(journal_has(run, "run", "failed"));
+    CHECK(r.err.find("stopping job analysis") != std::string::npos);
+    CHECK_FALSE(still_running);
+    CHECK(fs::exists(job + "/killed"));
+    CHECK(state_of(run)["jobs"]["analysis"]["state"] == "killed");
+    CHECK(journal_has(run, "finish", "done"));
+    CHECK(emu.state()["instances"].empty());
+}
