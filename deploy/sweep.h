@@ -32,6 +32,7 @@
 
 #include "broker/broker.h"
 #include "common/output.h"
+#include "deploy/policy.h"
 #include "deploy/run_config.h"
 
 namespace deploy {
@@ -95,7 +96,15 @@ void print_sweep_plan(const nlohmann::json & plan, const common::Output & out);
 // the others down, Ctrl-C is forwarded as SIGTERM to each child, which then runs its own finish
 // (terminate and prove gone), and `--resume <member dir>` is the ordinary resume. Children run in
 // their own sessions: a SIGKILLed sweep leaves them running to their own end (each instance keeps
-// its own deadline and watchdog), and a second Ctrl-C leaves them to finish on their own.
+// its own deadline and watchdog).
+//
+// Stopping (Ctrl-C/SIGTERM, the budget, --fail-fast, or an error in the sweep's own loop): each
+// running member gets one SIGTERM (a second would make it exit without its finish) and the sweep
+// waits for it to exit, up to finish_wait_s, naming who it waits for every progress_s. A Ctrl-C
+// during that wait stops the waiting, not the members: they go on with their finish in their own
+// sessions, and the sweep lists each one's instance and run directory before it exits 130. Only a
+// member still there after finish_wait_s is SIGKILLed, and reported with its run directory and
+// instance (leak risk, exit 10, unless its instance was already proven gone).
 struct SweepRunOptions {
     std::string program;                  // this binary (/proc/self/exe)
     std::vector<std::string> child_args;  // flags every child gets (--state-dir, --workspace, ...)
@@ -104,13 +113,23 @@ struct SweepRunOptions {
     double poll_s = 1;
     bool live = false;                    // redraw a table in place (stdout is a TTY); else a line per change
     std::string analyze_program;          // for the combined report at the end; empty: no report
+    // How long a stopping sweep waits for a member it sent SIGTERM. A member's finish may take its
+    // step's 10 min and is given kPullFinishMarginS (15 min) before the instance's own end, the
+    // span its watchdog's deadline is moved to while it terminates; 5 min more let the step it was
+    // in reach its next poll (an ssh command's own timeout) before the finish starts.
+    double finish_wait_s = kPullFinishMarginS + 5 * 60;
+    double progress_s = 30;               // while waiting: who is still finishing, this often
 };
 
 // The sweep directory: <output_dir>/<name>. A member already finished there is not run again
 // (unless it failed and retry_failed); one that started and did not finish is resumed. Ends with a
 // summary (per member: outcome, exit code, cost, results path; the total) on `out`, and writes it
-// to <sweep dir>/summary.json. Returns 0 when every member succeeded, 10 when any member reports
-// leak risk, 130 after Ctrl-C, else the first failed member's exit code.
+// to <sweep dir>/summary.json (outcome per member: succeeded, failed, interrupted, stopped (budget),
+// stopped (sweep error), not started, killed, finishing on its own, ...). Returns 0 when every
+// member succeeded, 10 when any member reports leak risk or was killed with its instance not
+// proven gone, 130 after Ctrl-C, else the first failed member's exit code. An error in the sweep's
+// own loop stops the members as above, writes the summary, and is then thrown (as leak risk when a
+// member had to be killed).
 int run_sweep(const SweepFile & sweep, const SweepRunOptions & options, const common::Output & out);
 
 // The combined report: <sweep dir>/report.md, with `analyze compare` run twice over the members'

@@ -1,14 +1,17 @@
 // Running a sweep (see sweep.h): one child process per member, at most max_parallel at once, starts
 // staggered by download_stagger (so model downloads do not all hit the Hub together), a live table
 // built from each member's run directory (journal.jsonl: the step; state.json: price and times),
-// Ctrl-C forwarded as SIGTERM to every running member, and a summary at the end.
+// Ctrl-C (or the budget, --fail-fast, an error of the sweep's own) forwarded as one SIGTERM to every
+// running member, each waited for through its finish, and a summary at the end.
 #include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -17,6 +20,7 @@
 #include <string_view>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
@@ -59,6 +63,8 @@ struct Member {
     bool elsewhere = false;   // finished while another process drove it (the outcome says so)
     std::optional<common::ChildProcess> child;
     bool signalled = false;   // SIGTERM sent once: a second one would make the child exit without its finish
+    double signalled_at = 0;
+    std::string stop_label;   // its outcome when it exits 130 after our SIGTERM (interrupted, stopped (budget), ...)
     bool budget_stop = false; // stopped (or never started) because the sweep's budget was reached
     std::string instance;     // "<provider>:<id>" from its state.json, printable; "" before its create
     bool instance_gone = false;  // its finish proved the instance gone
@@ -177,6 +183,14 @@ void classify(Member & m, bool retry_failed) {
     }
 }
 
+// Members a sweep stopped waiting for (a Ctrl-C while they finish) stay running in their own
+// sessions. Their ChildProcess objects are kept here for the rest of the process rather than
+// destroyed: the destructor would SIGTERM their process trees and SIGKILL them 2 s later.
+std::vector<common::ChildProcess> & detached_children() {
+    static auto * kept = new std::vector<common::ChildProcess>;
+    return *kept;
+}
+
 }  // namespace
 
 nlohmann::json read_member_json(const std::string & path) {
@@ -235,7 +249,8 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         }
     };
 
-    bool stopping = false, forwarded = false, budget_reached = false;
+    bool stopping = false, budget_reached = false, was_interrupted = false, detached = false;
+    std::string stop_label = "interrupted";  // a member we stopped that exits 130 (the budget has its own)
     double next_start = 0;
     // What the sweep has cost so far: every member's price x instance lifetime up to now (or its end),
     // members finished in an earlier invocation included.
@@ -244,103 +259,214 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         for (const auto & m : members) sum += m.cost_known ? m.cost : 0;
         return sum;
     };
-    for (;;) {
-        if (common::interrupted() && !stopping) {
-            common::log::warn("sweep: interrupted; stopping every running member (each ends its instance per its policy)");
-            stopping = true;
-        }
-        for (auto & m : members) {
-            if (m.state == "running" || m.state == "running elsewhere") observe(m);  // it bills all the same
-            if (m.state == "running elsewhere" && !run_dir_driven_elsewhere(m.dir)) {
-                // The other process let go: what it left decides (finished, or to be resumed here).
-                classify(m, false);
-                if (m.action == "done") {
-                    m.elsewhere = true;
-                    common::log::info("sweep: ", m.spec->id, ": finished by the process that drove it (", m.state, ")");
-                }
-            }
-        }
-        if (s.max_cost_usd && !budget_reached && spent() >= *s.max_cost_usd) {
-            common::log::warn("sweep: the accrued cost $", money(spent()), " reached sweep.max_cost_usd $", money(*s.max_cost_usd),
-                              "; starting no more members and stopping the running ones (each ends its instance per its policy)");
-            budget_reached = true;
-            for (auto & m : members) m.budget_stop = m.state == "running" || m.state == "waiting";
-            if (!stopping) forwarded = false;
-            stopping = true;
-        }
-        if (stopping && !forwarded) {
-            for (auto & m : members)
-                if (m.child && m.state == "running" && !m.signalled) {
-                    ::kill(m.child->pid(), SIGTERM);
-                    m.signalled = true;
-                }
-            forwarded = true;
-        }
-        int running = 0;
-        for (auto & m : members) {
-            if (m.state == "running elsewhere") ++running;  // not ours, but an instance all the same
-            if (m.state != "running") continue;
-            auto rc = m.child->wait_for(std::chrono::milliseconds(0));
-            if (!rc) {
-                ++running;
-                continue;
-            }
-            if (*rc != 0 && run_dir_driven_elsewhere(m.dir)) {
-                // It refused to start: another process took this run directory first.
-                m.child.reset();
-                m.state = "running elsewhere";
-                ++running;
-                common::log::warn("sweep: ", m.spec->id, ": ", m.dir, " is driven by another process; waiting for it");
-                continue;
-            }
-            m.exit_code = *rc;
-            observe(m);
-            m.state = *rc == 0 ? "succeeded" : *rc == 130 ? (m.budget_stop ? "stopped (budget)" : "interrupted") : "failed";
-            if (m.state == "failed" && o.fail_fast && !stopping) {
-                common::log::warn("sweep: ", m.spec->id, " failed (exit ", *rc, "); --fail-fast: stopping the others");
+    // A member that exited: its outcome from its exit code, and from why we stopped it if we did.
+    auto settle = [&](Member & m, int rc) {
+        m.exit_code = rc;
+        observe(m);
+        m.state = rc == 0 ? "succeeded" : rc == 130 ? (m.signalled ? m.stop_label : "interrupted") : "failed";
+    };
+
+    std::exception_ptr failure;
+    std::string failure_message;
+    int failure_code = 1;
+    try {
+        for (;;) {
+            if (common::interrupted() && !stopping) {
+                common::log::warn("sweep: interrupted; stopping every running member (each ends its instance per its policy)");
                 stopping = true;
-                forwarded = false;
+                was_interrupted = true;
             }
-        }
-        if (stopping)
-            for (auto & m : members)
-                if (m.state == "waiting" && m.action != "done") m.state = m.budget_stop ? "not started (budget)" : "not started";
-        for (auto & m : members) {
-            if (stopping || running >= s.max_parallel || now_unix() < next_start) break;
-            if (m.state != "waiting" || m.action == "done") continue;
-            if (run_dir_driven_elsewhere(m.dir)) {  // taken since it was classified: never a second driver
-                classify(m, false);
+            for (auto & m : members) {
+                if (m.state == "running" || m.state == "running elsewhere") observe(m);  // it bills all the same
+                if (m.state == "running elsewhere" && !run_dir_driven_elsewhere(m.dir)) {
+                    // The other process let go: what it left decides (finished, or to be resumed here).
+                    classify(m, false);
+                    if (m.action == "done") {
+                        m.elsewhere = true;
+                        common::log::info("sweep: ", m.spec->id, ": finished by the process that drove it (", m.state, ")");
+                    }
+                }
+            }
+            if (s.max_cost_usd && !budget_reached && spent() >= *s.max_cost_usd) {
+                common::log::warn("sweep: the accrued cost $", money(spent()), " reached sweep.max_cost_usd $", money(*s.max_cost_usd),
+                                  "; starting no more members and stopping the running ones (each ends its instance per its policy)");
+                budget_reached = true;
+                for (auto & m : members) m.budget_stop = m.state == "running" || m.state == "waiting";
+                stopping = true;
+            }
+            int running = 0;
+            for (auto & m : members) {
+                if (m.state == "running elsewhere") ++running;  // not ours, but an instance all the same
+                if (m.state != "running") continue;
+                auto rc = m.child->wait_for(std::chrono::milliseconds(0));
+                if (!rc) {
+                    ++running;
+                    continue;
+                }
+                if (*rc != 0 && run_dir_driven_elsewhere(m.dir)) {
+                    // It refused to start: another process took this run directory first.
+                    m.child.reset();
+                    m.state = "running elsewhere";
+                    ++running;
+                    common::log::warn("sweep: ", m.spec->id, ": ", m.dir, " is driven by another process; waiting for it");
+                    continue;
+                }
+                settle(m, *rc);
+                if (m.state == "failed" && o.fail_fast && !stopping) {
+                    common::log::warn("sweep: ", m.spec->id, " failed (exit ", *rc, "); --fail-fast: stopping the others");
+                    stopping = true;
+                }
+            }
+            if (stopping) break;  // to the wait below
+            for (auto & m : members) {
+                if (running >= s.max_parallel || now_unix() < next_start) break;
+                if (m.state != "waiting" || m.action == "done") continue;
+                if (run_dir_driven_elsewhere(m.dir)) {  // taken since it was classified: never a second driver
+                    classify(m, false);
+                    ++running;
+                    continue;
+                }
+                std::vector<std::string> argv{o.program};
+                if (m.action == "resume") {
+                    argv.insert(argv.end(), {"--resume", m.dir});
+                } else {
+                    argv.insert(argv.end(), {"--sweep", s.source, "--member", m.spec->id, "--run-dir", m.dir});
+                }
+                argv.insert(argv.end(), o.child_args.begin(), o.child_args.end());
+                if (s.max_concurrent_downloads > 0)
+                    argv.insert(argv.end(), {"--download-slots", format_download_slots({root + "/download-slots", s.max_concurrent_downloads})});
+                argv.push_back("--json");
+                common::ChildProcess::Options co;
+                co.stdout_path = root + "/" + m.spec->id + ".summary.json";
+                co.stderr_path = root + "/" + m.spec->id + ".log";
+                m.child = common::ChildProcess::spawn(argv, co);
+                m.state = "running";
+                m.started = now_unix();
                 ++running;
-                continue;
+                next_start = now_unix() + s.download_stagger_s;
+                common::log::info("sweep: ", m.spec->id, ": ", m.action == "resume" ? "resumed" : "started", " (", m.dir,
+                                  "; log ", co.stderr_path, ")");
             }
-            std::vector<std::string> argv{o.program};
-            if (m.action == "resume") {
-                argv.insert(argv.end(), {"--resume", m.dir});
-            } else {
-                argv.insert(argv.end(), {"--sweep", s.source, "--member", m.spec->id, "--run-dir", m.dir});
-            }
-            argv.insert(argv.end(), o.child_args.begin(), o.child_args.end());
-            if (s.max_concurrent_downloads > 0)
-                argv.insert(argv.end(), {"--download-slots", format_download_slots({root + "/download-slots", s.max_concurrent_downloads})});
-            argv.push_back("--json");
-            common::ChildProcess::Options co;
-            co.stdout_path = root + "/" + m.spec->id + ".summary.json";
-            co.stderr_path = root + "/" + m.spec->id + ".log";
-            m.child = common::ChildProcess::spawn(argv, co);
-            m.state = "running";
-            m.started = now_unix();
-            ++running;
-            next_start = now_unix() + s.download_stagger_s;
-            common::log::info("sweep: ", m.spec->id, ": ", m.action == "resume" ? "resumed" : "started", " (", m.dir,
-                              "; log ", co.stderr_path, ")");
+            draw();
+            bool busy = false;
+            for (const auto & m : members)
+                busy = busy || m.state == "running" || m.state == "running elsewhere" || (m.state == "waiting" && m.action != "done");
+            if (!busy) break;
+            std::this_thread::sleep_for(std::chrono::duration<double>(o.poll_s));
         }
-        draw();
-        bool busy = false;
-        for (const auto & m : members)
-            busy = busy || m.state == "running" || (m.state == "running elsewhere" && !stopping) || (m.state == "waiting" && m.action != "done");
-        if (!busy) break;
-        std::this_thread::sleep_for(std::chrono::duration<double>(o.poll_s));
+    } catch (const std::exception & e) {
+        // The loop itself failed (a member's log that cannot be opened, a fork that fails, a run
+        // directory that cannot be read): the members it started are mid-run on paid instances.
+        // Leaving now would let ~ChildProcess SIGTERM their whole process trees and SIGKILL them 2 s
+        // later, in the middle of their finish; they are stopped and waited for like on Ctrl-C.
+        failure = std::current_exception();
+        failure_message = e.what();
+        if (const auto * ce = dynamic_cast<const common::Error *>(&e)) failure_code = common::exit_code(ce->kind());
+        common::log::error("sweep: ", failure_message, "; stopping every running member (each ends its instance per its policy)");
+        stopping = true;
+        stop_label = "stopped (sweep error)";
     }
+
+    // Stopping: every running member gets one SIGTERM and is waited for while it stops its job,
+    // saves what it can and ends its instance (its finish). A member is killed only after
+    // finish_wait_s, and reported so that its instance can be ended by hand.
+    auto log_below_table = [&]() { table_lines = 0; };  // a log line went out: draw the table anew below it
+    auto describe = [&](const Member & m) {
+        return m.spec->id + " (step " + m.step + ", " + (m.instance.empty() ? "no instance recorded yet" : "instance " + m.instance) +
+               ", run directory " + m.dir + ")";
+    };
+    std::vector<std::string> killed;
+    auto wait_for_members = [&]() {
+        // From here on a Ctrl-C means "stop waiting", not "exit at once" (common's handler exits on a
+        // second signal): the one that started this stop is cleared before any member is signalled.
+        if (common::interrupted()) was_interrupted = true;
+        common::reset_interrupted();
+        double now = now_unix();
+        for (auto & m : members) {
+            if (m.child && m.state == "running" && !m.signalled) {
+                // The member's own pid only: its ssh and bifrost processes are what its finish uses.
+                ::kill(m.child->pid(), SIGTERM);
+                m.signalled = true;
+                m.signalled_at = now;
+                m.stop_label = m.budget_stop ? "stopped (budget)" : stop_label;
+            }
+            if (m.state == "waiting" && m.action != "done") m.state = m.budget_stop ? "not started (budget)" : "not started";
+        }
+        double next_progress = now;
+        for (;;) {
+            std::vector<Member *> left;
+            for (auto & m : members) {
+                if (m.state != "running") continue;
+                if (auto rc = m.child->wait_for(std::chrono::milliseconds(0))) {
+                    settle(m, *rc);
+                    continue;
+                }
+                observe(m);
+                now = now_unix();
+                if (now - m.signalled_at < o.finish_wait_s) {
+                    left.push_back(&m);
+                    continue;
+                }
+                m.child->kill_hard();
+                m.child.reset();
+                m.exit_code = 128 + SIGKILL;
+                observe(m);
+                m.state = "killed";
+                killed.push_back(describe(m));
+                common::log::error(
+                    "sweep: ", m.spec->id, ": killed: still running ", common::format_duration(now - m.signalled_at),
+                    " after SIGTERM; run directory ", m.dir, "; ",
+                    m.instance.empty()
+                        ? std::string("no instance recorded, but a create may have been sent: `broker instances list` shows it")
+                    : m.instance_gone ? "its instance " + m.instance + " was already proven gone"
+                                      : "its instance " + m.instance + " may still bill: `deploy_and_analyze --resume " + m.dir +
+                                            "` finishes the run (terminate and prove gone), or `broker instances terminate " +
+                                            m.instance + " --yes`");
+                log_below_table();
+            }
+            draw();
+            if (left.empty()) return;
+            if (common::interrupted()) {
+                // The user wants out. The members are not killed for it: each goes on with its finish
+                // in its own session; what may still run is named so that it can be checked.
+                was_interrupted = true;
+                detached = true;
+                common::log::warn("sweep: interrupted while members finish: no longer waiting for ", left.size(),
+                                  left.size() == 1 ? " member" : " members",
+                                  " still finishing; nothing was killed: each goes on in its own session, stops its job and "
+                                  "ends its instance:");
+                for (auto * m : left) {
+                    common::log::warn("sweep:   ", describe(*m), ", log ", root, "/", m->spec->id, ".log");
+                    m->state = "finishing on its own";
+                    detached_children().push_back(std::move(*m->child));
+                    m->child.reset();
+                }
+                common::log::warn("sweep: `broker instances list` shows what still runs (`broker sweep` ends anything past the deadline "
+                                  "in its name); the same `--sweep ", s.source, "` reports these members once they have finished");
+                log_below_table();
+                return;
+            }
+            if (now >= next_progress) {
+                std::string names;
+                double soonest = o.finish_wait_s;
+                for (auto * m : left) {
+                    names += (names.empty() ? "" : "; ") + describe(*m);
+                    soonest = std::min(soonest, m->signalled_at + o.finish_wait_s - now);
+                }
+                common::log::warn("sweep: waiting for ", left.size(), left.size() == 1 ? " member" : " members",
+                                  " to finish (stop the job, save what it can, end the instance): ", names, ". Killed if still running in ",
+                                  common::format_duration(std::max(0.0, soonest)),
+                                  "; Ctrl-C stops the waiting and leaves them to finish on their own");
+                log_below_table();
+                next_progress = now + o.progress_s;
+            }
+            // Short sleeps: a Ctrl-C is seen before the user presses it again (a signal that arrives
+            // before this loop has seen the last one ends the process at once, per common/program.h).
+            for (double slept = 0; slept < o.poll_s && !common::interrupted(); slept += 0.05)
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    };
+    if (stopping) wait_for_members();
 
     // The summary: per member, then the total.
     nlohmann::json rows = nlohmann::json::array();
@@ -358,8 +484,9 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
             if (summary.contains("results_dir") && summary["results_dir"].is_string()) m.results = summary["results_dir"];
         }
         total += m.cost_known ? m.cost : 0;
-        leak = leak || m.exit_code == 10;
-        interrupted = interrupted || m.state == "interrupted" || m.state == "not started" || m.state == "running elsewhere";
+        leak = leak || m.exit_code == 10 || (m.state == "killed" && !m.instance_gone);
+        interrupted = interrupted || m.state == "interrupted" || m.state == "not started" || m.state == "running elsewhere" ||
+                      m.state == "finishing on its own";
         if (m.state == "stopped (budget)" && m.exit_code == 130) m.exit_code = common::exit_code(common::ErrorKind::Quota);
         if (exit_code == 0 && m.state == "failed") exit_code = m.exit_code > 0 ? m.exit_code : 1;
         rows.push_back({{"member", m.spec->id},
@@ -367,19 +494,22 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                         {"exit_code", m.exit_code},
                         {"cost_usd", m.cost_known ? money(m.cost) : "-"},
                         {"results", m.results.empty() ? "-" : m.results},
+                        {"instance", m.instance.empty() ? "-" : m.instance},
                         {"run_dir", m.dir}});
     }
     if (leak) exit_code = 10;
+    else if (failure) exit_code = failure_code;
     else if (exit_code == 0 && budget_reached) exit_code = common::exit_code(common::ErrorKind::Quota);
-    else if (exit_code == 0 && (interrupted || common::interrupted())) exit_code = 130;
+    else if (exit_code == 0 && (interrupted || was_interrupted)) exit_code = 130;
     nlohmann::json summary{{"sweep", s.name}, {"dir", root}, {"members", rows}, {"total_cost_usd", total}, {"exit_code", exit_code}};
+    if (failure) summary["error"] = failure_message;
     if (s.max_cost_usd) {
         summary["max_cost_usd"] = *s.max_cost_usd;
         summary["budget_reached"] = budget_reached;
     }
     bool any_succeeded = false;
     for (const auto & m : members) any_succeeded = any_succeeded || m.state == "succeeded";
-    if (!o.analyze_program.empty() && any_succeeded) {
+    if (!o.analyze_program.empty() && any_succeeded && !detached) {  // detached: the user asked to leave now
         try {
             summary["report"] = write_sweep_report(s, o.analyze_program);
         } catch (const common::Error & e) {
@@ -395,6 +525,18 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                  (s.max_cost_usd ? " of the $" + money(*s.max_cost_usd) + " budget" + (budget_reached ? " (reached: members stopped)" : "") : "") +
                  "; " + root + " (resume with the same command; --retry-failed reruns the failed members)");
         if (summary.contains("report")) out.text("report: " + summary["report"].get<std::string>());
+        for (const auto & k : killed) out.text("killed while finishing: " + k);
+    }
+    if (failure) {
+        if (leak) {
+            std::string why;
+            for (const auto & k : killed) why += (why.empty() ? "" : "; ") + k;
+            throw common::Error(common::ErrorKind::LeakRisk,
+                                "sweep: " + failure_message + "; an instance may still bill: " +
+                                    (why.empty() ? "a member's finish could not prove its instance gone (see " + root + "/summary.json)"
+                                                 : "killed while finishing: " + why));
+        }
+        std::rethrow_exception(failure);
     }
     return exit_code;
 }

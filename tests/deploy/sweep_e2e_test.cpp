@@ -376,6 +376,77 @@ TEST_CASE("sweep e2e: Ctrl-C mid-sweep stops every member, each instance is prov
     CHECK(list.dump().find("starting") == std::string::npos);
 }
 
+TEST_CASE("sweep e2e: an error in the sweep's own loop while a member is on its RunPod pod lets that member finish and end the pod") {
+    SweepEnv env;
+    Clouds clouds(env, 1, {0}, {});
+    std::string file = rehearsal_sweep(env, "max_parallel: 3", "max_parallel: 2");
+    std::string text = member_on(tests::read_file(file), "olmoe-tiny", "runpod");
+    // olmoe-tiny runs for about a minute, so it is mid-run when the sweep's loop fails.
+    auto olmoe = text.find("  - id: olmoe-tiny\n");
+    REQUIRE(olmoe != std::string::npos);
+    text.insert(olmoe + std::string("  - id: olmoe-tiny\n").size(), "    data: {num_sequences: 4000}\n");
+    tests::write_file(file, text);
+    // The failure, at a moment the test chooses: qwen3-tiny's run directory is held by another
+    // process (as by a member of an earlier sweep), so the sweep waits for it; once it lets go the
+    // sweep starts qwen3-tiny, and its log cannot be opened (a directory is in its place): the
+    // sweep's own loop throws while olmoe-tiny is on its pod.
+    std::string root = env.sweep_dir("rehearsal");
+    const std::string held = root + "/qwen3-tiny";
+    fs::create_directories(held);
+    fs::create_directories(root + "/qwen3-tiny.log");
+    auto holder = common::ChildProcess::spawn({"flock", held + "/lock", "sleep", "3600"}, {});
+    for (int i = 0; i < 100 && common::run_process({"flock", "-n", held + "/lock", "true"}).exit_code == 0; ++i)
+        std::this_thread::sleep_for(20ms);
+    REQUIRE(common::run_process({"flock", "-n", held + "/lock", "true"}).exit_code != 0);
+    auto args = sweep_args(env, file);
+    args.push_back("--no-gpu-check");
+    auto o = clouds.opts();
+    auto child = clouds.start(env, args);
+    auto end = std::chrono::steady_clock::now() + 1200s;
+    while (std::chrono::steady_clock::now() < end && !journal_has(root + "/olmoe-tiny", "run", "start") && child.running())
+        std::this_thread::sleep_for(100ms);
+    INFO(tests::read_file(env.dir / "err.txt"));
+    REQUIRE(journal_has(root + "/olmoe-tiny", "run", "start"));
+    REQUIRE_FALSE(journal_has(root + "/olmoe-tiny", "finish", "start"));
+    // The member's finish starts by asking the provider about its pod: that answer now takes 6 s,
+    // so the finish lasts longer than the 2 s the sweep used to give a member before its SIGKILL.
+    clouds.runpod.inject({{"kind", "latency"}, {"latency_ms", 6000}, {"match", {{"action", "get"}}}, {"count", 1}});
+    holder.stop();
+    auto code = child.wait_for(300s);
+    std::string err = tests::read_file(env.dir / "err.txt");
+    INFO(err);
+    INFO("olmoe-tiny: " << tests::read_file(root + "/olmoe-tiny.log"));
+    REQUIRE(code.has_value());
+    CHECK(*code == 1);  // the loop's own error (an I/O error: EISDIR), printed after the members finished
+    CHECK(err.find("qwen3-tiny.log: open: Is a directory") != std::string::npos);
+    CHECK(err.find("waiting for 1 member to finish") != std::string::npos);
+    CHECK(err.find("olmoe-tiny (step run, instance runpod:") != std::string::npos);
+    CHECK(err.find("killed") == std::string::npos);
+    // The member went through its whole finish: the slow answer, then terminate and proof.
+    auto faults = clouds.runpod.state()["faults"];
+    REQUIRE(faults.size() == 1);
+    CHECK(faults[0]["fired"] == 1);
+    auto st = json_file(root + "/olmoe-tiny/state.json");
+    CHECK(st["end"]["action"] == "terminate");
+    CHECK(st["end"]["proven_gone"] == true);
+    CHECK(journal_has(root + "/olmoe-tiny", "finish", "done"));
+    // The summary says what each member did, and the error.
+    auto summary = json_file(root + "/summary.json");
+    CHECK(summary["exit_code"] == 1);
+    CHECK(summary["error"].get<std::string>().find("qwen3-tiny.log") != std::string::npos);
+    CHECK(member_outcome(summary, "olmoe-tiny") == "stopped (sweep error)");
+    CHECK(member_outcome(summary, "qwen3-tiny") == "not started");
+    CHECK(member_outcome(summary, "mixtral-tiny") == "not started");
+    // Nothing left: the emulator's own list and broker's listing.
+    auto rs = clouds.runpod.state();
+    CHECK(rs["instances"].empty());
+    CHECK(rs["terminated"].size() == 1);
+    auto list = broker_list(env, o.extra_env);
+    INFO(list.dump());
+    CHECK(list.dump().find("running") == std::string::npos);
+    CHECK(list.dump().find("starting") == std::string::npos);
+}
+
 TEST_CASE("sweep e2e: a SIGKILLed sweep leaves each member to its own deadline, and the same command then only summarises") {
     SweepEnv env;
     Clouds clouds(env, 2, {0}, {1});

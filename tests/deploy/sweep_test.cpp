@@ -482,6 +482,106 @@ TEST_CASE("sweep run: a member whose run directory another process drives is wai
     CHECK(driver.wait_for(std::chrono::seconds(5)).has_value());
 }
 
+TEST_CASE("sweep run: an error in the sweep's own loop stops the running members through their finish and waits for it") {
+    // The error: the second member's log cannot be opened (a directory is in its place), so its start
+    // throws while the first member is mid-run. That member takes 3 s to finish; the sweep used to
+    // leave at once, its ChildProcess destructor SIGKILLing the member 2 s into its finish.
+    tests::EnvGuard price("FAKE_PRICE", "0.36"), seconds("FAKE_SECONDS", "60"), finish("FAKE_FINISH", "3");
+    FakeSweep f("  max_parallel: 2\n  download_stagger: 1s\n");
+    fs::create_directories(f.dir.path() + "/out/fake/second-one.log");
+    f.run();
+    INFO(f.log);
+    REQUIRE(f.error.has_value());
+    CHECK(f.error->message().find("second-one.log") != std::string::npos);
+    // The member ran its own finish to the end: SIGTERM, not SIGKILL.
+    auto st = f.member_state("first-one");
+    CHECK(st["end"]["by"] == "SIGTERM");
+    CHECK(st["end"]["proven_gone"] == true);
+    CHECK(f.log.find("stopping every running member") != std::string::npos);
+    CHECK(f.log.find("waiting for 1 member to finish") != std::string::npos);
+    CHECK(f.log.find("instance local:fake-") != std::string::npos);
+    // The summary is written all the same and says what each member did.
+    CHECK(f.outcome("first-one") == "stopped (sweep error)");
+    CHECK(f.outcome("second-one") == "not started");
+    CHECK(f.outcome("third-one") == "not started");
+    auto s = f.summary();
+    CHECK(s["error"].get<std::string>().find("second-one.log") != std::string::npos);
+    CHECK(s["exit_code"] == common::exit_code(f.error->kind()));
+    CHECK(s["exit_code"] != 0);
+}
+
+TEST_CASE("sweep run: a member still running finish_wait_s after its SIGTERM is killed and reported with its run directory and instance") {
+    tests::EnvGuard price("FAKE_PRICE", "360"), seconds("FAKE_SECONDS", "60"), finish("FAKE_FINISH", "60");
+    FakeSweep f("  max_parallel: 1\n  download_stagger: 0s\n  max_cost_usd: 0.2\n");
+    f.options.finish_wait_s = 1;
+    auto t0 = std::chrono::steady_clock::now();
+    int code = f.run();
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(f.log);
+    CHECK_FALSE(f.error.has_value());
+    CHECK(code == 10);  // leak risk: its instance was never proven gone
+    CHECK(took < 20);   // not the member's 60 s finish
+    CHECK(f.outcome("first-one") == "killed");
+    CHECK(f.outcome("second-one") == "not started (budget)");
+    const std::string id = f.member_state("first-one")["instance"]["id"];
+    CHECK_FALSE(f.member_state("first-one").contains("end"));  // killed inside its finish
+    CHECK(f.log.find("first-one: killed") != std::string::npos);
+    CHECK(f.log.find(f.member_dir("first-one")) != std::string::npos);
+    CHECK(f.log.find("broker instances terminate local:" + id + " --yes") != std::string::npos);
+    CHECK(f.log.find("--resume " + f.member_dir("first-one")) != std::string::npos);
+    CHECK(f.table.find("killed while finishing: first-one") != std::string::npos);
+    for (const auto & m : f.summary()["members"])
+        if (m["member"] == "first-one") CHECK(m["instance"] == "local:" + id);
+}
+
+TEST_CASE("sweep run: Ctrl-C while members finish stops the waiting, never kills them, and names their run directories and instances") {
+    tests::EnvGuard price("FAKE_PRICE", "0.36"), seconds("FAKE_SECONDS", "60"), finish("FAKE_FINISH", "3");
+    FakeSweep f("  max_parallel: 1\n  download_stagger: 0s\n");
+    // deploy_and_analyze's own handlers (a flag; a second signal before the flag is cleared exits at
+    // once), for this test only.
+    struct sigaction old_int {}, old_term {}, old_hup {}, old_pipe {};
+    ::sigaction(SIGINT, nullptr, &old_int);
+    ::sigaction(SIGTERM, nullptr, &old_term);
+    ::sigaction(SIGHUP, nullptr, &old_hup);
+    ::sigaction(SIGPIPE, nullptr, &old_pipe);
+    common::reset_interrupted();
+    common::install_interrupt_handlers(common::OnHangup::Continue);
+    const std::string d = f.member_dir("first-one");
+    std::thread user([&] {
+        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (!fs::exists(d + "/state.json") && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its trap is set right after state.json
+        ::kill(::getpid(), SIGINT);
+        // The member got its SIGTERM, so the sweep is waiting (it clears the first Ctrl-C before that).
+        while (!fs::exists(d + "/terminating") && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        ::kill(::getpid(), SIGINT);
+    });
+    auto t0 = std::chrono::steady_clock::now();
+    int code = f.run();
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    user.join();
+    ::sigaction(SIGINT, &old_int, nullptr);
+    ::sigaction(SIGTERM, &old_term, nullptr);
+    ::sigaction(SIGHUP, &old_hup, nullptr);
+    ::sigaction(SIGPIPE, &old_pipe, nullptr);
+    common::reset_interrupted();
+    INFO(f.log);
+    CHECK(code == 130);
+    CHECK(took < 3);  // it left without the member's 3 s finish
+    CHECK(f.outcome("first-one") == "finishing on its own");
+    CHECK(f.outcome("second-one") == "not started");
+    const std::string id = f.member_state("first-one")["instance"]["id"];
+    CHECK(f.log.find("interrupted while members finish: no longer waiting for 1 member") != std::string::npos);
+    CHECK(f.log.find("nothing was killed") != std::string::npos);
+    CHECK(f.log.find("first-one (step run, instance local:" + id + ", run directory " + d + ")") != std::string::npos);
+    CHECK(f.log.find("broker instances list") != std::string::npos);
+    // The member goes on and ends its "instance" through its own finish.
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (!f.member_state("first-one").contains("end") && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK(f.member_state("first-one")["end"]["by"] == "SIGTERM");
+}
+
 TEST_CASE("sweep run: a member's state.json with fields of the wrong type is shown as unknown, not an error that stops the sweep") {
     tests::EnvGuard price("FAKE_PRICE", "\"a lot\""), seconds("FAKE_SECONDS", "1");
     FakeSweep f("  max_parallel: 3\n  download_stagger: 0s\n");
