@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
+#include "common/progress.h"
 
 namespace broker {
 
@@ -122,12 +123,26 @@ std::unique_ptr<bifrost::Connection> open_ssh(const SshEndpoint & e, const std::
     return bifrost::Connection::open(bifrost::Endpoint{e.user, e.host, e.port, key_path}, o);
 }
 
-SshRunResult run_on(bifrost::Connection & c, const std::string & command) {
+// broker's remote commands print a few lines (nvidia-smi, squeue, a job table); a host that
+// streams without end must not grow this process until it is killed. Throwing from the callback
+// leaves the command unfinished: the connection is dropped with it (one per ssh_run).
+constexpr size_t kMaxAnswerBytes = 16u << 20;
+
+SshRunResult run_on(bifrost::Connection & c, const std::string & label, const std::string & command) {
     SshRunResult r;
     bifrost::RemoteCommand rc;
     rc.command = command;
-    rc.on_stdout = [&](std::string_view d) { r.out.append(d); };
-    rc.on_stderr = [&](std::string_view d) { r.err.append(d); };
+    auto append_bounded = [&label](std::string & to, std::string_view d, const char * stream) {
+        if (to.size() + d.size() > kMaxAnswerBytes)
+            throw common::Error(common::ErrorKind::Network,
+                                label + ": a remote command wrote more than " +
+                                    common::format_bytes(static_cast<double>(kMaxAnswerBytes)) + " to " + stream +
+                                    "; refused (broker's commands print a few lines: a broken or hostile host)")
+                .with("host", label);
+        to.append(d);
+    };
+    rc.on_stdout = [&](std::string_view d) { append_bounded(r.out, d, "stdout"); };
+    rc.on_stderr = [&](std::string_view d) { append_bounded(r.err, d, "stderr"); };
     r.exit_code = c.run(rc);
     return r;
 }
@@ -137,7 +152,7 @@ SshRunResult run_on(bifrost::Connection & c, const std::string & command) {
 SshRunResult ssh_run(const SshEndpoint & e, const std::string & key_path, const std::string & command,
                      common::Duration timeout) {
     auto c = open_ssh(e, key_path, timeout);
-    return run_on(*c, command);
+    return run_on(*c, e.user + "@" + e.host + ":" + std::to_string(e.port), command);
 }
 
 std::string check_gpu_report(const std::string & out, int expect_count, double expect_vram_gb) {
@@ -246,7 +261,7 @@ Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions
                             auto c = open_ssh(e, o.private_key_path, attempt_timeout);
                             stage = ReadyStage::Exec;
                             report(stage, where);
-                            auto r = run_on(*c, "true");
+                            auto r = run_on(*c, where, "true");
                             if (r.exit_code != 0) {
                                 last_problem = "`true` exited " + std::to_string(r.exit_code);
                             } else if (o.expect_gpu_count) {
@@ -254,7 +269,7 @@ Instance wait_ready(Provider & provider, std::string_view id, const ReadyOptions
                                 report(stage, where);
                                 std::string problem;
                                 try {
-                                    auto g = run_on(*c, "nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits");
+                                    auto g = run_on(*c, where, "nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits");
                                     problem = g.exit_code != 0 ? "nvidia-smi failed (exit " + std::to_string(g.exit_code) +
                                                                      "): " + g.err.substr(0, 200)
                                                                : check_gpu_report(g.out, *o.expect_gpu_count, o.expect_vram_gb_per_gpu);

@@ -66,6 +66,18 @@ TEST_CASE("local: create, wait ready over real SSH, run a command in its own hom
         CHECK(e.kind() == common::ErrorKind::Timeout);
     }
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(7));
+    // A host that answers without end is refused at 16 MiB, on either stream, not buffered until
+    // this process is killed.
+    for (const char * flood : {"yes 0123456789abcdef", "yes 0123456789abcdef >&2"}) {
+        CAPTURE(flood);
+        try {
+            ssh_run(*r.instance.ssh, dir / "id", flood, std::chrono::seconds(30));
+            FAIL("expected the answer to be refused");
+        } catch (const common::Error & e) {
+            CHECK(e.kind() == common::ErrorKind::Network);
+            CHECK(std::string(e.what()).find("more than 16") != std::string::npos);
+        }
+    }
     CHECK_FALSE(std::filesystem::exists(known_hosts));
     auto entry = b.ledger().find_instance("local", r.instance.id);
     REQUIRE(entry);
