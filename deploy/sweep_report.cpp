@@ -153,6 +153,25 @@ SweepPlotJob sweep_plot_job(const nlohmann::json & table) {
     return job;
 }
 
+// A member's outcome from its own journal, for a report read after a sweep that may have stopped
+// it: a run stopped by a Ctrl-C or by the sweep (its first failure is `interrupted`) is not a
+// failure of the model, a finish that failed may have left its instance, and one that started its
+// finish but never completed it (its process killed) may have too.
+namespace {
+std::string run_outcome(const std::vector<JournalEvent> & journal) {
+    std::string finish, first_failure;
+    for (const auto & e : journal) {
+        if (e.event == "failed" && first_failure.empty()) first_failure = e.kind.empty() ? "?" : e.kind;
+        if (e.step == "finish" && (e.event == "start" || e.event == "done" || e.event == "failed")) finish = e.event;
+    }
+    if (finish == "failed") return "finish failed (its instance may still bill)";
+    if (finish == "start") return "unfinished (stopped inside its finish: its instance may still bill)";
+    if (finish != "done") return "unfinished";
+    if (first_failure.empty()) return "succeeded";
+    return first_failure == common::kind_name(common::ErrorKind::Interrupted) ? "stopped" : "failed";
+}
+}  // namespace
+
 std::string write_sweep_report(const SweepFile & s, const std::string & analyze_program) {
     const std::string root = sweep_dir(s);
     struct Row {
@@ -172,14 +191,13 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
         if (!m.blocked.empty()) r.outcome = "blocked (issue #13)";
         if (fs::exists(dir + "/run.json")) {
             RunDir d = RunDir::open(dir);
-            bool failed = false;
             double first = 0, last = 0;
-            for (const auto & e : d.journal()) {
-                failed = failed || e.event == "failed";
+            auto journal = d.journal();
+            for (const auto & e : journal) {
                 if (first == 0) first = e.unix_s;
                 last = std::max(last, e.unix_s);
             }
-            r.outcome = !d.step_done("finish") ? "unfinished" : failed ? "failed" : "succeeded";
+            r.outcome = run_outcome(journal);
             if (last > first) {
                 r.wall_s = last - first;
                 r.have_wall = true;

@@ -653,6 +653,52 @@ TEST_CASE("download slots: a wait calls its callback at every poll (the fetch st
     }
 }
 
+TEST_CASE("sweep report: each member's outcome from its own journal, a run the sweep stopped or killed named as such") {
+    tests::TempDir dir("sweep-report-outcomes");
+    std::string yaml = "sweep:\n  name: outcomes\n  output_dir: " + dir.path() + "/out\n" +
+                       "base:\n  data: {synthetic_tokens: {vocab: 64}}\n  resources: {providers: [local], gpu_count: 0, disk_gb: 1}\n"
+                       "members:\n";
+    for (const char * id : {"ok-run", "bad-run", "stopped-run", "leaky-run", "killed-run", "never-run"})
+        yaml += fixture_member(id);
+    auto sweep = deploy::parse_sweep(yaml, "outcomes.yaml");
+    sweep.output_dir = dir.path() + "/out";
+    auto member = [&](const std::string & id, const std::string & events) {
+        const std::string d = dir.path() + "/out/outcomes/" + id;
+        fs::create_directories(d);
+        tests::write_file(d + "/run.json", "{\"run_id\": \"" + id + "\"}\n");
+        std::string journal;
+        double t = 1000;
+        std::istringstream in(events);
+        for (std::string ev; in >> ev; t += 1) {  // step:event[:kind]
+            auto a = ev.find(':'), b = ev.find(':', a + 1);
+            nlohmann::json j{{"step", ev.substr(0, a)}, {"event", ev.substr(a + 1, b == std::string::npos ? b : b - a - 1)}, {"unix_s", t}};
+            if (b != std::string::npos) j["kind"] = ev.substr(b + 1);
+            journal += j.dump() + "\n";
+        }
+        tests::write_file(d + "/journal.jsonl", journal);
+    };
+    member("ok-run", "run:start run:done finish:start finish:done");
+    member("bad-run", "run:start run:failed:remote_failed finish:start finish:done");
+    member("stopped-run", "run:start run:failed:interrupted finish:start finish:done");
+    member("leaky-run", "run:start run:failed:interrupted finish:start finish:failed:leak_risk");
+    member("killed-run", "run:start run:failed:interrupted finish:start");
+    std::string report = tests::read_file(deploy::write_sweep_report(sweep, "analyze-is-not-run-without-results"));
+    INFO(report);
+    auto outcome_of = [&](const std::string & id) {
+        auto at = report.find("| " + id + " | ");
+        REQUIRE(at != std::string::npos);
+        // | id | model | family | outcome |
+        for (int cell = 0; cell < 3; ++cell) at = report.find(" | ", at) + 3;
+        return report.substr(at, report.find(" | ", at) - at);
+    };
+    CHECK(outcome_of("ok-run") == "succeeded");
+    CHECK(outcome_of("bad-run") == "failed");
+    CHECK(outcome_of("stopped-run") == "stopped");
+    CHECK(outcome_of("leaky-run") == "finish failed (its instance may still bill)");
+    CHECK(outcome_of("killed-run") == "unfinished (stopped inside its finish: its instance may still bill)");
+    CHECK(outcome_of("never-run") == "not run");
+}
+
 TEST_CASE("sweep report plots: member values only in data files, never gnuplot code, and gnuplot draws them") {
     // A label that would run a program if it reached gnuplot's language.
     const std::string hostile = "evil\"; system(\"touch PWNED\"); `touch PWNED2` \"";
