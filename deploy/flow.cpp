@@ -453,10 +453,10 @@ private:
         // While running, a host that refuses connections may still be booting or restarting sshd;
         // while finishing, the instance may be gone, so each remote call gets one short try.
         co.retry_deadline_s = finishing_ ? 10 : 60;
-        // While finishing, a command that moves no data for policy.stall_timeout is abandoned (a read
-        // hung on a stuck volume), so it cannot hold off the terminate; a salvage pull that keeps
-        // moving is never cut.
-        if (finishing_) co.stall_timeout_s = cfg_.policy.stall_timeout_s;
+        // From the pull on, a command that moves no data for policy.stall_timeout is abandoned (a read
+        // hung on a stuck volume), so it cannot hold off the terminate; a pull that keeps moving is
+        // never cut.
+        if (pulling_ || finishing_) co.stall_timeout_s = cfg_.policy.stall_timeout_s;
         if (finishing_ && host_unreachable_)
             throw common::Error(common::ErrorKind::Network, ep.label() + ": unreachable earlier in finish; not trying again");
         client_.emplace(bifrost::Client::connect(t, co));
@@ -1127,9 +1127,11 @@ private:
     }
 
     // ---- pull: results home, verified --------------------------------------------------------------
-    void pull(StepContext &) {
+    void pull(StepContext & ctx) {
         RemoteLayout l = layout();
-        auto stats = client().pull(l.results_dir, dir_.results_dir());
+        pulling_ = true;
+        client_.reset();  // the pull's connection gets the stall bound (client())
+        auto stats = pull_results(l, ctx.deadline);
         common::log::info("pull: ", stats.files_fetched, " files, ", stats.bytes_fetched / 1024, " KiB");
         std::string outliers;
         for (const auto & e : fs::recursive_directory_iterator(dir_.results_dir()))
@@ -1142,6 +1144,37 @@ private:
         st().results = ResultsRecord{dir_.results_dir(), outliers};
         save();
         redraw_missing_plots(outliers, opt_.analyze_program);  // the GPU image has no gnuplot
+    }
+
+    // The results of a job that succeeded are what the run is for: a connection that drops (or a
+    // transfer that stalls) during their pull is retried on a new connection, a few times while the
+    // watchdog still keeps the instance (reconnect_window_s), before the run fails and finish applies
+    // on_failure. bifrost keeps each unfinished file as NAME.bifrost-part and skips finished ones,
+    // so every attempt resumes where the last one stopped; nothing that arrived is deleted.
+    bifrost::PullStats pull_results(const RemoteLayout & l, const common::Deadline & deadline) {
+        constexpr int kAttempts = 4;
+        const double window = reconnect_window_s(cfg_.policy);
+        const double first = clock_.unix_now();
+        for (int attempt = 1;; ++attempt) {
+            try {
+                // No heartbeat comes while we pull: the watchdog must not end the instance under a retry.
+                if (attempt > 1 && st().watchdog) exec_sh("touch " + common::sh_quote(l.heartbeat_file));
+                return client().pull(l.results_dir, dir_.results_dir());
+            } catch (const common::Error & e) {
+                if (e.kind() != common::ErrorKind::Network && e.kind() != common::ErrorKind::Timeout) throw;
+                client_.reset();
+                const double spent = clock_.unix_now() - first;
+                if (attempt >= kAttempts || spent > window || deadline.expired())
+                    throw common::Error(common::ErrorKind::Network,
+                                        "pull: the connection to the instance failed " + std::to_string(attempt) + " times in " +
+                                            common::format_duration(spent) + " (last: " + e.message() +
+                                            "); gave up on the results. What arrived is kept in " + dir_.results_dir() +
+                                            " (unfinished files end in .bifrost-part); finish tries once more, then applies policy.on_failure");
+                common::log::warn("pull: ", e.message(), "; reconnecting to resume the pull (attempt ", attempt + 1, " of ", kAttempts, ")");
+                deadline.sleep(seconds(2.0 * attempt));
+                common::throw_if_interrupted();
+            }
+        }
     }
 
     // Finish talks to the host only while it answers: the first connection failure (or an instance
@@ -1360,6 +1393,7 @@ private:
     common::Clock & clock_;
     std::optional<bifrost::Client> client_;
     bool finished_before_ = false;
+    bool pulling_ = false;            // from the pull step on: remote commands are bounded by policy.stall_timeout
     bool finishing_ = false;          // in finish: remote calls get one short try each
     bool host_unreachable_ = false;   // in finish: the host did not answer (or is gone); stop trying
     bool found_unrecorded_ = false;   // in finish: the instance was found by name after a failed create

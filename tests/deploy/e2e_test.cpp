@@ -534,3 +534,72 @@ TEST_CASE("e2e: a job still running when the run step's budget runs out is stopp
     CHECK(journal_has(run, "finish", "done"));
     CHECK(emu.state()["instances"].empty());
 }
+
+namespace {
+
+// A stand-in `tail` for the pod: the first `drops` reads of the results' outliers.json (the pull's
+// file reads are `tail -c +OFFSET`) send up to 100 bytes and then kill the sshd process serving
+// the connection, as a network blip would drop it; later reads are the real tail's.
+std::string tail_dropping_pull(int drops) {
+    return "case \"$*\" in\n"
+           "*outliers.json*)\n"
+           "  n=$(cat \"$HOME/pull-drops\" 2>/dev/null || echo 0)\n"
+           "  if [ \"$n\" -lt " + std::to_string(drops) + " ]; then\n"
+           "    echo $((n + 1)) > \"$HOME/pull-drops\"\n"
+           "    PATH=${PATH#*:} tail \"$@\" | head -c 100\n"
+           "    sleep 1\n"  // the bytes reach the client before the drop
+           "    p=$$\n"
+           "    while [ \"$p\" -gt 1 ]; do\n"
+           "      p=$(sed -n 's/^PPid:[[:space:]]*//p' /proc/$p/status)\n"
+           "      if [ \"$(cat /proc/$p/comm)\" = sshd ]; then kill -9 \"$p\"; break; fi\n"
+           "    done\n"
+           "    sleep 30\n"
+           "    exit 1\n"
+           "  fi ;;\n"
+           "esac\n"
+           "PATH=${PATH#*:} exec tail \"$@\"\n";
+}
+
+}  // namespace
+
+TEST_CASE("e2e: a connection dropped twice while a successful run's results are pulled is reconnected, and the results arrive whole") {
+    Env env;
+    tests::SshdFixture sshd({pod_with_fakes(env, {{"tail", tail_dropping_pull(2)}})});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    auto args = sshd_backed_args(env, cloud_config(env, "runpod", "  on_success: terminate\n  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 5m\n"), sshd);
+    auto r = common::run_process(args, cloud_opts(emu, "runpod"));
+    INFO(r.err);
+    CHECK(tests::read_file(env.dir / "pod-home/pull-drops") == "2\n");  // the connection really dropped twice
+    CHECK(r.exit_code == 0);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK(journal_has(run, "pull", "done"));
+    CHECK(r.err.find("reconnecting to resume the pull (attempt 3 of 4)") != std::string::npos);
+    CHECK(outlier_dims(run) == std::set<int>{7, 42});  // verified by checksum, parsed: whole
+    CHECK_FALSE(fs::exists(run + "/results/analysis/outliers.json.bifrost-part"));
+    CHECK(state_of(run)["end"]["proven_gone"] == true);
+    CHECK(emu.state()["instances"].empty());
+}
+
+TEST_CASE("e2e: when every pull attempt of the results drops, the run fails naming the pull, keeps what arrived, and still ends the pod") {
+    Env env;
+    tests::SshdFixture sshd({pod_with_fakes(env, {{"tail", tail_dropping_pull(1000)}})});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    auto args = sshd_backed_args(env, cloud_config(env, "runpod", "  on_success: terminate\n  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 5m\n"), sshd);
+    auto r = common::run_process(args, cloud_opts(emu, "runpod"));
+    INFO(r.err);
+    CHECK(r.exit_code == 6);  // network: not a success, and not leak risk
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK(journal_has(run, "pull", "failed"));
+    CHECK(r.err.find("pull: the connection to the instance failed 4 times") != std::string::npos);
+    CHECK(r.err.find("What arrived is kept in " + run + "/results") != std::string::npos);
+    // Of outliers.json what came is kept (each attempt resumed from it and added its 100 bytes).
+    const std::string part = run + "/results/analysis/outliers.json.bifrost-part";
+    REQUIRE(fs::exists(part));
+    CHECK(fs::file_size(part) >= 200);
+    CHECK(state_of(run)["end"]["proven_gone"] == true);
+    CHECK(emu.state()["instances"].empty());
+}
