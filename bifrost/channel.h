@@ -5,6 +5,7 @@
 // the channel window and blocks on write).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -26,15 +27,26 @@ struct ChannelSetupFailed : common::Error {
 
 class ChannelTask {
 public:
-    // Opens a session channel and starts `command` (blocking round trips, each bounded by the
-    // session's timeout, which Connection::open sets to ConnectOptions::channel_timeout_s). Throws Error(network), or Error(timeout) when the server did not
-    // answer in time. After any failure here the session's channel bookkeeping is no longer
-    // trustworthy (see the constructor), so the session is disconnected: the caller reconnects.
+    enum class Start { Now, Deferred };
+    // Opens a session channel and starts `command`. Start::Now blocks until it runs (each round trip,
+    // open and exec, bounded by timeout_s). Start::Deferred only creates the channel: start_step()
+    // then advances it without ever blocking, so one caller can keep serving other channels and
+    // watching the connection's liveness meanwhile (the control master; Connection::run).
+    // Throws ChannelSetupFailed: Error(network), or Error(timeout) when the server did not answer in
+    // time. After any such failure the session's channel bookkeeping is no longer trustworthy (see
+    // start_step()), so the caller must not open more channels on it: it reconnects.
     ChannelTask(ssh_session_struct * session, const std::string & command, const std::string & label,
-                double timeout_s = 120);
+                double timeout_s = 120, Start start = Start::Now);
     ~ChannelTask();
     ChannelTask(const ChannelTask &) = delete;
     ChannelTask & operator=(const ChannelTask &) = delete;
+
+    // One non-blocking step of a deferred start: true once the command runs. Throws
+    // ChannelSetupFailed (also when a round trip has taken longer than timeout_s).
+    bool start_step();
+    bool started() const { return stage_ == Stage::Running; }
+    // The exec request has gone out: from here a failure may leave the command running.
+    bool exec_sent() const { return stage_ == Stage::Exec || stage_ == Stage::Running; }
 
     void queue_stdin(std::string_view data) { pending_.append(data); }
     void close_stdin() { want_eof_ = true; }
@@ -51,12 +63,20 @@ public:
     const std::string & signal_name() const { return signal_; }
 
 private:
+    enum class Stage { Open, Exec, Running };
+    [[noreturn]] void fail(const char * step, int rc, bool may_have_started);
+
     static void on_exit_signal(ssh_session_struct *, ssh_channel_struct *, const char * signal, int core,
                                const char * errmsg, const char * lang, void * self);
 
     ssh_session_struct * session_;
     ssh_channel_struct * channel_ = nullptr;
     std::string label_;
+    std::string command_;
+    double timeout_s_;
+    Stage stage_ = Stage::Open;
+    std::chrono::steady_clock::time_point stage_since_;  // when the current round trip began
+    std::string error_before_;  // libssh's last error when the set-up began (never report an older failure)
     std::string pending_;
     size_t pending_off_ = 0;
     bool want_eof_ = false;

@@ -6,7 +6,8 @@
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <libssh/server.h>  // ssh_send_keepalive (exported for clients too)
+#include <linux/tcp.h>    // struct tcp_info with tcpi_bytes_received (glibc's copy lacks it)
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -43,6 +44,19 @@ std::string env_or(const char * name, const std::string & fallback) {
 }
 
 std::string home_dir() { return env_or("HOME", "/"); }
+
+// Puts a session in non-blocking mode for a scope (libssh's own non-blocking reads do the same).
+class NonBlocking {
+public:
+    explicit NonBlocking(ssh_session s) : s_(s), was_blocking_(ssh_is_blocking(s)) { ssh_set_blocking(s, 0); }
+    ~NonBlocking() { ssh_set_blocking(s_, was_blocking_); }
+    NonBlocking(const NonBlocking &) = delete;
+    NonBlocking & operator=(const NonBlocking &) = delete;
+
+private:
+    ssh_session s_;
+    int was_blocking_;
+};
 
 struct KeyGuard {
     ssh_key key = nullptr;
@@ -186,6 +200,7 @@ struct Connection::Hop {
     int wake[2] = {-1, -1};         // the owner writes here to stop the thread
     std::atomic<bool> stop{false};
     std::atomic<bool> ended{false};
+    std::atomic<uint64_t> rx_bytes{0};  // bytes from the channel (the next session's server): liveness
     std::thread thread;
     int keepalive_s = 0;
 
@@ -233,6 +248,7 @@ void Connection::Hop::relay() {
             int n = ssh_channel_read_nonblocking(channel, buf, sizeof buf, 0);
             if (n > 0) {
                 to_fd.assign(buf, static_cast<size_t>(n));
+                rx_bytes += static_cast<uint64_t>(n);
                 moved = true;
             } else if (n == SSH_EOF || (n == 0 && ssh_channel_is_eof(channel) && ssh_channel_poll(channel, 0) <= 0) ||
                        (n < 0 && ssh_channel_is_closed(channel))) {
@@ -269,6 +285,10 @@ void Connection::Hop::relay() {
                 moved = true;
             }
         }
+        // Writes never wait on a flush (see ChannelTask::pump): the owner's liveness check must be
+        // able to stop this thread at once.
+        std::optional<NonBlocking> nb;
+        if (to_channel_off < to_channel.size()) nb.emplace(session);
         while (to_channel_off < to_channel.size() && !ssh_channel_is_closed(channel)) {
             uint32_t window = ssh_channel_window_size(channel);
             if (window == 0) break;
@@ -494,15 +514,78 @@ bool Connection::alive() {
     return session_ && !broken_ && ssh_is_connected(session_);
 }
 
+std::optional<uint64_t> Connection::bytes_received() {
+    if (!hops_.empty()) return hops_.back()->rx_bytes.load();
+    int fd = session_ ? ssh_get_fd(session_) : -1;
+    if (fd < 0) return std::nullopt;
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+        len < offsetof(tcp_info, tcpi_bytes_received) + sizeof info.tcpi_bytes_received)
+        return std::nullopt;  // not TCP, or a kernel older than 4.1: keepalives only, no verdict
+    return info.tcpi_bytes_received;
+}
+
 void Connection::send_keepalive() {
-    if (session_) ssh_send_ignore(session_, "bifrost-keepalive");
+    if (!session_) return;
+    // keepalive@openssh.com with want-reply: the server must answer (it refuses the unknown name),
+    // so an answer proves the far end alive. An SSH_MSG_IGNORE, used before, asks for nothing, and
+    // its silence looks the same whether the server is there or frozen. Non-blocking: libssh would
+    // otherwise wait for the answer up to the session timeout. It keeps one request outstanding;
+    // the first call collects an answer that has arrived, the second then sends the next request.
+    NonBlocking nb(session_);
+    ssh_send_keepalive(session_);
+    ssh_send_keepalive(session_);
+}
+
+void Connection::reset_liveness() { probe_pending_ = false; }
+
+void Connection::keepalive_tick() {
+    if (options_.keepalive_s <= 0 || !session_) return;
+    const auto now = std::chrono::steady_clock::now();
+    const std::optional<uint64_t> rx = bytes_received();
+    if (probe_pending_ && rx && *rx != probe_rx_) probe_pending_ = false;  // something arrived since
+    if (now - last_keepalive_ >= std::chrono::seconds(options_.keepalive_s)) {
+        send_keepalive();
+        last_keepalive_ = now;
+        if (!probe_pending_ && rx) {
+            probe_pending_ = true;
+            probe_rx_ = *rx;
+            probe_at_ = now;
+        }
+    }
+    const auto bound = std::chrono::seconds(options_.keepalive_s * kDeadKeepalives);
+    if (probe_pending_ && now - probe_at_ > bound) {
+        broken_ = true;
+        throw Error(ErrorKind::Network, label() + ": connection lost: no answer from the server for " +
+                                            std::to_string(options_.keepalive_s * kDeadKeepalives) +
+                                            " s (keepalive); it stopped responding")
+            .with("host", label());
+    }
 }
 
 int Connection::run(const RemoteCommand & command) {
     if (!alive()) throw CommandNotStarted(ErrorKind::Network, label() + ": connection lost", {{"host", label()}});
+    // The last run's unanswered keepalive says nothing about now: between runs nobody read the
+    // session, so its answer may be waiting unread (and an idle gap is not silence).
+    reset_liveness();
     std::optional<ChannelTask> started;
     try {
-        started.emplace(session_, command.command, label(), options_.channel_timeout_s);
+        started.emplace(session_, command.command, label(), options_.channel_timeout_s, ChannelTask::Start::Deferred);
+        // The open and exec round trips step without blocking, so a server that stopped answering
+        // is noticed by the keepalive within its bound, not after channel_timeout_s.
+        while (!started->start_step()) {
+            try {
+                common::throw_if_interrupted();
+                keepalive_tick();
+            } catch (const Error & e) {
+                broken_ = true;  // a pending channel is being abandoned: never open another here
+                if (!started->exec_sent() && e.kind() != ErrorKind::Interrupted)
+                    throw CommandNotStarted(e.kind(), e.message(), e.context());
+                throw;
+            }
+            wait_session(session_, -1, 50);
+        }
     } catch (const ChannelSetupFailed & e) {
         broken_ = true;
         if (!e.may_have_started) throw CommandNotStarted(e.kind(), e.message(), e.context());
@@ -512,8 +595,7 @@ int Connection::run(const RemoteCommand & command) {
     task.queue_stdin(command.stdin_data);
     bool source_open = static_cast<bool>(command.stdin_source) || command.stdin_fd >= 0;
     if (!source_open) task.close_stdin();
-    auto last_keepalive = std::chrono::steady_clock::now();
-    const auto started_at = last_keepalive;
+    const auto started_at = std::chrono::steady_clock::now();
     auto last_progress = started_at;
     std::string chunk;
     while (!task.done()) {
@@ -556,11 +638,7 @@ int Connection::run(const RemoteCommand & command) {
                 task.close_stdin();
             }
         }
-        auto now = std::chrono::steady_clock::now();
-        if (options_.keepalive_s > 0 && now - last_keepalive > std::chrono::seconds(options_.keepalive_s)) {
-            send_keepalive();
-            last_keepalive = now;
-        }
+        keepalive_tick();
     }
     int status = task.finish();
     if (!task.signal_name().empty())
@@ -570,44 +648,73 @@ int Connection::run(const RemoteCommand & command) {
 
 // ---- ChannelTask ----
 
-ChannelTask::ChannelTask(ssh_session session, const std::string & command, const std::string & label, double timeout_s)
-    : session_(session), label_(label) {
+ChannelTask::ChannelTask(ssh_session session, const std::string & command, const std::string & label, double timeout_s,
+                         Start start)
+    : session_(session), label_(label), command_(command), timeout_s_(timeout_s) {
     // libssh keeps its last error string until another error replaces it, and a failed round trip
     // does not always set one (a timed-out open sets none): compare, so an old message is never
     // reported as this failure's reason.
-    const std::string error_before = ssh_get_error(session);
-    auto fail = [&](const char * step, int rc, bool may_have_started = false) {
-        std::string now = ssh_get_error(session);
-        std::string why = rc == SSH_AGAIN ? "no answer from the server within " + common::format_duration(timeout_s)
-                          : now != error_before && !now.empty() ? now
-                                                                : "the server refused it";
-        // A channel whose open is still pending is removed from libssh's table at once when freed
-        // (it was never bound), so the server's late confirmation and anything it later sends on
-        // that channel (keepalive@openssh.com requests) name an id libssh no longer knows ("Server
-        // specified invalid channel N"), and the server keeps a session open that nobody will
-        // close. The session's channel bookkeeping cannot be trusted after that: the owner drops
-        // it and reconnects (ChannelSetupFailed).
-        if (channel_) {
-            ssh_channel_free(channel_);
-            channel_ = nullptr;
-        }
-        ChannelSetupFailed failure(rc == SSH_AGAIN ? ErrorKind::Timeout : ErrorKind::Network,
-                                   label + ": cannot start a remote command: " + step + ": " + why, {{"host", label}});
-        failure.may_have_started = may_have_started;
-        throw failure;
-    };
+    error_before_ = ssh_get_error(session);
+    stage_since_ = std::chrono::steady_clock::now();
     channel_ = ssh_channel_new(session);
-    if (!channel_) fail("creating a channel", SSH_ERROR);
-    int rc = ssh_channel_open_session(channel_);
-    if (rc != SSH_OK) fail("opening a session channel", rc);
-    callbacks_ = std::make_unique<ssh_channel_callbacks_struct>();
-    std::memset(callbacks_.get(), 0, sizeof *callbacks_);
-    callbacks_->userdata = this;
-    callbacks_->channel_exit_signal_function = &ChannelTask::on_exit_signal;
-    ssh_callbacks_init(callbacks_.get());
-    ssh_add_channel_callbacks(channel_, callbacks_.get());
-    rc = ssh_channel_request_exec(channel_, command.c_str());
-    if (rc != SSH_OK) fail("exec request", rc, rc == SSH_AGAIN);
+    if (!channel_) fail("creating a channel", SSH_ERROR, false);
+    if (start == Start::Deferred) return;
+    while (!start_step()) wait_session(session_, -1, 50);
+}
+
+void ChannelTask::fail(const char * step, int rc, bool may_have_started) {
+    std::string now = ssh_get_error(session_);
+    std::string why = rc == SSH_AGAIN ? "no answer from the server within " + common::format_duration(timeout_s_)
+                      : now != error_before_ && !now.empty() ? now
+                                                            : "the server refused it";
+    // A channel whose open is still pending is removed from libssh's table at once when freed
+    // (it was never bound), so the server's late confirmation and anything it later sends on
+    // that channel (keepalive@openssh.com requests) name an id libssh no longer knows ("Server
+    // specified invalid channel N"), and the server keeps a session open that nobody will
+    // close. The session's channel bookkeeping cannot be trusted after that: the owner drops
+    // it and reconnects (ChannelSetupFailed).
+    if (channel_) {
+        if (callbacks_) ssh_remove_channel_callbacks(channel_, callbacks_.get());
+        ssh_channel_free(channel_);
+        channel_ = nullptr;
+    }
+    ChannelSetupFailed failure(rc == SSH_AGAIN ? ErrorKind::Timeout : ErrorKind::Network,
+                               label_ + ": cannot start a remote command: " + step + ": " + why, {{"host", label_}});
+    failure.may_have_started = may_have_started;
+    throw failure;
+}
+
+bool ChannelTask::start_step() {
+    if (stage_ == Stage::Running) return true;
+    // Each round trip is one non-blocking step (libssh resumes a pending open or request where it
+    // left it), so the caller never waits inside libssh on a server that has stopped answering.
+    NonBlocking nb(session_);
+    const bool overdue = std::chrono::steady_clock::now() - stage_since_ > std::chrono::duration<double>(timeout_s_);
+    if (stage_ == Stage::Open) {
+        int rc = ssh_channel_open_session(channel_);
+        if (rc == SSH_AGAIN) {
+            if (overdue) fail("opening a session channel", SSH_AGAIN, false);
+            return false;
+        }
+        if (rc != SSH_OK) fail("opening a session channel", rc, false);
+        callbacks_ = std::make_unique<ssh_channel_callbacks_struct>();
+        std::memset(callbacks_.get(), 0, sizeof *callbacks_);
+        callbacks_->userdata = this;
+        callbacks_->channel_exit_signal_function = &ChannelTask::on_exit_signal;
+        ssh_callbacks_init(callbacks_.get());
+        ssh_add_channel_callbacks(channel_, callbacks_.get());
+        stage_ = Stage::Exec;
+        stage_since_ = std::chrono::steady_clock::now();
+    }
+    int rc = ssh_channel_request_exec(channel_, command_.c_str());
+    if (rc == SSH_AGAIN) {
+        if (std::chrono::steady_clock::now() - stage_since_ > std::chrono::duration<double>(timeout_s_))
+            fail("exec request", SSH_AGAIN, true);
+        return false;
+    }
+    if (rc != SSH_OK) fail("exec request", rc, false);
+    stage_ = Stage::Running;
+    return true;
 }
 
 void ChannelTask::on_exit_signal(ssh_session, ssh_channel, const char * signal, int, const char *, const char *, void * self) {
@@ -618,14 +725,23 @@ ChannelTask::~ChannelTask() {
     if (channel_) {
         if (callbacks_) ssh_remove_channel_callbacks(channel_, callbacks_.get());
         // Sends our close; libssh frees the channel once the server's close arrives (it stays in
-        // the session's table until then, so late packets for it are still recognised).
-        if (ssh_is_connected(session_)) ssh_channel_close(channel_);
+        // the session's table until then, so late packets for it are still recognised). Only an
+        // open channel is closed: libssh would address a pending one's EOF and close to remote
+        // channel 0, another command's. Without blocking: on a server that stopped reading, a
+        // blocking close waits for its flush up to the session timeout.
+        NonBlocking nb(session_);
+        if (ssh_is_connected(session_) && ssh_channel_is_open(channel_)) ssh_channel_close(channel_);
         ssh_channel_free(channel_);
     }
 }
 
 bool ChannelTask::pump(const StreamCallback & out, const StreamCallback & err, size_t max_read_bytes) {
+    if (stage_ != Stage::Running) return false;
     bool moved = false;
+    // Writes never wait: within the window they only queue packets, and libssh flushes them as the
+    // socket takes them. Blocking, each write's flush waits for the socket up to the session
+    // timeout, which on a server that stopped reading (but whose kernel still ACKs) is minutes.
+    NonBlocking nb(session_);
     // stdin within the window only: ssh_channel_write would otherwise block waiting for window
     // adjustments while output piles up on the other side.
     while (stdin_queued() > 0 && !out_eof_) {

@@ -5,6 +5,8 @@
 // reuse for free. Host keys are pinned on first use in bifrost's own known-hosts file.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -36,7 +38,11 @@ struct ConnectOptions {
     double connect_timeout_s = 10;   // per attempt
     double channel_timeout_s = 120;  // per channel round trip once connected (open, exec, exit status)
     double retry_deadline_s = 0;     // keep retrying refused/unreachable hosts (still booting) this long
-    int keepalive_s = 15;            // SSH ignore messages + TCP_USER_TIMEOUT of 3x this
+    // A keepalive@openssh.com request (which the server must answer) every this many seconds while
+    // a command runs or a control master holds the connection; when nothing at all arrives from the
+    // server for kDeadKeepalives times this after one was sent, the connection is declared dead
+    // (network error: readers reconnect). Also TCP_USER_TIMEOUT of 3x this for unacknowledged data.
+    int keepalive_s = 15;
     std::optional<bool> compression; // nullopt: on unless the host is loopback
     // false: accept whatever host key the server presents, reading and writing no known-hosts file.
     // Only for broker's probes of machines it has just rented or leased (readiness, login-node
@@ -65,6 +71,7 @@ struct ConnectOptions {
 };
 
 inline constexpr size_t kMaxJumpHosts = 8;
+inline constexpr int kDeadKeepalives = 3;  // keepalive intervals without a byte from the server: dead
 
 // $BIFROST_KNOWN_HOSTS, else $XDG_STATE_HOME/bifrost/known_hosts, else ~/.local/state/bifrost/known_hosts.
 std::string default_known_hosts_path();
@@ -116,17 +123,29 @@ public:
     const Endpoint & endpoint() const { return endpoint_; }
     ssh_session_struct * session() { return session_; }
     bool alive();
-    void send_keepalive();
+    // Sends a keepalive when one is due and checks the answer to the last (see keepalive_s); throws
+    // Error(network) and marks the connection dead when the server has stopped answering.
+    void keepalive_tick();
+    // Forgets an unanswered keepalive (call when nobody has read the session for a while).
+    void reset_liveness();
 
     // Internal: one jump-host session and the thread that relays its forwarding channel.
     struct Hop;
 
 private:
     Connection() = default;
+    void send_keepalive();
+    // Bytes received from the server so far (the kernel's TCP count, or the last jump host's relay
+    // count); nullopt when unknown.
+    std::optional<uint64_t> bytes_received();
     Endpoint endpoint_;
     ConnectOptions options_;
     ssh_session_struct * session_ = nullptr;
     bool broken_ = false;  // a channel setup failed: reconnect rather than open more channels here
+    std::chrono::steady_clock::time_point last_keepalive_{};
+    bool probe_pending_ = false;  // a keepalive went out and nothing has arrived since
+    uint64_t probe_rx_ = 0;       // bytes_received() when it went out
+    std::chrono::steady_clock::time_point probe_at_{};
     int session_fd_ = -1;  // behind jump hosts: the socketpair end under session_ (libssh leaves it open)
     // Jump hosts, first to last. After set-up each hop's session is touched only by its own relay
     // thread (libssh sessions are not thread-safe); the destructor frees the target session first,

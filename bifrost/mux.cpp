@@ -227,7 +227,6 @@ public:
 
     void serve() {
         auto idle_since = std::chrono::steady_clock::now();
-        auto last_keepalive = idle_since;
         // With no channel open nothing else reads the session socket; this event processes what
         // arrives there (server keepalives, or EOF when the server goes away) so a dead connection
         // is noticed at once instead of leaving poll() spinning on a readable socket.
@@ -257,9 +256,13 @@ public:
             if (draining_ && peers_.empty()) return;
             if (!peers_.empty()) idle_since = now;
             if (peers_.empty() && now - idle_since > std::chrono::seconds(persist_s_)) return;
-            if (options_.keepalive_s > 0 && now - last_keepalive > std::chrono::seconds(options_.keepalive_s)) {
-                conn_.send_keepalive();
-                last_keepalive = now;
+            try {
+                conn_.keepalive_tick();
+            } catch (const Error & e) {
+                // The server stopped answering (frozen, not closed): every client is told, so its
+                // reads reconnect on a new master instead of waiting here for ever.
+                fail_all(e.message());
+                return;
             }
         }
     }
@@ -304,7 +307,8 @@ private:
             }
             handle_frames(p, failure);
         }
-        if (p.task && !p.finished) pump(p, failure);
+        if (p.task && !p.finished && !p.task->started()) advance_start(p, failure);
+        if (p.task && !p.finished && p.task->started()) pump(p, failure);
         if (failure.empty() && p.out.size() > p.out_off) flush(p);
     }
 
@@ -326,8 +330,11 @@ private:
         return !gone;
     }
 
-    static void drop(Peer & p) {
+    void drop(Peer & p) {
         p.finished = true;
+        // A channel abandoned while its open is pending leaves the session's channel table
+        // untrustworthy (see ChannelTask::start_step): stop taking requests here.
+        if (p.task && !p.task->started()) start_draining("a request left while its channel was being opened");
         p.task.reset();
         p.out.clear();
         p.out_off = 0;
@@ -343,27 +350,55 @@ private:
         }
     }
 
-    // Opens the command's channel. A channel that cannot be set up makes this master drain: the
-    // session's channel table is no longer trusted, so the socket is unlinked (the next request
-    // starts a fresh master), the requests in flight finish, and then this master exits.
+    // Creates the command's channel; advance_start() then opens it and starts the command one
+    // non-blocking step a round, so the other clients' channels keep moving and the keepalive keeps
+    // watching the server meanwhile (a blocking open stopped this whole loop for up to
+    // channel_timeout_s while the server was frozen).
     void start_command(Peer & p, const std::string & command, std::string & failure) {
         try {
-            p.task = std::make_unique<ChannelTask>(session_, command, label_, options_.channel_timeout_s);
+            p.task = std::make_unique<ChannelTask>(session_, command, label_, options_.channel_timeout_s,
+                                                   ChannelTask::Start::Deferred);
         } catch (const ChannelSetupFailed & e) {
-            append_frame(p.out, e.may_have_started ? 'F' : 'N', std::string(common::kind_name(e.kind())) + "\t" + e.message());
-            p.finished = true;
-            if (!draining_) {
-                common::log::warn("control master: ", e.message(), "; draining and exiting");
-                unlink_if_ours(path_, mine_);
-                draining_ = true;
-            }
+            setup_failed(p, e);
         } catch (const Error & e) {
-            if (!ssh_is_connected(session_)) {
-                failure = e.message();  // every peer is told in fail_all, after the socket is gone
-            } else {
-                append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
-                p.finished = true;
-            }
+            setup_error(p, e, failure);
+        }
+    }
+
+    void advance_start(Peer & p, std::string & failure) {
+        try {
+            p.task->start_step();
+        } catch (const ChannelSetupFailed & e) {
+            p.task.reset();
+            setup_failed(p, e);
+        } catch (const Error & e) {
+            p.task.reset();
+            setup_error(p, e, failure);
+        }
+    }
+
+    // A channel that cannot be set up makes this master drain: the session's channel table is no
+    // longer trusted, so the socket is unlinked (the next request starts a fresh master), the
+    // requests in flight finish, and then this master exits.
+    void setup_failed(Peer & p, const ChannelSetupFailed & e) {
+        append_frame(p.out, e.may_have_started ? 'F' : 'N', std::string(common::kind_name(e.kind())) + "\t" + e.message());
+        p.finished = true;
+        start_draining(e.message());
+    }
+
+    void start_draining(const std::string & why) {
+        if (draining_) return;
+        common::log::warn("control master: ", why, "; draining and exiting");
+        unlink_if_ours(path_, mine_);
+        draining_ = true;
+    }
+
+    void setup_error(Peer & p, const Error & e, std::string & failure) {
+        if (!ssh_is_connected(session_)) {
+            failure = e.message();  // every peer is told in fail_all, after the socket is gone
+        } else {
+            append_frame(p.out, 'F', std::string(common::kind_name(e.kind())) + "\t" + e.message());
+            p.finished = true;
         }
     }
 
@@ -386,7 +421,7 @@ private:
         }
     }
 
-    static void flush(Peer & p) {
+    void flush(Peer & p) {
         ssize_t w = ::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);
         if (w > 0) p.out_off += static_cast<size_t>(w);
         else if (w < 0 && errno != EAGAIN && errno != EINTR) drop(p);
@@ -403,7 +438,7 @@ private:
         common::log::warn("control master: ", failure, "; exiting");
         unlink_if_ours(path_, mine_);
         for (auto & p : peers_) {
-            if (!p.finished) append_frame(p.out, p.task ? 'F' : 'N', std::string("network\t") + failure);
+            if (!p.finished) append_frame(p.out, p.task && p.task->exec_sent() ? 'F' : 'N', std::string("network\t") + failure);
             int flags = ::fcntl(p.fd, F_GETFL);
             ::fcntl(p.fd, F_SETFL, flags & ~O_NONBLOCK);
             if (p.out.size() > p.out_off) (void)!::send(p.fd, p.out.data() + p.out_off, p.out.size() - p.out_off, MSG_NOSIGNAL);

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "bifrost/channel.h"
@@ -481,4 +482,109 @@ TEST_CASE("cli: logs -f that gives up prints the command that resumes at the byt
     CHECK(r.out == "12345\n");
     CHECK(r.code == 6);
     CHECK(r.err.find("resume with: bifrost logs -f " + remote.target() + " cut --offset 6") != std::string::npos);
+}
+
+namespace {
+
+// Stops every process under the test sshd (its per-connection processes: the connections go
+// silent while the kernel keeps ACKing, as with a frozen machine or a wedged sshd) until `thaw()`
+// or the end of the scope. New connections are served by the listener, which is not stopped.
+struct Freezer {
+    pid_t daemon;
+    std::vector<pid_t> stopped;
+    explicit Freezer(pid_t d) : daemon(d) {}
+    void freeze() {
+        stopped = common::process_descendants(daemon);
+        for (pid_t p : stopped) ::kill(p, SIGSTOP);
+    }
+    void thaw() {
+        for (pid_t p : stopped) ::kill(p, SIGCONT);
+        stopped.clear();
+    }
+    ~Freezer() { thaw(); }
+};
+
+// Follows `name` through `client` while the server is frozen once, part way; returns how long the
+// follow took and checks its log. The freeze lasts 40 s unless the follow ends first.
+double follow_through_freeze(tests::RemoteFixture & remote, bifrost::Client & client, const std::string & name, int lines,
+                             const std::function<void()> & during_freeze = {}) {
+    Freezer freezer(remote.sshd->server().pid());
+    std::atomic<size_t> received{0};
+    std::atomic<bool> done{false};
+    std::thread freezing([&] {
+        while (received < 40 && !done) std::this_thread::sleep_for(10ms);
+        freezer.freeze();
+        if (during_freeze) during_freeze();
+        for (int i = 0; i < 400 && !done; ++i) std::this_thread::sleep_for(100ms);
+        freezer.thaw();
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string got;
+    try {
+        client.logs(name, 0, true, [&](std::string_view d) {
+            got.append(d);
+            received = got.size();
+        });
+    } catch (const common::Error & e) {
+        MESSAGE("follow failed: ", e.message());
+    }
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    done = true;
+    freezing.join();
+    check_counting_log(got, lines);
+    return took;
+}
+
+}  // namespace
+
+// A server that stops answering while its kernel still ACKs (SIGSTOPped sshd session, a wedged
+// machine) never trips TCP's timeouts: the follower used to wait on it for ever, since its
+// keepalive (SSH_MSG_IGNORE) asks for no answer. Now a keepalive@openssh.com request must be
+// answered; nothing from the server for 3 intervals declares the connection dead and the read
+// reconnects. The job takes ~8 s; a 40 s freeze would show in the follow's duration.
+TEST_CASE("connection: a frozen server is given up on within 3 keepalives, the follower reconnects, every byte once") {
+    tests::RemoteFixture remote;
+    auto options = remote.options();
+    options.keepalive_s = 1;
+    auto factory = [&]() -> std::unique_ptr<bifrost::Transport> { return bifrost::Connection::open(remote.endpoint(), options); };
+    bifrost::Client client(factory(), factory);
+    client.run_detached(counting_job("frozen", 120, 1, "0.05"));
+    double took = follow_through_freeze(remote, client, "frozen", 120);
+    MESSAGE("follow took ", took, " s");
+    CHECK(took < 25);
+}
+
+// The same through the control master, which is single-threaded: it must notice the frozen server
+// (and exit, telling its clients) while a new request's channel open waits on that server, and
+// the request must then run on a new master.
+TEST_CASE("mux: a frozen server ends the control master within 3 keepalives, its clients reconnect and run on a new one") {
+    tests::RemoteFixture remote;
+    auto options = remote.options();
+    options.keepalive_s = 1;
+    auto factory = [&]() -> std::unique_ptr<bifrost::Transport> { return bifrost::connect_via_control(remote.endpoint(), options, 30); };
+    bifrost::Client client(factory(), factory);
+    client.run_detached(counting_job("frozen", 120, 1, "0.05"));
+    int exec_code = -1;
+    std::string exec_out;
+    double exec_took = 0;
+    std::thread execer;
+    double took = follow_through_freeze(remote, client, "frozen", 120, [&] {
+        execer = std::thread([&] {
+            std::this_thread::sleep_for(300ms);
+            bifrost::Client other(factory(), factory);
+            const auto t0 = std::chrono::steady_clock::now();
+            try {
+                exec_code = other.exec(bifrost::Command::sh("echo hi"), {}, [&](std::string_view d) { exec_out.append(d); }, {});
+            } catch (const common::Error & e) {
+                MESSAGE("exec failed: ", e.message());
+            }
+            exec_took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        });
+    });
+    if (execer.joinable()) execer.join();
+    MESSAGE("follow took ", took, " s, the exec during the freeze ", exec_took, " s");
+    CHECK(took < 25);
+    CHECK(exec_code == 0);
+    CHECK(exec_out == "hi\n");
+    CHECK(exec_took < 15);
 }
