@@ -52,6 +52,11 @@ constexpr double kLifetimeSlackS = 1800;
 // terminate that cannot be proven is still ended by the watchdog.
 constexpr double kTerminateBackstopS = 15 * 60;
 
+// How long finish waits for the provider to show the instance terminated (or the scheduler a job
+// ended): a budget of its own, not what is left of finish's deadline, which a long salvage pull
+// that kept moving may have used up (the terminate then got one look and read as leak risk).
+constexpr common::Duration kProveGone = std::chrono::minutes(5);
+
 std::string joined(const std::vector<std::string> & words) {
     std::string out;
     for (const auto & w : words) out += (out.empty() ? "" : ", ") + w;
@@ -124,7 +129,7 @@ public:
 
     int run(const common::Output & out) {
         if (finished_before_) return summarize_finished(out);
-        auto report = run_steps(batch_ ? batch_steps() : instance_steps(), Step{"finish", [this](StepContext & c) { finish(c); }, 10min},
+        auto report = run_steps(batch_ ? batch_steps() : instance_steps(), Step{"finish", [this](StepContext & c) { finish(c); }, 10min, true, false},
                                 dir_, clock_, [this](const RunReport & r) {
                                     outcome_ = !r.first_failure ? Outcome::Succeeded
                                                : r.first_failure->kind() == common::ErrorKind::Interrupted ? Outcome::Interrupted
@@ -155,7 +160,7 @@ private:
             {"bootstrap", [this](StepContext & c) { bootstrap(c); }, 45min},
             {"fetch", [this](StepContext & c) { fetch(c); }, 60min},
             {"run", [this](StepContext & c) { run_job(c); }, seconds(deadline_s), false},
-            {"pull", [this](StepContext & c) { pull(c); }, 20min},
+            {"pull", [this](StepContext & c) { pull(c); }, 20min, true, false},
         };
     }
 
@@ -174,7 +179,7 @@ private:
             {"build", [this](StepContext & c) { build_batch(c); }, 90min},
             {"fetch", [this](StepContext & c) { fetch(c); }, 60min},
             {"run", [this](StepContext & c) { run_batch(c); }, seconds(follow_s), false},
-            {"pull", [this](StepContext & c) { pull(c); }, 20min},
+            {"pull", [this](StepContext & c) { pull(c); }, 20min, true, false},
         };
     }
     RunState & st() { return dir_.state(); }
@@ -1042,7 +1047,7 @@ private:
     }
 
     // ---- finish (batch): nothing is kept; every job of this run that still runs is cancelled -----
-    void finish_batch(StepContext & ctx) {
+    void finish_batch(StepContext &) {
         if (finished_before_) return;
         finishing_ = true;
         client_.reset();  // reconnect with finish's bounds (client()): a stuck shared directory cannot hold off the cancel
@@ -1062,7 +1067,7 @@ private:
         bool proven = true;
         std::string last;
         for (auto & [role, job] : st().batch->jobs) {
-            auto t = broker_.terminate_and_prove(st().batch->provider, job.id, std::min<common::Duration>(ctx.deadline.remaining(), 5min), 2s);
+            auto t = broker_.terminate_and_prove(st().batch->provider, job.id, kProveGone, 2s);
             if (!job.end_state && t.proven) common::log::info("finish: ", role, " job ", job.id, " cancelled");
             proven = proven && t.proven;
             if (!t.proven) last = job.id + ": " + t.last_status;
@@ -1127,11 +1132,11 @@ private:
     }
 
     // ---- pull: results home, verified --------------------------------------------------------------
-    void pull(StepContext & ctx) {
+    void pull(StepContext &) {
         RemoteLayout l = layout();
         pulling_ = true;
         client_.reset();  // the pull's connection gets the stall bound (client())
-        auto stats = pull_results(l, ctx.deadline);
+        auto stats = pull_results(l);
         common::log::info("pull: ", stats.files_fetched, " files, ", stats.bytes_fetched / 1024, " KiB");
         std::string outliers;
         for (const auto & e : fs::recursive_directory_iterator(dir_.results_dir()))
@@ -1151,10 +1156,10 @@ private:
     // watchdog still keeps the instance (reconnect_window_s), before the run fails and finish applies
     // on_failure. bifrost keeps each unfinished file as NAME.bifrost-part and skips finished ones,
     // so every attempt resumes where the last one stopped; nothing that arrived is deleted.
-    bifrost::PullStats pull_results(const RemoteLayout & l, const common::Deadline & deadline) {
+    bifrost::PullStats pull_results(const RemoteLayout & l) {
         constexpr int kAttempts = 4;
         const double window = reconnect_window_s(cfg_.policy);
-        const double first = clock_.unix_now();
+        double first_failure = 0;  // the window counts from here: a long pull that drops late still gets it
         for (int attempt = 1;; ++attempt) {
             try {
                 // No heartbeat comes while we pull: the watchdog must not end the instance under a retry.
@@ -1163,15 +1168,17 @@ private:
             } catch (const common::Error & e) {
                 if (e.kind() != common::ErrorKind::Network && e.kind() != common::ErrorKind::Timeout) throw;
                 client_.reset();
-                const double spent = clock_.unix_now() - first;
-                if (attempt >= kAttempts || spent > window || deadline.expired())
+                if (attempt == 1) first_failure = clock_.unix_now();
+                const double spent = clock_.unix_now() - first_failure;
+                if (attempt >= kAttempts || spent > window)
                     throw common::Error(common::ErrorKind::Network,
-                                        "pull: the connection to the instance failed " + std::to_string(attempt) + " times in " +
+                                        "pull: the connection to the instance failed " + std::to_string(attempt) + " times within " +
                                             common::format_duration(spent) + " (last: " + e.message() +
                                             "); gave up on the results. What arrived is kept in " + dir_.results_dir() +
                                             " (unfinished files end in .bifrost-part); finish tries once more, then applies policy.on_failure");
                 common::log::warn("pull: ", e.message(), "; reconnecting to resume the pull (attempt ", attempt + 1, " of ", kAttempts, ")");
-                deadline.sleep(seconds(2.0 * attempt));
+                common::Deadline pause(clock_, seconds(2.0 * attempt));
+                pause.sleep(pause.budget());
                 common::throw_if_interrupted();
             }
         }
@@ -1311,7 +1318,7 @@ private:
             }
         }
         client_.reset();
-        auto t = broker_.terminate_and_prove(in.provider, in.id, std::min<common::Duration>(ctx.deadline.remaining(), 5min), 2s);
+        auto t = broker_.terminate_and_prove(in.provider, in.id, kProveGone, 2s);
         st().end->proven_gone = t.proven;
         st().end->last_status = t.last_status;
         st().end->ended_unix = clock_.unix_now();

@@ -25,7 +25,10 @@ std::optional<common::Error> run_one(const Step & step, RunDir & dir, common::Cl
     std::optional<common::Error> err;
     try {
         step.run(ctx);
-        if (deadline.expired())
+        if (deadline.expired() && !step.overrun_is_timeout)
+            common::log::info("step ", step.name, ": took longer than its deadline of ", common::format_duration(common::to_seconds(step.deadline)),
+                              " (its transfers kept moving)");
+        else if (deadline.expired())
             // The step finished but overran: its inner waits should have stopped it; treat as a timeout
             // so a step that ignores its deadline is noticed rather than silently accepted.
             err = common::Error(common::ErrorKind::Timeout,

@@ -28,6 +28,11 @@ struct Step {
     // On --resume, a step already journalled as done is skipped. Steps that must run again on
     // every attach (stream the log, reconnect) set this to false and are idempotent themselves.
     bool skip_when_done = true;
+    // Finishing after the deadline is a timeout (a step that ignored it). false: the step's waits are
+    // bounded one by one instead (no data for policy.stall_timeout, a count of attempts), so a long
+    // transfer that kept moving is not failed for its length: the pull, and finish, whose failure
+    // reads as leak risk although the instance was proven gone.
+    bool overrun_is_timeout = true;
 };
 
 struct StepTiming {

@@ -87,6 +87,22 @@ TEST_CASE("steps: a step that overruns its deadline is a timeout") {
     CHECK(report.exit_code() == 7);
 }
 
+TEST_CASE("steps: a step whose waits are bounded one by one (pull, finish) may outlast its deadline without failing") {
+    tests::TempDir dir;
+    auto rd = deploy::RunDir::create(dir / "run", {{"run_id", "x"}});
+    common::FakeClock clock;
+    std::vector<std::string> trace;
+    // A large pull that kept moving, then a long salvage in finish: both done, not timeouts, and the
+    // finish not turned into leak risk.
+    deploy::Step pull{"pull", [&clock](deploy::StepContext &) { clock.advance(30min); }, 20min, true, false};
+    deploy::Step finish{"finish", [&clock](deploy::StepContext &) { clock.advance(15min); }, 10min, true, false};
+    auto report = deploy::run_steps({pull}, finish, rd, clock);
+    CHECK(report.exit_code() == 0);
+    CHECK(report.steps[0].outcome == "done");
+    CHECK(report.steps[1].outcome == "done");
+    CHECK_FALSE(report.finish_failure.has_value());
+}
+
 TEST_CASE("steps: an interrupt stops before the next step, finish runs with the flag cleared") {
     tests::TempDir dir;
     auto rd = deploy::RunDir::create(dir / "run", {{"run_id", "x"}});
