@@ -603,3 +603,33 @@ TEST_CASE("e2e: when every pull attempt of the results drops, the run fails nami
     CHECK(state_of(run)["end"]["proven_gone"] == true);
     CHECK(emu.state()["instances"].empty());
 }
+
+TEST_CASE("e2e: --keep-running under policy.max_cost_usd keeps the pod only until the cost cap is reached") {
+    Env env;
+    tests::SshdFixture sshd({pod_with_fakes(env, {})});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    // $0.10 at the emulator's cheapest offer (well under $1/h) lasts minutes, far short of the 2 h keep.
+    auto args = sshd_backed_args(env, cloud_config(env, "runpod", "  keep_ttl: 2h\n  max_duration: 1h\n  max_cost_usd: 0.1\n  heartbeat_timeout: 5m\n"), sshd);
+    args.push_back("--keep-running");
+    auto r = common::run_process(args, cloud_opts(emu, "runpod"));
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    auto st = state_of(run);
+    REQUIRE(st["end"]["action"] == "keep");
+    const double price = st["instance"]["price_usd_per_hour"];
+    REQUIRE(price > 0);
+    const double cap_at = st["instance"]["created_unix"].get<double>() + 0.1 / price * 3600;
+    CHECK(st["end"]["keep_until_unix"].get<double>() == doctest::Approx(cap_at).epsilon(1e-9));
+    CHECK(st["end"]["watchdog_extended"] == true);
+    // The deadline the pod's watchdog enforces.
+    std::string remote = env.dir / ("pod-home/toolkit/runs/" + json_file(run + "/run.json")["run_id"].get<std::string>());
+    std::string conf = tests::read_file(remote + "/watchdog.conf");
+    auto at = conf.find("DEADLINE_UNIX=");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stod(conf.substr(at + 14)) <= cap_at + 1);
+    CHECK(r.err.find("policy.max_cost_usd is reached then") != std::string::npos);
+    CHECK(emu.state()["instances"].size() == 1);  // kept; the test folder's removal takes the watchdog's config, and it exits
+}
