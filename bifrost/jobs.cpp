@@ -58,11 +58,31 @@ JobInfo parse_job_line(const std::string & line) {
     return j;
 }
 
+std::string job_alive_function() {
+    // The start time is field 22 of /proc/PID/stat; the command name (field 2) may hold spaces and
+    // ")", so everything up to the last ") " goes first, and field 22 is then the 20th.
+    return "job_start_time() { sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f20; }\n"
+           "job_alive() {\n"
+           "  ja_pid=$(cat \"$1/pid\" 2>/dev/null)\n"
+           "  [ -n \"$ja_pid\" ] && kill -0 \"$ja_pid\" 2>/dev/null || return 1\n"
+           "  [ -f \"$1/ident\" ] || return 0\n"
+           "  read -r ja_boot ja_start < \"$1/ident\" || return 1\n"
+           "  [ \"$ja_boot\" = \"$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)\" ] || return 1\n"
+           "  [ \"$ja_start\" = \"$(job_start_time \"$ja_pid\")\" ]\n"
+           "}\n";
+}
+
+std::string job_ident_record() {
+    return "jb=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null); js=$(sed 's/.*) //' \"/proc/$$/stat\" 2>/dev/null | cut -d' ' -f20)\n"
+           "if [ -n \"$jb\" ] && [ -n \"$js\" ]; then printf '%s %s\\n' \"$jb\" \"$js\" > \"$J/ident\"; fi\n";
+}
+
 std::string job_list_script(const std::string & glob) {
-    return "cd \"$HOME/.bifrost/jobs\" 2>/dev/null || exit 0\n"
+    return job_alive_function() +
+           "cd \"$HOME/.bifrost/jobs\" 2>/dev/null || exit 0\n"
            "for j in " + glob + "; do n=${j%/}; [ -f \"$n/pid\" ] || continue\n"
            "  ec=$(cat \"$n/exit_code\" 2>/dev/null); pid=$(cat \"$n/pid\"); a=0\n"
-           "  if [ -z \"$ec\" ] && kill -0 \"$pid\" 2>/dev/null; then a=1; fi\n"
+           "  if [ -z \"$ec\" ] && job_alive \"$n\"; then a=1; fi\n"
            "  [ -z \"$ec\" ] && ec=$(cat \"$n/exit_code\" 2>/dev/null)\n"
            "  k=0; [ -f \"$n/killed\" ] && k=1\n"
            "  sz=$(wc -c < \"$n/log\" 2>/dev/null || echo 0)\n"
@@ -94,7 +114,7 @@ JobInfo Client::run_detached(const JobSpec & spec) {
     // still record the code; the command itself gets default signal handling. It does not change
     // directory itself: it inherits the launcher's, which has already applied --cwd (a relative
     // --cwd applied twice would name another directory, or none, and the job would never run).
-    std::string wrapper = "J=" + j + "\n"
+    std::string wrapper = "J=" + j + "\n" + job_ident_record() +
                           "echo $$ > \"$J/pid.tmp\" && mv \"$J/pid.tmp\" \"$J/pid\"\n"
                           "date +%s > \"$J/start_time\"\n"
                           "trap : TERM INT HUP\n"
@@ -102,8 +122,8 @@ JobInfo Client::run_detached(const JobSpec & spec) {
                           "code=$?\n"
                           "date +%s > \"$J/end_time\"\n"
                           "echo \"$code\" > \"$J/exit_code.tmp\" && mv \"$J/exit_code.tmp\" \"$J/exit_code\"\n";
-    std::string script = "J=" + j + "\n"
-                         "if [ -f \"$J/pid\" ] && [ ! -f \"$J/exit_code\" ] && kill -0 \"$(cat \"$J/pid\")\" 2>/dev/null; then\n"
+    std::string script = job_alive_function() + "J=" + j + "\n"
+                         "if [ -f \"$J/pid\" ] && [ ! -f \"$J/exit_code\" ] && job_alive \"$J\"; then\n"
                          "  echo 'job " + spec.name + " is still running' >&2; exit " + std::to_string(kJobRunning) + "\n"
                          "fi\n"
                          "rm -rf \"$J\" && mkdir -p \"$J\" || exit 97\n"
@@ -154,9 +174,13 @@ JobInfo Client::job(const std::string & name) {
 JobInfo Client::kill(const std::string & name, double grace_s) {
     const std::string j = job_dir(name);
     int ticks = static_cast<int>(grace_s * 10);
-    std::string script = "J=" + j + "\n"
+    // Only a wrapper that is still this job's own process is signalled (its process group is the
+    // job's): a pid reused by an unrelated process after a reboot or container restart is left
+    // alone, and a job that is gone needs nothing.
+    std::string script = job_alive_function() + "J=" + j + "\n"
                          "[ -f \"$J/pid\" ] || exit " + std::to_string(kNoSuchJobStatus) + "\n"
                          "[ -f \"$J/exit_code\" ] && exit 0\n"
+                         "job_alive \"$J\" || exit 0\n"
                          "pid=$(cat \"$J/pid\")\n"
                          ": > \"$J/killed\"\n"
                          "kill -TERM -\"$pid\" 2>/dev/null\n"

@@ -9,6 +9,15 @@ namespace bifrost {
 
 constexpr int kNoSuchJobStatus = 91;  // remote scripts exit with this when the job directory is missing
 
+// A POSIX-sh function definition: `job_alive DIR` is true while DIR's wrapper is still running. Its
+// identity is checked, not only its pid: the wrapper records the boot id and its own start time
+// (field 22 of /proc/PID/stat) in DIR/ident, and a pid that now names another process (reused after
+// a reboot or a container restart) is not the job. Records without DIR/ident (older bifrost, or a
+// remote without /proc) fall back to `kill -0`.
+std::string job_alive_function();
+// The wrapper's lines that record DIR ($J) /ident; run before it writes its pid.
+std::string job_ident_record();
+
 // A POSIX-sh fragment that prints one tab-separated state line per job directory matched by `glob`
 // (under ~/.bifrost/jobs; a plain job name matches that job only).
 std::string job_list_script(const std::string & glob);

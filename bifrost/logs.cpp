@@ -63,10 +63,17 @@ uint64_t Client::logs(const std::string & name, uint64_t offset, bool follow, co
     uint64_t at = offset;
     return impl_->idempotent("logs " + name, [&] {
         std::string script = head + "o=" + std::to_string(at + 1) + "\n";
+        // tail -f ends with the job: it watches a helper that lives while the job's wrapper is
+        // still the job's own process (job_alive checks its identity, so a reused pid does not keep
+        // a follow of a dead job open for ever) and while this shell does (a dropped follower's
+        // helper does not linger). tail is not exec'd: this shell must reap the helper, since tail
+        // sees a zombie as alive.
         if (follow)
-            script += "pid=$(cat \"$J/pid\")\n"
-                      "if [ -f \"$J/exit_code\" ] || ! kill -0 \"$pid\" 2>/dev/null; then exec tail -c +$o \"$J/log\"; fi\n"
-                      "exec tail -c +$o -s 0.2 -f --pid=\"$pid\" \"$J/log\"\n";
+            script += job_alive_function() +
+                      "if [ -f \"$J/exit_code\" ] || ! job_alive \"$J\"; then exec tail -c +$o \"$J/log\"; fi\n"
+                      "me=$$\n"
+                      "( while [ ! -f \"$J/exit_code\" ] && job_alive \"$J\" && kill -0 \"$me\" 2>/dev/null; do sleep 0.5; done ) &\n"
+                      "tail -c +$o -s 0.2 -f --pid=$! \"$J/log\"\n";
         else
             script += "exec tail -c +$o \"$J/log\"\n";
         impl_->stream_log(name, script, at, on_data, "reading the log of " + name);

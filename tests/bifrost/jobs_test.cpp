@@ -2,6 +2,8 @@
 // killing the whole process group, and log following across a dropped connection.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -162,4 +164,72 @@ TEST_CASE("jobs: a relative --cwd runs the job in that directory, once") {
     std::string log;
     client.logs("rel", 0, false, [&](std::string_view d) { log.append(d); });
     CHECK(log == std::filesystem::canonical(remote.home() + "/proj").string() + "\n");
+}
+
+namespace {
+
+// An unrelated process in its own session and process group (pgid == its pid), as a reused pid
+// would name after a reboot or container restart.
+struct Decoy {
+    pid_t pid = -1;
+    Decoy() {
+        pid = ::fork();
+        if (pid == 0) {
+            ::setsid();
+            ::execlp("sleep", "sleep", "120", static_cast<char *>(nullptr));
+            ::_exit(127);
+        }
+    }
+    bool alive() const { return ::kill(pid, 0) == 0 && ::waitpid(pid, nullptr, WNOHANG) == 0; }
+    ~Decoy() {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+    }
+};
+
+// A job directory as the wrapper leaves it while running, whose pid file names `pid`.
+void fake_running_job(const std::string & home, const std::string & name, pid_t pid, const std::string & ident) {
+    const std::string d = home + "/.bifrost/jobs/" + name;
+    tests::spit(d + "/pid", std::to_string(pid) + "\n");
+    tests::spit(d + "/start_time", "1700000000\n");
+    tests::spit(d + "/command", "python train.py\n");
+    tests::spit(d + "/log", "old output\n");
+    if (!ident.empty()) tests::spit(d + "/ident", ident);
+}
+
+}  // namespace
+
+// The wrapper records the boot id and its start time; a pid that now names another process is not
+// the job. It used to be "running" while the unrelated process lived, `logs -f` followed it, and
+// `kill` sent TERM and KILL to that process's group.
+TEST_CASE("jobs: a pid reused by an unrelated process is not the job: not running, logs -f ends, kill leaves it alone") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    // A real job records its identity and is running.
+    client.run_detached(spec("real", "sleep 30"));
+    const std::string ident = tests::slurp(remote.home() + "/.bifrost/jobs/real/ident");
+    CHECK(ident.size() > 40);
+    CHECK(client.job("real").state == "running");
+    Decoy decoy;
+    REQUIRE(decoy.alive());
+    const std::string boot = ident.substr(0, ident.find(' '));
+    fake_running_job(remote.home(), "stale", decoy.pid, boot + " 1\n");  // same boot, another start time
+    fake_running_job(remote.home(), "rebooted", decoy.pid, "00000000-0000-0000-0000-000000000000 1\n");
+    for (const char * name : {"stale", "rebooted"}) {
+        CAPTURE(name);
+        CHECK(client.job(name).state == "killed");  // gone without an exit code
+        const auto t0 = std::chrono::steady_clock::now();
+        std::string log;
+        client.logs(name, 0, true, [&](std::string_view d) { log.append(d); });
+        CHECK(log == "old output\n");
+        CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+        client.kill(name, 0.2);
+        CHECK(decoy.alive());
+        CHECK_FALSE(std::filesystem::exists(remote.home() + "/.bifrost/jobs/" + name + "/killed"));
+    }
+    // A record from before identities were recorded keeps the old meaning (the pid alone).
+    fake_running_job(remote.home(), "old", decoy.pid, "");
+    CHECK(client.job("old").state == "running");
+    client.kill("real", 0.2);
+    CHECK(client.job("real").state == "killed");
 }
