@@ -103,12 +103,18 @@ std::string commit_script(const std::vector<std::string> & changed, const std::v
         // A directory that appeared remotely meanwhile (not ours) is merged file by file instead.
         s += "merge_tree() { (cd \"$S/files/$1\" 2>/dev/null && find . ! -type d) | while IFS= read -r f; do\n"
              "  mkdir -p -- \"$(dirname -- \"$1/$f\")\" && mv -f -- \"$S/files/$1/$f\" \"$1/$f\"; done; }\n";
+    // In batches like the other mv and rm calls: one mv of every new directory of a parent hit the
+    // argument-size limit ("Argument list too long") with thousands of siblings, and growing "$@"
+    // one word at a time is quadratic in dash.
     for (const auto & [parent, dirs] : new_dirs_by_parent) {
-        s += "set --\nfor d in";
-        for (const auto & d : dirs) s += " " + sh_quote(d);
-        s += "; do if [ -e \"$d\" ] || [ -L \"$d\" ]; then merge_tree \"$d\"; "
-             "elif [ -e \"$S/files/$d\" ]; then set -- \"$@\" \"$S/files/$d\"; fi; done\n"
-             "[ $# -eq 0 ] || mv -f -- \"$@\" " + (parent.empty() ? std::string("./") : sh_quote(parent + "/")) + " || ok=0\n";
+        const std::vector<std::string> list(dirs.begin(), dirs.end());
+        for (size_t i = 0; i < list.size(); i += kBatch) {
+            s += "set --\nfor d in";
+            for (size_t j = i; j < std::min(list.size(), i + kBatch); ++j) s += " " + sh_quote(list[j]);
+            s += "; do if [ -e \"$d\" ] || [ -L \"$d\" ]; then merge_tree \"$d\"; "
+                 "elif [ -e \"$S/files/$d\" ]; then set -- \"$@\" \"$S/files/$d\"; fi; done\n"
+                 "[ $# -eq 0 ] || mv -f -- \"$@\" " + (parent.empty() ? std::string("./") : sh_quote(parent + "/")) + " || ok=0\n";
+        }
     }
     for (const auto & [dir, files] : files_by_dir) {
         for (size_t i = 0; i < files.size(); i += kBatch) {
@@ -128,25 +134,41 @@ std::string commit_script(const std::vector<std::string> & changed, const std::v
 }
 
 // Step 1's script: creates the directory if needed, rolls forward a push whose upload had
-// completed, and answers the directory's real path, "clean" or "completed", then the manifest.
+// completed, and answers the directory's real path, "clean", "completed" or "discarded", then the
+// manifest. A commit that fails again here failed for a reason of its own, not an interruption
+// (nothing interrupts this run of it): re-running it on every push would fail every push for
+// ever, so its staging is discarded (its reason on stderr) and this push sends what is still
+// needed. Discarding is safe: files it already moved are not in the manifest yet, so they are
+// compared and sent again.
 std::string remote_state_script(const std::string & dir_expr) {
     return "D=" + dir_expr + "\n"
            "{ [ -d \"$D\" ] || mkdir -p -- \"$D\"; } && cd -- \"$D\" || exit 97\n"
            "r=clean\n"
-           "if [ -f .bifrost-staging/ready ]; then sh .bifrost-staging/commit.sh || exit 98; r=completed; fi\n"
+           "if [ -f .bifrost-staging/ready ]; then\n"
+           "  if e=$(sh .bifrost-staging/commit.sh 2>&1 >/dev/null); then r=completed\n"
+           "  else printf '%s\\n' \"$e\" | head -c 2000 >&2; rm -rf .bifrost-staging; r=discarded; fi\n"
+           "fi\n"
            "pwd -P; echo \"$r\"; [ -f .bifrost-manifest ] && exec cat .bifrost-manifest; exit 0\n";
 }
 
 // The reply to remote_state_script: fills stats.remote_dir and completed_interrupted_push and
 // returns the remote manifest.
-Manifest parse_remote_state(const std::string & state, const std::string & label, const std::string & remote_dir,
-                            PushStats & stats) {
+Manifest parse_remote_state(const std::string & state, const std::string & err, const std::string & label,
+                            const std::string & remote_dir, PushStats & stats) {
     size_t nl1 = state.find('\n');
     size_t nl2 = nl1 == std::string::npos ? std::string::npos : state.find('\n', nl1 + 1);
     if (nl2 == std::string::npos) throw Error(ErrorKind::RemoteFailed, label + ": push: unexpected reply reading " + remote_dir);
     stats.remote_dir = state.substr(0, nl1);
-    stats.completed_interrupted_push = state.substr(nl1 + 1, nl2 - nl1 - 1) == "completed";
+    const std::string outcome = state.substr(nl1 + 1, nl2 - nl1 - 1);
+    stats.completed_interrupted_push = outcome == "completed";
     if (stats.completed_interrupted_push) common::log::info("push: completed an interrupted earlier push to ", stats.remote_dir);
+    if (outcome == "discarded") {
+        std::string why = err;
+        while (!why.empty() && why.back() == '\n') why.pop_back();
+        common::log::warn("push: an earlier push to ", stats.remote_dir, " could not be completed (",
+                          why.empty() ? "its commit failed" : why,
+                          "); its upload was discarded and this push sends what is still needed");
+    }
     return parse_manifest(std::string_view(state).substr(nl2 + 1));
 }
 
@@ -296,9 +318,16 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
         return std::make_pair(scan_tree(root.string(), {options.include_git, options.excludes}),
                               std::make_unique<HashCache>(hash_cache_path(root.string())));
     });
-    std::string state;
+    Client::Impl::Captured state;
     try {
-        state = impl_->run_script_ok(remote_state_script(dir_expr), "push: reading the remote manifest of " + remote_dir);
+        state = impl_->run_script(remote_state_script(dir_expr));
+        if (state.status != 0) {
+            while (!state.err.empty() && state.err.back() == '\n') state.err.pop_back();
+            throw Error(ErrorKind::RemoteFailed, label + ": push: reading the remote manifest of " + remote_dir + " failed (exit " +
+                                                     std::to_string(state.status) + ")" +
+                                                     (state.err.empty() ? "" : ": " + state.err))
+                .with("host", label);
+        }
     } catch (...) {
         scanned.wait();
         throw;
@@ -306,7 +335,7 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
     auto [local, cache_ptr] = scanned.get();
     HashCache & cache = *cache_ptr;
     PushStats stats;
-    const Manifest remote = parse_remote_state(state, label, remote_dir, stats);
+    const Manifest remote = parse_remote_state(state.out, state.err, label, remote_dir, stats);
 
     const Transfer t = plan_transfer(local, remote, cache, root, stats);
     if (t.to_send.empty() && t.deleted.empty()) {

@@ -188,3 +188,45 @@ TEST_CASE("push: a commit cut off halfway leaves each file old or new, and the n
     CHECK(stats.files_sent == 0);  // the staged files were already there: finishing needed no upload
     CHECK(tree(dst) == tree(src));
 }
+
+// The new directories of one parent moved with one mv: with many siblings its argument list passed
+// the kernel's limit ("Argument list too long"), the commit failed, and every later push re-ran the
+// same commit script and failed too. The remote's limit is made small here: bash started by sshd
+// reads ~/.bashrc (Debian builds it so), and a 256 KiB stack gives the 128 KiB minimum for
+// arguments; 600 directories with 200-character names pass it in one mv.
+TEST_CASE("push: many new sibling directories move in batches within the argument-size limit") {
+    tests::RemoteFixture remote;
+    tests::spit(remote.home() + "/.bashrc", "ulimit -s 256\n");
+    auto client = remote.client();
+    std::string limit;
+    client.exec(bifrost::Command::args({"sh", "-c", "ulimit -s"}), {}, [&](std::string_view d) { limit.append(d); }, {});
+    if (limit != "256\n")
+        MESSAGE("the remote login shell did not read ~/.bashrc (not Debian's bash?): the argument limit stays large");
+    const std::string src = remote.local() + "/many";
+    const std::string pad(200, 'x');
+    for (int i = 0; i < 600; ++i) tests::spit(src + "/d" + std::to_string(i) + pad + "/f.txt", std::to_string(i));
+    auto stats = client.push(src, to("~/many"));
+    CHECK(stats.files_sent == 600);
+    CHECK(tree(remote.home() + "/many") == tree(src));
+    CHECK_FALSE(fs::exists(remote.home() + "/many/.bifrost-staging"));
+}
+
+// A rolled-forward commit that fails again failed for a reason of its own: its upload is discarded
+// with a warning naming the reason and this push goes on, instead of every push failing for ever.
+TEST_CASE("push: an earlier commit that keeps failing is discarded with its reason, and the push goes on") {
+    tests::RemoteFixture remote;
+    const std::string src = remote.local() + "/p";
+    tests::spit(src + "/a.txt", "a1");
+    auto client = remote.client();
+    client.push(src, to("~/p"));
+    // What an earlier push left: a complete upload whose commit script fails every time.
+    tests::spit(remote.home() + "/p/.bifrost-staging/commit.sh", "echo 'mv: Argument list too long' >&2; exit 95\n");
+    tests::spit(remote.home() + "/p/.bifrost-staging/ready", "");
+    tests::spit(src + "/a.txt", "a2");
+    tests::spit(src + "/b.txt", "b");
+    auto r = remote.cli({"--persist", "0", "push", remote.target(), src, "--to", "~/p"});
+    CHECK(r.code == 0);
+    CHECK(r.err.find("could not be completed (mv: Argument list too long)") != std::string::npos);
+    CHECK(tree(remote.home() + "/p") == tree(src));
+    CHECK_FALSE(fs::exists(remote.home() + "/p/.bifrost-staging"));
+}
