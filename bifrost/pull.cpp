@@ -218,16 +218,20 @@ struct PullRun {
     PullStats stats;
     uint64_t bytes_total = 0;
     uint64_t bytes_done = 0;
+    std::vector<std::string> failed;  // files skipped after a second checksum mismatch
 };
 
-// Appends the remote file `name` from byte `offset` to the part file (fsynced); throws on a local
-// write error or a non-zero remote exit. The part file stays when the connection fails: the next
-// pull resumes from its size.
-void append_remote_tail(PullRun & run, const std::string & name, const std::string & part, uint64_t offset) {
+// Appends bytes [offset, size) of the remote file `name` to the part file (fsynced); throws on a
+// local write error or a non-zero remote exit. The part file stays when the connection fails: the
+// next pull resumes from its size.
+void append_remote_tail(PullRun & run, const std::string & name, const std::string & part, uint64_t offset, uint64_t size) {
     int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) throw Error::io(part, "open", errno);
-    // Names are relative to the directory the prelude changes into.
-    Prologue p = make_prologue(run.prelude + "exec tail -c +" + std::to_string(offset + 1) + " -- ./" + sh_quote(name) + "\n");
+    // Names are relative to the directory the prelude changes into. Only up to the listed size:
+    // a file still being appended to (a log) then matches the hash listed with that size, where
+    // streaming to its current end never did.
+    Prologue p = make_prologue(run.prelude + "tail -c +" + std::to_string(offset + 1) + " -- ./" + sh_quote(name) +
+                               " | head -c " + std::to_string(size - offset) + "\n");
     RemoteCommand rc;
     rc.command = p.command;
     rc.stdin_data = p.stdin_block;
@@ -266,7 +270,9 @@ void append_remote_tail(PullRun & run, const std::string & name, const std::stri
 
 // Brings one regular file into place: skipped when present with the right hash, else streamed
 // into NAME.bifrost-part (resumed from its size), verified and renamed; a checksum mismatch is
-// downloaded once more from the start before it is an error.
+// downloaded once more from the start. A second mismatch (the file was rewritten since it was
+// listed) skips the file with a warning and records it in run.failed: one file still being written
+// must not cost every other file of the pull.
 void fetch_file(PullRun & run, const std::string & root, const std::string & name, const RemoteFile & f) {
     make_parents(root, name);
     std::string final_path = root + "/" + name;
@@ -285,7 +291,7 @@ void fetch_file(PullRun & run, const std::string & root, const std::string & nam
             offset = 0;
         }
         if (offset > 0) run.stats.files_resumed++;
-        append_remote_tail(run, name, part, offset);
+        append_remote_tail(run, name, part, offset, f.size);
         if (sha256_file(part) == f.hash) {
             ::chmod(part.c_str(), f.mode);
             if (::rename(part.c_str(), final_path.c_str()) != 0) throw Error::io(final_path, "rename into place", errno);
@@ -293,9 +299,12 @@ void fetch_file(PullRun & run, const std::string & root, const std::string & nam
             return;
         }
         ::unlink(part.c_str());
-        if (attempt == 1)
-            throw Error(ErrorKind::RemoteFailed, run.label + ": pull: checksum mismatch for " + name +
-                                                     " after a full download (is it still being written?)");
+        if (attempt == 1) {
+            common::log::warn("pull: ", name, ": checksum mismatch after a full download (is it still being written?); "
+                              "skipped, the other files are still pulled");
+            run.failed.push_back(name);
+            return;
+        }
         common::log::warn("pull: ", name, ": checksum mismatch; downloading it again from the start");
     }
 }
@@ -331,6 +340,16 @@ PullStats Client::pull(const std::string & remote_path, const std::string & loca
     }
     for (const auto & [name, f] : files)
         if (f.is_link) make_link(run, root, name, f);
+    if (!run.failed.empty()) {
+        std::string names;
+        for (size_t i = 0; i < run.failed.size() && i < 20; ++i) names += (i ? ", " : "") + run.failed[i];
+        if (run.failed.size() > 20) names += ", ...";
+        throw Error(ErrorKind::RemoteFailed, label + ": pull: " + std::to_string(run.failed.size()) + " of " +
+                                                 std::to_string(run.stats.files_total) +
+                                                 " files changed while being pulled and were skipped (" + names +
+                                                 "); every other file is in place; pull again once they are complete")
+            .with("host", label);
+    }
     return run.stats;
 }
 

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "bifrost/manifest.h"
 #include "common/error.h"
@@ -100,4 +101,47 @@ TEST_CASE("pull: a hostile server's '..' and absolute names are refused before a
     }
     CHECK_FALSE(fs::exists(remote.local() + "/a/escaped"));
     CHECK_FALSE(fs::exists(dst));
+}
+
+// A file still being written used to fail the whole pull: its bytes were streamed to its current
+// end, past the size listed with its hash, so the hash never matched, and the pull stopped there.
+// Now each file is read up to its listed size (a log only appended to matches), and a file
+// rewritten since the listing is skipped with a warning while every other file is still pulled;
+// the pull then fails naming it.
+TEST_CASE("pull: files written during the pull: an appended one arrives as listed, a rewritten one is skipped, the rest arrive") {
+    tests::RemoteFixture remote;
+    std::string big(1 << 20, 'a');
+    tests::spit(remote.home() + "/out/a.bin", big);
+    tests::spit(remote.home() + "/out/b.log", "line 1\n");
+    tests::spit(remote.home() + "/out/c.dat", "version 1\n");
+    tests::spit(remote.home() + "/out/d.txt", "last\n");
+    auto client = remote.client();
+    bool written = false;
+    bifrost::PullOptions o;
+    o.progress = [&](uint64_t done, uint64_t) {
+        if (written || done < 1000) return;  // a.bin, the first file, is arriving: the listing is done
+        written = true;
+        std::ofstream(remote.home() + "/out/b.log", std::ios::app) << "line 2\n";
+        std::ofstream(remote.home() + "/out/c.dat", std::ios::trunc) << "version 2\n";
+    };
+    const std::string dst = remote.local() + "/out";
+    std::string message;
+    try {
+        client.pull("~/out", dst, o);
+        FAIL("expected the rewritten file to be reported");
+    } catch (const common::Error & e) {
+        message = e.message();
+        CHECK(e.kind() == common::ErrorKind::RemoteFailed);
+    }
+    CHECK(written);
+    CHECK(message.find("1 of 4 files changed while being pulled and were skipped (c.dat)") != std::string::npos);
+    CHECK(tests::slurp(dst + "/a.bin") == big);
+    CHECK(tests::slurp(dst + "/b.log") == "line 1\n");
+    CHECK_FALSE(fs::exists(dst + "/c.dat"));
+    CHECK_FALSE(fs::exists(dst + "/c.dat.bifrost-part"));
+    CHECK(tests::slurp(dst + "/d.txt") == "last\n");
+    // Once the files are complete, a second pull brings them.
+    auto again = client.pull("~/out", dst);
+    CHECK(tests::slurp(dst + "/b.log") == "line 1\nline 2\n");
+    CHECK(tests::slurp(dst + "/c.dat") == "version 2\n");
 }
