@@ -12,7 +12,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
 #include <map>
+#include <set>
 
 #include "bifrost/bifrost.h"
 #include "bifrost/client_impl.h"
@@ -63,26 +65,58 @@ std::string checked_name(const std::string & raw, const std::string & label) {
     return p;
 }
 
-// True when `target`, relative to the link's directory, stays inside the root (lexically).
-bool link_stays_inside(const std::string & link_path, const std::string & target) {
-    if (target.empty() || target[0] == '/') return false;
+std::vector<std::string> split_path(const std::string & p) {
     std::vector<std::string> parts;
-    auto slash = link_path.rfind('/');
-    std::string dir = slash == std::string::npos ? "" : link_path.substr(0, slash);
-    std::string joined = dir.empty() ? target : dir + "/" + target;
     size_t start = 0;
-    while (start <= joined.size()) {
-        size_t end = joined.find('/', start);
-        if (end == std::string::npos) end = joined.size();
-        std::string part = joined.substr(start, end - start);
+    while (start <= p.size()) {
+        size_t end = p.find('/', start);
+        if (end == std::string::npos) end = p.size();
+        parts.push_back(p.substr(start, end - start));
         start = end + 1;
+    }
+    return parts;
+}
+
+std::string join_path(const std::vector<std::string> & parts) {
+    std::string out;
+    for (const auto & p : parts) out += (out.empty() ? "" : "/") + p;
+    return out;
+}
+
+// True when the symlink `link_path` -> `target` leads to a place inside the pulled directory once
+// it is resolved as the system will resolve it after the pull. Not only lexically: ".." after a
+// component that is itself one of the pulled links climbs from where that link leads (with
+// d -> ., e -> d/.. is the directory above, though "d/.." looks like "."), so a link component
+// that more components follow is replaced by its own target. ".." after a component the listing
+// does not show to be a real directory is refused: what it names locally is unknown.
+bool link_stays_inside(const std::string & link_path, const std::string & target,
+                       const std::map<std::string, std::string> & links, const std::set<std::string> & real_dirs) {
+    if (target.empty() || target[0] == '/') return false;
+    std::vector<std::string> at = split_path(link_path);
+    at.pop_back();  // the link's own directory
+    std::vector<std::string> todo = split_path(target);
+    std::reverse(todo.begin(), todo.end());  // a stack: the next component last
+    int expansions = 0;
+    while (!todo.empty()) {
+        std::string part = todo.back();
+        todo.pop_back();
         if (part.empty() || part == ".") continue;
         if (part == "..") {
-            if (parts.empty()) return false;
-            parts.pop_back();
-        } else {
-            parts.push_back(part);
+            if (at.empty() || !real_dirs.count(join_path(at))) return false;
+            at.pop_back();
+            continue;
         }
+        at.push_back(part);
+        const std::string here = join_path(at);
+        auto link = links.find(here);
+        bool more = false;
+        for (const auto & rest : todo) more |= !rest.empty() && rest != ".";
+        if (link == links.end() || !more) continue;
+        // The system follows this link before the components after it: so do we.
+        if (++expansions > 40 || link->second.empty() || link->second[0] == '/') return false;
+        at.pop_back();
+        std::vector<std::string> inner = split_path(link->second);
+        for (auto it = inner.rbegin(); it != inner.rend(); ++it) todo.push_back(*it);
     }
     return true;
 }
@@ -185,15 +219,23 @@ std::map<std::string, RemoteFile> parse_listing(const std::string & out, const s
         } else if (section == 'L') {
             if (i + 1 >= records.size()) throw Error(ErrorKind::RemoteFailed, label + ": pull: malformed link listing");
             std::string name = checked_name(rec, label);
-            std::string target = records[++i];
-            if (!link_stays_inside(name, target))
-                throw Error(ErrorKind::RemoteFailed, label + ": pull: refusing symlink " + name + " -> " + target +
-                                                         ": it points outside the pulled directory; nothing was written");
             RemoteFile & f = files[name];
             f.is_link = true;
-            f.link_target = target;
+            f.link_target = records[++i];
         }
     }
+    // Links are checked once all are known: one may lead through another.
+    std::map<std::string, std::string> links;
+    std::set<std::string> real_dirs;
+    for (const auto & [name, f] : files) {
+        if (f.is_link) links[name] = f.link_target;
+        for (size_t at = name.find('/'); at != std::string::npos; at = name.find('/', at + 1)) real_dirs.insert(name.substr(0, at));
+    }
+    for (const auto & [name, target] : links) real_dirs.erase(name);
+    for (const auto & [name, target] : links)
+        if (!link_stays_inside(name, target, links, real_dirs))
+            throw Error(ErrorKind::RemoteFailed, label + ": pull: refusing symlink " + name + " -> " + target +
+                                                     ": it points outside the pulled directory; nothing was written");
     for (const auto & [name, f] : files)
         if (!f.is_link && f.hash.size() != 64)
             throw Error(ErrorKind::RemoteFailed, label + ": pull: no checksum for " + name + " (is sha256sum installed?)");

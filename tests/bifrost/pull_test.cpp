@@ -145,3 +145,32 @@ TEST_CASE("pull: files written during the pull: an appended one arrives as liste
     CHECK(tests::slurp(dst + "/b.log") == "line 1\nline 2\n");
     CHECK(tests::slurp(dst + "/c.dat") == "version 2\n");
 }
+
+// The check was textual: with d -> ., "d/.." looks like "." but the system resolves it from where d
+// leads, the directory above. So e -> d/.. and up2 -> e/.. escaped the destination. Links are now
+// resolved through the other pulled links.
+TEST_CASE("pull: a chain of links that climbs out through another link is refused") {
+    tests::RemoteFixture remote;
+    tests::spit(remote.home() + "/out/ok.txt", "fine\n");
+    fs::create_symlink(".", remote.home() + "/out/d");
+    fs::create_symlink("d/..", remote.home() + "/out/e");
+    fs::create_symlink("e/..", remote.home() + "/out/up2");
+    auto client = remote.client();
+    const std::string dst = remote.local() + "/x/out";
+    try {
+        client.pull("~/out", dst);
+        FAIL("expected a refusal");
+    } catch (const common::Error & e) {
+        CHECK(e.message().find("refusing symlink e -> d/..") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(dst));
+    // Links through links that stay inside are fine: sub/l -> ../d/sub/f is sub/f.
+    fs::remove(remote.home() + "/out/e");
+    fs::remove(remote.home() + "/out/up2");
+    tests::spit(remote.home() + "/out/sub/f", "f\n");
+    fs::create_symlink("../d/sub/f", remote.home() + "/out/sub/l");
+    fs::create_symlink("d/sub/..", remote.home() + "/out/back");
+    client.pull("~/out", dst);
+    CHECK(tests::slurp(dst + "/sub/l") == "f\n");
+    CHECK(fs::equivalent(dst + "/back", dst));
+}
