@@ -66,6 +66,9 @@ struct PullStats {
     uint64_t files_fetched = 0;
     uint64_t bytes_fetched = 0;
     uint64_t files_resumed = 0;
+    // "NAME -> TARGET" of each symlink not created because it leads out of the destination (each
+    // is warned of; the pull still succeeds).
+    std::vector<std::string> links_refused;
 };
 
 struct JobSpec {

@@ -1,7 +1,7 @@
 // pull: recursive download, verified by SHA-256 and resumable. One listing round trip returns
 // size, mode and sha256sum for every remote file (coreutils only: find, stat, sha256sum -z, readlink);
 // every name is checked before anything is written, so a hostile or broken server cannot make us
-// write outside LOCAL (.., absolute names, symlinks leading out are refused). Each file streams
+// write outside LOCAL (.. and absolute names refuse the pull; symlinks leading out are skipped). Each file streams
 // into NAME.bifrost-part (appending from its current size after an interruption), is verified
 // against the remote hash, and is renamed into place. Files already present with the right hash
 // are skipped.
@@ -187,7 +187,9 @@ bool is_bookkeeping(const std::string & name) {
 
 // The listing's records as checked names (every one refused before anything is written when it
 // could leave the destination) with size, mode, hash or link target; every file has a checksum.
-std::map<std::string, RemoteFile> parse_listing(const std::string & out, const std::string & label) {
+// Symlinks that lead out of the destination are left out, "NAME -> TARGET" in refused_links.
+std::map<std::string, RemoteFile> parse_listing(const std::string & out, const std::string & label,
+                                                std::vector<std::string> & refused_links) {
     std::map<std::string, RemoteFile> files;
     char section = 0;
     const std::vector<std::string> records = nul_records(out);
@@ -232,10 +234,15 @@ std::map<std::string, RemoteFile> parse_listing(const std::string & out, const s
         for (size_t at = name.find('/'); at != std::string::npos; at = name.find('/', at + 1)) real_dirs.insert(name.substr(0, at));
     }
     for (const auto & [name, target] : links) real_dirs.erase(name);
+    // A link that leads out is not created, and the rest of the pull goes on: results often hold
+    // an absolute link or two (a venv's python, a dataset cache), and refusing the whole pull for
+    // them left the user with nothing. Each one is warned of and listed in PullStats.
     for (const auto & [name, target] : links)
-        if (!link_stays_inside(name, target, links, real_dirs))
-            throw Error(ErrorKind::RemoteFailed, label + ": pull: refusing symlink " + name + " -> " + target +
-                                                     ": it points outside the pulled directory; nothing was written");
+        if (!link_stays_inside(name, target, links, real_dirs)) {
+            common::log::warn("pull: not creating symlink ", name, " -> ", target, ": it points outside the pulled directory");
+            refused_links.push_back(name + " -> " + target);
+            files.erase(name);
+        }
     for (const auto & [name, f] : files)
         if (!f.is_link && f.hash.size() != 64)
             throw Error(ErrorKind::RemoteFailed, label + ": pull: no checksum for " + name + " (is sha256sum installed?)");
@@ -370,11 +377,13 @@ PullStats Client::pull(const std::string & remote_path, const std::string & loca
     if (c.status != 0)
         throw Error(ErrorKind::RemoteFailed, label + ": pull: listing " + remote_path + " failed (exit " +
                                                  std::to_string(c.status) + "): " + c.err);
-    const std::map<std::string, RemoteFile> files = parse_listing(c.out, label);
+    std::vector<std::string> refused_links;
+    const std::map<std::string, RemoteFile> files = parse_listing(c.out, label, refused_links);
 
     const std::string root = pull_root(remote_path, local_dir);
     fs::create_directories(root);
     PullRun run{*impl_, label, prelude, options, {}};
+    run.stats.links_refused = refused_links;
     for (const auto & [name, f] : files) run.bytes_total += f.size;
     for (const auto & [name, f] : files) {
         run.stats.files_total++;

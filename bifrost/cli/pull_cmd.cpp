@@ -14,6 +14,7 @@ int run_pull(const GlobalOptions & global, const PullCmdOptions & o, const commo
                 {"files_fetched", s.files_fetched},
                 {"files_resumed", s.files_resumed},
                 {"bytes_fetched", s.bytes_fetched},
+                {"links_refused", s.links_refused},
                 {"duration_s", seconds}});
     return 0;
 }
