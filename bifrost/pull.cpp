@@ -271,8 +271,10 @@ struct PullRun {
 };
 
 // Appends bytes [offset, size) of the remote file `name` to the part file (fsynced); throws on a
-// local write error or a non-zero remote exit. The part file stays when the connection fails: the
-// next pull resumes from its size.
+// local write error or a non-zero remote exit. The part file stays when the connection fails or the
+// disk is full: the next pull resumes from its size. The first local write error ends the transfer
+// at once (the exception leaves the transport's run, which closes the channel): downloading the
+// rest of a file, and then of every other file, into a full disk only wasted time.
 void append_remote_tail(PullRun & run, const std::string & name, const std::string & part, uint64_t offset, uint64_t size) {
     int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) throw Error::io(part, "open", errno);
@@ -285,15 +287,13 @@ void append_remote_tail(PullRun & run, const std::string & name, const std::stri
     rc.command = p.command;
     rc.stdin_data = p.stdin_block;
     std::string err;
-    std::string write_error;
     rc.on_stdout = [&](std::string_view d) {
         size_t off = 0;
-        while (off < d.size() && write_error.empty()) {
+        while (off < d.size()) {
             ssize_t n = ::write(fd, d.data() + off, d.size() - off);
             if (n < 0) {
                 if (errno == EINTR) continue;
-                write_error = std::strerror(errno);
-                break;
+                throw Error::io(part, "write", errno);
             }
             off += static_cast<size_t>(n);
         }
@@ -309,9 +309,12 @@ void append_remote_tail(PullRun & run, const std::string & name, const std::stri
         ::close(fd);
         throw;
     }
-    if (::fsync(fd) != 0 && write_error.empty()) write_error = std::strerror(errno);
+    if (::fsync(fd) != 0) {
+        const int e = errno;
+        ::close(fd);
+        throw Error::io(part, "fsync", e);
+    }
     ::close(fd);
-    if (!write_error.empty()) throw Error::usage("local file " + part + ": write failed: " + write_error);
     if (status != 0)
         throw Error(ErrorKind::RemoteFailed, run.label + ": pull: reading " + name + " failed (exit " +
                                                  std::to_string(status) + "): " + err);

@@ -1,6 +1,8 @@
 // pull against a real sshd: recursive mirror verified by SHA-256, skipping unchanged files,
 // resuming partial downloads, and refusing names that would escape the destination.
 #include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -179,4 +181,45 @@ TEST_CASE("pull: a chain of links that climbs out through another link is refuse
     client.pull("~/out", dst);
     CHECK(tests::slurp(dst + "/sub/l") == "f\n");
     CHECK(fs::equivalent(dst + "/back", dst));
+}
+
+// A local write failure (a full disk; here a file-size limit, which fails write(2) with EFBIG the
+// same way) used to be remembered while the rest of the file and every other file were still
+// downloaded, then reported as a usage error (exit 2). Now the transfer stops at the first failed
+// write and the error is the I/O error, naming the file.
+TEST_CASE("pull: a local write failure stops the transfer at once and is reported as an I/O error naming the file") {
+    tests::RemoteFixture remote;
+    std::string data(8 << 20, 'z');
+    tests::spit(remote.home() + "/big/a.bin", data);
+    tests::spit(remote.home() + "/big/b.bin", data);
+    auto client = remote.client();
+    uint64_t most = 0;
+    bifrost::PullOptions o;
+    o.progress = [&](uint64_t done, uint64_t) { most = std::max(most, done); };
+    const std::string dst = remote.local() + "/big";
+    fs::create_directories(dst);
+    auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit old_limit{};
+    ::getrlimit(RLIMIT_FSIZE, &old_limit);
+    rlimit small = old_limit;
+    small.rlim_cur = 1 << 20;
+    ::setrlimit(RLIMIT_FSIZE, &small);
+    std::string message;
+    common::ErrorKind kind = common::ErrorKind::Usage;
+    try {
+        client.pull("~/big", dst, o);
+    } catch (const common::Error & e) {
+        message = e.message();
+        kind = e.kind();
+    }
+    ::setrlimit(RLIMIT_FSIZE, &old_limit);
+    ::signal(SIGXFSZ, old_handler);
+    CHECK(message.find(dst + "/a.bin.bifrost-part: write: File too large") != std::string::npos);
+    CHECK(kind != common::ErrorKind::Usage);
+    CHECK(most < (3u << 20));  // stopped near the limit, not after 16 MiB
+    CHECK_FALSE(fs::exists(dst + "/b.bin"));
+    // The partial file stays, and the next pull (with room) resumes it.
+    auto stats = client.pull("~/big", dst);
+    CHECK(stats.files_resumed == 1);
+    CHECK(tests::slurp(dst + "/a.bin") == data);
 }
