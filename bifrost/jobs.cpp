@@ -1,5 +1,5 @@
 // Detached jobs: each job lives in ~/.bifrost/jobs/NAME/ on the remote (run.sh, command, log, pid,
-// start_time, end_time, exit_code, killed). The wrapper runs in its own session (setsid), so it
+// ident, start_time, state.running -> exit.CODE, end_time, exit_code, killed). The wrapper runs in its own session (setsid), so it
 // survives the SSH connection closing, and records the exit code itself. The environment reaches
 // it through inheritance from the launching shell (which got it on stdin): it never touches disk.
 // The process-group id equals the wrapper's pid, so `kill` can end the whole tree.
@@ -58,7 +58,7 @@ JobInfo parse_job_line(const std::string & line) {
     return j;
 }
 
-std::string job_alive_function() {
+std::string job_shell_functions() {
     // The start time is field 22 of /proc/PID/stat; the command name (field 2) may hold spaces and
     // ")", so everything up to the last ") " goes first, and field 22 is then the 20th.
     return "job_start_time() { sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f20; }\n"
@@ -69,6 +69,10 @@ std::string job_alive_function() {
            "  read -r ja_boot ja_start < \"$1/ident\" || return 1\n"
            "  [ \"$ja_boot\" = \"$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)\" ] || return 1\n"
            "  [ \"$ja_start\" = \"$(job_start_time \"$ja_pid\")\" ]\n"
+           "}\n"
+           "job_exit_code() {\n"
+           "  for jx in \"$1\"/exit.*; do [ -e \"$jx\" ] && { printf '%s' \"${jx##*/exit.}\"; return 0; }; done\n"
+           "  cat \"$1/exit_code\" 2>/dev/null\n"
            "}\n";
 }
 
@@ -78,12 +82,12 @@ std::string job_ident_record() {
 }
 
 std::string job_list_script(const std::string & glob) {
-    return job_alive_function() +
+    return job_shell_functions() +
            "cd \"$HOME/.bifrost/jobs\" 2>/dev/null || exit 0\n"
            "for j in " + glob + "; do n=${j%/}; [ -f \"$n/pid\" ] || continue\n"
-           "  ec=$(cat \"$n/exit_code\" 2>/dev/null); pid=$(cat \"$n/pid\"); a=0\n"
+           "  ec=$(job_exit_code \"$n\"); pid=$(cat \"$n/pid\"); a=0\n"
            "  if [ -z \"$ec\" ] && job_alive \"$n\"; then a=1; fi\n"
-           "  [ -z \"$ec\" ] && ec=$(cat \"$n/exit_code\" 2>/dev/null)\n"
+           "  [ -z \"$ec\" ] && ec=$(job_exit_code \"$n\")\n"
            "  k=0; [ -f \"$n/killed\" ] && k=1\n"
            "  sz=$(wc -c < \"$n/log\" 2>/dev/null || echo 0)\n"
            "  printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t' \"$n\" \"$pid\" \"$(cat \"$n/start_time\" 2>/dev/null)\" "
@@ -118,12 +122,18 @@ JobInfo Client::run_detached(const JobSpec & spec) {
                           "echo $$ > \"$J/pid.tmp\" && mv \"$J/pid.tmp\" \"$J/pid\"\n"
                           "date +%s > \"$J/start_time\"\n"
                           "trap : TERM INT HUP\n"
+                          ": > \"$J/state.running\"\n"
                           "( " + command_text(spec.command) + " ) < /dev/null >> \"$J/log\" 2>&1\n"
                           "code=$?\n"
+                          // The code is recorded first, in a name: renaming the empty file made at
+                          // the start needs no free block, so a job that failed on a full disk
+                          // still shows its code (writing it into a file hit ENOSPC and the job
+                          // showed as killed). exit_code is still written for older readers.
+                          "mv -f \"$J/state.running\" \"$J/exit.$code\" 2>/dev/null || : > \"$J/exit.$code\"\n"
                           "date +%s > \"$J/end_time\"\n"
                           "echo \"$code\" > \"$J/exit_code.tmp\" && mv \"$J/exit_code.tmp\" \"$J/exit_code\"\n";
-    std::string script = job_alive_function() + "J=" + j + "\n"
-                         "if [ -f \"$J/pid\" ] && [ ! -f \"$J/exit_code\" ] && job_alive \"$J\"; then\n"
+    std::string script = job_shell_functions() + "J=" + j + "\n"
+                         "if [ -f \"$J/pid\" ] && [ -z \"$(job_exit_code \"$J\")\" ] && job_alive \"$J\"; then\n"
                          "  echo 'job " + spec.name + " is still running' >&2; exit " + std::to_string(kJobRunning) + "\n"
                          "fi\n"
                          "rm -rf \"$J\" && mkdir -p \"$J\" || exit 97\n"
@@ -177,9 +187,9 @@ JobInfo Client::kill(const std::string & name, double grace_s) {
     // Only a wrapper that is still this job's own process is signalled (its process group is the
     // job's): a pid reused by an unrelated process after a reboot or container restart is left
     // alone, and a job that is gone needs nothing.
-    std::string script = job_alive_function() + "J=" + j + "\n"
+    std::string script = job_shell_functions() + "J=" + j + "\n"
                          "[ -f \"$J/pid\" ] || exit " + std::to_string(kNoSuchJobStatus) + "\n"
-                         "[ -f \"$J/exit_code\" ] && exit 0\n"
+                         "[ -n \"$(job_exit_code \"$J\")\" ] && exit 0\n"
                          "job_alive \"$J\" || exit 0\n"
                          "pid=$(cat \"$J/pid\")\n"
                          ": > \"$J/killed\"\n"

@@ -9,12 +9,15 @@ namespace bifrost {
 
 constexpr int kNoSuchJobStatus = 91;  // remote scripts exit with this when the job directory is missing
 
-// A POSIX-sh function definition: `job_alive DIR` is true while DIR's wrapper is still running. Its
-// identity is checked, not only its pid: the wrapper records the boot id and its own start time
-// (field 22 of /proc/PID/stat) in DIR/ident, and a pid that now names another process (reused after
-// a reboot or a container restart) is not the job. Records without DIR/ident (older bifrost, or a
-// remote without /proc) fall back to `kill -0`.
-std::string job_alive_function();
+// POSIX-sh function definitions for job directories:
+// `job_alive DIR` is true while DIR's wrapper is still running. Its identity is checked, not only
+// its pid: the wrapper records the boot id and its own start time (field 22 of /proc/PID/stat) in
+// DIR/ident, and a pid that now names another process (reused after a reboot or a container
+// restart) is not the job. Records without DIR/ident (older bifrost, or a remote without /proc) fall
+// back to `kill -0`.
+// `job_exit_code DIR` prints the recorded exit code (nothing while none is): the name of
+// DIR/exit.CODE, else (older records) the content of DIR/exit_code.
+std::string job_shell_functions();
 // The wrapper's lines that record DIR ($J) /ident; run before it writes its pid.
 std::string job_ident_record();
 

@@ -69,10 +69,10 @@ uint64_t Client::logs(const std::string & name, uint64_t offset, bool follow, co
         // helper does not linger). tail is not exec'd: this shell must reap the helper, since tail
         // sees a zombie as alive.
         if (follow)
-            script += job_alive_function() +
-                      "if [ -f \"$J/exit_code\" ] || ! job_alive \"$J\"; then exec tail -c +$o \"$J/log\"; fi\n"
+            script += job_shell_functions() +
+                      "if [ -n \"$(job_exit_code \"$J\")\" ] || ! job_alive \"$J\"; then exec tail -c +$o \"$J/log\"; fi\n"
                       "me=$$\n"
-                      "( while [ ! -f \"$J/exit_code\" ] && job_alive \"$J\" && kill -0 \"$me\" 2>/dev/null; do sleep 0.5; done ) &\n"
+                      "( while [ -z \"$(job_exit_code \"$J\")\" ] && job_alive \"$J\" && kill -0 \"$me\" 2>/dev/null; do sleep 0.5; done ) &\n"
                       "tail -c +$o -s 0.2 -f --pid=$! \"$J/log\"\n";
         else
             script += "exec tail -c +$o \"$J/log\"\n";

@@ -233,3 +233,42 @@ TEST_CASE("jobs: a pid reused by an unrelated process is not the job: not runnin
     client.kill("real", 0.2);
     CHECK(client.job("real").state == "killed");
 }
+
+// The exit code is recorded by renaming an empty file made at the start (state.running ->
+// exit.CODE), which needs no free block: on a full disk `echo $code > exit_code.tmp` failed with
+// ENOSPC and the job showed as "killed" with no code. The full disk is a 64 KiB tmpfs over the
+// job directories when this process may mount one; the recording format is checked either way.
+TEST_CASE("jobs: a job that fills the disk still records its exit code, and exit.CODE is read") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    // The format: exit.CODE wins; a record with only exit_code (older bifrost) still reads.
+    client.run_detached(spec("fmt", "exit 7"));
+    auto j = wait_state(client, "fmt", "failed");
+    REQUIRE(j.exit_code);
+    CHECK(*j.exit_code == 7);
+    CHECK(std::filesystem::exists(remote.home() + "/.bifrost/jobs/fmt/exit.7"));
+    CHECK_FALSE(std::filesystem::exists(remote.home() + "/.bifrost/jobs/fmt/state.running"));
+    std::filesystem::remove(remote.home() + "/.bifrost/jobs/fmt/exit.7");
+    CHECK(client.job("fmt").exit_code == 7);  // from exit_code
+    std::filesystem::remove(remote.home() + "/.bifrost/jobs/fmt/exit_code");
+    tests::spit(remote.home() + "/.bifrost/jobs/fmt/exit.5", "");
+    CHECK(client.job("fmt").exit_code == 5);
+
+    const std::string jobs = remote.home() + "/.bifrost/jobs";
+    std::filesystem::create_directories(jobs);
+    auto mounted = common::run_process({"mount", "-t", "tmpfs", "-o", "size=64k", "bifrost-test", jobs});
+    if (mounted.exit_code != 0) {
+        MESSAGE("cannot mount a tmpfs here (", mounted.err, "): the full-disk case is not exercised");
+        return;
+    }
+    struct Unmount {
+        std::string path;
+        ~Unmount() { common::run_process({"umount", "-l", path}); }
+    } unmount{jobs};
+    client.run_detached(spec("full", "head -c 1000000 /dev/zero; echo done; exit 3"));
+    auto full = wait_state(client, "full", "failed");
+    CHECK(full.state == "failed");
+    REQUIRE(full.exit_code);
+    CHECK(*full.exit_code == 3);
+    CHECK_FALSE(std::filesystem::exists(jobs + "/full/exit_code"));  // that write did fail: the disk is full
+}
