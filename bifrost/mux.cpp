@@ -227,19 +227,26 @@ public:
 
     void serve() {
         auto idle_since = std::chrono::steady_clock::now();
-        // With no channel open nothing else reads the session socket; this event processes what
-        // arrives there (server keepalives, or EOF when the server goes away) so a dead connection
-        // is noticed at once instead of leaving poll() spinning on a readable socket.
+        // With no channel being read nothing else reads the session socket; this event processes
+        // what arrives there (server keepalives, EOF when the server goes away, data for channels
+        // whose clients are behind) so a dead connection is noticed at once and poll() does not
+        // spin on a readable socket.
         ssh_event idle_event = ssh_event_new();
         ssh_event_add_session(idle_event, session_);
         EventGuard event_guard{idle_event, session_};
         for (;;) {
             std::vector<pollfd> fds = poll_set();
-            bool any_task = false;
-            for (auto & p : peers_) any_task |= static_cast<bool>(p.task);
-            ::poll(fds.data(), fds.size(), any_task ? 5 : 200);
+            // Whether some channel will be read (or opened) this round. When none will (no task,
+            // or every client is behind: back-pressure), nothing would take the packets waiting
+            // on the session socket, which then stayed readable and this loop spun at ~90 % of a
+            // core until the client read again. The event takes them instead (into libssh's
+            // channel buffers, bounded by each channel's window, or the keepalive answers and EOF
+            // of an idle session), and the loop sleeps until a client makes room.
+            bool any_reader = false;
+            for (auto & p : peers_) any_reader |= p.task && !p.finished && (!p.task->started() || !behind(p));
+            ::poll(fds.data(), fds.size(), any_reader ? 5 : 200);
             auto now = std::chrono::steady_clock::now();
-            if (!any_task && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) ssh_event_dopoll(idle_event, 0);
+            if (!any_reader && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) ssh_event_dopoll(idle_event, 0);
             if (fds[0].revents & POLLIN) accept_peer();
             std::string failure;
             size_t i = 2;
@@ -402,11 +409,14 @@ private:
         }
     }
 
+    // Back-pressure: a client with more than this much output not yet taken is behind, and its
+    // channel is not read until it catches up.
+    static bool behind(const Peer & p) { return p.out.size() - p.out_off > (4u << 20); }
+
     // Channel output to the client's frames, and the exit status once the command is done.
     static void pump(Peer & p, std::string & failure) {
         try {
-            // Back-pressure: stop reading the channel while the client is behind.
-            size_t budget = p.out.size() - p.out_off > (4u << 20) ? 0 : (1u << 20);
+            size_t budget = behind(p) ? 0 : (1u << 20);
             p.task->pump([&](std::string_view d) { append_frame(p.out, 'O', d); },
                          [&](std::string_view d) { append_frame(p.out, 'E', d); }, budget);
             if (p.task->done()) {

@@ -2,7 +2,11 @@
 // concurrently with streams kept apart, and a lost connection makes the next request start afresh.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <sstream>
 #include <thread>
+
+#include <unistd.h>
 
 #include "bifrost/mux.h"
 #include "common/error.h"
@@ -74,4 +78,59 @@ TEST_CASE("mux: a new master's auth failure reaches the caller with its kind") {
     } catch (const common::Error & e) {
         CHECK(e.kind() == common::ErrorKind::Auth);
     }
+}
+
+namespace {
+
+// The control master of `socket_path`: the process whose stderr is the log beside that socket
+// (its command line is cut to the length of ours, so it may not show the target).
+pid_t master_pid(const std::string & socket_path) {
+    const std::string log = socket_path.substr(0, socket_path.size() - 5) + ".log";
+    for (const auto & entry : std::filesystem::directory_iterator("/proc")) {
+        std::error_code ec;
+        if (std::filesystem::read_symlink(entry.path() / "fd" / "2", ec) == log)
+            return static_cast<pid_t>(std::atol(entry.path().filename().c_str()));
+    }
+    return -1;
+}
+
+// User plus system CPU seconds of `pid` so far (fields 14 and 15 of /proc/PID/stat).
+double cpu_seconds(pid_t pid) {
+    std::string stat = tests::slurp("/proc/" + std::to_string(pid) + "/stat");
+    std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    double ticks = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i)
+        if (i >= 14) ticks += std::atof(field.c_str());
+    return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
+// Back-pressure stopped reading the channel of a client that was not reading, but the session
+// socket stayed in the poll set, readable, so the master spun at ~90 % of a core until the client
+// read again. Now the socket's packets are taken into libssh's buffers (bounded by the channel
+// window) and the master sleeps until the client makes room.
+TEST_CASE("mux: a client that stops reading does not make the master spin") {
+    tests::RemoteFixture remote;
+    auto t = bifrost::connect_via_control(remote.endpoint(), remote.options(), 30);
+    pid_t master = master_pid(bifrost::control_socket_path(remote.endpoint(), remote.options()));
+    REQUIRE(master > 0);
+    bifrost::RemoteCommand rc;
+    rc.command = "head -c 20000000 /dev/zero";
+    size_t got = 0;
+    double used = -1;
+    rc.on_stdout = [&](std::string_view d) {
+        got += d.size();
+        if (used >= 0) return;
+        // Not reading for 3 s: the master fills its 4 MiB and stops reading the channel.
+        std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+        double before = cpu_seconds(master);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+        used = cpu_seconds(master) - before;
+    };
+    CHECK(t->run(rc) == 0);
+    CHECK(got == 20000000);
+    MESSAGE("the master used ", used, " s of CPU in 2 s while its client was not reading");
+    CHECK(used < 0.5);
 }
