@@ -77,8 +77,10 @@ std::string job_shell_functions() {
 }
 
 std::string job_ident_record() {
-    return "jb=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null); js=$(sed 's/.*) //' \"/proc/$$/stat\" 2>/dev/null | cut -d' ' -f20)\n"
-           "if [ -n \"$jb\" ] && [ -n \"$js\" ]; then printf '%s %s\\n' \"$jb\" \"$js\" > \"$J/ident\"; fi\n";
+    // Positional parameters, not variables: the wrapper's environment is the job's (see run_detached).
+    return "set -- \"$1\" \"$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)\" \"$(sed 's/.*) //' \"/proc/$$/stat\" 2>/dev/null | cut -d' ' -f20)\"\n"
+           "if [ -n \"$2\" ] && [ -n \"$3\" ]; then printf '%s %s\\n' \"$2\" \"$3\" > \"$1/ident\"; fi\n"
+           "set -- \"$1\"\n";
 }
 
 std::string job_list_script(const std::string & glob) {
@@ -118,20 +120,23 @@ JobInfo Client::run_detached(const JobSpec & spec) {
     // still record the code; the command itself gets default signal handling. It does not change
     // directory itself: it inherits the launcher's, which has already applied --cwd (a relative
     // --cwd applied twice would name another directory, or none, and the job would never run).
-    std::string wrapper = "J=" + j + "\n" + job_ident_record() +
-                          "echo $$ > \"$J/pid.tmp\" && mv \"$J/pid.tmp\" \"$J/pid\"\n"
-                          "date +%s > \"$J/start_time\"\n"
+    // The job directory is its first argument, as the launcher expanded it: recomputed here from
+    // $HOME, an --env HOME=... pointed it elsewhere and the job never started. It sets no variable
+    // before the command runs, since its environment is the job's (--env J=... stays the user's).
+    std::string wrapper = job_ident_record() +
+                          "echo $$ > \"$1/pid.tmp\" && mv \"$1/pid.tmp\" \"$1/pid\"\n"
+                          "date +%s > \"$1/start_time\"\n"
                           "trap : TERM INT HUP\n"
-                          ": > \"$J/state.running\"\n"
-                          "( " + command_text(spec.command) + " ) < /dev/null >> \"$J/log\" 2>&1\n"
+                          ": > \"$1/state.running\"\n"
+                          "( " + command_text(spec.command) + " ) < /dev/null >> \"$1/log\" 2>&1\n"
                           "code=$?\n"
                           // The code is recorded first, in a name: renaming the empty file made at
                           // the start needs no free block, so a job that failed on a full disk
                           // still shows its code (writing it into a file hit ENOSPC and the job
                           // showed as killed). exit_code is still written for older readers.
-                          "mv -f \"$J/state.running\" \"$J/exit.$code\" 2>/dev/null || : > \"$J/exit.$code\"\n"
-                          "date +%s > \"$J/end_time\"\n"
-                          "echo \"$code\" > \"$J/exit_code.tmp\" && mv \"$J/exit_code.tmp\" \"$J/exit_code\"\n";
+                          "mv -f \"$1/state.running\" \"$1/exit.$code\" 2>/dev/null || : > \"$1/exit.$code\"\n"
+                          "date +%s > \"$1/end_time\"\n"
+                          "echo \"$code\" > \"$1/exit_code.tmp\" && mv \"$1/exit_code.tmp\" \"$1/exit_code\"\n";
     std::string script = job_shell_functions() + "J=" + j + "\n"
                          "if [ -f \"$J/pid\" ] && [ -z \"$(job_exit_code \"$J\")\" ] && job_alive \"$J\"; then\n"
                          "  echo 'job " + spec.name + " is still running' >&2; exit " + std::to_string(kJobRunning) + "\n"
@@ -139,14 +144,18 @@ JobInfo Client::run_detached(const JobSpec & spec) {
                          "rm -rf \"$J\" && mkdir -p \"$J\" || exit 97\n"
                          "printf '%s\\n' " + sh_quote(spec.command.display()) + " > \"$J/command\"\n"
                          "printf '%s' " + sh_quote(wrapper) + " > \"$J/run.sh\"\n"
-                         ": > \"$J/log\"\n" +
+                         ": > \"$J/log\"\n"
+                         // From the exports on, only positional parameters: an --env J=... or i=...
+                         // must neither redirect this script nor be changed for the job.
+                         "set -- \"$J\"\n" +
                          env_block(*impl_, spec.options) + cwd_line +
                          // The wrapper's own complaints (a failed write of its pid or times) go to
                          // the job's log, where `bifrost logs` shows them, not to /dev/null.
-                         "if command -v setsid >/dev/null 2>&1; then setsid sh \"$J/run.sh\" < /dev/null >> \"$J/log\" 2>&1 &\n"
-                         "else set -m; sh \"$J/run.sh\" < /dev/null >> \"$J/log\" 2>&1 & fi\n"
-                         "i=0; while [ ! -s \"$J/pid\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n"
-                         "[ -s \"$J/pid\" ] || { echo 'job did not start (no pid after 10 s)' >&2; exit 97; }\n"
+                         "if command -v setsid >/dev/null 2>&1; then setsid sh \"$1/run.sh\" \"$1\" < /dev/null >> \"$1/log\" 2>&1 &\n"
+                         "else set -m; sh \"$1/run.sh\" \"$1\" < /dev/null >> \"$1/log\" 2>&1 & fi\n"
+                         "set -- \"$1\" 0\n"
+                         "while [ ! -s \"$1/pid\" ] && [ \"$2\" -lt 200 ]; do sleep 0.05; set -- \"$1\" $(($2 + 1)); done\n"
+                         "[ -s \"$1/pid\" ] || { echo 'job did not start (no pid after 10 s)' >&2; exit 97; }\n"
                          "exit 0\n";
     auto c = impl_->run_script(script);
     const std::string label = impl_->t().label();

@@ -272,3 +272,19 @@ TEST_CASE("jobs: a job that fills the disk still records its exit code, and exit
     CHECK(*full.exit_code == 3);
     CHECK_FALSE(std::filesystem::exists(jobs + "/full/exit_code"));  // that write did fail: the disk is full
 }
+
+// The wrapper recomputed its job directory from $HOME, which --env HOME=... had changed: the job
+// never started. The launcher's and the wrapper's own variables could also be overridden (or
+// override the user's): an --env J=... redirected the launcher.
+TEST_CASE("jobs: --env HOME, J or i does not break the job, and the job sees the values given") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    auto s = spec("envy", "echo \"$HOME|$J|$i|$code\"");
+    s.options.env = {{"HOME", "/nonexistent-home"}, {"J", "user-j"}, {"i", "user-i"}, {"code", "user-code"}};
+    client.run_detached(s);
+    auto j = wait_state(client, "envy", "succeeded");
+    CHECK(j.state == "succeeded");
+    std::string log;
+    client.logs("envy", 0, false, [&](std::string_view d) { log.append(d); });
+    CHECK(log == "/nonexistent-home|user-j|user-i|user-code\n");
+}
