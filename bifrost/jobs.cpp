@@ -151,7 +151,16 @@ JobInfo Client::run_detached(const JobSpec & spec) {
                          env_block(*impl_, spec.options) + cwd_line +
                          // The wrapper's own complaints (a failed write of its pid or times) go to
                          // the job's log, where `bifrost logs` shows them, not to /dev/null.
-                         "if command -v setsid >/dev/null 2>&1; then setsid sh \"$1/run.sh\" \"$1\" < /dev/null >> \"$1/log\" 2>&1 &\n"
+                         // Not started with `&` where avoidable: a non-interactive shell starts
+                         // background commands with SIGINT and SIGQUIT ignored, and the job then
+                         // inherited that (Ctrl-C handlers, `kill -INT` for a clean stop, never
+                         // fired). `setsid -f` (util-linux >= 2.31) forks by itself; else
+                         // `env --default-signal` (coreutils >= 8.31) restores them; else, on
+                         // older remotes, the job keeps them ignored.
+                         "if setsid -f true < /dev/null > /dev/null 2>&1; then setsid -f sh \"$1/run.sh\" \"$1\" < /dev/null >> \"$1/log\" 2>&1\n"
+                         "elif command -v setsid > /dev/null 2>&1 && env --default-signal=INT,QUIT true > /dev/null 2>&1; then\n"
+                         "  env --default-signal=INT,QUIT setsid sh \"$1/run.sh\" \"$1\" < /dev/null >> \"$1/log\" 2>&1 &\n"
+                         "elif command -v setsid > /dev/null 2>&1; then setsid sh \"$1/run.sh\" \"$1\" < /dev/null >> \"$1/log\" 2>&1 &\n"
                          "else set -m; sh \"$1/run.sh\" \"$1\" < /dev/null >> \"$1/log\" 2>&1 & fi\n"
                          "set -- \"$1\" 0\n"
                          "while [ ! -s \"$1/pid\" ] && [ \"$2\" -lt 200 ]; do sleep 0.05; set -- \"$1\" $(($2 + 1)); done\n"

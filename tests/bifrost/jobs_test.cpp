@@ -288,3 +288,27 @@ TEST_CASE("jobs: --env HOME, J or i does not break the job, and the job sees the
     client.logs("envy", 0, false, [&](std::string_view d) { log.append(d); });
     CHECK(log == "/nonexistent-home|user-j|user-i|user-code\n");
 }
+
+// A non-interactive shell starts `cmd &` with SIGINT and SIGQUIT ignored, and jobs inherited that:
+// a training script's Ctrl-C handler, or `kill -INT` for a clean stop, never fired.
+TEST_CASE("jobs: a job starts with SIGINT and SIGQUIT at their default disposition") {
+    tests::RemoteFixture remote;
+    auto client = remote.client();
+    client.run_detached(spec("sigs", "grep SigIgn /proc/self/status"));
+    CHECK(wait_state(client, "sigs", "succeeded").state == "succeeded");
+    std::string log;
+    client.logs("sigs", 0, false, [&](std::string_view d) { log.append(d); });
+    REQUIRE(log.rfind("SigIgn:", 0) == 0);
+    const unsigned long long ignored = std::strtoull(log.c_str() + 7, nullptr, 16);
+    CHECK((ignored & (1ull << (SIGINT - 1))) == 0);
+    CHECK((ignored & (1ull << (SIGQUIT - 1))) == 0);
+    // And such a job can be stopped with INT (its group gets it, as from a terminal).
+    client.run_detached(spec("stoppable", "trap 'echo got INT; exit 5' INT; while :; do sleep 0.1; done"));
+    auto running = wait_state(client, "stoppable", "running");
+    REQUIRE(running.state == "running");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::kill(-static_cast<pid_t>(running.pid), SIGINT);
+    auto stopped = wait_state(client, "stoppable", "failed");
+    CHECK(stopped.exit_code == 5);
+    client.kill("stoppable", 0.2);  // should the INT not have worked: the job must not outlive the test
+}
