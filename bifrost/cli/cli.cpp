@@ -130,7 +130,8 @@ int main(int argc, char ** argv) {
     logs->add_option("--offset", logs_o.offset, "start at this byte of the log (resume a earlier read)");
     logs->footer("Examples:\n"
                  "  bifrost logs -f root@203.0.113.7:22 train\n"
-                 "  bifrost logs box train --offset 1048576");
+                 "  bifrost logs box train --offset 1048576\n"
+                 "With -f: the job's final state on stderr; exit 0 when it succeeded, 8 when it failed or was killed.");
 
     KillCmdOptions kill_o;
     auto * kill = app.add_subcommand("kill", "end a job's whole process group (TERM, then KILL after --grace)");

@@ -107,3 +107,21 @@ TEST_CASE("cli: a refused key is auth (3) for listings and 255 with the kind for
     CHECK(exec.exit_code == 255);
     CHECK(exec.err.find("error kind: auth") != std::string::npos);
 }
+
+// logs -f always exited 0 and said nothing of how the job ended.
+TEST_CASE("cli: logs -f ends with the job's final state on stderr and an exit status that tells success from failure") {
+    tests::RemoteFixture remote;
+    const std::string t = remote.target();
+    REQUIRE(remote.cli({"--persist", "0", "run", "--detach", "--name", "ok", t, "--", "sh", "-c", "sleep 1; echo fine"}).code == 0);
+    REQUIRE(remote.cli({"--persist", "0", "run", "--detach", "--name", "bad", t, "--", "sh", "-c", "sleep 1; echo broken; exit 3"}).code == 0);
+    auto ok = remote.cli({"--persist", "0", "logs", "-f", t, "ok"});
+    CHECK(ok.code == 0);
+    CHECK(ok.out == "fine\n");
+    CHECK(ok.err.find("job ok succeeded") != std::string::npos);
+    auto bad = remote.cli({"--persist", "0", "logs", "-f", t, "bad"});
+    CHECK(bad.code == 8);
+    CHECK(bad.out == "broken\n");
+    CHECK(bad.err.find("job bad failed (exit 3)") != std::string::npos);
+    // Without -f the log is printed and the status is 0, as before.
+    CHECK(remote.cli({"--persist", "0", "logs", t, "bad"}).code == 0);
+}
