@@ -43,8 +43,8 @@ int main(int argc, char ** argv) {
     app.require_subcommand(1);
     app.fallthrough();  // global flags (--json, --key, -v) are accepted after the verb too
     app.footer("Examples:\n"
-               "  bifrost push root@203.0.113.7:22 . --to ~/project\n"
-               "  bifrost run --name train root@203.0.113.7:22 --cwd ~/project -- python train.py\n"
+               "  bifrost push root@203.0.113.7:22 . --to '~/project'\n"
+               "  bifrost run --name train root@203.0.113.7:22 --cwd '~/project' -- python train.py\n"
                "  bifrost logs -f root@203.0.113.7:22 train\n"
                "Exit codes: 0 ok, 2 usage, 3 auth or host key changed, 6 network, 7 timeout, 8 remote step failed, 9 not found;\n"
                "exec and run return the remote command's status, and 255 for their own failures.");
@@ -76,7 +76,7 @@ int main(int argc, char ** argv) {
     exec->add_flag("-n,--no-stdin", exec_o.no_stdin, "do not forward local stdin (it is forwarded when not a terminal)");
     exec->footer("Examples:\n"
                  "  bifrost exec root@203.0.113.7:22 -- nvidia-smi\n"
-                 "  bifrost exec box --env HF_TOKEN=$HF_TOKEN --cwd ~/project -- python eval.py --limit 10\n"
+                 "  bifrost exec box --env HF_TOKEN=$HF_TOKEN --cwd '~/project' -- python eval.py --limit 10\n"
                  "  bifrost exec box --sh -- 'ls ~/runs | tail -n 3'\n"
                  "Exit status: the remote command's; 255 when bifrost itself fails (kind printed on stderr).");
 
@@ -89,7 +89,7 @@ int main(int argc, char ** argv) {
     push->add_option("--exclude", push_o.excludes, "extra gitignore-style pattern (repeatable); .gitignore and .bifrostignore are read too")
         ->allow_extra_args(false);
     push->footer("Examples:\n"
-                 "  bifrost push root@203.0.113.7:22 . --to ~/project\n"
+                 "  bifrost push root@203.0.113.7:22 . --to '~/project'\n"
                  "  bifrost --json push box ./src --exclude '*.ckpt'\n"
                  "Only new and changed files travel; files deleted locally are deleted remotely (only files bifrost pushed).");
 
@@ -99,8 +99,8 @@ int main(int argc, char ** argv) {
     pull->add_option("remote", pull_o.remote_path, "remote file or directory (~/x is relative to the remote home)")->required();
     pull->add_option("local", pull_o.local_dir, "local directory to mirror into (default: ./<name of REMOTE>)");
     pull->footer("Examples:\n"
-                 "  bifrost pull root@203.0.113.7:22 ~/project/results ./results\n"
-                 "  bifrost --json pull box ~/runs/run-42/report.json .\n"
+                 "  bifrost pull root@203.0.113.7:22 '~/project/results' ./results\n"
+                 "  bifrost --json pull box '~/runs/run-42/report.json' .\n"
                  "An interrupted pull resumes where it stopped; names that would escape LOCAL are refused.");
 
     RunCmdOptions run_o;
@@ -111,7 +111,7 @@ int main(int argc, char ** argv) {
     run->add_flag("--detach,-d", run_o.detach, "start it and return at once (prints the job)");
     add_env_flags(run, run_o.env, run_o.env_files, run_o.cwd, run_o.import_container_env, run_o.shell);
     run->footer("Examples:\n"
-                "  bifrost run --detach --name train root@203.0.113.7:22 --cwd ~/project -- python train.py\n"
+                "  bifrost run --detach --name train root@203.0.113.7:22 --cwd '~/project' -- python train.py\n"
                 "  bifrost run --name eval box --env-file .env -- python eval.py   # follows the log, returns its exit code\n"
                 "Ctrl-C while attached detaches: the job keeps running (see bifrost jobs / logs / kill).");
 

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "common/sshd_server.h"
 #include "common/subprocess.h"
@@ -124,4 +125,37 @@ TEST_CASE("cli: logs -f ends with the job's final state on stderr and an exit st
     CHECK(bad.err.find("job bad failed (exit 3)") != std::string::npos);
     // Without -f the log is printed and the status is 0, as before.
     CHECK(remote.cli({"--persist", "0", "logs", t, "bad"}).code == 0);
+}
+
+namespace {
+// True when `line` has a word starting with "~" outside single quotes: the local shell would
+// replace it with the local home directory before bifrost saw the remote path.
+bool has_unquoted_tilde_word(const std::string & line) {
+    bool quoted = false;
+    for (size_t i = 0; i < line.size(); ++i) {
+        if (line[i] == '\'') quoted = !quoted;
+        else if (!quoted && line[i] == '~' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '=')) return true;
+    }
+    return false;
+}
+}  // namespace
+
+// The examples showed `--to ~/project` and `--cwd ~/project`: copied into a shell, ~ becomes the
+// local home directory, and the remote path is wrong.
+TEST_CASE("cli: no example hands the local shell an unquoted ~ meant for the remote") {
+    tests::RemoteFixture remote;
+    std::vector<std::string> helps = {remote.cli({"--help"}).out};
+    for (const auto & verb : kVerbs) helps.push_back(remote.cli({verb, "--help"}).out);
+    int examples = 0;
+    for (const auto & help : helps) {
+        std::istringstream lines(help);
+        std::string line;
+        while (std::getline(lines, line)) {
+            if (line.rfind("  bifrost ", 0) != 0) continue;
+            ++examples;
+            CAPTURE(line);
+            CHECK_FALSE(has_unquoted_tilde_word(line));
+        }
+    }
+    CHECK(examples > 10);
 }
