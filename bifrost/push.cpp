@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -211,6 +212,10 @@ std::string next_manifest(TarStream & tar, const std::vector<FileEntry *> & to_s
     size_t file_index = 0;
     for (FileEntry * e : to_send) {
         if (e->type != 'f') continue;
+        if (tar.vanished()[file_index]) {
+            ++file_index;
+            continue;
+        }
         const std::string & sent = tar.sent_hashes()[file_index];
         if (tar.changed_while_sent()[file_index] || (!e->hash.empty() && e->hash != sent))
             common::log::warn("push: ", e->path, " changed while it was being sent; the next push sends it again");
@@ -227,7 +232,14 @@ std::string next_manifest(TarStream & tar, const std::vector<FileEntry *> & to_s
     file_index = 0;
     for (FileEntry * e : to_send) {
         if (e->type != 'f') continue;
-        next[e->path].hash = tar.sent_hashes()[file_index++];
+        if (tar.vanished()[file_index++]) {
+            // Not sent: the remote keeps what it had (the next push deletes it, since it is gone
+            // here), and a new file never arrived.
+            if (auto it = remote.find(e->path); it != remote.end()) next[e->path] = it->second;
+            else next.erase(e->path);
+            continue;
+        }
+        next[e->path].hash = tar.sent_hashes()[file_index - 1];
     }
     return format_manifest(next);
 }
@@ -293,7 +305,7 @@ void remember_hashes(HashCache & cache, const std::vector<FileEntry *> & to_send
                      const std::vector<FileEntry> & local) {
     for (size_t i = 0, f = 0; i < to_send.size(); ++i) {
         if (to_send[i]->type != 'f') continue;
-        if (!tar.changed_while_sent()[f]) cache.store(*to_send[i]);
+        if (!tar.changed_while_sent()[f] && !tar.vanished()[f]) cache.store(*to_send[i]);
         ++f;
     }
     for (const auto & e : local)
@@ -346,7 +358,7 @@ PushStats Client::push(const std::string & local_dir, const PushOptions & option
     TarStream tar;
     const uint64_t bytes_to_send = fill_stream(tar, root, t, local, remote);
     upload_and_commit(*impl_, dir_expr, tar, bytes_to_send, options, label, stats);
-    stats.files_sent = t.to_send.size();
+    stats.files_sent = t.to_send.size() - static_cast<uint64_t>(std::count(tar.vanished().begin(), tar.vanished().end(), true));
     stats.bytes_sent = tar.file_bytes_sent();
     remember_hashes(cache, t.to_send, tar, local);
     return stats;

@@ -63,6 +63,7 @@ void TarStream::add_file(std::string name, std::string source_path, unsigned mod
     items_.push_back({std::move(name), '0', std::move(source_path), {}, true, mode, size, mtime_s, file_count_++, {}});
     sent_hashes_.emplace_back();
     changed_.push_back(false);
+    vanished_.push_back(false);
 }
 
 void TarStream::add_data(std::string name, std::string data, unsigned mode) {
@@ -113,14 +114,23 @@ bool TarStream::next(std::string & chunk, size_t max_bytes) {
                 item.size = item.data.size();
                 item.make = nullptr;
             }
-            emit_header(item, chunk);
-            in_body_ = true;
-            body_done_ = 0;
             if (item.from_file) {
+                // Opened before its header goes out, so a file deleted since the scan (an editor's
+                // temporary file, a log rotated away) is left out of the archive instead of
+                // failing the whole push.
                 fd_ = ::open(item.source_path.c_str(), O_RDONLY | O_CLOEXEC);
+                if (fd_ < 0 && (errno == ENOENT || errno == ENOTDIR)) {
+                    common::log::warn("push: ", item.source_path, " was deleted since the scan; not sent");
+                    vanished_[static_cast<size_t>(item.file_index)] = true;
+                    ++current_;
+                    continue;
+                }
                 if (fd_ < 0) throw common::Error::io(item.source_path, "open for push", errno);
                 md_ = std::make_unique<common::Sha256>();
             }
+            emit_header(item, chunk);
+            in_body_ = true;
+            body_done_ = 0;
             continue;
         }
         uint64_t body_size = item.type == '2' ? 0 : item.size;

@@ -34,6 +34,9 @@ public:
     // whether the file changed size while it was read.
     const std::vector<std::string> & sent_hashes() const { return sent_hashes_; }
     const std::vector<bool> & changed_while_sent() const { return changed_; }
+    // For each add_file, in order: the file was gone when its turn came (deleted since the scan),
+    // so the archive has no entry for it.
+    const std::vector<bool> & vanished() const { return vanished_; }
     uint64_t file_bytes_sent() const { return file_bytes_sent_; }
 
 private:
@@ -60,6 +63,7 @@ private:
     int file_count_ = 0;
     std::vector<std::string> sent_hashes_;
     std::vector<bool> changed_;
+    std::vector<bool> vanished_;
     uint64_t file_bytes_sent_ = 0;
 };
 

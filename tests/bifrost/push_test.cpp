@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 
+#include "bifrost/manifest.h"
 #include "common/error.h"
 #include "tests/bifrost/remote_fixture.h"
 
@@ -229,4 +230,31 @@ TEST_CASE("push: an earlier commit that keeps failing is discarded with its reas
     CHECK(r.err.find("could not be completed (mv: Argument list too long)") != std::string::npos);
     CHECK(tree(remote.home() + "/p") == tree(src));
     CHECK_FALSE(fs::exists(remote.home() + "/p/.bifrost-staging"));
+}
+
+// A file deleted after the scan and before its turn in the stream (an editor's temporary file, a
+// rotated log) failed the whole push ("open for push: No such file"). It is now left out with a
+// warning, the other files arrive, and the manifest does not claim it.
+TEST_CASE("push: a file deleted between the scan and its turn is skipped, the rest arrive") {
+    tests::RemoteFixture remote;
+    const std::string src = remote.local() + "/gone";
+    const std::string chunk(1 << 20, 'q');  // each file fills several stream chunks
+    for (int i = 0; i < 5; ++i) tests::spit(src + "/f" + std::to_string(i) + ".bin", chunk + std::to_string(i));
+    // The victim is the last file the stream will reach (the scan's order is the stream's).
+    const std::string victim = bifrost::scan_tree(src, {}).back().path;
+    auto client = remote.client();
+    bool deleted = false;
+    bifrost::PushOptions o = to("~/gone");
+    o.progress = [&](uint64_t sent, uint64_t) {
+        if (!deleted && sent > 0) deleted = fs::remove(src + "/" + victim);
+    };
+    auto stats = client.push(src, o);
+    CHECK(deleted);
+    CHECK(stats.files_sent == 4);
+    CHECK(tree(remote.home() + "/gone") == tree(src));
+    CHECK(tests::slurp(remote.home() + "/gone/.bifrost-manifest").find(victim) == std::string::npos);
+    // The next push has nothing to do.
+    auto again = client.push(src, to("~/gone"));
+    CHECK(again.files_sent == 0);
+    CHECK(again.files_deleted == 0);
 }
