@@ -1,5 +1,5 @@
 // pull: recursive download, verified by SHA-256 and resumable. One listing round trip returns
-// size, mode and sha256sum for every remote file (coreutils only: find, stat, sha256sum -z, readlink);
+// size, mode and sha256sum for every remote file (coreutils only: find, stat, sha256sum, readlink);
 // every name is checked before anything is written, so a hostile or broken server cannot make us
 // write outside LOCAL (.. and absolute names refuse the pull; symlinks leading out are skipped). Each file streams
 // into NAME.bifrost-part (appending from its current size after an interruption), is verified
@@ -33,6 +33,7 @@ using common::ErrorKind;
 namespace {
 
 constexpr int kNoSuchPath = 92;
+constexpr int kNoSha256sum = 94;
 
 struct RemoteFile {
     uint64_t size = 0;
@@ -161,11 +162,17 @@ std::string listing_prelude(const std::string & remote_expr) {
 }
 
 // One round trip: sizes and modes (S), sha256sums (H), links and their targets (L), each section
-// a run of NUL-terminated records after its letter.
+// a run of NUL-terminated records after its letter. `sha256sum -z` (NUL-terminated lines, so any
+// file name survives) needs coreutils >= 8.30 (Ubuntu 18.04 has 8.28): without it each file is
+// hashed from stdin, which prints no name to escape, one process per file.
 std::string listing_script(const std::string & prelude) {
-    return prelude +
+    return "command -v sha256sum > /dev/null 2>&1 || { echo 'sha256sum not found' >&2; exit " +
+           std::to_string(kNoSha256sum) + "; }\n" + prelude +
            "printf 'S\\0'; find \"$@\" -type f -exec stat --printf '%s %a %n\\0' -- {} + || exit 93\n"
-           "printf 'H\\0'; find \"$@\" -type f -exec sha256sum -z -- {} + || exit 93\n"
+           "printf 'H\\0'\n"
+           "if sha256sum -z /dev/null > /dev/null 2>&1; then find \"$@\" -type f -exec sha256sum -z -- {} + || exit 93\n"
+           "else find \"$@\" -type f -exec sh -c 'for f do h=$(sha256sum < \"$f\") || exit 1; printf \"%s  %s\\0\" \"${h%% *}\" \"$f\"; done' sh {} + || exit 93\n"
+           "fi\n"
            "printf 'L\\0'; find \"$@\" -type l -exec sh -c 'for l do printf \"%s\\0%s\\0\" \"$l\" \"$(readlink -- \"$l\")\"; done' sh {} + || exit 93\n";
 }
 
@@ -377,6 +384,10 @@ PullStats Client::pull(const std::string & remote_path, const std::string & loca
     const std::string prelude = listing_prelude(remote_path_expr(remote_path));
     auto c = impl_->run_script(listing_script(prelude));
     if (c.status == kNoSuchPath) throw Error::not_found("remote path " + remote_path, "on " + label);
+    if (c.status == kNoSha256sum)
+        throw Error(ErrorKind::RemoteFailed, label + ": pull needs sha256sum (GNU coreutils) on the remote to verify "
+                                                     "what it fetches, and it is not there; install coreutils")
+            .with("host", label);
     if (c.status != 0)
         throw Error(ErrorKind::RemoteFailed, label + ": pull: listing " + remote_path + " failed (exit " +
                                                  std::to_string(c.status) + "): " + c.err);

@@ -223,3 +223,46 @@ TEST_CASE("pull: a local write failure stops the transfer at once and is reporte
     CHECK(stats.files_resumed == 1);
     CHECK(tests::slurp(dst + "/a.bin") == data);
 }
+
+// pull listed checksums with `sha256sum -z`, which coreutils before 8.30 (Ubuntu 18.04) lacks: the
+// listing failed with a find error. Without -z each file is hashed from stdin; without sha256sum
+// at all the error says what is missing. The remote's PATH is set through ~/.bashrc, which bash
+// started by sshd reads (Debian builds it so).
+TEST_CASE("pull: works with a sha256sum without -z, and says so when there is no sha256sum") {
+    tests::RemoteFixture remote;
+    const std::string old_bin = remote.home() + "/old-coreutils";
+    tests::spit(old_bin + "/sha256sum",
+                "#!/bin/sh\n"
+                "for a in \"$@\"; do case \"$a\" in -z|--zero) echo \"sha256sum: invalid option -- 'z'\" >&2; exit 1;; esac; done\n"
+                "exec /usr/bin/sha256sum \"$@\"\n");
+    ::chmod((old_bin + "/sha256sum").c_str(), 0755);
+    tests::spit(remote.home() + "/.bashrc", "export PATH=" + old_bin + ":$PATH\n");
+    auto client = remote.client();
+    std::string which;
+    client.exec(bifrost::Command::args({"sh", "-c", "command -v sha256sum"}), {}, [&](std::string_view d) { which.append(d); }, {});
+    if (which != old_bin + "/sha256sum\n") {
+        MESSAGE("the remote login shell did not read ~/.bashrc (not Debian's bash?): not exercised");
+        return;
+    }
+    tests::spit(remote.home() + "/res/a.txt", "alpha\n");
+    tests::spit(remote.home() + "/res/odd name\\with 'quotes'.txt", "beta\n");
+    const std::string dst = remote.local() + "/res";
+    auto stats = client.pull("~/res", dst);
+    CHECK(stats.files_fetched == 2);
+    CHECK(tests::slurp(dst + "/a.txt") == "alpha\n");
+    CHECK(tests::slurp(dst + "/odd name\\with 'quotes'.txt") == "beta\n");
+    // No sha256sum at all: only the tools the listing needs besides it.
+    const std::string bare = remote.home() + "/bare-bin";
+    fs::create_directories(bare);
+    for (const char * tool : {"sh", "find", "stat", "readlink", "dirname", "basename", "cat"}) {
+        const std::string path = std::string("/usr/bin/") + tool;
+        fs::create_symlink(fs::exists(path) ? path : std::string("/bin/") + tool, bare + "/" + tool);
+    }
+    tests::spit(remote.home() + "/.bashrc", "export PATH=" + bare + "\n");
+    try {
+        client.pull("~/res", remote.local() + "/res2");
+        FAIL("expected a clear error");
+    } catch (const common::Error & e) {
+        CHECK(e.message().find("pull needs sha256sum (GNU coreutils) on the remote") != std::string::npos);
+    }
+}
