@@ -560,12 +560,10 @@ std::string tail_dropping_pull(int drops) {
            "PATH=${PATH#*:} exec tail \"$@\"\n";
 }
 
-// A stand-in `head` whose `head -c N` passes each chunk on as it comes (dd): GNU head's stdio
-// buffer holds a small file's bytes until the end, so before a drop nothing of it would reach the
-// client and the pulls above would have nothing to resume from.
-const char * const kUnbufferedHead =
-    "if [ \"$1\" = -c ] && [ $# -eq 2 ]; then exec dd iflag=count_bytes count=\"$2\" bs=65536 status=none; fi\n"
-    "PATH=${PATH#*:} exec head \"$@\"\n";
+// A stand-in `head`: the real one with its stdout unbuffered (stdbuf), so each chunk is passed on
+// as it comes. GNU head's stdio buffer holds a small file's bytes until the end, so before a drop
+// nothing of it would reach the client and the pulls above would have nothing to resume from.
+const char * const kUnbufferedHead = "PATH=${PATH#*:} exec stdbuf -o0 head \"$@\"\n";
 
 }  // namespace
 
