@@ -511,6 +511,16 @@ void replace_command_line(const std::string & title) {
     std::memcpy(area, title.data(), std::min(title.size(), current.size() - 1));
 }
 
+// Closes every descriptor above stderr except `keep`.
+void close_descriptors_except(int keep) {
+    if (::close_range(3, static_cast<unsigned>(keep) - 1, 0) == 0 && ::close_range(static_cast<unsigned>(keep) + 1, ~0U, 0) == 0)
+        return;
+    // A kernel before 5.9: one by one.
+    const long max = std::min(::sysconf(_SC_OPEN_MAX), 1L << 16);
+    for (int fd = 3; fd < max; ++fd)
+        if (fd != keep) ::close(fd);
+}
+
 // Runs in the daemonised grandchild: connect, listen, report on `ready_fd`, serve, clean up.
 [[noreturn]] void master_main(const Endpoint & endpoint, const ConnectOptions & options, const std::string & path,
                               int persist_s, int ready_fd) {
@@ -601,11 +611,16 @@ std::unique_ptr<Transport> connect_via_control(const Endpoint & endpoint_in, con
     pid_t child = ::fork();
     if (child < 0) throw Error::io("fork", "start control master", errno);
     if (child == 0) {
-        ::close(pipefd[0]);
+        // The master outlives this call and must hold nothing of the process it came from: that
+        // process may run other threads, and every descriptor they had open would live on in the
+        // master. One of them waiting to start a master has the start-up lock file open; once it
+        // took the lock through that descriptor and closed it, the master's copy kept the lock
+        // held, and every later start-up for this target waited until the master exited.
+        // This call's own lock goes too.
+        close_descriptors_except(pipefd[1]);
         ::setsid();
         pid_t grandchild = ::fork();
         if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
-        ::close(startup_lock.fd());  // the master outlives this call; it must not hold the lock
         master_main(endpoint, options, path, persist_s, pipefd[1]);
     }
     ::close(pipefd[1]);

@@ -6,6 +6,8 @@
 #include <sstream>
 #include <thread>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "bifrost/mux.h"
@@ -133,4 +135,25 @@ TEST_CASE("mux: a client that stops reading does not make the master spin") {
     CHECK(got == 20000000);
     MESSAGE("the master used ", used, " s of CPU in 2 s while its client was not reading");
     CHECK(used < 0.5);
+}
+
+// connect_via_control forks the master from the calling process, which may run other threads:
+// every descriptor open at that moment used to live on in the master. A thread waiting to start a
+// master holds a descriptor of the start-up lock file; once it got the lock through it and closed
+// it, the master's inherited copy kept the lock held, and every later start-up waited until that
+// master exited (the 5,000-channel soak now and then ran at a tenth of its speed).
+TEST_CASE("mux: the control master keeps no descriptor of the process that started it") {
+    tests::RemoteFixture remote;
+    const std::string lock_path = bifrost::control_socket_path(remote.endpoint(), remote.options()) + ".lock";
+    // As another thread's pending start-up: the lock file open, the lock not yet taken.
+    int waiting = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    REQUIRE(waiting >= 0);
+    auto t = bifrost::connect_via_control(remote.endpoint(), remote.options(), 30);
+    CHECK(run_remote(*t, "echo up").out == "up\n");
+    REQUIRE(::flock(waiting, LOCK_EX | LOCK_NB) == 0);
+    ::close(waiting);  // released: nobody else may still hold it
+    int again = ::open(lock_path.c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(again >= 0);
+    CHECK(::flock(again, LOCK_EX | LOCK_NB) == 0);
+    ::close(again);
 }
