@@ -26,6 +26,7 @@
 #include "common/sshd_server.h"
 #include "common/subprocess.h"
 #include "deploy/estimate.h"
+#include "deploy/json_fields.h"
 #include "deploy/local_report.h"
 #include "deploy/policy.h"
 #include "deploy/remote_plan.h"
@@ -282,7 +283,7 @@ private:
     // ---- create: rent, provider by provider; the ledger records the intent before each call -----
     void create(StepContext &) {
         if (st().instance) return;  // resumed after a crash that followed the create
-        std::string run_id = dir_.run_info().value("instance_run_id", "");
+        std::string run_id = dir_.instance_run_id();
         // A crash between the provider's answer and our state write: the provider's own listing
         // knows the instance by its name; adopt it rather than renting a second one.
         if (st().create_intent && adopt_existing(run_id)) return;
@@ -376,7 +377,7 @@ private:
     // instance this run never recorded. Finish looks for it by name wherever a create was sent; one
     // found is recorded and ended. A lookup that fails is leak risk, never "nothing to end".
     void find_unrecorded_instance() {
-        const std::string run_id = dir_.run_info().value("instance_run_id", "");
+        const std::string run_id = dir_.instance_run_id();
         const auto & intent = *st().create_intent;
         const std::vector<std::string> where = intent.providers ? *intent.providers : providers();
         for (const auto & p : where) {
@@ -476,7 +477,7 @@ private:
 
     RemoteLayout layout() {
         if (!st().remote) throw common::Error(common::ErrorKind::Internal, "the remote layout is not known yet (push has not run)");
-        RemoteLayout l = remote_layout(st().remote->home, dir_.run_info().value("run_id", ""), st().remote->cache_dir);
+        RemoteLayout l = remote_layout(st().remote->home, dir_.run_id(), st().remote->cache_dir);
         // A site's work directory is shared by every run of the user (a sweep's members at once):
         // each run builds from its own copy of the sources (builds are still shared, by source hash).
         if (batch_) l.src_dir = l.run_dir + "/src";
@@ -861,7 +862,7 @@ private:
     void submit_batch(const std::string & role, const std::string & body, bool use_gpus, bool requeue, double time_s) {
         auto & b = *st().batch;
         if (b.jobs.count(role)) return;
-        const std::string run_id = dir_.run_info().value("instance_run_id", "");
+        const std::string run_id = dir_.instance_run_id();
         const std::string name_role = batch_name_role(role);
         const std::string output = layout().run_dir + "/" + role + ".out";
         if (auto i = find_ours(b.provider, run_id, name_role)) {
@@ -1087,7 +1088,7 @@ private:
     void find_unrecorded_job() {
         auto & b = *st().batch;
         const std::string role = *b.submitting;
-        const std::string run_id = dir_.run_info().value("instance_run_id", "");
+        const std::string run_id = dir_.instance_run_id();
         const std::string name_role = batch_name_role(role);
         std::optional<broker::Instance> found;
         try {
@@ -1409,6 +1410,24 @@ private:
 
 }  // namespace
 
+namespace {
+
+// state.json is written with run.json, before any step: a run directory whose journal records steps
+// but has no state.json lost its record of the instance (a sync tool, a hand clean-up). Resumed,
+// the run would rent again or, in finish, find "no instance" and end nothing while one may bill.
+void refuse_lost_state(const RunDir & dir) {
+    std::error_code ec;
+    if (fs::exists(dir.path() + "/state.json", ec) || dir.journal().empty()) return;
+    throw common::Error(common::ErrorKind::NotFound,
+                        dir.path() + "/state.json: missing, but the journal records steps that ran: the run's record of its instance "
+                                     "is lost, so it is not resumed (it could rent a second one, or end nothing while one bills). "
+                                     "Look for an instance named tk-" + dir.instance_run_id() +
+                                     "-... with `broker instances list` and end it with `broker instances terminate <provider>:<id> --yes`")
+        .with("file", dir.path() + "/state.json");
+}
+
+}  // namespace
+
 int run_new(const RunConfig & config, const FlowOptions & options, const common::Output & out) {
     validate(config);
     common::Clock & clock = *options.broker.clock;
@@ -1440,10 +1459,27 @@ int run_resume(const std::string & run_dir, const FlowOptions & options, const c
     if (!dir.step_done("finish")) {
         lock = lock_run_dir(run_dir);
         dir = RunDir::open(run_dir);
+        refuse_lost_state(dir);
     }
-    RunConfig config = config_from_json(dir.run_info().at("config"));
+    // run_new writes these three; without them the run's remote folder, its instance's name and its
+    // config are unknown, and guessing would touch another run's files.
+    const std::string info_path = run_dir + "/run.json";
+    JsonFields info(dir.run_info(), info_path, "");
+    for (const char * key : {"run_id", "instance_run_id"})
+        if (info.string(key).empty()) info.fail_missing(key, "the run's id (run.json as deploy_and_analyze writes it)");
+    const JsonFields config_json = info.required_object("config");
+    RunConfig config = config_from_json(config_json.json(), info_path);
+    // A provider name the broker does not know would be refused deep in the flow without naming
+    // the file it came from.
+    for (const auto & p : config.resources.providers) {
+        try {
+            (void)broker::provider_caps(p);
+        } catch (const common::Error & e) {
+            config_json.object("resources").fail("providers", "providers this version knows (" + e.message() + ")", "'" + p.substr(0, 64) + "'");
+        }
+    }
     FlowOptions o = options;
-    if (o.workspace.empty()) o.workspace = dir.run_info().value("workspace", "");
+    if (o.workspace.empty()) o.workspace = dir.workspace();
     if (dir.step_done("finish")) common::log::info("resume: ", run_dir, " already finished; summarising");
     common::log::info("resume: ", run_dir, " (", config.model.display_name(), ")");
     Flow flow(config, o, std::move(dir));

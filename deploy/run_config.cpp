@@ -17,6 +17,7 @@
 #include "common/config_yaml.h"
 #include "common/error.h"
 #include "common/units.h"
+#include "deploy/json_fields.h"
 
 namespace fs = std::filesystem;
 
@@ -606,19 +607,24 @@ template <typename T>
 nlohmann::json opt(const std::optional<T> & v) {
     return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
 }
-template <typename T>
-std::optional<T> opt_get(const nlohmann::json & j, const char * key) {
-    if (!j.contains(key) || j[key].is_null()) return std::nullopt;
-    return j[key].get<T>();
-}
 // An int field of run.json, refused rather than truncated when it does not fit (check_bounds
 // then applies the config's own ranges).
-int int_field(const nlohmann::json & j, const char * key, int fallback) {
-    int64_t v = j.value(key, int64_t{fallback});
+int int_field(const JsonFields & f, const char * key, int fallback) {
+    int64_t v = f.integer<int64_t>(key, fallback);
     if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
-        throw common::Error::usage(std::string("run.json: ") + key + ": " + std::to_string(v) + " is out of range");
+        throw common::Error(common::ErrorKind::Usage, f.source() + ": " + f.name(key) + ": " + std::to_string(v) + " is out of range")
+            .with("file", f.source());
     return static_cast<int>(v);
 }
+
+EndAction end_action_field(const JsonFields & f, const char * key) {
+    const std::string v = f.string(key, "terminate");
+    if (v != "terminate" && v != "keep") f.fail(key, "terminate or keep", "'" + v.substr(0, 40) + "'");
+    return parse_end_action(v);
+}
+
+// No real config lists more than a few sites, providers or plants; the YAML reader allows 16 thresholds.
+constexpr size_t kMaxListItems = 64, kMaxThresholds = 16;
 
 }  // namespace
 
@@ -653,74 +659,74 @@ nlohmann::json config_to_json(const RunConfig & c) {
             {"output_dir", c.output_dir}};
 }
 
-RunConfig config_from_json(const nlohmann::json & j) {
-    try {
-        RunConfig c;
-        c.source = j.value("source", "");
-        c.name = j.value("name", "");
-        const auto & m = j.at("model");
-        c.model.hub_id = m.value("hub", "");
-        c.model.revision = m.value("revision", "main");
-        c.model.local_path = m.value("path", "");
-        c.model.dtype = m.value("dtype", "bf16");
-        if (m.contains("fixture")) {
-            const auto & f = m["fixture"];
-            FixtureModel fx;
-            fx.family = f.value("family", fx.family);
-            fx.layers = int_field(f, "layers", fx.layers);
-            fx.hidden = int_field(f, "hidden", fx.hidden);
-            fx.plants = f.value("plant", std::vector<std::string>{});
-            fx.seed = f.value("seed", uint64_t{0});
-            c.model.fixture = fx;
-        }
-        const auto & d = j.at("data");
-        c.data.text_file = d.value("text", "");
-        c.data.jsonl_file = d.value("jsonl", "");
-        c.data.tokens_file = d.value("tokens", "");
-        c.data.text_field = d.value("text_field", "text");
-        c.data.synthetic_vocab = opt_get<int64_t>(d, "synthetic_vocab");
-        c.data.seed = d.value("seed", uint64_t{0});
-        c.data.num_sequences = d.value("num_sequences", c.data.num_sequences);
-        c.data.sequence_length = d.value("sequence_length", c.data.sequence_length);
-        c.data.batch_size = d.value("batch_size", c.data.batch_size);
-        c.data.overlap = d.value("overlap", c.data.overlap);
-        c.capture.layers = j.at("capture").value("layers", "");
-        c.capture.sites = j.at("capture").value("sites", c.capture.sites);
-        const auto & a = j.at("analysis");
-        c.analysis.mode = a.value("mode", c.analysis.mode);
-        c.analysis.threshold = a.value("threshold", c.analysis.threshold);
-        c.analysis.layer_fraction = a.value("layer_fraction", c.analysis.layer_fraction);
-        c.analysis.position_fraction = a.value("position_fraction", c.analysis.position_fraction);
-        c.analysis.perplexity = a.value("perplexity", c.analysis.perplexity);
-        c.analysis.expert_stats = a.value("expert_stats", c.analysis.expert_stats);
-        c.analysis.thresholds = a.value("thresholds", c.analysis.thresholds);
-        const auto & r = j.at("resources");
-        c.resources.providers = r.value("providers", std::vector<std::string>{});
-        c.resources.gpu_filter = r.value("gpu", "");
-        c.resources.gpu_count = int_field(r, "gpu_count", 1);
-        c.resources.min_vram_gb = opt_get<double>(r, "min_vram_gb");
-        c.resources.min_cpu_ram_gb = opt_get<double>(r, "min_cpu_ram_gb");
-        c.resources.offload_gb = r.value("offload_gb", 0.0);  // absent in run dirs from before offload
-        c.resources.max_price_usd_per_hour = opt_get<double>(r, "max_price_usd_per_hour");
-        c.resources.disk_gb = int_field(r, "disk_gb", c.resources.disk_gb);
-        c.resources.image = r.value("image", c.resources.image);
-        c.resources.safety_factor = r.value("safety_factor", c.resources.safety_factor);
-        const auto & p = j.at("policy");
-        c.policy.on_success = parse_end_action(p.value("on_success", "terminate"));
-        c.policy.on_failure = parse_end_action(p.value("on_failure", "terminate"));
-        c.policy.keep_ttl_s = p.value("keep_ttl_s", c.policy.keep_ttl_s);
-        c.policy.max_duration_s = p.value("max_duration_s", c.policy.max_duration_s);
-        c.policy.max_requeues = p.value("max_requeues", c.policy.max_requeues);
-        c.policy.stall_timeout_s = p.value("stall_timeout_s", c.policy.stall_timeout_s);  // absent in older run dirs
-        c.policy.max_cost_usd = opt_get<double>(p, "max_cost_usd");
-        c.policy.heartbeat_timeout_s = p.value("heartbeat_timeout_s", c.policy.heartbeat_timeout_s);
-        c.hf_token_env = j.value("hf_token_env", c.hf_token_env);
-        c.output_dir = j.value("output_dir", c.output_dir);
-        check_bounds(c, "run.json");  // a resumed run is held to the same ranges as a new one
-        return c;
-    } catch (const nlohmann::json::exception & e) {
-        throw common::Error::usage(std::string("run.json: not a run config this version understands: ") + e.what());
+RunConfig config_from_json(const nlohmann::json & j, const std::string & source) {
+    // Every field typed (json_fields.h): run.json is a file on the user's disk, and a hand edit or a
+    // damaged copy must be refused naming the key, never crash on a type_error or cast a float.
+    JsonFields top(j, source, "config");
+    RunConfig c;
+    c.source = top.string("source");
+    c.name = top.string("name");
+    const auto m = top.required_object("model");
+    c.model.hub_id = m.string("hub");
+    c.model.revision = m.string("revision", "main");
+    c.model.local_path = m.string("path");
+    c.model.dtype = m.string("dtype", "bf16");
+    if (m.has("fixture")) {
+        const auto f = m.object("fixture");
+        FixtureModel fx;
+        fx.family = f.string("family", fx.family);
+        fx.layers = int_field(f, "layers", fx.layers);
+        fx.hidden = int_field(f, "hidden", fx.hidden);
+        fx.plants = f.string_list("plant", kMaxListItems);
+        fx.seed = f.integer<uint64_t>("seed", 0);
+        c.model.fixture = fx;
     }
+    const auto d = top.required_object("data");
+    c.data.text_file = d.string("text");
+    c.data.jsonl_file = d.string("jsonl");
+    c.data.tokens_file = d.string("tokens");
+    c.data.text_field = d.string("text_field", "text");
+    if (d.has("synthetic_vocab")) c.data.synthetic_vocab = d.integer<int64_t>("synthetic_vocab");
+    c.data.seed = d.integer<uint64_t>("seed", 0);
+    c.data.num_sequences = d.integer<int64_t>("num_sequences", c.data.num_sequences);
+    c.data.sequence_length = d.integer<int64_t>("sequence_length", c.data.sequence_length);
+    c.data.batch_size = d.integer<int64_t>("batch_size", c.data.batch_size);
+    c.data.overlap = d.integer<int64_t>("overlap", c.data.overlap);
+    const auto cap = top.required_object("capture");
+    c.capture.layers = cap.string("layers");
+    c.capture.sites = cap.string_list("sites", kMaxListItems, c.capture.sites);
+    const auto a = top.required_object("analysis");
+    c.analysis.mode = a.string("mode", c.analysis.mode);
+    c.analysis.threshold = a.number("threshold", c.analysis.threshold);
+    c.analysis.layer_fraction = a.number("layer_fraction", c.analysis.layer_fraction);
+    c.analysis.position_fraction = a.number("position_fraction", c.analysis.position_fraction);
+    c.analysis.perplexity = a.boolean("perplexity", c.analysis.perplexity);
+    c.analysis.expert_stats = a.boolean("expert_stats", c.analysis.expert_stats);
+    c.analysis.thresholds = a.number_list("thresholds", kMaxThresholds, c.analysis.thresholds);
+    const auto r = top.required_object("resources");
+    c.resources.providers = r.string_list("providers", kMaxListItems);
+    c.resources.gpu_filter = r.string("gpu");
+    c.resources.gpu_count = int_field(r, "gpu_count", 1);
+    c.resources.min_vram_gb = r.opt_number("min_vram_gb");
+    c.resources.min_cpu_ram_gb = r.opt_number("min_cpu_ram_gb");
+    c.resources.offload_gb = r.number("offload_gb", 0.0);  // absent in run dirs from before offload
+    c.resources.max_price_usd_per_hour = r.opt_number("max_price_usd_per_hour");
+    c.resources.disk_gb = int_field(r, "disk_gb", c.resources.disk_gb);
+    c.resources.image = r.string("image", c.resources.image);
+    c.resources.safety_factor = r.number("safety_factor", c.resources.safety_factor);
+    const auto p = top.required_object("policy");
+    c.policy.on_success = end_action_field(p, "on_success");
+    c.policy.on_failure = end_action_field(p, "on_failure");
+    c.policy.keep_ttl_s = p.number("keep_ttl_s", c.policy.keep_ttl_s);
+    c.policy.max_duration_s = p.number("max_duration_s", c.policy.max_duration_s);
+    c.policy.max_requeues = int_field(p, "max_requeues", c.policy.max_requeues);
+    c.policy.stall_timeout_s = p.number("stall_timeout_s", c.policy.stall_timeout_s);  // absent in older run dirs
+    c.policy.max_cost_usd = p.opt_number("max_cost_usd");
+    c.policy.heartbeat_timeout_s = p.number("heartbeat_timeout_s", c.policy.heartbeat_timeout_s);
+    c.hf_token_env = top.string("hf_token_env", c.hf_token_env);
+    c.output_dir = top.string("output_dir", c.output_dir);
+    check_bounds(c, source);  // a resumed run is held to the same ranges as a new one
+    return c;
 }
 
 RunConfig rehearsal_defaults() {

@@ -154,8 +154,11 @@ void check_capture_layers(const RunConfig & config, int64_t n_layers, const std:
 void check_capture_layers(const RunConfig & config, const nlohmann::json & hf_config);
 
 // The resolved config as JSON (RUN_DIR/run.json), and back (for --resume). Keys mirror the YAML.
+// config_from_json refuses (usage, naming `source` and the key path, e.g. "RUN/run.json:
+// config.policy.max_duration_s: expected a number, got string") a field of the wrong type, a
+// missing section, a count no config has, and any number out of the config's ranges.
 nlohmann::json config_to_json(const RunConfig & config);
-RunConfig config_from_json(const nlohmann::json & j);
+RunConfig config_from_json(const nlohmann::json & j, const std::string & source = "run.json");
 
 // The built-in rehearsal config (the same content as configs/rehearsal.yaml), for a run with no
 // --config: local provider, tiny OLMoE fixture with planted outliers, CPU.

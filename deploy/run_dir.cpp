@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <limits>
 #include <ctime>
@@ -15,6 +16,8 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/regular_file.h"
+#include "deploy/json_fields.h"
 
 namespace fs = std::filesystem;
 
@@ -42,19 +45,27 @@ void write_atomic(const std::string & path, const std::string & text) {
     if (::rename(tmp.c_str(), path.c_str()) != 0) throw common::Error::io(path, "rename", errno);
 }
 
-// run.json and state.json are a few KiB; anything near this is not ours.
-constexpr uintmax_t kMaxRunFileBytes = 16u << 20;
+// run.json and state.json are a few KiB, the journal a few dozen lines a run; anything near these
+// sizes is not ours (and is refused before a byte is read, by common::read_regular_file).
+constexpr uint64_t kMaxRunFileBytes = 16u << 20;
+constexpr uint64_t kMaxJournalBytes = 64u << 20;
 
-nlohmann::json read_json(const std::string & path) {
-    std::error_code ec;
-    if (auto size = fs::file_size(path, ec); !ec && size > kMaxRunFileBytes)
-        throw common::Error::usage(path + ": " + std::to_string(size) + " bytes; a run directory's files are far smaller");
-    std::ifstream in(path);
-    if (!in) throw common::Error::not_found(path, "cannot be read");
+// A run directory's JSON file, refused (usage, naming the file) when it is not a regular file, too
+// large, or not JSON: a damaged file is the user's to look at, never guessed around or replaced.
+nlohmann::json read_json(const std::string & path, std::string_view what) {
+    const std::string text = common::read_regular_file(path, kMaxRunFileBytes, what);
     try {
-        return nlohmann::json::parse(in);
+        return nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception & e) {
-        throw common::Error(common::ErrorKind::Usage, path + ": not valid JSON: " + e.what());
+        // The library's own message names its exception class, not the problem: say where it broke.
+        const auto * pe = dynamic_cast<const nlohmann::json::parse_error *>(&e);
+        std::string where = text.empty()                    ? "the file is empty"
+                            : pe && pe->byte >= text.size() ? "it ends mid-value after " + std::to_string(text.size()) + " bytes (cut short?)"
+                            : pe                            ? "broken at byte " + std::to_string(pe->byte)
+                                                            : "a number too large for JSON";
+        throw common::Error(common::ErrorKind::Usage, path + ": not valid JSON: " + where + "; the " + std::string(what) +
+                                                          " is damaged (a full disk, a crash, an edit?) and was left as it is")
+            .with("file", path);
     }
 }
 
@@ -66,65 +77,15 @@ nlohmann::json to_json(const JournalEvent & e) {
     return j;
 }
 
-// Reads one typed field of state.json. Every wrong type is a usage error naming the file and the
-// key path ("state.json: instance.gpu_count: expected an integer, got string").
-class Reader {
-public:
-    Reader(const nlohmann::json & j, std::string source, std::string path) : j_(j), source_(std::move(source)), path_(std::move(path)) {
-        if (!j_.is_object()) fail("", "an object");
-    }
-    bool has(const char * key) const { return j_.contains(key) && !j_.at(key).is_null(); }
-    Reader object(const char * key) const { return Reader(j_.at(key), source_, name(key)); }
-    std::string string(const char * key, const std::string & fallback = "") const {
-        if (!has(key)) return fallback;
-        if (!j_.at(key).is_string()) fail(key, "a string");
-        return j_.at(key).get<std::string>();
-    }
-    double number(const char * key, double fallback = 0) const {
-        if (!has(key)) return fallback;
-        if (!j_.at(key).is_number()) fail(key, "a number");
-        return j_.at(key).get<double>();
-    }
-    template <class Int>
-    Int integer(const char * key, Int fallback = 0) const {
-        if (!has(key)) return fallback;
-        const auto & v = j_.at(key);
-        bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<Int>::max())
-                    : v.is_number_integer() ? v.get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<Int>::min()) &&
-                                                  (v.get<int64_t>() < 0 || static_cast<uint64_t>(v.get<int64_t>()) <=
-                                                                               static_cast<uint64_t>(std::numeric_limits<Int>::max()))
-                                            : false;
-        if (!fits) fail(key, "an integer in range");
-        return v.is_number_unsigned() ? static_cast<Int>(v.get<uint64_t>()) : static_cast<Int>(v.get<int64_t>());
-    }
-    bool boolean(const char * key, bool fallback = false) const {
-        if (!has(key)) return fallback;
-        if (!j_.at(key).is_boolean()) fail(key, "true or false");
-        return j_.at(key).get<bool>();
-    }
-    std::optional<std::string> opt_string(const char * key) const { return has(key) ? std::optional(string(key)) : std::nullopt; }
-    std::optional<double> opt_number(const char * key) const { return has(key) ? std::optional(number(key)) : std::nullopt; }
-    std::optional<bool> opt_boolean(const char * key) const { return has(key) ? std::optional(boolean(key)) : std::nullopt; }
-    const nlohmann::json & json() const { return j_; }
-    [[noreturn]] void fail(const std::string & key, const std::string & expected) const {
-        const auto & v = key.empty() ? j_ : j_.at(key);
-        const std::string where = !key.empty() ? name(key) : path_.empty() ? "(top level)" : path_;
-        throw common::Error::usage(source_ + ": " + where + ": expected " + expected + ", got " +
-                                   v.type_name());
-    }
-    std::string name(const std::string & key) const { return path_.empty() ? key : path_ + "." + key; }
-
-private:
-    const nlohmann::json & j_;
-    std::string source_;
-    std::string path_;
-};
+using Reader = JsonFields;
 
 // No real run has more than a few offers (three per provider) or jobs (bootstrap, fetch, analysis).
 constexpr size_t kMaxOffers = 1000;
 constexpr size_t kMaxJobs = 64;
 constexpr size_t kMaxJumps = 8;  // bifrost's own bound on a chain
 constexpr size_t kMaxProviders = 64;
+// Prices and sizes feed deadlines and the cost cap: a value past these is damage, not a machine.
+constexpr double kMaxPrice = 1e6, kMaxGb = 1e6;
 
 template <class T>
 void put(nlohmann::json & j, const char * key, const std::optional<T> & v) {
@@ -222,7 +183,7 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     for (const auto & [key, value] : j.items())
         if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) s.unknown[key] = value;
     s.estimated = j.contains("min_vram_gb");
-    s.min_vram_gb = r.opt_number("min_vram_gb");
+    s.min_vram_gb = r.has("min_vram_gb") ? std::optional(r.number("min_vram_gb", 0, 0, kMaxGb)) : std::nullopt;
     if (r.has("estimate")) {
         auto e = r.object("estimate");
         s.estimate = EstimateRecord{e.integer<int64_t>("params"), e.integer<int64_t>("params_active"), e.number("weights_gb"),
@@ -237,12 +198,12 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
         for (size_t n = 0; n < rows.size(); ++n) {
             Reader o(rows[n], source, "offers[" + std::to_string(n) + "]");
             s.offers->push_back({o.string("provider"), o.string("offer_id"), o.string("gpu_model"), o.integer<int>("gpu_count"),
-                                 o.number("price_usd_per_hour_total"), rows[n]});
+                                 o.number("price_usd_per_hour_total", 0, 0, kMaxPrice), rows[n]});
         }
     }
     if (r.has("create_intent")) {
         auto c = r.object("create_intent");
-        s.create_intent = CreateIntent{c.string("run_id"), c.number("unix_s"), std::nullopt};
+        s.create_intent = CreateIntent{c.string("run_id"), c.unix_time("unix_s"), std::nullopt};
         if (c.has("providers")) {
             const auto & ps = c.json().at("providers");
             if (!ps.is_array()) c.fail("providers", "an array");
@@ -262,9 +223,9 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
             ssh = SshRecord{h.string("host"), h.integer<int>("port", 22), h.string("user")};
         }
         s.instance = InstanceRecord{.provider = i.string("provider"), .id = i.string("id"), .name = i.string("name"),
-                                    .price_usd_per_hour = i.number("price_usd_per_hour"), .gpu_model = i.string("gpu_model"),
-                                    .gpu_count = i.integer<int>("gpu_count"), .vram_gb_per_gpu = i.number("vram_gb_per_gpu"),
-                                    .created_unix = i.opt_number("created_unix"), .native_deadline = i.opt_boolean("native_deadline"),
+                                    .price_usd_per_hour = i.number("price_usd_per_hour", 0, 0, kMaxPrice), .gpu_model = i.string("gpu_model"),
+                                    .gpu_count = i.integer<int>("gpu_count"), .vram_gb_per_gpu = i.number("vram_gb_per_gpu", 0, 0, kMaxGb),
+                                    .created_unix = i.opt_unix_time("created_unix"), .native_deadline = i.opt_boolean("native_deadline"),
                                     .adopted = i.boolean("adopted"), .ssh = std::move(ssh)};
     }
     if (r.has("remote")) {
@@ -273,7 +234,7 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     }
     if (r.has("watchdog")) {
         auto w = r.object("watchdog");
-        s.watchdog = WatchdogRecord{w.string("action"), w.number("deadline_unix"), w.number("heartbeat_timeout_s")};
+        s.watchdog = WatchdogRecord{w.string("action"), w.unix_time("deadline_unix"), w.number("heartbeat_timeout_s", 0, 0, kMaxUnixTime)};
     }
     s.container_env = r.opt_boolean("container_env");
     if (r.has("jobs")) {
@@ -310,7 +271,7 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
         for (const auto & [role, value] : jobs.json().items()) {
             auto o = jobs.object(role.c_str());
             BatchJobRecord job{o.string("id"), o.string("name"), o.string("output_path"), o.integer<uint64_t>("offset"),
-                               o.integer<int>("restarts"), o.opt_string("end_state"), std::nullopt, o.number("submitted_unix")};
+                               o.integer<int>("restarts"), o.opt_string("end_state"), std::nullopt, o.unix_time("submitted_unix")};
             if (o.has("exit_code")) job.exit_code = o.integer<int>("exit_code");
             rec.jobs[role] = std::move(job);
         }
@@ -324,15 +285,34 @@ RunState run_state_from_json(const nlohmann::json & j, const std::string & sourc
     if (r.has("end")) {
         auto e = r.object("end");
         s.end = EndRecord{.action = e.string("action"), .reason = e.opt_string("reason"),
-                          .keep_until_unix = e.opt_number("keep_until_unix"), .watchdog_extended = e.opt_boolean("watchdog_extended"),
+                          .keep_until_unix = e.opt_unix_time("keep_until_unix"), .watchdog_extended = e.opt_boolean("watchdog_extended"),
                           .proven_gone = e.opt_boolean("proven_gone"), .last_status = e.opt_string("last_status"),
-                          .ended_unix = e.opt_number("ended_unix")};
+                          .ended_unix = e.opt_unix_time("ended_unix")};
     }
     return s;
 }
 
 RunDir::RunDir(std::string path, nlohmann::json run_info, RunState state)
-    : path_(std::move(path)), run_info_(std::move(run_info)), state_(std::move(state)) {}
+    : path_(std::move(path)), run_info_(std::move(run_info)), state_(std::move(state)) {
+    // run.json's own fields, typed once here (a wrong type is refused naming the key, not met later
+    // as a type_error deep in a step). The ids become remote paths and instance names: only the
+    // characters new_run_id and run_new write.
+    const std::string source = path_ + "/run.json";
+    JsonFields info(run_info_, source, "");
+    auto id = [&](const char * key, bool (*allowed)(char)) {
+        std::string v = info.string(key);
+        if (v.size() > 64 || v == "." || v.find("..") != std::string::npos || !std::all_of(v.begin(), v.end(), allowed))
+            info.fail(key, "at most 64 of the characters run ids use", "'" + v.substr(0, 64) + "'");
+        return v;
+    };
+    run_id_ = id("run_id", [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.'; });
+    instance_run_id_ = id("instance_run_id", [](char c) {
+        return std::islower(static_cast<unsigned char>(c)) != 0 || std::isdigit(static_cast<unsigned char>(c)) != 0;
+    });
+    workspace_ = info.string("workspace");
+    info.opt_unix_time("started_unix");
+    if (info.has("config")) info.object("config");  // an object (config_from_json reads its fields)
+}
 
 namespace {
 constexpr const char * kLockFile = "lock";
@@ -380,11 +360,12 @@ RunDir RunDir::create(const std::string & path, const nlohmann::json & run_info)
 }
 
 RunDir RunDir::open(const std::string & path) {
-    if (!fs::exists(path + "/run.json"))
+    std::error_code ec;
+    if (!fs::exists(path + "/run.json", ec))
         throw common::Error::not_found(path, "is not a run directory (no run.json); give the folder printed at the start of the run");
     const std::string state_path = path + "/state.json";
-    RunState state = fs::exists(state_path) ? run_state_from_json(read_json(state_path), state_path) : RunState{};
-    return RunDir(path, read_json(path + "/run.json"), std::move(state));
+    RunState state = fs::exists(state_path, ec) ? run_state_from_json(read_json(state_path, "run state file"), state_path) : RunState{};
+    return RunDir(path, read_json(path + "/run.json", "run description"), std::move(state));
 }
 
 void RunDir::append(const JournalEvent & event) {
@@ -400,24 +381,38 @@ void RunDir::append(const JournalEvent & event) {
 }
 
 std::vector<JournalEvent> RunDir::journal() const {
+    const std::string path = path_ + "/journal.jsonl";
+    std::string text;
+    try {
+        text = common::read_regular_file(path, kMaxJournalBytes, "run journal");
+    } catch (const common::Error & e) {
+        if (e.kind() == common::ErrorKind::NotFound) return {};  // no step has started yet
+        throw;
+    }
     std::vector<JournalEvent> out;
-    std::ifstream in(path_ + "/journal.jsonl");
-    std::string line;
-    while (std::getline(in, line)) {
+    size_t line_no = 0;
+    for (size_t at = 0; at < text.size();) {
+        size_t nl = text.find('\n', at);
+        std::string_view line(text.data() + at, (nl == std::string::npos ? text.size() : nl) - at);
+        at = nl == std::string::npos ? text.size() : nl + 1;
+        ++line_no;
         if (line.empty()) continue;
         nlohmann::json j;
         try {
             j = nlohmann::json::parse(line);
         } catch (const nlohmann::json::exception &) {
-            continue;  // a torn final line from a crash mid-append: the event did not complete
+            continue;  // a torn line from a crash or a full disk mid-append: that event did not complete
         }
+        // A whole line of the wrong shape was written by someone else (an edit, a sync tool): the
+        // record of what ran cannot be trusted past it, so it is refused naming the line and key.
+        JsonFields f(j, path + ":" + std::to_string(line_no), "");
         JournalEvent e;
-        e.step = j.value("step", "");
-        e.event = j.value("event", "");
-        e.unix_s = j.value("unix_s", 0.0);
-        e.duration_s = j.value("duration_s", 0.0);
-        e.kind = j.value("kind", "");
-        e.message = j.value("message", "");
+        e.step = f.string("step");
+        e.event = f.string("event");
+        e.unix_s = f.unix_time("unix_s");
+        e.duration_s = f.number("duration_s", 0, 0, kMaxUnixTime);
+        e.kind = f.string("kind");
+        e.message = f.string("message");
         out.push_back(std::move(e));
     }
     return out;

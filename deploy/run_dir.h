@@ -184,16 +184,25 @@ public:
     // Creates RUN_DIR (and logs/, results/); refuses (usage) an existing non-empty directory (its
     // lock file alone does not count: lock_run_dir comes first).
     static RunDir create(const std::string & path, const nlohmann::json & run_info);
-    // Opens an existing run directory (not_found when it has no run.json).
+    // Opens an existing run directory (not_found when it has no run.json). A run.json or state.json
+    // that is not a regular file, over 16 MiB, not JSON, or holds a field of the wrong type is
+    // refused (usage, naming the file and the key) and left as it is.
     static RunDir open(const std::string & path);
 
     const std::string & path() const { return path_; }
     std::string logs_dir() const { return path_ + "/logs"; }
     std::string results_dir() const { return path_ + "/results"; }
     const nlohmann::json & run_info() const { return run_info_; }
+    // run.json's ids and workspace, checked when the directory is opened ("" when absent).
+    const std::string & run_id() const { return run_id_; }
+    const std::string & instance_run_id() const { return instance_run_id_; }
+    const std::string & workspace() const { return workspace_; }
 
     void append(const JournalEvent & event);
-    std::vector<JournalEvent> journal() const;  // tolerates a torn last line (a crash mid-write)
+    // Tolerates a torn line (a crash or a full disk mid-append: that event did not complete); a
+    // line that is JSON with a field of the wrong type, or a journal over 64 MiB, is refused
+    // (usage, naming file:line and the key): the record of what ran is not guessed around.
+    std::vector<JournalEvent> journal() const;
     // Steps whose last event is "done".
     bool step_done(const std::string & step) const;
 
@@ -207,6 +216,7 @@ private:
     std::string path_;
     nlohmann::json run_info_;
     RunState state_;
+    std::string run_id_, instance_run_id_, workspace_;
 };
 
 // The claim of the process that drives a run (a new run or a --resume): an flock(2) on RUN_DIR/lock,

@@ -70,7 +70,17 @@ RunReport run_steps(const std::vector<Step> & steps, const Step & finish, RunDir
             report.steps.push_back(t);
             continue;
         }
-        if (step.skip_when_done && dir.step_done(step.name)) {
+        bool done = false;
+        try {
+            done = step.skip_when_done && dir.step_done(step.name);
+        } catch (const common::Error & e) {
+            // The journal was damaged while this run drove it (it was read whole at the start): the
+            // step is not run, and finish still runs below, so the instance is ended all the same.
+            report.first_failure = e;
+            report.steps.push_back(t);
+            continue;
+        }
+        if (done) {
             t.outcome = "skipped";
             dir.append({step.name, "skipped", clock.unix_now(), 0, {}, "done in an earlier attach"});
             report.steps.push_back(t);

@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/gnuplot.h"
 #include "common/log.h"
+#include "common/regular_file.h"
 #include "common/subprocess.h"
 #include "deploy/run_dir.h"
 #include "deploy/sweep.h"
@@ -189,7 +190,8 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
         r.family = m.family;
         std::string dir = root + "/" + m.id;
         if (!m.blocked.empty()) r.outcome = "blocked (issue #13)";
-        if (fs::exists(dir + "/run.json")) {
+        std::error_code ec;
+        if (fs::exists(dir + "/run.json", ec)) try {
             RunDir d = RunDir::open(dir);
             double first = 0, last = 0;
             auto journal = d.journal();
@@ -220,6 +222,12 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
                 if (inspect.contains("params_active") && inspect["params_active"].is_number()) r.active = inspect["params_active"].get<double>();
                 if (inspect.contains("model_type") && inspect["model_type"].is_string()) r.family = inspect["model_type"].get<std::string>();
             }
+        } catch (const common::Error & e) {
+            // A damaged member (its journal, state.json or run.json) is one row of the report, not
+            // the end of it: listed as unreadable, the reason (file and key) in the log.
+            if (e.kind() != common::ErrorKind::Usage && e.kind() != common::ErrorKind::NotFound) throw;
+            r = Row{.id = m.id, .model = m.config.model.display_name(), .family = m.family, .outcome = "unreadable run directory"};
+            common::log::warn("sweep report: ", m.id, ": ", e.message(), "; listed as unreadable, nothing in it was changed");
         }
         rows.push_back(r);
     }

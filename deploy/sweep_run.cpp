@@ -17,6 +17,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string_view>
 #include <thread>
 
@@ -24,6 +25,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/program.h"
+#include "common/regular_file.h"
 #include "common/subprocess.h"
 #include "deploy/download_slots.h"
 #include "deploy/policy.h"
@@ -74,6 +76,7 @@ struct Member {
     double cost = 0;
     bool cost_known = false;
     std::string results;
+    std::string damage;       // why its run directory could not be read (state "unreadable run directory")
 };
 
 // Fields of a member's files, read without trusting their types: nlohmann's value() throws on a
@@ -102,9 +105,26 @@ std::string printable(const std::string & text) {
     return out;
 }
 
+// A path from a member's state.json goes to the terminal: no control characters (an escape
+// sequence would rewrite the screen), bounded.
+std::string no_controls(const std::string & text) {
+    std::string out = text.substr(0, 4096);
+    for (char & c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    return out;
+}
+
 // What the member's run directory says now: the step it is in, $ so far, its instance, results.
+// Read every poll while the member writes: a torn or damaged file shows as unknown here, and the
+// member's own --resume is what refuses it, naming the file.
 void observe(Member & m) {
-    std::ifstream j(m.dir + "/journal.jsonl");
+    std::string text;
+    try {
+        text = common::read_regular_file(m.dir + "/journal.jsonl", 64u << 20, "run journal");
+    } catch (const common::Error &) {
+        // absent (not started yet), or not a file we can read: no step to show
+    }
+    std::istringstream j(text);
     std::string line, last_step;
     for (int n = 0; std::getline(j, line) && n < 100000; ++n) {
         auto e = nlohmann::json::parse(line, nullptr, false);
@@ -126,7 +146,7 @@ void observe(Member & m) {
         if (!provider.empty() && !id.empty()) m.instance = printable(provider + ":" + id);
     }
     m.instance_gone = field(end_record, "proven_gone") == true;
-    if (field(st, "results").is_object()) m.results = string_or(st["results"], "dir");
+    if (field(st, "results").is_object()) m.results = no_controls(string_or(st["results"], "dir"));
 }
 
 // Outcome of a run directory that finished before this sweep started: failed when any step failed.
@@ -144,7 +164,25 @@ std::string finished_outcome(const std::string & dir) {
 // before; with retry_failed a failed one is moved aside and run new). A directory another process
 // drives (a member that outlived an earlier sweep: members run in their own sessions) is "running
 // elsewhere": never a second driver alongside it; it is classified again once that process lets go.
+void classify_readable(Member & m, bool retry_failed);
+
+// A run directory that cannot be read (a damaged journal, state.json or run.json: a full disk, an
+// edit, a sync tool) is neither resumed nor moved aside: the member is reported with the reason
+// (file and key) and the other members go on; the sweep then exits with a usage error.
 void classify(Member & m, bool retry_failed) {
+    try {
+        classify_readable(m, retry_failed);
+    } catch (const common::Error & e) {
+        if (e.kind() != common::ErrorKind::Usage && e.kind() != common::ErrorKind::NotFound) throw;
+        m.action = "skip";
+        m.state = "unreadable run directory";
+        m.damage = e.message();
+        common::log::error("sweep: ", m.spec->id, ": its run directory cannot be read, so it is not run or resumed (nothing in it was "
+                           "changed): ", no_controls(e.message()));
+    }
+}
+
+void classify_readable(Member & m, bool retry_failed) {
     if (run_dir_driven_elsewhere(m.dir)) {
         m.action = "resume";
         m.state = "running elsewhere";
@@ -194,11 +232,14 @@ std::vector<common::ChildProcess> & detached_children() {
 }  // namespace
 
 nlohmann::json read_member_json(const std::string & path) {
-    std::error_code ec;
-    auto size = fs::file_size(path, ec);
-    if (ec || size > (4u << 20)) return nullptr;
-    std::ifstream in(path);
-    auto j = nlohmann::json::parse(in, nullptr, false);
+    std::string text;
+    try {
+        // Not a regular file (a FIFO would block an ifstream for ever), or too large: as absent.
+        text = common::read_regular_file(path, 4u << 20, "member file");
+    } catch (const common::Error &) {
+        return nullptr;
+    }
+    auto j = nlohmann::json::parse(text, nullptr, false);
     return j.is_discarded() ? nlohmann::json(nullptr) : j;
 }
 
@@ -489,6 +530,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                       m.state == "finishing on its own";
         if (m.state == "stopped (budget)" && m.exit_code == 130) m.exit_code = common::exit_code(common::ErrorKind::Quota);
         if (exit_code == 0 && m.state == "failed") exit_code = m.exit_code > 0 ? m.exit_code : 1;
+        if (exit_code == 0 && !m.damage.empty()) exit_code = common::exit_code(common::ErrorKind::Usage);
         rows.push_back({{"member", m.spec->id},
                         {"outcome", m.elsewhere ? m.state + " (elsewhere)" : m.action == "done" ? m.state + " (earlier)" : m.state},
                         {"exit_code", m.exit_code},
@@ -496,6 +538,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                         {"results", m.results.empty() ? "-" : m.results},
                         {"instance", m.instance.empty() ? "-" : m.instance},
                         {"run_dir", m.dir}});
+        if (!m.damage.empty()) rows.back()["error"] = m.damage;
     }
     if (leak) exit_code = 10;
     else if (failure) exit_code = failure_code;
@@ -526,6 +569,8 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                  "; " + root + " (resume with the same command; --retry-failed reruns the failed members)");
         if (summary.contains("report")) out.text("report: " + summary["report"].get<std::string>());
         for (const auto & k : killed) out.text("killed while finishing: " + k);
+        for (const auto & m : members)
+            if (!m.damage.empty()) out.text("not run: " + m.spec->id + ": " + no_controls(m.damage));
     }
     if (failure) {
         if (leak) {

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -328,6 +329,58 @@ TEST_CASE("e2e: a bad config is refused before anything is rented") {
     CHECK(help.exit_code == 0);
     CHECK(help.out.find("Examples:") != std::string::npos);
     CHECK(help.out.find("--keep-running") != std::string::npos);
+}
+
+TEST_CASE("e2e: --resume of a damaged run directory exits 2 or 9 naming the file and key, never an unexpected error, and changes nothing") {
+    // The finished rehearsal of tests/deploy/data/old-format, damaged as a full disk, an edit or a
+    // sync tool leaves it (run_dir_hostile_test.cpp damages every field; this is the program's exit).
+    tests::TempDir dir("deploy-e2e-damaged");
+    const std::string finished = std::string(TOOLKIT_SOURCE_DIR) + "/tests/deploy/data/old-format/finished";
+    struct Case {
+        std::string file, find, replace, expect;
+        int code;
+    };
+    const std::vector<Case> cases{
+        {"journal.jsonl", "\"step\":\"create\"", "\"step\":5", "journal.jsonl:5: step: expected a string, got number", 2},
+        {"state.json", "\"price_usd_per_hour\": 0.0", "\"price_usd_per_hour\": \"cheap\"",
+         "state.json: instance.price_usd_per_hour: expected a number, got string", 2},
+        {"run.json", "\"max_duration_s\": 3600.0", "\"max_duration_s\": \"1h\"",
+         "run.json: config.policy.max_duration_s: expected a number, got string", 2},
+        {"state.json", "", "{\"instance\": {\"provider\": \"lo", "state.json: not valid JSON", 2},
+        {"run.json", "", "", "is not a run directory (no run.json)", 9},
+    };
+    for (size_t n = 0; n < cases.size(); ++n) {
+        const auto & c = cases[n];
+        CAPTURE(c.expect);
+        const std::string run = dir / ("run" + std::to_string(n));
+        fs::create_directories(run);
+        for (const char * f : {"run.json", "state.json", "journal.jsonl"}) {
+            fs::copy_file(finished + "/" + f, run + "/" + f);
+            fs::permissions(run + "/" + f, fs::perms::owner_read | fs::perms::owner_write);
+        }
+        const std::string path = run + "/" + c.file;
+        if (c.code == 9) {
+            fs::remove(path);
+        } else if (c.find.empty()) {
+            tests::write_file(path, c.replace);  // cut short
+        } else {
+            std::string text = tests::read_file(path);
+            const auto at = text.find(c.find);
+            REQUIRE(at != std::string::npos);
+            tests::write_file(path, text.replace(at, c.find.size(), c.replace));
+        }
+        std::map<std::string, std::string> before;
+        for (const auto & e : fs::directory_iterator(run)) before[e.path().string()] = tests::read_file(e.path().string());
+        auto r = common::run_process({DEPLOY_BIN, "--resume", run, "--state-dir", dir / "state"}, run_opts());
+        INFO(r.err);
+        CHECK(r.exit_code == c.code);
+        CHECK(r.err.find(c.expect) != std::string::npos);
+        CHECK(r.err.find("unexpected error") == std::string::npos);
+        CHECK(r.err.find("json.exception") == std::string::npos);
+        std::map<std::string, std::string> after;
+        for (const auto & e : fs::directory_iterator(run)) after[e.path().string()] = tests::read_file(e.path().string());
+        CHECK(after == before);
+    }
 }
 
 TEST_CASE("e2e: the same flow against the RunPod emulator (instance backed by a real sshd) proves the cloud wiring") {

@@ -592,6 +592,33 @@ TEST_CASE("sweep run: a member's state.json with fields of the wrong type is sho
     for (const char * m : {"first-one", "second-one", "third-one"}) CHECK(f.outcome(std::string(m)) == "succeeded");
 }
 
+TEST_CASE("sweep run: a member whose run directory cannot be read is neither run nor moved aside, the others run, and the sweep exits 2 naming the file") {
+    tests::EnvGuard price("FAKE_PRICE", "0.36"), seconds("FAKE_SECONDS", "1");
+    FakeSweep f("  max_parallel: 3\n  download_stagger: 0s\n");
+    // first-one finished in an earlier sweep, and its journal was damaged since (an edit, a sync tool).
+    const std::string d = f.member_dir("first-one");
+    fs::create_directories(d);
+    tests::write_file(d + "/run.json", "{\"run_id\": \"fake\"}\n");
+    tests::write_file(d + "/state.json", "{}\n");
+    const std::string journal = "{\"step\":\"run\",\"event\":\"done\",\"unix_s\":1}\n{\"step\":\"finish\",\"event\":\"done\",\"unix_s\":\"late\"}\n";
+    tests::write_file(d + "/journal.jsonl", journal);
+    int code = f.run();
+    INFO(f.log);
+    CHECK_FALSE(f.error.has_value());
+    CHECK(code == 2);
+    CHECK(f.outcome("first-one") == "unreadable run directory");
+    CHECK(f.outcome("second-one") == "succeeded");
+    CHECK(f.outcome("third-one") == "succeeded");
+    CHECK(f.log.find(d + "/journal.jsonl:2: unix_s: expected a number, got string") != std::string::npos);
+    CHECK(f.table.find("not run: first-one: " + d + "/journal.jsonl:2") != std::string::npos);
+    for (const auto & m : f.summary()["members"])
+        if (m["member"] == "first-one") CHECK(m["error"].get<std::string>().find("journal.jsonl:2") != std::string::npos);
+    // Left exactly as it was: not resumed, not moved aside.
+    CHECK_FALSE(fs::exists(d + "/argv"));
+    CHECK(tests::read_file(d + "/journal.jsonl") == journal);
+    CHECK(tests::read_file(d + "/state.json") == "{}\n");
+}
+
 TEST_CASE("download slots: at most N holders across processes, a wait ends at the deadline, a slot frees on release") {
     tests::TempDir dir("download-slots");
     CHECK(deploy::parse_download_slots("/a/b:c:3").dir == "/a/b:c");
