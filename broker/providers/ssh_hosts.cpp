@@ -437,9 +437,10 @@ std::string ssh_hosts_end_jobs_script(const std::optional<JobWindow> & window, l
          "off=$((R - " + std::to_string(local_now) + "))\n"
          "lo=$((" + std::to_string(window->created) + " + off + 2))\n";
     s += window->shared_from ? "hi=$((" + std::to_string(*window->shared_from) + " + off - 2))\n" : std::string("hi=\n");
-    // bifrost's layout (bifrost/jobs.cpp): ~/.bifrost/jobs/NAME/{pid,start_time,exit_code,killed},
-    // the wrapper `sh $HOME/.bifrost/jobs/NAME/run.sh` leading its own process group (setsid). A job
-    // is this lease's when it is still running (no exit_code, its pid alive) and started inside the
+    // bifrost's layout (bifrost/jobs.cpp): ~/.bifrost/jobs/NAME/{pid,ident,start_time,exit.CODE,
+    // exit_code,killed}, the wrapper `sh $HOME/.bifrost/jobs/NAME/run.sh` leading its own process
+    // group (setsid). An ended job has exit.CODE (a rename, so it is there even on a full disk) and
+    // usually exit_code. A job is this lease's when it is still running (neither, its pid alive) and started inside the
     // window; it is stopped only when that pid is still its wrapper and leads its group, so a stale
     // or planted pid file can never turn a kill on some other process.
     s += "cd \"$HOME/.bifrost/jobs\" 2>/dev/null || exit 0\n"
@@ -449,6 +450,8 @@ std::string ssh_hosts_end_jobs_script(const std::optional<JobWindow> & window, l
          "  n=${j%/}\n"
          "  case $n in \"\"|*[!A-Za-z0-9._-]*) continue;; esac\n"
          "  [ -f \"$n/pid\" ] && [ ! -e \"$n/exit_code\" ] || continue\n"
+         "  ended=; for x in \"$n\"/exit.*; do [ -e \"$x\" ] && ended=1; done\n"
+         "  [ -z \"$ended\" ] || continue\n"
          "  pid=$(head -c 24 \"$n/pid\" | tr -d \"\\n\")\n"
          "  st=$(head -c 24 \"$n/start_time\" 2>/dev/null | tr -d \"\\n\")\n"
          "  case $pid in \"\"|0*|1|*[!0-9]*) continue;; esac\n"

@@ -335,6 +335,11 @@ TEST_CASE("cli ssh-hosts: terminate stops the lease's detached bifrost jobs, TER
     reaper.groups.push_back(impostor);  // setsid: it leads its own group
     remote_sh(c, "d=\"$HOME/.bifrost/jobs/\\$(touch pwned)x\"; mkdir -p \"$d\" && cp \"$HOME/.bifrost/jobs/polite/pid\" "
                  "\"$HOME/.bifrost/jobs/polite/start_time\" \"$d/\"");
+    // A job recorded as ended by bifrost's rename (exit.CODE, written even on a full disk, perhaps
+    // with no exit_code beside it) is over whatever its pid now names: never signalled.
+    const auto ended = start_job(c, "ended", "sleep 300");
+    reaper.groups.push_back(ended.pid);
+    remote_sh(c, "d=\"$HOME/.bifrost/jobs/ended\"; rm -f \"$d/exit_code\" \"$d/state.running\"; : > \"$d/exit.0\"");
     REQUIRE(group_alive(polite.pid));
     REQUIRE(group_alive(stubborn.pid));
 
@@ -350,6 +355,8 @@ TEST_CASE("cli ssh-hosts: terminate stops the lease's detached bifrost jobs, TER
                      " is not its bifrost wrapper") != std::string::npos);
     CHECK(r.err.find("older") == std::string::npos);
     CHECK(r.err.find("job done") == std::string::npos);
+    CHECK(r.err.find("job ended") == std::string::npos);
+    CHECK(group_alive(ended.pid));
     CHECK_FALSE(group_alive(polite.pid));
     CHECK_FALSE(group_alive(stubborn.pid));
     CHECK(settled_state(c, "polite") == "killed");
@@ -362,6 +369,7 @@ TEST_CASE("cli ssh-hosts: terminate stops the lease's detached bifrost jobs, TER
     CHECK(cli.json({"search", "--provider", "ssh-hosts"}).size() == 1);  // released
 
     c.kill("older", 1);
+    ::kill(-static_cast<pid_t>(ended.pid), SIGKILL);
     ::kill(static_cast<pid_t>(impostor), SIGKILL);
     CHECK_FALSE(group_alive(older.pid));
 }
