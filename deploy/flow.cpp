@@ -44,11 +44,6 @@ namespace {
 // the queue. A pending job costs nothing; Ctrl-C (or --resume later) is the user's way out sooner.
 constexpr double kBatchQueueWaitS = 48 * 3600;
 
-// The instance's own end comes this long after its run's cap (max_duration, or less under a cost
-// cap): room to pull and finish. The name's deadline, RunPod's terminateAfter and the watchdog's
-// deadline all use it.
-constexpr double kLifetimeSlackS = 1800;
-
 // While finish terminates an instance, its watchdog's deadline is moved this close, so that a
 // terminate that cannot be proven is still ended by the watchdog.
 constexpr double kTerminateBackstopS = 15 * 60;
@@ -234,7 +229,17 @@ private:
         save();
     }
 
-    broker::OfferFilter filter_for(const std::string & provider) const {
+    // The price above which policy.max_cost_usd would leave the run no time (policy.h), when it is
+    // below resources.max_price_usd_per_hour: such an offer is never rented. Batch jobs have no
+    // instance end to fit into (the scheduler's --time is the deadline).
+    std::optional<double> cap_price_limit() const {
+        auto limit = batch_ ? std::nullopt : max_price_for_run_time(cfg_.policy);
+        const auto & given = cfg_.resources.max_price_usd_per_hour;
+        if (limit && given && *given <= *limit) return std::nullopt;
+        return limit;
+    }
+
+    broker::OfferFilter filter_for(const std::string & provider, bool cap_limit = true) const {
         broker::OfferFilter f;
         const auto & r = cfg_.resources;
         f.providers = {provider};
@@ -242,6 +247,7 @@ private:
         if (r.gpu_count > 0) f.gpu_count = r.gpu_count;
         if (st().min_vram_gb) f.min_vram_gb = *st().min_vram_gb;
         f.max_price_usd_per_hour = r.max_price_usd_per_hour;
+        if (auto limit = cap_price_limit(); limit && cap_limit) f.max_price_usd_per_hour = *limit;
         f.min_ram_gb = offer_min_ram_gb(r);
         f.min_disk_gb = r.disk_gb;
         return f;
@@ -268,6 +274,7 @@ private:
             }
         }
         if (rows.empty()) {
+            refuse_cost_cap_too_small(tried);
             std::string list;
             for (const auto & p : tried) list += (list.empty() ? "" : ", ") + p;
             throw common::Error(common::ErrorKind::Capacity,
@@ -278,6 +285,32 @@ private:
                               r.price_usd_per_hour_total, "/h");
         st().offers = std::move(rows);
         save();
+    }
+
+    // Nothing matched under the cap's price limit: when something would match without it, the cap is
+    // what leaves the run no time, and saying "nothing matches" would send the user to the wrong key.
+    void refuse_cost_cap_too_small(const std::vector<std::string> & tried) {
+        if (!cap_price_limit()) return;
+        std::optional<broker::Offer> cheapest;
+        for (const auto & p : tried) {
+            try {
+                auto found = broker_.search(filter_for(p, false), broker::SortKey::Price, 1);
+                if (!found.offers.empty() && (!cheapest || found.offers.front().price_usd_per_hour_total < cheapest->price_usd_per_hour_total))
+                    cheapest = found.offers.front();
+            } catch (const common::Error & e) {
+                if (e.kind() == common::ErrorKind::Usage) throw;
+            }
+        }
+        if (!cheapest) return;
+        const double cap = *cfg_.policy.max_cost_usd, price = cheapest->price_usd_per_hour_total;
+        char text[512];
+        std::snprintf(text, sizeof text,
+                      "policy.max_cost_usd: $%.2f buys %s of the cheapest matching offer (%s:%s, $%.2f/h), and the instance ends where "
+                      "the cap is reached, with %s of its life kept to pull the results and end it: no time would be left to run the "
+                      "job. Raise policy.max_cost_usd well above $%.2f (that margin at this price), or find a cheaper offer",
+                      cap, common::format_duration(cap / price * 3600).c_str(), cheapest->provider.c_str(), cheapest->offer_id.c_str(), price,
+                      common::format_duration(kPullFinishMarginS).c_str(), price * kPullFinishMarginS / 3600);
+        throw common::Error::usage(text);
     }
 
     // ---- create: rent, provider by provider; the ledger records the intent before each call -----
@@ -303,9 +336,10 @@ private:
             o.ssh_private_key = key_path();
             o.run_id = run_id;
             o.role = "main";
-            // The instance's own deadline: the run's cap plus room to pull and finish, and no longer
-            // than the cost cap allows at the offer's price (checked again once the price is known).
-            o.max_lifetime_s = cfg_.policy.max_duration_s + kLifetimeSlackS;
+            // The instance's own deadline (its name, RunPod's terminateAfter): the run's cap plus room
+            // to pull and finish, and no longer than the cost cap allows at the price the offers step
+            // found. The price rented may differ; the watchdog's deadline uses the real one.
+            o.max_lifetime_s = instance_lifetime_s(cfg_.policy, cheapest_offered(p).value_or(0.0));
             o.wait_ready = false;
             o.on_progress = [](const std::string & line) { common::log::info("create: ", line); };
             try {
@@ -359,6 +393,16 @@ private:
                                        .created_unix = i.created_unix.value_or(clock_.unix_now()),
                                        .adopted = true};
         save();
+    }
+
+    // The lowest price the offers step found on `provider` (what its create is likely to rent).
+    std::optional<double> cheapest_offered(const std::string & provider) const {
+        std::optional<double> low;
+        if (st().offers)
+            for (const auto & o : *st().offers)
+                if (o.provider == provider && o.price_usd_per_hour_total > 0 && (!low || o.price_usd_per_hour_total < *low))
+                    low = o.price_usd_per_hour_total;
+        return low;
     }
 
     bool adopt_existing(const std::string & run_id) {
@@ -541,7 +585,7 @@ private:
     // RunPod's terminateAfter is the same one) and the watchdog's.
     double instance_end_unix() {
         const auto & in = inst();
-        double end = in.created_unix.value_or(clock_.unix_now()) + lifetime_cap_s(cfg_.policy, in.price_usd_per_hour) + kLifetimeSlackS;
+        double end = in.created_unix.value_or(clock_.unix_now()) + instance_lifetime_s(cfg_.policy, in.price_usd_per_hour);
         if (auto n = broker::parse_instance_name(in.name)) end = std::min(end, static_cast<double>(n->deadline_unix));
         if (st().watchdog && st().watchdog->deadline_unix > 0) end = std::min(end, st().watchdog->deadline_unix);
         return end;
@@ -572,7 +616,9 @@ private:
                 break;
         }
         w.instance_id = in.id;
-        w.deadline_unix = in.created_unix.value_or(clock_.unix_now()) + lifetime_cap_s(cfg_.policy, in.price_usd_per_hour) + kLifetimeSlackS;
+        // Where policy.max_cost_usd is reached at the instance's price, when that comes before
+        // max_duration + slack: a cap is a cap, also for a run whose driver died.
+        w.deadline_unix = in.created_unix.value_or(clock_.unix_now()) + instance_lifetime_s(cfg_.policy, in.price_usd_per_hour);
         w.heartbeat_timeout_s = cfg_.policy.heartbeat_timeout_s;
         return w;
     }
@@ -601,8 +647,10 @@ private:
             throw common::Error(common::ErrorKind::RemoteFailed, "watchdog: could not start " + script);
         st().watchdog = WatchdogRecord{w.action, w.deadline_unix, w.heartbeat_timeout_s};
         save();
-        common::log::info("watchdog: armed (", w.action, "; ends the instance ",
-                          common::format_duration(w.heartbeat_timeout_s), " after the last heartbeat)");
+        common::log::info("watchdog: armed (", w.action, "; ends the instance ", common::format_duration(w.heartbeat_timeout_s),
+                          " after the last heartbeat, and at ", common::format_utc_minute(w.deadline_unix),
+                          cost_cap_binds(cfg_.policy, inst().price_usd_per_hour) ? ", where policy.max_cost_usd is reached)"
+                                                                                 : ", max_duration + 30 min after its create)");
     }
 
     bool container_env_readable() {
@@ -755,15 +803,25 @@ private:
         // budget's end stops the step and finish salvages what it wrote).
         const double end = instance_end_unix();
         const RunBudget budget = run_budget(cfg_.policy.max_duration_s, end, clock_.unix_now());
+        // Why the instance ends then: the cost cap at its price, or max_duration + slack.
+        const double price = inst().price_usd_per_hour;
+        const bool capped = cost_cap_binds(cfg_.policy, price);
+        char why[256];
+        if (capped)
+            std::snprintf(why, sizeof why, "where its price of $%.2f/h reaches policy.max_cost_usd $%.2f, %s after its create", price,
+                          *cfg_.policy.max_cost_usd, common::format_duration(instance_lifetime_s(cfg_.policy, price)).c_str());
+        else
+            std::snprintf(why, sizeof why, "its deadline counts from the create: max_duration + %s", common::format_duration(kLifetimeSlackS).c_str());
         if (budget.seconds <= 0 && !st().jobs.count("analysis"))
-            throw common::Error(common::ErrorKind::Timeout,
-                                "run: the instance ends at " + common::format_utc_minute(end) + " (its deadline counts from the create: max_duration + " +
-                                    common::format_duration(kLifetimeSlackS) + "), less than " + common::format_duration(kPullFinishMarginS) +
-                                    " from now: no time is left to run the job and still pull and finish; raise policy.max_duration");
+            throw common::Error(capped ? common::ErrorKind::Quota : common::ErrorKind::Timeout,
+                                "run: the instance ends at " + common::format_utc_minute(end) + " (" + why + "), less than " +
+                                    common::format_duration(kPullFinishMarginS) +
+                                    " from now: no time is left to run the job and still pull and finish; raise " +
+                                    (capped ? "policy.max_cost_usd" : "policy.max_duration"));
         if (budget.shortened)
             common::log::warn("run: the job gets ", common::format_duration(budget.seconds), ", not policy.max_duration ",
                               common::format_duration(cfg_.policy.max_duration_s), ": the instance ends at ", common::format_utc_minute(end),
-                              " (its deadline counts from the create, and the steps before the run took part of it); ",
+                              " (", why, ", and the steps before the run took part of it); ",
                               common::format_duration(kPullFinishMarginS), " are kept for pull and finish");
         common::Deadline deadline(clock_, std::min(ctx.deadline.remaining(), seconds(budget.seconds)));
         if (!st().jobs.count("analysis")) {

@@ -50,12 +50,6 @@ bool over_budget(const Policy & policy, double price_usd_per_hour, double elapse
     return policy.max_cost_usd && cost_usd(price_usd_per_hour, elapsed_s) >= *policy.max_cost_usd;
 }
 
-double lifetime_cap_s(const Policy & policy, double price_usd_per_hour) {
-    double cap = policy.max_duration_s;
-    if (policy.max_cost_usd && price_usd_per_hour > 0)
-        cap = std::min(cap, *policy.max_cost_usd / price_usd_per_hour * 3600.0);
-    return cap;
-}
 
 std::optional<double> cost_cap_unix(const Policy & policy, double price_usd_per_hour, double created_unix) {
     if (!policy.max_cost_usd || price_usd_per_hour <= 0) return std::nullopt;
@@ -69,5 +63,20 @@ RunBudget run_budget(double max_duration_s, double instance_end_unix, double now
 }
 
 double reconnect_window_s(const Policy & policy) { return std::max(180.0, policy.heartbeat_timeout_s - 60); }
+
+double instance_lifetime_s(const Policy & policy, double price_usd_per_hour) {
+    const double slack = policy.max_duration_s + kLifetimeSlackS;
+    if (!policy.max_cost_usd || price_usd_per_hour <= 0) return slack;
+    return std::min(slack, *policy.max_cost_usd / price_usd_per_hour * 3600.0);
+}
+
+bool cost_cap_binds(const Policy & policy, double price_usd_per_hour) {
+    return instance_lifetime_s(policy, price_usd_per_hour) < policy.max_duration_s + kLifetimeSlackS;
+}
+
+std::optional<double> max_price_for_run_time(const Policy & policy) {
+    if (!policy.max_cost_usd) return std::nullopt;
+    return *policy.max_cost_usd * 3600.0 / kPullFinishMarginS;
+}
 
 }  // namespace deploy

@@ -50,14 +50,12 @@ EndDecision decide(const Policy & policy, Outcome outcome, double now_unix, std:
 double cost_usd(double price_usd_per_hour, double elapsed_s);
 // True once max_cost_usd is set and spending `price` for `elapsed_s` reaches it.
 bool over_budget(const Policy & policy, double price_usd_per_hour, double elapsed_s);
-// The longest the instance may live given the cost cap: min(max_duration, max_cost / price).
-double lifetime_cap_s(const Policy & policy, double price_usd_per_hour);
 // When the instance, billing `price_usd_per_hour` since `created_unix`, has cost max_cost_usd;
 // nullopt without a cap or without a price (a free instance never reaches it).
 std::optional<double> cost_cap_unix(const Policy & policy, double price_usd_per_hour, double created_unix);
 
 // How long the run step lets the job run. The instance's own end (the deadline in its name, RunPod's
-// terminateAfter, the watchdog's) is fixed at the create: max_duration + 30 min from then. The run
+// terminateAfter, the watchdog's) is fixed at the create: instance_lifetime_s() from then. The run
 // step starts after booting, pushing, building and downloading, and again at every --resume, so a
 // full max_duration from there could outlast the instance: the backstops would kill the job before
 // the flow's own timeout, and finish would find nothing left to salvage. The budget is
@@ -69,6 +67,20 @@ struct RunBudget {
     bool shortened = false;  // less than max_duration
 };
 RunBudget run_budget(double max_duration_s, double instance_end_unix, double now_unix, double margin_s = kPullFinishMarginS);
+
+// Room after max_duration for the pull and finish, in the instance's own end when the cost cap allows.
+constexpr double kLifetimeSlackS = 30 * 60;
+// How long an instance at `price_usd_per_hour` may live from its create: max_duration +
+// kLifetimeSlackS, but never past the moment its price x lifetime reaches policy.max_cost_usd. A cap
+// is a cap: where it binds, the instance (its watchdog, the deadline in its name) ends where the cap
+// is reached, and the margin to pull and finish comes out of the run's own time (run_budget). A
+// free instance, or no cap: the slack as it is.
+double instance_lifetime_s(const Policy & policy, double price_usd_per_hour);
+// Whether policy.max_cost_usd, not max_duration + slack, sets that lifetime at this price.
+bool cost_cap_binds(const Policy & policy, double price_usd_per_hour);
+// The price above which policy.max_cost_usd leaves a run no time at all: the cap is reached within
+// kPullFinishMarginS of the create. Offers above it are not rented. nullopt without a cap.
+std::optional<double> max_price_for_run_time(const Policy & policy);
 
 // How long a run keeps reconnecting to its instance through a network outage on our side: as long
 // as the on-instance watchdog keeps the machine without our heartbeats (less a minute), and never

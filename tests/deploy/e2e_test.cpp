@@ -668,8 +668,9 @@ TEST_CASE("e2e: --keep-running under policy.max_cost_usd keeps the pod only unti
     tests::SshdFixture sshd({pod_with_fakes(env, {})});
     tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
     emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
-    // $0.10 at the emulator's cheapest offer (well under $1/h) lasts minutes, far short of the 2 h keep.
-    auto args = sshd_backed_args(env, cloud_config(env, "runpod", "  keep_ttl: 2h\n  max_duration: 1h\n  max_cost_usd: 0.1\n  heartbeat_timeout: 5m\n"), sshd);
+    // $0.20 at the emulator's cheapest offer (well under $1/h) lasts minutes, far short of the 2 h keep
+    // and of max_duration + 30 min.
+    auto args = sshd_backed_args(env, cloud_config(env, "runpod", "  keep_ttl: 2h\n  max_duration: 1h\n  max_cost_usd: 0.2\n  heartbeat_timeout: 5m\n"), sshd);
     args.push_back("--keep-running");
     auto r = common::run_process(args, cloud_opts(emu, "runpod"));
     INFO(r.err);
@@ -680,8 +681,16 @@ TEST_CASE("e2e: --keep-running under policy.max_cost_usd keeps the pod only unti
     REQUIRE(st["end"]["action"] == "keep");
     const double price = st["instance"]["price_usd_per_hour"];
     REQUIRE(price > 0);
-    const double cap_at = st["instance"]["created_unix"].get<double>() + 0.1 / price * 3600;
+    const double cap_at = st["instance"]["created_unix"].get<double>() + 0.2 / price * 3600;
+    REQUIRE(0.2 / price * 3600 < 3600 + 1800);  // the cap binds
     CHECK(st["end"]["keep_until_unix"].get<double>() == doctest::Approx(cap_at).epsilon(1e-9));
+    // The watchdog was armed with the cap as its deadline from the start, not max_duration + 30 min:
+    // a run whose driver dies bills no further than the cap either. The name's deadline (RunPod's
+    // terminateAfter) is the cap at the offered price, counted from the create's call.
+    CHECK(st["watchdog"]["deadline_unix"].get<double>() == doctest::Approx(cap_at).epsilon(1e-9));
+    const std::string name = st["instance"]["name"];
+    REQUIRE(name.rfind("-dl") != std::string::npos);
+    CHECK(std::stod(name.substr(name.rfind("-dl") + 3)) <= cap_at + 1);
     CHECK(st["end"]["watchdog_extended"] == true);
     // The deadline the pod's watchdog enforces.
     std::string remote = env.dir / ("pod-home/toolkit/runs/" + json_file(run + "/run.json")["run_id"].get<std::string>());
@@ -691,4 +700,22 @@ TEST_CASE("e2e: --keep-running under policy.max_cost_usd keeps the pod only unti
     CHECK(std::stod(conf.substr(at + 14)) <= cap_at + 1);
     CHECK(r.err.find("policy.max_cost_usd is reached then") != std::string::npos);
     CHECK(emu.state()["instances"].size() == 1);  // kept; the test folder's removal takes the watchdog's config, and it exits
+}
+
+TEST_CASE("e2e: a policy.max_cost_usd too small to leave the run any time at the offered prices is refused before renting") {
+    Env env;
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    // $0.05 buys a few minutes of the cheapest offer, less than the 15 min kept to pull and finish
+    // inside the instance's end (which is where the cap is reached).
+    auto r = common::run_process(base_args(env, cloud_config(env, "runpod", "  max_duration: 1h\n  max_cost_usd: 0.05\n")),
+                                 cloud_opts(emu, "runpod"));
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("policy.max_cost_usd: $0.05 buys") != std::string::npos);
+    CHECK(r.err.find("no time would be left to run the job") != std::string::npos);
+    for (const auto & q : emu.state()["requests"]) CHECK(q.value("action", "") != "create");
+    CHECK(emu.state()["instances"].empty());
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    CHECK_FALSE(state_of(run).contains("instance"));
 }

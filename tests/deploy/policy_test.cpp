@@ -31,16 +31,50 @@ TEST_CASE("policy: actions parse strictly") {
     CHECK_THROWS_AS(deploy::parse_end_action("stop"), common::Error);
 }
 
-TEST_CASE("policy: cost cap shortens the lifetime and trips the budget") {
+TEST_CASE("policy: cost cap trips the budget") {
     deploy::Policy p;
-    p.max_duration_s = 3 * 3600;
-    CHECK(deploy::lifetime_cap_s(p, 2.0) == doctest::Approx(3 * 3600));
     p.max_cost_usd = 4.0;
-    CHECK(deploy::lifetime_cap_s(p, 2.0) == doctest::Approx(2 * 3600));
-    CHECK(deploy::lifetime_cap_s(p, 0.0) == doctest::Approx(3 * 3600));  // free (local): duration only
     CHECK_FALSE(deploy::over_budget(p, 2.0, 7199));
     CHECK(deploy::over_budget(p, 2.0, 7200));
     CHECK(deploy::cost_usd(3.0, 1800) == doctest::Approx(1.5));
+}
+
+TEST_CASE("policy: the instance lives max_duration + 30 min, never past the cost cap, and a binding cap takes pull and finish out of the run's time") {
+    deploy::Policy p;
+    p.max_duration_s = 3 * 3600;
+    const double slack = 3 * 3600 + 1800;
+    CHECK(deploy::kLifetimeSlackS == 1800);
+    // No cap: the slack after max_duration, to pull and finish.
+    CHECK(deploy::instance_lifetime_s(p, 2.0) == doctest::Approx(slack));
+    CHECK_FALSE(deploy::cost_cap_binds(p, 2.0));
+    CHECK_FALSE(deploy::max_price_for_run_time(p).has_value());
+    // $4 at $2/h is reached 2 h after the create: the instance ends there, not 30 min later.
+    p.max_cost_usd = 4.0;
+    CHECK(deploy::instance_lifetime_s(p, 2.0) == doctest::Approx(2 * 3600));
+    CHECK(deploy::cost_cap_binds(p, 2.0));
+    CHECK(deploy::cost_usd(2.0, deploy::instance_lifetime_s(p, 2.0)) == doctest::Approx(4.0));  // billed to the cap, not past it
+    // The run's budget keeps the pull-and-finish margin inside that end: the steps before took 10 min,
+    // so the job gets 2 h - 10 min - 15 min, not max_duration.
+    auto b = deploy::run_budget(p.max_duration_s, deploy::instance_lifetime_s(p, 2.0), 600);
+    CHECK(b.seconds == doctest::Approx(7200 - 600 - deploy::kPullFinishMarginS));
+    CHECK(b.shortened);
+    // A cap reached between max_duration and its slack shortens only the slack.
+    p.max_cost_usd = 6.5;
+    CHECK(deploy::instance_lifetime_s(p, 2.0) == doctest::Approx(3.25 * 3600));
+    CHECK(deploy::cost_cap_binds(p, 2.0));
+    // A cap reached later than that changes nothing; nor does one on a free instance.
+    p.max_cost_usd = 100;
+    CHECK(deploy::instance_lifetime_s(p, 2.0) == doctest::Approx(slack));
+    CHECK_FALSE(deploy::cost_cap_binds(p, 2.0));
+    CHECK(deploy::instance_lifetime_s(p, 0.0) == doctest::Approx(slack));
+    // The price at which the cap leaves no run time at all: reached within the 15 min margin.
+    p.max_cost_usd = 4.0;
+    REQUIRE(deploy::max_price_for_run_time(p).has_value());
+    CHECK(*deploy::max_price_for_run_time(p) == doctest::Approx(16.0));
+    const double at_limit = deploy::instance_lifetime_s(p, *deploy::max_price_for_run_time(p));
+    CHECK(at_limit == doctest::Approx(deploy::kPullFinishMarginS));
+    CHECK(deploy::run_budget(p.max_duration_s, at_limit, 0).seconds == doctest::Approx(0));
+    CHECK(deploy::run_budget(p.max_duration_s, deploy::instance_lifetime_s(p, 15.0), 0).seconds > 0);
 }
 
 TEST_CASE("policy: the run step's budget ends before the instance's own end, leaving room to pull and finish") {
