@@ -100,11 +100,15 @@ void print_sweep_plan(const nlohmann::json & plan, const common::Output & out);
 //
 // Stopping (Ctrl-C/SIGTERM, the budget, --fail-fast, or an error in the sweep's own loop): each
 // running member gets one SIGTERM (a second would make it exit without its finish) and the sweep
-// waits for it to exit, up to finish_wait_s, naming who it waits for every progress_s. A Ctrl-C
-// during that wait stops the waiting, not the members: they go on with their finish in their own
-// sessions, and the sweep lists each one's instance and run directory before it exits 130. Only a
-// member still there after finish_wait_s is SIGKILLed, and reported with its run directory and
-// instance (leak risk, exit 10, unless its instance was already proven gone).
+// waits for it to exit, naming who it waits for every progress_s. A Ctrl-C during that wait stops
+// the waiting, not the members: they go on with their finish in their own sessions, and the sweep
+// lists each one's instance and run directory before it exits 130. The wait follows each member's
+// progress: its finish stops its job, pulls results and logs into its run directory (files that
+// grow as data arrives), writes its journal and state.json, and logs; while any of those changes the
+// member is waited for (a large salvage pull is never cut for its length). Only a member that shows
+// no progress for its quiet window, or is still there at finish_hard_cap_s, is SIGKILLed, and
+// reported with its run directory and instance (leak risk, exit 10, unless its instance was already
+// proven gone).
 struct SweepRunOptions {
     std::string program;                  // this binary (/proc/self/exe)
     std::vector<std::string> child_args;  // flags every child gets (--state-dir, --workspace, ...)
@@ -113,11 +117,15 @@ struct SweepRunOptions {
     double poll_s = 1;
     bool live = false;                    // redraw a table in place (stdout is a TTY); else a line per change
     std::string analyze_program;          // for the combined report at the end; empty: no report
-    // How long a stopping sweep waits for a member it sent SIGTERM. A member's finish may take its
-    // step's 10 min and is given kPullFinishMarginS (15 min) before the instance's own end, the
-    // span its watchdog's deadline is moved to while it terminates; 5 min more let the step it was
-    // in reach its next poll (an ssh command's own timeout) before the finish starts.
-    double finish_wait_s = kPullFinishMarginS + 5 * 60;
+    // A stopping member's quiet window: how long it may show no progress before it is killed. Unset:
+    // kPullFinishMarginS + 5 min (the 15 min a finish is given before the instance's own end, plus
+    // 5 min for the step it was in to reach its next poll), or the member's policy.stall_timeout +
+    // 5 min where that is longer (a command that moves nothing is abandoned only after it, and proving
+    // the instance gone may take 5 min more, neither writing anything here).
+    std::optional<double> finish_wait_s;
+    // The most a stopping member is waited for in all, progressing or not (a member whose log grows
+    // for ever is not finishing); never less than its quiet window.
+    double finish_hard_cap_s = 4 * 3600;
     double progress_s = 30;               // while waiting: who is still finishing, this often
 };
 
@@ -131,6 +139,8 @@ struct SweepRunOptions {
 // own loop stops the members as above, writes the summary, and is then thrown (as leak risk when a
 // member had to be killed).
 int run_sweep(const SweepFile & sweep, const SweepRunOptions & options, const common::Output & out);
+// A stopping member's quiet window (SweepRunOptions::finish_wait_s, or its default for `member`).
+double finish_quiet_s(const SweepRunOptions & options, const RunConfig & member);
 
 // The combined report: <sweep dir>/report.md, with `analyze compare` run twice over the members'
 // outliers.json (parameter counts from each member's own results/inspect.json, which the job writes

@@ -66,6 +66,8 @@ struct Member {
     std::optional<common::ChildProcess> child;
     bool signalled = false;   // SIGTERM sent once: a second one would make the child exit without its finish
     double signalled_at = 0;
+    std::string activity;     // member_activity() when last seen changing, while it finishes
+    double last_progress = 0; // when that was (unix s)
     std::string stop_label;   // its outcome when it exits 130 after our SIGTERM (interrupted, stopped (budget), ...)
     bool budget_stop = false; // stopped (or never started) because the sweep's budget was reached
     std::string instance;     // "<provider>:<id>" from its state.json, printable; "" before its create
@@ -147,6 +149,39 @@ void observe(Member & m) {
     }
     m.instance_gone = field(end_record, "proven_gone") == true;
     if (field(st, "results").is_object()) m.results = no_controls(string_or(st["results"], "dir"));
+}
+
+// What a stopping member visibly does, as one comparable string: its finish stops its job and pulls
+// results and logs into its run directory (bifrost writes each file as NAME.bifrost-part, which grows
+// as data arrives, then renames it), appends to journal.jsonl, rewrites state.json, and logs to
+// `log_path`. Any change in the sizes, the number of entries or the newest modification time is
+// progress. The walk is bounded (a results folder of a real run holds at most a few hundred files)
+// and never follows links; an entry that vanishes under it only reads as one more change.
+std::string member_activity(const std::string & run_dir, const std::string & log_path) {
+    constexpr uintmax_t kMaxEntries = 20000;
+    uintmax_t bytes = 0, entries = 0;
+    fs::file_time_type newest{};
+    auto note = [&](const fs::path & p, const fs::file_status & st) {
+        std::error_code ec;
+        if (fs::is_regular_file(st)) {
+            auto size = fs::file_size(p, ec);
+            if (!ec) bytes += size;
+        }
+        auto t = fs::last_write_time(p, ec);
+        if (!ec && t > newest) newest = t;
+    };
+    std::error_code ec;
+    note(run_dir, fs::symlink_status(run_dir, ec));
+    for (fs::recursive_directory_iterator it(run_dir, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end;
+         it.increment(ec)) {
+        if (++entries > kMaxEntries) break;
+        std::error_code sec;
+        const auto st = it->symlink_status(sec);
+        if (!sec && !fs::is_symlink(st)) note(it->path(), st);
+    }
+    std::error_code lec;
+    note(log_path, fs::symlink_status(log_path, lec));
+    return std::to_string(bytes) + " " + std::to_string(entries) + " " + std::to_string(newest.time_since_epoch().count());
 }
 
 // Outcome of a run directory that finished before this sweep started: failed when any step failed.
@@ -244,6 +279,11 @@ nlohmann::json read_member_json(const std::string & path) {
 }
 
 std::string sweep_dir(const SweepFile & s) { return s.output_dir + "/" + s.name; }
+
+double finish_quiet_s(const SweepRunOptions & o, const RunConfig & member) {
+    if (o.finish_wait_s) return *o.finish_wait_s;
+    return std::max(kPullFinishMarginS + 5 * 60, member.policy.stall_timeout_s + 5 * 60);
+}
 
 int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Output & out) {
     const std::string root = sweep_dir(s);
@@ -409,8 +449,13 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
     }
 
     // Stopping: every running member gets one SIGTERM and is waited for while it stops its job,
-    // saves what it can and ends its instance (its finish). A member is killed only after
-    // finish_wait_s, and reported so that its instance can be ended by hand.
+    // saves what it can and ends its instance (its finish), for as long as it shows progress (a
+    // large salvage pull moves data for as long as it takes). A member is killed only after its
+    // quiet window without progress, or at the hard cap, and reported so that its instance can be
+    // ended by hand.
+    auto quiet_s = [&](const Member & m) { return finish_quiet_s(o, m.spec->config); };
+    auto cap_s = [&](const Member & m) { return std::max(o.finish_hard_cap_s, quiet_s(m)); };
+    auto log_of = [&](const Member & m) { return root + "/" + m.spec->id + ".log"; };
     auto log_below_table = [&]() { table_lines = 0; };  // a log line went out: draw the table anew below it
     auto describe = [&](const Member & m) {
         return m.spec->id + " (step " + m.step + ", " + (m.instance.empty() ? "no instance recorded yet" : "instance " + m.instance) +
@@ -429,6 +474,8 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                 ::kill(m.child->pid(), SIGTERM);
                 m.signalled = true;
                 m.signalled_at = now;
+                m.activity = member_activity(m.dir, log_of(m));
+                m.last_progress = now;
                 m.stop_label = m.budget_stop ? "stopped (budget)" : stop_label;
             }
             if (m.state == "waiting" && m.action != "done") m.state = m.budget_stop ? "not started (budget)" : "not started";
@@ -444,7 +491,12 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                 }
                 observe(m);
                 now = now_unix();
-                if (now - m.signalled_at < o.finish_wait_s) {
+                if (auto a = member_activity(m.dir, log_of(m)); a != m.activity) {
+                    m.activity = a;
+                    m.last_progress = now;
+                }
+                const bool quiet = now - m.last_progress >= quiet_s(m), capped = now - m.signalled_at >= cap_s(m);
+                if (!quiet && !capped) {
                     left.push_back(&m);
                     continue;
                 }
@@ -455,8 +507,11 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                 m.state = "killed";
                 killed.push_back(describe(m));
                 common::log::error(
-                    "sweep: ", m.spec->id, ": killed: still running ", common::format_duration(now - m.signalled_at),
-                    " after SIGTERM; run directory ", m.dir, "; ",
+                    "sweep: ", m.spec->id, ": killed: still running ", common::format_duration(now - m.signalled_at), " after SIGTERM, ",
+                    quiet ? "with no progress for " + common::format_duration(now - m.last_progress) +
+                                " (its run directory and log unchanged)"
+                          : "at the limit of " + common::format_duration(cap_s(m)) + " for a finish, though still changing its files",
+                    "; run directory ", m.dir, "; ",
                     m.instance.empty()
                         ? std::string("no instance recorded, but a create may have been sent: `broker instances list` shows it")
                     : m.instance_gone ? "its instance " + m.instance + " was already proven gone"
@@ -489,15 +544,18 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
             }
             if (now >= next_progress) {
                 std::string names;
-                double soonest = o.finish_wait_s;
+                double cap = 0;
                 for (auto * m : left) {
-                    names += (names.empty() ? "" : "; ") + describe(*m);
-                    soonest = std::min(soonest, m->signalled_at + o.finish_wait_s - now);
+                    names += (names.empty() ? "" : "; ") + describe(*m) + ": " +
+                             (now - m->last_progress < 1 ? std::string("progressing")
+                                                         : "quiet for " + common::format_duration(now - m->last_progress)) +
+                             ", " + common::format_duration(quiet_s(*m)) + " quiet allowed";
+                    cap = std::max(cap, cap_s(*m));
                 }
                 common::log::warn("sweep: waiting for ", left.size(), left.size() == 1 ? " member" : " members",
-                                  " to finish (stop the job, save what it can, end the instance): ", names, ". Killed if still running in ",
-                                  common::format_duration(std::max(0.0, soonest)),
-                                  "; Ctrl-C stops the waiting and leaves them to finish on their own");
+                                  " to finish (stop the job, save what it can, end the instance): ", names,
+                                  ". Killed once quiet that long (its run directory and log unchanged), or ", common::format_duration(cap),
+                                  " after SIGTERM in any case; Ctrl-C stops the waiting and leaves them to finish on their own");
                 log_below_table();
                 next_progress = now + o.progress_s;
             }

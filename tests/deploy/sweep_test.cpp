@@ -306,8 +306,9 @@ members:
 // run_sweep's contract with a member is the command line, the run directory (journal.jsonl,
 // state.json) and the exit code. This stand-in keeps that contract without renting anything: it
 // records its argv, "rents" at FAKE_PRICE $/h from now, runs FAKE_SECONDS, and on SIGTERM runs its
-// "finish" (a `terminating` file at once, then FAKE_FINISH seconds, then journal and end time in
-// state.json) and exits 130, as the real member does.
+// "finish" (a `terminating` file at once; FAKE_FINISH_PULL seconds of a salvage pull, a
+// results/*.bifrost-part file growing every 0.2 s; then FAKE_FINISH quiet seconds; then journal and
+// end time in state.json) and exits 130, as the real member does.
 namespace {
 
 const char * kFakeMember = R"(#!/bin/sh
@@ -330,7 +331,12 @@ end_run() {
   printf '{"instance": {"provider": "local", "id": "%s", "price_usd_per_hour": %s, "created_unix": %s}, "end": {"ended_unix": %s, "by": "%s", "proven_gone": true}}\n' \
     "$id" "$FAKE_PRICE" "$start" "$now" "$2" > "$dir/state.json"
 }
-trap 'touch "$dir/terminating"; sleep "${FAKE_FINISH:-0}"; end_run failed SIGTERM; exit 130' TERM
+pull() {
+  mkdir -p "$dir/results"
+  i=0
+  while [ "$i" -lt $((${FAKE_FINISH_PULL:-0} * 5)) ]; do printf chunk >> "$dir/results/big.bin.bifrost-part"; sleep 0.2; i=$((i + 1)); done
+}
+trap 'touch "$dir/terminating"; pull; sleep "${FAKE_FINISH:-0}"; end_run failed SIGTERM; exit 130' TERM
 i=0
 while [ "$i" -lt $((FAKE_SECONDS * 10)) ]; do sleep 0.1; i=$((i + 1)); done
 end_run done finished
@@ -532,6 +538,80 @@ TEST_CASE("sweep run: a member still running finish_wait_s after its SIGTERM is 
     CHECK(f.table.find("killed while finishing: first-one") != std::string::npos);
     for (const auto & m : f.summary()["members"])
         if (m["member"] == "first-one") CHECK(m["instance"] == "local:" + id);
+}
+
+TEST_CASE("sweep run: a stopping member's quiet window is 20 min, or its stall_timeout + 5 min where longer, unless the sweep sets one") {
+    deploy::SweepRunOptions o;
+    deploy::RunConfig c;
+    CHECK(c.policy.stall_timeout_s == 300);
+    CHECK(deploy::finish_quiet_s(o, c) == doctest::Approx(20 * 60));
+    c.policy.stall_timeout_s = 3600;  // a command that moves nothing is abandoned only after an hour
+    CHECK(deploy::finish_quiet_s(o, c) == doctest::Approx(3600 + 300));
+    o.finish_wait_s = 1;
+    CHECK(deploy::finish_quiet_s(o, c) == doctest::Approx(1));
+    CHECK(o.finish_hard_cap_s == doctest::Approx(4 * 3600));
+}
+
+TEST_CASE("sweep run: a stopping member that keeps pulling its results is waited for past finish_wait_s, and ends through its own finish") {
+    // The member's finish pulls for 4 s (its results file grows), far past the 1 s without progress
+    // that would kill it: a large salvage pull is not cut for its length.
+    tests::EnvGuard price("FAKE_PRICE", "360"), seconds("FAKE_SECONDS", "60"), pull("FAKE_FINISH_PULL", "4");
+    FakeSweep f("  max_parallel: 1\n  download_stagger: 0s\n  max_cost_usd: 0.2\n");
+    f.options.finish_wait_s = 1;
+    auto t0 = std::chrono::steady_clock::now();
+    int code = f.run();
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(f.log);
+    CHECK_FALSE(f.error.has_value());
+    CHECK(code == 5);  // the budget, not leak risk
+    CHECK(took >= 4);
+    CHECK(f.outcome("first-one") == "stopped (budget)");
+    auto st = f.member_state("first-one");
+    CHECK(st["end"]["by"] == "SIGTERM");
+    CHECK(st["end"]["proven_gone"] == true);
+    CHECK(tests::read_file(f.member_dir("first-one") + "/results/big.bin.bifrost-part") == [] {
+        std::string all;
+        for (int i = 0; i < 20; ++i) all += "chunk";
+        return all;
+    }());
+    CHECK(f.log.find("first-one: killed") == std::string::npos);
+}
+
+TEST_CASE("sweep run: a stopping member whose pull stops moving is killed finish_wait_s after its last progress, one still changing its files at the hard cap") {
+    {
+        // 2 s of pulling, then silence: killed about 1 s after the last chunk, not 1 s after SIGTERM.
+        tests::EnvGuard price("FAKE_PRICE", "360"), seconds("FAKE_SECONDS", "60"), pull("FAKE_FINISH_PULL", "2"), finish("FAKE_FINISH", "60");
+        FakeSweep f("  max_parallel: 1\n  download_stagger: 0s\n  max_cost_usd: 0.2\n");
+        f.options.finish_wait_s = 1;
+        auto t0 = std::chrono::steady_clock::now();
+        int code = f.run();
+        double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        INFO(f.log);
+        CHECK(code == 10);
+        CHECK(took >= 3);
+        CHECK(took < 20);
+        CHECK(f.outcome("first-one") == "killed");
+        CHECK(f.log.find("first-one: killed: still running") != std::string::npos);
+        CHECK(f.log.find("with no progress for 1") != std::string::npos);
+        CHECK(f.log.find("its run directory and log unchanged") != std::string::npos);
+        CHECK(fs::file_size(f.member_dir("first-one") + "/results/big.bin.bifrost-part") == 10 * 5);
+    }
+    {
+        // Progress for ever (a log that grows without end is not a finish): killed at the hard cap.
+        tests::EnvGuard price("FAKE_PRICE", "360"), seconds("FAKE_SECONDS", "60"), pull("FAKE_FINISH_PULL", "60");
+        FakeSweep f("  max_parallel: 1\n  download_stagger: 0s\n  max_cost_usd: 0.2\n");
+        f.options.finish_wait_s = 1;
+        f.options.finish_hard_cap_s = 3;
+        auto t0 = std::chrono::steady_clock::now();
+        int code = f.run();
+        double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        INFO(f.log);
+        CHECK(code == 10);
+        CHECK(took >= 3);
+        CHECK(took < 20);
+        CHECK(f.outcome("first-one") == "killed");
+        CHECK(f.log.find("at the limit of 3.0s for a finish, though still changing its files") != std::string::npos);
+    }
 }
 
 TEST_CASE("sweep run: Ctrl-C while members finish stops the waiting, never kills them, and names their run directories and instances") {
