@@ -40,11 +40,15 @@ std::string fixed(double v, int digits) {
 
 std::string billions(double v) { return v >= 1e8 ? fixed(v / 1e9, 2) + "B" : fixed(v / 1e6, 2) + "M"; }
 
+// `analyze compare`'s comparison.md, embedded in the report: bounded before it is read (a file in
+// the sweep folder can be replaced by anything), and absent or refused reads as empty.
 std::string read_text(const std::string & path) {
-    std::ifstream in(path);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str().substr(0, 1u << 20);
+    try {
+        return common::read_regular_file(path, 1u << 20, "comparison report");
+    } catch (const common::Error & e) {
+        common::log::warn("sweep report: ", e.message(), "; left out of the report");
+        return "";
+    }
 }
 
 // comparison.md from `analyze compare`, its title dropped and image links made relative to the report.

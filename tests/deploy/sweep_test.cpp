@@ -13,6 +13,8 @@
 #include <optional>
 #include <sstream>
 #include <filesystem>
+#include <future>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -804,6 +806,38 @@ TEST_CASE("sweep report: each member's outcome from its own journal, a run the s
     CHECK(outcome_of("leaky-run") == "finish failed (its instance may still bill)");
     CHECK(outcome_of("killed-run") == "unfinished (stopped inside its finish: its instance may still bill)");
     CHECK(outcome_of("never-run") == "not run");
+}
+
+TEST_CASE("sweep report: a comparison file that is not a regular file (a FIFO) or too large is left out, never read blocking or whole") {
+    tests::TempDir dir("sweep-report-fifo");
+    auto sweep = deploy::parse_sweep("sweep:\n  name: fifo\n  output_dir: " + dir.path() + "/out\nbase:\n  data: {synthetic_tokens: {vocab: 64}}\n"
+                                     "  resources: {providers: [local], gpu_count: 0, disk_gb: 1}\nmembers:\n" + fixture_member("ok-run"),
+                                     "fifo.yaml");
+    const std::string d = dir.path() + "/out/fifo/ok-run";
+    fs::create_directories(d + "/results/analysis");
+    tests::write_file(d + "/run.json", "{\"run_id\": \"ok-run\"}\n");
+    tests::write_file(d + "/journal.jsonl", "{\"step\":\"run\",\"event\":\"done\",\"unix_s\":1}\n{\"step\":\"finish\",\"event\":\"done\",\"unix_s\":2}\n");
+    tests::write_file(d + "/results/analysis/outliers.json", "{}\n");
+    // A stand-in for `analyze compare` that leaves a FIFO as the total comparison (an ifstream blocks
+    // on it for ever) and 3 MiB as the active one.
+    const std::string analyze = dir / "analyze.sh";
+    tests::write_file(analyze, "#!/bin/sh\nfor a in \"$@\"; do [ \"$prev\" = -o ] && out=$a; prev=$a; done\nmkdir -p \"$out\"\n"
+                               "case \"$out\" in *total) mkfifo \"$out/comparison.md\";; *) head -c 3145728 /dev/zero | tr '\\0' x > \"$out/comparison.md\";; esac\n");
+    fs::permissions(analyze, fs::perms::owner_all);
+    auto done = std::make_shared<std::promise<std::string>>();
+    auto result = done->get_future();
+    std::thread([done, sweep, analyze] {
+        try {
+            done->set_value(tests::read_file(deploy::write_sweep_report(sweep, analyze)));
+        } catch (const std::exception & e) {
+            done->set_value(std::string("threw: ") + e.what());
+        }
+    }).detach();  // never joined: a report blocked on the FIFO would hold the test for ever
+    REQUIRE_MESSAGE(result.wait_for(std::chrono::seconds(30)) == std::future_status::ready, "the report blocked reading a FIFO");
+    const std::string report = result.get();
+    CHECK(report.find("threw: ") == std::string::npos);
+    CHECK(report.find("| ok-run | ") != std::string::npos);
+    CHECK(report.find("xxxxxxxx") == std::string::npos);  // the oversized comparison is left out
 }
 
 TEST_CASE("sweep report plots: member values only in data files, never gnuplot code, and gnuplot draws them") {
