@@ -26,6 +26,7 @@
 #include "common/sshd_server.h"
 #include "common/subprocess.h"
 #include "deploy/estimate.h"
+#include "deploy/job_log.h"
 #include "deploy/json_fields.h"
 #include "deploy/local_report.h"
 #include "deploy/policy.h"
@@ -61,60 +62,6 @@ std::string joined(const std::vector<std::string> & words) {
 
 common::Duration seconds(double s) {
     return std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(s));
-}
-
-// Last "key=value" line of a job's output.
-std::string value_from_log(const std::string & log_path, const std::string & key) {
-    std::ifstream in(log_path);
-    std::string line, found;
-    while (std::getline(in, line))
-        if (line.rfind(key + "=", 0) == 0) found = line.substr(key.size() + 1);
-    return found;
-}
-
-// A job's log as it is copied home into RUN_DIR/logs/<name>.log from a saved byte offset. The file
-// holds exactly the bytes before that offset (a tail written after the last saved offset, by a crash
-// between write and save, is cut), so nothing is repeated; each complete line is echoed as
-// "<name>: <line>". A partial line longer than 64 KiB is not echoed (the file still has it).
-class JobLog {
-public:
-    JobLog(const std::string & path, uint64_t offset, std::string name) : name_(std::move(name)) {
-        std::error_code ec;
-        if (fs::exists(path) && fs::file_size(path, ec) > offset) fs::resize_file(path, offset, ec);
-        file_.open(path, std::ios::app | std::ios::binary);
-    }
-    // Appends `data`; `on_line` sees each complete line before it is echoed.
-    void write(std::string_view data, const std::function<void(const std::string &)> & on_line = {}) {
-        file_.write(data.data(), static_cast<std::streamsize>(data.size()));
-        partial_.append(data);
-        size_t nl;
-        while ((nl = partial_.find('\n')) != std::string::npos) {
-            std::string line = partial_.substr(0, nl);
-            partial_.erase(0, nl + 1);
-            if (on_line) on_line(line);
-            common::log::info(name_, ": ", line);
-        }
-        if (partial_.size() > 64 * 1024) partial_.clear();
-    }
-    void flush() { file_.flush(); }
-
-private:
-    std::string name_;
-    std::ofstream file_;
-    std::string partial_;
-};
-
-std::string tail_lines(const std::string & path, size_t n) {
-    std::ifstream in(path);
-    std::vector<std::string> lines;
-    std::string line;
-    while (std::getline(in, line)) {
-        lines.push_back(line);
-        if (lines.size() > n) lines.erase(lines.begin());
-    }
-    std::string out;
-    for (const auto & l : lines) out += "\n    " + l;
-    return out;
 }
 
 class Flow {
@@ -691,7 +638,7 @@ private:
             save();
         }
         const uint64_t offset = st().jobs[name].offset;
-        JobLog log(dir_.logs_dir() + "/" + name + ".log", offset, name);
+        JobLog log(dir_.logs_dir(), name + ".log", offset, name);
         auto on_data = [&](std::string_view s) { log.write(s); };
         // A batch site's login node (the Hub download) costs nothing and has no instance yet.
         const double price = st().instance ? st().instance->price_usd_per_hour : 0.0;
@@ -734,7 +681,7 @@ private:
         std::string log_path = dir_.logs_dir() + "/" + info.name + ".log";
         throw common::Error(common::ErrorKind::RemoteFailed,
                             what + ": " + info.state + " (exit " + std::to_string(info.exit_code.value_or(-1)) + "); last lines of " +
-                                log_path + ":" + tail_lines(log_path, 8));
+                                log_path + ":" + tail_lines(dir_.logs_dir(), info.name + ".log", 8));
     }
 
     // ---- bootstrap: build extract/analyze on the instance, cached by source hash ------------------
@@ -742,7 +689,7 @@ private:
         RemoteLayout l = layout();
         auto cmd = bifrost::Command::args({"sh", l.src_dir + "/deploy/remote/bootstrap.sh", l.src_dir, l.cache_dir});
         require_success(follow_job("bootstrap", cmd, {}, ctx.deadline), "bootstrap");
-        std::string bin = value_from_log(dir_.logs_dir() + "/bootstrap.log", "bin_dir");
+        std::string bin = value_from_log(dir_.logs_dir(), "bootstrap.log", "bin_dir");
         if (bin.empty()) throw common::Error(common::ErrorKind::RemoteFailed, "bootstrap: finished without printing bin_dir=");
         st().bin_dir = bin;
         save();
@@ -788,7 +735,7 @@ private:
                 if (info.state != "succeeded" && info.exit_code == 3) throw hub_refused_error();
                 require_success(info, "fetch");
             }
-            st().model_dir = value_from_log(dir_.logs_dir() + "/fetch.log", "model_dir");
+            st().model_dir = value_from_log(dir_.logs_dir(), "fetch.log", "model_dir");
         }
         save();
     }
@@ -863,7 +810,7 @@ private:
                            common::sh_quote(l.cache_dir);
         submit_batch("build", body, false, false, common::to_seconds(ctx.deadline.remaining()));
         follow_batch("build", ctx.deadline, 0);
-        std::string bin = value_from_log(dir_.logs_dir() + "/build.log", "bin_dir");
+        std::string bin = value_from_log(dir_.logs_dir(), "build.log", "bin_dir");
         if (bin.empty()) throw common::Error(common::ErrorKind::RemoteFailed, "build: finished without printing bin_dir=");
         st().bin_dir = bin;
         save();
@@ -1005,7 +952,7 @@ private:
     }
 
     JobLog batch_log(const std::string & role) {
-        return JobLog(dir_.logs_dir() + "/" + role + ".log", st().batch->jobs.at(role).offset, role);
+        return JobLog(dir_.logs_dir(), role + ".log", st().batch->jobs.at(role).offset, role);
     }
 
     std::optional<int> batch_exit_code(const std::string & role) {
@@ -1074,7 +1021,7 @@ private:
         const std::string state = job.end_state.value_or("");
         if (state == "COMPLETED" || (state.empty() && job.exit_code == 0)) return;
         const std::string log_path = dir_.logs_dir() + "/" + role + ".log";
-        const std::string tail = "; last lines of " + log_path + ":" + tail_lines(log_path, 8);
+        const std::string tail = "; last lines of " + log_path + ":" + tail_lines(dir_.logs_dir(), role + ".log", 8);
         const std::string code = job.exit_code ? " (exit " + std::to_string(*job.exit_code) + ")" : "";
         auto fail = [&](common::ErrorKind kind, const std::string & what) {
             return common::Error(kind, role + ": " + job.id + " " + (state.empty() ? "ended" : state) + code + ": " + what + tail);
@@ -1307,11 +1254,9 @@ private:
             if (exec_sh("test -f " + common::sh_quote(l.run_dir + "/watchdog.log")) == 0)
                 client().pull(l.run_dir + "/watchdog.log", dir_.logs_dir() + "/remote");
             for (const auto & j : client().jobs()) {
-                std::string path = dir_.logs_dir() + "/" + j.name + ".log";
                 auto & job = st().jobs[j.name];
-                std::ofstream log(path, std::ios::app | std::ios::binary);
-                job.offset = client().logs(j.name, job.offset, false,
-                                           [&](std::string_view s) { log.write(s.data(), static_cast<std::streamsize>(s.size())); });
+                JobLog log(dir_.logs_dir(), j.name + ".log", job.offset, j.name, false);
+                job.offset = client().logs(j.name, job.offset, false, [&](std::string_view s) { log.write(s); });
             }
             save();
         } catch (const common::Error & e) {
