@@ -1,4 +1,5 @@
-// Internal: the remote job-state listing shared by jobs(), job() and poll_job() (jobs.cpp, logs.cpp).
+// Internal: the remote job-state listing shared by jobs(), job() and poll_job() (jobs.cpp, logs.cpp),
+// and job_shell_functions() by broker's ssh-hosts terminate, so both read a job's state one way.
 #pragma once
 
 #include <string>

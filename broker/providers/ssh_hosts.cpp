@@ -37,6 +37,7 @@
 #include <random>
 #include <sstream>
 
+#include "bifrost/jobs_script.h"
 #include "bifrost/shell.h"
 #include "broker/credentials.h"
 #include "broker/providers/providers.h"
@@ -439,23 +440,28 @@ std::string ssh_hosts_end_jobs_script(const std::optional<JobWindow> & window, l
     s += window->shared_from ? "hi=$((" + std::to_string(*window->shared_from) + " + off - 2))\n" : std::string("hi=\n");
     // bifrost's layout (bifrost/jobs.cpp): ~/.bifrost/jobs/NAME/{pid,ident,start_time,exit.CODE,
     // exit_code,killed}, the wrapper `sh $HOME/.bifrost/jobs/NAME/run.sh` leading its own process
-    // group (setsid). An ended job has exit.CODE (a rename, so it is there even on a full disk) and
-    // usually exit_code. A job is this lease's when it is still running (neither, its pid alive) and started inside the
-    // window; it is stopped only when that pid is still its wrapper and leads its group, so a stale
-    // or planted pid file can never turn a kill on some other process.
+    // group (setsid). Whether a job has ended and whether its pid is still its wrapper are bifrost's
+    // own answers (job_exit_code, job_alive: the recorded boot id and start time), so `bifrost jobs`
+    // and this terminate never disagree. One case is stricter here: an older record's exit_code that
+    // exists but is empty (the wrapper's write failed, e.g. a full disk) means the job's command
+    // returned, so it counts as ended even though job_exit_code prints nothing for it. A job is this
+    // lease's when it is still running and started inside the window; it is stopped only when that
+    // pid is still its wrapper and leads its group, so a stale or planted pid file can never turn a
+    // kill on some other process.
+    s += bifrost::job_shell_functions();
     s += "cd \"$HOME/.bifrost/jobs\" 2>/dev/null || exit 0\n"
          "w=\"sh $HOME/.bifrost/jobs/\"\n"
          "sent=\n"
          "for j in */; do\n"
          "  n=${j%/}\n"
          "  case $n in \"\"|*[!A-Za-z0-9._-]*) continue;; esac\n"
-         "  [ -f \"$n/pid\" ] && [ ! -e \"$n/exit_code\" ] || continue\n"
-         "  ended=; for x in \"$n\"/exit.*; do [ -e \"$x\" ] && ended=1; done\n"
-         "  [ -z \"$ended\" ] || continue\n"
+         "  [ -f \"$n/pid\" ] && [ ! -e \"$n/exit_code\" ] && [ -z \"$(job_exit_code \"$n\")\" ] || continue\n"
          "  pid=$(head -c 24 \"$n/pid\" | tr -d \"\\n\")\n"
          "  st=$(head -c 24 \"$n/start_time\" 2>/dev/null | tr -d \"\\n\")\n"
          "  case $pid in \"\"|0*|1|*[!0-9]*) continue;; esac\n"
          "  [ ${#pid} -le 10 ] && kill -0 \"$pid\" 2>/dev/null || continue\n"
+         // The pid names another process now (reused after a reboot): the job itself is gone.
+         "  job_alive \"$n\" || continue\n"
          "  case $st in \"\"|*[!0-9]*) printf \"skipped\\t%s\\tits start_time is not a time\\n\" \"$n\"; continue;; esac\n"
          "  [ ${#st} -le 12 ] && [ \"$st\" -ge \"$lo\" ] || continue\n"
          "  if [ -n \"$hi\" ] && [ \"$st\" -ge \"$hi\" ]; then printf \"shared\\t%s\\t%s\\n\" \"$n\" \"$pid\"; continue; fi\n"

@@ -340,6 +340,13 @@ TEST_CASE("cli ssh-hosts: terminate stops the lease's detached bifrost jobs, TER
     const auto ended = start_job(c, "ended", "sleep 300");
     reaper.groups.push_back(ended.pid);
     remote_sh(c, "d=\"$HOME/.bifrost/jobs/ended\"; rm -f \"$d/exit_code\" \"$d/state.running\"; : > \"$d/exit.0\"");
+    // A job whose recorded identity (boot id, start time) no longer matches its pid: to bifrost the
+    // pid was reused by another process after the job died (`bifrost jobs` shows it killed), so the
+    // terminate must not signal what now runs under that pid, even a wrapper-looking group leader.
+    const auto reborn = start_job(c, "reborn", "sleep 300");
+    reaper.groups.push_back(reborn.pid);
+    remote_sh(c, "d=\"$HOME/.bifrost/jobs/reborn\"; read -r b s < \"$d/ident\" && printf '%s 1\\n' \"$b\" > \"$d/ident\"");
+    REQUIRE(c.job("reborn").state == "killed");
     REQUIRE(group_alive(polite.pid));
     REQUIRE(group_alive(stubborn.pid));
 
@@ -357,6 +364,8 @@ TEST_CASE("cli ssh-hosts: terminate stops the lease's detached bifrost jobs, TER
     CHECK(r.err.find("job done") == std::string::npos);
     CHECK(r.err.find("job ended") == std::string::npos);
     CHECK(group_alive(ended.pid));
+    CHECK(group_alive(reborn.pid));
+    CHECK(r.err.find("job reborn") == std::string::npos);
     CHECK_FALSE(group_alive(polite.pid));
     CHECK_FALSE(group_alive(stubborn.pid));
     CHECK(settled_state(c, "polite") == "killed");
@@ -370,6 +379,7 @@ TEST_CASE("cli ssh-hosts: terminate stops the lease's detached bifrost jobs, TER
 
     c.kill("older", 1);
     ::kill(-static_cast<pid_t>(ended.pid), SIGKILL);
+    ::kill(-static_cast<pid_t>(reborn.pid), SIGKILL);
     ::kill(static_cast<pid_t>(impostor), SIGKILL);
     CHECK_FALSE(group_alive(older.pid));
 }
