@@ -401,6 +401,16 @@ if [[ $what == offload2 ]]; then
     echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_glm4_moe.log"; tail -3 "$out/offload_glm4_moe.log"
   else
     : "${OFFLOAD_BUDGET_qwen3_next:=0=66GiB,cpu=100GiB}"
+    # OFFLOAD_GLM_LAYERS=N on an H100: GLM-4.5-Air's layers at full shape, N of its 46, so that about
+    # as much is streamed as the whole model streams on an H200 but the pinned part fits the host.
+    if [[ -n ${OFFLOAD_GLM_LAYERS:-} ]]; then
+      stamp "offload full layer shape: glm4_moe, $OFFLOAD_GLM_LAYERS layers, prefetch 0 and 1"
+      timeout ${OFFLOAD_TIMEOUT_glm4_moe:-240} python3 "$root/bench/offload_bench.py" --extract "$exe" --shape glm4_moe \
+        --layers "$OFFLOAD_GLM_LAYERS" --no-resident --depths 0,1 --tail-depths "" --batch-size 4 --iters 3 \
+        --max-memory "${OFFLOAD_BUDGET_glm4_moe:-0=64GiB,cpu=90GiB}" \
+        --json-out "$out/offload_glm4_moe.json" > "$out/offload_glm4_moe.log" 2>&1
+      echo "rc=$?"; grep -E "^prefetch|host-to-device" "$out/offload_glm4_moe.log"; tail -3 "$out/offload_glm4_moe.log"
+    fi
   fi
   stamp "offload full shape: qwen3_next, streamed layers spread (prefetch 0, 1, 2) and at the end (prefetch 1)"
   # What is left of OFFLOAD2_DEADLINE (s from the start), at most 240 s.

@@ -19,6 +19,7 @@ layers are drawn on the GPU and copied to pinned memory.
   --shape glm4_moe         GLM-4.5-Air's full shape (the parity script's REAL_SHAPES entry, 46 layers)
   --shape qwen3_next       Qwen3-Next-80B-A3B's full shape (REAL_SHAPES, 48 layers)
   --shape mixtral          Mixtral-8x7B's full shape (32 layers)
+  --layers N               fewer decoder layers of the same shape (a machine too small for the whole model)
 Give --max-memory to set the GPU budget and the pinned allowance (e.g. "0=100GiB,cpu=100GiB").
 
 Usage (GPU machine): python3 bench/offload_bench.py --extract build-gpu/extractor/extract --shape olmoe
@@ -44,7 +45,7 @@ FULL_LAYERS = {"glm4_moe": 46, "qwen3_next": 48, "mixtral": 32, "gpt_oss": 36}
 DEFAULT_BUDGET = {"olmoe": "0=6GiB,cpu=24GiB"}
 
 
-def write_config(shape, out_dir):
+def write_config(shape, out_dir, layers=None):
     os.makedirs(out_dir, exist_ok=True)
     if shape == "olmoe":
         olmoe_config(out_dir)
@@ -52,7 +53,7 @@ def write_config(shape, out_dir):
     import extract_parity as parity  # needs transformers (GPU image)
     from transformers import AutoConfig
     kw = dict(parity.REAL_SHAPES[shape])
-    n = FULL_LAYERS[shape]
+    n = layers or FULL_LAYERS[shape]
     kw["num_hidden_layers"] = n
     if "layer_types" in kw:  # the released pattern repeats: tile the 2-4 layer pattern
         pattern = list(kw["layer_types"])
@@ -92,6 +93,9 @@ def main():
     ap.add_argument("--no-resident", action="store_true", help="skip the run without offload (model too large)")
     ap.add_argument("--tail-depths", default="", help="depths also run with the streamed layers kept at the end "
                     "(EXTRACTOR_OFFLOAD_SPREAD=0), the placement before they were spread")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="decoder layers (default: the released model's); fewer keeps every layer's full shape "
+                         "but fits a smaller machine, e.g. GLM-4.5-Air's streamed layers on an 80 GB card")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
     budget = args.max_memory or DEFAULT_BUDGET.get(args.shape)
@@ -99,7 +103,7 @@ def main():
         ap.error(f"--max-memory is needed for --shape {args.shape}")
 
     mdir = os.path.join(args.work, args.shape)
-    write_config(args.shape, mdir)
+    write_config(args.shape, mdir, args.layers)
     with open(os.path.join(mdir, "config.json")) as f:
         vocab = json.load(f)["vocab_size"]
     seqs = args.batch_size * args.iters
@@ -108,7 +112,7 @@ def main():
     with open(ids_path, "w") as f:
         json.dump(torch.randint(0, vocab, (seqs, args.seq_len), generator=g).tolist(), f)
 
-    results = {"shape": args.shape, "max_memory": budget, "batch_size": args.batch_size, "seq_len": args.seq_len,
+    results = {"shape": args.shape, "layers": args.layers or FULL_LAYERS.get(args.shape), "max_memory": budget, "batch_size": args.batch_size, "seq_len": args.seq_len,
                "iters": args.iters, "gpu": torch.cuda.get_device_name(0)}
     rate = h2d_rate()
     results["h2d_bytes_per_s"] = rate
