@@ -54,6 +54,10 @@ constexpr double kTerminateBackstopS = 15 * 60;
 // that kept moving may have used up (the terminate then got one look and read as leak risk).
 constexpr common::Duration kProveGone = std::chrono::minutes(5);
 
+// Offers the create step tries on one provider before it moves on to the next: as many as broker's
+// own fall-through (CreateOptions::max_attempts), which the step does itself (Flow::rent_bound).
+constexpr size_t kCreateOffersPerProvider = 3;
+
 std::string joined(const std::vector<std::string> & words) {
     std::string out;
     for (const auto & w : words) out += (out.empty() ? "" : ", ") + w;
@@ -197,6 +201,9 @@ private:
         if (auto limit = cap_price_limit(); limit && cap_limit) f.max_price_usd_per_hour = *limit;
         f.min_ram_gb = offer_min_ram_gb(r);
         f.min_disk_gb = r.disk_gb;
+        // Prices at the disk the create rents (a provider whose price includes storage), so that the
+        // price an offer is found at is the one its create is bounded by (rent_bound).
+        f.rent_disk_gb = r.disk_gb;
         return f;
     }
     std::vector<std::string> providers() {
@@ -276,43 +283,59 @@ private:
             // lost, its read-back failed) leaves finish a place to look for it by name.
             st().create_intent->providers->push_back(p);
             save();
-            broker::CreateOptions o;
-            o.filter = filter_for(p);
-            o.image = cfg_.resources.image;
-            o.disk_gb = cfg_.resources.disk_gb;
-            o.ssh_private_key = key_path();
-            o.run_id = run_id;
-            o.role = "main";
-            // The instance's own deadline (its name, RunPod's terminateAfter): the run's cap plus room
-            // to pull and finish, and no longer than the cost cap allows at the price the offers step
-            // found. The price rented may differ; the watchdog's deadline uses the real one.
-            o.max_lifetime_s = instance_lifetime_s(cfg_.policy, cheapest_offered(p).value_or(0.0));
-            o.wait_ready = false;
-            o.on_progress = [](const std::string & line) { common::log::info("create: ", line); };
-            try {
-                auto r = broker_.create(o);
-                test_hook("create:answered");  // the provider created it; this run has not recorded it yet
-                const auto & i = r.instance;
-                st().instance = InstanceRecord{.provider = i.provider,
-                                               .id = i.id,
-                                               .name = i.name,
-                                               .price_usd_per_hour = r.offer.price_usd_per_hour_total,
-                                               .gpu_model = r.offer.gpu_model,
-                                               .gpu_count = r.offer.gpu_count,
-                                               .vram_gb_per_gpu = r.offer.vram_gb_per_gpu,
-                                               .created_unix = clock_.unix_now(),
-                                               .native_deadline = broker_.provider(i.provider).caps().native_deadline};
-                save();
-                common::log::info("create: ", i.provider, ":", i.id, " (", i.name, ")");
-                return;
-            } catch (const common::Error & e) {
-                if (e.kind() != common::ErrorKind::Capacity) throw;
-                // A capacity refusal leaves nothing behind (broker's create ends what a refused rent left).
-                st().create_intent->providers->pop_back();
-                save();
-                common::log::warn("create: ", p, ": ", e.message(), "; trying the next provider");
-                last = e;
+            // Offer by offer, cheapest first, each rented under the deadline its own price allows
+            // (rent_bound); a capacity refusal moves on to the next offer, found fresh.
+            std::vector<std::string> tried;
+            while (tried.size() < kCreateOffersPerProvider) {
+                common::throw_if_interrupted();
+                auto offer = cheapest_untried(p, tried);
+                if (!offer) {
+                    if (tried.empty())
+                        last = common::Error(common::ErrorKind::Capacity,
+                                             "create: " + p + ": no offer matches the filters any more; run `broker search` to see what is on offer");
+                    break;
+                }
+                tried.push_back(offer->offer_id);
+                const RentBound bound = rent_bound(p, offer->price_usd_per_hour_total);
+                broker::CreateOptions o;
+                o.filter = filter_for(p);
+                o.filter.offer_id = offer->offer_id;
+                o.filter.max_price_usd_per_hour = bound.max_price;
+                o.max_attempts = 1;
+                o.image = cfg_.resources.image;
+                o.disk_gb = cfg_.resources.disk_gb;
+                o.ssh_private_key = key_path();
+                o.run_id = run_id;
+                o.role = "main";
+                o.max_lifetime_s = bound.lifetime_s;  // the instance's own deadline: its name, RunPod's terminateAfter
+                o.wait_ready = false;
+                o.on_progress = [](const std::string & line) { common::log::info("create: ", line); };
+                try {
+                    auto r = broker_.create(o);
+                    test_hook("create:answered");  // the provider created it; this run has not recorded it yet
+                    const auto & i = r.instance;
+                    st().instance = InstanceRecord{.provider = i.provider,
+                                                   .id = i.id,
+                                                   .name = i.name,
+                                                   .price_usd_per_hour = r.offer.price_usd_per_hour_total,
+                                                   .gpu_model = r.offer.gpu_model,
+                                                   .gpu_count = r.offer.gpu_count,
+                                                   .vram_gb_per_gpu = r.offer.vram_gb_per_gpu,
+                                                   .created_unix = clock_.unix_now(),
+                                                   .native_deadline = broker_.provider(i.provider).caps().native_deadline};
+                    save();
+                    common::log::info("create: ", i.provider, ":", i.id, " (", i.name, ")");
+                    return;
+                } catch (const common::Error & e) {
+                    if (e.kind() != common::ErrorKind::Capacity) throw;
+                    // A capacity refusal leaves nothing behind (broker's create ends what a refused rent left).
+                    last = e;
+                    common::log::warn("create: ", p, ": ", e.message(), "; trying the next offer");
+                }
             }
+            st().create_intent->providers->pop_back();
+            save();
+            common::log::warn("create: ", p, ": no offer could be rented (", tried.size(), " tried); trying the next provider");
         }
         throw last ? *last : common::Error(common::ErrorKind::Capacity, "create: no provider to try");
     }
@@ -342,14 +365,42 @@ private:
         save();
     }
 
-    // The lowest price the offers step found on `provider` (what its create is likely to rent).
-    std::optional<double> cheapest_offered(const std::string & provider) const {
-        std::optional<double> low;
-        if (st().offers)
-            for (const auto & o : *st().offers)
-                if (o.provider == provider && o.price_usd_per_hour_total > 0 && (!low || o.price_usd_per_hour_total < *low))
-                    low = o.price_usd_per_hour_total;
-        return low;
+    // What one create call may rent at, and the lifetime the instance gets (the deadline in its
+    // name; RunPod enforces it itself, as terminateAfter).
+    struct RentBound {
+        std::optional<double> max_price;
+        double lifetime_s = 0;
+    };
+
+    // The deadline in an instance's name is fixed before the provider answers, so it cannot come
+    // from the price actually rented. Left to itself, broker's create falls through to the next
+    // offer on a capacity error, and that one may cost more than the offer the deadline was
+    // computed for: under a binding policy.max_cost_usd the provider's own end (the backstop left
+    // when the watchdog fails) then came minutes to hours after the cap. So the flow rents offer by
+    // offer (CreateOptions::filter.offer_id, one attempt each), each bounded by a price (the filter's
+    // max price: an offer whose price rose past it is refused, as no capacity) and given the lifetime
+    // the cap allows at that bound. Whatever is rented costs at most the bound, so the cap is never
+    // reached before the deadline, and the cheapest offer keeps the whole lifetime its price allows.
+    // Up to the price at which the cap no longer binds, every offer gets max_duration + slack, and so
+    // does every offer without a cap: there the bound is only the filter's own.
+    RentBound rent_bound(const std::string & provider, double offer_price) const {
+        const Policy & policy = cfg_.policy;
+        const std::optional<double> given = filter_for(provider).max_price_usd_per_hour;
+        if (!policy.max_cost_usd) return {given, instance_lifetime_s(policy, offer_price)};
+        const double uncapped = *policy.max_cost_usd * 3600.0 / (policy.max_duration_s + kLifetimeSlackS);
+        double bound = std::max(offer_price, uncapped);
+        if (given) bound = std::min(bound, *given);  // nothing above the filter's own limit is rented anyway
+        return {bound, instance_lifetime_s(policy, bound)};
+    }
+
+    // The cheapest offer on `provider` matching the run's filter whose id is not in `tried`, from a
+    // fresh search (a capacity refusal often takes the offer off the market; one still listed is
+    // not tried twice). nullopt when there is none.
+    std::optional<broker::Offer> cheapest_untried(const std::string & provider, const std::vector<std::string> & tried) {
+        auto found = broker_.search(filter_for(provider), broker::SortKey::Price, tried.size() + 1);
+        for (auto & o : found.offers)
+            if (std::find(tried.begin(), tried.end(), o.offer_id) == tried.end()) return std::move(o);
+        return std::nullopt;
     }
 
     bool adopt_existing(const std::string & run_id) {

@@ -719,3 +719,38 @@ TEST_CASE("e2e: a policy.max_cost_usd too small to leave the run any time at the
     REQUIRE(!run.empty());
     CHECK_FALSE(state_of(run).contains("instance"));
 }
+
+TEST_CASE("e2e: under a binding policy.max_cost_usd, a create that falls through to a pricier offer gets the deadline that offer's price allows") {
+    Env env;
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    // The first create (the cheapest offer) finds no capacity, as when the last machine of that
+    // offer was taken between the offers step and the rent: the run gets the next offer, which costs more.
+    emu.inject({{"kind", "capacity"}, {"match", {{"action", "create"}}}, {"count", 1}});
+    constexpr double kCap = 0.4;  // binds at every offer here (it buys under 1 h of max_duration + 30 min)
+    auto args = base_args(env, cloud_config(env, "runpod", "  max_duration: 1h\n  max_cost_usd: 0.4\n"));
+    for (const char * a : {"--test-sigkill-at-step", "create:answered"}) args.push_back(a);  // only the create matters here
+    auto r = common::run_process(args, cloud_opts(emu, "runpod"));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 128 + SIGKILL);
+    auto es = emu.state();
+    REQUIRE(es["instances"].size() == 1);
+    const auto & pod = es["instances"][0];
+    const double price = pod["costPerHr"];
+    // It really fell through: the pod costs more than the cheapest offer the offers step recorded.
+    double cheapest = 1e9;
+    const auto st = state_of(only_run_dir(env));
+    for (const auto & o : st["offers"]) cheapest = std::min(cheapest, o["price_usd_per_hour_total"].get<double>());
+    REQUIRE(price > cheapest + 0.05);
+    double created = 0;
+    for (const auto & q : es["requests"])
+        if (q.value("action", "") == "create") created = q["time"];  // the last create: the one that rented
+    REQUIRE(created > 0);
+    // The deadline in its name (RunPod's terminateAfter, enforced by RunPod itself) is no later than
+    // where the cap is reached at the price rented (computed at the cheapest price, it was minutes later).
+    const std::string name = pod["name"];
+    REQUIRE(name.rfind("-dl") != std::string::npos);
+    const double deadline = std::stod(name.substr(name.rfind("-dl") + 3));
+    CHECK(deadline <= created + kCap / price * 3600 + 1);
+    CHECK(deadline > created + 15 * 60);  // and it still leaves the run time (the lifetime at its bound)
+    CHECK(r.err.find("trying the next offer") != std::string::npos);
+}
