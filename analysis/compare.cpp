@@ -16,7 +16,11 @@ namespace analysis {
 using json = nlohmann::json;
 
 json build_comparison(const std::vector<std::pair<std::string, json>> & results, const CompareOptions & options) {
+    const bool active = options.params_kind == "active";
+    if (!active && options.params_kind != "total")
+        throw common::Error::usage("compare: unknown parameter kind '" + options.params_kind + "': valid kinds are total, active");
     json rows = json::array();
+    std::vector<bool> label_used(options.params.size(), false);
     for (const auto & [label, r] : results) {
         if (!r.at("modes").contains(options.mode))
             throw common::Error::usage("compare: " + label + " has no '" + options.mode + "' mode; regenerate it with --mode " + options.mode)
@@ -40,16 +44,35 @@ json build_comparison(const std::vector<std::pair<std::string, json>> & results,
             if (run.contains(key) && run[key].is_number()) row["params"] = run[key];
         for (const char * key : {"parameters_active", "params_active"})
             if (run.contains(key) && run[key].is_number()) row["params_active"] = run[key];
-        for (const auto & [name, value] : options.params)
-            if (name == row["label"].get<std::string>() || name == label) row["params"] = value;
+        // Against active parameters, the x value is the active count the run recorded (if any).
+        if (active) row["params"] = row["params_active"];
+        for (size_t i = 0; i < options.params.size(); ++i)
+            if (options.params[i].first == row["label"].get<std::string>() || options.params[i].first == label) {
+                row["params"] = options.params[i].second;
+                label_used[i] = true;
+            }
         rows.push_back(row);
+    }
+    // A label that matches nothing was silently dropped, leaving that model without a count (and
+    // out of the plots) with no word why: refused, naming it and what the labels are.
+    for (size_t i = 0; i < options.params.size(); ++i) {
+        if (label_used[i]) continue;
+        std::string known;
+        for (const auto & row : rows)
+            known += (known.empty() ? "" : ", ") + ("'" + row["label"].get<std::string>() + "' (" + row["file"].get<std::string>() + ")");
+        throw common::Error::usage("--params " + options.params[i].first + ": no result has this label; a label is a result's model name "
+                                   "or its file: " + known);
     }
     std::stable_sort(rows.begin(), rows.end(), [](const json & a, const json & b) {
         const double pa = a["params"].is_number() ? a["params"].get<double>() : 1e300;
         const double pb = b["params"].is_number() ? b["params"].get<double>() : 1e300;
         return pa != pb ? pa < pb : a["label"].get<std::string>() < b["label"].get<std::string>();
     });
-    return {{"schema", kComparisonSchema}, {"version", 1}, {"mode", options.mode}, {"rows", rows}};
+    return {{"schema", kComparisonSchema}, {"version", 1}, {"mode", options.mode}, {"params_kind", options.params_kind}, {"rows", rows}};
+}
+
+bool comparison_is_active(const json & c) {
+    return c.is_object() && c.contains("params_kind") && c["params_kind"].is_string() && c["params_kind"].get<std::string>() == "active";
 }
 
 std::string render_comparison_markdown(const json & c, const std::vector<std::string> & plot_files) {
@@ -59,8 +82,10 @@ std::string render_comparison_markdown(const json & c, const std::vector<std::st
         std::snprintf(buf, sizeof buf, "%.*f", d, v);
         return std::string(buf);
     };
-    o << "# Outlier features across models (" << c.value("mode", "") << " mode)\n\n"
-      << "| model | params | outliers | unique dims | mean layer % | mean position % | sequences |\n|---|---:|---:|---:|---:|---:|---:|\n";
+    const bool active = comparison_is_active(c);
+    o << "# Outlier features across models (" << c.value("mode", "") << " mode" << (active ? ", against active parameters per token" : "")
+      << ")\n\n"
+      << "| model | " << (active ? "active params" : "params") << " | outliers | unique dims | mean layer % | mean position % | sequences |\n|---|---:|---:|---:|---:|---:|---:|\n";
     for (const auto & r : c.at("rows")) {
         std::string params = "-";
         if (r["params"].is_number()) params = fixed(r["params"].get<double>() / 1e9, 2) + "B";

@@ -18,7 +18,7 @@ enum class LayerUnit { Site, Layer };       // a site (2 per layer) or a decoder
 enum class Scope { PerSequence, Pooled };   // each sequence alone then concatenated, or the dataset at once
 
 struct Criteria {
-    std::string mode;                 // "predecessor", "paper", or "custom" once a fraction is overridden
+    std::string mode;                 // "predecessor", "paper", or "<mode>+custom" once a fraction differs from the mode's
     double layer_fraction = 0.25;     // >= (inclusive)
     double position_fraction = 0.06;  // >= (inclusive)
     LayerUnit layer_unit = LayerUnit::Site;

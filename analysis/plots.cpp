@@ -374,13 +374,16 @@ PlotJob comparison_plot_job(const json & c) {
     }
     job.data_files.emplace_back("rows.dat", rows.str());
     job.data_files.emplace_back("mode.dat", data_text(c.contains("mode") && c["mode"].is_string() ? c["mode"].get<std::string>() : "", "?") + "\n");
-    const std::string common = read_string("mode", "mode.dat") +
-                               "set xlabel \"parameters\"\nset logscale x\nset grid\nset key off\nset offsets graph 0.05, graph 0.15, graph 0.1, graph 0.1\n";
+    // The axis names what the counts are; the text is ours (the file only selects which), never the file's.
+    const std::string what = comparison_is_active(c) ? "active parameters" : "parameters";
+    const std::string common = read_string("mode", "mode.dat") + "set xlabel \"" + what +
+                               (comparison_is_active(c) ? " (per token)" : "") +
+                               "\"\nset logscale x\nset grid\nset key off\nset offsets graph 0.05, graph 0.15, graph 0.1, graph 0.1\n";
     add_plot(job, "compare_outliers",
-             common + "set title \"outlier features vs parameters (\" . mode . \")\"\n" +
+             common + "set title \"outlier features vs " + what + " (\" . mode . \")\"\n" +
                  "set ylabel \"outliers\"\nset logscale y\nplot \"rows.dat\" using 1:2 with points pt 7 ps 1.5, \"rows.dat\" using 1:2:5 with labels offset 0,1 font \",9\"");
     add_plot(job, "compare_percentages",
-             common + "set title \"mean layer % and mean position % vs parameters (\" . mode . \")\"\n" +
+             common + "set title \"mean layer % and mean position % vs " + what + " (\" . mode . \")\"\n" +
                  "set ylabel \"percent\"\nset yrange [0:100]\nset key on top left\nplot \"rows.dat\" using 1:3 with points pt 7 ps 1.5 title \"mean layer %\", "
                  "\"rows.dat\" using 1:4 with points pt 5 ps 1.5 title \"mean position %\", \"rows.dat\" using 1:3:5 with labels offset 0,1 font \",9\" notitle");
     return job;

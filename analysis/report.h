@@ -27,7 +27,7 @@ using TokenText = std::function<std::string(int64_t)>;
 
 struct ReportOptions {
     std::vector<std::string> modes = {"predecessor", "paper"};
-    std::optional<double> layer_fraction;     // overrides every mode's value (mode becomes "custom")
+    std::optional<double> layer_fraction;     // overrides every mode's value (mode "<mode>+custom" when it differs)
     std::optional<double> position_fraction;
     int top_tokens = 10;        // token strings per outlier feature
     int profile_dims = 12;      // dims whose per-site profiles go into the JSON (for plots)
@@ -90,11 +90,19 @@ bool gnuplot_available(std::string * why = nullptr);
 // Cross-model comparison: one row per result (outlier count, mean layer %, mean position %, params).
 struct CompareOptions {
     std::string mode = "predecessor";
-    std::vector<std::pair<std::string, double>> params;  // label -> parameter count, overriding metadata
+    // label -> parameter count, overriding metadata; a label is a result's model name or its file.
+    // A label that names no result is a usage error (listing the labels there are).
+    std::vector<std::pair<std::string, double>> params;
+    // What the counts are: "total" parameters or "active" parameters per token (MoE models). The
+    // comparison records it ("params_kind"); its table and plots name their axis after it.
+    std::string params_kind = "total";
 };
+inline constexpr const char * kParamsKinds[] = {"total", "active"};
 nlohmann::json build_comparison(const std::vector<std::pair<std::string, nlohmann::json>> & results,
                                 const CompareOptions & options);
 std::string render_comparison_markdown(const nlohmann::json & comparison, const std::vector<std::string> & plot_files);
+// Whether a comparison is against active parameters (its "params_kind"; absent or anything else: total).
+bool comparison_is_active(const nlohmann::json & comparison);
 PlotJob comparison_plot_job(const nlohmann::json & comparison);
 PlotOutcome write_comparison_plots(const nlohmann::json & comparison, const std::string & dir);
 

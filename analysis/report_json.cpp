@@ -205,10 +205,13 @@ json build_result(const Statistics & s, const ReportOptions & o, const TokenText
     std::vector<std::pair<std::string, Criteria>> report_modes;  // name -> criteria, for the sweep
     std::vector<int32_t> profile_dims;
     for (const auto & name : o.modes) {
-        auto c = criteria_for_mode(name);
+        const auto own = criteria_for_mode(name);
+        auto c = own;
         if (o.layer_fraction) c.layer_fraction = *o.layer_fraction;
         if (o.position_fraction) c.position_fraction = *o.position_fraction;
-        if (o.layer_fraction || o.position_fraction) c.mode = name + "+custom";
+        // Custom by value, not by flag: a caller that passes the mode's own fractions (deploy passes
+        // what its config holds, the defaults included) ran the plain mode, and is labelled so.
+        if (c.layer_fraction != own.layer_fraction || c.position_fraction != own.position_fraction) c.mode = name + "+custom";
         const auto r = apply_criteria(s, c);
         report_modes.emplace_back(name, c);
         for (const auto & f : r.features)

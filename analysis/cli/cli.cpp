@@ -123,13 +123,19 @@ int main(int argc, char ** argv) {
         analysis::cli::CompareVerbOptions compare;
         bool no_plots_compare = false;
         auto * compare_cmd = app.add_subcommand("compare", "Compare models: outliers, mean layer %, mean position % vs parameters\n"
-                                                           "Example: analyze compare a/outliers.json b/outliers.json --params OLMoE-1B-7B-0125=6.9B -o sweep");
+                                                           "Example: analyze compare runs/olmoe/analysis/outliers.json runs/qwen3/analysis/outliers.json "
+                                                           "--params OLMoE-1B-7B=6.9B --params Qwen3-30B-A3B=30.5B -o sweep");
         compare_cmd->add_option("inputs", compare.inputs, "Result files (outliers.json)")->required();
         compare_cmd->add_option("-o,--out", compare.out_dir, "Also write comparison.json, comparison.md and plots here");
         compare_cmd->add_option("--mode", compare.mode, "Which mode's numbers to compare")
             ->check(CLI::IsMember({"predecessor", "paper"}))
             ->capture_default_str();
-        compare_cmd->add_option("--params", compare.params, "LABEL=COUNT parameter counts (7B, 1.3e9, 300M); LABEL = model name or file");
+        compare_cmd->add_option("--params", compare.params,
+                                "LABEL=COUNT parameter counts (7B, 1.3e9, 300M); LABEL = a result's model name (its run's model "
+                                "directory, or --model-name) or its file; a label matching no result is an error");
+        compare_cmd->add_option("--params-kind", compare.params_kind, "What the counts are: total, or active parameters per token (MoE)")
+            ->check(CLI::IsMember({"total", "active"}))
+            ->capture_default_str();
         compare_cmd->add_flag("--no-plots", no_plots_compare, "Tables only");
 
         analysis::cli::FusedOptions fused;

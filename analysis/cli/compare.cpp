@@ -39,6 +39,7 @@ int run_compare(const CompareVerbOptions & o, const common::Output & out) {
     (void)criteria_for_mode(o.mode);
     CompareOptions c;
     c.mode = o.mode;
+    c.params_kind = o.params_kind;
     for (const auto & p : o.params) {
         const auto eq = p.find('=');
         if (eq == std::string::npos || eq == 0)

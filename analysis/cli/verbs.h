@@ -51,6 +51,7 @@ struct CompareVerbOptions {  // analyze compare RESULT...
     std::string out_dir;  // optional: comparison.json, comparison.md, plots
     std::string mode = "predecessor";
     std::vector<std::string> params;  // LABEL=COUNT (1.3e9, 7B, 1.3B, 300M accepted)
+    std::string params_kind = "total";  // total | active: what the counts are (axis and table name)
     bool plots = true;
 };
 int run_compare(const CompareVerbOptions & options, const common::Output & out);

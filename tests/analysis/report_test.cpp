@@ -59,6 +59,50 @@ TEST_CASE("result JSON: versioned schema, both modes, per-layer table, profiles 
     CHECK_FALSE(strict.at("modes").at("predecessor").at("features").at(0).at("top_tokens").at(0).contains("text"));
 }
 
+TEST_CASE("result JSON: fractions given equal to the mode's own are not labelled custom, only values that differ are") {
+    // deploy_and_analyze passes the configured fractions; the defaults are the modes' own criteria,
+    // so a run with the defaults is a plain predecessor / paper run, whatever flags carried them.
+    const auto s = planted_stats(0, 3);
+    analysis::ReportOptions o;
+    o.layer_fraction = 0.25;
+    o.position_fraction = 0.06;
+    auto r = analysis::build_result(s, o, {});
+    CHECK(r.at("modes").at("predecessor").at("criteria").at("mode") == "predecessor");
+    CHECK(r.at("modes").at("paper").at("criteria").at("mode") == "paper");
+    o.position_fraction = 0.07;  // one value off the default: both modes are custom
+    r = analysis::build_result(s, o, {});
+    CHECK(r.at("modes").at("predecessor").at("criteria").at("mode") == "predecessor+custom");
+    CHECK(r.at("modes").at("paper").at("criteria").at("mode") == "paper+custom");
+    CHECK(r.at("modes").at("paper").at("criteria").at("position_fraction") == 0.07);
+}
+
+TEST_CASE("comparison plots: against active parameters the axis and titles say active parameters, else parameters") {
+    auto row = [](const char * label, double params) {
+        return nlohmann::json{{"label", label}, {"params", params}, {"num_outliers", 3}, {"mean_layer_pct", 40.0}, {"mean_position_pct", 5.0}};
+    };
+    nlohmann::json c = {{"mode", "predecessor"}, {"rows", {row("a", 7e9), row("b", 3e10)}}};
+    auto job = analysis::comparison_plot_job(c);
+    REQUIRE(job.skipped_reason.empty());
+    CHECK(job.script.find("set xlabel \"parameters\"") != std::string::npos);
+    CHECK(job.script.find("active") == std::string::npos);
+    c["params_kind"] = "active";
+    job = analysis::comparison_plot_job(c);
+    CHECK(job.script.find("set xlabel \"active parameters (per token)\"") != std::string::npos);
+    CHECK(job.script.find("outlier features vs active parameters") != std::string::npos);
+    CHECK(job.script.find("mean position % vs active parameters") != std::string::npos);
+    CHECK(job.script.find("vs parameters") == std::string::npos);
+    // The kind is ours to name: anything else in a (hostile) comparison file never reaches the script.
+    c["params_kind"] = "x\"; system(\"touch PWNED\")";
+    job = analysis::comparison_plot_job(c);
+    CHECK(job.script.find("system") == std::string::npos);
+    CHECK(job.script.find("set xlabel \"parameters\"") != std::string::npos);
+    // The markdown's column follows.
+    c["params_kind"] = "active";
+    CHECK(analysis::render_comparison_markdown(c, {}).find("| model | active params |") != std::string::npos);
+    c.erase("params_kind");
+    CHECK(analysis::render_comparison_markdown(c, {}).find("| model | params |") != std::string::npos);
+}
+
 TEST_CASE("finalize writes statistics, result, markdown and PNG+SVG plots when gnuplot exists") {
     tests::TempDir dir;
     analysis::FinalizeOptions f;
@@ -104,6 +148,29 @@ TEST_CASE("analyze merge + report + compare: merged statistics equal one run, ba
     CHECK(rows.at(0).at("num_outliers") == 8);
     CHECK(rows.at(0).at("params") == 1.5e6);
     CHECK(std::filesystem::exists(dir / "cmp/comparison.md"));
+
+    // A --params label that names no result is a usage error naming it and the labels there are
+    // (it was ignored: the plots then had no parameter count and nothing said why).
+    r = analyze({"compare", dir / "rep/outliers.json", "--params", "tiny-planted-0125=1.5M", "-o", dir / "cmp-typo"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("tiny-planted-0125") != std::string::npos);
+    CHECK(r.err.find("'tiny-planted'") != std::string::npos);
+    CHECK(r.err.find("rep/outliers.json") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir / "cmp-typo/comparison.json"));
+    // The file itself is a label too.
+    r = analyze({"compare", dir / "rep/outliers.json", "--params", dir / "rep/outliers.json=2M", "--json"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    CHECK(nlohmann::json::parse(r.out).at(0).at("params") == 2e6);
+
+    // Against active parameters: the comparison says so in its JSON, table and plots.
+    r = analyze({"compare", dir / "rep/outliers.json", "--params", "tiny-planted=0.5M", "--params-kind", "active", "-o", dir / "cmp-active"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    const auto active = nlohmann::json::parse(tests::read_file(dir / "cmp-active/comparison.json"));
+    CHECK(active.at("params_kind") == "active");
+    CHECK(active.at("rows").at(0).at("params") == 5e5);
+    CHECK(tests::read_file(dir / "cmp-active/comparison.md").find("| model | active params |") != std::string::npos);
+    r = analyze({"compare", dir / "rep/outliers.json", "--params-kind", "experts"});
+    CHECK(r.exit_code == 2);
 
     // The same sequences twice: refused (usage, 2), naming the second file.
     r = analyze({"merge", dir / "a.stats.cbor", dir / "a.stats.cbor", "-o", dir / "aa.stats.cbor"});
