@@ -7,8 +7,10 @@
 #   from bifrost's stdin env block, never on a command line; HF_ENDPOINT overrides the Hub URL)
 #
 # The token goes to curl through a header file (mode 0600), so it never appears in argv (ps) or in
-# logs. curl retries 429 and 5xx with backoff and honours Retry-After. Prints "model_dir=<path>".
-# Exit codes: 2 usage, 3 auth (401/403: gated or private repo), 6 network, 9 not found.
+# logs. curl retries 429 and 5xx with backoff and honours Retry-After. A file is kept only whole
+# (curl succeeded and the size is the one the Hub declares); .complete is written only when every
+# file is. Prints "model_dir=<path>".
+# Exit codes: 2 usage, 3 auth (401/403: gated or private repo), 6 network or a short file, 9 not found.
 set -eu
 
 repo=${1:?usage: fetch_model.sh OWNER/NAME REVISION CACHE_DIR}
@@ -38,25 +40,71 @@ if command -v flock >/dev/null 2>&1; then
 fi
 umask 077
 hdr=$(mktemp)
-trap 'rm -f "$hdr"' EXIT INT TERM
+trap 'rm -f "$hdr" "$dir/.headers"' EXIT INT TERM
 printf 'User-Agent: outlier-toolkit/0.1\n' > "$hdr"
 if [ -n "${HF_TOKEN:-}" ]; then printf 'Authorization: Bearer %s\n' "$HF_TOKEN" >> "$hdr"; fi
 
-# get FILE [optional]: downloads $endpoint/$repo/resolve/$rev/FILE into $dir/FILE (resumable).
+# The size the server declares for the whole of the file whose response headers (curl -D, every
+# response of the redirect chain, perhaps of several attempts) are in $1: the Hub's X-Linked-Size (on
+# the redirect of an LFS file), else the total of the last response's Content-Range (a resumed 206, a
+# 416 "bytes */N"), else the last response's Content-Length when that is a 200; a value that is not
+# a number of at most 20 digits is passed over. Empty when none is declared.
+declared_size() {
+  tr -d '\r' < "$1" | awk '
+    function size(v) { return v ~ /^[0-9]+$/ && length(v) <= 20 }
+    tolower($1) ~ /^http\// { code = $2; len = ""; range = "" }
+    tolower($1) == "x-linked-size:" { linked = $2 }
+    tolower($1) == "content-length:" { len = $2 }
+    tolower($1) == "content-range:" { range = $3 }
+    END {
+      n = split(range, parts, "/")
+      if (size(linked)) print linked
+      else if (n == 2 && size(parts[2])) print parts[2]
+      else if (code == "200" && size(len)) print len
+    }' | sed -n '1s/^0*\([0-9]\)/\1/p'
+}
+
+# get FILE [optional]: downloads $endpoint/$repo/resolve/$rev/FILE into $dir/FILE (resumable). The
+# file is renamed into place only when curl succeeded and its size is the one the server declared:
+# a cut transfer (curl prints the status it got even when the body stopped short) stays FILE.part,
+# which the next run resumes, and never reaches .complete.
 get() {
   file=$1; optional=${2:-}
+  part="$dir/$file.part"
+  rc=0
+  rm -f "$dir/.headers"
   code=$(curl -sS -L -H @"$hdr" --retry 8 --retry-delay 5 --retry-max-time 900 --retry-all-errors \
-              --connect-timeout 20 -C - -o "$dir/$file.part" -w '%{http_code}' \
-              "$endpoint/$repo/resolve/$rev/$file" 2>"$dir/.curl.err") || code=${code:-000}
+              --connect-timeout 20 -C - -D "$dir/.headers" -o "$part" -w '%{http_code}' \
+              "$endpoint/$repo/resolve/$rev/$file" 2>"$dir/.curl.err") || rc=$?
   case "$code" in
-    200|206) mv "$dir/$file.part" "$dir/$file"; return 0 ;;
-    416) [ -f "$dir/$file.part" ] && mv "$dir/$file.part" "$dir/$file"; return 0 ;;  # already complete
-    404) rm -f "$dir/$file.part"; [ -n "$optional" ] && return 1
+    404) rm -f "$part"; [ -n "$optional" ] && return 1
          echo "fetch_model: $repo@$rev: $file: not found (404); check the id and revision" >&2; exit 9 ;;
-    401|403) rm -f "$dir/$file.part"
+    401|403) rm -f "$part"
          echo "fetch_model: $repo@$rev: $file: refused ($code); the repo is gated or private: accept its licence on the Hub and set HF_TOKEN" >&2; exit 3 ;;
-    *) echo "fetch_model: $repo@$rev: $file: HTTP $code after retries: $(cat "$dir/.curl.err" 2>/dev/null)" >&2; exit 6 ;;
   esac
+  if [ "$rc" -ne 0 ]; then
+    echo "fetch_model: $repo@$rev: $file: download failed after retries (curl exit $rc, HTTP ${code:-000}): $(head -c 2000 "$dir/.curl.err" 2>/dev/null); the part fetched so far stays in $part for the next run to resume" >&2
+    exit 6
+  fi
+  case "$code" in
+    200|206|416) ;;  # 416: the part already holds the whole file (checked below)
+    *) echo "fetch_model: $repo@$rev: $file: HTTP ${code:-000} after retries: $(head -c 2000 "$dir/.curl.err" 2>/dev/null)" >&2; exit 6 ;;
+  esac
+  [ -f "$part" ] || { echo "fetch_model: $repo@$rev: $file: HTTP $code but nothing was written" >&2; exit 6; }
+  want=$(declared_size "$dir/.headers" 2>/dev/null || true)
+  have=$(wc -c < "$part" | tr -d ' ')
+  if [ -n "$want" ] && [ "$have" != "$want" ]; then
+    if [ "$code" = 416 ]; then
+      # The server says the part reaches past the end: resuming can never mend it.
+      rm -f "$part"
+      echo "fetch_model: $repo@$rev: $file: the partial file holds $have bytes but the file has $want; removed, run again to fetch it anew" >&2
+    else
+      echo "fetch_model: $repo@$rev: $file: got $have of $want bytes (the server ended the transfer early); the part stays in $part for the next run to resume" >&2
+    fi
+    exit 6
+  fi
+  mv "$part" "$dir/$file"
+  return 0
 }
 
 get config.json
