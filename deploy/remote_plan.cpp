@@ -88,8 +88,13 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
       << "echo \"job: extract inspect failed; the results have no parameter figures\"\n";
     s << "echo \"job: extract + analyze (fused)\"\n"
       << "\"$bin/analyze\" extract -o \"$run/results/analysis\" --mode " << q(c.analysis.mode) << " --threshold "
-      << c.analysis.threshold << " --layer-fraction " << c.analysis.layer_fraction << " --position-fraction "
-      << c.analysis.position_fraction << " --checkpoint-every 10 --model-name " << q(report_model_name(c.model));
+      << c.analysis.threshold;
+    // The fractions only when the config sets its own (analyze's defaults are the modes' criteria),
+    // written exactly (shortest round trip) so analyze compares the very value the config holds.
+    const AnalysisConfig defaults;
+    if (c.analysis.layer_fraction != defaults.layer_fraction) s << " --layer-fraction " << plain_decimal(c.analysis.layer_fraction);
+    if (c.analysis.position_fraction != defaults.position_fraction) s << " --position-fraction " << plain_decimal(c.analysis.position_fraction);
+    s << " --checkpoint-every 10 --model-name " << q(report_model_name(c.model));
     // Issue 14's statistics (analysis.thresholds, expert_stats, perplexity): numbers and flags only.
     std::string thresholds;
     for (double t : c.analysis.thresholds) {

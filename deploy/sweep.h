@@ -146,8 +146,12 @@ double finish_quiet_s(const SweepRunOptions & options, const RunConfig & member)
 // outliers.json (parameter counts from each member's own results/inspect.json, which the job writes
 // with `extract inspect`: once against total, once against active parameters) into
 // <sweep dir>/report/{total,active}/ (comparison.md/.json and plots), and per member the outcome,
-// cost and wall time. Members without results are listed, not compared. Returns the report's path;
-// throws common::Error when `analyze compare` fails.
+// cost and wall time. The compare uses the first mode (predecessor, paper) every member's results
+// hold; with none in common it runs per mode into report/<mode>/{total,active}/. An instance not
+// proven ended (no ended_unix, or a terminate not proven) is costed up to now, or to a keep
+// deadline that has passed, and flagged as maybe still billing in its row and the total. Members
+// without results are listed, not compared. A compare that fails is stated in the report (its
+// message as text), which is written all the same. Returns the report's path.
 std::string write_sweep_report(const SweepFile & sweep, const std::string & analyze_program);
 // The report's own plots (PNG and SVG): cost and wall time per member, median layer % and median
 // sequence % vs total and vs active parameters, perplexity vs outliers. `table` holds one object per

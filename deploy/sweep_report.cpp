@@ -3,6 +3,7 @@
 // by hand. Everything read here came from an instance: sizes are bounded and text that reaches the
 // Markdown is reduced to a safe alphabet.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -73,6 +74,29 @@ std::optional<double> measured_perplexity(const nlohmann::json & result) {
     double x = v["perplexity"].get<double>();
     return std::isfinite(x) && x > 0 ? std::optional<double>(x) : std::nullopt;
 }
+
+double unix_now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
+
+// A program's error message (analyze compare's stderr, which quotes member files) as an indented
+// Markdown code block: printable ASCII only, no backquotes, bounded, every line indented so nothing
+// in it can end the block or become a link, table or heading.
+std::string quoted_block(const std::string & text) {
+    std::string clean;
+    for (char ch : text.substr(0, 4000)) {
+        const auto u = static_cast<unsigned char>(ch);
+        if (ch == '\n') clean += ch;
+        else if (u >= 0x20 && u < 0x7f && ch != '`') clean += ch;
+        else if (ch == '\t') clean += ' ';
+    }
+    std::istringstream in(clean);
+    std::string line, out;
+    for (int n = 0; std::getline(in, line) && n < 20; ++n)
+        if (!line.empty()) out += "    " + line + "\n";
+    return out.empty() ? "    (no message)\n" : out;
+}
+
+// The analysis modes `analyze compare` can compare, in the order one is preferred.
+constexpr const char * kCompareModes[] = {"predecessor", "paper"};
 
 struct SweepPlots {
     std::vector<std::string> files;  // bare names written
@@ -183,7 +207,12 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
         std::string id, model, family, outcome = "not run", outliers_json;
         double params = 0, active = 0, cost = 0, wall_s = 0;
         bool have_cost = false, have_wall = false;
+        // The instance is not proven ended (no ended_unix, or a terminate not proven): its cost is
+        // taken up to now (or a passed keep deadline) and may still grow; cost_note says which.
+        bool may_bill = false;
+        std::string cost_note;
         std::optional<double> perplexity;  // results measured it (analysis.perplexity)
+        std::vector<std::string> modes;    // the analysis modes its results hold (kCompareModes order)
         nlohmann::json stats;              // this member's row of `analyze compare` (outliers, mean/median %)
     };
     std::vector<Row> rows;
@@ -210,15 +239,46 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
             }
             const auto & st = d.state();
             if (st.instance) {
-                double created = st.instance->created_unix.value_or(0.0), end = created;
-                if (st.end) end = st.end->ended_unix.value_or(created);
-                r.cost = st.instance->price_usd_per_hour * std::max(0.0, end - created) / 3600;
-                r.have_cost = true;
+                // An instance bills from its creation until it is proven gone. One whose run never
+                // recorded an end (its driver died, a finish never ran) or whose terminate was not
+                // proven may still be billing: costed up to now, or up to its keep deadline where
+                // that has passed (the watchdog's end, unconfirmed), and flagged; $0.00 hid it.
+                const auto & end = st.end;
+                std::optional<double> until;
+                if (end && end->ended_unix) {
+                    until = *end->ended_unix;
+                    if (end->proven_gone.has_value() && !*end->proven_gone) {
+                        r.may_bill = true;
+                        r.cost_note = "not proven gone: may still be billing";
+                    }
+                } else {
+                    const double now = unix_now();
+                    r.may_bill = true;
+                    if (end && end->keep_until_unix && *end->keep_until_unix < now) {
+                        until = *end->keep_until_unix;
+                        r.cost_note = "kept to its deadline, not proven gone: may still be billing";
+                    } else {
+                        until = now;
+                        r.cost_note = end && end->action == "keep" ? "kept, costed to now: may still be billing"
+                                                                   : "no end recorded, costed to now: may still be billing";
+                    }
+                }
+                if (st.instance->created_unix) {  // an adopted instance may not know its creation
+                    r.cost = st.instance->price_usd_per_hour * std::max(0.0, *until - *st.instance->created_unix) / 3600;
+                    r.have_cost = true;
+                }
             }
             std::string o = dir + "/results/analysis/outliers.json";
             if (r.outcome == "succeeded" && fs::exists(o)) {
                 r.outliers_json = o;
-                r.perplexity = measured_perplexity(read_member_json(o));
+                const auto result = read_member_json(o);
+                r.perplexity = measured_perplexity(result);
+                // The modes the results hold decide which the compare can use; a result too large
+                // to read here (over 4 MiB) is taken to hold what its config asked for.
+                const bool readable = result.is_object() && result.contains("modes") && result["modes"].is_object();
+                for (const char * mode : kCompareModes)
+                    if (readable ? result["modes"].contains(mode) : (m.config.analysis.mode == "both" || m.config.analysis.mode == mode))
+                        r.modes.push_back(mode);
             }
             auto inspect = read_member_json(dir + "/results/inspect.json");
             if (inspect.is_object()) {
@@ -237,32 +297,69 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
     }
 
     fs::create_directories(root + "/report");
-    std::string compared[2];
-    int n_compared = 0;
-    for (const auto & r : rows) n_compared += !r.outliers_json.empty();
-    for (int k = 0; k < 2 && n_compared > 0; ++k) {
-        const char * which = k == 0 ? "total" : "active";
-        std::vector<std::string> argv{analyze_program, "compare"};
-        for (const auto & r : rows)
-            if (!r.outliers_json.empty()) argv.push_back(r.outliers_json);
-        for (const auto & r : rows) {
-            double p = k == 0 ? r.params : r.active;
-            if (!r.outliers_json.empty() && p > 0) argv.insert(argv.end(), {"--params", r.outliers_json + "=" + fixed(p, 0)});
+    // `analyze compare` takes one mode for all its results: the first mode every member with
+    // results holds (a sweep whose members all ran analysis.mode: paper has no predecessor numbers),
+    // else one comparison per mode over the members holding it. A compare that fails is stated in
+    // the report, which is written whatever it says (the member table with cost and wall time is
+    // needed most when something went wrong).
+    struct Group {
+        std::string mode, dir;     // dir: report/ or report/<mode>/ when there are several
+        std::vector<size_t> rows;  // indices into rows
+        std::string md[2];         // comparison.md against total, against active parameters
+        std::string error[2];      // why that compare failed ("" when it did not)
+    };
+    std::vector<Group> groups;
+    std::vector<size_t> with_results, no_mode;
+    for (size_t i = 0; i < rows.size(); ++i)
+        if (!rows[i].outliers_json.empty()) (rows[i].modes.empty() ? no_mode : with_results).push_back(i);
+    auto holds = [&](size_t i, const std::string & mode) {
+        return std::find(rows[i].modes.begin(), rows[i].modes.end(), mode) != rows[i].modes.end();
+    };
+    for (const char * mode : kCompareModes)
+        if (!with_results.empty() && std::all_of(with_results.begin(), with_results.end(), [&](size_t i) { return holds(i, mode); })) {
+            groups.push_back(Group{.mode = mode, .dir = root + "/report", .rows = with_results});
+            break;
         }
-        argv.insert(argv.end(), {"-o", root + "/report/" + which});
-        auto res = common::run_process(argv);
-        if (res.exit_code != 0)
-            throw common::Error(common::ErrorKind::Internal, "sweep report: analyze compare (" + std::string(which) + ") failed: " + res.err);
-        compared[k] = read_text(root + "/report/" + which + "/comparison.md");
-    }
+    if (groups.empty())
+        for (const char * mode : kCompareModes) {
+            Group g{.mode = mode, .dir = root + "/report/" + mode};
+            for (size_t i : with_results)
+                if (holds(i, mode)) g.rows.push_back(i);
+            if (!g.rows.empty()) groups.push_back(g);
+        }
+    const size_t n_compared = with_results.size();
+    for (auto & g : groups)
+        for (int k = 0; k < 2; ++k) {
+            const char * which = k == 0 ? "total" : "active";
+            std::vector<std::string> argv{analyze_program, "compare"};
+            for (size_t i : g.rows) argv.push_back(rows[i].outliers_json);
+            for (size_t i : g.rows) {
+                double p = k == 0 ? rows[i].params : rows[i].active;
+                if (p > 0) argv.insert(argv.end(), {"--params", rows[i].outliers_json + "=" + fixed(p, 0)});
+            }
+            argv.insert(argv.end(), {"--mode", g.mode, "--params-kind", which, "-o", g.dir + "/" + which});
+            const std::string what = "analyze compare (" + std::string(which) + ", " + g.mode + " mode) failed";
+            try {
+                auto res = common::run_process(argv);
+                if (res.exit_code != 0) g.error[k] = what + " (exit " + std::to_string(res.exit_code) + "):\n\n" + quoted_block(res.err);
+            } catch (const common::Error & e) {  // the program could not be run at all
+                g.error[k] = what + ":\n\n" + quoted_block(e.message());
+            }
+            if (!g.error[k].empty()) {
+                common::log::warn("sweep report: ", what, "; the report says so and lists every member without it");
+                continue;
+            }
+            g.md[k] = read_text(g.dir + "/" + which + "/comparison.md");
+        }
     // What analysis computed per run (outliers, mean and median layer % and sequence %), joined back
-    // to the members by result file.
-    if (n_compared > 0) {
-        auto cmp = read_member_json(root + "/report/total/comparison.json");
+    // to the members by result file; a member in several comparisons takes the first's.
+    for (const auto & g : groups) {
+        if (!g.error[0].empty()) continue;
+        auto cmp = read_member_json(g.dir + "/total/comparison.json");
         if (cmp.is_object() && cmp.contains("rows") && cmp["rows"].is_array())
             for (const auto & c : cmp["rows"])
-                for (auto & r : rows)
-                    if (c.is_object() && !r.outliers_json.empty() && c.value("file", "") == r.outliers_json) r.stats = c;
+                for (size_t i : g.rows)
+                    if (c.is_object() && rows[i].stats.is_null() && c.value("file", "") == rows[i].outliers_json) rows[i].stats = c;
     }
 
     std::ostringstream md;
@@ -271,15 +368,35 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
           "cost = instance price x lifetime, wall time = first to last journal event.\n\n"
        << "| member | model | family | outcome | params (total) | params (active) | cost $ | wall time | results |\n"
        << "|---|---|---|---|---:|---:|---:|---:|---|\n";
-    double total_cost = 0;
+    double total_cost = 0, billing_cost = 0;
+    int billing = 0;
     for (const auto & r : rows) {
         total_cost += r.have_cost ? r.cost : 0;
+        if (r.may_bill) {
+            billing_cost += r.have_cost ? r.cost : 0;
+            ++billing;
+        }
+        std::string cost = r.have_cost ? fixed(r.cost, 2) : "-";
+        if (r.may_bill) cost += " (" + r.cost_note + ")";
         md << "| " << r.id << " | " << safe(r.model) << " | " << (r.family.empty() ? "?" : safe(r.family)) << " | " << r.outcome << " | "
-           << (r.params > 0 ? billions(r.params) : "-") << " | " << (r.active > 0 ? billions(r.active) : "-") << " | "
-           << (r.have_cost ? fixed(r.cost, 2) : "-") << " | " << (r.have_wall ? fixed(r.wall_s, 0) + " s" : "-") << " | "
-           << (r.outliers_json.empty() ? "-" : r.id + "/results/analysis/report.md") << " |\n";
+           << (r.params > 0 ? billions(r.params) : "-") << " | " << (r.active > 0 ? billions(r.active) : "-") << " | " << cost << " | "
+           << (r.have_wall ? fixed(r.wall_s, 0) + " s" : "-") << " | " << (r.outliers_json.empty() ? "-" : r.id + "/results/analysis/report.md")
+           << " |\n";
     }
-    md << "\nTotal cost: $" << fixed(total_cost, 2) << " (" << rows.size() << " members, " << n_compared << " compared).\n\n";
+    md << "\nTotal cost: $" << fixed(total_cost, 2) << " (" << rows.size() << " members, " << n_compared << " compared).";
+    if (billing > 0)
+        md << " $" << fixed(billing_cost, 2) << " of it for " << billing << (billing == 1 ? " instance" : " instances")
+           << " that may still be billing: not proven ended, costed up to now (or to a keep deadline that has passed), so the "
+              "figure may grow; `broker instances list` shows what still runs.";
+    md << "\n\n";
+    if (!no_mode.empty()) {
+        md << "Not compared (their results hold neither the predecessor nor the paper mode):";
+        for (size_t i : no_mode) md << " " << rows[i].id;
+        md << ".\n\n";
+    }
+    for (const auto & g : groups)
+        for (const auto & e : g.error)
+            if (!e.empty()) md << e << "\n";
     // Per model: analysis's own figures, perplexity where measured, cost and wall time; then plots.
     nlohmann::json table = nlohmann::json::array();
     for (const auto & r : rows) {
@@ -296,8 +413,24 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
     auto cell = [](const nlohmann::json & t, const char * key, int digits) {
         return t.contains(key) && t[key].is_number() ? fixed(t[key].get<double>(), digits) : std::string("-");
     };
+    std::string modes_said;
+    if (groups.size() == 1) {
+        modes_said = groups[0].mode + " mode, the first mode every compared member's results hold";
+    } else if (groups.size() > 1) {
+        modes_said = "the members' results hold no mode in common, so per mode:";
+        for (const auto & g : groups) {
+            modes_said += " " + g.mode + " mode for";
+            for (size_t i : g.rows) modes_said += " " + rows[i].id;
+            modes_said += ";";
+        }
+        modes_said.pop_back();
+        bool shared = false;  // a member in both comparisons: its row here is from the first
+        for (size_t i : groups[0].rows) shared = shared || std::find(groups[1].rows.begin(), groups[1].rows.end(), i) != groups[1].rows.end();
+        if (shared) modes_said += "; a member in both shows its " + groups[0].mode + " figures";
+    }
     md << "## Per model\n\nOutliers and the layer / sequence percentages are `analyze compare`'s figures for each member's "
-          "outliers.json (predecessor mode); perplexity is the run's own (`analysis.perplexity`), where measured.\n\n"
+          "outliers.json"
+       << (modes_said.empty() ? "" : " (" + modes_said + ")") << "; perplexity is the run's own (`analysis.perplexity`), where measured.\n\n"
        << "| member | outliers | mean layer % | median layer % | mean sequence % | median sequence % | perplexity | cost $ | wall time s |\n"
        << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (const auto & t : table)
@@ -313,13 +446,23 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
     };
     image("cost_per_model", "Cost per model");
     image("wall_time_per_model", "Wall time per model");
-    if (n_compared == 0) {
-        md << "No member has results to compare yet.\n";
+    if (groups.empty()) {
+        md << (no_mode.empty() ? "No member has results to compare yet.\n" : "No member has results that can be compared.\n");
     } else {
-        md << "## Outliers vs total parameters\n\n" << embed(compared[0], "report/total") << "\n";
-        image("median_pct_vs_total", "Median layer % and median sequence % vs total parameters");
-        md << "## Outliers vs active parameters (per token)\n\n" << embed(compared[1], "report/active") << "\n";
-        image("median_pct_vs_active", "Median layer % and median sequence % vs active parameters");
+        for (int k = 0; k < 2; ++k) {
+            const std::string which = k == 0 ? "total" : "active";
+            for (const auto & g : groups) {
+                const std::string mode = groups.size() > 1 ? g.mode + " mode" : "";
+                md << (k == 0 ? "## Outliers vs total parameters" + (mode.empty() ? "" : " (" + mode + ")")
+                              : "## Outliers vs active parameters (per token" + (mode.empty() ? "" : ", " + mode) + ")")
+                   << "\n\n";
+                const std::string rel = fs::path(g.dir).lexically_relative(root).string() + "/" + which;
+                if (g.error[k].empty()) md << embed(g.md[k], rel) << "\n";
+                else md << "Not compared: " << g.error[k].substr(0, g.error[k].find(':')) << " (above).\n\n";
+            }
+            if (k == 0) image("median_pct_vs_total", "Median layer % and median sequence % vs total parameters");
+            else image("median_pct_vs_active", "Median layer % and median sequence % vs active parameters");
+        }
     }
     md << "## Perplexity vs outliers\n\n";
     bool any_ppl = false;
