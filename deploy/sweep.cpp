@@ -199,10 +199,49 @@ SweepFile parse_sweep(const std::string & yaml_text, const std::string & name) {
     return from_node(common::ConfigNode::load_string(yaml_text, name), "");
 }
 
+void apply_sweep_overrides(SweepFile & s, const Overrides & o, const std::vector<std::string> & shown) {
+    // A sweep's members are different models on different machines: one value for all of them
+    // would be wrong for most, so these stay in the sweep file.
+    const std::pair<bool, const char *> per_member[] = {{o.model.has_value(), "--model"},           {o.name.has_value(), "--name"},
+                                                        {o.gpu_count.has_value(), "--gpu-count"},   {o.min_vram_gb.has_value(), "--min-vram"},
+                                                        {o.min_cpu_ram_gb.has_value(), "--min-cpu-ram"}, {o.offload_gb.has_value(), "--offload-gb"}};
+    for (const auto & [given, flag] : per_member)
+        if (given)
+            throw common::Error::usage(std::string(flag) + " cannot go with --sweep: it sizes or names one run, and the members differ; "
+                                                           "set it on the member in " + (s.source.empty() ? std::string("the sweep file") : s.source));
+    Overrides every = o;
+    if (every.output_dir) {
+        if (every.output_dir->empty()) throw common::Error::usage("--output-dir: empty");
+        s.output_dir = *every.output_dir;
+        every.output_dir.reset();
+    }
+    for (auto & m : s.members) {
+        apply_overrides(m.config, every);
+        m.config.output_dir = s.output_dir + "/" + s.name;
+        try {
+            validate(m.config);
+        } catch (const common::Error & e) {
+            throw common::Error::usage((s.source.empty() ? std::string("sweep") : s.source) + ": member " + m.id + " with the command line's flags: " +
+                                       e.message());
+        }
+    }
+    s.overrides = shown;
+}
+
+double member_lifetime_s(const Policy & p, double price) {
+    double life = instance_lifetime_s(p, price);
+    if (p.on_success == EndAction::Keep || p.on_failure == EndAction::Keep) {
+        life += p.keep_ttl_s;
+        if (p.max_cost_usd && price > 0) life = std::min(life, *p.max_cost_usd / price * 3600.0);
+    }
+    return life;
+}
+
 std::optional<double> member_cost_bound_usd(const RunConfig & c) {
     std::optional<double> bound = c.policy.max_cost_usd;
     if (c.resources.max_price_usd_per_hour) {
-        double by_price = *c.resources.max_price_usd_per_hour * c.policy.max_duration_s / 3600;
+        const double price = *c.resources.max_price_usd_per_hour;
+        double by_price = price * member_lifetime_s(c.policy, price) / 3600;
         bound = bound ? std::min(*bound, by_price) : by_price;
     }
     if (runs_on_this_machine(c.resources)) return bound.value_or(0.0);
@@ -296,11 +335,17 @@ nlohmann::json plan_sweep(const SweepFile & s, broker::Broker & broker) {
             }
         }
         std::optional<double> bound = member_cost_bound_usd(c);
+        // The instance bills from its create to its own end, not for max_duration alone: the slack
+        // for pull and finish, and keep_ttl where it is kept (member_lifetime_s).
+        if (r.max_price_usd_per_hour) row["lifetime_s"] = member_lifetime_s(c.policy, *r.max_price_usd_per_hour);
         if (chosen) {
             row["offer"] = chosen->provider + ":" + chosen->offer_id + " " + chosen->gpu_model + " x" + std::to_string(chosen->gpu_count) +
                            " " + std::to_string(static_cast<int>(std::lround(chosen->vram_gb_per_gpu))) + "GB";
-            row["price_usd_per_hour"] = chosen->price_usd_per_hour_total;
-            double by_time = chosen->price_usd_per_hour_total * c.policy.max_duration_s / 3600;
+            const double price = chosen->price_usd_per_hour_total;
+            row["price_usd_per_hour"] = price;
+            const double life = member_lifetime_s(c.policy, price);
+            row["lifetime_s"] = life;
+            double by_time = price * life / 3600;
             bound = bound ? std::min(*bound, by_time) : by_time;
             row["state"] = "planned";
         } else {
@@ -322,6 +367,23 @@ nlohmann::json plan_sweep(const SweepFile & s, broker::Broker & broker) {
     plan["max_parallel"] = s.max_parallel;
     plan["download_stagger_s"] = s.download_stagger_s;
     plan["max_concurrent_downloads"] = s.max_concurrent_downloads > 0 ? nlohmann::json(s.max_concurrent_downloads) : nlohmann::json(nullptr);
+    plan["overrides"] = s.overrides;
+    return plan;
+}
+
+nlohmann::json plan_run(const RunConfig & config, broker::Broker & broker) {
+    SweepFile one;
+    one.source = config.source;
+    one.name = config.name;
+    one.output_dir = config.output_dir;
+    SweepMember m;
+    m.id = config.name;
+    m.config = config;
+    if (config.model.fixture) m.family = config.model.fixture->family;
+    one.members.push_back(std::move(m));
+    nlohmann::json plan = plan_sweep(one, broker);
+    plan["run"] = true;
+    plan["members"][0]["run_dir"] = config.output_dir + "/<run id>";
     return plan;
 }
 
@@ -344,12 +406,20 @@ void print_sweep_plan(const nlohmann::json & plan, const common::Output & out) {
         r["params"] = m.contains("params") ? money(m["params"].get<double>() / 1e9) + "B" : "-";
         r["offer"] = m.value("offer", "-");
         r["price"] = m.contains("price_usd_per_hour") ? money(m["price_usd_per_hour"].get<double>()) : "-";
-        r["hours"] = money(m.value("max_duration_s", 0.0) / 3600);
+        r["hours"] = m.contains("lifetime_s") ? money(m["lifetime_s"].get<double>() / 3600) : "-";
         r["cost"] = m.contains("cost_bound_usd") ? money(m["cost_bound_usd"].get<double>()) : "-";
         rows.push_back(r);
     }
-    out.text("sweep " + plan.value("sweep", "") + ": plan (dry run; nothing rented). Time and cost are upper bounds: "
-             "the offer's price for the member's policy.max_duration, capped by its policy.max_cost_usd.");
+    const bool run = plan.value("run", false);
+    out.text((run ? "run " : "sweep ") + plan.value("sweep", "") + ": plan (dry run; nothing rented). Time and cost are upper bounds: " +
+             "the instance's lifetime (policy.max_duration + " + std::to_string(static_cast<int>(kLifetimeSlackS / 60)) +
+             " min to pull and finish, + policy.keep_ttl where on_success or on_failure keeps it), at the offer's price, "
+             "capped by policy.max_cost_usd.");
+    if (plan.contains("overrides") && !plan["overrides"].empty()) {
+        std::string given;
+        for (const auto & f : plan["overrides"]) given += " " + f.get<std::string>();
+        out.text("command line, applied to every member after the sweep file:" + given);
+    }
     out.rows({{"id", "MEMBER"}, {"model", "MODEL"}, {"family", "FAMILY"}, {"state", "STATE"}, {"gpus", "GPUS"},
               {"vram", "GB/GPU"}, {"params", "PARAMS"}, {"offer", "OFFER"}, {"price", "$/H"}, {"hours", "<=H"}, {"cost", "<=$"}},
              rows);
@@ -363,6 +433,10 @@ void print_sweep_plan(const nlohmann::json & plan, const common::Output & out) {
     std::string downloads = plan.contains("max_concurrent_downloads") && plan["max_concurrent_downloads"].is_number()
                                 ? "at most " + std::to_string(plan["max_concurrent_downloads"].get<int>()) + " at once"
                                 : "no cap";
+    if (run) {
+        out.text("run total: at most " + total);
+        return;
+    }
     out.text("sweep total: at most " + total + " for the runnable members; budget (sweep.max_cost_usd) " + budget + "; max_parallel " +
              std::to_string(plan.value("max_parallel", 0)) + "; starts " +
              std::to_string(static_cast<int>(plan.value("download_stagger_s", 0.0))) + "s apart; Hub downloads " + downloads);

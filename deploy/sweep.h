@@ -55,6 +55,9 @@ struct SweepFile {
     int max_concurrent_downloads = 0;  // 0: no cap
     std::string output_dir = "runs/sweeps";
     std::vector<SweepMember> members;
+    // The command line's flags applied to every member (apply_sweep_overrides), as given: shown in
+    // the plan, so a dry run says what the members will get beyond the file.
+    std::vector<std::string> overrides;
 };
 
 // Families extract implements (the same list its fixture writer knows), and those waiting on an
@@ -71,8 +74,22 @@ std::string pending_family_reason(const std::string & family);  // "" when not p
 SweepFile load_sweep(const std::string & path);
 SweepFile parse_sweep(const std::string & yaml_text, const std::string & name = "<sweep>");
 
-// The most a member can cost: policy.max_cost_usd, else max_price x max_duration; nullopt when
-// neither bounds it (a sweep with a budget refuses such a member).
+// Flags of `deploy_and_analyze --sweep FILE` for every member (--provider, --max-price, --max-cost,
+// --max-duration, --keep-running, --num-sequences, ...): applied to each member's resolved config
+// after the file (base, then the member's own keys), so the command line wins; each member is then
+// checked again (validate), naming it. overrides.output_dir moves the sweep directory
+// (<output_dir>/<name>) and every member's run directory in it. Fields that size one model or name
+// one run (model, name, gpu_count, min_vram_gb, min_cpu_ram_gb, offload_gb) differ per member and
+// are refused (usage), naming the flag. `shown`: the flags as given, kept in sweep.overrides.
+void apply_sweep_overrides(SweepFile & sweep, const Overrides & overrides, const std::vector<std::string> & shown);
+
+// How long a member's instance may bill at `price_usd_per_hour`: instance_lifetime_s (the run's
+// max_duration plus kLifetimeSlackS for pull and finish, less where max_cost_usd binds), plus
+// keep_ttl when on_success or on_failure keeps it (a kept instance lives on for keep_ttl after its
+// run, never past the cost cap).
+double member_lifetime_s(const Policy & policy, double price_usd_per_hour);
+// The most a member can cost: policy.max_cost_usd, else max_price x member_lifetime_s at that
+// price; nullopt when neither bounds it (a sweep with a budget refuses such a member).
 std::optional<double> member_cost_bound_usd(const RunConfig & config);
 
 // A real sweep refuses blocked members before renting anything (usage error naming them).
@@ -82,9 +99,13 @@ void refuse_blocked(const SweepFile & sweep);
 // read; the network is asked only for Hub models), the cheapest matching offer in provider order,
 // and the cost bound; plus the total. Nothing is created. One JSON object:
 //   {"sweep", "members": [{"id", "model", "family", "state", "gpu_count", "min_vram_gb",
-//     "estimate_gb", "params", "offer", "price_usd_per_hour", "max_duration_s", "cost_bound_usd",
-//     "note"}], "total_cost_bound_usd", "max_cost_usd"}
+//     "estimate_gb", "params", "offer", "price_usd_per_hour", "max_duration_s", "lifetime_s",
+//     "cost_bound_usd", "note"}], "total_cost_bound_usd", "max_cost_usd", "overrides"}
+// lifetime_s is member_lifetime_s at the offer's price (at max_price without an offer; absent when
+// neither is known), the time the cost bound is taken over.
 nlohmann::json plan_sweep(const SweepFile & sweep, broker::Broker & broker);
+// The same plan for one run (deploy_and_analyze --config FILE --dry-run): one row, "run": true.
+nlohmann::json plan_run(const RunConfig & config, broker::Broker & broker);
 // The plan as a table (member rows, then the total and the budget), or the object itself with --json.
 void print_sweep_plan(const nlohmann::json & plan, const common::Output & out);
 

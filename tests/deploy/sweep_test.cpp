@@ -152,9 +152,19 @@ TEST_CASE("sweep: a bad member config, unknown family or key, and an unbounded m
     CHECK(*over.max_cost_usd == doctest::Approx(10));
     m = usage_message(cloud + "  - id: unbounded\n    model: {hub: a/b}\n");
     CHECK(m.find("no cost bound") != std::string::npos);
-    // The price cap bounds a member too: $2/h x 3h = $6.
+    // The price cap bounds a member too, over the instance's lifetime: $2/h x (3h + 30 min to pull
+    // and finish) = $7; kept after the run (keep_ttl 1h), $9; a cost cap below that binds.
     auto s = deploy::parse_sweep(cloud + "  - id: by-price\n    model: {hub: a/b}\n    resources: {max_price_usd_per_hour: 2}\n", "t");
-    CHECK(*deploy::member_cost_bound_usd(s.members[0].config) == doctest::Approx(6));
+    CHECK(*deploy::member_cost_bound_usd(s.members[0].config) == doctest::Approx(7));
+    s = deploy::parse_sweep(cloud + "  - id: kept\n    model: {hub: a/b}\n    resources: {max_price_usd_per_hour: 2}\n"
+                                    "    policy: {on_failure: keep, keep_ttl: 1h}\n"
+                                    "  - id: kept-capped\n    model: {hub: a/b}\n    resources: {max_price_usd_per_hour: 2}\n"
+                                    "    policy: {on_success: keep, keep_ttl: 1h, max_cost_usd: 8}\n",
+                            "t");
+    CHECK(*deploy::member_cost_bound_usd(s.members[0].config) == doctest::Approx(9));
+    CHECK(deploy::member_lifetime_s(s.members[0].config.policy, 2) == doctest::Approx(4.5 * 3600));
+    CHECK(*deploy::member_cost_bound_usd(s.members[1].config) == doctest::Approx(8));
+    CHECK(deploy::member_lifetime_s(s.members[1].config.policy, 2) == doctest::Approx(4 * 3600));
     std::string many = kBase;
     for (int i = 0; i < 65; ++i) many += fixture_member("member" + std::to_string(1000 + i));
     CHECK(usage_message(many).find("at most 64") != std::string::npos);
@@ -266,7 +276,9 @@ members:
     CHECK(m[0]["min_vram_gb"].get<double>() > 16);
     CHECK(m[0]["min_vram_gb"].get<double>() <= 24);
     CHECK(m[0]["offer"].get<std::string>().rfind("runpod:", 0) == 0);
-    CHECK(m[0]["cost_bound_usd"].get<double>() == doctest::Approx(2 * m[0]["price_usd_per_hour"].get<double>()));
+    // Over the instance's lifetime: max_duration 2h + 30 min to pull and finish.
+    CHECK(m[0]["lifetime_s"].get<double>() == doctest::Approx(2.5 * 3600));
+    CHECK(m[0]["cost_bound_usd"].get<double>() == doctest::Approx(2.5 * m[0]["price_usd_per_hour"].get<double>()));
     // Mixtral on two GPUs: each must hold half of ~112 GB.
     CHECK(m[1]["state"] == "planned");
     CHECK(m[1]["min_vram_gb"].get<double>() > 48);
