@@ -18,7 +18,10 @@ struct Policy {
     EndAction on_success = EndAction::Terminate;
     EndAction on_failure = EndAction::Terminate;
     double keep_ttl_s = 2 * 3600;       // a kept instance's lifetime from the end of the run
-    double max_duration_s = 3 * 3600;   // the whole run, create to terminate; also the instance deadline
+    // The run step's limit (the job on the instance). The instance itself lives longer: its own end
+    // is fixed at the create, max_duration + kLifetimeSlackS (30 min to pull and finish) from then,
+    // less where max_cost_usd binds (instance_lifetime_s below), and a kept one keep_ttl more.
+    double max_duration_s = 3 * 3600;
     std::optional<double> max_cost_usd; // price x elapsed; the run stops (and ends per on_failure) past it
     double heartbeat_timeout_s = 600;   // the on-instance watchdog terminates after this long without one
     // Batch schedulers: how many times the cluster may restart the run's job (a node failure, a

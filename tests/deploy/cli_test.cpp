@@ -1,6 +1,8 @@
 // deploy_and_analyze's command line: every flag is used by the mode it is given to or refused (exit
 // 2, naming it); with --sweep the flags that mean the same for every member reach every member (the
-// plan says so, and each member's run.json holds them); --resume keeps its run's config.
+// plan says so, and each member's run.json holds them); --resume keeps its run's config; and every
+// command line the configs document (configs/*.yaml and configs/sweeps/*.yaml comments) plans an
+// offer for each run against the provider emulators (--dry-run, nothing rented).
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -224,4 +226,92 @@ members:
     auto moved = common::run_process({DEPLOY_BIN, "--resume", member, "--state-dir", dir / "state", "--output-dir", dir / "elsewhere"}, opts());
     CHECK(moved.exit_code == 2);
     CHECK(moved.err.find("--output-dir: not used with --resume") != std::string::npos);
+}
+
+namespace {
+
+// The deploy_and_analyze command lines a file's comments document ("#   deploy_and_analyze ..." or
+// "#   build.../deploy_and_analyze ..."), split on blanks (they hold no quoting).
+std::vector<std::vector<std::string>> documented_commands(const std::string & path) {
+    std::vector<std::vector<std::string>> out;
+    std::istringstream in(tests::read_file(path));
+    std::string line;
+    const std::regex doc(R"(^#\s+(\S*/)?deploy_and_analyze\s+(.*)$)");
+    std::smatch m;
+    while (std::getline(in, line)) {
+        if (!std::regex_match(line, m, doc)) continue;
+        std::vector<std::string> args;
+        std::istringstream words(m[2].str());
+        for (std::string w; words >> w;) {
+            if (w == "#") break;  // a comment after the command
+            args.push_back(w);
+        }
+        out.push_back(args);
+    }
+    return out;
+}
+
+// The flags configs/README.md's table gives a config file ("| glm-4.5-air.yaml | ... `--gpu-count 1
+// --offload-gb 110` |": each `--...` fragment), as `--config configs/FILE FLAGS...`.
+std::vector<std::vector<std::string>> readme_commands() {
+    std::vector<std::vector<std::string>> out;
+    std::istringstream in(tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/README.md"));
+    const std::regex row(R"(^\| ([a-z0-9.-]+\.yaml) \|(.*)$)"), fragment("`(--[^`]*)`");
+    std::smatch m;
+    for (std::string line; std::getline(in, line);) {
+        if (!std::regex_match(line, m, row)) continue;
+        const std::string file = "configs/" + m[1].str(), rest = m[2].str();
+        for (std::sregex_iterator it(rest.begin(), rest.end(), fragment), end; it != end; ++it) {
+            std::vector<std::string> args{"--config", file};
+            std::istringstream words((*it)[1].str());
+            for (std::string w; words >> w;) args.push_back(w);
+            out.push_back(args);
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("cli: every command line the configs document plans an offer for each run on the emulators (--dry-run)") {
+    tests::TempDir dir("cli-documented");
+    Clouds clouds(dir);
+    int commands = 0;
+    auto run_plan = [&](std::vector<std::string> args) {
+        std::string shown;
+        for (const auto & a : args) shown += " " + a;
+        CAPTURE(shown);
+        if (std::find(args.begin(), args.end(), "--dry-run") == args.end()) args.push_back("--dry-run");
+        args.insert(args.begin(), DEPLOY_BIN);
+        auto r = common::run_process(with(with(args, clouds.state()), {"--json"}), opts(clouds.env));
+        INFO(r.err);
+        REQUIRE(r.exit_code == 0);
+        auto plan = nlohmann::json::parse(r.out);
+        REQUIRE_FALSE(plan["members"].empty());
+        for (const auto & m : plan["members"]) {
+            CAPTURE(m.dump());
+            CHECK(m["state"] == "planned");
+        }
+        ++commands;
+    };
+    const auto readme = readme_commands();
+    CHECK(readme.size() >= 4);  // Mixtral's, Qwen3-Next's two and GLM-4.5-Air's two
+    for (const auto & args : readme) run_plan(args);
+    for (const auto & folder : {std::string("configs"), std::string("configs/sweeps")}) {
+        for (const auto & e : fs::directory_iterator(std::string(TOOLKIT_SOURCE_DIR) + "/" + folder)) {
+            if (e.path().extension() != ".yaml") continue;
+            const std::string rel = folder + "/" + e.path().filename().string();
+            auto documented = documented_commands(e.path());
+            // The file's own settings, as `--config FILE` or `--sweep FILE` runs them.
+            documented.push_back({folder == "configs" ? "--config" : "--sweep", rel});
+            for (const auto & args : documented) {
+                // A command in a file's comment runs that file, by its path from the tree's root.
+                CAPTURE(rel);
+                CHECK(std::find(args.begin(), args.end(), rel) != args.end());
+                run_plan(args);
+            }
+        }
+    }
+    CHECK(commands >= 25);  // 8 configs + 3 sweeps, the commands their comments document, the README's flags
+    clouds.check_nothing_created();
 }

@@ -172,10 +172,12 @@ TEST_CASE("sweep: a bad member config, unknown family or key, and an unbounded m
 
 TEST_CASE("sweep: the shipped predecessor sweeps load, none blocked since issue 13, and a blocked member is refused up front") {
     auto moe = deploy::load_sweep(std::string(TOOLKIT_SOURCE_DIR) + "/configs/sweeps/predecessor-moe.yaml");
-    REQUIRE(moe.members.size() == 7);
-    int blocked = 0;
+    REQUIRE(moe.members.size() == 8);  // OLMoE twice: bf16, and fp32 as the published row was run
+    int blocked = 0, olmoe_f32 = 0;
     for (const auto & m : moe.members) {
         CHECK(m.config.name.size() <= 20);
+        CHECK(m.config.analysis.perplexity);  // the one-command rerun measures it, as the study did for dense models
+        olmoe_f32 += m.family == "olmoe" && m.config.model.dtype == "f32";
         // From the memory estimate, except gpt-oss-120b: its packed MXFP4 experts peak at 60.8 GiB on
         // one H100, while the estimate's safety factor says ~82 GB, so the file gives 80 on one GPU.
         if (m.id == "gpt-oss-120b") {
@@ -190,6 +192,7 @@ TEST_CASE("sweep: the shipped predecessor sweeps load, none blocked since issue 
         blocked += m.blocked.empty() ? 0 : 1;
     }
     CHECK(blocked == 0);
+    CHECK(olmoe_f32 == 1);
     for (const char * family : {"glm4_moe", "qwen3_next"}) {
         CAPTURE(family);
         CHECK(std::find(deploy::extract_families().begin(), deploy::extract_families().end(), family) !=
@@ -212,7 +215,10 @@ TEST_CASE("sweep: the shipped predecessor sweeps load, none blocked since issue 
     }
     auto dense = deploy::load_sweep(std::string(TOOLKIT_SOURCE_DIR) + "/configs/sweeps/predecessor-dense.yaml");
     REQUIRE(dense.members.size() == 5);
-    for (const auto & m : dense.members) CHECK(m.blocked.empty());
+    for (const auto & m : dense.members) {
+        CHECK(m.blocked.empty());
+        CHECK(m.config.analysis.perplexity);
+    }
     CHECK_NOTHROW(deploy::refuse_blocked(dense));
 }
 
