@@ -662,18 +662,26 @@ private:
         return *st().container_env;
     }
 
-    // Starts `name` unless it already exists (a resumed run), then streams its log into
-    // RUN_DIR/logs/<name>.log from the saved offset until it ends. Every poll also touches the
+    // The host's name of this run's job `role` (remote_job_name: it carries the run id; a run
+    // directory from before keeps the bare role it recorded).
+    std::string job_name(const std::string & role) const { return remote_job_name(role, dir_.run_id(), st().jobs.count(role) > 0); }
+    // Whether a job listed on the host is this run's: recorded in state.json, or named with its run
+    // id (started by an attach that crashed before recording it). Nothing else on the host (another
+    // run's jobs, the user's own) is followed, copied or stopped.
+    bool job_is_ours(const std::string & name) const { return st().jobs.count(name) > 0 || remote_job_of_run(name, dir_.run_id()); }
+
+    // Starts this run's job `role` unless it already exists (a resumed run), then streams its log
+    // into RUN_DIR/logs/<role>.log from the saved offset until it ends. Every poll also touches the
     // heartbeat file the on-instance watchdog checks.
-    bifrost::JobInfo follow_job(const std::string & name, const bifrost::Command & command, const bifrost::EnvList & env,
+    bifrost::JobInfo follow_job(const std::string & role, const bifrost::Command & command, const bifrost::EnvList & env,
                                 const common::Deadline & deadline) {
         auto & c = client();
-        // Only a job this run started is followed again (a resume); a finished job of the same name
-        // left by another run on the same host (a reused machine: a leased host, or one sshd standing in
-        // for several pods in the sweep tests) is replaced by run_detached.
-        const bool ours = st().jobs.count(name) > 0;
+        const std::string name = job_name(role);
+        // Only a job of this run is followed again (a resume). A finished job of the same name can
+        // only be another run's when both use the names from before the run id (a reused machine: a
+        // leased host, or one sshd standing in for several pods in the tests); run_detached replaces it.
         bool exists = false;
-        if (ours)
+        if (job_is_ours(name))
             for (const auto & j : c.jobs())
                 if (j.name == name) exists = true;
         if (!exists) {
@@ -689,7 +697,7 @@ private:
             save();
         }
         const uint64_t offset = st().jobs[name].offset;
-        JobLog log(dir_.logs_dir(), name + ".log", offset, name);
+        JobLog log(dir_.logs_dir(), role + ".log", offset, role);
         auto on_data = [&](std::string_view s) { log.write(s); };
         // A batch site's login node (the Hub download) costs nothing and has no instance yet.
         const double price = st().instance ? st().instance->price_usd_per_hour : 0.0;
@@ -729,10 +737,10 @@ private:
 
     void require_success(const bifrost::JobInfo & info, const std::string & what) {
         if (info.state == "succeeded") return;
-        std::string log_path = dir_.logs_dir() + "/" + info.name + ".log";
+        const std::string log = remote_job_role(info.name, dir_.run_id()) + ".log";
         throw common::Error(common::ErrorKind::RemoteFailed,
                             what + ": " + info.state + " (exit " + std::to_string(info.exit_code.value_or(-1)) + "); last lines of " +
-                                log_path + ":" + tail_lines(dir_.logs_dir(), info.name + ".log", 8));
+                                dir_.logs_dir() + "/" + log + ":" + tail_lines(dir_.logs_dir(), log, 8));
     }
 
     // ---- bootstrap: build extract/analyze on the instance, cached by source hash ------------------
@@ -810,7 +818,7 @@ private:
                           *cfg_.policy.max_cost_usd, common::format_duration(instance_lifetime_s(cfg_.policy, price)).c_str());
         else
             std::snprintf(why, sizeof why, "its deadline counts from the create: max_duration + %s", common::format_duration(kLifetimeSlackS).c_str());
-        if (budget.seconds <= 0 && !st().jobs.count("analysis"))
+        if (budget.seconds <= 0 && !st().jobs.count(job_name("analysis")))
             throw common::Error(capped ? common::ErrorKind::Quota : common::ErrorKind::Timeout,
                                 "run: the instance ends at " + common::format_utc_minute(end) + " (" + why + "), less than " +
                                     common::format_duration(kPullFinishMarginS) +
@@ -822,7 +830,7 @@ private:
                               " (", why, ", and the steps before the run took part of it); ",
                               common::format_duration(kPullFinishMarginS), " are kept for pull and finish");
         common::Deadline deadline(clock_, std::min(ctx.deadline.remaining(), seconds(budget.seconds)));
-        if (!st().jobs.count("analysis")) {
+        if (!st().jobs.count(job_name("analysis"))) {
             std::string job = job_script(cfg_, l, st().bin_dir.value_or(""), st().model_dir.value_or(""));
             if (exec_sh("cat > " + common::sh_quote(l.input_dir + "/job.sh"), job) != 0)
                 throw common::Error(common::ErrorKind::RemoteFailed, "run: could not write job.sh");
@@ -1280,7 +1288,7 @@ private:
         if (!may_reach_host()) return;
         try {
             for (const auto & j : client().jobs())
-                if (j.state == "running") {
+                if (j.state == "running" && job_is_ours(j.name)) {  // never another run's job on the same host
                     common::log::info("finish: stopping job ", j.name, " (it did not end on its own)");
                     const auto end = client().kill(j.name, 5);
                     if (auto it = st().jobs.find(j.name); it != st().jobs.end()) {
@@ -1305,8 +1313,9 @@ private:
             if (exec_sh("test -f " + common::sh_quote(l.run_dir + "/watchdog.log")) == 0)
                 client().pull(l.run_dir + "/watchdog.log", dir_.logs_dir() + "/remote");
             for (const auto & j : client().jobs()) {
+                if (!job_is_ours(j.name)) continue;  // another run's (or the user's) job on the same host
                 auto & job = st().jobs[j.name];
-                JobLog log(dir_.logs_dir(), j.name + ".log", job.offset, j.name, false);
+                JobLog log(dir_.logs_dir(), remote_job_role(j.name, dir_.run_id()) + ".log", job.offset, j.name, false);
                 job.offset = client().logs(j.name, job.offset, false, [&](std::string_view s) { log.write(s); });
             }
             save();

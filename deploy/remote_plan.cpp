@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <sstream>
 
+#include "common/error.h"
+
 namespace deploy {
 
 RemoteLayout remote_layout(const std::string & home, const std::string & run_id, const std::string & cache_dir) {
@@ -21,6 +23,24 @@ RemoteLayout remote_layout(const std::string & home, const std::string & run_id,
     l.heartbeat_file = l.run_dir + "/heartbeat";
     l.watchdog_conf = l.run_dir + "/watchdog.conf";
     return l;
+}
+
+std::string remote_job_name(const std::string & role, const std::string & run_id, bool legacy) {
+    if (legacy) return role;
+    std::string name = role + "-" + run_id;
+    if (name.size() > 64)
+        throw common::Error::usage("run id '" + run_id.substr(0, 64) + "': too long for the name of its " + role +
+                                   " job on the host (at most 64 characters with the role; runs write 20)");
+    return name;
+}
+
+bool remote_job_of_run(const std::string & name, const std::string & run_id) {
+    const std::string suffix = "-" + run_id;
+    return !run_id.empty() && name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string remote_job_role(const std::string & name, const std::string & run_id) {
+    return remote_job_of_run(name, run_id) ? name.substr(0, name.size() - run_id.size() - 1) : name;
 }
 
 std::string input_file_name(const DataConfig & d) {

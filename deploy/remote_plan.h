@@ -33,6 +33,23 @@ RemoteLayout remote_layout(const std::string & home, const std::string & run_id,
 std::string job_script(const RunConfig & config, const RemoteLayout & layout, const std::string & bin_dir,
                        const std::string & model_dir);
 
+// The bifrost job name of the run's remote step `role` (bootstrap, fetch, analysis):
+// "<role>-<run_id>". A host's job names (~/.bifrost/jobs/NAME) are one namespace for every run on
+// it: a leased machine or the user's own, a batch site's login node that a sweep's members share, a
+// host one run is resumed on while another uses it. With the run id in the name, no run starts,
+// follows, replaces or stops another run's job (with fixed names a second run could not start its
+// job while the first's ran, and a finish stop ended every running job on the host). `legacy`: the
+// run's state.json records the job under the bare role, as runs did before the names carried the
+// id; such a run keeps that name, so a --resume follows the job it started. Throws Usage when the
+// name would be longer than bifrost's 64 characters (a run id that no run writes).
+std::string remote_job_name(const std::string & role, const std::string & run_id, bool legacy);
+// Whether `name` (a job listed on the host) carries this run's id: one of its own jobs by
+// construction, recorded in state.json or not (a crash between the start and the state write).
+bool remote_job_of_run(const std::string & name, const std::string & run_id);
+// The step role of one of the run's job names: the bare role of a legacy name, else the name
+// without its "-<run_id>" (the local log is RUN_DIR/logs/<role>.log either way).
+std::string remote_job_role(const std::string & name, const std::string & run_id);
+
 // The name of a data file inside input/ ("tokens.json" for synthetic tokens).
 std::string input_file_name(const DataConfig & data);
 

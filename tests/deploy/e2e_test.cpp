@@ -562,28 +562,176 @@ TEST_CASE("e2e: a finish command hung on the instance is abandoned at policy.sta
     CHECK(tests::read_file(run + "/logs/analysis.log").find("outside the vocabulary") != std::string::npos);
 }
 
+namespace {
+
+// The run's analysis job on the host: bifrost's name (the role and the run id) and its folder under
+// the pod's home (~/.bifrost/jobs/NAME: pid, killed, exit.CODE).
+std::string analysis_job_name(const std::string & run) { return "analysis-" + json_file(run + "/run.json")["run_id"].get<std::string>(); }
+std::string analysis_job_dir(const Env & env, const std::string & run) { return env.dir / ("pod-home/.bifrost/jobs/" + analysis_job_name(run)); }
+// The job's process group (its wrapper leads it), 0 when it has not recorded one.
+pid_t job_group(const std::string & job) {
+    std::error_code ec;
+    if (!fs::exists(job + "/pid", ec)) return 0;
+    return static_cast<pid_t>(std::stol("0" + tests::read_file(job + "/pid")));
+}
+bool job_running(const std::string & job) {
+    const pid_t g = job_group(job);
+    return g > 0 && ::kill(-g, 0) == 0;
+}
+void kill_job(const std::string & job) {
+    if (const pid_t g = job_group(job); g > 0) ::kill(-g, SIGKILL);
+}
+
+// A `nproc` stand-in for the pod: job.sh's first line (`$(nproc)`) takes 5 minutes, so the job
+// outlives a short max_duration.
+const char * const kSlowJobNproc =
+    "case \"$(tr '\\0' ' ' < /proc/$PPID/cmdline)\" in *job.sh*) sleep 300 ;; esac\nPATH=${PATH#*:} exec nproc \"$@\"\n";
+
+}  // namespace
+
 TEST_CASE("e2e: a job still running when the run step's budget runs out is stopped before salvage, then the pod is terminated") {
     Env env;
     // The job's `$(nproc)` (job.sh's first line) takes 5 minutes: the job outlives max_duration.
-    tests::SshdFixture sshd({pod_with_fakes(
-        env, {{"nproc", "case \"$(tr '\\0' ' ' < /proc/$PPID/cmdline)\" in *job.sh*) sleep 300 ;; esac\nPATH=${PATH#*:} exec nproc \"$@\"\n"}})});
+    tests::SshdFixture sshd({pod_with_fakes(env, {{"nproc", kSlowJobNproc}})});
     tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
     emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
     auto args = sshd_backed_args(env, cloud_config(env, "runpod", "  on_failure: terminate\n  max_duration: 20s\n  heartbeat_timeout: 5m\n"), sshd);
     auto r = common::run_process(args, cloud_opts(emu, "runpod"));
-    const std::string job = env.dir / "pod-home/.bifrost/jobs/analysis";
-    const pid_t group = static_cast<pid_t>(std::stol("0" + tests::read_file(job + "/pid")));
-    const bool still_running = group > 0 && ::kill(-group, 0) == 0;
-    if (still_running) ::kill(-group, SIGKILL);  // never leave the test's job behind
-    INFO(r.err);
-    CHECK(r.exit_code == 7);  // the run step's deadline
     std::string run = only_run_dir(env);
     REQUIRE(!run.empty());
+    const std::string job = analysis_job_dir(env, run);
+    const bool still_running = job_running(job);
+    if (still_running) kill_job(job);  // never leave the test's job behind
+    INFO(r.err);
+    CHECK(r.exit_code == 7);  // the run step's deadline
     CHECK(journal_has(run, "run", "failed"));
-    CHECK(r.err.find("stopping job analysis") != std::string::npos);
+    CHECK(r.err.find("stopping job " + analysis_job_name(run)) != std::string::npos);
     CHECK_FALSE(still_running);
     CHECK(fs::exists(job + "/killed"));
-    CHECK(state_of(run)["jobs"]["analysis"]["state"] == "killed");
+    CHECK(state_of(run)["jobs"][analysis_job_name(run)]["state"] == "killed");
+    CHECK(journal_has(run, "finish", "done"));
+    CHECK(emu.state()["instances"].empty());
+}
+
+TEST_CASE("e2e: two runs on one host: the finish stop of one ends its own job, never the other run's") {
+    Env env;
+    // One sshd stands in for both pods (one host, one ~/.bifrost/jobs), as a leased machine, the
+    // user's own, or a run resumed there while another uses it. Both runs' jobs hang (kSlowJobNproc).
+    tests::SshdFixture sshd({pod_with_fakes(env, {{"nproc", kSlowJobNproc}})});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    tests::EnvGuard key("RUNPOD_API_KEY", "test-key-runpod"), url("RUNPOD_BASE_URL", emu.base_url());
+    auto args_for = [&](const std::string & name, const std::string & policy) {
+        auto args = sshd_backed_args(env, cloud_config(env, "runpod", policy), sshd);
+        for (size_t i = 0; i + 1 < args.size(); ++i)
+            if (args[i] == "--output-dir") args[i + 1] = env.dir / name;
+        return args;
+    };
+    auto run_in = [&](const std::string & name) {
+        std::string found;
+        std::error_code ec;
+        for (const auto & e : fs::directory_iterator(env.dir / name, ec)) found = e.path().string();
+        return found;
+    };
+    // Whatever happens below, no job of the test is left sleeping on the host.
+    struct KillJobsAtEnd {
+        std::string jobs;
+        ~KillJobsAtEnd() {
+            std::error_code ec;
+            for (const auto & e : fs::directory_iterator(jobs, ec)) kill_job(e.path().string());
+        }
+    } kill_jobs_at_end{env.dir / "pod-home/.bifrost/jobs"};
+    // Run A, in the background, until its job runs.
+    auto a = common::ChildProcess::spawn(args_for("runs-a", "  on_failure: terminate\n  max_duration: 20m\n  heartbeat_timeout: 5m\n"),
+                                         {.stdout_path = env.dir / "a-out.txt", .stderr_path = env.dir / "a-err.txt", .new_session = true});
+    std::string run_a;
+    auto until = std::chrono::steady_clock::now() + 1200s;
+    std::string started;  // the name A's state.json records its analysis job under
+    while (started.empty() && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(200ms);
+        run_a = run_in("runs-a");
+        if (run_a.empty() || !journal_has(run_a, "run", "start")) continue;
+        const auto st = state_of(run_a);
+        if (st.contains("jobs"))
+            for (const auto & [name, job] : st["jobs"].items())
+                if (name.rfind("analysis", 0) == 0) started = name;
+    }
+    INFO(tests::read_file(env.dir / "a-err.txt"));
+    REQUIRE(!run_a.empty());
+    REQUIRE(!started.empty());
+    CHECK(started == analysis_job_name(run_a));  // its own name on the host, with its run id
+    const std::string job_a = env.dir / ("pod-home/.bifrost/jobs/" + started);
+    until = std::chrono::steady_clock::now() + 60s;
+    while (!job_running(job_a) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(100ms);
+    REQUIRE(job_running(job_a));
+    // Run B on the same host: its job outlives its max_duration of 20 s, and its finish stops it.
+    auto b = common::run_process(args_for("runs-b", "  on_failure: terminate\n  max_duration: 20s\n  heartbeat_timeout: 5m\n"), cloud_opts(emu, "runpod"));
+    const std::string run_b = run_in("runs-b");
+    REQUIRE(!run_b.empty());
+    const std::string job_b = analysis_job_dir(env, run_b);
+    const bool a_survived = job_running(job_a), b_left = job_running(job_b);
+    if (b_left) kill_job(job_b);
+    INFO(b.err);
+    CHECK(b.exit_code == 7);  // its own run step's deadline
+    CHECK(analysis_job_name(run_a) != analysis_job_name(run_b));
+    CHECK(b.err.find("stopping job " + analysis_job_name(run_b)) != std::string::npos);
+    CHECK(b.err.find("stopping job " + started) == std::string::npos);
+    CHECK_FALSE(b_left);
+    CHECK(fs::exists(job_b + "/killed"));
+    CHECK(a_survived);
+    CHECK_FALSE(fs::exists(job_a + "/killed"));
+    // A is still on its run step, and its Ctrl-C stops its own job.
+    ::kill(a.pid(), SIGINT);
+    auto code = a.wait_for(180s);
+    const bool a_left = job_running(job_a);
+    if (a_left) kill_job(job_a);
+    REQUIRE(code.has_value());
+    CHECK(*code == 130);
+    CHECK_FALSE(a_left);
+    CHECK(state_of(run_a)["jobs"][started]["state"] == "killed");
+    CHECK(emu.state()["instances"].empty());
+}
+
+TEST_CASE("e2e: --resume of a run directory from before the job names carried the run id follows its job under the bare name") {
+    Env env;
+    fs::create_directories(env.dir / "pod-home");
+    tests::SshdFixture sshd({"SetEnv HOME=" + env.dir / "pod-home"});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    auto args = sshd_backed_args(
+        env, cloud_config(env, "runpod", "  on_failure: terminate\n  max_duration: 1h\n  heartbeat_timeout: 10m\n"), sshd);
+    for (const char * a : {"--test-sigkill-at-step", "run"}) args.push_back(a);
+    auto r = common::run_process(args, cloud_opts(emu, "runpod"));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 128 + SIGKILL);
+    const std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    const std::string run_id = json_file(run + "/run.json")["run_id"];
+    // As an earlier version left it: its jobs under their bare roles, in state.json and on the host,
+    // the analysis job started (here one that prints a line and fails, so that following it shows).
+    const std::string jobs = env.dir / "pod-home/.bifrost/jobs";
+    fs::rename(jobs + "/bootstrap-" + run_id, jobs + "/bootstrap");
+    auto st = state_of(run);
+    REQUIRE(st["jobs"].contains("bootstrap-" + run_id));
+    st["jobs"]["bootstrap"] = st["jobs"]["bootstrap-" + run_id];
+    st["jobs"].erase("bootstrap-" + run_id);
+    st["jobs"]["analysis"] = {{"offset", 0}};
+    tests::write_file(run + "/state.json", st.dump(2));
+    auto started = common::run_process({BIFROST_BIN, "--key", sshd.client_key(), "--known-hosts", env.dir / "bifrost-known-hosts", "run",
+                                        "--detach", "--name", "analysis", sshd.user() + "@127.0.0.1:" + std::to_string(sshd.port()), "--",
+                                        "sh", "-c", "echo the job an older version started; exit 3"},
+                                       run_opts());
+    INFO(started.err);
+    REQUIRE(started.exit_code == 0);
+    auto resume = resume_args(env, run);
+    for (const std::string & a : {std::string("--no-gpu-check"), std::string("--ssh-key"), sshd.client_key()}) resume.push_back(a);
+    auto again = common::run_process(resume, cloud_opts(emu, "runpod"));
+    INFO(again.err);
+    CHECK(again.exit_code == 8);  // that job's failure, followed to its end
+    CHECK(again.err.find("run (extract + analyze): failed (exit 3)") != std::string::npos);
+    CHECK(tests::read_file(run + "/logs/analysis.log") == "the job an older version started\n");
+    CHECK_FALSE(fs::exists(jobs + "/analysis-" + run_id));  // no second job was started under the new name
+    CHECK(journal_has(run, "bootstrap", "skipped"));
     CHECK(journal_has(run, "finish", "done"));
     CHECK(emu.state()["instances"].empty());
 }

@@ -453,3 +453,26 @@ TEST_CASE("flow: the estimate step with resources.offload_gb records the offload
     CHECK(*s.min_vram_gb == 1);
     CHECK(rd.run_info()["config"]["resources"]["offload_gb"] == 0.0001);
 }
+
+TEST_CASE("remote plan: a run's job names carry its run id, a run directory from before keeps the bare names it started its jobs under") {
+    const std::string id = "20260101-120000-ab12", other = "20260101-120000-cd34";
+    const std::string name = deploy::remote_job_name("analysis", id, false);
+    CHECK(name == "analysis-" + id);
+    CHECK(name != deploy::remote_job_name("analysis", other, false));  // two runs on one host never share a job
+    CHECK(deploy::remote_job_of_run(name, id));
+    CHECK_FALSE(deploy::remote_job_of_run(name, other));
+    CHECK_FALSE(deploy::remote_job_of_run("analysis", id));  // another run's job of the older naming, or a user's
+    CHECK_FALSE(deploy::remote_job_of_run("x" + id, id));
+    CHECK(deploy::remote_job_role(name, id) == "analysis");
+    CHECK(deploy::remote_job_role("bootstrap", id) == "bootstrap");
+    // state.json records the job under its bare role (an older run directory): the name it was started under.
+    CHECK(deploy::remote_job_name("analysis", id, true) == "analysis");
+    // A run id no run writes, too long for a job name with its role, is refused naming it.
+    try {
+        (void)deploy::remote_job_name("bootstrap", std::string(60, 'a'), false);
+        FAIL("expected a refusal");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Usage);
+        CHECK(e.message().find(std::string(60, 'a')) != std::string::npos);
+    }
+}
