@@ -17,6 +17,7 @@
 #include "common/config_yaml.h"
 #include "common/error.h"
 #include "common/units.h"
+#include "deploy/data_check.h"  // tokens_needed
 #include "deploy/json_fields.h"
 
 namespace fs = std::filesystem;
@@ -170,13 +171,27 @@ void read_model(const common::ConfigNode & m, const std::string & base, ModelCon
 }
 
 void read_data(const common::ConfigNode & d, const std::string & base, DataConfig & out) {
-    d.check_keys({"text", "jsonl", "tokens", "text_field", "synthetic_tokens", "num_sequences", "sequence_length",
+    d.check_keys({"text", "jsonl", "tokens", "hub_rows", "text_field", "synthetic_tokens", "num_sequences", "sequence_length",
                   "batch_size", "overlap"});
-    int sources = d.has("text") + d.has("jsonl") + d.has("tokens") + d.has("synthetic_tokens");
-    if (sources > 1) d.fail("give at most one of text, jsonl, tokens, synthetic_tokens");
+    int sources = d.has("text") + d.has("jsonl") + d.has("tokens") + d.has("hub_rows") + d.has("synthetic_tokens");
+    if (sources > 1) d.fail("give at most one of text, jsonl, tokens, hub_rows, synthetic_tokens");
     if (auto t = d.find("text")) out.text_file = resolve(base, t->as_string());
     if (auto t = d.find("jsonl")) out.jsonl_file = resolve(base, t->as_string());
     if (auto t = d.find("tokens")) out.tokens_file = resolve(base, t->as_string());
+    if (auto h = d.find("hub_rows")) {
+        h->check_keys({"dataset", "config", "split", "field"});
+        HubRowsSource src;
+        src.dataset = h->at("dataset").as_string();
+        src.config = h->get_string("config", src.config);
+        src.split = h->get_string("split", src.split);
+        src.field = h->get_string("field", src.field);
+        try {
+            check_hub_rows_source(src);
+        } catch (const common::Error & e) {
+            h->fail(e.message());
+        }
+        out.hub_rows = src;
+    }
     if (auto s = d.find("synthetic_tokens")) {
         s->check_keys({"vocab", "seed"});
         out.synthetic_vocab = int_in(s->at("vocab"), 2, kMaxVocab);
@@ -328,10 +343,11 @@ void overlay_run_config(const common::ConfigNode & root, const std::string & sou
         c.model = fresh;
     }
     if (auto d = root.find("data")) {
-        if (d->is_map() && (d->has("text") || d->has("jsonl") || d->has("tokens") || d->has("synthetic_tokens"))) {
+        if (d->is_map() && (d->has("text") || d->has("jsonl") || d->has("tokens") || d->has("hub_rows") || d->has("synthetic_tokens"))) {
             c.data.text_file.clear();  // the member's data source replaces the base's
             c.data.jsonl_file.clear();
             c.data.tokens_file.clear();
+            c.data.hub_rows.reset();
             c.data.synthetic_vocab.reset();
         }
         read_data(*d, base, c.data);
@@ -559,10 +575,28 @@ void validate(const RunConfig & c) {
         check_capture_layers(c, read_checkpoint_config((fs::path(m.local_path) / "config.json").string()));
 
     const auto & d = c.data;
-    int data_sources = !d.text_file.empty() + !d.jsonl_file.empty() + !d.tokens_file.empty() + d.synthetic_vocab.has_value();
-    if (data_sources != 1) fail("data", "give exactly one of text, jsonl, tokens or synthetic_tokens");
+    int data_sources = !d.text_file.empty() + !d.jsonl_file.empty() + !d.tokens_file.empty() + d.hub_rows.has_value() +
+                       d.synthetic_vocab.has_value();
+    if (data_sources != 1) fail("data", "give exactly one of text, jsonl, tokens, hub_rows or synthetic_tokens");
     for (const auto * f : {&d.text_file, &d.jsonl_file, &d.tokens_file})
         if (!f->empty() && !fs::is_regular_file(*f, ec)) fail("data", *f + ": no such file");
+    // These name their key themselves ("data.hub_rows.dataset: ..."); the config file goes before it.
+    auto in_config = [&](const auto & check) {
+        try {
+            check();
+        } catch (const common::Error & e) {
+            if (e.kind() != common::ErrorKind::Usage) throw;
+            throw common::Error::usage((c.source.empty() ? std::string("config") : c.source) + ": " + e.message());
+        }
+    };
+    if (d.hub_rows) {
+        in_config([&] { check_hub_rows_source(*d.hub_rows); });
+        if (hub_rows_target_bytes(tokens_needed(d)) > kMaxHubRowsTextBytes)
+            fail("data.hub_rows", "the run needs " + std::to_string(tokens_needed(d)) + " tokens, " +
+                                      std::to_string(hub_rows_target_bytes(tokens_needed(d))) + " bytes of text at " +
+                                      std::to_string(kHubRowsBytesPerToken) + " bytes per token; at most " +
+                                      std::to_string(kMaxHubRowsTextBytes) + " are fetched this way: give a local text, jsonl or tokens file");
+    }
     if (c.capture.sites.empty()) fail("capture.sites", "no sites given");
     for (const auto & s : c.capture.sites)
         if (!one_of(s, kSites)) fail("capture.sites", "unknown site '" + s + "': use " + joined(kSites));
@@ -640,7 +674,11 @@ nlohmann::json config_to_json(const RunConfig & c) {
     return {{"source", c.source},
             {"name", c.name},
             {"model", model},
-            {"data", {{"text", d.text_file}, {"jsonl", d.jsonl_file}, {"tokens", d.tokens_file}, {"text_field", d.text_field},
+            {"data", {{"text", d.text_file}, {"jsonl", d.jsonl_file}, {"tokens", d.tokens_file},
+                      {"hub_rows", d.hub_rows ? nlohmann::json{{"dataset", d.hub_rows->dataset}, {"config", d.hub_rows->config},
+                                                               {"split", d.hub_rows->split}, {"field", d.hub_rows->field}}
+                                              : nlohmann::json(nullptr)},
+                      {"text_field", d.text_field},
                       {"synthetic_vocab", opt(d.synthetic_vocab)}, {"seed", d.seed}, {"num_sequences", d.num_sequences},
                       {"sequence_length", d.sequence_length}, {"batch_size", d.batch_size}, {"overlap", d.overlap}}},
             {"capture", {{"layers", c.capture.layers}, {"sites", c.capture.sites}}},
@@ -685,6 +723,20 @@ RunConfig config_from_json(const nlohmann::json & j, const std::string & source)
     c.data.text_file = d.string("text");
     c.data.jsonl_file = d.string("jsonl");
     c.data.tokens_file = d.string("tokens");
+    if (d.has("hub_rows")) {
+        const auto h = d.object("hub_rows");
+        HubRowsSource src;
+        src.dataset = h.string("dataset");
+        src.config = h.string("config", src.config);
+        src.split = h.string("split", src.split);
+        src.field = h.string("field", src.field);
+        try {
+            check_hub_rows_source(src, source + ": config.data.hub_rows");
+        } catch (const common::Error & e) {
+            throw common::Error(common::ErrorKind::Usage, e.message()).with("file", source);
+        }
+        c.data.hub_rows = src;
+    }
     c.data.text_field = d.string("text_field", "text");
     if (d.has("synthetic_vocab")) c.data.synthetic_vocab = d.integer<int64_t>("synthetic_vocab");
     c.data.seed = d.integer<uint64_t>("seed", 0);

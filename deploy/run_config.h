@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "deploy/hub_rows.h"
 #include "deploy/policy.h"
 
 namespace common { class ConfigNode; }
@@ -37,11 +38,14 @@ struct ModelConfig {
 };
 
 // Token input. Exactly one source. `synthetic_vocab` generates seeded random token ids locally
-// (the rehearsal fixture has no tokenizer).
+// (the rehearsal fixture has no tokenizer). `hub_rows` fetches the first rows of a Hub dataset split
+// on this machine before anything is rented (deploy/hub_rows.h) into RUN_DIR/data/hub_rows.txt,
+// which then travels and is tokenized as a text file.
 struct DataConfig {
     std::string text_file;   // local files, pushed with the run payload
     std::string jsonl_file;
     std::string tokens_file;
+    std::optional<HubRowsSource> hub_rows;
     std::string text_field = "text";
     std::optional<int64_t> synthetic_vocab;
     uint64_t seed = 0;

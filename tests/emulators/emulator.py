@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Stateful emulator of one GPU cloud's API on 127.0.0.1, for the broker's tests.
 
-  python3 tests/emulators/emulator.py --provider {runpod|vast|lambda|primeintellect} \
+  python3 tests/emulators/emulator.py --provider {runpod|vast|lambda|primeintellect|hf_datasets} \
       --port-file PATH [--api-key KEY] [--latency-ms N] [--seed N]
 
 Binds 127.0.0.1 on a free port, writes the port to PATH (via PATH.tmp + rename) once listening,
@@ -32,12 +32,15 @@ def provider_class(name):
     if name == "primeintellect":
         from primeintellect import PrimeIntellect
         return PrimeIntellect
+    if name == "hf_datasets":  # not a cloud: the Hub's dataset viewer (deploy's data.hub_rows)
+        from hf_datasets import HfDatasets
+        return HfDatasets
     raise SystemExit("emulator: unknown provider %r" % name)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--provider", required=True, choices=["runpod", "vast", "lambda", "primeintellect"])
+    ap.add_argument("--provider", required=True, choices=["runpod", "vast", "lambda", "primeintellect", "hf_datasets"])
     ap.add_argument("--port-file", required=True, help="where to write the bound port")
     ap.add_argument("--api-key", default=None, help="the only key accepted (default: any non-empty key)")
     ap.add_argument("--latency-ms", type=int, default=0, help="delay before every provider-API answer")
