@@ -3,6 +3,7 @@
 // cleanly (the handler only sets a flag; loops call throw_if_interrupted()).
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <string_view>
 
@@ -19,8 +20,12 @@ int run_program(std::string_view program, const bool * json_errors, const std::f
 // (longer than the forward pass); the driver reclaims a finished process's memory at once.
 [[noreturn]] void exit_now(int code);
 
-// SIGINT and SIGTERM set a flag instead of killing the process. A second Ctrl-C exits at once
-// with 130, for a user who really wants out.
+// SIGINT and SIGTERM set a flag instead of killing the process. A second one exits at once with 130,
+// for a user who really wants out, but only when it comes at least kSignalBurstS after the one
+// counted before it: signals closer together are one press (a terminal that sends two, a key
+// pressed twice in a hurry, `kill` run twice by a script) and are ignored, so that a quick double
+// press cannot skip the clean-up the first one started (a sweep waiting for its members to end
+// their instances). The exit prints the interrupt note (set_interrupt_note) after its own line.
 //
 // A hang-up (the terminal closed, the SSH session to the user's workstation dropped) is:
 // - Interrupt (the default): one more interruption, so a short command still cleans up.
@@ -31,6 +36,23 @@ enum class OnHangup { Interrupt, Continue };
 void install_interrupt_handlers(OnHangup hangup = OnHangup::Interrupt);
 bool interrupted();
 void throw_if_interrupted();  // throws Error(Interrupted) once a signal arrived
-void reset_interrupted();     // for tests
+void reset_interrupted();     // for tests: forgets every signal, the burst window included
+
+// Signals closer than this to the one counted before them are the same press (see above).
+constexpr double kSignalBurstS = 1.0;
+
+// The program has acted on the interruption and goes on to work that must not be cut by it (a
+// finish that ends the instance, a sweep waiting for its members): clears the flag, so the next
+// signal is a new interruption, while one still inside the burst window of the signal just handled
+// is ignored as part of the same press.
+void consume_interrupt();
+
+// Text the "interrupted twice" exit writes after its own line: what such an exit leaves running
+// and where to look (a sweep: its members still finishing, their run directories and instances).
+// Copied into a fixed buffer here (at most kInterruptNoteMax bytes; longer text is cut, marked
+// "..."), so that the signal handler only calls write(2): nothing is allocated or locked there.
+// Call from one thread at a time; "" clears it.
+constexpr size_t kInterruptNoteMax = 16 * 1024;
+void set_interrupt_note(std::string_view text);
 
 }  // namespace common

@@ -92,8 +92,9 @@ RunReport run_steps(const std::vector<Step> & steps, const Step & finish, RunDir
     }
     if (before_finish) before_finish(report);
     // The finish step runs whatever happened above; a Ctrl-C that stopped the steps must not stop
-    // the cleanup that follows it.
-    common::reset_interrupted();
+    // the cleanup that follows it (nor must a second signal of the same press: consume_interrupt
+    // keeps its burst window).
+    common::consume_interrupt();
     StepTiming ft{finish.name, "not run", 0};
     auto err = run_one(finish, dir, clock, ft);
     if (err) {

@@ -302,9 +302,48 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
         members.push_back(std::move(m));
     }
 
+    auto log_of = [&](const Member & m) { return root + "/" + m.spec->id + ".log"; };
+    auto describe = [&](const Member & m) {
+        return m.spec->id + " (step " + m.step + ", " + (m.instance.empty() ? "no instance recorded yet" : "instance " + m.instance) +
+               ", run directory " + m.dir + ")";
+    };
+
+    // What an "interrupted twice" exit (common/program.h) leaves behind: the members still running,
+    // each in its own session, which go on without the sweep to stop their jobs and end their
+    // instances. The handler can only write a buffer prepared beforehand, so it is kept up to date
+    // at every draw, and cleared when the sweep returns (or throws).
+    std::string note;
+    struct NoteClear {
+        ~NoteClear() { common::set_interrupt_note(""); }
+    } note_clear;
+    auto update_note = [&]() {
+        std::string list;
+        size_t n = 0;
+        for (const auto & m : members) {
+            if (m.state != "running" && m.state != "finishing on its own") continue;
+            ++n;
+            list += "sweep:   " + describe(m) + ", log " + log_of(m) + ": " +
+                    (m.signalled ? std::string("stopping (SIGTERM sent)")
+                     : m.child  ? "not stopped: it runs its job to the end; `kill " + std::to_string(m.child->pid()) + "` stops it"
+                                : std::string("not stopped")) +
+                    "\n";
+        }
+        std::string text;
+        if (n > 0)
+            text = "sweep: left " + std::to_string(n) + (n == 1 ? " member" : " members") +
+                   " still running, each in its own session: it goes on without the sweep and ends its instance per its policy "
+                   "when it stops. What may still bill:\n" + list +
+                   "sweep: `broker instances list` shows what still runs; the same `--sweep " + s.source +
+                   "` reports these members once they have finished\n";
+        if (text == note) return;
+        note = text;
+        common::set_interrupt_note(note);
+    };
+
     std::map<std::string, std::string> shown;  // member → last line printed (plain mode)
     size_t table_lines = 0;
     auto draw = [&]() {
+        update_note();
         if (o.live) {
             std::string t;
             char line[512];
@@ -455,18 +494,14 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
     // ended by hand.
     auto quiet_s = [&](const Member & m) { return finish_quiet_s(o, m.spec->config); };
     auto cap_s = [&](const Member & m) { return std::max(o.finish_hard_cap_s, quiet_s(m)); };
-    auto log_of = [&](const Member & m) { return root + "/" + m.spec->id + ".log"; };
     auto log_below_table = [&]() { table_lines = 0; };  // a log line went out: draw the table anew below it
-    auto describe = [&](const Member & m) {
-        return m.spec->id + " (step " + m.step + ", " + (m.instance.empty() ? "no instance recorded yet" : "instance " + m.instance) +
-               ", run directory " + m.dir + ")";
-    };
     std::vector<std::string> killed;
     auto wait_for_members = [&]() {
         // From here on a Ctrl-C means "stop waiting", not "exit at once" (common's handler exits on a
-        // second signal): the one that started this stop is cleared before any member is signalled.
+        // second signal): the one that started this stop is cleared before any member is signalled
+        // (a second signal of the same press, within common::kSignalBurstS, is still ignored).
         if (common::interrupted()) was_interrupted = true;
-        common::reset_interrupted();
+        common::consume_interrupt();
         double now = now_unix();
         for (auto & m : members) {
             if (m.child && m.state == "running" && !m.signalled) {
@@ -480,6 +515,7 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
             }
             if (m.state == "waiting" && m.action != "done") m.state = m.budget_stop ? "not started (budget)" : "not started";
         }
+        update_note();  // they are stopping now
         double next_progress = now;
         for (;;) {
             std::vector<Member *> left;
@@ -560,7 +596,8 @@ int run_sweep(const SweepFile & s, const SweepRunOptions & o, const common::Outp
                 next_progress = now + o.progress_s;
             }
             // Short sleeps: a Ctrl-C is seen before the user presses it again (a signal that arrives
-            // before this loop has seen the last one ends the process at once, per common/program.h).
+            // before this loop has seen the last one, and not within the same press, ends the process
+            // at once, printing the members still running: common/program.h, update_note above).
             for (double slept = 0; slept < o.poll_s && !common::interrupted(); slept += 0.05)
                 std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
