@@ -64,22 +64,66 @@ declared_size() {
     }' | sed -n '1s/^0*\([0-9]\)/\1/p'
 }
 
+# The entity tag of the file whose response headers are in $1: the Hub's X-Linked-Etag (on the
+# redirect of an LFS file: its sha256), else the last response's ETag; quotes and a weak W/ dropped,
+# only [A-Za-z0-9._:-] kept, at most 128 characters. Empty when none is given.
+entity_tag() {
+  tr -d '\r' < "$1" | awk '
+    tolower($1) ~ /^http\// { etag = "" }
+    tolower($1) == "x-linked-etag:" && linked == "" { linked = $2 }
+    tolower($1) == "etag:" { etag = $2 }
+    END { print (linked != "" ? linked : etag) }' | sed 's|^W/||' | tr -cd 'A-Za-z0-9._:-' | head -c 128
+}
+
 # get FILE [optional]: downloads $endpoint/$repo/resolve/$rev/FILE into $dir/FILE (resumable). The
 # file is renamed into place only when curl succeeded and its size is the one the server declared:
 # a cut transfer (curl prints the status it got even when the body stopped short) stays FILE.part,
-# which the next run resumes, and never reaches .complete.
+# which the next run resumes, and never reaches .complete. A part is resumed only into the same
+# file: the entity tag its first bytes came with is kept in FILE.part.etag, and a resume that
+# answers another one (the revision moved to a new blob, e.g. `main`) would splice two files, so
+# the part is dropped and the file fetched anew. So is a part the server cannot resume (it ignores
+# byte ranges: curl exit 33).
 get() {
   file=$1; optional=${2:-}
   part="$dir/$file.part"
-  rc=0
-  rm -f "$dir/.headers"
-  code=$(curl -sS -L -H @"$hdr" --retry 8 --retry-delay 5 --retry-max-time 900 --retry-all-errors \
-              --connect-timeout 20 -C - -D "$dir/.headers" -o "$part" -w '%{http_code}' \
-              "$endpoint/$repo/resolve/$rev/$file" 2>"$dir/.curl.err") || rc=$?
+  attempt=1
+  while :; do
+    resumed=; [ -s "$part" ] && resumed=1
+    old_tag=$(head -c 200 "$part.etag" 2>/dev/null || true)
+    rc=0
+    rm -f "$dir/.headers"
+    code=$(curl -sS -L -H @"$hdr" --retry 8 --retry-delay 5 --retry-max-time 900 --retry-all-errors \
+                --connect-timeout 20 -C - -D "$dir/.headers" -o "$part" -w '%{http_code}' \
+                "$endpoint/$repo/resolve/$rev/$file" 2>"$dir/.curl.err") || rc=$?
+    tag=$(entity_tag "$dir/.headers" 2>/dev/null || true)
+    again=
+    if [ "$rc" -eq 33 ] && [ -n "$resumed" ]; then
+      again="the server cannot resume it (it ignores byte ranges)"
+    elif [ -n "$resumed" ] && [ -n "$old_tag" ] && [ -n "$tag" ] && [ "$tag" != "$old_tag" ]; then
+      again="it changed on the Hub since its first part was fetched (entity tag $old_tag, now $tag)"
+    fi
+    if [ -n "$again" ]; then
+      rm -f "$part" "$part.etag"
+      if [ "$attempt" -ge 2 ]; then
+        echo "fetch_model: $repo@$rev: $file: $again, again; nothing kept, run again" >&2
+        exit 6
+      fi
+      echo "fetch_model: $repo@$rev: $file: $again: the partial file is dropped and fetched anew" >&2
+      attempt=$((attempt + 1))
+      continue
+    fi
+    # The tag the part's first bytes came with, for the next run's resume (a part begun without one
+    # keeps none: only the size check then guards it).
+    if [ -z "$resumed" ]; then
+      rm -f "$part.etag"
+      if [ -f "$part" ] && [ -n "$tag" ]; then printf '%s\n' "$tag" > "$part.etag"; fi
+    fi
+    break
+  done
   case "$code" in
-    404) rm -f "$part"; [ -n "$optional" ] && return 1
+    404) rm -f "$part" "$part.etag"; [ -n "$optional" ] && return 1
          echo "fetch_model: $repo@$rev: $file: not found (404); check the id and revision" >&2; exit 9 ;;
-    401|403) rm -f "$part"
+    401|403) rm -f "$part" "$part.etag"
          echo "fetch_model: $repo@$rev: $file: refused ($code); the repo is gated or private: accept its licence on the Hub and set HF_TOKEN" >&2; exit 3 ;;
   esac
   if [ "$rc" -ne 0 ]; then
@@ -96,7 +140,7 @@ get() {
   if [ -n "$want" ] && [ "$have" != "$want" ]; then
     if [ "$code" = 416 ]; then
       # The server says the part reaches past the end: resuming can never mend it.
-      rm -f "$part"
+      rm -f "$part" "$part.etag"
       echo "fetch_model: $repo@$rev: $file: the partial file holds $have bytes but the file has $want; removed, run again to fetch it anew" >&2
     else
       echo "fetch_model: $repo@$rev: $file: got $have of $want bytes (the server ended the transfer early); the part stays in $part for the next run to resume" >&2
@@ -104,6 +148,7 @@ get() {
     exit 6
   fi
   mv "$part" "$dir/$file"
+  rm -f "$part.etag"
   return 0
 }
 

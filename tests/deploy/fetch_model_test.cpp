@@ -28,14 +28,16 @@ std::string fetch_script() { return std::string(TOOLKIT_SOURCE_DIR) + "/deploy/r
 // "cut_mode": "short" (a consistent, short answer: Content-Length or Content-Range of what is sent)
 // or "close" (the full length declared, the connection closed early); "total": a Content-Range total
 // to declare instead of the true one; "ignore_range_start": answer 416 "bytes */<size>" to a range
-// from this offset on. Requests are logged to requests.log.
+// from this offset on; "ignore_ranges": answer every range request with 200 and the whole file. The
+// redirect also carries X-Linked-Etag (the file's sha256, as the Hub's does). Requests are logged to
+// requests.log.
 struct CuttingHub {
     tests::TempDir dir{"cutting-hub"};
     common::ChildProcess server;
     int port = 0;
     CuttingHub() {
         tests::write_file(dir / "server.py", R"PY(
-import http.server, json, os, sys
+import hashlib, http.server, json, os, sys
 root, logf, ctl = sys.argv[1], sys.argv[2], sys.argv[3]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -55,9 +57,11 @@ class H(http.server.BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", "/cdn/" + rel)
             self.send_header("X-Linked-Size", str(c.get("linked_size", len(data))))
+            self.send_header("X-Linked-Etag", '"%s"' % hashlib.sha256(data).hexdigest())
             self.send_header("Content-Length", "0"); self.end_headers(); return
         start = 0
         rng = self.headers.get("Range")
+        if rng and c.get("ignore_ranges"): rng = None  # a server that cannot resume: 200, whole body
         if rng and rng.startswith("bytes=") and rng.endswith("-"):
             start = int(rng[6:-1])
             if start >= len(data) or start >= c.get("ignore_range_start", 1 << 62):
@@ -252,4 +256,52 @@ TEST_CASE("fetch_model.sh: against a server that closes every answer early, real
     CHECK_FALSE(fs::exists(dir + "/.complete"));
     REQUIRE(fs::exists(dir + "/model.safetensors.part"));
     CHECK(fs::file_size(dir + "/model.safetensors.part") < kSize);
+}
+
+// A part cut short, then resumed: returns the cache dir's model folder with a 64 KiB part in it.
+static std::string leave_part(CuttingHub & hub, const tests::TempDir & cache, const std::string & weights) {
+    const std::string base = "org/model/resolve/main/";
+    hub.put(base + "config.json", R"({"model_type":"llama"})");
+    hub.put(base + "model.safetensors", weights);
+    hub.control({{"cut", 1}, {"cut_bytes", 65536}, {"cut_mode", "short"}});
+    auto r = fetch(hub, cache);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 6);
+    const std::string dir = cache / "models/org--model/main";
+    REQUIRE(fs::file_size(dir + "/model.safetensors.part") == 65536);
+    REQUIRE(fs::exists(dir + "/model.safetensors.part.etag"));
+    return dir;
+}
+
+TEST_CASE("fetch_model.sh: a part whose file changed on the Hub (another entity tag) is fetched anew, never spliced") {
+    CuttingHub hub;
+    tests::TempDir cache;
+    const std::string dir = leave_part(hub, cache, blob(kSize));
+    // `main` moved: a new blob of the same size. Resuming would append its tail to the old head, a
+    // file of the right size that is neither; the Hub's X-Linked-Etag (its sha256) tells them apart.
+    std::string changed = blob(kSize);
+    for (size_t i = 0; i < changed.size(); i += 4096) changed[i] = 'Z';
+    hub.put("org/model/resolve/main/model.safetensors", changed);
+    hub.control(nlohmann::json::object());
+    auto r = fetch(hub, cache);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.err.find("changed on the Hub since its first part was fetched") != std::string::npos);
+    CHECK(tests::read_file(dir + "/model.safetensors") == changed);
+    CHECK(fs::exists(dir + "/.complete"));
+    CHECK_FALSE(fs::exists(dir + "/model.safetensors.part.etag"));
+}
+
+TEST_CASE("fetch_model.sh: a part the server cannot resume (it ignores byte ranges: curl exit 33) is dropped and fetched whole") {
+    CuttingHub hub;
+    tests::TempDir cache;
+    const std::string weights = blob(kSize);
+    const std::string dir = leave_part(hub, cache, weights);
+    hub.control({{"ignore_ranges", true}});
+    auto r = fetch(hub, cache);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.err.find("the server cannot resume it") != std::string::npos);
+    CHECK(tests::read_file(dir + "/model.safetensors") == weights);
+    CHECK(fs::exists(dir + "/.complete"));
 }
