@@ -25,7 +25,9 @@
 #include "common/program.h"
 #include "common/sshd_server.h"
 #include "common/subprocess.h"
+#include "deploy/data_check.h"
 #include "deploy/estimate.h"
+#include "deploy/hub_rows.h"
 #include "deploy/job_log.h"
 #include "deploy/json_fields.h"
 #include "deploy/local_report.h"
@@ -76,7 +78,7 @@ public:
 
     int run(const common::Output & out) {
         if (finished_before_) return summarize_finished(out);
-        auto report = run_steps(batch_ ? batch_steps() : instance_steps(), Step{"finish", [this](StepContext & c) { finish(c); }, 10min, true, false},
+        auto report = run_steps(with_data_step(batch_ ? batch_steps() : instance_steps()), Step{"finish", [this](StepContext & c) { finish(c); }, 10min, true, false},
                                 dir_, clock_, [this](const RunReport & r) {
                                     outcome_ = !r.first_failure ? Outcome::Succeeded
                                                : r.first_failure->kind() == common::ErrorKind::Interrupted ? Outcome::Interrupted
@@ -92,6 +94,13 @@ private:
     // The run's providers are a batch scheduler (validate() refuses mixing one with other providers).
     static bool is_batch(const RunConfig & c) {
         return !c.resources.providers.empty() && broker::provider_caps(c.resources.providers.front()).batch_jobs;
+    }
+
+    // data.hub_rows: the rows are fetched first, on this machine, so a dataset that is gated, missing
+    // or too short costs nothing. Other sources are files already here (validate() checked them).
+    std::vector<Step> with_data_step(std::vector<Step> steps) {
+        if (cfg_.data.hub_rows) steps.insert(steps.begin(), Step{"data", [this](StepContext & c) { fetch_data(c); }, 30min});
+        return steps;
     }
 
     // A machine of our own: rent it, wait until SSH reaches its GPUs, and run there.
@@ -141,6 +150,20 @@ private:
     void test_hook(const std::string & step) {
         if (!opt_.stop_after_step_started.empty() && opt_.stop_after_step_started == step) ::kill(::getpid(), SIGKILL);
     }
+
+    // ---- data: the Hub rows the run reads, into RUN_DIR/data/ (deploy/hub_rows.h) -----------------
+    void fetch_data(StepContext &) {
+        const auto & h = *cfg_.data.hub_rows;
+        HubRowsOptions o;
+        o.token_env = cfg_.hf_token_env;
+        auto r = prepare_hub_rows(h, tokens_needed(cfg_.data), data_dir(), o);
+        const auto & rec = r.record;
+        common::log::info("data: ", h.dataset, " (config ", h.config, ", split ", h.split, "): rows 0..", rec["rows"].get<int64_t>() - 1, ", ",
+                          rec["bytes"].get<int64_t>(), " bytes of text for ", rec["tokens_needed"].get<int64_t>(), " tokens, sha256 ",
+                          rec["sha256"].get<std::string>().substr(0, 16), "; ",
+                          r.requests == 0 ? std::string("from the row cache") : std::to_string(r.requests) + " pages fetched", " -> ", r.text_path);
+    }
+    std::string data_dir() const { return dir_.path() + "/data"; }
 
     // ---- estimate: how much GPU memory the model needs (skipped for the CPU rehearsal) ----------
     void estimate(StepContext &) {
@@ -559,6 +582,10 @@ private:
                                     synthetic_tokens_json(*d.synthetic_vocab, d.num_sequences, d.sequence_length, d.seed), 0644);
         for (const auto * f : {&d.tokens_file, &d.text_file, &d.jsonl_file})
             if (!f->empty()) fs::copy_file(*f, payload + "/" + input_file_name(d), fs::copy_options::overwrite_existing);
+        if (d.hub_rows) {
+            (void)verify_hub_rows_input(data_dir());  // what the data step fetched, unchanged since
+            fs::copy_file(data_dir() + "/" + kHubRowsTextFile, payload + "/" + input_file_name(d), fs::copy_options::overwrite_existing);
+        }
         bifrost::PushOptions pi;
         pi.remote_dir = l.input_dir;
         c.push(payload, pi);
@@ -1213,6 +1240,9 @@ private:
         if (j.is_discarded()) throw common::Error(common::ErrorKind::RemoteFailed, "pull: " + outliers + " is not valid JSON");
         st().results = ResultsRecord{dir_.results_dir(), outliers};
         save();
+        // Where the text came from, beside what was measured on it.
+        if (cfg_.data.hub_rows)
+            fs::copy_file(data_dir() + "/" + kHubRowsRecordFile, dir_.results_dir() + "/data_source.json", fs::copy_options::overwrite_existing);
         redraw_missing_plots(outliers, opt_.analyze_program);  // the GPU image has no gnuplot
     }
 
@@ -1439,6 +1469,8 @@ private:
                                {"end", end},
                                {"exit_code", report.exit_code()},
                                {"steps", steps}};
+        const nlohmann::json data = data_summary();
+        if (!data.is_null()) summary["data"] = data;  // data.hub_rows only: other summaries as before
         if (out.json()) {
             out.object(summary);
             return;
@@ -1454,6 +1486,28 @@ private:
                      (st().end ? st().end->reason.value_or("not ended") : std::string("not ended")));
         }
         if (st().results) out.text("results: " + st().results->dir + " (report: analysis/report.md)");
+        if (const auto & d = data; d.contains("dataset"))
+            out.text("data: " + d["dataset"].get<std::string>() + " (config " + d["config"].get<std::string>() + ", split " +
+                     d["split"].get<std::string>() + "): first " + std::to_string(d["rows"].get<uint64_t>()) + " rows, " +
+                     std::to_string(d["bytes"].get<uint64_t>()) + " bytes, sha256 " + d["sha256"].get<std::string>().substr(0, 16) +
+                     " (" + data_dir() + "/" + kHubRowsRecordFile + ")");
+    }
+
+    // The data.hub_rows record (RUN_DIR/data/hub_rows.json) once the data step wrote it; null before,
+    // for other sources, or when the file no longer matches what was fetched.
+    nlohmann::json data_summary() const {
+        if (!cfg_.data.hub_rows || !fs::exists(data_dir() + "/" + kHubRowsRecordFile)) return nullptr;
+        try {
+            auto r = verify_hub_rows_input(data_dir());
+            for (const char * key : {"dataset", "config", "split", "sha256"})
+                if (!r.contains(key) || !r[key].is_string()) throw common::Error::usage(data_dir() + "/" + kHubRowsRecordFile + ": no " + key);
+            for (const char * key : {"rows", "bytes"})
+                if (!r.contains(key) || !r[key].is_number_unsigned()) throw common::Error::usage(data_dir() + "/" + kHubRowsRecordFile + ": no " + key);
+            return r;
+        } catch (const common::Error & e) {
+            common::log::warn("summary: ", e.message());
+            return nullptr;
+        }
     }
 
     RunConfig cfg_;

@@ -45,6 +45,7 @@ std::string remote_job_role(const std::string & name, const std::string & run_id
 
 std::string input_file_name(const DataConfig & d) {
     if (d.synthetic_vocab) return "tokens.json";
+    if (d.hub_rows) return kHubRowsTextFile;  // fetched into RUN_DIR/data/ by the data step
     for (const auto * f : {&d.tokens_file, &d.text_file, &d.jsonl_file})
         if (!f->empty()) return std::filesystem::path(*f).filename().string();
     return "";
@@ -95,7 +96,10 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     }
     const auto & d = c.data;
     std::string input = l.input_dir + "/" + input_file_name(d);
-    std::string input_flag = d.synthetic_vocab || !d.tokens_file.empty() ? "--tokens" : !d.text_file.empty() ? "--text" : "--jsonl";
+    // Hub rows travel as one text (documents joined with a space, as the predecessor tokenized them).
+    std::string input_flag = d.synthetic_vocab || !d.tokens_file.empty()     ? "--tokens"
+                             : !d.text_file.empty() || d.hub_rows.has_value() ? "--text"
+                                                                               : "--jsonl";
     // GPU runs let extract place the model on the GPUs the readiness check verified (--device auto
     // falls back to the CPU on a GPU-less instance, as in the emulator tests).
     const bool gpu = c.resources.gpu_count > 0;

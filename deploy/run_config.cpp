@@ -17,7 +17,7 @@
 #include "common/config_yaml.h"
 #include "common/error.h"
 #include "common/units.h"
-#include "deploy/data_check.h"  // tokens_needed
+#include "deploy/data_check.h"
 #include "deploy/json_fields.h"
 
 namespace fs = std::filesystem;
@@ -597,6 +597,8 @@ void validate(const RunConfig & c) {
                                       std::to_string(kHubRowsBytesPerToken) + " bytes per token; at most " +
                                       std::to_string(kMaxHubRowsTextBytes) + " are fetched this way: give a local text, jsonl or tokens file");
     }
+    // Too little data for the windows is known here, not by extract on a rented instance.
+    in_config([&] { check_data_fills_run(d); });
     if (c.capture.sites.empty()) fail("capture.sites", "no sites given");
     for (const auto & s : c.capture.sites)
         if (!one_of(s, kSites)) fail("capture.sites", "unknown site '" + s + "': use " + joined(kSites));

@@ -127,7 +127,8 @@ TEST_CASE("config: relative paths are taken from the config file's folder") {
     tests::write_file(dir / "ids.json", "[1,2,3,4]");
     std::filesystem::create_directories(dir / "ckpt");
     tests::write_file(dir / "ckpt/config.json", "{}");
-    tests::write_file(dir / "run.yaml", "model:\n  path: ckpt\ndata:\n  tokens: ids.json\n");
+    // Four ids fill one window of four (validate counts them: data_check.h).
+    tests::write_file(dir / "run.yaml", "model:\n  path: ckpt\ndata:\n  tokens: ids.json\n  num_sequences: 1\n  sequence_length: 4\n");
     RunConfig c = deploy::load_run_config(dir / "run.yaml");
     deploy::validate(c);
     CHECK(c.model.local_path == dir / "ckpt");
@@ -344,7 +345,7 @@ TEST_CASE("config: capture.layers past the model's layers is refused before rent
     std::filesystem::create_directories(dir / "ckpt");
     tests::write_file(dir / "ckpt/config.json", R"({"model_type": "llama", "num_hidden_layers": 2})");
     tests::write_file(dir / "ids.json", "[1,2,3]");
-    tests::write_file(dir / "run.yaml", "model:\n  path: ckpt\ndata:\n  tokens: ids.json\ncapture:\n  layers: 0-3\n");
+    tests::write_file(dir / "run.yaml", "model:\n  path: ckpt\ndata:\n  tokens: ids.json\n  num_sequences: 1\n  sequence_length: 3\ncapture:\n  layers: 0-3\n");
     RunConfig c = deploy::load_run_config(dir / "run.yaml");
     const std::string expected = "names layer 3 but " + (dir / "ckpt") + " (config.json) has 2 layers";
     CHECK_THROWS_WITH_AS(deploy::validate(c), doctest::Contains(expected.c_str()), common::Error);
