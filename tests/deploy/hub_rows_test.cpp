@@ -4,6 +4,7 @@
 // can fill its windows (deploy/data_check.h).
 #include <algorithm>
 #include <filesystem>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -259,6 +260,21 @@ TEST_CASE("hub rows: a second run reads the cache without a request, a larger on
     // The default cache folder follows XDG_CACHE_HOME.
     tests::EnvGuard xdg("XDG_CACHE_HOME", dir / "xdg");
     CHECK(deploy::hub_rows_cache_dir() == dir / "xdg/toolkit/hub-rows");
+}
+
+TEST_CASE("hub rows: members of a sweep starting at once fetch the rows once, the others wait for the cache") {
+    tests::TempDir dir("hub-rows-once");
+    tests::Emulator emu("hf_datasets", {.latency_ms = 300});  // each answer slow enough for the others to arrive meanwhile
+    const auto o = options_for(emu, dir);
+    std::vector<std::thread> members;
+    std::vector<int> requests(4, -1);
+    for (int i = 0; i < 4; ++i)
+        members.emplace_back([&, i] { requests[static_cast<size_t>(i)] = deploy::prepare_hub_rows(kFineWeb, 6000, dir / ("m" + std::to_string(i)), o).requests; });
+    for (auto & t : members) t.join();
+    CHECK(offsets_asked(emu) == std::vector<int>{0, 100});
+    CHECK(std::count(requests.begin(), requests.end(), 2) == 1);
+    CHECK(std::count(requests.begin(), requests.end(), 0) == 3);
+    for (int i = 1; i < 4; ++i) CHECK(tests::read_file(dir / ("m" + std::to_string(i)) + "/hub_rows.txt") == tests::read_file(dir / "m0/hub_rows.txt"));
 }
 
 TEST_CASE("hub rows: 5xx and answers that are not JSON are retried, then fail as network errors, and a 404 is not found") {

@@ -33,7 +33,7 @@ struct EmulatorOptions {
 
 class Emulator {
 public:
-    // provider: "runpod" | "vast" | "lambda" | "primeintellect". Throws common::Error (with the
+    // provider: "runpod" | "vast" | "lambda" | "primeintellect" | "hf_datasets" (the Hub's dataset viewer). Throws common::Error (with the
     // emulator's stderr) when it does not come up before the deadline.
     explicit Emulator(std::string provider, EmulatorOptions options = {});
     ~Emulator();
