@@ -40,7 +40,7 @@ const char * kHelp =
     "  deploy_and_analyze                                   # rehearsal on this machine (configs/rehearsal.yaml defaults)\n"
     "  deploy_and_analyze --config configs/qwen3-30b-a3b.yaml --max-price 3   # cheapest fit on every cloud with a key\n"
     "  deploy_and_analyze --config configs/qwen3-30b-a3b.yaml --dry-run       # the offer, time and cost bound; rents nothing\n"
-    "  deploy_and_analyze --sweep configs/sweeps/predecessor-moe.yaml --provider runpod --dry-run   # flags apply to every member\n"
+    "  deploy_and_analyze --sweep configs/sweeps/predecessor-moe.yaml --max-price 2 --dry-run   # flags apply to every member\n"
     "  deploy_and_analyze --resume runs/20261122-041946-a1b2";
 
 // The providers broker knows, for --help (deploy itself names none).
