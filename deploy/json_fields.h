@@ -127,11 +127,6 @@ public:
     }
     std::string name(const std::string & key) const { return path_.empty() ? key : path_ + "." + key; }
 
-private:
-    [[noreturn]] void fail_value(const nlohmann::json & v, const std::string & where, const std::string & expected) const {
-        throw common::Error(common::ErrorKind::Usage, printable(source_ + ": " + where + ": expected " + expected + ", got " + v.type_name()))
-            .with("file", source_);
-    }
     // Key names and values quoted in a message come from the file and go to a terminal: no
     // control characters (an escape sequence would rewrite the screen), and bounded.
     static std::string printable(std::string text) {
@@ -139,6 +134,12 @@ private:
         for (char & c : text)
             if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
         return text;
+    }
+
+private:
+    [[noreturn]] void fail_value(const nlohmann::json & v, const std::string & where, const std::string & expected) const {
+        throw common::Error(common::ErrorKind::Usage, printable(source_ + ": " + where + ": expected " + expected + ", got " + v.type_name()))
+            .with("file", source_);
     }
     static std::string num(double v) {
         char b[32];

@@ -550,9 +550,12 @@ std::optional<double> offer_min_ram_gb(const ResourcesConfig & r) {
     return std::nullopt;
 }
 
-void validate(const RunConfig & c) {
-    auto fail = [&](const std::string & key, const std::string & msg) { throw common::Error::usage(where(c, key) + msg); };
-    check_bounds(c, c.source.empty() ? std::string("config") : c.source);
+void check_values(const RunConfig & c, const std::string & origin) {
+    auto fail = [&](const std::string & key, const std::string & msg) { throw common::Error::usage(origin + ": " + key + ": " + msg); };
+    // Checks below that name their key themselves ("data.hub_rows.dataset: ...", where(c, ...)) get
+    // `origin` in front instead of the source the config names.
+    RunConfig named = c;
+    named.source = origin;
     const auto & m = c.model;
     int sources = !m.hub_id.empty() + !m.local_path.empty() + m.fixture.has_value();
     if (sources != 1) fail("model", "give exactly one model source (hub id, local path or fixture)");
@@ -562,43 +565,29 @@ void validate(const RunConfig & c) {
             m.hub_id.find_first_of(" \t\"'`$\\;") != std::string::npos)
             fail("model.hub", "'" + m.hub_id + "' is not a Hugging Face id (owner/name)");
     }
-    std::error_code ec;
-    if (!m.local_path.empty() && !fs::is_regular_file(fs::path(m.local_path) / "config.json", ec))
-        fail("model.path", m.local_path + ": no config.json there; give a Hugging Face checkpoint directory");
     if (!one_of(m.dtype, kDtypes)) fail("model.dtype", "unknown dtype '" + m.dtype + "': use " + joined(kDtypes));
-    // capture.layers against the layer count wherever it is known before renting: the fixture's
-    // own, a local checkpoint's config.json. (A Hub model's is checked by the estimate step when it
-    // fetches config.json, still before anything is rented.)
-    if (m.fixture) check_capture_layers(c, m.fixture->layers, "the " + m.fixture->family + " fixture");
-    else check_capture_layers(c, kMaxLayerIndex + 1, "any model");  // the syntax alone
-    if (!m.local_path.empty())
-        check_capture_layers(c, read_checkpoint_config((fs::path(m.local_path) / "config.json").string()));
+    // capture.layers against the fixture's own layer count; otherwise its syntax alone (a local
+    // checkpoint's count is checked by validate, a Hub model's by the estimate step).
+    if (m.fixture) check_capture_layers(named, m.fixture->layers, "the " + m.fixture->family + " fixture");
+    else check_capture_layers(named, kMaxLayerIndex + 1, "any model");
 
     const auto & d = c.data;
     int data_sources = !d.text_file.empty() + !d.jsonl_file.empty() + !d.tokens_file.empty() + d.hub_rows.has_value() +
                        d.synthetic_vocab.has_value();
     if (data_sources != 1) fail("data", "give exactly one of text, jsonl, tokens, hub_rows or synthetic_tokens");
-    for (const auto * f : {&d.text_file, &d.jsonl_file, &d.tokens_file})
-        if (!f->empty() && !fs::is_regular_file(*f, ec)) fail("data", *f + ": no such file");
-    // These name their key themselves ("data.hub_rows.dataset: ..."); the config file goes before it.
-    auto in_config = [&](const auto & check) {
+    if (d.hub_rows) {
         try {
-            check();
+            check_hub_rows_source(*d.hub_rows);
         } catch (const common::Error & e) {
             if (e.kind() != common::ErrorKind::Usage) throw;
-            throw common::Error::usage((c.source.empty() ? std::string("config") : c.source) + ": " + e.message());
+            throw common::Error::usage(origin + ": " + e.message());
         }
-    };
-    if (d.hub_rows) {
-        in_config([&] { check_hub_rows_source(*d.hub_rows); });
         if (hub_rows_target_bytes(tokens_needed(d)) > kMaxHubRowsTextBytes)
             fail("data.hub_rows", "the run needs " + std::to_string(tokens_needed(d)) + " tokens, " +
                                       std::to_string(hub_rows_target_bytes(tokens_needed(d))) + " bytes of text at " +
                                       std::to_string(kHubRowsBytesPerToken) + " bytes per token; at most " +
                                       std::to_string(kMaxHubRowsTextBytes) + " are fetched this way: give a local text, jsonl or tokens file");
     }
-    // Too little data for the windows is known here, not by extract on a rented instance.
-    in_config([&] { check_data_fills_run(d); });
     if (c.capture.sites.empty()) fail("capture.sites", "no sites given");
     for (const auto & s : c.capture.sites)
         if (!one_of(s, kSites)) fail("capture.sites", "unknown site '" + s + "': use " + joined(kSites));
@@ -635,6 +624,32 @@ void validate(const RunConfig & c) {
                             })))
         fail("name", "'" + c.name + "': use at most 20 lower-case letters and digits (it becomes part of the instance name)");
     if (c.hf_token_env.empty()) fail("hf_token_env", "must name an environment variable");
+}
+
+void validate(const RunConfig & c) {
+    auto fail = [&](const std::string & key, const std::string & msg) { throw common::Error::usage(where(c, key) + msg); };
+    const std::string origin = c.source.empty() ? std::string("config") : c.source;
+    check_bounds(c, origin);
+    check_values(c, origin);
+    // What only this machine's files can tell (a resumed run, whose files may be gone, is held to
+    // check_bounds and check_values alone).
+    const auto & m = c.model;
+    std::error_code ec;
+    if (!m.local_path.empty() && !fs::is_regular_file(fs::path(m.local_path) / "config.json", ec))
+        fail("model.path", m.local_path + ": no config.json there; give a Hugging Face checkpoint directory");
+    // capture.layers against a local checkpoint's layer count, known before renting.
+    if (!m.local_path.empty())
+        check_capture_layers(c, read_checkpoint_config((fs::path(m.local_path) / "config.json").string()));
+    const auto & d = c.data;
+    for (const auto * f : {&d.text_file, &d.jsonl_file, &d.tokens_file})
+        if (!f->empty() && !fs::is_regular_file(*f, ec)) fail("data", *f + ": no such file");
+    // Too little data for the windows is known here, not by extract on a rented instance.
+    try {
+        check_data_fills_run(d);
+    } catch (const common::Error & e) {
+        if (e.kind() != common::ErrorKind::Usage) throw;
+        throw common::Error::usage(origin + ": " + e.message());
+    }
 }
 
 namespace {
@@ -780,6 +795,15 @@ RunConfig config_from_json(const nlohmann::json & j, const std::string & source)
     c.hf_token_env = top.string("hf_token_env", c.hf_token_env);
     c.output_dir = top.string("output_dir", c.output_dir);
     check_bounds(c, source);  // a resumed run is held to the same ranges as a new one
+    // ...and to every check that needs no local file: a value edited in run.json (a capture site
+    // that is shell text, a model id, a provider or run name) would otherwise go unchecked into the
+    // job script, a URL or an instance name, since validate() needs the config's data files.
+    try {
+        check_values(c, source);
+    } catch (const common::Error & e) {
+        if (e.kind() != common::ErrorKind::Usage) throw;
+        throw common::Error(common::ErrorKind::Usage, JsonFields::printable(e.message())).with("file", source);  // the value came from the file
+    }
     return c;
 }
 

@@ -138,6 +138,11 @@ void apply_overrides(RunConfig & config, const Overrides & overrides);
 // fixture or a local checkpoint's config.json tells them). Throws common::Error(usage) naming the
 // key (and the config file when there is one).
 void validate(const RunConfig & config);
+// The checks of validate() that read no file and ask no server (sources, ids, dtype, capture.layers
+// syntax or the fixture's layers, sites, mode, provider and run names, hub_rows, offload), naming
+// `origin` and the key. config_from_json applies them (with check_bounds) to a resumed run's
+// run.json, whose local files may be gone.
+void check_values(const RunConfig & config, const std::string & origin);
 
 // Every provider named runs its instances on this machine (broker's declared on_this_machine): a
 // rehearsal, which may go without GPUs and costs nothing. False when none is named or one is unknown.

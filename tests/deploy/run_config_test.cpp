@@ -2,6 +2,9 @@
 // cross-field validation before anything is rented, and the shipped example configs.
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "deploy/run_config.h"
@@ -434,4 +437,40 @@ TEST_CASE("config: offload sets the offers' minimum RAM when min_cpu_ram_gb is n
     msg = error_of(std::string(kFixture) + "  offload_gb: 8\n");
     CHECK(msg.find("resources.offload_gb: 8 GB with gpu_count 0") != std::string::npos);
     CHECK(error_of(std::string(kFixture) + "  offload_gb: 0\n").empty());
+}
+
+TEST_CASE("config: a resumed run's run.json is held to every check that needs no local file: an edited string is refused naming the key") {
+    // The qwen3 config names a Hub model and a local data file; the round trip needs neither here.
+    const RunConfig hub = deploy::load_run_config(std::string(TOOLKIT_SOURCE_DIR) + "/configs/qwen3-30b-a3b.yaml");
+    const RunConfig fixture = deploy::rehearsal_defaults();
+    struct Case {
+        const RunConfig * base;
+        std::vector<std::string> path;  // into the config JSON
+        nlohmann::json value;
+        std::string expect;
+    };
+    const std::vector<Case> cases{
+        {&fixture, {"capture", "sites"}, {"x; rm -rf ~"}, "run.json: capture.sites: unknown site 'x; rm -rf ~'"},
+        {&fixture, {"capture", "sites"}, {"x\x1b[2J"}, "run.json: capture.sites: unknown site 'x?[2J'"},  // no escape reaches the terminal
+        {&fixture, {"resources", "providers"}, {"local; rm -rf ~"}, "run.json: resources.providers: 'local; rm -rf ~' is not a provider name"},
+        {&hub, {"model", "hub"}, "Qwen/Qwen3$(reboot)", "run.json: model.hub: 'Qwen/Qwen3$(reboot)' is not a Hugging Face id"},
+        {&hub, {"model", "dtype"}, "fp4", "run.json: model.dtype: unknown dtype 'fp4'"},
+        {&fixture, {"model", "hub"}, "a/b", "run.json: model: give exactly one model source"},
+        {&fixture, {"analysis", "mode"}, "everything", "run.json: analysis.mode: unknown mode 'everything'"},
+        {&fixture, {"name"}, "Rehearsal-1", "run.json: name: 'Rehearsal-1': use at most 20 lower-case letters and digits"},
+        {&fixture, {"capture", "layers"}, "0-500", "run.json: capture.layers: '0-500' names layer 500 but the olmoe fixture has"},
+        {&hub, {"data", "hub_rows", "dataset"}, "x/y?z=1", "run.json: config.data.hub_rows.dataset"},
+        {&fixture, {"hf_token_env"}, "", "run.json: hf_token_env: must name an environment variable"},
+        {&hub, {"data", "text"}, "/elsewhere/also.txt", "run.json: data: give exactly one of text, jsonl, tokens"},
+    };
+    for (const auto & c : cases) {
+        CAPTURE(c.expect);
+        auto j = deploy::config_to_json(*c.base);
+        CHECK_NOTHROW((void)deploy::config_from_json(j, "RUN/run.json"));  // untouched, it resumes
+        nlohmann::json * at = &j;
+        for (const auto & k : c.path) at = &(*at)[k];
+        *at = c.value;
+        const std::string expect = "RUN/" + c.expect;
+        CHECK_THROWS_WITH_AS((void)deploy::config_from_json(j, "RUN/run.json"), doctest::Contains(expect.c_str()), common::Error);
+    }
 }
