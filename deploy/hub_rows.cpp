@@ -30,6 +30,8 @@ constexpr int64_t kMaxAnswerValues = 1000000;
 constexpr uint64_t kMaxCacheFileBytes = 1ull << 30;
 constexpr uint64_t kMaxRecordBytes = 1u << 20;
 constexpr const char * kSubject = "huggingface dataset viewer";
+// Times a fetch starts again from row 0 because the split changed under it before it gives up.
+constexpr int kMaxHubRowsRestarts = 3;
 
 bool id_char(unsigned char c) { return std::isalnum(c) || c == '-' || c == '_' || c == '.'; }
 
@@ -86,25 +88,31 @@ std::string home_cache() {
     return std::string(home) + "/.cache";
 }
 
-// The cache files of one dataset/config/split/field: a readable name (the id's '/' as "--"; every
-// character is already [A-Za-z0-9._-]) and a hash that keeps two sources apart however they read.
-std::string cache_stem(const HubRowsSource & s) {
+// The cache files of one dataset/config/split/field as one endpoint serves it: a readable name (the
+// id's '/' as "--"; every character is already [A-Za-z0-9._-]) and a hash that keeps two sources
+// apart however they read. The endpoint is part of the hash: another server (a mirror, a test's
+// emulator) may serve other rows under the same names, and its rows must never stand in for these.
+std::string cache_stem(const HubRowsSource & s, const std::string & endpoint) {
     std::string readable = s.dataset + "--" + s.config + "--" + s.split;
     std::replace(readable.begin(), readable.end(), '/', '-');
     if (readable.size() > 160) readable.resize(160);
-    return readable + "-" + common::sha256_hex(s.dataset + '\n' + s.config + '\n' + s.split + '\n' + s.field).substr(0, 16);
+    return readable + "-" +
+           common::sha256_hex(s.dataset + '\n' + s.config + '\n' + s.split + '\n' + s.field + '\n' + endpoint).substr(0, 16);
 }
 
 struct CacheState {
     std::vector<std::string> texts;
     std::optional<int64_t> num_rows_total;
     bool partial = false;
-    double fetched_unix = 0;
+    std::string endpoint;           // the server the rows came from
+    double first_fetched_unix = 0;  // when row 0's page was fetched (the rows' dataset version)
+    double last_fetched_unix = 0;   // when the last page held was fetched
 };
 
-// What the cache holds for `s`, or nothing when it holds nothing usable. A cache that does not match
-// its record (a damaged or edited file) is ignored with a warning and fetched again; it is never used.
-std::optional<CacheState> load_cache(const std::string & stem_path, const HubRowsSource & s) {
+// What the cache holds for `s` from `endpoint`, or nothing when it holds nothing usable. A cache
+// that does not match its record (a damaged or edited file) or whose record names another source or
+// endpoint is ignored with a warning and fetched again; it is never used.
+std::optional<CacheState> load_cache(const std::string & stem_path, const HubRowsSource & s, const std::string & endpoint) {
     const std::string rows = stem_path + ".jsonl", record_path = stem_path + ".json";
     std::error_code ec;
     if (!fs::exists(record_path, ec) && !fs::exists(rows, ec)) return std::nullopt;
@@ -115,7 +123,8 @@ std::optional<CacheState> load_cache(const std::string & stem_path, const HubRow
     try {
         const auto record = nlohmann::json::parse(common::read_regular_file(record_path, kMaxRecordBytes, "row cache record"));
         if (!record.is_object()) return discard("its record is not a JSON object");
-        for (const auto & [key, want] : {std::pair{"dataset", s.dataset}, {"config", s.config}, {"split", s.split}, {"field", s.field}})
+        for (const auto & [key, want] :
+             {std::pair{"dataset", s.dataset}, {"config", s.config}, {"split", s.split}, {"field", s.field}, {"endpoint", endpoint}})
             if (!record.contains(key) || !record[key].is_string() || record[key].get<std::string>() != want)
                 return discard(std::string("its record is for another ") + key);
         const auto n = record.contains("rows") ? count_of(record["rows"]) : std::nullopt;
@@ -135,7 +144,11 @@ std::optional<CacheState> load_cache(const std::string & stem_path, const HubRow
         if (static_cast<int64_t>(c.texts.size()) != *n) return discard("it holds another number of rows than its record says");
         if (record.contains("num_rows_total")) c.num_rows_total = count_of(record["num_rows_total"]);
         if (record.contains("partial") && record["partial"].is_boolean()) c.partial = record["partial"].get<bool>();
-        if (record.contains("fetched_unix") && record["fetched_unix"].is_number()) c.fetched_unix = record["fetched_unix"].get<double>();
+        for (const auto & [key, out] : {std::pair{"first_fetched_unix", &c.first_fetched_unix}, {"last_fetched_unix", &c.last_fetched_unix}}) {
+            if (!record.contains(key) || !record[key].is_number()) return discard(std::string("its record has no ") + key);
+            *out = record[key].get<double>();
+        }
+        c.endpoint = endpoint;
         return c;
     } catch (const nlohmann::json::exception &) {
         return discard("it is not valid JSON");
@@ -145,7 +158,7 @@ std::optional<CacheState> load_cache(const std::string & stem_path, const HubRow
     }
 }
 
-void save_cache(const std::string & stem_path, const HubRowsSource & s, const std::string & endpoint, const CacheState & c) {
+void save_cache(const std::string & stem_path, const HubRowsSource & s, const CacheState & c) {
     std::string text;
     int64_t text_bytes = 0;
     for (const auto & t : c.texts) {
@@ -155,11 +168,17 @@ void save_cache(const std::string & stem_path, const HubRowsSource & s, const st
     // The rows first, then the record that vouches for them: a crash in between leaves a record
     // whose sha256 does not match, and the cache is fetched again rather than trusted.
     common::write_text_file(stem_path + ".jsonl", text, 0644);
-    nlohmann::json record{{"dataset", s.dataset},   {"config", s.config},
-                          {"split", s.split},       {"field", s.field},
-                          {"endpoint", endpoint},   {"rows", c.texts.size()},
-                          {"text_bytes", text_bytes}, {"sha256", common::sha256_hex(text)},
-                          {"partial", c.partial},   {"fetched_unix", c.fetched_unix}};
+    nlohmann::json record{{"dataset", s.dataset},
+                          {"config", s.config},
+                          {"split", s.split},
+                          {"field", s.field},
+                          {"endpoint", c.endpoint},
+                          {"rows", c.texts.size()},
+                          {"text_bytes", text_bytes},
+                          {"sha256", common::sha256_hex(text)},
+                          {"partial", c.partial},
+                          {"first_fetched_unix", c.first_fetched_unix},
+                          {"last_fetched_unix", c.last_fetched_unix}};
     if (c.num_rows_total) record["num_rows_total"] = *c.num_rows_total;
     common::write_text_file(stem_path + ".json", record.dump(2) + "\n", 0644);
 }
@@ -189,6 +208,25 @@ HubRowsPage fetch_page(const common::http::Client & client, const std::string & 
             .with("provider", kSubject);
     if (resp.status < 200 || resp.status >= 300) throw common::http::status_error(kSubject, what, resp);
     return parse_hub_rows_page(resp.body, s, offset, kHubRowsPageRows, std::string(kSubject) + ": " + what);
+}
+
+// Why a split's first page as served now shows another version of the dataset than the one the
+// cache holds, or nothing when it matches. The fingerprint is what a new version of a dataset on the
+// Hub changes in practice and what one request can show: the split's row count (a new dump or a
+// removed file changes it), the viewer's partial flag (its export grew or was redone), and the first
+// page's documents themselves, compared in full (a reordered or rewritten split). A change that
+// leaves all three as they were (a document rewritten further in, at the same count) is not seen.
+std::optional<std::string> version_change(const CacheState & cached, const HubRowsPage & first) {
+    if (cached.num_rows_total && first.num_rows_total && *cached.num_rows_total != *first.num_rows_total)
+        return "its split now has " + std::to_string(*first.num_rows_total) + " rows, " + std::to_string(*cached.num_rows_total) + " when cached";
+    if (cached.partial != first.partial)
+        return std::string("the viewer's copy is now ") + (first.partial ? "partial" : "complete") + ", " +
+               (cached.partial ? "partial" : "complete") + " when cached";
+    const size_t n = std::min(cached.texts.size(), static_cast<size_t>(kHubRowsPageRows));
+    if (first.texts.size() != n) return "its first page now holds " + std::to_string(first.texts.size()) + " rows, " + std::to_string(n) + " when cached";
+    for (size_t i = 0; i < n; ++i)
+        if (first.texts[i] != cached.texts[i]) return "row " + std::to_string(i) + " differs from the cached one";
+    return std::nullopt;
 }
 
 int64_t joined_bytes(const std::vector<std::string> & texts, size_t count) {
@@ -311,11 +349,12 @@ HubRowsResult prepare_hub_rows(const HubRowsSource & s, int64_t tokens_needed, c
     std::error_code ec;
     fs::create_directories(cache_dir, ec);
     if (ec) throw common::Error::io(cache_dir, "create the row cache folder", ec.value());
-    const std::string stem = cache_dir + "/" + cache_stem(s);
+    const std::string stem = cache_dir + "/" + cache_stem(s, endpoint);
     // One fetch per source at a time: a sweep's members wait here and then find the rows cached.
     common::FileLock lock(stem + ".lock");
 
-    CacheState cache = load_cache(stem, s).value_or(CacheState{});
+    CacheState cache = load_cache(stem, s, endpoint).value_or(CacheState{});
+    cache.endpoint = endpoint;  // load_cache serves only a cache of this endpoint
     std::string token;
     if (const char * t = std::getenv(options.token_env.c_str()); t && *t) {
         token = t;
@@ -326,7 +365,41 @@ HubRowsResult prepare_hub_rows(const HubRowsSource & s, int64_t tokens_needed, c
     common::http::Client client(kSubject, http);
     common::Clock & clock = http.clock ? *http.clock : common::real_clock();
     HubRowsResult result;
+    const std::string names = s.dataset + " (config " + s.config + ", split " + s.split + ")";
     auto reached = [&] { return joined_bytes(cache.texts, cache.texts.size()) >= target; };
+    auto fetch = [&](int64_t offset) {
+        if (offset >= kMaxHubRows)
+            throw common::Error::usage("data.hub_rows: " + std::to_string(kMaxHubRows) + " rows of " + s.dataset + " hold " +
+                                       std::to_string(joined_bytes(cache.texts, cache.texts.size())) + " bytes, fewer than the " +
+                                       std::to_string(target) + " the run needs: give a local file");
+        auto page = fetch_page(client, endpoint, s, offset, token, options.token_env);
+        ++result.requests;
+        return page;
+    };
+    // The rows from page 0 on, as one version of the dataset: a new start drops what was held.
+    auto start_over = [&](HubRowsPage first, const std::string & why) {
+        common::log::warn("data: ", names, ": ", why, "; the rows are taken again from row 0 so that the text is one version of the dataset");
+        result.restarted_because = why;
+        cache = CacheState{};
+        cache.endpoint = endpoint;
+        cache.first_fetched_unix = cache.last_fetched_unix = clock.unix_now();
+        cache.num_rows_total = first.num_rows_total;
+        cache.partial = first.partial;
+        cache.texts = std::move(first.texts);
+    };
+    // Extending the cache: its rows and the pages to come must be of one version of the dataset,
+    // so page 0 is asked again and compared before a later page is added to them. Its stored
+    // num_rows_total is replaced by the one served now, so an old count never ends the fetch early.
+    if (!reached() && !cache.texts.empty()) {
+        common::throw_if_interrupted();
+        HubRowsPage first = fetch(0);
+        if (auto why = version_change(cache, first))
+            start_over(std::move(first), "the split changed since its rows were cached on " + common::format_utc_minute(cache.first_fetched_unix) +
+                                             " (" + *why + ")");
+        else if (first.num_rows_total)
+            cache.num_rows_total = first.num_rows_total;
+    }
+    int restarts = 0;
     std::optional<common::Error> ended;
     while (!reached()) {
         common::throw_if_interrupted();
@@ -334,28 +407,41 @@ HubRowsResult prepare_hub_rows(const HubRowsSource & s, int64_t tokens_needed, c
         const bool past_end = cache.num_rows_total && offset >= *cache.num_rows_total;
         HubRowsPage page;
         if (!past_end) {
-            if (offset >= kMaxHubRows)
-                throw common::Error::usage("data.hub_rows: " + std::to_string(kMaxHubRows) + " rows of " + s.dataset + " hold " +
-                                           std::to_string(joined_bytes(cache.texts, cache.texts.size())) + " bytes, fewer than the " +
-                                           std::to_string(target) + " the run needs: give a local file");
-            page = fetch_page(client, endpoint, s, offset, token, options.token_env);
-            ++result.requests;
-            cache.fetched_unix = clock.unix_now();
-            if (page.num_rows_total) cache.num_rows_total = page.num_rows_total;
-            cache.partial = cache.partial || page.partial;
+            page = fetch(offset);
+            const double now = clock.unix_now();
+            if (offset == 0) {
+                cache.first_fetched_unix = now;
+                cache.num_rows_total = page.num_rows_total;
+                cache.partial = page.partial;
+            } else if ((page.num_rows_total && cache.num_rows_total && *page.num_rows_total != *cache.num_rows_total) ||
+                       page.partial != cache.partial) {
+                // The dataset changed between two pages of this fetch: its rows so far are of the
+                // version before. Bounded: a split that changes at every page is not read at all.
+                if (++restarts > kMaxHubRowsRestarts)
+                    throw common::Error(common::ErrorKind::Network, "data.hub_rows: " + names + " changed " + std::to_string(restarts) +
+                                                                        " times while its rows were read; try again later");
+                start_over(fetch(0), "the split changed while its rows were read (the page at row " + std::to_string(offset) +
+                                         (page.num_rows_total && cache.num_rows_total
+                                              ? " says " + std::to_string(*page.num_rows_total) + " rows, " + std::to_string(*cache.num_rows_total) +
+                                                    " before"
+                                              : std::string(" has another partial flag")) +
+                                         ")");
+                continue;
+            }
+            cache.last_fetched_unix = now;
         }
         if (page.texts.empty()) {
             ended = common::Error::usage(
-                "data.hub_rows: " + s.dataset + " (config " + s.config + ", split " + s.split + ") ends after " + std::to_string(offset) +
-                " rows holding " + std::to_string(joined_bytes(cache.texts, cache.texts.size())) + " bytes of text; the run needs " +
-                std::to_string(target) + " (" + std::to_string(tokens_needed) + " tokens x " + std::to_string(kHubRowsBytesPerToken) +
+                "data.hub_rows: " + names + " ends after " + std::to_string(offset) + " rows holding " +
+                std::to_string(joined_bytes(cache.texts, cache.texts.size())) + " bytes of text; the run needs " + std::to_string(target) +
+                " (" + std::to_string(tokens_needed) + " tokens x " + std::to_string(kHubRowsBytesPerToken) +
                 " bytes): choose a larger split, or fewer or shorter sequences");
             break;
         }
         for (auto & t : page.texts) cache.texts.push_back(std::move(t));
     }
     // What was fetched is kept even when the split ended short: the next attempt need not ask again.
-    if (result.requests > 0) save_cache(stem, s, endpoint, cache);
+    if (result.requests > 0) save_cache(stem, s, cache);
     if (ended) throw *ended;
 
     size_t k = 0;
@@ -382,9 +468,12 @@ HubRowsResult prepare_hub_rows(const HubRowsSource & s, int64_t tokens_needed, c
                      {"sha256", common::sha256_hex(text)},
                      {"tokens_needed", tokens_needed},
                      {"target_bytes", target},
-                     {"endpoint", endpoint},
-                     {"fetched_unix", cache.fetched_unix},
+                     {"endpoint", cache.endpoint},
+                     {"first_fetched_unix", cache.first_fetched_unix},
+                     {"last_fetched_unix", cache.last_fetched_unix},
                      {"from_cache", result.requests == 0},
+                     {"pages_fetched", result.requests},
+                     {"restarted_because", result.restarted_because.empty() ? nlohmann::json(nullptr) : nlohmann::json(result.restarted_because)},
                      {"partial", cache.partial},
                      {"num_rows_total", cache.num_rows_total ? nlohmann::json(*cache.num_rows_total) : nlohmann::json(nullptr)}};
     common::write_text_file(out_dir + "/" + kHubRowsRecordFile, result.record.dump(2) + "\n", 0644);

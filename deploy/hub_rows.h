@@ -11,7 +11,8 @@
 // (docs/outlier-method.md, "Inputs"), into RUN_DIR/data/hub_rows.txt, pushed and tokenized on the
 // instance like a `data.text` file, with a record of where it came from (hub_rows.json). Rows are cached per
 // dataset/config/split/field under $XDG_CACHE_HOME/toolkit/hub-rows, so a sweep's members and later
-// runs read them without the network; the cache is checked against its sha256 record before use.
+// runs read them without the network; the cache is checked against its sha256 record before use,
+// kept apart per endpoint, and checked against the served split before it is extended.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -95,14 +96,20 @@ struct HubRowsResult {
     std::string text_path;   // <out_dir>/hub_rows.txt
     nlohmann::json record;   // what <out_dir>/hub_rows.json holds
     int requests = 0;        // pages this call asked the server for (0: the cache held enough)
+    std::string restarted_because;  // why the rows were taken again from row 0 (the dataset changed), or ""
 };
 
 // Writes <out_dir>/hub_rows.txt, the split's first K documents joined with one space, K the fewest
 // rows whose text reaches hub_rows_target_bytes(tokens_needed), and <out_dir>/hub_rows.json: dataset,
-// config, split, field, rows, bytes, sha256 of the text, endpoint, when the rows were fetched, the
-// split's size and whether the viewer's copy is partial. Rows come from the cache when it holds
-// enough (one holder at a time: a lock beside the cache files); else the missing pages are asked
-// and the cache is extended. A cache whose file does not match its sha256 record is fetched again.
+// config, split, field, rows, bytes, sha256 of the text, the endpoint the rows came from, when their
+// first and last pages were fetched, whether any page was asked now, the split's size and whether
+// the viewer's copy is partial. The cache is kept per source and endpoint (one holder at a time: a
+// lock beside the cache files); rows come from it as they are when it holds enough. When it holds
+// too few, page 0 is asked again first: if the split's row count, the partial flag or the first
+// page's rows differ from the cached ones, the dataset changed and every row is taken again from
+// row 0 (restarted_because says why); else only the missing pages are asked. A split whose row
+// count changes between two pages of one fetch is also taken again from row 0 (at most 3 times). A
+// cache whose file does not match its sha256 record is fetched again.
 // Throws common::Error: Usage when the split ends before the target (naming its rows and bytes) or
 // the target exceeds kMaxHubRowsTextBytes; Auth for a gated/private dataset (naming token_env);
 // NotFound for an unknown dataset/config/split; Network when the server does not answer usably

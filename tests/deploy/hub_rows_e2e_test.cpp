@@ -78,6 +78,21 @@ std::string only_run_dir(const TestDir & env) {
     return found;
 }
 
+// Rows [0, n) of the default split as `viewer` serves them, joined with one space (read directly,
+// not through the code under test).
+std::string served_text(const tests::Emulator & viewer, int n) {
+    std::string out;
+    for (int offset = 0; offset < n; offset += 100) {
+        auto reply = tests::http_call(viewer.port(), "GET",
+                                      "/rows?dataset=HuggingFaceFW%2Ffineweb-edu&config=default&split=train&offset=" + std::to_string(offset) +
+                                          "&length=100");
+        const auto answer = reply.json();
+        for (const auto & r : answer["rows"])
+            if (r["row_idx"].get<int>() < n) out += (out.empty() ? "" : " ") + r["row"]["text"].get<std::string>();
+    }
+    return out;
+}
+
 // The steps of the run's journal in the order they started.
 std::vector<std::string> steps_started(const std::string & run) {
     std::vector<std::string> out;
@@ -124,6 +139,29 @@ TEST_CASE("e2e hub rows: the rehearsal flow reads its text from the dataset view
     CHECK(r.err.find("data: HuggingFaceFW/fineweb-edu (config default, split train): rows 0..") != std::string::npos);
     CHECK(local_instances(env) == 0);
     CHECK(viewer.state()["requests"].size() == 1);
+    CHECK(record["endpoint"] == viewer.base_url());
+    CHECK(record["from_cache"] == false);
+
+    // The same config against another viewer (another HF_DATASETS_SERVER_URL) with the same row
+    // cache: its own rows are fetched, never the first viewer's served under its name.
+    tests::Emulator other("hf_datasets");
+    other.configure({{"splits", {{{"dataset", "HuggingFaceFW/fineweb-edu"}, {"config", "default"}, {"split", "train"}, {"num_rows", 1000},
+                                  {"doc_bytes", 100}}}}});
+    fs::remove_all(env.dir / "runs");
+    auto second = common::run_process(args(env, config(env, model)), opts(env, other));
+    INFO(second.err);
+    REQUIRE(second.exit_code == 0);
+    const std::string run2 = only_run_dir(env);
+    const auto record2 = json_file(run2 + "/data/hub_rows.json");
+    CHECK(record2["endpoint"] == other.base_url());
+    CHECK(record2["from_cache"] == false);
+    CHECK(other.state()["requests"].size() == 1);
+    CHECK(second.err.find("from the row cache") == std::string::npos);
+    const std::string text2 = tests::read_file(run2 + "/data/hub_rows.txt");
+    CHECK(text2 == served_text(other, record2["rows"].get<int>()));
+    CHECK(text2 != text);
+    CHECK(tests::read_file(run2 + "/payload/hub_rows.txt") == text2);
+    CHECK(local_instances(env) == 0);
 
     // A split too short for the run: refused at the data step (exit 2), nothing rented, no request
     // to the cloud side at all; the row cache of the first run is keyed by its own split.

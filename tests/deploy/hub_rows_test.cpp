@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/sha256.h"
 #include "deploy/data_check.h"
@@ -214,14 +215,18 @@ TEST_CASE("hub rows: the split's first rows reach the target, joined with one sp
     CHECK(record["target_bytes"] == 48000);
     CHECK(record["num_rows_total"] == 1000);
     CHECK(record["from_cache"] == false);
-    CHECK(record["fetched_unix"].get<double>() > 1.7e9);
+    CHECK(record["pages_fetched"] == 2);
+    CHECK(record["endpoint"] == emu.base_url());
+    CHECK(record["first_fetched_unix"].get<double>() > 1.7e9);
+    CHECK(record["last_fetched_unix"].get<double>() >= record["first_fetched_unix"].get<double>());
+    CHECK(record["restarted_because"].is_null());
     CHECK(deploy::verify_hub_rows_input(dir / "run/data") == record);
     // A pushed text that is not what was fetched is refused naming it.
     tests::write_file(dir / "run/data/hub_rows.txt", text + " extra");
     CHECK(error_of([&] { (void)deploy::verify_hub_rows_input(dir / "run/data"); }).find("hub_rows.txt: its sha256 differs") != std::string::npos);
 }
 
-TEST_CASE("hub rows: a second run reads the cache without a request, a larger one asks only the pages it lacks, a tampered cache is fetched again") {
+TEST_CASE("hub rows: a second run reads the cache without a request, a larger one checks page 0 and asks the pages it lacks, a tampered cache is fetched again") {
     tests::TempDir dir("hub-rows-cache");
     tests::Emulator emu("hf_datasets");
     const auto o = options_for(emu, dir);
@@ -232,10 +237,13 @@ TEST_CASE("hub rows: a second run reads the cache without a request, a larger on
     CHECK(offsets_asked(emu) == std::vector<int>{0});
     CHECK(second.record["from_cache"] == true);
     CHECK(tests::read_file(dir / "a/hub_rows.txt") == tests::read_file(dir / "b/hub_rows.txt"));
-    // A run that needs more asks from where the cache ends.
+    // A run that needs more asks page 0 again (the dataset is unchanged: its rows are kept), then
+    // from where the cache ends.
     auto larger = deploy::prepare_hub_rows(kFineWeb, 12000, dir / "c", o);
-    CHECK(larger.requests >= 2);
-    CHECK(offsets_asked(emu).at(1) == 100);
+    CHECK(larger.requests >= 3);
+    CHECK(offsets_asked(emu) == std::vector<int>{0, 0, 100, 200, 300});
+    CHECK(larger.record["restarted_because"].is_null());
+    CHECK(larger.record["first_fetched_unix"] == first.record["first_fetched_unix"]);
     // The smaller run's text is a prefix of the larger one's (the same first rows).
     CHECK(tests::read_file(dir / "c/hub_rows.txt").rfind(tests::read_file(dir / "a/hub_rows.txt"), 0) == 0);
     // One byte of the cached rows changed: not trusted, fetched again from offset 0, same result.
@@ -260,6 +268,125 @@ TEST_CASE("hub rows: a second run reads the cache without a request, a larger on
     // The default cache folder follows XDG_CACHE_HOME.
     tests::EnvGuard xdg("XDG_CACHE_HOME", dir / "xdg");
     CHECK(deploy::hub_rows_cache_dir() == dir / "xdg/toolkit/hub-rows");
+}
+
+TEST_CASE("hub rows: a cache made from another endpoint is never served for this one, and the record names where its rows came from") {
+    tests::TempDir dir("hub-rows-endpoint");
+    tests::Emulator a("hf_datasets");
+    tests::Emulator b("hf_datasets");  // another server: the same names, other documents
+    b.configure({{"splits", {{{"dataset", "HuggingFaceFW/fineweb-edu"}, {"config", "default"}, {"split", "train"}, {"num_rows", 1000},
+                              {"doc_bytes", 301}}}}});
+    common::FakeClock clock;
+    auto from = [&](const tests::Emulator & emu) {
+        auto o = options_for(emu, dir);  // one cache folder for both
+        o.http.clock = &clock;
+        return o;
+    };
+    const double t1 = clock.unix_now();
+    auto first = deploy::prepare_hub_rows(kFineWeb, 1000, dir / "a1", from(a));
+    CHECK(first.requests == 1);
+    clock.advance(std::chrono::hours(2));
+    auto other = deploy::prepare_hub_rows(kFineWeb, 1000, dir / "b1", from(b));
+    CHECK(other.requests == 1);  // asked b, not served a's rows
+    CHECK(offsets_asked(b) == std::vector<int>{0});
+    const int k = other.record["rows"].get<int>();
+    const auto served = served_texts(b, k);
+    std::string expected;
+    for (int i = 0; i < k; ++i) expected += (i ? " " : "") + served[static_cast<size_t>(i)];
+    CHECK(tests::read_file(dir / "b1/hub_rows.txt") == expected);
+    CHECK(tests::read_file(dir / "b1/hub_rows.txt") != tests::read_file(dir / "a1/hub_rows.txt"));
+    CHECK(other.record["endpoint"] == b.base_url());
+    CHECK(other.record["from_cache"] == false);
+    // Back to a: its own cache, its endpoint and the time its rows were fetched, not this run's.
+    clock.advance(std::chrono::hours(2));
+    auto again = deploy::prepare_hub_rows(kFineWeb, 1000, dir / "a2", from(a));
+    CHECK(again.requests == 0);
+    CHECK(offsets_asked(a) == std::vector<int>{0});
+    CHECK(again.record["from_cache"] == true);
+    CHECK(again.record["endpoint"] == a.base_url());
+    CHECK(again.record["first_fetched_unix"].get<double>() == t1);
+    CHECK(again.record["last_fetched_unix"].get<double>() == t1);
+    CHECK(tests::read_file(dir / "a2/hub_rows.txt") == tests::read_file(dir / "a1/hub_rows.txt"));
+    // A cache record naming another endpoint (edited, or a name that collides) is not served either.
+    for (const auto & e : fs::directory_iterator(dir / "cache")) {
+        if (e.path().extension() != ".json") continue;
+        auto rec = nlohmann::json::parse(tests::read_file(e.path()));
+        if (rec["endpoint"] != a.base_url()) continue;
+        rec["endpoint"] = "http://127.0.0.1:1";
+        tests::write_file(e.path(), rec.dump());
+    }
+    auto edited = deploy::prepare_hub_rows(kFineWeb, 1000, dir / "a3", from(a));
+    CHECK(edited.requests == 1);
+    CHECK(edited.record["endpoint"] == a.base_url());
+}
+
+TEST_CASE("hub rows: a cache extended after the dataset changed is taken again from row 0, never spliced") {
+    tests::TempDir dir("hub-rows-changed");
+    tests::Emulator emu("hf_datasets");
+    auto split = [](int num_rows, int doc_bytes) {
+        return nlohmann::json{{"splits", {{{"dataset", "HuggingFaceFW/fineweb-edu"}, {"config", "default"}, {"split", "train"},
+                                           {"num_rows", num_rows}, {"doc_bytes", doc_bytes}}}}};
+    };
+    common::FakeClock clock;
+    auto o = options_for(emu, dir);
+    o.http.clock = &clock;
+    // What a run with no cache reads from the split as it is now.
+    auto fresh = [&](const std::string & name, int64_t tokens) {
+        auto x = o;
+        x.cache_dir = dir / ("cache-" + name);
+        return tests::read_file(deploy::prepare_hub_rows(kFineWeb, tokens, dir / name, x).text_path);
+    };
+    // Run 1 caches rows 0-99; the documents change (the same count); run 2 needs ~320 rows.
+    CHECK(deploy::prepare_hub_rows(kFineWeb, 1000, dir / "r1", o).requests == 1);
+    emu.configure(split(1000, 301));
+    emu.reset();
+    clock.advance(std::chrono::hours(30));
+    auto r2 = deploy::prepare_hub_rows(kFineWeb, 12000, dir / "r2", o);
+    CHECK(offsets_asked(emu) == std::vector<int>{0, 100, 200, 300});  // page 0 once: it is the new start
+    CHECK(tests::read_file(r2.text_path) == fresh("f2", 12000));
+    CHECK(r2.record["restarted_because"].get<std::string>().find("the split changed since its rows were cached on ") != std::string::npos);
+    CHECK(r2.record["restarted_because"].get<std::string>().find("(row 10 differs from the cached one)") != std::string::npos);
+    CHECK(r2.record["first_fetched_unix"].get<double>() == clock.unix_now());
+    CHECK(r2.record["from_cache"] == false);
+    // The split grows (its first rows as before): its row count is part of what is compared.
+    emu.configure(split(1200, 301));
+    emu.reset();
+    auto r3 = deploy::prepare_hub_rows(kFineWeb, 24000, dir / "r3", o);
+    CHECK(offsets_asked(emu).at(0) == 0);
+    CHECK(offsets_asked(emu).at(1) == 100);
+    CHECK(r3.record["restarted_because"].get<std::string>().find("its split now has 1200 rows, 1000 when cached") != std::string::npos);
+    CHECK(tests::read_file(r3.text_path) == fresh("f3", 24000));
+}
+
+TEST_CASE("hub rows: a split that changes between two pages of one fetch is read again from row 0, at most 3 times") {
+    tests::TempDir dir("hub-rows-midfetch");
+    tests::Emulator emu("hf_datasets");
+    auto o = options_for(emu, dir);
+    // A new version is published after the first page was served: more rows, other documents.
+    emu.configure({{"changes", {{{"after_requests", 1}, {"num_rows", 1200}, {"doc_bytes", 301}}}}});
+    auto r = deploy::prepare_hub_rows(kFineWeb, 6000, dir / "a", o);
+    CHECK(offsets_asked(emu) == std::vector<int>{0, 100, 0, 100});
+    CHECK(r.record["restarted_because"].get<std::string>().find("the split changed while its rows were read (the page at row 100 says 1200 rows, 1000 before)") !=
+          std::string::npos);
+    CHECK(r.record["num_rows_total"] == 1200);
+    auto x = o;
+    x.cache_dir = dir / "cache-fresh";
+    CHECK(tests::read_file(r.text_path) == tests::read_file(deploy::prepare_hub_rows(kFineWeb, 6000, dir / "b", x).text_path));
+    // A split that changes at every request is given up on, with nothing written.
+    emu.reset();
+    nlohmann::json changes = nlohmann::json::array();
+    for (int i = 1; i <= 10; ++i) changes.push_back({{"after_requests", i}, {"num_rows", 1200 + i}});
+    emu.configure({{"changes", changes}});
+    x.cache_dir = dir / "cache-busy";
+    try {
+        (void)deploy::prepare_hub_rows(kFineWeb, 6000, dir / "c", x);
+        FAIL("a split that never stays still was read");
+    } catch (const common::Error & e) {
+        CHECK(e.kind() == common::ErrorKind::Network);
+        CHECK(e.message().find("(config default, split train) changed 4 times while its rows were read") != std::string::npos);
+    }
+    CHECK(offsets_asked(emu).size() == 8);
+    CHECK_FALSE(fs::exists(dir / "c/hub_rows.txt"));
 }
 
 TEST_CASE("hub rows: members of a sweep starting at once fetch the rows once, the others wait for the cache") {
@@ -367,6 +494,15 @@ TEST_CASE("hub rows: a split that ends before the target is refused naming its r
     CHECK_FALSE(fs::exists(dir / "a/hub_rows.txt"));
     // The 130 rows are cached: a run they suffice for asks nothing.
     CHECK(deploy::prepare_hub_rows(kFineWeb, 1000, dir / "b", o).requests == 0);
+    // The split has grown since (its first rows unchanged): the cached count of 130 does not end
+    // the next fetch; page 0 is asked, the new count seen, and the rows read from row 0.
+    emu.configure({{"splits", {{{"dataset", "HuggingFaceFW/fineweb-edu"}, {"config", "default"}, {"split", "train"}, {"num_rows", 1000}, {"doc_bytes", 300}}}}});
+    emu.reset();
+    auto grown = deploy::prepare_hub_rows(kFineWeb, 17408, dir / "c", o);
+    CHECK(offsets_asked(emu).at(0) == 0);
+    CHECK(offsets_asked(emu).size() >= 5);
+    CHECK(grown.record["num_rows_total"] == 1000);
+    CHECK(grown.record["restarted_because"].get<std::string>().find("its split now has 1000 rows, 130 when cached") != std::string::npos);
 }
 
 TEST_CASE("hub rows: the token in the configured variable is sent as a bearer token, and a gated dataset without it names the variable") {

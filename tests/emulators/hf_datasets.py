@@ -14,6 +14,11 @@ row has FineWeb-Edu's columns; its text is lower-case words and single spaces on
 tokenizer covers it), the same for the same row index every time (text_of below).
 Auth: any bearer token is accepted (checked against --api-key when given); with the config key
 "require_token": true a request without one answers 401.
+A new version of the dataset published between two requests: the config key "changes":
+[{"after_requests": N, "num_rows": R, "doc_bytes": B}] applies each change (either key may be left
+out) to every split once N well-formed /rows requests have reached the splits since the last
+reset (not counting those an injected fault answered); later requests serve the changed split
+(doc_bytes changes every row's text, num_rows the split's size).
 
 Fault kinds of its own (besides the core's http_status, malformed_json, drop_connection, latency):
   truncated_cells {"row": N}     row N's text cut to 100 bytes and listed in truncated_cells
@@ -64,12 +69,30 @@ def text_of(row_idx, doc_bytes):
 
 class HfDatasets(Provider):
     name = "hf_datasets"
-    extra_config_keys = {"splits", "require_token"}
+    extra_config_keys = {"splits", "require_token", "changes"}
     extra_fault_kinds = {"truncated_cells", "wrong_row_idx", "huge_answer", "text_not_string"}
 
     def reset(self):
         self.emu.config.setdefault("splits", [dict(s) for s in DEFAULT_SPLITS])
         self.emu.config.setdefault("require_token", False)
+        self.emu.config["changes"] = []
+        self.rows_answered = 0
+
+    def _apply_changes(self):
+        """The changes due after the requests answered so far, each once (under the emulator's lock:
+        handle runs there)."""
+        pending = []
+        for c in self.emu.config.get("changes") or []:
+            if not isinstance(c, dict) or not isinstance(c.get("after_requests"), int):
+                raise ValueError('each change needs an integer "after_requests"')
+            if c["after_requests"] > self.rows_answered:
+                pending.append(c)
+                continue
+            for s in self.emu.config.get("splits") or []:
+                for key in ("num_rows", "doc_bytes"):
+                    if key in c:
+                        s[key] = int(c[key])
+        self.emu.config["changes"] = pending
 
     def route(self, req):
         req.action = "get" if req.path == "/rows" else "other"
@@ -110,6 +133,8 @@ class HfDatasets(Provider):
             return Response(422, {"error": "Parameter 'offset' must be positive"})
         if length < 1 or length > 100:
             return Response(422, {"error": "Parameter 'length' must not be greater than 100"})
+        self._apply_changes()
+        self.rows_answered += 1
         if not any(s.get("dataset") == dataset for s in self.emu.config.get("splits") or []):
             return Response(404, {"error": NOT_ACCESSIBLE})
         s = self._split(dataset, config, split)
