@@ -12,6 +12,8 @@
 #include <sstream>
 #include <tuple>
 
+#include "broker/instance.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/gnuplot.h"
 #include "common/log.h"
@@ -93,6 +95,30 @@ std::string quoted_block(const std::string & text) {
     for (int n = 0; std::getline(in, line) && n < 20; ++n)
         if (!line.empty()) out += "    " + line + "\n";
     return out.empty() ? "    (no message)\n" : out;
+}
+
+// The earliest moment known to end an instance that no recorded end proves gone, and what sets it:
+// the deadline in its name (RunPod enforces it as terminateAfter, `broker sweep` for every provider),
+// its watchdog's deadline from state.json, and a keep deadline. A kept instance whose watchdog was
+// reset to the keep deadline (watchdog_extended) no longer has the watchdog's first deadline; one
+// whose reset failed keeps it. The sweep's budget (sweep_run.cpp, observe) applies the same rule to
+// the member's state.json as it reads it. nullopt: nothing known ends it.
+struct KnownEnd {
+    double unix_s = 0;
+    std::string what;  // "its name's deadline 2026-12-07 11:03 UTC"
+};
+std::optional<KnownEnd> earliest_known_end(const RunState & st) {
+    std::optional<KnownEnd> best;
+    auto consider = [&](double t, const char * what) {
+        if (t > 0 && (!best || t < best->unix_s)) best = KnownEnd{t, std::string(what) + " " + common::format_utc_minute(t)};
+    };
+    if (!st.instance) return best;
+    if (auto n = broker::parse_instance_name(st.instance->name)) consider(static_cast<double>(n->deadline_unix), "its name's deadline");
+    const auto & end = st.end;
+    const bool keep_moved_watchdog = end && end->keep_until_unix && end->watchdog_extended.value_or(false);
+    if (st.watchdog && !keep_moved_watchdog) consider(st.watchdog->deadline_unix, "its watchdog's deadline");
+    if (end && end->keep_until_unix) consider(*end->keep_until_unix, "its keep deadline");
+    return best;
 }
 
 // The analysis modes `analyze compare` can compare, in the order one is preferred.
@@ -208,7 +234,8 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
         double params = 0, active = 0, cost = 0, wall_s = 0;
         bool have_cost = false, have_wall = false;
         // The instance is not proven ended (no ended_unix, or a terminate not proven): its cost is
-        // taken up to now (or a passed keep deadline) and may still grow; cost_note says which.
+        // taken up to now, or to the earliest deadline known to end it where that has passed, and
+        // may still grow until then; cost_note says which.
         bool may_bill = false;
         std::string cost_note;
         std::optional<double> perplexity;  // results measured it (analysis.perplexity)
@@ -241,26 +268,31 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
             if (st.instance) {
                 // An instance bills from its creation until it is proven gone. One whose run never
                 // recorded an end (its driver died, a finish never ran) or whose terminate was not
-                // proven may still be billing: costed up to now, or up to its keep deadline where
-                // that has passed (the watchdog's end, unconfirmed), and flagged; $0.00 hid it.
+                // proven may still be billing: costed up to now, but never past the earliest
+                // deadline known to end it (its name's, its watchdog's, a keep deadline; a report
+                // read days later once costed a member killed mid-run at $2/h to $67 where its own
+                // deadline allowed $3), and flagged with that deadline; $0.00 hid it.
                 const auto & end = st.end;
+                const auto known_end = earliest_known_end(st);
                 std::optional<double> until;
                 if (end && end->ended_unix) {
                     until = *end->ended_unix;
                     if (end->proven_gone.has_value() && !*end->proven_gone) {
                         r.may_bill = true;
-                        r.cost_note = "not proven gone: may still be billing";
+                        r.cost_note = "not proven gone: may still be billing" +
+                                      (known_end && known_end->unix_s > *until ? " until " + known_end->what : std::string());
                     }
                 } else {
                     const double now = unix_now();
+                    const std::string what = end && end->action == "keep" ? "kept" : "no end recorded";
                     r.may_bill = true;
-                    if (end && end->keep_until_unix && *end->keep_until_unix < now) {
-                        until = *end->keep_until_unix;
-                        r.cost_note = "kept to its deadline, not proven gone: may still be billing";
+                    if (known_end && known_end->unix_s < now) {
+                        until = known_end->unix_s;
+                        r.cost_note = what + ", not proven gone: may still be billing, costed until " + known_end->what;
                     } else {
                         until = now;
-                        r.cost_note = end && end->action == "keep" ? "kept, costed to now: may still be billing"
-                                                                   : "no end recorded, costed to now: may still be billing";
+                        r.cost_note = what + ", costed to now: may still be billing" +
+                                      (known_end ? " until " + known_end->what : std::string(" (no deadline known to end it)"));
                     }
                 }
                 if (st.instance->created_unix) {  // an adopted instance may not know its creation
@@ -386,8 +418,9 @@ std::string write_sweep_report(const SweepFile & s, const std::string & analyze_
     md << "\nTotal cost: $" << fixed(total_cost, 2) << " (" << rows.size() << " members, " << n_compared << " compared).";
     if (billing > 0)
         md << " $" << fixed(billing_cost, 2) << " of it for " << billing << (billing == 1 ? " instance" : " instances")
-           << " that may still be billing: not proven ended, costed up to now (or to a keep deadline that has passed), so the "
-              "figure may grow; `broker instances list` shows what still runs.";
+           << " that may still be billing: not proven ended, each costed up to now or to the earliest deadline known to end it "
+              "(the one in its name, its watchdog's, a keep deadline) where that has passed, so the figure may grow until the "
+              "deadline each row names; `broker instances list` shows what still runs.";
     md << "\n\n";
     if (!no_mode.empty()) {
         md << "Not compared (their results hold neither the predecessor nor the paper mode):";

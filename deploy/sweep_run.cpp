@@ -21,6 +21,7 @@
 #include <string_view>
 #include <thread>
 
+#include "broker/instance.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -140,8 +141,24 @@ void observe(Member & m) {
     const auto & i = field(st, "instance");
     const auto & end_record = field(st, "end");
     if (i.is_object()) {
-        double price = number_or(i, "price_usd_per_hour", 0.0), created = number_or(i, "created_unix", now_unix());
-        double end = number_or(end_record, "ended_unix", now_unix());
+        const double now = now_unix();
+        double price = number_or(i, "price_usd_per_hour", 0.0), created = number_or(i, "created_unix", now);
+        // An instance with no recorded end bills up to now, but never past the earliest deadline
+        // known to end it: the one in its name, its watchdog's (unless a keep moved the watchdog to
+        // the keep deadline), a keep deadline; the sweep report's rule (sweep_report.cpp,
+        // earliest_known_end). Costed to now, a member left from an earlier invocation days ago
+        // grew without bound and could exhaust sweep.max_cost_usd on a rerun.
+        double end = number_or(end_record, "ended_unix", -1);
+        if (end < 0) {
+            end = now;
+            auto cap = [&end](double t) {
+                if (t > 0) end = std::min(end, t);
+            };
+            if (auto n = broker::parse_instance_name(string_or(i, "name"))) cap(static_cast<double>(n->deadline_unix));
+            const double keep_until = number_or(end_record, "keep_until_unix", 0);
+            if (!(keep_until > 0 && field(end_record, "watchdog_extended") == true)) cap(number_or(field(st, "watchdog"), "deadline_unix", 0));
+            cap(keep_until);
+        }
         m.cost = cost_usd(price, std::max(0.0, end - created));
         m.cost_known = true;
         std::string provider = string_or(i, "provider"), id = string_or(i, "id");

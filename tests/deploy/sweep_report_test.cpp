@@ -2,12 +2,14 @@
 // instance that has not ended costs, and a report.md whatever `analyze compare` makes of the members
 // (results holding different analysis modes, a compare that fails).
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "deploy/sweep.h"
 #include "tests/support/temp_dir.h"
 
@@ -121,6 +123,50 @@ TEST_CASE("sweep report: a terminated instance not proven gone is flagged, its c
     CHECK(row_of(report, "unproven").at(6).rfind("1.00 ", 0) == 0);
     CHECK(row_of(report, "unproven").at(6).find("may still be billing") != std::string::npos);
     CHECK(report.find("$1.00 of it for 1 instance that may still be billing") != std::string::npos);
+}
+
+TEST_CASE("sweep report: an instance with no recorded end is costed no further than the earliest deadline known to end it, which its flag names") {
+    tests::TempDir dir("sweep-report-deadline");
+    auto s = sweep_of(dir, "deadline", fixture_member("killed") + fixture_member("watched") + fixture_member("kept-moved") +
+                                           fixture_member("kept-stuck") + fixture_member("ahead") + fixture_member("unproven"));
+    const double now = now_unix();
+    const double created = std::floor(now - 3 * 86400);  // reported three days after the create
+    auto named = [](double price, double created_unix, double deadline) {
+        auto i = instance(price, created_unix);
+        i["name"] = "tk-abc123-main-dl" + std::to_string(static_cast<long long>(deadline));
+        return i;
+    };
+    auto watchdog = [](double deadline) { return nlohmann::json{{"action", "request"}, {"deadline_unix", deadline}, {"heartbeat_timeout_s", 600}}; };
+    // The reviewer's case: killed during its run step (no end, no watchdog record: an older run
+    // directory), $2/h, the deadline in its name 1.5 h after its create: $3.00, not 72 h of billing.
+    member_dir(s, "killed", {{"instance", named(2.0, created, created + 5400)}});
+    // The watchdog's deadline before the name's: 1 h.
+    member_dir(s, "watched", {{"instance", named(2.0, created, created + 7200)}, {"watchdog", watchdog(created + 3600)}});
+    // Kept, its watchdog moved to the keep deadline (3 h): the watchdog's first deadline (1 h) no longer applies.
+    member_dir(s, "kept-moved", {{"instance", named(2.0, created, created + 5 * 3600)}, {"watchdog", watchdog(created + 3600)},
+                                 {"end", {{"action", "keep"}, {"keep_until_unix", created + 3 * 3600}, {"watchdog_extended", true}}}});
+    // Kept, but the watchdog could not be moved: it still ends the instance at its first deadline.
+    member_dir(s, "kept-stuck", {{"instance", named(2.0, created, created + 5 * 3600)}, {"watchdog", watchdog(created + 3600)},
+                                 {"end", {{"action", "keep"}, {"keep_until_unix", created + 3 * 3600}, {"watchdog_extended", false}}}});
+    // Its deadline still ahead: 30 min so far at $4.00, and the flag says until when it may bill.
+    member_dir(s, "ahead", {{"instance", named(4.0, now - 1800, now + 3600)}});
+    // A terminate not proven: costed to its end, billing at most until its name's deadline.
+    member_dir(s, "unproven", {{"instance", named(1.0, created, created + 7200)},
+                               {"end", {{"action", "terminate"}, {"proven_gone", false}, {"ended_unix", created + 3600}}}});
+    const std::string report = tests::read_file(deploy::write_sweep_report(s, "analyze-is-not-run-without-results"));
+    INFO(report);
+    auto cost = [&](const std::string & id) { return row_of(report, id).at(6); };
+    const std::string at = [&](double t) { return common::format_utc_minute(t); }(created + 5400);
+    CHECK(cost("killed") == "3.00 (no end recorded, not proven gone: may still be billing, costed until its name's deadline " + at + ")");
+    CHECK(cost("watched") == "2.00 (no end recorded, not proven gone: may still be billing, costed until its watchdog's deadline " +
+                                 common::format_utc_minute(created + 3600) + ")");
+    CHECK(cost("kept-moved") == "6.00 (kept, not proven gone: may still be billing, costed until its keep deadline " +
+                                    common::format_utc_minute(created + 3 * 3600) + ")");
+    CHECK(cost("kept-stuck").rfind("2.00 (kept, not proven gone: may still be billing, costed until its watchdog's deadline ", 0) == 0);
+    CHECK(cost("ahead").rfind("2.00 (no end recorded, costed to now: may still be billing until its name's deadline " +
+                                  common::format_utc_minute(now + 3600) + ")", 0) == 0);
+    CHECK(cost("unproven") == "1.00 (not proven gone: may still be billing until its name's deadline " + common::format_utc_minute(created + 7200) + ")");
+    CHECK(report.find("Total cost: $16.00") != std::string::npos);
 }
 
 #ifdef ANALYZE_BIN

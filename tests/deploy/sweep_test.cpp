@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -469,6 +470,34 @@ TEST_CASE("sweep run: under the budget every member finishes, and without a TTY 
     // Every member is told where the sweep's download slots are and how many.
     std::string argv = tests::read_file(f.dir.path() + "/out/fake/first-one/argv");
     CHECK(argv.find("--download-slots " + f.dir.path() + "/out/fake/download-slots:2") != std::string::npos);
+}
+
+TEST_CASE("sweep run: a member left from an earlier run with no recorded end counts toward the budget only up to its name's deadline") {
+    tests::EnvGuard price("FAKE_PRICE", "0.36"), seconds("FAKE_SECONDS", "1");
+    FakeSweep f("  max_parallel: 3\n  download_stagger: 0s\n  max_cost_usd: 10\n");
+    f.options.live = false;
+    // first-one finished three days ago without an end record (an older run directory: killed while
+    // it ran, its finish recorded by a later --resume that could not reach it), $2/h, the deadline
+    // in its instance's name 1.5 h after its create: $3.00 at most, not 72 h ($144) that would
+    // exhaust the $10 budget before the other members start.
+    const double created = std::floor(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() - 3 * 86400);
+    const std::string d = f.member_dir("first-one");
+    fs::create_directories(d);
+    tests::write_file(d + "/run.json", "{\"run_id\": \"abc123\"}\n");
+    tests::write_file(d + "/journal.jsonl", "{\"step\":\"run\",\"event\":\"start\",\"unix_s\":" + std::to_string(created) +
+                                                "}\n{\"step\":\"finish\",\"event\":\"done\",\"unix_s\":" + std::to_string(created + 60) + "}\n");
+    tests::write_file(d + "/state.json", nlohmann::json{{"instance", {{"provider", "local"}, {"id", "i-1"},
+                                                                      {"name", "tk-abc123-main-dl" + std::to_string(static_cast<long long>(created + 5400))},
+                                                                      {"price_usd_per_hour", 2.0}, {"created_unix", created}}}}
+                                                 .dump());
+    CHECK(f.run() == 0);
+    INFO(f.log);
+    CHECK(f.summary()["budget_reached"] == false);
+    CHECK(f.outcome("first-one") == "succeeded (earlier)");
+    for (const char * m : {"second-one", "third-one"}) CHECK(f.outcome(std::string(m)) == "succeeded");
+    const auto summary = f.summary();
+    for (const auto & m : summary["members"])
+        if (m["member"] == "first-one") CHECK(m["cost_usd"] == "3.00");
 }
 
 TEST_CASE("sweep run: on a TTY the table is redrawn in place (member, step, elapsed, $ so far, state)") {
