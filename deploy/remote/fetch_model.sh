@@ -40,7 +40,10 @@ if command -v flock >/dev/null 2>&1; then
 fi
 umask 077
 hdr=$(mktemp)
-trap 'rm -f "$hdr" "$dir/.headers"' EXIT INT TERM
+trap 'rm -f "$hdr" "$dir/.headers"' EXIT
+# Stopped (bifrost kill: TERM to the group, then KILL): leave at once, the part for the next run.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 printf 'User-Agent: outlier-toolkit/0.1\n' > "$hdr"
 if [ -n "${HF_TOKEN:-}" ]; then printf 'Authorization: Bearer %s\n' "$HF_TOKEN" >> "$hdr"; fi
 
@@ -79,16 +82,33 @@ entity_tag() {
 # file is renamed into place only when curl succeeded and its size is the one the server declared:
 # a cut transfer (curl prints the status it got even when the body stopped short) stays FILE.part,
 # which the next run resumes, and never reaches .complete. A part is resumed only into the same
-# file: the entity tag its first bytes came with is kept in FILE.part.etag, and a resume that
-# answers another one (the revision moved to a new blob, e.g. `main`) would splice two files, so
-# the part is dropped and the file fetched anew. So is a part the server cannot resume (it ignores
-# byte ranges: curl exit 33).
+# file: the entity tag the file had when its first bytes were asked for is kept in FILE.part.etag
+# (read with a HEAD before the transfer, so a transfer killed midway leaves it too), and a part
+# whose tag is unknown, or differs from the file's now or from the transfer's answer (the revision moved to a new blob, e.g.
+# `main`) would splice two files, so it is dropped and the file fetched anew. So is a part the
+# server cannot resume (it ignores byte ranges: curl exit 33).
 get() {
   file=$1; optional=${2:-}
   part="$dir/$file.part"
   attempt=1
   while :; do
+    rm -f "$dir/.headers"
+    curl -sS -I -L -H @"$hdr" --connect-timeout 20 --max-time 120 -D "$dir/.headers" -o /dev/null \
+         "$endpoint/$repo/resolve/$rev/$file" 2>/dev/null || true
+    now_tag=$(entity_tag "$dir/.headers" 2>/dev/null || true)
+    old_tag=$(head -c 200 "$part.etag" 2>/dev/null || true)
+    # (A HEAD that tells nothing keeps a tagged part: the transfer's own answer is checked below.)
+    if [ -s "$part" ] && { [ -z "$old_tag" ] || { [ -n "$now_tag" ] && [ "$old_tag" != "$now_tag" ]; }; }; then
+      if [ -z "$old_tag" ]; then why="no record of which version of the file it holds"
+      else why="the file changed on the Hub since (entity tag $old_tag, now $now_tag)"; fi
+      echo "fetch_model: $repo@$rev: $file: a partial file is here with $why: dropped, fetching anew" >&2
+      rm -f "$part" "$part.etag"
+    fi
     resumed=; [ -s "$part" ] && resumed=1
+    if [ -z "$resumed" ]; then
+      rm -f "$part.etag"
+      if [ -n "$now_tag" ]; then printf '%s\n' "$now_tag" > "$part.etag"; fi
+    fi
     old_tag=$(head -c 200 "$part.etag" 2>/dev/null || true)
     rc=0
     rm -f "$dir/.headers"
@@ -99,8 +119,9 @@ get() {
     again=
     if [ "$rc" -eq 33 ] && [ -n "$resumed" ]; then
       again="the server cannot resume it (it ignores byte ranges)"
-    elif [ -n "$resumed" ] && [ -n "$old_tag" ] && [ -n "$tag" ] && [ "$tag" != "$old_tag" ]; then
-      again="it changed on the Hub since its first part was fetched (entity tag $old_tag, now $tag)"
+    elif [ -n "$old_tag" ] && [ -n "$tag" ] && [ "$tag" != "$old_tag" ]; then
+      # Between the HEAD and the transfer, or across curl's own resumed retries.
+      again="it changed on the Hub while being fetched (entity tag $old_tag, now $tag)"
     fi
     if [ -n "$again" ]; then
       rm -f "$part" "$part.etag"
@@ -112,12 +133,8 @@ get() {
       attempt=$((attempt + 1))
       continue
     fi
-    # The tag the part's first bytes came with, for the next run's resume (a part begun without one
-    # keeps none: only the size check then guards it).
-    if [ -z "$resumed" ]; then
-      rm -f "$part.etag"
-      if [ -f "$part" ] && [ -n "$tag" ]; then printf '%s\n' "$tag" > "$part.etag"; fi
-    fi
+    # A transfer the HEAD could not tag: the tag its own answer carried, for the next run's resume.
+    if [ -z "$old_tag" ] && [ -f "$part" ] && [ -n "$tag" ]; then printf '%s\n' "$tag" > "$part.etag"; fi
     break
   done
   case "$code" in

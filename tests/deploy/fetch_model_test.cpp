@@ -44,8 +44,13 @@ class H(http.server.BaseHTTPRequestHandler):
     def control(self):
         try: return json.load(open(ctl))
         except Exception: return {}
+    def do_HEAD(self):
+        self.head_only = True
+        self.do_GET()
     def do_GET(self):
-        with open(logf, "a") as f: f.write(self.path + " " + str(self.headers.get("Range")) + "\n")
+        head = getattr(self, "head_only", False)
+        self.head_only = False
+        with open(logf, "a") as f: f.write(("HEAD " if head else "") + self.path + " " + str(self.headers.get("Range")) + "\n")
         c = self.control()
         cdn = self.path.startswith("/cdn/")
         rel = self.path[5:] if cdn else self.path.lstrip("/")
@@ -69,6 +74,10 @@ class H(http.server.BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0"); self.end_headers(); return
         body = data[start:]
         total = c.get("total", len(data))
+        if head:  # the headers a GET would send, no body, nothing cut
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers(); return
         cut = cdn and c.get("cut", 0) > 0
         if cut:
             c["cut"] -= 1
@@ -194,7 +203,12 @@ TEST_CASE("fetch_model.sh: a part longer than the file (416 with its size) is re
     tests::TempDir cache;
     const std::string dir = cache / "models/org--model/main";
     fs::create_directories(dir);
-    tests::write_file(dir + "/model.safetensors.part", blob(1500));  // e.g. a part of another revision's blob
+    tests::write_file(dir + "/model.safetensors.part", blob(1500));
+    // Its record says it is of this very file (the Hub's sha256 of blob(1000)): only the size tells.
+    const std::string served = hub.dir / ("root/" + base + "model.safetensors");
+    auto sha = common::run_process({"sh", "-c", "sha256sum < \"$0\" | cut -c1-64", served}, common::RunOptions{});
+    REQUIRE(sha.out.size() == 65);
+    tests::write_file(dir + "/model.safetensors.part.etag", sha.out);
     auto r = fetch(hub, cache);
     INFO(r.err);
     CHECK(r.exit_code == 6);
@@ -286,7 +300,7 @@ TEST_CASE("fetch_model.sh: a part whose file changed on the Hub (another entity 
     auto r = fetch(hub, cache);
     INFO(r.err);
     CHECK(r.exit_code == 0);
-    CHECK(r.err.find("changed on the Hub since its first part was fetched") != std::string::npos);
+    CHECK(r.err.find("the file changed on the Hub since (entity tag") != std::string::npos);
     CHECK(tests::read_file(dir + "/model.safetensors") == changed);
     CHECK(fs::exists(dir + "/.complete"));
     CHECK_FALSE(fs::exists(dir + "/model.safetensors.part.etag"));
@@ -304,4 +318,44 @@ TEST_CASE("fetch_model.sh: a part the server cannot resume (it ignores byte rang
     CHECK(r.err.find("the server cannot resume it") != std::string::npos);
     CHECK(tests::read_file(dir + "/model.safetensors") == weights);
     CHECK(fs::exists(dir + "/.complete"));
+}
+
+TEST_CASE("fetch_model.sh: a part with no record of its file's version (left by a killed transfer of an older script) is fetched anew, never resumed") {
+    CuttingHub hub;
+    tests::TempDir cache;
+    const std::string dir = leave_part(hub, cache, blob(kSize));
+    // The file moved on, and nothing says which version the part holds: resuming could splice.
+    std::filesystem::remove(dir + "/model.safetensors.part.etag");
+    std::string changed = blob(kSize);
+    for (size_t i = 0; i < changed.size(); i += 4096) changed[i] = 'Y';
+    hub.put("org/model/resolve/main/model.safetensors", changed);
+    hub.control(nlohmann::json::object());
+    auto r = fetch(hub, cache);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.err.find("no record of which version of the file it holds") != std::string::npos);
+    CHECK(tests::read_file(dir + "/model.safetensors") == changed);
+}
+
+TEST_CASE("fetch_model.sh: the version a part holds is recorded before its transfer, so a transfer killed midway leaves it") {
+    CuttingHub hub;
+    tests::TempDir cache;
+    const std::string base = "org/model/resolve/main/";
+    hub.put(base + "config.json", R"({"model_type":"llama"})");
+    hub.put(base + "model.safetensors", blob(kSize));
+    // curl that SIGKILLs itself on the weights' transfer, after the script's HEAD: nothing of the
+    // transfer's answer is ever read by the script.
+    tests::TempDir bin;
+    tests::write_file(bin / "curl",
+                      "#!/bin/sh\n"
+                      "case \" $* \" in *\" -I \"*) exec /usr/bin/curl \"$@\";; esac\n"
+                      "case \"$* \" in *\"/model.safetensors.part \"*) printf 'partial' > \"$(dirname \"$0\")/../p\"; kill -KILL $$;; esac\n"
+                      "exec /usr/bin/curl \"$@\"\n");
+    std::filesystem::permissions(bin / "curl", std::filesystem::perms::owner_all);
+    auto r = fetch(hub, cache, {"PATH=" + bin.path() + ":" + std::string(std::getenv("PATH"))});
+    INFO(r.err);
+    CHECK(r.exit_code != 0);
+    const std::string dir = cache / "models/org--model/main";
+    REQUIRE(std::filesystem::exists(dir + "/model.safetensors.part.etag"));
+    CHECK(tests::read_file(dir + "/model.safetensors.part.etag").size() == 65);  // a sha256 in hex, a newline
 }
