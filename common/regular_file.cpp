@@ -13,9 +13,8 @@
 
 namespace common {
 
-namespace {
-
-std::string type_name(mode_t mode) {
+std::string file_type_name(mode_t mode) {
+    if (S_ISLNK(mode)) return "a symbolic link";
     if (S_ISDIR(mode)) return "a directory";
     if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
     if (S_ISSOCK(mode)) return "a socket";
@@ -24,8 +23,10 @@ std::string type_name(mode_t mode) {
     return "not a regular file";
 }
 
+namespace {
+
 Error not_regular(const std::string & path, std::string_view what, mode_t mode) {
-    return Error(ErrorKind::Usage, path + ": is " + type_name(mode) + ", not a regular file (expected a " +
+    return Error(ErrorKind::Usage, path + ": is " + file_type_name(mode) + ", not a regular file (expected a " +
                                        std::string(what) + ")")
         .with("file", path);
 }

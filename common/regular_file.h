@@ -6,11 +6,17 @@
 // two); read_regular_file() also bounds the size before reading a byte.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace common {
+
+// What a file of this st_mode is, for errors: "a directory", "a FIFO (named pipe)", "a symbolic
+// link" (from lstat), ...; "not a regular file" for any other kind.
+std::string file_type_name(mode_t mode);
 
 // An open, read-only descriptor of a regular file; closed on destruction.
 class RegularFile {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/jsonl.h"
 #include "common/regular_file.h"
 
 namespace deploy {
@@ -120,27 +121,15 @@ void check_jsonl(const DataConfig & d) {
         return;
     }
     const std::string all = common::read_regular_file(d.jsonl_file, kMaxJsonlReadBytes, "jsonl file");
-    int64_t text_bytes = 0, docs = 0, line_no = 0;
-    for (size_t begin = 0; begin < all.size();) {
-        size_t end = all.find('\n', begin);
-        if (end == std::string::npos) end = all.size();
-        const std::string_view line(all.data() + begin, end - begin);
-        begin = end + 1;
-        ++line_no;
-        if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-        const std::string where = d.jsonl_file + ":" + std::to_string(line_no);
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception &) {
-            throw common::Error::usage("data.jsonl: " + where + ": not valid JSON").with("file", d.jsonl_file);
-        }
-        auto it = j.is_object() ? j.find(d.text_field) : j.end();
-        if (it == j.end() || !it->is_string())
-            throw common::Error::usage("data.jsonl: " + where + ": no string field \"" + d.text_field + "\" (data.text_field)").with("file", d.jsonl_file);
-        text_bytes += static_cast<int64_t>(it->get_ref<const std::string &>().size());
+    int64_t text_bytes = 0, docs = 0;
+    auto bad = common::for_each_jsonl_document(all, d.text_field, [&](int64_t, const std::string & doc) {
+        text_bytes += static_cast<int64_t>(doc.size());
         ++docs;
-    }
+    });
+    if (bad)
+        throw common::Error::usage("data.jsonl: " + d.jsonl_file + ":" + std::to_string(bad->line_no) + ": " +
+                                   (bad->no_field ? bad->problem + " (data.text_field)" : std::string("not valid JSON")))
+            .with("file", d.jsonl_file);
     if (text_bytes + kSpecialTokensPerDocument * docs < tokens_needed(d))
         too_little("jsonl", d.jsonl_file,
                    "holds " + std::to_string(docs) + " documents of " + std::to_string(text_bytes) + " bytes of text (at most " +

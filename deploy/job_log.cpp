@@ -17,16 +17,6 @@ namespace deploy {
 
 namespace {
 
-std::string kind_of(mode_t mode) {
-    if (S_ISLNK(mode)) return "a symbolic link";
-    if (S_ISDIR(mode)) return "a directory";
-    if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
-    if (S_ISSOCK(mode)) return "a socket";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    return "not a regular file";
-}
-
 common::Error refused(const std::string & path, const std::string & what) {
     return common::Error(common::ErrorKind::Usage, path + ": is " + what +
                                                        ", not a regular file; a run's log is written and read only as a regular file "
@@ -38,7 +28,7 @@ common::Error refused(const std::string & path, const std::string & what) {
 common::Error open_failed(int dir_fd, const std::string & name, const std::string & path, const char * action, int e) {
     struct stat sb {};
     if (dir_fd >= 0 && ::fstatat(dir_fd, name.c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(sb.st_mode))
-        return refused(path, kind_of(sb.st_mode));
+        return refused(path, common::file_type_name(sb.st_mode));
     if (e == ELOOP) return refused(path, "a symbolic link");
     if (e == ENXIO) return refused(path, "a FIFO or socket");
     return common::Error::io(path, action, e);
@@ -57,7 +47,7 @@ int open_logs_dir(const std::string & logs_dir) {
     struct stat sb {};
     if (::lstat(logs_dir.c_str(), &sb) == 0 && !S_ISDIR(sb.st_mode))
         throw common::Error(common::ErrorKind::Usage,
-                            logs_dir + ": is " + kind_of(sb.st_mode) + ", not a directory; a run's logs are written only into a real "
+                            logs_dir + ": is " + common::file_type_name(sb.st_mode) + ", not a directory; a run's logs are written only into a real "
                                                                      "logs folder of its run directory (never through a link)")
             .with("file", logs_dir);
     throw common::Error::io(logs_dir, "open", e);
@@ -89,7 +79,7 @@ common::RegularFile open_for_reading(const std::string & logs_dir, const std::st
         throw common::Error::io(path, "stat", e);
     }
     common::RegularFile file(fd, static_cast<uint64_t>(sb.st_size));
-    if (!S_ISREG(sb.st_mode)) throw refused(path, kind_of(sb.st_mode));
+    if (!S_ISREG(sb.st_mode)) throw refused(path, common::file_type_name(sb.st_mode));
     return file;
 }
 
@@ -151,7 +141,7 @@ JobLog::JobLog(const std::string & logs_dir, const std::string & file_name, uint
     if (!S_ISREG(sb.st_mode)) {
         ::close(fd_);
         fd_ = -1;
-        throw refused(path_, kind_of(sb.st_mode));
+        throw refused(path_, common::file_type_name(sb.st_mode));
     }
     (void)::fcntl(fd_, F_SETFL, O_APPEND);  // a regular file: ordinary blocking writes from here
     if (static_cast<uint64_t>(sb.st_size) > offset && ::ftruncate(fd_, static_cast<off_t>(offset)) != 0) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/jsonl.h"
 #include "common/program.h"
 #include "common/regular_file.h"
 #include "extractor/hash.h"
@@ -167,26 +168,10 @@ InputSet prepare_inputs(const InputOptions & opt, const std::string & model_dir,
         } else {
             in.source = opt.jsonl_file;
             const std::string all = read_file(opt.jsonl_file);
-            int64_t line_no = 0;
-            for (size_t begin = 0; begin < all.size();) {
-                size_t end = all.find('\n', begin);
-                if (end == std::string::npos) end = all.size();
-                const std::string_view line(all.data() + begin, end - begin);
-                begin = end + 1;
-                ++line_no;
-                if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-                nlohmann::json j;
-                try {
-                    j = nlohmann::json::parse(line);
-                } catch (const nlohmann::json::exception & e) {
-                    throw common::Error::file(opt.jsonl_file + ":" + std::to_string(line_no), std::string("not valid JSON: ") + e.what());
-                }
-                auto it = j.find(opt.text_field);
-                if (it == j.end() || !it->is_string())
-                    throw common::Error::file(opt.jsonl_file + ":" + std::to_string(line_no),
-                                              "no string field \"" + opt.text_field + "\" (choose it with --text-field)");
-                append(it->get<std::string>());
-            }
+            auto bad = common::for_each_jsonl_document(all, opt.text_field, [&](int64_t, const std::string & doc) { append(doc); });
+            if (bad)
+                throw common::Error::file(opt.jsonl_file + ":" + std::to_string(bad->line_no),
+                                          bad->problem + (bad->no_field ? " (choose it with --text-field)" : ""));
         }
     }
     if (windows.empty()) {
