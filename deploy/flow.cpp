@@ -78,7 +78,7 @@ public:
 
     int run(const common::Output & out) {
         if (finished_before_) return summarize_finished(out);
-        auto report = run_steps(with_data_step(batch_ ? batch_steps() : instance_steps()), Step{"finish", [this](StepContext & c) { finish(c); }, 10min, true, false},
+        auto report = run_steps(with_test_hooks(with_data_step(batch_ ? batch_steps() : instance_steps())), Step{"finish", [this](StepContext & c) { finish(c); }, 10min, true, false},
                                 dir_, clock_, [this](const RunReport & r) {
                                     outcome_ = !r.first_failure ? Outcome::Succeeded
                                                : r.first_failure->kind() == common::ErrorKind::Interrupted ? Outcome::Interrupted
@@ -100,6 +100,17 @@ private:
     // or too short costs nothing. Other sources are files already here (validate() checked them).
     std::vector<Step> with_data_step(std::vector<Step> steps) {
         if (cfg_.data.hub_rows) steps.insert(steps.begin(), Step{"data", [this](StepContext & c) { fetch_data(c); }, 30min});
+        return steps;
+    }
+
+    // --test-sigkill-at-step STEP: every step is a place a test can kill the run at, as it starts.
+    std::vector<Step> with_test_hooks(std::vector<Step> steps) {
+        if (opt_.stop_after_step_started.empty()) return steps;
+        for (auto & s : steps)
+            s.run = [this, name = s.name, run = std::move(s.run)](StepContext & c) {
+                test_hook(name);
+                run(c);
+            };
         return steps;
     }
 
@@ -300,6 +311,10 @@ private:
         st().create_intent = CreateIntent{run_id, clock_.unix_now(), std::vector<std::string>{}};
         save();
         std::optional<common::Error> last;
+        // Providers whose API failed while the step looked for an offer: each is warned about as it
+        // happens and named in the step's error, so a provider that is down does not read as one
+        // with nothing on offer.
+        std::vector<broker::ProviderFailure> search_failures;
         for (const auto & p : providers()) {
             common::throw_if_interrupted();
             // Before the call: a create that fails after the provider made the instance (its answer
@@ -311,7 +326,15 @@ private:
             std::vector<std::string> tried;
             while (tried.size() < kCreateOffersPerProvider) {
                 common::throw_if_interrupted();
-                auto offer = cheapest_untried(p, tried);
+                std::optional<broker::Offer> offer;
+                try {
+                    offer = cheapest_untried(p, tried);
+                } catch (const common::Error & e) {
+                    if (e.kind() == common::ErrorKind::Usage || e.kind() == common::ErrorKind::Interrupted) throw;
+                    common::log::warn("create: ", p, ": the search for an offer failed (", e.message(), "); trying the next provider");
+                    search_failures.push_back({p, e});
+                    break;
+                }
                 if (!offer) {
                     if (tried.empty())
                         last = common::Error(common::ErrorKind::Capacity,
@@ -358,9 +381,26 @@ private:
             }
             st().create_intent->providers->pop_back();
             save();
-            common::log::warn("create: ", p, ": no offer could be rented (", tried.size(), " tried); trying the next provider");
+            if (search_failures.empty() || search_failures.back().provider != p)
+                common::log::warn("create: ", p, ": no offer could be rented (", tried.size(), " tried); trying the next provider");
         }
-        throw last ? *last : common::Error(common::ErrorKind::Capacity, "create: no provider to try");
+        throw create_failure(last, search_failures);
+    }
+
+    // The create step's error once no provider rented: the last refusal (no offer left, no capacity),
+    // with every provider whose search failed named with its error; when every provider failed that
+    // way, the first failure's kind (a network error is not "nothing on offer").
+    static common::Error create_failure(const std::optional<common::Error> & last, const std::vector<broker::ProviderFailure> & failed) {
+        std::string named;
+        for (const auto & f : failed) {
+            const std::string & m = f.error.message();  // broker's errors mostly start with the provider's name
+            named += (named.empty() ? "" : "; ") + (m.rfind(f.provider + ": ", 0) == 0 ? m : f.provider + ": " + m);
+        }
+        if (failed.empty()) return last ? *last : common::Error(common::ErrorKind::Capacity, "create: no provider to try");
+        if (!last)
+            return common::Error(failed.front().error.kind(), "create: the search for an offer failed on every provider (" + named +
+                                                                  "); nothing was rented. Try again once the provider answers, or run `broker search`");
+        return common::Error(last->kind(), last->message() + "; the search for an offer failed on (" + named + ")");
     }
 
     // An instance (or job) of this run that may still bill, found by its name in `provider`'s own
@@ -829,7 +869,6 @@ private:
     // ---- run: extract + analyze as one detached job, streamed here --------------------------------
     void run_job(StepContext & ctx) {
         RemoteLayout l = layout();
-        test_hook("run");
         // max_duration from now, but not past the instance's own end less room to pull and finish:
         // the steps before (or an earlier attach) used part of its lifetime (policy.h, run_budget).
         // A job started by an earlier attach is still followed (it may have ended; if not, the
@@ -932,7 +971,6 @@ private:
     // ---- run (batch): extract + analyze as the scheduler's job with the run's GPUs ---------------
     void run_batch(StepContext & ctx) {
         RemoteLayout l = layout();
-        test_hook("run");
         if (!st().batch->jobs.count("analysis")) {
             std::string job = job_script(cfg_, l, st().bin_dir.value_or(""), st().model_dir.value_or(""));
             if (exec_sh("mkdir -p " + common::sh_quote(l.input_dir) + " && cat > " + common::sh_quote(l.input_dir + "/job.sh"), job) != 0)

@@ -494,6 +494,94 @@ TEST_CASE("e2e: when finish cannot look up an instance a failed create may have 
     CHECK(vast.state()["instances"].size() == 1);
 }
 
+namespace {
+
+// A GPU run that may rent on RunPod, then on Vast (both emulated; nothing backs their instances), and
+// the environment that reaches both.
+std::string runpod_then_vast_config(const Env & env) {
+    std::string text = tests::read_file(cloud_config(env, "runpod", "  on_failure: terminate\n  max_duration: 1h\n"));
+    text.replace(text.find("providers: [runpod]"), 19, "providers: [runpod, vast]");
+    const std::string path = env.dir / "runpod-then-vast.yaml";
+    tests::write_file(path, text);
+    return path;
+}
+common::RunOptions both_clouds(const tests::Emulator & runpod, const tests::Emulator & vast) {
+    auto o = cloud_opts(runpod, "runpod");
+    for (const auto & e : cloud_opts(vast, "vast").extra_env)
+        if (e.rfind("VAST_", 0) == 0) o.extra_env.push_back(e);
+    return o;
+}
+
+// A run of that config stopped (SIGKILL) as its create step starts: the offers step found offers on
+// both clouds, nothing is rented yet.
+std::string stopped_before_create(const Env & env, const tests::Emulator & runpod, const tests::Emulator & vast) {
+    auto args = base_args(env, runpod_then_vast_config(env));
+    for (const char * a : {"--test-sigkill-at-step", "create"}) args.push_back(a);
+    auto r = common::run_process(args, both_clouds(runpod, vast));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 128 + SIGKILL);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    REQUIRE(journal_has(run, "offers", "done"));
+    std::set<std::string> offered;
+    const auto st = state_of(run);
+    for (const auto & o : st["offers"]) offered.insert(o["provider"].get<std::string>());
+    REQUIRE(offered == std::set<std::string>{"runpod", "vast"});
+    return run;
+}
+
+}  // namespace
+
+TEST_CASE("e2e: a provider whose API fails during the create's search is named with its error, and the create moves on to the next provider") {
+    Env env;
+    tests::Emulator runpod("runpod", {.api_key = "test-key-runpod"});
+    tests::Emulator vast("vast", {.api_key = "test-key-vast"});
+    std::string run = stopped_before_create(env, runpod, vast);
+    // From here RunPod's API answers every search with 503 (common::http's retries included).
+    runpod.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "search"}}}, {"count", 1000}});
+    auto args = resume_args(env, run);
+    for (const char * a : {"--test-sigkill-at-step", "create:answered"}) args.push_back(a);  // only the create matters here
+    auto r = common::run_process(args, both_clouds(runpod, vast));
+    INFO(r.err);
+    CHECK(r.exit_code == 128 + SIGKILL);
+    CHECK(vast.state()["instances"].size() == 1);  // rented on the next provider
+    // The warning names the provider and what its API answered, not "no offer matches".
+    CHECK(r.err.find("no offer matches") == std::string::npos);
+    auto at = r.err.find("create: runpod: ");
+    REQUIRE(at != std::string::npos);
+    CHECK(r.err.substr(at, r.err.find('\n', at) - at).find("503") != std::string::npos);
+}
+
+TEST_CASE("e2e: when every provider's API fails during the create's search, the run's error names each provider and its error") {
+    Env env;
+    tests::Emulator runpod("runpod", {.api_key = "test-key-runpod"});
+    tests::Emulator vast("vast", {.api_key = "test-key-vast"});
+    std::string run = stopped_before_create(env, runpod, vast);
+    runpod.inject({{"kind", "http_status"}, {"status", 503}, {"match", {{"action", "search"}}}, {"count", 1000}});
+    vast.inject({{"kind", "http_status"}, {"status", 502}, {"match", {{"action", "search"}}}, {"count", 1000}});
+    auto r = common::run_process(resume_args(env, run), both_clouds(runpod, vast));
+    INFO(r.err);
+    CHECK(r.exit_code == 6);  // network: the providers' APIs failed, not "no capacity"
+    CHECK(journal_has(run, "create", "failed"));
+    CHECK(journal_has(run, "finish", "done"));
+    CHECK(runpod.state()["instances"].empty());
+    CHECK(vast.state()["instances"].empty());
+    CHECK(r.err.find("no offer matches") == std::string::npos);
+    // The step's error (the journal's, and main's last line) names both, each with its own answer.
+    std::string message;
+    std::ifstream in(run + "/journal.jsonl");
+    for (std::string line; std::getline(in, line);) {
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_object() && j.value("step", "") == "create" && j.value("event", "") == "failed") message = j.value("message", "");
+    }
+    INFO(message);
+    auto rp = message.find("runpod: "), va = message.find("vast: ");
+    REQUIRE(rp != std::string::npos);
+    REQUIRE(va != std::string::npos);
+    CHECK(message.find("503", rp) != std::string::npos);
+    CHECK(message.find("502", va) != std::string::npos);
+}
+
 TEST_CASE("e2e: a terminate that fails in finish leaves the on-instance watchdog armed, and the watchdog ends the pod") {
     Env env;
     fs::create_directories(env.dir / "pod-home");
