@@ -696,6 +696,15 @@ private:
         return cmd + " instances terminate " + common::sh_quote(ref) + " --yes";
     }
 
+    // The shell line that replaces the watchdog's config with its stdin. Written beside it and
+    // renamed over it: the watchdog re-reads the file every tick, and a write that fails midway (a
+    // full disk) or is read half done must leave it the whole old config, not an empty one (with
+    // which it would end nothing: no deadline, no heartbeat file).
+    static std::string write_watchdog_conf(const RemoteLayout & l) {
+        const std::string next = common::sh_quote(l.watchdog_conf + ".next");
+        return "cat > " + next + " && mv -f " + next + " " + common::sh_quote(l.watchdog_conf);
+    }
+
     // ---- watchdog: ends the instance when heartbeats stop or the deadline passes ------------------
     void arm_watchdog(StepContext &) {
         RemoteLayout l = layout();
@@ -704,7 +713,7 @@ private:
             common::log::warn("watchdog: ", inst().provider,
                               " has no in-instance credential to end itself; the name's deadline and `broker sweep` are the backstop");
         std::string script = l.src_dir + "/deploy/remote/watchdog.sh";
-        std::string line = "mkdir -p " + common::sh_quote(l.run_dir) + " && cat > " + common::sh_quote(l.watchdog_conf) + " && touch " +
+        std::string line = "mkdir -p " + common::sh_quote(l.run_dir) + " && " + write_watchdog_conf(l) + " && touch " +
                            common::sh_quote(l.heartbeat_file) + " && (setsid nohup sh " + common::sh_quote(script) + " " +
                            common::sh_quote(l.watchdog_conf) + " >> " + common::sh_quote(l.run_dir + "/watchdog.log") +
                            " 2>&1 < /dev/null &)";
@@ -1411,11 +1420,14 @@ private:
             salvage();
         }
         // A kept instance bills on: its watchdog's deadline stops where policy.max_cost_usd is reached.
+        // Kept only with a watchdog to end it (none yet after a failure in create, ready or push).
         const double now = clock_.unix_now();
-        EndDecision d = decide(cfg_.policy, outcome_, now, cost_cap_unix(cfg_.policy, in.price_usd_per_hour, in.created_unix.value_or(now)));
+        EndDecision d = decide(cfg_.policy, outcome_, now, cost_cap_unix(cfg_.policy, in.price_usd_per_hour, in.created_unix.value_or(now)),
+                               st().watchdog.has_value());
         if (found_unrecorded_)  // nothing was set up on it and no watchdog guards it: never kept
             d = EndDecision{EndAction::Terminate, 0, "terminate: created for this run but never recorded (the create failed)"};
-        common::log::info("finish: ", d.reason);
+        // A keep's reason is said once the watchdog has (or has not) been moved to its deadline.
+        if (d.action == EndAction::Terminate) common::log::info("finish: ", d.reason);
         st().end = EndRecord{.action = std::string(end_action_name(d.action)), .reason = d.reason};
         save();
         if (d.action == EndAction::Keep) {
@@ -1425,13 +1437,21 @@ private:
                 auto w = watchdog_settings();
                 w.deadline_unix = d.keep_until_unix;
                 w.heartbeat_timeout_s = cfg_.policy.keep_ttl_s;  // nobody heartbeats a kept box
-                extended = exec_sh("cat > " + common::sh_quote(l.watchdog_conf), watchdog_config(w, l)) == 0;
+                extended = exec_sh(write_watchdog_conf(l), watchdog_config(w, l)) == 0;
             } catch (const common::Error & e) {
                 common::log::warn("finish: could not reset the watchdog for the keep TTL: ", e.message());
                 note_remote_failure(e);
             }
             st().end->keep_until_unix = d.keep_until_unix;
             st().end->watchdog_extended = extended;
+            if (extended) {
+                common::log::info("finish: ", d.reason);
+            } else {
+                // The keep deadline is enforced by nothing: what ends the instance is what was armed.
+                st().end->keep_until_unix = instance_end_unix();
+                st().end->reason = keep_not_extended_reason(d.keep_until_unix, *st().end->keep_until_unix);
+                common::log::warn("finish: ", *st().end->reason);
+            }
             save();
             common::log::warn("finish: ", in.ref(), " kept; end it with: broker instances terminate ", in.ref(), " --yes");
             return;
@@ -1444,7 +1464,7 @@ private:
                 RemoteLayout l = layout();
                 WatchdogSettings w = watchdog_settings();
                 w.deadline_unix = std::min(w.deadline_unix, clock_.unix_now() + kTerminateBackstopS);
-                exec_sh("cat > " + common::sh_quote(l.watchdog_conf), watchdog_config(w, l));
+                exec_sh(write_watchdog_conf(l), watchdog_config(w, l));
             } catch (const common::Error & e) {
                 note_remote_failure(e);
             }
@@ -1460,6 +1480,20 @@ private:
                                 "finish: " + in.ref() + ": terminate not confirmed (status " + t.last_status +
                                     "); it may still bill; run: broker instances terminate " + in.ref() + " --yes");
         common::log::info("finish: ", in.ref(), " is gone");
+    }
+
+    // A keep whose watchdog could not be moved to the keep deadline (the host did not answer, the
+    // write failed): the watchdog still holds what it was armed with, and the deadline in the
+    // instance's name stands, so the keep deadline `wanted` ends nothing. `end`: instance_end_unix().
+    std::string keep_not_extended_reason(double wanted, double end) {
+        const std::string rule = outcome_ == Outcome::Succeeded ? "on_success" : "on_failure";
+        const std::string head = rule + ": keep, but the watchdog could not be moved to the keep deadline " + common::format_utc_minute(wanted) + ": ";
+        if (st().watchdog && st().watchdog->action != "none")
+            return head + "the watchdog ends the instance as it was armed to, " + common::format_duration(st().watchdog->heartbeat_timeout_s) +
+                   " after the last heartbeat, or at " + common::format_utc_minute(end) +
+                   " at the latest (the earlier of its watchdog's deadline and the one in its name)";
+        return head + "its watchdog cannot end it here; it ends at " + common::format_utc_minute(end) +
+               " at the latest (the deadline in its name, enforced by `broker sweep` or the provider itself)";
     }
 
     // A run that already finished: the report is rebuilt from the journal (last event per step).

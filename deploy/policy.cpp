@@ -18,7 +18,7 @@ EndAction parse_end_action(std::string_view text) {
     throw common::Error::usage("policy: unknown action '" + std::string(text) + "': use terminate or keep");
 }
 
-EndDecision decide(const Policy & policy, Outcome outcome, double now_unix, std::optional<double> cost_cap_unix) {
+EndDecision decide(const Policy & policy, Outcome outcome, double now_unix, std::optional<double> cost_cap_unix, bool watchdog_armed) {
     const bool ok = outcome == Outcome::Succeeded;
     const std::string rule = ok ? "on_success" : "on_failure";
     EndAction action = ok ? policy.on_success : policy.on_failure;
@@ -27,6 +27,9 @@ EndDecision decide(const Policy & policy, Outcome outcome, double now_unix, std:
         d.reason = rule + ": terminate";
         return d;
     }
+    if (!watchdog_armed)
+        return EndDecision{EndAction::Terminate, 0,
+                           rule + ": keep, but the run ended before its watchdog was armed, so no watchdog would end the instance: terminate"};
     d.keep_until_unix = now_unix + policy.keep_ttl_s;
     const std::string then = "; the watchdog and `broker sweep` end it then)";
     if (!cost_cap_unix || *cost_cap_unix >= d.keep_until_unix) {

@@ -47,7 +47,12 @@ struct EndDecision {
 // the machine is only right when they asked to keep failed runs. `cost_cap_unix` (cost_cap_unix()
 // below): a kept instance's deadline never passes it, since the kept box goes on billing and
 // policy.max_cost_usd caps the whole run; one already past it is terminated instead of kept.
-EndDecision decide(const Policy & policy, Outcome outcome, double now_unix, std::optional<double> cost_cap_unix = std::nullopt);
+// `watchdog_armed` false: the run ended before the instance's watchdog was started (a failure or
+// Ctrl-C in create, ready or push), so nothing on it would end a kept instance at the keep deadline
+// (on most providers nothing but a `broker sweep` someone runs would end it at all): a keep becomes
+// a terminate, and the reason says why.
+EndDecision decide(const Policy & policy, Outcome outcome, double now_unix, std::optional<double> cost_cap_unix = std::nullopt,
+                   bool watchdog_armed = true);
 
 // Dollars spent so far at a price; nullopt price (unknown) counts as 0 and is reported as unknown.
 double cost_usd(double price_usd_per_hour, double elapsed_s);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -494,6 +495,32 @@ TEST_CASE("e2e: when finish cannot look up an instance a failed create may have 
     CHECK(vast.state()["instances"].size() == 1);
 }
 
+TEST_CASE("e2e: on_failure keep with a run that fails before its watchdog is armed terminates the instance and proves it gone, saying why") {
+    Env env;
+    tests::Emulator vast("vast", {.api_key = "test-key-vast"});
+    // The instance fails as it boots: the ready step fails, on Vast (no deadline of its own), with
+    // nothing set up on the instance and no watchdog armed. on_failure is keep.
+    vast.inject({{"kind", "instance_failed"}, {"match", {{"action", "create"}}}});
+    auto r = common::run_process(base_args(env, vast_config(env)), vast_opts(vast));
+    INFO(r.err);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    REQUIRE(journal_has(run, "ready", "failed"));
+    CHECK_FALSE(journal_has(run, "watchdog", "start"));
+    CHECK(r.exit_code == 8);  // the ready step's failure; finish proved the instance gone
+    CHECK(journal_has(run, "finish", "done"));
+    auto st = state_of(run);
+    CHECK(st["watchdog"].is_null());
+    CHECK(st["end"]["action"] == "terminate");
+    CHECK(st["end"]["proven_gone"] == true);
+    const std::string reason = st["end"]["reason"];
+    CHECK(reason.find("on_failure: keep, but the run ended before its watchdog was armed") == 0);
+    CHECK(reason.find("terminate") != std::string::npos);
+    CHECK(vast.state()["instances"].empty());
+    CHECK(vast.state()["terminated"].size() == 1);
+    CHECK(r.err.find("keep for") == std::string::npos);  // no keep deadline that nothing would enforce
+}
+
 namespace {
 
 // A GPU run that may rent on RunPod, then on Vast (both emulated; nothing backs their instances), and
@@ -935,6 +962,53 @@ TEST_CASE("e2e: --keep-running under policy.max_cost_usd keeps the pod only unti
     REQUIRE(at != std::string::npos);
     CHECK(std::stod(conf.substr(at + 14)) <= cap_at + 1);
     CHECK(r.err.find("policy.max_cost_usd is reached then") != std::string::npos);
+    CHECK(emu.state()["instances"].size() == 1);  // kept; the test folder's removal takes the watchdog's config, and it exits
+}
+
+TEST_CASE("e2e: a keep whose watchdog cannot be moved to the keep deadline states the deadline that really ends the instance") {
+    Env env;
+    // Writing the watchdog's config once it runs (watchdog.conf.pid exists: the watchdog step is
+    // over) fails on the pod, as on a full disk: finish cannot move the watchdog to the keep deadline.
+    tests::SshdFixture sshd({pod_with_fakes(env, {{"cat", "out=$(readlink /proc/$$/fd/1)\n"
+                                                          "case \"$out\" in */watchdog.conf*) if [ -f \"${out%/*}/watchdog.conf.pid\" ]; then\n"
+                                                          "  echo 'cat: write error: No space left on device' >&2; exit 1; fi ;; esac\n"
+                                                          "PATH=${PATH#*:} exec cat \"$@\"\n"}})});
+    tests::Emulator emu("runpod", {.api_key = "test-key-runpod"});
+    emu.configure({{"ssh_host", "127.0.0.1"}, {"ssh_port", sshd.port()}, {"ssh_user", sshd.user()}, {"boot_polls", 2}});
+    std::string cfg = cloud_config(env, "runpod", "  on_failure: keep\n  keep_ttl: 10m\n  max_duration: 1h\n  heartbeat_timeout: 5m\n");
+    std::string text = tests::read_file(cfg);
+    text.replace(text.find("vocab: 128"), 10, "vocab: 5000");  // extract refuses the tokens: the run fails after the watchdog
+    tests::write_file(cfg, text);
+    auto r = common::run_process(sshd_backed_args(env, cfg, sshd), cloud_opts(emu, "runpod"));
+    INFO(r.err);
+    CHECK(r.exit_code == 8);
+    std::string run = only_run_dir(env);
+    REQUIRE(!run.empty());
+    auto st = state_of(run);
+    REQUIRE(st["watchdog"].is_object());
+    REQUIRE(st["end"]["action"] == "keep");
+    CHECK(st["end"]["watchdog_extended"] == false);
+    // The deadline recorded is the one that ends the instance: the earlier of the watchdog's (as
+    // armed) and the one in its name, about 1 h 30 min after the create; not the keep's 10 min.
+    const std::string name = st["instance"]["name"];
+    REQUIRE(name.rfind("-dl") != std::string::npos);
+    const double real_end = std::min(std::stod(name.substr(name.rfind("-dl") + 3)), st["watchdog"]["deadline_unix"].get<double>());
+    const double keep_until = st["end"]["keep_until_unix"];
+    CHECK(keep_until == doctest::Approx(real_end).epsilon(1e-9));
+    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    CHECK(keep_until > now + 60 * 60);
+    const std::string reason = st["end"]["reason"];
+    INFO(reason);
+    CHECK(reason.find("on_failure: keep, but the watchdog could not be moved to the keep deadline") == 0);
+    CHECK(reason.find("5m00s after the last heartbeat") != std::string::npos);
+    CHECK(r.err.find("the watchdog and `broker sweep` end it then") == std::string::npos);
+    // The pod's watchdog config is still the whole one armed (the failed write left it, not an empty
+    // file that would end nothing): its deadline is the one stated.
+    std::string remote = env.dir / ("pod-home/toolkit/runs/" + json_file(run + "/run.json")["run_id"].get<std::string>());
+    std::string conf = tests::read_file(remote + "/watchdog.conf");
+    auto at = conf.find("DEADLINE_UNIX=");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stod(conf.substr(at + 14)) == doctest::Approx(st["watchdog"]["deadline_unix"].get<double>()).epsilon(1e-9));
     CHECK(emu.state()["instances"].size() == 1);  // kept; the test folder's removal takes the watchdog's config, and it exits
 }
 

@@ -142,3 +142,23 @@ TEST_CASE("policy: a kept instance's deadline never passes the moment the cost c
     p.on_failure = EndAction::Terminate;
     CHECK(deploy::decide(p, Outcome::Failed, 1000, cap).action == EndAction::Terminate);
 }
+
+TEST_CASE("policy: a keep with no watchdog armed (the run ended in create, ready or push) is a terminate that says why") {
+    deploy::Policy p;
+    p.on_failure = EndAction::Keep;
+    p.on_success = EndAction::Keep;
+    p.keep_ttl_s = 3600;
+    for (auto outcome : {Outcome::Failed, Outcome::Interrupted, Outcome::Succeeded}) {
+        auto d = deploy::decide(p, outcome, 1000, std::nullopt, false);
+        CHECK(d.action == EndAction::Terminate);
+        CHECK(d.keep_until_unix == 0);
+        CHECK(d.reason.find(outcome == Outcome::Succeeded ? "on_success: keep, but" : "on_failure: keep, but") == 0);
+        CHECK(d.reason.find("before its watchdog was armed") != std::string::npos);
+        CHECK(d.reason.find("keep for") == std::string::npos);  // no deadline that nothing enforces
+        // Armed: the keep stands.
+        CHECK(deploy::decide(p, outcome, 1000, std::nullopt, true).action == EndAction::Keep);
+    }
+    // A terminate is a terminate, armed or not, with its own reason.
+    p.on_failure = EndAction::Terminate;
+    CHECK(deploy::decide(p, Outcome::Failed, 1000, std::nullopt, false).reason == "on_failure: terminate");
+}
