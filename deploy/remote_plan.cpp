@@ -52,10 +52,13 @@ std::string input_file_name(const DataConfig & d) {
 }
 
 namespace {
-// A number as common::parse_bytes reads it: digits and a decimal point, whatever the locale (90, 90.5).
+// A number as common::parse_bytes and analyze's flags read it: digits and a decimal point, whatever
+// the locale (90, 90.5), and the shortest form that reads back as the same double (an ostream's six
+// significant digits cut 0.0612345678 to 0.0612346). The buffer holds any double in fixed notation.
 std::string plain_decimal(double v) {
-    char buf[64];
+    char buf[512];
     auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed);
+    if (r.ec != std::errc()) throw common::Error::internal("cannot format the number " + std::to_string(v));
     return std::string(buf, r.ptr);
 }
 
@@ -112,7 +115,7 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
       << "echo \"job: extract inspect failed; the results have no parameter figures\"\n";
     s << "echo \"job: extract + analyze (fused)\"\n"
       << "\"$bin/analyze\" extract -o \"$run/results/analysis\" --mode " << q(c.analysis.mode) << " --threshold "
-      << c.analysis.threshold;
+      << plain_decimal(c.analysis.threshold);
     // The fractions only when the config sets its own (analyze's defaults are the modes' criteria),
     // written exactly (shortest round trip) so analyze compares the very value the config holds.
     const AnalysisConfig defaults;
@@ -121,11 +124,7 @@ std::string job_script(const RunConfig & c, const RemoteLayout & l, const std::s
     s << " --checkpoint-every 10 --model-name " << q(report_model_name(c.model));
     // Issue 14's statistics (analysis.thresholds, expert_stats, perplexity): numbers and flags only.
     std::string thresholds;
-    for (double t : c.analysis.thresholds) {
-        std::ostringstream one;
-        one << t;
-        thresholds += (thresholds.empty() ? "" : ",") + one.str();
-    }
+    for (double t : c.analysis.thresholds) thresholds += (thresholds.empty() ? "" : ",") + plain_decimal(t);
     s << " --thresholds " << q(thresholds.empty() ? "none" : thresholds);
     if (c.analysis.expert_stats) s << " --expert-stats";
     s << " -- run " << q(model) << " " << input_flag << " " << q(input);

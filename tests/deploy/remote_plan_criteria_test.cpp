@@ -32,3 +32,14 @@ TEST_CASE("remote plan: the job passes --layer-fraction and --position-fraction 
     CHECK(job.find("--position-fraction") == std::string::npos);
     CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
 }
+
+TEST_CASE("remote plan: the job passes analysis.threshold and analysis.thresholds exactly") {
+    const auto l = deploy::remote_layout("/home/u", "r1", "");
+    auto cfg = deploy::parse_run_config("model:\n  fixture: {family: olmoe}\ndata:\n  synthetic_tokens: {vocab: 100}\n"
+                                        "analysis:\n  threshold: 6.00000012\n  thresholds: [4.5, 7.123456789]\n");
+    deploy::validate(cfg);
+    const std::string job = deploy::job_script(cfg, l, "/c/bin", "");
+    CHECK(job.find("--threshold 6.00000012 ") != std::string::npos);
+    CHECK(job.find("--thresholds '4.5,7.123456789'") != std::string::npos);
+    CHECK(common::run_process({"sh", "-n", "-c", job}).exit_code == 0);
+}
