@@ -47,8 +47,8 @@ DownloadSlot DownloadSlot::acquire(const DownloadSlotSpec & spec, const common::
         }
         if (on_wait) on_wait();
         if (!deadline.sleep(std::chrono::duration_cast<common::Duration>(std::chrono::duration<double>(poll_s))))
-            throw common::Error(common::ErrorKind::Timeout, "fetch: no download slot came free (" + std::to_string(spec.count) +
-                                                                " at once across the sweep) before the step's deadline");
+            throw common::Error(common::ErrorKind::Timeout, "no download slot came free (" + std::to_string(spec.count) + " at once across the sweep, in " +
+                                                                spec.dir + ") within " + common::format_duration(common::to_seconds(deadline.budget())));
     }
 }
 

@@ -5,6 +5,10 @@
 //
 //   deploy_and_analyze --sweep F --member M --download-slots <sweep dir>/download-slots:2   (the sweep passes it)
 //   auto slot = DownloadSlot::acquire(spec, deadline);  // blocks; released when `slot` goes away
+//
+// deploy_and_analyze takes its slot in a step of its own before the create (before the fetch for a
+// batch scheduler), so a run waiting behind others' downloads rents nothing meanwhile, and lets go
+// of it when its fetch step ends (flow.cpp, the slot step).
 #pragma once
 
 #include <functional>
@@ -30,8 +34,8 @@ class DownloadSlot {
 public:
     // Takes a free slot, waiting (polling every `poll_s` through deadline.sleep) while all are held.
     // A spec without a folder returns an empty slot at once. `on_wait` is called at every poll that
-    // found all slots held (the fetch step keeps the instance's watchdog heartbeat going there: a
-    // wait may be long); what it throws ends the wait. Throws common::Error: Timeout when the
+    // found all slots held (a run resumed with its instance rented keeps the watchdog's heartbeat
+    // going there: a wait may be long); what it throws ends the wait. Throws common::Error: Timeout when the
     // deadline passes first, Interrupted on Ctrl-C, an io error naming the slot file when the folder
     // cannot be used.
     static DownloadSlot acquire(const DownloadSlotSpec & spec, const common::Deadline & deadline, double poll_s = 1,

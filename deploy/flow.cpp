@@ -47,6 +47,15 @@ namespace {
 // the queue. A pending job costs nothing; Ctrl-C (or --resume later) is the user's way out sooner.
 constexpr double kBatchQueueWaitS = 48 * 3600;
 
+// How long a run waits for one of a sweep's download slots (--download-slots) before anything is
+// rented: the wait costs nothing, and every holder lets go once its fetch step ends (each step before
+// it has a deadline), so only a long queue of members behind few slots reaches this. Ctrl-C, or the
+// sweep's stop or budget, ends the wait sooner.
+constexpr double kDownloadSlotWaitS = 48 * 3600;
+// A run resumed with its instance already rented (a crash between the create and the fetch) waits
+// for a slot while the instance bills: no longer than the fetch step itself may take.
+constexpr double kDownloadSlotWaitBillingS = 60 * 60;
+
 // While finish terminates an instance, its watchdog's deadline is moved this close, so that a
 // terminate that cannot be proven is still ended by the watchdog.
 constexpr double kTerminateBackstopS = 15 * 60;
@@ -80,6 +89,7 @@ public:
         if (finished_before_) return summarize_finished(out);
         auto report = run_steps(with_test_hooks(with_data_step(batch_ ? batch_steps() : instance_steps())), Step{"finish", [this](StepContext & c) { finish(c); }, 10min, true, false},
                                 dir_, clock_, [this](const RunReport & r) {
+                                    release_download_slot();  // a run that failed before its fetch ended downloads nothing more
                                     outcome_ = !r.first_failure ? Outcome::Succeeded
                                                : r.first_failure->kind() == common::ErrorKind::Interrupted ? Outcome::Interrupted
                                                                                                           : Outcome::Failed;
@@ -114,21 +124,25 @@ private:
         return steps;
     }
 
-    // A machine of our own: rent it, wait until SSH reaches its GPUs, and run there.
+    // A machine of our own: rent it, wait until SSH reaches its GPUs, and run there. With a sweep's
+    // download slots, the slot is taken before the create, so a member waiting behind others'
+    // downloads rents nothing while it waits, and the fetch comes before the bootstrap, so the slot
+    // is not held through the build (the slot step, below).
     std::vector<Step> instance_steps() {
         const double deadline_s = cfg_.policy.max_duration_s;
-        return {
+        std::vector<Step> steps{
             {"estimate", [this](StepContext & c) { estimate(c); }, 2min},
             {"offers", [this](StepContext & c) { offers(c); }, 3min},
             {"create", [this](StepContext & c) { create(c); }, 10min},
             {"ready", [this](StepContext & c) { ready(c); }, 20min},
             {"push", [this](StepContext & c) { push(c); }, 15min},
             {"watchdog", [this](StepContext & c) { arm_watchdog(c); }, 2min},
-            {"bootstrap", [this](StepContext & c) { bootstrap(c); }, 45min},
             {"fetch", [this](StepContext & c) { fetch(c); }, 60min},
+            {"bootstrap", [this](StepContext & c) { bootstrap(c); }, 45min},
             {"run", [this](StepContext & c) { run_job(c); }, seconds(deadline_s), false},
             {"pull", [this](StepContext & c) { pull(c); }, 20min, true, false},
         };
+        return with_slot_step(std::move(steps), "create");
     }
 
     // A batch scheduler (deploy/README.md, "Batch schedulers"): push to the site's shared directory
@@ -138,7 +152,7 @@ private:
     std::vector<Step> batch_steps() {
         // The run step also waits in the queue: the job's own --time (max_duration) starts when it runs.
         const double follow_s = cfg_.policy.max_duration_s + kBatchQueueWaitS;
-        return {
+        std::vector<Step> steps{
             {"estimate", [this](StepContext & c) { estimate(c); }, 2min},
             {"offers", [this](StepContext & c) { offers(c); }, 3min},
             {"site", [this](StepContext & c) { site(c); }, 3min},
@@ -148,6 +162,59 @@ private:
             {"run", [this](StepContext & c) { run_batch(c); }, seconds(follow_s), false},
             {"pull", [this](StepContext & c) { pull(c); }, 20min, true, false},
         };
+        // Nothing bills while a batch run waits (the login node is the site's), so its slot is taken
+        // right before the fetch, not held through the build.
+        return with_slot_step(std::move(steps), "fetch");
+    }
+
+    // ---- slot: one of a sweep's download slots, held from here until the fetch step ends ---------
+    // Only where the run downloads a Hub model under a sweep's cap (--download-slots). Its own step,
+    // with its own long deadline, so the wait counts against no other step's (the fetch's 60 min
+    // used to include it, so a long queue failed a member after it had paid for its instance).
+    // It runs again on every attach (a slot is a lock this process holds) and takes nothing once
+    // the fetch is done.
+    bool downloads_model() const { return !cfg_.model.fixture && cfg_.model.local_path.empty() && !cfg_.model.hub_id.empty(); }
+    std::vector<Step> with_slot_step(std::vector<Step> steps, const std::string & before) {
+        if (opt_.download_slots.dir.empty() || !downloads_model()) return steps;
+        auto at = std::find_if(steps.begin(), steps.end(), [&](const Step & s) { return s.name == before; });
+        steps.insert(at, Step{"slot", [this](StepContext & c) { take_download_slot(c); }, seconds(kDownloadSlotWaitS), false});
+        return steps;
+    }
+
+    void take_download_slot(StepContext & ctx) {
+        if (dir_.step_done("fetch")) {
+            common::log::info("slot: the model was fetched in an earlier attach; no download slot needed");
+            return;
+        }
+        // Resumed with the instance already rented: it bills while this waits, so the wait is
+        // bounded as the fetch step's was, and the watchdog (armed by now, perhaps) gets its heartbeats.
+        const bool billing = !batch_ && st().instance.has_value();
+        const common::Deadline billing_bound(clock_, seconds(kDownloadSlotWaitBillingS));
+        const common::Deadline & deadline = billing && billing_bound.remaining() < ctx.deadline.remaining() ? billing_bound : ctx.deadline;
+        double next = 0;
+        bool said = false;
+        auto slot = DownloadSlot::acquire(opt_.download_slots, deadline, 1, [&]() {
+            if (!said)
+                common::log::info("slot: all ", opt_.download_slots.count, " download slots are taken; waiting",
+                                  billing ? " (the instance rented by an earlier attach bills meanwhile)" : " (nothing is rented yet)");
+            said = true;
+            if (!billing || !st().watchdog || clock_.unix_now() < next) return;
+            next = clock_.unix_now() + opt_.poll_s;
+            try {
+                if (exec_sh("touch " + common::sh_quote(layout().heartbeat_file)) != 0)
+                    common::log::warn("slot: could not touch the watchdog's heartbeat file while waiting for a download slot");
+            } catch (const common::Error & e) {
+                common::log::warn("slot: could not heartbeat the watchdog while waiting for a download slot: ", e.message());
+            }
+        });
+        common::log::info("slot: download slot ", slot.index() + 1, " of ", opt_.download_slots.count, ", held until the fetch step ends");
+        download_slot_.emplace(std::move(slot));
+    }
+
+    void release_download_slot() {
+        if (!download_slot_) return;
+        download_slot_.reset();
+        common::log::info("download slot released");
     }
     RunState & st() { return dir_.state(); }
     const RunState & st() const { return dir_.state(); }
@@ -845,22 +912,10 @@ private:
                 env.push_back({"HF_TOKEN", tok});  // on stdin, never in argv
             }
             if (const char * ep = std::getenv("HF_ENDPOINT"); ep && *ep) env.push_back({"HF_ENDPOINT", ep});
-            // In a sweep, at most N members download at once (the Hub answers 429 to a crowd). The
-            // wait can outlast policy.heartbeat_timeout, and the watchdog is armed by now: it keeps
-            // the heartbeat going, as follow_job does.
-            DownloadSlot slot = DownloadSlot::acquire(opt_.download_slots, ctx.deadline, 1, [&, next = 0.0, said = false]() mutable {
-                if (!said) common::log::info("fetch: all ", opt_.download_slots.count, " download slots are taken; waiting");
-                said = true;
-                if (!st().watchdog || clock_.unix_now() < next) return;
-                next = clock_.unix_now() + opt_.poll_s;
-                try {
-                    if (exec_sh("touch " + common::sh_quote(l.heartbeat_file)) != 0)
-                        common::log::warn("fetch: could not touch the watchdog's heartbeat file while waiting for a download slot");
-                } catch (const common::Error & e) {
-                    common::log::warn("fetch: could not heartbeat the watchdog while waiting for a download slot: ", e.message());
-                }
-            });
-            if (slot.held()) common::log::info("fetch: download slot ", slot.index() + 1, " of ", opt_.download_slots.count);
+            // In a sweep, at most N members download at once (the Hub answers 429 to a crowd): the
+            // slot step took one of the N before anything was rented; it is let go below.
+            if (!opt_.download_slots.dir.empty() && !download_slot_)
+                throw common::Error::internal("fetch: no download slot held (the slot step did not run)");
             std::vector<std::string> words{"sh", l.src_dir + "/deploy/remote/fetch_model.sh", cfg_.model.hub_id, cfg_.model.revision,
                                            l.cache_dir};
             if (batch_ && !st().batch->fetch_on_login) {
@@ -873,6 +928,7 @@ private:
             st().model_dir = value_from_log(dir_.logs_dir(), "fetch.log", "model_dir");
         }
         save();
+        release_download_slot();
     }
 
     // ---- run: extract + analyze as one detached job, streamed here --------------------------------
@@ -1589,6 +1645,7 @@ private:
     broker::Broker broker_;
     common::Clock & clock_;
     std::optional<bifrost::Client> client_;
+    std::optional<DownloadSlot> download_slot_;  // from the slot step to the end of the fetch step
     bool finished_before_ = false;
     bool pulling_ = false;            // from the pull step on: remote commands are bounded by policy.stall_timeout
     bool finishing_ = false;          // in finish: remote calls get one short try each

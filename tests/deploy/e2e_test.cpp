@@ -136,7 +136,7 @@ TEST_CASE("e2e: the rehearsal runs the whole flow, finds the planted outliers, a
     REQUIRE(r.exit_code == 0);
     std::string run = only_run_dir(env);
     REQUIRE(!run.empty());
-    for (const char * step : {"estimate", "offers", "create", "ready", "push", "watchdog", "bootstrap", "fetch", "run", "pull", "finish"})
+    for (const char * step : {"estimate", "offers", "create", "ready", "push", "watchdog", "fetch", "bootstrap", "run", "pull", "finish"})
         CHECK_MESSAGE(journal_has(run, step, "done"), step);
     CHECK(fs::exists(run + "/results/analysis/report.md"));
     // Exactly the planted dims (configs/rehearsal.yaml: 7,42@0-3) are outliers.

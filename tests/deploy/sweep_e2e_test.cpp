@@ -614,18 +614,16 @@ TEST_CASE("sweep e2e: max_concurrent_downloads keeps the members' Hub downloads 
     CHECK(st["requests"].get<int>() >= 6);  // config.json and model.safetensors of each, at least
     CHECK(st["max_in_flight"] == 1);
     CHECK(st["answered_429"] == 0);
-    // Each member waited for a slot: every one held slot 1 of 1 in its fetch step.
+    // Each member waited for a slot: every one held slot 1 of 1 from before its create to the end of its fetch.
     for (const char * m : {"olmoe-tiny", "qwen3-tiny", "mixtral-tiny"})
         CHECK_MESSAGE(tests::read_file(root + "/" + m + ".log").find("download slot 1 of 1") != std::string::npos, m);
 }
 
-TEST_CASE("sweep e2e: a member that waits for its download slot longer than heartbeat_timeout keeps its instance") {
-    SweepEnv env;
-    CrowdHub hub(4, 0);
-    std::string repo = "t" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000000) + "/olmoe-slot";
-    hub.put_fixture(repo, {"--family", "olmoe", "--layers", "4", "--hidden", "64", "--seed", "1", "--plant", "7,42@0-3"});
-    // The rehearsal as a sweep member runs it (--download-slots), its model from the Hub stand-in,
-    // with the shortest heartbeat timeout the config allows.
+namespace {
+
+// The rehearsal as one sweep member runs it: its model the fixture `repo` from the Hub stand-in, the
+// shortest heartbeat timeout the config allows, the run in env.dir/run.
+std::string slot_member_config(const SweepEnv & env, const std::string & repo) {
     std::string text = tests::read_file(std::string(TOOLKIT_SOURCE_DIR) + "/configs/rehearsal.yaml");
     auto from = text.find("  fixture:\n");
     auto to = text.find("  dtype:");
@@ -634,29 +632,125 @@ TEST_CASE("sweep e2e: a member that waits for its download slot longer than hear
     text.replace(from, to - from, "  hub: " + repo + "\n");
     text.replace(text.find("heartbeat_timeout: 2m"), 21, "heartbeat_timeout: 30s");
     tests::write_file(env.dir / "member.yaml", text);
-    // The only slot is held here (another member downloading) until the run has waited well past
-    // the heartbeat timeout and the watchdog's tick.
+    return env.dir / "member.yaml";
+}
+
+// A member's argv (--download-slots, as the sweep passes it): a new run of `config`, or a --resume.
+std::vector<std::string> slot_member_args(const SweepEnv & env, const std::string & config, const std::string & slots,
+                                          const std::vector<std::string> & extra = {}) {
+    std::vector<std::string> args{DEPLOY_BIN};
+    if (config.empty()) args.insert(args.end(), {"--resume", env.dir / "run"});
+    else args.insert(args.end(), {"--config", config, "--run-dir", env.dir / "run"});
+    args.insert(args.end(), {"--download-slots", slots + ":1"});
+    for (const auto & a : env.state_args()) args.push_back(a);
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+}
+
+// Waits until `file` holds `text` (or the process ends, or 20 minutes pass).
+bool wait_for_text(const std::string & file, const std::string & text, common::ChildProcess & child) {
+    auto end = std::chrono::steady_clock::now() + 1200s;
+    while (std::chrono::steady_clock::now() < end && child.running()) {
+        if (tests::read_file(file).find(text) != std::string::npos) return true;
+        std::this_thread::sleep_for(200ms);
+    }
+    return tests::read_file(file).find(text) != std::string::npos;
+}
+
+std::string hub_repo(const std::string & name) {
+    return "t" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000000) + "/" + name;
+}
+
+}  // namespace
+
+TEST_CASE("sweep e2e: a member waiting for its download slot rents nothing until it has one, and the wait is no step's but its own") {
+    SweepEnv env;
+    CrowdHub hub(4, 0);
+    const std::string repo = hub_repo("olmoe-slot");
+    hub.put_fixture(repo, {"--family", "olmoe", "--layers", "4", "--hidden", "64", "--seed", "1", "--plant", "7,42@0-3"});
+    // The only slot is held here (another member downloading) for a while.
     const std::string slots = env.dir / "download-slots";
     fs::create_directories(slots);
     std::optional<common::FileLock> other_member(common::FileLock(slots + "/slot-0"));
-    std::vector<std::string> args{DEPLOY_BIN, "--config", env.dir / "member.yaml", "--run-dir", env.dir / "run", "--download-slots",
-                                  slots + ":1"};
-    for (const auto & a : env.state_args()) args.push_back(a);
     tests::EnvGuard endpoint("HF_ENDPOINT", "http://127.0.0.1:" + std::to_string(hub.port));
     tests::EnvGuard state("BROKER_STATE_DIR", ""), threads("OMP_NUM_THREADS", "2");
-    auto child = common::ChildProcess::spawn(args, {.stdout_path = env.dir / "out.txt", .stderr_path = env.dir / "err.txt", .new_session = true});
+    auto child = common::ChildProcess::spawn(slot_member_args(env, slot_member_config(env, repo), slots),
+                                             {.stdout_path = env.dir / "out.txt", .stderr_path = env.dir / "err.txt", .new_session = true});
     const std::string run = env.dir / "run";
-    auto end = std::chrono::steady_clock::now() + 1200s;
-    while (std::chrono::steady_clock::now() < end && !journal_has(run, "fetch", "start") && child.running()) std::this_thread::sleep_for(200ms);
-    REQUIRE(journal_has(run, "fetch", "start"));
+    REQUIRE(wait_for_text(env.dir / "err.txt", "download slots are taken", child));
+    std::this_thread::sleep_for(8s);
+    // Waiting, it has rented nothing: no create was sent, no instance exists.
+    CHECK(local_instances(env) == 0);
+    CHECK_FALSE(journal_has(run, "create", "start"));
+    CHECK(tests::read_file(env.dir / "err.txt").find("nothing is rented yet") != std::string::npos);
+    other_member.reset();
+    auto code = child.wait_for(600s);
+    const std::string err = tests::read_file(env.dir / "err.txt");
+    INFO(err);
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+    CHECK(outlier_dims(run) == std::set<int>{7, 42});
+    CHECK(err.find("download slot 1 of 1") != std::string::npos);
+    // The wait was the slot step's own: the fetch's 60 minutes did not include it.
+    double slot_s = -1, fetch_s = -1;
+    {
+        std::ifstream in(run + "/journal.jsonl");
+        for (std::string line; std::getline(in, line);) {
+            auto j = nlohmann::json::parse(line, nullptr, false);
+            if (!j.is_object() || j.value("event", "") != "done") continue;
+            if (j.value("step", "") == "slot") slot_s = j.value("duration_s", -1.0);
+            if (j.value("step", "") == "fetch") fetch_s = j.value("duration_s", -1.0);
+        }
+    }
+    CHECK(slot_s >= 8);
+    CHECK(fetch_s >= 0);
+    CHECK(fetch_s < slot_s);
+    // The slot was let go when the fetch ended, before the bootstrap's build began.
+    const auto released = err.find("download slot released"), build = err.find("step bootstrap: started");
+    REQUIRE(released != std::string::npos);
+    REQUIRE(build != std::string::npos);
+    CHECK(released < build);
+    CHECK(local_instances(env) == 0);
+}
+
+TEST_CASE("sweep e2e: a member resumed with its instance rented heartbeats the watchdog while it waits for a slot, and once fetched takes none") {
+    SweepEnv env;
+    CrowdHub hub(4, 0);
+    const std::string repo = hub_repo("olmoe-resume-slot");
+    hub.put_fixture(repo, {"--family", "olmoe", "--layers", "4", "--hidden", "64", "--seed", "1", "--plant", "7,42@0-3"});
+    const std::string slots = env.dir / "download-slots";
+    fs::create_directories(slots);
+    tests::EnvGuard endpoint("HF_ENDPOINT", "http://127.0.0.1:" + std::to_string(hub.port));
+    tests::EnvGuard state("BROKER_STATE_DIR", ""), threads("OMP_NUM_THREADS", "2");
+    const std::string run = env.dir / "run";
+    // 1. Killed as its fetch starts: the instance rented, the watchdog armed (heartbeat_timeout 30 s),
+    //    the slot freed by the kernel with the process.
+    auto first = common::run_process(slot_member_args(env, slot_member_config(env, repo), slots, {"--test-sigkill-at-step", "fetch"}), run_opts());
+    INFO(first.err);
+    REQUIRE(first.exit_code == 128 + SIGKILL);
+    REQUIRE(local_instances(env) == 1);
+    // 2. Resumed while another member holds the only slot, for well past the heartbeat timeout and
+    //    the watchdog's tick: the instance stays, since the waiting run heartbeats it.
+    std::optional<common::FileLock> other_member(common::FileLock(slots + "/slot-0"));
+    auto child = common::ChildProcess::spawn(slot_member_args(env, "", slots, {"--test-sigkill-at-step", "bootstrap"}),
+                                             {.stdout_path = env.dir / "out.txt", .stderr_path = env.dir / "err.txt", .new_session = true});
+    REQUIRE(wait_for_text(env.dir / "err.txt", "download slots are taken", child));
     std::this_thread::sleep_for(50s);  // heartbeat_timeout 30 s + the watchdog's 10 s tick, and then some
-    CHECK(local_instances(env) == 1);  // still there: the waiting run kept heartbeating
+    CHECK(local_instances(env) == 1);
+    CHECK(tests::read_file(env.dir / "err.txt").find("bills meanwhile") != std::string::npos);
     other_member.reset();
     auto code = child.wait_for(600s);
     INFO(tests::read_file(env.dir / "err.txt"));
     REQUIRE(code.has_value());
-    CHECK(*code == 0);
+    REQUIRE(*code == 128 + SIGKILL);  // as the bootstrap starts: the fetch is done
+    REQUIRE(journal_has(run, "fetch", "done"));
+    // 3. Resumed after the fetch while the slot is held again: it takes none and does not wait.
+    other_member.emplace(slots + "/slot-0");
+    auto last = common::run_process(slot_member_args(env, "", slots), run_opts());
+    INFO(last.err);
+    CHECK(last.exit_code == 0);
+    CHECK(last.err.find("download slots are taken") == std::string::npos);
+    CHECK(last.err.find("no download slot needed") != std::string::npos);
     CHECK(outlier_dims(run) == std::set<int>{7, 42});
-    CHECK(tests::read_file(env.dir / "err.txt").find("download slot 1 of 1") != std::string::npos);
     CHECK(local_instances(env) == 0);
 }

@@ -891,7 +891,7 @@ TEST_CASE("download slots: at most N holders across processes, a wait ends at th
     CHECK_FALSE(deploy::DownloadSlot::acquire({}, common::Deadline(clock, std::chrono::seconds(1))).held());  // no cap
 }
 
-TEST_CASE("download slots: a wait calls its callback at every poll (the fetch step heartbeats the watchdog there), a free slot never") {
+TEST_CASE("download slots: a wait calls its callback at every poll (a resumed run heartbeats its watchdog there), a free slot never") {
     tests::TempDir dir("download-slots-wait");
     common::RealClock clock;
     deploy::DownloadSlotSpec spec{dir / "slots", 1};
