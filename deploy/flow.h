@@ -1,7 +1,8 @@
 // The deploy_and_analyze flow over broker (offers, instances, terminate-and-prove) and bifrost
-// (push, detached jobs, logs, pull): estimate → offers → create → ready → push → watchdog →
-// bootstrap → fetch → run (streamed) → pull, then finish (policy → terminate → prove gone), each a
-// named step with a deadline in the step table (steps.h), journalled in the run directory.
+// (push, detached jobs, logs, pull): [data] → estimate → offers → [slot] → create → ready → push →
+// watchdog → fetch → bootstrap → run (streamed) → pull, then finish (policy → terminate → prove
+// gone), each a named step with a deadline in the step table (steps.h), journalled in the run
+// directory. `data` runs only for a Hub rows source, `slot` only with --download-slots (a sweep).
 #pragma once
 
 #include <string>
