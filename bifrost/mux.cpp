@@ -549,14 +549,15 @@ void close_descriptors_except(int keep) {
     }
     struct stat mine {};
     ::stat(path.c_str(), &mine);
-    (void)!::write(ready_fd, "ok", 2);
-    ::close(ready_fd);
-    // The master's own log (connection loss, failures) lives beside its socket.
+    // The master's own log (connection loss, failures) lives beside its socket. Set up before the
+    // master reports ready, so whoever started it finds it writing there (mux_test looks for it so).
     int devnull = ::open("/dev/null", O_RDWR);
     int log_fd = ::open((path.substr(0, path.size() - 5) + ".log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ::dup2(devnull, 0);
     ::dup2(devnull, 1);
     ::dup2(log_fd >= 0 ? log_fd : devnull, 2);
+    (void)!::write(ready_fd, "ok", 2);
+    ::close(ready_fd);
     try {
         serve(*conn, listen_fd, persist_s, options, path, mine);
     } catch (...) {
